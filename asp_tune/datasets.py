@@ -1,0 +1,361 @@
+"""Data sets by name, decoded once into uint8 image tensors with seeded train/val/test splits.
+
+Library code never assumes where data lives: every loader takes a path. ``digits`` ships with
+scikit-learn (offline default); ``cifar10``/``cifar100`` come from torchvision (downloaded for
+users online), an image-folder tree (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) or a
+``.tar.gz`` archive of one; ``image_folder`` reads any such tree. Decoded arrays are cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from asp_tune.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+TEST_SPLIT_SEED = 12345  # fixed: the test split never depends on the run's seed
+
+
+@dataclass
+class ImageArrays:
+    """Images as uint8 ``(N, C, H, W)`` and int64 labels ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def take(self, indices: np.ndarray | torch.Tensor) -> "ImageArrays":
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return ImageArrays(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class DataBundle:
+    """Train / validation / test splits plus what is needed to feed them."""
+
+    name: str
+    classes: list[str]
+    train: ImageArrays
+    val: ImageArrays
+    test: ImageArrays
+    crop_padding: int = 0
+    flip_p: float = 0.0
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        k = len(self.classes)
+        if k < 2:
+            raise DataError(f"data set '{self.name}' has {k} class(es); at least 2 are needed")
+        shape = None
+        for split in ("train", "val", "test"):
+            arr: ImageArrays = getattr(self, split)
+            if arr.images.dtype != torch.uint8 or arr.images.dim() != 4:
+                raise DataError(f"{self.name}/{split}: images must be uint8 (N, C, H, W), "
+                                f"got {arr.images.dtype} {tuple(arr.images.shape)}")
+            if arr.images.shape[0] != arr.labels.numel():
+                raise DataError(f"{self.name}/{split}: {arr.images.shape[0]} images but "
+                                f"{arr.labels.numel()} labels")
+            if shape is not None and tuple(arr.images.shape[1:]) != shape:
+                raise DataError(f"{self.name}/{split}: image shape {tuple(arr.images.shape[1:])} "
+                                f"differs from {shape}")
+            shape = tuple(arr.images.shape[1:])
+            if len(arr) and (int(arr.labels.min()) < 0 or int(arr.labels.max()) >= k):
+                raise DataError(
+                    f"{self.name}/{split}: labels out of range [{int(arr.labels.min())}, "
+                    f"{int(arr.labels.max())}]; allowed 0..{k - 1} for {k} classes"
+                )
+        if len(self.train) == 0:
+            raise DataError(f"data set '{self.name}' has an empty training split")
+        if not self.mean:
+            imgs = self.train.images.float().div(255)
+            self.mean = tuple(imgs.mean(dim=(0, 2, 3)).tolist())
+            self.std = tuple(imgs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def describe(self) -> str:
+        c, h, w = self.image_shape
+        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
+                f"{self.num_classes} classes, {c}x{h}x{w}")
+
+
+# ----------------------------------------------------------------------------- splits
+
+def stratified_split(labels: np.ndarray, held_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, held) with ``held_fraction`` of every class held out."""
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_held = int(round(held_fraction * idx.size))
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` indices drawn with class proportions kept (seeded)."""
+    if size >= labels.size:
+        return np.arange(labels.size)
+    _, held = stratified_split(labels, size / labels.size, seed)
+    return held
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _decode(data: bytes | str | Path, image_size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+        im = im.convert("RGB")
+        if image_size is not None and im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _split_member(name: str) -> tuple[str, str] | None:
+    """``.../train/cat/0001.jpg`` -> ("train", "cat"); None for anything else."""
+    parts = Path(name).parts
+    if len(parts) < 3 or not name.lower().endswith(IMAGE_SUFFIXES):
+        return None
+    split, cls = parts[-3], parts[-2]
+    return (split, cls) if split in ("train", "test") else None
+
+
+def _stack(images: list[np.ndarray], where: str) -> np.ndarray:
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DataError(f"{where}: images have different sizes {sorted(shapes)[:3]}...; "
+                        "pass image_size to resize them")
+    return np.stack(images).transpose(0, 3, 1, 2).copy()
+
+
+def _collect(items: list[tuple[str, str, Callable[[], np.ndarray]]], where: str) -> dict[str, np.ndarray]:
+    """items: (split, class, decode) -> arrays for train/test plus class names."""
+    if not items:
+        raise DataError(f"{where}: no images found in the layout train/<class>/<image> "
+                        f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
+    classes = sorted({cls for split, cls, _ in items if split == "train"})
+    if not classes:
+        raise DataError(f"{where}: no 'train/<class>/' folders found")
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
+    for split in ("train", "test"):
+        chosen = sorted((cls, dec) for s, cls, dec in items if s == split)
+        chosen = [(cls, dec) for cls, dec in chosen if cls in index]
+        if not chosen:
+            continue
+        out[f"{split}_x"] = _stack([dec() for _, dec in chosen], where)
+        out[f"{split}_y"] = np.asarray([index[cls] for cls, _ in chosen], dtype=np.int64)
+    return out
+
+
+def read_image_folder(root: Path, image_size: int | None = None) -> dict[str, np.ndarray]:
+    """Decode ``root/train/<class>/*`` (and ``root/test/<class>/*`` if present)."""
+    items = []
+    for path in sorted(root.rglob("*")):
+        key = _split_member(str(path.relative_to(root)))
+        if key is not None:
+            items.append((key[0], key[1], lambda p=path: _decode(p, image_size)))
+    return _collect(items, str(root))
+
+
+def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, np.ndarray]:
+    """Decode an image-folder tree stored in a (gzipped) tar archive, in one pass."""
+    items = []
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key = _split_member(member.name)
+                if key is None:
+                    continue
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                img = _decode(data, image_size)
+                items.append((key[0], key[1], lambda a=img: a))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read archive {path}: {exc}") from exc
+    return _collect(items, str(path))
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ASP_TUNE_CACHE", Path.home() / ".cache" / "asp_tune"))
+
+
+def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) -> dict[str, np.ndarray]:
+    """Decode an image folder or archive once; later calls read a ``.npz`` cache."""
+    st = source.stat()
+    key = hashlib.sha1(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{image_size}".encode()).hexdigest()[:16]
+    cache = (cache_dir or default_cache_dir()) / f"{source.name}-{key}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    reader = read_image_folder if source.is_dir() else read_image_archive
+    arrays = reader(source, image_size)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only cache only costs decode time
+    return arrays
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def _load_digits(data_dir: str | None, **_: object) -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    labels = d.target.astype(np.int64)
+    keep, test = stratified_split(labels, 0.2, TEST_SPLIT_SEED)
+    return {
+        "classes": np.asarray([str(i) for i in range(10)]),
+        "train_x": images[keep], "train_y": labels[keep],
+        "test_x": images[test], "test_y": labels[test],
+    }
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _load_image_source(data_dir: str | None, image_size: int | None = None,
+                       cache_dir: Path | None = None, what: str = "image_folder") -> dict[str, np.ndarray]:
+    if data_dir is None:
+        raise ConfigError("data_dir", None, f"a folder (train/<class>/...) or .tar.gz archive for '{what}'")
+    source = Path(data_dir)
+    if not source.exists():
+        raise DataError(f"data_dir {str(source)!r} does not exist")
+    if not (source.is_dir() or _is_archive(source)):
+        raise DataError(f"data_dir {str(source)!r} is neither a folder nor a .tar.gz/.tgz/.tar archive")
+    return cached_decode(source, image_size, cache_dir)
+
+
+def _load_cifar(num_classes: int) -> Callable[..., dict[str, np.ndarray]]:
+    name = f"cifar{num_classes}"
+
+    def load(data_dir: str | None, download: bool = False, cache_dir: Path | None = None,
+             **_: object) -> dict[str, np.ndarray]:
+        if data_dir is not None:
+            src = Path(data_dir)
+            if _is_archive(src) or (src.is_dir() and (src / "train").is_dir()):
+                arrays = _load_image_source(data_dir, 32, cache_dir, name)
+                if len(arrays["classes"]) != num_classes:
+                    raise DataError(f"{data_dir}: found {len(arrays['classes'])} classes, "
+                                    f"{name} has {num_classes}")
+                return arrays
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
+        root = data_dir or str(default_cache_dir() / "torchvision")
+        try:
+            train = cls(root, train=True, download=download)
+            test = cls(root, train=False, download=download)
+        except RuntimeError as exc:
+            raise DataError(
+                f"{name} not found under {root!r}: pass --download to fetch it, or --data-dir with "
+                f"an image-folder tree or .tar.gz archive (train/<class>/*.jpg)"
+            ) from exc
+        return {
+            "classes": np.asarray(train.classes),
+            "train_x": np.asarray(train.data).transpose(0, 3, 1, 2).copy(),
+            "train_y": np.asarray(train.targets, dtype=np.int64),
+            "test_x": np.asarray(test.data).transpose(0, 3, 1, 2).copy(),
+            "test_y": np.asarray(test.targets, dtype=np.int64),
+        }
+
+    return load
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    loader: Callable[..., dict[str, np.ndarray]]
+    crop_padding: int
+    flip_p: float
+    needs_data_dir: bool = False
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(_load_digits, crop_padding=1, flip_p=0.0),
+    "cifar10": DatasetSpec(_load_cifar(10), crop_padding=4, flip_p=0.5),
+    "cifar100": DatasetSpec(_load_cifar(100), crop_padding=4, flip_p=0.5),
+    "image_folder": DatasetSpec(
+        lambda data_dir, image_size=None, cache_dir=None, **_: _load_image_source(data_dir, image_size, cache_dir),
+        crop_padding=4, flip_p=0.5, needs_data_dir=True),
+}
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | None = None,
+    *,
+    val_fraction: float = 0.1,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+    image_size: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> DataBundle:
+    """Load a registered data set and split off a seeded, stratified validation set.
+
+    ``subset`` keeps that many training samples (before the validation split), ``test_subset``
+    that many test samples; both stratified. The test split is fixed by the data set, never by
+    ``seed``, and is only used for final reporting.
+    """
+    if name not in DATASETS:
+        raise ConfigError("dataset", name, sorted(DATASETS))
+    if not (isinstance(val_fraction, (int, float)) and 0.0 < val_fraction < 1.0):
+        raise ConfigError("val_fraction", val_fraction, "a number in (0, 1)")
+    for fname, v in (("subset", subset), ("test_subset", test_subset)):
+        if v is not None and not (isinstance(v, int) and v >= 20):
+            raise ConfigError(fname, v, "an integer >= 20, or None for all")
+    spec = DATASETS[name]
+    arrays = spec.loader(data_dir, download=download, image_size=image_size,
+                         cache_dir=Path(cache_dir) if cache_dir else None)
+    classes = [str(c) for c in arrays["classes"]]
+    x, y = arrays["train_x"], arrays["train_y"]
+    if "test_x" not in arrays:  # a folder without test/: hold out a fixed 10% as test
+        keep, held = stratified_split(y, 0.1, TEST_SPLIT_SEED)
+        arrays["test_x"], arrays["test_y"] = x[held], y[held]
+        x, y = x[keep], y[keep]
+    if subset is not None:
+        pick = stratified_subset(y, subset, seed)
+        x, y = x[pick], y[pick]
+    tx, ty = arrays["test_x"], arrays["test_y"]
+    if test_subset is not None:
+        pick = stratified_subset(ty, test_subset, TEST_SPLIT_SEED)
+        tx, ty = tx[pick], ty[pick]
+    train_idx, val_idx = stratified_split(y, val_fraction, seed)
+    as_arrays = lambda xs, ys: ImageArrays(torch.from_numpy(np.ascontiguousarray(xs)),  # noqa: E731
+                                           torch.from_numpy(np.asarray(ys, dtype=np.int64)))
+    return DataBundle(
+        name=name, classes=classes,
+        train=as_arrays(x[train_idx], y[train_idx]),
+        val=as_arrays(x[val_idx], y[val_idx]),
+        test=as_arrays(tx, ty),
+        crop_padding=spec.crop_padding, flip_p=spec.flip_p,
+    )

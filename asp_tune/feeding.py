@@ -1,0 +1,182 @@
+"""Feeding selected samples to the model in mini-batches that carry their sample indices.
+
+Two paths with one interface, ``feeder.batches(indices, batch_size)`` yielding ``(x, y, idx)``
+on the training device:
+
+- :class:`DeviceFeeder`: the whole uint8 data set lives on the device; crop, flip and
+  normalisation run batched on the device (no per-sample Python, no host round-trips).
+- :class:`StreamFeeder`: any map-style ``Dataset`` read through a ``DataLoader`` whose
+  :class:`SelectedIndexSampler` yields the epoch's selected indices; for data that does not fit.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from asp_tune.datasets import ImageArrays
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random ``H x W`` crops of zero-padded ``(B, C, H, W)`` images, one offset per image."""
+    if padding <= 0:
+        return images
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    device = images.device
+    off_y = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=device)
+    off_x = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=device)
+    rows = off_y[:, None] + torch.arange(h, device=device)
+    cols = off_x[:, None] + torch.arange(w, device=device)
+    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
+    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def random_flip(images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each ``(B, C, H, W)`` image horizontally with probability ``p``."""
+    if p <= 0:
+        return images
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+class Normalizer:
+    """uint8 -> float ``(x / 255 - mean) / std``, optionally channels-last."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 channels_last: bool = False):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255.0).sub_(self.mean).mul_(self.inv_std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class Feeder(Protocol):
+    num_samples: int
+
+    def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class DeviceFeeder:
+    """Device-resident data: uint8 images and labels moved once; batches augmented on device."""
+
+    def __init__(self, arrays: ImageArrays, device: torch.device | str, mean: Sequence[float],
+                 std: Sequence[float], crop_padding: int = 0, flip_p: float = 0.0,
+                 augment: bool = True, channels_last: bool = False, seed: int = 0):
+        self.device = torch.device(device)
+        self.images = arrays.images.to(self.device)
+        self.labels = arrays.labels.to(self.device)
+        self.num_samples = len(arrays)
+        self.crop_padding = crop_padding if augment else 0
+        self.flip_p = flip_p if augment else 0.0
+        self.normalize = Normalizer(mean, std, self.device, channels_last)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
+        if indices is None:
+            indices = torch.arange(self.num_samples, device=self.device)
+        indices = indices.to(self.device)
+        for start in range(0, indices.numel(), batch_size):
+            idx = indices[start:start + batch_size]
+            x = self.images.index_select(0, idx)
+            x = random_flip(random_crop(x, self.crop_padding, self.generator), self.flip_p, self.generator)
+            yield self.normalize(x), self.labels.index_select(0, idx), idx
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class SelectedIndexSampler(Sampler[int]):
+    """Yields the indices it was last given, in that order (set anew every epoch)."""
+
+    def __init__(self, indices: Sequence[int] = ()):
+        self.indices = list(indices)
+
+    def set_indices(self, indices: torch.Tensor | Sequence[int]) -> None:
+        self.indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _WithIndex(Dataset):
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+class ArrayImageDataset(Dataset):
+    """Map-style view of :class:`ImageArrays` with per-sample CPU augmentation (stream path)."""
+
+    def __init__(self, arrays: ImageArrays, mean: Sequence[float], std: Sequence[float],
+                 crop_padding: int = 0, flip_p: float = 0.0, augment: bool = True):
+        self.arrays = arrays
+        self.crop_padding = crop_padding if augment else 0
+        self.flip_p = flip_p if augment else 0.0
+        self.normalize = Normalizer(mean, std, torch.device("cpu"))
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, i: int):
+        x = self.arrays.images[i:i + 1]
+        x = random_flip(random_crop(x, self.crop_padding), self.flip_p)
+        return self.normalize(x)[0], self.arrays.labels[i]
+
+
+class StreamFeeder:
+    """A ``DataLoader`` over any map-style data set, driven by :class:`SelectedIndexSampler`."""
+
+    def __init__(self, dataset: Dataset, device: torch.device | str, num_workers: int = 0,
+                 channels_last: bool = False, seed: int = 0):
+        self.device = torch.device(device)
+        self.dataset = _WithIndex(dataset)
+        self.num_samples = len(self.dataset)
+        self.num_workers = num_workers
+        self.channels_last = channels_last
+        self.sampler = SelectedIndexSampler()
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
+        self.sampler.set_indices(torch.arange(self.num_samples) if indices is None else indices.cpu())
+        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
+                            num_workers=self.num_workers, generator=self.generator,
+                            pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        for x, y, idx in loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,100 @@
+"""Models by name: the CIFAR ResNets of the ASP paper's Table 7, a ResNet-8 for CPU tests, an MLP."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from asp_tune.errors import ConfigError
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet for small images: 3x3 stem at stride 1, one stage per width, stride 2 between."""
+
+    def __init__(self, blocks: list[int], widths: list[int], in_channels: int, num_classes: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        c = widths[0]
+        for stage, (n, w) in enumerate(zip(blocks, widths)):
+            for i in range(n):
+                layers.append(BasicBlock(c, w, stride=2 if (stage > 0 and i == 0) else 1))
+                c = w
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class MLP(nn.Module):
+    """Flatten, two hidden ReLU layers with batch norm, linear head (the digits default)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _thin(depth: int) -> Callable[..., nn.Module]:
+    n = (depth - 2) // 6
+    return lambda c, k, hw: CifarResNet([n, n, n], [16, 32, 64], c, k)
+
+
+def _wide(blocks: list[int]) -> Callable[..., nn.Module]:
+    return lambda c, k, hw: CifarResNet(blocks, [64, 128, 256, 512], c, k)
+
+
+#: name -> builder(in_channels, num_classes, (height, width)).
+MODELS: dict[str, Callable[[int, int, tuple[int, int]], nn.Module]] = {
+    "mlp": lambda c, k, hw: MLP(c * hw[0] * hw[1], k),
+    "resnet8": lambda c, k, hw: CifarResNet([1, 1, 1], [16, 32, 64], c, k),
+    "resnet20": _thin(20),
+    "resnet32": _thin(32),
+    "resnet44": _thin(44),
+    "resnet56": _thin(56),
+    "resnet18": _wide([2, 2, 2, 2]),
+    "resnet34": _wide([3, 4, 6, 3]),
+}
+
+
+def build_model(name: str, in_channels: int, num_classes: int, image_hw: tuple[int, int]) -> nn.Module:
+    """Instantiate a registered model for images of ``in_channels x image_hw``."""
+    if name not in MODELS:
+        raise ConfigError("model", name, sorted(MODELS))
+    return MODELS[name](in_channels, num_classes, image_hw)
+
+
+def is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -1,0 +1,149 @@
+"""Per-epoch schedules: how much data an epoch uses and which importance metric ranks it.
+
+Both follow the ASP paper (appendix B): the sampling-ratio scheduler of Algorithm 2 and the
+mixture of metrics whose selection probabilities are Gaussians over the epoch axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from asp_tune.errors import ConfigError
+
+#: Metrics kept in the proxy memory, plus ``random`` (uniform) and ``none`` (no selection).
+IMPORTANCE_METRICS: tuple[str, ...] = ("random", "loss", "entropy", "gradient", "prediction")
+METRIC_CHOICES: tuple[str, ...] = IMPORTANCE_METRICS + ("mixture", "none")
+RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
+
+#: Metric groups of the mixture (paper appendix B.2).
+METRIC_GROUPS: dict[int, tuple[str, ...]] = {
+    0: ("random",),
+    1: ("prediction", "gradient"),
+    2: ("loss", "entropy"),
+}
+MIXTURE_ORDERS: tuple[str, ...] = ("g012", "g021", "g102", "g120", "g201", "g210")
+
+
+@dataclass(frozen=True)
+class RatioSchedule:
+    """Fraction of the training set used at each epoch.
+
+    ``constant``: ``ratio`` every epoch. ``dynamic`` (Algorithm 2): for ``ratio <= 0.5`` the
+    ratios are ``linspace(1, 0.01, epochs) * 2 * ratio``; above 0.5 ``linspace(1, 2 * ratio - 1,
+    epochs)``. With ``first_epoch_full`` epoch 0 uses every sample (Algorithm 1) so that each one
+    has a memory value before the first selection.
+    """
+
+    ratio: float
+    epochs: int
+    kind: str = "constant"
+    first_epoch_full: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
+            raise ConfigError("ratio", self.ratio, "a number in (0, 1]")
+        if self.kind not in RATIO_SCHEDULES:
+            raise ConfigError("ratio_schedule", self.kind, RATIO_SCHEDULES)
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ConfigError("epochs", self.epochs, "an integer >= 1")
+
+    def algorithm2(self) -> np.ndarray:
+        """The raw per-epoch ratios of Algorithm 2 (before the first-epoch rule)."""
+        if self.kind == "constant":
+            return np.full(self.epochs, float(self.ratio))
+        if self.ratio <= 0.5:
+            return np.linspace(1.0, 0.01, self.epochs) * 2.0 * self.ratio
+        return np.linspace(1.0, 2.0 * self.ratio - 1.0, self.epochs)
+
+    def ratios(self) -> np.ndarray:
+        """Per-epoch ratios actually used, clipped to (0, 1]."""
+        r = np.clip(self.algorithm2(), 0.0, 1.0)
+        if self.first_epoch_full:
+            r[0] = 1.0
+        return r
+
+    def ratio_at(self, epoch: int) -> float:
+        return float(self.ratios()[min(epoch, self.epochs - 1)])
+
+    def count_at(self, epoch: int, num_samples: int) -> int:
+        """Number of samples selected at ``epoch`` out of ``num_samples`` (at least 1)."""
+        return max(1, min(num_samples, int(round(self.ratio_at(epoch) * num_samples))))
+
+
+def parse_mixture_order(order: str) -> tuple[int, int, int]:
+    """``"g201"`` -> ``(2, 0, 1)``: the group placed at 1/4, 2/4 and 3/4 of the run."""
+    if order not in MIXTURE_ORDERS:
+        raise ConfigError("mixture_order", order, MIXTURE_ORDERS)
+    return tuple(int(c) for c in order[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class MetricSchedule:
+    """Chooses the importance metric of each epoch.
+
+    A single metric is used every epoch; ``mixture`` draws one of the five metrics per epoch with
+    probability proportional to a Gaussian density over the run's progress, centred at 1/4, 2/4
+    or 3/4 according to its group's place in ``order``, all with standard deviation ``width``
+    (a fraction of the run). Draws are seeded and the generator state is checkpointed.
+    """
+
+    metric: str
+    epochs: int
+    order: str = "g012"
+    width: float = 0.125
+    seed: int = 0
+    _rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRIC_CHOICES:
+            raise ConfigError("metric", self.metric, METRIC_CHOICES)
+        parse_mixture_order(self.order)
+        if not (isinstance(self.width, (int, float)) and self.width > 0):
+            raise ConfigError("mixture_width", self.width, "a number > 0 (fraction of the run)")
+        self._rng = np.random.default_rng(self.seed)
+
+    def centres(self) -> dict[str, float]:
+        """Centre of each metric's Gaussian as a fraction of the run."""
+        groups = parse_mixture_order(self.order)
+        return {
+            metric: (slot + 1) / 4.0
+            for slot, group in enumerate(groups)
+            for metric in METRIC_GROUPS[group]
+        }
+
+    def progress(self, epoch: int) -> float:
+        """Position of ``epoch``'s midpoint in the run, in (0, 1)."""
+        return (epoch + 0.5) / self.epochs
+
+    def probabilities(self, epoch: int) -> dict[str, float]:
+        """Probability of each metric at ``epoch`` (a point mass for a single metric)."""
+        if self.metric != "mixture":
+            return {self.metric: 1.0}
+        x = self.progress(epoch)
+        dens = {
+            m: math.exp(-0.5 * ((x - c) / self.width) ** 2) for m, c in self.centres().items()
+        }
+        total = sum(dens.values())
+        if total <= 0.0:  # far in the tails of every Gaussian: fall back to the nearest centre
+            nearest = min(self.centres().items(), key=lambda kv: abs(kv[1] - x))[1]
+            winners = [m for m, c in self.centres().items() if c == nearest]
+            return {m: (1.0 / len(winners) if m in winners else 0.0) for m in dens}
+        return {m: d / total for m, d in dens.items()}
+
+    def draw(self, epoch: int) -> str:
+        """The metric used at ``epoch`` (consumes one draw from the seeded generator)."""
+        probs = self.probabilities(epoch)
+        names = list(probs)
+        if len(names) == 1:
+            return names[0]
+        return str(self._rng.choice(names, p=np.asarray([probs[n] for n in names])))
+
+    def state_dict(self) -> dict:
+        return {"rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rng.bit_generator.state = state["rng"]

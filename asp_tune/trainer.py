@@ -1,0 +1,245 @@
+"""The proxy-data trainer: each epoch trains on the subset the :class:`ProxySelector` picks.
+
+One code path for every run: the full-data baseline is ``ratio=1.0, metric='none'``. The trainer
+is driven epoch by epoch (``train_epoch``) so that a Ray Tune trainable or a NAS searcher can
+report and checkpoint between epochs; ``fit`` runs them all.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import DataBundle, ImageArrays, load_dataset
+from asp_tune.device import autocast, resolve_device, synchronize
+from asp_tune.errors import AspTuneError
+from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
+from asp_tune.models import build_model, is_convolutional
+from asp_tune.proxy import ProxySelector
+
+
+class TrainingDiverged(AspTuneError):
+    """The training loss became NaN or infinite."""
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base learning rate at ``epoch`` (stepped per epoch, whatever its size)."""
+    e, total = epoch, config.epochs
+    if config.lr_schedule == "cosine":
+        floor = config.lr_min / config.lr
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * e / total))
+    if config.lr_schedule == "multistep":
+        passed = sum(e >= round(m * total) for m in config.milestones)
+        return config.lr_gamma ** passed
+    return 1.0
+
+
+def make_feeder(arrays: ImageArrays, data: DataBundle, config: TrainConfig, device: torch.device,
+                augment: bool, channels_last: bool, seed: int) -> Feeder:
+    pad = data.crop_padding if config.crop_padding is None else config.crop_padding
+    flip = data.flip_p if config.flip_p is None else config.flip_p
+    if config.storage == "device":
+        return DeviceFeeder(arrays, device, data.mean, data.std, pad, flip, augment, channels_last, seed)
+    dataset = ArrayImageDataset(arrays, data.mean, data.std, pad, flip, augment)
+    return StreamFeeder(dataset, device, config.num_workers, channels_last, seed)
+
+
+class Trainer:
+    """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``."""
+
+    def __init__(self, config: TrainConfig, data: DataBundle | None = None,
+                 model: nn.Module | None = None):
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.data = data if data is not None else load_dataset(
+            config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
+            test_subset=config.test_subset, seed=config.seed, download=config.download)
+        c, h, w = self.data.image_shape
+        self.model = model if model is not None else build_model(config.model, c, self.data.num_classes, (h, w))
+        self.channels_last = config.channels_last and is_convolutional(self.model)
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov and config.momentum > 0,
+                                         weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
+        self.selector = ProxySelector(
+            num_samples=len(self.data.train), epochs=config.epochs, ratio=config.ratio,
+            ratio_schedule=config.ratio_schedule, metric=config.metric,
+            mixture_order=config.mixture_order, mixture_width=config.mixture_width,
+            temperature=config.temperature, first_epoch_full=config.first_epoch_full,
+            seed=config.seed, device=self.device)
+        self.train_feeder = make_feeder(self.data.train, self.data, config, self.device, True,
+                                        self.channels_last, config.seed + 1)
+        self.eval_feeders = {
+            split: make_feeder(getattr(self.data, split), self.data, config, self.device, False,
+                               self.channels_last, 0)
+            for split in ("val", "test")
+        }
+        self.epoch = 0
+        self.samples_seen = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def train_epoch(self) -> dict[str, Any]:
+        """Select this epoch's proxy subset, train on it, validate; return the epoch's record."""
+        cfg = self.config
+        start = time.perf_counter()
+        plan = self.selector.plan(self.epoch)
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for x, y, idx in self.train_feeder.batches(plan.indices, cfg.batch_size):
+            with autocast(self.device, cfg.amp):
+                logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.selector.observe(idx, logits, y)
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        synchronize(self.device)
+        train_loss = float(loss_sum) / plan.count
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss became {train_loss} at epoch {self.epoch + 1} "
+                                   f"(lr={cfg.lr}); lower the learning rate")
+        train_seconds = time.perf_counter() - start
+        self.train_seconds += train_seconds
+        self.samples_seen += plan.count
+        self.epoch += 1
+        val_acc, val_loss = self.evaluate("val")
+        n = self.selector.num_samples
+        record = {
+            "epoch": self.epoch,
+            "ratio": plan.count / n,
+            "target_ratio": plan.target_ratio,
+            "selected": plan.count,
+            "metric_used": plan.metric,
+            "top10_mass": plan.top10_mass,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_accuracy": float(correct) / plan.count,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "epoch_seconds": train_seconds,
+            "samples_seen": self.samples_seen,
+            "data_passes": self.samples_seen / n,
+            "coverage": float((self.selector.memory.times_trained > 0).float().mean()),
+            "train_seconds_total": self.train_seconds,
+        }
+        self.history.append(record)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> tuple[float, float]:
+        """(accuracy, mean loss) on ``val`` or ``test``; never touches the proxy memory."""
+        feeder = self.eval_feeders[split]
+        if feeder.num_samples == 0:
+            return float("nan"), float("nan")
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        loss_sum = torch.zeros((), device=self.device)
+        for x, y, _ in feeder.batches(None, self.config.eval_batch_size):
+            with autocast(self.device, self.config.amp):
+                logits = self.model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+        return float(correct) / feeder.num_samples, float(loss_sum) / feeder.num_samples
+
+    def fit(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Run the remaining epochs, then report test accuracy; returns the run's summary."""
+        start = time.perf_counter()
+        while not self.done:
+            record = self.train_epoch()
+            if on_epoch is not None:
+                on_epoch(record)
+        return self.summary(wall_time_s=time.perf_counter() - start)
+
+    def summary(self, wall_time_s: float) -> dict[str, Any]:
+        test_acc, test_loss = self.evaluate("test")
+        last = self.history[-1] if self.history else {}
+        return {
+            "final_val_accuracy": last.get("val_accuracy"),
+            "best_val_accuracy": max((r["val_accuracy"] for r in self.history), default=None),
+            "final_test_accuracy": test_acc,
+            "final_test_loss": test_loss,
+            "epochs": self.epoch,
+            "samples_seen": self.samples_seen,
+            "data_passes": self.samples_seen / self.selector.num_samples,
+            "train_seconds": self.train_seconds,
+            "wall_time_s": wall_time_s,
+            "device": str(self.device),
+            "data": self.data.describe(),
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimiser, LR schedule, proxy memory, feeder and RNG states, and progress."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "selector": self.selector.state_dict(),
+            "train_feeder": self.train_feeder.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "epoch": self.epoch,
+            "samples_seen": self.samples_seen,
+            "train_seconds": self.train_seconds,
+            "history": list(self.history),
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.selector.load_state_dict(state["selector"])
+        self.train_feeder.load_state_dict(state["train_feeder"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch = state["epoch"]
+        self.samples_seen = state["samples_seen"]
+        self.train_seconds = state["train_seconds"]
+        self.history = list(state["history"])
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise AspTuneError(f"cannot read checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict) or "selector" not in state:
+            raise AspTuneError(f"{path} is not an asp_tune trainer checkpoint")
+        self.load_state_dict(state)
