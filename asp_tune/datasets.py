@@ -101,12 +101,18 @@ class DataBundle:
 # ----------------------------------------------------------------------------- splits
 
 def stratified_split(labels: np.ndarray, held_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (kept, held) with ``held_fraction`` of every class held out."""
+    """Split indices into (kept, held): ``round(held_fraction * N)`` held, classes in proportion."""
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    total = int(round(held_fraction * labels.size))
+    quota = held_fraction * counts
+    held_counts = np.floor(quota).astype(int)
+    # largest remainders get the rest, so the total is exact
+    for i in np.argsort(-(quota - held_counts), kind="stable")[: total - held_counts.sum()]:
+        held_counts[i] += 1
     kept, held = [], []
-    for c in np.unique(labels):
+    for c, n_held in zip(classes, held_counts):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_held = int(round(held_fraction * idx.size))
         held.append(idx[:n_held])
         kept.append(idx[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
@@ -149,23 +155,23 @@ def _stack(images: list[np.ndarray], where: str) -> np.ndarray:
     return np.stack(images).transpose(0, 3, 1, 2).copy()
 
 
-def _collect(items: list[tuple[str, str, Callable[[], np.ndarray]]], where: str) -> dict[str, np.ndarray]:
-    """items: (split, class, decode) -> arrays for train/test plus class names."""
+def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where: str) -> dict[str, np.ndarray]:
+    """items: (split, class, name, decode) -> arrays for train/test (sorted by class, name)."""
     if not items:
         raise DataError(f"{where}: no images found in the layout train/<class>/<image> "
                         f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
-    classes = sorted({cls for split, cls, _ in items if split == "train"})
+    classes = sorted({cls for split, cls, _, _ in items if split == "train"})
     if not classes:
         raise DataError(f"{where}: no 'train/<class>/' folders found")
     index = {c: i for i, c in enumerate(classes)}
     out: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
     for split in ("train", "test"):
-        chosen = sorted((cls, dec) for s, cls, dec in items if s == split)
-        chosen = [(cls, dec) for cls, dec in chosen if cls in index]
+        chosen = sorted(((cls, name, dec) for s, cls, name, dec in items if s == split and cls in index),
+                        key=lambda t: (t[0], t[1]))
         if not chosen:
             continue
-        out[f"{split}_x"] = _stack([dec() for _, dec in chosen], where)
-        out[f"{split}_y"] = np.asarray([index[cls] for cls, _ in chosen], dtype=np.int64)
+        out[f"{split}_x"] = _stack([dec() for _, _, dec in chosen], where)
+        out[f"{split}_y"] = np.asarray([index[cls] for cls, _, _ in chosen], dtype=np.int64)
     return out
 
 
@@ -175,7 +181,7 @@ def read_image_folder(root: Path, image_size: int | None = None) -> dict[str, np
     for path in sorted(root.rglob("*")):
         key = _split_member(str(path.relative_to(root)))
         if key is not None:
-            items.append((key[0], key[1], lambda p=path: _decode(p, image_size)))
+            items.append((key[0], key[1], path.name, lambda p=path: _decode(p, image_size)))
     return _collect(items, str(root))
 
 
@@ -192,7 +198,7 @@ def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, n
                     continue
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 img = _decode(data, image_size)
-                items.append((key[0], key[1], lambda a=img: a))
+                items.append((key[0], key[1], Path(member.name).name, lambda a=img: a))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from exc
     return _collect(items, str(path))

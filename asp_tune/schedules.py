@@ -119,14 +119,17 @@ class MetricSchedule:
         """Position of ``epoch``'s midpoint in the run, in (0, 1)."""
         return (epoch + 0.5) / self.epochs
 
+    def densities(self, epoch: int) -> dict[str, float]:
+        """Unnormalised Gaussian weight of each mixture metric at ``epoch`` (peak 1 at its centre)."""
+        x = self.progress(epoch)
+        return {m: math.exp(-0.5 * ((x - c) / self.width) ** 2) for m, c in self.centres().items()}
+
     def probabilities(self, epoch: int) -> dict[str, float]:
         """Probability of each metric at ``epoch`` (a point mass for a single metric)."""
         if self.metric != "mixture":
             return {self.metric: 1.0}
         x = self.progress(epoch)
-        dens = {
-            m: math.exp(-0.5 * ((x - c) / self.width) ** 2) for m, c in self.centres().items()
-        }
+        dens = self.densities(epoch)
         total = sum(dens.values())
         if total <= 0.0:  # far in the tails of every Gaussian: fall back to the nearest centre
             nearest = min(self.centres().items(), key=lambda kv: abs(kv[1] - x))[1]

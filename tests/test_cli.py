@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from asp_tune.cli import main
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_train_end_to_end_on_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli("train", "--epochs", 5, "--ratio", 0.3, "--ratio-schedule", "dynamic",
+                   "--metric", "mixture", "--out", out, "--quiet")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("final_val_accuracy", "final_test_accuracy", "epochs", "samples_seen", "data_passes",
+                "wall_time_s", "config"):
+        assert key in summary
+    assert summary["epochs"] == 5 and summary["config"]["metric"] == "mixture"
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert list(epochs["epoch"]) == [1, 2, 3, 4, 5]
+    assert {"ratio", "selected", "metric_used", "train_loss", "train_accuracy", "val_accuracy",
+            "epoch_seconds", "samples_seen", "data_passes"} <= set(epochs.columns)
+    assert epochs["samples_seen"].iloc[-1] == summary["samples_seen"]
+    assert (out / "training.png").stat().st_size > 10_000
+    assert not list(tmp_path.glob(".*partial*"))
+    assert "test" in capsys.readouterr().out
+
+
+def test_existing_results_are_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--epochs", 1, "--out", out, "--quiet") == 0
+    before = (out / "summary.json").read_text()
+    assert run_cli("train", "--epochs", 1, "--out", out, "--quiet") == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == before
+    assert run_cli("train", "--epochs", 2, "--out", out, "--quiet", "--overwrite") == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--ratio", "0"], "invalid ratio=0.0: allowed a number in (0.0, 1.0]"),
+    (["--ratio", "1.2"], "invalid ratio=1.2"),
+    (["--metric", "hardness"], "invalid metric='hardness': allowed one of 'random', 'loss', 'entropy'"),
+    (["--mixture-order", "g0123"], "invalid mixture_order='g0123'"),
+    (["--ratio-schedule", "linear"], "invalid ratio_schedule='linear': allowed one of 'constant', 'dynamic'"),
+    (["--model", "vgg16"], "invalid model='vgg16'"),
+    (["--dataset", "svhn"], "invalid dataset='svhn'"),
+    (["--dataset", "image_folder", "--data-dir", "/no/such/dir"], "does not exist"),
+    (["--dataset", "cifar10", "--data-dir", "/tmp"], "cifar10 not found under '/tmp'"),
+    (["--metric", "none", "--ratio", "0.5"], "'none' only with ratio 1.0"),
+])
+def test_bad_input_gives_one_clear_error_and_no_results(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert run_cli("train", "--epochs", 1, "--out", out, "--quiet", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("error:") == 1
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_help_lists_train():
+    res = subprocess.run([sys.executable, "-m", "asp_tune.cli", "train", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--ratio-schedule" in res.stdout and "--mixture-order" in res.stdout

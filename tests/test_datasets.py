@@ -1,0 +1,97 @@
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from asp_tune import ConfigError, DataBundle, DataError, ImageArrays, load_dataset
+
+
+def test_digits_splits_are_seeded_stratified_and_disjoint():
+    a = load_dataset("digits", seed=0)
+    b = load_dataset("digits", seed=0)
+    c = load_dataset("digits", seed=1)
+    assert a.num_classes == 10 and a.image_shape == (1, 8, 8)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert torch.equal(a.val.labels, b.val.labels) and torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+    assert torch.equal(a.test.images, c.test.images)  # the test split never depends on the seed
+    counts = torch.bincount(a.val.labels, minlength=10)
+    assert counts.min() >= 14 and counts.max() <= 19
+
+
+def test_subset_option():
+    d = load_dataset("digits", subset=300, test_subset=100, val_fraction=0.2)
+    assert len(d.train) + len(d.val) == 300 and len(d.val) == 60 and len(d.test) == 100
+
+
+def _write_tree(root, classes=("cat", "dog", "emu"), per_class=6, test_per_class=2, size=8):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for ci, cls in enumerate(classes):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = np.full((size, size, 3), 40 * ci, np.uint8) + rng.integers(0, 10, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(d / f"{i:04d}.png")
+
+
+def test_image_folder_and_archive_give_the_same_arrays(tmp_path):
+    root = tmp_path / "tree"
+    _write_tree(root)
+    archive = tmp_path / "tree.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="tree")
+    d1 = load_dataset("image_folder", str(root), val_fraction=0.34)
+    d2 = load_dataset("image_folder", str(archive), val_fraction=0.34)
+    assert d1.classes == ["cat", "dog", "emu"] == d2.classes
+    assert len(d1.train) + len(d1.val) == 18 and len(d1.test) == 6
+    assert torch.equal(d1.train.images, d2.train.images) and torch.equal(d1.test.labels, d2.test.labels)
+    # PNG is lossless: class 2 images sit around 80..89
+    assert 80 <= d1.test.images[d1.test.labels == 2].float().mean() <= 90
+    # a second load reads the cache
+    d3 = load_dataset("image_folder", str(archive), val_fraction=0.34)
+    assert torch.equal(d3.train.images, d2.train.images)
+
+
+def test_missing_and_unreadable_data(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("image_folder", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="data_dir"):
+        load_dataset("image_folder", None)
+    bad = tmp_path / "broken.tar.gz"
+    bad.write_bytes(b"not an archive at all")
+    with pytest.raises(DataError, match="cannot read archive"):
+        load_dataset("image_folder", str(bad))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        load_dataset("image_folder", str(empty))
+    with pytest.raises(DataError, match="not found under"):
+        load_dataset("cifar10", str(empty))
+
+
+def test_unknown_dataset_names_the_choices():
+    with pytest.raises(ConfigError, match="dataset='mnist'.*'cifar10'.*'digits'"):
+        load_dataset("mnist")
+
+
+def test_labels_out_of_range_are_rejected():
+    imgs = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    good = ImageArrays(imgs, torch.tensor([0, 1, 0, 1]))
+    bad = ImageArrays(imgs, torch.tensor([0, 1, 2, 1]))
+    with pytest.raises(DataError, match=r"labels out of range \[0, 2\]; allowed 0..1 for 2 classes"):
+        DataBundle("toy", ["a", "b"], bad, good, good)
+    with pytest.raises(DataError, match="uint8"):
+        DataBundle("toy", ["a", "b"], ImageArrays(imgs.float(), good.labels), good, good)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_shared_cifar10_archive(shared_data):
+    d = load_dataset("cifar10", str(shared_data / "cifar10-jpg.tar.gz"), subset=2000, test_subset=1000)
+    assert d.classes[:3] == ["airplane", "automobile", "bird"] and d.num_classes == 10
+    assert d.image_shape == (3, 32, 32)
+    assert len(d.train) + len(d.val) == 2000 and len(d.test) == 1000
+    np.testing.assert_allclose(d.mean, (0.4913, 0.4821, 0.4465), atol=0.02)

@@ -1,0 +1,81 @@
+import torch
+
+from asp_tune.datasets import ImageArrays
+from asp_tune.feeding import (ArrayImageDataset, DeviceFeeder, SelectedIndexSampler, StreamFeeder,
+                              random_crop, random_flip)
+
+
+def arrays(n=40, c=3, h=6, w=6):
+    images = torch.arange(n * c * h * w, dtype=torch.int64).remainder(251).to(torch.uint8).view(n, c, h, w)
+    return ImageArrays(images, torch.arange(n) % 4)
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+    x = arrays(16).images
+    g = torch.Generator().manual_seed(0)
+    out = random_crop(x, 2, g)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):  # every crop equals some window of the padded image
+        windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], win) for win in windows)
+    assert not torch.equal(out, x)  # with 16 images some offset is non-zero
+
+
+def test_random_flip_probability_and_exactness():
+    x = arrays(2000, 1, 2, 3).images
+    g = torch.Generator().manual_seed(0)
+    out = random_flip(x, 0.25, g)
+    flipped = (out != x).flatten(1).any(1)
+    assert torch.equal(out[flipped], x[flipped].flip(3))
+    assert 0.2 < flipped.float().mean() < 0.3
+    assert torch.equal(random_flip(x, 0.0, g), x)
+
+
+def test_device_feeder_batches_carry_indices_and_normalise():
+    a = arrays(50)
+    f = DeviceFeeder(a, "cpu", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), augment=False)
+    idx = torch.tensor([7, 3, 11, 49, 0])
+    batches = list(f.batches(idx, 2))
+    assert [b[2].tolist() for b in batches] == [[7, 3], [11, 49], [0]]
+    x, y, i = batches[0]
+    torch.testing.assert_close(x, (a.images[[7, 3]].float() / 255 - 0.5) / 0.25)
+    assert y.tolist() == a.labels[[7, 3]].tolist()
+    assert sum(b[0].shape[0] for b in f.batches(None, 16)) == 50
+
+
+def test_device_feeder_augmentation_is_seeded_and_checkpointed():
+    a = arrays(30)
+    f1 = DeviceFeeder(a, "cpu", (0.5,) * 3, (0.2,) * 3, crop_padding=2, flip_p=0.5, seed=4)
+    f2 = DeviceFeeder(a, "cpu", (0.5,) * 3, (0.2,) * 3, crop_padding=2, flip_p=0.5, seed=4)
+    idx = torch.arange(30)
+    x1 = next(f1.batches(idx, 30))[0]
+    state = f1.state_dict()
+    nxt = next(f1.batches(idx, 30))[0]
+    assert torch.equal(x1, next(f2.batches(idx, 30))[0])
+    f2.load_state_dict(state)
+    assert torch.equal(nxt, next(f2.batches(idx, 30))[0])
+
+
+def test_channels_last_output():
+    f = DeviceFeeder(arrays(4), "cpu", (0.5,) * 3, (0.2,) * 3, channels_last=True)
+    x = next(f.batches(None, 4))[0]
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_sampler_yields_selected_indices_in_order():
+    s = SelectedIndexSampler()
+    s.set_indices(torch.tensor([5, 1, 9]))
+    assert list(s) == [5, 1, 9] and len(s) == 3
+
+
+def test_stream_feeder_matches_device_feeder_without_augmentation():
+    a = arrays(25)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)
+    dev = DeviceFeeder(a, "cpu", mean, std, augment=False)
+    stream = StreamFeeder(ArrayImageDataset(a, mean, std, augment=False), "cpu", num_workers=0)
+    idx = torch.tensor([24, 2, 13, 5, 8, 1, 0])
+    for (xd, yd, id_), (xs, ys, is_) in zip(dev.batches(idx, 3), stream.batches(idx, 3)):
+        torch.testing.assert_close(xd, xs)
+        assert torch.equal(yd, ys) and torch.equal(id_, is_)
+    assert sum(b[2].numel() for b in stream.batches(idx, 3)) == 7

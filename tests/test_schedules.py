@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from asp_tune import ConfigError, MetricSchedule, RatioSchedule
+from asp_tune.schedules import MIXTURE_ORDERS, METRIC_GROUPS
+
+
+def algorithm2(kind, r, i, n):
+    """Direct transcription of the paper's Algorithm 2 for one epoch."""
+    if kind == "constant":
+        return r
+    if r <= 0.5:
+        return np.linspace(1, 0.01, n)[i] * 2 * r
+    return np.linspace(1, 2 * r - 1, n)[i]
+
+
+@pytest.mark.parametrize("kind", ["constant", "dynamic"])
+@pytest.mark.parametrize("r", [0.1, 0.3, 0.5, 0.7, 0.85, 1.0])
+@pytest.mark.parametrize("n", [1, 7, 50])
+def test_ratio_schedule_equals_algorithm2(kind, r, n):
+    s = RatioSchedule(r, n, kind, first_epoch_full=False)
+    expected = [algorithm2(kind, r, i, n) for i in range(n)]
+    np.testing.assert_allclose(s.ratios(), expected, rtol=0, atol=1e-12)
+
+
+def test_dynamic_known_values():
+    s = RatioSchedule(0.3, 5, "dynamic", first_epoch_full=False)
+    np.testing.assert_allclose(s.ratios(), [0.6, 0.4515, 0.303, 0.1545, 0.006])
+    s = RatioSchedule(0.7, 3, "dynamic", first_epoch_full=False)
+    np.testing.assert_allclose(s.ratios(), [1.0, 0.7, 0.4])
+    # the dynamic schedule spends about the same data as the constant one
+    assert RatioSchedule(0.3, 200, "dynamic", first_epoch_full=False).ratios().mean() == pytest.approx(0.303)
+
+
+def test_first_epoch_full_is_switchable():
+    on = RatioSchedule(0.1, 10, "constant", first_epoch_full=True)
+    off = RatioSchedule(0.1, 10, "constant", first_epoch_full=False)
+    assert on.ratio_at(0) == 1.0 and off.ratio_at(0) == pytest.approx(0.1)
+    assert on.count_at(1, 1000) == 100 == off.count_at(0, 1000)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.01, float("nan"), "half"])
+def test_ratio_out_of_range(bad):
+    with pytest.raises(ConfigError, match=r"ratio=.*allowed a number in \(0, 1\]"):
+        RatioSchedule(bad, 10)
+
+
+def test_unknown_schedule_names_allowed_values():
+    with pytest.raises(ConfigError, match="ratio_schedule='linear'.*'constant', 'dynamic'"):
+        RatioSchedule(0.5, 10, "linear")
+
+
+@pytest.mark.parametrize("order", MIXTURE_ORDERS)
+def test_mixture_peaks_at_the_right_epochs(order):
+    epochs = 100
+    s = MetricSchedule("mixture", epochs, order=order, width=0.1)
+    names = ("random", "prediction", "gradient", "loss", "entropy")
+    dens = np.array([[s.densities(e)[m] for m in names] for e in range(epochs)])
+    probs = np.array([[s.probabilities(e)[m] for m in names] for e in range(epochs)])
+    groups = [int(c) for c in order[1:]]
+    for slot, group in enumerate(groups):
+        centre = (slot + 1) / 4 * epochs
+        for metric in METRIC_GROUPS[group]:
+            col = names.index(metric)
+            # the metric's Gaussian peaks at its group's centre (epoch midpoints: 24.5 -> 24 or 25)...
+            assert abs(int(np.argmax(dens[:, col])) - centre) <= 1
+            # ...and its group dominates there
+            shares = {g: sum(s.probabilities(int(centre))[m] for m in METRIC_GROUPS[g]) for g in range(3)}
+            assert max(shares, key=shares.get) == group
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+
+
+def test_mixture_default_order_is_g012():
+    s = MetricSchedule("mixture", 40)
+    assert s.order == "g012"
+    assert s.probabilities(9)["random"] > 0.5
+    assert s.probabilities(19)["prediction"] + s.probabilities(19)["gradient"] > 0.5
+    assert s.probabilities(30)["loss"] + s.probabilities(30)["entropy"] > 0.5
+
+
+def test_mixture_draws_follow_probabilities_and_are_seeded():
+    a = MetricSchedule("mixture", 40, seed=3)
+    b = MetricSchedule("mixture", 40, seed=3)
+    draws_a = [a.draw(e) for e in range(40)]
+    assert draws_a == [b.draw(e) for e in range(40)]
+    many = MetricSchedule("mixture", 4, seed=0)
+    counts = {}
+    for _ in range(4000):
+        m = many.draw(1)
+        counts[m] = counts.get(m, 0) + 1
+    for m, p in many.probabilities(1).items():
+        assert counts.get(m, 0) / 4000 == pytest.approx(p, abs=0.03)
+
+
+def test_metric_schedule_state_round_trip():
+    a = MetricSchedule("mixture", 30, seed=1)
+    [a.draw(e) for e in range(10)]
+    state = a.state_dict()
+    rest = [a.draw(e) for e in range(10, 30)]
+    b = MetricSchedule("mixture", 30, seed=99)
+    b.load_state_dict(state)
+    assert [b.draw(e) for e in range(10, 30)] == rest
+
+
+def test_single_metric_and_bad_names():
+    assert MetricSchedule("loss", 5).draw(3) == "loss"
+    with pytest.raises(ConfigError, match="metric='gradnorm'.*'random', 'loss'"):
+        MetricSchedule("gradnorm", 5)
+    with pytest.raises(ConfigError, match="mixture_order='g013'.*'g012'"):
+        MetricSchedule("mixture", 5, order="g013")

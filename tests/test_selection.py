@@ -1,0 +1,160 @@
+import math
+
+import pytest
+import torch
+
+from asp_tune import ProxyMemory, ProxySelector, normalise, select, selection_probabilities, top_mass
+
+
+def gen(seed=0):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def test_select_returns_m_distinct_indices():
+    v = torch.randn(1000)
+    for m in (1, 10, 500, 1000):
+        idx = select(v, m, 1.0, gen())
+        assert idx.numel() == m and idx.unique().numel() == m
+        assert int(idx.min()) >= 0 and int(idx.max()) < 1000
+    idx = select(None, 300, 1.0, gen(), num_samples=1000)
+    assert idx.numel() == 300 and idx.unique().numel() == 300
+
+
+def test_temperature_zero_is_top_m():
+    v = torch.randn(5000, generator=gen(1))
+    idx = select(v, 250, 0.0, gen())
+    assert set(idx.tolist()) == set(torch.topk(v, 250).indices.tolist())
+
+
+def test_low_temperature_approaches_top_m():
+    v = torch.randn(5000, generator=gen(1))
+    top = set(torch.topk(v, 250).indices.tolist())
+    overlap = len(top & set(select(v, 250, 0.01, gen()).tolist())) / 250
+    assert overlap > 0.95
+
+
+def test_single_draw_frequencies_match_softmax():
+    """With m=1 the pick is exactly categorical(softmax(normalise(v)/T))."""
+    v = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    p = selection_probabilities(v, 1.0)
+    g = gen(5)
+    counts = torch.zeros(5)
+    for _ in range(20000):
+        counts[select(v, 1, 1.0, g)] += 1
+    torch.testing.assert_close(counts / 20000, p, atol=0.01, rtol=0)
+
+
+def test_selection_favours_high_importance_in_proportion():
+    # two classes of samples whose first-draw probabilities differ by a factor e^2 (z = +-1, T = 1)
+    n = 2000
+    v = torch.cat([torch.ones(n // 2), -torch.ones(n // 2)])
+    assert normalise(v)[0].item() == pytest.approx(1.0)
+    freq_hi, freq_lo = 0.0, 0.0
+    g = gen(2)
+    for _ in range(200):
+        idx = select(v, 20, 1.0, g)
+        freq_hi += (idx < n // 2).sum().item()
+        freq_lo += (idx >= n // 2).sum().item()
+    # m << N, so the share follows the single-draw odds e^2 : 1
+    assert freq_hi / freq_lo == pytest.approx(math.e ** 2, rel=0.15)
+
+
+def test_uniform_values_select_uniformly_and_spread_reads_fraction():
+    v = torch.zeros(1000)
+    assert top_mass(v, 1.0) == pytest.approx(0.1)
+    assert top_mass(None, 1.0) == pytest.approx(0.1)
+    hot = torch.randn(1000, generator=gen(0))
+    assert top_mass(hot, 0.1) > top_mass(hot, 1.0) > 0.1
+
+
+def test_normalise_puts_metrics_on_one_scale():
+    loss = torch.rand(100) * 0.01
+    score = torch.randint(-50, 50, (100,)).float()
+    for v in (loss, score):
+        z = normalise(v)
+        assert z.mean().abs() < 1e-5 and z.std(unbiased=False) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_select_rejects_bad_counts():
+    with pytest.raises(ValueError, match="count must be in"):
+        select(torch.zeros(5), 6)
+    with pytest.raises(ValueError, match="temperature"):
+        select(torch.zeros(5), 2, -1.0)
+
+
+def test_memory_update_semantics():
+    mem = ProxyMemory(6)
+    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]])
+    targets = torch.tensor([0, 0, 1])
+    mem.update(torch.tensor([0, 1, 2]), logits, targets)
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    torch.testing.assert_close(mem["loss"][:3], ce)
+    p = logits.softmax(1)
+    torch.testing.assert_close(mem["entropy"][:3], -(p * p.log()).sum(1))
+    onehot = torch.nn.functional.one_hot(targets, 2).float()
+    torch.testing.assert_close(mem["gradient"][:3], (p - onehot).norm(dim=1))
+    # eq. 1: -1 when right, +1 when wrong (a tie counts as predicting class 0)
+    assert mem["prediction"][:3].tolist() == [-1.0, 1.0, 1.0]
+    # untrained samples keep their values (zeros here)
+    assert mem["loss"][3:].tolist() == [0.0, 0.0, 0.0]
+    # a second visit overwrites loss but accumulates prediction; stale values of others are kept
+    mem.update(torch.tensor([1]), torch.tensor([[5.0, 0.0]]), torch.tensor([0]))
+    assert mem["prediction"][:3].tolist() == [-1.0, 0.0, 1.0]
+    assert mem["loss"][1].item() == pytest.approx(ce[0].item())
+    assert mem["loss"][2].item() == pytest.approx(ce[2].item())
+    assert mem.times_trained.tolist() == [1, 2, 1, 0, 0, 0]
+
+
+def test_memory_state_round_trip_and_shape_check():
+    mem = ProxyMemory(4)
+    mem.update(torch.tensor([2]), torch.tensor([[0.0, 3.0]]), torch.tensor([0]))
+    other = ProxyMemory(4)
+    other.load_state_dict(mem.state_dict())
+    for k in mem.values:
+        assert torch.equal(mem[k], other[k])
+    with pytest.raises(ValueError, match="expected \\(5,\\)"):
+        ProxyMemory(5).load_state_dict(mem.state_dict())
+
+
+def _drive(selector, epochs, start=0):
+    """Plan epochs, feeding fake logits derived from the indices so memory changes."""
+    picks = []
+    for e in range(start, epochs):
+        plan = selector.plan(e)
+        idx = plan.indices
+        logits = torch.stack([torch.sin(idx.float() * (e + 1)), torch.cos(idx.float())], 1) * 3
+        selector.observe(idx, logits, idx % 2)
+        picks.append((plan.metric, plan.indices.tolist()))
+    return picks
+
+
+def test_selector_state_round_trip_gives_identical_next_selections():
+    kw = dict(num_samples=500, epochs=12, ratio=0.3, ratio_schedule="dynamic", metric="mixture", seed=7)
+    a = ProxySelector(**kw)
+    _drive(a, 5)
+    state = a.state_dict()
+    rest = _drive(a, 12, start=5)
+    b = ProxySelector(**{**kw, "seed": 123})
+    b.load_state_dict(state)
+    assert _drive(b, 12, start=5) == rest
+
+
+def test_selector_same_seed_same_selections_and_counts_follow_schedule():
+    kw = dict(num_samples=1000, epochs=10, ratio=0.3, ratio_schedule="dynamic", metric="loss", seed=1)
+    a, b = ProxySelector(**kw), ProxySelector(**kw)
+    pa, pb = _drive(a, 10), _drive(b, 10)
+    assert pa == pb
+    expected = a.ratio_schedule.ratios()
+    assert [len(ix) for _, ix in pa] == [max(1, round(r * 1000)) for r in expected]
+    assert pa[0][0] == "all"
+
+
+def test_selection_only_of_chosen_metric_and_shuffled():
+    s = ProxySelector(num_samples=200, epochs=3, ratio=0.5, metric="loss", temperature=0.0,
+                      first_epoch_full=False)
+    s.memory.values["loss"].copy_(torch.arange(200.0))
+    plan = s.plan(0)
+    assert sorted(plan.indices.tolist()) == list(range(100, 200))
+    assert plan.indices.tolist() != sorted(plan.indices.tolist())  # batches are not importance-ordered

@@ -1,0 +1,124 @@
+import math
+
+import pytest
+import torch
+
+from asp_tune import ConfigError, TrainConfig, Trainer, TrainingDiverged, load_dataset
+from asp_tune.trainer import lr_factor
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+def test_full_data_baseline_learns_digits(digits):
+    t = Trainer(TrainConfig(epochs=6, ratio=1.0, metric="none"), data=digits)
+    summary = t.fit()
+    assert summary["final_val_accuracy"] >= 0.9
+    assert summary["final_test_accuracy"] >= 0.9
+    assert summary["data_passes"] == pytest.approx(6.0)
+    assert [r["metric_used"] for r in t.history] == ["none"] * 6
+    assert all(r["selected"] == len(digits.train) for r in t.history)
+
+
+def test_dynamic_ratio_counts_follow_the_schedule(digits):
+    cfg = TrainConfig(epochs=8, ratio=0.3, ratio_schedule="dynamic", metric="mixture")
+    t = Trainer(cfg, data=digits)
+    t.fit()
+    n = len(digits.train)
+    expected = [max(1, round(r * n)) for r in t.selector.ratio_schedule.ratios()]
+    assert [r["selected"] for r in t.history] == expected
+    assert t.history[0]["metric_used"] == "all" and t.history[0]["ratio"] == 1.0
+    assert {r["metric_used"] for r in t.history[1:]} <= {"random", "loss", "entropy", "gradient", "prediction"}
+    passes = [r["data_passes"] for r in t.history]
+    assert passes == sorted(passes) and passes[-1] == pytest.approx(sum(expected) / n)
+    assert t.history[-1]["val_accuracy"] > 0.5
+
+
+def test_proxy_training_is_reproducible(digits):
+    cfg = TrainConfig(epochs=4, ratio=0.5, metric="loss")
+    a, b = Trainer(cfg, data=digits), Trainer(cfg, data=digits)
+    a.fit(), b.fit()
+    assert [r["val_accuracy"] for r in a.history] == [r["val_accuracy"] for r in b.history]
+    assert torch.equal(a.selector.memory["loss"], b.selector.memory["loss"])
+
+
+def test_checkpoint_mid_run_continues_exactly(digits, tmp_path):
+    cfg = TrainConfig(epochs=6, ratio=0.4, ratio_schedule="dynamic", metric="mixture", seed=3)
+    straight = Trainer(cfg, data=digits)
+    for _ in range(3):
+        straight.train_epoch()
+    straight.save_checkpoint(tmp_path / "ckpt.pt")
+    rest = [straight.train_epoch() for _ in range(3)]
+    resumed = Trainer(cfg, data=digits)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert resumed.epoch == 3
+    again = [resumed.train_epoch() for _ in range(3)]
+    for x, y in zip(rest, again):
+        assert x["selected"] == y["selected"] and x["metric_used"] == y["metric_used"]
+        assert x["val_accuracy"] == y["val_accuracy"] and x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-6)
+    for k in straight.selector.memory.values:
+        torch.testing.assert_close(straight.selector.memory[k], resumed.selector.memory[k])
+
+
+def test_corrupt_checkpoint_is_a_clear_error(digits, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    t = Trainer(TrainConfig(epochs=1), data=digits)
+    with pytest.raises(Exception, match="cannot read checkpoint"):
+        t.load_checkpoint(bad)
+
+
+def test_divergence_is_detected(digits):
+    t = Trainer(TrainConfig(epochs=2, lr=1e6, momentum=0.0, weight_decay=0.0), data=digits)
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        t.fit()
+
+
+def test_stream_storage_trains_like_device_storage(digits):
+    cfg = TrainConfig(epochs=3, ratio=0.5, metric="gradient", storage="stream")
+    t = Trainer(cfg, data=digits)
+    t.fit()
+    assert [r["selected"] for r in t.history] == [len(digits.train), round(0.5 * len(digits.train)), round(0.5 * len(digits.train))]
+    assert t.history[-1]["val_accuracy"] > 0.7
+
+
+def test_resnet8_runs_on_small_images(digits):
+    t = Trainer(TrainConfig(model="resnet8", epochs=1, subset=200, batch_size=64), data=load_dataset("digits", subset=200))
+    rec = t.train_epoch()
+    assert rec["selected"] == len(t.data.train) and math.isfinite(rec["train_loss"])
+    assert next(t.model.parameters()).is_contiguous() or t.channels_last
+
+
+def test_lr_schedules_step_per_epoch():
+    cos = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine")
+    assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 5) == pytest.approx(0.5) and lr_factor(cos, 10) == pytest.approx(0)
+    ms = TrainConfig(epochs=200, lr_schedule="multistep", milestones=(0.5, 0.75), lr_gamma=0.1)
+    assert [lr_factor(ms, e) for e in (0, 99, 100, 149, 150)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("ratio", 0.0, r"ratio=0.0: allowed a number in \(0.0, 1.0\]"),
+    ("ratio", 1.5, r"ratio=1.5"),
+    ("metric", "foo", r"metric='foo': allowed one of 'random', 'loss'"),
+    ("mixture_order", "g000", r"mixture_order='g000'.*'g012'"),
+    ("ratio_schedule", "cyclic", r"ratio_schedule='cyclic'.*'constant', 'dynamic'"),
+    ("model", "vgg", r"model='vgg'.*'resnet18'"),
+    ("dataset", "mnist", r"dataset='mnist'.*'digits'"),
+    ("lr_schedule", "step", r"lr_schedule='step'.*'cosine'"),
+    ("epochs", 0, r"epochs=0: allowed an integer >= 1"),
+])
+def test_config_errors_name_field_and_allowed_values(field, value, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_metric_none_requires_full_ratio():
+    with pytest.raises(ConfigError, match="'none' only with ratio 1.0"):
+        TrainConfig(metric="none", ratio=0.5).validate()
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="config key='learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
