@@ -7,6 +7,9 @@ which is what lets a deactivated sample come back later (ASP paper section 3.4).
 
 from __future__ import annotations
 
+import os
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -32,11 +35,18 @@ class ProxyMemory:
     def __init__(self, num_samples: int, device: torch.device | str = "cpu"):
         self.num_samples = int(num_samples)
         self.device = torch.device(device)
+        # latest values (loss, entropy, gradient) and running sums (prediction, times trained):
+        # two tables so a batch costs one index_put and one index_add.
+        self._latest = torch.zeros(self.num_samples, 3, dtype=torch.float32, device=self.device)
+        self._counts = torch.zeros(self.num_samples, 2, dtype=torch.float32, device=self.device)
         self.values: dict[str, torch.Tensor] = {
-            name: torch.zeros(self.num_samples, dtype=torch.float32, device=self.device)
-            for name in MEMORY_METRICS
+            "loss": self._latest[:, 0], "entropy": self._latest[:, 1], "gradient": self._latest[:, 2],
+            "prediction": self._counts[:, 0],
         }
-        self.times_trained = torch.zeros(self.num_samples, dtype=torch.int32, device=self.device)
+
+    @property
+    def times_trained(self) -> torch.Tensor:
+        return self._counts[:, 1].to(torch.int32)
 
     def __getitem__(self, metric: str) -> torch.Tensor:
         return self.values[metric]
@@ -46,30 +56,47 @@ class ProxyMemory:
         """Record the metrics of one trained batch (vectorised, no host synchronisation)."""
         indices = indices.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
-        logits = logits.detach().to(self.device).float()
-        log_p = F.log_softmax(logits, dim=1)
-        p = log_p.exp()
-        log_p_true = log_p.gather(1, targets[:, None]).squeeze(1)
-        p_true = log_p_true.exp()
-        self.values["loss"][indices] = -log_p_true
-        self.values["entropy"][indices] = -(p * log_p).sum(dim=1)
-        # ||p - e_y||^2 = sum(p^2) - 2 p_y + 1
-        self.values["gradient"][indices] = ((p * p).sum(dim=1) - 2.0 * p_true + 1.0).clamp_min(0).sqrt()
-        wrong = (logits.argmax(dim=1) != targets).float()
-        self.values["prediction"].index_add_(0, indices, 2.0 * wrong - 1.0)
-        self.times_trained.index_add_(0, indices, torch.ones_like(indices, dtype=torch.int32))
+        stats = _stats_fn(self.device)(logits.detach().to(self.device), targets)
+        self._latest[indices] = stats[:, :3]
+        self._counts.index_add_(0, indices, stats[:, 3:])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {name: v.detach().cpu().clone() for name, v in self.values.items()}
-        state["times_trained"] = self.times_trained.cpu().clone()
-        return state
+        return {"latest": self._latest.cpu().clone(), "counts": self._counts.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name in MEMORY_METRICS:
-            if state[name].shape != (self.num_samples,):
-                raise ValueError(
-                    f"proxy memory '{name}' has {tuple(state[name].shape)} values, "
-                    f"expected ({self.num_samples},)"
-                )
-            self.values[name].copy_(state[name])
-        self.times_trained.copy_(state["times_trained"])
+        for name, table in (("latest", self._latest), ("counts", self._counts)):
+            if tuple(state[name].shape) != tuple(table.shape):
+                raise ValueError(f"proxy memory '{name}' has shape {tuple(state[name].shape)}, "
+                                 f"expected {tuple(table.shape)} for {self.num_samples} samples")
+            table.copy_(state[name])
+
+
+def batch_stats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``(loss, entropy, gradient, prediction step, 1)`` as a ``(B, 5)`` float tensor."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    p = log_p.exp()
+    log_p_true = log_p.gather(1, targets[:, None]).squeeze(1)
+    entropy = -(p * log_p).sum(dim=1)
+    # ||p - e_y||^2 = sum(p^2) - 2 p_y + 1
+    gradient = ((p * p).sum(dim=1) - 2.0 * log_p_true.exp() + 1.0).clamp_min(0).sqrt()
+    step = 2.0 * (logits.argmax(dim=1) != targets).float() - 1.0  # eq. 1: +1 wrong, -1 right
+    return torch.stack([-log_p_true, entropy, gradient, step, torch.ones_like(step)], dim=1)
+
+
+_COMPILED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+
+
+def _stats_fn(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """:func:`batch_stats`, fused into one kernel by ``torch.compile`` on CUDA.
+
+    Eager mode launches ~20 small kernels per batch, which shows on a fast GPU; set
+    ``ASP_TUNE_COMPILE=0`` to stay eager. On the CPU eager is already cheap.
+    """
+    if device.type != "cuda" or os.environ.get("ASP_TUNE_COMPILE", "1") == "0":
+        return batch_stats
+    if "cuda" not in _COMPILED:
+        try:
+            _COMPILED["cuda"] = torch.compile(batch_stats, dynamic=True)
+        except Exception:  # noqa: BLE001 - no compiler available: eager is correct, only slower
+            _COMPILED["cuda"] = batch_stats
+    return _COMPILED["cuda"]

@@ -81,6 +81,11 @@ class ProxySelector:
     def metric(self) -> str:
         return self.metric_schedule.metric
 
+    @property
+    def tracks_importance(self) -> bool:
+        """Whether training logits must be observed (not for ``none`` or a lone ``random``)."""
+        return self.metric not in ("none", "random")
+
     def plan(self, epoch: int) -> EpochPlan:
         """Select and shuffle the samples of ``epoch``; consumes seeded random state."""
         n = self.num_samples
@@ -109,4 +114,4 @@ class ProxySelector:
     def load_state_dict(self, state: dict) -> None:
         self.memory.load_state_dict(state["memory"])
         self.metric_schedule.load_state_dict(state["metric_schedule"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())

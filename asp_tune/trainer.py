@@ -108,6 +108,7 @@ class Trainer:
         start = time.perf_counter()
         plan = self.selector.plan(self.epoch)
         self.model.train()
+        track = self.selector.tracks_importance
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for x, y, idx in self.train_feeder.batches(plan.indices, cfg.batch_size):
@@ -117,7 +118,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            self.selector.observe(idx, logits, y)
+            if track:
+                self.selector.observe(idx, logits, y)
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(dim=1) == y).sum()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -237,7 +239,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise AspTuneError(f"cannot read checkpoint {path}: {exc}") from exc
         if not isinstance(state, dict) or "selector" not in state:

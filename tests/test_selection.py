@@ -114,7 +114,7 @@ def test_memory_state_round_trip_and_shape_check():
     other.load_state_dict(mem.state_dict())
     for k in mem.values:
         assert torch.equal(mem[k], other[k])
-    with pytest.raises(ValueError, match="expected \\(5,\\)"):
+    with pytest.raises(ValueError, match="expected \\(5, 3\\)"):
         ProxyMemory(5).load_state_dict(mem.state_dict())
 
 
