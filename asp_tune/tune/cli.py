@@ -1,0 +1,213 @@
+"""Sub-commands ``hpo``, ``compare``, ``correlate`` and ``demo`` (registered into ``asp-tune``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from asp_tune.cli import EXTRA_PARSERS, command
+from asp_tune.errors import ConfigError
+from asp_tune.run_dir import RunDirectory
+
+REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def _floats(field: str):
+    def parse(text: str) -> list[float]:
+        try:
+            return [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field}: expected comma-separated numbers, got {text!r}") from None
+    return parse
+
+
+def _add_search_flags(p: argparse.ArgumentParser, algo_default: str = "asha") -> None:
+    p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/)")
+    p.add_argument("--algo", default=algo_default, help="hyperband, bohb, asha, tpe or random")
+    p.add_argument("--ratio-schedule", default="dynamic", help="constant or dynamic")
+    p.add_argument("--metric", default="mixture", help="importance metric for proxy runs")
+    p.add_argument("--num-samples", type=int, default=8, help="trials (for a grid space: repeats of the grid)")
+    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
+    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (the paper runs 8)")
+    p.add_argument("--early-stop", default="none", help="none or asha (for tpe and random)")
+    p.add_argument("--time-budget-s", type=float, default=None, help="full-data wall-time budget; x ratio")
+    p.add_argument("--data-passes-budget", type=float, default=None, help="full-data budget in data passes; x ratio")
+    _add_ray_flags(p)
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:10001 (default: start locally)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.25")
+    p.add_argument("--storage-path", default=None, help="where Ray keeps experiments (default ~/ray_results)")
+    p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--verbose", type=int, default=1, help="Ray Tune progress: 0 silent, 1 table, 2 more")
+
+
+def _settings(args: argparse.Namespace, ratio: float):
+    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.space import load_space
+
+    return HpoSettings(space=load_space(args.space), algo=args.algo, ratio=ratio, ratio_schedule=args.ratio_schedule,
+                       metric=args.metric, num_samples=args.num_samples, max_epochs=args.max_epochs,
+                       max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+                       gpus_per_trial=args.gpus_per_trial, time_budget_s=args.time_budget_s,
+                       data_passes_budget=args.data_passes_budget, early_stop=args.early_stop, seed=args.seed,
+                       device=args.device, address=args.address, storage_path=args.storage_path,
+                       verbose=args.verbose).validate()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("hpo", help="hyper-parameter search with proxy-data trials on Ray Tune",
+                       description="One search; writes trials.csv and summary.json. Budgets are given as for "
+                                   "full data and become ratio x that.")
+    _add_search_flags(p)
+    p.add_argument("--ratio", type=float, default=0.3, help="sampling ratio (1.0 with --metric none: full data)")
+    p.add_argument("--resume", default=None, help="Ray experiment folder of an interrupted run to finish")
+
+    p = sub.add_parser("compare", help="full-data baseline and proxy ratios side by side, picks retrained",
+                       description="Same search and seed at ratio 1.0 (metric none) and each proxy ratio; "
+                                   "every run's best configuration is retrained on full data. Writes report.md, "
+                                   "comparison.csv, comparison.png and per-run trials CSVs.")
+    _add_search_flags(p)
+    p.add_argument("--ratios", type=_floats("ratios"), default=[1.0, 0.3, 0.1])
+    p.add_argument("--retrain-seeds", type=int, default=1)
+
+    p = sub.add_parser("correlate", help="the ASP paper's Table 5: rank correlation per (ratio, metric)",
+                       description="Every configuration of a grid space on full data and at every (ratio, metric), "
+                                   "in parallel on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
+    p.add_argument("--space", required=True)
+    p.add_argument("--ratios", type=_floats("ratios"), default=[0.1, 0.3, 0.5])
+    p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture")
+    p.add_argument("--ratio-schedule", default="constant")
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
+    _add_ray_flags(p)
+
+    p = sub.add_parser("demo", help="offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--verbose", type=int, default=0)
+
+
+EXTRA_PARSERS.append(register)
+
+
+def _write_hpo(out: RunDirectory, result, settings) -> None:
+    from asp_tune.tune.runner import settings_dict
+
+    out.write_table("trials.csv", result.trials)
+    if result.histories:
+        import pandas as pd
+
+        frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
+        out.write_table("trial_epochs.csv", pd.concat(frames, ignore_index=True))
+    result.summary["settings"] = settings_dict(settings)
+
+
+@command("hpo")
+def run_hpo_command(args: argparse.Namespace) -> int:
+    from asp_tune.tune.runner import run_hpo
+
+    settings = _settings(args, args.ratio)
+    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+        result = run_hpo(settings, resume=args.resume)
+        _write_hpo(out, result, settings)
+        target = out.commit(result.summary)
+    s = result.summary
+    print(f"best val {s['best_val_accuracy']} with {s['best_config']} | {s['num_trials']} trials "
+          f"({s['num_failed']} failed), {s['data_passes_total']:.1f} data passes, {s['wall_time_s']:.1f}s -> {target}")
+    return 0
+
+
+def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str) -> dict[str, Any]:
+    from asp_tune.tune.compare import comparison_markdown, plot_comparison, run_compare
+
+    if any(not (0 < r <= 1) for r in ratios):
+        raise ConfigError("ratios", ratios, "numbers in (0, 1]")
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ConfigError("retrain_seeds", seeds, "an integer >= 1")
+    res = run_compare(settings, ratios, seeds)
+    table = res["table"]
+    out.write_table("comparison.csv", table.drop(columns=["best_config"]).assign(
+        best_config=[json.dumps(c) for c in table["best_config"]]))
+    for r, run in res["runs"].items():
+        out.write_table(f"trials_r{r}.csv", run.trials)
+    md = comparison_markdown(table, title)
+    out.file("report.md").write_text(md)
+    plot_comparison(table, res["scatter"], out.file("comparison.png"))
+    print("\n" + md)
+    return {"title": title, "ratios": sorted(res["runs"], reverse=True),
+            "rows": json.loads(table.to_json(orient="records")),
+            "runs": {str(r): run.summary for r, run in res["runs"].items()}}
+
+
+@command("compare")
+def run_compare_command(args: argparse.Namespace) -> int:
+    settings = _settings(args, 1.0)
+    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+        summary = _compare(settings, args.ratios, args.retrain_seeds, out,
+                           f"{settings.space.name}: {settings.algo}, metric {settings.metric}")
+        target = out.commit(summary)
+    print(f"-> {target}")
+    return 0
+
+
+@command("correlate")
+def run_correlate_command(args: argparse.Namespace) -> int:
+    from asp_tune.schedules import IMPORTANCE_METRICS, METRIC_CHOICES
+    from asp_tune.tune.compare import correlation_markdown, plot_correlation_scatter, run_correlate
+    from asp_tune.tune.space import load_space
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    for m in metrics:
+        if m not in IMPORTANCE_METRICS + ("mixture",):
+            raise ConfigError("metrics", m, [x for x in METRIC_CHOICES if x != "none"])
+    if not args.ratios or any(not (0 < r < 1) for r in args.ratios):
+        raise ConfigError("ratios", args.ratios, "numbers in (0, 1)")
+    space = load_space(args.space)
+    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+        res = run_correlate(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
+                            max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+                            gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
+                            address=args.address, storage_path=args.storage_path, max_configs=args.max_configs,
+                            verbose=args.verbose)
+        out.write_table("scores.csv", res["scores"])
+        out.write_table("correlation.csv", res["correlations"])
+        md = correlation_markdown(res["correlations"], f"{space.name}: rank correlation with full data")
+        out.file("table.md").write_text(md)
+        plot_correlation_scatter(res["scores"], out.file("scatter.png"))
+        print("\n" + md)
+        target = out.commit({"space": space.name, "num_configs": res["num_configs"], "ratios": args.ratios,
+                             "metrics": metrics, "wall_time_s": res["wall_time_s"],
+                             "experiment_path": res["experiment_path"],
+                             "correlations": json.loads(res["correlations"].to_json(orient="records"))})
+    print(f"-> {target}")
+    return 0
+
+
+@command("demo")
+def run_demo_command(args: argparse.Namespace) -> int:
+    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.space import load_space
+
+    space_file = REPO_SPACES / "digits_mlp.yaml"
+    if not space_file.is_file():
+        raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_mlp.yaml "
+                          "(install with pip install -e . from a checkout)")
+    settings = HpoSettings(space=load_space(space_file), algo="asha", ratio=0.3, ratio_schedule="dynamic",
+                           metric="mixture", num_samples=args.num_samples, max_concurrent=2,
+                           verbose=args.verbose).validate()
+    print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r=0.3, "
+          "dynamic, mixture); each pick retrained on full data")
+    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+        summary = _compare(settings, [1.0, 0.3], 1, out, "demo: digits MLP, ASHA")
+        target = out.commit(summary)
+    print(f"-> {target}")
+    return 0

@@ -1,0 +1,264 @@
+"""Proxy against full data: the same search at several ratios, each best config retrained on full data.
+
+Also the paper's Table 5 experiment (``correlate``): every configuration of a grid trained on full
+data and at every (ratio, metric), with rank correlations between the two scores per cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from asp_tune.config import TrainConfig
+from asp_tune.tune.runner import HpoResult, HpoSettings, ensure_ray, run_hpo
+from asp_tune.tune.space import SearchSpace
+
+
+def rank_correlation(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> dict[str, float]:
+    """Kendall tau, Pearson r and Spearman rho of paired scores (NaN with fewer than 3 pairs)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"kendall_tau": math.nan, "pearson": math.nan, "spearman": math.nan, "n": int(x.size)}
+    return {"kendall_tau": float(stats.kendalltau(x, y).statistic),
+            "pearson": float(stats.pearsonr(x, y).statistic),
+            "spearman": float(stats.spearmanr(x, y).statistic), "n": int(x.size)}
+
+
+def config_key(row: pd.Series | dict[str, Any], names: list[str]) -> tuple:
+    def norm(v: Any) -> Any:
+        return round(float(v), 6) if isinstance(v, (float, np.floating)) else v
+    return tuple(norm(row[f"config/{n}"]) for n in names)
+
+
+def _retrain_one(config: dict[str, Any], threads: int) -> dict[str, Any]:
+    import torch
+
+    from asp_tune.trainer import Trainer
+
+    torch.set_num_threads(max(1, threads))
+    summary = Trainer(TrainConfig.from_dict(config)).fit()
+    return {"seed": config["seed"], "test_accuracy": summary["final_test_accuracy"],
+            "val_accuracy": summary["final_val_accuracy"], "seconds": summary["train_seconds"]}
+
+
+def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: int, seeds: list[int],
+                      device: str, cpus: float, gpus: float) -> list[dict[str, Any]]:
+    """Train ``best_config`` on all training data once per seed, in parallel as Ray tasks."""
+    import ray
+
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_retrain_one)
+    configs = [space.train_config(best_config, ratio=1.0, metric="none", ratio_schedule="constant",
+                                  seed=seed, device=device, epochs=epochs).to_dict() for seed in seeds]
+    return ray.get([remote.remote(c, max(1, int(cpus))) for c in configs])
+
+
+def run_compare(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) -> dict[str, Any]:
+    """Full-data baseline (ratio 1.0, metric none) and each proxy ratio, same seed and search."""
+    ensure_ray(base.address)
+    runs: dict[float, HpoResult] = {}
+    ordered = sorted(set(ratios) | {1.0}, reverse=True)
+    for r in ordered:
+        settings = dataclasses.replace(base, ratio=r, metric="none" if r == 1.0 else base.metric,
+                                       ratio_schedule="constant" if r == 1.0 else base.ratio_schedule,
+                                       name=None if base.name is None else f"{base.name}-r{r}")
+        print(f"[asp-tune compare] search at ratio {r} ({settings.metric})")
+        runs[r] = run_hpo(settings)
+    names = [p.name for p in base.space.params]
+    full = runs[1.0]
+    full_scores = {config_key(row, names): row["best_val_accuracy"] for _, row in full.trials.iterrows()
+                   if row["status"] != "ERROR"}
+    rows, scatter = [], {}
+    for r, res in runs.items():
+        s = res.summary
+        retrained = []
+        if s["best_config"] is not None:
+            print(f"[asp-tune compare] retraining ratio-{r} pick on full data x{retrain_seeds}")
+            retrained = retrain_full_data(base.space, s["best_config"], base.epochs,
+                                          list(range(retrain_seeds)), base.device, base.cpus_per_trial,
+                                          base.gpus_per_trial)
+        accs = [x["test_accuracy"] for x in retrained]
+        pairs = [(full_scores[k], row["best_val_accuracy"]) for _, row in res.trials.iterrows()
+                 if row["status"] != "ERROR" and (k := config_key(row, names)) in full_scores]
+        corr = rank_correlation([a for a, _ in pairs], [b for _, b in pairs]) if r != 1.0 else \
+            {"kendall_tau": 1.0, "pearson": 1.0, "spearman": 1.0, "n": len(pairs)}
+        scatter[r] = pairs
+        rows.append({
+            "ratio": r, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
+            "num_failed": s["num_failed"], "wall_time_s": s["wall_time_s"],
+            "data_passes_total": s["data_passes_total"],
+            "speedup_wall": full.summary["wall_time_s"] / s["wall_time_s"] if s["wall_time_s"] else math.nan,
+            "speedup_data_passes": (full.summary["data_passes_total"] / s["data_passes_total"]
+                                    if s["data_passes_total"] else math.nan),
+            "best_val_accuracy": s["best_val_accuracy"],
+            "retrained_test_mean": float(np.mean(accs)) if accs else math.nan,
+            "retrained_test_std": float(np.std(accs)) if len(accs) > 1 else 0.0 if accs else math.nan,
+            **{f"corr_{k}": v for k, v in corr.items()},
+            "best_config": s["best_config"],
+            "experiment_path": s["experiment_path"],
+        })
+    table = pd.DataFrame(rows)
+    return {"table": table, "runs": runs, "scatter": scatter}
+
+
+def comparison_markdown(table: pd.DataFrame, title: str) -> str:
+    lines = [f"# {title}", "",
+             "| ratio | metric | trials | wall s | speed-up (wall) | data passes | speed-up (passes) | best val | "
+             "retrained test | Kendall tau | Pearson | Spearman | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
+            f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_val_accuracy']:.4f} | "
+            f"{100 * r['retrained_test_mean']:.2f} ± {100 * r['retrained_test_std']:.2f} | "
+            f"{r['corr_kendall_tau']:.3f} | {r['corr_pearson']:.3f} | {r['corr_spearman']:.3f} | {r['corr_n']} |")
+    lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
+              "Retrained test accuracy: each run's best configuration trained from scratch on all training "
+              "data (mean ± std over seeds). Correlations: best validation accuracy of the configurations that "
+              "both the proxy run and the full-data run evaluated."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, float]]], path) -> None:
+    from asp_tune.plots import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    labels = [f"r={r}" for r in table["ratio"]]
+    axes[0].bar(labels, table["wall_time_s"], color="tab:blue")
+    axes[0].set_title("search wall time (s)")
+    axes[1].bar(labels, 100 * table["retrained_test_mean"], yerr=100 * table["retrained_test_std"],
+                color="tab:green")
+    lo = np.nanmin(100 * table["retrained_test_mean"]) if table["retrained_test_mean"].notna().any() else 0
+    axes[1].set_ylim(max(0, lo - 5), 100)
+    axes[1].set_title("retrained test accuracy (%)")
+    for r, pairs in scatter.items():
+        if r != 1.0 and pairs:
+            axes[2].scatter([a for a, _ in pairs], [b for _, b in pairs], label=f"r={r}", s=18)
+    axes[2].set_xlabel("full-data best val accuracy")
+    axes[2].set_ylabel("proxy best val accuracy")
+    axes[2].set_title("same configurations")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- Table 5
+
+
+def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1) -> None:
+    from asp_tune.tune.trainable import proxy_trial
+
+    ratio, metric = config["cell"].split(":")
+    proxy_trial(config, space=space, run={**run, "ratio": float(ratio), "metric": metric}, threads=threads)
+
+
+def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "constant",
+                  max_concurrent: int = 2, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+                  seed: int = 0, device: str = "auto", address: str | None = None,
+                  storage_path: str | None = None, max_configs: int | None = None, verbose: int = 1
+                  ) -> dict[str, Any]:
+    """Every grid configuration on full data and at every (ratio, metric), in parallel on Ray."""
+    from pathlib import Path
+
+    from ray import tune
+
+    ensure_ray(address)
+    configs = space.grid_configs()
+    if max_configs is not None:
+        configs = configs[:max_configs]
+    cells = ["1.0:none"] + [f"{r}:{m}" for r in ratios for m in metrics]
+    epochs = int(space.fixed.get("epochs", TrainConfig.epochs))
+    run = {"ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}
+    space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0])  # validate early
+    trainable = tune.with_resources(
+        tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial))),
+        {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    start = time.perf_counter()
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cells),
+                     **{p.name: tune.sample_from(lambda spec, n=p.name: configs[spec.config["cfg"]][n])
+                        for p in space.params}},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve()),
+            verbose=verbose, failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        hist = result.metrics_dataframe
+        ok = hist is not None and len(hist) and "val_accuracy" in hist
+        ratio, metric = result.config["cell"].split(":")
+        rows.append({"config": result.config["cfg"], "ratio": float(ratio), "metric": metric,
+                     **{p.name: configs[result.config["cfg"]][p.name] for p in space.params},
+                     "val_accuracy": float(hist["val_accuracy"].iloc[-1]) if ok else math.nan,
+                     "data_passes": float(hist["data_passes"].iloc[-1]) if ok else math.nan,
+                     "seconds": float(hist["train_seconds_total"].iloc[-1]) if ok else math.nan,
+                     "status": "ERROR" if result.error else "TERMINATED"})
+    scores = pd.DataFrame(rows).sort_values(["ratio", "metric", "config"]).reset_index(drop=True)
+    full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
+    cells_out = []
+    for (r, m), part in scores[scores["metric"] != "none"].groupby(["ratio", "metric"]):
+        part = part.set_index("config")
+        common = part.index.intersection(full.index)
+        corr = rank_correlation(full.loc[common].values, part.loc[common, "val_accuracy"].values)
+        cells_out.append({"ratio": r, "metric": m, **corr,
+                          "data_passes_mean": float(part["data_passes"].mean())})
+    return {"scores": scores, "correlations": pd.DataFrame(cells_out),
+            "wall_time_s": time.perf_counter() - start, "num_configs": len(configs),
+            "experiment_path": grid.experiment_path}
+
+
+def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
+    """Rows: metrics; columns: ratios; cells 'tau / rho / s' as in the ASP paper's Table 5."""
+    ratios = sorted(corr["ratio"].unique())
+    lines = [f"# {title}", "", "Each cell: Kendall tau / Pearson / Spearman between full-data and proxy "
+             "validation accuracy over the grid's configurations.", "",
+             "| metric | " + " | ".join(f"r = {r}" for r in ratios) + " |",
+             "|---|" + "---|" * len(ratios)]
+    for m, part in corr.groupby("metric", sort=False):
+        cells = []
+        for r in ratios:
+            row = part[part["ratio"] == r]
+            cells.append("-" if row.empty else
+                         f"{row['kendall_tau'].iloc[0]:.3f} / {row['pearson'].iloc[0]:.3f} / {row['spearman'].iloc[0]:.3f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_correlation_scatter(scores: pd.DataFrame, path) -> None:
+    from asp_tune.plots import _pyplot
+
+    plt = _pyplot()
+    full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
+    proxy = scores[scores["metric"] != "none"]
+    ratios = sorted(proxy["ratio"].unique())
+    metrics = list(dict.fromkeys(proxy["metric"]))
+    fig, axes = plt.subplots(len(metrics), len(ratios), figsize=(3 * len(ratios), 2.6 * len(metrics)),
+                             squeeze=False, sharex=True)
+    for i, m in enumerate(metrics):
+        for j, r in enumerate(ratios):
+            ax = axes[i][j]
+            part = proxy[(proxy["metric"] == m) & (proxy["ratio"] == r)].set_index("config")
+            common = part.index.intersection(full.index)
+            ax.scatter(full.loc[common], part.loc[common, "val_accuracy"], s=10)
+            ax.set_title(f"{m}, r={r}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("proxy val acc")
+            if i == len(metrics) - 1:
+                ax.set_xlabel("full-data val acc")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,194 @@
+"""HPO search spaces as YAML: typed parameters plus fixed settings, validated once.
+
+```yaml
+name: digits_mlp
+fixed:            # any TrainConfig field
+  dataset: digits
+  model: mlp
+  epochs: 10
+params:
+  lr: {type: loguniform, low: 0.01, high: 0.5}
+  momentum: {type: uniform, low: 0.5, high: 0.99}
+  batch_size: {type: int, low: 32, high: 256}      # inclusive
+  label_smoothing: {type: choice, values: [0.0, 0.1]}
+  flip_p: {type: grid, values: [0.25, 0.5, 0.75]}   # every value, crossed with the rest
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asp_tune.config import TrainConfig
+from asp_tune.errors import ConfigError
+
+PARAM_TYPES = ("loguniform", "uniform", "int", "choice", "grid")
+#: Fields an HPO run controls itself (from its flags), so a space may not set them.
+RUN_FIELDS = ("ratio", "ratio_schedule", "metric", "seed", "device")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] = ()
+
+    def grid_values(self) -> tuple[Any, ...]:
+        return self.values
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    fixed: dict[str, Any]
+    params: tuple[Param, ...]
+
+    @property
+    def has_grid(self) -> bool:
+        return any(p.type == "grid" for p in self.params)
+
+    def grid_size(self) -> int:
+        size = 1
+        for p in self.params:
+            if p.type == "grid":
+                size *= len(p.values)
+        return size
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every configuration of an all-grid/choice space (choices are crossed too)."""
+        for p in self.params:
+            if p.type not in ("grid", "choice"):
+                raise ConfigError(f"params.{p.name}.type", p.type, "grid or choice for an exhaustive grid")
+        names = [p.name for p in self.params]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(p.values for p in self.params))]
+
+    def to_tune(self) -> dict[str, Any]:
+        """Ray Tune domains for the searched parameters."""
+        from ray import tune
+
+        space: dict[str, Any] = {}
+        for p in self.params:
+            if p.type == "loguniform":
+                space[p.name] = tune.loguniform(p.low, p.high)
+            elif p.type == "uniform":
+                space[p.name] = tune.uniform(p.low, p.high)
+            elif p.type == "int":
+                space[p.name] = tune.randint(int(p.low), int(p.high) + 1)
+            elif p.type == "choice":
+                space[p.name] = tune.choice(list(p.values))
+            else:
+                space[p.name] = tune.grid_search(list(p.values))
+        return space
+
+    def to_configspace(self, seed: int = 0):
+        """A ConfigSpace for BOHB; grid parameters become categorical (BOHB has no grid)."""
+        import ConfigSpace as CS
+
+        cs = CS.ConfigurationSpace(seed=seed)
+        for p in self.params:
+            if p.type in ("loguniform", "uniform"):
+                hp = CS.UniformFloatHyperparameter(p.name, lower=p.low, upper=p.high, log=p.type == "loguniform")
+            elif p.type == "int":
+                hp = CS.UniformIntegerHyperparameter(p.name, lower=int(p.low), upper=int(p.high))
+            else:
+                hp = CS.CategoricalHyperparameter(p.name, choices=list(p.values))
+            cs.add(hp)
+        return cs
+
+    def train_config(self, params: dict[str, Any], **run: Any) -> TrainConfig:
+        """The TrainConfig of one trial: fixed settings, sampled params, then the run's own flags."""
+        values = {**self.fixed, **params, **run}
+        if "milestones" in values:
+            values["milestones"] = tuple(values["milestones"])
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in values.items() if k in known}).validate()
+
+
+def _field_error(where: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(where, value, allowed)
+
+
+def parse_space(data: Any, name: str = "space") -> SearchSpace:
+    """Validate a search-space mapping; errors name the offending field."""
+    if not isinstance(data, dict):
+        raise _field_error(name, type(data).__name__, "a mapping with keys name, fixed, params")
+    unknown = set(data) - {"name", "fixed", "params", "description"}
+    if unknown:
+        raise _field_error(f"{name}: key", sorted(unknown)[0], ["name", "description", "fixed", "params"])
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fixed = data.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise _field_error("fixed", fixed, "a mapping of TrainConfig fields")
+    for key in fixed:
+        if key not in fields:
+            raise _field_error(f"fixed.{key}", key, "a TrainConfig field: " + ", ".join(sorted(fields)))
+        if key in RUN_FIELDS:
+            raise _field_error(f"fixed.{key}", fixed[key], f"not settable in a space ({', '.join(RUN_FIELDS)} "
+                                                           "come from the command's flags)")
+    raw_params = data.get("params") or {}
+    if not isinstance(raw_params, dict) or not raw_params:
+        raise _field_error("params", raw_params, "a non-empty mapping of parameter -> {type, ...}")
+    params = []
+    for pname, spec in raw_params.items():
+        where = f"params.{pname}"
+        if pname not in fields:
+            raise _field_error(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
+        if pname in RUN_FIELDS or pname in fixed:
+            raise _field_error(where, pname, "a field not fixed and not one of " + ", ".join(RUN_FIELDS))
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise _field_error(where, spec, "a mapping with 'type' and its arguments")
+        ptype = spec["type"]
+        if ptype not in PARAM_TYPES:
+            raise _field_error(f"{where}.type", ptype, PARAM_TYPES)
+        extra = set(spec) - ({"type", "low", "high"} if ptype in ("loguniform", "uniform", "int") else {"type", "values"})
+        if extra:
+            raise _field_error(f"{where}", sorted(extra)[0], "keys type, low, high" if ptype in
+                               ("loguniform", "uniform", "int") else "keys type, values")
+        if ptype in ("loguniform", "uniform", "int"):
+            low, high = spec.get("low"), spec.get("high")
+            for bound, v in (("low", low), ("high", high)):
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise _field_error(f"{where}.{bound}", v, "a number")
+                if ptype == "int" and not isinstance(v, int):
+                    raise _field_error(f"{where}.{bound}", v, "an integer")
+            if not low < high:
+                raise _field_error(f"{where}.high", high, f"a number > low ({low})")
+            if ptype == "loguniform" and low <= 0:
+                raise _field_error(f"{where}.low", low, "a number > 0 for loguniform")
+            params.append(Param(pname, ptype, low=low, high=high))
+        else:
+            values = spec.get("values")
+            if not isinstance(values, list) or not values:
+                raise _field_error(f"{where}.values", values, "a non-empty list")
+            params.append(Param(pname, ptype, values=tuple(values)))
+    space = SearchSpace(str(data.get("name", name)), dict(fixed), tuple(params))
+    # every corner of the space must make a valid TrainConfig
+    probe = {p.name: (p.low if p.type in ("loguniform", "uniform", "int") else p.values[0]) for p in params}
+    probe_hi = {p.name: (p.high if p.type in ("loguniform", "uniform", "int") else p.values[-1]) for p in params}
+    for sample in (probe, probe_hi):
+        try:
+            space.train_config(sample)
+        except ConfigError as exc:
+            where = f"params.{exc.field}" if exc.field in raw_params else f"fixed.{exc.field}"
+            raise ConfigError(where, exc.value, exc.allowed) from None
+    return space
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a YAML search space."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("space", str(path), "an existing YAML file (see search_spaces/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("space", str(path), f"valid YAML ({exc.__class__.__name__}: {exc})") from None
+    return parse_space(data, name=path.stem)
