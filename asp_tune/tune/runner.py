@@ -146,23 +146,26 @@ def build_search(s: HpoSettings):
     from ray.tune.search import BasicVariantGenerator
 
     epochs = s.epochs
-    asha = lambda: ASHAScheduler(time_attr="training_iteration", max_t=epochs,  # noqa: E731
+    target = {"metric": METRIC, "mode": "max"}
+    asha = lambda: ASHAScheduler(time_attr="training_iteration", max_t=epochs, **target,  # noqa: E731
                                  grace_period=min(s.grace_period, epochs), reduction_factor=s.reduction_factor)
     if s.algo == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
-        search = TuneBOHB(space=s.space.to_configspace(s.seed), seed=s.seed)
-        scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=epochs, reduction_factor=s.reduction_factor)
+        search = TuneBOHB(space=s.space.to_configspace(s.seed), seed=s.seed, **target)
+        scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=epochs,
+                                     reduction_factor=s.reduction_factor, **target)
         return search, scheduler, {}
     if s.algo == "tpe":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        search = OptunaSearch(space=s.space.to_tune(), sampler=optuna.samplers.TPESampler(seed=s.seed))
+        search = OptunaSearch(space=s.space.to_tune(), sampler=optuna.samplers.TPESampler(seed=s.seed), **target)
         return search, (asha() if s.early_stop == "asha" else FIFOScheduler()), {}
     search = BasicVariantGenerator(random_state=s.seed)
     if s.algo == "hyperband":
-        scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=epochs, reduction_factor=s.reduction_factor)
+        scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=epochs,
+                                       reduction_factor=s.reduction_factor, **target)
     elif s.algo == "asha" or s.early_stop == "asha":
         scheduler = asha()
     else:
@@ -215,7 +218,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric=METRIC, mode="max", search_alg=search, scheduler=scheduler,
+                search_alg=search, scheduler=scheduler,
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
                 time_budget_s=budget["time_budget_s"], reuse_actors=False),
             run_config=tune.RunConfig(

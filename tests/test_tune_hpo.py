@@ -1,0 +1,174 @@
+"""End to end on Ray Tune with tiny budgets (digits MLP)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from asp_tune import ConfigError
+from asp_tune.cli import main
+from asp_tune.tune.runner import HpoSettings, run_hpo
+from asp_tune.tune.space import parse_space
+from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
+
+pytestmark = pytest.mark.slow
+
+SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 3, "subset": 600, "batch_size": 64},
+         "params": {"lr": {"type": "loguniform", "low": 0.02, "high": 0.3},
+                    "momentum": {"type": "uniform", "low": 0.5, "high": 0.9}}}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from asp_tune.tune.runner import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("algo", ["hyperband", "bohb", "asha", "tpe", "random"])
+def test_each_algorithm_runs_with_a_rescaled_budget(algo, ray_session, tmp_path):
+    s = HpoSettings(space=parse_space(SPACE), algo=algo, ratio=0.5, ratio_schedule="dynamic", metric="mixture",
+                    num_samples=3, max_concurrent=2, time_budget_s=600, data_passes_budget=40,
+                    storage_path=str(tmp_path), verbose=0)
+    res = run_hpo(s)
+    t, summary = res.trials, res.summary
+    assert len(t) == 3 and summary["num_trials"] == 3 and summary["num_failed"] == 0
+    assert set(t["status"]) <= {"TERMINATED", "STOPPED"}
+    assert summary["budget"]["time_budget_s"] == 300 and summary["budget"]["nominal_time_budget_s"] == 600
+    assert summary["budget"]["data_passes"] == 20
+    assert summary["best_val_accuracy"] == pytest.approx(t["best_val_accuracy"].max())
+    assert set(summary["best_config"]) == {"lr", "momentum"}
+    assert 0.02 <= summary["best_config"]["lr"] <= 0.3
+    # one report per epoch: a trial that ran all 3 epochs at r=0.5 dynamic used 1 + ratios[1:] passes
+    done = t[t["epochs"] == 3]
+    assert len(done) >= 1
+    assert done["data_passes"].iloc[0] == pytest.approx(1 + 0.505 + 0.01, abs=0.01)
+    assert summary["data_passes_total"] == pytest.approx(t["data_passes"].sum())
+
+
+def test_failing_trial_is_recorded_and_the_experiment_goes_on(ray_session, tmp_path):
+    space = {**SPACE, "fixed": {**SPACE["fixed"], "momentum": 0.0, "weight_decay": 0.0},
+             "params": {"lr": {"type": "grid", "values": [0.1, 1.0e7]}}}
+    res = run_hpo(HpoSettings(space=parse_space(space), algo="random", ratio=1.0, metric="none",
+                              num_samples=1, storage_path=str(tmp_path), verbose=0))
+    t = res.trials.set_index("config/lr")
+    assert t.loc[1.0e7, "status"] == "ERROR" and "TrainingDiverged" in t.loc[1.0e7, "error"]
+    assert t.loc[0.1, "status"] == "TERMINATED" and t.loc[0.1, "best_val_accuracy"] > 0.5
+    assert res.summary["num_failed"] == 1 and res.summary["best_config"] == {"lr": 0.1}
+
+
+def test_resume_restores_an_experiment(ray_session, tmp_path):
+    s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=2,
+                    storage_path=str(tmp_path), name="resumable", verbose=0)
+    first = run_hpo(s)
+    again = run_hpo(s, resume=first.summary["experiment_path"])
+    assert sorted(again.trials["trial_id"]) == sorted(first.trials["trial_id"])
+    assert again.trials["best_val_accuracy"].sum() == pytest.approx(first.trials["best_val_accuracy"].sum())
+    with pytest.raises(ConfigError, match="resume="):
+        run_hpo(s, resume=str(tmp_path / "nothing-here"))
+
+
+class _Checkpoint:
+    def __init__(self, folder):
+        self.folder = folder
+
+    def as_directory(self):
+        import contextlib
+
+        return contextlib.nullcontext(self.folder)
+
+
+class _Pause(Exception):
+    pass
+
+
+def _run_trial(tmp_path, config, run, pause_after=None, resume_from=None):
+    """Drive the trainable as Tune would; keep every checkpoint; optionally 'pause' after N epochs."""
+    import shutil
+
+    reports = []
+
+    def report(metrics, checkpoint):
+        keep = tmp_path / f"ckpt-{len(list(tmp_path.glob('ckpt-*')))}"
+        shutil.copytree(checkpoint.path, keep)
+        reports.append((metrics, keep))
+        if pause_after is not None and len(reports) == pause_after:
+            raise _Pause
+
+    try:
+        proxy_trial(config, space=parse_space(SPACE), run=run, report=report,
+                    get_checkpoint=lambda: None if resume_from is None else _Checkpoint(resume_from))
+    except _Pause:
+        pass
+    return reports
+
+
+def test_paused_trial_resumes_with_the_same_memory_and_selections(tmp_path):
+    config = {"lr": 0.1, "momentum": 0.9}
+    run = {"ratio": 0.4, "ratio_schedule": "dynamic", "metric": "mixture", "seed": 5, "device": "cpu", "epochs": 3}
+    straight = _run_trial(tmp_path / "a", config, run)
+    (tmp_path / "b").mkdir()
+    paused = _run_trial(tmp_path / "b", config, run, pause_after=1)
+    resumed = _run_trial(tmp_path / "c", config, run, resume_from=paused[-1][1])
+    assert len(straight) == 3 and len(paused) == 1 and len(resumed) == 2
+    for (m1, c1), (m2, c2) in zip(straight[1:], resumed):
+        for key in ("epoch", "selected", "metric_used", "val_accuracy", "data_passes"):
+            assert m1[key] == m2[key]
+        s1 = torch.load(Path(c1) / CHECKPOINT_FILE, weights_only=False)["selector"]
+        s2 = torch.load(Path(c2) / CHECKPOINT_FILE, weights_only=False)["selector"]
+        for k in s1["memory"]:
+            assert torch.allclose(s1["memory"][k], s2["memory"][k], atol=1e-6)
+        assert torch.equal(s1["generator"], s2["generator"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--algo", "grid"], "invalid algo='grid': allowed one of 'hyperband', 'bohb', 'asha', 'tpe', 'random'"),
+    (["--ratio", "2"], "invalid ratio=2.0"),
+    (["--metric", "loud"], "invalid metric='loud'"),
+    (["--max-concurrent", "0"], "invalid max_concurrent=0"),
+    (["--gpus-per-trial", "-1"], "invalid gpus_per_trial=-1.0"),
+    (["--early-stop", "median"], "invalid early_stop='median'"),
+    (["--space", "missing.yaml"], "invalid space='missing.yaml'"),
+])
+def test_bad_flags_name_the_field_and_write_nothing(tmp_path, capsys, args, message):
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+    out = tmp_path / "out"
+    argv = ["hpo", "--space", str(space), "--out", str(out), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_yaml_via_cli_leaves_no_output(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fixed: {dataset: digits}\nparams:\n  lr: {type: loguniform, low: -1, high: 1}\n")
+    out = tmp_path / "out"
+    assert main(["hpo", "--space", str(bad), "--out", str(out)]) == 2
+    assert "params.lr.low=-1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_hpo_cli_writes_trials_and_summary(ray_session, tmp_path):
+    space = tmp_path / "s.yaml"
+    import yaml
+
+    space.write_text(yaml.safe_dump(SPACE))
+    out = tmp_path / "out"
+    code = main(["hpo", "--space", str(space), "--algo", "asha", "--ratio", "0.3", "--num-samples", "2",
+                 "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("algo", "ratio", "metric", "best_config", "best_val_accuracy", "num_trials", "wall_time_s",
+                "data_passes_total", "budget"):
+        assert key in summary
+    import pandas as pd
+
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 2 and {"config/lr", "best_val_accuracy", "final_val_accuracy", "epochs",
+                                 "data_passes", "seconds", "status"} <= set(trials.columns)

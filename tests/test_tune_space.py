@@ -1,0 +1,89 @@
+import pytest
+
+from asp_tune import ConfigError
+from asp_tune.tune.space import load_space, parse_space
+
+BASE = {"name": "t", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 3},
+        "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.5},
+                   "momentum": {"type": "uniform", "low": 0.5, "high": 0.9},
+                   "batch_size": {"type": "int", "low": 32, "high": 64},
+                   "label_smoothing": {"type": "choice", "values": [0.0, 0.1]},
+                   "flip_p": {"type": "grid", "values": [0.25, 0.75]}}}
+
+
+def test_translation_to_tune():
+    from ray import tune
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = parse_space(BASE).to_tune()
+    assert isinstance(space["lr"], Float) and space["lr"].lower == 0.01 and space["lr"].upper == 0.5
+    assert type(space["lr"].get_sampler()).__name__ == "_LogUniform"
+    assert isinstance(space["momentum"], Float) and space["momentum"].upper == 0.9
+    assert isinstance(space["batch_size"], Integer) and space["batch_size"].upper == 65  # inclusive high
+    assert isinstance(space["label_smoothing"], Categorical) and space["label_smoothing"].categories == [0.0, 0.1]
+    assert space["flip_p"] == tune.grid_search([0.25, 0.75])
+
+
+def test_translation_to_configspace():
+    import ConfigSpace as CS
+
+    cs = parse_space(BASE).to_configspace(seed=1)
+    lr = cs["lr"]
+    assert isinstance(lr, CS.UniformFloatHyperparameter) and lr.log and lr.lower == 0.01 and lr.upper == 0.5
+    assert isinstance(cs["batch_size"], CS.UniformIntegerHyperparameter) and cs["batch_size"].upper == 64
+    assert list(cs["label_smoothing"].choices) == [0.0, 0.1]
+    assert list(cs["flip_p"].choices) == [0.25, 0.75]  # grid -> categorical for BOHB
+    sample = dict(cs.sample_configuration())
+    assert 0.01 <= sample["lr"] <= 0.5 and 32 <= sample["batch_size"] <= 64
+
+
+def test_shipped_spaces_validate():
+    from pathlib import Path
+
+    spaces = Path(__file__).resolve().parents[1] / "search_spaces"
+    names = {p.stem for p in spaces.glob("*.yaml")}
+    assert {"digits_mlp", "resnet8_cifar10_cpu", "resnet18_cifar10", "table5_grid"} <= names
+    for p in spaces.glob("*.yaml"):
+        load_space(p)
+    grid = load_space(spaces / "table5_grid.yaml")
+    configs = grid.grid_configs()
+    assert len(configs) == 36 and grid.fixed["model"] == "resnet20"
+    assert {c["lr"] for c in configs} == {0.05, 0.1, 0.2} and {c["momentum"] for c in configs} == {0.8, 0.9}
+
+
+@pytest.mark.parametrize("mutate,pattern", [
+    (lambda d: d["params"].update(lr={"type": "lognormal", "low": 1, "high": 2}),
+     r"params.lr.type='lognormal': allowed one of 'loguniform'"),
+    (lambda d: d["params"].update(lr={"type": "loguniform", "low": 0.0, "high": 0.5}),
+     r"params.lr.low=0.0: allowed a number > 0 for loguniform"),
+    (lambda d: d["params"].update(lr={"type": "uniform", "low": 0.5, "high": 0.1}),
+     r"params.lr.high=0.1: allowed a number > low"),
+    (lambda d: d["params"].update(lrate={"type": "uniform", "low": 0.1, "high": 0.5}),
+     r"params.lrate='lrate': allowed a TrainConfig field"),
+    (lambda d: d["params"].update(label_smoothing={"type": "choice", "values": []}),
+     r"params.label_smoothing.values=\[\]: allowed a non-empty list"),
+    (lambda d: d["params"].update(batch_size={"type": "int", "low": 1.5, "high": 8}),
+     r"params.batch_size.low=1.5: allowed an integer"),
+    (lambda d: d["fixed"].update(model="vgg"), r"fixed.model='vgg'"),
+    (lambda d: d["fixed"].update(ratio=0.5), r"fixed.ratio=0.5: allowed not settable in a space"),
+    (lambda d: d["fixed"].update(colour="red"), r"fixed.colour='colour'"),
+    (lambda d: d["params"].update(momentum={"type": "uniform", "low": 0.5, "high": 1.5}),
+     r"params.momentum=1.5: allowed a number in \[0.0, 1.0\)"),
+    (lambda d: d.update(extra=1), r"t: key='extra'"),
+])
+def test_bad_spaces_name_the_field(mutate, pattern):
+    import copy
+
+    data = copy.deepcopy(BASE)
+    mutate(data)
+    with pytest.raises(ConfigError, match=pattern):
+        parse_space(data, name="t")
+
+
+def test_bad_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params: [unclosed\n")
+    with pytest.raises(ConfigError, match="valid YAML"):
+        load_space(bad)
+    with pytest.raises(ConfigError, match="an existing YAML file"):
+        load_space(tmp_path / "missing.yaml")
