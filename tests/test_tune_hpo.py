@@ -172,3 +172,45 @@ def test_hpo_cli_writes_trials_and_summary(ray_session, tmp_path):
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and {"config/lr", "best_val_accuracy", "final_val_accuracy", "epochs",
                                  "data_passes", "seconds", "status"} <= set(trials.columns)
+
+
+def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_path):
+    import pandas as pd
+    import yaml
+
+    space = tmp_path / "s.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    out = tmp_path / "cmp"
+    code = main(["compare", "--space", str(space), "--algo", "random", "--ratios", "1.0,0.3", "--num-samples", "3",
+                 "--metric", "loss", "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+    assert code == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table["ratio"]) == [1.0, 0.3]
+    proxy = table.iloc[1]
+    # same seed and random search: the same three configurations, so all three pair up
+    assert proxy["corr_n"] == 3 and -1 <= proxy["corr_kendall_tau"] <= 1
+    assert proxy["data_passes_total"] < table.iloc[0]["data_passes_total"]
+    assert proxy["speedup_data_passes"] == pytest.approx(table.iloc[0]["data_passes_total"] / proxy["data_passes_total"])
+    assert (table["retrained_test_mean"] > 0.5).all()
+    assert (out / "report.md").read_text().count("|") > 20 and (out / "comparison.png").exists()
+
+
+def test_correlate_cli_table(ray_session, tmp_path):
+    import pandas as pd
+    import yaml
+
+    grid = {**SPACE, "fixed": {**SPACE["fixed"], "epochs": 2},
+            "params": {"lr": {"type": "grid", "values": [0.01, 0.05, 0.2]}}}
+    space = tmp_path / "g.yaml"
+    space.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "corr"
+    code = main(["correlate", "--space", str(space), "--ratios", "0.5", "--metrics", "loss,random",
+                 "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+    assert code == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 3 * 3 and set(scores["metric"]) == {"none", "loss", "random"}
+    corr = pd.read_csv(out / "correlation.csv")
+    assert set(zip(corr["ratio"], corr["metric"])) == {(0.5, "loss"), (0.5, "random")}
+    assert (corr["n"] == 3).all()
+    table = (out / "table.md").read_text()
+    assert "| loss |" in table and "r = 0.5" in table
