@@ -30,8 +30,8 @@ def plot_training_run(epochs: pd.DataFrame, path: str | Path, title: str = "") -
     ax.set_title(title)
     ax = axes[1]
     ax.bar(epochs["epoch"], epochs["ratio"], color="tab:green", alpha=0.7, label="fraction used")
-    ax.plot(epochs["epoch"], epochs["data_passes"] / max(len(epochs), 1), color="k", lw=1,
-            label="data passes / epochs")
+    ax.plot(epochs["epoch"], epochs["data_passes"] / epochs["epoch"], color="k", lw=1, marker=".",
+            label="mean fraction so far (data passes / epochs)")
     ax.set_ylabel("fraction of train set")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper right")
