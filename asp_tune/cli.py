@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Container, Sequence
 
 import pandas as pd
 
@@ -28,10 +28,20 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "all", "") else int(text)
 
 
-def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
-    """Flags for every :class:`TrainConfig` field (shared by ``train`` and the HPO commands)."""
+def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None = None,
+                        skip: Container[str] = ()) -> None:
+    """Flags for every :class:`TrainConfig` field (shared by ``train``, HPO and NAS commands);
+    fields named in ``skip`` get no flag."""
     d = defaults or TrainConfig()
-    g = p.add_argument_group("data")
+
+    class _Group:
+        def __init__(self, title: str):
+            self.group = p.add_argument_group(title)
+
+        def add_argument(self, flag: str, **kwargs: Any) -> None:
+            if flag.lstrip("-").replace("-", "_") not in skip:
+                self.group.add_argument(flag, **kwargs)
+    g = _Group("data")
     g.add_argument("--dataset", default=d.dataset, help="digits (offline default), cifar10, cifar100, image_folder")
     g.add_argument("--data-dir", default=d.data_dir,
                    help="folder (train/<class>/*.jpg [test/...]), .tar.gz archive, or torchvision root")
@@ -44,7 +54,8 @@ def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None
     g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (stream storage)")
     g.add_argument("--crop-padding", type=int, default=d.crop_padding, help="random-crop padding (data set default)")
     g.add_argument("--flip-p", type=float, default=d.flip_p, help="horizontal flip probability (data set default)")
-    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--cutout", type=int, default=d.cutout, help="cutout square side in pixels (0: off)")
+    g = _Group("model and optimisation")
     g.add_argument("--model", default=d.model, help="mlp, resnet8, resnet20/32/44/56, resnet18/34")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -56,7 +67,7 @@ def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None
     g.add_argument("--lr-schedule", default=d.lr_schedule, help=", ".join(LR_SCHEDULES))
     g.add_argument("--milestones", type=lambda s: tuple(float(x) for x in s.split(",")), default=d.milestones,
                    help="multistep milestones as fractions of the run, e.g. 0.5,0.75")
-    g = p.add_argument_group("proxy data (ASP)")
+    g = _Group("proxy data (ASP)")
     g.add_argument("--ratio", type=float, default=d.ratio, help="sampling ratio r in (0, 1]")
     g.add_argument("--ratio-schedule", default=d.ratio_schedule, help="constant or dynamic (Algorithm 2)")
     g.add_argument("--metric", default=d.metric,
@@ -66,7 +77,7 @@ def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None
                    help="std of each metric's Gaussian, as a fraction of the run")
     g.add_argument("--temperature", type=float, default=d.temperature, help="selection softmax temperature; 0 = top-m")
     g.add_argument("--first-epoch-full", type=_bool, default=d.first_epoch_full)
-    g = p.add_argument_group("run")
+    g = _Group("run")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help=", ".join(DEVICES) + " or cuda:N")
     g.add_argument("--amp", type=_bool, default=d.amp, help="bf16 autocast on CUDA")

@@ -31,6 +31,7 @@ class TrainConfig:
     num_workers: int = 0
     crop_padding: int | None = None  # None: the data set's default
     flip_p: float | None = None  # None: the data set's default
+    cutout: int = 0  # side of the square zeroed in each training image (0: off)
     # model and optimisation
     model: str = "mlp"
     epochs: int = 10
@@ -84,6 +85,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _integer(name, getattr(self, name), 1)
         _integer("num_workers", self.num_workers, 0)
+        _integer("cutout", self.cutout, 0)
         _integer("seed", self.seed, 0)
         if self.crop_padding is not None:
             _integer("crop_padding", self.crop_padding, 0)

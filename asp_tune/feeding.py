@@ -45,6 +45,23 @@ def random_flip(images: torch.Tensor, p: float, generator: torch.Generator | Non
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero one ``size x size`` square (clipped at the border) at a random centre in each image."""
+    if size <= 0:
+        return images
+    b, _, h, w = images.shape
+    device = images.device
+    cy = torch.randint(0, h, (b, 1), generator=generator, device=device)
+    cx = torch.randint(0, w, (b, 1), generator=generator, device=device)
+    lo, hi = size // 2, size - size // 2
+    rows = torch.arange(h, device=device)[None, :]
+    cols = torch.arange(w, device=device)[None, :]
+    in_rows = (rows >= cy - lo) & (rows < cy + hi)
+    in_cols = (cols >= cx - lo) & (cols < cx + hi)
+    hole = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+    return images.masked_fill(hole, 0.0)
+
+
 class Normalizer:
     """uint8 -> float ``(x / 255 - mean) / std``, optionally channels-last."""
 
@@ -74,8 +91,9 @@ class DeviceFeeder:
 
     def __init__(self, arrays: ImageArrays, device: torch.device | str, mean: Sequence[float],
                  std: Sequence[float], crop_padding: int = 0, flip_p: float = 0.0,
-                 augment: bool = True, channels_last: bool = False, seed: int = 0):
+                 augment: bool = True, channels_last: bool = False, seed: int = 0, cutout: int = 0):
         self.device = torch.device(device)
+        self.cutout = cutout if augment else 0
         self.images = arrays.images.to(self.device)
         self.labels = arrays.labels.to(self.device)
         self.num_samples = len(arrays)
@@ -93,7 +111,8 @@ class DeviceFeeder:
             idx = indices[start:start + batch_size]
             x = self.images.index_select(0, idx)
             x = random_flip(random_crop(x, self.crop_padding, self.generator), self.flip_p, self.generator)
-            yield self.normalize(x), self.labels.index_select(0, idx), idx
+            x = random_cutout(self.normalize(x), self.cutout, self.generator)
+            yield x, self.labels.index_select(0, idx), idx
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -153,8 +172,9 @@ class StreamFeeder:
     """A ``DataLoader`` over any map-style data set, driven by :class:`SelectedIndexSampler`."""
 
     def __init__(self, dataset: Dataset, device: torch.device | str, num_workers: int = 0,
-                 channels_last: bool = False, seed: int = 0):
+                 channels_last: bool = False, seed: int = 0, cutout: int = 0):
         self.device = torch.device(device)
+        self.cutout = cutout
         self.dataset = _WithIndex(dataset)
         self.num_samples = len(self.dataset)
         self.num_workers = num_workers
@@ -173,6 +193,8 @@ class StreamFeeder:
             x = x.to(self.device, non_blocking=True)
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if self.cutout:
+                x = random_cutout(x, self.cutout, self.generator if self.device.type == "cpu" else None)
             yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:

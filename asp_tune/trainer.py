@@ -11,7 +11,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from asp_tune.device import autocast, resolve_device, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
-from asp_tune.proxy import ProxySelector
+from asp_tune.proxy import EpochPlan, ProxySelector
 
 
 class TrainingDiverged(AspTuneError):
@@ -48,13 +48,22 @@ def make_feeder(arrays: ImageArrays, data: DataBundle, config: TrainConfig, devi
     pad = data.crop_padding if config.crop_padding is None else config.crop_padding
     flip = data.flip_p if config.flip_p is None else config.flip_p
     if config.storage == "device":
-        return DeviceFeeder(arrays, device, data.mean, data.std, pad, flip, augment, channels_last, seed)
+        return DeviceFeeder(arrays, device, data.mean, data.std, pad, flip, augment, channels_last, seed,
+                            cutout=config.cutout if augment else 0)
     dataset = ArrayImageDataset(arrays, data.mean, data.std, pad, flip, augment)
-    return StreamFeeder(dataset, device, config.num_workers, channels_last, seed)
+    return StreamFeeder(dataset, device, config.num_workers, channels_last, seed,
+                        cutout=config.cutout if augment else 0)
 
 
 class Trainer:
-    """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``."""
+    """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``.
+
+    Searchers specialise one step, not the loop: override :meth:`epoch_batches` (what an epoch
+    iterates over) and :meth:`train_step` (one optimisation step returning the logits the proxy
+    memory learns from). A model exposing ``weight_parameters()`` has only those optimised by SGD
+    (e.g. a DARTS supernet keeps its architecture weights apart). When ``model`` is given,
+    ``config.model`` is ignored.
+    """
 
     def __init__(self, config: TrainConfig, data: DataBundle | None = None,
                  model: nn.Module | None = None):
@@ -74,7 +83,8 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+        weights = getattr(self.model, "weight_parameters", self.model.parameters)()
+        self.optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov and config.momentum > 0,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
@@ -111,21 +121,19 @@ class Trainer:
         track = self.selector.tracks_importance
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y, idx in self.train_feeder.batches(plan.indices, cfg.batch_size):
-            with autocast(self.device, cfg.amp):
-                logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+        trained = 0
+        for batch in self.epoch_batches(plan):
+            logits, y, idx, loss = self.train_step(batch)
             if track:
                 self.selector.observe(idx, logits, y)
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(dim=1) == y).sum()
+            trained += y.numel()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         synchronize(self.device)
-        train_loss = float(loss_sum) / plan.count
+        trained = max(trained, 1)
+        train_loss = float(loss_sum) / trained
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} at epoch {self.epoch + 1} "
                                    f"(lr={cfg.lr}); lower the learning rate")
@@ -144,7 +152,7 @@ class Trainer:
             "top10_mass": plan.top10_mass,
             "lr": lr,
             "train_loss": train_loss,
-            "train_accuracy": float(correct) / plan.count,
+            "train_accuracy": float(correct) / trained,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "epoch_seconds": train_seconds,
@@ -155,6 +163,25 @@ class Trainer:
         }
         self.history.append(record)
         return record
+
+    def epoch_batches(self, plan: EpochPlan) -> Iterator[Any]:
+        """What one epoch iterates over: by default mini-batches of the selected samples."""
+        return self.train_feeder.batches(plan.indices, self.config.batch_size)
+
+    def train_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One SGD step on ``batch``; returns ``(logits, targets, indices, loss)`` of what was trained."""
+        x, y, idx = batch
+        with autocast(self.device, self.config.amp):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return logits, y, idx, loss
+
+    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits used by :meth:`evaluate` (a searcher may fix a path or an architecture here)."""
+        return self.model(x)
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> tuple[float, float]:
@@ -167,7 +194,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for x, y, _ in feeder.batches(None, self.config.eval_batch_size):
             with autocast(self.device, self.config.amp):
-                logits = self.model(x)
+                logits = self.forward_eval(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
         return float(correct) / feeder.num_samples, float(loss_sum) / feeder.num_samples

@@ -1,0 +1,241 @@
+"""Sub-commands ``nas`` and ``nas-retrain`` (registered into ``asp-tune``)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from asp_tune.cli import EXTRA_PARSERS, _bool, add_train_arguments, command, config_from_args
+from asp_tune.config import TrainConfig
+from asp_tune.run_dir import RunDirectory
+
+#: Supernet training defaults (NAS-Bench-201's and DARTS's: SGD 0.025 -> 0.001 cosine, batch 64).
+NAS_TRAIN_DEFAULTS = TrainConfig(lr=0.025, lr_min=0.001, weight_decay=3e-4, batch_size=64, epochs=10)
+RETRAIN_DEFAULTS = TrainConfig(lr=0.025, weight_decay=3e-4, batch_size=96, epochs=20)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="where per-epoch checkpoints live (default: .OUT.checkpoints beside --out); "
+                        "an interrupted run started again with the same flags resumes from them")
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_nas_parser(sub: Any) -> None:
+    p = sub.add_parser("nas", help="architecture search (SPOS or DARTS) with ASP proxy data",
+                       description="Train a supernet on ASP proxy data, then pick an architecture: SPOS "
+                                   "(NAS-Bench-201 space) or DARTS (DARTS or NAS-Bench-201 space). "
+                                   "--ratio 1.0 --metric none is the full-data baseline. Writes summary.json, "
+                                   "epochs.csv, candidates.csv (SPOS) and search.png.")
+    g = p.add_argument_group("search")
+    g.add_argument("--space", default="nb201", help="nb201 or darts")
+    g.add_argument("--searcher", default=None, help="spos or darts (default: spos on nb201, darts on darts)")
+    g.add_argument("--channels", type=int, default=16, help="supernet width C (16 in both papers)")
+    g.add_argument("--cells", type=int, default=None,
+                   help="NB201: cells per stage N (default 5); DARTS: layers (default 8)")
+    g.add_argument("--nb201-table", default=None,
+                   help="NAS-Bench-201 ground-truth CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
+    g = p.add_argument_group("SPOS selection (held-out split, inherited weights)")
+    g.add_argument("--candidates", type=int, default=50, help="random candidates scored first")
+    g.add_argument("--population", type=int, default=20)
+    g.add_argument("--generations", type=int, default=10, help="evolution rounds (0: random search only)")
+    g.add_argument("--parents", type=int, default=10)
+    g.add_argument("--mutations", type=int, default=10, help="children by mutation per generation")
+    g.add_argument("--crossovers", type=int, default=10, help="children by crossover per generation")
+    g.add_argument("--mutation-prob", type=float, default=0.2, help="per-edge mutation probability")
+    g = p.add_argument_group("DARTS")
+    g.add_argument("--order", type=int, default=1, help="1 first order, 2 second order (unrolled)")
+    g.add_argument("--arch-lr", type=float, default=3e-4)
+    g.add_argument("--arch-weight-decay", type=float, default=1e-3)
+    g.add_argument("--grad-clip", type=float, default=5.0)
+    add_train_arguments(p, NAS_TRAIN_DEFAULTS, skip=("model",))
+    g = p.add_argument_group("several seeds (Ray tasks)")
+    g.add_argument("--seeds", type=_seeds, default=None,
+                   help="e.g. 1,2,3: one search per seed as parallel Ray tasks, summarised as mean +- std")
+    g.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:10001 (default: local)")
+    g.add_argument("--cpus-per-search", type=float, default=1.0)
+    g.add_argument("--gpus-per-search", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    _add_output_flags(p)
+
+
+def add_retrain_parser(sub: Any) -> None:
+    p = sub.add_parser("nas-retrain", help="train a DARTS genotype's network from scratch",
+                       description="Build the evaluation network of a genotype and train it from scratch; "
+                                   "reports test accuracy. Writes summary.json, epochs.csv and training.png.")
+    p.add_argument("--genotype", required=True,
+                   help="darts_v2, a Genotype(...) string, JSON, or a file (a DARTS search's summary.json)")
+    p.add_argument("--channels", type=int, default=36, help="initial channels (DARTS: 36)")
+    p.add_argument("--layers", type=int, default=20, help="cells (DARTS: 20)")
+    p.add_argument("--auxiliary", type=_bool, default=False, help="auxiliary head after 2/3 of the cells")
+    p.add_argument("--aux-weight", type=float, default=0.4)
+    p.add_argument("--drop-path-prob", type=float, default=0.0, help="reached at the last epoch (DARTS: 0.2)")
+    p.add_argument("--grad-clip", type=float, default=5.0)
+    add_train_arguments(p, RETRAIN_DEFAULTS, skip=("model",))
+    _add_output_flags(p)
+
+
+EXTRA_PARSERS.extend([add_nas_parser, add_retrain_parser])
+
+
+def settings_from_args(args: argparse.Namespace):
+    from nas.search import NasSettings
+    from nas.spos import EvolutionSettings
+
+    searcher = args.searcher or ("darts" if args.space == "darts" else "spos")
+    evolution = EvolutionSettings(candidates=args.candidates, population=args.population,
+                                  generations=args.generations, parents=args.parents, mutations=args.mutations,
+                                  crossovers=args.crossovers, mutation_prob=args.mutation_prob)
+    table = str(Path(args.nb201_table).expanduser().resolve()) if args.nb201_table else None
+    train = config_from_args(args)
+    if train.data_dir and "://" not in train.data_dir:
+        train = train.replace(data_dir=str(Path(train.data_dir).expanduser().resolve()))
+    return NasSettings(space=args.space, searcher=searcher, train=train, channels=args.channels,
+                       cells=args.cells, evolution=evolution, order=args.order, arch_lr=args.arch_lr,
+                       arch_weight_decay=args.arch_weight_decay, grad_clip=args.grad_clip,
+                       nb201_table=table).validate()
+
+
+def _checkpoint_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out).expanduser().resolve()
+    path = Path(args.checkpoint_dir).expanduser().resolve() if args.checkpoint_dir else \
+        out.parent / f".{out.name}.checkpoints"
+    if args.restart:
+        shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def _progress(total: int, desc: str, quiet: bool, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr)
+
+
+@command("nas")
+def run_nas(args: argparse.Namespace) -> int:
+    from nas.nb201 import GroundTruth
+    from nas.plots import plot_search
+    from nas.search import aggregate, run_search
+
+    settings = settings_from_args(args)
+    table = GroundTruth.load(settings.nb201_table) if settings.nb201_table else None
+    if settings.space == "nb201" and table is None:
+        print("[asp-tune nas] no --nb201-table: the found architecture's ground-truth accuracy and the "
+              "supernet's Kendall tau are not reported", file=sys.stderr)
+    seeds = args.seeds or [settings.train.seed]
+    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+        ckpt_dir = _checkpoint_dir(args)
+        cfg = settings.train
+        print(f"[asp-tune nas] {settings.searcher} on {settings.space} (C={settings.channels}, "
+              f"cells={settings.num_cells}) | {cfg.dataset} | ratio {cfg.ratio} ({cfg.ratio_schedule}), "
+              f"metric {cfg.metric} | seeds {seeds}", file=sys.stderr)
+        if len(seeds) == 1:
+            settings = settings.with_seed(seeds[0])
+            bar = _progress(cfg.epochs, "supernet", args.quiet, "epoch")
+
+            def on_epoch(rec: dict[str, Any]) -> None:
+                bar.update(1)
+                bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}",
+                                metric=rec["metric_used"], passes=f"{rec['data_passes']:.2f}")
+
+            scoring = _progress(None, "selection", args.quiet or settings.searcher != "spos", "arch")
+            results = [run_search(settings, ckpt_dir / f"seed{seeds[0]}.pt", on_epoch,
+                                  lambda rec: scoring.update(1), table)]
+            bar.close()
+            scoring.close()
+        else:
+            from nas.parallel import run_seeds
+
+            bar = _progress(len(seeds), "searches", args.quiet, "seed")
+            results = run_seeds(settings, seeds, ckpt_dir, args.cpus_per_search, args.gpus_per_search,
+                                args.address, on_done=lambda r: bar.update(1))
+            bar.close()
+        epochs = pd.concat([r.epochs.assign(seed=r.summary["seed"]) for r in results], ignore_index=True)
+        candidates = pd.concat([r.candidates.assign(seed=r.summary["seed"]) for r in results], ignore_index=True)
+        out.write_table("epochs.csv", epochs)
+        if len(candidates):
+            out.write_table("candidates.csv", candidates)
+        plot_search(epochs, candidates, out.file("search.png"),
+                    f"{settings.searcher} on {settings.space}: r={cfg.ratio} {cfg.ratio_schedule}, {cfg.metric}")
+        if len(results) == 1:
+            summary = results[0].summary
+        else:
+            summary = {"space": settings.space, "searcher": settings.searcher, "seeds": seeds,
+                       "arch": [r.summary.get("arch", r.summary.get("genotype_str")) for r in results],
+                       **{k: v for k, v in aggregate([r.summary for r in results]).items()},
+                       "runs": [{k: v for k, v in r.summary.items() if k != "settings"} for r in results],
+                       "settings": settings.to_dict()}
+            for key in ("search_time_s", "data_passes", "nb201_cifar10_test", "nb201_cifar100_test",
+                        "nb201_imagenet16_120_test", "kendall_tau"):
+                if f"{key}_mean" in summary:
+                    summary[key] = summary[f"{key}_mean"]
+        target = out.commit(summary)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    print(_nas_line(summary, len(results)) + f"  -> {target}")
+    return 0
+
+
+def _nas_line(s: dict[str, Any], runs: int) -> str:
+    def pm(key: str, fmt: str) -> str:
+        if runs > 1 and f"{key}_mean" in s:
+            return f"{s[key + '_mean']:{fmt}} +- {s[key + '_std']:{fmt}}"
+        return f"{s[key]:{fmt}}" if isinstance(s.get(key), (int, float)) else "n/a"
+
+    found = s.get("arch") if runs == 1 else f"{runs} seeds"
+    if runs == 1 and "genotype_str" in s:
+        found = s["genotype_str"]
+    line = f"{found}\nsearch {pm('search_time_s', '.1f')} s, data passes {pm('data_passes', '.2f')}"
+    if "nb201_cifar10_test" in s or "nb201_cifar10_test_mean" in s:
+        line += (f", NAS-Bench-201 test acc C10 {pm('nb201_cifar10_test', '.2f')}, "
+                 f"C100 {pm('nb201_cifar100_test', '.2f')}, IN16 {pm('nb201_imagenet16_120_test', '.2f')}")
+    if "kendall_tau" in s or "kendall_tau_mean" in s:
+        line += f", supernet Kendall tau {pm('kendall_tau', '.3f')}"
+    return line
+
+
+@command("nas-retrain")
+def run_nas_retrain(args: argparse.Namespace) -> int:
+    from asp_tune.plots import plot_training_run
+    from nas.darts_space import Genotype
+    from nas.retrain import RetrainSettings, run_retrain
+
+    genotype = Genotype.parse(args.genotype)
+    train = config_from_args(args)
+    settings = RetrainSettings(genotype=genotype, train=train, channels=args.channels, layers=args.layers,
+                               auxiliary=args.auxiliary, aux_weight=args.aux_weight,
+                               drop_path_prob=args.drop_path_prob, grad_clip=args.grad_clip).validate()
+    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+        ckpt_dir = _checkpoint_dir(args)
+        bar = _progress(train.epochs, "retrain", args.quiet, "epoch")
+
+        def on_epoch(rec: dict[str, Any]) -> None:
+            bar.update(1)
+            bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}")
+
+        summary, epochs = run_retrain(settings, ckpt_dir / "retrain.pt", on_epoch)
+        bar.close()
+        out.write_table("epochs.csv", epochs)
+        plot_training_run(epochs, out.file("training.png"), f"retrain {args.channels}x{args.layers} on {train.dataset}")
+        target = out.commit(summary)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    print(f"test {summary['final_test_accuracy']:.4f}  params {summary['parameters']:,}  "
+          f"wall {summary['wall_time_s']:.1f}s  -> {target}")
+    return 0
+

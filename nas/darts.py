@@ -1,0 +1,156 @@
+"""DARTS search on ASP proxy data: weights and architecture weights on two halves of each epoch's subset.
+
+Each epoch the :class:`~asp_tune.proxy.ProxySelector` picks the proxy subset; its (shuffled)
+indices are split in two halves. Every step first updates the architecture weights on a batch of
+the second half, then the network weights on a batch of the first half. The proxy memory learns
+from the logits of both halves, so no extra forward pass is spent on importance.
+
+First order (default) uses the architecture gradient at the current weights. Second order uses
+the unrolled objective ``L_val(w - xi * dL_train/dw, alpha)`` whose gradient needs a
+Hessian-vector product, approximated by finite differences as in the DARTS paper.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import DataBundle
+from asp_tune.device import autocast
+from asp_tune.proxy import EpochPlan
+from asp_tune.trainer import Trainer
+
+LossFn = Callable[[Any], torch.Tensor]
+
+
+def _set(params: Sequence[nn.Parameter], values: Sequence[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+
+
+def unrolled_hypergradient(weights: Sequence[nn.Parameter], arch: Sequence[nn.Parameter],
+                           train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
+                           xi: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                           momentum_buffers: Sequence[torch.Tensor | None] | None = None,
+                           epsilon: float = 0.01) -> list[torch.Tensor]:
+    """Gradient of ``L_val(w', alpha)`` w.r.t. ``alpha`` where ``w'`` is one SGD step on ``L_train``.
+
+    ``d/dalpha = dL_val/dalpha(w') - xi * d2L_train/(dalpha dw) . dL_val/dw'(w')``; the second term
+    is the finite difference ``(dL_train/dalpha(w + eps v) - dL_train/dalpha(w - eps v)) / 2 eps``
+    with ``v = dL_val/dw'`` and ``eps = epsilon / |v|``. The weights are restored on return.
+    """
+    weights, arch = list(weights), list(arch)
+    original = [w.detach().clone() for w in weights]
+    grads = torch.autograd.grad(train_loss(), weights, allow_unused=True)
+    buffers = momentum_buffers or [None] * len(weights)
+    step = []
+    for w, g, buf in zip(original, grads, buffers):
+        d = (torch.zeros_like(w) if g is None else g) + weight_decay * w
+        if buf is not None and momentum:
+            d = d + momentum * buf
+        step.append(w - xi * d)
+    try:
+        _set(weights, step)
+        loss = val_loss()
+        found = torch.autograd.grad(loss, arch + weights, allow_unused=True)
+        d_arch = [torch.zeros_like(a) if g is None else g for a, g in zip(arch, found[:len(arch)])]
+        v = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, found[len(arch):])]
+        norm = torch.sqrt(sum((x.double() ** 2).sum() for x in v))
+        eps = epsilon / float(norm) if float(norm) > 0 else 0.0
+        if eps == 0.0:
+            return d_arch
+        _set(weights, [w + eps * x for w, x in zip(original, v)])
+        plus = torch.autograd.grad(train_loss(), arch, allow_unused=True)
+        _set(weights, [w - eps * x for w, x in zip(original, v)])
+        minus = torch.autograd.grad(train_loss(), arch, allow_unused=True)
+        hvp = [torch.zeros_like(a) if p is None else (p - m) / (2 * eps) for a, p, m in zip(arch, plus, minus)]
+        return [d - xi * h for d, h in zip(d_arch, hvp)]
+    finally:
+        _set(weights, original)
+
+
+class DartsTrainer(Trainer):
+    """A :class:`Trainer` whose steps alternate architecture and weight updates (DARTS).
+
+    ``model`` must expose ``weight_parameters()`` and ``arch_parameters()``. Architecture weights
+    use Adam (``arch_lr``, betas 0.5/0.999, ``arch_weight_decay``); network weights the trainer's
+    SGD with gradient clipping at ``grad_clip``.
+    """
+
+    def __init__(self, config: TrainConfig, data: DataBundle, model: nn.Module, order: int = 1,
+                 arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0):
+        super().__init__(config, data, model)
+        self.order = order
+        self.grad_clip = grad_clip
+        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
+                                               weight_decay=arch_weight_decay)
+
+    def epoch_batches(self, plan: EpochPlan) -> Iterator[Any]:
+        """Pairs (weight batch from the first half, architecture batch from the second half)."""
+        half = (plan.count + 1) // 2
+        weight_half, arch_half = plan.indices[:half], plan.indices[half:]
+        size = self.config.batch_size
+        return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
+                                     self.train_feeder.batches(arch_half, size))
+
+    def _loss(self, batch: Any) -> torch.Tensor:
+        x, y, _ = batch
+        return F.cross_entropy(self.model(x).float(), y)
+
+    def arch_step(self, weight_batch: Any, arch_batch: Any) -> torch.Tensor:
+        """One architecture update on ``arch_batch``; returns its logits (for the proxy memory)."""
+        arch = self.model.arch_parameters()
+        x, y, _ = arch_batch
+        if self.order == 1:
+            with autocast(self.device, self.config.amp):
+                logits = self.model(x)
+            grads = torch.autograd.grad(F.cross_entropy(logits.float(), y), arch)
+        else:
+            weights = self.model.weight_parameters()
+            group = self.optimizer.param_groups[0]
+            buffers = [self.optimizer.state.get(w, {}).get("momentum_buffer") for w in weights]
+            grads = unrolled_hypergradient(
+                weights, arch, lambda: self._loss(weight_batch), lambda: self._loss(arch_batch),
+                xi=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
+                momentum_buffers=buffers)
+            with torch.no_grad():
+                logits = self.model(x)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        for a, g in zip(arch, grads):
+            a.grad = g.detach()
+        self.arch_optimizer.step()
+        return logits
+
+    def train_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        weight_batch, arch_batch = batch  # the weight half is never the shorter one
+        if arch_batch is not None:
+            logits = self.arch_step(weight_batch, arch_batch)
+            if self.selector.tracks_importance:
+                self.selector.observe(arch_batch[2], logits.detach(), arch_batch[1])
+        x, y, idx = weight_batch
+        with autocast(self.device, self.config.amp):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        for a in self.model.arch_parameters():
+            a.grad = None
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
+        self.optimizer.step()
+        return logits, y, idx, loss
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["arch_optimizer"] = self.arch_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])

@@ -1,0 +1,43 @@
+"""Several seeds of one search as parallel Ray tasks, each with its own CPU/GPU share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from nas.search import NasResult, NasSettings, run_search
+
+
+def _search_task(settings: NasSettings, checkpoint: str | None, threads: int) -> NasResult:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return run_search(settings, checkpoint)
+
+
+def run_seeds(settings: NasSettings, seeds: list[int], checkpoint_dir: Path | None, cpus_per_search: float = 1.0,
+              gpus_per_search: float = 0.0, address: str | None = None,
+              on_done: Callable[[NasResult], None] | None = None) -> list[NasResult]:
+    """Run ``settings`` once per seed on Ray (local or ``address``); results in seed order.
+
+    On a multi-node cluster ``checkpoint_dir`` and the data must be on storage every node sees.
+    """
+    import ray
+
+    from asp_tune.tune.runner import ensure_ray
+
+    ensure_ray(address)
+    task = ray.remote(_search_task).options(num_cpus=cpus_per_search, num_gpus=gpus_per_search, max_retries=0)
+    threads = max(1, int(cpus_per_search))
+    pending = {}
+    for seed in seeds:
+        ckpt = str(checkpoint_dir / f"seed{seed}.pt") if checkpoint_dir else None
+        pending[task.remote(settings.with_seed(seed), ckpt, threads)] = seed
+    results: dict[int, NasResult] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        seed = pending.pop(done[0])
+        results[seed] = ray.get(done[0])
+        if on_done is not None:
+            on_done(results[seed])
+    return [results[s] for s in seeds]

@@ -1,0 +1,110 @@
+"""Train the network a DARTS genotype describes from scratch (optionally on ASP proxy data).
+
+The ordinary :class:`~asp_tune.trainer.Trainer` loop with DARTS's evaluation extras: drop-path
+whose probability rises linearly over the epochs, an auxiliary head whose loss is added with
+weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import load_dataset
+from asp_tune.device import autocast
+from asp_tune.errors import ConfigError
+from asp_tune.trainer import Trainer
+from nas.darts_space import DartsEvalNetwork, Genotype, count_parameters
+
+
+@dataclass
+class RetrainSettings:
+    genotype: Genotype
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.025, weight_decay=3e-4, batch_size=96))
+    channels: int = 36
+    layers: int = 20
+    auxiliary: bool = False
+    aux_weight: float = 0.4
+    drop_path_prob: float = 0.0  # reached at the last epoch (DARTS: 0.2)
+    grad_clip: float = 5.0
+
+    def validate(self) -> "RetrainSettings":
+        if not (isinstance(self.channels, int) and self.channels >= 1):
+            raise ConfigError("channels", self.channels, "an integer >= 1")
+        if not (isinstance(self.layers, int) and self.layers >= 3):
+            raise ConfigError("layers", self.layers, "an integer >= 3 (two are reduction cells)")
+        if not (0.0 <= self.drop_path_prob < 1.0):
+            raise ConfigError("drop_path_prob", self.drop_path_prob, "a number in [0, 1)")
+        if not self.aux_weight >= 0.0:
+            raise ConfigError("aux_weight", self.aux_weight, "a number >= 0")
+        self.train.validate()
+        return self
+
+
+class RetrainTrainer(Trainer):
+    """Trainer for :class:`DartsEvalNetwork`: drop-path schedule, auxiliary loss, clipping."""
+
+    def __init__(self, settings: RetrainSettings, data=None):
+        cfg = settings.train
+        data = data if data is not None else load_dataset(
+            cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, subset=cfg.subset,
+            test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download)
+        torch.manual_seed(cfg.seed)
+        c, _, _ = data.image_shape
+        model = DartsEvalNetwork(settings.genotype, settings.channels, settings.layers, data.num_classes, c,
+                                 auxiliary=settings.auxiliary)
+        super().__init__(cfg, data, model)
+        self.settings = settings
+
+    def train_epoch(self) -> dict[str, Any]:
+        self.model.drop_path_prob = self.settings.drop_path_prob * self.epoch / self.config.epochs
+        record = super().train_epoch()
+        record["drop_path_prob"] = self.model.drop_path_prob
+        return record
+
+    def train_step(self, batch: Any):
+        x, y, idx = batch
+        with autocast(self.device, self.config.amp):
+            out = self.model(x)
+        logits, aux = out if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        if aux is not None:
+            loss = loss + self.settings.aux_weight * F.cross_entropy(aux.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        return logits, y, idx, loss
+
+
+def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
+                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train to the end (resuming from ``checkpoint`` if it exists); returns (summary, epochs)."""
+    settings.validate()
+    trainer = RetrainTrainer(settings)
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint is not None and checkpoint.exists():
+        trainer.load_checkpoint(checkpoint)
+    start = time.perf_counter()
+    while not trainer.done:
+        record = trainer.train_epoch()
+        if on_epoch is not None:
+            on_epoch(record)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(checkpoint)
+    summary = trainer.summary(wall_time_s=time.perf_counter() - start)
+    summary.update({"genotype": settings.genotype.to_dict(), "genotype_str": str(settings.genotype),
+                    "channels": settings.channels, "layers": settings.layers, "auxiliary": settings.auxiliary,
+                    "drop_path_prob": settings.drop_path_prob, "parameters": count_parameters(trainer.model),
+                    "config": settings.train.to_dict()})
+    return summary, pd.DataFrame(trainer.history)
