@@ -129,12 +129,13 @@ class Genotype:
     @classmethod
     def from_dict(cls, d: dict) -> "Genotype":
         try:
-            return cls(normal=tuple((str(op), int(i)) for op, i in d["normal"]),
-                       reduce=tuple((str(op), int(i)) for op, i in d["reduce"]),
-                       normal_concat=tuple(d.get("normal_concat", range(2, 2 + STEPS))),
-                       reduce_concat=tuple(d.get("reduce_concat", range(2, 2 + STEPS))))
-        except (KeyError, TypeError, ValueError) as exc:
+            fields = {"normal": tuple((str(op), int(i)) for op, i in d["normal"]),
+                      "reduce": tuple((str(op), int(i)) for op, i in d["reduce"]),
+                      "normal_concat": tuple(int(i) for i in d.get("normal_concat", range(2, 2 + STEPS))),
+                      "reduce_concat": tuple(int(i) for i in d.get("reduce_concat", range(2, 2 + STEPS)))}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError("genotype", d, "normal and reduce lists of [op, input] pairs") from exc
+        return cls(**fields)
 
     def __str__(self) -> str:
         def concat(c: tuple[int, ...]) -> str:
@@ -149,9 +150,10 @@ class Genotype:
         text = text.strip()
         if text.lower() in KNOWN_GENOTYPES:
             return KNOWN_GENOTYPES[text.lower()]
-        path = Path(text).expanduser()
-        if len(text) < 4096 and path.is_file():
-            text = path.read_text().strip()
+        if not text.startswith(("{", "Genotype(")):
+            path = Path(text).expanduser()
+            if path.is_file():
+                text = path.read_text().strip()
         if text.startswith("{"):
             try:
                 data = json.loads(text)

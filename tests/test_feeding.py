@@ -79,3 +79,18 @@ def test_stream_feeder_matches_device_feeder_without_augmentation():
         torch.testing.assert_close(xd, xs)
         assert torch.equal(yd, ys) and torch.equal(id_, is_)
     assert sum(b[2].numel() for b in stream.batches(idx, 3)) == 7
+
+
+def test_cutout_zeros_one_clipped_square_per_image():
+    from asp_tune.feeding import random_cutout
+
+    images = torch.ones(64, 3, 10, 10)
+    g = torch.Generator().manual_seed(0)
+    out = random_cutout(images, 4, g)
+    holes = (out == 0).all(dim=1)  # (B, H, W): zeroed in every channel
+    per_image = holes.flatten(1).sum(dim=1)
+    assert torch.equal((out == 0).sum(dim=1).flatten(1).sum(dim=1), 3 * per_image)  # same hole in all channels
+    assert per_image.max() == 16 and per_image.min() >= 4  # clipped at borders, never empty
+    rows, cols = holes.any(dim=2), holes.any(dim=1)
+    assert torch.equal(holes, rows[:, :, None] & cols[:, None, :])  # a rectangle
+    assert torch.equal(random_cutout(images, 0, g), images)

@@ -1,0 +1,191 @@
+"""DARTS: genotypes, search/eval networks, first- and second-order architecture steps, retraining."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import load_dataset
+from asp_tune.errors import ConfigError
+from nas.darts import DartsTrainer, unrolled_hypergradient
+from nas.darts_space import (KNOWN_GENOTYPES, NUM_EDGES, PRIMITIVES, STEPS, DartsEvalNetwork, DartsSearchNetwork,
+                             Genotype, derive_genotype)
+from nas.retrain import RetrainSettings, RetrainTrainer
+
+
+def _check_genotype_cells(g: Genotype) -> None:
+    for edges in (g.normal, g.reduce):
+        assert len(edges) == 2 * STEPS
+        for node in range(STEPS):
+            (op_a, a), (op_b, b) = edges[2 * node], edges[2 * node + 1]
+            assert a != b and max(a, b) < node + 2
+            assert "none" not in (op_a, op_b)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_genotype_derivation_never_picks_none(seed):
+    g = torch.Generator().manual_seed(seed)
+    normal = torch.randn(NUM_EDGES, len(PRIMITIVES), generator=g)
+    reduce = torch.randn(NUM_EDGES, len(PRIMITIVES), generator=g)
+    normal[:, PRIMITIVES.index("none")] = 10.0  # none dominates every edge
+    _check_genotype_cells(derive_genotype(normal, reduce))
+
+
+def test_derivation_follows_the_strongest_non_none_edges():
+    alphas = torch.zeros(NUM_EDGES, len(PRIMITIVES))
+    # node 0 (edges 0, 1): only input 1 has a strong op; node 3 (edges 9..13): inputs 4 and 2 are strong
+    alphas[1, PRIMITIVES.index("sep_conv_5x5")] = 3.0
+    alphas[13, PRIMITIVES.index("dil_conv_3x3")] = 2.0
+    alphas[11, PRIMITIVES.index("max_pool_3x3")] = 1.5
+    g = derive_genotype(alphas, alphas)
+    assert ("sep_conv_5x5", 1) in g.normal[:2]
+    assert set(g.normal[6:]) == {("max_pool_3x3", 2), ("dil_conv_3x3", 4)}
+
+
+def test_genotype_round_trips_through_repr_json_and_files(tmp_path):
+    g = KNOWN_GENOTYPES["darts_v2"]
+    assert Genotype.parse(str(g)) == g
+    assert Genotype.parse(json.dumps(g.to_dict())) == g
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"space": "darts", "genotype": g.to_dict()}))
+    assert Genotype.parse(str(summary)) == g
+    assert Genotype.parse("DARTS_V2") == g
+
+
+@pytest.mark.parametrize("text, field", [
+    ("sep_conv", "genotype"),
+    ('{"normal": [["sep_conv_3x3", 0]], "reduce": []}', "genotype.normal"),
+    (str(KNOWN_GENOTYPES["darts_v2"]).replace("'dil_conv_3x3', 2", "'none', 2"), "genotype.normal op"),
+    (str(KNOWN_GENOTYPES["darts_v2"]).replace("'sep_conv_3x3', 1), ('sep_conv_3x3', 0)",
+                                              "'sep_conv_3x3', 1), ('sep_conv_3x3', 5)"),
+     "genotype.normal input of node 3"),
+])
+def test_bad_genotypes_name_the_field(text, field):
+    with pytest.raises(ConfigError) as err:
+        Genotype.parse(text)
+    assert err.value.field == field
+
+
+def test_search_and_eval_networks_shapes():
+    torch.manual_seed(0)
+    search = DartsSearchNetwork(channels=4, layers=3, num_classes=10)
+    assert search(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert len(search.arch_parameters()) == 2 and search.alphas_normal.shape == (14, 8)
+    _check_genotype_cells(search.derive())
+    net = DartsEvalNetwork(KNOWN_GENOTYPES["darts_v2"], channels=4, layers=6, num_classes=10, auxiliary=True)
+    net.train()
+    logits, aux = net(torch.randn(3, 3, 32, 32))
+    assert logits.shape == aux.shape == (3, 10)
+    net.eval()
+    assert net(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+
+
+def _tiny_data():
+    return load_dataset("digits", None, val_fraction=0.2, subset=200, test_subset=60, seed=0)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_architecture_step_changes_alphas_and_only_weight_step_moves_weights(order):
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=32, ratio=0.5, metric="loss", lr=0.05)
+    torch.manual_seed(0)
+    data = _tiny_data()
+    trainer = DartsTrainer(cfg, data, DartsSearchNetwork(channels=4, layers=3, in_channels=1), order=order,
+                           arch_lr=0.01)
+    plan = trainer.selector.plan(0)
+    weight_batch, arch_batch = next(iter(trainer.epoch_batches(plan)))
+    alphas = [a.detach().clone() for a in trainer.model.arch_parameters()]
+    weights = [w.detach().clone() for w in trainer.model.weight_parameters()]
+    trainer.model.train()
+    trainer.arch_step(weight_batch, arch_batch)
+    assert all(not torch.equal(a, b) for a, b in zip(alphas, trainer.model.arch_parameters()))
+    assert all(torch.equal(w, v) for w, v in zip(weights, trainer.model.weight_parameters()))
+    record = trainer.train_epoch()
+    assert record["selected"] == plan.count
+    assert not all(torch.equal(w, v) for w, v in zip(weights, trainer.model.weight_parameters()))
+
+
+class TinyMixedNet(nn.Module):
+    """A smooth (tanh) two-layer network with one DARTS-style mixed op: finite differences are exact
+    up to O(h^2) here, unlike ReLU networks whose kinks make them noisy."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 6)
+        self.ops = nn.ModuleList([nn.Linear(6, 6), nn.Sequential(nn.Linear(6, 6), nn.Tanh()), nn.Identity()])
+        self.head = nn.Linear(6, 3)
+        self.alpha = nn.Parameter(torch.randn(3))
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        w = torch.softmax(self.alpha, dim=0)
+        return self.head(sum(wk * op(h) for wk, op in zip(w, self.ops)))
+
+    def weight_parameters(self):
+        return [p for n, p in self.named_parameters() if n != "alpha"]
+
+    def arch_parameters(self):
+        return [self.alpha]
+
+
+def test_second_order_hypergradient_matches_finite_differences():
+    torch.manual_seed(0)
+    net = TinyMixedNet().double()
+    x_train, y_train = torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
+    x_val, y_val = torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    xi, momentum, decay = 0.5, 0.9, 1e-2
+    buffers = [0.1 * torch.randn_like(w) for w in weights]
+
+    def train_loss():
+        return F.cross_entropy(net(x_train), y_train)
+
+    def val_loss():
+        return F.cross_entropy(net(x_val), y_val)
+
+    before = [w.detach().clone() for w in weights]
+    hyper = unrolled_hypergradient(weights, arch, train_loss, val_loss, xi=xi, momentum=momentum,
+                                   weight_decay=decay, momentum_buffers=buffers, epsilon=1e-5)[0]
+    assert all(torch.equal(w, b) for w, b in zip(weights, before))  # weights restored
+
+    def unrolled_objective() -> float:
+        grads = torch.autograd.grad(train_loss(), weights)
+        with torch.no_grad():
+            for w, g, buf in zip(weights, grads, buffers):
+                w.sub_(xi * (g + decay * w + momentum * buf))
+            value = float(val_loss())
+            for w, b in zip(weights, before):
+                w.copy_(b)
+        return value
+
+    numeric = torch.zeros_like(net.alpha)
+    h = 1e-6
+    for k in range(3):
+        with torch.no_grad():
+            net.alpha[k] += h
+        plus = unrolled_objective()
+        with torch.no_grad():
+            net.alpha[k] -= 2 * h
+        minus = unrolled_objective()
+        with torch.no_grad():
+            net.alpha[k] += h
+        numeric[k] = (plus - minus) / (2 * h)
+    first_order = torch.autograd.grad(val_loss(), arch)[0]
+    assert torch.allclose(hyper, numeric, rtol=1e-4, atol=1e-8)
+    # the second-order term matters here, so dropping it would fail the check above
+    assert (hyper - first_order).norm() > 0.05 * numeric.norm()
+
+
+def test_retrain_schedules_drop_path_and_adds_the_auxiliary_loss():
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=64, cutout=3, subset=200, test_subset=60)
+    settings = RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3, auxiliary=True,
+                               drop_path_prob=0.2)
+    trainer = RetrainTrainer(settings.validate())
+    first = trainer.train_epoch()
+    second = trainer.train_epoch()
+    assert first["drop_path_prob"] == 0.0 and second["drop_path_prob"] == pytest.approx(0.1)
+    assert trainer.model.auxiliary_head is not None
+    with pytest.raises(ConfigError, match="layers"):
+        RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, layers=2).validate()

@@ -1,0 +1,189 @@
+"""NAS searches end to end: SPOS + ASP on NAS-Bench-201, DARTS, resuming, the CLI."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from asp_tune.cli import main
+from asp_tune.config import TrainConfig
+from asp_tune.errors import AspTuneError, ConfigError
+from nas.nb201 import Arch, GroundTruth
+from nas.search import NasSettings, aggregate, run_search
+from nas.spos import EvolutionSettings, evolutionary_search
+
+TINY_EVOLUTION = EvolutionSettings(candidates=8, population=6, generations=2, parents=4, mutations=3, crossovers=3)
+
+
+def tiny_settings(**changes) -> NasSettings:
+    train = TrainConfig(dataset="digits", epochs=3, batch_size=64, ratio=0.5, metric="mixture", lr=0.05,
+                        subset=600, test_subset=40, val_fraction=0.25, seed=3)
+    base = dict(space="nb201", searcher="spos", train=train, channels=4, cells=1, evolution=TINY_EVOLUTION)
+    base.update(changes)
+    return NasSettings(**base)
+
+
+def table_path(shared_data: Path) -> str:
+    return str(shared_data / "nb201" / "nb201_test_accuracy.csv")
+
+
+def test_evolution_scores_distinct_archs_and_finds_the_optimum_of_a_known_score():
+    target = Arch(("nor_conv_3x3",) * 6)
+
+    def score(arch: Arch) -> float:  # closer to the target is better
+        return sum(a == b for a, b in zip(arch.ops, target.ops)) / 6
+
+    records = evolutionary_search(score, EvolutionSettings(candidates=30, generations=15, mutation_prob=0.3), seed=0)
+    archs = [r["arch"] for r in records]
+    assert len(set(archs)) == len(archs)
+    assert {r["phase"] for r in records} == {"random", "mutation", "crossover"}
+    random_best = max(r["score"] for r in records if r["phase"] == "random")
+    assert max(r["score"] for r in records) == 1.0 > random_best
+
+
+@pytest.mark.shared_data
+def test_tiny_spos_search_with_asp_returns_an_arch_from_the_table(shared_data):
+    settings = tiny_settings(nb201_table=table_path(shared_data))
+    result = run_search(settings)
+    s = result.summary
+    table = GroundTruth.load(settings.nb201_table)
+    assert Arch.parse(s["arch"]) in table
+    assert s["nb201_cifar10_test"] == table.lookup(s["arch"])["cifar10_test"]
+    for key in ("space", "searcher", "arch", "search_time_s", "data_passes", "nb201_cifar100_test",
+                "nb201_imagenet16_120_test", "kendall_tau"):
+        assert key in s
+    # first epoch on all data, then half: 1 + 0.5 + 0.5 passes
+    assert s["data_passes"] == pytest.approx(2.0, abs=0.01)
+    assert list(result.epochs["metric_used"])[0] == "all"
+    assert len(result.candidates) == s["candidates_scored"] == 8 + 2 * 6
+    assert -1.0 <= s["kendall_tau"] <= 1.0 and s["tau_pairs"] == len(result.candidates)
+    assert s["supernet_val_accuracy"] == result.candidates["score"].max()
+
+
+def test_full_data_baseline_uses_every_sample_every_epoch():
+    s = run_search(tiny_settings(train=tiny_settings().train.replace(ratio=1.0, metric="none"))).summary
+    assert s["data_passes"] == pytest.approx(3.0) and "nb201_cifar10_test" not in s
+
+
+@pytest.mark.parametrize("searcher_space", [("darts", "nb201"), ("darts", "darts")])
+def test_darts_searches_complete(searcher_space):
+    searcher, space = searcher_space
+    s = run_search(tiny_settings(space=space, searcher=searcher, cells=1 if space == "nb201" else 3,
+                                 train=tiny_settings().train.replace(epochs=2, subset=200))).summary
+    if space == "nb201":
+        Arch.parse(s["arch"])
+    else:
+        assert "none" not in s["genotype_str"] and len(s["genotype"]["normal"]) == 8
+    assert s["data_passes"] == pytest.approx(1.5, abs=0.01)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_search_resumes_from_its_checkpoint(tmp_path):
+    settings = tiny_settings()
+    ckpt = tmp_path / "search.pt"
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_search(settings, ckpt, on_epoch=stop_after_two)
+    assert torch.load(ckpt, weights_only=False)["trainer"]["epoch"] == 1  # saved after epoch 1 only
+    seen = []
+    resumed = run_search(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
+    assert seen == [2, 3]
+    fresh = run_search(settings)
+    assert resumed.summary["arch"] == fresh.summary["arch"]
+    pd.testing.assert_series_equal(resumed.epochs["train_loss"], fresh.epochs["train_loss"], rtol=1e-5)
+    assert resumed.summary["data_passes"] == fresh.summary["data_passes"]
+    with pytest.raises(AspTuneError, match=r"other settings \(channels differ\)"):
+        run_search(tiny_settings(channels=6), ckpt)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"space": "nasbench101"}, "space"),
+    ({"searcher": "enas"}, "searcher"),
+    ({"space": "darts", "searcher": "spos"}, "searcher"),
+    ({"order": 3}, "order"),
+    ({"cells": 0}, "cells"),
+    ({"evolution": EvolutionSettings(mutation_prob=0.0)}, "mutation_prob"),
+])
+def test_settings_errors_name_the_field(changes, field):
+    with pytest.raises(ConfigError) as err:
+        tiny_settings(**changes).validate()
+    assert err.value.field == field
+
+
+def test_aggregate_gives_mean_and_std():
+    out = aggregate([{"search_time_s": 1.0, "data_passes": 2.0}, {"search_time_s": 3.0, "data_passes": 2.0}])
+    assert out["search_time_s_mean"] == 2.0 and out["search_time_s_std"] == 1.0 and out["data_passes_std"] == 0.0
+
+
+CLI_TINY = ["--epochs", "2", "--channels", "4", "--cells", "1", "--subset", "300", "--test-subset", "40",
+            "--candidates", "5", "--generations", "1", "--mutations", "2", "--crossovers", "2", "--quiet"]
+
+
+@pytest.mark.shared_data
+def test_nas_cli_writes_results_and_removes_checkpoints(tmp_path, shared_data, capsys):
+    out = tmp_path / "search"
+    code = main(["nas", *CLI_TINY, "--ratio", "0.5", "--metric", "loss", "--ratio-schedule", "dynamic",
+                 "--nb201-table", table_path(shared_data), "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["space"] == "nb201" and summary["searcher"] == "spos" and summary["ratio_schedule"] == "dynamic"
+    assert "nb201_cifar10_test" in summary and "Kendall tau" in capsys.readouterr().out
+    assert len(pd.read_csv(out / "candidates.csv")) == 9
+    assert list(pd.read_csv(out / "epochs.csv")["epoch"]) == [1, 2]
+    assert (out / "search.png").stat().st_size > 10_000
+    assert not (tmp_path / ".search.checkpoints").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "nb301"], "invalid space='nb301': allowed"),
+    (["--space", "darts", "--searcher", "spos"], "invalid searcher='spos'"),
+    (["--ratio", "0.5", "--metric", "none"], "invalid metric='none'"),
+    (["--nb201-table", "/nonexistent.csv"], "invalid nb201_table="),
+    (["--metric", "loss", "--ratio", "0.3", "--mutation-prob", "2"], "invalid mutation_prob=2.0"),
+])
+def test_nas_cli_bad_input_is_one_error_and_no_results(tmp_path, capsys, args, message):
+    out = tmp_path / "search"
+    assert main(["nas", *CLI_TINY, *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_nas_retrain_cli_trains_a_searched_genotype(tmp_path, capsys):
+    search = tmp_path / "search"
+    assert main(["nas", "--space", "darts", "--epochs", "1", "--channels", "2", "--cells", "3", "--subset", "100",
+                 "--test-subset", "40", "--quiet", "--out", str(search)]) == 0
+    out = tmp_path / "retrain"
+    assert main(["nas-retrain", "--genotype", str(search / "summary.json"), "--channels", "4", "--layers", "3",
+                 "--auxiliary", "true", "--cutout", "4", "--drop-path-prob", "0.2", "--epochs", "2", "--subset",
+                 "200", "--test-subset", "40", "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    searched = json.loads((search / "summary.json").read_text())
+    assert summary["genotype"] == searched["genotype"] and 0.0 <= summary["final_test_accuracy"] <= 1.0
+    assert summary["parameters"] > 0 and summary["config"]["cutout"] == 4
+    assert main(["nas-retrain", "--genotype", "not_a_genotype", "--out", str(tmp_path / "x")]) == 2
+    assert "invalid genotype='not_a_genotype'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_several_seeds_run_as_ray_tasks_and_are_summarised(tmp_path, shared_data):
+    from asp_tune.tune.runner import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    out = tmp_path / "seeds"
+    assert main(["nas", *CLI_TINY, "--ratio", "0.5", "--metric", "mixture", "--seeds", "1,2",
+                 "--nb201-table", table_path(shared_data), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [1, 2] and len(summary["arch"]) == 2 and len(summary["runs"]) == 2
+    for key in ("search_time_s", "data_passes", "nb201_cifar10_test", "kendall_tau"):
+        assert f"{key}_mean" in summary and f"{key}_std" in summary
+    assert sorted(pd.read_csv(out / "epochs.csv")["seed"].unique()) == [1, 2]
