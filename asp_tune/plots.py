@@ -43,8 +43,14 @@ def plot_training_run(epochs: pd.DataFrame, path: str | Path, title: str = "") -
     ax.set_ylabel("metric")
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG and close ``fig``."""
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.clf()
+    _pyplot().close(fig)
     return path

@@ -101,6 +101,7 @@ class Trainer:
                                self.channels_last, 0)
             for split in ("val", "test")
         }
+        self.validate_each_epoch = True  # False: records carry NaN val metrics (saves a pass per epoch)
         self.epoch = 0
         self.samples_seen = 0
         self.train_seconds = 0.0
@@ -141,7 +142,7 @@ class Trainer:
         self.train_seconds += train_seconds
         self.samples_seen += plan.count
         self.epoch += 1
-        val_acc, val_loss = self.evaluate("val")
+        val_acc, val_loss = self.evaluate("val") if self.validate_each_epoch else (math.nan, math.nan)
         n = self.selector.num_samples
         record = {
             "epoch": self.epoch,
@@ -259,16 +260,27 @@ class Trainer:
         self.history = list(state["history"])
 
     def save_checkpoint(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        save_state(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise AspTuneError(f"cannot read checkpoint {path}: {exc}") from exc
-        if not isinstance(state, dict) or "selector" not in state:
-            raise AspTuneError(f"{path} is not an asp_tune trainer checkpoint")
-        self.load_state_dict(state)
+        self.load_state_dict(load_state(path, "selector", "an asp_tune trainer checkpoint"))
+
+
+def save_state(state: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -> dict[str, Any]:
+    """A checkpoint dict holding ``required_key``; anything else is one clear error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise AspTuneError(f"cannot read checkpoint {path}: {exc}{hint}") from exc
+    if not isinstance(state, dict) or required_key not in state:
+        raise AspTuneError(f"{path} is not {kind}{hint}")
+    return state

@@ -51,6 +51,8 @@ def add_nas_parser(sub: Any) -> None:
     g.add_argument("--channels", type=int, default=16, help="supernet width C (16 in both papers)")
     g.add_argument("--cells", type=int, default=None,
                    help="NB201: cells per stage N (default 5); DARTS: layers (default 8)")
+    g.add_argument("--monitor", type=_bool, default=True,
+                   help="validate the supernet after each epoch (costs one pass over the val split)")
     g.add_argument("--nb201-table", default=None,
                    help="NAS-Bench-201 ground-truth CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
     g = p.add_argument_group("SPOS selection (held-out split, inherited weights)")
@@ -110,7 +112,7 @@ def settings_from_args(args: argparse.Namespace):
     return NasSettings(space=args.space, searcher=searcher, train=train, channels=args.channels,
                        cells=args.cells, evolution=evolution, order=args.order, arch_lr=args.arch_lr,
                        arch_weight_decay=args.arch_weight_decay, grad_clip=args.grad_clip,
-                       nb201_table=table).validate()
+                       nb201_table=table, monitor=args.monitor).validate()
 
 
 def _checkpoint_dir(args: argparse.Namespace) -> Path:

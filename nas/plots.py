@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from asp_tune.plots import _pyplot
+from asp_tune.plots import _pyplot, save_figure
 
 
 def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path, title: str = "") -> Path:
@@ -32,8 +32,4 @@ def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path
         ax.set_title("candidates: supernet ranking against ground truth")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -100,7 +100,6 @@ def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
         if on_epoch is not None:
             on_epoch(record)
         if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(checkpoint)
     summary = trainer.summary(wall_time_s=time.perf_counter() - start)
     summary.update({"genotype": settings.genotype.to_dict(), "genotype_str": str(settings.genotype),

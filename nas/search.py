@@ -22,7 +22,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.datasets import load_dataset
 from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.ranking import rank_correlation
-from asp_tune.trainer import Trainer
+from asp_tune.trainer import Trainer, load_state, save_state
 from nas.darts import DartsTrainer
 from nas.darts_space import DartsSearchNetwork, count_parameters
 from nas.nb201 import GROUND_TRUTH_COLUMNS, GroundTruth
@@ -49,6 +49,7 @@ class NasSettings:
     arch_weight_decay: float = 1e-3
     grad_clip: float = 5.0
     nb201_table: str | None = None
+    monitor: bool = True  # validate the supernet after every epoch (SPOS: a fresh random path per batch)
 
     def validate(self) -> "NasSettings":
         if self.space not in SPACES:
@@ -113,25 +114,13 @@ def build_trainer(settings: NasSettings) -> Trainer:
 
 
 def _load_checkpoint(path: Path, settings: NasSettings, trainer: Trainer) -> float:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise AspTuneError(f"cannot read search checkpoint {path}: {exc} (delete it or pass --restart)") from exc
-    if not isinstance(state, dict) or "trainer" not in state:
-        raise AspTuneError(f"{path} is not an asp_tune search checkpoint (delete it or pass --restart)")
+    state = load_state(path, "trainer", "an asp_tune search checkpoint", " (delete it or pass --restart)")
     if state["settings"] != settings.to_dict():
         changed = sorted(k for k, v in settings.to_dict().items() if state["settings"].get(k) != v)
         raise AspTuneError(f"checkpoint {path} belongs to a search with other settings ({', '.join(changed)} "
                            "differ); pass --restart to start over or use another --out")
     trainer.load_state_dict(state["trainer"])
     return float(state["search_seconds"])
-
-
-def _save_checkpoint(path: Path, settings: NasSettings, trainer: Trainer, seconds: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"settings": settings.to_dict(), "trainer": trainer.state_dict(), "search_seconds": seconds}, tmp)
-    tmp.replace(path)
 
 
 def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
@@ -143,6 +132,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     if table is None and settings.nb201_table:
         table = GroundTruth.load(settings.nb201_table)  # fail before any training
     trainer = build_trainer(settings)
+    trainer.validate_each_epoch = settings.monitor
     checkpoint = Path(checkpoint) if checkpoint else None
     spent = 0.0
     if checkpoint is not None and checkpoint.exists():
@@ -154,7 +144,8 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         if on_epoch is not None:
             on_epoch(record)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, settings, trainer, spent + time.perf_counter() - start)
+            save_state({"settings": settings.to_dict(), "trainer": trainer.state_dict(),
+                        "search_seconds": spent + time.perf_counter() - start}, checkpoint)
     train_seconds = spent + time.perf_counter() - start
     summary: dict[str, Any] = {"space": settings.space, "searcher": settings.searcher}
     candidates = pd.DataFrame(columns=["arch", "score", "phase", "generation"])

@@ -114,7 +114,7 @@ def comparison_markdown(table: pd.DataFrame, title: str) -> str:
 
 
 def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, float]]], path) -> None:
-    from asp_tune.plots import _pyplot
+    from asp_tune.plots import _pyplot, save_figure
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -133,9 +133,7 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
     axes[2].set_ylabel("proxy best val accuracy")
     axes[2].set_title("same configurations")
     axes[2].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- Table 5
@@ -226,7 +224,7 @@ def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
 
 
 def plot_correlation_scatter(scores: pd.DataFrame, path) -> None:
-    from asp_tune.plots import _pyplot
+    from asp_tune.plots import _pyplot, save_figure
 
     plt = _pyplot()
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
@@ -246,6 +244,4 @@ def plot_correlation_scatter(scores: pd.DataFrame, path) -> None:
                 ax.set_ylabel("proxy val acc")
             if i == len(metrics) - 1:
                 ax.set_xlabel("full-data val acc")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
