@@ -11,12 +11,8 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.cli import EXTRA_PARSERS, _bool, add_train_arguments, command, config_from_args
-from asp_tune.config import TrainConfig
 from asp_tune.run_dir import RunDirectory
 
-#: Supernet training defaults (NAS-Bench-201's and DARTS's: SGD 0.025 -> 0.001 cosine, batch 64).
-NAS_TRAIN_DEFAULTS = TrainConfig(lr=0.025, lr_min=0.001, weight_decay=3e-4, batch_size=64, epochs=10)
-RETRAIN_DEFAULTS = TrainConfig(lr=0.025, weight_decay=3e-4, batch_size=96, epochs=20)
 
 
 def _seeds(text: str) -> list[int]:
@@ -68,7 +64,9 @@ def add_nas_parser(sub: Any) -> None:
     g.add_argument("--arch-lr", type=float, default=3e-4)
     g.add_argument("--arch-weight-decay", type=float, default=1e-3)
     g.add_argument("--grad-clip", type=float, default=5.0)
-    add_train_arguments(p, NAS_TRAIN_DEFAULTS, skip=("model",))
+    from nas.search import default_train_config
+
+    add_train_arguments(p, default_train_config(), skip=("model",))
     g = p.add_argument_group("several seeds (Ray tasks)")
     g.add_argument("--seeds", type=_seeds, default=None,
                    help="e.g. 1,2,3: one search per seed as parallel Ray tasks, summarised as mean +- std")
@@ -90,7 +88,9 @@ def add_retrain_parser(sub: Any) -> None:
     p.add_argument("--aux-weight", type=float, default=0.4)
     p.add_argument("--drop-path-prob", type=float, default=0.0, help="reached at the last epoch (DARTS: 0.2)")
     p.add_argument("--grad-clip", type=float, default=5.0)
-    add_train_arguments(p, RETRAIN_DEFAULTS, skip=("model",))
+    from nas.retrain import default_train_config
+
+    add_train_arguments(p, default_train_config(), skip=("model",))
     _add_output_flags(p)
 
 

@@ -25,10 +25,15 @@ from asp_tune.trainer import Trainer
 from nas.darts_space import DartsEvalNetwork, Genotype, count_parameters
 
 
+def default_train_config() -> TrainConfig:
+    """DARTS's evaluation training, shortened: SGD 0.025 cosine, weight decay 3e-4, batch 96."""
+    return TrainConfig(lr=0.025, weight_decay=3e-4, batch_size=96, epochs=20)
+
+
 @dataclass
 class RetrainSettings:
     genotype: Genotype
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.025, weight_decay=3e-4, batch_size=96))
+    train: TrainConfig = field(default_factory=default_train_config)
     channels: int = 36
     layers: int = 20
     auxiliary: bool = False
