@@ -3,7 +3,8 @@
 Skeleton: a 3x3 stem with ``C`` channels, three stages of ``N`` cells with ``C``, ``2C`` and
 ``4C`` channels joined by residual reduction blocks (stride 2), then BN-ReLU, global pooling and
 a linear head. Every cell in the network shares one choice per edge, given to ``forward`` as
-either op indices (a single path: only the chosen op runs on each edge, as SPOS needs) or a
+either op indices (a single path: only the chosen op runs on each edge, as SPOS needs, and edges
+whose result cannot reach the cell output are skipped) or a
 ``(6, 5)`` weight matrix (the DARTS mixture of all ops).
 
 Batch norm: searched networks use ``track_running_stats=False``, so training and evaluation both
@@ -14,6 +15,7 @@ the same choice); evaluation batches must hold more than a handful of samples.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -48,6 +50,17 @@ def make_op(name: str, channels: int, affine: bool, track: bool) -> nn.Module | 
     raise ValueError(f"unknown NAS-Bench-201 operation {name!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def live_edges(path: tuple[int, ...], none: int) -> tuple[bool, ...]:
+    """Which edges of a single path reach the cell output: an edge into a node whose result only
+    flows through ``none`` edges is dead, and skipping it changes nothing but the cost."""
+    live_nodes = {NUM_NODES - 1}
+    for node in range(NUM_NODES - 2, 0, -1):
+        if any(path[e] != none and j in live_nodes and i == node for e, (j, i) in enumerate(EDGES)):
+            live_nodes.add(node)
+    return tuple(path[e] != none and j in live_nodes for e, (j, _) in enumerate(EDGES))
+
+
 class SearchCell(nn.Module):
     """A cell holding every operation on every edge; the forward call chooses which run."""
 
@@ -62,6 +75,7 @@ class SearchCell(nn.Module):
     def forward(self, x: torch.Tensor, choice: Sequence[int] | torch.Tensor) -> torch.Tensor:
         nodes = [x]
         weighted = isinstance(choice, torch.Tensor)
+        live = None if weighted else live_edges(tuple(int(k) for k in choice), self._none)
         e = 0
         for j in range(1, NUM_NODES):
             total: torch.Tensor | None = None
@@ -70,8 +84,7 @@ class SearchCell(nn.Module):
                     out = sum(choice[e, k] * op(nodes[i]) for k, op in enumerate(self.edges[e])
                               if k != self._none)
                 else:
-                    k = int(choice[e])
-                    out = None if k == self._none else self.edges[e][k](nodes[i])
+                    out = self.edges[e][int(choice[e])](nodes[i]) if live[e] else None
                 if out is not None:
                     total = out if total is None else total + out
                 e += 1
@@ -136,9 +149,10 @@ class Nb201Supernet(Nb201Skeleton):
         return self.run(x, self._path)
 
     def path_modules(self, arch: Arch) -> list[nn.Module]:
-        """The operation modules ``arch`` runs (in every cell)."""
+        """The operation modules ``arch`` runs, every cell's (``none`` and dead edges left out)."""
+        live = live_edges(arch.indices, OPS.index("none"))
         return [cell.edges[e][k] for cell in self.layers if isinstance(cell, SearchCell)
-                for e, k in enumerate(arch.indices)]
+                for e, k in enumerate(arch.indices) if live[e]]
 
 
 class Nb201DartsNetwork(Nb201Skeleton):

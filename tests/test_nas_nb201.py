@@ -8,7 +8,7 @@ import torch
 
 from asp_tune.errors import ConfigError, DataError
 from nas.nb201 import EDGES, EXAMPLE, NUM_ARCHS, OPS, Arch, GroundTruth, all_archs, crossover, mutate, random_arch
-from nas.nb201_net import Nb201DartsNetwork, Nb201Supernet, SearchCell
+from nas.nb201_net import Nb201DartsNetwork, Nb201Supernet, SearchCell, live_edges
 
 BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 
@@ -104,7 +104,7 @@ def test_single_path_forward_has_right_shapes_and_runs_only_the_sampled_ops():
                 for op in edge:
                     op.register_forward_hook(lambda m, i, o: ran.add(id(m)))
     rng = random.Random(1)
-    for _ in range(10):
+    for _ in range(40):
         arch = random_arch(rng)
         net.set_arch(arch)
         net.zero_grad(set_to_none=True)
@@ -112,13 +112,44 @@ def test_single_path_forward_has_right_shapes_and_runs_only_the_sampled_ops():
         out = net(torch.randn(5, 3, 16, 16))
         assert out.shape == (5, 7)
         out.sum().backward()
-        expected = {id(m) for m, op in zip(net.path_modules(arch), arch.ops * 6) if op != "none"}
-        assert ran == expected
+        assert ran == {id(m) for m in net.path_modules(arch)}
+        op = dict(zip(EDGES, arch.ops))
+        node2_live = op[(3, 2)] != "none"
+        node1_live = op[(3, 1)] != "none" or (node2_live and op[(2, 1)] != "none")
+        node_live = {1: node1_live, 2: node2_live, 3: True}
+        for (j, i), name in op.items():
+            runs = name != "none" and node_live[j]
+            module = lambda cell: cell.edges[EDGES.index((j, i))][OPS.index(name)]  # noqa: E731
+            cells = [c for c in net.layers if isinstance(c, SearchCell)]
+            assert all((id(module(c)) in ran) == runs for c in cells)
         for cell in (c for c in net.layers if isinstance(c, SearchCell)):
             for e, edge in enumerate(cell.edges):
                 for k, op in enumerate(edge):
                     if k != arch.indices[e]:
                         assert all(p.grad is None for p in op.parameters())
+
+
+def test_dead_edges_are_skipped_and_change_nothing():
+    torch.manual_seed(0)
+    net = Nb201Supernet(channels=4, cells_per_stage=1, num_classes=3)
+    x = torch.randn(6, 3, 8, 8)
+    # node 2 only feeds 3<-2, which is none: edges into node 2 are dead
+    arch = Arch.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")
+    assert live_edges(arch.indices, OPS.index("none")) == (True, False, False, True, True, False)
+    net.set_arch(arch)
+    pruned = net(x)
+    full = net.stem(x)
+    for layer in net.layers:  # reference: every non-none edge computed
+        if isinstance(layer, SearchCell):
+            nodes = [full]
+            for j in range(1, 4):
+                terms = [layer.edges[e][k](nodes[i]) for e, ((jj, i), k) in enumerate(zip(EDGES, arch.indices))
+                         if jj == j and OPS[k] != "none"]
+                nodes.append(sum(terms) if terms else torch.zeros_like(full))
+            full = nodes[-1]
+        else:
+            full = layer(full)
+    assert torch.allclose(pruned, net.classifier(net.head(full)), atol=1e-6)
 
 
 def test_all_none_cell_still_gives_logits():
