@@ -25,8 +25,6 @@ from asp_tune.device import autocast
 from asp_tune.proxy import EpochPlan
 from asp_tune.trainer import Trainer
 
-LossFn = Callable[[Any], torch.Tensor]
-
 
 def _set(params: Sequence[nn.Parameter], values: Sequence[torch.Tensor]) -> None:
     with torch.no_grad():
