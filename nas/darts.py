@@ -97,28 +97,31 @@ class DartsTrainer(Trainer):
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))
 
-    def _loss(self, batch: Any) -> torch.Tensor:
-        x, y, _ = batch
-        return F.cross_entropy(self.model(x).float(), y)
-
     def arch_step(self, weight_batch: Any, arch_batch: Any) -> torch.Tensor:
-        """One architecture update on ``arch_batch``; returns its logits (for the proxy memory)."""
+        """One architecture update on ``arch_batch``; returns the logits of that batch's forward pass
+        (at the unrolled weights for second order), which the proxy memory learns from."""
         arch = self.model.arch_parameters()
         x, y, _ = arch_batch
         if self.order == 1:
             with autocast(self.device, self.config.amp):
                 logits = self.model(x)
             grads = torch.autograd.grad(F.cross_entropy(logits.float(), y), arch)
-        else:
+        else:  # fp32: finite differences need the precision
+            seen: list[torch.Tensor] = []
+
+            def arch_loss() -> torch.Tensor:
+                seen.append(self.model(x))
+                return F.cross_entropy(seen[-1], y)
+
+            wx, wy, _ = weight_batch
             weights = self.model.weight_parameters()
             group = self.optimizer.param_groups[0]
             buffers = [self.optimizer.state.get(w, {}).get("momentum_buffer") for w in weights]
             grads = unrolled_hypergradient(
-                weights, arch, lambda: self._loss(weight_batch), lambda: self._loss(arch_batch),
+                weights, arch, lambda: F.cross_entropy(self.model(wx), wy), arch_loss,
                 xi=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 momentum_buffers=buffers)
-            with torch.no_grad():
-                logits = self.model(x)
+            logits = seen[0].detach()
         self.arch_optimizer.zero_grad(set_to_none=True)
         for a, g in zip(arch, grads):
             a.grad = g.detach()

@@ -7,6 +7,7 @@ weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from asp_tune.datasets import load_dataset
 from asp_tune.device import autocast
 from asp_tune.errors import ConfigError
 from asp_tune.trainer import Trainer
+from nas.checkpoint import resume_run, save_run
 from nas.darts_space import DartsEvalNetwork, Genotype, count_parameters
 
 
@@ -52,6 +54,9 @@ class RetrainSettings:
             raise ConfigError("aux_weight", self.aux_weight, "a number >= 0")
         self.train.validate()
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "genotype": self.genotype.to_dict(), "train": self.train.to_dict()}
 
 
 class RetrainTrainer(Trainer):
@@ -97,16 +102,17 @@ def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
     settings.validate()
     trainer = RetrainTrainer(settings)
     checkpoint = Path(checkpoint) if checkpoint else None
+    spent = 0.0
     if checkpoint is not None and checkpoint.exists():
-        trainer.load_checkpoint(checkpoint)
+        spent = resume_run(checkpoint, settings.to_dict(), trainer)
     start = time.perf_counter()
     while not trainer.done:
         record = trainer.train_epoch()
         if on_epoch is not None:
             on_epoch(record)
         if checkpoint is not None:
-            trainer.save_checkpoint(checkpoint)
-    summary = trainer.summary(wall_time_s=time.perf_counter() - start)
+            save_run(checkpoint, settings.to_dict(), trainer, spent + time.perf_counter() - start)
+    summary = trainer.summary(wall_time_s=spent + time.perf_counter() - start)
     summary.update({"genotype": settings.genotype.to_dict(), "genotype_str": str(settings.genotype),
                     "channels": settings.channels, "layers": settings.layers, "auxiliary": settings.auxiliary,
                     "drop_path_prob": settings.drop_path_prob, "parameters": count_parameters(trainer.model),

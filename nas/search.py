@@ -20,9 +20,10 @@ import torch
 
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import load_dataset
-from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.errors import ConfigError
 from asp_tune.ranking import rank_correlation
-from asp_tune.trainer import Trainer, load_state, save_state
+from asp_tune.trainer import Trainer
+from nas.checkpoint import resume_run, save_run
 from nas.darts import DartsTrainer
 from nas.darts_space import DartsSearchNetwork, count_parameters
 from nas.nb201 import GROUND_TRUTH_COLUMNS, GroundTruth
@@ -118,16 +119,6 @@ def build_trainer(settings: NasSettings) -> Trainer:
                         arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip)
 
 
-def _load_checkpoint(path: Path, settings: NasSettings, trainer: Trainer) -> float:
-    state = load_state(path, "trainer", "an asp_tune search checkpoint", " (delete it or pass --restart)")
-    if state["settings"] != settings.to_dict():
-        changed = sorted(k for k, v in settings.to_dict().items() if state["settings"].get(k) != v)
-        raise AspTuneError(f"checkpoint {path} belongs to a search with other settings ({', '.join(changed)} "
-                           "differ); pass --restart to start over or use another --out")
-    trainer.load_state_dict(state["trainer"])
-    return float(state["search_seconds"])
-
-
 def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
                on_epoch: Callable[[dict[str, Any]], None] | None = None,
                on_score: Callable[[dict[str, Any]], None] | None = None,
@@ -141,7 +132,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     checkpoint = Path(checkpoint) if checkpoint else None
     spent = 0.0
     if checkpoint is not None and checkpoint.exists():
-        spent = _load_checkpoint(checkpoint, settings, trainer)
+        spent = resume_run(checkpoint, settings.to_dict(), trainer)
     start = time.perf_counter()
     while not trainer.done:
         record = trainer.train_epoch()
@@ -149,8 +140,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         if on_epoch is not None:
             on_epoch(record)
         if checkpoint is not None:
-            save_state({"settings": settings.to_dict(), "trainer": trainer.state_dict(),
-                        "search_seconds": spent + time.perf_counter() - start}, checkpoint)
+            save_run(checkpoint, settings.to_dict(), trainer, spent + time.perf_counter() - start)
     train_seconds = spent + time.perf_counter() - start
     summary: dict[str, Any] = {"space": settings.space, "searcher": settings.searcher}
     candidates = pd.DataFrame(columns=["arch", "score", "phase", "generation"])

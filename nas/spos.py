@@ -99,6 +99,7 @@ class SposTrainer(Trainer):
         model = Nb201Supernet(channels, cells_per_stage, data.num_classes, c)
         super().__init__(config, data, model)
         self.path_rng = random.Random(config.seed * 7919 + 17)
+        self.monitor_rng = random.Random(config.seed * 7919 + 29)  # apart, so monitoring never changes training
         self.scored_arch: Arch | None = None
 
     def train_step(self, batch: Any):
@@ -108,7 +109,7 @@ class SposTrainer(Trainer):
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         # Per-epoch validation draws a fresh path per batch (a supernet health signal);
         # scoring fixes the candidate.
-        self.model.set_arch(self.scored_arch or random_arch(self.path_rng))
+        self.model.set_arch(self.scored_arch or random_arch(self.monitor_rng))
         return self.model(x)
 
     def score(self, arch: Arch) -> float:
@@ -122,8 +123,10 @@ class SposTrainer(Trainer):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["path_rng"] = self.path_rng.getstate()
+        state["monitor_rng"] = self.monitor_rng.getstate()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.path_rng.setstate(state["path_rng"])
+        self.monitor_rng.setstate(state["monitor_rng"])

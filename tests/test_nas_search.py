@@ -187,3 +187,35 @@ def test_several_seeds_run_as_ray_tasks_and_are_summarised(tmp_path, shared_data
     for key in ("search_time_s", "data_passes", "nb201_cifar10_test", "kendall_tau"):
         assert f"{key}_mean" in summary and f"{key}_std" in summary
     assert sorted(pd.read_csv(out / "epochs.csv")["seed"].unique()) == [1, 2]
+
+
+def test_corrupt_or_foreign_checkpoints_are_one_clear_error(tmp_path):
+    bad = tmp_path / "search.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(AspTuneError, match=r"cannot read checkpoint .*search.pt.*pass --restart"):
+        run_search(tiny_settings(), bad)
+    torch.save({"model": {}}, bad)
+    with pytest.raises(AspTuneError, match="is not an asp_tune NAS checkpoint"):
+        run_search(tiny_settings(), bad)
+
+
+def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
+    from nas.darts_space import KNOWN_GENOTYPES, Genotype
+    from nas.retrain import RetrainSettings, run_retrain
+
+    train = TrainConfig(dataset="digits", epochs=2, batch_size=64, subset=200, test_subset=40)
+    settings = RetrainSettings(KNOWN_GENOTYPES["darts_v2"], train, channels=4, layers=3)
+    ckpt = tmp_path / "retrain.pt"
+
+    def stop_at_two(record):
+        if record["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_retrain(settings, ckpt, on_epoch=stop_at_two)  # the checkpoint holds epoch 1
+    seen = []
+    summary, epochs = run_retrain(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
+    assert seen == [2] and list(epochs["epoch"]) == [1, 2] and summary["epochs"] == 2
+    other = Genotype(normal=KNOWN_GENOTYPES["darts_v2"].reduce, reduce=KNOWN_GENOTYPES["darts_v2"].normal)
+    with pytest.raises(AspTuneError, match=r"other settings \(genotype differ\)"):
+        run_retrain(RetrainSettings(other, train, channels=4, layers=3), ckpt)
