@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import threading
 from typing import Any, Callable, Container, Sequence
 
 import pandas as pd
 
-from asp_tune.config import DEVICES, LR_SCHEDULES, STORAGES, TrainConfig
+from asp_tune.config import GROUPS, TrainConfig
 from asp_tune.errors import AspTuneError
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (an argparse type)."""
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -24,70 +27,77 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("none", "all", "") else int(text)
+def _optional(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if text.lower() in ("none", "all", ""):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__} or none, got {text!r}") from None
+    parse.__name__ = f"optional {kind.__name__}"
+    return parse
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+#: Annotation of a TrainConfig field -> the argparse type that reads it.
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {
+    "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": _optional(str),
+    "int | None": _optional(int), "float | None": _optional(float), "tuple[float, ...]": _floats,
+}
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def field_choices(f: dataclasses.Field) -> tuple | None:
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None = None,
-                        skip: Container[str] = ()) -> None:
-    """Flags for every :class:`TrainConfig` field (shared by ``train``, HPO and NAS commands);
-    fields named in ``skip`` get no flag."""
+                        skip: Container[str] = (), only: Container[str] | None = None,
+                        keep_unset: bool = False) -> None:
+    """One flag per :class:`TrainConfig` field, generated from the field: its type, help, choices
+    and default (``defaults`` overrides the class defaults, e.g. a command's own NAS defaults).
+
+    ``skip`` / ``only`` choose fields. With ``keep_unset`` a flag not given parses to None, so the
+    caller can tell "not given" from "given the default" (a search space's values then apply).
+    """
     d = defaults or TrainConfig()
-
-    class _Group:
-        def __init__(self, title: str):
-            self.group = p.add_argument_group(title)
-
-        def add_argument(self, flag: str, **kwargs: Any) -> None:
-            if flag.lstrip("-").replace("-", "_") not in skip:
-                self.group.add_argument(flag, **kwargs)
-    g = _Group("data")
-    g.add_argument("--dataset", default=d.dataset, help="digits (offline default), cifar10, cifar100, image_folder")
-    g.add_argument("--data-dir", default=d.data_dir,
-                   help="folder (train/<class>/*.jpg [test/...]), .tar.gz archive, or torchvision root")
-    g.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
-    g.add_argument("--subset", type=_optional_int, default=d.subset, help="use this many training samples")
-    g.add_argument("--test-subset", type=_optional_int, default=d.test_subset, help="use this many test samples")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    g.add_argument("--storage", default=d.storage, help=f"{' or '.join(STORAGES)}: device-resident tensors "
-                   "or a DataLoader with a selected-index sampler")
-    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (stream storage)")
-    g.add_argument("--crop-padding", type=int, default=d.crop_padding, help="random-crop padding (data set default)")
-    g.add_argument("--flip-p", type=float, default=d.flip_p, help="horizontal flip probability (data set default)")
-    g.add_argument("--cutout", type=int, default=d.cutout, help="cutout square side in pixels (0: off)")
-    g = _Group("model and optimisation")
-    g.add_argument("--model", default=d.model, help="mlp, resnet8, resnet20/32/44/56, resnet18/34")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--nesterov", type=_bool, default=d.nesterov)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    g.add_argument("--lr-schedule", default=d.lr_schedule, help=", ".join(LR_SCHEDULES))
-    g.add_argument("--milestones", type=lambda s: tuple(float(x) for x in s.split(",")), default=d.milestones,
-                   help="multistep milestones as fractions of the run, e.g. 0.5,0.75")
-    g = _Group("proxy data (ASP)")
-    g.add_argument("--ratio", type=float, default=d.ratio, help="sampling ratio r in (0, 1]")
-    g.add_argument("--ratio-schedule", default=d.ratio_schedule, help="constant or dynamic (Algorithm 2)")
-    g.add_argument("--metric", default=d.metric,
-                   help="random, loss, entropy, gradient, prediction, mixture, or none (full data)")
-    g.add_argument("--mixture-order", default=d.mixture_order, help="g012 (default), g021, g102, g120, g201, g210")
-    g.add_argument("--mixture-width", type=float, default=d.mixture_width,
-                   help="std of each metric's Gaussian, as a fraction of the run")
-    g.add_argument("--temperature", type=float, default=d.temperature, help="selection softmax temperature; 0 = top-m")
-    g.add_argument("--first-epoch-full", type=_bool, default=d.first_epoch_full)
-    g = _Group("run")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", default=d.device, help=", ".join(DEVICES) + " or cuda:N")
-    g.add_argument("--amp", type=_bool, default=d.amp, help="bf16 autocast on CUDA")
-    g.add_argument("--channels-last", type=_bool, default=d.channels_last)
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
+        default = getattr(d, f.name)
+        choices = field_choices(f)
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        help_text = f.metadata.get("help", "") + f" [default: {shown}]"
+        kind = FLAG_TYPES[str(f.type)]
+        groups[f.metadata.get("group", "run")].add_argument(
+            flag_name(f.name), type=kind, default=None if keep_unset else default,
+            metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}",
+            help=help_text, dest=f.name)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    fields = TrainConfig.__dataclass_fields__
-    values = {k: v for k, v in vars(args).items() if k in fields}
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The TrainConfig of parsed flags; fields that have no flag keep ``base``'s values."""
+    base = base or TrainConfig()
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in values})
     return TrainConfig.from_dict(values)
+
+
+def given_fields(args: argparse.Namespace, names: Container[str]) -> dict[str, Any]:
+    """Fields among ``names`` whose flag (added with ``keep_unset``) was given on the command line."""
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
 def command(name: str) -> Callable[[Command], Command]:
@@ -151,15 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_PARSERS: list[Callable[[Any], None]] = []
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     _load_extensions()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM, like Ctrl-C, commits nothing
     try:
         return COMMANDS[args.command](args)
     except AspTuneError as exc:
         print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("asp-tune: interrupted; no results were committed", file=sys.stderr)
         return 130
@@ -178,4 +196,7 @@ def _load_extensions() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: sub-commands register into asp_tune.cli.
+    from asp_tune.cli import main as _main
+
+    sys.exit(_main())

@@ -10,55 +10,96 @@ from asp_tune.datasets import DATASETS
 from asp_tune.errors import ConfigError
 from asp_tune.models import MODELS
 from asp_tune.schedules import METRIC_CHOICES, MIXTURE_ORDERS, RATIO_SCHEDULES
+from asp_tune.selection import SELECTION_RULES
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 STORAGES = ("device", "stream")
 
 
+GROUPS = ("data", "model and optimisation", "proxy data (ASP)", "run")
+
+
+def option(default: Any, help: str, group: str, choices: Any = None) -> Any:
+    """A :class:`TrainConfig` field with what its command-line flag needs: help, group, choices.
+
+    ``choices`` may be a tuple or a callable returning one (a registry filled later).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
-    """Everything one proxy-data training run needs. ``ratio=1, metric='none'`` is the baseline."""
+    """Everything one proxy-data training run needs. ``ratio=1, metric='none'`` is the baseline.
+
+    Each field's default, help and allowed values live here, once; every command's flags are
+    generated from these fields (:func:`asp_tune.cli.add_train_arguments`).
+    """
 
     # data
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    subset: int | None = None
-    test_subset: int | None = None
-    val_fraction: float = 0.1
-    storage: str = "device"
-    num_workers: int = 0
-    crop_padding: int | None = None  # None: the data set's default
-    flip_p: float | None = None  # None: the data set's default
-    cutout: int = 0  # side of the square zeroed in each training image (0: off)
+    dataset: str = option("digits", "data set (digits ships with scikit-learn: offline)", "data",
+                          lambda: tuple(sorted(DATASETS)))
+    data_dir: str | None = option(None, "image folder (train/<class>/*.jpg [test/...]), .tar.gz archive "
+                                        "or torchvision root", "data")
+    download: bool = option(False, "let torchvision download CIFAR", "data")
+    subset: int | None = option(None, "use this many training samples (stratified; none: all)", "data")
+    test_subset: int | None = option(None, "use this many test samples (none: all)", "data")
+    val_fraction: float = option(0.1, "fraction of the training samples held out for validation", "data")
+    storage: str = option("device", "device: tensors on the training device; stream: a DataLoader with a "
+                                    "selected-index sampler", "data", STORAGES)
+    num_workers: int = option(0, "DataLoader workers (stream storage)", "data")
+    crop_padding: int | None = option(None, "random-crop padding in pixels (none: the data set's default)", "data")
+    flip_p: float | None = option(None, "horizontal flip probability (none: the data set's default)", "data")
+    cutout: int = option(0, "side of the square zeroed in each training image (0: off)", "data")
     # model and optimisation
-    model: str = "mlp"
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 1024
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    lr_schedule: str = "cosine"
-    lr_min: float = 0.0
-    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (multistep)
-    lr_gamma: float = 0.1
+    model: str = option("mlp", "network", "model and optimisation", lambda: tuple(MODELS))
+    epochs: int = option(10, "training epochs", "model and optimisation")
+    batch_size: int = option(128, "training batch size", "model and optimisation")
+    eval_batch_size: int = option(1024, "evaluation batch size", "model and optimisation")
+    lr: float = option(0.1, "learning rate", "model and optimisation")
+    momentum: float = option(0.9, "SGD momentum", "model and optimisation")
+    nesterov: bool = option(False, "Nesterov momentum", "model and optimisation")
+    weight_decay: float = option(5e-4, "weight decay", "model and optimisation")
+    label_smoothing: float = option(0.0, "label smoothing", "model and optimisation")
+    lr_schedule: str = option("cosine", "learning-rate schedule, stepped per epoch", "model and optimisation",
+                              LR_SCHEDULES)
+    lr_min: float = option(0.0, "final learning rate of the cosine schedule", "model and optimisation")
+    milestones: tuple[float, ...] = option((0.5, 0.75), "multistep milestones as fractions of the run, "
+                                                        "e.g. 0.5,0.75", "model and optimisation")
+    lr_gamma: float = option(0.1, "multistep decay factor", "model and optimisation")
     # proxy data
-    ratio: float = 1.0
-    ratio_schedule: str = "constant"
-    metric: str = "none"
-    mixture_order: str = "g012"
-    mixture_width: float = 0.125
-    temperature: float = 1.0
-    first_epoch_full: bool = True
+    ratio: float = option(1.0, "sampling ratio r in (0, 1]", "proxy data (ASP)")
+    ratio_schedule: str = option("constant", "constant r, or dynamic (the paper's Algorithm 2)",
+                                 "proxy data (ASP)", RATIO_SCHEDULES)
+    metric: str = option("none", "importance metric; mixture: one drawn per epoch; infobatch: soft pruning; "
+                                 "none: full data", "proxy data (ASP)", METRIC_CHOICES)
+    mixture_order: str = option("g012", "order of the mixture's metric groups over the run", "proxy data (ASP)",
+                                MIXTURE_ORDERS)
+    mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run",
+                                  "proxy data (ASP)")
+    selection_rule: str = option("zscore", "how values become probabilities: zscore softmax(z/T), paper "
+                                           "softmax(v/T), calibrated (--top10-mass)", "proxy data (ASP)",
+                                 SELECTION_RULES)
+    temperature: float = option(1.0, "selection temperature for zscore and paper; 0 = deterministic top-m",
+                                "proxy data (ASP)")
+    top10_mass: float = option(0.3, "calibrated rule: share of the probability on the top 10%% of samples "
+                                    "(0.1 = uniform)", "proxy data (ASP)")
+    uniform_floor: float = option(0.0, "fraction of the probability spread uniformly, so no sample starves",
+                                  "proxy data (ASP)")
+    class_balance: bool = option(False, "pick within each class in proportion to its size", "proxy data (ASP)")
+    reweight: bool = option(False, "weight selected losses by m/(N pi): an unbiased full-data gradient",
+                            "proxy data (ASP)")
+    infobatch_prune: float = option(0.5, "infobatch: chance of dropping a below-mean-loss sample",
+                                    "proxy data (ASP)")
+    infobatch_anneal: float = option(0.125, "infobatch: final fraction of the epochs on all data",
+                                     "proxy data (ASP)")
+    first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1)",
+                                    "proxy data (ASP)")
     # run
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # for convolutional models
+    seed: int = option(0, "seed of everything (data split, model, selection)", "run")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", "run", DEVICES)
+    amp: bool = option(True, "bf16 autocast on CUDA", "run")
+    channels_last: bool = option(True, "channels-last memory format for convolutional models", "run")
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` naming the first bad field; return self."""
@@ -79,6 +120,15 @@ class TrainConfig:
         _number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         _number("lr_gamma", self.lr_gamma, 0.0, 1.0, low_open=True)
         _number("temperature", self.temperature, 0.0, None)
+        _choice("selection_rule", self.selection_rule, SELECTION_RULES)
+        _number("top10_mass", self.top10_mass, 0.0, 1.0, low_open=True, high_open=True)
+        _number("uniform_floor", self.uniform_floor, 0.0, 1.0)
+        _number("infobatch_prune", self.infobatch_prune, 0.0, 1.0, high_open=True)
+        _number("infobatch_anneal", self.infobatch_anneal, 0.0, 1.0)
+        for name in ("class_balance", "reweight", "download", "nesterov", "first_epoch_full", "amp",
+                     "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "true or false")
         _number("mixture_width", self.mixture_width, 0.0, None, low_open=True)
         if self.flip_p is not None:
             _number("flip_p", self.flip_p, 0.0, 1.0)
@@ -94,6 +144,8 @@ class TrainConfig:
                 _integer(name, getattr(self, name), 20)
         if any(not (0.0 < m < 1.0) for m in self.milestones):
             raise ConfigError("milestones", self.milestones, "fractions of the run in (0, 1)")
+        if self.metric == "infobatch" and self.ratio != 1.0:
+            raise ConfigError("ratio", self.ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
         if self.metric == "none" and self.ratio != 1.0:
             raise ConfigError("metric", self.metric,
                               "'none' only with ratio 1.0 (the full-data baseline); "
@@ -119,6 +171,13 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes).validate()
+
+    def selection(self):
+        """The :class:`~asp_tune.selection.SelectionRule` these settings describe."""
+        from asp_tune.selection import SelectionRule
+
+        return SelectionRule(self.selection_rule, self.temperature, self.top10_mass, self.uniform_floor,
+                             self.class_balance, self.reweight)
 
 
 def _choice(name: str, value: Any, allowed: Any) -> None:

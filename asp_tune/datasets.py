@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -128,14 +130,18 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- decoding
 
-def _decode(data: bytes | str | Path, image_size: int | None) -> np.ndarray:
-    from PIL import Image
+def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-        im = im.convert("RGB")
-        if image_size is not None and im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            im = im.convert("RGB")
+            if image_size is not None and im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{name or data}: not a readable image ({type(exc).__name__}); "
+                        "remove it or fix the file") from None
 
 
 def _split_member(name: str) -> tuple[str, str] | None:
@@ -197,7 +203,7 @@ def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, n
                 if key is None:
                     continue
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                img = _decode(data, image_size)
+                img = _decode(data, image_size, f"{path}:{member.name}")
                 items.append((key[0], key[1], Path(member.name).name, lambda a=img: a))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from exc
@@ -214,13 +220,22 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
     key = hashlib.sha1(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{image_size}".encode()).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"{source.name}-{key}.npz"
     if cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if {"classes", "train_x", "train_y"} <= set(arrays):
+                return arrays
+            problem = "it lacks arrays"
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"decoded-data cache {cache} is damaged ({problem}); rebuilding it from {source}",
+                      stacklevel=2)
+        cache.unlink(missing_ok=True)
     reader = read_image_folder if source.is_dir() else read_image_archive
     arrays = reader(source, image_size)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # concurrent writers never share it
         np.savez(tmp, **arrays)
         os.replace(tmp, cache)
     except OSError:
@@ -282,7 +297,7 @@ def _load_cifar(num_classes: int) -> Callable[..., dict[str, np.ndarray]]:
             test = cls(root, train=False, download=download)
         except RuntimeError as exc:
             raise DataError(
-                f"{name} not found under {root!r}: pass --download to fetch it, or --data-dir with "
+                f"{name} not found under {root!r}: pass --download true to fetch it, or --data-dir with "
                 f"an image-folder tree or .tar.gz archive (train/<class>/*.jpg)"
             ) from exc
         return {

@@ -22,6 +22,15 @@ from asp_tune.datasets import ImageArrays
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def batch_slices(count: int, batch_size: int) -> list[slice]:
+    """Consecutive slices of at most ``batch_size``; a trailing one-sample batch joins the one before,
+    because batch norm cannot train on a single sample."""
+    bounds = list(range(0, count, batch_size)) + [count]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random ``H x W`` crops of zero-padded ``(B, C, H, W)`` images, one offset per image."""
     if padding <= 0:
@@ -107,8 +116,8 @@ class DeviceFeeder:
         if indices is None:
             indices = torch.arange(self.num_samples, device=self.device)
         indices = indices.to(self.device)
-        for start in range(0, indices.numel(), batch_size):
-            idx = indices[start:start + batch_size]
+        for part in batch_slices(indices.numel(), batch_size):
+            idx = indices[part]
             x = self.images.index_select(0, idx)
             x = random_flip(random_crop(x, self.crop_padding, self.generator), self.flip_p, self.generator)
             x = random_cutout(self.normalize(x), self.cutout, self.generator)
@@ -121,16 +130,17 @@ class DeviceFeeder:
         self.generator.set_state(state["generator"].cpu())
 
 
-class SelectedIndexSampler(Sampler[int]):
-    """Yields the indices it was last given, in that order (set anew every epoch)."""
+class SelectedIndexSampler(Sampler):
+    """Yields the items it was last given, in that order (set anew every epoch): sample indices,
+    or, as a ``DataLoader``'s ``batch_sampler``, lists of them."""
 
-    def __init__(self, indices: Sequence[int] = ()):
+    def __init__(self, indices: Sequence = ()):
         self.indices = list(indices)
 
-    def set_indices(self, indices: torch.Tensor | Sequence[int]) -> None:
+    def set_indices(self, indices: torch.Tensor | Sequence) -> None:
         self.indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator:
         return iter(self.indices)
 
     def __len__(self) -> int:
@@ -184,8 +194,9 @@ class StreamFeeder:
         self.generator.manual_seed(seed)
 
     def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
-        self.sampler.set_indices(torch.arange(self.num_samples) if indices is None else indices.cpu())
-        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
+        order = (torch.arange(self.num_samples) if indices is None else indices.cpu()).tolist()
+        self.sampler.set_indices([order[part] for part in batch_slices(len(order), batch_size)])
+        loader = DataLoader(self.dataset, batch_sampler=self.sampler,
                             num_workers=self.num_workers, generator=self.generator,
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False)

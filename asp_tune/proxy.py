@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from asp_tune.errors import ConfigError
 from asp_tune.memory import ProxyMemory
 from asp_tune.schedules import MetricSchedule, RatioSchedule
-from asp_tune.selection import select, top_mass
+from asp_tune.selection import SelectionRule, select_subset
 
 #: ``metric_used`` reported for an epoch that trains on every sample without ranking them.
 ALL_SAMPLES = "all"
@@ -24,10 +25,42 @@ class EpochPlan:
     metric: str  # metric that ranked the samples, "all" when every sample is used, or "none"
     target_ratio: float  # ratio asked for by the schedule
     top10_mass: float  # share of selection probability on the top 10% of samples
+    weights: torch.Tensor | None = None  # (N,) loss weight by sample index, None for plain means
 
     @property
     def count(self) -> int:
         return int(self.indices.numel())
+
+
+@dataclass(frozen=True)
+class InfoBatch:
+    """InfoBatch soft pruning (Qin et al., ICLR 2024), as a selection strategy.
+
+    Each epoch every sample whose remembered loss is below the mean is dropped with probability
+    ``prune``; all others are kept. Kept low-loss samples have their loss scaled by
+    ``1 / (1 - prune)``, so the expected epoch loss equals the full-data loss. The last
+    ``anneal`` fraction of the epochs uses all data. Its cost is set by ``prune`` (about 40% saved
+    on CIFAR in the paper), not by a sampling ratio.
+    """
+
+    prune: float = 0.5
+    anneal: float = 0.125
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.prune, (int, float)) and 0.0 <= self.prune < 1.0):
+            raise ConfigError("infobatch_prune", self.prune, "a number in [0, 1)")
+        if not (isinstance(self.anneal, (int, float)) and 0.0 <= self.anneal <= 1.0):
+            raise ConfigError("infobatch_anneal", self.anneal, "a number in [0, 1] (fraction of the epochs)")
+
+    def full_epoch(self, epoch: int, epochs: int) -> bool:
+        return epoch >= epochs - math.ceil(self.anneal * epochs)
+
+    def plan(self, loss: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept indices, per-sample weights) for one pruned epoch."""
+        low = loss < loss.mean()
+        dropped = low & (torch.rand(loss.numel(), generator=generator, device=loss.device) < self.prune)
+        weights = torch.where(low, 1.0 / (1.0 - self.prune), 1.0).float()
+        return torch.nonzero(~dropped).squeeze(1), weights
 
 
 class ProxySelector:
@@ -41,7 +74,9 @@ class ProxySelector:
             for x, y, idx in feeder.batches(plan.indices):
                 logits = model(x); ...; selector.observe(idx, logits, y)
 
-    ``metric="none"`` is the full-data baseline (plain shuffling, ratio must be 1.0).
+    ``metric="none"`` is the full-data baseline (plain shuffling, ratio must be 1.0). ``rule``
+    says how values become a subset (see :mod:`asp_tune.selection`); ``labels`` are needed for
+    its class balance. ``metric="infobatch"`` prunes with :class:`InfoBatch` instead (ratio 1.0).
     """
 
     def __init__(
@@ -57,11 +92,13 @@ class ProxySelector:
         first_epoch_full: bool = True,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rule: SelectionRule | None = None,
+        labels: torch.Tensor | None = None,
+        infobatch: InfoBatch | None = None,
     ):
-        if not (isinstance(temperature, (int, float)) and temperature >= 0):
-            raise ConfigError("temperature", temperature, "a number >= 0 (0 = deterministic top-m)")
         if not (isinstance(num_samples, int) and num_samples >= 1):
             raise ConfigError("num_samples", num_samples, "an integer >= 1")
+        self.rule = rule if rule is not None else SelectionRule("zscore", temperature=temperature)
         self.ratio_schedule = RatioSchedule(ratio, epochs, ratio_schedule, first_epoch_full)
         self.metric_schedule = MetricSchedule(metric, epochs, mixture_order, mixture_width, seed)
         if metric == "none" and ratio != 1.0:
@@ -69,10 +106,15 @@ class ProxySelector:
                 "metric", metric,
                 "'none' only with ratio 1.0 (the full-data baseline); use 'random' for a uniform proxy subset",
             )
+        if metric == "infobatch" and ratio != 1.0:
+            raise ConfigError("ratio", ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
+        self.infobatch = infobatch or InfoBatch()
         self.num_samples = num_samples
         self.epochs = epochs
-        self.temperature = float(temperature)
         self.device = torch.device(device)
+        self.labels = None if labels is None else labels.to(self.device)
+        if self.rule.class_balance and self.labels is None:
+            raise ConfigError("class_balance", True, "False unless the selector is given the labels")
         self.memory = ProxyMemory(num_samples, self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
@@ -82,6 +124,10 @@ class ProxySelector:
         return self.metric_schedule.metric
 
     @property
+    def temperature(self) -> float:
+        return float(self.rule.temperature)
+
+    @property
     def tracks_importance(self) -> bool:
         """Whether training logits must be observed (not for ``none`` or a lone ``random``)."""
         return self.metric not in ("none", "random")
@@ -89,6 +135,8 @@ class ProxySelector:
     def plan(self, epoch: int) -> EpochPlan:
         """Select and shuffle the samples of ``epoch``; consumes seeded random state."""
         n = self.num_samples
+        if self.metric == "infobatch":
+            return self._plan_infobatch(epoch)
         count = self.ratio_schedule.count_at(epoch, n)
         target = self.ratio_schedule.ratio_at(epoch)
         if self.metric == "none" or count >= n:
@@ -96,13 +144,23 @@ class ProxySelector:
             return EpochPlan(epoch, perm, "none" if self.metric == "none" else ALL_SAMPLES, target, 0.1)
         metric = self.metric_schedule.draw(epoch)
         values = None if metric == "random" else self.memory[metric]
-        chosen = select(values, count, self.temperature, self.generator, num_samples=n)
+        chosen = select_subset(values, count, self.rule, self.generator, self.labels, num_samples=n)
         order = torch.randperm(count, generator=self.generator, device=self.device)
-        return EpochPlan(epoch, chosen[order], metric, target, top_mass(values, self.temperature))
+        return EpochPlan(epoch, chosen.indices[order], metric, target, chosen.top10_mass, chosen.weights)
 
-    def observe(self, indices: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Update the memory from a trained batch's logits."""
-        self.memory.update(indices, logits, targets)
+    def _plan_infobatch(self, epoch: int) -> EpochPlan:
+        n = self.num_samples
+        if epoch == 0 or self.infobatch.full_epoch(epoch, self.epochs):
+            perm = torch.randperm(n, generator=self.generator, device=self.device)
+            return EpochPlan(epoch, perm, ALL_SAMPLES, 1.0, 0.1)
+        kept, weights = self.infobatch.plan(self.memory["loss"], self.generator)
+        order = torch.randperm(kept.numel(), generator=self.generator, device=self.device)
+        return EpochPlan(epoch, kept[order], "infobatch", 1.0, 0.1, weights)
+
+    def observe(self, indices: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                feature_norms: torch.Tensor | None = None) -> None:
+        """Update the memory from a trained batch's logits (and its last-layer input norms)."""
+        self.memory.update(indices, logits, targets, feature_norms)
 
     def state_dict(self) -> dict:
         return {

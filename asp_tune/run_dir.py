@@ -1,8 +1,15 @@
-"""Results directories that only look finished when they are.
+"""Folders asp_tune writes into, and the rules that keep a user's own files safe.
 
-Files are written into a hidden staging folder beside the target; ``commit()`` moves it into
-place in one rename, after ``summary.json`` (the marker of a finished run) has been written.
-A run that fails leaves at most ``.NAME.partial-*`` behind and never touches earlier results.
+- Every folder asp_tune creates carries a marker file, :data:`MARKER`, naming its kind and the
+  files asp_tune wrote there. asp_tune deletes or replaces only marked folders, and in them only
+  the files the marker lists; a folder holding anything else is refused up front.
+- Results are written into a hidden staging folder beside the target and moved into place in one
+  rename by :meth:`RunDirectory.commit`, after ``summary.json`` (the sign of a finished run). A
+  run that fails or is interrupted commits nothing.
+- A lock file beside the target refuses a second run into the same ``--out`` while the first is
+  alive; the commit refuses to replace a folder that appeared after the run started.
+- Staging folders of dead runs (their process is gone) are removed at the next run into the same
+  place.
 """
 
 from __future__ import annotations
@@ -11,23 +18,28 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from asp_tune.errors import ConfigError
+from asp_tune.errors import AspTuneError, ConfigError
 
 SUMMARY = "summary.json"
+MARKER = ".asp_tune"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars, paths and non-finite floats made JSON-safe."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating, float)):
@@ -37,18 +49,184 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class RunDirectory:
-    """A staging folder for one command's outputs, committed atomically to ``target``."""
+# ------------------------------------------------------------------------------------ markers
 
-    def __init__(self, target: str | Path, overwrite: bool = False):
-        self.target = Path(target)
-        if self.target.exists() and not self.target.is_dir():
-            raise ConfigError("out", str(self.target), "a folder path (a file is in the way)")
-        if self.target.is_dir() and any(self.target.iterdir()) and not overwrite:
-            raise ConfigError("out", str(self.target), "a new or empty folder (pass --overwrite to replace it)")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
-        os.chmod(self.path, 0o755)
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker of an asp_tune folder, or None when ``folder`` is not one."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "kind" in data else None
+
+
+def write_marker(folder: Path, kind: str, files: list[str], **extra: Any) -> dict[str, Any]:
+    marker = {"kind": kind, "files": sorted(set(files)), "pid": os.getpid(), "host": socket.gethostname(),
+              "run_id": extra.pop("run_id", uuid.uuid4().hex), "written": time.time(), **extra}
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=1) + "\n")
+    tmp.replace(folder / MARKER)
+    return marker
+
+
+def foreign_entries(folder: Path, marker: dict[str, Any] | None) -> list[str]:
+    """Entries of ``folder`` that asp_tune did not write (everything, for an unmarked folder)."""
+    ours = set(marker.get("files", [])) | {MARKER} if marker else set()
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
+
+
+def remove_listed(folder: Path, marker: dict[str, Any]) -> None:
+    """Delete the files a marker lists, then the marker, then the folder if nothing else is left."""
+    for name in marker.get("files", []):
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    (folder / MARKER).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something that is not ours is still there: leave it
+
+
+def process_alive(pid: int, host: str | None = None) -> bool:
+    """Whether ``pid`` runs on this host (a lock from another host counts as alive)."""
+    if host is not None and host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------ paths
+
+
+def checked_folder(path: str | Path, field: str) -> Path:
+    """``path`` made absolute, refused when it cannot be an asp_tune output folder.
+
+    Refused: the file-system root, the home folder, the current folder or any folder above it,
+    a path through a file, and a place where nothing can be created.
+    """
+    if path is None or str(path).strip() == "":
+        raise ConfigError(field, path, "a folder path")
+    target = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    cwd = Path.cwd().absolute()
+    if target == Path(target.anchor) or target == Path.home().absolute():
+        raise ConfigError(field, str(path), "a folder of its own, not the root or home folder")
+    if target == cwd or target in cwd.parents:
+        raise ConfigError(field, str(path), "a new folder, not the current folder or one above it")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(field, str(path), "a folder path (a file is in the way)")
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(field, str(path), f"a folder path ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(field, str(path), f"a place this user can write to ({existing} is not writable)")
+    return target
+
+
+class FolderLock:
+    """An exclusive lock file ``.NAME.lock`` beside a folder, held by one live process."""
+
+    def __init__(self, target: Path, field: str):
+        self.path = target.parent / f".{target.name}.lock"
+        self.field, self.target = field, target
+        self.held = False
+
+    def acquire(self) -> "FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    owner = {}
+                if owner and process_alive(int(owner.get("pid", -1)), owner.get("host")):
+                    raise ConfigError(self.field, str(self.target),
+                                      f"a folder no other run is writing (process {owner.get('pid')} on "
+                                      f"{owner.get('host')} holds {self.path})") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            self.held = True
+            return self
+        raise ConfigError(self.field, str(self.target), f"a folder whose lock {self.path} can be taken")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def clean_dead_staging(target: Path) -> list[Path]:
+    """Remove ``.NAME.partial-*`` staging folders beside ``target`` whose run has died."""
+    removed = []
+    for folder in target.parent.glob(f".{target.name}.partial-*"):
+        marker = read_marker(folder)
+        if marker is None or marker.get("kind") != "staging":
+            continue  # not provably ours
+        if not process_alive(int(marker.get("pid", -1)), marker.get("host")):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+class RunDirectory:
+    """A staging folder for one command's outputs, committed atomically to ``target``.
+
+    ``overwrite`` replaces an existing results folder only when asp_tune wrote it and it holds
+    nothing else; anything else is refused before work starts.
+    """
+
+    def __init__(self, target: str | Path, overwrite: bool = False, field: str = "out"):
+        self.field = field
+        self.target = checked_folder(target, field)
+        self.overwrite = overwrite
+        self.lock = FolderLock(self.target, field).acquire()
+        try:
+            self.replacing = self._check_target()
+            clean_dead_staging(self.target)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+            os.chmod(self.path, 0o755)
+            write_marker(self.path, "staging", [])
+        except BaseException:
+            self.lock.release()
+            raise
+        self.committed = False
+
+    def _check_target(self) -> str | None:
+        """The run id of the results folder this run may replace (None: the target is new or empty)."""
+        t = self.target
+        if not t.is_dir() or not any(t.iterdir()):
+            return None
+        marker = read_marker(t)
+        if not self.overwrite:
+            return self._refuse("a new or empty folder (pass --overwrite to replace an asp_tune results folder)")
+        if marker is None or marker.get("kind") != "results":
+            return self._refuse("a new or empty folder, or an asp_tune results folder with --overwrite "
+                                "(this one has no .asp_tune marker, so asp_tune will not touch it)")
+        foreign = foreign_entries(t, marker)
+        if foreign:
+            return self._refuse(f"a folder holding only asp_tune's files to overwrite (found {', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}; move them away first)")
+        return str(marker.get("run_id"))
+
+    def _refuse(self, allowed: str) -> None:
+        raise ConfigError(self.field, str(self.target), allowed)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -60,30 +238,104 @@ class RunDirectory:
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         path = self.file(name)
-        path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+        path.write_text(json.dumps(jsonable(data), indent=2, sort_keys=False) + "\n")
         return path
 
     def commit(self, summary: dict[str, Any]) -> Path:
-        """Write ``summary.json`` and move the folder into place."""
+        """Write ``summary.json`` and the marker, then move the folder into place.
+
+        Refuses to replace a folder that appeared, or changed hands, after the run started; the
+        results then stay in a visible ``NAME.conflict-*`` folder named in the error.
+        """
         self.write_json(SUMMARY, summary)
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            self.target.rename(old)
-            self.path.rename(self.target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.path.rename(self.target)
-        self.path = self.target
-        return self.target
+        files = [p.name for p in self.path.iterdir() if p.name != MARKER]
+        write_marker(self.path, "results", files)
+        t = self.target
+        if t.is_dir() and any(t.iterdir()):
+            marker = read_marker(t)
+            if self.replacing is None or marker is None or str(marker.get("run_id")) != self.replacing \
+                    or foreign_entries(t, marker):
+                self._conflict("appeared or changed while this run was working")
+            remove_listed(t, marker)
+        try:
+            os.rename(self.path, t)  # replaces an empty folder, fails on a non-empty one
+        except OSError:
+            self._conflict("could not be replaced")
+        self.path, self.committed = t, True
+        return t
+
+    def _conflict(self, what: str) -> None:
+        kept = self.target.with_name(f"{self.target.name}.conflict-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(self.path, kept)
+        self.path = kept
+        write_marker(kept, "results", [p.name for p in kept.iterdir() if p.name != MARKER])
+        raise AspTuneError(f"{self.field} {self.target} {what}; this run's results are kept in {kept}")
 
     def discard(self) -> None:
-        if self.path != self.target:
+        if not self.committed and self.path.name.startswith(f".{self.target.name}.partial-"):
             shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> "RunDirectory":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.discard()
+        try:
+            if exc_type is not None:
+                self.discard()
+        finally:
+            self.lock.release()
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+class CheckpointFolder:
+    """A folder of per-run checkpoint files that asp_tune created and may clean up.
+
+    An existing folder is used only when it is empty or carries an asp_tune checkpoint marker;
+    :meth:`clear` and :meth:`remove` delete only the files this class handed out.
+    """
+
+    KIND = "checkpoints"
+
+    def __init__(self, path: str | Path, field: str = "checkpoint_dir"):
+        self.field = field
+        self.path = checked_folder(path, field)
+        if self.path.is_dir() and any(self.path.iterdir()):
+            marker = read_marker(self.path)
+            if marker is None or marker.get("kind") != self.KIND:
+                raise ConfigError(field, str(path), "a new or empty folder, or one asp_tune created for "
+                                                    "checkpoints (this one holds other files; asp_tune will not "
+                                                    "write or delete there)")
+        marker = read_marker(self.path) or {}
+        self.created = bool(marker.get("created", not self.path.exists()))  # only then may it go
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.files: list[str] = list(marker.get("files", []))
+        self._mark()
+
+    def _mark(self) -> None:
+        write_marker(self.path, self.KIND, self.files, created=self.created)
+
+    def file(self, name: str) -> Path:
+        """The path of checkpoint ``name`` (and its ``.tmp`` twin), recorded as asp_tune's."""
+        new = [n for n in (name, name + ".tmp") if n not in self.files]
+        if new:
+            self.files.extend(new)
+            self._mark()
+        return self.path / name
+
+    def clear(self) -> None:
+        """Delete every checkpoint this folder's marker lists (``--restart``)."""
+        for name in self.files:
+            (self.path / name).unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Delete the listed checkpoints and the marker; the folder itself goes only if asp_tune
+        created it and nothing else is in it."""
+        self.clear()
+        (self.path / MARKER).unlink(missing_ok=True)
+        if self.created:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass

@@ -14,9 +14,11 @@ import torch
 
 from asp_tune.errors import ConfigError
 
-#: Metrics kept in the proxy memory, plus ``random`` (uniform) and ``none`` (no selection).
-IMPORTANCE_METRICS: tuple[str, ...] = ("random", "loss", "entropy", "gradient", "prediction")
-METRIC_CHOICES: tuple[str, ...] = IMPORTANCE_METRICS + ("mixture", "none")
+#: Metrics kept in the proxy memory, plus ``random`` (uniform).
+IMPORTANCE_METRICS: tuple[str, ...] = ("random", "loss", "entropy", "gradient", "logit_gradient", "prediction")
+#: Every ``metric`` setting: one metric, the ``mixture`` of metrics, ``infobatch`` soft pruning
+#: (InfoBatch, Qin et al. 2024), or ``none`` (no selection: the full-data baseline).
+METRIC_CHOICES: tuple[str, ...] = IMPORTANCE_METRICS + ("mixture", "infobatch", "none")
 RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
 
 #: Metric groups of the mixture (paper appendix B.2).
@@ -70,8 +72,9 @@ class RatioSchedule:
         return float(self.ratios()[min(epoch, self.epochs - 1)])
 
     def count_at(self, epoch: int, num_samples: int) -> int:
-        """Number of samples selected at ``epoch`` out of ``num_samples`` (at least 1)."""
-        return max(1, min(num_samples, int(round(self.ratio_at(epoch) * num_samples))))
+        """Number of samples selected at ``epoch`` out of ``num_samples``; at least 2 (a batch-norm
+        network cannot train on one sample) unless the data set is smaller."""
+        return min(num_samples, max(2, int(round(self.ratio_at(epoch) * num_samples))))
 
 
 def parse_mixture_order(order: str) -> tuple[int, int, int]:

@@ -24,7 +24,8 @@ from asp_tune.device import autocast, resolve_device, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
-from asp_tune.proxy import EpochPlan, ProxySelector
+from asp_tune.memory import FeatureNormTap
+from asp_tune.proxy import EpochPlan, InfoBatch, ProxySelector
 
 
 class TrainingDiverged(AspTuneError):
@@ -92,8 +93,11 @@ class Trainer:
             num_samples=len(self.data.train), epochs=config.epochs, ratio=config.ratio,
             ratio_schedule=config.ratio_schedule, metric=config.metric,
             mixture_order=config.mixture_order, mixture_width=config.mixture_width,
-            temperature=config.temperature, first_epoch_full=config.first_epoch_full,
-            seed=config.seed, device=self.device)
+            first_epoch_full=config.first_epoch_full, seed=config.seed, device=self.device,
+            rule=config.selection(), labels=self.data.train.labels,
+            infobatch=InfoBatch(config.infobatch_prune, config.infobatch_anneal))
+        self.feature_tap = FeatureNormTap(self.model)  # ||h|| into the last layer, for `gradient`
+        self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
         self.train_feeder = make_feeder(self.data.train, self.data, config, self.device, True,
                                         self.channels_last, config.seed + 1)
         self.eval_feeders = {
@@ -118,15 +122,17 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         plan = self.selector.plan(self.epoch)
+        self.sample_weights = plan.weights
         self.model.train()
         track = self.selector.tracks_importance
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         trained = 0
         for batch in self.epoch_batches(plan):
+            self.feature_tap.norms = None
             logits, y, idx, loss = self.train_step(batch)
             if track:
-                self.selector.observe(idx, logits, y)
+                self.selector.observe(idx, logits, y, self.feature_tap.take(y.shape[0]))
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(dim=1) == y).sum()
             trained += y.numel()
@@ -174,11 +180,19 @@ class Trainer:
         x, y, idx = batch
         with autocast(self.device, self.config.amp):
             logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        loss = self.training_loss(logits, y, idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return logits, y, idx, loss
+
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of a batch (label smoothing), each sample weighted by this epoch's
+        selection weight when the plan has weights (unbiased reweighting, InfoBatch rescaling)."""
+        losses = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing, reduction="none")
+        if self.sample_weights is not None:
+            losses = losses * self.sample_weights[idx]
+        return losses.mean()
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         """Logits used by :meth:`evaluate` (a searcher may fix a path or an architecture here)."""
@@ -276,11 +290,16 @@ def save_state(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -> dict[str, Any]:
-    """A checkpoint dict holding ``required_key``; anything else is one clear error."""
+    """A checkpoint dict holding ``required_key``; anything else is one clear error.
+
+    Loaded with ``weights_only=True``: a checkpoint holds only tensors and plain Python values,
+    so a crafted file cannot run code on load (it is refused instead).
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise AspTuneError(f"cannot read checkpoint {path}: {exc}{hint}") from exc
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AspTuneError(f"cannot read checkpoint {path}: {first}{hint}") from None
     if not isinstance(state, dict) or required_key not in state:
         raise AspTuneError(f"{path} is not {kind}{hint}")
     return state

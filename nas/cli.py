@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from asp_tune.cli import EXTRA_PARSERS, _bool, add_train_arguments, command, config_from_args
+from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args, parse_bool
 from asp_tune.run_dir import RunDirectory
 
 
@@ -31,7 +30,8 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", default=None,
                    help="where per-epoch checkpoints live (default: .OUT.checkpoints beside --out); "
                         "an interrupted run started again with the same flags resumes from them")
-    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument("--restart", action="store_true",
+                   help="delete this run's earlier checkpoints (only files asp_tune wrote) and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -47,7 +47,7 @@ def add_nas_parser(sub: Any) -> None:
     g.add_argument("--channels", type=int, default=16, help="supernet width C (16 in both papers)")
     g.add_argument("--cells", type=int, default=None,
                    help="NB201: cells per stage N (default 5); DARTS: layers (default 8)")
-    g.add_argument("--monitor", type=_bool, default=True,
+    g.add_argument("--monitor", type=parse_bool, default=True,
                    help="validate the supernet after each epoch (costs one pass over the val split)")
     g.add_argument("--nb201-table", default=None,
                    help="NAS-Bench-201 ground-truth CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
@@ -84,7 +84,7 @@ def add_retrain_parser(sub: Any) -> None:
                    help="darts_v2, a Genotype(...) string, JSON, or a file (a DARTS search's summary.json)")
     p.add_argument("--channels", type=int, default=36, help="initial channels (DARTS: 36)")
     p.add_argument("--layers", type=int, default=20, help="cells (DARTS: 20)")
-    p.add_argument("--auxiliary", type=_bool, default=False, help="auxiliary head after 2/3 of the cells")
+    p.add_argument("--auxiliary", type=parse_bool, default=False, help="auxiliary head after 2/3 of the cells")
     p.add_argument("--aux-weight", type=float, default=0.4)
     p.add_argument("--drop-path-prob", type=float, default=0.0, help="reached at the last epoch (DARTS: 0.2)")
     p.add_argument("--grad-clip", type=float, default=5.0)
@@ -115,13 +115,15 @@ def settings_from_args(args: argparse.Namespace):
                        nb201_table=table, monitor=args.monitor).validate()
 
 
-def _checkpoint_dir(args: argparse.Namespace) -> Path:
-    out = Path(args.out).expanduser().resolve()
-    path = Path(args.checkpoint_dir).expanduser().resolve() if args.checkpoint_dir else \
-        out.parent / f".{out.name}.checkpoints"
+def _checkpoint_folder(args: argparse.Namespace):
+    """The run's checkpoint folder; ``--restart`` deletes the checkpoints asp_tune wrote there."""
+    from asp_tune.run_dir import CheckpointFolder
+
+    out = Path(args.out).expanduser().absolute()
+    folder = CheckpointFolder(args.checkpoint_dir or out.parent / f".{out.name}.checkpoints")
     if args.restart:
-        shutil.rmtree(path, ignore_errors=True)
-    return path
+        folder.clear()
+    return folder
 
 
 def _progress(total: int, desc: str, quiet: bool, unit: str):
@@ -143,7 +145,7 @@ def run_nas(args: argparse.Namespace) -> int:
               "supernet's Kendall tau are not reported", file=sys.stderr)
     seeds = args.seeds or [settings.train.seed]
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
-        ckpt_dir = _checkpoint_dir(args)
+        ckpt = _checkpoint_folder(args)
         cfg = settings.train
         print(f"[asp-tune nas] {settings.searcher} on {settings.space} (C={settings.channels}, "
               f"cells={settings.num_cells}) | {cfg.dataset} | ratio {cfg.ratio} ({cfg.ratio_schedule}), "
@@ -158,7 +160,7 @@ def run_nas(args: argparse.Namespace) -> int:
                                 metric=rec["metric_used"], passes=f"{rec['data_passes']:.2f}")
 
             scoring = _progress(None, "selection", args.quiet or settings.searcher != "spos", "arch")
-            results = [run_search(settings, ckpt_dir / f"seed{seeds[0]}.pt", on_epoch,
+            results = [run_search(settings, ckpt.file(f"seed{seeds[0]}.pt"), on_epoch,
                                   lambda rec: scoring.update(1), table)]
             bar.close()
             scoring.close()
@@ -166,7 +168,8 @@ def run_nas(args: argparse.Namespace) -> int:
             from nas.parallel import run_seeds
 
             bar = _progress(len(seeds), "searches", args.quiet, "seed")
-            results = run_seeds(settings, seeds, ckpt_dir, args.cpus_per_search, args.gpus_per_search,
+            results = run_seeds(settings, seeds, {s: ckpt.file(f"seed{s}.pt") for s in seeds},
+                                args.cpus_per_search, args.gpus_per_search,
                                 args.address, on_done=lambda r: bar.update(1))
             bar.close()
         epochs = pd.concat([r.epochs.assign(seed=r.summary["seed"]) for r in results], ignore_index=True)
@@ -189,7 +192,7 @@ def run_nas(args: argparse.Namespace) -> int:
                 if f"{key}_mean" in summary:
                     summary[key] = summary[f"{key}_mean"]
         target = out.commit(summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt.remove()
     print(_nas_line(summary, len(results)) + f"  -> {target}")
     return 0
 
@@ -224,19 +227,19 @@ def run_nas_retrain(args: argparse.Namespace) -> int:
                                auxiliary=args.auxiliary, aux_weight=args.aux_weight,
                                drop_path_prob=args.drop_path_prob, grad_clip=args.grad_clip).validate()
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
-        ckpt_dir = _checkpoint_dir(args)
+        ckpt = _checkpoint_folder(args)
         bar = _progress(train.epochs, "retrain", args.quiet, "epoch")
 
         def on_epoch(rec: dict[str, Any]) -> None:
             bar.update(1)
             bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}")
 
-        summary, epochs = run_retrain(settings, ckpt_dir / "retrain.pt", on_epoch)
+        summary, epochs = run_retrain(settings, ckpt.file("retrain.pt"), on_epoch)
         bar.close()
         out.write_table("epochs.csv", epochs)
         plot_training_run(epochs, out.file("training.png"), f"retrain {args.channels}x{args.layers} on {train.dataset}")
         target = out.commit(summary)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt.remove()
     print(f"test {summary['final_test_accuracy']:.4f}  params {summary['parameters']:,}  "
           f"wall {summary['wall_time_s']:.1f}s  -> {target}")
     return 0

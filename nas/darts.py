@@ -97,20 +97,24 @@ class DartsTrainer(Trainer):
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))
 
-    def arch_step(self, weight_batch: Any, arch_batch: Any) -> torch.Tensor:
+    def arch_step(self, weight_batch: Any, arch_batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One architecture update on ``arch_batch``; returns the logits of that batch's forward pass
-        (at the unrolled weights for second order), which the proxy memory learns from."""
+        (at the unrolled weights for second order) and its last-layer feature norms, which the proxy
+        memory learns from."""
         arch = self.model.arch_parameters()
         x, y, _ = arch_batch
         if self.order == 1:
             with autocast(self.device, self.config.amp):
                 logits = self.model(x)
+            norms = self.feature_tap.take(y.shape[0])
             grads = torch.autograd.grad(F.cross_entropy(logits.float(), y), arch)
         else:  # fp32: finite differences need the precision
             seen: list[torch.Tensor] = []
+            seen_norms: list[torch.Tensor | None] = []
 
             def arch_loss() -> torch.Tensor:
                 seen.append(self.model(x))
+                seen_norms.append(self.feature_tap.take(y.shape[0]))
                 return F.cross_entropy(seen[-1], y)
 
             wx, wy, _ = weight_batch
@@ -121,23 +125,23 @@ class DartsTrainer(Trainer):
                 weights, arch, lambda: F.cross_entropy(self.model(wx), wy), arch_loss,
                 xi=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 momentum_buffers=buffers)
-            logits = seen[0].detach()
+            logits, norms = seen[0].detach(), seen_norms[0]
         self.arch_optimizer.zero_grad(set_to_none=True)
         for a, g in zip(arch, grads):
             a.grad = g.detach()
         self.arch_optimizer.step()
-        return logits
+        return logits, norms
 
     def train_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         weight_batch, arch_batch = batch  # the weight half is never the shorter one
         if arch_batch is not None:
-            logits = self.arch_step(weight_batch, arch_batch)
+            logits, norms = self.arch_step(weight_batch, arch_batch)
             if self.selector.tracks_importance:
-                self.selector.observe(arch_batch[2], logits.detach(), arch_batch[1])
+                self.selector.observe(arch_batch[2], logits.detach(), arch_batch[1], norms)
         x, y, idx = weight_batch
         with autocast(self.device, self.config.amp):
             logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        loss = self.training_loss(logits, y, idx)
         self.optimizer.zero_grad(set_to_none=True)
         for a in self.model.arch_parameters():
             a.grad = None

@@ -15,12 +15,14 @@ def _search_task(settings: NasSettings, checkpoint: str | None, threads: int) ->
     return run_search(settings, checkpoint)
 
 
-def run_seeds(settings: NasSettings, seeds: list[int], checkpoint_dir: Path | None, cpus_per_search: float = 1.0,
+def run_seeds(settings: NasSettings, seeds: list[int], checkpoints: dict[int, Path] | None,
+              cpus_per_search: float = 1.0,
               gpus_per_search: float = 0.0, address: str | None = None,
               on_done: Callable[[NasResult], None] | None = None) -> list[NasResult]:
     """Run ``settings`` once per seed on Ray (local or ``address``); results in seed order.
 
-    On a multi-node cluster ``checkpoint_dir`` and the data must be on storage every node sees.
+    ``checkpoints`` maps each seed to its checkpoint file. On a multi-node cluster the checkpoints
+    and the data must be on storage every node sees.
     """
     import ray
 
@@ -31,7 +33,7 @@ def run_seeds(settings: NasSettings, seeds: list[int], checkpoint_dir: Path | No
     threads = max(1, int(cpus_per_search))
     pending = {}
     for seed in seeds:
-        ckpt = str(checkpoint_dir / f"seed{seed}.pt") if checkpoint_dir else None
+        ckpt = str(checkpoints[seed]) if checkpoints else None
         pending[task.remote(settings.with_seed(seed), ckpt, threads)] = seed
     results: dict[int, NasResult] = {}
     while pending:

@@ -85,7 +85,7 @@ class RetrainTrainer(Trainer):
         with autocast(self.device, self.config.amp):
             out = self.model(x)
         logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        loss = self.training_loss(logits, y, idx)
         if aux is not None:
             loss = loss + self.settings.aux_weight * F.cross_entropy(aux.float(), y)
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from asp_tune.datasets import ImageArrays
-from asp_tune.feeding import (ArrayImageDataset, DeviceFeeder, SelectedIndexSampler, StreamFeeder,
+from asp_tune.feeding import (batch_slices, ArrayImageDataset, DeviceFeeder, SelectedIndexSampler, StreamFeeder,
                               random_crop, random_flip)
 
 
@@ -35,9 +36,11 @@ def test_random_flip_probability_and_exactness():
 def test_device_feeder_batches_carry_indices_and_normalise():
     a = arrays(50)
     f = DeviceFeeder(a, "cpu", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), augment=False)
-    idx = torch.tensor([7, 3, 11, 49, 0])
+    idx = torch.tensor([7, 3, 11, 49, 0, 5])
     batches = list(f.batches(idx, 2))
-    assert [b[2].tolist() for b in batches] == [[7, 3], [11, 49], [0]]
+    assert [b[2].tolist() for b in batches] == [[7, 3], [11, 49], [0, 5]]
+    # a trailing one-sample batch joins the one before (batch norm cannot train on one sample)
+    assert [b[2].tolist() for b in f.batches(idx[:5], 2)] == [[7, 3], [11, 49, 0]]
     x, y, i = batches[0]
     torch.testing.assert_close(x, (a.images[[7, 3]].float() / 255 - 0.5) / 0.25)
     assert y.tolist() == a.labels[[7, 3]].tolist()
@@ -94,3 +97,23 @@ def test_cutout_zeros_one_clipped_square_per_image():
     rows, cols = holes.any(dim=2), holes.any(dim=1)
     assert torch.equal(holes, rows[:, :, None] & cols[:, None, :])  # a rectangle
     assert torch.equal(random_cutout(images, 0, g), images)
+
+
+def test_batch_slices_merge_a_trailing_single_sample():
+    assert [(p.start, p.stop) for p in batch_slices(129, 64)] == [(0, 64), (64, 129)]
+    assert [(p.start, p.stop) for p in batch_slices(130, 64)] == [(0, 64), (64, 128), (128, 130)]
+    assert [(p.start, p.stop) for p in batch_slices(1, 64)] == [(0, 1)]
+    assert batch_slices(0, 64) == []
+
+
+@pytest.mark.parametrize("storage", ["device", "stream"])
+def test_an_epoch_leaving_one_sample_over_trains_a_batch_norm_model(storage):
+    """The default MLP has batch norm: 129 samples at batch 64 used to end on a one-sample batch
+    and crash with 'Expected more than 1 value per channel'."""
+    from asp_tune import TrainConfig, Trainer, load_dataset
+
+    data = load_dataset("digits", subset=143, val_fraction=0.1)
+    assert len(data.train) == 129
+    trainer = Trainer(TrainConfig(epochs=2, batch_size=64, storage=storage), data=data)
+    for _ in range(2):
+        assert trainer.train_epoch()["selected"] == 129

@@ -114,7 +114,7 @@ def test_memory_state_round_trip_and_shape_check():
     other.load_state_dict(mem.state_dict())
     for k in mem.values:
         assert torch.equal(mem[k], other[k])
-    with pytest.raises(ValueError, match="expected \\(5, 3\\)"):
+    with pytest.raises(ValueError, match="expected \\(5, 4\\)"):
         ProxyMemory(5).load_state_dict(mem.state_dict())
 
 
@@ -147,7 +147,7 @@ def test_selector_same_seed_same_selections_and_counts_follow_schedule():
     pa, pb = _drive(a, 10), _drive(b, 10)
     assert pa == pb
     expected = a.ratio_schedule.ratios()
-    assert [len(ix) for _, ix in pa] == [max(1, round(r * 1000)) for r in expected]
+    assert [len(ix) for _, ix in pa] == [max(2, round(r * 1000)) for r in expected]
     assert pa[0][0] == "all"
 
 

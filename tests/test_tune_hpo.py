@@ -71,6 +71,38 @@ def test_resume_restores_an_experiment(ray_session, tmp_path):
     assert again.trials["best_val_accuracy"].sum() == pytest.approx(first.trials["best_val_accuracy"].sum())
     with pytest.raises(ConfigError, match="resume="):
         run_hpo(s, resume=str(tmp_path / "nothing-here"))
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=r"--ratio 0.5 \(given 0.3\)"):
+        run_hpo(dataclasses.replace(s, ratio=0.3), resume=first.summary["experiment_path"])
+
+
+def test_a_search_where_every_trial_fails_exits_non_zero_with_the_first_error(ray_session, tmp_path, capsys):
+    import yaml
+
+    space = tmp_path / "s.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "momentum": 0.0, "weight_decay": 0.0},
+                                     "params": {"lr": {"type": "grid", "values": [1.0e7, 2.0e7]}}}))
+    out = tmp_path / "out"
+    code = main(["hpo", "--space", str(space), "--algo", "random", "--ratio", "1.0", "--metric", "none",
+                 "--num-samples", "1", "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    ours = [line for line in err.splitlines() if line.startswith("asp-tune")]
+    assert len(ours) == 1 and "all 2 trials failed; the first: TrainingDiverged: training loss" in ours[0]
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_resources_no_node_has_fail_before_any_trial(ray_session, capsys, tmp_path):
+    from asp_tune.tune.runner import check_resources
+
+    with pytest.raises(ConfigError, match="invalid cpus_per_trial=64: allowed at most 2"):
+        check_resources(64, 0)
+    with pytest.raises(ConfigError, match="no node of this Ray cluster has a GPU"):
+        check_resources(1, 0.5)
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+    assert main(["hpo", "--space", str(space), "--cpus-per-trial", "64", "--out", str(tmp_path / "o")]) == 2
+    assert "cpus_per_trial=64" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 class _Checkpoint:

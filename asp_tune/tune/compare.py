@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from asp_tune.config import TrainConfig
+from asp_tune.errors import RunFailed
 from asp_tune.ranking import rank_correlation
-from asp_tune.tune.runner import HpoResult, HpoSettings, ensure_ray, run_hpo
+from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, ensure_ray,
+                                  error_line, fit_interruptibly, run_hpo)
 from asp_tune.tune.space import SearchSpace
 
 
@@ -157,6 +159,7 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
     from ray import tune
 
     ensure_ray(address)
+    check_resources(cpus_per_trial, gpus_per_trial)
     configs = space.grid_configs()
     if max_configs is not None:
         configs = configs[:max_configs]
@@ -168,6 +171,8 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
         tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial))),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     start = time.perf_counter()
+    name = f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
     tuner = tune.Tuner(
         trainable,
         param_space={"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cells),
@@ -175,12 +180,10 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                         for p in space.params}},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve()),
-            verbose=verbose, failure_config=tune.FailureConfig(max_failures=0),
+            name=name, storage_path=storage, verbose=verbose, failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
-    grid = tuner.fit()
+    grid = fit_interruptibly(tuner, str(Path(storage) / name))
     rows = []
     for result in grid:
         hist = result.metrics_dataframe
@@ -192,6 +195,10 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                      "data_passes": float(hist["data_passes"].iloc[-1]) if ok else math.nan,
                      "seconds": float(hist["train_seconds_total"].iloc[-1]) if ok else math.nan,
                      "status": "ERROR" if result.error else "TERMINATED"})
+    if rows and all(r["status"] == "ERROR" for r in rows):
+        first = next(r for r in grid if r.error).error
+        raise RunFailed(f"all {len(rows)} trials failed; the first: {type(first).__name__}: "
+                              f"{str(first).strip().splitlines()[-1][:300]} (tracebacks under {grid.experiment_path})")
     scores = pd.DataFrame(rows).sort_values(["ratio", "metric", "config"]).reset_index(drop=True)
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
     cells_out = []

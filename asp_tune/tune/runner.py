@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -12,7 +13,8 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.config import TrainConfig
-from asp_tune.errors import ConfigError
+from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
+from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
 from asp_tune.tune.space import SearchSpace
 from asp_tune.tune.trainable import proxy_trial
@@ -78,6 +80,10 @@ class HpoSettings:
         if self.address is not None and not (self.address == "auto" or self.address.startswith(("ray://", "localhost", "127.")) or ":" in self.address):
             raise ConfigError("address", self.address, "'auto', ray://HOST:PORT or HOST:PORT")
         self.trial_config()  # the fixed settings plus the run's flags must make a valid TrainConfig
+        if self.address is None:  # a local run: the device must exist here
+            from asp_tune.device import resolve_device
+
+            resolve_device(self.device)
         return self
 
     @property
@@ -118,18 +124,122 @@ class HpoResult:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start (or connect to) Ray once per process."""
+    """Start (or connect to) Ray once per process.
+
+    A local Ray advertises the loopback address. A cluster ``address`` (HOST:PORT or
+    ray://HOST:PORT) is checked for a listening port first, so a wrong address fails in seconds
+    instead of hanging.
+    """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if address:
-        ray.init(address=address, **kwargs)
+        check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError("address", address, f"a running Ray cluster ({str(exc).splitlines()[0][:200]})") from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a HOST:PORT (or ray://HOST:PORT) address has nothing listening."""
+    import socket
+
+    if address == "auto":
+        return  # Ray reads the local cluster's address file and fails at once when there is none
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError("address", address, "'auto', ray://HOST:PORT or HOST:PORT")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError("address", address, f"a reachable Ray cluster (connecting to {hostport} failed: "
+                                               f"{exc.strerror or exc})") from None
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, field: str = "per_trial") -> None:
+    """Refuse a per-trial request that no node of the cluster can ever satisfy (it would wait forever)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    most_cpus = max(n.get("CPU", 0.0) for n in nodes)
+    most_gpus = max(n.get("GPU", 0.0) for n in nodes)
+    if cpus_per_trial > most_cpus:
+        raise ConfigError(f"cpus_{field}", cpus_per_trial, f"at most {most_cpus:g} (the most CPUs of any node)")
+    if gpus_per_trial > most_gpus:
+        raise ConfigError(f"gpus_{field}", gpus_per_trial,
+                          f"at most {most_gpus:g} (the most GPUs of any node)" if most_gpus else
+                          "0 (no node of this Ray cluster has a GPU)")
+
+
+def fit_interruptibly(tuner, experiment_path: str):
+    """``tuner.fit()`` where SIGINT/SIGTERM stop the experiment gracefully and then raise.
+
+    Ray Tune's own SIGINT handler ends the run and returns results that look finished. Here both
+    signals ask Tune to stop the same way (through its SIGUSR1 handler, which saves the
+    experiment state), and :class:`~asp_tune.errors.RunInterrupted` is raised afterwards, so nothing is committed.
+    A second signal interrupts at once.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+    interrupted: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(sig: int, frame) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(sig)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        grid = tuner.fit()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if interrupted:
+        raise RunInterrupted(f"interrupted by {signal.Signals(interrupted[0]).name}; no results were committed. "
+                             f"Resume with --resume {experiment_path}")
+    return grid
+
+
+SETTINGS_FILE = "asp_tune_settings.json"
+#: Settings a resumed experiment must share with the run that started it.
+RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "metric", "num_samples", "max_epochs", "early_stop",
+                 "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "space")
+
+
+def check_resume_settings(experiment: str, settings: dict[str, Any]) -> None:
+    """Refuse to resume ``experiment`` with flags other than those it was started with, naming them."""
+    path = Path(experiment) / SETTINGS_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ConfigError("resume", experiment, "an experiment folder written by 'asp-tune hpo' "
+                                                f"(no readable {SETTINGS_FILE})") from None
+    saved_jsonable = {k: saved.get(k) for k in RESUME_FIELDS}
+    given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in RESUME_FIELDS})))
+    differ = [k for k in RESUME_FIELDS if saved_jsonable.get(k) != given.get(k)]
+    if differ:
+        detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (given {given.get(k)!r})"
+                           for k in differ if k != "space") + ("; the same search space" if "space" in differ else "")
+        raise ConfigError("resume", experiment, f"the flags of the run being resumed: {detail}")
 
 
 def _absolute_data_dir(space: SearchSpace) -> SearchSpace:
@@ -194,12 +304,21 @@ class DataPassBudget:
 
 
 def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
-    """Run (or resume) one experiment and collect one row per trial."""
+    """Run (or resume) one experiment and collect one row per trial.
+
+    Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays resumable) and
+    :class:`~asp_tune.errors.RunFailed` when no trial succeeded.
+    """
     from ray import tune
+
+    from asp_tune.tune.progress import WallTimeRecorder, recorded_wall_time
 
     s = settings.validate()
     s.space = _absolute_data_dir(s.space)
+    if resume:
+        check_resume_settings(resume, settings_dict(s))
     ensure_ray(s.address)
+    check_resources(s.cpus_per_trial, s.gpus_per_trial)
     budget = s.budget()
     trainable = tune.with_resources(
         tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial))),
@@ -208,12 +327,17 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     if resume:
         if not tune.Tuner.can_restore(resume):
             raise ConfigError("resume", resume, "a Ray Tune experiment folder written by 'asp-tune hpo'")
+        experiment = str(Path(resume).absolute())
         tuner = tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
         search, scheduler, param_space = build_search(s)
         stop = DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None
         storage = str(Path(s.storage_path or Path.home() / "ray_results").expanduser().resolve())
+        name = s.name or f"asp-{s.space.name}-{s.algo}-r{s.ratio}-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment = str(Path(storage) / name)
+        Path(experiment).mkdir(parents=True, exist_ok=True)
+        (Path(experiment) / SETTINGS_FILE).write_text(json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -222,14 +346,17 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
                 time_budget_s=budget["time_budget_s"], reuse_actors=False),
             run_config=tune.RunConfig(
-                name=s.name or f"asp-{s.space.name}-{s.algo}-r{s.ratio}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=storage, stop=stop, verbose=s.verbose,
+                name=name, storage_path=storage, stop=stop, verbose=s.verbose,
+                callbacks=[WallTimeRecorder(experiment)],
                 failure_config=tune.FailureConfig(max_failures=0),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
-    grid = tuner.fit()
-    wall = time.perf_counter() - start
+    grid = fit_interruptibly(tuner, experiment)
+    wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, s)
+    if len(trials) and (trials["status"] == "ERROR").all():
+        raise RunFailed(f"all {len(trials)} trials failed; the first: {trials['error'].iloc[0]} "
+                              f"(full tracebacks under {grid.experiment_path})")
     ok = trials[trials["status"] != "ERROR"]
     best = ok.loc[ok["best_val_accuracy"].idxmax()] if len(ok) and ok["best_val_accuracy"].notna().any() else None
     summary = {
@@ -256,6 +383,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def error_line(error: BaseException) -> str:
+    """``Type: message`` of the exception a trial raised, unwrapped from Ray's task error."""
+    cause = getattr(error, "cause", None) or error
+    lines = [ln for ln in str(cause).strip().splitlines() if ln.strip()]
+    return f"{type(cause).__name__}: {(lines[-1] if lines else '')[:300]}"
+
+
 def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     rows, histories = [], {}
     for result in grid:
@@ -274,7 +408,7 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "data_passes": float(hist["data_passes"].iloc[-1]) if has else 0.0,
             "seconds": float(hist["train_seconds_total"].iloc[-1]) if has else 0.0,
             "status": "ERROR" if result.error else ("TERMINATED" if epochs >= s.epochs else "STOPPED"),
-            "error": "" if not result.error else f"{type(result.error).__name__}: {str(result.error).strip().splitlines()[-1][:300]}",
+            "error": "" if not result.error else error_line(result.error),
         })
         rows.append(row)
         if has:

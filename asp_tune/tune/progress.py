@@ -1,0 +1,54 @@
+"""Tune callbacks of an asp_tune experiment (imported lazily: it needs Ray)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+PROGRESS_FILE = "asp_tune_progress.json"
+
+
+def recorded_wall_time(experiment_path: str | Path) -> float:
+    """Wall seconds an experiment has run so far, over all of its parts (0 when unknown)."""
+    try:
+        return float(json.loads((Path(experiment_path) / PROGRESS_FILE).read_text())["wall_time_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class WallTimeRecorder(Callback):
+    """Keeps the experiment's cumulative wall time in ``asp_tune_progress.json`` after every result.
+
+    Each part of an experiment (the first run, every resume, even after the driver was killed)
+    adds its own time to what earlier parts recorded, so a resumed search reports the time of all
+    its parts. Restored with the experiment, so it must stay a plain importable class.
+    """
+
+    def __init__(self, experiment_path: str):
+        self.experiment_path = experiment_path
+        self._base = 0.0
+        self._start: float | None = None
+
+    def setup(self, **info) -> None:
+        self._base = recorded_wall_time(self.experiment_path)
+        self._start = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.write()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.write()
+
+    def write(self) -> None:
+        if self._start is None:
+            self.setup()
+        path = Path(self.experiment_path) / PROGRESS_FILE
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"wall_time_s": self._base + time.time() - self._start}))
+            tmp.replace(path)
+        except OSError:
+            pass  # only the reported wall time suffers

@@ -1,0 +1,293 @@
+"""Nothing of a user's is lost or run unsafely: markers, locks, safe loading, interrupted runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asp_tune import ConfigError, TrainConfig, Trainer, load_dataset
+from asp_tune.cli import main
+from asp_tune.errors import AspTuneError
+from asp_tune.run_dir import MARKER, CheckpointFolder, RunDirectory, read_marker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def user_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "thesis.tex").write_text("years of work")
+    (path / "data").mkdir()
+    (path / "data" / "x.csv").write_text("1,2\n")
+    return path
+
+
+def intact(path: Path) -> bool:
+    return (path / "thesis.tex").read_text() == "years of work" and (path / "data" / "x.csv").exists()
+
+
+TINY_TRAIN = ["train", "--epochs", "1", "--subset", "200", "--quiet"]
+TINY_NAS = ["nas", "--epochs", "1", "--channels", "2", "--cells", "1", "--subset", "120", "--test-subset", "40",
+            "--candidates", "2", "--generations", "0", "--quiet"]
+
+
+# ------------------------------------------------------------------------------ folders
+
+
+def test_overwrite_refuses_a_folder_asp_tune_did_not_write(tmp_path, capsys):
+    mine = user_folder(tmp_path / "mine")
+    assert main([*TINY_TRAIN, "--out", str(mine), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "no .asp_tune marker" in err and err.count("error:") == 1
+    assert intact(mine) and not list(tmp_path.glob(".mine.*"))
+
+
+def test_overwrite_replaces_only_an_untouched_asp_tune_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY_TRAIN, "--out", str(out)]) == 0
+    assert read_marker(out)["kind"] == "results" and "summary.json" in read_marker(out)["files"]
+    (out / "notes.txt").write_text("mine")
+    assert main([*TINY_TRAIN, "--out", str(out), "--overwrite"]) == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    assert main([*TINY_TRAIN, "--out", str(out), "--overwrite", "--epochs", "2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("where", [".", "..", "~", "/"])
+def test_out_that_is_the_current_home_or_root_folder_is_refused_up_front(tmp_path, monkeypatch, capsys, where):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main([*TINY_TRAIN, "--out", where, "--overwrite"]) == 2
+    assert "invalid out=" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+
+
+def test_out_under_a_file_or_unwritable_place_is_a_named_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main([*TINY_TRAIN, "--out", str(tmp_path / "afile" / "run")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main([*TINY_TRAIN, "--out", str(locked / "run")]) == 2
+        assert "not writable" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_out_is_refused_by_the_lock(tmp_path, capsys):
+    out = tmp_path / "run"
+    with RunDirectory(out) as first:
+        assert main([*TINY_TRAIN, "--out", str(out)]) == 2
+        assert "holds" in capsys.readouterr().err
+        first.commit({"winner": "first"})
+    assert json.loads((out / "summary.json").read_text()) == {"winner": "first"}
+    assert not (tmp_path / ".run.lock").exists()
+
+
+def test_two_concurrent_train_processes_one_wins_nothing_is_lost(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "asp_tune.cli", *TINY_TRAIN, "--epochs", "3", "--out", str(out)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    codes = sorted(r[2] for r in results)
+    assert codes == [0, 2], results
+    loser = next(r for r in results if r[2] == 2)
+    assert "error:" in loser[1] and "Traceback" not in loser[1]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3
+    assert not list(tmp_path.glob(".run.partial-*")) and not (tmp_path / ".run.lock").exists()
+
+
+def test_commit_refuses_a_folder_that_appeared_during_the_run(tmp_path):
+    out = tmp_path / "run"
+    staging = RunDirectory(out)
+    user_folder(out)  # someone else wrote here meanwhile
+    staging.write_json("result.json", {"a": 1})
+    with pytest.raises(AspTuneError, match="appeared or changed while this run was working"):
+        staging.commit({"done": True})
+    staging.lock.release()
+    assert intact(out)
+    kept = list(tmp_path.glob("run.conflict-*"))
+    assert len(kept) == 1 and json.loads((kept[0] / "summary.json").read_text()) == {"done": True}
+
+
+def test_staging_folders_of_dead_runs_are_cleaned_at_the_next_run(tmp_path):
+    out = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    debris = tmp_path / ".run.partial-dead"
+    debris.mkdir()
+    (debris / "epochs.csv").write_text("1\n")
+    (debris / MARKER).write_text(json.dumps({"kind": "staging", "files": [], "pid": int(dead.stdout),
+                                             "host": os.uname().nodename}))
+    foreign = tmp_path / ".run.partial-notours"
+    foreign.mkdir()
+    with RunDirectory(out) as rd:
+        rd.commit({})
+    assert not debris.exists() and foreign.exists()
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_a_user_folder_given_as_checkpoint_dir_survives(tmp_path, capsys):
+    mine = user_folder(tmp_path / "mine")
+    for extra in ([], ["--restart"]):
+        assert main([*TINY_NAS, "--out", str(tmp_path / "search"), "--checkpoint-dir", str(mine), *extra]) == 2
+        assert "invalid checkpoint_dir=" in capsys.readouterr().err
+        assert intact(mine) and not (tmp_path / "search").exists()
+
+
+def test_a_file_as_checkpoint_dir_is_a_named_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main([*TINY_NAS, "--out", str(tmp_path / "s"), "--checkpoint-dir", str(tmp_path / "afile")]) == 2
+    assert "invalid checkpoint_dir=" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
+
+
+def test_checkpoint_folder_deletes_only_its_own_files(tmp_path):
+    folder = CheckpointFolder(tmp_path / "ck")
+    folder.file("seed1.pt").write_bytes(b"1")
+    (tmp_path / "ck" / "later.txt").write_text("a user's file put there afterwards")
+    folder.remove()
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["later.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    folder = CheckpointFolder(empty)  # an existing empty folder is used, and kept afterwards
+    folder.file("retrain.pt").write_bytes(b"1")
+    folder.remove()
+    assert empty.is_dir() and list(empty.iterdir()) == []
+
+
+def test_nas_run_removes_its_checkpoints_and_nothing_else(tmp_path):
+    ck = tmp_path / "ck"
+    assert main([*TINY_NAS, "--out", str(tmp_path / "s"), "--checkpoint-dir", str(ck)]) == 0
+    assert not ck.exists() and (tmp_path / "s" / "summary.json").exists()
+
+
+class _Exploit:
+    def __init__(self, flag: Path):
+        self.flag = flag
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.flag}",))
+
+
+def test_a_crafted_pickle_in_a_checkpoint_is_refused_without_running(tmp_path):
+    flag = tmp_path / "pwned"
+    bad = tmp_path / "trainer.pt"
+    torch.save({"selector": _Exploit(flag), "model": {}}, bad, pickle_module=pickle)
+    trainer = Trainer(TrainConfig(epochs=1, subset=100), data=load_dataset("digits", subset=100))
+    with pytest.raises(AspTuneError, match="cannot read checkpoint"):
+        trainer.load_checkpoint(bad)
+    from nas.checkpoint import resume_run
+
+    with pytest.raises(AspTuneError, match="cannot read checkpoint"):
+        resume_run(bad, {}, trainer)
+    assert not flag.exists()
+
+
+def test_trainer_checkpoints_load_with_weights_only(tmp_path):
+    cfg = TrainConfig(epochs=2, ratio=0.5, metric="mixture", subset=200)
+    trainer = Trainer(cfg, data=load_dataset("digits", subset=200))
+    trainer.train_epoch()
+    trainer.save_checkpoint(tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["config"]["metric"] == "mixture"
+
+
+# ------------------------------------------------------------------------------ data cache
+
+
+def test_a_truncated_data_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "train" / cls / f"{i}.png")
+    monkeypatch.setenv("ASP_TUNE_CACHE", str(tmp_path / "cache"))
+    first = load_dataset("image_folder", str(root), subset=None)
+    cache = next((tmp_path / "cache").glob("*.npz"))
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="damaged"):
+        again = load_dataset("image_folder", str(root))
+    assert torch.equal(first.train.images, again.train.images)
+    with np.load(cache) as z:  # rebuilt and readable
+        assert "train_x" in z.files
+
+
+def test_a_non_image_file_named_jpg_is_a_named_error(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / "train" / cls).mkdir(parents=True)
+        (root / "train" / cls / "0.jpg").write_text("not an image")
+    assert main([*TINY_TRAIN[:-3], "--dataset", "image_folder", "--data-dir", str(root), "--quiet",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "not a readable image" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ Ray edges (no Ray session)
+
+
+def test_config_error_survives_a_process_boundary():
+    err = pickle.loads(pickle.dumps(ConfigError("lr", -5, "a number > 0")))
+    assert isinstance(err, ConfigError) and err.field == "lr" and str(err) == "invalid lr=-5: allowed a number > 0"
+
+
+def test_an_unreachable_address_fails_in_seconds():
+    from asp_tune.tune.runner import check_reachable
+
+    start = time.perf_counter()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        with pytest.raises(ConfigError, match="invalid address=.*connecting to 127.0.0.1:1 failed"):
+            check_reachable(address)
+    with pytest.raises(ConfigError, match="'auto', ray://HOST:PORT or HOST:PORT"):
+        check_reachable("nowhere")
+    assert time.perf_counter() - start < 10
+
+
+def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
+    from asp_tune.tune.runner import SETTINGS_FILE, check_resume_settings
+
+    saved = {"algo": "asha", "ratio": 0.3, "metric": "mixture", "num_samples": 4, "seed": 0,
+             "space": {"name": "s", "fixed": {}, "params": []}}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(saved))
+    check_resume_settings(str(tmp_path), dict(saved))  # the same flags: fine
+    with pytest.raises(ConfigError, match=r"--ratio 0.3 \(given 0.5\); --metric 'mixture' \(given 'loss'\)"):
+        check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
+    with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):
+        check_resume_settings(str(tmp_path / "nothing"), saved)
+
+
+# ------------------------------------------------------------------------------ interrupting a search
+
+
+@pytest.mark.slow
+def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text("name: slow\nfixed: {dataset: digits, model: mlp, epochs: 300, batch_size: 16}\n"
+                     "params:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n")
+    out, storage = tmp_path / "out", tmp_path / "ray"
+    proc = subprocess.Popen([sys.executable, "-m", "asp_tune.cli", "hpo", "--space", str(space), "--algo", "random",
+                             "--num-samples", "2", "--ratio", "1.0", "--metric", "none", "--verbose", "0",
+                             "--storage-path", str(storage), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(storage.glob("*/*/result.json")):
+        time.sleep(0.5)  # wait until a trial has reported
+    assert list(storage.glob("*/*/result.json")), "no trial started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err and "--resume" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
