@@ -18,6 +18,10 @@ STORAGES = ("device", "stream")
 
 
 GROUPS = ("data", "model and optimisation", "proxy data (ASP)", "run")
+#: How a proxy subset is chosen beyond the metric: set per command (flags) or in a space's ``fixed``.
+SELECTION_FIELDS = ("selection_rule", "temperature", "top10_mass", "uniform_floor", "class_balance", "reweight",
+                    "mixture_order", "mixture_width", "infobatch_prune", "infobatch_anneal", "first_epoch_full",
+                    "unseen_first")
 
 
 def option(default: Any, help: str, group: str, choices: Any = None) -> Any:
@@ -95,6 +99,8 @@ class TrainConfig:
                                      "proxy data (ASP)")
     first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1)",
                                     "proxy data (ASP)")
+    unseen_first: bool = option(True, "pick never-trained samples before all others until each was seen once "
+                                      "(matters without a full first epoch)", "proxy data (ASP)")
     # run
     seed: int = option(0, "seed of everything (data split, model, selection)", "run")
     device: str = option("auto", "auto, cpu, cuda or cuda:N", "run", DEVICES)
@@ -125,7 +131,7 @@ class TrainConfig:
         _number("uniform_floor", self.uniform_floor, 0.0, 1.0)
         _number("infobatch_prune", self.infobatch_prune, 0.0, 1.0, high_open=True)
         _number("infobatch_anneal", self.infobatch_anneal, 0.0, 1.0)
-        for name in ("class_balance", "reweight", "download", "nesterov", "first_epoch_full", "amp",
+        for name in ("class_balance", "reweight", "unseen_first", "download", "nesterov", "first_epoch_full", "amp",
                      "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "true or false")

@@ -329,6 +329,26 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+#: How many times a data set was read from its source in this process (tests check sharing).
+READS = {"count": 0}
+
+
+def read_dataset(name: str, data_dir: str | None = None, *, download: bool = False, image_size: int | None = None,
+                 cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The decoded arrays of a registered data set (``classes``, ``train_x/y``, ``test_x/y``), before
+    any split: what a search loads once and shares with all its trials."""
+    if name not in DATASETS:
+        raise ConfigError("dataset", name, sorted(DATASETS))
+    READS["count"] += 1
+    arrays = DATASETS[name].loader(data_dir, download=download, image_size=image_size,
+                                   cache_dir=Path(cache_dir) if cache_dir else None)
+    if "test_x" not in arrays:  # a folder without test/: hold out a fixed 10% as test
+        keep, held = stratified_split(arrays["train_y"], 0.1, TEST_SPLIT_SEED)
+        arrays = {**arrays, "test_x": arrays["train_x"][held], "test_y": arrays["train_y"][held],
+                  "train_x": arrays["train_x"][keep], "train_y": arrays["train_y"][keep]}
+    return arrays
+
+
 def load_dataset(
     name: str,
     data_dir: str | None = None,
@@ -340,12 +360,14 @@ def load_dataset(
     download: bool = False,
     image_size: int | None = None,
     cache_dir: str | Path | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> DataBundle:
     """Load a registered data set and split off a seeded, stratified validation set.
 
     ``subset`` keeps that many training samples (before the validation split), ``test_subset``
     that many test samples; both stratified. The test split is fixed by the data set, never by
-    ``seed``, and is only used for final reporting.
+    ``seed``, and is only used for final reporting. ``arrays`` (from :func:`read_dataset`, e.g.
+    shared through Ray's object store) skips reading the source again.
     """
     if name not in DATASETS:
         raise ConfigError("dataset", name, sorted(DATASETS))
@@ -354,25 +376,29 @@ def load_dataset(
     for fname, v in (("subset", subset), ("test_subset", test_subset)):
         if v is not None and not (isinstance(v, int) and v >= 20):
             raise ConfigError(fname, v, "an integer >= 20, or None for all")
+    if arrays is None:
+        arrays = read_dataset(name, data_dir, download=download, image_size=image_size, cache_dir=cache_dir)
     spec = DATASETS[name]
-    arrays = spec.loader(data_dir, download=download, image_size=image_size,
-                         cache_dir=Path(cache_dir) if cache_dir else None)
     classes = [str(c) for c in arrays["classes"]]
     x, y = arrays["train_x"], arrays["train_y"]
-    if "test_x" not in arrays:  # a folder without test/: hold out a fixed 10% as test
-        keep, held = stratified_split(y, 0.1, TEST_SPLIT_SEED)
-        arrays["test_x"], arrays["test_y"] = x[held], y[held]
-        x, y = x[keep], y[keep]
     if subset is not None:
+        if subset > y.size:
+            raise ConfigError("subset", subset, f"at most {y.size} (the training samples of '{name}')")
         pick = stratified_subset(y, subset, seed)
         x, y = x[pick], y[pick]
     tx, ty = arrays["test_x"], arrays["test_y"]
     if test_subset is not None:
+        if test_subset > ty.size:
+            raise ConfigError("test_subset", test_subset, f"at most {ty.size} (the test samples of '{name}')")
         pick = stratified_subset(ty, test_subset, TEST_SPLIT_SEED)
         tx, ty = tx[pick], ty[pick]
     train_idx, val_idx = stratified_split(y, val_fraction, seed)
-    as_arrays = lambda xs, ys: ImageArrays(torch.from_numpy(np.ascontiguousarray(xs)),  # noqa: E731
-                                           torch.from_numpy(np.asarray(ys, dtype=np.int64)))
+    def as_arrays(xs: np.ndarray, ys: np.ndarray) -> ImageArrays:
+        xs, ys = np.ascontiguousarray(xs), np.asarray(ys, dtype=np.int64)
+        # shared arrays (Ray's object store) are read-only: the few that are not already copies get one
+        return ImageArrays(torch.from_numpy(xs if xs.flags.writeable else xs.copy()),
+                           torch.from_numpy(ys if ys.flags.writeable else ys.copy()))
+
     return DataBundle(
         name=name, classes=classes,
         train=as_arrays(x[train_idx], y[train_idx]),

@@ -77,6 +77,11 @@ class ProxySelector:
     ``metric="none"`` is the full-data baseline (plain shuffling, ratio must be 1.0). ``rule``
     says how values become a subset (see :mod:`asp_tune.selection`); ``labels`` are needed for
     its class balance. ``metric="infobatch"`` prunes with :class:`InfoBatch` instead (ratio 1.0).
+
+    ``unseen_first``: until every sample has been trained once, samples never trained are picked
+    before any other (at random among them; they have no memory value yet), so without a full
+    first epoch every sample is seen after ``ceil(1/r)`` epochs. Their inclusion probability is 1,
+    so reweighting stays unbiased.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class ProxySelector:
         rule: SelectionRule | None = None,
         labels: torch.Tensor | None = None,
         infobatch: InfoBatch | None = None,
+        unseen_first: bool = True,
     ):
         if not (isinstance(num_samples, int) and num_samples >= 1):
             raise ConfigError("num_samples", num_samples, "an integer >= 1")
@@ -116,6 +122,8 @@ class ProxySelector:
         if self.rule.class_balance and self.labels is None:
             raise ConfigError("class_balance", True, "False unless the selector is given the labels")
         self.memory = ProxyMemory(num_samples, self.device)
+        self.unseen_first = bool(unseen_first)
+        self.seen = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # planned at least once
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
 
@@ -134,6 +142,11 @@ class ProxySelector:
 
     def plan(self, epoch: int) -> EpochPlan:
         """Select and shuffle the samples of ``epoch``; consumes seeded random state."""
+        plan = self._plan(epoch)
+        self.seen[plan.indices] = True
+        return plan
+
+    def _plan(self, epoch: int) -> EpochPlan:
         n = self.num_samples
         if self.metric == "infobatch":
             return self._plan_infobatch(epoch)
@@ -144,9 +157,37 @@ class ProxySelector:
             return EpochPlan(epoch, perm, "none" if self.metric == "none" else ALL_SAMPLES, target, 0.1)
         metric = self.metric_schedule.draw(epoch)
         values = None if metric == "random" else self.memory[metric]
-        chosen = select_subset(values, count, self.rule, self.generator, self.labels, num_samples=n)
+        unseen = torch.nonzero(~self.seen).squeeze(1) if self.unseen_first else None
+        if unseen is not None and 0 < unseen.numel():
+            indices, weights, top10 = self._select_unseen_first(values, count, unseen)
+            metric = f"{metric}+unseen"
+        else:
+            chosen = select_subset(values, count, self.rule, self.generator, self.labels, num_samples=n)
+            indices, weights, top10 = chosen.indices, chosen.weights, chosen.top10_mass
         order = torch.randperm(count, generator=self.generator, device=self.device)
-        return EpochPlan(epoch, chosen.indices[order], metric, target, chosen.top10_mass, chosen.weights)
+        return EpochPlan(epoch, indices[order], metric, target, top10, weights)
+
+    def _select_unseen_first(self, values: torch.Tensor | None, count: int, unseen: torch.Tensor):
+        """Never-trained samples first (uniformly if there are more than ``count``), the rest of the
+        picks by the rule among the samples already seen."""
+        n = self.num_samples
+        if unseen.numel() >= count:
+            pick = unseen[torch.randperm(unseen.numel(), generator=self.generator, device=self.device)[:count]]
+            weights = None
+            if self.rule.reweight:  # uniform among the unseen: pi = count / #unseen for them
+                weights = torch.zeros(n, device=self.device)
+                weights[unseen] = unseen.numel() / n
+            return pick, weights, 0.1
+        seen = torch.nonzero(self.seen).squeeze(1)
+        rest = count - unseen.numel()
+        sub = select_subset(None if values is None else values[seen], rest, self.rule, self.generator,
+                            None if self.labels is None else self.labels[seen], num_samples=seen.numel())
+        weights = None
+        if self.rule.reweight and sub.inclusion is not None:
+            pi = torch.ones(n, device=self.device)
+            pi[seen] = sub.inclusion.to(self.device)
+            weights = count / (n * pi)
+        return torch.cat([unseen, seen[sub.indices]]), weights, sub.top10_mass
 
     def _plan_infobatch(self, epoch: int) -> EpochPlan:
         n = self.num_samples
@@ -167,9 +208,12 @@ class ProxySelector:
             "memory": self.memory.state_dict(),
             "metric_schedule": self.metric_schedule.state_dict(),
             "generator": self.generator.get_state(),
+            "seen": self.seen.cpu().clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.load_state_dict(state["memory"])
+        seen = state.get("seen")
+        self.seen.copy_(seen if seen is not None else self.memory.times_trained.cpu() > 0)
         self.metric_schedule.load_state_dict(state["metric_schedule"])
         self.generator.set_state(state["generator"].cpu())

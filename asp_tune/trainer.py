@@ -95,7 +95,7 @@ class Trainer:
             mixture_order=config.mixture_order, mixture_width=config.mixture_width,
             first_epoch_full=config.first_epoch_full, seed=config.seed, device=self.device,
             rule=config.selection(), labels=self.data.train.labels,
-            infobatch=InfoBatch(config.infobatch_prune, config.infobatch_anneal))
+            infobatch=InfoBatch(config.infobatch_prune, config.infobatch_anneal), unseen_first=config.unseen_first)
         self.feature_tap = FeatureNormTap(self.model)  # ||h|| into the last layer, for `gradient`
         self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
         self.train_feeder = make_feeder(self.data.train, self.data, config, self.device, True,
@@ -109,6 +109,7 @@ class Trainer:
         self.epoch = 0
         self.samples_seen = 0
         self.train_seconds = 0.0
+        self.val_seconds = 0.0
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ training
@@ -148,7 +149,9 @@ class Trainer:
         self.train_seconds += train_seconds
         self.samples_seen += plan.count
         self.epoch += 1
+        val_start = time.perf_counter()
         val_acc, val_loss = self.evaluate("val") if self.validate_each_epoch else (math.nan, math.nan)
+        self.val_seconds += time.perf_counter() - val_start
         n = self.selector.num_samples
         record = {
             "epoch": self.epoch,
@@ -167,6 +170,7 @@ class Trainer:
             "data_passes": self.samples_seen / n,
             "coverage": float((self.selector.memory.times_trained > 0).float().mean()),
             "train_seconds_total": self.train_seconds,
+            "val_seconds_total": self.val_seconds,
         }
         self.history.append(record)
         return record
@@ -198,21 +202,23 @@ class Trainer:
         """Logits used by :meth:`evaluate` (a searcher may fix a path or an architecture here)."""
         return self.model(x)
 
-    @torch.no_grad()
-    def evaluate(self, split: str = "val") -> tuple[float, float]:
-        """(accuracy, mean loss) on ``val`` or ``test``; never touches the proxy memory."""
+    @torch.inference_mode()
+    def evaluate(self, split: str = "val", indices: torch.Tensor | None = None) -> tuple[float, float]:
+        """(accuracy, mean loss) on ``val`` or ``test`` (only ``indices`` of it when given), in
+        inference mode and evaluation-size batches; never touches the proxy memory."""
         feeder = self.eval_feeders[split]
-        if feeder.num_samples == 0:
+        total = feeder.num_samples if indices is None else int(indices.numel())
+        if total == 0:
             return float("nan"), float("nan")
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         loss_sum = torch.zeros((), device=self.device)
-        for x, y, _ in feeder.batches(None, self.config.eval_batch_size):
+        for x, y, _ in feeder.batches(indices, self.config.eval_batch_size):
             with autocast(self.device, self.config.amp):
                 logits = self.forward_eval(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
-        return float(correct) / feeder.num_samples, float(loss_sum) / feeder.num_samples
+        return float(correct) / total, float(loss_sum) / total
 
     def fit(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the remaining epochs, then report test accuracy; returns the run's summary."""
@@ -235,6 +241,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / self.selector.num_samples,
             "train_seconds": self.train_seconds,
+            "val_seconds": self.val_seconds,
             "wall_time_s": wall_time_s,
             "device": str(self.device),
             "data": self.data.describe(),
@@ -255,6 +262,7 @@ class Trainer:
             "epoch": self.epoch,
             "samples_seen": self.samples_seen,
             "train_seconds": self.train_seconds,
+            "val_seconds": self.val_seconds,
             "history": list(self.history),
             "config": self.config.to_dict(),
         }
@@ -271,6 +279,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self.samples_seen = state["samples_seen"]
         self.train_seconds = state["train_seconds"]
+        self.val_seconds = state.get("val_seconds", 0.0)
         self.history = list(state["history"])
 
     def save_checkpoint(self, path: str | Path) -> None:

@@ -51,6 +51,13 @@ STRATEGIES: dict[str, dict[str, Any]] = {
                                     "uniform_floor": 0.1, "class_balance": True, "reweight": True},
     "gradient/calibrated+reweight": {"metric": "gradient", "selection_rule": "calibrated", "top10_mass": 0.3,
                                      "uniform_floor": 0.1, "class_balance": True, "reweight": True},
+    # gentler: less mass on the top 10% and a larger uniform floor
+    "gradient/gentle+reweight": {"metric": "gradient", "selection_rule": "calibrated", "top10_mass": 0.2,
+                                 "uniform_floor": 0.3, "class_balance": True, "reweight": True},
+    "loss/gentle+reweight": {"metric": "loss", "selection_rule": "calibrated", "top10_mass": 0.2,
+                             "uniform_floor": 0.3, "class_balance": True, "reweight": True},
+    "mixture/gentle+reweight": {"metric": "mixture", "selection_rule": "calibrated", "top10_mass": 0.2,
+                                "uniform_floor": 0.3, "class_balance": True, "reweight": True},
 }
 #: Not at a ratio: InfoBatch's cost is set by its prune probability.
 EXTRA = {"infobatch": {"metric": "infobatch", "ratio": 1.0}}
@@ -248,7 +255,7 @@ def main() -> int:
                 "val_fraction": 0.2 if quick else 0.1, "test_subset": 100, "model": "resnet8",
                 "epochs": 8 if quick else 30, "batch_size": 128, "ratio_schedule": "dynamic", "device": args.device}
     configs = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
-    nas_epochs = 12 if quick else 50
+    nas_epochs = 30 if quick else 50
     nas_base = {"dataset": "cifar10", "data_dir": args.data_dir, "subset": 3000 if quick else 0,
                 "val_fraction": 1 / 6 if quick else 0.1, "test_subset": 100, "epochs": nas_epochs,
                 "batch_size": 64, "lr": 0.025, "lr_min": 0.001, "weight_decay": 3e-4, "first_epoch_full": False,

@@ -24,6 +24,15 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _score_samples(text: str) -> int | None:
+    if text.lower() in ("auto", "none", ""):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
+
+
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
@@ -52,6 +61,9 @@ def add_nas_parser(sub: Any) -> None:
     g.add_argument("--nb201-table", default=None,
                    help="NAS-Bench-201 ground-truth CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
     g = p.add_argument_group("SPOS selection (held-out split, inherited weights)")
+    g.add_argument("--score-samples", type=_score_samples, default=None,
+                   help="held-out images each candidate is scored on (the same seeded subset for all); "
+                        "auto: sized so scoring takes about 10%% of the search [default: auto]")
     g.add_argument("--candidates", type=int, default=50, help="random candidates scored first")
     g.add_argument("--population", type=int, default=20)
     g.add_argument("--generations", type=int, default=10, help="evolution rounds (0: random search only)")
@@ -112,7 +124,7 @@ def settings_from_args(args: argparse.Namespace):
     return NasSettings(space=args.space, searcher=searcher, train=train, channels=args.channels,
                        cells=args.cells, evolution=evolution, order=args.order, arch_lr=args.arch_lr,
                        arch_weight_decay=args.arch_weight_decay, grad_clip=args.grad_clip,
-                       nb201_table=table, monitor=args.monitor).validate()
+                       nb201_table=table, monitor=args.monitor, score_samples=args.score_samples).validate()
 
 
 def _checkpoint_folder(args: argparse.Namespace):

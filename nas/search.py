@@ -56,6 +56,7 @@ class NasSettings:
     grad_clip: float = 5.0
     nb201_table: str | None = None
     monitor: bool = True  # validate the supernet after every epoch (SPOS: a fresh random path per batch)
+    score_samples: int | None = None  # SPOS: held-out images each candidate is scored on (None: auto)
 
     def validate(self) -> "NasSettings":
         if self.space not in SPACES:
@@ -76,6 +77,8 @@ class NasSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value >= 0):
                 raise ConfigError(name, value, "a number >= 0")
+        if self.score_samples is not None and not (isinstance(self.score_samples, int) and self.score_samples >= 32):
+            raise ConfigError("score_samples", self.score_samples, "an integer >= 32, or auto")
         if self.nb201_table is not None and self.space != "nb201":
             raise ConfigError("nb201_table", self.nb201_table, "only with --space nb201")
         self.train.validate()
@@ -101,6 +104,22 @@ class NasResult:
     summary: dict[str, Any]
     epochs: pd.DataFrame
     candidates: pd.DataFrame  # SPOS: every scored architecture; empty for DARTS
+
+
+def auto_score_samples(settings: NasSettings, num_train: int) -> int:
+    """Held-out images per candidate so that scoring costs about 10% of the search.
+
+    A training sample costs about three forward passes (forward and backward), a scored one one:
+    scoring ``K`` candidates on ``S`` images costs ``K S``, training ``3 P N`` for ``P`` data passes
+    over ``N`` images, so ``K S <= (0.1 / 0.9) 3 P N`` gives ``S = P N / (3 K)`` (at least 256).
+    """
+    from asp_tune.schedules import RatioSchedule
+
+    cfg, ev = settings.train, settings.evolution
+    schedule = RatioSchedule(cfg.ratio, cfg.epochs, cfg.ratio_schedule, cfg.first_epoch_full)
+    passes = sum(schedule.count_at(e, num_train) for e in range(cfg.epochs)) / num_train
+    candidates = ev.candidates + ev.generations * (ev.mutations + ev.crossovers)
+    return max(256, int(passes * num_train / (3 * max(1, candidates))))
 
 
 def build_trainer(settings: NasSettings) -> Trainer:
@@ -146,6 +165,8 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     candidates = pd.DataFrame(columns=["arch", "score", "phase", "generation"])
     select_start = time.perf_counter()
     if settings.searcher == "spos":
+        wanted = settings.score_samples or auto_score_samples(settings, trainer.selector.num_samples)
+        summary["score_samples"] = trainer.set_score_subset(wanted)
         records = evolutionary_search(trainer.score, settings.evolution, settings.train.seed, on_score)
         best = max(records, key=lambda r: r["score"])
         summary["arch"] = str(best["arch"])
@@ -164,6 +185,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         "search_time_s": train_seconds + select_seconds,
         "supernet_train_s": train_seconds,
         "selection_s": select_seconds,
+        "selection_share": select_seconds / max(train_seconds + select_seconds, 1e-9),
         "data_passes": trainer.samples_seen / trainer.selector.num_samples,
         "samples_seen": trainer.samples_seen,
         "epochs": trainer.epoch,

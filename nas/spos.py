@@ -101,6 +101,18 @@ class SposTrainer(Trainer):
         self.path_rng = random.Random(config.seed * 7919 + 17)
         self.monitor_rng = random.Random(config.seed * 7919 + 29)  # apart, so monitoring never changes training
         self.scored_arch: Arch | None = None
+        self.score_indices: torch.Tensor | None = None  # None: score on the whole held-out split
+
+    def set_score_subset(self, samples: int | None) -> int:
+        """Score every candidate on the same seeded ``samples`` held-out images (None: all of them);
+        returns how many are used. The subset depends only on the seed, not on the run's history."""
+        n = self.eval_feeders["val"].num_samples
+        if samples is None or samples >= n:
+            self.score_indices = None
+            return n
+        g = torch.Generator().manual_seed(self.config.seed * 104729 + 7)
+        self.score_indices = torch.randperm(n, generator=g)[:samples].sort().values.to(self.device)
+        return samples
 
     def train_step(self, batch: Any):
         self.model.set_arch(random_arch(self.path_rng))
@@ -116,7 +128,7 @@ class SposTrainer(Trainer):
         """Validation accuracy of ``arch`` with the weights it inherits from the supernet."""
         self.scored_arch = arch
         try:
-            return self.evaluate("val")[0]
+            return self.evaluate("val", self.score_indices)[0]
         finally:
             self.scored_arch = None
 

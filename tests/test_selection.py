@@ -153,8 +153,26 @@ def test_selector_same_seed_same_selections_and_counts_follow_schedule():
 
 def test_selection_only_of_chosen_metric_and_shuffled():
     s = ProxySelector(num_samples=200, epochs=3, ratio=0.5, metric="loss", temperature=0.0,
-                      first_epoch_full=False)
+                      first_epoch_full=False, unseen_first=False)
     s.memory.values["loss"].copy_(torch.arange(200.0))
     plan = s.plan(0)
     assert sorted(plan.indices.tolist()) == list(range(100, 200))
     assert plan.indices.tolist() != sorted(plan.indices.tolist())  # batches are not importance-ordered
+
+
+def test_unseen_samples_are_picked_first_and_all_are_seen_after_ceil_one_over_r_epochs():
+    n, r = 1000, 0.3
+    s = ProxySelector(num_samples=n, epochs=10, ratio=r, metric="loss", first_epoch_full=False, seed=4)
+    seen: set[int] = set()
+    for epoch in range(math.ceil(1 / r)):
+        before = set(seen)
+        plan = s.plan(epoch)
+        picked = set(plan.indices.tolist())
+        unseen_before = n - len(before)
+        # every never-seen sample is taken before any seen one
+        assert len(picked - before) == min(plan.count, unseen_before)
+        s.observe(plan.indices, torch.randn(plan.count, 2), plan.indices % 2)
+        seen |= picked
+    assert len(seen) == n and bool(s.seen.all())
+    plan = s.plan(4)  # warm-up over: the rule picks among all samples again
+    assert plan.metric == "loss"

@@ -246,3 +246,40 @@ def test_correlate_cli_table(ray_session, tmp_path):
     assert (corr["n"] == 3).all()
     table = (out / "table.md").read_text()
     assert "| loss |" in table and "r = 0.5" in table
+
+
+def _per_trial(result):
+    t = result.trials.sort_values("config/lr")
+    return list(zip(t["config/lr"].round(8), t["epochs"], t["final_val_accuracy"].round(6)))
+
+
+def test_rung_only_validation_keeps_ashas_decisions(ray_session, tmp_path, monkeypatch):
+    import dataclasses
+
+    from asp_tune.tune import runner
+
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9, "subset": 300}})
+    s = HpoSettings(space=space, algo="asha", ratio=1.0, metric="none", num_samples=6, max_concurrent=1,
+                    reduction_factor=3, storage_path=str(tmp_path), verbose=0)
+    assert s.validation_epochs() == (1, 3, 9)
+    rungs_only = run_hpo(s)
+    epochs = rungs_only.histories
+    assert any(h["val_accuracy"].isna().any() for h in epochs.values())  # epochs 2, 4-8 did not validate
+    monkeypatch.setattr(runner.HpoSettings, "validation_epochs", lambda self: None)
+    every = run_hpo(dataclasses.replace(s, name="every"))
+    assert _per_trial(rungs_only) == _per_trial(every)
+    assert sorted(rungs_only.trials["epochs"]) != [9] * 6  # ASHA did stop some trials early
+
+
+def test_a_reused_worker_gives_the_same_trial_results_as_a_fresh_one(ray_session, tmp_path, monkeypatch):
+    import dataclasses
+
+    from asp_tune.tune import runner
+
+    s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=3,
+                    max_concurrent=1, storage_path=str(tmp_path), verbose=0, seed=4)
+    reused = run_hpo(s)
+    monkeypatch.setattr(runner, "REUSE_ACTORS", False)
+    fresh = run_hpo(dataclasses.replace(s, name="fresh"))
+    assert _per_trial(reused) == _per_trial(fresh)
+    assert reused.summary["trial_seconds"]["startup"] > 0

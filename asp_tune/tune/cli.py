@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from asp_tune.cli import EXTRA_PARSERS, command
+from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, given_fields
+from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
 from asp_tune.run_dir import RunDirectory
 
@@ -34,6 +35,7 @@ def _add_search_flags(p: argparse.ArgumentParser, algo_default: str = "asha") ->
     p.add_argument("--early-stop", default="none", help="none or asha (for tpe and random)")
     p.add_argument("--time-budget-s", type=float, default=None, help="full-data wall-time budget; x ratio")
     p.add_argument("--data-passes-budget", type=float, default=None, help="full-data budget in data passes; x ratio")
+    add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     _add_ray_flags(p)
 
 
@@ -59,7 +61,7 @@ def _settings(args: argparse.Namespace, ratio: float):
                        gpus_per_trial=args.gpus_per_trial, time_budget_s=args.time_budget_s,
                        data_passes_budget=args.data_passes_budget, early_stop=args.early_stop, seed=args.seed,
                        device=args.device, address=args.address, storage_path=args.storage_path,
-                       verbose=args.verbose).validate()
+                       verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS)).validate()
 
 
 def register(sub: Any) -> None:
@@ -83,8 +85,10 @@ def register(sub: Any) -> None:
                                    "in parallel on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
     p.add_argument("--space", required=True)
     p.add_argument("--ratios", type=_floats("ratios"), default=[0.1, 0.3, 0.5])
-    p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture")
-    p.add_argument("--ratio-schedule", default="constant")
+    p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
+                   help="comma-separated metrics, one cell per (ratio, metric)")
+    p.add_argument("--ratio-schedule", default="dynamic", help="constant or dynamic (the paper's Table 5: dynamic)")
+    add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
     _add_ray_flags(p)
@@ -126,13 +130,16 @@ def run_hpo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_compare(ratios: list[float], seeds: int) -> None:
+    if not ratios or any(not (0 < r <= 1) for r in ratios):
+        raise ConfigError("ratios", ratios, "a comma-separated list of numbers in (0, 1]")
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ConfigError("retrain_seeds", seeds, "an integer >= 1")
+
+
 def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str) -> dict[str, Any]:
     from asp_tune.tune.compare import comparison_markdown, plot_comparison, run_compare
 
-    if any(not (0 < r <= 1) for r in ratios):
-        raise ConfigError("ratios", ratios, "numbers in (0, 1]")
-    if not (isinstance(seeds, int) and seeds >= 1):
-        raise ConfigError("retrain_seeds", seeds, "an integer >= 1")
     res = run_compare(settings, ratios, seeds)
     table = res["table"]
     out.write_table("comparison.csv", table.drop(columns=["best_config"]).assign(
@@ -151,6 +158,7 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
 @command("compare")
 def run_compare_command(args: argparse.Namespace) -> int:
     settings = _settings(args, 1.0)
+    _check_compare(args.ratios, args.retrain_seeds)
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         summary = _compare(settings, args.ratios, args.retrain_seeds, out,
                            f"{settings.space.name}: {settings.algo}, metric {settings.metric}")
@@ -168,16 +176,22 @@ def run_correlate_command(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in metrics:
         if m not in IMPORTANCE_METRICS + ("mixture",):
-            raise ConfigError("metrics", m, [x for x in METRIC_CHOICES if x != "none"])
+            raise ConfigError("metrics", m, [x for x in METRIC_CHOICES if x not in ("none", "infobatch")])
     if not args.ratios or any(not (0 < r < 1) for r in args.ratios):
         raise ConfigError("ratios", args.ratios, "numbers in (0, 1)")
+    if not metrics:
+        raise ConfigError("metrics", args.metrics, "a comma-separated list of metrics")
+    if args.max_concurrent < 1:
+        raise ConfigError("max_concurrent", args.max_concurrent, "an integer >= 1")
+    if args.max_configs is not None and args.max_configs < 1:
+        raise ConfigError("max_configs", args.max_configs, "an integer >= 1")
     space = load_space(args.space)
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         res = run_correlate(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
                             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
                             gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
                             address=args.address, storage_path=args.storage_path, max_configs=args.max_configs,
-                            verbose=args.verbose)
+                            verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS))
         out.write_table("scores.csv", res["scores"])
         out.write_table("correlation.csv", res["correlations"])
         md = correlation_markdown(res["correlations"], f"{space.name}: rank correlation with full data")

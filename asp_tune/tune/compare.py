@@ -141,19 +141,24 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
 # ----------------------------------------------------------------------------- Table 5
 
 
-def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1) -> None:
+def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
+                arrays: dict[str, Any] | None = None) -> None:
     from asp_tune.tune.trainable import proxy_trial
 
     ratio, metric = config["cell"].split(":")
-    proxy_trial(config, space=space, run={**run, "ratio": float(ratio), "metric": metric}, threads=threads)
+    proxy_trial(config, space=space, run={**run, "ratio": float(ratio), "metric": metric}, threads=threads,
+                arrays=arrays)
 
 
-def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "constant",
+def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "dynamic",
                   max_concurrent: int = 2, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
                   seed: int = 0, device: str = "auto", address: str | None = None,
-                  storage_path: str | None = None, max_configs: int | None = None, verbose: int = 1
-                  ) -> dict[str, Any]:
-    """Every grid configuration on full data and at every (ratio, metric), in parallel on Ray."""
+                  storage_path: str | None = None, max_configs: int | None = None, verbose: int = 1,
+                  selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every grid configuration on full data and at every (ratio, metric), in parallel on Ray.
+
+    ``ratio_schedule`` defaults to the paper's (dynamic, as in its Table 5); ``selection`` holds
+    selection settings (rule, floor, ...) applied to every proxy cell."""
     from pathlib import Path
 
     from ray import tune
@@ -165,10 +170,14 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
         configs = configs[:max_configs]
     cells = ["1.0:none"] + [f"{r}:{m}" for r in ratios for m in metrics]
     epochs = int(space.fixed.get("epochs", TrainConfig.epochs))
-    run = {"ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}
+    run = {**(selection or {}), "ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}
     space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0])  # validate early
+    from asp_tune.datasets import read_dataset
+
+    probe = space.train_config(configs[0], **run, ratio=1.0, metric="none")
+    arrays = read_dataset(probe.dataset, probe.data_dir, download=probe.download)  # once, shared by all cells
     trainable = tune.with_resources(
-        tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial))),
+        tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial)), arrays=arrays),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     start = time.perf_counter()
     name = f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -178,7 +187,7 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
         param_space={"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cells),
                      **{p.name: tune.sample_from(lambda spec, n=p.name: configs[spec.config["cfg"]][n])
                         for p in space.params}},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=False),
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=verbose, failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from asp_tune.config import TrainConfig
+from asp_tune.config import SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
@@ -20,6 +20,9 @@ from asp_tune.tune.space import SearchSpace
 from asp_tune.tune.trainable import proxy_trial
 
 ALGORITHMS = ("hyperband", "bohb", "asha", "tpe", "random")
+#: Trials reuse a worker process whose resources match (the trainer is rebuilt from config and
+#: checkpoint each time, so a reused worker behaves exactly like a fresh one).
+REUSE_ACTORS = True
 EARLY_STOPPING = ("none", "asha")
 METRIC = "val_accuracy"
 
@@ -49,6 +52,7 @@ class HpoSettings:
     storage_path: str | None = None
     name: str | None = None
     verbose: int = 1
+    selection: dict[str, Any] = field(default_factory=dict)  # SELECTION_FIELDS given as flags
 
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
@@ -57,6 +61,9 @@ class HpoSettings:
             raise ConfigError("metric", self.metric, METRIC_CHOICES)
         if self.ratio_schedule not in RATIO_SCHEDULES:
             raise ConfigError("ratio_schedule", self.ratio_schedule, RATIO_SCHEDULES)
+        for key in self.selection:
+            if key not in SELECTION_FIELDS:
+                raise ConfigError("selection", key, SELECTION_FIELDS)
         if self.early_stop not in EARLY_STOPPING:
             raise ConfigError("early_stop", self.early_stop, EARLY_STOPPING)
         for name in ("num_samples", "max_concurrent", "grace_period"):
@@ -90,14 +97,44 @@ class HpoSettings:
     def epochs(self) -> int:
         return self.max_epochs or int(self.space.fixed.get("epochs", TrainConfig.epochs))
 
+    @property
+    def early_stopping(self) -> bool:
+        return self.algo in ("asha", "hyperband", "bohb") or self.early_stop != "none"
+
     def run_fields(self) -> dict[str, Any]:
-        """The fields every trial takes from the command rather than the space."""
-        return {"ratio": self.ratio, "ratio_schedule": self.ratio_schedule, "metric": self.metric,
-                "seed": self.seed, "device": self.device, "epochs": self.epochs}
+        """The fields every trial takes from the command rather than the space (selection settings
+        given as flags override the space's ``fixed`` ones).
+
+        With an early-stopping scheduler most trials stop after a rung or two, so unless told
+        otherwise a proxy trial does not spend a full first pass: its first epochs take never-seen
+        samples first (``unseen_first``) at the ratio.
+        """
+        run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule, "metric": self.metric,
+               "seed": self.seed, "device": self.device, "epochs": self.epochs}
+        if self.early_stopping and self.ratio < 1.0 and "first_epoch_full" not in self.selection \
+                and "first_epoch_full" not in self.space.fixed:
+            run["first_epoch_full"] = False
+        return run
 
     def trial_config(self) -> TrainConfig:
         first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
         return self.space.train_config(first, **self.run_fields())
+
+    def validation_epochs(self) -> tuple[int, ...] | None:
+        """The epochs at which a trial must validate for the scheduler; None: every epoch.
+
+        ASHA decides only at its rung milestones (``grace_period * reduction_factor**k``), so
+        trials validate there and at the last epoch; its decisions are the same as with
+        validation every epoch, because a rung reads the report of exactly that epoch. Budgets
+        (time, data passes) can stop a trial at any epoch, and Hyperband/BOHB pause trials at
+        their own rungs, so those keep validating every epoch.
+        """
+        asha = self.algo == "asha" or (self.algo in ("tpe", "random") and self.early_stop == "asha")
+        if not asha or self.time_budget_s is not None or self.data_passes_budget is not None:
+            return None
+        grace = min(self.grace_period, self.epochs)
+        rungs = int(math.log(self.epochs / grace) / math.log(self.reduction_factor) + 1)
+        return tuple(sorted({grace * self.reduction_factor ** k for k in range(rungs)} | {self.epochs}))
 
     def budget(self) -> dict[str, Any]:
         """Nominal (full-data) and rescaled budgets: at ratio r < 1 every budget becomes r times."""
@@ -222,7 +259,8 @@ def fit_interruptibly(tuner, experiment_path: str):
 SETTINGS_FILE = "asp_tune_settings.json"
 #: Settings a resumed experiment must share with the run that started it.
 RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "metric", "num_samples", "max_epochs", "early_stop",
-                 "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "space")
+                 "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "selection",
+                 "space")
 
 
 def check_resume_settings(experiment: str, settings: dict[str, Any]) -> None:
@@ -240,6 +278,18 @@ def check_resume_settings(experiment: str, settings: dict[str, Any]) -> None:
         detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (given {given.get(k)!r})"
                            for k in differ if k != "space") + ("; the same search space" if "space" in differ else "")
         raise ConfigError("resume", experiment, f"the flags of the run being resumed: {detail}")
+
+
+def shared_arrays(s: HpoSettings) -> dict[str, Any] | None:
+    """The decoded data set every trial shares, read once here (None when the space searches
+    which data to read). Reading it here also checks the data before any trial starts."""
+    from asp_tune.datasets import read_dataset
+    from asp_tune.tune.trainable import DATA_SOURCE_FIELDS
+
+    if any(p.name in DATA_SOURCE_FIELDS for p in s.space.params):
+        return None
+    cfg = s.trial_config()
+    return read_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
 
 
 def _absolute_data_dir(space: SearchSpace) -> SearchSpace:
@@ -317,11 +367,16 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     s.space = _absolute_data_dir(s.space)
     if resume:
         check_resume_settings(resume, settings_dict(s))
+    arrays = shared_arrays(s)  # read (and checked) before Ray starts
+    if s.validation_epochs() is not None:
+        # reports between rungs carry no val_accuracy; ASHA then simply waits for the next one
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     ensure_ray(s.address)
     check_resources(s.cpus_per_trial, s.gpus_per_trial)
     budget = s.budget()
     trainable = tune.with_resources(
-        tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial))),
+        tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial)),
+                             arrays=arrays, validate_epochs=s.validation_epochs()),
         {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     start = time.perf_counter()
     if resume:
@@ -344,7 +399,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
             tune_config=tune.TuneConfig(
                 search_alg=search, scheduler=scheduler,
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
-                time_budget_s=budget["time_budget_s"], reuse_actors=False),
+                time_budget_s=budget["time_budget_s"], reuse_actors=REUSE_ACTORS),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, stop=stop, verbose=s.verbose,
                 callbacks=[WallTimeRecorder(experiment)],
@@ -370,6 +425,10 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         "wall_time_s": wall,
         "data_passes_total": float(trials["data_passes"].fillna(0).sum()),
         "epochs_total": int(trials["epochs"].fillna(0).sum()),
+        "trial_seconds": {k: float(trials[c].fillna(0).sum()) for k, c in
+                          (("startup", "startup_seconds"), ("training", "seconds"), ("validation", "val_seconds"))},
+        "first_epoch_full": s.trial_config().first_epoch_full,
+        "validation_epochs": s.validation_epochs() or "every",
         "budget": budget,
         "experiment_path": grid.experiment_path,
         "fixed": s.space.fixed,
@@ -403,10 +462,13 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
         epochs = int(hist["epoch"].max()) if has else 0
         row.update({
             "best_val_accuracy": float(hist[METRIC].max()) if has else math.nan,
-            "final_val_accuracy": float(hist[METRIC].iloc[-1]) if has else math.nan,
+            "final_val_accuracy": float(hist[METRIC].dropna().iloc[-1]) if has and hist[METRIC].notna().any()
+            else math.nan,
             "epochs": epochs,
             "data_passes": float(hist["data_passes"].iloc[-1]) if has else 0.0,
             "seconds": float(hist["train_seconds_total"].iloc[-1]) if has else 0.0,
+            "startup_seconds": float(hist["startup_seconds"].iloc[-1]) if has and "startup_seconds" in hist else 0.0,
+            "val_seconds": float(hist["val_seconds_total"].iloc[-1]) if has and "val_seconds_total" in hist else 0.0,
             "status": "ERROR" if result.error else ("TERMINATED" if epochs >= s.epochs else "STOPPED"),
             "error": "" if not result.error else error_line(result.error),
         })

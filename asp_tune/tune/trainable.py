@@ -8,11 +8,13 @@ failure continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from asp_tune.datasets import load_dataset
 from asp_tune.trainer import Trainer
 from asp_tune.tune.space import SearchSpace
 
@@ -21,32 +23,56 @@ CHECKPOINT_FILE = "trainer.pt"
 #: Columns of every report, besides Ray's own.
 REPORTED = ("epoch", "proxy_ratio", "target_ratio", "selected", "samples_seen", "data_passes", "metric_used",
             "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "train_seconds_total",
-            "coverage", "lr")
+            "val_seconds_total", "coverage", "lr", "top10_mass")
 
 
 def trial_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The reported columns of an epoch record; validation metrics only when that epoch validated."""
     metrics = {k: record[k] for k in REPORTED if k in record}
     metrics["proxy_ratio"] = record["ratio"]
+    if record.get("val_accuracy") != record.get("val_accuracy"):  # NaN: not validated this epoch
+        metrics.pop("val_accuracy", None)
+        metrics.pop("val_loss", None)
     return metrics
 
 
+#: Fields that change which data is read; a space that searches one of them cannot share the data.
+DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download")
+
+
 def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
+                arrays: dict[str, Any] | None = None, validate_epochs: tuple[int, ...] | None = None,
                 report: Callable[..., None] | None = None,
                 get_checkpoint: Callable[[], Any] | None = None) -> None:
-    """Train one configuration on proxy data; ``report``/``get_checkpoint`` default to Ray Tune's."""
+    """Train one configuration on proxy data; ``report``/``get_checkpoint`` default to Ray Tune's.
+
+    ``arrays``: the decoded data set, read once by the driver and shared through Ray's object store
+    (read-only, zero-copy on each node), so a trial only splits it. The trainer is rebuilt from the
+    config and checkpoint every time, so a reused worker process behaves exactly like a fresh one.
+    Every report carries the trial's start-up seconds (data, model, checkpoint) apart from training.
+    ``validate_epochs``: validate only after these epochs (the scheduler's decision points); the
+    other reports carry no validation metrics, so a scheduler never sees a stale or missing score.
+    """
     from ray import tune
 
+    started = time.perf_counter()
     report = report or tune.report
     get_checkpoint = get_checkpoint or tune.get_checkpoint
     torch.set_num_threads(max(1, threads))
     params = {p.name: config[p.name] for p in space.params if p.name in config}
-    trainer = Trainer(space.train_config(params, **run))
+    cfg = space.train_config(params, **run)
+    data = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, subset=cfg.subset,
+                        test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download, arrays=arrays)
+    trainer = Trainer(cfg, data=data)
     checkpoint = get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    startup = time.perf_counter() - started
     while not trainer.done:
+        trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
         record = trainer.train_epoch()
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            report(trial_metrics(record), checkpoint=tune.Checkpoint.from_directory(folder))
+            report({**trial_metrics(record), "startup_seconds": startup},
+                   checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,0 +1,63 @@
+"""Every TrainConfig field has one flag, generated from the dataclass, with the command's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from asp_tune.cli import _load_extensions, build_parser, config_from_args
+from asp_tune.config import SELECTION_FIELDS, TrainConfig
+
+
+def parse(*argv: str):
+    _load_extensions()
+    return build_parser().parse_args(list(argv))
+
+
+def test_train_flags_cover_every_field_with_the_dataclass_defaults():
+    args = parse("train", "--out", "x")
+    assert config_from_args(args) == TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        assert hasattr(args, f.name), f"no flag for {f.name}"
+
+
+def test_flags_parse_into_the_config():
+    args = parse("train", "--out", "x", "--milestones", "0.3,0.6", "--subset", "none", "--reweight", "yes",
+                 "--selection-rule", "calibrated", "--top10-mass", "0.4", "--lr-min", "0.002")
+    cfg = config_from_args(args)
+    assert cfg.milestones == (0.3, 0.6) and cfg.subset is None and cfg.reweight is True
+    assert cfg.selection_rule == "calibrated" and cfg.top10_mass == 0.4 and cfg.lr_min == 0.002
+
+
+def test_nas_without_flags_trains_with_the_nas_defaults():
+    from nas.search import default_train_config
+
+    cfg = config_from_args(parse("nas", "--out", "x"))
+    nas = default_train_config()
+    assert (cfg.lr, cfg.lr_min, cfg.weight_decay, cfg.batch_size) == (nas.lr, nas.lr_min, nas.weight_decay,
+                                                                      nas.batch_size) == (0.025, 0.001, 3e-4, 64)
+
+
+def test_hpo_selection_flags_reach_every_trial_only_when_given(tmp_path):
+    from asp_tune.tune.cli import _settings
+
+    space = tmp_path / "s.yaml"
+    space.write_text("fixed: {dataset: digits, uniform_floor: 0.3}\nparams:\n  lr: {type: uniform, low: 0.01, "
+                     "high: 0.1}\n")
+    plain = _settings(parse("hpo", "--space", str(space), "--out", "x", "--ratio", "0.3"), 0.3)
+    assert plain.selection == {} and plain.trial_config().uniform_floor == 0.3  # the space's value stands
+    given = _settings(parse("hpo", "--space", str(space), "--out", "x", "--selection-rule", "calibrated",
+                            "--uniform-floor", "0.1", "--reweight", "true"), 0.3)
+    assert given.selection == {"selection_rule": "calibrated", "uniform_floor": 0.1, "reweight": True}
+    cfg = given.trial_config()
+    assert (cfg.selection_rule, cfg.uniform_floor, cfg.reweight) == ("calibrated", 0.1, True)
+    assert set(given.selection) <= set(SELECTION_FIELDS)
+
+
+@pytest.mark.parametrize("command", ["train", "nas", "nas-retrain", "hpo", "compare", "correlate"])
+def test_help_shows_defaults(command, capsys):
+    with pytest.raises(SystemExit):
+        parse(command, "--help")
+    out = capsys.readouterr().out
+    assert "[default:" in out
