@@ -115,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
     from asp_tune.run_dir import RunDirectory
     from asp_tune.trainer import Trainer
 
-    config = config_from_args(args)
+    config = train_config(args)
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         trainer = Trainer(config)
         print(f"[asp-tune] {trainer.data.describe()} | model {config.model} on {trainer.device} | "
@@ -135,10 +135,59 @@ def run_train(args: argparse.Namespace) -> int:
                           f"{config.model} on {config.dataset}: r={config.ratio} {config.ratio_schedule}, "
                           f"metric={config.metric}")
         summary["config"] = config.to_dict()
+        trainer.save_model(out.file(MODEL_FILE))
         target = out.commit(summary)
+    fraction = summary["data_fraction"]
+    if config.metric != "infobatch" and abs(fraction - config.ratio) > 0.2 * config.ratio:
+        print(f"[asp-tune] note: this run trained on {fraction:.3f} of the data per epoch on average, not the "
+              f"ratio {config.ratio} (first epoch on all data: {config.first_epoch_full}; short runs and the "
+              "dynamic schedule's rounding shift it)", file=sys.stderr)
     print(f"val {summary['final_val_accuracy']:.4f}  test {summary['final_test_accuracy']:.4f}  "
-          f"data passes {summary['data_passes']:.2f}  wall {summary['wall_time_s']:.1f}s  -> {target}")
+          f"data passes {summary['data_passes']:.2f} (fraction {fraction:.3f} of r={config.ratio})  "
+          f"wall {summary['wall_time_s']:.1f}s  -> {target}")
     return 0
+
+
+MODEL_FILE = "model.pt"
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """``train``'s config: the class defaults, or ``--config``'s, with the flags given on top."""
+    base = config_from_file(args.config) if args.config else TrainConfig()
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    return TrainConfig.from_dict({**base.to_dict(), **given_fields(args, names)})
+
+
+def config_from_file(path: str) -> TrainConfig:
+    """The training config a results folder or ``summary.json`` describes: a ``train`` run's config,
+    or the best configuration of an ``hpo`` (its space's fixed settings plus the best parameters) or
+    ``compare`` run (the pick with the best retrained test accuracy), to be trained on full data."""
+    import json
+    from pathlib import Path
+
+    from asp_tune.errors import ConfigError
+
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "summary.json"
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("config", path, f"a results folder or summary.json of asp-tune train, hpo or compare "
+                                          f"({type(exc).__name__})") from None
+    full = {"ratio": 1.0, "metric": "none", "ratio_schedule": "constant"}
+    if isinstance(summary.get("config"), dict):
+        values = summary["config"]
+    elif isinstance(summary.get("best_config"), dict):
+        values = {**summary.get("fixed", {}), **summary["best_config"], **full}
+    elif isinstance(summary.get("rows"), list) and any(r.get("best_config") for r in summary["rows"]):
+        row = max((r for r in summary["rows"] if r.get("best_config")),
+                  key=lambda r: r.get("retrained_test_mean") or 0.0)
+        values = {**summary["runs"][str(row["ratio"])].get("fixed", {}), **row["best_config"], **full}
+    else:
+        raise ConfigError("config", path, "a summary.json with a config (train) or a best_config (hpo, compare)")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in values.items() if k in known})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,8 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one model on proxy data (or the full-data baseline)",
                        description="Train one model; ratio 1.0 with metric 'none' is the full-data baseline. "
-                                   "Writes epochs.csv, summary.json and training.png to --out.")
-    add_train_arguments(p)
+                                   "Writes epochs.csv, summary.json, training.png and model.pt (the final "
+                                   "weights with their config) to --out.")
+    add_train_arguments(p, keep_unset=True)
+    p.add_argument("--config", default=None, help="start from the config of a results folder or summary.json "
+                                                  "(train: its config; hpo/compare: the best configuration, on "
+                                                  "full data); flags given override it")
     p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

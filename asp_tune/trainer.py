@@ -21,7 +21,7 @@ from torch import nn
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle, ImageArrays, load_dataset
 from asp_tune.device import autocast, resolve_device, synchronize
-from asp_tune.errors import AspTuneError
+from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
 from asp_tune.memory import FeatureNormTap
@@ -79,6 +79,10 @@ class Trainer:
             config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
             test_subset=config.test_subset, seed=config.seed, download=config.download)
         c, h, w = self.data.image_shape
+        for name in ("crop_padding", "cutout"):  # larger than the image: training sees only blanks
+            value = getattr(config, name)
+            if value is not None and value > min(h, w):
+                raise ConfigError(name, value, f"at most {min(h, w)} for {h}x{w} images of '{self.data.name}'")
         self.model = model if model is not None else build_model(config.model, c, self.data.num_classes, (h, w))
         self.channels_last = config.channels_last and is_convolutional(self.model)
         self.model.to(self.device)
@@ -240,6 +244,7 @@ class Trainer:
             "epochs": self.epoch,
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / self.selector.num_samples,
+            "data_fraction": self.samples_seen / (self.selector.num_samples * max(self.epoch, 1)),
             "train_seconds": self.train_seconds,
             "val_seconds": self.val_seconds,
             "wall_time_s": wall_time_s,
@@ -282,6 +287,13 @@ class Trainer:
         self.val_seconds = state.get("val_seconds", 0.0)
         self.history = list(state["history"])
 
+    def save_model(self, path: str | Path) -> None:
+        """The final weights with what rebuilds them (see :func:`load_model`)."""
+        c, h, w = self.data.image_shape
+        save_state({"model": self.model.state_dict(), "config": self.config.to_dict(), "image_shape": [c, h, w],
+                    "classes": list(self.data.classes), "mean": list(self.data.mean), "std": list(self.data.std)},
+                   path)
+
     def save_checkpoint(self, path: str | Path) -> None:
         save_state(self.state_dict(), path)
 
@@ -312,3 +324,14 @@ def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -
     if not isinstance(state, dict) or required_key not in state:
         raise AspTuneError(f"{path} is not {kind}{hint}")
     return state
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """``(model, config, info)`` from a ``model.pt`` written by ``asp-tune train``; ``info`` holds the
+    image shape, class names and normalisation the model expects. Loaded with ``weights_only``."""
+    state = load_state(path, "model", "an asp_tune model file (model.pt)")
+    config = TrainConfig.from_dict(state["config"])
+    c, h, w = state["image_shape"]
+    model = build_model(config.model, c, len(state["classes"]), (h, w))
+    model.load_state_dict(state["model"])
+    return model.eval(), config, {k: state[k] for k in ("image_shape", "classes", "mean", "std")}

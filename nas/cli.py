@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args, parse_bool
+from asp_tune.errors import ConfigError
 from asp_tune.run_dir import RunDirectory
 
 
@@ -156,6 +157,10 @@ def run_nas(args: argparse.Namespace) -> int:
         print("[asp-tune nas] no --nb201-table: the found architecture's ground-truth accuracy and the "
               "supernet's Kendall tau are not reported", file=sys.stderr)
     seeds = args.seeds or [settings.train.seed]
+    if not args.cpus_per_search > 0:
+        raise ConfigError("cpus_per_search", args.cpus_per_search, "a number > 0")
+    if not args.gpus_per_search >= 0:
+        raise ConfigError("gpus_per_search", args.gpus_per_search, "a number >= 0 (fractions allowed)")
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         ckpt = _checkpoint_folder(args)
         cfg = settings.train

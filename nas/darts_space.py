@@ -121,6 +121,10 @@ class Genotype:
                 if not (isinstance(node, int) and 0 <= node < 2 + k // 2):
                     raise ConfigError(f"genotype.{field} input of node {2 + k // 2}", node,
                                       f"an earlier node 0..{1 + k // 2}")
+        for field in ("normal_concat", "reduce_concat"):
+            nodes = getattr(self, field)
+            if not nodes or any(not (isinstance(n, int) and 0 <= n < 2 + STEPS) for n in nodes):
+                raise ConfigError(f"genotype.{field}", list(nodes), f"a non-empty list of nodes in 0..{1 + STEPS}")
 
     def to_dict(self) -> dict:
         return {"normal": [list(e) for e in self.normal], "normal_concat": list(self.normal_concat),
@@ -153,7 +157,10 @@ class Genotype:
         if not text.startswith(("{", "Genotype(")):
             path = Path(text).expanduser()
             if path.is_file():
-                text = path.read_text().strip()
+                try:
+                    text = path.read_text().strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError("genotype", str(path), f"a readable text file ({type(exc).__name__})") from None
         if text.startswith("{"):
             try:
                 data = json.loads(text)

@@ -46,6 +46,8 @@ class EvolutionSettings:
                 raise ConfigError(name, value, "an integer >= 0")
         if not (isinstance(self.mutation_prob, (int, float)) and 0.0 < self.mutation_prob <= 1.0):
             raise ConfigError("mutation_prob", self.mutation_prob, "a number in (0, 1]")
+        if self.parents > self.population:
+            raise ConfigError("parents", self.parents, f"at most the population ({self.population})")
         return self
 
 

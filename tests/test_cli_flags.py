@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from asp_tune.cli import _load_extensions, build_parser, config_from_args
+from asp_tune.cli import _load_extensions, build_parser, config_from_args, train_config
 from asp_tune.config import SELECTION_FIELDS, TrainConfig
 
 
@@ -17,7 +17,7 @@ def parse(*argv: str):
 
 def test_train_flags_cover_every_field_with_the_dataclass_defaults():
     args = parse("train", "--out", "x")
-    assert config_from_args(args) == TrainConfig()
+    assert train_config(args) == TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         assert hasattr(args, f.name), f"no flag for {f.name}"
 
@@ -25,8 +25,9 @@ def test_train_flags_cover_every_field_with_the_dataclass_defaults():
 def test_flags_parse_into_the_config():
     args = parse("train", "--out", "x", "--milestones", "0.3,0.6", "--subset", "none", "--reweight", "yes",
                  "--selection-rule", "calibrated", "--top10-mass", "0.4", "--lr-min", "0.002")
-    cfg = config_from_args(args)
+    cfg = train_config(args)
     assert cfg.milestones == (0.3, 0.6) and cfg.subset is None and cfg.reweight is True
+    assert config_from_args(parse("nas", "--out", "x", "--reweight", "yes")).reweight is True
     assert cfg.selection_rule == "calibrated" and cfg.top10_mass == 0.4 and cfg.lr_min == 0.002
 
 

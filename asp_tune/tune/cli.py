@@ -24,8 +24,25 @@ def _floats(field: str):
     return parse
 
 
+def _add_space_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/); a relative data_dir "
+                                                  "in it is relative to the YAML file")
+    p.add_argument("--data-dir", default=None, help="use this data instead of the space's data_dir")
+
+
+def load_space_args(args: argparse.Namespace):
+    """The ``--space`` YAML, with ``--data-dir`` replacing its data_dir when given."""
+    from asp_tune.tune.space import SearchSpace, load_space
+
+    space = load_space(args.space)
+    if args.data_dir:
+        space = SearchSpace(space.name, {**space.fixed, "data_dir": str(Path(args.data_dir).expanduser().resolve())},
+                            space.params)
+    return space
+
+
 def _add_search_flags(p: argparse.ArgumentParser, algo_default: str = "asha") -> None:
-    p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/)")
+    _add_space_flags(p)
     p.add_argument("--algo", default=algo_default, help="hyperband, bohb, asha, tpe or random")
     p.add_argument("--ratio-schedule", default="dynamic", help="constant or dynamic")
     p.add_argument("--metric", default="mixture", help="importance metric for proxy runs")
@@ -55,7 +72,7 @@ def _settings(args: argparse.Namespace, ratio: float):
     from asp_tune.tune.runner import HpoSettings
     from asp_tune.tune.space import load_space
 
-    return HpoSettings(space=load_space(args.space), algo=args.algo, ratio=ratio, ratio_schedule=args.ratio_schedule,
+    return HpoSettings(space=load_space_args(args), algo=args.algo, ratio=ratio, ratio_schedule=args.ratio_schedule,
                        metric=args.metric, num_samples=args.num_samples, max_epochs=args.max_epochs,
                        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, time_budget_s=args.time_budget_s,
@@ -83,7 +100,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("correlate", help="the ASP paper's Table 5: rank correlation per (ratio, metric)",
                        description="Every configuration of a grid space on full data and at every (ratio, metric), "
                                    "in parallel on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
-    p.add_argument("--space", required=True)
+    _add_space_flags(p)
     p.add_argument("--ratios", type=_floats("ratios"), default=[0.1, 0.3, 0.5])
     p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
                    help="comma-separated metrics, one cell per (ratio, metric)")
@@ -185,7 +202,7 @@ def run_correlate_command(args: argparse.Namespace) -> int:
         raise ConfigError("max_concurrent", args.max_concurrent, "an integer >= 1")
     if args.max_configs is not None and args.max_configs < 1:
         raise ConfigError("max_configs", args.max_configs, "an integer >= 1")
-    space = load_space(args.space)
+    space = load_space_args(args)
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         res = run_correlate(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
                             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,

@@ -191,4 +191,10 @@ def load_space(path: str | Path) -> SearchSpace:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError("space", str(path), f"valid YAML ({exc.__class__.__name__}: {exc})") from None
-    return parse_space(data, name=path.stem)
+    space = parse_space(data, name=path.stem)
+    data_dir = space.fixed.get("data_dir")
+    if isinstance(data_dir, str) and "://" not in data_dir and not Path(data_dir).expanduser().is_absolute():
+        # a relative data_dir means: relative to this YAML file, wherever the command runs from
+        resolved = str((path.resolve().parent / data_dir).resolve())
+        space = SearchSpace(space.name, {**space.fixed, "data_dir": resolved}, space.params)
+    return space
