@@ -80,8 +80,9 @@ class ProxySelector:
 
     ``unseen_first``: until every sample has been trained once, samples never trained are picked
     before any other (at random among them; they have no memory value yet), so without a full
-    first epoch every sample is seen after ``ceil(1/r)`` epochs. Their inclusion probability is 1,
-    so reweighting stays unbiased.
+    first epoch every sample is seen after ``ceil(1/r)`` epochs. Once some samples have been seen,
+    the unseen ones are included with probability 1 and the rest by the rule, and reweighting
+    uses those inclusion probabilities; an epoch of unseen samples only is not reweighted.
     """
 
     def __init__(
@@ -171,13 +172,9 @@ class ProxySelector:
         """Never-trained samples first (uniformly if there are more than ``count``), the rest of the
         picks by the rule among the samples already seen."""
         n = self.num_samples
-        if unseen.numel() >= count:
+        if unseen.numel() >= count:  # only fresh samples: plain uniform SGD on them, weight 1
             pick = unseen[torch.randperm(unseen.numel(), generator=self.generator, device=self.device)[:count]]
-            weights = None
-            if self.rule.reweight:  # uniform among the unseen: pi = count / #unseen for them
-                weights = torch.zeros(n, device=self.device)
-                weights[unseen] = unseen.numel() / n
-            return pick, weights, 0.1
+            return pick, None, 0.1
         seen = torch.nonzero(self.seen).squeeze(1)
         rest = count - unseen.numel()
         sub = select_subset(None if values is None else values[seen], rest, self.rule, self.generator,

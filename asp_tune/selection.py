@@ -54,27 +54,39 @@ def top_share(probs: torch.Tensor, fraction: float = 0.1) -> float:
     return float(torch.topk(probs, k, sorted=False).values.sum() / probs.sum())
 
 
-def calibrated_scale(z: torch.Tensor, target: float, fraction: float = 0.1, iterations: int = 40) -> float:
-    """``beta = 1/T`` with ``top_share(softmax(beta z)) == target`` (bisection; the share grows with
-    ``beta``). Returns 0 (uniform) when ``z`` is constant or the target is at most uniform."""
+def calibrated_scale(z: torch.Tensor, target: float, fraction: float = 0.1, iterations: int = 30) -> float:
+    """``beta = 1/T`` with ``top_share(softmax(beta z)) == target``. Returns 0 (uniform) when ``z`` is
+    constant or the target is at most uniform.
+
+    Newton's method on ``log share(beta) - log target`` (the share grows with ``beta``; its
+    log-derivative is the gap between the mean of ``z`` over the top and over all samples, under
+    the same weights), kept inside a bisection bracket: a handful of passes over ``z``.
+    """
     n = z.numel()
     k = max(1, math.ceil(fraction * n))
     if target <= k / n or float(z.max() - z.min()) == 0.0:
         return 0.0
-    top = torch.zeros(n, dtype=torch.bool, device=z.device)
-    top[torch.topk(z, k, sorted=False).indices] = True
+    z = z.double()
+    z_top = torch.topk(z, k, sorted=False).values
+    goal = math.log(target)
 
-    def share(beta: float) -> float:
-        logits = beta * z
-        return float(torch.exp(torch.logsumexp(logits[top], 0) - torch.logsumexp(logits, 0)))
+    def f(beta: float) -> tuple[float, float]:
+        w_all = torch.softmax(beta * z, 0)
+        w_top = torch.softmax(beta * z_top, 0)
+        log_share = float(torch.logsumexp(beta * z_top, 0) - torch.logsumexp(beta * z, 0))
+        return log_share - goal, float((w_top * z_top).sum() - (w_all * z).sum())
 
-    lo, hi = 0.0, 1.0
-    while share(hi) < target and hi < 1e4:
-        lo, hi = hi, hi * 2.0
+    lo, hi, beta = 0.0, math.inf, 1.0
     for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if share(mid) < target else (lo, mid)
-    return 0.5 * (lo + hi)
+        value, slope = f(beta)
+        if abs(value) < 1e-4:
+            return beta
+        lo, hi = (beta, hi) if value < 0 else (lo, beta)
+        step = beta - value / slope if slope > 0 else math.nan
+        if not (lo < step < hi) or not math.isfinite(step):
+            step = 2 * beta if hi == math.inf else 0.5 * (lo + hi)
+        beta = min(step, 1e4)
+    return beta
 
 
 @dataclass(frozen=True)
@@ -123,39 +135,84 @@ class SelectionRule:
 
 def water_fill(probs: torch.Tensor, count: int) -> torch.Tensor:
     """``pi_i = min(1, c p_i)`` with ``sum(pi) = count``: the largest probabilities are capped at 1
-    and the rest rescaled (exact, one sort). Zero-probability samples fill in only when fewer than
-    ``count`` samples have a positive probability."""
+    and the rest rescaled (exact; only the top ``count`` are sorted). Zero-probability samples fill
+    in only when fewer than ``count`` samples have a positive probability."""
     n = probs.numel()
     count = min(int(count), n)
-    pi = torch.zeros(n, dtype=torch.float64, device=probs.device)
+    p = probs.double()
+    pi = torch.zeros(n, dtype=torch.float64, device=p.device)
     if count == 0:
         return pi
-    q, order = torch.sort(probs.double(), descending=True, stable=True)
-    tail = q.flip(0).cumsum(0).flip(0)  # tail[k] = sum of q[k:]
-    k = torch.arange(count, device=q.device, dtype=torch.float64)
-    fits = (count - k) * q[:count] <= tail[:count] * (1 + 1e-12)
-    positive = int((q > 0).sum())
+    positive = int((p > 0).sum())
     if positive <= count:  # everything positive is taken; the remaining picks are uniform
-        pi[order[:positive]] = 1.0
+        pi[p > 0] = 1.0
         if positive < n:
-            pi[order[positive:]] = (count - positive) / (n - positive)
+            pi[p <= 0] = (count - positive) / (n - positive)
         return pi
+    q, order = torch.topk(p, count, sorted=True)
+    tail = p.sum() - torch.cumsum(q, 0) + q  # tail[k] = mass from the k-th largest on
+    k = torch.arange(count, device=p.device, dtype=torch.float64)
+    fits = (count - k) * q <= tail * (1 + 1e-12)
     capped = int(torch.nonzero(fits)[0]) if bool(fits.any()) else count
+    pi = p * ((count - capped) / float(tail[capped])) if capped < count else torch.zeros_like(p)
     pi[order[:capped]] = 1.0
-    pi[order[capped:]] = (count - capped) * q[capped:] / tail[capped]
     return pi.clamp_(max=1.0)
 
 
 def inclusion_probabilities(probs: torch.Tensor, count: int, groups: torch.Tensor | None = None,
-                            counts: torch.Tensor | None = None) -> torch.Tensor:
-    """Inclusion probabilities summing to ``count`` (or to ``counts[g]`` within each group ``g``)."""
+                            counts: torch.Tensor | None = None, rounds: int = 4) -> torch.Tensor:
+    """Inclusion probabilities summing to ``count`` (or to ``counts[g]`` within each group ``g``).
+
+    Vectorised over all groups: scale each group's probabilities to its count, cap at 1 what
+    exceeds it, rescale the rest, and repeat until nothing more is capped (one or two rounds for
+    a gentle rule). A very greedy rule that needs more rounds, or a group whose probabilities
+    underflowed to zero, falls back to the exact sort-based :func:`water_fill` per group.
+    """
     if groups is None:
         return water_fill(probs, count)
-    pi = torch.zeros(probs.numel(), dtype=torch.float64, device=probs.device)
-    for g in range(int(counts.numel())):  # one vectorised fill per class
-        members = torch.nonzero(groups == g).squeeze(1)
-        if members.numel():
-            pi[members] = water_fill(probs[members], int(counts[g]))
+    p = probs.double()
+    counts = counts.double().to(p.device)
+    num_groups = int(counts.numel())
+    capped = torch.zeros_like(p, dtype=torch.bool)
+    for _ in range(rounds):
+        free = torch.zeros(num_groups, dtype=torch.double, device=p.device).index_add_(
+            0, groups, torch.where(capped, 0.0, p))
+        left = counts - torch.zeros(num_groups, dtype=torch.double, device=p.device).index_add_(
+            0, groups, capped.double())
+        if bool(((free <= 0) & (left > 0)).any()):
+            break  # underflow: only the exact fill knows what to do with zero probabilities
+        pi = torch.where(capped, 1.0, p * (left.clamp_min(0) / free.clamp_min(1e-300))[groups])
+        newly = (pi > 1.0) & ~capped
+        if not bool(newly.any()):
+            return pi
+        capped |= newly
+    return grouped_water_fill(p, groups, counts)
+
+
+def grouped_water_fill(probs: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """:func:`water_fill` within every group at once: one sort, then per-group ranks and tail sums."""
+    n = probs.numel()
+    p = probs.double().clamp_min(1e-300)  # underflowed samples share what is left, uniformly
+    order = torch.argsort(p, descending=True, stable=True)
+    order = order[torch.argsort(groups[order], stable=True)]
+    g, q = groups[order], p[order]
+    num_groups = int(counts.numel())
+    start = torch.searchsorted(g, torch.arange(num_groups, device=p.device))
+    rank = (torch.arange(n, device=p.device) - start[g]).double()
+    before = torch.cumsum(q, 0) - q  # mass ahead of each sample, all groups
+    total = torch.zeros(num_groups, dtype=torch.double, device=p.device).index_add_(0, g, q)
+    tail = total[g] - (before - before[start.clamp_max(n - 1)][g])
+    want = counts.double()[g]
+    fits = ((want - rank) * q <= tail * (1 + 1e-12)) & (rank < want)
+    capped = torch.full((num_groups,), float(n), dtype=torch.double, device=p.device)
+    capped = capped.scatter_reduce(0, g[fits], rank[fits], reduce="amin")
+    capped = torch.minimum(capped, counts.double())
+    k = capped[g]
+    at_k = (start + capped.long()).clamp_max(n - 1)
+    scale = (counts.double() - capped) / tail[at_k].clamp_min(1e-300)
+    pi_sorted = torch.where(rank < k, 1.0, q * scale[g])
+    pi = torch.empty(n, dtype=torch.double, device=p.device)
+    pi[order] = pi_sorted.clamp(max=1.0)
     return pi
 
 

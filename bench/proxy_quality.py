@@ -70,6 +70,8 @@ NAS_VARIANTS: dict[str, dict[str, Any]] = {
     "mixture/zscore half": {"ratio": 0.5, "metric": "mixture", "selection_rule": "zscore"},
     "mixture/calibrated half": {"ratio": 0.5, "metric": "mixture", "selection_rule": "calibrated",
                                 "top10_mass": 0.3, "uniform_floor": 0.1, "class_balance": True, "reweight": True},
+    "loss/gentle half": {"ratio": 0.5, "metric": "loss", "selection_rule": "calibrated", "top10_mass": 0.2,
+                         "uniform_floor": 0.3, "class_balance": True, "reweight": True},
 }
 
 
@@ -201,7 +203,8 @@ def markdown(hpo: list[dict[str, Any]], nas: list[dict[str, Any]], setup: dict[s
     if hpo:
         lines += [f"HPO: {setup['hpo']['num_configs']} configurations of {setup['hpo']['model']} on "
                   f"{setup['hpo']['data']}, {setup['hpo']['epochs']} epochs, seeds {setup['seeds']}, "
-                  f"{setup['hpo']['ratio_schedule']} ratio schedule. Mean +- std over seeds; "
+                  f"{setup['hpo']['ratio_schedule']} ratio schedule, first epoch on all data: "
+                  f"{setup.get('first_epoch_full', True)}. Mean +- std over seeds; "
                   "Δ vs random is paired by seed.", "",
                   "| strategy | r | Kendall tau | Δ tau vs random | Spearman | top-1 regret (points) | "
                   "data passes / run | seconds / run |", "|---|---|---|---|---|---|---|---|"]
@@ -240,8 +243,15 @@ def main() -> int:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--strategies", default=",".join(list(STRATEGIES) + list(EXTRA)))
     p.add_argument("--ratios", default="0.1,0.3")
+    p.add_argument("--nas-variants", default=",".join(NAS_VARIANTS))
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--reuse-full", default=None, metavar="JSON",
+                   help="take the full-data HPO runs from an earlier results file of the same setup")
+    p.add_argument("--first-epoch-full", choices=["true", "false"], default="true",
+                   help="false: the proxy runs start at r, never-seen samples first (the HPO default under "
+                        "early stopping)")
+    p.add_argument("--name", default=None, help="results file name (default from the mode and part)")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args()
     quick = args.quick
@@ -273,11 +283,20 @@ def main() -> int:
             candidates.append(a)
 
     tasks: list[tuple[Any, dict[str, Any]]] = []
+    reused: list[dict[str, Any]] = []
+    if args.reuse_full:
+        earlier = json.loads(Path(args.reuse_full).read_text())
+        reused = [r for r in earlier["hpo_runs"] if r["strategy"] == "full data" and r["seed"] in seeds]
+        if earlier["setup"]["hpo"]["grid"] != {k: list(v) for k, v in GRID.items()} or \
+                len(reused) != len(seeds) * len(configs):
+            p.error(f"{args.reuse_full} has other full-data runs than this setup")
+    hpo_base["first_epoch_full"] = args.first_epoch_full == "true"
     if args.part in ("hpo", "both"):
         for seed, (c, cfg) in itertools.product(seeds, enumerate(configs)):
-            tasks.append((hpo_task, {"key": {"strategy": "full data", "ratio": 1.0, "config": c, "seed": seed},
-                                     "config": {**hpo_base, **cfg, "ratio": 1.0, "metric": "none", "seed": seed,
-                                                "ratio_schedule": "constant"}}))
+            if not reused:
+                tasks.append((hpo_task, {"key": {"strategy": "full data", "ratio": 1.0, "config": c, "seed": seed},
+                                         "config": {**hpo_base, **cfg, "ratio": 1.0, "metric": "none", "seed": seed,
+                                                    "ratio_schedule": "constant"}}))
             for name in strategies:
                 for ratio in ([1.0] if name in EXTRA else ratios):
                     overrides = {**STRATEGIES.get(name, {}), **EXTRA.get(name, {})}
@@ -285,7 +304,12 @@ def main() -> int:
                                              "config": {**hpo_base, **cfg, "ratio": ratio, "seed": seed,
                                                         **overrides}}))
     if args.part in ("nas", "both"):
-        for seed, (name, variant) in itertools.product(seeds, NAS_VARIANTS.items()):
+        chosen = [v for v in args.nas_variants.split(",") if v]
+        for v in chosen:
+            if v not in NAS_VARIANTS:
+                p.error(f"unknown NAS variant {v!r}; known: {', '.join(NAS_VARIANTS)}")
+        for seed, name in itertools.product(seeds, chosen):
+            variant = NAS_VARIANTS[name]
             epochs = nas_epochs if variant["ratio"] == 1.0 else 2 * nas_epochs
             tasks.append((nas_task, {"key": {"variant": name, "seed": seed}, "channels": channels, "cells": cells,
                                      "candidates": candidates, "table": args.table,
@@ -295,14 +319,15 @@ def main() -> int:
     print(f"{len(tasks)} runs on {args.workers} workers", file=sys.stderr)
     from tqdm.auto import tqdm
 
-    hpo_rows, nas_rows = [], []
+    hpo_rows, nas_rows = list(reused), []
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         futures = {pool.submit(fn, spec): fn for fn, spec in tasks}
         for future in tqdm(as_completed(futures), total=len(futures), desc="runs", file=sys.stderr):
             (nas_rows if futures[future] is nas_task else hpo_rows).append(future.result())
     wall = time.perf_counter() - start
-    setup = {"quick": quick, "seeds": seeds, "wall_seconds": wall,
+    setup = {"quick": quick, "seeds": seeds, "wall_seconds": wall, "first_epoch_full": hpo_base["first_epoch_full"],
+             "full_data_runs_from": args.reuse_full,
              "hpo": {"data": f"CIFAR-10 subset of {hpo_base['subset']} ({1 - hpo_base['val_fraction']:.0%} train)",
                      "model": "ResNet-8", "epochs": hpo_base["epochs"], "num_configs": len(configs), "grid": GRID,
                      "ratio_schedule": "dynamic", "strategies": {s: {**STRATEGIES.get(s, {}), **EXTRA.get(s, {})}
@@ -314,7 +339,7 @@ def main() -> int:
     nas = nas_table(nas_rows) if nas_rows else []
     text = markdown(hpo, nas, setup)
     print(text)
-    name = "proxy_quality" + ("_quick" if quick else "") + ("" if args.part == "both" else f"_{args.part}")
+    name = args.name or "proxy_quality" + ("_quick" if quick else "") + ("" if args.part == "both" else f"_{args.part}")
     path = write_results(name, {"setup": setup, "machine": machine(), "hpo": hpo, "nas": nas,
                                 "hpo_runs": hpo_rows, "nas_runs": nas_rows}, args.out_dir)
     path.with_suffix(".md").write_text(text)

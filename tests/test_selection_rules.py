@@ -281,3 +281,17 @@ def test_selection_rule_errors_name_the_field():
     with pytest.raises(ConfigError, match="uniform_floor"):
         SelectionRule(uniform_floor=2.0)
     assert math.isclose(float(normalise(torch.ones(4)).abs().sum()), 0.0)
+
+
+def test_grouped_water_fill_equals_the_fill_of_each_group():
+    from asp_tune.selection import grouped_water_fill
+
+    g = gen(11)
+    groups = torch.randint(0, 5, (400,), generator=g)
+    p = torch.softmax(torch.randn(400, generator=g).double() * 4, 0)
+    counts = torch.tensor([7.0, 20.0, 3.0, 11.0, 30.0])
+    pi = grouped_water_fill(p, groups, counts)
+    for c in range(5):
+        members = torch.nonzero(groups == c).squeeze(1)
+        torch.testing.assert_close(pi[members], water_fill(p[members], int(counts[c])))
+        assert float(pi[members].sum()) == pytest.approx(float(counts[c]))

@@ -186,15 +186,18 @@ def test_bad_yaml_via_cli_leaves_no_output(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_hpo_cli_writes_trials_and_summary(ray_session, tmp_path):
+def test_hpo_cli_writes_trials_and_summary(ray_session, tmp_path, capsys):
     space = tmp_path / "s.yaml"
     import yaml
 
     space.write_text(yaml.safe_dump(SPACE))
     out = tmp_path / "out"
     code = main(["hpo", "--space", str(space), "--algo", "asha", "--ratio", "0.3", "--num-samples", "2",
-                 "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+                 "--out", str(out), "--storage-path", str(tmp_path / "ray")])
     assert code == 0
+    captured = capsys.readouterr()  # the default: one progress bar, one result line, none of Ray's output
+    assert captured.out.count("\n") == 1 and captured.out.startswith("best val")
+    assert "trial" in captured.err and "View detailed results" not in captured.err + captured.out
     summary = json.loads((out / "summary.json").read_text())
     for key in ("algo", "ratio", "metric", "best_config", "best_val_accuracy", "num_trials", "wall_time_s",
                 "data_passes_total", "budget"):
@@ -203,7 +206,9 @@ def test_hpo_cli_writes_trials_and_summary(ray_session, tmp_path):
 
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and {"config/lr", "best_val_accuracy", "final_val_accuracy", "epochs",
-                                 "data_passes", "seconds", "status"} <= set(trials.columns)
+                                 "data_passes", "seconds", "startup_seconds", "val_seconds",
+                                 "status"} <= set(trials.columns)
+    assert summary["first_epoch_full"] is False and summary["validation_epochs"] == [1, 3]
 
 
 def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_path):
@@ -224,6 +229,8 @@ def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_pa
     assert proxy["data_passes_total"] < table.iloc[0]["data_passes_total"]
     assert proxy["speedup_data_passes"] == pytest.approx(table.iloc[0]["data_passes_total"] / proxy["data_passes_total"])
     assert (table["retrained_test_mean"] > 0.5).all()
+    retrained = pd.read_csv(out / "retrained.csv")  # every seed's retrain is kept
+    assert sorted(retrained["ratio"]) == [0.3, 1.0] and {"seed", "test_accuracy", "seconds"} <= set(retrained.columns)
     assert (out / "report.md").read_text().count("|") > 20 and (out / "comparison.png").exists()
 
 

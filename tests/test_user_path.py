@@ -113,3 +113,10 @@ def test_a_genotype_whose_concat_lists_missing_nodes_is_a_named_error():
     g = KNOWN_GENOTYPES["darts_v2"].to_dict()
     with pytest.raises(ConfigError, match=r"genotype.normal_concat=\[2, 3, 9\]"):
         Genotype.from_dict({**g, "normal_concat": [2, 3, 9]})
+
+
+def test_every_choice_of_a_space_is_checked_before_any_trial(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("fixed: {dataset: digits}\nparams:\n  lr: {type: choice, values: [0.1, -5, 0.2]}\n")
+    assert main(["hpo", "--space", str(space), "--out", str(tmp_path / "out")]) == 2
+    assert "invalid params.lr=-5" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ def _add_search_flags(p: argparse.ArgumentParser, algo_default: str = "asha") ->
     _add_space_flags(p)
     p.add_argument("--algo", default=algo_default, help="hyperband, bohb, asha, tpe or random")
     p.add_argument("--ratio-schedule", default="dynamic", help="constant or dynamic")
-    p.add_argument("--metric", default="mixture", help="importance metric for proxy runs")
+    p.add_argument("--metric", default="auto",
+                   help="importance metric for proxy runs; auto: the best measured (random, never-seen samples "
+                        "first, when trials start at the ratio under early stopping; else loss) [default: auto]")
     p.add_argument("--num-samples", type=int, default=8, help="trials (for a grid space: repeats of the grid)")
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (the paper runs 8)")
@@ -65,7 +68,8 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-path", default=None, help="where Ray keeps experiments (default ~/ray_results)")
     p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--verbose", type=int, default=1, help="Ray Tune progress: 0 silent, 1 table, 2 more")
+    p.add_argument("--verbose", type=int, default=1,
+                   help="0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs [default: 1]")
 
 
 def _settings(args: argparse.Namespace, ratio: float):
@@ -114,7 +118,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--num-samples", type=int, default=8)
-    p.add_argument("--verbose", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, help="0: silent; 1: progress bars; 2: Ray Tune's output")
 
 
 EXTRA_PARSERS.append(register)
@@ -155,12 +159,16 @@ def _check_compare(ratios: list[float], seeds: int) -> None:
 
 
 def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str) -> dict[str, Any]:
+    import pandas as pd
+
     from asp_tune.tune.compare import comparison_markdown, plot_comparison, run_compare
 
     res = run_compare(settings, ratios, seeds)
     table = res["table"]
-    out.write_table("comparison.csv", table.drop(columns=["best_config"]).assign(
+    out.write_table("comparison.csv", table.drop(columns=["best_config", "retrained"]).assign(
         best_config=[json.dumps(c) for c in table["best_config"]]))
+    out.write_table("retrained.csv", pd.DataFrame([{"ratio": row["ratio"], **x} for _, row in table.iterrows()
+                                                   for x in row["retrained"]]))
     for r, run in res["runs"].items():
         out.write_table(f"trials_r{r}.csv", run.trials)
     md = comparison_markdown(table, title)
@@ -233,10 +241,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
         raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_mlp.yaml "
                           "(install with pip install -e . from a checkout)")
     settings = HpoSettings(space=load_space(space_file), algo="asha", ratio=0.3, ratio_schedule="dynamic",
-                           metric="mixture", num_samples=args.num_samples, max_concurrent=2,
+                           metric="auto", num_samples=args.num_samples, max_concurrent=2,
                            verbose=args.verbose).validate()
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r=0.3, "
-          "dynamic, mixture); each pick retrained on full data")
+          f"dynamic, metric {dataclasses.replace(settings, ratio=0.3).resolved_metric()}); each pick retrained "
+          "on full data")
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         summary = _compare(settings, [1.0, 0.3], 1, out, "demo: digits MLP, ASHA")
         target = out.commit(summary)

@@ -89,6 +89,7 @@ def run_compare(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) 
             "best_val_accuracy": s["best_val_accuracy"],
             "retrained_test_mean": float(np.mean(accs)) if accs else math.nan,
             "retrained_test_std": float(np.std(accs)) if len(accs) > 1 else 0.0 if accs else math.nan,
+            "retrained": retrained,  # every seed's retrain: seed, test and val accuracy, seconds
             **{f"corr_{k}": v for k, v in corr.items()},
             "best_config": s["best_config"],
             "experiment_path": s["experiment_path"],
@@ -163,6 +164,10 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
 
     from ray import tune
 
+    from asp_tune.tune.progress import SearchProgress
+    from asp_tune.tune.runner import quiet_ray_logs
+
+    quiet_ray_logs(verbose)
     ensure_ray(address)
     check_resources(cpus_per_trial, gpus_per_trial)
     configs = space.grid_configs()
@@ -189,7 +194,9 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                         for p in space.params}},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=verbose, failure_config=tune.FailureConfig(max_failures=0),
+            name=name, storage_path=storage, verbose=2 if verbose >= 2 else 0,
+            callbacks=[SearchProgress(len(configs) * len(cells), "correlate")] if verbose == 1 else [],
+            failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     grid = fit_interruptibly(tuner, str(Path(storage) / name))

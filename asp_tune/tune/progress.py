@@ -52,3 +52,53 @@ class WallTimeRecorder(Callback):
             tmp.replace(path)
         except OSError:
             pass  # only the reported wall time suffers
+
+
+class SearchProgress(Callback):
+    """One progress bar for a whole search: trials done, running and failed, the best validation
+    accuracy so far, elapsed time and ETA (Ray's own console output stays off)."""
+
+    def __init__(self, total: int, desc: str = "trials"):
+        self.total, self.desc = total, desc
+        self.running, self.failed, self.best = 0, 0, float("nan")
+        self._bar = None
+
+    def __getstate__(self) -> dict:  # restored with the experiment; the bar is made anew
+        return {**self.__dict__, "_bar": None}
+
+    def setup(self, **info) -> None:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.total, desc=self.desc, unit="trial", file=sys.stderr)
+
+    def _show(self, advance: int = 0) -> None:
+        if self._bar is None:
+            self.setup()
+        self._bar.update(advance)
+        best = "-" if self.best != self.best else f"{self.best:.4f}"
+        self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running += 1
+        self._show()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get("val_accuracy")
+        if isinstance(value, (int, float)) and value == value and not (value <= self.best):
+            self.best = float(value)
+        self._show()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running = max(0, self.running - 1)
+        self._show(1)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.running = max(0, self.running - 1)
+        self.failed += 1
+        self._show(1)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from asp_tune.config import SELECTION_FIELDS, TrainConfig
+from asp_tune.config import EARLY_STOPPING_PROXY_METRIC, PROXY_METRIC, SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
@@ -35,7 +35,7 @@ class HpoSettings:
     algo: str = "asha"
     ratio: float = 1.0
     ratio_schedule: str = "constant"
-    metric: str = "none"
+    metric: str = "auto"  # auto: the best measured for this kind of search (see resolved_metric)
     num_samples: int = 8
     max_epochs: int | None = None  # default: the space's fixed epochs
     max_concurrent: int = 2
@@ -57,8 +57,8 @@ class HpoSettings:
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
             raise ConfigError("algo", self.algo, ALGORITHMS)
-        if self.metric not in METRIC_CHOICES:
-            raise ConfigError("metric", self.metric, METRIC_CHOICES)
+        if self.metric not in METRIC_CHOICES + ("auto",):
+            raise ConfigError("metric", self.metric, METRIC_CHOICES + ("auto",))
         if self.ratio_schedule not in RATIO_SCHEDULES:
             raise ConfigError("ratio_schedule", self.ratio_schedule, RATIO_SCHEDULES)
         for key in self.selection:
@@ -109,12 +109,28 @@ class HpoSettings:
         otherwise a proxy trial does not spend a full first pass: its first epochs take never-seen
         samples first (``unseen_first``) at the ratio.
         """
-        run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule, "metric": self.metric,
+        run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule,
+               "metric": self.resolved_metric(),
                "seed": self.seed, "device": self.device, "epochs": self.epochs}
-        if self.early_stopping and self.ratio < 1.0 and "first_epoch_full" not in self.selection \
-                and "first_epoch_full" not in self.space.fixed:
+        if self.starts_at_ratio:
             run["first_epoch_full"] = False
         return run
+
+    @property
+    def starts_at_ratio(self) -> bool:
+        """Whether trials skip the full first pass (early stopping, unless the first epoch is set)."""
+        return self.early_stopping and self.ratio < 1.0 and "first_epoch_full" not in self.selection \
+            and "first_epoch_full" not in self.space.fixed
+
+    def resolved_metric(self) -> str:
+        """``metric``, with ``auto`` made the best measured choice (asp_tune.config): ``none`` at
+        ratio 1, a uniform pick of never-seen samples when trials start at the ratio, else the
+        importance metric under the calibrated rule."""
+        if self.metric != "auto":
+            return self.metric
+        if self.ratio >= 1.0:
+            return "none"
+        return EARLY_STOPPING_PROXY_METRIC if self.starts_at_ratio else PROXY_METRIC
 
     def trial_config(self) -> TrainConfig:
         first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
@@ -133,7 +149,9 @@ class HpoSettings:
         if not asha or self.time_budget_s is not None or self.data_passes_budget is not None:
             return None
         grace = min(self.grace_period, self.epochs)
-        rungs = int(math.log(self.epochs / grace) / math.log(self.reduction_factor) + 1)
+        import numpy as np  # the very expression of Ray's ASHA bracket, so the rungs match it bit for bit
+
+        rungs = int(np.log(self.epochs / grace) / np.log(self.reduction_factor) + 1)
         return tuple(sorted({grace * self.reduction_factor ** k for k in range(rungs)} | {self.epochs}))
 
     def budget(self) -> dict[str, Any]:
@@ -280,6 +298,16 @@ def check_resume_settings(experiment: str, settings: dict[str, Any]) -> None:
         raise ConfigError("resume", experiment, f"the flags of the run being resumed: {detail}")
 
 
+def quiet_ray_logs(verbose: int) -> None:
+    """Below ``--verbose 2`` Ray Tune's own messages (per-trial tracebacks, hints) stay in the
+    experiment folder; asp_tune reports failures itself."""
+    import logging
+
+    level = logging.INFO if verbose >= 2 else logging.CRITICAL
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(level)
+
+
 def shared_arrays(s: HpoSettings) -> dict[str, Any] | None:
     """The decoded data set every trial shares, read once here (None when the space searches
     which data to read). Reading it here also checks the data before any trial starts."""
@@ -361,12 +389,13 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     """
     from ray import tune
 
-    from asp_tune.tune.progress import WallTimeRecorder, recorded_wall_time
+    from asp_tune.tune.progress import SearchProgress, WallTimeRecorder, recorded_wall_time
 
     s = settings.validate()
     s.space = _absolute_data_dir(s.space)
     if resume:
         check_resume_settings(resume, settings_dict(s))
+    quiet_ray_logs(s.verbose)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     if s.validation_epochs() is not None:
         # reports between rungs carry no val_accuracy; ASHA then simply waits for the next one
@@ -401,8 +430,10 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                 num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
                 time_budget_s=budget["time_budget_s"], reuse_actors=REUSE_ACTORS),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, stop=stop, verbose=s.verbose,
-                callbacks=[WallTimeRecorder(experiment)],
+                name=name, storage_path=storage, stop=stop, verbose=2 if s.verbose >= 2 else 0,
+                callbacks=[WallTimeRecorder(experiment)] + (
+                    [SearchProgress(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}")]
+                    if s.verbose == 1 else []),
                 failure_config=tune.FailureConfig(max_failures=0),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
@@ -415,7 +446,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     ok = trials[trials["status"] != "ERROR"]
     best = ok.loc[ok["best_val_accuracy"].idxmax()] if len(ok) and ok["best_val_accuracy"].notna().any() else None
     summary = {
-        "algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.metric,
+        "algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
         "space": s.space.name, "seed": s.seed,
         "best_config": None if best is None else {p.name: _plain(best[f"config/{p.name}"]) for p in s.space.params},
         "best_val_accuracy": None if best is None else float(best["best_val_accuracy"]),

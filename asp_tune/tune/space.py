@@ -170,10 +170,14 @@ def parse_space(data: Any, name: str = "space") -> SearchSpace:
                 raise _field_error(f"{where}.values", values, "a non-empty list")
             params.append(Param(pname, ptype, values=tuple(values)))
     space = SearchSpace(str(data.get("name", name)), dict(fixed), tuple(params))
-    # every corner of the space must make a valid TrainConfig
-    probe = {p.name: (p.low if p.type in ("loguniform", "uniform", "int") else p.values[0]) for p in params}
-    probe_hi = {p.name: (p.high if p.type in ("loguniform", "uniform", "int") else p.values[-1]) for p in params}
-    for sample in (probe, probe_hi):
+    # both ends of every range and every listed value must make a valid TrainConfig (one parameter
+    # varied at a time from the low corner), so no trial fails on a value the space allows
+    low = {p.name: (p.low if p.type in ("loguniform", "uniform", "int") else p.values[0]) for p in params}
+    samples = [low]
+    for p in params:
+        for value in ((p.high,) if p.type in ("loguniform", "uniform", "int") else p.values[1:]):
+            samples.append({**low, p.name: value})
+    for sample in samples:
         try:
             space.train_config(sample)
         except ConfigError as exc:
