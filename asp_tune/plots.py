@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,13 +18,16 @@ def _pyplot():
 
 def plot_training_run(epochs: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Accuracy per epoch, fraction of data selected per epoch, and the metric used."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2, 1.4]})
     ax = axes[0]
-    ax.plot(epochs["epoch"], epochs["train_accuracy"], label="train (proxy subset)", marker=".")
+    proxy = bool((epochs["ratio"] < 1.0).any())
+    ax.plot(epochs["epoch"], epochs["train_accuracy"], label="train (proxy subset)" if proxy else "train (all data)",
+            marker=".")
     ax.plot(epochs["epoch"], epochs["val_accuracy"], label="validation", marker=".")
     ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.0)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     ax.set_title(title)
@@ -52,5 +55,17 @@ def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=110)
     fig.clf()
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
+
+
+def agreement_scatter(ax, x, y, label: str | None = None, **style) -> float:
+    """Proxy score against reference score with the y = x diagonal; returns Kendall tau."""
+    from asp_tune.ranking import rank_correlation
+
+    ax.scatter(x, y, s=style.pop("s", 14), label=label, **style)
+    values = [v for v in list(x) + list(y) if v == v]
+    if values:
+        lo, hi = min(values), max(values)
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    return rank_correlation(list(x), list(y))["kendall_tau"]

@@ -229,6 +229,9 @@ def _nas_line(s: dict[str, Any], runs: int) -> str:
                  f"C100 {pm('nb201_cifar100_test', '.2f')}, IN16 {pm('nb201_imagenet16_120_test', '.2f')}")
     if "kendall_tau" in s or "kendall_tau_mean" in s:
         line += f", supernet Kendall tau {pm('kendall_tau', '.3f')}"
+        tau = s.get("kendall_tau_mean", s.get("kendall_tau"))
+        if isinstance(tau, (int, float)) and tau < 0:
+            line += " (negative: the supernet ranks these architectures backwards; train it longer)"
     return line
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from asp_tune.plots import _pyplot, save_figure
+from asp_tune.plots import pyplot, save_figure
 
 
 def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     truth = [c for c in candidates.columns if c.startswith("nb201_")]
     fig, axes = plt.subplots(1, 2 if truth else 1, figsize=(12 if truth else 7, 4.5), squeeze=False)
     ax = axes[0][0]
@@ -27,9 +27,17 @@ def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path
         ax = axes[0][1]
         for phase, group in candidates.groupby("phase"):
             ax.scatter(group["score"], group[truth[0]], s=14, label=phase, alpha=0.7)
+        chosen = candidates.loc[candidates["score"].idxmax()]
+        ax.scatter([chosen["score"]], [chosen[truth[0]]], marker="*", s=220, color="red", label="chosen", zorder=5)
+        best_truth = candidates[truth[0]].max()
+        ax.axhline(best_truth, color="green", lw=0.8, ls="--", label=f"best candidate {best_truth:.2f}")
         ax.set_xlabel("supernet score (held-out accuracy, inherited weights)")
         ax.set_ylabel(f"NAS-Bench-201 {truth[0].removeprefix('nb201_')} (%)")
-        ax.set_title("candidates: supernet ranking against ground truth")
+        from asp_tune.ranking import rank_correlation
+
+        tau = rank_correlation(candidates["score"].to_numpy(), candidates[truth[0]].to_numpy())["kendall_tau"]
+        note = " (negative: ranks backwards)" if tau < 0 else ""
+        ax.set_title(f"candidates against ground truth: Kendall tau {tau:.2f}{note}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -55,6 +55,9 @@ def _add_search_flags(p: argparse.ArgumentParser, algo_default: str = "asha") ->
     p.add_argument("--early-stop", default="none", help="none or asha (for tpe and random)")
     p.add_argument("--time-budget-s", type=float, default=None, help="full-data wall-time budget; x ratio")
     p.add_argument("--data-passes-budget", type=float, default=None, help="full-data budget in data passes; x ratio")
+    p.add_argument("--max-failures", type=int, default=0,
+                   help="retry a failed trial this often from its last checkpoint (a lost node; 3 on a cluster) "
+                        "[default: 0]")
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     _add_ray_flags(p)
 
@@ -82,7 +85,8 @@ def _settings(args: argparse.Namespace, ratio: float):
                        gpus_per_trial=args.gpus_per_trial, time_budget_s=args.time_budget_s,
                        data_passes_budget=args.data_passes_budget, early_stop=args.early_stop, seed=args.seed,
                        device=args.device, address=args.address, storage_path=args.storage_path,
-                       verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS)).validate()
+                       verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS),
+                       max_failures=args.max_failures).validate()
 
 
 def register(sub: Any) -> None:

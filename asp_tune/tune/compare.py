@@ -117,25 +117,29 @@ def comparison_markdown(table: pd.DataFrame, title: str) -> str:
 
 
 def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, float]]], path) -> None:
-    from asp_tune.plots import _pyplot, save_figure
+    from asp_tune.plots import agreement_scatter, pyplot, save_figure
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     labels = [f"r={r}" for r in table["ratio"]]
     axes[0].bar(labels, table["wall_time_s"], color="tab:blue")
     axes[0].set_title("search wall time (s)")
     axes[1].bar(labels, 100 * table["retrained_test_mean"], yerr=100 * table["retrained_test_std"],
                 color="tab:green")
-    lo = np.nanmin(100 * table["retrained_test_mean"]) if table["retrained_test_mean"].notna().any() else 0
-    axes[1].set_ylim(max(0, lo - 5), 100)
+    axes[1].set_ylim(0, 100)  # an honest axis: small gaps look small
     axes[1].set_title("retrained test accuracy (%)")
+    axes[2].bar(labels, table["data_passes_total"], color="tab:orange")
+    axes[2].set_title("data passes (all trials)")
+    taus = []
     for r, pairs in scatter.items():
         if r != 1.0 and pairs:
-            axes[2].scatter([a for a, _ in pairs], [b for _, b in pairs], label=f"r={r}", s=18)
-    axes[2].set_xlabel("full-data best val accuracy")
-    axes[2].set_ylabel("proxy best val accuracy")
-    axes[2].set_title("same configurations")
-    axes[2].legend()
+            tau = agreement_scatter(axes[3], [a for a, _ in pairs], [b for _, b in pairs], label=f"r={r}")
+            taus.append(f"r={r}: tau {tau:.2f}")
+    axes[3].set_xlabel("full-data best val accuracy")
+    axes[3].set_ylabel("proxy best val accuracy")
+    axes[3].set_title("same configurations; " + ", ".join(taus), fontsize=9)
+    if taus:
+        axes[3].legend()
     save_figure(fig, path)
 
 
@@ -247,9 +251,9 @@ def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
 
 
 def plot_correlation_scatter(scores: pd.DataFrame, path) -> None:
-    from asp_tune.plots import _pyplot, save_figure
+    from asp_tune.plots import agreement_scatter, pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
     proxy = scores[scores["metric"] != "none"]
     ratios = sorted(proxy["ratio"].unique())
@@ -261,8 +265,8 @@ def plot_correlation_scatter(scores: pd.DataFrame, path) -> None:
             ax = axes[i][j]
             part = proxy[(proxy["metric"] == m) & (proxy["ratio"] == r)].set_index("config")
             common = part.index.intersection(full.index)
-            ax.scatter(full.loc[common], part.loc[common, "val_accuracy"], s=10)
-            ax.set_title(f"{m}, r={r}", fontsize=9)
+            tau = agreement_scatter(ax, full.loc[common], part.loc[common, "val_accuracy"], s=10)
+            ax.set_title(f"{m}, r={r}: tau {tau:.2f}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("proxy val acc")
             if i == len(metrics) - 1:

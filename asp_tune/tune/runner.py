@@ -53,6 +53,7 @@ class HpoSettings:
     name: str | None = None
     verbose: int = 1
     selection: dict[str, Any] = field(default_factory=dict)  # SELECTION_FIELDS given as flags
+    max_failures: int = 0  # retries of a failed trial from its last checkpoint (3 is sensible on a cluster)
 
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
@@ -66,6 +67,8 @@ class HpoSettings:
                 raise ConfigError("selection", key, SELECTION_FIELDS)
         if self.early_stop not in EARLY_STOPPING:
             raise ConfigError("early_stop", self.early_stop, EARLY_STOPPING)
+        if not (isinstance(self.max_failures, int) and self.max_failures >= -1):
+            raise ConfigError("max_failures", self.max_failures, "an integer >= 0 (-1: retry forever)")
         for name in ("num_samples", "max_concurrent", "grace_period"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
@@ -434,7 +437,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                 callbacks=[WallTimeRecorder(experiment)] + (
                     [SearchProgress(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}")]
                     if s.verbose == 1 else []),
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     grid = fit_interruptibly(tuner, experiment)
