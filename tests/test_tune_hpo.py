@@ -260,22 +260,65 @@ def _per_trial(result):
     return list(zip(t["config/lr"].round(8), t["epochs"], t["final_val_accuracy"].round(6)))
 
 
-def test_rung_only_validation_keeps_ashas_decisions(ray_session, tmp_path, monkeypatch):
-    import dataclasses
+class _Trial:
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
 
-    from asp_tune.tune import runner
 
-    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9, "subset": 300}})
-    s = HpoSettings(space=space, algo="asha", ratio=1.0, metric="none", num_samples=6, max_concurrent=1,
-                    reduction_factor=3, storage_path=str(tmp_path), verbose=0)
+def _asha_decisions(epochs_validated, curves, grace=1, rf=3, max_t=9):
+    """Feed Ray's own ASHAScheduler the same asynchronous stream of results (round-robin over the
+    trials, epoch by epoch); validation metrics only at ``epochs_validated`` (None: every epoch)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=max_t,
+                              grace_period=grace, reduction_factor=rf)
+    trials = [_Trial(f"t{i}") for i in range(len(curves))]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    stopped, live = {}, set(range(len(trials)))
+    for epoch in range(1, max_t + 1):
+        for i, trial in enumerate(trials):
+            if i not in live:
+                continue
+            result = {"training_iteration": epoch}
+            if epochs_validated is None or epoch in epochs_validated:
+                result["val_accuracy"] = curves[i][epoch - 1]
+            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                live.discard(i)
+                stopped[i] = epoch
+    return stopped
+
+
+def test_rung_only_validation_gives_asha_the_same_decisions():
+    import numpy as np
+
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9}})
+    s = HpoSettings(space=space, algo="asha", ratio=1.0, metric="none", reduction_factor=3)
     assert s.validation_epochs() == (1, 3, 9)
-    rungs_only = run_hpo(s)
-    epochs = rungs_only.histories
-    assert any(h["val_accuracy"].isna().any() for h in epochs.values())  # epochs 2, 4-8 did not validate
-    monkeypatch.setattr(runner.HpoSettings, "validation_epochs", lambda self: None)
-    every = run_hpo(dataclasses.replace(s, name="every"))
-    assert _per_trial(rungs_only) == _per_trial(every)
-    assert sorted(rungs_only.trials["epochs"]) != [9] * 6  # ASHA did stop some trials early
+    rng = np.random.default_rng(0)
+    curves = np.cumsum(rng.uniform(0, 0.1, size=(12, 9)), axis=1)  # 12 trials, rising accuracies
+    every, rungs = _asha_decisions(None, curves), _asha_decisions(s.validation_epochs(), curves)
+    assert rungs == every and len(every) > 0 and set(every.values()) <= {1, 3, 9}
+
+
+def test_reports_between_rungs_carry_no_validation_metrics():
+    from asp_tune.tune.trainable import trial_metrics
+
+    record = {"epoch": 2, "ratio": 0.3, "val_accuracy": float("nan"), "val_loss": float("nan"), "train_loss": 1.0}
+    assert "val_accuracy" not in trial_metrics(record) and trial_metrics(record)["train_loss"] == 1.0
+    assert trial_metrics({**record, "val_accuracy": 0.5, "val_loss": 1.2})["val_accuracy"] == 0.5
+
+
+def test_rung_only_validation_runs_under_ray(ray_session, tmp_path):
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9, "subset": 300}})
+    s = HpoSettings(space=space, algo="asha", ratio=1.0, metric="none", num_samples=4, max_concurrent=2,
+                    reduction_factor=3, storage_path=str(tmp_path), verbose=0)
+    result = run_hpo(s)
+    assert list(result.summary["validation_epochs"]) == [1, 3, 9] and result.summary["num_failed"] == 0
+    for history in result.histories.values():  # validated exactly at the rungs it reached
+        validated = set(history.loc[history["val_accuracy"].notna(), "epoch"])
+        assert validated == {e for e in (1, 3, 9) if e <= history["epoch"].max()}
+    assert result.trials["final_val_accuracy"].notna().all()
 
 
 def test_a_reused_worker_gives_the_same_trial_results_as_a_fresh_one(ray_session, tmp_path, monkeypatch):
