@@ -25,9 +25,9 @@ GROUPS = ("data", "model and optimisation", "proxy data (ASP)", "run")
 # ranked configurations better than a random subset of the same cost at r = 0.3 and with a lower
 # regret at r = 0.1; the first design (zscore, T = 1) and the paper's raw softmax lost to random by
 # about 0.2 in Kendall tau. When trials start at r (early-stopping HPO), a uniform pick of never-seen
-# samples ranked best, so that is the default there.
+# samples ranked best (a plain one: class-balanced random ranked worse), so that is the default there.
 PROXY_METRIC = "loss"
-EARLY_STOPPING_PROXY_METRIC = "random"
+EARLY_STOPPING_PROXY = {"metric": "random", "class_balance": False}
 #: How a proxy subset is chosen beyond the metric: set per command (flags) or in a space's ``fixed``.
 SELECTION_FIELDS = ("selection_rule", "temperature", "top10_mass", "uniform_floor", "class_balance", "reweight",
                     "mixture_order", "mixture_width", "infobatch_prune", "infobatch_anneal", "first_epoch_full",

@@ -9,7 +9,7 @@ repeat runs the searches in the opposite order of the one before (full data firs
 the wall times are averaged. For every search the trials' start-up, training and validation
 seconds are reported apart, and what is left of the wall time (Ray scheduling, checkpoints,
 reports) as "other". Each search's best configuration is retrained on full data.
-Targets (issue: wall time follows the ratio): quick wall ratio <= 0.25 at r = 0.1 and <= 0.45 at
+Targets: quick wall ratio <= 0.25 at r = 0.1 and <= 0.45 at
 r = 0.3, data-pass ratio <= 0.12 at r = 0.1, retrained accuracy of the pick within 0.3 points.
 """
 

@@ -42,7 +42,7 @@ from _common import REPO, default_cifar10, machine, shared_data_dir, write_resul
 
 #: Strategy name -> TrainConfig settings (the metric and how values become a subset).
 STRATEGIES: dict[str, dict[str, Any]] = {
-    "random": {"metric": "random"},
+    "random": {"metric": "random", "class_balance": False, "reweight": False},  # a plain uniform subset
     "mixture/zscore": {"metric": "mixture", "selection_rule": "zscore"},
     "mixture/paper": {"metric": "mixture", "selection_rule": "paper"},
     "mixture/calibrated": {"metric": "mixture", "selection_rule": "calibrated", "top10_mass": 0.3,

@@ -59,6 +59,11 @@ def test_early_stopping_searches_do_not_spend_a_full_first_pass():
     space = parse_space(SPACE)
     asha = HpoSettings(space=space, algo="asha", ratio=0.3, metric="mixture").validate()
     assert asha.trial_config().first_epoch_full is False and asha.trial_config().unseen_first is True
+    auto = HpoSettings(space=space, algo="asha", ratio=0.3).validate().trial_config()
+    assert (auto.metric, auto.class_balance, auto.first_epoch_full) == ("random", False, False)
+    auto_fifo = HpoSettings(space=space, algo="random", ratio=0.3).validate().trial_config()
+    assert (auto_fifo.metric, auto_fifo.selection_rule, auto_fifo.class_balance) == ("loss", "calibrated", True)
+    assert HpoSettings(space=space, algo="asha", ratio=1.0).validate().trial_config().metric == "none"
     fifo = HpoSettings(space=space, algo="random", ratio=0.3, metric="mixture").validate()
     assert fifo.trial_config().first_epoch_full is True
     kept = HpoSettings(space=space, algo="asha", ratio=0.3, metric="mixture",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from asp_tune.config import EARLY_STOPPING_PROXY_METRIC, PROXY_METRIC, SELECTION_FIELDS, TrainConfig
+from asp_tune.config import EARLY_STOPPING_PROXY, PROXY_METRIC, SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
@@ -117,6 +117,10 @@ class HpoSettings:
                "seed": self.seed, "device": self.device, "epochs": self.epochs}
         if self.starts_at_ratio:
             run["first_epoch_full"] = False
+        if self.metric == "auto" and run["metric"] == EARLY_STOPPING_PROXY["metric"]:
+            # the measured default there is a plain uniform pick, unless the space or a flag says otherwise
+            run.update({k: v for k, v in EARLY_STOPPING_PROXY.items()
+                        if k not in self.selection and k not in self.space.fixed})
         return run
 
     @property
@@ -133,7 +137,7 @@ class HpoSettings:
             return self.metric
         if self.ratio >= 1.0:
             return "none"
-        return EARLY_STOPPING_PROXY_METRIC if self.starts_at_ratio else PROXY_METRIC
+        return EARLY_STOPPING_PROXY["metric"] if self.starts_at_ratio else PROXY_METRIC
 
     def trial_config(self) -> TrainConfig:
         first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
