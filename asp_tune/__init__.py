@@ -10,17 +10,18 @@ from asp_tune.errors import AspTuneError, ConfigError, DataError
 from asp_tune.feeding import DeviceFeeder, SelectedIndexSampler, StreamFeeder
 from asp_tune.memory import MEMORY_METRICS, ProxyMemory
 from asp_tune.models import MODELS, build_model
-from asp_tune.proxy import EpochPlan, ProxySelector
+from asp_tune.proxy import EpochPlan, InfoBatch, ProxySelector
 from asp_tune.schedules import METRIC_CHOICES, MIXTURE_ORDERS, MetricSchedule, RatioSchedule
-from asp_tune.selection import normalise, select, selection_probabilities, top_mass
+from asp_tune.selection import (SELECTION_RULES, SelectionRule, normalise, select, select_subset,
+                                selection_probabilities, top_mass)
 from asp_tune.trainer import Trainer, TrainingDiverged
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AspTuneError", "ConfigError", "DataError", "DATASETS", "DataBundle", "DeviceFeeder", "EpochPlan",
-    "ImageArrays", "MEMORY_METRICS", "METRIC_CHOICES", "MIXTURE_ORDERS", "MODELS", "MetricSchedule",
-    "ProxyMemory", "ProxySelector", "RatioSchedule", "SelectedIndexSampler", "StreamFeeder",
+    "ImageArrays", "InfoBatch", "MEMORY_METRICS", "METRIC_CHOICES", "MIXTURE_ORDERS", "MODELS", "MetricSchedule",
+    "ProxyMemory", "ProxySelector", "RatioSchedule", "SELECTION_RULES", "SelectionRule", "SelectedIndexSampler", "StreamFeeder",
     "TrainConfig", "Trainer", "TrainingDiverged", "build_model", "load_dataset", "normalise",
-    "select", "selection_probabilities", "top_mass",
+    "select", "select_subset", "selection_probabilities", "top_mass",
 ]

@@ -93,7 +93,7 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
 
     with pytest.raises(Stop):
         run_search(settings, ckpt, on_epoch=stop_after_two)
-    assert torch.load(ckpt, weights_only=False)["trainer"]["epoch"] == 1  # saved after epoch 1 only
+    assert torch.load(ckpt, weights_only=True)["trainer"]["epoch"] == 1  # saved after epoch 1 only
     seen = []
     resumed = run_search(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
     assert seen == [2, 3]

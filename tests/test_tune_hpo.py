@@ -151,8 +151,8 @@ def test_paused_trial_resumes_with_the_same_memory_and_selections(tmp_path):
     for (m1, c1), (m2, c2) in zip(straight[1:], resumed):
         for key in ("epoch", "selected", "metric_used", "val_accuracy", "data_passes"):
             assert m1[key] == m2[key]
-        s1 = torch.load(Path(c1) / CHECKPOINT_FILE, weights_only=False)["selector"]
-        s2 = torch.load(Path(c2) / CHECKPOINT_FILE, weights_only=False)["selector"]
+        s1 = torch.load(Path(c1) / CHECKPOINT_FILE, weights_only=True)["selector"]
+        s2 = torch.load(Path(c2) / CHECKPOINT_FILE, weights_only=True)["selector"]
         for k in s1["memory"]:
             assert torch.allclose(s1["memory"][k], s2["memory"][k], atol=1e-6)
         assert torch.equal(s1["generator"], s2["generator"])
