@@ -144,6 +144,16 @@ def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") ->
                         "remove it or fix the file") from None
 
 
+def decoding_progress(items, desc: str, total: int | None = None):
+    """A progress bar over images being decoded, on a terminal only (silent in logs and tests)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit="img", file=sys.stderr, disable=None, leave=False,
+                mininterval=0.5)
+
+
 def _split_member(name: str) -> tuple[str, str] | None:
     """``.../train/cat/0001.jpg`` -> ("train", "cat"); None for anything else."""
     parts = Path(name).parts
@@ -176,7 +186,8 @@ def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where:
                         key=lambda t: (t[0], t[1]))
         if not chosen:
             continue
-        out[f"{split}_x"] = _stack([dec() for _, _, dec in chosen], where)
+        out[f"{split}_x"] = _stack([dec() for _, _, dec in decoding_progress(chosen, f"decoding {split}", len(chosen))],
+                                   where)
         out[f"{split}_y"] = np.asarray([index[cls] for cls, _, _ in chosen], dtype=np.int64)
     return out
 
@@ -196,7 +207,7 @@ def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, n
     items = []
     try:
         with tarfile.open(path, "r:*") as tar:
-            for member in tar:
+            for member in decoding_progress(tar, f"decoding {path.name} (once; cached)"):
                 if not member.isfile():
                     continue
                 key = _split_member(member.name)

@@ -217,7 +217,15 @@ class Trainer:
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         loss_sum = torch.zeros((), device=self.device)
-        for x, y, _ in feeder.batches(indices, self.config.eval_batch_size):
+        batches = feeder.batches(indices, self.config.eval_batch_size)
+        if split == "test":  # the one long evaluation, at the end: a bar on a terminal
+            import sys
+
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="test", unit="batch", file=sys.stderr, disable=None, leave=False,
+                           total=-(-total // self.config.eval_batch_size))
+        for x, y, _ in batches:
             with autocast(self.device, self.config.amp):
                 logits = self.forward_eval(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
