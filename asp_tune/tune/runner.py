@@ -506,6 +506,7 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "data_passes": float(hist["data_passes"].iloc[-1]) if has else 0.0,
             "seconds": float(hist["train_seconds_total"].iloc[-1]) if has else 0.0,
             "startup_seconds": float(hist["startup_seconds"].iloc[-1]) if has and "startup_seconds" in hist else 0.0,
+            "node_id": str(hist["node_id"].iloc[-1]) if has and "node_id" in hist else "",
             "val_seconds": float(hist["val_seconds_total"].iloc[-1]) if has and "val_seconds_total" in hist else 0.0,
             "status": "ERROR" if result.error else ("TERMINATED" if epochs >= s.epochs else "STOPPED"),
             "error": "" if not result.error else error_line(result.error),

@@ -69,10 +69,21 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
     startup = time.perf_counter() - started
+    node = _node_id()
     while not trainer.done:
         trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
         record = trainer.train_epoch()
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            report({**trial_metrics(record), "startup_seconds": startup},
+            report({**trial_metrics(record), "startup_seconds": startup, "node_id": node},
                    checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _node_id() -> str:
+    """The Ray node this trial runs on ("" outside Ray), recorded with every report."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001 - only a label
+        return ""
