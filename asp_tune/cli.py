@@ -27,14 +27,16 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _optional(kind: type) -> Callable[[str], Any]:
+def optional(kind: type, none_words: tuple[str, ...] = ("none", "all", "")) -> Callable[[str], Any]:
+    """An argparse type reading ``kind``, or None for any of ``none_words``."""
     def parse(text: str) -> Any:
-        if text.lower() in ("none", "all", ""):
+        if text.lower() in none_words:
             return None
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__} or none, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__} or {none_words[0]}, got {text!r}") from None
     parse.__name__ = f"optional {kind.__name__}"
     return parse
 
@@ -48,8 +50,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 #: Annotation of a TrainConfig field -> the argparse type that reads it.
 FLAG_TYPES: dict[str, Callable[[str], Any]] = {
-    "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": _optional(str),
-    "int | None": _optional(int), "float | None": _optional(float), "tuple[float, ...]": _floats,
+    "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": optional(str),
+    "int | None": optional(int), "float | None": optional(float), "tuple[float, ...]": _floats,
 }
 
 

@@ -240,8 +240,7 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         warnings.warn(f"decoded-data cache {cache} is damaged ({problem}); rebuilding it from {source}",
-                      stacklevel=2)
-        cache.unlink(missing_ok=True)
+                      stacklevel=2)  # the rebuilt cache replaces it atomically below
     reader = read_image_folder if source.is_dir() else read_image_archive
     arrays = reader(source, image_size)
     try:

@@ -80,9 +80,7 @@ def remove_listed(folder: Path, marker: dict[str, Any]) -> None:
     """Delete the files a marker lists, then the marker, then the folder if nothing else is left."""
     for name in marker.get("files", []):
         path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+        if path.is_symlink() or path.is_file():  # asp_tune writes files only: a folder is not ours
             path.unlink(missing_ok=True)
     (folder / MARKER).unlink(missing_ok=True)
     try:
@@ -150,12 +148,16 @@ class FolderLock:
                 try:
                     owner = json.loads(self.path.read_text())
                 except (OSError, ValueError):
-                    owner = {}
-                if owner and process_alive(int(owner.get("pid", -1)), owner.get("host")):
+                    owner = None
+                if not (isinstance(owner, dict) and isinstance(owner.get("pid"), int) and "host" in owner):
                     raise ConfigError(self.field, str(self.target),
-                                      f"a folder no other run is writing (process {owner.get('pid')} on "
-                                      f"{owner.get('host')} holds {self.path})") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                                      f"a folder whose lock {self.path} asp_tune can read (that file is not "
+                                      "an asp_tune lock; remove it if it is yours)") from None
+                if process_alive(owner["pid"], owner["host"]):
+                    raise ConfigError(self.field, str(self.target),
+                                      f"a folder no other run is writing (process {owner['pid']} on "
+                                      f"{owner['host']} holds {self.path})") from None
+                self.path.unlink(missing_ok=True)  # our lock, and its process is gone
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)

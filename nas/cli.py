@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args, parse_bool
+from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args, optional, parse_bool
 from asp_tune.errors import ConfigError
 from asp_tune.run_dir import RunDirectory
 
@@ -23,15 +23,6 @@ def _seeds(text: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
     return seeds
-
-
-def _score_samples(text: str) -> int | None:
-    if text.lower() in ("auto", "none", ""):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -62,7 +53,7 @@ def add_nas_parser(sub: Any) -> None:
     g.add_argument("--nb201-table", default=None,
                    help="NAS-Bench-201 ground-truth CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
     g = p.add_argument_group("SPOS selection (held-out split, inherited weights)")
-    g.add_argument("--score-samples", type=_score_samples, default=None,
+    g.add_argument("--score-samples", type=optional(int, ("auto", "none", "")), default=None,
                    help="held-out images each candidate is scored on (the same seeded subset for all); "
                         "auto: sized so scoring takes about 10%% of the search [default: auto]")
     g.add_argument("--candidates", type=int, default=50, help="random candidates scored first")

@@ -291,3 +291,25 @@ def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT" in err and "--resume" in err
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_a_lock_file_asp_tune_did_not_write_is_never_removed(tmp_path, capsys):
+    lock = tmp_path / ".run.lock"
+    lock.write_text("someone else's notes")
+    assert main([*TINY_TRAIN, "--out", str(tmp_path / "run")]) == 2
+    assert "is not an asp_tune lock" in capsys.readouterr().err
+    assert lock.read_text() == "someone else's notes" and not (tmp_path / "run").exists()
+
+
+def test_overwrite_never_deletes_a_folder_standing_where_a_listed_file_was(tmp_path):
+    out = tmp_path / "run"
+    with RunDirectory(out) as rd:
+        rd.write_json("extra.json", {})
+        rd.commit({})
+    (out / "extra.json").unlink()
+    (out / "extra.json").mkdir()  # a user's folder under a name asp_tune once wrote
+    (out / "extra.json" / "keep.txt").write_text("mine")
+    from asp_tune.run_dir import remove_listed
+
+    remove_listed(out, read_marker(out))
+    assert (out / "extra.json" / "keep.txt").read_text() == "mine"
