@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import warnings
 
 import torch
 
@@ -30,3 +32,21 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Put a saved random-generator state back into ``generator``.
+
+    A state saved on another kind of device (a GPU checkpoint resumed on a CPU, or the reverse)
+    cannot be set: CPU and CUDA generators keep different states. The generator is then seeded
+    from the saved state's bytes, so the resumed run stays reproducible, though its draws differ
+    from the ones the original device would have made (its kernels differ too).
+    """
+    state = state.cpu()
+    try:
+        generator.set_state(state)
+    except RuntimeError:
+        seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little")
+        generator.manual_seed(seed)
+        warnings.warn(f"random state saved on another device type; reseeded the {generator.device} generator "
+                      "deterministically (the resumed draws differ from the original device's)", stacklevel=2)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asp_tune.datasets import ImageArrays
+from asp_tune.device import restore_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -127,7 +128,7 @@ class DeviceFeeder:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"].cpu())
+        restore_generator(self.generator, state["generator"])
 
 
 class SelectedIndexSampler(Sampler):
@@ -212,4 +213,4 @@ class StreamFeeder:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"].cpu())
+        restore_generator(self.generator, state["generator"])

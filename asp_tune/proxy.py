@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from asp_tune.device import restore_generator
 from asp_tune.errors import ConfigError
 from asp_tune.memory import ProxyMemory
 from asp_tune.schedules import MetricSchedule, RatioSchedule
@@ -213,4 +214,4 @@ class ProxySelector:
         seen = state.get("seen")
         self.seen.copy_(seen if seen is not None else self.memory.times_trained.cpu() > 0)
         self.metric_schedule.load_state_dict(state["metric_schedule"])
-        self.generator.set_state(state["generator"].cpu())
+        restore_generator(self.generator, state["generator"])

@@ -122,3 +122,20 @@ def test_metric_none_requires_full_ratio():
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="config key='learning_rate'"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_a_generator_state_from_another_device_type_reseeds_deterministically():
+    from asp_tune.device import restore_generator
+
+    foreign = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state is 16 bytes; a CPU one's 5056
+    a, b = torch.Generator(), torch.Generator()
+    with pytest.warns(UserWarning, match="another device type"):
+        restore_generator(a, foreign)
+    with pytest.warns(UserWarning):
+        restore_generator(b, foreign)
+    assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
+    c = torch.Generator().manual_seed(3)
+    state = c.get_state()
+    expected = torch.rand(3, generator=c)
+    restore_generator(c, state)  # same device type: the exact state
+    assert torch.equal(torch.rand(3, generator=c), expected)

@@ -1,0 +1,103 @@
+"""The CUDA path: device placement, bf16 autocast, channels_last, device-resident selection, and
+checkpoints that cross between GPU and CPU. Skipped where no CUDA device exists (CI has none);
+run on a GPU machine with ``python -m pytest -q tests/test_cuda.py``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asp_tune import TrainConfig, Trainer, load_dataset
+from asp_tune.selection import select_subset
+from nas.darts import DartsTrainer
+from nas.darts_space import DartsSearchNetwork
+from nas.nb201 import Arch
+from nas.spos import SposTrainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", None, val_fraction=0.2, subset=600, test_subset=100, seed=0)
+
+
+def cuda_config(**changes) -> TrainConfig:
+    base = dict(dataset="digits", model="resnet8", epochs=4, batch_size=64, ratio=0.5, metric="mixture",
+                device="cuda", seed=1)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_everything_of_a_run_lives_on_the_gpu(digits):
+    t = Trainer(cuda_config(), data=digits)
+    assert t.device.type == "cuda" and t.channels_last
+    assert all(p.is_cuda for p in t.model.parameters())
+    conv = next(m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plan = t.selector.plan(0)
+    assert plan.indices.is_cuda
+    batch = next(iter(t.epoch_batches(plan)))
+    logits, y, idx, loss = t.train_step(batch)
+    assert logits.dtype == torch.bfloat16 and logits.is_cuda and idx.is_cuda  # autocast is on
+    record = t.train_epoch()
+    assert record["selected"] == plan.count
+    assert all(v.is_cuda for v in t.selector.memory.values.values())
+
+
+def test_gpu_run_learns_and_matches_the_requested_fraction(digits):
+    t = Trainer(cuda_config(epochs=8, ratio=0.3, ratio_schedule="dynamic"), data=digits)
+    summary = t.fit()
+    assert summary["final_test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert summary["data_fraction"] == pytest.approx(0.3, rel=0.25)
+
+
+def test_gpu_checkpoint_resumes_on_gpu_and_loads_on_cpu(digits, tmp_path):
+    cfg = cuda_config(epochs=6, ratio=0.4, ratio_schedule="dynamic")
+    straight = Trainer(cfg, data=digits)
+    for _ in range(3):
+        straight.train_epoch()
+    straight.save_checkpoint(tmp_path / "ckpt.pt")
+    rest = [straight.train_epoch() for _ in range(3)]
+    resumed = Trainer(cfg, data=digits)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    again = [resumed.train_epoch() for _ in range(3)]
+    # selection is exact; cuDNN's autotuned kernels may differ in the last bits of the losses
+    assert [r["selected"] for r in rest] == [r["selected"] for r in again]
+    assert [r["metric_used"] for r in rest] == [r["metric_used"] for r in again]
+    for x, y in zip(rest, again):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=0.05)
+    on_cpu = Trainer(cuda_config(epochs=6, ratio=0.4, ratio_schedule="dynamic", device="cpu"), data=digits)
+    on_cpu.load_checkpoint(tmp_path / "ckpt.pt")
+    assert on_cpu.epoch == 3 and all(not p.is_cuda for p in on_cpu.model.parameters())
+    assert on_cpu.train_epoch()["selected"] == rest[0]["selected"]
+
+
+def test_selection_on_the_gpu_matches_the_cpu():
+    g_cpu, g_gpu = torch.Generator().manual_seed(0), torch.Generator(device="cuda").manual_seed(0)
+    scores = torch.randn(50_000)
+    labels = torch.randint(0, 10, (50_000,))
+    rule = TrainConfig().selection()
+    cpu = select_subset(scores, 5_000, rule, g_cpu, labels)
+    gpu = select_subset(scores.cuda(), 5_000, rule, g_gpu, labels.cuda())
+    assert gpu.indices.is_cuda and gpu.indices.numel() == cpu.indices.numel() == 5_000
+    # the same inclusion probabilities; the draws use different generators
+    torch.testing.assert_close(gpu.inclusion.cpu(), cpu.inclusion, rtol=1e-4, atol=1e-6)
+
+
+def test_spos_supernet_trains_and_scores_on_the_gpu(digits):
+    t = SposTrainer(cuda_config(model="mlp", epochs=2), digits, channels=4, cells_per_stage=1)
+    assert all(p.is_cuda for p in t.model.parameters())
+    record = t.train_epoch()
+    assert record["selected"] > 0
+    accuracy = t.score(Arch(("nor_conv_3x3",) * 6))
+    assert 0.0 <= accuracy <= 1.0
+
+
+def test_darts_architecture_step_on_the_gpu(digits):
+    t = DartsTrainer(cuda_config(model="mlp", epochs=1), digits,
+                     DartsSearchNetwork(channels=4, layers=3, in_channels=1), order=2, arch_lr=0.01)
+    alphas = [a.detach().clone() for a in t.model.arch_parameters()]
+    t.train_epoch()
+    assert all(a.is_cuda for a in t.model.arch_parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(alphas, t.model.arch_parameters()))
