@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -98,3 +98,11 @@ def build_model(name: str, in_channels: int, num_classes: int, image_hw: tuple[i
 
 def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def count_parameters(model: nn.Module, exclude: Sequence[str] = ()) -> int:
+    """Weights of ``model``: its ``weight_parameters()`` when it has them (a supernet's architecture
+    weights left out), except parameters whose names start with one of ``exclude``."""
+    weights = {id(p) for p in getattr(model, "weight_parameters", model.parameters)()}
+    return sum(p.numel() for n, p in model.named_parameters()
+               if id(p) in weights and not n.startswith(tuple(exclude)))

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -30,6 +30,27 @@ from asp_tune.proxy import EpochPlan, InfoBatch, ProxySelector
 
 class TrainingDiverged(AspTuneError):
     """The training loss became NaN or infinite."""
+
+
+#: Builds the network from the loaded data (its image shape and classes), after the trainer seeded torch.
+ModelFactory = Callable[[DataBundle], nn.Module]
+
+
+class Observed(NamedTuple):
+    """A batch the proxy memory learns from: the logits of a forward pass training already ran."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+    feature_norms: torch.Tensor | None = None  # ||h|| into the last layer, for the `gradient` metric
+
+
+class StepOutput(NamedTuple):
+    """What :meth:`Trainer.train_step` hands back; the trainer, not the step, updates the memory."""
+
+    trained: Observed  # the batch the weights were updated on (its loss and accuracy are reported)
+    loss: torch.Tensor
+    also_seen: tuple[Observed, ...] = ()  # other batches the step ran forward (DARTS's architecture batch)
 
 
 def lr_factor(config: TrainConfig, epoch: int) -> float:
@@ -59,15 +80,17 @@ def make_feeder(arrays: ImageArrays, data: DataBundle, config: TrainConfig, devi
 class Trainer:
     """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``.
 
+    The trainer owns its set-up: it seeds, loads the data (unless given) and builds the network,
+    from ``config.model`` or from ``model``: a module, or a factory called with the loaded data.
     Searchers specialise one step, not the loop: override :meth:`epoch_batches` (what an epoch
-    iterates over) and :meth:`train_step` (one optimisation step returning the logits the proxy
-    memory learns from). A model exposing ``weight_parameters()`` has only those optimised by SGD
-    (e.g. a DARTS supernet keeps its architecture weights apart). When ``model`` is given,
-    ``config.model`` is ignored.
+    iterates over) and :meth:`train_step` (one optimisation step, returning the batches whose
+    logits the proxy memory learns from). A model exposing ``weight_parameters()`` has only those
+    optimised by SGD (a DARTS supernet keeps its architecture weights apart); ``grad_clip`` > 0
+    clips their gradient norm in :meth:`optimizer_step`.
     """
 
     def __init__(self, config: TrainConfig, data: DataBundle | None = None,
-                 model: nn.Module | None = None):
+                 model: Union[nn.Module, ModelFactory, None] = None, grad_clip: float = 0.0):
         self.config = config.validate()
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
@@ -83,7 +106,12 @@ class Trainer:
             value = getattr(config, name)
             if value is not None and value > min(h, w):
                 raise ConfigError(name, value, f"at most {min(h, w)} for {h}x{w} images of '{self.data.name}'")
-        self.model = model if model is not None else build_model(config.model, c, self.data.num_classes, (h, w))
+        if model is None:
+            model = build_model(config.model, c, self.data.num_classes, (h, w))
+        elif not isinstance(model, nn.Module):
+            model = model(self.data)
+        self.model = model
+        self.grad_clip = grad_clip
         self.channels_last = config.channels_last and is_convolutional(self.model)
         self.model.to(self.device)
         if self.channels_last:
@@ -135,11 +163,13 @@ class Trainer:
         trained = 0
         for batch in self.epoch_batches(plan):
             self.feature_tap.norms = None
-            logits, y, idx, loss = self.train_step(batch)
+            out = self.train_step(batch)
             if track:
-                self.selector.observe(idx, logits, y, self.feature_tap.take(y.shape[0]))
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(dim=1) == y).sum()
+                for seen in (out.trained, *out.also_seen):
+                    self.selector.observe(seen.indices, seen.logits.detach(), seen.targets, seen.feature_norms)
+            y = out.trained.targets
+            loss_sum += out.loss.detach() * y.numel()
+            correct += (out.trained.logits.detach().argmax(dim=1) == y).sum()
             trained += y.numel()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
@@ -183,16 +213,22 @@ class Trainer:
         """What one epoch iterates over: by default mini-batches of the selected samples."""
         return self.train_feeder.batches(plan.indices, self.config.batch_size)
 
-    def train_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One SGD step on ``batch``; returns ``(logits, targets, indices, loss)`` of what was trained."""
+    def train_step(self, batch: Any) -> StepOutput:
+        """One SGD step on ``batch`` (images, targets, sample indices)."""
         x, y, idx = batch
         with autocast(self.device, self.config.amp):
             logits = self.model(x)
         loss = self.training_loss(logits, y, idx)
+        self.optimizer_step(loss)
+        return StepOutput(Observed(logits, y, idx, self.feature_tap.take(y.shape[0])), loss)
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` and take one SGD step on the network weights (clipped by ``grad_clip``)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip)
         self.optimizer.step()
-        return logits, y, idx, loss
 
     def training_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of a batch (label smoothing), each sample weighted by this epoch's

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from asp_tune.errors import AspTuneError
 from asp_tune.trainer import Trainer, load_state, save_state
@@ -24,3 +25,23 @@ def resume_run(path: Path, settings: dict[str, Any], trainer: Trainer) -> float:
                            "differ); pass --restart to start over or use another --out")
     trainer.load_state_dict(state["trainer"])
     return float(state["seconds"])
+
+
+def train_resumably(trainer: Trainer, settings: dict[str, Any], checkpoint: str | Path | None = None,
+                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> float:
+    """Train ``trainer`` to its last epoch: resume from ``checkpoint`` when it exists, save it after
+    every epoch. Each epoch record gets ``elapsed_s`` (wall seconds of the whole run so far);
+    returns the run's wall seconds, the parts before a resume included."""
+    checkpoint = Path(checkpoint) if checkpoint else None
+    spent = 0.0
+    if checkpoint is not None and checkpoint.exists():
+        spent = resume_run(checkpoint, settings, trainer)
+    start = time.perf_counter()
+    while not trainer.done:
+        record = trainer.train_epoch()
+        record["elapsed_s"] = spent + time.perf_counter() - start
+        if on_epoch is not None:
+            on_epoch(record)
+        if checkpoint is not None:
+            save_run(checkpoint, settings, trainer, spent + time.perf_counter() - start)
+    return spent + time.perf_counter() - start

@@ -42,16 +42,24 @@ def add_nas_parser(sub: Any) -> None:
                                    "(NAS-Bench-201 space) or DARTS (DARTS or NAS-Bench-201 space). "
                                    "--ratio 1.0 --metric none is the full-data baseline. Writes summary.json, "
                                    "epochs.csv, candidates.csv (SPOS) and search.png.")
+    from nas.search import SEARCHERS
+    from nas.spaces import get_space, space_names
+
+    spaces = [get_space(name) for name in space_names()]
     g = p.add_argument_group("search")
-    g.add_argument("--space", default="nb201", help="nb201 or darts")
-    g.add_argument("--searcher", default=None, help="spos or darts (default: spos on nb201, darts on darts)")
+    g.add_argument("--space", default="nb201", metavar="{" + ",".join(space_names()) + "}",
+                   help="; ".join(f"{s.name}: {s.description}" for s in spaces) + " [default: nb201]")
+    g.add_argument("--searcher", default=None, metavar="{" + ",".join(SEARCHERS) + "}",
+                   help="default: the space's own (" + ", ".join(f"{s.name}: {s.default_searcher}" for s in spaces) + ")")
     g.add_argument("--channels", type=int, default=16, help="supernet width C (16 in both papers)")
     g.add_argument("--cells", type=int, default=None,
-                   help="NB201: cells per stage N (default 5); DARTS: layers (default 8)")
+                   help="; ".join(f"{s.name}: {s.cells_help} (default {s.default_cells})" for s in spaces))
     g.add_argument("--monitor", type=parse_bool, default=True,
                    help="validate the supernet after each epoch (costs one pass over the val split)")
-    g.add_argument("--nb201-table", default=None,
-                   help="NAS-Bench-201 ground-truth CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
+    g.add_argument("--ground-truth", "--nb201-table", dest="ground_truth", default=None,
+                   help="a table of known accuracies, for spaces that have one (" +
+                        ", ".join(s.name for s in spaces if s.has_ground_truth) +
+                        "): e.g. the NAS-Bench-201 CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
     g = p.add_argument_group("SPOS selection (held-out split, inherited weights)")
     g.add_argument("--score-samples", type=optional(int, ("auto", "none", "")), default=None,
                    help="held-out images each candidate is scored on (the same seeded subset for all); "
@@ -105,18 +113,17 @@ def settings_from_args(args: argparse.Namespace):
     from nas.search import NasSettings
     from nas.spos import EvolutionSettings
 
-    searcher = args.searcher or ("darts" if args.space == "darts" else "spos")
     evolution = EvolutionSettings(candidates=args.candidates, population=args.population,
                                   generations=args.generations, parents=args.parents, mutations=args.mutations,
                                   crossovers=args.crossovers, mutation_prob=args.mutation_prob)
-    table = str(Path(args.nb201_table).expanduser().resolve()) if args.nb201_table else None
+    table = str(Path(args.ground_truth).expanduser().resolve()) if args.ground_truth else None
     train = config_from_args(args)
     if train.data_dir and "://" not in train.data_dir:
         train = train.replace(data_dir=str(Path(train.data_dir).expanduser().resolve()))
-    return NasSettings(space=args.space, searcher=searcher, train=train, channels=args.channels,
+    return NasSettings(space=args.space, searcher=args.searcher, train=train, channels=args.channels,
                        cells=args.cells, evolution=evolution, order=args.order, arch_lr=args.arch_lr,
                        arch_weight_decay=args.arch_weight_decay, grad_clip=args.grad_clip,
-                       nb201_table=table, monitor=args.monitor, score_samples=args.score_samples).validate()
+                       ground_truth=table, monitor=args.monitor, score_samples=args.score_samples).validate()
 
 
 def _checkpoint_folder(args: argparse.Namespace):
@@ -138,14 +145,14 @@ def _progress(total: int, desc: str, quiet: bool, unit: str):
 
 @command("nas")
 def run_nas(args: argparse.Namespace) -> int:
-    from nas.nb201 import GroundTruth
     from nas.plots import plot_search
     from nas.search import aggregate, run_search
 
     settings = settings_from_args(args)
-    table = GroundTruth.load(settings.nb201_table) if settings.nb201_table else None
-    if settings.space == "nb201" and table is None:
-        print("[asp-tune nas] no --nb201-table: the found architecture's ground-truth accuracy and the "
+    space = settings.search_space
+    table = space.load_ground_truth(settings.ground_truth) if settings.ground_truth else None
+    if space.has_ground_truth and table is None:
+        print("[asp-tune nas] no --ground-truth: the found architecture's known accuracy and the "
               "supernet's Kendall tau are not reported", file=sys.stderr)
     seeds = args.seeds or [settings.train.seed]
     if not args.cpus_per_search > 0:
@@ -185,20 +192,21 @@ def run_nas(args: argparse.Namespace) -> int:
         out.write_table("epochs.csv", epochs)
         if len(candidates):
             out.write_table("candidates.csv", candidates)
+        first = results[0].summary
         plot_search(epochs, candidates, out.file("search.png"),
-                    f"{settings.searcher} on {settings.space}: r={cfg.ratio} {cfg.ratio_schedule}, {cfg.metric}")
+                    f"{settings.searcher} on {space.name}: r={cfg.ratio} {cfg.ratio_schedule}, {cfg.metric}",
+                    truth_column=first.get("ground_truth_column"),
+                    best_possible=first.get(f"{space.name}_best_possible"))
         if len(results) == 1:
-            summary = results[0].summary
+            summary = first
         else:
-            summary = {"space": settings.space, "searcher": settings.searcher, "seeds": seeds,
-                       "arch": [r.summary.get("arch", r.summary.get("genotype_str")) for r in results],
-                       **{k: v for k, v in aggregate([r.summary for r in results]).items()},
+            means = aggregate([r.summary for r in results])
+            summary = {"space": space.name, "searcher": settings.searcher, "seeds": seeds,
+                       "arch": [r.summary["arch"] for r in results],
+                       **{k.removesuffix("_mean"): v for k, v in means.items() if k.endswith("_mean")}, **means,
+                       "ground_truth_fields": first.get("ground_truth_fields", []),
                        "runs": [{k: v for k, v in r.summary.items() if k != "settings"} for r in results],
                        "settings": settings.to_dict()}
-            for key in ("search_time_s", "data_passes", "nb201_cifar10_test", "nb201_cifar100_test",
-                        "nb201_imagenet16_120_test", "kendall_tau"):
-                if f"{key}_mean" in summary:
-                    summary[key] = summary[f"{key}_mean"]
         target = out.commit(summary)
     ckpt.remove()
     print(_nas_line(summary, len(results)) + f"  -> {target}")
@@ -211,17 +219,14 @@ def _nas_line(s: dict[str, Any], runs: int) -> str:
             return f"{s[key + '_mean']:{fmt}} +- {s[key + '_std']:{fmt}}"
         return f"{s[key]:{fmt}}" if isinstance(s.get(key), (int, float)) else "n/a"
 
-    found = s.get("arch") if runs == 1 else f"{runs} seeds"
-    if runs == 1 and "genotype_str" in s:
-        found = s["genotype_str"]
+    found = s["arch"] if runs == 1 else f"{runs} seeds"
     line = f"{found}\nsearch {pm('search_time_s', '.1f')} s, data passes {pm('data_passes', '.2f')}"
-    if "nb201_cifar10_test" in s or "nb201_cifar10_test_mean" in s:
-        line += (f", NAS-Bench-201 test acc C10 {pm('nb201_cifar10_test', '.2f')}, "
-                 f"C100 {pm('nb201_cifar100_test', '.2f')}, IN16 {pm('nb201_imagenet16_120_test', '.2f')}")
-    if "kendall_tau" in s or "kendall_tau_mean" in s:
+    truth = [k for k in s.get("ground_truth_fields", []) if k in s]
+    if truth:
+        line += ", known accuracy " + ", ".join(f"{k} {pm(k, '.2f')}" for k in truth)
+    if "kendall_tau" in s:
         line += f", supernet Kendall tau {pm('kendall_tau', '.3f')}"
-        tau = s.get("kendall_tau_mean", s.get("kendall_tau"))
-        if isinstance(tau, (int, float)) and tau < 0:
+        if isinstance(s["kendall_tau"], (int, float)) and s["kendall_tau"] < 0:
             line += " (negative: the supernet ranks these architectures backwards; train it longer)"
     return line
 

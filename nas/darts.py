@@ -13,8 +13,9 @@ Hessian-vector product, approximated by finite differences as in the DARTS paper
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +24,11 @@ from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
 from asp_tune.proxy import EpochPlan
-from asp_tune.trainer import Trainer
+from asp_tune.trainer import ModelFactory, Observed, StepOutput, Trainer
+from nas.spaces import NasSpace
+
+if TYPE_CHECKING:
+    from nas.search import NasSettings
 
 
 def _set(params: Sequence[nn.Parameter], values: Sequence[torch.Tensor]) -> None:
@@ -81,11 +86,10 @@ class DartsTrainer(Trainer):
     SGD with gradient clipping at ``grad_clip``.
     """
 
-    def __init__(self, config: TrainConfig, data: DataBundle, model: nn.Module, order: int = 1,
-                 arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0):
-        super().__init__(config, data, model)
+    def __init__(self, config: TrainConfig, data: DataBundle | None, model: nn.Module | ModelFactory,
+                 order: int = 1, arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0):
+        super().__init__(config, data, model, grad_clip=grad_clip)
         self.order = order
-        self.grad_clip = grad_clip
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
                                                weight_decay=arch_weight_decay)
 
@@ -132,24 +136,18 @@ class DartsTrainer(Trainer):
         self.arch_optimizer.step()
         return logits, norms
 
-    def train_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_step(self, batch: Any) -> StepOutput:
         weight_batch, arch_batch = batch  # the weight half is never the shorter one
+        also_seen: tuple[Observed, ...] = ()
         if arch_batch is not None:
             logits, norms = self.arch_step(weight_batch, arch_batch)
-            if self.selector.tracks_importance:
-                self.selector.observe(arch_batch[2], logits.detach(), arch_batch[1], norms)
+            also_seen = (Observed(logits.detach(), arch_batch[1], arch_batch[2], norms),)
         x, y, idx = weight_batch
         with autocast(self.device, self.config.amp):
             logits = self.model(x)
         loss = self.training_loss(logits, y, idx)
-        self.optimizer.zero_grad(set_to_none=True)
-        for a in self.model.arch_parameters():
-            a.grad = None
-        loss.backward()
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
-        self.optimizer.step()
-        return logits, y, idx, loss
+        self.optimizer_step(loss)  # the architecture step sets its own gradients: stale ones are never used
+        return StepOutput(Observed(logits, y, idx, self.feature_tap.take(y.shape[0])), loss, also_seen)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -159,3 +157,23 @@ class DartsTrainer(Trainer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+
+
+class DartsSearch:
+    """The DARTS searcher: the space's continuous network, architecture and weight steps alternating,
+    then the architecture its weights point to."""
+
+    def trainer(self, settings: "NasSettings", space: NasSpace) -> DartsTrainer:
+        def network(data: DataBundle) -> nn.Module:
+            return space.continuous_network(settings.channels, settings.num_cells, data.num_classes,
+                                            data.image_shape[0])
+
+        return DartsTrainer(settings.train, None, network, order=settings.order, arch_lr=settings.arch_lr,
+                            arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip)
+
+    def select(self, trainer: DartsTrainer, settings: "NasSettings", space: NasSpace,
+               on_score: Callable[[dict[str, Any]], None] | None = None
+               ) -> tuple[Hashable, dict[str, Any], pd.DataFrame]:
+        weights = [a.detach().cpu().tolist() for a in trainer.model.arch_parameters()]
+        return trainer.model.derive(), {"arch_weights": weights}, pd.DataFrame(columns=["arch", "score", "phase",
+                                                                                       "generation"])

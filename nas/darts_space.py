@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,7 +30,7 @@ NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14
 
 # ---------------------------------------------------------------------------------------- operations
 
-class ReLUConvBN(nn.Sequential):
+class DartsReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool):
         super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
                          nn.BatchNorm2d(c_out, affine=affine))
@@ -75,7 +77,7 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_a(x), self.conv_b(shifted)], dim=1))
 
 
-OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
+DARTS_OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "none": lambda c, stride, affine: Zero(stride),
     "max_pool_3x3": lambda c, stride, affine: nn.MaxPool2d(3, stride, padding=1),
     "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(3, stride, padding=1, count_include_pad=False),
@@ -88,11 +90,11 @@ OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
 
 
 def _preprocess(c_prev_prev: int, c_prev: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
-    first = FactorizedReduce(c_prev_prev, c, affine) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine)
-    return first, ReLUConvBN(c_prev, c, 1, 1, 0, affine)
+    first = FactorizedReduce(c_prev_prev, c, affine) if reduction_prev else DartsReLUConvBN(c_prev_prev, c, 1, 1, 0, affine)
+    return first, DartsReLUConvBN(c_prev, c, 1, 1, 0, affine)
 
 
-def _reduction_layers(layers: int) -> tuple[int, ...]:
+def reduction_layers(layers: int) -> tuple[int, ...]:
     return (layers // 3, 2 * layers // 3)
 
 
@@ -228,7 +230,7 @@ class MixedOp(nn.Module):
         super().__init__()
         ops = []
         for name in PRIMITIVES:
-            op = OPS[name](c, stride, False)
+            op = DARTS_OPS[name](c, stride, False)
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
             ops.append(op)
@@ -238,10 +240,13 @@ class MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(weights, self.ops))
 
 
-class SearchCell(nn.Module):
+class DartsMixedCell(nn.Module):
+    """A search cell whose every edge mixes all operations by the weights given to ``forward``."""
+
     def __init__(self, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
+        self.out_channels = STEPS * c
         self.pre0, self.pre1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev, affine=False)
         self.edges = nn.ModuleList(MixedOp(c, 2 if reduction and j < 2 else 1)
                                    for i in range(STEPS) for j in range(2 + i))
@@ -256,6 +261,26 @@ class SearchCell(nn.Module):
         return torch.cat(states[-STEPS:], dim=1)
 
 
+def stack_cells(channels: int, layers: int, in_channels: int, make_cell: Callable[..., nn.Module],
+                stem_multiplier: int = 3) -> tuple[nn.Module, nn.ModuleList]:
+    """The DARTS macro skeleton: a stem, then ``layers`` cells, reductions (channels doubled) at 1/3
+    and 2/3 of the depth. ``make_cell(c_prev_prev, c_prev, c, reduction, reduction_prev)`` builds
+    each cell, which tells its ``out_channels``."""
+    c_curr = stem_multiplier * channels
+    stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+    c_prev_prev, c_prev, c_curr = c_curr, c_curr, channels
+    cells: list[nn.Module] = []
+    reduction_prev = False
+    for i in range(layers):
+        reduction = i in reduction_layers(layers)
+        if reduction:
+            c_curr *= 2
+        cells.append(make_cell(c_prev_prev, c_prev, c_curr, reduction, reduction_prev))
+        reduction_prev = reduction
+        c_prev_prev, c_prev = c_prev, cells[-1].out_channels
+    return stem, nn.ModuleList(cells)
+
+
 class DartsSearchNetwork(nn.Module):
     """The DARTS supernet: every edge a softmax-weighted mixture of the 8 operations."""
 
@@ -263,20 +288,9 @@ class DartsSearchNetwork(nn.Module):
                  stem_multiplier: int = 3):
         super().__init__()
         self.channels, self.num_layers = channels, layers
-        c_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_prev_prev, c_prev, c_curr = c_curr, c_curr, channels
-        cells, reduction_prev = [], False
-        for i in range(layers):
-            reduction = i in _reduction_layers(layers)
-            if reduction:
-                c_curr *= 2
-            cells.append(SearchCell(c_prev_prev, c_prev, c_curr, reduction, reduction_prev))
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, STEPS * c_curr
-        self.cells = nn.ModuleList(cells)
+        self.stem, self.cells = stack_cells(channels, layers, in_channels, DartsMixedCell, stem_multiplier)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.classifier = nn.Linear(self.cells[-1].out_channels, num_classes)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, len(PRIMITIVES)))
 
@@ -298,6 +312,147 @@ class DartsSearchNetwork(nn.Module):
         return derive_genotype(self.alphas_normal, self.alphas_reduce)
 
 
+# ------------------------------------------------------------------------------- single-path supernet
+
+def batch_statistics_only(module: nn.Module) -> nn.Module:
+    """Make every batch norm in ``module`` normalise with the current batch, in training and
+    evaluation alike: running statistics mixed over many paths fit none of them, so a sampled
+    path is scored with the weights it inherits and needs no recalibration."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    return module
+
+
+class DartsSinglePathCell(nn.Module):
+    """A search cell holding every operation on every edge; ``forward`` runs only a genotype's
+    two (op, input) pairs per node, as SPOS needs."""
+
+    def __init__(self, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.out_channels = STEPS * c
+        self.pre0, self.pre1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev, affine=False)
+        self.edges = nn.ModuleList(
+            nn.ModuleDict({op: DARTS_OPS[op](c, 2 if reduction and j < 2 else 1, False)
+                           for op in PRIMITIVES if op != "none"})
+            for i in range(STEPS) for j in range(2 + i))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, edges: Sequence[Edge]) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        first = 0  # index of the current node's first incoming edge
+        for i in range(STEPS):
+            node = sum(self.edges[first + src][op](states[src]) for op, src in edges[2 * i:2 * i + 2])
+            first += 2 + i
+            states.append(node)
+        return torch.cat(states[-STEPS:], dim=1)
+
+
+class DartsSinglePathSupernet(nn.Module):
+    """SPOS on the DARTS space: ``set_arch(genotype)`` picks the path every normal and every
+    reduction cell runs (its ``normal`` and ``reduce`` edges; all four nodes are concatenated)."""
+
+    def __init__(self, channels: int = 16, layers: int = 8, num_classes: int = 10, in_channels: int = 3,
+                 stem_multiplier: int = 3):
+        super().__init__()
+        self.stem, self.cells = stack_cells(channels, layers, in_channels, DartsSinglePathCell, stem_multiplier)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(self.cells[-1].out_channels, num_classes)
+        batch_statistics_only(self)
+        self.arch: Genotype | None = None
+
+    def set_arch(self, genotype: Genotype) -> None:
+        self.arch = genotype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.arch is None:
+            raise RuntimeError("DartsSinglePathSupernet.forward needs set_arch(genotype) first")
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, self.arch.reduce if cell.reduction else self.arch.normal)
+        return self.classifier(self.pool(s1).flatten(1))
+
+
+# --------------------------------------------------------------------------------------- the space
+
+def _random_cell(rng: random.Random) -> tuple[Edge, ...]:
+    edges: list[Edge] = []
+    for node in range(STEPS):
+        for src in sorted(rng.sample(range(2 + node), 2)):
+            edges.append((rng.choice(PRIMITIVES[1:]), src))
+    return tuple(edges)
+
+
+def _mutate_edge(edges: list[Edge], k: int, rng: random.Random) -> None:
+    """Give edge ``k`` another operation or, where its node has a free input, another input."""
+    op, src = edges[k]
+    sibling = edges[k ^ 1][1]
+    free = [i for i in range(2 + k // 2) if i not in (src, sibling)]
+    if free and rng.random() < 0.5:
+        edges[k] = (op, rng.choice(free))
+    else:
+        edges[k] = (rng.choice([o for o in PRIMITIVES[1:] if o != op]), src)
+
+
+class DartsSpace:
+    """The DARTS space as a :class:`~nas.spaces.NasSpace`: normal and reduction cells of 4 nodes,
+    each node two (op, input) pairs over 7 operations."""
+
+    name = "darts"
+    description = "DARTS cells (normal + reduction, 4 nodes x 2 inputs, 7 ops); no ground truth"
+    default_cells = 8
+    min_cells = 3
+    cells_help = "layers (cells; two are reduction cells)"
+    default_searcher = "darts"
+    has_ground_truth = False
+    size = (math.prod(math.comb(2 + i, 2) for i in range(STEPS)) * (len(PRIMITIVES) - 1) ** (2 * STEPS)) ** 2
+
+    def random(self, rng: random.Random) -> Genotype:
+        return Genotype(normal=_random_cell(rng), reduce=_random_cell(rng))
+
+    def mutate(self, genotype: Genotype, rng: random.Random, edge_prob: float) -> Genotype:
+        """Each of the 16 edges changes with probability ``edge_prob`` (at least one changes)."""
+        cells = [list(genotype.normal), list(genotype.reduce)]
+        changed = False
+        for edges in cells:
+            for k in range(len(edges)):
+                if rng.random() < edge_prob:
+                    _mutate_edge(edges, k, rng)
+                    changed = True
+        if not changed:
+            _mutate_edge(rng.choice(cells), rng.randrange(2 * STEPS), rng)
+        for edges in cells:  # keep each node's inputs in order, as derived genotypes have them
+            for k in range(0, len(edges), 2):
+                edges[k:k + 2] = sorted(edges[k:k + 2], key=lambda e: e[1])
+        return Genotype(normal=tuple(cells[0]), reduce=tuple(cells[1]))
+
+    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
+        """Each node's pair of edges from either parent, with equal chance."""
+        def mix(x: tuple[Edge, ...], y: tuple[Edge, ...]) -> tuple[Edge, ...]:
+            return tuple(e for k in range(0, 2 * STEPS, 2) for e in (x if rng.random() < 0.5 else y)[k:k + 2])
+        return Genotype(normal=mix(a.normal, b.normal), reduce=mix(a.reduce, b.reduce))
+
+    def single_path_supernet(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
+        return DartsSinglePathSupernet(channels, cells, num_classes, in_channels)
+
+    def continuous_network(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
+        return DartsSearchNetwork(channels, cells, num_classes, in_channels)
+
+    def parse(self, text: str) -> Genotype:
+        return Genotype.parse(text)
+
+    def format(self, genotype: Genotype) -> str:
+        return str(genotype)
+
+    def load_ground_truth(self, path: str):
+        raise ConfigError("ground_truth", path, "no table for the DARTS space (only nb201 has one)")
+
+    def summarise(self, genotype: Genotype) -> dict:
+        """The genotype as JSON too: ``asp-tune nas-retrain --genotype RUN/summary.json`` reads it."""
+        return {"genotype": genotype.to_dict(), "genotype_str": str(genotype)}
+
+
 # -------------------------------------------------------------------------------- evaluation network
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -317,8 +472,9 @@ class EvalCell(nn.Module):
         self.pre0, self.pre1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev, affine=True)
         edges = genotype.reduce if reduction else genotype.normal
         self.concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        self.out_channels = len(self.concat) * c
         self.inputs = [node for _, node in edges]
-        self.ops = nn.ModuleList(OPS[op](c, 2 if reduction and node < 2 else 1, True) for op, node in edges)
+        self.ops = nn.ModuleList(DARTS_OPS[op](c, 2 if reduction and node < 2 else 1, True) for op, node in edges)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
@@ -355,24 +511,15 @@ class DartsEvalNetwork(nn.Module):
                  in_channels: int = 3, auxiliary: bool = False, stem_multiplier: int = 3):
         super().__init__()
         self.drop_path_prob = 0.0
-        c_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_prev_prev, c_prev, c_curr = c_curr, c_curr, channels
-        cells, reduction_prev = [], False
+
+        def make_cell(c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool) -> EvalCell:
+            return EvalCell(genotype, c_prev_prev, c_prev, c, reduction, reduction_prev)
+
+        self.stem, self.cells = stack_cells(channels, layers, in_channels, make_cell, stem_multiplier)
         self.aux_after = 2 * layers // 3 if auxiliary else -1
-        self.auxiliary_head: AuxiliaryHead | None = None
-        for i in range(layers):
-            reduction = i in _reduction_layers(layers)
-            if reduction:
-                c_curr *= 2
-            cells.append(EvalCell(genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev))
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, len(cells[-1].concat) * c_curr
-            if i == self.aux_after:
-                self.auxiliary_head = AuxiliaryHead(c_prev, num_classes)
-        self.cells = nn.ModuleList(cells)
+        self.auxiliary_head = AuxiliaryHead(self.cells[self.aux_after].out_channels, num_classes) if auxiliary else None
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.classifier = nn.Linear(self.cells[-1].out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         aux = None
@@ -383,7 +530,3 @@ class DartsEvalNetwork(nn.Module):
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.pool(s1).flatten(1))
         return (logits, aux) if aux is not None else logits
-
-
-def count_parameters(model: nn.Module, exclude: Sequence[str] = ("auxiliary_head", "alphas_")) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if not any(n.startswith(e) for e in exclude))

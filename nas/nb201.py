@@ -19,11 +19,11 @@ import pandas as pd
 
 from asp_tune.errors import ConfigError, DataError
 
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4
 #: ``(to, from)`` of each edge, in the standard order.
 EDGES = tuple((j, i) for j in range(1, NUM_NODES) for i in range(j))
-NUM_ARCHS = len(OPS) ** len(EDGES)
+NUM_ARCHS = len(NB201_OPS) ** len(EDGES)
 #: Ground-truth columns, keyed by the data set a search runs on (others fall back to CIFAR-10).
 GROUND_TRUTH_COLUMNS = {"cifar10": "cifar10_test", "cifar100": "cifar100_test",
                         "imagenet16_120": "imagenet16_120_test"}
@@ -39,8 +39,8 @@ class Arch:
         if len(self.ops) != len(EDGES):
             raise ConfigError("arch", self.ops, f"{len(EDGES)} operations, one per edge")
         for op in self.ops:
-            if op not in OPS:
-                raise ConfigError("arch operation", op, OPS)
+            if op not in NB201_OPS:
+                raise ConfigError("arch operation", op, NB201_OPS)
 
     @classmethod
     def parse(cls, text: str) -> "Arch":
@@ -59,8 +59,8 @@ class Arch:
                 op, sep, source = item.partition("~")
                 if not sep or source != str(i):
                     raise ConfigError("arch", text, f"'op~{i}' as input {i} of node {j}, e.g. {EXAMPLE}")
-                if op not in OPS:
-                    raise ConfigError("arch operation", op, OPS)
+                if op not in NB201_OPS:
+                    raise ConfigError("arch operation", op, NB201_OPS)
                 ops.append(op)
         return cls(tuple(ops))
 
@@ -74,11 +74,11 @@ class Arch:
 
     @property
     def indices(self) -> tuple[int, ...]:
-        return tuple(OPS.index(op) for op in self.ops)
+        return tuple(NB201_OPS.index(op) for op in self.ops)
 
     @classmethod
     def from_indices(cls, indices: Sequence[int]) -> "Arch":
-        return cls(tuple(OPS[int(i)] for i in indices))
+        return cls(tuple(NB201_OPS[int(i)] for i in indices))
 
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -86,12 +86,12 @@ EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_
 
 def all_archs() -> Iterator[Arch]:
     """Every architecture of the space, in a fixed order."""
-    for ops in itertools.product(OPS, repeat=len(EDGES)):
+    for ops in itertools.product(NB201_OPS, repeat=len(EDGES)):
         yield Arch(ops)
 
 
 def random_arch(rng: random.Random) -> Arch:
-    return Arch(tuple(rng.choice(OPS) for _ in EDGES))
+    return Arch(tuple(rng.choice(NB201_OPS) for _ in EDGES))
 
 
 def mutate(arch: Arch, rng: random.Random, edge_prob: float) -> Arch:
@@ -100,11 +100,11 @@ def mutate(arch: Arch, rng: random.Random, edge_prob: float) -> Arch:
     changed = False
     for e in range(len(ops)):
         if rng.random() < edge_prob:
-            ops[e] = rng.choice([op for op in OPS if op != ops[e]])
+            ops[e] = rng.choice([op for op in NB201_OPS if op != ops[e]])
             changed = True
     if not changed:
         e = rng.randrange(len(ops))
-        ops[e] = rng.choice([op for op in OPS if op != ops[e]])
+        ops[e] = rng.choice([op for op in NB201_OPS if op != ops[e]])
     return Arch(tuple(ops))
 
 
@@ -149,7 +149,7 @@ class GroundTruth:
     def load(cls, path: str | Path) -> "GroundTruth":
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ConfigError("nb201_table", str(path), "an existing CSV file (e.g. nb201_test_accuracy.csv)")
+            raise ConfigError("ground_truth", str(path), "an existing CSV file (e.g. nb201_test_accuracy.csv)")
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -172,16 +172,61 @@ class GroundTruth:
                             f"({len(self)} architectures)")
         return dict(zip(self.columns, row))
 
-    def accuracy(self, arch: Arch | str, dataset: str = "cifar10") -> float:
-        """Test accuracy on the column matching ``dataset`` (CIFAR-10 for any other data set)."""
+    def column_for(self, dataset: str) -> str:
+        """The accuracy column of a search on ``dataset`` (the first column for any other data set)."""
         column = GROUND_TRUTH_COLUMNS.get(dataset, "cifar10_test")
-        if column not in self.columns:
-            column = self.columns[0]
-        return self.lookup(arch)[column]
+        return column if column in self.columns else self.columns[0]
+
+    def accuracy(self, arch: Arch | str, dataset: str = "cifar10") -> float:
+        """Test accuracy of ``arch`` in the column matching ``dataset``."""
+        return self.lookup(arch)[self.column_for(dataset)]
 
     def best(self, dataset: str = "cifar10") -> tuple[Arch, float]:
         """The architecture with the highest accuracy for ``dataset`` and that accuracy."""
-        column = GROUND_TRUTH_COLUMNS.get(dataset, "cifar10_test")
-        k = self.columns.index(column) if column in self.columns else 0
+        k = self.columns.index(self.column_for(dataset))
         ops, row = max(self._rows.items(), key=lambda item: item[1][k])
         return Arch(ops), row[k]
+
+
+class Nb201Space:
+    """NAS-Bench-201 as a :class:`~nas.spaces.NasSpace`: 6 edges, 5 operations, 15,625 cells."""
+
+    name = "nb201"
+    description = "NAS-Bench-201 cell (6 edges x 5 ops, 15,625 archs; ground truth from a table)"
+    default_cells = 5
+    min_cells = 1
+    cells_help = "cells per stage N"
+    default_searcher = "spos"
+    size = NUM_ARCHS
+    has_ground_truth = True
+
+    def random(self, rng: random.Random) -> Arch:
+        return random_arch(rng)
+
+    def mutate(self, arch: Arch, rng: random.Random, edge_prob: float) -> Arch:
+        return mutate(arch, rng, edge_prob)
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        return crossover(a, b, rng)
+
+    def single_path_supernet(self, channels: int, cells: int, num_classes: int, in_channels: int):
+        from nas.nb201_net import Nb201Supernet
+
+        return Nb201Supernet(channels, cells, num_classes, in_channels)
+
+    def continuous_network(self, channels: int, cells: int, num_classes: int, in_channels: int):
+        from nas.nb201_net import Nb201DartsNetwork
+
+        return Nb201DartsNetwork(channels, cells, num_classes, in_channels)
+
+    def parse(self, text: str) -> Arch:
+        return Arch.parse(text)
+
+    def format(self, arch: Arch) -> str:
+        return str(arch)
+
+    def load_ground_truth(self, path: str) -> GroundTruth:
+        return GroundTruth.load(path)
+
+    def summarise(self, arch: Arch) -> dict:
+        return {}

@@ -21,14 +21,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nas.nb201 import EDGES, NUM_NODES, OPS, Arch
+from nas.nb201 import EDGES, NUM_NODES, NB201_OPS, Arch
 
 
 def _bn(channels: int, affine: bool, track: bool) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, affine=affine, track_running_stats=track)
 
 
-class ReLUConvBN(nn.Sequential):
+class Nb201ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool, track: bool):
         super().__init__(nn.ReLU(inplace=False),
                          nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
@@ -42,9 +42,9 @@ def make_op(name: str, channels: int, affine: bool, track: bool) -> nn.Module | 
     if name == "skip_connect":
         return nn.Identity()
     if name == "nor_conv_1x1":
-        return ReLUConvBN(channels, channels, 1, 1, affine, track)
+        return Nb201ReLUConvBN(channels, channels, 1, 1, affine, track)
     if name == "nor_conv_3x3":
-        return ReLUConvBN(channels, channels, 3, 1, affine, track)
+        return Nb201ReLUConvBN(channels, channels, 3, 1, affine, track)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise ValueError(f"unknown NAS-Bench-201 operation {name!r}")
@@ -61,10 +61,10 @@ def live_edges(path: tuple[int, ...], none: int) -> tuple[bool, ...]:
     return tuple(path[e] != none and j in live_nodes for e, (j, _) in enumerate(EDGES))
 
 
-class SearchCell(nn.Module):
+class Nb201Cell(nn.Module):
     """A cell holding every operation on every edge; the forward call chooses which run."""
 
-    def __init__(self, channels: int, affine: bool, track: bool, ops: Sequence[str] = OPS):
+    def __init__(self, channels: int, affine: bool, track: bool, ops: Sequence[str] = NB201_OPS):
         super().__init__()
         self.op_names = tuple(ops)
         self.edges = nn.ModuleList(
@@ -97,8 +97,8 @@ class ResNetReduction(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, affine: bool, track: bool):
         super().__init__()
-        self.a = ReLUConvBN(c_in, c_out, 3, 2, affine, track)
-        self.b = ReLUConvBN(c_out, c_out, 3, 1, affine, track)
+        self.a = Nb201ReLUConvBN(c_in, c_out, 3, 2, affine, track)
+        self.b = Nb201ReLUConvBN(c_out, c_out, 3, 1, affine, track)
         self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride=2), nn.Conv2d(c_in, c_out, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,7 @@ class Nb201Skeleton(nn.Module):
             c = channels * 2 ** stage
             if stage > 0:
                 layers.append(ResNetReduction(c_prev, c, True, track_running_stats))
-            layers.extend(SearchCell(c, affine, track_running_stats) for _ in range(cells_per_stage))
+            layers.extend(Nb201Cell(c, affine, track_running_stats) for _ in range(cells_per_stage))
             c_prev = c
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(_bn(c_prev, True, track_running_stats), nn.ReLU(inplace=False),
@@ -130,7 +130,7 @@ class Nb201Skeleton(nn.Module):
     def run(self, x: torch.Tensor, choice: Sequence[int] | torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for layer in self.layers:
-            x = layer(x, choice) if isinstance(layer, SearchCell) else layer(x)
+            x = layer(x, choice) if isinstance(layer, Nb201Cell) else layer(x)
         return self.classifier(self.head(x))
 
 
@@ -150,8 +150,8 @@ class Nb201Supernet(Nb201Skeleton):
 
     def path_modules(self, arch: Arch) -> list[nn.Module]:
         """The operation modules ``arch`` runs, every cell's (``none`` and dead edges left out)."""
-        live = live_edges(arch.indices, OPS.index("none"))
-        return [cell.edges[e][k] for cell in self.layers if isinstance(cell, SearchCell)
+        live = live_edges(arch.indices, NB201_OPS.index("none"))
+        return [cell.edges[e][k] for cell in self.layers if isinstance(cell, Nb201Cell)
                 for e, k in enumerate(arch.indices) if live[e]]
 
 
@@ -160,7 +160,7 @@ class Nb201DartsNetwork(Nb201Skeleton):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
+        self.alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(NB201_OPS)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x, torch.softmax(self.alpha, dim=-1))

@@ -9,9 +9,12 @@ import pandas as pd
 from asp_tune.plots import pyplot, save_figure
 
 
-def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path, title: str = "",
+                truth_column: str | None = None, best_possible: float | None = None) -> Path:
+    """Supernet training per epoch; with a ground-truth column in ``candidates``, the candidates'
+    supernet scores against their known accuracies, the chosen one and the best possible marked."""
     plt = pyplot()
-    truth = [c for c in candidates.columns if c.startswith("nb201_")]
+    truth = [truth_column] if truth_column and truth_column in candidates.columns else []
     fig, axes = plt.subplots(1, 2 if truth else 1, figsize=(12 if truth else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     for seed, run in epochs.groupby("seed") if "seed" in epochs else [(None, epochs)]:
@@ -31,8 +34,10 @@ def plot_search(epochs: pd.DataFrame, candidates: pd.DataFrame, path: str | Path
         ax.scatter([chosen["score"]], [chosen[truth[0]]], marker="*", s=220, color="red", label="chosen", zorder=5)
         best_truth = candidates[truth[0]].max()
         ax.axhline(best_truth, color="green", lw=0.8, ls="--", label=f"best candidate {best_truth:.2f}")
+        if best_possible is not None:
+            ax.axhline(best_possible, color="black", lw=0.8, ls=":", label=f"best in the space {best_possible:.2f}")
         ax.set_xlabel("supernet score (held-out accuracy, inherited weights)")
-        ax.set_ylabel(f"NAS-Bench-201 {truth[0].removeprefix('nb201_')} (%)")
+        ax.set_ylabel(f"known accuracy: {truth[0]} (%)")
         from asp_tune.ranking import rank_correlation
 
         tau = rank_correlation(candidates["score"].to_numpy(), candidates[truth[0]].to_numpy())["kendall_tau"]

@@ -8,23 +8,21 @@ weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-import torch
 import torch.nn.functional as F
-from torch import nn
 
 from asp_tune.config import TrainConfig
-from asp_tune.datasets import load_dataset
+from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
 from asp_tune.errors import ConfigError
-from asp_tune.trainer import Trainer
-from nas.checkpoint import resume_run, save_run
-from nas.darts_space import DartsEvalNetwork, Genotype, count_parameters
+from asp_tune.trainer import Observed, StepOutput, Trainer
+from nas.checkpoint import train_resumably
+from asp_tune.models import count_parameters
+from nas.darts_space import DartsEvalNetwork, Genotype
 
 
 def default_train_config() -> TrainConfig:
@@ -62,16 +60,12 @@ class RetrainSettings:
 class RetrainTrainer(Trainer):
     """Trainer for :class:`DartsEvalNetwork`: drop-path schedule, auxiliary loss, clipping."""
 
-    def __init__(self, settings: RetrainSettings, data=None):
-        cfg = settings.train
-        data = data if data is not None else load_dataset(
-            cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, subset=cfg.subset,
-            test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download)
-        torch.manual_seed(cfg.seed)
-        c, _, _ = data.image_shape
-        model = DartsEvalNetwork(settings.genotype, settings.channels, settings.layers, data.num_classes, c,
-                                 auxiliary=settings.auxiliary)
-        super().__init__(cfg, data, model)
+    def __init__(self, settings: RetrainSettings, data: DataBundle | None = None):
+        def network(loaded: DataBundle) -> DartsEvalNetwork:
+            return DartsEvalNetwork(settings.genotype, settings.channels, settings.layers, loaded.num_classes,
+                                    loaded.image_shape[0], auxiliary=settings.auxiliary)
+
+        super().__init__(settings.train, data, network, grad_clip=settings.grad_clip)
         self.settings = settings
 
     def train_epoch(self) -> dict[str, Any]:
@@ -80,7 +74,7 @@ class RetrainTrainer(Trainer):
         record["drop_path_prob"] = self.model.drop_path_prob
         return record
 
-    def train_step(self, batch: Any):
+    def train_step(self, batch: Any) -> StepOutput:
         x, y, idx = batch
         with autocast(self.device, self.config.amp):
             out = self.model(x)
@@ -88,12 +82,8 @@ class RetrainTrainer(Trainer):
         loss = self.training_loss(logits, y, idx)
         if aux is not None:
             loss = loss + self.settings.aux_weight * F.cross_entropy(aux.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.settings.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.optimizer.step()
-        return logits, y, idx, loss
+        self.optimizer_step(loss)
+        return StepOutput(Observed(logits, y, idx, self.feature_tap.take(y.shape[0])), loss)
 
 
 def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
@@ -101,20 +91,10 @@ def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
     """Train to the end (resuming from ``checkpoint`` if it exists); returns (summary, epochs)."""
     settings.validate()
     trainer = RetrainTrainer(settings)
-    checkpoint = Path(checkpoint) if checkpoint else None
-    spent = 0.0
-    if checkpoint is not None and checkpoint.exists():
-        spent = resume_run(checkpoint, settings.to_dict(), trainer)
-    start = time.perf_counter()
-    while not trainer.done:
-        record = trainer.train_epoch()
-        if on_epoch is not None:
-            on_epoch(record)
-        if checkpoint is not None:
-            save_run(checkpoint, settings.to_dict(), trainer, spent + time.perf_counter() - start)
-    summary = trainer.summary(wall_time_s=spent + time.perf_counter() - start)
+    seconds = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
+    summary = trainer.summary(wall_time_s=seconds)
     summary.update({"genotype": settings.genotype.to_dict(), "genotype_str": str(settings.genotype),
                     "channels": settings.channels, "layers": settings.layers, "auxiliary": settings.auxiliary,
-                    "drop_path_prob": settings.drop_path_prob, "parameters": count_parameters(trainer.model),
+                    "drop_path_prob": settings.drop_path_prob, "parameters": count_parameters(trainer.model, exclude=("auxiliary_head",)),
                     "config": settings.train.to_dict()})
     return summary, pd.DataFrame(trainer.history)

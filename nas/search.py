@@ -1,8 +1,10 @@
 """One NAS search from settings to results: supernet training with checkpoints, then selection.
 
-``run_search`` is what the CLI, the benchmark and each Ray task call. A search saves a checkpoint
-after every supernet epoch; started again with the same settings and checkpoint path it resumes
-where it stopped (wall time already spent is carried over).
+``run_search`` is what the CLI, the benchmark and each Ray task call. The space
+(:mod:`nas.spaces`) and the searcher (:data:`SEARCHERS`) are objects looked up by name: nothing
+here asks which space it searches. A search saves a checkpoint after every supernet epoch;
+started again with the same settings and checkpoint path it resumes where it stopped (wall time
+already spent is carried over).
 """
 
 from __future__ import annotations
@@ -16,23 +18,18 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from asp_tune.config import TrainConfig
-from asp_tune.datasets import load_dataset
 from asp_tune.errors import ConfigError
+from asp_tune.models import count_parameters
 from asp_tune.ranking import rank_correlation
-from asp_tune.trainer import Trainer
-from nas.checkpoint import resume_run, save_run
-from nas.darts import DartsTrainer
-from nas.darts_space import DartsSearchNetwork, count_parameters
-from nas.nb201 import GROUND_TRUTH_COLUMNS, GroundTruth
-from nas.nb201_net import Nb201DartsNetwork
-from nas.spos import EvolutionSettings, SposTrainer, evolutionary_search
+from nas.checkpoint import train_resumably
+from nas.darts import DartsSearch
+from nas.spaces import GroundTruthTable, NasSpace, get_space, space_names
+from nas.spos import EvolutionSettings, SposSearch
 
-SPACES = ("nb201", "darts")
-SEARCHERS = ("spos", "darts")
-DEFAULT_CELLS = {"nb201": 5, "darts": 8}  # NB201: cells per stage; DARTS: layers
+#: Searchers by name; each builds its trainer for a space and selects an architecture afterwards.
+SEARCHERS = {"spos": SposSearch(), "darts": DartsSearch()}
 
 
 def default_train_config() -> TrainConfig:
@@ -45,49 +42,51 @@ class NasSettings:
     """A search: the space, the searcher, the supernet's training (``train``) and selection settings."""
 
     space: str = "nb201"
-    searcher: str = "spos"
+    searcher: str | None = None  # None: the space's own default searcher
     train: TrainConfig = field(default_factory=default_train_config)
     channels: int = 16
-    cells: int | None = None  # NB201 cells per stage (default 5) or DARTS layers (default 8)
+    cells: int | None = None  # None: the space's default (NB201: cells per stage, DARTS: layers)
     evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
-    order: int = 1  # DARTS: 1 first order, 2 second order (unrolled)
+    order: int = 1  # DARTS searcher: 1 first order, 2 second order (unrolled)
     arch_lr: float = 3e-4
     arch_weight_decay: float = 1e-3
     grad_clip: float = 5.0
-    nb201_table: str | None = None
+    ground_truth: str | None = None  # a table of known accuracies, for spaces that have one
     monitor: bool = True  # validate the supernet after every epoch (SPOS: a fresh random path per batch)
     score_samples: int | None = None  # SPOS: held-out images each candidate is scored on (None: auto)
 
     def validate(self) -> "NasSettings":
-        if self.space not in SPACES:
-            raise ConfigError("space", self.space, SPACES)
+        space = self.search_space  # an unknown space is an error naming the registered ones
+        if self.searcher is None:
+            self.searcher = space.default_searcher
         if self.searcher not in SEARCHERS:
-            raise ConfigError("searcher", self.searcher, SEARCHERS)
-        if self.searcher == "spos" and self.space != "nb201":
-            raise ConfigError("searcher", self.searcher, "'darts' for --space darts (spos runs on nb201)")
+            raise ConfigError("searcher", self.searcher, tuple(SEARCHERS))
         if self.order not in (1, 2):
             raise ConfigError("order", self.order, (1, 2))
-        for name in ("channels", "cells"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ConfigError(name, value, "an integer >= 1")
-        if self.space == "darts" and self.cells is not None and self.cells < 3:
-            raise ConfigError("cells", self.cells, "an integer >= 3 for the DARTS space (two are reduction cells)")
+        if not (isinstance(self.channels, int) and self.channels >= 1):
+            raise ConfigError("channels", self.channels, "an integer >= 1")
+        if self.cells is not None and not (isinstance(self.cells, int) and self.cells >= space.min_cells):
+            raise ConfigError("cells", self.cells, f"an integer >= {space.min_cells} for the {space.name} space "
+                                                   f"({space.cells_help})")
         for name in ("arch_lr", "arch_weight_decay", "grad_clip"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value >= 0):
                 raise ConfigError(name, value, "a number >= 0")
         if self.score_samples is not None and not (isinstance(self.score_samples, int) and self.score_samples >= 32):
             raise ConfigError("score_samples", self.score_samples, "an integer >= 32, or auto")
-        if self.nb201_table is not None and self.space != "nb201":
-            raise ConfigError("nb201_table", self.nb201_table, "only with --space nb201")
+        if self.ground_truth is not None and not space.has_ground_truth:
+            raise ConfigError("ground_truth", self.ground_truth, f"no table: the {space.name} space has none")
         self.train.validate()
-        self.evolution.validate()
+        self.evolution.validate(space.size)
         return self
 
     @property
+    def search_space(self) -> NasSpace:
+        return get_space(self.space)
+
+    @property
     def num_cells(self) -> int:
-        return self.cells if self.cells is not None else DEFAULT_CELLS[self.space]
+        return self.cells if self.cells is not None else self.search_space.default_cells
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -106,81 +105,31 @@ class NasResult:
     candidates: pd.DataFrame  # SPOS: every scored architecture; empty for DARTS
 
 
-def auto_score_samples(settings: NasSettings, num_train: int) -> int:
-    """Held-out images per candidate so that scoring costs about 10% of the search.
-
-    A training sample costs about three forward passes (forward and backward), a scored one one:
-    scoring ``K`` candidates on ``S`` images costs ``K S``, training ``3 P N`` for ``P`` data passes
-    over ``N`` images, so ``K S <= (0.1 / 0.9) 3 P N`` gives ``S = P N / (3 K)`` (at least 256).
-    """
-    from asp_tune.schedules import RatioSchedule
-
-    cfg, ev = settings.train, settings.evolution
-    schedule = RatioSchedule(cfg.ratio, cfg.epochs, cfg.ratio_schedule, cfg.first_epoch_full)
-    passes = sum(schedule.count_at(e, num_train) for e in range(cfg.epochs)) / num_train
-    candidates = ev.candidates + ev.generations * (ev.mutations + ev.crossovers)
-    return max(256, int(passes * num_train / (3 * max(1, candidates))))
-
-
-def build_trainer(settings: NasSettings) -> Trainer:
-    cfg = settings.train
-    data = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, subset=cfg.subset,
-                        test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download)
-    if settings.searcher == "spos":
-        return SposTrainer(cfg, data, settings.channels, settings.num_cells)
-    torch.manual_seed(cfg.seed)
-    c, _, _ = data.image_shape
-    if settings.space == "nb201":
-        model = Nb201DartsNetwork(settings.channels, settings.num_cells, data.num_classes, c)
-    else:
-        model = DartsSearchNetwork(settings.channels, settings.num_cells, data.num_classes, c)
-    return DartsTrainer(cfg, data, model, order=settings.order, arch_lr=settings.arch_lr,
-                        arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip)
+def build_trainer(settings: NasSettings):
+    """The searcher's trainer for these settings (data loaded, supernet built, nothing trained)."""
+    settings.validate()
+    return SEARCHERS[settings.searcher].trainer(settings, settings.search_space)
 
 
 def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
                on_epoch: Callable[[dict[str, Any]], None] | None = None,
                on_score: Callable[[dict[str, Any]], None] | None = None,
-               table: GroundTruth | None = None) -> NasResult:
+               table: GroundTruthTable | None = None) -> NasResult:
     """Train the supernet (resuming from ``checkpoint`` when it exists), select, look up ground truth."""
     settings.validate()
-    if table is None and settings.nb201_table:
-        table = GroundTruth.load(settings.nb201_table)  # fail before any training
+    space = settings.search_space
+    if table is None and settings.ground_truth:
+        table = space.load_ground_truth(settings.ground_truth)  # fail before any training
+    searcher = SEARCHERS[settings.searcher]
     trainer = build_trainer(settings)
     trainer.validate_each_epoch = settings.monitor
-    checkpoint = Path(checkpoint) if checkpoint else None
-    spent = 0.0
-    if checkpoint is not None and checkpoint.exists():
-        spent = resume_run(checkpoint, settings.to_dict(), trainer)
-    start = time.perf_counter()
-    while not trainer.done:
-        record = trainer.train_epoch()
-        record["search_seconds"] = spent + time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(record)
-        if checkpoint is not None:
-            save_run(checkpoint, settings.to_dict(), trainer, spent + time.perf_counter() - start)
-    train_seconds = spent + time.perf_counter() - start
-    summary: dict[str, Any] = {"space": settings.space, "searcher": settings.searcher}
-    candidates = pd.DataFrame(columns=["arch", "score", "phase", "generation"])
+    train_seconds = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
     select_start = time.perf_counter()
-    if settings.searcher == "spos":
-        wanted = settings.score_samples or auto_score_samples(settings, trainer.selector.num_samples)
-        summary["score_samples"] = trainer.set_score_subset(wanted)
-        records = evolutionary_search(trainer.score, settings.evolution, settings.train.seed, on_score)
-        best = max(records, key=lambda r: r["score"])
-        summary["arch"] = str(best["arch"])
-        summary["supernet_val_accuracy"] = best["score"]
-        candidates = pd.DataFrame([{**r, "arch": str(r["arch"])} for r in records])
-    elif settings.space == "nb201":
-        summary["arch"] = str(trainer.model.derive())
-        summary["alpha"] = trainer.model.alpha.detach().cpu().tolist()
-    else:
-        genotype = trainer.model.derive()
-        summary["genotype"] = genotype.to_dict()
-        summary["genotype_str"] = str(genotype)
+    arch, found, candidates = searcher.select(trainer, settings, space, on_score)
     select_seconds = time.perf_counter() - select_start
     cfg = settings.train
+    summary: dict[str, Any] = {"space": space.name, "searcher": settings.searcher, "arch": space.format(arch),
+                               **space.summarise(arch), **found}
     summary.update({
         "search_time_s": train_seconds + select_seconds,
         "supernet_train_s": train_seconds,
@@ -194,35 +143,39 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         "supernet_parameters": count_parameters(trainer.model),
         "candidates_scored": len(candidates),
     })
-    if settings.space == "nb201" and table is not None:
-        summary.update(ground_truth_summary(table, summary["arch"], candidates, cfg.dataset))
+    if table is not None:
+        summary.update(ground_truth_summary(space, table, summary["arch"], candidates, cfg.dataset))
     summary["settings"] = settings.to_dict()
     return NasResult(summary, pd.DataFrame(trainer.history), candidates)
 
 
-def ground_truth_summary(table: GroundTruth, arch: str, candidates: pd.DataFrame, dataset: str) -> dict[str, Any]:
-    """The found arch's NAS-Bench-201 accuracies, and how well supernet scores rank the candidates."""
-    out: dict[str, Any] = {f"nb201_{k}": v for k, v in table.lookup(arch).items()}
-    column = GROUND_TRUTH_COLUMNS.get(dataset, "cifar10_test")
-    column = column if column in table.columns else table.columns[0]
+def ground_truth_summary(space: NasSpace, table: GroundTruthTable, arch: str, candidates: pd.DataFrame,
+                         dataset: str) -> dict[str, Any]:
+    """The found arch's known accuracies, the best possible one, and how well the supernet's scores
+    rank the candidates (keys prefixed by the space's name, e.g. ``nb201_cifar10_test``)."""
+    prefix = f"{space.name}_"
+    out: dict[str, Any] = {prefix + k: v for k, v in table.lookup(arch).items()}
+    column = table.column_for(dataset)
     best_arch, best_acc = table.best(dataset)
-    out.update({"nb201_reference_column": column, "nb201_best_possible": best_acc,
-                "nb201_best_arch": str(best_arch)})
+    out.update({"ground_truth_column": prefix + column, "ground_truth_fields": [prefix + c for c in table.columns],
+                prefix + "reference_column": column,
+                prefix + "best_possible": best_acc, prefix + "best_arch": space.format(best_arch)})
     if len(candidates):
         truth = [table.lookup(a)[column] for a in candidates["arch"]]
-        candidates[f"nb201_{column}"] = truth
+        candidates[prefix + column] = truth
         corr = rank_correlation(candidates["score"].to_numpy(), truth)
         out.update({"kendall_tau": corr["kendall_tau"], "spearman": corr["spearman"], "tau_pairs": corr["n"]})
     return out
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds of every numeric summary field."""
-    keys = ["search_time_s", "data_passes", "supernet_val_accuracy", "kendall_tau", "spearman",
-            "nb201_cifar10_test", "nb201_cifar100_test", "nb201_imagenet16_120_test"]
+    """Mean and standard deviation over seeds of every numeric field that all summaries have."""
     out: dict[str, Any] = {}
-    for key in keys:
-        values = [s[key] for s in summaries if isinstance(s.get(key), (int, float)) and not math.isnan(s[key])]
+    for key in summaries[0] if summaries else ():
+        values = [s.get(key) for s in summaries]
+        if key == "seed" or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        values = [float(v) for v in values if not math.isnan(v)]
         if values:
             out[f"{key}_mean"] = float(np.mean(values))
             out[f"{key}_std"] = float(np.std(values))

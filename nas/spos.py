@@ -1,4 +1,5 @@
-"""SPOS on NAS-Bench-201: a single-path supernet trained on ASP proxy data, then an evolutionary search.
+"""SPOS on any :class:`~nas.spaces.NasSpace`: a single-path supernet trained on ASP proxy data,
+then an evolutionary search.
 
 Supernet training is the ordinary :class:`~asp_tune.trainer.Trainer` loop; only the step differs:
 before each batch one architecture is drawn uniformly and only its operations run, so the proxy
@@ -11,16 +12,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
+import pandas as pd
 import torch
 
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.errors import ConfigError
-from asp_tune.trainer import Trainer
-from nas.nb201 import NUM_ARCHS, Arch, crossover, mutate, random_arch
-from nas.nb201_net import Nb201Supernet
+from asp_tune.trainer import StepOutput, Trainer
+from asp_tune.schedules import RatioSchedule
+from nas.spaces import NasSpace
+
+if TYPE_CHECKING:
+    from nas.search import NasSettings
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,14 @@ class EvolutionSettings:
     crossovers: int = 10  # children by crossover per generation
     mutation_prob: float = 0.2  # per-edge chance of a new operation
 
-    def validate(self) -> "EvolutionSettings":
+    def validate(self, space_size: int | None = None) -> "EvolutionSettings":
+        """Check the settings; with ``space_size``, no more candidates than the space holds."""
         for name in ("candidates", "population", "parents"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and 1 <= value <= NUM_ARCHS):
-                raise ConfigError(name, value, f"an integer in [1, {NUM_ARCHS}]")
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(name, value, "an integer >= 1")
+            if space_size is not None and value > space_size:
+                raise ConfigError(name, value, f"an integer in [1, {space_size}] (the architectures of the space)")
         for name in ("generations", "mutations", "crossovers"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
@@ -51,15 +59,15 @@ class EvolutionSettings:
         return self
 
 
-def evolutionary_search(score: Callable[[Arch], float], settings: EvolutionSettings, seed: int,
-                        on_score: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Score random candidates, then evolve the best; returns one record per scored architecture
-    (``arch``, ``score``, ``phase``, ``generation``), in the order they were scored."""
+def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], settings: EvolutionSettings,
+                        seed: int, on_score: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Score random candidates of ``space``, then evolve the best; returns one record per scored
+    architecture (``arch``, ``score``, ``phase``, ``generation``), in the order they were scored."""
     rng = random.Random(seed)
     records: list[dict[str, Any]] = []
-    scored: dict[Arch, float] = {}
+    scored: dict[Hashable, float] = {}
 
-    def evaluate(arch: Arch, phase: str, generation: int) -> None:
+    def evaluate(arch: Hashable, phase: str, generation: int) -> None:
         value = float(score(arch))
         scored[arch] = value
         record = {"arch": arch, "score": value, "phase": phase, "generation": generation}
@@ -67,22 +75,23 @@ def evolutionary_search(score: Callable[[Arch], float], settings: EvolutionSetti
         if on_score is not None:
             on_score(record)
 
-    while len(scored) < min(settings.candidates, NUM_ARCHS):
-        arch = random_arch(rng)
+    wanted = settings.candidates if space.size is None else min(settings.candidates, space.size)
+    while len(scored) < wanted:
+        arch = space.random(rng)
         if arch not in scored:
             evaluate(arch, "random", 0)
     population = sorted(scored, key=scored.get, reverse=True)[:settings.population]
     for generation in range(1, settings.generations + 1):
         parents = population[:settings.parents]
-        children: dict[Arch, str] = {}
+        children: dict[Hashable, str] = {}
         for count, phase in ((settings.mutations, "mutation"), (settings.crossovers, "crossover")):
             made, tries = 0, 0
             while made < count and tries < 20 * count:
                 tries += 1
                 if phase == "mutation" or len(parents) < 2:
-                    child = mutate(rng.choice(parents), rng, settings.mutation_prob)
+                    child = space.mutate(rng.choice(parents), rng, settings.mutation_prob)
                 else:
-                    child = crossover(*rng.sample(parents, 2), rng)
+                    child = space.crossover(*rng.sample(parents, 2), rng)
                 if child not in scored and child not in children:
                     children[child] = phase
                     made += 1
@@ -93,16 +102,20 @@ def evolutionary_search(score: Callable[[Arch], float], settings: EvolutionSetti
 
 
 class SposTrainer(Trainer):
-    """Trains a :class:`Nb201Supernet` with one uniformly drawn path per batch; scores paths on ``val``."""
+    """Trains ``space``'s single-path supernet with one uniformly drawn path per batch; scores paths on ``val``."""
 
-    def __init__(self, config: TrainConfig, data: DataBundle, channels: int = 16, cells_per_stage: int = 5):
-        torch.manual_seed(config.seed)
-        c, _, _ = data.image_shape
-        model = Nb201Supernet(channels, cells_per_stage, data.num_classes, c)
-        super().__init__(config, data, model)
+    def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace, channels: int = 16,
+                 cells: int | None = None):
+        cells = cells or space.default_cells
+
+        def supernet(loaded: DataBundle):
+            return space.single_path_supernet(channels, cells, loaded.num_classes, loaded.image_shape[0])
+
+        super().__init__(config, data, supernet)
+        self.space = space
         self.path_rng = random.Random(config.seed * 7919 + 17)
         self.monitor_rng = random.Random(config.seed * 7919 + 29)  # apart, so monitoring never changes training
-        self.scored_arch: Arch | None = None
+        self.scored_arch: Hashable | None = None
         self.score_indices: torch.Tensor | None = None  # None: score on the whole held-out split
 
     def set_score_subset(self, samples: int | None) -> int:
@@ -116,17 +129,17 @@ class SposTrainer(Trainer):
         self.score_indices = torch.randperm(n, generator=g)[:samples].sort().values.to(self.device)
         return samples
 
-    def train_step(self, batch: Any):
-        self.model.set_arch(random_arch(self.path_rng))
+    def train_step(self, batch: Any) -> StepOutput:
+        self.model.set_arch(self.space.random(self.path_rng))
         return super().train_step(batch)
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         # Per-epoch validation draws a fresh path per batch (a supernet health signal);
         # scoring fixes the candidate.
-        self.model.set_arch(self.scored_arch or random_arch(self.monitor_rng))
+        self.model.set_arch(self.scored_arch or self.space.random(self.monitor_rng))
         return self.model(x)
 
-    def score(self, arch: Arch) -> float:
+    def score(self, arch: Hashable) -> float:
         """Validation accuracy of ``arch`` with the weights it inherits from the supernet."""
         self.scored_arch = arch
         try:
@@ -144,3 +157,35 @@ class SposTrainer(Trainer):
         super().load_state_dict(state)
         self.path_rng.setstate(state["path_rng"])
         self.monitor_rng.setstate(state["monitor_rng"])
+
+
+def auto_score_samples(train: TrainConfig, evolution: EvolutionSettings, num_train: int) -> int:
+    """Held-out images per candidate so that scoring costs about 10% of the search.
+
+    A training sample costs about three forward passes (forward and backward), a scored one one:
+    scoring ``K`` candidates on ``S`` images costs ``K S``, training ``3 P N`` for ``P`` data passes
+    over ``N`` images, so ``K S <= (0.1 / 0.9) 3 P N`` gives ``S = P N / (3 K)`` (at least 256).
+    """
+    schedule = RatioSchedule(train.ratio, train.epochs, train.ratio_schedule, train.first_epoch_full)
+    passes = sum(schedule.count_at(e, num_train) for e in range(train.epochs)) / num_train
+    candidates = evolution.candidates + evolution.generations * (evolution.mutations + evolution.crossovers)
+    return max(256, int(passes * num_train / (3 * max(1, candidates))))
+
+
+class SposSearch:
+    """The SPOS searcher: single-path supernet training, then evolution scored on held-out data."""
+
+    def trainer(self, settings: "NasSettings", space: NasSpace) -> SposTrainer:
+        return SposTrainer(settings.train, None, space, settings.channels, settings.num_cells)
+
+    def select(self, trainer: SposTrainer, settings: "NasSettings", space: NasSpace,
+               on_score: Callable[[dict[str, Any]], None] | None = None
+               ) -> tuple[Hashable, dict[str, Any], pd.DataFrame]:
+        """(best architecture, its summary fields, every scored candidate)."""
+        wanted = settings.score_samples or auto_score_samples(settings.train, settings.evolution,
+                                                              trainer.selector.num_samples)
+        used = trainer.set_score_subset(wanted)
+        records = evolutionary_search(space, trainer.score, settings.evolution, settings.train.seed, on_score)
+        best = max(records, key=lambda r: r["score"])
+        candidates = pd.DataFrame([{**r, "arch": space.format(r["arch"])} for r in records])
+        return best["arch"], {"score_samples": used, "supernet_val_accuracy": best["score"]}, candidates

@@ -11,7 +11,7 @@ from asp_tune import TrainConfig, Trainer, load_dataset
 from asp_tune.selection import select_subset
 from nas.darts import DartsTrainer
 from nas.darts_space import DartsSearchNetwork
-from nas.nb201 import Arch
+from nas.nb201 import Arch, Nb201Space
 from nas.spos import SposTrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -86,7 +86,7 @@ def test_selection_on_the_gpu_matches_the_cpu():
 
 
 def test_spos_supernet_trains_and_scores_on_the_gpu(digits):
-    t = SposTrainer(cuda_config(model="mlp", epochs=2), digits, channels=4, cells_per_stage=1)
+    t = SposTrainer(cuda_config(model="mlp", epochs=2), digits, Nb201Space(), channels=4, cells=1)
     assert all(p.is_cuda for p in t.model.parameters())
     record = t.train_epoch()
     assert record["selected"] > 0

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from asp_tune.errors import ConfigError, DataError
-from nas.nb201 import EDGES, EXAMPLE, NUM_ARCHS, OPS, Arch, GroundTruth, all_archs, crossover, mutate, random_arch
-from nas.nb201_net import Nb201DartsNetwork, Nb201Supernet, SearchCell, live_edges
+from nas.nb201 import EDGES, EXAMPLE, NUM_ARCHS, NB201_OPS, Arch, GroundTruth, all_archs, crossover, mutate, random_arch
+from nas.nb201_net import Nb201DartsNetwork, Nb201Supernet, Nb201Cell, live_edges
 
 BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 
@@ -86,7 +86,7 @@ def test_table_errors_are_clear(tmp_path):
         GroundTruth(_frame(cifar10_test=["n/a", 3.0]))
     with pytest.raises(DataError, match="more than once"):
         GroundTruth(_frame(arch=[EXAMPLE, EXAMPLE]))
-    with pytest.raises(ConfigError, match="nb201_table"):
+    with pytest.raises(ConfigError, match="ground_truth"):
         GroundTruth.load(tmp_path / "missing.csv")
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\xff\xfe\x00garbage")
@@ -99,7 +99,7 @@ def test_single_path_forward_has_right_shapes_and_runs_only_the_sampled_ops():
     net = Nb201Supernet(channels=4, cells_per_stage=2, num_classes=7, in_channels=3)
     ran = set()
     for cell in net.layers:
-        if isinstance(cell, SearchCell):
+        if isinstance(cell, Nb201Cell):
             for edge in cell.edges:
                 for op in edge:
                     op.register_forward_hook(lambda m, i, o: ran.add(id(m)))
@@ -119,10 +119,10 @@ def test_single_path_forward_has_right_shapes_and_runs_only_the_sampled_ops():
         node_live = {1: node1_live, 2: node2_live, 3: True}
         for (j, i), name in op.items():
             runs = name != "none" and node_live[j]
-            module = lambda cell: cell.edges[EDGES.index((j, i))][OPS.index(name)]  # noqa: E731
-            cells = [c for c in net.layers if isinstance(c, SearchCell)]
+            module = lambda cell: cell.edges[EDGES.index((j, i))][NB201_OPS.index(name)]  # noqa: E731
+            cells = [c for c in net.layers if isinstance(c, Nb201Cell)]
             assert all((id(module(c)) in ran) == runs for c in cells)
-        for cell in (c for c in net.layers if isinstance(c, SearchCell)):
+        for cell in (c for c in net.layers if isinstance(c, Nb201Cell)):
             for e, edge in enumerate(cell.edges):
                 for k, op in enumerate(edge):
                     if k != arch.indices[e]:
@@ -135,16 +135,16 @@ def test_dead_edges_are_skipped_and_change_nothing():
     x = torch.randn(6, 3, 8, 8)
     # node 2 only feeds 3<-2, which is none: edges into node 2 are dead
     arch = Arch.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")
-    assert live_edges(arch.indices, OPS.index("none")) == (True, False, False, True, True, False)
+    assert live_edges(arch.indices, NB201_OPS.index("none")) == (True, False, False, True, True, False)
     net.set_arch(arch)
     pruned = net(x)
     full = net.stem(x)
     for layer in net.layers:  # reference: every non-none edge computed
-        if isinstance(layer, SearchCell):
+        if isinstance(layer, Nb201Cell):
             nodes = [full]
             for j in range(1, 4):
                 terms = [layer.edges[e][k](nodes[i]) for e, ((jj, i), k) in enumerate(zip(EDGES, arch.indices))
-                         if jj == j and OPS[k] != "none"]
+                         if jj == j and NB201_OPS[k] != "none"]
                 nodes.append(sum(terms) if terms else torch.zeros_like(full))
             full = nodes[-1]
         else:
@@ -165,5 +165,5 @@ def test_darts_on_nb201_mixes_all_ops_and_derives_an_arch():
     assert {id(p) for p in net.arch_parameters()}.isdisjoint(id(p) for p in net.weight_parameters())
     with torch.no_grad():
         net.alpha.zero_()
-        net.alpha[:, OPS.index("nor_conv_3x3")] = 1.0
+        net.alpha[:, NB201_OPS.index("nor_conv_3x3")] = 1.0
     assert net.derive() == Arch(("nor_conv_3x3",) * 6)

@@ -10,7 +10,7 @@ import torch
 from asp_tune.cli import main
 from asp_tune.config import TrainConfig
 from asp_tune.errors import AspTuneError, ConfigError
-from nas.nb201 import Arch, GroundTruth
+from nas.nb201 import Arch, GroundTruth, Nb201Space
 from nas.search import NasSettings, aggregate, run_search
 from nas.spos import EvolutionSettings, evolutionary_search
 
@@ -35,7 +35,7 @@ def test_evolution_scores_distinct_archs_and_finds_the_optimum_of_a_known_score(
     def score(arch: Arch) -> float:  # closer to the target is better
         return sum(a == b for a, b in zip(arch.ops, target.ops)) / 6
 
-    records = evolutionary_search(score, EvolutionSettings(candidates=30, generations=15, mutation_prob=0.3), seed=0)
+    records = evolutionary_search(Nb201Space(), score, EvolutionSettings(candidates=30, generations=15, mutation_prob=0.3), seed=0)
     archs = [r["arch"] for r in records]
     assert len(set(archs)) == len(archs)
     assert {r["phase"] for r in records} == {"random", "mutation", "crossover"}
@@ -45,10 +45,10 @@ def test_evolution_scores_distinct_archs_and_finds_the_optimum_of_a_known_score(
 
 @pytest.mark.shared_data
 def test_tiny_spos_search_with_asp_returns_an_arch_from_the_table(shared_data):
-    settings = tiny_settings(nb201_table=table_path(shared_data))
+    settings = tiny_settings(ground_truth=table_path(shared_data))
     result = run_search(settings)
     s = result.summary
-    table = GroundTruth.load(settings.nb201_table)
+    table = GroundTruth.load(settings.ground_truth)
     assert Arch.parse(s["arch"]) in table
     assert s["nb201_cifar10_test"] == table.lookup(s["arch"])["cifar10_test"]
     for key in ("space", "searcher", "arch", "search_time_s", "data_passes", "nb201_cifar100_test",
@@ -108,7 +108,8 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
 @pytest.mark.parametrize("changes, field", [
     ({"space": "nasbench101"}, "space"),
     ({"searcher": "enas"}, "searcher"),
-    ({"space": "darts", "searcher": "spos"}, "searcher"),
+    ({"space": "darts", "cells": 3, "ground_truth": "table.csv"}, "ground_truth"),
+    ({"space": "darts", "cells": 2}, "cells"),
     ({"order": 3}, "order"),
     ({"cells": 0}, "cells"),
     ({"evolution": EvolutionSettings(mutation_prob=0.0)}, "mutation_prob"),
@@ -145,9 +146,10 @@ def test_nas_cli_writes_results_and_removes_checkpoints(tmp_path, shared_data, c
 
 @pytest.mark.parametrize("args, message", [
     (["--space", "nb301"], "invalid space='nb301': allowed"),
-    (["--space", "darts", "--searcher", "spos"], "invalid searcher='spos'"),
+    (["--searcher", "enas"], "invalid searcher='enas': allowed one of 'spos', 'darts'"),
+    (["--space", "darts", "--cells", "2"], "invalid cells=2: allowed an integer >= 3 for the darts space"),
     (["--ratio", "0.5", "--metric", "none"], "invalid metric='none'"),
-    (["--nb201-table", "/nonexistent.csv"], "invalid nb201_table="),
+    (["--nb201-table", "/nonexistent.csv"], "invalid ground_truth="),
     (["--metric", "loss", "--ratio", "0.3", "--mutation-prob", "2"], "invalid mutation_prob=2.0"),
 ])
 def test_nas_cli_bad_input_is_one_error_and_no_results(tmp_path, capsys, args, message):

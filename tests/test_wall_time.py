@@ -72,8 +72,8 @@ def test_early_stopping_searches_do_not_spend_a_full_first_pass():
 
 
 def test_nas_scoring_subset_is_the_same_for_every_candidate_and_run_with_a_seed():
-    from nas.search import NasSettings, auto_score_samples, build_trainer
-    from nas.spos import EvolutionSettings
+    from nas.search import NasSettings, build_trainer
+    from nas.spos import EvolutionSettings, auto_score_samples
 
     train = TrainConfig(dataset="digits", epochs=4, batch_size=64, ratio=0.5, metric="loss", subset=800,
                         val_fraction=0.5, seed=3)
@@ -88,6 +88,6 @@ def test_nas_scoring_subset_is_the_same_for_every_candidate_and_run_with_a_seed(
     assert a.set_score_subset(None) == len(a.data.val) and a.score_indices is None
     # auto: scoring K candidates on S images costs at most ~10% of training's 3 x passes x N
     n = a.selector.num_samples
-    s = auto_score_samples(settings, n)
+    s = auto_score_samples(settings.train, settings.evolution, n)
     passes = 1 + 0.5 * 3
     assert s == max(256, int(passes * n / (3 * 30)))

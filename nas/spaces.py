@@ -1,0 +1,111 @@
+"""NAS search spaces as objects: the protocol every space implements, and the registry of spaces.
+
+The searchers (:mod:`nas.spos`, :mod:`nas.darts`), the search loop (:mod:`nas.search`), the
+command line and the plots take a :class:`NasSpace` and never ask which one it is. A new space
+is one module with a class implementing the protocol and one :func:`register_space` line (or an
+entry in :data:`BUILTIN_SPACES`); spaces load lazily, so the CLI's help does not build networks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from typing import Any, Callable, Hashable, Protocol, runtime_checkable
+
+from torch import nn
+
+from asp_tune.errors import ConfigError
+
+
+@runtime_checkable
+class GroundTruthTable(Protocol):
+    """Known accuracies of a space's architectures (NAS-Bench-201's table, say)."""
+
+    columns: tuple[str, ...]
+
+    def lookup(self, arch: Any) -> dict[str, float]:
+        """Every accuracy column of ``arch`` (an architecture or its text form)."""
+
+    def column_for(self, dataset: str) -> str:
+        """The column that matches a search on ``dataset``."""
+
+    def best(self, dataset: str) -> tuple[Any, float]:
+        """The best architecture for ``dataset`` and its accuracy."""
+
+
+@runtime_checkable
+class NasSpace(Protocol):
+    """A cell-based search space. Architectures are hashable values (equal means the same network).
+
+    Networks:
+    - ``single_path_supernet``: every operation of every edge, one path run at a time; the module
+      has ``set_arch(arch)`` (SPOS).
+    - ``continuous_network``: every edge a softmax mixture of the operations; the module has
+      ``weight_parameters()``, ``arch_parameters()`` and ``derive() -> arch`` (DARTS).
+    """
+
+    name: str
+    description: str
+    default_cells: int
+    min_cells: int
+    cells_help: str
+    default_searcher: str
+    size: int | None  # number of architectures (None: not counted)
+    has_ground_truth: bool  # whether load_ground_truth can read a table of known accuracies
+
+    def random(self, rng: random.Random) -> Hashable: ...
+
+    def mutate(self, arch: Any, rng: random.Random, edge_prob: float) -> Hashable: ...
+
+    def crossover(self, a: Any, b: Any, rng: random.Random) -> Hashable: ...
+
+    def single_path_supernet(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module: ...
+
+    def continuous_network(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module: ...
+
+    def parse(self, text: str) -> Hashable: ...
+
+    def format(self, arch: Any) -> str: ...
+
+    def load_ground_truth(self, path: str) -> GroundTruthTable:
+        """The space's ground-truth table at ``path``; a space without tables raises ConfigError."""
+
+    def summarise(self, arch: Any) -> dict[str, Any]:
+        """Summary fields beyond ``arch`` (its text form) that describe a found architecture."""
+
+
+#: Built-in spaces, loaded on first use: name -> "module:attribute" of a zero-argument factory.
+BUILTIN_SPACES: dict[str, str] = {
+    "nb201": "nas.nb201:Nb201Space",
+    "darts": "nas.darts_space:DartsSpace",
+}
+_FACTORIES: dict[str, Callable[[], NasSpace] | str] = dict(BUILTIN_SPACES)
+_LOADED: dict[str, NasSpace] = {}
+
+
+def register_space(name: str, factory: Callable[[], NasSpace] | str) -> None:
+    """Make ``name`` a search space: a factory (class or function) or a ``"module:attribute"`` path."""
+    _FACTORIES[name] = factory
+    _LOADED.pop(name, None)
+
+
+def unregister_space(name: str) -> None:
+    _FACTORIES.pop(name, None)
+    _LOADED.pop(name, None)
+
+
+def space_names() -> tuple[str, ...]:
+    return tuple(_FACTORIES)
+
+
+def get_space(name: str) -> NasSpace:
+    """The registered space ``name``; an unknown name is an error that lists the spaces."""
+    if name not in _FACTORIES:
+        raise ConfigError("space", name, space_names())
+    if name not in _LOADED:
+        factory = _FACTORIES[name]
+        if isinstance(factory, str):
+            module, _, attribute = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attribute)
+        _LOADED[name] = factory()
+    return _LOADED[name]
