@@ -10,83 +10,21 @@ from typing import Any, Callable, Container, Sequence
 
 import pandas as pd
 
-from asp_tune.config import GROUPS, TrainConfig
+from asp_tune.config import TrainConfig
 from asp_tune.errors import AspTuneError
+from asp_tune.flags import add_arguments
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
 
 
-def parse_bool(text: str) -> bool:
-    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (an argparse type)."""
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def optional(kind: type, none_words: tuple[str, ...] = ("none", "all", "")) -> Callable[[str], Any]:
-    """An argparse type reading ``kind``, or None for any of ``none_words``."""
-    def parse(text: str) -> Any:
-        if text.lower() in none_words:
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {kind.__name__} or {none_words[0]}, got {text!r}") from None
-    parse.__name__ = f"optional {kind.__name__}"
-    return parse
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-#: Annotation of a TrainConfig field -> the argparse type that reads it.
-FLAG_TYPES: dict[str, Callable[[str], Any]] = {
-    "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": optional(str),
-    "int | None": optional(int), "float | None": optional(float), "tuple[float, ...]": _floats,
-}
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def field_choices(f: dataclasses.Field) -> tuple | None:
-    choices = f.metadata.get("choices")
-    return tuple(choices()) if callable(choices) else choices
-
-
 def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None = None,
                         skip: Container[str] = (), only: Container[str] | None = None,
                         keep_unset: bool = False) -> None:
-    """One flag per :class:`TrainConfig` field, generated from the field: its type, help, choices
-    and default (``defaults`` overrides the class defaults, e.g. a command's own NAS defaults).
-
-    ``skip`` / ``only`` choose fields. With ``keep_unset`` a flag not given parses to None, so the
-    caller can tell "not given" from "given the default" (a search space's values then apply).
-    """
-    d = defaults or TrainConfig()
-    groups = {name: p.add_argument_group(name) for name in GROUPS}
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip or (only is not None and f.name not in only):
-            continue
-        default = getattr(d, f.name)
-        choices = field_choices(f)
-        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
-        help_text = f.metadata.get("help", "") + f" [default: {shown}]"
-        kind = FLAG_TYPES[str(f.type)]
-        groups[f.metadata.get("group", "run")].add_argument(
-            flag_name(f.name), type=kind, default=None if keep_unset else default,
-            metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}",
-            help=help_text, dest=f.name)
+    """One flag per :class:`TrainConfig` field (see :func:`asp_tune.flags.add_arguments`);
+    ``defaults`` replaces the class defaults, e.g. a command's own NAS defaults."""
+    values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)} if defaults else None
+    add_arguments(p, TrainConfig, values, skip, only, keep_unset)
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:

@@ -8,6 +8,7 @@ from typing import Any
 
 from asp_tune.datasets import DATASETS
 from asp_tune.errors import ConfigError
+from asp_tune.flags import option
 from asp_tune.models import MODELS
 from asp_tune.schedules import METRIC_CHOICES, MIXTURE_ORDERS, RATIO_SCHEDULES
 from asp_tune.selection import SELECTION_RULES
@@ -17,7 +18,6 @@ DEVICES = ("auto", "cpu", "cuda")
 STORAGES = ("device", "stream")
 
 
-GROUPS = ("data", "model and optimisation", "proxy data (ASP)", "run")
 
 # The selection defaults (calibrated rule, 0.2 of the mass on the top 10%, a 0.3 uniform floor,
 # class balance, unbiased reweighting) and the proxy metric below are the best measured in
@@ -34,20 +34,12 @@ SELECTION_FIELDS = ("selection_rule", "temperature", "top10_mass", "uniform_floo
                     "unseen_first")
 
 
-def option(default: Any, help: str, group: str, choices: Any = None) -> Any:
-    """A :class:`TrainConfig` field with what its command-line flag needs: help, group, choices.
-
-    ``choices`` may be a tuple or a callable returning one (a registry filled later).
-    """
-    return dataclasses.field(default=default, metadata={"help": help, "group": group, "choices": choices})
-
-
 @dataclass
 class TrainConfig:
     """Everything one proxy-data training run needs. ``ratio=1, metric='none'`` is the baseline.
 
     Each field's default, help and allowed values live here, once; every command's flags are
-    generated from these fields (:func:`asp_tune.cli.add_train_arguments`).
+    generated from these fields (:func:`asp_tune.flags.add_arguments`).
     """
 
     # data
@@ -96,7 +88,7 @@ class TrainConfig:
                                  SELECTION_RULES)
     temperature: float = option(1.0, "selection temperature for zscore and paper; 0 = deterministic top-m",
                                 "proxy data (ASP)")
-    top10_mass: float = option(0.2, "calibrated rule: share of the probability on the top 10%% of samples "
+    top10_mass: float = option(0.2, "calibrated rule: share of the probability on the top 10% of samples "
                                     "(0.1 = uniform)", "proxy data (ASP)")
     uniform_floor: float = option(0.3, "fraction of the probability spread uniformly, so no sample starves",
                                   "proxy data (ASP)")

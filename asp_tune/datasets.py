@@ -326,7 +326,6 @@ class DatasetSpec:
     loader: Callable[..., dict[str, np.ndarray]]
     crop_padding: int
     flip_p: float
-    needs_data_dir: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -335,7 +334,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar100": DatasetSpec(_load_cifar(100), crop_padding=4, flip_p=0.5),
     "image_folder": DatasetSpec(
         lambda data_dir, image_size=None, cache_dir=None, **_: _load_image_source(data_dir, image_size, cache_dir),
-        crop_padding=4, flip_p=0.5, needs_data_dir=True),
+        crop_padding=4, flip_p=0.5),
 }
 
 

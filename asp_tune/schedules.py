@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from asp_tune.errors import ConfigError
 

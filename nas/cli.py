@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args, optional, parse_bool
+from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args
+from asp_tune.flags import add_arguments, values_from_args
 from asp_tune.errors import ConfigError
 from asp_tune.run_dir import RunDirectory
 
@@ -39,45 +40,14 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 def add_nas_parser(sub: Any) -> None:
     p = sub.add_parser("nas", help="architecture search (SPOS or DARTS) with ASP proxy data",
                        description="Train a supernet on ASP proxy data, then pick an architecture: SPOS "
-                                   "(NAS-Bench-201 space) or DARTS (DARTS or NAS-Bench-201 space). "
+                                   "or DARTS, on any registered space (nb201, darts). "
                                    "--ratio 1.0 --metric none is the full-data baseline. Writes summary.json, "
                                    "epochs.csv, candidates.csv (SPOS) and search.png.")
-    from nas.search import SEARCHERS
-    from nas.spaces import get_space, space_names
+    from nas.search import NasSettings, default_train_config
+    from nas.spos import EvolutionSettings
 
-    spaces = [get_space(name) for name in space_names()]
-    g = p.add_argument_group("search")
-    g.add_argument("--space", default="nb201", metavar="{" + ",".join(space_names()) + "}",
-                   help="; ".join(f"{s.name}: {s.description}" for s in spaces) + " [default: nb201]")
-    g.add_argument("--searcher", default=None, metavar="{" + ",".join(SEARCHERS) + "}",
-                   help="default: the space's own (" + ", ".join(f"{s.name}: {s.default_searcher}" for s in spaces) + ")")
-    g.add_argument("--channels", type=int, default=16, help="supernet width C (16 in both papers)")
-    g.add_argument("--cells", type=int, default=None,
-                   help="; ".join(f"{s.name}: {s.cells_help} (default {s.default_cells})" for s in spaces))
-    g.add_argument("--monitor", type=parse_bool, default=True,
-                   help="validate the supernet after each epoch (costs one pass over the val split)")
-    g.add_argument("--ground-truth", "--nb201-table", dest="ground_truth", default=None,
-                   help="a table of known accuracies, for spaces that have one (" +
-                        ", ".join(s.name for s in spaces if s.has_ground_truth) +
-                        "): e.g. the NAS-Bench-201 CSV (arch, cifar10_test, cifar100_test, imagenet16_120_test)")
-    g = p.add_argument_group("SPOS selection (held-out split, inherited weights)")
-    g.add_argument("--score-samples", type=optional(int, ("auto", "none", "")), default=None,
-                   help="held-out images each candidate is scored on (the same seeded subset for all); "
-                        "auto: sized so scoring takes about 10%% of the search [default: auto]")
-    g.add_argument("--candidates", type=int, default=50, help="random candidates scored first")
-    g.add_argument("--population", type=int, default=20)
-    g.add_argument("--generations", type=int, default=10, help="evolution rounds (0: random search only)")
-    g.add_argument("--parents", type=int, default=10)
-    g.add_argument("--mutations", type=int, default=10, help="children by mutation per generation")
-    g.add_argument("--crossovers", type=int, default=10, help="children by crossover per generation")
-    g.add_argument("--mutation-prob", type=float, default=0.2, help="per-edge mutation probability")
-    g = p.add_argument_group("DARTS")
-    g.add_argument("--order", type=int, default=1, help="1 first order, 2 second order (unrolled)")
-    g.add_argument("--arch-lr", type=float, default=3e-4)
-    g.add_argument("--arch-weight-decay", type=float, default=1e-3)
-    g.add_argument("--grad-clip", type=float, default=5.0)
-    from nas.search import default_train_config
-
+    add_arguments(p, NasSettings)
+    add_arguments(p, EvolutionSettings, group="SPOS selection (held-out split, inherited weights)")
     add_train_arguments(p, default_train_config(), skip=("model",))
     g = p.add_argument_group("several seeds (Ray tasks)")
     g.add_argument("--seeds", type=_seeds, default=None,
@@ -94,14 +64,9 @@ def add_retrain_parser(sub: Any) -> None:
                                    "reports test accuracy. Writes summary.json, epochs.csv and training.png.")
     p.add_argument("--genotype", required=True,
                    help="darts_v2, a Genotype(...) string, JSON, or a file (a DARTS search's summary.json)")
-    p.add_argument("--channels", type=int, default=36, help="initial channels (DARTS: 36)")
-    p.add_argument("--layers", type=int, default=20, help="cells (DARTS: 20)")
-    p.add_argument("--auxiliary", type=parse_bool, default=False, help="auxiliary head after 2/3 of the cells")
-    p.add_argument("--aux-weight", type=float, default=0.4)
-    p.add_argument("--drop-path-prob", type=float, default=0.0, help="reached at the last epoch (DARTS: 0.2)")
-    p.add_argument("--grad-clip", type=float, default=5.0)
-    from nas.retrain import default_train_config
+    from nas.retrain import RetrainSettings, default_train_config
 
+    add_arguments(p, RetrainSettings)
     add_train_arguments(p, default_train_config(), skip=("model",))
     _add_output_flags(p)
 
@@ -113,17 +78,14 @@ def settings_from_args(args: argparse.Namespace):
     from nas.search import NasSettings
     from nas.spos import EvolutionSettings
 
-    evolution = EvolutionSettings(candidates=args.candidates, population=args.population,
-                                  generations=args.generations, parents=args.parents, mutations=args.mutations,
-                                  crossovers=args.crossovers, mutation_prob=args.mutation_prob)
-    table = str(Path(args.ground_truth).expanduser().resolve()) if args.ground_truth else None
+    values = values_from_args(args, NasSettings)
+    if values["ground_truth"]:
+        values["ground_truth"] = str(Path(values["ground_truth"]).expanduser().resolve())
     train = config_from_args(args)
     if train.data_dir and "://" not in train.data_dir:
         train = train.replace(data_dir=str(Path(train.data_dir).expanduser().resolve()))
-    return NasSettings(space=args.space, searcher=args.searcher, train=train, channels=args.channels,
-                       cells=args.cells, evolution=evolution, order=args.order, arch_lr=args.arch_lr,
-                       arch_weight_decay=args.arch_weight_decay, grad_clip=args.grad_clip,
-                       ground_truth=table, monitor=args.monitor, score_samples=args.score_samples).validate()
+    return NasSettings(**values, train=train,
+                       evolution=EvolutionSettings(**values_from_args(args, EvolutionSettings))).validate()
 
 
 def _checkpoint_folder(args: argparse.Namespace):
@@ -239,9 +201,7 @@ def run_nas_retrain(args: argparse.Namespace) -> int:
 
     genotype = Genotype.parse(args.genotype)
     train = config_from_args(args)
-    settings = RetrainSettings(genotype=genotype, train=train, channels=args.channels, layers=args.layers,
-                               auxiliary=args.auxiliary, aux_weight=args.aux_weight,
-                               drop_path_prob=args.drop_path_prob, grad_clip=args.grad_clip).validate()
+    settings = RetrainSettings(genotype=genotype, train=train, **values_from_args(args, RetrainSettings)).validate()
     with RunDirectory(args.out, overwrite=args.overwrite) as out:
         ckpt = _checkpoint_folder(args)
         bar = _progress(train.epochs, "retrain", args.quiet, "epoch")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-import random
+from random import Random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -376,7 +376,7 @@ class DartsSinglePathSupernet(nn.Module):
 
 # --------------------------------------------------------------------------------------- the space
 
-def _random_cell(rng: random.Random) -> tuple[Edge, ...]:
+def _random_cell(rng: Random) -> tuple[Edge, ...]:
     edges: list[Edge] = []
     for node in range(STEPS):
         for src in sorted(rng.sample(range(2 + node), 2)):
@@ -384,7 +384,7 @@ def _random_cell(rng: random.Random) -> tuple[Edge, ...]:
     return tuple(edges)
 
 
-def _mutate_edge(edges: list[Edge], k: int, rng: random.Random) -> None:
+def _mutate_edge(edges: list[Edge], k: int, rng: Random) -> None:
     """Give edge ``k`` another operation or, where its node has a free input, another input."""
     op, src = edges[k]
     sibling = edges[k ^ 1][1]
@@ -408,10 +408,10 @@ class DartsSpace:
     has_ground_truth = False
     size = (math.prod(math.comb(2 + i, 2) for i in range(STEPS)) * (len(PRIMITIVES) - 1) ** (2 * STEPS)) ** 2
 
-    def random(self, rng: random.Random) -> Genotype:
+    def random(self, rng: Random) -> Genotype:
         return Genotype(normal=_random_cell(rng), reduce=_random_cell(rng))
 
-    def mutate(self, genotype: Genotype, rng: random.Random, edge_prob: float) -> Genotype:
+    def mutate(self, genotype: Genotype, rng: Random, edge_prob: float) -> Genotype:
         """Each of the 16 edges changes with probability ``edge_prob`` (at least one changes)."""
         cells = [list(genotype.normal), list(genotype.reduce)]
         changed = False
@@ -427,7 +427,7 @@ class DartsSpace:
                 edges[k:k + 2] = sorted(edges[k:k + 2], key=lambda e: e[1])
         return Genotype(normal=tuple(cells[0]), reduce=tuple(cells[1]))
 
-    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> Genotype:
+    def crossover(self, a: Genotype, b: Genotype, rng: Random) -> Genotype:
         """Each node's pair of edges from either parent, with equal chance."""
         def mix(x: tuple[Edge, ...], y: tuple[Edge, ...]) -> tuple[Edge, ...]:
             return tuple(e for k in range(0, 2 * STEPS, 2) for e in (x if rng.random() < 0.5 else y)[k:k + 2])

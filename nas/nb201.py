@@ -9,7 +9,7 @@ holds 5**6 = 15,625 architectures, written in the standard form
 from __future__ import annotations
 
 import itertools
-import random
+from random import Random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -90,11 +90,11 @@ def all_archs() -> Iterator[Arch]:
         yield Arch(ops)
 
 
-def random_arch(rng: random.Random) -> Arch:
+def random_arch(rng: Random) -> Arch:
     return Arch(tuple(rng.choice(NB201_OPS) for _ in EDGES))
 
 
-def mutate(arch: Arch, rng: random.Random, edge_prob: float) -> Arch:
+def mutate(arch: Arch, rng: Random, edge_prob: float) -> Arch:
     """Resample each edge's operation with probability ``edge_prob`` (at least one edge changes)."""
     ops = list(arch.ops)
     changed = False
@@ -108,7 +108,7 @@ def mutate(arch: Arch, rng: random.Random, edge_prob: float) -> Arch:
     return Arch(tuple(ops))
 
 
-def crossover(a: Arch, b: Arch, rng: random.Random) -> Arch:
+def crossover(a: Arch, b: Arch, rng: Random) -> Arch:
     """Each edge's operation from either parent, with equal chance."""
     return Arch(tuple(x if rng.random() < 0.5 else y for x, y in zip(a.ops, b.ops)))
 
@@ -200,13 +200,13 @@ class Nb201Space:
     size = NUM_ARCHS
     has_ground_truth = True
 
-    def random(self, rng: random.Random) -> Arch:
+    def random(self, rng: Random) -> Arch:
         return random_arch(rng)
 
-    def mutate(self, arch: Arch, rng: random.Random, edge_prob: float) -> Arch:
+    def mutate(self, arch: Arch, rng: Random, edge_prob: float) -> Arch:
         return mutate(arch, rng, edge_prob)
 
-    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+    def crossover(self, a: Arch, b: Arch, rng: Random) -> Arch:
         return crossover(a, b, rng)
 
     def single_path_supernet(self, channels: int, cells: int, num_classes: int, in_channels: int):

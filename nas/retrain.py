@@ -8,7 +8,7 @@ weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +19,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
 from asp_tune.errors import ConfigError
+from asp_tune.flags import option
 from asp_tune.trainer import Observed, StepOutput, Trainer
 from nas.checkpoint import train_resumably
 from asp_tune.models import count_parameters
@@ -32,14 +33,14 @@ def default_train_config() -> TrainConfig:
 
 @dataclass
 class RetrainSettings:
-    genotype: Genotype
-    train: TrainConfig = field(default_factory=default_train_config)
-    channels: int = 36
-    layers: int = 20
-    auxiliary: bool = False
-    aux_weight: float = 0.4
-    drop_path_prob: float = 0.0  # reached at the last epoch (DARTS: 0.2)
-    grad_clip: float = 5.0
+    genotype: Genotype = option(flag=False)
+    train: TrainConfig = option(flag=False, default_factory=default_train_config)
+    channels: int = option(36, "initial channels (DARTS: 36)", "network")
+    layers: int = option(20, "cells (DARTS: 20)", "network")
+    auxiliary: bool = option(False, "auxiliary head after 2/3 of the cells", "network")
+    aux_weight: float = option(0.4, "weight of the auxiliary head's loss", "network")
+    drop_path_prob: float = option(0.0, "drop-path probability reached at the last epoch (DARTS: 0.2)", "network")
+    grad_clip: float = option(5.0, "gradient-norm clip (0: off)", "network")
 
     def validate(self) -> "RetrainSettings":
         if not (isinstance(self.channels, int) and self.channels >= 1):

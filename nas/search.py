@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from asp_tune.config import TrainConfig
 from asp_tune.errors import ConfigError
+from asp_tune.flags import option, optional
 from asp_tune.models import count_parameters
 from asp_tune.ranking import rank_correlation
 from nas.checkpoint import train_resumably
@@ -37,23 +38,41 @@ def default_train_config() -> TrainConfig:
     return TrainConfig(lr=0.025, lr_min=0.001, weight_decay=3e-4, batch_size=64, epochs=10)
 
 
+SEARCH, DARTS = "search", "DARTS searcher"
+
+
+def _cells_help() -> str:
+    return "; ".join(f"{get_space(n).name}: {get_space(n).cells_help} (default {get_space(n).default_cells})"
+                     for n in space_names())
+
+
 @dataclass
 class NasSettings:
-    """A search: the space, the searcher, the supernet's training (``train``) and selection settings."""
+    """A search: the space, the searcher, the supernet's training (``train``) and selection settings.
 
-    space: str = "nb201"
-    searcher: str | None = None  # None: the space's own default searcher
-    train: TrainConfig = field(default_factory=default_train_config)
-    channels: int = 16
-    cells: int | None = None  # None: the space's default (NB201: cells per stage, DARTS: layers)
-    evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
-    order: int = 1  # DARTS searcher: 1 first order, 2 second order (unrolled)
-    arch_lr: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    grad_clip: float = 5.0
-    ground_truth: str | None = None  # a table of known accuracies, for spaces that have one
-    monitor: bool = True  # validate the supernet after every epoch (SPOS: a fresh random path per batch)
-    score_samples: int | None = None  # SPOS: held-out images each candidate is scored on (None: auto)
+    Each field's default, help and allowed values live here; ``asp-tune nas`` generates its flags
+    from these fields and from :class:`~nas.spos.EvolutionSettings` (:mod:`asp_tune.flags`).
+    """
+
+    space: str = option("nb201", "search space (a registered name, see nas.spaces)", SEARCH, space_names)
+    searcher: str | None = option(None, lambda: "searcher (none: the space's own: " + ", ".join(
+        f"{get_space(n).default_searcher} on {n}" for n in space_names()) + ")", SEARCH, lambda: tuple(SEARCHERS))
+    train: TrainConfig = option(flag=False, default_factory=default_train_config)
+    channels: int = option(16, "supernet width C (16 in both papers)", SEARCH)
+    cells: int | None = option(None, _cells_help, SEARCH)
+    evolution: EvolutionSettings = option(flag=False, default_factory=EvolutionSettings)
+    order: int = option(1, "1 first order, 2 second order (unrolled)", DARTS, (1, 2))
+    arch_lr: float = option(3e-4, "architecture learning rate (Adam)", DARTS)
+    arch_weight_decay: float = option(1e-3, "architecture weight decay", DARTS)
+    grad_clip: float = option(5.0, "gradient-norm clip of the network weights (0: off)", DARTS)
+    ground_truth: str | None = option(None, "a table of known accuracies for spaces that have one: for nb201 the "
+                                            "NAS-Bench-201 CSV (arch, cifar10_test, cifar100_test, "
+                                            "imagenet16_120_test)", SEARCH, aliases=("--nb201-table",))
+    monitor: bool = option(True, "validate the supernet after each epoch (SPOS: a fresh random path per batch; "
+                                 "costs one pass over the val split)", SEARCH)
+    score_samples: int | None = option(None, "SPOS: held-out images each candidate is scored on (the same seeded "
+                                             "subset for all); auto: sized so scoring takes about 10% of the search",
+                                       SEARCH, kind=optional(int, ("auto", "none", "")))
 
     def validate(self) -> "NasSettings":
         space = self.search_space  # an unknown space is an error naming the registered ones

@@ -9,7 +9,7 @@ entry in :data:`BUILTIN_SPACES`); spaces load lazily, so the CLI's help does not
 from __future__ import annotations
 
 import importlib
-import random
+from random import Random
 from typing import Any, Callable, Hashable, Protocol, runtime_checkable
 
 from torch import nn
@@ -53,11 +53,11 @@ class NasSpace(Protocol):
     size: int | None  # number of architectures (None: not counted)
     has_ground_truth: bool  # whether load_ground_truth can read a table of known accuracies
 
-    def random(self, rng: random.Random) -> Hashable: ...
+    def random(self, rng: Random) -> Hashable: ...
 
-    def mutate(self, arch: Any, rng: random.Random, edge_prob: float) -> Hashable: ...
+    def mutate(self, arch: Any, rng: Random, edge_prob: float) -> Hashable: ...
 
-    def crossover(self, a: Any, b: Any, rng: random.Random) -> Hashable: ...
+    def crossover(self, a: Any, b: Any, rng: Random) -> Hashable: ...
 
     def single_path_supernet(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module: ...
 

@@ -20,6 +20,7 @@ import torch
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.errors import ConfigError
+from asp_tune.flags import option
 from asp_tune.trainer import StepOutput, Trainer
 from asp_tune.schedules import RatioSchedule
 from nas.spaces import NasSpace
@@ -32,13 +33,13 @@ if TYPE_CHECKING:
 class EvolutionSettings:
     """Architecture selection after supernet training (``generations=0``: random search only)."""
 
-    candidates: int = 50  # uniform random candidates scored first
-    population: int = 20  # survivors kept each generation
-    generations: int = 10
-    parents: int = 10  # best of the population that breed
-    mutations: int = 10  # children by mutation per generation
-    crossovers: int = 10  # children by crossover per generation
-    mutation_prob: float = 0.2  # per-edge chance of a new operation
+    candidates: int = option(50, "random candidates scored first")
+    population: int = option(20, "survivors kept each generation")
+    generations: int = option(10, "evolution rounds (0: random search only)")
+    parents: int = option(10, "best of the population that breed")
+    mutations: int = option(10, "children by mutation per generation")
+    crossovers: int = option(10, "children by crossover per generation")
+    mutation_prob: float = option(0.2, "per-edge chance of a new operation in a mutation")
 
     def validate(self, space_size: int | None = None) -> "EvolutionSettings":
         """Check the settings; with ``space_size``, no more candidates than the space holds."""

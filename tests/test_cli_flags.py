@@ -62,3 +62,55 @@ def test_help_shows_defaults(command, capsys):
         parse(command, "--help")
     out = capsys.readouterr().out
     assert "[default:" in out
+
+
+def _flagged(cls) -> list[str]:
+    from asp_tune.flags import flag_fields
+
+    return [f.name for f in flag_fields(cls)]
+
+
+def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(tmp_path):
+    from asp_tune.tune.cli import CLI_DEFAULTS, _settings
+    from asp_tune.tune.runner import HpoSettings
+
+    space = tmp_path / "s.yaml"
+    space.write_text("fixed: {dataset: digits}\nparams:\n  lr: {type: uniform, low: 0.01, high: 0.1}\n")
+    args = parse("hpo", "--space", str(space), "--out", "x")
+    for name in _flagged(HpoSettings):
+        assert hasattr(args, name), f"hpo has no flag for HpoSettings.{name}"
+    settings = _settings(args, args.ratio)
+    api = HpoSettings(space=settings.space)
+    for f in dataclasses.fields(HpoSettings):
+        if f.name not in ("space", "selection"):
+            expected = CLI_DEFAULTS.get(f.name, getattr(api, f.name))
+            assert getattr(settings, f.name) == expected, f.name
+    assert settings.ratio == 0.3 and settings.ratio_schedule == "dynamic"
+
+
+def test_nas_flags_come_from_the_settings_dataclasses():
+    from nas.cli import settings_from_args
+    from nas.search import NasSettings
+    from nas.spos import EvolutionSettings
+
+    args = parse("nas", "--out", "x")
+    for cls in (NasSettings, EvolutionSettings):
+        for name in _flagged(cls):
+            assert hasattr(args, name), f"nas has no flag for {cls.__name__}.{name}"
+    settings = settings_from_args(args)
+    assert settings.evolution == EvolutionSettings()
+    defaults = NasSettings()
+    assert (settings.channels, settings.order, settings.arch_lr, settings.grad_clip, settings.monitor) == \
+        (defaults.channels, defaults.order, defaults.arch_lr, defaults.grad_clip, defaults.monitor)
+    assert settings.searcher == "spos"  # the space's own
+    assert parse("nas", "--out", "x", "--nb201-table", "t.csv").ground_truth == "t.csv"  # the old flag name
+
+
+@pytest.mark.parametrize("command, registry_choices", [
+    ("hpo", "{hyperband,bohb,asha,tpe,random}"), ("nas", "{nb201,darts}"), ("nas", "{spos,darts}"),
+    ("train", "{cifar10,cifar100,digits,image_folder}"),
+])
+def test_help_choices_come_from_the_registries(command, registry_choices, capsys):
+    with pytest.raises(SystemExit):
+        parse(command, "--help")
+    assert registry_choices in capsys.readouterr().out

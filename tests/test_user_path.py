@@ -61,7 +61,7 @@ def test_train_config_from_a_train_run_and_from_an_hpo_summary(tmp_path, capsys)
     (["correlate", "--space", "SPACE", "--max-configs", "0"], "invalid max_configs=0"),
     (["correlate", "--space", "SPACE", "--max-concurrent", "0"], "invalid max_concurrent=0"),
     (["correlate", "--space", "SPACE", "--metrics", ","], "invalid metrics=','"),
-    (["compare", "--space", "SPACE", "--ratios", ""], "invalid ratios=[]"),
+    (["compare", "--space", "SPACE", "--ratios", ""], "invalid ratios=()"),
     (["hpo", "--space", "SPACE", "--device", "cuda"], "invalid device='cuda'"),
     (["nas-retrain", "--genotype", "GARBAGE", *TINY], "invalid genotype="),
 ])

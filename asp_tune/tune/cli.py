@@ -11,18 +11,10 @@ from typing import Any
 from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, given_fields
 from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
+from asp_tune.flags import add_arguments, float_list, values_from_args
 from asp_tune.run_dir import RunDirectory
 
 REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-def _floats(field: str):
-    def parse(text: str) -> list[float]:
-        try:
-            return [float(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{field}: expected comma-separated numbers, got {text!r}") from None
-    return parse
 
 
 def _add_space_flags(p: argparse.ArgumentParser) -> None:
@@ -42,59 +34,52 @@ def load_space_args(args: argparse.Namespace):
     return space
 
 
-def _add_search_flags(p: argparse.ArgumentParser, algo_default: str = "asha") -> None:
+#: Flags of one search; the rest of HpoSettings' flagged fields are the Ray flags.
+SEARCH_FIELDS = ("algo", "ratio_schedule", "metric", "num_samples", "max_epochs", "max_concurrent", "early_stop",
+                 "grace_period", "reduction_factor", "time_budget_s", "data_passes_budget")
+RAY_FIELDS = ("seed", "device", "address", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_failures",
+              "verbose")
+#: What the search commands default to where HpoSettings' API defaults differ (given once, here).
+CLI_DEFAULTS = {"ratio": 0.3, "ratio_schedule": "dynamic"}
+
+
+def _hpo_settings_class():
+    from asp_tune.tune.runner import HpoSettings
+
+    return HpoSettings
+
+
+def _add_search_flags(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
     _add_space_flags(p)
-    p.add_argument("--algo", default=algo_default, help="hyperband, bohb, asha, tpe or random")
-    p.add_argument("--ratio-schedule", default="dynamic", help="constant or dynamic")
-    p.add_argument("--metric", default="auto",
-                   help="importance metric for proxy runs; auto: the best measured (random, never-seen samples "
-                        "first, when trials start at the ratio under early stopping; else loss) [default: auto]")
-    p.add_argument("--num-samples", type=int, default=8, help="trials (for a grid space: repeats of the grid)")
-    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (the paper runs 8)")
-    p.add_argument("--early-stop", default="none", help="none or asha (for tpe and random)")
-    p.add_argument("--time-budget-s", type=float, default=None, help="full-data wall-time budget; x ratio")
-    p.add_argument("--data-passes-budget", type=float, default=None, help="full-data budget in data passes; x ratio")
-    p.add_argument("--max-failures", type=int, default=0,
-                   help="retry a failed trial this often from its last checkpoint (a lost node; 3 on a cluster) "
-                        "[default: 0]")
+    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=SEARCH_FIELDS + extra)
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     _add_ray_flags(p)
 
 
-def _add_ray_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:10001 (default: start locally)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.25")
-    p.add_argument("--storage-path", default=None, help="where Ray keeps experiments (default ~/ray_results)")
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--verbose", type=int, default=1,
-                   help="0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs [default: 1]")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out when the run succeeds (only an asp_tune results folder)")
+
+
+def _add_ray_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = RAY_FIELDS) -> None:
+    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=only)
+    _add_output_flags(p)
 
 
 def _settings(args: argparse.Namespace, ratio: float):
     from asp_tune.tune.runner import HpoSettings
-    from asp_tune.tune.space import load_space
 
-    return HpoSettings(space=load_space_args(args), algo=args.algo, ratio=ratio, ratio_schedule=args.ratio_schedule,
-                       metric=args.metric, num_samples=args.num_samples, max_epochs=args.max_epochs,
-                       max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-                       gpus_per_trial=args.gpus_per_trial, time_budget_s=args.time_budget_s,
-                       data_passes_budget=args.data_passes_budget, early_stop=args.early_stop, seed=args.seed,
-                       device=args.device, address=args.address, storage_path=args.storage_path,
-                       verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS),
-                       max_failures=args.max_failures).validate()
+    values = values_from_args(args, HpoSettings, skip=("ratio",))
+    return HpoSettings(space=load_space_args(args), ratio=ratio, selection=given_fields(args, SELECTION_FIELDS),
+                       **values).validate()
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("hpo", help="hyper-parameter search with proxy-data trials on Ray Tune",
                        description="One search; writes trials.csv and summary.json. Budgets are given as for "
                                    "full data and become ratio x that.")
-    _add_search_flags(p)
-    p.add_argument("--ratio", type=float, default=0.3, help="sampling ratio (1.0 with --metric none: full data)")
+    _add_search_flags(p, extra=("ratio",))
     p.add_argument("--resume", default=None, help="Ray experiment folder of an interrupted run to finish")
 
     p = sub.add_parser("compare", help="full-data baseline and proxy ratios side by side, picks retrained",
@@ -102,27 +87,25 @@ def register(sub: Any) -> None:
                                    "every run's best configuration is retrained on full data. Writes report.md, "
                                    "comparison.csv, comparison.png and per-run trials CSVs.")
     _add_search_flags(p)
-    p.add_argument("--ratios", type=_floats("ratios"), default=[1.0, 0.3, 0.1])
+    p.add_argument("--ratios", type=float_list, default=[1.0, 0.3, 0.1])
     p.add_argument("--retrain-seeds", type=int, default=1)
 
     p = sub.add_parser("correlate", help="the ASP paper's Table 5: rank correlation per (ratio, metric)",
                        description="Every configuration of a grid space on full data and at every (ratio, metric), "
                                    "in parallel on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
     _add_space_flags(p)
-    p.add_argument("--ratios", type=_floats("ratios"), default=[0.1, 0.3, 0.5])
+    p.add_argument("--ratios", type=float_list, default=[0.1, 0.3, 0.5])
     p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
                    help="comma-separated metrics, one cell per (ratio, metric)")
-    p.add_argument("--ratio-schedule", default="dynamic", help="constant or dynamic (the paper's Table 5: dynamic)")
+    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
-    p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
-    _add_ray_flags(p)
+    _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
 
     p = sub.add_parser("demo", help="offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--num-samples", type=int, default=8)
-    p.add_argument("--verbose", type=int, default=1, help="0: silent; 1: progress bars; 2: Ray Tune's output")
+    p.add_argument("--out", default="runs/demo", help="results folder [default: runs/demo]")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (only an asp_tune results folder)")
+    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("num_samples", "verbose"))
 
 
 EXTRA_PARSERS.append(register)
@@ -200,7 +183,6 @@ def run_compare_command(args: argparse.Namespace) -> int:
 def run_correlate_command(args: argparse.Namespace) -> int:
     from asp_tune.schedules import IMPORTANCE_METRICS, METRIC_CHOICES
     from asp_tune.tune.compare import correlation_markdown, plot_correlation_scatter, run_correlate
-    from asp_tune.tune.space import load_space
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in metrics:
@@ -244,8 +226,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if not space_file.is_file():
         raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_mlp.yaml "
                           "(install with pip install -e . from a checkout)")
-    settings = HpoSettings(space=load_space(space_file), algo="asha", ratio=0.3, ratio_schedule="dynamic",
-                           metric="auto", num_samples=args.num_samples, max_concurrent=2,
+    settings = HpoSettings(space=load_space(space_file), **CLI_DEFAULTS, num_samples=args.num_samples,
                            verbose=args.verbose).validate()
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r=0.3, "
           f"dynamic, metric {dataclasses.replace(settings, ratio=0.3).resolved_metric()}); each pick retrained "

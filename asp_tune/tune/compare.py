@@ -16,8 +16,9 @@ import pandas as pd
 from asp_tune.config import TrainConfig
 from asp_tune.errors import RunFailed
 from asp_tune.ranking import rank_correlation
-from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, ensure_ray,
-                                  error_line, fit_interruptibly, run_hpo)
+from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, ensure_ray, error_line,
+                                  experiment_storage, fit_interruptibly, last_values, make_tuner, quiet_ray_logs,
+                                  run_hpo)
 from asp_tune.tune.space import SearchSpace
 
 
@@ -168,8 +169,6 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
 
     from ray import tune
 
-    from asp_tune.tune.progress import SearchProgress
-    from asp_tune.tune.runner import quiet_ray_logs
 
     quiet_ray_logs(verbose)
     ensure_ray(address)
@@ -190,35 +189,28 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     start = time.perf_counter()
     name = f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cells),
-                     **{p.name: tune.sample_from(lambda spec, n=p.name: configs[spec.config["cfg"]][n])
-                        for p in space.params}},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=2 if verbose >= 2 else 0,
-            callbacks=[SearchProgress(len(configs) * len(cells), "correlate")] if verbose == 1 else [],
-            failure_config=tune.FailureConfig(max_failures=0),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
+    storage = experiment_storage(storage_path)
+    param_space = {"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cells),
+                   **{p.name: tune.sample_from(lambda spec, n=p.name: configs[spec.config["cfg"]][n])
+                      for p in space.params}}
+    tuner = make_tuner(trainable, param_space, name=name, storage=storage, num_samples=1,
+                       max_concurrent=max_concurrent, verbose=verbose, max_failures=0,
+                       progress=(len(configs) * len(cells), "correlate"))
     grid = fit_interruptibly(tuner, str(Path(storage) / name))
     rows = []
     for result in grid:
-        hist = result.metrics_dataframe
-        ok = hist is not None and len(hist) and "val_accuracy" in hist
+        last = last_values(result.metrics_dataframe)
         ratio, metric = result.config["cell"].split(":")
         rows.append({"config": result.config["cfg"], "ratio": float(ratio), "metric": metric,
                      **{p.name: configs[result.config["cfg"]][p.name] for p in space.params},
-                     "val_accuracy": float(hist["val_accuracy"].iloc[-1]) if ok else math.nan,
-                     "data_passes": float(hist["data_passes"].iloc[-1]) if ok else math.nan,
-                     "seconds": float(hist["train_seconds_total"].iloc[-1]) if ok else math.nan,
+                     "val_accuracy": last["final_val_accuracy"] if last else math.nan,
+                     "data_passes": last["data_passes"] if last else math.nan,
+                     "seconds": last["seconds"] if last else math.nan,
                      "status": "ERROR" if result.error else "TERMINATED"})
     if rows and all(r["status"] == "ERROR" for r in rows):
         first = next(r for r in grid if r.error).error
-        raise RunFailed(f"all {len(rows)} trials failed; the first: {type(first).__name__}: "
-                              f"{str(first).strip().splitlines()[-1][:300]} (tracebacks under {grid.experiment_path})")
+        raise RunFailed(f"all {len(rows)} trials failed; the first: {error_line(first)} "
+                        f"(tracebacks under {grid.experiment_path})")
     scores = pd.DataFrame(rows).sort_values(["ratio", "metric", "config"]).reset_index(drop=True)
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
     cells_out = []

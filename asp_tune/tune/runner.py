@@ -12,14 +12,16 @@ from typing import Any
 
 import pandas as pd
 
-from asp_tune.config import EARLY_STOPPING_PROXY, PROXY_METRIC, SELECTION_FIELDS, TrainConfig
+from asp_tune.config import DEVICES, EARLY_STOPPING_PROXY, PROXY_METRIC, SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
+from asp_tune.flags import option
 from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
 from asp_tune.tune.space import SearchSpace
 from asp_tune.tune.trainable import proxy_trial
 
 ALGORITHMS = ("hyperband", "bohb", "asha", "tpe", "random")
+SEARCH, RAY = "search", "Ray"
 #: Trials reuse a worker process whose resources match (the trainer is rebuilt from config and
 #: checkpoint each time, so a reused worker behaves exactly like a fresh one).
 REUSE_ACTORS = True
@@ -29,31 +31,39 @@ METRIC = "val_accuracy"
 
 @dataclass
 class HpoSettings:
-    """One experiment. Budgets are given as for full data and rescaled by ``ratio``."""
+    """One experiment. Budgets are given as for full data and rescaled by ``ratio``.
 
-    space: SearchSpace
-    algo: str = "asha"
-    ratio: float = 1.0
-    ratio_schedule: str = "constant"
-    metric: str = "auto"  # auto: the best measured for this kind of search (see resolved_metric)
-    num_samples: int = 8
-    max_epochs: int | None = None  # default: the space's fixed epochs
-    max_concurrent: int = 2
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    time_budget_s: float | None = None
-    data_passes_budget: float | None = None
-    early_stop: str = "none"  # for tpe / random: add ASHA early stopping
-    grace_period: int = 1
-    reduction_factor: int = 3
-    seed: int = 0
-    device: str = "auto"
-    address: str | None = None
-    storage_path: str | None = None
-    name: str | None = None
-    verbose: int = 1
-    selection: dict[str, Any] = field(default_factory=dict)  # SELECTION_FIELDS given as flags
-    max_failures: int = 0  # retries of a failed trial from its last checkpoint (3 is sensible on a cluster)
+    Each field's default, help and allowed values live here; the ``hpo``, ``compare``,
+    ``correlate`` and ``demo`` flags are generated from these fields (:mod:`asp_tune.flags`).
+    """
+
+    space: SearchSpace = option(flag=False)
+    algo: str = option("asha", "search algorithm", SEARCH, ALGORITHMS)
+    ratio: float = option(1.0, "sampling ratio (1.0 with --metric none: full data)", SEARCH)
+    ratio_schedule: str = option("constant", "how the ratio moves over the epochs", SEARCH, RATIO_SCHEDULES)
+    metric: str = option("auto", "importance metric for proxy runs; auto: the best measured (random, never-seen "
+                                 "samples first, when trials start at the ratio under early stopping; else loss)",
+                         SEARCH, lambda: METRIC_CHOICES + ("auto",))
+    num_samples: int = option(8, "trials (for a grid space: repeats of the grid)", SEARCH)
+    max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH)
+    max_concurrent: int = option(2, "trials at once (the paper runs 8)", SEARCH)
+    cpus_per_trial: float = option(1.0, "CPUs per trial", RAY)
+    gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY)
+    time_budget_s: float | None = option(None, "full-data wall-time budget; x ratio", SEARCH)
+    data_passes_budget: float | None = option(None, "full-data budget in data passes; x ratio", SEARCH)
+    early_stop: str = option("none", "add ASHA early stopping to tpe and random", SEARCH, EARLY_STOPPING)
+    grace_period: int = option(1, "ASHA/Hyperband: epochs before a trial may be stopped", SEARCH)
+    reduction_factor: int = option(3, "ASHA/Hyperband: 1/this of the trials go on at each rung", SEARCH)
+    seed: int = option(0, "seed of the search and of every trial", RAY)
+    device: str = option("auto", "training device of the trials", RAY, DEVICES)
+    address: str | None = option(None, "Ray cluster: auto, HOST:PORT or ray://HOST:10001 (none: start locally)", RAY)
+    storage_path: str | None = option(None, "where Ray keeps experiments: a folder every node sees, s3:// or gs:// "
+                                            "(none: ~/ray_results)", RAY)
+    name: str | None = option(None, flag=False)
+    verbose: int = option(1, "0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs", RAY)
+    selection: dict[str, Any] = option(flag=False, default_factory=dict)  # SELECTION_FIELDS given as flags
+    max_failures: int = option(0, "retry a failed trial this often from its last checkpoint (a lost node; "
+                                  "3 on a cluster; -1: forever)", RAY)
 
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
@@ -396,7 +406,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     """
     from ray import tune
 
-    from asp_tune.tune.progress import SearchProgress, WallTimeRecorder, recorded_wall_time
+    from asp_tune.tune.progress import WallTimeRecorder, recorded_wall_time
 
     s = settings.validate()
     s.space = _absolute_data_dir(s.space)
@@ -424,26 +434,16 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     else:
         search, scheduler, param_space = build_search(s)
         stop = DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None
-        storage = str(Path(s.storage_path or Path.home() / "ray_results").expanduser().resolve())
+        storage = experiment_storage(s.storage_path)
         name = s.name or f"asp-{s.space.name}-{s.algo}-r{s.ratio}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment = str(Path(storage) / name)
         Path(experiment).mkdir(parents=True, exist_ok=True)
         (Path(experiment) / SETTINGS_FILE).write_text(json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=scheduler,
-                num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent,
-                time_budget_s=budget["time_budget_s"], reuse_actors=REUSE_ACTORS),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, stop=stop, verbose=2 if s.verbose >= 2 else 0,
-                callbacks=[WallTimeRecorder(experiment)] + (
-                    [SearchProgress(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}")]
-                    if s.verbose == 1 else []),
-                failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
-        )
+        tuner = make_tuner(trainable, param_space, name=name, storage=storage, num_samples=s.num_samples,
+                           max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.max_failures,
+                           progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}"),
+                           search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
+                           stop=stop, callbacks=[WallTimeRecorder(experiment)], keep_checkpoints=2)
     grid = fit_interruptibly(tuner, experiment)
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, s)
@@ -487,6 +487,48 @@ def error_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {(lines[-1] if lines else '')[:300]}"
 
 
+def experiment_storage(storage_path: str | None) -> str:
+    """Where Ray keeps experiments: ``storage_path`` made absolute, or ``~/ray_results``."""
+    return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
+
+
+def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,
+               max_concurrent: int, verbose: int, max_failures: int, progress: tuple[int, str],
+               search_alg=None, scheduler=None, time_budget_s: float | None = None, stop=None,
+               callbacks: list | None = None, keep_checkpoints: int = 1):
+    """A Tuner as every asp_tune experiment sets one up: reused workers, Ray's console output only at
+    ``verbose`` 2, one progress bar (``progress``: total trials and its label) at ``verbose`` 1."""
+    from ray import tune
+
+    from asp_tune.tune.progress import SearchProgress
+
+    bar = [SearchProgress(*progress)] if verbose == 1 else []
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                    max_concurrent_trials=max_concurrent, time_budget_s=time_budget_s,
+                                    reuse_actors=REUSE_ACTORS),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, stop=stop, verbose=2 if verbose >= 2 else 0,
+            callbacks=(callbacks or []) + bar,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints)),
+    )
+
+
+def last_values(hist: pd.DataFrame | None) -> dict[str, float] | None:
+    """A trial's totals from its last report (None when it reported nothing)."""
+    if hist is None or not len(hist) or METRIC not in hist:
+        return None
+    last = hist.iloc[-1]
+    return {"data_passes": float(last["data_passes"]), "seconds": float(last["train_seconds_total"]),
+            "val_seconds": float(last.get("val_seconds_total", 0.0)),
+            "startup_seconds": float(last.get("startup_seconds", 0.0)),
+            "node_id": str(last.get("node_id", "")),
+            "final_val_accuracy": float(hist[METRIC].dropna().iloc[-1]) if hist[METRIC].notna().any() else math.nan}
+
+
 def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     rows, histories = [], {}
     for result in grid:
@@ -496,18 +538,15 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
         row: dict[str, Any] = {"trial_id": trial_id}
         for p in s.space.params:
             row[f"config/{p.name}"] = _plain(result.config.get(p.name)) if result.config else None
-        has = len(hist) and METRIC in hist
+        last = last_values(hist)
+        has = last is not None
         epochs = int(hist["epoch"].max()) if has else 0
         row.update({
             "best_val_accuracy": float(hist[METRIC].max()) if has else math.nan,
-            "final_val_accuracy": float(hist[METRIC].dropna().iloc[-1]) if has and hist[METRIC].notna().any()
-            else math.nan,
+            "final_val_accuracy": last["final_val_accuracy"] if has else math.nan,
             "epochs": epochs,
-            "data_passes": float(hist["data_passes"].iloc[-1]) if has else 0.0,
-            "seconds": float(hist["train_seconds_total"].iloc[-1]) if has else 0.0,
-            "startup_seconds": float(hist["startup_seconds"].iloc[-1]) if has and "startup_seconds" in hist else 0.0,
-            "node_id": str(hist["node_id"].iloc[-1]) if has and "node_id" in hist else "",
-            "val_seconds": float(hist["val_seconds_total"].iloc[-1]) if has and "val_seconds_total" in hist else 0.0,
+            **({k: last[k] for k in ("data_passes", "seconds", "startup_seconds", "node_id", "val_seconds")} if has
+               else {"data_passes": 0.0, "seconds": 0.0, "startup_seconds": 0.0, "node_id": "", "val_seconds": 0.0}),
             "status": "ERROR" if result.error else ("TERMINATED" if epochs >= s.epochs else "STOPPED"),
             "error": "" if not result.error else error_line(result.error),
         })

@@ -41,9 +41,6 @@ class Param:
     high: float | None = None
     values: tuple[Any, ...] = ()
 
-    def grid_values(self) -> tuple[Any, ...]:
-        return self.values
-
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -112,62 +109,58 @@ class SearchSpace:
         return TrainConfig(**{k: v for k, v in values.items() if k in known}).validate()
 
 
-def _field_error(where: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(where, value, allowed)
-
-
 def parse_space(data: Any, name: str = "space") -> SearchSpace:
     """Validate a search-space mapping; errors name the offending field."""
     if not isinstance(data, dict):
-        raise _field_error(name, type(data).__name__, "a mapping with keys name, fixed, params")
+        raise ConfigError(name, type(data).__name__, "a mapping with keys name, fixed, params")
     unknown = set(data) - {"name", "fixed", "params", "description"}
     if unknown:
-        raise _field_error(f"{name}: key", sorted(unknown)[0], ["name", "description", "fixed", "params"])
+        raise ConfigError(f"{name}: key", sorted(unknown)[0], ["name", "description", "fixed", "params"])
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     fixed = data.get("fixed") or {}
     if not isinstance(fixed, dict):
-        raise _field_error("fixed", fixed, "a mapping of TrainConfig fields")
+        raise ConfigError("fixed", fixed, "a mapping of TrainConfig fields")
     for key in fixed:
         if key not in fields:
-            raise _field_error(f"fixed.{key}", key, "a TrainConfig field: " + ", ".join(sorted(fields)))
+            raise ConfigError(f"fixed.{key}", key, "a TrainConfig field: " + ", ".join(sorted(fields)))
         if key in RUN_FIELDS:
-            raise _field_error(f"fixed.{key}", fixed[key], f"not settable in a space ({', '.join(RUN_FIELDS)} "
+            raise ConfigError(f"fixed.{key}", fixed[key], f"not settable in a space ({', '.join(RUN_FIELDS)} "
                                                            "come from the command's flags)")
     raw_params = data.get("params") or {}
     if not isinstance(raw_params, dict) or not raw_params:
-        raise _field_error("params", raw_params, "a non-empty mapping of parameter -> {type, ...}")
+        raise ConfigError("params", raw_params, "a non-empty mapping of parameter -> {type, ...}")
     params = []
     for pname, spec in raw_params.items():
         where = f"params.{pname}"
         if pname not in fields:
-            raise _field_error(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
+            raise ConfigError(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
         if pname in RUN_FIELDS or pname in fixed:
-            raise _field_error(where, pname, "a field not fixed and not one of " + ", ".join(RUN_FIELDS))
+            raise ConfigError(where, pname, "a field not fixed and not one of " + ", ".join(RUN_FIELDS))
         if not isinstance(spec, dict) or "type" not in spec:
-            raise _field_error(where, spec, "a mapping with 'type' and its arguments")
+            raise ConfigError(where, spec, "a mapping with 'type' and its arguments")
         ptype = spec["type"]
         if ptype not in PARAM_TYPES:
-            raise _field_error(f"{where}.type", ptype, PARAM_TYPES)
+            raise ConfigError(f"{where}.type", ptype, PARAM_TYPES)
         extra = set(spec) - ({"type", "low", "high"} if ptype in ("loguniform", "uniform", "int") else {"type", "values"})
         if extra:
-            raise _field_error(f"{where}", sorted(extra)[0], "keys type, low, high" if ptype in
+            raise ConfigError(f"{where}", sorted(extra)[0], "keys type, low, high" if ptype in
                                ("loguniform", "uniform", "int") else "keys type, values")
         if ptype in ("loguniform", "uniform", "int"):
             low, high = spec.get("low"), spec.get("high")
             for bound, v in (("low", low), ("high", high)):
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise _field_error(f"{where}.{bound}", v, "a number")
+                    raise ConfigError(f"{where}.{bound}", v, "a number")
                 if ptype == "int" and not isinstance(v, int):
-                    raise _field_error(f"{where}.{bound}", v, "an integer")
+                    raise ConfigError(f"{where}.{bound}", v, "an integer")
             if not low < high:
-                raise _field_error(f"{where}.high", high, f"a number > low ({low})")
+                raise ConfigError(f"{where}.high", high, f"a number > low ({low})")
             if ptype == "loguniform" and low <= 0:
-                raise _field_error(f"{where}.low", low, "a number > 0 for loguniform")
+                raise ConfigError(f"{where}.low", low, "a number > 0 for loguniform")
             params.append(Param(pname, ptype, low=low, high=high))
         else:
             values = spec.get("values")
             if not isinstance(values, list) or not values:
-                raise _field_error(f"{where}.values", values, "a non-empty list")
+                raise ConfigError(f"{where}.values", values, "a non-empty list")
             params.append(Param(pname, ptype, values=tuple(values)))
     space = SearchSpace(str(data.get("name", name)), dict(fixed), tuple(params))
     # both ends of every range and every listed value must make a valid TrainConfig (one parameter

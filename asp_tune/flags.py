@@ -1,0 +1,129 @@
+"""Command-line flags generated from dataclass fields: one default, one help text, one flag per field.
+
+A settings dataclass declares each field with :func:`option` (its default, help, group and
+allowed values); :func:`add_arguments` turns the fields into argparse flags and
+:func:`values_from_args` reads them back, so a flag can never disagree with the field it sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable, Container, Mapping
+
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, help: str = "", group: str = "", choices: Any = None, *,
+           default_factory: Any = _MISSING, flag: bool = True, kind: Callable[[str], Any] | None = None,
+           aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with what its flag needs.
+
+    ``choices`` (and ``help``): a value, or a callable returning one (a registry filled later). ``flag=False``:
+    no flag (a nested settings object, say). ``kind``: the argparse type, when the annotation's is
+    not wanted. ``aliases``: more option strings for the same flag.
+    """
+    metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "kind": kind, "aliases": aliases}
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (an argparse type)."""
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def optional(kind: type, none_words: tuple[str, ...] = ("none", "all", "")) -> Callable[[str], Any]:
+    """An argparse type reading ``kind``, or None for any of ``none_words``."""
+    def parse(text: str) -> Any:
+        if text.lower() in none_words:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__} or {none_words[0]}, got {text!r}") from None
+    parse.__name__ = f"optional {kind.__name__}"
+    return parse
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (an argparse type)."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+#: A field's annotation -> the argparse type that reads it.
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {
+    "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": optional(str),
+    "int | None": optional(int), "float | None": optional(float), "tuple[float, ...]": float_list,
+}
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def field_choices(f: dataclasses.Field) -> tuple | None:
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+def field_help(f: dataclasses.Field) -> str:
+    text = f.metadata.get("help", "")
+    return text() if callable(text) else text
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that have a flag."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag", False)]
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not _MISSING:
+        return f.default
+    if f.default_factory is not _MISSING:
+        return f.default_factory()
+    return None
+
+
+def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping[str, Any] | None = None,
+                  skip: Container[str] = (), only: Container[str] | None = None, keep_unset: bool = False,
+                  group: str | None = None) -> None:
+    """One flag per flagged field of ``cls``: its type, help, choices and default.
+
+    ``defaults`` overrides field defaults (a command's own defaults, given once); ``skip`` / ``only``
+    choose fields. With ``keep_unset`` a flag not given parses to None, so the caller can tell "not
+    given" from "given the default". Fields go into argument groups named by their ``group``
+    (or all into ``group`` when given).
+    """
+    defaults = defaults or {}
+    groups: dict[str, Any] = {}
+    for f in flag_fields(cls):
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
+        default = defaults.get(f.name, field_default(f))
+        choices = field_choices(f)
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        title = group or f.metadata.get("group") or ""
+        if title not in groups:
+            groups[title] = p.add_argument_group(title) if title else p
+        kind = f.metadata.get("kind") or FLAG_TYPES[str(f.type)]
+        groups[title].add_argument(
+            flag_name(f.name), *f.metadata.get("aliases", ()), type=kind, default=None if keep_unset else default,
+            metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}",
+            help=f"{field_help(f)} [default: {shown}]".replace("%", "%%"), dest=f.name)
+
+
+def values_from_args(args: argparse.Namespace, cls: type, skip: Container[str] = ()) -> dict[str, Any]:
+    """The parsed values of ``cls``'s flagged fields (those the parser has)."""
+    given = vars(args)
+    return {f.name: given[f.name] for f in flag_fields(cls) if f.name in given and f.name not in skip}
