@@ -1,27 +1,45 @@
 """asp_tune: HPO and NAS on ASP proxy data (Automatic Selection of Proxy dataset).
 
 The data layer (memory, schedules, selection, feeding, data sets) knows nothing of Ray or NAS;
-``asp_tune.tune`` and the top-level ``nas`` package build on it.
+``asp_tune.tune`` and the top-level ``nas`` package build on it. Names are imported on first use
+(PEP 562), so ``import asp_tune`` and the command line's help stay fast (no torch until needed).
 """
 
-from asp_tune.config import TrainConfig
-from asp_tune.datasets import DATASETS, DataBundle, ImageArrays, load_dataset
-from asp_tune.errors import AspTuneError, ConfigError, DataError
-from asp_tune.feeding import DeviceFeeder, SelectedIndexSampler, StreamFeeder
-from asp_tune.memory import MEMORY_METRICS, ProxyMemory
-from asp_tune.models import MODELS, build_model
-from asp_tune.proxy import EpochPlan, InfoBatch, ProxySelector
-from asp_tune.schedules import METRIC_CHOICES, MIXTURE_ORDERS, MetricSchedule, RatioSchedule
-from asp_tune.selection import (SELECTION_RULES, SelectionRule, normalise, select, select_subset,
-                                selection_probabilities, top_mass)
-from asp_tune.trainer import Trainer, TrainingDiverged
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AspTuneError", "ConfigError", "DataError", "DATASETS", "DataBundle", "DeviceFeeder", "EpochPlan",
-    "ImageArrays", "InfoBatch", "MEMORY_METRICS", "METRIC_CHOICES", "MIXTURE_ORDERS", "MODELS", "MetricSchedule",
-    "ProxyMemory", "ProxySelector", "RatioSchedule", "SELECTION_RULES", "SelectionRule", "SelectedIndexSampler", "StreamFeeder",
-    "TrainConfig", "Trainer", "TrainingDiverged", "build_model", "load_dataset", "normalise",
-    "select", "select_subset", "selection_probabilities", "top_mass",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "TrainConfig": "asp_tune.config",
+    "DATASETS": "asp_tune.registry", "MODELS": "asp_tune.registry", "SELECTION_RULES": "asp_tune.registry",
+    "DataBundle": "asp_tune.datasets", "ImageArrays": "asp_tune.datasets", "load_dataset": "asp_tune.datasets",
+    "AspTuneError": "asp_tune.errors", "ConfigError": "asp_tune.errors", "DataError": "asp_tune.errors",
+    "DeviceFeeder": "asp_tune.feeding", "SelectedIndexSampler": "asp_tune.feeding", "StreamFeeder": "asp_tune.feeding",
+    "MEMORY_METRICS": "asp_tune.memory", "ProxyMemory": "asp_tune.memory",
+    "build_model": "asp_tune.models",
+    "EpochPlan": "asp_tune.proxy", "InfoBatch": "asp_tune.proxy", "ProxySelector": "asp_tune.proxy",
+    "METRIC_CHOICES": "asp_tune.schedules", "MIXTURE_ORDERS": "asp_tune.schedules",
+    "MetricSchedule": "asp_tune.schedules", "RatioSchedule": "asp_tune.schedules",
+    "SelectionRule": "asp_tune.selection", "normalise": "asp_tune.selection", "select": "asp_tune.selection",
+    "select_subset": "asp_tune.selection", "selection_probabilities": "asp_tune.selection",
+    "top_mass": "asp_tune.selection",
+    "Trainer": "asp_tune.trainer", "TrainingDiverged": "asp_tune.trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'asp_tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -8,14 +8,32 @@ import sys
 import threading
 from typing import Any, Callable, Container, Sequence
 
-import pandas as pd
-
 from asp_tune.config import TrainConfig
 from asp_tune.errors import AspTuneError
 from asp_tune.flags import add_arguments
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Subcommand:
+    """A sub-command's one-line help and the function that adds its flags (called only when the
+    command is run or its help asked for, so the top-level help imports nothing heavy)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], None]], Any]:
+    """Register the flags of sub-command ``name`` (decorates ``add(parser)``)."""
+    def register(add: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
+        SUBCOMMANDS[name] = Subcommand(help, add)
+        return add
+    return register
 
 
 def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None = None,
@@ -52,11 +70,10 @@ def run_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from asp_tune.plots import plot_training_run
-    from asp_tune.run_dir import RunDirectory
     from asp_tune.trainer import Trainer
 
     config = train_config(args)
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         trainer = Trainer(config)
         print(f"[asp-tune] {trainer.data.describe()} | model {config.model} on {trainer.device} | "
               f"ratio {config.ratio} ({config.ratio_schedule}), metric {config.metric}", file=sys.stderr)
@@ -69,6 +86,8 @@ def run_train(args: argparse.Namespace) -> int:
 
         summary = trainer.fit(progress)
         bar.close()
+        import pandas as pd
+
         epochs = pd.DataFrame(trainer.history)
         out.write_table("epochs.csv", epochs)
         plot_training_run(epochs, out.file("training.png"),
@@ -130,14 +149,10 @@ def config_from_file(path: str) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in values.items() if k in known})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asp-tune", description=(
-        "Cheaper HPO and NAS by training every candidate on an ASP proxy subset re-chosen each epoch."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("train", help="train one model on proxy data (or the full-data baseline)",
-                       description="Train one model; ratio 1.0 with metric 'none' is the full-data baseline. "
-                                   "Writes epochs.csv, summary.json, training.png and model.pt (the final "
-                                   "weights with their config) to --out.")
+@subcommand("train", "train one model on proxy data (or the full-data baseline)")
+def add_train_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Train one model; ratio 1.0 with metric 'none' is the full-data baseline. Writes epochs.csv, "
+                     "summary.json, training.png and model.pt (the final weights with their config) to --out.")
     add_train_arguments(p, keep_unset=True)
     p.add_argument("--config", default=None, help="start from the config of a results folder or summary.json "
                                                   "(train: its config; hpo/compare: the best configuration, on "
@@ -145,13 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    for extend in EXTRA_PARSERS:
-        extend(sub)
+
+
+def results_folder(args: argparse.Namespace):
+    """The run's results folder (``--out``, ``--overwrite``): committed only when the run succeeds."""
+    from asp_tune.run_dir import RunDirectory
+
+    return RunDirectory(args.out, overwrite=args.overwrite)
+
+
+ALL = "*"
+
+
+def build_parser(only: str | None = ALL) -> argparse.ArgumentParser:
+    """The ``asp-tune`` parser. ``only``: the sub-command whose flags are added (``ALL``: every one;
+    None: none, for the top-level help)."""
+    parser = argparse.ArgumentParser(prog="asp-tune", description=(
+        "Cheaper HPO and NAS by training every candidate on an ASP proxy subset re-chosen each epoch."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, spec in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=spec.help)
+        if only == ALL or only == name:
+            spec.add_arguments(p)
     return parser
-
-
-#: Other modules (HPO, NAS) add their sub-commands here.
-EXTRA_PARSERS: list[Callable[[Any], None]] = []
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -161,9 +192,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
-    _load_extensions()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    load_extensions()
+    words = list(sys.argv[1:] if argv is None else argv)
+    named = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(named if named in SUBCOMMANDS else None)
+    args = parser.parse_args(words)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM, like Ctrl-C, commits nothing
     try:
@@ -176,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _load_extensions() -> None:
+def load_extensions() -> None:
     """Import the modules that register further sub-commands, if they are installed."""
     import importlib
 

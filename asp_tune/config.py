@@ -6,12 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from asp_tune.datasets import DATASETS
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
-from asp_tune.models import MODELS
+from asp_tune.registry import DATASETS, MODELS, SELECTION_RULES
 from asp_tune.schedules import METRIC_CHOICES, MIXTURE_ORDERS, RATIO_SCHEDULES
-from asp_tune.selection import SELECTION_RULES
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
 DEVICES = ("auto", "cpu", "cuda")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from asp_tune.errors import ConfigError, DataError
+from asp_tune.registry import DATASETS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -328,14 +329,13 @@ class DatasetSpec:
     flip_p: float
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(_load_digits, crop_padding=1, flip_p=0.0),
-    "cifar10": DatasetSpec(_load_cifar(10), crop_padding=4, flip_p=0.5),
-    "cifar100": DatasetSpec(_load_cifar(100), crop_padding=4, flip_p=0.5),
-    "image_folder": DatasetSpec(
-        lambda data_dir, image_size=None, cache_dir=None, **_: _load_image_source(data_dir, image_size, cache_dir),
-        crop_padding=4, flip_p=0.5),
-}
+# The specs the registry (asp_tune.registry.DATASETS) names.
+DIGITS = DatasetSpec(_load_digits, crop_padding=1, flip_p=0.0)
+CIFAR10 = DatasetSpec(_load_cifar(10), crop_padding=4, flip_p=0.5)
+CIFAR100 = DatasetSpec(_load_cifar(100), crop_padding=4, flip_p=0.5)
+IMAGE_FOLDER = DatasetSpec(
+    lambda data_dir, image_size=None, cache_dir=None, **_: _load_image_source(data_dir, image_size, cache_dir),
+    crop_padding=4, flip_p=0.5)
 
 
 #: How many times a data set was read from its source in this process (tests check sharing).
@@ -356,6 +356,17 @@ def read_dataset(name: str, data_dir: str | None = None, *, download: bool = Fal
         arrays = {**arrays, "test_x": arrays["train_x"][held], "test_y": arrays["train_y"][held],
                   "train_x": arrays["train_x"][keep], "train_y": arrays["train_y"][keep]}
     return arrays
+
+
+def _stratified_part(x: np.ndarray, y: np.ndarray, size: int | None, seed: int, field: str,
+                     what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` samples of ``(x, y)`` in class proportions (all of them for None)."""
+    if size is None:
+        return x, y
+    if size > y.size:
+        raise ConfigError(field, size, f"at most {y.size} (the {what})")
+    pick = stratified_subset(y, size, seed)
+    return x[pick], y[pick]
 
 
 def load_dataset(
@@ -389,18 +400,9 @@ def load_dataset(
         arrays = read_dataset(name, data_dir, download=download, image_size=image_size, cache_dir=cache_dir)
     spec = DATASETS[name]
     classes = [str(c) for c in arrays["classes"]]
-    x, y = arrays["train_x"], arrays["train_y"]
-    if subset is not None:
-        if subset > y.size:
-            raise ConfigError("subset", subset, f"at most {y.size} (the training samples of '{name}')")
-        pick = stratified_subset(y, subset, seed)
-        x, y = x[pick], y[pick]
-    tx, ty = arrays["test_x"], arrays["test_y"]
-    if test_subset is not None:
-        if test_subset > ty.size:
-            raise ConfigError("test_subset", test_subset, f"at most {ty.size} (the test samples of '{name}')")
-        pick = stratified_subset(ty, test_subset, TEST_SPLIT_SEED)
-        tx, ty = tx[pick], ty[pick]
+    x, y = _stratified_part(arrays["train_x"], arrays["train_y"], subset, seed, "subset", f"training samples of '{name}'")
+    tx, ty = _stratified_part(arrays["test_x"], arrays["test_y"], test_subset, TEST_SPLIT_SEED, "test_subset",
+                              f"test samples of '{name}'")
     train_idx, val_idx = stratified_split(y, val_fraction, seed)
     def as_arrays(xs: np.ndarray, ys: np.ndarray) -> ImageArrays:
         xs, ys = np.ascontiguousarray(xs), np.asarray(ys, dtype=np.int64)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from asp_tune.errors import ConfigError
+from asp_tune.registry import MODELS
 
 
 class BasicBlock(nn.Module):
@@ -67,6 +68,14 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+def mlp(c: int, k: int, hw: tuple[int, int]) -> nn.Module:
+    return MLP(c * hw[0] * hw[1], k)
+
+
+def resnet8(c: int, k: int, hw: tuple[int, int]) -> nn.Module:
+    return CifarResNet([1, 1, 1], [16, 32, 64], c, k)
+
+
 def _thin(depth: int) -> Callable[..., nn.Module]:
     n = (depth - 2) // 6
     return lambda c, k, hw: CifarResNet([n, n, n], [16, 32, 64], c, k)
@@ -76,17 +85,10 @@ def _wide(blocks: list[int]) -> Callable[..., nn.Module]:
     return lambda c, k, hw: CifarResNet(blocks, [64, 128, 256, 512], c, k)
 
 
-#: name -> builder(in_channels, num_classes, (height, width)).
-MODELS: dict[str, Callable[[int, int, tuple[int, int]], nn.Module]] = {
-    "mlp": lambda c, k, hw: MLP(c * hw[0] * hw[1], k),
-    "resnet8": lambda c, k, hw: CifarResNet([1, 1, 1], [16, 32, 64], c, k),
-    "resnet20": _thin(20),
-    "resnet32": _thin(32),
-    "resnet44": _thin(44),
-    "resnet56": _thin(56),
-    "resnet18": _wide([2, 2, 2, 2]),
-    "resnet34": _wide([3, 4, 6, 3]),
-}
+# The builders the registry (asp_tune.registry.MODELS) names: ResNet-6n+2 of He et al. for CIFAR,
+# and ResNet-18/34 with a CIFAR stem.
+resnet20, resnet32, resnet44, resnet56 = _thin(20), _thin(32), _thin(44), _thin(56)
+resnet18, resnet34 = _wide([2, 2, 2, 2]), _wide([3, 4, 6, 3])
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_hw: tuple[int, int]) -> nn.Module:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import torch
 
 from asp_tune.errors import ConfigError
+from asp_tune.registry import SELECTION_RULES
 
-SELECTION_RULES: tuple[str, ...] = ("zscore", "paper", "calibrated")
 
 
 def normalise(values: torch.Tensor) -> torch.Tensor:

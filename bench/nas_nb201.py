@@ -24,8 +24,8 @@ from _common import REPO, default_cifar10, machine, shared_data_dir, write_resul
 
 from asp_tune.config import TrainConfig  # noqa: E402
 from nas.nb201 import GroundTruth  # noqa: E402
-from nas.search import NasSettings, run_search  # noqa: E402
-from nas.spos import EvolutionSettings  # noqa: E402
+from nas.search import run_search  # noqa: E402
+from nas.settings import EvolutionSettings, NasSettings  # noqa: E402
 
 
 def _pm(values: list[float], fmt: str = ".2f") -> str:

@@ -104,7 +104,8 @@ def nas_task(spec: dict[str, Any]) -> dict[str, Any]:
     _threads()
     from asp_tune import TrainConfig
     from nas.nb201 import Arch, GroundTruth
-    from nas.search import NasSettings, build_trainer
+    from nas.search import build_trainer
+    from nas.settings import NasSettings
 
     start = time.perf_counter()
     settings = NasSettings(space="nb201", searcher="spos", train=TrainConfig.from_dict(spec["config"]),

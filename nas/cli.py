@@ -7,12 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, config_from_args
+from asp_tune.cli import add_train_arguments, command, config_from_args, results_folder, subcommand
 from asp_tune.flags import add_arguments, values_from_args
 from asp_tune.errors import ConfigError
-from asp_tune.run_dir import RunDirectory
 
 
 
@@ -37,18 +34,16 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_nas_parser(sub: Any) -> None:
-    p = sub.add_parser("nas", help="architecture search (SPOS or DARTS) with ASP proxy data",
-                       description="Train a supernet on ASP proxy data, then pick an architecture: SPOS "
-                                   "or DARTS, on any registered space (nb201, darts). "
-                                   "--ratio 1.0 --metric none is the full-data baseline. Writes summary.json, "
-                                   "epochs.csv, candidates.csv (SPOS) and search.png.")
-    from nas.search import NasSettings, default_train_config
-    from nas.spos import EvolutionSettings
+@subcommand("nas", "architecture search (SPOS or DARTS) with ASP proxy data")
+def add_nas_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Train a supernet on ASP proxy data, then pick an architecture: SPOS or DARTS, on any "
+                     "registered space. --ratio 1.0 --metric none is the full-data baseline. Writes summary.json, "
+                     "epochs.csv, candidates.csv (SPOS) and search.png.")
+    from nas.settings import EvolutionSettings, NasSettings, supernet_train_config
 
     add_arguments(p, NasSettings)
     add_arguments(p, EvolutionSettings, group="SPOS selection (held-out split, inherited weights)")
-    add_train_arguments(p, default_train_config(), skip=("model",))
+    add_train_arguments(p, supernet_train_config(), skip=("model",))
     g = p.add_argument_group("several seeds (Ray tasks)")
     g.add_argument("--seeds", type=_seeds, default=None,
                    help="e.g. 1,2,3: one search per seed as parallel Ray tasks, summarised as mean +- std")
@@ -58,25 +53,23 @@ def add_nas_parser(sub: Any) -> None:
     _add_output_flags(p)
 
 
-def add_retrain_parser(sub: Any) -> None:
-    p = sub.add_parser("nas-retrain", help="train a DARTS genotype's network from scratch",
-                       description="Build the evaluation network of a genotype and train it from scratch; "
-                                   "reports test accuracy. Writes summary.json, epochs.csv and training.png.")
+@subcommand("nas-retrain", "train a DARTS genotype's network from scratch")
+def add_retrain_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Build the evaluation network of a genotype and train it from scratch; reports test "
+                     "accuracy. Writes summary.json, epochs.csv and training.png.")
     p.add_argument("--genotype", required=True,
                    help="darts_v2, a Genotype(...) string, JSON, or a file (a DARTS search's summary.json)")
-    from nas.retrain import RetrainSettings, default_train_config
+    from nas.settings import RetrainSettings, retrain_train_config
 
     add_arguments(p, RetrainSettings)
-    add_train_arguments(p, default_train_config(), skip=("model",))
+    add_train_arguments(p, retrain_train_config(), skip=("model",))
     _add_output_flags(p)
 
 
-EXTRA_PARSERS.extend([add_nas_parser, add_retrain_parser])
 
 
 def settings_from_args(args: argparse.Namespace):
-    from nas.search import NasSettings
-    from nas.spos import EvolutionSettings
+    from nas.settings import EvolutionSettings, NasSettings
 
     values = values_from_args(args, NasSettings)
     if values["ground_truth"]:
@@ -121,7 +114,7 @@ def run_nas(args: argparse.Namespace) -> int:
         raise ConfigError("cpus_per_search", args.cpus_per_search, "a number > 0")
     if not args.gpus_per_search >= 0:
         raise ConfigError("gpus_per_search", args.gpus_per_search, "a number >= 0 (fractions allowed)")
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         ckpt = _checkpoint_folder(args)
         cfg = settings.train
         print(f"[asp-tune nas] {settings.searcher} on {settings.space} (C={settings.channels}, "
@@ -149,6 +142,8 @@ def run_nas(args: argparse.Namespace) -> int:
                                 args.cpus_per_search, args.gpus_per_search,
                                 args.address, on_done=lambda r: bar.update(1))
             bar.close()
+        import pandas as pd
+
         epochs = pd.concat([r.epochs.assign(seed=r.summary["seed"]) for r in results], ignore_index=True)
         candidates = pd.concat([r.candidates.assign(seed=r.summary["seed"]) for r in results], ignore_index=True)
         out.write_table("epochs.csv", epochs)
@@ -196,13 +191,14 @@ def _nas_line(s: dict[str, Any], runs: int) -> str:
 @command("nas-retrain")
 def run_nas_retrain(args: argparse.Namespace) -> int:
     from asp_tune.plots import plot_training_run
-    from nas.darts_space import Genotype
-    from nas.retrain import RetrainSettings, run_retrain
+    from nas.genotypes import Genotype
+    from nas.retrain import run_retrain
+    from nas.settings import RetrainSettings
 
     genotype = Genotype.parse(args.genotype)
     train = config_from_args(args)
     settings = RetrainSettings(genotype=genotype, train=train, **values_from_args(args, RetrainSettings)).validate()
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         ckpt = _checkpoint_folder(args)
         bar = _progress(train.epochs, "retrain", args.quiet, "epoch")
 

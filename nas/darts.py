@@ -13,7 +13,7 @@ Hessian-vector product, approximated by finite differences as in the DARTS paper
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -25,10 +25,8 @@ from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
 from asp_tune.proxy import EpochPlan
 from asp_tune.trainer import ModelFactory, Observed, StepOutput, Trainer
+from nas.settings import NasSettings
 from nas.spaces import NasSpace
-
-if TYPE_CHECKING:
-    from nas.search import NasSettings
 
 
 def _set(params: Sequence[nn.Parameter], values: Sequence[torch.Tensor]) -> None:
@@ -163,7 +161,7 @@ class DartsSearch:
     """The DARTS searcher: the space's continuous network, architecture and weight steps alternating,
     then the architecture its weights point to."""
 
-    def trainer(self, settings: "NasSettings", space: NasSpace) -> DartsTrainer:
+    def trainer(self, settings: NasSettings, space: NasSpace) -> DartsTrainer:
         def network(data: DataBundle) -> nn.Module:
             return space.continuous_network(settings.channels, settings.num_cells, data.num_classes,
                                             data.image_shape[0])
@@ -171,7 +169,7 @@ class DartsSearch:
         return DartsTrainer(settings.train, None, network, order=settings.order, arch_lr=settings.arch_lr,
                             arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip)
 
-    def select(self, trainer: DartsTrainer, settings: "NasSettings", space: NasSpace,
+    def select(self, trainer: DartsTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None
                ) -> tuple[Hashable, dict[str, Any], pd.DataFrame]:
         weights = [a.detach().cpu().tolist() for a in trainer.model.arch_parameters()]

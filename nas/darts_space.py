@@ -8,25 +8,13 @@ doubles the channels. The cell's output concatenates the four intermediate nodes
 
 from __future__ import annotations
 
-import ast
-import json
-import math
-from random import Random
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asp_tune.errors import ConfigError
-
-PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-              "dil_conv_3x3", "dil_conv_5x5")
-STEPS = 4  # intermediate nodes per cell
-NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14
-
+from nas.genotypes import NUM_EDGES, PRIMITIVES, STEPS, Edge, Genotype
 
 # ---------------------------------------------------------------------------------------- operations
 
@@ -98,100 +86,6 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return (layers // 3, 2 * layers // 3)
 
 
-# ------------------------------------------------------------------------------------------ genotype
-
-Edge = tuple[str, int]  # (operation, input node): nodes 0 and 1 are the cell inputs
-
-
-@dataclass(frozen=True)
-class Genotype:
-    """A derived DARTS architecture: two (op, input) pairs per intermediate node, per cell type."""
-
-    normal: tuple[Edge, ...]
-    reduce: tuple[Edge, ...]
-    normal_concat: tuple[int, ...] = tuple(range(2, 2 + STEPS))
-    reduce_concat: tuple[int, ...] = tuple(range(2, 2 + STEPS))
-
-    def __post_init__(self) -> None:
-        for field in ("normal", "reduce"):
-            edges = getattr(self, field)
-            if len(edges) != 2 * STEPS:
-                raise ConfigError(f"genotype.{field}", edges, f"{2 * STEPS} (op, input) pairs, two per node")
-            for k, (op, node) in enumerate(edges):
-                if op not in PRIMITIVES or op == "none":
-                    raise ConfigError(f"genotype.{field} op", op, PRIMITIVES[1:])
-                if not (isinstance(node, int) and 0 <= node < 2 + k // 2):
-                    raise ConfigError(f"genotype.{field} input of node {2 + k // 2}", node,
-                                      f"an earlier node 0..{1 + k // 2}")
-        for field in ("normal_concat", "reduce_concat"):
-            nodes = getattr(self, field)
-            if not nodes or any(not (isinstance(n, int) and 0 <= n < 2 + STEPS) for n in nodes):
-                raise ConfigError(f"genotype.{field}", list(nodes), f"a non-empty list of nodes in 0..{1 + STEPS}")
-
-    def to_dict(self) -> dict:
-        return {"normal": [list(e) for e in self.normal], "normal_concat": list(self.normal_concat),
-                "reduce": [list(e) for e in self.reduce], "reduce_concat": list(self.reduce_concat)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Genotype":
-        try:
-            fields = {"normal": tuple((str(op), int(i)) for op, i in d["normal"]),
-                      "reduce": tuple((str(op), int(i)) for op, i in d["reduce"]),
-                      "normal_concat": tuple(int(i) for i in d.get("normal_concat", range(2, 2 + STEPS))),
-                      "reduce_concat": tuple(int(i) for i in d.get("reduce_concat", range(2, 2 + STEPS)))}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError("genotype", d, "normal and reduce lists of [op, input] pairs") from exc
-        return cls(**fields)
-
-    def __str__(self) -> str:
-        def concat(c: tuple[int, ...]) -> str:
-            return f"range({c[0]}, {c[-1] + 1})" if list(c) == list(range(c[0], c[-1] + 1)) else str(list(c))
-        return (f"Genotype(normal={list(self.normal)}, normal_concat={concat(self.normal_concat)}, "
-                f"reduce={list(self.reduce)}, reduce_concat={concat(self.reduce_concat)})")
-
-    @classmethod
-    def parse(cls, text: str) -> "Genotype":
-        """A genotype from a known name, its ``Genotype(...)`` repr, JSON, or a file holding either
-        (a ``summary.json`` of a DARTS search works: its ``genotype`` entry is used)."""
-        text = text.strip()
-        if text.lower() in KNOWN_GENOTYPES:
-            return KNOWN_GENOTYPES[text.lower()]
-        if not text.startswith(("{", "Genotype(")):
-            path = Path(text).expanduser()
-            if path.is_file():
-                try:
-                    text = path.read_text().strip()
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigError("genotype", str(path), f"a readable text file ({type(exc).__name__})") from None
-        if text.startswith("{"):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigError("genotype", text[:80], f"valid JSON ({exc})") from None
-            return cls.from_dict(data.get("genotype", data))
-        if text.startswith("Genotype("):
-            return cls.from_dict(_parse_repr(text))
-        raise ConfigError("genotype", text[:80], f"one of {sorted(KNOWN_GENOTYPES)}, 'Genotype(...)', JSON, "
-                                                 "or a file holding one (e.g. a search's summary.json)")
-
-
-def _parse_repr(text: str) -> dict:
-    try:
-        call = ast.parse(text, mode="eval").body
-        if not isinstance(call, ast.Call):
-            raise ValueError("not a call")
-        out = {}
-        for kw in call.keywords:
-            node = kw.value
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "range":
-                out[kw.arg] = list(range(*[ast.literal_eval(a) for a in node.args]))
-            else:
-                out[kw.arg] = ast.literal_eval(node)
-        return out
-    except (SyntaxError, ValueError) as exc:
-        raise ConfigError("genotype", text[:80], f"a Genotype(normal=[...], reduce=[...]) expression ({exc})") from None
-
-
 def derive_genotype(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor) -> Genotype:
     """Per intermediate node keep the two incoming edges whose best non-``none`` weight is largest,
     each with that best non-``none`` op (the DARTS rule; ``none`` is never picked)."""
@@ -211,16 +105,6 @@ def derive_genotype(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor) ->
         return tuple(edges)
 
     return Genotype(normal=cell(alphas_normal), reduce=cell(alphas_reduce))
-
-
-#: Published genotypes by name (DARTS paper, second order on CIFAR-10).
-KNOWN_GENOTYPES = {
-    "darts_v2": Genotype(
-        normal=(("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)),
-        reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-                ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1))),
-}
 
 
 # ------------------------------------------------------------------------------------ search network
@@ -372,85 +256,6 @@ class DartsSinglePathSupernet(nn.Module):
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.arch.reduce if cell.reduction else self.arch.normal)
         return self.classifier(self.pool(s1).flatten(1))
-
-
-# --------------------------------------------------------------------------------------- the space
-
-def _random_cell(rng: Random) -> tuple[Edge, ...]:
-    edges: list[Edge] = []
-    for node in range(STEPS):
-        for src in sorted(rng.sample(range(2 + node), 2)):
-            edges.append((rng.choice(PRIMITIVES[1:]), src))
-    return tuple(edges)
-
-
-def _mutate_edge(edges: list[Edge], k: int, rng: Random) -> None:
-    """Give edge ``k`` another operation or, where its node has a free input, another input."""
-    op, src = edges[k]
-    sibling = edges[k ^ 1][1]
-    free = [i for i in range(2 + k // 2) if i not in (src, sibling)]
-    if free and rng.random() < 0.5:
-        edges[k] = (op, rng.choice(free))
-    else:
-        edges[k] = (rng.choice([o for o in PRIMITIVES[1:] if o != op]), src)
-
-
-class DartsSpace:
-    """The DARTS space as a :class:`~nas.spaces.NasSpace`: normal and reduction cells of 4 nodes,
-    each node two (op, input) pairs over 7 operations."""
-
-    name = "darts"
-    description = "DARTS cells (normal + reduction, 4 nodes x 2 inputs, 7 ops); no ground truth"
-    default_cells = 8
-    min_cells = 3
-    cells_help = "layers (cells; two are reduction cells)"
-    default_searcher = "darts"
-    has_ground_truth = False
-    size = (math.prod(math.comb(2 + i, 2) for i in range(STEPS)) * (len(PRIMITIVES) - 1) ** (2 * STEPS)) ** 2
-
-    def random(self, rng: Random) -> Genotype:
-        return Genotype(normal=_random_cell(rng), reduce=_random_cell(rng))
-
-    def mutate(self, genotype: Genotype, rng: Random, edge_prob: float) -> Genotype:
-        """Each of the 16 edges changes with probability ``edge_prob`` (at least one changes)."""
-        cells = [list(genotype.normal), list(genotype.reduce)]
-        changed = False
-        for edges in cells:
-            for k in range(len(edges)):
-                if rng.random() < edge_prob:
-                    _mutate_edge(edges, k, rng)
-                    changed = True
-        if not changed:
-            _mutate_edge(rng.choice(cells), rng.randrange(2 * STEPS), rng)
-        for edges in cells:  # keep each node's inputs in order, as derived genotypes have them
-            for k in range(0, len(edges), 2):
-                edges[k:k + 2] = sorted(edges[k:k + 2], key=lambda e: e[1])
-        return Genotype(normal=tuple(cells[0]), reduce=tuple(cells[1]))
-
-    def crossover(self, a: Genotype, b: Genotype, rng: Random) -> Genotype:
-        """Each node's pair of edges from either parent, with equal chance."""
-        def mix(x: tuple[Edge, ...], y: tuple[Edge, ...]) -> tuple[Edge, ...]:
-            return tuple(e for k in range(0, 2 * STEPS, 2) for e in (x if rng.random() < 0.5 else y)[k:k + 2])
-        return Genotype(normal=mix(a.normal, b.normal), reduce=mix(a.reduce, b.reduce))
-
-    def single_path_supernet(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
-        return DartsSinglePathSupernet(channels, cells, num_classes, in_channels)
-
-    def continuous_network(self, channels: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
-        return DartsSearchNetwork(channels, cells, num_classes, in_channels)
-
-    def parse(self, text: str) -> Genotype:
-        return Genotype.parse(text)
-
-    def format(self, genotype: Genotype) -> str:
-        return str(genotype)
-
-    def load_ground_truth(self, path: str):
-        raise ConfigError("ground_truth", path, "no table for the DARTS space (only nb201 has one)")
-
-    def summarise(self, genotype: Genotype) -> dict:
-        """The genotype as JSON too: ``asp-tune nas-retrain --genotype RUN/summary.json`` reads it."""
-        return {"genotype": genotype.to_dict(), "genotype_str": str(genotype)}
 
 
 # -------------------------------------------------------------------------------- evaluation network

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from nas.search import NasResult, NasSettings, run_search
+from nas.search import NasResult, run_search
+from nas.settings import NasSettings
 
 
 def _search_task(settings: NasSettings, checkpoint: str | None, threads: int) -> NasResult:

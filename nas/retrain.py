@@ -7,55 +7,19 @@ weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 import torch.nn.functional as F
 
-from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
-from asp_tune.errors import ConfigError
-from asp_tune.flags import option
+from asp_tune.models import count_parameters
 from asp_tune.trainer import Observed, StepOutput, Trainer
 from nas.checkpoint import train_resumably
-from asp_tune.models import count_parameters
-from nas.darts_space import DartsEvalNetwork, Genotype
-
-
-def default_train_config() -> TrainConfig:
-    """DARTS's evaluation training, shortened: SGD 0.025 cosine, weight decay 3e-4, batch 96."""
-    return TrainConfig(lr=0.025, weight_decay=3e-4, batch_size=96, epochs=20)
-
-
-@dataclass
-class RetrainSettings:
-    genotype: Genotype = option(flag=False)
-    train: TrainConfig = option(flag=False, default_factory=default_train_config)
-    channels: int = option(36, "initial channels (DARTS: 36)", "network")
-    layers: int = option(20, "cells (DARTS: 20)", "network")
-    auxiliary: bool = option(False, "auxiliary head after 2/3 of the cells", "network")
-    aux_weight: float = option(0.4, "weight of the auxiliary head's loss", "network")
-    drop_path_prob: float = option(0.0, "drop-path probability reached at the last epoch (DARTS: 0.2)", "network")
-    grad_clip: float = option(5.0, "gradient-norm clip (0: off)", "network")
-
-    def validate(self) -> "RetrainSettings":
-        if not (isinstance(self.channels, int) and self.channels >= 1):
-            raise ConfigError("channels", self.channels, "an integer >= 1")
-        if not (isinstance(self.layers, int) and self.layers >= 3):
-            raise ConfigError("layers", self.layers, "an integer >= 3 (two are reduction cells)")
-        if not (0.0 <= self.drop_path_prob < 1.0):
-            raise ConfigError("drop_path_prob", self.drop_path_prob, "a number in [0, 1)")
-        if not self.aux_weight >= 0.0:
-            raise ConfigError("aux_weight", self.aux_weight, "a number >= 0")
-        self.train.validate()
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "genotype": self.genotype.to_dict(), "train": self.train.to_dict()}
+from nas.darts_space import DartsEvalNetwork
+from nas.settings import RetrainSettings
 
 
 class RetrainTrainer(Trainer):

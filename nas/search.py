@@ -9,7 +9,6 @@ already spent is carried over).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -19,102 +18,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from asp_tune.config import TrainConfig
-from asp_tune.errors import ConfigError
-from asp_tune.flags import option, optional
 from asp_tune.models import count_parameters
 from asp_tune.ranking import rank_correlation
 from nas.checkpoint import train_resumably
-from nas.darts import DartsSearch
-from nas.spaces import GroundTruthTable, NasSpace, get_space, space_names
-from nas.spos import EvolutionSettings, SposSearch
-
-#: Searchers by name; each builds its trainer for a space and selects an architecture afterwards.
-SEARCHERS = {"spos": SposSearch(), "darts": DartsSearch()}
-
-
-def default_train_config() -> TrainConfig:
-    """Supernet training as NAS-Bench-201 and DARTS set it: SGD 0.025 -> 0.001 cosine, batch 64."""
-    return TrainConfig(lr=0.025, lr_min=0.001, weight_decay=3e-4, batch_size=64, epochs=10)
-
-
-SEARCH, DARTS = "search", "DARTS searcher"
-
-
-def _cells_help() -> str:
-    return "; ".join(f"{get_space(n).name}: {get_space(n).cells_help} (default {get_space(n).default_cells})"
-                     for n in space_names())
-
-
-@dataclass
-class NasSettings:
-    """A search: the space, the searcher, the supernet's training (``train``) and selection settings.
-
-    Each field's default, help and allowed values live here; ``asp-tune nas`` generates its flags
-    from these fields and from :class:`~nas.spos.EvolutionSettings` (:mod:`asp_tune.flags`).
-    """
-
-    space: str = option("nb201", "search space (a registered name, see nas.spaces)", SEARCH, space_names)
-    searcher: str | None = option(None, lambda: "searcher (none: the space's own: " + ", ".join(
-        f"{get_space(n).default_searcher} on {n}" for n in space_names()) + ")", SEARCH, lambda: tuple(SEARCHERS))
-    train: TrainConfig = option(flag=False, default_factory=default_train_config)
-    channels: int = option(16, "supernet width C (16 in both papers)", SEARCH)
-    cells: int | None = option(None, _cells_help, SEARCH)
-    evolution: EvolutionSettings = option(flag=False, default_factory=EvolutionSettings)
-    order: int = option(1, "1 first order, 2 second order (unrolled)", DARTS, (1, 2))
-    arch_lr: float = option(3e-4, "architecture learning rate (Adam)", DARTS)
-    arch_weight_decay: float = option(1e-3, "architecture weight decay", DARTS)
-    grad_clip: float = option(5.0, "gradient-norm clip of the network weights (0: off)", DARTS)
-    ground_truth: str | None = option(None, "a table of known accuracies for spaces that have one: for nb201 the "
-                                            "NAS-Bench-201 CSV (arch, cifar10_test, cifar100_test, "
-                                            "imagenet16_120_test)", SEARCH, aliases=("--nb201-table",))
-    monitor: bool = option(True, "validate the supernet after each epoch (SPOS: a fresh random path per batch; "
-                                 "costs one pass over the val split)", SEARCH)
-    score_samples: int | None = option(None, "SPOS: held-out images each candidate is scored on (the same seeded "
-                                             "subset for all); auto: sized so scoring takes about 10% of the search",
-                                       SEARCH, kind=optional(int, ("auto", "none", "")))
-
-    def validate(self) -> "NasSettings":
-        space = self.search_space  # an unknown space is an error naming the registered ones
-        if self.searcher is None:
-            self.searcher = space.default_searcher
-        if self.searcher not in SEARCHERS:
-            raise ConfigError("searcher", self.searcher, tuple(SEARCHERS))
-        if self.order not in (1, 2):
-            raise ConfigError("order", self.order, (1, 2))
-        if not (isinstance(self.channels, int) and self.channels >= 1):
-            raise ConfigError("channels", self.channels, "an integer >= 1")
-        if self.cells is not None and not (isinstance(self.cells, int) and self.cells >= space.min_cells):
-            raise ConfigError("cells", self.cells, f"an integer >= {space.min_cells} for the {space.name} space "
-                                                   f"({space.cells_help})")
-        for name in ("arch_lr", "arch_weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ConfigError(name, value, "a number >= 0")
-        if self.score_samples is not None and not (isinstance(self.score_samples, int) and self.score_samples >= 32):
-            raise ConfigError("score_samples", self.score_samples, "an integer >= 32, or auto")
-        if self.ground_truth is not None and not space.has_ground_truth:
-            raise ConfigError("ground_truth", self.ground_truth, f"no table: the {space.name} space has none")
-        self.train.validate()
-        self.evolution.validate(space.size)
-        return self
-
-    @property
-    def search_space(self) -> NasSpace:
-        return get_space(self.space)
-
-    @property
-    def num_cells(self) -> int:
-        return self.cells if self.cells is not None else self.search_space.default_cells
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["train"] = self.train.to_dict()
-        d["cells"] = self.num_cells
-        return d
-
-    def with_seed(self, seed: int) -> "NasSettings":
-        return dataclasses.replace(self, train=self.train.replace(seed=seed))
+from nas.settings import SEARCHERS, NasSettings
+from nas.spaces import GroundTruthTable, NasSpace
 
 
 @dataclass
@@ -127,7 +35,7 @@ class NasResult:
 def build_trainer(settings: NasSettings):
     """The searcher's trainer for these settings (data loaded, supernet built, nothing trained)."""
     settings.validate()
-    return SEARCHERS[settings.searcher].trainer(settings, settings.search_space)
+    return SEARCHERS[settings.searcher]().trainer(settings, settings.search_space)
 
 
 def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
@@ -139,7 +47,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     space = settings.search_space
     if table is None and settings.ground_truth:
         table = space.load_ground_truth(settings.ground_truth)  # fail before any training
-    searcher = SEARCHERS[settings.searcher]
+    searcher = SEARCHERS[settings.searcher]()
     trainer = build_trainer(settings)
     trainer.validate_each_epoch = settings.monitor
     train_seconds = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)

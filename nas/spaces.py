@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import importlib
 from random import Random
-from typing import Any, Callable, Hashable, Protocol, runtime_checkable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Protocol, runtime_checkable
 
 from asp_tune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @runtime_checkable
@@ -77,7 +78,7 @@ class NasSpace(Protocol):
 #: Built-in spaces, loaded on first use: name -> "module:attribute" of a zero-argument factory.
 BUILTIN_SPACES: dict[str, str] = {
     "nb201": "nas.nb201:Nb201Space",
-    "darts": "nas.darts_space:DartsSpace",
+    "darts": "nas.genotypes:DartsSpace",
 }
 _FACTORIES: dict[str, Callable[[], NasSpace] | str] = dict(BUILTIN_SPACES)
 _LOADED: dict[str, NasSpace] = {}

@@ -11,53 +11,17 @@ rounds of mutation and crossover over the best ``population``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import pandas as pd
 import torch
 
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
-from asp_tune.errors import ConfigError
-from asp_tune.flags import option
-from asp_tune.trainer import StepOutput, Trainer
 from asp_tune.schedules import RatioSchedule
+from asp_tune.trainer import StepOutput, Trainer
+from nas.settings import EvolutionSettings, NasSettings
 from nas.spaces import NasSpace
-
-if TYPE_CHECKING:
-    from nas.search import NasSettings
-
-
-@dataclass(frozen=True)
-class EvolutionSettings:
-    """Architecture selection after supernet training (``generations=0``: random search only)."""
-
-    candidates: int = option(50, "random candidates scored first")
-    population: int = option(20, "survivors kept each generation")
-    generations: int = option(10, "evolution rounds (0: random search only)")
-    parents: int = option(10, "best of the population that breed")
-    mutations: int = option(10, "children by mutation per generation")
-    crossovers: int = option(10, "children by crossover per generation")
-    mutation_prob: float = option(0.2, "per-edge chance of a new operation in a mutation")
-
-    def validate(self, space_size: int | None = None) -> "EvolutionSettings":
-        """Check the settings; with ``space_size``, no more candidates than the space holds."""
-        for name in ("candidates", "population", "parents"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(name, value, "an integer >= 1")
-            if space_size is not None and value > space_size:
-                raise ConfigError(name, value, f"an integer in [1, {space_size}] (the architectures of the space)")
-        for name in ("generations", "mutations", "crossovers"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 0):
-                raise ConfigError(name, value, "an integer >= 0")
-        if not (isinstance(self.mutation_prob, (int, float)) and 0.0 < self.mutation_prob <= 1.0):
-            raise ConfigError("mutation_prob", self.mutation_prob, "a number in (0, 1]")
-        if self.parents > self.population:
-            raise ConfigError("parents", self.parents, f"at most the population ({self.population})")
-        return self
 
 
 def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], settings: EvolutionSettings,
@@ -176,10 +140,10 @@ def auto_score_samples(train: TrainConfig, evolution: EvolutionSettings, num_tra
 class SposSearch:
     """The SPOS searcher: single-path supernet training, then evolution scored on held-out data."""
 
-    def trainer(self, settings: "NasSettings", space: NasSpace) -> SposTrainer:
+    def trainer(self, settings: NasSettings, space: NasSpace) -> SposTrainer:
         return SposTrainer(settings.train, None, space, settings.channels, settings.num_cells)
 
-    def select(self, trainer: SposTrainer, settings: "NasSettings", space: NasSpace,
+    def select(self, trainer: SposTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None
                ) -> tuple[Hashable, dict[str, Any], pd.DataFrame]:
         """(best architecture, its summary fields, every scored candidate)."""

@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from asp_tune.cli import _load_extensions, build_parser, config_from_args, train_config
+from asp_tune.cli import load_extensions, build_parser, config_from_args, train_config
 from asp_tune.config import SELECTION_FIELDS, TrainConfig
 
 
 def parse(*argv: str):
-    _load_extensions()
+    load_extensions()
     return build_parser().parse_args(list(argv))
 
 
@@ -32,10 +32,10 @@ def test_flags_parse_into_the_config():
 
 
 def test_nas_without_flags_trains_with_the_nas_defaults():
-    from nas.search import default_train_config
+    from nas.settings import supernet_train_config
 
     cfg = config_from_args(parse("nas", "--out", "x"))
-    nas = default_train_config()
+    nas = supernet_train_config()
     assert (cfg.lr, cfg.lr_min, cfg.weight_decay, cfg.batch_size) == (nas.lr, nas.lr_min, nas.weight_decay,
                                                                       nas.batch_size) == (0.025, 0.001, 3e-4, 64)
 
@@ -90,8 +90,7 @@ def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(
 
 def test_nas_flags_come_from_the_settings_dataclasses():
     from nas.cli import settings_from_args
-    from nas.search import NasSettings
-    from nas.spos import EvolutionSettings
+    from nas.settings import EvolutionSettings, NasSettings
 
     args = parse("nas", "--out", "x")
     for cls in (NasSettings, EvolutionSettings):
@@ -114,3 +113,17 @@ def test_help_choices_come_from_the_registries(command, registry_choices, capsys
     with pytest.raises(SystemExit):
         parse(command, "--help")
     assert registry_choices in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["", "train", "hpo", "compare", "correlate", "demo", "nas", "nas-retrain"])
+def test_help_imports_neither_torch_nor_ray(command):
+    """--help answers at once: no heavy import while the parsers are built (measured: 0.1-0.7 s)."""
+    import subprocess
+    import sys
+
+    argv = [command, "--help"] if command else ["--help"]
+    code = ("import sys\nfrom asp_tune.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'scipy') if m in sys.modules))" % argv)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "[default:" in out or command == ""
+    assert out.strip().splitlines()[-1] == "[]"

@@ -65,10 +65,10 @@ def test_kuberay_manifests_carry_what_kuberay_requires(name):
 
 
 def test_the_rayjob_entrypoint_parses_as_an_asp_tune_command():
-    from asp_tune.cli import _load_extensions, build_parser
+    from asp_tune.cli import load_extensions, build_parser
 
     doc = yaml.safe_load((CLUSTER / "kuberay" / "rayjob.yaml").read_text())
-    _load_extensions()
+    load_extensions()
     args = build_parser().parse_args(doc["spec"]["entrypoint"].split()[1:])
     assert args.command == "hpo" and args.address == "auto" and args.max_failures == 3
     assert args.storage_path.startswith("s3://")

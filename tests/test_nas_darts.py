@@ -11,9 +11,10 @@ from asp_tune.config import TrainConfig
 from asp_tune.datasets import load_dataset
 from asp_tune.errors import ConfigError
 from nas.darts import DartsTrainer, unrolled_hypergradient
-from nas.darts_space import (KNOWN_GENOTYPES, NUM_EDGES, PRIMITIVES, STEPS, DartsEvalNetwork, DartsSearchNetwork,
-                             Genotype, derive_genotype)
-from nas.retrain import RetrainSettings, RetrainTrainer
+from nas.darts_space import DartsEvalNetwork, DartsSearchNetwork, derive_genotype
+from nas.genotypes import KNOWN_GENOTYPES, NUM_EDGES, PRIMITIVES, STEPS, Genotype
+from nas.retrain import RetrainTrainer
+from nas.settings import RetrainSettings
 
 
 def _check_genotype_cells(g: Genotype) -> None:

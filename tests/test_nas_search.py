@@ -11,8 +11,9 @@ from asp_tune.cli import main
 from asp_tune.config import TrainConfig
 from asp_tune.errors import AspTuneError, ConfigError
 from nas.nb201 import Arch, GroundTruth, Nb201Space
-from nas.search import NasSettings, aggregate, run_search
-from nas.spos import EvolutionSettings, evolutionary_search
+from nas.search import aggregate, run_search
+from nas.settings import EvolutionSettings, NasSettings
+from nas.spos import evolutionary_search
 
 TINY_EVOLUTION = EvolutionSettings(candidates=8, population=6, generations=2, parents=4, mutations=3, crossovers=3)
 
@@ -202,8 +203,9 @@ def test_corrupt_or_foreign_checkpoints_are_one_clear_error(tmp_path):
 
 
 def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
-    from nas.darts_space import KNOWN_GENOTYPES, Genotype
-    from nas.retrain import RetrainSettings, run_retrain
+    from nas.genotypes import KNOWN_GENOTYPES, Genotype
+    from nas.retrain import run_retrain
+    from nas.settings import RetrainSettings
 
     train = TrainConfig(dataset="digits", epochs=2, batch_size=64, subset=200, test_subset=40)
     settings = RetrainSettings(KNOWN_GENOTYPES["darts_v2"], train, channels=4, layers=3)

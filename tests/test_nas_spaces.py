@@ -14,11 +14,11 @@ from torch import nn
 from asp_tune.cli import main
 from asp_tune.config import TrainConfig
 from asp_tune.errors import ConfigError
-from nas.darts_space import STEPS, DartsSpace, Genotype
+from nas.genotypes import STEPS, DartsSpace, Genotype
 from nas.nb201 import Nb201Space
-from nas.search import NasSettings, run_search
+from nas.search import run_search
+from nas.settings import EvolutionSettings, NasSettings
 from nas.spaces import NasSpace, get_space, register_space, space_names, unregister_space
-from nas.spos import EvolutionSettings
 
 TINY_EVOLUTION = EvolutionSettings(candidates=6, population=4, generations=1, parents=3, mutations=2, crossovers=2)
 

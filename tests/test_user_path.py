@@ -108,7 +108,7 @@ def test_a_short_dynamic_run_reports_its_effective_fraction(tmp_path, capsys):
 
 def test_a_genotype_whose_concat_lists_missing_nodes_is_a_named_error():
     from asp_tune.errors import ConfigError
-    from nas.darts_space import KNOWN_GENOTYPES, Genotype
+    from nas.genotypes import KNOWN_GENOTYPES, Genotype
 
     g = KNOWN_GENOTYPES["darts_v2"].to_dict()
     with pytest.raises(ConfigError, match=r"genotype.normal_concat=\[2, 3, 9\]"):

@@ -72,8 +72,9 @@ def test_early_stopping_searches_do_not_spend_a_full_first_pass():
 
 
 def test_nas_scoring_subset_is_the_same_for_every_candidate_and_run_with_a_seed():
-    from nas.search import NasSettings, build_trainer
-    from nas.spos import EvolutionSettings, auto_score_samples
+    from nas.search import build_trainer
+    from nas.settings import EvolutionSettings, NasSettings
+    from nas.spos import auto_score_samples
 
     train = TrainConfig(dataset="digits", epochs=4, batch_size=64, ratio=0.5, metric="loss", subset=800,
                         val_fraction=0.5, seed=3)

@@ -6,13 +6,15 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asp_tune.cli import EXTRA_PARSERS, add_train_arguments, command, given_fields
+from asp_tune.cli import add_train_arguments, command, given_fields, results_folder, subcommand
 from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
 from asp_tune.flags import add_arguments, float_list, values_from_args
-from asp_tune.run_dir import RunDirectory
+
+if TYPE_CHECKING:
+    from asp_tune.run_dir import RunDirectory
 
 REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -75,40 +77,46 @@ def _settings(args: argparse.Namespace, ratio: float):
                        **values).validate()
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("hpo", help="hyper-parameter search with proxy-data trials on Ray Tune",
-                       description="One search; writes trials.csv and summary.json. Budgets are given as for "
-                                   "full data and become ratio x that.")
+@subcommand("hpo", "hyper-parameter search with proxy-data trials on Ray Tune")
+def add_hpo_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("One search; writes trials.csv and summary.json. Budgets are given as for full data and "
+                     "become ratio x that.")
     _add_search_flags(p, extra=("ratio",))
     p.add_argument("--resume", default=None, help="Ray experiment folder of an interrupted run to finish")
 
-    p = sub.add_parser("compare", help="full-data baseline and proxy ratios side by side, picks retrained",
-                       description="Same search and seed at ratio 1.0 (metric none) and each proxy ratio; "
-                                   "every run's best configuration is retrained on full data. Writes report.md, "
-                                   "comparison.csv, comparison.png and per-run trials CSVs.")
-    _add_search_flags(p)
-    p.add_argument("--ratios", type=float_list, default=[1.0, 0.3, 0.1])
-    p.add_argument("--retrain-seeds", type=int, default=1)
 
-    p = sub.add_parser("correlate", help="the ASP paper's Table 5: rank correlation per (ratio, metric)",
-                       description="Every configuration of a grid space on full data and at every (ratio, metric), "
-                                   "in parallel on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
+@subcommand("compare", "full-data baseline and proxy ratios side by side, picks retrained")
+def add_compare_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Same search and seed at ratio 1.0 (metric none) and each proxy ratio; every run's best "
+                     "configuration is retrained on full data. Writes report.md, comparison.csv, comparison.png "
+                     "and per-run trials CSVs.")
+    _add_search_flags(p)
+    p.add_argument("--ratios", type=float_list, default=(1.0, 0.3, 0.1),
+                   help="the full-data run and the proxy ratios [default: 1.0,0.3,0.1]")
+    p.add_argument("--retrain-seeds", type=int, default=1,
+                   help="full-data retrains of each run's pick, one per seed [default: 1]")
+
+
+@subcommand("correlate", "the ASP paper's Table 5: rank correlation per (ratio, metric)")
+def add_correlate_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Every configuration of a grid space on full data and at every (ratio, metric), in parallel "
+                     "on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
     _add_space_flags(p)
-    p.add_argument("--ratios", type=float_list, default=[0.1, 0.3, 0.5])
+    p.add_argument("--ratios", type=float_list, default=(0.1, 0.3, 0.5), help="proxy ratios [default: 0.1,0.3,0.5]")
     p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
-                   help="comma-separated metrics, one cell per (ratio, metric)")
+                   help="comma-separated metrics, one cell per (ratio, metric) "
+                        "[default: random,loss,entropy,gradient,prediction,mixture]")
     add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
     _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
 
-    p = sub.add_parser("demo", help="offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
+
+@subcommand("demo", "offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
+def add_demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="results folder [default: runs/demo]")
     p.add_argument("--overwrite", action="store_true", help="replace --out (only an asp_tune results folder)")
     add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("num_samples", "verbose"))
-
-
-EXTRA_PARSERS.append(register)
 
 
 def _write_hpo(out: RunDirectory, result, settings) -> None:
@@ -128,7 +136,7 @@ def run_hpo_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.runner import run_hpo
 
     settings = _settings(args, args.ratio)
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         result = run_hpo(settings, resume=args.resume)
         _write_hpo(out, result, settings)
         target = out.commit(result.summary)
@@ -171,7 +179,7 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
 def run_compare_command(args: argparse.Namespace) -> int:
     settings = _settings(args, 1.0)
     _check_compare(args.ratios, args.retrain_seeds)
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         summary = _compare(settings, args.ratios, args.retrain_seeds, out,
                            f"{settings.space.name}: {settings.algo}, metric {settings.metric}")
         target = out.commit(summary)
@@ -197,7 +205,7 @@ def run_correlate_command(args: argparse.Namespace) -> int:
     if args.max_configs is not None and args.max_configs < 1:
         raise ConfigError("max_configs", args.max_configs, "an integer >= 1")
     space = load_space_args(args)
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         res = run_correlate(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
                             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
                             gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
@@ -231,7 +239,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r=0.3, "
           f"dynamic, metric {dataclasses.replace(settings, ratio=0.3).resolved_metric()}); each pick retrained "
           "on full data")
-    with RunDirectory(args.out, overwrite=args.overwrite) as out:
+    with results_folder(args) as out:
         summary = _compare(settings, [1.0, 0.3], 1, out, "demo: digits MLP, ASHA")
         target = out.commit(summary)
     print(f"-> {target}")

@@ -197,8 +197,14 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                        max_concurrent=max_concurrent, verbose=verbose, max_failures=0,
                        progress=(len(configs) * len(cells), "correlate"))
     grid = fit_interruptibly(tuner, str(Path(storage) / name))
+    errors = [result.error for result in grid if result.error]
+    if errors and len(errors) == len(grid):
+        raise RunFailed(f"all {len(errors)} trials failed; the first: {error_line(errors[0])} "
+                        f"(tracebacks under {grid.experiment_path})")
     rows = []
     for result in grid:
+        if not result.config:  # its worker never started: only the error is known (counted above)
+            continue
         last = last_values(result.metrics_dataframe)
         ratio, metric = result.config["cell"].split(":")
         rows.append({"config": result.config["cfg"], "ratio": float(ratio), "metric": metric,
@@ -207,10 +213,6 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                      "data_passes": last["data_passes"] if last else math.nan,
                      "seconds": last["seconds"] if last else math.nan,
                      "status": "ERROR" if result.error else "TERMINATED"})
-    if rows and all(r["status"] == "ERROR" for r in rows):
-        first = next(r for r in grid if r.error).error
-        raise RunFailed(f"all {len(rows)} trials failed; the first: {error_line(first)} "
-                        f"(tracebacks under {grid.experiment_path})")
     scores = pd.DataFrame(rows).sort_values(["ratio", "metric", "config"]).reset_index(drop=True)
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
     cells_out = []

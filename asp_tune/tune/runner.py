@@ -18,7 +18,6 @@ from asp_tune.flags import option
 from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
 from asp_tune.tune.space import SearchSpace
-from asp_tune.tune.trainable import proxy_trial
 
 ALGORITHMS = ("hyperband", "bohb", "asha", "tpe", "random")
 SEARCH, RAY = "search", "Ray"
@@ -407,6 +406,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     from ray import tune
 
     from asp_tune.tune.progress import WallTimeRecorder, recorded_wall_time
+    from asp_tune.tune.trainable import proxy_trial
 
     s = settings.validate()
     s.space = _absolute_data_dir(s.space)

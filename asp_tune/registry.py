@@ -1,0 +1,67 @@
+"""Lazy registries: the names behind every choice list, each bound to where it is implemented.
+
+An entry is ``"module:attribute"``, imported on first use, so listing the names (help texts,
+validation of a config) never imports torch. Registering is one line (:meth:`LazyRegistry.register`),
+with an object or another such path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Iterator, Mapping
+
+
+class LazyRegistry(Mapping[str, Any]):
+    """A read-only name -> object mapping whose objects are imported when first looked up."""
+
+    def __init__(self, kind: str, entries: Mapping[str, Any]):
+        self.kind = kind
+        self._entries: dict[str, Any] = dict(entries)
+        self._loaded: dict[str, Any] = {}
+
+    def register(self, name: str, entry: Any) -> None:
+        """Add (or replace) ``name``: an object, or a ``"module:attribute"`` path."""
+        self._entries[name] = entry
+        self._loaded.pop(name, None)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            entry = self._entries[name]  # KeyError for an unknown name, as a Mapping should
+            if isinstance(entry, str):
+                module, _, attribute = entry.partition(":")
+                entry = getattr(importlib.import_module(module), attribute)
+            self._loaded[name] = entry
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"LazyRegistry({self.kind!r}, {sorted(self._entries)})"
+
+
+#: Networks: ``builder(in_channels, num_classes, (height, width)) -> nn.Module``.
+MODELS = LazyRegistry("model", {
+    "mlp": "asp_tune.models:mlp",
+    "resnet8": "asp_tune.models:resnet8",
+    "resnet20": "asp_tune.models:resnet20",
+    "resnet32": "asp_tune.models:resnet32",
+    "resnet44": "asp_tune.models:resnet44",
+    "resnet56": "asp_tune.models:resnet56",
+    "resnet18": "asp_tune.models:resnet18",
+    "resnet34": "asp_tune.models:resnet34",
+})
+
+#: Data sets: a :class:`asp_tune.datasets.DatasetSpec` each (loader and augmentation defaults).
+DATASETS = LazyRegistry("dataset", {
+    "digits": "asp_tune.datasets:DIGITS",
+    "cifar10": "asp_tune.datasets:CIFAR10",
+    "cifar100": "asp_tune.datasets:CIFAR100",
+    "image_folder": "asp_tune.datasets:IMAGE_FOLDER",
+})
+
+#: How importance values become selection probabilities (implemented in asp_tune.selection).
+SELECTION_RULES: tuple[str, ...] = ("zscore", "paper", "calibrated")
