@@ -26,3 +26,10 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep decoded-data caches out of the user's home folder."""
     monkeypatch.setenv("ASP_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts Ray (the ``ray_session`` fixture) is slow; one that does not is not."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -84,6 +84,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow  # several trainings
 def test_search_resumes_from_its_checkpoint(tmp_path):
     settings = tiny_settings()
     ckpt = tmp_path / "search.pt"
@@ -160,6 +161,7 @@ def test_nas_cli_bad_input_is_one_error_and_no_results(tmp_path, capsys, args, m
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # several trainings
 def test_nas_retrain_cli_trains_a_searched_genotype(tmp_path, capsys):
     search = tmp_path / "search"
     assert main(["nas", "--space", "darts", "--epochs", "1", "--channels", "2", "--cells", "3", "--subset", "100",
@@ -202,6 +204,7 @@ def test_corrupt_or_foreign_checkpoints_are_one_clear_error(tmp_path):
         run_search(tiny_settings(), bad)
 
 
+@pytest.mark.slow  # several trainings
 def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
     from nas.genotypes import KNOWN_GENOTYPES, Genotype
     from nas.retrain import run_retrain

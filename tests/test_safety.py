@@ -94,6 +94,7 @@ def test_a_second_run_into_the_same_out_is_refused_by_the_lock(tmp_path, capsys)
     assert not (tmp_path / ".run.lock").exists()
 
 
+@pytest.mark.slow  # two trainings in subprocesses
 def test_two_concurrent_train_processes_one_wins_nothing_is_lost(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "asp_tune.cli", *TINY_TRAIN, "--epochs", "3", "--out", str(out)]

@@ -12,7 +12,6 @@ from asp_tune.tune.runner import HpoSettings, run_hpo
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 
-pytestmark = pytest.mark.slow
 
 SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 3, "subset": 600, "batch_size": 64},
          "params": {"lr": {"type": "loguniform", "low": 0.02, "high": 0.3},
