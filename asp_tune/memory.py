@@ -7,6 +7,7 @@ which is what lets a deactivated sample come back later (ASP paper section 3.4).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Callable
 
@@ -74,6 +75,15 @@ class ProxyMemory:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"latest": self._latest.cpu().clone(), "counts": self._counts.cpu().clone()}
+
+    @staticmethod
+    def fingerprint(state: dict[str, torch.Tensor]) -> str:
+        """A short hash of a memory state (``state_dict()``): equal states, equal fingerprints.
+        Fault-tolerance records use it to show that a restored trial's memory is the checkpoint's."""
+        digest = hashlib.sha256()
+        for name in ("latest", "counts"):
+            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, table in (("latest", self._latest), ("counts", self._counts)):

@@ -197,7 +197,8 @@ class HpoResult:
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start (or connect to) Ray once per process.
 
-    A local Ray advertises the loopback address. A cluster ``address`` (HOST:PORT or
+    A local Ray advertises the loopback address, and a reaper process ends its processes if this
+    one is killed (:mod:`asp_tune.tune.reaper`). A cluster ``address`` (HOST:PORT or
     ray://HOST:PORT) is checked for a listening port first, so a wrong address fails in seconds
     instead of hanging.
     """
@@ -217,6 +218,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             raise ConfigError("address", address, f"a running Ray cluster ({str(exc).splitlines()[0][:200]})") from None
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+        from asp_tune.tune.reaper import watch
+
+        watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -411,6 +415,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     s = settings.validate()
     s.space = _absolute_data_dir(s.space)
     if resume:
+        resume = str(Path(resume).expanduser().absolute())  # Ray reads a relative path as a URI
         check_resume_settings(resume, settings_dict(s))
     quiet_ray_logs(s.verbose)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
@@ -428,7 +433,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     if resume:
         if not tune.Tuner.can_restore(resume):
             raise ConfigError("resume", resume, "a Ray Tune experiment folder written by 'asp-tune hpo'")
-        experiment = str(Path(resume).absolute())
+        experiment = resume
         tuner = tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:

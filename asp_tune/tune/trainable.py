@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from asp_tune.datasets import load_dataset
+from asp_tune.memory import ProxyMemory
 from asp_tune.trainer import Trainer
 from asp_tune.tune.space import SearchSpace
 
@@ -65,9 +66,13 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
                         test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download, arrays=arrays)
     trainer = Trainer(cfg, data=data)
     checkpoint = get_checkpoint()
+    restored: dict[str, Any] = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        # what a restored trial continues from, reported with every later epoch (fault-tolerance records)
+        restored = {"restored_epoch": trainer.epoch,
+                    "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}
     startup = time.perf_counter() - started
     node = _node_id()
     while not trainer.done:
@@ -75,7 +80,7 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         record = trainer.train_epoch()
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            report({**trial_metrics(record), "startup_seconds": startup, "node_id": node},
+            report({**trial_metrics(record), "startup_seconds": startup, "node_id": node, **restored},
                    checkpoint=tune.Checkpoint.from_directory(folder))
 
 

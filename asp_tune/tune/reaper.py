@@ -1,0 +1,60 @@
+"""Stops a local Ray session's processes when the asp_tune process that started it dies.
+
+Ray ties its GCS server and raylet to the driver (the kernel kills them with it), but the agents
+the raylet starts (dashboard and runtime-env agents) outlive a driver killed with SIGKILL by a
+minute or more. :func:`watch` starts this module as a detached process that follows the driver's
+descendants once a second and, when the driver is gone, kills those still running (checking each
+one's start time, so a reused process id is never hit). A driver that exits normally has shut Ray
+down already; the reaper then finds nothing left and exits.
+
+    python -m asp_tune.tune.reaper DRIVER_PID
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+POLL_S = 1.0
+
+
+def watch(driver_pid: int) -> subprocess.Popen:
+    """Start the reaper for ``driver_pid`` (its own session: Ctrl-C on the terminal never reaches it)."""
+    return subprocess.Popen([sys.executable, "-m", "asp_tune.tune.reaper", str(driver_pid)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+
+
+def reap(driver_pid: int, poll_s: float = POLL_S) -> int:
+    """Follow ``driver_pid``'s descendants until it dies, then kill those left; returns how many."""
+    import psutil
+
+    try:
+        driver = psutil.Process(driver_pid)
+    except psutil.NoSuchProcess:
+        return 0
+    known: dict[int, float] = {}  # pid -> create_time
+    while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:
+        try:
+            for child in driver.children(recursive=True):
+                if child.pid != os.getpid():  # the reaper is the driver's child too
+                    known.setdefault(child.pid, child.create_time())
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(poll_s)
+    killed = 0
+    for pid, created in known.items():
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) < 1e-3:
+                proc.kill()
+                killed += 1
+        except psutil.NoSuchProcess:
+            continue
+    return killed
+
+
+if __name__ == "__main__":
+    reap(int(sys.argv[1]))
