@@ -37,3 +37,23 @@ def test_trials_spread_over_the_nodes_and_record_them(three_node_cluster, tmp_pa
     assert result.summary["num_failed"] == 0 and len(trials) == 6
     nodes = set(trials["node_id"])
     assert "" not in nodes and len(nodes) >= 2  # 3 one-CPU nodes, 3 trials at a time
+
+
+def test_a_cluster_search_without_shared_storage_is_refused_before_any_trial(three_node_cluster, tmp_path):
+    from asp_tune.errors import ConfigError
+
+    settings = HpoSettings(space=parse_space(SPACE), algo="random", num_samples=2, address=three_node_cluster.address,
+                           verbose=0, name="refused")
+    with pytest.raises(ConfigError, match=r"invalid storage_path=None: allowed a folder every one of the 3 nodes"):
+        run_hpo(settings)
+    assert settings.failures_allowed() == 3  # on a cluster a lost node is retried by default
+
+
+def test_storage_may_be_a_uri(three_node_cluster, tmp_path):
+    """A bucket URI works like a folder (file:// here: the same pyarrow file-system path as s3://, gs://)."""
+    settings = HpoSettings(space=parse_space(SPACE), algo="random", num_samples=2, max_concurrent=2,
+                           address=three_node_cluster.address, storage_path=tmp_path.as_uri(), verbose=0, name="uri")
+    result = run_hpo(settings)
+    assert result.summary["num_failed"] == 0 and result.summary["wall_time_s"] > 0
+    assert (tmp_path / "uri" / "asp_tune_settings.json").is_file()
+    assert (tmp_path / "uri" / "asp_tune_progress.json").is_file()

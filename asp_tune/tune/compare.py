@@ -16,10 +16,10 @@ import pandas as pd
 from asp_tune.config import TrainConfig
 from asp_tune.errors import RunFailed
 from asp_tune.ranking import rank_correlation
-from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, ensure_ray, error_line,
-                                  experiment_storage, fit_interruptibly, last_values, make_tuner, quiet_ray_logs,
-                                  run_hpo)
+from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, check_shared_storage, ensure_ray,
+                                  error_line, fit_interruptibly, last_values, make_tuner, quiet_ray_logs, run_hpo)
 from asp_tune.tune.space import SearchSpace
+from asp_tune.tune.storage import join, storage_root
 
 
 def config_key(row: pd.Series | dict[str, Any], names: list[str]) -> tuple:
@@ -165,14 +165,13 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
 
     ``ratio_schedule`` defaults to the paper's (dynamic, as in its Table 5); ``selection`` holds
     selection settings (rule, floor, ...) applied to every proxy cell."""
-    from pathlib import Path
-
     from ray import tune
 
 
     quiet_ray_logs(verbose)
     ensure_ray(address)
     check_resources(cpus_per_trial, gpus_per_trial)
+    check_shared_storage(storage_path)
     configs = space.grid_configs()
     if max_configs is not None:
         configs = configs[:max_configs]
@@ -189,14 +188,14 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     start = time.perf_counter()
     name = f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = experiment_storage(storage_path)
+    storage = storage_root(storage_path)
     param_space = {"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cells),
                    **{p.name: tune.sample_from(lambda spec, n=p.name: configs[spec.config["cfg"]][n])
                       for p in space.params}}
     tuner = make_tuner(trainable, param_space, name=name, storage=storage, num_samples=1,
                        max_concurrent=max_concurrent, verbose=verbose, max_failures=0,
                        progress=(len(configs) * len(cells), "correlate"))
-    grid = fit_interruptibly(tuner, str(Path(storage) / name))
+    grid = fit_interruptibly(tuner, join(storage, name))
     errors = [result.error for result in grid if result.error]
     if errors and len(errors) == len(grid):
         raise RunFailed(f"all {len(errors)} trials failed; the first: {error_line(errors[0])} "

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from asp_tune.tune.storage import join, read_text, write_text
+
 PROGRESS_FILE = "asp_tune_progress.json"
 
 
 def recorded_wall_time(experiment_path: str | Path) -> float:
     """Wall seconds an experiment has run so far, over all of its parts (0 when unknown)."""
     try:
-        return float(json.loads((Path(experiment_path) / PROGRESS_FILE).read_text())["wall_time_s"])
+        return float(json.loads(read_text(join(str(experiment_path), PROGRESS_FILE)))["wall_time_s"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0.0
 
@@ -45,11 +47,9 @@ class WallTimeRecorder(Callback):
     def write(self) -> None:
         if self._start is None:
             self.setup()
-        path = Path(self.experiment_path) / PROGRESS_FILE
         try:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"wall_time_s": self._base + time.time() - self._start}))
-            tmp.replace(path)
+            write_text(join(self.experiment_path, PROGRESS_FILE),
+                       json.dumps({"wall_time_s": self._base + time.time() - self._start}))
         except OSError:
             pass  # only the reported wall time suffers
 

@@ -17,6 +17,7 @@ from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.flags import option
 from asp_tune.run_dir import jsonable
 from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
+from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, write_text
 from asp_tune.tune.space import SearchSpace
 
 ALGORITHMS = ("hyperband", "bohb", "asha", "tpe", "random")
@@ -61,8 +62,8 @@ class HpoSettings:
     name: str | None = option(None, flag=False)
     verbose: int = option(1, "0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs", RAY)
     selection: dict[str, Any] = option(flag=False, default_factory=dict)  # SELECTION_FIELDS given as flags
-    max_failures: int = option(0, "retry a failed trial this often from its last checkpoint (a lost node; "
-                                  "3 on a cluster; -1: forever)", RAY)
+    max_failures: int | None = option(None, "retry a failed trial this often from its last checkpoint (a lost "
+                                            "node); -1: forever; none: 3 on a cluster (--address), 0 locally", RAY)
 
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
@@ -76,7 +77,7 @@ class HpoSettings:
                 raise ConfigError("selection", key, SELECTION_FIELDS)
         if self.early_stop not in EARLY_STOPPING:
             raise ConfigError("early_stop", self.early_stop, EARLY_STOPPING)
-        if not (isinstance(self.max_failures, int) and self.max_failures >= -1):
+        if self.max_failures is not None and not (isinstance(self.max_failures, int) and self.max_failures >= -1):
             raise ConfigError("max_failures", self.max_failures, "an integer >= 0 (-1: retry forever)")
         for name in ("num_samples", "max_concurrent", "grace_period"):
             v = getattr(self, name)
@@ -104,6 +105,13 @@ class HpoSettings:
 
             resolve_device(self.device)
         return self
+
+    def failures_allowed(self) -> int:
+        """Retries of a failed trial: ``max_failures``, or by default 3 on a cluster and 0 locally
+        (where a failure is a bug to see at once, not a lost node)."""
+        if self.max_failures is not None:
+            return self.max_failures
+        return 3 if self.address else 0
 
     @property
     def epochs(self) -> int:
@@ -209,6 +217,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The experiment's state (which trial finished, which checkpoint is its latest) saved at every step
+    # of Tune's loop: saved less often, it can name a checkpoint the trial has already replaced (two
+    # are kept), and a driver killed outright then leaves that trial unresumable.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if address:
         check_reachable(address)
@@ -303,9 +315,8 @@ RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "metric", "num_samples", "ma
 
 def check_resume_settings(experiment: str, settings: dict[str, Any]) -> None:
     """Refuse to resume ``experiment`` with flags other than those it was started with, naming them."""
-    path = Path(experiment) / SETTINGS_FILE
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(read_text(join(experiment, SETTINGS_FILE)))
     except (OSError, ValueError):
         raise ConfigError("resume", experiment, "an experiment folder written by 'asp-tune hpo' "
                                                 f"(no readable {SETTINGS_FILE})") from None
@@ -415,7 +426,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     s = settings.validate()
     s.space = _absolute_data_dir(s.space)
     if resume:
-        resume = str(Path(resume).expanduser().absolute())  # Ray reads a relative path as a URI
+        resume = storage_root(resume)  # Ray reads a relative path as a URI
         check_resume_settings(resume, settings_dict(s))
     quiet_ray_logs(s.verbose)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
@@ -424,6 +435,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     ensure_ray(s.address)
     check_resources(s.cpus_per_trial, s.gpus_per_trial)
+    check_shared_storage(s.storage_path)
     budget = s.budget()
     trainable = tune.with_resources(
         tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial)),
@@ -439,13 +451,13 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     else:
         search, scheduler, param_space = build_search(s)
         stop = DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None
-        storage = experiment_storage(s.storage_path)
+        storage = storage_root(s.storage_path)
         name = s.name or f"asp-{s.space.name}-{s.algo}-r{s.ratio}-{time.strftime('%Y%m%d-%H%M%S')}"
-        experiment = str(Path(storage) / name)
-        Path(experiment).mkdir(parents=True, exist_ok=True)
-        (Path(experiment) / SETTINGS_FILE).write_text(json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")
+        experiment = join(storage, name)
+        make_dirs(experiment)
+        write_text(join(experiment, SETTINGS_FILE), json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")
         tuner = make_tuner(trainable, param_space, name=name, storage=storage, num_samples=s.num_samples,
-                           max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.max_failures,
+                           max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
                            progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}"),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
                            stop=stop, callbacks=[WallTimeRecorder(experiment)], keep_checkpoints=2)
@@ -492,9 +504,16 @@ def error_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {(lines[-1] if lines else '')[:300]}"
 
 
-def experiment_storage(storage_path: str | None) -> str:
-    """Where Ray keeps experiments: ``storage_path`` made absolute, or ``~/ray_results``."""
-    return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
+def check_shared_storage(storage_path: str | None) -> None:
+    """On a cluster of several nodes, trials and their checkpoints must live where every node sees
+    them; without ``--storage-path`` each node would keep its own, and a trial moved to another node
+    could not resume. Refused before any trial starts."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1 and storage_path is None:
+        raise ConfigError("storage_path", None, f"a folder every one of the {nodes} nodes sees (NFS) or a bucket "
+                                                "URI (s3://, gs://): a search on several nodes needs shared storage")
 
 
 def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,

@@ -1,0 +1,64 @@
+"""Where experiments live: a local folder or a bucket URI (``s3://``, ``gs://``, ``file://``...).
+
+Ray Tune keeps trials and checkpoints there; asp_tune keeps two small files beside them (the run's
+settings, its cumulative wall time). Local paths are made absolute (Ray reads a relative path as a
+URI); URIs go through pyarrow's file systems, the layer Ray itself uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def storage_root(storage_path: str | None) -> str:
+    """``storage_path`` ready for Ray: a URI as given, a local path absolute (default ``~/ray_results``)."""
+    if storage_path and is_uri(storage_path):
+        return storage_path.rstrip("/")
+    return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts]) if is_uri(root) else str(Path(root, *parts))
+
+
+def _filesystem(location: str):
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(location)
+
+
+def make_dirs(location: str) -> None:
+    if is_uri(location):
+        filesystem, path = _filesystem(location)
+        filesystem.create_dir(path, recursive=True)
+    else:
+        Path(location).mkdir(parents=True, exist_ok=True)
+
+
+def read_text(location: str) -> str:
+    """The text of a file; OSError (FileNotFoundError) when it cannot be read."""
+    if not is_uri(location):
+        return Path(location).read_text()
+    filesystem, path = _filesystem(location)
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for a missing file
+        raise FileNotFoundError(location) from exc
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small file (replaced at once on a local disk; a bucket object is replaced whole anyway)."""
+    if is_uri(location):
+        filesystem, path = _filesystem(location)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(text.encode())
+        return
+    target = Path(location)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)

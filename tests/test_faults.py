@@ -1,0 +1,225 @@
+"""Faults a search must survive: the driver killed outright, a worker node lost mid-trial, a damaged
+checkpoint. Each is asserted from the records the trials leave (``result.json`` rows, checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from asp_tune.memory import ProxyMemory
+from asp_tune.tune.runner import HpoSettings, run_hpo
+from asp_tune.tune.space import parse_space
+from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 150  # about 0.1 s each: a trial runs long enough to be caught mid-way
+
+
+def write_space(folder: Path, epochs: int = EPOCHS) -> Path:
+    space = folder / "space.yaml"
+    space.write_text(f"name: faults\nfixed: {{dataset: digits, model: mlp, epochs: {epochs}, subset: 400, "
+                     "batch_size: 64}\nparams:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
+    return space
+
+
+def trial_epochs(experiment: Path) -> dict[str, list[int]]:
+    """Each trial folder's reported epochs, in the order reported."""
+    out = {}
+    for trial in sorted(p for p in experiment.iterdir() if p.is_dir()):
+        lines = (trial / "result.json").read_text().splitlines() if (trial / "result.json").exists() else []
+        out[trial.name] = [json.loads(line)["epoch"] for line in lines if line.strip()]
+    return out
+
+
+def last_checkpoint(trial: Path) -> Path | None:
+    found = sorted(trial.glob("checkpoint_*"))
+    return found[-1] if found else None
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hpo_command(space: Path, storage: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "random", "--ratio", "0.5",
+            "--metric", "loss", "--num-samples", "4", "--max-concurrent", "2", "--storage-path", str(storage),
+            "--verbose", "0", "--out", str(out), *extra]
+
+
+def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experiment(tmp_path):
+    import psutil
+
+    space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
+    driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+
+    def finished_and_running():
+        epochs = trial_epochs(experiment)
+        done = [t for t, e in epochs.items() if len(e) >= EPOCHS]
+        running = [t for t, e in epochs.items() if 3 <= len(e) < EPOCHS - 60]
+        return (done, running) if done and running else None
+
+    done, running = wait_for(finished_and_running, 180, "one finished and one running trial")
+    session = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    # the reaper ends what Ray leaves (its agents outlive a killed driver by a minute otherwise)
+    wait_for(lambda: not [p for p in session if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
+             30, "the Ray session's processes to end")
+    assert not out.exists()  # nothing committed
+    before = trial_epochs(experiment)
+
+    resumed = subprocess.run(hpo_command(space, storage, out, "--resume", str(experiment)), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = trial_epochs(experiment)
+    for t in done:  # finished trials are not run again
+        assert after[t] == before[t]
+    for t in running:  # unfinished ones continue from a checkpoint, not from the start
+        rows = [json.loads(x) for x in (experiment / t / "result.json").read_text().splitlines()]
+        first = rows[len(before[t])]
+        assert 1 <= first["restored_epoch"] <= len(before[t]) and first["epoch"] == first["restored_epoch"] + 1
+    assert all(e[-1] == EPOCHS for e in after.values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_trials"] == 4 and summary["num_failed"] == 0
+
+
+def test_a_damaged_or_missing_checkpoint_fails_only_its_trial_with_a_clear_error(tmp_path):
+    space = parse_space({"name": "ckpt", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 3, "subset": 300},
+                         "params": {"lr": {"type": "choice", "values": [0.05]}}})
+    run = {"ratio": 0.5, "metric": "loss", "seed": 0, "device": "cpu"}
+    reports = []
+
+    class Saved:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def as_directory(self):
+            import contextlib
+
+            return contextlib.nullcontext(str(self.folder))
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / CHECKPOINT_FILE).write_bytes(b"\x00 not a checkpoint")
+    with pytest.raises(Exception, match=r"cannot read checkpoint .*trainer.pt"):
+        proxy_trial({"lr": 0.05}, space=space, run=run, report=lambda *a, **k: reports.append(a),
+                    get_checkpoint=lambda: Saved(folder))
+    (folder / CHECKPOINT_FILE).unlink()
+    with pytest.raises(Exception, match=r"cannot read checkpoint .*trainer.pt.*No such file"):
+        proxy_trial({"lr": 0.05}, space=space, run=run, report=lambda *a, **k: reports.append(a),
+                    get_checkpoint=lambda: Saved(folder))
+    assert reports == []
+
+
+def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_rest_finish(tmp_path):
+    space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
+    driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+    running = wait_for(lambda: [t for t, e in trial_epochs(experiment).items() if 3 <= len(e) < EPOCHS - 40],
+                       120, "a running trial")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(1)  # its workers end with it
+    for checkpoint in (experiment / running[0]).glob("checkpoint_*"):  # whichever Tune restores
+        (checkpoint / CHECKPOINT_FILE).write_bytes(b"damaged")
+    resumed = subprocess.run(hpo_command(space, storage, out, "--resume", str(experiment)), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # some trials failed: counted, not fatal
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_trials"] == 4 and summary["num_failed"] == 1
+    import pandas as pd
+
+    trials = pd.read_csv(out / "trials.csv")
+    failed = trials[trials["status"] == "ERROR"]
+    assert len(failed) == 1 and "cannot read checkpoint" in failed["error"].iloc[0]
+    assert (trials[trials["status"] != "ERROR"]["epochs"] == EPOCHS).all()
+
+
+@pytest.fixture()
+def two_worker_cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_worker_cluster, tmp_path):
+    """Remove the worker node a trial runs on; with --max-failures it restarts from its last checkpoint on
+    the other node, its proxy memory the checkpoint's, and ends where an uninterrupted run ends."""
+    cluster = two_worker_cluster
+    epochs = 150
+    spec = {"name": "lost", "fixed": {"dataset": "digits", "model": "mlp", "epochs": epochs, "subset": 400,
+                                      "batch_size": 64},
+            "params": {"lr": {"type": "choice", "values": [0.05]}}}
+    settings = HpoSettings(space=parse_space(spec), algo="random", ratio=0.5, metric="loss", num_samples=1,
+                           max_concurrent=1, address=cluster.address, storage_path=str(tmp_path), verbose=0,
+                           max_failures=3, name="lost-node")
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(run=run_hpo(settings)), daemon=True)
+    worker.start()
+    experiment = tmp_path / "lost-node"
+
+    def trial_on_a_node():
+        trials = [p for p in experiment.glob("proxy_trial_*") if (p / "result.json").exists()]
+        rows = [json.loads(x) for x in (trials[0] / "result.json").read_text().splitlines()] if trials else []
+        return (trials[0], rows[-1]["node_id"]) if len(rows) >= 5 else None
+
+    trial, node_id = wait_for(trial_on_a_node, 120, "the trial to report five epochs")
+    victim = next(n for n in cluster.worker_nodes if n.node_id == node_id)
+    cluster.remove_node(victim, allow_graceful=False)
+    worker.join(timeout=300)
+    assert not worker.is_alive() and "run" in result
+    run = result["run"]
+    assert run.summary["num_trials"] == 1 and run.summary["num_failed"] == 0
+    rows = [json.loads(x) for x in (trial / "result.json").read_text().splitlines()]
+    restored = [r for r in rows if "restored_epoch" in r]
+    assert restored, "the trial never restarted"
+    first = restored[0]
+    assert first["node_id"] != node_id  # another node
+    assert first["epoch"] == first["restored_epoch"] + 1
+    # no epoch lost, none run twice past the checkpoint, and the end equals an uninterrupted run
+    reported = [r["epoch"] for r in rows]
+    assert sorted(set(reported)) == list(range(1, epochs + 1))
+    # the same trial without the fault, in this process: its checkpoints' memory, epoch by epoch
+    straight, memory_at = [], {}
+
+    def report(metrics, checkpoint=None):
+        straight.append(metrics)
+        state = torch.load(Path(checkpoint.path) / CHECKPOINT_FILE, weights_only=True)
+        memory_at[metrics["epoch"]] = ProxyMemory.fingerprint(state["selector"]["memory"])
+
+    threads = torch.get_num_threads()
+    try:
+        proxy_trial({"lr": 0.05}, space=settings.space, run=settings.run_fields(), report=report,
+                    get_checkpoint=lambda: None)
+    finally:
+        torch.set_num_threads(threads)
+    # the restored memory is the checkpoint's: the one a run without the fault held at that epoch
+    assert first["restored_memory"] == memory_at[first["restored_epoch"]]
+    # and the run ends where the uninterrupted one ends
+    assert rows[-1]["val_accuracy"] == straight[-1]["val_accuracy"]
+    assert rows[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-5)
+    assert rows[-1]["samples_seen"] == straight[-1]["samples_seen"]
