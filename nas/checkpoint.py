@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from asp_tune.errors import AspTuneError
 from asp_tune.trainer import Trainer, load_state, save_state
@@ -27,15 +27,20 @@ def resume_run(path: Path, settings: dict[str, Any], trainer: Trainer) -> float:
     return float(state["seconds"])
 
 
+class TrainedRun(NamedTuple):
+    seconds: float  # wall seconds of the whole run, the parts before a resume included
+    resumed_from_epoch: int  # the checkpoint's epoch this part started from (0: from the start)
+
+
 def train_resumably(trainer: Trainer, settings: dict[str, Any], checkpoint: str | Path | None = None,
-                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> float:
+                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainedRun:
     """Train ``trainer`` to its last epoch: resume from ``checkpoint`` when it exists, save it after
-    every epoch. Each epoch record gets ``elapsed_s`` (wall seconds of the whole run so far);
-    returns the run's wall seconds, the parts before a resume included."""
+    every epoch. Each epoch record gets ``elapsed_s`` (wall seconds of the whole run so far)."""
     checkpoint = Path(checkpoint) if checkpoint else None
     spent = 0.0
     if checkpoint is not None and checkpoint.exists():
         spent = resume_run(checkpoint, settings, trainer)
+    resumed_from = trainer.epoch
     start = time.perf_counter()
     while not trainer.done:
         record = trainer.train_epoch()
@@ -44,4 +49,4 @@ def train_resumably(trainer: Trainer, settings: dict[str, Any], checkpoint: str 
             on_epoch(record)
         if checkpoint is not None:
             save_run(checkpoint, settings, trainer, spent + time.perf_counter() - start)
-    return spent + time.perf_counter() - start
+    return TrainedRun(spent + time.perf_counter() - start, resumed_from)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from asp_tune.cli import add_train_arguments, command, config_from_args, results_folder, subcommand
-from asp_tune.flags import add_arguments, values_from_args
+from asp_tune.flags import add_arguments, optional, values_from_args
 from asp_tune.errors import ConfigError
 
 
@@ -50,6 +50,9 @@ def add_nas_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:10001 (default: local)")
     g.add_argument("--cpus-per-search", type=float, default=1.0)
     g.add_argument("--gpus-per-search", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    g.add_argument("--max-failures", type=optional(int), default=None,
+                   help="retry a search whose worker or node was lost this often; it continues from its "
+                        "checkpoint (-1: forever) [default: 3 on a cluster (--address), 0 locally]")
     _add_output_flags(p)
 
 
@@ -112,6 +115,8 @@ def run_nas(args: argparse.Namespace) -> int:
     seeds = args.seeds or [settings.train.seed]
     if not args.cpus_per_search > 0:
         raise ConfigError("cpus_per_search", args.cpus_per_search, "a number > 0")
+    if args.max_failures is not None and args.max_failures < -1:
+        raise ConfigError("max_failures", args.max_failures, "an integer >= 0 (-1: retry forever)")
     if not args.gpus_per_search >= 0:
         raise ConfigError("gpus_per_search", args.gpus_per_search, "a number >= 0 (fractions allowed)")
     with results_folder(args) as out:
@@ -140,7 +145,7 @@ def run_nas(args: argparse.Namespace) -> int:
             bar = _progress(len(seeds), "searches", args.quiet, "seed")
             results = run_seeds(settings, seeds, {s: ckpt.file(f"seed{s}.pt") for s in seeds},
                                 args.cpus_per_search, args.gpus_per_search,
-                                args.address, on_done=lambda r: bar.update(1))
+                                args.address, on_done=lambda r: bar.update(1), max_failures=args.max_failures)
             bar.close()
         import pandas as pd
 

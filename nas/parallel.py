@@ -19,18 +19,20 @@ def _search_task(settings: NasSettings, checkpoint: str | None, threads: int) ->
 def run_seeds(settings: NasSettings, seeds: list[int], checkpoints: dict[int, Path] | None,
               cpus_per_search: float = 1.0,
               gpus_per_search: float = 0.0, address: str | None = None,
-              on_done: Callable[[NasResult], None] | None = None) -> list[NasResult]:
+              on_done: Callable[[NasResult], None] | None = None, max_failures: int | None = None) -> list[NasResult]:
     """Run ``settings`` once per seed on Ray (local or ``address``); results in seed order.
 
-    ``checkpoints`` maps each seed to its checkpoint file. On a multi-node cluster the checkpoints
-    and the data must be on storage every node sees.
+    ``checkpoints`` maps each seed to its checkpoint file. A search whose worker or node is lost is
+    retried ``max_failures`` times (default: 3 on a cluster, 0 locally) and continues from its
+    checkpoint; on a multi-node cluster the checkpoints and the data must be on storage every node sees.
     """
     import ray
 
     from asp_tune.tune.runner import ensure_ray
 
     ensure_ray(address)
-    task = ray.remote(_search_task).options(num_cpus=cpus_per_search, num_gpus=gpus_per_search, max_retries=0)
+    retries = max_failures if max_failures is not None else (3 if address else 0)
+    task = ray.remote(_search_task).options(num_cpus=cpus_per_search, num_gpus=gpus_per_search, max_retries=retries)
     threads = max(1, int(cpus_per_search))
     pending = {}
     for seed in seeds:

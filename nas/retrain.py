@@ -56,8 +56,9 @@ def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
     """Train to the end (resuming from ``checkpoint`` if it exists); returns (summary, epochs)."""
     settings.validate()
     trainer = RetrainTrainer(settings)
-    seconds = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
-    summary = trainer.summary(wall_time_s=seconds)
+    run = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
+    summary = trainer.summary(wall_time_s=run.seconds)
+    summary["resumed_from_epoch"] = run.resumed_from_epoch
     summary.update({"genotype": settings.genotype.to_dict(), "genotype_str": str(settings.genotype),
                     "channels": settings.channels, "layers": settings.layers, "auxiliary": settings.auxiliary,
                     "drop_path_prob": settings.drop_path_prob, "parameters": count_parameters(trainer.model, exclude=("auxiliary_head",)),

@@ -50,7 +50,8 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     searcher = SEARCHERS[settings.searcher]()
     trainer = build_trainer(settings)
     trainer.validate_each_epoch = settings.monitor
-    train_seconds = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
+    run = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
+    train_seconds = run.seconds
     select_start = time.perf_counter()
     arch, found, candidates = searcher.select(trainer, settings, space, on_score)
     select_seconds = time.perf_counter() - select_start
@@ -69,6 +70,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         "dataset": cfg.dataset, "data": trainer.data.describe(), "device": str(trainer.device),
         "supernet_parameters": count_parameters(trainer.model),
         "candidates_scored": len(candidates),
+        "resumed_from_epoch": run.resumed_from_epoch,
     })
     if table is not None:
         summary.update(ground_truth_summary(space, table, summary["arch"], candidates, cfg.dataset))

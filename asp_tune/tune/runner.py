@@ -550,6 +550,7 @@ def last_values(hist: pd.DataFrame | None) -> dict[str, float] | None:
             "val_seconds": float(last.get("val_seconds_total", 0.0)),
             "startup_seconds": float(last.get("startup_seconds", 0.0)),
             "node_id": str(last.get("node_id", "")),
+            "assigned_gpus": str(last.get("assigned_gpus", "") or ""), "device": str(last.get("device", "") or ""),
             "final_val_accuracy": float(hist[METRIC].dropna().iloc[-1]) if hist[METRIC].notna().any() else math.nan}
 
 
@@ -569,8 +570,10 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "best_val_accuracy": float(hist[METRIC].max()) if has else math.nan,
             "final_val_accuracy": last["final_val_accuracy"] if has else math.nan,
             "epochs": epochs,
-            **({k: last[k] for k in ("data_passes", "seconds", "startup_seconds", "node_id", "val_seconds")} if has
-               else {"data_passes": 0.0, "seconds": 0.0, "startup_seconds": 0.0, "node_id": "", "val_seconds": 0.0}),
+            **({k: last[k] for k in ("data_passes", "seconds", "startup_seconds", "node_id", "val_seconds",
+                                     "assigned_gpus", "device")} if has
+               else {"data_passes": 0.0, "seconds": 0.0, "startup_seconds": 0.0, "node_id": "", "val_seconds": 0.0,
+                     "assigned_gpus": "", "device": ""}),
             "status": "ERROR" if result.error else ("TERMINATED" if epochs >= s.epochs else "STOPPED"),
             "error": "" if not result.error else error_line(result.error),
         })

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,12 +57,16 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     """
     from ray import tune
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     report = report or tune.report
     get_checkpoint = get_checkpoint or tune.get_checkpoint
     torch.set_num_threads(max(1, threads))
     params = {p.name: config[p.name] for p in space.params if p.name in config}
     cfg = space.train_config(params, **run)
+    gpus = _assigned_gpus()
+    if gpus and cfg.device == "auto" and not torch.cuda.is_available():
+        warnings.warn(f"Ray assigned GPU {','.join(gpus)} to this trial but CUDA is not available in its worker: "
+                      "training on the CPU (use --device cuda to make this an error)", stacklevel=2)
     data = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, subset=cfg.subset,
                         test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download, arrays=arrays)
     trainer = Trainer(cfg, data=data)
@@ -74,14 +79,25 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         restored = {"restored_epoch": trainer.epoch,
                     "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}
     startup = time.perf_counter() - started
-    node = _node_id()
+    where = {"node_id": _node_id(), "assigned_gpus": ",".join(gpus), "device": str(trainer.device),
+             "trial_started_at": started_at}
     while not trainer.done:
         trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
         record = trainer.train_epoch()
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            report({**trial_metrics(record), "startup_seconds": startup, "node_id": node, **restored},
+            report({**trial_metrics(record), "startup_seconds": startup, **where, **restored},
                    checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _assigned_gpus() -> list[str]:
+    """The GPU ids Ray assigned this trial (its CUDA_VISIBLE_DEVICES; "cuda" then means the first)."""
+    try:
+        import ray
+
+        return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        return []
 
 
 def _node_id() -> str:
