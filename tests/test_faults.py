@@ -31,13 +31,22 @@ def write_space(folder: Path, epochs: int = EPOCHS) -> Path:
     return space
 
 
+def reports(trial: Path) -> list[dict]:
+    """A trial's reports so far (a line still being written is left out)."""
+    file = trial / "result.json"
+    rows = []
+    for line in file.read_text().splitlines() if file.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 def trial_epochs(experiment: Path) -> dict[str, list[int]]:
     """Each trial folder's reported epochs, in the order reported."""
-    out = {}
-    for trial in sorted(p for p in experiment.iterdir() if p.is_dir()):
-        lines = (trial / "result.json").read_text().splitlines() if (trial / "result.json").exists() else []
-        out[trial.name] = [json.loads(line)["epoch"] for line in lines if line.strip()]
-    return out
+    return {trial.name: [r["epoch"] for r in reports(trial)]
+            for trial in sorted(p for p in experiment.iterdir() if p.is_dir())}
 
 
 def last_checkpoint(trial: Path) -> Path | None:
@@ -91,8 +100,7 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     for t in done:  # finished trials are not run again
         assert after[t] == before[t]
     for t in running:  # unfinished ones continue from a checkpoint, not from the start
-        rows = [json.loads(x) for x in (experiment / t / "result.json").read_text().splitlines()]
-        first = rows[len(before[t])]
+        first = reports(experiment / t)[len(before[t])]
         assert 1 <= first["restored_epoch"] <= len(before[t]) and first["epoch"] == first["restored_epoch"] + 1
     assert all(e[-1] == EPOCHS for e in after.values())
     summary = json.loads((out / "summary.json").read_text())
@@ -184,7 +192,7 @@ def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_wo
 
     def trial_on_a_node():
         trials = [p for p in experiment.glob("proxy_trial_*") if (p / "result.json").exists()]
-        rows = [json.loads(x) for x in (trials[0] / "result.json").read_text().splitlines()] if trials else []
+        rows = reports(trials[0]) if trials else []
         return (trials[0], rows[-1]["node_id"]) if len(rows) >= 5 else None
 
     trial, node_id = wait_for(trial_on_a_node, 120, "the trial to report five epochs")
@@ -194,7 +202,7 @@ def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_wo
     assert not worker.is_alive() and "run" in result
     run = result["run"]
     assert run.summary["num_trials"] == 1 and run.summary["num_failed"] == 0
-    rows = [json.loads(x) for x in (trial / "result.json").read_text().splitlines()]
+    rows = reports(trial)
     restored = [r for r in rows if "restored_epoch" in r]
     assert restored, "the trial never restarted"
     first = restored[0]

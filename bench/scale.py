@@ -1,0 +1,169 @@
+"""asp_tune on a local multi-node Ray cluster: trial throughput, and how long faults cost.
+
+On ``ray.cluster_utils.Cluster`` (a head without CPUs and one-CPU worker nodes, all on this machine):
+- trial throughput: trials per minute of a tiny trainable (digits MLP) at 1, 2 and 4 concurrent
+  trials, on as many worker nodes;
+- node death: the time from removing the node a trial runs on to that trial's next report (it
+  restarts from its checkpoint on another node);
+- driver restart: the time from starting ``asp-tune hpo --resume`` after the driver was killed
+  (SIGKILL) to the first new report.
+
+    python bench/scale.py            # ~3 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, write_results  # noqa: E402
+
+from asp_tune.tune.runner import HpoSettings, run_hpo  # noqa: E402
+from asp_tune.tune.space import parse_space  # noqa: E402
+
+
+def space(epochs: int) -> dict:
+    return {"name": "scale", "fixed": {"dataset": "digits", "model": "mlp", "epochs": epochs, "subset": 400,
+                                       "batch_size": 64},
+            "params": {"lr": {"type": "loguniform", "low": 0.02, "high": 0.3}}}
+
+
+def cluster_of(workers: int):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(workers):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def close(cluster) -> None:
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def rows_of(trial: Path) -> list[dict]:
+    """A trial's reports so far (a line still being written is left out)."""
+    file = trial / "result.json"
+    rows = []
+    for line in file.read_text().splitlines() if file.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def poll(condition, timeout_s: float, step_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise TimeoutError
+
+
+def throughput(concurrency: int, trials: int, epochs: int, storage: Path) -> dict:
+    cluster = cluster_of(concurrency)
+    try:
+        settings = HpoSettings(space=parse_space(space(epochs)), algo="random", num_samples=trials,
+                               max_concurrent=concurrency, address=cluster.address, storage_path=str(storage),
+                               verbose=0, name=f"throughput-{concurrency}")
+        start = time.perf_counter()
+        result = run_hpo(settings)
+        wall = time.perf_counter() - start
+    finally:
+        close(cluster)
+    return {"concurrent": concurrency, "trials": trials, "wall_s": wall, "trials_per_min": 60 * trials / wall,
+            "nodes_used": int(result.trials["node_id"].nunique()), "failed": int(result.summary["num_failed"])}
+
+
+def node_death(epochs: int, storage: Path) -> dict:
+    cluster = cluster_of(2)
+    try:
+        settings = HpoSettings(space=parse_space({**space(epochs), "params": {"lr": {"type": "choice", "values": [0.05]}}}),
+                               algo="random", num_samples=1, address=cluster.address, storage_path=str(storage),
+                               verbose=0, max_failures=3, name="node-death")
+        thread = threading.Thread(target=run_hpo, args=(settings,), daemon=True)
+        thread.start()
+        experiment = storage / "node-death"
+        trial, node = poll(lambda: next(((t, rows_of(t)[-1]["node_id"]) for t in experiment.glob("proxy_trial_*")
+                                         if len(rows_of(t)) >= 5), None), 120)
+        cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == node), allow_graceful=False)
+        removed = time.monotonic()
+        poll(lambda: any("restored_epoch" in r for r in rows_of(trial)), 300)
+        seconds = time.monotonic() - removed
+        thread.join(timeout=300)
+    finally:
+        close(cluster)
+    return {"node_death_to_next_report_s": seconds}
+
+
+def driver_restart(epochs: int, storage: Path) -> dict:
+    yaml = storage / "space.yaml"
+    yaml.write_text(json.dumps(space(epochs)))  # JSON is YAML
+    cmd = [sys.executable, "-m", "asp_tune", "hpo", "--space", str(yaml), "--algo", "random", "--num-samples", "2",
+           "--max-concurrent", "2", "--ratio", "0.5", "--metric", "loss", "--storage-path", str(storage / "ray"),
+           "--verbose", "0", "--out", str(storage / "out")]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    experiment = poll(lambda: next(iter((storage / "ray").glob("asp-*")), None), 120)
+    poll(lambda: all(len(rows_of(t)) >= 5 for t in experiment.glob("proxy_trial_*"))
+         and len(list(experiment.glob("proxy_trial_*"))) == 2, 120)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)
+    counts = {t: len(rows_of(t)) for t in experiment.glob("proxy_trial_*")}
+    start = time.monotonic()
+    resumed = subprocess.Popen(cmd + ["--resume", str(experiment)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    poll(lambda: any(len(rows_of(t)) > n for t, n in counts.items()), 300)
+    seconds = time.monotonic() - start
+    resumed.wait(timeout=600)
+    return {"driver_restart_to_first_report_s": seconds, "resume_exit_code": resumed.returncode}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=8, help="trials per throughput measurement")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of a throughput trial")
+    p.add_argument("--out-dir", default=None)
+    args = p.parse_args()
+    results: dict = {"machine": machine(), "throughput": []}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for concurrency in (1, 2, 4):
+            row = throughput(concurrency, args.trials, args.epochs, root / f"t{concurrency}")
+            results["throughput"].append(row)
+            print(f"  {concurrency} concurrent: {row['trials_per_min']:.1f} trials/min", file=sys.stderr)
+        results.update(node_death(150, root / "nd"))
+        (root / "dr").mkdir()
+        results.update(driver_restart(150, root / "dr"))
+    print(f"\nasp_tune on a local Ray cluster (one-CPU worker nodes on {machine()['cpu_threads']} threads); "
+          f"{args.trials} digits-MLP trials of {args.epochs} epochs each")
+    print(f"{'concurrent trials':>18} {'wall s':>8} {'trials/min':>11} {'nodes used':>11}")
+    for row in results["throughput"]:
+        print(f"{row['concurrent']:>18} {row['wall_s']:>8.1f} {row['trials_per_min']:>11.1f} {row['nodes_used']:>11}")
+    print(f"node death -> the trial's next report (restarted from its checkpoint elsewhere): "
+          f"{results['node_death_to_next_report_s']:.1f} s")
+    print(f"driver killed, `hpo --resume` started -> first new report: {results['driver_restart_to_first_report_s']:.1f} s"
+          f" (resume exit code {results['resume_exit_code']})")
+    path = write_results("scale-local-cluster", results, args.out_dir)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
