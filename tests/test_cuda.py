@@ -38,7 +38,8 @@ def test_everything_of_a_run_lives_on_the_gpu(digits):
     plan = t.selector.plan(0)
     assert plan.indices.is_cuda
     batch = next(iter(t.epoch_batches(plan)))
-    logits, y, idx, loss = t.train_step(batch)
+    step = t.train_step(batch)
+    logits, idx = step.trained.logits, step.trained.indices
     assert logits.dtype == torch.bfloat16 and logits.is_cuda and idx.is_cuda  # autocast is on
     record = t.train_epoch()
     assert record["selected"] == plan.count

@@ -45,8 +45,10 @@ DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download")
 def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
                 arrays: dict[str, Any] | None = None, validate_epochs: tuple[int, ...] | None = None,
                 report: Callable[..., None] | None = None,
-                get_checkpoint: Callable[[], Any] | None = None) -> None:
-    """Train one configuration on proxy data; ``report``/``get_checkpoint`` default to Ray Tune's.
+                get_checkpoint: Callable[[], Any] | None = None,
+                make_checkpoint: Callable[[str], Any] | None = None) -> None:
+    """Train one configuration on proxy data; ``report``, ``get_checkpoint`` and ``make_checkpoint``
+    (a checkpoint from a folder) default to Ray Tune's, so the function also runs without Ray.
 
     ``arrays``: the decoded data set, read once by the driver and shared through Ray's object store
     (read-only, zero-copy on each node), so a trial only splits it. The trainer is rebuilt from the
@@ -55,11 +57,13 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     ``validate_epochs``: validate only after these epochs (the scheduler's decision points); the
     other reports carry no validation metrics, so a scheduler never sees a stale or missing score.
     """
-    from ray import tune
+    if report is None or get_checkpoint is None or make_checkpoint is None:
+        from ray import tune
 
+        report = report or tune.report
+        get_checkpoint = get_checkpoint or tune.get_checkpoint
+        make_checkpoint = make_checkpoint or tune.Checkpoint.from_directory
     started, started_at = time.perf_counter(), time.time()
-    report = report or tune.report
-    get_checkpoint = get_checkpoint or tune.get_checkpoint
     torch.set_num_threads(max(1, threads))
     params = {p.name: config[p.name] for p in space.params if p.name in config}
     cfg = space.train_config(params, **run)
@@ -87,7 +91,7 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
             report({**trial_metrics(record), "startup_seconds": startup, **where, **restored},
-                   checkpoint=tune.Checkpoint.from_directory(folder))
+                   checkpoint=make_checkpoint(folder))
 
 
 def _assigned_gpus() -> list[str]:
