@@ -41,14 +41,14 @@ def test_nas_without_flags_trains_with_the_nas_defaults():
 
 
 def test_hpo_selection_flags_reach_every_trial_only_when_given(tmp_path):
-    from asp_tune.tune.cli import _settings
+    from asp_tune.tune.cli import hpo_settings_from_args
 
     space = tmp_path / "s.yaml"
     space.write_text("fixed: {dataset: digits, uniform_floor: 0.3}\nparams:\n  lr: {type: uniform, low: 0.01, "
                      "high: 0.1}\n")
-    plain = _settings(parse("hpo", "--space", str(space), "--out", "x", "--ratio", "0.3"), 0.3)
+    plain = hpo_settings_from_args(parse("hpo", "--space", str(space), "--out", "x", "--ratio", "0.3"), 0.3)
     assert plain.selection == {} and plain.trial_config().uniform_floor == 0.3  # the space's value stands
-    given = _settings(parse("hpo", "--space", str(space), "--out", "x", "--selection-rule", "calibrated",
+    given = hpo_settings_from_args(parse("hpo", "--space", str(space), "--out", "x", "--selection-rule", "calibrated",
                             "--uniform-floor", "0.1", "--reweight", "true"), 0.3)
     assert given.selection == {"selection_rule": "calibrated", "uniform_floor": 0.1, "reweight": True}
     cfg = given.trial_config()
@@ -71,7 +71,7 @@ def _flagged(cls) -> list[str]:
 
 
 def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(tmp_path):
-    from asp_tune.tune.cli import CLI_DEFAULTS, _settings
+    from asp_tune.tune.cli import CLI_DEFAULTS, hpo_settings_from_args
     from asp_tune.tune.runner import HpoSettings
 
     space = tmp_path / "s.yaml"
@@ -79,7 +79,7 @@ def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(
     args = parse("hpo", "--space", str(space), "--out", "x")
     for name in _flagged(HpoSettings):
         assert hasattr(args, name), f"hpo has no flag for HpoSettings.{name}"
-    settings = _settings(args, args.ratio)
+    settings = hpo_settings_from_args(args, args.ratio)
     api = HpoSettings(space=settings.space)
     for f in dataclasses.fields(HpoSettings):
         if f.name not in ("space", "selection"):

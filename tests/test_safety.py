@@ -314,3 +314,29 @@ def test_overwrite_never_deletes_a_folder_standing_where_a_listed_file_was(tmp_p
 
     remove_listed(out, read_marker(out))
     assert (out / "extra.json" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_a_local_ray_session_refuses_a_client_without_its_token(tmp_path):
+    """Ray listens on every interface; asp_tune's local sessions require Ray's token, so a process
+    that does not hold it cannot join."""
+    script = tmp_path / "session.py"
+    script.write_text("import sys, time, ray\nfrom asp_tune.tune.runner import ensure_ray\nensure_ray(num_cpus=1)\n"
+                      "print(ray.get_runtime_context().gcs_address, flush=True)\ntime.sleep(300)\n")
+    session = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        address = session.stdout.readline().strip()
+        assert address
+        probe = ("import ray\ntry:\n    ray.init(address=%r, logging_level='ERROR')\n    print('joined')\n"
+                 "except Exception as exc:\n    print('refused', type(exc).__name__)\n" % address)
+
+        def attempt(**env: str) -> str:
+            return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, **env}).stdout
+
+        assert "joined" in attempt(RAY_AUTH_MODE="token")  # with this user's token (~/.ray/auth_token): in
+        refused = attempt(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token", RAY_AUTH_TOKEN_PATH=str(tmp_path / "x"))
+        assert "refused" in refused and "joined" not in refused  # Ray logs: InvalidAuthToken
+    finally:
+        session.kill()
+        session.wait()

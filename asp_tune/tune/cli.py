@@ -69,7 +69,8 @@ def _add_ray_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = RAY_FIELD
     _add_output_flags(p)
 
 
-def _settings(args: argparse.Namespace, ratio: float):
+def hpo_settings_from_args(args: argparse.Namespace, ratio: float):
+    """The validated HpoSettings of a search command's flags, at ``ratio``."""
     from asp_tune.tune.runner import HpoSettings
 
     values = values_from_args(args, HpoSettings, skip=("ratio",))
@@ -135,7 +136,7 @@ def _write_hpo(out: RunDirectory, result, settings) -> None:
 def run_hpo_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.runner import run_hpo
 
-    settings = _settings(args, args.ratio)
+    settings = hpo_settings_from_args(args, args.ratio)
     with results_folder(args) as out:
         result = run_hpo(settings, resume=args.resume)
         _write_hpo(out, result, settings)
@@ -177,7 +178,7 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
 
 @command("compare")
 def run_compare_command(args: argparse.Namespace) -> int:
-    settings = _settings(args, 1.0)
+    settings = hpo_settings_from_args(args, 1.0)
     _check_compare(args.ratios, args.retrain_seeds)
     with results_folder(args) as out:
         summary = _compare(settings, args.ratios, args.retrain_seeds, out,

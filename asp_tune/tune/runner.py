@@ -205,8 +205,8 @@ class HpoResult:
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start (or connect to) Ray once per process.
 
-    A local Ray advertises the loopback address, and a reaper process ends its processes if this
-    one is killed (:mod:`asp_tune.tune.reaper`). A cluster ``address`` (HOST:PORT or
+    A local Ray requires Ray's token (its default; see the comment below), and a reaper process
+    ends its processes if this one is killed (:mod:`asp_tune.tune.reaper`). A cluster ``address`` (HOST:PORT or
     ray://HOST:PORT) is checked for a listening port first, so a wrong address fails in seconds
     instead of hanging.
     """
@@ -229,6 +229,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError("address", address, f"a running Ray cluster ({str(exc).splitlines()[0][:200]})") from None
     else:
+        # Ray's servers listen on every interface whatever the node address (Ray 2.60 has no setting
+        # for it); a new local session requires Ray's token (~/.ray/auth_token, this user's only) unless
+        # RAY_AUTH_MODE=disabled is set (tests/test_safety.py checks that a client without it is refused)
         ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
         from asp_tune.tune.reaper import watch
 
