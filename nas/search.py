@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from asp_tune.models import count_parameters
-from asp_tune.ranking import rank_correlation
+from asp_tune.quality import proxy_quality
 from nas.checkpoint import train_resumably
 from nas.settings import SEARCHERS, NasSettings
 from nas.spaces import GroundTruthTable, NasSpace
@@ -92,8 +92,10 @@ def ground_truth_summary(space: NasSpace, table: GroundTruthTable, arch: str, ca
     if len(candidates):
         truth = [table.lookup(a)[column] for a in candidates["arch"]]
         candidates[prefix + column] = truth
-        corr = rank_correlation(candidates["score"].to_numpy(), truth)
-        out.update({"kendall_tau": corr["kendall_tau"], "spearman": corr["spearman"], "tau_pairs": corr["n"]})
+        quality = proxy_quality(candidates["score"].to_numpy(), truth)
+        out.update({"kendall_tau": quality["kendall_tau"], "spearman": quality["spearman"], "tau_pairs": quality["n"],
+                    "r2": quality["r2"], "good_spearman": quality["good_spearman"],
+                    "top1_regret": quality["top1_regret"]})  # regret among the scored candidates, in points
     return out
 
 

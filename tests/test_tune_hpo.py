@@ -225,6 +225,9 @@ def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_pa
     proxy = table.iloc[1]
     # same seed and random search: the same three configurations, so all three pair up
     assert proxy["corr_n"] == 3 and -1 <= proxy["corr_kendall_tau"] <= 1
+    full = table.iloc[0]  # against itself: a perfect proxy at cost 1
+    assert (full["r2"], full["top1_regret"], full["relative_cost"]) == (pytest.approx(1.0), 0.0, 1.0)
+    assert proxy["top1_regret"] >= 0 and proxy["relative_data_passes"] == pytest.approx(1 / proxy["speedup_data_passes"])
     assert proxy["data_passes_total"] < table.iloc[0]["data_passes_total"]
     assert proxy["speedup_data_passes"] == pytest.approx(table.iloc[0]["data_passes_total"] / proxy["data_passes_total"])
     assert (table["retrained_test_mean"] > 0.5).all()
@@ -250,6 +253,8 @@ def test_correlate_cli_table(ray_session, tmp_path):
     corr = pd.read_csv(out / "correlation.csv")
     assert set(zip(corr["ratio"], corr["metric"])) == {(0.5, "loss"), (0.5, "random")}
     assert (corr["n"] == 3).all()
+    assert {"r2", "good_spearman", "top1_regret", "relative_cost", "cost_adjusted_r2"} <= set(corr.columns)
+    assert ((corr["top1_regret"] >= 0) & (corr["relative_cost"] > 0)).all()
     table = (out / "table.md").read_text()
     assert "| loss |" in table and "r = 0.5" in table
 

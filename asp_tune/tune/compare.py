@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from asp_tune.config import TrainConfig
 from asp_tune.errors import RunFailed
-from asp_tune.ranking import rank_correlation
+from asp_tune.quality import cost_adjusted_r2, proxy_quality, relative_cost
 from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, check_shared_storage, ensure_ray,
                                   error_line, fit_interruptibly, last_values, make_tuner, quiet_ray_logs, run_hpo)
 from asp_tune.tune.space import SearchSpace
@@ -77,8 +77,8 @@ def run_compare(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) 
         accs = [x["test_accuracy"] for x in retrained]
         pairs = [(full_scores[k], row["best_val_accuracy"]) for _, row in res.trials.iterrows()
                  if row["status"] != "ERROR" and (k := config_key(row, names)) in full_scores]
-        corr = rank_correlation([a for a, _ in pairs], [b for _, b in pairs]) if r != 1.0 else \
-            {"kendall_tau": 1.0, "pearson": 1.0, "spearman": 1.0, "n": len(pairs)}
+        quality = proxy_quality([b for _, b in pairs], [a for a, _ in pairs], s["wall_time_s"],
+                                full.summary["wall_time_s"])
         scatter[r] = pairs
         rows.append({
             "ratio": r, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
@@ -91,29 +91,37 @@ def run_compare(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) 
             "retrained_test_mean": float(np.mean(accs)) if accs else math.nan,
             "retrained_test_std": float(np.std(accs)) if len(accs) > 1 else 0.0 if accs else math.nan,
             "retrained": retrained,  # every seed's retrain: seed, test and val accuracy, seconds
-            **{f"corr_{k}": v for k, v in corr.items()},
+            **{f"corr_{k}": quality[k] for k in ("kendall_tau", "pearson", "spearman", "n")},
+            **{k: quality[k] for k in ("r2", "good_spearman", "top1_regret")},
+            "relative_cost": quality["relative_cost"],
+            "relative_data_passes": relative_cost(s["data_passes_total"], full.summary["data_passes_total"]),
             "best_config": s["best_config"],
             "experiment_path": s["experiment_path"],
         })
     table = pd.DataFrame(rows)
+    table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"].where(table["ratio"] != 1.0), table["relative_cost"])
     return {"table": table, "runs": runs, "scatter": scatter}
 
 
 def comparison_markdown(table: pd.DataFrame, title: str) -> str:
     lines = [f"# {title}", "",
              "| ratio | metric | trials | wall s | speed-up (wall) | data passes | speed-up (passes) | best val | "
-             "retrained test | Kendall tau | Pearson | Spearman | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "retrained test | Kendall tau | Pearson | Spearman | r² | good Spearman | top-1 regret | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         lines.append(
             f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
             f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_val_accuracy']:.4f} | "
             f"{100 * r['retrained_test_mean']:.2f} ± {100 * r['retrained_test_std']:.2f} | "
-            f"{r['corr_kendall_tau']:.3f} | {r['corr_pearson']:.3f} | {r['corr_spearman']:.3f} | {r['corr_n']} |")
+            f"{r['corr_kendall_tau']:.3f} | {r['corr_pearson']:.3f} | {r['corr_spearman']:.3f} | {r['r2']:.3f} | "
+            f"{r['good_spearman']:.3f} | {100 * r['top1_regret']:.2f} | {r['corr_n']} |")
     lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
               "Retrained test accuracy: each run's best configuration trained from scratch on all training "
               "data (mean ± std over seeds). Correlations: best validation accuracy of the configurations that "
-              "both the proxy run and the full-data run evaluated."]
+              "both the proxy run and the full-data run evaluated; r² of full = beta x proxy on normalised "
+              "accuracies; good Spearman: over the configurations whose proxy accuracy is at least the median; "
+              "top-1 regret: full-data validation points lost by taking the proxy's best of those configurations "
+              "(asp_tune/quality.py)."]
     return "\n".join(lines) + "\n"
 
 
@@ -214,14 +222,18 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                      "status": "ERROR" if result.error else "TERMINATED"})
     scores = pd.DataFrame(rows).sort_values(["ratio", "metric", "config"]).reset_index(drop=True)
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
+    full_seconds = scores[scores["metric"] == "none"].set_index("config")["seconds"]
     cells_out = []
     for (r, m), part in scores[scores["metric"] != "none"].groupby(["ratio", "metric"]):
         part = part.set_index("config")
         common = part.index.intersection(full.index)
-        corr = rank_correlation(full.loc[common].values, part.loc[common, "val_accuracy"].values)
-        cells_out.append({"ratio": r, "metric": m, **corr,
-                          "data_passes_mean": float(part["data_passes"].mean())})
-    return {"scores": scores, "correlations": pd.DataFrame(cells_out),
+        quality = proxy_quality(part.loc[common, "val_accuracy"].values, full.loc[common].values,
+                                float(part.loc[common, "seconds"].sum()), float(full_seconds.loc[common].sum()))
+        cells_out.append({"ratio": r, "metric": m, **quality, "data_passes_mean": float(part["data_passes"].mean())})
+    correlations = pd.DataFrame(cells_out)
+    if len(correlations):
+        correlations["cost_adjusted_r2"] = cost_adjusted_r2(correlations["r2"], correlations["relative_cost"])
+    return {"scores": scores, "correlations": correlations,
             "wall_time_s": time.perf_counter() - start, "num_configs": len(configs),
             "experiment_path": grid.experiment_path}
 
@@ -230,7 +242,8 @@ def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
     """Rows: metrics; columns: ratios; cells 'tau / rho / s' as in the ASP paper's Table 5."""
     ratios = sorted(corr["ratio"].unique())
     lines = [f"# {title}", "", "Each cell: Kendall tau / Pearson / Spearman between full-data and proxy "
-             "validation accuracy over the grid's configurations.", "",
+             "validation accuracy over the grid's configurations, then r² / top-1 regret (points) / relative "
+             "cost (training seconds against full data), as in asp_tune/quality.py.", "",
              "| metric | " + " | ".join(f"r = {r}" for r in ratios) + " |",
              "|---|" + "---|" * len(ratios)]
     for m, part in corr.groupby("metric", sort=False):
@@ -238,7 +251,9 @@ def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
         for r in ratios:
             row = part[part["ratio"] == r]
             cells.append("-" if row.empty else
-                         f"{row['kendall_tau'].iloc[0]:.3f} / {row['pearson'].iloc[0]:.3f} / {row['spearman'].iloc[0]:.3f}")
+                         f"{row['kendall_tau'].iloc[0]:.3f} / {row['pearson'].iloc[0]:.3f} / {row['spearman'].iloc[0]:.3f}"
+                         f"; {row['r2'].iloc[0]:.2f} / {100 * row['top1_regret'].iloc[0]:.1f} / "
+                         f"{row['relative_cost'].iloc[0]:.2f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,99 @@
+"""How good a proxy is: the measures of the proxy-datasets paper and of ASP, in one place.
+
+For paired results of the same configurations (``proxy[i]``, ``target[i]``: accuracy with the
+proxy, accuracy with full data):
+- Kendall tau, Pearson r, Spearman rho (:func:`asp_tune.ranking.rank_correlation`);
+- ``r2``: the r^2 of ``target = beta * proxy`` on accuracies normalised to mean 0 and standard
+  deviation 1 (the share of the target's variance the proxy explains; equal to Pearson r squared);
+- ``good_spearman``: Spearman rho over the good configurations only, those whose proxy accuracy
+  reaches ``min_accuracy`` (default: the median proxy accuracy), because a search cares about the
+  order of the best configurations;
+- ``top1_regret``: the full-data accuracy lost by taking the proxy's best configuration;
+- ``relative_cost``: proxy cost over target cost (seconds, or data passes).
+Across strategies, :func:`cost_adjusted_r2` is each strategy's r^2 minus a cubic fit of r^2 over
+relative cost: what a proxy explains beyond what its cost buys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+from asp_tune.ranking import rank_correlation
+
+
+def _pairs(proxy: Sequence[float], target: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(proxy, float), np.asarray(target, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def normalised(values: np.ndarray) -> np.ndarray:
+    """Mean 0, standard deviation 1 (all zeros when the values do not vary)."""
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
+def r_squared(proxy: Sequence[float], target: Sequence[float]) -> float:
+    """r^2 of ``target = beta * proxy`` on normalised accuracies (NaN with fewer than 3 pairs)."""
+    x, y = _pairs(proxy, target)
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    x, y = normalised(x), normalised(y)
+    beta = float(x @ y / (x @ x))
+    residual = y - beta * x
+    return float(1.0 - residual @ residual / (y @ y))
+
+
+def good_spearman(proxy: Sequence[float], target: Sequence[float], min_accuracy: float | None = None) -> float:
+    """Spearman rho over the configurations whose proxy accuracy is at least ``min_accuracy``
+    (default: the median proxy accuracy); NaN with fewer than 2 such pairs or no variation."""
+    x, y = _pairs(proxy, target)
+    if x.size == 0:
+        return math.nan
+    threshold = float(np.median(x)) if min_accuracy is None else min_accuracy
+    good = x >= threshold
+    if good.sum() < 2 or np.ptp(x[good]) == 0 or np.ptp(y[good]) == 0:
+        return math.nan
+    return float(stats.spearmanr(x[good], y[good]).statistic)
+
+
+def top1_regret(proxy: Sequence[float], target: Sequence[float]) -> float:
+    """Best target accuracy minus the target accuracy of the proxy's best configuration (>= 0)."""
+    x, y = _pairs(proxy, target)
+    if x.size == 0:
+        return math.nan
+    return float(y.max() - y[int(np.argmax(x))])
+
+
+def relative_cost(proxy_cost: float, target_cost: float) -> float:
+    return proxy_cost / target_cost if target_cost else math.nan
+
+
+def proxy_quality(proxy: Sequence[float], target: Sequence[float], proxy_cost: float | None = None,
+                  target_cost: float | None = None, min_accuracy: float | None = None) -> dict[str, float]:
+    """Every per-strategy measure of one proxy against the target, as one record."""
+    record: dict[str, float] = dict(rank_correlation(proxy, target))
+    record.update({"r2": r_squared(proxy, target), "good_spearman": good_spearman(proxy, target, min_accuracy),
+                   "top1_regret": top1_regret(proxy, target)})
+    if proxy_cost is not None and target_cost is not None:
+        record["relative_cost"] = relative_cost(proxy_cost, target_cost)
+    return record
+
+
+def cost_adjusted_r2(r2: Sequence[float], cost: Sequence[float], degree: int = 3) -> np.ndarray:
+    """Each strategy's r^2 minus a least-squares polynomial (cubic, as in the proxy-datasets paper;
+    lower when there are too few strategies to fit it) of r^2 over relative cost. NaN where r^2 or
+    the cost is missing; all NaN with fewer than two usable strategies."""
+    r2, cost = np.asarray(r2, float), np.asarray(cost, float)
+    keep = np.isfinite(r2) & np.isfinite(cost)
+    out = np.full(r2.shape, math.nan)
+    points = int(keep.sum())
+    if points < 2:
+        return out
+    fit = np.polynomial.Polynomial.fit(cost[keep], r2[keep], deg=min(degree, points - 1, len(set(cost[keep])) - 1))
+    out[keep] = r2[keep] - fit(cost[keep])
+    return out

@@ -1,0 +1,51 @@
+"""Proxy-quality measures (asp_tune/quality.py), transcribed from the proxy-datasets paper."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from asp_tune.quality import cost_adjusted_r2, good_spearman, proxy_quality, r_squared, top1_regret
+
+
+def test_good_spearman_follows_the_papers_footnote():
+    # "if we ran 4 experiments and achieved [.92, .93, .84, .86] on the proxy, and [.95, .99, .81, ...] on the
+    # target, the statistic would be Spearman([.92, .93], [.95, .99])" - the two good proxy results
+    proxy, target = [0.92, 0.93, 0.84, 0.86], [0.95, 0.99, 0.81, 0.80]
+    assert good_spearman(proxy, target, min_accuracy=0.9) == pytest.approx(1.0)
+    assert good_spearman(proxy, [0.99, 0.95, 0.81, 0.80], min_accuracy=0.9) == pytest.approx(-1.0)
+    assert good_spearman(proxy, target) == pytest.approx(1.0)  # default threshold: the median keeps the top half
+
+
+def test_r2_of_target_on_normalised_proxy_is_the_explained_variance():
+    rng = np.random.default_rng(0)
+    proxy = rng.normal(size=50)
+    assert r_squared(proxy, 3 * proxy + 7) == pytest.approx(1.0)  # normalising removes scale and offset
+    target = proxy + rng.normal(size=50)
+    assert r_squared(proxy, target) == pytest.approx(np.corrcoef(proxy, target)[0, 1] ** 2)
+    assert math.isnan(r_squared([1, 2], [3, 4]))
+
+
+def test_top1_regret_is_the_full_data_accuracy_lost_by_the_proxys_pick():
+    assert top1_regret([0.5, 0.9, 0.7], [0.80, 0.85, 0.95]) == pytest.approx(0.10)
+    assert top1_regret([0.5, 0.9, 0.7], [0.80, 0.95, 0.85]) == 0.0
+
+
+def test_cost_adjusted_r2_is_the_residual_of_a_cubic_over_cost():
+    cost = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.7])
+    on_curve = 0.2 + 0.5 * cost - 0.3 * cost ** 2 + 0.1 * cost ** 3
+    np.testing.assert_allclose(cost_adjusted_r2(on_curve, cost), 0.0, atol=1e-9)
+    lifted = on_curve.copy()
+    lifted[2] += 0.3  # one strategy explains more than its cost buys
+    residual = cost_adjusted_r2(lifted, cost)
+    assert residual[2] == max(residual) and residual[2] > 0
+    assert np.isnan(cost_adjusted_r2([0.5, math.nan], [0.1, 0.2])).all()
+
+
+def test_one_record_holds_every_measure():
+    q = proxy_quality([0.5, 0.9, 0.7, 0.6], [0.80, 0.85, 0.95, 0.7], proxy_cost=30.0, target_cost=300.0)
+    assert set(q) >= {"kendall_tau", "pearson", "spearman", "n", "r2", "good_spearman", "top1_regret",
+                      "relative_cost"}
+    assert q["relative_cost"] == pytest.approx(0.1) and q["n"] == 4
