@@ -92,7 +92,7 @@ def test_a_relative_data_dir_in_a_yaml_is_relative_to_the_yaml(tmp_path, monkeyp
     assert load_space(folder / "s.yaml").fixed["data_dir"] == str((tmp_path / "data").resolve())
     shipped = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "resnet8_cifar10_cpu.yaml")
     assert shipped.fixed["data_dir"].endswith("shared/data/cifar10-jpg.tar.gz")
-    assert Path(shipped.fixed["data_dir"]).parent.parent == Path(__file__).resolve().parents[2] / "shared"
+    assert Path(shipped.fixed["data_dir"]).parent.parent.resolve() == (Path(__file__).resolve().parents[2] / "shared").resolve()
 
 
 def test_a_short_dynamic_run_reports_its_effective_fraction(tmp_path, capsys):

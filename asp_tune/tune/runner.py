@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,7 +424,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     """
     from ray import tune
 
-    from asp_tune.tune.progress import WallTimeRecorder, recorded_wall_time
+    from asp_tune.tune.progress import (ExperimentStateBackup, WallTimeRecorder, recorded_wall_time,
+                                        repair_experiment_state)
     from asp_tune.tune.trainable import proxy_trial
 
     s = settings.validate()
@@ -449,6 +451,13 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         if not tune.Tuner.can_restore(resume):
             raise ConfigError("resume", resume, "a Ray Tune experiment folder written by 'asp-tune hpo'")
         experiment = resume
+        try:
+            if repair_experiment_state(resume):
+                warnings.warn("the experiment's state file was cut off (its driver was killed while writing it); "
+                              "resuming from the copy taken at its last report", stacklevel=2)
+        except OSError:
+            raise ConfigError("resume", resume, "an experiment whose state file is readable: it was cut off while "
+                                                "being written and no copy of it exists") from None
         tuner = tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
@@ -463,7 +472,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                            max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
                            progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}"),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
-                           stop=stop, callbacks=[WallTimeRecorder(experiment)], keep_checkpoints=2)
+                           stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment)],
+                           keep_checkpoints=3)
     grid = fit_interruptibly(tuner, experiment)
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, s)

@@ -62,3 +62,16 @@ def write_text(location: str, text: str) -> None:
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(target)
+
+
+def list_names(location: str, pattern: str) -> list[str]:
+    """Names of the files in the folder ``location`` that match the glob ``pattern`` (sorted)."""
+    import fnmatch
+
+    if not is_uri(location):
+        return sorted(p.name for p in Path(location).glob(pattern) if p.is_file())
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(location)
+    infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.base_name, pattern))
