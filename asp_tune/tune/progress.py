@@ -128,14 +128,17 @@ class SearchProgress(Callback):
 
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=self.total, desc=self.desc, unit="trial", file=sys.stderr)
+        # On a terminal the bar redraws in place; in a log file each redraw stays, so redraw rarely there.
+        terminal = sys.stderr.isatty()
+        self._bar = tqdm(total=self.total, desc=self.desc, unit="trial", file=sys.stderr,
+                         mininterval=0.1 if terminal else 30.0)
 
     def _show(self, advance: int = 0) -> None:
         if self._bar is None:
             self.setup()
-        self._bar.update(advance)
         best = "-" if self.best != self.best else f"{self.best:.4f}"
-        self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best)
+        self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best, refresh=False)
+        self._bar.update(advance)  # redraws at most once per mininterval
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running += 1
