@@ -8,8 +8,8 @@
   run that fails or is interrupted commits nothing.
 - A lock file beside the target refuses a second run into the same ``--out`` while the first is
   alive; the commit refuses to replace a folder that appeared after the run started.
-- Staging folders of dead runs (their process is gone) are removed at the next run into the same
-  place.
+- Staging folders of dead runs (their process is gone) are cleaned at the next run into the same
+  place: the files their marker lists, then the folder if nothing else is in it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -76,13 +75,26 @@ def foreign_entries(folder: Path, marker: dict[str, Any] | None) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in ours)
 
 
+def own_file(folder: Path, name: Any) -> Path | None:
+    """``folder / name`` when a marker's ``name`` is a plain file name (no path separator, not ``.``
+    or ``..``) and that entry is a file (or a link, which is removed, never followed) directly in
+    ``folder``; None otherwise. A damaged or crafted marker can therefore never reach outside its
+    folder, nor into a sub-folder: asp_tune writes files only."""
+    if not isinstance(name, str) or name in ("", ".", "..", MARKER) or "/" in name or os.sep in name \
+            or (os.altsep and os.altsep in name):
+        return None
+    path = folder / name
+    return path if path.is_symlink() or path.is_file() else None
+
+
 def remove_listed(folder: Path, marker: dict[str, Any]) -> None:
     """Delete the files a marker lists, then the marker, then the folder if nothing else is left."""
     for name in marker.get("files", []):
-        path = folder / name
-        if path.is_symlink() or path.is_file():  # asp_tune writes files only: a folder is not ours
+        path = own_file(folder, name)
+        if path is not None:
             path.unlink(missing_ok=True)
-    (folder / MARKER).unlink(missing_ok=True)
+    for name in (MARKER + ".tmp", MARKER):  # the marker, and its twin if a write was cut off
+        (folder / name).unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:
@@ -175,11 +187,11 @@ def clean_dead_staging(target: Path) -> list[Path]:
     """Remove ``.NAME.partial-*`` staging folders beside ``target`` whose run has died."""
     removed = []
     for folder in target.parent.glob(f".{target.name}.partial-*"):
-        marker = read_marker(folder)
+        marker = None if folder.is_symlink() else read_marker(folder)
         if marker is None or marker.get("kind") != "staging":
             continue  # not provably ours
         if not process_alive(int(marker.get("pid", -1)), marker.get("host")):
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_listed(folder, marker)  # its files, its marker, the folder if nothing else is there
             removed.append(folder)
     return removed
 
@@ -204,7 +216,8 @@ class RunDirectory:
             clean_dead_staging(self.target)
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
             os.chmod(self.path, 0o755)
-            write_marker(self.path, "staging", [])
+            self.files: list[str] = []  # every file handed out, so a dead run's staging can be cleaned
+            self.run_id = write_marker(self.path, "staging", self.files)["run_id"]
         except BaseException:
             self.lock.release()
             raise
@@ -231,6 +244,10 @@ class RunDirectory:
         raise ConfigError(self.field, str(self.target), allowed)
 
     def file(self, name: str) -> Path:
+        """Where to write result file ``name``, recorded in the staging marker as asp_tune's."""
+        if name not in self.files and not self.committed:
+            self.files.append(name)
+            write_marker(self.path, "staging", self.files, run_id=self.run_id)
         return self.path / name
 
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
@@ -274,8 +291,9 @@ class RunDirectory:
         raise AspTuneError(f"{self.field} {self.target} {what}; this run's results are kept in {kept}")
 
     def discard(self) -> None:
+        """Remove this run's staging folder: the files it handed out, the marker, then the folder."""
         if not self.committed and self.path.name.startswith(f".{self.target.name}.partial-"):
-            shutil.rmtree(self.path, ignore_errors=True)
+            remove_listed(self.path, {"files": self.files})
 
     def __enter__(self) -> "RunDirectory":
         return self
@@ -329,7 +347,9 @@ class CheckpointFolder:
     def clear(self) -> None:
         """Delete every checkpoint this folder's marker lists (``--restart``)."""
         for name in self.files:
-            (self.path / name).unlink(missing_ok=True)
+            path = own_file(self.path, name)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Delete the listed checkpoints and the marker; the folder itself goes only if asp_tune

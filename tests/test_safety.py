@@ -127,13 +127,60 @@ def test_staging_folders_of_dead_runs_are_cleaned_at_the_next_run(tmp_path):
     debris = tmp_path / ".run.partial-dead"
     debris.mkdir()
     (debris / "epochs.csv").write_text("1\n")
-    (debris / MARKER).write_text(json.dumps({"kind": "staging", "files": [], "pid": int(dead.stdout),
+    (debris / MARKER).write_text(json.dumps({"kind": "staging", "files": ["epochs.csv"], "pid": int(dead.stdout),
                                              "host": os.uname().nodename}))
     foreign = tmp_path / ".run.partial-notours"
     foreign.mkdir()
     with RunDirectory(out) as rd:
         rd.commit({})
     assert not debris.exists() and foreign.exists()
+
+
+def test_a_dead_runs_staging_folder_keeps_what_its_marker_does_not_list(tmp_path):
+    out = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    debris = tmp_path / ".run.partial-dead"
+    debris.mkdir()
+    (debris / "epochs.csv").write_text("1\n")
+    (debris / "notes.txt").write_text("a user's file dropped here")
+    (debris / MARKER).write_text(json.dumps({"kind": "staging", "files": ["epochs.csv"], "pid": int(dead.stdout),
+                                             "host": os.uname().nodename}))
+    with RunDirectory(out) as rd:
+        rd.commit({})
+    assert not (debris / "epochs.csv").exists() and (debris / "notes.txt").read_text().startswith("a user")
+
+
+def test_a_marker_listing_paths_outside_its_folder_deletes_nothing_there(tmp_path):
+    from asp_tune.run_dir import CheckpointFolder, remove_listed
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    inner = tmp_path / "marked" / "sub"
+    inner.mkdir(parents=True)
+    (inner / "deep.txt").write_text("keep")
+    folder = tmp_path / "marked"
+    names = ["../victim.txt", str(victim), "sub/deep.txt", "sub", "..", "."]
+    remove_listed(folder, {"files": names})
+    assert victim.read_text() == "keep" and (inner / "deep.txt").read_text() == "keep" and folder.is_dir()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / MARKER).write_text(json.dumps({"kind": "checkpoints", "files": names + ["seed1.pt"]}))
+    (ckpt / "seed1.pt").write_text("x")
+    folder = CheckpointFolder(ckpt)
+    folder.clear()
+    assert victim.read_text() == "keep" and not (ckpt / "seed1.pt").exists()
+
+
+def test_a_failed_run_removes_only_the_files_it_wrote_from_its_staging_folder(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with RunDirectory(out) as rd:
+            rd.write_json("result.json", {"a": 1})
+            (rd.path / "dropped-by-someone.txt").write_text("not asp_tune's")
+            staging = rd.path
+            raise RuntimeError("the run fails")
+    assert not (staging / "result.json").exists() and (staging / "dropped-by-someone.txt").exists()
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------ checkpoints
