@@ -7,8 +7,7 @@ The data layer (memory, schedules, selection, feeding, data sets) knows nothing 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from asp_tune.registry import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,15 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'asp_tune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,8 @@ with an object or another such path.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Iterator, Mapping
+import sys
+from typing import Any, Callable, Iterator, Mapping
 
 
 class LazyRegistry(Mapping[str, Any]):
@@ -41,6 +42,22 @@ class LazyRegistry(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"LazyRegistry({self.kind!r}, {sorted(self._entries)})"
+
+
+def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package whose public names (name -> defining module)
+    are imported on first use (PEP 562), then kept in the package like ordinary names."""
+    def getattr_(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def dir_() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return getattr_, dir_
 
 
 #: Networks: ``builder(in_channels, num_classes, (height, width)) -> nn.Module``.

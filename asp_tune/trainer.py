@@ -116,8 +116,8 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        weights = getattr(self.model, "weight_parameters", self.model.parameters)()
-        self.optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
+        self.weights = list(getattr(self.model, "weight_parameters", self.model.parameters)())  # what SGD updates
+        self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov and config.momentum > 0,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
@@ -227,7 +227,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
-            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip)
+            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
         self.optimizer.step()
 
     def training_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from _common import machine, write_results  # noqa: E402
 
 from asp_tune.tune.runner import HpoSettings, run_hpo  # noqa: E402
 from asp_tune.tune.space import parse_space  # noqa: E402
+from asp_tune.tune.storage import trial_reports  # noqa: E402
 
 
 def space(epochs: int) -> dict:
@@ -53,18 +54,6 @@ def close(cluster) -> None:
 
     ray.shutdown()
     cluster.shutdown()
-
-
-def rows_of(trial: Path) -> list[dict]:
-    """A trial's reports so far (a line still being written is left out)."""
-    file = trial / "result.json"
-    rows = []
-    for line in file.read_text().splitlines() if file.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def poll(condition, timeout_s: float, step_s: float = 0.05):
@@ -101,11 +90,11 @@ def node_death(epochs: int, storage: Path) -> dict:
         thread = threading.Thread(target=run_hpo, args=(settings,), daemon=True)
         thread.start()
         experiment = storage / "node-death"
-        trial, node = poll(lambda: next(((t, rows_of(t)[-1]["node_id"]) for t in experiment.glob("proxy_trial_*")
-                                         if len(rows_of(t)) >= 5), None), 120)
+        trial, node = poll(lambda: next(((t, trial_reports(t)[-1]["node_id"]) for t in experiment.glob("proxy_trial_*")
+                                         if len(trial_reports(t)) >= 5), None), 120)
         cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == node), allow_graceful=False)
         removed = time.monotonic()
-        poll(lambda: any("restored_epoch" in r for r in rows_of(trial)), 300)
+        poll(lambda: any("restored_epoch" in r for r in trial_reports(trial)), 300)
         seconds = time.monotonic() - removed
         thread.join(timeout=300)
     finally:
@@ -121,15 +110,15 @@ def driver_restart(epochs: int, storage: Path) -> dict:
            "--verbose", "0", "--out", str(storage / "out")]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     experiment = poll(lambda: next(iter((storage / "ray").glob("asp-*")), None), 120)
-    poll(lambda: all(len(rows_of(t)) >= 5 for t in experiment.glob("proxy_trial_*"))
+    poll(lambda: all(len(trial_reports(t)) >= 5 for t in experiment.glob("proxy_trial_*"))
          and len(list(experiment.glob("proxy_trial_*"))) == 2, 120)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(2)
-    counts = {t: len(rows_of(t)) for t in experiment.glob("proxy_trial_*")}
+    counts = {t: len(trial_reports(t)) for t in experiment.glob("proxy_trial_*")}
     start = time.monotonic()
     resumed = subprocess.Popen(cmd + ["--resume", str(experiment)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    poll(lambda: any(len(rows_of(t)) > n for t, n in counts.items()), 300)
+    poll(lambda: any(len(trial_reports(t)) > n for t, n in counts.items()), 300)
     seconds = time.monotonic() - start
     resumed.wait(timeout=600)
     return {"driver_restart_to_first_report_s": seconds, "resume_exit_code": resumed.returncode}

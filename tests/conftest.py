@@ -28,6 +28,51 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ASP_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+def _interrupted_and_straight(make_trainer, checkpoint: Path, before: int = 3, after: int = 3):
+    """Train ``before`` epochs, checkpoint, train ``after`` more (straight); then a fresh trainer loads the
+    checkpoint and trains the same ``after`` epochs (resumed). Returns (straight, resumed, their records)."""
+    straight = make_trainer()
+    for _ in range(before):
+        straight.train_epoch()
+    straight.save_checkpoint(checkpoint)
+    rest = [straight.train_epoch() for _ in range(after)]
+    resumed = make_trainer()
+    resumed.load_checkpoint(checkpoint)
+    assert resumed.epoch == before
+    again = [resumed.train_epoch() for _ in range(after)]
+    return straight, resumed, rest, again
+
+
+@pytest.fixture()
+def interrupted_run():
+    """The checkpoint-and-resume comparison shared by the CPU and CUDA trainer tests."""
+    return _interrupted_and_straight
+
+
+@pytest.fixture()
+def local_cluster():
+    """Starts a Ray cluster of several nodes on this machine: ``local_cluster(head_args, workers=N)``
+    adds N one-CPU worker nodes; everything is shut down after the test."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    started = []
+
+    def start(head: dict, workers: int = 0):
+        ray.shutdown()
+        cluster = Cluster(initialize_head=True, head_node_args=head)
+        for _ in range(workers):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    ray.shutdown()
+    for cluster in started:
+        cluster.shutdown()
+
+
 def pytest_collection_modifyitems(config, items):
     """A test that starts Ray (the ``ray_session`` fixture) is slow; one that does not is not."""
     for item in items:

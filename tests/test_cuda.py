@@ -53,16 +53,9 @@ def test_gpu_run_learns_and_matches_the_requested_fraction(digits):
     assert summary["data_fraction"] == pytest.approx(0.3, rel=0.25)
 
 
-def test_gpu_checkpoint_resumes_on_gpu_and_loads_on_cpu(digits, tmp_path):
+def test_gpu_checkpoint_resumes_on_gpu_and_loads_on_cpu(digits, tmp_path, interrupted_run):
     cfg = cuda_config(epochs=6, ratio=0.4, ratio_schedule="dynamic")
-    straight = Trainer(cfg, data=digits)
-    for _ in range(3):
-        straight.train_epoch()
-    straight.save_checkpoint(tmp_path / "ckpt.pt")
-    rest = [straight.train_epoch() for _ in range(3)]
-    resumed = Trainer(cfg, data=digits)
-    resumed.load_checkpoint(tmp_path / "ckpt.pt")
-    again = [resumed.train_epoch() for _ in range(3)]
+    _, _, rest, again = interrupted_run(lambda: Trainer(cfg, data=digits), tmp_path / "ckpt.pt")
     # selection is exact; cuDNN's autotuned kernels may differ in the last bits of the losses
     assert [r["selected"] for r in rest] == [r["selected"] for r in again]
     assert [r["metric_used"] for r in rest] == [r["metric_used"] for r in again]

@@ -17,6 +17,7 @@ import torch
 from asp_tune.memory import ProxyMemory
 from asp_tune.tune.runner import HpoSettings, run_hpo
 from asp_tune.tune.space import parse_space
+from asp_tune.tune.storage import trial_reports
 from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 
 pytestmark = pytest.mark.slow
@@ -31,22 +32,9 @@ def write_space(folder: Path, epochs: int = EPOCHS) -> Path:
     return space
 
 
-def reports(trial: Path) -> list[dict]:
-    """A trial's reports so far; a line still being written, or cut off by a killed driver (and
-    merged with the next one on resume), is left out."""
-    file = trial / "result.json"
-    rows = []
-    for line in file.read_text().splitlines() if file.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def trial_epochs(experiment: Path) -> dict[str, list[int]]:
     """Each trial folder's reported epochs, in the order reported."""
-    return {trial.name: [r["epoch"] for r in reports(trial)]
+    return {trial.name: [r["epoch"] for r in trial_reports(trial)]
             for trial in sorted(p for p in experiment.iterdir() if p.is_dir())}
 
 
@@ -101,7 +89,7 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     for t in done:  # finished trials are not run again
         assert after[t] == before[t]
     for t in running:  # unfinished ones continue from a checkpoint, not from the start
-        new = reports(experiment / t)[len(before[t]):]
+        new = trial_reports(experiment / t)[len(before[t]):]
         restored = {r.get("restored_epoch") for r in new}
         assert len(restored) == 1 and 1 <= next(iter(restored)) <= len(before[t])
         epochs = [r["epoch"] for r in new]
@@ -165,18 +153,8 @@ def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_r
 
 
 @pytest.fixture()
-def two_worker_cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+def two_worker_cluster(local_cluster):
+    return local_cluster({"num_cpus": 0}, workers=2)
 
 
 def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_worker_cluster, tmp_path):
@@ -197,7 +175,7 @@ def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_wo
 
     def trial_on_a_node():
         trials = [p for p in experiment.glob("proxy_trial_*") if (p / "result.json").exists()]
-        rows = reports(trials[0]) if trials else []
+        rows = trial_reports(trials[0]) if trials else []
         return (trials[0], rows[-1]["node_id"]) if len(rows) >= 5 else None
 
     trial, node_id = wait_for(trial_on_a_node, 120, "the trial to report five epochs")
@@ -207,7 +185,7 @@ def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_wo
     assert not worker.is_alive() and "run" in result
     run = result["run"]
     assert run.summary["num_trials"] == 1 and run.summary["num_failed"] == 0
-    rows = reports(trial)
+    rows = trial_reports(trial)
     restored = [r for r in rows if "restored_epoch" in r]
     assert restored, "the trial never restarted"
     first = restored[0]

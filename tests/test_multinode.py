@@ -6,6 +6,7 @@ import pytest
 
 from asp_tune.tune.runner import HpoSettings, run_hpo
 from asp_tune.tune.space import parse_space
+from asp_tune.tune.storage import trial_reports
 
 pytestmark = pytest.mark.slow
 
@@ -14,18 +15,8 @@ SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs"
 
 
 @pytest.fixture()
-def three_node_cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+def three_node_cluster(local_cluster):
+    return local_cluster({"num_cpus": 1}, workers=2)
 
 
 def test_trials_spread_over_the_nodes_and_record_them(three_node_cluster, tmp_path):
@@ -59,25 +50,15 @@ def test_storage_may_be_a_uri(three_node_cluster, tmp_path):
     assert (tmp_path / "uri" / "asp_tune_progress.json").is_file()
 
 
-def test_half_a_gpu_per_trial_packs_four_trials_on_two_logical_gpus(tmp_path):
+def test_half_a_gpu_per_trial_packs_four_trials_on_two_logical_gpus(local_cluster, tmp_path):
     """Two logical GPUs (no CUDA here): at 0.5 GPU per trial four trials run at once, two per GPU id,
     each recording the id Ray assigned it; without CUDA each says so and trains on the CPU."""
-    import json
-
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 2})
-    try:
-        space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 60}})
-        settings = HpoSettings(space=space, algo="random", num_samples=4, max_concurrent=4, cpus_per_trial=1,
-                               gpus_per_trial=0.5, address=cluster.address, storage_path=str(tmp_path), verbose=0,
-                               name="gpus")
-        trials = run_hpo(settings).trials
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    cluster = local_cluster({"num_cpus": 4, "num_gpus": 2})
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 60}})
+    settings = HpoSettings(space=space, algo="random", num_samples=4, max_concurrent=4, cpus_per_trial=1,
+                           gpus_per_trial=0.5, address=cluster.address, storage_path=str(tmp_path), verbose=0,
+                           name="gpus")
+    trials = run_hpo(settings).trials
     assert (trials["status"] == "TERMINATED").all()
     assert sorted(trials["assigned_gpus"].astype(str)) == ["0", "0", "1", "1"]
     import torch
@@ -86,7 +67,7 @@ def test_half_a_gpu_per_trial_packs_four_trials_on_two_logical_gpus(tmp_path):
         assert set(trials["device"]) == {"cpu"}
     spans = []
     for folder in (tmp_path / "gpus").glob("proxy_trial_*"):
-        rows = [json.loads(x) for x in (folder / "result.json").read_text().splitlines()]
+        rows = trial_reports(folder)
         start = rows[0]["trial_started_at"]
         spans.append((start, start + rows[-1]["time_total_s"]))
     latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)

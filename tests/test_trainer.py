@@ -44,17 +44,9 @@ def test_proxy_training_is_reproducible(digits):
     assert torch.equal(a.selector.memory["loss"], b.selector.memory["loss"])
 
 
-def test_checkpoint_mid_run_continues_exactly(digits, tmp_path):
+def test_checkpoint_mid_run_continues_exactly(digits, tmp_path, interrupted_run):
     cfg = TrainConfig(epochs=6, ratio=0.4, ratio_schedule="dynamic", metric="mixture", seed=3)
-    straight = Trainer(cfg, data=digits)
-    for _ in range(3):
-        straight.train_epoch()
-    straight.save_checkpoint(tmp_path / "ckpt.pt")
-    rest = [straight.train_epoch() for _ in range(3)]
-    resumed = Trainer(cfg, data=digits)
-    resumed.load_checkpoint(tmp_path / "ckpt.pt")
-    assert resumed.epoch == 3
-    again = [resumed.train_epoch() for _ in range(3)]
+    straight, resumed, rest, again = interrupted_run(lambda: Trainer(cfg, data=digits), tmp_path / "ckpt.pt")
     for x, y in zip(rest, again):
         assert x["selected"] == y["selected"] and x["metric_used"] == y["metric_used"]
         assert x["val_accuracy"] == y["val_accuracy"] and x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-6)

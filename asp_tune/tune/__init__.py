@@ -4,8 +4,7 @@ Names are imported on first use, so registering the command line does not start 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from asp_tune.registry import lazy_exports
 
 _EXPORTS = {"ALGORITHMS": "asp_tune.tune.runner", "HpoResult": "asp_tune.tune.runner",
             "HpoSettings": "asp_tune.tune.runner", "run_hpo": "asp_tune.tune.runner",
@@ -13,11 +12,4 @@ _EXPORTS = {"ALGORITHMS": "asp_tune.tune.runner", "HpoResult": "asp_tune.tune.ru
             "parse_space": "asp_tune.tune.space"}
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'asp_tune.tune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -75,3 +75,18 @@ def list_names(location: str, pattern: str) -> list[str]:
     filesystem, path = _filesystem(location)
     infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
     return sorted(i.base_name for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.base_name, pattern))
+
+
+def trial_reports(trial: str | Path) -> list[dict]:
+    """A trial's reports so far, from its ``result.json``; a line still being written, or one cut off
+    by a killed driver (merged with the next on resume), is left out."""
+    import json
+
+    file = Path(trial) / "result.json"
+    rows = []
+    for line in file.read_text().splitlines() if file.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
