@@ -121,14 +121,19 @@ def test_commit_refuses_a_folder_that_appeared_during_the_run(tmp_path):
     assert len(kept) == 1 and json.loads((kept[0] / "summary.json").read_text()) == {"done": True}
 
 
+def dead_run_staging(folder: Path) -> Path:
+    """A staging folder as a run that has died leaves it: one result file, listed in its marker."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder.mkdir()
+    (folder / "epochs.csv").write_text("1\n")
+    (folder / MARKER).write_text(json.dumps({"kind": "staging", "files": ["epochs.csv"], "pid": int(dead.stdout),
+                                             "host": os.uname().nodename}))
+    return folder
+
+
 def test_staging_folders_of_dead_runs_are_cleaned_at_the_next_run(tmp_path):
     out = tmp_path / "run"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    debris = tmp_path / ".run.partial-dead"
-    debris.mkdir()
-    (debris / "epochs.csv").write_text("1\n")
-    (debris / MARKER).write_text(json.dumps({"kind": "staging", "files": ["epochs.csv"], "pid": int(dead.stdout),
-                                             "host": os.uname().nodename}))
+    debris = dead_run_staging(tmp_path / ".run.partial-dead")
     foreign = tmp_path / ".run.partial-notours"
     foreign.mkdir()
     with RunDirectory(out) as rd:
@@ -138,13 +143,8 @@ def test_staging_folders_of_dead_runs_are_cleaned_at_the_next_run(tmp_path):
 
 def test_a_dead_runs_staging_folder_keeps_what_its_marker_does_not_list(tmp_path):
     out = tmp_path / "run"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    debris = tmp_path / ".run.partial-dead"
-    debris.mkdir()
-    (debris / "epochs.csv").write_text("1\n")
+    debris = dead_run_staging(tmp_path / ".run.partial-dead")
     (debris / "notes.txt").write_text("a user's file dropped here")
-    (debris / MARKER).write_text(json.dumps({"kind": "staging", "files": ["epochs.csv"], "pid": int(dead.stdout),
-                                             "host": os.uname().nodename}))
     with RunDirectory(out) as rd:
         rd.commit({})
     assert not (debris / "epochs.csv").exists() and (debris / "notes.txt").read_text().startswith("a user")
