@@ -95,6 +95,14 @@ def run_train(args: argparse.Namespace) -> int:
                           f"metric={config.metric}")
         summary["config"] = config.to_dict()
         trainer.save_model(out.file(MODEL_FILE))
+        out.write_table(SAMPLES_FILE, pd.DataFrame(trainer.sample_table()))
+        if trainer.trajectories:  # only runs whose importance memory was tracked
+            out.write_table(TRAJECTORIES_FILE, pd.DataFrame(trainer.trajectories))
+        if args.inspect:
+            from asp_tune.pictures import score_samples_for_pictures, training_pictures
+
+            out.write_json("summary.json", summary)  # what the pictures read; rewritten by commit
+            training_pictures(out.path, out.file, *score_samples_for_pictures(trainer))
         target = out.commit(summary)
     fraction = summary["data_fraction"]
     if config.metric != "infobatch" and abs(fraction - config.ratio) > 0.2 * config.ratio:
@@ -108,6 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 MODEL_FILE = "model.pt"
+SAMPLES_FILE, TRAJECTORIES_FILE = "samples.csv", "trajectories.csv"
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -160,6 +169,35 @@ def add_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--inspect", action="store_true", help="also write the pictures of asp-tune inspect")
+
+
+@subcommand("inspect", "pictures of a train or correlate results folder (PNG)")
+def add_inspect_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("A train run: importance trajectories of random samples, the easiest and hardest training "
+                     "images by the final model's loss (overall and per class), how often each sample was "
+                     "selected. A correlate run: proxy against full-data accuracy with the regression line.")
+    p.add_argument("run_dir", help="results folder of asp-tune train or correlate")
+    p.add_argument("--out", default=None, help="where the pictures go (default: RUN_DIR-inspect beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when done")
+
+
+@command("inspect")
+def run_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from asp_tune.errors import ConfigError
+    from asp_tune.pictures import inspect_folder
+
+    folder = Path(args.run_dir).expanduser()
+    if not (folder / "summary.json").is_file():
+        raise ConfigError("run_dir", args.run_dir, "a results folder of asp-tune train or correlate (with summary.json)")
+    args.out = args.out or str(folder.resolve().with_name(folder.resolve().name + "-inspect"))
+    with results_folder(args) as out:
+        written = inspect_folder(folder, out.file)
+        target = out.commit({"run_dir": str(folder.resolve()), "pictures": [p.name for p in written]})
+    print("\n".join(f"  {target / p.name}" for p in written))
+    return 0
 
 
 def results_folder(args: argparse.Namespace):
@@ -213,7 +251,7 @@ def load_extensions() -> None:
     """Import the modules that register further sub-commands, if they are installed."""
     import importlib
 
-    for module in ("asp_tune.tune.cli", "nas.cli"):
+    for module in ("asp_tune.svp_cli", "asp_tune.tune.cli", "nas.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

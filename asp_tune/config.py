@@ -29,7 +29,7 @@ EARLY_STOPPING_PROXY = {"metric": "random", "class_balance": False}
 #: How a proxy subset is chosen beyond the metric: set per command (flags) or in a space's ``fixed``.
 SELECTION_FIELDS = ("selection_rule", "temperature", "top10_mass", "uniform_floor", "class_balance", "reweight",
                     "mixture_order", "mixture_width", "infobatch_prune", "infobatch_anneal", "first_epoch_full",
-                    "unseen_first")
+                    "unseen_first", "proxy_model", "proxy_epochs")
 
 
 @dataclass
@@ -101,6 +101,12 @@ class TrainConfig:
                                     "proxy data (ASP)")
     unseen_first: bool = option(True, "pick never-trained samples before all others until each was seen once "
                                       "(matters without a full first epoch)", "proxy data (ASP)")
+    # static proxies (baselines; also chosen with --metric)
+    proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "
+                                           "(none: the target network)", "static proxies (baselines)",
+                                     lambda: tuple(MODELS))
+    proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
+                                            "of --epochs)", "static proxies (baselines)")
     # run
     seed: int = option(0, "seed of everything (data split, model, selection)", "run")
     device: str = option("auto", "auto, cpu, cuda or cuda:N", "run", DEVICES)
@@ -143,6 +149,10 @@ class TrainConfig:
         _integer("num_workers", self.num_workers, 0)
         _integer("cutout", self.cutout, 0)
         _integer("seed", self.seed, 0)
+        if self.proxy_model is not None:
+            _choice("proxy_model", self.proxy_model, sorted(MODELS))
+        if self.proxy_epochs is not None:
+            _integer("proxy_epochs", self.proxy_epochs, 1)
         if self.crop_padding is not None:
             _integer("crop_padding", self.crop_padding, 0)
         for name in ("subset", "test_subset"):

@@ -59,13 +59,33 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def regression_line(ax, x, y, color: str = "tab:red") -> float:
+    """Draw the y = x diagonal and the least-squares line ``y = a + b x``; return its r^2 (NaN with
+    fewer than 3 finite pairs or no spread in ``x``)."""
+    import numpy as np
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size:
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    if x.size < 3 or np.ptp(x) == 0:
+        return float("nan")
+    slope, intercept = np.polyfit(x, y, 1)
+    fitted = intercept + slope * x
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - fitted) ** 2).sum()) / total if total > 0 else float("nan")
+    xs = np.array([x.min(), x.max()])
+    ax.plot(xs, intercept + slope * xs, color=color, lw=1.2, label=f"fit: r² {r2:.2f}")
+    return r2
+
+
 def agreement_scatter(ax, x, y, label: str | None = None, **style) -> float:
-    """Proxy score against reference score with the y = x diagonal; returns Kendall tau."""
+    """Proxy score against reference score with the y = x diagonal and the regression line;
+    returns Kendall tau."""
     from asp_tune.ranking import rank_correlation
 
     ax.scatter(x, y, s=style.pop("s", 14), label=label, **style)
-    values = [v for v in list(x) + list(y) if v == v]
-    if values:
-        lo, hi = min(values), max(values)
-        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    regression_line(ax, list(x), list(y), color=style.get("color", "tab:red"))
     return rank_correlation(list(x), list(y))["kendall_tau"]

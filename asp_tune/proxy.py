@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 
-from asp_tune.device import restore_generator
+from asp_tune.device import restore_generator, synchronize
 from asp_tune.errors import ConfigError
 from asp_tune.memory import ProxyMemory
+from asp_tune.registry import STATIC_PROXIES
 from asp_tune.schedules import MetricSchedule, RatioSchedule
 from asp_tune.selection import SelectionRule, select_subset
 
@@ -84,6 +86,9 @@ class ProxySelector:
     first epoch every sample is seen after ``ceil(1/r)`` epochs. Once some samples have been seen,
     the unseen ones are included with probability 1 and the rest by the rule, and reweighting
     uses those inclusion probabilities; an epoch of unseen samples only is not reweighted.
+
+    A static proxy (``metric`` in :data:`~asp_tune.registry.STATIC_PROXIES`) is chosen here once,
+    from ``proxy_scores`` when it needs a proxy model, and trained on every epoch at ``ratio``.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class ProxySelector:
         labels: torch.Tensor | None = None,
         infobatch: InfoBatch | None = None,
         unseen_first: bool = True,
+        proxy_scores=None,
     ):
         if not (isinstance(num_samples, int) and num_samples >= 1):
             raise ConfigError("num_samples", num_samples, "an integer >= 1")
@@ -126,8 +132,32 @@ class ProxySelector:
         self.memory = ProxyMemory(num_samples, self.device)
         self.unseen_first = bool(unseen_first)
         self.seen = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # planned at least once
+        self.times_selected = torch.zeros(num_samples, dtype=torch.int32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
+        self.static = STATIC_PROXIES[metric] if metric in STATIC_PROXIES else None
+        self.fixed: torch.Tensor | None = None  # a static proxy's subset
+        self.stream = torch.empty(0, dtype=torch.long, device=self.device)  # fewer_epochs: the current pass
+        self.stream_position = 0
+        self.selection_seconds = 0.0  # choosing a static proxy's subset (k-centers: the bulk of SVP's cost)
+        if self.static is not None:
+            start = time.perf_counter()
+            self.fixed = self._choose_static(ratio, seed, proxy_scores)
+            synchronize(self.device)
+            self.selection_seconds = time.perf_counter() - start
+
+    def _choose_static(self, ratio: float, seed: int, proxy_scores) -> torch.Tensor | None:
+        if self.static.needs_proxy_model and proxy_scores is None:
+            raise ConfigError("metric", self.static.name, "a static proxy given the scores of its proxy model")
+        if self.labels is None and (self.rule.class_balance or self.static.name == "half_classes"):
+            raise ConfigError("metric", self.static.name, "a static proxy given the labels of the samples")
+        count = RatioSchedule(ratio, self.epochs, "constant", first_epoch_full=False).count_at(0, self.num_samples)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(seed) + 104_729)  # its own stream: the subset does not shift later draws
+        labels = self.labels if self.labels is not None else torch.zeros(self.num_samples, dtype=torch.long,
+                                                                           device=self.device)
+        chosen = self.static.choose(count, labels, proxy_scores, generator, self.rule.class_balance)
+        return None if chosen is None else chosen.to(self.device)
 
     @property
     def metric(self) -> str:
@@ -140,18 +170,21 @@ class ProxySelector:
     @property
     def tracks_importance(self) -> bool:
         """Whether training logits must be observed (not for ``none`` or a lone ``random``)."""
-        return self.metric not in ("none", "random")
+        return self.metric not in ("none", "random") and self.static is None
 
     def plan(self, epoch: int) -> EpochPlan:
         """Select and shuffle the samples of ``epoch``; consumes seeded random state."""
         plan = self._plan(epoch)
         self.seen[plan.indices] = True
+        self.times_selected.index_add_(0, plan.indices, torch.ones_like(plan.indices, dtype=torch.int32))
         return plan
 
     def _plan(self, epoch: int) -> EpochPlan:
         n = self.num_samples
         if self.metric == "infobatch":
             return self._plan_infobatch(epoch)
+        if self.static is not None:
+            return self._plan_static(epoch)
         count = self.ratio_schedule.count_at(epoch, n)
         target = self.ratio_schedule.ratio_at(epoch)
         if self.metric == "none" or count >= n:
@@ -187,6 +220,26 @@ class ProxySelector:
             weights = count / (n * pi)
         return torch.cat([unseen, seen[sub.indices]]), weights, sub.top10_mass
 
+    def _plan_static(self, epoch: int) -> EpochPlan:
+        """The fixed subset, reshuffled; for ``fewer_epochs`` the next ``r N`` samples of a stream of
+        shuffled full passes."""
+        n = self.num_samples
+        ratio = self.ratio_schedule.ratio
+        if self.fixed is not None:
+            order = torch.randperm(self.fixed.numel(), generator=self.generator, device=self.device)
+            return EpochPlan(epoch, self.fixed[order], self.static.name, ratio, math.nan)
+        count = RatioSchedule(ratio, self.epochs, "constant", first_epoch_full=False).count_at(epoch, n)
+        parts, needed = [], count
+        while needed:
+            if self.stream_position >= self.stream.numel():
+                self.stream = torch.randperm(n, generator=self.generator, device=self.device)
+                self.stream_position = 0
+            take = min(needed, n - self.stream_position)
+            parts.append(self.stream[self.stream_position:self.stream_position + take])
+            self.stream_position += take
+            needed -= take
+        return EpochPlan(epoch, torch.cat(parts), self.static.name, ratio, math.nan)
+
     def _plan_infobatch(self, epoch: int) -> EpochPlan:
         n = self.num_samples
         if epoch == 0 or self.infobatch.full_epoch(epoch, self.epochs):
@@ -207,6 +260,10 @@ class ProxySelector:
             "metric_schedule": self.metric_schedule.state_dict(),
             "generator": self.generator.get_state(),
             "seen": self.seen.cpu().clone(),
+            "times_selected": self.times_selected.cpu().clone(),
+            "fixed": None if self.fixed is None else self.fixed.cpu().clone(),
+            "stream": self.stream.cpu().clone(),
+            "stream_position": self.stream_position,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -214,4 +271,11 @@ class ProxySelector:
         seen = state.get("seen")
         self.seen.copy_(seen if seen is not None else self.memory.times_trained.cpu() > 0)
         self.metric_schedule.load_state_dict(state["metric_schedule"])
+        if "times_selected" in state:
+            self.times_selected.copy_(state["times_selected"])
         restore_generator(self.generator, state["generator"])
+        if state.get("fixed") is not None:  # the subset the run started with, whatever the cache holds now
+            self.fixed = state["fixed"].to(self.device)
+        if "stream" in state:
+            self.stream = state["stream"].to(self.device)
+            self.stream_position = int(state["stream_position"])

@@ -82,3 +82,11 @@ DATASETS = LazyRegistry("dataset", {
 
 #: How importance values become selection probabilities (implemented in asp_tune.selection).
 SELECTION_RULES: tuple[str, ...] = ("zscore", "paper", "calibrated")
+
+#: Static proxies (chosen once, then fixed for the run): a :class:`asp_tune.static_proxies.StaticProxy` each.
+#: Every name is also a ``metric`` setting, so a static proxy is accepted wherever an ASP metric is.
+STATIC_PROXIES = LazyRegistry("static proxy", {
+    name: f"asp_tune.static_proxies:{name.upper()}"
+    for name in ("fixed_random", "easiest", "hardest", "half_classes", "fewer_epochs",
+                 "forgetting", "max_entropy", "least_confidence", "kcenters")
+})

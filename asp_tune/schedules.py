@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asp_tune.errors import ConfigError
+from asp_tune.registry import STATIC_PROXIES
 
 #: Metrics kept in the proxy memory, plus ``random`` (uniform).
 IMPORTANCE_METRICS: tuple[str, ...] = ("random", "loss", "entropy", "gradient", "logit_gradient", "prediction")
 #: Every ``metric`` setting: one metric, the ``mixture`` of metrics, ``infobatch`` soft pruning
-#: (InfoBatch, Qin et al. 2024), or ``none`` (no selection: the full-data baseline).
-METRIC_CHOICES: tuple[str, ...] = IMPORTANCE_METRICS + ("mixture", "infobatch", "none")
+#: (InfoBatch, Qin et al. 2024), a static proxy (fixed for the run, :mod:`asp_tune.static_proxies`),
+#: or ``none`` (no selection: the full-data baseline).
+METRIC_CHOICES: tuple[str, ...] = IMPORTANCE_METRICS + ("mixture", "infobatch") + tuple(STATIC_PROXIES) + ("none",)
 RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
 
 #: Metric groups of the mixture (paper appendix B.2).

@@ -24,8 +24,13 @@ from asp_tune.device import autocast, resolve_device, synchronize
 from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
-from asp_tune.memory import FeatureNormTap
+from asp_tune.memory import MEMORY_METRICS, FeatureNormTap
 from asp_tune.proxy import EpochPlan, InfoBatch, ProxySelector
+from asp_tune.registry import STATIC_PROXIES
+
+
+#: Samples whose importance values are recorded every epoch (``Trainer.trajectories``).
+TRACKED_SAMPLES = 32
 
 
 class TrainingDiverged(AspTuneError):
@@ -121,13 +126,20 @@ class Trainer:
                                          nesterov=config.nesterov and config.momentum > 0,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
+        self.proxy_scores = None  # a static proxy's scoring model (trained once per search, cached)
+        static = STATIC_PROXIES[config.metric] if config.metric in STATIC_PROXIES else None
+        if static is not None and static.needs_proxy_model:
+            from asp_tune.proxy_scores import proxy_scores
+
+            self.proxy_scores = proxy_scores(config, self.data, self.model, forbid_bigger=static.proxy_no_bigger)
         self.selector = ProxySelector(
             num_samples=len(self.data.train), epochs=config.epochs, ratio=config.ratio,
             ratio_schedule=config.ratio_schedule, metric=config.metric,
             mixture_order=config.mixture_order, mixture_width=config.mixture_width,
             first_epoch_full=config.first_epoch_full, seed=config.seed, device=self.device,
             rule=config.selection(), labels=self.data.train.labels,
-            infobatch=InfoBatch(config.infobatch_prune, config.infobatch_anneal), unseen_first=config.unseen_first)
+            infobatch=InfoBatch(config.infobatch_prune, config.infobatch_anneal), unseen_first=config.unseen_first,
+            proxy_scores=self.proxy_scores)
         self.feature_tap = FeatureNormTap(self.model)  # ||h|| into the last layer, for `gradient`
         self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
         self.train_feeder = make_feeder(self.data.train, self.data, config, self.device, True,
@@ -138,6 +150,10 @@ class Trainer:
             for split in ("val", "test")
         }
         self.validate_each_epoch = True  # False: records carry NaN val metrics (saves a pass per epoch)
+        # a few samples whose importance is recorded every epoch (ASP appendix D's trajectories)
+        picker = torch.Generator().manual_seed(config.seed + 7)
+        self.tracked = torch.randperm(len(self.data.train), generator=picker)[:TRACKED_SAMPLES].to(self.device)
+        self.trajectories: list[dict[str, Any]] = []
         self.epoch = 0
         self.samples_seen = 0
         self.train_seconds = 0.0
@@ -207,7 +223,30 @@ class Trainer:
             "val_seconds_total": self.val_seconds,
         }
         self.history.append(record)
+        if track:
+            self._record_trajectories(plan)
         return record
+
+    def _record_trajectories(self, plan: EpochPlan) -> None:
+        """Memory values of the tracked samples after this epoch, and whether the epoch selected them."""
+        memory = self.selector.memory
+        selected = torch.zeros(memory.num_samples, dtype=torch.bool, device=self.device)
+        selected[plan.indices] = True
+        columns = {name: memory[name][self.tracked].tolist() for name in MEMORY_METRICS}
+        labels = self.data.train.labels[self.tracked.cpu()].tolist()
+        for i, (sample, chosen) in enumerate(zip(self.tracked.tolist(), selected[self.tracked].tolist())):
+            self.trajectories.append({"epoch": self.epoch, "sample": sample, "label": labels[i], "selected": chosen,
+                                      "metric_used": plan.metric, **{k: v[i] for k, v in columns.items()}})
+
+    def sample_table(self) -> dict[str, list]:
+        """One row per training sample: label, times selected and, when importance was tracked, the
+        memory's final values."""
+        table = {"index": list(range(self.selector.num_samples)), "label": self.data.train.labels.tolist(),
+                 "times_selected": self.selector.times_selected.cpu().tolist()}
+        if self.selector.tracks_importance:
+            for name in MEMORY_METRICS:
+                table[name] = self.selector.memory[name].cpu().tolist()
+        return table
 
     def epoch_batches(self, plan: EpochPlan) -> Iterator[Any]:
         """What one epoch iterates over: by default mini-batches of the selected samples."""
@@ -294,7 +333,16 @@ class Trainer:
             "wall_time_s": wall_time_s,
             "device": str(self.device),
             "data": self.data.describe(),
+            **self.proxy_summary(),
         }
+
+    def proxy_summary(self) -> dict[str, Any]:
+        """A static proxy's selection seconds, and its scoring model with that model's seconds (counted
+        once per search), if any."""
+        out = {} if self.proxy_scores is None else self.proxy_scores.describe()
+        if self.selector.static is not None:
+            out["selection_seconds"] = self.selector.selection_seconds
+        return out
 
     # ------------------------------------------------------------------ state
 
@@ -313,6 +361,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "val_seconds": self.val_seconds,
             "history": list(self.history),
+            "trajectories": list(self.trajectories),
             "config": self.config.to_dict(),
         }
 
@@ -330,6 +379,7 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.val_seconds = state.get("val_seconds", 0.0)
         self.history = list(state["history"])
+        self.trajectories = list(state.get("trajectories", []))
 
     def save_model(self, path: str | Path) -> None:
         """The final weights with what rebuilds them (see :func:`load_model`)."""

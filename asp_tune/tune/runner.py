@@ -494,7 +494,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         "data_passes_total": float(trials["data_passes"].fillna(0).sum()),
         "epochs_total": int(trials["epochs"].fillna(0).sum()),
         "trial_seconds": {k: float(trials[c].fillna(0).sum()) for k, c in
-                          (("startup", "startup_seconds"), ("training", "seconds"), ("validation", "val_seconds"))},
+                          (("startup", "startup_seconds"), ("training", "seconds"), ("validation", "val_seconds"))}
+        | {"proxy_model": proxy_model_seconds(trials)},
         "first_epoch_full": s.trial_config().first_epoch_full,
         "validation_epochs": s.validation_epochs() or "every",
         "budget": budget,
@@ -563,8 +564,19 @@ def last_values(hist: pd.DataFrame | None) -> dict[str, float] | None:
             "val_seconds": float(last.get("val_seconds_total", 0.0)),
             "startup_seconds": float(last.get("startup_seconds", 0.0)),
             "node_id": str(last.get("node_id", "")),
+            "proxy_seconds": float(last.get("proxy_seconds", 0.0) or 0.0),
+            "proxy_key": str(last.get("proxy_key", "") or ""),
             "assigned_gpus": str(last.get("assigned_gpus", "") or ""), "device": str(last.get("device", "") or ""),
             "final_val_accuracy": float(hist[METRIC].dropna().iloc[-1]) if hist[METRIC].notna().any() else math.nan}
+
+
+def proxy_model_seconds(trials: pd.DataFrame) -> float:
+    """Seconds spent training static proxies' scoring models: each distinct proxy counted once,
+    however many trials shared it (0 without a static proxy that needs one)."""
+    if "proxy_key" not in trials or not len(trials):
+        return 0.0
+    used = trials[trials["proxy_key"].fillna("").astype(str) != ""]
+    return float(used.groupby("proxy_key")["proxy_seconds"].max().sum())
 
 
 def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -584,9 +596,9 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "final_val_accuracy": last["final_val_accuracy"] if has else math.nan,
             "epochs": epochs,
             **({k: last[k] for k in ("data_passes", "seconds", "startup_seconds", "node_id", "val_seconds",
-                                     "assigned_gpus", "device")} if has
+                                     "assigned_gpus", "device", "proxy_seconds", "proxy_key")} if has
                else {"data_passes": 0.0, "seconds": 0.0, "startup_seconds": 0.0, "node_id": "", "val_seconds": 0.0,
-                     "assigned_gpus": "", "device": ""}),
+                     "assigned_gpus": "", "device": "", "proxy_seconds": 0.0, "proxy_key": ""}),
             "status": "ERROR" if result.error else ("TERMINATED" if epochs >= s.epochs else "STOPPED"),
             "error": "" if not result.error else error_line(result.error),
         })

@@ -82,9 +82,10 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         # what a restored trial continues from, reported with every later epoch (fault-tolerance records)
         restored = {"restored_epoch": trainer.epoch,
                     "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}
-    startup = time.perf_counter() - started
+    proxy = trainer.proxy_summary()  # a static proxy's scoring model: its seconds are reported apart
+    startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
     where = {"node_id": _node_id(), "assigned_gpus": ",".join(gpus), "device": str(trainer.device),
-             "trial_started_at": started_at}
+             "trial_started_at": started_at, **proxy}
     while not trainer.done:
         trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
         record = trainer.train_epoch()

@@ -1,0 +1,170 @@
+"""Pictures of a run (``asp-tune inspect RUN_DIR``, or ``train --inspect``), written as PNG.
+
+For a ``train`` run: per-sample importance trajectories over the epochs (ASP appendix D), the
+easiest and hardest training images by the final model's loss (overall and per class), and how
+often each sample was selected. For a ``correlate`` run: proxy against full-data accuracy per
+cell, with the least-squares regression line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from asp_tune.cli import SAMPLES_FILE, TRAJECTORIES_FILE
+from asp_tune.errors import ConfigError
+from asp_tune.memory import MEMORY_METRICS
+from asp_tune.plots import pyplot, regression_line, save_figure
+
+EXAMPLES = 8  # images per row of a grid
+
+
+def plot_trajectories(trajectories: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One panel per memory metric: each tracked sample's value after every epoch; filled markers
+    where that epoch trained on the sample."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), sharex=True)
+    for ax, metric in zip(axes.flat, MEMORY_METRICS):
+        for _, part in trajectories.groupby("sample"):
+            line, = ax.plot(part["epoch"], part[metric], lw=0.8, alpha=0.7)
+            chosen = part[part["selected"].astype(bool)]
+            ax.scatter(chosen["epoch"], chosen[metric], s=8, color=line.get_color())
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    used = trajectories.drop_duplicates("epoch")
+    ax = axes.flat[len(MEMORY_METRICS)]
+    names = list(dict.fromkeys(used["metric_used"]))
+    ax.scatter(used["epoch"], [names.index(m) for m in used["metric_used"]], c="tab:purple", s=18)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title("metric used")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle(title or f"importance of {trajectories['sample'].nunique()} random samples (dots: selected)")
+    return save_figure(fig, path)
+
+
+def plot_selection_frequency(samples: pd.DataFrame, epochs: int, path: Path, classes: list[str]) -> Path:
+    """Histogram of how many epochs selected each sample, and the mean per class."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    counts = samples["times_selected"].to_numpy()
+    axes[0].hist(counts, bins=np.arange(epochs + 2) - 0.5, color="tab:green")
+    axes[0].set(xlabel=f"epochs that selected the sample (of {epochs})", ylabel="samples",
+                title=f"never selected: {(counts == 0).mean():.1%}, every epoch: {(counts == epochs).mean():.1%}")
+    per_class = samples.groupby("label")["times_selected"].mean()
+    axes[1].bar([classes[i] if i < len(classes) else str(i) for i in per_class.index], per_class.values / epochs)
+    axes[1].set(ylabel="mean fraction of epochs selected", title="per class")
+    axes[1].tick_params(axis="x", rotation=45)
+    return save_figure(fig, path)
+
+
+def _show(ax, image: np.ndarray, caption: str) -> None:
+    ax.imshow(image.transpose(1, 2, 0).squeeze(), cmap="gray" if image.shape[0] == 1 else None)
+    ax.set_title(caption, fontsize=7)
+    ax.axis("off")
+
+
+def plot_examples(images: np.ndarray, labels: np.ndarray, losses: np.ndarray, classes: list[str], path: Path,
+                  per_class: bool) -> Path:
+    """The easiest and hardest training images by loss: overall (two rows) or per class (one row
+    per class: easiest on the left, hardest on the right)."""
+    plt = pyplot()
+    order = np.argsort(losses, kind="stable")
+    if not per_class:
+        rows = [("easiest", order[:EXAMPLES]), ("hardest", order[::-1][:EXAMPLES])]
+        fig, axes = plt.subplots(2, EXAMPLES, figsize=(1.3 * EXAMPLES, 3.2), squeeze=False)
+        for r, (name, idx) in enumerate(rows):
+            for c, i in enumerate(idx):
+                _show(axes[r][c], images[i], f"{classes[labels[i]]} {losses[i]:.2f}")
+            axes[r][0].text(-0.3, 0.5, name, transform=axes[r][0].transAxes, rotation=90, va="center")
+        fig.suptitle("easiest and hardest training images (caption: label, final loss)")
+        return save_figure(fig, path)
+    shown = [k for k in range(len(classes)) if (labels == k).any()][:20]
+    half = EXAMPLES // 2
+    fig, axes = plt.subplots(len(shown), 2 * half, figsize=(1.2 * 2 * half, 1.25 * len(shown)), squeeze=False)
+    for r, k in enumerate(shown):
+        mine = order[labels[order] == k]
+        for c, i in enumerate(list(mine[:half]) + list(mine[::-1][:half])):
+            _show(axes[r][c], images[i], f"{losses[i]:.2f}")
+        axes[r][0].text(-0.4, 0.5, classes[k], transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"per class: {half} easiest (left) and {half} hardest (right) by final loss")
+    return save_figure(fig, path)
+
+
+def plot_proxy_vs_target(scores: pd.DataFrame, path: Path) -> Path:
+    """Each (ratio, metric) cell of a ``correlate`` run: proxy against full-data validation accuracy,
+    with the y = x diagonal and the least-squares regression line."""
+    plt = pyplot()
+    full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
+    proxy = scores[scores["metric"] != "none"]
+    cells = list(proxy.groupby(["metric", "ratio"], sort=False))
+    columns = min(4, max(1, len(cells)))
+    rows = -(-len(cells) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3 * rows), squeeze=False)
+    for ax, ((metric, ratio), part) in zip(axes.flat, cells):
+        part = part.set_index("config")
+        common = part.index.intersection(full.index)
+        x, y = part.loc[common, "val_accuracy"].to_numpy(), full.loc[common].to_numpy()
+        ax.scatter(x, y, s=14)
+        r2 = regression_line(ax, x, y)
+        ax.set_title(f"{metric}, r={ratio}: r² {r2:.2f}", fontsize=9)
+        ax.set(xlabel="proxy val acc", ylabel="full-data val acc")
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    return save_figure(fig, path)
+
+
+def training_pictures(folder: Path, file: Callable[[str], Path], images: np.ndarray | None = None,
+                      losses: np.ndarray | None = None, classes: list[str] | None = None) -> list[Path]:
+    """The pictures of a ``train`` results folder (``samples.csv``, ``trajectories.csv``), written
+    where ``file(name)`` says; ``images``/``losses`` (training split, final model) add the example grids."""
+    import json
+
+    summary = json.loads((folder / "summary.json").read_text())
+    samples = pd.read_csv(folder / SAMPLES_FILE)
+    classes = classes or [str(k) for k in sorted(samples["label"].unique())]
+    written = [plot_selection_frequency(samples, int(summary["epochs"]), file("selection_frequency.png"), classes)]
+    if (folder / TRAJECTORIES_FILE).is_file():  # runs with an importance memory (ASP metrics)
+        written.append(plot_trajectories(pd.read_csv(folder / TRAJECTORIES_FILE), file("importance_trajectories.png")))
+    if images is not None and losses is not None:
+        labels = samples["label"].to_numpy()
+        written.append(plot_examples(images, labels, losses, classes, file("examples.png"), per_class=False))
+        written.append(plot_examples(images, labels, losses, classes, file("examples_per_class.png"), per_class=True))
+    return written
+
+
+def score_samples_for_pictures(trainer) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(training images, each one's loss under the trainer's model, class names)."""
+    from asp_tune.proxy_scores import score_samples
+
+    loss = score_samples(trainer)[0].numpy()
+    return trainer.data.train.images.numpy(), loss, list(trainer.data.classes)
+
+
+def final_losses(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`score_samples_for_pictures` of the run's final model (``model.pt``), on the run's own
+    data split (rebuilt from its config)."""
+    import torch
+
+    from asp_tune.trainer import Trainer, load_model
+
+    model, config, _ = load_model(folder / "model.pt")
+    device = config.device if torch.cuda.is_available() else "cpu"
+    return score_samples_for_pictures(Trainer(config.replace(device=device, metric="none", ratio=1.0,
+                                                             ratio_schedule="constant"), model=model))
+
+
+def inspect_folder(folder: Path, file: Callable[[str], Path]) -> list[Path]:
+    """Every picture the results folder ``folder`` supports (a ``train`` or ``correlate`` run)."""
+    if (folder / "scores.csv").is_file():
+        return [plot_proxy_vs_target(pd.read_csv(folder / "scores.csv"), file("proxy_vs_target.png"))]
+    if (folder / SAMPLES_FILE).is_file():
+        images = losses = classes = None
+        if (folder / "model.pt").is_file():
+            images, losses, classes = final_losses(folder)
+        return training_pictures(folder, file, images, losses, classes)
+    raise ConfigError("run_dir", str(folder), "a results folder of asp-tune train (samples.csv) or correlate "
+                                              "(scores.csv)")

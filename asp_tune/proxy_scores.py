@@ -1,0 +1,229 @@
+"""The proxy model of the static strategies: trained once, its per-sample scores cached on disk.
+
+SVP and the proxy-datasets paper score every training sample with a cheaper model: a smaller
+network, or the target network trained for fewer epochs. :func:`proxy_scores` trains it on all
+the training data (counting forgetting events from the training logits), then scores every
+sample in one pass without augmentation: loss, entropy, least confidence and penultimate
+features (for k-centers). The result is cached under :func:`cache_dir`, keyed by everything that
+changes it, and a file lock makes concurrent trials wait for one computation instead of
+repeating it: every trial of a search shares one proxy, whose seconds count once in its cost.
+
+The proxy trains with the default optimisation settings (:class:`TrainConfig`'s lr, momentum,
+weight decay, batch size, schedule), not a trial's, so trials that differ in those share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import DataBundle, ImageArrays
+from asp_tune.device import autocast
+from asp_tune.errors import ConfigError
+from asp_tune.memory import output_layer
+from asp_tune.static_proxies import ForgettingEvents
+from asp_tune.trainer import StepOutput, Trainer, load_state, make_feeder, save_state
+
+#: Settings of the proxy's own training that a trial's do not change (see the module docstring).
+OPTIMISATION_FIELDS = ("batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing", "lr_schedule",
+                       "lr_min", "milestones", "lr_gamma")
+#: Settings that change which samples exist or how they look: part of the cache key.
+DATA_FIELDS = ("dataset", "data_dir", "subset", "test_subset", "val_fraction", "seed", "crop_padding", "flip_p",
+               "cutout")
+SCORES = ("loss", "entropy", "least_confidence", "forgetting")
+
+
+@dataclass
+class ProxyScores:
+    """Per-sample scores of the training split by a proxy model, and what computing them cost."""
+
+    loss: torch.Tensor
+    entropy: torch.Tensor
+    least_confidence: torch.Tensor  # 1 - max softmax probability
+    forgetting: torch.Tensor  # forgetting events while training; never learned: max + 1
+    features: torch.Tensor  # (N, d) penultimate features, float16
+    seconds: float  # proxy training + scoring, wall time
+    model: str
+    epochs: int
+    val_accuracy: float
+    key: str = ""
+    computed_here: bool = False  # this process trained the proxy (False: loaded from the cache)
+
+    def score(self, name: str) -> torch.Tensor:
+        if name not in SCORES:
+            raise ConfigError("score", name, SCORES)
+        return getattr(self, name)
+
+    def to_state(self) -> dict[str, Any]:
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state.pop("computed_here")
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "ProxyScores":
+        return cls(**state)
+
+    def describe(self) -> dict[str, Any]:
+        """What a summary reports about the proxy."""
+        return {"proxy_model": self.model, "proxy_epochs": self.epochs, "proxy_seconds": self.seconds,
+                "proxy_val_accuracy": self.val_accuracy, "proxy_key": self.key, "proxy_computed": self.computed_here}
+
+
+def proxy_epochs(config: TrainConfig) -> int:
+    """``proxy_epochs``, or by default a quarter of the target's epochs (at least 1)."""
+    return config.proxy_epochs if config.proxy_epochs is not None else max(1, config.epochs // 4)
+
+
+def proxy_train_config(config: TrainConfig) -> TrainConfig:
+    """The proxy model's own run: ``proxy_model`` (default: the target network) on all data for
+    :func:`proxy_epochs`, with the default optimisation settings."""
+    defaults = TrainConfig()
+    return config.replace(model=config.proxy_model or config.model, epochs=proxy_epochs(config), ratio=1.0,
+                          metric="none", ratio_schedule="constant",
+                          **{name: getattr(defaults, name) for name in OPTIMISATION_FIELDS})
+
+
+def cache_dir() -> Path:
+    """``$ASP_TUNE_CACHE/proxy_scores`` (default ``~/.cache/asp_tune/proxy_scores``)."""
+    root = os.environ.get("ASP_TUNE_CACHE") or Path.home() / ".cache" / "asp_tune"
+    return Path(root).expanduser() / "proxy_scores"
+
+
+def cache_key(config: TrainConfig, data: DataBundle) -> str:
+    """Everything the scores depend on: the proxy's settings and the exact training split."""
+    proxy = proxy_train_config(config)
+    labels = data.train.labels.cpu().numpy().tobytes()
+    identity = {"train": {name: getattr(proxy, name) for name in DATA_FIELDS + OPTIMISATION_FIELDS + ("model",
+                                                                                                      "epochs")},
+                "data": data.describe(), "labels": hashlib.sha256(labels).hexdigest(), "version": 1}
+    identity["train"]["milestones"] = list(identity["train"]["milestones"])
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore torch's (CPU and CUDA), Python's and NumPy's global random states on exit."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # concurrent trials wait here for the one computing
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module | None = None,
+                 forbid_bigger: bool = False) -> ProxyScores:
+    """The cached scores of ``config``'s proxy model on ``data``'s training split (computed on a miss).
+
+    ``forbid_bigger``: refuse a proxy network with more parameters than ``target`` (SVP's premise)."""
+    proxy_config = proxy_train_config(config)
+    if forbid_bigger and target is not None:
+        check_proxy_smaller(proxy_config.model, data, target, config.metric)
+    key = cache_key(config, data)
+    file = cache_dir() / f"{key}.pt"
+    with _locked(file.with_suffix(".lock")):
+        if file.is_file():
+            return ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+        with preserved_rng():  # a cache hit and a miss leave the caller's random state alike
+            scores = compute_proxy_scores(proxy_config, data)
+        scores.key = key
+        save_state(scores.to_state(), file)
+    scores.computed_here = True
+    return scores
+
+
+def check_proxy_smaller(proxy_model: str, data: DataBundle, target: torch.nn.Module, strategy: str) -> None:
+    from asp_tune.models import build_model
+
+    c, h, w = data.image_shape
+    proxy_size = sum(p.numel() for p in build_model(proxy_model, c, data.num_classes, (h, w)).parameters())
+    target_size = sum(p.numel() for p in getattr(target, "weight_parameters", target.parameters)())
+    if proxy_size > target_size:
+        raise ConfigError("proxy_model", proxy_model,
+                          f"a network no bigger than the target ({target_size:,} parameters; '{proxy_model}' has "
+                          f"{proxy_size:,}) for '{strategy}': a bigger proxy costs more than it saves")
+
+
+def compute_proxy_scores(proxy_config: TrainConfig, data: DataBundle) -> ProxyScores:
+    """Train the proxy on all of ``data``'s training split, then score every training sample."""
+    start = time.perf_counter()
+    trainer = ProxyModelTrainer(proxy_config, data=data)
+    forgetting = trainer.forgetting
+    trainer.validate_each_epoch = False
+    while not trainer.done:
+        trainer.train_epoch()
+    val_accuracy, _ = trainer.evaluate("val")
+    loss, entropy, confidence, features = score_samples(trainer)
+    return ProxyScores(loss=loss, entropy=entropy, least_confidence=1.0 - confidence,
+                       forgetting=forgetting.scores().cpu(), features=features,
+                       seconds=time.perf_counter() - start, model=proxy_config.model, epochs=proxy_config.epochs,
+                       val_accuracy=val_accuracy)
+
+
+class ProxyModelTrainer(Trainer):
+    """The plain full-data trainer whose training logits also count forgetting events."""
+
+    def __init__(self, config: TrainConfig, data: DataBundle | None = None, **kwargs: Any):
+        super().__init__(config, data, **kwargs)
+        self.forgetting = ForgettingEvents(len(self.data.train), self.device)
+
+    def train_step(self, batch: Any) -> StepOutput:
+        out = super().train_step(batch)
+        seen = out.trained
+        self.forgetting.update(seen.indices, seen.logits.detach().argmax(dim=1) == seen.targets)
+        return out
+
+
+@torch.inference_mode()
+def score_samples(trainer: Trainer, arrays: ImageArrays | None = None) -> tuple[torch.Tensor, ...]:
+    """(loss, entropy, max probability, penultimate features) of every sample of ``arrays`` (default:
+    the trainer's training split), in index order, from one pass without augmentation; on the CPU."""
+    data, cfg = trainer.data, trainer.config
+    arrays = data.train if arrays is None else arrays
+    feeder = make_feeder(arrays, data, cfg, trainer.device, False, trainer.channels_last, 0)
+    layer = output_layer(trainer.model)
+    captured: list[torch.Tensor] = []
+    hook = None if layer is None else layer.register_forward_pre_hook(
+        lambda module, inputs: captured.append(inputs[0].detach().float().flatten(1)))
+    trainer.model.eval()
+    parts: list[tuple[torch.Tensor, ...]] = []
+    try:
+        for x, y, _ in feeder.batches(None, cfg.eval_batch_size):
+            with autocast(trainer.device, cfg.amp):
+                logits = trainer.forward_eval(x)
+            logits = logits.float()
+            log_p = F.log_softmax(logits, dim=1)
+            p = log_p.exp()
+            feats = captured.pop() if captured else logits
+            parts.append((F.nll_loss(log_p, y, reduction="none"), -(p * log_p).sum(dim=1), p.max(dim=1).values,
+                          feats.half()))
+    finally:
+        if hook is not None:
+            hook.remove()
+    return tuple(torch.cat([part[i] for part in parts]).cpu() for i in range(4))

@@ -1,0 +1,179 @@
+"""Static proxies: a subset chosen once, then fixed for the whole run (the baselines ASP must beat).
+
+From the proxy-datasets paper (a random subset; the easiest or hardest samples by a proxy model's
+loss; half of the classes; fewer epochs on all data) and from selection via proxy (SVP, Coleman et
+al. 2020: forgetting events, max entropy, least confidence and greedy k-centers, each scored by a
+small proxy model trained once, :mod:`asp_tune.proxy_scores`).
+
+Every strategy is a ``metric`` setting (:data:`asp_tune.registry.STATIC_PROXIES`): at ratio ``r`` it
+trains on the same ``round(r N)`` samples every epoch, so its cost is ``r`` data passes per epoch
+(plus the proxy model's, for those that need one). The ratio schedule and the full first epoch are
+ASP's and do not apply. ``fewer_epochs`` trains on all data for ``r`` times the epochs: each epoch
+takes the next ``r N`` samples of a stream of shuffled full passes, and the learning-rate schedule
+(stepped per epoch) is compressed with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from asp_tune.errors import ConfigError
+from asp_tune.selection import SelectionRule, select_subset
+
+if TYPE_CHECKING:
+    from asp_tune.proxy_scores import ProxyScores
+
+
+@dataclass(frozen=True)
+class StaticProxy:
+    """One static strategy. ``choose`` returns the fixed subset's indices (``None``: all data, streamed)."""
+
+    name: str
+    description: str
+    needs_proxy_model: bool = False
+    proxy_no_bigger: bool = False  # SVP's premise: the proxy model must cost less than the target
+
+    def choose(self, count: int, labels: torch.Tensor, scores: "ProxyScores | None", generator: torch.Generator,
+               class_balance: bool = True) -> torch.Tensor | None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RandomSubset(StaticProxy):
+    def choose(self, count, labels, scores, generator, class_balance=True):
+        rule = SelectionRule("zscore", class_balance=class_balance)
+        return select_subset(None, count, rule, generator, labels.to(generator.device),
+                             num_samples=labels.numel()).indices
+
+
+@dataclass(frozen=True)
+class TopScores(StaticProxy):
+    """The ``count`` samples with the largest (``largest``) or smallest proxy score ``score``,
+    within each class in proportion to its size when ``class_balance``."""
+
+    score: str = "loss"
+    largest: bool = True
+
+    def choose(self, count, labels, scores, generator, class_balance=True):
+        values = scores.score(self.score).to(generator.device)
+        return top_indices(values if self.largest else -values, count, labels.to(generator.device), class_balance)
+
+
+@dataclass(frozen=True)
+class HalfClasses(StaticProxy):
+    def choose(self, count, labels, scores, generator, class_balance=True):
+        labels = labels.to(generator.device)
+        kept = half_of_classes(int(labels.max()) + 1, generator)
+        pool = torch.nonzero(torch.isin(labels, kept)).squeeze(1)
+        pick = torch.randperm(pool.numel(), generator=generator, device=generator.device)[:count]
+        return pool[pick]  # all of the kept classes when they hold fewer than count samples
+
+
+@dataclass(frozen=True)
+class FewerEpochs(StaticProxy):
+    def choose(self, count, labels, scores, generator, class_balance=True):
+        return None
+
+
+@dataclass(frozen=True)
+class KCenters(StaticProxy):
+    def choose(self, count, labels, scores, generator, class_balance=True):
+        return greedy_k_centers(scores.features.to(generator.device), count, generator=generator)
+
+
+def top_indices(values: torch.Tensor, count: int, labels: torch.Tensor, class_balance: bool) -> torch.Tensor:
+    """The ``count`` largest ``values`` (per class in proportion to class size when ``class_balance``)."""
+    rule = SelectionRule("zscore", temperature=0.0, class_balance=class_balance)
+    return select_subset(values.float(), count, rule, labels=labels).indices
+
+
+def half_of_classes(num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """``num_classes // 2`` distinct class ids, drawn with ``generator`` (at least 2 classes needed)."""
+    if num_classes < 2:
+        raise ConfigError("metric", "half_classes", "a data set with at least 2 classes")
+    return torch.randperm(num_classes, generator=generator, device=generator.device)[: num_classes // 2]
+
+
+def greedy_k_centers(features: torch.Tensor, count: int, initial: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:
+    """Greedy k-centers (SVP's core-set): repeatedly add the point farthest from every centre so far.
+
+    Starts from ``initial`` centres (e.g. the labelled pool, not returned) or one random point.
+    Each pick is one distance update over all ``N`` points on their device: O(N d) per pick,
+    O(N d count) in all; the distances to ``initial`` are computed in ``chunk``-sized blocks.
+    Returns ``count`` distinct indices not in ``initial``, in the order picked.
+    """
+    x = features.float()
+    n = x.shape[0]
+    available = n - (0 if initial is None else int(initial.numel()))
+    if not 1 <= count <= available:
+        raise ConfigError("count", count, f"an integer in [1, {available}] (points not yet centres)")
+    nearest = torch.full((n,), float("inf"), device=x.device)
+    chosen = torch.empty(count, dtype=torch.long, device=x.device)
+    start = 0
+    if initial is not None and initial.numel():
+        initial = initial.to(x.device)
+        for i in range(0, initial.numel(), chunk):
+            centres = x[initial[i:i + chunk]]
+            nearest = torch.minimum(nearest, torch.cdist(x, centres).min(dim=1).values.square())
+        nearest[initial] = -1.0  # a centre is never picked again
+    else:
+        device = generator.device if generator is not None else x.device
+        first = int(torch.randint(n, (1,), generator=generator, device=device))
+        chosen[0] = first
+        nearest = (x - x[first]).square().sum(dim=1)
+        nearest[first] = -1.0
+        start = 1
+    for k in range(start, count):
+        pick = torch.argmax(nearest)  # stays on the device: no host sync per pick
+        chosen[k] = pick
+        nearest = torch.minimum(nearest, (x - x[pick]).square().sum(dim=1))
+        nearest[pick] = -1.0
+    return chosen
+
+
+class ForgettingEvents:
+    """Forgetting events per sample (Toneva et al. 2019), counted from training logits.
+
+    A forgetting event is a sample predicted right the last time it was trained and wrong now.
+    Samples never predicted right score above every other (they are the hardest to learn).
+    One gather and two scatters per batch, on the device.
+    """
+
+    def __init__(self, num_samples: int, device: torch.device | str = "cpu"):
+        self.last_correct = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.learned = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.events = torch.zeros(num_samples, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, correct: torch.Tensor) -> None:
+        """``correct[i]``: whether sample ``indices[i]`` was predicted right in this step."""
+        forgot = self.last_correct[indices] & ~correct
+        self.events.index_add_(0, indices, forgot.long())
+        self.last_correct[indices] = correct
+        self.learned[indices] |= correct
+
+    def scores(self) -> torch.Tensor:
+        """Events per sample as floats; never-learned samples get ``max + 1``."""
+        events = self.events.float()
+        top = float(events.max()) + 1.0 if events.numel() else 1.0
+        return torch.where(self.learned, events, torch.full_like(events, top))
+
+
+FIXED_RANDOM = RandomSubset("fixed_random", "a uniformly random subset (stratified by class with class_balance)")
+EASIEST = TopScores("easiest", "the samples with the lowest loss under the proxy model", True, False,
+                    score="loss", largest=False)
+HARDEST = TopScores("hardest", "the samples with the highest loss under the proxy model", True, False,
+                    score="loss", largest=True)
+HALF_CLASSES = HalfClasses("half_classes", "half of the classes (seeded), then random within them")
+FEWER_EPOCHS = FewerEpochs("fewer_epochs", "all data for ratio x epochs (a stream of shuffled passes)")
+FORGETTING = TopScores("forgetting", "SVP: most forgetting events while the proxy model trained", True, True,
+                       score="forgetting", largest=True)
+MAX_ENTROPY = TopScores("max_entropy", "SVP: highest predictive entropy of the proxy model", True, True,
+                        score="entropy", largest=True)
+LEAST_CONFIDENCE = TopScores("least_confidence", "SVP: lowest top-class probability of the proxy model", True,
+                             True, score="least_confidence", largest=True)
+KCENTERS = KCenters("kcenters", "SVP: greedy k-centers on the proxy model's penultimate features", True, True)

@@ -1,0 +1,294 @@
+"""Selection via proxy (SVP, Coleman et al. 2020), end to end, on the same data layer as ASP.
+
+- :func:`run_coreset`: train a proxy model, score every sample, keep a fraction with a static
+  strategy, train the target on it; beside the target trained on all data, with the end-to-end
+  time of each (the proxy's training and the selection count in the core-set's).
+- :class:`ActiveLearner`: pool-based active learning in rounds. A proxy model is retrained on the
+  labelled pool each round and picks the next ``budget`` samples (least confidence, max entropy
+  or k-centers), or they are drawn at random; a target is trained on the final pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import DataBundle, load_dataset
+from asp_tune.device import synchronize
+from asp_tune.errors import ConfigError
+from asp_tune.flags import option
+from asp_tune.registry import MODELS, STATIC_PROXIES
+from asp_tune.static_proxies import greedy_k_centers
+
+#: Static proxies that keep a subset (``fewer_epochs`` keeps all data).
+CORESET_STRATEGIES = tuple(name for name in STATIC_PROXIES if name != "fewer_epochs")
+#: How an active-learning round picks: by a proxy model retrained on the labelled pool, or at random.
+ACTIVE_STRATEGIES = ("least_confidence", "max_entropy", "kcenters", "random")
+
+
+@dataclass
+class CoresetSettings:
+    """``asp-tune coreset``: proxy -> selection -> target, against the target on all data."""
+
+    strategy: str = option("forgetting", "how the core-set is chosen (a static proxy)", "core-set",
+                           CORESET_STRATEGIES)
+    fraction: float = option(0.5, "fraction of the training samples kept, in (0, 1]", "core-set")
+    target_model: str = option("mlp", "network trained on the core-set (and on all data)", "core-set",
+                               lambda: tuple(MODELS))
+    baseline: bool = option(True, "also train the target on all data, for the comparison", "core-set")
+
+    def validate(self) -> "CoresetSettings":
+        if self.strategy not in CORESET_STRATEGIES:
+            raise ConfigError("strategy", self.strategy, CORESET_STRATEGIES)
+        if not (isinstance(self.fraction, (int, float)) and 0.0 < self.fraction <= 1.0):
+            raise ConfigError("fraction", self.fraction, "a number in (0, 1]")
+        if self.target_model not in MODELS:
+            raise ConfigError("target_model", self.target_model, sorted(MODELS))
+        return self
+
+
+@dataclass
+class ActiveLearningSettings:
+    """``asp-tune active-learn``: rounds of proxy-driven labelling, against random labelling."""
+
+    strategy: str = option("least_confidence", "how each round picks what to label", "active learning",
+                           ACTIVE_STRATEGIES)
+    rounds: int = option(4, "labelling rounds", "active learning")
+    budget: int = option(100, "samples labelled per round", "active learning")
+    initial: int | None = option(None, "size of the initial random labelled pool (none: --budget)",
+                                 "active learning")
+    target_model: str = option("mlp", "network trained on the final labelled pool", "active learning",
+                               lambda: tuple(MODELS))
+    baseline: bool = option(True, "also run random labelling from the same initial pool", "active learning")
+
+    def validate(self) -> "ActiveLearningSettings":
+        if self.strategy not in ACTIVE_STRATEGIES:
+            raise ConfigError("strategy", self.strategy, ACTIVE_STRATEGIES)
+        for name in ("rounds", "budget"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(name, value, "an integer >= 1")
+        if self.initial is not None and not (isinstance(self.initial, int) and self.initial >= 2):
+            raise ConfigError("initial", self.initial, "an integer >= 2, or none (= budget)")
+        if self.target_model not in MODELS:
+            raise ConfigError("target_model", self.target_model, sorted(MODELS))
+        return self
+
+    @property
+    def initial_size(self) -> int:
+        return self.initial if self.initial is not None else max(2, self.budget)
+
+    def check_pool(self, pool: int) -> None:
+        """A named error when the rounds would label more samples than the pool holds."""
+        needed = self.initial_size + self.rounds * self.budget
+        if needed > pool:
+            most = (pool - self.initial_size) // self.rounds
+            raise ConfigError("budget", self.budget,
+                              f"at most {max(most, 0)}: the initial pool ({self.initial_size}) plus {self.rounds} "
+                              f"rounds x budget must fit in the {pool} training samples")
+
+
+def load_data(config: TrainConfig) -> DataBundle:
+    return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
+                        test_subset=config.test_subset, seed=config.seed, download=config.download)
+
+
+# ----------------------------------------------------------------------------- core-sets
+
+
+def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle | None = None,
+                on_epoch: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``settings.target_model`` on the core-set and (``baseline``) on all data.
+
+    Returns ``{"summary", "epochs"}``: the summary holds each run's accuracy and the breakdown of
+    its end-to-end seconds (proxy model, selection, training, validation and test), ``epochs``
+    the per-epoch records of both runs (``run`` column)."""
+    from asp_tune.trainer import Trainer
+
+    settings.validate()
+    data = data if data is not None else load_data(config)
+    target = config.replace(model=settings.target_model)
+    runs: dict[str, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    plans = [("coreset", target.replace(metric=settings.strategy, ratio=settings.fraction,
+                                        ratio_schedule="constant"))]
+    if settings.baseline:
+        plans.append(("full", target.replace(metric="none", ratio=1.0, ratio_schedule="constant")))
+    for name, cfg in plans:
+        start = time.perf_counter()
+        trainer = Trainer(cfg, data=data)
+        setup = time.perf_counter() - start
+        summary = trainer.fit(None if on_epoch is None else (lambda rec, n=name: on_epoch(n, rec)))
+        proxy = trainer.proxy_summary()
+        # the proxy model's seconds as it took to train (also when read from the cache), once
+        proxy_seconds = proxy.get("proxy_seconds", 0.0)
+        selection = proxy.get("selection_seconds", 0.0)
+        summary.update(proxy)
+        summary["setup_seconds"] = setup - (proxy_seconds if proxy.get("proxy_computed") else 0.0) - selection
+        summary["end_to_end_seconds"] = proxy_seconds + selection + summary["wall_time_s"]
+        runs[name] = summary
+        records += [{"run": name, **rec} for rec in trainer.history]
+        if name == "coreset":
+            subset = subset_table(trainer)
+    core = runs["coreset"]
+    out = {"strategy": settings.strategy, "fraction": settings.fraction, "target_model": settings.target_model,
+           "proxy_model": core.get("proxy_model"), "data": data.describe(), "runs": runs,
+           "coreset_test_accuracy": core["final_test_accuracy"],
+           "coreset_end_to_end_seconds": core["end_to_end_seconds"]}
+    if "full" in runs:
+        full = runs["full"]
+        out.update({"full_test_accuracy": full["final_test_accuracy"],
+                    "full_end_to_end_seconds": full["end_to_end_seconds"],
+                    "accuracy_change": core["final_test_accuracy"] - full["final_test_accuracy"],
+                    "speedup": full["end_to_end_seconds"] / max(core["end_to_end_seconds"], 1e-9)})
+    return {"summary": out, "epochs": records, "subset": subset}
+
+
+def subset_table(trainer) -> dict[str, list]:
+    """The kept samples (training-split index, label) with the strategy's proxy score when it has one."""
+    chosen = trainer.selector.fixed.cpu()
+    table = {"index": chosen.tolist(), "label": trainer.data.train.labels[chosen].tolist()}
+    score = getattr(trainer.selector.static, "score", None)
+    if score is not None and trainer.proxy_scores is not None:
+        table[f"proxy_{score}"] = trainer.proxy_scores.score(score)[chosen].tolist()
+    return table
+
+
+# ----------------------------------------------------------------------------- active learning
+
+
+@dataclass
+class RoundResult:
+    """One labelling round of one strategy."""
+
+    strategy: str
+    round: int
+    labelled: int  # pool size this round's model trained on
+    picked: int
+    model_test_error: float  # of the model trained on the labelled pool this round
+    train_seconds: float  # training that model (the proxy)
+    scoring_seconds: float  # scoring the unlabelled pool
+    pick_seconds: float  # choosing from the scores (k-centers: the greedy loop)
+
+    @property
+    def selection_seconds(self) -> float:
+        return self.train_seconds + self.scoring_seconds + self.pick_seconds
+
+
+class ActiveLearner:
+    """Pool-based active learning on ``data``'s training split (its labels revealed when picked).
+
+    ``step()`` trains the proxy on the labelled pool, scores the unlabelled samples and labels the
+    next ``budget``: the ``budget`` least confident or highest-entropy samples, the greedy k-centers
+    from the labelled pool on penultimate features, or a uniform draw. ``labelled`` only grows.
+    """
+
+    def __init__(self, config: TrainConfig, settings: ActiveLearningSettings, data: DataBundle,
+                 strategy: str | None = None, seed: int | None = None):
+        self.config, self.settings, self.data = config, settings.validate(), data
+        self.strategy = strategy or settings.strategy
+        if self.strategy not in ACTIVE_STRATEGIES:
+            raise ConfigError("strategy", self.strategy, ACTIVE_STRATEGIES)
+        pool = len(data.train)
+        settings.check_pool(pool)
+        if self.strategy != "random":  # SVP: a proxy bigger than the target defeats the purpose
+            from asp_tune.models import build_model
+            from asp_tune.proxy_scores import check_proxy_smaller, proxy_train_config
+
+            c, h, w = data.image_shape
+            target = build_model(settings.target_model, c, data.num_classes, (h, w))
+            check_proxy_smaller(proxy_train_config(config).model, data, target, self.strategy)
+        self.generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
+        self.labelled = torch.randperm(pool, generator=self.generator)[: settings.initial_size]
+        self.rounds: list[RoundResult] = []
+
+    @property
+    def unlabelled(self) -> torch.Tensor:
+        mask = torch.ones(len(self.data.train), dtype=torch.bool)
+        mask[self.labelled] = False
+        return torch.nonzero(mask).squeeze(1)
+
+    def train_on_pool(self, config: TrainConfig):
+        """A trainer fitted on the labelled pool only (validation and test splits unchanged)."""
+        from asp_tune.trainer import Trainer
+
+        pool = dataclasses.replace(self.data, train=self.data.train.take(self.labelled))
+        trainer = Trainer(config, data=pool)
+        trainer.validate_each_epoch = False
+        while not trainer.done:
+            trainer.train_epoch()
+        return trainer
+
+    def step(self) -> RoundResult:
+        """One round: train the proxy on the labelled pool, then label ``budget`` more samples."""
+        from asp_tune.proxy_scores import proxy_train_config, score_samples
+
+        start = time.perf_counter()
+        trainer = self.train_on_pool(proxy_train_config(self.config))
+        trained = time.perf_counter() - start
+        error = 1.0 - trainer.evaluate("test")[0]
+        budget, candidates = self.settings.budget, self.unlabelled
+        start = time.perf_counter()
+        if self.strategy == "random":
+            scored = time.perf_counter()
+            picks = candidates[torch.randperm(candidates.numel(), generator=self.generator)[:budget]]
+        elif self.strategy == "kcenters":
+            features = score_samples(trainer, self.data.train)[3].to(trainer.device)
+            synchronize(trainer.device)
+            scored = time.perf_counter()
+            device_generator = torch.Generator(device=trainer.device).manual_seed(int(self.generator.initial_seed()))
+            picks = greedy_k_centers(features, budget, initial=self.labelled.to(trainer.device),
+                                     generator=device_generator).cpu()
+        else:
+            _, entropy, confidence, _ = score_samples(trainer, self.data.train.take(candidates))
+            scored = time.perf_counter()
+            values = entropy if self.strategy == "max_entropy" else 1.0 - confidence
+            picks = candidates[torch.topk(values, budget).indices]
+        picked = time.perf_counter()
+        result = RoundResult(self.strategy, len(self.rounds) + 1, int(self.labelled.numel()), budget, error,
+                             trained, scored - start, picked - scored)
+        self.labelled = torch.cat([self.labelled, picks.long()])
+        self.rounds.append(result)
+        return result
+
+    def final_target(self) -> dict[str, Any]:
+        """The target trained on the final labelled pool: its test error and seconds."""
+        start = time.perf_counter()
+        cfg = self.config.replace(model=self.settings.target_model, metric="none", ratio=1.0,
+                                  ratio_schedule="constant")
+        trainer = self.train_on_pool(cfg)
+        accuracy = trainer.evaluate("test")[0]
+        return {"strategy": self.strategy, "labelled": int(self.labelled.numel()), "target_test_error": 1.0 - accuracy,
+                "target_seconds": time.perf_counter() - start}
+
+
+def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, data: DataBundle | None = None,
+                        on_round: Callable[[RoundResult], None] | None = None) -> dict[str, Any]:
+    """Every round of ``settings.strategy`` and (``baseline``) of random labelling from the same
+    initial pool. Returns ``{"rounds": [...], "finals": [...], "summary": {...}}``."""
+    settings.validate()
+    config = config.replace(model=settings.target_model)  # the proxy defaults to the target network
+    data = data if data is not None else load_data(config)
+    settings.check_pool(len(data.train))
+    strategies = [settings.strategy] + (["random"] if settings.baseline and settings.strategy != "random" else [])
+    rounds, finals = [], []
+    for strategy in strategies:
+        learner = ActiveLearner(config, settings, data, strategy=strategy, seed=config.seed)
+        for _ in range(settings.rounds):
+            result = learner.step()
+            rounds.append({**dataclasses.asdict(result), "selection_seconds": result.selection_seconds})
+            if on_round is not None:
+                on_round(result)
+        finals.append(learner.final_target())
+    summary = {"strategy": settings.strategy, "rounds": settings.rounds, "budget": settings.budget,
+               "initial": settings.initial_size, "target_model": settings.target_model,
+               "proxy_model": config.proxy_model or config.model, "data": data.describe(),
+               "final": {f["strategy"]: f for f in finals}}
+    if len(finals) == 2:
+        summary["error_change_vs_random"] = finals[0]["target_test_error"] - finals[1]["target_test_error"]
+    return {"rounds": rounds, "finals": finals, "summary": summary}

@@ -1,0 +1,147 @@
+"""Sub-commands ``coreset`` and ``active-learn`` (selection via proxy; registered into ``asp-tune``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from asp_tune.cli import add_train_arguments, command, config_from_args, results_folder, subcommand
+from asp_tune.flags import add_arguments, values_from_args
+
+#: Training flags that are ASP's per-epoch selection, not used by a fixed subset or a labelled pool.
+ASP_ONLY_FIELDS = ("model", "metric", "ratio", "ratio_schedule", "mixture_order", "mixture_width", "selection_rule",
+                   "temperature", "top10_mass", "uniform_floor", "reweight", "infobatch_prune", "infobatch_anneal",
+                   "first_epoch_full", "unseen_first")
+
+
+def _add_common(p: argparse.ArgumentParser, settings_class: type) -> None:
+    add_arguments(p, settings_class)
+    add_train_arguments(p, skip=ASP_ONLY_FIELDS)
+    p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@subcommand("coreset", "SVP core-set: proxy model -> select a fraction -> train the target, against full data")
+def add_coreset_parser(p: argparse.ArgumentParser) -> None:
+    from asp_tune.svp import CoresetSettings
+
+    p.description = ("Selection via proxy: train a proxy model (--proxy-model, --proxy-epochs; trained once and "
+                     "cached), keep --fraction of the training data by --strategy, train --target-model on it; "
+                     "beside the target on all data. Writes summary.json (accuracy and end-to-end seconds of "
+                     "each, with their breakdown), epochs.csv, subset.csv and coreset.png.")
+    _add_common(p, CoresetSettings)
+
+
+@subcommand("active-learn", "SVP active learning: rounds of proxy-picked labels, against random labelling")
+def add_active_learn_parser(p: argparse.ArgumentParser) -> None:
+    from asp_tune.svp import ActiveLearningSettings
+
+    p.description = ("Pool-based active learning: from a random initial pool, each round retrains the proxy model "
+                     "on the labelled samples and labels --budget more by --strategy; a --target-model is trained "
+                     "on the final pool. Random labelling runs from the same initial pool beside it. Writes "
+                     "summary.json, rounds.csv and rounds.png.")
+    _add_common(p, ActiveLearningSettings)
+
+
+def _bar(total: int, desc: str, unit: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr)
+
+
+@command("coreset")
+def run_coreset_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from asp_tune.svp import CoresetSettings, run_coreset
+
+    settings = CoresetSettings(**values_from_args(args, CoresetSettings)).validate()
+    config = config_from_args(args).replace(model=settings.target_model)
+    runs = 2 if settings.baseline else 1
+    with results_folder(args) as out:
+        bar = _bar(runs * config.epochs, "coreset", "epoch", args.quiet)
+
+        def progress(run: str, rec: dict[str, Any]) -> None:
+            bar.update(1)
+            bar.set_postfix(run=run, val=f"{rec['val_accuracy']:.3f}")
+
+        result = run_coreset(config, settings, on_epoch=progress)
+        bar.close()
+        epochs = pd.DataFrame(result["epochs"])
+        out.write_table("epochs.csv", epochs)
+        out.write_table("subset.csv", pd.DataFrame(result["subset"]))
+        plot_coreset(epochs, out.file("coreset.png"), f"{settings.strategy} core-set ({settings.fraction:g} of the "
+                                                      f"data) vs full data: {settings.target_model}")
+        summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
+        target = out.commit(summary)
+    s = result["summary"]
+    line = (f"core-set ({s['strategy']}, {s['fraction']:g}) test {s['coreset_test_accuracy']:.4f} in "
+            f"{s['coreset_end_to_end_seconds']:.1f}s end to end")
+    if "full_test_accuracy" in s:
+        line += (f" | full data {s['full_test_accuracy']:.4f} in {s['full_end_to_end_seconds']:.1f}s | "
+                 f"{s['speedup']:.2f}x, {100 * s['accuracy_change']:+.1f} points")
+    print(f"{line}  -> {target}")
+    return 0
+
+
+@command("active-learn")
+def run_active_learn_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from asp_tune.svp import ActiveLearningSettings, run_active_learning
+
+    settings = ActiveLearningSettings(**values_from_args(args, ActiveLearningSettings)).validate()
+    config = config_from_args(args).replace(model=settings.target_model)
+    strategies = 2 if settings.baseline and settings.strategy != "random" else 1
+    with results_folder(args) as out:
+        bar = _bar(strategies * settings.rounds, "active-learn", "round", args.quiet)
+
+        def progress(result) -> None:
+            bar.update(1)
+            bar.set_postfix(strategy=result.strategy, labelled=result.labelled,
+                            error=f"{result.model_test_error:.3f}")
+
+        result = run_active_learning(config, settings, on_round=progress)
+        bar.close()
+        rounds = pd.DataFrame(result["rounds"])
+        out.write_table("rounds.csv", rounds)
+        out.write_table("final.csv", pd.DataFrame(result["finals"]))
+        plot_rounds(rounds, out.file("rounds.png"), f"active learning: {settings.strategy} vs random")
+        summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
+        target = out.commit(summary)
+    finals = "  ".join(f"{f['strategy']}: target error {f['target_test_error']:.4f} on {f['labelled']} labels"
+                       for f in result["finals"])
+    print(f"{finals}  -> {target}")
+    return 0
+
+
+def plot_coreset(epochs, path, title: str) -> None:
+    """Validation accuracy per epoch and cumulative training seconds of each run."""
+    from asp_tune.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for run, part in epochs.groupby("run", sort=False):
+        axes[0].plot(part["epoch"], part["val_accuracy"], marker="o", label=run)
+        axes[1].plot(part["epoch"], part["train_seconds_total"], marker="o", label=run)
+    axes[0].set(xlabel="epoch", ylabel="validation accuracy", title=title)
+    axes[1].set(xlabel="epoch", ylabel="training seconds (cumulative)")
+    axes[0].legend()
+    save_figure(fig, path)
+
+
+def plot_rounds(rounds, path, title: str) -> None:
+    """Test error and selection seconds per round, one line per strategy."""
+    from asp_tune.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for strategy, part in rounds.groupby("strategy", sort=False):
+        axes[0].plot(part["labelled"], part["model_test_error"], marker="o", label=strategy)
+        axes[1].plot(part["round"], part["selection_seconds"], marker="o", label=strategy)
+    axes[0].set(xlabel="labelled samples", ylabel="test error of the round's model", title=title)
+    axes[1].set(xlabel="round", ylabel="selection seconds (train + score + pick)")
+    axes[0].legend()
+    save_figure(fig, path)
