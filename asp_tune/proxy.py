@@ -222,7 +222,7 @@ class ProxySelector:
 
     def _plan_static(self, epoch: int) -> EpochPlan:
         """The fixed subset, reshuffled; for ``fewer_epochs`` the next ``r N`` samples of a stream of
-        shuffled full passes."""
+        shuffled full passes (every sample once per pass, never twice in one epoch)."""
         n = self.num_samples
         ratio = self.ratio_schedule.ratio
         if self.fixed is not None:
@@ -231,9 +231,12 @@ class ProxySelector:
         count = RatioSchedule(ratio, self.epochs, "constant", first_epoch_full=False).count_at(epoch, n)
         parts, needed = [], count
         while needed:
-            if self.stream_position >= self.stream.numel():
-                self.stream = torch.randperm(n, generator=self.generator, device=self.device)
-                self.stream_position = 0
+            if self.stream_position >= self.stream.numel():  # a new pass; this epoch's samples go last in it,
+                fresh = torch.randperm(n, generator=self.generator, device=self.device)  # so no epoch repeats one
+                if parts:
+                    late = torch.isin(fresh, torch.cat(parts))
+                    fresh = torch.cat([fresh[~late], fresh[late]])
+                self.stream, self.stream_position = fresh, 0
             take = min(needed, n - self.stream_position)
             parts.append(self.stream[self.stream_position:self.stream_position + take])
             self.stream_position += take

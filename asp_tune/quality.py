@@ -10,6 +10,9 @@ proxy, accuracy with full data):
   order of the best configurations;
 - ``top1_regret``: the full-data accuracy lost by taking the proxy's best configuration;
 - ``relative_cost``: proxy cost over target cost (seconds, or data passes).
+Known cases: a perfect proxy gives 1 everywhere and regret 0; a reversed one gives -1 for the
+rank measures, r^2 = 1 (r^2 does not see the sign: read it beside tau) and the largest regret; a
+constant proxy ranks nothing, so every measure is NaN (never an arbitrary number).
 Across strategies, :func:`cost_adjusted_r2` is each strategy's r^2 minus a cubic fit of r^2 over
 relative cost: what a proxy explains beyond what its cost buys.
 """
@@ -62,9 +65,10 @@ def good_spearman(proxy: Sequence[float], target: Sequence[float], min_accuracy:
 
 
 def top1_regret(proxy: Sequence[float], target: Sequence[float]) -> float:
-    """Best target accuracy minus the target accuracy of the proxy's best configuration (>= 0)."""
+    """Best target accuracy minus the target accuracy of the proxy's best configuration (>= 0);
+    NaN when the proxy scores are all equal (it picks nothing)."""
     x, y = _pairs(proxy, target)
-    if x.size == 0:
+    if x.size == 0 or np.ptp(x) == 0:
         return math.nan
     return float(y.max() - y[int(np.argmax(x))])
 

@@ -127,7 +127,7 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         proxy = trainer.proxy_summary()
         # the proxy model's seconds as it took to train (also when read from the cache), once
         proxy_seconds = proxy.get("proxy_seconds", 0.0)
-        selection = proxy.get("selection_seconds", 0.0)
+        selection = proxy.get("subset_selection_seconds", 0.0)
         summary.update(proxy)
         summary["setup_seconds"] = setup - (proxy_seconds if proxy.get("proxy_computed") else 0.0) - selection
         summary["end_to_end_seconds"] = proxy_seconds + selection + summary["wall_time_s"]

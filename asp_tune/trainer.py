@@ -341,7 +341,7 @@ class Trainer:
         once per search), if any."""
         out = {} if self.proxy_scores is None else self.proxy_scores.describe()
         if self.selector.static is not None:
-            out["selection_seconds"] = self.selector.selection_seconds
+            out["subset_selection_seconds"] = self.selector.selection_seconds
         return out
 
     # ------------------------------------------------------------------ state

@@ -56,11 +56,14 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     arch, found, candidates = searcher.select(trainer, settings, space, on_score)
     select_seconds = time.perf_counter() - select_start
     cfg = settings.train
+    proxy = trainer.proxy_summary()  # a static proxy's scoring model and subset choice: part of the cost
+    proxy_seconds = proxy.get("proxy_seconds", 0.0) + proxy.get("subset_selection_seconds", 0.0)
     summary: dict[str, Any] = {"space": space.name, "searcher": settings.searcher, "arch": space.format(arch),
                                **space.summarise(arch), **found}
     summary.update({
-        "search_time_s": train_seconds + select_seconds,
+        "search_time_s": train_seconds + select_seconds + proxy_seconds,
         "supernet_train_s": train_seconds,
+        "static_proxy_s": proxy_seconds,
         "selection_s": select_seconds,
         "selection_share": select_seconds / max(train_seconds + select_seconds, 1e-9),
         "data_passes": trainer.samples_seen / trainer.selector.num_samples,
@@ -71,6 +74,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         "supernet_parameters": count_parameters(trainer.model),
         "candidates_scored": len(candidates),
         "resumed_from_epoch": run.resumed_from_epoch,
+        **proxy,
     })
     if table is not None:
         summary.update(ground_truth_summary(space, table, summary["arch"], candidates, cfg.dataset))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Caches (decoded data, static proxies' scoring models) stay out of the user's home, also in the Ray
+# workers a test session starts (they inherit the environment of the process that starts Ray).
+os.environ["ASP_TUNE_CACHE"] = tempfile.mkdtemp(prefix="asp-tune-test-cache-")
 
 
 def shared_data_dir() -> Path:

@@ -49,3 +49,19 @@ def test_one_record_holds_every_measure():
     assert set(q) >= {"kendall_tau", "pearson", "spearman", "n", "r2", "good_spearman", "top1_regret",
                       "relative_cost"}
     assert q["relative_cost"] == pytest.approx(0.1) and q["n"] == 4
+
+
+def test_known_vectors_perfect_reversed_and_constant():
+    target = [0.6, 0.7, 0.8, 0.9]
+    perfect = proxy_quality([0.1, 0.2, 0.3, 0.4], target)
+    for key in ("kendall_tau", "pearson", "spearman", "r2", "good_spearman"):
+        assert perfect[key] == pytest.approx(1.0), key
+    assert perfect["top1_regret"] == 0.0
+    reversed_ = proxy_quality([0.4, 0.3, 0.2, 0.1], target)
+    for key in ("kendall_tau", "pearson", "spearman", "good_spearman"):
+        assert reversed_[key] == pytest.approx(-1.0), key
+    assert reversed_["r2"] == pytest.approx(1.0)  # r^2 is blind to the sign (documented)
+    assert reversed_["top1_regret"] == pytest.approx(0.3)  # it picks the worst configuration
+    constant = proxy_quality([0.5, 0.5, 0.5, 0.5], target)
+    for key in ("kendall_tau", "pearson", "spearman", "r2", "good_spearman", "top1_regret"):
+        assert math.isnan(constant[key]), key

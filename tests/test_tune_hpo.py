@@ -245,13 +245,23 @@ def test_correlate_cli_table(ray_session, tmp_path):
     space = tmp_path / "g.yaml"
     space.write_text(yaml.safe_dump(grid))
     out = tmp_path / "corr"
-    code = main(["correlate", "--space", str(space), "--ratios", "0.5", "--metrics", "loss,random",
-                 "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+    code = main(["correlate", "--space", str(space), "--ratios", "0.5", "--metrics", "loss,random,easiest,hardest",
+                 "--proxy-epochs", "3", "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
     assert code == 0
     scores = pd.read_csv(out / "scores.csv")
-    assert len(scores) == 3 * 3 and set(scores["metric"]) == {"none", "loss", "random"}
-    corr = pd.read_csv(out / "correlation.csv")
-    assert set(zip(corr["ratio"], corr["metric"])) == {(0.5, "loss"), (0.5, "random")}
+    assert len(scores) == 3 * 5 and set(scores["metric"]) == {"none", "loss", "random", "easiest", "hardest"}
+    # six trials (3 configs x easiest, hardest) share one proxy model: trained by exactly one of them
+    static = scores[scores["metric"].isin(["easiest", "hardest"])]
+    assert static["proxy_key"].nunique() == 1 and static["proxy_computed"].sum() == 1
+    assert (scores.loc[~scores.index.isin(static.index), "proxy_seconds"] == 0).all()
+    corr = pd.read_csv(out / "correlation.csv").set_index("metric")
+    assert set(corr.index) == {"loss", "random", "easiest", "hardest"} and (corr["ratio"] == 0.5).all()
+    assert corr.loc["easiest", "kind"] == "static" and corr.loc["loss", "kind"] == "ASP"
+    # each static cell's cost holds the shared proxy model's seconds once
+    proxy_seconds = static["proxy_seconds"].iloc[0]
+    assert corr.loc["easiest", "proxy_model_seconds"] == pytest.approx(proxy_seconds)
+    assert corr.loc["loss", "proxy_model_seconds"] == 0
+    corr = corr.reset_index()
     assert (corr["n"] == 3).all()
     assert {"r2", "good_spearman", "top1_regret", "relative_cost", "cost_adjusted_r2"} <= set(corr.columns)
     assert ((corr["top1_regret"] >= 0) & (corr["relative_cost"] > 0)).all()

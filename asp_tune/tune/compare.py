@@ -223,6 +223,7 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
                      "seconds": last["seconds"] if last else math.nan,
                      "proxy_seconds": last["proxy_seconds"] if last else 0.0,
                      "proxy_key": last["proxy_key"] if last else "",
+                     "proxy_computed": bool(last and last["proxy_computed"]),
                      "status": "ERROR" if result.error else "TERMINATED"})
     scores = pd.DataFrame(rows).sort_values(["ratio", "metric", "config"]).reset_index(drop=True)
     full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]

@@ -1,0 +1,313 @@
+"""Static proxies and SVP (asp_tune/static_proxies.py, proxy_scores.py, svp.py): each strategy on a
+constructed case, the cached proxy model, active learning's pool, pictures and bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from asp_tune import proxy_scores as scores_module
+from asp_tune.config import TrainConfig
+from asp_tune.errors import ConfigError
+from asp_tune.proxy import ProxySelector
+from asp_tune.proxy_scores import ProxyScores, proxy_scores
+from asp_tune.registry import STATIC_PROXIES
+from asp_tune.selection import SelectionRule
+from asp_tune.static_proxies import ForgettingEvents, greedy_k_centers
+from asp_tune.svp import ActiveLearner, ActiveLearningSettings, CoresetSettings, load_data
+from asp_tune.trainer import Trainer
+from tests.test_cli import run_cli
+
+N, CLASSES = 200, 10
+
+
+def fake_scores(n: int = N, seed: int = 0) -> ProxyScores:
+    g = torch.Generator().manual_seed(seed)
+    return ProxyScores(loss=torch.rand(n, generator=g), entropy=torch.rand(n, generator=g),
+                       least_confidence=torch.rand(n, generator=g), forgetting=torch.randint(0, 5, (n,), generator=g).float(),
+                       features=torch.randn(n, 8, generator=g).half(), seconds=1.5, model="mlp", epochs=1,
+                       val_accuracy=0.5, key="k")
+
+
+def selector(metric: str, ratio: float = 0.3, scores: ProxyScores | None = None, class_balance: bool = False,
+             epochs: int = 4) -> ProxySelector:
+    labels = torch.arange(N) % CLASSES
+    return ProxySelector(N, epochs, ratio=ratio, metric=metric, seed=3, labels=labels,
+                         rule=SelectionRule("calibrated", class_balance=class_balance), proxy_scores=scores)
+
+
+@pytest.mark.parametrize("metric", sorted(STATIC_PROXIES))
+def test_every_strategy_gives_the_requested_number_of_distinct_indices(metric):
+    sel = selector(metric, 0.3, fake_scores())
+    plans = [sel.plan(e) for e in range(4)]
+    for plan in plans:
+        assert plan.count == 60 and plan.indices.unique().numel() == 60
+        assert plan.metric == metric
+    if metric != "fewer_epochs":  # fixed for the run: the same samples every epoch
+        assert all(set(p.indices.tolist()) == set(plans[0].indices.tolist()) for p in plans)
+    assert not sel.tracks_importance  # no memory updates: the subset never changes
+
+
+def test_easiest_and_hardest_are_the_lowest_and_highest_proxy_losses():
+    scores = fake_scores()
+    order = torch.argsort(scores.loss)
+    assert set(selector("easiest", 0.1, scores).fixed.tolist()) == set(order[:20].tolist())
+    assert set(selector("hardest", 0.1, scores).fixed.tolist()) == set(order[-20:].tolist())
+    balanced = selector("hardest", 0.1, scores, class_balance=True).fixed
+    labels = torch.arange(N) % CLASSES
+    assert torch.bincount(labels[balanced], minlength=CLASSES).tolist() == [2] * CLASSES
+    for k in range(CLASSES):  # within each class, its two highest losses
+        mine = torch.nonzero(labels == k).squeeze(1)
+        top = mine[torch.argsort(scores.loss[mine], descending=True)[:2]]
+        assert set(top.tolist()) <= set(balanced.tolist())
+
+
+@pytest.mark.parametrize("metric,score", [("max_entropy", "entropy"), ("least_confidence", "least_confidence"),
+                                          ("forgetting", "forgetting")])
+def test_svp_uncertainty_strategies_keep_the_top_scores(metric, score):
+    scores = fake_scores()
+    values = scores.score(score)
+    chosen = selector(metric, 0.25, scores).fixed
+    assert values[chosen].min() >= torch.topk(values, 50).values.min()
+
+
+def test_half_classes_keeps_exactly_half_of_the_classes():
+    sel = selector("half_classes", 0.5)
+    labels = torch.arange(N) % CLASSES
+    kept = labels[sel.fixed].unique()
+    assert kept.numel() == CLASSES // 2
+    assert sel.fixed.numel() == 100  # ratio 0.5 of balanced classes: every sample of the kept half
+    assert set(sel.fixed.tolist()) == set(torch.nonzero(torch.isin(labels, kept)).squeeze(1).tolist())
+    small = selector("half_classes", 0.2).fixed
+    assert labels[small].unique().numel() <= CLASSES // 2 and small.numel() == 40
+
+
+def test_fewer_epochs_streams_whole_passes():
+    sel = selector("fewer_epochs", 0.25, epochs=8)
+    plans = [sel.plan(e).indices for e in range(8)]
+    for first in (0, 4):  # every 1/r = 4 epochs are exactly one pass over all the data
+        assert sorted(torch.cat(plans[first:first + 4]).tolist()) == list(range(N))
+
+
+def test_k_centers_picks_one_point_per_cluster_first():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0], [50.0, 50.0], [25.0, 100.0]])
+    points = torch.cat([c + torch.randn(30, 2, generator=g) for c in centres])
+    cluster = torch.arange(5).repeat_interleave(30)
+    picks = greedy_k_centers(points, 12, generator=torch.Generator().manual_seed(1))
+    assert picks.unique().numel() == 12
+    assert sorted(cluster[picks[:5]].tolist()) == [0, 1, 2, 3, 4]
+    # from a labelled pool inside cluster 0, the next four picks cover the other four clusters
+    pool = torch.arange(5)
+    after = greedy_k_centers(points, 4, initial=pool)
+    assert sorted(cluster[after].tolist()) == [1, 2, 3, 4] and not set(after.tolist()) & set(pool.tolist())
+    with pytest.raises(ConfigError, match="count"):
+        greedy_k_centers(points, 150, initial=pool)
+
+
+def test_forgetting_events_on_a_scripted_prediction_history():
+    events = ForgettingEvents(4)
+    history = [  # correct? per step for samples 0..3 (all trained each step)
+        [1, 0, 1, 0],
+        [0, 1, 1, 0],  # sample 0 forgets
+        [1, 0, 1, 0],  # sample 1 forgets
+        [0, 1, 1, 0],  # sample 0 forgets again
+        [1, 1, 0, 0],  # sample 2 forgets
+    ]
+    for step in history:
+        events.update(torch.arange(4), torch.tensor(step, dtype=torch.bool))
+    assert events.events.tolist() == [2, 1, 1, 0]
+    assert events.scores().tolist() == [2.0, 1.0, 1.0, 3.0]  # sample 3 was never learned: max + 1
+    partial = ForgettingEvents(3)  # only the trained samples change
+    partial.update(torch.tensor([0, 2]), torch.tensor([True, True]))
+    partial.update(torch.tensor([0]), torch.tensor([False]))
+    assert partial.events.tolist() == [1, 0, 0]
+
+
+def test_the_static_subset_survives_a_checkpoint():
+    a = selector("kcenters", 0.3, fake_scores())
+    a.plan(0)
+    b = selector("kcenters", 0.3, fake_scores(seed=9))  # a different cache would give another subset
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.fixed, b.fixed)
+    assert torch.equal(a.plan(1).indices, b.plan(1).indices)
+
+
+def test_proxy_scores_are_computed_once_and_shared_by_every_trial(monkeypatch):
+    calls = []
+    real = scores_module.compute_proxy_scores
+
+    def counted(config, data):
+        calls.append(config)
+        time.sleep(0.3)  # long enough for the other trials to queue on the lock
+        return real(config, data)
+
+    monkeypatch.setattr(scores_module, "compute_proxy_scores", counted)
+    base = TrainConfig(metric="forgetting", ratio=0.3, epochs=4, subset=300)
+    trials = [base.replace(lr=lr, weight_decay=wd) for lr, wd in ((0.1, 5e-4), (0.05, 0.0), (0.2, 1e-3))]
+    data = load_data(base)
+    results: list[ProxyScores] = []
+    threads = [threading.Thread(target=lambda c=c: results.append(proxy_scores(c, data))) for c in trials]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1  # one proxy for the whole search, whatever each trial's learning rate
+    assert sum(r.computed_here for r in results) == 1 and len({r.key for r in results}) == 1
+    assert all(torch.equal(r.loss, results[0].loss) for r in results)
+    assert calls[0].lr == TrainConfig.lr and calls[0].epochs == 1  # default optimisation, a quarter of the epochs
+    # a trial reports the proxy it shared; a hit leaves the global random state as a miss does
+    torch.manual_seed(5)
+    trainer = Trainer(trials[0], data=data)
+    summary = trainer.fit()
+    assert summary["proxy_computed"] is False and summary["proxy_seconds"] == pytest.approx(results[0].seconds)
+    assert len(calls) == 1
+    other = TrainConfig(metric="forgetting", ratio=0.3, epochs=4, subset=300, proxy_epochs=2)
+    proxy_scores(other, data)
+    assert len(calls) == 2  # another proxy model is another cache entry
+
+
+def test_a_proxy_bigger_than_the_target_is_refused_where_svp_forbids_it():
+    cfg = TrainConfig(dataset="digits", model="mlp", metric="kcenters", ratio=0.5, proxy_model="resnet20", epochs=1)
+    with pytest.raises(ConfigError, match="proxy_model.*no bigger than the target"):
+        Trainer(cfg)
+    Trainer(cfg.replace(metric="hardest"))  # proxy datasets: any scoring model is allowed
+
+
+def test_active_learning_grows_the_pool_by_the_budget_and_never_relabels():
+    cfg = TrainConfig(epochs=2, subset=400)
+    data = load_data(cfg)
+    for strategy in ("least_confidence", "kcenters", "max_entropy", "random"):
+        learner = ActiveLearner(cfg, ActiveLearningSettings(strategy=strategy, rounds=3, budget=25, initial=30), data)
+        sizes = [learner.labelled.numel()]
+        for _ in range(3):
+            result = learner.step()
+            sizes.append(learner.labelled.numel())
+            assert result.picked == 25 and result.selection_seconds >= 0
+        assert sizes == [30, 55, 80, 105]
+        assert learner.labelled.unique().numel() == 105  # no sample labelled twice
+        assert [r.labelled for r in learner.rounds] == [30, 55, 80]
+
+
+def test_bad_settings_give_named_errors():
+    with pytest.raises(ConfigError, match="fraction"):
+        CoresetSettings(fraction=0.0).validate()
+    with pytest.raises(ConfigError, match="fraction"):
+        CoresetSettings(fraction=1.5).validate()
+    with pytest.raises(ConfigError, match="strategy='fewer_epochs'"):
+        CoresetSettings(strategy="fewer_epochs").validate()
+    with pytest.raises(ConfigError, match="budget=500: allowed at most"):
+        ActiveLearningSettings(budget=500, rounds=3).check_pool(1000)
+
+
+@pytest.mark.parametrize("command,args,message", [
+    ("coreset", ["--fraction", "0"], "invalid fraction=0.0: allowed a number in (0, 1]"),
+    ("coreset", ["--fraction", "1.5"], "invalid fraction=1.5"),
+    ("coreset", ["--strategy", "kcenters", "--proxy-model", "resnet20", "--target-model", "mlp"],
+     "invalid proxy_model='resnet20'"),
+    ("active-learn", ["--budget", "5000"], "invalid budget=5000: allowed at most"),
+    ("active-learn", ["--strategy", "kcenters", "--proxy-model", "resnet20"], "invalid proxy_model='resnet20'"),
+])
+def test_bad_command_input_exits_2_and_writes_nothing(tmp_path, capsys, command, args, message):
+    out = tmp_path / "run"
+    assert run_cli(command, "--epochs", 1, "--out", out, "--quiet", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["coreset", "active-learn"])
+def test_an_unknown_strategy_is_named(tmp_path, capsys, command):
+    assert run_cli(command, "--strategy", "hardness", "--out", tmp_path / "run") == 2
+    assert "invalid strategy='hardness': allowed one of" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_coreset_end_to_end_against_full_data(tmp_path):
+    out = tmp_path / "cs"
+    assert run_cli("coreset", "--strategy", "forgetting", "--fraction", 0.5, "--epochs", 4, "--out", out,
+                   "--quiet") == 0
+    s = json.loads((out / "summary.json").read_text())
+    core, full = s["runs"]["coreset"], s["runs"]["full"]
+    assert core["data_fraction"] == pytest.approx(0.5, abs=0.01) and full["data_fraction"] == 1.0
+    # the proxy model's and the selection's seconds are part of the core-set's cost
+    assert core["end_to_end_seconds"] == pytest.approx(core["proxy_seconds"] + core["subset_selection_seconds"]
+                                                       + core["wall_time_s"])
+    assert s["speedup"] == pytest.approx(full["end_to_end_seconds"] / core["end_to_end_seconds"])
+    subset = pd.read_csv(out / "subset.csv")
+    assert len(subset) == round(0.5 * int(s["data"].split(":")[1].split()[0])) and subset["index"].is_unique
+    assert set(pd.read_csv(out / "epochs.csv")["run"]) == {"coreset", "full"}
+    assert (out / "coreset.png").stat().st_size > 5_000
+
+
+def test_active_learn_command_writes_rounds_beside_random(tmp_path):
+    out = tmp_path / "al"
+    assert run_cli("active-learn", "--strategy", "least_confidence", "--rounds", 2, "--budget", 40, "--epochs", 2,
+                   "--out", out, "--quiet") == 0
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds["strategy"]) == ["least_confidence"] * 2 + ["random"] * 2
+    assert list(rounds["labelled"]) == [40, 80, 40, 80]
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["final"]) == {"least_confidence", "random"}
+    assert all(f["labelled"] == 120 for f in s["final"].values())
+    assert (out / "rounds.png").is_file()
+
+
+def test_pictures_of_a_tiny_run(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--epochs", 3, "--ratio", 0.3, "--metric", "loss", "--out", run, "--quiet",
+                   "--inspect") == 0
+    pictures = ("importance_trajectories.png", "examples.png", "examples_per_class.png", "selection_frequency.png")
+    for name in pictures:
+        assert (run / name).stat().st_size > 5_000, name
+    samples = pd.read_csv(run / "samples.csv")
+    epochs = pd.read_csv(run / "epochs.csv")
+    assert samples["times_selected"].sum() == epochs["selected"].sum()
+    trajectories = pd.read_csv(run / "trajectories.csv")
+    assert sorted(trajectories["epoch"].unique()) == [1, 2, 3] and trajectories["sample"].nunique() == 32
+    assert run_cli("inspect", run) == 0  # the same pictures from the results folder alone
+    assert sorted(p.name for p in (tmp_path / "run-inspect").glob("*.png")) == sorted(pictures)
+
+
+def test_proxy_vs_target_picture_of_a_correlate_folder(tmp_path):
+    folder = tmp_path / "corr"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    full = rng.uniform(0.5, 0.9, 8)
+    rows = [{"config": i, "ratio": 1.0, "metric": "none", "val_accuracy": a} for i, a in enumerate(full)]
+    rows += [{"config": i, "ratio": 0.3, "metric": m, "val_accuracy": a - 0.1 + rng.normal(0, 0.02)}
+             for m in ("loss", "fixed_random") for i, a in enumerate(full)]
+    pd.DataFrame(rows).to_csv(folder / "scores.csv", index=False)
+    (folder / "summary.json").write_text("{}")
+    assert run_cli("inspect", folder, "--out", tmp_path / "pics") == 0
+    assert (tmp_path / "pics" / "proxy_vs_target.png").stat().st_size > 5_000
+
+
+def test_inspect_refuses_a_folder_that_is_no_run(tmp_path, capsys):
+    assert run_cli("inspect", tmp_path) == 2
+    assert "invalid run_dir" in capsys.readouterr().err
+
+
+def test_static_proxies_are_accepted_where_asp_metrics_are(tmp_path):
+    from asp_tune.tune.space import parse_space
+
+    space = parse_space({"name": "s", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2, "subset": 300,
+                                               "proxy_model": "mlp", "proxy_epochs": 2},
+                         "params": {"lr": {"type": "grid", "values": [0.05, 0.1]}}})
+    cfg = space.train_config({"lr": 0.05}, metric="least_confidence", ratio=0.3, seed=0, device="cpu")
+    assert (cfg.metric, cfg.proxy_model, cfg.proxy_epochs) == ("least_confidence", "mlp", 2)
+    assert Trainer(cfg).fit()["proxy_epochs"] == 2
+    out = tmp_path / "nas"
+    assert run_cli("nas", "--epochs", 2, "--channels", 4, "--cells", 1, "--subset", 300, "--test-subset", 40,
+                   "--candidates", 4, "--generations", 1, "--mutations", 2, "--crossovers", 2, "--quiet",
+                   "--ratio", 0.5, "--metric", "hardest", "--proxy-model", "mlp", "--out", out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["metric"] == "hardest" and s["data_passes"] == pytest.approx(1.0)  # 2 epochs at 0.5
+    assert s["static_proxy_s"] == pytest.approx(s["proxy_seconds"] + s["subset_selection_seconds"])
+    assert s["search_time_s"] >= s["supernet_train_s"] + s["static_proxy_s"]
