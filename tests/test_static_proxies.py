@@ -307,6 +307,8 @@ def test_static_proxies_are_accepted_where_asp_metrics_are(tmp_path):
     assert run_cli("nas", "--epochs", 2, "--channels", 4, "--cells", 1, "--subset", 300, "--test-subset", 40,
                    "--candidates", 4, "--generations", 1, "--mutations", 2, "--crossovers", 2, "--quiet",
                    "--ratio", 0.5, "--metric", "hardest", "--proxy-model", "mlp", "--out", out) == 0
+    assert run_cli("nas", "--epochs", 1, "--subset", 300, "--quiet", "--metric", "kcenters", "--ratio", 0.5,
+                   "--out", tmp_path / "nas2") == 2  # which network scores samples must be said in NAS
     s = json.loads((out / "summary.json").read_text())
     assert s["metric"] == "hardest" and s["data_passes"] == pytest.approx(1.0)  # 2 epochs at 0.5
     assert s["static_proxy_s"] == pytest.approx(s["proxy_seconds"] + s["subset_selection_seconds"])
