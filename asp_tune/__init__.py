@@ -29,7 +29,7 @@ _EXPORTS = {
     "Trainer": "asp_tune.trainer", "TrainingDiverged": "asp_tune.trainer",
     "STATIC_PROXIES": "asp_tune.registry", "StaticProxy": "asp_tune.static_proxies",
     "ForgettingEvents": "asp_tune.static_proxies", "greedy_k_centers": "asp_tune.static_proxies",
-    "ProxyScores": "asp_tune.proxy_scores", "proxy_scores": "asp_tune.proxy_scores",
+    "ProxyScores": "asp_tune.proxy_scores",
     "CoresetSettings": "asp_tune.svp", "ActiveLearningSettings": "asp_tune.svp", "ActiveLearner": "asp_tune.svp",
     "run_coreset": "asp_tune.svp", "run_active_learning": "asp_tune.svp",
     "proxy_quality": "asp_tune.quality",
