@@ -74,6 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = train_config(args)
     with results_folder(args) as out:
+        announce_proxy_model(config)
         trainer = Trainer(config)
         print(f"[asp-tune] {trainer.data.describe()} | model {config.model} on {trainer.device} | "
               f"ratio {config.ratio} ({config.ratio_schedule}), metric {config.metric}", file=sys.stderr)
@@ -116,6 +117,19 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 MODEL_FILE = "model.pt"
+
+
+def announce_proxy_model(config: TrainConfig, command: str = "asp-tune") -> None:
+    """Say that a static proxy's scoring model is trained (or read from the cache) before training."""
+    from asp_tune.registry import STATIC_PROXIES
+
+    if config.metric in STATIC_PROXIES and STATIC_PROXIES[config.metric].needs_proxy_model:
+        from asp_tune.proxy_scores import cache_dir, proxy_train_config
+
+        proxy = proxy_train_config(config)
+        print(f"[{command}] '{config.metric}' scores samples with {proxy.model} trained for {proxy.epochs} epochs "
+              f"on all data (once; cached in {cache_dir()})", file=sys.stderr)
+
 SAMPLES_FILE, TRAJECTORIES_FILE = "samples.csv", "trajectories.csv"
 
 
@@ -166,10 +180,17 @@ def add_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="start from the config of a results folder or summary.json "
                                                   "(train: its config; hpo/compare: the best configuration, on "
                                                   "full data); flags given override it")
-    p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(p)
     p.add_argument("--inspect", action="store_true", help="also write the pictures of asp-tune inspect")
+
+
+def add_output_flags(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    """``--out`` and ``--overwrite`` (see :func:`results_folder`), and ``--quiet`` for the progress bars."""
+    p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out when the run succeeds (only an asp_tune results folder)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 @subcommand("inspect", "pictures of a train or correlate results folder (PNG)")

@@ -49,6 +49,21 @@ def plot_training_run(epochs: pd.DataFrame, path: str | Path, title: str = "") -
     return save_figure(fig, path)
 
 
+def plot_groups(frame: pd.DataFrame, by: str, panels: list[tuple[str, str, str]], path: str | Path,
+                title: str = "") -> Path:
+    """One panel per ``(x column, y column, y label)``, one line per value of column ``by``."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (x, y, label) in zip(axes[0], panels):
+        for name, part in frame.groupby(by, sort=False):
+            ax.plot(part[x], part[y], marker="o", label=str(name))
+        ax.set(xlabel=x, ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_title(title)
+    axes[0][0].legend()
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Lay out, write as PNG and close ``fig``."""
     fig.tight_layout()

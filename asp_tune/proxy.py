@@ -14,6 +14,7 @@ from asp_tune.memory import ProxyMemory
 from asp_tune.registry import STATIC_PROXIES
 from asp_tune.schedules import MetricSchedule, RatioSchedule
 from asp_tune.selection import SelectionRule, select_subset
+from asp_tune.static_proxies import StaticSubset
 
 #: ``metric_used`` reported for an epoch that trains on every sample without ranking them.
 ALL_SAMPLES = "all"
@@ -135,29 +136,19 @@ class ProxySelector:
         self.times_selected = torch.zeros(num_samples, dtype=torch.int32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
-        self.static = STATIC_PROXIES[metric] if metric in STATIC_PROXIES else None
-        self.fixed: torch.Tensor | None = None  # a static proxy's subset
-        self.stream = torch.empty(0, dtype=torch.long, device=self.device)  # fewer_epochs: the current pass
-        self.stream_position = 0
-        self.selection_seconds = 0.0  # choosing a static proxy's subset (k-centers: the bulk of SVP's cost)
-        if self.static is not None:
+        self.static: StaticSubset | None = None  # a static proxy's samples, chosen once
+        self.selection_seconds = 0.0  # choosing them (k-centers: the bulk of an SVP core-set's cost)
+        if metric in STATIC_PROXIES:
+            strategy = STATIC_PROXIES[metric]
+            if self.labels is None and (self.rule.class_balance or strategy.name == "half_classes"):
+                raise ConfigError("metric", metric, "a static proxy given the labels of the samples")
             start = time.perf_counter()
-            self.fixed = self._choose_static(ratio, seed, proxy_scores)
+            count = RatioSchedule(ratio, epochs, "constant", first_epoch_full=False).count_at(0, num_samples)
+            labels = self.labels if self.labels is not None else torch.zeros(num_samples, dtype=torch.long)
+            self.static = StaticSubset(strategy, count, num_samples, labels, proxy_scores, seed,
+                                       self.rule.class_balance, self.device)
             synchronize(self.device)
             self.selection_seconds = time.perf_counter() - start
-
-    def _choose_static(self, ratio: float, seed: int, proxy_scores) -> torch.Tensor | None:
-        if self.static.needs_proxy_model and proxy_scores is None:
-            raise ConfigError("metric", self.static.name, "a static proxy given the scores of its proxy model")
-        if self.labels is None and (self.rule.class_balance or self.static.name == "half_classes"):
-            raise ConfigError("metric", self.static.name, "a static proxy given the labels of the samples")
-        count = RatioSchedule(ratio, self.epochs, "constant", first_epoch_full=False).count_at(0, self.num_samples)
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(int(seed) + 104_729)  # its own stream: the subset does not shift later draws
-        labels = self.labels if self.labels is not None else torch.zeros(self.num_samples, dtype=torch.long,
-                                                                           device=self.device)
-        chosen = self.static.choose(count, labels, proxy_scores, generator, self.rule.class_balance)
-        return None if chosen is None else chosen.to(self.device)
 
     @property
     def metric(self) -> str:
@@ -221,27 +212,8 @@ class ProxySelector:
         return torch.cat([unseen, seen[sub.indices]]), weights, sub.top10_mass
 
     def _plan_static(self, epoch: int) -> EpochPlan:
-        """The fixed subset, reshuffled; for ``fewer_epochs`` the next ``r N`` samples of a stream of
-        shuffled full passes (every sample once per pass, never twice in one epoch)."""
-        n = self.num_samples
-        ratio = self.ratio_schedule.ratio
-        if self.fixed is not None:
-            order = torch.randperm(self.fixed.numel(), generator=self.generator, device=self.device)
-            return EpochPlan(epoch, self.fixed[order], self.static.name, ratio, math.nan)
-        count = RatioSchedule(ratio, self.epochs, "constant", first_epoch_full=False).count_at(epoch, n)
-        parts, needed = [], count
-        while needed:
-            if self.stream_position >= self.stream.numel():  # a new pass; this epoch's samples go last in it,
-                fresh = torch.randperm(n, generator=self.generator, device=self.device)  # so no epoch repeats one
-                if parts:
-                    late = torch.isin(fresh, torch.cat(parts))
-                    fresh = torch.cat([fresh[~late], fresh[late]])
-                self.stream, self.stream_position = fresh, 0
-            take = min(needed, n - self.stream_position)
-            parts.append(self.stream[self.stream_position:self.stream_position + take])
-            self.stream_position += take
-            needed -= take
-        return EpochPlan(epoch, torch.cat(parts), self.static.name, ratio, math.nan)
+        indices = self.static.epoch(self.generator)
+        return EpochPlan(epoch, indices, self.static.strategy.name, self.ratio_schedule.ratio, math.nan)
 
     def _plan_infobatch(self, epoch: int) -> EpochPlan:
         n = self.num_samples
@@ -264,9 +236,7 @@ class ProxySelector:
             "generator": self.generator.get_state(),
             "seen": self.seen.cpu().clone(),
             "times_selected": self.times_selected.cpu().clone(),
-            "fixed": None if self.fixed is None else self.fixed.cpu().clone(),
-            "stream": self.stream.cpu().clone(),
-            "stream_position": self.stream_position,
+            "static": None if self.static is None else self.static.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -277,8 +247,5 @@ class ProxySelector:
         if "times_selected" in state:
             self.times_selected.copy_(state["times_selected"])
         restore_generator(self.generator, state["generator"])
-        if state.get("fixed") is not None:  # the subset the run started with, whatever the cache holds now
-            self.fixed = state["fixed"].to(self.device)
-        if "stream" in state:
-            self.stream = state["stream"].to(self.device)
-            self.stream_position = int(state["stream_position"])
+        if self.static is not None and state.get("static") is not None:
+            self.static.load_state_dict(state["static"])

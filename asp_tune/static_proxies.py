@@ -135,6 +135,53 @@ def greedy_k_centers(features: torch.Tensor, count: int, initial: torch.Tensor |
     return chosen
 
 
+class StaticSubset:
+    """A static proxy's samples over a run: its fixed subset reshuffled every epoch, or for
+    ``fewer_epochs`` the next ``count`` samples of a stream of shuffled full passes (every sample
+    once per pass, never twice in one epoch). All state round-trips through ``state_dict``."""
+
+    def __init__(self, strategy: StaticProxy, count: int, num_samples: int, labels: torch.Tensor,
+                 scores: "ProxyScores | None", seed: int, class_balance: bool, device: torch.device):
+        if strategy.needs_proxy_model and scores is None:
+            raise ConfigError("metric", strategy.name, "a static proxy given the scores of its proxy model")
+        self.strategy, self.count, self.num_samples = strategy, count, num_samples
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed) + 104_729)  # its own stream: choosing does not shift later draws
+        chosen = strategy.choose(count, labels.to(device), scores, generator, class_balance)
+        self.fixed = None if chosen is None else chosen.to(device)
+        self.stream = torch.empty(0, dtype=torch.long, device=device)  # fewer_epochs: the current pass
+        self.position = 0
+
+    def epoch(self, generator: torch.Generator) -> torch.Tensor:
+        """This epoch's samples, in training order."""
+        device = generator.device
+        if self.fixed is not None:
+            return self.fixed[torch.randperm(self.fixed.numel(), generator=generator, device=device)]
+        n, parts, needed = self.num_samples, [], self.count
+        while needed:
+            if self.position >= self.stream.numel():  # a new pass; this epoch's samples go last in it
+                fresh = torch.randperm(n, generator=generator, device=device)
+                if parts:
+                    late = torch.isin(fresh, torch.cat(parts))
+                    fresh = torch.cat([fresh[~late], fresh[late]])
+                self.stream, self.position = fresh, 0
+            take = min(needed, n - self.position)
+            parts.append(self.stream[self.position:self.position + take])
+            self.position += take
+            needed -= take
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict:
+        return {"fixed": None if self.fixed is None else self.fixed.cpu().clone(), "stream": self.stream.cpu().clone(),
+                "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.stream.device
+        if state.get("fixed") is not None:  # the subset the run started with, whatever a cache holds now
+            self.fixed = state["fixed"].to(device)
+        self.stream, self.position = state["stream"].to(device), int(state["position"])
+
+
 class ForgettingEvents:
     """Forgetting events per sample (Toneva et al. 2019), counted from training logits.
 

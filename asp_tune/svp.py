@@ -129,7 +129,7 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         proxy_seconds = proxy.get("proxy_seconds", 0.0)
         selection = proxy.get("subset_selection_seconds", 0.0)
         summary.update(proxy)
-        summary["setup_seconds"] = setup - (proxy_seconds if proxy.get("proxy_computed") else 0.0) - selection
+        summary["setup_seconds"] = max(0.0, setup - (proxy_seconds if proxy.get("proxy_computed") else 0.0) - selection)
         summary["end_to_end_seconds"] = proxy_seconds + selection + summary["wall_time_s"]
         runs[name] = summary
         records += [{"run": name, **rec} for rec in trainer.history]
@@ -151,9 +151,10 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
 
 def subset_table(trainer) -> dict[str, list]:
     """The kept samples (training-split index, label) with the strategy's proxy score when it has one."""
-    chosen = trainer.selector.fixed.cpu()
+    static = trainer.selector.static
+    chosen = static.fixed.cpu()
     table = {"index": chosen.tolist(), "label": trainer.data.train.labels[chosen].tolist()}
-    score = getattr(trainer.selector.static, "score", None)
+    score = getattr(static.strategy, "score", None)
     if score is not None and trainer.proxy_scores is not None:
         table[f"proxy_{score}"] = trainer.proxy_scores.score(score)[chosen].tolist()
     return table
@@ -241,9 +242,7 @@ class ActiveLearner:
             features = score_samples(trainer, self.data.train)[3].to(trainer.device)
             synchronize(trainer.device)
             scored = time.perf_counter()
-            device_generator = torch.Generator(device=trainer.device).manual_seed(int(self.generator.initial_seed()))
-            picks = greedy_k_centers(features, budget, initial=self.labelled.to(trainer.device),
-                                     generator=device_generator).cpu()
+            picks = greedy_k_centers(features, budget, initial=self.labelled.to(trainer.device)).cpu()
         else:
             _, entropy, confidence, _ = score_samples(trainer, self.data.train.take(candidates))
             scored = time.perf_counter()

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from asp_tune.cli import add_train_arguments, command, config_from_args, results_folder, subcommand
+from asp_tune.cli import (add_output_flags, add_train_arguments, announce_proxy_model, command, config_from_args,
+                          results_folder, subcommand)
 from asp_tune.flags import add_arguments, values_from_args
 
 #: Training flags that are ASP's per-epoch selection, not used by a fixed subset or a labelled pool.
@@ -18,9 +19,7 @@ ASP_ONLY_FIELDS = ("model", "metric", "ratio", "ratio_schedule", "mixture_order"
 def _add_common(p: argparse.ArgumentParser, settings_class: type) -> None:
     add_arguments(p, settings_class)
     add_train_arguments(p, skip=ASP_ONLY_FIELDS)
-    p.add_argument("--out", required=True, help="results folder (must be new or empty, see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_flags(p)
 
 
 @subcommand("coreset", "SVP core-set: proxy model -> select a fraction -> train the target, against full data")
@@ -61,6 +60,7 @@ def run_coreset_command(args: argparse.Namespace) -> int:
     config = config_from_args(args).replace(model=settings.target_model)
     runs = 2 if settings.baseline else 1
     with results_folder(args) as out:
+        announce_proxy_model(config.replace(metric=settings.strategy, ratio=settings.fraction), "asp-tune coreset")
         bar = _bar(runs * config.epochs, "coreset", "epoch", args.quiet)
 
         def progress(run: str, rec: dict[str, Any]) -> None:
@@ -119,29 +119,16 @@ def run_active_learn_command(args: argparse.Namespace) -> int:
 
 def plot_coreset(epochs, path, title: str) -> None:
     """Validation accuracy per epoch and cumulative training seconds of each run."""
-    from asp_tune.plots import pyplot, save_figure
+    from asp_tune.plots import plot_groups
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for run, part in epochs.groupby("run", sort=False):
-        axes[0].plot(part["epoch"], part["val_accuracy"], marker="o", label=run)
-        axes[1].plot(part["epoch"], part["train_seconds_total"], marker="o", label=run)
-    axes[0].set(xlabel="epoch", ylabel="validation accuracy", title=title)
-    axes[1].set(xlabel="epoch", ylabel="training seconds (cumulative)")
-    axes[0].legend()
-    save_figure(fig, path)
+    plot_groups(epochs, "run", [("epoch", "val_accuracy", "validation accuracy"),
+                                ("epoch", "train_seconds_total", "training seconds (cumulative)")], path, title)
 
 
 def plot_rounds(rounds, path, title: str) -> None:
     """Test error and selection seconds per round, one line per strategy."""
-    from asp_tune.plots import pyplot, save_figure
+    from asp_tune.plots import plot_groups
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for strategy, part in rounds.groupby("strategy", sort=False):
-        axes[0].plot(part["labelled"], part["model_test_error"], marker="o", label=strategy)
-        axes[1].plot(part["round"], part["selection_seconds"], marker="o", label=strategy)
-    axes[0].set(xlabel="labelled samples", ylabel="test error of the round's model", title=title)
-    axes[1].set(xlabel="round", ylabel="selection seconds (train + score + pick)")
-    axes[0].legend()
-    save_figure(fig, path)
+    plot_groups(rounds, "strategy", [("labelled", "model_test_error", "test error of the round's model"),
+                                     ("round", "selection_seconds", "selection seconds (train + score + pick)")],
+                path, title)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from asp_tune.cli import add_train_arguments, command, config_from_args, results_folder, subcommand
+from asp_tune.cli import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
 from asp_tune.flags import add_arguments, optional, values_from_args
 from asp_tune.errors import ConfigError
 
@@ -24,14 +24,12 @@ def _seeds(text: str) -> list[int]:
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out when the run succeeds")
+    add_output_flags(p)
     p.add_argument("--checkpoint-dir", default=None,
                    help="where per-epoch checkpoints live (default: .OUT.checkpoints beside --out); "
                         "an interrupted run started again with the same flags resumes from them")
     p.add_argument("--restart", action="store_true",
                    help="delete this run's earlier checkpoints (only files asp_tune wrote) and start over")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 @subcommand("nas", "architecture search (SPOS or DARTS) with ASP proxy data")

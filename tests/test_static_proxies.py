@@ -57,9 +57,9 @@ def test_every_strategy_gives_the_requested_number_of_distinct_indices(metric):
 def test_easiest_and_hardest_are_the_lowest_and_highest_proxy_losses():
     scores = fake_scores()
     order = torch.argsort(scores.loss)
-    assert set(selector("easiest", 0.1, scores).fixed.tolist()) == set(order[:20].tolist())
-    assert set(selector("hardest", 0.1, scores).fixed.tolist()) == set(order[-20:].tolist())
-    balanced = selector("hardest", 0.1, scores, class_balance=True).fixed
+    assert set(selector("easiest", 0.1, scores).static.fixed.tolist()) == set(order[:20].tolist())
+    assert set(selector("hardest", 0.1, scores).static.fixed.tolist()) == set(order[-20:].tolist())
+    balanced = selector("hardest", 0.1, scores, class_balance=True).static.fixed
     labels = torch.arange(N) % CLASSES
     assert torch.bincount(labels[balanced], minlength=CLASSES).tolist() == [2] * CLASSES
     for k in range(CLASSES):  # within each class, its two highest losses
@@ -73,18 +73,18 @@ def test_easiest_and_hardest_are_the_lowest_and_highest_proxy_losses():
 def test_svp_uncertainty_strategies_keep_the_top_scores(metric, score):
     scores = fake_scores()
     values = scores.score(score)
-    chosen = selector(metric, 0.25, scores).fixed
+    chosen = selector(metric, 0.25, scores).static.fixed
     assert values[chosen].min() >= torch.topk(values, 50).values.min()
 
 
 def test_half_classes_keeps_exactly_half_of_the_classes():
     sel = selector("half_classes", 0.5)
     labels = torch.arange(N) % CLASSES
-    kept = labels[sel.fixed].unique()
+    kept = labels[sel.static.fixed].unique()
     assert kept.numel() == CLASSES // 2
-    assert sel.fixed.numel() == 100  # ratio 0.5 of balanced classes: every sample of the kept half
-    assert set(sel.fixed.tolist()) == set(torch.nonzero(torch.isin(labels, kept)).squeeze(1).tolist())
-    small = selector("half_classes", 0.2).fixed
+    assert sel.static.fixed.numel() == 100  # ratio 0.5 of balanced classes: every sample of the kept half
+    assert set(sel.static.fixed.tolist()) == set(torch.nonzero(torch.isin(labels, kept)).squeeze(1).tolist())
+    small = selector("half_classes", 0.2).static.fixed
     assert labels[small].unique().numel() <= CLASSES // 2 and small.numel() == 40
 
 
@@ -135,7 +135,7 @@ def test_the_static_subset_survives_a_checkpoint():
     a.plan(0)
     b = selector("kcenters", 0.3, fake_scores(seed=9))  # a different cache would give another subset
     b.load_state_dict(a.state_dict())
-    assert torch.equal(a.fixed, b.fixed)
+    assert torch.equal(a.static.fixed, b.static.fixed)
     assert torch.equal(a.plan(1).indices, b.plan(1).indices)
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asp_tune.cli import add_train_arguments, command, given_fields, results_folder, subcommand
+from asp_tune.cli import add_output_flags, add_train_arguments, command, given_fields, results_folder, subcommand
 from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
 from asp_tune.flags import add_arguments, float_list, values_from_args
@@ -62,15 +62,9 @@ def _add_search_flags(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -
     _add_ray_flags(p)
 
 
-def _add_output_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="results folder (new or empty; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace --out when the run succeeds (only an asp_tune results folder)")
-
-
 def _add_ray_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = RAY_FIELDS) -> None:
     add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=only)
-    _add_output_flags(p)
+    add_output_flags(p, quiet=False)
 
 
 def hpo_settings_from_args(args: argparse.Namespace, ratio: float):
