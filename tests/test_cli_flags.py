@@ -85,7 +85,7 @@ def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(
         if f.name not in ("space", "selection"):
             expected = CLI_DEFAULTS.get(f.name, getattr(api, f.name))
             assert getattr(settings, f.name) == expected, f.name
-    assert settings.ratio == 0.3 and settings.ratio_schedule == "dynamic"
+    assert settings.ratio == 0.3 and settings.ratio_schedule == "constant"
 
 
 def test_nas_flags_come_from_the_settings_dataclasses():
