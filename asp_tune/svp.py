@@ -178,6 +178,10 @@ class RoundResult:
 
     @property
     def selection_seconds(self) -> float:
+        """What choosing cost: the proxy's training, scoring and picking; only the draw for ``random``
+        (its model is trained only to report the round's error)."""
+        if self.strategy == "random":
+            return self.pick_seconds
         return self.train_seconds + self.scoring_seconds + self.pick_seconds
 
 

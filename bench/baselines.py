@@ -126,9 +126,8 @@ def active_task(spec: dict[str, Any]) -> dict[str, Any]:
     settings = ActiveLearningSettings(strategy=spec["strategy"], rounds=spec["rounds"], budget=spec["budget"],
                                       initial=spec["initial"], target_model=config.model, baseline=False)
     learner = ActiveLearner(config, settings, load_data(config), seed=config.seed)
-    rounds = [dataclasses.asdict(learner.step()) | {"seed": config.seed} for _ in range(settings.rounds)]
-    for r in rounds:
-        r["selection_seconds"] = r["train_seconds"] + r["scoring_seconds"] + r["pick_seconds"]
+    results = [learner.step() for _ in range(settings.rounds)]
+    rounds = [dataclasses.asdict(r) | {"seed": config.seed, "selection_seconds": r.selection_seconds} for r in results]
     return {"rounds": rounds, "final": learner.final_target() | {"seed": config.seed}}
 
 
@@ -261,7 +260,8 @@ def active_markdown(rounds: list[dict[str, Any]], finals: list[dict[str, Any]], 
             cells.append(f"{mean_std([r['model_test_error'] for r in part])} ({part[0]['labelled']})")
         fin = [f for f in finals if f["strategy"] == strategy]
         delta = [100 * (f["target_test_error"] - random_final[f["seed"]]) for f in fin] if strategy != "random" else []
-        sel = np.mean([r["selection_seconds"] for r in rounds if r["strategy"] == strategy])
+        sel = np.mean([r["pick_seconds"] if strategy == "random" else r["train_seconds"] + r["scoring_seconds"]
+                       + r["pick_seconds"] for r in rounds if r["strategy"] == strategy])  # as RoundResult says
         lines.append(f"| {strategy} | " + " | ".join(cells) + f" | {mean_std([f['target_test_error'] for f in fin])} | "
                      f"{mean_std(delta) if delta else ''} | {sel:.2f} |")
     return lines + [""]
@@ -316,8 +316,11 @@ def main() -> int:
     data = {"dataset": "cifar10", "data_dir": args.data_dir, "test_subset": 1000 if quick else None,
             "device": args.device, "batch_size": 128}
     epochs = 8 if quick else 30
-    results: dict[str, Any] = {"machine": machine(), "setup": {"quick": quick, "seeds": seeds}}
-    md = [f"# ASP against static and SVP baselines ({'quick' if quick else 'full'} mode)", ""]
+    import json
+
+    earlier = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
+    # the parts not run this time are kept from the earlier file
+    results: dict[str, Any] = {**earlier, "machine": machine(), "setup": {"quick": quick, "seeds": seeds}}
     start = time.perf_counter()
     if "ranking" in parts:
         base = {**data, "subset": 2500 if quick else 20000, "val_fraction": 0.2 if quick else 0.1, "model": "resnet8",
@@ -325,13 +328,12 @@ def main() -> int:
         configs = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
         tasks = []
         reused: list[dict[str, Any]] = []
-        if args.reuse:
-            import json
-
-            earlier = json.loads(Path(args.reuse).read_text())["ranking"]
-            if earlier["setup"]["grid"] != {k: list(v) for k, v in GRID.items()} or earlier["setup"]["epochs"] != epochs:
+        if "ranking" in earlier:
+            earlier_ranking = earlier["ranking"]
+            if earlier_ranking["setup"]["grid"] != {k: list(v) for k, v in GRID.items()} or \
+                    earlier_ranking["setup"]["epochs"] != epochs:
                 p.error(f"{args.reuse} holds runs of another setup")
-            reused = [r for r in earlier["runs"] if r["seed"] in seeds]
+            reused = [r for r in earlier_ranking["runs"] if r["seed"] in seeds]
         have = {(r["strategy"], r["ratio"], r["config"], r["seed"]) for r in reused}
         for seed, (c, cfg) in itertools.product(seeds, enumerate(configs)):
             if ("full data", 1.0, c, seed) not in have:
@@ -349,7 +351,6 @@ def main() -> int:
                  "grid": {k: list(v) for k, v in GRID.items()}, "ratios": ratios, "strategies": STRATEGIES}
         table = ranking_table(rows, seeds, len(configs))
         results["ranking"] = {"setup": setup, "table": table, "runs": rows}
-        md += ranking_markdown(table, setup)
         print("\n".join(ranking_markdown(table, setup)))
     if "coreset" in parts:
         base = {**data, "subset": 5000 if quick else None, "model": "resnet8", "epochs": epochs,
@@ -362,7 +363,6 @@ def main() -> int:
                  "proxy_epochs": base["proxy_epochs"], "fraction": 0.5, "seeds": seeds}
         rows.sort(key=lambda r: ["full data", "forgetting", "fixed_random"].index(r["strategy"]))
         results["coreset"] = {"setup": setup, "runs": rows}
-        md += coreset_markdown(rows, setup)
         print("\n".join(coreset_markdown(rows, setup)))
     if "active" in parts:
         base = {**data, "subset": 5000 if quick else None, "model": "resnet8", "epochs": epochs,
@@ -376,19 +376,32 @@ def main() -> int:
         setup = {"model": "ResNet-8", "data": f"CIFAR-10 subset of {base['subset'] or 'all'}", "epochs": epochs,
                  "proxy_epochs": base["proxy_epochs"], "seeds": seeds, **sizes}
         results["active"] = {"setup": setup, "rounds": rounds, "finals": finals}
-        md += active_markdown(rounds, finals, setup)
         print("\n".join(active_markdown(rounds, finals, setup)))
     if "kcenters" in parts:
         sizes = [1000, 2000, 5000, 10000, 20000] if quick else [5000, 10000, 20000, 45000]
-        rows = kcenters_cost(sizes, args.device)
+        import multiprocessing
+
+        # in a fresh process: after the pools above the parent timed it up to 15x slower than alone
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = pool.submit(kcenters_cost, sizes, args.device).result()
         results["kcenters"] = rows
-        md += kcenters_markdown(rows, args.device)
+        results["kcenters_device"] = args.device
         print("\n".join(kcenters_markdown(rows, args.device)))
     results["setup"]["wall_seconds"] = time.perf_counter() - start
+    md = [f"# ASP against static and SVP baselines ({'quick' if quick else 'full'} mode)", ""]
+    if "ranking" in results:
+        md += ranking_markdown(results["ranking"]["table"], results["ranking"]["setup"])
+    if "coreset" in results:
+        md += coreset_markdown(results["coreset"]["runs"], results["coreset"]["setup"])
+    if "active" in results:
+        md += active_markdown(results["active"]["rounds"], results["active"]["finals"], results["active"]["setup"])
+    if "kcenters" in results:
+        md += kcenters_markdown(results["kcenters"], results.get("kcenters_device", args.device))
     name = args.name or ("baselines_quick" if quick else "baselines")
     path = write_results(name, results, args.out_dir)
-    path.with_suffix(".md").write_text("\n".join(md) + f"\nWall time: {results['setup']['wall_seconds']:.0f} s "
-                                                        f"on {results['machine']}.\n")
+    kept = f" (parts and cells kept from {args.reuse} are not in it)" if args.reuse else ""
+    path.with_suffix(".md").write_text("\n".join(md) + f"\nWall time of this invocation: "
+                                       f"{results['setup']['wall_seconds']:.0f} s{kept}, on {results['machine']}.\n")
     print(f"-> {path}")
     return 0
 
