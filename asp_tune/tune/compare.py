@@ -166,14 +166,15 @@ def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
                 arrays=arrays)
 
 
-def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "dynamic",
+def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "constant",
                   max_concurrent: int = 2, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
                   seed: int = 0, device: str = "auto", address: str | None = None,
                   storage_path: str | None = None, max_configs: int | None = None, verbose: int = 1,
                   selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every grid configuration on full data and at every (ratio, metric), in parallel on Ray.
 
-    ``ratio_schedule`` defaults to the paper's (dynamic, as in its Table 5); ``selection`` holds
+    ``ratio_schedule``: constant by default (``dynamic`` is the paper's, as in its Table 5, and ranked
+    worse in bench/baselines.py); ``selection`` holds
     selection settings (rule, floor, ...) applied to every proxy cell."""
     from ray import tune
 
