@@ -30,7 +30,8 @@ _EXPORTS = {
     "STATIC_PROXIES": "asp_tune.registry", "StaticProxy": "asp_tune.static_proxies",
     "ForgettingEvents": "asp_tune.static_proxies", "greedy_k_centers": "asp_tune.static_proxies",
     "ProxyScores": "asp_tune.proxy_scores",
-    "CoresetSettings": "asp_tune.svp", "ActiveLearningSettings": "asp_tune.svp", "ActiveLearner": "asp_tune.svp",
+    "CoresetSettings": "asp_tune.svp_settings", "ActiveLearningSettings": "asp_tune.svp_settings",
+    "ActiveLearner": "asp_tune.svp",
     "run_coreset": "asp_tune.svp", "run_active_learning": "asp_tune.svp",
     "proxy_quality": "asp_tune.quality",
 }

@@ -199,7 +199,7 @@ def add_inspect_parser(p: argparse.ArgumentParser) -> None:
                      "images by the final model's loss (overall and per class), how often each sample was "
                      "selected. A correlate run: proxy against full-data accuracy with the regression line.")
     p.add_argument("run_dir", help="results folder of asp-tune train or correlate")
-    p.add_argument("--out", default=None, help="where the pictures go (default: RUN_DIR-inspect beside it)")
+    p.add_argument("--out", default=None, help="where the pictures go [default: RUN_DIR-inspect beside it]")
     p.add_argument("--overwrite", action="store_true", help="replace --out when done")
 
 

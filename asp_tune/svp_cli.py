@@ -24,7 +24,7 @@ def _add_common(p: argparse.ArgumentParser, settings_class: type) -> None:
 
 @subcommand("coreset", "SVP core-set: proxy model -> select a fraction -> train the target, against full data")
 def add_coreset_parser(p: argparse.ArgumentParser) -> None:
-    from asp_tune.svp import CoresetSettings
+    from asp_tune.svp_settings import CoresetSettings
 
     p.description = ("Selection via proxy: train a proxy model (--proxy-model, --proxy-epochs; trained once and "
                      "cached), keep --fraction of the training data by --strategy, train --target-model on it; "
@@ -35,7 +35,7 @@ def add_coreset_parser(p: argparse.ArgumentParser) -> None:
 
 @subcommand("active-learn", "SVP active learning: rounds of proxy-picked labels, against random labelling")
 def add_active_learn_parser(p: argparse.ArgumentParser) -> None:
-    from asp_tune.svp import ActiveLearningSettings
+    from asp_tune.svp_settings import ActiveLearningSettings
 
     p.description = ("Pool-based active learning: from a random initial pool, each round retrains the proxy model "
                      "on the labelled samples and labels --budget more by --strategy; a --target-model is trained "
@@ -54,7 +54,8 @@ def _bar(total: int, desc: str, unit: str, quiet: bool):
 def run_coreset_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from asp_tune.svp import CoresetSettings, run_coreset
+    from asp_tune.svp import run_coreset
+    from asp_tune.svp_settings import CoresetSettings
 
     settings = CoresetSettings(**values_from_args(args, CoresetSettings)).validate()
     config = config_from_args(args).replace(model=settings.target_model)
@@ -90,7 +91,8 @@ def run_coreset_command(args: argparse.Namespace) -> int:
 def run_active_learn_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from asp_tune.svp import ActiveLearningSettings, run_active_learning
+    from asp_tune.svp import run_active_learning
+    from asp_tune.svp_settings import ActiveLearningSettings
 
     settings = ActiveLearningSettings(**values_from_args(args, ActiveLearningSettings)).validate()
     config = config_from_args(args).replace(model=settings.target_model)

@@ -99,7 +99,8 @@ def ranking_task(spec: dict[str, Any]) -> dict[str, Any]:
 def coreset_task(spec: dict[str, Any]) -> dict[str, Any]:
     _threads()
     from asp_tune import TrainConfig
-    from asp_tune.svp import CoresetSettings, run_coreset
+    from asp_tune.svp import run_coreset
+    from asp_tune.svp_settings import CoresetSettings
 
     config = TrainConfig.from_dict(spec["config"])
     settings = CoresetSettings(strategy=spec["strategy"], fraction=spec["fraction"], target_model=config.model,
@@ -120,7 +121,8 @@ def active_task(spec: dict[str, Any]) -> dict[str, Any]:
     import dataclasses
 
     from asp_tune import TrainConfig
-    from asp_tune.svp import ActiveLearner, ActiveLearningSettings, load_data
+    from asp_tune.svp import ActiveLearner, load_data
+    from asp_tune.svp_settings import ActiveLearningSettings
 
     config = TrainConfig.from_dict(spec["config"])
     settings = ActiveLearningSettings(strategy=spec["strategy"], rounds=spec["rounds"], budget=spec["budget"],

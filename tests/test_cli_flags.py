@@ -115,7 +115,8 @@ def test_help_choices_come_from_the_registries(command, registry_choices, capsys
     assert registry_choices in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["", "train", "hpo", "compare", "correlate", "demo", "nas", "nas-retrain"])
+@pytest.mark.parametrize("command", ["", "train", "hpo", "compare", "correlate", "demo", "nas", "nas-retrain",
+                                     "coreset", "active-learn", "inspect"])
 def test_help_imports_neither_torch_nor_ray(command):
     """--help answers at once: no heavy import while the parsers are built (measured: 0.1-0.7 s)."""
     import subprocess

@@ -20,7 +20,8 @@ from asp_tune.proxy_scores import ProxyScores, proxy_scores
 from asp_tune.registry import STATIC_PROXIES
 from asp_tune.selection import SelectionRule
 from asp_tune.static_proxies import ForgettingEvents, greedy_k_centers
-from asp_tune.svp import ActiveLearner, ActiveLearningSettings, CoresetSettings, load_data
+from asp_tune.svp import ActiveLearner, load_data
+from asp_tune.svp_settings import ActiveLearningSettings, CoresetSettings
 from asp_tune.trainer import Trainer
 from tests.test_cli import run_cli
 

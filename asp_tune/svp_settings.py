@@ -1,0 +1,76 @@
+"""Settings of the SVP commands (``coreset``, ``active-learn``): torch-free, so their help is instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asp_tune.errors import ConfigError
+from asp_tune.flags import option
+from asp_tune.registry import MODELS, STATIC_PROXIES
+
+#: Static proxies that keep a subset (``fewer_epochs`` keeps all data).
+CORESET_STRATEGIES = tuple(name for name in STATIC_PROXIES if name != "fewer_epochs")
+#: How an active-learning round picks: by a proxy model retrained on the labelled pool, or at random.
+ACTIVE_STRATEGIES = ("least_confidence", "max_entropy", "kcenters", "random")
+
+
+@dataclass
+class CoresetSettings:
+    """``asp-tune coreset``: proxy -> selection -> target, against the target on all data."""
+
+    strategy: str = option("forgetting", "how the core-set is chosen (a static proxy)", "core-set",
+                           CORESET_STRATEGIES)
+    fraction: float = option(0.5, "fraction of the training samples kept, in (0, 1]", "core-set")
+    target_model: str = option("mlp", "network trained on the core-set (and on all data)", "core-set",
+                               lambda: tuple(MODELS))
+    baseline: bool = option(True, "also train the target on all data, for the comparison", "core-set")
+
+    def validate(self) -> "CoresetSettings":
+        if self.strategy not in CORESET_STRATEGIES:
+            raise ConfigError("strategy", self.strategy, CORESET_STRATEGIES)
+        if not (isinstance(self.fraction, (int, float)) and 0.0 < self.fraction <= 1.0):
+            raise ConfigError("fraction", self.fraction, "a number in (0, 1]")
+        if self.target_model not in MODELS:
+            raise ConfigError("target_model", self.target_model, sorted(MODELS))
+        return self
+
+
+@dataclass
+class ActiveLearningSettings:
+    """``asp-tune active-learn``: rounds of proxy-driven labelling, against random labelling."""
+
+    strategy: str = option("least_confidence", "how each round picks what to label", "active learning",
+                           ACTIVE_STRATEGIES)
+    rounds: int = option(4, "labelling rounds", "active learning")
+    budget: int = option(100, "samples labelled per round", "active learning")
+    initial: int | None = option(None, "size of the initial random labelled pool (none: --budget)",
+                                 "active learning")
+    target_model: str = option("mlp", "network trained on the final labelled pool", "active learning",
+                               lambda: tuple(MODELS))
+    baseline: bool = option(True, "also run random labelling from the same initial pool", "active learning")
+
+    def validate(self) -> "ActiveLearningSettings":
+        if self.strategy not in ACTIVE_STRATEGIES:
+            raise ConfigError("strategy", self.strategy, ACTIVE_STRATEGIES)
+        for name in ("rounds", "budget"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(name, value, "an integer >= 1")
+        if self.initial is not None and not (isinstance(self.initial, int) and self.initial >= 2):
+            raise ConfigError("initial", self.initial, "an integer >= 2, or none (= budget)")
+        if self.target_model not in MODELS:
+            raise ConfigError("target_model", self.target_model, sorted(MODELS))
+        return self
+
+    @property
+    def initial_size(self) -> int:
+        return self.initial if self.initial is not None else max(2, self.budget)
+
+    def check_pool(self, pool: int) -> None:
+        """A named error when the rounds would label more samples than the pool holds."""
+        needed = self.initial_size + self.rounds * self.budget
+        if needed > pool:
+            most = (pool - self.initial_size) // self.rounds
+            raise ConfigError("budget", self.budget,
+                              f"at most {max(most, 0)}: the initial pool ({self.initial_size}) plus {self.rounds} "
+                              f"rounds x budget must fit in the {pool} training samples")
