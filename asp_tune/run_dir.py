@@ -94,17 +94,22 @@ def remove_listed(folder: Path, marker: dict[str, Any]) -> None:
         if path is not None:
             path.unlink(missing_ok=True)
     for name in (MARKER + ".tmp", MARKER):  # the marker, and its twin if a write was cut off
-        (folder / name).unlink(missing_ok=True)
+        path = folder / name
+        if path.is_symlink() or path.is_file():  # never a folder someone gave that name
+            path.unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:
         pass  # something that is not ours is still there: leave it
 
 
-def process_alive(pid: int, host: str | None = None) -> bool:
-    """Whether ``pid`` runs on this host (a lock from another host counts as alive)."""
+def process_alive(pid: Any, host: str | None = None) -> bool:
+    """Whether ``pid`` runs on this host. A lock or marker from another host, or one whose pid is not
+    a positive integer, counts as alive: nothing is deleted on its word."""
     if host is not None and host != socket.gethostname():
         return True
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return True  # os.kill(0 or -1, 0) would ask about whole process groups
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -190,7 +195,7 @@ def clean_dead_staging(target: Path) -> list[Path]:
         marker = None if folder.is_symlink() else read_marker(folder)
         if marker is None or marker.get("kind") != "staging":
             continue  # not provably ours
-        if not process_alive(int(marker.get("pid", -1)), marker.get("host")):
+        if not process_alive(marker.get("pid"), marker.get("host")):
             remove_listed(folder, marker)  # its files, its marker, the folder if nothing else is there
             removed.append(folder)
     return removed

@@ -141,13 +141,26 @@ def test_staging_folders_of_dead_runs_are_cleaned_at_the_next_run(tmp_path):
     assert not debris.exists() and foreign.exists()
 
 
+@pytest.mark.parametrize("pid", [-1, 0, "123", None, True])
+def test_a_staging_marker_without_a_real_pid_is_never_taken_for_a_dead_run(tmp_path, pid):
+    debris = dead_run_staging(tmp_path / ".run.partial-odd")
+    marker = json.loads((debris / MARKER).read_text())
+    (debris / MARKER).write_text(json.dumps({**marker, "pid": pid}))
+    (debris / (MARKER + ".tmp")).mkdir()  # a folder with the marker twin's name is never deleted either
+    with RunDirectory(tmp_path / "run") as rd:
+        rd.commit({})
+    assert (debris / "epochs.csv").exists() and (debris / (MARKER + ".tmp")).is_dir()
+
+
 def test_a_dead_runs_staging_folder_keeps_what_its_marker_does_not_list(tmp_path):
     out = tmp_path / "run"
     debris = dead_run_staging(tmp_path / ".run.partial-dead")
     (debris / "notes.txt").write_text("a user's file dropped here")
+    (debris / (MARKER + ".tmp")).mkdir()  # a folder bearing the marker twin's name is not the twin
     with RunDirectory(out) as rd:
         rd.commit({})
     assert not (debris / "epochs.csv").exists() and (debris / "notes.txt").read_text().startswith("a user")
+    assert (debris / (MARKER + ".tmp")).is_dir()
 
 
 def test_a_marker_listing_paths_outside_its_folder_deletes_nothing_there(tmp_path):
