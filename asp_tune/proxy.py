@@ -140,7 +140,7 @@ class ProxySelector:
         self.selection_seconds = 0.0  # choosing them (k-centers: the bulk of an SVP core-set's cost)
         if metric in STATIC_PROXIES:
             strategy = STATIC_PROXIES[metric]
-            if self.labels is None and (self.rule.class_balance or strategy.name == "half_classes"):
+            if self.labels is None and (self.rule.class_balance or strategy.needs_labels):
                 raise ConfigError("metric", metric, "a static proxy given the labels of the samples")
             start = time.perf_counter()
             count = RatioSchedule(ratio, epochs, "constant", first_epoch_full=False).count_at(0, num_samples)

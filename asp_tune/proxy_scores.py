@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle, ImageArrays
 from asp_tune.device import autocast
-from asp_tune.errors import ConfigError
+from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.memory import output_layer
 from asp_tune.static_proxies import ForgettingEvents
 from asp_tune.trainer import StepOutput, Trainer, load_state, make_feeder, save_state
@@ -149,7 +150,11 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
     file = cache_dir() / f"{key}.pt"
     with _locked(file.with_suffix(".lock")):
         if file.is_file():
-            return ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+            try:
+                return ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+            except (AspTuneError, TypeError) as exc:  # damaged or from another version: computed again
+                warnings.warn(f"proxy scores cache {file} is unreadable ({exc}); training the proxy again",
+                              stacklevel=2)
         with preserved_rng():  # a cache hit and a miss leave the caller's random state alike
             scores = compute_proxy_scores(proxy_config, data)
         scores.key = key

@@ -35,6 +35,7 @@ class StaticProxy:
     description: str
     needs_proxy_model: bool = False
     proxy_no_bigger: bool = False  # SVP's premise: the proxy model must cost less than the target
+    needs_labels: bool = False  # chooses by class whatever class_balance says
 
     def choose(self, count: int, labels: torch.Tensor, scores: "ProxyScores | None", generator: torch.Generator,
                class_balance: bool = True) -> torch.Tensor | None:
@@ -215,7 +216,7 @@ EASIEST = TopScores("easiest", "the samples with the lowest loss under the proxy
                     score="loss", largest=False)
 HARDEST = TopScores("hardest", "the samples with the highest loss under the proxy model", True, False,
                     score="loss", largest=True)
-HALF_CLASSES = HalfClasses("half_classes", "half of the classes (seeded), then random within them")
+HALF_CLASSES = HalfClasses("half_classes", "half of the classes (seeded), then random within them", needs_labels=True)
 FEWER_EPOCHS = FewerEpochs("fewer_epochs", "all data for ratio x epochs (a stream of shuffled passes)")
 FORGETTING = TopScores("forgetting", "SVP: most forgetting events while the proxy model trained", True, True,
                        score="forgetting", largest=True)

@@ -8,6 +8,11 @@ from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.registry import MODELS, STATIC_PROXIES
 
+def check_target_model(name: str) -> None:
+    if name not in MODELS:
+        raise ConfigError("target_model", name, sorted(MODELS))
+
+
 #: Static proxies that keep a subset (``fewer_epochs`` keeps all data).
 CORESET_STRATEGIES = tuple(name for name in STATIC_PROXIES if name != "fewer_epochs")
 #: How an active-learning round picks: by a proxy model retrained on the labelled pool, or at random.
@@ -30,8 +35,7 @@ class CoresetSettings:
             raise ConfigError("strategy", self.strategy, CORESET_STRATEGIES)
         if not (isinstance(self.fraction, (int, float)) and 0.0 < self.fraction <= 1.0):
             raise ConfigError("fraction", self.fraction, "a number in (0, 1]")
-        if self.target_model not in MODELS:
-            raise ConfigError("target_model", self.target_model, sorted(MODELS))
+        check_target_model(self.target_model)
         return self
 
 
@@ -58,8 +62,7 @@ class ActiveLearningSettings:
                 raise ConfigError(name, value, "an integer >= 1")
         if self.initial is not None and not (isinstance(self.initial, int) and self.initial >= 2):
             raise ConfigError("initial", self.initial, "an integer >= 2, or none (= budget)")
-        if self.target_model not in MODELS:
-            raise ConfigError("target_model", self.target_model, sorted(MODELS))
+        check_target_model(self.target_model)
         return self
 
     @property

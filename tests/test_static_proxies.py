@@ -314,3 +314,15 @@ def test_static_proxies_are_accepted_where_asp_metrics_are(tmp_path):
     assert s["metric"] == "hardest" and s["data_passes"] == pytest.approx(1.0)  # 2 epochs at 0.5
     assert s["static_proxy_s"] == pytest.approx(s["proxy_seconds"] + s["subset_selection_seconds"])
     assert s["search_time_s"] >= s["supernet_train_s"] + s["static_proxy_s"]
+
+
+def test_a_damaged_proxy_cache_is_computed_again_with_a_warning():
+    cfg = TrainConfig(metric="easiest", ratio=0.3, epochs=4, subset=300, proxy_epochs=3)
+    data = load_data(cfg)
+    first = proxy_scores(cfg, data)
+    cached = scores_module.cache_dir() / f"{first.key}.pt"
+    cached.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = proxy_scores(cfg, data)
+    assert again.computed_here and torch.equal(again.loss, first.loss)  # deterministic: the same scores
+    assert not proxy_scores(cfg, data).computed_here  # and the cache is whole again

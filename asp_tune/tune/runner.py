@@ -567,7 +567,7 @@ def last_values(hist: pd.DataFrame | None) -> dict[str, float] | None:
             "node_id": str(last.get("node_id", "")),
             "proxy_seconds": float(last.get("proxy_seconds", 0.0) or 0.0),
             "proxy_key": str(last.get("proxy_key", "") or ""),
-            "proxy_computed": isinstance(last.get("proxy_computed"), (bool, np.bool_)) and bool(last["proxy_computed"]),
+            "proxy_computed": bool(last.get("proxy_computed") == True),  # noqa: E712 - a NumPy bool, or NaN
             "assigned_gpus": str(last.get("assigned_gpus", "") or ""), "device": str(last.get("device", "") or ""),
             "final_val_accuracy": float(hist[METRIC].dropna().iloc[-1]) if hist[METRIC].notna().any() else math.nan}
 
