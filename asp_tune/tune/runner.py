@@ -234,7 +234,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # Ray's servers listen on every interface whatever the node address (Ray 2.60 has no setting
         # for it); a new local session requires Ray's token (~/.ray/auth_token, this user's only) unless
         # RAY_AUTH_MODE=disabled is set (tests/test_safety.py checks that a client without it is refused)
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+        # address="local": a session of our own even when the machine runs a cluster already (a bare
+        # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
         from asp_tune.tune.reaper import watch
 
         watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
