@@ -11,6 +11,7 @@ from typing import Any, Callable, Container, Sequence
 from asp_tune.config import TrainConfig
 from asp_tune.errors import AspTuneError
 from asp_tune.flags import add_arguments
+from asp_tune.run_files import MODEL_FILE, SAMPLES_FILE, TRAJECTORIES_FILE
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -69,15 +70,15 @@ def command(name: str) -> Callable[[Command], Command]:
 def run_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from asp_tune.build import build_trainer
     from asp_tune.plots import plot_training_run
-    from asp_tune.trainer import Trainer
 
     config = train_config(args)
     with results_folder(args) as out:
         announce_proxy_model(config)
-        trainer = Trainer(config)
+        trainer = build_trainer(config)
         print(f"[asp-tune] {trainer.data.describe()} | model {config.model} on {trainer.device} | "
-              f"ratio {config.ratio} ({config.ratio_schedule}), metric {config.metric}", file=sys.stderr)
+              f"ratio {config.ratio} ({config.ratio_schedule}), strategy {trainer.selector.metric}", file=sys.stderr)
         bar = tqdm(total=config.epochs, desc="train", unit="epoch", disable=args.quiet, file=sys.stderr)
 
         def progress(rec: dict[str, Any]) -> None:
@@ -106,7 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
             training_pictures(out.path, out.file, *score_samples_for_pictures(trainer))
         target = out.commit(summary)
     fraction = summary["data_fraction"]
-    if config.metric != "infobatch" and abs(fraction - config.ratio) > 0.2 * config.ratio:
+    if trainer.selector.metric != "infobatch" and abs(fraction - config.ratio) > 0.2 * config.ratio:
         print(f"[asp-tune] note: this run trained on {fraction:.3f} of the data per epoch on average, not the "
               f"ratio {config.ratio} (first epoch on all data: {config.first_epoch_full}; short runs and the "
               "dynamic schedule's rounding shift it)", file=sys.stderr)
@@ -116,21 +117,18 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-MODEL_FILE = "model.pt"
-
 
 def announce_proxy_model(config: TrainConfig, command: str = "asp-tune") -> None:
     """Say that a static proxy's scoring model is trained (or read from the cache) before training."""
-    from asp_tune.registry import STATIC_PROXIES
+    from asp_tune.strategies import make_strategy
 
-    if config.metric in STATIC_PROXIES and STATIC_PROXIES[config.metric].needs_proxy_model:
+    if make_strategy(config.metric, config).needs_scores:
         from asp_tune.proxy_scores import cache_dir, proxy_train_config
 
         proxy = proxy_train_config(config)
         print(f"[{command}] '{config.metric}' scores samples with {proxy.model} trained for {proxy.epochs} epochs "
               f"on all data (once; cached in {cache_dir()})", file=sys.stderr)
 
-SAMPLES_FILE, TRAJECTORIES_FILE = "samples.csv", "trajectories.csv"
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

@@ -8,36 +8,25 @@ from typing import Any
 
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
-from asp_tune.registry import DATASETS, MODELS, SELECTION_RULES
-from asp_tune.schedules import METRIC_CHOICES, MIXTURE_ORDERS, RATIO_SCHEDULES
+from asp_tune.proxy_settings import ProxySettings, proxy_field_names
+from asp_tune.registry import DATASETS, MODELS
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 STORAGES = ("device", "stream")
-
-
-
-# The selection defaults (calibrated rule, 0.2 of the mass on the top 10%, a 0.3 uniform floor,
-# class balance, unbiased reweighting) and the proxy metric below are the best measured in
-# bench/proxy_quality.py (README, "Proxy quality"): with a full first epoch, loss under this rule
-# ranked configurations better than a random subset of the same cost at r = 0.3 and with a lower
-# regret at r = 0.1; the first design (zscore, T = 1) and the paper's raw softmax lost to random by
-# about 0.2 in Kendall tau. When trials start at r (early-stopping HPO), a uniform pick of never-seen
-# samples ranked best (a plain one: class-balanced random ranked worse), so that is the default there.
-PROXY_METRIC = "loss"
-EARLY_STOPPING_PROXY = {"metric": "random", "class_balance": False}
-#: How a proxy subset is chosen beyond the metric: set per command (flags) or in a space's ``fixed``.
-SELECTION_FIELDS = ("selection_rule", "temperature", "top10_mass", "uniform_floor", "class_balance", "reweight",
-                    "mixture_order", "mixture_width", "infobatch_prune", "infobatch_anneal", "first_epoch_full",
-                    "unseen_first", "proxy_model", "proxy_epochs")
+#: How a proxy subset is chosen beyond the ratio and the strategy: set per command (flags) or in a
+#: space's ``fixed``.
+SELECTION_FIELDS = tuple(n for n in proxy_field_names() if n not in ("ratio", "ratio_schedule", "metric"))
 
 
 @dataclass
-class TrainConfig:
-    """Everything one proxy-data training run needs. ``ratio=1, metric='none'`` is the baseline.
+class TrainConfig(ProxySettings):
+    """Everything one proxy-data training run needs: the data, the model and its optimisation, the
+    run, and the proxy settings it inherits (:class:`~asp_tune.proxy_settings.ProxySettings`).
+    ``ratio=1`` (``metric='auto'`` or ``'none'``) is the full-data baseline.
 
-    Each field's default, help and allowed values live here, once; every command's flags are
-    generated from these fields (:func:`asp_tune.flags.add_arguments`).
+    Each field's default, help and allowed values live in one declaration; every command's flags
+    are generated from these fields (:func:`asp_tune.flags.add_arguments`).
     """
 
     # data
@@ -71,45 +60,9 @@ class TrainConfig:
     milestones: tuple[float, ...] = option((0.5, 0.75), "multistep milestones as fractions of the run, "
                                                         "e.g. 0.5,0.75", "model and optimisation")
     lr_gamma: float = option(0.1, "multistep decay factor", "model and optimisation")
-    # proxy data
-    ratio: float = option(1.0, "sampling ratio r in (0, 1]", "proxy data (ASP)")
-    ratio_schedule: str = option("constant", "constant r, or dynamic (the paper's Algorithm 2)",
-                                 "proxy data (ASP)", RATIO_SCHEDULES)
-    metric: str = option("none", "importance metric; mixture: one drawn per epoch; infobatch: soft pruning; "
-                                 "none: full data", "proxy data (ASP)", METRIC_CHOICES)
-    mixture_order: str = option("g012", "order of the mixture's metric groups over the run", "proxy data (ASP)",
-                                MIXTURE_ORDERS)
-    mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run",
-                                  "proxy data (ASP)")
-    selection_rule: str = option("calibrated", "how values become probabilities: zscore softmax(z/T), paper "
-                                           "softmax(v/T), calibrated (--top10-mass)", "proxy data (ASP)",
-                                 SELECTION_RULES)
-    temperature: float = option(1.0, "selection temperature for zscore and paper; 0 = deterministic top-m",
-                                "proxy data (ASP)")
-    top10_mass: float = option(0.2, "calibrated rule: share of the probability on the top 10% of samples "
-                                    "(0.1 = uniform)", "proxy data (ASP)")
-    uniform_floor: float = option(0.3, "fraction of the probability spread uniformly, so no sample starves",
-                                  "proxy data (ASP)")
-    class_balance: bool = option(True, "pick within each class in proportion to its size", "proxy data (ASP)")
-    reweight: bool = option(True, "weight selected losses by m/(N pi): an unbiased full-data gradient",
-                            "proxy data (ASP)")
-    infobatch_prune: float = option(0.5, "infobatch: chance of dropping a below-mean-loss sample",
-                                    "proxy data (ASP)")
-    infobatch_anneal: float = option(0.125, "infobatch: final fraction of the epochs on all data",
-                                     "proxy data (ASP)")
-    first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1)",
-                                    "proxy data (ASP)")
-    unseen_first: bool = option(True, "pick never-trained samples before all others until each was seen once "
-                                      "(matters without a full first epoch)", "proxy data (ASP)")
-    # static proxies (baselines; also chosen with --metric)
-    proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "
-                                           "(none: the target network)", "static proxies (baselines)",
-                                     lambda: tuple(MODELS))
-    proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
-                                            "of --epochs)", "static proxies (baselines)")
     # run
     seed: int = option(0, "seed of everything (data split, model, selection)", "run")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N", "run", DEVICES)
+    device: str = option("auto", "auto (cuda when there is one), cpu or cuda", "run", DEVICES)
     amp: bool = option(True, "bf16 autocast on CUDA", "run")
     channels_last: bool = option(True, "channels-last memory format for convolutional models", "run")
 
@@ -117,13 +70,9 @@ class TrainConfig:
         """Raise :class:`ConfigError` naming the first bad field; return self."""
         _choice("dataset", self.dataset, sorted(DATASETS))
         _choice("model", self.model, sorted(MODELS))
-        _choice("metric", self.metric, METRIC_CHOICES)
-        _choice("ratio_schedule", self.ratio_schedule, RATIO_SCHEDULES)
-        _choice("mixture_order", self.mixture_order, MIXTURE_ORDERS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("storage", self.storage, STORAGES)
-        _number("ratio", self.ratio, 0.0, 1.0, low_open=True)
         _number("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         _number("lr", self.lr, 0.0, None, low_open=True)
         _number("lr_min", self.lr_min, 0.0, None)
@@ -131,17 +80,9 @@ class TrainConfig:
         _number("weight_decay", self.weight_decay, 0.0, None)
         _number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         _number("lr_gamma", self.lr_gamma, 0.0, 1.0, low_open=True)
-        _number("temperature", self.temperature, 0.0, None)
-        _choice("selection_rule", self.selection_rule, SELECTION_RULES)
-        _number("top10_mass", self.top10_mass, 0.0, 1.0, low_open=True, high_open=True)
-        _number("uniform_floor", self.uniform_floor, 0.0, 1.0)
-        _number("infobatch_prune", self.infobatch_prune, 0.0, 1.0, high_open=True)
-        _number("infobatch_anneal", self.infobatch_anneal, 0.0, 1.0)
-        for name in ("class_balance", "reweight", "unseen_first", "download", "nesterov", "first_epoch_full", "amp",
-                     "channels_last"):
+        for name in ("download", "nesterov", "amp", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "true or false")
-        _number("mixture_width", self.mixture_width, 0.0, None, low_open=True)
         if self.flip_p is not None:
             _number("flip_p", self.flip_p, 0.0, 1.0)
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -149,10 +90,6 @@ class TrainConfig:
         _integer("num_workers", self.num_workers, 0)
         _integer("cutout", self.cutout, 0)
         _integer("seed", self.seed, 0)
-        if self.proxy_model is not None:
-            _choice("proxy_model", self.proxy_model, sorted(MODELS))
-        if self.proxy_epochs is not None:
-            _integer("proxy_epochs", self.proxy_epochs, 1)
         if self.crop_padding is not None:
             _integer("crop_padding", self.crop_padding, 0)
         for name in ("subset", "test_subset"):
@@ -160,12 +97,7 @@ class TrainConfig:
                 _integer(name, getattr(self, name), 20)
         if any(not (0.0 < m < 1.0) for m in self.milestones):
             raise ConfigError("milestones", self.milestones, "fractions of the run in (0, 1)")
-        if self.metric == "infobatch" and self.ratio != 1.0:
-            raise ConfigError("ratio", self.ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
-        if self.metric == "none" and self.ratio != 1.0:
-            raise ConfigError("metric", self.metric,
-                              "'none' only with ratio 1.0 (the full-data baseline); "
-                              "use 'random' for a uniform proxy subset")
+        self.check_proxy()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,13 +119,6 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes).validate()
-
-    def selection(self):
-        """The :class:`~asp_tune.selection.SelectionRule` these settings describe."""
-        from asp_tune.selection import SelectionRule
-
-        return SelectionRule(self.selection_rule, self.temperature, self.top10_mass, self.uniform_floor,
-                             self.class_balance, self.reweight)
 
 
 def _choice(name: str, value: Any, allowed: Any) -> None:

@@ -417,3 +417,10 @@ def load_dataset(
         test=as_arrays(tx, ty),
         crop_padding=spec.crop_padding, flip_p=spec.flip_p,
     )
+
+
+def load_dataset_for(config, arrays: dict[str, np.ndarray] | None = None) -> DataBundle:
+    """:func:`load_dataset` with the data fields of a run's config (``TrainConfig``: dataset,
+    data_dir, val_fraction, subset, test_subset, seed, download)."""
+    return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
+                        test_subset=config.test_subset, seed=config.seed, download=config.download, arrays=arrays)

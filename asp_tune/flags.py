@@ -16,14 +16,16 @@ _MISSING = dataclasses.MISSING
 
 def option(default: Any = _MISSING, help: str = "", group: str = "", choices: Any = None, *,
            default_factory: Any = _MISSING, flag: bool = True, kind: Callable[[str], Any] | None = None,
-           aliases: tuple[str, ...] = ()) -> Any:
+           aliases: tuple[str, ...] = (), check: Callable[[str, Any], None] | None = None) -> Any:
     """A dataclass field with what its flag needs.
 
     ``choices`` (and ``help``): a value, or a callable returning one (a registry filled later). ``flag=False``:
     no flag (a nested settings object, say). ``kind``: the argparse type, when the annotation's is
-    not wanted. ``aliases``: more option strings for the same flag.
+    not wanted. ``aliases``: more option strings for the same flag. ``check``: the field's declared
+    constraint (:mod:`asp_tune.constraints`), applied by :func:`asp_tune.constraints.check_fields`.
     """
-    metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "kind": kind, "aliases": aliases}
+    metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "kind": kind, "aliases": aliases,
+                "check": check}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -1,83 +1,186 @@
-"""Proxy memory (PMM): one importance value per training sample, kept on the training device.
+"""Proxy memory (PMM): one value per training sample for each registered statistic, on the device.
 
-Values are updated in place from the logits of the training forward pass, so computing them
-costs no extra forward pass; samples that are not trained in an epoch keep their old values,
-which is what lets a deactivated sample come back later (ASP paper section 3.4).
+Values are updated in place from what the training forward pass already produced (the per-sample
+loss, the logits, the targets, the last layer's input norms), so computing them costs no extra
+forward pass; samples that are not trained in an epoch keep their old values, which is what lets
+a deactivated sample come back later (ASP paper section 3.4).
+
+A statistic is one :class:`Statistic` in :data:`STATISTICS`; the memory keeps one column for each
+statistic registered when it is made, and its ``state_dict`` names the columns. Registering one
+(``register_statistic``) makes it a memory column and a selectable importance metric at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
-#: Metrics stored in memory (``random`` needs no memory).
-MEMORY_METRICS: tuple[str, ...] = ("loss", "entropy", "gradient", "logit_gradient", "prediction")
+from asp_tune.registry import STATISTICS
+
+#: What a statistic may need from a batch.
+INPUTS = ("loss", "logits", "targets")
+
+
+class BatchView:
+    """One trained batch as a statistic sees it; softmax terms are computed once and shared."""
+
+    def __init__(self, losses: torch.Tensor | None, logits: torch.Tensor | None, targets: torch.Tensor | None,
+                 feature_norms: torch.Tensor | None):
+        self.losses, self.logits, self.targets, self.feature_norms = losses, logits, targets, feature_norms
+        self._log_p: torch.Tensor | None = None
+
+    @property
+    def log_p(self) -> torch.Tensor:
+        if self._log_p is None:
+            self._log_p = F.log_softmax(self.logits.float(), dim=1)
+        return self._log_p
+
+    @property
+    def log_p_true(self) -> torch.Tensor:
+        return self.log_p.gather(1, self.targets[:, None]).squeeze(1)
+
+    def loss(self) -> torch.Tensor:
+        """The given per-sample loss, else the cross-entropy of the logits."""
+        return self.losses.float() if self.losses is not None else -self.log_p_true
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A per-sample value the memory keeps.
+
+    ``compute(view) -> (B,)`` from a :class:`BatchView`; ``needs`` names what it reads (a subset of
+    :data:`INPUTS`, where ``loss`` is met by a given loss or by logits and targets); ``cumulative``
+    adds each batch's value to the running sum instead of keeping the latest one.
+    """
+
+    name: str
+    compute: Callable[[BatchView], torch.Tensor]
+    needs: frozenset[str]
+    cumulative: bool = False
+    description: str = ""
+
+    def available(self, view: BatchView) -> bool:
+        given = {"loss": view.losses is not None or (view.logits is not None and view.targets is not None),
+                 "logits": view.logits is not None, "targets": view.targets is not None}
+        return all(given[n] for n in self.needs)
+
+
+def _entropy(v: BatchView) -> torch.Tensor:
+    return -(v.log_p.exp() * v.log_p).sum(dim=1)
+
+
+def _logit_gradient(v: BatchView) -> torch.Tensor:
+    p = v.log_p.exp()  # ||p - e_y||^2 = sum(p^2) - 2 p_y + 1
+    return ((p * p).sum(dim=1) - 2.0 * v.log_p_true.exp() + 1.0).clamp_min(0).sqrt()
+
+
+def _gradient(v: BatchView) -> torch.Tensor:
+    # z = W h + b: dW = (p - e_y) h^T, db = p - e_y, so the joint norm is ||p - e_y|| sqrt(||h||^2 + 1)
+    g = _logit_gradient(v)
+    if v.feature_norms is None:
+        return g
+    h = v.feature_norms.float()
+    return g * (h * h + 1.0).sqrt()
+
+
+def _prediction(v: BatchView) -> torch.Tensor:
+    return 2.0 * (v.logits.argmax(dim=1) != v.targets).float() - 1.0  # eq. 1: +1 wrong, -1 right
+
+
+LOSS = Statistic("loss", lambda v: v.loss(), frozenset({"loss"}), description="latest per-sample loss")
+ENTROPY = Statistic("entropy", _entropy, frozenset({"logits"}), description="latest entropy of the softmax")
+GRADIENT = Statistic("gradient", _gradient, frozenset({"logits", "targets"}),
+                     description="latest last-layer gradient norm ||softmax(z) - onehot(y)|| sqrt(||h||^2 + 1)")
+LOGIT_GRADIENT = Statistic("logit_gradient", _logit_gradient, frozenset({"logits", "targets"}),
+                           description="latest ||softmax(z) - onehot(y)||")
+PREDICTION = Statistic("prediction", _prediction, frozenset({"logits", "targets"}), cumulative=True,
+                       description="cumulative score: +1 when trained and predicted wrong, -1 when right (eq. 1)")
+
+
+def register_statistic(name: str, compute: Callable[[BatchView], torch.Tensor], needs: Iterable[str] = ("loss",),
+                       cumulative: bool = False, description: str = "") -> Statistic:
+    """Register a statistic (a memory column and an importance metric named ``name``)."""
+    needs = frozenset(needs)
+    if not needs <= set(INPUTS):
+        raise ValueError(f"needs must be a subset of {INPUTS}, got {sorted(needs)}")
+    statistic = Statistic(name, compute, needs, cumulative, description)
+    STATISTICS.register(name, statistic)
+    return statistic
+
+
+def memory_metrics() -> tuple[str, ...]:
+    """The names of every registered statistic (the memory's columns)."""
+    return tuple(STATISTICS)
 
 
 class ProxyMemory:
-    """Per-sample importance values for ``num_samples`` training samples.
+    """Per-sample values of the registered statistics for ``num_samples`` training samples.
 
-    - ``loss``: latest per-sample cross-entropy (without label smoothing).
-    - ``entropy``: latest entropy of the softmax prediction.
-    - ``gradient``: latest norm of the per-sample loss gradient with respect to the last linear
-      layer's weight and bias, ``||softmax(z) - onehot(y)|| * sqrt(||h||^2 + 1)`` with ``h`` the
-      penultimate features that layer received in the same forward pass (the standard cheap
-      estimate of the per-sample gradient norm). Without features it falls back to
-      ``logit_gradient``.
-    - ``logit_gradient``: latest ``||softmax(z) - onehot(y)||_2``, the loss gradient with respect
-      to the logits. It ranks samples almost exactly like ``loss``.
-    - ``prediction``: cumulative score of eq. 1: +1 each time the sample is trained and predicted
-      wrong, -1 when predicted right, unchanged when not trained.
-
-    All values start at zero (Algorithm 1). ``times_trained`` counts how often each sample was
-    trained, so coverage of the data set can be reported.
+    Built in: ``loss`` (latest per-sample loss: the one given to :meth:`update`, else the
+    cross-entropy of the logits), ``entropy``, ``gradient`` (last-layer per-sample gradient norm;
+    without feature norms it equals ``logit_gradient``), ``logit_gradient`` and the cumulative
+    ``prediction`` score of eq. 1. All values start at zero (Algorithm 1); ``times_trained`` counts
+    how often each sample was trained. A batch costs one ``index_put`` and one ``index_add``.
     """
 
-    def __init__(self, num_samples: int, device: torch.device | str = "cpu"):
+    def __init__(self, num_samples: int, device: torch.device | str = "cpu", columns: Iterable[str] | None = None):
         self.num_samples = int(num_samples)
         self.device = torch.device(device)
-        # latest values (loss, entropy, gradient, logit gradient) and running sums (prediction,
-        # times trained): two tables so a batch costs one index_put and one index_add.
-        self._latest = torch.zeros(self.num_samples, 4, dtype=torch.float32, device=self.device)
-        self._counts = torch.zeros(self.num_samples, 2, dtype=torch.float32, device=self.device)
+        names = tuple(STATISTICS) if columns is None else tuple(columns)
+        unknown = [n for n in names if n not in STATISTICS]
+        if unknown:
+            raise ValueError(f"unknown statistics {unknown}; registered: {sorted(STATISTICS)}")
+        self.statistics = tuple(STATISTICS[n] for n in names)
+        self.latest_columns = tuple(s.name for s in self.statistics if not s.cumulative)
+        self.sum_columns = tuple(s.name for s in self.statistics if s.cumulative) + ("times_trained",)
+        # latest values and running sums (the last sum is times trained): two tables per batch update
+        self._latest = torch.zeros(self.num_samples, len(self.latest_columns), dtype=torch.float32, device=self.device)
+        self._counts = torch.zeros(self.num_samples, len(self.sum_columns), dtype=torch.float32, device=self.device)
         self.values: dict[str, torch.Tensor] = {
-            "loss": self._latest[:, 0], "entropy": self._latest[:, 1], "gradient": self._latest[:, 2],
-            "logit_gradient": self._latest[:, 3], "prediction": self._counts[:, 0],
+            **{n: self._latest[:, i] for i, n in enumerate(self.latest_columns)},
+            **{n: self._counts[:, i] for i, n in enumerate(self.sum_columns[:-1])},
         }
 
     @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.statistics)
+
+    @property
     def times_trained(self) -> torch.Tensor:
-        return self._counts[:, 1].to(torch.int32)
+        return self._counts[:, -1].to(torch.int32)
 
     def __getitem__(self, metric: str) -> torch.Tensor:
         return self.values[metric]
 
     @torch.no_grad()
-    def update(self, indices: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-               feature_norms: torch.Tensor | None = None) -> None:
-        """Record the metrics of one trained batch (vectorised, no host synchronisation).
-
-        ``feature_norms``: ``||h||`` of each sample's input to the last linear layer, from the same
-        forward pass; without it ``gradient`` equals ``logit_gradient``.
-        """
+    def update(self, indices: torch.Tensor, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+               feature_norms: torch.Tensor | None = None, losses: torch.Tensor | None = None) -> None:
+        """Record one trained batch (vectorised, no host synchronisation). Statistics whose inputs
+        are missing (no logits for a regression loss, say) keep their values."""
         indices = indices.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
-        if feature_norms is None:
-            feature_norms = torch.zeros(targets.shape[0], device=self.device)
-        stats = _stats_fn(self.device)(logits.detach().to(self.device), targets,
-                                       feature_norms.detach().to(self.device, torch.float32))
-        self._latest[indices] = stats[:, :4]
-        self._counts.index_add_(0, indices, stats[:, 4:])
+        move = lambda t: None if t is None else t.detach().to(self.device, non_blocking=True)  # noqa: E731
+        view = BatchView(move(losses), move(logits), move(targets), move(feature_norms))
+        latest, sums = _columns_fn(self.device, self.statistics)(view)
+        if latest is not None:
+            mask = latest[1]
+            if bool(mask.all()):
+                self._latest[indices] = latest[0]
+            else:  # only the columns this batch could compute
+                cols = torch.nonzero(mask).squeeze(1)
+                self._latest[indices[:, None], cols[None, :]] = latest[0][:, cols]
+        self._counts.index_add_(0, indices, sums)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"latest": self._latest.cpu().clone(), "counts": self._counts.cpu().clone()}
+    def state_dict(self) -> dict:
+        return {"latest_columns": list(self.latest_columns), "sum_columns": list(self.sum_columns),
+                "latest": self._latest.cpu().clone(), "counts": self._counts.cpu().clone()}
 
     @staticmethod
-    def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    def fingerprint(state: dict) -> str:
         """A short hash of a memory state (``state_dict()``): equal states, equal fingerprints.
         Fault-tolerance records use it to show that a restored trial's memory is the checkpoint's."""
         digest = hashlib.sha256()
@@ -85,7 +188,12 @@ class ProxyMemory:
             digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict) -> None:
+        for key, mine in (("latest_columns", self.latest_columns), ("sum_columns", self.sum_columns)):
+            theirs = tuple(state.get(key, ()))
+            if theirs != mine:
+                raise ValueError(f"proxy memory columns {list(theirs)} in the checkpoint differ from this run's "
+                                 f"{list(mine)} (a statistic registered or removed since it was written)")
         for name, table in (("latest", self._latest), ("counts", self._counts)):
             if tuple(state[name].shape) != tuple(table.shape):
                 raise ValueError(f"proxy memory '{name}' has shape {tuple(state[name].shape)}, "
@@ -93,42 +201,47 @@ class ProxyMemory:
             table.copy_(state[name])
 
 
-def batch_stats(logits: torch.Tensor, targets: torch.Tensor, feature_norms: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``(loss, entropy, gradient, logit gradient, prediction step, 1)``, ``(B, 6)`` float.
-
-    The last layer ``z = W h + b`` has per-sample gradients ``dW = (p - e_y) h^T`` and
-    ``db = p - e_y``, so their joint norm is ``||p - e_y|| * sqrt(||h||^2 + 1)``. A zero
-    ``feature_norms`` (no features observed) leaves ``gradient`` equal to the logit gradient.
-    """
-    log_p = F.log_softmax(logits.float(), dim=1)
-    p = log_p.exp()
-    log_p_true = log_p.gather(1, targets[:, None]).squeeze(1)
-    entropy = -(p * log_p).sum(dim=1)
-    # ||p - e_y||^2 = sum(p^2) - 2 p_y + 1
-    logit_gradient = ((p * p).sum(dim=1) - 2.0 * log_p_true.exp() + 1.0).clamp_min(0).sqrt()
-    gradient = logit_gradient * (feature_norms * feature_norms + 1.0).sqrt()
-    step = 2.0 * (logits.argmax(dim=1) != targets).float() - 1.0  # eq. 1: +1 wrong, -1 right
-    return torch.stack([-log_p_true, entropy, gradient, logit_gradient, step, torch.ones_like(step)], dim=1)
+ColumnsFn = Callable[[BatchView], tuple]
 
 
-StatsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-_COMPILED: dict[str, StatsFn] = {}
+def _columns(statistics: tuple[Statistic, ...], view: BatchView) -> tuple:
+    """``((latest (B, L), computed mask (L,)) or None, sums (B, S + 1))`` for one batch."""
+    batch = next(t for t in (view.losses, view.logits, view.targets) if t is not None).shape[0]
+    device = next(t for t in (view.losses, view.logits, view.targets) if t is not None).device
+    zeros = torch.zeros(batch, device=device)
+    latest, computed, sums = [], [], []
+    for s in statistics:
+        ok = s.available(view)
+        value = s.compute(view).float() if ok else zeros
+        if s.cumulative:
+            sums.append(value)
+        else:
+            latest.append(value)
+            computed.append(ok)
+    sums.append(torch.ones(batch, device=device))
+    table = (torch.stack(latest, dim=1), torch.tensor(computed, dtype=torch.bool)) if latest else None
+    return table, torch.stack(sums, dim=1)
 
 
-def _stats_fn(device: torch.device) -> StatsFn:
-    """:func:`batch_stats`, fused into one kernel by ``torch.compile`` on CUDA.
+_COMPILED: dict[tuple, ColumnsFn] = {}
+
+
+def _columns_fn(device: torch.device, statistics: tuple[Statistic, ...]) -> ColumnsFn:
+    """:func:`_columns` for these statistics, fused by ``torch.compile`` on CUDA.
 
     Eager mode launches ~20 small kernels per batch, which shows on a fast GPU; set
     ``ASP_TUNE_COMPILE=0`` to stay eager. On the CPU eager is already cheap.
     """
+    eager = lambda view: _columns(statistics, view)  # noqa: E731
     if device.type != "cuda" or os.environ.get("ASP_TUNE_COMPILE", "1") == "0":
-        return batch_stats
-    if "cuda" not in _COMPILED:
+        return eager
+    key = tuple(id(s) for s in statistics)
+    if key not in _COMPILED:
         try:
-            _COMPILED["cuda"] = torch.compile(batch_stats, dynamic=True)
+            _COMPILED[key] = torch.compile(eager, dynamic=True)
         except Exception:  # noqa: BLE001 - no compiler available: eager is correct, only slower
-            _COMPILED["cuda"] = batch_stats
-    return _COMPILED["cuda"]
+            _COMPILED[key] = eager
+    return _COMPILED[key]
 
 
 class FeatureNormTap:
@@ -150,6 +263,10 @@ class FeatureNormTap:
         """The norms of the last forward when it had ``batch`` samples (else None)."""
         norms, self.norms = self.norms, None
         return norms if norms is not None and norms.shape[0] == batch else None
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
 
 
 def output_layer(model: torch.nn.Module) -> torch.nn.Linear | None:

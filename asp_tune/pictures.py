@@ -14,9 +14,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from asp_tune.cli import SAMPLES_FILE, TRAJECTORIES_FILE
+from asp_tune.run_files import SAMPLES_FILE, TRAJECTORIES_FILE
 from asp_tune.errors import ConfigError
-from asp_tune.memory import MEMORY_METRICS
 from asp_tune.plots import pyplot, regression_line, save_figure
 
 EXAMPLES = 8  # images per row of a grid
@@ -26,8 +25,12 @@ def plot_trajectories(trajectories: pd.DataFrame, path: Path, title: str = "") -
     """One panel per memory metric: each tracked sample's value after every epoch; filled markers
     where that epoch trained on the sample."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), sharex=True)
-    for ax, metric in zip(axes.flat, MEMORY_METRICS):
+    metrics = [c for c in trajectories.columns if c not in ("epoch", "sample", "label", "selected", "metric_used")]
+    rows = -(-(len(metrics) + 1) // 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 3.2 * rows), sharex=True, squeeze=False)
+    for ax in axes.flat[len(metrics) + 1:]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
         for _, part in trajectories.groupby("sample"):
             line, = ax.plot(part["epoch"], part[metric], lw=0.8, alpha=0.7)
             chosen = part[part["selected"].astype(bool)]
@@ -35,7 +38,7 @@ def plot_trajectories(trajectories: pd.DataFrame, path: Path, title: str = "") -
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     used = trajectories.drop_duplicates("epoch")
-    ax = axes.flat[len(MEMORY_METRICS)]
+    ax = axes.flat[len(metrics)]
     names = list(dict.fromkeys(used["metric_used"]))
     ax.scatter(used["epoch"], [names.index(m) for m in used["metric_used"]], c="tab:purple", s=18)
     ax.set_yticks(range(len(names)), names)

@@ -25,6 +25,11 @@ class LazyRegistry(Mapping[str, Any]):
         self._entries[name] = entry
         self._loaded.pop(name, None)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (nothing happens when it is not there)."""
+        self._entries.pop(name, None)
+        self._loaded.pop(name, None)
+
     def __getitem__(self, name: str) -> Any:
         if name not in self._loaded:
             entry = self._entries[name]  # KeyError for an unknown name, as a Mapping should
@@ -83,10 +88,31 @@ DATASETS = LazyRegistry("dataset", {
 #: How importance values become selection probabilities (implemented in asp_tune.selection).
 SELECTION_RULES: tuple[str, ...] = ("zscore", "paper", "calibrated")
 
-#: Static proxies (chosen once, then fixed for the run): a :class:`asp_tune.static_proxies.StaticProxy` each.
-#: Every name is also a ``metric`` setting, so a static proxy is accepted wherever an ASP metric is.
-STATIC_PROXIES = LazyRegistry("static proxy", {
-    name: f"asp_tune.static_proxies:{name.upper()}"
-    for name in ("fixed_random", "easiest", "hardest", "half_classes", "fewer_epochs",
-                 "forgetting", "max_entropy", "least_confidence", "kcenters")
+#: Per-sample statistics the proxy memory keeps, one column each: a :class:`asp_tune.memory.Statistic`
+#: each. Each is also an importance metric (a strategy name). ``asp_tune.register_statistic`` adds one.
+STATISTICS = LazyRegistry("statistic", {
+    name: f"asp_tune.memory:{name.upper()}" for name in ("loss", "entropy", "gradient", "logit_gradient", "prediction")
 })
+
+#: The built-in static proxies (baselines chosen once, then fixed for the run).
+STATIC_PROXY_NAMES: tuple[str, ...] = ("fixed_random", "easiest", "hardest", "half_classes", "fewer_epochs",
+                                       "forgetting", "max_entropy", "least_confidence", "kcenters",
+                                       "entropy_histogram")
+
+#: Subset strategies by name: a factory ``(ProxySettings) -> SubsetStrategy`` each (or a SubsetStrategy
+#: class). Every name is a ``metric`` setting; so is every statistic's (importance sampling on it).
+STRATEGIES = LazyRegistry("strategy", {
+    "none": "asp_tune.strategies:full_data",
+    "random": "asp_tune.strategies:uniform",
+    "mixture": "asp_tune.strategies:mixture",
+    "infobatch": "asp_tune.strategies:infobatch",
+    # static proxies: chosen once, then fixed for the run (asp_tune.static_proxies)
+    **{name: f"asp_tune.static_proxies:{name.upper()}" for name in STATIC_PROXY_NAMES},
+})
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every ``metric`` (strategy) name accepted now: ``random`` and the statistics (importance
+    sampling), then the other strategies, ``none`` (full data) last."""
+    first = ("random",) + tuple(n for n in STATISTICS if n not in STRATEGIES)
+    return first + tuple(n for n in STRATEGIES if n not in first and n != "none") + ("none",)

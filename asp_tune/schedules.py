@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asp_tune.errors import ConfigError
-from asp_tune.registry import STATIC_PROXIES
-
-#: Metrics kept in the proxy memory, plus ``random`` (uniform).
-IMPORTANCE_METRICS: tuple[str, ...] = ("random", "loss", "entropy", "gradient", "logit_gradient", "prediction")
-#: Every ``metric`` setting: one metric, the ``mixture`` of metrics, ``infobatch`` soft pruning
-#: (InfoBatch, Qin et al. 2024), a static proxy (fixed for the run, :mod:`asp_tune.static_proxies`),
-#: or ``none`` (no selection: the full-data baseline).
-METRIC_CHOICES: tuple[str, ...] = IMPORTANCE_METRICS + ("mixture", "infobatch") + tuple(STATIC_PROXIES) + ("none",)
-RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
+from asp_tune.proxy_settings import MIXTURE_ORDERS, RATIO_SCHEDULES
 
 #: Metric groups of the mixture (paper appendix B.2).
 METRIC_GROUPS: dict[int, tuple[str, ...]] = {
@@ -28,7 +20,6 @@ METRIC_GROUPS: dict[int, tuple[str, ...]] = {
     1: ("prediction", "gradient"),
     2: ("loss", "entropy"),
 }
-MIXTURE_ORDERS: tuple[str, ...] = ("g012", "g021", "g102", "g120", "g201", "g210")
 
 
 @dataclass(frozen=True)
@@ -103,8 +94,6 @@ class MetricSchedule:
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.metric not in METRIC_CHOICES:
-            raise ConfigError("metric", self.metric, METRIC_CHOICES)
         parse_mixture_order(self.order)
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ConfigError("mixture_width", self.width, "a number > 0 (fraction of the run)")

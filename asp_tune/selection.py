@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from asp_tune.errors import ConfigError
+from asp_tune.proxy_settings import default
 from asp_tune.registry import SELECTION_RULES
 
 
@@ -91,14 +92,15 @@ def calibrated_scale(z: torch.Tensor, target: float, fraction: float = 0.1, iter
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """How importance values become a subset. Validated on construction (errors name the field)."""
+    """How importance values become a subset. Validated on construction (errors name the field).
+    The defaults are :class:`~asp_tune.proxy_settings.ProxySettings`'s (the measured ones)."""
 
-    rule: str = "zscore"
-    temperature: float = 1.0  # zscore / paper; 0 = deterministic top-m for every rule
-    top10_mass: float = 0.3  # calibrated: target share of probability on the top 10% of samples
-    uniform_floor: float = 0.0  # fraction of the probability spread uniformly
-    class_balance: bool = False  # picks per class proportional to the class's size
-    reweight: bool = False  # weight selected losses by m / (N pi_i): an unbiased full-data gradient
+    rule: str = default("selection_rule")
+    temperature: float = default("temperature")  # zscore / paper; 0 = deterministic top-m for every rule
+    top10_mass: float = default("top10_mass")  # calibrated: target share of probability on the top 10%
+    uniform_floor: float = default("uniform_floor")  # fraction of the probability spread uniformly
+    class_balance: bool = default("class_balance")  # picks per class proportional to the class's size
+    reweight: bool = default("reweight")  # weight selected losses by m / (N pi_i): an unbiased gradient
 
     def __post_init__(self) -> None:
         if self.rule not in SELECTION_RULES:
@@ -306,9 +308,13 @@ def select_subset(values: torch.Tensor | None, count: int, rule: SelectionRule,
 # --------------------------------------------------------------------------- simple API (first design)
 
 
+def _first_design(temperature: float) -> SelectionRule:
+    return SelectionRule("zscore", temperature=temperature, uniform_floor=0.0, class_balance=False, reweight=False)
+
+
 def selection_probabilities(values: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(zscore(v) / T)``: the ``zscore`` rule's first-draw probabilities."""
-    return SelectionRule("zscore", temperature=temperature).probabilities(values).float()
+    return _first_design(temperature).probabilities(values).float()
 
 
 def select(values: torch.Tensor | None, count: int, temperature: float = 1.0,
@@ -316,7 +322,7 @@ def select(values: torch.Tensor | None, count: int, temperature: float = 1.0,
     """Indices of ``count`` distinct samples under the ``zscore`` rule (``T = 0``: top-``count``)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    return select_subset(values, count, SelectionRule("zscore", temperature=temperature), generator,
+    return select_subset(values, count, _first_design(temperature), generator,
                          num_samples=num_samples).indices
 
 

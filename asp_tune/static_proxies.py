@@ -5,9 +5,11 @@ loss; half of the classes; fewer epochs on all data) and from selection via prox
 al. 2020: forgetting events, max entropy, least confidence and greedy k-centers, each scored by a
 small proxy model trained once, :mod:`asp_tune.proxy_scores`).
 
-Every strategy is a ``metric`` setting (:data:`asp_tune.registry.STATIC_PROXIES`): at ratio ``r`` it
-trains on the same ``round(r N)`` samples every epoch, so its cost is ``r`` data passes per epoch
-(plus the proxy model's, for those that need one). The ratio schedule and the full first epoch are
+Every strategy is a ``metric`` setting (registered in :data:`asp_tune.registry.STRATEGIES`): at ratio
+``r`` it trains on the same ``round(r N)`` samples every epoch, so its cost is ``r`` data passes per
+epoch (plus the proxy model's, for those that need one). ``entropy_histogram`` is the selection of
+Na et al. ("Accelerating Neural Architecture Search via Proxy Data", IJCAI 2021; the ASP paper's
+"DARTS-Accelerating" baseline). The ratio schedule and the full first epoch are
 ASP's and do not apply. ``fewer_epochs`` trains on all data for ``r`` times the epochs: each epoch
 takes the next ``r N`` samples of a stream of shuffled full passes, and the learning-rate schedule
 (stepped per epoch) is compressed with it.
@@ -15,13 +17,18 @@ takes the next ``r N`` samples of a stream of shuffled full passes, and the lear
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from asp_tune.device import synchronize
 from asp_tune.errors import ConfigError
-from asp_tune.selection import SelectionRule, select_subset
+from asp_tune.schedules import RatioSchedule
+from asp_tune.selection import SelectionRule, inclusion_probabilities, select_subset, systematic_sample
+from asp_tune.strategies import EpochPlan, Run, SubsetStrategy
 
 if TYPE_CHECKING:
     from asp_tune.proxy_scores import ProxyScores
@@ -40,6 +47,55 @@ class StaticProxy:
     def choose(self, count: int, labels: torch.Tensor, scores: "ProxyScores | None", generator: torch.Generator,
                class_balance: bool = True) -> torch.Tensor | None:
         raise NotImplementedError
+
+    def __call__(self, settings: Any) -> "StaticStrategy":
+        """The strategy for one run at ``settings.ratio`` (the registry's factory)."""
+        return StaticStrategy(self, settings.ratio, settings.class_balance)
+
+
+class StaticStrategy(SubsetStrategy):
+    """A static proxy as a subset strategy: its subset is chosen once, when bound to a run, then
+    trained on every epoch (reshuffled); ``selection_seconds`` is what choosing it cost."""
+
+    kind = "static"
+
+    def __init__(self, proxy: StaticProxy, ratio: float, class_balance: bool = True):
+        RatioSchedule(ratio, 1)  # validates the ratio
+        self.proxy, self._ratio, self.class_balance = proxy, float(ratio), bool(class_balance)
+        self.name = proxy.name
+        self.needs_scores = proxy.needs_proxy_model
+        self.needs_labels = proxy.needs_labels or self.class_balance
+        self.selection_seconds = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self._ratio
+
+    def bind(self, run: Run) -> None:
+        super().bind(run)
+        start = time.perf_counter()
+        count = RatioSchedule(self._ratio, run.epochs, "constant", first_epoch_full=False).count_at(0, run.num_samples)
+        labels = run.labels if run.labels is not None else torch.zeros(run.num_samples, dtype=torch.long)
+        self.subset = StaticSubset(self.proxy, count, run.num_samples, labels, run.scores, run.seed,
+                                   self.class_balance, run.device)
+        synchronize(run.device)
+        self.selection_seconds = time.perf_counter() - start
+
+    def epoch_size(self, epoch: int) -> int:
+        return self.subset.count if self.subset.fixed is None else int(self.subset.fixed.numel())
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return EpochPlan(epoch, self.subset.epoch(self.run.generator), self.name, self._ratio, math.nan)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "subset_selection_seconds": self.selection_seconds}
+
+    def state_dict(self) -> dict:
+        return {"static": self.subset.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("static") is not None:
+            self.subset.load_state_dict(state["static"])
 
 
 @dataclass(frozen=True)
@@ -83,6 +139,36 @@ class FewerEpochs(StaticProxy):
 class KCenters(StaticProxy):
     def choose(self, count, labels, scores, generator, class_balance=True):
         return greedy_k_centers(scores.features.to(generator.device), count, generator=generator)
+
+
+@dataclass(frozen=True)
+class EntropyHistogram(StaticProxy):
+    """Na et al. (IJCAI 2021): a sample is drawn with probability inverse to how many samples share
+    its bin of the proxy model's prediction entropy (``bins`` equal-width bins), so the crowded middle
+    of the entropy distribution is thinned and both tails, easy and hard samples, are kept. ``count``
+    distinct samples are drawn with these exact inclusion probabilities (systematic sampling)."""
+
+    bins: int = 10
+
+    def choose(self, count, labels, scores, generator, class_balance=True):
+        entropy = scores.score("entropy").to(generator.device).float()
+        return entropy_histogram_sample(entropy, count, self.bins, generator)
+
+
+def entropy_histogram_probabilities(entropy: torch.Tensor, bins: int = 10) -> torch.Tensor:
+    """``p_i ~ 1 / h(b(i))``: the inverse of the size of sample i's entropy bin, normalised."""
+    low, high = float(entropy.min()), float(entropy.max())
+    if high <= low:
+        return torch.full_like(entropy, 1.0 / entropy.numel(), dtype=torch.float64)
+    bin_of = ((entropy - low) / (high - low) * bins).long().clamp_(0, bins - 1)
+    sizes = torch.bincount(bin_of, minlength=bins).double()
+    p = 1.0 / sizes[bin_of]
+    return p / p.sum()
+
+
+def entropy_histogram_sample(entropy: torch.Tensor, count: int, bins: int, generator: torch.Generator) -> torch.Tensor:
+    pi = inclusion_probabilities(entropy_histogram_probabilities(entropy, bins), count)
+    return systematic_sample(pi, count, generator)
 
 
 def top_indices(values: torch.Tensor, count: int, labels: torch.Tensor, class_balance: bool) -> torch.Tensor:
@@ -225,3 +311,5 @@ MAX_ENTROPY = TopScores("max_entropy", "SVP: highest predictive entropy of the p
 LEAST_CONFIDENCE = TopScores("least_confidence", "SVP: lowest top-class probability of the proxy model", True,
                              True, score="least_confidence", largest=True)
 KCENTERS = KCenters("kcenters", "SVP: greedy k-centers on the proxy model's penultimate features", True, True)
+ENTROPY_HISTOGRAM = EntropyHistogram("entropy_histogram", "Na et al. 2021 (DARTS-Accelerating): drawn with "
+                                     "probability inverse to the density of the proxy model's entropy", True, False)

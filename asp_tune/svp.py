@@ -18,15 +18,13 @@ from typing import Any, Callable
 import torch
 
 from asp_tune.config import TrainConfig
-from asp_tune.datasets import DataBundle, load_dataset
+from asp_tune.datasets import DataBundle, load_dataset_for
 from asp_tune.device import synchronize
 from asp_tune.errors import ConfigError
 from asp_tune.static_proxies import greedy_k_centers
 from asp_tune.svp_settings import ACTIVE_STRATEGIES, ActiveLearningSettings, CoresetSettings
 
-def load_data(config: TrainConfig) -> DataBundle:
-    return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
-                        test_subset=config.test_subset, seed=config.seed, download=config.download)
+load_data = load_dataset_for
 
 
 # ----------------------------------------------------------------------------- core-sets
@@ -39,7 +37,7 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
     Returns ``{"summary", "epochs"}``: the summary holds each run's accuracy and the breakdown of
     its end-to-end seconds (proxy model, selection, training, validation and test), ``epochs``
     the per-epoch records of both runs (``run`` column)."""
-    from asp_tune.trainer import Trainer
+    from asp_tune.build import build_trainer
 
     settings.validate()
     data = data if data is not None else load_data(config)
@@ -52,7 +50,7 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         plans.append(("full", target.replace(metric="none", ratio=1.0, ratio_schedule="constant")))
     for name, cfg in plans:
         start = time.perf_counter()
-        trainer = Trainer(cfg, data=data)
+        trainer = build_trainer(cfg, data=data)
         setup = time.perf_counter() - start
         summary = trainer.fit(None if on_epoch is None else (lambda rec, n=name: on_epoch(n, rec)))
         proxy = trainer.proxy_summary()
@@ -82,10 +80,10 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
 
 def subset_table(trainer) -> dict[str, list]:
     """The kept samples (training-split index, label) with the strategy's proxy score when it has one."""
-    static = trainer.selector.static
-    chosen = static.fixed.cpu()
+    strategy = trainer.selector.strategy
+    chosen = strategy.subset.fixed.cpu()
     table = {"index": chosen.tolist(), "label": trainer.data.train.labels[chosen].tolist()}
-    score = getattr(static.strategy, "score", None)
+    score = getattr(strategy.proxy, "score", None)
     if score is not None and trainer.proxy_scores is not None:
         table[f"proxy_{score}"] = trainer.proxy_scores.score(score)[chosen].tolist()
     return table

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
-from asp_tune.registry import MODELS, STATIC_PROXIES
+from asp_tune.registry import MODELS, STATIC_PROXY_NAMES
 
 def check_target_model(name: str) -> None:
     if name not in MODELS:
@@ -14,7 +14,7 @@ def check_target_model(name: str) -> None:
 
 
 #: Static proxies that keep a subset (``fewer_epochs`` keeps all data).
-CORESET_STRATEGIES = tuple(name for name in STATIC_PROXIES if name != "fewer_epochs")
+CORESET_STRATEGIES = tuple(name for name in STATIC_PROXY_NAMES if name != "fewer_epochs")
 #: How an active-learning round picks: by a proxy model retrained on the labelled pool, or at random.
 ACTIVE_STRATEGIES = ("least_confidence", "max_entropy", "kcenters", "random")
 

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from asp_tune.config import TrainConfig
-from asp_tune.datasets import DataBundle, ImageArrays, load_dataset
+from asp_tune.datasets import DataBundle, ImageArrays, load_dataset_for
 from asp_tune.device import autocast, resolve_device, synchronize
 from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
-from asp_tune.memory import MEMORY_METRICS, FeatureNormTap
-from asp_tune.proxy import EpochPlan, InfoBatch, ProxySelector
-from asp_tune.registry import STATIC_PROXIES
+from asp_tune.memory import FeatureNormTap
+from asp_tune.proxy import ProxySelector
+from asp_tune.strategies import EpochPlan, make_strategy
 
 
 #: Samples whose importance values are recorded every epoch (``Trainer.trajectories``).
@@ -39,6 +39,9 @@ class TrainingDiverged(AspTuneError):
 
 #: Builds the network from the loaded data (its image shape and classes), after the trainer seeded torch.
 ModelFactory = Callable[[DataBundle], nn.Module]
+#: Trains (or reads from a cache) the scoring model of a strategy that needs one, given the trainer
+#: with its data and network (``asp_tune.build`` supplies it).
+ScoresFactory = Callable[["Trainer"], Any]
 
 
 class Observed(NamedTuple):
@@ -95,7 +98,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: DataBundle | None = None,
-                 model: Union[nn.Module, ModelFactory, None] = None, grad_clip: float = 0.0):
+                 model: Union[nn.Module, ModelFactory, None] = None, grad_clip: float = 0.0,
+                 scores: ScoresFactory | None = None):
         self.config = config.validate()
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
@@ -103,9 +107,7 @@ class Trainer:
         np.random.seed(config.seed % 2**32)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.data = data if data is not None else load_dataset(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
-            test_subset=config.test_subset, seed=config.seed, download=config.download)
+        self.data = data if data is not None else load_dataset_for(config)
         c, h, w = self.data.image_shape
         for name in ("crop_padding", "cutout"):  # larger than the image: training sees only blanks
             value = getattr(config, name)
@@ -126,20 +128,16 @@ class Trainer:
                                          nesterov=config.nesterov and config.momentum > 0,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
-        self.proxy_scores = None  # a static proxy's scoring model (trained once per search, cached)
-        static = STATIC_PROXIES[config.metric] if config.metric in STATIC_PROXIES else None
-        if static is not None and static.needs_proxy_model:
-            from asp_tune.proxy_scores import proxy_scores
-
-            self.proxy_scores = proxy_scores(config, self.data, self.model, forbid_bigger=static.proxy_no_bigger)
-        self.selector = ProxySelector(
-            num_samples=len(self.data.train), epochs=config.epochs, ratio=config.ratio,
-            ratio_schedule=config.ratio_schedule, metric=config.metric,
-            mixture_order=config.mixture_order, mixture_width=config.mixture_width,
-            first_epoch_full=config.first_epoch_full, seed=config.seed, device=self.device,
-            rule=config.selection(), labels=self.data.train.labels,
-            infobatch=InfoBatch(config.infobatch_prune, config.infobatch_anneal), unseen_first=config.unseen_first,
-            proxy_scores=self.proxy_scores)
+        strategy = make_strategy(config.metric, config)
+        self.proxy_scores = None  # the scoring model of a strategy that needs one (trained once per search, cached)
+        if strategy.needs_scores:
+            if scores is None:
+                raise ConfigError("metric", strategy.name, "a trainer built by asp_tune.build.build_trainer, which "
+                                                           "trains the proxy model that scores the samples")
+            self.proxy_scores = scores(self)
+        self.selector = ProxySelector(len(self.data.train), config.epochs, strategy, seed=config.seed,
+                                      device=self.device, labels=self.data.train.labels,
+                                      proxy_scores=self.proxy_scores, **vars(config.proxy_settings()))
         self.feature_tap = FeatureNormTap(self.model)  # ||h|| into the last layer, for `gradient`
         self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
         self.train_feeder = make_feeder(self.data.train, self.data, config, self.device, True,
@@ -232,7 +230,7 @@ class Trainer:
         memory = self.selector.memory
         selected = torch.zeros(memory.num_samples, dtype=torch.bool, device=self.device)
         selected[plan.indices] = True
-        columns = {name: memory[name][self.tracked].tolist() for name in MEMORY_METRICS}
+        columns = {name: memory[name][self.tracked].tolist() for name in memory.columns}
         labels = self.data.train.labels[self.tracked.cpu()].tolist()
         for i, (sample, chosen) in enumerate(zip(self.tracked.tolist(), selected[self.tracked].tolist())):
             self.trajectories.append({"epoch": self.epoch, "sample": sample, "label": labels[i], "selected": chosen,
@@ -244,7 +242,7 @@ class Trainer:
         table = {"index": list(range(self.selector.num_samples)), "label": self.data.train.labels.tolist(),
                  "times_selected": self.selector.times_selected.cpu().tolist()}
         if self.selector.tracks_importance:
-            for name in MEMORY_METRICS:
+            for name in self.selector.memory.columns:
                 table[name] = self.selector.memory[name].cpu().tolist()
         return table
 
@@ -340,7 +338,7 @@ class Trainer:
         """A static proxy's selection seconds, and its scoring model with that model's seconds (counted
         once per search), if any."""
         out = {} if self.proxy_scores is None else self.proxy_scores.describe()
-        if self.selector.static is not None:
+        if self.selector.strategy.kind == "static":
             out["subset_selection_seconds"] = self.selector.selection_seconds
         return out
 

@@ -24,6 +24,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
 from asp_tune.proxy import EpochPlan
+from asp_tune.build import scores_factory
 from asp_tune.trainer import ModelFactory, Observed, StepOutput, Trainer
 from nas.settings import NasSettings
 from nas.spaces import NasSpace
@@ -85,8 +86,9 @@ class DartsTrainer(Trainer):
     """
 
     def __init__(self, config: TrainConfig, data: DataBundle | None, model: nn.Module | ModelFactory,
-                 order: int = 1, arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0):
-        super().__init__(config, data, model, grad_clip=grad_clip)
+                 order: int = 1, arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
+                 **kwargs):
+        super().__init__(config, data, model, grad_clip=grad_clip, **kwargs)
         self.order = order
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
                                                weight_decay=arch_weight_decay)
@@ -167,7 +169,8 @@ class DartsSearch:
                                             data.image_shape[0])
 
         return DartsTrainer(settings.train, None, network, order=settings.order, arch_lr=settings.arch_lr,
-                            arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip)
+                            arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip,
+                            scores=scores_factory(settings.train))
 
     def select(self, trainer: DartsTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None

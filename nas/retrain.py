@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
 from asp_tune.models import count_parameters
+from asp_tune.build import scores_factory
 from asp_tune.trainer import Observed, StepOutput, Trainer
 from nas.checkpoint import train_resumably
 from nas.darts_space import DartsEvalNetwork
@@ -30,7 +31,8 @@ class RetrainTrainer(Trainer):
             return DartsEvalNetwork(settings.genotype, settings.channels, settings.layers, loaded.num_classes,
                                     loaded.image_shape[0], auxiliary=settings.auxiliary)
 
-        super().__init__(settings.train, data, network, grad_clip=settings.grad_clip)
+        super().__init__(settings.train, data, network, grad_clip=settings.grad_clip,
+                         scores=scores_factory(settings.train))
         self.settings = settings
 
     def train_epoch(self) -> dict[str, Any]:

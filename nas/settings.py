@@ -11,7 +11,7 @@ from typing import Any
 from asp_tune.config import TrainConfig
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option, optional
-from asp_tune.registry import MODELS, STATIC_PROXIES, LazyRegistry
+from asp_tune.registry import MODELS, LazyRegistry
 from nas.genotypes import Genotype
 from nas.spaces import NasSpace, get_space, space_names
 
@@ -115,8 +115,9 @@ class NasSettings:
         if self.ground_truth is not None and not space.has_ground_truth:
             raise ConfigError("ground_truth", self.ground_truth, f"no table: the {space.name} space has none")
         self.train.validate()
-        if self.train.metric in STATIC_PROXIES and STATIC_PROXIES[self.train.metric].needs_proxy_model \
-                and self.train.proxy_model is None:  # the supernet cannot score samples on its own
+        from asp_tune.strategies import make_strategy
+
+        if make_strategy(self.train.metric, self.train).needs_scores and self.train.proxy_model is None:  # the supernet cannot score samples on its own
             raise ConfigError("proxy_model", None, f"a network that scores samples for '{self.train.metric}' in a "
                                                    f"NAS search: one of {', '.join(MODELS)}")
         self.evolution.validate(space.size)

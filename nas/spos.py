@@ -19,6 +19,7 @@ import torch
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.schedules import RatioSchedule
+from asp_tune.build import scores_factory
 from asp_tune.trainer import StepOutput, Trainer
 from nas.settings import EvolutionSettings, NasSettings
 from nas.spaces import NasSpace
@@ -70,13 +71,13 @@ class SposTrainer(Trainer):
     """Trains ``space``'s single-path supernet with one uniformly drawn path per batch; scores paths on ``val``."""
 
     def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace, channels: int = 16,
-                 cells: int | None = None):
+                 cells: int | None = None, **kwargs):
         cells = cells or space.default_cells
 
         def supernet(loaded: DataBundle):
             return space.single_path_supernet(channels, cells, loaded.num_classes, loaded.image_shape[0])
 
-        super().__init__(config, data, supernet)
+        super().__init__(config, data, supernet, **kwargs)
         self.space = space
         self.path_rng = random.Random(config.seed * 7919 + 17)
         self.monitor_rng = random.Random(config.seed * 7919 + 29)  # apart, so monitoring never changes training
@@ -141,7 +142,8 @@ class SposSearch:
     """The SPOS searcher: single-path supernet training, then evolution scored on held-out data."""
 
     def trainer(self, settings: NasSettings, space: NasSpace) -> SposTrainer:
-        return SposTrainer(settings.train, None, space, settings.channels, settings.num_cells)
+        return SposTrainer(settings.train, None, space, settings.channels, settings.num_cells,
+                           scores=scores_factory(settings.train))
 
     def select(self, trainer: SposTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None

@@ -104,7 +104,9 @@ def test_metric_schedule_state_round_trip():
 
 def test_single_metric_and_bad_names():
     assert MetricSchedule("loss", 5).draw(3) == "loss"
+    from asp_tune.strategies import make_strategy
+
     with pytest.raises(ConfigError, match="metric='gradnorm'.*'random', 'loss'"):
-        MetricSchedule("gradnorm", 5)
+        make_strategy("gradnorm")
     with pytest.raises(ConfigError, match="mixture_order='g013'.*'g012'"):
         MetricSchedule("mixture", 5, order="g013")

@@ -146,7 +146,7 @@ def test_selector_same_seed_same_selections_and_counts_follow_schedule():
     a, b = ProxySelector(**kw), ProxySelector(**kw)
     pa, pb = _drive(a, 10), _drive(b, 10)
     assert pa == pb
-    expected = a.ratio_schedule.ratios()
+    expected = a.strategy.schedule.ratios()
     assert [len(ix) for _, ix in pa] == [max(2, round(r * 1000)) for r in expected]
     assert pa[0][0] == "all"
 

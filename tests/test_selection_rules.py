@@ -11,10 +11,16 @@ import torch.nn.functional as F
 from asp_tune import TrainConfig, Trainer, load_dataset
 from asp_tune.cli import main
 from asp_tune.errors import ConfigError
-from asp_tune.memory import MEMORY_METRICS, FeatureNormTap, ProxyMemory
-from asp_tune.proxy import InfoBatch, ProxySelector
+from asp_tune.memory import FeatureNormTap, ProxyMemory, memory_metrics
+from asp_tune.proxy import ProxySelector
+from asp_tune.strategies import InfoBatchPruning
 from asp_tune.selection import (SelectionRule, class_quotas, normalise, select_subset, systematic_sample,
                                 top_share, water_fill)
+
+
+def plain_rule(rule: str = "zscore", **settings) -> SelectionRule:
+    """A rule with no floor, class balance or reweighting unless asked (the rule alone, as the tests transcribe it)."""
+    return SelectionRule(rule, **{"uniform_floor": 0.0, "class_balance": False, "reweight": False, **settings})
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -37,46 +43,46 @@ def trained_memory() -> ProxyMemory:
 def test_paper_rule_equals_zscore_rule_at_temperature_one_over_std():
     v = torch.tensor([0.3, 2.0, -1.0, 5.5, 0.0, 1.2, 7.0, -3.0])
     std = float(v.std(unbiased=False))
-    paper = SelectionRule("paper", temperature=1.0).probabilities(v)
-    zscore = SelectionRule("zscore", temperature=1.0 / std).probabilities(v)
+    paper = plain_rule("paper", temperature=1.0).probabilities(v)
+    zscore = plain_rule("zscore", temperature=1.0 / std).probabilities(v)
     torch.testing.assert_close(paper, zscore, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(paper, torch.softmax(v.double(), 0))
 
 
 @pytest.mark.parametrize("target", [0.15, 0.3, 0.5, 0.8])
 def test_calibrated_rule_hits_its_target_mass_for_every_metric(trained_memory, target):
-    for metric in MEMORY_METRICS:
+    for metric in memory_metrics():
         values = trained_memory[metric]
-        share = top_share(SelectionRule("calibrated", top10_mass=target).probabilities(values))
+        share = top_share(plain_rule("calibrated", top10_mass=target).probabilities(values))
         # ties cap what any temperature can reach: the cumulative prediction score takes few values,
         # and when t > k samples tie at the top, the top k can hold at most k / t of the mass
         k = math.ceil(0.1 * values.numel())
         reachable = k / int((values >= torch.topk(values, k).values.min()).sum())
         assert share == pytest.approx(min(target, reachable), abs=0.01), metric
     # the floor is part of the calibration: the final share is the target
-    share = top_share(SelectionRule("calibrated", top10_mass=0.4, uniform_floor=0.3)
+    share = top_share(plain_rule("calibrated", top10_mass=0.4, uniform_floor=0.3)
                       .probabilities(trained_memory["loss"]))
     assert share == pytest.approx(0.4, abs=0.01)
 
 
 def test_zscore_rule_greediness_differs_between_metrics_and_calibration_removes_that(trained_memory):
-    shares = {m: top_share(SelectionRule("zscore").probabilities(trained_memory[m])) for m in MEMORY_METRICS}
+    shares = {m: top_share(plain_rule("zscore").probabilities(trained_memory[m])) for m in memory_metrics()}
     assert max(shares.values()) - min(shares.values()) > 0.05
-    calibrated = [top_share(SelectionRule("calibrated", top10_mass=0.3).probabilities(trained_memory[m]))
-                  for m in MEMORY_METRICS]
+    calibrated = [top_share(plain_rule("calibrated", top10_mass=0.3).probabilities(trained_memory[m]))
+                  for m in memory_metrics()]
     assert max(calibrated) - min(calibrated) < 0.02
 
 
 def test_uniform_floor_bounds_the_minimum_probability():
     v = torch.arange(1000.0)
     n, m, f = 1000, 100, 0.2
-    rule = SelectionRule("zscore", temperature=0.05, uniform_floor=f)
+    rule = plain_rule("zscore", temperature=0.05, uniform_floor=f)
     p = rule.probabilities(v)
     assert float(p.min()) >= f / n * (1 - 1e-9) and float(p.sum()) == pytest.approx(1.0)
     sel = select_subset(v, m, rule, gen())
     assert float(sel.inclusion.min()) >= m * f / n * (1 - 1e-6)
     assert float(sel.inclusion.sum()) == pytest.approx(m, abs=1e-3)
-    no_floor = select_subset(v, m, SelectionRule("zscore", temperature=0.05), gen())
+    no_floor = select_subset(v, m, plain_rule("zscore", temperature=0.05), gen())
     assert float(no_floor.inclusion.min()) < 1e-3  # without a floor the rest nearly starve
 
 
@@ -102,9 +108,9 @@ def test_systematic_sampling_realises_the_inclusion_probabilities():
 def test_class_balance_matches_class_sizes_within_one():
     labels = torch.cat([torch.full((n,), c) for c, n in enumerate([500, 300, 150, 50])])
     values = torch.randn(1000, generator=gen(1)) + 3.0 * (labels == 3)  # class 3 looks "important"
-    for rule in (SelectionRule("zscore", class_balance=True), SelectionRule("calibrated", top10_mass=0.6,
+    for rule in (plain_rule("zscore", class_balance=True), plain_rule("calibrated", top10_mass=0.6,
                                                                            class_balance=True),
-                 SelectionRule("zscore", temperature=0.0, class_balance=True)):
+                 plain_rule("zscore", temperature=0.0, class_balance=True)):
         sel = select_subset(values, 137, rule, gen(2), labels=labels)
         assert sel.indices.unique().numel() == 137
         got = torch.bincount(labels[sel.indices], minlength=4).double()
@@ -127,7 +133,7 @@ def test_reweighted_subset_gradient_is_unbiased_for_the_full_data_gradient():
     losses = F.cross_entropy(x @ w, y, reduction="none")
     per_sample = torch.stack([torch.autograd.grad(losses[i], w, retain_graph=True)[0] for i in range(n)])
     full = per_sample.mean(0)
-    rule = SelectionRule("zscore", temperature=0.5, reweight=True)
+    rule = plain_rule("zscore", temperature=0.5, reweight=True)
     g = gen(7)
     weighted, plain = torch.zeros_like(full), torch.zeros_like(full)
     draws = 3000
@@ -143,7 +149,7 @@ def test_reweighted_subset_gradient_is_unbiased_for_the_full_data_gradient():
 
 
 def test_reweighting_uniform_picks_gives_weight_one():
-    sel = select_subset(None, 10, SelectionRule(reweight=True), gen(), num_samples=40)
+    sel = select_subset(None, 10, plain_rule(reweight=True), gen(), num_samples=40)
     torch.testing.assert_close(sel.weights, torch.ones(40))
 
 
@@ -181,12 +187,12 @@ def test_trainer_feeds_the_last_layer_features_from_the_training_forward(trained
 
 def test_infobatch_keeps_every_above_mean_sample_and_is_unbiased():
     loss = torch.rand(2000, generator=gen(4)) ** 3 * 5
-    ib = InfoBatch(prune=0.6)
+    ib = InfoBatchPruning(prune=0.6)
     g = gen(5)
     total = torch.zeros(())
     high = set(torch.nonzero(loss >= loss.mean()).squeeze(1).tolist())
     for _ in range(1500):
-        kept, weights = ib.plan(loss, g)
+        kept, weights = ib.prune_plan(loss, g)
         assert high <= set(kept.tolist())
         total += (weights[kept] * loss[kept]).sum()
     assert float(total / 1500) == pytest.approx(float(loss.sum()), rel=0.01)
@@ -218,10 +224,10 @@ def _drive(selector: ProxySelector, start: int, stop: int) -> list:
 
 
 @pytest.mark.parametrize("options", [
-    dict(metric="mixture", rule=SelectionRule("calibrated", top10_mass=0.4, uniform_floor=0.2, class_balance=True,
-                                              reweight=True)),
-    dict(metric="loss", rule=SelectionRule("paper", temperature=0.5, reweight=True)),
-    dict(metric="gradient", rule=SelectionRule("zscore", temperature=0.0, class_balance=True)),
+    dict(metric="mixture", selection_rule="calibrated", top10_mass=0.4, uniform_floor=0.2, class_balance=True,
+         reweight=True),
+    dict(metric="loss", selection_rule="paper", temperature=0.5, reweight=True, class_balance=False),
+    dict(metric="gradient", selection_rule="zscore", temperature=0.0, class_balance=True),
     dict(metric="infobatch", ratio=1.0),
 ])
 def test_resumed_selector_makes_the_same_selections_with_every_option(options):
@@ -254,7 +260,7 @@ def test_reweighted_trainer_resumes_exactly(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--uniform-floor", "-0.1"], "invalid uniform_floor=-0.1: allowed a number in [0.0, 1.0]"),
-    (["--top10-mass", "1.5"], "invalid top10_mass=1.5: allowed a number in (0.0, 1.0)"),
+    (["--top10-mass", "1.5"], "invalid top10_mass=1.5: allowed a number in [0.1, 1.0)"),
     (["--top10-mass", "0"], "invalid top10_mass=0.0"),
     (["--selection-rule", "greedy"], "invalid selection_rule='greedy': allowed one of 'zscore', 'paper', 'calibrated'"),
     (["--metric", "infobatch", "--ratio", "0.3"], "invalid ratio=0.3: allowed 1.0 with metric 'infobatch'"),

@@ -17,12 +17,12 @@ from asp_tune.config import TrainConfig
 from asp_tune.errors import ConfigError
 from asp_tune.proxy import ProxySelector
 from asp_tune.proxy_scores import ProxyScores, proxy_scores
-from asp_tune.registry import STATIC_PROXIES
+from asp_tune.registry import STATIC_PROXY_NAMES
 from asp_tune.selection import SelectionRule
 from asp_tune.static_proxies import ForgettingEvents, greedy_k_centers
 from asp_tune.svp import ActiveLearner, load_data
 from asp_tune.svp_settings import ActiveLearningSettings, CoresetSettings
-from asp_tune.trainer import Trainer
+from asp_tune.build import build_trainer
 from tests.test_cli import run_cli
 
 N, CLASSES = 200, 10
@@ -40,10 +40,10 @@ def selector(metric: str, ratio: float = 0.3, scores: ProxyScores | None = None,
              epochs: int = 4) -> ProxySelector:
     labels = torch.arange(N) % CLASSES
     return ProxySelector(N, epochs, ratio=ratio, metric=metric, seed=3, labels=labels,
-                         rule=SelectionRule("calibrated", class_balance=class_balance), proxy_scores=scores)
+                         selection_rule="calibrated", class_balance=class_balance, proxy_scores=scores)
 
 
-@pytest.mark.parametrize("metric", sorted(STATIC_PROXIES))
+@pytest.mark.parametrize("metric", sorted(STATIC_PROXY_NAMES))
 def test_every_strategy_gives_the_requested_number_of_distinct_indices(metric):
     sel = selector(metric, 0.3, fake_scores())
     plans = [sel.plan(e) for e in range(4)]
@@ -58,9 +58,9 @@ def test_every_strategy_gives_the_requested_number_of_distinct_indices(metric):
 def test_easiest_and_hardest_are_the_lowest_and_highest_proxy_losses():
     scores = fake_scores()
     order = torch.argsort(scores.loss)
-    assert set(selector("easiest", 0.1, scores).static.fixed.tolist()) == set(order[:20].tolist())
-    assert set(selector("hardest", 0.1, scores).static.fixed.tolist()) == set(order[-20:].tolist())
-    balanced = selector("hardest", 0.1, scores, class_balance=True).static.fixed
+    assert set(selector("easiest", 0.1, scores).strategy.subset.fixed.tolist()) == set(order[:20].tolist())
+    assert set(selector("hardest", 0.1, scores).strategy.subset.fixed.tolist()) == set(order[-20:].tolist())
+    balanced = selector("hardest", 0.1, scores, class_balance=True).strategy.subset.fixed
     labels = torch.arange(N) % CLASSES
     assert torch.bincount(labels[balanced], minlength=CLASSES).tolist() == [2] * CLASSES
     for k in range(CLASSES):  # within each class, its two highest losses
@@ -74,18 +74,18 @@ def test_easiest_and_hardest_are_the_lowest_and_highest_proxy_losses():
 def test_svp_uncertainty_strategies_keep_the_top_scores(metric, score):
     scores = fake_scores()
     values = scores.score(score)
-    chosen = selector(metric, 0.25, scores).static.fixed
+    chosen = selector(metric, 0.25, scores).strategy.subset.fixed
     assert values[chosen].min() >= torch.topk(values, 50).values.min()
 
 
 def test_half_classes_keeps_exactly_half_of_the_classes():
     sel = selector("half_classes", 0.5)
     labels = torch.arange(N) % CLASSES
-    kept = labels[sel.static.fixed].unique()
+    kept = labels[sel.strategy.subset.fixed].unique()
     assert kept.numel() == CLASSES // 2
-    assert sel.static.fixed.numel() == 100  # ratio 0.5 of balanced classes: every sample of the kept half
-    assert set(sel.static.fixed.tolist()) == set(torch.nonzero(torch.isin(labels, kept)).squeeze(1).tolist())
-    small = selector("half_classes", 0.2).static.fixed
+    assert sel.strategy.subset.fixed.numel() == 100  # ratio 0.5 of balanced classes: every sample of the kept half
+    assert set(sel.strategy.subset.fixed.tolist()) == set(torch.nonzero(torch.isin(labels, kept)).squeeze(1).tolist())
+    small = selector("half_classes", 0.2).strategy.subset.fixed
     assert labels[small].unique().numel() <= CLASSES // 2 and small.numel() == 40
 
 
@@ -136,7 +136,7 @@ def test_the_static_subset_survives_a_checkpoint():
     a.plan(0)
     b = selector("kcenters", 0.3, fake_scores(seed=9))  # a different cache would give another subset
     b.load_state_dict(a.state_dict())
-    assert torch.equal(a.static.fixed, b.static.fixed)
+    assert torch.equal(a.strategy.subset.fixed, b.strategy.subset.fixed)
     assert torch.equal(a.plan(1).indices, b.plan(1).indices)
 
 
@@ -165,7 +165,7 @@ def test_proxy_scores_are_computed_once_and_shared_by_every_trial(monkeypatch):
     assert calls[0].lr == TrainConfig.lr and calls[0].epochs == 1  # default optimisation, a quarter of the epochs
     # a trial reports the proxy it shared; a hit leaves the global random state as a miss does
     torch.manual_seed(5)
-    trainer = Trainer(trials[0], data=data)
+    trainer = build_trainer(trials[0], data=data)
     summary = trainer.fit()
     assert summary["proxy_computed"] is False and summary["proxy_seconds"] == pytest.approx(results[0].seconds)
     assert len(calls) == 1
@@ -177,8 +177,8 @@ def test_proxy_scores_are_computed_once_and_shared_by_every_trial(monkeypatch):
 def test_a_proxy_bigger_than_the_target_is_refused_where_svp_forbids_it():
     cfg = TrainConfig(dataset="digits", model="mlp", metric="kcenters", ratio=0.5, proxy_model="resnet20", epochs=1)
     with pytest.raises(ConfigError, match="proxy_model.*no bigger than the target"):
-        Trainer(cfg)
-    Trainer(cfg.replace(metric="hardest"))  # proxy datasets: any scoring model is allowed
+        build_trainer(cfg)
+    build_trainer(cfg.replace(metric="hardest"))  # proxy datasets: any scoring model is allowed
 
 
 def test_active_learning_grows_the_pool_by_the_budget_and_never_relabels():
@@ -303,7 +303,7 @@ def test_static_proxies_are_accepted_where_asp_metrics_are(tmp_path):
                          "params": {"lr": {"type": "grid", "values": [0.05, 0.1]}}})
     cfg = space.train_config({"lr": 0.05}, metric="least_confidence", ratio=0.3, seed=0, device="cpu")
     assert (cfg.metric, cfg.proxy_model, cfg.proxy_epochs) == ("least_confidence", "mlp", 2)
-    assert Trainer(cfg).fit()["proxy_epochs"] == 2
+    assert build_trainer(cfg).fit()["proxy_epochs"] == 2
     out = tmp_path / "nas"
     assert run_cli("nas", "--epochs", 2, "--channels", 4, "--cells", 1, "--subset", 300, "--test-subset", 40,
                    "--candidates", 4, "--generations", 1, "--mutations", 2, "--crossovers", 2, "--quiet",

@@ -27,7 +27,7 @@ def test_dynamic_ratio_counts_follow_the_schedule(digits):
     t = Trainer(cfg, data=digits)
     t.fit()
     n = len(digits.train)
-    expected = [max(2, round(r * n)) for r in t.selector.ratio_schedule.ratios()]
+    expected = [max(2, round(r * n)) for r in t.selector.strategy.schedule.ratios()]
     assert [r["selected"] for r in t.history] == expected
     assert t.history[0]["metric_used"] == "all" and t.history[0]["ratio"] == 1.0
     assert {r["metric_used"] for r in t.history[1:]} <= {"random", "loss", "entropy", "gradient", "prediction"}

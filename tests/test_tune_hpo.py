@@ -152,7 +152,7 @@ def test_paused_trial_resumes_with_the_same_memory_and_selections(tmp_path):
             assert m1[key] == m2[key]
         s1 = torch.load(Path(c1) / CHECKPOINT_FILE, weights_only=True)["selector"]
         s2 = torch.load(Path(c2) / CHECKPOINT_FILE, weights_only=True)["selector"]
-        for k in s1["memory"]:
+        for k in ("latest", "counts"):
             assert torch.allclose(s1["memory"][k], s2["memory"][k], atol=1e-6)
         assert torch.equal(s1["generator"], s2["generator"])
 

@@ -12,7 +12,7 @@ from asp_tune.cli import add_output_flags, add_train_arguments, command, given_f
 from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
 from asp_tune.flags import add_arguments, float_list, values_from_args
-from asp_tune.schedules import METRIC_CHOICES
+from asp_tune.proxy_settings import metric_choices
 
 if TYPE_CHECKING:
     from asp_tune.run_dir import RunDirectory
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 #: What ``correlate`` can put in a cell: every selection metric but ``none`` (the full-data column) and
 #: ``infobatch`` (its cost is not a ratio).
-CORRELATE_METRICS = tuple(m for m in METRIC_CHOICES if m not in ("none", "infobatch"))
+def correlate_metrics() -> tuple[str, ...]:
+    return tuple(m for m in metric_choices() if m not in ("none", "infobatch", "auto"))
 
 
 def _add_space_flags(p: argparse.ArgumentParser) -> None:
@@ -107,7 +108,7 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratios", type=float_list, default=(0.1, 0.3, 0.5), help="proxy ratios [default: 0.1,0.3,0.5]")
     p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
                    help="comma-separated metrics, one cell per (ratio, metric): ASP metrics and static baselines "
-                        f"({', '.join(CORRELATE_METRICS)}) [default: random,loss,entropy,gradient,prediction,mixture]")
+                        f"({', '.join(correlate_metrics())}) [default: random,loss,entropy,gradient,prediction,mixture]")
     add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
@@ -195,8 +196,8 @@ def run_correlate_command(args: argparse.Namespace) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in metrics:
-        if m not in CORRELATE_METRICS:
-            raise ConfigError("metrics", m, CORRELATE_METRICS)
+        if m not in correlate_metrics():
+            raise ConfigError("metrics", m, correlate_metrics())
     if not args.ratios or any(not (0 < r < 1) for r in args.ratios):
         raise ConfigError("ratios", args.ratios, "numbers in (0, 1)")
     if not metrics:

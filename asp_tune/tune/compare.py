@@ -16,7 +16,6 @@ import pandas as pd
 from asp_tune.config import TrainConfig
 from asp_tune.errors import RunFailed
 from asp_tune.quality import cost_adjusted_r2, proxy_quality, relative_cost
-from asp_tune.registry import STATIC_PROXIES
 from asp_tune.tune.runner import (HpoResult, HpoSettings, check_resources, check_shared_storage, ensure_ray,
                                   error_line, fit_interruptibly, last_values, make_tuner, proxy_model_seconds,
                                   quiet_ray_logs, run_hpo)
@@ -33,10 +32,10 @@ def config_key(row: pd.Series | dict[str, Any], names: list[str]) -> tuple:
 def _retrain_one(config: dict[str, Any], threads: int) -> dict[str, Any]:
     import torch
 
-    from asp_tune.trainer import Trainer
+    from asp_tune.build import build_trainer
 
     torch.set_num_threads(max(1, threads))
-    summary = Trainer(TrainConfig.from_dict(config)).fit()
+    summary = build_trainer(TrainConfig.from_dict(config)).fit()
     return {"seed": config["seed"], "test_accuracy": summary["final_test_accuracy"],
             "val_accuracy": summary["final_val_accuracy"], "seconds": summary["train_seconds"]}
 
@@ -248,8 +247,10 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
 
 
 def metric_kind(metric: str) -> str:
-    """``static`` for a baseline chosen once (:data:`STATIC_PROXIES`), ``ASP`` for a per-epoch metric."""
-    return "static" if metric in STATIC_PROXIES else "ASP"
+    """``static`` for a baseline chosen once, ``ASP`` for a strategy chosen anew each epoch."""
+    from asp_tune.strategies import make_strategy
+
+    return "static" if make_strategy(metric, TrainConfig(ratio=0.5)).kind == "static" else "ASP"
 
 
 def correlation_markdown(corr: pd.DataFrame, title: str) -> str:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from asp_tune.config import DEVICES, EARLY_STOPPING_PROXY, PROXY_METRIC, SELECTION_FIELDS, TrainConfig
+from asp_tune.config import DEVICES, SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.flags import option
 from asp_tune.run_dir import jsonable
-from asp_tune.schedules import METRIC_CHOICES, RATIO_SCHEDULES
+from asp_tune.proxy_settings import EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, metric_choices
 from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, write_text
 from asp_tune.tune.space import SearchSpace
 
@@ -43,9 +43,9 @@ class HpoSettings:
     algo: str = option("asha", "search algorithm", SEARCH, ALGORITHMS)
     ratio: float = option(1.0, "sampling ratio (1.0 with --metric none: full data)", SEARCH)
     ratio_schedule: str = option("constant", "how the ratio moves over the epochs", SEARCH, RATIO_SCHEDULES)
-    metric: str = option("auto", "importance metric for proxy runs; auto: the best measured (random, never-seen "
-                                 "samples first, when trials start at the ratio under early stopping; else loss)",
-                         SEARCH, lambda: METRIC_CHOICES + ("auto",))
+    metric: str = option("auto", "subset strategy of proxy runs; auto: the best measured (random, never-seen "
+                                 "samples first, when trials start at the ratio under early stopping; else loss "
+                                 "at r >= 0.2 and fixed_random below)", SEARCH, metric_choices)
     num_samples: int = option(8, "trials (for a grid space: repeats of the grid)", SEARCH)
     max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH)
     max_concurrent: int = option(2, "trials at once (the paper runs 8)", SEARCH)
@@ -70,8 +70,8 @@ class HpoSettings:
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
             raise ConfigError("algo", self.algo, ALGORITHMS)
-        if self.metric not in METRIC_CHOICES + ("auto",):
-            raise ConfigError("metric", self.metric, METRIC_CHOICES + ("auto",))
+        if self.metric not in metric_choices():
+            raise ConfigError("metric", self.metric, metric_choices())
         if self.ratio_schedule not in RATIO_SCHEDULES:
             raise ConfigError("ratio_schedule", self.ratio_schedule, RATIO_SCHEDULES)
         for key in self.selection:
@@ -154,9 +154,7 @@ class HpoSettings:
         importance metric under the calibrated rule."""
         if self.metric != "auto":
             return self.metric
-        if self.ratio >= 1.0:
-            return "none"
-        return EARLY_STOPPING_PROXY["metric"] if self.starts_at_ratio else PROXY_METRIC
+        return auto_strategy(self.ratio, self.starts_at_ratio)["metric"]
 
     def trial_config(self) -> TrainConfig:
         first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}

@@ -15,9 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from asp_tune.datasets import load_dataset
+from asp_tune.build import build_trainer
 from asp_tune.memory import ProxyMemory
-from asp_tune.trainer import Trainer
 from asp_tune.tune.space import SearchSpace
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -71,9 +70,7 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     if gpus and cfg.device == "auto" and not torch.cuda.is_available():
         warnings.warn(f"Ray assigned GPU {','.join(gpus)} to this trial but CUDA is not available in its worker: "
                       "training on the CPU (use --device cuda to make this an error)", stacklevel=2)
-    data = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, subset=cfg.subset,
-                        test_subset=cfg.test_subset, seed=cfg.seed, download=cfg.download, arrays=arrays)
-    trainer = Trainer(cfg, data=data)
+    trainer = build_trainer(cfg, arrays=arrays)
     checkpoint = get_checkpoint()
     restored: dict[str, Any] = {}
     if checkpoint is not None:

@@ -1,0 +1,87 @@
+"""Declared parameter constraints (as scikit-learn declares them): one declaration per field, checked
+from it, with an error that names the field and the allowed values.
+
+A constraint sits in a field's metadata (``option(..., check=Interval(0, 1, "right"))``) and
+:func:`check_fields` applies every declared one; the same object writes the "allowed ..." text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from asp_tune.errors import ConfigError
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number between ``low`` and ``high`` (None: unbounded); ``closed`` is ``both``, ``left``,
+    ``right`` or ``neither``; ``integer`` asks for an int."""
+
+    low: float | None
+    high: float | None
+    closed: str = "both"
+    integer: bool = False
+    optional: bool = False  # None allowed too
+
+    def allowed(self) -> str:
+        if self.integer and self.high is None:
+            text = f"an integer >= {self.low}" if self.closed in ("both", "left") else f"an integer > {self.low}"
+        else:
+            left = "[" if self.closed in ("both", "left") and self.low is not None else "("
+            right = "]" if self.closed in ("both", "right") and self.high is not None else ")"
+            lo = "-inf" if self.low is None else f"{self.low}"
+            hi = "inf" if self.high is None else f"{self.high}"
+            text = f"{'an integer' if self.integer else 'a number'} in {left}{lo}, {hi}{right}"
+        return text + (" or none" if self.optional else "")
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        ok = _is_number(value) and (not self.integer or isinstance(value, int))
+        if ok and self.low is not None:
+            ok = value >= self.low if self.closed in ("both", "left") else value > self.low
+        if ok and self.high is not None:
+            ok = value <= self.high if self.closed in ("both", "right") else value < self.high
+        if ok and math.isinf(value):
+            ok = False
+        if not ok:
+            raise ConfigError(name, value, self.allowed())
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of the values ``choices()`` returns (a registry filled later, read when checked)."""
+
+    choices: Callable[[], Iterable[Any]]
+    optional: bool = False
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        allowed = tuple(self.choices())
+        if not isinstance(value, (str, int, float, bool)) or value not in allowed:
+            raise ConfigError(name, value, allowed)
+
+
+@dataclass(frozen=True)
+class Boolean:
+    def __call__(self, name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(name, value, "true or false")
+
+
+def check_fields(obj: Any, only: Iterable[str] | None = None) -> None:
+    """Apply every constraint declared on ``obj``'s dataclass fields (or on those named ``only``)."""
+    names = None if only is None else set(only)
+    for f in dataclasses.fields(obj):
+        check = f.metadata.get("check")
+        if check is not None and (names is None or f.name in names):
+            check(f.name, getattr(obj, f.name))

@@ -1,0 +1,281 @@
+"""Proxy data in any PyTorch training loop: wrap the data set, use its sampler, pass the loss through.
+
+::
+
+    proxy = asp_tune.ProxyData(train_set, epochs=E, ratio=0.3)         # any map-style Dataset
+    loader = DataLoader(proxy, batch_size=128, sampler=proxy.sampler)  # yields (indices, sample)
+    for epoch in range(E):
+        proxy.set_epoch(epoch)
+        for idx, (x, y) in loader:
+            logits = model(x)
+            loss = proxy.update(idx, F.cross_entropy(logits, y, reduction="none"), logits=logits, targets=y)
+            loss.backward(); optimizer.step(); optimizer.zero_grad()
+
+The model, loss, optimiser and data are the user's; nothing of PyTorch is patched. Under
+``torch.distributed`` every rank draws the same subset (same seed, same memory), takes its own
+shard of it as ``DistributedSampler`` does, and the memory learns from every rank's batches
+(gathered), so the ranks never drift apart. ``state_dict`` holds everything: a loop resumed from
+it makes the same selections as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from asp_tune.errors import ConfigError
+from asp_tune.proxy import ProxySelector
+from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
+
+
+def _find_labels(dataset: Any) -> torch.Tensor | None:
+    """Integer class labels the data set declares (``targets``, as torchvision's do, or ``labels``,
+    or a ``TensorDataset``'s last tensor when it is integer), else None."""
+    for name in ("targets", "labels"):
+        values = getattr(dataset, name, None)
+        if values is not None:
+            tensor = torch.as_tensor(values)
+            if tensor.dim() == 1 and not tensor.is_floating_point() and tensor.numel() == len(dataset):
+                return tensor.long()
+    tensors = getattr(dataset, "tensors", None)
+    if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
+        return tensors[-1].long()
+    return None
+
+
+def _distributed() -> tuple[int, int]:
+    """(world size, rank) of the default process group, or (1, 0) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+class ProxyData(Dataset):
+    """A map-style data set whose :attr:`sampler` yields each epoch's proxy subset.
+
+    ``strategy``: a name (``"auto"``: the best measured for ``ratio``, see
+    :func:`asp_tune.proxy_settings.auto_strategy`; any ``metric`` name of ``asp-tune train``; an
+    import path ``package.module:name``) or a :class:`~asp_tune.strategies.SubsetStrategy` object.
+    ``settings``: any :class:`~asp_tune.proxy_settings.ProxySettings` field (``selection_rule``,
+    ``top10_mass``, ``first_epoch_full``, ...), with the same defaults as ``TrainConfig``.
+
+    ``labels`` (default: the data set's ``targets``/``labels``) are needed for class balance and for
+    strategies that choose by class; when there are none and ``class_balance`` is not asked for,
+    selection is not class-balanced (regression, multi-label). ``device``: where the memory and the
+    selection live (default CPU; a GPU loop gains from ``device="cuda"``). ``num_replicas`` and
+    ``rank`` default to the ``torch.distributed`` process group, if one is initialised.
+    """
+
+    def __init__(self, dataset: Dataset, epochs: int, ratio: float | None = None,
+                 strategy: SubsetStrategy | str = "auto", *, labels: Sequence[int] | torch.Tensor | None = None,
+                 seed: int = 0, device: torch.device | str = "cpu", num_replicas: int | None = None,
+                 rank: int | None = None, proxy_scores: Any = None, **settings: Any):
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ConfigError("dataset", type(dataset).__name__, "a map-style Dataset (with __getitem__ and __len__)")
+        self.dataset = dataset
+        size = len(dataset)  # type: ignore[arg-type]
+        if size < 1:
+            raise ConfigError("dataset", f"{size} samples", "a data set with at least 1 sample")
+        label_tensor = torch.as_tensor(labels).long() if labels is not None else _find_labels(dataset)
+        if label_tensor is not None and label_tensor.numel() != size:
+            raise ConfigError("labels", f"{label_tensor.numel()} labels", f"one per sample ({size})")
+        if isinstance(strategy, SubsetStrategy):
+            if ratio is not None and abs(ratio - strategy.ratio) > 1e-12:
+                raise ConfigError("ratio", ratio, f"none, or the strategy object's own ({strategy.ratio})")
+        else:
+            settings["ratio"] = 1.0 if ratio is None else ratio
+            settings.setdefault("metric", strategy)
+            if label_tensor is None:
+                settings.setdefault("class_balance", False)
+        world, me = _distributed()
+        self.num_replicas = world if num_replicas is None else int(num_replicas)
+        self.rank = me if rank is None else int(rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ConfigError("rank", self.rank, f"an integer in [0, {self.num_replicas - 1}]")
+        self.selector = ProxySelector(size, epochs, strategy if isinstance(strategy, SubsetStrategy) else None,
+                                      seed=seed, device=device, labels=label_tensor, proxy_scores=proxy_scores,
+                                      **settings)
+        self.epochs = epochs
+        self.epoch = -1  # the epoch planned last
+        self._consumed = True  # the planned epoch was iterated (the next iteration plans a new one)
+        self.plan: EpochPlan | None = None
+        self.sampler = ProxySampler(self)
+        self.samples_seen = 0  # over all ranks
+
+    # ------------------------------------------------------------------ Dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        return index, self.dataset[index]
+
+    # ------------------------------------------------------------------ epochs
+
+    @property
+    def strategy(self) -> SubsetStrategy:
+        return self.selector.strategy
+
+    def set_epoch(self, epoch: int) -> EpochPlan:
+        """Plan ``epoch`` (the epochs must come in order, as a loop runs them); returns its plan."""
+        if epoch == self.epoch and self.plan is not None:
+            return self.plan
+        if epoch != self.epoch + 1:
+            raise ConfigError("epoch", epoch, f"the next epoch, {self.epoch + 1} (epochs are planned in order; "
+                                              "resume with load_state_dict)")
+        if epoch >= self.epochs:
+            raise ConfigError("epoch", epoch, f"an epoch below epochs={self.epochs}")
+        self.plan = self.selector.plan(epoch)
+        self.epoch = epoch
+        self._consumed = False
+        self.samples_seen += self.plan.count
+        self._shard = self._rank_shard(self.plan.indices)
+        return self.plan
+
+    def _rank_shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the epoch's subset: every ``num_replicas``-th index from ``rank``,
+        padded (by repeating the first ones) so every rank has the same number, as DistributedSampler."""
+        indices = indices.cpu()
+        if self.num_replicas == 1:
+            return indices
+        per_rank = math.ceil(indices.numel() / self.num_replicas)
+        total = per_rank * self.num_replicas
+        if total > indices.numel():
+            repeats = math.ceil(total / indices.numel())
+            indices = torch.cat([indices] * repeats)[:total]
+        return indices[self.rank:total:self.num_replicas]
+
+    def epoch_size(self, epoch: int | None = None) -> int | None:
+        """Samples this rank trains on in ``epoch`` (default: the current one, or the first), known
+        before the epoch starts; None where the strategy cannot know in advance (InfoBatch's pruned
+        epochs)."""
+        if epoch is None:
+            epoch = max(self.epoch, 0)
+        if epoch == self.epoch and self.plan is not None:
+            return int(self._shard.numel())
+        size = self.selector.epoch_size(epoch)
+        return None if size is None else math.ceil(size / self.num_replicas)
+
+    def epoch_sizes(self) -> list[int | None]:
+        """:meth:`epoch_size` of every epoch of the run."""
+        return [self.epoch_size(e) for e in range(self.epochs)]
+
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = False) -> list[int]:
+        """Optimiser steps of each epoch for a loader of ``batch_size`` (for step-based LR schedules
+        such as ``OneCycleLR``: ``total_steps=sum(...)``). Where an epoch's size is unknown in advance
+        (InfoBatch), the full data set's steps are an upper bound, so a schedule never runs out."""
+        full = math.ceil(len(self) / self.num_replicas)
+        sizes = [full if s is None else s for s in self.epoch_sizes()]
+        return [s // batch_size if drop_last else math.ceil(s / batch_size) for s in sizes]
+
+    # ------------------------------------------------------------------ learning
+
+    def update(self, indices: torch.Tensor | Sequence[int], losses: torch.Tensor, logits: torch.Tensor | None = None,
+               targets: torch.Tensor | None = None, feature_norms: torch.Tensor | None = None) -> torch.Tensor:
+        """Learn from one trained batch and return the loss to backpropagate: the mean of the
+        per-sample ``losses`` (``reduction="none"``; extra dimensions are averaged per sample), each
+        weighted by the strategy's weight for this epoch (unbiased reweighting, InfoBatch rescaling).
+
+        ``logits``/``targets`` feed the statistics that need class probabilities (entropy, gradient,
+        prediction) and class balance; a strategy that reads them says so when they are missing.
+        Under ``torch.distributed`` the batch is gathered from every rank first, so each rank's
+        memory learns the same values."""
+        if self.plan is None:
+            raise ConfigError("update", "before set_epoch", "a call after set_epoch(epoch) planned the epoch")
+        if not isinstance(losses, torch.Tensor) or losses.dim() == 0:
+            raise ConfigError("losses", type(losses).__name__ if not isinstance(losses, torch.Tensor) else "a scalar",
+                              "per-sample losses, shape (batch, ...): compute the loss with reduction='none'")
+        per_sample = losses if losses.dim() == 1 else losses.flatten(1).mean(dim=1)
+        idx = torch.as_tensor(indices).to(per_sample.device).long()
+        if idx.shape[0] != per_sample.shape[0]:
+            raise ConfigError("indices", f"{idx.shape[0]} indices", f"one per loss ({per_sample.shape[0]})")
+        if self.selector.tracks_importance:
+            self._observe(idx, per_sample.detach(), logits, targets, feature_norms)
+        if self.plan.weights is not None:
+            per_sample = per_sample * self.plan.weights.to(per_sample.device)[idx].to(per_sample.dtype)
+        return per_sample.mean()
+
+    def _observe(self, idx: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
+                 targets: torch.Tensor | None, feature_norms: torch.Tensor | None) -> None:
+        parts = {"idx": idx, "losses": losses, "logits": None if logits is None else logits.detach(),
+                 "targets": None if targets is None else targets, "feature_norms": feature_norms}
+        if self.num_replicas > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = {k: None if v is None else _gather(v) for k, v in parts.items()}
+        self.selector.observe(parts["idx"], parts["logits"], parts["targets"], parts["feature_norms"],
+                              parts["losses"])
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {"selector": self.selector.state_dict(), "epoch": self.epoch, "samples_seen": self.samples_seen,
+                "plan": None if self.plan is None else {
+                    "epoch": self.plan.epoch, "indices": self.plan.indices.cpu().clone(), "metric": self.plan.metric,
+                    "target_ratio": self.plan.target_ratio, "top10_mass": self.plan.top10_mass,
+                    "weights": None if self.plan.weights is None else self.plan.weights.cpu().clone()},
+                "consumed": self._consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where ``state`` (from :meth:`state_dict`) left off: the next ``set_epoch``
+        makes the selection an uninterrupted loop would have made."""
+        self.selector.load_state_dict(state["selector"])
+        self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
+        plan = state.get("plan")
+        if plan is None:
+            self.plan = None
+            return
+        device = self.selector.device
+        self.plan = EpochPlan(plan["epoch"], plan["indices"].to(device), plan["metric"], plan["target_ratio"],
+                              plan["top10_mass"], None if plan["weights"] is None else plan["weights"].to(device))
+        self._shard = self._rank_shard(self.plan.indices)
+
+    def describe(self) -> dict[str, Any]:
+        """The strategy, and the data used so far (samples seen and data passes over all ranks)."""
+        n = len(self)
+        return {**self.selector.describe(), "num_samples": n, "epochs": self.epochs,
+                "samples_seen": self.samples_seen, "data_passes": self.samples_seen / n}
+
+
+class ProxySampler(Sampler[int]):
+    """The epoch's selected indices (this rank's shard); its length is known before the epoch."""
+
+    def __init__(self, proxy: ProxyData):
+        self.proxy = proxy
+
+    def __iter__(self) -> Iterator[int]:
+        proxy = self.proxy
+        if proxy.plan is None or proxy._consumed:  # no set_epoch call: plan the next epoch
+            proxy.set_epoch(proxy.epoch + 1)
+        proxy._consumed = True
+        return iter(proxy._shard.tolist())
+
+    def __len__(self) -> int:
+        proxy = self.proxy
+        if proxy.plan is not None and not proxy._consumed:
+            return int(proxy._shard.numel())
+        size = proxy.epoch_size(proxy.epoch + 1) if proxy.epoch + 1 < proxy.epochs else 0
+        return len(proxy) if size is None else size
+
+
+def _gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (first dimension may differ), concatenated in rank order."""
+    dist = torch.distributed
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[:tensor.shape[0]] = tensor
+    out = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([part[: int(s.item())] for part, s in zip(out, sizes)])
+
+
+def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta: float = 0.875,
+              **kwargs: Any) -> ProxyData:
+    """InfoBatch's own signature (Qin et al. 2024): ``prune_ratio`` of the below-mean-loss samples
+    dropped each epoch, rescaled, with the last ``1 - delta`` of the epochs on all data. A
+    :class:`ProxyData`: use its ``sampler``, and ``update(indices, losses)`` for the loss."""
+    return ProxyData(dataset, num_epochs, strategy=InfoBatchPruning(prune_ratio, 1.0 - delta), **kwargs)

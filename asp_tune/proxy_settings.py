@@ -1,0 +1,136 @@
+"""How a run's proxy subsets are chosen: one settings dataclass, the single source of every default.
+
+:class:`ProxySettings` holds the strategy name (``metric``), the ratio and every selection setting,
+each declared once with its default, help text and allowed values (:func:`asp_tune.flags.option`,
+checked from that declaration by :mod:`asp_tune.constraints`). ``TrainConfig`` inherits these
+fields, ``ProxySelector`` and ``ProxyData`` take them as keyword arguments, and the command-line
+flags are generated from them, so the same words give the same strategy everywhere.
+
+The defaults are the measured ones (``bench/README.md``): the calibrated rule with 0.2 of the
+probability on the top 10% of samples, a 0.3 uniform floor, class balance and unbiased
+reweighting; ``metric="auto"`` resolves by :func:`auto_strategy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from asp_tune.constraints import Boolean, Interval, OneOf, check_fields
+from asp_tune.errors import ConfigError
+from asp_tune.flags import option
+from asp_tune.registry import MODELS, SELECTION_RULES, strategy_names
+
+RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
+MIXTURE_ORDERS: tuple[str, ...] = ("g012", "g021", "g102", "g120", "g201", "g210")
+GROUP = "proxy data (ASP)"
+STATIC_GROUP = "static proxies (baselines)"
+
+#: Below this ratio ``auto`` takes a fixed random subset: at r = 0.1 it ranked configurations best at
+#: equal cost, while importance sampling with a full first epoch cost 2.1x its data (bench/baselines.py).
+AUTO_STATIC_BELOW = 0.2
+
+
+def metric_choices() -> tuple[str, ...]:
+    """Every ``metric`` value accepted now (registered strategies and statistics, and ``auto``)."""
+    return strategy_names() + ("auto",)
+
+
+@dataclass
+class ProxySettings:
+    """Which subset strategy a run uses and how it selects. ``metric`` names a strategy
+    (``asp_tune.registry.STRATEGIES``), a memory statistic (importance sampling on it), or ``auto``."""
+
+    ratio: float = option(1.0, "sampling ratio r in (0, 1]", GROUP, check=Interval(0.0, 1.0, "right"))
+    ratio_schedule: str = option("constant", "constant r, or dynamic (the paper's Algorithm 2)", GROUP,
+                                 RATIO_SCHEDULES, check=OneOf(lambda: RATIO_SCHEDULES))
+    metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
+                                 "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
+                                 "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,
+                         check=OneOf(metric_choices))
+    mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
+                                check=OneOf(lambda: MIXTURE_ORDERS))
+    mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run", GROUP,
+                                  check=Interval(0.0, None, "neither"))
+    selection_rule: str = option("calibrated", "how values become probabilities: zscore softmax(z/T), paper "
+                                               "softmax(v/T), calibrated (--top10-mass)", GROUP, SELECTION_RULES,
+                                 check=OneOf(lambda: SELECTION_RULES))
+    temperature: float = option(1.0, "selection temperature for zscore and paper; 0 = deterministic top-m", GROUP,
+                                check=Interval(0.0, None, "left"))
+    top10_mass: float = option(0.2, "calibrated rule: share of the probability on the top 10% of samples "
+                                    "(0.1 = uniform)", GROUP, check=Interval(0.1, 1.0, "left"))
+    uniform_floor: float = option(0.3, "fraction of the probability spread uniformly, so no sample starves", GROUP,
+                                  check=Interval(0.0, 1.0))
+    class_balance: bool = option(True, "pick within each class in proportion to its size", GROUP, check=Boolean())
+    reweight: bool = option(True, "weight selected losses by m/(N pi): an unbiased full-data gradient", GROUP,
+                            check=Boolean())
+    infobatch_prune: float = option(0.5, "infobatch: chance of dropping a below-mean-loss sample", GROUP,
+                                    check=Interval(0.0, 1.0, "left"))
+    infobatch_anneal: float = option(0.125, "infobatch: final fraction of the epochs on all data", GROUP,
+                                     check=Interval(0.0, 1.0))
+    first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1)", GROUP,
+                                    check=Boolean())
+    unseen_first: bool = option(True, "pick never-trained samples before all others until each was seen once "
+                                      "(matters without a full first epoch)", GROUP, check=Boolean())
+    proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "
+                                           "(none: the target network)", STATIC_GROUP, lambda: tuple(MODELS),
+                                     check=OneOf(lambda: tuple(MODELS), optional=True))
+    proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
+                                            "of --epochs)", STATIC_GROUP,
+                                      check=Interval(1, None, integer=True, optional=True))
+
+    def check_proxy(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad proxy setting."""
+        check_fields(self, only=proxy_field_names())
+        if self.metric == "none" and self.ratio != 1.0:
+            raise ConfigError("metric", self.metric, "'none' only with ratio 1.0 (the full-data baseline); "
+                                                     "use 'random' for a uniform proxy subset")
+        if self.metric == "infobatch" and self.ratio != 1.0:
+            raise ConfigError("ratio", self.ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
+
+    def proxy_settings(self) -> "ProxySettings":
+        """These settings alone (from a subclass such as ``TrainConfig`` too)."""
+        return ProxySettings(**{name: getattr(self, name) for name in proxy_field_names()})
+
+    def resolved(self, starts_at_ratio: bool = False) -> "ProxySettings":
+        """The settings with ``metric="auto"`` made concrete (:func:`auto_strategy`)."""
+        settings = self.proxy_settings()
+        if settings.metric != "auto":
+            return settings
+        return dataclasses.replace(settings, **auto_strategy(settings.ratio, starts_at_ratio))
+
+    def selection(self):
+        """The :class:`~asp_tune.selection.SelectionRule` these settings describe."""
+        from asp_tune.selection import SelectionRule
+
+        return SelectionRule(self.selection_rule, self.temperature, self.top10_mass, self.uniform_floor,
+                             self.class_balance, self.reweight)
+
+
+def proxy_field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(ProxySettings))
+
+
+def default(name: str) -> Any:
+    """The declared default of one :class:`ProxySettings` field."""
+    return next(f.default for f in dataclasses.fields(ProxySettings) if f.name == name)
+
+
+#: What ``auto`` becomes when trials start at the ratio (early-stopping HPO): a plain uniform pick of
+#: never-seen samples ranked best there (class-balanced random ranked worse).
+EARLY_STOPPING_PROXY = {"metric": "random", "class_balance": False}
+
+
+def auto_strategy(ratio: float, starts_at_ratio: bool = False) -> dict[str, Any]:
+    """The settings ``metric="auto"`` stands for, the best measured for this case (bench/README.md):
+    full data at ratio 1; a uniform pick of never-seen samples when trials start at the ratio
+    (early-stopping searches); below :data:`AUTO_STATIC_BELOW` a fixed random subset; else ``loss``
+    under the default (calibrated, gentle) rule with a full first epoch."""
+    if ratio >= 1.0:
+        return {"metric": "none"}
+    if starts_at_ratio:
+        return dict(EARLY_STOPPING_PROXY)
+    if ratio < AUTO_STATIC_BELOW:
+        return {"metric": "fixed_random"}
+    return {"metric": "loss"}

@@ -1,0 +1,372 @@
+"""Subset strategies: how each epoch's proxy subset is chosen, one object per run.
+
+A strategy is bound to a run (:class:`Run`: the number of samples, epochs, device, seeded
+generator, the per-sample memory and, where it needs them, labels and a scoring model's scores),
+then asked each epoch for an :class:`EpochPlan`. It names the memory statistics it reads, so the
+selector only updates the memory for strategies that use it, and it round-trips its own state.
+
+Built in: :class:`FullData` (``none``), :class:`Importance` (``random`` and every memory statistic,
+under a :class:`~asp_tune.selection.SelectionRule`), :class:`Mixture` (the paper's mixture),
+:class:`InfoBatchPruning` (``infobatch``) and every static proxy (:mod:`asp_tune.static_proxies`).
+Each sits in :data:`asp_tune.registry.STRATEGIES` by name; nothing elsewhere asks which one it has.
+A new strategy is one class and one ``register_strategy`` line (see ``tests/test_strategies.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from asp_tune.errors import ConfigError
+from asp_tune.proxy_settings import ProxySettings
+from asp_tune.registry import STATISTICS, STRATEGIES
+from asp_tune.schedules import MetricSchedule, RatioSchedule
+from asp_tune.selection import SelectionRule, select_subset
+
+if TYPE_CHECKING:
+    from asp_tune.memory import ProxyMemory
+    from asp_tune.proxy_scores import ProxyScores
+
+#: ``metric`` reported for an epoch that trains on every sample without ranking them.
+ALL_SAMPLES = "all"
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch trains on."""
+
+    epoch: int
+    indices: torch.Tensor  # selected sample indices, shuffled, on the selector's device
+    metric: str  # what ranked the samples, "all" when every sample is used, or "none"
+    target_ratio: float  # ratio asked for by the schedule
+    top10_mass: float  # share of selection probability on the top 10% of samples
+    weights: torch.Tensor | None = None  # (N,) loss weight by sample index, None for plain means
+
+    @property
+    def count(self) -> int:
+        return int(self.indices.numel())
+
+
+@dataclass
+class Run:
+    """What a strategy is bound to: one training run's sizes, device, random state and memory."""
+
+    num_samples: int
+    epochs: int
+    device: torch.device
+    generator: torch.Generator  # the selector's: every draw of a run comes from it, in order
+    memory: "ProxyMemory"
+    seen: torch.Tensor  # (N,) bool: planned at least once
+    seed: int = 0
+    labels: torch.Tensor | None = None
+    scores: "ProxyScores | None" = None
+
+
+class SubsetStrategy:
+    """How each epoch's subset is chosen. Subclasses set the class attributes that apply and
+    implement :meth:`plan`; the rest has sensible defaults.
+
+    - ``needs_scores``: it needs a scoring (proxy) model's per-sample scores, trained before the run.
+    - ``needs_labels``: it chooses by class (the selector must be given the labels).
+    - ``kind``: ``"ASP"`` (chosen anew each epoch), ``"static"`` (chosen once) or ``"full"``.
+    """
+
+    name: str = "strategy"
+    needs_scores: bool = False
+    needs_labels: bool = False
+    kind: str = "ASP"
+    run: Run
+
+    @classmethod
+    def from_settings(cls, settings: ProxySettings) -> "SubsetStrategy":
+        """Build from :class:`ProxySettings` (a registered class is built this way)."""
+        return cls()
+
+    def statistics(self) -> tuple[str, ...]:
+        """The memory statistics :meth:`plan` reads (the memory learns from batches only if any)."""
+        return ()
+
+    def bind(self, run: Run) -> None:
+        """Attach to one run; called once, before the first :meth:`plan`."""
+        self.run = run
+
+    def plan(self, epoch: int) -> EpochPlan:
+        raise NotImplementedError
+
+    def epoch_size(self, epoch: int) -> int | None:
+        """How many samples ``epoch`` trains on, known before it is planned; None when it depends on
+        what the run learns (InfoBatch)."""
+        return None
+
+    @property
+    def ratio(self) -> float:
+        """The data fraction per epoch it aims at (reported; 1.0 for full data)."""
+        return 1.0
+
+    def describe(self) -> dict[str, Any]:
+        """What a summary reports about the strategy."""
+        return {"strategy": self.name, "kind": self.kind, "ratio": self.ratio}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def _shuffled(self, count: int) -> torch.Tensor:
+        return torch.randperm(count, generator=self.run.generator, device=self.run.device)
+
+
+class FullData(SubsetStrategy):
+    """Every sample every epoch, reshuffled (the full-data baseline, ``none``)."""
+
+    name, kind = "none", "full"
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return EpochPlan(epoch, self._shuffled(self.run.num_samples), "none", 1.0, 0.1)
+
+    def epoch_size(self, epoch: int) -> int:
+        return self.run.num_samples
+
+
+class Importance(SubsetStrategy):
+    """Sampling by one memory statistic (``metric``; ``random``: uniform) under ``rule``, at the
+    ratios of ``schedule`` (:class:`~asp_tune.schedules.RatioSchedule`).
+
+    ``unseen_first``: until every sample has been trained once, samples never trained are picked
+    before any other (at random among them; they have no memory value yet), so without a full
+    first epoch every sample is seen after ``ceil(1/r)`` epochs. Once some samples have been seen,
+    the unseen ones are included with probability 1 and the rest by the rule, and reweighting
+    uses those inclusion probabilities; an epoch of unseen samples only is not reweighted.
+    """
+
+    def __init__(self, metric: str = "loss", ratio: float = 0.3, rule: SelectionRule | None = None,
+                 schedule: str = "constant", first_epoch_full: bool = True, unseen_first: bool = True):
+        if metric != "random" and metric not in STATISTICS:
+            raise ConfigError("metric", metric, ("random",) + tuple(STATISTICS))
+        self.metric = metric
+        self.name = metric
+        self._ratio = ratio
+        self.rule = rule if rule is not None else ProxySettings().selection()
+        self.schedule_kind = schedule
+        self.first_epoch_full = bool(first_epoch_full)
+        self.unseen_first = bool(unseen_first)
+        RatioSchedule(ratio, 1, schedule, first_epoch_full)  # validates ratio and schedule now
+
+    @classmethod
+    def settings_for(cls, metric: str, settings: ProxySettings) -> "Importance":
+        return cls(metric, settings.ratio, settings.selection(), settings.ratio_schedule, settings.first_epoch_full,
+                   settings.unseen_first)
+
+    @property
+    def needs_labels(self) -> bool:  # type: ignore[override]
+        return self.rule.class_balance
+
+    @property
+    def ratio(self) -> float:
+        return float(self._ratio)
+
+    def bind(self, run: Run) -> None:
+        super().bind(run)
+        self.schedule = RatioSchedule(self._ratio, run.epochs, self.schedule_kind, self.first_epoch_full)
+
+    def statistics(self) -> tuple[str, ...]:
+        return () if self.metric == "random" else (self.metric,)
+
+    def metric_at(self, epoch: int) -> str:
+        """The statistic that ranks ``epoch``'s samples."""
+        return self.metric
+
+    def epoch_size(self, epoch: int) -> int:
+        return self.schedule.count_at(epoch, self.run.num_samples)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        run, n = self.run, self.run.num_samples
+        count, target = self.epoch_size(epoch), self.schedule.ratio_at(epoch)
+        if count >= n:
+            return EpochPlan(epoch, self._shuffled(n), ALL_SAMPLES, target, 0.1)
+        metric = self.metric_at(epoch)
+        values = None if metric == "random" else run.memory[metric]
+        unseen = torch.nonzero(~run.seen).squeeze(1) if self.unseen_first else None
+        if unseen is not None and 0 < unseen.numel():
+            indices, weights, top10 = self._select_unseen_first(values, count, unseen)
+            metric = f"{metric}+unseen"
+        else:
+            chosen = select_subset(values, count, self.rule, run.generator, run.labels, num_samples=n)
+            indices, weights, top10 = chosen.indices, chosen.weights, chosen.top10_mass
+        return EpochPlan(epoch, indices[self._shuffled(count)], metric, target, top10, weights)
+
+    def _select_unseen_first(self, values: torch.Tensor | None, count: int, unseen: torch.Tensor):
+        """Never-trained samples first (uniformly if there are more than ``count``), the rest of the
+        picks by the rule among the samples already seen."""
+        run, n = self.run, self.run.num_samples
+        if unseen.numel() >= count:  # only fresh samples: plain uniform SGD on them, weight 1
+            return unseen[self._shuffled(unseen.numel())[:count]], None, 0.1
+        seen = torch.nonzero(run.seen).squeeze(1)
+        sub = select_subset(None if values is None else values[seen], count - unseen.numel(), self.rule,
+                            run.generator, None if run.labels is None else run.labels[seen],
+                            num_samples=seen.numel())
+        weights = None
+        if self.rule.reweight and sub.inclusion is not None:
+            pi = torch.ones(n, device=run.device)
+            pi[seen] = sub.inclusion.to(run.device)
+            weights = count / (n * pi)
+        return torch.cat([unseen, seen[sub.indices]]), weights, sub.top10_mass
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "rule": self.rule.rule, "schedule": self.schedule_kind}
+
+
+class Mixture(Importance):
+    """The ASP mixture: each epoch one statistic is drawn by the Gaussians of
+    :class:`~asp_tune.schedules.MetricSchedule` (groups ordered by ``order``, std ``width``)."""
+
+    def __init__(self, ratio: float = 0.3, order: str = "g012", width: float = 0.125, **kwargs: Any):
+        super().__init__("random", ratio, **kwargs)
+        self.name = "mixture"
+        self.order, self.width = order, width
+        MetricSchedule("mixture", 1, order, width)  # validates order and width now
+
+    def bind(self, run: Run) -> None:
+        super().bind(run)
+        self.metric_schedule = MetricSchedule("mixture", run.epochs, self.order, self.width, run.seed)
+
+    def statistics(self) -> tuple[str, ...]:
+        return tuple(m for m in MetricSchedule("mixture", 1, self.order, self.width).centres() if m != "random")
+
+    def metric_at(self, epoch: int) -> str:
+        return self.metric_schedule.draw(epoch)
+
+    def state_dict(self) -> dict:
+        return {"metric_schedule": self.metric_schedule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.metric_schedule.load_state_dict(state["metric_schedule"])
+
+
+class InfoBatchPruning(SubsetStrategy):
+    """InfoBatch soft pruning (Qin et al., ICLR 2024).
+
+    Each epoch every sample whose remembered loss is below the mean is dropped with probability
+    ``prune``; all others are kept. Kept low-loss samples have their loss scaled by
+    ``1 / (1 - prune)``, so the expected epoch loss equals the full-data loss. The first epoch and
+    the last ``anneal`` fraction of the epochs use all data. Its cost is set by ``prune`` (about
+    40% saved on CIFAR in the paper), not by a ratio.
+    """
+
+    name = "infobatch"
+
+    def __init__(self, prune: float = 0.5, anneal: float = 0.125):
+        if not (isinstance(prune, (int, float)) and 0.0 <= prune < 1.0):
+            raise ConfigError("infobatch_prune", prune, "a number in [0, 1)")
+        if not (isinstance(anneal, (int, float)) and 0.0 <= anneal <= 1.0):
+            raise ConfigError("infobatch_anneal", anneal, "a number in [0, 1] (fraction of the epochs)")
+        self.prune, self.anneal = float(prune), float(anneal)
+
+    def statistics(self) -> tuple[str, ...]:
+        return ("loss",)
+
+    def full_epoch(self, epoch: int) -> bool:
+        return epoch == 0 or epoch >= self.run.epochs - math.ceil(self.anneal * self.run.epochs)
+
+    def epoch_size(self, epoch: int) -> int | None:
+        return self.run.num_samples if self.full_epoch(epoch) else None
+
+    def prune_plan(self, loss: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept indices, per-sample weights) for one pruned epoch."""
+        low = loss < loss.mean()
+        dropped = low & (torch.rand(loss.numel(), generator=generator, device=loss.device) < self.prune)
+        weights = torch.where(low, 1.0 / (1.0 - self.prune), 1.0).float()
+        return torch.nonzero(~dropped).squeeze(1), weights
+
+    def plan(self, epoch: int) -> EpochPlan:
+        if self.full_epoch(epoch):
+            return EpochPlan(epoch, self._shuffled(self.run.num_samples), ALL_SAMPLES, 1.0, 0.1)
+        kept, weights = self.prune_plan(self.run.memory["loss"], self.run.generator)
+        return EpochPlan(epoch, kept[self._shuffled(kept.numel())], "infobatch", 1.0, 0.1, weights)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "prune": self.prune, "anneal": self.anneal}
+
+
+# ----------------------------------------------------------------------------- registry factories
+# Each takes the run's ProxySettings; STRATEGIES names them ("module:attribute", imported on first use).
+
+def full_data(settings: ProxySettings) -> SubsetStrategy:
+    if settings.ratio != 1.0:
+        raise ConfigError("metric", "none", "'none' only with ratio 1.0 (the full-data baseline); "
+                                            "use 'random' for a uniform proxy subset")
+    return FullData()
+
+
+def uniform(settings: ProxySettings) -> SubsetStrategy:
+    return Importance.settings_for("random", settings)
+
+
+def mixture(settings: ProxySettings) -> SubsetStrategy:
+    return Mixture(settings.ratio, settings.mixture_order, settings.mixture_width, rule=settings.selection(),
+                   schedule=settings.ratio_schedule, first_epoch_full=settings.first_epoch_full,
+                   unseen_first=settings.unseen_first)
+
+
+def infobatch(settings: ProxySettings) -> SubsetStrategy:
+    if settings.ratio != 1.0:
+        raise ConfigError("ratio", settings.ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
+    return InfoBatchPruning(settings.infobatch_prune, settings.infobatch_anneal)
+
+
+def register_strategy(name: str, entry: Any) -> None:
+    """Register a strategy under ``name``: a factory ``(ProxySettings) -> SubsetStrategy``, a
+    :class:`SubsetStrategy` subclass (built with ``from_settings``), or a ``"module:attribute"`` path
+    to either. Accepted at once by ``ProxyData``, ``TrainConfig`` (``metric=name``) and search spaces."""
+    STRATEGIES.register(name, entry)
+
+
+def _import_path(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("metric", path, f"an importable strategy 'package.module:name' ({exc})") from None
+
+
+def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], SubsetStrategy]",
+                  settings: ProxySettings | None = None, starts_at_ratio: bool = False) -> SubsetStrategy:
+    """A fresh strategy for one run: ``strategy`` as an object (used as given), a registered name, a
+    memory statistic's name (importance sampling on it), an import path ``package.module:name``, or
+    ``"auto"``; named ones are built from ``settings`` (default: :class:`ProxySettings`'s)."""
+    if isinstance(strategy, SubsetStrategy):
+        return strategy
+    settings = (settings or ProxySettings()).proxy_settings()
+    if strategy is None:
+        strategy = settings.metric
+    if isinstance(strategy, str):
+        settings = ProxySettings(**{**vars(settings), "metric": strategy}).resolved(starts_at_ratio)
+        strategy = settings.metric
+        if strategy in STRATEGIES:
+            entry = STRATEGIES[strategy]
+        elif strategy in STATISTICS:
+            return Importance.settings_for(strategy, settings)
+        elif ":" in strategy:
+            entry = _import_path(strategy)
+        else:
+            from asp_tune.proxy_settings import metric_choices
+
+            raise ConfigError("metric", strategy, metric_choices())
+    else:
+        entry = strategy
+    if isinstance(entry, SubsetStrategy):
+        raise ConfigError("metric", getattr(entry, "name", entry), "a registered factory or class, not a bound object")
+    built = entry.from_settings(settings) if isinstance(entry, type) and issubclass(entry, SubsetStrategy) \
+        else entry(settings)
+    if not isinstance(built, SubsetStrategy):
+        raise ConfigError("metric", strategy, "a factory that returns a SubsetStrategy")
+    return built
+
+
+__all__ = ["ALL_SAMPLES", "EpochPlan", "FullData", "Importance", "InfoBatchPruning", "Mixture", "Run",
+           "SubsetStrategy", "make_strategy", "register_strategy"]
