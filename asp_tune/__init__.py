@@ -33,7 +33,7 @@ _EXPORTS = {
     "Trainer": "asp_tune.trainer", "TrainingDiverged": "asp_tune.trainer", "build_trainer": "asp_tune.build",
     "StaticProxy": "asp_tune.static_proxies", "StaticStrategy": "asp_tune.static_proxies",
     "ForgettingEvents": "asp_tune.static_proxies", "greedy_k_centers": "asp_tune.static_proxies",
-    "ProxyScores": "asp_tune.proxy_scores",
+    "ProxyScores": "asp_tune.scores",
     "CoresetSettings": "asp_tune.svp_settings", "ActiveLearningSettings": "asp_tune.svp_settings",
     "ActiveLearner": "asp_tune.svp",
     "run_coreset": "asp_tune.svp", "run_active_learning": "asp_tune.svp",

@@ -15,14 +15,12 @@ weight decay, batch size, schedule), not a trial's, so trials that differ in tho
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +32,7 @@ from asp_tune.datasets import DataBundle, ImageArrays
 from asp_tune.device import autocast
 from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.memory import output_layer
+from asp_tune.scores import ProxyScores
 from asp_tune.static_proxies import ForgettingEvents
 from asp_tune.trainer import StepOutput, Trainer, load_state, make_feeder, save_state
 
@@ -43,43 +42,6 @@ OPTIMISATION_FIELDS = ("batch_size", "lr", "momentum", "nesterov", "weight_decay
 #: Settings that change which samples exist or how they look: part of the cache key.
 DATA_FIELDS = ("dataset", "data_dir", "subset", "test_subset", "val_fraction", "seed", "crop_padding", "flip_p",
                "cutout")
-SCORES = ("loss", "entropy", "least_confidence", "forgetting")
-
-
-@dataclass
-class ProxyScores:
-    """Per-sample scores of the training split by a proxy model, and what computing them cost."""
-
-    loss: torch.Tensor
-    entropy: torch.Tensor
-    least_confidence: torch.Tensor  # 1 - max softmax probability
-    forgetting: torch.Tensor  # forgetting events while training; never learned: max + 1
-    features: torch.Tensor  # (N, d) penultimate features, float16
-    seconds: float  # proxy training + scoring, wall time
-    model: str
-    epochs: int
-    val_accuracy: float
-    key: str = ""
-    computed_here: bool = False  # this process trained the proxy (False: loaded from the cache)
-
-    def score(self, name: str) -> torch.Tensor:
-        if name not in SCORES:
-            raise ConfigError("score", name, SCORES)
-        return getattr(self, name)
-
-    def to_state(self) -> dict[str, Any]:
-        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        state.pop("computed_here")
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "ProxyScores":
-        return cls(**state)
-
-    def describe(self) -> dict[str, Any]:
-        """What a summary reports about the proxy."""
-        return {"proxy_model": self.model, "proxy_epochs": self.epochs, "proxy_seconds": self.seconds,
-                "proxy_val_accuracy": self.val_accuracy, "proxy_key": self.key, "proxy_computed": self.computed_here}
 
 
 def proxy_epochs(config: TrainConfig) -> int:

@@ -33,8 +33,23 @@ AUTO_STATIC_BELOW = 0.2
 
 
 def metric_choices() -> tuple[str, ...]:
-    """Every ``metric`` value accepted now (registered strategies and statistics, and ``auto``)."""
+    """Every ``metric`` name accepted now (registered strategies and statistics, and ``auto``)."""
     return strategy_names() + ("auto",)
+
+
+def check_strategy(name: str, value: Any) -> None:
+    """A registered ``metric`` name, or an import path ``package.module:attribute`` to a strategy
+    factory or class (imported here, so a wrong path fails at the edge)."""
+    if isinstance(value, str) and ":" in value and value not in metric_choices():
+        import importlib
+
+        module, _, attribute = value.partition(":")
+        try:
+            getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(name, value, f"an importable strategy 'package.module:name' ({exc})") from None
+        return
+    OneOf(metric_choices)(name, value)
 
 
 @dataclass
@@ -48,7 +63,7 @@ class ProxySettings:
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
                                  "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
                                  "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,
-                         check=OneOf(metric_choices))
+                         check=check_strategy)
     mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
                                 check=OneOf(lambda: MIXTURE_ORDERS))
     mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run", GROUP,
@@ -99,13 +114,6 @@ class ProxySettings:
         if settings.metric != "auto":
             return settings
         return dataclasses.replace(settings, **auto_strategy(settings.ratio, starts_at_ratio))
-
-    def selection(self):
-        """The :class:`~asp_tune.selection.SelectionRule` these settings describe."""
-        from asp_tune.selection import SelectionRule
-
-        return SelectionRule(self.selection_rule, self.temperature, self.top10_mass, self.uniform_floor,
-                             self.class_balance, self.reweight)
 
 
 def proxy_field_names() -> tuple[str, ...]:

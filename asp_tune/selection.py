@@ -112,6 +112,12 @@ class SelectionRule:
         if not (isinstance(self.uniform_floor, (int, float)) and 0.0 <= self.uniform_floor <= 1.0):
             raise ConfigError("uniform_floor", self.uniform_floor, "a number in [0, 1]")
 
+    @classmethod
+    def from_settings(cls, settings) -> "SelectionRule":
+        """The rule a :class:`~asp_tune.proxy_settings.ProxySettings` (or ``TrainConfig``) describes."""
+        return cls(settings.selection_rule, settings.temperature, settings.top10_mass, settings.uniform_floor,
+                   settings.class_balance, settings.reweight)
+
     @property
     def deterministic(self) -> bool:
         return self.temperature == 0

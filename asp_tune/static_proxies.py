@@ -31,7 +31,7 @@ from asp_tune.selection import SelectionRule, inclusion_probabilities, select_su
 from asp_tune.strategies import EpochPlan, Run, SubsetStrategy
 
 if TYPE_CHECKING:
-    from asp_tune.proxy_scores import ProxyScores
+    from asp_tune.scores import ProxyScores
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from asp_tune.selection import SelectionRule, select_subset
 
 if TYPE_CHECKING:
     from asp_tune.memory import ProxyMemory
-    from asp_tune.proxy_scores import ProxyScores
+    from asp_tune.scores import ProxyScores
 
 #: ``metric`` reported for an epoch that trains on every sample without ranking them.
 ALL_SAMPLES = "all"
@@ -151,7 +151,7 @@ class Importance(SubsetStrategy):
         self.metric = metric
         self.name = metric
         self._ratio = ratio
-        self.rule = rule if rule is not None else ProxySettings().selection()
+        self.rule = rule if rule is not None else SelectionRule()
         self.schedule_kind = schedule
         self.first_epoch_full = bool(first_epoch_full)
         self.unseen_first = bool(unseen_first)
@@ -159,7 +159,7 @@ class Importance(SubsetStrategy):
 
     @classmethod
     def settings_for(cls, metric: str, settings: ProxySettings) -> "Importance":
-        return cls(metric, settings.ratio, settings.selection(), settings.ratio_schedule, settings.first_epoch_full,
+        return cls(metric, settings.ratio, SelectionRule.from_settings(settings), settings.ratio_schedule, settings.first_epoch_full,
                    settings.unseen_first)
 
     @property
@@ -308,7 +308,7 @@ def uniform(settings: ProxySettings) -> SubsetStrategy:
 
 
 def mixture(settings: ProxySettings) -> SubsetStrategy:
-    return Mixture(settings.ratio, settings.mixture_order, settings.mixture_width, rule=settings.selection(),
+    return Mixture(settings.ratio, settings.mixture_order, settings.mixture_width, rule=SelectionRule.from_settings(settings),
                    schedule=settings.ratio_schedule, first_epoch_full=settings.first_epoch_full,
                    unseen_first=settings.unseen_first)
 

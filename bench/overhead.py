@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_cifar10, machine, write_results  # noqa: E402
 
 from asp_tune import ProxySelector, TrainConfig, Trainer, load_dataset  # noqa: E402
-from asp_tune.selection import select_subset  # noqa: E402
+from asp_tune.selection import SelectionRule, select_subset  # noqa: E402
 from asp_tune.device import resolve_device, synchronize  # noqa: E402
 
 TARGETS = {"time_ratio_0.1": 0.15, "selection_overhead_pct": 2.0, "select_1.28M_ms": 100.0}
@@ -71,8 +71,7 @@ def epoch_times(args, data, device) -> dict[str, float]:
 def selection_overhead(n: int, num_classes: int, batch_size: int, device: torch.device) -> dict[str, float]:
     """Seconds per epoch for memory updates over all n samples and one 10% plan()."""
     sel = ProxySelector(n, epochs=100, ratio=0.1, metric="loss", first_epoch_full=False, device=device,
-                        rule=TrainConfig().selection(), labels=torch.randint(0, num_classes, (n,), device=device),
-                        unseen_first=False)
+                        labels=torch.randint(0, num_classes, (n,), device=device), unseen_first=False)
     logits = torch.randn(batch_size, num_classes, device=device)
     targets = torch.randint(0, num_classes, (batch_size,), device=device)
     batches = [torch.arange(s, min(s + batch_size, n), device=device) for s in range(0, n, batch_size)]
@@ -89,7 +88,7 @@ def selection_overhead(n: int, num_classes: int, batch_size: int, device: torch.
 def selection_speed(device: torch.device) -> dict[str, float]:
     """One 10% selection with the default rule (class balance over 1,000 classes at 1.28M)."""
     out = {}
-    rule = TrainConfig().selection()
+    rule = SelectionRule.from_settings(TrainConfig())
     for n, classes in ((50_000, 10), (1_281_167, 1000)):
         g = torch.Generator(device=device).manual_seed(0)
         v = torch.randn(n, device=device)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asp_tune import TrainConfig, Trainer, load_dataset
-from asp_tune.selection import select_subset
+from asp_tune.selection import SelectionRule, select_subset
 from nas.darts import DartsTrainer
 from nas.darts_space import DartsSearchNetwork
 from nas.nb201 import Arch, Nb201Space
@@ -71,7 +71,7 @@ def test_selection_on_the_gpu_matches_the_cpu():
     g_cpu, g_gpu = torch.Generator().manual_seed(0), torch.Generator(device="cuda").manual_seed(0)
     scores = torch.randn(50_000)
     labels = torch.randint(0, 10, (50_000,))
-    rule = TrainConfig().selection()
+    rule = SelectionRule.from_settings(TrainConfig())
     cpu = select_subset(scores, 5_000, rule, g_cpu, labels)
     gpu = select_subset(scores.cuda(), 5_000, rule, g_gpu, labels.cuda())
     assert gpu.indices.is_cuda and gpu.indices.numel() == cpu.indices.numel() == 5_000

@@ -18,7 +18,6 @@ from asp_tune.errors import ConfigError
 from asp_tune.proxy import ProxySelector
 from asp_tune.proxy_scores import ProxyScores, proxy_scores
 from asp_tune.registry import STATIC_PROXY_NAMES
-from asp_tune.selection import SelectionRule
 from asp_tune.static_proxies import ForgettingEvents, greedy_k_centers
 from asp_tune.svp import ActiveLearner, load_data
 from asp_tune.svp_settings import ActiveLearningSettings, CoresetSettings

@@ -18,7 +18,7 @@ from asp_tune.config import DEVICES, SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.flags import option
 from asp_tune.run_dir import jsonable
-from asp_tune.proxy_settings import EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, metric_choices
+from asp_tune.proxy_settings import EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, check_strategy, metric_choices
 from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, write_text
 from asp_tune.tune.space import SearchSpace
 
@@ -70,8 +70,7 @@ class HpoSettings:
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
             raise ConfigError("algo", self.algo, ALGORITHMS)
-        if self.metric not in metric_choices():
-            raise ConfigError("metric", self.metric, metric_choices())
+        check_strategy("metric", self.metric)
         if self.ratio_schedule not in RATIO_SCHEDULES:
             raise ConfigError("ratio_schedule", self.ratio_schedule, RATIO_SCHEDULES)
         for key in self.selection:

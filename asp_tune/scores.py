@@ -1,0 +1,52 @@
+"""A scoring (proxy) model's per-sample scores: what a static strategy that needs one reads.
+
+Data only; :mod:`asp_tune.proxy_scores` trains the model, computes them and caches them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from asp_tune.errors import ConfigError
+
+SCORES = ("loss", "entropy", "least_confidence", "forgetting")
+
+
+@dataclass
+class ProxyScores:
+    """Per-sample scores of the training split by a proxy model, and what computing them cost."""
+
+    loss: torch.Tensor
+    entropy: torch.Tensor
+    least_confidence: torch.Tensor  # 1 - max softmax probability
+    forgetting: torch.Tensor  # forgetting events while training; never learned: max + 1
+    features: torch.Tensor  # (N, d) penultimate features, float16
+    seconds: float  # proxy training + scoring, wall time
+    model: str
+    epochs: int
+    val_accuracy: float
+    key: str = ""
+    computed_here: bool = False  # this process trained the proxy (False: loaded from the cache)
+
+    def score(self, name: str) -> torch.Tensor:
+        if name not in SCORES:
+            raise ConfigError("score", name, SCORES)
+        return getattr(self, name)
+
+    def to_state(self) -> dict[str, Any]:
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state.pop("computed_here")
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "ProxyScores":
+        return cls(**state)
+
+    def describe(self) -> dict[str, Any]:
+        """What a summary reports about the proxy."""
+        return {"proxy_model": self.model, "proxy_epochs": self.epochs, "proxy_seconds": self.seconds,
+                "proxy_val_accuracy": self.val_accuracy, "proxy_key": self.key, "proxy_computed": self.computed_here}

@@ -1,0 +1,40 @@
+"""A two-process data-parallel loop on the gloo backend (started by tests/test_ddp.py)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def data() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(203, 5, generator=g)  # 203: not a multiple of the world size, and 0.3 of it is odd
+    return TensorDataset(x, (x[:, 0] > 0).long())
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    import asp_tune
+
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(5, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    proxy = asp_tune.ProxyData(data(), epochs=3, ratio=0.3, strategy="loss", seed=11)  # detects the group
+    record = []
+    for epoch in range(3):
+        proxy.set_epoch(epoch)
+        shard = []
+        for idx, (x, y) in DataLoader(proxy, batch_size=16, sampler=proxy.sampler):
+            logits = model(x)
+            loss = proxy.update(idx, F.cross_entropy(logits, y, reduction="none"), logits=logits, targets=y)
+            loss.backward(); opt.step(); opt.zero_grad()
+            shard += idx.tolist()
+        record.append({"subset": proxy.plan.indices.tolist(), "shard": shard,
+                       "memory": proxy.selector.memory.state_dict(), "len": len(proxy.sampler)})
+    torch.save({"rank": rank, "world": proxy.num_replicas, "epochs": record}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()

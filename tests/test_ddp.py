@@ -1,0 +1,39 @@
+"""Data-parallel loop API: two processes on gloo draw the same subset, shard it, and keep one memory."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import ddp_worker
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_subset_shard_it_and_keep_equal_memories(tmp_path):
+    mp.spawn(ddp_worker.worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]  # the process group was detected
+    for epoch in range(3):
+        a, b = (r["epochs"][epoch] for r in ranks)
+        assert a["subset"] == b["subset"]  # both ranks drew the same subset
+        subset = set(a["subset"])
+        assert set(a["shard"]) | set(b["shard"]) == subset  # the shards cover it
+        overlap = len(a["shard"]) + len(b["shard"]) - len(subset)
+        assert overlap == (-len(subset)) % 2  # disjoint but for DistributedSampler's padding
+        assert len(a["shard"]) == len(b["shard"])
+        for key in ("latest", "counts"):  # the memory learnt from both ranks' batches
+            assert torch.equal(a["memory"][key], b["memory"][key])
+    # the memory counted every batch of both ranks: after the full epoch 0, 2 x 102 trainings (one padded)
+    trained = ranks[0]["epochs"][0]["memory"]["counts"][:, -1]
+    assert int(trained.sum()) == 204 and int((trained > 0).sum()) == 203
+    # epoch 0 is full; the later ones at r = 0.3 of 203 samples: 61, split 31 + 31 (one repeated)
+    assert len(ranks[0]["epochs"][1]["subset"]) == 61 and len(ranks[0]["epochs"][1]["shard"]) == 31

@@ -1,0 +1,235 @@
+"""The loop API (asp_tune.ProxyData) in a user's own loop: tabular floats, token sequences, regression."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import asp_tune
+from asp_tune import ConfigError, ProxyData
+from asp_tune.proxy_scores import ProxyScores
+from asp_tune.registry import STATIC_PROXY_NAMES
+from asp_tune.strategies import Importance, InfoBatchPruning
+
+N, CLASSES = 240, 3
+
+
+def tabular(n: int = N) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    return TensorDataset(x, y)
+
+
+class Tokens(Dataset):
+    """Integer token sequences of varying content; label = which of 3 marker tokens occurs most."""
+
+    def __init__(self, n: int = N):
+        g = torch.Generator().manual_seed(1)
+        self.seqs = torch.randint(0, 20, (n, 12), generator=g)
+        self.targets = torch.stack([(self.seqs == k).sum(1) for k in range(CLASSES)], 1).argmax(1)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i):
+        return self.seqs[i], self.targets[i]
+
+
+def fake_scores(n: int = N) -> ProxyScores:
+    g = torch.Generator().manual_seed(2)
+    return ProxyScores(loss=torch.rand(n, generator=g), entropy=torch.rand(n, generator=g),
+                       least_confidence=torch.rand(n, generator=g),
+                       forgetting=torch.randint(0, 4, (n,), generator=g).float(),
+                       features=torch.randn(n, 5, generator=g).half(), seconds=0.1, model="mlp", epochs=1,
+                       val_accuracy=0.5)
+
+
+def run_loop(proxy: ProxyData, model: nn.Module, epochs: int, batch_size: int = 32, with_logits: bool = True,
+             start: int = 0) -> list[list[int]]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loader = DataLoader(proxy, batch_size=batch_size, sampler=proxy.sampler)
+    picked = []
+    for epoch in range(start, epochs):
+        proxy.set_epoch(epoch)
+        seen = []
+        for idx, (x, y) in loader:
+            logits = model(x)
+            loss = proxy.update(idx, F.cross_entropy(logits, y, reduction="none"),
+                                logits=logits if with_logits else None, targets=y if with_logits else None)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            seen += idx.tolist()
+        picked.append(seen)
+    return picked
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, CLASSES))
+
+
+def token_model() -> nn.Module:
+    torch.manual_seed(0)
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.EmbeddingBag(20, 8)
+            self.head = nn.Linear(8, CLASSES)
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+
+    return Bag()
+
+
+ASP_STRATEGIES = ("random", "loss", "entropy", "gradient", "logit_gradient", "prediction", "mixture")
+
+
+@pytest.mark.parametrize("strategy", ASP_STRATEGIES + ("none", "infobatch", "auto") + STATIC_PROXY_NAMES)
+@pytest.mark.parametrize("data", ["tabular", "tokens"])
+def test_every_strategy_runs_in_a_users_loop(strategy, data):
+    dataset, model = (tabular(), mlp()) if data == "tabular" else (Tokens(), token_model())
+    ratio = 1.0 if strategy in ("none", "infobatch") else 0.25
+    scores = fake_scores() if strategy in STATIC_PROXY_NAMES else None
+    proxy = ProxyData(dataset, epochs=4, ratio=ratio, strategy=strategy, seed=3, proxy_scores=scores)
+    sizes = proxy.epoch_sizes()
+    picked = run_loop(proxy, model, 4)
+    for epoch, seen in enumerate(picked):
+        assert len(seen) == len(set(seen))  # no sample twice in an epoch
+        if sizes[epoch] is not None:
+            assert len(seen) == sizes[epoch]  # known before the epoch: step-based LR schedules fit
+    if strategy not in ("none", "infobatch", "auto") and strategy != "fewer_epochs":
+        assert all(len(s) == round(0.25 * N) for s in picked[1:])
+    memory = proxy.selector.memory
+    if proxy.selector.tracks_importance:  # the memory learnt from the training batches
+        assert int((memory.times_trained > 0).sum()) == len(set(sum(picked, [])))
+        for name in proxy.strategy.statistics():
+            assert memory[name].abs().sum() > 0
+    else:
+        assert int(memory.times_trained.sum()) == 0  # nothing to learn: no work per batch
+    assert proxy.describe()["samples_seen"] == sum(map(len, picked))
+
+
+def test_the_returned_loss_carries_the_strategys_weights():
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="loss", reweight=True, seed=1)
+    model = mlp()
+    run_loop(proxy, model, 1)  # epoch 0 is full: weight 1
+    plan = proxy.set_epoch(1)
+    assert plan.weights is not None
+    idx = plan.indices[:10].cpu()
+    losses = torch.rand(10)
+    expected = (losses * plan.weights[idx]).mean()
+    assert torch.allclose(proxy.update(idx, losses), expected)
+    # InfoBatch: kept low-loss samples are scaled by 1 / (1 - prune)
+    ib = asp_tune.InfoBatch(tabular(), 4, prune_ratio=0.5, delta=0.75)
+    run_loop(ib, mlp(), 1)
+    plan = ib.set_epoch(1)
+    assert set(plan.weights.unique().tolist()) <= {1.0, 2.0} and plan.count < N
+
+
+def test_strategies_that_need_class_probabilities_say_so_without_logits():
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="entropy")
+    proxy.set_epoch(0)
+    with pytest.raises(ConfigError, match=r"without logits.*strategy 'entropy' reads entropy"):
+        proxy.update(torch.arange(4), torch.rand(4))
+    gradient = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="gradient")
+    gradient.set_epoch(0)
+    with pytest.raises(ConfigError, match="without logits and targets"):
+        gradient.update(torch.arange(4), torch.rand(4))
+    # loss-only strategies need nothing but the per-sample loss
+    loss_only = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="loss")
+    run_loop(loss_only, mlp(), 3, with_logits=False)
+    assert loss_only.selector.memory["loss"].abs().sum() > 0
+    with pytest.raises(ConfigError, match="reduction='none'"):
+        loss_only.update(torch.arange(4), torch.tensor(1.0))
+
+
+def test_regression_and_multi_label_losses_work_with_loss_only_strategies():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(N, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.1 * torch.randn(N, generator=g)
+    data = TensorDataset(x, y)  # float targets: no labels, so no class balance
+    for strategy in ("loss", "random", "infobatch", "fixed_random"):
+        proxy = ProxyData(data, epochs=5, ratio=1.0 if strategy == "infobatch" else 0.3, strategy=strategy)
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        for epoch in range(5):
+            proxy.set_epoch(epoch)
+            for idx, (xb, yb) in DataLoader(proxy, batch_size=32, sampler=proxy.sampler):
+                loss = proxy.update(idx, (model(xb).squeeze(1) - yb) ** 2)
+                loss.backward(); opt.step(); opt.zero_grad()
+        with torch.no_grad():
+            assert float(((model(x).squeeze(1) - y) ** 2).mean()) < float((y ** 2).mean())
+    # multi-label: per-sample losses with a class dimension are averaged per sample
+    proxy = ProxyData(data, epochs=2, ratio=0.5, strategy="loss")
+    proxy.set_epoch(0)
+    out = proxy.update(torch.arange(3), torch.ones(3, 5))
+    assert float(out) == pytest.approx(1.0) and proxy.selector.memory["loss"][:3].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="invalid labels"):
+        ProxyData(data, epochs=2, ratio=0.5, strategy="loss", class_balance=True)
+
+
+def test_a_resumed_loop_makes_the_same_selections_and_reaches_the_same_weights():
+    def fresh():
+        return ProxyData(Tokens(), epochs=6, ratio=0.3, strategy="mixture", seed=7), token_model()
+
+    straight, model_a = fresh()
+    first = run_loop(straight, model_a, 3)
+    state = straight.state_dict()
+    weights = {k: v.clone() for k, v in model_a.state_dict().items()}
+    rest = run_loop(straight, model_a, 6, start=3)
+    resumed, model_b = fresh()
+    resumed.load_state_dict(state)
+    model_b.load_state_dict(weights)
+    again = run_loop(resumed, model_b, 6, start=3)
+    assert again == rest and first[0] != first[1]
+    for k, v in model_a.state_dict().items():
+        assert torch.allclose(v, model_b.state_dict()[k])
+    # the state survives torch.save with weights_only (what a checkpoint does)
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["epoch"] == 2
+
+
+def test_epoch_sizes_are_known_in_advance_for_onecycle():
+    proxy = ProxyData(tabular(), epochs=5, ratio=0.25, strategy="loss", first_epoch_full=False)
+    steps = proxy.steps_per_epoch(32)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=sum(steps))
+    loader = DataLoader(proxy, batch_size=32, sampler=proxy.sampler)
+    taken = 0
+    for epoch in range(5):
+        proxy.set_epoch(epoch)
+        assert len(loader) == steps[epoch]
+        for idx, (x, y) in loader:
+            proxy.update(idx, F.cross_entropy(model(x), y, reduction="none")).backward()
+            opt.step(); opt.zero_grad(); schedule.step(); taken += 1
+    assert taken == sum(steps)  # exactly the steps announced: no "Tried to step N times"
+    ib = asp_tune.InfoBatch(tabular(), 4)
+    assert ib.epoch_sizes()[1] is None and ib.steps_per_epoch(32)[1] == math.ceil(N / 32)  # an upper bound
+
+
+def test_an_object_strategy_and_the_loop_without_set_epoch():
+    proxy = ProxyData(tabular(), epochs=3, strategy=Importance("loss", ratio=0.5, first_epoch_full=False))
+    sampler_epochs = [list(proxy.sampler) for _ in range(3)]  # each iteration plans the next epoch
+    assert [len(e) for e in sampler_epochs] == [120, 120, 120] and proxy.epoch == 2
+    with pytest.raises(ConfigError, match="invalid ratio=0.3"):
+        ProxyData(tabular(), epochs=3, ratio=0.3, strategy=Importance("loss", ratio=0.5))
+    with pytest.raises(ConfigError, match="invalid epoch=5"):
+        ProxyData(tabular(), epochs=3, ratio=0.5).set_epoch(5)
+    with pytest.raises(ConfigError, match="invalid dataset"):
+        ProxyData([1, 2, 3][0], epochs=3)
+    with pytest.raises(ConfigError, match="invalid infobatch_prune=1.5"):
+        InfoBatchPruning(1.5)
