@@ -29,9 +29,28 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TEST_SPLIT_SEED = 12345  # fixed: the test split never depends on the run's seed
 
 
+#: What a data set's inputs are: uint8 ``(N, C, H, W)`` images (normalised per channel, augmented in
+#: training), float features ``(N, ...)`` (standardised per feature, never augmented) or integer token
+#: sequences ``(N, L, ...)`` (fed as they are).
+INPUT_KINDS = ("image", "features", "tokens")
+
+
+def input_kind(inputs: torch.Tensor) -> str:
+    """``image``, ``features`` or ``tokens`` for a tensor of inputs (see :data:`INPUT_KINDS`)."""
+    if inputs.dtype == torch.uint8 and inputs.dim() == 4:
+        return "image"
+    if inputs.is_floating_point():
+        return "features"
+    if inputs.dtype in (torch.int64, torch.int32, torch.int16, torch.int8):
+        return "tokens"
+    raise DataError(f"inputs of dtype {inputs.dtype} and shape {tuple(inputs.shape)}: allowed uint8 (N, C, H, W) "
+                    "images, float features or integer token sequences")
+
+
 @dataclass
 class ImageArrays:
-    """Images as uint8 ``(N, C, H, W)`` and int64 labels ``(N,)``."""
+    """Inputs (``images``: uint8 ``(N, C, H, W)`` images, float features or integer sequences, see
+    :data:`INPUT_KINDS`) and int64 labels ``(N,)``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -63,11 +82,15 @@ class DataBundle:
         if k < 2:
             raise DataError(f"data set '{self.name}' has {k} class(es); at least 2 are needed")
         shape = None
+        kind = input_kind(self.train.images)
         for split in ("train", "val", "test"):
             arr: ImageArrays = getattr(self, split)
-            if arr.images.dtype != torch.uint8 or arr.images.dim() != 4:
-                raise DataError(f"{self.name}/{split}: images must be uint8 (N, C, H, W), "
-                                f"got {arr.images.dtype} {tuple(arr.images.shape)}")
+            if arr.images.dim() < 2:
+                raise DataError(f"{self.name}/{split}: inputs must have a sample dimension and at least one more, "
+                                f"got shape {tuple(arr.images.shape)}")
+            if input_kind(arr.images) != kind:
+                raise DataError(f"{self.name}/{split}: {input_kind(arr.images)} inputs ({arr.images.dtype}), but the "
+                                f"training split holds {kind} ({self.train.images.dtype})")
             if arr.images.shape[0] != arr.labels.numel():
                 raise DataError(f"{self.name}/{split}: {arr.images.shape[0]} images but "
                                 f"{arr.labels.numel()} labels")
@@ -82,10 +105,29 @@ class DataBundle:
                 )
         if len(self.train) == 0:
             raise DataError(f"data set '{self.name}' has an empty training split")
-        if not self.mean:
+        if kind != "image" and (self.crop_padding or self.flip_p):
+            raise DataError(f"{self.name}: random crop and flip are for images only; these are {kind} "
+                            f"{tuple(self.train.images.shape[1:])} (crop_padding={self.crop_padding}, "
+                            f"flip_p={self.flip_p})")
+        if not self.mean and kind == "image":
             imgs = self.train.images.float().div(255)
             self.mean = tuple(imgs.mean(dim=(0, 2, 3)).tolist())
             self.std = tuple(imgs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+        elif not self.mean and kind == "features":  # standardised per feature
+            flat = self.train.images.flatten(1).double()
+            self.mean = tuple(flat.mean(dim=0).tolist())
+            self.std = tuple(flat.std(dim=0, unbiased=False).clamp_min(1e-6).tolist() if len(self.train) > 1
+                             else [1.0] * flat.shape[1])
+
+    @property
+    def kind(self) -> str:
+        """``image``, ``features`` or ``tokens`` (:data:`INPUT_KINDS`)."""
+        return input_kind(self.train.images)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample's input."""
+        return tuple(self.train.images.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -93,12 +135,17 @@ class DataBundle:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        """``(C, H, W)`` of images; other inputs as ``(features, 1, 1)`` (what the built-in builders take)."""
+        shape = self.input_shape
+        if self.kind == "image":
+            return shape  # type: ignore[return-value]
+        return (int(np.prod(shape)), 1, 1)
 
     def describe(self) -> str:
-        c, h, w = self.image_shape
+        shape = "x".join(str(s) for s in self.input_shape)
+        kind = "" if self.kind == "image" else f" {self.kind}"
         return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-                f"{self.num_classes} classes, {c}x{h}x{w}")
+                f"{self.num_classes} classes, {shape}{kind}")
 
 
 # ----------------------------------------------------------------------------- splits

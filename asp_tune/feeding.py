@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from asp_tune.datasets import ImageArrays
+from asp_tune.datasets import ImageArrays, input_kind
 from asp_tune.device import restore_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -73,16 +73,25 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | 
 
 
 class Normalizer:
-    """uint8 -> float ``(x / 255 - mean) / std``, optionally channels-last."""
+    """Inputs as the model sees them: uint8 images -> float ``(x / 255 - mean) / std`` per channel
+    (optionally channels-last); float features -> ``(x - mean) / std`` per feature; token
+    sequences unchanged (``kind``, :data:`asp_tune.datasets.INPUT_KINDS`)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                 channels_last: bool = False):
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.channels_last = channels_last
+                 channels_last: bool = False, kind: str = "image"):
+        self.kind = kind
+        shape = (1, -1, 1, 1) if kind == "image" else (1, -1)
+        self.mean = torch.tensor(mean, device=device).view(*shape) if len(mean) else None
+        self.inv_std = 1.0 / torch.tensor(std, device=device).view(*shape) if len(std) else None
+        self.channels_last = channels_last and kind == "image"
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255.0).sub_(self.mean).mul_(self.inv_std)
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.kind == "tokens":
+            return inputs.long()
+        if self.kind == "features":
+            x = inputs.float()
+            return x if self.mean is None else ((x.flatten(1) - self.mean) * self.inv_std).view_as(x)
+        x = inputs.float().div_(255.0).sub_(self.mean).mul_(self.inv_std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -97,19 +106,22 @@ class Feeder(Protocol):
 
 
 class DeviceFeeder:
-    """Device-resident data: uint8 images and labels moved once; batches augmented on device."""
+    """Device-resident data: inputs and labels moved once; image batches augmented on device
+    (other inputs are never augmented)."""
 
     def __init__(self, arrays: ImageArrays, device: torch.device | str, mean: Sequence[float],
                  std: Sequence[float], crop_padding: int = 0, flip_p: float = 0.0,
                  augment: bool = True, channels_last: bool = False, seed: int = 0, cutout: int = 0):
         self.device = torch.device(device)
+        kind = input_kind(arrays.images)
+        augment = augment and kind == "image"
         self.cutout = cutout if augment else 0
         self.images = arrays.images.to(self.device)
         self.labels = arrays.labels.to(self.device)
         self.num_samples = len(arrays)
         self.crop_padding = crop_padding if augment else 0
         self.flip_p = flip_p if augment else 0.0
-        self.normalize = Normalizer(mean, std, self.device, channels_last)
+        self.normalize = Normalizer(mean, std, self.device, channels_last, kind)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -161,14 +173,16 @@ class _WithIndex(Dataset):
 
 
 class ArrayImageDataset(Dataset):
-    """Map-style view of :class:`ImageArrays` with per-sample CPU augmentation (stream path)."""
+    """Map-style view of :class:`ImageArrays` with per-sample CPU augmentation of images (stream path)."""
 
     def __init__(self, arrays: ImageArrays, mean: Sequence[float], std: Sequence[float],
                  crop_padding: int = 0, flip_p: float = 0.0, augment: bool = True):
         self.arrays = arrays
+        kind = input_kind(arrays.images)
+        augment = augment and kind == "image"
         self.crop_padding = crop_padding if augment else 0
         self.flip_p = flip_p if augment else 0.0
-        self.normalize = Normalizer(mean, std, torch.device("cpu"))
+        self.normalize = Normalizer(mean, std, torch.device("cpu"), kind=kind)
 
     def __len__(self) -> int:
         return len(self.arrays)

@@ -109,6 +109,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.data = data if data is not None else load_dataset_for(config)
         c, h, w = self.data.image_shape
+        if self.data.kind != "image":  # augmentation would destroy rows of features or sequences
+            for name in ("crop_padding", "flip_p", "cutout"):
+                if getattr(config, name):
+                    raise ConfigError(name, getattr(config, name), f"0 or none: '{self.data.name}' holds "
+                                                                   f"{self.data.kind}, not images")
         for name in ("crop_padding", "cutout"):  # larger than the image: training sees only blanks
             value = getattr(config, name)
             if value is not None and value > min(h, w):
@@ -119,7 +124,7 @@ class Trainer:
             model = model(self.data)
         self.model = model
         self.grad_clip = grad_clip
-        self.channels_last = config.channels_last and is_convolutional(self.model)
+        self.channels_last = config.channels_last and is_convolutional(self.model) and self.data.kind == "image"
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)

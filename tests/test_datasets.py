@@ -95,3 +95,56 @@ def test_shared_cifar10_archive(shared_data):
     assert d.image_shape == (3, 32, 32)
     assert len(d.train) + len(d.val) == 2000 and len(d.test) == 1000
     np.testing.assert_allclose(d.mean, (0.4913, 0.4821, 0.4465), atol=0.02)
+
+
+# ----------------------------------------------------------------------------- non-image data
+
+
+def _tabular_bundle(n: int = 600):
+    import torch
+    from sklearn.datasets import make_classification
+
+    from asp_tune.datasets import DataBundle, ImageArrays
+
+    x, y = make_classification(n_samples=n, n_features=12, n_informative=6, n_classes=3, random_state=0)
+    x = torch.tensor(x * 50 + 7, dtype=torch.float32)  # far from standardised: the bundle must do it
+    y = torch.tensor(y)
+    part = lambda a, b: ImageArrays(x[a:b], y[a:b])  # noqa: E731
+    return DataBundle("tab", ["a", "b", "c"], part(0, 400), part(400, 500), part(500, n))
+
+
+def test_float_features_train_without_augmentation_and_standardised():
+    import torch
+
+    from asp_tune import TrainConfig, Trainer
+
+    data = _tabular_bundle()
+    assert data.kind == "features" and data.input_shape == (12,) and len(data.mean) == 12
+    trainer = Trainer(TrainConfig(epochs=15, ratio=1.0, lr=0.05), data=data)
+    x, _, _ = next(trainer.train_feeder.batches(torch.arange(400), 400))
+    assert abs(float(x.mean())) < 1e-4 and float(x.std()) == pytest.approx(1.0, abs=0.01)  # no crop, no flip
+    assert trainer.fit()["final_test_accuracy"] > 0.7
+    with pytest.raises(ConfigError, match=r"invalid crop_padding=2: allowed 0 or none: 'tab' holds features"):
+        Trainer(TrainConfig(epochs=1, crop_padding=2), data=data)
+
+
+def test_token_sequences_are_fed_as_integers_and_image_defaults_are_refused():
+    import torch
+    from torch import nn
+
+    from asp_tune import TrainConfig, Trainer
+    from asp_tune.datasets import DataBundle, DataError, ImageArrays
+
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.randint(0, 30, (300, 10), generator=g)
+    labels = (seqs == 3).any(1).long()
+    part = lambda a, b: ImageArrays(seqs[a:b], labels[a:b])  # noqa: E731
+    data = DataBundle("seq", ["no", "yes"], part(0, 200), part(200, 250), part(250, 300))
+    assert data.kind == "tokens" and data.mean == ()
+    model = nn.Sequential(nn.EmbeddingBag(30, 16), nn.Linear(16, 2))
+    trainer = Trainer(TrainConfig(epochs=2, ratio=0.5, metric="loss"), data=data, model=model)
+    x, _, _ = next(trainer.train_feeder.batches(torch.arange(5), 5))
+    assert x.dtype == torch.long and torch.equal(x, seqs[:5])
+    trainer.fit()
+    with pytest.raises(DataError, match="random crop and flip are for images only"):
+        DataBundle("seq", ["no", "yes"], part(0, 200), part(200, 250), part(250, 300), crop_padding=4)

@@ -140,8 +140,9 @@ def test_each_range_is_declared_once_and_checked_from_that_declaration():
         for make in (lambda: TrainConfig(**{field: value}).validate(),
                      lambda: ProxySelector(10, 2, **{field: value}),
                      lambda: ProxyData(list(range(10)), 2, **({field: value} if field != "ratio" else {"ratio": value}))):
-            with pytest.raises(ConfigError, match=rf"invalid {field}={value}: allowed a number in {allowed.replace('(', '[(]').replace('[0', '[[]0').replace(')', '[)]')}"):
+            with pytest.raises(ConfigError) as error:
                 make()
+            assert str(error.value) == f"invalid {field}={value}: allowed a number in {allowed}"
 
 
 def test_entropy_histogram_draws_inverse_to_the_density_of_the_entropy():
