@@ -24,10 +24,12 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def batch_slices(count: int, batch_size: int) -> list[slice]:
-    """Consecutive slices of at most ``batch_size``; a trailing one-sample batch joins the one before,
-    because batch norm cannot train on a single sample."""
+    """Consecutive slices of ``batch_size``; a trailing batch of less than a quarter of that (at
+    least one sample) joins the one before. Batch norm cannot train on one sample, and a tiny last
+    batch every epoch corrupts its running statistics: a proxy epoch of 450 samples in batches of 32
+    ended in 2 samples, and a ResNet-18 evaluated at 0.11 accuracy instead of 0.86."""
     bounds = list(range(0, count, batch_size)) + [count]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < max(2, batch_size // 4):
         del bounds[-2]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 

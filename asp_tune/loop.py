@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asp_tune.errors import ConfigError
+from asp_tune.feeding import batch_slices
 from asp_tune.proxy import ProxySelector
 from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
 
@@ -102,6 +103,7 @@ class ProxyData(Dataset):
         self.epoch = -1  # the epoch planned last
         self._consumed = True  # the planned epoch was iterated (the next iteration plans a new one)
         self.plan: EpochPlan | None = None
+        self._pending: list[torch.Tensor] = []  # data-parallel: this rank's batches not yet shared
         self.sampler = ProxySampler(self)
         self.samples_seen = 0  # over all ranks
 
@@ -128,6 +130,7 @@ class ProxyData(Dataset):
                                               "resume with load_state_dict)")
         if epoch >= self.epochs:
             raise ConfigError("epoch", epoch, f"an epoch below epochs={self.epochs}")
+        self.sync()
         self.plan = self.selector.plan(epoch)
         self.epoch = epoch
         self._consumed = False
@@ -164,12 +167,21 @@ class ProxyData(Dataset):
         return [self.epoch_size(e) for e in range(self.epochs)]
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = False) -> list[int]:
-        """Optimiser steps of each epoch for a loader of ``batch_size`` (for step-based LR schedules
-        such as ``OneCycleLR``: ``total_steps=sum(...)``). Where an epoch's size is unknown in advance
-        (InfoBatch), the full data set's steps are an upper bound, so a schedule never runs out."""
+        """Optimiser steps of each epoch of :meth:`loader` (or, with ``drop_last``, of a
+        ``DataLoader(..., sampler=proxy.sampler, drop_last=True)``), for step-based LR schedules such as
+        ``OneCycleLR``: ``total_steps=sum(...)``. Where an epoch's size is unknown in advance (InfoBatch),
+        the full data set's steps are an upper bound, so a schedule never runs out."""
         full = math.ceil(len(self) / self.num_replicas)
         sizes = [full if s is None else s for s in self.epoch_sizes()]
-        return [s // batch_size if drop_last else math.ceil(s / batch_size) for s in sizes]
+        return [s // batch_size if drop_last else len(batch_slices(s, batch_size)) for s in sizes]
+
+    def loader(self, batch_size: int, **kwargs: Any) -> "torch.utils.data.DataLoader":
+        """A ``DataLoader`` over this epoch's subset in batches of ``batch_size`` (a small last batch
+        merged into the one before, see :class:`ProxyBatchSampler`); ``kwargs`` go to the loader
+        (``num_workers``, ``pin_memory``, ``collate_fn``...)."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self, batch_sampler=ProxyBatchSampler(self, batch_size), **kwargs)
 
     # ------------------------------------------------------------------ learning
 
@@ -198,19 +210,58 @@ class ProxyData(Dataset):
             per_sample = per_sample * self.plan.weights.to(per_sample.device)[idx].to(per_sample.dtype)
         return per_sample.mean()
 
+    @property
+    def _shared(self) -> bool:
+        return self.num_replicas > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
     def _observe(self, idx: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
                  targets: torch.Tensor | None, feature_norms: torch.Tensor | None) -> None:
-        parts = {"idx": idx, "losses": losses, "logits": None if logits is None else logits.detach(),
-                 "targets": None if targets is None else targets, "feature_norms": feature_norms}
-        if self.num_replicas > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts = {k: None if v is None else _gather(v) for k, v in parts.items()}
-        self.selector.observe(parts["idx"], parts["logits"], parts["targets"], parts["feature_norms"],
-                              parts["losses"])
+        if not self._shared:
+            self.selector.observe(idx, logits, targets, feature_norms, losses)
+            return
+        # data-parallel: each rank computes its own batches' statistics now and the ranks exchange
+        # them once, at the next epoch's planning (sync): no collective per training step
+        self.selector.check_inputs(logits, targets, losses)
+        idx, latest, computed, sums = self.selector.memory.batch_columns(idx, logits, targets, feature_norms, losses)
+        self._pending.append(torch.cat([idx[:, None].double(), latest.double(), sums.double(),
+                                        computed.double().to(idx.device).expand(idx.numel(), -1)], dim=1))
+
+    def sync(self) -> None:
+        """Under ``torch.distributed``: record every rank's not yet shared batches in every rank's
+        memory (a collective: all ranks call it). ``set_epoch`` does it before planning; call it before
+        one rank alone saves ``state_dict`` mid-run."""
+        if not self._shared:
+            return
+        memory = self.selector.memory
+        width = 1 + len(memory.latest_columns) + len(memory.sum_columns) + len(memory.latest_columns)
+        local = torch.cat(self._pending) if self._pending else torch.zeros(0, width, dtype=torch.float64,
+                                                                           device=memory.device)
+        self._pending = []
+        gathered = _gather(local.to(self._collective_device()))
+        if not gathered.shape[0]:
+            return
+        gathered = gathered.to(memory.device)
+        latest_width = len(memory.latest_columns)
+        idx = gathered[:, 0].long()
+        latest = gathered[:, 1:1 + latest_width].float()
+        sums = gathered[:, 1 + latest_width:1 + latest_width + len(memory.sum_columns)].float()
+        computed = gathered[:, 1 + latest_width + len(memory.sum_columns):] > 0.5
+        for value in torch.unique(computed, dim=0):  # batches that computed the same columns, together
+            rows = (computed == value).all(dim=1)
+            memory.apply(idx[rows], latest[rows], value.cpu(), sums[rows])
+
+    def _collective_device(self) -> torch.device:
+        """Gloo exchanges CPU tensors, NCCL CUDA ones."""
+        backend = torch.distributed.get_backend()
+        return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
+        """Everything a resumed loop needs. Under ``torch.distributed`` it holds this rank's batches
+        not yet shared (each rank saving its own state resumes exactly; else :meth:`sync` first)."""
         return {"selector": self.selector.state_dict(), "epoch": self.epoch, "samples_seen": self.samples_seen,
+                "pending": [p.cpu().clone() for p in self._pending],
                 "plan": None if self.plan is None else {
                     "epoch": self.plan.epoch, "indices": self.plan.indices.cpu().clone(), "metric": self.plan.metric,
                     "target_ratio": self.plan.target_ratio, "top10_mass": self.plan.top10_mass,
@@ -222,6 +273,7 @@ class ProxyData(Dataset):
         makes the selection an uninterrupted loop would have made."""
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
+        self._pending = [p.to(self.selector.memory.device) for p in state.get("pending", [])]
         plan = state.get("plan")
         if plan is None:
             self.plan = None
@@ -236,6 +288,24 @@ class ProxyData(Dataset):
         n = len(self)
         return {**self.selector.describe(), "num_samples": n, "epochs": self.epochs,
                 "samples_seen": self.samples_seen, "data_passes": self.samples_seen / n}
+
+
+class ProxyBatchSampler(Sampler[list[int]]):
+    """This rank's share of the epoch in batches of ``batch_size``; a small trailing batch (below a
+    quarter of the size) joins the one before (:func:`asp_tune.feeding.batch_slices`), which batch
+    norm needs: a tiny last batch every epoch corrupts its running statistics."""
+
+    def __init__(self, proxy: ProxyData, batch_size: int):
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ConfigError("batch_size", batch_size, "an integer >= 1")
+        self.proxy, self.batch_size = proxy, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(ProxySampler(self.proxy))
+        return iter([order[part] for part in batch_slices(len(order), self.batch_size)])
+
+    def __len__(self) -> int:
+        return len(batch_slices(len(ProxySampler(self.proxy)), self.batch_size))
 
 
 class ProxySampler(Sampler[int]):

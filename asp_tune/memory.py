@@ -162,17 +162,31 @@ class ProxyMemory:
                feature_norms: torch.Tensor | None = None, losses: torch.Tensor | None = None) -> None:
         """Record one trained batch (vectorised, no host synchronisation). Statistics whose inputs
         are missing (no logits for a regression loss, say) keep their values."""
+        self.apply(*self.batch_columns(indices, logits, targets, feature_norms, losses))
+
+    @torch.no_grad()
+    def batch_columns(self, indices: torch.Tensor, logits: torch.Tensor | None = None,
+                      targets: torch.Tensor | None = None, feature_norms: torch.Tensor | None = None,
+                      losses: torch.Tensor | None = None) -> tuple:
+        """``(indices, latest (B, L), computed (L,) bool, sums (B, S + 1))`` of one batch, not yet recorded
+        (:meth:`apply` records them; data-parallel loops exchange them between ranks first)."""
         indices = indices.to(self.device, non_blocking=True)
         move = lambda t: None if t is None else t.detach().to(self.device, non_blocking=True)  # noqa: E731
         view = BatchView(move(losses), move(logits), move(targets), move(feature_norms))
         latest, sums = _columns_fn(self.device, self.statistics)(view)
-        if latest is not None:
-            mask = latest[1]
-            if bool(mask.all()):
-                self._latest[indices] = latest[0]
-            else:  # only the columns this batch could compute
-                cols = torch.nonzero(mask).squeeze(1)
-                self._latest[indices[:, None], cols[None, :]] = latest[0][:, cols]
+        if latest is None:
+            latest = (torch.zeros(indices.numel(), 0, device=self.device), torch.zeros(0, dtype=torch.bool))
+        return indices, latest[0], latest[1], sums
+
+    @torch.no_grad()
+    def apply(self, indices: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor, sums: torch.Tensor) -> None:
+        """Record :meth:`batch_columns`' output: latest values replace, sums add up."""
+        if latest.shape[1]:
+            if bool(computed.all()):
+                self._latest[indices] = latest
+            elif bool(computed.any()):  # only the columns this batch could compute
+                cols = torch.nonzero(computed.to(self.device)).squeeze(1)
+                self._latest[indices[:, None], cols[None, :]] = latest[:, cols]
         self._counts.index_add_(0, indices, sums)
 
     def state_dict(self) -> dict:

@@ -119,15 +119,19 @@ class ProxySelector:
         (and its last-layer input norms). A no-op when the strategy reads no statistic."""
         if not self.tracks_importance:
             return
-        needs = self.required_inputs
+        self.check_inputs(logits, targets, losses)
+        self.memory.update(indices, logits, targets, feature_norms, losses)
+
+    def check_inputs(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
+                     losses: torch.Tensor | None) -> None:
+        """Refuse, naming what is missing, a batch without what the strategy's statistics read."""
         given = {"loss": losses is not None or (logits is not None and targets is not None),
                  "logits": logits is not None, "targets": targets is not None}
-        missing = sorted(n for n in needs if not given[n])
+        missing = sorted(n for n in self.required_inputs if not given[n])
         if missing:
             raise ConfigError("update", f"without {' and '.join(missing)}",
                               f"the {' and '.join(missing)} of the batch: strategy '{self.strategy.name}' reads "
                               f"{', '.join(self.strategy.statistics())}")
-        self.memory.update(indices, logits, targets, feature_norms, losses)
 
     def describe(self) -> dict[str, Any]:
         return self.strategy.describe()

@@ -34,6 +34,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
             loss = proxy.update(idx, F.cross_entropy(logits, y, reduction="none"), logits=logits, targets=y)
             loss.backward(); opt.step(); opt.zero_grad()
             shard += idx.tolist()
+        proxy.sync()  # what the next set_epoch does: both ranks record both ranks' batches
         record.append({"subset": proxy.plan.indices.tolist(), "shard": shard,
                        "memory": proxy.selector.memory.state_dict(), "len": len(proxy.sampler)})
     torch.save({"rank": rank, "world": proxy.num_replicas, "epochs": record}, f"{out}/rank{rank}.pt")

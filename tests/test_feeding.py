@@ -99,9 +99,10 @@ def test_cutout_zeros_one_clipped_square_per_image():
     assert torch.equal(random_cutout(images, 0, g), images)
 
 
-def test_batch_slices_merge_a_trailing_single_sample():
+def test_batch_slices_merge_a_small_trailing_batch():
     assert [(p.start, p.stop) for p in batch_slices(129, 64)] == [(0, 64), (64, 129)]
-    assert [(p.start, p.stop) for p in batch_slices(130, 64)] == [(0, 64), (64, 128), (128, 130)]
+    assert [(p.start, p.stop) for p in batch_slices(143, 64)] == [(0, 64), (64, 143)]  # 15 < 64 / 4
+    assert [(p.start, p.stop) for p in batch_slices(144, 64)] == [(0, 64), (64, 128), (128, 144)]
     assert [(p.start, p.stop) for p in batch_slices(1, 64)] == [(0, 1)]
     assert batch_slices(0, 64) == []
 

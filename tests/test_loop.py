@@ -208,7 +208,7 @@ def test_epoch_sizes_are_known_in_advance_for_onecycle():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=sum(steps))
-    loader = DataLoader(proxy, batch_size=32, sampler=proxy.sampler)
+    loader = proxy.loader(batch_size=32)  # a small last batch merged into the one before
     taken = 0
     for epoch in range(5):
         proxy.set_epoch(epoch)
@@ -217,8 +217,16 @@ def test_epoch_sizes_are_known_in_advance_for_onecycle():
             proxy.update(idx, F.cross_entropy(model(x), y, reduction="none")).backward()
             opt.step(); opt.zero_grad(); schedule.step(); taken += 1
     assert taken == sum(steps)  # exactly the steps announced: no "Tried to step N times"
+    plain = proxy.steps_per_epoch(32, drop_last=True)
+    assert plain == [len(DataLoader(list(range(s)), batch_size=32, drop_last=True)) for s in proxy.epoch_sizes()]
     ib = asp_tune.InfoBatch(tabular(), 4)
     assert ib.epoch_sizes()[1] is None and ib.steps_per_epoch(32)[1] == math.ceil(N / 32)  # an upper bound
+
+
+def test_the_batch_sampler_never_ends_an_epoch_on_a_tiny_batch():
+    proxy = ProxyData(tabular(450 * 10 // 3), epochs=2, ratio=0.3, strategy="random", first_epoch_full=False)
+    batches = [len(b) for b in proxy.loader(batch_size=32).batch_sampler]
+    assert sum(batches) == 450 and batches[-1] == 34 and len(proxy.loader(32)) == 14  # 450 = 13 x 32 + 34
 
 
 def test_an_object_strategy_and_the_loop_without_set_epoch():
