@@ -19,11 +19,11 @@ train_set, test_x, test_y = TensorDataset(x[:10000], y[:10000]), x[10000:], y[10
 EPOCHS = 12
 
 
-def train(ratio: float) -> tuple[float, float]:
-    torch.manual_seed(0)
+def train(ratio: float, strategy: str = "auto", seed: int = 0) -> tuple[float, float]:
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(40, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 4))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
-    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio)  # 1
+    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio, strategy=strategy, seed=seed)  # 1
     loader = proxy.loader(batch_size=128)  # 2
     for epoch in range(EPOCHS):
         proxy.set_epoch(epoch)

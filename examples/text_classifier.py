@@ -45,11 +45,11 @@ class BagOfWords(nn.Module):
         return self.head(self.embed(tokens))
 
 
-def train(ratio: float) -> tuple[float, float]:
-    torch.manual_seed(0)
+def train(ratio: float, strategy: str = "auto", seed: int = 0) -> tuple[float, float]:
+    torch.manual_seed(seed)
     model = BagOfWords()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio)
+    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio, strategy=strategy, seed=seed)
     loader = proxy.loader(batch_size=256)
     for epoch in range(EPOCHS):
         proxy.set_epoch(epoch)
