@@ -63,7 +63,7 @@ class ProxySettings:
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
                                  "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
                                  "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,
-                         check=check_strategy)
+                         check=check_strategy, aliases=("--strategy",))
     mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
                                 check=OneOf(lambda: MIXTURE_ORDERS))
     mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run", GROUP,

@@ -1,0 +1,50 @@
+"""An Optuna objective with the loop API under Optuna's own HyperbandPruner."""
+
+from __future__ import annotations
+
+import optuna
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import asp_tune
+
+
+def test_pruned_trials_of_a_hyperband_study_never_paid_a_full_pass():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 8, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    train, val_x, val_y = TensorDataset(x[:500], y[:500]), x[500:], y[500:]
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        torch.manual_seed(trial.number)
+        model = nn.Linear(8, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        proxy = asp_tune.ProxyData(train, epochs=9, ratio=0.2, first_epoch_full=False, seed=trial.number)
+        for epoch in range(9):
+            proxy.set_epoch(epoch)
+            for idx, (xb, yb) in proxy.loader(batch_size=50):
+                logits = model(xb)
+                proxy.update(idx, F.cross_entropy(logits, yb, reduction="none"), logits=logits, targets=yb).backward()
+                opt.step(); opt.zero_grad()
+            trial.set_user_attr("data_passes", proxy.describe()["data_passes"])
+            trial.set_user_attr("epochs", epoch + 1)
+            with torch.no_grad():
+                trial.report(float((model(val_x).argmax(1) == val_y).float().mean()), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float((model(val_x).argmax(1) == val_y).float().mean())
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9))
+    study.optimize(objective, n_trials=12)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "the pruner stopped nothing"
+    for t in study.trials:  # exactly r of the data per epoch, no full first pass
+        assert abs(t.user_attrs["data_passes"] - 0.2 * t.user_attrs["epochs"]) < 1e-9
+    early = [t for t in pruned if t.user_attrs["epochs"] < 5]
+    assert early and all(t.user_attrs["data_passes"] < 1.0 for t in early)
+    assert study.best_value > 0.8
