@@ -19,7 +19,6 @@ from asp_tune.registry import STATISTICS, STRATEGIES
 from asp_tune.selection import SelectionRule
 from asp_tune.static_proxies import entropy_histogram_probabilities
 from asp_tune.strategies import EpochPlan, Importance, SubsetStrategy, make_strategy
-from asp_tune.tune.space import parse_space
 
 PACKAGE = Path(asp_tune.__file__).resolve().parent
 
@@ -62,9 +61,11 @@ def test_a_strategy_registered_from_outside_is_accepted_by_the_api_train_and_a_s
     epochs = pd.read_csv(out / "epochs.csv")
     assert list(epochs["metric_used"]) == ["every_third"] * 2 and epochs["ratio"].iloc[0] < 0.35
     from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.space import load_space
 
-    space = parse_space({"name": "s", "fixed": {"epochs": 2, "subset": 200},
-                         "params": {"lr": {"type": "grid", "values": [0.1]}}})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "fixed": {"epochs": 2, "subset": 200},
+                                                    "params": {"lr": {"type": "grid", "values": [0.1]}}}))
+    space = load_space(tmp_path / "s.yaml")  # what `asp-tune hpo --space s.yaml --metric every_third` runs
     search = HpoSettings(space=space, algo="random", ratio=0.5, metric="every_third").validate()
     assert search.trial_config().metric == "every_third"  # what each trial of `hpo --space` builds
     # and by import path, without registering

@@ -1,0 +1,81 @@
+"""Names that may be import paths: ``package.module:attribute`` wherever a model, data set or
+strategy name is accepted, beside the registered names; and the user modules such paths (and
+registrations made in the driver) need on Ray's workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable
+
+from asp_tune.errors import ConfigError
+
+
+def is_import_path(name: Any) -> bool:
+    """``package.module:attribute`` (a colon between two non-empty parts, no path separators)."""
+    if not isinstance(name, str) or name.count(":") != 1 or "/" in name or "\\" in name:
+        return False
+    module, attribute = name.split(":")
+    return bool(module) and bool(attribute) and all(part.isidentifier() for part in module.split(".")) \
+        and all(part.isidentifier() for part in attribute.split("."))
+
+
+def import_object(path: str, field: str = "name") -> Any:
+    """The object ``package.module:attribute`` names; a named :class:`ConfigError` when it cannot be
+    imported (the module's own error, first line, is in the message)."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # noqa: BLE001 - any failure to import is the same user error
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(field, path, f"an importable 'package.module:attribute' ({type(exc).__name__}: "
+                                       f"{first})") from None
+    return obj
+
+
+def resolve(registry: Any, name: Any, field: str) -> Any:
+    """A registered entry by name, or the object an import path names; else a named error listing
+    the registered names."""
+    if isinstance(name, str) and name in registry:
+        return registry[name]
+    if is_import_path(name):
+        return import_object(name, field)
+    raise ConfigError(field, name, f"one of {', '.join(repr(n) for n in sorted(registry))}, "
+                                   "or an import path 'package.module:attribute'")
+
+
+def check_name(registry: Any, name: Any, field: str) -> None:
+    """Validate a name at the edge: registered, or an import path that imports."""
+    resolve(registry, name, field)
+
+
+def _installed(path: Path) -> bool:
+    roots = {Path(p).resolve() for key in ("purelib", "platlib", "stdlib") if (p := sysconfig.get_paths().get(key))}
+    return any(root in path.parents for root in roots)
+
+
+def user_modules(objects: Iterable[Any]) -> list[ModuleType]:
+    """The top-level modules (single files or package folders) that define ``objects`` (import
+    paths, or the objects themselves) and are not installed packages: what Ray's workers need sent
+    (``runtime_env={"py_modules": ...}``) to import them. asp_tune's own modules are never sent."""
+    found: dict[str, ModuleType] = {}
+    for obj in objects:
+        if is_import_path(obj):
+            name = obj.partition(":")[0]
+        else:
+            name = getattr(obj, "__module__", None) or ""
+        top = name.split(".")[0]
+        if not top or top in ("asp_tune", "nas", "__main__", "builtins") or top in sys.builtin_module_names:
+            continue
+        module = sys.modules.get(top) or importlib.import_module(top)
+        file = getattr(module, "__file__", None)
+        if file is None or _installed(Path(file).resolve()):
+            continue
+        found[top] = module
+    return list(found.values())
