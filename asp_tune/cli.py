@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 import threading
 from typing import Any, Callable, Container, Sequence
 
-from asp_tune.config import TrainConfig
+from asp_tune.config import TrainConfig, with_params
 from asp_tune.errors import AspTuneError
 from asp_tune.flags import add_arguments
 from asp_tune.run_files import MODEL_FILE, SAMPLES_FILE, TRAJECTORIES_FILE
@@ -159,11 +160,11 @@ def config_from_file(path: str) -> TrainConfig:
     if isinstance(summary.get("config"), dict):
         values = summary["config"]
     elif isinstance(summary.get("best_config"), dict):
-        values = {**summary.get("fixed", {}), **summary["best_config"], **full}
+        values = {**with_params(summary.get("fixed", {}), summary["best_config"]), **full}
     elif isinstance(summary.get("rows"), list) and any(r.get("best_config") for r in summary["rows"]):
         row = max((r for r in summary["rows"] if r.get("best_config")),
                   key=lambda r: r.get("retrained_test_mean") or 0.0)
-        values = {**summary["runs"][str(row["ratio"])].get("fixed", {}), **row["best_config"], **full}
+        values = {**with_params(summary["runs"][str(row["ratio"])].get("fixed", {}), row["best_config"]), **full}
     else:
         raise ConfigError("config", path, "a summary.json with a config (train) or a best_config (hpo, compare)")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -250,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     load_extensions()
+    # import paths (--model my_models:net) resolve from the folder the command runs in, as `python -m`
+    # would; appended, not prepended, so a file there never shadows an installed module
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     words = list(sys.argv[1:] if argv is None else argv)
     named = next((w for w in words if not w.startswith("-")), None)
     parser = build_parser(named if named in SUBCOMMANDS else None)

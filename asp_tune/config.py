@@ -8,10 +8,12 @@ from typing import Any
 
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
+from asp_tune.imports import check_name
 from asp_tune.proxy_settings import ProxySettings, proxy_field_names
 from asp_tune.registry import DATASETS, MODELS
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 STORAGES = ("device", "stream")
 #: How a proxy subset is chosen beyond the ratio and the strategy: set per command (flags) or in a
@@ -30,8 +32,9 @@ class TrainConfig(ProxySettings):
     """
 
     # data
-    dataset: str = option("digits", "data set (digits ships with scikit-learn: offline)", "data",
-                          lambda: tuple(sorted(DATASETS)))
+    dataset: str = option("digits", "data set (digits ships with scikit-learn: offline), or an import path "
+                                    "package.module:loader returning (X, y), {'train': (X, y), 'test': (X, y)}, a "
+                                    "Dataset with labels or a DataBundle", "data", lambda: tuple(sorted(DATASETS)))
     data_dir: str | None = option(None, "image folder (train/<class>/*.jpg [test/...]), .tar.gz archive "
                                         "or torchvision root", "data")
     download: bool = option(False, "let torchvision download CIFAR", "data")
@@ -45,7 +48,16 @@ class TrainConfig(ProxySettings):
     flip_p: float | None = option(None, "horizontal flip probability (none: the data set's default)", "data")
     cutout: int = option(0, "side of the square zeroed in each training image (0: off)", "data")
     # model and optimisation
-    model: str = option("mlp", "network", "model and optimisation", lambda: tuple(MODELS))
+    model: str = option("mlp", "network: a registered one, or an import path package.module:builder (called "
+                               "builder(input_shape, num_classes, **model_args))", "model and optimisation",
+                        lambda: tuple(MODELS))
+    model_args: dict[str, Any] = option(help="keyword arguments of the network's builder, as JSON "
+                                             "(e.g. '{\"hidden\": 64}'; a space may search them as model_args.NAME)",
+                                        group="model and optimisation", default_factory=dict)
+    optimizer: str = option("sgd", "optimiser: sgd (momentum, nesterov, weight decay), adam or adamw (betas, "
+                                   "weight decay)", "model and optimisation", OPTIMIZERS)
+    betas: tuple[float, ...] = option((0.9, 0.999), "adam/adamw: the two betas, e.g. 0.9,0.999",
+                                      "model and optimisation")
     epochs: int = option(10, "training epochs", "model and optimisation")
     batch_size: int = option(128, "training batch size", "model and optimisation")
     eval_batch_size: int = option(1024, "evaluation batch size", "model and optimisation")
@@ -68,8 +80,13 @@ class TrainConfig(ProxySettings):
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` naming the first bad field; return self."""
-        _choice("dataset", self.dataset, sorted(DATASETS))
-        _choice("model", self.model, sorted(MODELS))
+        check_name(DATASETS, self.dataset, "dataset")
+        check_name(MODELS, self.model, "model")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not (isinstance(self.model_args, dict) and all(isinstance(k, str) for k in self.model_args)):
+            raise ConfigError("model_args", self.model_args, "a mapping of keyword argument names to values")
+        if not (len(self.betas) == 2 and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)):
+            raise ConfigError("betas", self.betas, "two numbers in [0, 1)")
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("storage", self.storage, STORAGES)
@@ -103,22 +120,40 @@ class TrainConfig(ProxySettings):
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["betas"] = list(self.betas)
         return d
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build from a mapping; unknown keys are an error that names them."""
+    def from_dict(cls, values: dict[str, Any], validate: bool = True) -> "TrainConfig":
+        """Build from a mapping; unknown keys are an error that names them. ``validate=False`` for a
+        config read back from a file this package wrote (it was checked then; its modules may be absent)."""
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
             if key not in known:
                 raise ConfigError("config key", key, sorted(known))
         values = dict(values)
-        if "milestones" in values:
-            values["milestones"] = tuple(values["milestones"])
-        return cls(**values).validate()
+        for name in ("milestones", "betas"):
+            if name in values:
+                values[name] = tuple(values[name])
+        config = cls(**values)
+        return config.validate() if validate else config
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes).validate()
+
+
+#: A searched or picked parameter ``model_args.NAME`` is the keyword argument NAME of the network's builder.
+MODEL_ARGS = "model_args."
+
+
+def with_params(fixed: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A space's fixed settings with one configuration's parameters on top; ``model_args.NAME``
+    parameters join the builder's keyword arguments."""
+    builder_args = {k[len(MODEL_ARGS):]: v for k, v in params.items() if k.startswith(MODEL_ARGS)}
+    values = {**fixed, **{k: v for k, v in params.items() if not k.startswith(MODEL_ARGS)}}
+    if builder_args:
+        values["model_args"] = {**dict(fixed.get("model_args") or {}), **builder_args}
+    return values
 
 
 def _choice(name: str, value: Any, allowed: Any) -> None:

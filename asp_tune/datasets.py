@@ -16,12 +16,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from asp_tune.errors import ConfigError, DataError
+from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -374,10 +375,13 @@ class DatasetSpec:
     loader: Callable[..., dict[str, np.ndarray]]
     crop_padding: int
     flip_p: float
+    takes_folder: bool = True  # reads --data-dir (digits ships with scikit-learn: it takes none)
 
 
 # The specs the registry (asp_tune.registry.DATASETS) names.
-DIGITS = DatasetSpec(_load_digits, crop_padding=1, flip_p=0.0)
+DIGITS = DatasetSpec(_load_digits, crop_padding=1, flip_p=0.0, takes_folder=False)
+#: A data set of the user's (a registered loader or an import path): no augmentation unless asked.
+USER_DATA = DatasetSpec(lambda *a, **k: {}, crop_padding=0, flip_p=0.0)
 CIFAR10 = DatasetSpec(_load_cifar(10), crop_padding=4, flip_p=0.5)
 CIFAR100 = DatasetSpec(_load_cifar(100), crop_padding=4, flip_p=0.5)
 IMAGE_FOLDER = DatasetSpec(
@@ -390,14 +394,17 @@ READS = {"count": 0}
 
 
 def read_dataset(name: str, data_dir: str | None = None, *, download: bool = False, image_size: int | None = None,
-                 cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+                 cache_dir: str | Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """The decoded arrays of a registered data set (``classes``, ``train_x/y``, ``test_x/y``), before
     any split: what a search loads once and shares with all its trials."""
-    if name not in DATASETS:
-        raise ConfigError("dataset", name, sorted(DATASETS))
+    entry = resolve(DATASETS, name, "dataset")
     READS["count"] += 1
-    arrays = DATASETS[name].loader(data_dir, download=download, image_size=image_size,
-                                   cache_dir=Path(cache_dir) if cache_dir else None)
+    if not isinstance(entry, DatasetSpec):
+        return user_arrays(entry, name, data_dir, seed)
+    if data_dir is not None and not entry.takes_folder:
+        raise ConfigError("data_dir", data_dir, f"none: '{name}' takes no folder (it ships with its library)")
+    arrays = entry.loader(data_dir, download=download, image_size=image_size,
+                          cache_dir=Path(cache_dir) if cache_dir else None)
     if "test_x" not in arrays:  # a folder without test/: hold out a fixed 10% as test
         keep, held = stratified_split(arrays["train_y"], 0.1, TEST_SPLIT_SEED)
         arrays = {**arrays, "test_x": arrays["train_x"][held], "test_y": arrays["train_y"][held],
@@ -436,16 +443,18 @@ def load_dataset(
     ``seed``, and is only used for final reporting. ``arrays`` (from :func:`read_dataset`, e.g.
     shared through Ray's object store) skips reading the source again.
     """
-    if name not in DATASETS:
-        raise ConfigError("dataset", name, sorted(DATASETS))
+    entry = resolve(DATASETS, name, "dataset")
     if not (isinstance(val_fraction, (int, float)) and 0.0 < val_fraction < 1.0):
         raise ConfigError("val_fraction", val_fraction, "a number in (0, 1)")
     for fname, v in (("subset", subset), ("test_subset", test_subset)):
         if v is not None and not (isinstance(v, int) and v >= 20):
             raise ConfigError(fname, v, "an integer >= 20, or None for all")
     if arrays is None:
-        arrays = read_dataset(name, data_dir, download=download, image_size=image_size, cache_dir=cache_dir)
-    spec = DATASETS[name]
+        arrays = read_dataset(name, data_dir, download=download, image_size=image_size, cache_dir=cache_dir,
+                              seed=seed)
+    if "bundle" in arrays:  # the loader returned the splits itself
+        return arrays["bundle"]
+    spec = entry if isinstance(entry, DatasetSpec) else USER_DATA
     classes = [str(c) for c in arrays["classes"]]
     x, y = _stratified_part(arrays["train_x"], arrays["train_y"], subset, seed, "subset", f"training samples of '{name}'")
     tx, ty = _stratified_part(arrays["test_x"], arrays["test_y"], test_subset, TEST_SPLIT_SEED, "test_subset",
@@ -471,3 +480,89 @@ def load_dataset_for(config, arrays: dict[str, np.ndarray] | None = None) -> Dat
     data_dir, val_fraction, subset, test_subset, seed, download)."""
     return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
                         test_subset=config.test_subset, seed=config.seed, download=config.download, arrays=arrays)
+
+
+# ----------------------------------------------------------------------------- users' own data
+
+
+def _as_array(values: Any, what: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.dtype == object or array.ndim == 0:
+        raise DataError(f"{what}: an array of numbers, got {type(values).__name__} of dtype {array.dtype}")
+    if array.dtype.kind == "f":
+        return array.astype(np.float32, copy=False)
+    if array.dtype.kind in "iu" and array.dtype != np.uint8:
+        return array.astype(np.int64, copy=False)
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    return array
+
+
+def _from_dataset(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of a map-style ``Dataset`` whose items are ``(input, label)``."""
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+        inputs = np.stack([_as_array(x, what) for x, _ in items])
+        labels = np.asarray([int(y) for _, y in items], dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what}: a Dataset of (input, integer label) items ({exc})") from None
+    return inputs, labels
+
+
+def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        x, y = _as_array(value[0], f"{what} inputs"), _as_array(value[1], f"{what} labels")
+    elif hasattr(value, "__getitem__") and hasattr(value, "__len__"):
+        x, y = _from_dataset(value, what)
+    else:
+        raise DataError(f"{what}: (X, y) arrays or a Dataset with labels, got {type(value).__name__}")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"{what}: labels must be integers of shape (N,), got {y.dtype} {y.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    return x, y.astype(np.int64)
+
+
+def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> dict[str, Any]:
+    """The arrays of a user's loader (a registered function or an import path).
+
+    The loader is called with the keyword arguments it accepts of ``data_dir`` and ``seed`` (all of
+    them if it takes ``**kwargs``) and returns ``(X, y)`` arrays of any dtype and shape, a mapping
+    with ``train`` and optionally ``test`` (and ``classes``) of that form, a ``Dataset`` of
+    ``(input, label)`` items, or a :class:`DataBundle` (used as it is). Without a test split a
+    fixed, stratified 20% of the samples is held out, as for the built-in data sets.
+    """
+    import inspect
+
+    given = {"data_dir": data_dir, "seed": seed}
+    try:
+        params = inspect.signature(loader).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in given.items() if takes_all or k in params}
+    if data_dir is not None and "data_dir" not in kwargs:
+        raise ConfigError("data_dir", data_dir, f"none: the loader of '{name}' takes no data_dir")
+    out = loader(**kwargs)
+    if isinstance(out, DataBundle):
+        return {"bundle": out}
+    classes = None
+    if isinstance(out, dict):
+        if "train" not in out:
+            raise DataError(f"{name}: the loader's mapping needs a 'train' entry (and optionally 'test', 'classes')")
+        classes = out.get("classes")
+        train_x, train_y = _pair(out["train"], f"{name}/train")
+        test = _pair(out["test"], f"{name}/test") if out.get("test") is not None else None
+    else:
+        train_x, train_y = _pair(out, name)
+        test = None
+    if test is None:
+        keep, held = stratified_split(train_y, 0.2, TEST_SPLIT_SEED)
+        test = (train_x[held], train_y[held])
+        train_x, train_y = train_x[keep], train_y[keep]
+    num_classes = int(max(train_y.max(), test[1].max() if len(test[1]) else 0)) + 1
+    classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(num_classes)]
+    return {"classes": np.asarray(classes), "train_x": train_x, "train_y": train_y, "test_x": test[0],
+            "test_y": test[1]}

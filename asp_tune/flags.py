@@ -55,6 +55,19 @@ def optional(kind: type, none_words: tuple[str, ...] = ("none", "all", "")) -> C
     return parse
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object (an argparse type), e.g. ``'{"hidden": 64}'``."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def float_list(text: str) -> tuple[float, ...]:
     """Comma-separated numbers (an argparse type)."""
     try:
@@ -67,7 +80,14 @@ def float_list(text: str) -> tuple[float, ...]:
 FLAG_TYPES: dict[str, Callable[[str], Any]] = {
     "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": optional(str),
     "int | None": optional(int), "float | None": optional(float), "tuple[float, ...]": float_list,
+    "dict[str, Any]": json_object,
 }
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
 
 
 def flag_name(field: str) -> str:
@@ -114,7 +134,8 @@ def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping
             continue
         default = defaults.get(f.name, field_default(f))
         choices = field_choices(f)
-        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else \
+            (json_text(default) if isinstance(default, dict) else default)
         title = group or f.metadata.get("group") or ""
         if title not in groups:
             groups[title] = p.add_argument_group(title) if title else p

@@ -51,7 +51,9 @@ def resolve(registry: Any, name: Any, field: str) -> Any:
 
 
 def check_name(registry: Any, name: Any, field: str) -> None:
-    """Validate a name at the edge: registered, or an import path that imports."""
+    """Validate a name at the edge: registered (nothing is imported), or an import path that imports."""
+    if isinstance(name, str) and name in registry:
+        return
     resolve(registry, name, field)
 
 
@@ -79,3 +81,35 @@ def user_modules(objects: Iterable[Any]) -> list[ModuleType]:
             continue
         found[top] = module
     return list(found.values())
+
+
+def search_paths(modules: Iterable[ModuleType]) -> list[str]:
+    """The folders to put on ``sys.path`` so that ``modules`` import as they do here."""
+    paths = []
+    for module in modules:
+        file = Path(module.__file__).resolve()
+        folder = file.parent.parent if file.name == "__init__.py" else file.parent
+        if str(folder) not in paths:
+            paths.append(str(folder))
+    return paths
+
+
+def add_search_paths(paths: Iterable[str]) -> None:
+    """Append the folders that exist here to ``sys.path`` (a worker on the driver's machine)."""
+    for path in paths:
+        if path not in sys.path and Path(path).is_dir():
+            sys.path.append(path)
+
+
+def by_reference(entry: Any) -> Any:
+    """An importable object as its ``module:qualname`` path (looked up lazily where it is used), so a
+    registration travels without importing the user's module first; others (``__main__``) as they are."""
+    module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", None)
+    if isinstance(entry, str) or not module or not qualname or module == "__main__" or "<" in qualname:
+        return entry
+    try:
+        if import_object(f"{module}:{qualname}") is entry:
+            return f"{module}:{qualname}"
+    except ConfigError:
+        pass
+    return entry

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from asp_tune.errors import ConfigError
+from asp_tune.imports import resolve
 from asp_tune.registry import MODELS
 
 
@@ -68,21 +70,21 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def mlp(c: int, k: int, hw: tuple[int, int]) -> nn.Module:
-    return MLP(c * hw[0] * hw[1], k)
+def mlp(input_shape: Sequence[int], num_classes: int, hidden: int = 256) -> nn.Module:
+    return MLP(math.prod(input_shape), num_classes, hidden)
 
 
-def resnet8(c: int, k: int, hw: tuple[int, int]) -> nn.Module:
-    return CifarResNet([1, 1, 1], [16, 32, 64], c, k)
+def resnet8(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    return CifarResNet([1, 1, 1], [16, 32, 64], input_shape[0], num_classes)
 
 
 def _thin(depth: int) -> Callable[..., nn.Module]:
     n = (depth - 2) // 6
-    return lambda c, k, hw: CifarResNet([n, n, n], [16, 32, 64], c, k)
+    return lambda input_shape, num_classes: CifarResNet([n, n, n], [16, 32, 64], input_shape[0], num_classes)
 
 
 def _wide(blocks: list[int]) -> Callable[..., nn.Module]:
-    return lambda c, k, hw: CifarResNet(blocks, [64, 128, 256, 512], c, k)
+    return lambda input_shape, num_classes: CifarResNet(blocks, [64, 128, 256, 512], input_shape[0], num_classes)
 
 
 # The builders the registry (asp_tune.registry.MODELS) names: ResNet-6n+2 of He et al. for CIFAR,
@@ -91,11 +93,19 @@ resnet20, resnet32, resnet44, resnet56 = _thin(20), _thin(32), _thin(44), _thin(
 resnet18, resnet34 = _wide([2, 2, 2, 2]), _wide([3, 4, 6, 3])
 
 
-def build_model(name: str, in_channels: int, num_classes: int, image_hw: tuple[int, int]) -> nn.Module:
-    """Instantiate a registered model for images of ``in_channels x image_hw``."""
-    if name not in MODELS:
-        raise ConfigError("model", name, sorted(MODELS))
-    return MODELS[name](in_channels, num_classes, image_hw)
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **model_args: Any) -> nn.Module:
+    """The network ``name`` (a registered builder or an import path ``package.module:builder``) for
+    samples of ``input_shape`` and ``num_classes`` classes, with the builder's keyword arguments."""
+    builder = resolve(MODELS, name, "model")
+    try:
+        model = builder(tuple(input_shape), num_classes, **model_args)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError("model_args", model_args, f"keyword arguments '{name}' takes ({exc})") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", name, f"a builder that returns a torch.nn.Module (it returned {type(model).__name__})")
+    return model
 
 
 def is_convolutional(model: nn.Module) -> bool:

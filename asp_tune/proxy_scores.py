@@ -128,8 +128,7 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
 def check_proxy_smaller(proxy_model: str, data: DataBundle, target: torch.nn.Module, strategy: str) -> None:
     from asp_tune.models import build_model
 
-    c, h, w = data.image_shape
-    proxy_size = sum(p.numel() for p in build_model(proxy_model, c, data.num_classes, (h, w)).parameters())
+    proxy_size = sum(p.numel() for p in build_model(proxy_model, data.input_shape, data.num_classes).parameters())
     target_size = sum(p.numel() for p in getattr(target, "weight_parameters", target.parameters)())
     if proxy_size > target_size:
         raise ConfigError("proxy_model", proxy_model,

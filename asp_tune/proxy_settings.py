@@ -20,6 +20,7 @@ from typing import Any
 from asp_tune.constraints import Boolean, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
+from asp_tune.imports import check_name
 from asp_tune.registry import MODELS, SELECTION_RULES, strategy_names
 
 RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
@@ -90,7 +91,7 @@ class ProxySettings:
                                       "(matters without a full first epoch)", GROUP, check=Boolean())
     proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "
                                            "(none: the target network)", STATIC_GROUP, lambda: tuple(MODELS),
-                                     check=OneOf(lambda: tuple(MODELS), optional=True))
+                                     check=lambda name, value: value is None or check_name(MODELS, value, name))
     proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
                                             "of --epochs)", STATIC_GROUP,
                                       check=Interval(1, None, integer=True, optional=True))

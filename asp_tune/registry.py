@@ -18,7 +18,12 @@ class LazyRegistry(Mapping[str, Any]):
     def __init__(self, kind: str, entries: Mapping[str, Any]):
         self.kind = kind
         self._entries: dict[str, Any] = dict(entries)
+        self._builtin = dict(entries)
         self._loaded: dict[str, Any] = {}
+
+    def added(self) -> dict[str, Any]:
+        """The entries registered after the package's own (new names, or built-in names replaced)."""
+        return {n: e for n, e in self._entries.items() if n not in self._builtin or self._builtin[n] is not e}
 
     def register(self, name: str, entry: Any) -> None:
         """Add (or replace) ``name``: an object, or a ``"module:attribute"`` path."""
@@ -65,7 +70,8 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
     return getattr_, dir_
 
 
-#: Networks: ``builder(in_channels, num_classes, (height, width)) -> nn.Module``.
+#: Networks: ``builder(input_shape, num_classes, **model_args) -> nn.Module`` (``input_shape``: one
+#: sample's, e.g. ``(3, 32, 32)``). A model name may also be an import path ``package.module:builder``.
 MODELS = LazyRegistry("model", {
     "mlp": "asp_tune.models:mlp",
     "resnet8": "asp_tune.models:resnet8",
@@ -116,3 +122,26 @@ def strategy_names() -> tuple[str, ...]:
     sampling), then the other strategies, ``none`` (full data) last."""
     first = ("random",) + tuple(n for n in STATISTICS if n not in STRATEGIES)
     return first + tuple(n for n in STRATEGIES if n not in first and n != "none") + ("none",)
+
+
+def registries() -> dict[str, LazyRegistry]:
+    """Every registry a run reads, by kind."""
+    return {"model": MODELS, "dataset": DATASETS, "statistic": STATISTICS, "strategy": STRATEGIES}
+
+
+def extensions() -> dict[str, dict[str, Any]]:
+    """What this process registered beyond the package's own entries, importable ones as
+    ``module:qualname`` paths and the rest (``__main__``) by value: sent with every Ray trial and
+    installed there by :func:`install_extensions`, so a registration made in the driver reaches
+    every worker."""
+    from asp_tune.imports import by_reference
+
+    return {kind: {name: by_reference(entry) for name, entry in added.items()}
+            for kind, registry in registries().items() if (added := registry.added())}
+
+
+def install_extensions(entries: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """Register :func:`extensions` of another process here."""
+    for kind, added in (entries or {}).items():
+        for name, entry in added.items():
+            registries()[kind].register(name, entry)

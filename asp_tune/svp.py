@@ -134,8 +134,7 @@ class ActiveLearner:
             from asp_tune.models import build_model
             from asp_tune.proxy_scores import check_proxy_smaller, proxy_train_config
 
-            c, h, w = data.image_shape
-            target = build_model(settings.target_model, c, data.num_classes, (h, w))
+            target = build_model(settings.target_model, data.input_shape, data.num_classes)
             check_proxy_smaller(proxy_train_config(config).model, data, target, self.strategy)
         self.generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
         self.labelled = torch.randperm(pool, generator=self.generator)[: settings.initial_size]

@@ -73,6 +73,16 @@ def lr_factor(config: TrainConfig, epoch: int) -> float:
     return 1.0
 
 
+def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """``config.optimizer`` over ``parameters``: SGD (momentum, Nesterov), Adam or AdamW (betas), each
+    with ``lr`` and ``weight_decay``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
+    kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return kind(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
 def make_feeder(arrays: ImageArrays, data: DataBundle, config: TrainConfig, device: torch.device,
                 augment: bool, channels_last: bool, seed: int) -> Feeder:
     pad = data.crop_padding if config.crop_padding is None else config.crop_padding
@@ -118,10 +128,15 @@ class Trainer:
             value = getattr(config, name)
             if value is not None and value > min(h, w):
                 raise ConfigError(name, value, f"at most {min(h, w)} for {h}x{w} images of '{self.data.name}'")
+        #: how ``model.pt`` rebuilds the network: the config's builder and arguments, or the class of a
+        #: network handed in (rebuilt without arguments, or loaded into one: ``load_model(path, model=...)``)
+        self.model_builder: dict[str, Any] = {"builder": config.model, "model_args": dict(config.model_args)}
         if model is None:
-            model = build_model(config.model, c, self.data.num_classes, (h, w))
-        elif not isinstance(model, nn.Module):
-            model = model(self.data)
+            model = build_model(config.model, self.data.input_shape, self.data.num_classes, **config.model_args)
+        else:
+            if not isinstance(model, nn.Module):
+                model = model(self.data)
+            self.model_builder = {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
         self.model = model
         self.grad_clip = grad_clip
         self.channels_last = config.channels_last and is_convolutional(self.model) and self.data.kind == "image"
@@ -129,9 +144,7 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.weights = list(getattr(self.model, "weight_parameters", self.model.parameters)())  # what SGD updates
-        self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov and config.momentum > 0,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(config, self.weights)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
         strategy = make_strategy(config.metric, config)
         self.proxy_scores = None  # the scoring model of a strategy that needs one (trained once per search, cached)
@@ -385,11 +398,13 @@ class Trainer:
         self.trajectories = list(state.get("trajectories", []))
 
     def save_model(self, path: str | Path) -> None:
-        """The final weights with what rebuilds them (see :func:`load_model`)."""
-        c, h, w = self.data.image_shape
-        save_state({"model": self.model.state_dict(), "config": self.config.to_dict(), "image_shape": [c, h, w],
-                    "classes": list(self.data.classes), "mean": list(self.data.mean), "std": list(self.data.std)},
-                   path)
+        """The final weights with what rebuilds them (see :func:`load_model`): the builder (a registered
+        name or an import path) and its arguments, or the class of a network handed in; the input
+        shape and kind, the class names and the normalisation the network expects."""
+        save_state({"model": self.model.state_dict(), "config": self.config.to_dict(), **self.model_builder,
+                    "image_shape": list(self.data.image_shape), "input_shape": list(self.data.input_shape),
+                    "kind": self.data.kind, "classes": list(self.data.classes), "mean": list(self.data.mean),
+                    "std": list(self.data.std)}, path)
 
     def save_checkpoint(self, path: str | Path) -> None:
         save_state(self.state_dict(), path)
@@ -423,12 +438,65 @@ def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -
     return state
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
-    """``(model, config, info)`` from a ``model.pt`` written by ``asp-tune train``; ``info`` holds the
-    image shape, class names and normalisation the model expects. Loaded with ``weights_only``."""
+INFO_KEYS = ("image_shape", "input_shape", "kind", "classes", "mean", "std")
+
+
+def load_model(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """``(model, config, info)`` from a ``model.pt`` written by ``asp-tune train`` (or
+    :meth:`Trainer.save_model`); ``info`` holds the input shape and kind, the class names and the
+    normalisation the network expects (:func:`predict` applies them). The network is rebuilt by the
+    builder the file names (a user's ``package.module:builder`` is imported), or by the class of a
+    network that was handed to the trainer; ``model``: load the weights into this one instead.
+    Loaded with ``weights_only``: a crafted file runs nothing."""
+    from asp_tune.imports import import_object
+
     state = load_state(path, "model", "an asp_tune model file (model.pt)")
-    config = TrainConfig.from_dict(state["config"])
-    c, h, w = state["image_shape"]
-    model = build_model(config.model, c, len(state["classes"]), (h, w))
-    model.load_state_dict(state["model"])
-    return model.eval(), config, {k: state[k] for k in ("image_shape", "classes", "mean", "std")}
+    try:
+        config = TrainConfig.from_dict(state["config"], validate=False)
+    except (ConfigError, TypeError) as exc:
+        raise AspTuneError(f"{path} is not an asp_tune model file of this version ({exc})") from None
+    info = {k: state[k] for k in INFO_KEYS if k in state}
+    info.setdefault("input_shape", info["image_shape"])
+    info.setdefault("kind", "image")
+    if model is None:
+        builder, classes = state.get("builder", config.model), len(state["classes"])
+        if builder is not None:
+            try:
+                model = build_model(builder, info["input_shape"], classes, **state.get("model_args", {}))
+            except ConfigError as exc:
+                raise AspTuneError(f"model file {path} was written by builder '{builder}', which cannot be used "
+                                   f"here: {exc.allowed}") from None
+        else:
+            try:
+                model = import_object(state["class"], "model class")()
+            except ConfigError as exc:
+                raise AspTuneError(f"model file {path} holds a {state['class']}, which cannot be imported here: "
+                                   f"{exc.allowed}") from None
+            except TypeError as exc:
+                raise AspTuneError(f"model file {path} holds a {state['class']}, which needs arguments to be "
+                                   f"built ({exc}): pass it, load_model(path, model=...)") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise AspTuneError(f"the weights in {path} do not fit this network: "
+                           f"{str(exc).strip().splitlines()[0]}") from None
+    return model.eval(), config, info
+
+
+@torch.inference_mode()
+def predict(model_file: str | Path | tuple[nn.Module, TrainConfig, dict[str, Any]], inputs: Any,
+            batch_size: int = 1024) -> torch.Tensor:
+    """Class probabilities ``(N, classes)`` of a saved model (``model.pt``, or what :func:`load_model`
+    returned) for raw ``inputs`` as the data set holds them (uint8 images, float features or token
+    sequences): the saved preprocessing is applied first."""
+    from asp_tune.feeding import Normalizer
+
+    model, _, info = load_model(model_file) if isinstance(model_file, (str, Path)) else model_file
+    x = torch.as_tensor(inputs)
+    if tuple(x.shape[1:]) != tuple(info["input_shape"]):
+        raise ConfigError("inputs", f"shape {tuple(x.shape)}", f"(N, {', '.join(map(str, info['input_shape']))})")
+    device = next(model.parameters()).device
+    normalize = Normalizer(info["mean"], info["std"], device, kind=info["kind"])
+    parts = [torch.softmax(model(normalize(x[i:i + batch_size].to(device))).float(), dim=1).cpu()
+             for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(parts)

@@ -49,7 +49,7 @@ class LoopRun:
 
     def __init__(self, spec, data: TensorDataset, shape, classes: int, batch_size: int, epochs: int):
         torch.manual_seed(0)
-        self.model = build_model("resnet8", shape[0], classes, shape[1:])
+        self.model = build_model("resnet8", shape, classes)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
         self.proxy = None
         if spec is None:

@@ -29,11 +29,16 @@ def config_key(row: pd.Series | dict[str, Any], names: list[str]) -> tuple:
     return tuple(norm(row[f"config/{n}"]) for n in names)
 
 
-def _retrain_one(config: dict[str, Any], threads: int) -> dict[str, Any]:
+def _retrain_one(config: dict[str, Any], threads: int, extensions: dict | None = None,
+                 search_paths: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from asp_tune.build import build_trainer
+    from asp_tune.imports import add_search_paths
+    from asp_tune.registry import install_extensions
 
+    add_search_paths(search_paths or ())
+    install_extensions(extensions)
     torch.set_num_threads(max(1, threads))
     summary = build_trainer(TrainConfig.from_dict(config)).fit()
     return {"seed": config["seed"], "test_accuracy": summary["final_test_accuracy"],
@@ -45,15 +50,21 @@ def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: i
     """Train ``best_config`` on all training data once per seed, in parallel as Ray tasks."""
     import ray
 
+    from asp_tune.imports import search_paths, user_modules
+    from asp_tune.registry import extensions
+
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_retrain_one)
     configs = [space.train_config(best_config, ratio=1.0, metric="none", ratio_schedule="constant",
                                   seed=seed, device=device, epochs=epochs).to_dict() for seed in seeds]
-    return ray.get([remote.remote(c, max(1, int(cpus))) for c in configs])
+    added = extensions()
+    paths = search_paths(user_modules([configs[0]["model"], configs[0]["dataset"],
+                                       *(e for entries in added.values() for e in entries.values())]))
+    return ray.get([remote.remote(c, max(1, int(cpus)), added, paths) for c in configs])
 
 
 def run_compare(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) -> dict[str, Any]:
     """Full-data baseline (ratio 1.0, metric none) and each proxy ratio, same seed and search."""
-    ensure_ray(base.address)
+    ensure_ray(base.address, modules=base.user_modules())
     runs: dict[float, HpoResult] = {}
     ordered = sorted(set(ratios) | {1.0}, reverse=True)
     for r in ordered:
@@ -157,12 +168,12 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
 
 
 def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
-                arrays: dict[str, Any] | None = None) -> None:
+                arrays: dict[str, Any] | None = None, **shipped: Any) -> None:
     from asp_tune.tune.trainable import proxy_trial
 
     ratio, metric = config["cell"].split(":")
     proxy_trial(config, space=space, run={**run, "ratio": float(ratio), "metric": metric}, threads=threads,
-                arrays=arrays)
+                arrays=arrays, **shipped)
 
 
 def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "constant",
@@ -193,8 +204,15 @@ def run_correlate(space: SearchSpace, ratios: list[float], metrics: list[str], *
 
     probe = space.train_config(configs[0], **run, ratio=1.0, metric="none")
     arrays = read_dataset(probe.dataset, probe.data_dir, download=probe.download)  # once, shared by all cells
+    from asp_tune.imports import search_paths, user_modules
+    from asp_tune.registry import extensions
+
+    added = extensions()
+    paths = search_paths(user_modules([probe.model, probe.dataset, *metrics,
+                                       *(e for entries in added.values() for e in entries.values())]))
     trainable = tune.with_resources(
-        tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial)), arrays=arrays),
+        tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial)), arrays=arrays,
+                             extensions=added, search_paths=paths),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     start = time.perf_counter()
     name = f"asp-correlate-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"

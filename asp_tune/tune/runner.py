@@ -17,6 +17,8 @@ import pandas as pd
 from asp_tune.config import DEVICES, SELECTION_FIELDS, TrainConfig
 from asp_tune.errors import ConfigError, RunFailed, RunInterrupted
 from asp_tune.flags import option
+from asp_tune.imports import is_import_path, search_paths, user_modules
+from asp_tune.registry import extensions
 from asp_tune.run_dir import jsonable
 from asp_tune.proxy_settings import EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, check_strategy, metric_choices
 from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, write_text
@@ -155,6 +157,14 @@ class HpoSettings:
             return self.metric
         return auto_strategy(self.ratio, self.starts_at_ratio)["metric"]
 
+    def user_modules(self) -> list:
+        """The user's modules this search's trials import: those its import paths name (model, data set,
+        strategy, scoring model) and those that define what the driver registered."""
+        names = [self.metric, *(self.space.fixed.get(k) for k in ("model", "dataset", "proxy_model", "metric"))]
+        names += [v for p in self.space.params if p.name in ("model", "dataset") for v in p.values]
+        registered = [e for added in extensions().values() for e in added.values()]
+        return user_modules([n for n in names if is_import_path(n)] + registered)
+
     def trial_config(self) -> TrainConfig:
         first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
         return self.space.train_config(first, **self.run_fields())
@@ -201,8 +211,12 @@ class HpoResult:
     histories: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules: list | None = None) -> None:
     """Start (or connect to) Ray once per process.
+
+    ``modules``: the user's modules (:func:`asp_tune.imports.user_modules`) sent to every worker, on
+    this machine or a cluster (``runtime_env={"py_modules": ...}``). A Ray this process started
+    before keeps its own; trials then also find them through the driver's folders.
 
     A local Ray requires Ray's token (its default; see the comment below), and a reaper process
     ends its processes if this one is killed (:mod:`asp_tune.tune.reaper`). A cluster ``address`` (HOST:PORT or
@@ -221,6 +235,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # are kept), and a driver killed outright then leaves that trial unresumable.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+    if modules:
+        kwargs["runtime_env"] = {"py_modules": list(modules)}
     if address:
         check_reachable(address)
         try:
@@ -438,13 +454,15 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     if s.validation_epochs() is not None:
         # reports between rungs carry no val_accuracy; ASHA then simply waits for the next one
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    ensure_ray(s.address)
+    modules = s.user_modules()
+    ensure_ray(s.address, modules=modules)
     check_resources(s.cpus_per_trial, s.gpus_per_trial)
     check_shared_storage(s.storage_path)
     budget = s.budget()
     trainable = tune.with_resources(
         tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial)),
-                             arrays=arrays, validate_epochs=s.validation_epochs()),
+                             arrays=arrays, validate_epochs=s.validation_epochs(), extensions=extensions(),
+                             search_paths=search_paths(modules)),
         {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     start = time.perf_counter()
     if resume:

@@ -25,12 +25,13 @@ from typing import Any
 
 import yaml
 
-from asp_tune.config import TrainConfig
+from asp_tune.config import MODEL_ARGS, TrainConfig, with_params
 from asp_tune.errors import ConfigError
 
 PARAM_TYPES = ("loguniform", "uniform", "int", "choice", "grid")
 #: Fields an HPO run controls itself (from its flags), so a space may not set them.
 RUN_FIELDS = ("ratio", "ratio_schedule", "metric", "seed", "device")
+
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ class SearchSpace:
         return cs
 
     def train_config(self, params: dict[str, Any], **run: Any) -> TrainConfig:
-        """The TrainConfig of one trial: fixed settings, sampled params, then the run's own flags."""
-        values = {**self.fixed, **params, **run}
+        """The TrainConfig of one trial: fixed settings, sampled params (``model_args.NAME`` ones go into
+        the builder's keyword arguments), then the run's own flags."""
+        values = {**with_params(self.fixed, params), **run}
         if "milestones" in values:
             values["milestones"] = tuple(values["milestones"])
         known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -129,10 +131,18 @@ def parse_space(data: Any, name: str = "space") -> SearchSpace:
     raw_params = data.get("params") or {}
     if not isinstance(raw_params, dict) or not raw_params:
         raise ConfigError("params", raw_params, "a non-empty mapping of parameter -> {type, ...}")
+    nested = raw_params.get("model_args")
+    if isinstance(nested, dict) and "type" not in nested:  # params: {model_args: {width: {...}}}
+        raw_params = {name: spec for key, value in raw_params.items()  # in the order written
+                      for name, spec in ({f"{MODEL_ARGS}{k}": v for k, v in nested.items()}.items()
+                                         if key == "model_args" else ((key, value),))}
     params = []
     for pname, spec in raw_params.items():
         where = f"params.{pname}"
-        if pname not in fields:
+        if pname.startswith(MODEL_ARGS):
+            if not pname[len(MODEL_ARGS):].isidentifier():
+                raise ConfigError(where, pname, "model_args.NAME with NAME a keyword argument of the builder")
+        elif pname not in fields:
             raise ConfigError(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
         if pname in RUN_FIELDS or pname in fixed:
             raise ConfigError(where, pname, "a field not fixed and not one of " + ", ".join(RUN_FIELDS))

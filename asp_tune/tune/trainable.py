@@ -16,6 +16,8 @@ from typing import Any, Callable
 import torch
 
 from asp_tune.build import build_trainer
+from asp_tune.imports import add_search_paths
+from asp_tune.registry import install_extensions
 from asp_tune.memory import ProxyMemory
 from asp_tune.tune.space import SearchSpace
 
@@ -43,6 +45,7 @@ DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download")
 
 def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
                 arrays: dict[str, Any] | None = None, validate_epochs: tuple[int, ...] | None = None,
+                extensions: dict[str, dict[str, Any]] | None = None, search_paths: list[str] | None = None,
                 report: Callable[..., None] | None = None,
                 get_checkpoint: Callable[[], Any] | None = None,
                 make_checkpoint: Callable[[str], Any] | None = None) -> None:
@@ -63,6 +66,8 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         get_checkpoint = get_checkpoint or tune.get_checkpoint
         make_checkpoint = make_checkpoint or tune.Checkpoint.from_directory
     started, started_at = time.perf_counter(), time.time()
+    add_search_paths(search_paths or ())  # the driver's folders of the user's modules (same machine)
+    install_extensions(extensions)  # what the driver registered (models, data sets, strategies, statistics)
     torch.set_num_threads(max(1, threads))
     params = {p.name: config[p.name] for p in space.params if p.name in config}
     cfg = space.train_config(params, **run)
