@@ -25,6 +25,10 @@ from asp_tune.errors import ConfigError, DataError
 from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
 
+#: PIL modes decoded as one grey channel (colour and palette images become RGB).
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+#: Part of the decoded-data cache key: a cache written by an older decoder is not reused.
+DECODE_VERSION = 2
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TEST_SPLIT_SEED = 12345  # fixed: the test split never depends on the run's seed
@@ -184,10 +188,11 @@ def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") ->
 
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-            im = im.convert("RGB")
+            im = im.convert("L" if im.mode in GREY_MODES else "RGB")  # grey images keep their one channel
             if image_size is not None and im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            array = np.asarray(im, dtype=np.uint8)
+            return array[:, :, None] if array.ndim == 2 else array
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{name or data}: not a readable image ({type(exc).__name__}); "
                         "remove it or fix the file") from None
@@ -212,7 +217,11 @@ def _split_member(name: str) -> tuple[str, str] | None:
     return (split, cls) if split in ("train", "test") else None
 
 
-def _stack(images: list[np.ndarray], where: str) -> np.ndarray:
+def _stack(images: list[np.ndarray], where: str, channels: int) -> np.ndarray:
+    """``(N, C, H, W)``: one channel when every image of the data set is grey, three when any is colour
+    (the grey ones are then repeated over the three channels)."""
+    if channels == 3:
+        images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise DataError(f"{where}: images have different sizes {sorted(shapes)[:3]}...; "
@@ -230,14 +239,17 @@ def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where:
         raise DataError(f"{where}: no 'train/<class>/' folders found")
     index = {c: i for i, c in enumerate(classes)}
     out: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
+    decoded: dict[str, list[np.ndarray]] = {}
     for split in ("train", "test"):
         chosen = sorted(((cls, name, dec) for s, cls, name, dec in items if s == split and cls in index),
                         key=lambda t: (t[0], t[1]))
         if not chosen:
             continue
-        out[f"{split}_x"] = _stack([dec() for _, _, dec in decoding_progress(chosen, f"decoding {split}", len(chosen))],
-                                   where)
+        decoded[split] = [dec() for _, _, dec in decoding_progress(chosen, f"decoding {split}", len(chosen))]
         out[f"{split}_y"] = np.asarray([index[cls] for cls, _, _ in chosen], dtype=np.int64)
+    colour = any(im.shape[2] == 3 for images in decoded.values() for im in images)
+    for split, images in decoded.items():
+        out[f"{split}_x"] = _stack(images, where, channels=3 if colour else 1)
     return out
 
 
@@ -277,7 +289,11 @@ def default_cache_dir() -> Path:
 def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) -> dict[str, np.ndarray]:
     """Decode an image folder or archive once; later calls read a ``.npz`` cache."""
     st = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{image_size}".encode()).hexdigest()[:16]
+    identity = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{image_size}|{DECODE_VERSION}"
+    if source.is_dir():  # a folder's own time does not change when a file deep inside it does
+        identity += "|" + "|".join(f"{p.relative_to(source)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                   for p in sorted(source.rglob("*")) if p.is_file())
+    key = hashlib.sha1(identity.encode()).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"{source.name}-{key}.npz"
     if cache.exists():
         try:

@@ -13,6 +13,27 @@ REPO = Path(__file__).resolve().parents[1]
 # workers a test session starts (they inherit the environment of the process that starts Ray).
 os.environ["ASP_TUNE_CACHE"] = tempfile.mkdtemp(prefix="asp-tune-test-cache-")
 
+#: Where the stack could write in a home folder (Ray's experiments and token, caches, plot settings).
+HOME_WATCHED = ("ray_results", ".ray", ".cache/asp_tune", ".cache/matplotlib", ".config/matplotlib", ".cache/torch",
+                "mlruns", ".optuna")
+
+
+def home_snapshot(home: Path) -> dict[str, object]:
+    """The top-level names of ``home`` and every file under the watched folders, with its mtime."""
+    snapshot: dict[str, object] = {"names": sorted(p.name for p in home.iterdir()) if home.is_dir() else []}
+    for name in HOME_WATCHED:
+        root = home / name
+        files = sorted(root.rglob("*")) if root.is_dir() else ([root] if root.exists() else [])
+        snapshot[name] = [(str(f.relative_to(home)), f.stat().st_mtime_ns) for f in files if f.exists()]
+    return snapshot
+
+
+# Everything the suite and the processes it starts (Ray, CLI runs) write under "~" goes to a temporary home:
+# tests/test_zz_home.py checks at the end that the real one is unchanged.
+REAL_HOME = Path.home()
+HOME_BEFORE = home_snapshot(REAL_HOME)
+os.environ["HOME"] = tempfile.mkdtemp(prefix="asp-tune-test-home-")
+
 
 def shared_data_dir() -> Path:
     return Path(os.environ.get("ASP_TUNE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -148,3 +148,21 @@ def test_token_sequences_are_fed_as_integers_and_image_defaults_are_refused():
     trainer.fit()
     with pytest.raises(DataError, match="random crop and flip are for images only"):
         DataBundle("seq", ["no", "yes"], part(0, 200), part(200, 250), part(250, 300), crop_padding=4)
+
+
+def test_grey_images_keep_their_channel_and_a_mixed_folder_becomes_colour(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = tmp_path / "grey"
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("a", "b"):
+            (grey / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(grey / split / cls / f"{i}.png")
+    data = load_dataset("image_folder", str(grey), val_fraction=0.25)
+    assert data.image_shape == (1, 8, 8) and len(data.mean) == 1
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(grey / "train" / "a" / "colour.png")
+    mixed = load_dataset("image_folder", str(grey), val_fraction=0.25)
+    assert mixed.image_shape == (3, 8, 8)
+    row = mixed.train.images[(mixed.train.labels == 1).nonzero()[0, 0]]
+    assert torch.equal(row[0], row[1]) and torch.equal(row[1], row[2])  # the grey ones repeated over RGB
+    # the cache noticed the file added deep inside the folder (its key lists every file)

@@ -76,8 +76,20 @@ def hpo_settings_from_args(args: argparse.Namespace, ratio: float):
     from asp_tune.tune.runner import HpoSettings
 
     values = values_from_args(args, HpoSettings, skip=("ratio",))
+    values["storage_path"] = experiments_folder(args)
     return HpoSettings(space=load_space_args(args), ratio=ratio, selection=given_fields(args, SELECTION_FIELDS),
                        **values).validate()
+
+
+def experiments_folder(args: argparse.Namespace) -> str | None:
+    """``--storage-path``, or for a local run ``.OUT.ray`` beside ``--out``: Ray's experiment folders
+    stay with the run (not in ``~/ray_results``), outside the results folder that is only moved into
+    place when the run succeeds, so an interrupted search can still be resumed from there."""
+    given = getattr(args, "storage_path", None)
+    if given is not None or getattr(args, "address", None) is not None or not getattr(args, "out", None):
+        return given
+    out = Path(args.out).expanduser().resolve()
+    return str(out.with_name(f".{out.name}.ray"))
 
 
 @subcommand("hpo", "hyper-parameter search with proxy-data trials on Ray Tune")
@@ -211,7 +223,7 @@ def run_correlate_command(args: argparse.Namespace) -> int:
         res = run_correlate(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
                             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
                             gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
-                            address=args.address, storage_path=args.storage_path, max_configs=args.max_configs,
+                            address=args.address, storage_path=experiments_folder(args), max_configs=args.max_configs,
                             verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS))
         out.write_table("scores.csv", res["scores"])
         out.write_table("correlation.csv", res["correlations"])
@@ -237,7 +249,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_mlp.yaml "
                           "(install with pip install -e . from a checkout)")
     settings = HpoSettings(space=load_space(space_file), **CLI_DEFAULTS, num_samples=args.num_samples,
-                           verbose=args.verbose).validate()
+                           verbose=args.verbose, storage_path=experiments_folder(args)).validate()
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r=0.3, "
           f"{settings.ratio_schedule}, metric {dataclasses.replace(settings, ratio=0.3).resolved_metric()}); each pick retrained "
           "on full data")

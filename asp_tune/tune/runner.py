@@ -62,7 +62,8 @@ class HpoSettings:
     device: str = option("auto", "training device of the trials", RAY, DEVICES)
     address: str | None = option(None, "Ray cluster: auto, HOST:PORT or ray://HOST:10001 (none: start locally)", RAY)
     storage_path: str | None = option(None, "where Ray keeps experiments: a folder every node sees, s3:// or gs:// "
-                                            "(none: ~/ray_results)", RAY)
+                                            "(none: .OUT.ray beside --out for a local run; Ray's ~/ray_results "
+                                            "from the Python API)", RAY)
     name: str | None = option(None, flag=False)
     verbose: int = option(1, "0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs", RAY)
     selection: dict[str, Any] = option(flag=False, default_factory=dict)  # SELECTION_FIELDS given as flags
