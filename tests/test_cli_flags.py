@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -82,10 +83,12 @@ def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(
     settings = hpo_settings_from_args(args, args.ratio)
     api = HpoSettings(space=settings.space)
     for f in dataclasses.fields(HpoSettings):
-        if f.name not in ("space", "selection"):
+        if f.name not in ("space", "selection", "storage_path"):
             expected = CLI_DEFAULTS.get(f.name, getattr(api, f.name))
             assert getattr(settings, f.name) == expected, f.name
     assert settings.ratio == 0.3 and settings.ratio_schedule == "constant"
+    # a local run keeps Ray's experiments beside its results, not in ~/ray_results
+    assert settings.storage_path == str(Path("x").resolve().with_name(".x.ray")) and api.storage_path is None
 
 
 def test_nas_flags_come_from_the_settings_dataclasses():
