@@ -552,7 +552,8 @@ def check_shared_storage(storage_path: str | None) -> None:
 def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,
                max_concurrent: int, verbose: int, max_failures: int, progress: tuple[int, str],
                search_alg=None, scheduler=None, time_budget_s: float | None = None, stop=None,
-               callbacks: list | None = None, keep_checkpoints: int = 1):
+               callbacks: list | None = None, keep_checkpoints: int = 1,
+               tune_config_extra: dict[str, Any] | None = None):
     """A Tuner as every asp_tune experiment sets one up: reused workers, Ray's console output only at
     ``verbose`` 2, one progress bar (``progress``: total trials and its label) at ``verbose`` 1."""
     from ray import tune
@@ -565,7 +566,7 @@ def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: st
         param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                     max_concurrent_trials=max_concurrent, time_budget_s=time_budget_s,
-                                    reuse_actors=REUSE_ACTORS),
+                                    reuse_actors=REUSE_ACTORS, **(tune_config_extra or {})),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, stop=stop, verbose=2 if verbose >= 2 else 0,
             callbacks=(callbacks or []) + bar,

@@ -1,0 +1,106 @@
+"""A user's own Ray Tune function trainable through asp_tune.tune.search and compare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import asp_tune.tune
+from asp_tune import ConfigError
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 6, generator=g)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+    return TensorDataset(x[:300], y[:300]), x[300:], y[300:]
+
+
+def trainable(config):
+    """The user's own trainable: the loop API inside, one report (and checkpoint) per epoch."""
+    train, val_x, val_y = data()
+    proxy = asp_tune.tune.proxy_data(config, train, epochs=EPOCHS)
+    torch.manual_seed(0)
+    model = nn.Linear(6, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    if proxy.restored:
+        model.load_state_dict(proxy.restored["model"])
+    for epoch in range(proxy.epoch + 1, EPOCHS):
+        proxy.set_epoch(epoch)
+        for idx, (x, y) in proxy.loader(batch_size=32):
+            logits = model(x)
+            proxy.update(idx, F.cross_entropy(logits, y, reduction="none"), logits=logits, targets=y).backward()
+            opt.step(); opt.zero_grad()
+        with torch.no_grad():
+            acc = float((model(val_x).argmax(1) == val_y).float().mean())
+        asp_tune.tune.report({"val_accuracy": acc, "ratio_given": config["asp_tune"]["ratio"]}, proxy,
+                             model=model.state_dict())
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from asp_tune.tune.runner import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session, tmp_path):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    result = asp_tune.tune.search(
+        trainable, {"lr": tune.loguniform(1e-3, 1.0)}, epochs=EPOCHS, ratio=0.25,
+        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=EPOCHS, grace_period=1, metric="val_accuracy",
+                                mode="max"),
+        search_alg=OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), metric="val_accuracy", mode="max"),
+        num_samples=6, time_budget_s=400, data_passes_budget=40, storage_path=str(tmp_path / "ray"),
+        out=tmp_path / "out")
+    summary, trials = result.summary, result.trials
+    assert summary["num_trials"] == 6 and summary["num_failed"] == 0
+    assert summary["budget"]["time_budget_s"] == 100 and summary["budget"]["data_passes"] == 10  # x ratio
+    # early stopping: never a full first pass; every epoch used a quarter of the data
+    assert summary["first_epoch_full"] is False and summary["metric"] == "random"
+    assert all(abs(p - 0.25 * e) < 0.01 for p, e in zip(trials["data_passes"], trials["epochs"]))
+    assert 0.0 < summary["best_val_accuracy"] <= 1.0 and set(summary["best_config"]) == {"lr"}
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    builtin_keys = {"algo", "ratio", "metric", "best_config", "best_val_accuracy", "num_trials", "num_failed",
+                    "wall_time_s", "data_passes_total", "budget", "experiment_path", "first_epoch_full"}
+    assert builtin_keys <= set(written)  # the shape of the built-in path's summary
+    assert (tmp_path / "out" / "trials.csv").is_file()
+
+
+def test_compare_a_user_trainable_against_full_data(ray_session, tmp_path):
+    from ray import tune
+
+    report = asp_tune.tune.compare(trainable, {"lr": tune.grid_search([0.01, 0.1, 1.0])}, epochs=EPOCHS,
+                                   ratios=(1.0, 0.5), scheduler="fifo", num_samples=1,
+                                   storage_path=str(tmp_path / "ray"), out=tmp_path / "cmp")
+    table = report["table"].set_index("ratio")
+    assert table.loc[1.0, "pairs"] == 3 and table.loc[0.5, "pairs"] == 3
+    assert table.loc[0.5, "data_passes"] < table.loc[1.0, "data_passes"]
+    assert 0.0 < table.loc[0.5, "retrained_score"] <= 1.0 and "kendall_tau" in table
+    assert (tmp_path / "cmp" / "comparison.csv").is_file()
+
+
+def test_bad_arguments_are_named_errors(ray_session):
+    with pytest.raises(ConfigError, match="invalid scheduler='nope'"):
+        asp_tune.tune.search(trainable, {}, epochs=2, scheduler="nope")
+    with pytest.raises(ConfigError, match="invalid ratio=2"):
+        asp_tune.tune.search(trainable, {}, epochs=2, ratio=2)
+    with pytest.raises(ConfigError, match="invalid param_space='asp_tune'"):
+        asp_tune.tune.search(trainable, {"asp_tune": 1}, epochs=2)
