@@ -21,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from asp_tune.errors import ConfigError, DataError
+from asp_tune.atomic import atomic_write
+from asp_tune.errors import AspTuneError, ConfigError, DataError
 from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
 
@@ -310,11 +311,10 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
     arrays = reader(source, image_size)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # concurrent writers never share it
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only cache only costs decode time
+        atomic_write(cache, lambda handle: np.savez(handle, **arrays))  # a fresh name: no link followed
+    except (OSError, AspTuneError) as exc:  # a read-only or full cache only costs decode time
+        warnings.warn(f"decoded-data cache {cache} not written ({exc}); the data will be decoded again next time",
+                      stacklevel=2)
     return arrays
 
 

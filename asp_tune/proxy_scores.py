@@ -120,7 +120,11 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
         with preserved_rng():  # a cache hit and a miss leave the caller's random state alike
             scores = compute_proxy_scores(proxy_config, data)
         scores.key = key
-        save_state(scores.to_state(), file)
+        try:
+            save_state(scores.to_state(), file)
+        except AspTuneError as exc:  # a read-only or full cache: the scores are used, only not kept
+            warnings.warn(f"proxy scores not cached ({exc}); the next run trains the proxy model again",
+                          stacklevel=2)
     scores.computed_here = True
     return scores
 

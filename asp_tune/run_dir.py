@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from asp_tune.atomic import atomic_write_text, temp_twin_of
 from asp_tune.errors import AspTuneError, ConfigError
 
 SUMMARY = "summary.json"
@@ -63,16 +64,15 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 def write_marker(folder: Path, kind: str, files: list[str], **extra: Any) -> dict[str, Any]:
     marker = {"kind": kind, "files": sorted(set(files)), "pid": os.getpid(), "host": socket.gethostname(),
               "run_id": extra.pop("run_id", uuid.uuid4().hex), "written": time.time(), **extra}
-    tmp = folder / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=1) + "\n")
-    tmp.replace(folder / MARKER)
+    atomic_write_text(folder / MARKER, json.dumps(marker, indent=1) + "\n")
     return marker
 
 
 def foreign_entries(folder: Path, marker: dict[str, Any] | None) -> list[str]:
     """Entries of ``folder`` that asp_tune did not write (everything, for an unmarked folder)."""
     ours = set(marker.get("files", [])) | {MARKER} if marker else set()
-    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours
+                  and not any(temp_twin_of(p.name, name) for name in ours))
 
 
 def own_file(folder: Path, name: Any) -> Path | None:
@@ -89,10 +89,12 @@ def own_file(folder: Path, name: Any) -> Path | None:
 
 def remove_listed(folder: Path, marker: dict[str, Any]) -> None:
     """Delete the files a marker lists, then the marker, then the folder if nothing else is left."""
-    for name in marker.get("files", []):
-        path = own_file(folder, name)
-        if path is not None:
-            path.unlink(missing_ok=True)
+    listed = [n for n in marker.get("files", []) if own_file(folder, n) is not None]
+    for name in listed:
+        own_file(folder, name).unlink(missing_ok=True)
+    for entry in folder.iterdir():  # temporary twins a run killed mid-write left (plain files only)
+        if any(temp_twin_of(entry.name, n) for n in [*listed, MARKER]) and (entry.is_file() or entry.is_symlink()):
+            entry.unlink(missing_ok=True)
     for name in (MARKER + ".tmp", MARKER):  # the marker, and its twin if a write was cut off
         path = folder / name
         if path.is_symlink() or path.is_file():  # never a folder someone gave that name

@@ -414,12 +414,13 @@ class Trainer:
 
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
+    """``torch.save`` through a fresh temporary file (:func:`asp_tune.atomic.atomic_write`), so a crash
+    never leaves half a checkpoint and a planted link is never followed."""
+    from asp_tune.atomic import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from asp_tune.proxy_settings import ProxySettings
 from asp_tune.registry import STATISTICS, STRATEGIES
 from asp_tune.selection import SelectionRule
 from asp_tune.static_proxies import entropy_histogram_probabilities
-from asp_tune.strategies import EpochPlan, Importance, SubsetStrategy, make_strategy
+from asp_tune.strategies import EpochPlan, SubsetStrategy, make_strategy
 
 PACKAGE = Path(asp_tune.__file__).resolve().parent
 

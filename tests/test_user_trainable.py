@@ -87,7 +87,7 @@ def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session
 def test_compare_a_user_trainable_against_full_data(ray_session, tmp_path):
     from ray import tune
 
-    report = asp_tune.tune.compare(trainable, {"lr": tune.grid_search([0.01, 0.1, 1.0])}, epochs=EPOCHS,
+    report = asp_tune.tune.compare_trainable(trainable, {"lr": tune.grid_search([0.01, 0.1, 1.0])}, epochs=EPOCHS,
                                    ratios=(1.0, 0.5), scheduler="fifo", num_samples=1,
                                    storage_path=str(tmp_path / "ray"), out=tmp_path / "cmp")
     table = report["table"].set_index("ratio")

@@ -10,7 +10,7 @@ _EXPORTS = {"ALGORITHMS": "asp_tune.tune.runner", "HpoResult": "asp_tune.tune.ru
             "HpoSettings": "asp_tune.tune.runner", "run_hpo": "asp_tune.tune.runner",
             "SearchSpace": "asp_tune.tune.space", "load_space": "asp_tune.tune.space",
             "parse_space": "asp_tune.tune.space",
-            "search": "asp_tune.tune.user", "compare": "asp_tune.tune.user", "proxy_data": "asp_tune.tune.user",
+            "search": "asp_tune.tune.user", "compare_trainable": "asp_tune.tune.user", "proxy_data": "asp_tune.tune.user",
             "report": "asp_tune.tune.user", "SearchResult": "asp_tune.tune.user"}
 
 __all__ = sorted(_EXPORTS)

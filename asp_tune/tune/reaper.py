@@ -16,13 +16,21 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 POLL_S = 1.0
+#: The folder that holds the asp_tune package this process runs.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def watch(driver_pid: int) -> subprocess.Popen:
     """Start the reaper for ``driver_pid`` (its own session: Ctrl-C on the terminal never reaches it)."""
-    return subprocess.Popen([sys.executable, "-m", "asp_tune.tune.reaper", str(driver_pid)],
+    # `python -m` puts the current folder first on sys.path, where a file such as psutil.py would be
+    # imported instead of the real module: the reaper imports asp_tune from where this process found it
+    # and never looks in the current folder
+    code = (f"import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+            f"sys.path.append({str(PACKAGE_ROOT)!r}); from asp_tune.tune.reaper import main; main()")
+    return subprocess.Popen([sys.executable, "-I", "-c", code, str(driver_pid)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
 
@@ -56,5 +64,9 @@ def reap(driver_pid: int, poll_s: float = POLL_S) -> int:
     return killed
 
 
-if __name__ == "__main__":
+def main() -> None:
     reap(int(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -483,7 +484,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         search, scheduler, param_space = build_search(s)
         stop = DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None
         storage = storage_root(s.storage_path)
-        name = s.name or f"asp-{s.space.name}-{s.algo}-r{s.ratio}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # a random part: two runs started in the same second never share an experiment folder
+        name = s.name or f"asp-{s.space.name}-{s.algo}-r{s.ratio}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         experiment = join(storage, name)
         make_dirs(experiment)
         write_text(join(experiment, SETTINGS_FILE), json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,11 @@ def parse_space(data: Any, name: str = "space") -> SearchSpace:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}.values", values, "a non-empty list")
             params.append(Param(pname, ptype, values=tuple(values)))
-    space = SearchSpace(str(data.get("name", name)), dict(fixed), tuple(params))
+    space_name = data.get("name", name)
+    if not (isinstance(space_name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", space_name)):
+        raise ConfigError("name", space_name, "letters, digits, '.', '_' and '-' (at most 100, not starting with "
+                                              "'.'): it names the experiment's folder")
+    space = SearchSpace(space_name, dict(fixed), tuple(params))
     # both ends of every range and every listed value must make a valid TrainConfig (one parameter
     # varied at a time from the low corner), so no trial fails on a value the space allows
     low = {p.name: (p.low if p.type in ("loguniform", "uniform", "int") else p.values[0]) for p in params}

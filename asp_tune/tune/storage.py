@@ -58,10 +58,9 @@ def write_text(location: str, text: str) -> None:
         with filesystem.open_output_stream(path) as stream:
             stream.write(text.encode())
         return
-    target = Path(location)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(target)
+    from asp_tune.atomic import atomic_write_text
+
+    atomic_write_text(location, text)
 
 
 def list_names(location: str, pattern: str) -> list[str]:

@@ -18,7 +18,7 @@
 
 asp_tune puts the ratio, the strategy and the seed in each trial's config (``config["asp_tune"]``),
 rescales the budgets by the ratio, and collects ``trials.csv`` and ``summary.json`` as for its own
-trainable; :func:`compare` sets the search beside the same search on full data, retrains each pick on
+trainable; :func:`compare_trainable` sets the search beside the same search on full data, retrains each pick on
 full data and reports the rank agreement.
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -170,7 +171,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
               "data_passes": None if data_passes_budget is None else data_passes_budget * ratio,
               "nominal_time_budget_s": time_budget_s, "nominal_data_passes": data_passes_budget}
     space = {**param_space, TRIAL_KEY: {**{k: v for k, v in vars(settings).items() if k in given}, "seed": seed}}
-    run_name = name or f"asp-user-{getattr(trainable, '__name__', 'trainable')}-r{ratio}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = name or (f"asp-user-{getattr(trainable, '__name__', 'trainable')}-r{ratio}-"
+                        f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     storage = storage_root(storage_path)
     runner = tune.with_parameters(_user_trial, user_trainable=shipped, search_paths=search_paths(modules))
     tuner = make_tuner(tune.with_resources(runner, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}), space,
@@ -254,7 +256,7 @@ def _write(out: str | Path, result: SearchResult, extra: dict[str, pd.DataFrame]
         return folder.commit(result.summary)
 
 
-def compare(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
+def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
             ratios: tuple[float, ...] = (1.0, 0.3), retrain_metric: str | None = None, out: str | Path | None = None,
             **search_kwargs: Any) -> dict[str, Any]:
     """The same search at ratio 1.0 (full data) and each proxy ratio, each pick retrained on full data
