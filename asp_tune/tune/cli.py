@@ -156,7 +156,9 @@ def run_hpo_command(args: argparse.Namespace) -> int:
         _write_hpo(out, result, settings)
         target = out.commit(result.summary)
     s = result.summary
-    print(f"best val {s['best_val_accuracy']} with {s['best_config']} | {s['num_trials']} trials "
+    trust = s.get("proxy_trust") or {}
+    mark = "" if not trust.get("measured") else (" (trusted)" if trust["trusted"] else " (UNTRUSTED: see the warning)")
+    print(f"best val {s['best_val_accuracy']} with {s['best_config']}{mark} | {s['num_trials']} trials "
           f"({s['num_failed']} failed), {s['data_passes_total']:.1f} data passes, {s['wall_time_s']:.1f}s -> {target}")
     return 0
 

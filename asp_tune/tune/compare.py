@@ -109,31 +109,46 @@ def run_compare(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) 
             "relative_data_passes": relative_cost(s["data_passes_total"], full.summary["data_passes_total"]),
             "best_config": s["best_config"],
             "experiment_path": s["experiment_path"],
+            **rung_trust(s.get("proxy_trust")),
         })
     table = pd.DataFrame(rows)
     table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"].where(table["ratio"] != 1.0), table["relative_cost"])
     return {"table": table, "runs": runs, "scatter": scatter}
 
 
+def rung_trust(trust: dict | None) -> dict:
+    """The lowest rung agreement a search measured (with its pairs) and whether its pick is trusted."""
+    measured = [p for p in (trust or {}).get("pairs", []) if p["trusted"] is not None]
+    worst = min(measured, key=lambda p: p["kendall_tau"]) if measured else None
+    return {"rung_tau_min": math.nan if worst is None else worst["kendall_tau"],
+            "rung_pairs": "" if worst is None else f"{worst['low']}->{worst['high']} ({worst['pairs']})",
+            "pick_trusted": None if not measured else bool((trust or {}).get("trusted"))}
+
+
 def comparison_markdown(table: pd.DataFrame, title: str) -> str:
     lines = [f"# {title}", "",
              "| ratio | metric | trials | wall s | speed-up (wall) | data passes | speed-up (passes) | best val | "
-             "retrained test | Kendall tau | Pearson | Spearman | r² | good Spearman | top-1 regret | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "retrained test | Kendall tau | Pearson | Spearman | r² | good Spearman | top-1 regret | n | "
+             "rung tau (min) | pick |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
+        trusted = {True: "trusted", False: "**untrusted**"}.get(r.get("pick_trusted"), "not measured")
+        rung = "-" if r.get("rung_tau_min") != r.get("rung_tau_min") else f"{r['rung_tau_min']:.2f} ({r['rung_pairs']})"
         lines.append(
             f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
             f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_val_accuracy']:.4f} | "
             f"{100 * r['retrained_test_mean']:.2f} ± {100 * r['retrained_test_std']:.2f} | "
             f"{r['corr_kendall_tau']:.3f} | {r['corr_pearson']:.3f} | {r['corr_spearman']:.3f} | {r['r2']:.3f} | "
-            f"{r['good_spearman']:.3f} | {100 * r['top1_regret']:.2f} | {r['corr_n']} |")
+            f"{r['good_spearman']:.3f} | {100 * r['top1_regret']:.2f} | {r['corr_n']} | {rung} | {trusted} |")
     lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
               "Retrained test accuracy: each run's best configuration trained from scratch on all training "
               "data (mean ± std over seeds). Correlations: best validation accuracy of the configurations that "
               "both the proxy run and the full-data run evaluated; r² of full = beta x proxy on normalised "
               "accuracies; good Spearman: over the configurations whose proxy accuracy is at least the median; "
               "top-1 regret: full-data validation points lost by taking the proxy's best of those configurations "
-              "(asp_tune/quality.py)."]
+              "(asp_tune/quality.py). Rung tau: the lowest Kendall tau between consecutive rungs of the search's "
+              "own early stopping (rungs, configurations that reached both); below 0.3 over at least 6 "
+              "configurations the pick is untrusted (asp_tune/tune/trust.py)."]
     return "\n".join(lines) + "\n"
 
 

@@ -113,11 +113,15 @@ def repair_experiment_state(experiment_path: str) -> bool:
 
 class SearchProgress(Callback):
     """One progress bar for a whole search: trials done, running and failed, the best validation
-    accuracy so far, elapsed time and ETA (Ray's own console output stays off)."""
+    accuracy so far, elapsed time and ETA (Ray's own console output stays off); with ``rungs``, the
+    rank agreement of the highest pair of rungs measured so far (``tau``, :mod:`asp_tune.tune.trust`)."""
 
-    def __init__(self, total: int, desc: str = "trials"):
+    def __init__(self, total: int, desc: str = "trials", rungs: tuple[int, ...] | None = None):
+        from asp_tune.tune.trust import RungRecord
+
         self.total, self.desc = total, desc
         self.running, self.failed, self.best = 0, 0, float("nan")
+        self.trust = None if rungs is None else RungRecord(rungs)
         self._bar = None
 
     def __getstate__(self) -> dict:  # restored with the experiment; the bar is made anew
@@ -137,7 +141,8 @@ class SearchProgress(Callback):
         if self._bar is None:
             self.setup()
         best = "-" if self.best != self.best else f"{self.best:.4f}"
-        self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best, refresh=False)
+        extra = {} if self.trust is None else {"tau": self.trust.latest()}
+        self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best, **extra, refresh=False)
         self._bar.update(advance)  # redraws at most once per mininterval
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -148,6 +153,8 @@ class SearchProgress(Callback):
         value = result.get("val_accuracy")
         if isinstance(value, (int, float)) and value == value and not (value <= self.best):
             self.best = float(value)
+        if self.trust is not None and "epoch" in result:
+            self.trust.add(trial.trial_id, result["epoch"], value)
         self._show()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -166,6 +167,14 @@ class HpoSettings:
         names += [v for p in self.space.params if p.name in ("model", "dataset") for v in p.values]
         registered = [e for added in extensions().values() for e in added.values()]
         return user_modules([n for n in names if is_import_path(n)] + registered)
+
+    def rungs(self) -> tuple[int, ...] | None:
+        """The epochs where this search's early stopping decides (None without early stopping)."""
+        if not self.early_stopping:
+            return None
+        from asp_tune.tune.trust import rung_epochs
+
+        return rung_epochs(min(self.grace_period, self.epochs), self.reduction_factor, self.epochs)
 
     def trial_config(self) -> TrainConfig:
         first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
@@ -491,7 +500,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         write_text(join(experiment, SETTINGS_FILE), json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")
         tuner = make_tuner(trainable, param_space, name=name, storage=storage, num_samples=s.num_samples,
                            max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
-                           progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}"),
+                           progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}", s.rungs()),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
                            stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment)],
                            keep_checkpoints=3)
@@ -503,6 +512,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                               f"(full tracebacks under {grid.experiment_path})")
     ok = trials[trials["status"] != "ERROR"]
     best = ok.loc[ok["best_val_accuracy"].idxmax()] if len(ok) and ok["best_val_accuracy"].notna().any() else None
+    trust = proxy_trust(s.rungs(), histories)
     summary = {
         "algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
         "space": s.space.name, "seed": s.seed,
@@ -522,8 +532,25 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         "budget": budget,
         "experiment_path": grid.experiment_path,
         "fixed": s.space.fixed,
+        "proxy_trust": None if trust is None else trust.summary(),
     }
+    if trust is not None and trust.warning():
+        print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
     return HpoResult(trials, summary, histories)
+
+
+def proxy_trust(rungs: tuple[int, ...] | None, histories: dict[str, pd.DataFrame]):
+    """The :class:`~asp_tune.tune.trust.RungRecord` of a finished early-stopping search, from the trials'
+    own reports (so a resumed search counts every part); None without early stopping."""
+    if rungs is None:
+        return None
+    from asp_tune.tune.trust import RungRecord
+
+    record = RungRecord(rungs)
+    for trial, hist in histories.items():
+        if "epoch" in hist and METRIC in hist:
+            record.add_history(trial, hist["epoch"], hist[METRIC])
+    return record
 
 
 def _plain(value: Any) -> Any:
@@ -562,7 +589,7 @@ def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: st
 
     from asp_tune.tune.progress import SearchProgress
 
-    bar = [SearchProgress(*progress)] if verbose == 1 else []
+    bar = [SearchProgress(*progress)] if verbose == 1 else []  # (total, label, rungs whose agreement it shows)
     return tune.Tuner(
         trainable,
         param_space=param_space,
