@@ -15,11 +15,30 @@ from typing import Any, Callable, Iterator, Mapping
 class LazyRegistry(Mapping[str, Any]):
     """A read-only name -> object mapping whose objects are imported when first looked up."""
 
-    def __init__(self, kind: str, entries: Mapping[str, Any]):
+    def __init__(self, kind: str, entries: Mapping[str, Any], group: str | None = None):
         self.kind = kind
         self._entries: dict[str, Any] = dict(entries)
         self._builtin = dict(entries)
         self._loaded: dict[str, Any] = {}
+        self.group = group  # installed packages may add entries through this entry-point group
+        self._scanned = group is None
+
+    def _scan(self) -> None:
+        """Add the entries installed packages declare (``[project.entry-points."asp_tune.models"]``
+        ``name = "package.module:attribute"``), once, on first use; registrations made here win."""
+        if self._scanned:
+            return
+        self._scanned = True
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=self.group):
+            self._entries.setdefault(point.name, point.value)
+            self._builtin.setdefault(point.name, point.value)
+
+    def rescan(self) -> None:
+        """Look at the installed packages' entry points again (after installing one)."""
+        self._scanned = self.group is None
+        self._scan()
 
     def added(self) -> dict[str, Any]:
         """The entries registered after the package's own (new names, or built-in names replaced)."""
@@ -36,6 +55,7 @@ class LazyRegistry(Mapping[str, Any]):
         self._loaded.pop(name, None)
 
     def __getitem__(self, name: str) -> Any:
+        self._scan()
         if name not in self._loaded:
             entry = self._entries[name]  # KeyError for an unknown name, as a Mapping should
             if isinstance(entry, str):
@@ -45,9 +65,15 @@ class LazyRegistry(Mapping[str, Any]):
         return self._loaded[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        self._scan()
+        return iter(list(self._entries))
+
+    def __contains__(self, name: object) -> bool:
+        self._scan()
+        return name in self._entries
 
     def __len__(self) -> int:
+        self._scan()
         return len(self._entries)
 
     def __repr__(self) -> str:
@@ -72,7 +98,7 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
 
 #: Networks: ``builder(input_shape, num_classes, **model_args) -> nn.Module`` (``input_shape``: one
 #: sample's, e.g. ``(3, 32, 32)``). A model name may also be an import path ``package.module:builder``.
-MODELS = LazyRegistry("model", {
+MODELS = LazyRegistry("model", group="asp_tune.models", entries={
     "mlp": "asp_tune.models:mlp",
     "resnet8": "asp_tune.models:resnet8",
     "resnet20": "asp_tune.models:resnet20",
@@ -84,7 +110,7 @@ MODELS = LazyRegistry("model", {
 })
 
 #: Data sets: a :class:`asp_tune.datasets.DatasetSpec` each (loader and augmentation defaults).
-DATASETS = LazyRegistry("dataset", {
+DATASETS = LazyRegistry("dataset", group="asp_tune.datasets", entries={
     "digits": "asp_tune.datasets:DIGITS",
     "cifar10": "asp_tune.datasets:CIFAR10",
     "cifar100": "asp_tune.datasets:CIFAR100",
@@ -107,7 +133,7 @@ STATIC_PROXY_NAMES: tuple[str, ...] = ("fixed_random", "easiest", "hardest", "ha
 
 #: Subset strategies by name: a factory ``(ProxySettings) -> SubsetStrategy`` each (or a SubsetStrategy
 #: class). Every name is a ``metric`` setting; so is every statistic's (importance sampling on it).
-STRATEGIES = LazyRegistry("strategy", {
+STRATEGIES = LazyRegistry("strategy", group="asp_tune.strategies", entries={
     "none": "asp_tune.strategies:full_data",
     "random": "asp_tune.strategies:uniform",
     "mixture": "asp_tune.strategies:mixture",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,3 +49,35 @@ def test_pruned_trials_of_a_hyperband_study_never_paid_a_full_pass():
     early = [t for t in pruned if t.user_attrs["epochs"] < 5]
     assert early and all(t.user_attrs["data_passes"] < 1.0 for t in early)
     assert study.best_value > 0.8
+
+
+@pytest.mark.slow
+def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(tmp_path):
+    from asp_tune.tune.runner import HpoSettings, ensure_ray, run_hpo
+    from asp_tune.tune.space import parse_space
+
+    import ray
+
+    ensure_ray(num_cpus=2)
+    request_shutdown = ray.shutdown
+    space = parse_space({"name": "j", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2, "subset": 300},
+                         "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}})
+    journal = tmp_path / "study.log"
+    try:
+        result = run_hpo(HpoSettings(space=space, algo="tpe", ratio=0.5, num_samples=3, optuna_storage=str(journal),
+                                     name="journal", storage_path=str(tmp_path / "ray"), verbose=0))
+    finally:
+        request_shutdown()
+    assert result.summary["num_failed"] == 0
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="journal", storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert len(study.trials) == 3  # what optuna-dashboard shows
+    from asp_tune import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid optuna_storage"):
+        HpoSettings(space=space, algo="asha", optuna_storage=str(journal)).validate()
+
+
+

@@ -227,3 +227,30 @@ def test_silent_traps_are_named_errors(tmp_path):
 
     with pytest.raises(ConfigError, match=r"invalid data_dir=.*: allowed none: 'digits' takes no folder"):
         load_dataset("digits", str(tmp_path))
+
+
+def test_installed_packages_register_through_entry_points(tmp_path, monkeypatch):
+    """A package that declares [project.entry-points."asp_tune.models"] is found without any call."""
+    site = tmp_path / "site"
+    (site / "plugin_nets").mkdir(parents=True)
+    (site / "plugin_nets" / "__init__.py").write_text(
+        "from torch import nn\n\ndef wide(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+    info = site / "plugin_nets-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-nets\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[asp_tune.models]\nplugin_wide = plugin_nets:wide\n")
+    monkeypatch.syspath_prepend(str(site))
+    from asp_tune.registry import MODELS
+
+    MODELS.rescan()
+    try:
+        assert "plugin_wide" in MODELS and "plugin_wide" not in MODELS.added()  # installed, not shipped
+        from asp_tune.build import build_trainer
+
+        trainer = build_trainer(TrainConfig(model="plugin_wide", epochs=1, subset=100))
+        assert trainer.model[1].in_features == 64
+    finally:
+        monkeypatch.undo()
+        MODELS.unregister("plugin_wide")
+        sys.modules.pop("plugin_nets", None)

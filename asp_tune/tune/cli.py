@@ -43,7 +43,7 @@ def load_space_args(args: argparse.Namespace):
 
 #: Flags of one search; the rest of HpoSettings' flagged fields are the Ray flags.
 SEARCH_FIELDS = ("algo", "ratio_schedule", "metric", "num_samples", "max_epochs", "max_concurrent", "early_stop",
-                 "grace_period", "reduction_factor", "time_budget_s", "data_passes_budget")
+                 "grace_period", "reduction_factor", "time_budget_s", "data_passes_budget", "optuna_storage")
 RAY_FIELDS = ("seed", "device", "address", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_failures",
               "verbose")
 #: What the search commands default to where HpoSettings' API defaults differ (given once, here). A constant

@@ -58,6 +58,8 @@ class HpoSettings:
     time_budget_s: float | None = option(None, "full-data wall-time budget; x ratio", SEARCH)
     data_passes_budget: float | None = option(None, "full-data budget in data passes; x ratio", SEARCH)
     early_stop: str = option("none", "add ASHA early stopping to tpe and random", SEARCH, EARLY_STOPPING)
+    optuna_storage: str | None = option(None, "tpe: keep the Optuna study in this journal file (optuna-dashboard "
+                                              "opens it; the study is named after the experiment)", SEARCH)
     grace_period: int = option(1, "ASHA/Hyperband: epochs before a trial may be stopped", SEARCH)
     reduction_factor: int = option(3, "ASHA/Hyperband: 1/this of the trials go on at each rung", SEARCH)
     seed: int = option(0, "seed of the search and of every trial", RAY)
@@ -81,6 +83,8 @@ class HpoSettings:
         for key in self.selection:
             if key not in SELECTION_FIELDS:
                 raise ConfigError("selection", key, SELECTION_FIELDS)
+        if self.optuna_storage is not None and self.algo != "tpe":
+            raise ConfigError("optuna_storage", self.optuna_storage, "none unless --algo tpe")
         if self.early_stop not in EARLY_STOPPING:
             raise ConfigError("early_stop", self.early_stop, EARLY_STOPPING)
         if self.max_failures is not None and not (isinstance(self.max_failures, int) and self.max_failures >= -1):
@@ -410,7 +414,16 @@ def build_search(s: HpoSettings):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        search = OptunaSearch(space=s.space.to_tune(), sampler=optuna.samplers.TPESampler(seed=s.seed), **target)
+        kept = {}
+        if s.optuna_storage:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            Path(s.optuna_storage).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            kept = {"storage": JournalStorage(JournalFileBackend(str(Path(s.optuna_storage).expanduser().resolve()))),
+                    "study_name": s.name or f"asp-{s.space.name}-r{s.ratio}"}
+        search = OptunaSearch(space=s.space.to_tune(), sampler=optuna.samplers.TPESampler(seed=s.seed), **target,
+                              **kept)
         return search, (asha() if s.early_stop == "asha" else FIFOScheduler()), {}
     search = BasicVariantGenerator(random_state=s.seed)
     if s.algo == "hyperband":
