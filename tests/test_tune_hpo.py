@@ -347,3 +347,18 @@ def test_a_reused_worker_gives_the_same_trial_results_as_a_fresh_one(ray_session
     fresh = run_hpo(dataclasses.replace(s, name="fresh"))
     assert _per_trial(reused) == _per_trial(fresh)
     assert reused.summary["trial_seconds"]["startup"] > 0
+
+
+def test_an_mlflow_tracking_callback_with_a_file_store_gets_the_run(ray_session, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind a switch
+    uri = (tmp_path / "mlruns").as_uri()
+    s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=2,
+                    storage_path=str(tmp_path / "ray"), name="tracked", tracking="mlflow", tracking_uri=uri, verbose=0)
+    run_hpo(s)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tracked"])
+    assert len(runs) == 2 and runs["metrics.val_accuracy"].notna().all()
+    assert runs["params.lr"].astype(float).between(0.02, 0.3).all()  # each trial's config was logged
+    with pytest.raises(ConfigError, match="invalid tracking='neptune'"):
+        HpoSettings(space=parse_space(SPACE), tracking="neptune").validate()

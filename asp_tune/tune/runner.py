@@ -27,6 +27,9 @@ from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, writ
 from asp_tune.tune.space import SearchSpace
 
 ALGORITHMS = ("hyperband", "bohb", "asha", "tpe", "random")
+TRACKERS = ("none", "mlflow", "tensorboard", "wandb")
+#: The package each tracker needs.
+TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboardX", "wandb": "wandb"}
 SEARCH, RAY = "search", "Ray"
 #: Trials reuse a worker process whose resources match (the trainer is rebuilt from config and
 #: checkpoint each time, so a reused worker behaves exactly like a fresh one).
@@ -71,6 +74,11 @@ class HpoSettings:
     name: str | None = option(None, flag=False)
     verbose: int = option(1, "0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs", RAY)
     selection: dict[str, Any] = option(flag=False, default_factory=dict)  # SELECTION_FIELDS given as flags
+    tracking: str = option("none", "hand the run to Ray Tune's own tracking callback: mlflow, tensorboard or wandb "
+                                   "(the package must be installed)", RAY, TRACKERS)
+    tracking_uri: str | None = option(None, "mlflow: the tracking URI (none: MLflow's own default or "
+                                            "$MLFLOW_TRACKING_URI); wandb: the project (none: the experiment's name)",
+                                      RAY)
     max_failures: int | None = option(None, "retry a failed trial this often from its last checkpoint (a lost "
                                             "node); -1: forever; none: 3 on a cluster (--address), 0 locally", RAY)
 
@@ -83,6 +91,15 @@ class HpoSettings:
         for key in self.selection:
             if key not in SELECTION_FIELDS:
                 raise ConfigError("selection", key, SELECTION_FIELDS)
+        if self.tracking not in TRACKERS:
+            raise ConfigError("tracking", self.tracking, TRACKERS)
+        if self.tracking != "none":
+            import importlib.util
+
+            package = TRACKER_PACKAGES[self.tracking]
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError("tracking", self.tracking, f"a tracker whose package is installed "
+                                                             f"(pip install {package})")
         if self.optuna_storage is not None and self.algo != "tpe":
             raise ConfigError("optuna_storage", self.optuna_storage, "none unless --algo tpe")
         if self.early_stop not in EARLY_STOPPING:
@@ -515,7 +532,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                            max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
                            progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}", s.rungs()),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
-                           stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment)],
+                           stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment),
+                                                 *tracking_callbacks(s, name)],
                            keep_checkpoints=3)
     grid = fit_interruptibly(tuner, experiment)
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
@@ -550,6 +568,23 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
     if trust is not None and trust.warning():
         print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
     return HpoResult(trials, summary, histories)
+
+
+def tracking_callbacks(s: HpoSettings, name: str) -> list:
+    """Ray Tune's own tracking callback for ``s.tracking`` (every trial's reports, config and status)."""
+    if s.tracking == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        return [MLflowLoggerCallback(tracking_uri=s.tracking_uri, experiment_name=name)]
+    if s.tracking == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        return [TBXLoggerCallback()]
+    if s.tracking == "wandb":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        return [WandbLoggerCallback(project=s.tracking_uri or name)]
+    return []
 
 
 def proxy_trust(rungs: tuple[int, ...] | None, histories: dict[str, pd.DataFrame]):
