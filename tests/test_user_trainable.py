@@ -104,3 +104,14 @@ def test_bad_arguments_are_named_errors(ray_session):
         asp_tune.tune.search(trainable, {}, epochs=2, ratio=2)
     with pytest.raises(ConfigError, match="invalid param_space='asp_tune'"):
         asp_tune.tune.search(trainable, {"asp_tune": 1}, epochs=2)
+
+
+def test_correlate_a_user_trainable_cell_by_cell(ray_session, tmp_path):
+    from ray import tune
+
+    table = asp_tune.tune.correlate_trainable(trainable, {"lr": tune.grid_search([0.003, 0.03, 0.3, 3.0])},
+                                              epochs=EPOCHS, ratios=(0.5,), strategies=("random", "loss"),
+                                              storage_path=str(tmp_path / "ray"), out=tmp_path / "corr")
+    assert list(table["asked"]) == ["random", "loss"] and (table["pairs"] == 4).all()
+    assert table["kendall_tau"].between(-1, 1).all() and (table["data_passes"] > 0).all()
+    assert (tmp_path / "corr" / "correlation.csv").is_file()

@@ -11,7 +11,8 @@ _EXPORTS = {"ALGORITHMS": "asp_tune.tune.runner", "HpoResult": "asp_tune.tune.ru
             "SearchSpace": "asp_tune.tune.space", "load_space": "asp_tune.tune.space",
             "parse_space": "asp_tune.tune.space",
             "search": "asp_tune.tune.user", "compare_trainable": "asp_tune.tune.user", "proxy_data": "asp_tune.tune.user",
-            "report": "asp_tune.tune.user", "SearchResult": "asp_tune.tune.user"}
+            "report": "asp_tune.tune.user", "SearchResult": "asp_tune.tune.user",
+            "correlate_trainable": "asp_tune.tune.user"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

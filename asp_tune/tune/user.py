@@ -265,15 +265,11 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
     full-data one on the configurations both evaluated (:func:`asp_tune.quality.proxy_quality`)."""
     from ray.tune.search import BasicVariantGenerator
 
-    from asp_tune.quality import proxy_quality
-
     metric = search_kwargs.get("metric", "val_accuracy")
     runs = {r: search(trainable, param_space, epochs=epochs, ratio=r,
                       **{**search_kwargs, **({"strategy": "none"} if r == 1.0 else {})})
             for r in sorted(set(ratios) | {1.0}, reverse=True)}
     names = list(param_space)
-    key = lambda row: tuple(str(row[f"config/{n}"]) for n in names)  # noqa: E731
-    full = {key(row): row["best_score"] for _, row in runs[1.0].trials.iterrows() if row["status"] != "ERROR"}
     rows = []
     for r, res in runs.items():
         pick = res.summary["best_config"]
@@ -285,12 +281,9 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
                            scheduler="fifo", search_alg=BasicVariantGenerator(), num_samples=1,
                            metric=retrain_metric or metric, **kept)
             retrained = float(again.trials["final_score"].iloc[0])
-        pairs = [(row["best_score"], full[key(row)]) for _, row in res.trials.iterrows()
-                 if row["status"] != "ERROR" and key(row) in full]
-        quality = proxy_quality([p for p, _ in pairs], [f for _, f in pairs]) if len(pairs) >= 2 else {}
         rows.append({"ratio": r, "wall_time_s": res.summary["wall_time_s"],
                      "data_passes": res.summary["data_passes_total"], "best_score": res.summary["best_score"],
-                     "retrained_score": retrained, "pairs": len(pairs), **quality})
+                     "retrained_score": retrained, **_agreement(res, runs[1.0], names)})
     table = pd.DataFrame(rows)
     base = table[table["ratio"] == 1.0].iloc[0]
     table["speedup_wall"] = base["wall_time_s"] / table["wall_time_s"]
@@ -306,3 +299,47 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
                 folder.write_table(f"trials_r{r}.csv", res.trials)
             folder.commit(summary)
     return {"table": table, "summary": summary, "runs": runs}
+
+
+def _agreement(proxy: SearchResult, full: SearchResult, names: list[str]) -> dict[str, Any]:
+    """The proxy-quality measures of ``proxy``'s scores against ``full``'s on the configurations both
+    evaluated (:func:`asp_tune.quality.proxy_quality`), with their number."""
+    from asp_tune.quality import proxy_quality
+
+    key = lambda row: tuple(str(row[f"config/{n}"]) for n in names)  # noqa: E731
+    reference = {key(row): row["best_score"] for _, row in full.trials.iterrows() if row["status"] != "ERROR"}
+    pairs = [(row["best_score"], reference[key(row)]) for _, row in proxy.trials.iterrows()
+             if row["status"] != "ERROR" and key(row) in reference]
+    quality = proxy_quality([p for p, _ in pairs], [f for _, f in pairs]) if len(pairs) >= 2 else {}
+    return {"pairs": len(pairs), **quality}
+
+
+def correlate_trainable(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
+                        ratios: tuple[float, ...] = (0.1, 0.3), strategies: tuple[str, ...] = ("random", "loss"),
+                        out: str | Path | None = None, **search_kwargs: Any) -> pd.DataFrame:
+    """Every configuration of ``param_space`` (use ``tune.grid_search``; once, unless ``num_samples``) trained to
+    the end on full data
+    and in each (ratio, strategy) cell, without early stopping; one row per cell with the rank
+    correlations against full data (Kendall tau, Pearson, Spearman, r², top-1 regret) and its cost,
+    as ``asp-tune correlate`` gives for the built-in trainable."""
+    kwargs = {"num_samples": 1, **{k: v for k, v in search_kwargs.items() if k not in ("scheduler", "strategy", "ratio")}}
+    full = search(trainable, param_space, epochs=epochs, ratio=1.0, strategy="none", scheduler="fifo", **kwargs)
+    rows = []
+    for ratio in ratios:
+        for strategy in strategies:
+            cell = search(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, scheduler="fifo",
+                          **kwargs)
+            rows.append({"ratio": ratio, "strategy": cell.summary["metric"], "asked": strategy,
+                         "wall_time_s": cell.summary["wall_time_s"], "data_passes": cell.summary["data_passes_total"],
+                         "relative_wall": cell.summary["wall_time_s"] / max(full.summary["wall_time_s"], 1e-9),
+                         **_agreement(cell, full, list(param_space))})
+    table = pd.DataFrame(rows)
+    if out is not None:
+        from asp_tune.run_dir import RunDirectory
+
+        with RunDirectory(str(out)) as folder:
+            folder.write_table("correlation.csv", table)
+            folder.write_table("trials_full.csv", full.trials)
+            folder.commit({"ratios": list(ratios), "strategies": list(strategies), "rows": table.to_dict("records"),
+                           "full": full.summary})
+    return table
