@@ -9,9 +9,10 @@ from typing import Callable
 def compare(name: str, train: Callable[[float], tuple[float, float]], ratio: float = 0.3,
             score: str = "accuracy") -> None:
     """Run ``train(ratio)`` and ``train(1.0)`` (each returns (score, data fraction used)) and print
-    both with their wall times (after PyTorch's lazily imported parts are loaded, which the first
-    optimiser would otherwise pay for: about 2 s)."""
-    import torch._dynamo  # noqa: F401 - imported by torch.optim on first use
+    both with their wall times. One untimed proxy run comes first: the first run in a process pays
+    for PyTorch's lazily loaded parts (``torch._dynamo`` on the first optimiser, about 2 s, and the
+    first call of each kernel), which would otherwise be counted against whichever loop ran first."""
+    train(ratio)
 
     rows = []
     for r in (ratio, 1.0):
