@@ -13,6 +13,7 @@ from asp_tune.proxy_settings import ProxySettings, proxy_field_names
 from asp_tune.registry import DATASETS, MODELS
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
+MAX_SEED = 2**63 - 1  # what torch's generators take
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 STORAGES = ("device", "stream")
@@ -93,6 +94,8 @@ class TrainConfig(ProxySettings):
         _number("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         _number("lr", self.lr, 0.0, None, low_open=True)
         _number("lr_min", self.lr_min, 0.0, None)
+        if isinstance(self.lr, (int, float)) and self.lr_min > self.lr:
+            raise ConfigError("lr_min", self.lr_min, f"a number in [0, lr={self.lr}]: the cosine schedule decays to it")
         _number("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _number("weight_decay", self.weight_decay, 0.0, None)
         _number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
@@ -107,6 +110,8 @@ class TrainConfig(ProxySettings):
         _integer("num_workers", self.num_workers, 0)
         _integer("cutout", self.cutout, 0)
         _integer("seed", self.seed, 0)
+        if self.seed > MAX_SEED:
+            raise ConfigError("seed", self.seed, f"an integer in [0, {MAX_SEED}]")
         if self.crop_padding is not None:
             _integer("crop_padding", self.crop_padding, 0)
         for name in ("subset", "test_subset"):

@@ -476,6 +476,9 @@ def load_dataset(
     tx, ty = _stratified_part(arrays["test_x"], arrays["test_y"], test_subset, TEST_SPLIT_SEED, "test_subset",
                               f"test samples of '{name}'")
     train_idx, val_idx = stratified_split(y, val_fraction, seed)
+    if len(val_idx) == 0:
+        raise ConfigError("val_fraction", val_fraction, f"a fraction that holds out at least one of the {len(y)} "
+                                                        f"training samples for validation (at least {1 / len(y):.2g})")
     def as_arrays(xs: np.ndarray, ys: np.ndarray) -> ImageArrays:
         xs, ys = np.ascontiguousarray(xs), np.asarray(ys, dtype=np.int64)
         # shared arrays (Ray's object store) are read-only: the few that are not already copies get one

@@ -138,6 +138,9 @@ class Trainer:
                 model = model(self.data)
             self.model_builder = {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
         self.model = model
+        if config.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ConfigError("batch_size", config.batch_size, "at least 2 for a network with batch norm (it cannot "
+                                                               "train on one sample at a time)")
         self.grad_clip = grad_clip
         self.channels_last = config.channels_last and is_convolutional(self.model) and self.data.kind == "image"
         self.model.to(self.device)

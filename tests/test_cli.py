@@ -54,6 +54,14 @@ def test_existing_results_are_not_overwritten(tmp_path, capsys):
     (["--dataset", "image_folder", "--data-dir", "/no/such/dir"], "does not exist"),
     (["--dataset", "cifar10", "--data-dir", "/tmp"], "cifar10 not found under '/tmp'"),
     (["--metric", "none", "--ratio", "0.5"], "'none' only with ratio 1.0"),
+    (["--seed", "18446744073709551616"], "invalid seed=18446744073709551616: allowed an integer in [0, "),
+    (["--lr", "0.01", "--lr-min", "0.1"], "invalid lr_min=0.1: allowed a number in [0, lr=0.01]"),
+    (["--val-fraction", "0.0001"], "invalid val_fraction=0.0001: allowed a fraction that holds out at least one"),
+    (["--batch-size", "1"], "invalid batch_size=1: allowed at least 2 for a network with batch norm"),
+    (["--top10-mass", "0.05"], "invalid top10_mass=0.05: allowed a number in [0.1, 1.0)"),
+    (["--data-dir", "/tmp"], "invalid data_dir='/tmp': allowed none: 'digits' takes no folder"),
+    (["--model", "nowhere:net"], "invalid model='nowhere:net': allowed an importable"),
+    (["--dataset", "digits", "--flip-p", "2"], "invalid flip_p=2.0"),
 ])
 def test_bad_input_gives_one_clear_error_and_no_results(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -68,3 +76,16 @@ def test_bad_input_gives_one_clear_error_and_no_results(tmp_path, capsys, args, 
 def test_console_script_help_lists_train():
     res = subprocess.run([sys.executable, "-m", "asp_tune.cli", "train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--ratio-schedule" in res.stdout and "--mixture-order" in res.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--ratios", "0.5,0.5"], "invalid ratios=(0.5, 0.5): allowed distinct ratios"),
+    (["--ratios", "0.5", "--metrics", "random,random"], "invalid metrics='random,random': allowed distinct metrics"),
+])
+def test_correlate_refuses_repeated_cells_by_name(tmp_path, capsys, args, message):
+    from pathlib import Path
+
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "table5_grid.yaml"
+    assert run_cli("correlate", "--space", space, "--out", tmp_path / "c", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and not (tmp_path / "c").exists()

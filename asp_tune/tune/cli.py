@@ -212,6 +212,10 @@ def run_correlate_command(args: argparse.Namespace) -> int:
     for m in metrics:
         if m not in correlate_metrics():
             raise ConfigError("metrics", m, correlate_metrics())
+    if len(set(args.ratios)) != len(args.ratios):
+        raise ConfigError("ratios", args.ratios, "distinct ratios (each is one column of the table)")
+    if len(set(metrics)) != len(metrics):
+        raise ConfigError("metrics", args.metrics, "distinct metrics (each is one row of the table)")
     if not args.ratios or any(not (0 < r < 1) for r in args.ratios):
         raise ConfigError("ratios", args.ratios, "numbers in (0, 1)")
     if not metrics:
