@@ -104,3 +104,26 @@ def agreement_scatter(ax, x, y, label: str | None = None, **style) -> float:
     ax.scatter(x, y, s=style.pop("s", 14), label=label, **style)
     regression_line(ax, list(x), list(y), color=style.get("color", "tab:red"))
     return rank_correlation(list(x), list(y))["kendall_tau"]
+
+
+def plot_rung_agreement(trust: dict, path: str | Path, title: str = "") -> Path:
+    """Kendall tau of each consecutive pair of rungs against the pair (from a search's ``proxy_trust``),
+    each bar labelled with its number of configurations, the trust threshold dashed."""
+    plt = pyplot()
+    pairs = trust["pairs"]
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(pairs) + 3), 3.6))
+    labels = [f"{p['low']}->{p['high']}" for p in pairs]
+    taus = [p["kendall_tau"] if p["kendall_tau"] == p["kendall_tau"] else 0.0 for p in pairs]
+    colours = ["tab:grey" if p["trusted"] is None else ("tab:green" if p["trusted"] else "tab:red") for p in pairs]
+    bars = ax.bar(labels, taus, color=colours)
+    for bar, p in zip(bars, pairs):
+        ax.annotate(f"{p['pairs']} configs", (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
+                    ha="center", va="center", fontsize=8, color="white")
+    ax.axhline(trust["threshold"], color="black", ls="--", lw=0.8, label=f"threshold {trust['threshold']}")
+    ax.axhline(0.0, color="black", lw=0.5)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("rungs (epochs); red: below the threshold, grey: too few configurations")
+    ax.set_ylabel("Kendall tau")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "rank agreement of consecutive rungs", fontsize=10)
+    return save_figure(fig, path)

@@ -144,6 +144,12 @@ def _write_hpo(out: RunDirectory, result, settings) -> None:
         frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
         out.write_table("trial_epochs.csv", pd.concat(frames, ignore_index=True))
     result.summary["settings"] = settings_dict(settings)
+    trust = result.summary.get("proxy_trust")
+    if trust and trust["pairs"]:
+        from asp_tune.plots import plot_rung_agreement
+
+        plot_rung_agreement(trust, out.file("trust.png"), f"{settings.algo} r={settings.ratio}: rank agreement "
+                                                          "of consecutive rungs")
 
 
 @command("hpo")
