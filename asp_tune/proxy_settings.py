@@ -20,7 +20,7 @@ from typing import Any
 from asp_tune.constraints import Boolean, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
-from asp_tune.imports import check_name
+from asp_tune.imports import check_name, import_object, is_import_path
 from asp_tune.registry import MODELS, SELECTION_RULES, strategy_names
 
 RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
@@ -41,14 +41,8 @@ def metric_choices() -> tuple[str, ...]:
 def check_strategy(name: str, value: Any) -> None:
     """A registered ``metric`` name, or an import path ``package.module:attribute`` to a strategy
     factory or class (imported here, so a wrong path fails at the edge)."""
-    if isinstance(value, str) and ":" in value and value not in metric_choices():
-        import importlib
-
-        module, _, attribute = value.partition(":")
-        try:
-            getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(name, value, f"an importable strategy 'package.module:name' ({exc})") from None
+    if is_import_path(value) and value not in metric_choices():
+        import_object(value, name)
         return
     OneOf(metric_choices)(name, value)
 

@@ -14,7 +14,6 @@ A new strategy is one class and one ``register_strategy`` line (see ``tests/test
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from asp_tune.errors import ConfigError
+from asp_tune.imports import import_object, is_import_path
 from asp_tune.proxy_settings import ProxySettings
 from asp_tune.registry import STATISTICS, STRATEGIES
 from asp_tune.schedules import MetricSchedule, RatioSchedule
@@ -326,14 +326,6 @@ def register_strategy(name: str, entry: Any) -> None:
     STRATEGIES.register(name, entry)
 
 
-def _import_path(path: str) -> Any:
-    module, _, attribute = path.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError("metric", path, f"an importable strategy 'package.module:name' ({exc})") from None
-
-
 def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], SubsetStrategy]",
                   settings: ProxySettings | None = None, starts_at_ratio: bool = False) -> SubsetStrategy:
     """A fresh strategy for one run: ``strategy`` as an object (used as given), a registered name, a
@@ -351,8 +343,8 @@ def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], Su
             entry = STRATEGIES[strategy]
         elif strategy in STATISTICS:
             return Importance.settings_for(strategy, settings)
-        elif ":" in strategy:
-            entry = _import_path(strategy)
+        elif is_import_path(strategy):
+            entry = import_object(strategy, "metric")
         else:
             from asp_tune.proxy_settings import metric_choices
 
