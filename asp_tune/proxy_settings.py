@@ -33,6 +33,36 @@ STATIC_GROUP = "static proxies (baselines)"
 AUTO_STATIC_BELOW = 0.2
 
 
+STEPS_PREFIX = "steps:"
+
+
+def ratio_steps(kind: str) -> tuple[tuple[int, float], ...]:
+    """The ``(epoch, ratio)`` steps of a ``steps:E1=R1,...`` schedule (``()`` for the named kinds);
+    a :class:`ConfigError` naming ``ratio_schedule`` for anything else."""
+    if kind in RATIO_SCHEDULES:
+        return ()
+    allowed = (f"one of {', '.join(repr(k) for k in RATIO_SCHEDULES)}, or steps:EPOCH=RATIO,... (epochs increasing "
+               "from 1, ratios in (0, 1])")
+    if not isinstance(kind, str) or not kind.startswith(STEPS_PREFIX):
+        raise ConfigError("ratio_schedule", kind, allowed)
+    steps = []
+    for part in kind[len(STEPS_PREFIX):].split(","):
+        epoch, _, ratio = part.partition("=")
+        try:
+            step = (int(epoch), float(ratio))
+        except ValueError:
+            raise ConfigError("ratio_schedule", kind, allowed) from None
+        if not (0.0 < step[1] <= 1.0) or step[0] < 1 or (steps and step[0] <= steps[-1][0]):
+            raise ConfigError("ratio_schedule", kind, allowed)
+        steps.append(step)
+    return tuple(steps)
+
+
+def steps_schedule(steps: "list[tuple[int, float]]") -> str:
+    """The ``ratio_schedule`` text of ``(epoch, ratio)`` steps."""
+    return STEPS_PREFIX + ",".join(f"{e}={r:g}" for e, r in steps)
+
+
 def metric_choices() -> tuple[str, ...]:
     """Every ``metric`` name accepted now (registered strategies and statistics, and ``auto``)."""
     return strategy_names() + ("auto",)
@@ -53,8 +83,9 @@ class ProxySettings:
     (``asp_tune.registry.STRATEGIES``), a memory statistic (importance sampling on it), or ``auto``."""
 
     ratio: float = option(1.0, "sampling ratio r in (0, 1]", GROUP, check=Interval(0.0, 1.0, "right"))
-    ratio_schedule: str = option("constant", "constant r, or dynamic (the paper's Algorithm 2)", GROUP,
-                                 RATIO_SCHEDULES, check=OneOf(lambda: RATIO_SCHEDULES))
+    ratio_schedule: str = option("constant", "constant r, dynamic (the paper's Algorithm 2), or steps:E=R,... (from "
+                                             "epoch E, counted from 0, the ratio is R)", GROUP,
+                                 RATIO_SCHEDULES, check=lambda name, value: ratio_steps(value))
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
                                  "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
                                  "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,

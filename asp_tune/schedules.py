@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asp_tune.errors import ConfigError
-from asp_tune.proxy_settings import MIXTURE_ORDERS, RATIO_SCHEDULES
+from asp_tune.proxy_settings import MIXTURE_ORDERS, ratio_steps
 
 #: Metric groups of the mixture (paper appendix B.2).
 METRIC_GROUPS: dict[int, tuple[str, ...]] = {
@@ -28,8 +28,10 @@ class RatioSchedule:
 
     ``constant``: ``ratio`` every epoch. ``dynamic`` (Algorithm 2): for ``ratio <= 0.5`` the
     ratios are ``linspace(1, 0.01, epochs) * 2 * ratio``; above 0.5 ``linspace(1, 2 * ratio - 1,
-    epochs)``. With ``first_epoch_full`` epoch 0 uses every sample (Algorithm 1) so that each one
-    has a memory value before the first selection.
+    epochs)``. ``steps:E1=R1,E2=R2,...``: ``ratio`` until epoch ``E1`` (counted from 0), ``R1``
+    from there, ``R2`` from ``E2`` on (a search's ratio rungs: a promoted trial continues on a larger
+    subset). With ``first_epoch_full`` epoch 0 uses every sample (Algorithm 1) so that each one has
+    a memory value before the first selection.
     """
 
     ratio: float
@@ -40,8 +42,7 @@ class RatioSchedule:
     def __post_init__(self) -> None:
         if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
             raise ConfigError("ratio", self.ratio, "a number in (0, 1]")
-        if self.kind not in RATIO_SCHEDULES:
-            raise ConfigError("ratio_schedule", self.kind, RATIO_SCHEDULES)
+        ratio_steps(self.kind)  # validates the kind
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ConfigError("epochs", self.epochs, "an integer >= 1")
 
@@ -49,6 +50,12 @@ class RatioSchedule:
         """The raw per-epoch ratios of Algorithm 2 (before the first-epoch rule)."""
         if self.kind == "constant":
             return np.full(self.epochs, float(self.ratio))
+        steps = ratio_steps(self.kind)
+        if steps:
+            out = np.full(self.epochs, float(self.ratio))
+            for epoch, ratio in steps:
+                out[epoch:] = ratio
+            return out
         if self.ratio <= 0.5:
             return np.linspace(1.0, 0.01, self.epochs) * 2.0 * self.ratio
         return np.linspace(1.0, 2.0 * self.ratio - 1.0, self.epochs)

@@ -109,7 +109,7 @@ def test_nas_flags_come_from_the_settings_dataclasses():
 
 
 @pytest.mark.parametrize("command, registry_choices", [
-    ("hpo", "{hyperband,bohb,asha,tpe,random}"), ("nas", "{nb201,darts}"), ("nas", "{spos,darts}"),
+    ("hpo", "{hyperband,bohb,asha,hypertune,tpe,random}"), ("nas", "{nb201,darts}"), ("nas", "{spos,darts}"),
     ("train", "{cifar10,cifar100,digits,image_folder}"),
 ])
 def test_help_choices_come_from_the_registries(command, registry_choices, capsys):

@@ -158,13 +158,23 @@ def test_paused_trial_resumes_with_the_same_memory_and_selections(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--algo", "grid"], "invalid algo='grid': allowed one of 'hyperband', 'bohb', 'asha', 'tpe', 'random'"),
+    (["--algo", "grid"], "invalid algo='grid': allowed one of 'hyperband', 'bohb', 'asha', 'hypertune', 'tpe', 'random'"),
     (["--ratio", "2"], "invalid ratio=2.0"),
     (["--metric", "loud"], "invalid metric='loud'"),
     (["--max-concurrent", "0"], "invalid max_concurrent=0"),
     (["--gpus-per-trial", "-1"], "invalid gpus_per_trial=-1.0"),
     (["--early-stop", "median"], "invalid early_stop='median'"),
     (["--space", "missing.yaml"], "invalid space='missing.yaml'"),
+    (["--algo", "hypertune", "--rung-ratios", "0.5,0.3,1"], "invalid rung_ratios='0.5,0.3,1': allowed increasing"),
+    (["--algo", "hypertune", "--rung-ratios", "0.1,0.3,1.5"], "invalid rung_ratios='0.1,0.3,1.5': allowed increasing"),
+    (["--algo", "hypertune", "--rung-ratios", "0.1,x"], "invalid rung_ratios='0.1,x'"),
+    (["--algo", "hypertune", "--max-epochs", "9", "--rung-ratios", "0.1,1"],
+     "invalid rung_ratios='0.1,1': allowed 3 ratios, one per rung at epochs 1, 3, 9"),
+    (["--algo", "random", "--rung-ratios", "0.1,0.3,1"], "invalid rung_ratios='0.1,0.3,1': allowed none unless --algo"),
+    (["--algo", "hypertune", "--max-epochs", "9", "--rung-ratios", "0.1,0.3,1", "--ratio-schedule", "dynamic"],
+     "invalid ratio_schedule='dynamic': allowed constant with --rung-ratios"),
+    (["--algo", "hypertune", "--reduction-factor", "1"], "invalid reduction_factor=1"),
+    (["--ratio-schedule", "steps:3=0.5,2=1"], "invalid ratio_schedule='steps:3=0.5,2=1'"),
 ])
 def test_bad_flags_name_the_field_and_write_nothing(tmp_path, capsys, args, message):
     space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"

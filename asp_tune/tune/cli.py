@@ -96,7 +96,7 @@ def experiments_folder(args: argparse.Namespace) -> str | None:
 def add_hpo_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("One search; writes trials.csv and summary.json. Budgets are given as for full data and "
                      "become ratio x that.")
-    _add_search_flags(p, extra=("ratio",))
+    _add_search_flags(p, extra=("ratio", "rung_ratios"))
     p.add_argument("--resume", default=None, help="Ray experiment folder of an interrupted run to finish")
 
 

@@ -145,8 +145,12 @@ class SearchProgress(Callback):
         self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best, **extra, refresh=False)
         self._bar.update(advance)  # redraws at most once per mininterval
 
+    def _count_running(self, trials) -> None:
+        """Trials training now (a paused one, waiting at a rung, is not)."""
+        self.running = sum(1 for t in trials if t.status == "RUNNING")
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.running += 1
+        self._count_running(trials)
         self._show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -155,14 +159,15 @@ class SearchProgress(Callback):
             self.best = float(value)
         if self.trust is not None and "epoch" in result:
             self.trust.add(trial.trial_id, result["epoch"], value)
+        self._count_running(trials)
         self._show()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.running = max(0, self.running - 1)
+        self._count_running([t for t in trials if t is not trial])
         self._show(1)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.running = max(0, self.running - 1)
+        self._count_running([t for t in trials if t is not trial])
         self.failed += 1
         self._show(1)
 

@@ -22,11 +22,14 @@ from asp_tune.flags import option
 from asp_tune.imports import is_import_path, search_paths, user_modules
 from asp_tune.registry import extensions
 from asp_tune.run_dir import jsonable
-from asp_tune.proxy_settings import EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, check_strategy, metric_choices
+from asp_tune.proxy_settings import (EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, check_strategy, metric_choices,
+                                     ratio_steps, steps_schedule)
 from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, write_text
 from asp_tune.tune.space import SearchSpace
 
-ALGORITHMS = ("hyperband", "bohb", "asha", "tpe", "random")
+ALGORITHMS = ("hyperband", "bohb", "asha", "hypertune", "tpe", "random")
+#: Algorithms that stop or pause trials at rungs (and so measure their proxy's rank agreement).
+MULTI_FIDELITY = ("asha", "hyperband", "bohb", "hypertune")
 TRACKERS = ("none", "mlflow", "tensorboard", "wandb")
 #: The package each tracker needs.
 TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboardX", "wandb": "wandb"}
@@ -49,7 +52,12 @@ class HpoSettings:
     space: SearchSpace = option(flag=False)
     algo: str = option("asha", "search algorithm", SEARCH, ALGORITHMS)
     ratio: float = option(1.0, "sampling ratio (1.0 with --metric none: full data)", SEARCH)
-    ratio_schedule: str = option("constant", "how the ratio moves over the epochs", SEARCH, RATIO_SCHEDULES)
+    ratio_schedule: str = option("constant", "how the ratio moves over the epochs (steps:E=R,...: from epoch E, "
+                                             "counted from 0, the ratio is R)", SEARCH, RATIO_SCHEDULES)
+    rung_ratios: str | None = option(None, "the data ratio as a fidelity: one ratio per rung, increasing, e.g. "
+                                           "0.1,0.3,1 (a promoted trial continues from its checkpoint on the "
+                                           "larger subset with its memory); overrides --ratio and --ratio-schedule",
+                                     SEARCH)
     metric: str = option("auto", "subset strategy of proxy runs; auto: the best measured (random, never-seen "
                                  "samples first, when trials start at the ratio under early stopping; else loss "
                                  "at r >= 0.2 and fixed_random below)", SEARCH, metric_choices)
@@ -86,8 +94,7 @@ class HpoSettings:
         if self.algo not in ALGORITHMS:
             raise ConfigError("algo", self.algo, ALGORITHMS)
         check_strategy("metric", self.metric)
-        if self.ratio_schedule not in RATIO_SCHEDULES:
-            raise ConfigError("ratio_schedule", self.ratio_schedule, RATIO_SCHEDULES)
+        ratio_steps(self.ratio_schedule)
         for key in self.selection:
             if key not in SELECTION_FIELDS:
                 raise ConfigError("selection", key, SELECTION_FIELDS)
@@ -122,10 +129,12 @@ class HpoSettings:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and v > 0):
                 raise ConfigError(name, v, "a number > 0")
-        if self.space.has_grid and self.algo in ("tpe", "bohb"):
+        if self.space.has_grid and self.algo in ("tpe", "bohb", "hypertune"):
             raise ConfigError("algo", self.algo, "random, hyperband or asha for a space with grid parameters")
         if self.address is not None and not (self.address == "auto" or self.address.startswith(("ray://", "localhost", "127.")) or ":" in self.address):
             raise ConfigError("address", self.address, "'auto', ray://HOST:PORT or HOST:PORT")
+        if self.rung_ratios is not None:
+            self._apply_rung_ratios()
         self.trial_config()  # the fixed settings plus the run's flags must make a valid TrainConfig
         if self.address is None:  # a local run: the device must exist here
             from asp_tune.device import resolve_device
@@ -146,7 +155,33 @@ class HpoSettings:
 
     @property
     def early_stopping(self) -> bool:
-        return self.algo in ("asha", "hyperband", "bohb") or self.early_stop != "none"
+        return self.algo in MULTI_FIDELITY or self.early_stop != "none"
+
+    def ratios(self) -> tuple[float, ...]:
+        """The ratios of ``rung_ratios``, one per rung (a :class:`ConfigError` naming it otherwise)."""
+        allowed = "increasing ratios in (0, 1], one per rung, comma-separated (e.g. 0.1,0.3,1)"
+        try:
+            ratios = tuple(float(v) for v in str(self.rung_ratios).split(","))
+        except ValueError:
+            raise ConfigError("rung_ratios", self.rung_ratios, allowed) from None
+        if not all(0.0 < r <= 1.0 for r in ratios) or any(b <= a for a, b in zip(ratios, ratios[1:])):
+            raise ConfigError("rung_ratios", self.rung_ratios, allowed)
+        return ratios
+
+    def _apply_rung_ratios(self) -> None:
+        """``ratio`` and ``ratio_schedule`` from ``rung_ratios``: the first rung's ratio until the first
+        rung's epoch, then each next ratio from the rung before it."""
+        if not self.early_stopping:
+            raise ConfigError("rung_ratios", self.rung_ratios, "none unless --algo is one of "
+                                                               f"{', '.join(MULTI_FIDELITY)} (ratios need rungs)")
+        ratios, rungs = self.ratios(), self.rungs()
+        if len(ratios) != len(rungs):
+            raise ConfigError("rung_ratios", self.rung_ratios, f"{len(rungs)} ratios, one per rung at epochs "
+                                                               f"{', '.join(map(str, rungs))}")
+        steps = steps_schedule(list(zip(rungs[:-1], ratios[1:])))
+        if self.ratio_schedule not in ("constant", steps):
+            raise ConfigError("ratio_schedule", self.ratio_schedule, "constant with --rung-ratios")
+        self.ratio, self.ratio_schedule = ratios[0], steps
 
     def run_fields(self) -> dict[str, Any]:
         """The fields every trial takes from the command rather than the space (selection settings
@@ -210,6 +245,8 @@ class HpoSettings:
         (time, data passes) can stop a trial at any epoch, and Hyperband/BOHB pause trials at
         their own rungs, so those keep validating every epoch.
         """
+        if self.algo == "hypertune" and self.time_budget_s is None and self.data_passes_budget is None:
+            return self.rungs()
         asha = self.algo == "asha" or (self.algo in ("tpe", "random") and self.early_stop == "asha")
         if not asha or self.time_budget_s is not None or self.data_passes_budget is not None:
             return None
@@ -219,9 +256,18 @@ class HpoSettings:
         rungs = int(np.log(self.epochs / grace) / np.log(self.reduction_factor) + 1)
         return tuple(sorted({grace * self.reduction_factor ** k for k in range(rungs)} | {self.epochs}))
 
+    def data_scale(self) -> float:
+        """The share of the data one epoch costs: the ratio, or under ``rung_ratios`` the mean ratio of
+        a trial's epochs run to the end."""
+        if self.ratio_schedule.startswith("steps:"):
+            from asp_tune.schedules import RatioSchedule
+
+            return float(RatioSchedule(self.ratio, self.epochs, self.ratio_schedule, False).ratios().mean())
+        return self.ratio if self.ratio < 1.0 else 1.0
+
     def budget(self) -> dict[str, Any]:
         """Nominal (full-data) and rescaled budgets: at ratio r < 1 every budget becomes r times."""
-        scale = self.ratio if self.ratio < 1.0 else 1.0
+        scale = self.data_scale()
         nominal_passes = self.data_passes_budget
         return {
             "scale": scale,
@@ -360,7 +406,7 @@ def fit_interruptibly(tuner, experiment_path: str):
 
 SETTINGS_FILE = "asp_tune_settings.json"
 #: Settings a resumed experiment must share with the run that started it.
-RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "metric", "num_samples", "max_epochs", "early_stop",
+RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "rung_ratios", "metric", "num_samples", "max_epochs", "early_stop",
                  "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "selection",
                  "space")
 
@@ -420,6 +466,14 @@ def build_search(s: HpoSettings):
     target = {"metric": METRIC, "mode": "max"}
     asha = lambda: ASHAScheduler(time_attr="training_iteration", max_t=epochs, **target,  # noqa: E731
                                  grace_period=min(s.grace_period, epochs), reduction_factor=s.reduction_factor)
+    if s.algo == "hypertune":
+        from asp_tune.tune.hypertune import hypertune
+
+        scheduler, search = hypertune(epochs, num_samples=s.num_samples, param_space=s.space.to_tune(),
+                                      max_concurrent=s.max_concurrent,
+                                      grace_period=min(s.grace_period, epochs), reduction_factor=s.reduction_factor,
+                                      seed=s.seed, **target)
+        return search, scheduler, s.space.to_tune()
     if s.algo == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
@@ -529,7 +583,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         make_dirs(experiment)
         write_text(join(experiment, SETTINGS_FILE), json.dumps(jsonable(settings_dict(s)), indent=1) + "\n")
         tuner = make_tuner(trainable, param_space, name=name, storage=storage, num_samples=s.num_samples,
-                           max_concurrent=s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
+                           # Hyper-Tune keeps max_concurrent trials training itself (its paused ones hold no worker)
+                           max_concurrent=None if s.algo == "hypertune" else s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
                            progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}", s.rungs()),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
                            stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment),
@@ -565,9 +620,26 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         "fixed": s.space.fixed,
         "proxy_trust": None if trust is None else trust.summary(),
     }
+    if s.rung_ratios is not None:
+        summary["rung_ratios"] = list(s.ratios())
+    if s.algo == "hypertune":
+        summary["hypertune"] = hypertune_summary(grid.experiment_path, s)
     if trust is not None and trust.warning():
         print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
     return HpoResult(trials, summary, histories)
+
+
+def hypertune_summary(experiment_path: str, s: HpoSettings) -> dict[str, Any] | None:
+    """Hyper-Tune's brackets and promotions, from the state it saved with the experiment (plain JSON)."""
+    from asp_tune.tune.hypertune import HyperTune
+
+    states = sorted(Path(experiment_path).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return None
+    state = HyperTune(s.epochs, num_samples=s.num_samples, max_concurrent=s.max_concurrent,
+                      grace_period=min(s.grace_period, s.epochs), eta=s.reduction_factor, seed=s.seed)
+    state.load_state_dict(json.loads(states[-1].read_text()))
+    return state.summary()
 
 
 def tracking_callbacks(s: HpoSettings, name: str) -> list:
@@ -627,7 +699,7 @@ def check_shared_storage(storage_path: str | None) -> None:
 
 
 def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,
-               max_concurrent: int, verbose: int, max_failures: int, progress: tuple[int, str],
+               max_concurrent: int | None, verbose: int, max_failures: int, progress: tuple[int, str],
                search_alg=None, scheduler=None, time_budget_s: float | None = None, stop=None,
                callbacks: list | None = None, keep_checkpoints: int = 1,
                tune_config_extra: dict[str, Any] | None = None):

@@ -41,7 +41,7 @@ from asp_tune.proxy_settings import ProxySettings
 #: The trial-config key under which asp_tune passes a trial its proxy settings.
 TRIAL_KEY = "asp_tune"
 CHECKPOINT_FILE = "proxy_trial.pt"
-SCHEDULERS = ("asha", "hyperband", "fifo")
+SCHEDULERS = ("asha", "hyperband", "hypertune", "fifo")
 SEARCHERS = ("random", "tpe")
 
 
@@ -141,8 +141,9 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
 
     Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
     any ``proxy_settings``); under an early-stopping scheduler the first epoch is not a full pass
-    unless ``first_epoch_full=True``. ``scheduler``: ``asha``, ``hyperband``, ``fifo`` or any Ray Tune
-    ``TrialScheduler``; ``search_alg``: ``random``, ``tpe`` or any ``Searcher``. Budgets are given as
+    unless ``first_epoch_full=True``. ``scheduler``: ``asha``, ``hyperband``, ``hypertune`` (with its own
+    searcher: :mod:`asp_tune.tune.hypertune`), ``fifo`` or any Ray Tune ``TrialScheduler``;
+    ``search_alg``: ``random``, ``tpe`` or any ``Searcher``. Budgets are given as
     for full data and become ``ratio`` x that. ``out``: a results folder for ``trials.csv`` and
     ``summary.json`` (written only when the search succeeds)."""
     from ray import tune
@@ -156,7 +157,10 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
         raise ConfigError("mode", mode, ("max", "min"))
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ConfigError("epochs", epochs, "an integer >= 1")
-    early = not isinstance(scheduler, str) or scheduler in ("asha", "hyperband")
+    early = not isinstance(scheduler, str) or scheduler in ("asha", "hyperband", "hypertune")
+    if scheduler == "hypertune" and search_alg not in (None, "random"):
+        raise ConfigError("search_alg", search_alg, "none with scheduler 'hypertune' (it proposes its own "
+                                                    "configurations from its multi-fidelity surrogate)")
     given = {"ratio": ratio, "metric": strategy, **proxy_settings}
     if early and ratio < 1.0:
         given.setdefault("first_epoch_full", False)
@@ -165,7 +169,14 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     shipped = by_reference(trainable)  # imported in the worker after its folder is on the path
     modules = user_modules([shipped])
     ensure_ray(modules=modules)
-    sched, searcher = _scheduler(scheduler, epochs, reduction_factor), _searcher(search_alg, seed)
+    if scheduler == "hypertune":
+        from asp_tune.tune.hypertune import hypertune
+
+        sched, searcher = hypertune(epochs, num_samples=num_samples, param_space=param_space,
+                                    max_concurrent=max_concurrent,
+                                    reduction_factor=reduction_factor, metric=metric, mode=mode, seed=seed)
+    else:
+        sched, searcher = _scheduler(scheduler, epochs, reduction_factor), _searcher(search_alg, seed)
     target = {} if _has_own_target(sched) or _has_own_target(searcher) else {"metric": metric, "mode": mode}
     budget = {"time_budget_s": None if time_budget_s is None else time_budget_s * ratio,
               "data_passes": None if data_passes_budget is None else data_passes_budget * ratio,
@@ -176,7 +187,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     storage = storage_root(storage_path)
     runner = tune.with_parameters(_user_trial, user_trainable=shipped, search_paths=search_paths(modules))
     tuner = make_tuner(tune.with_resources(runner, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}), space,
-                       name=run_name, storage=storage, num_samples=num_samples, max_concurrent=max_concurrent,
+                       name=run_name, storage=storage, num_samples=num_samples,
+                       max_concurrent=None if scheduler == "hypertune" else max_concurrent,
                        verbose=verbose, max_failures=0, progress=(num_samples, f"search r={ratio}"),
                        search_alg=searcher, scheduler=sched, time_budget_s=budget["time_budget_s"],
                        stop=DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None,

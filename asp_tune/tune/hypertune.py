@@ -1,0 +1,666 @@
+"""Hyper-Tune (Li et al., "Hyper-Tune: Towards Efficient Hyper-parameter Tuning at Scale", VLDB 2022)
+on Ray Tune's scheduler and searcher interfaces.
+
+Its three parts, each a small piece tested on its own:
+
+- :class:`DelayedPromotion`, **D-ASHA**: asynchronous successive halving whose rung promotes only
+  once it holds ``eta`` times as many results as it has promoted (plus one). ASHA promotes a new top
+  result whenever one arrives, so a rung of 4 results can promote 2 (more than its 1/eta); here the
+  second waits for the sixth result.
+- :func:`ranking_loss_weights`, used twice. **Bracket selection**: a new configuration starts at
+  rung ``s`` (bracket ``s``) with a probability learnt from how well rung ``s``'s scores rank the
+  configurations that reached the top rung, against the top rung's own cross-validated surrogate.
+  A proxy fidelity that misranks gets fewer new configurations, without any setting. **MFES-HB
+  ensemble**: one random-forest surrogate per rung, combined with the same weights (from each
+  surrogate's ranking loss on the top rung's observations) to propose configurations by expected
+  improvement (:class:`MultiFidelityEnsemble`).
+- :class:`HyperTune` holds the state both Ray objects share (:meth:`HyperTune.scheduler`,
+  :meth:`HyperTune.searcher`); the state is plain JSON, saved with Ray's searcher state, so a
+  search resumed after a killed driver continues with the same brackets, rungs and promotions.
+
+The ``openbox`` package has Hyper-Tune, but pins numpy < 2, pandas < 2.2 and scikit-learn < 1.4 and
+runs its own workers, so it cannot sit on Ray Tune here; this module follows the paper instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from asp_tune.errors import ConfigError
+from asp_tune.tune.trust import RungRecord, rung_epochs
+
+#: Fewer top-rung results than this: brackets keep Hyperband's proportions, the ensemble its top model.
+MIN_TOP = 4
+#: Share of every bracket's probability kept from Hyperband's proportions, so no bracket stops being measured.
+PRIOR_SHARE = 0.1
+#: Share of new configurations drawn at random once the surrogate is in use (as BOHB does).
+RANDOM_FRACTION = 0.2
+INITIAL_RANDOM = 4
+CANDIDATES = 512
+STATE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------- D-ASHA
+class DelayedPromotion:
+    """D-ASHA's rungs for one bracket: the bracket's configurations start at rung ``start``.
+
+    :meth:`record` files a result at a rung (the trial then waits there); :meth:`promotion` names the
+    trial to promote now, or None. A rung ``k`` with ``n`` results of which ``p`` were promoted
+    promotes only when ``n >= eta * (p + 1)``, and then its best waiting result among its top
+    ``floor(n / eta)``. :meth:`final_promotion` is the end of a search (no new configurations, no
+    trial running): the best waiting result of the highest rung that has promoted fewer than
+    ``max(1, floor(n / eta))``, so every bracket gets a configuration to the top.
+    """
+
+    def __init__(self, num_rungs: int, eta: int, start: int = 0):
+        self.num_rungs, self.eta, self.start = int(num_rungs), int(eta), int(start)
+        self.results: list[dict[str, float]] = [{} for _ in range(self.num_rungs)]
+        self.promoted: list[list[str]] = [[] for _ in range(self.num_rungs)]
+        self.removed: set[str] = set()
+
+    def record(self, trial: str, rung: int, score: float) -> None:
+        self.results[rung][trial] = float(score)
+
+    def waiting(self, rung: int) -> list[str]:
+        """Trials at ``rung`` (below the top) not promoted and not removed, best first."""
+        ranked = sorted(self.results[rung].items(), key=lambda kv: -kv[1])
+        return [t for t, _ in ranked if t not in self.promoted[rung] and t not in self.removed]
+
+    def _candidate(self, rung: int, cap: int) -> str | None:
+        top = sorted(self.results[rung].items(), key=lambda kv: -kv[1])[:cap]
+        for trial, _ in top:
+            if trial not in self.promoted[rung] and trial not in self.removed:
+                return trial
+        return None
+
+    def ready(self, rung: int) -> str | None:
+        """The trial rung ``rung`` promotes now under the delay, or None."""
+        if rung >= self.num_rungs - 1:
+            return None
+        n, p = len(self.results[rung]), len(self.promoted[rung])
+        if n < self.eta * (p + 1):
+            return None
+        return self._candidate(rung, n // self.eta)
+
+    def promotion(self) -> tuple[str, int] | None:
+        """(trial, rung it leaves) of the promotion due now, highest rung first; None if none is due."""
+        for rung in reversed(range(self.start, self.num_rungs - 1)):
+            trial = self.ready(rung)
+            if trial is not None:
+                return trial, rung
+        return None
+
+    def final_promotion(self) -> tuple[str, int] | None:
+        for rung in reversed(range(self.start, self.num_rungs - 1)):
+            n, p = len(self.results[rung]), len(self.promoted[rung])
+            if n and p < max(1, n // self.eta):
+                trial = self._candidate(rung, max(1, n // self.eta))
+                if trial is not None:
+                    return trial, rung
+        return None
+
+    def promote(self, trial: str, rung: int) -> None:
+        self.promoted[rung].append(trial)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "results": self.results, "promoted": self.promoted,
+                "removed": sorted(self.removed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start = int(state["start"])
+        self.results = [{str(k): float(v) for k, v in r.items()} for r in state["results"]]
+        self.promoted = [[str(t) for t in p] for p in state["promoted"]]
+        self.removed = set(state["removed"])
+
+
+# ---------------------------------------------------------------------------------- ranking weights
+def discordant_pairs(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Pairs the prediction orders against the truth; a pair the prediction ties counts half (pairs
+    tied in the truth do not count)."""
+    dp = np.sign(prediction[:, None] - prediction[None, :])
+    dt = np.sign(truth[:, None] - truth[None, :])
+    upper = np.triu(np.ones_like(dt, dtype=bool), 1) & (dt != 0)
+    return float(np.sum(upper & (dp == -dt)) + 0.5 * np.sum(upper & (dp == 0)))
+
+
+def ranking_loss_weights(predictions: Sequence[Sequence[float]], truth: Sequence[float],
+                         rng: np.random.Generator, samples: int = 200) -> np.ndarray:
+    """MFES-HB's weights: for each level, the probability that its ``predictions`` of ``truth`` have
+    the fewest discordant pairs, estimated over bootstrap resamples of the points (ties share).
+
+    A level that orders the points as the truth does gets most of the weight; one that reverses them
+    gets none. Levels with a NaN prediction are judged on the points they predict.
+    """
+    truth = np.asarray(truth, float)
+    preds = np.asarray(predictions, float).reshape(len(predictions), len(truth))
+    wins = np.zeros(len(preds))
+    n = len(truth)
+    for _ in range(samples):
+        pick = rng.integers(0, n, n)
+        losses = []
+        for p in preds:
+            ok = pick[~np.isnan(p[pick])]
+            losses.append(discordant_pairs(p[ok], truth[ok]) / max(1, len(ok) * (len(ok) - 1) / 2)
+                          if len(ok) >= 2 else 1.0)
+        losses = np.asarray(losses)
+        best = losses == losses.min()
+        wins[best] += 1.0 / best.sum()
+    return wins / samples
+
+
+def hyperband_prior(num_rungs: int, eta: int) -> np.ndarray:
+    """Hyperband's share of new configurations per bracket (bracket ``s`` starts at rung ``s``):
+    ``ceil((K + 1) / (K - s + 1) * eta^(K - s))`` with ``K`` the top rung, normalised."""
+    top = num_rungs - 1
+    counts = np.array([math.ceil((top + 1) / (top - s + 1) * eta ** (top - s)) for s in range(num_rungs)], float)
+    return counts / counts.sum()
+
+
+# --------------------------------------------------------------------------------- search space codec
+class UnitSpace:
+    """A Ray Tune ``param_space`` as points of the unit cube: floats and integers linearly (logarithmically
+    under a log sampler), categories by index. Constants pass through; grid searches are refused."""
+
+    def __init__(self, param_space: dict[str, Any]):
+        from ray.tune.search.sample import Categorical, Domain, Float, Integer
+
+        self.dims: list[tuple[tuple[str, ...], Any]] = []
+        self.constants: list[tuple[tuple[str, ...], Any]] = []
+
+        def walk(node: dict[str, Any], prefix: tuple[str, ...]) -> None:
+            for key, value in node.items():
+                path = prefix + (key,)
+                if isinstance(value, dict) and "grid_search" in value:
+                    raise ConfigError("algo", "hypertune", "a space without grid parameters (hypertune proposes "
+                                                           "its own configurations)")
+                if isinstance(value, dict):
+                    walk(value, path)
+                elif isinstance(value, (Float, Integer, Categorical)):
+                    self.dims.append((path, value))
+                elif isinstance(value, Domain):
+                    raise ConfigError("algo", "hypertune", f"parameters drawn from uniform, loguniform, randint "
+                                                           f"or choice ({'.'.join(path)} is not)")
+                else:
+                    self.constants.append((path, value))
+
+        walk(param_space, ())
+
+    def _log(self, domain) -> bool:
+        from ray.tune.search.sample import LogUniform
+
+        sampler = domain.get_sampler()
+        return isinstance(getattr(sampler, "sampler", sampler), LogUniform)
+
+    def decode(self, unit: Sequence[float]) -> dict[str, Any]:
+        from ray.tune.search.sample import Categorical, Integer
+
+        out: dict[str, Any] = {}
+        for path, value in self.constants:
+            _put(out, path, value)
+        for (path, domain), u in zip(self.dims, unit):
+            u = float(min(max(u, 0.0), 1.0))
+            if isinstance(domain, Categorical):
+                value = domain.categories[min(int(u * len(domain.categories)), len(domain.categories) - 1)]
+            else:
+                low, high = float(domain.lower), float(domain.upper)
+                if isinstance(domain, Integer):  # Ray's randint excludes the upper bound
+                    value = int(min(math.floor(low + u * (high - low)), high - 1))
+                elif self._log(domain):
+                    value = float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+                else:
+                    value = float(low + u * (high - low))
+            _put(out, path, value)
+        return out
+
+    def encode(self, config: dict[str, Any]) -> np.ndarray:
+        from ray.tune.search.sample import Categorical, Integer
+
+        unit = []
+        for path, domain in self.dims:
+            value = _get(config, path)
+            if isinstance(domain, Categorical):
+                unit.append((list(domain.categories).index(value) + 0.5) / len(domain.categories))
+            else:
+                low, high = float(domain.lower), float(domain.upper)
+                if isinstance(domain, Integer):
+                    unit.append((value - low + 0.5) / (high - low))
+                elif self._log(domain):
+                    unit.append((math.log(value) - math.log(low)) / (math.log(high) - math.log(low)))
+                else:
+                    unit.append((value - low) / (high - low))
+        return np.clip(np.asarray(unit, float), 0.0, 1.0)
+
+
+def _put(out: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        out = out.setdefault(key, {})
+    out[path[-1]] = value
+
+
+def _get(config: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        config = config[key]
+    return config
+
+
+# ------------------------------------------------------------------------------------------ MFES-HB
+class MultiFidelityEnsemble:
+    """One random forest per rung over unit-cube configurations, combined by a generalised product of
+    experts whose weights are :func:`ranking_loss_weights` on the top rung's observations (the top
+    rung's own forest judged by its cross-validated predictions)."""
+
+    def __init__(self, seed: int = 0, trees: int = 32):
+        self.seed, self.trees = int(seed), int(trees)
+        self.models: list[Any] = []
+        self.weights = np.zeros(0)
+
+    def _forest(self, x: np.ndarray, y: np.ndarray):
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=1, max_features=1.0,
+                                     random_state=self.seed).fit(x, y)
+
+    def fit(self, levels: Sequence[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> "MultiFidelityEnsemble":
+        """``levels``: (configurations, scores) per rung, lowest first; higher scores are better."""
+        self.models = [self._forest(x, y) if len(y) >= 2 else None for x, y in levels]
+        top_x, top_y = levels[-1]
+        usable = [i for i, m in enumerate(self.models) if m is not None]
+        if len(top_y) < MIN_TOP or not usable:
+            self.weights = np.zeros(len(levels))
+            if usable:
+                self.weights[usable[-1]] = 1.0  # the highest rung with a model
+            return self
+        preds = []
+        for i, model in enumerate(self.models):
+            if model is None:
+                preds.append(np.full(len(top_y), np.nan))
+            elif i == len(levels) - 1:
+                preds.append(self.cross_validated(top_x, top_y))
+            else:
+                preds.append(model.predict(top_x))
+        self.weights = ranking_loss_weights(preds, top_y, rng)
+        return self
+
+    def cross_validated(self, x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
+        out = np.empty(len(y))
+        order = np.arange(len(y)) % min(folds, len(y))
+        for fold in np.unique(order):
+            held = order == fold
+            out[held] = self._forest(x[~held], y[~held]).predict(x[held]) if (~held).sum() >= 2 else y[~held].mean()
+        return out
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the combined prediction at ``x``."""
+        precision, weighted = np.zeros(len(x)), np.zeros(len(x))
+        for w, model in zip(self.weights, self.models):
+            if model is None or w <= 0:
+                continue
+            per_tree = np.stack([tree.predict(x) for tree in model.estimators_])
+            mean, var = per_tree.mean(0), per_tree.var(0) + 1e-6
+            precision += w / var
+            weighted += w * mean / var
+        if not precision.any():
+            return np.zeros(len(x)), np.ones(len(x))
+        return weighted / precision, 1.0 / precision
+
+    def expected_improvement(self, x: np.ndarray, best: float) -> np.ndarray:
+        from scipy.stats import norm
+
+        mean, var = self.predict(x)
+        std = np.sqrt(var)
+        z = (mean - best) / std
+        return (mean - best) * norm.cdf(z) + std * norm.pdf(z)
+
+
+# ------------------------------------------------------------------------------------- shared state
+@dataclass
+class Decision:
+    """What the scheduler does with a result: continue, pause (wait at a rung) or stop."""
+
+    action: str  # "continue", "pause", "stop"
+    rung: int | None = None
+
+
+class HyperTune:
+    """Hyper-Tune's state, shared by its Ray scheduler and searcher (:meth:`scheduler`, :meth:`searcher`).
+
+    ``max_t``: the top rung (epochs); ``grace_period * eta^k`` below it are the other rungs.
+    ``num_samples``: configurations the search starts in all (it ends once they are done or stopped).
+    ``max_concurrent``: trials training at once; a waiting (paused) trial holds no worker.
+    """
+
+    def __init__(self, max_t: int, *, num_samples: int, max_concurrent: int = 2, grace_period: int = 1,
+                 eta: int = 3, metric: str = "val_accuracy", mode: str = "max", time_attr: str = "training_iteration",
+                 seed: int = 0):
+        for name, value, low in (("max_t", max_t, 1), ("num_samples", num_samples, 1),
+                                 ("max_concurrent", max_concurrent, 1), ("grace_period", grace_period, 1),
+                                 ("reduction_factor", eta, 2)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                raise ConfigError(name, value, f"an integer >= {low}")
+        if mode not in ("max", "min"):
+            raise ConfigError("mode", mode, ("max", "min"))
+        self.rungs = rung_epochs(min(grace_period, max_t), eta, max_t)
+        self.eta, self.num_samples, self.max_concurrent = eta, num_samples, max_concurrent
+        self.metric, self.mode, self.time_attr, self.seed = metric, mode, time_attr, seed
+        self.rng = np.random.default_rng(seed)
+        self.brackets = [DelayedPromotion(len(self.rungs), eta, start) for start in range(len(self.rungs))]
+        self.record = RungRecord(self.rungs)
+        self.bracket_of: dict[str, int] = {}
+        self.configs: dict[str, list[float]] = {}  # trial -> unit-cube point (from the searcher)
+        self.active: set[str] = set()  # pending or running
+        self.waiting: set[str] = set()  # paused at a rung
+        self.finished: set[str] = set()
+        self.probability_history: list[list[float]] = []
+
+    # -- the pieces the scheduler and searcher call
+    def scheduler(self):
+        return HyperTuneScheduler(self)
+
+    def searcher(self, param_space: dict[str, Any] | None = None):
+        return HyperTuneSearcher(self, param_space)
+
+    def score(self, result: dict[str, Any]) -> float | None:
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or value != value:
+            return None
+        return float(value) if self.mode == "max" else -float(value)
+
+    def bracket_probabilities(self) -> np.ndarray:
+        """The chance a new configuration starts at each rung: Hyperband's shares until the top rung holds
+        :data:`MIN_TOP` results, then :func:`ranking_loss_weights` of each rung's observed scores (and the
+        top rung's cross-validated surrogate) on the top rung's configurations, mixed with
+        :data:`PRIOR_SHARE` of Hyperband's."""
+        prior = hyperband_prior(len(self.rungs), self.eta)
+        top = self.record.scores[self.rungs[-1]]
+        if len(top) < MIN_TOP:
+            return prior
+        trials = sorted(top)
+        truth = np.array([top[t] for t in trials])
+        preds = [np.array([self.record.scores[r].get(t, np.nan) for t in trials]) for r in self.rungs[:-1]]
+        if all(t in self.configs for t in trials):
+            x = np.array([self.configs[t] for t in trials])
+            preds.append(MultiFidelityEnsemble(self.seed).cross_validated(x, truth))
+        else:  # configurations from elsewhere (a user's searcher): the top rung counts as known exactly
+            preds.append(truth)
+        learnt = ranking_loss_weights(preds, truth, np.random.default_rng(self.seed + len(trials)))
+        return (1 - PRIOR_SHARE) * learnt + PRIOR_SHARE * prior
+
+    def add(self, trial: str) -> int:
+        """A new configuration: draw its bracket."""
+        p = self.bracket_probabilities()
+        self.probability_history.append([float(v) for v in p])
+        bracket = int(self.rng.choice(len(p), p=p))
+        self.bracket_of[trial] = bracket
+        self.active.add(trial)
+        return bracket
+
+    def result(self, trial: str, epoch: int, result: dict[str, Any]) -> Decision:
+        """File one report; what the trial does next."""
+        score = self.score(result)
+        if score is not None:
+            self.record.add(trial, epoch, score)
+        if epoch >= self.rungs[-1]:
+            return Decision("stop")
+        if epoch not in self.rungs or score is None:
+            return Decision("continue")
+        rung = self.rungs.index(epoch)
+        bracket = self.brackets[self.bracket_of.get(trial, 0)]
+        if rung < bracket.start:
+            return Decision("continue")  # scored (for the agreement and the surrogates) but not judged
+        bracket.record(trial, rung, score)
+        self.active.discard(trial)
+        self.waiting.add(trial)
+        return Decision("pause", rung)
+
+    def next_promotion(self, final: bool = False) -> tuple[str, int, int] | None:
+        """(trial, bracket, rung) due for promotion now, highest rung of any bracket first."""
+        best = None
+        for b, bracket in enumerate(self.brackets):
+            due = bracket.final_promotion() if final else bracket.promotion()
+            if due is not None and due[0] in self.waiting and (best is None or due[1] > best[2]):
+                best = (due[0], b, due[1])
+        return best
+
+    def promote(self, trial: str, bracket: int, rung: int) -> None:
+        self.brackets[bracket].promote(trial, rung)
+        self.waiting.discard(trial)
+        self.active.add(trial)
+
+    def remove(self, trial: str) -> None:
+        self.active.discard(trial)
+        self.waiting.discard(trial)
+        self.finished.add(trial)
+        if trial in self.bracket_of:
+            self.brackets[self.bracket_of[trial]].removed.add(trial)
+
+    def promotions_due(self) -> int:
+        return sum(1 for b in self.brackets for r in range(b.start, b.num_rungs - 1)
+                   if b.ready(r) is not None and b.ready(r) in self.waiting)
+
+    def may_start_new(self) -> bool:
+        """Whether a worker is free for a new configuration (promotions go first)."""
+        return len(self.active) + self.promotions_due() < self.max_concurrent and len(self.bracket_of) < self.num_samples
+
+    def all_started(self) -> bool:
+        return len(self.bracket_of) >= self.num_samples
+
+    # -- the proposal of new configurations
+    def levels(self, space: UnitSpace) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for rung in self.rungs:
+            seen = [t for t in self.record.scores[rung] if t in self.configs]
+            x = np.array([self.configs[t] for t in seen]).reshape(len(seen), len(space.dims))
+            y = np.array([self.record.scores[rung][t] for t in seen])
+            out.append((x, (y - y.mean()) / (y.std() or 1.0) if len(y) else y))  # rungs differ in scale
+        return out
+
+    def propose(self, space: UnitSpace) -> np.ndarray:
+        """A unit-cube point: random for the first :data:`INITIAL_RANDOM` and :data:`RANDOM_FRACTION` of
+        the rest, else the maximum of the ensemble's expected improvement over random and local candidates."""
+        dims = len(space.dims)
+        levels = self.levels(space)
+        observed = sum(len(y) for _, y in levels)
+        if dims == 0 or len(self.configs) < INITIAL_RANDOM or observed < 2 or self.rng.random() < RANDOM_FRACTION:
+            return self.rng.random(dims)
+        ensemble = MultiFidelityEnsemble(self.seed + len(self.configs)).fit(levels, self.rng)
+        best_level = max(i for i, w in enumerate(ensemble.weights) if w > 0) if ensemble.weights.any() else 0
+        x_best, y_best = levels[best_level]
+        incumbent = float(y_best.max()) if len(y_best) else 0.0
+        candidates = [self.rng.random((CANDIDATES, dims))]
+        if len(y_best):
+            top = x_best[np.argsort(-y_best)[:5]]
+            local = top[self.rng.integers(0, len(top), CANDIDATES)] + self.rng.normal(0, 0.1, (CANDIDATES, dims))
+            candidates.append(np.clip(local, 0.0, 1.0))
+        x = np.concatenate(candidates)
+        return x[int(np.argmax(ensemble.expected_improvement(x, incumbent)))]
+
+    # -- state (plain JSON: a resumed search continues with the same brackets and promotions)
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "rungs": list(self.rungs), "eta": self.eta,
+                "brackets": [b.state_dict() for b in self.brackets],
+                "scores": {str(r): s for r, s in self.record.scores.items()},
+                "bracket_of": self.bracket_of, "configs": self.configs, "active": sorted(self.active),
+                "waiting": sorted(self.waiting), "finished": sorted(self.finished),
+                "rng": self.rng.bit_generator.state, "probability_history": self.probability_history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION or list(state.get("rungs", [])) != list(self.rungs) \
+                or state.get("eta") != self.eta:
+            raise ConfigError("resume", f"rungs {state.get('rungs')}, eta {state.get('eta')}",
+                              f"the rungs {list(self.rungs)} and eta {self.eta} of this search")
+        for bracket, saved in zip(self.brackets, state["brackets"]):
+            bracket.load_state_dict(saved)
+        for rung, scores in state["scores"].items():
+            self.record.scores[int(rung)] = {str(t): float(v) for t, v in scores.items()}
+        self.bracket_of = {str(t): int(b) for t, b in state["bracket_of"].items()}
+        self.configs = {str(t): [float(v) for v in c] for t, c in state["configs"].items()}
+        # whatever ran when the driver died is started again by Ray: active, not waiting
+        self.waiting = set(state["waiting"])
+        self.finished = set(state["finished"])
+        self.active = set(state["active"])
+        self.rng.bit_generator.state = state["rng"]
+        self.probability_history = [list(p) for p in state["probability_history"]]
+
+    def summary(self) -> dict[str, Any]:
+        """Brackets, their latest probabilities and how many configurations each started (summary.json)."""
+        counts = [sum(1 for b in self.bracket_of.values() if b == s) for s in range(len(self.rungs))]
+        return {"rungs": list(self.rungs), "reduction_factor": self.eta,
+                "bracket_start_rungs": list(self.rungs), "configurations_per_bracket": counts,
+                "bracket_probabilities": [round(p, 4) for p in self.bracket_probabilities()],
+                "promotions": {f"bracket{s}": [len(p) for p in b.promoted] for s, b in enumerate(self.brackets)}}
+
+
+# ------------------------------------------------------------------------------------ Ray Tune glue
+def _ray_bases():
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+
+    return TrialScheduler, Searcher
+
+
+TrialScheduler, Searcher = _ray_bases()
+
+
+class HyperTuneScheduler(TrialScheduler):
+    """Ray Tune scheduler of :class:`HyperTune`: pauses a trial at each rung of its bracket, resumes it
+    when D-ASHA promotes it, and stops what is left once every configuration has been tried."""
+
+    def __init__(self, state: HyperTune):
+        super().__init__()
+        self.state = state
+        self._trials: dict[str, Any] = {}
+        self._metric, self._mode = state.metric, state.mode
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        if metric:
+            self.state.metric = self._metric = metric
+        if mode:
+            self.state.mode = self._mode = mode
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        from ray.tune.experiment import Trial
+
+        tid = trial.trial_id
+        self._trials[tid] = trial
+        if tid in self.state.bracket_of:  # restored by --resume
+            if tid in self.state.waiting and trial.status == Trial.PENDING:
+                trial.set_status(Trial.PAUSED)  # it waits for its promotion, as before the driver died
+            elif tid not in self.state.waiting and tid not in self.state.finished:
+                self.state.active.add(tid)
+            return
+        self.state.add(tid)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = self.state.result(trial.trial_id, int(result.get(self.state.time_attr, 0)), result)
+        return {"continue": self.CONTINUE, "pause": self.PAUSE, "stop": self.STOP}[decision.action]
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if result:
+            self.state.result(trial.trial_id, int(result.get(self.state.time_attr, 0)), result)
+        self.state.remove(trial.trial_id)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.state.remove(trial.trial_id)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self.state.remove(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller):
+        from ray.tune.experiment import Trial
+
+        state = self.state
+        due = state.next_promotion() if len(state.active) < state.max_concurrent else None
+        if due is None and state.all_started() and not state.active:
+            due = state.next_promotion(final=True)
+            if due is None:  # nothing more to promote: the waiting trials end here
+                for tid in sorted(state.waiting):
+                    tune_controller.stop_trial(self._trials[tid])
+                return None
+        if due is not None and due[0] in self._trials:
+            trial = self._trials[due[0]]
+            if trial.status == Trial.PAUSED:
+                state.promote(*due)
+                return trial
+        for trial in self._trials.values():
+            if trial.status == Trial.PENDING and trial.trial_id not in state.waiting:
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        return f"HyperTune: rungs {self.state.rungs}, {len(self.state.waiting)} waiting, " \
+               f"{len(self.state.active)} training"
+
+
+class HyperTuneSearcher(Searcher):
+    """Ray Tune searcher of :class:`HyperTune`: proposes a configuration when a worker is free and no
+    promotion is due, from the multi-fidelity ensemble (:meth:`HyperTune.propose`)."""
+
+    def __init__(self, state: HyperTune, param_space: dict[str, Any] | None = None):
+        super().__init__(metric=state.metric, mode=state.mode)
+        self.state = state
+        # given here too, since a search restored by --resume is not handed its space again
+        self.space: UnitSpace | None = None if not param_space else UnitSpace(param_space)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        if metric:
+            self._metric = self.state.metric = metric
+        if mode:
+            self._mode = self.state.mode = mode
+        if config:
+            self.space = UnitSpace(config)
+        return True
+
+    def suggest(self, trial_id: str):
+        if self.space is None:
+            raise ConfigError("param_space", None, "the search space, handed to the Tuner as param_space")
+        if not self.state.may_start_new():
+            return None
+        point = self.state.propose(self.space)
+        self.state.configs[trial_id] = [float(v) for v in point]
+        return self.space.decode(point)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        pass  # the scheduler files every result in the shared state
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.state.state_dict(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            self.state.load_state_dict(json.load(f))
+
+
+def hypertune(max_t: int, *, num_samples: int, param_space: dict[str, Any] | None = None, max_concurrent: int = 2,
+              grace_period: int = 1, reduction_factor: int = 3, metric: str = "val_accuracy", mode: str = "max",
+              seed: int = 0):
+    """(scheduler, searcher) of one Hyper-Tune search over ``param_space`` (Ray Tune domains; else the
+    Tuner's), to hand to ``tune.TuneConfig`` (without ``max_concurrent_trials``: Hyper-Tune keeps ``max_concurrent`` trials training itself, since its
+    paused trials hold no worker)."""
+    state = HyperTune(max_t, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
+                      eta=reduction_factor, metric=metric, mode=mode, seed=seed)
+    return state.scheduler(), state.searcher(param_space)
+
+
+def stream(state: HyperTune, events: Iterable[tuple[str, int, float]]) -> list[tuple[str, str]]:
+    """Feed scripted ``(trial, epoch, score)`` reports to ``state`` without Ray; returns each report's
+    decision and every promotion as it happens, in order (for tests and for reading the algorithm)."""
+    log = []
+    for trial, epoch, score in events:
+        if trial not in state.bracket_of:
+            state.bracket_of[trial] = 0
+            state.active.add(trial)
+        decision = state.result(trial, epoch, {state.metric: score, state.time_attr: epoch})
+        log.append((trial, decision.action))
+        if decision.action == "stop":
+            state.remove(trial)
+        while (due := state.next_promotion()) is not None:
+            state.promote(*due)
+            log.append((due[0], f"promoted from rung {due[2]}"))
+    return log
