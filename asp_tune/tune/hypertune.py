@@ -254,7 +254,7 @@ class MultiFidelityEnsemble:
     experts whose weights are :func:`ranking_loss_weights` on the top rung's observations (the top
     rung's own forest judged by its cross-validated predictions)."""
 
-    def __init__(self, seed: int = 0, trees: int = 32):
+    def __init__(self, seed: int = 0, trees: int = 24):
         self.seed, self.trees = int(seed), int(trees)
         self.models: list[Any] = []
         self.weights = np.zeros(0)
@@ -286,7 +286,7 @@ class MultiFidelityEnsemble:
         self.weights = ranking_loss_weights(preds, top_y, rng)
         return self
 
-    def cross_validated(self, x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    def cross_validated(self, x: np.ndarray, y: np.ndarray, folds: int = 3) -> np.ndarray:
         out = np.empty(len(y))
         order = np.arange(len(y)) % min(folds, len(y))
         for fold in np.unique(order):
@@ -356,6 +356,16 @@ class HyperTune:
         self.waiting: set[str] = set()  # paused at a rung
         self.finished: set[str] = set()
         self.probability_history: list[list[float]] = []
+        self._cache: dict[str, tuple[int, Any]] = {}  # computed from the results: kept until new ones arrive
+
+    def _observations(self) -> int:
+        return sum(len(s) for s in self.record.scores.values())
+
+    def _cached(self, name: str, compute):
+        seen = self._observations()
+        if name not in self._cache or self._cache[name][0] != seen:
+            self._cache[name] = (seen, compute())
+        return self._cache[name][1]
 
     # -- the pieces the scheduler and searcher call
     def scheduler(self):
@@ -375,6 +385,9 @@ class HyperTune:
         :data:`MIN_TOP` results, then :func:`ranking_loss_weights` of each rung's observed scores (and the
         top rung's cross-validated surrogate) on the top rung's configurations, mixed with
         :data:`PRIOR_SHARE` of Hyperband's."""
+        return self._cached("brackets", self._bracket_probabilities)
+
+    def _bracket_probabilities(self) -> np.ndarray:
         prior = hyperband_prior(len(self.rungs), self.eta)
         top = self.record.scores[self.rungs[-1]]
         if len(top) < MIN_TOP:
@@ -467,7 +480,8 @@ class HyperTune:
         observed = sum(len(y) for _, y in levels)
         if dims == 0 or len(self.configs) < INITIAL_RANDOM or observed < 2 or self.rng.random() < RANDOM_FRACTION:
             return self.rng.random(dims)
-        ensemble = MultiFidelityEnsemble(self.seed + len(self.configs)).fit(levels, self.rng)
+        ensemble = self._cached("ensemble", lambda: MultiFidelityEnsemble(self.seed + observed).fit(
+            levels, np.random.default_rng(self.seed + observed)))
         best_level = max(i for i, w in enumerate(ensemble.weights) if w > 0) if ensemble.weights.any() else 0
         x_best, y_best = levels[best_level]
         incumbent = float(y_best.max()) if len(y_best) else 0.0

@@ -774,7 +774,8 @@ def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.Dat
         })
         rows.append(row)
         if has:
-            histories[trial_id] = hist[[c for c in hist.columns if c in ("epoch", METRIC, "data_passes", "train_loss")]]
+            histories[trial_id] = hist[[c for c in hist.columns
+                                        if c in ("epoch", METRIC, "data_passes", "train_loss", "reported_at")]]
     return pd.DataFrame(rows), histories
 
 

@@ -93,7 +93,8 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
         record = trainer.train_epoch()
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            report({**trial_metrics(record), "startup_seconds": startup, **where, **restored},
+            report({**trial_metrics(record), "startup_seconds": startup, "reported_at": time.time(), **where,
+                    **restored},
                    checkpoint=make_checkpoint(folder))
 
 
