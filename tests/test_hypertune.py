@@ -33,6 +33,14 @@ def test_d_asha_promotes_only_after_eta_times_as_many_results():
     assert stream(state, [("d", 9, 0.9)]) == [("d", "stop")]  # a trial at the top rung is done
 
 
+def test_a_result_that_is_due_for_promotion_continues_without_a_pause():
+    state = HyperTune(9, num_samples=10, eta=3)
+    log = stream(state, [("x", 1, 0.1), ("y", 1, 0.2), ("z", 1, 0.9)])
+    assert log == [("x", "pause"), ("y", "pause"), ("z", "promoted from rung 0 at once")]
+    assert state.waiting == {"x", "y"} and state.active == {"z"}
+    assert stream(state, [("z", 2, 0.91), ("z", 3, 0.95)]) == [("z", "continue"), ("z", "pause")]
+
+
 def test_final_promotion_sends_the_best_of_a_short_rung_to_the_top():
     bracket = DelayedPromotion(3, 3)
     for trial, score in (("a", 0.1), ("b", 0.3)):

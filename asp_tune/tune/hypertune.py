@@ -324,6 +324,7 @@ class Decision:
 
     action: str  # "continue", "pause", "stop"
     rung: int | None = None
+    promoted: bool = False  # continues because the rung promoted it at once
 
 
 class HyperTune:
@@ -426,6 +427,9 @@ class HyperTune:
         if rung < bracket.start:
             return Decision("continue")  # scored (for the agreement and the surrogates) but not judged
         bracket.record(trial, rung, score)
+        if rung < len(self.rungs) - 1 and bracket.ready(rung) == trial:
+            bracket.promote(trial, rung)  # promoted the moment it arrives: it keeps its worker, no pause
+            return Decision("continue", rung, promoted=True)
         self.active.discard(trial)
         self.waiting.add(trial)
         return Decision("pause", rung)
@@ -671,7 +675,7 @@ def stream(state: HyperTune, events: Iterable[tuple[str, int, float]]) -> list[t
             state.bracket_of[trial] = 0
             state.active.add(trial)
         decision = state.result(trial, epoch, {state.metric: score, state.time_attr: epoch})
-        log.append((trial, decision.action))
+        log.append((trial, f"promoted from rung {decision.rung} at once" if decision.promoted else decision.action))
         if decision.action == "stop":
             state.remove(trial)
         while (due := state.next_promotion()) is not None:
