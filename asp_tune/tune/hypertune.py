@@ -42,6 +42,8 @@ PRIOR_SHARE = 0.1
 RANDOM_FRACTION = 0.2
 INITIAL_RANDOM = 4
 CANDIDATES = 512
+#: The ensemble is fitted again once the results grew by this share (each new one, for the first ten).
+REFIT_GROWTH = 0.1
 STATE_VERSION = 1
 
 
@@ -254,7 +256,7 @@ class MultiFidelityEnsemble:
     experts whose weights are :func:`ranking_loss_weights` on the top rung's observations (the top
     rung's own forest judged by its cross-validated predictions)."""
 
-    def __init__(self, seed: int = 0, trees: int = 24):
+    def __init__(self, seed: int = 0, trees: int = 16):
         self.seed, self.trees = int(seed), int(trees)
         self.models: list[Any] = []
         self.weights = np.zeros(0)
@@ -362,9 +364,10 @@ class HyperTune:
     def _observations(self) -> int:
         return sum(len(s) for s in self.record.scores.values())
 
-    def _cached(self, name: str, compute):
-        seen = self._observations()
-        if name not in self._cache or self._cache[name][0] != seen:
+    def _cached(self, name: str, compute, seen: int, growth: float = 0.0):
+        """``compute()``, done again only once ``seen`` (a count of results) grew by more than ``growth``
+        of itself: the driver fits surrogates between Ray's events, so it must stay quick."""
+        if name not in self._cache or seen > self._cache[name][0] * (1 + growth):
             self._cache[name] = (seen, compute())
         return self._cache[name][1]
 
@@ -386,7 +389,7 @@ class HyperTune:
         :data:`MIN_TOP` results, then :func:`ranking_loss_weights` of each rung's observed scores (and the
         top rung's cross-validated surrogate) on the top rung's configurations, mixed with
         :data:`PRIOR_SHARE` of Hyperband's."""
-        return self._cached("brackets", self._bracket_probabilities)
+        return self._cached("brackets", self._bracket_probabilities, len(self.record.scores[self.rungs[-1]]))
 
     def _bracket_probabilities(self) -> np.ndarray:
         prior = hyperband_prior(len(self.rungs), self.eta)
@@ -485,7 +488,7 @@ class HyperTune:
         if dims == 0 or len(self.configs) < INITIAL_RANDOM or observed < 2 or self.rng.random() < RANDOM_FRACTION:
             return self.rng.random(dims)
         ensemble = self._cached("ensemble", lambda: MultiFidelityEnsemble(self.seed + observed).fit(
-            levels, np.random.default_rng(self.seed + observed)))
+            levels, np.random.default_rng(self.seed + observed)), observed, REFIT_GROWTH)
         best_level = max(i for i, w in enumerate(ensemble.weights) if w > 0) if ensemble.weights.any() else 0
         x_best, y_best = levels[best_level]
         incumbent = float(y_best.max()) if len(y_best) else 0.0
