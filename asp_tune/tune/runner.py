@@ -527,16 +527,18 @@ class DataPassBudget:
         self.stopper = _Stopper()
 
 
-def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
+def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False) -> HpoResult:
     """Run (or resume) one experiment and collect one row per trial.
+
+    ``resume``: an experiment folder to finish; only from the copy of its state this user's key signed
+    (:mod:`asp_tune.tune.signing`) unless ``resume_unsigned``, which lets Ray unpickle whatever the folder holds.
 
     Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays resumable) and
     :class:`~asp_tune.errors.RunFailed` when no trial succeeded.
     """
     from ray import tune
 
-    from asp_tune.tune.progress import (ExperimentStateBackup, WallTimeRecorder, recorded_wall_time,
-                                        repair_experiment_state)
+    from asp_tune.tune.progress import SignedState, WallTimeRecorder, recorded_wall_time
     from asp_tune.tune.trainable import proxy_trial
 
     s = settings.validate()
@@ -564,13 +566,14 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         if not tune.Tuner.can_restore(resume):
             raise ConfigError("resume", resume, "a Ray Tune experiment folder written by 'asp-tune hpo'")
         experiment = resume
-        try:
-            if repair_experiment_state(resume):
-                warnings.warn("the experiment's state file was cut off (its driver was killed while writing it); "
-                              "resuming from the copy taken at its last report", stacklevel=2)
-        except OSError:
-            raise ConfigError("resume", resume, "an experiment whose state file is readable: it was cut off while "
-                                                "being written and no copy of it exists") from None
+        if not resume_unsigned:
+            from asp_tune.tune.signing import restore_signed
+
+            changed = restore_signed(resume)
+            if changed:
+                warnings.warn(f"resuming from the signed copy of the experiment's state: {', '.join(changed)} "
+                              "changed after it was signed (a driver killed while Ray wrote its state, or a "
+                              "change by someone else); the files set aside end in .unsigned", stacklevel=2)
         tuner = tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
@@ -587,7 +590,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                            max_concurrent=None if s.algo == "hypertune" else s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
                            progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}", s.rungs()),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
-                           stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment),
+                           stop=stop, callbacks=[WallTimeRecorder(experiment), SignedState(experiment),
                                                  *tracking_callbacks(s, name)],
                            keep_checkpoints=3)
     grid = fit_interruptibly(tuner, experiment)

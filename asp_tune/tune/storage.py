@@ -39,28 +39,45 @@ def make_dirs(location: str) -> None:
         Path(location).mkdir(parents=True, exist_ok=True)
 
 
-def read_text(location: str) -> str:
-    """The text of a file; OSError (FileNotFoundError) when it cannot be read."""
+def read_bytes(location: str) -> bytes:
+    """The bytes of a file; OSError (FileNotFoundError) when it cannot be read."""
     if not is_uri(location):
-        return Path(location).read_text()
+        return Path(location).read_bytes()
     filesystem, path = _filesystem(location)
     try:
         with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode()
+            return stream.read()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for a missing file
         raise FileNotFoundError(location) from exc
 
 
-def write_text(location: str, text: str) -> None:
+def read_text(location: str) -> str:
+    """The text of a file; OSError (FileNotFoundError) when it cannot be read."""
+    return read_bytes(location).decode()
+
+
+def write_bytes(location: str, data: bytes) -> None:
     """Write a small file (replaced at once on a local disk; a bucket object is replaced whole anyway)."""
     if is_uri(location):
         filesystem, path = _filesystem(location)
         with filesystem.open_output_stream(path) as stream:
-            stream.write(text.encode())
+            stream.write(data)
         return
-    from asp_tune.atomic import atomic_write_text
+    from asp_tune.atomic import atomic_write
 
-    atomic_write_text(location, text)
+    atomic_write(location, lambda handle: handle.write(data))
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def move(source: str, target: str) -> None:
+    if is_uri(source):
+        filesystem, path = _filesystem(source)
+        filesystem.move(path, _filesystem(target)[1])
+    else:
+        Path(source).replace(target)
 
 
 def list_names(location: str, pattern: str) -> list[str]:
