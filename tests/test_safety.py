@@ -400,3 +400,25 @@ def test_a_local_ray_session_refuses_a_client_without_its_token(tmp_path):
     finally:
         session.kill()
         session.wait()
+
+
+def test_address_auto_refuses_a_cluster_another_user_started(tmp_path, monkeypatch):
+    import os
+
+    from asp_tune.tune.runner import check_cluster_owner
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    mine = tmp_path / "ray_current_cluster"
+    mine.write_text("10.0.0.5:6379")
+    check_cluster_owner("auto", str(mine))  # this user's own: joined
+    check_cluster_owner("auto", str(tmp_path / "none"))  # no cluster: Ray says so itself
+    theirs = tmp_path / "theirs"
+    theirs.write_text("10.0.0.7:6379")
+    try:
+        os.chown(theirs, os.getuid() + 4242, -1)
+    except PermissionError:
+        pytest.skip("needs to give a file to another user (root)")
+    with pytest.raises(ConfigError, match=r"invalid address='auto': allowed a Ray cluster of your own: .*names "
+                                          r"10\.0\.0\.7:6379, started by uid \d+"):
+        check_cluster_owner("auto", str(theirs))
+    check_cluster_owner("10.0.0.7:6379", str(theirs))  # an address given outright is the user's choice

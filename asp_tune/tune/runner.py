@@ -317,10 +317,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         kwargs["runtime_env"] = {"py_modules": list(modules)}
     if address:
         check_reachable(address)
+        check_cluster_owner(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError("address", address, f"a running Ray cluster ({str(exc).splitlines()[0][:200]})") from None
+        print(f"[asp-tune] joined the Ray cluster at {joined_cluster()}", file=sys.stderr)
     else:
         # Ray's servers listen on every interface whatever the node address (Ray 2.60 has no setting
         # for it); a new local session requires Ray's token (~/.ray/auth_token, this user's only) unless
@@ -331,6 +333,47 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         from asp_tune.tune.reaper import watch
 
         watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
+
+
+def check_cluster_owner(address: str, address_file: str | None = None) -> None:
+    """``--address auto`` joins the cluster that Ray's address file on this machine names: refuse one
+    that another user started (its workers would run this user's trials, as that user, and see the
+    data), naming the file, the cluster and its owner. Other addresses are the user's own choice."""
+    if address != "auto" or os.environ.get("RAY_ADDRESS"):
+        return
+    if address_file is None:
+        from ray._private.utils import get_ray_address_file
+
+        address_file = get_ray_address_file(None)
+    path = Path(address_file)
+    try:
+        owner, named = path.stat().st_uid, path.read_text().strip()
+    except OSError:
+        return  # no local cluster: Ray says so itself
+    if hasattr(os, "getuid") and owner != os.getuid():
+        try:
+            import pwd
+
+            who = f"user {pwd.getpwuid(owner).pw_name} (uid {owner})"
+        except (ImportError, KeyError):
+            who = f"uid {owner}"
+        raise ConfigError("address", address, f"a Ray cluster of your own: Ray's address file {path} names {named}, "
+                                              f"started by {who}, whose workers would run your trials and see your "
+                                              "data; start your own (ray start --head) and give its HOST:PORT, or "
+                                              "leave --address out for a private local Ray")
+
+
+def joined_cluster() -> str:
+    """Where this driver's Ray runs: its GCS address and nodes, CPUs and GPUs (one line)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    try:
+        where = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - only a label
+        where = "?"
+    return f"{where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
