@@ -89,3 +89,13 @@ def test_correlate_refuses_repeated_cells_by_name(tmp_path, capsys, args, messag
     assert run_cli("correlate", "--space", space, "--out", tmp_path / "c", *args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("error:") == 1 and not (tmp_path / "c").exists()
+
+
+def test_compare_with_only_the_full_data_ratio_is_refused_by_name(tmp_path, capsys):
+    from pathlib import Path
+
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+    assert run_cli("compare", "--space", space, "--ratios", "1.0", "--out", tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert "invalid ratios=" in err and "at least one proxy ratio below 1.0" in err
+    assert not (tmp_path / "c").exists()

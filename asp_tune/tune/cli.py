@@ -175,6 +175,9 @@ def run_hpo_command(args: argparse.Namespace) -> int:
 def _check_compare(ratios: list[float], seeds: int) -> None:
     if not ratios or any(not (0 < r <= 1) for r in ratios):
         raise ConfigError("ratios", ratios, "a comma-separated list of numbers in (0, 1]")
+    if all(r == 1.0 for r in ratios):
+        raise ConfigError("ratios", ratios, "at least one proxy ratio below 1.0 (the full-data search at 1.0 "
+                                            "runs beside them anyway)")
     if not (isinstance(seeds, int) and seeds >= 1):
         raise ConfigError("retrain_seeds", seeds, "an integer >= 1")
 

@@ -644,6 +644,12 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
                               f"(full tracebacks under {grid.experiment_path})")
     ok = trials[trials["status"] != "ERROR"]
     best = ok.loc[ok["best_val_accuracy"].idxmax()] if len(ok) and ok["best_val_accuracy"].notna().any() else None
+    if best is None:
+        spent = budget["time_budget_s"] or budget["data_passes"]
+        raise RunFailed(f"no trial reported a validation score{' within the budget' if spent else ''} "
+                        f"({len(trials)} trials; time budget {budget['time_budget_s']} s, data passes "
+                        f"{budget['data_passes']}, both after x{budget['scale']:g}): give a larger budget; nothing "
+                        "was committed")
     trust = proxy_trust(s.rungs(), histories)
     summary = {
         "algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
