@@ -422,3 +422,16 @@ def test_address_auto_refuses_a_cluster_another_user_started(tmp_path, monkeypat
                                           r"10\.0\.0\.7:6379, started by uid \d+"):
         check_cluster_owner("auto", str(theirs))
     check_cluster_owner("10.0.0.7:6379", str(theirs))  # an address given outright is the user's choice
+
+
+def test_ray_s_token_is_made_and_kept_readable_by_this_user_only(tmp_path):
+    import stat
+
+    from asp_tune.tune.runner import protect_ray_token
+
+    made = protect_ray_token(tmp_path / ".ray" / "auth_token")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600 and len(made.read_text()) >= 32
+    assert stat.S_IMODE(made.parent.stat().st_mode) == 0o700
+    token = made.read_text()
+    made.chmod(0o644)  # as Ray writes it
+    assert protect_ray_token(made).read_text() == token and stat.S_IMODE(made.stat().st_mode) == 0o600

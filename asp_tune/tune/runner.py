@@ -329,10 +329,40 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         # RAY_AUTH_MODE=disabled is set (tests/test_safety.py checks that a client without it is refused)
         # address="local": a session of our own even when the machine runs a cluster already (a bare
         # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
+        protect_ray_token()
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
         from asp_tune.tune.reaper import watch
 
         watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
+
+
+def protect_ray_token(path: Path | None = None) -> Path:
+    """Ray's token (``~/.ray/auth_token``) readable by this user only: Ray writes it with the default
+    umask (world-readable), and anyone who reads it may run code in this user's local Ray, whose
+    servers listen on every interface. Made here (mode 0600) when missing, so it is never readable
+    by others even for a moment; tightened when it exists."""
+    import secrets
+    import stat
+
+    path = path or Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+            token = generate_new_authentication_token()
+        except ImportError:  # Ray moved it: any long random text is a token
+            token = secrets.token_hex(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token)
+        except FileExistsError:
+            pass  # another search made it at the same moment
+    info = path.stat()
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
+        path.chmod(0o600)
+    return path
 
 
 def check_cluster_owner(address: str, address_file: str | None = None) -> None:
