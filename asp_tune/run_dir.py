@@ -316,6 +316,10 @@ class RunDirectory:
 # ------------------------------------------------------------------------------------ checkpoints
 
 
+#: Checkpoint-folder locks this process holds, by folder.
+_HELD: dict[str, Any] = {}
+
+
 class CheckpointFolder:
     """A folder of per-run checkpoint files that asp_tune created and may clean up.
 
@@ -339,6 +343,35 @@ class CheckpointFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         self.files: list[str] = list(marker.get("files", []))
         self._mark()
+        self._lock = self._hold()
+
+    LOCK = ".asp_tune.lock"
+
+    def _hold(self):
+        """An exclusive lock on the folder for as long as this process runs: two runs writing the same
+        checkpoints would resume from each other's. A second run is refused by name."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return None
+        held = _HELD.get(str(self.path.resolve()))
+        if held is not None and not held.closed:
+            return held  # this process holds it already (a second object for the same folder)
+        handle = open(self.path / self.LOCK, "a+")  # noqa: SIM115 - held open until the process ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(self.field, str(self.path), f"a folder no other run is using (it is held by {holder}: "
+                                                          "give this run its own --checkpoint-dir)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        _HELD[str(self.path.resolve())] = handle
+        return handle
 
     def _mark(self) -> None:
         write_marker(self.path, self.KIND, self.files, created=self.created)
@@ -363,6 +396,10 @@ class CheckpointFolder:
         created it and nothing else is in it."""
         self.clear()
         (self.path / MARKER).unlink(missing_ok=True)
+        if self._lock is not None:
+            (self.path / self.LOCK).unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
         if self.created:
             try:
                 self.path.rmdir()

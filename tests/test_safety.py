@@ -435,3 +435,15 @@ def test_ray_s_token_is_made_and_kept_readable_by_this_user_only(tmp_path):
     token = made.read_text()
     made.chmod(0o644)  # as Ray writes it
     assert protect_ray_token(made).read_text() == token and stat.S_IMODE(made.stat().st_mode) == 0o600
+
+
+def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
+    folder = tmp_path / "ck"
+    CheckpointFolder(folder)
+    again = CheckpointFolder(folder)  # the same process: its own lock
+    assert again.path == folder
+    probe = ("import sys\nfrom asp_tune.run_dir import CheckpointFolder\nfrom asp_tune.errors import ConfigError\n"
+             f"try:\n    CheckpointFolder({str(folder)!r})\nexcept ConfigError as exc:\n    print(exc)\n")
+    other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert f"invalid checkpoint_dir='{folder}'" in other.stdout
+    assert f"held by pid {os.getpid()}" in other.stdout
