@@ -124,6 +124,9 @@ def process_alive(pid: Any, host: str | None = None) -> bool:
 # ------------------------------------------------------------------------------------ paths
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's, and about every local file system's
+
+
 def checked_folder(path: str | Path, field: str) -> Path:
     """``path`` made absolute, refused when it cannot be an asp_tune output folder.
 
@@ -133,6 +136,12 @@ def checked_folder(path: str | Path, field: str) -> Path:
     if path is None or str(path).strip() == "":
         raise ConfigError(field, path, "a folder path")
     target = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    longest = max(len(os.fsencode(part)) for part in target.parts)
+    if longest > NAME_MAX - 24:  # room for the lock and temporary twins beside it (".NAME.lock", ...)
+        raise ConfigError(field, str(path), f"a path whose every name is at most {NAME_MAX - 24} bytes "
+                                            f"(one has {longest})")
+    if len(os.fsencode(str(target))) > PATH_MAX - 256:
+        raise ConfigError(field, str(path), f"a path of at most {PATH_MAX - 256} bytes (files go inside it)")
     cwd = Path.cwd().absolute()
     if target == Path(target.anchor) or target == Path.home().absolute():
         raise ConfigError(field, str(path), "a folder of its own, not the root or home folder")

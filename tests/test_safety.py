@@ -447,3 +447,34 @@ def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
     other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert f"invalid checkpoint_dir='{folder}'" in other.stdout
     assert f"held by pid {os.getpid()}" in other.stdout
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:70000", "with a port in 1..65535"),
+    ("a" * 70 + ".example.com:6379", "a host name whose labels are 1 to 63 characters"),
+    ("[::1]:1", r"connecting to \[::1\]:1 failed"),
+])
+def test_bad_cluster_addresses_are_one_named_error(address, message):
+    from asp_tune.tune.runner import check_reachable
+
+    with pytest.raises(ConfigError, match=message):
+        check_reachable(address, timeout_s=2)
+
+
+@pytest.mark.parametrize("location, message", [
+    ("ftp://host/experiments", "Unrecognized filesystem type"),
+    ("/proc/asp-tune-nowhere/x", "a folder this user can write"),
+])
+def test_a_storage_path_ray_could_not_use_is_refused_before_ray_starts(location, message):
+    from asp_tune.tune.storage import check_location
+
+    with pytest.raises(ConfigError, match=message) as err:
+        check_location(location)
+    assert err.value.field == "storage_path"
+
+
+def test_an_output_path_with_a_name_too_long_for_the_file_system_is_refused(tmp_path):
+    from asp_tune.run_dir import checked_folder
+
+    with pytest.raises(ConfigError, match="every name is at most 231 bytes"):
+        checked_folder(tmp_path / ("x" * 300), "out")

@@ -414,11 +414,15 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         return  # Ray reads the local cluster's address file and fails at once when there is none
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError("address", address, "'auto', ray://HOST:PORT or HOST:PORT")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError("address", address, "'auto', ray://HOST:PORT or HOST:PORT with a port in 1..65535 "
+                                              "(an IPv6 host in brackets: [::1]:6379)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
             pass
+    except (UnicodeError, ValueError):
+        raise ConfigError("address", address, "a host name whose labels are 1 to 63 characters") from None
     except OSError as exc:
         raise ConfigError("address", address, f"a reachable Ray cluster (connecting to {hostport} failed: "
                                                f"{exc.strerror or exc})") from None
@@ -620,6 +624,9 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
         resume = storage_root(resume)  # Ray reads a relative path as a URI
         check_resume_settings(resume, settings_dict(s))
     quiet_ray_logs(s.verbose)
+    from asp_tune.tune.storage import check_location
+
+    check_location(storage_root(s.storage_path))  # before Ray starts: a bad place is one named error
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     if s.validation_epochs() is not None:
         # reports between rungs carry no val_accuracy; ASHA then simply waits for the next one

@@ -21,6 +21,35 @@ def storage_root(storage_path: str | None) -> str:
     return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
 
 
+def check_location(location: str, field: str = "storage_path") -> None:
+    """Refuse, by name and before Ray starts, a storage location Ray could not use: a URI whose scheme
+    no pyarrow file system knows, or a local folder that cannot be made or written."""
+    import os
+    import tempfile
+
+    from asp_tune.errors import ConfigError
+
+    if is_uri(location):
+        try:
+            _filesystem(location)
+        except Exception as exc:  # noqa: BLE001 - pyarrow's own error types
+            raise ConfigError(field, location, "a local folder or a URI of a file system Ray can use (file://, "
+                                               f"s3://, gs://, hdfs://): {str(exc).splitlines()[0][:160]}") from None
+        return
+    from asp_tune.run_dir import NAME_MAX
+
+    path = Path(location)
+    if any(len(os.fsencode(part)) > NAME_MAX - 64 for part in path.parts):
+        raise ConfigError(field, location, f"a path whose every name is at most {NAME_MAX - 64} bytes (Ray names "
+                                           "experiments and trials inside it)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".asp_tune_probe."):
+            pass
+    except OSError as exc:
+        raise ConfigError(field, location, f"a folder this user can write ({exc.strerror or exc})") from None
+
+
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts]) if is_uri(root) else str(Path(root, *parts))
 
