@@ -62,6 +62,7 @@ def test_existing_results_are_not_overwritten(tmp_path, capsys):
     (["--data-dir", "/tmp"], "invalid data_dir='/tmp': allowed none: 'digits' takes no folder"),
     (["--model", "nowhere:net"], "invalid model='nowhere:net': allowed an importable"),
     (["--dataset", "digits", "--flip-p", "2"], "invalid flip_p=2.0"),
+    (["--num-workers", "2"], "invalid num_workers=2: allowed 0 with storage 'device'"),
 ])
 def test_bad_input_gives_one_clear_error_and_no_results(tmp_path, capsys, args, message):
     out = tmp_path / "run"
