@@ -113,10 +113,14 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
     with _locked(file.with_suffix(".lock")):
         if file.is_file():
             try:
-                return ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+                cached = ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+                problem = cached.mismatch(key, len(data.train))
             except (AspTuneError, TypeError) as exc:  # damaged or from another version: computed again
-                warnings.warn(f"proxy scores cache {file} is unreadable ({exc}); training the proxy again",
-                              stacklevel=2)
+                problem = f"it is unreadable ({exc})"
+            if problem is None:
+                return cached
+            warnings.warn(f"proxy scores cache {file} does not fit: {problem}; training the proxy again",
+                          stacklevel=2)
         with preserved_rng():  # a cache hit and a miss leave the caller's random state alike
             scores = compute_proxy_scores(proxy_config, data)
         scores.key = key
