@@ -341,3 +341,14 @@ def test_a_proxy_cache_for_another_split_or_with_edited_metadata_is_computed_aga
     torch.save({**state, "key": "edited"}, cached)
     with pytest.warns(UserWarning, match="it was made for key 'edited'"):
         assert proxy_scores(cfg, data).computed_here
+
+
+def test_a_cache_folder_that_cannot_be_made_only_costs_the_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ASP_TUNE_CACHE", str(blocker))
+    cfg = TrainConfig(metric="easiest", ratio=0.3, epochs=2, subset=200, proxy_epochs=1)
+    data = load_data(cfg)
+    with pytest.warns(UserWarning, match="not usable.*set ASP_TUNE_CACHE to a writable folder"):
+        scores = proxy_scores(cfg, data)
+    assert scores.computed_here and len(scores.loss) == len(data.train)
