@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from asp_tune.tune.storage import join, list_names, read_text, write_text
+from asp_tune.tune.storage import join, read_text, write_text
 
 PROGRESS_FILE = "asp_tune_progress.json"
 
