@@ -108,6 +108,9 @@ class TrainConfig(ProxySettings):
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _integer(name, getattr(self, name), 1)
         _integer("num_workers", self.num_workers, 0)
+        if self.num_workers and self.storage != "stream":
+            raise ConfigError("num_workers", self.num_workers, f"0 with storage {self.storage!r} (DataLoader "
+                                                               "workers serve --storage stream only)")
         _integer("cutout", self.cutout, 0)
         _integer("seed", self.seed, 0)
         if self.seed > MAX_SEED:

@@ -284,7 +284,8 @@ def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, n
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ASP_TUNE_CACHE", Path.home() / ".cache" / "asp_tune"))
+    """``$ASP_TUNE_CACHE`` (default ``~/.cache/asp_tune``): decoded data sets and proxy scores."""
+    return Path(os.environ.get("ASP_TUNE_CACHE") or Path.home() / ".cache" / "asp_tune").expanduser()
 
 
 def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) -> dict[str, np.ndarray]:

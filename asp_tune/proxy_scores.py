@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -60,8 +59,9 @@ def proxy_train_config(config: TrainConfig) -> TrainConfig:
 
 def cache_dir() -> Path:
     """``$ASP_TUNE_CACHE/proxy_scores`` (default ``~/.cache/asp_tune/proxy_scores``)."""
-    root = os.environ.get("ASP_TUNE_CACHE") or Path.home() / ".cache" / "asp_tune"
-    return Path(root).expanduser() / "proxy_scores"
+    from asp_tune.datasets import default_cache_dir
+
+    return default_cache_dir() / "proxy_scores"
 
 
 def cache_key(config: TrainConfig, data: DataBundle) -> str:
@@ -91,8 +91,15 @@ def preserved_rng() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as exc:  # a cache folder that cannot be made: compute without sharing the result
+        warnings.warn(f"proxy scores cache folder {path.parent} is not usable ({exc.strerror or exc}; set "
+                      "ASP_TUNE_CACHE to a writable folder); the proxy is trained without a cache", stacklevel=3)
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # concurrent trials wait here for the one computing
         try:
             yield
@@ -113,10 +120,14 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
     with _locked(file.with_suffix(".lock")):
         if file.is_file():
             try:
-                return ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+                cached = ProxyScores.from_state(load_state(file, "loss", "an asp_tune proxy-scores file"))
+                problem = cached.mismatch(key, len(data.train))
             except (AspTuneError, TypeError) as exc:  # damaged or from another version: computed again
-                warnings.warn(f"proxy scores cache {file} is unreadable ({exc}); training the proxy again",
-                              stacklevel=2)
+                problem = f"it is unreadable ({exc})"
+            if problem is None:
+                return cached
+            warnings.warn(f"proxy scores cache {file} does not fit: {problem}; training the proxy again",
+                          stacklevel=2)
         with preserved_rng():  # a cache hit and a miss leave the caller's random state alike
             scores = compute_proxy_scores(proxy_config, data)
         scores.key = key

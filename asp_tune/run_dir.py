@@ -124,6 +124,9 @@ def process_alive(pid: Any, host: str | None = None) -> bool:
 # ------------------------------------------------------------------------------------ paths
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's, and about every local file system's
+
+
 def checked_folder(path: str | Path, field: str) -> Path:
     """``path`` made absolute, refused when it cannot be an asp_tune output folder.
 
@@ -133,6 +136,12 @@ def checked_folder(path: str | Path, field: str) -> Path:
     if path is None or str(path).strip() == "":
         raise ConfigError(field, path, "a folder path")
     target = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    longest = max(len(os.fsencode(part)) for part in target.parts)
+    if longest > NAME_MAX - 24:  # room for the lock and temporary twins beside it (".NAME.lock", ...)
+        raise ConfigError(field, str(path), f"a path whose every name is at most {NAME_MAX - 24} bytes "
+                                            f"(one has {longest})")
+    if len(os.fsencode(str(target))) > PATH_MAX - 256:
+        raise ConfigError(field, str(path), f"a path of at most {PATH_MAX - 256} bytes (files go inside it)")
     cwd = Path.cwd().absolute()
     if target == Path(target.anchor) or target == Path.home().absolute():
         raise ConfigError(field, str(path), "a folder of its own, not the root or home folder")
@@ -316,6 +325,10 @@ class RunDirectory:
 # ------------------------------------------------------------------------------------ checkpoints
 
 
+#: Checkpoint-folder locks this process holds, by folder.
+_HELD: dict[str, Any] = {}
+
+
 class CheckpointFolder:
     """A folder of per-run checkpoint files that asp_tune created and may clean up.
 
@@ -339,6 +352,35 @@ class CheckpointFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         self.files: list[str] = list(marker.get("files", []))
         self._mark()
+        self._lock = self._hold()
+
+    LOCK = ".asp_tune.lock"
+
+    def _hold(self):
+        """An exclusive lock on the folder for as long as this process runs: two runs writing the same
+        checkpoints would resume from each other's. A second run is refused by name."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return None
+        held = _HELD.get(str(self.path.resolve()))
+        if held is not None and not held.closed:
+            return held  # this process holds it already (a second object for the same folder)
+        handle = open(self.path / self.LOCK, "a+")  # noqa: SIM115 - held open until the process ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(self.field, str(self.path), f"a folder no other run is using (it is held by {holder}: "
+                                                          "give this run its own --checkpoint-dir)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        _HELD[str(self.path.resolve())] = handle
+        return handle
 
     def _mark(self) -> None:
         write_marker(self.path, self.KIND, self.files, created=self.created)
@@ -363,6 +405,10 @@ class CheckpointFolder:
         created it and nothing else is in it."""
         self.clear()
         (self.path / MARKER).unlink(missing_ok=True)
+        if self._lock is not None:
+            (self.path / self.LOCK).unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
         if self.created:
             try:
                 self.path.rmdir()

@@ -46,6 +46,19 @@ class ProxyScores:
     def from_state(cls, state: dict[str, Any]) -> "ProxyScores":
         return cls(**state)
 
+    def mismatch(self, key: str, num_samples: int) -> str | None:
+        """Why these scores cannot be the ones asked for (None when they can): another key, or tensors of
+        another length or shape than ``num_samples`` training samples."""
+        if self.key != key:
+            return f"it was made for key {self.key!r}, not {key!r}"
+        for name in ("loss", "entropy", "least_confidence", "forgetting", "features"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.shape[:1] != (num_samples,):
+                return f"its {name} holds {tuple(getattr(value, 'shape', ()))} values for {num_samples} samples"
+            if name != "features" and value.dim() != 1:
+                return f"its {name} has shape {tuple(value.shape)}, not ({num_samples},)"
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What a summary reports about the proxy."""
         return {"proxy_model": self.model, "proxy_epochs": self.epochs, "proxy_seconds": self.seconds,

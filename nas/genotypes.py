@@ -58,10 +58,10 @@ class Genotype:
     @classmethod
     def from_dict(cls, d: dict) -> "Genotype":
         try:
-            fields = {"normal": tuple((str(op), int(i)) for op, i in d["normal"]),
-                      "reduce": tuple((str(op), int(i)) for op, i in d["reduce"]),
-                      "normal_concat": tuple(int(i) for i in d.get("normal_concat", range(2, 2 + STEPS))),
-                      "reduce_concat": tuple(int(i) for i in d.get("reduce_concat", range(2, 2 + STEPS)))}
+            fields = {"normal": tuple((str(op), _index(i)) for op, i in d["normal"]),
+                      "reduce": tuple((str(op), _index(i)) for op, i in d["reduce"]),
+                      "normal_concat": tuple(_index(i) for i in d.get("normal_concat", range(2, 2 + STEPS))),
+                      "reduce_concat": tuple(_index(i) for i in d.get("reduce_concat", range(2, 2 + STEPS)))}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError("genotype", d, "normal and reduce lists of [op, input] pairs") from exc
         return cls(**fields)
@@ -88,14 +88,31 @@ class Genotype:
                     raise ConfigError("genotype", str(path), f"a readable text file ({type(exc).__name__})") from None
         if text.startswith("{"):
             try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
+                data = json.loads(text, parse_constant=_no_constant)
+            except (json.JSONDecodeError, ValueError) as exc:
                 raise ConfigError("genotype", text[:80], f"valid JSON ({exc})") from None
-            return cls.from_dict(data.get("genotype", data))
+            except RecursionError:
+                raise ConfigError("genotype", text[:80], "JSON nested a few levels deep, not thousands") from None
+            if isinstance(data, dict) and isinstance(data.get("genotype"), dict):
+                data = data["genotype"]
+            if not isinstance(data, dict):
+                raise ConfigError("genotype", text[:80], "a JSON object {\"normal\": [...], \"reduce\": [...]}")
+            return cls.from_dict(data)
         if text.startswith("Genotype("):
             return cls.from_dict(_parse_repr(text))
         raise ConfigError("genotype", text[:80], f"one of {sorted(KNOWN_GENOTYPES)}, 'Genotype(...)', JSON, "
                                                  "or a file holding one (e.g. a search's summary.json)")
+
+
+def _index(value) -> int:
+    """A node index: an integer (1.7 or "1" is an error, not 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a node index")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number a genotype can hold")
 
 
 def _parse_repr(text: str) -> dict:

@@ -135,9 +135,12 @@ class GroundTruth:
                 raise DataError(f"{source}, line {row}: not a NAS-Bench-201 arch string: {exc}") from None
         values = frame[columns].apply(pd.to_numeric, errors="coerce")
         bad = values.isna().any(axis=1).to_numpy()
+        bad = bad | ~np.isfinite(values.to_numpy(dtype=float)).all(axis=1)
         if bad.any():
             row = int(np.flatnonzero(bad)[0]) + 2
-            raise DataError(f"{source}, line {row}: accuracy missing or not a number")
+            raise DataError(f"{source}, line {row}: accuracy missing or not a finite number")
+        if not keys:
+            raise DataError(f"{source}: no architectures (a header without rows)")
         if len(set(keys)) != len(keys):
             raise DataError(f"{source}: an architecture appears more than once")
         self.columns = tuple(columns)

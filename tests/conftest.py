@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ["ASP_TUNE_CACHE"] = tempfile.mkdtemp(prefix="asp-tune-test-cache-")
 
 #: Where the stack could write in a home folder (Ray's experiments and token, caches, plot settings).
-HOME_WATCHED = ("ray_results", ".ray", ".cache/asp_tune", ".cache/matplotlib", ".config/matplotlib", ".cache/torch",
+HOME_WATCHED = ("ray_results", ".ray", ".cache/asp_tune", ".config/asp_tune", ".cache/matplotlib", ".config/matplotlib", ".cache/torch",
                 "mlruns", ".optuna")
 
 

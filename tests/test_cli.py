@@ -62,6 +62,7 @@ def test_existing_results_are_not_overwritten(tmp_path, capsys):
     (["--data-dir", "/tmp"], "invalid data_dir='/tmp': allowed none: 'digits' takes no folder"),
     (["--model", "nowhere:net"], "invalid model='nowhere:net': allowed an importable"),
     (["--dataset", "digits", "--flip-p", "2"], "invalid flip_p=2.0"),
+    (["--num-workers", "2"], "invalid num_workers=2: allowed 0 with storage 'device'"),
 ])
 def test_bad_input_gives_one_clear_error_and_no_results(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -89,3 +90,13 @@ def test_correlate_refuses_repeated_cells_by_name(tmp_path, capsys, args, messag
     assert run_cli("correlate", "--space", space, "--out", tmp_path / "c", *args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("error:") == 1 and not (tmp_path / "c").exists()
+
+
+def test_compare_with_only_the_full_data_ratio_is_refused_by_name(tmp_path, capsys):
+    from pathlib import Path
+
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+    assert run_cli("compare", "--space", space, "--ratios", "1.0", "--out", tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert "invalid ratios=" in err and "at least one proxy ratio below 1.0" in err
+    assert not (tmp_path / "c").exists()

@@ -190,3 +190,31 @@ def test_retrain_schedules_drop_path_and_adds_the_auxiliary_loss():
     assert trainer.model.auxiliary_head is not None
     with pytest.raises(ConfigError, match="layers"):
         RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, layers=2).validate()
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ('{"normal": [["sep_conv_3x3", Infinity]], "reduce": []}', "Infinity is not a number"),
+    ('{"normal": [["sep_conv_3x3", 1.7]], "reduce": []}', "normal and reduce lists"),
+    ("{" * 1 + '"a": ' + "[" * 100000 + "]" * 100000 + "}", "nested a few levels deep|normal and reduce"),
+    ('{"genotype": [1, 2]}', "normal and reduce lists"),
+])
+def test_a_bad_genotype_is_one_named_error(text, pattern):
+    from asp_tune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=pattern) as err:
+        Genotype.parse(text)
+    assert err.value.field == "genotype"
+
+
+def test_a_ground_truth_table_without_rows_or_with_infinite_accuracy_is_refused(tmp_path):
+    from asp_tune.errors import DataError
+    from nas.nb201 import GroundTruth
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("arch,cifar10_test\n")
+    with pytest.raises(DataError, match="no architectures"):
+        GroundTruth.load(empty)
+    inf = tmp_path / "inf.csv"
+    inf.write_text("arch,cifar10_test\n|nor_conv_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|none~2|,inf\n")
+    with pytest.raises(DataError, match="line 2: accuracy missing or not a finite number"):
+        GroundTruth.load(inf)

@@ -400,3 +400,81 @@ def test_a_local_ray_session_refuses_a_client_without_its_token(tmp_path):
     finally:
         session.kill()
         session.wait()
+
+
+def test_address_auto_refuses_a_cluster_another_user_started(tmp_path, monkeypatch):
+    import os
+
+    from asp_tune.tune.runner import check_cluster_owner
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    mine = tmp_path / "ray_current_cluster"
+    mine.write_text("10.0.0.5:6379")
+    check_cluster_owner("auto", str(mine))  # this user's own: joined
+    check_cluster_owner("auto", str(tmp_path / "none"))  # no cluster: Ray says so itself
+    theirs = tmp_path / "theirs"
+    theirs.write_text("10.0.0.7:6379")
+    try:
+        os.chown(theirs, os.getuid() + 4242, -1)
+    except PermissionError:
+        pytest.skip("needs to give a file to another user (root)")
+    with pytest.raises(ConfigError, match=r"invalid address='auto': allowed a Ray cluster of your own: .*names "
+                                          r"10\.0\.0\.7:6379, started by uid \d+"):
+        check_cluster_owner("auto", str(theirs))
+    check_cluster_owner("10.0.0.7:6379", str(theirs))  # an address given outright is the user's choice
+
+
+def test_ray_s_token_is_made_and_kept_readable_by_this_user_only(tmp_path):
+    import stat
+
+    from asp_tune.tune.runner import protect_ray_token
+
+    made = protect_ray_token(tmp_path / ".ray" / "auth_token")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600 and len(made.read_text()) >= 32
+    assert stat.S_IMODE(made.parent.stat().st_mode) == 0o700
+    token = made.read_text()
+    made.chmod(0o644)  # as Ray writes it
+    assert protect_ray_token(made).read_text() == token and stat.S_IMODE(made.stat().st_mode) == 0o600
+
+
+def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
+    folder = tmp_path / "ck"
+    CheckpointFolder(folder)
+    again = CheckpointFolder(folder)  # the same process: its own lock
+    assert again.path == folder
+    probe = ("import sys\nfrom asp_tune.run_dir import CheckpointFolder\nfrom asp_tune.errors import ConfigError\n"
+             f"try:\n    CheckpointFolder({str(folder)!r})\nexcept ConfigError as exc:\n    print(exc)\n")
+    other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert f"invalid checkpoint_dir='{folder}'" in other.stdout
+    assert f"held by pid {os.getpid()}" in other.stdout
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:70000", "with a port in 1..65535"),
+    ("a" * 70 + ".example.com:6379", "a host name whose labels are 1 to 63 characters"),
+    ("[::1]:1", r"connecting to \[::1\]:1 failed"),
+])
+def test_bad_cluster_addresses_are_one_named_error(address, message):
+    from asp_tune.tune.runner import check_reachable
+
+    with pytest.raises(ConfigError, match=message):
+        check_reachable(address, timeout_s=2)
+
+
+@pytest.mark.parametrize("location, message", [
+    ("ftp://host/experiments", "Unrecognized filesystem type"),
+    ("/proc/asp-tune-nowhere/x", "a folder this user can write"),
+])
+def test_a_storage_path_ray_could_not_use_is_refused_before_ray_starts(location, message):
+    from asp_tune.tune.storage import check_location
+
+    with pytest.raises(ConfigError, match=message) as err:
+        check_location(location)
+    assert err.value.field == "storage_path"
+
+
+def test_an_output_path_with_a_name_too_long_for_the_file_system_is_refused(tmp_path):
+    from asp_tune.run_dir import checked_folder
+
+    with pytest.raises(ConfigError, match="every name is at most 231 bytes"):
+        checked_folder(tmp_path / ("x" * 300), "out")

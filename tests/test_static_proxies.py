@@ -321,7 +321,34 @@ def test_a_damaged_proxy_cache_is_computed_again_with_a_warning():
     first = proxy_scores(cfg, data)
     cached = scores_module.cache_dir() / f"{first.key}.pt"
     cached.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="is unreadable"):
         again = proxy_scores(cfg, data)
     assert again.computed_here and torch.equal(again.loss, first.loss)  # deterministic: the same scores
     assert not proxy_scores(cfg, data).computed_here  # and the cache is whole again
+
+
+def test_a_proxy_cache_for_another_split_or_with_edited_metadata_is_computed_again():
+    cfg = TrainConfig(metric="easiest", ratio=0.3, epochs=4, subset=300, proxy_epochs=3)
+    data = load_data(cfg)
+    first = proxy_scores(cfg, data)
+    cached = scores_module.cache_dir() / f"{first.key}.pt"
+    state = torch.load(cached, weights_only=True)
+    torch.save({**state, "loss": state["loss"][:10]}, cached)  # scores of another (smaller) split
+    with pytest.warns(UserWarning, match=r"does not fit: its loss holds \(10,\) values"):
+        again = proxy_scores(cfg, data)
+    assert again.computed_here and torch.equal(again.loss, first.loss)
+    state = torch.load(cached, weights_only=True)
+    torch.save({**state, "key": "edited"}, cached)
+    with pytest.warns(UserWarning, match="it was made for key 'edited'"):
+        assert proxy_scores(cfg, data).computed_here
+
+
+def test_a_cache_folder_that_cannot_be_made_only_costs_the_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ASP_TUNE_CACHE", str(blocker))
+    cfg = TrainConfig(metric="easiest", ratio=0.3, epochs=2, subset=200, proxy_epochs=1)
+    data = load_data(cfg)
+    with pytest.warns(UserWarning, match="not usable.*set ASP_TUNE_CACHE to a writable folder"):
+        scores = proxy_scores(cfg, data)
+    assert scores.computed_here and len(scores.loss) == len(data.train)

@@ -29,7 +29,7 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("algo", ["hyperband", "bohb", "asha", "tpe", "random"])
+@pytest.mark.parametrize("algo", ["hyperband", "bohb", "asha", "hypertune", "tpe", "random"])
 def test_each_algorithm_runs_with_a_rescaled_budget(algo, ray_session, tmp_path):
     s = HpoSettings(space=parse_space(SPACE), algo=algo, ratio=0.5, ratio_schedule="dynamic", metric="mixture",
                     num_samples=3, max_concurrent=2, time_budget_s=600, data_passes_budget=40,
@@ -373,3 +373,12 @@ def test_an_mlflow_tracking_callback_with_a_file_store_gets_the_run(ray_session,
     assert runs["params.lr"].astype(float).between(0.02, 0.3).all()  # each trial's config was logged
     with pytest.raises(ConfigError, match="invalid tracking='neptune'"):
         HpoSettings(space=parse_space(SPACE), tracking="neptune").validate()
+
+
+def test_a_budget_too_small_for_any_result_fails_by_name_and_commits_nothing(ray_session, tmp_path):
+    from asp_tune.errors import RunFailed
+
+    s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, num_samples=2, time_budget_s=0.002,
+                    storage_path=str(tmp_path / "ray"), verbose=0)
+    with pytest.raises(RunFailed, match="no trial reported a validation score within the budget"):
+        run_hpo(s)

@@ -87,3 +87,25 @@ def test_bad_yaml_file(tmp_path):
         load_space(bad)
     with pytest.raises(ConfigError, match="an existing YAML file"):
         load_space(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (b"name: x\nparams: {lr: {type: uniform, low: 0.1, high: 1}}\nname: y\n", r"the key 'name' is given twice"),
+    (b"fixed: &f {epochs: 2}\nparams: {lr: {type: uniform, low: 0.1, high: 1}}\nother: *f\n",
+     r"aliases \(\*name\) are not allowed"),
+    (b"name: caf\xe9\nparams: {}\n", r"a UTF-8 text file \(byte 9 is not UTF-8\)"),
+    (b"params: {lr: {type: uniform, low: 0.1, high: .inf}}\n", r"params.lr.high=inf: allowed a finite number"),
+    (b"params: {lr: {type: loguniform, low: .nan, high: 1}}\n", r"params.lr.low=nan: allowed a finite number"),
+])
+def test_a_space_file_with_a_trap_is_one_named_error(tmp_path, content, pattern):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=pattern):
+        load_space(path)
+
+
+def test_a_huge_space_file_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(b"# " + b"x" * 1_100_000 + b"\n")
+    with pytest.raises(ConfigError, match="at most 1000 kB"):
+        load_space(path)

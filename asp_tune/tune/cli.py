@@ -98,6 +98,9 @@ def add_hpo_parser(p: argparse.ArgumentParser) -> None:
                      "become ratio x that.")
     _add_search_flags(p, extra=("ratio", "rung_ratios"))
     p.add_argument("--resume", default=None, help="Ray experiment folder of an interrupted run to finish")
+    p.add_argument("--resume-unsigned", action="store_true",
+                   help="resume an experiment without the signed copy of its state (from elsewhere, or from asp_tune "
+                        "before 0.2): Ray then unpickles whatever the folder holds, so only for a folder you trust")
 
 
 @subcommand("compare", "full-data baseline and proxy ratios side by side, picks retrained")
@@ -158,7 +161,7 @@ def run_hpo_command(args: argparse.Namespace) -> int:
 
     settings = hpo_settings_from_args(args, args.ratio)
     with results_folder(args) as out:
-        result = run_hpo(settings, resume=args.resume)
+        result = run_hpo(settings, resume=args.resume, resume_unsigned=args.resume_unsigned)
         _write_hpo(out, result, settings)
         target = out.commit(result.summary)
     s = result.summary
@@ -172,6 +175,9 @@ def run_hpo_command(args: argparse.Namespace) -> int:
 def _check_compare(ratios: list[float], seeds: int) -> None:
     if not ratios or any(not (0 < r <= 1) for r in ratios):
         raise ConfigError("ratios", ratios, "a comma-separated list of numbers in (0, 1]")
+    if all(r == 1.0 for r in ratios):
+        raise ConfigError("ratios", ratios, "at least one proxy ratio below 1.0 (the full-data search at 1.0 "
+                                            "runs beside them anyway)")
     if not (isinstance(seeds, int) and seeds >= 1):
         raise ConfigError("retrain_seeds", seeds, "an integer >= 1")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from asp_tune.tune.storage import join, list_names, read_text, write_text
+from asp_tune.tune.storage import join, read_text, write_text
 
 PROGRESS_FILE = "asp_tune_progress.json"
 
@@ -54,61 +54,36 @@ class WallTimeRecorder(Callback):
             pass  # only the reported wall time suffers
 
 
-STATE_PATTERN = "experiment_state-*.json"
-STATE_BACKUP = ".asp_tune_state_backup.json"
-
-
-def newest_state_file(experiment_path: str) -> str | None:
-    """The experiment state file Ray Tune restores from (the newest session's)."""
-    names = list_names(experiment_path, STATE_PATTERN)
-    return names[-1] if names else None
-
-
-class ExperimentStateBackup(Callback):
-    """Keeps a copy of the last readable experiment state, refreshed at every result.
-
-    Ray Tune rewrites ``experiment_state-*.json`` in place; a driver killed while it writes leaves
-    it cut off, and Tune then resumes nothing of it. The copy lets ``--resume`` repair the file
-    (:func:`repair_experiment_state`). Callbacks run in Tune's loop, between its state writes, so
-    the file read here is never half-written by this process.
+class SignedState(Callback):
+    """Signs the files a ``--resume`` lets Ray unpickle after every step in which a trial reported, and
+    at the end (:mod:`asp_tune.tune.signing`). Callbacks run in Tune's loop after its state write of the
+    step, so the files signed here are never half-written by this process.
     """
 
     def __init__(self, experiment_path: str):
         self.experiment_path = experiment_path
+        self._reported = True  # the first step signs the state as the experiment starts
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.backup()
+        self._reported = True
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._reported = True
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if self._reported:
+            self._reported = not self.sign()
 
     def on_experiment_end(self, trials, **info) -> None:
-        self.backup()
+        self.sign()
 
-    def backup(self) -> None:
-        name = newest_state_file(self.experiment_path)
-        if name is None:
-            return
+    def sign(self) -> bool:
+        from asp_tune.tune.signing import sign
+
         try:
-            text = read_text(join(self.experiment_path, name))
-            json.loads(text)
-            write_text(join(self.experiment_path, STATE_BACKUP), text)
-        except (OSError, ValueError):
-            pass  # keep the last good copy
-
-
-def repair_experiment_state(experiment_path: str) -> bool:
-    """Before a resume: if the newest state file does not parse, put the last good copy in its place.
-    Returns whether it was repaired; raises OSError when it is cut off and no copy exists."""
-    name = newest_state_file(experiment_path)
-    if name is None:
-        return False
-    target = join(experiment_path, name)
-    try:
-        json.loads(read_text(target))
-        return False
-    except ValueError:
-        pass
-    text = read_text(join(experiment_path, STATE_BACKUP))  # OSError: no copy to repair from
-    write_text(target, text)
-    return True
+            return sign(self.experiment_path)
+        except OSError:
+            return False  # keep the last signed copy; the next step tries again
 
 
 class SearchProgress(Callback):

@@ -317,20 +317,93 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         kwargs["runtime_env"] = {"py_modules": list(modules)}
     if address:
         check_reachable(address)
+        check_cluster_owner(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError("address", address, f"a running Ray cluster ({str(exc).splitlines()[0][:200]})") from None
+        print(f"[asp-tune] joined the Ray cluster at {joined_cluster()}", file=sys.stderr)
     else:
         # Ray's servers listen on every interface whatever the node address (Ray 2.60 has no setting
         # for it); a new local session requires Ray's token (~/.ray/auth_token, this user's only) unless
         # RAY_AUTH_MODE=disabled is set (tests/test_safety.py checks that a client without it is refused)
         # address="local": a session of our own even when the machine runs a cluster already (a bare
         # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
+        protect_ray_token()
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
         from asp_tune.tune.reaper import watch
 
         watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
+
+
+def protect_ray_token(path: Path | None = None) -> Path:
+    """Ray's token (``~/.ray/auth_token``) readable by this user only: Ray writes it with the default
+    umask (world-readable), and anyone who reads it may run code in this user's local Ray, whose
+    servers listen on every interface. Made here (mode 0600) when missing, so it is never readable
+    by others even for a moment; tightened when it exists."""
+    import secrets
+    import stat
+
+    path = path or Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+            token = generate_new_authentication_token()
+        except ImportError:  # Ray moved it: any long random text is a token
+            token = secrets.token_hex(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token)
+        except FileExistsError:
+            pass  # another search made it at the same moment
+    info = path.stat()
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
+        path.chmod(0o600)
+    return path
+
+
+def check_cluster_owner(address: str, address_file: str | None = None) -> None:
+    """``--address auto`` joins the cluster that Ray's address file on this machine names: refuse one
+    that another user started (its workers would run this user's trials, as that user, and see the
+    data), naming the file, the cluster and its owner. Other addresses are the user's own choice."""
+    if address != "auto" or os.environ.get("RAY_ADDRESS"):
+        return
+    if address_file is None:
+        from ray._private.utils import get_ray_address_file
+
+        address_file = get_ray_address_file(None)
+    path = Path(address_file)
+    try:
+        owner, named = path.stat().st_uid, path.read_text().strip()
+    except OSError:
+        return  # no local cluster: Ray says so itself
+    if hasattr(os, "getuid") and owner != os.getuid():
+        try:
+            import pwd
+
+            who = f"user {pwd.getpwuid(owner).pw_name} (uid {owner})"
+        except (ImportError, KeyError):
+            who = f"uid {owner}"
+        raise ConfigError("address", address, f"a Ray cluster of your own: Ray's address file {path} names {named}, "
+                                              f"started by {who}, whose workers would run your trials and see your "
+                                              "data; start your own (ray start --head) and give its HOST:PORT, or "
+                                              "leave --address out for a private local Ray")
+
+
+def joined_cluster() -> str:
+    """Where this driver's Ray runs: its GCS address and nodes, CPUs and GPUs (one line)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    try:
+        where = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - only a label
+        where = "?"
+    return f"{where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -341,11 +414,15 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         return  # Ray reads the local cluster's address file and fails at once when there is none
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError("address", address, "'auto', ray://HOST:PORT or HOST:PORT")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError("address", address, "'auto', ray://HOST:PORT or HOST:PORT with a port in 1..65535 "
+                                              "(an IPv6 host in brackets: [::1]:6379)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
             pass
+    except (UnicodeError, ValueError):
+        raise ConfigError("address", address, "a host name whose labels are 1 to 63 characters") from None
     except OSError as exc:
         raise ConfigError("address", address, f"a reachable Ray cluster (connecting to {hostport} failed: "
                                                f"{exc.strerror or exc})") from None
@@ -527,16 +604,18 @@ class DataPassBudget:
         self.stopper = _Stopper()
 
 
-def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
+def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False) -> HpoResult:
     """Run (or resume) one experiment and collect one row per trial.
+
+    ``resume``: an experiment folder to finish; only from the copy of its state this user's key signed
+    (:mod:`asp_tune.tune.signing`) unless ``resume_unsigned``, which lets Ray unpickle whatever the folder holds.
 
     Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays resumable) and
     :class:`~asp_tune.errors.RunFailed` when no trial succeeded.
     """
     from ray import tune
 
-    from asp_tune.tune.progress import (ExperimentStateBackup, WallTimeRecorder, recorded_wall_time,
-                                        repair_experiment_state)
+    from asp_tune.tune.progress import SignedState, WallTimeRecorder, recorded_wall_time
     from asp_tune.tune.trainable import proxy_trial
 
     s = settings.validate()
@@ -545,6 +624,9 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         resume = storage_root(resume)  # Ray reads a relative path as a URI
         check_resume_settings(resume, settings_dict(s))
     quiet_ray_logs(s.verbose)
+    from asp_tune.tune.storage import check_location
+
+    check_location(storage_root(s.storage_path))  # before Ray starts: a bad place is one named error
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     if s.validation_epochs() is not None:
         # reports between rungs carry no val_accuracy; ASHA then simply waits for the next one
@@ -564,13 +646,14 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
         if not tune.Tuner.can_restore(resume):
             raise ConfigError("resume", resume, "a Ray Tune experiment folder written by 'asp-tune hpo'")
         experiment = resume
-        try:
-            if repair_experiment_state(resume):
-                warnings.warn("the experiment's state file was cut off (its driver was killed while writing it); "
-                              "resuming from the copy taken at its last report", stacklevel=2)
-        except OSError:
-            raise ConfigError("resume", resume, "an experiment whose state file is readable: it was cut off while "
-                                                "being written and no copy of it exists") from None
+        if not resume_unsigned:
+            from asp_tune.tune.signing import restore_signed
+
+            changed = restore_signed(resume)
+            if changed:
+                warnings.warn(f"resuming from the signed copy of the experiment's state: {', '.join(changed)} "
+                              "changed after it was signed (a driver killed while Ray wrote its state, or a "
+                              "change by someone else); the files set aside end in .unsigned", stacklevel=2)
         tuner = tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
@@ -587,7 +670,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                            max_concurrent=None if s.algo == "hypertune" else s.max_concurrent, verbose=s.verbose, max_failures=s.failures_allowed(),
                            progress=(s.num_samples * s.space.grid_size(), f"{s.algo} r={s.ratio}", s.rungs()),
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
-                           stop=stop, callbacks=[WallTimeRecorder(experiment), ExperimentStateBackup(experiment),
+                           stop=stop, callbacks=[WallTimeRecorder(experiment), SignedState(experiment),
                                                  *tracking_callbacks(s, name)],
                            keep_checkpoints=3)
     grid = fit_interruptibly(tuner, experiment)
@@ -598,6 +681,12 @@ def run_hpo(settings: HpoSettings, resume: str | None = None) -> HpoResult:
                               f"(full tracebacks under {grid.experiment_path})")
     ok = trials[trials["status"] != "ERROR"]
     best = ok.loc[ok["best_val_accuracy"].idxmax()] if len(ok) and ok["best_val_accuracy"].notna().any() else None
+    if best is None:
+        spent = budget["time_budget_s"] or budget["data_passes"]
+        raise RunFailed(f"no trial reported a validation score{' within the budget' if spent else ''} "
+                        f"({len(trials)} trials; time budget {budget['time_budget_s']} s, data passes "
+                        f"{budget['data_passes']}, both after x{budget['scale']:g}): give a larger budget; nothing "
+                        "was committed")
     trust = proxy_trust(s.rungs(), histories)
     summary = {
         "algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),

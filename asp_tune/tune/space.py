@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,8 @@ def parse_space(data: Any, name: str = "space") -> SearchSpace:
         if ptype in ("loguniform", "uniform", "int"):
             low, high = spec.get("low"), spec.get("high")
             for bound, v in (("low", low), ("high", high)):
-                if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise ConfigError(f"{where}.{bound}", v, "a number")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                    raise ConfigError(f"{where}.{bound}", v, "a finite number")
                 if ptype == "int" and not isinstance(v, int):
                     raise ConfigError(f"{where}.{bound}", v, "an integer")
             if not low < high:
@@ -194,13 +195,43 @@ def parse_space(data: Any, name: str = "space") -> SearchSpace:
     return space
 
 
+MAX_SPACE_BYTES = 1_000_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader without its two traps for a configuration file: a key given twice (the last
+    would silently win) and aliases (``*name``: nested, they make a few lines expand to gigabytes)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a search space",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a YAML search space."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("space", str(path), "an existing YAML file (see search_spaces/)")
+    if path.stat().st_size > MAX_SPACE_BYTES:
+        raise ConfigError("space", str(path), f"a YAML file of at most {MAX_SPACE_BYTES // 1000} kB (a search space "
+                                              "is a few lines)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except UnicodeDecodeError as exc:
+        raise ConfigError("space", str(path), f"a UTF-8 text file (byte {exc.start} is not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise ConfigError("space", str(path), f"valid YAML ({exc.__class__.__name__}: {exc})") from None
     space = parse_space(data, name=path.stem)

@@ -21,6 +21,35 @@ def storage_root(storage_path: str | None) -> str:
     return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
 
 
+def check_location(location: str, field: str = "storage_path") -> None:
+    """Refuse, by name and before Ray starts, a storage location Ray could not use: a URI whose scheme
+    no pyarrow file system knows, or a local folder that cannot be made or written."""
+    import os
+    import tempfile
+
+    from asp_tune.errors import ConfigError
+
+    if is_uri(location):
+        try:
+            _filesystem(location)
+        except Exception as exc:  # noqa: BLE001 - pyarrow's own error types
+            raise ConfigError(field, location, "a local folder or a URI of a file system Ray can use (file://, "
+                                               f"s3://, gs://, hdfs://): {str(exc).splitlines()[0][:160]}") from None
+        return
+    from asp_tune.run_dir import NAME_MAX
+
+    path = Path(location)
+    if any(len(os.fsencode(part)) > NAME_MAX - 64 for part in path.parts):
+        raise ConfigError(field, location, f"a path whose every name is at most {NAME_MAX - 64} bytes (Ray names "
+                                           "experiments and trials inside it)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".asp_tune_probe."):
+            pass
+    except OSError as exc:
+        raise ConfigError(field, location, f"a folder this user can write ({exc.strerror or exc})") from None
+
+
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts]) if is_uri(root) else str(Path(root, *parts))
 
@@ -39,28 +68,45 @@ def make_dirs(location: str) -> None:
         Path(location).mkdir(parents=True, exist_ok=True)
 
 
-def read_text(location: str) -> str:
-    """The text of a file; OSError (FileNotFoundError) when it cannot be read."""
+def read_bytes(location: str) -> bytes:
+    """The bytes of a file; OSError (FileNotFoundError) when it cannot be read."""
     if not is_uri(location):
-        return Path(location).read_text()
+        return Path(location).read_bytes()
     filesystem, path = _filesystem(location)
     try:
         with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode()
+            return stream.read()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for a missing file
         raise FileNotFoundError(location) from exc
 
 
-def write_text(location: str, text: str) -> None:
+def read_text(location: str) -> str:
+    """The text of a file; OSError (FileNotFoundError) when it cannot be read."""
+    return read_bytes(location).decode()
+
+
+def write_bytes(location: str, data: bytes) -> None:
     """Write a small file (replaced at once on a local disk; a bucket object is replaced whole anyway)."""
     if is_uri(location):
         filesystem, path = _filesystem(location)
         with filesystem.open_output_stream(path) as stream:
-            stream.write(text.encode())
+            stream.write(data)
         return
-    from asp_tune.atomic import atomic_write_text
+    from asp_tune.atomic import atomic_write
 
-    atomic_write_text(location, text)
+    atomic_write(location, lambda handle: handle.write(data))
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def move(source: str, target: str) -> None:
+    if is_uri(source):
+        filesystem, path = _filesystem(source)
+        filesystem.move(path, _filesystem(target)[1])
+    else:
+        Path(source).replace(target)
 
 
 def list_names(location: str, pattern: str) -> list[str]:
