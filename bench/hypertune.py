@@ -132,7 +132,8 @@ def table(runs: pd.DataFrame, best: dict[str, float]) -> pd.DataFrame:
     for (space, variant), group in runs.groupby(["space", "variant"], sort=False):
         curves = np.array(group["curve"].tolist())
         thirds = [curves[:, int(round(f * (curves.shape[1] - 1)))] for f in (1 / 3, 2 / 3, 1.0)]
-        taus = [p["kendall_tau"] for t in group["trust"] if t for p in t["pairs"] if p["pairs"] >= 2]
+        taus = [p["kendall_tau"] for t in group["trust"] if t for p in t["pairs"]
+                if p["pairs"] >= 2 and p["kendall_tau"] == p["kendall_tau"]]
         rows.append({"space": space, "variant": variant,
                      **{f"test_acc@{lbl}": f"{np.nanmean(v) * 100:.1f} +- {np.nanstd(v) * 100:.1f}"
                         for lbl, v in zip(("1/3", "2/3", "end"), thirds)},
