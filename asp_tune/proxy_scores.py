@@ -133,7 +133,7 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
         scores.key = key
         try:
             save_state(scores.to_state(), file)
-        except AspTuneError as exc:  # a read-only or full cache: the scores are used, only not kept
+        except (AspTuneError, OSError) as exc:  # a read-only, full or impossible cache: used, only not kept
             warnings.warn(f"proxy scores not cached ({exc}); the next run trains the proxy model again",
                           stacklevel=2)
     scores.computed_here = True
