@@ -174,6 +174,7 @@ def test_paused_trial_resumes_with_the_same_memory_and_selections(tmp_path):
     (["--algo", "hypertune", "--max-epochs", "9", "--rung-ratios", "0.1,0.3,1", "--ratio-schedule", "dynamic"],
      "invalid ratio_schedule='dynamic': allowed constant with --rung-ratios"),
     (["--algo", "hypertune", "--reduction-factor", "1"], "invalid reduction_factor=1"),
+    (["--algo", "hypertune", "--early-stop", "asha"], "invalid early_stop='asha': allowed none with --algo hypertune"),
     (["--ratio-schedule", "steps:3=0.5,2=1"], "invalid ratio_schedule='steps:3=0.5,2=1'"),
 ])
 def test_bad_flags_name_the_field_and_write_nothing(tmp_path, capsys, args, message):

@@ -111,6 +111,9 @@ class HpoSettings:
             raise ConfigError("optuna_storage", self.optuna_storage, "none unless --algo tpe")
         if self.early_stop not in EARLY_STOPPING:
             raise ConfigError("early_stop", self.early_stop, EARLY_STOPPING)
+        if self.early_stop != "none" and self.algo in MULTI_FIDELITY:
+            raise ConfigError("early_stop", self.early_stop, f"none with --algo {self.algo}, which stops trials "
+                                                             "itself (--early-stop adds ASHA to tpe and random)")
         if self.max_failures is not None and not (isinstance(self.max_failures, int) and self.max_failures >= -1):
             raise ConfigError("max_failures", self.max_failures, "an integer >= 0 (-1: retry forever)")
         for name in ("num_samples", "max_concurrent", "grace_period"):
