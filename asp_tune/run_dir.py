@@ -366,7 +366,12 @@ class CheckpointFolder:
         held = _HELD.get(str(self.path.resolve()))
         if held is not None and not held.closed:
             return held  # this process holds it already (a second object for the same folder)
-        handle = open(self.path / self.LOCK, "a+")  # noqa: SIM115 - held open until the process ends
+        try:  # never through a link someone planted there: truncating it would empty the file it names
+            fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            raise ConfigError(self.field, str(self.path), f"a folder whose lock file {self.LOCK} asp_tune can make "
+                                                          f"({exc.strerror or exc})") from None
+        handle = os.fdopen(fd, "r+")  # held open until the process ends
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -406,7 +411,7 @@ class CheckpointFolder:
         self.clear()
         (self.path / MARKER).unlink(missing_ok=True)
         if self._lock is not None:
-            (self.path / self.LOCK).unlink(missing_ok=True)
+            (self.path / self.LOCK).unlink(missing_ok=True)  # the file this run made and holds open
             self._lock.close()
             self._lock = None
         if self.created:

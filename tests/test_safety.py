@@ -478,3 +478,19 @@ def test_an_output_path_with_a_name_too_long_for_the_file_system_is_refused(tmp_
 
     with pytest.raises(ConfigError, match="every name is at most 231 bytes"):
         checked_folder(tmp_path / ("x" * 300), "out")
+
+
+def test_a_link_planted_as_the_checkpoint_lock_is_never_followed(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    from asp_tune import run_dir
+
+    folder = tmp_path / "ck-link"
+    first = CheckpointFolder(folder)  # a folder asp_tune marked as its own
+    first._lock.close()  # as if its run had ended
+    run_dir._HELD.pop(str(folder.resolve()))
+    (folder / CheckpointFolder.LOCK).unlink()
+    (folder / CheckpointFolder.LOCK).symlink_to(victim)
+    with pytest.raises(ConfigError, match="lock file .asp_tune.lock asp_tune can make"):
+        CheckpointFolder(folder)
+    assert victim.read_text() == "keep me"

@@ -108,3 +108,14 @@ def test_hpo_resume_takes_the_signed_state_and_refuses_an_unsigned_one(tmp_path)
     assert not (tmp_path / "refused").exists()
     trusted = hpo("--resume", str(experiment), "--resume-unsigned", out="trusted")
     assert trusted.returncode == 0, trusted.stderr[-2000:]
+
+
+def test_a_file_set_aside_never_replaces_another(experiment):
+    assert sign(str(experiment))
+    earlier = experiment / "experiment_state-2099-01-01_00-00-00.json.unsigned"
+    earlier.write_text("set aside before")
+    planted = experiment / "experiment_state-2099-01-01_00-00-00.json"
+    planted.write_text(GOOD)
+    restore_signed(str(experiment))
+    assert earlier.read_text() == "set aside before"
+    assert (experiment / (planted.name + ".unsigned.1")).read_text() == GOOD and not planted.exists()

@@ -362,8 +362,9 @@ def protect_ray_token(path: Path | None = None) -> Path:
                 handle.write(token)
         except FileExistsError:
             pass  # another search made it at the same moment
-    info = path.stat()
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
+    info = path.lstat()  # a link is left as it is: chmod would change the file it names
+    if stat.S_ISREG(info.st_mode) and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) \
+            and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
         path.chmod(0o600)
     return path
 

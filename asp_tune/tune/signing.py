@@ -123,8 +123,11 @@ def restore_signed(experiment: str) -> list[str]:
     changed = []
     for pattern in RESTORED:
         for name in list_names(experiment, pattern):
-            if name not in files:
-                move(join(experiment, name), join(experiment, name + SET_ASIDE))
+            if name not in files:  # renamed, never deleted, and never over another file
+                taken = set(list_names(experiment, name + SET_ASIDE + "*"))
+                target = next(f"{name}{SET_ASIDE}{'' if i == 0 else f'.{i}'}" for i in range(len(taken) + 1)
+                              if f"{name}{SET_ASIDE}{'' if i == 0 else f'.{i}'}" not in taken)
+                move(join(experiment, name), join(experiment, target))
                 changed.append(name)
     for name, data in files.items():
         try:
