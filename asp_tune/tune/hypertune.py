@@ -31,6 +31,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
+
 from asp_tune.errors import ConfigError
 from asp_tune.tune.trust import RungRecord, rung_epochs
 
@@ -67,11 +72,6 @@ class DelayedPromotion:
 
     def record(self, trial: str, rung: int, score: float) -> None:
         self.results[rung][trial] = float(score)
-
-    def waiting(self, rung: int) -> list[str]:
-        """Trials at ``rung`` (below the top) not promoted and not removed, best first."""
-        ranked = sorted(self.results[rung].items(), key=lambda kv: -kv[1])
-        return [t for t, _ in ranked if t not in self.promoted[rung] and t not in self.removed]
 
     def _candidate(self, rung: int, cap: int) -> str | None:
         top = sorted(self.results[rung].items(), key=lambda kv: -kv[1])[:cap]
@@ -169,8 +169,6 @@ class UnitSpace:
     under a log sampler), categories by index. Constants pass through; grid searches are refused."""
 
     def __init__(self, param_space: dict[str, Any]):
-        from ray.tune.search.sample import Categorical, Domain, Float, Integer
-
         self.dims: list[tuple[tuple[str, ...], Any]] = []
         self.constants: list[tuple[tuple[str, ...], Any]] = []
 
@@ -193,14 +191,10 @@ class UnitSpace:
         walk(param_space, ())
 
     def _log(self, domain) -> bool:
-        from ray.tune.search.sample import LogUniform
-
         sampler = domain.get_sampler()
         return isinstance(getattr(sampler, "sampler", sampler), LogUniform)
 
     def decode(self, unit: Sequence[float]) -> dict[str, Any]:
-        from ray.tune.search.sample import Categorical, Integer
-
         out: dict[str, Any] = {}
         for path, value in self.constants:
             _put(out, path, value)
@@ -220,8 +214,6 @@ class UnitSpace:
         return out
 
     def encode(self, config: dict[str, Any]) -> np.ndarray:
-        from ray.tune.search.sample import Categorical, Integer
-
         unit = []
         for path, domain in self.dims:
             value = _get(config, path)
@@ -358,7 +350,6 @@ class HyperTune:
         self.active: set[str] = set()  # pending or running
         self.waiting: set[str] = set()  # paused at a rung
         self.finished: set[str] = set()
-        self.probability_history: list[list[float]] = []
         self._cache: dict[str, tuple[int, Any]] = {}  # computed from the results: kept until new ones arrive
 
     def _observations(self) -> int:
@@ -410,7 +401,6 @@ class HyperTune:
     def add(self, trial: str) -> int:
         """A new configuration: draw its bracket."""
         p = self.bracket_probabilities()
-        self.probability_history.append([float(v) for v in p])
         bracket = int(self.rng.choice(len(p), p=p))
         self.bracket_of[trial] = bracket
         self.active.add(trial)
@@ -459,8 +449,7 @@ class HyperTune:
             self.brackets[self.bracket_of[trial]].removed.add(trial)
 
     def promotions_due(self) -> int:
-        return sum(1 for b in self.brackets for r in range(b.start, b.num_rungs - 1)
-                   if b.ready(r) is not None and b.ready(r) in self.waiting)
+        return sum(b.ready(r) in self.waiting for b in self.brackets for r in range(b.start, b.num_rungs - 1))
 
     def may_start_new(self) -> bool:
         """Whether a worker is free for a new configuration (promotions go first)."""
@@ -507,7 +496,7 @@ class HyperTune:
                 "scores": {str(r): s for r, s in self.record.scores.items()},
                 "bracket_of": self.bracket_of, "configs": self.configs, "active": sorted(self.active),
                 "waiting": sorted(self.waiting), "finished": sorted(self.finished),
-                "rng": self.rng.bit_generator.state, "probability_history": self.probability_history}
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION or list(state.get("rungs", [])) != list(self.rungs) \
@@ -525,7 +514,6 @@ class HyperTune:
         self.finished = set(state["finished"])
         self.active = set(state["active"])
         self.rng.bit_generator.state = state["rng"]
-        self.probability_history = [list(p) for p in state["probability_history"]]
 
     def summary(self) -> dict[str, Any]:
         """Brackets, their latest probabilities and how many configurations each started (summary.json)."""
@@ -537,14 +525,6 @@ class HyperTune:
 
 
 # ------------------------------------------------------------------------------------ Ray Tune glue
-def _ray_bases():
-    from ray.tune.schedulers import TrialScheduler
-    from ray.tune.search import Searcher
-
-    return TrialScheduler, Searcher
-
-
-TrialScheduler, Searcher = _ray_bases()
 
 
 class HyperTuneScheduler(TrialScheduler):
@@ -565,8 +545,6 @@ class HyperTuneScheduler(TrialScheduler):
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        from ray.tune.experiment import Trial
-
         tid = trial.trial_id
         self._trials[tid] = trial
         if tid in self.state.bracket_of:  # restored by --resume
@@ -593,8 +571,6 @@ class HyperTuneScheduler(TrialScheduler):
         self.state.remove(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller):
-        from ray.tune.experiment import Trial
-
         state = self.state
         due = state.next_promotion() if len(state.active) < state.max_concurrent else None
         if due is None and state.all_started() and not state.active:

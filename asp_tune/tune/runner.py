@@ -262,7 +262,7 @@ class HpoSettings:
     def data_scale(self) -> float:
         """The share of the data one epoch costs: the ratio, or under ``rung_ratios`` the mean ratio of
         a trial's epochs run to the end."""
-        if self.ratio_schedule.startswith("steps:"):
+        if ratio_steps(self.ratio_schedule):
             from asp_tune.schedules import RatioSchedule
 
             return float(RatioSchedule(self.ratio, self.epochs, self.ratio_schedule, False).ratios().mean())
@@ -347,21 +347,17 @@ def protect_ray_token(path: Path | None = None) -> Path:
     import secrets
     import stat
 
+    from asp_tune.atomic import create_private
+
     path = path or Path.home() / ".ray" / "auth_token"
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         try:
             from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
 
             token = generate_new_authentication_token()
         except ImportError:  # Ray moved it: any long random text is a token
             token = secrets.token_hex(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(token)
-        except FileExistsError:
-            pass  # another search made it at the same moment
+        create_private(path, token.encode())  # False: another search made it at the same moment
     info = path.lstat()  # a link is left as it is: chmod would change the file it names
     if stat.S_ISREG(info.st_mode) and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) \
             and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):

@@ -24,6 +24,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from asp_tune.atomic import create_private
 from asp_tune.errors import ConfigError
 from asp_tune.tune.storage import join, list_names, move, read_bytes, write_bytes
 
@@ -48,13 +49,7 @@ def key() -> bytes:
     read or write it."""
     path = key_path()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secrets.token_bytes(32))
-        except FileExistsError:
-            pass  # made by a search started at the same moment
+        create_private(path, secrets.token_bytes(32))  # False: made by a search started at the same moment
     info = path.stat()
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
         raise ConfigError("resume key", str(path), "a file that only you own and can read (chmod 600): with it "
