@@ -26,6 +26,7 @@ from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeed
 from asp_tune.models import build_model, is_convolutional
 from asp_tune.memory import FeatureNormTap
 from asp_tune.proxy import ProxySelector
+from asp_tune.sizes import check_fits
 from asp_tune.strategies import EpochPlan, make_strategy
 
 
@@ -109,7 +110,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: DataBundle | None = None,
                  model: Union[nn.Module, ModelFactory, None] = None, grad_clip: float = 0.0,
-                 scores: ScoresFactory | None = None):
+                 scores: ScoresFactory | None = None, size_field: tuple[str, Any] = ("model", "the network given")):
         self.config = config.validate()
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
@@ -132,10 +133,17 @@ class Trainer:
         #: network handed in (rebuilt without arguments, or loaded into one: ``load_model(path, model=...)``)
         self.model_builder: dict[str, Any] = {"builder": config.model, "model_args": dict(config.model_args)}
         if model is None:
-            model = build_model(config.model, self.data.input_shape, self.data.num_classes, **config.model_args)
+            def build() -> nn.Module:
+                return build_model(config.model, self.data.input_shape, self.data.num_classes, **config.model_args)
+
+            check_fits(build, self.device, *(("model_args", dict(config.model_args)) if config.model_args
+                                             else ("model", config.model)))
+            model = build()
         else:
             if not isinstance(model, nn.Module):
-                model = model(self.data)
+                factory, data = model, self.data
+                check_fits(lambda: factory(data), self.device, *size_field)
+                model = factory(data)
             self.model_builder = {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
         self.model = model
         if config.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):

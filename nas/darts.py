@@ -170,7 +170,8 @@ class DartsSearch:
 
         return DartsTrainer(settings.train, None, network, order=settings.order, arch_lr=settings.arch_lr,
                             arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip,
-                            scores=scores_factory(settings.train))
+                            scores=scores_factory(settings.train),
+                            size_field=("channels", settings.channels))
 
     def select(self, trainer: DartsTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None

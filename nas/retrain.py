@@ -32,7 +32,8 @@ class RetrainTrainer(Trainer):
                                     loaded.image_shape[0], auxiliary=settings.auxiliary)
 
         super().__init__(settings.train, data, network, grad_clip=settings.grad_clip,
-                         scores=scores_factory(settings.train))
+                         scores=scores_factory(settings.train),
+                         size_field=("channels", settings.channels))
         self.settings = settings
 
     def train_epoch(self) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class SposTrainer(Trainer):
         def supernet(loaded: DataBundle):
             return space.single_path_supernet(channels, cells, loaded.num_classes, loaded.image_shape[0])
 
-        super().__init__(config, data, supernet, **kwargs)
+        super().__init__(config, data, supernet, size_field=("channels", channels), **kwargs)
         self.space = space
         self.path_rng = random.Random(config.seed * 7919 + 17)
         self.monitor_rng = random.Random(config.seed * 7919 + 29)  # apart, so monitoring never changes training
