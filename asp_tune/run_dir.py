@@ -168,10 +168,10 @@ class FolderLock:
         self.held = False
 
     def acquire(self) -> "FolderLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except FileExistsError:
                 try:
                     owner = json.loads(self.path.read_text())
@@ -187,6 +187,9 @@ class FolderLock:
                                       f"{owner['host']} holds {self.path})") from None
                 self.path.unlink(missing_ok=True)  # our lock, and its process is gone
                 continue
+            except OSError as exc:  # e.g. /proc as root: permitted, yet nothing can be created there
+                raise ConfigError(self.field, str(self.target), f"a place where files can be created ({self.path}: "
+                                                                f"{exc.strerror or exc})") from None
             with os.fdopen(fd, "w") as f:
                 json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
             self.held = True
@@ -404,6 +407,12 @@ class CheckpointFolder:
             path = own_file(self.path, name)
             if path is not None:
                 path.unlink(missing_ok=True)
+
+    def remove_if_unused(self) -> None:
+        """:meth:`remove` when no checkpoint was written yet (a run refused or failed before its first):
+        nothing is left to resume from, so nothing is left behind."""
+        if not any(own_file(self.path, name) is not None for name in self.files):
+            self.remove()
 
     def remove(self) -> None:
         """Delete the listed checkpoints and the marker; the folder itself goes only if asp_tune

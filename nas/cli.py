@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,15 +83,21 @@ def settings_from_args(args: argparse.Namespace):
                        evolution=EvolutionSettings(**values_from_args(args, EvolutionSettings))).validate()
 
 
+@contextlib.contextmanager
 def _checkpoint_folder(args: argparse.Namespace):
-    """The run's checkpoint folder; ``--restart`` deletes the checkpoints asp_tune wrote there."""
+    """The run's checkpoint folder; ``--restart`` deletes the checkpoints asp_tune wrote there. A run that
+    fails before its first checkpoint (a network too large, bad data) leaves no folder behind."""
     from asp_tune.run_dir import CheckpointFolder
 
     out = Path(args.out).expanduser().absolute()
     folder = CheckpointFolder(args.checkpoint_dir or out.parent / f".{out.name}.checkpoints")
     if args.restart:
         folder.clear()
-    return folder
+    try:
+        yield folder
+    except BaseException:
+        folder.remove_if_unused()
+        raise
 
 
 def _progress(total: int, desc: str, quiet: bool, unit: str):
@@ -117,8 +124,12 @@ def run_nas(args: argparse.Namespace) -> int:
         raise ConfigError("max_failures", args.max_failures, "an integer >= 0 (-1: retry forever)")
     if not args.gpus_per_search >= 0:
         raise ConfigError("gpus_per_search", args.gpus_per_search, "a number >= 0 (fractions allowed)")
-    with results_folder(args) as out:
-        ckpt = _checkpoint_folder(args)
+    if len(seeds) > 1:  # resources no node has are refused before any folder is made
+        from asp_tune.tune.runner import check_resources, ensure_ray
+
+        ensure_ray(args.address)
+        check_resources(args.cpus_per_search, args.gpus_per_search, field="per_search")
+    with results_folder(args) as out, _checkpoint_folder(args) as ckpt:
         cfg = settings.train
         print(f"[asp-tune nas] {settings.searcher} on {settings.space} (C={settings.channels}, "
               f"cells={settings.num_cells}) | {cfg.dataset} | ratio {cfg.ratio} ({cfg.ratio_schedule}), "
@@ -201,8 +212,7 @@ def run_nas_retrain(args: argparse.Namespace) -> int:
     genotype = Genotype.parse(args.genotype)
     train = config_from_args(args)
     settings = RetrainSettings(genotype=genotype, train=train, **values_from_args(args, RetrainSettings)).validate()
-    with results_folder(args) as out:
-        ckpt = _checkpoint_folder(args)
+    with results_folder(args) as out, _checkpoint_folder(args) as ckpt:
         bar = _progress(train.epochs, "retrain", args.quiet, "epoch")
 
         def on_epoch(rec: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -28,9 +29,10 @@ def run_seeds(settings: NasSettings, seeds: list[int], checkpoints: dict[int, Pa
     """
     import ray
 
-    from asp_tune.tune.runner import ensure_ray
+    from asp_tune.tune.runner import check_resources, ensure_ray
 
     ensure_ray(address)
+    check_resources(cpus_per_search, gpus_per_search, field="per_search")  # else it would wait forever
     retries = max_failures if max_failures is not None else (3 if address else 0)
     task = ray.remote(_search_task).options(num_cpus=cpus_per_search, num_gpus=gpus_per_search, max_retries=retries)
     threads = max(1, int(cpus_per_search))
@@ -39,10 +41,35 @@ def run_seeds(settings: NasSettings, seeds: list[int], checkpoints: dict[int, Pa
         ckpt = str(checkpoints[seed]) if checkpoints else None
         pending[task.remote(settings.with_seed(seed), ckpt, threads)] = seed
     results: dict[int, NasResult] = {}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        seed = pending.pop(done[0])
-        results[seed] = ray.get(done[0])
-        if on_done is not None:
-            on_done(results[seed])
+    with interruptible():
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)  # wakes for SIGINT/SIGTERM
+            if not done:
+                continue
+            seed = pending.pop(done[0])
+            results[seed] = ray.get(done[0])
+            if on_done is not None:
+                on_done(results[seed])
     return [results[s] for s in seeds]
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGINT and SIGTERM raise KeyboardInterrupt here (the command then exits 130, committing
+    nothing), whatever handler Ray installed when it started."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
