@@ -21,6 +21,17 @@ def storage_root(storage_path: str | None) -> str:
     return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
 
 
+def ray_filesystem(location: str):
+    """The file system Ray Tune is handed for ``location``: for a local folder, one that writes every
+    file whole and leaves unchanged ones alone (:mod:`asp_tune.tune.safe_fs`); None (Ray's own choice)
+    for a URI."""
+    if is_uri(location):
+        return None
+    from asp_tune.tune.safe_fs import safe_local_filesystem
+
+    return safe_local_filesystem()
+
+
 def check_location(location: str, field: str = "storage_path") -> None:
     """Refuse, by name and before Ray starts, a storage location Ray could not use: a URI whose scheme
     no pyarrow file system knows, or a local folder that cannot be made or written."""
@@ -31,10 +42,11 @@ def check_location(location: str, field: str = "storage_path") -> None:
 
     if is_uri(location):
         try:
-            _filesystem(location)
+            filesystem, path = _filesystem(location)
         except Exception as exc:  # noqa: BLE001 - pyarrow's own error types
             raise ConfigError(field, location, "a local folder or a URI of a file system Ray can use (file://, "
                                                f"s3://, gs://, hdfs://): {str(exc).splitlines()[0][:160]}") from None
+        reachable(filesystem, path, field, location)
         return
     from asp_tune.run_dir import NAME_MAX
 
@@ -48,6 +60,38 @@ def check_location(location: str, field: str = "storage_path") -> None:
             pass
     except OSError as exc:
         raise ConfigError(field, location, f"a folder this user can write ({exc.strerror or exc})") from None
+
+
+#: Seconds a storage URI has to answer before a search is refused (pyarrow's GCS client retries for
+#: 15 minutes by default; its S3 client gives up after a few seconds).
+REACH_TIMEOUT_S = 20.0
+
+
+def reachable(filesystem, path: str, field: str, location: str, timeout_s: float | None = None) -> None:
+    """Ask ``filesystem`` about ``path`` once, in a thread given ``timeout_s``: an unreachable bucket is one
+    named error in seconds, never a search that hangs or fails in every trial."""
+    import threading
+
+    from asp_tune.errors import ConfigError
+
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            filesystem.get_file_info(path)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=ask, name="asp_tune-storage-probe", daemon=True)
+    worker.start()
+    worker.join(REACH_TIMEOUT_S if timeout_s is None else timeout_s)
+    if not outcome:
+        raise ConfigError(field, location, f"storage that answers (no answer within "
+                                           f"{REACH_TIMEOUT_S if timeout_s is None else timeout_s:g} s)")
+    if outcome[0] is not None:
+        lines = str(outcome[0]).strip().splitlines() or [type(outcome[0]).__name__]
+        raise ConfigError(field, location, f"storage that answers ({lines[0][:200]})")
 
 
 def join(root: str, *parts: str) -> str:
