@@ -8,7 +8,16 @@ On ``ray.cluster_utils.Cluster`` (a head without CPUs and one-CPU worker nodes, 
 - driver restart: the time from starting ``asp-tune hpo --resume`` after the driver was killed
   (SIGKILL) to the first new report.
 
-    python bench/scale.py            # ~3 min on 2 cores
+``--part trials`` measures the fixed cost of a trial instead: ``asp-tune hpo --algo random`` of 8,
+32, 128 and 256 tiny trials (digits MLP, 2 epochs), each command timed as a user waits for it. Per
+command: its start-up (wall time before the search starts), the search's wall time split into the
+trials' own seconds (start-up, training, validation, summed over trials and divided by the
+concurrency) and the rest (Ray's scheduling, reports, checkpoints, state), and the bytes the driver
+wrote. The cost of an added trial is the slope of the search's wall time between two sizes.
+Target: <= 0.2 s per added trial, not growing from 8 to 256.
+
+    python bench/scale.py                  # the cluster part, ~3 min on 2 cores
+    python bench/scale.py --part trials    # ~10 min on 2 cores
 """
 
 from __future__ import annotations
@@ -124,12 +133,78 @@ def driver_restart(epochs: int, storage: Path) -> dict:
     return {"driver_restart_to_first_report_s": seconds, "resume_exit_code": resumed.returncode}
 
 
+def trial_cost(trials: int, epochs: int, folder: Path) -> dict:
+    """One ``asp-tune hpo`` command of ``trials`` tiny trials, timed from outside, with the bytes its
+    driver process wrote (Ray's state, uploads and asp_tune's own files; its workers apart)."""
+    import psutil
+
+    folder.mkdir(parents=True)
+    (folder / "space.yaml").write_text(json.dumps(space(epochs)))
+    out = folder / "out"
+    command = [sys.executable, "-m", "asp_tune", "hpo", "--space", str(folder / "space.yaml"), "--algo", "random",
+               "--ratio", "0.5", "--metric", "loss", "--num-samples", str(trials), "--max-concurrent", "2",
+               "--storage-path", str(folder / "ray"), "--verbose", "0", "--out", str(out)]
+    started = time.perf_counter()
+    driver = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    written = 0
+    while driver.poll() is None:
+        try:
+            written = driver.io_counters().write_chars
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.perf_counter() - started
+    if driver.returncode != 0:
+        raise RuntimeError(f"hpo of {trials} trials failed: {driver.stderr.read().decode()[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    seconds = summary["trial_seconds"]
+    concurrent = 2
+    own = {k: seconds[k] / concurrent for k in ("startup", "training", "validation")}
+    search = summary["wall_time_s"]
+    return {"trials": trials, "epochs": epochs, "command_s": round(wall, 2), "search_s": round(search, 2),
+            "command_startup_s": round(wall - search, 2),
+            "trial_own_s": {k: round(v, 2) for k, v in own.items()},
+            "search_other_s": round(search - sum(own.values()), 2),
+            "driver_written_mb": round(written / 1e6, 1)}
+
+
+def trials_part(args) -> int:
+    sizes = [int(v) for v in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for n in sizes:
+            rows.append(trial_cost(n, 2, Path(folder) / f"n{n}"))
+            r = rows[-1]
+            print(f"  {n} trials: command {r['command_s']} s, search {r['search_s']} s, "
+                  f"driver wrote {r['driver_written_mb']} MB", file=sys.stderr)
+    for a, b in zip(rows, rows[1:]):
+        b["added_trial_s"] = round((b["search_s"] - a["search_s"]) / (b["trials"] - a["trials"]), 3)
+        b["added_trial_other_s"] = round((b["search_other_s"] - a["search_other_s"]) / (b["trials"] - a["trials"]), 3)
+    print(f"\nfixed cost of a trial: `asp-tune hpo --algo random`, digits MLP of 2 epochs, 2 concurrent, "
+          f"{machine()['cpu_threads']} threads")
+    print(f"{'trials':>7} {'command s':>10} {'start-up s':>11} {'search s':>9} {'trials own s':>13} "
+          f"{'other s':>8} {'s/added trial':>14} {'other/added':>12} {'driver MB':>10}")
+    for r in rows:
+        print(f"{r['trials']:>7} {r['command_s']:>10.1f} {r['command_startup_s']:>11.1f} {r['search_s']:>9.1f} "
+              f"{sum(r['trial_own_s'].values()):>13.1f} {r['search_other_s']:>8.1f} "
+              f"{r.get('added_trial_s', float('nan')):>14.3f} {r.get('added_trial_other_s', float('nan')):>12.3f} "
+              f"{r['driver_written_mb']:>10.1f}")
+    path = write_results(args.name, {"machine": machine(), "target_added_trial_s": 0.2, "rows": rows}, args.out_dir)
+    print(f"results: {path}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("cluster", "trials"), default="cluster")
     p.add_argument("--trials", type=int, default=8, help="trials per throughput measurement")
     p.add_argument("--epochs", type=int, default=5, help="epochs of a throughput trial")
+    p.add_argument("--sizes", default="8,32,128,256", help="--part trials: the numbers of trials")
+    p.add_argument("--name", default="scale-trials", help="--part trials: the results file's name")
     p.add_argument("--out-dir", default=None)
     args = p.parse_args()
+    if args.part == "trials":
+        return trials_part(args)
     results: dict = {"machine": machine(), "throughput": []}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,6 +65,8 @@ def test_existing_results_are_not_overwritten(tmp_path, capsys):
     (["--model", "nowhere:net"], "invalid model='nowhere:net': allowed an importable"),
     (["--dataset", "digits", "--flip-p", "2"], "invalid flip_p=2.0"),
     (["--num-workers", "2"], "invalid num_workers=2: allowed 0 with storage 'device'"),
+    (["--model-args", '{"hidden": 1000000}'], "invalid model_args={'hidden': 1000000}: allowed a network that fits "
+                                              "in memory: its 1,000,080 M parameters need at least"),
 ])
 def test_bad_input_gives_one_clear_error_and_no_results(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -100,3 +104,14 @@ def test_compare_with_only_the_full_data_ratio_is_refused_by_name(tmp_path, caps
     err = capsys.readouterr().err
     assert "invalid ratios=" in err and "at least one proxy ratio below 1.0" in err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"],
+                                     ["hpo", "--space", str(Path(__file__).resolve().parents[1] / "search_spaces" /
+                                                            "digits_mlp.yaml")]])
+def test_an_output_where_nothing_can_be_created_is_one_named_error(capsys, command):
+    # /proc allows root to write by its mode bits, yet nothing can be created there
+    assert run_cli(*command, "--out", "/proc/asp-tune-x/run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid out='/proc/asp-tune-x/run'" in err[0] and "Traceback" not in err[0]

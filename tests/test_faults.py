@@ -22,7 +22,9 @@ from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 150  # about 0.1 s each: a trial runs long enough to be caught mid-way
+# about 0.02 s each (a checkpoint only every second): a trial lasts about 20 s, so Ray's state, saved
+# every 10 s, finds one trial finished and another running mid-way
+EPOCHS = 1000
 
 
 def write_space(folder: Path, epochs: int = EPOCHS) -> Path:
@@ -54,9 +56,37 @@ def wait_for(condition, timeout_s: float, what: str):
 
 
 def hpo_command(space: Path, storage: Path, out: Path, *extra: str) -> list[str]:
+    # random search checkpoints a trial only at its end and on the interval: a second here
     return [sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "random", "--ratio", "0.5",
             "--metric", "loss", "--num-samples", "4", "--max-concurrent", "2", "--storage-path", str(storage),
-            "--verbose", "0", "--out", str(out), *extra]
+            "--checkpoint-every-s", "1", "--verbose", "0", "--out", str(out), *extra]
+
+
+def saved_checkpoints(experiment: Path, trial: str) -> int:
+    """How many of a trial's checkpoints are older than the last signed state (so that state knows one:
+    two, since a checkpoint's report reaches the driver a moment after the checkpoint is written)."""
+    from asp_tune.tune.signing import SIGNED_COPY
+
+    try:
+        signed_at = (experiment / SIGNED_COPY).stat().st_mtime
+    except OSError:
+        return 0
+    return sum(c.stat().st_mtime < signed_at for c in (experiment / trial).glob("checkpoint_*"))
+
+
+def signed_finished(experiment: Path) -> set[str]:
+    """The trial folders the last signed copy of Ray's state has finished (what a resume knows)."""
+    import base64
+
+    from asp_tune.tune.signing import SIGNED_COPY
+
+    try:
+        files = json.loads((experiment / SIGNED_COPY).read_text())["files"]
+    except (OSError, ValueError):
+        return set()
+    state = json.loads(base64.b64decode(next(v for k, v in files.items() if k.startswith("experiment_state-"))))
+    trials = [json.loads(t[0]) for t in state["trial_data"]]
+    return {t["relative_logdir"] for t in trials if t["status"] == "TERMINATED"}
 
 
 def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experiment(tmp_path):
@@ -66,10 +96,10 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
 
-    def finished_and_running():
+    def finished_and_running():  # as far as the state a resume reads knows (Ray saves it every 10 s)
         epochs = trial_epochs(experiment)
-        done = [t for t, e in epochs.items() if len(e) >= EPOCHS]
-        running = [t for t, e in epochs.items() if 3 <= len(e) < EPOCHS - 60]
+        done = [t for t, e in epochs.items() if len(e) >= EPOCHS and t in signed_finished(experiment)]
+        running = [t for t, e in epochs.items() if len(e) < EPOCHS - 60 and saved_checkpoints(experiment, t) >= 2]
         return (done, running) if done and running else None
 
     done, running = wait_for(finished_and_running, 180, "one finished and one running trial")
@@ -132,8 +162,9 @@ def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_r
     space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
     driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
-    running = wait_for(lambda: [t for t, e in trial_epochs(experiment).items() if 3 <= len(e) < EPOCHS - 40],
-                       120, "a running trial")
+    running = wait_for(lambda: [t for t, e in trial_epochs(experiment).items()
+                                if len(e) < EPOCHS - 40 and saved_checkpoints(experiment, t) >= 2],
+                       120, "a running trial with a checkpoint in the saved state")
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(1)  # its workers end with it
@@ -167,7 +198,7 @@ def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_wo
             "params": {"lr": {"type": "choice", "values": [0.05]}}}
     settings = HpoSettings(space=parse_space(spec), algo="random", ratio=0.5, metric="loss", num_samples=1,
                            max_concurrent=1, address=cluster.address, storage_path=str(tmp_path), verbose=0,
-                           max_failures=3, name="lost-node")
+                           max_failures=3, name="lost-node", checkpoint_every_s=0)  # a checkpoint every epoch
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(run=run_hpo(settings)), daemon=True)
     worker.start()

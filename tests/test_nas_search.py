@@ -194,6 +194,81 @@ def test_several_seeds_run_as_ray_tasks_and_are_summarised(tmp_path, shared_data
     assert sorted(pd.read_csv(out / "epochs.csv")["seed"].unique()) == [1, 2]
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.parametrize("flag, value, message", [
+    ("--gpus-per-search", "1", "invalid gpus_per_search=1.0: allowed 0 (no node of this Ray cluster has a GPU)"),
+    ("--cpus-per-search", "64", "invalid cpus_per_search=64.0: allowed at most"),
+])
+def test_seeds_with_resources_no_node_has_are_refused_up_front(tmp_path, shared_data, capsys, flag, value, message):
+    import time
+
+    from asp_tune.tune.runner import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    out = tmp_path / "seeds"
+    started = time.monotonic()
+    assert main(["nas", *CLI_TINY, "--seeds", "1,2", flag, value, "--out", str(out)]) == 2
+    assert time.monotonic() - started < 60  # refused, not waiting for a node that never comes
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".seeds.checkpoints").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_sigterm_to_a_seeds_search_exits_130_and_commits_nothing(tmp_path, shared_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "seeds"
+    tiny = list(CLI_TINY)
+    tiny[tiny.index("--epochs") + 1] = "200"  # long enough to be running when the signal comes
+    command = [sys.executable, "-m", "asp_tune", "nas", *tiny, "--seeds", "1,2", "--out", str(out)]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".seeds.checkpoints/seed*.pt")):
+        time.sleep(0.5)  # both searches started and checkpointed an epoch
+    assert list(tmp_path.glob(".seeds.checkpoints/seed*.pt")), "no search checkpointed in time"
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err[-2000:]
+    assert "interrupted; no results were committed" in err and "Traceback" not in err and "SIGTERM" not in err
+    assert not out.exists()
+
+
+def test_a_supernet_too_large_for_memory_is_refused_before_it_is_built(tmp_path, capsys):
+    import time
+
+    out = tmp_path / "wide"
+    started = time.monotonic()
+    assert main(["nas", *CLI_TINY, "--channels", "4096", "--dataset", "digits", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid channels=4096: allowed a network that fits in memory: its 25,837 M parameters" in err
+    assert time.monotonic() - started < 30 and list(tmp_path.iterdir()) == []  # nothing allocated, nothing left
+
+
+def test_network_sizes_are_measured_without_allocating():
+    from torch import nn
+
+    from asp_tune.sizes import TRAINING_COPIES, check_fits, network_size
+
+    assert network_size(lambda: nn.Linear(1000, 1000)) == (1_001_000, 4_004_000)
+    check_fits(lambda: nn.Linear(10, 10), torch.device("cpu"), "model", "tiny")  # fits: no error
+    with pytest.raises(ConfigError, match=r"invalid width=200000: allowed a network that fits in memory: its "
+                                          r"40,000 M parameters need at least 447\.0 GiB"):
+        check_fits(lambda: nn.Linear(200_000, 200_000, bias=False), torch.device("cpu"), "width", 200_000)
+    assert TRAINING_COPIES * 40_000 * 10**6 * 4 / 2**30 == pytest.approx(447.0, abs=0.05)
+
+    def moves_tensors_itself():  # a network of one's own that cannot be built on the meta device
+        return nn.Linear(10, 10).to("cpu")
+
+    assert network_size(moves_tensors_itself) is None  # not estimated: the real build goes ahead
+    assert network_size(lambda: nn.Sequential(nn.LazyLinear(4), nn.ReLU())) is None  # sizes known after a batch
+    check_fits(moves_tensors_itself, torch.device("cpu"), "model", "mine")
+
+
 def test_corrupt_or_foreign_checkpoints_are_one_clear_error(tmp_path):
     bad = tmp_path / "search.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -473,6 +473,33 @@ def test_a_storage_path_ray_could_not_use_is_refused_before_ray_starts(location,
     assert err.value.field == "storage_path"
 
 
+@pytest.mark.parametrize("scheme, message", [
+    ("s3", r"allowed storage that answers \((no answer within 3 s|.*NETWORK_CONNECTION)"),  # gives up in ~6 s
+    ("gs", r"allowed storage that answers \(no answer within 3 s\)"),  # its GCS client would retry for 15 min
+])
+def test_unreachable_bucket_storage_fails_within_seconds_and_leaves_no_folder(tmp_path, monkeypatch, capsys,
+                                                                              scheme, message):
+    import re
+    import socket
+    import time
+
+    import asp_tune.tune.storage as storage
+    from asp_tune.cli import main
+
+    with socket.socket() as probe:  # a port nothing listens on stands for an unreachable endpoint
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(storage, "REACH_TIMEOUT_S", 3.0)
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
+    started = time.monotonic()
+    code = main(["hpo", "--space", str(space), "--out", str(tmp_path / "out"),
+                 "--storage-path", f"{scheme}://bucket/exp?endpoint_override=127.0.0.1:{port}&scheme=http"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 30
+    assert re.search(message, err) and "storage_path" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_output_path_with_a_name_too_long_for_the_file_system_is_refused(tmp_path):
     from asp_tune.run_dir import checked_folder
 

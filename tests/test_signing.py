@@ -119,3 +119,37 @@ def test_a_file_set_aside_never_replaces_another(experiment):
     restore_signed(str(experiment))
     assert earlier.read_text() == "set aside before"
     assert (experiment / (planted.name + ".unsigned.1")).read_text() == GOOD and not planted.exists()
+
+
+def test_the_callback_signs_each_state_ray_saved_from_its_staging_copy_and_only_then(experiment, tmp_path,
+                                                                                     monkeypatch):
+    from types import SimpleNamespace
+
+    import asp_tune.tune.signing as signing
+    from asp_tune.tune.progress import SignedState
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    state = staging / "experiment_state-2026-12-01_10-00-00.json"
+    state.write_text(GOOD)
+    # the experiment folder's copy is one Ray is still uploading: cut off
+    (experiment / state.name).write_text(GOOD[:10])
+    signed = []
+    real = signing.sign
+    monkeypatch.setattr(signing, "sign", lambda *a: signed.append(a) or real(*a))
+    trials = [SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging),
+                                                      experiment_fs_path=str(experiment)))]
+    callback = SignedState(str(experiment))
+    callback.on_step_end(0, [])  # no trial yet: nothing to sign
+    for step in range(5):  # one save, then steps without one
+        callback.on_step_end(step, trials)
+    assert len(signed) == 1
+    copy = json.loads((experiment / SIGNED_COPY).read_text())["files"]
+    assert base64.b64decode(copy[state.name]).decode() == GOOD  # the whole staging copy
+    assert base64.b64decode(copy["tuner.pkl"]) == b"\x80\x05 the tuner"  # only in the experiment folder
+    state.write_text(GOOD.replace("{}", '{"x": 1}'))  # Ray saved again
+    os.utime(state, ns=(1, 1))
+    callback.on_step_end(6, trials)
+    callback.on_step_end(7, trials)
+    assert len(signed) == 2 and restore_signed(str(experiment)) == [state.name]
+    assert json.loads((experiment / state.name).read_text())["runner_data"] == {"x": 1}

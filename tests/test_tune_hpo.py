@@ -76,6 +76,28 @@ def test_resume_restores_an_experiment(ray_session, tmp_path):
         run_hpo(dataclasses.replace(s, ratio=0.3), resume=first.summary["experiment_path"])
 
 
+def test_a_copied_experiment_folder_resumes_into_itself(ray_session, tmp_path):
+    import shutil
+
+    from asp_tune.tune.progress import PROGRESS_FILE
+    from asp_tune.tune.signing import SIGNED_COPY
+
+    s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=2,
+                    storage_path=str(tmp_path / "a"), name="original", verbose=0)
+    original = Path(run_hpo(s).summary["experiment_path"])
+    copy = tmp_path / "b" / "copied"
+    shutil.copytree(original, copy)
+    before = {name: ((original / name).read_bytes(), (original / name).stat().st_mtime_ns)
+              for name in (PROGRESS_FILE, SIGNED_COPY)}
+    copied_wall = json.loads((copy / PROGRESS_FILE).read_text())["wall_time_s"]
+    again = run_hpo(s, resume=str(copy))
+    assert again.summary["experiment_path"] == str(copy)
+    for name, (data, mtime) in before.items():  # the callbacks were pickled with the original's path
+        assert (original / name).read_bytes() == data and (original / name).stat().st_mtime_ns == mtime
+    assert json.loads((copy / PROGRESS_FILE).read_text())["wall_time_s"] > copied_wall
+    assert (copy / SIGNED_COPY).stat().st_mtime_ns > before[SIGNED_COPY][1]
+
+
 def test_a_search_where_every_trial_fails_exits_non_zero_with_the_first_error(ray_session, tmp_path, capsys):
     import yaml
 
@@ -383,3 +405,70 @@ def test_a_budget_too_small_for_any_result_fails_by_name_and_commits_nothing(ray
                     storage_path=str(tmp_path / "ray"), verbose=0)
     with pytest.raises(RunFailed, match="no trial reported a validation score within the budget"):
         run_hpo(s)
+
+
+def test_trials_checkpoint_where_their_scheduler_decides_at_the_end_and_on_the_interval():
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9}})
+
+    def settings(algo, **kw):
+        return HpoSettings(space=space, algo=algo, ratio=0.5, metric="loss", reduction_factor=3, **kw).validate()
+
+    assert settings("asha").checkpoint_epochs() == (1, 3, 9)
+    assert settings("hypertune").checkpoint_epochs() == (1, 3, 9)
+    assert settings("random", early_stop="asha").checkpoint_epochs() == (1, 3, 9)
+    assert settings("random").checkpoint_epochs() == () and settings("tpe").checkpoint_epochs() == ()
+    assert settings("hyperband").checkpoint_epochs() is None and settings("bohb").checkpoint_epochs() is None
+    assert settings("asha", checkpoint_every_s=0).checkpoint_epochs() is None  # asked: every epoch
+    for bad in (-1, float("inf"), "often"):
+        with pytest.raises(ConfigError, match="invalid checkpoint_every_s"):
+            settings("asha", checkpoint_every_s=bad)
+    from asp_tune.tune.trainable import checkpoint_due
+
+    due = [e for e in range(1, 10) if checkpoint_due(e, e == 9, (1, 3, 9), 0.0, 60.0)]
+    assert due == [1, 3, 9]
+    assert checkpoint_due(5, False, (), 61.0, 60.0) and not checkpoint_due(5, False, (), 59.0, 60.0)
+    assert not checkpoint_due(5, False, (), 1e9, 0.0)  # 0 with epochs given: no interval
+    assert all(checkpoint_due(e, False, None, 0.0, 60.0) for e in range(1, 9))
+
+
+def test_a_trial_reports_every_epoch_and_checkpoints_only_where_asked():
+    reports = []
+    run = {"ratio": 0.5, "metric": "loss", "seed": 0, "device": "cpu", "epochs": 5}
+    proxy_trial({"lr": 0.1, "momentum": 0.9}, space=parse_space(SPACE), run=run, checkpoint_epochs=(2,),
+                checkpoint_every_s=3600.0, report=lambda metrics, checkpoint=None: reports.append(
+                    (metrics["epoch"], checkpoint is not None and (Path(checkpoint.path) / CHECKPOINT_FILE).exists())),
+                get_checkpoint=lambda: None, make_checkpoint=_Saved)
+    assert reports == [(1, False), (2, True), (3, False), (4, False), (5, True)]
+
+
+class _Saved:  # Ray's Checkpoint.from_directory, kept on disk after the trainable's temporary folder goes
+    def __init__(self, folder):
+        import shutil
+        import tempfile
+
+        self.path = tempfile.mkdtemp()
+        shutil.copytree(folder, self.path, dirs_exist_ok=True)
+
+
+def test_epochs_reported_again_after_a_resume_count_once_the_later_report():
+    import pandas as pd
+
+    from asp_tune.tune.runner import reported_epochs
+
+    hist = pd.DataFrame({"epoch": [1, 2, 3, 2, 3, 4], "val_accuracy": [0.1, 0.2, 0.3, 0.25, 0.35, 0.4]})
+    kept = reported_epochs(hist)
+    assert kept["epoch"].tolist() == [1, 2, 3, 4] and kept["val_accuracy"].tolist() == [0.1, 0.25, 0.35, 0.4]
+    assert reported_epochs(None).empty and reported_epochs(pd.DataFrame({"loss": [1, 1]}))["loss"].tolist() == [1, 1]
+
+
+def test_the_callbacks_write_where_ray_now_keeps_the_trials():
+    from types import SimpleNamespace as N
+
+    from asp_tune.tune.progress import current_experiment
+
+    moved = [N(storage=N(experiment_fs_path="/data/copy"))]
+    assert current_experiment("/data/original", moved) == "/data/copy"
+    assert current_experiment("/data/original", []) == "/data/original"  # no trial yet: as pickled
+    assert current_experiment("file:///data/original", moved) == "file:///data/copy"
+    assert current_experiment("s3://bucket/a?endpoint_override=h:9", [N(storage=N(experiment_fs_path="bucket/b"))]) \
+        == "s3://bucket/b?endpoint_override=h:9"

@@ -45,7 +45,7 @@ def load_space_args(args: argparse.Namespace):
 SEARCH_FIELDS = ("algo", "ratio_schedule", "metric", "num_samples", "max_epochs", "max_concurrent", "early_stop",
                  "grace_period", "reduction_factor", "time_budget_s", "data_passes_budget", "optuna_storage")
 RAY_FIELDS = ("seed", "device", "address", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_failures",
-              "tracking", "tracking_uri", "verbose")
+              "checkpoint_every_s", "tracking", "tracking_uri", "verbose")
 #: What the search commands default to where HpoSettings' API defaults differ (given once, here). A constant
 #: ratio, not the paper's dynamic one: on bench/baselines.py's grid the dynamic schedule (about 2r early, almost
 #: nothing in the last epochs) cut ASP's Kendall tau from 0.70 to 0.48 at r = 0.3 and from 0.62 to 0.42 at r = 0.1

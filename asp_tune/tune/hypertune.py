@@ -37,6 +37,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from asp_tune.errors import ConfigError
+from asp_tune.tune.progress import publish_trial_logs
 from asp_tune.tune.trust import RungRecord, rung_epochs
 
 #: Fewer top-rung results than this: brackets keep Hyperband's proportions, the ensemble its top model.
@@ -583,6 +584,7 @@ class HyperTuneScheduler(TrialScheduler):
             trial = self._trials[due[0]]
             if trial.status == Trial.PAUSED:
                 state.promote(*due)
+                publish_trial_logs(trial)  # Ray's loggers copy the storage path's back as it restarts
                 return trial
         for trial in self._trials.values():
             if trial.status == Trial.PENDING and trial.trial_id not in state.waiting:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from asp_tune.tune.storage import join, read_text, write_text
+from asp_tune.tune.storage import is_uri, join, read_text, write_text
 
 PROGRESS_FILE = "asp_tune_progress.json"
 
@@ -21,6 +21,20 @@ def recorded_wall_time(experiment_path: str | Path) -> float:
         return 0.0
 
 
+def current_experiment(pickled: str, trials) -> str:
+    """The experiment folder this run writes. Ray restores these callbacks from the experiment with the
+    path they were made with; a copied experiment folder resumed elsewhere is its own, as Ray's trials
+    (whose storage Ray moves to the folder being restored) say."""
+    path = next((getattr(t.storage, "experiment_fs_path", None) for t in trials or ()
+                 if getattr(t, "storage", None) is not None), None)
+    if not path:
+        return pickled
+    if is_uri(pickled):  # pyarrow's paths carry no scheme (nor a URI's query): bucket/x, or /x for file://
+        scheme, rest = pickled.split("://", 1)
+        return f"{scheme}://{path}" + (f"?{rest.split('?', 1)[1]}" if "?" in rest else "")
+    return path
+
+
 class WallTimeRecorder(Callback):
     """Keeps the experiment's cumulative wall time in ``asp_tune_progress.json`` after every result.
 
@@ -31,22 +45,24 @@ class WallTimeRecorder(Callback):
 
     def __init__(self, experiment_path: str):
         self.experiment_path = experiment_path
-        self._base = 0.0
+        self._base: float | None = None
         self._start: float | None = None
 
     def setup(self, **info) -> None:
-        self._base = recorded_wall_time(self.experiment_path)
         self._start = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.write()
+        self.write(trials)
 
     def on_experiment_end(self, trials, **info) -> None:
-        self.write()
+        self.write(trials)
 
-    def write(self) -> None:
+    def write(self, trials=None) -> None:
         if self._start is None:
             self.setup()
+        if self._base is None:  # what earlier parts recorded, read where this part writes
+            self.experiment_path = current_experiment(self.experiment_path, trials)
+            self._base = recorded_wall_time(self.experiment_path)
         try:
             write_text(join(self.experiment_path, PROGRESS_FILE),
                        json.dumps({"wall_time_s": self._base + time.time() - self._start}))
@@ -54,34 +70,83 @@ class WallTimeRecorder(Callback):
             pass  # only the reported wall time suffers
 
 
+#: The report files Ray's loggers copy back from the storage path when a trial restarts from a checkpoint.
+TRIAL_LOGS = ("result.json", "progress.csv")
+
+
+def publish_trial_logs(trial) -> None:
+    """Copy a trial's report files from the driver's staging folder to the storage path.
+
+    When a trial restarts from a checkpoint (promoted after a pause, retried after a lost node), Ray's
+    loggers first copy its files from the storage path over the staging copy, and the storage path is
+    only as fresh as Ray's last state save (seconds ago): the reports since were lost. Called before
+    them, this makes the storage copy the latest one; it costs one copy of one trial's files.
+    """
+    if not getattr(trial, "checkpoint", None):
+        return  # a fresh start: Ray copies nothing back
+    import warnings
+
+    import pyarrow.fs
+
+    for name in TRIAL_LOGS:
+        local = Path(trial.local_path, name)
+        if not local.is_file():
+            continue
+        try:
+            pyarrow.fs.copy_files(str(local), Path(trial.storage.trial_fs_path, name).as_posix(),
+                                  destination_filesystem=trial.storage.storage_filesystem)
+        except Exception as exc:  # noqa: BLE001 - pyarrow's error types; the reports may then lack a few rows
+            warnings.warn(f"could not copy {local} to the storage path before the trial restarted ({exc})",
+                          stacklevel=2)
+
+
+class FreshTrialLogs(Callback):
+    """:func:`publish_trial_logs` as each trial starts (Tune runs user callbacks before its loggers)."""
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        publish_trial_logs(trial)
+
+
 class SignedState(Callback):
-    """Signs the files a ``--resume`` lets Ray unpickle after every step in which a trial reported, and
-    at the end (:mod:`asp_tune.tune.signing`). Callbacks run in Tune's loop after its state write of the
-    step, so the files signed here are never half-written by this process.
+    """Signs the files a ``--resume`` lets Ray unpickle each time Ray saved its state, and at the end
+    (:mod:`asp_tune.tune.signing`). Callbacks run in Tune's loop after its state save of the step, so
+    the files signed here (from Ray's local staging folder) are whole. A step without a save costs
+    one ``stat``.
     """
 
     def __init__(self, experiment_path: str):
         self.experiment_path = experiment_path
-        self._reported = True  # the first step signs the state as the experiment starts
+        self._staging: str | None = None
+        self._signed: tuple[int, int] | None = None
 
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._reported = True
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._reported = True
+    def _saved(self, trials) -> tuple[int, int] | None:
+        """(mtime, size) of Ray's latest state save; None before the first."""
+        if self._staging is None and trials:
+            self._staging = trials[0].storage.experiment_driver_staging_path
+            self.experiment_path = current_experiment(self.experiment_path, trials)
+        if self._staging is None:
+            return None
+        found = sorted(Path(self._staging).glob("experiment_state-*.json"))  # a resumed search adds its own
+        try:
+            info = found[-1].stat()
+        except (IndexError, OSError):
+            return None
+        return info.st_mtime_ns, info.st_size
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        if self._reported:
-            self._reported = not self.sign()
+        saved = self._saved(trials)
+        if saved is not None and saved != self._signed and self.sign():
+            self._signed = saved
 
     def on_experiment_end(self, trials, **info) -> None:
+        self._saved(trials)
         self.sign()
 
     def sign(self) -> bool:
         from asp_tune.tune.signing import sign
 
         try:
-            return sign(self.experiment_path)
+            return sign(self.experiment_path, self._staging)
         except OSError:
             return False  # keep the last signed copy; the next step tries again
 

@@ -24,7 +24,7 @@ from asp_tune.registry import extensions
 from asp_tune.run_dir import jsonable
 from asp_tune.proxy_settings import (EARLY_STOPPING_PROXY, RATIO_SCHEDULES, auto_strategy, check_strategy, metric_choices,
                                      ratio_steps, steps_schedule)
-from asp_tune.tune.storage import join, make_dirs, read_text, storage_root, write_text
+from asp_tune.tune.storage import join, make_dirs, ray_filesystem, read_text, storage_root, write_text
 from asp_tune.tune.space import SearchSpace
 
 ALGORITHMS = ("hyperband", "bohb", "asha", "hypertune", "tpe", "random")
@@ -89,6 +89,9 @@ class HpoSettings:
                                       RAY)
     max_failures: int | None = option(None, "retry a failed trial this often from its last checkpoint (a lost "
                                             "node); -1: forever; none: 3 on a cluster (--address), 0 locally", RAY)
+    checkpoint_every_s: float = option(60.0, "a trial checkpoints where its scheduler can pause or stop it, at its "
+                                             "last epoch, and once this many seconds passed since its last "
+                                             "checkpoint; 0: after every epoch", RAY)
 
     def validate(self) -> "HpoSettings":
         if self.algo not in ALGORITHMS:
@@ -128,6 +131,8 @@ class HpoSettings:
             raise ConfigError("cpus_per_trial", self.cpus_per_trial, "a number > 0")
         if not self.gpus_per_trial >= 0:
             raise ConfigError("gpus_per_trial", self.gpus_per_trial, "a number >= 0 (fractions allowed)")
+        if not (isinstance(self.checkpoint_every_s, (int, float)) and 0 <= self.checkpoint_every_s < math.inf):
+            raise ConfigError("checkpoint_every_s", self.checkpoint_every_s, "a number of seconds >= 0 (0: every epoch)")
         for name in ("time_budget_s", "data_passes_budget"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and v > 0):
@@ -250,14 +255,29 @@ class HpoSettings:
         """
         if self.algo == "hypertune" and self.time_budget_s is None and self.data_passes_budget is None:
             return self.rungs()
-        asha = self.algo == "asha" or (self.algo in ("tpe", "random") and self.early_stop == "asha")
-        if not asha or self.time_budget_s is not None or self.data_passes_budget is not None:
+        if not self._asha() or self.time_budget_s is not None or self.data_passes_budget is not None:
             return None
+        return self._asha_milestones()
+
+    def _asha(self) -> bool:
+        return self.algo == "asha" or (self.algo in ("tpe", "random") and self.early_stop == "asha")
+
+    def _asha_milestones(self) -> tuple[int, ...]:
         grace = min(self.grace_period, self.epochs)
         import numpy as np  # the very expression of Ray's ASHA bracket, so the rungs match it bit for bit
 
         rungs = int(np.log(self.epochs / grace) / np.log(self.reduction_factor) + 1)
         return tuple(sorted({grace * self.reduction_factor ** k for k in range(rungs)} | {self.epochs}))
+
+    def checkpoint_epochs(self) -> tuple[int, ...] | None:
+        """The epochs after which a trial checkpoints besides its last one and ``checkpoint_every_s``:
+        where its scheduler can pause or stop it. None: after every epoch (``checkpoint_every_s`` 0, and
+        Hyperband/BOHB, which pause trials at their brackets' own milestones)."""
+        if self.checkpoint_every_s == 0 or self.algo in ("hyperband", "bohb"):
+            return None
+        if self.algo == "hypertune":
+            return self.rungs()
+        return self._asha_milestones() if self._asha() else ()
 
     def data_scale(self) -> float:
         """The share of the data one epoch costs: the ratio, or under ``rung_ratios`` the mean ratio of
@@ -311,10 +331,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # The experiment's state (which trial finished, which checkpoint is its latest) saved at every step
-    # of Tune's loop: saved less often, it can name a checkpoint the trial has already replaced (two
-    # are kept), and a driver killed outright then leaves that trial unresumable.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # The experiment's state is saved at Ray's own cadence (at least 10 s apart, so its cost stays a
+    # small share of the search's). Trials checkpoint sparsely and keep every checkpoint
+    # (HpoSettings.checkpoint_epochs), so a state saved seconds ago never names a deleted one.
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if modules:
         kwargs["runtime_env"] = {"py_modules": list(modules)}
@@ -639,6 +658,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
     trainable = tune.with_resources(
         tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial)),
                              arrays=arrays, validate_epochs=s.validation_epochs(), extensions=extensions(),
+                             checkpoint_epochs=s.checkpoint_epochs(), checkpoint_every_s=s.checkpoint_every_s,
                              search_paths=search_paths(modules)),
         {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     start = time.perf_counter()
@@ -655,7 +675,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
                               "changed after it was signed (a driver killed while Ray wrote its state, or a "
                               "change by someone else); the files set aside end in .unsigned", stacklevel=2)
         tuner = tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+                                   restart_errored=False, storage_filesystem=ray_filesystem(resume))
     else:
         search, scheduler, param_space = build_search(s)
         stop = DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None
@@ -672,7 +692,8 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
                            stop=stop, callbacks=[WallTimeRecorder(experiment), SignedState(experiment),
                                                  *tracking_callbacks(s, name)],
-                           keep_checkpoints=3)
+                           # sparse checkpoints are all kept (see ensure_ray); one after every epoch, the last 3
+                           keep_checkpoints=None if s.checkpoint_epochs() is not None else 3)
     grid = fit_interruptibly(tuner, experiment)
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, s)
@@ -790,13 +811,13 @@ def check_shared_storage(storage_path: str | None) -> None:
 def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,
                max_concurrent: int | None, verbose: int, max_failures: int, progress: tuple[int, str],
                search_alg=None, scheduler=None, time_budget_s: float | None = None, stop=None,
-               callbacks: list | None = None, keep_checkpoints: int = 1,
+               callbacks: list | None = None, keep_checkpoints: int | None = 1,
                tune_config_extra: dict[str, Any] | None = None):
     """A Tuner as every asp_tune experiment sets one up: reused workers, Ray's console output only at
     ``verbose`` 2, one progress bar (``progress``: total trials and its label) at ``verbose`` 1."""
     from ray import tune
 
-    from asp_tune.tune.progress import SearchProgress
+    from asp_tune.tune.progress import FreshTrialLogs, SearchProgress
 
     bar = [SearchProgress(*progress)] if verbose == 1 else []  # (total, label, rungs whose agreement it shows)
     return tune.Tuner(
@@ -806,8 +827,9 @@ def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: st
                                     max_concurrent_trials=max_concurrent, time_budget_s=time_budget_s,
                                     reuse_actors=REUSE_ACTORS, **(tune_config_extra or {})),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, stop=stop, verbose=2 if verbose >= 2 else 0,
-            callbacks=(callbacks or []) + bar,
+            name=name, storage_path=storage, storage_filesystem=ray_filesystem(storage), stop=stop,
+            verbose=2 if verbose >= 2 else 0,
+            callbacks=(callbacks or []) + [FreshTrialLogs()] + bar,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
@@ -838,10 +860,20 @@ def proxy_model_seconds(trials: pd.DataFrame) -> float:
     return float(used.groupby("proxy_key")["proxy_seconds"].max().sum())
 
 
+def reported_epochs(hist: pd.DataFrame | None) -> pd.DataFrame:
+    """A trial's reports, one per epoch: a trial resumed from a checkpoint older than its last report
+    (a driver killed between Ray's state saves) reports those epochs again; the later report counts."""
+    if hist is None or not len(hist):
+        return pd.DataFrame()
+    if "epoch" not in hist:
+        return hist
+    return hist.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable").reset_index(drop=True)
+
+
 def collect_trials(grid, s: HpoSettings) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     rows, histories = [], {}
     for result in grid:
-        hist = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        hist = reported_epochs(result.metrics_dataframe)
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or (Path(result.path).name if result.path else f"trial{len(rows)}")
         row: dict[str, Any] = {"trial_id": trial_id}

@@ -5,9 +5,10 @@ of ``experiment_state-*.json``, ``searcher-state-*.pkl``, ``search_gen_state-*.j
 ``callback-states-*.pkl``. Anyone who
 can write that folder (a shared NFS path, a bucket, an archive from elsewhere) could make a resume
 run their code. So every asp_tune search keeps a signed copy of those files
-(:data:`SIGNED_COPY`): after each step in which a trial reported, the driver copies them and signs
-their SHA-256 digests with HMAC-SHA256 under a key only this user can read (:func:`key_path`,
-mode 0600, made on first use). Before a resume, :func:`restore_signed` checks the signature and puts
+(:data:`SIGNED_COPY`): each time Ray saves its state (in the driver's local staging folder, from
+which Ray copies it to the experiment folder), the driver copies the saved files and signs their
+SHA-256 digests with HMAC-SHA256 under a key only this user can read (:func:`key_path`, mode 0600,
+made on first use). Before a resume, :func:`restore_signed` checks the signature and puts
 the signed files in place of the originals, setting aside any other file Ray would read; a folder
 without a valid signed copy is refused by name. The signed copy is also what a driver killed while
 Ray rewrote its state resumes from.
@@ -61,10 +62,16 @@ def key() -> bytes:
     return data
 
 
-def restored_files(experiment: str) -> dict[str, bytes]:
-    """The files of ``experiment`` Ray would unpickle on a restore, by name."""
+def restored_files(experiment: str, staging: str | None = None) -> dict[str, bytes]:
+    """The files of ``experiment`` Ray would unpickle on a restore, by name; each from Ray's local
+    ``staging`` folder where it holds one (written whole by the step that just ended, while the copy
+    in the experiment folder may be one Ray is still uploading)."""
     out = {}
     for pattern in RESTORED:
+        local = sorted(Path(staging).glob(pattern)) if staging else []
+        if local:
+            out[local[-1].name] = local[-1].read_bytes()
+            continue
         names = list_names(experiment, pattern)
         if names:
             out[names[-1]] = read_bytes(join(experiment, names[-1]))
@@ -77,10 +84,10 @@ def _mac(files: dict[str, bytes], secret: bytes) -> str:
     return hmac.new(secret, f"asp_tune signed state v{VERSION}\n{digests}".encode(), hashlib.sha256).hexdigest()
 
 
-def sign(experiment: str) -> bool:
-    """Copy and sign the files a restore reads; False (the last signed copy kept) when the state file does
-    not parse, as when Ray is writing it."""
-    files = restored_files(experiment)
+def sign(experiment: str, staging: str | None = None) -> bool:
+    """Copy and sign the files a restore reads (from Ray's ``staging`` folder where it has them); False
+    (the last signed copy kept) when the state file does not parse, as when Ray is writing it."""
+    files = restored_files(experiment, staging)
     state = [n for n in files if n.startswith("experiment_state-")]
     if not state:
         return False

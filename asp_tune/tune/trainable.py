@@ -1,8 +1,10 @@
 """The Ray Tune trainable: one ASP proxy-data training run per trial, one report per epoch.
 
-Every report carries a checkpoint of the whole trainer (model, optimiser, LR schedule, proxy
-memory, feeder and RNG states), so a trial paused by Hyperband/BOHB or restarted after a node
-failure continues exactly as an uninterrupted one would.
+A report carries a checkpoint of the whole trainer (model, optimiser, LR schedule, proxy memory,
+feeder and RNG states) where the search can pause or stop the trial, at its last epoch, and once
+``checkpoint_every_s`` passed since the last one; so a trial paused by a scheduler or restarted
+after a node failure or a killed driver continues exactly as an uninterrupted one would (from an
+earlier epoch, it trains the epochs since again, with the same result).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download")
 def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
                 arrays: dict[str, Any] | None = None, validate_epochs: tuple[int, ...] | None = None,
                 extensions: dict[str, dict[str, Any]] | None = None, search_paths: list[str] | None = None,
+                checkpoint_epochs: tuple[int, ...] | None = None, checkpoint_every_s: float = 0.0,
                 report: Callable[..., None] | None = None,
                 get_checkpoint: Callable[[], Any] | None = None,
                 make_checkpoint: Callable[[str], Any] | None = None) -> None:
@@ -58,6 +61,8 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     Every report carries the trial's start-up seconds (data, model, checkpoint) apart from training.
     ``validate_epochs``: validate only after these epochs (the scheduler's decision points); the
     other reports carry no validation metrics, so a scheduler never sees a stale or missing score.
+    ``checkpoint_epochs``: checkpoint after these epochs, the last one, and whenever
+    ``checkpoint_every_s`` of the trial's time passed since its last checkpoint; None: every epoch.
     """
     if report is None or get_checkpoint is None or make_checkpoint is None:
         from ray import tune
@@ -88,14 +93,25 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
     where = {"node_id": _node_id(), "assigned_gpus": ",".join(gpus), "device": str(trainer.device),
              "trial_started_at": started_at, **proxy}
+    saved = time.perf_counter()
     while not trainer.done:
         trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
         record = trainer.train_epoch()
+        metrics = {**trial_metrics(record), "startup_seconds": startup, "reported_at": time.time(), **where,
+                   **restored}
+        if not checkpoint_due(trainer.epoch, trainer.done, checkpoint_epochs, time.perf_counter() - saved,
+                              checkpoint_every_s):
+            report(metrics)
+            continue
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            report({**trial_metrics(record), "startup_seconds": startup, "reported_at": time.time(), **where,
-                    **restored},
-                   checkpoint=make_checkpoint(folder))
+            report(metrics, checkpoint=make_checkpoint(folder))
+        saved = time.perf_counter()
+
+
+def checkpoint_due(epoch: int, last: bool, epochs: tuple[int, ...] | None, since_s: float, every_s: float) -> bool:
+    """Whether the report after ``epoch`` (1-based) carries a checkpoint."""
+    return epochs is None or last or epoch in epochs or (every_s > 0 and since_s >= every_s)
 
 
 def _assigned_gpus() -> list[str]:

@@ -231,9 +231,11 @@ def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: li
 
 
 def _collect(grid, names: list[str], metric: str, mode: str) -> pd.DataFrame:
+    from asp_tune.tune.runner import reported_epochs
+
     rows = []
     for result in grid:
-        hist = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        hist = reported_epochs(result.metrics_dataframe)
         scores = hist[metric].dropna() if metric in hist else pd.Series(dtype=float)
         config = result.config or {}
         row = {"trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name if result.path else ""),
