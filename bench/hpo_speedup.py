@@ -1,7 +1,7 @@
 """HPO speed-up: the same ASHA search on full data and at r = 0.3 and 0.1, picks retrained on full data.
 
     python bench/hpo_speedup.py --quick      # ResNet-8, 3k CIFAR-10 images, 2 CPU cores (~10 min)
-    python bench/hpo_speedup.py              # trials of a minute or more each on the CPU
+    python bench/hpo_speedup.py              # trials of a minute or more each on the CPU (~15 min with --retrain-seeds 1)
     python bench/hpo_speedup.py --device cuda --gpus-per-trial 0.5 --subset 0
 
 Fair timing: Ray is started, and its worker processes warmed up, before any timed search; each
@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, default_cifar10, machine, write_results  # noqa: E402
 
+from asp_tune.tune.cli import CLI_DEFAULTS  # noqa: E402
 from asp_tune.tune.compare import retrain_full_data  # noqa: E402
 from asp_tune.tune.runner import HpoSettings, ensure_ray, run_hpo  # noqa: E402
 from asp_tune.tune.space import SearchSpace, load_space  # noqa: E402
@@ -62,6 +63,9 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=None,
                    help="each repeat reverses the order of the searches (default: 5 quick, 2 full)")
     p.add_argument("--retrain-seeds", type=int, default=None)
+    p.add_argument("--ratio-schedule", default=CLI_DEFAULTS["ratio_schedule"],
+                   help="of the proxy searches [default: asp-tune hpo's, %(default)s]")
+    p.add_argument("--metric", default="auto", help="of the proxy searches [default: asp-tune hpo's, auto]")
     p.add_argument("--device", default="auto")
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--first-epoch-full", choices=["auto", "true", "false"], default="auto",
@@ -75,7 +79,7 @@ def main() -> int:
     if args.quick:
         fixed.update(subset=3000, test_subset=1000, epochs=6)
     else:
-        fixed.update(subset=20000, test_subset=2000, epochs=12)
+        fixed.update(subset=10000, test_subset=2000, epochs=8)  # a full-data trial: about 80 s
     if args.subset is not None:
         fixed["subset"] = args.subset or None
     if args.epochs:
@@ -92,15 +96,16 @@ def main() -> int:
     for repeat in range(args.repeats):
         order = RATIOS if repeat % 2 == 0 else tuple(reversed(RATIOS))
         for r in order:
-            settings = dataclasses.replace(base, ratio=r, metric="none" if r == 1.0 else "mixture",
-                                           ratio_schedule="constant" if r == 1.0 else "dynamic")
+            settings = dataclasses.replace(base, ratio=r, metric="none" if r == 1.0 else args.metric,
+                                           ratio_schedule="constant" if r == 1.0 else args.ratio_schedule)
             s = run_hpo(settings).summary
             t = s["trial_seconds"]
             other = max(0.0, s["wall_time_s"] - sum(t.values()) / args.max_concurrent)
             runs[r].append({"repeat": repeat, "wall_time_s": s["wall_time_s"], "data_passes": s["data_passes_total"],
                             "startup_s": t["startup"], "training_s": t["training"], "validation_s": t["validation"],
                             "other_s": other, "best_config": s["best_config"],
-                            "first_epoch_full": s["first_epoch_full"]})
+                            "first_epoch_full": s["first_epoch_full"], "metric": s["metric"],
+                            "ratio_schedule": s["ratio_schedule"]})
             print(f"repeat {repeat} r={r}: wall {s['wall_time_s']:.1f} s, {s['data_passes_total']:.2f} passes, "
                   f"trial start-up {t['startup']:.1f} s, training {t['training']:.1f} s, validation "
                   f"{t['validation']:.1f} s, other {other:.1f} s", flush=True)
@@ -127,7 +132,8 @@ def main() -> int:
                      "retrained_test_mean": float(np.mean(retrained[r])), "retrained_test_std": float(np.std(retrained[r])),
                      "accuracy_gap_points": float(gap), "best_config": runs[r][-1]["best_config"],
                      "wall_target": targets.get(r), "first_epoch_full": runs[r][-1]["first_epoch_full"]})
-    lines = [f"HPO speed-up: {space.name}, ASHA, {base.num_samples} trials x {fixed['epochs']} epochs, "
+    lines = [f"HPO speed-up: {space.name}, ASHA, {base.num_samples} trials x {fixed['epochs']} epochs, proxies "
+             f"{args.ratio_schedule} / {runs[0.1][-1]['metric']}, "
              f"{args.max_concurrent} at a time, subset {fixed.get('subset')}, {args.repeats} repeats in alternating "
              "order (Ray started and warmed up first)", "",
              "| r | wall s (mean) | median wall ratio [min, max] (target) | data-pass ratio | trial start-up s | "
@@ -145,6 +151,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     name = "hpo_speedup" + ("-quick" if args.quick else "") + (
+        "" if args.ratio_schedule == CLI_DEFAULTS["ratio_schedule"] else f"-{args.ratio_schedule}") + (
         "" if args.first_epoch_full == "auto" else f"-first-epoch-full-{args.first_epoch_full}")
     path = write_results(name, {"machine": machine(), "space": space.name, "fixed": fixed,
                                 "num_samples": base.num_samples, "rows": rows,

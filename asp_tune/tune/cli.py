@@ -262,9 +262,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.runner import HpoSettings
     from asp_tune.tune.space import load_space
 
-    space_file = REPO_SPACES / "digits_mlp.yaml"
+    space_file = REPO_SPACES / "digits_demo.yaml"
     if not space_file.is_file():
-        raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_mlp.yaml "
+        raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_demo.yaml "
                           "(install with pip install -e . from a checkout)")
     settings = HpoSettings(space=load_space(space_file), **CLI_DEFAULTS, num_samples=args.num_samples,
                            verbose=args.verbose, storage_path=experiments_folder(args)).validate()

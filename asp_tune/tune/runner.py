@@ -38,6 +38,9 @@ SEARCH, RAY = "search", "Ray"
 #: checkpoint each time, so a reused worker behaves exactly like a fresh one).
 REUSE_ACTORS = True
 EARLY_STOPPING = ("none", "asha")
+#: Checkpoints a trial keeps (its latest ones); Ray saves the experiment's state at the latest when a
+#: trial has made this many since the last save, so the one a saved state names is on disk.
+KEEP_CHECKPOINTS = 5
 METRIC = "val_accuracy"
 
 
@@ -332,8 +335,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # The experiment's state is saved at Ray's own cadence (at least 10 s apart, so its cost stays a
-    # small share of the search's). Trials checkpoint sparsely and keep every checkpoint
-    # (HpoSettings.checkpoint_epochs), so a state saved seconds ago never names a deleted one.
+    # small share of the search's), and whenever a trial has made KEEP_CHECKPOINTS checkpoints since the
+    # last save (Ray's own rule), so the checkpoint a saved state names is still there on --resume.
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if modules:
         kwargs["runtime_env"] = {"py_modules": list(modules)}
@@ -692,8 +695,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
                            search_alg=search, scheduler=scheduler, time_budget_s=budget["time_budget_s"],
                            stop=stop, callbacks=[WallTimeRecorder(experiment), SignedState(experiment),
                                                  *tracking_callbacks(s, name)],
-                           # sparse checkpoints are all kept (see ensure_ray); one after every epoch, the last 3
-                           keep_checkpoints=None if s.checkpoint_epochs() is not None else 3)
+                           keep_checkpoints=KEEP_CHECKPOINTS)
     grid = fit_interruptibly(tuner, experiment)
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, s)
