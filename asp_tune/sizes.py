@@ -9,7 +9,6 @@ first), the run is one named error instead of a machine swapping or killed for m
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import torch
@@ -45,15 +44,9 @@ def free_bytes(device: torch.device) -> int | None:
             return int(torch.cuda.mem_get_info(device)[0])
         except (RuntimeError, AssertionError):
             return None
-    try:
-        import psutil
+    import psutil
 
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - no psutil or no /proc: try POSIX
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
+    return int(psutil.virtual_memory().available)
 
 
 def check_fits(build: Callable[[], nn.Module], device: torch.device, field: str, value: Any) -> None:

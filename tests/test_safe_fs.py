@@ -64,6 +64,13 @@ def test_a_planted_link_is_replaced_never_followed(tmp_path):
         stream.write(b"not ours")  # even the same bytes: a link is never taken for the file
     assert outside.read_bytes() == b"not ours"
     assert not (folder / "params.json").is_symlink() and (folder / "params.json").read_bytes() == b"not ours"
+    # a link as long as the bytes written, to a file holding them: still never taken for the file
+    same = str(outside).encode()
+    outside.write_bytes(same)
+    (folder / "state.json").symlink_to(outside)
+    with safe_local_filesystem().open_output_stream(str(folder / "state.json")) as stream:
+        stream.write(same)
+    assert not (folder / "state.json").is_symlink() and (folder / "state.json").read_bytes() == same
 
 
 def test_it_travels_to_workers_and_reads_like_the_local_file_system(tmp_path):

@@ -130,17 +130,23 @@ def test_the_callback_signs_each_state_ray_saved_from_its_staging_copy_and_only_
 
     staging = tmp_path / "staging"
     staging.mkdir()
-    state = staging / "experiment_state-2026-12-01_10-00-00.json"
-    state.write_text(GOOD)
-    # the experiment folder's copy is one Ray is still uploading: cut off
-    (experiment / state.name).write_text(GOOD[:10])
+    earlier = staging / "experiment_state-2026-11-30_09-00-00.json"  # an earlier part's, fetched on resume
+    earlier.write_text(GOOD)
+    os.utime(earlier, (1, 1))
     signed = []
     real = signing.sign
     monkeypatch.setattr(signing, "sign", lambda *a: signed.append(a) or real(*a))
     trials = [SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging),
                                                       experiment_fs_path=str(experiment)))]
     callback = SignedState(str(experiment))
+    callback.setup()
     callback.on_step_end(0, [])  # no trial yet: nothing to sign
+    callback.on_step_end(0, trials)  # only an earlier part's state: nothing of this run's yet
+    assert signed == []
+    state = staging / "experiment_state-2026-12-01_10-00-00.json"
+    state.write_text(GOOD)  # Ray's first save of this run
+    # the experiment folder's copy is one Ray is still uploading: cut off
+    (experiment / state.name).write_text(GOOD[:10])
     for step in range(5):  # one save, then steps without one
         callback.on_step_end(step, trials)
     assert len(signed) == 1

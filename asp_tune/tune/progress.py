@@ -110,14 +110,19 @@ class FreshTrialLogs(Callback):
 class SignedState(Callback):
     """Signs the files a ``--resume`` lets Ray unpickle each time Ray saved its state, and at the end
     (:mod:`asp_tune.tune.signing`). Callbacks run in Tune's loop after its state save of the step, so
-    the files signed here (from Ray's local staging folder) are whole. A step without a save costs
-    one ``stat``.
+    the files signed here (from Ray's local staging folder) are whole. Once this run's state file is
+    known, a step without a save costs one ``stat``.
     """
 
     def __init__(self, experiment_path: str):
         self.experiment_path = experiment_path
         self._staging: str | None = None
+        self._state: Path | None = None  # this run's state file in the staging folder, once Ray wrote it
+        self._since = time.time()
         self._signed: tuple[int, int] | None = None
+
+    def setup(self, **info) -> None:
+        self._since = time.time()  # a restored callback: this part of the experiment starts now
 
     def _saved(self, trials) -> tuple[int, int] | None:
         """(mtime, size) of Ray's latest state save; None before the first."""
@@ -126,10 +131,14 @@ class SignedState(Callback):
             self.experiment_path = current_experiment(self.experiment_path, trials)
         if self._staging is None:
             return None
-        found = sorted(Path(self._staging).glob("experiment_state-*.json"))  # a resumed search adds its own
+        if self._state is None:  # a resumed search's staging folder also holds the earlier parts' files
+            found = sorted(Path(self._staging).glob("experiment_state-*.json"))
+            if not found or found[-1].stat().st_mtime < self._since - 1.0:  # file clocks are coarse
+                return None
+            self._state = found[-1]  # written by this run: the newest it will ever be named
         try:
-            info = found[-1].stat()
-        except (IndexError, OSError):
+            info = self._state.stat()
+        except OSError:
             return None
         return info.st_mtime_ns, info.st_size
 

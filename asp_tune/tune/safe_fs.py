@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from asp_tune.atomic import TMP_SUFFIX
+from asp_tune.atomic import TMP_SUFFIX, atomic_write
 
 #: Written files up to this size are held in memory until closed; larger ones spill to their
 #: temporary file as they are written.
@@ -34,9 +35,13 @@ IN_MEMORY = 4 << 20
 
 
 def same_bytes(path: str, data: bytes | None, spilled: str | None) -> bool:
-    """Whether the file at ``path`` holds exactly ``data`` (or the bytes of the file ``spilled``)."""
+    """Whether the regular file at ``path`` (never a link) holds exactly ``data`` (or the bytes of the file
+    ``spilled``)."""
     try:
-        size = os.stat(path, follow_symlinks=False).st_size
+        info = os.stat(path, follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        size = info.st_size
         if data is not None:
             if size != len(data):
                 return False
@@ -95,8 +100,6 @@ class _WholeFile(io.RawIOBase):
         if self._spill is None:
             data = self._buffer.getvalue()
             if not same_bytes(self.path, data, None):
-                from asp_tune.atomic import atomic_write
-
                 atomic_write(self.path, lambda handle: handle.write(data))
             return
         fd, tmp = self._spill
