@@ -4,6 +4,7 @@ trainable, and a killed driver resumed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -145,7 +146,10 @@ def test_a_killed_hypertune_driver_resumes_with_its_brackets_and_promotions(tmp_
     command = [sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "hypertune", "--ratio",
                "0.5", "--metric", "loss", "--num-samples", "8", "--grace-period", "5", "--max-concurrent", "2",
                "--storage-path", str(storage), "--verbose", "0", "--out", str(out)]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Ray saves its state every second here, not every 10 s: these trials are over in seconds, and the
+    # state must show two waiting trials before the driver is killed
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 240
 
     def paused_trials(experiment: Path) -> int:  # trials with a report at the first rung, saved in the state
@@ -172,7 +176,8 @@ def test_a_killed_hypertune_driver_resumes_with_its_brackets_and_promotions(tmp_
 
     signed = json.loads((experiment / SIGNED_COPY).read_text())["files"]
     saved = json.loads(base64.b64decode(next(v for k, v in signed.items() if k.startswith("searcher-state-"))))
-    resumed = subprocess.run(command + ["--resume", str(experiment)], capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(command + ["--resume", str(experiment)], capture_output=True, text=True, timeout=400,
+                             env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_trials"] == 8 and summary["num_failed"] == 0
