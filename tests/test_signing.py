@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from asp_tune.errors import ConfigError
+import asp_tune.tune.signing as signing
 from asp_tune.tune.signing import SIGNED_COPY, key_path, restore_signed, sign
 
 GOOD = json.dumps({"trial_data": [["t", "m"]], "runner_data": {}, "stats": {}})
@@ -70,6 +71,10 @@ def test_an_unsigned_or_forged_experiment_is_refused_by_name(experiment, tmp_pat
     assert (experiment / "tuner.pkl").read_bytes() == b"\x80\x05 the tuner"  # nothing was put in place
     assert sign(str(experiment))
     monkeypatch.setenv("ASP_TUNE_KEY", str(tmp_path / "other.key"))  # another user's (or machine's) key
+    with pytest.raises(ConfigError, match="key.*is missing"):  # never made anew on a resume
+        restore_signed(str(experiment))
+    assert not (tmp_path / "other.key").exists()
+    signing.key()
     with pytest.raises(ConfigError, match="signed with your key"):
         restore_signed(str(experiment))
     (experiment / SIGNED_COPY).write_text("{not json")
@@ -159,3 +164,94 @@ def test_the_callback_signs_each_state_ray_saved_from_its_staging_copy_and_only_
     callback.on_step_end(7, trials)
     assert len(signed) == 2 and restore_signed(str(experiment)) == [state.name]
     assert json.loads((experiment / state.name).read_text())["runner_data"] == {"x": 1}
+
+
+class _Planted:
+    """A pickle that creates a marker file when it is loaded (what a crafted file could do instead)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_every_file_ray_would_unpickle_that_was_not_signed_is_set_aside(experiment, tmp_path):
+    import pickle
+
+    variant = experiment / "basic-variant-state-2026-12-01_10-00-00.json"
+    variant.write_bytes(b"\x80\x05 the generator")
+    assert sign(str(experiment))
+    assert "basic-variant-state" in "".join(json.loads((experiment / SIGNED_COPY).read_text())["files"])
+    marker = tmp_path / "ran"
+    variant.write_bytes(pickle.dumps(_Planted(marker)))  # read by every random, ASHA and Hyperband search
+    planted = experiment / "zz-unknown-state.pkl"  # any other .pkl/.json Ray copies to the driver
+    planted.write_bytes(pickle.dumps(_Planted(marker)))
+    trial = experiment / "trial_0"
+    trial.mkdir()
+    (trial / "error.pkl").write_bytes(pickle.dumps(_Planted(marker)))  # unpickled to report a failed trial
+    (trial / "error.txt").write_text("the trial's own error")
+    (experiment / "asp_tune_settings.json").write_text("{}")  # asp_tune's own plain JSON stays
+    changed = restore_signed(str(experiment))
+    assert changed == [variant.name, planted.name]
+    assert variant.read_bytes() == b"\x80\x05 the generator" and not planted.exists()
+    assert not (trial / "error.pkl").exists() and (trial / "error.pkl.unsigned").is_file()
+    assert (trial / "error.txt").is_file() and (experiment / "asp_tune_settings.json").is_file()
+    assert not marker.exists()
+
+
+def test_an_older_signed_copy_and_another_experiments_are_refused(experiment, tmp_path):
+    import shutil
+
+    assert sign(str(experiment))
+    older = (experiment / SIGNED_COPY).read_bytes()
+    assert sign(str(experiment))  # Ray saved its state again: copy number 2
+    assert json.loads((experiment / SIGNED_COPY).read_text())["serial"] == 2
+    (experiment / SIGNED_COPY).write_bytes(older)  # replayed
+    with pytest.raises(ConfigError, match=r"older copy was put back \(a rollback\)") as err:
+        restore_signed(str(experiment))
+    assert err.value.field == "resume"
+    assert sign(str(experiment))  # the latest again
+    other = tmp_path / "other"
+    shutil.copytree(experiment, other)
+    signing._SIGNED.clear()  # another search, in another process
+    (other / SIGNED_COPY).unlink()
+    (other / "tuner.pkl").write_bytes(b"\x80\x05 the other tuner")
+    assert sign(str(other))
+    assert restore_signed(str(experiment)) == [] and restore_signed(str(other)) == []
+    (experiment / SIGNED_COPY).write_bytes((other / SIGNED_COPY).read_bytes())  # swapped in
+    with pytest.raises(ConfigError, match="signed for another experiment.*swapped in"):
+        restore_signed(str(experiment))
+    assert (experiment / "tuner.pkl").read_bytes() == b"\x80\x05 the tuner"  # nothing was put in place
+
+
+def test_a_copied_folder_resumes_and_then_the_original_is_an_older_copy(experiment, tmp_path):
+    import shutil
+
+    assert sign(str(experiment))
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(experiment, moved)
+    assert restore_signed(str(moved)) == []  # a folder this machine never signed in: its own copy
+    signing._SIGNED.clear()
+    assert sign(str(moved))  # the resumed copy goes on: number 2 of the same experiment
+    with pytest.raises(ConfigError, match="rollback.*resume the newest copy"):
+        restore_signed(str(experiment))
+
+
+def test_a_copy_signed_without_binding_is_refused(experiment):
+    assert sign(str(experiment))
+    copy = json.loads((experiment / SIGNED_COPY).read_text())
+    copy["version"] = 1
+    (experiment / SIGNED_COPY).write_text(json.dumps(copy))
+    with pytest.raises(ConfigError, match="version 1.*--resume-unsigned"):
+        restore_signed(str(experiment))
+
+
+def test_a_folder_where_the_key_cannot_be_made_is_said_before_a_search(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "afile").write_text("x")
+    monkeypatch.setenv("ASP_TUNE_KEY", str(locked / "afile" / "resume.key"))  # a folder through a file
+    assert "resume key" in signing.signing_problem()
+    monkeypatch.setenv("ASP_TUNE_KEY", str(tmp_path / "fine" / "resume.key"))
+    assert signing.signing_problem() is None

@@ -649,6 +649,12 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
     from asp_tune.tune.storage import check_location
 
     check_location(storage_root(s.storage_path))  # before Ray starts: a bad place is one named error
+    from asp_tune.tune.signing import signing_problem
+
+    unsigned = signing_problem()
+    if unsigned:  # said aloud: this search runs, but its --resume would be refused as unsigned
+        print(f"[asp-tune] warning: this search cannot be signed for --resume ({unsigned}); resuming it will "
+              "need --resume-unsigned", file=sys.stderr)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     if s.validation_epochs() is not None:
         # reports between rungs carry no val_accuracy; ASHA then simply waits for the next one

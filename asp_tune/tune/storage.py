@@ -166,6 +166,18 @@ def list_names(location: str, pattern: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == fs.FileType.File and fnmatch.fnmatch(i.base_name, pattern))
 
 
+def list_dirs(location: str) -> list[str]:
+    """Names of the folders directly in the folder ``location`` (sorted; links to folders left out)."""
+    if not is_uri(location):
+        root = Path(location)
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink()) if root.is_dir() else []
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(location)
+    infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
+
+
 def trial_reports(trial: str | Path) -> list[dict]:
     """A trial's reports so far, from its ``result.json``; a line still being written, or one cut off
     by a killed driver (merged with the next on resume), is left out."""
