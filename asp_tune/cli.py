@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any, Callable, Container, Sequence
 
-from asp_tune.config import TrainConfig, with_params
+from asp_tune.config import TrainConfig, check_file_config, with_params
 from asp_tune.errors import AspTuneError
 from asp_tune.flags import add_arguments
 from asp_tune.run_files import MODEL_FILE, SAMPLES_FILE, TRAJECTORIES_FILE
@@ -134,15 +134,17 @@ def announce_proxy_model(config: TrainConfig, command: str = "asp-tune") -> None
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """``train``'s config: the class defaults, or ``--config``'s, with the flags given on top."""
-    base = config_from_file(args.config) if args.config else TrainConfig()
+    base = config_from_file(args.config, trusted_code(args)) if args.config else TrainConfig()
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     return TrainConfig.from_dict({**base.to_dict(), **given_fields(args, names)})
 
 
-def config_from_file(path: str) -> TrainConfig:
+def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     """The training config a results folder or ``summary.json`` describes: a ``train`` run's config,
     or the best configuration of an ``hpo`` (its space's fixed settings plus the best parameters) or
-    ``compare`` run (the pick with the best retrained test accuracy), to be trained on full data."""
+    ``compare`` run (the pick with the best retrained test accuracy), to be trained on full data.
+    Its import paths are refused before anything is imported unless they are registered names or
+    lie in a module of ``trust`` (:func:`asp_tune.config.check_file_config`)."""
     import json
     from pathlib import Path
 
@@ -167,8 +169,15 @@ def config_from_file(path: str) -> TrainConfig:
         values = {**with_params(summary["runs"][str(row["ratio"])].get("fixed", {}), row["best_config"]), **full}
     else:
         raise ConfigError("config", path, "a summary.json with a config (train) or a best_config (hpo, compare)")
+    if not isinstance(values, dict):
+        raise ConfigError("config", path, "a summary.json whose config is a mapping")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig.from_dict({k: v for k, v in values.items() if k in known})
+    values = {k: v for k, v in values.items() if k in known}
+    from asp_tune.run_dir import summary_signed
+
+    if not summary_signed(file):
+        check_file_config(values, trust, f"results file {file} (not signed by you)")
+    return TrainConfig.from_dict(values)
 
 
 @subcommand("train", "train one model on proxy data (or the full-data baseline)")
@@ -179,8 +188,28 @@ def add_train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="start from the config of a results folder or summary.json "
                                                   "(train: its config; hpo/compare: the best configuration, on "
                                                   "full data); flags given override it")
+    add_trust_flag(p)
     add_output_flags(p)
     p.add_argument("--inspect", action="store_true", help="also write the pictures of asp-tune inspect")
+
+
+def add_trust_flag(p: argparse.ArgumentParser) -> None:
+    """``--trust-code MODULE``: the modules whose import paths a results folder or model file may name."""
+    p.add_argument("--trust-code", action="append", default=[], metavar="MODULE",
+                   help="a module (or package) of your own whose import paths a results folder or model.pt may "
+                        "name; anything else they name that is not registered is refused before it is imported "
+                        "(repeat for several)")
+
+
+def trusted_code(args: argparse.Namespace) -> tuple[str, ...]:
+    """The modules ``--trust-code`` names (checked to be module names)."""
+    from asp_tune.errors import ConfigError
+
+    names = tuple(getattr(args, "trust_code", None) or ())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError("trust_code", name, "a module name such as my_models or my_package.models")
+    return names
 
 
 def add_output_flags(p: argparse.ArgumentParser, quiet: bool = True) -> None:
@@ -200,6 +229,7 @@ def add_inspect_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="results folder of asp-tune train or correlate")
     p.add_argument("--out", default=None, help="where the pictures go [default: RUN_DIR-inspect beside it]")
     p.add_argument("--overwrite", action="store_true", help="replace --out when done")
+    add_trust_flag(p)
 
 
 @command("inspect")
@@ -214,7 +244,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         raise ConfigError("run_dir", args.run_dir, "a results folder of asp-tune train or correlate (with summary.json)")
     args.out = args.out or str(folder.resolve().with_name(folder.resolve().name + "-inspect"))
     with results_folder(args) as out:
-        written = inspect_folder(folder, out.file)
+        written = inspect_folder(folder, out.file, trusted_code(args))
         target = out.commit({"run_dir": str(folder.resolve()), "pictures": [p.name for p in written]})
     print("\n".join(f"  {target / p.name}" for p in written))
     return 0

@@ -150,6 +150,25 @@ class TrainConfig(ProxySettings):
         return dataclasses.replace(self, **changes).validate()
 
 
+def import_fields() -> dict[str, Any]:
+    """The fields whose value may be an import path, each with the registry of its names."""
+    from asp_tune.proxy_settings import metric_choices
+
+    return {"dataset": DATASETS, "model": MODELS, "proxy_model": MODELS, "metric": metric_choices()}
+
+
+def check_file_config(values: dict[str, Any], trust: tuple[str, ...], source: str) -> None:
+    """Refuse, before anything is imported, a config read from ``source`` (a results folder, a model file)
+    whose import paths lead outside the registries and the modules the user trusts
+    (:func:`asp_tune.imports.check_trusted`)."""
+    from asp_tune.imports import check_trusted
+
+    for name, registry in import_fields().items():
+        value = values.get(name)
+        if value is not None:
+            check_trusted(registry, value, name, trust, source)
+
+
 #: A searched or picked parameter ``model_args.NAME`` is the keyword argument NAME of the network's builder.
 MODEL_ARGS = "model_args."
 

@@ -50,6 +50,28 @@ def resolve(registry: Any, name: Any, field: str) -> Any:
                                    "or an import path 'package.module:attribute'")
 
 
+def trusted_module(module: str, trust: Iterable[str]) -> bool:
+    """Whether ``module`` is one of ``trust`` or inside one of those packages."""
+    return any(module == t or module.startswith(t + ".") for t in trust)
+
+
+def check_trusted(registry: Any, name: Any, field: str, trust: Iterable[str], source: str) -> None:
+    """Refuse, before anything is imported, a name ``source`` (a file the user may not have written: a
+    model file, a results folder) holds that is neither registered (the package's own names, installed
+    packages' entry points, this process's registrations) nor an import path into a module the user
+    trusts (``trust``: module or package names the user gave in the call or on the command line)."""
+    if isinstance(name, str) and name in registry:
+        return
+    module = name.partition(":")[0] if is_import_path(name) else None
+    if module is not None and trusted_module(module, tuple(trust)):
+        return
+    how = (f"trust=['{module}'] in Python, --trust-code {module} on the command line" if module
+           else "a registered name")
+    raise ConfigError(field, name, f"a registered name ({', '.join(sorted(registry)) or 'none'}) or an import path "
+                                   f"into a module you trust: {source} names it, and reading a file imports and "
+                                   f"calls nothing you did not allow ({how}, only for code you wrote)")
+
+
 def check_name(registry: Any, name: Any, field: str) -> None:
     """Validate a name at the edge: registered (nothing is imported), or an import path that imports."""
     if isinstance(name, str) and name in registry:

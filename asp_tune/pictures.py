@@ -147,27 +147,28 @@ def score_samples_for_pictures(trainer) -> tuple[np.ndarray, np.ndarray, list[st
     return trainer.data.train.images.numpy(), loss, list(trainer.data.classes)
 
 
-def final_losses(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def final_losses(folder: Path, trust: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`score_samples_for_pictures` of the run's final model (``model.pt``), on the run's own
-    data split (rebuilt from its config)."""
+    data split (rebuilt from its config; its import paths only into registries and ``trust``)."""
     import torch
 
     from asp_tune.trainer import Trainer, load_model
 
-    model, config, _ = load_model(folder / "model.pt")
+    model, config, _ = load_model(folder / "model.pt", trust=trust, check_config=True)
     device = config.device if torch.cuda.is_available() else "cpu"
     return score_samples_for_pictures(Trainer(config.replace(device=device, metric="none", ratio=1.0,
                                                              ratio_schedule="constant"), model=model))
 
 
-def inspect_folder(folder: Path, file: Callable[[str], Path]) -> list[Path]:
-    """Every picture the results folder ``folder`` supports (a ``train`` or ``correlate`` run)."""
+def inspect_folder(folder: Path, file: Callable[[str], Path], trust: tuple[str, ...] = ()) -> list[Path]:
+    """Every picture the results folder ``folder`` supports (a ``train`` or ``correlate`` run); the code
+    its files name is imported only from registries and the modules in ``trust``."""
     if (folder / "scores.csv").is_file():
         return [plot_proxy_vs_target(pd.read_csv(folder / "scores.csv"), file("proxy_vs_target.png"))]
     if (folder / SAMPLES_FILE).is_file():
         images = losses = classes = None
         if (folder / "model.pt").is_file():
-            images, losses, classes = final_losses(folder)
+            images, losses, classes = final_losses(folder, trust)
         return training_pictures(folder, file, images, losses, classes)
     raise ConfigError("run_dir", str(folder), "a results folder of asp-tune train (samples.csv) or correlate "
                                               "(scores.csv)")

@@ -91,11 +91,15 @@ def preserved_rng() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    import os
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")  # noqa: SIM115 - closed below
-    except OSError as exc:  # a cache folder that cannot be made: compute without sharing the result
-        warnings.warn(f"proxy scores cache folder {path.parent} is not usable ({exc.strerror or exc}; set "
+        # never through a link planted at the lock's name: it would create or touch the file it names
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        handle = os.fdopen(fd, "r+")
+    except OSError as exc:  # a cache folder that cannot be made, or a link: compute without sharing the result
+        warnings.warn(f"proxy scores cache lock {path} is not usable ({exc.strerror or exc}; set "
                       "ASP_TUNE_CACHE to a writable folder); the proxy is trained without a cache", stacklevel=3)
         yield
         return

@@ -121,6 +121,27 @@ def process_alive(pid: Any, host: str | None = None) -> bool:
     return True
 
 
+RESULTS_SIGNATURE = "results summary v1"
+
+
+def summary_identity(path: Path) -> dict[str, Any]:
+    import hashlib
+
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def summary_signed(path: Path) -> bool:
+    """Whether this user's asp_tune committed the ``summary.json`` at ``path`` as it is now (signed in its
+    folder's marker with this user's key): the code it names is then this user's own."""
+    from asp_tune.signatures import signed_by_me
+
+    marker = read_marker(path.parent) or {}
+    try:
+        return signed_by_me(RESULTS_SIGNATURE, summary_identity(path), marker.get("summary_signature"))
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------------------------ paths
 
 
@@ -285,9 +306,12 @@ class RunDirectory:
         Refuses to replace a folder that appeared, or changed hands, after the run started; the
         results then stay in a visible ``NAME.conflict-*`` folder named in the error.
         """
+        from asp_tune.signatures import sign_payload
+
         self.write_json(SUMMARY, summary)
         files = [p.name for p in self.path.iterdir() if p.name != MARKER]
-        write_marker(self.path, "results", files)
+        self.signature = sign_payload(RESULTS_SIGNATURE, summary_identity(self.path / SUMMARY))
+        write_marker(self.path, "results", files, summary_signature=self.signature)
         t = self.target
         if t.is_dir() and any(t.iterdir()):
             marker = read_marker(t)
@@ -306,7 +330,8 @@ class RunDirectory:
         kept = self.target.with_name(f"{self.target.name}.conflict-{time.strftime('%Y%m%d-%H%M%S')}")
         os.rename(self.path, kept)
         self.path = kept
-        write_marker(kept, "results", [p.name for p in kept.iterdir() if p.name != MARKER])
+        write_marker(kept, "results", [p.name for p in kept.iterdir() if p.name != MARKER],
+                     summary_signature=getattr(self, "signature", None))
         raise AspTuneError(f"{self.field} {self.target} {what}; this run's results are kept in {kept}")
 
     def discard(self) -> None:

@@ -24,6 +24,7 @@ from asp_tune.device import autocast, resolve_device, synchronize
 from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
+from asp_tune.registry import MODELS
 from asp_tune.memory import FeatureNormTap
 from asp_tune.proxy import ProxySelector
 from asp_tune.sizes import check_fits
@@ -412,10 +413,14 @@ class Trainer:
         """The final weights with what rebuilds them (see :func:`load_model`): the builder (a registered
         name or an import path) and its arguments, or the class of a network handed in; the input
         shape and kind, the class names and the normalisation the network expects."""
-        save_state({"model": self.model.state_dict(), "config": self.config.to_dict(), **self.model_builder,
-                    "image_shape": list(self.data.image_shape), "input_shape": list(self.data.input_shape),
-                    "kind": self.data.kind, "classes": list(self.data.classes), "mean": list(self.data.mean),
-                    "std": list(self.data.std)}, path)
+        from asp_tune.signatures import sign_payload
+
+        state = {"model": self.model.state_dict(), "config": self.config.to_dict(), **self.model_builder,
+                 "image_shape": list(self.data.image_shape), "input_shape": list(self.data.input_shape),
+                 "kind": self.data.kind, "classes": list(self.data.classes), "mean": list(self.data.mean),
+                 "std": list(self.data.std)}
+        state["signature"] = sign_payload(MODEL_FILE_SIGNATURE, model_file_code(state))
+        save_state(state, path)
 
     def save_checkpoint(self, path: str | Path) -> None:
         save_state(self.state_dict(), path)
@@ -451,18 +456,57 @@ def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -
 
 
 INFO_KEYS = ("image_shape", "input_shape", "kind", "classes", "mean", "std")
+MODEL_FILE_SIGNATURE = "model file v1"
 
 
-def load_model(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+def model_file_code(state: dict[str, Any]) -> dict[str, Any]:
+    """What a model file names that reading it may import and call: the builder or class, the builder's
+    arguments and input shape, and the config's import paths (what its signature covers)."""
+    from asp_tune.config import import_fields
+
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    return {"builder": state.get("builder"), "class": state.get("class"), "model_args": state.get("model_args"),
+            "input_shape": state.get("input_shape"), "classes": len(state.get("classes") or ()),
+            "config": {name: config.get(name) for name in import_fields()}}
+
+
+def model_file_signed(state: dict[str, Any]) -> bool:
+    """Whether this user's asp_tune wrote the model file ``state`` (its code is then this user's own)."""
+    from asp_tune.signatures import signed_by_me
+
+    return signed_by_me(MODEL_FILE_SIGNATURE, model_file_code(state), state.get("signature"))
+
+
+def load_model(path: str | Path, model: nn.Module | None = None, trust: tuple[str, ...] | list[str] = (),
+               check_config: bool = False) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """``(model, config, info)`` from a ``model.pt`` written by ``asp-tune train`` (or
     :meth:`Trainer.save_model`); ``info`` holds the input shape and kind, the class names and the
     normalisation the network expects (:func:`predict` applies them). The network is rebuilt by the
-    builder the file names (a user's ``package.module:builder`` is imported), or by the class of a
-    network that was handed to the trainer; ``model``: load the weights into this one instead.
-    Loaded with ``weights_only``: a crafted file runs nothing."""
-    from asp_tune.imports import import_object
+    builder the file names, or by the class of a network that was handed to the trainer; ``model``:
+    load the weights into this one instead.
+
+    A crafted file runs nothing: it is loaded with ``weights_only``, and the builder or class it names is
+    used only when this user's asp_tune wrote the file (it is signed with this user's key,
+    :mod:`asp_tune.signatures`), when it is registered (asp_tune's, an installed package's entry point,
+    or registered in this process), or when it lies in a module named in ``trust`` (your own code, e.g.
+    ``trust=["my_models"]``); anything else is refused by name before it is imported. ``check_config``:
+    the same for the import paths of the file's config (for a caller that rebuilds its run from it)."""
+    from asp_tune.imports import check_trusted, import_object
 
     state = load_state(path, "model", "an asp_tune model file (model.pt)")
+    source = f"model file {path} (not signed by you)"
+    builder = state.get("builder", state.get("config", {}).get("model") if isinstance(state.get("config"), dict)
+                        else None)
+    signed = model_file_signed(state)
+    if model is None and not signed:
+        if builder is not None:
+            check_trusted(MODELS, builder, "builder", trust, source)
+        else:
+            check_trusted({}, state.get("class"), "model class", trust, source)
+    if check_config and not signed:
+        from asp_tune.config import check_file_config
+
+        check_file_config(state.get("config") if isinstance(state.get("config"), dict) else {}, trust, source)
     try:
         config = TrainConfig.from_dict(state["config"], validate=False)
     except (ConfigError, TypeError) as exc:
@@ -471,7 +515,7 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Mod
     info.setdefault("input_shape", info["image_shape"])
     info.setdefault("kind", "image")
     if model is None:
-        builder, classes = state.get("builder", config.model), len(state["classes"])
+        classes = len(state["classes"])
         if builder is not None:
             try:
                 model = build_model(builder, info["input_shape"], classes, **state.get("model_args", {}))
@@ -497,13 +541,13 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Mod
 
 @torch.inference_mode()
 def predict(model_file: str | Path | tuple[nn.Module, TrainConfig, dict[str, Any]], inputs: Any,
-            batch_size: int = 1024) -> torch.Tensor:
+            batch_size: int = 1024, trust: tuple[str, ...] | list[str] = ()) -> torch.Tensor:
     """Class probabilities ``(N, classes)`` of a saved model (``model.pt``, or what :func:`load_model`
     returned) for raw ``inputs`` as the data set holds them (uint8 images, float features or token
-    sequences): the saved preprocessing is applied first."""
+    sequences): the saved preprocessing is applied first. ``trust``: as for :func:`load_model`."""
     from asp_tune.feeding import Normalizer
 
-    model, _, info = load_model(model_file) if isinstance(model_file, (str, Path)) else model_file
+    model, _, info = load_model(model_file, trust=trust) if isinstance(model_file, (str, Path)) else model_file
     x = torch.as_tensor(inputs)
     if tuple(x.shape[1:]) != tuple(info["input_shape"]):
         raise ConfigError("inputs", f"shape {tuple(x.shape)}", f"(N, {', '.join(map(str, info['input_shape']))})")

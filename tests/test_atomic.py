@@ -48,6 +48,31 @@ def test_the_proxy_scores_and_data_caches_leave_a_planted_link_alone(tmp_path, m
     assert outside.read_bytes() == b"precious" and (cache_dir() / f"{key}.pt").is_file()
 
 
+def test_a_link_planted_at_the_proxy_scores_lock_leaves_its_target_untouched(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ASP_TUNE_CACHE", str(cache))
+    from asp_tune import TrainConfig, load_dataset
+    from asp_tune.proxy_scores import cache_dir, cache_key, proxy_scores
+
+    config = TrainConfig(metric="easiest", ratio=0.5, epochs=2, subset=200)
+    data = load_dataset("digits", subset=200)
+    cache_dir().mkdir(parents=True)
+    key = cache_key(config, data)
+    target = tmp_path / "elsewhere" / "created-by-the-lock"
+    target.parent.mkdir()
+    (cache_dir() / f"{key}.lock").symlink_to(target)  # a dangling link: opening it would create the target
+    with pytest.warns(UserWarning, match="not usable"):
+        scores = proxy_scores(config, data)  # computed without the shared cache, never through the link
+    assert not target.exists() and len(scores.loss) == len(data.train)
+    precious = tmp_path / "precious"
+    precious.write_text("mine")
+    (cache_dir() / f"{key}.lock").unlink()
+    (cache_dir() / f"{key}.lock").symlink_to(precious)
+    with pytest.warns(UserWarning, match="not usable"):
+        proxy_scores(config, data)
+    assert precious.read_text() == "mine"
+
+
 def test_a_full_disk_is_one_named_error_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     def full(handle):
         raise OSError(errno.ENOSPC, "No space left on device")

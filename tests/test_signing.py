@@ -11,7 +11,8 @@ import pytest
 
 from asp_tune.errors import ConfigError
 import asp_tune.tune.signing as signing
-from asp_tune.tune.signing import SIGNED_COPY, key_path, restore_signed, sign
+from asp_tune.signatures import key_path
+from asp_tune.tune.signing import SIGNED_COPY, restore_signed, sign
 
 GOOD = json.dumps({"trial_data": [["t", "m"]], "runner_data": {}, "stats": {}})
 
@@ -74,7 +75,7 @@ def test_an_unsigned_or_forged_experiment_is_refused_by_name(experiment, tmp_pat
     with pytest.raises(ConfigError, match="key.*is missing"):  # never made anew on a resume
         restore_signed(str(experiment))
     assert not (tmp_path / "other.key").exists()
-    signing.key()
+    signing.key()  # made on purpose: another key that exists
     with pytest.raises(ConfigError, match="signed with your key"):
         restore_signed(str(experiment))
     (experiment / SIGNED_COPY).write_text("{not json")

@@ -1,76 +1,141 @@
-"""Proxy trust: rung agreement from scripted results equals a direct Kendall tau; the warning fires
-below the threshold with enough pairs, and not above it."""
+"""Files someone sent you run nothing: a model file or results folder names code, and reading it imports
+and calls only what is registered, what this user's own asp_tune signed, or what the user trusts."""
 
 from __future__ import annotations
 
-import math
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from scipy import stats
+import torch
 
-from asp_tune.tune.trust import RungRecord, rung_epochs
+from asp_tune import ConfigError, TrainConfig
+from asp_tune.cli import main
 
-
-def test_rung_epochs_are_ashas_decision_points():
-    assert rung_epochs(1, 3, 12) == (1, 3, 9, 12)
-    assert rung_epochs(2, 2, 8) == (2, 4, 8)
-    assert rung_epochs(1, 3, 1) == (1,)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def test_rung_agreement_equals_a_direct_kendall_tau_on_the_configurations_that_reached_both():
-    record = RungRecord((1, 3, 9))
-    low = {"a": 0.1, "b": 0.4, "c": 0.3, "d": 0.9, "e": 0.5, "f": 0.2, "g": 0.8}
-    high = {"a": 0.2, "b": 0.5, "c": 0.1, "d": 0.7, "e": 0.9, "f": 0.3}  # g stopped at rung 1
-    for trial, score in low.items():
-        record.add(trial, 1, score)
-        record.add(trial, 2, 0.0)  # not a rung: ignored
-    for trial, score in high.items():
-        record.add(trial, 3, score)
-    first, second = record.agreements()
-    both = sorted(high)
-    assert first.pairs == 6 and (first.low, first.high) == (1, 3)
-    assert first.kendall_tau == pytest.approx(stats.kendalltau([low[t] for t in both], [high[t] for t in both])[0])
-    assert second.pairs == 0 and second.trusted is None and math.isnan(second.kendall_tau)
+def crafted_model_file(path: Path, marker: Path, **names) -> Path:
+    """A model.pt as someone else could write it: it names ``subprocess:run`` as the builder, with the
+    command to run as the "input shape" (what load_model passed to the builder)."""
+    state = {"model": {}, "config": TrainConfig(epochs=1).to_dict(), "builder": "subprocess:run", "model_args": {},
+             "image_shape": [1, 8, 8], "input_shape": ["touch", str(marker)], "kind": "image",
+             "classes": ["a", "b"], "mean": [0.0], "std": [1.0], **names}
+    torch.save(state, path)
+    return path
 
 
-def test_the_warning_fires_below_the_threshold_with_enough_pairs_and_not_above():
-    reversed_ = RungRecord((1, 4))
-    agreeing = RungRecord((1, 4))
-    few = RungRecord((1, 4))
-    for i in range(8):  # a learning-rate grid whose early ranking reverses
-        reversed_.add(f"t{i}", 1, i / 10)
-        reversed_.add(f"t{i}", 4, 1 - i / 10)
-        agreeing.add(f"t{i}", 1, i / 10)
-        agreeing.add(f"t{i}", 4, i / 10 + 0.05)
-    for i in range(4):  # reversed too, but too few configurations to say
-        few.add(f"t{i}", 1, i)
-        few.add(f"t{i}", 4, -i)
-    assert reversed_.agreements()[0].kendall_tau == pytest.approx(-1.0) and reversed_.agreements()[0].trusted is False
-    line = reversed_.warning()
-    assert line is not None and "rungs 1->4 epochs" in line and "-1.00 over 8 configurations" in line
-    assert "\n" not in line and reversed_.summary()["trusted"] is False
-    assert agreeing.warning() is None and agreeing.summary()["trusted"] is True and agreeing.summary()["measured"]
-    assert few.warning() is None and few.agreements()[0].trusted is None and not few.summary()["measured"]
-    assert reversed_.latest() == "-1.00(1->4)"
+def test_a_model_file_naming_code_that_is_not_trusted_is_refused_before_import(tmp_path):
+    from asp_tune.trainer import load_model, predict
+
+    marker = tmp_path / "ran"
+    crafted = crafted_model_file(tmp_path / "model.pt", marker)
+    with pytest.raises(ConfigError, match=r"invalid builder='subprocess:run'.*not signed by you.*--trust-code"):
+        load_model(crafted)
+    with pytest.raises(ConfigError, match="builder='subprocess:run'"):
+        predict(crafted, torch.zeros(1, 1, 8, 8))
+    handed = crafted_model_file(tmp_path / "handed.pt", marker, builder=None, **{"class": "os:abort"})
+    with pytest.raises(ConfigError, match=r"invalid model class='os:abort'"):
+        load_model(handed)  # os.abort() would have killed this process
+    assert not marker.exists()
+    forged = crafted_model_file(tmp_path / "forged.pt", marker, signature="0" * 64)  # a signature not of this key
+    with pytest.raises(ConfigError, match="builder='subprocess:run'"):
+        load_model(forged)
+    assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_an_asha_search_records_its_rung_agreement_and_warns_when_the_proxy_misranks(tmp_path, capsys):
-    """A grid of learning rates whose short runs rank unlike the long ones (high rates win early on a
-    tiny proxy, then diverge or stall): the search measures it from its own reports and warns."""
-    from asp_tune.tune.runner import HpoSettings, ensure_ray, proxy_trust, run_hpo
-    from asp_tune.tune.space import parse_space
+def test_inspect_of_a_crafted_folder_is_refused_by_name(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    crafted_model_file(folder / "model.pt", marker)
+    (folder / "summary.json").write_text(json.dumps({"epochs": 1}))
+    (folder / "samples.csv").write_text("index,label,times_selected\n0,0,1\n1,1,1\n")
+    assert main(["inspect", str(folder), "--out", str(tmp_path / "pictures")]) == 2
+    err = capsys.readouterr().err
+    assert "builder='subprocess:run'" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "pictures").exists()
 
-    ensure_ray(num_cpus=2)
-    space = parse_space({"name": "lrs", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 9, "subset": 500,
-                                                  "batch_size": 64, "momentum": 0.0, "weight_decay": 0.0},
-                         "params": {"lr": {"type": "grid", "values": [0.002, 0.005, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}}})
-    result = run_hpo(HpoSettings(space=space, algo="asha", ratio=0.3, num_samples=1, grace_period=1,
-                                 reduction_factor=3, max_concurrent=2, storage_path=str(tmp_path), verbose=0))
-    trust = result.summary["proxy_trust"]
-    assert trust["rungs"] == [1, 3, 9] and trust["pairs"][0]["pairs"] >= 2
-    # the recorded agreement is the one a direct computation on the trials' reports gives
-    again = proxy_trust((1, 3, 9), result.histories)
-    assert again.summary() == trust
-    # the one-line warning is printed exactly when a measured rung pair ranks unlike the next rung
-    assert ("[asp-tune] warning: the proxy misranks: rungs" in capsys.readouterr().err) == (not trust["trusted"])
+
+def test_a_signed_model_file_of_your_own_loads_and_an_edited_one_is_refused(tmp_path):
+    from asp_tune.build import build_trainer
+    from asp_tune.trainer import load_model
+
+    trainer = build_trainer(TrainConfig(dataset="digits", epochs=1, subset=100))
+    trainer.fit()
+    trainer.save_model(tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert isinstance(state["signature"], str)
+    load_model(tmp_path / "model.pt")  # registered, and signed
+    state["builder"], state["input_shape"] = "subprocess:run", ["touch", str(tmp_path / "ran")]
+    torch.save(state, tmp_path / "edited.pt")  # the signature no longer fits what it names
+    with pytest.raises(ConfigError, match="builder='subprocess:run'"):
+        load_model(tmp_path / "edited.pt")
+    assert not (tmp_path / "ran").exists()
+
+
+MODULE = '''
+import pathlib
+pathlib.Path(__file__).with_name("imported").write_text("the module ran")
+from torch import nn
+
+def net(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+'''
+
+
+@pytest.mark.parametrize("names", [
+    {"model": "subprocess:getoutput"},
+    {"metric": "builtins:exit"},
+    {"dataset": "this:s"},
+    {"model": "shipped:net"},  # a module sent beside the summary, imported when run from that folder
+])
+def test_train_config_of_a_results_folder_someone_sent_runs_nothing(tmp_path, names):
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    (folder / "shipped.py").write_text(MODULE)
+    config = {**TrainConfig(epochs=1, subset=100).to_dict(), **names}
+    (folder / "summary.json").write_text(json.dumps({"config": config}))
+    run = subprocess.run([sys.executable, "-m", "asp_tune", "train", "--config", ".", "--out", str(tmp_path / "out"),
+                          "--quiet"], cwd=folder, capture_output=True, text=True, timeout=120)
+    (field, value), = names.items()
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"invalid {field}='{value}'" in run.stderr and "not signed by you" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (folder / "imported").exists() and not (tmp_path / "out").exists()
+
+
+def test_trust_code_lets_a_foreign_file_name_your_own_module(tmp_path):
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    (tmp_path / "mine.py").write_text(MODULE)
+    config = {**TrainConfig(epochs=1, subset=100).to_dict(), "model": "mine:net"}
+    (folder / "summary.json").write_text(json.dumps({"config": config}))
+    command = [sys.executable, "-m", "asp_tune", "train", "--config", str(folder), "--quiet"]
+    refused = subprocess.run([*command, "--out", str(tmp_path / "a")], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "invalid model='mine:net'" in refused.stderr
+    assert not (tmp_path / "imported").exists()
+    trusted = subprocess.run([*command, "--trust-code", "mine", "--out", str(tmp_path / "b")], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert trusted.returncode == 0, trusted.stderr[-2000:]
+    assert (tmp_path / "imported").exists()
+    bad = subprocess.run([*command, "--trust-code", "not a module", "--out", str(tmp_path / "c")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "invalid trust_code='not a module'" in bad.stderr
+
+
+def test_your_own_results_folder_is_signed_and_an_edited_summary_is_not(tmp_path):
+    from asp_tune.run_dir import summary_signed
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--subset", "100", "--quiet", "--out", str(out)]) == 0
+    assert summary_signed(out / "summary.json")
+    summary = json.loads((out / "summary.json").read_text())
+    summary["config"]["model"] = "subprocess:getoutput"
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert not summary_signed(out / "summary.json")
+    assert main(["train", "--config", str(out), "--quiet", "--out", str(tmp_path / "again")]) == 2

@@ -28,14 +28,13 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
-import stat
 import uuid
 from pathlib import Path
 from typing import Any
 
-from asp_tune.atomic import atomic_write_text, create_private
+from asp_tune.atomic import atomic_write_text
 from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.signatures import key, key_path, mac
 from asp_tune.tune.storage import join, list_dirs, list_names, move, read_bytes, write_bytes
 
 #: The files Ray Tune unpickles on a restore (the newest of each pattern).
@@ -52,44 +51,10 @@ SET_ASIDE = ".unsigned"
 VERSION = 2
 
 
-def key_path() -> Path:
-    """``$ASP_TUNE_KEY`` or ``$XDG_CONFIG_HOME/asp_tune/resume.key`` (``~/.config`` by default)."""
-    if os.environ.get("ASP_TUNE_KEY"):
-        return Path(os.environ["ASP_TUNE_KEY"]).expanduser()
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "asp_tune" / "resume.key"
-
-
 def ledger_dir() -> Path:
     """Where this machine records the latest serial it signed for each experiment (beside the key)."""
     path = key_path()
     return path.with_name(path.name + ".ledger")
-
-
-def key(create: bool = True) -> bytes:
-    """This user's signing key, made (32 random bytes, mode 0600) on first use when ``create``;
-    refused when others can read or write it, or (``create=False``) when it is missing."""
-    path = key_path()
-    if not path.exists():
-        if not create:
-            raise ConfigError("resume key", str(path), "your signing key, which is missing (deleted, or never made "
-                                                       "on this machine): no signed experiment can be checked "
-                                                       "without the key that signed it (restore the file, or "
-                                                       "--resume-unsigned at your own risk)")
-        try:
-            create_private(path, secrets.token_bytes(32))  # False: made by a search started at the same moment
-        except OSError as exc:
-            raise ConfigError("resume key", str(path), f"a file this user can create ({exc.strerror or exc}): "
-                                                       "set ASP_TUNE_KEY to a file in a writable folder") from None
-    info = path.stat()
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
-        raise ConfigError("resume key", str(path), "a file that only you own and can read (chmod 600): with it "
-                                                   "anyone can sign an experiment for your --resume")
-    data = path.read_bytes()
-    if len(data) < 16:
-        raise ConfigError("resume key", str(path), "at least 16 bytes (delete it to have a new one made; "
-                                                   "experiments signed with the old one then cannot be resumed)")
-    return data
 
 
 def signing_problem() -> str | None:
@@ -125,8 +90,7 @@ def restored_files(experiment: str, staging: str | None = None) -> dict[str, byt
 def _mac(files: dict[str, bytes], secret: bytes, identity: str, serial: int) -> str:
     digests = json.dumps({name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
                          sort_keys=True)
-    text = f"asp_tune signed state v{VERSION}\nexperiment {identity}\nserial {serial}\n{digests}"
-    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+    return mac(secret, f"signed state v{VERSION}", f"experiment {identity}\nserial {serial}\n{digests}")
 
 
 def _ledger_file(identity: str) -> Path:
