@@ -256,3 +256,39 @@ def test_a_folder_where_the_key_cannot_be_made_is_said_before_a_search(tmp_path,
     assert "resume key" in signing.signing_problem()
     monkeypatch.setenv("ASP_TUNE_KEY", str(tmp_path / "fine" / "resume.key"))
     assert signing.signing_problem() is None
+
+
+@pytest.mark.slow
+def test_a_resume_of_a_folder_with_planted_pickles_runs_nothing(tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    space = tmp_path / "space.yaml"
+    space.write_text("name: planted\nfixed: {dataset: digits, model: mlp, epochs: 3, subset: 600, batch_size: 64, momentum: 0.0,"
+                     " weight_decay: 0.0}\nparams:\n  lr: {type: grid, values: [0.05, 10000000.0]}\n")
+    storage = tmp_path / "ray"
+
+    def hpo(*extra, out="out"):
+        return subprocess.run([sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "random",
+                               "--num-samples", "1", "--ratio", "1.0", "--metric", "none", "--storage-path",
+                               str(storage), "--verbose", "0", "--out", str(tmp_path / out), *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    first = hpo()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["num_failed"] == 1
+    experiment = next(storage.glob("asp-*"))
+    failed = next(p.parent for p in experiment.glob("*/error.pkl"))  # the diverged trial's pickled error
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Planted(marker))
+    failed.joinpath("error.pkl").write_bytes(payload)
+    variant = next(experiment.glob("basic-variant-state-*.json"))
+    variant.write_bytes(payload)
+    (experiment / "basic-variant-state-9999-12-31_23-59-59.json").write_bytes(payload)  # newer: Ray takes it
+    again = hpo("--resume", str(experiment), out="again")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not marker.exists()
+    assert "basic-variant-state" in again.stderr  # named as changed after it was signed
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["num_trials"] == 2 and summary["num_failed"] == 1
