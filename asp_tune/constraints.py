@@ -42,6 +42,19 @@ class Interval:
             text = f"{'an integer' if self.integer else 'a number'} in {left}{lo}, {hi}{right}"
         return text + (" or none" if self.optional else "")
 
+    def invalid_examples(self) -> tuple[Any, ...]:
+        """Values this constraint refuses (for the test that tries every declared constraint)."""
+        out: list[Any] = ["not a number", math.nan, math.inf]
+        if self.low is not None:
+            out.append(self.low if self.closed in ("right", "neither") else self.low - 1)
+        if self.high is not None:
+            out.append(self.high if self.closed in ("left", "neither") else self.high + 1)
+        if self.integer:
+            out.append((self.low if self.low is not None else 0) + 1.5)
+        if not self.optional:
+            out.append(None)
+        return tuple(out)
+
     def __call__(self, name: str, value: Any) -> None:
         if value is None and self.optional:
             return
@@ -63,6 +76,9 @@ class OneOf:
     choices: Callable[[], Iterable[Any]]
     optional: bool = False
 
+    def invalid_examples(self) -> tuple[Any, ...]:
+        return ("no-such-choice", 12345) + (() if self.optional else (None,))
+
     def __call__(self, name: str, value: Any) -> None:
         if value is None and self.optional:
             return
@@ -73,9 +89,41 @@ class OneOf:
 
 @dataclass(frozen=True)
 class Boolean:
+    def invalid_examples(self) -> tuple[Any, ...]:
+        return ("yes", 1, None)
+
     def __call__(self, name: str, value: Any) -> None:
         if not isinstance(value, bool):
             raise ConfigError(name, value, "true or false")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A constraint written as a function ``check(name, value)`` that raises :class:`ConfigError`, with the
+    values it refuses named (so the test that tries every declared constraint can try it too)."""
+
+    check: Callable[[str, Any], Any]
+    invalid: tuple[Any, ...]
+
+    def invalid_examples(self) -> tuple[Any, ...]:
+        return self.invalid
+
+    def __call__(self, name: str, value: Any) -> None:
+        self.check(name, value)
+
+
+def check_value(cls: type, name: str, value: Any) -> None:
+    """Apply the constraint ``cls`` declares on its field ``name`` to ``value`` (the one place a range
+    is checked, for code that takes the value outside the dataclass)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    check = field.metadata.get("check")
+    if check is not None:
+        check(name, value)
+
+
+def declared(cls: type) -> dict[str, Any]:
+    """Every constraint ``cls`` declares, by field name."""
+    return {f.name: f.metadata["check"] for f in dataclasses.fields(cls) if f.metadata.get("check") is not None}
 
 
 def check_fields(obj: Any, only: Iterable[str] | None = None) -> None:

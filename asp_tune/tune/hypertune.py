@@ -24,24 +24,17 @@ runs its own workers, so it cannot sit on Ray Tune here; this module follows the
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
-
 from asp_tune.errors import ConfigError
-from asp_tune.tune.progress import publish_trial_logs
+from asp_tune.tune.surrogate import (MIN_TOP, MultiFidelityEnsemble, UnitSpace, discordant_pairs,  # noqa: F401
+                                     ranking_loss_weights)
 from asp_tune.tune.trust import RungRecord, rung_epochs
 
-#: Fewer top-rung results than this: brackets keep Hyperband's proportions, the ensemble its top model.
-MIN_TOP = 4
 #: Share of every bracket's probability kept from Hyperband's proportions, so no bracket stops being measured.
 PRIOR_SHARE = 0.1
 #: Share of new configurations drawn at random once the surrogate is in use (as BOHB does).
@@ -122,40 +115,6 @@ class DelayedPromotion:
 
 
 # ---------------------------------------------------------------------------------- ranking weights
-def discordant_pairs(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Pairs the prediction orders against the truth; a pair the prediction ties counts half (pairs
-    tied in the truth do not count)."""
-    dp = np.sign(prediction[:, None] - prediction[None, :])
-    dt = np.sign(truth[:, None] - truth[None, :])
-    upper = np.triu(np.ones_like(dt, dtype=bool), 1) & (dt != 0)
-    return float(np.sum(upper & (dp == -dt)) + 0.5 * np.sum(upper & (dp == 0)))
-
-
-def ranking_loss_weights(predictions: Sequence[Sequence[float]], truth: Sequence[float],
-                         rng: np.random.Generator, samples: int = 200) -> np.ndarray:
-    """MFES-HB's weights: for each level, the probability that its ``predictions`` of ``truth`` have
-    the fewest discordant pairs, estimated over bootstrap resamples of the points (ties share).
-
-    A level that orders the points as the truth does gets most of the weight; one that reverses them
-    gets none. Levels with a NaN prediction are judged on the points they predict.
-    """
-    truth = np.asarray(truth, float)
-    preds = np.asarray(predictions, float).reshape(len(predictions), len(truth))
-    wins = np.zeros(len(preds))
-    n = len(truth)
-    for _ in range(samples):
-        pick = rng.integers(0, n, n)
-        losses = []
-        for p in preds:
-            ok = pick[~np.isnan(p[pick])]
-            losses.append(discordant_pairs(p[ok], truth[ok]) / max(1, len(ok) * (len(ok) - 1) / 2)
-                          if len(ok) >= 2 else 1.0)
-        losses = np.asarray(losses)
-        best = losses == losses.min()
-        wins[best] += 1.0 / best.sum()
-    return wins / samples
-
-
 def hyperband_prior(num_rungs: int, eta: int) -> np.ndarray:
     """Hyperband's share of new configurations per bracket (bracket ``s`` starts at rung ``s``):
     ``ceil((K + 1) / (K - s + 1) * eta^(K - s))`` with ``K`` the top rung, normalised."""
@@ -164,155 +123,6 @@ def hyperband_prior(num_rungs: int, eta: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-# --------------------------------------------------------------------------------- search space codec
-class UnitSpace:
-    """A Ray Tune ``param_space`` as points of the unit cube: floats and integers linearly (logarithmically
-    under a log sampler), categories by index. Constants pass through; grid searches are refused."""
-
-    def __init__(self, param_space: dict[str, Any]):
-        self.dims: list[tuple[tuple[str, ...], Any]] = []
-        self.constants: list[tuple[tuple[str, ...], Any]] = []
-
-        def walk(node: dict[str, Any], prefix: tuple[str, ...]) -> None:
-            for key, value in node.items():
-                path = prefix + (key,)
-                if isinstance(value, dict) and "grid_search" in value:
-                    raise ConfigError("algo", "hypertune", "a space without grid parameters (hypertune proposes "
-                                                           "its own configurations)")
-                if isinstance(value, dict):
-                    walk(value, path)
-                elif isinstance(value, (Float, Integer, Categorical)):
-                    self.dims.append((path, value))
-                elif isinstance(value, Domain):
-                    raise ConfigError("algo", "hypertune", f"parameters drawn from uniform, loguniform, randint "
-                                                           f"or choice ({'.'.join(path)} is not)")
-                else:
-                    self.constants.append((path, value))
-
-        walk(param_space, ())
-
-    def _log(self, domain) -> bool:
-        sampler = domain.get_sampler()
-        return isinstance(getattr(sampler, "sampler", sampler), LogUniform)
-
-    def decode(self, unit: Sequence[float]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for path, value in self.constants:
-            _put(out, path, value)
-        for (path, domain), u in zip(self.dims, unit):
-            u = float(min(max(u, 0.0), 1.0))
-            if isinstance(domain, Categorical):
-                value = domain.categories[min(int(u * len(domain.categories)), len(domain.categories) - 1)]
-            else:
-                low, high = float(domain.lower), float(domain.upper)
-                if isinstance(domain, Integer):  # Ray's randint excludes the upper bound
-                    value = int(min(math.floor(low + u * (high - low)), high - 1))
-                elif self._log(domain):
-                    value = float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-                else:
-                    value = float(low + u * (high - low))
-            _put(out, path, value)
-        return out
-
-    def encode(self, config: dict[str, Any]) -> np.ndarray:
-        unit = []
-        for path, domain in self.dims:
-            value = _get(config, path)
-            if isinstance(domain, Categorical):
-                unit.append((list(domain.categories).index(value) + 0.5) / len(domain.categories))
-            else:
-                low, high = float(domain.lower), float(domain.upper)
-                if isinstance(domain, Integer):
-                    unit.append((value - low + 0.5) / (high - low))
-                elif self._log(domain):
-                    unit.append((math.log(value) - math.log(low)) / (math.log(high) - math.log(low)))
-                else:
-                    unit.append((value - low) / (high - low))
-        return np.clip(np.asarray(unit, float), 0.0, 1.0)
-
-
-def _put(out: dict, path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        out = out.setdefault(key, {})
-    out[path[-1]] = value
-
-
-def _get(config: dict, path: tuple[str, ...]) -> Any:
-    for key in path:
-        config = config[key]
-    return config
-
-
-# ------------------------------------------------------------------------------------------ MFES-HB
-class MultiFidelityEnsemble:
-    """One random forest per rung over unit-cube configurations, combined by a generalised product of
-    experts whose weights are :func:`ranking_loss_weights` on the top rung's observations (the top
-    rung's own forest judged by its cross-validated predictions)."""
-
-    def __init__(self, seed: int = 0, trees: int = 16):
-        self.seed, self.trees = int(seed), int(trees)
-        self.models: list[Any] = []
-        self.weights = np.zeros(0)
-
-    def _forest(self, x: np.ndarray, y: np.ndarray):
-        from sklearn.ensemble import RandomForestRegressor
-
-        return RandomForestRegressor(n_estimators=self.trees, min_samples_leaf=1, max_features=1.0,
-                                     random_state=self.seed).fit(x, y)
-
-    def fit(self, levels: Sequence[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> "MultiFidelityEnsemble":
-        """``levels``: (configurations, scores) per rung, lowest first; higher scores are better."""
-        self.models = [self._forest(x, y) if len(y) >= 2 else None for x, y in levels]
-        top_x, top_y = levels[-1]
-        usable = [i for i, m in enumerate(self.models) if m is not None]
-        if len(top_y) < MIN_TOP or not usable:
-            self.weights = np.zeros(len(levels))
-            if usable:
-                self.weights[usable[-1]] = 1.0  # the highest rung with a model
-            return self
-        preds = []
-        for i, model in enumerate(self.models):
-            if model is None:
-                preds.append(np.full(len(top_y), np.nan))
-            elif i == len(levels) - 1:
-                preds.append(self.cross_validated(top_x, top_y))
-            else:
-                preds.append(model.predict(top_x))
-        self.weights = ranking_loss_weights(preds, top_y, rng)
-        return self
-
-    def cross_validated(self, x: np.ndarray, y: np.ndarray, folds: int = 3) -> np.ndarray:
-        out = np.empty(len(y))
-        order = np.arange(len(y)) % min(folds, len(y))
-        for fold in np.unique(order):
-            held = order == fold
-            out[held] = self._forest(x[~held], y[~held]).predict(x[held]) if (~held).sum() >= 2 else y[~held].mean()
-        return out
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and variance of the combined prediction at ``x``."""
-        precision, weighted = np.zeros(len(x)), np.zeros(len(x))
-        for w, model in zip(self.weights, self.models):
-            if model is None or w <= 0:
-                continue
-            per_tree = np.stack([tree.predict(x) for tree in model.estimators_])
-            mean, var = per_tree.mean(0), per_tree.var(0) + 1e-6
-            precision += w / var
-            weighted += w * mean / var
-        if not precision.any():
-            return np.zeros(len(x)), np.ones(len(x))
-        return weighted / precision, 1.0 / precision
-
-    def expected_improvement(self, x: np.ndarray, best: float) -> np.ndarray:
-        from scipy.stats import norm
-
-        mean, var = self.predict(x)
-        std = np.sqrt(var)
-        z = (mean - best) / std
-        return (mean - best) * norm.cdf(z) + std * norm.pdf(z)
-
-
-# ------------------------------------------------------------------------------------- shared state
 @dataclass
 class Decision:
     """What the scheduler does with a result: continue, pause (wait at a rung) or stop."""
@@ -365,9 +175,13 @@ class HyperTune:
 
     # -- the pieces the scheduler and searcher call
     def scheduler(self):
+        from asp_tune.tune.hypertune_ray import HyperTuneScheduler
+
         return HyperTuneScheduler(self)
 
     def searcher(self, param_space: dict[str, Any] | None = None):
+        from asp_tune.tune.hypertune_ray import HyperTuneSearcher
+
         return HyperTuneSearcher(self, param_space)
 
     def score(self, result: dict[str, Any]) -> float | None:
@@ -525,128 +339,6 @@ class HyperTune:
                 "promotions": {f"bracket{s}": [len(p) for p in b.promoted] for s, b in enumerate(self.brackets)}}
 
 
-# ------------------------------------------------------------------------------------ Ray Tune glue
-
-
-class HyperTuneScheduler(TrialScheduler):
-    """Ray Tune scheduler of :class:`HyperTune`: pauses a trial at each rung of its bracket, resumes it
-    when D-ASHA promotes it, and stops what is left once every configuration has been tried."""
-
-    def __init__(self, state: HyperTune):
-        super().__init__()
-        self.state = state
-        self._trials: dict[str, Any] = {}
-        self._metric, self._mode = state.metric, state.mode
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        if metric:
-            self.state.metric = self._metric = metric
-        if mode:
-            self.state.mode = self._mode = mode
-        return True
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        tid = trial.trial_id
-        self._trials[tid] = trial
-        if tid in self.state.bracket_of:  # restored by --resume
-            if tid in self.state.waiting and trial.status == Trial.PENDING:
-                trial.set_status(Trial.PAUSED)  # it waits for its promotion, as before the driver died
-            elif tid not in self.state.waiting and tid not in self.state.finished:
-                self.state.active.add(tid)
-            return
-        self.state.add(tid)
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        decision = self.state.result(trial.trial_id, int(result.get(self.state.time_attr, 0)), result)
-        return {"continue": self.CONTINUE, "pause": self.PAUSE, "stop": self.STOP}[decision.action]
-
-    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        if result:
-            self.state.result(trial.trial_id, int(result.get(self.state.time_attr, 0)), result)
-        self.state.remove(trial.trial_id)
-
-    def on_trial_error(self, tune_controller, trial) -> None:
-        self.state.remove(trial.trial_id)
-
-    def on_trial_remove(self, tune_controller, trial) -> None:
-        self.state.remove(trial.trial_id)
-
-    def choose_trial_to_run(self, tune_controller):
-        state = self.state
-        due = state.next_promotion() if len(state.active) < state.max_concurrent else None
-        if due is None and state.all_started() and not state.active:
-            due = state.next_promotion(final=True)
-            if due is None:  # nothing more to promote: the waiting trials end here
-                for tid in sorted(state.waiting):
-                    tune_controller.stop_trial(self._trials[tid])
-                return None
-        if due is not None and due[0] in self._trials:
-            trial = self._trials[due[0]]
-            if trial.status == Trial.PAUSED:
-                state.promote(*due)
-                publish_trial_logs(trial)  # Ray's loggers copy the storage path's back as it restarts
-                return trial
-        for trial in self._trials.values():
-            if trial.status == Trial.PENDING and trial.trial_id not in state.waiting:
-                return trial
-        return None
-
-    def debug_string(self) -> str:
-        return f"HyperTune: rungs {self.state.rungs}, {len(self.state.waiting)} waiting, " \
-               f"{len(self.state.active)} training"
-
-
-class HyperTuneSearcher(Searcher):
-    """Ray Tune searcher of :class:`HyperTune`: proposes a configuration when a worker is free and no
-    promotion is due, from the multi-fidelity ensemble (:meth:`HyperTune.propose`)."""
-
-    def __init__(self, state: HyperTune, param_space: dict[str, Any] | None = None):
-        super().__init__(metric=state.metric, mode=state.mode)
-        self.state = state
-        # given here too, since a search restored by --resume is not handed its space again
-        self.space: UnitSpace | None = None if not param_space else UnitSpace(param_space)
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        if metric:
-            self._metric = self.state.metric = metric
-        if mode:
-            self._mode = self.state.mode = mode
-        if config:
-            self.space = UnitSpace(config)
-        return True
-
-    def suggest(self, trial_id: str):
-        if self.space is None:
-            raise ConfigError("param_space", None, "the search space, handed to the Tuner as param_space")
-        if not self.state.may_start_new():
-            return None
-        point = self.state.propose(self.space)
-        self.state.configs[trial_id] = [float(v) for v in point]
-        return self.space.decode(point)
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        pass  # the scheduler files every result in the shared state
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "w") as f:
-            json.dump(self.state.state_dict(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as f:
-            self.state.load_state_dict(json.load(f))
-
-
-def hypertune(max_t: int, *, num_samples: int, param_space: dict[str, Any] | None = None, max_concurrent: int = 2,
-              grace_period: int = 1, reduction_factor: int = 3, metric: str = "val_accuracy", mode: str = "max",
-              seed: int = 0):
-    """(scheduler, searcher) of one Hyper-Tune search over ``param_space`` (Ray Tune domains; else the
-    Tuner's), to hand to ``tune.TuneConfig`` (without ``max_concurrent_trials``: Hyper-Tune keeps ``max_concurrent`` trials training itself, since its
-    paused trials hold no worker)."""
-    state = HyperTune(max_t, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
-                      eta=reduction_factor, metric=metric, mode=mode, seed=seed)
-    return state.scheduler(), state.searcher(param_space)
-
-
 def stream(state: HyperTune, events: Iterable[tuple[str, int, float]]) -> list[tuple[str, str]]:
     """Feed scripted ``(trial, epoch, score)`` reports to ``state`` without Ray; returns each report's
     decision and every promotion as it happens, in order (for tests and for reading the algorithm)."""
@@ -663,3 +355,15 @@ def stream(state: HyperTune, events: Iterable[tuple[str, int, float]]) -> list[t
             state.promote(*due)
             log.append((due[0], f"promoted from rung {due[2]}"))
     return log
+
+
+#: The Ray adapters, imported on first use (:mod:`asp_tune.tune.hypertune_ray`).
+_RAY = ("HyperTuneScheduler", "HyperTuneSearcher", "hypertune")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RAY:
+        import asp_tune.tune.hypertune_ray as adapters
+
+        return getattr(adapters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,261 @@
+"""HPO algorithms as a registry of small descriptions: what each builds and how it behaves.
+
+An :class:`Algorithm` says what scheduler and searcher it builds (:meth:`Algorithm.build`), where it
+decides (its rung epochs), whether it pauses trials, whether it keeps ``max_concurrent`` trials
+running itself and whether another searcher may go with its scheduler. A search reads these and
+never asks for a name: the names live here and at the command line's edge. Adding one is one line,
+``register_algorithm("mine", Algorithm(...))``, an installed package's entry point
+(``[project.entry-points."asp_tune.algorithms"]``), or an import path ``--algo package.module:NAME``.
+
+Nothing here imports Ray until an algorithm is built, so the command line's help stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from asp_tune.errors import ConfigError
+from asp_tune.imports import is_import_path, resolve
+from asp_tune.registry import LazyRegistry
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an algorithm is built for: the trials' epochs and the search's knobs, the score to
+    optimise, and the parameters (Ray Tune domains; ``space``: the YAML space when there is one)."""
+
+    epochs: int
+    num_samples: int = 8
+    max_concurrent: int = 2
+    grace_period: int = 1
+    reduction_factor: int = 3
+    seed: int = 0
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    param_space: dict[str, Any] | None = None
+    space: Any = None
+    name: str | None = None
+    optuna_storage: str | None = None
+
+    @property
+    def grace(self) -> int:
+        return min(self.grace_period, self.epochs)
+
+
+class Built(NamedTuple):
+    """A built algorithm: Ray Tune's scheduler and searcher, and the parameter space the Tuner gets
+    (empty when the searcher holds the space itself)."""
+
+    scheduler: Any
+    searcher: Any
+    param_space: dict[str, Any]
+
+
+def asha_milestones(ctx: Context) -> tuple[int, ...]:
+    """ASHA's rung epochs and the last one, by the very expression of Ray's ASHA bracket (so they
+    match it bit for bit)."""
+    import math
+
+    rungs = int(math.log(ctx.epochs / ctx.grace) / math.log(ctx.reduction_factor) + 1)
+    return tuple(sorted({ctx.grace * ctx.reduction_factor ** k for k in range(rungs)} | {ctx.epochs}))
+
+
+def geometric_rungs(ctx: Context) -> tuple[int, ...]:
+    """``grace * eta^k`` below the last epoch, and the last epoch (Hyperband's and Hyper-Tune's rungs)."""
+    from asp_tune.tune.trust import rung_epochs
+
+    return rung_epochs(ctx.grace, ctx.reduction_factor, ctx.epochs)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One HPO algorithm.
+
+    ``build(ctx) -> Built``. ``rungs(ctx)``: the epochs where it decides to stop or promote trials
+    (None: it never stops one early, and is not multi-fidelity). ``validates_at_rungs``: its
+    decisions read scores only at those epochs, so trials validate only there (ASHA, Hyper-Tune);
+    otherwise they validate every epoch. ``pauses_trials``: it pauses trials at milestones of its own
+    (Hyperband, BOHB), so trials checkpoint every epoch. ``owns_concurrency``: it keeps
+    ``max_concurrent`` trials training itself (Ray's limiter would count its paused trials).
+    ``own_searcher``: its scheduler only works with its own searcher. ``grid``: it accepts grid
+    parameters. ``summary(experiment_path, ctx)``: what it adds to ``summary.json``.
+    """
+
+    build: Callable[[Context], Built]
+    description: str = ""
+    rungs: Callable[[Context], tuple[int, ...]] | None = None
+    validates_at_rungs: bool = False
+    pauses_trials: bool = False
+    owns_concurrency: bool = False
+    own_searcher: bool = False
+    grid: bool = True
+    summary: Callable[[str, Context], Any] | None = None
+
+    @property
+    def multi_fidelity(self) -> bool:
+        return self.rungs is not None
+
+    def rung_epochs(self, ctx: Context) -> tuple[int, ...] | None:
+        return None if self.rungs is None else self.rungs(ctx)
+
+    def validation_epochs(self, ctx: Context) -> tuple[int, ...] | None:
+        """The epochs at which a trial must validate for this algorithm; None: every epoch."""
+        return self.rung_epochs(ctx) if self.validates_at_rungs else None
+
+    def checkpoint_epochs(self, ctx: Context) -> tuple[int, ...] | None:
+        """Where trials must checkpoint besides their last epoch: where it can pause or stop them
+        (None: every epoch)."""
+        if self.pauses_trials:
+            return None
+        return self.rung_epochs(ctx) or ()
+
+    def stopped_by(self, stopping: "Algorithm") -> "Algorithm":
+        """This algorithm's searcher with ``stopping``'s early stopping (``--early-stop``)."""
+        def build(ctx: Context) -> Built:
+            mine, theirs = self.build(ctx), stopping.build(ctx)
+            return Built(theirs.scheduler, mine.searcher, mine.param_space)
+
+        return dataclasses.replace(stopping, build=build, description=f"{self.description} + "
+                                                                      f"{stopping.description}",
+                                   own_searcher=False, grid=self.grid and stopping.grid)
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _target(ctx: Context) -> dict[str, str]:
+    return {"metric": ctx.metric, "mode": ctx.mode}
+
+
+def _random_searcher(ctx: Context):
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=ctx.seed)
+
+
+def _fifo(ctx: Context) -> Built:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return Built(FIFOScheduler(), _random_searcher(ctx), dict(ctx.param_space or {}))
+
+
+def _asha(ctx: Context) -> Built:
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=ctx.epochs, grace_period=ctx.grace,
+                              reduction_factor=ctx.reduction_factor, **_target(ctx))
+    return Built(scheduler, _random_searcher(ctx), dict(ctx.param_space or {}))
+
+
+def _hyperband(ctx: Context) -> Built:
+    from ray.tune.schedulers import HyperBandScheduler
+
+    scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=ctx.epochs,
+                                   reduction_factor=ctx.reduction_factor, **_target(ctx))
+    return Built(scheduler, _random_searcher(ctx), dict(ctx.param_space or {}))
+
+
+def _bohb(ctx: Context) -> Built:
+    from ray.tune.schedulers import HyperBandForBOHB
+    from ray.tune.search.bohb import TuneBOHB
+
+    owned = ctx.space is not None
+    searcher = TuneBOHB(space=ctx.space.to_configspace(ctx.seed) if owned else None, seed=ctx.seed, **_target(ctx))
+    scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=ctx.epochs,
+                                 reduction_factor=ctx.reduction_factor, **_target(ctx))
+    return Built(scheduler, searcher, {} if owned else dict(ctx.param_space or {}))
+
+
+def _tpe(ctx: Context) -> Built:
+    import optuna
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    kept: dict[str, Any] = {}
+    if ctx.optuna_storage:
+        from pathlib import Path
+
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        journal = Path(ctx.optuna_storage).expanduser().resolve()
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        kept = {"storage": JournalStorage(JournalFileBackend(str(journal))), "study_name": ctx.name or "asp_tune"}
+    owned = ctx.space is not None
+    searcher = OptunaSearch(space=ctx.param_space if owned else None,
+                            sampler=optuna.samplers.TPESampler(seed=ctx.seed), **_target(ctx), **kept)
+    return Built(FIFOScheduler(), searcher, {} if owned else dict(ctx.param_space or {}))
+
+
+def _hypertune(ctx: Context) -> Built:
+    from asp_tune.tune.hypertune_ray import hypertune
+
+    scheduler, searcher = hypertune(ctx.epochs, num_samples=ctx.num_samples, param_space=ctx.param_space,
+                                    max_concurrent=ctx.max_concurrent, grace_period=ctx.grace,
+                                    reduction_factor=ctx.reduction_factor, seed=ctx.seed, **_target(ctx))
+    return Built(scheduler, searcher, dict(ctx.param_space or {}))
+
+
+def _hypertune_summary(experiment_path: str, ctx: Context) -> dict[str, Any] | None:
+    """Hyper-Tune's brackets and promotions, from the state it saved with the experiment (plain JSON)."""
+    import json
+    from pathlib import Path
+
+    from asp_tune.tune.hypertune import HyperTune
+
+    states = sorted(Path(experiment_path).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return None
+    state = HyperTune(ctx.epochs, num_samples=ctx.num_samples, max_concurrent=ctx.max_concurrent,
+                      grace_period=ctx.grace, eta=ctx.reduction_factor, seed=ctx.seed)
+    state.load_state_dict(json.loads(states[-1].read_text()))
+    return state.summary()
+
+
+RANDOM = Algorithm(_fifo, "random search, every trial to the end")
+ASHA = Algorithm(_asha, "asynchronous successive halving (random configurations)", rungs=asha_milestones,
+                 validates_at_rungs=True)
+HYPERBAND = Algorithm(_hyperband, "Hyperband (random configurations)", rungs=geometric_rungs, pauses_trials=True)
+BOHB = Algorithm(_bohb, "BOHB: Hyperband with a TPE-like model (needs hpbandster and ConfigSpace)",
+                 rungs=geometric_rungs, pauses_trials=True, own_searcher=True, grid=False)
+TPE = Algorithm(_tpe, "Optuna's TPE, every trial to the end", grid=False)
+HYPERTUNE = Algorithm(_hypertune, "Hyper-Tune: delayed promotions, learnt brackets, a multi-fidelity surrogate",
+                      rungs=geometric_rungs, validates_at_rungs=True, owns_concurrency=True, own_searcher=True,
+                      grid=False, summary=_hypertune_summary)
+
+#: Every HPO algorithm by name (``asp-tune hpo --algo NAME``).
+ALGORITHMS = LazyRegistry("algorithm", group="asp_tune.algorithms", entries={
+    "asha": ASHA, "hyperband": HYPERBAND, "bohb": BOHB, "hypertune": HYPERTUNE, "tpe": TPE, "random": RANDOM,
+})
+
+#: What ``--early-stop`` may add to an algorithm that does not stop trials itself.
+EARLY_STOPPING = ("none", "asha")
+
+
+def algorithm_names() -> tuple[str, ...]:
+    return tuple(ALGORITHMS)
+
+
+def register_algorithm(name: str, algorithm: Algorithm | str) -> None:
+    """Add (or replace) ``name``: an :class:`Algorithm`, or a ``"module:attribute"`` path to one."""
+    ALGORITHMS.register(name, algorithm)
+
+
+def get_algorithm(name: Any, field: str = "algo") -> Algorithm:
+    """The algorithm ``name`` stands for: a registered name or an import path to an :class:`Algorithm`;
+    a :class:`ConfigError` naming ``field`` and the registered names otherwise."""
+    found = resolve(ALGORITHMS, name, field)
+    if not isinstance(found, Algorithm):
+        raise ConfigError(field, name, "a registered algorithm or an import path to an "
+                                       "asp_tune.tune.algorithms.Algorithm")
+    return found
+
+
+def check_algorithm(field: str, name: Any) -> None:
+    """A declared constraint: ``name`` is a registered algorithm, or an import path to one."""
+    if isinstance(name, str) and (name in ALGORITHMS or is_import_path(name)):
+        get_algorithm(name, field)
+        return
+    raise ConfigError(field, name, algorithm_names())
