@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.imports import check_name
@@ -14,12 +15,31 @@ from asp_tune.registry import DATASETS, MODELS
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
 MAX_SEED = 2**63 - 1  # what torch's generators take
+#: Beyond this a learning rate or weight decay is no longer a number an optimiser computes with (1e308
+#: overflows its float arithmetic).
+MAX_LR = 1e12
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 STORAGES = ("device", "stream")
 #: How a proxy subset is chosen beyond the ratio and the strategy: set per command (flags) or in a
 #: space's ``fixed``.
 SELECTION_FIELDS = tuple(n for n in proxy_field_names() if n not in ("ratio", "ratio_schedule", "metric"))
+
+
+def _check_model_args(name: str, value: Any) -> None:
+    if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        raise ConfigError(name, value, "a mapping of keyword argument names to values")
+
+
+def _check_betas(name: str, value: Any) -> None:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(Interval(0.0, 1.0, "left").contains(b) for b in value)):
+        raise ConfigError(name, value, "two numbers in [0, 1)")
+
+
+def _check_milestones(name: str, value: Any) -> None:
+    if not (isinstance(value, (tuple, list)) and all(Interval(0.0, 1.0, "neither").contains(m) for m in value)):
+        raise ConfigError(name, value, "fractions of the run in (0, 1)")
 
 
 @dataclass
@@ -35,93 +55,75 @@ class TrainConfig(ProxySettings):
     # data
     dataset: str = option("digits", "data set (digits ships with scikit-learn: offline), or an import path "
                                     "package.module:loader returning (X, y), {'train': (X, y), 'test': (X, y)}, a "
-                                    "Dataset with labels or a DataBundle", "data", lambda: tuple(sorted(DATASETS)))
+                                    "Dataset with labels or a DataBundle", "data", lambda: tuple(sorted(DATASETS)),
+                        check=Check(lambda name, value: check_name(DATASETS, value, name), ("no-such-data", 3)))
     data_dir: str | None = option(None, "image folder (train/<class>/*.jpg [test/...]), .tar.gz archive "
                                         "or torchvision root", "data")
-    download: bool = option(False, "let torchvision download CIFAR", "data")
-    subset: int | None = option(None, "use this many training samples (stratified; none: all)", "data")
-    test_subset: int | None = option(None, "use this many test samples (none: all)", "data")
-    val_fraction: float = option(0.1, "fraction of the training samples held out for validation", "data")
+    download: bool = option(False, "let torchvision download CIFAR", "data", check=Boolean())
+    subset: int | None = option(None, "use this many training samples (stratified; none: all)", "data",
+                                check=Interval(20, None, integer=True, optional=True))
+    test_subset: int | None = option(None, "use this many test samples (none: all)", "data",
+                                     check=Interval(20, None, integer=True, optional=True))
+    val_fraction: float = option(0.1, "fraction of the training samples held out for validation", "data",
+                                 check=Interval(0.0, 1.0, "neither"))
     storage: str = option("device", "device: tensors on the training device; stream: a DataLoader with a "
-                                    "selected-index sampler", "data", STORAGES)
-    num_workers: int = option(0, "DataLoader workers (stream storage)", "data")
-    crop_padding: int | None = option(None, "random-crop padding in pixels (none: the data set's default)", "data")
-    flip_p: float | None = option(None, "horizontal flip probability (none: the data set's default)", "data")
-    cutout: int = option(0, "side of the square zeroed in each training image (0: off)", "data")
+                                    "selected-index sampler", "data", STORAGES, check=OneOf(lambda: STORAGES))
+    num_workers: int = option(0, "DataLoader workers (stream storage)", "data", check=Interval(0, None, integer=True))
+    crop_padding: int | None = option(None, "random-crop padding in pixels (none: the data set's default)", "data",
+                                      check=Interval(0, None, integer=True, optional=True))
+    flip_p: float | None = option(None, "horizontal flip probability (none: the data set's default)", "data",
+                                  check=Interval(0.0, 1.0, optional=True))
+    cutout: int = option(0, "side of the square zeroed in each training image (0: off)", "data",
+                         check=Interval(0, None, integer=True))
     # model and optimisation
     model: str = option("mlp", "network: a registered one, or an import path package.module:builder (called "
                                "builder(input_shape, num_classes, **model_args))", "model and optimisation",
-                        lambda: tuple(MODELS))
+                        lambda: tuple(MODELS),
+                        check=Check(lambda name, value: check_name(MODELS, value, name), ("no-such-model", 3)))
     model_args: dict[str, Any] = option(help="keyword arguments of the network's builder, as JSON "
                                              "(e.g. '{\"hidden\": 64}'; a space may search them as model_args.NAME)",
-                                        group="model and optimisation", default_factory=dict)
+                                        group="model and optimisation", default_factory=dict,
+                                        check=Check(_check_model_args, ([1], {3: 4})))
     optimizer: str = option("sgd", "optimiser: sgd (momentum, nesterov, weight decay), adam or adamw (betas, "
-                                   "weight decay)", "model and optimisation", OPTIMIZERS)
+                                   "weight decay)", "model and optimisation", OPTIMIZERS,
+                          check=OneOf(lambda: OPTIMIZERS))
     betas: tuple[float, ...] = option((0.9, 0.999), "adam/adamw: the two betas, e.g. 0.9,0.999",
-                                      "model and optimisation")
-    epochs: int = option(10, "training epochs", "model and optimisation")
-    batch_size: int = option(128, "training batch size", "model and optimisation")
-    eval_batch_size: int = option(1024, "evaluation batch size", "model and optimisation")
-    lr: float = option(0.1, "learning rate", "model and optimisation")
-    momentum: float = option(0.9, "SGD momentum", "model and optimisation")
-    nesterov: bool = option(False, "Nesterov momentum", "model and optimisation")
-    weight_decay: float = option(5e-4, "weight decay", "model and optimisation")
-    label_smoothing: float = option(0.0, "label smoothing", "model and optimisation")
+                                      "model and optimisation", check=Check(_check_betas, ((0.9,), (0.9, 1.0))))
+    epochs: int = option(10, "training epochs", "model and optimisation", check=Interval(1, None, integer=True))
+    batch_size: int = option(128, "training batch size", "model and optimisation", check=Interval(1, None, integer=True))
+    eval_batch_size: int = option(1024, "evaluation batch size", "model and optimisation",
+                                  check=Interval(1, None, integer=True))
+    lr: float = option(0.1, "learning rate", "model and optimisation", check=Interval(0.0, MAX_LR, "right"))
+    momentum: float = option(0.9, "SGD momentum", "model and optimisation", check=Interval(0.0, 1.0, "left"))
+    nesterov: bool = option(False, "Nesterov momentum", "model and optimisation", check=Boolean())
+    weight_decay: float = option(5e-4, "weight decay", "model and optimisation", check=Interval(0.0, MAX_LR))
+    label_smoothing: float = option(0.0, "label smoothing", "model and optimisation", check=Interval(0.0, 1.0, "left"))
     lr_schedule: str = option("cosine", "learning-rate schedule, stepped per epoch", "model and optimisation",
-                              LR_SCHEDULES)
-    lr_min: float = option(0.0, "final learning rate of the cosine schedule", "model and optimisation")
+                              LR_SCHEDULES, check=OneOf(lambda: LR_SCHEDULES))
+    lr_min: float = option(0.0, "final learning rate of the cosine schedule (at most lr)", "model and optimisation",
+                           check=Interval(0.0, MAX_LR))
     milestones: tuple[float, ...] = option((0.5, 0.75), "multistep milestones as fractions of the run, "
-                                                        "e.g. 0.5,0.75", "model and optimisation")
-    lr_gamma: float = option(0.1, "multistep decay factor", "model and optimisation")
+                                                        "e.g. 0.5,0.75", "model and optimisation",
+                                           check=Check(_check_milestones, ((0.0,), (0.5, 1.5), "x")))
+    lr_gamma: float = option(0.1, "multistep decay factor", "model and optimisation", check=Interval(0.0, 1.0, "right"))
     # run
-    seed: int = option(0, "seed of everything (data split, model, selection)", "run")
-    device: str = option("auto", "auto (cuda when there is one), cpu or cuda", "run", DEVICES)
-    amp: bool = option(True, "bf16 autocast on CUDA", "run")
-    channels_last: bool = option(True, "channels-last memory format for convolutional models", "run")
+    seed: int = option(0, "seed of everything (data split, model, selection)", "run",
+                       check=Interval(0, MAX_SEED, integer=True))
+    device: str = option("auto", "auto (cuda when there is one), cpu or cuda", "run", DEVICES,
+                         check=OneOf(lambda: DEVICES))
+    amp: bool = option(True, "bf16 autocast on CUDA", "run", check=Boolean())
+    channels_last: bool = option(True, "channels-last memory format for convolutional models", "run",
+                                 check=Boolean())
 
     def validate(self) -> "TrainConfig":
-        """Raise :class:`ConfigError` naming the first bad field; return self."""
-        check_name(DATASETS, self.dataset, "dataset")
-        check_name(MODELS, self.model, "model")
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        if not (isinstance(self.model_args, dict) and all(isinstance(k, str) for k in self.model_args)):
-            raise ConfigError("model_args", self.model_args, "a mapping of keyword argument names to values")
-        if not (len(self.betas) == 2 and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)):
-            raise ConfigError("betas", self.betas, "two numbers in [0, 1)")
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("device", self.device, DEVICES)
-        _choice("storage", self.storage, STORAGES)
-        _number("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
-        _number("lr", self.lr, 0.0, None, low_open=True)
-        _number("lr_min", self.lr_min, 0.0, None)
-        if isinstance(self.lr, (int, float)) and self.lr_min > self.lr:
+        """Raise :class:`ConfigError` naming the first bad field (every declared constraint, then the
+        rules between fields); return self."""
+        check_fields(self)
+        if self.lr_min > self.lr:
             raise ConfigError("lr_min", self.lr_min, f"a number in [0, lr={self.lr}]: the cosine schedule decays to it")
-        _number("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _number("weight_decay", self.weight_decay, 0.0, None)
-        _number("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _number("lr_gamma", self.lr_gamma, 0.0, 1.0, low_open=True)
-        for name in ("download", "nesterov", "amp", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, getattr(self, name), "true or false")
-        if self.flip_p is not None:
-            _number("flip_p", self.flip_p, 0.0, 1.0)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            _integer(name, getattr(self, name), 1)
-        _integer("num_workers", self.num_workers, 0)
         if self.num_workers and self.storage != "stream":
             raise ConfigError("num_workers", self.num_workers, f"0 with storage {self.storage!r} (DataLoader "
                                                                "workers serve --storage stream only)")
-        _integer("cutout", self.cutout, 0)
-        _integer("seed", self.seed, 0)
-        if self.seed > MAX_SEED:
-            raise ConfigError("seed", self.seed, f"an integer in [0, {MAX_SEED}]")
-        if self.crop_padding is not None:
-            _integer("crop_padding", self.crop_padding, 0)
-        for name in ("subset", "test_subset"):
-            if getattr(self, name) is not None:
-                _integer(name, getattr(self, name), 20)
-        if any(not (0.0 < m < 1.0) for m in self.milestones):
-            raise ConfigError("milestones", self.milestones, "fractions of the run in (0, 1)")
         self.check_proxy()
         return self
 
@@ -181,27 +183,3 @@ def with_params(fixed: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     if builder_args:
         values["model_args"] = {**dict(fixed.get("model_args") or {}), **builder_args}
     return values
-
-
-def _choice(name: str, value: Any, allowed: Any) -> None:
-    if value not in allowed:
-        raise ConfigError(name, value, allowed)
-
-
-def _number(name: str, value: Any, low: float | None, high: float | None,
-            low_open: bool = False, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        raise ConfigError(name, value, f"a number in {'(' if low_open or low is None else '['}{lo}, "
-                                       f"{hi}{')' if high_open or high is None else ']'}")
-
-
-def _integer(name: str, value: Any, low: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ConfigError(name, value, f"an integer >= {low}")

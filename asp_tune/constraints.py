@@ -55,17 +55,18 @@ class Interval:
             out.append(None)
         return tuple(out)
 
-    def __call__(self, name: str, value: Any) -> None:
-        if value is None and self.optional:
-            return
+    def contains(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
         ok = _is_number(value) and (not self.integer or isinstance(value, int))
         if ok and self.low is not None:
             ok = value >= self.low if self.closed in ("both", "left") else value > self.low
         if ok and self.high is not None:
             ok = value <= self.high if self.closed in ("both", "right") else value < self.high
-        if ok and math.isinf(value):
-            ok = False
-        if not ok:
+        return ok and not math.isinf(value)
+
+    def __call__(self, name: str, value: Any) -> None:
+        if not self.contains(value):
             raise ConfigError(name, value, self.allowed())
 
 
@@ -112,13 +113,14 @@ class Check:
         self.check(name, value)
 
 
-def check_value(cls: type, name: str, value: Any) -> None:
-    """Apply the constraint ``cls`` declares on its field ``name`` to ``value`` (the one place a range
-    is checked, for code that takes the value outside the dataclass)."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    check = field.metadata.get("check")
+def check_value(cls: type, field: str, value: Any, name: str | None = None) -> None:
+    """Apply the constraint ``cls`` declares on its field ``field`` to ``value`` (the one place a range
+    is checked, for code that takes the value outside the dataclass); the error names ``name`` (by
+    default the field)."""
+    declared_field = next(f for f in dataclasses.fields(cls) if f.name == field)
+    check = declared_field.metadata.get("check")
     if check is not None:
-        check(name, value)
+        check(name or field, value)
 
 
 def declared(cls: type) -> dict[str, Any]:

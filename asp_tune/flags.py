@@ -16,18 +16,32 @@ _MISSING = dataclasses.MISSING
 
 def option(default: Any = _MISSING, help: str = "", group: str = "", choices: Any = None, *,
            default_factory: Any = _MISSING, flag: bool = True, kind: Callable[[str], Any] | None = None,
-           aliases: tuple[str, ...] = (), check: Callable[[str, Any], None] | None = None) -> Any:
+           aliases: tuple[str, ...] = (), check: Callable[[str, Any], None] | None = None,
+           name: str | None = None) -> Any:
     """A dataclass field with what its flag needs.
 
     ``choices`` (and ``help``): a value, or a callable returning one (a registry filled later). ``flag=False``:
     no flag (a nested settings object, say). ``kind``: the argparse type, when the annotation's is
-    not wanted. ``aliases``: more option strings for the same flag. ``check``: the field's declared
-    constraint (:mod:`asp_tune.constraints`), applied by :func:`asp_tune.constraints.check_fields`.
+    not wanted. ``name``: the flag's option string (default ``--field-name``); ``aliases``: more option
+    strings for the same flag. ``check``: the field's declared constraint (:mod:`asp_tune.constraints`),
+    applied by :func:`asp_tune.constraints.check_fields`.
     """
     metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "kind": kind, "aliases": aliases,
-                "check": check}
+                "check": check, "name": name}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def reuse(cls: type, field: str, **changes: Any) -> Any:
+    """The declaration of ``cls``'s field ``field`` (help, group, choices, flag names and constraint) for
+    another settings class, with ``changes`` (``default``, ``help``, ``group``...) on top: one source for
+    a setting that several settings classes hold."""
+    source = next(f for f in dataclasses.fields(cls) if f.name == field)
+    metadata = {**source.metadata, **{k: v for k, v in changes.items() if k != "default"}}
+    default = changes.get("default", source.default)
+    if "default" not in changes and source.default_factory is not _MISSING:
+        return dataclasses.field(default_factory=source.default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -80,7 +94,7 @@ def float_list(text: str) -> tuple[float, ...]:
 FLAG_TYPES: dict[str, Callable[[str], Any]] = {
     "str": str, "int": int, "float": float, "bool": parse_bool, "str | None": optional(str),
     "int | None": optional(int), "float | None": optional(float), "tuple[float, ...]": float_list,
-    "dict[str, Any]": json_object,
+    "tuple[float, ...] | None": optional(float_list), "dict[str, Any]": json_object,
 }
 
 
@@ -141,7 +155,8 @@ def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping
             groups[title] = p.add_argument_group(title) if title else p
         kind = f.metadata.get("kind") or FLAG_TYPES[str(f.type)]
         groups[title].add_argument(
-            flag_name(f.name), *f.metadata.get("aliases", ()), type=kind, default=None if keep_unset else default,
+            f.metadata.get("name") or flag_name(f.name), *f.metadata.get("aliases", ()), type=kind,
+            default=None if keep_unset else default,
             metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}",
             help=f"{field_help(f)} [default: {shown}]".replace("%", "%%"), dest=f.name)
 

@@ -14,10 +14,11 @@ reweighting; ``metric="auto"`` resolves by :func:`auto_strategy`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from asp_tune.constraints import Boolean, Interval, OneOf, check_fields
+from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.imports import check_name, import_object, is_import_path
@@ -34,25 +35,35 @@ AUTO_STATIC_BELOW = 0.2
 
 
 STEPS_PREFIX = "steps:"
+#: A sampling ratio: a share of the training samples, more than none and at most all of them.
+RATIO = Interval(0.0, 1.0, "right")
 
 
 def ratio_steps(kind: str) -> tuple[tuple[int, float], ...]:
     """The ``(epoch, ratio)`` steps of a ``steps:E1=R1,...`` schedule (``()`` for the named kinds);
-    a :class:`ConfigError` naming ``ratio_schedule`` for anything else."""
-    if kind in RATIO_SCHEDULES:
+    a :class:`ConfigError` naming ``ratio_schedule`` for anything else. Parsed once per text."""
+    if isinstance(kind, str) and kind in RATIO_SCHEDULES:
         return ()
-    allowed = (f"one of {', '.join(repr(k) for k in RATIO_SCHEDULES)}, or steps:EPOCH=RATIO,... (epochs increasing "
-               "from 1, ratios in (0, 1])")
     if not isinstance(kind, str) or not kind.startswith(STEPS_PREFIX):
-        raise ConfigError("ratio_schedule", kind, allowed)
-    steps = []
+        raise ConfigError("ratio_schedule", kind, _STEPS_ALLOWED)
+    return _parse_steps(kind)
+
+
+_STEPS_ALLOWED = (f"one of {', '.join(repr(k) for k in RATIO_SCHEDULES)}, or steps:EPOCH=RATIO,... (epochs "
+                  f"increasing from 1, ratios in (0, 1])")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_steps(kind: str) -> tuple[tuple[int, float], ...]:
+    allowed = _STEPS_ALLOWED
+    steps: list[tuple[int, float]] = []
     for part in kind[len(STEPS_PREFIX):].split(","):
         epoch, _, ratio = part.partition("=")
         try:
             step = (int(epoch), float(ratio))
         except ValueError:
             raise ConfigError("ratio_schedule", kind, allowed) from None
-        if not (0.0 < step[1] <= 1.0) or step[0] < 1 or (steps and step[0] <= steps[-1][0]):
+        if not RATIO.contains(step[1]) or step[0] < 1 or (steps and step[0] <= steps[-1][0]):
             raise ConfigError("ratio_schedule", kind, allowed)
         steps.append(step)
     return tuple(steps)
@@ -82,14 +93,15 @@ class ProxySettings:
     """Which subset strategy a run uses and how it selects. ``metric`` names a strategy
     (``asp_tune.registry.STRATEGIES``), a memory statistic (importance sampling on it), or ``auto``."""
 
-    ratio: float = option(1.0, "sampling ratio r in (0, 1]", GROUP, check=Interval(0.0, 1.0, "right"))
+    ratio: float = option(1.0, "sampling ratio r in (0, 1]", GROUP, check=RATIO)
     ratio_schedule: str = option("constant", "constant r, dynamic (the paper's Algorithm 2), or steps:E=R,... (from "
                                              "epoch E, counted from 0, the ratio is R)", GROUP,
-                                 RATIO_SCHEDULES, check=lambda name, value: ratio_steps(value))
+                                 RATIO_SCHEDULES, check=Check(lambda name, value: ratio_steps(value),
+                                                              ("sometimes", "steps:0=0.5", "steps:2=1.5", 3)))
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
                                  "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
                                  "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,
-                         check=check_strategy, aliases=("--strategy",))
+                         check=Check(check_strategy, ("no-such-strategy", 3)), name="--strategy", aliases=("--metric",))
     mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
                                 check=OneOf(lambda: MIXTURE_ORDERS))
     mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run", GROUP,
@@ -116,7 +128,8 @@ class ProxySettings:
                                       "(matters without a full first epoch)", GROUP, check=Boolean())
     proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "
                                            "(none: the target network)", STATIC_GROUP, lambda: tuple(MODELS),
-                                     check=lambda name, value: value is None or check_name(MODELS, value, name))
+                                     check=Check(lambda name, value: value is None or check_name(MODELS, value, name),
+                                                 ("no-such-model", 3)))
     proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
                                             "of --epochs)", STATIC_GROUP,
                                       check=Interval(1, None, integer=True, optional=True))

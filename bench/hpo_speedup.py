@@ -28,9 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, default_cifar10, machine, write_results  # noqa: E402
 
-from asp_tune.tune.cli import CLI_DEFAULTS  # noqa: E402
-from asp_tune.tune.compare import retrain_full_data  # noqa: E402
-from asp_tune.tune.runner import HpoSettings, ensure_ray, run_hpo  # noqa: E402
+from asp_tune.tune.builtin import retrain_full_data  # noqa: E402
+from asp_tune.tune.builtin import run_hpo  # noqa: E402
+from asp_tune.tune.session import ensure_ray  # noqa: E402
+from asp_tune.tune.settings import HpoSettings  # noqa: E402
 from asp_tune.tune.space import SearchSpace, load_space  # noqa: E402
 
 RATIOS = (1.0, 0.3, 0.1)
@@ -63,7 +64,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=None,
                    help="each repeat reverses the order of the searches (default: 5 quick, 2 full)")
     p.add_argument("--retrain-seeds", type=int, default=None)
-    p.add_argument("--ratio-schedule", default=CLI_DEFAULTS["ratio_schedule"],
+    p.add_argument("--ratio-schedule", default=HpoSettings.ratio_schedule,
                    help="of the proxy searches [default: asp-tune hpo's, %(default)s]")
     p.add_argument("--metric", default="auto", help="of the proxy searches [default: asp-tune hpo's, auto]")
     p.add_argument("--device", default="auto")
@@ -151,7 +152,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     name = "hpo_speedup" + ("-quick" if args.quick else "") + (
-        "" if args.ratio_schedule == CLI_DEFAULTS["ratio_schedule"] else f"-{args.ratio_schedule}") + (
+        "" if args.ratio_schedule == HpoSettings.ratio_schedule else f"-{args.ratio_schedule}") + (
         "" if args.first_epoch_full == "auto" else f"-first-epoch-full-{args.first_epoch_full}")
     path = write_results(name, {"machine": machine(), "space": space.name, "fixed": fixed,
                                 "num_samples": base.num_samples, "rows": rows,

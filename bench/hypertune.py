@@ -35,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, machine, write_results  # noqa: E402
 
 from asp_tune.build import build_trainer  # noqa: E402
-from asp_tune.tune.runner import HpoSettings, ensure_ray, proxy_trust, run_hpo  # noqa: E402
+from asp_tune.tune.builtin import run_hpo  # noqa: E402
+from asp_tune.tune.collect import proxy_trust  # noqa: E402
+from asp_tune.tune.session import ensure_ray  # noqa: E402
+from asp_tune.tune.settings import HpoSettings  # noqa: E402
 from asp_tune.tune.space import parse_space  # noqa: E402
 
 EPOCHS = 9

@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_results  # noqa: E402
 
-from asp_tune.tune.runner import HpoSettings, run_hpo  # noqa: E402
+from asp_tune.tune.builtin import run_hpo  # noqa: E402
+from asp_tune.tune.settings import HpoSettings  # noqa: E402
 from asp_tune.tune.space import parse_space  # noqa: E402
 from asp_tune.tune.storage import trial_reports  # noqa: E402
 

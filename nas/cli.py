@@ -125,7 +125,7 @@ def run_nas(args: argparse.Namespace) -> int:
     if not args.gpus_per_search >= 0:
         raise ConfigError("gpus_per_search", args.gpus_per_search, "a number >= 0 (fractions allowed)")
     if len(seeds) > 1:  # resources no node has are refused before any folder is made
-        from asp_tune.tune.runner import check_resources, ensure_ray
+        from asp_tune.tune.session import check_resources, ensure_ray
 
         ensure_ray(args.address)
         check_resources(args.cpus_per_search, args.gpus_per_search, field="per_search")

@@ -29,7 +29,7 @@ def run_seeds(settings: NasSettings, seeds: list[int], checkpoints: dict[int, Pa
     """
     import ray
 
-    from asp_tune.tune.runner import check_resources, ensure_ray
+    from asp_tune.tune.session import check_resources, ensure_ray
 
     ensure_ray(address)
     check_resources(cpus_per_search, gpus_per_search, field="per_search")  # else it would wait forever

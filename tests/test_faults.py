@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from asp_tune.memory import ProxyMemory
-from asp_tune.tune.runner import HpoSettings, run_hpo
+from asp_tune.tune.builtin import run_hpo
+from asp_tune.tune.settings import HpoSettings
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.storage import trial_reports
 from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial

@@ -155,7 +155,7 @@ def test_a_ratio_rung_resumes_from_its_checkpoint_on_a_larger_subset_with_the_sa
     import contextlib
 
     from asp_tune.memory import ProxyMemory
-    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import parse_space
     from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 

@@ -47,7 +47,7 @@ def scripted(config):
 def ray_session():
     import ray
 
-    from asp_tune.tune.runner import ensure_ray
+    from asp_tune.tune.session import ensure_ray
 
     ensure_ray(num_cpus=4)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the scripted trainable, for Ray's workers
@@ -59,7 +59,7 @@ def ray_session():
 def test_a_hypertune_search_pauses_at_rungs_resumes_from_checkpoints_and_keeps_its_concurrency(ray_session, tmp_path):
     from ray import tune
 
-    from asp_tune.tune.hypertune import hypertune
+    from asp_tune.tune.hypertune_ray import hypertune
 
     scheduler, searcher = hypertune(MAX_T, num_samples=14, max_concurrent=2, metric="val_accuracy", mode="max",
                                     seed=0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asp_tune.tune.runner import HpoSettings, run_hpo
+from asp_tune.tune.builtin import run_hpo
+from asp_tune.tune.settings import HpoSettings
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.storage import trial_reports
 

@@ -181,7 +181,7 @@ def test_nas_retrain_cli_trains_a_searched_genotype(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_several_seeds_run_as_ray_tasks_and_are_summarised(tmp_path, shared_data):
-    from asp_tune.tune.runner import ensure_ray
+    from asp_tune.tune.session import ensure_ray
 
     ensure_ray(num_cpus=2)
     out = tmp_path / "seeds"
@@ -203,7 +203,7 @@ def test_several_seeds_run_as_ray_tasks_and_are_summarised(tmp_path, shared_data
 def test_seeds_with_resources_no_node_has_are_refused_up_front(tmp_path, shared_data, capsys, flag, value, message):
     import time
 
-    from asp_tune.tune.runner import ensure_ray
+    from asp_tune.tune.session import ensure_ray
 
     ensure_ray(num_cpus=2)
     out = tmp_path / "seeds"

@@ -53,7 +53,9 @@ def test_pruned_trials_of_a_hyperband_study_never_paid_a_full_pass():
 
 @pytest.mark.slow
 def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(tmp_path):
-    from asp_tune.tune.runner import HpoSettings, ensure_ray, run_hpo
+    from asp_tune.tune.builtin import run_hpo
+    from asp_tune.tune.session import ensure_ray
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import parse_space
 
     import ray

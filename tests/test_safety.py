@@ -306,7 +306,7 @@ def test_config_error_survives_a_process_boundary():
 
 
 def test_an_unreachable_address_fails_in_seconds():
-    from asp_tune.tune.runner import check_reachable
+    from asp_tune.tune.session import check_reachable
 
     start = time.perf_counter()
     for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
@@ -318,8 +318,12 @@ def test_an_unreachable_address_fails_in_seconds():
 
 
 def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
-    from asp_tune.tune.runner import SETTINGS_FILE, check_resume_settings
+    from functools import partial
 
+    from asp_tune.tune.builtin import RESUME_FIELDS
+    from asp_tune.tune.run import SETTINGS_FILE, check_resume_settings
+
+    check_resume_settings = partial(check_resume_settings, keys=RESUME_FIELDS)
     saved = {"algo": "asha", "ratio": 0.3, "metric": "mixture", "num_samples": 4, "seed": 0,
              "space": {"name": "s", "fixed": {}, "params": []}}
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(saved))
@@ -328,6 +332,16 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):
         check_resume_settings(str(tmp_path / "nothing"), saved)
+
+
+def test_the_names_runner_held_still_work_with_a_warning():
+    import asp_tune.tune.runner as runner
+    from asp_tune.tune.settings import HpoSettings
+
+    with pytest.warns(DeprecationWarning, match="asp_tune.tune.settings.HpoSettings"):
+        assert runner.HpoSettings is HpoSettings
+    with pytest.raises(AttributeError):
+        runner.no_such_name
 
 
 # ------------------------------------------------------------------------------ interrupting a search
@@ -381,7 +395,7 @@ def test_a_local_ray_session_refuses_a_client_without_its_token(tmp_path):
     """Ray listens on every interface; asp_tune's local sessions require Ray's token, so a process
     that does not hold it cannot join."""
     script = tmp_path / "session.py"
-    script.write_text("import sys, time, ray\nfrom asp_tune.tune.runner import ensure_ray\nensure_ray(num_cpus=1)\n"
+    script.write_text("import sys, time, ray\nfrom asp_tune.tune.session import ensure_ray\nensure_ray(num_cpus=1)\n"
                       "print(ray.get_runtime_context().gcs_address, flush=True)\ntime.sleep(300)\n")
     session = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
@@ -405,7 +419,7 @@ def test_a_local_ray_session_refuses_a_client_without_its_token(tmp_path):
 def test_address_auto_refuses_a_cluster_another_user_started(tmp_path, monkeypatch):
     import os
 
-    from asp_tune.tune.runner import check_cluster_owner
+    from asp_tune.tune.session import check_cluster_owner
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     mine = tmp_path / "ray_current_cluster"
@@ -427,7 +441,7 @@ def test_address_auto_refuses_a_cluster_another_user_started(tmp_path, monkeypat
 def test_ray_s_token_is_made_and_kept_readable_by_this_user_only(tmp_path):
     import stat
 
-    from asp_tune.tune.runner import protect_ray_token
+    from asp_tune.tune.session import protect_ray_token
 
     made = protect_ray_token(tmp_path / ".ray" / "auth_token")
     assert stat.S_IMODE(made.stat().st_mode) == 0o600 and len(made.read_text()) >= 32
@@ -455,7 +469,7 @@ def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
     ("[::1]:1", r"connecting to \[::1\]:1 failed"),
 ])
 def test_bad_cluster_addresses_are_one_named_error(address, message):
-    from asp_tune.tune.runner import check_reachable
+    from asp_tune.tune.session import check_reachable
 
     with pytest.raises(ConfigError, match=message):
         check_reachable(address, timeout_s=2)

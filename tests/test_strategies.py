@@ -60,7 +60,7 @@ def test_a_strategy_registered_from_outside_is_accepted_by_the_api_train_and_a_s
 
     epochs = pd.read_csv(out / "epochs.csv")
     assert list(epochs["metric_used"]) == ["every_third"] * 2 and epochs["ratio"].iloc[0] < 0.35
-    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import load_space
 
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", "fixed": {"epochs": 2, "subset": 200},

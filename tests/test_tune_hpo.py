@@ -8,7 +8,8 @@ import torch
 
 from asp_tune import ConfigError
 from asp_tune.cli import main
-from asp_tune.tune.runner import HpoSettings, run_hpo
+from asp_tune.tune.builtin import run_hpo
+from asp_tune.tune.settings import HpoSettings
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 
@@ -22,7 +23,7 @@ SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs"
 def ray_session():
     import ray
 
-    from asp_tune.tune.runner import ensure_ray
+    from asp_tune.tune.session import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield
@@ -115,7 +116,7 @@ def test_a_search_where_every_trial_fails_exits_non_zero_with_the_first_error(ra
 
 
 def test_resources_no_node_has_fail_before_any_trial(ray_session, capsys, tmp_path):
-    from asp_tune.tune.runner import check_resources
+    from asp_tune.tune.session import check_resources
 
     with pytest.raises(ConfigError, match="invalid cpus_per_trial=64: allowed at most 2"):
         check_resources(64, 0)
@@ -372,12 +373,12 @@ def test_rung_only_validation_runs_under_ray(ray_session, tmp_path):
 def test_a_reused_worker_gives_the_same_trial_results_as_a_fresh_one(ray_session, tmp_path, monkeypatch):
     import dataclasses
 
-    from asp_tune.tune import runner
+    from asp_tune.tune import run as search
 
     s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=3,
                     max_concurrent=1, storage_path=str(tmp_path), verbose=0, seed=4)
     reused = run_hpo(s)
-    monkeypatch.setattr(runner, "REUSE_ACTORS", False)
+    monkeypatch.setattr(search, "REUSE_ACTORS", False)
     fresh = run_hpo(dataclasses.replace(s, name="fresh"))
     assert _per_trial(reused) == _per_trial(fresh)
     assert reused.summary["trial_seconds"]["startup"] > 0
@@ -453,7 +454,7 @@ class _Saved:  # Ray's Checkpoint.from_directory, kept on disk after the trainab
 def test_epochs_reported_again_after_a_resume_count_once_the_later_report():
     import pandas as pd
 
-    from asp_tune.tune.runner import reported_epochs
+    from asp_tune.tune.collect import reported_epochs
 
     hist = pd.DataFrame({"epoch": [1, 2, 3, 2, 3, 4], "val_accuracy": [0.1, 0.2, 0.3, 0.25, 0.35, 0.4]})
     kept = reported_epochs(hist)

@@ -50,7 +50,7 @@ def trainable(config):
 def ray_session():
     import ray
 
-    from asp_tune.tune.runner import ensure_ray
+    from asp_tune.tune.session import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield

@@ -54,7 +54,7 @@ def test_a_subset_larger_than_the_data_is_refused():
 
 
 def test_early_stopping_searches_do_not_spend_a_full_first_pass():
-    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.settings import HpoSettings
 
     space = parse_space(SPACE)
     asha = HpoSettings(space=space, algo="asha", ratio=0.3, metric="mixture").validate()

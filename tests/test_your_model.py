@@ -173,7 +173,8 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     from torch import nn
     from asp_tune import DATASETS, MODELS
-    from asp_tune.tune.runner import HpoSettings, run_hpo
+    from asp_tune.tune.builtin import run_hpo
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import parse_space
 
     def stripes(seed=0):  # defined in __main__: it reaches the workers by value
@@ -207,7 +208,8 @@ def test_registrations_made_in_the_driver_reach_every_ray_worker(tmp_path):
 
 @pytest.mark.slow
 def test_import_paths_reach_the_workers_of_a_local_multi_node_cluster(user_folder, tmp_path, local_cluster):
-    from asp_tune.tune.runner import HpoSettings, run_hpo
+    from asp_tune.tune.builtin import run_hpo
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import parse_space
 
     cluster = local_cluster({"num_cpus": 0}, workers=2)

@@ -1,4 +1,5 @@
-"""Ray Tune service: proxy-data trainable, HPO algorithms, rescaled budgets, full-data comparison.
+"""Ray Tune service: the one search function, HPO algorithms as a registry, asp_tune's proxy-data trainable
+and users' own, rescaled budgets, and the full-data comparison.
 
 Names are imported on first use, so registering the command line does not start Ray or torch."""
 
@@ -6,13 +7,15 @@ from __future__ import annotations
 
 from asp_tune.registry import lazy_exports
 
-_EXPORTS = {"ALGORITHMS": "asp_tune.tune.runner", "HpoResult": "asp_tune.tune.runner",
-            "HpoSettings": "asp_tune.tune.runner", "run_hpo": "asp_tune.tune.runner",
+_EXPORTS = {"ALGORITHMS": "asp_tune.tune.algorithms", "Algorithm": "asp_tune.tune.algorithms",
+            "register_algorithm": "asp_tune.tune.algorithms",
+            "HpoSettings": "asp_tune.tune.settings", "run_hpo": "asp_tune.tune.builtin",
+            "SearchJob": "asp_tune.tune.run", "run_search": "asp_tune.tune.run",
+            "SearchResult": "asp_tune.tune.run", "HpoResult": "asp_tune.tune.runner",
             "SearchSpace": "asp_tune.tune.space", "load_space": "asp_tune.tune.space",
             "parse_space": "asp_tune.tune.space",
             "search": "asp_tune.tune.user", "compare_trainable": "asp_tune.tune.user", "proxy_data": "asp_tune.tune.user",
-            "report": "asp_tune.tune.user", "SearchResult": "asp_tune.tune.user",
-            "correlate_trainable": "asp_tune.tune.user"}
+            "report": "asp_tune.tune.user", "correlate_trainable": "asp_tune.tune.user"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

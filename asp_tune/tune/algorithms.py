@@ -56,9 +56,9 @@ class Built(NamedTuple):
 def asha_milestones(ctx: Context) -> tuple[int, ...]:
     """ASHA's rung epochs and the last one, by the very expression of Ray's ASHA bracket (so they
     match it bit for bit)."""
-    import math
+    import numpy as np
 
-    rungs = int(math.log(ctx.epochs / ctx.grace) / math.log(ctx.reduction_factor) + 1)
+    rungs = int(np.log(ctx.epochs / ctx.grace) / np.log(ctx.reduction_factor) + 1)
     return tuple(sorted({ctx.grace * ctx.reduction_factor ** k for k in range(rungs)} | {ctx.epochs}))
 
 
@@ -80,7 +80,8 @@ class Algorithm:
     (Hyperband, BOHB), so trials checkpoint every epoch. ``owns_concurrency``: it keeps
     ``max_concurrent`` trials training itself (Ray's limiter would count its paused trials).
     ``own_searcher``: its scheduler only works with its own searcher. ``grid``: it accepts grid
-    parameters. ``summary(experiment_path, ctx)``: what it adds to ``summary.json``.
+    parameters. ``keeps_study``: it can keep its study in an Optuna journal (``optuna_storage``).
+    ``summary(experiment_path, ctx)``: what it adds to ``summary.json``.
     """
 
     build: Callable[[Context], Built]
@@ -91,6 +92,7 @@ class Algorithm:
     owns_concurrency: bool = False
     own_searcher: bool = False
     grid: bool = True
+    keeps_study: bool = False
     summary: Callable[[str, Context], Any] | None = None
 
     @property
@@ -119,7 +121,8 @@ class Algorithm:
 
         return dataclasses.replace(stopping, build=build, description=f"{self.description} + "
                                                                       f"{stopping.description}",
-                                   own_searcher=False, grid=self.grid and stopping.grid)
+                                   own_searcher=False, grid=self.grid and stopping.grid,
+                                   keeps_study=self.keeps_study)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -220,14 +223,14 @@ ASHA = Algorithm(_asha, "asynchronous successive halving (random configurations)
 HYPERBAND = Algorithm(_hyperband, "Hyperband (random configurations)", rungs=geometric_rungs, pauses_trials=True)
 BOHB = Algorithm(_bohb, "BOHB: Hyperband with a TPE-like model (needs hpbandster and ConfigSpace)",
                  rungs=geometric_rungs, pauses_trials=True, own_searcher=True, grid=False)
-TPE = Algorithm(_tpe, "Optuna's TPE, every trial to the end", grid=False)
+TPE = Algorithm(_tpe, "Optuna's TPE, every trial to the end", grid=False, keeps_study=True)
 HYPERTUNE = Algorithm(_hypertune, "Hyper-Tune: delayed promotions, learnt brackets, a multi-fidelity surrogate",
                       rungs=geometric_rungs, validates_at_rungs=True, owns_concurrency=True, own_searcher=True,
                       grid=False, summary=_hypertune_summary)
 
 #: Every HPO algorithm by name (``asp-tune hpo --algo NAME``).
 ALGORITHMS = LazyRegistry("algorithm", group="asp_tune.algorithms", entries={
-    "asha": ASHA, "hyperband": HYPERBAND, "bohb": BOHB, "hypertune": HYPERTUNE, "tpe": TPE, "random": RANDOM,
+    "hyperband": HYPERBAND, "bohb": BOHB, "asha": ASHA, "hypertune": HYPERTUNE, "tpe": TPE, "random": RANDOM,
 })
 
 #: What ``--early-stop`` may add to an algorithm that does not stop trials itself.
@@ -259,3 +262,53 @@ def check_algorithm(field: str, name: Any) -> None:
         get_algorithm(name, field)
         return
     raise ConfigError(field, name, algorithm_names())
+
+
+#: The word for a search without early stopping, as ``scheduler=`` of :func:`asp_tune.tune.search`.
+NO_EARLY_STOPPING = ("fifo", None)
+
+
+def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algorithm]:
+    """A user's choice of scheduler and searcher, each a registered name or a Ray Tune object, as one
+    built algorithm and the description the search reads (its rungs, concurrency).
+
+    ``scheduler``: ``"fifo"``/None (no early stopping), an algorithm's name (its scheduler; with
+    Hyper-Tune or BOHB their own searcher too) or a ``TrialScheduler``. ``search_alg``: None/``"random"``,
+    an algorithm's name (its searcher, e.g. ``"tpe"``) or a ``Searcher``/``SearchAlgorithm``.
+    """
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import SearchAlgorithm, Searcher
+
+    allowed = (f"'fifo', one of {', '.join(algorithm_names())} or a Ray Tune TrialScheduler")
+    if isinstance(scheduler, TrialScheduler):
+        base = dataclasses.replace(RANDOM, rungs=_rungs_of(scheduler), pauses_trials=True)
+        built = Built(scheduler, None, dict(ctx.param_space or {}))
+    elif scheduler in NO_EARLY_STOPPING or (isinstance(scheduler, str) and scheduler in ALGORITHMS):
+        base = RANDOM if scheduler in NO_EARLY_STOPPING else get_algorithm(scheduler, "scheduler")
+        built = base.build(ctx)
+    else:
+        raise ConfigError("scheduler", scheduler, allowed)
+    searcher_given = search_alg not in (None, "random")
+    if base.own_searcher and searcher_given:
+        raise ConfigError("search_alg", search_alg, f"none with scheduler {scheduler!r} (it proposes its own "
+                                                    "configurations)")
+    if isinstance(search_alg, (Searcher, SearchAlgorithm)):
+        searcher = search_alg
+    elif search_alg in (None, "random"):
+        searcher = built.searcher if base.own_searcher else _random_searcher(ctx)
+    elif isinstance(search_alg, str) and search_alg in ALGORITHMS:
+        searcher = get_algorithm(search_alg, "search_alg").build(dataclasses.replace(ctx, space=None)).searcher
+    else:
+        raise ConfigError("search_alg", search_alg, f"'random', one of {', '.join(algorithm_names())} or a Ray "
+                                                    "Tune Searcher")
+    return Built(built.scheduler, searcher, dict(ctx.param_space or {})), base
+
+
+def _rungs_of(scheduler: Any) -> Callable[[Context], tuple[int, ...]] | None:
+    """Where a scheduler object decides, when it says (Ray's ASHA: its first bracket's milestones)."""
+    brackets = getattr(scheduler, "_brackets", None)
+    try:
+        milestones = sorted({int(m) for m, _ in brackets[0]._rungs})
+    except (TypeError, IndexError, AttributeError, ValueError):
+        return None
+    return lambda ctx: tuple(sorted(set(m for m in milestones if m <= ctx.epochs) | {ctx.epochs}))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asp_tune.cli import add_output_flags, add_train_arguments, command, given_fields, results_folder, subcommand
 from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
+from asp_tune.constraints import check_value
 from asp_tune.flags import add_arguments, float_list, values_from_args
 from asp_tune.proxy_settings import metric_choices
 
@@ -46,34 +45,27 @@ SEARCH_FIELDS = ("algo", "ratio_schedule", "metric", "num_samples", "max_epochs"
                  "grace_period", "reduction_factor", "time_budget_s", "data_passes_budget", "optuna_storage")
 RAY_FIELDS = ("seed", "device", "address", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_failures",
               "checkpoint_every_s", "tracking", "tracking_uri", "verbose")
-#: What the search commands default to where HpoSettings' API defaults differ (given once, here). A constant
-#: ratio, not the paper's dynamic one: on bench/baselines.py's grid the dynamic schedule (about 2r early, almost
-#: nothing in the last epochs) cut ASP's Kendall tau from 0.70 to 0.48 at r = 0.3 and from 0.62 to 0.42 at r = 0.1
-#: (3 seeds, README "Baselines"), below a fixed random subset of the same r.
-CLI_DEFAULTS = {"ratio": 0.3, "ratio_schedule": "constant"}
-
-
 def _hpo_settings_class():
-    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.settings import HpoSettings
 
     return HpoSettings
 
 
 def _add_search_flags(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
     _add_space_flags(p)
-    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=SEARCH_FIELDS + extra)
+    add_arguments(p, _hpo_settings_class(), only=SEARCH_FIELDS + extra)
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     _add_ray_flags(p)
 
 
 def _add_ray_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = RAY_FIELDS) -> None:
-    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=only)
+    add_arguments(p, _hpo_settings_class(), only=only)
     add_output_flags(p, quiet=False)
 
 
 def hpo_settings_from_args(args: argparse.Namespace, ratio: float):
     """The validated HpoSettings of a search command's flags, at ``ratio``."""
-    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.settings import HpoSettings
 
     values = values_from_args(args, HpoSettings, skip=("ratio",))
     values["storage_path"] = experiments_folder(args)
@@ -82,14 +74,10 @@ def hpo_settings_from_args(args: argparse.Namespace, ratio: float):
 
 
 def experiments_folder(args: argparse.Namespace) -> str | None:
-    """``--storage-path``, or for a local run ``.OUT.ray`` beside ``--out``: Ray's experiment folders
-    stay with the run (not in ``~/ray_results``), outside the results folder that is only moved into
-    place when the run succeeds, so an interrupted search can still be resumed from there."""
-    given = getattr(args, "storage_path", None)
-    if given is not None or getattr(args, "address", None) is not None or not getattr(args, "out", None):
-        return given
-    out = Path(args.out).expanduser().resolve()
-    return str(out.with_name(f".{out.name}.ray"))
+    """Where Ray keeps the experiments of a command (:func:`asp_tune.tune.run.experiments_folder`)."""
+    from asp_tune.tune.run import experiments_folder as place
+
+    return place(getattr(args, "out", None), getattr(args, "storage_path", None), getattr(args, "address", None))
 
 
 @subcommand("hpo", "hyper-parameter search with proxy-data trials on Ray Tune")
@@ -124,7 +112,7 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
                    help="comma-separated metrics, one cell per (ratio, metric): ASP metrics and static baselines "
                         f"({', '.join(correlate_metrics())}) [default: random,loss,entropy,gradient,prediction,mixture]")
-    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("ratio_schedule", "max_concurrent"))
+    add_arguments(p, _hpo_settings_class(), only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
     p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
     _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
@@ -134,36 +122,18 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
 def add_demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="results folder [default: runs/demo]")
     p.add_argument("--overwrite", action="store_true", help="replace --out (only an asp_tune results folder)")
-    add_arguments(p, _hpo_settings_class(), CLI_DEFAULTS, only=("num_samples", "verbose"))
-
-
-def _write_hpo(out: RunDirectory, result, settings) -> None:
-    from asp_tune.tune.runner import settings_dict
-
-    out.write_table("trials.csv", result.trials)
-    if result.histories:
-        import pandas as pd
-
-        frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
-        out.write_table("trial_epochs.csv", pd.concat(frames, ignore_index=True))
-    result.summary["settings"] = settings_dict(settings)
-    trust = result.summary.get("proxy_trust")
-    if trust and trust["pairs"]:
-        from asp_tune.plots import plot_rung_agreement
-
-        plot_rung_agreement(trust, out.file("trust.png"), f"{settings.algo} r={settings.ratio}: rank agreement "
-                                                          "of consecutive rungs")
+    add_arguments(p, _hpo_settings_class(), only=("num_samples", "verbose"))
 
 
 @command("hpo")
 def run_hpo_command(args: argparse.Namespace) -> int:
-    from asp_tune.tune.runner import run_hpo
+    from asp_tune.tune.builtin import job_from_settings
+    from asp_tune.tune.run import search_into
 
     settings = hpo_settings_from_args(args, args.ratio)
-    with results_folder(args) as out:
-        result = run_hpo(settings, resume=args.resume, resume_unsigned=args.resume_unsigned)
-        _write_hpo(out, result, settings)
-        target = out.commit(result.summary)
+    job = job_from_settings(settings)
+    result, target = search_into(job, args.out, overwrite=args.overwrite, resume=args.resume,
+                                 resume_unsigned=args.resume_unsigned, title=f"{settings.algo} r={settings.ratio}")
     s = result.summary
     trust = s.get("proxy_trust") or {}
     mark = "" if not trust.get("measured") else (" (trusted)" if trust["trusted"] else " (UNTRUSTED: see the warning)")
@@ -183,25 +153,10 @@ def _check_compare(ratios: list[float], seeds: int) -> None:
 
 
 def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str) -> dict[str, Any]:
-    import pandas as pd
+    from asp_tune.tune.builtin import compare_settings
+    from asp_tune.tune.compare import write_comparison
 
-    from asp_tune.tune.compare import comparison_markdown, plot_comparison, run_compare
-
-    res = run_compare(settings, ratios, seeds)
-    table = res["table"]
-    out.write_table("comparison.csv", table.drop(columns=["best_config", "retrained"]).assign(
-        best_config=[json.dumps(c) for c in table["best_config"]]))
-    out.write_table("retrained.csv", pd.DataFrame([{"ratio": row["ratio"], **x} for _, row in table.iterrows()
-                                                   for x in row["retrained"]]))
-    for r, run in res["runs"].items():
-        out.write_table(f"trials_r{r}.csv", run.trials)
-    md = comparison_markdown(table, title)
-    out.file("report.md").write_text(md)
-    plot_comparison(table, res["scatter"], out.file("comparison.png"))
-    print("\n" + md)
-    return {"title": title, "ratios": sorted(res["runs"], reverse=True),
-            "rows": json.loads(table.to_json(orient="records")),
-            "runs": {str(r): run.summary for r, run in res["runs"].items()}}
+    return write_comparison(out, compare_settings(settings, ratios, seeds), title, "retrained test accuracy")
 
 
 @command("compare")
@@ -218,7 +173,8 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
 @command("correlate")
 def run_correlate_command(args: argparse.Namespace) -> int:
-    from asp_tune.tune.compare import correlation_markdown, plot_correlation_scatter, run_correlate
+    from asp_tune.tune.builtin import correlate_space
+    from asp_tune.tune.correlate import write_correlation
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in metrics:
@@ -232,47 +188,38 @@ def run_correlate_command(args: argparse.Namespace) -> int:
         raise ConfigError("ratios", args.ratios, "numbers in (0, 1)")
     if not metrics:
         raise ConfigError("metrics", args.metrics, "a comma-separated list of metrics")
-    if args.max_concurrent < 1:
-        raise ConfigError("max_concurrent", args.max_concurrent, "an integer >= 1")
+    check_value(_hpo_settings_class(), "max_concurrent", args.max_concurrent)
     if args.max_configs is not None and args.max_configs < 1:
         raise ConfigError("max_configs", args.max_configs, "an integer >= 1")
     space = load_space_args(args)
     with results_folder(args) as out:
-        res = run_correlate(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
-                            max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-                            gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
-                            address=args.address, storage_path=experiments_folder(args), max_configs=args.max_configs,
-                            verbose=args.verbose, selection=given_fields(args, SELECTION_FIELDS))
-        out.write_table("scores.csv", res["scores"])
-        out.write_table("correlation.csv", res["correlations"])
-        md = correlation_markdown(res["correlations"], f"{space.name}: rank correlation with full data")
-        out.file("table.md").write_text(md)
-        plot_correlation_scatter(res["scores"], out.file("scatter.png"))
-        print("\n" + md)
-        target = out.commit({"space": space.name, "num_configs": res["num_configs"], "ratios": args.ratios,
-                             "metrics": metrics, "wall_time_s": res["wall_time_s"],
-                             "experiment_path": res["experiment_path"],
-                             "correlations": json.loads(res["correlations"].to_json(orient="records"))})
+        run = correlate_space(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
+                              max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+                              gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
+                              address=args.address, storage_path=experiments_folder(args),
+                              max_configs=args.max_configs, verbose=args.verbose,
+                              selection=given_fields(args, SELECTION_FIELDS))
+        target = out.commit(write_correlation(out, run, f"{space.name}: rank correlation with full data",
+                                              {"space": space.name, "ratios": args.ratios, "metrics": metrics}))
     print(f"-> {target}")
     return 0
 
 
 @command("demo")
 def run_demo_command(args: argparse.Namespace) -> int:
-    from asp_tune.tune.runner import HpoSettings
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import load_space
 
     space_file = REPO_SPACES / "digits_demo.yaml"
     if not space_file.is_file():
         raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_demo.yaml "
                           "(install with pip install -e . from a checkout)")
-    settings = HpoSettings(space=load_space(space_file), **CLI_DEFAULTS, num_samples=args.num_samples,
-                           verbose=args.verbose, storage_path=experiments_folder(args)).validate()
-    print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r=0.3, "
-          f"{settings.ratio_schedule}, metric {dataclasses.replace(settings, ratio=0.3).resolved_metric()}); each pick retrained "
-          "on full data")
+    settings = HpoSettings(space=load_space(space_file), num_samples=args.num_samples, verbose=args.verbose,
+                           storage_path=experiments_folder(args)).validate()
+    print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r={settings.ratio}, "
+          f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}); each pick retrained on full data")
     with results_folder(args) as out:
-        summary = _compare(settings, [1.0, 0.3], 1, out, "demo: digits MLP, ASHA")
+        summary = _compare(settings, [1.0, settings.ratio], 1, out, "demo: digits MLP, ASHA")
         target = out.commit(summary)
     print(f"-> {target}")
     return 0

@@ -14,8 +14,8 @@ Its three parts, each a small piece tested on its own:
   ensemble**: one random-forest surrogate per rung, combined with the same weights (from each
   surrogate's ranking loss on the top rung's observations) to propose configurations by expected
   improvement (:class:`MultiFidelityEnsemble`).
-- :class:`HyperTune` holds the state both Ray objects share (:meth:`HyperTune.scheduler`,
-  :meth:`HyperTune.searcher`); the state is plain JSON, saved with Ray's searcher state, so a
+- :class:`HyperTune` holds the state both Ray objects share (:mod:`asp_tune.tune.hypertune_ray`, whose
+  :func:`~asp_tune.tune.hypertune_ray.hypertune` makes them); the state is plain JSON, saved with Ray's searcher state, so a
   search resumed after a killed driver continues with the same brackets, rungs and promotions.
 
 The ``openbox`` package has Hyper-Tune, but pins numpy < 2, pandas < 2.2 and scikit-learn < 1.4 and
@@ -133,7 +133,7 @@ class Decision:
 
 
 class HyperTune:
-    """Hyper-Tune's state, shared by its Ray scheduler and searcher (:meth:`scheduler`, :meth:`searcher`).
+    """Hyper-Tune's state, shared by its Ray scheduler and searcher (:mod:`asp_tune.tune.hypertune_ray`).
 
     ``max_t``: the top rung (epochs); ``grace_period * eta^k`` below it are the other rungs.
     ``num_samples``: configurations the search starts in all (it ends once they are done or stopped).
@@ -173,17 +173,7 @@ class HyperTune:
             self._cache[name] = (seen, compute())
         return self._cache[name][1]
 
-    # -- the pieces the scheduler and searcher call
-    def scheduler(self):
-        from asp_tune.tune.hypertune_ray import HyperTuneScheduler
-
-        return HyperTuneScheduler(self)
-
-    def searcher(self, param_space: dict[str, Any] | None = None):
-        from asp_tune.tune.hypertune_ray import HyperTuneSearcher
-
-        return HyperTuneSearcher(self, param_space)
-
+    # -- the pieces the scheduler and searcher call (asp_tune.tune.hypertune_ray)
     def score(self, result: dict[str, Any]) -> float | None:
         value = result.get(self.metric)
         if not isinstance(value, (int, float)) or value != value:
@@ -356,14 +346,3 @@ def stream(state: HyperTune, events: Iterable[tuple[str, int, float]]) -> list[t
             log.append((due[0], f"promoted from rung {due[2]}"))
     return log
 
-
-#: The Ray adapters, imported on first use (:mod:`asp_tune.tune.hypertune_ray`).
-_RAY = ("HyperTuneScheduler", "HyperTuneSearcher", "hypertune")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RAY:
-        import asp_tune.tune.hypertune_ray as adapters
-
-        return getattr(adapters, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

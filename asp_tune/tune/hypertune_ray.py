@@ -132,6 +132,6 @@ def hypertune(max_t: int, *, num_samples: int, param_space: dict[str, Any] | Non
     paused trials hold no worker)."""
     state = HyperTune(max_t, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
                       eta=reduction_factor, metric=metric, mode=mode, seed=seed)
-    return state.scheduler(), state.searcher(param_space)
+    return HyperTuneScheduler(state), HyperTuneSearcher(state, param_space)
 
 

@@ -24,25 +24,24 @@ full data and reports the rank agreement.
 
 from __future__ import annotations
 
-import math
 import tempfile
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from asp_tune.errors import ConfigError, RunFailed
+from asp_tune.constraints import check_value
+from asp_tune.errors import ConfigError
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
 from asp_tune.proxy_settings import ProxySettings
+from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search, search_into
+from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, rescaled_budget
 
 #: The trial-config key under which asp_tune passes a trial its proxy settings.
 TRIAL_KEY = "asp_tune"
 CHECKPOINT_FILE = "proxy_trial.pt"
-SCHEDULERS = ("asha", "hyperband", "hypertune", "fifo")
-SEARCHERS = ("random", "tpe")
+#: What a resumed search must share with the one it resumes.
+RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode")
 
 
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
@@ -90,136 +89,110 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
         tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-@dataclass
-class SearchResult:
-    trials: pd.DataFrame
-    summary: dict[str, Any]
-
-
-def _scheduler(scheduler: Any, epochs: int, reduction_factor: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
-
-    if isinstance(scheduler, TrialScheduler):
-        return scheduler
-    if scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1,
-                             reduction_factor=reduction_factor)
-    if scheduler == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=epochs, reduction_factor=reduction_factor)
-    if scheduler in (None, "fifo"):
-        return FIFOScheduler()
-    raise ConfigError("scheduler", scheduler, f"one of {', '.join(SCHEDULERS)} or a Ray Tune TrialScheduler")
-
-
-def _searcher(search_alg: Any, seed: int):
-    from ray.tune.search import BasicVariantGenerator, Searcher, SearchAlgorithm
-
-    if isinstance(search_alg, (Searcher, SearchAlgorithm)):
-        return search_alg
-    if search_alg in (None, "random"):
-        return BasicVariantGenerator(random_state=seed)
-    if search_alg == "tpe":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
-
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
-    raise ConfigError("search_alg", search_alg, f"one of {', '.join(SEARCHERS)} or a Ray Tune Searcher")
-
-
-def _has_own_target(obj: Any) -> bool:
-    return getattr(obj, "metric", None) is not None or getattr(obj, "_metric", None) is not None
-
-
-def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float = 0.3,
-           strategy: str = "auto", metric: str = "val_accuracy", mode: str = "max", scheduler: Any = "asha",
-           search_alg: Any = None, num_samples: int = 8, max_concurrent: int = 2, reduction_factor: int = 3,
-           time_budget_s: float | None = None, data_passes_budget: float | None = None, seed: int = 0,
-           cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, storage_path: str | None = None,
-           name: str | None = None, out: str | Path | None = None, verbose: int = 0,
-           **proxy_settings: Any) -> SearchResult:
-    """Run the user's function ``trainable`` over ``param_space`` (Ray Tune domains) on proxy data.
-
-    Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
-    any ``proxy_settings``); under an early-stopping scheduler the first epoch is not a full pass
-    unless ``first_epoch_full=True``. ``scheduler``: ``asha``, ``hyperband``, ``hypertune`` (with its own
-    searcher: :mod:`asp_tune.tune.hypertune`), ``fifo`` or any Ray Tune ``TrialScheduler``;
-    ``search_alg``: ``random``, ``tpe`` or any ``Searcher``. Budgets are given as
-    for full data and become ``ratio`` x that. ``out``: a results folder for ``trials.csv`` and
-    ``summary.json`` (written only when the search succeeds)."""
-    from ray import tune
-
-    from asp_tune.tune.runner import DataPassBudget, ensure_ray, fit_interruptibly, make_tuner
-    from asp_tune.tune.storage import storage_root
-
+def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, knobs: dict[str, Any]) -> None:
+    """The API's edge: every argument checked by the declaration the command line's flag uses."""
+    if not callable(trainable) and not isinstance(trainable, str):
+        raise ConfigError("trainable", trainable, "a function trainable(config) (or its import path)")
+    if not isinstance(param_space, dict):
+        raise ConfigError("param_space", type(param_space).__name__, "a mapping of parameter names to Ray Tune "
+                                                                   "domains or values")
     if TRIAL_KEY in param_space:
         raise ConfigError("param_space", TRIAL_KEY, "a space without the key asp_tune (asp_tune fills it)")
     if mode not in ("max", "min"):
         raise ConfigError("mode", mode, ("max", "min"))
-    if not (isinstance(epochs, int) and epochs >= 1):
+    if epochs is None:
         raise ConfigError("epochs", epochs, "an integer >= 1")
-    early = not isinstance(scheduler, str) or scheduler in ("asha", "hyperband", "hypertune")
-    if scheduler == "hypertune" and search_alg not in (None, "random"):
-        raise ConfigError("search_alg", search_alg, "none with scheduler 'hypertune' (it proposes its own "
-                                                    "configurations from its multi-fidelity surrogate)")
+    check_value(HpoSettings, "max_epochs", epochs, "epochs")
+    for name, value in knobs.items():
+        check_value(HpoSettings, name, value)
+
+
+def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float,
+             strategy: str, metric: str, mode: str, scheduler: Any, search_alg: Any, num_samples: int,
+             max_concurrent: int, reduction_factor: int, grace_period: int, time_budget_s: float | None,
+             data_passes_budget: float | None, seed: int, cpus_per_trial: float, gpus_per_trial: float,
+             storage_path: str | None, address: str | None, name: str | None, verbose: int,
+             proxy_settings: dict[str, Any]) -> SearchJob:
+    """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from asp_tune.tune.algorithms import Context, compose
+
+    _check_arguments(trainable, param_space, epochs, mode, {
+        "ratio": ratio, "num_samples": num_samples, "max_concurrent": max_concurrent, "grace_period": grace_period,
+        "reduction_factor": reduction_factor, "time_budget_s": time_budget_s,
+        "data_passes_budget": data_passes_budget, "seed": seed, "cpus_per_trial": cpus_per_trial,
+        "gpus_per_trial": gpus_per_trial, "address": address, "verbose": verbose})
+    ctx = Context(epochs, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
+                  reduction_factor=reduction_factor, seed=seed, metric=metric, mode=mode, name=name)
+    _, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
+    early = algorithm.multi_fidelity or not (scheduler in ("fifo", None) or isinstance(scheduler, FIFOScheduler))
     given = {"ratio": ratio, "metric": strategy, **proxy_settings}
     if early and ratio < 1.0:
         given.setdefault("first_epoch_full", False)
     settings = ProxySettings(**given)
     settings.check_proxy()  # named errors before anything starts
+    space = {**param_space, TRIAL_KEY: {**{k: v for k, v in vars(settings).items() if k in given}, "seed": seed}}
+    built, algorithm = compose(scheduler, search_alg, Context(**{**vars(ctx), "param_space": space}))
     shipped = by_reference(trainable)  # imported in the worker after its folder is on the path
     modules = user_modules([shipped])
-    ensure_ray(modules=modules)
-    if scheduler == "hypertune":
-        from asp_tune.tune.hypertune import hypertune
+    label = getattr(trainable, "__name__", str(trainable))
 
-        sched, searcher = hypertune(epochs, num_samples=num_samples, param_space=param_space,
-                                    max_concurrent=max_concurrent,
-                                    reduction_factor=reduction_factor, metric=metric, mode=mode, seed=seed)
-    else:
-        sched, searcher = _scheduler(scheduler, epochs, reduction_factor), _searcher(search_alg, seed)
-    target = {} if _has_own_target(sched) or _has_own_target(searcher) else {"metric": metric, "mode": mode}
-    budget = {"time_budget_s": None if time_budget_s is None else time_budget_s * ratio,
-              "data_passes": None if data_passes_budget is None else data_passes_budget * ratio,
-              "nominal_time_budget_s": time_budget_s, "nominal_data_passes": data_passes_budget}
-    space = {**param_space, TRIAL_KEY: {**{k: v for k, v in vars(settings).items() if k in given}, "seed": seed}}
-    run_name = name or (f"asp-user-{getattr(trainable, '__name__', 'trainable')}-r{ratio}-"
-                        f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    storage = storage_root(storage_path)
-    runner = tune.with_parameters(_user_trial, user_trainable=shipped, search_paths=search_paths(modules))
-    tuner = make_tuner(tune.with_resources(runner, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}), space,
-                       name=run_name, storage=storage, num_samples=num_samples,
-                       max_concurrent=None if scheduler == "hypertune" else max_concurrent,
-                       verbose=verbose, max_failures=0, progress=(num_samples, f"search r={ratio}"),
-                       search_alg=searcher, scheduler=sched, time_budget_s=budget["time_budget_s"],
-                       stop=DataPassBudget(budget["data_passes"]).stopper if budget["data_passes"] else None,
-                       tune_config_extra=target)
-    start = time.perf_counter()
-    grid = fit_interruptibly(tuner, f"{storage}/{run_name}")
-    wall = time.perf_counter() - start
-    names = [k for k in param_space]
-    trials = _collect(grid, names, metric, mode)
-    if len(trials) and (trials["status"] == "ERROR").all():
-        raise RunFailed(f"all {len(trials)} trials failed; the first: {trials['error'].iloc[0]}")
-    ok = trials[(trials["status"] != "ERROR") & trials["best_score"].notna()]
-    best = None if not len(ok) else ok.loc[ok["best_score"].idxmax() if mode == "max" else ok["best_score"].idxmin()]
-    summary = {
-        "algo": f"{type(sched).__name__} + {type(searcher).__name__}", "ratio": ratio, "metric": settings.resolved(
-            early and ratio < 1.0 and not settings.first_epoch_full).metric,
-        "score_metric": metric, "mode": mode, "seed": seed,
-        "best_config": None if best is None else {n: best[f"config/{n}"] for n in names},
-        "best_score": None if best is None else float(best["best_score"]),
-        "best_trial_id": None if best is None else best["trial_id"],
-        "num_trials": int(len(trials)), "num_failed": int((trials["status"] == "ERROR").sum()),
-        "wall_time_s": wall, "data_passes_total": float(trials["data_passes"].fillna(0).sum()),
-        "epochs_total": int(trials["epochs"].fillna(0).sum()), "first_epoch_full": settings.first_epoch_full,
-        "budget": budget, "experiment_path": grid.experiment_path,
-    }
-    if metric == "val_accuracy":
-        summary["best_val_accuracy"] = summary["best_score"]
-    result = SearchResult(trials, summary)
-    if out is not None:
-        _write(out, result)
-    return result
+    def make_trainable():
+        from ray import tune
+
+        runner = tune.with_parameters(_user_trial, user_trainable=shipped, search_paths=search_paths(modules))
+        return tune.with_resources(runner, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+
+    resolved = settings.resolved(early and ratio < 1.0 and not settings.first_epoch_full)
+    summary = {"algo": f"{type(built.scheduler).__name__} + {type(built.searcher).__name__}", "ratio": ratio,
+               "ratio_schedule": settings.ratio_schedule, "metric": resolved.metric, "space": label, "seed": seed,
+               "first_epoch_full": settings.first_epoch_full, "validation_epochs": "every", "fixed": {},
+               "rung_ratios": None}
+    record = {"trainable": str(shipped) if isinstance(shipped, str) else label, "ratio": ratio, "strategy": strategy,
+              "epochs": epochs, "num_samples": num_samples, "seed": seed, "metric": metric, "mode": mode,
+              "proxy_settings": proxy_settings}
+    return SearchJob(
+        make_trainable=make_trainable, built=built, name=name or experiment_name("asp-user", label, f"r{ratio}"),
+        param_names=list(param_space), epochs=epochs, metric=metric, mode=mode, num_samples=num_samples,
+        max_concurrent=None if algorithm.owns_concurrency else max_concurrent,
+        budget=rescaled_budget(ratio if ratio < 1.0 else 1.0, time_budget_s, data_passes_budget, num_samples, epochs),
+        rungs=algorithm.rung_epochs(ctx), storage_path=storage_path, address=address, modules=modules,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, verbose=verbose, label=f"search r={ratio}",
+        settings=record, resume_keys=RESUME_KEYS, summary=summary,
+        summarizers={} if algorithm.summary is None or not isinstance(scheduler, str) else
+        {scheduler: lambda path: algorithm.summary(path, ctx)})
+
+
+def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float = SEARCH_RATIO,
+           strategy: str = "auto", metric: str = "val_accuracy", mode: str = "max", scheduler: Any = "asha",
+           search_alg: Any = None, num_samples: int = 8, max_concurrent: int = 2, reduction_factor: int = 3,
+           grace_period: int = 1, time_budget_s: float | None = None, data_passes_budget: float | None = None,
+           seed: int = 0, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, storage_path: str | None = None,
+           address: str | None = None, name: str | None = None, out: str | Path | None = None,
+           overwrite: bool = False, resume: str | None = None, verbose: int = 0, **proxy_settings: Any) -> SearchResult:
+    """Run the user's function ``trainable`` over ``param_space`` (Ray Tune domains) on proxy data.
+
+    Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
+    any ``proxy_settings``); under an early-stopping scheduler the first epoch is not a full pass
+    unless ``first_epoch_full=True``. ``scheduler``: ``fifo``, the name of a registered algorithm
+    (``asha``, ``hyperband``, ``hypertune`` with its own searcher, ...) or any Ray Tune
+    ``TrialScheduler``; ``search_alg``: ``random``, an algorithm's name (``tpe``) or any ``Searcher``.
+    Budgets are given as for full data and become ``ratio`` x that. ``out``: a results folder for
+    ``trials.csv``, ``trial_epochs.csv`` and ``summary.json`` (checked before anything runs, written
+    only when the search succeeds; Ray's experiment is kept in ``.OUT.ray`` beside it unless
+    ``storage_path`` says otherwise). ``resume``: an experiment folder of an interrupted search to
+    finish (from its signed state, as ``asp-tune hpo --resume``)."""
+    storage = experiments_folder(out, storage_path, address)
+    job = user_job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, metric=metric, mode=mode,
+                   scheduler=scheduler, search_alg=search_alg, num_samples=num_samples, max_concurrent=max_concurrent,
+                   reduction_factor=reduction_factor, grace_period=grace_period, time_budget_s=time_budget_s,
+                   data_passes_budget=data_passes_budget, seed=seed, cpus_per_trial=cpus_per_trial,
+                   gpus_per_trial=gpus_per_trial, storage_path=storage, address=address, name=name, verbose=verbose,
+                   proxy_settings=proxy_settings)
+    if out is None:
+        return run_search(job, resume=resume)
+    return search_into(job, out, overwrite=overwrite, resume=resume)[0]
 
 
 def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str]) -> None:
@@ -230,130 +203,126 @@ def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: li
     fn(config)
 
 
-def _collect(grid, names: list[str], metric: str, mode: str) -> pd.DataFrame:
-    from asp_tune.tune.runner import reported_epochs
+def _retrain(trainable: Callable[[dict], None], kwargs: dict[str, Any], epochs: int, metric: str):
+    """``retrain(pick, seeds)`` of a user's trainable: the trainable run at ratio 1 (strategy none) once per
+    seed with the pick's parameters; each one's score is its last ``metric``."""
+    kept = {k: v for k, v in kwargs.items() if k not in ("scheduler", "search_alg", "num_samples", "strategy",
+                                                         "metric", "seed", "out", "resume", "name")}
 
-    rows = []
-    for result in grid:
-        hist = reported_epochs(result.metrics_dataframe)
-        scores = hist[metric].dropna() if metric in hist else pd.Series(dtype=float)
-        config = result.config or {}
-        row = {"trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name if result.path else ""),
-               **{f"config/{n}": _plain(config.get(n)) for n in names},
-               "best_score": (scores.max() if mode == "max" else scores.min()) if len(scores) else math.nan,
-               "final_score": scores.iloc[-1] if len(scores) else math.nan,
-               "epochs": int(hist["epoch"].max()) if "epoch" in hist and len(hist) else 0,
-               "data_passes": float(hist["data_passes"].iloc[-1]) if "data_passes" in hist and len(hist) else 0.0,
-               "status": "ERROR" if result.error else "TERMINATED",
-               "error": "" if not result.error else _error_line(result.error)}
-        rows.append(row)
-    return pd.DataFrame(rows)
+    def retrain(pick: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+        out = []
+        for seed in seeds:
+            again = search(trainable, dict(pick), epochs=epochs, ratio=1.0, strategy="none", scheduler="fifo",
+                           num_samples=1, metric=metric, seed=seed, **kept)
+            row = again.trials.iloc[0]
+            out.append({"seed": seed, "score": float(row["final_score"]), "seconds": float(row["seconds"])})
+        return out
 
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
-def _error_line(error: BaseException) -> str:
-    from asp_tune.tune.runner import error_line
-
-    return error_line(error)
-
-
-def _write(out: str | Path, result: SearchResult, extra: dict[str, pd.DataFrame] | None = None) -> Path:
-    from asp_tune.run_dir import RunDirectory
-
-    with RunDirectory(str(out)) as folder:
-        folder.write_table("trials.csv", result.trials)
-        for name, table in (extra or {}).items():
-            folder.write_table(name, table)
-        return folder.commit(result.summary)
+    return retrain
 
 
 def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
-            ratios: tuple[float, ...] = (1.0, 0.3), retrain_metric: str | None = None, out: str | Path | None = None,
-            **search_kwargs: Any) -> dict[str, Any]:
+                      ratios: tuple[float, ...] = (1.0, SEARCH_RATIO), retrain_metric: str | None = None,
+                      retrain_seeds: int = 1, out: str | Path | None = None, overwrite: bool = False,
+                      **search_kwargs: Any) -> dict[str, Any]:
     """The same search at ratio 1.0 (full data) and each proxy ratio, each pick retrained on full data
-    (the trainable run once at ratio 1 with the pick's config; its last ``retrain_metric``, default the
-    search metric, is the pick's score), and the rank agreement between each proxy search and the
-    full-data one on the configurations both evaluated (:func:`asp_tune.quality.proxy_quality`)."""
-    from ray.tune.search import BasicVariantGenerator
+    (the trainable run at ratio 1 with the pick's config; its last ``retrain_metric``, default the search
+    metric, is the pick's score), and the rank agreement between each proxy search and the full-data one
+    on the configurations both evaluated (:mod:`asp_tune.tune.compare`). ``out``: ``comparison.csv``,
+    ``retrained.csv``, each ratio's trials, ``report.md`` and ``comparison.png``, as ``asp-tune compare``."""
+    from asp_tune.run_dir import RunDirectory
+    from asp_tune.tune.compare import run_comparison, write_comparison
 
     metric = search_kwargs.get("metric", "val_accuracy")
-    runs = {r: search(trainable, param_space, epochs=epochs, ratio=r,
-                      **{**search_kwargs, **({"strategy": "none"} if r == 1.0 else {})})
-            for r in sorted(set(ratios) | {1.0}, reverse=True)}
-    names = list(param_space)
-    rows = []
-    for r, res in runs.items():
-        pick = res.summary["best_config"]
-        retrained = math.nan
-        if pick is not None:
-            kept = {k: v for k, v in search_kwargs.items()
-                    if k not in ("scheduler", "search_alg", "num_samples", "strategy", "metric")}
-            again = search(trainable, {n: pick[n] for n in names}, epochs=epochs, ratio=1.0, strategy="none",
-                           scheduler="fifo", search_alg=BasicVariantGenerator(), num_samples=1,
-                           metric=retrain_metric or metric, **kept)
-            retrained = float(again.trials["final_score"].iloc[0])
-        rows.append({"ratio": r, "wall_time_s": res.summary["wall_time_s"],
-                     "data_passes": res.summary["data_passes_total"], "best_score": res.summary["best_score"],
-                     "retrained_score": retrained, **_agreement(res, runs[1.0], names)})
-    table = pd.DataFrame(rows)
-    base = table[table["ratio"] == 1.0].iloc[0]
-    table["speedup_wall"] = base["wall_time_s"] / table["wall_time_s"]
-    table["speedup_passes"] = base["data_passes"] / table["data_passes"].clip(lower=1e-9)
-    summary = {"ratios": sorted(runs), "metric": metric, "rows": table.to_dict("records"),
-               "runs": {str(r): res.summary for r, res in runs.items()}}
-    if out is not None:
-        from asp_tune.run_dir import RunDirectory
+    storage = experiments_folder(out, search_kwargs.pop("storage_path", None), search_kwargs.get("address"))
 
-        with RunDirectory(str(out)) as folder:
-            folder.write_table("comparison.csv", table)
-            for r, res in runs.items():
-                folder.write_table(f"trials_r{r}.csv", res.trials)
-            folder.commit(summary)
-    return {"table": table, "summary": summary, "runs": runs}
+    def job(ratio: float):
+        strategy = "none" if ratio == 1.0 else search_kwargs.get("strategy", "auto")
+        given = {k: v for k, v in search_kwargs.items() if k not in ("strategy", "out", "resume")}
+        return lambda: _job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy,
+                            storage_path=storage, **given)
+
+    retrain = _retrain(trainable, {**search_kwargs, "storage_path": storage}, epochs, retrain_metric or metric)
+    jobs = {r: job(r) for r in sorted(set(ratios) | {1.0})}
+    if out is None:
+        return run_comparison(jobs, retrain, retrain_seeds)
+    with RunDirectory(str(out), overwrite=overwrite) as folder:
+        comparison = run_comparison(jobs, retrain, retrain_seeds)
+        summary = write_comparison(folder, comparison, f"{getattr(trainable, '__name__', 'trainable')}: full data "
+                                                       "against the proxy", f"retrained {retrain_metric or metric}")
+        folder.commit(summary)
+    return comparison
 
 
-def _agreement(proxy: SearchResult, full: SearchResult, names: list[str]) -> dict[str, Any]:
-    """The proxy-quality measures of ``proxy``'s scores against ``full``'s on the configurations both
-    evaluated (:func:`asp_tune.quality.proxy_quality`), with their number."""
-    from asp_tune.quality import proxy_quality
+def _job(trainable: Callable[[dict], None], param_space: dict[str, Any], **kwargs: Any) -> SearchJob:
+    """:func:`user_job` with :func:`search`'s defaults for what ``kwargs`` leaves out."""
+    import inspect
 
-    key = lambda row: tuple(str(row[f"config/{n}"]) for n in names)  # noqa: E731
-    reference = {key(row): row["best_score"] for _, row in full.trials.iterrows() if row["status"] != "ERROR"}
-    pairs = [(row["best_score"], reference[key(row)]) for _, row in proxy.trials.iterrows()
-             if row["status"] != "ERROR" and key(row) in reference]
-    quality = proxy_quality([p for p, _ in pairs], [f for _, f in pairs]) if len(pairs) >= 2 else {}
-    return {"pairs": len(pairs), **quality}
+    defaults = {k: p.default for k, p in inspect.signature(search).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in ("out", "overwrite", "resume")}
+    given = {**defaults, **kwargs}
+    known = set(inspect.signature(user_job).parameters) - {"trainable", "param_space", "proxy_settings"}
+    return user_job(trainable, param_space, **{k: v for k, v in given.items() if k in known},
+                    proxy_settings={k: v for k, v in given.items() if k not in known})
+
+
+def _user_cell_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str], seed: int,
+                     settings: dict[str, Any]) -> None:
+    """A user's trainable in one (ratio, strategy) cell of :func:`correlate_trainable`."""
+    from asp_tune.tune.correlate import cell_of
+
+    ratio, strategy = cell_of(config)
+    _user_trial({**config, TRIAL_KEY: {**settings, "ratio": ratio, "metric": strategy, "seed": seed}},
+                user_trainable=user_trainable, search_paths=search_paths)
 
 
 def correlate_trainable(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
-                        ratios: tuple[float, ...] = (0.1, 0.3), strategies: tuple[str, ...] = ("random", "loss"),
-                        out: str | Path | None = None, **search_kwargs: Any) -> pd.DataFrame:
-    """Every configuration of ``param_space`` (use ``tune.grid_search``; once, unless ``num_samples``) trained to
-    the end on full data
-    and in each (ratio, strategy) cell, without early stopping; one row per cell with the rank
-    correlations against full data (Kendall tau, Pearson, Spearman, r², top-1 regret) and its cost,
-    as ``asp-tune correlate`` gives for the built-in trainable."""
-    kwargs = {"num_samples": 1, **{k: v for k, v in search_kwargs.items() if k not in ("scheduler", "strategy", "ratio")}}
-    full = search(trainable, param_space, epochs=epochs, ratio=1.0, strategy="none", scheduler="fifo", **kwargs)
-    rows = []
-    for ratio in ratios:
-        for strategy in strategies:
-            cell = search(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, scheduler="fifo",
-                          **kwargs)
-            rows.append({"ratio": ratio, "strategy": cell.summary["metric"], "asked": strategy,
-                         "wall_time_s": cell.summary["wall_time_s"], "data_passes": cell.summary["data_passes_total"],
-                         "relative_wall": cell.summary["wall_time_s"] / max(full.summary["wall_time_s"], 1e-9),
-                         **_agreement(cell, full, list(param_space))})
-    table = pd.DataFrame(rows)
-    if out is not None:
-        from asp_tune.run_dir import RunDirectory
+                        ratios: tuple[float, ...] = (0.1, SEARCH_RATIO), strategies: tuple[str, ...] = ("random", "loss"),
+                        num_samples: int = 1, seed: int = 0, max_concurrent: int = 2, cpus_per_trial: float = 1.0,
+                        gpus_per_trial: float = 0.0, storage_path: str | None = None, address: str | None = None,
+                        metric: str = "val_accuracy", out: str | Path | None = None, overwrite: bool = False,
+                        verbose: int = 0, **proxy_settings: Any) -> pd.DataFrame:
+    """Every configuration of ``param_space`` (its ``tune.grid_search`` values crossed, other domains
+    sampled ``num_samples`` times) trained to the end on full data and in each (ratio, strategy) cell,
+    without early stopping, in one Ray experiment; one row per cell with the rank correlations against
+    full data (Kendall tau, Pearson, Spearman, r², top-1 regret) and its cost, as ``asp-tune correlate``
+    gives for the built-in trainable (:mod:`asp_tune.tune.correlate`). Each trial's last ``metric`` is
+    its score."""
+    from asp_tune.tune.algorithms import RANDOM, Context
+    from asp_tune.tune.correlate import cell_space, cells, grid_configs, run_correlation
 
-        with RunDirectory(str(out)) as folder:
-            folder.write_table("correlation.csv", table)
-            folder.write_table("trials_full.csv", full.trials)
-            folder.commit({"ratios": list(ratios), "strategies": list(strategies), "rows": table.to_dict("records"),
-                           "full": full.summary})
-    return table
+    _check_arguments(trainable, param_space, epochs, "max", {
+        "num_samples": num_samples, "seed": seed, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
+        "gpus_per_trial": gpus_per_trial, "address": address, "verbose": verbose})
+    for strategy in strategies:
+        ProxySettings(ratio=min(ratios), metric=strategy, **proxy_settings).check_proxy()
+    configs = grid_configs(param_space, num_samples, seed)
+    storage = experiments_folder(out, storage_path, address)
+    shipped = by_reference(trainable)
+    modules = user_modules([shipped])
+
+    def make_trainable():
+        from ray import tune
+
+        runner = tune.with_parameters(_user_cell_trial, user_trainable=shipped, search_paths=search_paths(modules),
+                                      seed=seed, settings=proxy_settings)
+        return tune.with_resources(runner, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+
+    names = cells(list(ratios), list(strategies))
+    label = getattr(trainable, "__name__", str(trainable))
+    job = SearchJob(make_trainable=make_trainable, built=RANDOM.build(Context(epochs, seed=seed,
+                                                                              param_space=cell_space(configs, names))),
+                    name=experiment_name("asp-correlate", label), param_names=["cfg", "cell"], epochs=epochs,
+                    metric=metric, num_samples=1, max_concurrent=max_concurrent, total_trials=len(configs) * len(names),
+                    storage_path=storage, address=address, modules=modules, cpus_per_trial=cpus_per_trial,
+                    gpus_per_trial=gpus_per_trial, verbose=verbose, label="correlate", summary={"space": label})
+    if out is None:
+        return run_correlation(job, configs)["correlations"]
+    from asp_tune.run_dir import RunDirectory
+    from asp_tune.tune.correlate import write_correlation
+
+    with RunDirectory(str(out), overwrite=overwrite) as folder:
+        run = run_correlation(job, configs)
+        folder.commit(write_correlation(folder, run, f"{label}: rank correlation with full data",
+                                        {"ratios": list(ratios), "strategies": list(strategies)}))
+    return run["correlations"]

@@ -1,0 +1,200 @@
+"""asp_tune's own proxy-data trainable as a search job: what ``asp-tune hpo``, ``compare`` and ``demo`` run.
+
+:func:`job_from_settings` turns validated :class:`~asp_tune.tune.settings.HpoSettings` into a
+:class:`~asp_tune.tune.run.SearchJob` (the data set read once here and shared through Ray's object
+store, the trial function with its fixed settings, the algorithm built from its registry entry);
+:func:`asp_tune.tune.run.run_search` does the rest, as for a user's own trainable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from asp_tune.imports import search_paths
+from asp_tune.registry import extensions
+from asp_tune.tune.run import KEEP_CHECKPOINTS, SearchJob, SearchResult, experiment_name, run_search  # noqa: F401
+from asp_tune.tune.settings import METRIC, HpoSettings, rung_ratio_values
+from asp_tune.tune.space import SearchSpace
+
+#: Settings a resumed experiment must share with the run that started it.
+RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "rung_ratios", "metric", "num_samples", "max_epochs", "early_stop",
+                 "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "selection",
+                 "space")
+
+
+def shared_arrays(s: HpoSettings) -> dict[str, Any] | None:
+    """The decoded data set every trial shares, read once here (None when the space searches
+    which data to read). Reading it here also checks the data before any trial starts."""
+    from asp_tune.datasets import read_dataset
+    from asp_tune.tune.trainable import DATA_SOURCE_FIELDS
+
+    if any(p.name in DATA_SOURCE_FIELDS for p in s.space.params):
+        return None
+    cfg = s.trial_config()
+    return read_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+
+
+def absolute_data_dir(space: SearchSpace) -> SearchSpace:
+    data_dir = space.fixed.get("data_dir")
+    if data_dir and not str(data_dir).startswith(("s3://", "gs://")):
+        fixed = {**space.fixed, "data_dir": str(Path(data_dir).expanduser().resolve())}
+        return SearchSpace(space.name, fixed, space.params)
+    return space
+
+
+def job_from_settings(settings: HpoSettings) -> SearchJob:
+    """The search job of ``settings`` (validated here): asp_tune's proxy-data trial for every
+    configuration of the space, under the settings' algorithm and budget."""
+    s = settings.validate()
+    s.space = absolute_data_dir(s.space)
+    algorithm, ctx = s.algorithm, s.context()
+    arrays = shared_arrays(s)  # read (and checked) before Ray starts
+    modules = s.user_modules()
+    validate_epochs = s.validation_epochs()
+
+    def make_trainable():
+        from ray import tune
+
+        from asp_tune.tune.trainable import proxy_trial
+
+        return tune.with_resources(
+            tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial)),
+                                 arrays=arrays, validate_epochs=validate_epochs, extensions=extensions(),
+                                 checkpoint_epochs=s.checkpoint_epochs(), checkpoint_every_s=s.checkpoint_every_s,
+                                 search_paths=search_paths(modules)),
+            {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+
+    summary = {"algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
+               "space": s.space.name, "seed": s.seed, "first_epoch_full": s.trial_config().first_epoch_full,
+               "validation_epochs": validate_epochs or "every", "fixed": s.space.fixed,
+               "rung_ratios": None if s.rung_ratios is None else list(rung_ratio_values(s.rung_ratios))}
+    return SearchJob(
+        make_trainable=make_trainable, built=algorithm.build(ctx),
+        name=s.name or experiment_name("asp", s.space.name, s.algo, f"r{s.ratio}"),
+        param_names=[p.name for p in s.space.params], epochs=s.epochs, metric=METRIC, mode="max",
+        num_samples=s.num_samples, max_concurrent=None if algorithm.owns_concurrency else s.max_concurrent,
+        total_trials=s.num_samples * s.space.grid_size(), budget=s.budget(), rungs=s.rungs(),
+        storage_path=s.storage_path, address=s.address, modules=modules, cpus_per_trial=s.cpus_per_trial,
+        gpus_per_trial=s.gpus_per_trial, max_failures=s.failures_allowed(), verbose=s.verbose,
+        label=f"{s.algo} r={s.ratio}", settings=s.to_dict(), resume_keys=RESUME_FIELDS, summary=summary,
+        summarizers={} if algorithm.summary is None else {s.algo: lambda path: algorithm.summary(path, ctx)},
+        sparse_reports=validate_epochs is not None, tracking=s.tracking, tracking_uri=s.tracking_uri)
+
+
+def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False) -> SearchResult:
+    """Run (or resume) one experiment of asp_tune's own trainable: :func:`job_from_settings`, then
+    :func:`~asp_tune.tune.run.run_search`."""
+    return run_search(job_from_settings(settings), resume=resume, resume_unsigned=resume_unsigned)
+
+
+# ----------------------------------------------------------------------------- compare and correlate
+
+
+def _retrain_one(config: dict[str, Any], threads: int, extensions: dict | None = None,
+                 search_paths: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    from asp_tune.build import build_trainer
+    from asp_tune.config import TrainConfig
+    from asp_tune.imports import add_search_paths
+    from asp_tune.registry import install_extensions
+
+    add_search_paths(search_paths or ())
+    install_extensions(extensions)
+    torch.set_num_threads(max(1, threads))
+    summary = build_trainer(TrainConfig.from_dict(config)).fit()
+    return {"seed": config["seed"], "score": summary["final_test_accuracy"],
+            "test_accuracy": summary["final_test_accuracy"], "val_accuracy": summary["final_val_accuracy"],
+            "seconds": summary["train_seconds"]}
+
+
+def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: int, seeds: list[int],
+                      device: str, cpus: float, gpus: float) -> list[dict[str, Any]]:
+    """Train ``best_config`` on all training data once per seed, in parallel as Ray tasks; each one's
+    score is its test accuracy."""
+    import ray
+
+    from asp_tune.imports import user_modules
+
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_retrain_one)
+    configs = [space.train_config(best_config, ratio=1.0, metric="none", ratio_schedule="constant",
+                                  seed=seed, device=device, epochs=epochs).to_dict() for seed in seeds]
+    added = extensions()
+    paths = search_paths(user_modules([configs[0]["model"], configs[0]["dataset"],
+                                       *(e for entries in added.values() for e in entries.values())]))
+    return ray.get([remote.remote(c, max(1, int(cpus)), added, paths) for c in configs])
+
+
+def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) -> dict[str, Any]:
+    """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, each
+    pick retrained on full data (:func:`asp_tune.tune.compare.run_comparison`)."""
+    import dataclasses
+
+    from asp_tune.tune.compare import run_comparison
+
+    def job(ratio: float):
+        return lambda: job_from_settings(dataclasses.replace(
+            base, ratio=ratio, metric="none" if ratio == 1.0 else base.metric,
+            ratio_schedule="constant" if ratio == 1.0 else base.ratio_schedule,
+            name=None if base.name is None else f"{base.name}-r{ratio}"))
+
+    def retrain(pick: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+        return retrain_full_data(base.space, pick, base.epochs, seeds, base.device, base.cpus_per_trial,
+                                 base.gpus_per_trial)
+
+    base.validate()
+    return run_comparison({r: job(r) for r in sorted(set(ratios) | {1.0})}, retrain, retrain_seeds)
+
+
+def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
+                arrays: dict[str, Any] | None = None, **shipped: Any) -> None:
+    from asp_tune.tune.correlate import cell_of
+    from asp_tune.tune.trainable import proxy_trial
+
+    ratio, metric = cell_of(config)
+    proxy_trial(config, space=space, run={**run, "ratio": ratio, "metric": metric}, threads=threads, arrays=arrays,
+                **shipped)
+
+
+def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "constant",
+                    max_concurrent: int = 2, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, seed: int = 0,
+                    device: str = "auto", address: str | None = None, storage_path: str | None = None,
+                    max_configs: int | None = None, verbose: int = 1,
+                    selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every grid configuration of ``space`` on full data and at every (ratio, metric), in one Ray
+    experiment (:func:`asp_tune.tune.correlate.run_correlation`). ``ratio_schedule``: constant by default
+    (``dynamic`` is the paper's, as in its Table 5, and ranked worse in bench/baselines.py); ``selection``
+    holds selection settings (rule, floor, ...) applied to every proxy cell."""
+    from asp_tune.config import TrainConfig
+    from asp_tune.datasets import read_dataset
+    from asp_tune.imports import user_modules
+    from asp_tune.tune.algorithms import RANDOM, Context
+    from asp_tune.tune.correlate import cell_space, cells, run_correlation
+
+    configs = space.grid_configs()[:max_configs]
+    names = cells(ratios, metrics)
+    epochs = int(space.fixed.get("epochs", TrainConfig.epochs))
+    run = {**(selection or {}), "ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}
+    space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0])  # validate early
+    probe = space.train_config(configs[0], **run, ratio=1.0, metric="none")
+    arrays = read_dataset(probe.dataset, probe.data_dir, download=probe.download)  # once, shared by all cells
+    added = extensions()
+    modules = user_modules([probe.model, probe.dataset, *metrics, *(e for entries in added.values()
+                                                                    for e in entries.values())])
+
+    def make_trainable():
+        from ray import tune
+
+        return tune.with_resources(
+            tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial)),
+                                 arrays=arrays, extensions=added, search_paths=search_paths(modules)),
+            {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+
+    built = RANDOM.build(Context(epochs, seed=seed, param_space=cell_space(configs, names)))
+    job = SearchJob(make_trainable=make_trainable, built=built, name=experiment_name("asp-correlate", space.name),
+                    param_names=["cfg", "cell"], epochs=epochs, num_samples=1, max_concurrent=max_concurrent,
+                    total_trials=len(configs) * len(names), storage_path=storage_path, address=address,
+                    modules=modules, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, verbose=verbose,
+                    label="correlate", summary={"space": space.name})
+    return run_correlation(job, configs)

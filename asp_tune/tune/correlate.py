@@ -1,0 +1,177 @@
+"""The ASP paper's Table 5 for any trainable: every configuration trained to the end on full data and in
+every (ratio, strategy) cell, in one Ray experiment, with the rank correlations of each cell against full data.
+
+The experiment is one grid search (:func:`cell_space`: configuration x cell) run by
+:func:`~asp_tune.tune.run.run_search`; the trainable reads its cell from ``config["cell"]`` (``"RATIO:STRATEGY"``,
+``"1.0:none"`` for full data). :func:`correlations` turns the trials into the table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asp_tune.config import TrainConfig
+from asp_tune.quality import cost_adjusted_r2, proxy_quality
+from asp_tune.tune.collect import proxy_model_seconds
+from asp_tune.tune.run import SearchJob, run_search
+
+FULL_CELL = "1.0:none"
+
+
+def cells(ratios: list[float], strategies: list[str]) -> list[str]:
+    """The full-data cell, then one ``RATIO:STRATEGY`` cell per pair."""
+    return [FULL_CELL] + [f"{r}:{m}" for r in ratios for m in strategies]
+
+
+def cell_of(config: dict[str, Any]) -> tuple[float, str]:
+    ratio, strategy = config["cell"].split(":")
+    return float(ratio), strategy
+
+
+def grid_configs(param_space: dict[str, Any], num_samples: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+    """The configurations of a Ray Tune ``param_space``: every combination of its ``grid_search`` values,
+    each with its other domains sampled (``num_samples`` times, seeded) and its constants."""
+    from ray.tune.search.sample import Domain
+
+    rng = np.random.RandomState(seed)
+    grids = {k: v["grid_search"] for k, v in param_space.items() if isinstance(v, dict) and "grid_search" in v}
+    out = []
+    for _ in range(num_samples):
+        for combo in itertools.product(*grids.values()) if grids else [()]:
+            config = dict(zip(grids, combo))
+            for key, value in param_space.items():
+                if key not in grids:
+                    config[key] = value.sample(random_state=rng) if isinstance(value, Domain) else value
+            out.append(config)
+    return out
+
+
+def cell_space(configs: list[dict[str, Any]], cell_names: list[str]) -> dict[str, Any]:
+    """The experiment's space: every (configuration, cell), each trial's parameters looked up by index."""
+    from ray import tune
+
+    names = list(configs[0]) if configs else []
+    return {"cfg": tune.grid_search(list(range(len(configs)))), "cell": tune.grid_search(cell_names),
+            **{n: tune.sample_from(lambda spec, n=n: configs[spec.config["cfg"]][n]) for n in names}}
+
+
+def run_correlation(job: SearchJob, configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run the configuration x cell experiment ``job`` and tabulate it: ``scores`` (one row per trial) and
+    ``correlations`` (one row per cell, against the full-data cell)."""
+    start = time.perf_counter()
+    result = run_search(job)
+    scores = cell_scores(result.trials, configs, list(job.built.param_space["cell"]["grid_search"]))
+    return {"scores": scores, "correlations": correlations(scores), "wall_time_s": time.perf_counter() - start,
+            "num_configs": len(configs), "experiment_path": result.summary["experiment_path"], "result": result}
+
+
+def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names: list[str]) -> pd.DataFrame:
+    """One row per trial: its configuration and cell (in the order the cells were given), score and cost."""
+    rows = []
+    for _, t in trials.iterrows():
+        if t.get("config/cell") is None or t.get("config/cfg") is None:  # its worker never started
+            continue
+        ratio, strategy = cell_of({"cell": t["config/cell"]})
+        index = int(t["config/cfg"])
+        rows.append({"config": index, "cell": cell_names.index(t["config/cell"]), "ratio": ratio, "metric": strategy,
+                     **configs[index],
+                     "val_accuracy": t["final_score"], "score": t["final_score"], "data_passes": t["data_passes"],
+                     "seconds": t["seconds"], "proxy_seconds": t["proxy_seconds"], "proxy_key": t["proxy_key"],
+                     "proxy_computed": bool(t["proxy_computed"]), "status": t["status"]})
+    return pd.DataFrame(rows).sort_values(["cell", "config"]).reset_index(drop=True)
+
+
+def correlations(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per proxy cell: the rank correlations of its scores with the full-data cell's over the
+    configurations both finished, its cost (training seconds, plus a static proxy's scoring model once)
+    against full data's, and its data passes."""
+    full = scores[scores["metric"] == "none"].set_index("config")
+    rows = []
+    for (ratio, strategy), part in scores[scores["metric"] != "none"].groupby(["ratio", "metric"], sort=False):
+        part = part.set_index("config")
+        common = part.index.intersection(full.index)
+        proxy_seconds = proxy_model_seconds(part.loc[common])  # a static proxy's scoring model, once per cell
+        quality = proxy_quality(part.loc[common, "score"].values, full.loc[common, "score"].values,
+                                float(part.loc[common, "seconds"].sum()) + proxy_seconds,
+                                float(full.loc[common, "seconds"].sum()))
+        rows.append({"ratio": ratio, "metric": strategy, "strategy": strategy, "asked": strategy,
+                     "kind": metric_kind(strategy),
+                     **quality, "pairs": quality["n"], "proxy_model_seconds": proxy_seconds,
+                     "data_passes": float(part["data_passes"].sum()), "data_passes_mean": float(part["data_passes"].mean())})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"], table["relative_cost"])
+    return table
+
+
+def metric_kind(metric: str) -> str:
+    """``static`` for a baseline chosen once, ``ASP`` for a strategy chosen anew each epoch."""
+    from asp_tune.strategies import make_strategy
+
+    return "static" if make_strategy(metric, TrainConfig(ratio=0.5)).kind == "static" else "ASP"
+
+
+def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
+    """Rows: metrics; columns: ratios; cells 'tau / rho / s' as in the ASP paper's Table 5."""
+    ratios = sorted(corr["ratio"].unique())
+    lines = [f"# {title}", "", "Each cell: Kendall tau / Pearson / Spearman between full-data and proxy "
+             "scores over the grid's configurations, then r² / top-1 regret (points) / relative "
+             "cost (training seconds, plus a static proxy's scoring model once, against full data), as in "
+             "asp_tune/quality.py. ASP metrics re-choose the subset every epoch; static baselines fix it once.", "",
+             "| metric | kind | " + " | ".join(f"r = {r}" for r in ratios) + " |",
+             "|---|---|" + "---|" * len(ratios)]
+    for m, part in corr.groupby("metric", sort=False):
+        row = []
+        for r in ratios:
+            cell = part[part["ratio"] == r]
+            row.append("-" if cell.empty else
+                       f"{cell['kendall_tau'].iloc[0]:.3f} / {cell['pearson'].iloc[0]:.3f} / "
+                       f"{cell['spearman'].iloc[0]:.3f}; {cell['r2'].iloc[0]:.2f} / "
+                       f"{100 * cell['top1_regret'].iloc[0]:.1f} / {cell['relative_cost'].iloc[0]:.2f}")
+        lines.append(f"| {m} | {metric_kind(m)} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_correlation_scatter(scores: pd.DataFrame, path) -> None:
+    from asp_tune.plots import agreement_scatter, pyplot, save_figure
+
+    plt = pyplot()
+    full = scores[scores["metric"] == "none"].set_index("config")["score"]
+    proxy = scores[scores["metric"] != "none"]
+    ratios = sorted(proxy["ratio"].unique())
+    metrics = list(dict.fromkeys(proxy["metric"]))
+    fig, axes = plt.subplots(len(metrics), len(ratios), figsize=(3 * len(ratios), 2.6 * len(metrics)),
+                             squeeze=False, sharex=True)
+    for i, m in enumerate(metrics):
+        for j, r in enumerate(ratios):
+            ax = axes[i][j]
+            part = proxy[(proxy["metric"] == m) & (proxy["ratio"] == r)].set_index("config")
+            common = part.index.intersection(full.index)
+            tau = agreement_scatter(ax, full.loc[common], part.loc[common, "score"], s=10)
+            ax.set_title(f"{m}, r={r}: tau {tau:.2f}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("proxy score")
+            if i == len(metrics) - 1:
+                ax.set_xlabel("full-data score")
+    save_figure(fig, path)
+
+
+def write_correlation(folder, run: dict[str, Any], title: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's files in an open results folder; returns its summary (``summary.json``)."""
+    import json
+
+    folder.write_table("scores.csv", run["scores"])
+    folder.write_table("correlation.csv", run["correlations"])
+    markdown = correlation_markdown(run["correlations"], title)
+    folder.file("table.md").write_text(markdown)
+    plot_correlation_scatter(run["scores"], folder.file("scatter.png"))
+    print("\n" + markdown)
+    return {**extra, "num_configs": run["num_configs"], "wall_time_s": run["wall_time_s"],
+            "experiment_path": run["experiment_path"],
+            "correlations": json.loads(run["correlations"].to_json(orient="records"))}
+

@@ -1,0 +1,354 @@
+"""The one function that runs a search, whoever's trainable it runs.
+
+A search is: settings, then objects (a :class:`SearchJob`: the trainable, the algorithm's scheduler
+and searcher, the budget), then :func:`run_search`. The command line (``asp-tune hpo``, ``compare``,
+``demo``) builds its job from :class:`~asp_tune.tune.settings.HpoSettings` (:mod:`asp_tune.tune.builtin`);
+a user's own trainable gets its job from :func:`asp_tune.tune.search` (:mod:`asp_tune.tune.user`).
+Everything after that is here, once: Ray's session, the experiment folder beside the results (or a
+resume from its signed copy), the progress bar, the signed state, the wall time of all parts,
+the trials table, the pick, the proxy's trust, and :func:`search_into`'s results folder
+(``trials.csv``, ``trial_epochs.csv``, ``summary.json``, ``trust.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from asp_tune.errors import ConfigError, RunFailed
+from asp_tune.run_dir import jsonable
+from asp_tune.tune.algorithms import Built
+from asp_tune.tune.collect import best_trial, collect_trials, plain, proxy_model_seconds, proxy_trust
+from asp_tune.tune.storage import join, make_dirs, ray_filesystem, read_text, storage_root, write_text
+
+#: Checkpoints a trial keeps (its latest ones); Ray saves the experiment's state at the latest when a
+#: trial has made this many since the last save, so the one a saved state names is on disk.
+KEEP_CHECKPOINTS = 5
+#: Trials reuse a worker process whose resources match (a trainable rebuilds itself from its config
+#: and checkpoint each time, so a reused worker behaves exactly like a fresh one).
+REUSE_ACTORS = True
+SETTINGS_FILE = "asp_tune_settings.json"
+
+
+@dataclass
+class SearchJob:
+    """One search, ready to run.
+
+    ``make_trainable()``: the Ray Tune trainable with its resources (called once Ray runs, since
+    ``tune.with_parameters`` needs it). ``built``: the algorithm's scheduler, searcher and the space
+    the Tuner gets. ``rungs``: where the algorithm decides (its proxy trust is measured there; None:
+    it never stops a trial early). ``max_concurrent``: None when the algorithm keeps it itself.
+    ``settings``: what the search was started with, kept beside the experiment; a resume must
+    match it in ``resume_keys``. ``summary``: what the caller knows of the run before it starts
+    (algorithm, ratio, strategy...); ``summarizers``: more entries read from the finished experiment.
+    """
+
+    make_trainable: Callable[[], Any]
+    built: Built
+    name: str
+    param_names: list[str]
+    epochs: int
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    num_samples: int = 8
+    max_concurrent: int | None = 2
+    total_trials: int | None = None
+    budget: dict[str, Any] = field(default_factory=dict)
+    rungs: tuple[int, ...] | None = None
+    storage_path: str | None = None
+    address: str | None = None
+    modules: list = field(default_factory=list)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 0
+    verbose: int = 0
+    label: str = "search"
+    settings: dict[str, Any] = field(default_factory=dict)
+    resume_keys: tuple[str, ...] = ()
+    summary: dict[str, Any] = field(default_factory=dict)
+    summarizers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
+    sparse_reports: bool = False  # some reports carry no score (trials validate only where the algorithm reads)
+    tracking: str = "none"
+    tracking_uri: str | None = None
+
+
+@dataclass
+class SearchResult:
+    """A finished search: one row per trial, the summary (``summary.json``) and each trial's reports."""
+
+    trials: pd.DataFrame
+    summary: dict[str, Any]
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def experiment_name(*parts: Any) -> str:
+    """A unique, file-system-safe experiment name from ``parts`` (two runs started in the same second
+    never share a folder)."""
+    text = "-".join(str(p) for p in parts if p not in (None, ""))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:120]
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def experiments_folder(out: str | Path | None, storage_path: str | None, address: str | None) -> str | None:
+    """``storage_path``, or for a local run with a results folder ``.OUT.ray`` beside it: Ray's experiment
+    folders stay with the run (not in ``~/ray_results``), outside the results folder that is only moved
+    into place when the run succeeds, so an interrupted search can still be resumed from there."""
+    if storage_path is not None or address is not None or not out:
+        return storage_path
+    target = Path(out).expanduser().resolve()
+    return str(target.with_name(f".{target.name}.ray"))
+
+
+class DataPassBudget:
+    """Stops the experiment once the trials together have used ``budget`` data passes."""
+
+    def __init__(self, budget: float):
+        from ray import tune
+
+        class _Stopper(tune.Stopper):
+            def __init__(inner):
+                inner.used: dict[str, float] = {}
+
+            def __call__(inner, trial_id: str, result: dict) -> bool:
+                inner.used[trial_id] = float(result.get("data_passes", 0.0))
+                return False
+
+            def stop_all(inner) -> bool:
+                return sum(inner.used.values()) >= budget
+
+        self.stopper = _Stopper()
+
+
+def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,
+               max_concurrent: int | None, verbose: int, max_failures: int, progress: tuple,
+               search_alg=None, scheduler=None, time_budget_s: float | None = None, stop=None,
+               callbacks: list | None = None, keep_checkpoints: int | None = 1,
+               tune_config_extra: dict[str, Any] | None = None):
+    """A Tuner as every asp_tune experiment sets one up: reused workers, Ray's console output only at
+    ``verbose`` 2, one progress bar (``progress``: total trials, label, rungs) at ``verbose`` 1."""
+    from ray import tune
+
+    from asp_tune.tune.progress import FreshTrialLogs, SearchProgress
+
+    bar = [SearchProgress(*progress)] if verbose == 1 else []
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                    max_concurrent_trials=max_concurrent, time_budget_s=time_budget_s,
+                                    reuse_actors=REUSE_ACTORS, **(tune_config_extra or {})),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, storage_filesystem=ray_filesystem(storage), stop=stop,
+            verbose=2 if verbose >= 2 else 0,
+            callbacks=(callbacks or []) + [FreshTrialLogs()] + bar,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints)),
+    )
+
+
+def tracking_callbacks(tracking: str, uri: str | None, name: str) -> list:
+    """Ray Tune's own tracking callback for ``tracking`` (every trial's reports, config and status)."""
+    if tracking == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=name)]
+    if tracking == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        return [TBXLoggerCallback()]
+    if tracking == "wandb":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        return [WandbLoggerCallback(project=uri or name)]
+    return []
+
+
+def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``),
+    naming them as flags."""
+    try:
+        saved = json.loads(read_text(join(experiment, SETTINGS_FILE)))
+    except (OSError, ValueError):
+        raise ConfigError("resume", experiment, "an experiment folder written by 'asp-tune hpo' or "
+                                                f"asp_tune.tune.search (no readable {SETTINGS_FILE})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError("resume", experiment, f"an experiment folder whose {SETTINGS_FILE} holds a mapping")
+    saved_jsonable = {k: saved.get(k) for k in keys}
+    given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in keys})))
+    differ = [k for k in keys if saved_jsonable.get(k) != given.get(k)]
+    if differ:
+        detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (given {given.get(k)!r})"
+                           for k in differ if k != "space") + ("; the same search space" if "space" in differ else "")
+        raise ConfigError("resume", experiment, f"the flags of the run being resumed: {detail}")
+
+
+def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
+    """Everything checked before Ray starts: the storage place, signing, a resume's settings."""
+    from asp_tune.tune.session import quiet_ray_logs
+    from asp_tune.tune.signing import signing_problem
+    from asp_tune.tune.storage import check_location
+
+    storage = storage_root(job.storage_path)
+    check_location(storage)  # a bad place is one named error, before Ray starts
+    if resume:
+        resume = storage_root(resume)  # Ray reads a relative path as a URI
+        check_resume_settings(resume, job.settings, job.resume_keys)
+    quiet_ray_logs(job.verbose)
+    unsigned = signing_problem()
+    if unsigned:  # said aloud: this search runs, but its --resume would be refused as unsigned
+        print(f"[asp-tune] warning: this search cannot be signed for --resume ({unsigned}); resuming it will "
+              "need --resume-unsigned", file=sys.stderr)
+    if job.sparse_reports:
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a scheduler then waits for the next score
+    return storage, resume
+
+
+def _restored_tuner(job: SearchJob, trainable, resume: str, resume_unsigned: bool):
+    from ray import tune
+
+    if not tune.Tuner.can_restore(resume):
+        raise ConfigError("resume", resume, "a Ray Tune experiment folder written by 'asp-tune hpo' or "
+                                            "asp_tune.tune.search")
+    if not resume_unsigned:
+        from asp_tune.tune.signing import restore_signed
+
+        changed = restore_signed(resume)
+        if changed:
+            warnings.warn(f"resuming from the signed copy of the experiment's state: {', '.join(changed)} "
+                          "changed after it was signed (a driver killed while Ray wrote its state, or a "
+                          "change by someone else); the files set aside end in .unsigned", stacklevel=3)
+    return tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
+                              storage_filesystem=ray_filesystem(resume))
+
+
+def _new_tuner(job: SearchJob, trainable, storage: str):
+    from asp_tune.tune.progress import SignedState, WallTimeRecorder
+
+    experiment = join(storage, job.name)
+    make_dirs(experiment)
+    write_text(join(experiment, SETTINGS_FILE), json.dumps(jsonable(job.settings), indent=1) + "\n")
+    stop = DataPassBudget(job.budget["data_passes"]).stopper if job.budget.get("data_passes") else None
+    target = {} if _has_own_target(job.built) else {"metric": job.metric, "mode": job.mode}
+    callbacks = [WallTimeRecorder(experiment), SignedState(experiment),
+                 *tracking_callbacks(job.tracking, job.tracking_uri, job.name)]
+    tuner = make_tuner(trainable, job.built.param_space, name=job.name, storage=storage, num_samples=job.num_samples,
+                       max_concurrent=job.max_concurrent, verbose=job.verbose, max_failures=job.max_failures,
+                       progress=(job.total_trials or job.num_samples, job.label, job.rungs),
+                       search_alg=job.built.searcher, scheduler=job.built.scheduler,
+                       time_budget_s=job.budget.get("time_budget_s"), stop=stop, callbacks=callbacks,
+                       keep_checkpoints=KEEP_CHECKPOINTS, tune_config_extra=target)
+    return tuner, experiment
+
+
+def _has_own_target(built: Built) -> bool:
+    """Whether the scheduler or searcher was given its metric already (Ray refuses it twice)."""
+    return any(getattr(o, "metric", None) is not None or getattr(o, "_metric", None) is not None
+               for o in (built.scheduler, built.searcher))
+
+
+def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool = False) -> SearchResult:
+    """Run (or resume) ``job``; one row per trial, the pick and its summary.
+
+    ``resume``: an experiment folder to finish; only from the copy of its state this user's key signed
+    (:mod:`asp_tune.tune.signing`) unless ``resume_unsigned``, which lets Ray unpickle whatever the folder
+    holds. Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays
+    resumable) and :class:`~asp_tune.errors.RunFailed` when no trial scored.
+    """
+    from asp_tune.tune.progress import recorded_wall_time
+    from asp_tune.tune.session import check_resources, check_shared_storage, ensure_ray, fit_interruptibly
+
+    storage, resume = _preflight(job, resume)
+    ensure_ray(job.address, modules=job.modules)
+    check_resources(job.cpus_per_trial, job.gpus_per_trial)
+    check_shared_storage(job.storage_path)
+    trainable = job.make_trainable()
+    start = time.perf_counter()
+    if resume:
+        tuner, experiment = _restored_tuner(job, trainable, resume, resume_unsigned), resume
+    else:
+        tuner, experiment = _new_tuner(job, trainable, storage)
+    grid = fit_interruptibly(tuner, experiment)
+    wall = recorded_wall_time(experiment) or time.perf_counter() - start
+    trials, histories = collect_trials(grid, job.param_names, job.metric, job.mode, job.epochs)
+    summary = _summary(job, trials, histories, wall, grid.experiment_path)
+    return SearchResult(trials, summary, histories)
+
+
+def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], wall: float,
+             experiment_path: str) -> dict[str, Any]:
+    """The summary of a finished search; a named :class:`RunFailed` when nothing can be picked."""
+    if len(trials) and (trials["status"] == "ERROR").all():
+        raise RunFailed(f"all {len(trials)} trials failed; the first: {trials['error'].iloc[0]} "
+                        f"(full tracebacks under {experiment_path})")
+    best = best_trial(trials, job.mode)
+    if best is None:
+        budget = job.budget
+        spent = budget.get("time_budget_s") or budget.get("data_passes")
+        raise RunFailed(f"no trial reported a validation score{' within the budget' if spent else ''} "
+                        f"({job.metric}; {len(trials)} trials; time budget {budget.get('time_budget_s')} s, data passes "
+                        f"{budget.get('data_passes')}, both after x{budget.get('scale', 1):g}): give a larger "
+                        "budget; nothing was committed")
+    trust = proxy_trust(job.rungs, histories, job.metric)
+    seconds = {k: float(trials[c].fillna(0).sum()) for k, c in
+               (("startup", "startup_seconds"), ("training", "seconds"), ("validation", "val_seconds"))}
+    summary = {
+        **job.summary,
+        "score_metric": job.metric, "mode": job.mode,
+        "best_config": {n: plain(best[f"config/{n}"]) for n in job.param_names},
+        "best_score": float(best["best_score"]),
+        "best_val_accuracy": float(best["best_score"]) if job.metric == "val_accuracy" else
+        (None if best["best_val_accuracy"] != best["best_val_accuracy"] else float(best["best_val_accuracy"])),
+        "best_trial_id": best["trial_id"],
+        "num_trials": int(len(trials)),
+        "num_failed": int((trials["status"] == "ERROR").sum()),
+        "wall_time_s": wall,
+        "data_passes_total": float(trials["data_passes"].fillna(0).sum()),
+        "epochs_total": int(trials["epochs"].fillna(0).sum()),
+        "trial_seconds": seconds | {"proxy_model": proxy_model_seconds(trials)},
+        "budget": job.budget,
+        "experiment_path": experiment_path,
+        "proxy_trust": None if trust is None else trust.summary(),
+    }
+    for key, read in job.summarizers.items():
+        summary[key] = read(experiment_path)
+    if trust is not None and trust.warning():
+        print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
+    return summary
+
+
+def write_search(folder, result: SearchResult, settings: dict[str, Any], title: str) -> None:
+    """A search's files in an open results folder (:class:`~asp_tune.run_dir.RunDirectory`): ``trials.csv``,
+    ``trial_epochs.csv``, the settings in the summary, and ``trust.png`` when the proxy's trust was measured."""
+    folder.write_table("trials.csv", result.trials)
+    if result.histories:
+        frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
+        folder.write_table("trial_epochs.csv", pd.concat(frames, ignore_index=True))
+    result.summary["settings"] = settings
+    trust = result.summary.get("proxy_trust")
+    if trust and trust["pairs"]:
+        from asp_tune.plots import plot_rung_agreement
+
+        plot_rung_agreement(trust, folder.file("trust.png"), f"{title}: rank agreement of consecutive rungs")
+
+
+def search_into(job: SearchJob, out: str | Path, overwrite: bool = False, resume: str | None = None,
+                resume_unsigned: bool = False, title: str | None = None) -> tuple[SearchResult, Path]:
+    """:func:`run_search` into the results folder ``out`` (checked and locked before anything runs,
+    committed only when the search succeeds); returns the result and the committed folder."""
+    from asp_tune.run_dir import RunDirectory
+
+    with RunDirectory(str(out), overwrite=overwrite) as folder:
+        result = run_search(job, resume=resume, resume_unsigned=resume_unsigned)
+        write_search(folder, result, jsonable(job.settings), title or job.label)
+        target = folder.commit(result.summary)
+    return result, target

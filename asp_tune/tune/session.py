@@ -1,0 +1,226 @@
+"""The Ray session of a search: started (or joined) once per process, checked before any trial runs,
+and stopped cleanly on SIGINT/SIGTERM.
+
+A local Ray is private to this process (``address="local"``) with Ray's token made readable by this
+user only; a cluster address is checked for a listening port and, for ``auto``, for an owner who is
+this user. Resources no node has, and several nodes without shared storage, are refused up front.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from asp_tune.errors import ConfigError, RunInterrupted
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules: list | None = None) -> None:
+    """Start (or connect to) Ray once per process.
+
+    ``modules``: the user's modules (:func:`asp_tune.imports.user_modules`) sent to every worker, on
+    this machine or a cluster (``runtime_env={"py_modules": ...}``). A Ray this process started
+    before keeps its own; trials then also find them through the driver's folders.
+
+    A local Ray requires Ray's token (its default; see the comment below), and a reaper process
+    ends its processes if this one is killed (:mod:`asp_tune.tune.reaper`). A cluster ``address`` (HOST:PORT or
+    ray://HOST:PORT) is checked for a listening port first, so a wrong address fails in seconds
+    instead of hanging.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The experiment's state is saved at Ray's own cadence (at least 10 s apart, so its cost stays a
+    # small share of the search's), and whenever a trial has made KEEP_CHECKPOINTS checkpoints since the
+    # last save (Ray's own rule), so the checkpoint a saved state names is still there on --resume.
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+    if modules:
+        kwargs["runtime_env"] = {"py_modules": list(modules)}
+    if address:
+        check_reachable(address)
+        check_cluster_owner(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError("address", address, f"a running Ray cluster ({str(exc).splitlines()[0][:200]})") from None
+        print(f"[asp-tune] joined the Ray cluster at {joined_cluster()}", file=sys.stderr)
+    else:
+        # Ray's servers listen on every interface whatever the node address (Ray 2.60 has no setting
+        # for it); a new local session requires Ray's token (~/.ray/auth_token, this user's only) unless
+        # RAY_AUTH_MODE=disabled is set (tests/test_safety.py checks that a client without it is refused)
+        # address="local": a session of our own even when the machine runs a cluster already (a bare
+        # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
+        protect_ray_token()
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+        from asp_tune.tune.reaper import watch
+
+        watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
+
+
+def protect_ray_token(path: Path | None = None) -> Path:
+    """Ray's token (``~/.ray/auth_token``) readable by this user only: Ray writes it with the default
+    umask (world-readable), and anyone who reads it may run code in this user's local Ray, whose
+    servers listen on every interface. Made here (mode 0600) when missing, so it is never readable
+    by others even for a moment; tightened when it exists."""
+    import secrets
+    import stat
+
+    from asp_tune.atomic import create_private
+
+    path = path or Path.home() / ".ray" / "auth_token"
+    if not path.exists() and not path.is_symlink():
+        try:
+            from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+            token = generate_new_authentication_token()
+        except ImportError:  # Ray moved it: any long random text is a token
+            token = secrets.token_hex(32)
+        create_private(path, token.encode())  # False: another search made it at the same moment
+    info = path.lstat()  # a link is left as it is: chmod would change the file it names
+    if stat.S_ISREG(info.st_mode) and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) \
+            and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
+        path.chmod(0o600)
+    return path
+
+
+def check_cluster_owner(address: str, address_file: str | None = None) -> None:
+    """``--address auto`` joins the cluster that Ray's address file on this machine names: refuse one
+    that another user started (its workers would run this user's trials, as that user, and see the
+    data), naming the file, the cluster and its owner. Other addresses are the user's own choice."""
+    if address != "auto" or os.environ.get("RAY_ADDRESS"):
+        return
+    if address_file is None:
+        from ray._private.utils import get_ray_address_file
+
+        address_file = get_ray_address_file(None)
+    path = Path(address_file)
+    try:
+        owner, named = path.stat().st_uid, path.read_text().strip()
+    except OSError:
+        return  # no local cluster: Ray says so itself
+    if hasattr(os, "getuid") and owner != os.getuid():
+        try:
+            import pwd
+
+            who = f"user {pwd.getpwuid(owner).pw_name} (uid {owner})"
+        except (ImportError, KeyError):
+            who = f"uid {owner}"
+        raise ConfigError("address", address, f"a Ray cluster of your own: Ray's address file {path} names {named}, "
+                                              f"started by {who}, whose workers would run your trials and see your "
+                                              "data; start your own (ray start --head) and give its HOST:PORT, or "
+                                              "leave --address out for a private local Ray")
+
+
+def joined_cluster() -> str:
+    """Where this driver's Ray runs: its GCS address and nodes, CPUs and GPUs (one line)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    try:
+        where = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - only a label
+        where = "?"
+    return f"{where}: {len(nodes)} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a HOST:PORT (or ray://HOST:PORT) address has nothing listening."""
+    import socket
+
+    if address == "auto":
+        return  # Ray reads the local cluster's address file and fails at once when there is none
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError("address", address, "'auto', ray://HOST:PORT or HOST:PORT with a port in 1..65535 "
+                                              "(an IPv6 host in brackets: [::1]:6379)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except (UnicodeError, ValueError):
+        raise ConfigError("address", address, "a host name whose labels are 1 to 63 characters") from None
+    except OSError as exc:
+        raise ConfigError("address", address, f"a reachable Ray cluster (connecting to {hostport} failed: "
+                                               f"{exc.strerror or exc})") from None
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, field: str = "per_trial") -> None:
+    """Refuse a per-trial request that no node of the cluster can ever satisfy (it would wait forever)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    most_cpus = max(n.get("CPU", 0.0) for n in nodes)
+    most_gpus = max(n.get("GPU", 0.0) for n in nodes)
+    if cpus_per_trial > most_cpus:
+        raise ConfigError(f"cpus_{field}", cpus_per_trial, f"at most {most_cpus:g} (the most CPUs of any node)")
+    if gpus_per_trial > most_gpus:
+        raise ConfigError(f"gpus_{field}", gpus_per_trial,
+                          f"at most {most_gpus:g} (the most GPUs of any node)" if most_gpus else
+                          "0 (no node of this Ray cluster has a GPU)")
+
+
+def check_shared_storage(storage_path: str | None) -> None:
+    """On a cluster of several nodes, trials and their checkpoints must live where every node sees
+    them; without ``--storage-path`` each node would keep its own, and a trial moved to another node
+    could not resume. Refused before any trial starts."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1 and storage_path is None:
+        raise ConfigError("storage_path", None, f"a folder every one of the {nodes} nodes sees (NFS) or a bucket "
+                                                "URI (s3://, gs://): a search on several nodes needs shared storage")
+
+
+def quiet_ray_logs(verbose: int) -> None:
+    """Below ``--verbose 2`` Ray Tune's own messages (per-trial tracebacks, hints) stay in the
+    experiment folder; asp_tune reports failures itself."""
+    import logging
+
+    level = logging.INFO if verbose >= 2 else logging.CRITICAL
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(level)
+
+
+def fit_interruptibly(tuner, experiment_path: str):
+    """``tuner.fit()`` where SIGINT/SIGTERM stop the experiment gracefully and then raise.
+
+    Ray Tune's own SIGINT handler ends the run and returns results that look finished. Here both
+    signals ask Tune to stop the same way (through its SIGUSR1 handler, which saves the
+    experiment state), and :class:`~asp_tune.errors.RunInterrupted` is raised afterwards, so nothing is committed.
+    A second signal interrupts at once.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+    interrupted: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(sig: int, frame) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(sig)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        grid = tuner.fit()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if interrupted:
+        raise RunInterrupted(f"interrupted by {signal.Signals(interrupted[0]).name}; no results were committed. "
+                             f"Resume with --resume {experiment_path}")
+    return grid

@@ -1,0 +1,334 @@
+"""The settings of one search with asp_tune's own proxy-data trainable (``asp-tune hpo``, ``compare``, ``demo``).
+
+Each field is declared once, with its default, help, allowed values and constraint; the flags of the
+search commands are generated from these fields (:mod:`asp_tune.flags`). The proxy fields (ratio,
+schedule, strategy) and the run's seed and device are the declarations of
+:class:`~asp_tune.proxy_settings.ProxySettings` and :class:`~asp_tune.config.TrainConfig`, reused
+(:func:`asp_tune.flags.reuse`): only the search's default ratio is its own, :data:`SEARCH_RATIO`.
+What depends on the algorithm (its rungs, where trials validate and checkpoint) is read from its
+registry entry (:mod:`asp_tune.tune.algorithms`), never from its name.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from asp_tune.config import SELECTION_FIELDS, TrainConfig
+from asp_tune.constraints import Check, Interval, OneOf, check_fields
+from asp_tune.errors import ConfigError
+from asp_tune.flags import option, reuse
+from asp_tune.imports import is_import_path, user_modules
+from asp_tune.proxy_settings import (EARLY_STOPPING_PROXY, RATIO, ProxySettings, auto_strategy, ratio_steps,
+                                     steps_schedule)
+from asp_tune.registry import extensions
+from asp_tune.tune.algorithms import (ALGORITHMS, EARLY_STOPPING, Algorithm, Context, algorithm_names,
+                                      check_algorithm, get_algorithm)
+from asp_tune.tune.space import SearchSpace
+
+SEARCH, RAY = "search", "Ray"
+#: The sampling ratio of a search unless told otherwise (a training run's default is all data,
+#: ProxySettings.ratio): the ASP paper's middle ratio, and the one bench/README.md measures most.
+SEARCH_RATIO = 0.3
+TRACKERS = ("none", "mlflow", "tensorboard", "wandb")
+#: The package each tracker needs.
+TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboardX", "wandb": "wandb"}
+METRIC = "val_accuracy"
+
+
+def check_tracker(name: str, value: Any) -> None:
+    OneOf(lambda: TRACKERS)(name, value)
+    if value != "none":
+        import importlib.util
+
+        package = TRACKER_PACKAGES[value]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(name, value, f"a tracker whose package is installed (pip install {package})")
+
+
+@functools.lru_cache(maxsize=64)
+def rung_ratio_values(text: str) -> tuple[float, ...]:
+    """The ratios of a ``rung_ratios`` text such as ``0.1,0.3,1`` (parsed once per text); a
+    :class:`ConfigError` naming ``rung_ratios`` when they are not increasing ratios in (0, 1]."""
+    allowed = "increasing ratios in (0, 1], one per rung, comma-separated (e.g. 0.1,0.3,1)"
+    try:
+        ratios = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError("rung_ratios", text, allowed) from None
+    if not all(RATIO.contains(r) for r in ratios) or any(b <= a for a, b in zip(ratios, ratios[1:])):
+        raise ConfigError("rung_ratios", text, allowed)
+    return ratios
+
+
+def check_rung_ratios(name: str, value: Any) -> None:
+    if value is not None:
+        rung_ratio_values(value if isinstance(value, str) else repr(value))
+
+
+def check_address(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not (isinstance(value, str) and (value == "auto" or value.startswith(("ray://", "localhost", "127."))
+                                        or ":" in value)):
+        raise ConfigError(name, value, "'auto', ray://HOST:PORT or HOST:PORT")
+
+
+def check_selection(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(name, value, "a mapping of selection settings")
+    for key in value:
+        if key not in SELECTION_FIELDS:
+            raise ConfigError(name, key, SELECTION_FIELDS)
+
+
+def check_journal(name: str, value: Any) -> None:
+    """An Optuna journal file: a path whose folder can hold it, not a folder or a device."""
+    if value is None:
+        return
+    from pathlib import Path
+
+    path = Path(str(value)).expanduser()
+    if not isinstance(value, str) or not value or path.is_dir() or (path.exists() and not path.is_file()):
+        raise ConfigError(name, value, "a journal file path (a file Optuna appends to, not a folder or a device)")
+
+
+@dataclass
+class HpoSettings:
+    """One experiment. Budgets are given as for full data and rescaled by ``ratio``.
+
+    Each field's default, help and allowed values live here; the ``hpo``, ``compare``,
+    ``correlate`` and ``demo`` flags are generated from these fields (:mod:`asp_tune.flags`).
+    """
+
+    space: SearchSpace = option(flag=False)
+    algo: str = option("asha", "search algorithm: a registered one, or an import path package.module:NAME to an "
+                               "asp_tune.tune.algorithms.Algorithm", SEARCH, algorithm_names,
+                       check=Check(check_algorithm, ("nope", 3)))
+    ratio: float = reuse(ProxySettings, "ratio", default=SEARCH_RATIO, group=SEARCH,
+                         help="sampling ratio (1.0 with --strategy none: full data)")
+    ratio_schedule: str = reuse(ProxySettings, "ratio_schedule", group=SEARCH)
+    rung_ratios: str | None = option(
+        None, "the data ratio as a fidelity: one ratio per rung, increasing, e.g. 0.1,0.3,1 (a promoted trial "
+              "continues from its checkpoint on the larger subset with its memory); overrides --ratio and "
+              "--ratio-schedule", SEARCH, check=Check(check_rung_ratios, ("0.5,0.3", "0,1", "1.5", "x", 3)))
+    metric: str = reuse(ProxySettings, "metric", group=SEARCH,
+                        help="subset strategy of proxy runs; auto: the best measured (random, never-seen samples "
+                             "first, when trials start at the ratio under early stopping; else loss at r >= 0.2 "
+                             "and fixed_random below)")
+    num_samples: int = option(8, "trials (for a grid space: repeats of the grid)", SEARCH,
+                              check=Interval(1, None, integer=True))
+    max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH,
+                                    check=Interval(1, None, integer=True, optional=True))
+    max_concurrent: int = option(2, "trials at once (the paper runs 8)", SEARCH, check=Interval(1, None, integer=True))
+    cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
+    gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
+    time_budget_s: float | None = option(None, "full-data wall-time budget; x ratio", SEARCH,
+                                         check=Interval(0.0, None, "right", optional=True))
+    data_passes_budget: float | None = option(None, "full-data budget in data passes; x ratio", SEARCH,
+                                              check=Interval(0.0, None, "right", optional=True))
+    early_stop: str = option("none", "add ASHA early stopping to an algorithm that does not stop trials itself "
+                                     "(tpe, random)", SEARCH, EARLY_STOPPING, check=OneOf(lambda: EARLY_STOPPING))
+    optuna_storage: str | None = option(None, "tpe: keep the Optuna study in this journal file (optuna-dashboard "
+                                              "opens it; the study is named after the experiment)", SEARCH,
+                                        check=Check(check_journal, ("/", "")))
+    grace_period: int = option(1, "ASHA/Hyperband: epochs before a trial may be stopped", SEARCH,
+                               check=Interval(1, None, integer=True))
+    reduction_factor: int = option(3, "ASHA/Hyperband: 1/this of the trials go on at each rung", SEARCH,
+                                   check=Interval(2, None, integer=True))
+    seed: int = reuse(TrainConfig, "seed", help="seed of the search and of every trial", group=RAY)
+    device: str = reuse(TrainConfig, "device", help="training device of the trials", group=RAY)
+    address: str | None = option(None, "Ray cluster: auto, HOST:PORT or ray://HOST:10001 (none: start locally)", RAY,
+                                 check=Check(check_address, ("nohost", 3)))
+    storage_path: str | None = option(None, "where Ray keeps experiments: a folder every node sees, s3:// or gs:// "
+                                            "(none: .OUT.ray beside --out for a local run, else Ray's ~/ray_results)",
+                                      RAY)
+    name: str | None = option(None, flag=False)
+    verbose: int = option(1, "0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs", RAY,
+                          check=OneOf(lambda: (0, 1, 2)))
+    selection: dict[str, Any] = option(flag=False, default_factory=dict,  # SELECTION_FIELDS given as flags
+                                       check=Check(check_selection, ({"nope": 1}, 3)))
+    tracking: str = option("none", "hand the run to Ray Tune's own tracking callback: mlflow, tensorboard or wandb "
+                                   "(the package must be installed)", RAY, TRACKERS,
+                           check=Check(check_tracker, ("nope", 3)))
+    tracking_uri: str | None = option(None, "mlflow: the tracking URI (none: MLflow's own default or "
+                                            "$MLFLOW_TRACKING_URI); wandb: the project (none: the experiment's name)",
+                                      RAY)
+    max_failures: int | None = option(None, "retry a failed trial this often from its last checkpoint (a lost "
+                                            "node); -1: forever; none: 3 on a cluster (--address), 0 locally", RAY,
+                                      check=Interval(-1, None, integer=True, optional=True))
+    checkpoint_every_s: float = option(60.0, "a trial checkpoints where its scheduler can pause or stop it, at its "
+                                             "last epoch, and once this many seconds passed since its last "
+                                             "checkpoint; 0: after every epoch", RAY, check=Interval(0.0, None))
+
+    def validate(self) -> "HpoSettings":
+        """Every declared constraint, then the rules between fields; returns self."""
+        if isinstance(self.rung_ratios, (tuple, list)):  # as numbers from Python: the text a flag would hold
+            self.rung_ratios = ",".join(f"{float(r):g}" for r in self.rung_ratios)
+        check_fields(self)
+        algorithm = self.algorithm
+        if self.optuna_storage is not None and not algorithm.keeps_study:
+            raise ConfigError("optuna_storage", self.optuna_storage, "none unless the algorithm keeps an Optuna "
+                                                                     "study (--algo tpe)")
+        if self.early_stop != "none" and get_algorithm(self.algo).multi_fidelity:
+            raise ConfigError("early_stop", self.early_stop, f"none with --algo {self.algo}, which stops trials "
+                                                             "itself (--early-stop adds ASHA to tpe and random)")
+        if self.space.has_grid and not algorithm.grid:
+            raise ConfigError("algo", self.algo, "an algorithm that takes grid parameters (random, hyperband or asha) "
+                                                 "for a space with grid parameters")
+        if self.rung_ratios is not None:
+            self._apply_rung_ratios()
+        self.trial_config()  # the fixed settings plus the run's flags must make a valid TrainConfig
+        if self.address is None:  # a local run: the device must exist here
+            from asp_tune.device import resolve_device
+
+            resolve_device(self.device)
+        return self
+
+    @property
+    def algorithm(self) -> Algorithm:
+        """The registered algorithm, with ``early_stop``'s early stopping added when asked."""
+        found = get_algorithm(self.algo)
+        return found if self.early_stop == "none" else found.stopped_by(ALGORITHMS[self.early_stop])
+
+    def context(self) -> Context:
+        """What the algorithm is built for (:meth:`asp_tune.tune.algorithms.Algorithm.build`)."""
+        return Context(self.epochs, num_samples=self.num_samples, max_concurrent=self.max_concurrent,
+                       grace_period=self.grace_period, reduction_factor=self.reduction_factor, seed=self.seed,
+                       metric=METRIC, mode="max", param_space=self.space.to_tune(), space=self.space,
+                       name=self.name or f"asp-{self.space.name}-r{self.ratio}", optuna_storage=self.optuna_storage)
+
+    def failures_allowed(self) -> int:
+        """Retries of a failed trial: ``max_failures``, or by default 3 on a cluster and 0 locally
+        (where a failure is a bug to see at once, not a lost node)."""
+        if self.max_failures is not None:
+            return self.max_failures
+        return 3 if self.address else 0
+
+    @property
+    def epochs(self) -> int:
+        return self.max_epochs or int(self.space.fixed.get("epochs", TrainConfig.epochs))
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.algorithm.multi_fidelity
+
+    def _apply_rung_ratios(self) -> None:
+        """``ratio`` and ``ratio_schedule`` from ``rung_ratios``: the first rung's ratio until the first
+        rung's epoch, then each next ratio from the rung before it."""
+        if not self.early_stopping:
+            raise ConfigError("rung_ratios", self.rung_ratios, "none unless --algo is one of "
+                              f"{', '.join(n for n in algorithm_names() if ALGORITHMS[n].multi_fidelity)} or "
+                              "--early-stop asha is given (ratios need rungs)")
+        ratios, rungs = rung_ratio_values(self.rung_ratios), self.rungs()
+        if len(ratios) != len(rungs):
+            raise ConfigError("rung_ratios", self.rung_ratios, f"{len(rungs)} ratios, one per rung at epochs "
+                                                               f"{', '.join(map(str, rungs))}")
+        steps = steps_schedule(list(zip(rungs[:-1], ratios[1:])))
+        if self.ratio_schedule not in ("constant", steps):
+            raise ConfigError("ratio_schedule", self.ratio_schedule, "constant with --rung-ratios")
+        self.ratio, self.ratio_schedule = ratios[0], steps
+
+    def run_fields(self) -> dict[str, Any]:
+        """The fields every trial takes from the command rather than the space (selection settings
+        given as flags override the space's ``fixed`` ones).
+
+        With an early-stopping scheduler most trials stop after a rung or two, so unless told
+        otherwise a proxy trial does not spend a full first pass: its first epochs take never-seen
+        samples first (``unseen_first``) at the ratio.
+        """
+        run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule,
+               "metric": self.resolved_metric(), "seed": self.seed, "device": self.device, "epochs": self.epochs}
+        if self.starts_at_ratio:
+            run["first_epoch_full"] = False
+        if self.metric == "auto" and run["metric"] == EARLY_STOPPING_PROXY["metric"]:
+            # the measured default there is a plain uniform pick, unless the space or a flag says otherwise
+            run.update({k: v for k, v in EARLY_STOPPING_PROXY.items()
+                        if k not in self.selection and k not in self.space.fixed})
+        return run
+
+    @property
+    def starts_at_ratio(self) -> bool:
+        """Whether trials skip the full first pass (early stopping, unless the first epoch is set)."""
+        return self.early_stopping and self.ratio < 1.0 and "first_epoch_full" not in self.selection \
+            and "first_epoch_full" not in self.space.fixed
+
+    def resolved_metric(self) -> str:
+        """``metric``, with ``auto`` made the best measured choice (:func:`auto_strategy`): ``none`` at
+        ratio 1, a uniform pick of never-seen samples when trials start at the ratio, else the
+        importance metric under the calibrated rule."""
+        if self.metric != "auto":
+            return self.metric
+        return auto_strategy(self.ratio, self.starts_at_ratio)["metric"]
+
+    def user_modules(self) -> list:
+        """The user's modules this search's trials import: those its import paths name (model, data set,
+        strategy, scoring model) and those that define what the driver registered."""
+        names = [self.metric, *(self.space.fixed.get(k) for k in ("model", "dataset", "proxy_model", "metric"))]
+        names += [v for p in self.space.params if p.name in ("model", "dataset") for v in p.values]
+        registered = [e for added in extensions().values() for e in added.values()]
+        return user_modules([n for n in names if is_import_path(n)] + registered)
+
+    def rungs(self) -> tuple[int, ...] | None:
+        """The epochs where this search's early stopping decides (None without early stopping)."""
+        return self.algorithm.rung_epochs(self.context())
+
+    def trial_config(self) -> TrainConfig:
+        first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
+        return self.space.train_config(first, **self.run_fields())
+
+    def validation_epochs(self) -> tuple[int, ...] | None:
+        """The epochs at which a trial must validate for the algorithm; None: every epoch. A budget
+        (time, data passes) can stop a trial at any epoch, so then every epoch validates."""
+        if self.time_budget_s is not None or self.data_passes_budget is not None:
+            return None
+        return self.algorithm.validation_epochs(self.context())
+
+    def checkpoint_epochs(self) -> tuple[int, ...] | None:
+        """The epochs after which a trial checkpoints besides its last one and ``checkpoint_every_s``:
+        where its algorithm can pause or stop it. None: after every epoch."""
+        if self.checkpoint_every_s == 0:
+            return None
+        return self.algorithm.checkpoint_epochs(self.context())
+
+    def data_scale(self) -> float:
+        """The share of the data one epoch costs: the ratio, or under a steps schedule (``rung_ratios``)
+        the mean ratio of a trial's epochs run to the end."""
+        if ratio_steps(self.ratio_schedule):
+            from asp_tune.schedules import RatioSchedule
+
+            return float(RatioSchedule(self.ratio, self.epochs, self.ratio_schedule, False).ratios().mean())
+        return self.ratio if self.ratio < 1.0 else 1.0
+
+    def budget(self) -> dict[str, Any]:
+        """Nominal (full-data) and rescaled budgets (:func:`rescaled_budget`)."""
+        return rescaled_budget(self.data_scale(), self.time_budget_s, self.data_passes_budget, self.num_samples,
+                               self.epochs, self.num_samples * self.epochs * self.space.grid_size())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the space as its name, fixed settings and parameters), for summaries and resume."""
+        d = asdict(self)
+        d["space"] = {"name": self.space.name, "fixed": self.space.fixed,
+                      "params": [asdict(p) for p in self.space.params]}
+        return d
+
+
+def rescaled_budget(scale: float, time_budget_s: float | None, data_passes: float | None, num_samples: int,
+                    epochs: int, passes_if_all_finish: float | None = None) -> dict[str, Any]:
+    """Nominal (full-data) and rescaled budgets: at a data scale below 1 every budget becomes that share."""
+    return {
+        "scale": scale,
+        "num_trials": num_samples,
+        "max_epochs_per_trial": epochs,
+        "nominal_time_budget_s": time_budget_s,
+        "time_budget_s": None if time_budget_s is None else time_budget_s * scale,
+        "nominal_data_passes": data_passes,
+        "data_passes": None if data_passes is None else data_passes * scale,
+        "nominal_data_passes_if_all_trials_finish": passes_if_all_finish if passes_if_all_finish is not None
+        else num_samples * epochs,
+        "scheduler_resource": "training_iteration (one epoch, costing about r data passes)",
+    }
+
+
+def settings_dict(s: HpoSettings) -> dict[str, Any]:
+    return s.to_dict()
