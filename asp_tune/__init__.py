@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from asp_tune.registry import lazy_exports
 
-__version__ = "0.1.0"
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asp_tune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

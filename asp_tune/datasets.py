@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from asp_tune.atomic import atomic_write
+from asp_tune.constraints import check_value
 from asp_tune.errors import AspTuneError, ConfigError, DataError
 from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
@@ -461,11 +462,10 @@ def load_dataset(
     shared through Ray's object store) skips reading the source again.
     """
     entry = resolve(DATASETS, name, "dataset")
-    if not (isinstance(val_fraction, (int, float)) and 0.0 < val_fraction < 1.0):
-        raise ConfigError("val_fraction", val_fraction, "a number in (0, 1)")
-    for fname, v in (("subset", subset), ("test_subset", test_subset)):
-        if v is not None and not (isinstance(v, int) and v >= 20):
-            raise ConfigError(fname, v, "an integer >= 20, or None for all")
+    from asp_tune.config import TrainConfig
+
+    for field, value in (("val_fraction", val_fraction), ("subset", subset), ("test_subset", test_subset)):
+        check_value(TrainConfig, field, value)
     if arrays is None:
         arrays = read_dataset(name, data_dir, download=download, image_size=image_size, cache_dir=cache_dir,
                               seed=seed)

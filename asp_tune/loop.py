@@ -26,6 +26,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from asp_tune.config import TrainConfig
+from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.feeding import batch_slices
 from asp_tune.proxy import ProxySelector
@@ -296,8 +298,7 @@ class ProxyBatchSampler(Sampler[list[int]]):
     norm needs: a tiny last batch every epoch corrupts its running statistics."""
 
     def __init__(self, proxy: ProxyData, batch_size: int):
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ConfigError("batch_size", batch_size, "an integer >= 1")
+        check_value(TrainConfig, "batch_size", batch_size)
         self.proxy, self.batch_size = proxy, batch_size
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -12,16 +12,25 @@ from typing import Any
 
 import torch
 
+from asp_tune.config import TrainConfig
+from asp_tune.constraints import check_value
 from asp_tune.device import restore_generator
 from asp_tune.errors import ConfigError
 from asp_tune.memory import ProxyMemory
 from asp_tune.proxy_settings import ProxySettings
 from asp_tune.strategies import ALL_SAMPLES, EpochPlan, InfoBatchPruning, Run, SubsetStrategy, make_strategy
 
-__all__ = ["ALL_SAMPLES", "EpochPlan", "InfoBatch", "ProxySelector"]
+__all__ = ["ALL_SAMPLES", "EpochPlan", "ProxySelector"]
 
-#: InfoBatch soft pruning as a strategy object (``asp_tune.InfoBatch`` is the loop-API wrapper).
-InfoBatch = InfoBatchPruning
+
+def __getattr__(name: str) -> Any:
+    if name == "InfoBatch":  # one InfoBatch: asp_tune.InfoBatch (the loop API's); this was the strategy class
+        import warnings
+
+        warnings.warn("asp_tune.proxy.InfoBatch is deprecated: the strategy is asp_tune.strategies.InfoBatchPruning "
+                      "and asp_tune.InfoBatch wraps a data set", DeprecationWarning, stacklevel=2)
+        return InfoBatchPruning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ProxySelector:
@@ -47,8 +56,7 @@ class ProxySelector:
                  proxy_scores: Any = None, starts_at_ratio: bool = False, **settings: Any):
         if not (isinstance(num_samples, int) and num_samples >= 1):
             raise ConfigError("num_samples", num_samples, "an integer >= 1")
-        if not (isinstance(epochs, int) and epochs >= 1):
-            raise ConfigError("epochs", epochs, "an integer >= 1")
+        check_value(TrainConfig, "epochs", epochs)
         unknown = sorted(set(settings) - set(vars(ProxySettings())))
         if unknown:
             raise ConfigError("setting", unknown[0], sorted(vars(ProxySettings())))

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asp_tune.errors import ConfigError
-from asp_tune.proxy_settings import MIXTURE_ORDERS, ratio_steps
+from asp_tune.config import TrainConfig
+from asp_tune.constraints import check_value
+from asp_tune.proxy_settings import MIXTURE_ORDERS, ProxySettings, ratio_steps  # noqa: F401 - MIXTURE_ORDERS: its old home
 
 #: Metric groups of the mixture (paper appendix B.2).
 METRIC_GROUPS: dict[int, tuple[str, ...]] = {
@@ -40,11 +41,10 @@ class RatioSchedule:
     first_epoch_full: bool = True
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
-            raise ConfigError("ratio", self.ratio, "a number in (0, 1]")
-        ratio_steps(self.kind)  # validates the kind
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise ConfigError("epochs", self.epochs, "an integer >= 1")
+        check_value(ProxySettings, "ratio", self.ratio)
+        check_value(ProxySettings, "ratio_schedule", self.kind)
+        check_value(TrainConfig, "epochs", self.epochs)
+        object.__setattr__(self, "_ratios", self._per_epoch())  # computed once: ratio_at reads it every epoch
 
     def algorithm2(self) -> np.ndarray:
         """The raw per-epoch ratios of Algorithm 2 (before the first-epoch rule)."""
@@ -60,15 +60,19 @@ class RatioSchedule:
             return np.linspace(1.0, 0.01, self.epochs) * 2.0 * self.ratio
         return np.linspace(1.0, 2.0 * self.ratio - 1.0, self.epochs)
 
-    def ratios(self) -> np.ndarray:
-        """Per-epoch ratios actually used, clipped to (0, 1]."""
+    def _per_epoch(self) -> np.ndarray:
         r = np.clip(self.algorithm2(), 0.0, 1.0)
         if self.first_epoch_full:
             r[0] = 1.0
+        r.flags.writeable = False
         return r
 
+    def ratios(self) -> np.ndarray:
+        """Per-epoch ratios actually used, clipped to (0, 1] (read-only)."""
+        return self._ratios
+
     def ratio_at(self, epoch: int) -> float:
-        return float(self.ratios()[min(epoch, self.epochs - 1)])
+        return float(self._ratios[min(epoch, self.epochs - 1)])
 
     def count_at(self, epoch: int, num_samples: int) -> int:
         """Number of samples selected at ``epoch`` out of ``num_samples``; at least 2 (a batch-norm
@@ -78,8 +82,7 @@ class RatioSchedule:
 
 def parse_mixture_order(order: str) -> tuple[int, int, int]:
     """``"g201"`` -> ``(2, 0, 1)``: the group placed at 1/4, 2/4 and 3/4 of the run."""
-    if order not in MIXTURE_ORDERS:
-        raise ConfigError("mixture_order", order, MIXTURE_ORDERS)
+    check_value(ProxySettings, "mixture_order", order)
     return tuple(int(c) for c in order[1:])  # type: ignore[return-value]
 
 
@@ -102,8 +105,7 @@ class MetricSchedule:
 
     def __post_init__(self) -> None:
         parse_mixture_order(self.order)
-        if not (isinstance(self.width, (int, float)) and self.width > 0):
-            raise ConfigError("mixture_width", self.width, "a number > 0 (fraction of the run)")
+        check_value(ProxySettings, "mixture_width", self.width)
         self._rng = np.random.default_rng(self.seed)
 
     def centres(self) -> dict[str, float]:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import torch
 
 from asp_tune.errors import ConfigError
-from asp_tune.proxy_settings import default
-from asp_tune.registry import SELECTION_RULES
+from asp_tune.constraints import check_value
+from asp_tune.proxy_settings import ProxySettings, default
 
 
 
@@ -103,14 +103,10 @@ class SelectionRule:
     reweight: bool = default("reweight")  # weight selected losses by m / (N pi_i): an unbiased gradient
 
     def __post_init__(self) -> None:
-        if self.rule not in SELECTION_RULES:
-            raise ConfigError("selection_rule", self.rule, SELECTION_RULES)
-        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):
-            raise ConfigError("temperature", self.temperature, "a number >= 0 (0 = deterministic top-m)")
-        if not (isinstance(self.top10_mass, (int, float)) and 0.0 < self.top10_mass < 1.0):
-            raise ConfigError("top10_mass", self.top10_mass, "a number in (0, 1) (0.1 = uniform)")
-        if not (isinstance(self.uniform_floor, (int, float)) and 0.0 <= self.uniform_floor <= 1.0):
-            raise ConfigError("uniform_floor", self.uniform_floor, "a number in [0, 1]")
+        for field, name in (("selection_rule", "rule"), ("temperature", "temperature"), ("top10_mass", "top10_mass"),
+                            ("uniform_floor", "uniform_floor"), ("class_balance", "class_balance"),
+                            ("reweight", "reweight")):
+            check_value(ProxySettings, field, getattr(self, name))  # ProxySettings' declared constraint
 
     @classmethod
     def from_settings(cls, settings) -> "SelectionRule":

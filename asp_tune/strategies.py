@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.imports import import_object, is_import_path
 from asp_tune.proxy_settings import ProxySettings
@@ -261,10 +262,10 @@ class InfoBatchPruning(SubsetStrategy):
     name = "infobatch"
 
     def __init__(self, prune: float = 0.5, anneal: float = 0.125):
-        if not (isinstance(prune, (int, float)) and 0.0 <= prune < 1.0):
-            raise ConfigError("infobatch_prune", prune, "a number in [0, 1)")
-        if not (isinstance(anneal, (int, float)) and 0.0 <= anneal <= 1.0):
-            raise ConfigError("infobatch_anneal", anneal, "a number in [0, 1] (fraction of the epochs)")
+        from asp_tune.proxy_settings import ProxySettings
+
+        check_value(ProxySettings, "infobatch_prune", prune)
+        check_value(ProxySettings, "infobatch_anneal", anneal)
         self.prune, self.anneal = float(prune), float(anneal)
 
     def statistics(self) -> tuple[str, ...]:

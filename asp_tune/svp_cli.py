@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from asp_tune.cli import (add_output_flags, add_train_arguments, announce_proxy_model, command, config_from_args,
-                          results_folder, subcommand)
+from asp_tune.commands import (add_output_flags, add_train_arguments, announce_proxy_model, command,
+                               config_from_args, results_folder, subcommand)
 from asp_tune.flags import add_arguments, values_from_args
 
 #: Training flags that are ASP's per-epoch selection, not used by a fixed subset or a labelled pool.

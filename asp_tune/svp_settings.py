@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asp_tune.constraints import Boolean, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.registry import MODELS, STATIC_PROXY_NAMES
-
-def check_target_model(name: str) -> None:
-    if name not in MODELS:
-        raise ConfigError("target_model", name, sorted(MODELS))
-
 
 #: Static proxies that keep a subset (``fewer_epochs`` keeps all data).
 CORESET_STRATEGIES = tuple(name for name in STATIC_PROXY_NAMES if name != "fewer_epochs")
@@ -24,18 +20,16 @@ class CoresetSettings:
     """``asp-tune coreset``: proxy -> selection -> target, against the target on all data."""
 
     strategy: str = option("forgetting", "how the core-set is chosen (a static proxy)", "core-set",
-                           CORESET_STRATEGIES)
-    fraction: float = option(0.5, "fraction of the training samples kept, in (0, 1]", "core-set")
+                           CORESET_STRATEGIES, check=OneOf(lambda: CORESET_STRATEGIES))
+    fraction: float = option(0.5, "fraction of the training samples kept, in (0, 1]", "core-set",
+                             check=Interval(0, 1, "right"))
     target_model: str = option("mlp", "network trained on the core-set (and on all data)", "core-set",
-                               lambda: tuple(MODELS))
-    baseline: bool = option(True, "also train the target on all data, for the comparison", "core-set")
+                               lambda: tuple(MODELS), check=OneOf(lambda: tuple(MODELS)))
+    baseline: bool = option(True, "also train the target on all data, for the comparison", "core-set",
+                            check=Boolean())
 
     def validate(self) -> "CoresetSettings":
-        if self.strategy not in CORESET_STRATEGIES:
-            raise ConfigError("strategy", self.strategy, CORESET_STRATEGIES)
-        if not (isinstance(self.fraction, (int, float)) and 0.0 < self.fraction <= 1.0):
-            raise ConfigError("fraction", self.fraction, "a number in (0, 1]")
-        check_target_model(self.target_model)
+        check_fields(self)
         return self
 
 
@@ -44,25 +38,18 @@ class ActiveLearningSettings:
     """``asp-tune active-learn``: rounds of proxy-driven labelling, against random labelling."""
 
     strategy: str = option("least_confidence", "how each round picks what to label", "active learning",
-                           ACTIVE_STRATEGIES)
-    rounds: int = option(4, "labelling rounds", "active learning")
-    budget: int = option(100, "samples labelled per round", "active learning")
+                           ACTIVE_STRATEGIES, check=OneOf(lambda: ACTIVE_STRATEGIES))
+    rounds: int = option(4, "labelling rounds", "active learning", check=Interval(1, None, integer=True))
+    budget: int = option(100, "samples labelled per round", "active learning", check=Interval(1, None, integer=True))
     initial: int | None = option(None, "size of the initial random labelled pool (none: --budget)",
-                                 "active learning")
+                                 "active learning", check=Interval(2, None, integer=True, optional=True))
     target_model: str = option("mlp", "network trained on the final labelled pool", "active learning",
-                               lambda: tuple(MODELS))
-    baseline: bool = option(True, "also run random labelling from the same initial pool", "active learning")
+                               lambda: tuple(MODELS), check=OneOf(lambda: tuple(MODELS)))
+    baseline: bool = option(True, "also run random labelling from the same initial pool", "active learning",
+                            check=Boolean())
 
     def validate(self) -> "ActiveLearningSettings":
-        if self.strategy not in ACTIVE_STRATEGIES:
-            raise ConfigError("strategy", self.strategy, ACTIVE_STRATEGIES)
-        for name in ("rounds", "budget"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ConfigError(name, value, "an integer >= 1")
-        if self.initial is not None and not (isinstance(self.initial, int) and self.initial >= 2):
-            raise ConfigError("initial", self.initial, "an integer >= 2, or none (= budget)")
-        check_target_model(self.target_model)
+        check_fields(self)
         return self
 
     @property

@@ -8,20 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from asp_tune.cli import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
-from asp_tune.flags import add_arguments, optional, values_from_args
+from asp_tune.commands import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
+from asp_tune.flags import add_arguments, values_from_args
 from asp_tune.errors import ConfigError
 
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
-    return seeds
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -43,15 +33,9 @@ def add_nas_parser(p: argparse.ArgumentParser) -> None:
     add_arguments(p, NasSettings)
     add_arguments(p, EvolutionSettings, group="SPOS selection (held-out split, inherited weights)")
     add_train_arguments(p, supernet_train_config(), skip=("model",))
-    g = p.add_argument_group("several seeds (Ray tasks)")
-    g.add_argument("--seeds", type=_seeds, default=None,
-                   help="e.g. 1,2,3: one search per seed as parallel Ray tasks, summarised as mean +- std")
-    g.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:10001 (default: local)")
-    g.add_argument("--cpus-per-search", type=float, default=1.0)
-    g.add_argument("--gpus-per-search", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
-    g.add_argument("--max-failures", type=optional(int), default=None,
-                   help="retry a search whose worker or node was lost this often; it continues from its "
-                        "checkpoint (-1: forever) [default: 3 on a cluster (--address), 0 locally]")
+    from nas.settings import SeedsSettings
+
+    add_arguments(p, SeedsSettings)
     _add_output_flags(p)
 
 
@@ -117,18 +101,15 @@ def run_nas(args: argparse.Namespace) -> int:
     if space.has_ground_truth and table is None:
         print("[asp-tune nas] no --ground-truth: the found architecture's known accuracy and the "
               "supernet's Kendall tau are not reported", file=sys.stderr)
-    seeds = args.seeds or [settings.train.seed]
-    if not args.cpus_per_search > 0:
-        raise ConfigError("cpus_per_search", args.cpus_per_search, "a number > 0")
-    if args.max_failures is not None and args.max_failures < -1:
-        raise ConfigError("max_failures", args.max_failures, "an integer >= 0 (-1: retry forever)")
-    if not args.gpus_per_search >= 0:
-        raise ConfigError("gpus_per_search", args.gpus_per_search, "a number >= 0 (fractions allowed)")
+    from nas.settings import SeedsSettings
+
+    parallel = SeedsSettings(**values_from_args(args, SeedsSettings)).validate()
+    seeds = parallel.seeds or [settings.train.seed]
     if len(seeds) > 1:  # resources no node has are refused before any folder is made
         from asp_tune.tune.session import check_resources, ensure_ray
 
-        ensure_ray(args.address)
-        check_resources(args.cpus_per_search, args.gpus_per_search, field="per_search")
+        ensure_ray(parallel.address)
+        check_resources(parallel.cpus_per_search, parallel.gpus_per_search, field="per_search")
     with results_folder(args) as out, _checkpoint_folder(args) as ckpt:
         cfg = settings.train
         print(f"[asp-tune nas] {settings.searcher} on {settings.space} (C={settings.channels}, "
@@ -153,8 +134,8 @@ def run_nas(args: argparse.Namespace) -> int:
 
             bar = _progress(len(seeds), "searches", args.quiet, "seed")
             results = run_seeds(settings, seeds, {s: ckpt.file(f"seed{s}.pt") for s in seeds},
-                                args.cpus_per_search, args.gpus_per_search,
-                                args.address, on_done=lambda r: bar.update(1), max_failures=args.max_failures)
+                                parallel.cpus_per_search, parallel.gpus_per_search, parallel.address,
+                                on_done=lambda r: bar.update(1), max_failures=parallel.max_failures)
             bar.close()
         import pandas as pd
 

@@ -32,7 +32,7 @@ class NasResult:
     candidates: pd.DataFrame  # SPOS: every scored architecture; empty for DARTS
 
 
-def build_trainer(settings: NasSettings):
+def supernet_trainer(settings: NasSettings):
     """The searcher's trainer for these settings (data loaded, supernet built, nothing trained)."""
     settings.validate()
     return SEARCHERS[settings.searcher]().trainer(settings, settings.search_space)
@@ -48,7 +48,7 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     if table is None and settings.ground_truth:
         table = space.load_ground_truth(settings.ground_truth)  # fail before any training
     searcher = SEARCHERS[settings.searcher]()
-    trainer = build_trainer(settings)
+    trainer = supernet_trainer(settings)
     trainer.validate_each_epoch = settings.monitor
     run = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
     train_seconds = run.seconds
@@ -115,3 +115,13 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{key}_mean"] = float(np.mean(values))
             out[f"{key}_std"] = float(np.std(values))
     return out
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_trainer":  # renamed: asp_tune.build.build_trainer is the config's trainer
+        import warnings
+
+        warnings.warn("nas.search.build_trainer is deprecated: use nas.search.supernet_trainer", DeprecationWarning,
+                      stacklevel=2)
+        return supernet_trainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from asp_tune.config import TrainConfig
+from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
-from asp_tune.flags import option, optional
+from asp_tune.flags import option, optional, reuse
 from asp_tune.registry import MODELS, LazyRegistry
+from asp_tune.tune.settings import HpoSettings
 from nas.genotypes import Genotype
 from nas.spaces import NasSpace, get_space, space_names
 
@@ -20,28 +22,22 @@ from nas.spaces import NasSpace, get_space, space_names
 class EvolutionSettings:
     """Architecture selection after supernet training (``generations=0``: random search only)."""
 
-    candidates: int = option(50, "random candidates scored first")
-    population: int = option(20, "survivors kept each generation")
-    generations: int = option(10, "evolution rounds (0: random search only)")
-    parents: int = option(10, "best of the population that breed")
-    mutations: int = option(10, "children by mutation per generation")
-    crossovers: int = option(10, "children by crossover per generation")
-    mutation_prob: float = option(0.2, "per-edge chance of a new operation in a mutation")
+    candidates: int = option(50, "random candidates scored first", check=Interval(1, None, integer=True))
+    population: int = option(20, "survivors kept each generation", check=Interval(1, None, integer=True))
+    generations: int = option(10, "evolution rounds (0: random search only)", check=Interval(0, None, integer=True))
+    parents: int = option(10, "best of the population that breed", check=Interval(1, None, integer=True))
+    mutations: int = option(10, "children by mutation per generation", check=Interval(0, None, integer=True))
+    crossovers: int = option(10, "children by crossover per generation", check=Interval(0, None, integer=True))
+    mutation_prob: float = option(0.2, "per-edge chance of a new operation in a mutation",
+                                  check=Interval(0, 1, "right"))
 
     def validate(self, space_size: int | None = None) -> "EvolutionSettings":
         """Check the settings; with ``space_size``, no more candidates than the space holds."""
+        check_fields(self)
         for name in ("candidates", "population", "parents"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(name, value, "an integer >= 1")
             if space_size is not None and value > space_size:
                 raise ConfigError(name, value, f"an integer in [1, {space_size}] (the architectures of the space)")
-        for name in ("generations", "mutations", "crossovers"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 0):
-                raise ConfigError(name, value, "an integer >= 0")
-        if not (isinstance(self.mutation_prob, (int, float)) and 0.0 < self.mutation_prob <= 1.0):
-            raise ConfigError("mutation_prob", self.mutation_prob, "a number in (0, 1]")
         if self.parents > self.population:
             raise ConfigError("parents", self.parents, f"at most the population ({self.population})")
         return self
@@ -73,45 +69,37 @@ class NasSettings:
     from these fields and from :class:`~nas.spos.EvolutionSettings` (:mod:`asp_tune.flags`).
     """
 
-    space: str = option("nb201", "search space (a registered name, see nas.spaces)", SEARCH, space_names)
+    space: str = option("nb201", "search space (a registered name, see nas.spaces)", SEARCH, space_names,
+                        check=OneOf(space_names))
     searcher: str | None = option(None, lambda: "searcher (none: the space's own: " + ", ".join(
-        f"{get_space(n).default_searcher} on {n}" for n in space_names()) + ")", SEARCH, lambda: tuple(SEARCHERS))
+        f"{get_space(n).default_searcher} on {n}" for n in space_names()) + ")", SEARCH, lambda: tuple(SEARCHERS),
+                                  check=OneOf(lambda: tuple(SEARCHERS), optional=True))
     train: TrainConfig = option(flag=False, default_factory=supernet_train_config)
-    channels: int = option(16, "supernet width C (16 in both papers)", SEARCH)
-    cells: int | None = option(None, _cells_help, SEARCH)
+    channels: int = option(16, "supernet width C (16 in both papers)", SEARCH, check=Interval(1, None, integer=True))
+    cells: int | None = option(None, _cells_help, SEARCH, check=Interval(1, None, integer=True, optional=True))
     evolution: EvolutionSettings = option(flag=False, default_factory=EvolutionSettings)
-    order: int = option(1, "1 first order, 2 second order (unrolled)", DARTS, (1, 2))
-    arch_lr: float = option(3e-4, "architecture learning rate (Adam)", DARTS)
-    arch_weight_decay: float = option(1e-3, "architecture weight decay", DARTS)
-    grad_clip: float = option(5.0, "gradient-norm clip of the network weights (0: off)", DARTS)
+    order: int = option(1, "1 first order, 2 second order (unrolled)", DARTS, (1, 2), check=OneOf(lambda: (1, 2)))
+    arch_lr: float = option(3e-4, "architecture learning rate (Adam)", DARTS, check=Interval(0, None))
+    arch_weight_decay: float = option(1e-3, "architecture weight decay", DARTS, check=Interval(0, None))
+    grad_clip: float = option(5.0, "gradient-norm clip of the network weights (0: off)", DARTS, check=Interval(0, None))
     ground_truth: str | None = option(None, "a table of known accuracies for spaces that have one: for nb201 the "
                                             "NAS-Bench-201 CSV (arch, cifar10_test, cifar100_test, "
                                             "imagenet16_120_test)", SEARCH, aliases=("--nb201-table",))
     monitor: bool = option(True, "validate the supernet after each epoch (SPOS: a fresh random path per batch; "
-                                 "costs one pass over the val split)", SEARCH)
+                                 "costs one pass over the val split)", SEARCH, check=Boolean())
     score_samples: int | None = option(None, "SPOS: held-out images each candidate is scored on (the same seeded "
                                              "subset for all); auto: sized so scoring takes about 10% of the search",
-                                       SEARCH, kind=optional(int, ("auto", "none", "")))
+                                       SEARCH, kind=optional(int, ("auto", "none", "")),
+                                       check=Interval(32, None, integer=True, optional=True))
 
     def validate(self) -> "NasSettings":
         space = self.search_space  # an unknown space is an error naming the registered ones
         if self.searcher is None:
             self.searcher = space.default_searcher
-        if self.searcher not in SEARCHERS:
-            raise ConfigError("searcher", self.searcher, tuple(SEARCHERS))
-        if self.order not in (1, 2):
-            raise ConfigError("order", self.order, (1, 2))
-        if not (isinstance(self.channels, int) and self.channels >= 1):
-            raise ConfigError("channels", self.channels, "an integer >= 1")
-        if self.cells is not None and not (isinstance(self.cells, int) and self.cells >= space.min_cells):
+        check_fields(self)
+        if self.cells is not None and self.cells < space.min_cells:
             raise ConfigError("cells", self.cells, f"an integer >= {space.min_cells} for the {space.name} space "
                                                    f"({space.cells_help})")
-        for name in ("arch_lr", "arch_weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ConfigError(name, value, "a number >= 0")
-        if self.score_samples is not None and not (isinstance(self.score_samples, int) and self.score_samples >= 32):
-            raise ConfigError("score_samples", self.score_samples, "an integer >= 32, or auto")
         if self.ground_truth is not None and not space.has_ground_truth:
             raise ConfigError("ground_truth", self.ground_truth, f"no table: the {space.name} space has none")
         self.train.validate()
@@ -150,24 +138,63 @@ def retrain_train_config() -> TrainConfig:
 class RetrainSettings:
     genotype: Genotype = option(flag=False)
     train: TrainConfig = option(flag=False, default_factory=retrain_train_config)
-    channels: int = option(36, "initial channels (DARTS: 36)", "network")
-    layers: int = option(20, "cells (DARTS: 20)", "network")
-    auxiliary: bool = option(False, "auxiliary head after 2/3 of the cells", "network")
-    aux_weight: float = option(0.4, "weight of the auxiliary head's loss", "network")
-    drop_path_prob: float = option(0.0, "drop-path probability reached at the last epoch (DARTS: 0.2)", "network")
-    grad_clip: float = option(5.0, "gradient-norm clip (0: off)", "network")
+    channels: int = option(36, "initial channels (DARTS: 36)", "network", check=Interval(1, None, integer=True))
+    layers: int = option(20, "cells (DARTS: 20; two are reduction cells)", "network",
+                         check=Interval(3, None, integer=True))
+    auxiliary: bool = option(False, "auxiliary head after 2/3 of the cells", "network", check=Boolean())
+    aux_weight: float = option(0.4, "weight of the auxiliary head's loss", "network", check=Interval(0, None))
+    drop_path_prob: float = option(0.0, "drop-path probability reached at the last epoch (DARTS: 0.2)", "network",
+                                   check=Interval(0, 1, "left"))
+    grad_clip: float = option(5.0, "gradient-norm clip (0: off)", "network", check=Interval(0, None))
 
     def validate(self) -> "RetrainSettings":
-        if not (isinstance(self.channels, int) and self.channels >= 1):
-            raise ConfigError("channels", self.channels, "an integer >= 1")
-        if not (isinstance(self.layers, int) and self.layers >= 3):
-            raise ConfigError("layers", self.layers, "an integer >= 3 (two are reduction cells)")
-        if not (0.0 <= self.drop_path_prob < 1.0):
-            raise ConfigError("drop_path_prob", self.drop_path_prob, "a number in [0, 1)")
-        if not self.aux_weight >= 0.0:
-            raise ConfigError("aux_weight", self.aux_weight, "a number >= 0")
+        check_fields(self)
         self.train.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "genotype": self.genotype.to_dict(), "train": self.train.to_dict()}
+
+
+def _seeds(text: str) -> list[int]:
+    """Comma-separated distinct integers >= 0 (an argparse type)."""
+    import argparse
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return seeds
+
+
+def _check_seeds(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not (isinstance(value, list) and value and len(set(value)) == len(value)
+            and all(isinstance(s, int) and s >= 0 for s in value)):
+        raise ConfigError(name, value, "distinct integers >= 0, comma-separated (e.g. 1,2,3)")
+
+
+SEEDS = "several seeds (Ray tasks)"
+
+
+@dataclass
+class SeedsSettings:
+    """``asp-tune nas --seeds``: one search per seed as parallel Ray tasks; the Ray settings are the
+    search commands' own declarations (:class:`~asp_tune.tune.settings.HpoSettings`), per search."""
+
+    seeds: list[int] | None = option(None, "e.g. 1,2,3: one search per seed as parallel Ray tasks, summarised as "
+                                           "mean +- std", SEEDS, kind=_seeds,
+                                     check=Check(_check_seeds, ([1, 1], [-1], "x")))
+    address: str | None = reuse(HpoSettings, "address", group=SEEDS)
+    cpus_per_search: float = reuse(HpoSettings, "cpus_per_trial", help="CPUs per search", group=SEEDS)
+    gpus_per_search: float = reuse(HpoSettings, "gpus_per_trial", help="GPUs per search; fractions allowed, e.g. 0.5",
+                                   group=SEEDS)
+    max_failures: int | None = reuse(HpoSettings, "max_failures", group=SEEDS,
+                                     help="retry a search whose worker or node was lost this often; it continues "
+                                          "from its checkpoint (-1: forever; none: 3 on a cluster (--address), 0 "
+                                          "locally)")
+
+    def validate(self) -> "SeedsSettings":
+        check_fields(self)
+        return self

@@ -3,16 +3,16 @@
 The searchers (:mod:`nas.spos`, :mod:`nas.darts`), the search loop (:mod:`nas.search`), the
 command line and the plots take a :class:`NasSpace` and never ask which one it is. A new space
 is one module with a class implementing the protocol and one :func:`register_space` line (or an
-entry in :data:`BUILTIN_SPACES`); spaces load lazily, so the CLI's help does not build networks.
+entry in :data:`SPACES`, or an installed package's entry point); spaces load lazily, so the CLI's help does not build networks.
 """
 
 from __future__ import annotations
 
-import importlib
 from random import Random
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Protocol, runtime_checkable
 
 from asp_tune.errors import ConfigError
+from asp_tune.registry import LazyRegistry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,38 +75,34 @@ class NasSpace(Protocol):
         """Summary fields beyond ``arch`` (its text form) that describe a found architecture."""
 
 
-#: Built-in spaces, loaded on first use: name -> "module:attribute" of a zero-argument factory.
-BUILTIN_SPACES: dict[str, str] = {
-    "nb201": "nas.nb201:Nb201Space",
-    "darts": "nas.genotypes:DartsSpace",
-}
-_FACTORIES: dict[str, Callable[[], NasSpace] | str] = dict(BUILTIN_SPACES)
+#: Search spaces by name, each a zero-argument factory (a class) of a :class:`NasSpace`, imported on first
+#: use; installed packages add theirs through the entry-point group ``asp_tune.nas_spaces``.
+SPACES = LazyRegistry("NAS space", group="asp_tune.nas_spaces", entries={
+    "nb201": "nas.space_nb201:Nb201Space",
+    "darts": "nas.space_darts:DartsSpace",
+})
 _LOADED: dict[str, NasSpace] = {}
 
 
 def register_space(name: str, factory: Callable[[], NasSpace] | str) -> None:
     """Make ``name`` a search space: a factory (class or function) or a ``"module:attribute"`` path."""
-    _FACTORIES[name] = factory
+    SPACES.register(name, factory)
     _LOADED.pop(name, None)
 
 
 def unregister_space(name: str) -> None:
-    _FACTORIES.pop(name, None)
+    SPACES.unregister(name)
     _LOADED.pop(name, None)
 
 
 def space_names() -> tuple[str, ...]:
-    return tuple(_FACTORIES)
+    return tuple(SPACES)
 
 
 def get_space(name: str) -> NasSpace:
     """The registered space ``name``; an unknown name is an error that lists the spaces."""
-    if name not in _FACTORIES:
+    if not isinstance(name, str) or name not in SPACES:
         raise ConfigError("space", name, space_names())
     if name not in _LOADED:
-        factory = _FACTORIES[name]
-        if isinstance(factory, str):
-            module, _, attribute = factory.partition(":")
-            factory = getattr(importlib.import_module(module), attribute)
-        _LOADED[name] = factory()
+        _LOADED[name] = SPACES[name]()
     return _LOADED[name]

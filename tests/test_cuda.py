@@ -11,7 +11,8 @@ from asp_tune import TrainConfig, Trainer, load_dataset
 from asp_tune.selection import SelectionRule, select_subset
 from nas.darts import DartsTrainer
 from nas.darts_space import DartsSearchNetwork
-from nas.nb201 import Arch, Nb201Space
+from nas.nb201 import Arch
+from nas.space_nb201 import Nb201Space
 from nas.spos import SposTrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

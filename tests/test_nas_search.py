@@ -10,7 +10,8 @@ import torch
 from asp_tune.cli import main
 from asp_tune.config import TrainConfig
 from asp_tune.errors import AspTuneError, ConfigError
-from nas.nb201 import Arch, GroundTruth, Nb201Space
+from nas.nb201 import Arch, GroundTruth
+from nas.space_nb201 import Nb201Space
 from nas.search import aggregate, run_search
 from nas.settings import EvolutionSettings, NasSettings
 from nas.spos import evolutionary_search

@@ -14,8 +14,9 @@ from torch import nn
 from asp_tune.cli import main
 from asp_tune.config import TrainConfig
 from asp_tune.errors import ConfigError
-from nas.genotypes import STEPS, DartsSpace, Genotype
-from nas.nb201 import Nb201Space
+from nas.genotypes import STEPS, Genotype
+from nas.space_darts import DartsSpace
+from nas.space_nb201 import Nb201Space
 from nas.search import run_search
 from nas.settings import EvolutionSettings, NasSettings
 from nas.spaces import NasSpace, get_space, register_space, space_names, unregister_space

@@ -72,7 +72,7 @@ def test_early_stopping_searches_do_not_spend_a_full_first_pass():
 
 
 def test_nas_scoring_subset_is_the_same_for_every_candidate_and_run_with_a_seed():
-    from nas.search import build_trainer
+    from nas.search import supernet_trainer as build_trainer
     from nas.settings import EvolutionSettings, NasSettings
     from nas.spos import auto_score_samples
 

@@ -192,31 +192,6 @@ def _tpe(ctx: Context) -> Built:
     return Built(FIFOScheduler(), searcher, {} if owned else dict(ctx.param_space or {}))
 
 
-def _hypertune(ctx: Context) -> Built:
-    from asp_tune.tune.hypertune_ray import hypertune
-
-    scheduler, searcher = hypertune(ctx.epochs, num_samples=ctx.num_samples, param_space=ctx.param_space,
-                                    max_concurrent=ctx.max_concurrent, grace_period=ctx.grace,
-                                    reduction_factor=ctx.reduction_factor, seed=ctx.seed, **_target(ctx))
-    return Built(scheduler, searcher, dict(ctx.param_space or {}))
-
-
-def _hypertune_summary(experiment_path: str, ctx: Context) -> dict[str, Any] | None:
-    """Hyper-Tune's brackets and promotions, from the state it saved with the experiment (plain JSON)."""
-    import json
-    from pathlib import Path
-
-    from asp_tune.tune.hypertune import HyperTune
-
-    states = sorted(Path(experiment_path).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return None
-    state = HyperTune(ctx.epochs, num_samples=ctx.num_samples, max_concurrent=ctx.max_concurrent,
-                      grace_period=ctx.grace, eta=ctx.reduction_factor, seed=ctx.seed)
-    state.load_state_dict(json.loads(states[-1].read_text()))
-    return state.summary()
-
-
 RANDOM = Algorithm(_fifo, "random search, every trial to the end")
 ASHA = Algorithm(_asha, "asynchronous successive halving (random configurations)", rungs=asha_milestones,
                  validates_at_rungs=True)
@@ -224,13 +199,11 @@ HYPERBAND = Algorithm(_hyperband, "Hyperband (random configurations)", rungs=geo
 BOHB = Algorithm(_bohb, "BOHB: Hyperband with a TPE-like model (needs hpbandster and ConfigSpace)",
                  rungs=geometric_rungs, pauses_trials=True, own_searcher=True, grid=False)
 TPE = Algorithm(_tpe, "Optuna's TPE, every trial to the end", grid=False, keeps_study=True)
-HYPERTUNE = Algorithm(_hypertune, "Hyper-Tune: delayed promotions, learnt brackets, a multi-fidelity surrogate",
-                      rungs=geometric_rungs, validates_at_rungs=True, owns_concurrency=True, own_searcher=True,
-                      grid=False, summary=_hypertune_summary)
 
 #: Every HPO algorithm by name (``asp-tune hpo --algo NAME``).
 ALGORITHMS = LazyRegistry("algorithm", group="asp_tune.algorithms", entries={
-    "hyperband": HYPERBAND, "bohb": BOHB, "asha": ASHA, "hypertune": HYPERTUNE, "tpe": TPE, "random": RANDOM,
+    "hyperband": HYPERBAND, "bohb": BOHB, "asha": ASHA, "hypertune": "asp_tune.tune.hypertune_ray:HYPERTUNE",
+    "tpe": TPE, "random": RANDOM,
 })
 
 #: What ``--early-stop`` may add to an algorithm that does not stop trials itself.

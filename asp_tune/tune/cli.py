@@ -6,23 +6,16 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asp_tune.cli import add_output_flags, add_train_arguments, command, given_fields, results_folder, subcommand
+from asp_tune.commands import add_output_flags, add_train_arguments, command, given_fields, results_folder, subcommand
 from asp_tune.config import SELECTION_FIELDS
 from asp_tune.errors import ConfigError
 from asp_tune.constraints import check_value
-from asp_tune.flags import add_arguments, float_list, values_from_args
-from asp_tune.proxy_settings import metric_choices
+from asp_tune.flags import add_arguments, values_from_args
 
 if TYPE_CHECKING:
     from asp_tune.run_dir import RunDirectory
 
 REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-#: What ``correlate`` can put in a cell: every selection metric but ``none`` (the full-data column) and
-#: ``infobatch`` (its cost is not a ratio).
-def correlate_metrics() -> tuple[str, ...]:
-    return tuple(m for m in metric_choices() if m not in ("none", "infobatch", "auto"))
-
-
 def _add_space_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/); a relative data_dir "
                                                   "in it is relative to the YAML file")
@@ -96,11 +89,10 @@ def add_compare_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Same search and seed at ratio 1.0 (metric none) and each proxy ratio; every run's best "
                      "configuration is retrained on full data. Writes report.md, comparison.csv, comparison.png "
                      "and per-run trials CSVs.")
+    from asp_tune.tune.settings import CompareSettings
+
     _add_search_flags(p)
-    p.add_argument("--ratios", type=float_list, default=(1.0, 0.3, 0.1),
-                   help="the full-data run and the proxy ratios [default: 1.0,0.3,0.1]")
-    p.add_argument("--retrain-seeds", type=int, default=1,
-                   help="full-data retrains of each run's pick, one per seed [default: 1]")
+    add_arguments(p, CompareSettings)
 
 
 @subcommand("correlate", "the ASP paper's Table 5: rank correlation per (ratio, metric)")
@@ -108,13 +100,11 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Every configuration of a grid space on full data and at every (ratio, metric), in parallel "
                      "on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
     _add_space_flags(p)
-    p.add_argument("--ratios", type=float_list, default=(0.1, 0.3, 0.5), help="proxy ratios [default: 0.1,0.3,0.5]")
-    p.add_argument("--metrics", default="random,loss,entropy,gradient,prediction,mixture",
-                   help="comma-separated metrics, one cell per (ratio, metric): ASP metrics and static baselines "
-                        f"({', '.join(correlate_metrics())}) [default: random,loss,entropy,gradient,prediction,mixture]")
+    from asp_tune.tune.settings import CorrelateSettings
+
+    add_arguments(p, CorrelateSettings)
     add_arguments(p, _hpo_settings_class(), only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
-    p.add_argument("--max-configs", type=int, default=None, help="only the first N grid configurations")
     _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
 
 
@@ -142,16 +132,6 @@ def run_hpo_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_compare(ratios: list[float], seeds: int) -> None:
-    if not ratios or any(not (0 < r <= 1) for r in ratios):
-        raise ConfigError("ratios", ratios, "a comma-separated list of numbers in (0, 1]")
-    if all(r == 1.0 for r in ratios):
-        raise ConfigError("ratios", ratios, "at least one proxy ratio below 1.0 (the full-data search at 1.0 "
-                                            "runs beside them anyway)")
-    if not (isinstance(seeds, int) and seeds >= 1):
-        raise ConfigError("retrain_seeds", seeds, "an integer >= 1")
-
-
 def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str) -> dict[str, Any]:
     from asp_tune.tune.builtin import compare_settings
     from asp_tune.tune.compare import write_comparison
@@ -161,10 +141,12 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
 
 @command("compare")
 def run_compare_command(args: argparse.Namespace) -> int:
+    from asp_tune.tune.settings import CompareSettings
+
     settings = hpo_settings_from_args(args, 1.0)
-    _check_compare(args.ratios, args.retrain_seeds)
+    compare = CompareSettings(**values_from_args(args, CompareSettings)).validate()
     with results_folder(args) as out:
-        summary = _compare(settings, args.ratios, args.retrain_seeds, out,
+        summary = _compare(settings, list(compare.ratios), compare.retrain_seeds, out,
                            f"{settings.space.name}: {settings.algo}, metric {settings.metric}")
         target = out.commit(summary)
     print(f"-> {target}")
@@ -176,31 +158,22 @@ def run_correlate_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.builtin import correlate_space
     from asp_tune.tune.correlate import write_correlation
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    for m in metrics:
-        if m not in correlate_metrics():
-            raise ConfigError("metrics", m, correlate_metrics())
-    if len(set(args.ratios)) != len(args.ratios):
-        raise ConfigError("ratios", args.ratios, "distinct ratios (each is one column of the table)")
-    if len(set(metrics)) != len(metrics):
-        raise ConfigError("metrics", args.metrics, "distinct metrics (each is one row of the table)")
-    if not args.ratios or any(not (0 < r < 1) for r in args.ratios):
-        raise ConfigError("ratios", args.ratios, "numbers in (0, 1)")
-    if not metrics:
-        raise ConfigError("metrics", args.metrics, "a comma-separated list of metrics")
+    from asp_tune.tune.settings import CorrelateSettings
+
+    cells = CorrelateSettings(**values_from_args(args, CorrelateSettings)).validate()
+    metrics = cells.strategies
     check_value(_hpo_settings_class(), "max_concurrent", args.max_concurrent)
-    if args.max_configs is not None and args.max_configs < 1:
-        raise ConfigError("max_configs", args.max_configs, "an integer >= 1")
     space = load_space_args(args)
     with results_folder(args) as out:
-        run = correlate_space(space, args.ratios, metrics, ratio_schedule=args.ratio_schedule,
+        run = correlate_space(space, list(cells.ratios), metrics, ratio_schedule=args.ratio_schedule,
                               max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
                               gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
                               address=args.address, storage_path=experiments_folder(args),
-                              max_configs=args.max_configs, verbose=args.verbose,
+                              max_configs=cells.max_configs, verbose=args.verbose,
                               selection=given_fields(args, SELECTION_FIELDS))
         target = out.commit(write_correlation(out, run, f"{space.name}: rank correlation with full data",
-                                              {"space": space.name, "ratios": args.ratios, "metrics": metrics}))
+                                              {"space": space.name, "ratios": list(cells.ratios),
+                                               "metrics": metrics}))
     print(f"-> {target}")
     return 0
 

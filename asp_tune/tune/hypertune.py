@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.tune.surrogate import (MIN_TOP, MultiFidelityEnsemble, UnitSpace, discordant_pairs,  # noqa: F401
                                      ranking_loss_weights)
@@ -143,11 +144,15 @@ class HyperTune:
     def __init__(self, max_t: int, *, num_samples: int, max_concurrent: int = 2, grace_period: int = 1,
                  eta: int = 3, metric: str = "val_accuracy", mode: str = "max", time_attr: str = "training_iteration",
                  seed: int = 0):
-        for name, value, low in (("max_t", max_t, 1), ("num_samples", num_samples, 1),
-                                 ("max_concurrent", max_concurrent, 1), ("grace_period", grace_period, 1),
-                                 ("reduction_factor", eta, 2)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-                raise ConfigError(name, value, f"an integer >= {low}")
+        from asp_tune.tune.settings import HpoSettings  # its declared constraints, the flags' own
+
+        for field, name, value in (("max_epochs", "max_t", max_t), ("num_samples", "num_samples", num_samples),
+                                   ("max_concurrent", "max_concurrent", max_concurrent),
+                                   ("grace_period", "grace_period", grace_period),
+                                   ("reduction_factor", "reduction_factor", eta)):
+            check_value(HpoSettings, field, value, name)
+        if max_t is None:
+            raise ConfigError("max_t", max_t, "an integer >= 1")
         if mode not in ("max", "min"):
             raise ConfigError("mode", mode, ("max", "min"))
         self.rungs = rung_epochs(min(grace_period, max_t), eta, max_t)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -11,6 +12,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from asp_tune.errors import ConfigError
+from asp_tune.tune.algorithms import Algorithm, Built, Context, geometric_rungs
 from asp_tune.tune.hypertune import HyperTune
 from asp_tune.tune.progress import publish_trial_logs
 from asp_tune.tune.surrogate import UnitSpace
@@ -135,3 +137,25 @@ def hypertune(max_t: int, *, num_samples: int, param_space: dict[str, Any] | Non
     return HyperTuneScheduler(state), HyperTuneSearcher(state, param_space)
 
 
+def _build(ctx: Context) -> Built:
+    scheduler, searcher = hypertune(ctx.epochs, num_samples=ctx.num_samples, param_space=ctx.param_space,
+                                    max_concurrent=ctx.max_concurrent, grace_period=ctx.grace,
+                                    reduction_factor=ctx.reduction_factor, seed=ctx.seed, metric=ctx.metric, mode=ctx.mode)
+    return Built(scheduler, searcher, dict(ctx.param_space or {}))
+
+
+def _summary(experiment_path: str, ctx: Context) -> dict[str, Any] | None:
+    """Hyper-Tune's brackets and promotions, from the state it saved with the experiment (plain JSON)."""
+    states = sorted(Path(experiment_path).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return None
+    state = HyperTune(ctx.epochs, num_samples=ctx.num_samples, max_concurrent=ctx.max_concurrent,
+                      grace_period=ctx.grace, eta=ctx.reduction_factor, seed=ctx.seed)
+    state.load_state_dict(json.loads(states[-1].read_text()))
+    return state.summary()
+
+
+#: Hyper-Tune in the algorithm registry (``--algo hypertune``).
+HYPERTUNE = Algorithm(_build, "Hyper-Tune: delayed promotions, learnt brackets, a multi-fidelity surrogate",
+                      rungs=geometric_rungs, validates_at_rungs=True, owns_concurrency=True, own_searcher=True,
+                      grid=False, summary=_summary)
