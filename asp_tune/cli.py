@@ -34,7 +34,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         def progress(rec: dict[str, Any]) -> None:
             bar.update(1)
-            bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}",
+            bar.set_postfix(val=f"{rec['val_score']:.3f}", used=f"{rec['ratio']:.2f}",
                             metric=rec["metric_used"], passes=f"{rec['data_passes']:.2f}")
 
         summary = trainer.fit(progress)
@@ -62,7 +62,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"[asp-tune] note: this run trained on {fraction:.3f} of the data per epoch on average, not the "
               f"ratio {config.ratio} (first epoch on all data: {config.first_epoch_full}; short runs and the "
               "dynamic schedule's rounding shift it)", file=sys.stderr)
-    print(f"val {summary['final_val_accuracy']:.4f}  test {summary['final_test_accuracy']:.4f}  "
+    score = "R²" if summary["score"] == "r2" else summary["score"]
+    print(f"val {score} {summary['final_val_score']:.4f}  test {score} {summary['final_test_score']:.4f}  "
           f"data passes {summary['data_passes']:.2f} (fraction {fraction:.3f} of r={config.ratio})  "
           f"wall {summary['wall_time_s']:.1f}s  -> {target}")
     return 0

@@ -11,7 +11,7 @@ from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.imports import check_name
 from asp_tune.proxy_settings import ProxySettings, proxy_field_names
-from asp_tune.registry import DATASETS, MODELS
+from asp_tune.registry import DATASETS, MODELS, TASKS
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
 MAX_SEED = 2**63 - 1  # what torch's generators take
@@ -24,6 +24,15 @@ STORAGES = ("device", "stream")
 #: How a proxy subset is chosen beyond the ratio and the strategy: set per command (flags) or in a
 #: space's ``fixed``.
 SELECTION_FIELDS = tuple(n for n in proxy_field_names() if n not in ("ratio", "ratio_schedule", "metric"))
+
+
+def _task_names() -> tuple[str, ...]:
+    return ("auto", *TASKS)
+
+
+def _check_task(name: str, value: Any) -> None:
+    if value != "auto":
+        check_name(TASKS, value, name)
 
 
 def _check_model_args(name: str, value: Any) -> None:
@@ -75,6 +84,9 @@ class TrainConfig(ProxySettings):
                                   check=Interval(0.0, 1.0, optional=True))
     cutout: int = option(0, "side of the square zeroed in each training image (0: off)", "data",
                          check=Interval(0, None, integer=True))
+    task: str = option("auto", "what the network learns: classification, regression, a registered task or an "
+                               "import path (auto: classification for integer labels, regression for float targets)",
+                       "data", _task_names, check=Check(_check_task, ("no-such-task", 3)))
     # model and optimisation
     model: str = option("mlp", "network: a registered one, or an import path package.module:builder (called "
                                "builder(input_shape, num_classes, **model_args))", "model and optimisation",

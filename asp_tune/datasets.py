@@ -57,13 +57,14 @@ def input_kind(inputs: torch.Tensor) -> str:
 @dataclass
 class ImageArrays:
     """Inputs (``images``: uint8 ``(N, C, H, W)`` images, float features or integer sequences, see
-    :data:`INPUT_KINDS`) and int64 labels ``(N,)``."""
+    :data:`INPUT_KINDS`) and targets (``labels``): int64 class labels ``(N,)``, or float regression
+    targets ``(N,)`` or ``(N, k)``."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
-        return int(self.labels.numel())
+        return int(self.labels.shape[0])
 
     def take(self, indices: np.ndarray | torch.Tensor) -> "ImageArrays":
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
@@ -86,8 +87,11 @@ class DataBundle:
 
     def __post_init__(self) -> None:
         k = len(self.classes)
-        if k < 2:
+        if self.has_classes and k < 2:
             raise DataError(f"data set '{self.name}' has {k} class(es); at least 2 are needed")
+        if not self.has_classes and (self.train.labels.dim() not in (1, 2) or k):
+            raise DataError(f"data set '{self.name}': float targets must have shape (N,) or (N, k) and no class "
+                            f"names, got {tuple(self.train.labels.shape)} and {k} classes")
         shape = None
         kind = input_kind(self.train.images)
         for split in ("train", "val", "test"):
@@ -98,14 +102,19 @@ class DataBundle:
             if input_kind(arr.images) != kind:
                 raise DataError(f"{self.name}/{split}: {input_kind(arr.images)} inputs ({arr.images.dtype}), but the "
                                 f"training split holds {kind} ({self.train.images.dtype})")
-            if arr.images.shape[0] != arr.labels.numel():
+            if arr.images.shape[0] != arr.labels.shape[0]:
                 raise DataError(f"{self.name}/{split}: {arr.images.shape[0]} images but "
-                                f"{arr.labels.numel()} labels")
+                                f"{arr.labels.shape[0]} labels")
+            if arr.labels.is_floating_point() == self.has_classes or \
+                    arr.labels.shape[1:] != self.train.labels.shape[1:]:
+                raise DataError(f"{self.name}/{split}: targets {arr.labels.dtype} {tuple(arr.labels.shape[1:])}, "
+                                f"but the training split holds {self.train.labels.dtype} "
+                                f"{tuple(self.train.labels.shape[1:])}")
             if shape is not None and tuple(arr.images.shape[1:]) != shape:
                 raise DataError(f"{self.name}/{split}: image shape {tuple(arr.images.shape[1:])} "
                                 f"differs from {shape}")
             shape = tuple(arr.images.shape[1:])
-            if len(arr) and (int(arr.labels.min()) < 0 or int(arr.labels.max()) >= k):
+            if self.has_classes and len(arr) and (int(arr.labels.min()) < 0 or int(arr.labels.max()) >= k):
                 raise DataError(
                     f"{self.name}/{split}: labels out of range [{int(arr.labels.min())}, "
                     f"{int(arr.labels.max())}]; allowed 0..{k - 1} for {k} classes"
@@ -137,8 +146,16 @@ class DataBundle:
         return tuple(self.train.images.shape[1:])
 
     @property
+    def has_classes(self) -> bool:
+        """Whether the targets are class labels (integers); float targets are regression values."""
+        return not self.train.labels.is_floating_point()
+
+    @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        """The network's number of outputs: the classes, or the values per regression target."""
+        if self.has_classes:
+            return len(self.classes)
+        return 1 if self.train.labels.dim() == 1 else int(self.train.labels.shape[1])
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -151,15 +168,22 @@ class DataBundle:
     def describe(self) -> str:
         shape = "x".join(str(s) for s in self.input_shape)
         kind = "" if self.kind == "image" else f" {self.kind}"
+        targets = f"{self.num_classes} classes" if self.has_classes else \
+            f"{self.num_classes} regression target{'s' if self.num_classes > 1 else ''}"
         return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-                f"{self.num_classes} classes, {shape}{kind}")
+                f"{targets}, {shape}{kind}")
 
 
 # ----------------------------------------------------------------------------- splits
 
 def stratified_split(labels: np.ndarray, held_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (kept, held): ``round(held_fraction * N)`` held, classes in proportion."""
+    """Split indices into (kept, held): ``round(held_fraction * N)`` held, classes in proportion (float
+    regression targets: a seeded random split)."""
     rng = np.random.default_rng(seed)
+    if labels.dtype.kind == "f":
+        order = rng.permutation(labels.shape[0])
+        total = int(round(held_fraction * labels.shape[0]))
+        return np.sort(order[total:]), np.sort(order[:total])
     classes, counts = np.unique(labels, return_counts=True)
     total = int(round(held_fraction * labels.size))
     quota = held_fraction * counts
@@ -177,9 +201,9 @@ def stratified_split(labels: np.ndarray, held_fraction: float, seed: int) -> tup
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """``size`` indices drawn with class proportions kept (seeded)."""
-    if size >= labels.size:
-        return np.arange(labels.size)
-    _, held = stratified_split(labels, size / labels.size, seed)
+    if size >= labels.shape[0]:
+        return np.arange(labels.shape[0])
+    _, held = stratified_split(labels, size / labels.shape[0], seed)
     return held
 
 
@@ -435,8 +459,8 @@ def _stratified_part(x: np.ndarray, y: np.ndarray, size: int | None, seed: int, 
     """``size`` samples of ``(x, y)`` in class proportions (all of them for None)."""
     if size is None:
         return x, y
-    if size > y.size:
-        raise ConfigError(field, size, f"at most {y.size} (the {what})")
+    if size > y.shape[0]:
+        raise ConfigError(field, size, f"at most {y.shape[0]} (the {what})")
     pick = stratified_subset(y, size, seed)
     return x[pick], y[pick]
 
@@ -472,16 +496,16 @@ def load_dataset(
     if "bundle" in arrays:  # the loader returned the splits itself
         return arrays["bundle"]
     spec = entry if isinstance(entry, DatasetSpec) else USER_DATA
-    classes = [str(c) for c in arrays["classes"]]
+    classes = [str(c) for c in arrays.get("classes", ())]
     x, y = _stratified_part(arrays["train_x"], arrays["train_y"], subset, seed, "subset", f"training samples of '{name}'")
     tx, ty = _stratified_part(arrays["test_x"], arrays["test_y"], test_subset, TEST_SPLIT_SEED, "test_subset",
                               f"test samples of '{name}'")
     train_idx, val_idx = stratified_split(y, val_fraction, seed)
     if len(val_idx) == 0:
-        raise ConfigError("val_fraction", val_fraction, f"a fraction that holds out at least one of the {len(y)} "
+        raise ConfigError("val_fraction", val_fraction, f"a fraction that holds out at least one of the {y.shape[0]} "
                                                         f"training samples for validation (at least {1 / len(y):.2g})")
     def as_arrays(xs: np.ndarray, ys: np.ndarray) -> ImageArrays:
-        xs, ys = np.ascontiguousarray(xs), np.asarray(ys, dtype=np.int64)
+        xs, ys = np.ascontiguousarray(xs), np.asarray(ys, dtype=np.float32 if ys.dtype.kind == "f" else np.int64)
         # shared arrays (Ray's object store) are read-only: the few that are not already copies get one
         return ImageArrays(torch.from_numpy(xs if xs.flags.writeable else xs.copy()),
                            torch.from_numpy(ys if ys.flags.writeable else ys.copy()))
@@ -525,9 +549,9 @@ def _from_dataset(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         items = [dataset[i] for i in range(len(dataset))]
         inputs = np.stack([_as_array(x, what) for x, _ in items])
-        labels = np.asarray([int(y) for _, y in items], dtype=np.int64)
+        labels = np.stack([_as_array(np.asarray(y), what) for _, y in items])
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{what}: a Dataset of (input, integer label) items ({exc})") from None
+        raise DataError(f"{what}: a Dataset of (input, label) items ({exc})") from None
     return inputs, labels
 
 
@@ -538,11 +562,12 @@ def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = _from_dataset(value, what)
     else:
         raise DataError(f"{what}: (X, y) arrays or a Dataset with labels, got {type(value).__name__}")
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"{what}: labels must be integers of shape (N,), got {y.dtype} {y.shape}")
+    if not ((y.ndim == 1 and y.dtype.kind in "iu") or (y.ndim in (1, 2) and y.dtype.kind == "f")):
+        raise DataError(f"{what}: labels must be integers of shape (N,) (classification) or floats of shape (N,) "
+                        f"or (N, k) (regression), got {y.dtype} {y.shape}")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
-    return x, y.astype(np.int64)
+    return x, (y.astype(np.int64) if y.dtype.kind in "iu" else y.astype(np.float32))
 
 
 def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> dict[str, Any]:
@@ -582,6 +607,9 @@ def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> 
         keep, held = stratified_split(train_y, 0.2, TEST_SPLIT_SEED)
         test = (train_x[held], train_y[held])
         train_x, train_y = train_x[keep], train_y[keep]
+    if train_y.dtype.kind == "f":  # regression: values, not classes
+        return {"classes": np.asarray([], dtype=str), "train_x": train_x, "train_y": train_y, "test_x": test[0],
+                "test_y": test[1]}
     num_classes = int(max(train_y.max(), test[1].max() if len(test[1]) else 0)) + 1
     classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(num_classes)]
     return {"classes": np.asarray(classes), "train_x": train_x, "train_y": train_y, "test_x": test[0],

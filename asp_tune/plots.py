@@ -17,17 +17,21 @@ def pyplot():
 
 
 def plot_training_run(epochs: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Accuracy per epoch, fraction of data selected per epoch, and the metric used."""
+    """The score per epoch (accuracy, or R² for regression), fraction of data selected per epoch, and the
+    metric used."""
     plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2, 1.4]})
     ax = axes[0]
     proxy = bool((epochs["ratio"] < 1.0).any())
-    ax.plot(epochs["epoch"], epochs["train_accuracy"], label="train (proxy subset)" if proxy else "train (all data)",
+    score = next((c[len("train_"):] for c in epochs.columns if c.startswith("train_") and c != "train_loss"
+                  and c != "train_seconds_total"), "accuracy")
+    ax.plot(epochs["epoch"], epochs[f"train_{score}"], label="train (proxy subset)" if proxy else "train (all data)",
             marker=".")
-    ax.plot(epochs["epoch"], epochs["val_accuracy"], label="validation", marker=".")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.0)
+    ax.plot(epochs["epoch"], epochs["val_score"], label="validation", marker=".")
+    ax.set_ylabel("R²" if score == "r2" else score)
+    if score == "accuracy":
+        ax.set_ylim(0, 1.0)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     ax.set_title(title)

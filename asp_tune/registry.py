@@ -117,6 +117,12 @@ DATASETS = LazyRegistry("dataset", group="asp_tune.datasets", entries={
     "image_folder": "asp_tune.datasets:IMAGE_FOLDER",
 })
 
+#: What a network learns (:class:`asp_tune.tasks.Task`); ``auto`` picks one from the targets.
+TASKS = LazyRegistry("task", group="asp_tune.tasks", entries={
+    "classification": "asp_tune.tasks:CLASSIFICATION",
+    "regression": "asp_tune.tasks:REGRESSION",
+})
+
 #: How importance values become selection probabilities (implemented in asp_tune.selection).
 SELECTION_RULES: tuple[str, ...] = ("zscore", "paper", "calibrated")
 
@@ -152,7 +158,7 @@ def strategy_names() -> tuple[str, ...]:
 
 def registries() -> dict[str, LazyRegistry]:
     """Every registry a run reads, by kind."""
-    return {"model": MODELS, "dataset": DATASETS, "statistic": STATISTICS, "strategy": STRATEGIES}
+    return {"model": MODELS, "dataset": DATASETS, "statistic": STATISTICS, "strategy": STRATEGIES, "task": TASKS}
 
 
 def extensions() -> dict[str, dict[str, Any]]:

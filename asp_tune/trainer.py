@@ -8,27 +8,23 @@ report and checkpoint between epochs; ``fit`` runs them all.
 from __future__ import annotations
 
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Union
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from asp_tune.assembly import ModelFactory, Parts, build_parts, make_feeder  # noqa: F401 - make_feeder: its old home
 from asp_tune.config import TrainConfig
-from asp_tune.datasets import DataBundle, ImageArrays, load_dataset_for
-from asp_tune.device import autocast, resolve_device, synchronize
+from asp_tune.datasets import DataBundle
+from asp_tune.device import autocast, synchronize
 from asp_tune.errors import AspTuneError, ConfigError
-from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
-from asp_tune.models import build_model, is_convolutional
-from asp_tune.registry import MODELS
 from asp_tune.memory import FeatureNormTap
+from asp_tune.models import build_model
 from asp_tune.proxy import ProxySelector
-from asp_tune.sizes import check_fits
-from asp_tune.strategies import EpochPlan, make_strategy
+from asp_tune.registry import MODELS
+from asp_tune.strategies import EpochPlan
 
 
 #: Samples whose importance values are recorded every epoch (``Trainer.trajectories``).
@@ -39,11 +35,9 @@ class TrainingDiverged(AspTuneError):
     """The training loss became NaN or infinite."""
 
 
-#: Builds the network from the loaded data (its image shape and classes), after the trainer seeded torch.
-ModelFactory = Callable[[DataBundle], nn.Module]
 #: Trains (or reads from a cache) the scoring model of a strategy that needs one, given the trainer
-#: with its data and network (``asp_tune.build`` supplies it).
-ScoresFactory = Callable[["Trainer"], Any]
+#: with its data and network and the strategy (``asp_tune.build`` supplies it).
+ScoresFactory = Callable[["Trainer", Any], Any]
 
 
 class Observed(NamedTuple):
@@ -85,18 +79,6 @@ def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch
     return kind(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
 
 
-def make_feeder(arrays: ImageArrays, data: DataBundle, config: TrainConfig, device: torch.device,
-                augment: bool, channels_last: bool, seed: int) -> Feeder:
-    pad = data.crop_padding if config.crop_padding is None else config.crop_padding
-    flip = data.flip_p if config.flip_p is None else config.flip_p
-    if config.storage == "device":
-        return DeviceFeeder(arrays, device, data.mean, data.std, pad, flip, augment, channels_last, seed,
-                            cutout=config.cutout if augment else 0)
-    dataset = ArrayImageDataset(arrays, data.mean, data.std, pad, flip, augment)
-    return StreamFeeder(dataset, device, config.num_workers, channels_last, seed,
-                        cutout=config.cutout if augment else 0)
-
-
 class Trainer:
     """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``.
 
@@ -111,75 +93,33 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: DataBundle | None = None,
                  model: Union[nn.Module, ModelFactory, None] = None, grad_clip: float = 0.0,
-                 scores: ScoresFactory | None = None, size_field: tuple[str, Any] = ("model", "the network given")):
+                 scores: ScoresFactory | None = None, size_field: tuple[str, Any] = ("model", "the network given"),
+                 parts: Parts | None = None):
         self.config = config.validate()
-        self.device = resolve_device(config.device)
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        self.data = data if data is not None else load_dataset_for(config)
-        c, h, w = self.data.image_shape
-        if self.data.kind != "image":  # augmentation would destroy rows of features or sequences
-            for name in ("crop_padding", "flip_p", "cutout"):
-                if getattr(config, name):
-                    raise ConfigError(name, getattr(config, name), f"0 or none: '{self.data.name}' holds "
-                                                                   f"{self.data.kind}, not images")
-        for name in ("crop_padding", "cutout"):  # larger than the image: training sees only blanks
-            value = getattr(config, name)
-            if value is not None and value > min(h, w):
-                raise ConfigError(name, value, f"at most {min(h, w)} for {h}x{w} images of '{self.data.name}'")
+        parts = parts or build_parts(self.config, data, model, size_field=size_field)
+        self.data, self.task, self.device, self.model = parts.data, parts.task, parts.device, parts.model
         #: how ``model.pt`` rebuilds the network: the config's builder and arguments, or the class of a
         #: network handed in (rebuilt without arguments, or loaded into one: ``load_model(path, model=...)``)
-        self.model_builder: dict[str, Any] = {"builder": config.model, "model_args": dict(config.model_args)}
-        if model is None:
-            def build() -> nn.Module:
-                return build_model(config.model, self.data.input_shape, self.data.num_classes, **config.model_args)
-
-            check_fits(build, self.device, *(("model_args", dict(config.model_args)) if config.model_args
-                                             else ("model", config.model)))
-            model = build()
-        else:
-            if not isinstance(model, nn.Module):
-                factory, data = model, self.data
-                check_fits(lambda: factory(data), self.device, *size_field)
-                model = factory(data)
-            self.model_builder = {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
-        self.model = model
-        if config.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise ConfigError("batch_size", config.batch_size, "at least 2 for a network with batch norm (it cannot "
-                                                               "train on one sample at a time)")
+        self.model_builder, self.channels_last = parts.model_builder, parts.channels_last
         self.grad_clip = grad_clip
-        self.channels_last = config.channels_last and is_convolutional(self.model) and self.data.kind == "image"
-        self.model.to(self.device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         self.weights = list(getattr(self.model, "weight_parameters", self.model.parameters)())  # what SGD updates
-        self.optimizer = make_optimizer(config, self.weights)
+        self.optimizer = make_optimizer(self.config, self.weights)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(self.config, e))
-        strategy = make_strategy(config.metric, config)
         self.proxy_scores = None  # the scoring model of a strategy that needs one (trained once per search, cached)
-        if strategy.needs_scores:
+        if parts.strategy.needs_scores:
             if scores is None:
-                raise ConfigError("metric", strategy.name, "a trainer built by asp_tune.build.build_trainer, which "
-                                                           "trains the proxy model that scores the samples")
-            self.proxy_scores = scores(self)
-        self.selector = ProxySelector(len(self.data.train), config.epochs, strategy, seed=config.seed,
-                                      device=self.device, labels=self.data.train.labels,
-                                      proxy_scores=self.proxy_scores, **vars(config.proxy_settings()))
+                raise ConfigError("metric", parts.strategy.name, "a trainer built by asp_tune.build.build_trainer, "
+                                                                 "which trains the proxy model that scores the samples")
+            self.proxy_scores = scores(self, parts.strategy)
+        self.selector = ProxySelector(len(self.data.train), self.config.epochs, parts.strategy, seed=self.config.seed,
+                                      device=self.device, labels=self.data.train.labels if self.task.has_classes
+                                      else None, proxy_scores=self.proxy_scores, **vars(parts.proxy))
         self.feature_tap = FeatureNormTap(self.model)  # ||h|| into the last layer, for `gradient`
         self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
-        self.train_feeder = make_feeder(self.data.train, self.data, config, self.device, True,
-                                        self.channels_last, config.seed + 1)
-        self.eval_feeders = {
-            split: make_feeder(getattr(self.data, split), self.data, config, self.device, False,
-                               self.channels_last, 0)
-            for split in ("val", "test")
-        }
+        self.train_feeder, self.eval_feeders = parts.train_feeder, parts.eval_feeders
         self.validate_each_epoch = True  # False: records carry NaN val metrics (saves a pass per epoch)
         # a few samples whose importance is recorded every epoch (ASP appendix D's trajectories)
-        picker = torch.Generator().manual_seed(config.seed + 7)
+        picker = torch.Generator().manual_seed(self.config.seed + 7)
         self.tracked = torch.randperm(len(self.data.train), generator=picker)[:TRACKED_SAMPLES].to(self.device)
         self.trajectories: list[dict[str, Any]] = []
         self.epoch = 0
@@ -203,18 +143,18 @@ class Trainer:
         self.model.train()
         track = self.selector.tracks_importance
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        sums: torch.Tensor | int = 0
         trained = 0
         for batch in self.epoch_batches(plan):
             self.feature_tap.norms = None
             out = self.train_step(batch)
             if track:
                 for seen in (out.trained, *out.also_seen):
-                    self.selector.observe(seen.indices, seen.logits.detach(), seen.targets, seen.feature_norms)
+                    self.observe(seen)
             y = out.trained.targets
-            loss_sum += out.loss.detach() * y.numel()
-            correct += (out.trained.logits.detach().argmax(dim=1) == y).sum()
-            trained += y.numel()
+            loss_sum += out.loss.detach() * y.shape[0]
+            sums = sums + self.task.batch_sums(out.trained.logits.detach(), y)
+            trained += y.shape[0]
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         synchronize(self.device)
@@ -228,7 +168,8 @@ class Trainer:
         self.samples_seen += plan.count
         self.epoch += 1
         val_start = time.perf_counter()
-        val_acc, val_loss = self.evaluate("val") if self.validate_each_epoch else (math.nan, math.nan)
+        val_score, val_loss = self.evaluate("val") if self.validate_each_epoch else (math.nan, math.nan)
+        score = self.task.score_name
         self.val_seconds += time.perf_counter() - val_start
         n = self.selector.num_samples
         record = {
@@ -240,9 +181,10 @@ class Trainer:
             "top10_mass": plan.top10_mass,
             "lr": lr,
             "train_loss": train_loss,
-            "train_accuracy": float(correct) / trained,
+            f"train_{score}": self.task.finish(sums, trained)[0] if trained else math.nan,
             "val_loss": val_loss,
-            "val_accuracy": val_acc,
+            f"val_{score}": val_score,
+            "val_score": val_score,
             "epoch_seconds": train_seconds,
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / n,
@@ -254,6 +196,14 @@ class Trainer:
         if track:
             self._record_trajectories(plan)
         return record
+
+    def observe(self, seen: Observed) -> None:
+        """Let the proxy memory learn from a batch a forward pass already ran: its class logits when the
+        task has classes (every statistic), else its per-sample loss."""
+        if self.task.has_classes:
+            self.selector.observe(seen.indices, seen.logits.detach(), seen.targets, seen.feature_norms)
+        else:
+            self.selector.observe(seen.indices, losses=self.task.loss(seen.logits.detach(), seen.targets))
 
     def _record_trajectories(self, plan: EpochPlan) -> None:
         """Memory values of the tracked samples after this epoch, and whether the epoch selected them."""
@@ -298,9 +248,10 @@ class Trainer:
         self.optimizer.step()
 
     def training_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of a batch (label smoothing), each sample weighted by this epoch's
-        selection weight when the plan has weights (unbiased reweighting, InfoBatch rescaling)."""
-        losses = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing, reduction="none")
+        """Mean loss of a batch (the task's: cross-entropy with label smoothing, or squared error), each
+        sample weighted by this epoch's selection weight when the plan has weights (unbiased reweighting,
+        InfoBatch rescaling)."""
+        losses = self.task.loss(logits, y, self.config.label_smoothing)
         if self.sample_weights is not None:
             losses = losses * self.sample_weights[idx]
         return losses.mean()
@@ -311,15 +262,15 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, split: str = "val", indices: torch.Tensor | None = None) -> tuple[float, float]:
-        """(accuracy, mean loss) on ``val`` or ``test`` (only ``indices`` of it when given), in
-        inference mode and evaluation-size batches; never touches the proxy memory."""
+        """(score, mean loss) on ``val`` or ``test`` (only ``indices`` of it when given), in inference mode
+        and evaluation-size batches; never touches the proxy memory. The score is the task's (accuracy
+        for classification, R² for regression)."""
         feeder = self.eval_feeders[split]
         total = feeder.num_samples if indices is None else int(indices.numel())
         if total == 0:
             return float("nan"), float("nan")
         self.model.eval()
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        loss_sum = torch.zeros((), device=self.device)
+        sums: torch.Tensor | int = 0
         batches = feeder.batches(indices, self.config.eval_batch_size)
         if split == "test":  # the one long evaluation, at the end: a bar on a terminal
             import sys
@@ -331,9 +282,8 @@ class Trainer:
         for x, y, _ in batches:
             with autocast(self.device, self.config.amp):
                 logits = self.forward_eval(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
-        return float(correct) / total, float(loss_sum) / total
+            sums = sums + self.task.batch_sums(logits, y)
+        return self.task.finish(sums, total)
 
     def fit(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the remaining epochs, then report test accuracy; returns the run's summary."""
@@ -345,13 +295,17 @@ class Trainer:
         return self.summary(wall_time_s=time.perf_counter() - start)
 
     def summary(self, wall_time_s: float) -> dict[str, Any]:
-        test_acc, test_loss = self.evaluate("test")
+        test_score, test_loss = self.evaluate("test")
         last = self.history[-1] if self.history else {}
+        score = self.task.score_name
+        best = max((r["val_score"] for r in self.history if r["val_score"] == r["val_score"]), default=None)
         return {
-            "final_val_accuracy": last.get("val_accuracy"),
-            "best_val_accuracy": max((r["val_accuracy"] for r in self.history), default=None),
-            "final_test_accuracy": test_acc,
+            "task": self.task.name, "score": score,
+            f"final_val_{score}": last.get("val_score"), "final_val_score": last.get("val_score"),
+            f"best_val_{score}": best, "best_val_score": best,
+            f"final_test_{score}": test_score, "final_test_score": test_score,
             "final_test_loss": test_loss,
+            "constant_test_score": self.task.constant_score(self.data.train.labels, self.data.test.labels),
             "epochs": self.epoch,
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / self.selector.num_samples,
@@ -418,7 +372,7 @@ class Trainer:
         state = {"model": self.model.state_dict(), "config": self.config.to_dict(), **self.model_builder,
                  "image_shape": list(self.data.image_shape), "input_shape": list(self.data.input_shape),
                  "kind": self.data.kind, "classes": list(self.data.classes), "mean": list(self.data.mean),
-                 "std": list(self.data.std)}
+                 "std": list(self.data.std), "task": self.task.name, "outputs": self.data.num_classes}
         state["signature"] = sign_payload(MODEL_FILE_SIGNATURE, model_file_code(state))
         save_state(state, path)
 
@@ -455,7 +409,7 @@ def load_state(path: str | Path, required_key: str, kind: str, hint: str = "") -
     return state
 
 
-INFO_KEYS = ("image_shape", "input_shape", "kind", "classes", "mean", "std")
+INFO_KEYS = ("image_shape", "input_shape", "kind", "classes", "mean", "std", "task", "outputs")
 MODEL_FILE_SIGNATURE = "model file v1"
 
 
@@ -467,6 +421,7 @@ def model_file_code(state: dict[str, Any]) -> dict[str, Any]:
     config = state.get("config") if isinstance(state.get("config"), dict) else {}
     return {"builder": state.get("builder"), "class": state.get("class"), "model_args": state.get("model_args"),
             "input_shape": state.get("input_shape"), "classes": len(state.get("classes") or ()),
+            "outputs": state.get("outputs"),
             "config": {name: config.get(name) for name in import_fields()}}
 
 
@@ -514,11 +469,12 @@ def load_model(path: str | Path, model: nn.Module | None = None, trust: tuple[st
     info = {k: state[k] for k in INFO_KEYS if k in state}
     info.setdefault("input_shape", info["image_shape"])
     info.setdefault("kind", "image")
+    info.setdefault("task", "classification")  # model files from before regression
+    info.setdefault("outputs", len(state.get("classes") or ()))
     if model is None:
-        classes = len(state["classes"])
         if builder is not None:
             try:
-                model = build_model(builder, info["input_shape"], classes, **state.get("model_args", {}))
+                model = build_model(builder, info["input_shape"], int(info["outputs"]), **state.get("model_args", {}))
             except ConfigError as exc:
                 raise AspTuneError(f"model file {path} was written by builder '{builder}', which cannot be used "
                                    f"here: {exc.allowed}") from None
@@ -542,10 +498,12 @@ def load_model(path: str | Path, model: nn.Module | None = None, trust: tuple[st
 @torch.inference_mode()
 def predict(model_file: str | Path | tuple[nn.Module, TrainConfig, dict[str, Any]], inputs: Any,
             batch_size: int = 1024, trust: tuple[str, ...] | list[str] = ()) -> torch.Tensor:
-    """Class probabilities ``(N, classes)`` of a saved model (``model.pt``, or what :func:`load_model`
-    returned) for raw ``inputs`` as the data set holds them (uint8 images, float features or token
-    sequences): the saved preprocessing is applied first. ``trust``: as for :func:`load_model`."""
+    """The predictions of a saved model (``model.pt``, or what :func:`load_model` returned) for raw ``inputs``
+    as the data set holds them (uint8 images, float features or token sequences), the saved preprocessing
+    applied first: class probabilities ``(N, classes)`` for classification, the predicted values
+    ``(N, k)`` for regression. ``trust``: as for :func:`load_model`."""
     from asp_tune.feeding import Normalizer
+    from asp_tune.tasks import TASKS
 
     model, _, info = load_model(model_file, trust=trust) if isinstance(model_file, (str, Path)) else model_file
     x = torch.as_tensor(inputs)
@@ -553,6 +511,7 @@ def predict(model_file: str | Path | tuple[nn.Module, TrainConfig, dict[str, Any
         raise ConfigError("inputs", f"shape {tuple(x.shape)}", f"(N, {', '.join(map(str, info['input_shape']))})")
     device = next(model.parameters()).device
     normalize = Normalizer(info["mean"], info["std"], device, kind=info["kind"])
-    parts = [torch.softmax(model(normalize(x[i:i + batch_size].to(device))).float(), dim=1).cpu()
+    task = TASKS[info["task"]] if info["task"] in TASKS else TASKS["classification"]
+    parts = [task.predict(model(normalize(x[i:i + batch_size].to(device)))).cpu()
              for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts)

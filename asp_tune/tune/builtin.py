@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from asp_tune.imports import search_paths
 from asp_tune.registry import extensions
 from asp_tune.tune.run import KEEP_CHECKPOINTS, SearchJob, SearchResult, experiment_name, run_search  # noqa: F401
-from asp_tune.tune.settings import METRIC, HpoSettings, rung_ratio_values
+from asp_tune.tune.settings import HpoSettings, rung_ratio_values
 from asp_tune.tune.space import SearchSpace
 
 #: Settings a resumed experiment must share with the run that started it.
@@ -48,8 +50,9 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     configuration of the space, under the settings' algorithm and budget."""
     s = settings.validate()
     s.space = absolute_data_dir(s.space)
-    algorithm, ctx = s.algorithm, s.context()
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
+    metric = s.score_metric(arrays is not None and np.asarray(arrays["train_y"]).dtype.kind == "f")
+    algorithm, ctx = s.algorithm, s.context(metric)
     modules = s.user_modules()
     validate_epochs = s.validation_epochs()
 
@@ -72,7 +75,7 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     return SearchJob(
         make_trainable=make_trainable, built=algorithm.build(ctx),
         name=s.name or experiment_name("asp", s.space.name, s.algo, f"r{s.ratio}"),
-        param_names=[p.name for p in s.space.params], epochs=s.epochs, metric=METRIC, mode="max",
+        param_names=[p.name for p in s.space.params], epochs=s.epochs, metric=metric, mode="max",
         num_samples=s.num_samples, max_concurrent=None if algorithm.owns_concurrency else s.max_concurrent,
         total_trials=s.num_samples * s.space.grid_size(), budget=s.budget(), rungs=s.rungs(),
         storage_path=s.storage_path, address=s.address, modules=modules, cpus_per_trial=s.cpus_per_trial,
@@ -104,8 +107,9 @@ def _retrain_one(config: dict[str, Any], threads: int, extensions: dict | None =
     install_extensions(extensions)
     torch.set_num_threads(max(1, threads))
     summary = build_trainer(TrainConfig.from_dict(config)).fit()
-    return {"seed": config["seed"], "score": summary["final_test_accuracy"],
-            "test_accuracy": summary["final_test_accuracy"], "val_accuracy": summary["final_val_accuracy"],
+    score = summary["score"]
+    return {"seed": config["seed"], "score": summary["final_test_score"], f"test_{score}": summary["final_test_score"],
+            f"val_{score}": summary["final_val_score"], "constant_test_score": summary["constant_test_score"],
             "seconds": summary["train_seconds"]}
 
 

@@ -127,7 +127,7 @@ def run_hpo_command(args: argparse.Namespace) -> int:
     s = result.summary
     trust = s.get("proxy_trust") or {}
     mark = "" if not trust.get("measured") else (" (trusted)" if trust["trusted"] else " (UNTRUSTED: see the warning)")
-    print(f"best val {s['best_val_accuracy']} with {s['best_config']}{mark} | {s['num_trials']} trials "
+    print(f"best {s['score_metric']} {s['best_score']:.4f} with {s['best_config']}{mark} | {s['num_trials']} trials "
           f"({s['num_failed']} failed), {s['data_passes_total']:.1f} data passes, {s['wall_time_s']:.1f}s -> {target}")
     return 0
 
@@ -136,7 +136,9 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
     from asp_tune.tune.builtin import compare_settings
     from asp_tune.tune.compare import write_comparison
 
-    return write_comparison(out, compare_settings(settings, ratios, seeds), title, "retrained test accuracy")
+    comparison = compare_settings(settings, ratios, seeds)
+    score = comparison["runs"][1.0].summary["score_metric"].removeprefix("val_")
+    return write_comparison(out, comparison, title, f"retrained test {'R²' if score == 'r2' else score}")
 
 
 @command("compare")

@@ -165,10 +165,11 @@ class SearchProgress(Callback):
     accuracy so far, elapsed time and ETA (Ray's own console output stays off); with ``rungs``, the
     rank agreement of the highest pair of rungs measured so far (``tau``, :mod:`asp_tune.tune.trust`)."""
 
-    def __init__(self, total: int, desc: str = "trials", rungs: tuple[int, ...] | None = None):
+    def __init__(self, total: int, desc: str = "trials", rungs: tuple[int, ...] | None = None,
+                 metric: str = "val_accuracy"):
         from asp_tune.tune.trust import RungRecord
 
-        self.total, self.desc = total, desc
+        self.total, self.desc, self.metric = total, desc, metric
         self.running, self.failed, self.best = 0, 0, float("nan")
         self.trust = None if rungs is None else RungRecord(rungs)
         self._bar = None
@@ -191,7 +192,7 @@ class SearchProgress(Callback):
             self.setup()
         best = "-" if self.best != self.best else f"{self.best:.4f}"
         extra = {} if self.trust is None else {"tau": self.trust.latest()}
-        self._bar.set_postfix(running=self.running, failed=self.failed, best_val=best, **extra, refresh=False)
+        self._bar.set_postfix(running=self.running, failed=self.failed, best=best, **extra, refresh=False)
         self._bar.update(advance)  # redraws at most once per mininterval
 
     def _count_running(self, trials) -> None:
@@ -203,7 +204,7 @@ class SearchProgress(Callback):
         self._show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        value = result.get("val_accuracy")
+        value = result.get(getattr(self, "metric", "val_accuracy"))
         if isinstance(value, (int, float)) and value == value and not (value <= self.best):
             self.best = float(value)
         if self.trust is not None and "epoch" in result:

@@ -243,7 +243,7 @@ def _new_tuner(job: SearchJob, trainable, storage: str):
                  *tracking_callbacks(job.tracking, job.tracking_uri, job.name)]
     tuner = make_tuner(trainable, job.built.param_space, name=job.name, storage=storage, num_samples=job.num_samples,
                        max_concurrent=job.max_concurrent, verbose=job.verbose, max_failures=job.max_failures,
-                       progress=(job.total_trials or job.num_samples, job.label, job.rungs),
+                       progress=(job.total_trials or job.num_samples, job.label, job.rungs, job.metric),
                        search_alg=job.built.searcher, scheduler=job.built.scheduler,
                        time_budget_s=job.budget.get("time_budget_s"), stop=stop, callbacks=callbacks,
                        keep_checkpoints=KEEP_CHECKPOINTS, tune_config_extra=target)

@@ -191,12 +191,22 @@ class HpoSettings:
         found = get_algorithm(self.algo)
         return found if self.early_stop == "none" else found.stopped_by(ALGORITHMS[self.early_stop])
 
-    def context(self) -> Context:
-        """What the algorithm is built for (:meth:`asp_tune.tune.algorithms.Algorithm.build`)."""
+    def context(self, metric: str = METRIC) -> Context:
+        """What the algorithm is built for (:meth:`asp_tune.tune.algorithms.Algorithm.build`), optimising
+        ``metric`` (:meth:`score_metric`)."""
         return Context(self.epochs, num_samples=self.num_samples, max_concurrent=self.max_concurrent,
                        grace_period=self.grace_period, reduction_factor=self.reduction_factor, seed=self.seed,
-                       metric=METRIC, mode="max", param_space=self.space.to_tune(), space=self.space,
+                       metric=metric, mode="max", param_space=self.space.to_tune(), space=self.space,
                        name=self.name or f"asp-{self.space.name}-r{self.ratio}", optuna_storage=self.optuna_storage)
+
+    def score_metric(self, float_targets: bool = False) -> str:
+        """What the search optimises: the validation score of the trials' task (``val_accuracy`` for
+        classification, ``val_r2`` for regression; ``auto`` decides by whether the targets are floats)."""
+        from asp_tune.registry import TASKS
+
+        task = self.trial_config().task
+        name = ("regression" if float_targets else "classification") if task == "auto" else task
+        return f"val_{TASKS[name].score_name}"
 
     def failures_allowed(self) -> int:
         """Retries of a failed trial: ``max_failures``, or by default 3 on a cluster and 0 locally

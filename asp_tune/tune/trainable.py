@@ -25,19 +25,18 @@ from asp_tune.tune.space import SearchSpace
 
 CHECKPOINT_FILE = "trainer.pt"
 
-#: Columns of every report, besides Ray's own.
+#: Columns of every report, besides Ray's own and the scores (``train_*``, ``val_*``: the task's).
 REPORTED = ("epoch", "proxy_ratio", "target_ratio", "selected", "samples_seen", "data_passes", "metric_used",
-            "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds", "train_seconds_total",
-            "val_seconds_total", "coverage", "lr", "top10_mass")
+            "epoch_seconds", "train_seconds_total", "val_seconds_total", "coverage", "lr", "top10_mass")
 
 
 def trial_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """The reported columns of an epoch record; validation metrics only when that epoch validated."""
-    metrics = {k: record[k] for k in REPORTED if k in record}
+    metrics = {k: v for k, v in record.items() if k in REPORTED or k.startswith(("train_", "val_"))}
     metrics["proxy_ratio"] = record["ratio"]
-    if record.get("val_accuracy") != record.get("val_accuracy"):  # NaN: not validated this epoch
-        metrics.pop("val_accuracy", None)
-        metrics.pop("val_loss", None)
+    if record.get("val_loss") != record.get("val_loss"):  # NaN: not validated this epoch
+        for key in [k for k in metrics if k.startswith("val_") and k != "val_seconds_total"]:
+            metrics.pop(key)
     return metrics
 
 
