@@ -24,6 +24,7 @@ from asp_tune.errors import ConfigError
 from asp_tune.feeding import ArrayImageDataset, DeviceFeeder, Feeder, StreamFeeder
 from asp_tune.models import build_model, is_convolutional
 from asp_tune.proxy_settings import ProxySettings
+from asp_tune.registry import STATISTICS
 from asp_tune.sizes import check_fits
 from asp_tune.strategies import SubsetStrategy, make_strategy
 from asp_tune.tasks import Task, task_for
@@ -124,7 +125,8 @@ def build_parts(config: TrainConfig, data: DataBundle | None = None, model: Unio
     if not task.has_classes:  # nothing to balance by
         proxy = dataclasses.replace(proxy, class_balance=False)
     strategy = make_strategy(proxy.metric, proxy)
-    if (strategy.needs_labels or strategy.needs_scores) and not task.has_classes:
+    reads = {need for name in strategy.statistics() for need in STATISTICS[name].needs}
+    if (strategy.needs_labels or strategy.needs_scores or reads - {"loss"}) and not task.has_classes:
         raise ConfigError("metric", config.metric, f"a strategy that needs no classes for the {task.name} task "
                                                    "(random, fixed_random, loss, infobatch, none, auto)")
     return Parts(data, task, device, network, builder, strategy, proxy,
