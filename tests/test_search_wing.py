@@ -1,0 +1,170 @@
+"""One search path for every caller: algorithms from a registry (one of the user's own too), every setting
+declared once and checked through that declaration, the same results whoever runs the search."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from asp_tune import ConfigError
+from asp_tune.constraints import Boolean, Check, Interval, OneOf, declared
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _settings_classes():
+    """Every settings class with declared constraints, and a valid instance of each."""
+    from asp_tune.config import TrainConfig
+    from asp_tune.proxy_settings import ProxySettings
+    from asp_tune.svp_settings import ActiveLearningSettings, CoresetSettings
+    from asp_tune.tune.settings import CompareSettings, CorrelateSettings, HpoSettings
+    from asp_tune.tune.space import parse_space
+    from nas.genotypes import Genotype
+    from nas.settings import EvolutionSettings, NasSettings, RetrainSettings, SeedsSettings
+
+    space = parse_space({"name": "s", "fixed": {"dataset": "digits", "epochs": 3},
+                         "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}})
+    return [ProxySettings(), TrainConfig(), HpoSettings(space=space), CompareSettings(), CorrelateSettings(),
+            CoresetSettings(), ActiveLearningSettings(), EvolutionSettings(), NasSettings(), SeedsSettings(),
+            RetrainSettings(genotype=Genotype.parse("darts_v2"))]
+
+
+def _cases():
+    for settings in _settings_classes():
+        for field, check in declared(type(settings)).items():
+            for bad in check.invalid_examples():
+                yield pytest.param(settings, field, bad, id=f"{type(settings).__name__}.{field}={bad!r}")
+
+
+@pytest.mark.parametrize("settings, field, bad", list(_cases()))
+def test_every_declared_constraint_refuses_its_invalid_values_by_name(settings, field, bad):
+    wrong = dataclasses.replace(settings, **{field: bad})
+    with pytest.raises(ConfigError) as err:
+        wrong.validate() if hasattr(wrong, "validate") else wrong.check_proxy()
+    assert err.value.field == field
+
+
+def test_every_settings_class_declares_its_constraints_and_only_known_kinds():
+    for settings in _settings_classes():
+        found = declared(type(settings))
+        assert found, type(settings).__name__
+        assert all(isinstance(c, (Interval, OneOf, Boolean, Check)) for c in found.values())
+        assert all(c.invalid_examples() for c in found.values())
+
+
+def test_a_range_taken_outside_its_dataclass_is_checked_by_its_declaration():
+    from asp_tune.schedules import RatioSchedule
+    from asp_tune.selection import SelectionRule
+    from asp_tune.strategies import InfoBatchPruning
+    from asp_tune.tune.hypertune import HyperTune
+
+    with pytest.raises(ConfigError, match=r"invalid top10_mass=0.05: allowed a number in \[0.1, 1.0\)"):
+        SelectionRule(top10_mass=0.05)  # accepted before while ProxySettings refused it
+    with pytest.raises(ConfigError, match="invalid temperature=inf"):
+        SelectionRule(temperature=float("inf"))
+    with pytest.raises(ConfigError, match="invalid infobatch_prune=1.0"):
+        InfoBatchPruning(prune=1.0)
+    with pytest.raises(ConfigError, match="invalid reduction_factor=1: allowed an integer >= 2"):
+        HyperTune(9, num_samples=4, eta=1)
+    with pytest.raises(ConfigError, match="invalid ratio_schedule='sometimes'"):
+        RatioSchedule(0.3, 10, "sometimes")
+
+
+def test_the_strategy_flag_is_strategy_everywhere_with_metric_as_its_alias():
+    from asp_tune.cli import build_parser, load_extensions
+
+    load_extensions()
+    for command in ("train", "hpo", "compare", "nas"):
+        extra = {"hpo": ["--space", "s.yaml"], "compare": ["--space", "s.yaml"]}.get(command, [])
+        for flag in ("--strategy", "--metric"):
+            args = build_parser(command).parse_args([command, *extra, flag, "loss", "--out", "x"])
+            assert args.metric == "loss", (command, flag)
+
+
+TOY = textwrap.dedent('''
+    """A search algorithm of the user's own: every configuration to the end, in a fixed order."""
+    from asp_tune.tune.algorithms import RANDOM, Algorithm, Built
+
+
+    def build(ctx):
+        from ray.tune.schedulers import FIFOScheduler
+        from ray.tune.search import BasicVariantGenerator
+
+        return Built(FIFOScheduler(), BasicVariantGenerator(random_state=ctx.seed + 1), dict(ctx.param_space))
+
+
+    IN_ORDER = Algorithm(build, "the toy algorithm of a test")
+''')
+
+
+@pytest.mark.slow
+def test_an_algorithm_of_your_own_runs_through_hpo_by_import_path(tmp_path):
+    (tmp_path / "toy_algos.py").write_text(TOY)
+    space = tmp_path / "s.yaml"
+    space.write_text("name: toy\nfixed: {dataset: digits, model: mlp, epochs: 2, subset: 300}\n"
+                     "params:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
+    run = subprocess.run([sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "toy_algos:IN_ORDER",
+                          "--num-samples", "2", "--strategy", "loss", "--verbose", "0", "--out", "out"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["algo"] == "toy_algos:IN_ORDER" and summary["num_trials"] == 2 and summary["metric"] == "loss"
+    assert summary["proxy_trust"] is None  # it has no rungs: nothing to measure between them
+    assert (tmp_path / ".out.ray").is_dir()  # Ray's experiment beside the results
+
+
+def test_register_algorithm_adds_a_name_the_command_line_lists():
+    from asp_tune.tune.algorithms import ALGORITHMS, RANDOM, get_algorithm, register_algorithm
+
+    register_algorithm("again", RANDOM)
+    try:
+        assert get_algorithm("again") is RANDOM and "again" in ALGORITHMS
+        from asp_tune.cli import build_parser, load_extensions
+
+        load_extensions()
+        assert build_parser("hpo").parse_args(["hpo", "--space", "s", "--algo", "again", "--out", "x"]).algo == "again"
+    finally:
+        ALGORITHMS.unregister("again")
+    with pytest.raises(ConfigError, match="invalid algo='again'"):
+        get_algorithm("again")
+
+
+@pytest.mark.slow
+def test_a_users_trainable_writes_the_same_results_as_the_command_line_and_nothing_in_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    from ray import tune
+
+    import asp_tune.tune
+    from asp_tune.tune.session import ensure_ray
+
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from test_user_trainable import EPOCHS, trainable
+
+        ensure_ray(num_cpus=2)
+        result = asp_tune.tune.search(trainable, {"lr": tune.loguniform(1e-3, 1.0)}, epochs=EPOCHS, ratio=0.5,
+                                      num_samples=4, out=tmp_path / "api")
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    assert not (home / "ray_results").exists()  # Ray's experiment sits beside the results folder
+    assert (tmp_path / ".api.ray").is_dir() and Path(result.summary["experiment_path"]).parent == tmp_path / ".api.ray"
+    written = json.loads((tmp_path / "api" / "summary.json").read_text())
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nfixed: {dataset: digits, model: mlp, epochs: 2, subset: 300}\n"
+                     "params:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
+    from asp_tune.cli import main
+
+    assert main(["hpo", "--space", str(space), "--num-samples", "2", "--verbose", "0", "--out",
+                 str(tmp_path / "cli")]) == 0
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert set(written) == set(cli) and "proxy_trust" in written
+    assert written["proxy_trust"] is not None and written["proxy_trust"]["rungs"] == [1, 3, 4]
+    assert {p.name for p in (tmp_path / "api").iterdir()} >= {"trials.csv", "trial_epochs.csv", "summary.json"}
