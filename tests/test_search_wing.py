@@ -23,7 +23,8 @@ def _settings_classes():
     from asp_tune.config import TrainConfig
     from asp_tune.proxy_settings import ProxySettings
     from asp_tune.svp_settings import ActiveLearningSettings, CoresetSettings
-    from asp_tune.tune.settings import CompareSettings, CorrelateSettings, HpoSettings
+    from asp_tune.tune.compare_settings import CompareSettings, CorrelateSettings
+    from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import parse_space
     from nas.genotypes import Genotype
     from nas.settings import EvolutionSettings, NasSettings, RetrainSettings, SeedsSettings

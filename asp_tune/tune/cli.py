@@ -89,7 +89,7 @@ def add_compare_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Same search and seed at ratio 1.0 (metric none) and each proxy ratio; every run's best "
                      "configuration is retrained on full data. Writes report.md, comparison.csv, comparison.png "
                      "and per-run trials CSVs.")
-    from asp_tune.tune.settings import CompareSettings
+    from asp_tune.tune.compare_settings import CompareSettings
 
     _add_search_flags(p)
     add_arguments(p, CompareSettings)
@@ -100,7 +100,7 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Every configuration of a grid space on full data and at every (ratio, metric), in parallel "
                      "on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
     _add_space_flags(p)
-    from asp_tune.tune.settings import CorrelateSettings
+    from asp_tune.tune.compare_settings import CorrelateSettings
 
     add_arguments(p, CorrelateSettings)
     add_arguments(p, _hpo_settings_class(), only=("ratio_schedule", "max_concurrent"))
@@ -143,7 +143,7 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
 
 @command("compare")
 def run_compare_command(args: argparse.Namespace) -> int:
-    from asp_tune.tune.settings import CompareSettings
+    from asp_tune.tune.compare_settings import CompareSettings
 
     settings = hpo_settings_from_args(args, 1.0)
     compare = CompareSettings(**values_from_args(args, CompareSettings)).validate()
@@ -160,7 +160,7 @@ def run_correlate_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.builtin import correlate_space
     from asp_tune.tune.correlate import write_correlation
 
-    from asp_tune.tune.settings import CorrelateSettings
+    from asp_tune.tune.compare_settings import CorrelateSettings
 
     cells = CorrelateSettings(**values_from_args(args, CorrelateSettings)).validate()
     metrics = cells.strategies

@@ -113,14 +113,12 @@ class SearchSpace:
         return TrainConfig(**{k: v for k, v in values.items() if k in known}).validate()
 
 
-def parse_space(data: Any, name: str = "space") -> SearchSpace:
-    """Validate a search-space mapping; errors name the offending field."""
-    if not isinstance(data, dict):
-        raise ConfigError(name, type(data).__name__, "a mapping with keys name, fixed, params")
-    unknown = set(data) - {"name", "fixed", "params", "description"}
-    if unknown:
-        raise ConfigError(f"{name}: key", sorted(unknown)[0], ["name", "description", "fixed", "params"])
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+#: Integer bounds a Ray sampler (NumPy's int64 generator) can draw between.
+MAX_INT_BOUND = 2**62
+RANGE_TYPES = ("loguniform", "uniform", "int")
+
+
+def _parse_fixed(data: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     fixed = data.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise ConfigError("fixed", fixed, "a mapping of TrainConfig fields")
@@ -130,68 +128,89 @@ def parse_space(data: Any, name: str = "space") -> SearchSpace:
         if key in RUN_FIELDS:
             raise ConfigError(f"fixed.{key}", fixed[key], f"not settable in a space ({', '.join(RUN_FIELDS)} "
                                                            "come from the command's flags)")
-    raw_params = data.get("params") or {}
-    if not isinstance(raw_params, dict) or not raw_params:
-        raise ConfigError("params", raw_params, "a non-empty mapping of parameter -> {type, ...}")
-    nested = raw_params.get("model_args")
+    return fixed
+
+
+def _raw_params(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``params`` mapping, with a nested ``model_args: {NAME: {...}}`` flattened to ``model_args.NAME``."""
+    raw = data.get("params") or {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("params", raw, "a non-empty mapping of parameter -> {type, ...}")
+    nested = raw.get("model_args")
     if isinstance(nested, dict) and "type" not in nested:  # params: {model_args: {width: {...}}}
-        raw_params = {name: spec for key, value in raw_params.items()  # in the order written
-                      for name, spec in ({f"{MODEL_ARGS}{k}": v for k, v in nested.items()}.items()
-                                         if key == "model_args" else ((key, value),))}
-    params = []
-    for pname, spec in raw_params.items():
-        where = f"params.{pname}"
-        if pname.startswith(MODEL_ARGS):
-            if not pname[len(MODEL_ARGS):].isidentifier():
-                raise ConfigError(where, pname, "model_args.NAME with NAME a keyword argument of the builder")
-        elif pname not in fields:
-            raise ConfigError(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
-        if pname in RUN_FIELDS or pname in fixed:
-            raise ConfigError(where, pname, "a field not fixed and not one of " + ", ".join(RUN_FIELDS))
-        if not isinstance(spec, dict) or "type" not in spec:
-            raise ConfigError(where, spec, "a mapping with 'type' and its arguments")
-        ptype = spec["type"]
-        if ptype not in PARAM_TYPES:
-            raise ConfigError(f"{where}.type", ptype, PARAM_TYPES)
-        extra = set(spec) - ({"type", "low", "high"} if ptype in ("loguniform", "uniform", "int") else {"type", "values"})
-        if extra:
-            raise ConfigError(f"{where}", sorted(extra)[0], "keys type, low, high" if ptype in
-                               ("loguniform", "uniform", "int") else "keys type, values")
-        if ptype in ("loguniform", "uniform", "int"):
-            low, high = spec.get("low"), spec.get("high")
-            for bound, v in (("low", low), ("high", high)):
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                    raise ConfigError(f"{where}.{bound}", v, "a finite number")
-                if ptype == "int" and not isinstance(v, int):
-                    raise ConfigError(f"{where}.{bound}", v, "an integer")
-            if not low < high:
-                raise ConfigError(f"{where}.high", high, f"a number > low ({low})")
-            if ptype == "loguniform" and low <= 0:
-                raise ConfigError(f"{where}.low", low, "a number > 0 for loguniform")
-            params.append(Param(pname, ptype, low=low, high=high))
-        else:
-            values = spec.get("values")
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{where}.values", values, "a non-empty list")
-            params.append(Param(pname, ptype, values=tuple(values)))
-    space_name = data.get("name", name)
-    if not (isinstance(space_name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", space_name)):
-        raise ConfigError("name", space_name, "letters, digits, '.', '_' and '-' (at most 100, not starting with "
-                                              "'.'): it names the experiment's folder")
-    space = SearchSpace(space_name, dict(fixed), tuple(params))
-    # both ends of every range and every listed value must make a valid TrainConfig (one parameter
-    # varied at a time from the low corner), so no trial fails on a value the space allows
-    low = {p.name: (p.low if p.type in ("loguniform", "uniform", "int") else p.values[0]) for p in params}
-    samples = [low]
-    for p in params:
-        for value in ((p.high,) if p.type in ("loguniform", "uniform", "int") else p.values[1:]):
-            samples.append({**low, p.name: value})
+        raw = {name: spec for key, value in raw.items()  # in the order written
+               for name, spec in ({f"{MODEL_ARGS}{k}": v for k, v in nested.items()}.items()
+                                  if key == "model_args" else ((key, value),))}
+    return raw
+
+
+def _parse_param(pname: str, spec: Any, fields: dict[str, Any], fixed: dict[str, Any]) -> Param:
+    where = f"params.{pname}"
+    if pname.startswith(MODEL_ARGS):
+        if not pname[len(MODEL_ARGS):].isidentifier():
+            raise ConfigError(where, pname, "model_args.NAME with NAME a keyword argument of the builder")
+    elif pname not in fields:
+        raise ConfigError(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
+    if pname in RUN_FIELDS or pname in fixed:
+        raise ConfigError(where, pname, "a field not fixed and not one of " + ", ".join(RUN_FIELDS))
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(where, spec, "a mapping with 'type' and its arguments")
+    ptype = spec["type"]
+    if ptype not in PARAM_TYPES:
+        raise ConfigError(f"{where}.type", ptype, PARAM_TYPES)
+    extra = set(spec) - ({"type", "low", "high"} if ptype in RANGE_TYPES else {"type", "values"})
+    if extra:
+        raise ConfigError(f"{where}", sorted(extra)[0], "keys type, low, high" if ptype in RANGE_TYPES
+                          else "keys type, values")
+    if ptype not in RANGE_TYPES:
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.values", values, "a non-empty list")
+        return Param(pname, ptype, values=tuple(values))
+    low, high = spec.get("low"), spec.get("high")
+    for bound, v in (("low", low), ("high", high)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ConfigError(f"{where}.{bound}", v, "a finite number")
+        if ptype == "int" and not (isinstance(v, int) and abs(v) < MAX_INT_BOUND):
+            raise ConfigError(f"{where}.{bound}", v, f"an integer of magnitude below 2**62 (what Ray's sampler draws)")
+    if not low < high:
+        raise ConfigError(f"{where}.high", high, f"a number > low ({low})")
+    if ptype == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}.low", low, "a number > 0 for loguniform")
+    return Param(pname, ptype, low=low, high=high)
+
+
+def _check_corners(space: SearchSpace, raw_params: dict[str, Any]) -> None:
+    """Both ends of every range and every listed value must make a valid TrainConfig (one parameter varied
+    at a time from the low corner), so no trial fails on a value the space allows."""
+    low = {p.name: (p.low if p.type in RANGE_TYPES else p.values[0]) for p in space.params}
+    samples = [low] + [{**low, p.name: value} for p in space.params
+                       for value in ((p.high,) if p.type in RANGE_TYPES else p.values[1:])]
     for sample in samples:
         try:
             space.train_config(sample)
         except ConfigError as exc:
             where = f"params.{exc.field}" if exc.field in raw_params else f"fixed.{exc.field}"
             raise ConfigError(where, exc.value, exc.allowed) from None
+
+
+def parse_space(data: Any, name: str = "space") -> SearchSpace:
+    """Validate a search-space mapping; errors name the offending field."""
+    if not isinstance(data, dict):
+        raise ConfigError(name, type(data).__name__, "a mapping with keys name, fixed, params")
+    unknown = set(data) - {"name", "fixed", "params", "description"}
+    if unknown:
+        raise ConfigError(f"{name}: key", sorted(unknown)[0], ["name", "description", "fixed", "params"])
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fixed = _parse_fixed(data, fields)
+    raw_params = _raw_params(data)
+    params = tuple(_parse_param(pname, spec, fields, fixed) for pname, spec in raw_params.items())
+    space_name = data.get("name", name)
+    if not (isinstance(space_name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", space_name)):
+        raise ConfigError("name", space_name, "letters, digits, '.', '_' and '-' (at most 100, not starting with "
+                                              "'.'): it names the experiment's folder")
+    space = SearchSpace(space_name, dict(fixed), params)
+    _check_corners(space, raw_params)
     return space
 
 

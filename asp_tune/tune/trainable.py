@@ -73,31 +73,16 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     add_search_paths(search_paths or ())  # the driver's folders of the user's modules (same machine)
     install_extensions(extensions)  # what the driver registered (models, data sets, strategies, statistics)
     torch.set_num_threads(max(1, threads))
-    params = {p.name: config[p.name] for p in space.params if p.name in config}
-    cfg = space.train_config(params, **run)
-    gpus = _assigned_gpus()
-    if gpus and cfg.device == "auto" and not torch.cuda.is_available():
-        warnings.warn(f"Ray assigned GPU {','.join(gpus)} to this trial but CUDA is not available in its worker: "
-                      "training on the CPU (use --device cuda to make this an error)", stacklevel=2)
-    trainer = build_trainer(cfg, arrays=arrays)
-    checkpoint = get_checkpoint()
-    restored: dict[str, Any] = {}
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-        # what a restored trial continues from, reported with every later epoch (fault-tolerance records)
-        restored = {"restored_epoch": trainer.epoch,
-                    "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}
+    trainer, restored, gpus = _start(config, space, run, arrays, get_checkpoint)
     proxy = trainer.proxy_summary()  # a static proxy's scoring model: its seconds are reported apart
     startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
     where = {"node_id": _node_id(), "assigned_gpus": ",".join(gpus), "device": str(trainer.device),
-             "trial_started_at": started_at, **proxy}
+             "trial_started_at": started_at, **proxy, **restored}
     saved = time.perf_counter()
     while not trainer.done:
         trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
         record = trainer.train_epoch()
-        metrics = {**trial_metrics(record), "startup_seconds": startup, "reported_at": time.time(), **where,
-                   **restored}
+        metrics = {**trial_metrics(record), "startup_seconds": startup, "reported_at": time.time(), **where}
         if not checkpoint_due(trainer.epoch, trainer.done, checkpoint_epochs, time.perf_counter() - saved,
                               checkpoint_every_s):
             report(metrics)
@@ -106,6 +91,26 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
             report(metrics, checkpoint=make_checkpoint(folder))
         saved = time.perf_counter()
+
+
+def _start(config: dict[str, Any], space: SearchSpace, run: dict[str, Any], arrays: dict[str, Any] | None,
+           get_checkpoint: Callable[[], Any]):
+    """The trial's trainer, restored from its checkpoint when Ray gave one (with what it continues from:
+    the epoch and a fingerprint of its memory, reported with every later epoch), and its GPUs."""
+    params = {p.name: config[p.name] for p in space.params if p.name in config}
+    cfg = space.train_config(params, **run)
+    gpus = _assigned_gpus()
+    if gpus and cfg.device == "auto" and not torch.cuda.is_available():
+        warnings.warn(f"Ray assigned GPU {','.join(gpus)} to this trial but CUDA is not available in its worker: "
+                      "training on the CPU (use --device cuda to make this an error)", stacklevel=3)
+    trainer = build_trainer(cfg, arrays=arrays)
+    checkpoint = get_checkpoint()
+    if checkpoint is None:
+        return trainer, {}, gpus
+    with checkpoint.as_directory() as folder:
+        trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    return trainer, {"restored_epoch": trainer.epoch,
+                     "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}, gpus
 
 
 def checkpoint_due(epoch: int, last: bool, epochs: tuple[int, ...] | None, since_s: float, every_s: float) -> bool:
