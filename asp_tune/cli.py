@@ -13,7 +13,7 @@ from asp_tune.commands import (COMMANDS, SUBCOMMANDS, Command, Subcommand, add_o
                                add_train_arguments, add_trust_flag, announce_proxy_model, command, config_from_args,
                                given_fields, results_folder, subcommand, trusted_code)
 from asp_tune.config import TrainConfig, check_file_config, with_params
-from asp_tune.errors import AspTuneError
+from asp_tune.errors import AspTuneError, UserCodeError
 from asp_tune.run_files import MODEL_FILE, SAMPLES_FILE, TRAJECTORIES_FILE
 
 
@@ -77,6 +77,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**base.to_dict(), **given_fields(args, names)})
 
 
+#: A results folder's summary.json is a few kB; far larger is not one.
+MAX_SUMMARY_BYTES = 50_000_000
+
+
 def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     """The training config a results folder or ``summary.json`` describes: a ``train`` run's config,
     or the best configuration of an ``hpo`` (its space's fixed settings plus the best parameters) or
@@ -92,10 +96,14 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     if file.is_dir():
         file = file / "summary.json"
     try:
+        if file.stat().st_size > MAX_SUMMARY_BYTES:
+            raise ValueError(f"larger than {MAX_SUMMARY_BYTES // 1_000_000} MB")
         summary = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError("config", path, f"a results folder or summary.json of asp-tune train, hpo or compare "
                                           f"({type(exc).__name__})") from None
+    if not isinstance(summary, dict):
+        raise ConfigError("config", path, f"a summary.json holding a mapping (it holds a {type(summary).__name__})")
     full = {"ratio": 1.0, "metric": "none", "ratio_schedule": "constant"}
     if isinstance(summary.get("config"), dict):
         values = summary["config"]
@@ -196,12 +204,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM, like Ctrl-C, commits nothing
     try:
         return COMMANDS[args.command](args)
+    except UserCodeError as exc:  # one line naming the code and the step, then that code's own traceback
+        import traceback
+
+        print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return exc.exit_code
     except AspTuneError as exc:
         print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        fault = disk_fault(exc)
+        if fault is None:
+            raise
+        print(f"asp-tune {args.command}: error: {fault}; nothing was committed", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("asp-tune: interrupted; no results were committed", file=sys.stderr)
         return 130
+
+
+def disk_fault(exc: OSError) -> str | None:
+    """One line for a fault of the disk a run writes to (full, over a file-size limit, read-only), else None."""
+    import errno
+
+    reasons = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+               errno.EFBIG: "a file grew past the file-size limit (ulimit -f)", errno.EROFS: "the file system is "
+               "read-only"}
+    if exc.errno not in reasons:
+        return None
+    return f"cannot write {exc.filename or 'a file'}: {reasons[exc.errno]}"
 
 
 def load_extensions() -> None:

@@ -65,7 +65,8 @@ class TrainConfig(ProxySettings):
     dataset: str = option("digits", "data set (digits ships with scikit-learn: offline), or an import path "
                                     "package.module:loader returning (X, y), {'train': (X, y), 'test': (X, y)}, a "
                                     "Dataset with labels or a DataBundle", "data", lambda: tuple(sorted(DATASETS)),
-                        check=Check(lambda name, value: check_name(DATASETS, value, name), ("no-such-data", 3)))
+                        check=Check(lambda name, value: check_name(DATASETS, value, name), ("no-such-data", 3)),
+                        imports=True)
     data_dir: str | None = option(None, "image folder (train/<class>/*.jpg [test/...]), .tar.gz archive "
                                         "or torchvision root", "data")
     download: bool = option(False, "let torchvision download CIFAR", "data", check=Boolean())
@@ -86,12 +87,13 @@ class TrainConfig(ProxySettings):
                          check=Interval(0, None, integer=True))
     task: str = option("auto", "what the network learns: classification, regression, a registered task or an "
                                "import path (auto: classification for integer labels, regression for float targets)",
-                       "data", _task_names, check=Check(_check_task, ("no-such-task", 3)))
+                       "data", _task_names, check=Check(_check_task, ("no-such-task", 3)), imports=True)
     # model and optimisation
     model: str = option("mlp", "network: a registered one, or an import path package.module:builder (called "
                                "builder(input_shape, num_classes, **model_args))", "model and optimisation",
                         lambda: tuple(MODELS),
-                        check=Check(lambda name, value: check_name(MODELS, value, name), ("no-such-model", 3)))
+                        check=Check(lambda name, value: check_name(MODELS, value, name), ("no-such-model", 3)),
+                        imports=True)
     model_args: dict[str, Any] = option(help="keyword arguments of the network's builder, as JSON "
                                              "(e.g. '{\"hidden\": 64}'; a space may search them as model_args.NAME)",
                                         group="model and optimisation", default_factory=dict,

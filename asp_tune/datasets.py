@@ -23,7 +23,7 @@ import torch
 
 from asp_tune.atomic import atomic_write
 from asp_tune.constraints import check_value
-from asp_tune.errors import AspTuneError, ConfigError, DataError
+from asp_tune.errors import AspTuneError, ConfigError, DataError, UserCodeError
 from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
 
@@ -31,9 +31,13 @@ from asp_tune.registry import DATASETS
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 #: Part of the decoded-data cache key: a cache written by an older decoder is not reused.
 DECODE_VERSION = 2
+#: An image above this many pixels is no training image (a decompression bomb, a scan): refused undecoded.
+MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TEST_SPLIT_SEED = 12345  # fixed: the test split never depends on the run's seed
+#: More classes than this per training sample are label ids, not classes (and would build that many names).
+MAX_CLASSES_PER_SAMPLE = 10
 
 
 #: What a data set's inputs are: uint8 ``(N, C, H, W)`` images (normalised per channel, augmented in
@@ -214,12 +218,16 @@ def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") ->
 
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:  # checked before a pixel is decoded
+                raise DataError(f"{name or data}: an image of {im.size[0]} x {im.size[1]} pixels, above the "
+                                f"{MAX_IMAGE_PIXELS // 10**6} million a training image may have; remove it or "
+                                "shrink it")
             im = im.convert("L" if im.mode in GREY_MODES else "RGB")  # grey images keep their one channel
             if image_size is not None and im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)
             array = np.asarray(im, dtype=np.uint8)
             return array[:, :, None] if array.ndim == 2 else array
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{name or data}: not a readable image ({type(exc).__name__}); "
                         "remove it or fix the file") from None
 
@@ -313,6 +321,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ASP_TUNE_CACHE") or Path.home() / ".cache" / "asp_tune").expanduser()
 
 
+def decoded_mismatch(arrays: dict[str, np.ndarray]) -> str | None:
+    """Why decoded arrays (a cache's) cannot be a data set's, or None: arrays missing, inputs and labels of
+    different lengths, labels outside the classes, inputs that are not uint8 images."""
+    if not {"classes", "train_x", "train_y"} <= set(arrays):
+        return "it lacks arrays"
+    for split in ("train", "test"):
+        if f"{split}_x" not in arrays:
+            continue
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.dtype != np.uint8 or x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            return f"its {split} split holds {x.dtype} {x.shape} images and {y.dtype} {y.shape} labels"
+        if y.size and (y.min() < 0 or y.max() >= len(arrays["classes"])):
+            return f"its {split} labels go past its {len(arrays['classes'])} classes"
+    return None
+
+
 def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) -> dict[str, np.ndarray]:
     """Decode an image folder or archive once; later calls read a ``.npz`` cache."""
     st = source.stat()
@@ -326,9 +350,9 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
         try:
             with np.load(cache, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            if {"classes", "train_x", "train_y"} <= set(arrays):
+            problem = decoded_mismatch(arrays)
+            if problem is None:
                 return arrays
-            problem = "it lacks arrays"
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         warnings.warn(f"decoded-data cache {cache} is damaged ({problem}); rebuilding it from {source}",
@@ -545,9 +569,18 @@ def _as_array(values: Any, what: str) -> np.ndarray:
 
 
 def _from_dataset(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, y)`` of a map-style ``Dataset`` whose items are ``(input, label)``."""
+    """``(X, y)`` of a map-style ``Dataset`` whose items are ``(input, label)`` (its size estimated from
+    the first item before the rest are read)."""
+    from asp_tune.sizes import check_memory
+
     try:
-        items = [dataset[i] for i in range(len(dataset))]
+        size = len(dataset)
+        if size < 1:
+            raise DataError(f"{what}: the Dataset holds no samples")
+        first = _as_array(dataset[0][0], what)
+        check_memory(2 * size * max(first.nbytes, 1), f"{what} ({size:,} samples of {first.nbytes:,} bytes)",
+                     "dataset", what)
+        items = [dataset[i] for i in range(size)]
         inputs = np.stack([_as_array(x, what) for x, _ in items])
         labels = np.stack([_as_array(np.asarray(y), what) for _, y in items])
     except (TypeError, ValueError) as exc:
@@ -562,6 +595,12 @@ def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = _from_dataset(value, what)
     else:
         raise DataError(f"{what}: (X, y) arrays or a Dataset with labels, got {type(value).__name__}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"{what}: no samples (the inputs have shape {x.shape})")
+    from asp_tune.sizes import check_memory
+
+    check_memory(2 * (x.nbytes + y.nbytes), f"{what} ({x.shape[0]:,} samples, {x.dtype} {x.shape})", "dataset",
+                 what)
     if not ((y.ndim == 1 and y.dtype.kind in "iu") or (y.ndim in (1, 2) and y.dtype.kind == "f")):
         raise DataError(f"{what}: labels must be integers of shape (N,) (classification) or floats of shape (N,) "
                         f"or (N, k) (regression), got {y.dtype} {y.shape}")
@@ -590,7 +629,12 @@ def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> 
     kwargs = {k: v for k, v in given.items() if takes_all or k in params}
     if data_dir is not None and "data_dir" not in kwargs:
         raise ConfigError("data_dir", data_dir, f"none: the loader of '{name}' takes no data_dir")
-    out = loader(**kwargs)
+    try:
+        out = loader(**kwargs)
+    except AspTuneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's loader: named, with its traceback
+        raise UserCodeError(name, "loading the data", exc) from exc
     if isinstance(out, DataBundle):
         return {"bundle": out}
     classes = None
@@ -611,6 +655,11 @@ def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> 
         return {"classes": np.asarray([], dtype=str), "train_x": train_x, "train_y": train_y, "test_x": test[0],
                 "test_y": test[1]}
     num_classes = int(max(train_y.max(), test[1].max() if len(test[1]) else 0)) + 1
+    if int(min(train_y.min(), test[1].min() if len(test[1]) else 0)) < 0 or \
+            num_classes > max(MAX_CLASSES_PER_SAMPLE * train_y.shape[0], 2):
+        raise DataError(f"{name}: class labels must be 0..K-1 with at most {MAX_CLASSES_PER_SAMPLE} classes per "
+                        f"training sample; got labels from {int(train_y.min())} to {num_classes - 1} for "
+                        f"{train_y.shape[0]:,} samples (float labels are regression targets)")
     classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(num_classes)]
     return {"classes": np.asarray(classes), "train_x": train_x, "train_y": train_y, "test_x": test[0],
             "test_y": test[1]}

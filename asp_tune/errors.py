@@ -41,3 +41,21 @@ class RunInterrupted(AspTuneError):
     """SIGINT or SIGTERM stopped a run; nothing was committed and the run can be resumed."""
 
     exit_code = 130
+
+
+class UserCodeError(AspTuneError):
+    """The user's own code raised (a network's builder, a data loader, the network's first batch): the
+    message names the import path and the step; the user's exception is the cause, so its traceback
+    is kept (the command line prints it under this one line)."""
+
+    exit_code = 1
+
+    def __init__(self, path: Any, step: str, cause: BaseException | None = None, hint: str = ""):
+        self.path, self.step = path, step
+        what = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}" \
+            if cause is not None else ""
+        super().__init__(f"{step} with {path} failed ({what}){'; ' + hint if hint else ''}; the traceback of "
+                         "that code follows")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.step, None))

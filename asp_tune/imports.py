@@ -6,6 +6,7 @@ registrations made in the driver) need on Ray's workers.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -114,6 +115,17 @@ def search_paths(modules: Iterable[ModuleType]) -> list[str]:
         if str(folder) not in paths:
             paths.append(str(folder))
     return paths
+
+
+def add_code_folder(folder: str | Path) -> None:
+    """Let import paths resolve from ``folder`` (a space YAML's, where the user's code sits beside it) before
+    the current folder and after installed packages: inserted just before the current folder's entry, or
+    appended."""
+    folder = str(Path(folder).resolve())
+    if folder in sys.path:
+        return
+    here = [i for i, p in enumerate(sys.path) if p in ("", os.getcwd())]
+    sys.path.insert(here[0], folder) if here else sys.path.append(folder)
 
 
 def add_search_paths(paths: Iterable[str]) -> None:

@@ -85,6 +85,8 @@ class ProxyData(Dataset):
         label_tensor = torch.as_tensor(labels).long() if labels is not None else _find_labels(dataset)
         if label_tensor is not None and label_tensor.numel() != size:
             raise ConfigError("labels", f"{label_tensor.numel()} labels", f"one per sample ({size})")
+        check_value(TrainConfig, "seed", seed)
+        device = _checked_device(device)
         if isinstance(strategy, SubsetStrategy):
             if ratio is not None and abs(ratio - strategy.ratio) > 1e-12:
                 raise ConfigError("ratio", ratio, f"none, or the strategy object's own ({strategy.ratio})")
@@ -132,6 +134,10 @@ class ProxyData(Dataset):
                                               "resume with load_state_dict)")
         if epoch >= self.epochs:
             raise ConfigError("epoch", epoch, f"an epoch below epochs={self.epochs}")
+        if len(self.dataset) != self.selector.num_samples:  # type: ignore[arg-type]
+            raise ConfigError("dataset", f"{len(self.dataset)} samples",  # type: ignore[arg-type]
+                              f"the {self.selector.num_samples} samples it held when the ProxyData was made "
+                              "(make a new ProxyData for a data set that grew or shrank)")
         self.sync()
         self.plan = self.selector.plan(epoch)
         self.epoch = epoch
@@ -173,6 +179,7 @@ class ProxyData(Dataset):
         ``DataLoader(..., sampler=proxy.sampler, drop_last=True)``), for step-based LR schedules such as
         ``OneCycleLR``: ``total_steps=sum(...)``. Where an epoch's size is unknown in advance (InfoBatch),
         the full data set's steps are an upper bound, so a schedule never runs out."""
+        check_value(TrainConfig, "batch_size", batch_size)
         full = math.ceil(len(self) / self.num_replicas)
         sizes = [full if s is None else s for s in self.epoch_sizes()]
         return [s // batch_size if drop_last else len(batch_slices(s, batch_size)) for s in sizes]
@@ -202,15 +209,31 @@ class ProxyData(Dataset):
         if not isinstance(losses, torch.Tensor) or losses.dim() == 0:
             raise ConfigError("losses", type(losses).__name__ if not isinstance(losses, torch.Tensor) else "a scalar",
                               "per-sample losses, shape (batch, ...): compute the loss with reduction='none'")
+        if not losses.is_floating_point():
+            raise ConfigError("losses", str(losses.dtype), "floating-point per-sample losses")
         per_sample = losses if losses.dim() == 1 else losses.flatten(1).mean(dim=1)
-        idx = torch.as_tensor(indices).to(per_sample.device).long()
-        if idx.shape[0] != per_sample.shape[0]:
-            raise ConfigError("indices", f"{idx.shape[0]} indices", f"one per loss ({per_sample.shape[0]})")
+        idx = self._checked_indices(indices, per_sample.shape[0]).to(per_sample.device)
+        _check_batch(logits, targets, per_sample.shape[0])
         if self.selector.tracks_importance:
             self._observe(idx, per_sample.detach(), logits, targets, feature_norms)
         if self.plan.weights is not None:
             per_sample = per_sample * self.plan.weights.to(per_sample.device)[idx].to(per_sample.dtype)
         return per_sample.mean()
+
+    def _checked_indices(self, indices: Any, batch: int) -> torch.Tensor:
+        """The batch's sample indices, one per loss and in range (checked where they are: on the CPU, as a
+        loader yields them, without a device round trip)."""
+        idx = torch.as_tensor(indices)
+        if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool:
+            raise ConfigError("indices", f"{idx.dtype} of shape {tuple(idx.shape)}", "integer sample indices of "
+                                                                                     "shape (batch,)")
+        if idx.shape[0] != batch:
+            raise ConfigError("indices", f"{idx.shape[0]} indices", f"one per loss ({batch})")
+        n = self.selector.num_samples
+        if idx.device.type == "cpu" and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise ConfigError("indices", f"{int(idx.min())}..{int(idx.max())}", f"indices in [0, {n - 1}] (the ones "
+                                                                                   "the loader yields)")
+        return idx.long()
 
     @property
     def _shared(self) -> bool:
@@ -272,7 +295,16 @@ class ProxyData(Dataset):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state`` (from :meth:`state_dict`) left off: the next ``set_epoch``
-        makes the selection an uninterrupted loop would have made."""
+        makes the selection an uninterrupted loop would have made. A state of another data set, or not a
+        ProxyData state at all, is one named error."""
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as exc:
+            raise ConfigError("state_dict", type(state).__name__, f"a ProxyData.state_dict() of a data set of "
+                                                                  f"{self.selector.num_samples} samples "
+                                                                  f"({type(exc).__name__}: {str(exc)[:120]})") from None
+
+    def _load_state(self, state: dict) -> None:
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
         self._pending = [p.to(self.selector.memory.device) for p in state.get("pending", [])]
@@ -350,3 +382,23 @@ def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta
     dropped each epoch, rescaled, with the last ``1 - delta`` of the epochs on all data. A
     :class:`ProxyData`: use its ``sampler``, and ``update(indices, losses)`` for the loss."""
     return ProxyData(dataset, num_epochs, strategy=InfoBatchPruning(prune_ratio, 1.0 - delta), **kwargs)
+
+
+def _checked_device(device: Any) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError("device", device, f"a torch device: cpu, cuda, cuda:N ({str(exc)[:100]})") from None
+
+
+def _check_batch(logits: torch.Tensor | None, targets: torch.Tensor | None, batch: int) -> None:
+    """Logits ``(batch, classes)`` and targets ``(batch,)`` when given (their values are the statistics')."""
+    if logits is not None and (not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch):
+        raise ConfigError("logits", f"shape {tuple(getattr(logits, 'shape', ()))}", f"(batch, classes) with batch "
+                                                                                   f"{batch}, one row per loss")
+    if targets is not None and (not isinstance(targets, torch.Tensor) or targets.shape[:1] != (batch,)):
+        raise ConfigError("targets", f"shape {tuple(getattr(targets, 'shape', ()))}", f"one target per loss "
+                                                                                     f"({batch})")
+    if logits is not None and targets is not None and (targets.dim() != 1 or targets.is_floating_point()):
+        raise ConfigError("targets", f"{targets.dtype} {tuple(targets.shape)}", "integer class labels (batch,) "
+                                                                               "beside logits")

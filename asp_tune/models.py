@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from asp_tune.errors import ConfigError
+from asp_tune.errors import ConfigError, UserCodeError
 from asp_tune.imports import resolve
 from asp_tune.registry import MODELS
 
@@ -97,15 +97,48 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **model
     """The network ``name`` (a registered builder or an import path ``package.module:builder``) for
     samples of ``input_shape`` and ``num_classes`` classes, with the builder's keyword arguments."""
     builder = resolve(MODELS, name, "model")
+    _check_signature(name, builder, model_args)
     try:
         model = builder(tuple(input_shape), num_classes, **model_args)
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise ConfigError("model_args", model_args, f"keyword arguments '{name}' takes ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the builder raised is named below
+        if not _ours(builder):
+            raise UserCodeError(name, "building the network", exc) from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("model_args", model_args, f"arguments '{name}' can build a network with ({first})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError("model", name, f"a builder that returns a torch.nn.Module (it returned {type(model).__name__})")
+    if not any(p.numel() for p in model.parameters()) or any(p.numel() == 0 for p in model.parameters()):
+        raise ConfigError("model_args" if model_args else "model", model_args or name,
+                          "a network whose every layer has at least one unit to train (it has a layer of size 0, or "
+                          "no parameters at all)")
     return model
+
+
+#: What every network builder is called with.
+BUILDER_SIGNATURE = "builder(input_shape, num_classes, **model_args) -> torch.nn.Module"
+
+
+def _ours(builder: Any) -> bool:
+    return str(getattr(builder, "__module__", "")).startswith("asp_tune.")
+
+
+def _check_signature(name: str, builder: Any, model_args: dict[str, Any]) -> None:
+    """A builder that cannot take ``(input_shape, num_classes, **model_args)`` is refused by name, saying
+    what the signature is (a class, a function of the old signature, a number under that name)."""
+    import inspect
+
+    if not callable(builder):
+        raise ConfigError("model", name, f"a callable {BUILDER_SIGNATURE} (it names a {type(builder).__name__})")
+    if isinstance(builder, type) and issubclass(builder, nn.Module):
+        raise ConfigError("model", name, f"a builder function {BUILDER_SIGNATURE}, not the network's class: e.g. "
+                                         f"def build(input_shape, num_classes): return {builder.__name__}(...)")
+    try:
+        inspect.signature(builder).bind((1,), 2, **model_args)
+    except TypeError as exc:
+        raise ConfigError("model_args" if model_args else "model", model_args or name,
+                          f"arguments a builder {BUILDER_SIGNATURE} takes: '{name}' cannot be called so ({exc})") from None
+    except ValueError:  # no signature to read (a builtin): its call says the rest
+        pass
 
 
 def is_convolutional(model: nn.Module) -> bool:

@@ -57,10 +57,14 @@ def plot_selection_frequency(samples: pd.DataFrame, epochs: int, path: Path, cla
     axes[0].hist(counts, bins=np.arange(epochs + 2) - 0.5, color="tab:green")
     axes[0].set(xlabel=f"epochs that selected the sample (of {epochs})", ylabel="samples",
                 title=f"never selected: {(counts == 0).mean():.1%}, every epoch: {(counts == epochs).mean():.1%}")
-    per_class = samples.groupby("label")["times_selected"].mean()
-    axes[1].bar([classes[i] if i < len(classes) else str(i) for i in per_class.index], per_class.values / epochs)
-    axes[1].set(ylabel="mean fraction of epochs selected", title="per class")
-    axes[1].tick_params(axis="x", rotation=45)
+    if samples["label"].dtype.kind in "iu":  # class labels; regression targets have no classes
+        per_class = samples.groupby("label")["times_selected"].mean()
+        axes[1].bar([classes[i] if i < len(classes) else str(i) for i in per_class.index], per_class.values / epochs)
+        axes[1].set(ylabel="mean fraction of epochs selected", title="per class")
+        axes[1].tick_params(axis="x", rotation=45)
+    else:
+        axes[1].scatter(samples["label"], samples["times_selected"] / epochs, s=4)
+        axes[1].set(xlabel="target", ylabel="fraction of epochs selected", title="by target")
     return save_figure(fig, path)
 
 
@@ -132,7 +136,7 @@ def training_pictures(folder: Path, file: Callable[[str], Path], images: np.ndar
     written = [plot_selection_frequency(samples, int(summary["epochs"]), file("selection_frequency.png"), classes)]
     if (folder / TRAJECTORIES_FILE).is_file():  # runs with an importance memory (ASP metrics)
         written.append(plot_trajectories(pd.read_csv(folder / TRAJECTORIES_FILE), file("importance_trajectories.png")))
-    if images is not None and losses is not None:
+    if images is not None and losses is not None and images.ndim == 4 and images.dtype == np.uint8:  # images only
         labels = samples["label"].to_numpy()
         written.append(plot_examples(images, labels, losses, classes, file("examples.png"), per_class=False))
         written.append(plot_examples(images, labels, losses, classes, file("examples_per_class.png"), per_class=True))

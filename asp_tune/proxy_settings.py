@@ -101,7 +101,8 @@ class ProxySettings:
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
                                  "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
                                  "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,
-                         check=Check(check_strategy, ("no-such-strategy", 3)), name="--strategy", aliases=("--metric",))
+                         check=Check(check_strategy, ("no-such-strategy", 3)), name="--strategy", aliases=("--metric",),
+                         imports=True)
     mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
                                 check=OneOf(lambda: MIXTURE_ORDERS))
     mixture_width: float = option(0.125, "std of each metric's Gaussian, as a fraction of the run", GROUP,
@@ -129,7 +130,7 @@ class ProxySettings:
     proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "
                                            "(none: the target network)", STATIC_GROUP, lambda: tuple(MODELS),
                                      check=Check(lambda name, value: value is None or check_name(MODELS, value, name),
-                                                 ("no-such-model", 3)))
+                                                 ("no-such-model", 3)), imports=True)
     proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
                                             "of --epochs)", STATIC_GROUP,
                                       check=Interval(1, None, integer=True, optional=True))

@@ -198,6 +198,9 @@ class FolderLock:
                     owner = json.loads(self.path.read_text())
                 except (OSError, ValueError):
                     owner = None
+                if owner is None and self._stale_empty():
+                    self.path.unlink(missing_ok=True)  # left empty by a run that could not write it (a full disk)
+                    continue
                 if not (isinstance(owner, dict) and isinstance(owner.get("pid"), int) and "host" in owner):
                     raise ConfigError(self.field, str(self.target),
                                       f"a folder whose lock {self.path} asp_tune can read (that file is not "
@@ -211,11 +214,26 @@ class FolderLock:
             except OSError as exc:  # e.g. /proc as root: permitted, yet nothing can be created there
                 raise ConfigError(self.field, str(self.target), f"a place where files can be created ({self.path}: "
                                                                 f"{exc.strerror or exc})") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            except OSError as exc:  # a full disk: no empty lock is left to block the next run
+                self.path.unlink(missing_ok=True)
+                raise ConfigError(self.field, str(self.target), f"a place with room for its lock file ({self.path}: "
+                                                                f"{exc.strerror or exc})") from None
             self.held = True
             return self
         raise ConfigError(self.field, str(self.target), f"a folder whose lock {self.path} can be taken")
+
+    def _stale_empty(self, age_s: float = 30.0) -> bool:
+        """An empty lock file older than ``age_s``: its run died before it could write its owner."""
+        try:
+            info = self.path.lstat()
+        except OSError:
+            return False
+        import stat
+
+        return stat.S_ISREG(info.st_mode) and info.st_size == 0 and time.time() - info.st_mtime > age_s
 
     def release(self) -> None:
         if self.held:
@@ -224,15 +242,26 @@ class FolderLock:
 
 
 def clean_dead_staging(target: Path) -> list[Path]:
-    """Remove ``.NAME.partial-*`` staging folders beside ``target`` whose run has died."""
+    """Remove the staging folders (``.NAME.partial-*``) and locks (``.NAME.lock``) that runs killed outright
+    left beside ``target``, of any results folder there: a run killed with SIGKILL cannot clean up, so the
+    next run in the same place does. Only what is provably asp_tune's and whose process is gone goes."""
     removed = []
-    for folder in target.parent.glob(f".{target.name}.partial-*"):
-        marker = None if folder.is_symlink() else read_marker(folder)
+    for folder in target.parent.glob(".*.partial-*"):
+        marker = None if folder.is_symlink() or not folder.is_dir() else read_marker(folder)
         if marker is None or marker.get("kind") != "staging":
             continue  # not provably ours
         if not process_alive(marker.get("pid"), marker.get("host")):
             remove_listed(folder, marker)  # its files, its marker, the folder if nothing else is there
             removed.append(folder)
+    for lock in target.parent.glob(".*.lock"):
+        try:
+            owner = json.loads(lock.read_text()) if lock.is_file() and not lock.is_symlink() else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(owner, dict) and set(owner) == {"pid", "host"} and isinstance(owner["pid"], int) \
+                and lock.name != f".{target.name}.lock" and not process_alive(owner["pid"], owner["host"]):
+            lock.unlink(missing_ok=True)  # our lock (its exact content), its process gone
+            removed.append(lock)
     return removed
 
 

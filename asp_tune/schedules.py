@@ -44,7 +44,7 @@ class RatioSchedule:
         check_value(ProxySettings, "ratio", self.ratio)
         check_value(ProxySettings, "ratio_schedule", self.kind)
         check_value(TrainConfig, "epochs", self.epochs)
-        object.__setattr__(self, "_ratios", self._per_epoch())  # computed once: ratio_at reads it every epoch
+        object.__setattr__(self, "_steps", ratio_steps(self.kind))  # parsed once; nothing per epoch is stored
 
     def algorithm2(self) -> np.ndarray:
         """The raw per-epoch ratios of Algorithm 2 (before the first-epoch rule)."""
@@ -60,19 +60,32 @@ class RatioSchedule:
             return np.linspace(1.0, 0.01, self.epochs) * 2.0 * self.ratio
         return np.linspace(1.0, 2.0 * self.ratio - 1.0, self.epochs)
 
-    def _per_epoch(self) -> np.ndarray:
+    def ratios(self) -> np.ndarray:
+        """Per-epoch ratios actually used, clipped to (0, 1] (an array of every epoch: made on demand)."""
         r = np.clip(self.algorithm2(), 0.0, 1.0)
         if self.first_epoch_full:
             r[0] = 1.0
-        r.flags.writeable = False
         return r
 
-    def ratios(self) -> np.ndarray:
-        """Per-epoch ratios actually used, clipped to (0, 1] (read-only)."""
-        return self._ratios
-
     def ratio_at(self, epoch: int) -> float:
-        return float(self._ratios[min(epoch, self.epochs - 1)])
+        """The ratio of ``epoch``, computed for that epoch alone (the same number ``ratios()`` holds)."""
+        e = min(epoch, self.epochs - 1)
+        if e == 0 and self.first_epoch_full:
+            return 1.0
+        if self.kind == "constant":
+            value = float(self.ratio)
+        elif self._steps:
+            value = float(self.ratio)
+            for start, ratio in self._steps:
+                if e >= start:
+                    value = ratio
+        else:  # Algorithm 2, as numpy's linspace computes it
+            start, stop = (1.0, 0.01) if self.ratio <= 0.5 else (1.0, 2.0 * self.ratio - 1.0)
+            n = self.epochs
+            value = stop if (n > 1 and e == n - 1) else (e * ((stop - start) / (n - 1)) + start if n > 1 else start)
+            if self.ratio <= 0.5:
+                value *= 2.0 * self.ratio
+        return float(min(max(value, 0.0), 1.0))
 
     def count_at(self, epoch: int, num_samples: int) -> int:
         """Number of samples selected at ``epoch`` out of ``num_samples``; at least 2 (a batch-norm

@@ -57,6 +57,13 @@ class ProxyScores:
                 return f"its {name} holds {tuple(getattr(value, 'shape', ()))} values for {num_samples} samples"
             if name != "features" and value.dim() != 1:
                 return f"its {name} has shape {tuple(value.shape)}, not ({num_samples},)"
+            if not bool(torch.isfinite(value.float()).all()):
+                return f"its {name} holds NaN or infinite values"
+        for name, kind in (("seconds", (int, float)), ("epochs", int), ("model", str), ("val_accuracy", (int, float))):
+            if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
+                return f"its {name} is {getattr(self, name)!r}"
+        if not (0 <= self.seconds < float("inf") and self.epochs >= 1):
+            return f"its seconds ({self.seconds}) or epochs ({self.epochs}) are out of range"
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -65,3 +65,12 @@ def check_fits(build: Callable[[], nn.Module], device: torch.device, field: str,
                                             f"need at least {bytes_needed / GIB:,.1f} GiB to train "
                                             f"(weights, gradients, optimiser state), and {place} has "
                                             f"{free / GIB:,.1f} GiB free")
+
+
+def check_memory(nbytes: int, what: str, field: str, value: Any, share: float = 0.5) -> None:
+    """Refuse, naming ``field``, something that would take more than ``share`` of the host's free memory
+    (``nbytes``): one named error instead of a machine swapping or killed for memory."""
+    free = free_bytes(torch.device("cpu"))
+    if free is not None and nbytes > share * free:
+        raise ConfigError(field, value, f"data that fits in memory: {what} needs {nbytes / GIB:,.1f} GiB, and the "
+                                        f"host has {free / GIB:,.1f} GiB free")

@@ -19,7 +19,7 @@ from asp_tune.assembly import ModelFactory, Parts, build_parts, make_feeder  # n
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast, synchronize
-from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.errors import AspTuneError, ConfigError, UserCodeError
 from asp_tune.memory import FeatureNormTap
 from asp_tune.models import build_model
 from asp_tune.proxy import ProxySelector
@@ -118,6 +118,7 @@ class Trainer:
         self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
         self.train_feeder, self.eval_feeders = parts.train_feeder, parts.eval_feeders
         self.validate_each_epoch = True  # False: records carry NaN val metrics (saves a pass per epoch)
+        self._stepped = False  # the first step names what failed
         # a few samples whose importance is recorded every epoch (ASP appendix D's trajectories)
         picker = torch.Generator().manual_seed(self.config.seed + 7)
         self.tracked = torch.randperm(len(self.data.train), generator=picker)[:TRACKED_SAMPLES].to(self.device)
@@ -147,7 +148,7 @@ class Trainer:
         trained = 0
         for batch in self.epoch_batches(plan):
             self.feature_tap.norms = None
-            out = self.train_step(batch)
+            out = self.train_step(batch) if self._stepped else self._first_step(batch)
             if track:
                 for seen in (out.trained, *out.also_seen):
                     self.observe(seen)
@@ -196,6 +197,27 @@ class Trainer:
         if track:
             self._record_trajectories(plan)
         return record
+
+    def _first_step(self, batch: Any) -> StepOutput:
+        """The run's first step, whose failure is the network not fitting the data (or the user's code
+        failing): named, with the network, the inputs and the step (the user's traceback kept)."""
+        try:
+            out = self.train_step(batch)
+        except AspTuneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a network of the user's: any error is theirs
+            data = self.data
+            hint = (f"the data holds {data.kind} inputs of shape {tuple(data.input_shape)} and the network gets "
+                    f"{data.num_classes} outputs")
+            if data.kind == "tokens":
+                hint += "; integer inputs are fed as token sequences: give float features if they are not tokens"
+            name = self.model_builder.get("builder") or self.model_builder.get("class")
+            if str(self.model_builder.get("builder", "")) in MODELS._builtin:  # noqa: SLF001 - one of ours
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError("model", name, f"a network for this data: {hint} ({first})") from None
+            raise UserCodeError(name, "the first training batch", exc, hint) from exc
+        self._stepped = True
+        return out
 
     def observe(self, seen: Observed) -> None:
         """Let the proxy memory learn from a batch a forward pass already ran: its class logits when the

@@ -27,7 +27,7 @@ from asp_tune.proxy import EpochPlan
 from asp_tune.build import scores_factory
 from asp_tune.trainer import ModelFactory, Observed, StepOutput, Trainer
 from nas.settings import NasSettings
-from nas.spaces import NasSpace
+from nas.spaces import NasSpace, require_images
 
 
 def _set(params: Sequence[nn.Parameter], values: Sequence[torch.Tensor]) -> None:
@@ -165,6 +165,7 @@ class DartsSearch:
 
     def trainer(self, settings: NasSettings, space: NasSpace) -> DartsTrainer:
         def network(data: DataBundle) -> nn.Module:
+            require_images(data)
             return space.continuous_network(settings.channels, settings.num_cells, data.num_classes,
                                             data.image_shape[0])
 

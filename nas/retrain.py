@@ -21,6 +21,7 @@ from asp_tune.trainer import Observed, StepOutput, Trainer
 from nas.checkpoint import train_resumably
 from nas.darts_space import DartsEvalNetwork
 from nas.settings import RetrainSettings
+from nas.spaces import require_images
 
 
 class RetrainTrainer(Trainer):
@@ -28,6 +29,7 @@ class RetrainTrainer(Trainer):
 
     def __init__(self, settings: RetrainSettings, data: DataBundle | None = None):
         def network(loaded: DataBundle) -> DartsEvalNetwork:
+            require_images(loaded, "a DARTS network")
             return DartsEvalNetwork(settings.genotype, settings.channels, settings.layers, loaded.num_classes,
                                     loaded.image_shape[0], auxiliary=settings.auxiliary)
 

@@ -106,3 +106,12 @@ def get_space(name: str) -> NasSpace:
     if name not in _LOADED:
         _LOADED[name] = SPACES[name]()
     return _LOADED[name]
+
+
+def require_images(data: Any, what: str = "a NAS search") -> None:
+    """NAS cells are convolutional: their data must be images with class labels (a named error otherwise,
+    before a network is built)."""
+    if data.kind != "image" or not data.has_classes:
+        held = f"{data.kind}" + ("" if data.has_classes else " with regression targets")
+        raise ConfigError("dataset", data.name, f"images with class labels for {what} (its cells are "
+                                                f"convolutional); '{data.name}' holds {held}")

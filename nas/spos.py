@@ -22,7 +22,7 @@ from asp_tune.schedules import RatioSchedule
 from asp_tune.build import scores_factory
 from asp_tune.trainer import StepOutput, Trainer
 from nas.settings import EvolutionSettings, NasSettings
-from nas.spaces import NasSpace
+from nas.spaces import NasSpace, require_images
 
 
 def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], settings: EvolutionSettings,
@@ -75,6 +75,7 @@ class SposTrainer(Trainer):
         cells = cells or space.default_cells
 
         def supernet(loaded: DataBundle):
+            require_images(loaded)
             return space.single_path_supernet(channels, cells, loaded.num_classes, loaded.image_shape[0])
 
         super().__init__(config, data, supernet, size_field=("channels", channels), **kwargs)

@@ -11,7 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Caches (decoded data, static proxies' scoring models) stay out of the user's home, also in the Ray
 # workers a test session starts (they inherit the environment of the process that starts Ray).
-os.environ["ASP_TUNE_CACHE"] = tempfile.mkdtemp(prefix="asp-tune-test-cache-")
+SESSION_CACHE = tempfile.mkdtemp(prefix="asp-tune-test-cache-")
+os.environ["ASP_TUNE_CACHE"] = SESSION_CACHE
 
 #: Where the stack could write in a home folder (Ray's experiments and token, caches, plot settings).
 HOME_WATCHED = ("ray_results", ".ray", ".cache/asp_tune", ".config/asp_tune", ".cache/matplotlib", ".config/matplotlib", ".cache/torch",
@@ -32,7 +33,22 @@ def home_snapshot(home: Path) -> dict[str, object]:
 # tests/test_zz_home.py checks at the end that the real one is unchanged.
 REAL_HOME = Path.home()
 HOME_BEFORE = home_snapshot(REAL_HOME)
-os.environ["HOME"] = tempfile.mkdtemp(prefix="asp-tune-test-home-")
+SESSION_HOME = tempfile.mkdtemp(prefix="asp-tune-test-home-")
+os.environ["HOME"] = SESSION_HOME
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The temporary home and cache this session made (and only those) go when it ends."""
+    import shutil
+
+    try:
+        import ray
+
+        ray.shutdown()  # its processes write to the temporary home while they run
+    except ImportError:
+        pass
+    for folder in (SESSION_HOME, SESSION_CACHE):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def shared_data_dir() -> Path:

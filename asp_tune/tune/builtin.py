@@ -82,7 +82,8 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
         gpus_per_trial=s.gpus_per_trial, max_failures=s.failures_allowed(), verbose=s.verbose,
         label=f"{s.algo} r={s.ratio}", settings=s.to_dict(), resume_keys=RESUME_FIELDS, summary=summary,
         summarizers={} if algorithm.summary is None else {s.algo: lambda path: algorithm.summary(path, ctx)},
-        sparse_reports=validate_epochs is not None, tracking=s.tracking, tracking_uri=s.tracking_uri)
+        sparse_reports=validate_epochs is not None, tracking=s.tracking, tracking_uri=s.tracking_uri,
+        keep_checkpoints=s.keep_checkpoints)
 
 
 def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False) -> SearchResult:

@@ -78,6 +78,7 @@ class SearchJob:
     summary: dict[str, Any] = field(default_factory=dict)
     summarizers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
     sparse_reports: bool = False  # some reports carry no score (trials validate only where the algorithm reads)
+    keep_checkpoints: bool = False  # a finished search keeps its trials' checkpoints (else only what a resume needs)
     tracking: str = "none"
     tracking_uri: str | None = None
 
@@ -132,7 +133,7 @@ class DataPassBudget:
 def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: str, num_samples: int,
                max_concurrent: int | None, verbose: int, max_failures: int, progress: tuple,
                search_alg=None, scheduler=None, time_budget_s: float | None = None, stop=None,
-               callbacks: list | None = None, keep_checkpoints: int | None = 1,
+               callbacks: list | None = None, checkpoints_to_keep: int | None = 1,
                tune_config_extra: dict[str, Any] | None = None):
     """A Tuner as every asp_tune experiment sets one up: reused workers, Ray's console output only at
     ``verbose`` 2, one progress bar (``progress``: total trials, label, rungs) at ``verbose`` 1."""
@@ -152,7 +153,7 @@ def make_tuner(trainable, param_space: dict[str, Any], *, name: str, storage: st
             verbose=2 if verbose >= 2 else 0,
             callbacks=(callbacks or []) + [FreshTrialLogs()] + bar,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep)),
     )
 
 
@@ -201,7 +202,7 @@ def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
     storage = storage_root(job.storage_path)
     check_location(storage)  # a bad place is one named error, before Ray starts
     if resume:
-        resume = storage_root(resume)  # Ray reads a relative path as a URI
+        resume = storage_root(resume, "resume")  # Ray reads a relative path as a URI
         check_resume_settings(resume, job.settings, job.resume_keys)
     quiet_ray_logs(job.verbose)
     unsigned = signing_problem()
@@ -246,7 +247,7 @@ def _new_tuner(job: SearchJob, trainable, storage: str):
                        progress=(job.total_trials or job.num_samples, job.label, job.rungs, job.metric),
                        search_alg=job.built.searcher, scheduler=job.built.scheduler,
                        time_budget_s=job.budget.get("time_budget_s"), stop=stop, callbacks=callbacks,
-                       keep_checkpoints=KEEP_CHECKPOINTS, tune_config_extra=target)
+                       checkpoints_to_keep=KEEP_CHECKPOINTS, tune_config_extra=target)
     return tuner, experiment
 
 
@@ -273,15 +274,51 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     check_shared_storage(job.storage_path)
     trainable = job.make_trainable()
     start = time.perf_counter()
-    if resume:
-        tuner, experiment = _restored_tuner(job, trainable, resume, resume_unsigned), resume
-    else:
+    if not resume:
         tuner, experiment = _new_tuner(job, trainable, storage)
-    grid = fit_interruptibly(tuner, experiment)
+        grid = fit_interruptibly(tuner, experiment)
+    else:
+        experiment = resume
+        try:
+            grid = fit_interruptibly(_restored_tuner(job, trainable, resume, resume_unsigned), resume)
+        except (AttributeError, KeyError, TypeError, IndexError) as exc:  # Ray reading a state it cannot use
+            raise ConfigError("resume", resume, f"an experiment whose saved state Ray can read "
+                                                f"({type(exc).__name__}: {str(exc)[:160]})") from None
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, job.param_names, job.metric, job.mode, job.epochs)
     summary = _summary(job, trials, histories, wall, grid.experiment_path)
+    summary["experiment"] = settle_experiment(grid.experiment_path, job.keep_checkpoints, job.verbose)
     return SearchResult(trials, summary, histories)
+
+
+CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
+
+
+def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> dict[str, Any]:
+    """After a finished search: drop its trials' checkpoints unless kept (a finished experiment resumes
+    without them: nothing in it runs again), and say where the experiment is and how big it is. Only
+    ``checkpoint_N`` folders Ray made in the trial folders of an experiment asp_tune started go."""
+    from asp_tune.tune.storage import is_uri
+
+    if is_uri(experiment):
+        return {"path": experiment, "checkpoints_kept": True}
+    root = Path(experiment)
+    dropped = 0
+    if not keep_checkpoints and (root / SETTINGS_FILE).is_file() and not root.is_symlink():
+        import shutil
+
+        for trial in (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+            for folder in (c for c in trial.iterdir() if CHECKPOINT_FOLDER.fullmatch(c.name)):
+                if folder.is_dir() and not folder.is_symlink():
+                    shutil.rmtree(folder)  # Ray's own checkpoint folder, in a trial folder of our experiment
+                    dropped += 1
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    if verbose:
+        kept = "its trials' checkpoints kept" if keep_checkpoints else \
+            f"{dropped} trial checkpoints dropped (--keep-checkpoints keeps them)"
+        print(f"[asp-tune] Ray's experiment: {root} ({size / 1e6:,.1f} MB; {kept})", file=sys.stderr)
+    return {"path": str(root), "size_mb": round(size / 1e6, 3), "checkpoints_kept": keep_checkpoints,
+            "checkpoints_dropped": dropped}
 
 
 def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], wall: float,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from asp_tune.errors import ConfigError, RunInterrupted
+from asp_tune.errors import AspTuneError, ConfigError, RunInterrupted
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules: list | None = None) -> None:
@@ -56,7 +56,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         # address="local": a session of our own even when the machine runs a cluster already (a bare
         # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
         protect_ray_token()
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+        try:
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+        except Exception as exc:  # noqa: BLE001 - Ray's own types; its processes could not start here
+            ray.shutdown()
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise AspTuneError(f"Ray could not start on this machine ({type(exc).__name__}: {first}); a full disk, a "
+                               "file-size limit (ulimit -f) or a read-only temporary folder stops its processes "
+                               "(RAY_TMPDIR names another one)") from None
         from asp_tune.tune.reaper import watch
 
         watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
@@ -72,7 +79,12 @@ def protect_ray_token(path: Path | None = None) -> Path:
 
     from asp_tune.atomic import create_private
 
+    if path is None and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or "")  # the user's own choice, as Ray reads it
+    default = path is None
     path = path or Path.home() / ".ray" / "auth_token"
+    if default and not path.exists() and not _writable(path.parent):
+        return _private_token()  # a read-only home: Ray's token in a private temporary folder instead
     if not path.exists() and not path.is_symlink():
         try:
             from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
@@ -80,11 +92,39 @@ def protect_ray_token(path: Path | None = None) -> Path:
             token = generate_new_authentication_token()
         except ImportError:  # Ray moved it: any long random text is a token
             token = secrets.token_hex(32)
-        create_private(path, token.encode())  # False: another search made it at the same moment
+        try:
+            create_private(path, token.encode())  # False: another search made it at the same moment
+        except OSError:
+            if not default:
+                raise
+            return _private_token()  # a read-only home: Ray's token in a private temporary folder instead
     info = path.lstat()  # a link is left as it is: chmod would change the file it names
     if stat.S_ISREG(info.st_mode) and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) \
             and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
         path.chmod(0o600)
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` (or the nearest folder above it that exists) lets this user create files."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _private_token() -> Path:
+    """A new token in a private temporary folder (mode 0700, the file 0600), named to Ray by
+    ``RAY_AUTH_TOKEN_PATH`` for this process and the Ray it starts."""
+    import secrets
+    import tempfile
+
+    from asp_tune.atomic import create_private
+
+    folder = Path(tempfile.mkdtemp(prefix="asp-tune-ray-token-"))
+    path = folder / "auth_token"
+    create_private(path, secrets.token_hex(32).encode())
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    print(f"[asp-tune] {Path.home()} is not writable: Ray's token is kept in {path} for this run", file=sys.stderr)
     return path
 
 

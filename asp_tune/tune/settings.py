@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from asp_tune.config import SELECTION_FIELDS, TrainConfig
-from asp_tune.constraints import Check, Interval, OneOf, check_fields
+from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option, reuse
 from asp_tune.imports import is_import_path, user_modules
@@ -104,7 +104,7 @@ class HpoSettings:
     space: SearchSpace = option(flag=False)
     algo: str = option("asha", "search algorithm: a registered one, or an import path package.module:NAME to an "
                                "asp_tune.tune.algorithms.Algorithm", SEARCH, algorithm_names,
-                       check=Check(check_algorithm, ("nope", 3)))
+                       check=Check(check_algorithm, ("nope", 3)), imports=True)
     ratio: float = reuse(ProxySettings, "ratio", default=SEARCH_RATIO, group=SEARCH,
                          help="sampling ratio (1.0 with --strategy none: full data)")
     ratio_schedule: str = reuse(ProxySettings, "ratio_schedule", group=SEARCH)
@@ -160,6 +160,9 @@ class HpoSettings:
     checkpoint_every_s: float = option(60.0, "a trial checkpoints where its scheduler can pause or stop it, at its "
                                              "last epoch, and once this many seconds passed since its last "
                                              "checkpoint; 0: after every epoch", RAY, check=Interval(0.0, None))
+    keep_checkpoints: bool = option(False, "keep the trials' checkpoints of a finished search (by default only what a "
+                                           "resume needs stays: a finished search needs none)", RAY,
+                                    check=Boolean())
 
     def validate(self) -> "HpoSettings":
         """Every declared constraint, then the rules between fields; returns self."""

@@ -253,6 +253,9 @@ def load_space(path: str | Path) -> SearchSpace:
         raise ConfigError("space", str(path), f"a UTF-8 text file (byte {exc.start} is not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise ConfigError("space", str(path), f"valid YAML ({exc.__class__.__name__}: {exc})") from None
+    from asp_tune.imports import add_code_folder
+
+    add_code_folder(path.resolve().parent)  # import paths in it resolve from its folder, then the current one
     space = parse_space(data, name=path.stem)
     data_dir = space.fixed.get("data_dir")
     if isinstance(data_dir, str) and "://" not in data_dir and not Path(data_dir).expanduser().is_absolute():

@@ -14,11 +14,18 @@ def is_uri(location: str) -> bool:
     return "://" in location
 
 
-def storage_root(storage_path: str | None) -> str:
-    """``storage_path`` ready for Ray: a URI as given, a local path absolute (default ``~/ray_results``)."""
+def storage_root(storage_path: str | None, field: str = "storage_path") -> str:
+    """``storage_path`` ready for Ray: a URI as given, a local path absolute (default ``~/ray_results``);
+    a path through a loop of links is a named error."""
     if storage_path and is_uri(storage_path):
         return storage_path.rstrip("/")
-    return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
+    try:
+        return str(Path(storage_path or Path.home() / "ray_results").expanduser().resolve())
+    except (RuntimeError, OSError, RecursionError) as exc:
+        from asp_tune.errors import ConfigError
+
+        raise ConfigError(field, storage_path, f"a folder path without a loop of links ({type(exc).__name__}: "
+                                               f"{str(exc)[:120]})") from None
 
 
 def ray_filesystem(location: str):

@@ -170,7 +170,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
            grace_period: int = 1, time_budget_s: float | None = None, data_passes_budget: float | None = None,
            seed: int = 0, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, storage_path: str | None = None,
            address: str | None = None, name: str | None = None, out: str | Path | None = None,
-           overwrite: bool = False, resume: str | None = None, verbose: int = 0, **proxy_settings: Any) -> SearchResult:
+           overwrite: bool = False, resume: str | None = None, verbose: int = 0, keep_checkpoints: bool = False,
+           **proxy_settings: Any) -> SearchResult:
     """Run the user's function ``trainable`` over ``param_space`` (Ray Tune domains) on proxy data.
 
     Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
@@ -182,7 +183,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     ``trials.csv``, ``trial_epochs.csv`` and ``summary.json`` (checked before anything runs, written
     only when the search succeeds; Ray's experiment is kept in ``.OUT.ray`` beside it unless
     ``storage_path`` says otherwise). ``resume``: an experiment folder of an interrupted search to
-    finish (from its signed state, as ``asp-tune hpo --resume``)."""
+    finish (from its signed state, as ``asp-tune hpo --resume``). A finished search drops its trials'
+    checkpoints unless ``keep_checkpoints``."""
     storage = experiments_folder(out, storage_path, address)
     job = user_job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, metric=metric, mode=mode,
                    scheduler=scheduler, search_alg=search_alg, num_samples=num_samples, max_concurrent=max_concurrent,
@@ -190,6 +192,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
                    data_passes_budget=data_passes_budget, seed=seed, cpus_per_trial=cpus_per_trial,
                    gpus_per_trial=gpus_per_trial, storage_path=storage, address=address, name=name, verbose=verbose,
                    proxy_settings=proxy_settings)
+    check_value(HpoSettings, "keep_checkpoints", keep_checkpoints)
+    job.keep_checkpoints = keep_checkpoints
     if out is None:
         return run_search(job, resume=resume)
     return search_into(job, out, overwrite=overwrite, resume=resume)[0]
