@@ -1,0 +1,70 @@
+"""What a search leaves behind: only what a resume needs, a named error on a full disk with nothing left, and
+a run that still starts where the home folder cannot be written."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from asp_tune.cli import main
+
+SPACE = ("name: tiny\nfixed: {dataset: digits, model: mlp, epochs: 3, subset: 400}\n"
+         "params:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
+
+
+def test_ray_gets_a_private_token_where_the_home_folder_cannot_hold_one(tmp_path, monkeypatch, capsys):
+    import stat
+
+    from asp_tune.tune.session import protect_ray_token
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".ray").write_text("a file where Ray's folder should be")  # ~/.ray/auth_token cannot be made
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    path = protect_ray_token()
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(path) and path.is_file() and str(home) not in str(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert "is not writable: Ray's token is kept in" in capsys.readouterr().err
+    assert protect_ray_token() == path  # named to Ray already: kept
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_hpo_is_one_named_error_and_the_next_search_works(tmp_path, monkeypatch, capsys):
+    from asp_tune.run_dir import RunDirectory
+
+    (tmp_path / "s.yaml").write_text(SPACE)
+    real = RunDirectory.write_table
+
+    def full(self, name, frame):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
+
+    monkeypatch.setattr(RunDirectory, "write_table", full)
+    args = ["hpo", "--space", str(tmp_path / "s.yaml"), "--algo", "random", "--num-samples", "2", "--verbose", "0",
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no space left on the device; nothing was committed" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+    assert not (tmp_path / ".out.lock").exists()
+    monkeypatch.setattr(RunDirectory, "write_table", real)
+    assert main(args) == 0
+
+
+@pytest.mark.slow
+def test_the_demo_keeps_only_what_a_resume_needs_and_says_where(tmp_path, capsys):
+    assert main(["demo", "--num-samples", "3", "--out", str(tmp_path / "demo")]) == 0
+    err = capsys.readouterr().err
+    assert "Ray's experiment:" in err and "trial checkpoints dropped" in err
+    experiments = tmp_path / ".demo.ray"
+    assert not list(experiments.rglob("checkpoint_*"))
+    size = sum(f.stat().st_size for f in experiments.rglob("*") if f.is_file())
+    assert size < 5e6, size  # 30 trial checkpoints of a wide MLP were about 1 GB
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    settled = summary["runs"]["1.0"]["experiment"]
+    assert settled["checkpoints_kept"] is False and Path(settled["path"]).parent == experiments
