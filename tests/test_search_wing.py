@@ -168,3 +168,54 @@ def test_a_users_trainable_writes_the_same_results_as_the_command_line_and_nothi
     assert set(written) == set(cli) and "proxy_trust" in written
     assert written["proxy_trust"] is not None and written["proxy_trust"]["rungs"] == [1, 3, 4]
     assert {p.name for p in (tmp_path / "api").iterdir()} >= {"trials.csv", "trial_epochs.csv", "summary.json"}
+
+
+def _reports_another(config):
+    from ray import tune
+
+    tune.report({"acc": 0.5, "epoch": 1})
+
+
+def _reports_words(config):
+    from ray import tune
+
+    tune.report({"val_accuracy": "high", "epoch": 1})
+
+
+@pytest.mark.slow
+def test_a_users_trainable_and_arguments_are_checked_at_the_api_edge(tmp_path):
+    import asp_tune.tune
+    from asp_tune.tune.session import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    for bad, says in ((dict(num_samples=0), "invalid num_samples=0"), (dict(cpus_per_trial=64), "invalid cpus_per_trial=64"),
+                      (dict(epochs=0), "invalid epochs=0"), (dict(scheduler="nope"), "invalid scheduler='nope'")):
+        with pytest.raises(ConfigError, match=says):
+            asp_tune.tune.search(_reports_another, {"lr": 0.1}, **{"epochs": 2, **bad})
+    with pytest.raises(ConfigError, match="invalid trainable='no_such_module:fn'"):
+        asp_tune.tune.search("no_such_module:fn", {"lr": 0.1}, epochs=2)
+    with pytest.raises(ConfigError, match="invalid metric='val_accuracy': allowed a score every report"):
+        asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=2, num_samples=1, storage_path=str(tmp_path))
+    with pytest.raises(ConfigError, match="invalid metric='val_accuracy': allowed a number in every report"):
+        asp_tune.tune.search(_reports_words, {"lr": 0.1}, epochs=2, num_samples=1, storage_path=str(tmp_path))
+
+
+def test_import_paths_in_a_space_resolve_from_its_own_folder_first(tmp_path, monkeypatch):
+    from asp_tune.tune.space import load_space
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "near_models.py").write_text("from torch import nn\n\ndef net(input_shape, num_classes):\n"
+                                            "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+    (project / "s.yaml").write_text("name: s\nfixed: {dataset: digits, model: 'near_models:net', epochs: 1}\n"
+                                    "params:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the command runs from another folder
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        space = load_space(project / "s.yaml")
+        assert space.fixed["model"] == "near_models:net"
+        assert str(project) in sys.path
+    finally:
+        sys.modules.pop("near_models", None)

@@ -276,11 +276,11 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     start = time.perf_counter()
     if not resume:
         tuner, experiment = _new_tuner(job, trainable, storage)
-        grid = fit_interruptibly(tuner, experiment)
+        grid = _fit(job, tuner, experiment)
     else:
         experiment = resume
         try:
-            grid = fit_interruptibly(_restored_tuner(job, trainable, resume, resume_unsigned), resume)
+            grid = _fit(job, _restored_tuner(job, trainable, resume, resume_unsigned), resume)
         except (AttributeError, KeyError, TypeError, IndexError) as exc:  # Ray reading a state it cannot use
             raise ConfigError("resume", resume, f"an experiment whose saved state Ray can read "
                                                 f"({type(exc).__name__}: {str(exc)[:160]})") from None
@@ -319,6 +319,25 @@ def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> 
         print(f"[asp-tune] Ray's experiment: {root} ({size / 1e6:,.1f} MB; {kept})", file=sys.stderr)
     return {"path": str(root), "size_mb": round(size / 1e6, 3), "checkpoints_kept": keep_checkpoints,
             "checkpoints_dropped": dropped}
+
+
+def _fit(job: SearchJob, tuner, experiment: str):
+    """``tuner.fit()``; Ray Tune stopping the whole search over what a trainable reported is one named error."""
+    from ray.tune.error import TuneError
+
+    from asp_tune.tune.session import fit_interruptibly
+
+    try:
+        return fit_interruptibly(tuner, experiment)
+    except TuneError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        last = lines[-1][:300] if lines else type(exc).__name__
+        if "did not include the specified metric" in last:
+            raise ConfigError("metric", job.metric, "a score every report of the trainable carries (a report held "
+                                                    f"only: {last.split('Result: ')[-1][:160]})") from None
+        if last.startswith(("TypeError", "ValueError: could not convert")):  # a score that is not a number
+            raise ConfigError("metric", job.metric, f"a number in every report ({last})") from None
+        raise RunFailed(f"Ray Tune stopped the search: {last} (its experiment: {experiment})") from None
 
 
 def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], wall: float,

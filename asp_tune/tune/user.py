@@ -91,7 +91,9 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
 
 def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, knobs: dict[str, Any]) -> None:
     """The API's edge: every argument checked by the declaration the command line's flag uses."""
-    if not callable(trainable) and not isinstance(trainable, str):
+    if isinstance(trainable, str):
+        trainable = import_object(trainable, "trainable")  # named now, not in every trial
+    if not callable(trainable):
         raise ConfigError("trainable", trainable, "a function trainable(config) (or its import path)")
     if not isinstance(param_space, dict):
         raise ConfigError("param_space", type(param_space).__name__, "a mapping of parameter names to Ray Tune "
