@@ -261,15 +261,18 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
 
 
 def _job(trainable: Callable[[dict], None], param_space: dict[str, Any], **kwargs: Any) -> SearchJob:
-    """:func:`user_job` with :func:`search`'s defaults for what ``kwargs`` leaves out."""
+    """:func:`user_job` with :func:`search`'s defaults for what ``kwargs`` leaves out (what is not one of
+    :func:`search`'s own arguments is a proxy setting)."""
     import inspect
 
-    defaults = {k: p.default for k, p in inspect.signature(search).parameters.items()
-                if p.default is not inspect.Parameter.empty and k not in ("out", "overwrite", "resume")}
-    given = {**defaults, **kwargs}
+    own = {k: p.default for k, p in inspect.signature(search).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    given = {**own, **kwargs}
     known = set(inspect.signature(user_job).parameters) - {"trainable", "param_space", "proxy_settings"}
-    return user_job(trainable, param_space, **{k: v for k, v in given.items() if k in known},
-                    proxy_settings={k: v for k, v in given.items() if k not in known})
+    job = user_job(trainable, param_space, **{k: v for k, v in given.items() if k in known},
+                   proxy_settings={k: v for k, v in given.items() if k not in own})
+    job.keep_checkpoints = bool(given["keep_checkpoints"])
+    return job
 
 
 def _user_cell_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str], seed: int,
