@@ -25,13 +25,18 @@ def test_ray_gets_a_private_token_where_the_home_folder_cannot_hold_one(tmp_path
     home.mkdir()
     (home / ".ray").write_text("a file where Ray's folder should be")  # ~/.ray/auth_token cannot be made
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    path = protect_ray_token()
-    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(path) and path.is_file() and str(home) not in str(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert "is not writable: Ray's token is kept in" in capsys.readouterr().err
-    assert protect_ray_token() == path  # named to Ray already: kept
+    previous = os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    try:  # set for the process by the code under test: never left for the tests after this one
+        path = protect_ray_token()
+        assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(path) and path.is_file() and str(home) not in str(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert "is not writable: Ray's token is kept in" in capsys.readouterr().err
+        assert protect_ray_token() == path  # named to Ray already: kept
+    finally:
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        if previous is not None:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = previous
 
 
 @pytest.mark.slow
