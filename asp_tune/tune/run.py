@@ -12,6 +12,7 @@ the trials table, the pick, the proxy's trust, and :func:`search_into`'s results
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -209,8 +210,6 @@ def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
     if unsigned:  # said aloud: this search runs, but its --resume would be refused as unsigned
         print(f"[asp-tune] warning: this search cannot be signed for --resume ({unsigned}); resuming it will "
               "need --resume-unsigned", file=sys.stderr)
-    if job.sparse_reports:
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a scheduler then waits for the next score
     return storage, resume
 
 
@@ -321,6 +320,22 @@ def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> 
             "checkpoints_dropped": dropped}
 
 
+@contextlib.contextmanager
+def _metric_checking(strict: bool):
+    """Ray's check that every report carries the score, on for this search unless its trials validate only
+    where the algorithm reads (a scheduler then waits for the next score); as it was afterwards."""
+    name = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+    previous = os.environ.pop(name, None)
+    if not strict:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+        if previous is not None:
+            os.environ[name] = previous
+
+
 def _fit(job: SearchJob, tuner, experiment: str):
     """``tuner.fit()``; Ray Tune stopping the whole search over what a trainable reported is one named error."""
     from ray.tune.error import TuneError
@@ -328,7 +343,8 @@ def _fit(job: SearchJob, tuner, experiment: str):
     from asp_tune.tune.session import fit_interruptibly
 
     try:
-        return fit_interruptibly(tuner, experiment)
+        with _metric_checking(not job.sparse_reports):
+            return fit_interruptibly(tuner, experiment)
     except TuneError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         last = lines[-1][:300] if lines else type(exc).__name__
