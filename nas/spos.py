@@ -63,7 +63,9 @@ def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], set
                     made += 1
         for child, phase in children.items():
             evaluate(child, phase, generation)
-        population = sorted(set(population) | set(children), key=scored.get, reverse=True)[:settings.population]
+        # ties keep the order architectures were found in (a set's order follows the process's string hashing)
+        population = sorted(dict.fromkeys([*population, *children]), key=scored.get,
+                            reverse=True)[:settings.population]
     return records
 
 

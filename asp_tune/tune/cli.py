@@ -123,7 +123,7 @@ def add_demo_parser(p: argparse.ArgumentParser) -> None:
 @command("hpo")
 def run_hpo_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.builtin import job_from_settings
-    from asp_tune.tune.run import search_into
+    from asp_tune.tune.results import search_into
 
     settings = hpo_settings_from_args(args, args.ratio)
     job = job_from_settings(settings)

@@ -6,8 +6,8 @@ and searcher, the budget), then :func:`run_search`. The command line (``asp-tune
 a user's own trainable gets its job from :func:`asp_tune.tune.search` (:mod:`asp_tune.tune.user`).
 Everything after that is here, once: Ray's session, the experiment folder beside the results (or a
 resume from its signed copy), the progress bar, the signed state, the wall time of all parts,
-the trials table, the pick, the proxy's trust, and :func:`search_into`'s results folder
-(``trials.csv``, ``trial_epochs.csv``, ``summary.json``, ``trust.png``).
+the trials table, the pick and the proxy's trust; :mod:`asp_tune.tune.results` writes the results
+folder (``trials.csv``, ``trial_epochs.csv``, ``summary.json``, ``trust.png``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from asp_tune.errors import ConfigError, RunFailed
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
 from asp_tune.tune.collect import best_trial, collect_trials, plain, proxy_model_seconds, proxy_trust
-from asp_tune.tune.storage import join, make_dirs, ray_filesystem, read_text, storage_root, write_text
+from asp_tune.tune.storage import (SETTINGS_FILE, join, make_dirs, ray_filesystem, read_text,  # noqa: F401
+                                   settle_experiment, storage_root, write_text)
 
 #: Checkpoints a trial keeps (its latest ones); Ray saves the experiment's state at the latest when a
 #: trial has made this many since the last save, so the one a saved state names is on disk.
@@ -38,7 +39,6 @@ KEEP_CHECKPOINTS = 5
 #: Trials reuse a worker process whose resources match (a trainable rebuilds itself from its config
 #: and checkpoint each time, so a reused worker behaves exactly like a fresh one).
 REUSE_ACTORS = True
-SETTINGS_FILE = "asp_tune_settings.json"
 
 
 @dataclass
@@ -290,36 +290,6 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     return SearchResult(trials, summary, histories)
 
 
-CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
-
-
-def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> dict[str, Any]:
-    """After a finished search: drop its trials' checkpoints unless kept (a finished experiment resumes
-    without them: nothing in it runs again), and say where the experiment is and how big it is. Only
-    ``checkpoint_N`` folders Ray made in the trial folders of an experiment asp_tune started go."""
-    from asp_tune.tune.storage import is_uri
-
-    if is_uri(experiment):
-        return {"path": experiment, "checkpoints_kept": True}
-    root = Path(experiment)
-    dropped = 0
-    if not keep_checkpoints and (root / SETTINGS_FILE).is_file() and not root.is_symlink():
-        import shutil
-
-        for trial in (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
-            for folder in (c for c in trial.iterdir() if CHECKPOINT_FOLDER.fullmatch(c.name)):
-                if folder.is_dir() and not folder.is_symlink():
-                    shutil.rmtree(folder)  # Ray's own checkpoint folder, in a trial folder of our experiment
-                    dropped += 1
-    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
-    if verbose:
-        kept = "its trials' checkpoints kept" if keep_checkpoints else \
-            f"{dropped} trial checkpoints dropped (--keep-checkpoints keeps them)"
-        print(f"[asp-tune] Ray's experiment: {root} ({size / 1e6:,.1f} MB; {kept})", file=sys.stderr)
-    return {"path": str(root), "size_mb": round(size / 1e6, 3), "checkpoints_kept": keep_checkpoints,
-            "checkpoints_dropped": dropped}
-
-
 @contextlib.contextmanager
 def _metric_checking(strict: bool):
     """Ray's check that every report carries the score, on for this search unless its trials validate only
@@ -396,31 +366,3 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
     if trust is not None and trust.warning():
         print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
     return summary
-
-
-def write_search(folder, result: SearchResult, settings: dict[str, Any], title: str) -> None:
-    """A search's files in an open results folder (:class:`~asp_tune.run_dir.RunDirectory`): ``trials.csv``,
-    ``trial_epochs.csv``, the settings in the summary, and ``trust.png`` when the proxy's trust was measured."""
-    folder.write_table("trials.csv", result.trials)
-    if result.histories:
-        frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
-        folder.write_table("trial_epochs.csv", pd.concat(frames, ignore_index=True))
-    result.summary["settings"] = settings
-    trust = result.summary.get("proxy_trust")
-    if trust and trust["pairs"]:
-        from asp_tune.plots import plot_rung_agreement
-
-        plot_rung_agreement(trust, folder.file("trust.png"), f"{title}: rank agreement of consecutive rungs")
-
-
-def search_into(job: SearchJob, out: str | Path, overwrite: bool = False, resume: str | None = None,
-                resume_unsigned: bool = False, title: str | None = None) -> tuple[SearchResult, Path]:
-    """:func:`run_search` into the results folder ``out`` (checked and locked before anything runs,
-    committed only when the search succeeds); returns the result and the committed folder."""
-    from asp_tune.run_dir import RunDirectory
-
-    with RunDirectory(str(out), overwrite=overwrite) as folder:
-        result = run_search(job, resume=resume, resume_unsigned=resume_unsigned)
-        write_search(folder, result, jsonable(job.settings), title or job.label)
-        target = folder.commit(result.summary)
-    return result, target

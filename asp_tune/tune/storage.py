@@ -7,7 +7,10 @@ URI); URIs go through pyarrow's file systems, the layer Ray itself uses.
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
+from typing import Any
 
 
 def is_uri(location: str) -> bool:
@@ -198,3 +201,33 @@ def trial_reports(trial: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+#: asp_tune's record of how an experiment was started, beside Ray's files.
+SETTINGS_FILE = "asp_tune_settings.json"
+CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
+
+
+def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> dict[str, Any]:
+    """After a finished search: drop its trials' checkpoints unless kept (a finished experiment resumes
+    without them: nothing in it runs again), and say where the experiment is and how big it is. Only
+    ``checkpoint_N`` folders Ray made in the trial folders of an experiment asp_tune started go."""
+    if is_uri(experiment):
+        return {"path": experiment, "checkpoints_kept": True}
+    root = Path(experiment)
+    dropped = 0
+    if not keep_checkpoints and (root / SETTINGS_FILE).is_file() and not root.is_symlink():
+        import shutil
+
+        for trial in (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+            for folder in (c for c in trial.iterdir() if CHECKPOINT_FOLDER.fullmatch(c.name)):
+                if folder.is_dir() and not folder.is_symlink():
+                    shutil.rmtree(folder)  # Ray's own checkpoint folder, in a trial folder of our experiment
+                    dropped += 1
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    if verbose:
+        kept = "its trials' checkpoints kept" if keep_checkpoints else \
+            f"{dropped} trial checkpoints dropped (--keep-checkpoints keeps them)"
+        print(f"[asp-tune] Ray's experiment: {root} ({size / 1e6:,.1f} MB; {kept})", file=sys.stderr)
+    return {"path": str(root), "size_mb": round(size / 1e6, 3), "checkpoints_kept": keep_checkpoints,
+            "checkpoints_dropped": dropped}

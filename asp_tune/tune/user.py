@@ -34,7 +34,8 @@ from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
 from asp_tune.proxy_settings import ProxySettings
-from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search, search_into
+from asp_tune.tune.results import search_into
+from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, rescaled_budget
 
 #: The trial-config key under which asp_tune passes a trial its proxy settings.
