@@ -81,7 +81,11 @@ class Genotype:
             return KNOWN_GENOTYPES[text.lower()]
         if not text.startswith(("{", "Genotype(")):
             path = Path(text).expanduser()
-            if path.is_file():
+            try:
+                is_file = path.is_file() and path.stat().st_size <= 10_000_000  # a summary is a few kB
+            except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a file
+                is_file = False
+            if is_file:
                 try:
                     text = path.read_text().strip()
                 except (OSError, UnicodeDecodeError) as exc:

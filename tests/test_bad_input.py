@@ -157,6 +157,8 @@ def test_the_search_and_nas_commands_refuse_bad_input_before_anything_runs(here,
     assert main(["nas", "--dataset", "bad_models:features", "--epochs", "1", "--channels", "2", "--cells", "1",
                  "--candidates", "2", "--generations", "0", "--quiet", "--out", "out"]) == 2
     assert "images with class labels for a NAS search" in capsys.readouterr().err
+    assert main(["nas-retrain", "--genotype", "x" * 100_000, "--out", "out"]) == 2  # no file has such a name
+    assert "invalid genotype=" in capsys.readouterr().err
     assert not (here / "out").exists() and not list(here.glob(".out.*"))
     from asp_tune.tune.compare_settings import CorrelateSettings
 
