@@ -137,7 +137,6 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, Any]:
         """Select this epoch's proxy subset, train on it, validate; return the epoch's record."""
-        cfg = self.config
         start = time.perf_counter()
         plan = self.selector.plan(self.epoch)
         self.sample_weights = plan.weights
@@ -156,22 +155,32 @@ class Trainer:
             loss_sum += out.loss.detach() * y.shape[0]
             sums = sums + self.task.batch_sums(out.trained.logits.detach(), y)
             trained += y.shape[0]
+        synchronize(self.device)
+        return self.close_epoch(plan, float(loss_sum), sums, trained, time.perf_counter() - start)
+
+    def close_epoch(self, plan: EpochPlan, loss_sum: float, sums: torch.Tensor | int, trained: int,
+                    train_seconds: float, validation: tuple[float, float, float] | None = None) -> dict[str, Any]:
+        """End an epoch trained on ``plan`` (``loss_sum`` and the task's ``sums`` over ``trained`` samples in
+        ``train_seconds``): step the schedule, validate (unless ``validation`` gives the score, loss and
+        seconds), and return the epoch's record. :class:`~asp_tune.pack.Pack` ends its members' epochs here."""
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        synchronize(self.device)
         trained = max(trained, 1)
-        train_loss = float(loss_sum) / trained
+        train_loss = loss_sum / trained
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} at epoch {self.epoch + 1} "
-                                   f"(lr={cfg.lr}); lower the learning rate")
-        train_seconds = time.perf_counter() - start
+                                   f"(lr={self.config.lr}); lower the learning rate")
         self.train_seconds += train_seconds
         self.samples_seen += plan.count
         self.epoch += 1
         val_start = time.perf_counter()
-        val_score, val_loss = self.evaluate("val") if self.validate_each_epoch else (math.nan, math.nan)
+        if validation is not None:
+            val_score, val_loss, val_seconds = validation
+        else:
+            val_score, val_loss = self.evaluate("val") if self.validate_each_epoch else (math.nan, math.nan)
         score = self.task.score_name
-        self.val_seconds += time.perf_counter() - val_start
+        val_constant = self.constant_score("val") if self.validate_each_epoch else math.nan
+        self.val_seconds += time.perf_counter() - val_start if validation is None else val_seconds
         n = self.selector.num_samples
         record = {
             "epoch": self.epoch,
@@ -186,6 +195,7 @@ class Trainer:
             "val_loss": val_loss,
             f"val_{score}": val_score,
             "val_score": val_score,
+            "val_constant": val_constant,
             "epoch_seconds": train_seconds,
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / n,
@@ -194,7 +204,7 @@ class Trainer:
             "val_seconds_total": self.val_seconds,
         }
         self.history.append(record)
-        if track:
+        if self.selector.tracks_importance:
             self._record_trajectories(plan)
         return record
 
@@ -283,6 +293,15 @@ class Trainer:
         return self.model(x)
 
     @torch.inference_mode()
+    def constant_score(self, split: str = "val") -> float:
+        """The score of the task's constant predictor on ``split`` (chance accuracy, R² about 0): what a run
+        that learnt nothing scores (computed once per split)."""
+        cached = self.__dict__.setdefault("_constant_scores", {})
+        if split not in cached:
+            cached[split] = self.task.constant_score(self.data.train.labels, getattr(self.data, split).labels)
+        return cached[split]
+
+    @torch.inference_mode()
     def evaluate(self, split: str = "val", indices: torch.Tensor | None = None) -> tuple[float, float]:
         """(score, mean loss) on ``val`` or ``test`` (only ``indices`` of it when given), in inference mode
         and evaluation-size batches; never touches the proxy memory. The score is the task's (accuracy
@@ -327,7 +346,7 @@ class Trainer:
             f"best_val_{score}": best, "best_val_score": best,
             f"final_test_{score}": test_score, "final_test_score": test_score,
             "final_test_loss": test_loss,
-            "constant_test_score": self.task.constant_score(self.data.train.labels, self.data.test.labels),
+            "constant_test_score": self.constant_score("test"),
             "epochs": self.epoch,
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / self.selector.num_samples,

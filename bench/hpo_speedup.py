@@ -1,5 +1,9 @@
 """HPO speed-up: the same ASHA search on full data and at r = 0.3 and 0.1, picks retrained on full data.
 
+Each proxy ratio runs twice: proxy-only (``--decide proxy --min-first-rung-steps 0``: the best proxy score
+picks, as before full data decided) and the default (the first rung lengthened to 16 optimiser steps,
+the top rung on all the data, the pick made there), so the price of checking on full data is seen.
+
     python bench/hpo_speedup.py --quick      # ResNet-8, 3k CIFAR-10 images, 2 CPU cores (~10 min)
     python bench/hpo_speedup.py              # trials of a minute or more each on the CPU (~15 min with --retrain-seeds 1)
     python bench/hpo_speedup.py --device cuda --gpus-per-trial 0.5 --subset 0
@@ -34,9 +38,15 @@ from asp_tune.tune.session import ensure_ray  # noqa: E402
 from asp_tune.tune.settings import HpoSettings  # noqa: E402
 from asp_tune.tune.space import SearchSpace, load_space  # noqa: E402
 
-RATIOS = (1.0, 0.3, 0.1)
-TARGETS = {0.3: 0.45, 0.1: 0.25}  # quick mode
+#: (ratio, who decides): the full-data search, then each proxy ratio proxy-only and with full data deciding.
+SEARCHES = ((1.0, "proxy"), (0.3, "proxy"), (0.3, "full"), (0.1, "proxy"), (0.1, "full"))
+TARGETS = {0.3: 0.45, 0.1: 0.25}  # quick mode, proxy-only
 FULL_TARGETS = {0.1: 0.15}  # trials of a minute or more
+
+
+def label(search: tuple[float, str]) -> str:
+    ratio, decide = search
+    return "1.0" if ratio == 1.0 else f"{ratio} {'full decides' if decide == 'full' else 'proxy-only'}"
 
 
 def warm_up(workers: int) -> None:
@@ -93,62 +103,80 @@ def main() -> int:
                        storage_path=str(Path(args.out_dir or REPO / "bench" / "results") / "ray"))
     ensure_ray()
     warm_up(args.max_concurrent)
-    runs: dict[float, list[dict]] = {r: [] for r in RATIOS}
+    runs: dict[str, list[dict]] = {label(x): [] for x in SEARCHES}
     for repeat in range(args.repeats):
-        order = RATIOS if repeat % 2 == 0 else tuple(reversed(RATIOS))
-        for r in order:
+        order = SEARCHES if repeat % 2 == 0 else tuple(reversed(SEARCHES))
+        for r, decide in order:
             settings = dataclasses.replace(base, ratio=r, metric="none" if r == 1.0 else args.metric,
-                                           ratio_schedule="constant" if r == 1.0 else args.ratio_schedule)
+                                           ratio_schedule="constant" if r == 1.0 else args.ratio_schedule,
+                                           decide=decide, min_first_rung_steps=0 if decide == "proxy" else
+                                           HpoSettings.min_first_rung_steps)
             s = run_hpo(settings).summary
             t = s["trial_seconds"]
-            other = max(0.0, s["wall_time_s"] - sum(t.values()) / args.max_concurrent)
-            runs[r].append({"repeat": repeat, "wall_time_s": s["wall_time_s"], "data_passes": s["data_passes_total"],
-                            "startup_s": t["startup"], "training_s": t["training"], "validation_s": t["validation"],
-                            "other_s": other, "best_config": s["best_config"],
-                            "first_epoch_full": s["first_epoch_full"], "metric": s["metric"],
-                            "ratio_schedule": s["ratio_schedule"]})
-            print(f"repeat {repeat} r={r}: wall {s['wall_time_s']:.1f} s, {s['data_passes_total']:.2f} passes, "
-                  f"trial start-up {t['startup']:.1f} s, training {t['training']:.1f} s, validation "
+            other = max(0.0, s["search_wall_time_s" if "search_wall_time_s" in s else "wall_time_s"]
+                        - sum(t.values()) / args.max_concurrent)
+            full = s.get("full_data") or {}
+            runs[label((r, decide))].append({
+                "repeat": repeat, "wall_time_s": s["wall_time_s"], "data_passes": s["data_passes_total"],
+                "startup_s": t["startup"], "training_s": t["training"], "validation_s": t["validation"],
+                "other_s": other, "best_config": s["best_config"], "first_epoch_full": s["first_epoch_full"],
+                "metric": s["metric"], "ratio_schedule": s["ratio_schedule"], "decided_by": s["decided_by"],
+                "full_data_share": (full.get("cost") or {}).get("share_of_wall"),
+                "first_rung_change": s.get("first_rung_change"), "kendall_tau": full.get("kendall_tau")})
+            print(f"repeat {repeat} {label((r, decide))}: wall {s['wall_time_s']:.1f} s, {s['data_passes_total']:.2f} "
+                  f"passes, trial start-up {t['startup']:.1f} s, training {t['training']:.1f} s, validation "
                   f"{t['validation']:.1f} s, other {other:.1f} s", flush=True)
     seeds = list(range(args.retrain_seeds or (2 if args.quick else 3)))
     rows = []
-    full_wall = np.mean([x["wall_time_s"] for x in runs[1.0]])
-    full_passes = np.mean([x["data_passes"] for x in runs[1.0]])
+    full_wall = np.mean([x["wall_time_s"] for x in runs["1.0"]])
+    full_passes = np.mean([x["data_passes"] for x in runs["1.0"]])
     retrained = {}
-    for r in RATIOS:
-        pick = runs[r][-1]["best_config"]
+    for name in runs:
+        pick = runs[name][-1]["best_config"]
         res = retrain_full_data(space, pick, int(fixed["epochs"]), seeds, args.device, 1.0, args.gpus_per_trial)
-        retrained[r] = [x["test_accuracy"] for x in res]
-    for r in RATIOS:
-        wall = np.mean([x["wall_time_s"] for x in runs[r]])
-        mean = lambda key: float(np.mean([x[key] for x in runs[r]]))  # noqa: E731
-        paired = [x["wall_time_s"] / f["wall_time_s"] for x, f in zip(runs[r], runs[1.0])]  # same repeat
-        gap = 100 * (np.mean(retrained[1.0]) - np.mean(retrained[r]))
-        rows.append({"ratio": r, "wall_s": float(wall), "wall_s_per_repeat": [x["wall_time_s"] for x in runs[r]],
+        retrained[name] = [x["test_accuracy"] for x in res]
+    for (r, decide), name in ((x, label(x)) for x in SEARCHES):
+        wall = np.mean([x["wall_time_s"] for x in runs[name]])
+        mean = lambda key: float(np.mean([x[key] for x in runs[name]]))  # noqa: E731
+        paired = [x["wall_time_s"] / f["wall_time_s"] for x, f in zip(runs[name], runs["1.0"])]  # same repeat
+        gap = 100 * (np.mean(retrained["1.0"]) - np.mean(retrained[name]))
+        shares = [x["full_data_share"] for x in runs[name] if x["full_data_share"] is not None]
+        rows.append({"search": name, "ratio": r, "decide": decide, "wall_s": float(wall),
+                     "full_data_share": float(np.mean(shares)) if shares else None,
+                     "wall_s_per_repeat": [x["wall_time_s"] for x in runs[name]],
                      "wall_ratio": float(np.median(paired)), "wall_ratio_min": float(np.min(paired)),
                      "wall_ratio_max": float(np.max(paired)), "wall_ratio_per_repeat": paired,
                      "wall_ratio_of_means": float(wall / full_wall), "data_pass_ratio": mean("data_passes") / full_passes,
                      "startup_s": mean("startup_s"), "training_s": mean("training_s"),
                      "validation_s": mean("validation_s"), "other_s": mean("other_s"),
                      "retrained_test_mean": float(np.mean(retrained[r])), "retrained_test_std": float(np.std(retrained[r])),
-                     "accuracy_gap_points": float(gap), "best_config": runs[r][-1]["best_config"],
-                     "wall_target": targets.get(r), "first_epoch_full": runs[r][-1]["first_epoch_full"]})
+                     "accuracy_gap_points": float(gap), "best_config": runs[name][-1]["best_config"],
+                     "wall_target": targets.get(r) if decide == "proxy" else None,
+                     "first_epoch_full": runs[name][-1]["first_epoch_full"],
+                     "first_rung_change": runs[name][-1]["first_rung_change"]})
     lines = [f"HPO speed-up: {space.name}, ASHA, {base.num_samples} trials x {fixed['epochs']} epochs, proxies "
-             f"{args.ratio_schedule} / {runs[0.1][-1]['metric']}, "
+             f"{args.ratio_schedule} / {runs[label(SEARCHES[-1])][-1]['metric']}, "
              f"{args.max_concurrent} at a time, subset {fixed.get('subset')}, {args.repeats} repeats in alternating "
              "order (Ray started and warmed up first)", "",
-             "| r | wall s (mean) | median wall ratio [min, max] (target) | data-pass ratio | trial start-up s | "
-             "training s | validation s | other s | retrained test % (gap) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| search | wall s (mean) | median wall ratio [min, max] (target) | data-pass ratio | full-data share | "
+             "trial start-up s | training s | validation s | other s | retrained test % (gap) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
         target = f" (<= {x['wall_target']}: {'met' if x['wall_ratio'] <= x['wall_target'] else 'not met'})" \
             if x["wall_target"] else ""
-        lines.append(f"| {x['ratio']} | {x['wall_s']:.1f} | {x['wall_ratio']:.3f} [{x['wall_ratio_min']:.3f}, "
-                     f"{x['wall_ratio_max']:.3f}]{target} | {x['data_pass_ratio']:.3f} | "
+        share = "" if x["full_data_share"] is None else f"{100 * x['full_data_share']:.0f}%"
+        lines.append(f"| {x['search']} | {x['wall_s']:.1f} | {x['wall_ratio']:.3f} [{x['wall_ratio_min']:.3f}, "
+                     f"{x['wall_ratio_max']:.3f}]{target} | {x['data_pass_ratio']:.3f} | {share} | "
                      f"{x['startup_s']:.1f} | {x['training_s']:.1f} | {x['validation_s']:.1f} | {x['other_s']:.1f} | "
                      f"{100 * x['retrained_test_mean']:.2f} ± {100 * x['retrained_test_std']:.2f} "
                      f"({x['accuracy_gap_points']:+.2f}) |")
-    lines.append("\nStart-up, training and validation are summed over trials; other = wall - their sum / "
-                 "concurrency (Ray scheduling, checkpoints, reports).")
+    lines.append("\nStart-up, training and validation are summed over trials; other = the search's wall - their sum / "
+                 "concurrency (Ray scheduling, checkpoints, reports). Full-data share: the part of the wall time the "
+                 "full-data top rung and any audit took (summary.json, full_data.cost).")
+    changes = {x["search"]: x["first_rung_change"] for x in rows if x["first_rung_change"]}
+    for name, change in changes.items():
+        lines.append(f"{name}: the first rung was lengthened from {change['steps'][0]} to {change['steps'][1]} optimiser "
+                     f"steps (grace period {change['grace_period'][1]}, ratio {change['ratio'][1]:g}).")
     text = "\n".join(lines)
     print(text)
     name = "hpo_speedup" + ("-quick" if args.quick else "") + (
@@ -156,7 +184,7 @@ def main() -> int:
         "" if args.first_epoch_full == "auto" else f"-first-epoch-full-{args.first_epoch_full}")
     path = write_results(name, {"machine": machine(), "space": space.name, "fixed": fixed,
                                 "num_samples": base.num_samples, "rows": rows,
-                                "runs": {str(r): v for r, v in runs.items()}}, args.out_dir)
+                                "runs": runs}, args.out_dir)
     path.with_suffix(".txt").write_text(text + "\n")
     print(f"wrote {path}")
     return 0

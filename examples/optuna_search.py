@@ -1,8 +1,11 @@
-"""An Optuna study whose objective trains on proxy data, pruned by Optuna's HyperbandPruner.
+"""An Optuna study whose objective trains on proxy data, pruned by Optuna's HyperbandPruner, finished on
+full data.
 
 Each trial trains the tabular MLP of ``tabular_mlp.py`` on 30% of the data per epoch, reports its
 validation accuracy every epoch and stops when the pruner says so. ``first_epoch_full=False``: a
 trial that is pruned early never pays for a full pass over the data (never-seen samples first).
+Then ``asp_tune.tune.audit_study`` trains the study's best trials and some drawn at random on all the
+data: the pick is the best there, and the proxy's rank agreement with full data is measured.
 
     python examples/optuna_search.py
 """
@@ -13,19 +16,21 @@ import torch.nn.functional as F
 from torch import nn
 
 import asp_tune
+import asp_tune.tune
 from tabular_mlp import test_x, test_y, train_set
 
 EPOCHS, RATIO = 8, 0.3
 val_x, val_y = test_x[:1000], test_y[:1000]
 
 
-def objective(trial: optuna.Trial) -> float:
-    lr = trial.suggest_float("lr", 1e-4, 3e-1, log=True)
-    width = trial.suggest_int("width", 16, 256, log=True)
-    torch.manual_seed(trial.number)
-    model = nn.Sequential(nn.Linear(40, width), nn.ReLU(), nn.Linear(width, 4))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=RATIO, first_epoch_full=False, seed=trial.number)
+def train(params: dict, ratio: float, seed: int, trial: optuna.Trial | None = None) -> float:
+    """Train the MLP with ``params`` on ``ratio`` of the data per epoch; its last validation accuracy."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(40, params["width"]), nn.ReLU(), nn.Linear(params["width"], 4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"])
+    strategy = "auto" if ratio < 1 else "none"
+    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio, strategy=strategy, first_epoch_full=False,
+                               seed=seed)
     loader = proxy.loader(batch_size=128)
     for epoch in range(EPOCHS):
         proxy.set_epoch(epoch)
@@ -37,11 +42,17 @@ def objective(trial: optuna.Trial) -> float:
             optimizer.step()
         with torch.no_grad():
             accuracy = float((model(val_x).argmax(1) == val_y).float().mean())
-        trial.set_user_attr("data_passes", proxy.describe()["data_passes"])
-        trial.report(accuracy, epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
+        if trial is not None:
+            trial.set_user_attr("data_passes", proxy.describe()["data_passes"])
+            trial.report(accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
     return accuracy
+
+
+def objective(trial: optuna.Trial) -> float:
+    params = {"lr": trial.suggest_float("lr", 1e-4, 3e-1, log=True), "width": trial.suggest_int("width", 16, 256, log=True)}
+    return train(params, RATIO, trial.number, trial)
 
 
 if __name__ == "__main__":
@@ -52,5 +63,10 @@ if __name__ == "__main__":
     study.optimize(objective, n_trials=16)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     passes = sum(t.user_attrs.get("data_passes", 0) for t in study.trials)
-    print(f"best {study.best_value:.4f} with {study.best_params}; {len(pruned)} of 16 trials pruned; "
+    print(f"proxy: best {study.best_value:.4f} with {study.best_params}; {len(pruned)} of 16 trials pruned; "
           f"{passes:.1f} data passes in all (full data, no pruning: {16 * EPOCHS})")
+    audit = asp_tune.tune.audit_study(study, lambda params: train(params, 1.0, seed=0))
+    print(f"full data: best {audit.best_full_score:.4f} with {audit.best_params} ({len(audit.table)} trials trained "
+          f"on full data, {len(audit.table) * EPOCHS} data passes; pick changed: {audit.pick_changed}); {audit.line()}")
+    for line in audit.warnings():
+        print(f"warning: {line}")

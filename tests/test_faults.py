@@ -57,10 +57,11 @@ def wait_for(condition, timeout_s: float, what: str):
 
 
 def hpo_command(space: Path, storage: Path, out: Path, *extra: str) -> list[str]:
-    # random search checkpoints a trial only at its end and on the interval: a second here
+    # random search checkpoints a trial only at its end and on the interval: a second here; the pick is the
+    # proxy's unless ``extra`` asks for full data (an audit of 1000-epoch trials is a test of its own)
     return [sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "random", "--ratio", "0.5",
             "--metric", "loss", "--num-samples", "4", "--max-concurrent", "2", "--storage-path", str(storage),
-            "--checkpoint-every-s", "1", "--verbose", "0", "--out", str(out), *extra]
+            "--checkpoint-every-s", "1", "--verbose", "0", "--out", str(out), "--decide", "proxy", *extra]
 
 
 def saved_checkpoints(experiment: Path, trial: str) -> int:
@@ -129,6 +130,56 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     assert all(e[-1] == EPOCHS for e in after.values())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_trials"] == 4 and summary["num_failed"] == 0
+
+
+def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_path):
+    import psutil
+
+    from asp_tune.tune.deciding import AUDIT_FILE
+
+    space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
+    audit_flags = ("--decide", "full", "--audit", "2")
+    driver = subprocess.Popen(hpo_command(space, storage, out, *audit_flags), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+    audit = storage / f"{experiment.name}-full-data"
+
+    def running_audit_trial():
+        if not audit.is_dir():
+            return None
+        running = [t for t, e in trial_epochs(audit).items() if len(e) < EPOCHS - 60 and saved_checkpoints(audit, t) >= 2]
+        return running or None
+
+    running = wait_for(running_audit_trial, 300, "an audit trial running with a saved checkpoint")
+    record = json.loads((experiment / AUDIT_FILE).read_text())
+    session = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    wait_for(lambda: not [p for p in session if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
+             30, "the Ray session's processes to end")
+    assert not out.exists()
+    before = trial_epochs(audit)
+
+    resumed = subprocess.run(hpo_command(space, storage, out, *audit_flags, "--resume", str(experiment)),
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((experiment / AUDIT_FILE).read_text()) == record  # the same configurations, not a new draw
+    assert {p.name for p in storage.iterdir() if p.is_dir()} == {experiment.name, audit.name}  # no second audit
+    for t in running:  # the audit's unfinished trial continues from its checkpoint
+        new = trial_reports(audit / t)[len(before[t]):]
+        assert {r.get("restored_epoch") for r in new} - {None} and new[-1]["epoch"] == EPOCHS
+    summary = json.loads((out / "summary.json").read_text())
+    section = summary["full_data"]
+    assert summary["decided_by"] == "full data" and section["audited"] == 2
+    assert sorted(section_trials(out)) == sorted(record["trials"])
+
+
+def section_trials(out: Path) -> list[str]:
+    """The trials a finished search's ``trials.csv`` says were audited on full data."""
+    import pandas as pd
+
+    trials = pd.read_csv(out / "trials.csv")
+    return trials[trials["full_data_from"] == "audit"]["trial_id"].tolist()
 
 
 def test_a_damaged_or_missing_checkpoint_fails_only_its_trial_with_a_clear_error(tmp_path):

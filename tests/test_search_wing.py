@@ -162,8 +162,8 @@ def test_a_users_trainable_writes_the_same_results_as_the_command_line_and_nothi
                      "params:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
     from asp_tune.cli import main
 
-    assert main(["hpo", "--space", str(space), "--num-samples", "2", "--verbose", "0", "--out",
-                 str(tmp_path / "cli")]) == 0
+    assert main(["hpo", "--space", str(space), "--num-samples", "2", "--min-first-rung-steps", "0", "--verbose", "0",
+                 "--out", str(tmp_path / "cli")]) == 0
     cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert set(written) == set(cli) and "proxy_trust" in written
     assert written["proxy_trust"] is not None and written["proxy_trust"]["rungs"] == [1, 3, 4]

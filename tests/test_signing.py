@@ -100,8 +100,11 @@ def test_hpo_resume_takes_the_signed_state_and_refuses_an_unsigned_one(tmp_path)
 
     first = hpo()
     assert first.returncode == 0, first.stderr[-2000:]
-    experiment = next(storage.glob("asp-*"))
+    experiment = next(p for p in storage.glob("asp-*") if not p.name.endswith("-full-data"))  # not its audit
     assert (experiment / SIGNED_COPY).is_file()
+    audit = experiment.with_name(experiment.name + "-full-data")
+    wrong = hpo("--resume", str(audit), out="wrong")  # the audit resumes with its search, never alone
+    assert wrong.returncode == 2 and "full-data audit of" in wrong.stderr
     tuner = experiment / "tuner.pkl"
     signed = tuner.read_bytes()
     tuner.write_bytes(b"\x80\x05 not what the search wrote")

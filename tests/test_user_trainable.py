@@ -73,9 +73,13 @@ def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session
     summary, trials = result.summary, result.trials
     assert summary["num_trials"] == 6 and summary["num_failed"] == 0
     assert summary["budget"]["time_budget_s"] == 100 and summary["budget"]["data_passes"] == 10  # x ratio
-    # early stopping: never a full first pass; every epoch used a quarter of the data
+    # early stopping: never a full first pass; every epoch below the top rung used a quarter of the data, and the
+    # top rung (full data decides the pick) all of it
     assert summary["first_epoch_full"] is False and summary["metric"] == "random"
-    assert all(abs(p - 0.25 * e) < 0.01 for p, e in zip(trials["data_passes"], trials["epochs"]))
+    top = summary["proxy_trust"]["rungs"][-2]
+    assert all(abs(p - 0.25 * min(e, top) - max(0, e - top)) < 0.01 for p, e in zip(trials["data_passes"],
+                                                                                   trials["epochs"]))
+    assert summary["decided_by"] == "full data" and summary["full_data"]["top_rung_trials"] >= 1
     assert 0.0 < summary["best_val_accuracy"] <= 1.0 and set(summary["best_config"]) == {"lr"}
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     builtin_keys = {"algo", "ratio", "metric", "best_config", "best_val_accuracy", "num_trials", "num_failed",
@@ -88,7 +92,7 @@ def test_compare_a_user_trainable_against_full_data(ray_session, tmp_path):
     from ray import tune
 
     report = asp_tune.tune.compare_trainable(trainable, {"lr": tune.grid_search([0.01, 0.1, 1.0])}, epochs=EPOCHS,
-                                   ratios=(1.0, 0.5), scheduler="fifo", num_samples=1,
+                                   ratios=(1.0, 0.5), scheduler="fifo", num_samples=1, decide="proxy",
                                    storage_path=str(tmp_path / "ray"), out=tmp_path / "cmp")
     table = report["table"].set_index("ratio")
     assert table.loc[1.0, "pairs"] == 3 and table.loc[0.5, "pairs"] == 3

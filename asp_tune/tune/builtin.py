@@ -8,6 +8,7 @@ store, the trial function with its fixed settings, the algorithm built from its 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from asp_tune.tune.space import SearchSpace
 #: Settings a resumed experiment must share with the run that started it.
 RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "rung_ratios", "metric", "num_samples", "max_epochs", "early_stop",
                  "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "selection",
-                 "space")
+                 "space", "decide", "audit", "min_first_rung_steps")
 
 
 def shared_arrays(s: HpoSettings) -> dict[str, Any] | None:
@@ -52,26 +53,37 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     s.space = absolute_data_dir(s.space)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     metric = s.score_metric(arrays is not None and np.asarray(arrays["train_y"]).dtype.kind == "f")
+    n = train_samples(s, arrays)
+    first_rung_change = s.fit_first_rung(n) if n is not None else None
+    plan = _full_data_plan(s)
     algorithm, ctx = s.algorithm, s.context(metric)
     modules = s.user_modules()
     validate_epochs = s.validation_epochs()
 
-    def make_trainable():
+    def with_run(run: dict[str, Any], validate: tuple[int, ...] | None, checkpoints: tuple[int, ...] | None,
+                 changes: str | None = None):
         from ray import tune
 
         from asp_tune.tune.trainable import proxy_trial
 
         return tune.with_resources(
-            tune.with_parameters(proxy_trial, space=s.space, run=s.run_fields(), threads=max(1, int(s.cpus_per_trial)),
-                                 arrays=arrays, validate_epochs=validate_epochs, extensions=extensions(),
-                                 checkpoint_epochs=s.checkpoint_epochs(), checkpoint_every_s=s.checkpoint_every_s,
-                                 search_paths=search_paths(modules)),
+            tune.with_parameters(proxy_trial, space=s.space, run=run, threads=max(1, int(s.cpus_per_trial)),
+                                 arrays=arrays, validate_epochs=validate, extensions=extensions(),
+                                 checkpoint_epochs=checkpoints, checkpoint_every_s=s.checkpoint_every_s,
+                                 changes=changes, search_paths=search_paths(modules)),
             {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
+    def make_trainable(changes: str | None = None):
+        return with_run(s.run_fields(), validate_epochs, s.checkpoint_epochs(), changes)
+
+    if plan is not None:
+        full = dataclasses.replace(s, ratio=1.0, metric="none", ratio_schedule="constant", rung_ratios=None)
+        plan.audit_trainable = lambda: with_run(full.run_fields(), (s.epochs,), ())
     summary = {"algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
                "space": s.space.name, "seed": s.seed, "first_epoch_full": s.trial_config().first_epoch_full,
                "validation_epochs": validate_epochs or "every", "fixed": s.space.fixed,
-               "rung_ratios": None if s.rung_ratios is None else list(rung_ratio_values(s.rung_ratios))}
+               "rung_ratios": None if s.rung_ratios is None else list(rung_ratio_values(s.rung_ratios)),
+               "decide": s.decide, **({"first_rung_change": first_rung_change} if first_rung_change else {}), **({} if plan is not None else {"decided_by": _unchecked(s.ratio)})}
     return SearchJob(
         make_trainable=make_trainable, built=algorithm.build(ctx),
         name=s.name or experiment_name("asp", s.space.name, s.algo, f"r{s.ratio}"),
@@ -83,7 +95,35 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
         label=f"{s.algo} r={s.ratio}", settings=s.to_dict(), resume_keys=RESUME_FIELDS, summary=summary,
         summarizers={} if algorithm.summary is None else {s.algo: lambda path: algorithm.summary(path, ctx)},
         sparse_reports=validate_epochs is not None, tracking=s.tracking, tracking_uri=s.tracking_uri,
-        keep_checkpoints=s.keep_checkpoints)
+        keep_checkpoints=s.keep_checkpoints, full_data=plan)
+
+
+def _unchecked(ratio: float) -> str:
+    return "full data (every trial trained on all of it)" if ratio >= 1.0 else "proxy (not checked against full data)"
+
+
+def train_samples(s: HpoSettings, arrays: dict[str, Any] | None) -> int | None:
+    """About how many samples a trial trains on (its data set's, less the validation share); None when the
+    space searches which data to read."""
+    if arrays is None:
+        return None
+    cfg = s.trial_config()
+    n = len(arrays["train_y"])
+    n = min(n, cfg.subset) if cfg.subset else n
+    return max(1, int(n * (1.0 - cfg.val_fraction)))
+
+
+def _full_data_plan(s: HpoSettings):
+    """How the search ends on full data (None: ``decide`` proxy, or a search on full data already); puts the
+    top rung of an early-stopping search on all the data."""
+    from asp_tune.tune.deciding import FullDataPlan
+
+    if s.decide != "full" or s.ratio >= 1.0:
+        return None
+    top = s.end_on_full_data()
+    rungs = s.rungs()
+    return FullDataPlan(top_rung_full=top, first_rung=rungs[0] if top else None, audit=s.audit,
+                        audit_trainable=lambda: None, ratio=s.ratio, seed=s.seed)
 
 
 def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False) -> SearchResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -62,22 +63,54 @@ def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain,
     return {"table": table, "runs": runs, "scatter": scatter}
 
 
+def full_data_finals(runs: dict[float, SearchResult], param_names: list[str], epochs: int | None) -> dict[tuple, float]:
+    """Every configuration's full-data *final* score the comparison has: the full-data search's trials that
+    ran to the end (never one early stopping cut), and each proxy search's own full-data scores (its top
+    rung, its audit)."""
+    finals: dict[tuple, float] = {}
+    for _, row in runs[1.0].trials.iterrows():
+        if row["status"] == "TERMINATED" and (epochs is None or row["epochs"] >= epochs) \
+                and row["final_score"] == row["final_score"]:
+            finals[config_key(row, param_names)] = float(row["final_score"])
+    for ratio, result in runs.items():
+        if ratio != 1.0 and "full_data_score" in result.trials:
+            for _, row in result.trials[result.trials["full_data_score"].notna()].iterrows():
+                finals.setdefault(config_key(row, param_names), float(row["full_data_score"]))
+    return finals
+
+
 def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[dict[str, Any]]],
                  param_names: list[str]) -> tuple[pd.DataFrame, dict[float, list[tuple[float, float]]]]:
-    """One row per ratio: its cost and speed-ups against the full-data run (ratio 1.0), its pick's
-    retrained score, and how its scores rank the configurations the full-data run also evaluated
-    (:func:`asp_tune.quality.proxy_quality`); and the (full, proxy) score pairs of each ratio."""
+    """One row per ratio: its cost and speed-ups against the full-data run (ratio 1.0), its pick's retrained
+    score and its regret (the full-data pick's retrained score less its own), and how its proxy scores rank
+    the configurations against their full-data final scores (:func:`full_data_finals`): Kendall tau with
+    its interval and the other correlations (:func:`asp_tune.quality.proxy_quality`); its ``warning`` in
+    the search's own words (:func:`asp_tune.tune.fulldata.verdict_lines`); and the (full, proxy) score
+    pairs of each ratio."""
+    from asp_tune.tune.fulldata import FullDataAgreement, verdict_lines
+
     full = runs[1.0]
-    full_scores = {config_key(row, param_names): row["best_score"] for _, row in full.trials.iterrows()
-                   if row["status"] != "ERROR"}
+    mode = full.summary.get("mode", "max")
+    finals = full_data_finals(runs, param_names, full.summary.get("budget", {}).get("max_epochs_per_trial"))
+    means = {r: float(np.mean([x["score"] for x in retrained.get(r, [])])) if retrained.get(r) else math.nan
+             for r in runs}
     rows, scatter = [], {}
     for ratio, result in runs.items():
         s = result.summary
         scores = [x["score"] for x in retrained.get(ratio, [])]
-        pairs = [(full_scores[k], row["best_score"]) for _, row in result.trials.iterrows()
-                 if row["status"] != "ERROR" and (k := config_key(row, param_names)) in full_scores]
+        agreement = FullDataAgreement(mode)
+        column = "proxy_score" if "proxy_score" in result.trials else "best_score"
+        for _, row in result.trials.iterrows():
+            key = config_key(row, param_names)
+            if row["status"] != "ERROR" and key in finals:
+                agreement.add(str(key), row[column] if ratio != 1.0 else row["final_score"], finals[key], "")
+        pairs = [(finals[k], row[column] if ratio != 1.0 else row["final_score"]) for _, row in result.trials.iterrows()
+                 if row["status"] != "ERROR" and (k := config_key(row, param_names)) in finals]
         quality = proxy_quality([b for _, b in pairs], [a for a, _ in pairs], s["wall_time_s"],
                                 full.summary["wall_time_s"])
+        regret = (means[1.0] - means[ratio]) * (1 if mode == "max" else -1)
+        low, high = agreement.interval() if agreement.measured else (math.nan, math.nan)
+        warnings = [] if ratio == 1.0 else verdict_lines(agreement, regret, f"the ratio-{ratio} pick")
         scatter[ratio] = pairs
         rows.append({
             "ratio": ratio, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
@@ -87,15 +120,21 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             "speedup_data_passes": (full.summary["data_passes_total"] / s["data_passes_total"]
                                     if s["data_passes_total"] else math.nan),
             "best_score": s["best_score"], "best_val_accuracy": s.get("best_val_accuracy"),
-            "retrained_mean": float(np.mean(scores)) if scores else math.nan,
+            "decided_by": s.get("decided_by", ""),
+            "retrained_mean": means[ratio],
             "retrained_std": float(np.std(scores)) if len(scores) > 1 else 0.0 if scores else math.nan,
             "retrained": retrained.get(ratio, []),  # every seed's retrain
+            "regret": regret,
             "pairs": quality["n"], **{k: quality[k] for k in ("kendall_tau", "pearson", "spearman", "r2",
-                                                              "good_spearman", "top1_regret", "relative_cost")},
+                                                              "good_spearman", "relative_cost")},
+            "tau_low": low, "tau_high": high, "measured": agreement.measured,
+            "warning": " | ".join(warnings),
             "relative_data_passes": relative_cost(s["data_passes_total"], full.summary["data_passes_total"]),
             "best_config": s["best_config"], "experiment_path": s["experiment_path"],
             **rung_trust(s.get("proxy_trust")),
         })
+        for line in warnings:
+            print(f"[asp-tune compare] warning: {line}", file=sys.stderr)
     table = pd.DataFrame(rows)
     table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"].where(table["ratio"] != 1.0), table["relative_cost"])
     for old, new in DEPRECATED_COLUMNS.items():
@@ -124,27 +163,31 @@ def write_comparison(folder, comparison: dict[str, Any], title: str, score_name:
 def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy") -> str:
     lines = [f"# {title}", "",
              "| ratio | metric | trials | wall s | speed-up (wall) | data passes | speed-up (passes) | best score | "
-             f"{score_name} | Kendall tau | Pearson | Spearman | r² | good Spearman | top-1 regret | n | "
-             "rung tau (min) | pick |",
+             f"{score_name} | regret | Kendall tau (90% interval) | Pearson | Spearman | r² | good Spearman | n | "
+             "rung tau (min) | warning |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        trusted = {True: "trusted", False: "**untrusted**"}.get(r.get("pick_trusted"), "not measured")
         rung = "-" if r.get("rung_tau_min") != r.get("rung_tau_min") else f"{r['rung_tau_min']:.2f} ({r['rung_pairs']})"
+        interval = "" if r["tau_low"] != r["tau_low"] else f" ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f})"
+        warned = "-" if r["ratio"] == 1.0 else ("**yes**" if r["warning"] else
+                                                 ("no" if r["measured"] else "no (tau not measured)"))
         lines.append(
             f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
             f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_score']:.4f} | "
-            f"{_percent(r['retrained_mean'])} ± {_percent(r['retrained_std'])} | "
-            f"{r['kendall_tau']:.3f} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | "
-            f"{r['good_spearman']:.3f} | {100 * r['top1_regret']:.2f} | {r['pairs']} | {rung} | {trusted} |")
+            f"{_percent(r['retrained_mean'])} ± {_percent(r['retrained_std'])} | {_percent(r['regret'])} | "
+            f"{r['kendall_tau']:.3f}{interval} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | "
+            f"{r['good_spearman']:.3f} | {r['pairs']} | {rung} | {warned} |")
     lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
-              "all training data (mean ± std over seeds). Correlations: best score of the configurations that "
-              "both the proxy run and the full-data run evaluated; r² of full = beta x proxy on normalised "
-              "scores; good Spearman: over the configurations whose proxy score is at least the median; "
-              "top-1 regret: full-data points lost by taking the proxy's best of those configurations "
-              "(asp_tune/quality.py). Rung tau: the lowest Kendall tau between consecutive rungs of the search's "
-              "own early stopping (rungs, configurations that reached both); below 0.3 over at least 6 "
-              "configurations the pick is untrusted (asp_tune/tune/trust.py)."]
+              "all training data (mean ± std over seeds). Regret: the full-data pick's retrained score less this "
+              "pick's, in points. Correlations: each configuration's proxy score against its full-data final score "
+              "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
+              "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
+              "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
+              "bootstrap over configurations, measured from 6 of them (asp_tune/tune/fulldata.py). Rung tau: the "
+              "lowest Kendall tau between consecutive rungs of the search's own early stopping (asp_tune/tune/"
+              "trust.py). Warning: the proxy misranks against full data (interval below 0.3) or the pick lost more "
+              "than 1 point; the lines are in comparison.csv and were printed."]
     return "\n".join(lines) + "\n"
 
 

@@ -163,15 +163,18 @@ class SignedState(Callback):
 class SearchProgress(Callback):
     """One progress bar for a whole search: trials done, running and failed, the best validation
     accuracy so far, elapsed time and ETA (Ray's own console output stays off); with ``rungs``, the
-    rank agreement of the highest pair of rungs measured so far (``tau``, :mod:`asp_tune.tune.trust`)."""
+    lowest rank agreement of a pair of rungs so far (``tau``, :mod:`asp_tune.tune.trust`); with
+    ``full_pairs``, the proxy's agreement with the full-data top rung so far (``full``)."""
 
     def __init__(self, total: int, desc: str = "trials", rungs: tuple[int, ...] | None = None,
-                 metric: str = "val_accuracy"):
+                 metric: str = "val_accuracy", full_pairs: tuple[int, int] | None = None):
         from asp_tune.tune.trust import RungRecord
 
         self.total, self.desc, self.metric = total, desc, metric
         self.running, self.failed, self.best = 0, 0, float("nan")
         self.trust = None if rungs is None else RungRecord(rungs)
+        self.full_pairs = full_pairs  # (proxy epoch, full-data epoch): the proxy's agreement with full data
+        self.paired: dict[int, dict[str, float]] = {}
         self._bar = None
 
     def __getstate__(self) -> dict:  # restored with the experiment; the bar is made anew
@@ -191,9 +194,24 @@ class SearchProgress(Callback):
         if self._bar is None:
             self.setup()
         best = "-" if self.best != self.best else f"{self.best:.4f}"
-        extra = {} if self.trust is None else {"tau": self.trust.latest()}
+        extra = {} if self.trust is None else {"tau": self.trust.lowest()}
+        if getattr(self, "full_pairs", None):
+            extra["full"] = self._full_agreement()
         self._bar.set_postfix(running=self.running, failed=self.failed, best=best, **extra, refresh=False)
         self._bar.update(advance)  # redraws at most once per mininterval
+
+    def _full_agreement(self) -> str:
+        """Kendall tau of the proxy's scores against full data's so far (with the pairs), or ``-``."""
+        from asp_tune.tune.fulldata import tau_b
+
+        proxy, full = (self.paired.get(e, {}) for e in self.full_pairs)
+        both = sorted(set(proxy) & set(full))
+        if len(both) < 2:
+            return "-"
+        import numpy as np
+
+        tau = tau_b(np.array([proxy[t] for t in both]), np.array([full[t] for t in both]))
+        return "-" if tau != tau else f"{tau:+.2f}({len(both)})"
 
     def _count_running(self, trials) -> None:
         """Trials training now (a paused one, waiting at a rung, is not)."""
@@ -209,6 +227,8 @@ class SearchProgress(Callback):
             self.best = float(value)
         if self.trust is not None and "epoch" in result:
             self.trust.add(trial.trial_id, result["epoch"], value)
+        if getattr(self, "full_pairs", None) and result.get("epoch") in self.full_pairs and value == value:
+            self.paired.setdefault(int(result["epoch"]), {})[trial.trial_id] = value
         self._count_running(trials)
         self._show()
 

@@ -20,15 +20,15 @@ import sys
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from asp_tune.errors import ConfigError, RunFailed
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
+from asp_tune.tune.job import SearchJob, SearchResult  # noqa: F401 - part of this module's API
 from asp_tune.tune.collect import best_trial, collect_trials, plain, proxy_model_seconds, proxy_trust
 from asp_tune.tune.storage import (SETTINGS_FILE, join, make_dirs, ray_filesystem, read_text,  # noqa: F401
                                    settle_experiment, storage_root, write_text)
@@ -39,58 +39,6 @@ KEEP_CHECKPOINTS = 5
 #: Trials reuse a worker process whose resources match (a trainable rebuilds itself from its config
 #: and checkpoint each time, so a reused worker behaves exactly like a fresh one).
 REUSE_ACTORS = True
-
-
-@dataclass
-class SearchJob:
-    """One search, ready to run.
-
-    ``make_trainable()``: the Ray Tune trainable with its resources (called once Ray runs, since
-    ``tune.with_parameters`` needs it). ``built``: the algorithm's scheduler, searcher and the space
-    the Tuner gets. ``rungs``: where the algorithm decides (its proxy trust is measured there; None:
-    it never stops a trial early). ``max_concurrent``: None when the algorithm keeps it itself.
-    ``settings``: what the search was started with, kept beside the experiment; a resume must
-    match it in ``resume_keys``. ``summary``: what the caller knows of the run before it starts
-    (algorithm, ratio, strategy...); ``summarizers``: more entries read from the finished experiment.
-    """
-
-    make_trainable: Callable[[], Any]
-    built: Built
-    name: str
-    param_names: list[str]
-    epochs: int
-    metric: str = "val_accuracy"
-    mode: str = "max"
-    num_samples: int = 8
-    max_concurrent: int | None = 2
-    total_trials: int | None = None
-    budget: dict[str, Any] = field(default_factory=dict)
-    rungs: tuple[int, ...] | None = None
-    storage_path: str | None = None
-    address: str | None = None
-    modules: list = field(default_factory=list)
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_failures: int = 0
-    verbose: int = 0
-    label: str = "search"
-    settings: dict[str, Any] = field(default_factory=dict)
-    resume_keys: tuple[str, ...] = ()
-    summary: dict[str, Any] = field(default_factory=dict)
-    summarizers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
-    sparse_reports: bool = False  # some reports carry no score (trials validate only where the algorithm reads)
-    keep_checkpoints: bool = False  # a finished search keeps its trials' checkpoints (else only what a resume needs)
-    tracking: str = "none"
-    tracking_uri: str | None = None
-
-
-@dataclass
-class SearchResult:
-    """A finished search: one row per trial, the summary (``summary.json``) and each trial's reports."""
-
-    trials: pd.DataFrame
-    summary: dict[str, Any]
-    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def experiment_name(*parts: Any) -> str:
@@ -185,6 +133,9 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
                                                 f"asp_tune.tune.search (no readable {SETTINGS_FILE})") from None
     if not isinstance(saved, dict):
         raise ConfigError("resume", experiment, f"an experiment folder whose {SETTINGS_FILE} holds a mapping")
+    if saved.get("audit_of") and "audit_of" not in settings:
+        raise ConfigError("resume", experiment, f"the search's own folder: this is the full-data audit of "
+                                                f"{saved['audit_of']!r}, which resumes with it (give that folder)")
     saved_jsonable = {k: saved.get(k) for k in keys}
     given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in keys})))
     differ = [k for k in keys if saved_jsonable.get(k) != given.get(k)]
@@ -239,15 +190,27 @@ def _new_tuner(job: SearchJob, trainable, storage: str):
     write_text(join(experiment, SETTINGS_FILE), json.dumps(jsonable(job.settings), indent=1) + "\n")
     stop = DataPassBudget(job.budget["data_passes"]).stopper if job.budget.get("data_passes") else None
     target = {} if _has_own_target(job.built) else {"metric": job.metric, "mode": job.mode}
-    callbacks = [WallTimeRecorder(experiment), SignedState(experiment),
+    callbacks = [WallTimeRecorder(experiment), SignedState(experiment), *_watch(job, experiment),
                  *tracking_callbacks(job.tracking, job.tracking_uri, job.name)]
+    plan = job.full_data
+    full_pairs = (plan.first_rung, job.epochs) if plan is not None and plan.top_rung_full and plan.first_rung else None
     tuner = make_tuner(trainable, job.built.param_space, name=job.name, storage=storage, num_samples=job.num_samples,
                        max_concurrent=job.max_concurrent, verbose=job.verbose, max_failures=job.max_failures,
-                       progress=(job.total_trials or job.num_samples, job.label, job.rungs, job.metric),
+                       progress=(job.total_trials or job.num_samples, job.label, job.rungs, job.metric, full_pairs),
                        search_alg=job.built.searcher, scheduler=job.built.scheduler,
                        time_budget_s=job.budget.get("time_budget_s"), stop=stop, callbacks=callbacks,
                        checkpoints_to_keep=KEEP_CHECKPOINTS, tune_config_extra=target)
     return tuner, experiment
+
+
+def _watch(job: SearchJob, experiment: str) -> list:
+    """The live watch of the search's proxy, when it can raise the ratio of trials not yet started."""
+    watch = None if job.full_data is None else job.full_data.watch(job.rungs, job.epochs, job.mode)
+    if watch is None:
+        return []
+    from asp_tune.tune.fulldata_ray import FullDataWatch
+
+    return [FullDataWatch(experiment, watch, job.metric)]
 
 
 def _has_own_target(built: Built) -> bool:
@@ -267,11 +230,20 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     from asp_tune.tune.progress import recorded_wall_time
     from asp_tune.tune.session import check_resources, check_shared_storage, ensure_ray, fit_interruptibly
 
+    from asp_tune.tune.fulldata import CHANGES_FILE
+
     storage, resume = _preflight(job, resume)
     ensure_ray(job.address, modules=job.modules)
     check_resources(job.cpus_per_trial, job.gpus_per_trial)
     check_shared_storage(job.storage_path)
-    trainable = job.make_trainable()
+    if not resume:
+        from asp_tune.tune.deciding import announce
+
+        announce(job)
+    if job.full_data is None:
+        trainable = job.make_trainable()
+    else:
+        trainable = job.make_trainable(changes=join(resume or join(storage, job.name), CHANGES_FILE))
     start = time.perf_counter()
     if not resume:
         tuner, experiment = _new_tuner(job, trainable, storage)
@@ -286,6 +258,12 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, job.param_names, job.metric, job.mode, job.epochs)
     summary = _summary(job, trials, histories, wall, grid.experiment_path)
+    if job.full_data is not None:
+        from asp_tune.tune.deciding import decide
+
+        trials, summary = decide(job, trials, histories, summary, grid.experiment_path, run_search)
+    else:
+        summary.setdefault("decided_by", "proxy (not checked against full data)")
     summary["experiment"] = settle_experiment(grid.experiment_path, job.keep_checkpoints, job.verbose)
     return SearchResult(trials, summary, histories)
 

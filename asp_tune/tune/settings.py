@@ -35,6 +35,8 @@ TRACKERS = ("none", "mlflow", "tensorboard", "wandb")
 #: The package each tracker needs.
 TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboardX", "wandb": "wandb"}
 METRIC = "val_accuracy"
+#: Who picks a search's configuration (``decide``): full-data scores, or the proxy's alone.
+DECISIONS = ("full", "proxy")
 
 
 def check_tracker(name: str, value: Any) -> None:
@@ -136,6 +138,17 @@ class HpoSettings:
                                check=Interval(1, None, integer=True))
     reduction_factor: int = option(3, "ASHA/Hyperband: 1/this of the trials go on at each rung", SEARCH,
                                    check=Interval(2, None, integer=True))
+    decide: str = option("full", "who picks: full (the top rung of an early-stopping search trains on all the data, "
+                                 "other searches end with an audit on full data; the best on full data wins, and the "
+                                 "proxy is measured against it) or proxy (the best proxy score wins, unchecked)",
+                         SEARCH, DECISIONS, check=OneOf(lambda: DECISIONS))
+    audit: int | None = option(None, "configurations trained on full data after the search, beside a full-data top "
+                                     "rung (none: enough to measure the proxy in a search of 18 or more, else the "
+                                     "proxy's best 3 where no top rung decides)", SEARCH,
+                               check=Interval(0, None, integer=True, optional=True))
+    min_first_rung_steps: int = option(16, "optimiser steps a trial takes before its first rung decides: a longer "
+                                           "grace period, then a larger ratio, where it would take fewer (0: as "
+                                           "given)", SEARCH, check=Interval(0, None, integer=True))
     seed: int = reuse(TrainConfig, "seed", help="seed of the search and of every trial", group=RAY)
     device: str = reuse(TrainConfig, "device", help="training device of the trials", group=RAY)
     address: str | None = option(None, "Ray cluster: auto, HOST:PORT or ray://HOST:10001 (none: start locally)", RAY,
@@ -241,6 +254,39 @@ class HpoSettings:
         if self.ratio_schedule not in ("constant", steps):
             raise ConfigError("ratio_schedule", self.ratio_schedule, "constant with --rung-ratios")
         self.ratio, self.ratio_schedule = ratios[0], steps
+
+    def fit_first_rung(self, train_samples: int) -> dict[str, Any] | None:
+        """Lengthen the first rung to ``min_first_rung_steps`` optimiser steps over ``train_samples``
+        (:func:`asp_tune.tune.fulldata.fit_first_rung`): a longer grace period, then a larger ratio. Returns
+        what changed, with the steps before and after (None: nothing)."""
+        from asp_tune.tune.fulldata import first_rung_steps, fit_first_rung
+
+        if not (self.min_first_rung_steps and self.early_stopping and self.ratio < 1.0 and self.rung_ratios is None):
+            return None
+        batch = self.trial_config().batch_size
+        grace, ratio = fit_first_rung(self.ratio, self.grace_period, self.reduction_factor, self.epochs,
+                                      train_samples, batch, self.min_first_rung_steps)
+        if (grace, ratio) == (self.grace_period, self.ratio):
+            return None
+        change = {"grace_period": [self.grace_period, grace], "ratio": [self.ratio, ratio],
+                  "steps": [first_rung_steps(self.ratio, self.grace_period, train_samples, batch),
+                            first_rung_steps(ratio, grace, train_samples, batch)],
+                  "minimum": self.min_first_rung_steps, "train_samples": train_samples, "batch_size": batch}
+        self.grace_period, self.ratio = grace, ratio
+        return change
+
+    def end_on_full_data(self) -> bool:
+        """With ``decide`` full, an early-stopping search trains its top rung on all the data (a promoted trial
+        continues from its checkpoint at ratio 1, as ``rung_ratios`` ending in 1 does); returns whether its
+        top rung is on full data."""
+        rungs = self.rungs()
+        if not rungs or len(rungs) < 2:
+            return False
+        steps = ratio_steps(self.ratio_schedule)
+        if self.decide == "full" and self.ratio < 1.0 and self.ratio_schedule == "constant":
+            self.ratio_schedule = steps_schedule([(rungs[-2], 1.0)])
+            steps = ratio_steps(self.ratio_schedule)
+        return self.ratio >= 1.0 or bool(steps and steps[-1][1] >= 1.0 and steps[-1][0] <= rungs[-2])
 
     def run_fields(self) -> dict[str, Any]:
         """The fields every trial takes from the command rather than the space (selection settings

@@ -35,6 +35,7 @@ from typing import Any
 from asp_tune.atomic import atomic_write_text
 from asp_tune.errors import AspTuneError, ConfigError
 from asp_tune.signatures import key, key_path, mac
+from asp_tune.tune.fulldata import AUDIT_FILE, CHANGES_FILE
 from asp_tune.tune.storage import join, list_dirs, list_names, move, read_bytes, write_bytes
 
 #: The files Ray Tune unpickles on a restore (the newest of each pattern).
@@ -46,7 +47,7 @@ RAY_READS = ("*.json", "*.pkl")
 TRIAL_ERROR = "error.pkl"
 SIGNED_COPY = ".asp_tune_signed.json"
 #: asp_tune's own files in an experiment folder: plain JSON, parsed as JSON only, never unpickled.
-OWN_FILES = (SIGNED_COPY, "asp_tune_settings.json", "asp_tune_progress.json")
+OWN_FILES = (SIGNED_COPY, "asp_tune_settings.json", "asp_tune_progress.json", CHANGES_FILE, AUDIT_FILE)
 SET_ASIDE = ".unsigned"
 VERSION = 2
 

@@ -9,6 +9,7 @@ earlier epoch, it trains the epochs since again, with the same result).
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import warnings
@@ -24,6 +25,8 @@ from asp_tune.memory import ProxyMemory
 from asp_tune.tune.space import SearchSpace
 
 CHECKPOINT_FILE = "trainer.pt"
+#: Beside it: the ratio the trial started on (a search may raise the ratio of trials started later).
+START_FILE = "start.json"
 
 #: Columns of every report, besides Ray's own and the scores (``train_*``, ``val_*``: the task's).
 REPORTED = ("epoch", "proxy_ratio", "target_ratio", "selected", "samples_seen", "data_passes", "metric_used",
@@ -48,7 +51,7 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
                 arrays: dict[str, Any] | None = None, validate_epochs: tuple[int, ...] | None = None,
                 extensions: dict[str, dict[str, Any]] | None = None, search_paths: list[str] | None = None,
                 checkpoint_epochs: tuple[int, ...] | None = None, checkpoint_every_s: float = 0.0,
-                report: Callable[..., None] | None = None,
+                changes: str | None = None, report: Callable[..., None] | None = None,
                 get_checkpoint: Callable[[], Any] | None = None,
                 make_checkpoint: Callable[[str], Any] | None = None) -> None:
     """Train one configuration on proxy data; ``report``, ``get_checkpoint`` and ``make_checkpoint``
@@ -62,6 +65,8 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     other reports carry no validation metrics, so a scheduler never sees a stale or missing score.
     ``checkpoint_epochs``: checkpoint after these epochs, the last one, and whenever
     ``checkpoint_every_s`` of the trial's time passed since its last checkpoint; None: every epoch.
+    ``changes``: the search's ratio changes file (:mod:`asp_tune.tune.fulldata`): a trial starting fresh
+    trains on its latest ratio, kept in the trial's checkpoints so a restarted trial keeps it too.
     """
     if report is None or get_checkpoint is None or make_checkpoint is None:
         from ray import tune
@@ -73,11 +78,11 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
     add_search_paths(search_paths or ())  # the driver's folders of the user's modules (same machine)
     install_extensions(extensions)  # what the driver registered (models, data sets, strategies, statistics)
     torch.set_num_threads(max(1, threads))
-    trainer, restored, gpus = _start(config, space, run, arrays, get_checkpoint)
+    trainer, restored, gpus, start_ratio = _start(config, space, run, arrays, get_checkpoint, changes)
     proxy = trainer.proxy_summary()  # a static proxy's scoring model: its seconds are reported apart
     startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
     where = {"node_id": _node_id(), "assigned_gpus": ",".join(gpus), "device": str(trainer.device),
-             "trial_started_at": started_at, **proxy, **restored}
+             "trial_started_at": started_at, "start_ratio": start_ratio, **proxy, **restored}
     saved = time.perf_counter()
     while not trainer.done:
         trainer.validate_each_epoch = validate_epochs is None or trainer.epoch + 1 in validate_epochs
@@ -89,28 +94,39 @@ def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, An
             continue
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            Path(folder, START_FILE).write_text(json.dumps({"ratio": start_ratio}))
             report(metrics, checkpoint=make_checkpoint(folder))
         saved = time.perf_counter()
 
 
 def _start(config: dict[str, Any], space: SearchSpace, run: dict[str, Any], arrays: dict[str, Any] | None,
-           get_checkpoint: Callable[[], Any]):
+           get_checkpoint: Callable[[], Any], changes: str | None = None):
     """The trial's trainer, restored from its checkpoint when Ray gave one (with what it continues from:
-    the epoch and a fingerprint of its memory, reported with every later epoch), and its GPUs."""
+    the epoch and a fingerprint of its memory, reported with every later epoch), its GPUs, and the ratio
+    it started on (the search's latest correction for a fresh trial, its checkpoint's for a restored one)."""
+    from asp_tune.tune.fulldata import started_ratio
+
+    checkpoint = get_checkpoint()
+    ratio = float(run.get("ratio", 1.0))
+    if checkpoint is None:
+        ratio = started_ratio(changes, ratio)
+    else:
+        with checkpoint.as_directory() as folder:
+            saved = Path(folder, START_FILE)
+            ratio = float(json.loads(saved.read_text())["ratio"]) if saved.is_file() else ratio
     params = {p.name: config[p.name] for p in space.params if p.name in config}
-    cfg = space.train_config(params, **run)
+    cfg = space.train_config(params, **{**run, "ratio": ratio})
     gpus = _assigned_gpus()
     if gpus and cfg.device == "auto" and not torch.cuda.is_available():
         warnings.warn(f"Ray assigned GPU {','.join(gpus)} to this trial but CUDA is not available in its worker: "
                       "training on the CPU (use --device cuda to make this an error)", stacklevel=3)
     trainer = build_trainer(cfg, arrays=arrays)
-    checkpoint = get_checkpoint()
     if checkpoint is None:
-        return trainer, {}, gpus
+        return trainer, {}, gpus, ratio
     with checkpoint.as_directory() as folder:
         trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
     return trainer, {"restored_epoch": trainer.epoch,
-                     "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}, gpus
+                     "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}, gpus, ratio
 
 
 def checkpoint_due(epoch: int, last: bool, epochs: tuple[int, ...] | None, since_s: float, every_s: float) -> bool:

@@ -91,14 +91,16 @@ class RungRecord:
                 "decided on scores that do not predict the longer runs, so the pick is not to be trusted: "
                 "compare it on full data (asp-tune compare) or use a larger ratio or grace period")
 
-    def latest(self) -> str:
-        """The agreement of the highest rung pair with enough pairs so far, for a progress line."""
+    def lowest(self) -> str:
+        """The lowest agreement of a rung pair with at least 2 configurations so far, for a progress line."""
         known = [a for a in self.agreements() if a.pairs >= 2 and a.kendall_tau == a.kendall_tau]
-        return "-" if not known else f"{known[-1].kendall_tau:+.2f}({known[-1].low}->{known[-1].high})"
+        worst = min(known, key=lambda a: a.kendall_tau, default=None)
+        return "-" if worst is None else f"{worst.kendall_tau:+.2f}({worst.low}->{worst.high})"
 
     def summary(self) -> dict[str, Any]:
         agreements = self.agreements()
         return {"rungs": list(self.rungs), "threshold": self.threshold, "min_pairs": self.min_pairs,
                 "pairs": [asdict(a) for a in agreements],
-                "trusted": not any(a.trusted is False for a in agreements),
+                "trusted": None if not any(a.trusted is not None for a in agreements)
+                else not any(a.trusted is False for a in agreements),
                 "measured": any(a.trusted is not None for a in agreements)}

@@ -24,6 +24,7 @@ full data and reports the rank agreement.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +34,7 @@ import pandas as pd
 from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
-from asp_tune.proxy_settings import ProxySettings
+from asp_tune.proxy_settings import ProxySettings, steps_schedule
 from asp_tune.tune.results import search_into
 from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, rescaled_budget
@@ -42,7 +43,7 @@ from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, rescaled_budget
 TRIAL_KEY = "asp_tune"
 CHECKPOINT_FILE = "proxy_trial.pt"
 #: What a resumed search must share with the one it resumes.
-RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode")
+RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode", "decide", "audit")
 
 
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
@@ -54,19 +55,22 @@ def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
 
     from asp_tune.loop import ProxyData
 
-    given = dict(config.get(TRIAL_KEY) or {})
-    seed = given.pop("seed", 0)
-    proxy = ProxyData(dataset, epochs, seed=seed, **{**given, **settings})
-    proxy.restored = {}
     try:
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
     except Exception:  # noqa: BLE001 - outside a Ray trial: a fresh run
         checkpoint = None
+    state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    trial = dict((state or {}).pop(TRIAL_KEY, None) or config.get(TRIAL_KEY) or {})  # a restart keeps its ratio
+    given = dict(trial)
+    seed = given.pop("seed", 0)
+    proxy = ProxyData(dataset, epochs, seed=seed, **{**given, **settings})
+    proxy.trial_settings, proxy.restored = trial, {}
+    if state is not None:
         proxy.load_state_dict(state.pop("proxy"))
         proxy.restored = state
     return proxy
@@ -76,17 +80,19 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
     """One ``ray.tune.report`` for the epoch just trained: ``metrics`` plus the proxy's own (``epoch``,
     ``data_passes``, ``proxy_ratio``, ``metric_used``), with a checkpoint of the proxy state and of
     ``state`` (tensors and plain values: ``model=model.state_dict()``, ...), so a paused, stopped or
-    restarted trial continues exactly (:func:`proxy_data` restores it)."""
+    restarted trial continues exactly (:func:`proxy_data` restores it). Reporting the constant predictor's
+    score as ``val_constant`` (chance accuracy) lets the search tell proxy trials that learnt nothing."""
     import torch
     from ray import tune
 
     described = proxy.describe()
     plan = proxy.plan
+    trial = getattr(proxy, "trial_settings", {})
     extra = {"epoch": proxy.epoch + 1, "data_passes": described["data_passes"],
              "proxy_ratio": plan.count / described["num_samples"] if plan is not None else 1.0,
-             "metric_used": plan.metric if plan is not None else ""}
+             "metric_used": plan.metric if plan is not None else "", "start_ratio": trial.get("ratio", 1.0)}
     with tempfile.TemporaryDirectory() as folder:
-        torch.save({"proxy": proxy.state_dict(), **state}, Path(folder) / CHECKPOINT_FILE)
+        torch.save({"proxy": proxy.state_dict(), TRIAL_KEY: trial, **state}, Path(folder) / CHECKPOINT_FILE)
         tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -110,12 +116,18 @@ def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, k
         check_value(HpoSettings, name, value)
 
 
+def grid_size(param_space: dict[str, Any]) -> int:
+    """How many configurations one sample of ``param_space`` expands to (the product of its grid searches)."""
+    return math.prod(len(v["grid_search"]) for v in param_space.values()
+                     if isinstance(v, dict) and isinstance(v.get("grid_search"), (list, tuple)))
+
+
 def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float,
              strategy: str, metric: str, mode: str, scheduler: Any, search_alg: Any, num_samples: int,
              max_concurrent: int, reduction_factor: int, grace_period: int, time_budget_s: float | None,
              data_passes_budget: float | None, seed: int, cpus_per_trial: float, gpus_per_trial: float,
              storage_path: str | None, address: str | None, name: str | None, verbose: int,
-             proxy_settings: dict[str, Any]) -> SearchJob:
+             proxy_settings: dict[str, Any], decide: str = "full", audit: int | None = None) -> SearchJob:
     """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
     from ray.tune.schedulers import FIFOScheduler
 
@@ -125,7 +137,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
         "ratio": ratio, "num_samples": num_samples, "max_concurrent": max_concurrent, "grace_period": grace_period,
         "reduction_factor": reduction_factor, "time_budget_s": time_budget_s,
         "data_passes_budget": data_passes_budget, "seed": seed, "cpus_per_trial": cpus_per_trial,
-        "gpus_per_trial": gpus_per_trial, "address": address, "verbose": verbose})
+        "gpus_per_trial": gpus_per_trial, "address": address, "verbose": verbose, "decide": decide, "audit": audit})
     ctx = Context(epochs, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
                   reduction_factor=reduction_factor, seed=seed, metric=metric, mode=mode, name=name)
     _, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
@@ -133,6 +145,11 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     given = {"ratio": ratio, "metric": strategy, **proxy_settings}
     if early and ratio < 1.0:
         given.setdefault("first_epoch_full", False)
+    rungs = algorithm.rung_epochs(ctx)
+    top = decide == "full" and ratio < 1.0 and bool(rungs) and len(rungs) >= 2
+    if top and given.get("ratio_schedule", "constant") == "constant":
+        given["ratio_schedule"] = steps_schedule([(rungs[-2], 1.0)])  # the top rung on all the data
+    top = top and given.get("ratio_schedule") == steps_schedule([(rungs[-2], 1.0)])
     settings = ProxySettings(**given)
     settings.check_proxy()  # named errors before anything starts
     space = {**param_space, TRIAL_KEY: {**{k: v for k, v in vars(settings).items() if k in given}, "seed": seed}}
@@ -141,30 +158,41 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     modules = user_modules([shipped])
     label = getattr(trainable, "__name__", str(trainable))
 
-    def make_trainable():
+    def make_trainable(changes: str | None = None):
         from ray import tune
 
-        runner = tune.with_parameters(_user_trial, user_trainable=shipped, search_paths=search_paths(modules))
+        runner = tune.with_parameters(_user_trial, user_trainable=shipped, search_paths=search_paths(modules),
+                                      changes=changes)
         return tune.with_resources(runner, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
 
+    plan = None
+    if decide == "full" and ratio < 1.0:
+        from asp_tune.tune.deciding import FullDataPlan
+
+        plan = FullDataPlan(top_rung_full=top, first_rung=rungs[0] if top else None, audit=audit,
+                            audit_trainable=make_trainable, ratio=ratio, seed=seed, flag="audit=",
+                            audit_fixed={TRIAL_KEY: {"ratio": 1.0, "metric": "none", "seed": seed}})
     resolved = settings.resolved(early and ratio < 1.0 and not settings.first_epoch_full)
     summary = {"algo": f"{type(built.scheduler).__name__} + {type(built.searcher).__name__}", "ratio": ratio,
                "ratio_schedule": settings.ratio_schedule, "metric": resolved.metric, "space": label, "seed": seed,
                "first_epoch_full": settings.first_epoch_full, "validation_epochs": "every", "fixed": {},
-               "rung_ratios": None}
+               "rung_ratios": None, "decide": decide,
+               **({} if plan is not None else {"decided_by": "full data (every trial trained on all of it)"
+                                               if ratio >= 1.0 else "proxy (not checked against full data)"})}
     record = {"trainable": str(shipped) if isinstance(shipped, str) else label, "ratio": ratio, "strategy": strategy,
               "epochs": epochs, "num_samples": num_samples, "seed": seed, "metric": metric, "mode": mode,
-              "proxy_settings": proxy_settings}
+              "proxy_settings": proxy_settings, "decide": decide, "audit": audit}
     return SearchJob(
         make_trainable=make_trainable, built=built, name=name or experiment_name("asp-user", label, f"r{ratio}"),
         param_names=list(param_space), epochs=epochs, metric=metric, mode=mode, num_samples=num_samples,
+        total_trials=num_samples * grid_size(param_space),
         max_concurrent=None if algorithm.owns_concurrency else max_concurrent,
         budget=rescaled_budget(ratio if ratio < 1.0 else 1.0, time_budget_s, data_passes_budget, num_samples, epochs),
-        rungs=algorithm.rung_epochs(ctx), storage_path=storage_path, address=address, modules=modules,
+        rungs=rungs, storage_path=storage_path, address=address, modules=modules,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, verbose=verbose, label=f"search r={ratio}",
         settings=record, resume_keys=RESUME_KEYS, summary=summary,
         summarizers={} if algorithm.summary is None or not isinstance(scheduler, str) else
-        {scheduler: lambda path: algorithm.summary(path, ctx)})
+        {scheduler: lambda path: algorithm.summary(path, ctx)}, full_data=plan)
 
 
 def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float = SEARCH_RATIO,
@@ -174,7 +202,7 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
            seed: int = 0, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, storage_path: str | None = None,
            address: str | None = None, name: str | None = None, out: str | Path | None = None,
            overwrite: bool = False, resume: str | None = None, verbose: int = 0, keep_checkpoints: bool = False,
-           **proxy_settings: Any) -> SearchResult:
+           decide: str = "full", audit: int | None = None, **proxy_settings: Any) -> SearchResult:
     """Run the user's function ``trainable`` over ``param_space`` (Ray Tune domains) on proxy data.
 
     Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
@@ -187,14 +215,20 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     only when the search succeeds; Ray's experiment is kept in ``.OUT.ray`` beside it unless
     ``storage_path`` says otherwise). ``resume``: an experiment folder of an interrupted search to
     finish (from its signed state, as ``asp-tune hpo --resume``). A finished search drops its trials'
-    checkpoints unless ``keep_checkpoints``."""
+    checkpoints unless ``keep_checkpoints``.
+
+    ``decide``: ``full`` (default) ends the search on full data: under an early-stopping scheduler the top
+    rung trains on all the data (``ratio_schedule`` steps to 1 there), and ``audit`` configurations (None:
+    enough to measure in a search of 18 or more, else the proxy's best 3 without such a top rung) are
+    trained on full data after it; the best on full data is the pick, and ``summary["full_data"]`` holds
+    the proxy's Kendall tau against full data with its interval. ``proxy``: the best proxy score picks."""
     storage = experiments_folder(out, storage_path, address)
     job = user_job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, metric=metric, mode=mode,
                    scheduler=scheduler, search_alg=search_alg, num_samples=num_samples, max_concurrent=max_concurrent,
                    reduction_factor=reduction_factor, grace_period=grace_period, time_budget_s=time_budget_s,
                    data_passes_budget=data_passes_budget, seed=seed, cpus_per_trial=cpus_per_trial,
                    gpus_per_trial=gpus_per_trial, storage_path=storage, address=address, name=name, verbose=verbose,
-                   proxy_settings=proxy_settings)
+                   proxy_settings=proxy_settings, decide=decide, audit=audit)
     check_value(HpoSettings, "keep_checkpoints", keep_checkpoints)
     job.keep_checkpoints = keep_checkpoints
     if out is None:
@@ -202,10 +236,20 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     return search_into(job, out, overwrite=overwrite, resume=resume)[0]
 
 
-def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str]) -> None:
+def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str],
+                changes: str | None = None) -> None:
     """Run the user's trainable in a Ray worker: its module's folder on the path first (the same
-    machine; a cluster gets the module itself through ``py_modules``), then the function."""
+    machine; a cluster gets the module itself through ``py_modules``), then the function. A fresh
+    trial takes the search's latest ratio (``changes``, :mod:`asp_tune.tune.fulldata`)."""
     add_search_paths(search_paths)
+    if changes and isinstance(config.get(TRIAL_KEY), dict):
+        from ray import tune
+
+        from asp_tune.tune.fulldata import started_ratio
+
+        if tune.get_checkpoint() is None:
+            trial = config[TRIAL_KEY]
+            config = {**config, TRIAL_KEY: {**trial, "ratio": started_ratio(changes, trial.get("ratio", 1.0))}}
     fn = import_object(user_trainable, "trainable") if isinstance(user_trainable, str) else user_trainable
     fn(config)
 

@@ -1,0 +1,323 @@
+"""Full data decides a search's pick: what is said before it starts, and how it ends.
+
+A :class:`FullDataPlan` rides on a :class:`~asp_tune.tune.run.SearchJob` (built once for asp_tune's own
+trainable and for users', :mod:`asp_tune.tune.builtin`, :mod:`asp_tune.tune.user`). An early-stopping
+search trains its top rung on all the data; once the search is done, :func:`decide` gives every
+configuration its full-data score where it has one (the top rung's final score, or an audit that
+trains chosen configurations on full data: a second Ray experiment beside the search, resumable with
+it), picks the best on full data, and measures the proxy against full data
+(:class:`~asp_tune.tune.fulldata.FullDataAgreement`). The plain computation is in
+:mod:`asp_tune.tune.fulldata`; this module runs the pieces around a search.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from asp_tune.tune.fulldata import (AUDIT_FILE, CHANGES_FILE, FullDataAgreement, ProxyWatch, at_chance, audit_size,
+                                    choose_audit, expected_top, measurement_notice, read_changes, verdict_lines)
+from asp_tune.tune.storage import join, read_text, write_text
+
+#: The audit's experiment is the search's name with this ending, beside it.
+AUDIT_SUFFIX = "-full-data"
+#: The column of an audit experiment's space that indexes the configurations it trains.
+AUDIT_INDEX = "audit_config"
+
+
+@dataclass
+class FullDataPlan:
+    """How a search ends on full data.
+
+    ``top_rung_full``: its last rung trains on all the data (multi-fidelity); ``first_rung``: the epoch
+    whose proxy score is paired with the full-data score (None: a trial's best proxy score);
+    ``audit``: configurations trained on full data after the search (None: :func:`audit_size` decides);
+    ``audit_trainable()``: the trainable that trains a configuration on full data, and ``audit_fixed``
+    the values its trials get besides the configuration; ``ratio``: the search's ratio;
+    ``corrects``: raise the ratio of configurations not yet started when the proxy fails; ``seed``: of
+    the audit's random draw;
+    ``flag``: how the audit is asked for, in the caller's words (``--audit``, ``audit=``)."""
+
+    top_rung_full: bool
+    first_rung: int | None
+    audit: int | None
+    audit_trainable: Callable[[], Any]
+    ratio: float
+    audit_fixed: dict[str, Any] = field(default_factory=dict)
+    corrects: bool = True
+    seed: int = 0
+    flag: str = "--audit"
+
+    def expected_pairs(self, configurations: int, rungs: tuple[int, ...] | None) -> float:
+        return expected_top(configurations, rungs or ()) if self.top_rung_full else 0.0
+
+    def audit_count(self, configurations: int, rungs: tuple[int, ...] | None) -> int:
+        return audit_size(self.audit, configurations, self.expected_pairs(configurations, rungs))
+
+    def watch(self, rungs: tuple[int, ...] | None, epochs: int, mode: str) -> ProxyWatch | None:
+        """The live watch of this search's proxy (None when nothing can be corrected)."""
+        if not self.corrects or self.ratio >= 1.0:
+            return None
+        first = self.first_rung if self.first_rung is not None else epochs
+        return ProxyWatch(self.ratio, first, epochs, mode, self.top_rung_full)
+
+
+def say(line: str) -> None:
+    print(f"[asp-tune] {line}", file=sys.stderr)
+
+
+def announce(job) -> list[str]:
+    """The lines said before ``job`` starts (a lengthened first rung; a search too small to measure)."""
+    lines, plan = [], job.full_data
+    configurations, rungs = job.total_trials or job.num_samples, job.rungs
+    change = job.summary.get("first_rung_change")
+    if change:
+        lines.append(f"the first rung would take {change['steps'][0]} optimiser steps ({change['train_samples']} "
+                     f"training samples, batches of {change['batch_size']}); it takes {change['steps'][1]} with "
+                     f"grace period {change['grace_period'][1]} (was {change['grace_period'][0]}) and ratio "
+                     f"{change['ratio'][1]:g} (was {change['ratio'][0]:g}); --min-first-rung-steps 0 keeps them")
+    if plan is not None:
+        pairs = plan.expected_pairs(configurations, rungs) + plan.audit_count(configurations, rungs)
+        notice = measurement_notice(configurations, pairs, rungs, plan.flag)
+        if notice:
+            lines.append(notice)
+    for line in lines:
+        say(line)
+    return lines
+
+
+def proxy_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metric: str,
+                 first_rung: int | None) -> dict[str, float]:
+    """Each trial's proxy score: at ``first_rung``, or its best reported score."""
+    out = {}
+    for _, row in trials[trials["status"] != "ERROR"].iterrows():
+        trial = row["trial_id"]
+        if first_rung is None:
+            if row["best_score"] == row["best_score"]:
+                out[trial] = float(row["best_score"])
+            continue
+        hist = histories.get(trial)
+        if hist is not None and metric in hist and "epoch" in hist:
+            at = hist[hist["epoch"] == first_rung][metric].dropna()
+            if len(at):
+                out[trial] = float(at.iloc[-1])
+    return out
+
+
+def top_rung_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metric: str,
+                    epochs: int) -> dict[str, float]:
+    """The final (full-data) score of every trial that finished the top rung."""
+    out = {}
+    for trial, hist in histories.items():
+        if "epoch" in hist and metric in hist:
+            last = hist[hist["epoch"] == epochs][metric].dropna()
+            if len(last):
+                out[trial] = float(last.iloc[-1])
+    return out
+
+
+def audit_job(job, configs: list[dict[str, Any]], search: str):
+    """The audit's :class:`~asp_tune.tune.run.SearchJob` (the experiment ``search`` + :data:`AUDIT_SUFFIX`): each of
+    ``configs`` trained once on full data for the search's epochs, no early stopping, as many at once as the
+    search ran."""
+    from ray import tune
+
+    from asp_tune.tune.algorithms import RANDOM, Context
+    from asp_tune.tune.job import SearchJob
+
+    names = list(configs[0]) if configs else []
+    space = {AUDIT_INDEX: tune.grid_search(list(range(len(configs)))), **job.full_data.audit_fixed,
+             **{n: tune.sample_from(lambda spec, n=n: configs[spec.config[AUDIT_INDEX]][n]) for n in names}}
+    built = RANDOM.build(Context(job.epochs, seed=0, param_space=space))
+    return SearchJob(make_trainable=job.full_data.audit_trainable, built=built, name=search + AUDIT_SUFFIX,
+                     param_names=[AUDIT_INDEX, *names], epochs=job.epochs, metric=job.metric, mode=job.mode,
+                     num_samples=1, max_concurrent=job.max_concurrent or 2, total_trials=len(configs),
+                     storage_path=job.storage_path, address=job.address, modules=job.modules,
+                     cpus_per_trial=job.cpus_per_trial, gpus_per_trial=job.gpus_per_trial,
+                     max_failures=job.max_failures, verbose=job.verbose, label="full data",
+                     settings={"configs": configs, "audit_of": search}, resume_keys=("configs",),
+                     summary={"audit_of": search},
+                     sparse_reports=True, keep_checkpoints=job.keep_checkpoints)
+
+
+def _same_search(record: Any, known: dict[str, dict[str, Any]], name: str) -> bool:
+    """Whether an audit record read back names trials of this search (``known``: each trial's configuration, from
+    its signed state) with exactly their configurations, and the audit experiment beside it."""
+    try:
+        trials, configs = list(record["trials"]), list(record["configs"])
+        return (record["name"] == name + AUDIT_SUFFIX and len(trials) == len(configs) > 0
+                and all(t in known and json.dumps(known[t], sort_keys=True, default=str) ==
+                        json.dumps(c, sort_keys=True, default=str) for t, c in zip(trials, configs)))
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
+def _audit(job, experiment: str, chosen: list[str], configs: list[dict[str, Any]], run_search: Callable,
+           known: dict[str, dict[str, Any]]):
+    """Run (or, when the search is resumed, finish) the audit of ``chosen`` with ``run_search``; its result.
+    ``known``: every trial's configuration (an audit record read back must agree with it)."""
+    from ray import tune
+
+    record_path = join(experiment, AUDIT_FILE)
+    try:
+        record = json.loads(read_text(record_path))
+    except (OSError, ValueError):
+        record = None
+    search = experiment.rstrip("/").rsplit("/", 1)[-1]  # the experiment's own name (a resumed job's is new)
+    if record is not None and not _same_search(record, known, search):
+        say(f"warning: {AUDIT_FILE} does not name this search's trials with their configurations (changed by "
+            "someone else?): the audit is drawn again")
+        record = None
+    if record is None:
+        record = {"name": search + AUDIT_SUFFIX, "trials": chosen, "configs": configs}
+        write_text(record_path, json.dumps(record, default=str))
+    parent = experiment.rstrip("/").rsplit("/", 1)[0]
+    audit = audit_job(job, record["configs"], search)
+    audit.storage_path = parent
+    target = join(parent, record["name"])
+    resume = target if tune.Tuner.can_restore(target) else None
+    say(f"full data: training {len(record['configs'])} configuration{'s' if len(record['configs']) != 1 else ''} "
+        f"on all the data ({'resumed' if resume else 'the audit'})")
+    return record["trials"], run_search(audit, resume=resume)
+
+
+def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summary: dict[str, Any],
+           experiment: str, run_search: Callable) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """End ``job``'s finished search on full data: full-data scores from the top rung and an audit (run by
+    ``run_search``), the pick made on them, the agreement with the proxy; ``trials`` gains ``proxy_score``,
+    ``full_data_score`` and ``full_data_from``, and ``summary`` the pick and its ``full_data`` section."""
+    plan: FullDataPlan = job.full_data
+    proxy = proxy_scores(trials, histories, job.metric, plan.first_rung)
+    full = top_rung_scores(trials, histories, job.metric, job.epochs) if plan.top_rung_full else {}
+    sources = {t: "top rung" for t in full}
+    count = plan.audit_count(len(trials), job.rungs)
+    candidates = pd.DataFrame({"trial_id": [t for t in proxy if t not in full],
+                               "proxy_score": [proxy[t] for t in proxy if t not in full]})
+    chosen = choose_audit(candidates, count, job.mode, plan.seed, "proxy_score")
+    audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "experiment": None}
+    if chosen:
+        by_id = trials.set_index("trial_id")
+        known = {t: {n: _plain(by_id.loc[t, f"config/{n}"]) for n in job.param_names} for t in by_id.index}
+        chosen, result = _audit(job, experiment, chosen, [known[t] for t in chosen], run_search, known)
+        for _, row in result.trials.iterrows():
+            index = row.get(f"config/{AUDIT_INDEX}")
+            if row["status"] != "ERROR" and index == index and row["final_score"] == row["final_score"]:
+                full[chosen[int(index)]] = float(row["final_score"])
+                sources[chosen[int(index)]] = "audit"
+        audit_cost = {"wall_time_s": float(result.summary["wall_time_s"]),
+                      "data_passes": float(result.summary["data_passes_total"]),
+                      "experiment": result.summary.get("experiment_path")}
+    agreement = FullDataAgreement(job.mode, more=f"{plan.flag}{'' if plan.flag.endswith('=') else ' '}N")
+    for trial, score in full.items():
+        if trial in proxy:
+            agreement.add(trial, proxy[trial], score, sources[trial])
+    trials = trials.assign(proxy_score=trials["trial_id"].map(proxy), full_data_score=trials["trial_id"].map(full),
+                           full_data_from=trials["trial_id"].map(sources).fillna(""))
+    return trials, _decided(job, trials, histories, summary, agreement, audit_cost, experiment)
+
+
+def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summary: dict[str, Any],
+             agreement: FullDataAgreement, audit_cost: dict[str, Any], experiment: str) -> dict[str, Any]:
+    plan: FullDataPlan = job.full_data
+    scored = trials[trials["full_data_score"].notna()]
+    before = {"trial_id": summary["best_trial_id"], "config": summary["best_config"], "score": summary["best_score"]}
+    top_cost = _top_rung_cost(histories, job.rungs) if plan.top_rung_full else {"train_seconds": 0.0,
+                                                                                   "data_passes": 0.0}
+    search_wall = float(summary["wall_time_s"])
+    trained = float(trials["seconds"].fillna(0).sum()) or 1.0
+    full_wall = audit_cost["wall_time_s"] + top_cost["train_seconds"] * search_wall / trained
+    wall = search_wall + audit_cost["wall_time_s"]
+    changes = read_changes(join(experiment, CHANGES_FILE)).get("changes", [])
+    section = {**agreement.summary(), "line": agreement.line(),
+               "top_rung_on_full_data": plan.top_rung_full, "top_rung_trials": int((trials["full_data_from"] ==
+                                                                                    "top rung").sum()),
+               "audited": int((trials["full_data_from"] == "audit").sum()),
+               "audit_experiment": audit_cost["experiment"],
+               "cost": {"wall_time_s": full_wall, "share_of_wall": full_wall / wall if wall else None,
+                        "audit_wall_time_s": audit_cost["wall_time_s"],
+                        "top_rung_train_seconds": top_cost["train_seconds"],
+                        "data_passes": audit_cost["data_passes"] + top_cost["data_passes"],
+                        "note": "the top rung's share is its training seconds' share of the search's"},
+               "ratio_changes": changes,
+               "did_not_learn": _did_not_learn(trials, histories, job.metric, plan.first_rung, job.mode)}
+    summary = {**summary, "search_wall_time_s": search_wall, "wall_time_s": wall,
+               "data_passes_total": float(summary["data_passes_total"]) + audit_cost["data_passes"]}
+    if not len(scored):
+        section["pick_changed"] = False
+        summary.update(decided_by="proxy (no configuration has a full-data score)", full_data=section)
+        say("no configuration has a full-data score (the top rung and the audit trained none to the end): "
+            "the pick is the proxy's, not checked against full data")
+        return summary
+    best = scored.loc[scored["full_data_score"].idxmax() if job.mode == "max" else scored["full_data_score"].idxmin()]
+    section["pick_changed"] = best["trial_id"] != before["trial_id"]
+    section["search_pick"] = {**before, "full_data_score": _known(trials, before["trial_id"])}
+    summary.update(best_trial_id=best["trial_id"], best_score=float(best["full_data_score"]),
+                   best_config={n: _plain(best[f"config/{n}"]) for n in job.param_names},
+                   decided_by="full data", full_data=section)
+    if job.metric == "val_accuracy":
+        summary["best_val_accuracy"] = float(best["full_data_score"])
+    say(f"full data decided the pick ({section['top_rung_trials']} on the top rung, {section['audited']} audited; "
+        f"{full_wall:.0f} s, {100 * section['cost']['share_of_wall']:.0f}% of the wall time): {agreement.line()}")
+    for line in verdict_lines(agreement, None):
+        say(f"warning: {line}")
+    if section["did_not_learn"]:
+        say(f"warning: {section['did_not_learn']}")
+    return summary
+
+
+def _known(trials: pd.DataFrame, trial: str) -> float | None:
+    row = trials[trials["trial_id"] == trial]
+    value = row["full_data_score"].iloc[0] if len(row) else None
+    return None if value is None or value != value else float(value)
+
+
+def _did_not_learn(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metric: str, first_rung: int | None,
+                   mode: str) -> str:
+    """One line when the proxy's scores at the first rung are at chance while full data's are not ("" else)."""
+    if first_rung is None:
+        return ""
+    scores, constants = [], []
+    for hist in histories.values():
+        if "val_constant" in hist and metric in hist and "epoch" in hist:
+            at = hist[hist["epoch"] == first_rung]
+            if len(at) and at[metric].notna().any():
+                scores.append(float(at[metric].dropna().iloc[-1]))
+                constants.append(float(at["val_constant"].iloc[-1]))
+    full = trials["full_data_score"].dropna().tolist()
+    if not at_chance(scores, constants, mode) or not constants:
+        return ""
+    if full and at_chance(full, [constants[0]] * len(full), mode):
+        return ""
+    return (f"the proxy's scores at the first rung (epoch {first_rung}) are at chance (the constant predictor's "
+            f"{constants[0]:.4f}) while full data's are not: the proxy trials did not learn; a larger ratio or "
+            "grace period would")
+
+
+def _top_rung_cost(histories: dict[str, pd.DataFrame], rungs: tuple[int, ...] | None) -> dict[str, float]:
+    """Training seconds and data passes the trials spent after the last proxy rung (on full data)."""
+    seconds = passes = 0.0
+    if not rungs or len(rungs) < 2:
+        return {"train_seconds": 0.0, "data_passes": 0.0}
+    for hist in histories.values():
+        if "epoch" not in hist:
+            continue
+        before, after = hist[hist["epoch"] <= rungs[-2]], hist[hist["epoch"] > rungs[-2]]
+        if not len(after):
+            continue
+        for column, total in (("train_seconds_total", "seconds"), ("data_passes", "passes")):
+            if column in hist:
+                start = float(before[column].dropna().iloc[-1]) if len(before) and before[column].notna().any() else 0.0
+                spent = float(after[column].dropna().iloc[-1]) - start if after[column].notna().any() else 0.0
+                if total == "seconds":
+                    seconds += spent
+                else:
+                    passes += spent
+    return {"train_seconds": seconds, "data_passes": passes}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

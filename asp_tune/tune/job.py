@@ -1,0 +1,70 @@
+"""A search, ready to run (:class:`SearchJob`), and a finished one (:class:`SearchResult`): plain data that
+:func:`asp_tune.tune.run.run_search` runs and the callers build (:mod:`asp_tune.tune.builtin`,
+:mod:`asp_tune.tune.user`, the audit of :mod:`asp_tune.tune.deciding`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from asp_tune.tune.algorithms import Built
+
+
+@dataclass
+class SearchJob:
+    """One search, ready to run.
+
+    ``make_trainable()``: the Ray Tune trainable with its resources (called once Ray runs, since
+    ``tune.with_parameters`` needs it). ``built``: the algorithm's scheduler, searcher and the space
+    the Tuner gets. ``rungs``: where the algorithm decides (its proxy trust is measured there; None:
+    it never stops a trial early). ``max_concurrent``: None when the algorithm keeps it itself.
+    ``settings``: what the search was started with, kept beside the experiment; a resume must
+    match it in ``resume_keys``. ``summary``: what the caller knows of the run before it starts
+    (algorithm, ratio, strategy...); ``summarizers``: more entries read from the finished experiment.
+    ``full_data``: how the search ends on full data (:class:`~asp_tune.tune.deciding.FullDataPlan`; its
+    ``make_trainable`` then takes ``changes``, the file of the search's ratio changes); None: the
+    proxy's scores pick, unchecked.
+    """
+
+    make_trainable: Callable[[], Any]
+    built: Built
+    name: str
+    param_names: list[str]
+    epochs: int
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    num_samples: int = 8
+    max_concurrent: int | None = 2
+    total_trials: int | None = None
+    budget: dict[str, Any] = field(default_factory=dict)
+    rungs: tuple[int, ...] | None = None
+    storage_path: str | None = None
+    address: str | None = None
+    modules: list = field(default_factory=list)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 0
+    verbose: int = 0
+    label: str = "search"
+    settings: dict[str, Any] = field(default_factory=dict)
+    resume_keys: tuple[str, ...] = ()
+    summary: dict[str, Any] = field(default_factory=dict)
+    summarizers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
+    sparse_reports: bool = False  # some reports carry no score (trials validate only where the algorithm reads)
+    keep_checkpoints: bool = False  # a finished search keeps its trials' checkpoints (else only what a resume needs)
+    tracking: str = "none"
+    tracking_uri: str | None = None
+    full_data: Any = None  # a FullDataPlan (asp_tune.tune.deciding): full data decides; None: the proxy picks
+
+
+@dataclass
+class SearchResult:
+    """A finished search: one row per trial, the summary (``summary.json``) and each trial's reports."""
+
+    trials: pd.DataFrame
+    summary: dict[str, Any]
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+

@@ -1,0 +1,93 @@
+"""Finish an Optuna study on full data: its best trials (and some drawn at random) trained on all the data,
+the pick made there, and the proxy measured against it, as :func:`asp_tune.tune.search` does for Ray Tune.
+
+::
+
+    study.optimize(objective_on_proxy_data, n_trials=32)
+    audit = asp_tune.tune.audit_study(study, train_on_full_data)   # train_on_full_data(params) -> score
+    print(audit.line()); model_params = audit.best_params
+
+No Ray: the full-data runs are the user's function, called one after another in this process.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+
+from asp_tune.errors import ConfigError
+from asp_tune.tune.fulldata import FullDataAgreement, audit_size, choose_audit, verdict_lines
+
+
+@dataclass
+class StudyAudit:
+    """The audit of a finished study: one row per audited trial (``number``, ``params``, ``proxy_score``: the
+    study's value, ``full_data_score``), the pick on full data and the proxy's agreement with full data."""
+
+    table: pd.DataFrame
+    agreement: FullDataAgreement
+    best_params: dict[str, Any]
+    best_full_score: float
+    proxy_best_params: dict[str, Any]
+
+    @property
+    def pick_changed(self) -> bool:
+        return self.best_params != self.proxy_best_params
+
+    def line(self) -> str:
+        return self.agreement.line()
+
+    def warnings(self) -> list[str]:
+        """The search's warnings, in its words: a misranking proxy, a proxy pick that lost over a point."""
+        return verdict_lines(self.agreement, self.agreement.regret(), "the study's own pick")
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.agreement.summary(), "line": self.line(), "best_params": self.best_params,
+                "best_full_data_score": self.best_full_score, "proxy_best_params": self.proxy_best_params,
+                "pick_changed": self.pick_changed, "audited": len(self.table),
+                "full_data_scores": {str(r.number): r.full_data_score for r in self.table.itertuples()}}
+
+
+def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int | None = None,
+                seed: int = 0) -> StudyAudit:
+    """Train ``count`` of ``study``'s completed trials on full data with ``train_full(params)`` (its score,
+    in the study's direction): the best half by the study's value, the rest drawn at random. ``count``
+    None: enough to measure the proxy (6) in a study of 18 or more completed trials, else its best 3.
+    The pick is the best full-data score; the study keeps the audit as its user attribute
+    ``asp_tune_full_data`` (the agreement, the pick, each audited trial's full-data score)."""
+    import optuna
+
+    if not isinstance(study, optuna.Study):
+        raise ConfigError("study", type(study).__name__, "an optuna.Study")
+    if not callable(train_full):
+        raise ConfigError("train_full", train_full, "a function train_full(params) -> full-data score")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise ConfigError("count", count, "an integer >= 1, or None")
+    if len(study.directions) != 1:
+        raise ConfigError("study", f"{len(study.directions)} objectives", "a study with one objective")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+            and math.isfinite(t.value)]
+    if not done:
+        raise ConfigError("study", "no completed trial", "a study with at least one completed trial")
+    mode = "max" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "min"
+    by_number = {str(t.number): t for t in done}
+    candidates = pd.DataFrame({"trial_id": list(by_number), "proxy_score": [t.value for t in done]})
+    chosen = choose_audit(candidates, audit_size(count, len(done), 0.0), mode, seed, "proxy_score")
+    agreement, rows = FullDataAgreement(mode, more="count=N"), []
+    for key in chosen:
+        trial = by_number[key]
+        score = float(train_full(dict(trial.params)))
+        agreement.add(key, trial.value, score, "audit")
+        rows.append({"number": trial.number, "params": dict(trial.params), "proxy_score": trial.value,
+                     "full_data_score": score})
+    table = pd.DataFrame(rows)
+    finite = table[table["full_data_score"].map(math.isfinite)]
+    if not len(finite):
+        raise ConfigError("train_full", "no finite score", "a function that returns the full-data score")
+    best = finite.loc[finite["full_data_score"].idxmax() if mode == "max" else finite["full_data_score"].idxmin()]
+    audit = StudyAudit(table, agreement, best["params"], float(best["full_data_score"]), dict(study.best_params))
+    study.set_user_attr("asp_tune_full_data", audit.summary())
+    return audit

@@ -1,0 +1,273 @@
+"""How a finished search ends on full data (asp_tune.tune.deciding), and how a comparison judges a pick, on
+constructed searches: no Ray session, the audit's search handed in."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from asp_tune.tune.compare import compare_runs
+from asp_tune.tune.deciding import AUDIT_FILE, AUDIT_INDEX, FullDataPlan, announce, decide
+from asp_tune.tune.job import SearchJob, SearchResult
+
+
+def _job(top_rung_full: bool, audit=None, rungs=(1, 3, 4), num_samples=8):
+    plan = FullDataPlan(top_rung_full=top_rung_full, first_rung=rungs[0] if top_rung_full else None, audit=audit,
+                        audit_trainable=lambda: None, ratio=0.3)
+    return SearchJob(make_trainable=lambda: None, built=None, name="search", param_names=["x"], epochs=rungs[-1],
+                     rungs=rungs if top_rung_full else None, num_samples=num_samples, full_data=plan)
+
+
+def _search(proxy: dict[str, float], full: dict[str, float], epochs=4, first=1):
+    """Trials t0..: proxy scores at the first rung; those in ``full`` reached the (full-data) top rung."""
+    rows, histories = [], {}
+    for i, (trial, score) in enumerate(proxy.items()):
+        reached = epochs if trial in full else first
+        hist = pd.DataFrame({"epoch": [first, epochs] if trial in full else [first],
+                             "val_accuracy": [score, full[trial]] if trial in full else [score],
+                             "data_passes": [0.3, 1.6] if trial in full else [0.3],
+                             "train_seconds_total": [1.0, 4.0] if trial in full else [1.0]})
+        histories[trial] = hist
+        rows.append({"trial_id": trial, "config/x": float(i), "best_score": hist["val_accuracy"].max(),
+                     "final_score": hist["val_accuracy"].iloc[-1], "status": "TERMINATED" if trial in full else
+                     "STOPPED", "epochs": reached, "seconds": hist["train_seconds_total"].iloc[-1]})
+    trials = pd.DataFrame(rows)
+    best = trials.loc[trials["best_score"].idxmax()]
+    summary = {"best_trial_id": best["trial_id"], "best_config": {"x": best["config/x"]},
+               "best_score": best["best_score"], "wall_time_s": 10.0, "data_passes_total": 5.0}
+    return trials, histories, summary
+
+
+def _no_audit(*args, **kwargs):
+    raise AssertionError("no audit was asked for")
+
+
+def test_the_top_rung_on_full_data_picks_the_best_there_and_pairs_it_with_the_first_rung(tmp_path, capsys):
+    proxy = {"t0": 0.50, "t1": 0.60, "t2": 0.70, "t3": 0.40}
+    trials, histories, summary = _search(proxy, {"t1": 0.90, "t2": 0.80})
+    trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    assert summary["decided_by"] == "full data" and summary["best_trial_id"] == "t1"
+    assert summary["best_score"] == 0.90 and summary["best_config"] == {"x": 1.0}
+    section = summary["full_data"]
+    assert (section["pairs"], section["top_rung_trials"], section["audited"]) == (2, 2, 0)
+    assert section["regret_of_proxy_pick"] == pytest.approx(0.10)  # the first rung preferred t2
+    assert section["measured"] is False and section["trusted"] is None
+    assert section["cost"]["data_passes"] == pytest.approx(2 * 1.3) and section["cost"]["top_rung_train_seconds"] == 6
+    assert trials.set_index("trial_id")["full_data_from"].to_dict() == {"t0": "", "t1": "top rung", "t2": "top rung",
+                                                                       "t3": ""}
+    assert "full data decided the pick" in capsys.readouterr().err
+
+
+class _AuditSearch:
+    """The audit's search: full-data scores by configuration ``x``, and the jobs it was handed."""
+
+    def __init__(self, full_by_x: dict[float, float]):
+        self.full_by_x, self.jobs, self.resumes = full_by_x, [], []
+
+    def __call__(self, job, resume=None):
+        self.jobs.append(job)
+        self.resumes.append(resume)
+        configs = job.settings["configs"]
+        trials = pd.DataFrame([{f"config/{AUDIT_INDEX}": i, "config/x": c["x"], "final_score": self.full_by_x[c["x"]],
+                                "status": "TERMINATED"} for i, c in enumerate(configs)])
+        return SearchResult(trials, {"wall_time_s": 3.0, "data_passes_total": 4.0 * len(configs),
+                                     "experiment_path": "audit"})
+
+
+def test_an_audit_measures_a_misranking_proxy_and_full_data_picks(tmp_path):
+    proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(8)}  # the proxy prefers t0
+    full_by_x = {float(i): 0.5 + 0.05 * i for i in range(8)}  # full data prefers t7
+    trials, histories, summary = _search(proxy, {}, epochs=4, first=4)
+    search = _AuditSearch(full_by_x)
+    job = _job(False, audit=8)
+    trials, summary = decide(job, trials, histories, summary, str(tmp_path), search)
+    assert len(search.jobs) == 1
+    assert search.jobs[0].epochs == 4 and search.jobs[0].total_trials == 8
+    assert summary["best_trial_id"] == "t7" and summary["best_score"] == pytest.approx(0.85)
+    section = summary["full_data"]
+    assert section["measured"] and section["misranks"] and section["trusted"] is False
+    assert section["kendall_tau"] == pytest.approx(-1.0) and section["pick_changed"]
+    assert section["search_pick"]["trial_id"] == "t0" and section["search_pick"]["full_data_score"] == 0.5
+    assert summary["wall_time_s"] == 13.0 and summary["data_passes_total"] == 5.0 + 32.0
+    assert section["cost"]["audit_wall_time_s"] == 3.0
+
+
+def test_a_resumed_search_finishes_the_audit_it_recorded(tmp_path):
+    experiment = tmp_path / "search"
+    experiment.mkdir()
+    recorded = {"name": "search-full-data", "trials": ["t5", "t6"], "configs": [{"x": 5.0}, {"x": 6.0}]}
+    (experiment / AUDIT_FILE).write_text(json.dumps(recorded))
+    trials, histories, summary = _search({f"t{i}": 0.5 for i in range(8)}, {}, epochs=4, first=4)
+    search = _AuditSearch({float(i): 0.1 * i for i in range(8)})
+    trials, summary = decide(_job(False, audit=3), trials, histories, summary, str(experiment), search)
+    assert search.jobs[0].settings["configs"] == recorded["configs"] and search.jobs[0].name == "search-full-data"
+    assert trials.set_index("trial_id")["full_data_from"].eq("audit").sum() == 2
+    assert summary["best_trial_id"] == "t6"
+
+
+def test_an_audit_record_that_names_other_configurations_is_drawn_again(tmp_path, capsys):
+    experiment = tmp_path / "search"
+    experiment.mkdir()
+    planted = {"name": "search-full-data", "trials": ["t5"], "configs": [{"x": "my_module:evil"}]}
+    (experiment / AUDIT_FILE).write_text(json.dumps(planted))
+    trials, histories, summary = _search({f"t{i}": 0.5 for i in range(8)}, {}, epochs=4, first=4)
+    search = _AuditSearch({float(i): 0.1 * i for i in range(8)})
+    decide(_job(False, audit=3), trials, histories, summary, str(experiment), search)
+    assert "does not name this search's trials" in capsys.readouterr().err
+    drawn = search.jobs[0].settings["configs"]
+    assert {"x": "my_module:evil"} not in drawn and len(drawn) == 3
+    assert json.loads((experiment / AUDIT_FILE).read_text())["configs"] == search.jobs[0].settings["configs"]
+
+
+def test_a_small_search_says_up_front_it_cannot_measure(capsys):
+    lines = announce(_job(True, rungs=(1, 3, 9), num_samples=8))
+    assert len(lines) == 1 and "cannot measure its proxy" in lines[0] and "--audit 6" in lines[0]
+    assert announce(_job(True, rungs=(1, 3, 9), num_samples=54)) == []
+    assert "cannot measure" in capsys.readouterr().err
+
+
+def _result(trials: list[dict], summary: dict) -> SearchResult:
+    base = {"metric": "m", "algo": "asha", "num_trials": len(trials), "num_failed": 0, "wall_time_s": 10.0,
+            "data_passes_total": 5.0, "best_val_accuracy": None, "best_config": {"x": 0}, "experiment_path": "",
+            "mode": "max", "budget": {"max_epochs_per_trial": 4}}
+    return SearchResult(pd.DataFrame(trials), {**base, **summary})
+
+
+def test_compare_judges_a_pick_by_its_retrain_never_by_an_early_stopped_score(capsys):
+    # the full-data search: ASHA cut x=1 after one epoch (0.30), x=0 ran to the end (0.80)
+    full = _result([{"config/x": 0, "best_score": 0.80, "final_score": 0.80, "status": "TERMINATED", "epochs": 4},
+                    {"config/x": 1, "best_score": 0.30, "final_score": 0.30, "status": "STOPPED", "epochs": 1}],
+                   {"best_score": 0.80})
+    proxy = _result([{"config/x": 0, "best_score": 0.40, "final_score": 0.40, "status": "STOPPED", "epochs": 1},
+                     {"config/x": 1, "best_score": 0.60, "final_score": 0.60, "status": "TERMINATED", "epochs": 4}],
+                    {"best_score": 0.60, "best_config": {"x": 1}})
+    retrained = {1.0: [{"seed": 0, "score": 0.90}], 0.3: [{"seed": 0, "score": 0.85}]}
+    table, _ = compare_runs({1.0: full, 0.3: proxy}, retrained, ["x"])
+    row = table.set_index("ratio").loc[0.3]
+    assert row["regret"] == pytest.approx(0.05)  # the retrained gap, not 0.80 - 0.30 from the cut search
+    assert row["pairs"] == 1  # only x=0 has a full-data final score
+    assert "lost 0.0500 of full-data score" in row["warning"]
+    assert "warning: the ratio-0.3 pick lost 0.0500" in capsys.readouterr().err
+    assert "top1_regret" not in table
+
+
+def test_compare_warns_from_its_own_tau_when_the_proxy_misranks(capsys):
+    rows_full = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
+                  "epochs": 4} for i in range(8)]
+    rows_proxy = [{"config/x": i, "best_score": 0.9 - 0.05 * i, "final_score": 0.9 - 0.05 * i,
+                   "status": "TERMINATED", "epochs": 4} for i in range(8)]
+    full, proxy = _result(rows_full, {"best_score": 0.85}), _result(rows_proxy, {"best_score": 0.9})
+    table, _ = compare_runs({1.0: full, 0.3: proxy}, {1.0: [{"seed": 0, "score": 0.8}],
+                                                      0.3: [{"seed": 0, "score": 0.8}]}, ["x"])
+    row = table.set_index("ratio").loc[0.3]
+    assert row["measured"] and row["kendall_tau"] == pytest.approx(-1.0) and row["tau_high"] < 0.3
+    assert row["regret"] == 0.0 and row["warning"].startswith("the proxy misranks: Kendall tau -1.00")
+    assert table.set_index("ratio").loc[1.0, "warning"] == ""
+
+
+# ----------------------------------------------------------------------------- settings and trials
+
+
+def _settings(**kw):
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+
+    space = parse_space({"name": "t", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 9, "batch_size": 64,
+                                                "subset": 600},
+                         "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}})
+    return HpoSettings(space=space, device="cpu", **kw).validate()
+
+
+def test_an_early_stopping_search_ends_its_top_rung_on_full_data_unless_the_proxy_decides():
+    settings = _settings(algo="asha", ratio=0.3)
+    assert settings.rungs() == (1, 3, 9) and settings.end_on_full_data()
+    assert settings.ratio_schedule == "steps:3=1"
+    proxy = _settings(algo="asha", ratio=0.3, decide="proxy")
+    assert not proxy.end_on_full_data() and proxy.ratio_schedule == "constant"
+    ending_in_one = _settings(algo="asha", rung_ratios="0.1,0.3,1")
+    assert ending_in_one.end_on_full_data() and ending_in_one.ratio_schedule == "steps:1=0.3,3=1"
+    assert not _settings(algo="random", ratio=0.3).end_on_full_data()  # no rungs: an audit instead
+
+
+def test_a_first_rung_too_short_to_learn_gets_a_longer_grace_period(tmp_path):
+    settings = _settings(algo="asha", ratio=0.3)  # 540 training samples: 3 steps of 64 per epoch at r = 0.3
+    change = settings.fit_first_rung(540)
+    # a grace period of 3 (9 // 3, the longest that still stops trials) gives 9 steps; the ratio rises for the rest
+    assert change["steps"] == [3, 18] and change["grace_period"] == [1, 3] and change["ratio"] == [0.3, 0.6]
+    assert (settings.grace_period, settings.ratio, settings.rungs()) == (3, 0.6, (3, 9))
+    kept = _settings(algo="asha", ratio=0.3, min_first_rung_steps=0)
+    assert kept.fit_first_rung(540) is None and kept.grace_period == 1
+    longer = _settings(algo="asha", ratio=0.3, min_first_rung_steps=12)
+    assert longer.fit_first_rung(540)["ratio"] == [0.3, 0.36]
+
+
+def test_a_fresh_trial_starts_on_the_searchs_latest_ratio_and_a_restarted_one_keeps_its_own(tmp_path):
+    import contextlib
+    from pathlib import Path
+
+    from asp_tune.tune.fulldata import CHANGES_FILE
+    from asp_tune.tune.trainable import START_FILE, proxy_trial
+
+    settings = _settings(algo="asha", ratio=0.3, min_first_rung_steps=0)
+    changes = tmp_path / CHANGES_FILE
+    changes.write_text(json.dumps({"ratio": 0.6, "changes": []}))
+    folder, reports = tmp_path / "ckpt", []
+
+    class Stop(Exception):
+        pass
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        if checkpoint is not None:
+            folder.mkdir(exist_ok=True)
+            for f in Path(checkpoint).iterdir():
+                (folder / f.name).write_bytes(f.read_bytes())
+            raise Stop
+
+    class Checkpoint:
+        def as_directory(self):
+            return contextlib.nullcontext(str(folder))
+
+    given = {"space": settings.space, "run": dict(settings.run_fields(), epochs=3), "report": report,
+             "make_checkpoint": lambda f: f, "changes": str(changes), "checkpoint_epochs": (1,)}
+    with pytest.raises(Stop):
+        proxy_trial({"lr": 0.05}, get_checkpoint=lambda: None, **given)
+    assert reports[0]["start_ratio"] == 0.6 and reports[0]["proxy_ratio"] == pytest.approx(0.6, abs=0.01)
+    assert json.loads((folder / START_FILE).read_text()) == {"ratio": 0.6}
+    changes.write_text(json.dumps({"ratio": 1.0, "changes": []}))  # raised again while the trial waited
+    with contextlib.suppress(Stop):
+        proxy_trial({"lr": 0.05}, get_checkpoint=Checkpoint, **given)
+    assert reports[-1]["start_ratio"] == 0.6 and reports[-1]["restored_epoch"] == 1
+
+
+def test_the_optuna_recipe_finishes_a_study_on_full_data():
+    import optuna
+
+    from asp_tune.errors import ConfigError
+    from asp_tune.tune import audit_study
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(20):  # the proxy's value falls with x; full data's rises
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=1.0 - 0.01 * i,
+                                                  distributions={"x": optuna.distributions.FloatDistribution(0, 19)}))
+    trained = []
+
+    def full(params):
+        trained.append(params["x"])
+        return 0.5 + 0.02 * params["x"]
+
+    audit = audit_study(study, full, seed=0)
+    assert len(trained) == 6 and trained[:3] == [0.0, 1.0, 2.0]  # the study's best three first, then drawn
+    assert audit.best_params == {"x": max(trained)} and audit.pick_changed
+    assert audit.agreement.misranks() and audit.agreement.kendall_tau() == pytest.approx(-1.0)
+    assert audit.warnings()[0].startswith("the proxy misranks") and "study's own pick lost" in audit.warnings()[1]
+    kept = study.user_attrs["asp_tune_full_data"]
+    assert kept["best_params"] == audit.best_params and kept["full_data_scores"]["0"] == 0.5
+    small = optuna.create_study()
+    small.add_trial(optuna.trial.create_trial(params={"x": 1.0}, value=0.3,
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+    assert audit_study(small, lambda p: 0.1).line().startswith("the proxy was not measured")  # count=N
+    with pytest.raises(ConfigError, match="count"):
+        audit_study(study, full, count=0)
+    with pytest.raises(ConfigError, match="completed trial"):
+        audit_study(optuna.create_study(), full)

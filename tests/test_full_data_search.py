@@ -1,0 +1,135 @@
+"""Full data decides, end to end on Ray: a constructed misranking problem, a search too small to measure, proxy
+trials at chance, asp_tune's own trainable, and a finished search resumed (its audit and ratio changes kept)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import asp_tune.tune
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+DATA = TensorDataset(torch.randn(256, 3), torch.randint(0, 2, (256,)))
+
+
+def _epochs(config, on_epoch):
+    """The user's loop over proxy data; ``on_epoch(ratio of the epoch)`` gives the validation score."""
+    proxy = asp_tune.tune.proxy_data(config, DATA, epochs=EPOCHS)
+    for epoch in range(proxy.epoch + 1, EPOCHS):
+        proxy.set_epoch(epoch)
+        for idx, _ in proxy.loader(batch_size=64):
+            proxy.update(idx, torch.zeros(len(idx)))
+        ratio = proxy.plan.count / len(DATA)
+        asp_tune.tune.report({"val_accuracy": on_epoch(ratio), "val_constant": 0.5}, proxy)
+
+
+def misranking(config):
+    """On proxy data a configuration scores 1 - x; on all the data, x."""
+    _epochs(config, lambda ratio: config["x"] if ratio >= 1.0 else 1.0 - config["x"])
+
+
+def chance_below_half(config):
+    """Below half the data nothing is learnt (chance, 0.5); from half on, a configuration scores 0.5 + 0.4 x."""
+    _epochs(config, lambda ratio: 0.5 if ratio < 0.5 else 0.5 + 0.4 * config["x"])
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from asp_tune.tune.session import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def test_a_misranking_proxy_is_measured_and_full_data_picks(ray_session, tmp_path, capsys):
+    from ray import tune
+
+    xs = [i / 11 for i in range(12)]
+    result = asp_tune.tune.search(misranking, {"x": tune.grid_search(xs)}, epochs=EPOCHS, ratio=0.3, strategy="random",
+                                  scheduler="fifo", num_samples=1, audit=6, seed=0, first_epoch_full=False,
+                                  out=tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    section = summary["full_data"]
+    assert summary["decided_by"] == "full data" and section["audited"] == 6
+    audited = result.trials[result.trials["full_data_from"] == "audit"]
+    assert sorted(audited["config/x"])[:3] == xs[:3]  # the proxy's best three are always audited
+    assert summary["best_config"]["x"] == audited["config/x"].max()  # the best on full data among them
+    assert summary["best_score"] == pytest.approx(audited["config/x"].max())
+    assert section["measured"] and section["misranks"] and section["trusted"] is False
+    assert section["kendall_tau"] == pytest.approx(-1.0) and section["interval"][1] < 0.3
+    assert section["regret_of_proxy_pick"] == pytest.approx(audited["config/x"].max() - 0.0)
+    assert section["cost"]["audit_wall_time_s"] > 0 and summary["wall_time_s"] > summary["search_wall_time_s"]
+    err = capsys.readouterr().err
+    assert "warning: the proxy misranks: Kendall tau -1.00 against full data over 6 configurations" in err
+    trials = (tmp_path / "out" / "trials.csv").read_text()
+    assert "full_data_score" in trials.splitlines()[0]
+
+    # resumed after it finished: the same audit (its record and experiment), not a new one
+    again = asp_tune.tune.search(misranking, {"x": tune.grid_search(xs)}, epochs=EPOCHS, ratio=0.3, strategy="random",
+                                 scheduler="fifo", num_samples=1, audit=6, seed=0,
+                                 resume=summary["experiment_path"])
+    assert again.summary["full_data"]["audit_experiment"] == section["audit_experiment"]
+    assert again.summary["best_config"] == summary["best_config"]
+
+
+def test_a_small_search_says_it_cannot_measure_and_is_never_trusted(ray_session, tmp_path, capsys):
+    from ray import tune
+
+    result = asp_tune.tune.search(misranking, {"x": tune.uniform(0, 1)}, epochs=EPOCHS, ratio=0.3, strategy="random",
+                                  scheduler="asha", num_samples=8, seed=1)
+    err = capsys.readouterr().err
+    assert "this search cannot measure its proxy against full data" in err and "give audit=6 to train" in err
+    section = result.summary["full_data"]
+    assert section["measured"] is False and section["trusted"] is None and section["top_rung_on_full_data"]
+    top = result.trials[result.trials["full_data_from"] == "top rung"]
+    assert len(top) >= 1 and result.summary["best_trial_id"] in set(top["trial_id"])
+    assert result.summary["best_score"] == pytest.approx(top["full_data_score"].max())
+    assert (result.summary["proxy_trust"] or {}).get("trusted") in (None, False)  # unmeasured is never "trusted"
+
+
+def test_proxy_trials_at_chance_raise_the_ratio_of_the_configurations_started_later(ray_session, tmp_path, capsys):
+    from ray import tune
+
+    result = asp_tune.tune.search(chance_below_half, {"x": tune.uniform(0, 1)}, epochs=EPOCHS, ratio=0.3,
+                                  strategy="random", scheduler="asha", num_samples=8, max_concurrent=1, seed=2,
+                                  out=tmp_path / "out")
+    changes = result.summary["full_data"]["ratio_changes"]
+    assert len(changes) >= 1 and changes[0]["before"] == 0.3 and changes[0]["after"] == 0.6
+    assert "at chance" in changes[0]["why"] and changes[0]["evidence"]["trials"] >= 3
+    assert "configurations started from now on train on ratio 0.6 (was 0.3" in capsys.readouterr().err
+    epochs = result.histories
+    starts = sorted({float(h["start_ratio"].iloc[0]) for h in epochs.values()})
+    assert starts[0] == 0.3 and starts[-1] >= 0.6  # the later trials started on the raised ratio
+    learnt = [h for h in epochs.values() if float(h["start_ratio"].iloc[0]) >= 0.6]
+    assert learnt and all(h["val_accuracy"].iloc[0] > 0.5 for h in learnt)  # they learn at the first rung
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["full_data"]["ratio_changes"] == changes
+
+
+def test_asp_tunes_own_search_ends_its_top_rung_on_full_data(ray_session, tmp_path, capsys):
+    from asp_tune.tune.builtin import run_hpo
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+
+    space = parse_space({"name": "top", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4, "subset": 500,
+                                                  "batch_size": 32},
+                         "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}})
+    settings = HpoSettings(space=space, algo="asha", ratio=0.3, num_samples=6, device="cpu", verbose=0,
+                           min_first_rung_steps=0, storage_path=str(tmp_path / "ray"))
+    result = run_hpo(settings)
+    s = result.summary
+    assert s["ratio_schedule"] == "steps:3=1" and s["decided_by"] == "full data"
+    top = result.trials[result.trials["full_data_from"] == "top rung"]
+    assert len(top) >= 1 and (top["epochs"] == 4).all()
+    for trial in top["trial_id"]:  # the last epoch trained on all the data
+        hist = result.histories[trial]
+        assert float(hist["data_passes"].iloc[-1] - hist["data_passes"].iloc[-2]) == pytest.approx(1.0, abs=0.01)
+    assert s["best_trial_id"] in set(top["trial_id"]) and s["full_data"]["cost"]["data_passes"] > 0
+    assert "full data decided the pick" in capsys.readouterr().err
