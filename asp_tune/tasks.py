@@ -61,7 +61,12 @@ class Classification:
             raise ConfigError("task", self.name, f"integer class labels of shape (N,) ({where} holds "
                                                  f"{targets.dtype} {tuple(targets.shape)}: task regression)")
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             label_smoothing: float | torch.Tensor = 0.0) -> torch.Tensor:
+        if isinstance(label_smoothing, torch.Tensor):  # a pack's members each with their own (under vmap)
+            log_p = F.log_softmax(outputs.float(), dim=1)
+            nll = -log_p.gather(1, targets.unsqueeze(1)).squeeze(1)
+            return (1.0 - label_smoothing) * nll + label_smoothing * -log_p.mean(dim=1)
         return F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing, reduction="none")
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

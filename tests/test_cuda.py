@@ -96,3 +96,22 @@ def test_darts_architecture_step_on_the_gpu(digits):
     t.train_epoch()
     assert all(a.is_cuda for a in t.model.arch_parameters())
     assert all(not torch.equal(a, b) for a, b in zip(alphas, t.model.arch_parameters()))
+
+
+def test_a_pack_on_the_gpu_trains_its_members_as_they_train_alone(digits):
+    from asp_tune.pack import Pack, choose_pack_size
+
+    configs = [cuda_config(metric="loss", lr=0.01), cuda_config(metric="loss", lr=0.02, weight_decay=0.0)]
+    alone = []
+    for config in configs:
+        trainer = Trainer(config, data=digits)
+        alone.append(trainer.train_epoch())
+    members = [Trainer(config, data=digits) for config in configs]
+    pack = Pack(members)
+    records = pack.train_epoch()
+    assert all(p.is_cuda for p in pack.params.values())
+    for reference, member in zip(alone, members):  # bf16 autocast: batched kernels round differently
+        assert abs(records[member]["train_loss"] - reference["train_loss"]) < 0.05 * reference["train_loss"]
+        assert records[member]["selected"] == reference["selected"]
+    choice = choose_pack_size("auto", 8, members[0])
+    assert 1 <= choice.size <= 8 and choice.reason

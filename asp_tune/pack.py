@@ -1,0 +1,466 @@
+"""Many configurations of one network trained at once in one process: a pack.
+
+Each member is an ordinary :class:`~asp_tune.trainer.Trainer`, built as it would be alone (its seed, its
+initial weights, its proxy selector and memory, its batches); the members share one copy of the data. The
+pack stacks their parameters, buffers and optimiser states along a new first dimension and runs every step
+as one vectorised forward and backward (:func:`torch.func.vmap` over :func:`torch.func.functional_call`),
+with each member's own learning rate and schedule, weight decay, momentum or betas and label smoothing
+(:class:`StackedOptimizer`). A member therefore follows the trajectory it follows alone, up to the
+summation order of batched kernels. BatchNorm keeps running statistics per member; dropout draws its
+own mask per member (not the masks of the member alone).
+
+A member whose loss stops being finite leaves the pack at the end of its epoch (its error recorded); the
+others go on, untouched: no value crosses members. :meth:`Pack.remove` takes members out (a search's
+early stopping) and compacts the stacks; :meth:`Pack.sync` writes every member's weights and optimiser
+state back into its trainer, so a member's ``state_dict`` (a checkpoint), ``save_model`` and its test
+evaluation are those of a trainer that trained alone, and a pack can be rebuilt from its members'
+checkpoints.
+
+    pack = Pack([build_trainer(config, data=data) for config in configs])
+    while pack.members:
+        for trainer, record in pack.train_epoch().items(): ...
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from asp_tune.config import TrainConfig
+from asp_tune.device import autocast, synchronize
+from asp_tune.errors import AspTuneError
+from asp_tune.trainer import Observed, Trainer, TrainingDiverged
+
+#: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
+#: hyper-parameters and schedule, and the label smoothing.
+PER_MEMBER = ("lr", "momentum", "nesterov", "weight_decay", "betas", "label_smoothing", "lr_schedule", "lr_min",
+              "milestones", "lr_gamma")
+
+
+class CannotFuse(AspTuneError):
+    """These configurations or this network cannot train in one pack (the reason says why)."""
+
+
+def pack_key(config: TrainConfig) -> tuple:
+    """Configurations with equal keys can share a pack: the same network, data, batches and selection."""
+    fields = config.to_dict()
+    return tuple(sorted((k, repr(v)) for k, v in fields.items() if k not in PER_MEMBER))
+
+
+def group_into_packs(configs: Sequence[TrainConfig], size: int) -> list[list[int]]:
+    """Indices of ``configs`` in packs of at most ``size``, one key per pack, in the order given."""
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(pack_key(config), []).append(i)
+    return [members[start:start + size] for members in groups.values() for start in range(0, len(members), size)]
+
+
+def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-member ``values`` (K,) shaped to broadcast over a stacked tensor ``like`` (K, ...)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class StackedOptimizer:
+    """SGD (momentum, Nesterov, weight decay), Adam or AdamW over stacked parameters (K, ...), each member
+    with its own hyper-parameters, in the arithmetic of :mod:`torch.optim`'s single-tensor implementations:
+    a hyper-parameter the members share is applied as the Python number torch.optim applies (bitwise the
+    same step); one that differs is applied per member as a float32 column (one rounding apart at most)."""
+
+    HYPER = ("lr", "weight_decay", "momentum", "nesterov", "beta1", "beta2", "steps")
+
+    def __init__(self, configs: Sequence[TrainConfig], params: dict[str, torch.Tensor]):
+        kinds = {c.optimizer for c in configs}
+        if len(kinds) != 1:
+            raise CannotFuse(f"members use different optimisers ({sorted(kinds)})")
+        self.kind = kinds.pop()
+        self.device = next(iter(params.values())).device
+        self.lr = [c.lr for c in configs]
+        self.weight_decay = [c.weight_decay for c in configs]
+        self.momentum = [c.momentum for c in configs]
+        self.nesterov = [bool(c.nesterov and c.momentum > 0) for c in configs]
+        self.beta1 = [c.betas[0] for c in configs]
+        self.beta2 = [c.betas[1] for c in configs]
+        self.steps = [0] * len(configs)
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the members at ``keep`` (their hyper-parameters and state)."""
+        for name in self.HYPER:
+            setattr(self, name, [getattr(self, name)[k] for k in keep])
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.state = {p: {k: v[index] for k, v in s.items()} for p, s in self.state.items()}
+
+    def _each(self, values: list[float], like: torch.Tensor) -> float | torch.Tensor:
+        """``values`` as one number when the members share it, else a column shaped to broadcast over ``like``."""
+        if all(v == values[0] for v in values):
+            return values[0]
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+    @staticmethod
+    def _add(x: torch.Tensor, scale: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x + scale * y`` rounded as ``torch.add(x, y, alpha=scale)`` (a new tensor)."""
+        return x.add(y, alpha=scale) if isinstance(scale, float) else torch.addcmul(x, scale, y)
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor]) -> None:
+        self.steps = [s + 1 for s in self.steps]
+        for name, p in params.items():
+            if p.grad is not None:
+                self._step(p, p.grad, self.state.setdefault(name, {}))
+
+    def _step(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        neg_lr = self._each([-lr for lr in self.lr], p)
+        if self.kind == "sgd":
+            if any(self.weight_decay):
+                g = self._add(g, self._each(self.weight_decay, p), p)
+            if any(self.momentum):
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = g.detach().clone()
+                else:
+                    momentum = self._each(self.momentum, p)
+                    buf.mul_(momentum).add_(g)
+                if any(self.nesterov):
+                    nesterov = self._add(g, self._each(self.momentum, p), buf)
+                    g = _pick(self.nesterov, nesterov, buf)
+                else:
+                    g = buf
+            p.copy_(self._add(p, neg_lr, g))
+            return
+        if any(self.weight_decay):
+            if self.kind == "adamw":
+                p.mul_(self._each([1 - lr * wd for lr, wd in zip(self.lr, self.weight_decay)], p))
+            else:
+                g = self._add(g, self._each(self.weight_decay, p), p)
+        m = state.setdefault("exp_avg", torch.zeros_like(p))
+        v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+        m.lerp_(g, self._each([1 - b for b in self.beta1], p))
+        one_minus_b2 = self._each([1 - b for b in self.beta2], p)
+        v.mul_(self._each(self.beta2, p))
+        if isinstance(one_minus_b2, float):
+            v.addcmul_(g, g, value=one_minus_b2)
+        else:
+            v.addcmul_(one_minus_b2 * g, g)
+        neg_step = self._each([-lr / (1 - b1 ** s) for lr, b1, s in zip(self.lr, self.beta1, self.steps)], p)
+        root = self._each([(1 - b2 ** s) ** 0.5 for b2, s in zip(self.beta2, self.steps)], p)
+        denom = (v.sqrt() / root).add_(1e-8)
+        if isinstance(neg_step, float):
+            p.addcdiv_(m, denom, value=neg_step)
+        else:
+            p.addcdiv_(neg_step * m, denom)
+
+    def member_state(self, k: int, name: str) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state of parameter ``name`` in :mod:`torch.optim`'s form."""
+        state = {key: value[k].clone() for key, value in self.state.get(name, {}).items()}
+        if self.kind != "sgd" and state:
+            state["step"] = torch.tensor(float(self.steps[k]))
+        return state
+
+    def load_member(self, k: int, name: str, state: dict[str, Any], like: torch.Tensor) -> None:
+        """Set member ``k``'s state of parameter ``name`` from :mod:`torch.optim`'s form (absent: fresh)."""
+        keys = ("momentum_buffer",) if self.kind == "sgd" else ("exp_avg", "exp_avg_sq")
+        for key in keys:
+            if state.get(key) is not None:
+                self.state.setdefault(name, {}).setdefault(key, torch.zeros_like(like))[k] = state[key]
+        if "step" in state:
+            self.steps[k] = int(float(state["step"]))
+
+
+def _pick(choose: list[bool], yes: torch.Tensor, no: torch.Tensor) -> torch.Tensor:
+    """Per member: ``yes`` where ``choose`` is true, else ``no``."""
+    if all(choose):
+        return yes
+    mask = torch.tensor(choose, device=yes.device).view(-1, *([1] * (yes.dim() - 1)))
+    return torch.where(mask, yes, no)
+
+
+@dataclass
+class Member:
+    """A trainer in a pack: its place in the stacks."""
+
+    trainer: Trainer
+    index: int
+
+
+class Pack:
+    """``trainers`` (built alone, sharing one data set; see :func:`pack_key`) trained as one vectorised
+    network. Raises :class:`CannotFuse` when their configurations or the network do not allow it."""
+
+    def __init__(self, trainers: Sequence[Trainer]):
+        if not trainers:
+            raise CannotFuse("a pack needs at least one configuration")
+        keys = {pack_key(t.config) for t in trainers}
+        if len(keys) != 1:
+            raise CannotFuse("members differ in more than " + ", ".join(PER_MEMBER))
+        first = trainers[0]
+        self.task, self.device, self.config = first.task, first.device, first.config
+        models = [t.model for t in trainers]
+        _check_fusable(first.model)
+        self.params, self.buffers = (dict(d) for d in stack_module_state(models))
+        self.base = copy.deepcopy(first.model).to("meta")
+        self.tap = _make_tap(self.base)
+        self.optimizer = StackedOptimizer([t.config for t in trainers], self.params)
+        for k, trainer in enumerate(trainers):
+            for name, param in trainer.model.named_parameters():
+                self.optimizer.load_member(k, name, trainer.optimizer.state.get(param, {}), self.params[name])
+        for trainer in trainers:  # the pack steps their weights: their schedules step after an optimiser step
+            trainer.optimizer._opt_called = True  # noqa: SLF001 - what torch's scheduler checks
+        self.members = [Member(t, k) for k, t in enumerate(trainers)]
+        self.failed: dict[Trainer, BaseException] = {}
+        self._stepped = False
+
+    # ------------------------------------------------------------------ the vectorised network
+
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.tap.norms = None
+        out = functional_call(self.base, (params, buffers), (x,))
+        norms = self.tap.norms if self.tap.norms is not None else torch.zeros(x.shape[0], device=x.device)
+        self.tap.norms = None
+        return out, norms
+
+    def _member_loss(self, params, buffers, x, y, weights, smoothing):
+        out, norms = self._forward(params, buffers, x)
+        losses = self.task.loss(out, y, smoothing) * weights
+        return losses.mean(), out, norms
+
+    # ------------------------------------------------------------------ training
+
+    def train_epoch(self) -> dict[Trainer, dict[str, Any]]:
+        """One epoch of every member: each selects its subset and trains on its own batches, in lockstep;
+        returns each member's record. A member that diverged is in :attr:`failed` and out of the pack."""
+        start = time.perf_counter()
+        members = [m.trainer for m in self.members]
+        plans = [t.selector.plan(t.epoch) for t in members]
+        for t, plan in zip(members, plans):
+            t.sample_weights = plan.weights
+        counts = {plan.count for plan in plans}
+        if len(counts) != 1:
+            raise CannotFuse(f"members' epochs select different numbers of samples ({sorted(counts)})")
+        self.optimizer.lr = [t.optimizer.param_groups[0]["lr"] for t in members]
+        smoothing = torch.tensor([t.config.label_smoothing for t in members], device=self.device)
+        self.base.train()
+        step = vmap(self._member_loss, randomness="different")
+        sums = vmap(self.task.batch_sums)
+        loss_sum = torch.zeros(len(members), device=self.device)
+        total: torch.Tensor | int = 0
+        trained = 0
+        feeds = [t.epoch_batches(plan) for t, plan in zip(members, plans)]
+        for batches in zip(*feeds):
+            x = torch.stack([b[0] for b in batches])
+            y = torch.stack([b[1] for b in batches])
+            idx = [b[2] for b in batches]
+            weights = torch.stack([t.sample_weights[i] if t.sample_weights is not None
+                                   else torch.ones(i.shape[0], device=self.device) for t, i in zip(members, idx)])
+            with autocast(self.device, self.config.amp):
+                losses, logits, norms = self._first_step(step, x, y, weights, smoothing)
+            for p in self.params.values():
+                p.grad = None
+            losses.sum().backward()
+            self.optimizer.step(self.params)
+            logits = logits.detach()
+            for k, t in enumerate(members):
+                if t.selector.tracks_importance:
+                    t.observe(Observed(logits[k], y[k], idx[k], norms[k] if self.tap.layer is not None else None))
+            loss_sum += losses.detach() * y.shape[1]
+            total = total + sums(logits, y)
+            trained += y.shape[1]
+        synchronize(self.device)
+        seconds = (time.perf_counter() - start) / len(members)
+        validation = self._validate(len(members))
+        records: dict[Trainer, dict[str, Any]] = {}
+        losses = loss_sum.tolist()
+        for k, t in enumerate(members):
+            try:
+                records[t] = t.close_epoch(plans[k], losses[k], total[k] if trained else 0, trained, seconds,
+                                           validation[k])
+            except TrainingDiverged as exc:
+                self.failed[t] = exc
+        if self.failed:
+            self.remove([t for t in members if t in self.failed])
+        return records
+
+    def _first_step(self, step, *inputs):
+        """The vectorised step; the first one names a network that cannot be vectorised."""
+        if self._stepped:
+            return step(self.params, self.buffers, *inputs)
+        try:
+            out = step(self.params, self.buffers, *inputs)
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CannotFuse(f"the network cannot run vectorised over configurations ({first})") from exc
+        self._stepped = True
+        return out
+
+    @torch.inference_mode()
+    def _validate(self, count: int) -> list[tuple[float, float, float] | None]:
+        """Every member's (score, loss, seconds) on the shared validation split (None: not validated)."""
+        first = self.members[0].trainer
+        if not first.validate_each_epoch:
+            return [(math.nan, math.nan, 0.0)] * count
+        start = time.perf_counter()
+        feeder = first.eval_feeders["val"]
+        if feeder.num_samples == 0:
+            return [(math.nan, math.nan, 0.0)] * count
+        self.base.eval()
+        forward = vmap(lambda p, b, x: self._forward(p, b, x)[0], in_dims=(0, 0, None))
+        sums = vmap(self.task.batch_sums, in_dims=(0, None))
+        total: torch.Tensor | int = 0
+        for x, y, _ in feeder.batches(None, first.config.eval_batch_size):
+            with autocast(self.device, self.config.amp):
+                total = total + sums(forward(self.params, self.buffers, x), y)
+        seconds = (time.perf_counter() - start) / count
+        return [(*self.task.finish(total[k], feeder.num_samples), seconds) for k in range(count)]
+
+    # ------------------------------------------------------------------ members
+
+    def remove(self, trainers: Sequence[Trainer]) -> None:
+        """Take ``trainers`` out of the pack (their weights and optimiser state written back first)."""
+        leaving = set(trainers)
+        if not leaving:
+            return
+        self.sync([m for m in self.members if m.trainer in leaving])
+        stay = [m for m in self.members if m.trainer not in leaving]
+        keep = [m.index for m in stay]
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.params = {n: p[index].detach().requires_grad_(p.requires_grad) for n, p in self.params.items()}
+            self.buffers = {n: b[index] for n, b in self.buffers.items()}
+        self.optimizer.select(keep)
+        self.members = [Member(m.trainer, k) for k, m in enumerate(stay)]
+
+    @torch.no_grad()
+    def sync(self, members: Sequence[Member] | None = None) -> None:
+        """Write ``members``' (all: every member's) stacked weights, buffers and optimiser state back into
+        their trainers, in :mod:`torch.optim`'s form."""
+        for m in self.members if members is None else members:
+            model, k = m.trainer.model, m.index
+            for name, param in model.named_parameters():
+                param.copy_(self.params[name][k])
+                state = self.optimizer.member_state(k, name)
+                if state:
+                    m.trainer.optimizer.state[param] = state
+            for name, buffer in model.named_buffers():
+                if name in self.buffers:
+                    buffer.copy_(self.buffers[name][k])
+
+    @property
+    def trainers(self) -> list[Trainer]:
+        return [m.trainer for m in self.members]
+
+
+def _make_tap(model: nn.Module):
+    from asp_tune.memory import FeatureNormTap
+
+    return FeatureNormTap(model)
+
+
+def _check_fusable(model: nn.Module) -> None:
+    """Refuse a network whose parameters are not all materialised (lazy modules)."""
+    from torch.nn.parameter import UninitializedParameter
+
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        raise CannotFuse("the network has lazy modules whose shapes are set by the first batch")
+
+
+@dataclass
+class PackChoice:
+    """How many configurations a pack holds, and why."""
+
+    size: int
+    reason: str
+    alone_step_s: float | None = None
+    pack_step_s: float | None = None
+
+
+#: The most members ``auto`` tries in one pack on a CPU (its cores are few: a larger pack gains nothing more).
+AUTO_MAX_CPU = 16
+#: Of the device's free memory, the share ``auto`` lets a pack's weights, gradients and optimiser states use.
+AUTO_MEMORY_SHARE = 0.5
+
+
+def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 3) -> tuple[float, float]:
+    """Seconds per training step (forward, backward, SGD step) of ``members`` copies of ``model`` on batches like
+    ``inputs``: one after another, and as one pack. Random data: the weights handed in are not touched."""
+    models = [copy.deepcopy(model).train() for _ in range(members)]
+    device = inputs.device
+
+    def alone() -> None:
+        for m in models:
+            m.zero_grad(set_to_none=True)
+            m(inputs).float().square().mean().backward()
+            with torch.no_grad():
+                for p in m.parameters():
+                    if p.grad is not None:
+                        p.sub_(1e-6 * p.grad)
+
+    params, buffers = (dict(d) for d in stack_module_state(models))
+    base = copy.deepcopy(model).to("meta")
+    batch = inputs.unsqueeze(0).expand(members, *inputs.shape).contiguous()
+    loss = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float().square().mean(), randomness="different")
+
+    def fused() -> None:
+        for p in params.values():
+            p.grad = None
+        loss(params, buffers, batch).sum().backward()
+        with torch.no_grad():
+            for p in params.values():
+                if p.grad is not None:
+                    p.sub_(1e-6 * p.grad)
+
+    timings = []
+    for run in (alone, fused):
+        run()  # warm-up (first-call allocations, kernel selection)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            run()
+        synchronize(device)
+        timings.append((time.perf_counter() - start) / steps)
+    return timings[0], timings[1]
+
+
+def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer) -> PackChoice:
+    """The pack size for ``configurations`` like ``trainer``'s: ``requested`` as given, or for ``auto`` the most
+    the device's memory holds (at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
+    training steps shows the pack no faster than its members one after another."""
+    if requested != "auto":
+        size = max(1, min(int(requested), configurations))
+        return PackChoice(size, f"--pack {requested}")
+    if configurations < 2:
+        return PackChoice(1, "one configuration")
+    model = trainer.model
+    try:
+        _check_fusable(model)
+    except CannotFuse as exc:
+        return PackChoice(1, f"not fused: {exc}")
+    per_member = sum(p.numel() * p.element_size() for p in model.parameters()) * 4  # weights, gradient, 2 states
+    device = trainer.device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        batch_guess = trainer.config.batch_size * max(1, math.prod(trainer.data.input_shape)) * 4 * 16
+        size = int(AUTO_MEMORY_SHARE * free // max(per_member + batch_guess, 1))
+    else:
+        size = AUTO_MAX_CPU
+    size = max(1, min(size, configurations))
+    if size < 2:
+        return PackChoice(1, "the device's memory holds one configuration's training at a time")
+    x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(min(trainer.config.batch_size,
+                                                                        len(trainer.data.train))),
+                                                      trainer.config.batch_size)))
+    try:
+        alone_s, pack_s = measure_fusion(model, x, size)
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PackChoice(1, f"not fused: the network cannot run vectorised over configurations ({first})")
+    if pack_s >= alone_s:
+        return PackChoice(1, f"not fused: {size} configurations took {pack_s * 1e3:.1f} ms a step as a pack against "
+                             f"{alone_s * 1e3:.1f} ms one after another on {device.type}", alone_s, pack_s)
+    return PackChoice(size, f"packs of {size}: {alone_s / pack_s:.2f}x faster a step than one after another on "
+                            f"{device.type} ({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms)", alone_s, pack_s)

@@ -1,0 +1,113 @@
+"""Configurations in packs against one at a time: the same successive halving, the same seeds, in one process.
+
+For each problem, N configurations (learning rate, weight decay and momentum drawn per configuration) go
+through synchronous successive halving (rungs 1, 3, 9 epochs, eta 3) on proxy data (r = 0.3), twice in one
+process: one configuration at a time (``pack_size=1``) and in packs (``--pack``, default ``auto``: the size
+the device holds, or 1 where a measurement of the first steps shows fusion losing). Both share one copy of
+the data and build each configuration's trainer the same way, so what differs is only fusion. Reported:
+wall time with its breakdown (building the trainers, training, validation), the ratio of summed training
+seconds and of wall, and whether the stopped configurations and the pick are the same.
+
+What this does not measure: one Ray trial per process (each trial's start-up, ~0.3-2 s on 2 cores, is what a
+pack also saves; ``bench/hpo_speedup.py`` measures it), and a GPU (``--device cuda`` runs the same there).
+
+    python bench/fused.py --quick          # about 4 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import default_cifar10, machine, write_results  # noqa: E402
+
+from asp_tune.config import TrainConfig  # noqa: E402
+from asp_tune.tune.fused import successive_halving  # noqa: E402
+
+PROBLEMS = {
+    "digits-mlp": ({"dataset": "digits", "model": "mlp", "batch_size": 64}, 64, 27),
+    "tabular-mlp": ({"dataset": "trust:tabular", "model": "mlp", "model_args": {"hidden": 128}, "batch_size": 128},
+                    64, 27),
+    "cifar10-resnet8": ({"dataset": "cifar10", "model": "resnet8", "batch_size": 128, "subset": 5000,
+                         "test_subset": 1000, "storage": "device"}, 32, 16),
+}
+
+
+def draw(base: TrainConfig, count: int, seed: int) -> list[TrainConfig]:
+    rng = random.Random(seed)
+    return [dataclasses.replace(base, lr=10 ** rng.uniform(-2.5, -0.5), weight_decay=10 ** rng.uniform(-5, -2.5),
+                                momentum=rng.uniform(0.5, 0.95)) for _ in range(count)]
+
+
+def run_problem(name: str, quick: bool, pack: str, device: str, seed: int) -> dict:
+    fixed, count, quick_count = PROBLEMS[name]
+    fixed = dict(fixed)
+    if name == "cifar10-resnet8":
+        fixed["data_dir"] = default_cifar10()
+        if quick:
+            fixed.update(subset=2000, test_subset=500)
+    base = TrainConfig(**fixed, epochs=9, ratio=0.3, metric="loss", first_epoch_full=False, device=device, seed=seed)
+    configs = draw(base, quick_count if quick else count, seed)
+    successive_halving(configs[:2], [1], 3, 2)  # untimed: the data set's loading and the first calls' set-up
+    arms = {}
+    for label, size in (("one at a time", 1), (f"packs ({pack})", pack)):
+        result = successive_halving(configs, [1, 3, 9], 3, size)
+        arms[label] = {"wall_s": result.wall_time_s, **result.breakdown, "pack": result.pack.size,
+                       "pack_reason": result.notes, "best": result.best,
+                       "stopped": sorted(result.trials[result.trials["status"] == "STOPPED"]["config"].tolist()),
+                       "best_val_score": float(result.trials.set_index("config").loc[result.best, "final_val_score"])
+                       if result.best is not None else None}
+    one, packed = arms["one at a time"], arms[f"packs ({pack})"]
+    return {"problem": name, "configurations": len(configs), "arms": arms,
+            "train_ratio": one["train_s"] / packed["train_s"] if packed["train_s"] else None,
+            "wall_ratio": one["wall_s"] / packed["wall_s"] if packed["wall_s"] else None,
+            "same_pick": one["best"] == packed["best"], "same_stopped": one["stopped"] == packed["stopped"]}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| problem | configurations | pack | one at a time: wall s (build / train / validate) | packs: wall s "
+             "(build / train / validate) | training x | wall x | same stopped, same pick |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        one, packed = r["arms"]["one at a time"], next(v for k, v in r["arms"].items() if k != "one at a time")
+        cell = lambda a: (f"{a['wall_s']:.1f} ({a['startup_s']:.1f} / {a['train_s']:.1f} / "  # noqa: E731
+                          f"{a['validation_s']:.1f})")
+        lines.append(f"| {r['problem']} | {r['configurations']} | {packed['pack']} | {cell(one)} | {cell(packed)} | "
+                     f"{r['train_ratio']:.2f} | {r['wall_ratio']:.2f} | {r['same_stopped']}, {r['same_pick']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer configurations and a smaller CIFAR-10 subset")
+    parser.add_argument("--pack", default="auto", help="configurations per pack, or auto")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows = []
+    for name in args.problems.split(","):
+        if name == "cifar10-resnet8" and not Path(default_cifar10()).exists():
+            print(f"{name}: skipped ({default_cifar10()} not found)")
+            continue
+        start = time.perf_counter()
+        rows.append(run_problem(name, args.quick, args.pack, args.device, args.seed))
+        print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    table = markdown(rows)
+    print(table)
+    tag = f"fused-{'quick' if args.quick else 'full'}-{args.device}"
+    path = write_results(tag, {"machine": machine(), "rows": rows, "command": " ".join(sys.argv)}, args.out)
+    path.with_suffix(".md").write_text(table)
+    print(f"written {path} and {path.with_suffix('.md').name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Successive halving over packs stops the same configurations and picks the same one as one at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from asp_tune.config import TrainConfig
+from asp_tune.tune.fused import keep_best, successive_halving
+
+BASE = TrainConfig(dataset="digits", model="mlp", epochs=3, subset=300, batch_size=32, ratio=0.5, metric="loss",
+                   first_epoch_full=False, model_args={"hidden": 32})
+LRS = [0.003, 0.3, 0.01, 0.1, 0.001, 0.03, 0.2, 0.05]
+
+
+def test_keep_best_keeps_the_top_share_and_breaks_ties_by_order():
+    assert keep_best({0: 0.5, 1: 0.9, 2: 0.9, 3: 0.1}, 2) == {1, 2}
+    assert keep_best({0: 0.5, 1: 0.9, 2: 0.9}, 3) == {1}
+    assert keep_best({0: 0.5, 1: 0.9, 2: 0.1}, 2, mode="min") == {2, 0}
+
+
+def test_halving_in_packs_stops_and_picks_as_one_at_a_time():
+    configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS]
+    alone = successive_halving(configs, [1, 3], eta=2, pack_size=1)
+    packed = successive_halving(configs, [1, 3], eta=2, pack_size=4)
+    assert packed.pack.size == 4 and alone.pack.size == 1
+    for result in (alone, packed):
+        assert sorted(result.trials["epochs"]) == [1, 1, 1, 1, 3, 3, 3, 3]
+    assert alone.best == packed.best is not None
+    stopped = lambda r: sorted(r.trials[r.trials["status"] == "STOPPED"]["config"])  # noqa: E731
+    assert stopped(alone) == stopped(packed) and len(stopped(alone)) == 4
+    merged = alone.history.merge(packed.history, on=["config", "epoch"], suffixes=("_alone", "_packed"))
+    assert len(merged) == len(alone.history) == 16
+    assert (merged["val_score_alone"] - merged["val_score_packed"]).abs().max() < 1e-6
+
+
+def test_a_diverging_configuration_fails_alone_and_the_rest_go_on():
+    configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:3]] + [
+        dataclasses.replace(BASE, lr=1e6, momentum=0.0, weight_decay=0.0)]
+    result = successive_halving(configs, [1, 2], eta=2, pack_size=4)
+    trials = result.trials.set_index("config")
+    assert trials.loc[3, "status"] == "ERROR" and "lower the learning rate" in trials.loc[3, "error"]
+    assert result.best in (0, 1, 2)
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.layer(x.flatten(1))
+        return out if out.sum() > 0 else -out
+
+
+def test_a_network_that_cannot_be_fused_falls_back_with_a_note():
+    configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
+    result = successive_halving(configs, [1, 2], eta=2, pack_size=4, model=lambda data: Branching())
+    assert any(note.startswith("not fused: the network cannot run vectorised") for note in result.notes)
+    assert result.best is not None and (result.trials["status"] != "ERROR").all()
+
+
+def test_auto_says_what_it_chose_and_why():
+    configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
+    result = successive_halving(configs, [1], eta=2, pack_size="auto")
+    assert result.pack.size in (1, 4)
+    assert result.notes[0].startswith("packs of 4" if result.pack.size == 4 else "not fused")
+    assert result.pack.alone_step_s > 0 and result.pack.pack_step_s > 0
