@@ -381,11 +381,13 @@ class PackChoice:
 
 #: The most members ``auto`` tries in one pack on a CPU (its cores are few: a larger pack gains nothing more).
 AUTO_MAX_CPU = 16
+#: ``auto`` times this many members (at most) on batches of at most this many samples: a short measurement.
+AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
 #: Of the device's free memory, the share ``auto`` lets a pack's weights, gradients and optimiser states use.
 AUTO_MEMORY_SHARE = 0.5
 
 
-def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 3) -> tuple[float, float]:
+def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2) -> tuple[float, float]:
     """Seconds per training step (forward, backward, SGD step) of ``members`` copies of ``model`` on batches like
     ``inputs``: one after another, and as one pack. Random data: the weights handed in are not touched."""
     models = [copy.deepcopy(model).train() for _ in range(members)]
@@ -432,7 +434,7 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     training steps shows the pack no faster than its members one after another."""
     if requested != "auto":
         size = max(1, min(int(requested), configurations))
-        return PackChoice(size, f"--pack {requested}")
+        return PackChoice(size, f"packs of {size} (as asked)" if size > 1 else "one configuration at a time (as asked)")
     if configurations < 2:
         return PackChoice(1, "one configuration")
     model = trainer.model
@@ -451,16 +453,21 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     size = max(1, min(size, configurations))
     if size < 2:
         return PackChoice(1, "the device's memory holds one configuration's training at a time")
-    x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(min(trainer.config.batch_size,
-                                                                        len(trainer.data.train))),
-                                                      trainer.config.batch_size)))
+    measured = min(size, AUTO_MEASURED_MEMBERS)
+    rows = min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
+    feeder = trainer.train_feeder.state_dict()  # the measurement leaves the trainer's batches and RNG as they were
     try:
-        alone_s, pack_s = measure_fusion(model, x, size)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
+            alone_s, pack_s = measure_fusion(model, x, measured)
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return PackChoice(1, f"not fused: the network cannot run vectorised over configurations ({first})")
+    finally:
+        trainer.train_feeder.load_state_dict(feeder)
+    how = f"{measured} configurations, batches of {rows}, on {device.type}"
     if pack_s >= alone_s:
-        return PackChoice(1, f"not fused: {size} configurations took {pack_s * 1e3:.1f} ms a step as a pack against "
-                             f"{alone_s * 1e3:.1f} ms one after another on {device.type}", alone_s, pack_s)
-    return PackChoice(size, f"packs of {size}: {alone_s / pack_s:.2f}x faster a step than one after another on "
-                            f"{device.type} ({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms)", alone_s, pack_s)
+        return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
+                             f"after another ({how})", alone_s, pack_s)
+    return PackChoice(size, f"packs of {size}: a pack's step {alone_s / pack_s:.2f}x faster than one after another "
+                            f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how})", alone_s, pack_s)

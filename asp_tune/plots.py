@@ -131,3 +131,30 @@ def plot_rung_agreement(trust: dict, path: str | Path, title: str = "") -> Path:
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or "rank agreement of consecutive rungs", fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_full_data_agreement(trials: pd.DataFrame, section: dict, path: str | Path, title: str = "",
+                             mode: str = "max") -> Path:
+    """Each configuration's proxy score against its full-data score (from a decided search's ``trials``:
+    ``proxy_score``, ``full_data_score``, ``full_data_from``), the pick ringed, Kendall tau and its interval
+    (the ``full_data`` section of its summary) in the title."""
+    plt = pyplot()
+    both = trials[trials["proxy_score"].notna() & trials["full_data_score"].notna()]
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    for source, colour in (("top rung", "tab:blue"), ("audit", "tab:orange")):
+        part = both[both["full_data_from"] == source]
+        if len(part):
+            ax.scatter(part["proxy_score"], part["full_data_score"], s=22, color=colour, label=source)
+    if len(both):
+        best = both.loc[both["full_data_score"].idxmax() if mode == "max" else both["full_data_score"].idxmin()]
+        ax.scatter([best["proxy_score"]], [best["full_data_score"]], s=140, facecolors="none", edgecolors="black",
+                   label="the pick")
+    tau, (low, high) = section.get("kendall_tau"), section.get("interval") or (None, None)
+    detail = (f"Kendall tau {tau:+.2f} ({int(100 * section.get('level', 0.9))}% interval {low:+.2f} .. {high:+.2f}), "
+              f"{len(both)} configurations" if section.get("measured")
+              else f"not measured: {len(both)} configurations have both scores, {section.get('min_pairs')} needed")
+    ax.set_xlabel("proxy score")
+    ax.set_ylabel("full-data score")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"{title}\n{detail}" if title else detail, fontsize=9)
+    return save_figure(fig, path)

@@ -284,6 +284,16 @@ def replay(data: dict[str, Any]) -> list[dict[str, Any]]:
         full_share=(top_seconds + audit_seconds) / total, pairs=len(agreement.pairs), audited=len(audited),
         measured=agreement.measured, ratio_used=new.ratio, grace_used=new.grace_period)
 
+    # today's proxy search, then its best three (by proxy score) trained on full data: the pick is the best there
+    ran, scores = searched(c["proxy"], full_rungs)
+    proxy_seconds, proxy_passes = cost(c["proxy"], ran)
+    top_proxy = [int(i) for i in np.argsort(scores)[::-1][:TOP_K]]
+    audit_seconds, audit_passes = cost([c["full"][i] for i in top_proxy], [epochs] * len(top_proxy))
+    finals = {i: c["full"][i]["epochs"][-1]["val"] for i in top_proxy}
+    add("proxy, top-3 on full data", int(max(finals, key=finals.get)), proxy_seconds + audit_seconds,
+        proxy_passes + audit_passes, False, tau_interval([scores[i] for i in top_proxy], [truth[i] for i in top_proxy]),
+        full_share=audit_seconds / (proxy_seconds + audit_seconds))
+
     # full data with fewer epochs, as many as fit the new search's cost
     fewer = None
     for e in range(1, epochs + 1):

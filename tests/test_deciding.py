@@ -271,3 +271,15 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
         audit_study(study, full, count=0)
     with pytest.raises(ConfigError, match="completed trial"):
         audit_study(optuna.create_study(), full)
+
+
+def test_the_picture_of_the_proxy_against_full_data(tmp_path):
+    from asp_tune.plots import plot_full_data_agreement
+
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "proxy_score": [0.9, 0.8, 0.7, 0.6],
+                           "full_data_score": [0.5, 0.7, None, 0.9], "full_data_from": ["audit", "audit", "", "top rung"]})
+    section = {"kendall_tau": -1.0, "interval": [-1.0, -1.0], "level": 0.9, "measured": True, "min_pairs": 3}
+    path = plot_full_data_agreement(trials, section, tmp_path / "full_data.png", "t")
+    assert path.stat().st_size > 1000
+    unmeasured = plot_full_data_agreement(trials, {"measured": False, "min_pairs": 6}, tmp_path / "u.png")
+    assert unmeasured.is_file()

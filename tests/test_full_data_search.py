@@ -59,6 +59,7 @@ def test_a_misranking_proxy_is_measured_and_full_data_picks(ray_session, tmp_pat
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     section = summary["full_data"]
     assert summary["decided_by"] == "full data" and section["audited"] == 6
+    assert (tmp_path / "out" / "full_data.png").stat().st_size > 1000  # proxy against full data, drawn
     audited = result.trials[result.trials["full_data_from"] == "audit"]
     assert sorted(audited["config/x"])[:3] == xs[:3]  # the proxy's best three are always audited
     assert summary["best_config"]["x"] == audited["config/x"].max()  # the best on full data among them

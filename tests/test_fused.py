@@ -66,4 +66,13 @@ def test_auto_says_what_it_chose_and_why():
     result = successive_halving(configs, [1], eta=2, pack_size="auto")
     assert result.pack.size in (1, 4)
     assert result.notes[0].startswith("packs of 4" if result.pack.size == 4 else "not fused")
+    assert "configurations, batches of" in result.notes[0]
     assert result.pack.alone_step_s > 0 and result.pack.pack_step_s > 0
+
+
+def test_auto_s_measurement_leaves_the_first_configuration_s_batches_alone():
+    configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
+    measured = successive_halving(configs, [2], eta=2, pack_size="auto")
+    alone = successive_halving(configs, [2], eta=2, pack_size=1)
+    merged = alone.history.merge(measured.history, on=["config", "epoch"], suffixes=("_alone", "_auto"))
+    assert len(merged) == 8 and (merged["train_loss_alone"] - merged["train_loss_auto"]).abs().max() < 1e-6

@@ -1,5 +1,5 @@
 """A finished search's results folder, written once for every caller (``trials.csv``, ``trial_epochs.csv``,
-``summary.json``, ``trust.png``)."""
+``summary.json``, ``trust.png``, ``full_data.png``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from asp_tune.tune.run import SearchJob, SearchResult, run_search
 
 def write_search(folder, result: SearchResult, settings: dict[str, Any], title: str) -> None:
     """A search's files in an open results folder (:class:`~asp_tune.run_dir.RunDirectory`): ``trials.csv``,
-    ``trial_epochs.csv``, the settings in the summary, and ``trust.png`` when the proxy's trust was measured."""
+    ``trial_epochs.csv``, the settings in the summary, ``trust.png`` when the rungs' agreement was measured, and
+    ``full_data.png`` (each configuration's proxy score against its full-data score) when full data decided."""
     folder.write_table("trials.csv", result.trials)
     if result.histories:
         frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
@@ -25,6 +26,12 @@ def write_search(folder, result: SearchResult, settings: dict[str, Any], title: 
         from asp_tune.plots import plot_rung_agreement
 
         plot_rung_agreement(trust, folder.file("trust.png"), f"{title}: rank agreement of consecutive rungs")
+    section = result.summary.get("full_data")
+    if section and "proxy_score" in result.trials and result.trials["full_data_score"].notna().any():
+        from asp_tune.plots import plot_full_data_agreement
+
+        plot_full_data_agreement(result.trials, section, folder.file("full_data.png"),
+                                 f"{title}: the proxy against full data", result.summary.get("mode", "max"))
 
 
 def search_into(job: SearchJob, out: str | Path, overwrite: bool = False, resume: str | None = None,

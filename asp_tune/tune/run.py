@@ -341,6 +341,7 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
     }
     for key, read in job.summarizers.items():
         summary[key] = read(experiment_path)
-    if trust is not None and trust.warning():
+    proxy_picks = job.full_data is None and float(job.summary.get("ratio") or 1.0) < 1.0
+    if trust is not None and trust.warning() and proxy_picks:  # else full data decides (and says so) or none is used
         print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
     return summary
