@@ -137,7 +137,8 @@ def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_p
 
     from asp_tune.tune.deciding import AUDIT_FILE
 
-    space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
+    epochs = 600  # enough for a window in which an audit trial runs with saved checkpoints
+    space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
     audit_flags = ("--decide", "full", "--audit", "2")
     driver = subprocess.Popen(hpo_command(space, storage, out, *audit_flags), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
@@ -147,7 +148,7 @@ def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_p
     def running_audit_trial():
         if not audit.is_dir():
             return None
-        running = [t for t, e in trial_epochs(audit).items() if len(e) < EPOCHS - 60 and saved_checkpoints(audit, t) >= 2]
+        running = [t for t, e in trial_epochs(audit).items() if len(e) < epochs - 60 and saved_checkpoints(audit, t) >= 2]
         return running or None
 
     running = wait_for(running_audit_trial, 300, "an audit trial running with a saved checkpoint")
@@ -167,7 +168,7 @@ def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_p
     assert {p.name for p in storage.iterdir() if p.is_dir()} == {experiment.name, audit.name}  # no second audit
     for t in running:  # the audit's unfinished trial continues from its checkpoint
         new = trial_reports(audit / t)[len(before[t]):]
-        assert {r.get("restored_epoch") for r in new} - {None} and new[-1]["epoch"] == EPOCHS
+        assert {r.get("restored_epoch") for r in new} - {None} and new[-1]["epoch"] == epochs
     summary = json.loads((out / "summary.json").read_text())
     section = summary["full_data"]
     assert summary["decided_by"] == "full data" and section["audited"] == 2
