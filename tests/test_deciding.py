@@ -149,6 +149,12 @@ def test_compare_judges_a_pick_by_its_retrain_never_by_an_early_stopped_score(ca
     assert "lost 0.0500 of full-data score" in row["warning"]
     assert "warning: the ratio-0.3 pick lost 0.0500" in capsys.readouterr().err
     assert "top1_regret" not in table
+    from asp_tune.tune.compare import comparison_markdown
+
+    lines = comparison_markdown(table, "t").splitlines()
+    full_row, proxy_row = (next(line for line in lines if line.startswith(f"| {r} |")) for r in (1.0, 0.3))
+    assert "| - | - | - | - | - | - |" in full_row  # full data against itself: nothing to correlate
+    assert "(not measured: 1 of 6 pairs)" in proxy_row and "±" not in proxy_row  # one retrain: no spread
 
 
 def test_compare_warns_from_its_own_tau_when_the_proxy_misranks(capsys):
@@ -199,6 +205,10 @@ def test_a_first_rung_too_short_to_learn_gets_a_longer_grace_period(tmp_path):
     assert kept.fit_first_rung(540) is None and kept.grace_period == 1
     longer = _settings(algo="asha", ratio=0.3, min_first_rung_steps=12)
     assert longer.fit_first_rung(540)["ratio"] == [0.3, 0.36]
+    job = _job(True, rungs=(3, 9), num_samples=54)
+    job.summary = {"first_rung_change": {**change, "ratio": [0.3, 0.3]}}  # a longer grace period sufficed
+    line = announce(job)[0]
+    assert "it takes 18 with grace period 3 (was 1);" in line and "ratio" not in line.split("it takes")[1]
 
 
 def test_a_fresh_trial_starts_on_the_searchs_latest_ratio_and_a_restarted_one_keeps_its_own(tmp_path):

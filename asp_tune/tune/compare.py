@@ -161,6 +161,8 @@ def write_comparison(folder, comparison: dict[str, Any], title: str, score_name:
 
 
 def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy") -> str:
+    from asp_tune.tune.fulldata import MIN_PAIRS
+
     lines = [f"# {title}", "",
              "| ratio | metric | trials | wall s | speed-up (wall) | data passes | speed-up (passes) | best score | "
              f"{score_name} | regret | Kendall tau (90% interval) | Pearson | Spearman | r² | good Spearman | n | "
@@ -168,15 +170,19 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         rung = "-" if r.get("rung_tau_min") != r.get("rung_tau_min") else f"{r['rung_tau_min']:.2f} ({r['rung_pairs']})"
-        interval = "" if r["tau_low"] != r["tau_low"] else f" ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f})"
+        interval = (f" ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f})" if r["tau_low"] == r["tau_low"]
+                    else f" (not measured: {r['pairs']} of {MIN_PAIRS} pairs)")
         warned = "-" if r["ratio"] == 1.0 else ("**yes**" if r["warning"] else
-                                                 ("no" if r["measured"] else "no (tau not measured)"))
+                                                 ("no" if r["measured"] else "no (not measured)"))
+        correlations = (" - | - | - | - | - | - " if r["ratio"] == 1.0 else  # full data against itself: nothing
+                        f" {r['kendall_tau']:.3f}{interval} | {r['pearson']:.3f} | {r['spearman']:.3f} | "
+                        f"{r['r2']:.3f} | {r['good_spearman']:.3f} | {r['pairs']} ")
+        seeds = len(r["retrained"]) if isinstance(r.get("retrained"), list) else 2
+        spread = "" if seeds < 2 else f" ± {_percent(r['retrained_std'])}"  # no spread from one retrain
         lines.append(
             f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
             f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_score']:.4f} | "
-            f"{_percent(r['retrained_mean'])} ± {_percent(r['retrained_std'])} | {_percent(r['regret'])} | "
-            f"{r['kendall_tau']:.3f}{interval} | {r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | "
-            f"{r['good_spearman']:.3f} | {r['pairs']} | {rung} | {warned} |")
+            f"{_percent(r['retrained_mean'])}{spread} | {_percent(r['regret'])} |{correlations}| {rung} | {warned} |")
     lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
               "all training data (mean ± std over seeds). Regret: the full-data pick's retrained score less this "
@@ -184,7 +190,8 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
               "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
               "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
               "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
-              "bootstrap over configurations, measured from 6 of them (asp_tune/tune/fulldata.py). Rung tau: the "
+              f"bootstrap over configurations, measured from {MIN_PAIRS} of them (asp_tune/tune/fulldata.py); the "
+              "full-data row has nothing to correlate. Rung tau: the "
               "lowest Kendall tau between consecutive rungs of the search's own early stopping (asp_tune/tune/"
               "trust.py). Warning: the proxy misranks against full data (interval below 0.3) or the pick lost more "
               "than 1 point; the lines are in comparison.csv and were printed."]

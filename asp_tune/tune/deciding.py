@@ -76,10 +76,13 @@ def announce(job) -> list[str]:
     configurations, rungs = job.total_trials or job.num_samples, job.rungs
     change = job.summary.get("first_rung_change")
     if change:
+        changed = [f"grace period {change['grace_period'][1]} (was {change['grace_period'][0]})"
+                   if change["grace_period"][1] != change["grace_period"][0] else "",
+                   f"ratio {change['ratio'][1]:g} (was {change['ratio'][0]:g})"
+                   if change["ratio"][1] != change["ratio"][0] else ""]
         lines.append(f"the first rung would take {change['steps'][0]} optimiser steps ({change['train_samples']} "
                      f"training samples, batches of {change['batch_size']}); it takes {change['steps'][1]} with "
-                     f"grace period {change['grace_period'][1]} (was {change['grace_period'][0]}) and ratio "
-                     f"{change['ratio'][1]:g} (was {change['ratio'][0]:g}); --min-first-rung-steps 0 keeps them")
+                     f"{' and '.join(c for c in changed if c)}; --min-first-rung-steps 0 keeps them")
     if plan is not None:
         pairs = plan.expected_pairs(configurations, rungs) + plan.audit_count(configurations, rungs)
         notice = measurement_notice(configurations, pairs, rungs, plan.flag)

@@ -136,7 +136,7 @@ class FullDataAgreement:
         """One line for a person: the agreement and what it means."""
         n = len(self.pairs)
         if not self.measured:
-            return (f"the proxy was not measured against full data: {n} configuration{'s' if n != 1 else ''} have "
+            return (f"the proxy was not measured against full data: {n} configuration{'s have' if n != 1 else ' has'} "
                     f"both scores, {self.min_pairs} are needed ({self.more} adds full-data runs)")
         low, high = self.interval()
         what = "misranks" if high < self.threshold else ("ranks like full data" if low >= self.threshold
