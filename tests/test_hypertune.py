@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from asp_tune.errors import ConfigError
+from asp_tune.trainer import load_state
 from asp_tune.tune.hypertune import (DelayedPromotion, HyperTune, MultiFidelityEnsemble, UnitSpace,
                                      discordant_pairs, hyperband_prior, ranking_loss_weights, stream)
 
@@ -177,7 +178,7 @@ def test_a_ratio_rung_resumes_from_its_checkpoint_on_a_larger_subset_with_the_sa
         (folder / CHECKPOINT_FILE).write_bytes((Path(checkpoint) / CHECKPOINT_FILE).read_bytes())
         if metrics["epoch"] in (1, 3):  # the rungs: the trial waits for its promotion there
             saved[metrics["epoch"]] = ProxyMemory.fingerprint(
-                torch.load(folder / CHECKPOINT_FILE, weights_only=False)["selector"]["memory"])
+                load_state(folder / CHECKPOINT_FILE, "selector", "a trial checkpoint")["selector"]["memory"])
             raise Paused
 
     run = dict(settings.run_fields(), device="cpu")
