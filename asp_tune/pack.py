@@ -36,6 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, synchronize
 from asp_tune.errors import AspTuneError
+from asp_tune.memory import FeatureNormTap
 from asp_tune.trainer import Observed, Trainer, TrainingDiverged
 
 #: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
@@ -205,7 +206,7 @@ class Pack:
         _check_fusable(first.model)
         self.params, self.buffers = (dict(d) for d in stack_module_state(models))
         self.base = copy.deepcopy(first.model).to("meta")
-        self.tap = _make_tap(self.base)
+        self.tap = FeatureNormTap(self.base)  # ||h|| into the last layer, returned from inside the vmap
         self.optimizer = StackedOptimizer([t.config for t in trainers], self.params)
         for k, trainer in enumerate(trainers):
             for name, param in trainer.model.named_parameters():
@@ -353,12 +354,6 @@ class Pack:
     @property
     def trainers(self) -> list[Trainer]:
         return [m.trainer for m in self.members]
-
-
-def _make_tap(model: nn.Module):
-    from asp_tune.memory import FeatureNormTap
-
-    return FeatureNormTap(model)
 
 
 def _check_fusable(model: nn.Module) -> None:

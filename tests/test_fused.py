@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from torch import nn
-
 from asp_tune.config import TrainConfig
 from asp_tune.tune.fused import keep_best, successive_halving
+from test_pack import DataDependent  # a network whose forward branches on its values
 
 BASE = TrainConfig(dataset="digits", model="mlp", epochs=3, subset=300, batch_size=32, ratio=0.5, metric="loss",
                    first_epoch_full=False, model_args={"hidden": 32})
@@ -44,19 +43,9 @@ def test_a_diverging_configuration_fails_alone_and_the_rest_go_on():
     assert result.best in (0, 1, 2)
 
 
-class Branching(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layer = nn.Linear(64, 10)
-
-    def forward(self, x):
-        out = self.layer(x.flatten(1))
-        return out if out.sum() > 0 else -out
-
-
 def test_a_network_that_cannot_be_fused_falls_back_with_a_note():
     configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
-    result = successive_halving(configs, [1, 2], eta=2, pack_size=4, model=lambda data: Branching())
+    result = successive_halving(configs, [1, 2], eta=2, pack_size=4, model=lambda data: DataDependent())
     assert any(note.startswith("not fused: the network cannot run vectorised") for note in result.notes)
     assert result.best is not None and (result.trials["status"] != "ERROR").all()
 
