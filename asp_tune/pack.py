@@ -202,7 +202,7 @@ class Pack:
             raise CannotFuse("members differ in more than " + ", ".join(PER_MEMBER))
         first = trainers[0]
         self.task, self.device, self.config = first.task, first.device, first.config
-        models = [t.model for t in trainers]
+        models = [t.model.train() for t in trainers]  # a trainer that validated last left its network in eval mode
         _check_fusable(first.model)
         self.params, self.buffers = (dict(d) for d in stack_module_state(models))
         self.base = copy.deepcopy(first.model).to("meta")
@@ -373,6 +373,10 @@ class PackChoice:
     alone_step_s: float | None = None
     pack_step_s: float | None = None
 
+    def summary(self) -> dict[str, Any]:
+        return {"size": self.size, "reason": self.reason, "alone_step_s": self.alone_step_s,
+                "pack_step_s": self.pack_step_s}
+
 
 #: The most members ``auto`` tries in one pack on a CPU (its cores are few: a larger pack gains nothing more).
 AUTO_MAX_CPU = 16
@@ -450,19 +454,36 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
         return PackChoice(1, "the device's memory holds one configuration's training at a time")
     measured = min(size, AUTO_MEASURED_MEMBERS)
     rows = min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
-    feeder = trainer.train_feeder.state_dict()  # the measurement leaves the trainer's batches and RNG as they were
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
-            alone_s, pack_s = measure_fusion(model, x, measured)
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return PackChoice(1, f"not fused: the network cannot run vectorised over configurations ({first})")
-    finally:
-        trainer.train_feeder.load_state_dict(feeder)
+        alone_s, pack_s = _measure(trainer, measured, rows, steps=2)
+    except CannotFuse as exc:
+        return PackChoice(1, f"not fused: {exc}")
     how = f"{measured} configurations, batches of {rows}, on {device.type}"
     if pack_s >= alone_s:
         return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
                              f"after another ({how})", alone_s, pack_s)
     return PackChoice(size, f"packs of {size}: a pack's step {alone_s / pack_s:.2f}x faster than one after another "
                             f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how})", alone_s, pack_s)
+
+
+def _measure(trainer: Trainer, members: int, rows: int, steps: int) -> tuple[float, float]:
+    """:func:`measure_fusion` of ``trainer``'s network on its first ``rows`` training samples; the trainer's
+    batches and random state stay as they were. :class:`CannotFuse` when the network cannot run vectorised."""
+    device = trainer.device
+    feeder = trainer.train_feeder.state_dict()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
+            return measure_fusion(trainer.model, x, members, steps)
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CannotFuse(f"the network cannot run vectorised over configurations ({first})") from exc
+    finally:
+        trainer.train_feeder.load_state_dict(feeder)
+
+
+def check_vectorizable(trainer: Trainer) -> None:
+    """Raise :class:`CannotFuse` unless ``trainer``'s network trains vectorised over configurations (lazy
+    modules, or control flow that reads the data, refuse); one short step on copies of it, on its own data."""
+    _check_fusable(trainer.model)
+    _measure(trainer, 2, min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train)), steps=1)

@@ -132,10 +132,13 @@ def _target(ctx: Context) -> dict[str, str]:
     return {"metric": ctx.metric, "mode": ctx.mode}
 
 
-def _random_searcher(ctx: Context):
+def _random_searcher(ctx: Context, limit: bool = True):
+    """Random (and grid) configurations, at most ``ctx.max_concurrent`` trials at once when ``limit`` (Ray Tune
+    ignores ``max_concurrent_trials`` beside a searcher handed in). A scheduler that pauses trials until its
+    bracket is complete gets no limit: paused trials would count against it."""
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=ctx.seed)
+    return BasicVariantGenerator(random_state=ctx.seed, max_concurrent=ctx.max_concurrent if limit else 0)
 
 
 def _fifo(ctx: Context) -> Built:
@@ -157,7 +160,7 @@ def _hyperband(ctx: Context) -> Built:
 
     scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=ctx.epochs,
                                    reduction_factor=ctx.reduction_factor, **_target(ctx))
-    return Built(scheduler, _random_searcher(ctx), dict(ctx.param_space or {}))
+    return Built(scheduler, _random_searcher(ctx, limit=False), dict(ctx.param_space or {}))
 
 
 def _bohb(ctx: Context) -> Built:

@@ -9,6 +9,8 @@ store, the trial function with its fixed settings, the algorithm built from its 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +58,25 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     n = train_samples(s, arrays)
     first_rung_change = s.fit_first_rung(n) if n is not None else None
     plan = _full_data_plan(s)
-    algorithm, ctx = s.algorithm, s.context(metric)
     modules = s.user_modules()
     validate_epochs = s.validation_epochs()
+    choice = pack_choice(s, arrays)
+    packs = None if choice.size == 1 else _packs(s, choice, s.run_fields(), validate_epochs, arrays, modules)
+    algorithm, ctx = s.algorithm, s.context(metric, choice.size)
 
     def with_run(run: dict[str, Any], validate: tuple[int, ...] | None, checkpoints: tuple[int, ...] | None,
-                 changes: str | None = None):
+                 changes: str | None = None, packed: bool = False):
         from ray import tune
 
         from asp_tune.tune.trainable import proxy_trial
 
+        if packed:
+            from asp_tune.tune.pack_ray import TRIAL_RESOURCES, packed_trial
+
+            return tune.with_resources(
+                tune.with_parameters(packed_trial, checkpoint_epochs=checkpoints, changes=changes,
+                                     checkpoint_every_s=s.checkpoint_every_s, run_ratio=float(run["ratio"])),
+                TRIAL_RESOURCES)
         return tune.with_resources(
             tune.with_parameters(proxy_trial, space=s.space, run=run, threads=max(1, int(s.cpus_per_trial)),
                                  arrays=arrays, validate_epochs=validate, extensions=extensions(),
@@ -74,28 +85,101 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
             {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
     def make_trainable(changes: str | None = None):
-        return with_run(s.run_fields(), validate_epochs, s.checkpoint_epochs(), changes)
+        return with_run(s.run_fields(), validate_epochs, s.checkpoint_epochs(), changes, packs is not None)
 
     if plan is not None:
         full = dataclasses.replace(s, ratio=1.0, metric="none", ratio_schedule="constant", rung_ratios=None)
-        plan.audit_trainable = lambda: with_run(full.run_fields(), (s.epochs,), ())
+        plan.audit_trainable = lambda: with_run(full.run_fields(), (s.epochs,), (), packed=packs is not None)
+        if packs is not None:
+            plan.audit_packs = _packs(s, choice, full.run_fields(), (s.epochs,), arrays, modules)
     summary = {"algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
                "space": s.space.name, "seed": s.seed, "first_epoch_full": s.trial_config().first_epoch_full,
                "validation_epochs": validate_epochs or "every", "fixed": s.space.fixed,
                "rung_ratios": None if s.rung_ratios is None else list(rung_ratio_values(s.rung_ratios)),
-               "decide": s.decide, **({"first_rung_change": first_rung_change} if first_rung_change else {}), **({} if plan is not None else {"decided_by": _unchecked(s.ratio)})}
+               "decide": s.decide, "pack": choice.summary(),
+               **({"first_rung_change": first_rung_change} if first_rung_change else {}), **({} if plan is not None else {"decided_by": _unchecked(s.ratio)})}
     return SearchJob(
         make_trainable=make_trainable, built=algorithm.build(ctx),
         name=s.name or experiment_name("asp", s.space.name, s.algo, f"r{s.ratio}"),
         param_names=[p.name for p in s.space.params], epochs=s.epochs, metric=metric, mode="max",
-        num_samples=s.num_samples, max_concurrent=None if algorithm.owns_concurrency else s.max_concurrent,
+        num_samples=s.num_samples,
+        max_concurrent=None if algorithm.owns_concurrency else s.max_concurrent * choice.size,
         total_trials=s.num_samples * s.space.grid_size(), budget=s.budget(), rungs=s.rungs(),
         storage_path=s.storage_path, address=s.address, modules=modules, cpus_per_trial=s.cpus_per_trial,
         gpus_per_trial=s.gpus_per_trial, max_failures=s.failures_allowed(), verbose=s.verbose,
         label=f"{s.algo} r={s.ratio}", settings=s.to_dict(), resume_keys=RESUME_FIELDS, summary=summary,
         summarizers={} if algorithm.summary is None else {s.algo: lambda path: algorithm.summary(path, ctx)},
         sparse_reports=validate_epochs is not None, tracking=s.tracking, tracking_uri=s.tracking_uri,
-        keep_checkpoints=s.keep_checkpoints, full_data=plan)
+        keep_checkpoints=s.keep_checkpoints, full_data=plan, packs=packs)
+
+
+def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
+    """How many configurations each pack of ``s`` trains (:func:`~asp_tune.pack.choose_pack_size`: ``auto``
+    measures the first configuration's network on this machine, with a trial's threads)."""
+    import torch
+
+    from asp_tune.pack import PackChoice, choose_pack_size
+
+    total = s.num_samples * s.space.grid_size()
+    if s.pack != "auto":
+        size = max(1, min(int(s.pack), total))
+        return choose_pack_size(size, total, None) if size > 1 else PackChoice(1, "one trial per process (as asked)")
+    from asp_tune.build import build_trainer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(s.cpus_per_trial)))
+    try:
+        trainer = build_trainer(s.trial_config(), arrays=arrays)
+        choice = choose_pack_size("auto", total, trainer)
+    finally:
+        torch.set_num_threads(threads)
+    if choice.size == 1:
+        return choice
+    return worth_packing(choice, s, trainer.config.batch_size, train_samples(s, arrays) or len(trainer.data.train))
+
+
+def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta: int) -> int:
+    """The epochs a search of ``trials`` trains in all: every trial to ``epochs``, or under early stopping at
+    ``rungs`` the ``1/eta`` best going on past each rung."""
+    if not rungs:
+        return trials * epochs
+    total, alive, before = 0, trials, 0
+    for rung in [r for r in rungs if r < epochs] + [epochs]:
+        total += alive * (rung - before)
+        alive, before = max(1, math.ceil(alive / eta)), rung
+    return total
+
+
+def worth_packing(choice, s: HpoSettings, batch_size: int, samples: int):
+    """``choice`` when packs save more training time in this search than the start of their trials' processes
+    costs (a packed trial is a process of its own, beside its pack worker), else one trial per process, with
+    both estimates in the reason."""
+    from asp_tune.pack import AUTO_MEASURED_BATCH, AUTO_MEASURED_MEMBERS, PackChoice
+    from asp_tune.tune.pack_ray import PROCESS_START_CPU_S
+
+    rows = min(batch_size, AUTO_MEASURED_BATCH, samples)
+    per_step = (choice.alone_step_s - choice.pack_step_s) / min(choice.size, AUTO_MEASURED_MEMBERS) * batch_size / rows
+    steps = math.ceil(samples * min(1.0, s.ratio) / batch_size)
+    epochs = expected_epochs(s.num_samples * s.space.grid_size(), s.epochs, s.rungs(), s.reduction_factor)
+    saved = per_step * steps * epochs / s.max_concurrent
+    processes = choice.size * s.max_concurrent + 1
+    cost = processes * PROCESS_START_CPU_S / max(1, os.cpu_count() or 1)
+    if saved <= cost:
+        return PackChoice(1, f"one trial per process: {choice.reason.split(': ', 1)[-1]}, but packs would save about "
+                             f"{saved:.1f} s of this search's training against about {cost:.1f} s to start "
+                             f"{processes} more processes", choice.alone_step_s, choice.pack_step_s)
+    return PackChoice(choice.size, f"{choice.reason}; about {saved:.0f} s of training saved against {cost:.0f} s "
+                                   f"to start {processes} more processes", choice.alone_step_s, choice.pack_step_s)
+
+
+def _packs(s: HpoSettings, choice, run: dict[str, Any], validate: tuple[int, ...] | None,
+           arrays: dict[str, Any] | None, modules: list):
+    from asp_tune.tune.pack_ray import PackJob, PackPlan
+
+    plan = PackPlan(choice.size, choice.reason, s.max_concurrent, s.cpus_per_trial, s.gpus_per_trial)
+    server = {"space": s.space, "run": run, "pack_size": choice.size, "validate_epochs": validate}
+    return PackJob(plan, {"server": server, "arrays": arrays, "threads": max(1, int(s.cpus_per_trial)),
+                          "extensions": extensions(), "search_paths": search_paths(modules)})
 
 
 def _unchecked(ratio: float) -> str:

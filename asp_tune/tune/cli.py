@@ -37,7 +37,7 @@ def load_space_args(args: argparse.Namespace):
 SEARCH_FIELDS = ("algo", "ratio_schedule", "metric", "num_samples", "max_epochs", "max_concurrent", "early_stop",
                  "grace_period", "reduction_factor", "min_first_rung_steps", "decide", "audit", "time_budget_s",
                  "data_passes_budget", "optuna_storage")
-RAY_FIELDS = ("seed", "device", "address", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_failures",
+RAY_FIELDS = ("seed", "device", "address", "pack", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_failures",
               "checkpoint_every_s", "keep_checkpoints", "tracking", "tracking_uri", "verbose")
 
 
@@ -108,7 +108,7 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     add_arguments(p, CorrelateSettings)
     add_arguments(p, _hpo_settings_class(), only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
-    _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
+    _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f not in ("max_failures", "pack")))
 
 
 @subcommand("demo", "offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
@@ -118,7 +118,7 @@ def add_demo_parser(p: argparse.ArgumentParser) -> None:
                      "data. Writes report.md, comparison.csv and comparison.png to --out.")
     p.add_argument("--out", default="runs/demo", help="results folder [default: runs/demo]")
     p.add_argument("--overwrite", action="store_true", help="replace --out (only an asp_tune results folder)")
-    add_arguments(p, _hpo_settings_class(), only=("num_samples", "verbose", "keep_checkpoints"))
+    add_arguments(p, _hpo_settings_class(), only=("num_samples", "pack", "verbose", "keep_checkpoints"))
 
 
 @command("hpo")
@@ -207,7 +207,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_demo.yaml "
                           "(install with pip install -e . from a checkout)")
     settings = HpoSettings(space=load_space(space_file), num_samples=args.num_samples, verbose=args.verbose,
-                           keep_checkpoints=args.keep_checkpoints, storage_path=experiments_folder(args)).validate()
+                           pack=args.pack, keep_checkpoints=args.keep_checkpoints, storage_path=experiments_folder(args)).validate()
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r={settings.ratio}, "
           f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}); each pick retrained on full data")
     with results_folder(args) as out:

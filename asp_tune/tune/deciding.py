@@ -40,7 +40,8 @@ class FullDataPlan:
     the values its trials get besides the configuration; ``ratio``: the search's ratio;
     ``corrects``: raise the ratio of configurations not yet started when the proxy fails; ``seed``: of
     the audit's random draw;
-    ``flag``: how the audit is asked for, in the caller's words (``--audit``, ``audit=``)."""
+    ``flag``: how the audit is asked for, in the caller's words (``--audit``, ``audit=``); ``audit_packs``: the
+    audit's trials train in packs (a :class:`~asp_tune.tune.pack_ray.PackJob`; None: each alone)."""
 
     top_rung_full: bool
     first_rung: int | None
@@ -51,6 +52,7 @@ class FullDataPlan:
     corrects: bool = True
     seed: int = 0
     flag: str = "--audit"
+    audit_packs: Any = None  # a PackJob: the audit's trials train in packs (asp_tune.tune.pack_ray)
 
     def expected_pairs(self, configurations: int, rungs: tuple[int, ...] | None) -> float:
         return expected_top(configurations, rungs or ()) if self.top_rung_full else 0.0
@@ -138,13 +140,15 @@ def audit_job(job, configs: list[dict[str, Any]], search: str):
     built = RANDOM.build(Context(job.epochs, seed=0, param_space=space))
     return SearchJob(make_trainable=job.full_data.audit_trainable, built=built, name=search + AUDIT_SUFFIX,
                      param_names=[AUDIT_INDEX, *names], epochs=job.epochs, metric=job.metric, mode=job.mode,
-                     num_samples=1, max_concurrent=job.max_concurrent or 2, total_trials=len(configs),
+                     num_samples=1,
+                     max_concurrent=job.full_data.audit_packs.plan.trials_at_once if job.full_data.audit_packs
+                     else job.max_concurrent or 2, total_trials=len(configs),
                      storage_path=job.storage_path, address=job.address, modules=job.modules,
                      cpus_per_trial=job.cpus_per_trial, gpus_per_trial=job.gpus_per_trial,
                      max_failures=job.max_failures, verbose=job.verbose, label="full data",
                      settings={"configs": configs, "audit_of": search}, resume_keys=("configs",),
                      summary={"audit_of": search},
-                     sparse_reports=True, keep_checkpoints=job.keep_checkpoints)
+                     sparse_reports=True, keep_checkpoints=job.keep_checkpoints, packs=job.full_data.audit_packs)
 
 
 def _same_search(record: Any, known: dict[str, dict[str, Any]], name: str) -> bool:

@@ -57,6 +57,7 @@ class SearchJob:
     tracking: str = "none"
     tracking_uri: str | None = None
     full_data: Any = None  # a FullDataPlan (asp_tune.tune.deciding): full data decides; None: the proxy picks
+    packs: Any = None  # a PackJob (asp_tune.tune.pack_ray): the trials train in pack workers; None: each alone
 
 
 @dataclass

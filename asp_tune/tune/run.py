@@ -191,7 +191,7 @@ def _new_tuner(job: SearchJob, trainable, storage: str):
     stop = DataPassBudget(job.budget["data_passes"]).stopper if job.budget.get("data_passes") else None
     target = {} if _has_own_target(job.built) else {"metric": job.metric, "mode": job.mode}
     callbacks = [WallTimeRecorder(experiment), SignedState(experiment), *_watch(job, experiment),
-                 *tracking_callbacks(job.tracking, job.tracking_uri, job.name)]
+                 *tracking_callbacks(job.tracking, job.tracking_uri, job.name), *_membership(job)]
     plan = job.full_data
     full_pairs = (plan.first_rung, job.epochs) if plan is not None and plan.top_rung_full and plan.first_rung else None
     tuner = make_tuner(trainable, job.built.param_space, name=job.name, storage=storage, num_samples=job.num_samples,
@@ -211,6 +211,15 @@ def _watch(job: SearchJob, experiment: str) -> list:
     from asp_tune.tune.fulldata_ray import FullDataWatch
 
     return [FullDataWatch(experiment, watch, job.metric)]
+
+
+def _membership(job: SearchJob) -> list:
+    """The callback telling a packed search's workers which trials stopped asking for epochs."""
+    if job.packs is None:
+        return []
+    from asp_tune.tune.pack_ray import PackMembership
+
+    return [PackMembership(job.name)]
 
 
 def _has_own_target(built: Built) -> bool:
@@ -245,19 +254,22 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     else:
         trainable = job.make_trainable(changes=join(resume or join(storage, job.name), CHANGES_FILE))
     start = time.perf_counter()
-    if not resume:
-        tuner, experiment = _new_tuner(job, trainable, storage)
-        grid = _fit(job, tuner, experiment)
-    else:
-        experiment = resume
-        try:
-            grid = _fit(job, _restored_tuner(job, trainable, resume, resume_unsigned), resume)
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:  # Ray reading a state it cannot use
-            raise ConfigError("resume", resume, f"an experiment whose saved state Ray can read "
-                                                f"({type(exc).__name__}: {str(exc)[:160]})") from None
+    with _pack_pool(job, Path(resume).name if resume else job.name) as packed:
+        if not resume:
+            tuner, experiment = _new_tuner(job, trainable, storage)
+            grid = _fit(job, tuner, experiment)
+        else:
+            experiment = resume
+            try:
+                grid = _fit(job, _restored_tuner(job, trainable, resume, resume_unsigned), resume)
+            except (AttributeError, KeyError, TypeError, IndexError) as exc:  # Ray reading a state it cannot use
+                raise ConfigError("resume", resume, f"an experiment whose saved state Ray can read "
+                                                    f"({type(exc).__name__}: {str(exc)[:160]})") from None
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, job.param_names, job.metric, job.mode, job.epochs)
     summary = _summary(job, trials, histories, wall, grid.experiment_path)
+    if packed:
+        summary["packs"] = packed
     if job.full_data is not None:
         from asp_tune.tune.deciding import decide
 
@@ -266,6 +278,35 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
         summary.setdefault("decided_by", "proxy (not checked against full data)")
     summary["experiment"] = settle_experiment(grid.experiment_path, job.keep_checkpoints, job.verbose)
     return SearchResult(trials, summary, histories)
+
+
+@contextlib.contextmanager
+def _pack_pool(job: SearchJob, experiment: str):
+    """The pack workers of ``job`` (none without packs) while its search runs; yields the dict that, after
+    the search, holds what they trained how (:mod:`asp_tune.tune.pack_ray`)."""
+    if job.packs is None:
+        yield {}
+        return
+    from asp_tune.tune.pack_ray import pool_name, start_pool, stop_pool
+
+    import ray
+
+    plan = job.packs.plan
+    total = ray.cluster_resources()
+    for kind, each in (("CPU", plan.cpus), ("GPU", plan.gpus)):
+        if each and plan.workers * each > total.get(kind, 0.0) + 1e-9:
+            raise ConfigError("max_concurrent", plan.workers, f"at most {int(total.get(kind, 0.0) // each)} packs at "
+                                                              f"once: each pack worker holds one trial's {kind}s "
+                                                              f"({each:g}) and the cluster has {total.get(kind, 0):g}")
+    packed = plan.summary()
+    if job.verbose:
+        print(f"[asp-tune] packs: {plan.reason}; {plan.workers} pack workers, {plan.trials_at_once} trials at once",
+              file=sys.stderr)
+    pool = start_pool(pool_name(experiment), plan, job.packs.worker_args)
+    try:
+        yield packed
+    finally:
+        packed.update(stop_pool(pool))
 
 
 @contextlib.contextmanager

@@ -84,6 +84,19 @@ def check_selection(name: str, value: Any) -> None:
             raise ConfigError(name, key, SELECTION_FIELDS)
 
 
+def check_pack(name: str, value: Any) -> None:
+    """A pack size: a whole number of configurations at least 1, or ``auto``."""
+    if value == "auto":
+        return
+    try:
+        ok = not isinstance(value, (bool, float)) and int(str(value)) >= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(name, value, "a whole number of configurations per pack, at least 1 (1: one trial per "
+                                       "process), or auto")
+
+
 def check_journal(name: str, value: Any) -> None:
     """An Optuna journal file: a path whose folder can hold it, not a folder or a device."""
     if value is None:
@@ -122,7 +135,11 @@ class HpoSettings:
                               check=Interval(1, None, integer=True))
     max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH,
                                     check=Interval(1, None, integer=True, optional=True))
-    max_concurrent: int = option(2, "trials at once (the paper runs 8)", SEARCH, check=Interval(1, None, integer=True))
+    max_concurrent: int = option(2, "trials at once (the paper runs 8); with --pack: packs at once", SEARCH, check=Interval(1, None, integer=True))
+    pack: str = option("1", "configurations of one network trained at once in one process, each still its own trial "
+                            "(a pack; its worker holds one trial's CPUs and GPUs, and --max-concurrent counts packs): "
+                            "K, or auto (as many as the device's memory holds, 16 at most on a CPU, and 1 where a "
+                            "short measurement shows a pack no faster)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
     time_budget_s: float | None = option(None, "full-data wall-time budget; x ratio", SEARCH,
@@ -181,6 +198,8 @@ class HpoSettings:
         """Every declared constraint, then the rules between fields; returns self."""
         if isinstance(self.rung_ratios, (tuple, list)):  # as numbers from Python: the text a flag would hold
             self.rung_ratios = ",".join(f"{float(r):g}" for r in self.rung_ratios)
+        if isinstance(self.pack, int) and not isinstance(self.pack, bool):  # from Python: the text a flag holds
+            self.pack = str(self.pack)
         check_fields(self)
         algorithm = self.algorithm
         if self.optuna_storage is not None and not algorithm.keeps_study:
@@ -207,10 +226,10 @@ class HpoSettings:
         found = get_algorithm(self.algo)
         return found if self.early_stop == "none" else found.stopped_by(ALGORITHMS[self.early_stop])
 
-    def context(self, metric: str = METRIC) -> Context:
+    def context(self, metric: str = METRIC, pack_size: int = 1) -> Context:
         """What the algorithm is built for (:meth:`asp_tune.tune.algorithms.Algorithm.build`), optimising
-        ``metric`` (:meth:`score_metric`)."""
-        return Context(self.epochs, num_samples=self.num_samples, max_concurrent=self.max_concurrent,
+        ``metric`` (:meth:`score_metric`), with ``pack_size`` trials in each of ``max_concurrent`` packs."""
+        return Context(self.epochs, num_samples=self.num_samples, max_concurrent=self.max_concurrent * pack_size,
                        grace_period=self.grace_period, reduction_factor=self.reduction_factor, seed=self.seed,
                        metric=metric, mode="max", param_space=self.space.to_tune(), space=self.space,
                        name=self.name or f"asp-{self.space.name}-r{self.ratio}", optuna_storage=self.optuna_storage)

@@ -24,24 +24,8 @@ from asp_tune.registry import install_extensions
 from asp_tune.memory import ProxyMemory
 from asp_tune.tune.space import SearchSpace
 
-CHECKPOINT_FILE = "trainer.pt"
-#: Beside it: the ratio the trial started on (a search may raise the ratio of trials started later).
-START_FILE = "start.json"
-
-#: Columns of every report, besides Ray's own and the scores (``train_*``, ``val_*``: the task's).
-REPORTED = ("epoch", "proxy_ratio", "target_ratio", "selected", "samples_seen", "data_passes", "metric_used",
-            "epoch_seconds", "train_seconds_total", "val_seconds_total", "coverage", "lr", "top10_mass")
-
-
-def trial_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    """The reported columns of an epoch record; validation metrics only when that epoch validated."""
-    metrics = {k: v for k, v in record.items() if k in REPORTED or k.startswith(("train_", "val_"))}
-    metrics["proxy_ratio"] = record["ratio"]
-    if record.get("val_loss") != record.get("val_loss"):  # NaN: not validated this epoch
-        for key in [k for k in metrics if k.startswith("val_") and k != "val_seconds_total"]:
-            metrics.pop(key)
-    return metrics
-
+from asp_tune.tune.reports import (CHECKPOINT_FILE, REPORTED, START_FILE, checkpoint_due,  # noqa: F401
+                                   trial_metrics)
 
 #: Fields that change which data is read; a space that searches one of them cannot share the data.
 DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download")
@@ -127,11 +111,6 @@ def _start(config: dict[str, Any], space: SearchSpace, run: dict[str, Any], arra
         trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
     return trainer, {"restored_epoch": trainer.epoch,
                      "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}, gpus, ratio
-
-
-def checkpoint_due(epoch: int, last: bool, epochs: tuple[int, ...] | None, since_s: float, every_s: float) -> bool:
-    """Whether the report after ``epoch`` (1-based) carries a checkpoint."""
-    return epochs is None or last or epoch in epochs or (every_s > 0 and since_s >= every_s)
 
 
 def _assigned_gpus() -> list[str]:

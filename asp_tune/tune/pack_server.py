@@ -1,0 +1,185 @@
+"""The trainers of many trials in one process, trained an epoch at a time in packs: what a pack worker holds.
+
+Plain state, no Ray (:mod:`asp_tune.tune.pack_ray` puts it in a Ray actor and lets trials talk to it). Each
+trial of a search stays a trial: it joins with its configuration (and its checkpoint, when Ray restores it),
+asks for one epoch at a time, and leaves. The server trains the epochs asked for together: members that can
+share a pack (:func:`~asp_tune.pack.pack_key`, the same number of samples this epoch, the same validation)
+train as one :class:`~asp_tune.pack.Pack` of at most ``pack_size``, the rest alone. A member's record, state
+and checkpoint are those of its trainer alone, so a scheduler's decisions, ``trials.csv`` and every report
+stay per configuration.
+
+A pack is kept from one epoch to the next while its members stay the same; it is written back into its
+trainers (:meth:`~asp_tune.pack.Pack.sync`) when they change, and a member's checkpoint is written from its
+trainer after its own write-back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asp_tune.build import build_trainer
+from asp_tune.config import TrainConfig
+from asp_tune.datasets import DataBundle
+from asp_tune.memory import ProxyMemory
+from asp_tune.pack import CannotFuse, Pack, check_vectorizable, pack_key
+from asp_tune.trainer import Trainer, TrainingDiverged
+from asp_tune.tune.space import SearchSpace
+
+#: The fields that decide which data a run reads and how it is split: members equal in them share one copy.
+DATA_FIELDS = ("dataset", "data_dir", "val_fraction", "subset", "test_subset", "seed", "download")
+
+
+class PackServer:
+    """Trainers of ``space``'s configurations under ``run`` (the fixed run fields of every trial), built on
+    ``arrays`` (the decoded data set, or None: read from the source), trained in packs of at most
+    ``pack_size``. ``validate_epochs``: validate only after these epochs (None: every epoch)."""
+
+    def __init__(self, space: SearchSpace, run: dict[str, Any], arrays: dict[str, Any] | None, pack_size: int,
+                 validate_epochs: tuple[int, ...] | None = None):
+        self.space, self.run, self.arrays = space, run, arrays
+        self.pack_size = max(1, int(pack_size))
+        self.validate_epochs = validate_epochs
+        self.trainers: dict[str, Trainer] = {}
+        self.packs: dict[frozenset, Pack] = {}  # kept while their members stay the same
+        self.data: dict[tuple, DataBundle] = {}
+        self.fusable: bool | None = None  # None: not yet tried
+        self.notes: list[str] = []
+        self.fused_epochs = 0  # member-epochs trained in packs
+        self.alone_epochs = 0
+
+    # ------------------------------------------------------------------ members
+
+    def config_of(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """The run config of a trial's ``params`` (its searched values) with ``overrides`` of the run fields."""
+        names = {p.name for p in self.space.params}
+        return self.space.train_config({k: v for k, v in params.items() if k in names},
+                                       **{**self.run, **(overrides or {})})
+
+    def join(self, member: str, params: dict[str, Any], overrides: dict[str, Any] | None = None,
+             state: bytes | None = None) -> dict[str, Any]:
+        """Build ``member``'s trainer (from ``state``, a checkpoint's bytes, when given; a member joining again
+        starts over from what it brings). Returns what its trial reports beside every epoch."""
+        started = time.perf_counter()
+        self.leave(member)
+        config = self.config_of(params, overrides)
+        key = tuple(getattr(config, f) for f in DATA_FIELDS)
+        data = self.data.get(key)
+        trainer = build_trainer(config, data=data, arrays=None if data is not None else self.arrays)
+        self.data.setdefault(key, trainer.data)
+        restored: dict[str, Any] = {}
+        if state is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "trainer.pt"
+                path.write_bytes(state)
+                trainer.load_checkpoint(path)
+            restored = {"restored_epoch": trainer.epoch,
+                        "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}
+        self.trainers[member] = trainer
+        proxy = trainer.proxy_summary()
+        startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
+        return {"startup_seconds": startup, "device": str(trainer.device), **proxy, **restored}
+
+    def leave(self, member: str) -> None:
+        """Forget ``member`` (its pack, if any, written back and dissolved first)."""
+        if member in self.trainers:
+            self._release([member])
+            del self.trainers[member]
+
+    def done(self, member: str) -> bool:
+        return self.trainers[member].done
+
+    def state(self, member: str) -> bytes:
+        """``member``'s checkpoint (its trainer's, written back from its pack first), as bytes."""
+        trainer = self.trainers[member]
+        for members, pack in self.packs.items():
+            if member in members:
+                pack.sync([m for m in pack.members if m.trainer is trainer])
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "trainer.pt"
+            trainer.save_checkpoint(path)
+            return path.read_bytes()
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, members: list[str]) -> dict[str, dict[str, Any] | BaseException]:
+        """One epoch of each of ``members``: its record, or the error that ended its training."""
+        results: dict[str, dict[str, Any] | BaseException] = {}
+        for group in self.groups(members):
+            if len(group) > 1 and self.fusable is not False:
+                try:
+                    results.update(self._train_pack(group))
+                    continue
+                except CannotFuse as exc:
+                    self._no_fusion(str(exc))
+            for member in group:
+                results[member] = self._train_alone(member)
+        return results
+
+    def groups(self, members: list[str]) -> list[list[str]]:
+        """``members`` in packs of at most :attr:`pack_size`: equal configurations but for the per-member
+        hyper-parameters, the same number of samples and the same validation this epoch; in the order of
+        their names, so the same members form the same packs from one epoch to the next."""
+        by_key: dict[tuple, list[str]] = {}
+        for member in sorted(members):
+            trainer = self.trainers[member]
+            trainer.validate_each_epoch = self.validate_epochs is None or trainer.epoch + 1 in self.validate_epochs
+            size = trainer.selector.epoch_size(trainer.epoch)
+            key = (pack_key(trainer.config), trainer.epoch if size is None else size, trainer.validate_each_epoch)
+            by_key.setdefault(key, []).append(member)
+        return [group[i:i + self.pack_size] for group in by_key.values() for i in range(0, len(group), self.pack_size)]
+
+    def _train_pack(self, group: list[str]) -> dict[str, dict[str, Any] | BaseException]:
+        members = frozenset(group)
+        pack = self.packs.get(members)
+        if pack is None:
+            self._release(group)
+            trainers = [self.trainers[m] for m in group]
+            if self.fusable is None:
+                check_vectorizable(trainers[0])
+                self.fusable = True
+            pack = self.packs[members] = Pack(trainers)
+        names = {id(self.trainers[m]): m for m in group}
+        records = pack.train_epoch()
+        self.fused_epochs += len(group)
+        results: dict[str, dict[str, Any] | BaseException] = {names[id(t)]: r for t, r in records.items()}
+        for trainer, error in pack.failed.items():
+            results[names[id(trainer)]] = error
+        if pack.failed:  # the pack went on without them: it is another pack now
+            del self.packs[members]
+            if pack.members:
+                self.packs[frozenset(names[id(m.trainer)] for m in pack.members)] = pack
+            pack.failed.clear()
+        return results
+
+    def _train_alone(self, member: str) -> dict[str, Any] | BaseException:
+        self._release([member])
+        self.alone_epochs += 1
+        try:
+            return self.trainers[member].train_epoch()
+        except TrainingDiverged as exc:
+            return exc
+
+    def _release(self, members: list[str]) -> None:
+        """Write back and dissolve every kept pack holding one of ``members``."""
+        for key in [k for k in self.packs if not k.isdisjoint(members)]:
+            self.packs.pop(key).sync()
+
+    def _no_fusion(self, reason: str) -> None:
+        """Fusion failed: every kept pack written back, every later epoch trained alone, said once."""
+        for key in list(self.packs):
+            self.packs.pop(key).sync()
+        self.fusable = False
+        self.notes.append(f"not fused: {reason}; each configuration trains alone")
+
+    def summary(self) -> dict[str, Any]:
+        """What this server trained how: member-epochs in packs and alone, and why fusion stopped if it did."""
+        return {"fused_epochs": self.fused_epochs, "alone_epochs": self.alone_epochs, "notes": list(self.notes)}
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(max(1, int(threads)))
