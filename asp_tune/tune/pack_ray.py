@@ -187,6 +187,10 @@ class _Pool:
         self.members[member], self.keys[member] = index, key
         return index, self.workers[index]
 
+    def worker(self, index: int) -> Any:
+        """Worker ``index``'s actor (to watch it, or to stop it as a lost node would)."""
+        return self.workers[index]
+
     def replace(self, index: int, dead: Any) -> None:
         """Start a new worker ``index`` in place of ``dead`` (once, however many of its trials report it)."""
         if self.workers[index] == dead:

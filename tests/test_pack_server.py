@@ -1,0 +1,150 @@
+"""The pack worker's state without Ray: trials joining, training an epoch at a time in packs, leaving, their
+checkpoints; each member's records those of its trainer alone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from asp_tune.build import build_trainer
+from asp_tune.registry import MODELS
+from asp_tune.trainer import TrainingDiverged
+from asp_tune.tune.pack_server import PackServer
+from asp_tune.tune.space import parse_space
+
+SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4, "subset": 600, "batch_size": 64,
+                                   "model_args": {"hidden": 32}},
+         "params": {"lr": {"type": "loguniform", "low": 0.02, "high": 0.3},
+                    "momentum": {"type": "uniform", "low": 0.5, "high": 0.9}}}
+RUN = {"ratio": 0.4, "ratio_schedule": "constant", "metric": "loss", "seed": 5, "device": "cpu", "epochs": 4}
+PARAMS = [{"lr": 0.03 * (i + 1), "momentum": 0.5 + 0.1 * i} for i in range(4)]
+
+
+def server(space: dict = SPACE, size: int = 4, validate=None) -> PackServer:
+    return PackServer(parse_space(space), RUN, None, size, validate_epochs=validate)
+
+
+def alone(srv: PackServer, params: dict, epochs: int) -> list[dict]:
+    trainer = build_trainer(srv.config_of(params))
+    return [trainer.train_epoch() for _ in range(epochs)]
+
+
+def same(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"] and a["selected"] == b["selected"]
+    assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-5)
+    assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-9)
+
+
+def test_members_joining_at_different_epochs_train_in_one_pack_and_follow_their_runs_alone():
+    srv = server()
+    for i, p in enumerate(PARAMS):
+        srv.join(f"t{i}", p)
+    got: dict[str, list] = {f"t{i}": [] for i in range(4)}
+    for asked in (["t0", "t1", "t2"], ["t0", "t1", "t2"], ["t0", "t1", "t2", "t3"], ["t0", "t1", "t2", "t3"]):
+        for member, record in srv.train(asked).items():
+            got[member].append(record)
+    assert srv.fused_epochs >= 9 and srv.notes == []
+    for i, p in enumerate(PARAMS):
+        ours = got[f"t{i}"]
+        for a, b in zip(alone(srv, p, len(ours)), ours):
+            same(a, b)
+    assert srv.done("t0") and not srv.done("t3")
+
+
+def test_a_member_checkpoint_from_the_pack_continues_like_the_run_alone():
+    srv = server()
+    for i, p in enumerate(PARAMS[:3]):
+        srv.join(f"t{i}", p)
+    srv.train(["t0", "t1", "t2"])
+    srv.train(["t0", "t1", "t2"])
+    state = srv.state("t1")  # written back from the kept pack
+    later = [srv.train(["t0", "t1", "t2"])["t1"] for _ in range(2)]
+    other = server()
+    info = other.join("again", PARAMS[1], state=state)
+    assert info["restored_epoch"] == 2 and info["restored_memory"]
+    resumed = [other.train(["again"])["again"] for _ in range(2)]
+    for a, b in zip(later, resumed):
+        same(a, b)
+
+
+def test_a_diverging_member_leaves_and_the_others_finish_as_without_it():
+    srv = server()
+    for i, p in enumerate([*PARAMS[:2], {"lr": 1e6, "momentum": 0.9}]):
+        srv.join(f"t{i}", p)
+    errors = {}
+    records: dict[str, list] = {"t0": [], "t1": []}
+    for _ in range(4):
+        asked = [m for m in ("t0", "t1", "t2") if m not in errors]
+        for member, out in srv.train(asked).items():
+            if isinstance(out, BaseException):
+                errors[member] = out
+            else:
+                records[member].append(out)
+    assert list(errors) == ["t2"] and isinstance(errors["t2"], TrainingDiverged)
+    for i in range(2):
+        for a, b in zip(alone(srv, PARAMS[i], 4), records[f"t{i}"]):
+            same(a, b)
+
+
+def test_configurations_with_different_network_shapes_land_in_different_packs():
+    space = {**SPACE, "params": {**SPACE["params"], "model_args": {"hidden": {"type": "grid", "values": [16, 32]}}}}
+    srv = server(space)
+    for i in range(4):
+        srv.join(f"t{i}", {**PARAMS[i], "model_args.hidden": 16 if i % 2 else 32})
+    groups = srv.groups(["t0", "t1", "t2", "t3"])
+    assert sorted(map(sorted, groups)) == [["t0", "t2"], ["t1", "t3"]]
+    out = srv.train(["t0", "t1", "t2", "t3"])
+    assert all(isinstance(r, dict) for r in out.values()) and srv.fused_epochs == 4
+
+
+def test_packs_hold_at_most_the_pack_size_and_validate_only_where_asked():
+    srv = server(size=3, validate=(2,))
+    for i, p in enumerate(PARAMS):
+        srv.join(f"t{i}", p)
+    assert sorted(map(len, srv.groups(["t0", "t1", "t2", "t3"]))) == [1, 3]
+    first = srv.train(["t0", "t1", "t2", "t3"])
+    second = srv.train(["t0", "t1", "t2", "t3"])
+    assert all(r["val_loss"] != r["val_loss"] for r in first.values())  # NaN: not validated
+    assert all(r["val_loss"] == r["val_loss"] for r in second.values())
+
+
+class DataDependent(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.layer = nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+
+    def forward(self, x):
+        out = self.layer(x.flatten(1))
+        return out if out.sum() > 0 else -out
+
+
+def test_a_network_that_cannot_be_fused_trains_each_member_alone_with_one_note():
+    MODELS.register("branchy_pack_test", lambda input_shape, num_classes: DataDependent(input_shape, num_classes))
+    try:
+        srv = server({**SPACE, "fixed": {**SPACE["fixed"], "model": "branchy_pack_test", "model_args": {}}})
+        for i, p in enumerate(PARAMS[:3]):
+            srv.join(f"t{i}", p)
+        for _ in range(2):
+            out = srv.train(["t0", "t1", "t2"])
+        assert srv.fusable is False and srv.fused_epochs == 0 and srv.alone_epochs == 6
+        assert len(srv.notes) == 1 and "cannot run vectorised" in srv.notes[0]
+        for a, b in zip(alone(srv, PARAMS[0], 2), [None, out["t0"]]):
+            if b is not None:
+                same(a, b)
+    finally:
+        MODELS.unregister("branchy_pack_test")
+
+
+def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
+    srv = server()
+    for i, p in enumerate(PARAMS[:3]):
+        srv.join(f"t{i}", p)
+    srv.train(["t0", "t1", "t2"])
+    kept = srv.trainers["t0"]
+    srv.leave("t1")
+    assert "t1" not in srv.trainers and srv.packs == {}
+    srv.train(["t0", "t2"])
+    assert kept.epoch == 2

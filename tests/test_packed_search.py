@@ -1,0 +1,127 @@
+"""Packed searches on Ray: every configuration one trial, trained in pack workers. The same decisions and
+pick as one trial per process, a lost pack worker costing only its own trials, and a killed driver's search
+resumed with every trial continuing from its own checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from asp_tune.tune.builtin import run_hpo
+from asp_tune.tune.settings import HpoSettings
+from asp_tune.tune.space import parse_space
+from asp_tune.tune.storage import trial_reports
+from test_faults import hpo_command, saved_checkpoints, trial_epochs, wait_for, write_space
+
+pytestmark = pytest.mark.slow
+
+SPACE = {"name": "packed", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 9, "subset": 600,
+                                     "batch_size": 64, "model_args": {"hidden": 32}},
+         "params": {"lr": {"type": "loguniform", "low": 0.005, "high": 0.5},
+                    "momentum": {"type": "uniform", "low": 0.0, "high": 0.9}}}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from asp_tune.tune.session import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def settings(tmp_path: Path, **given) -> HpoSettings:
+    values = {"space": parse_space(SPACE), "algo": "hyperband", "num_samples": 9, "ratio": 0.5, "metric": "loss",
+              "ratio_schedule": "constant", "seed": 4, "storage_path": str(tmp_path), "verbose": 0,
+              "decide": "proxy", "min_first_rung_steps": 0, **given}
+    return HpoSettings(**values)
+
+
+def by_config(trials):
+    return {(round(r["config/lr"], 12), round(r["config/momentum"], 12)): r for _, r in trials.iterrows()}
+
+
+def test_a_packed_hyperband_search_stops_and_picks_what_one_trial_per_process_does(ray_session, tmp_path):
+    # Hyperband decides once every trial of a bracket reached the rung, so its decisions do not hang on the
+    # order results arrive in (ASHA's do, packed or not): the packed search must make exactly the same ones
+    alone = run_hpo(settings(tmp_path / "alone", pack="1"))
+    packed = run_hpo(settings(tmp_path / "packed", pack="4"))
+    assert packed.summary["packs"]["size"] == 4 and packed.summary["packs"]["fused_epochs"] > 0
+    assert packed.summary["packs"]["notes"] == [] and alone.summary.get("packs") is None
+    a, p = by_config(alone.trials), by_config(packed.trials)
+    assert set(a) == set(p) and len(a) == 9
+    for key in a:
+        assert (a[key]["status"], a[key]["epochs"]) == (p[key]["status"], p[key]["epochs"])
+        assert a[key]["best_score"] == pytest.approx(p[key]["best_score"], abs=1e-9)
+    assert packed.summary["best_config"] == alone.summary["best_config"]
+    stopped = [k for k in a if a[k]["status"] == "STOPPED" or a[k]["epochs"] < 9]
+    assert 3 <= len(stopped) < 9  # the rungs decided something
+
+
+def test_a_lost_pack_worker_costs_only_its_trials_which_resume_from_their_checkpoints(ray_session, tmp_path):
+    import ray
+
+    from asp_tune.tune.pack_ray import pool_name
+
+    s = settings(tmp_path, algo="random", num_samples=4, pack="2", max_failures=1, checkpoint_every_s=0.5,
+                 space=parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 400, "subset": 300}}))
+    outcome: dict = {}
+    search = threading.Thread(target=lambda: outcome.setdefault("result", run_hpo(s)))
+    search.start()
+    experiment = wait_for(lambda: next(iter(Path(s.storage_path).glob("asp-*")), None), 60, "the experiment")
+
+    def all_checkpointed():
+        trials = [t for t in experiment.iterdir() if t.is_dir()]
+        return len(trials) == 4 and all(len(list(t.glob("checkpoint_*"))) >= 2 for t in trials)
+
+    wait_for(all_checkpointed, 120, "every trial's checkpoints")
+    pool = ray.get_actor(pool_name(experiment.name))
+    ray.kill(ray.get(pool.worker.remote(0)))  # as a lost node would take it
+    search.join(timeout=300)
+    result = outcome["result"]
+    assert result.summary["num_failed"] == 0 and (result.trials["epochs"] == 400).all()
+    restored = {}
+    for trial in (t for t in experiment.iterdir() if t.is_dir()):
+        reports = trial_reports(trial)
+        restored[trial.name] = ({r["pack_worker"] for r in reports[:1]}.pop(),
+                                {r.get("restored_epoch") for r in reports} - {None})
+    lost = [name for name, (worker, _) in restored.items() if worker == 0]
+    kept = [name for name, (worker, _) in restored.items() if worker == 1]
+    assert len(lost) == 2 and len(kept) == 2
+    assert all(restored[t][1] and min(restored[t][1]) >= 1 for t in lost)  # from a checkpoint, not the start
+    assert all(not restored[t][1] for t in kept)  # never restarted
+
+
+def test_a_killed_driver_resumes_a_packed_search_with_every_trial_from_its_own_checkpoint(tmp_path):
+    epochs = 400
+    space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
+    command = hpo_command(space, storage, out, "--pack", "2")
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+
+    def running_with_checkpoints():
+        epochs_now = trial_epochs(experiment)
+        ready = [t for t, e in epochs_now.items() if 10 <= len(e) < epochs - 60 and saved_checkpoints(experiment, t) >= 2]
+        return ready if len(ready) == 4 else None
+
+    running = wait_for(running_with_checkpoints, 240, "four packed trials running with checkpoints")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = trial_epochs(experiment)
+    resumed = subprocess.run(command + ["--resume", str(experiment)], capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for t in running:
+        new = trial_reports(experiment / t)[len(before[t]):]
+        restored = {r.get("restored_epoch") for r in new}
+        assert len(restored) == 1 and 1 <= next(iter(restored)) <= len(before[t])  # its state, not a restart
+        assert [r["epoch"] for r in new][-1] == epochs
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_trials"] == 4 and summary["num_failed"] == 0 and summary["packs"]["size"] == 2
