@@ -148,3 +148,15 @@ def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
     assert "t1" not in srv.trainers and srv.packs == {}
     srv.train(["t0", "t2"])
     assert kept.epoch == 2
+
+
+def test_auto_packs_only_where_the_saving_beats_starting_the_trials_processes():
+    from asp_tune.pack import PackChoice
+    from asp_tune.tune.builtin import expected_epochs, worth_packing
+    assert expected_epochs(27, 9, (1, 3), 3) == 27 * 1 + 9 * 2 + 3 * 6
+    assert expected_epochs(8, 5, None, 3) == 40
+    fast = PackChoice(16, "packs of 16: measured", alone_step_s=4e-3, pack_step_s=1e-3)
+    small = worth_packing(fast, 3 * 45, 2, 64, 600)  # milliseconds saved against seconds of start-up
+    assert small.size == 1 and "would save about" in small.reason and "33 more processes" in small.reason
+    big = worth_packing(fast, 10_000 * 45, 2, 64, 600_000)
+    assert big.size == 16 and "saved against" in big.reason

@@ -125,3 +125,16 @@ def test_a_killed_driver_resumes_a_packed_search_with_every_trial_from_its_own_c
         assert [r["epoch"] for r in new][-1] == epochs
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_trials"] == 4 and summary["num_failed"] == 0 and summary["packs"]["size"] == 2
+
+
+def test_correlate_in_packs_scores_every_cell_as_one_trial_per_process_does(ray_session, tmp_path):
+    from asp_tune.tune.builtin import correlate_space
+
+    space = parse_space({"name": "cells", "fixed": {**SPACE["fixed"], "epochs": 2, "subset": 300},
+                         "params": {"lr": {"type": "grid", "values": [0.02, 0.05, 0.1]}}})
+    given = {"ratios": [0.5], "metrics": ["loss"], "seed": 1, "device": "cpu", "storage_path": str(tmp_path),
+             "verbose": 0}
+    alone = correlate_space(space, pack="1", **given)["scores"]
+    packed = correlate_space(space, pack=3, **given)["scores"]
+    assert len(alone) == len(packed) == 6 and (packed["status"] == "TERMINATED").all()
+    assert packed["score"].tolist() == pytest.approx(alone["score"].tolist(), abs=1e-9)

@@ -114,28 +114,37 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
 
 
 def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
-    """How many configurations each pack of ``s`` trains (:func:`~asp_tune.pack.choose_pack_size`: ``auto``
-    measures the first configuration's network on this machine, with a trial's threads)."""
+    """How many configurations each pack of ``s`` trains (:func:`auto_pack_size` for ``auto``)."""
+    total = s.num_samples * s.space.grid_size()
+    epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
+    return auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial)
+
+
+def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials: int, epochs_total: int,
+                   max_concurrent: int, cpus_per_trial: float):
+    """The pack size of a search of ``trials`` configurations like ``config`` training ``epochs_total`` epochs
+    in all: ``requested``, or for ``auto`` :func:`~asp_tune.pack.choose_pack_size` (the network measured on this
+    machine with a trial's threads), kept only where :func:`worth_packing`."""
     import torch
 
     from asp_tune.pack import PackChoice, choose_pack_size
 
-    total = s.num_samples * s.space.grid_size()
-    if s.pack != "auto":
-        size = max(1, min(int(s.pack), total))
-        return choose_pack_size(size, total, None) if size > 1 else PackChoice(1, "one trial per process (as asked)")
+    if requested != "auto":
+        size = max(1, min(int(requested), trials))
+        return choose_pack_size(size, trials, None) if size > 1 else PackChoice(1, "one trial per process (as asked)")
     from asp_tune.build import build_trainer
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(s.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(cpus_per_trial)))
     try:
-        trainer = build_trainer(s.trial_config(), arrays=arrays)
-        choice = choose_pack_size("auto", total, trainer)
+        trainer = build_trainer(config, arrays=arrays)
+        choice = choose_pack_size("auto", trials, trainer)
     finally:
         torch.set_num_threads(threads)
     if choice.size == 1:
         return choice
-    return worth_packing(choice, s, trainer.config.batch_size, train_samples(s, arrays) or len(trainer.data.train))
+    steps = math.ceil(len(trainer.data.train) * min(1.0, config.ratio) / config.batch_size)
+    return worth_packing(choice, steps * epochs_total, max_concurrent, config.batch_size, len(trainer.data.train))
 
 
 def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta: int) -> int:
@@ -150,19 +159,18 @@ def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta
     return total
 
 
-def worth_packing(choice, s: HpoSettings, batch_size: int, samples: int):
-    """``choice`` when packs save more training time in this search than the start of their trials' processes
-    costs (a packed trial is a process of its own, beside its pack worker), else one trial per process, with
-    both estimates in the reason."""
+def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int, samples: int):
+    """``choice`` when packs save more of a search's training (``steps_total`` optimiser steps of its
+    configurations in all, ``max_concurrent`` packs at once) than starting their trials' processes costs (a
+    packed trial is a process of its own beside its pack worker), else one trial per process; both estimates
+    in the reason."""
     from asp_tune.pack import AUTO_MEASURED_BATCH, AUTO_MEASURED_MEMBERS, PackChoice
     from asp_tune.tune.pack_ray import PROCESS_START_CPU_S
 
     rows = min(batch_size, AUTO_MEASURED_BATCH, samples)
     per_step = (choice.alone_step_s - choice.pack_step_s) / min(choice.size, AUTO_MEASURED_MEMBERS) * batch_size / rows
-    steps = math.ceil(samples * min(1.0, s.ratio) / batch_size)
-    epochs = expected_epochs(s.num_samples * s.space.grid_size(), s.epochs, s.rungs(), s.reduction_factor)
-    saved = per_step * steps * epochs / s.max_concurrent
-    processes = choice.size * s.max_concurrent + 1
+    saved = per_step * steps_total / max_concurrent
+    processes = choice.size * max_concurrent + 1
     cost = processes * PROCESS_START_CPU_S / max(1, os.cpu_count() or 1)
     if saved <= cost:
         return PackChoice(1, f"one trial per process: {choice.reason.split(': ', 1)[-1]}, but packs would save about "
@@ -290,17 +298,22 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
                     max_concurrent: int = 2, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, seed: int = 0,
                     device: str = "auto", address: str | None = None, storage_path: str | None = None,
                     max_configs: int | None = None, verbose: int = 1,
-                    selection: dict[str, Any] | None = None) -> dict[str, Any]:
+                    selection: dict[str, Any] | None = None, pack: str = "1") -> dict[str, Any]:
     """Every grid configuration of ``space`` on full data and at every (ratio, metric), in one Ray
     experiment (:func:`asp_tune.tune.correlate.run_correlation`). ``ratio_schedule``: constant by default
     (``dynamic`` is the paper's, as in its Table 5, and ranked worse in bench/baselines.py); ``selection``
-    holds selection settings (rule, floor, ...) applied to every proxy cell."""
+    holds selection settings (rule, floor, ...) applied to every proxy cell; ``pack``: configurations per pack
+    (``HpoSettings.pack``; the cells of one ratio and strategy share packs)."""
     from asp_tune.config import TrainConfig
     from asp_tune.datasets import read_dataset
     from asp_tune.imports import user_modules
     from asp_tune.tune.algorithms import RANDOM, Context
     from asp_tune.tune.correlate import cell_space, cells, run_correlation
 
+    from asp_tune.constraints import check_value
+
+    check_value(HpoSettings, "pack", pack)
+    pack = str(pack)
     configs = space.grid_configs()[:max_configs]
     names = cells(ratios, metrics)
     epochs = int(space.fixed.get("epochs", TrainConfig.epochs))
@@ -312,18 +325,36 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
     modules = user_modules([probe.model, probe.dataset, *metrics, *(e for entries in added.values()
                                                                     for e in entries.values())])
 
+    trials = len(configs) * len(names)
+    choice = auto_pack_size(pack, space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0]), arrays,
+                            trials, trials * epochs, max_concurrent, cpus_per_trial)
+    packs = None
+    if choice.size > 1:
+        from asp_tune.tune.pack_ray import PackJob, PackPlan
+
+        server = {"space": space, "run": run, "pack_size": choice.size, "validate_epochs": None}
+        packs = PackJob(PackPlan(choice.size, choice.reason, max_concurrent, cpus_per_trial, gpus_per_trial),
+                        {"server": server, "arrays": arrays, "threads": max(1, int(cpus_per_trial)),
+                         "extensions": added, "search_paths": search_paths(modules)})
+
     def make_trainable():
         from ray import tune
 
+        if packs is not None:
+            from asp_tune.tune.pack_ray import TRIAL_RESOURCES, packed_trial
+
+            return tune.with_resources(tune.with_parameters(packed_trial, per_cell=True), TRIAL_RESOURCES)
         return tune.with_resources(
             tune.with_parameters(_cell_trial, space=space, run=run, threads=max(1, int(cpus_per_trial)),
                                  arrays=arrays, extensions=added, search_paths=search_paths(modules)),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
 
-    built = RANDOM.build(Context(epochs, seed=seed, param_space=cell_space(configs, names)))
+    built = RANDOM.build(Context(epochs, seed=seed, param_space=cell_space(configs, names),
+                                 max_concurrent=max_concurrent * choice.size))
     job = SearchJob(make_trainable=make_trainable, built=built, name=experiment_name("asp-correlate", space.name),
-                    param_names=["cfg", "cell"], epochs=epochs, num_samples=1, max_concurrent=max_concurrent,
+                    param_names=["cfg", "cell"], epochs=epochs, num_samples=1,
+                    max_concurrent=max_concurrent * choice.size, packs=packs,
                     total_trials=len(configs) * len(names), storage_path=storage_path, address=address,
                     modules=modules, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, verbose=verbose,
-                    label="correlate", summary={"space": space.name})
+                    label="correlate", summary={"space": space.name, "pack": choice.summary()})
     return run_correlation(job, configs)

@@ -108,7 +108,7 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     add_arguments(p, CorrelateSettings)
     add_arguments(p, _hpo_settings_class(), only=("ratio_schedule", "max_concurrent"))
     add_train_arguments(p, only=SELECTION_FIELDS, keep_unset=True)
-    _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f not in ("max_failures", "pack")))
+    _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
 
 
 @subcommand("demo", "offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
@@ -181,7 +181,8 @@ def run_correlate_command(args: argparse.Namespace) -> int:
 
     cells = CorrelateSettings(**values_from_args(args, CorrelateSettings)).validate()
     metrics = cells.strategies
-    check_value(_hpo_settings_class(), "max_concurrent", args.max_concurrent)
+    for name in ("max_concurrent", "pack"):
+        check_value(_hpo_settings_class(), name, getattr(args, name))
     space = load_space_args(args)
     with results_folder(args) as out:
         run = correlate_space(space, list(cells.ratios), metrics, ratio_schedule=args.ratio_schedule,
@@ -189,7 +190,7 @@ def run_correlate_command(args: argparse.Namespace) -> int:
                               gpus_per_trial=args.gpus_per_trial, seed=args.seed, device=args.device,
                               address=args.address, storage_path=experiments_folder(args),
                               max_configs=cells.max_configs, verbose=args.verbose,
-                              selection=given_fields(args, SELECTION_FIELDS))
+                              selection=given_fields(args, SELECTION_FIELDS), pack=args.pack)
         target = out.commit(write_correlation(out, run, f"{space.name}: rank correlation with full data",
                                               {"space": space.name, "ratios": list(cells.ratios),
                                                "metrics": metrics}))

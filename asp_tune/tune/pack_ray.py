@@ -239,10 +239,12 @@ def stop_pool(pool) -> dict[str, Any]:
         ray.kill(pool)
 
 
-def packed_trial(config: dict[str, Any], *, overrides: dict[str, Any] | None = None, checkpoint_epochs: tuple[int, ...] | None = None, checkpoint_every_s: float = 0.0,
-                 changes: str | None = None, run_ratio: float = 1.0) -> None:
+def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] | None = None,
+                 checkpoint_every_s: float = 0.0, changes: str | None = None, run_ratio: float = 1.0,
+                 per_cell: bool = False) -> None:
     """A trial of a packed search: its epochs trained by its pack worker, reported as
-    :func:`~asp_tune.tune.trainable.proxy_trial` reports them (same columns, same checkpoints)."""
+    :func:`~asp_tune.tune.trainable.proxy_trial` reports them (same columns, same checkpoints). ``per_cell``: the
+    trial's ratio and strategy are its ``cell``'s (``asp-tune correlate``)."""
     import ray
     from ray import tune
 
@@ -251,6 +253,11 @@ def packed_trial(config: dict[str, Any], *, overrides: dict[str, Any] | None = N
     from asp_tune.tune.reports import CHECKPOINT_FILE, START_FILE, checkpoint_due, trial_metrics
 
     started, started_at = time.perf_counter(), time.time()
+    overrides: dict[str, Any] = {}
+    if per_cell:
+        from asp_tune.tune.correlate import cell_of
+
+        run_ratio, overrides["metric"] = cell_of(config)
     member = tune.get_context().get_trial_id()
     checkpoint = tune.get_checkpoint()
     state, ratio = None, started_ratio(changes, run_ratio)
@@ -263,7 +270,7 @@ def packed_trial(config: dict[str, Any], *, overrides: dict[str, Any] | None = N
     the_pool = ray.get_actor(pool_name(_experiment_name()))
     index, worker = ray.get(the_pool.assign.remote(member, params))
     try:
-        info = ray.get(worker.join.remote(member, params, {**(overrides or {}), "ratio": ratio}, state))
+        info = ray.get(worker.join.remote(member, params, {**overrides, "ratio": ratio}, state))
         info.pop("startup_seconds")
         startup = time.perf_counter() - started - (info["proxy_seconds"] if info.get("proxy_computed") else 0.0)
         where = {"node_id": ray.get_runtime_context().get_node_id(), "assigned_gpus": "", "trial_started_at": started_at,
