@@ -66,38 +66,40 @@ def test_a_packed_hyperband_search_stops_and_picks_what_one_trial_per_process_do
     assert 3 <= len(stopped) < 9  # the rungs decided something
 
 
-def test_a_lost_pack_worker_costs_only_its_trials_which_resume_from_their_checkpoints(ray_session, tmp_path):
-    import ray
-
-    from asp_tune.tune.pack_ray import pool_name
-
-    s = settings(tmp_path, algo="random", num_samples=4, pack="2", max_failures=1, checkpoint_every_s=0.5,
-                 space=parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 400, "subset": 300}}))
+def test_a_lost_node_costs_only_its_packs_whose_trials_resume_from_their_checkpoints(local_cluster, tmp_path):
+    """Two one-CPU nodes, a pack worker on each; remove one node outright. Its trials restart from their
+    checkpoints on the surviving worker (no free CPU is left for a new one); the other worker's never restart."""
+    cluster = local_cluster({"num_cpus": 0}, workers=2)
+    epochs = 200
+    s = settings(tmp_path, algo="random", num_samples=4, pack="2", max_failures=3, checkpoint_every_s=0,
+                 address=cluster.address, name="lost-pack",
+                 space=parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": epochs, "subset": 300}}))
     outcome: dict = {}
-    search = threading.Thread(target=lambda: outcome.setdefault("result", run_hpo(s)))
+    search = threading.Thread(target=lambda: outcome.setdefault("result", run_hpo(s)), daemon=True)
     search.start()
-    experiment = wait_for(lambda: next(iter(Path(s.storage_path).glob("asp-*")), None), 60, "the experiment")
+    experiment = tmp_path / "lost-pack"
 
-    def all_checkpointed():
-        trials = [t for t in experiment.iterdir() if t.is_dir()]
-        return len(trials) == 4 and all(len(list(t.glob("checkpoint_*"))) >= 2 for t in trials)
+    def both_workers_training():
+        trials = [t for t in experiment.glob("packed_trial_*") if (t / "result.json").exists()]
+        reports = {t: trial_reports(t) for t in trials}
+        if len(trials) < 4 or any(len(r) < 5 for r in reports.values()):
+            return None
+        return {r[-1]["pack_worker"]: r[-1]["node_id"] for r in reports.values()}
 
-    wait_for(all_checkpointed, 120, "every trial's checkpoints")
-    pool = ray.get_actor(pool_name(experiment.name))
-    ray.kill(ray.get(pool.worker.remote(0)))  # as a lost node would take it
+    nodes = wait_for(both_workers_training, 120, "four trials training on two pack workers")
+    assert len(set(nodes.values())) == 2  # one worker on each node
+    cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == nodes[0]), allow_graceful=False)
     search.join(timeout=300)
     result = outcome["result"]
-    assert result.summary["num_failed"] == 0 and (result.trials["epochs"] == 400).all()
-    restored = {}
-    for trial in (t for t in experiment.iterdir() if t.is_dir()):
+    assert result.summary["num_failed"] == 0 and (result.trials["epochs"] == epochs).all()
+    lost, kept = [], []
+    for trial in experiment.glob("packed_trial_*"):
         reports = trial_reports(trial)
-        restored[trial.name] = ({r["pack_worker"] for r in reports[:1]}.pop(),
-                                {r.get("restored_epoch") for r in reports} - {None})
-    lost = [name for name, (worker, _) in restored.items() if worker == 0]
-    kept = [name for name, (worker, _) in restored.items() if worker == 1]
-    assert len(lost) == 2 and len(kept) == 2
-    assert all(restored[t][1] and min(restored[t][1]) >= 1 for t in lost)  # from a checkpoint, not the start
-    assert all(not restored[t][1] for t in kept)  # never restarted
+        restored = {r.get("restored_epoch") for r in reports} - {None}
+        (lost if reports[0]["pack_worker"] == 0 else kept).append(restored)
+        assert sorted({r["epoch"] for r in reports}) == list(range(1, epochs + 1))  # no epoch lost
+    assert len(lost) == 2 and all(r and min(r) >= 5 for r in lost)  # from a checkpoint, not from the start
+    assert len(kept) == 2 and all(not r for r in kept)  # never restarted
 
 
 def test_a_killed_driver_resumes_a_packed_search_with_every_trial_from_its_own_checkpoint(tmp_path):

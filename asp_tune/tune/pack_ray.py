@@ -93,9 +93,12 @@ class _Worker:
         self.timer: asyncio.TimerHandle | None = None
 
     async def join(self, member: str, params: dict, overrides: dict | None, state: bytes | None) -> dict:
+        import ray
+
         info = self.server.join(member, params, overrides, state)
         self.active.add(member)
-        return info
+        return {**info, "node_id": ray.get_runtime_context().get_node_id(),
+                "assigned_gpus": ",".join(str(g) for g in ray.get_gpu_ids())}
 
     async def epoch(self, member: str) -> dict:
         """``member``'s next epoch: ``{"record", "done"}`` or ``{"error"}``."""
@@ -192,9 +195,23 @@ class _Pool:
         return self.workers[index]
 
     def replace(self, index: int, dead: Any) -> None:
-        """Start a new worker ``index`` in place of ``dead`` (once, however many of its trials report it)."""
-        if self.workers[index] == dead:
+        """Put a worker in place of ``dead`` (once, however many of its trials report it): a new one where the
+        cluster has its resources free, else the least loaded survivor (a lost node's share of the cluster is
+        gone: a new worker would wait for it forever)."""
+        import ray
+
+        if self.workers[index] != dead:
+            return
+        free = ray.available_resources()
+        if free.get("CPU", 0.0) >= self.plan.cpus and free.get("GPU", 0.0) >= self.plan.gpus:
             self.workers[index] = self._start(index)
+            return
+        alive = [i for i, w in enumerate(self.workers) if w != dead]
+        if not alive:
+            self.workers[index] = self._start(index)  # nothing survived: wait for the cluster's resources
+            return
+        load = {i: sum(1 for m in self.members.values() if self.workers[m] == self.workers[i]) for i in alive}
+        self.workers[index] = self.workers[min(alive, key=lambda i: (load[i], i))]
 
     def leave(self, members: list[str], finished: bool) -> None:
         by_worker: dict[int, list[str]] = {}
@@ -212,7 +229,12 @@ class _Pool:
         import ray
 
         totals = {"fused_epochs": 0, "alone_epochs": 0, "notes": []}
-        for part in ray.get([w.summary.remote() for w in self.workers]):
+        for worker in dict.fromkeys(self.workers):  # once each: a survivor may stand in for a lost one
+            try:
+                part = ray.get(worker.summary.remote(), timeout=30)
+            except ray.exceptions.RayError:  # lost with its node: its counts went with it
+                totals["notes"].append("a pack worker was lost; its counts are not included")
+                continue
             totals["fused_epochs"] += part["fused_epochs"]
             totals["alone_epochs"] += part["alone_epochs"]
             totals["notes"] += [n for n in part["notes"] if n not in totals["notes"]]
@@ -223,8 +245,13 @@ def start_pool(name: str, plan: PackPlan, worker_args: dict[str, Any]):
     """The pool actor of one search (its workers start with it)."""
     import ray
 
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     args = {**worker_args, "arrays": ray.put(worker_args.get("arrays"))}
-    return ray.remote(_Pool).options(name=name, num_cpus=0).remote(name, plan, args)
+    heads = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
+    # on the head node: it lives as long as the cluster does (a soft preference was not kept on a head without CPUs)
+    on_head = NodeAffinitySchedulingStrategy(heads[0], soft=False) if heads else "DEFAULT"
+    return ray.remote(_Pool).options(name=name, num_cpus=0, scheduling_strategy=on_head).remote(name, plan, args)
 
 
 def stop_pool(pool) -> dict[str, Any]:
@@ -273,8 +300,7 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
         info = ray.get(worker.join.remote(member, params, {**overrides, "ratio": ratio}, state))
         info.pop("startup_seconds")
         startup = time.perf_counter() - started - (info["proxy_seconds"] if info.get("proxy_computed") else 0.0)
-        where = {"node_id": ray.get_runtime_context().get_node_id(), "assigned_gpus": "", "trial_started_at": started_at,
-                 "start_ratio": ratio, "pack_worker": index, **info}
+        where = {"trial_started_at": started_at, "start_ratio": ratio, "pack_worker": index, **info}  # the worker's node
         saved_at = time.perf_counter()
         while True:
             out = ray.get(worker.epoch.remote(member))
