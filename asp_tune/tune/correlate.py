@@ -20,17 +20,7 @@ from asp_tune.quality import cost_adjusted_r2, proxy_quality
 from asp_tune.tune.collect import proxy_model_seconds
 from asp_tune.tune.run import SearchJob, run_search
 
-FULL_CELL = "1.0:none"
-
-
-def cells(ratios: list[float], strategies: list[str]) -> list[str]:
-    """The full-data cell, then one ``RATIO:STRATEGY`` cell per pair."""
-    return [FULL_CELL] + [f"{r}:{m}" for r in ratios for m in strategies]
-
-
-def cell_of(config: dict[str, Any]) -> tuple[float, str]:
-    ratio, strategy = config["cell"].split(":")
-    return float(ratio), strategy
+from asp_tune.tune.cells import FULL_CELL, cell_of, cells  # noqa: F401 - part of this module's API
 
 
 def grid_configs(param_space: dict[str, Any], num_samples: int = 1, seed: int = 0) -> list[dict[str, Any]]:

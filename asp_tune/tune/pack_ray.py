@@ -282,7 +282,7 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
     started, started_at = time.perf_counter(), time.time()
     overrides: dict[str, Any] = {}
     if per_cell:
-        from asp_tune.tune.correlate import cell_of
+        from asp_tune.tune.cells import cell_of
 
         run_ratio, overrides["metric"] = cell_of(config)
     member = tune.get_context().get_trial_id()
