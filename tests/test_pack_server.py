@@ -160,3 +160,76 @@ def test_auto_packs_only_where_the_saving_beats_starting_the_trials_processes():
     assert small.size == 1 and "would save about" in small.reason and "33 more processes" in small.reason
     big = worth_packing(fast, 10_000 * 45, 2, 64, 600_000)
     assert big.size == 16 and "saved against" in big.reason
+
+
+# ----------------------------------------------------------------------------- the worker's gathering (no Ray)
+
+def worker(size: int = 4, gather_s: float = 5.0):
+    from asp_tune.tune.pack_ray import _Worker
+
+    return _Worker({"space": parse_space(SPACE), "run": RUN, "pack_size": size}, None, 1, None, None, gather_s)
+
+
+def run_async(coroutine):
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_the_worker_trains_once_every_trial_it_holds_asked_or_one_left():
+    import asyncio
+
+    async def scenario():
+        w = worker()
+        await w.join("a", PARAMS[0], None, None, "ta")
+        await w.join("b", PARAMS[1], None, None, "tb")
+        await w.join("c", PARAMS[2], None, None, "tc")
+        first = asyncio.ensure_future(w.epoch("a"))
+        await asyncio.sleep(0.05)
+        assert not first.done()  # waits for b and c
+        second = asyncio.ensure_future(w.epoch("b"))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        await w.leave([["c", "tc"]], False)  # paused by its scheduler: a and b go on without it
+        a, b = await first, await second
+        assert a["record"]["epoch"] == b["record"]["epoch"] == 1 and "c" not in w.server.trainers
+        assert w.server.fused_epochs == 2
+
+    run_async(scenario())
+
+
+def test_the_worker_answers_after_the_gathering_time_and_answers_every_trial_when_training_fails():
+    import asyncio
+
+    async def scenario():
+        w = worker(gather_s=0.2)
+        await w.join("a", PARAMS[0], None, None, "ta")
+        await w.join("b", PARAMS[1], None, None, "tb")
+        alone = await w.epoch("a")  # b never asks: a trains alone after 0.2 s
+        assert alone["record"]["epoch"] == 1 and w.active == {"a"}
+        w.server.train = lambda members: (_ for _ in ()).throw(RuntimeError("out of memory"))
+        answers = await asyncio.gather(w.epoch("a"), w.epoch("b"))
+        assert all(x["error"] == "RuntimeError: out of memory" for x in answers)
+        assert w.server.trainers == {} and w.pending == {}
+
+    run_async(scenario())
+
+
+def test_a_trial_joins_once_a_slot_is_free_and_a_stale_leave_spares_its_next_start():
+    import asyncio
+
+    async def scenario():
+        w = worker(size=1)
+        await w.join("a", PARAMS[0], None, None, "a1")
+        waiting = asyncio.ensure_future(w.join("b", PARAMS[1], None, None, "b1"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # one pack's worth of trials holds a trainer at once
+        await w.leave([["a", "a1"]], False)
+        await waiting
+        assert set(w.server.trainers) == {"b"}
+        await w.leave([["b", "b1"]], False)
+        await w.join("b", PARAMS[1], None, None, "b2")  # b joined again (resumed) before ...
+        await w.leave([["b", "b1"]], False)  # ... the message about its earlier start arrived
+        assert "b" in w.server.trainers
+
+    run_async(scenario())

@@ -271,7 +271,7 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
     if isinstance(search_alg, (Searcher, SearchAlgorithm)):
         searcher = search_alg
     elif search_alg in (None, "random"):
-        searcher = built.searcher if base.own_searcher else _random_searcher(ctx)
+        searcher = built.searcher if base.own_searcher else _random_searcher(ctx, limit=not base.pauses_trials)
     elif isinstance(search_alg, str) and search_alg in ALGORITHMS:
         searcher = get_algorithm(search_alg, "search_alg").build(dataclasses.replace(ctx, space=None)).searcher
     else:

@@ -61,7 +61,7 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     modules = s.user_modules()
     validate_epochs = s.validation_epochs()
     choice = pack_choice(s, arrays)
-    packs = None if choice.size == 1 else _packs(s, choice, s.run_fields(), validate_epochs, arrays, modules)
+    packs = _packs(s, choice, s.run_fields(), validate_epochs, arrays, modules)
     algorithm, ctx = s.algorithm, s.context(metric, choice.size)
 
     def with_run(run: dict[str, Any], validate: tuple[int, ...] | None, checkpoints: tuple[int, ...] | None,
@@ -90,8 +90,7 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     if plan is not None:
         full = dataclasses.replace(s, ratio=1.0, metric="none", ratio_schedule="constant", rung_ratios=None)
         plan.audit_trainable = lambda: with_run(full.run_fields(), (s.epochs,), (), packed=packs is not None)
-        if packs is not None:
-            plan.audit_packs = _packs(s, choice, full.run_fields(), (s.epochs,), arrays, modules)
+        plan.audit_packs = _packs(s, choice, full.run_fields(), (s.epochs,), arrays, modules)
     summary = {"algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),
                "space": s.space.name, "seed": s.seed, "first_epoch_full": s.trial_config().first_epoch_full,
                "validation_epochs": validate_epochs or "every", "fixed": s.space.fixed,
@@ -182,12 +181,10 @@ def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int
 
 def _packs(s: HpoSettings, choice, run: dict[str, Any], validate: tuple[int, ...] | None,
            arrays: dict[str, Any] | None, modules: list):
-    from asp_tune.tune.pack_ray import PackJob, PackPlan
+    from asp_tune.tune.pack_ray import pack_job
 
-    plan = PackPlan(choice.size, choice.reason, s.max_concurrent, s.cpus_per_trial, s.gpus_per_trial)
-    server = {"space": s.space, "run": run, "pack_size": choice.size, "validate_epochs": validate}
-    return PackJob(plan, {"server": server, "arrays": arrays, "threads": max(1, int(s.cpus_per_trial)),
-                          "extensions": extensions(), "search_paths": search_paths(modules)})
+    return pack_job(choice, s.space, run, validate, arrays, s.max_concurrent, s.cpus_per_trial, s.gpus_per_trial,
+                    extensions(), search_paths(modules))
 
 
 def _unchecked(ratio: float) -> str:
@@ -298,7 +295,7 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
                     max_concurrent: int = 2, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, seed: int = 0,
                     device: str = "auto", address: str | None = None, storage_path: str | None = None,
                     max_configs: int | None = None, verbose: int = 1,
-                    selection: dict[str, Any] | None = None, pack: str = "1") -> dict[str, Any]:
+                    selection: dict[str, Any] | None = None, pack: str | int = HpoSettings.pack) -> dict[str, Any]:
     """Every grid configuration of ``space`` on full data and at every (ratio, metric), in one Ray
     experiment (:func:`asp_tune.tune.correlate.run_correlation`). ``ratio_schedule``: constant by default
     (``dynamic`` is the paper's, as in its Table 5, and ranked worse in bench/baselines.py); ``selection``
@@ -328,14 +325,10 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
     trials = len(configs) * len(names)
     choice = auto_pack_size(pack, space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0]), arrays,
                             trials, trials * epochs, max_concurrent, cpus_per_trial)
-    packs = None
-    if choice.size > 1:
-        from asp_tune.tune.pack_ray import PackJob, PackPlan
+    from asp_tune.tune.pack_ray import pack_job
 
-        server = {"space": space, "run": run, "pack_size": choice.size, "validate_epochs": None}
-        packs = PackJob(PackPlan(choice.size, choice.reason, max_concurrent, cpus_per_trial, gpus_per_trial),
-                        {"server": server, "arrays": arrays, "threads": max(1, int(cpus_per_trial)),
-                         "extensions": added, "search_paths": search_paths(modules)})
+    packs = pack_job(choice, space, run, None, arrays, max_concurrent, cpus_per_trial, gpus_per_trial, added,
+                     search_paths(modules))
 
     def make_trainable():
         from ray import tune

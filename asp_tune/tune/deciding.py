@@ -137,12 +137,11 @@ def audit_job(job, configs: list[dict[str, Any]], search: str):
     names = list(configs[0]) if configs else []
     space = {AUDIT_INDEX: tune.grid_search(list(range(len(configs)))), **job.full_data.audit_fixed,
              **{n: tune.sample_from(lambda spec, n=n: configs[spec.config[AUDIT_INDEX]][n]) for n in names}}
-    built = RANDOM.build(Context(job.epochs, seed=0, param_space=space))
+    at_once = job.full_data.audit_packs.plan.trials_at_once if job.full_data.audit_packs else job.max_concurrent or 2
+    built = RANDOM.build(Context(job.epochs, seed=0, param_space=space, max_concurrent=at_once))
     return SearchJob(make_trainable=job.full_data.audit_trainable, built=built, name=search + AUDIT_SUFFIX,
                      param_names=[AUDIT_INDEX, *names], epochs=job.epochs, metric=job.metric, mode=job.mode,
-                     num_samples=1,
-                     max_concurrent=job.full_data.audit_packs.plan.trials_at_once if job.full_data.audit_packs
-                     else job.max_concurrent or 2, total_trials=len(configs),
+                     num_samples=1, max_concurrent=at_once, total_trials=len(configs),
                      storage_path=job.storage_path, address=job.address, modules=job.modules,
                      cpus_per_trial=job.cpus_per_trial, gpus_per_trial=job.gpus_per_trial,
                      max_failures=job.max_failures, verbose=job.verbose, label="full data",

@@ -1,7 +1,7 @@
 """Packs in a Ray Tune search: every configuration stays one Ray trial, and the trials' training runs in pack
 workers, Ray actors that each hold a :class:`~asp_tune.tune.pack_server.PackServer`.
 
-- :class:`PackPool` (a named actor without resources) starts the workers with the resources of one trial each
+- The pool (a named actor without resources, on the head node) starts the workers with the resources of one trial each
   (``--cpus-per-trial``, ``--gpus-per-trial``; Ray places them on nodes and GPUs), hands each trial a worker,
   and starts a new worker in place of one that died.
 - A trial (:func:`packed_trial`) reserves no CPU of its own: it joins its worker with its configuration and
@@ -11,10 +11,12 @@ workers, Ray actors that each hold a :class:`~asp_tune.tune.pack_server.PackServ
   killed driver, a lost node) continues from its own checkpoint.
 - A worker trains the epochs asked for together once every trial it holds has asked, or ``GATHER_S`` after the
   first asked (a trial paused or stopped by its scheduler asks no more; :class:`PackMembership` tells the
-  pool at once).
+  pool at once). A worker holds the trainers of at most one pack's worth of trials; a paused trial's goes
+  (it joins again from its checkpoint).
 
 A worker lost with its node costs the trials it held: each fails and, with ``--max-failures``, Ray restarts it
-from its last checkpoint on a new worker; the other workers' trials go on.
+from its last checkpoint on a new worker (or a surviving one, when the cluster has no resources free for a new
+one); the other workers' trials go on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import json
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +47,8 @@ class PackPlan:
     size: int
     reason: str
     workers: int
-    cpus: float = 1.0
-    gpus: float = 0.0
+    cpus: float
+    gpus: float
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -65,6 +68,20 @@ class PackJob:
     worker_args: dict[str, Any]
 
 
+def pack_job(choice: Any, space: Any, run: dict[str, Any], validate_epochs: tuple[int, ...] | None,
+             arrays: dict[str, Any] | None, workers: int, cpus: float, gpus: float, extensions: dict | None,
+             search_paths: list[str]) -> PackJob | None:
+    """The packs of a search of ``space`` under ``run`` (None when ``choice``, a
+    :class:`~asp_tune.pack.PackChoice`, is one trial per process): ``workers`` pack workers of ``cpus`` and
+    ``gpus`` each, every one with the data set, the extensions and the module folders the trials need."""
+    if choice.size == 1:
+        return None
+    server = {"space": space, "run": run, "pack_size": choice.size, "validate_epochs": validate_epochs}
+    return PackJob(PackPlan(choice.size, choice.reason, workers, cpus, gpus),
+                   {"server": server, "arrays": arrays, "threads": max(1, int(cpus)), "extensions": extensions,
+                    "search_paths": search_paths})
+
+
 #: What a trial reserves: no CPU (its pack worker holds the trial's resources), a token of memory.
 TRIAL_RESOURCES = {"cpu": 0, "memory": 2 ** 20}
 
@@ -75,7 +92,9 @@ def pool_name(experiment: str) -> str:
 
 
 class _Worker:
-    """The pack worker actor: a :class:`PackServer` and the gathering of its trials' epoch requests."""
+    """The pack worker actor: a :class:`PackServer`, the gathering of its trials' epoch requests, and its slots:
+    at most one pack's worth of trials hold a trainer at once (a trial joining beyond that waits for one to
+    leave; a trial paused by its scheduler leaves and joins again from its checkpoint)."""
 
     def __init__(self, server: dict[str, Any], arrays: Any, threads: int, extensions: dict | None,
                  search_paths: list[str] | None, gather_s: float = GATHER_S):
@@ -90,13 +109,23 @@ class _Worker:
         self.gather_s = gather_s
         self.pending: dict[str, asyncio.Future] = {}
         self.active: set[str] = set()
+        self.leaving: dict[str, tuple[str | None, bool]] = {}  # asked to leave while an epoch was under way
         self.timer: asyncio.TimerHandle | None = None
+        self.slots: asyncio.Condition | None = None
 
-    async def join(self, member: str, params: dict, overrides: dict | None, state: bytes | None) -> dict:
+    async def join(self, member: str, params: dict, overrides: dict | None, state: bytes | None,
+                   token: str | None = None) -> dict:
+        """Build ``member``'s trainer once a slot is free; what its trial reports beside every epoch."""
         import ray
 
-        info = self.server.join(member, params, overrides, state)
+        self.slots = self.slots or asyncio.Condition()
+        async with self.slots:
+            await self.slots.wait_for(lambda: member in self.server.trainers
+                                      or len(self.server.trainers) < self.server.pack_size)
+        info = self.server.join(member, params, overrides, state, token)
         self.active.add(member)
+        if not ray.is_initialized():  # a worker outside Ray (its tests)
+            return {**info, "node_id": "", "assigned_gpus": ""}
         return {**info, "node_id": ray.get_runtime_context().get_node_id(),
                 "assigned_gpus": ",".join(str(g) for g in ray.get_gpu_ids())}
 
@@ -109,20 +138,36 @@ class _Worker:
         return await future
 
     async def state(self, member: str) -> bytes:
+        """``member``'s checkpoint, as bytes."""
         return self.server.state(member)
 
-    async def leave(self, members: list[str], finished: bool) -> None:
-        """``members`` ask no more epochs (paused or stopped by the search); ``finished``: forget them."""
-        for member in members:
+    async def leave(self, members: list[list], finished: bool) -> None:
+        """``members`` (``[name, token]`` pairs: the start of the trial the message is about) ask no more epochs:
+        paused, stopped or finished by the search. Their trainers go (a paused trial joins again from its
+        checkpoint); a message about an earlier start of a trial that joined again since changes nothing."""
+        for member, token in members:
             if member in self.pending:
-                continue
-            self.active.discard(member)
-            if finished:
-                self.server.leave(member)
+                self.leaving[member] = (token, finished)
+            else:
+                self._forget(member, token, finished)
         self._check()
+        await self._free_slots()
 
     async def summary(self) -> dict:
+        """What this worker trained in packs and alone."""
         return self.server.summary()
+
+    def _forget(self, member: str, token: str | None, finished: bool) -> None:
+        # a trial that never reported has no token to name: only its final status may forget it then
+        if self.server.leave(member, token, any_start=finished and token is None):
+            self.active.discard(member)
+        elif member not in self.server.trainers:
+            self.active.discard(member)
+
+    async def _free_slots(self) -> None:
+        if self.slots is not None:
+            async with self.slots:
+                self.slots.notify_all()
 
     def _check(self) -> None:
         if not self.pending:
@@ -139,6 +184,7 @@ class _Worker:
             self._run()
 
     def _run(self) -> None:
+        """Train one epoch of every trial that asked, and answer each (never leaving one waiting)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -148,13 +194,20 @@ class _Worker:
         except Exception as exc:  # noqa: BLE001 - each trial raises it
             results = {m: exc for m in asked}
         for member, future in asked.items():
-            out = results[member]
-            if isinstance(out, BaseException):
-                future.set_result({"error": f"{type(out).__name__}: {out}"})
+            out = results.get(member, RuntimeError("no result"))
+            try:
+                answer = ({"error": f"{type(out).__name__}: {out}"} if isinstance(out, BaseException)
+                          else {"record": out, "done": self.server.done(member)})
+            except Exception as exc:  # noqa: BLE001
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            if "error" in answer:
                 self.server.leave(member)
                 self.active.discard(member)
-            else:
-                future.set_result({"record": out, "done": self.server.done(member)})
+            if not future.done():
+                future.set_result(answer)
+        for member in [m for m in self.leaving if m in asked]:
+            self._forget(member, *self.leaving.pop(member))
+        asyncio.ensure_future(self._free_slots())
 
 
 class _Pool:
@@ -172,21 +225,26 @@ class _Pool:
         actor = ray.remote(_Worker).options(num_cpus=self.plan.cpus, num_gpus=self.plan.gpus, max_concurrency=1000)
         return actor.remote(**self.worker_args)
 
-    def assign(self, member: str, params: dict[str, Any]) -> tuple[int, Any]:
-        """The worker of ``member``: its own again, else the least loaded (of those, the one holding most of
-        its kind: equal but for the per-member hyper-parameters, so they share packs)."""
-        from asp_tune.pack import PER_MEMBER
+    def assign(self, member: str, params: dict[str, Any], overrides: dict[str, Any]) -> tuple[int, Any]:
+        """The worker of ``member``: its own again; else, of the workers with room for one more pack member,
+        the one holding most of its kind (:func:`~asp_tune.pack.pack_key`: they can share packs); else the
+        least loaded."""
+        from asp_tune.pack import pack_key
+        from asp_tune.tune.pack_server import trial_config
 
         if member in self.members:
             index = self.members[member]
             return index, self.workers[index]
-        key = tuple(sorted((k, repr(v)) for k, v in params.items() if k not in PER_MEMBER))
+        server = self.worker_args["server"]
+        key = pack_key(trial_config(server["space"], server["run"], params, overrides))
         load = [0] * len(self.workers)
         same = [0] * len(self.workers)
         for other, index in self.members.items():
             load[index] += 1
             same[index] += self.keys[other] == key
-        index = min(range(len(self.workers)), key=lambda i: (load[i], -same[i], i))
+        room = [i for i in range(len(self.workers)) if load[i] < self.plan.size]
+        index = (max(room, key=lambda i: (same[i], -load[i], -i)) if room
+                 else min(range(len(self.workers)), key=lambda i: (load[i], i)))
         self.members[member], self.keys[member] = index, key
         return index, self.workers[index]
 
@@ -206,22 +264,23 @@ class _Pool:
         if free.get("CPU", 0.0) >= self.plan.cpus and free.get("GPU", 0.0) >= self.plan.gpus:
             self.workers[index] = self._start(index)
             return
-        alive = [i for i, w in enumerate(self.workers) if w != dead]
+        alive = [i for i, w in enumerate(self.workers) if w != dead and _answers(w)]
         if not alive:
             self.workers[index] = self._start(index)  # nothing survived: wait for the cluster's resources
             return
         load = {i: sum(1 for m in self.members.values() if self.workers[m] == self.workers[i]) for i in alive}
         self.workers[index] = self.workers[min(alive, key=lambda i: (load[i], i))]
 
-    def leave(self, members: list[str], finished: bool) -> None:
-        by_worker: dict[int, list[str]] = {}
-        for member in members:
+    def leave(self, members: list[list], finished: bool) -> None:
+        """``members`` (``[name, token]`` pairs) ask no more epochs; ``finished``: their trials ended."""
+        by_worker: dict[int, list[list]] = {}
+        for member, token in members:
             if member in self.members:
-                by_worker.setdefault(self.members[member], []).append(member)
-        for index, names in by_worker.items():
-            self.workers[index].leave.remote(names, finished)
+                by_worker.setdefault(self.members[member], []).append([member, token])
+        for index, entries in by_worker.items():
+            self.workers[index].leave.remote(entries, finished)
         if finished:
-            for member in members:
+            for member, _ in members:
                 self.members.pop(member, None)
                 self.keys.pop(member, None)
 
@@ -239,6 +298,29 @@ class _Pool:
             totals["alone_epochs"] += part["alone_epochs"]
             totals["notes"] += [n for n in part["notes"] if n not in totals["notes"]]
         return totals
+
+
+def _answers(worker: Any, timeout_s: float = 5.0) -> bool:
+    """Whether ``worker`` is alive (a node lost with several workers takes them all)."""
+    import ray
+
+    try:
+        ray.get(worker.__ray_ready__.remote(), timeout=timeout_s)
+        return True
+    except Exception:  # noqa: BLE001 - dead, unreachable or too slow: not a place for a lost worker's trials
+        return False
+
+
+def workers_that_fit(plan: PackPlan) -> int:
+    """How many pack workers of ``plan``'s resources the cluster's alive nodes can hold at once."""
+    import ray
+
+    fit = 0
+    for node in (n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")):
+        counts = [int(node.get(kind, 0.0) // each + 1e-9) for kind, each in (("CPU", plan.cpus), ("GPU", plan.gpus))
+                  if each > 0]
+        fit += min(counts) if counts else plan.workers
+    return fit
 
 
 def start_pool(name: str, plan: PackPlan, worker_args: dict[str, Any]):
@@ -285,7 +367,7 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
         from asp_tune.tune.cells import cell_of
 
         run_ratio, overrides["metric"] = cell_of(config)
-    member = tune.get_context().get_trial_id()
+    member, token = tune.get_context().get_trial_id(), uuid.uuid4().hex[:12]
     checkpoint = tune.get_checkpoint()
     state, ratio = None, started_ratio(changes, run_ratio)
     if checkpoint is not None:
@@ -295,12 +377,13 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
             ratio = float(json.loads(saved.read_text())["ratio"]) if saved.is_file() else run_ratio
     params = dict(config)
     the_pool = ray.get_actor(pool_name(_experiment_name()))
-    index, worker = ray.get(the_pool.assign.remote(member, params))
+    index, worker = ray.get(the_pool.assign.remote(member, params, {**overrides, "ratio": ratio}))
     try:
-        info = ray.get(worker.join.remote(member, params, {**overrides, "ratio": ratio}, state))
+        info = ray.get(worker.join.remote(member, params, {**overrides, "ratio": ratio}, state, token))
         info.pop("startup_seconds")
         startup = time.perf_counter() - started - (info["proxy_seconds"] if info.get("proxy_computed") else 0.0)
-        where = {"trial_started_at": started_at, "start_ratio": ratio, "pack_worker": index, **info}  # the worker's node
+        where = {"trial_started_at": started_at, "start_ratio": ratio, "pack_worker": index, "pack_token": token,
+                 **info}  # node_id, assigned_gpus: the worker's
         saved_at = time.perf_counter()
         while True:
             out = ray.get(worker.epoch.remote(member))
@@ -323,7 +406,7 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
     except ray.exceptions.RayActorError:
         the_pool.replace.remote(index, worker)  # lost with its node: the next try of this trial gets a new one
         raise
-    the_pool.leave.remote([member], True)
+    the_pool.leave.remote([[member, token]], True)
 
 
 def _experiment_name() -> str:
@@ -359,9 +442,10 @@ class PackMembership(Callback):
                 self.handle = ray.get_actor(self.pool)
         except ValueError:  # no pool (a search resumed without packs): nothing to tell
             return
-        status = {t.trial_id: t.status for t in trials}
-        finished = [t for t in stopped if status.get(t) in ("TERMINATED", "ERROR")]
-        idle = [t for t in stopped if t not in finished]
+        by_id = {t.trial_id: t for t in trials}
+        entries = {t: [t, (by_id[t].last_result or {}).get("pack_token")] for t in stopped if t in by_id}
+        finished = [e for t, e in entries.items() if by_id[t].status in ("TERMINATED", "ERROR")]
+        idle = [e for t, e in entries.items() if by_id[t].status not in ("TERMINATED", "ERROR")]
         if finished:
             self.handle.leave.remote(finished, True)
         if idle:

@@ -34,6 +34,14 @@ from asp_tune.tune.space import SearchSpace
 DATA_FIELDS = ("dataset", "data_dir", "val_fraction", "subset", "test_subset", "seed", "download")
 
 
+def trial_config(space: SearchSpace, run: dict[str, Any], params: dict[str, Any],
+                 overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The run config of a trial of ``space``: its ``params`` (its config; keys the space does not search are
+    ignored) under the search's ``run`` fields with the trial's ``overrides``."""
+    names = {p.name for p in space.params}
+    return space.train_config({k: v for k, v in params.items() if k in names}, **{**run, **(overrides or {})})
+
+
 class PackServer:
     """Trainers of ``space``'s configurations under ``run`` (the fixed run fields of every trial), built on
     ``arrays`` (the decoded data set, or None: read from the source), trained in packs of at most
@@ -45,6 +53,7 @@ class PackServer:
         self.pack_size = max(1, int(pack_size))
         self.validate_epochs = validate_epochs
         self.trainers: dict[str, Trainer] = {}
+        self.tokens: dict[str, str | None] = {}  # which start of a trial each trainer belongs to
         self.packs: dict[frozenset, Pack] = {}  # kept while their members stay the same
         self.data: dict[tuple, DataBundle] = {}
         self.fusable: bool | None = None  # None: not yet tried
@@ -56,14 +65,13 @@ class PackServer:
 
     def config_of(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The run config of a trial's ``params`` (its searched values) with ``overrides`` of the run fields."""
-        names = {p.name for p in self.space.params}
-        return self.space.train_config({k: v for k, v in params.items() if k in names},
-                                       **{**self.run, **(overrides or {})})
+        return trial_config(self.space, self.run, params, overrides)
 
     def join(self, member: str, params: dict[str, Any], overrides: dict[str, Any] | None = None,
-             state: bytes | None = None) -> dict[str, Any]:
+             state: bytes | None = None, token: str | None = None) -> dict[str, Any]:
         """Build ``member``'s trainer (from ``state``, a checkpoint's bytes, when given; a member joining again
-        starts over from what it brings). Returns what its trial reports beside every epoch."""
+        starts over from what it brings); ``token`` names this start of the trial (see :meth:`leave`). Returns
+        what its trial reports beside every epoch."""
         started = time.perf_counter()
         self.leave(member)
         config = self.config_of(params, overrides)
@@ -79,18 +87,24 @@ class PackServer:
                 trainer.load_checkpoint(path)
             restored = {"restored_epoch": trainer.epoch,
                         "restored_memory": ProxyMemory.fingerprint(trainer.selector.memory.state_dict())}
-        self.trainers[member] = trainer
+        self.trainers[member], self.tokens[member] = trainer, token
         proxy = trainer.proxy_summary()
         startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
         return {"startup_seconds": startup, "device": str(trainer.device), **proxy, **restored}
 
-    def leave(self, member: str) -> None:
-        """Forget ``member`` (its pack, if any, written back and dissolved first)."""
-        if member in self.trainers:
-            self._release([member])
-            del self.trainers[member]
+    def leave(self, member: str, token: str | None = None, any_start: bool = True) -> bool:
+        """Forget ``member`` (its pack, if any, written back and dissolved first): whichever start of the trial
+        it holds when ``any_start``, else only the start named ``token`` (a message about an earlier start of a
+        trial that joined again since is ignored). Returns whether it was forgotten."""
+        if member not in self.trainers or not (any_start or (token is not None and self.tokens.get(member) == token)):
+            return False
+        self._release([member])
+        del self.trainers[member]
+        self.tokens.pop(member, None)
+        return True
 
     def done(self, member: str) -> bool:
+        """Whether ``member`` trained all its epochs."""
         return self.trainers[member].done
 
     def state(self, member: str) -> bytes:
@@ -110,26 +124,33 @@ class PackServer:
         """One epoch of each of ``members``: its record, or the error that ended its training."""
         results: dict[str, dict[str, Any] | BaseException] = {}
         for group in self.groups(members):
-            if len(group) > 1 and self.fusable is not False:
-                try:
-                    results.update(self._train_pack(group))
-                    continue
-                except CannotFuse as exc:
-                    self._no_fusion(str(exc))
-            for member in group:
-                results[member] = self._train_alone(member)
+            try:
+                results.update(self._train_group(group))
+            except Exception as exc:  # noqa: BLE001 - this group's trials fail with it; the other groups go on
+                for key in [k for k in self.packs if not k.isdisjoint(group)]:
+                    del self.packs[key]  # not written back: its members leave with the error
+                results.update({m: exc for m in group})
         return results
+
+    def _train_group(self, group: list[str]) -> dict[str, dict[str, Any] | BaseException]:
+        if len(group) > 1 and self.fusable is not False:
+            try:
+                return self._train_pack(group)
+            except CannotFuse as exc:
+                self._no_fusion(str(exc))
+        return {member: self._train_alone(member) for member in group}
 
     def groups(self, members: list[str]) -> list[list[str]]:
         """``members`` in packs of at most :attr:`pack_size`: equal configurations but for the per-member
-        hyper-parameters, the same number of samples and the same validation this epoch; in the order of
-        their names, so the same members form the same packs from one epoch to the next."""
+        hyper-parameters, the same number of samples and the same validation this epoch (a member whose number
+        is known only once its epoch is planned trains alone); in the order of their names, so the same members
+        form the same packs from one epoch to the next."""
         by_key: dict[tuple, list[str]] = {}
         for member in sorted(members):
             trainer = self.trainers[member]
             trainer.validate_each_epoch = self.validate_epochs is None or trainer.epoch + 1 in self.validate_epochs
-            size = trainer.selector.epoch_size(trainer.epoch)
-            key = (pack_key(trainer.config), trainer.epoch if size is None else size, trainer.validate_each_epoch)
+            size = trainer.selector.epoch_size(trainer.epoch)  # None (InfoBatch's pruning): known once planned
+            key = (pack_key(trainer.config), size if size is not None else member, trainer.validate_each_epoch)
             by_key.setdefault(key, []).append(member)
         return [group[i:i + self.pack_size] for group in by_key.values() for i in range(0, len(group), self.pack_size)]
 

@@ -214,9 +214,8 @@ def _watch(job: SearchJob, experiment: str) -> list:
 
 
 def _membership(job: SearchJob) -> list:
-    """The callback telling a packed search's workers which trials stopped asking for epochs."""
-    if job.packs is None:
-        return []
+    """The callback telling a packed search's workers which trials stopped asking for epochs; on every search
+    (it does nothing without packs), since a resumed search keeps the callbacks it started with."""
     from asp_tune.tune.pack_ray import PackMembership
 
     return [PackMembership(job.name)]
@@ -287,17 +286,14 @@ def _pack_pool(job: SearchJob, experiment: str):
     if job.packs is None:
         yield {}
         return
-    from asp_tune.tune.pack_ray import pool_name, start_pool, stop_pool
-
-    import ray
+    from asp_tune.tune.pack_ray import pool_name, start_pool, stop_pool, workers_that_fit
 
     plan = job.packs.plan
-    total = ray.cluster_resources()
-    for kind, each in (("CPU", plan.cpus), ("GPU", plan.gpus)):
-        if each and plan.workers * each > total.get(kind, 0.0) + 1e-9:
-            raise ConfigError("max_concurrent", plan.workers, f"at most {int(total.get(kind, 0.0) // each)} packs at "
-                                                              f"once: each pack worker holds one trial's {kind}s "
-                                                              f"({each:g}) and the cluster has {total.get(kind, 0):g}")
+    fit = workers_that_fit(plan)
+    if plan.workers > fit:  # a worker the cluster cannot place would leave its trials waiting forever
+        raise ConfigError("max_concurrent", plan.workers, f"at most {fit} packs at once: each pack worker holds one "
+                                                          f"trial's resources ({plan.cpus:g} CPUs, {plan.gpus:g} GPUs), "
+                                                          "on one node")
     packed = plan.summary()
     if job.verbose:
         print(f"[asp-tune] packs: {plan.reason}; {plan.workers} pack workers, {plan.trials_at_once} trials at once",

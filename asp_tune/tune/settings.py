@@ -138,8 +138,9 @@ class HpoSettings:
     max_concurrent: int = option(2, "trials at once (the paper runs 8); with --pack: packs at once", SEARCH, check=Interval(1, None, integer=True))
     pack: str = option("1", "configurations of one network trained at once in one process, each still its own trial "
                             "(a pack; its worker holds one trial's CPUs and GPUs, and --max-concurrent counts packs): "
-                            "K, or auto (as many as the device's memory holds, 16 at most on a CPU, and 1 where a "
-                            "short measurement shows a pack no faster)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
+                            "K, or auto (measured on this machine: as many as the device's memory holds, and 1 "
+                            "where a pack's step is no faster or would save less training than starting its trials' "
+                            "processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
     time_budget_s: float | None = option(None, "full-data wall-time budget; x ratio", SEARCH,

@@ -366,7 +366,7 @@ def correlate_trainable(trainable: Callable[[dict], None], param_space: dict[str
 
     names = cells(list(ratios), list(strategies))
     label = getattr(trainable, "__name__", str(trainable))
-    job = SearchJob(make_trainable=make_trainable, built=RANDOM.build(Context(epochs, seed=seed,
+    job = SearchJob(make_trainable=make_trainable, built=RANDOM.build(Context(epochs, seed=seed, max_concurrent=max_concurrent,
                                                                               param_space=cell_space(configs, names))),
                     name=experiment_name("asp-correlate", label), param_names=["cfg", "cell"], epochs=epochs,
                     metric=metric, num_samples=1, max_concurrent=max_concurrent, total_trials=len(configs) * len(names),
