@@ -214,8 +214,12 @@ def _watch(job: SearchJob, experiment: str) -> list:
 
 
 def _membership(job: SearchJob) -> list:
-    """The callback telling a packed search's workers which trials stopped asking for epochs; on every search
-    (it does nothing without packs), since a resumed search keeps the callbacks it started with."""
+    """The callback telling a packed search's workers which trials stopped asking for epochs. Only on a packed
+    search: on a Hyperband search without packs it stalled the search (not understood yet), so a search
+    started without packs and resumed with them goes without it (its workers then wait ``GATHER_S`` for a
+    paused trial)."""
+    if job.packs is None:
+        return []
     from asp_tune.tune.pack_ray import PackMembership
 
     return [PackMembership(job.name)]
