@@ -233,3 +233,14 @@ def test_a_trial_joins_once_a_slot_is_free_and_a_stale_leave_spares_its_next_sta
         assert "b" in w.server.trainers
 
     run_async(scenario())
+
+
+def test_a_packed_search_is_refused_with_an_algorithm_that_pauses_trials():
+    from asp_tune.errors import ConfigError
+    from asp_tune.tune.builtin import pack_choice
+    from asp_tune.tune.settings import HpoSettings
+
+    with pytest.raises(ConfigError, match="invalid pack='4'.*pauses trials"):
+        HpoSettings(space=parse_space(SPACE), algo="hyperband", pack=4).validate()
+    s = HpoSettings(space=parse_space(SPACE), algo="bohb", pack="auto").validate()
+    assert pack_choice(s, None).size == 1 and "pauses trials" in pack_choice(s, None).reason

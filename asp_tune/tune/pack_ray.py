@@ -32,6 +32,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+#: Seconds a trial waits for a free slot in its worker; then it joins beside the others (a worker may hold
+#: trainers of trials that left without a word: their memory is the price, a search that never ends is not).
+SLOT_WAIT_S = 30.0
 #: CPU seconds to start one more Ray worker process for a trial (Python, Ray and Ray Tune imported, the
 #: worker connected), measured on 2 cores of our CI machine.
 PROCESS_START_CPU_S = 1.5
@@ -112,6 +115,7 @@ class _Worker:
         self.leaving: dict[str, tuple[str | None, bool]] = {}  # asked to leave while an epoch was under way
         self.timer: asyncio.TimerHandle | None = None
         self.slots: asyncio.Condition | None = None
+        self.waits = {"gather_timeouts": 0, "slot_timeouts": 0}  # how often a trial waited out a timeout
 
     async def join(self, member: str, params: dict, overrides: dict | None, state: bytes | None,
                    token: str | None = None) -> dict:
@@ -119,9 +123,13 @@ class _Worker:
         import ray
 
         self.slots = self.slots or asyncio.Condition()
-        async with self.slots:
-            await self.slots.wait_for(lambda: member in self.server.trainers
-                                      or len(self.server.trainers) < self.server.pack_size)
+        try:
+            async with self.slots:
+                await asyncio.wait_for(self.slots.wait_for(lambda: member in self.server.trainers
+                                                           or len(self.server.trainers) < self.server.pack_size),
+                                       SLOT_WAIT_S)
+        except asyncio.TimeoutError:  # trainers of trials that will not ask again: join beside them
+            self.waits["slot_timeouts"] += 1
         info = self.server.join(member, params, overrides, state, token)
         self.active.add(member)
         if not ray.is_initialized():  # a worker outside Ray (its tests)
@@ -154,8 +162,8 @@ class _Worker:
         await self._free_slots()
 
     async def summary(self) -> dict:
-        """What this worker trained in packs and alone."""
-        return self.server.summary()
+        """What this worker trained in packs and alone, and how often its trials waited out a timeout."""
+        return {**self.server.summary(), **self.waits}
 
     def _forget(self, member: str, token: str | None, finished: bool) -> None:
         # a trial that never reported has no token to name: only its final status may forget it then
@@ -180,6 +188,7 @@ class _Worker:
     def _gathered(self) -> None:
         self.timer = None
         if self.pending:
+            self.waits["gather_timeouts"] += 1
             self.active = set(self.pending)  # the others ask no more for now
             self._run()
 
@@ -287,15 +296,15 @@ class _Pool:
     def summary(self) -> dict[str, Any]:
         import ray
 
-        totals = {"fused_epochs": 0, "alone_epochs": 0, "notes": []}
+        totals = {"fused_epochs": 0, "alone_epochs": 0, "gather_timeouts": 0, "slot_timeouts": 0, "notes": []}
         for worker in dict.fromkeys(self.workers):  # once each: a survivor may stand in for a lost one
             try:
                 part = ray.get(worker.summary.remote(), timeout=30)
             except ray.exceptions.RayError:  # lost with its node: its counts went with it
                 totals["notes"].append("a pack worker was lost; its counts are not included")
                 continue
-            totals["fused_epochs"] += part["fused_epochs"]
-            totals["alone_epochs"] += part["alone_epochs"]
+            for key in ("fused_epochs", "alone_epochs", "gather_timeouts", "slot_timeouts"):
+                totals[key] += part[key]
             totals["notes"] += [n for n in part["notes"] if n not in totals["notes"]]
         return totals
 
@@ -382,6 +391,9 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
         info = ray.get(worker.join.remote(member, params, {**overrides, "ratio": ratio}, state, token))
         info.pop("startup_seconds")
         startup = time.perf_counter() - started - (info["proxy_seconds"] if info.get("proxy_computed") else 0.0)
+        if info.pop("done"):  # restored from its last checkpoint: nothing left to train
+            the_pool.leave.remote([[member, token]], True)
+            return
         where = {"trial_started_at": started_at, "start_ratio": ratio, "pack_worker": index, "pack_token": token,
                  **info}  # node_id, assigned_gpus: the worker's
         saved_at = time.perf_counter()

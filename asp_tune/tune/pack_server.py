@@ -90,7 +90,7 @@ class PackServer:
         self.trainers[member], self.tokens[member] = trainer, token
         proxy = trainer.proxy_summary()
         startup = time.perf_counter() - started - (proxy["proxy_seconds"] if proxy.get("proxy_computed") else 0.0)
-        return {"startup_seconds": startup, "device": str(trainer.device), **proxy, **restored}
+        return {"startup_seconds": startup, "device": str(trainer.device), "done": trainer.done, **proxy, **restored}
 
     def leave(self, member: str, token: str | None = None, any_start: bool = True) -> bool:
         """Forget ``member`` (its pack, if any, written back and dissolved first): whichever start of the trial
