@@ -18,6 +18,7 @@ from asp_tune.tune.settings import HpoSettings
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.storage import trial_reports
 from test_faults import hpo_command, saved_checkpoints, trial_epochs, wait_for, write_space
+from test_tune_hpo import ray_session  # noqa: F401 - the shared module fixture
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +26,6 @@ SPACE = {"name": "packed", "fixed": {"dataset": "digits", "model": "mlp", "epoch
                                      "batch_size": 64, "model_args": {"hidden": 32}},
          "params": {"lr": {"type": "loguniform", "low": 0.005, "high": 0.5},
                     "momentum": {"type": "uniform", "low": 0.0, "high": 0.9}}}
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from asp_tune.tune.session import ensure_ray
-
-    ensure_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def settings(tmp_path: Path, **given) -> HpoSettings:
