@@ -235,12 +235,10 @@ def test_a_trial_joins_once_a_slot_is_free_and_a_stale_leave_spares_its_next_sta
     run_async(scenario())
 
 
-def test_a_packed_search_is_refused_with_an_algorithm_that_pauses_trials():
-    from asp_tune.errors import ConfigError
+@pytest.mark.parametrize("algo", ["hyperband", "bohb"])
+def test_a_packed_search_takes_an_algorithm_that_pauses_trials(algo):
     from asp_tune.tune.builtin import pack_choice
     from asp_tune.tune.settings import HpoSettings
 
-    with pytest.raises(ConfigError, match="invalid pack='4'.*pauses trials"):
-        HpoSettings(space=parse_space(SPACE), algo="hyperband", pack=4).validate()
-    s = HpoSettings(space=parse_space(SPACE), algo="bohb", pack="auto").validate()
-    assert pack_choice(s, None).size == 1 and "pauses trials" in pack_choice(s, None).reason
+    s = HpoSettings(space=parse_space(SPACE), algo=algo, pack=4).validate()
+    assert s.pack == "4" and pack_choice(s, None).size == 4

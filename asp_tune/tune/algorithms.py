@@ -156,10 +156,10 @@ def _asha(ctx: Context) -> Built:
 
 
 def _hyperband(ctx: Context) -> Built:
-    from ray.tune.schedulers import HyperBandScheduler
+    from asp_tune.tune.hyperband import Hyperband
 
-    scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=ctx.epochs,
-                                   reduction_factor=ctx.reduction_factor, **_target(ctx))
+    scheduler = Hyperband(time_attr="training_iteration", max_t=ctx.epochs,
+                          reduction_factor=ctx.reduction_factor, **_target(ctx))
     return Built(scheduler, _random_searcher(ctx, limit=False), dict(ctx.param_space or {}))
 
 

@@ -116,9 +116,6 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
     """How many configurations each pack of ``s`` trains (:func:`auto_pack_size` for ``auto``)."""
     from asp_tune.pack import PackChoice
 
-    if s.algorithm.pauses_trials:
-        return PackChoice(1, f"one trial per process: {s.algo} pauses trials, which packed searches do not "
-                             "handle yet")
     total = s.num_samples * s.space.grid_size()
     epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
     return auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial)

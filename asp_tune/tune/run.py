@@ -214,12 +214,8 @@ def _watch(job: SearchJob, experiment: str) -> list:
 
 
 def _membership(job: SearchJob) -> list:
-    """The callback telling a packed search's workers which trials stopped asking for epochs. Only on a packed
-    search: on a Hyperband search without packs it stalled the search (not understood yet), so a search
-    started without packs and resumed with them goes without it (its workers then wait ``GATHER_S`` for a
-    paused trial)."""
-    if job.packs is None:
-        return []
+    """The callback telling a packed search's workers which trials stopped asking for epochs; on every search,
+    so that one started without packs and resumed with them has it too (it does nothing without a pool)."""
     from asp_tune.tune.pack_ray import PackMembership
 
     return [PackMembership(job.name)]

@@ -209,10 +209,6 @@ class HpoSettings:
         if self.early_stop != "none" and get_algorithm(self.algo).multi_fidelity:
             raise ConfigError("early_stop", self.early_stop, f"none with --algo {self.algo}, which stops trials "
                                                              "itself (--early-stop adds ASHA to tpe and random)")
-        if self.pack not in ("1", "auto") and algorithm.pauses_trials:
-            raise ConfigError("pack", self.pack, f"1 or auto with --algo {self.algo}, which pauses trials at its "
-                                                 "milestones (a packed search with paused trials can stop making "
-                                                 "progress: not solved yet)")
         if self.space.has_grid and not algorithm.grid:
             raise ConfigError("algo", self.algo, "an algorithm that takes grid parameters (random, hyperband or asha) "
                                                  "for a space with grid parameters")

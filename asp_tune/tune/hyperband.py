@@ -1,0 +1,33 @@
+"""Ray Tune's Hyperband scheduler with one race of its closed.
+
+When the last trial of a bracket reaches the bracket's final milestone, Ray stops the bracket's other trials
+that are PAUSED. A trial whose pause is still being saved at that moment is RUNNING, so it is passed over;
+once its save lands it is PAUSED in a finished bracket that nothing looks at again, and the search waits for
+it until its time budget (or forever). Trials that report at the same moment (packs, fast epochs, a loaded
+machine) hit this. :class:`Hyperband` stops such a trial the next time Tune asks it what to run, as Ray would
+have stopped it had its save been quicker. (BOHB's scheduler needs no such help: when no trial runs, it looks
+at every bracket holding a paused trial again.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import HyperBandScheduler
+
+
+class Hyperband(HyperBandScheduler):
+    """:class:`ray.tune.schedulers.HyperBandScheduler`, never left waiting for a trial paused in a finished
+    bracket: before choosing a trial to run, it stops every PAUSED trial left in one."""
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        for band in self._hyperbands:
+            for bracket in band:
+                if bracket is None or not bracket.finished():
+                    continue
+                for trial in bracket.current_trials():
+                    if trial.status == Trial.PAUSED:
+                        tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
+

@@ -1,0 +1,55 @@
+"""Our Hyperband scheduler: a trial whose pause was still being saved when its bracket finished is stopped,
+not left PAUSED with the search waiting for it (Ray's own scheduler passes it over)."""
+
+from __future__ import annotations
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from asp_tune.tune.algorithms import Context, get_algorithm
+from asp_tune.tune.hyperband import Hyperband
+
+
+class Controller:
+    """What a scheduler sees of Tune's controller: the trials, and stopping one."""
+
+    def __init__(self, scheduler):
+        self.trials: list[Trial] = []
+        self.scheduler = scheduler
+
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+    def get_live_trials(self) -> list[Trial]:
+        return [t for t in self.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+
+    def stop_trial(self, trial: Trial) -> None:  # as Tune does: the scheduler hears of a paused trial's removal
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            self.scheduler.on_trial_remove(self, trial)
+        trial.set_status(Trial.TERMINATED)
+
+
+def test_a_trial_paused_after_its_bracket_finished_is_stopped():
+    scheduler = Hyperband(time_attr="training_iteration", max_t=9, reduction_factor=3, metric="loss", mode="min")
+    controller = Controller(scheduler)
+    for i in range(3):  # the first bracket: three trials straight to the last milestone
+        trial = Trial("__fake", config={"i": i}, stub=True, trial_id=f"t{i}")
+        controller.trials.append(trial)
+        scheduler.on_trial_add(controller, trial)
+        trial.set_status(Trial.RUNNING)
+    first, saving, last = controller.trials
+    assert scheduler.on_trial_result(controller, first, {"training_iteration": 9, "loss": 0.3}) == TrialScheduler.PAUSE
+    first.set_status(Trial.PAUSED)
+    assert scheduler.on_trial_result(controller, saving, {"training_iteration": 9, "loss": 0.2}) == TrialScheduler.PAUSE
+    # the last trial finishes the bracket while the second's pause is still being saved (it is RUNNING)
+    assert scheduler.on_trial_result(controller, last, {"training_iteration": 9, "loss": 0.1}) == TrialScheduler.STOP
+    last.set_status(Trial.TERMINATED)
+    assert first.status == Trial.TERMINATED  # stopped by Ray's scheduler: it was PAUSED in time
+    saving.set_status(Trial.PAUSED)  # its save lands now, in a finished bracket
+    assert scheduler.choose_trial_to_run(controller) is None
+    assert [t.status for t in controller.trials] == [Trial.TERMINATED] * 3
+
+
+def test_the_hyperband_algorithm_uses_this_scheduler():
+    built = get_algorithm("hyperband").build(Context(metric="val_accuracy", mode="max", epochs=9, seed=0))
+    assert type(built.scheduler) is Hyperband
