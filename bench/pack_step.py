@@ -1,0 +1,79 @@
+"""One training step of K configurations: one after another against one pack, per network, thread count and K.
+
+What a pack can save at most: a pack trains K configurations in one vectorised step, so it saves the per-step
+overhead of K - 1 separate forward and backward passes (Python, dispatch, small-kernel launches), never their
+arithmetic. Where one configuration's step is already bound by arithmetic (a CPU core doing matrix products),
+there is little to save; where it is bound by overhead (a GPU running a small network), most of it. The step is
+:func:`asp_tune.pack.measure_fusion` (what ``--pack auto`` measures): forward, backward and an SGD update on
+the problem's batch size, without the data gathering and importance memories around it.
+
+    python bench/pack_step.py --quick      # about a minute on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import default_cifar10, machine, write_results  # noqa: E402
+from fused import PROBLEMS  # noqa: E402
+
+from asp_tune.build import build_trainer  # noqa: E402
+from asp_tune.config import TrainConfig  # noqa: E402
+from asp_tune.pack import measure_fusion  # noqa: E402
+
+
+def network(name: str, device: str):
+    """The problem's network and one training batch of its size."""
+    fixed = dict(PROBLEMS[name][0])
+    if name == "cifar10-resnet8":
+        fixed.update(data_dir=default_cifar10(), subset=512, test_subset=128)
+    trainer = build_trainer(TrainConfig(**fixed, epochs=1, device=device, seed=0))
+    rows = min(trainer.config.batch_size, len(trainer.data.train))
+    x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
+    return trainer.model, x
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps timed")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--sizes", default="4,16", help="members per pack, comma-separated")
+    parser.add_argument("--threads", default="1,2", help="CPU threads, comma-separated (ignored on a GPU)")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    args = parser.parse_args()
+    steps = 3 if args.quick else 10
+    threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [torch.get_num_threads()]
+    rows = []
+    for name in args.problems.split(","):
+        if name == "cifar10-resnet8" and not Path(default_cifar10()).exists():
+            print(f"{name}: skipped ({default_cifar10()} not found)")
+            continue
+        model, x = network(name, args.device)
+        for count in threads:
+            torch.set_num_threads(count)
+            for size in (int(k) for k in args.sizes.split(",")):
+                alone, packed = measure_fusion(model, x, size, steps)
+                rows.append({"problem": name, "threads": count, "members": size, "batch": x.shape[0],
+                             "alone_ms": alone * 1e3, "pack_ms": packed * 1e3, "ratio": alone / packed})
+                print(f"{name}, {count} thread(s), {size} members: one after another {alone * 1e3:.1f} ms, "
+                      f"pack {packed * 1e3:.1f} ms ({alone / packed:.2f}x)", flush=True)
+    lines = ["| network | threads | members | batch | one after another ms | pack ms | pack x |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['problem']} | {r['threads']} | {r['members']} | {r['batch']} | {r['alone_ms']:.1f} | "
+              f"{r['pack_ms']:.1f} | {r['ratio']:.2f} |" for r in rows]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    tag = f"pack-step-{'quick' if args.quick else 'full'}-{args.device}"
+    path = write_results(tag, {"machine": machine(), "rows": rows, "command": " ".join(sys.argv)}, args.out)
+    path.with_suffix(".md").write_text(table)
+    print(f"written {path} and {path.with_suffix('.md').name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
