@@ -242,3 +242,40 @@ def test_a_packed_search_takes_an_algorithm_that_pauses_trials(algo):
 
     s = HpoSettings(space=parse_space(SPACE), algo=algo, pack=4).validate()
     assert s.pack == "4" and pack_choice(s, None).size == 4
+
+
+def test_the_membership_callback_tells_the_pool_who_stopped_and_looks_for_no_pool_twice(monkeypatch):
+    import pickle
+    from types import SimpleNamespace
+
+    import ray
+
+    from asp_tune.tune.pack_ray import PackMembership, pool_name
+
+    def trial(trial_id: str, status: str, token: str | None = None):
+        return SimpleNamespace(trial_id=trial_id, status=status, last_result={"pack_token": token} if token else {})
+
+    told: list = []
+    pool = SimpleNamespace(leave=SimpleNamespace(remote=lambda entries, finished: told.append((entries, finished))))
+    looked: list = []
+
+    def get_actor(name):
+        looked.append(name)
+        if name != pool_name("packed"):
+            raise ValueError(name)
+        return pool
+
+    monkeypatch.setattr(ray, "get_actor", get_actor)
+    packed = PackMembership("packed")
+    packed.on_step_end(1, [trial("a", "RUNNING"), trial("b", "RUNNING"), trial("c", "RUNNING")])
+    packed.on_step_end(2, [trial("a", "PAUSED", "a1"), trial("b", "TERMINATED", "b1"), trial("c", "RUNNING")])
+    assert told == [([["b", "b1"]], True), ([["a", "a1"]], False)]
+
+    plain = PackMembership("plain")  # a search without packs: one look for its pool per run of the driver
+    for step, status in enumerate(["RUNNING", "TERMINATED", "RUNNING", "TERMINATED"]):
+        plain.on_step_end(step, [trial(f"t{step // 2}", status)])
+    assert looked == [pool_name("packed"), pool_name("plain")]
+    resumed = pickle.loads(pickle.dumps(plain))  # kept in Tune's state: a resumed search (maybe packed) looks again
+    resumed.on_step_end(1, [trial("t", "RUNNING")])
+    resumed.on_step_end(2, [trial("t", "TERMINATED")])
+    assert looked[-1] == pool_name("plain") and len(looked) == 3

@@ -437,22 +437,24 @@ class PackMembership(Callback):
 
     def __init__(self, experiment: str):
         self.pool, self.handle, self.running = pool_name(experiment), None, set()
+        self.absent = False  # looked for the pool in this run of the driver, and found none: a search without packs
 
-    def __getstate__(self) -> dict[str, Any]:  # kept in Tune's state: a resumed search finds its new pool
-        return {"pool": self.pool, "handle": None, "running": set()}
+    def __getstate__(self) -> dict[str, Any]:  # kept in Tune's state: a resumed search looks for its new pool
+        return {"pool": self.pool, "handle": None, "running": set(), "absent": False}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         running = {t.trial_id for t in trials if t.status == "RUNNING"}
         stopped = self.running - running
         self.running = running
-        if not stopped:
+        if not stopped or self.absent:
             return
         import ray
 
         try:
             if self.handle is None:
                 self.handle = ray.get_actor(self.pool)
-        except ValueError:  # no pool (a search resumed without packs): nothing to tell
+        except ValueError:  # no pool (its pool starts before the search): a search without packs, nothing to tell
+            self.absent = True
             return
         by_id = {t.trial_id: t for t in trials}
         entries = {t: [t, (by_id[t].last_result or {}).get("pack_token")] for t in stopped if t in by_id}
