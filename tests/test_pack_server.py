@@ -240,11 +240,16 @@ def test_a_packed_search_takes_an_algorithm_that_pauses_trials(algo):
     from asp_tune.tune.builtin import pack_choice
     from asp_tune.tune.settings import HpoSettings
 
-    s = HpoSettings(space=parse_space(SPACE), algo=algo, pack=4).validate()
+    from asp_tune.errors import ConfigError
+
+    s = HpoSettings(space=parse_space(SPACE), algo=algo, pack=4, num_samples=8, max_concurrent=2).validate()
     assert s.pack == "4" and pack_choice(s, None).size == 4
+    # no limit on trials at once: all 9 start together, so 2 packs of 4 cannot hold them
+    with pytest.raises(ConfigError, match=r"invalid pack='4'.*at least 5 with --algo .* all 9 trials"):
+        HpoSettings(space=parse_space(SPACE), algo=algo, pack=4, num_samples=9, max_concurrent=2).validate()
 
 
-def test_the_membership_callback_tells_the_pool_who_stopped_and_looks_for_no_pool_twice(monkeypatch):
+def test_the_membership_callback_tells_the_pool_who_paused_and_who_ended_and_looks_for_no_pool_twice(monkeypatch):
     import pickle
     from types import SimpleNamespace
 
@@ -258,24 +263,54 @@ def test_the_membership_callback_tells_the_pool_who_stopped_and_looks_for_no_poo
     told: list = []
     pool = SimpleNamespace(leave=SimpleNamespace(remote=lambda entries, finished: told.append((entries, finished))))
     looked: list = []
+    control_plane_away = [True]
 
     def get_actor(name):
         looked.append(name)
         if name != pool_name("packed"):
             raise ValueError(name)
+        if control_plane_away[0]:
+            control_plane_away[0] = False
+            raise TimeoutError("GCS")
         return pool
 
     monkeypatch.setattr(ray, "get_actor", get_actor)
     packed = PackMembership("packed")
     packed.on_step_end(1, [trial("a", "RUNNING"), trial("b", "RUNNING"), trial("c", "RUNNING")])
-    packed.on_step_end(2, [trial("a", "PAUSED", "a1"), trial("b", "TERMINATED", "b1"), trial("c", "RUNNING")])
-    assert told == [([["b", "b1"]], True), ([["a", "a1"]], False)]
+    packed.on_step_end(2, [trial("a", "PAUSED", "a0"), trial("b", "RUNNING"), trial("c", "RUNNING")])
+    assert told == []  # the pool could not be reached: nothing told, and it is looked for again
+    packed.on_step_end(3, [trial("a", "RUNNING"), trial("b", "RUNNING"), trial("c", "RUNNING")])
+    packed.on_step_end(4, [trial("a", "PAUSED", "a1"), trial("b", "RUNNING"), trial("c", "RUNNING")])
+    packed.on_trial_complete(5, [], trial("b", "TERMINATED", "b1"))  # finished, or stopped by its scheduler
+    packed.on_trial_complete(6, [], trial("a", "TERMINATED", "a1"))  # stopped while it was paused
+    packed.on_trial_error(7, [], trial("c", "ERROR", "c1"))
+    assert told == [([["a", "a1"]], False), ([["b", "b1"]], True), ([["a", "a1"]], True), ([["c", "c1"]], True)]
+    assert looked == [pool_name("packed")] * 2
 
     plain = PackMembership("plain")  # a search without packs: one look for its pool per run of the driver
-    for step, status in enumerate(["RUNNING", "TERMINATED", "RUNNING", "TERMINATED"]):
-        plain.on_step_end(step, [trial(f"t{step // 2}", status)])
-    assert looked == [pool_name("packed"), pool_name("plain")]
+    for step, status in enumerate(["RUNNING", "PAUSED", "RUNNING", "PAUSED"]):
+        plain.on_step_end(step, [trial("t", status)])
+    plain.on_trial_complete(5, [], trial("t", "TERMINATED"))
+    assert looked[2:] == [pool_name("plain")]
     resumed = pickle.loads(pickle.dumps(plain))  # kept in Tune's state: a resumed search (maybe packed) looks again
-    resumed.on_step_end(1, [trial("t", "RUNNING")])
-    resumed.on_step_end(2, [trial("t", "TERMINATED")])
-    assert looked[-1] == pool_name("plain") and len(looked) == 3
+    resumed.on_trial_complete(1, [], trial("t", "TERMINATED"))
+    assert looked[2:] == [pool_name("plain")] * 2
+    old = PackMembership.__new__(PackMembership)  # pickled before ``absent`` existed
+    old.__dict__.update({"pool": pool_name("plain"), "handle": None, "running": set()})
+    old.on_trial_complete(1, [], trial("t", "TERMINATED"))
+    assert looked[2:] == [pool_name("plain")] * 3
+
+
+def test_auto_packs_a_search_that_pauses_trials_only_where_its_packs_hold_every_trial(monkeypatch):
+    from asp_tune.pack import PackChoice
+    from asp_tune.tune import builtin
+    from asp_tune.tune.settings import HpoSettings
+
+    monkeypatch.setattr(builtin, "auto_pack_size", lambda *a, **k: PackChoice(16, "packs of 16: measured"))
+    held = HpoSettings(space=parse_space(SPACE), algo="hyperband", pack="auto", num_samples=32).validate()
+    assert builtin.pack_choice(held, None).size == 16
+    many = HpoSettings(space=parse_space(SPACE), algo="hyperband", pack="auto", num_samples=40).validate()
+    choice = builtin.pack_choice(many, None)
+    assert choice.size == 1 and "all 40 trials together" in choice.reason and "packs of 16 x 2" in choice.reason
+    asha = HpoSettings(space=parse_space(SPACE), algo="asha", pack="auto", num_samples=40).validate()
+    assert builtin.pack_choice(asha, None).size == 16  # its searcher keeps --pack x --max-concurrent at once

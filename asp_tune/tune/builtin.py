@@ -118,7 +118,12 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
 
     total = s.num_samples * s.space.grid_size()
     epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
-    return auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial)
+    choice = auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial)
+    smallest = s.smallest_pack_for_all_trials()
+    if choice.size > 1 and smallest is not None and choice.size < smallest:  # auto's choice (K given is checked)
+        return PackChoice(1, f"one trial per process: {s.algo} starts all {total} trials together in packs, and "
+                             f"packs of {choice.size} x {s.max_concurrent} cannot hold them ({choice.reason})")
+    return choice
 
 
 def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials: int, epochs_total: int,

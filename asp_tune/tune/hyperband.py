@@ -5,8 +5,9 @@ that are PAUSED. A trial whose pause is still being saved at that moment is RUNN
 once its save lands it is PAUSED in a finished bracket that nothing looks at again, and the search waits for
 it until its time budget (or forever). Trials that report at the same moment (packs, fast epochs, a loaded
 machine) hit this. :class:`Hyperband` stops such a trial the next time Tune asks it what to run, as Ray would
-have stopped it had its save been quicker. (BOHB's scheduler needs no such help: when no trial runs, it looks
-at every bracket holding a paused trial again.)
+have stopped it had its save been quicker. (BOHB's scheduler needs no such help: it processes a bracket only
+once every other trial of it is PAUSED, so a trial still saving leaves the reporting one paused too, and when no
+trial runs it processes every bracket holding a paused trial again.)
 """
 
 from __future__ import annotations

@@ -432,12 +432,14 @@ def _experiment_name() -> str:
 
 
 class PackMembership(Callback):
-    """Tells the pool which trials stopped asking for epochs: trials the scheduler paused, stopped or
-    finished, and failed ones (a worker then trains the others without waiting for them)."""
+    """Tells the pool which trials stopped asking for epochs: trials the scheduler paused (they join again
+    when resumed), and trials that ended, finished, stopped (a paused one too) or failed for good (a worker
+    then trains the others without waiting for them, and the pool forgets them)."""
+
+    absent = False  # looked for the pool in this run of the driver and found none: a search without packs
 
     def __init__(self, experiment: str):
         self.pool, self.handle, self.running = pool_name(experiment), None, set()
-        self.absent = False  # looked for the pool in this run of the driver, and found none: a search without packs
 
     def __getstate__(self) -> dict[str, Any]:  # kept in Tune's state: a resumed search looks for its new pool
         return {"pool": self.pool, "handle": None, "running": set(), "absent": False}
@@ -446,21 +448,37 @@ class PackMembership(Callback):
         running = {t.trial_id for t in trials if t.status == "RUNNING"}
         stopped = self.running - running
         self.running = running
-        if not stopped or self.absent:
-            return
-        import ray
-
-        try:
-            if self.handle is None:
-                self.handle = ray.get_actor(self.pool)
-        except ValueError:  # no pool (its pool starts before the search): a search without packs, nothing to tell
-            self.absent = True
-            return
-        by_id = {t.trial_id: t for t in trials}
-        entries = {t: [t, (by_id[t].last_result or {}).get("pack_token")] for t in stopped if t in by_id}
-        finished = [e for t, e in entries.items() if by_id[t].status in ("TERMINATED", "ERROR")]
-        idle = [e for t, e in entries.items() if by_id[t].status not in ("TERMINATED", "ERROR")]
-        if finished:
-            self.handle.leave.remote(finished, True)
-        if idle:
+        idle = [[t.trial_id, _token(t)] for t in trials
+                if t.trial_id in stopped and t.status not in ("TERMINATED", "ERROR")]
+        if idle and self._pool() is not None:
             self.handle.leave.remote(idle, False)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def _ended(self, trial: Any) -> None:
+        self.running.discard(trial.trial_id)
+        if self._pool() is not None:
+            self.handle.leave.remote([[trial.trial_id, _token(trial)]], True)
+
+    def _pool(self) -> Any:
+        """The pool's actor handle; None without one (looked up once per run of the driver: the pool starts
+        before the search does) or when it cannot be reached now (looked up again next time)."""
+        if self.handle is None and not self.absent:
+            import ray
+
+            try:
+                self.handle = ray.get_actor(self.pool)
+            except ValueError:  # no actor of that name: a search without packs
+                self.absent = True
+            except Exception:  # noqa: BLE001 - Ray's control plane busy or away: never fail the search for it
+                return None
+        return self.handle
+
+
+def _token(trial: Any) -> str | None:
+    """The start token ``trial`` last reported (None before its first report)."""
+    return (trial.last_result or {}).get("pack_token")

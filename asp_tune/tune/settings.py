@@ -209,6 +209,13 @@ class HpoSettings:
         if self.early_stop != "none" and get_algorithm(self.algo).multi_fidelity:
             raise ConfigError("early_stop", self.early_stop, f"none with --algo {self.algo}, which stops trials "
                                                              "itself (--early-stop adds ASHA to tpe and random)")
+        smallest = self.smallest_pack_for_all_trials()
+        if self.pack not in ("1", "auto") and smallest is not None and int(self.pack) < smallest:
+            raise ConfigError("pack", self.pack, f"1, auto, or at least {smallest} with --algo {self.algo} and "
+                                                 f"--max-concurrent {self.max_concurrent}: it pauses trials and sets "
+                                                 f"no limit on trials at once, so a packed search starts all "
+                                                 f"{self.num_samples * self.space.grid_size()} trials together, and "
+                                                 f"its packs must hold them")
         if self.space.has_grid and not algorithm.grid:
             raise ConfigError("algo", self.algo, "an algorithm that takes grid parameters (random, hyperband or asha) "
                                                  "for a space with grid parameters")
@@ -378,6 +385,14 @@ class HpoSettings:
 
             return float(RatioSchedule(self.ratio, self.epochs, self.ratio_schedule, False).ratios().mean())
         return self.ratio if self.ratio < 1.0 else 1.0
+
+    def smallest_pack_for_all_trials(self) -> int | None:
+        """For an algorithm that pauses trials (its searcher sets no limit on trials at once, and packed trials
+        reserve no CPU, so all of them start together): the smallest pack that holds every trial in
+        ``--max-concurrent`` packs. None for the others (their searchers keep ``--pack`` x ``--max-concurrent``)."""
+        if not self.algorithm.pauses_trials:
+            return None
+        return -(-self.num_samples * self.space.grid_size() // self.max_concurrent)
 
     def budget(self) -> dict[str, Any]:
         """Nominal (full-data) and rescaled budgets (:func:`rescaled_budget`)."""
