@@ -56,6 +56,14 @@ def test_a_packed_hyperband_search_stops_scores_and_picks_what_one_trial_per_pro
     assert 3 <= len(stopped) < 9  # the brackets decided something
 
 
+def test_a_packed_bohb_search_pauses_resumes_and_stops_its_trials_in_packs(ray_session, tmp_path):
+    result = run_hpo(settings(tmp_path, algo="bohb", pack="5"))
+    t, packs = result.trials, result.summary["packs"]
+    assert len(t) == 9 and result.summary["num_failed"] == 0 and set(t["status"]) <= {"TERMINATED", "STOPPED"}
+    assert packs["size"] == 5 and packs["fused_epochs"] > 0 and packs["notes"] == []
+    assert (t["epochs"] == 9).any() and (t["epochs"] < 9).sum() >= 3  # its brackets stopped some at milestones
+
+
 def test_a_lost_node_costs_only_its_packs_whose_trials_resume_from_their_checkpoints(local_cluster, tmp_path):
     """Two one-CPU nodes, a pack worker on each; remove one node outright. Its trials restart from their
     checkpoints on the surviving worker (no free CPU is left for a new one); the other worker's never restart."""
