@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,4 +36,13 @@ def write_results(name: str, data: dict[str, Any], out_dir: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def publish(name: str, rows: list[dict[str, Any]], table: str, out_dir: str | Path | None = None) -> Path:
+    """Print ``table`` (markdown) and write ``name``.json (the machine, ``rows``, the command) and ``name``.md."""
+    print(table)
+    path = write_results(name, {"machine": machine(), "rows": rows, "command": " ".join(sys.argv)}, out_dir)
+    path.with_suffix(".md").write_text(table)
+    print(f"written {path} and {path.with_suffix('.md').name}")
     return path

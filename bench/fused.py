@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_cifar10, machine, write_results  # noqa: E402
+from _common import default_cifar10, publish  # noqa: E402
 
 from asp_tune.config import TrainConfig  # noqa: E402
 from asp_tune.tune.fused import successive_halving  # noqa: E402
@@ -102,11 +102,7 @@ def main() -> None:
         rows.append(run_problem(name, args.quick, args.pack, args.device, args.seed))
         print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     table = markdown(rows)
-    print(table)
-    tag = f"fused-{'quick' if args.quick else 'full'}-{args.device}"
-    path = write_results(tag, {"machine": machine(), "rows": rows, "command": " ".join(sys.argv)}, args.out)
-    path.with_suffix(".md").write_text(table)
-    print(f"written {path} and {path.with_suffix('.md').name}")
+    publish(f"fused-{'quick' if args.quick else 'full'}-{args.device}", rows, table, args.out)
 
 
 if __name__ == "__main__":

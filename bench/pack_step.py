@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_cifar10, machine, write_results  # noqa: E402
+from _common import default_cifar10, publish  # noqa: E402
 from fused import PROBLEMS  # noqa: E402
 
 from asp_tune.build import build_trainer  # noqa: E402
@@ -68,11 +68,7 @@ def main() -> None:
     lines += [f"| {r['problem']} | {r['threads']} | {r['members']} | {r['batch']} | {r['alone_ms']:.1f} | "
               f"{r['pack_ms']:.1f} | {r['ratio']:.2f} |" for r in rows]
     table = "\n".join(lines) + "\n"
-    print(table)
-    tag = f"pack-step-{'quick' if args.quick else 'full'}-{args.device}"
-    path = write_results(tag, {"machine": machine(), "rows": rows, "command": " ".join(sys.argv)}, args.out)
-    path.with_suffix(".md").write_text(table)
-    print(f"written {path} and {path.with_suffix('.md').name}")
+    publish(f"pack-step-{'quick' if args.quick else 'full'}-{args.device}", rows, table, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_results  # noqa: E402
+from _common import publish  # noqa: E402
 
 from asp_tune.tune.builtin import job_from_settings  # noqa: E402
 from asp_tune.tune.run import run_search  # noqa: E402
@@ -90,11 +90,7 @@ def main() -> None:
             rows.append({"problem": name, "configurations": count, "arms": arms})
             print(f"{name}: " + ", ".join(f"--pack {a['pack']} {a['wall_s']:.1f} s" for a in arms), flush=True)
     table = markdown(rows)
-    print(table)
-    tag = f"packed-search-{'quick' if args.quick else 'full'}-cpu"
-    path = write_results(tag, {"machine": machine(), "rows": rows, "command": " ".join(sys.argv)}, args.out)
-    path.with_suffix(".md").write_text(table)
-    print(f"written {path} and {path.with_suffix('.md').name}")
+    publish(f"packed-search-{'quick' if args.quick else 'full'}-cpu", rows, table, args.out)
 
 
 if __name__ == "__main__":
