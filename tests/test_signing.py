@@ -170,6 +170,58 @@ def test_the_callback_signs_each_state_ray_saved_from_its_staging_copy_and_only_
     assert json.loads((experiment / state.name).read_text())["runner_data"] == {"x": 1}
 
 
+def test_before_each_signature_the_reports_of_trials_with_a_checkpoint_reach_the_storage_path(experiment, tmp_path,
+                                                                                              monkeypatch):
+    """Ray uploads its staging folder in the background: a signed state naming a trial's checkpoint
+    must not be ahead of the trial's reports in the storage path, or a resume after a killed driver
+    restarts the trial from that checkpoint with its earlier reports gone (seen in CI: epochs 1-6)."""
+    from types import SimpleNamespace
+
+    import asp_tune.tune.signing as signing
+    from asp_tune.tune.progress import SignedState
+    from asp_tune.tune.safe_fs import safe_local_filesystem
+
+    staging = tmp_path / "staging"
+    (staging / "trial_a").mkdir(parents=True)
+    (staging / "trial_b").mkdir()
+    (experiment / "trial_a").mkdir()
+    (experiment / "trial_b").mkdir()
+    storage = SimpleNamespace(experiment_driver_staging_path=str(staging), experiment_fs_path=str(experiment),
+                              storage_filesystem=safe_local_filesystem())
+    paused = SimpleNamespace(checkpoint=object(), local_path=str(staging / "trial_a"),
+                             storage=SimpleNamespace(**vars(storage), trial_fs_path=str(experiment / "trial_a")))
+    fresh = SimpleNamespace(checkpoint=None, local_path=str(staging / "trial_b"),
+                            storage=SimpleNamespace(**vars(storage), trial_fs_path=str(experiment / "trial_b")))
+    (staging / "trial_a" / "result.json").write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 7)))
+    (staging / "trial_b" / "result.json").write_text('{"epoch": 1}\n')
+    at_signature = []
+    real = signing.sign
+    monkeypatch.setattr(signing, "sign", lambda *a: at_signature.append(
+        (experiment / "trial_a" / "result.json").read_text().count("epoch")) or real(*a))
+    copies = []
+    import pyarrow.fs
+
+    real_copy = pyarrow.fs.copy_files
+    monkeypatch.setattr(pyarrow.fs, "copy_files", lambda *a, **k: copies.append(a[0]) or real_copy(*a, **k))
+    callback = SignedState(str(experiment))
+    callback.setup()
+    state = staging / "experiment_state-2026-12-01_10-00-00.json"
+    state.write_text(GOOD)
+    callback.on_step_end(0, [paused, fresh])
+    assert at_signature == [6]  # the reports were there before the state naming the checkpoint was signed
+    assert copies == [str(staging / "trial_a" / "result.json")]  # a trial without a checkpoint: Ray restarts it
+    assert not (experiment / "trial_b" / "result.json").exists()
+    state.write_text(GOOD.replace("{}", '{"x": 1}'))  # Ray saved again; trial_a reported nothing since
+    os.utime(state, ns=(1, 1))
+    callback.on_step_end(1, [paused, fresh])
+    assert len(at_signature) == 2 and len(copies) == 1  # unchanged reports are not copied again
+    with (staging / "trial_a" / "result.json").open("a") as f:
+        f.write('{"epoch": 7}\n')
+    os.utime(state, ns=(2, 2))
+    callback.on_experiment_end([paused, fresh])
+    assert at_signature[-1] == 7 and len(copies) == 2
+
+
 class _Planted:
     """A pickle that creates a marker file when it is loaded (what a crafted file could do instead)."""
 

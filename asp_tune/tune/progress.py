@@ -74,13 +74,15 @@ class WallTimeRecorder(Callback):
 TRIAL_LOGS = ("result.json", "progress.csv")
 
 
-def publish_trial_logs(trial) -> None:
+def publish_trial_logs(trial, published: dict[str, tuple[int, int]] | None = None) -> None:
     """Copy a trial's report files from the driver's staging folder to the storage path.
 
-    When a trial restarts from a checkpoint (promoted after a pause, retried after a lost node), Ray's
-    loggers first copy its files from the storage path over the staging copy, and the storage path is
-    only as fresh as Ray's last state save (seconds ago): the reports since were lost. Called before
-    them, this makes the storage copy the latest one; it costs one copy of one trial's files.
+    When a trial restarts from a checkpoint (promoted after a pause, retried after a lost node, resumed
+    after a killed driver), Ray's loggers first copy its files from the storage path over the staging
+    copy, and the storage path is only as fresh as Ray's last upload (seconds ago): the reports since
+    were lost. Called before them, this makes the storage copy the latest one; it costs one copy of one
+    trial's files. With ``published`` (the (mtime, size) of each file copied so far, by path, kept by
+    the caller), a file unchanged since its last copy is not copied again.
     """
     if not getattr(trial, "checkpoint", None):
         return  # a fresh start: Ray copies nothing back
@@ -90,7 +92,12 @@ def publish_trial_logs(trial) -> None:
 
     for name in TRIAL_LOGS:
         local = Path(trial.local_path, name)
-        if not local.is_file():
+        try:
+            info = local.stat()
+        except OSError:
+            continue
+        stamp = (info.st_mtime_ns, info.st_size)
+        if published is not None and published.get(str(local)) == stamp:
             continue
         try:
             pyarrow.fs.copy_files(str(local), Path(trial.storage.trial_fs_path, name).as_posix(),
@@ -98,6 +105,9 @@ def publish_trial_logs(trial) -> None:
         except Exception as exc:  # noqa: BLE001 - pyarrow's error types; the reports may then lack a few rows
             warnings.warn(f"could not copy {local} to the storage path before the trial restarted ({exc})",
                           stacklevel=2)
+            continue
+        if published is not None:
+            published[str(local)] = stamp
 
 
 class FreshTrialLogs(Callback):
@@ -112,6 +122,12 @@ class SignedState(Callback):
     (:mod:`asp_tune.tune.signing`). Callbacks run in Tune's loop after its state save of the step, so
     the files signed here (from Ray's local staging folder) are whole. Once this run's state file is
     known, a step without a save costs one ``stat``.
+
+    Ray uploads its staging folder in the background, so the state signed here can be ahead of the
+    trials' reports in the storage path; a resume after a killed driver would then restart a trial
+    from a checkpoint whose earlier reports never reached it. So before each signature, the report
+    files of every trial with a checkpoint that changed since their last copy are copied there first
+    (:func:`publish_trial_logs`).
     """
 
     def __init__(self, experiment_path: str):
@@ -120,6 +136,7 @@ class SignedState(Callback):
         self._state: Path | None = None  # this run's state file in the staging folder, once Ray wrote it
         self._since = time.time()
         self._signed: tuple[int, int] | None = None
+        self._published: dict[str, tuple[int, int]] = {}
 
     def setup(self, **info) -> None:
         self._since = time.time()  # a restored callback: this part of the experiment starts now
@@ -144,12 +161,20 @@ class SignedState(Callback):
 
     def on_step_end(self, iteration, trials, **info) -> None:
         saved = self._saved(trials)
-        if saved is not None and saved != self._signed and self.sign():
-            self._signed = saved
+        if saved is not None and saved != self._signed:
+            self._publish(trials)
+            if self.sign():
+                self._signed = saved
 
     def on_experiment_end(self, trials, **info) -> None:
         self._saved(trials)
+        self._publish(trials)
         self.sign()
+
+    def _publish(self, trials) -> None:
+        for trial in trials:
+            if getattr(trial, "local_path", None):
+                publish_trial_logs(trial, self._published)
 
     def sign(self) -> bool:
         from asp_tune.tune.signing import sign
