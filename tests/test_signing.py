@@ -175,51 +175,91 @@ def test_before_each_signature_the_reports_of_trials_with_a_checkpoint_reach_the
     """Ray uploads its staging folder in the background: a signed state naming a trial's checkpoint
     must not be ahead of the trial's reports in the storage path, or a resume after a killed driver
     restarts the trial from that checkpoint with its earlier reports gone (seen in CI: epochs 1-6)."""
+    from pathlib import Path
     from types import SimpleNamespace
+
+    import pyarrow.fs
 
     import asp_tune.tune.signing as signing
     from asp_tune.tune.progress import SignedState
     from asp_tune.tune.safe_fs import safe_local_filesystem
 
     staging = tmp_path / "staging"
-    (staging / "trial_a").mkdir(parents=True)
-    (staging / "trial_b").mkdir()
-    (experiment / "trial_a").mkdir()
-    (experiment / "trial_b").mkdir()
     storage = SimpleNamespace(experiment_driver_staging_path=str(staging), experiment_fs_path=str(experiment),
                               storage_filesystem=safe_local_filesystem())
-    paused = SimpleNamespace(checkpoint=object(), local_path=str(staging / "trial_a"),
-                             storage=SimpleNamespace(**vars(storage), trial_fs_path=str(experiment / "trial_a")))
-    fresh = SimpleNamespace(checkpoint=None, local_path=str(staging / "trial_b"),
-                            storage=SimpleNamespace(**vars(storage), trial_fs_path=str(experiment / "trial_b")))
-    (staging / "trial_a" / "result.json").write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 7)))
-    (staging / "trial_b" / "result.json").write_text('{"epoch": 1}\n')
+
+    def trial(name: str, checkpoint) -> SimpleNamespace:
+        (staging / name).mkdir(parents=True)
+        (experiment / name).mkdir()
+        return SimpleNamespace(trial_id=name, checkpoint=checkpoint, local_path=str(staging / name),
+                               storage=SimpleNamespace(**vars(storage), trial_fs_path=str(experiment / name)))
+
+    class Unplaced:  # a trial Ray added but has not placed: its folder is not known yet
+        trial_id, checkpoint = "unplaced", object()
+
+        @property
+        def local_path(self):
+            raise RuntimeError("Should not access `trial_dir_name` before initializing it.")
+
+    paused, fresh, idle = trial("a", object()), trial("b", None), trial("c", object())
+    (staging / "a" / "result.json").write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 7)))
+    (staging / "b" / "result.json").write_text('{"epoch": 1}\n')
+    (staging / "c" / "result.json").write_text('{"epoch": 1}\n')
     at_signature = []
     real = signing.sign
     monkeypatch.setattr(signing, "sign", lambda *a: at_signature.append(
-        (experiment / "trial_a" / "result.json").read_text().count("epoch")) or real(*a))
-    copies = []
-    import pyarrow.fs
-
+        (experiment / "a" / "result.json").read_text().count("epoch")) or real(*a))
+    copies, broken = [], []
     real_copy = pyarrow.fs.copy_files
-    monkeypatch.setattr(pyarrow.fs, "copy_files", lambda *a, **k: copies.append(a[0]) or real_copy(*a, **k))
+
+    def copy(source, *args, **kwargs):
+        if source in broken:
+            raise OSError("the bucket is away")
+        copies.append(Path(source).parent.name)
+        return real_copy(source, *args, **kwargs)
+
+    monkeypatch.setattr(pyarrow.fs, "copy_files", copy)
     callback = SignedState(str(experiment))
     callback.setup()
+    for t in (paused, fresh, Unplaced()):
+        callback.on_trial_result(0, [], t, {})
     state = staging / "experiment_state-2026-12-01_10-00-00.json"
     state.write_text(GOOD)
-    callback.on_step_end(0, [paused, fresh])
+    everyone = [paused, fresh, idle]
+    callback.on_step_end(0, everyone)
     assert at_signature == [6]  # the reports were there before the state naming the checkpoint was signed
-    assert copies == [str(staging / "trial_a" / "result.json")]  # a trial without a checkpoint: Ray restarts it
-    assert not (experiment / "trial_b" / "result.json").exists()
-    state.write_text(GOOD.replace("{}", '{"x": 1}'))  # Ray saved again; trial_a reported nothing since
+    assert copies == ["a"]  # not b (no checkpoint: Ray restarts it from scratch), not c (nothing new)
+    assert not (experiment / "b" / "result.json").exists()
+    state.write_text(GOOD.replace("{}", '{"x": 1}'))  # Ray saved again; no trial reported since
     os.utime(state, ns=(1, 1))
-    callback.on_step_end(1, [paused, fresh])
-    assert len(at_signature) == 2 and len(copies) == 1  # unchanged reports are not copied again
-    with (staging / "trial_a" / "result.json").open("a") as f:
+    callback.on_step_end(1, everyone)
+    assert len(at_signature) == 2 and copies == ["a"]
+    with (staging / "a" / "result.json").open("a") as f:
         f.write('{"epoch": 7}\n')
+    callback.on_trial_result(2, [], paused, {})
+    broken.append(str(staging / "a" / "result.json"))
     os.utime(state, ns=(2, 2))
-    callback.on_experiment_end([paused, fresh])
-    assert at_signature[-1] == 7 and len(copies) == 2
+    with pytest.warns(UserWarning, match="could not copy .*the bucket is away"):
+        callback.on_step_end(2, everyone)
+    assert len(at_signature) == 2  # a failed copy: the last signed copy stays
+    broken.clear()
+    callback.on_step_end(3, everyone)  # the next step tries again
+    assert at_signature[-1] == 7 and copies == ["a", "a"]
+    fresh.checkpoint = object()  # paused: a checkpoint without a new report
+    callback.on_checkpoint(4, [], fresh, object())
+    os.utime(state, ns=(4, 4))
+    callback.on_experiment_end(everyone)
+    assert copies == ["a", "a", "b"] and (experiment / "b" / "result.json").read_text() == '{"epoch": 1}\n'
+    import pickle
+
+    earlier = SignedState(str(experiment))  # pickled in a tuner.pkl by an asp_tune without these fields
+    for field in ("_changed", "_signed", "_state"):
+        del earlier.__dict__[field]
+    restored = pickle.loads(pickle.dumps(earlier))
+    restored.on_trial_result(0, [], paused, {})
+    os.utime(state)  # Ray saved in this run
+    restored.on_step_end(0, everyone)
+    assert restored._signed is not None and copies[-1] == "a"
 
 
 class _Planted:

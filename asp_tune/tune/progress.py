@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ray.tune import Callback
 
@@ -74,40 +75,39 @@ class WallTimeRecorder(Callback):
 TRIAL_LOGS = ("result.json", "progress.csv")
 
 
-def publish_trial_logs(trial, published: dict[str, tuple[int, int]] | None = None) -> None:
-    """Copy a trial's report files from the driver's staging folder to the storage path.
+def publish_trial_logs(trial) -> bool:
+    """Copy a trial's report files from the driver's staging folder to the storage path; False when a
+    copy failed (said in a warning).
 
     When a trial restarts from a checkpoint (promoted after a pause, retried after a lost node, resumed
     after a killed driver), Ray's loggers first copy its files from the storage path over the staging
     copy, and the storage path is only as fresh as Ray's last upload (seconds ago): the reports since
     were lost. Called before them, this makes the storage copy the latest one; it costs one copy of one
-    trial's files. With ``published`` (the (mtime, size) of each file copied so far, by path, kept by
-    the caller), a file unchanged since its last copy is not copied again.
+    trial's files. A trial without a checkpoint restarts from scratch: nothing is copied.
     """
     if not getattr(trial, "checkpoint", None):
-        return  # a fresh start: Ray copies nothing back
+        return True  # a fresh start: Ray copies nothing back
     import warnings
 
     import pyarrow.fs
 
+    try:
+        folder = trial.local_path
+    except RuntimeError:  # a trial Ray has not placed yet has no folder
+        return True
+    whole = True
     for name in TRIAL_LOGS:
-        local = Path(trial.local_path, name)
-        try:
-            info = local.stat()
-        except OSError:
-            continue
-        stamp = (info.st_mtime_ns, info.st_size)
-        if published is not None and published.get(str(local)) == stamp:
+        local = Path(folder, name)
+        if not local.is_file():
             continue
         try:
             pyarrow.fs.copy_files(str(local), Path(trial.storage.trial_fs_path, name).as_posix(),
-                                  destination_filesystem=trial.storage.storage_filesystem)
+                                  destination_filesystem=trial.storage.storage_filesystem, use_threads=False)
         except Exception as exc:  # noqa: BLE001 - pyarrow's error types; the reports may then lack a few rows
-            warnings.warn(f"could not copy {local} to the storage path before the trial restarted ({exc})",
-                          stacklevel=2)
-            continue
-        if published is not None:
-            published[str(local)] = stamp
+            warnings.warn(f"could not copy {local} to the storage path; a restart of this trial from its "
+                          f"checkpoint may lose the reports since Ray's last upload ({exc})", stacklevel=2)
+            whole = False
+    return whole
 
 
 class FreshTrialLogs(Callback):
@@ -123,11 +123,12 @@ class SignedState(Callback):
     the files signed here (from Ray's local staging folder) are whole. Once this run's state file is
     known, a step without a save costs one ``stat``.
 
-    Ray uploads its staging folder in the background, so the state signed here can be ahead of the
-    trials' reports in the storage path; a resume after a killed driver would then restart a trial
-    from a checkpoint whose earlier reports never reached it. So before each signature, the report
-    files of every trial with a checkpoint that changed since their last copy are copied there first
-    (:func:`publish_trial_logs`).
+    Ray uploads its staging folder in the background, so the state signed here can name a trial's
+    checkpoint (which the trial wrote to the storage path itself) before the trial's reports reached
+    the storage path; a resume after a killed driver would then restart the trial from that checkpoint
+    with its earlier reports lost. So before each signature, the report files of every trial that
+    reported or checkpointed since the last signature, and has a checkpoint, are copied there first
+    (:func:`publish_trial_logs`); a failed copy leaves the last signed copy in place.
     """
 
     def __init__(self, experiment_path: str):
@@ -136,7 +137,10 @@ class SignedState(Callback):
         self._state: Path | None = None  # this run's state file in the staging folder, once Ray wrote it
         self._since = time.time()
         self._signed: tuple[int, int] | None = None
-        self._published: dict[str, tuple[int, int]] = {}
+        self._changed: dict[str, Any] = {}  # trials that reported or checkpointed since the last signature
+
+    def __setstate__(self, state: dict) -> None:  # a callback pickled by an earlier version lacks new fields
+        self.__dict__.update({"_state": None, "_signed": None, "_changed": {}, **state})
 
     def setup(self, **info) -> None:
         self._since = time.time()  # a restored callback: this part of the experiment starts now
@@ -159,22 +163,32 @@ class SignedState(Callback):
             return None
         return info.st_mtime_ns, info.st_size
 
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._changed[trial.trial_id] = trial
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        self._changed[trial.trial_id] = trial
+
     def on_step_end(self, iteration, trials, **info) -> None:
         saved = self._saved(trials)
-        if saved is not None and saved != self._signed:
-            self._publish(trials)
-            if self.sign():
-                self._signed = saved
+        if saved is not None and saved != self._signed and self._publish() and self.sign():
+            self._signed = saved
 
     def on_experiment_end(self, trials, **info) -> None:
         self._saved(trials)
-        self._publish(trials)
+        self._publish()
         self.sign()
 
-    def _publish(self, trials) -> None:
-        for trial in trials:
-            if getattr(trial, "local_path", None):
-                publish_trial_logs(trial, self._published)
+    def _publish(self) -> bool:
+        """Copy the reports of the trials changed since the last signature; False when a copy failed
+        (those trials are tried again at the next save)."""
+        whole = True
+        for trial_id, trial in list(self._changed.items()):
+            if publish_trial_logs(trial):
+                del self._changed[trial_id]
+            else:
+                whole = False
+        return whole
 
     def sign(self) -> bool:
         from asp_tune.tune.signing import sign
