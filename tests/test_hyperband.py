@@ -29,8 +29,8 @@ class Controller:
         trial.set_status(Trial.TERMINATED)
 
 
-def test_a_trial_paused_after_its_bracket_finished_is_stopped():
-    scheduler = Hyperband(time_attr="training_iteration", max_t=9, reduction_factor=3, metric="loss", mode="min")
+def race(scheduler) -> list[str]:
+    """The trials' statuses after the race: a trial's pause lands after its bracket finished."""
     controller = Controller(scheduler)
     for i in range(3):  # the first bracket: three trials straight to the last milestone
         trial = Trial("__fake", config={"i": i}, stub=True, trial_id=f"t{i}")
@@ -47,9 +47,36 @@ def test_a_trial_paused_after_its_bracket_finished_is_stopped():
     assert first.status == Trial.TERMINATED  # stopped by Ray's scheduler: it was PAUSED in time
     saving.set_status(Trial.PAUSED)  # its save lands now, in a finished bracket
     assert scheduler.choose_trial_to_run(controller) is None
-    assert [t.status for t in controller.trials] == [Trial.TERMINATED] * 3
+    return [t.status for t in controller.trials]
+
+
+def settings() -> dict:
+    return {"time_attr": "training_iteration", "max_t": 9, "reduction_factor": 3, "metric": "loss", "mode": "min"}
+
+
+def test_a_trial_paused_after_its_bracket_finished_is_stopped():
+    assert race(Hyperband(**settings())) == [Trial.TERMINATED] * 3
 
 
 def test_the_hyperband_algorithm_uses_this_scheduler():
     built = get_algorithm("hyperband").build(Context(metric="val_accuracy", mode="max", epochs=9, seed=0))
     assert type(built.scheduler) is Hyperband
+
+
+def test_a_hyperband_scheduler_handed_in_runs_as_ours_with_its_settings_and_a_subclass_as_given():
+    from ray.tune.schedulers import HyperBandScheduler
+
+    from asp_tune.tune.algorithms import compose
+
+    ctx = Context(metric="val_accuracy", mode="max", epochs=9, seed=0)
+    theirs = HyperBandScheduler(**{**settings(), "max_t": 27})
+    built, _ = compose(theirs, None, ctx)
+    assert type(built.scheduler) is Hyperband and type(theirs) is HyperBandScheduler  # theirs keeps its class
+    assert (built.scheduler._max_t_attr, built.scheduler._eta, built.scheduler.metric) == (27, 3, "loss")
+    assert race(compose(HyperBandScheduler(**settings()), None, ctx)[0].scheduler) == [Trial.TERMINATED] * 3
+
+    class Own(HyperBandScheduler):
+        pass
+
+    own = Own(**settings())
+    assert compose(own, None, ctx)[0].scheduler is own

@@ -257,6 +257,9 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
 
     allowed = (f"'fifo', one of {', '.join(algorithm_names())} or a Ray Tune TrialScheduler")
     if isinstance(scheduler, TrialScheduler):
+        from asp_tune.tune.hyperband import without_the_race
+
+        scheduler = without_the_race(scheduler)
         base = dataclasses.replace(RANDOM, rungs=_rungs_of(scheduler), pauses_trials=True)
         built = Built(scheduler, None, dict(ctx.param_space or {}))
     elif scheduler in NO_EARLY_STOPPING or (isinstance(scheduler, str) and scheduler in ALGORITHMS):

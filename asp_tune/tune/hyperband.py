@@ -8,10 +8,14 @@ machine) hit this. :class:`Hyperband` stops such a trial the next time Tune asks
 have stopped it had its save been quicker. (BOHB's scheduler needs no such help: it processes a bracket only
 once every other trial of it is PAUSED, so a trial still saving leaves the reporting one paused too, and when no
 trial runs it processes every bracket holding a paused trial again.)
+
+A ``HyperBandScheduler`` handed to :func:`asp_tune.tune.search` is run as a :class:`Hyperband` with its
+settings (:func:`without_the_race`); a subclass of one's own is run as given.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -32,3 +36,13 @@ class Hyperband(HyperBandScheduler):
                         tune_controller.stop_trial(trial)
         return super().choose_trial_to_run(tune_controller)
 
+
+
+def without_the_race(scheduler: Any) -> Any:
+    """``scheduler`` itself, or, when it is exactly Ray's ``HyperBandScheduler``, a :class:`Hyperband`
+    with its settings and state (a copy: the object handed in keeps its class)."""
+    if type(scheduler) is not HyperBandScheduler:
+        return scheduler
+    ours = copy.copy(scheduler)
+    ours.__class__ = Hyperband
+    return ours
