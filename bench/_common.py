@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,38 @@ def publish(name: str, rows: list[dict[str, Any]], table: str, out_dir: str | Pa
     path.with_suffix(".md").write_text(table)
     print(f"written {path} and {path.with_suffix('.md').name}")
     return path
+
+
+class DeviceBusy:
+    """The GPU's mean utilisation (percent of time a kernel ran, as ``nvidia-smi`` reports it) over a
+    ``with`` block, sampled every ``period_s`` through NVML (``torch.cuda.utilization``); ``percent`` is
+    None on a CPU or where NVML cannot be read."""
+
+    def __init__(self, device: str, period_s: float = 0.05):
+        self.device, self.period_s = device, period_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "DeviceBusy":
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            try:
+                torch.cuda.utilization(self.device)
+            except Exception:  # noqa: BLE001 - no NVML (pynvml missing, or a driver that does not answer)
+                return self
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.samples.append(torch.cuda.utilization(self.device))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def percent(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None

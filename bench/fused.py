@@ -9,7 +9,9 @@ wall time with its breakdown (building the trainers, training, validation), the 
 seconds and of wall, and whether the stopped configurations and the pick are the same.
 
 What this does not measure: one Ray trial per process (each trial's start-up, ~0.3-2 s on 2 cores, is what a
-pack also saves; ``bench/hpo_speedup.py`` measures it), and a GPU (``--device cuda`` runs the same there).
+pack also saves; ``bench/hpo_speedup.py`` measures it). With ``--device cuda`` it also reports configurations
+per GPU-hour and how busy the GPU was in each arm (NVML, sampled every 50 ms); ``bench/gpu_packs.sh`` runs it
+there with the other GPU measurements of packs in one call.
 
     python bench/fused.py --quick          # about 4 minutes on 2 CPU cores
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_cifar10, publish  # noqa: E402
+from _common import DeviceBusy, default_cifar10, publish  # noqa: E402
 
 from asp_tune.config import TrainConfig  # noqa: E402
 from asp_tune.tune.fused import successive_halving  # noqa: E402
@@ -58,8 +60,11 @@ def run_problem(name: str, quick: bool, pack: str, device: str, seed: int) -> di
     successive_halving(configs[:2], [1], 3, 2)  # untimed: the data set's loading and the first calls' set-up
     arms = {}
     for label, size in (("one at a time", 1), (f"packs ({pack})", pack)):
-        result = successive_halving(configs, [1, 3, 9], 3, size)
+        with DeviceBusy(device) as busy:
+            result = successive_halving(configs, [1, 3, 9], 3, size)
         arms[label] = {"wall_s": result.wall_time_s, **result.breakdown, "pack": result.pack.size,
+                       "configurations_per_hour": 3600 * len(configs) / result.wall_time_s,
+                       "device_busy_pct": busy.percent,
                        "pack_reason": result.notes, "best": result.best,
                        "stopped": sorted(result.trials[result.trials["status"] == "STOPPED"]["config"].tolist()),
                        "best_val_score": float(result.trials.set_index("config").loc[result.best, "final_val_score"])
@@ -80,6 +85,15 @@ def markdown(rows: list[dict]) -> str:
                           f"{a['validation_s']:.1f})")
         lines.append(f"| {r['problem']} | {r['configurations']} | {packed['pack']} | {cell(one)} | {cell(packed)} | "
                      f"{r['train_ratio']:.2f} | {r['wall_ratio']:.2f} | {r['same_stopped']}, {r['same_pick']} |")
+    busy = [r for r in rows if any(a.get("device_busy_pct") is not None for a in r["arms"].values())]
+    if busy:  # on a GPU: what one device does in an hour, and how busy it was
+        lines += ["", "| problem | one at a time: configurations per GPU-hour / GPU busy % | packs: configurations "
+                      "per GPU-hour / GPU busy % | configurations per GPU-hour x |", "|---|---|---|---|"]
+        for r in busy:
+            one, packed = r["arms"]["one at a time"], next(v for k, v in r["arms"].items() if k != "one at a time")
+            cell = lambda a: f"{a['configurations_per_hour']:.0f} / {a['device_busy_pct'] or 0:.0f}"  # noqa: E731
+            lines.append(f"| {r['problem']} | {cell(one)} | {cell(packed)} | "
+                         f"{packed['configurations_per_hour'] / one['configurations_per_hour']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
