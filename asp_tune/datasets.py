@@ -370,12 +370,26 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
 
 # ----------------------------------------------------------------------------- loaders
 
-def _load_digits(data_dir: str | None, **_: object) -> dict[str, np.ndarray]:
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (values 0..16) and their labels, read from the file scikit-learn ships
+    without importing scikit-learn (a second a process); through ``load_digits`` where that file is not."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    shipped = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if (
+        spec and spec.submodule_search_locations) else None
+    if shipped is not None and shipped.is_file():
+        rows = np.loadtxt(shipped, delimiter=",")
+        return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)[:, None]  # 0..16 -> 0..255
-    labels = d.target.astype(np.int64)
+    return d.images, d.target.astype(np.int64)
+
+
+def _load_digits(data_dir: str | None, **_: object) -> dict[str, np.ndarray]:
+    pixels, labels = _digits()
+    images = np.clip(pixels * 16.0, 0, 255).astype(np.uint8)[:, None]  # 0..16 -> 0..255
     keep, test = stratified_split(labels, 0.2, TEST_SPLIT_SEED)
     return {
         "classes": np.asarray([str(i) for i in range(10)]),

@@ -8,6 +8,23 @@ from PIL import Image
 from asp_tune import ConfigError, DataBundle, DataError, ImageArrays, load_dataset
 
 
+def test_digits_are_scikit_learns_read_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from asp_tune.datasets import _digits
+
+    pixels, labels = _digits()
+    d = load_digits()
+    assert np.array_equal(pixels, d.images) and np.array_equal(labels, d.target) and labels.dtype == np.int64
+    probe = ("import sys; from asp_tune.datasets import read_dataset; read_dataset('digits'); "
+             "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
 def test_digits_splits_are_seeded_stratified_and_disjoint():
     a = load_dataset("digits", seed=0)
     b = load_dataset("digits", seed=0)
