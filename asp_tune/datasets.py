@@ -376,11 +376,11 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")  # finds the package without running it
-    shipped = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if (
-        spec and spec.submodule_search_locations) else None
-    if shipped is not None and shipped.is_file():
-        rows = np.loadtxt(shipped, delimiter=",")
-        return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        shipped = Path(folder, "datasets", "data", "digits.csv.gz")
+        if shipped.is_file():
+            rows = np.loadtxt(shipped, delimiter=",")
+            return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -103,7 +103,7 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
         param_names=[p.name for p in s.space.params], epochs=s.epochs, metric=metric, mode="max",
         num_samples=s.num_samples,
         max_concurrent=None if algorithm.owns_concurrency else s.max_concurrent * choice.size,
-        total_trials=s.num_samples * s.space.grid_size(), budget=s.budget(), rungs=s.rungs(),
+        total_trials=s.total_trials, budget=s.budget(), rungs=s.rungs(),
         storage_path=s.storage_path, address=s.address, modules=modules, cpus_per_trial=s.cpus_per_trial,
         gpus_per_trial=s.gpus_per_trial, max_failures=s.failures_allowed(), verbose=s.verbose,
         label=f"{s.algo} r={s.ratio}", settings=s.to_dict(), resume_keys=RESUME_FIELDS, summary=summary,
@@ -116,7 +116,7 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
     """How many configurations each pack of ``s`` trains (:func:`auto_pack_size` for ``auto``)."""
     from asp_tune.pack import PackChoice
 
-    total = s.num_samples * s.space.grid_size()
+    total = s.total_trials
     epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
     choice = auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial)
     smallest = s.smallest_pack_for_all_trials()

@@ -37,7 +37,6 @@ class Hyperband(HyperBandScheduler):
         return super().choose_trial_to_run(tune_controller)
 
 
-
 def without_the_race(scheduler: Any) -> Any:
     """``scheduler`` itself, or, when it is exactly Ray's ``HyperBandScheduler``, a :class:`Hyperband`
     with its settings and state (a copy: the object handed in keeps its class)."""

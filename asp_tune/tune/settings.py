@@ -214,7 +214,7 @@ class HpoSettings:
             raise ConfigError("pack", self.pack, f"1, auto, or at least {smallest} with --algo {self.algo} and "
                                                  f"--max-concurrent {self.max_concurrent}: it pauses trials and sets "
                                                  f"no limit on trials at once, so a packed search starts all "
-                                                 f"{self.num_samples * self.space.grid_size()} trials together, and "
+                                                 f"{self.total_trials} trials together, and "
                                                  f"its packs must hold them")
         if self.space.has_grid and not algorithm.grid:
             raise ConfigError("algo", self.algo, "an algorithm that takes grid parameters (random, hyperband or asha) "
@@ -386,18 +386,23 @@ class HpoSettings:
             return float(RatioSchedule(self.ratio, self.epochs, self.ratio_schedule, False).ratios().mean())
         return self.ratio if self.ratio < 1.0 else 1.0
 
+    @property
+    def total_trials(self) -> int:
+        """Trials the search runs: ``num_samples`` of each point of the space's grid."""
+        return self.num_samples * self.space.grid_size()
+
     def smallest_pack_for_all_trials(self) -> int | None:
         """For an algorithm that pauses trials (its searcher sets no limit on trials at once, and packed trials
         reserve no CPU, so all of them start together): the smallest pack that holds every trial in
         ``--max-concurrent`` packs. None for the others (their searchers keep ``--pack`` x ``--max-concurrent``)."""
         if not self.algorithm.pauses_trials:
             return None
-        return -(-self.num_samples * self.space.grid_size() // self.max_concurrent)
+        return -(-self.total_trials // self.max_concurrent)
 
     def budget(self) -> dict[str, Any]:
         """Nominal (full-data) and rescaled budgets (:func:`rescaled_budget`)."""
         return rescaled_budget(self.data_scale(), self.time_budget_s, self.data_passes_budget, self.num_samples,
-                               self.epochs, self.num_samples * self.epochs * self.space.grid_size())
+                               self.epochs, self.total_trials * self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the space as its name, fixed settings and parameters), for summaries and resume."""
