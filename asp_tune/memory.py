@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,8 @@ class BatchView:
 class Statistic:
     """A per-sample value the memory keeps.
 
-    ``compute(view) -> (B,)`` from a :class:`BatchView`; ``needs`` names what it reads (a subset of
+    ``compute(view) -> (B,)`` from a :class:`BatchView`, row by row: a row's value depends on that row
+    alone (a pack computes many configurations' batches as one; :meth:`ProxyMemory.update_stacked`); ``needs`` names what it reads (a subset of
     :data:`INPUTS`, where ``loss`` is met by a given loss or by logits and targets); ``cumulative``
     adds each batch's value to the running sum instead of keeping the latest one.
     """
@@ -177,6 +178,26 @@ class ProxyMemory:
         if latest is None:
             latest = (torch.zeros(indices.numel(), 0, device=self.device), torch.zeros(0, dtype=torch.bool))
         return indices, latest[0], latest[1], sums
+
+    @torch.no_grad()
+    def update_stacked(self, others: Sequence["ProxyMemory"], indices: Sequence[torch.Tensor],
+                       logits: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+                       feature_norms: torch.Tensor | None = None, losses: torch.Tensor | None = None) -> None:
+        """:meth:`update` for K memories at once (this one and ``others``, with equal columns): batch k is row k
+        of the stacked ``(K, B, ...)`` inputs and ``indices[k]``. The statistics run once over all K batches
+        (a statistic is per sample, so each row's value is the one it gets alone); each memory records its
+        own rows. A pack's step calls it once instead of K times."""
+        memories = [self, *others]
+        if any(m.statistics != self.statistics or m.device != self.device for m in memories):
+            raise ValueError("update_stacked needs memories with the same statistics on the same device")
+        flat = lambda t: None if t is None else t.flatten(0, 1)  # noqa: E731
+        rows, latest, computed, sums = self.batch_columns(torch.cat(list(indices)), flat(logits), flat(targets),
+                                                          flat(feature_norms), flat(losses))
+        start = 0
+        for memory, mine in zip(memories, indices):
+            part = slice(start, start + mine.numel())
+            memory.apply(rows[part], latest[part], computed, sums[part])
+            start = part.stop
 
     @torch.no_grad()
     def apply(self, indices: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor, sums: torch.Tensor) -> None:

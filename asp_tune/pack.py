@@ -37,7 +37,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.memory import FeatureNormTap
-from asp_tune.trainer import Observed, Trainer, TrainingDiverged
+from asp_tune.trainer import Trainer, TrainingDiverged
 
 #: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
 #: hyper-parameters and schedule, and the label smoothing.
@@ -266,9 +266,7 @@ class Pack:
             losses.sum().backward()
             self.optimizer.step(self.params)
             logits = logits.detach()
-            for k, t in enumerate(members):
-                if t.selector.tracks_importance:
-                    t.observe(Observed(logits[k], y[k], idx[k], norms[k] if self.tap.layer is not None else None))
+            members[0].observe_stacked(members[1:], logits, y, idx, norms if self.tap.layer is not None else None)
             loss_sum += losses.detach() * y.shape[1]
             total = total + sums(logits, y)
             trained += y.shape[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Union
+from typing import Any, Callable, Iterator, NamedTuple, Sequence, Union
 
 import torch
 from torch import nn
@@ -232,10 +232,27 @@ class Trainer:
     def observe(self, seen: Observed) -> None:
         """Let the proxy memory learn from a batch a forward pass already ran: its class logits when the
         task has classes (every statistic), else its per-sample loss."""
+        self.selector.observe(seen.indices, **self._memory_inputs(seen.logits, seen.targets, seen.feature_norms))
+
+    def _memory_inputs(self, logits: torch.Tensor, targets: torch.Tensor, feature_norms: torch.Tensor | None,
+                       stacked: bool = False) -> dict[str, torch.Tensor | None]:
+        """What the memory is given of a batch (``stacked``: of K batches stacked along a first dimension)."""
         if self.task.has_classes:
-            self.selector.observe(seen.indices, seen.logits.detach(), seen.targets, seen.feature_norms)
-        else:
-            self.selector.observe(seen.indices, losses=self.task.loss(seen.logits.detach(), seen.targets))
+            return {"logits": logits.detach(), "targets": targets, "feature_norms": feature_norms}
+        if not stacked:
+            return {"losses": self.task.loss(logits.detach(), targets)}
+        losses = self.task.loss(logits.detach().flatten(0, 1), targets.flatten(0, 1))
+        return {"losses": losses.unflatten(0, tuple(targets.shape[:2]))}
+
+    def observe_stacked(self, others: Sequence["Trainer"], logits: torch.Tensor, targets: torch.Tensor,
+                        indices: Sequence[torch.Tensor], feature_norms: torch.Tensor | None = None) -> None:
+        """:meth:`observe` for this trainer and ``others`` (one task and strategy), batch k being row k of the
+        stacked ``(K, B, ...)`` tensors: the statistics run once for all (:meth:`ProxyMemory.update_stacked`)."""
+        if not self.selector.tracks_importance:
+            return
+        given = self._memory_inputs(logits, targets, feature_norms, stacked=True)
+        self.selector.check_inputs(given.get("logits"), given.get("targets"), given.get("losses"))
+        self.selector.memory.update_stacked([t.selector.memory for t in others], indices, **given)
 
     def _record_trajectories(self, plan: EpochPlan) -> None:
         """Memory values of the tracked samples after this epoch, and whether the epoch selected them."""

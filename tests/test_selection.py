@@ -107,6 +107,31 @@ def test_memory_update_semantics():
     assert mem.times_trained.tolist() == [1, 2, 1, 0, 0, 0]
 
 
+def test_stacked_updates_record_what_one_update_per_memory_records():
+    generator = torch.Generator().manual_seed(0)
+    stacked = [ProxyMemory(10) for _ in range(3)]
+    alone = [ProxyMemory(10) for _ in range(3)]
+    for _ in range(2):  # twice: cumulative columns add up, latest ones are replaced
+        logits = torch.randn(3, 4, 5, generator=generator)
+        targets = torch.randint(0, 5, (3, 4), generator=generator)
+        norms = torch.rand(3, 4, generator=generator)
+        indices = [torch.randperm(10, generator=generator)[:4] for _ in range(3)]
+        stacked[0].update_stacked(stacked[1:], indices, logits, targets, norms)
+        for k, memory in enumerate(alone):
+            memory.update(indices[k], logits[k], targets[k], norms[k])
+    for ours, theirs in zip(stacked, alone):
+        for column in theirs.values:
+            assert torch.equal(ours[column], theirs[column]), column
+        assert torch.equal(ours.times_trained, theirs.times_trained)
+    losses = torch.rand(2, 3)  # a regression task's memory learns from given per-sample losses
+    given = [ProxyMemory(5, columns=["loss"]) for _ in range(2)]
+    given[0].update_stacked(given[1:], [torch.tensor([0, 1, 2]), torch.tensor([4, 3, 2])], losses=losses)
+    assert given[1]["loss"].tolist() == pytest.approx([0.0, 0.0, losses[1, 2].item(), losses[1, 1].item(),
+                                                       losses[1, 0].item()])
+    with pytest.raises(ValueError, match="same statistics"):
+        given[0].update_stacked([ProxyMemory(5)], [torch.tensor([0]), torch.tensor([1])], losses=torch.rand(2, 1))
+
+
 def test_memory_state_round_trip_and_shape_check():
     mem = ProxyMemory(4)
     mem.update(torch.tensor([2]), torch.tensor([[0.0, 3.0]]), torch.tensor([0]))

@@ -111,14 +111,19 @@ def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     _add_ray_flags(p, only=tuple(f for f in RAY_FIELDS if f != "max_failures"))
 
 
+#: The settings the demo takes from its command line (the rest are the space's and the defaults); its notices
+#: name only these flags.
+DEMO_FIELDS = ("num_samples", "pack", "audit", "min_first_rung_steps", "verbose", "keep_checkpoints")
+
+
 @subcommand("demo", "offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
 def add_demo_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Offline, in about a minute on 2 CPU cores: an ASHA search of wide-MLP trials on scikit-learn's "
-                     "digits on full data, beside the same search on ASP proxy data; each pick retrained on full "
-                     "data. Writes report.md, comparison.csv and comparison.png to --out.")
+                     "digits on full data, beside the same search on proxy data (a subset re-chosen every epoch by the "
+                     "default strategy, with full data deciding the pick); each pick retrained on full data. Writes report.md, comparison.csv and comparison.png to --out.")
     p.add_argument("--out", default="runs/demo", help="results folder [default: runs/demo]")
     p.add_argument("--overwrite", action="store_true", help="replace --out (only an asp_tune results folder)")
-    add_arguments(p, _hpo_settings_class(), only=("num_samples", "pack", "verbose", "keep_checkpoints"))
+    add_arguments(p, _hpo_settings_class(), only=DEMO_FIELDS)
 
 
 @command("hpo")
@@ -207,9 +212,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if not space_file.is_file():
         raise ConfigError("space", str(space_file), "the repository's search_spaces/digits_demo.yaml "
                           "(install with pip install -e . from a checkout)")
-    settings = HpoSettings(space=load_space(space_file), num_samples=args.num_samples, verbose=args.verbose,
-                           pack=args.pack, keep_checkpoints=args.keep_checkpoints, storage_path=experiments_folder(args)).validate()
-    print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs ASP proxy (r={settings.ratio}, "
+    settings = HpoSettings(space=load_space(space_file), storage_path=experiments_folder(args),
+                           **{name: getattr(args, name) for name in DEMO_FIELDS}).validate()
+    print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs proxy data (r={settings.ratio}, "
           f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}); each pick retrained on full data")
     with results_folder(args) as out:
         summary = _compare(settings, [1.0, settings.ratio], 1, out, "demo: digits MLP, ASHA")
