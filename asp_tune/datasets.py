@@ -74,6 +74,20 @@ class ImageArrays:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return ImageArrays(self.images[idx], self.labels[idx])
 
+    def on(self, device: torch.device | str) -> "ImageArrays":
+        """These arrays on ``device``, copied there once: every feeder built on them (a pack's K trainers, a
+        worker's trials) shares that copy. Kept while these arrays live; never pickled."""
+        device = torch.device(device)
+        if self.images.device == device and self.labels.device == device:
+            return self
+        copies = self.__dict__.setdefault("_copies", {})
+        if str(device) not in copies:
+            copies[str(device)] = ImageArrays(self.images.to(device), self.labels.to(device))
+        return copies[str(device)]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_copies"}
+
 
 @dataclass
 class DataBundle:

@@ -34,37 +34,61 @@ def batch_slices(count: int, batch_size: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random ``H x W`` crops of zero-padded ``(B, C, H, W)`` images, one offset per image."""
-    if padding <= 0:
-        return images
+def crop_offsets(count: int, padding: int, generator: torch.Generator | None,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each of ``count`` images' crop offset (rows, columns) in ``[0, 2 * padding]``."""
+    off_y = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
+    off_x = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
+    return off_y, off_x
+
+
+def crop_at(images: torch.Tensor, padding: int, off_y: torch.Tensor, off_x: torch.Tensor) -> torch.Tensor:
+    """The ``H x W`` windows of zero-padded ``(B, C, H, W)`` images at the given offsets."""
     b, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)
     device = images.device
-    off_y = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=device)
-    off_x = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=device)
     rows = off_y[:, None] + torch.arange(h, device=device)
     cols = off_x[:, None] + torch.arange(w, device=device)
     out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random ``H x W`` crops of zero-padded ``(B, C, H, W)`` images, one offset per image."""
+    if padding <= 0:
+        return images
+    return crop_at(images, padding, *crop_offsets(images.shape[0], padding, generator, images.device))
+
+
+def flip_draws(count: int, p: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Which of ``count`` images to mirror, each with probability ``p``."""
+    return torch.rand(count, generator=generator, device=device) < p
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` images mirrored horizontally where ``flip`` is true."""
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
 def random_flip(images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each ``(B, C, H, W)`` image horizontally with probability ``p``."""
     if p <= 0:
         return images
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
+    return flip_where(images, flip_draws(images.shape[0], p, generator, images.device))
 
 
-def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero one ``size x size`` square (clipped at the border) at a random centre in each image."""
-    if size <= 0:
-        return images
-    b, _, h, w = images.shape
+def cutout_centres(count: int, h: int, w: int, generator: torch.Generator | None,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each of ``count`` images' cutout centre: rows ``(count, 1)`` and columns ``(count, 1)``."""
+    cy = torch.randint(0, h, (count, 1), generator=generator, device=device)
+    cx = torch.randint(0, w, (count, 1), generator=generator, device=device)
+    return cy, cx
+
+
+def cutout_at(images: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """Zero the ``size x size`` square (clipped at the border) centred at ``(cy, cx)`` in each image."""
+    _, _, h, w = images.shape
     device = images.device
-    cy = torch.randint(0, h, (b, 1), generator=generator, device=device)
-    cx = torch.randint(0, w, (b, 1), generator=generator, device=device)
     lo, hi = size // 2, size - size // 2
     rows = torch.arange(h, device=device)[None, :]
     cols = torch.arange(w, device=device)[None, :]
@@ -72,6 +96,14 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | 
     in_cols = (cols >= cx - lo) & (cols < cx + hi)
     hole = in_rows[:, None, :, None] & in_cols[:, None, None, :]
     return images.masked_fill(hole, 0.0)
+
+
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero one ``size x size`` square (clipped at the border) at a random centre in each image."""
+    if size <= 0:
+        return images
+    b, _, h, w = images.shape
+    return cutout_at(images, size, *cutout_centres(b, h, w, generator, images.device))
 
 
 class Normalizer:
@@ -118,8 +150,8 @@ class DeviceFeeder:
         kind = input_kind(arrays.images)
         augment = augment and kind == "image"
         self.cutout = cutout if augment else 0
-        self.images = arrays.images.to(self.device)
-        self.labels = arrays.labels.to(self.device)
+        placed = arrays.on(self.device)  # one copy on the device, shared by the feeders of these arrays
+        self.images, self.labels = placed.images, placed.labels
         self.num_samples = len(arrays)
         self.crop_padding = crop_padding if augment else 0
         self.flip_p = flip_p if augment else 0.0
@@ -133,10 +165,63 @@ class DeviceFeeder:
         indices = indices.to(self.device)
         for part in batch_slices(indices.numel(), batch_size):
             idx = indices[part]
-            x = self.images.index_select(0, idx)
-            x = random_flip(random_crop(x, self.crop_padding, self.generator), self.flip_p, self.generator)
-            x = random_cutout(self.normalize(x), self.cutout, self.generator)
+            x = self._augment(self.images.index_select(0, idx), self._draws(idx.numel()))
             yield x, self.labels.index_select(0, idx), idx
+
+    def stacked_batches(self, others: Sequence["DeviceFeeder"], indices: Sequence[torch.Tensor],
+                        batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
+        """The batches of this feeder and ``others`` (on the same arrays, with the same augmentation), each
+        over its own ``indices`` (of one length), made at once: ``(x (K, B, ...), y (K, B, ...), [idx_k])``,
+        where row k is the batch feeder k's :meth:`batches` gives (the same random numbers, drawn from its own
+        generator). One gather and one augmentation for K batches instead of K. Raises ValueError (before any
+        batch) for feeders that differ in their arrays or augmentation, or indices of different lengths."""
+        feeders = [self, *others]
+        if any(not isinstance(f, DeviceFeeder) or f.images is not self.images or f.labels is not self.labels
+               or f.settings != self.settings for f in others):
+            raise ValueError("stacked_batches needs feeders on the same arrays with the same augmentation")
+        if len({i.numel() for i in indices}) != 1 or len(indices) != len(feeders):
+            raise ValueError("stacked_batches needs one set of indices of one length for every feeder")
+        return self._stacked(feeders, [i.to(self.device) for i in indices], batch_size)
+
+    def _stacked(self, feeders: list["DeviceFeeder"], indices: list[torch.Tensor],
+                 batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
+        for part in batch_slices(indices[0].numel(), batch_size):
+            idx = [i[part] for i in indices]
+            rows = torch.cat(idx)
+            draws = [f._draws(i.numel()) for f, i in zip(feeders, idx)]
+            x = self._augment(self.images.index_select(0, rows), [torch.cat(d) for d in zip(*draws)])
+            yield x.unflatten(0, (len(feeders), -1)), self.labels.index_select(0, rows).unflatten(
+                0, (len(feeders), -1)), idx
+
+    @property
+    def settings(self) -> tuple:
+        """What decides a batch besides its indices and random numbers."""
+        plain = lambda t: None if t is None else tuple(t.flatten().tolist())  # noqa: E731
+        return (self.crop_padding, self.flip_p, self.cutout, self.normalize.kind, self.normalize.channels_last,
+                plain(self.normalize.mean), plain(self.normalize.inv_std))
+
+    def _draws(self, count: int) -> list[torch.Tensor]:
+        """One batch's random numbers from this feeder's generator, in the order :meth:`_augment` takes them."""
+        draws: list[torch.Tensor] = []
+        if self.crop_padding > 0:
+            draws += crop_offsets(count, self.crop_padding, self.generator, self.device)
+        if self.flip_p > 0:
+            draws.append(flip_draws(count, self.flip_p, self.generator, self.device))
+        if self.cutout > 0:
+            draws += cutout_centres(count, *self.images.shape[-2:], self.generator, self.device)
+        return draws
+
+    def _augment(self, x: torch.Tensor, draws: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Crop, flip, normalise and cut out ``x`` with :meth:`_draws`' random numbers (one row per image)."""
+        taken = iter(draws)
+        if self.crop_padding > 0:
+            x = crop_at(x, self.crop_padding, next(taken), next(taken))
+        if self.flip_p > 0:
+            x = flip_where(x, next(taken))
+        x = self.normalize(x)
+        if self.cutout > 0:
+            x = cutout_at(x, self.cutout, next(taken), next(taken))
+        return x
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -27,7 +27,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, synchronize
 from asp_tune.errors import AspTuneError
+from asp_tune.feeding import DeviceFeeder
 from asp_tune.memory import FeatureNormTap
 from asp_tune.trainer import Trainer, TrainingDiverged
 
@@ -252,13 +253,11 @@ class Pack:
         loss_sum = torch.zeros(len(members), device=self.device)
         total: torch.Tensor | int = 0
         trained = 0
-        feeds = [t.epoch_batches(plan) for t, plan in zip(members, plans)]
-        for batches in zip(*feeds):
-            x = torch.stack([b[0] for b in batches])
-            y = torch.stack([b[1] for b in batches])
-            idx = [b[2] for b in batches]
-            weights = torch.stack([t.sample_weights[i] if t.sample_weights is not None
-                                   else torch.ones(i.shape[0], device=self.device) for t, i in zip(members, idx)])
+        for x, y, idx in _stacked_batches(members, plans):
+            weights = (torch.ones(y.shape[:2], device=self.device) if all(t.sample_weights is None for t in members)
+                       else torch.stack([t.sample_weights[i] if t.sample_weights is not None
+                                         else torch.ones(i.shape[0], device=self.device)
+                                         for t, i in zip(members, idx)]))
             with autocast(self.device, self.config.amp):
                 losses, logits, norms = self._first_step(step, x, y, weights, smoothing)
             for p in self.params.values():
@@ -352,6 +351,23 @@ class Pack:
     @property
     def trainers(self) -> list[Trainer]:
         return [m.trainer for m in self.members]
+
+
+def _stacked_batches(members: Sequence[Trainer], plans: Sequence[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor,
+                                                                                           list[torch.Tensor]]]:
+    """Each step's batches of ``members`` (one epoch each, ``plans``), stacked: ``(x (K, B, ...), y (K, B, ...),
+    [idx_k])``. Made at once where their feeders hold one copy of the data on the device
+    (:meth:`~asp_tune.feeding.DeviceFeeder.stacked_batches`), else batch by batch, member by member."""
+    feeders = [t.train_feeder for t in members]
+    if all(type(t).epoch_batches is Trainer.epoch_batches for t in members) and isinstance(feeders[0], DeviceFeeder):
+        try:
+            return feeders[0].stacked_batches(feeders[1:], [plan.indices for plan in plans],
+                                              members[0].config.batch_size)
+        except ValueError:
+            pass
+    feeds = [t.epoch_batches(plan) for t, plan in zip(members, plans)]
+    return ((torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches]), [b[2] for b in batches])
+            for batches in zip(*feeds))
 
 
 def _check_fusable(model: nn.Module) -> None:

@@ -110,6 +110,8 @@ def test_a_pack_on_the_gpu_trains_its_members_as_they_train_alone(digits):
     pack = Pack(members)
     records = pack.train_epoch()
     assert all(p.is_cuda for p in pack.params.values())
+    feeders = [m.train_feeder for m in members]  # the data went to the GPU once, for every member
+    assert feeders[0].images.is_cuda and feeders[0].images.data_ptr() == feeders[1].images.data_ptr()
     for reference, member in zip(alone, members):  # bf16 autocast: batched kernels round differently
         assert abs(records[member]["train_loss"] - reference["train_loss"]) < 0.05 * reference["train_loss"]
         assert records[member]["selected"] == reference["selected"]

@@ -183,3 +183,16 @@ def test_grey_images_keep_their_channel_and_a_mixed_folder_becomes_colour(tmp_pa
     row = mixed.train.images[(mixed.train.labels == 1).nonzero()[0, 0]]
     assert torch.equal(row[0], row[1]) and torch.equal(row[1], row[2])  # the grey ones repeated over RGB
     # the cache noticed the file added deep inside the folder (its key lists every file)
+
+
+def test_arrays_go_to_a_device_once_and_travel_without_their_copies():
+    import pickle
+
+    arrays = ImageArrays(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4))
+    assert arrays.on("cpu") is arrays  # already there: no copy
+    placed = arrays.on("meta")  # another device (CUDA on a GPU machine): copied once, then shared
+    assert placed.images.device.type == "meta" and placed.labels.device.type == "meta"
+    assert arrays.on(torch.device("meta")) is placed
+    again = pickle.loads(pickle.dumps(arrays))  # Ray's object store: the arrays, not their device copies
+    assert "_copies" not in again.__dict__ and torch.equal(again.labels, arrays.labels)
+    assert again.on("meta") is not placed

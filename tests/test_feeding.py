@@ -118,3 +118,29 @@ def test_an_epoch_leaving_one_sample_over_trains_a_batch_norm_model(storage):
     trainer = Trainer(TrainConfig(epochs=2, batch_size=64, storage=storage), data=data)
     for _ in range(2):
         assert trainer.train_epoch()["selected"] == 129
+
+
+def test_stacked_batches_are_each_feeder_s_own_batches_made_at_once():
+    generator = torch.Generator().manual_seed(0)
+    data = ImageArrays(torch.randint(0, 256, (90, 3, 10, 10), dtype=torch.uint8, generator=generator),
+                         torch.randint(0, 10, (90,), generator=generator))
+
+    def feeders():
+        return [DeviceFeeder(data, "cpu", (0.5, 0.5, 0.5), (0.2, 0.3, 0.4), crop_padding=3, flip_p=0.5,
+                             seed=seed, cutout=4) for seed in (1, 2, 3)]
+
+    stacked, alone = feeders(), feeders()
+    for epoch in range(2):  # the generators stay where their own batches would leave them
+        indices = [torch.randperm(90, generator=generator)[:70] for _ in range(3)]
+        together = list(stacked[0].stacked_batches(stacked[1:], indices, 32))
+        apart = [list(f.batches(i, 32)) for f, i in zip(alone, indices)]
+        assert [x.shape[:2] for x, _, _ in together] == [(3, 32), (3, 38)]  # the short tail joins the batch before
+        for step, (x, y, idx) in enumerate(together):
+            for k in range(3):
+                mine_x, mine_y, mine_idx = apart[k][step]
+                assert torch.equal(x[k], mine_x) and torch.equal(y[k], mine_y) and torch.equal(idx[k], mine_idx)
+    other = DeviceFeeder(data, "cpu", (0.5, 0.5, 0.5), (0.2, 0.3, 0.4), crop_padding=2, flip_p=0.5, seed=4, cutout=4)
+    with pytest.raises(ValueError, match="same augmentation"):
+        stacked[0].stacked_batches([other], [torch.arange(10)] * 2, 4)
+    with pytest.raises(ValueError, match="one length"):
+        stacked[0].stacked_batches(stacked[1:2], [torch.arange(10), torch.arange(9)], 4)
