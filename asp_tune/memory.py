@@ -53,10 +53,11 @@ class BatchView:
 class Statistic:
     """A per-sample value the memory keeps.
 
-    ``compute(view) -> (B,)`` from a :class:`BatchView`, row by row: a row's value depends on that row
-    alone (a pack computes many configurations' batches as one; :meth:`ProxyMemory.update_stacked`); ``needs`` names what it reads (a subset of
+    ``compute(view) -> (B,)`` from a :class:`BatchView`; ``needs`` names what it reads (a subset of
     :data:`INPUTS`, where ``loss`` is met by a given loss or by logits and targets); ``cumulative``
-    adds each batch's value to the running sum instead of keeping the latest one.
+    adds each batch's value to the running sum instead of keeping the latest one; ``per_row``: a row's
+    value depends on that row alone (not on the batch's mean, say), so that a pack may compute its members'
+    batches as one (:meth:`ProxyMemory.update_stacked`).
     """
 
     name: str
@@ -64,6 +65,7 @@ class Statistic:
     needs: frozenset[str]
     cumulative: bool = False
     description: str = ""
+    per_row: bool = False
 
     def available(self, view: BatchView) -> bool:
         given = {"loss": view.losses is not None or (view.logits is not None and view.targets is not None),
@@ -93,23 +95,29 @@ def _prediction(v: BatchView) -> torch.Tensor:
     return 2.0 * (v.logits.argmax(dim=1) != v.targets).float() - 1.0  # eq. 1: +1 wrong, -1 right
 
 
-LOSS = Statistic("loss", lambda v: v.loss(), frozenset({"loss"}), description="latest per-sample loss")
-ENTROPY = Statistic("entropy", _entropy, frozenset({"logits"}), description="latest entropy of the softmax")
+LOSS = Statistic("loss", lambda v: v.loss(), frozenset({"loss"}), description="latest per-sample loss",
+                 per_row=True)
+ENTROPY = Statistic("entropy", _entropy, frozenset({"logits"}), description="latest entropy of the softmax",
+                    per_row=True)
 GRADIENT = Statistic("gradient", _gradient, frozenset({"logits", "targets"}),
-                     description="latest last-layer gradient norm ||softmax(z) - onehot(y)|| sqrt(||h||^2 + 1)")
+                     description="latest last-layer gradient norm ||softmax(z) - onehot(y)|| sqrt(||h||^2 + 1)",
+                     per_row=True)
 LOGIT_GRADIENT = Statistic("logit_gradient", _logit_gradient, frozenset({"logits", "targets"}),
-                           description="latest ||softmax(z) - onehot(y)||")
+                           description="latest ||softmax(z) - onehot(y)||", per_row=True)
 PREDICTION = Statistic("prediction", _prediction, frozenset({"logits", "targets"}), cumulative=True,
-                       description="cumulative score: +1 when trained and predicted wrong, -1 when right (eq. 1)")
+                       description="cumulative score: +1 when trained and predicted wrong, -1 when right (eq. 1)",
+                       per_row=True)
 
 
 def register_statistic(name: str, compute: Callable[[BatchView], torch.Tensor], needs: Iterable[str] = ("loss",),
-                       cumulative: bool = False, description: str = "") -> Statistic:
-    """Register a statistic (a memory column and an importance metric named ``name``)."""
+                       cumulative: bool = False, description: str = "", per_row: bool = False) -> Statistic:
+    """Register a statistic (a memory column and an importance metric named ``name``). ``per_row=True``
+    declares that a sample's value depends on its own row alone, which lets a pack compute its members'
+    batches at once (else it updates their memories one by one)."""
     needs = frozenset(needs)
     if not needs <= set(INPUTS):
         raise ValueError(f"needs must be a subset of {INPUTS}, got {sorted(needs)}")
-    statistic = Statistic(name, compute, needs, cumulative, description)
+    statistic = Statistic(name, compute, needs, cumulative, description, per_row)
     STATISTICS.register(name, statistic)
     return statistic
 
@@ -184,20 +192,28 @@ class ProxyMemory:
                        logits: torch.Tensor | None = None, targets: torch.Tensor | None = None,
                        feature_norms: torch.Tensor | None = None, losses: torch.Tensor | None = None) -> None:
         """:meth:`update` for K memories at once (this one and ``others``, with equal columns): batch k is row k
-        of the stacked ``(K, B, ...)`` inputs and ``indices[k]``. The statistics run once over all K batches
-        (a statistic is per sample, so each row's value is the one it gets alone); each memory records its
-        own rows. A pack's step calls it once instead of K times."""
+        of the stacked ``(K, B, ...)`` inputs and ``indices[k]``. Where every statistic is ``per_row``, they run
+        once over all K batches and each memory records its own rows; else each memory updates from its own
+        batch. Either way a memory ends as :meth:`update` would leave it. A pack's step calls it once."""
         memories = [self, *others]
         if any(m.statistics != self.statistics or m.device != self.device for m in memories):
             raise ValueError("update_stacked needs memories with the same statistics on the same device")
-        flat = lambda t: None if t is None else t.flatten(0, 1)  # noqa: E731
-        rows, latest, computed, sums = self.batch_columns(torch.cat(list(indices)), flat(logits), flat(targets),
-                                                          flat(feature_norms), flat(losses))
-        start = 0
-        for memory, mine in zip(memories, indices):
-            part = slice(start, start + mine.numel())
+        given = {"logits": logits, "targets": targets, "feature_norms": feature_norms, "losses": losses}
+        batch = indices[0].numel() if len(indices) else 0
+        if len(indices) != len(memories) or any(i.numel() != batch for i in indices) or any(
+                t is not None and tuple(t.shape[:2]) != (len(memories), batch) for t in given.values()):
+            raise ValueError(f"update_stacked needs {len(memories)} batches of one size, stacked (K, B, ...) and "
+                             f"with one set of indices each; got {len(indices)} sets of indices and shapes "
+                             f"{ {k: tuple(t.shape) for k, t in given.items() if t is not None} }")
+        if not all(s.per_row for s in self.statistics):  # a statistic of the whole batch: each batch alone
+            for k, (memory, mine) in enumerate(zip(memories, indices)):
+                memory.update(mine, **{n: None if t is None else t[k] for n, t in given.items()})
+            return
+        rows, latest, computed, sums = self.batch_columns(torch.cat(list(indices)),
+                                                          **{n: _rows(t) for n, t in given.items()})
+        for k, (memory, mine) in enumerate(zip(memories, indices)):
+            part = slice(k * batch, (k + 1) * batch)
             memory.apply(rows[part], latest[part], computed, sums[part])
-            start = part.stop
 
     @torch.no_grad()
     def apply(self, indices: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor, sums: torch.Tensor) -> None:
@@ -237,6 +253,11 @@ class ProxyMemory:
 
 
 ColumnsFn = Callable[[BatchView], tuple]
+
+
+def _rows(stacked: torch.Tensor | None) -> torch.Tensor | None:
+    """``(K, B, ...)`` as ``(K * B, ...)``."""
+    return None if stacked is None else stacked.flatten(0, 1)
 
 
 def _columns(statistics: tuple[Statistic, ...], view: BatchView) -> tuple:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence, Union
 
 import torch
 from torch import nn
+from torch.func import vmap
 
 from asp_tune.assembly import ModelFactory, Parts, build_parts, make_feeder  # noqa: F401 - make_feeder: its old home
 from asp_tune.config import TrainConfig
@@ -241,13 +242,14 @@ class Trainer:
             return {"logits": logits.detach(), "targets": targets, "feature_norms": feature_norms}
         if not stacked:
             return {"losses": self.task.loss(logits.detach(), targets)}
-        losses = self.task.loss(logits.detach().flatten(0, 1), targets.flatten(0, 1))
-        return {"losses": losses.unflatten(0, tuple(targets.shape[:2]))}
+        return {"losses": vmap(self.task.loss)(logits.detach(), targets)}  # each batch's loss alone
 
     def observe_stacked(self, others: Sequence["Trainer"], logits: torch.Tensor, targets: torch.Tensor,
                         indices: Sequence[torch.Tensor], feature_norms: torch.Tensor | None = None) -> None:
         """:meth:`observe` for this trainer and ``others`` (one task and strategy), batch k being row k of the
         stacked ``(K, B, ...)`` tensors: the statistics run once for all (:meth:`ProxyMemory.update_stacked`)."""
+        if any(type(t.task) is not type(self.task) or t.selector.metric != self.selector.metric for t in others):
+            raise ValueError("observe_stacked needs trainers of one task and one strategy")
         if not self.selector.tracks_importance:
             return
         given = self._memory_inputs(logits, targets, feature_norms, stacked=True)

@@ -130,6 +130,25 @@ def test_stacked_updates_record_what_one_update_per_memory_records():
                                                        losses[1, 0].item()])
     with pytest.raises(ValueError, match="same statistics"):
         given[0].update_stacked([ProxyMemory(5)], [torch.tensor([0]), torch.tensor([1])], losses=torch.rand(2, 1))
+    with pytest.raises(ValueError, match="2 batches of one size"):  # a batch per memory, indices to match
+        given[0].update_stacked(given[1:], [torch.tensor([0, 1]), torch.tensor([2])], losses=torch.rand(2, 2))
+    with pytest.raises(ValueError, match="2 batches of one size"):
+        given[0].update_stacked(given[1:], [torch.tensor([0]), torch.tensor([1])], losses=torch.rand(3, 1))
+
+
+def test_a_statistic_of_the_whole_batch_is_computed_for_each_batch_alone():
+    from asp_tune.memory import register_statistic
+    from asp_tune.registry import STATISTICS
+
+    register_statistic("relative_loss", lambda view: view.loss() / view.loss().mean())  # not per_row
+    try:
+        losses = torch.tensor([[1.0, 3.0], [10.0, 30.0]])
+        memories = [ProxyMemory(2, columns=["loss", "relative_loss"]) for _ in range(2)]
+        memories[0].update_stacked(memories[1:], [torch.tensor([0, 1])] * 2, losses=losses)
+        for memory in memories:  # each batch's own mean: 0.5 and 1.5 in both, not over the four losses
+            assert memory["relative_loss"].tolist() == [0.5, 1.5]
+    finally:
+        STATISTICS.unregister("relative_loss")
 
 
 def test_memory_state_round_trip_and_shape_check():

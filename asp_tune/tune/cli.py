@@ -120,7 +120,8 @@ DEMO_FIELDS = ("num_samples", "pack", "audit", "min_first_rung_steps", "verbose"
 def add_demo_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Offline, in about a minute on 2 CPU cores: an ASHA search of wide-MLP trials on scikit-learn's "
                      "digits on full data, beside the same search on proxy data (a subset re-chosen every epoch by the "
-                     "default strategy, with full data deciding the pick); each pick retrained on full data. Writes report.md, comparison.csv and comparison.png to --out.")
+                     "default strategy, with full data deciding the pick); each pick retrained on full data. "
+                     "Writes report.md, comparison.csv and comparison.png to --out.")
     p.add_argument("--out", default="runs/demo", help="results folder [default: runs/demo]")
     p.add_argument("--overwrite", action="store_true", help="replace --out (only an asp_tune results folder)")
     add_arguments(p, _hpo_settings_class(), only=DEMO_FIELDS)

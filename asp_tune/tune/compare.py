@@ -185,9 +185,10 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
             f"{_percent(r['retrained_mean'])}{spread} | {_percent(r['regret'])} |{correlations}| {rung} | {warned} |")
     lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
-              "all training data (mean ± std over seeds), in percent of the score (x 100; best score is the search's "
-              "own, a fraction, and comparison.csv and summary.json keep fractions throughout). Regret: the "
-              "full-data pick's retrained score less this pick's, in points (x 100). Correlations: each configuration's proxy score against its full-data final score "
+              "all training data (mean ± std over seeds), shown x 100 (accuracy in percent); best score is shown "
+              "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
+              "pick's retrained score less this pick's, x 100 (points). Correlations: each configuration's proxy "
+              "score against its full-data final score "
               "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
               "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
               "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
