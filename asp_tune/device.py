@@ -29,6 +29,15 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def host_values(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor of Python ``values`` on ``device`` without waiting for the device: on CUDA through pinned
+    memory and a non-blocking copy (``torch.tensor(values, device="cuda")`` waits for the stream to drain)."""
+    column = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return column.to(device)
+    return column.pin_memory().to(device, non_blocking=True)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

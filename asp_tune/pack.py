@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from asp_tune.config import TrainConfig
-from asp_tune.device import autocast, synchronize
+from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
 from asp_tune.memory import FeatureNormTap
@@ -91,6 +91,7 @@ class StackedOptimizer:
         self.beta2 = [c.betas[1] for c in configs]
         self.steps = [0] * len(configs)
         self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self._columns: dict[tuple, torch.Tensor] = {}  # per-member values already on the device
 
     def select(self, keep: list[int]) -> None:
         """Keep only the members at ``keep`` (their hyper-parameters and state)."""
@@ -98,12 +99,14 @@ class StackedOptimizer:
             setattr(self, name, [getattr(self, name)[k] for k in keep])
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.state = {p: {k: v[index] for k, v in s.items()} for p, s in self.state.items()}
+        self._columns.clear()
 
     def _each(self, values: list[float], like: torch.Tensor) -> float | torch.Tensor:
-        """``values`` as one number when the members share it, else a column shaped to broadcast over ``like``."""
+        """``values`` as one number when the members share it, else a column shaped to broadcast over ``like``
+        (copied to the device once for as long as the values stay, without waiting for the device)."""
         if all(v == values[0] for v in values):
             return values[0]
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+        return _column(self._columns, values, like)
 
     @staticmethod
     def _add(x: torch.Tensor, scale: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -113,6 +116,8 @@ class StackedOptimizer:
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor]) -> None:
         self.steps = [s + 1 for s in self.steps]
+        if len(self._columns) > COLUMNS_KEPT:  # Adam's bias corrections change every step
+            self._columns.clear()
         for name, p in params.items():
             if p.grad is not None:
                 self._step(p, p.grad, self.state.setdefault(name, {}))
@@ -131,7 +136,7 @@ class StackedOptimizer:
                     buf.mul_(momentum).add_(g)
                 if any(self.nesterov):
                     nesterov = self._add(g, self._each(self.momentum, p), buf)
-                    g = _pick(self.nesterov, nesterov, buf)
+                    g = _pick(self.nesterov, nesterov, buf, self._columns)
                 else:
                     g = buf
             p.copy_(self._add(p, neg_lr, g))
@@ -175,12 +180,26 @@ class StackedOptimizer:
             self.steps[k] = int(float(state["step"]))
 
 
-def _pick(choose: list[bool], yes: torch.Tensor, no: torch.Tensor) -> torch.Tensor:
+def _pick(choose: list[bool], yes: torch.Tensor, no: torch.Tensor, columns: dict[tuple, torch.Tensor]) -> torch.Tensor:
     """Per member: ``yes`` where ``choose`` is true, else ``no``."""
     if all(choose):
         return yes
-    mask = torch.tensor(choose, device=yes.device).view(-1, *([1] * (yes.dim() - 1)))
-    return torch.where(mask, yes, no)
+    return torch.where(_column(columns, choose, yes, torch.bool), yes, no)
+
+
+#: Per-member columns a :class:`StackedOptimizer` keeps on the device before it starts afresh.
+COLUMNS_KEPT = 256
+
+
+def _column(columns: dict[tuple, torch.Tensor], values: list, like: torch.Tensor,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Per-member ``values`` (K,) on ``like``'s device, shaped to broadcast over ``like`` (K, ...); made once and
+    kept in ``columns`` (a copy to a GPU each step, for each parameter, would wait for the GPU each time)."""
+    dtype = like.dtype if dtype is None else dtype
+    key = (tuple(values), dtype, like.device, like.dim())
+    if key not in columns:
+        columns[key] = host_values(list(values), dtype, like.device).view(-1, *([1] * (like.dim() - 1)))
+    return columns[key]
 
 
 @dataclass

@@ -83,6 +83,31 @@ def test_the_stacked_optimiser_takes_torch_optim_s_steps_bit_for_bit(kind, varia
             assert torch.equal(torch.as_tensor(value).float(), torch.as_tensor(ours[key]).float()), key
 
 
+def test_the_stacked_optimiser_copies_its_members_values_to_the_device_once_while_they_stay(monkeypatch):
+    import asp_tune.pack as pack_module
+
+    copies = []
+
+    def counted(values, dtype, device):
+        copies.append(tuple(values))
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    monkeypatch.setattr(pack_module, "host_values", counted)
+    members = [TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True),
+               TrainConfig(lr=0.1, momentum=0.5, weight_decay=0.0)]
+    params = {"w": torch.zeros(2, 4, 3, requires_grad=True), "b": torch.zeros(2, 4, requires_grad=True)}
+    optimizer = StackedOptimizer(members, params)
+    for _ in range(6):
+        for p in params.values():
+            p.grad = torch.ones_like(p)
+        optimizer.step(params)
+    # learning rate, weight decay, momentum and the Nesterov choice, each for the two shapes: once, not every step
+    assert len(copies) == 8 and len(set(copies)) == 4, copies
+    optimizer.lr = [0.01, 0.1]  # a schedule's new epoch: the new learning rates are copied once more
+    optimizer.step(params)
+    assert len(copies) == 10
+
+
 def test_an_mlp_pack_follows_each_member_s_run_alone():
     members = configs(MLP, VARIANTS)
     runs, trainers, _ = packed(members, 3)
