@@ -155,8 +155,9 @@ def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping
         if title not in groups:
             groups[title] = p.add_argument_group(title) if title else p
         kind = f.metadata.get("kind") or FLAG_TYPES[str(f.type)]
+        bare = {"nargs": "?", "const": True} if kind is parse_bool else {}  # ``--flag`` alone: true
         groups[title].add_argument(
-            f.metadata.get("name") or flag_name(f.name), *f.metadata.get("aliases", ()), type=kind,
+            f.metadata.get("name") or flag_name(f.name), *f.metadata.get("aliases", ()), type=kind, **bare,
             default=None if keep_unset else default,
             metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}" + (
                 "|MODULE:NAME" if f.metadata.get("imports") else ""),

@@ -32,6 +32,16 @@ def test_flags_parse_into_the_config():
     assert cfg.selection_rule == "calibrated" and cfg.top10_mass == 0.4 and cfg.lr_min == 0.002
 
 
+def test_a_yes_or_no_flag_alone_means_yes_and_still_takes_a_word():
+    assert parse("demo", "--keep-checkpoints").keep_checkpoints is True  # as the notices write it
+    assert parse("demo", "--keep-checkpoints", "--num-samples", "3").keep_checkpoints is True
+    assert parse("demo", "--keep-checkpoints", "false").keep_checkpoints is False
+    assert parse("demo").keep_checkpoints is False
+    assert train_config(parse("train", "--out", "x", "--reweight")).reweight is True
+    with pytest.raises(SystemExit):
+        parse("demo", "--keep-checkpoints", "maybe")
+
+
 def test_nas_without_flags_trains_with_the_nas_defaults():
     from nas.settings import supernet_train_config
 

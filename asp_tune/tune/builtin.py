@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     modules = s.user_modules()
     validate_epochs = s.validation_epochs()
     choice = pack_choice(s, arrays)
+    if s.pack == "auto" and choice.size == 1 and s.verbose:  # a pack size is said where the packs start
+        print(f"[asp-tune] --pack auto: {choice.reason}", file=sys.stderr)
     packs = _packs(s, choice, s.run_fields(), validate_epochs, arrays, modules)
     algorithm, ctx = s.algorithm, s.context(metric, choice.size)
 

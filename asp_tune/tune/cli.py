@@ -216,7 +216,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     settings = HpoSettings(space=load_space(space_file), storage_path=experiments_folder(args),
                            **{name: getattr(args, name) for name in DEMO_FIELDS}).validate()
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs proxy data (r={settings.ratio}, "
-          f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}); each pick retrained on full data")
+          f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}: the default's choice for a search whose "
+          "trials start at the ratio); each pick retrained on full data")
     with results_folder(args) as out:
         summary = _compare(settings, [1.0, settings.ratio], 1, out, "demo: digits MLP, ASHA")
         summary["proxy_only"] = _price_of_full_data(settings, summary, out)
@@ -232,7 +233,8 @@ def _price_of_full_data(settings, summary: dict[str, Any], out: RunDirectory) ->
 
     from asp_tune.tune.builtin import run_hpo
 
-    print(f"[asp-tune demo] the same search at r={settings.ratio} with the proxy alone picking (--decide proxy)")
+    print(f"[asp-tune demo] the same search at r={settings.ratio} with the proxy alone picking (what `asp-tune hpo "
+          "--decide proxy` does)")
     alone = run_hpo(dataclasses.replace(settings, decide="proxy", min_first_rung_steps=0)).summary
     runs = summary["runs"]
     full, checked = runs["1.0"]["wall_time_s"], runs[str(settings.ratio)]["wall_time_s"]

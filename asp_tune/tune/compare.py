@@ -183,7 +183,10 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
             f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
             f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_score']:.4f} | "
             f"{_percent(r['retrained_mean'])}{spread} | {_percent(r['regret'])} |{correlations}| {rung} | {warned} |")
-    lines += ["", "Speed-ups are against the full-data run (ratio 1.0, metric none) of the same search and seed. "
+    lines += ["", "Metric: the strategy choosing each epoch's subset. Data passes: training samples seen over the "
+              "training set's size, summed over the trials. Best score: the pick's validation score as the search "
+              "decided it (on full data where full data decided). Speed-ups are against the full-data run (ratio "
+              "1.0, metric none) of the same search and seed. "
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
               "all training data (mean ± std over seeds), shown x 100 (accuracy in percent); best score is shown "
               "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
@@ -192,11 +195,13 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
               "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
               "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
               "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
-              f"bootstrap over configurations, measured from {MIN_PAIRS} of them (asp_tune/tune/fulldata.py); the "
-              "full-data row has nothing to correlate. Rung tau: the "
-              "lowest Kendall tau between consecutive rungs of the search's own early stopping (asp_tune/tune/"
-              "trust.py). Warning: the proxy misranks against full data (interval below 0.3) or the pick lost more "
-              "than 1 point; the lines are in comparison.csv and were printed."]
+              f"bootstrap over configurations, measured once {MIN_PAIRS} of them have both scores "
+              "(asp_tune/tune/fulldata.py); the full-data row has nothing to correlate; n: the configurations with "
+              "both scores. Rung tau: the lowest Kendall tau between consecutive rungs of the search's own early "
+              "stopping, with those rungs and its pairs (asp_tune/tune/trust.py). Warning: the proxy misranks "
+              "against full data (its whole interval below 0.3; an interval across 0.3 is uncertain, not a "
+              "warning) or the pick lost more than 1 point; the lines are in comparison.csv and were printed. The "
+              "search's own line pairs only its own configurations, so its tau can differ from this table's."]
     return "\n".join(lines) + "\n"
 
 

@@ -143,7 +143,7 @@ class FullDataAgreement:
                                                           else "cannot be told apart from a misranking proxy")
         return (f"the proxy {what}: Kendall tau {self.kendall_tau():+.2f} against full data over {n} configurations "
                 f"({int(LEVEL * 100)}% interval {low:+.2f} .. {high:+.2f}); its own pick would have lost "
-                f"{self.regret():.4f}")
+                f"{self.regret():.4f} of full-data score")
 
 
 def _finite(value: Any) -> bool:
@@ -238,7 +238,8 @@ def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] |
         more = f"search about {needed} configurations, or " if needed else ""
     return (f"this search cannot measure its proxy against full data: about {pairs:.0f} of its {configurations} "
             f"configurations will have full-data scores and {MIN_PAIRS} are needed; {more}give "
-            f"{flag}{'' if flag.endswith('=') else ' '}{MIN_PAIRS} to train that many on full data after it (the "
+            f"{flag}{'' if flag.endswith('=') else ' '}{MIN_PAIRS} to train up to that many on all the data for all "
+            "their epochs after it (the "
             "pick is still made on full data)")
 
 
