@@ -78,12 +78,18 @@ class ImageArrays:
         """These arrays on ``device``, copied there once: every feeder built on them (a pack's K trainers, a
         worker's trials) shares that copy. Kept while these arrays live; never pickled."""
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one device, one copy
+            device = torch.device("cuda", torch.cuda.current_device())
         if self.images.device == device and self.labels.device == device:
             return self
         copies = self.__dict__.setdefault("_copies", {})
         if str(device) not in copies:
             copies[str(device)] = ImageArrays(self.images.to(device), self.labels.to(device))
         return copies[str(device)]
+
+    def drop_copies(self) -> None:
+        """Forget the device copies :meth:`on` made (their memory goes once no feeder holds them)."""
+        self.__dict__.pop("_copies", None)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_copies"}

@@ -158,6 +158,9 @@ class DeviceFeeder:
         self.normalize = Normalizer(mean, std, self.device, channels_last, kind)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        #: what decides a batch besides its indices and random numbers (plain values: compared without the device)
+        self.settings = (self.crop_padding, self.flip_p, self.cutout, kind, self.normalize.channels_last,
+                         tuple(float(m) for m in mean), tuple(float(v) for v in std))
 
     def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
         if indices is None:
@@ -193,13 +196,6 @@ class DeviceFeeder:
             yield x.unflatten(0, (len(feeders), -1)), self.labels.index_select(0, rows).unflatten(
                 0, (len(feeders), -1)), idx
 
-    @property
-    def settings(self) -> tuple:
-        """What decides a batch besides its indices and random numbers."""
-        plain = lambda t: None if t is None else tuple(t.flatten().tolist())  # noqa: E731
-        return (self.crop_padding, self.flip_p, self.cutout, self.normalize.kind, self.normalize.channels_last,
-                plain(self.normalize.mean), plain(self.normalize.inv_std))
-
     def _draws(self, count: int) -> list[torch.Tensor]:
         """One batch's random numbers from this feeder's generator, in the order :meth:`_augment` takes them."""
         draws: list[torch.Tensor] = []
@@ -221,6 +217,8 @@ class DeviceFeeder:
         x = self.normalize(x)
         if self.cutout > 0:
             x = cutout_at(x, self.cutout, next(taken), next(taken))
+            if self.normalize.channels_last:  # masked_fill returns the default layout
+                x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     def state_dict(self) -> dict:

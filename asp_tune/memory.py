@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from asp_tune.device import host_values
 from asp_tune.registry import STATISTICS
 
 #: What a statistic may need from a batch.
@@ -150,6 +151,7 @@ class ProxyMemory:
         # latest values and running sums (the last sum is times trained): two tables per batch update
         self._latest = torch.zeros(self.num_samples, len(self.latest_columns), dtype=torch.float32, device=self.device)
         self._counts = torch.zeros(self.num_samples, len(self.sum_columns), dtype=torch.float32, device=self.device)
+        self._partial: dict[tuple, torch.Tensor] = {}  # the columns a batch could compute, on the device
         self.values: dict[str, torch.Tensor] = {
             **{n: self._latest[:, i] for i, n in enumerate(self.latest_columns)},
             **{n: self._counts[:, i] for i, n in enumerate(self.sum_columns[:-1])},
@@ -219,10 +221,15 @@ class ProxyMemory:
     def apply(self, indices: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor, sums: torch.Tensor) -> None:
         """Record :meth:`batch_columns`' output: latest values replace, sums add up."""
         if latest.shape[1]:
+            computed = computed.cpu()  # made on the host (_columns): deciding on it waits for no device
             if bool(computed.all()):
                 self._latest[indices] = latest
             elif bool(computed.any()):  # only the columns this batch could compute
-                cols = torch.nonzero(computed.to(self.device)).squeeze(1)
+                key = tuple(computed.tolist())
+                if key not in self._partial:
+                    self._partial[key] = host_values(torch.nonzero(computed).squeeze(1).tolist(), torch.long,
+                                                     self.device)
+                cols = self._partial[key]
                 self._latest[indices[:, None], cols[None, :]] = latest[:, cols]
         self._counts.index_add_(0, indices, sums)
 

@@ -64,6 +64,10 @@ def group_into_packs(configs: Sequence[TrainConfig], size: int) -> list[list[int
     return [members[start:start + size] for members in groups.values() for start in range(0, len(members), size)]
 
 
+#: Per-member columns a :class:`StackedOptimizer` keeps on the device before it starts afresh.
+COLUMNS_KEPT = 256
+
+
 def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Per-member ``values`` (K,) shaped to broadcast over a stacked tensor ``like`` (K, ...)."""
     return values.view(-1, *([1] * (like.dim() - 1)))
@@ -185,10 +189,6 @@ def _pick(choose: list[bool], yes: torch.Tensor, no: torch.Tensor, columns: dict
     if all(choose):
         return yes
     return torch.where(_column(columns, choose, yes, torch.bool), yes, no)
-
-
-#: Per-member columns a :class:`StackedOptimizer` keeps on the device before it starts afresh.
-COLUMNS_KEPT = 256
 
 
 def _column(columns: dict[tuple, torch.Tensor], values: list, like: torch.Tensor,
@@ -382,7 +382,7 @@ def _stacked_batches(members: Sequence[Trainer], plans: Sequence[Any]) -> Iterat
         try:
             return feeders[0].stacked_batches(feeders[1:], [plan.indices for plan in plans],
                                               members[0].config.batch_size)
-        except ValueError:
+        except ValueError:  # feeders on other arrays or with other augmentation: their batches one by one
             pass
     feeds = [t.epoch_batches(plan) for t, plan in zip(members, plans)]
     return ((torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches]), [b[2] for b in batches])

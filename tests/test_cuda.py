@@ -125,8 +125,9 @@ def test_a_pack_s_step_never_waits_for_the_gpu(digits, monkeypatch):
     from asp_tune.pack import Pack, _stacked_batches
 
     monkeypatch.setenv("ASP_TUNE_COMPILE", "0")  # compiling the memory's statistics may synchronise, once
-    configs = [cuda_config(metric="loss", lr=0.01, crop_padding=2, flip_p=0.5),
-               cuda_config(metric="loss", lr=0.02, weight_decay=0.0, momentum=0.5, crop_padding=2, flip_p=0.5)]
+    configs = [cuda_config(metric="gradient", lr=0.01, crop_padding=2, flip_p=0.5, cutout=3),
+               cuda_config(metric="gradient", lr=0.02, weight_decay=0.0, momentum=0.5, crop_padding=2, flip_p=0.5,
+                           cutout=3)]
     members = [Trainer(config, data=digits) for config in configs]
     pack = Pack(members)
     pack.train_epoch()  # the first epoch: cuDNN's and the allocator's first calls
@@ -144,6 +145,7 @@ def test_a_pack_s_step_never_waits_for_the_gpu(digits, monkeypatch):
                 p.grad = None
             losses.sum().backward()
             pack.optimizer.step(pack.params)
-            members[0].observe_stacked(members[1:], logits.detach(), y, idx, None)
+            members[0].observe_stacked(members[1:], logits.detach(), y, idx,
+                                       norms if pack.tap.layer is not None else None)
     finally:
         torch.cuda.set_sync_debug_mode("default")

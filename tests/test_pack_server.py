@@ -148,6 +148,13 @@ def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
     assert "t1" not in srv.trainers and srv.packs == {}
     srv.train(["t0", "t2"])
     assert kept.epoch == 2
+    data = kept.data
+    placed = data.train.on("meta")  # a device copy (a GPU's, on a GPU machine) the trainers' feeders share
+    srv.leave("t0")
+    assert data.train.on("meta") is placed  # t2 still trains on it
+    srv.leave("t2")
+    assert "_copies" not in data.train.__dict__  # the last trainer on it gone: so are its device copies
+    assert srv.data  # the host copy stays for the next trial to join
 
 
 def test_auto_packs_only_where_the_saving_beats_starting_the_trials_processes():

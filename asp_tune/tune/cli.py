@@ -122,7 +122,10 @@ def demo_search() -> dict[str, Any]:
     trials at a time, which trials reached the last rung changed with timing (1-4), and the demo's cost with it."""
     import os
 
-    return {"max_concurrent": 1, "cpus_per_trial": float(min(2, os.cpu_count() or 1))}  # the CPUs Ray is given
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)  # Ray's CPUs
+    return {"max_concurrent": 1, "cpus_per_trial": float(min(2, cpus))}
 
 
 @subcommand("demo", "offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")

@@ -99,8 +99,11 @@ class PackServer:
         if member not in self.trainers or not (any_start or (token is not None and self.tokens.get(member) == token)):
             return False
         self._release([member])
-        del self.trainers[member]
+        data = self.trainers.pop(member).data
         self.tokens.pop(member, None)
+        if not any(t.data is data for t in self.trainers.values()):  # its copies on the device go with the last
+            for split in (data.train, data.val, data.test):
+                split.drop_copies()
         return True
 
     def done(self, member: str) -> bool:
