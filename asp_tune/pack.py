@@ -198,7 +198,7 @@ def _column(columns: dict[tuple, torch.Tensor], values: list, like: torch.Tensor
     dtype = like.dtype if dtype is None else dtype
     key = (tuple(values), dtype, like.device, like.dim())
     if key not in columns:
-        columns[key] = host_values(list(values), dtype, like.device).view(-1, *([1] * (like.dim() - 1)))
+        columns[key] = _expand(host_values(list(values), dtype, like.device), like)
     return columns[key]
 
 
