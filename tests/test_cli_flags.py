@@ -140,3 +140,12 @@ def test_help_imports_neither_torch_nor_ray(command):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "[default:" in out or command == ""
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_demo_runs_one_trial_at_a_time_on_at_most_two_of_the_cpus_ray_has():
+    import os
+
+    from asp_tune.tune.cli import demo_search
+
+    search = demo_search()  # Ray's CPUs, or those it would be started with
+    assert search["max_concurrent"] == 1 and 1 <= search["cpus_per_trial"] <= min(2, os.cpu_count())

@@ -144,3 +144,11 @@ def test_stacked_batches_are_each_feeder_s_own_batches_made_at_once():
         stacked[0].stacked_batches([other], [torch.arange(10)] * 2, 4)
     with pytest.raises(ValueError, match="one length"):
         stacked[0].stacked_batches(stacked[1:2], [torch.arange(10), torch.arange(9)], 4)
+
+
+def test_cutout_keeps_the_channels_last_layout_the_feeder_was_asked_for():
+    data = arrays(n=8, h=8, w=8)
+    feeder = DeviceFeeder(data, "cpu", (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), crop_padding=1, seed=0, cutout=3,
+                          channels_last=True)
+    x, _, _ = next(feeder.batches(None, 8))
+    assert x.is_contiguous(memory_format=torch.channels_last)

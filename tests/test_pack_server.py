@@ -169,6 +169,15 @@ def test_auto_packs_only_where_the_saving_beats_starting_the_trials_processes():
     assert big.size == 16 and "saved against" in big.reason
 
 
+def test_pack_auto_says_what_it_chose_when_it_chose_one_trial_per_process(capsys):
+    from asp_tune.tune.builtin import job_from_settings
+    from asp_tune.tune.settings import HpoSettings
+
+    job = job_from_settings(HpoSettings(space=parse_space(SPACE), algo="random", num_samples=1, pack="auto"))
+    assert job.packs is None
+    assert "[asp-tune] --pack auto: one configuration" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- the worker's gathering (no Ray)
 
 def worker(size: int = 4, gather_s: float = 5.0):
