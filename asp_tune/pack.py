@@ -31,13 +31,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import vmap
 
 from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
-from asp_tune.memory import FeatureNormTap
+from asp_tune.stacked import StackedNetwork, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
 
 #: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
@@ -102,7 +102,7 @@ class StackedOptimizer:
         for name in self.HYPER:
             setattr(self, name, [getattr(self, name)[k] for k in keep])
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
-        self.state = {p: {k: v[index] for k, v in s.items()} for p, s in self.state.items()}
+        self.state = {p: {k: take_members(v, index) for k, v in s.items()} for p, s in self.state.items()}
         self._columns.clear()
 
     def _each(self, values: list[float], like: torch.Tensor) -> float | torch.Tensor:
@@ -143,7 +143,10 @@ class StackedOptimizer:
                     g = _pick(self.nesterov, nesterov, buf, self._columns)
                 else:
                     g = buf
-            p.copy_(self._add(p, neg_lr, g))
+            if isinstance(neg_lr, float):
+                p.add_(g, alpha=neg_lr)
+            else:
+                p.addcmul_(neg_lr, g)
             return
         if any(self.weight_decay):
             if self.kind == "adamw":
@@ -224,9 +227,8 @@ class Pack:
         self.task, self.device, self.config = first.task, first.device, first.config
         models = [t.model.train() for t in trainers]  # a trainer that validated last left its network in eval mode
         _check_fusable(first.model)
-        self.params, self.buffers = (dict(d) for d in stack_module_state(models))
-        self.base = copy.deepcopy(first.model).to("meta")
-        self.tap = FeatureNormTap(self.base)  # ||h|| into the last layer, returned from inside the vmap
+        self.params, self.buffers = stack_parameters(models)
+        self.net = StackedNetwork(first.model)
         self.optimizer = StackedOptimizer([t.config for t in trainers], self.params)
         for k, trainer in enumerate(trainers):
             for name, param in trainer.model.named_parameters():
@@ -239,17 +241,15 @@ class Pack:
 
     # ------------------------------------------------------------------ the vectorised network
 
-    def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.tap.norms = None
-        out = functional_call(self.base, (params, buffers), (x,))
-        norms = self.tap.norms if self.tap.norms is not None else torch.zeros(x.shape[0], device=x.device)
-        self.tap.norms = None
-        return out, norms
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                smoothing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Each member's weighted mean loss on its batch (K,), its outputs (K, B, ...) and the feature norms
+        into its output layer (K, B; None without one)."""
+        out, norms = self.net(self.params, self.buffers, x)
+        return vmap(self._member_loss)(out, y, weights, smoothing), out, norms
 
-    def _member_loss(self, params, buffers, x, y, weights, smoothing):
-        out, norms = self._forward(params, buffers, x)
-        losses = self.task.loss(out, y, smoothing) * weights
-        return losses.mean(), out, norms
+    def _member_loss(self, out, y, weights, smoothing):
+        return (self.task.loss(out, y, smoothing) * weights).mean()
 
     # ------------------------------------------------------------------ training
 
@@ -266,8 +266,7 @@ class Pack:
             raise CannotFuse(f"members' epochs select different numbers of samples ({sorted(counts)})")
         self.optimizer.lr = [t.optimizer.param_groups[0]["lr"] for t in members]
         smoothing = torch.tensor([t.config.label_smoothing for t in members], device=self.device)
-        self.base.train()
-        step = vmap(self._member_loss, randomness="different")
+        self.net.train()
         sums = vmap(self.task.batch_sums)
         loss_sum = torch.zeros(len(members), device=self.device)
         total: torch.Tensor | int = 0
@@ -278,13 +277,13 @@ class Pack:
                                          else torch.ones(i.shape[0], device=self.device)
                                          for t, i in zip(members, idx)]))
             with autocast(self.device, self.config.amp):
-                losses, logits, norms = self._first_step(step, x, y, weights, smoothing)
+                losses, logits, norms = self._first_step(x, y, weights, smoothing)
             for p in self.params.values():
                 p.grad = None
             losses.sum().backward()
             self.optimizer.step(self.params)
             logits = logits.detach()
-            members[0].observe_stacked(members[1:], logits, y, idx, norms if self.tap.layer is not None else None)
+            members[0].observe_stacked(members[1:], logits, y, idx, norms)
             loss_sum += losses.detach() * y.shape[1]
             total = total + sums(logits, y)
             trained += y.shape[1]
@@ -303,12 +302,12 @@ class Pack:
             self.remove([t for t in members if t in self.failed])
         return records
 
-    def _first_step(self, step, *inputs):
-        """The vectorised step; the first one names a network that cannot be vectorised."""
+    def _first_step(self, *inputs):
+        """The vectorised step (:meth:`_losses`); the first one names a network that cannot be vectorised."""
         if self._stepped:
-            return step(self.params, self.buffers, *inputs)
+            return self._losses(*inputs)
         try:
-            out = step(self.params, self.buffers, *inputs)
+            out = self._losses(*inputs)
         except (RuntimeError, NotImplementedError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CannotFuse(f"the network cannot run vectorised over configurations ({first})") from exc
@@ -325,13 +324,12 @@ class Pack:
         feeder = first.eval_feeders["val"]
         if feeder.num_samples == 0:
             return [(math.nan, math.nan, 0.0)] * count
-        self.base.eval()
-        forward = vmap(lambda p, b, x: self._forward(p, b, x)[0], in_dims=(0, 0, None))
+        self.net.train(False)
         sums = vmap(self.task.batch_sums, in_dims=(0, None))
         total: torch.Tensor | int = 0
         for x, y, _ in feeder.batches(None, first.config.eval_batch_size):
             with autocast(self.device, self.config.amp):
-                total = total + sums(forward(self.params, self.buffers, x), y)
+                total = total + sums(self.net(self.params, self.buffers, x, shared_input=True)[0], y)
         seconds = (time.perf_counter() - start) / count
         return [(*self.task.finish(total[k], feeder.num_samples), seconds) for k in range(count)]
 
@@ -347,8 +345,9 @@ class Pack:
         keep = [m.index for m in stay]
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         with torch.no_grad():
-            self.params = {n: p[index].detach().requires_grad_(p.requires_grad) for n, p in self.params.items()}
-            self.buffers = {n: b[index] for n, b in self.buffers.items()}
+            self.params = {n: take_members(p.detach(), index).requires_grad_(p.requires_grad)
+                           for n, p in self.params.items()}
+            self.buffers = {n: take_members(b, index) for n, b in self.buffers.items()}
         self.optimizer.select(keep)
         self.members = [Member(m.trainer, k) for k, m in enumerate(stay)]
 
@@ -419,9 +418,11 @@ AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
 AUTO_MEMORY_SHARE = 0.5
 
 
-def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2) -> tuple[float, float]:
+def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2,
+                   batched_layers: bool = True) -> tuple[float, float]:
     """Seconds per training step (forward, backward, SGD step) of ``members`` copies of ``model`` on batches like
-    ``inputs``: one after another, and as one pack. Random data: the weights handed in are not touched."""
+    ``inputs``: one after another, and as one pack (run as a pack runs it, :class:`StackedNetwork`; vmap only,
+    when ``batched_layers`` is False). Random data: the weights handed in are not touched."""
     models = [copy.deepcopy(model).train() for _ in range(members)]
     device = inputs.device
 
@@ -434,15 +435,15 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
                     if p.grad is not None:
                         p.sub_(1e-6 * p.grad)
 
-    params, buffers = (dict(d) for d in stack_module_state(models))
-    base = copy.deepcopy(model).to("meta")
+    params, buffers = stack_parameters(models)
+    net = StackedNetwork(model, batched_layers)
     batch = inputs.unsqueeze(0).expand(members, *inputs.shape).contiguous()
-    loss = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float().square().mean(), randomness="different")
 
     def fused() -> None:
         for p in params.values():
             p.grad = None
-        loss(params, buffers, batch).sum().backward()
+        out = net(params, buffers, batch)[0].float()
+        out.square().mean(dim=tuple(range(1, out.dim()))).sum().backward()
         with torch.no_grad():
             for p in params.values():
                 if p.grad is not None:

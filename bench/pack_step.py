@@ -25,6 +25,7 @@ from fused import PROBLEMS  # noqa: E402
 from asp_tune.build import build_trainer  # noqa: E402
 from asp_tune.config import TrainConfig  # noqa: E402
 from asp_tune.pack import measure_fusion  # noqa: E402
+from asp_tune.stacked import StackedNetwork  # noqa: E402
 
 
 def network(name: str, device: str):
@@ -55,18 +56,24 @@ def main() -> None:
             print(f"{name}: skipped ({default_cifar10()} not found)")
             continue
         model, x = network(name, args.device)
+        how = StackedNetwork(model).how
         for count in threads:
             torch.set_num_threads(count)
             for size in (int(k) for k in args.sizes.split(",")):
                 alone, packed = measure_fusion(model, x, size, steps)
-                rows.append({"problem": name, "threads": count, "members": size, "batch": x.shape[0],
-                             "alone_ms": alone * 1e3, "pack_ms": packed * 1e3, "ratio": alone / packed})
+                # the same pack through vmap, where the pack runs batched layers: what they save
+                vmapped = measure_fusion(model, x, size, steps, batched_layers=False)[1] if how != "vmap" else None
+                rows.append({"problem": name, "threads": count, "members": size, "batch": x.shape[0], "how": how,
+                             "alone_ms": alone * 1e3, "pack_ms": packed * 1e3, "ratio": alone / packed,
+                             "vmap_pack_ms": None if vmapped is None else vmapped * 1e3})
                 print(f"{name}, {count} thread(s), {size} members: one after another {alone * 1e3:.1f} ms, "
-                      f"pack {packed * 1e3:.1f} ms ({alone / packed:.2f}x)", flush=True)
-    lines = ["| network | threads | members | batch | one after another ms | pack ms | pack x |",
-             "|---|---|---|---|---|---|---|"]
+                      f"pack ({how}) {packed * 1e3:.1f} ms ({alone / packed:.2f}x)"
+                      + ("" if vmapped is None else f", vmap {vmapped * 1e3:.1f} ms"), flush=True)
+    lines = ["| network | threads | members | batch | one after another ms | pack ms (how) | pack x | "
+             "pack through vmap ms |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['problem']} | {r['threads']} | {r['members']} | {r['batch']} | {r['alone_ms']:.1f} | "
-              f"{r['pack_ms']:.1f} | {r['ratio']:.2f} |" for r in rows]
+              f"{r['pack_ms']:.1f} ({r['how']}) | {r['ratio']:.2f} | "
+              f"{'' if r['vmap_pack_ms'] is None else format(r['vmap_pack_ms'], '.1f')} |" for r in rows]
     table = "\n".join(lines) + "\n"
     publish(f"pack-step-{'quick' if args.quick else 'full'}-{args.device}", rows, table, args.out)
 

@@ -119,33 +119,34 @@ def test_a_pack_on_the_gpu_trains_its_members_as_they_train_alone(digits):
     assert 1 <= choice.size <= 8 and choice.reason
 
 
-def test_a_pack_s_step_never_waits_for_the_gpu(digits, monkeypatch):
-    """Making the batches, the vectorised step, the stacked optimiser and the memories' update queue work on
-    the GPU without a host synchronisation (a copy of per-member values each step used to wait for it)."""
+@pytest.mark.parametrize("model,how", [("resnet8", "vmap"), ("mlp", "batched layers")])
+def test_a_pack_s_step_never_waits_for_the_gpu(digits, monkeypatch, model, how):
+    """Making the batches, the vectorised step (through vmap, or batched layers), the stacked optimiser and the
+    memories' update queue work on the GPU without a host synchronisation (a copy of per-member values each
+    step used to wait for it)."""
     from asp_tune.pack import Pack, _stacked_batches
 
     monkeypatch.setenv("ASP_TUNE_COMPILE", "0")  # compiling the memory's statistics may synchronise, once
-    configs = [cuda_config(metric="gradient", lr=0.01, crop_padding=2, flip_p=0.5, cutout=3),
-               cuda_config(metric="gradient", lr=0.02, weight_decay=0.0, momentum=0.5, crop_padding=2, flip_p=0.5,
-                           cutout=3)]
+    configs = [cuda_config(model=model, metric="gradient", lr=0.01, crop_padding=2, flip_p=0.5, cutout=3),
+               cuda_config(model=model, metric="gradient", lr=0.02, weight_decay=0.0, momentum=0.5, crop_padding=2,
+                           flip_p=0.5, cutout=3)]
     members = [Trainer(config, data=digits) for config in configs]
     pack = Pack(members)
+    assert pack.net.how == how
     pack.train_epoch()  # the first epoch: cuDNN's and the allocator's first calls
     plans = [t.selector.plan(t.epoch) for t in members]
-    step = torch.func.vmap(pack._member_loss, randomness="different")  # noqa: SLF001 - the step itself
     smoothing = torch.zeros(2, device="cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y, idx in _stacked_batches(members, plans):
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                losses, logits, norms = step(pack.params, pack.buffers, x, y, torch.ones(y.shape[:2], device="cuda"),
-                                             smoothing)
+                losses, logits, norms = pack._losses(x, y, torch.ones(y.shape[:2], device="cuda"),  # noqa: SLF001
+                                                     smoothing)  # the step itself
             for p in pack.params.values():
                 p.grad = None
             losses.sum().backward()
             pack.optimizer.step(pack.params)
-            members[0].observe_stacked(members[1:], logits.detach(), y, idx,
-                                       norms if pack.tap.layer is not None else None)
+            members[0].observe_stacked(members[1:], logits.detach(), y, idx, norms)
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -110,7 +110,8 @@ def test_the_stacked_optimiser_copies_its_members_values_to_the_device_once_whil
 
 def test_an_mlp_pack_follows_each_member_s_run_alone():
     members = configs(MLP, VARIANTS)
-    runs, trainers, _ = packed(members, 3)
+    runs, trainers, pack = packed(members, 3)
+    assert pack.net.how == "batched layers"  # a chain of Linear, BatchNorm1d and ReLU layers
     for config, run in zip(members, runs):
         assert_same_run(alone(config, 3)[0], run, 1e-5)
     assert {r["lr"] for r in runs[3]} != {r["lr"] for r in runs[0]}  # the schedules did differ
@@ -151,6 +152,7 @@ def test_a_cnn_with_batch_norm_keeps_each_member_s_running_statistics():
     base = dataclasses.replace(MLP, model_args={}, lr=0.02, epochs=2)
     members = configs(base, [{}, {"lr": 0.05, "weight_decay": 0.0}])
     runs, trainers, pack = packed(members, 2, model=cnn)
+    assert pack.net.how == "vmap"  # convolutions: vmap over the network
     pack.sync()
     for config, run, trainer in zip(members, runs, trainers):
         reference_run, reference = alone(config, 2, model=cnn)

@@ -1,0 +1,167 @@
+"""A stacked network: batched layers for a chain of known layers, vmap for the rest, the same numbers either way."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from asp_tune.memory import FeatureNormTap
+from asp_tune.models import build_model
+from asp_tune.stacked import StackedNetwork, layer_chain, stack_parameters, take_members
+
+K, B = 3, 16
+
+
+class Wrapped(nn.Module):
+    """A user's own module whose forward only calls its layers one after another."""
+
+    def __init__(self, affine: bool = True, track: bool = True):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 20), nn.BatchNorm1d(20, affine=affine,
+                                                                                    track_running_stats=track))
+        self.act, self.drop, self.head = nn.GELU(), nn.Dropout(0.0), nn.Linear(20, 5)
+
+    def forward(self, x):
+        return self.head(self.drop(self.act(self.body(x))))
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.b(self.a(x)) + x
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.a(x) if x.sum() > 0 else x
+
+
+class MyLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def members(make, count: int = K) -> list[nn.Module]:
+    torch.manual_seed(0)
+    return [make() for _ in range(count)]
+
+
+def test_only_a_chain_of_known_layers_runs_as_batched_layers():
+    chain = layer_chain(build_model("mlp", (1, 8, 8), 10))
+    assert [type(m).__name__ for _, m in chain] == ["Flatten", "Linear", "BatchNorm1d", "ReLU", "Linear",
+                                                   "BatchNorm1d", "ReLU", "Linear"]
+    assert [name for name, _ in layer_chain(Wrapped())] == ["body.0", "body.1", "body.2", "act", "drop", "head"]
+    refused = [Residual(), Branching(), nn.Sequential(MyLinear(8, 8)), nn.Sequential(nn.Linear(8, 8),
+               nn.BatchNorm1d(8, momentum=None)), build_model("resnet8", (3, 32, 32), 10)]
+    assert all(layer_chain(m) is None for m in refused)
+    assert StackedNetwork(Wrapped()).how == "batched layers"
+    assert StackedNetwork(Wrapped(), batched_layers=False).how == "vmap"
+    assert StackedNetwork(Residual()).how == "vmap"
+
+
+@pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False)])
+def test_batched_layers_give_each_member_its_network_s_outputs_gradients_and_statistics(affine, track):
+    models = members(lambda: Wrapped(affine, track))
+    x = torch.randn(K, B, 3, 4)
+    params, buffers = stack_parameters(models)
+    net = StackedNetwork(models[0])
+    out, norms = net(params, buffers, x)
+    out.square().mean(dim=(1, 2)).sum().backward()
+    taps, expected = [FeatureNormTap(m) for m in models], []
+    for k, (m, tap) in enumerate(zip(models, taps)):
+        alone = m(x[k])
+        alone.square().mean().backward()
+        expected.append(alone.detach())
+        torch.testing.assert_close(norms[k], tap.take(B), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.detach(), torch.stack(expected), rtol=1e-5, atol=1e-6)
+    for name, p in params.items():
+        torch.testing.assert_close(p.grad, torch.stack([dict(m.named_parameters())[name].grad for m in models]),
+                                   rtol=1e-5, atol=1e-6)
+    for name, b in buffers.items():  # the running statistics and the count of batches, per member
+        torch.testing.assert_close(b, torch.stack([dict(m.named_buffers())[name] for m in models]), rtol=1e-6,
+                                   atol=1e-7)
+    assert track == bool(buffers)
+    net.train(False)  # evaluation: the same input for every member, the running statistics
+    for m in models:
+        m.eval()
+    shared = torch.randn(B, 3, 4)
+    with torch.no_grad():
+        evaluated, _ = net(params, buffers, shared, shared_input=True)
+        torch.testing.assert_close(evaluated, vmapped_eval(models, params, buffers, shared), rtol=1e-5, atol=1e-6)
+
+
+def vmapped_eval(models, params, buffers, shared):
+    net = StackedNetwork(models[0], batched_layers=False).train(False)
+    return net(params, buffers, shared, shared_input=True)[0]
+
+
+def test_running_statistics_match_each_member_s_batch_norm_after_steps():
+    models = members(Wrapped)
+    params, buffers = stack_parameters(models)
+    net = StackedNetwork(models[0])
+    for step in range(3):
+        x = torch.randn(K, B, 12)
+        with torch.no_grad():
+            net(params, buffers, x)
+            for k, m in enumerate(models):
+                m(x[k])
+    for name in ("body.2.running_mean", "body.2.running_var", "body.2.num_batches_tracked"):
+        torch.testing.assert_close(buffers[name], torch.stack([dict(m.named_buffers())[name] for m in models]),
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_batched_layers_and_vmap_agree_on_the_mlp_a_pack_trains():
+    models = members(lambda: build_model("mlp", (1, 8, 8), 10, hidden=32))
+    x = torch.randn(K, B, 1, 8, 8)
+    results = []
+    for batched in (True, False):
+        params, buffers = stack_parameters([copy.deepcopy(m) for m in models])
+        out, norms = StackedNetwork(models[0], batched)(params, buffers, x)
+        out.logsumexp(dim=2).sum().backward()
+        results.append((out.detach(), norms, {n: p.grad for n, p in params.items()}, buffers))
+    (out_a, norms_a, grads_a, buf_a), (out_b, norms_b, grads_b, buf_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(norms_a, norms_b)
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
+    for name in buf_a:
+        torch.testing.assert_close(buf_a[name], buf_b[name])
+
+
+def test_dropout_draws_its_own_mask_per_member_and_none_in_evaluation():
+    model = nn.Sequential(nn.Linear(6, 64), nn.Dropout(0.5))
+    params, buffers = stack_parameters([copy.deepcopy(model) for _ in range(K)])
+    net = StackedNetwork(model)
+    x = torch.ones(B, 6)
+    with torch.no_grad():
+        out, norms = net(params, buffers, x, shared_input=True)
+        assert norms is not None  # the last Linear is the output layer: its input's norms
+        zeros = out == 0
+        assert not torch.equal(zeros[0], zeros[1]) and 0.3 < zeros.float().mean() < 0.7
+        net.train(False)
+        assert not (net(params, buffers, x, shared_input=True)[0] == 0).any()
+
+
+def test_linear_weights_are_laid_out_for_the_batched_product_and_keep_it_when_members_leave():
+    models = members(lambda: build_model("mlp", (1, 8, 8), 10, hidden=32))
+    params, buffers = stack_parameters(models)
+    weight = params["net.1.weight"]
+    assert weight.shape == (K, 32, 64) and weight.mT.is_contiguous() and not weight.is_contiguous()
+    assert params["net.1.bias"].is_contiguous()
+    torch.testing.assert_close(weight, torch.stack([m.net[1].weight for m in models]))
+    out, _ = StackedNetwork(models[0])(params, buffers, torch.randn(K, B, 1, 8, 8))
+    out.sum().backward()
+    assert weight.grad.stride() == weight.stride()  # the product's own layout: no copy into another
+    kept = take_members(weight.detach(), torch.tensor([2, 0]))
+    assert kept.stride() == weight[:2].stride()
+    torch.testing.assert_close(kept, weight.detach()[[2, 0]])
