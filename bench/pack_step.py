@@ -60,9 +60,10 @@ def main() -> None:
         for count in threads:
             torch.set_num_threads(count)
             for size in (int(k) for k in args.sizes.split(",")):
-                alone, packed = measure_fusion(model, x, size, steps)
+                alone, packed = measure_fusion(model, x, size, steps, rounds=1)
                 # the same pack through vmap, where the pack runs batched layers: what they save
-                vmapped = measure_fusion(model, x, size, steps, batched_layers=False)[1] if how != "vmap" else None
+                vmapped = (measure_fusion(model, x, size, steps, batched_layers=False, rounds=1)[1] if how != "vmap"
+                           else None)
                 rows.append({"problem": name, "threads": count, "members": size, "batch": x.shape[0], "how": how,
                              "alone_ms": alone * 1e3, "pack_ms": packed * 1e3, "ratio": alone / packed,
                              "vmap_pack_ms": None if vmapped is None else vmapped * 1e3})
