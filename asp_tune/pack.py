@@ -3,7 +3,8 @@
 Each member is an ordinary :class:`~asp_tune.trainer.Trainer`, built as it would be alone (its seed, its
 initial weights, its proxy selector and memory, its batches); the members share one copy of the data. The
 pack stacks their parameters, buffers and optimiser states along a new first dimension and runs every step
-as one vectorised forward and backward (:func:`torch.func.vmap` over :func:`torch.func.functional_call`),
+as one vectorised forward and backward (:class:`~asp_tune.stacked.StackedNetwork`: batched layers for a
+chain of known layers, :func:`torch.func.vmap` over :func:`torch.func.functional_call` for any other),
 with each member's own learning rate and schedule, weight decay, momentum or betas and label smoothing
 (:class:`StackedOptimizer`). A member therefore follows the trajectory it follows alone, up to the
 summation order of batched kernels. BatchNorm keeps running statistics per member; dropout draws its

@@ -10,8 +10,8 @@
 - **vmap** (:func:`torch.func.vmap` over :func:`torch.func.functional_call`) for any other network.
 
 Both give each member the arithmetic of its network alone, up to the summation order of batched kernels. On
-2 CPU cores a digits MLP pack of 16 trains a step about 1.6x faster with batched layers than with vmap, which
-spends the difference copying activations and gradients between layouts (``bench/pack_step.py``).
+2 CPU cores the MLP packs of 16 in ``bench/pack_step.py`` step 1.0-1.5x faster with batched layers than with
+vmap, which spends the difference copying activations and gradients between layouts.
 
 A stacked Linear weight (K, out, in) is kept laid out as (K, in, out) in memory (:func:`stack_parameters`): the
 batched product reads it and writes its gradient in that layout, so neither is copied at every step.
