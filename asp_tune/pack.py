@@ -38,7 +38,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
-from asp_tune.stacked import StackedNetwork, stack_parameters, take_members
+from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
 
 #: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
@@ -171,9 +171,11 @@ class StackedOptimizer:
         else:
             p.addcdiv_(neg_step * m, denom)
 
-    def member_state(self, k: int, name: str) -> dict[str, torch.Tensor]:
-        """Member ``k``'s state of parameter ``name`` in :mod:`torch.optim`'s form."""
-        state = {key: value[k].clone() for key, value in self.state.get(name, {}).items()}
+    def member_state(self, k: int, name: str, like: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state of parameter ``name`` in :mod:`torch.optim`'s form (laid out as ``like``, the
+        member's own parameter, when given: torch.optim's fast paths want the two alike)."""
+        state = {key: value[k].clone() if like is None else torch.empty_like(like).copy_(value[k])
+                 for key, value in self.state.get(name, {}).items()}
         if self.kind != "sgd" and state:
             state["step"] = torch.tensor(float(self.steps[k]))
         return state
@@ -360,7 +362,7 @@ class Pack:
             model, k = m.trainer.model, m.index
             for name, param in model.named_parameters():
                 param.copy_(self.params[name][k])
-                state = self.optimizer.member_state(k, name)
+                state = self.optimizer.member_state(k, name, param)
                 if state:
                     m.trainer.optimizer.state[param] = state
             for name, buffer in model.named_buffers():
@@ -390,11 +392,14 @@ def _stacked_batches(members: Sequence[Trainer], plans: Sequence[Any]) -> Iterat
 
 
 def _check_fusable(model: nn.Module) -> None:
-    """Refuse a network whose parameters are not all materialised (lazy modules)."""
+    """Refuse a network whose parameters are not all materialised (lazy modules), or that holds one parameter
+    under two names (tied weights: stacked, they would be two)."""
     from torch.nn.parameter import UninitializedParameter
 
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         raise CannotFuse("the network has lazy modules whose shapes are set by the first batch")
+    if shares_tensors(model):
+        raise CannotFuse("the network shares a parameter or buffer between layers (tied weights)")
 
 
 @dataclass
@@ -438,7 +443,7 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
                         p.sub_(1e-6 * p.grad)
 
     params, buffers = stack_parameters(models)
-    net = StackedNetwork(model, batched_layers)
+    net = StackedNetwork(model, batched_layers).train()
     batch = inputs.unsqueeze(0).expand(members, *inputs.shape).contiguous()
 
     def fused() -> None:

@@ -20,7 +20,7 @@ batched product reads it and writes its gradient in that layout, so neither is c
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -43,21 +43,21 @@ def _linear(module: nn.Linear, params: Tensors, buffers: Tensors, x: torch.Tenso
 
 def _batch_norm(module: nn.BatchNorm1d, params: Tensors, buffers: Tensors, x: torch.Tensor) -> torch.Tensor:
     """The K members' channels side by side, (B, K x C, ...): one batch norm, each channel's statistics its own
-    member's, as :class:`torch.nn.BatchNorm1d` computes them (``momentum`` given; see :func:`_fits`)."""
+    member's, decided as :class:`torch.nn.BatchNorm1d` decides them (``momentum`` given; see :func:`_fits`)."""
     members, batch, channels = x.shape[:3]
     folded = x.transpose(0, 1).reshape(batch, members * channels, *x.shape[3:])
-    tracked = module.track_running_stats and "running_mean" in buffers
-    if module.training and tracked and "num_batches_tracked" in buffers:
+    has_stats = "running_mean" in buffers  # kept even when track_running_stats is turned off later
+    if module.training and module.track_running_stats and "num_batches_tracked" in buffers:
         buffers["num_batches_tracked"].add_(1)
-    use_batch = module.training or not tracked
+    stats = has_stats and (not module.training or module.track_running_stats)
 
     def flat(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.reshape(-1)
 
     out = torch.nn.functional.batch_norm(
-        folded, flat(buffers.get("running_mean")) if tracked else None,
-        flat(buffers.get("running_var")) if tracked else None, flat(params.get("weight")), flat(params.get("bias")),
-        use_batch, module.momentum, module.eps)
+        folded, flat(buffers["running_mean"]) if stats else None, flat(buffers["running_var"]) if stats else None,
+        flat(params.get("weight")), flat(params.get("bias")), module.training or not has_stats, module.momentum,
+        module.eps)
     return out.reshape(batch, members, channels, *x.shape[3:]).transpose(0, 1)
 
 
@@ -83,19 +83,77 @@ STACKED_LAYERS: dict[type, StackedForward] = {
 
 def _fits(module: nn.Module) -> bool:
     """``module`` stacks as a chain layer. A BatchNorm1d without ``momentum`` (a cumulative average) weighs each
-    batch by its member's own count of batches, which one batch norm cannot: it runs through vmap instead."""
+    batch by its member's own count of batches, which one batch norm cannot (nor can vmap: such a network is
+    not fused)."""
     if type(module) not in STACKED_LAYERS:
         return False
     return not (isinstance(module, nn.BatchNorm1d) and module.momentum is None)
 
 
+class _ModeTracer(torch.fx.Tracer):
+    """A tracer that also notes whether gradients and autocast were on at every module call: a ``forward`` may
+    switch them (``torch.no_grad()``, ``torch.autocast``), which the traced graph does not record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: set[tuple[bool, ...]] = set()
+
+    def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
+        self.modes.add(_modes())
+        return super().call_module(m, forward, args, kwargs)
+
+
+def _modes() -> tuple[bool, ...]:
+    return torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), torch.is_autocast_enabled("cuda")
+
+
+def _hooked(model: nn.Module) -> bool:
+    """Whether any hook runs around ``model``'s layers (a traced graph leaves hooks out), but for the taps of the
+    last layer's input that trainers put there (:class:`~asp_tune.memory.FeatureNormTap`)."""
+    from torch.nn.modules import module as torch_module
+
+    if any((torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,  # noqa: SLF001
+            torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks)):  # noqa: SLF001
+        return True
+    return any(getattr(hook, "__func__", None) is not FeatureNormTap._hook  # noqa: SLF001
+               for m in model.modules()
+               for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks,  # noqa: SLF001
+                             m._backward_pre_hooks)  # noqa: SLF001
+               for hook in hooks.values())
+
+
+def shares_tensors(model: nn.Module) -> bool:
+    """Whether two of ``model``'s names hold one parameter or buffer (tied weights)."""
+    return (len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.named_parameters()))
+            or len(list(model.named_buffers(remove_duplicate=False))) != len(list(model.named_buffers())))
+
+
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """``model``'s layers in the order its ``forward`` calls them, each on the previous one's output, when they
-    are all :data:`STACKED_LAYERS`; None for any other network (one that does more than chain layers, or that
-    :func:`torch.fx.symbolic_trace` cannot read)."""
+    are all :data:`STACKED_LAYERS`; None for any other network: one whose ``forward`` does more than chain
+    layers (read with :mod:`torch.fx` in training and in evaluation mode, which must agree), switches
+    gradients or autocast, or that has hooks or tied weights."""
+    if _hooked(model) or shares_tensors(model):
+        return None
+    was_training, chains = model.training, []
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        for mode in (True, False):
+            chains.append(_traced_chain(model.train(mode)))
+    finally:
+        model.train(was_training)
+    train, evaluate = chains
+    if train is None or evaluate is None or [n for n, _ in train] != [n for n, _ in evaluate]:
+        return None
+    return train
+
+
+def _traced_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    tracer, modes = _ModeTracer(), _modes()
+    try:
+        graph = tracer.trace(model)
     except Exception:  # noqa: BLE001 - data-dependent control flow and the like: not a plain chain
+        return None
+    if tracer.modes - {modes}:
         return None
     modules = dict(model.named_modules())
     chain: list[tuple[str, nn.Module]] = []
@@ -147,6 +205,13 @@ class StackedNetwork:
         self.output = output_layer(self.base)
         self.tap = FeatureNormTap(self.base) if self.layers is None else None
         if self.layers is not None:
+            # evaluation feeds every member one input, a view that an in-place layer before the first layer
+            # that makes a new tensor would write into: such a chain gets a copy of it
+            self._copy_shared = False
+            for _, module in self.layers:
+                if isinstance(module, (nn.Linear, nn.BatchNorm1d)):
+                    break
+                self._copy_shared |= bool(getattr(module, "inplace", False))
             prefixes = [f"{name}." for name, _ in self.layers]
             self._names = [(prefix, [n for n, _ in module.named_parameters()], [n for n, _ in module.named_buffers()])
                            for prefix, (_, module) in zip(prefixes, self.layers)]
@@ -168,6 +233,7 @@ class StackedNetwork:
         members = next(iter(params.values())).shape[0]
         if shared_input:
             x = x.unsqueeze(0).expand(members, *x.shape)
+            x = x.contiguous() if self._copy_shared else x
         norms = None
         for (prefix, param_names, buffer_names), (_, module) in zip(self._names, self.layers):
             if module is self.output:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+import torch
+
 from asp_tune.config import TrainConfig
 from asp_tune.tune.fused import keep_best, successive_halving
 from test_pack import DataDependent  # a network whose forward branches on its values
@@ -47,6 +50,26 @@ def test_a_network_that_cannot_be_fused_falls_back_with_a_note():
     configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
     result = successive_halving(configs, [1, 2], eta=2, pack_size=4, model=lambda data: DataDependent())
     assert any(note.startswith("not fused: the network cannot run vectorised") for note in result.notes)
+    assert result.best is not None and (result.trials["status"] != "ERROR").all()
+
+
+class TiedMLP(torch.nn.Module):
+    """An encoder and a decoder sharing one weight, then a head: tied weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.encode, self.decode, self.head = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 10)
+        self.decode.weight = self.encode.weight
+
+    def forward(self, x):
+        return self.head(self.decode(self.encode(x.flatten(1))))
+
+
+@pytest.mark.parametrize("pack_size", [4, "auto"])
+def test_tied_weights_are_not_fused_and_train_one_at_a_time_with_a_note(pack_size):
+    configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
+    result = successive_halving(configs, [1, 2], eta=2, pack_size=pack_size, model=lambda data: TiedMLP())
+    assert any("tied weights" in note for note in result.notes), result.notes
     assert result.best is not None and (result.trials["status"] != "ERROR").all()
 
 

@@ -187,6 +187,18 @@ def test_a_diverging_member_leaves_and_the_others_finish_as_without_it():
         assert_same_run(alone(config, 2)[0], run, 1e-5)
 
 
+def test_a_member_s_optimiser_state_comes_back_in_its_parameter_s_layout():
+    """The pack keeps Linear weights laid out for its batched products; what it writes back into a trainer's
+    torch.optim state is laid out as that trainer's own parameter (torch.optim's fast paths want them alike)."""
+    _, trainers, pack = packed(configs(MLP, VARIANTS[:2]), 1)
+    pack.sync()
+    assert not pack.params["net.1.weight"].is_contiguous()
+    for trainer in trainers:
+        for param in trainer.model.parameters():
+            buffer = trainer.optimizer.state[param]["momentum_buffer"]
+            assert buffer.stride() == param.stride() and buffer.is_contiguous()
+
+
 def test_removed_members_write_back_their_state_and_the_rest_go_on():
     members = configs(MLP, VARIANTS[:3])
     data = build_trainer(members[0]).data

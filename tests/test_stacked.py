@@ -165,3 +165,93 @@ def test_linear_weights_are_laid_out_for_the_batched_product_and_keep_it_when_me
     kept = take_members(weight.detach(), torch.tensor([2, 0]))
     assert kept.stride() == weight[:2].stride()
     torch.testing.assert_close(kept, weight.detach()[[2, 0]])
+
+
+class NoGradBody(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            x = self.body(x)
+        return self.head(x)
+
+
+class EvalOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.a(x)
+        return self.b(x if self.training else self.act(x))
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def hooked(where: str) -> nn.Module:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    target = model if where == "root" else model[0]
+    if where == "pre":
+        target.register_forward_pre_hook(lambda m, inputs: (inputs[0] * 2,))
+    else:
+        target.register_forward_hook(lambda m, inputs, out: out * 2)
+    return model
+
+
+@pytest.mark.parametrize("make", [NoGradBody, EvalOnly, Tied, lambda: hooked("pre"), lambda: hooked("post"),
+                                  lambda: hooked("root")],
+                         ids=["no_grad", "training-branch", "tied", "pre-hook", "hook", "root-hook"])
+def test_what_a_traced_graph_leaves_out_keeps_a_network_off_batched_layers(make):
+    """A traced graph does not record grad mode, branches on ``self.training``, hooks or tied names; such a
+    network runs through vmap (and tied weights are not fused at all)."""
+    assert layer_chain(make()) is None
+
+
+def test_a_global_hook_keeps_every_network_off_batched_layers_while_it_is_there():
+    handle = nn.modules.module.register_module_forward_hook(lambda m, inputs, out: None)
+    try:
+        assert layer_chain(Wrapped()) is None
+    finally:
+        handle.remove()
+    assert layer_chain(Wrapped()) is not None
+
+
+def test_the_trainer_s_own_tap_on_the_output_layer_is_no_hook_of_the_user_s():
+    model = Wrapped()
+    FeatureNormTap(model)
+    assert layer_chain(model) is not None
+
+
+def test_an_in_place_layer_on_the_shared_evaluation_input_gets_a_copy_of_it():
+    model = nn.Sequential(nn.Flatten(), nn.ReLU(inplace=True), nn.Linear(12, 4))
+    params, buffers = stack_parameters([copy.deepcopy(model) for _ in range(K)])
+    net = StackedNetwork(model).train(False)
+    shared = torch.randn(B, 3, 4)
+    before = shared.clone()
+    with torch.no_grad():
+        out, _ = net(params, buffers, shared, shared_input=True)
+    assert torch.equal(shared, before)  # the caller's batch is untouched
+    torch.testing.assert_close(out, vmapped_eval([model], params, buffers, shared), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_whose_tracking_is_turned_off_after_construction_still_evaluates_with_its_statistics():
+    models = members(Wrapped)
+    for m in models:
+        m.body[2].running_mean.uniform_(-1, 1)
+        m.body[2].track_running_stats = False
+        m.eval()
+    params, buffers = stack_parameters(models)
+    x = torch.randn(K, B, 12)
+    with torch.no_grad():
+        out, _ = StackedNetwork(models[0]).train(False)(params, buffers, x)
+        torch.testing.assert_close(out, torch.stack([m(x[k]) for k, m in enumerate(models)]), rtol=1e-5, atol=1e-6)
