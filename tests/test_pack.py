@@ -236,7 +236,8 @@ def test_a_member_s_checkpoint_resumes_alone_or_in_a_new_pack():
 
 def test_importance_from_feature_norms_is_learnt_per_member():
     members = configs(dataclasses.replace(MLP, metric="gradient", epochs=2), VARIANTS[:2])
-    runs, trainers, _ = packed(members, 2)
+    runs, trainers, pack = packed(members, 2)
+    assert pack.net.how == "batched layers"  # the trainers' own taps on the output layer are no user hooks
     for config, trainer in zip(members, trainers):
         _, reference = alone(config, 2)
         ours, theirs = trainer.selector.memory, reference.selector.memory
