@@ -218,20 +218,33 @@ class Member:
 
 class Pack:
     """``trainers`` (built alone, sharing one data set; see :func:`pack_key`) trained as one vectorised
-    network. Raises :class:`CannotFuse` when their configurations or the network do not allow it."""
+    network. Raises :class:`CannotFuse` when their configurations or the network do not allow it, found on copies
+    (:func:`check_vectorizable`) before the members change; ``checked``: it was found so already. The pack
+    copies the network when it is built: a hook added to a member's network later does not reach it."""
 
-    def __init__(self, trainers: Sequence[Trainer]):
+    def __init__(self, trainers: Sequence[Trainer], checked: bool = False):
         if not trainers:
             raise CannotFuse("a pack needs at least one configuration")
         keys = {pack_key(t.config) for t in trainers}
         if len(keys) != 1:
             raise CannotFuse("members differ in more than " + ", ".join(PER_MEMBER))
+        own = [type(t).__name__ for t in trainers if type(t).train_step is not Trainer.train_step
+               or type(t).optimizer_step is not Trainer.optimizer_step]
+        if own:
+            raise CannotFuse(f"{own[0]} takes its training steps its own way")
         first = trainers[0]
         self.task, self.device, self.config = first.task, first.device, first.config
         models = [t.model.train() for t in trainers]  # a trainer that validated last left its network in eval mode
-        _check_fusable(first.model)
-        self.params, self.buffers = stack_parameters(models)
-        self.net = StackedNetwork(first.model)
+        if checked:
+            _check_fusable(first.model)
+        else:  # before any member draws its epoch: a network refused later would leave them changed
+            check_vectorizable(first)
+        try:
+            self.params, self.buffers = stack_parameters(models)
+            self.net = StackedNetwork(first.model)
+        except (RuntimeError, ValueError) as exc:  # e.g. a network that cannot be copied
+            raise CannotFuse(f"the network cannot be stacked ({_first_line(exc)})") from exc
+        self.grad_clip = [t.grad_clip for t in trainers]
         self.optimizer = StackedOptimizer([t.config for t in trainers], self.params)
         for k, trainer in enumerate(trainers):
             for name, param in trainer.model.named_parameters():
@@ -284,6 +297,8 @@ class Pack:
             for p in self.params.values():
                 p.grad = None
             losses.sum().backward()
+            if any(self.grad_clip):
+                self._clip_gradients()
             self.optimizer.step(self.params)
             logits = logits.detach()
             members[0].observe_stacked(members[1:], logits, y, idx, norms)
@@ -304,6 +319,18 @@ class Pack:
         if self.failed:
             self.remove([t for t in members if t in self.failed])
         return records
+
+    @torch.no_grad()
+    def _clip_gradients(self) -> None:
+        """Each member's gradients clipped to its trainer's ``grad_clip`` (0: not clipped) as
+        :func:`torch.nn.utils.clip_grad_norm_` clips them: by the norm of all its parameters' gradients."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]),
+                                         dim=0)
+        limits = _column(self.optimizer._columns, [c or math.inf for c in self.grad_clip], norms)  # noqa: SLF001
+        scale = (limits / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(_expand(scale, g).to(g.dtype))
 
     def _first_step(self, *inputs):
         """The vectorised step (:meth:`_losses`); the first one names a network that cannot be vectorised."""
@@ -352,6 +379,7 @@ class Pack:
                            for n, p in self.params.items()}
             self.buffers = {n: take_members(b, index) for n, b in self.buffers.items()}
         self.optimizer.select(keep)
+        self.grad_clip = [self.grad_clip[k] for k in keep]
         self.members = [Member(m.trainer, k) for k, m in enumerate(stay)]
 
     @torch.no_grad()
@@ -400,6 +428,9 @@ def _check_fusable(model: nn.Module) -> None:
         raise CannotFuse("the network has lazy modules whose shapes are set by the first batch")
     if shares_tensors(model):
         raise CannotFuse("the network shares a parameter or buffer between layers (tied weights)")
+    if any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None)  # noqa: SLF001
+           for p in model.parameters()):
+        raise CannotFuse("the network's parameters have gradient hooks, which its stacked copies would not run")
 
 
 @dataclass
@@ -426,9 +457,17 @@ AUTO_MEMORY_SHARE = 0.5
 
 
 def _free_host_memory() -> int | None:
-    """Bytes of memory free on this machine (None where the system does not say)."""
+    """Bytes of memory this machine can give without swapping (Linux's ``MemAvailable``; else the free pages;
+    None where the system says neither)."""
     import os
 
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -522,25 +561,37 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
                             f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how})", alone_s, pack_s)
 
 
-def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int = 3) -> tuple[float, float]:
-    """:func:`measure_fusion` of ``trainer``'s network on its first ``rows`` training samples; the trainer's
-    batches and random state stay as they were. :class:`CannotFuse` when the network cannot run vectorised."""
+def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int = 3,
+             evaluate: bool = False) -> tuple[float, float]:
+    """:func:`measure_fusion` of ``trainer``'s network on its first ``rows`` training samples (and with
+    ``evaluate`` one forward in evaluation mode, as a pack validates); the trainer's batches and random state stay
+    as they were. :class:`CannotFuse` when the network cannot run vectorised."""
     device = trainer.device
     feeder = trainer.train_feeder.state_dict()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
-            return measure_fusion(trainer.model, x, members, steps, rounds=rounds)
+            timings = measure_fusion(trainer.model, x, members, steps, rounds=rounds)
+            if evaluate:
+                net = StackedNetwork(trainer.model).train(False)
+                params, buffers = stack_parameters([copy.deepcopy(trainer.model) for _ in range(members)])
+                with torch.inference_mode(), autocast(device, trainer.config.amp):
+                    net(params, buffers, x, shared_input=True)
+            return timings
     except (RuntimeError, NotImplementedError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CannotFuse(f"the network cannot run vectorised over configurations ({first})") from exc
+        raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
     finally:
         trainer.train_feeder.load_state_dict(feeder)
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def check_vectorizable(trainer: Trainer) -> None:
-    """Raise :class:`CannotFuse` unless ``trainer``'s network trains vectorised over configurations (lazy
-    modules, or control flow that reads the data, refuse); one short step on copies of it, on its own data."""
+    """Raise :class:`CannotFuse` unless ``trainer``'s network trains and evaluates vectorised over configurations
+    (lazy modules, tied weights, or control flow that reads the data, refuse): one short training step and one
+    evaluation forward on copies of it, on its own data."""
     _check_fusable(trainer.model)
     _measure(trainer, 2, min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train)), steps=1,
-             rounds=1)
+             rounds=1, evaluate=True)

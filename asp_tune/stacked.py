@@ -19,6 +19,7 @@ batched product reads it and writes its gradient in that layout, so neither is c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Callable, Sequence
 
@@ -85,7 +86,12 @@ def _fits(module: nn.Module) -> bool:
     """``module`` stacks as a chain layer. A BatchNorm1d without ``momentum`` (a cumulative average) weighs each
     batch by its member's own count of batches, which one batch norm cannot (nor can vmap: such a network is
     not fused)."""
-    if type(module) not in STACKED_LAYERS:
+    if type(module) not in STACKED_LAYERS or "forward" in vars(module):  # a forward patched onto the instance
+        return False
+    params = dict(module.named_parameters(recurse=False))
+    if any(getattr(module, name, None) is not None and name not in params for name in ("weight", "bias")):
+        return False  # a weight or bias kept as a buffer: the stacked forward reads parameters
+    if type(module) not in (nn.Linear, nn.BatchNorm1d) and (params or list(module.buffers(recurse=False))):
         return False
     return not (isinstance(module, nn.BatchNorm1d) and module.momentum is None)
 
@@ -131,20 +137,24 @@ def shares_tensors(model: nn.Module) -> bool:
 def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """``model``'s layers in the order its ``forward`` calls them, each on the previous one's output, when they
     are all :data:`STACKED_LAYERS`; None for any other network: one whose ``forward`` does more than chain
-    layers (read with :mod:`torch.fx` in training and in evaluation mode, which must agree), switches
-    gradients or autocast, or that has hooks or tied weights."""
+    layers, switches gradients or autocast, or that has hooks or tied weights. A traced graph records neither
+    branches nor modes, so the network is read with :mod:`torch.fx` as a pack runs it (training; evaluation
+    without gradients) and under autocast, and every reading must agree."""
     if _hooked(model) or shares_tensors(model):
         return None
     was_training, chains = model.training, []
+    readings = [(True, contextlib.nullcontext), (False, torch.no_grad)]
+    readings += [(True, lambda kind=kind: torch.autocast(kind)) for kind in ("cpu", "cuda")
+                 if kind == "cpu" or torch.cuda.is_available()]
     try:
-        for mode in (True, False):
-            chains.append(_traced_chain(model.train(mode)))
+        for training, context in readings:
+            with context():
+                chains.append(_traced_chain(model.train(training)))
     finally:
         model.train(was_training)
-    train, evaluate = chains
-    if train is None or evaluate is None or [n for n, _ in train] != [n for n, _ in evaluate]:
+    if any(chain is None for chain in chains) or len({tuple(n for n, _ in chain) for chain in chains}) != 1:
         return None
-    return train
+    return chains[0]
 
 
 def _traced_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from asp_tune.build import build_trainer
 from asp_tune.config import TrainConfig
+from asp_tune.trainer import Trainer
 from asp_tune.pack import CannotFuse, Pack, StackedOptimizer, group_into_packs, pack_key
 
 MLP = TrainConfig(dataset="digits", model="mlp", epochs=3, subset=300, batch_size=32, ratio=0.5, metric="loss",
@@ -290,13 +291,77 @@ class DataDependent(nn.Module):
 def test_a_network_that_cannot_be_vectorised_is_refused_by_name():
     members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
     data = build_trainer(members[0]).data
-    pack = Pack([build_trainer(c, data=data, model=lambda d: DataDependent()) for c in members])
+    trainers = [build_trainer(c, data=data, model=lambda d: DataDependent()) for c in members]
+    with pytest.raises(CannotFuse, match="cannot run vectorised"):
+        Pack(trainers)  # found on copies, before any member drew its epoch
+    assert all(t.epoch == 0 and int(t.selector.times_selected.sum()) == 0 for t in trainers)
+    pack = Pack(trainers, checked=True)  # said to be checked: its first step names what failed
     with pytest.raises(CannotFuse, match="cannot run vectorised"):
         pack.train_epoch()
     lazy = [build_trainer(c, data=data, model=lambda d: nn.Sequential(nn.Flatten(), nn.LazyLinear(10)))
             for c in members]
     with pytest.raises(CannotFuse, match="lazy"):
         Pack(lazy)
+
+
+def test_what_a_pack_would_not_run_as_its_members_do_is_refused():
+    members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
+    data = build_trainer(members[0]).data
+    hooked = [build_trainer(c, data=data) for c in members]
+    for t in hooked:
+        next(t.model.parameters()).register_hook(lambda g: g * 0)
+    with pytest.raises(CannotFuse, match="gradient hooks"):
+        Pack(hooked)
+
+    class OwnSteps(Trainer):
+        def optimizer_step(self, loss):
+            super().optimizer_step(loss * 2)
+
+    with pytest.raises(CannotFuse, match="OwnSteps takes its training steps its own way"):
+        Pack([OwnSteps(c, data=data) for c in members])
+
+    def weight_normed(d):
+        with pytest.warns(FutureWarning):
+            return nn.Sequential(nn.Flatten(), torch.nn.utils.weight_norm(nn.Linear(64, 10)))
+
+    with pytest.raises(CannotFuse):
+        Pack([build_trainer(c, data=data, model=weight_normed) for c in members])
+
+
+class EvalOnlyData(nn.Module):
+    """Trains vectorised, but its evaluation reads a value out of the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.layer(x.flatten(1))
+        return out if self.training else out.clamp(max=float(out.abs().max()))
+
+
+def test_a_network_that_cannot_evaluate_vectorised_is_refused_before_training():
+    members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
+    data = build_trainer(members[0]).data
+    with pytest.raises(CannotFuse, match="cannot run vectorised"):
+        Pack([build_trainer(c, data=data, model=lambda d: EvalOnlyData()) for c in members])
+
+
+def test_each_member_clips_its_gradients_as_its_trainer_alone_does():
+    members = configs(dataclasses.replace(MLP, epochs=2, lr=0.5), [{}, {"lr": 0.2}, {}])
+    clips = [0.05, 0.0, 1.0]
+    data = build_trainer(members[0]).data
+    trainers = [Trainer(c, data=data, grad_clip=g) for c, g in zip(members, clips)]
+    pack = Pack(trainers)
+    runs = {t: [] for t in trainers}
+    for _ in range(2):
+        for trainer, record in pack.train_epoch().items():
+            runs[trainer].append(record)
+    for config, clip, trainer in zip(members, clips, trainers):
+        reference = Trainer(config, data=data, grad_clip=clip)
+        assert_same_run([reference.train_epoch() for _ in range(2)], runs[trainer], 1e-5)
+    unclipped = Trainer(members[0], data=data)
+    assert abs(unclipped.train_epoch()["train_loss"] - runs[trainers[0]][0]["train_loss"]) > 1e-3  # it did clip
 
 
 def test_configurations_that_differ_in_their_network_or_batches_go_to_different_packs():

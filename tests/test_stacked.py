@@ -255,3 +255,43 @@ def test_batch_norm_whose_tracking_is_turned_off_after_construction_still_evalua
     with torch.no_grad():
         out, _ = StackedNetwork(models[0]).train(False)(params, buffers, x)
         torch.testing.assert_close(out, torch.stack([m(x[k]) for k, m in enumerate(models)]), rtol=1e-5, atol=1e-6)
+
+
+class GradBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.a(x)) if torch.is_grad_enabled() else self.b(x)
+
+
+class FullPrecisionHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.a(x)
+        with torch.autocast("cpu", enabled=False):
+            return self.b(x)
+
+
+def frozen_bias() -> nn.Module:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    bias = model[0].bias.detach().clone()
+    del model[0].bias
+    model[0].register_buffer("bias", bias)
+    return model
+
+
+def patched() -> nn.Module:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 3))
+    model[0].forward = lambda x: nn.functional.linear(x, model[0].weight) * 2
+    return model
+
+
+@pytest.mark.parametrize("make", [GradBranch, FullPrecisionHead, frozen_bias, patched],
+                         ids=["grad-branch", "autocast-off", "buffer-bias", "patched-forward"])
+def test_a_forward_that_depends_on_modes_or_layers_that_are_not_what_their_type_says_stay_on_vmap(make):
+    assert layer_chain(make()) is None

@@ -18,7 +18,7 @@ import pandas as pd
 
 from asp_tune.build import build_trainer
 from asp_tune.config import TrainConfig
-from asp_tune.pack import CannotFuse, Pack, PackChoice, choose_pack_size, group_into_packs
+from asp_tune.pack import CannotFuse, Pack, PackChoice, check_vectorizable, choose_pack_size, group_into_packs
 from asp_tune.trainer import Trainer, TrainingDiverged
 
 
@@ -54,8 +54,14 @@ def successive_halving(configs: Sequence[TrainConfig], rungs: Sequence[int], eta
     data = first.data
     trainers: dict[int, Trainer] = {0: first}
     choice = choose_pack_size(pack_size, len(configs), first)
-    breakdown["startup_s"] += time.perf_counter() - tick
     notes = [choice.reason]
+    if choice.size > 1:  # once, on copies: a network refused by a pack's first step would leave its members changed
+        try:
+            check_vectorizable(first)
+        except CannotFuse as exc:
+            choice = PackChoice(1, f"not fused: {exc}")
+            notes.append(f"not fused: {exc}; trained one configuration at a time")
+    breakdown["startup_s"] += time.perf_counter() - tick
     alive, done, failed = list(range(len(configs))), 0, {}
     for rung in rungs:
         for group in group_into_packs([configs[i] for i in alive], choice.size):
@@ -96,7 +102,7 @@ def _train_to(epoch: int, trainers: list[Trainer], ids: list[int], notes: list[s
     if len(trainers) > 1:
         pack = None
         try:
-            pack = Pack(trainers)
+            pack = Pack(trainers, checked=True)
             while pack.members and min(t.epoch for t in pack.trainers) < epoch:
                 pack.train_epoch()
             pack.sync()

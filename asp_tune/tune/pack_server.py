@@ -166,7 +166,7 @@ class PackServer:
             if self.fusable is None:
                 check_vectorizable(trainers[0])
                 self.fusable = True
-            pack = self.packs[members] = Pack(trainers)
+            pack = self.packs[members] = Pack(trainers, checked=True)
         names = {id(self.trainers[m]): m for m in group}
         records = pack.train_epoch()
         self.fused_epochs += len(group)
