@@ -339,8 +339,7 @@ class Pack:
         try:
             out = self._losses(*inputs)
         except (RuntimeError, NotImplementedError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CannotFuse(f"the network cannot run vectorised over configurations ({first})") from exc
+            raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
         self._stepped = True
         return out
 
