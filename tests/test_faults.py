@@ -23,9 +23,16 @@ from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 
 pytestmark = pytest.mark.slow
 
-# about 0.02 s each (a checkpoint only every second): a trial lasts about 20 s, so Ray's state, saved
-# every 10 s, finds one trial finished and another running mid-way
-EPOCHS = 1000
+# about 0.02 s each (a checkpoint only every second): a trial lasts about 6 s, so Ray's state, saved every
+# second here (:func:`_state_saved_every_second`), finds one trial finished and another running mid-way
+EPOCHS = 300
+
+
+@pytest.fixture(autouse=True)
+def _state_saved_every_second(monkeypatch):
+    """Ray saves an experiment's state every second, not every 10 s (drivers started here inherit it): the
+    windows these tests kill a driver in come within seconds."""
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 def write_space(folder: Path, epochs: int = EPOCHS) -> Path:
@@ -76,19 +83,18 @@ def saved_checkpoints(experiment: Path, trial: str) -> int:
     return sum(c.stat().st_mtime < signed_at for c in (experiment / trial).glob("checkpoint_*"))
 
 
-def signed_finished(experiment: Path) -> set[str]:
-    """The trial folders the last signed copy of Ray's state has finished (what a resume knows)."""
+def signed_statuses(experiment: Path) -> dict[str, str]:
+    """Each trial folder's status in the last signed copy of Ray's state (what a failure should show)."""
     import base64
 
     from asp_tune.tune.signing import SIGNED_COPY
 
     try:
         files = json.loads((experiment / SIGNED_COPY).read_text())["files"]
-    except (OSError, ValueError):
-        return set()
-    state = json.loads(base64.b64decode(next(v for k, v in files.items() if k.startswith("experiment_state-"))))
-    trials = [json.loads(t[0]) for t in state["trial_data"]]
-    return {t["relative_logdir"] for t in trials if t["status"] == "TERMINATED"}
+        state = json.loads(base64.b64decode(next(v for k, v in files.items() if k.startswith("experiment_state-"))))
+    except (OSError, ValueError, StopIteration):
+        return {}
+    return {t["relative_logdir"]: t["status"] for t in (json.loads(d[0]) for d in state["trial_data"])}
 
 
 def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experiment(tmp_path):
@@ -98,10 +104,12 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
 
-    def finished_and_running():  # as far as the state a resume reads knows (Ray saves it every 10 s)
+    def finished_and_running():  # as far as the state a resume reads knows
         epochs = trial_epochs(experiment)
-        done = [t for t, e in epochs.items() if len(e) >= EPOCHS and t in signed_finished(experiment)]
-        running = [t for t, e in epochs.items() if len(e) < EPOCHS - 60 and saved_checkpoints(experiment, t) >= 2]
+        statuses = signed_statuses(experiment)
+        done = [t for t, e in epochs.items() if len(e) >= EPOCHS and statuses.get(t) == "TERMINATED"]
+        running = [t for t, e in epochs.items() if len(e) < EPOCHS - 60 and statuses.get(t) == "RUNNING"
+                   and saved_checkpoints(experiment, t) >= 2]
         return (done, running) if done and running else None
 
     done, running = wait_for(finished_and_running, 180, "one finished and one running trial")
@@ -112,7 +120,7 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     wait_for(lambda: not [p for p in session if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
              30, "the Ray session's processes to end")
     assert not out.exists()  # nothing committed
-    before = trial_epochs(experiment)
+    before, known = trial_epochs(experiment), signed_statuses(experiment)
 
     resumed = subprocess.run(hpo_command(space, storage, out, "--resume", str(experiment)), capture_output=True,
                              text=True, timeout=300)
@@ -123,7 +131,9 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     for t in running:  # unfinished ones continue from a checkpoint, not from the start
         new = trial_reports(experiment / t)[len(before[t]):]
         restored = {r.get("restored_epoch") for r in new}
-        assert len(restored) == 1 and 1 <= next(iter(restored)) <= len(before[t])
+        seen = (f"{t}: {len(before[t])} reports before the kill, {len(after[t])} after; the signed state's "
+                f"statuses {known}; the resume's output: {resumed.stderr[-1500:]}")
+        assert len(restored) == 1 and 1 <= next(iter(restored)) <= len(before[t]), seen
         epochs = [r["epoch"] for r in new]
         assert epochs == sorted(epochs) and epochs[-1] == EPOCHS
         assert epochs[0] <= next(iter(restored)) + 2  # the first, or the one after a line the kill cut off
@@ -137,7 +147,7 @@ def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_p
 
     from asp_tune.tune.deciding import AUDIT_FILE
 
-    epochs = 600  # enough for a window in which an audit trial runs with saved checkpoints
+    epochs = 250  # enough for a window in which an audit trial runs with saved checkpoints
     space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
     audit_flags = ("--decide", "full", "--audit", "2")
     driver = subprocess.Popen(hpo_command(space, storage, out, *audit_flags), stdout=subprocess.PIPE,

@@ -100,8 +100,9 @@ def test_a_lost_node_costs_only_its_packs_whose_trials_resume_from_their_checkpo
     assert len(kept) == 2 and all(not r for r in kept)  # never restarted
 
 
-def test_a_killed_driver_resumes_a_packed_search_with_every_trial_from_its_own_checkpoint(tmp_path):
-    epochs = 400
+def test_a_killed_driver_resumes_a_packed_search_with_every_trial_from_its_own_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")  # Ray saves its state every second: shorter trials do
+    epochs = 200
     space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
     command = hpo_command(space, storage, out, "--pack", "2")
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -378,7 +378,7 @@ def test_a_reused_worker_gives_the_same_trial_results_as_a_fresh_one(ray_session
     from asp_tune.tune import run as search
 
     s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=3,
-                    max_concurrent=1, storage_path=str(tmp_path), verbose=0, seed=4)
+                    max_concurrent=1, storage_path=str(tmp_path), verbose=0, seed=4, decide="proxy")  # no audit
     reused = run_hpo(s)
     monkeypatch.setattr(search, "REUSE_ACTORS", False)
     fresh = run_hpo(dataclasses.replace(s, name="fresh"))
