@@ -38,7 +38,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
-from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
+from asp_tune.stacked import StackedNetwork, record_dtypes, shares_tensors, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
 
 #: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
@@ -474,18 +474,21 @@ def _free_host_memory() -> int | None:
 
 
 def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2,
-                   batched_layers: bool = True, rounds: int = 3) -> tuple[float, float]:
+                   batched_layers: bool = True, rounds: int = 3, amp: bool = False) -> tuple[float, float]:
     """Seconds per training step (forward, backward, SGD step) of ``members`` copies of ``model`` on batches like
     ``inputs``: one after another, and as one pack (run as a pack runs it, :class:`StackedNetwork`; vmap only,
-    when ``batched_layers`` is False); the fastest of ``rounds`` rounds of ``steps`` steps, timed in turn.
-    Random data: the weights handed in are not touched."""
+    when ``batched_layers`` is False); the fastest of ``rounds`` rounds of ``steps`` steps, timed in turn; with
+    ``amp``, forwards under the autocast a run with ``amp`` uses (bf16 on CUDA). Random data: the weights handed
+    in are not touched."""
     models = [copy.deepcopy(model).train() for _ in range(members)]
     device = inputs.device
 
     def alone() -> None:
         for m in models:
             m.zero_grad(set_to_none=True)
-            m(inputs).float().square().mean().backward()
+            with autocast(device, amp):
+                out = m(inputs)
+            out.float().square().mean().backward()
             with torch.no_grad():
                 for p in m.parameters():
                     if p.grad is not None:
@@ -498,7 +501,9 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
     def fused() -> None:
         for p in params.values():
             p.grad = None
-        out = net(params, buffers, batch)[0].float()
+        with autocast(device, amp):
+            out = net(params, buffers, batch)[0]
+        out = out.float()
         out.square().mean(dim=tuple(range(1, out.dim()))).sum().backward()
         with torch.no_grad():
             for p in params.values():
@@ -570,17 +575,41 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
-            timings = measure_fusion(trainer.model, x, members, steps, rounds=rounds)
+            timings = measure_fusion(trainer.model, x, members, steps, rounds=rounds, amp=trainer.config.amp)
             if evaluate:
                 net = StackedNetwork(trainer.model).train(False)
                 params, buffers = stack_parameters([copy.deepcopy(trainer.model) for _ in range(members)])
                 with torch.inference_mode(), autocast(device, trainer.config.amp):
                     net(params, buffers, x, shared_input=True)
+                differences = precision_differences(trainer.model, x, trainer.config.amp)
+                if differences:
+                    raise CannotFuse(f"under autocast a pack would compute {differences[0]}"
+                                     + (f" (and {len(differences) - 1} more layers)" if len(differences) > 1 else ""))
             return timings
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
     finally:
         trainer.train_feeder.load_state_dict(feeder)
+
+
+def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[str]:
+    """The layers of ``model`` whose output a pack computes in another dtype than the network alone, under the
+    autocast of a run with ``amp`` on ``x``'s device (none where that autocast is off): one training forward of
+    copies on ``x``, each layer named as ``"features.0 (Conv2d) in float32, alone in bfloat16"``."""
+    device = x.device
+    with autocast(device, amp), torch.no_grad():
+        if not torch.is_autocast_enabled(device.type):
+            return []
+        single = copy.deepcopy(model).train()
+        alone: dict[str, torch.dtype] = {}
+        with record_dtypes(single, alone):
+            single(x)
+        params, buffers = stack_parameters([copy.deepcopy(model) for _ in range(2)])
+        packed = StackedNetwork(model).train().layer_dtypes(params, buffers, x.unsqueeze(0).expand(2, *x.shape))
+    kinds = dict(model.named_modules())
+    return [f"{name} ({type(kinds[name]).__name__}) in {str(dtype).removeprefix('torch.')}, alone in "
+            f"{str(alone[name]).removeprefix('torch.')}"
+            for name, dtype in packed.items() if name in alone and alone[name] != dtype]
 
 
 def _first_line(exc: BaseException) -> str:

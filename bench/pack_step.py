@@ -5,7 +5,8 @@ overhead of K - 1 separate forward and backward passes (Python, dispatch, small-
 arithmetic. Where one configuration's step is already bound by arithmetic (a CPU core doing matrix products),
 there is little to save; where it is bound by overhead (a GPU running a small network), most of it. The step is
 :func:`asp_tune.pack.measure_fusion` (what ``--pack auto`` measures): forward, backward and an SGD update on
-the problem's batch size, without the data gathering and importance memories around it.
+the problem's batch size, under the autocast runs use (bf16 on a GPU, none on a CPU), without the data
+gathering and importance memories around it.
 
     python bench/pack_step.py --quick      # about a minute on 2 CPU cores
 """
@@ -60,10 +61,10 @@ def main() -> None:
         for count in threads:
             torch.set_num_threads(count)
             for size in (int(k) for k in args.sizes.split(",")):
-                alone, packed = measure_fusion(model, x, size, steps, rounds=1)
+                alone, packed = measure_fusion(model, x, size, steps, rounds=1, amp=True)
                 # the same pack through vmap, where the pack runs batched layers: what they save
-                vmapped = (measure_fusion(model, x, size, steps, batched_layers=False, rounds=1)[1] if how != "vmap"
-                           else None)
+                vmapped = (None if how == "vmap" else
+                           measure_fusion(model, x, size, steps, batched_layers=False, rounds=1, amp=True)[1])
                 rows.append({"problem": name, "threads": count, "members": size, "batch": x.shape[0], "how": how,
                              "alone_ms": alone * 1e3, "pack_ms": packed * 1e3, "ratio": alone / packed,
                              "vmap_pack_ms": None if vmapped is None else vmapped * 1e3})

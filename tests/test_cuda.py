@@ -119,6 +119,16 @@ def test_a_pack_on_the_gpu_trains_its_members_as_they_train_alone(digits):
     assert 1 <= choice.size <= 8 and choice.reason
 
 
+def test_under_bf16_autocast_a_resnet8_pack_computes_every_layer_as_it_does_alone(digits):
+    """vmap skips autocast for some functions (on a CPU: convolutions, Linear with a bias, PReLU, batch norm of
+    a bf16 input); a pack casts those itself, and refuses a network where any layer's output would differ."""
+    from asp_tune.pack import precision_differences
+
+    trainer = Trainer(cuda_config(), data=digits)
+    x = next(iter(trainer.train_feeder.batches(torch.arange(32, device="cuda"), 32)))[0]
+    assert precision_differences(trainer.model, x, amp=True) == []
+
+
 @pytest.mark.parametrize("model,how", [("resnet8", "vmap"), ("mlp", "batched layers")])
 def test_a_pack_s_step_never_waits_for_the_gpu(digits, monkeypatch, model, how):
     """Making the batches, the vectorised step (through vmap, or batched layers), the stacked optimiser and the

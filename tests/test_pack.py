@@ -164,6 +164,77 @@ def test_a_cnn_with_batch_norm_keeps_each_member_s_running_statistics():
     assert not torch.allclose(first, second)  # not one shared set of statistics
 
 
+@pytest.fixture()
+def cpu_autocast(monkeypatch):
+    """Runs and packs with ``amp`` under CPU bf16 autocast, as they run under CUDA's on a GPU."""
+    import contextlib
+
+    def autocast(device, enabled=True):
+        return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    for module in ("asp_tune.pack", "asp_tune.trainer"):
+        monkeypatch.setattr(f"{module}.autocast", autocast)
+
+
+class PReLUCNN(SmallCNN):
+    def __init__(self):
+        super().__init__()
+        self.features[5] = nn.PReLU()
+
+
+def test_under_autocast_a_vmap_pack_computes_every_layer_in_the_precision_it_has_alone(cpu_autocast):
+    from asp_tune.pack import precision_differences
+    from asp_tune.stacked import StackedNetwork, stack_parameters
+
+    torch.manual_seed(0)
+    models = [PReLUCNN().train() for _ in range(3)]
+    x = torch.randn(3, 16, 64)
+    assert precision_differences(models[0], x[0], amp=True) == []
+    params, buffers = stack_parameters([copy.deepcopy(m) for m in models])
+    net = StackedNetwork(models[0]).train()
+    assert net.how == "vmap"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(params, buffers, x)[0]
+        for k, model in enumerate(models):
+            theirs = model(x[k])
+            assert out.dtype == theirs.dtype == torch.bfloat16
+            assert torch.allclose(out[k].float(), theirs.float(), atol=2e-2, rtol=2e-2)
+        for k, model in enumerate(models):  # batch norm's statistics kept in float32, as alone
+            assert torch.allclose(buffers["features.1.running_mean"][k], model.features[1].running_mean, atol=1e-3)
+            assert buffers["features.1.running_mean"].dtype == torch.float32
+        assert set(net.layer_dtypes(params, buffers, x).values()) == {torch.bfloat16}
+
+
+def test_a_cnn_pack_under_autocast_follows_its_members_runs_alone(cpu_autocast):
+    base = dataclasses.replace(MLP, model_args={}, lr=0.02, epochs=1)
+    members = configs(base, [{}, {"lr": 0.05, "weight_decay": 0.0}])
+    runs, _, pack = packed(members, 1, model=cnn)
+    assert pack.net.how == "vmap"
+    for config, run in zip(members, runs):
+        reference = alone(config, 1, model=cnn)[0]
+        assert_same_run(reference, run, 2e-2)  # bf16: batched kernels round differently
+
+
+def test_a_network_a_pack_would_run_in_another_precision_is_refused_by_name(cpu_autocast):
+    class NormedCNN(nn.Module):  # vmap gives a layer norm of a bf16 input float32 weights' precision
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.LayerNorm(8), nn.Linear(256, 10)
+
+        def forward(self, x):
+            return self.head(self.norm(self.conv(x.view(-1, 1, 8, 8))).flatten(1))
+
+    base = dataclasses.replace(MLP, model_args={}, epochs=1)
+    data = build_trainer(base, model=lambda data: NormedCNN()).data
+    trainers = [build_trainer(c, data=data, model=lambda data: NormedCNN()) for c in configs(base, [{}, {"lr": 0.1}])]
+    with pytest.raises(CannotFuse, match=r"under autocast a pack would compute norm \(LayerNorm\) in float32, alone "
+                                         r"in bfloat16$"):
+        Pack(trainers)
+    without_amp = [build_trainer(dataclasses.replace(c, amp=False), data=data, model=lambda data: NormedCNN())
+                   for c in configs(base, [{}, {"lr": 0.1}])]
+    assert Pack(without_amp).net.how == "vmap"  # in float32 the pack runs it
+
+
 def test_resnet8_members_agree_with_their_runs_alone_up_to_batched_convolutions_rounding():
     # convolutions batched over configurations sum in another order (about 1e-6 in the first logits): the
     # runs then drift apart as far as training amplifies it; at a small learning rate they stay close
