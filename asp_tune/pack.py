@@ -38,8 +38,10 @@ from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
-from asp_tune.stacked import StackedNetwork, record_dtypes, shares_tensors, stack_parameters, take_members
+from asp_tune.memory import FeatureNormTap
+from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
+from asp_tune.vmap_autocast import DtypeRecorder, dtype_differences
 
 #: What members of one pack may differ in (everything else of their configs is equal): the optimiser's
 #: hyper-parameters and schedule, and the label smoothing.
@@ -584,7 +586,7 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
                 differences = precision_differences(trainer.model, x, trainer.config.amp)
                 if differences:
                     raise CannotFuse(f"under autocast a pack would compute {differences[0]}"
-                                     + (f" (and {len(differences) - 1} more layers)" if len(differences) > 1 else ""))
+                                     + (f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""))
             return timings
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
@@ -593,23 +595,33 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
 
 
 def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[str]:
-    """The layers of ``model`` whose output a pack computes in another dtype than the network alone, under the
-    autocast of a run with ``amp`` on ``x``'s device (none where that autocast is off): one training forward of
-    copies on ``x``, each layer named as ``"features.0 (Conv2d) in float32, alone in bfloat16"``."""
+    """Where a pack of ``model`` would compute in another dtype than the network alone, under the autocast of a
+    run with ``amp`` on ``x``'s device: one training and one evaluation forward of copies on ``x``, every torch
+    function's result compared (:func:`~asp_tune.vmap_autocast.dtype_differences`). None where that autocast is
+    off, or where the pack runs batched layers, which run outside vmap: autocast reaches all their functions."""
     device = x.device
     with autocast(device, amp), torch.no_grad():
         if not torch.is_autocast_enabled(device.type):
             return []
-        single = copy.deepcopy(model).train()
-        alone: dict[str, torch.dtype] = {}
-        with record_dtypes(single, alone):
-            single(x)
-        params, buffers = stack_parameters([copy.deepcopy(model) for _ in range(2)])
-        packed = StackedNetwork(model).train().layer_dtypes(params, buffers, x.unsqueeze(0).expand(2, *x.shape))
-    kinds = dict(model.named_modules())
-    return [f"{name} ({type(kinds[name]).__name__}) in {str(dtype).removeprefix('torch.')}, alone in "
-            f"{str(alone[name]).removeprefix('torch.')}"
-            for name, dtype in packed.items() if name in alone and alone[name] != dtype]
+        found: list[str] = []
+        for training in (True, False):
+            net = StackedNetwork(model).train(training)
+            if net.how != "vmap":
+                return []
+            net.tap.remove()  # the trainers' own tap: not the network's arithmetic, and alone it may be absent
+            single = copy.deepcopy(model).train(training)
+            for module in single.modules():
+                for key, hook in list(module._forward_pre_hooks.items()):  # noqa: SLF001
+                    if isinstance(getattr(hook, "__self__", None), FeatureNormTap):
+                        del module._forward_pre_hooks[key]  # noqa: SLF001
+            with DtypeRecorder() as alone:
+                single(x)
+            params, buffers = stack_parameters([copy.deepcopy(model) for _ in range(2)])
+            net.recorder = DtypeRecorder()
+            net(params, buffers, x.unsqueeze(0).expand(2, *x.shape))
+            found += [d + ("" if training else " (evaluating)")
+                      for d in dtype_differences(alone.calls, net.recorder.calls)]
+    return found
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from asp_tune.memory import FeatureNormTap, output_layer
-from asp_tune.vmap_autocast import autocast_under_vmap
+from asp_tune.vmap_autocast import DtypeRecorder, autocast_under_vmap
 
 Tensors = dict[str, torch.Tensor]
 #: ``forward(module, params, buffers, x)``: a layer's output for stacked input ``x`` (K, B, ...), its own
@@ -215,6 +215,7 @@ class StackedNetwork:
         self.layers = layer_chain(self.base) if batched_layers else None
         self.output = output_layer(self.base)
         self.tap = FeatureNormTap(self.base) if self.layers is None else None
+        self.recorder: DtypeRecorder | None = None  # notes what a vmapped forward computes in, where set
         if self.layers is not None:
             # evaluation feeds every member one input, a view that an in-place layer before the first layer
             # that makes a new tensor would write into: such a chain gets a copy of it
@@ -239,10 +240,6 @@ class StackedNetwork:
                  shared_input: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Outputs and feature norms for input ``x``: (K, B, ...), or (B, ...) for every member when
         ``shared_input``."""
-        return self._forward(params, buffers, x, shared_input)
-
-    def _forward(self, params: Tensors, buffers: Tensors, x: torch.Tensor, shared_input: bool = False,
-                 dtypes: dict[str, torch.dtype] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.layers is None:
             return self._vmapped(params, buffers, x, shared_input)
         members = next(iter(params.values())).shape[0]
@@ -250,13 +247,11 @@ class StackedNetwork:
             x = x.unsqueeze(0).expand(members, *x.shape)
             x = x.contiguous() if self._copy_shared else x
         norms = None
-        for (prefix, param_names, buffer_names), (name, module) in zip(self._names, self.layers):
+        for (prefix, param_names, buffer_names), (_, module) in zip(self._names, self.layers):
             if module is self.output:
                 norms = x.detach().float().flatten(2).norm(dim=2)
             x = STACKED_LAYERS[type(module)](module, {n: params[prefix + n] for n in param_names},
                                              {n: buffers[prefix + n] for n in buffer_names}, x)
-            if dtypes is not None:
-                dtypes[name] = x.dtype
         return x, norms
 
     def _vmapped(self, params: Tensors, buffers: Tensors, x: torch.Tensor,
@@ -270,36 +265,8 @@ class StackedNetwork:
             return out, norms
 
         rules = autocast_under_vmap(x.device.type)
-        with rules if rules is not None else contextlib.nullcontext():
+        with (rules if rules is not None else contextlib.nullcontext(),
+              self.recorder if self.recorder is not None else contextlib.nullcontext()):
             out, norms = vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
                 params, buffers, x)
         return out, (norms if self.tap.layer is not None else None)
-
-    def layer_dtypes(self, params: Tensors, buffers: Tensors, x: torch.Tensor) -> dict[str, torch.dtype]:
-        """The dtype of each layer's output in a stacked forward of ``x`` (K, B, ...), by the layer's name (leaf
-        modules on vmap): what a pack computes in, under the autocast active around the call."""
-        seen: dict[str, torch.dtype] = {}
-        if self.layers is not None:
-            self._forward(params, buffers, x, dtypes=seen)
-            return seen
-        with record_dtypes(self.base, seen):
-            self(params, buffers, x)
-        return seen
-
-
-@contextlib.contextmanager
-def record_dtypes(model: nn.Module, seen: dict[str, torch.dtype]):
-    """While open, each leaf module of ``model`` called writes its output's dtype into ``seen``, by its name (the
-    first call's)."""
-    def note(name: str, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            seen.setdefault(name, output.dtype)
-
-    hooks = [module.register_forward_hook(lambda _m, _i, out, name=name: note(name, out))
-             for name, module in model.named_modules() if name and not list(module.children())]
-    try:
-        yield seen
-    finally:
-        for hook in hooks:
-            hook.remove()
-
