@@ -24,14 +24,14 @@ from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 pytestmark = pytest.mark.slow
 
 # about 0.02 s each (a checkpoint only every second): a trial lasts about 6 s, so Ray's state, saved every
-# second here (:func:`_state_saved_every_second`), finds one trial finished and another running mid-way
+# second here (:func:`state_saved_every_second`), finds one trial finished and another running mid-way
 EPOCHS = 300
 
 
-@pytest.fixture(autouse=True)
-def _state_saved_every_second(monkeypatch):
+@pytest.fixture()
+def state_saved_every_second(monkeypatch):
     """Ray saves an experiment's state every second, not every 10 s (drivers started here inherit it): the
-    windows these tests kill a driver in come within seconds."""
+    windows the killed-driver tests kill a driver in come within seconds."""
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
@@ -97,6 +97,7 @@ def signed_statuses(experiment: Path) -> dict[str, str]:
     return {t["relative_logdir"]: t["status"] for t in (json.loads(d[0]) for d in state["trial_data"])}
 
 
+@pytest.mark.usefixtures("state_saved_every_second")
 def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experiment(tmp_path):
     import psutil
 
@@ -142,6 +143,7 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     assert summary["num_trials"] == 4 and summary["num_failed"] == 0
 
 
+@pytest.mark.usefixtures("state_saved_every_second")
 def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_path):
     import psutil
 
@@ -221,6 +223,7 @@ def test_a_damaged_or_missing_checkpoint_fails_only_its_trial_with_a_clear_error
     assert reports == []
 
 
+@pytest.mark.usefixtures("state_saved_every_second")
 def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_rest_finish(tmp_path):
     space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
     driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
