@@ -29,6 +29,18 @@ from asp_tune.pack import measure_fusion  # noqa: E402
 from asp_tune.stacked import StackedNetwork  # noqa: E402
 
 
+def without_vmap_casts(measure):
+    """``measure()`` with a vmap pack left to vmap's own precision (:mod:`asp_tune.vmap_autocast` off)."""
+    import asp_tune.stacked as stacked
+
+    casts = stacked.autocast_under_vmap
+    stacked.autocast_under_vmap = lambda device_type: None
+    try:
+        return measure()
+    finally:
+        stacked.autocast_under_vmap = casts
+
+
 def network(name: str, device: str):
     """The problem's network and one training batch of its size."""
     fixed = dict(PROBLEMS[name][0])
@@ -65,17 +77,23 @@ def main() -> None:
                 # the same pack through vmap, where the pack runs batched layers: what they save
                 vmapped = (None if how == "vmap" else
                            measure_fusion(model, x, size, steps, batched_layers=False, rounds=1, amp=True)[1])
+                # a vmap pack under autocast (a GPU's bf16) without the casts vmap skips: what they cost or save
+                uncast = (without_vmap_casts(lambda: measure_fusion(model, x, size, steps, rounds=1, amp=True)[1])
+                          if how == "vmap" and x.device.type == "cuda" else None)
                 rows.append({"problem": name, "threads": count, "members": size, "batch": x.shape[0], "how": how,
                              "alone_ms": alone * 1e3, "pack_ms": packed * 1e3, "ratio": alone / packed,
-                             "vmap_pack_ms": None if vmapped is None else vmapped * 1e3})
+                             "vmap_pack_ms": None if vmapped is None else vmapped * 1e3,
+                             "uncast_pack_ms": None if uncast is None else uncast * 1e3})
                 print(f"{name}, {count} thread(s), {size} members: one after another {alone * 1e3:.1f} ms, "
                       f"pack ({how}) {packed * 1e3:.1f} ms ({alone / packed:.2f}x)"
-                      + ("" if vmapped is None else f", vmap {vmapped * 1e3:.1f} ms"), flush=True)
+                      + ("" if vmapped is None else f", vmap {vmapped * 1e3:.1f} ms")
+                      + ("" if uncast is None else f", without the casts {uncast * 1e3:.1f} ms"), flush=True)
     lines = ["| network | threads | members | batch | one after another ms | pack ms (how) | pack x | "
-             "pack through vmap ms |", "|---|---|---|---|---|---|---|---|"]
+             "pack through vmap ms | vmap pack without autocast's casts ms |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['problem']} | {r['threads']} | {r['members']} | {r['batch']} | {r['alone_ms']:.1f} | "
               f"{r['pack_ms']:.1f} ({r['how']}) | {r['ratio']:.2f} | "
-              f"{'' if r['vmap_pack_ms'] is None else format(r['vmap_pack_ms'], '.1f')} |" for r in rows]
+              f"{'' if r['vmap_pack_ms'] is None else format(r['vmap_pack_ms'], '.1f')} | "
+              f"{'' if r['uncast_pack_ms'] is None else format(r['uncast_pack_ms'], '.1f')} |" for r in rows]
     table = "\n".join(lines) + "\n"
     publish(f"pack-step-{'quick' if args.quick else 'full'}-{args.device}", rows, table, args.out)
 
