@@ -597,7 +597,7 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
 def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[str]:
     """Where a pack of ``model`` would compute in another dtype than the network alone, under the autocast of a
     run with ``amp`` on ``x``'s device: one training and one evaluation forward of copies on ``x``, every torch
-    function's result compared (:func:`~asp_tune.vmap_autocast.dtype_differences`). None where that autocast is
+    function's result compared (:func:`~asp_tune.vmap_autocast.dtype_differences`). Empty where that autocast is
     off, or where the pack runs batched layers, which run outside vmap: autocast reaches all their functions."""
     device = x.device
     with autocast(device, amp), torch.no_grad():
