@@ -603,12 +603,13 @@ def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[
     with autocast(device, amp), torch.no_grad():
         if not torch.is_autocast_enabled(device.type):
             return []
+        net = StackedNetwork(model)
+        if net.how != "vmap":
+            return []
+        net.tap.remove()  # the trainers' own tap: not the network's arithmetic, and alone it may be absent
         found: list[str] = []
         for training in (True, False):
-            net = StackedNetwork(model).train(training)
-            if net.how != "vmap":
-                return []
-            net.tap.remove()  # the trainers' own tap: not the network's arithmetic, and alone it may be absent
+            net.train(training)
             single = copy.deepcopy(model).train(training)
             for module in single.modules():
                 for key, hook in list(module._forward_pre_hooks.items()):  # noqa: SLF001

@@ -440,12 +440,8 @@ def test_what_a_pack_would_not_run_as_its_members_do_is_refused():
         Pack([build_trainer(c, data=data, model=weight_normed) for c in members])
 
 
-class EvalOnlyData(nn.Module):
+class EvalOnlyData(DataDependent):
     """Trains vectorised, but its evaluation reads a value out of the batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.layer = nn.Linear(64, 10)
 
     def forward(self, x):
         out = self.layer(x.flatten(1))
