@@ -162,6 +162,11 @@ class ProxyMemory:
         return tuple(s.name for s in self.statistics)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of its tables."""
+        return self._latest.nbytes + self._counts.nbytes
+
+    @property
     def times_trained(self) -> torch.Tensor:
         return self._counts[:, -1].to(torch.int32)
 

@@ -24,6 +24,7 @@ checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -38,6 +39,8 @@ from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
+from asp_tune.footprint import measure_footprint, readable_bytes
+from asp_tune.sizes import free_bytes
 from asp_tune.memory import FeatureNormTap
 from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
@@ -442,10 +445,11 @@ class PackChoice:
     reason: str
     alone_step_s: float | None = None
     pack_step_s: float | None = None
+    memory: str | None = None  # auto: what one configuration's training holds, and the memory free for packs
 
     def summary(self) -> dict[str, Any]:
         return {"size": self.size, "reason": self.reason, "alone_step_s": self.alone_step_s,
-                "pack_step_s": self.pack_step_s}
+                "pack_step_s": self.pack_step_s, "memory": self.memory}
 
 
 #: The most members ``auto`` puts in one pack on a CPU: ``bench/fused.py``'s MLPs trained 2.2x and 2.6x faster
@@ -453,26 +457,11 @@ class PackChoice:
 AUTO_MAX_CPU = 32
 #: ``auto`` times this many members (at most) on batches of at most this many samples: a short measurement.
 AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
-#: Of the device's free memory, the share ``auto`` lets a pack's weights, gradients and optimiser states use.
-AUTO_MEMORY_SHARE = 0.5
-
-
-def _free_host_memory() -> int | None:
-    """Bytes of memory this machine can give without swapping (Linux's ``MemAvailable``; else the free pages;
-    None where the system says neither)."""
-    import os
-
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+#: Of the device's free memory, the share ``auto`` lets a pack's members' footprints fill (weights, gradients,
+#: optimiser states, memories and saved activations: :func:`~asp_tune.footprint.measure_footprint`). The rest is
+#: for what a step holds for a moment (the backward pass's gradients, kernels' workspaces, the allocator's slack):
+#: one training step took 1.3-1.7x its footprint on a CPU (``bench/footprint.py``), so at most 70% of the free memory.
+AUTO_MEMORY_SHARE = 0.4
 
 
 def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2,
@@ -526,10 +515,13 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
     return timings[0], timings[1]
 
 
-def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer) -> PackChoice:
+def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer,
+                     device_share: float = 1.0) -> PackChoice:
     """The pack size for ``configurations`` like ``trainer``'s: ``requested`` as given, or for ``auto`` the most
-    the device's memory holds (at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
-    training steps shows the pack no faster than its members one after another."""
+    that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
+    measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
+    training steps shows the pack no faster than its members one after another. ``device_share``: the part of
+    the device this pack may use (several packs sharing one)."""
     if requested != "auto":
         size = max(1, min(int(requested), configurations))
         return PackChoice(size, f"packs of {size} (as asked)" if size > 1 else "one configuration at a time (as asked)")
@@ -540,31 +532,55 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
         _check_fusable(model)
     except CannotFuse as exc:
         return PackChoice(1, f"not fused: {exc}")
-    per_member = sum(p.numel() * p.element_size() for p in model.parameters()) * 4  # weights, gradient, 2 states
-    device = trainer.device
-    batch_guess = trainer.config.batch_size * max(1, math.prod(trainer.data.input_shape)) * 4 * 16
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        size = int(AUTO_MEMORY_SHARE * free // max(per_member + batch_guess, 1))
-    else:
-        free = _free_host_memory()
-        size = AUTO_MAX_CPU if free is None else min(AUTO_MAX_CPU, int(AUTO_MEMORY_SHARE * free
-                                                                        // max(per_member + batch_guess, 1)))
-    size = max(1, min(size, configurations))
+    device, config = trainer.device, trainer.config
+    rows = min(config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
+    try:
+        with _untouched(trainer):
+            footprint = measure_footprint(model, _first_rows(trainer, rows), config.batch_size, config.optimizer,
+                                          config.amp, extra_state=trainer.selector.memory.nbytes)
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        return PackChoice(1, f"not fused: its memory could not be measured ({_first_line(exc)})")
+    free = free_bytes(device)
+    budget = None if free is None else int(AUTO_MEMORY_SHARE * device_share * free)
+    held = configurations if budget is None else budget // max(footprint.total, 1)
+    limit = min(configurations, AUTO_MAX_CPU if device.type != "cuda" else configurations)
+    size = max(1, min(held, limit))
+    memory = footprint.describe() + ("" if budget is None else
+                                     f"; {readable_bytes(budget)} of the {readable_bytes(free)} free for packs")
+    bound = f"; the memory holds {size} ({memory})" if held < limit else ""
     if size < 2:
-        return PackChoice(1, "the device's memory holds one configuration's training at a time")
+        return PackChoice(1, f"the device's memory holds one configuration's training at a time ({memory})",
+                          memory=memory)
     measured = min(size, AUTO_MEASURED_MEMBERS)
-    rows = min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
     try:
         alone_s, pack_s = _measure(trainer, measured, rows, steps=2)
     except CannotFuse as exc:
-        return PackChoice(1, f"not fused: {exc}")
+        return PackChoice(1, f"not fused: {exc}", memory=memory)
     how = f"{measured} configurations, batches of {rows}, on {device.type}"
     if pack_s >= alone_s:
         return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
-                             f"after another ({how})", alone_s, pack_s)
+                             f"after another ({how})", alone_s, pack_s, memory)
     return PackChoice(size, f"packs of {size}: a pack's step {alone_s / pack_s:.2f}x faster than one after another "
-                            f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how})", alone_s, pack_s)
+                            f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how}){bound}", alone_s, pack_s,
+                      memory)
+
+
+@contextlib.contextmanager
+def _untouched(trainer: Trainer) -> Iterator[None]:
+    """Measurements on ``trainer``'s network and batches that leave its batches and the random state as they
+    were."""
+    device = trainer.device
+    feeder = trainer.train_feeder.state_dict()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        trainer.train_feeder.load_state_dict(feeder)
+
+
+def _first_rows(trainer: Trainer, rows: int) -> torch.Tensor:
+    """The inputs of ``trainer``'s first ``rows`` training samples, as its batches give them."""
+    return next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))[0]
 
 
 def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int = 3,
@@ -573,10 +589,9 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
     ``evaluate`` one forward in evaluation mode, as a pack validates); the trainer's batches and random state stay
     as they were. :class:`CannotFuse` when the network cannot run vectorised."""
     device = trainer.device
-    feeder = trainer.train_feeder.state_dict()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            x, _, _ = next(iter(trainer.train_feeder.batches(torch.arange(rows), rows)))
+        with _untouched(trainer):
+            x = _first_rows(trainer, rows)
             timings = measure_fusion(trainer.model, x, members, steps, rounds=rounds, amp=trainer.config.amp)
             if evaluate:
                 net = StackedNetwork(trainer.model).train(False)
@@ -590,8 +605,6 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
             return timings
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
-    finally:
-        trainer.train_feeder.load_state_dict(feeder)
 
 
 def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[str]:

@@ -4,11 +4,14 @@ The network is first built on PyTorch's ``meta`` device, which records shapes an
 its parameters and buffers, with a gradient and one optimiser state per parameter (the least SGD
 with momentum keeps), are a lower bound of what training needs. Above the memory free on the
 training device (or, for a GPU, above what the host can hold while the network is built there
-first), the run is one named error instead of a machine swapping or killed for memory.
+first), the run is one named error instead of a machine swapping or killed for memory. On the host, free
+means what the system reports available, or less where this process's cgroup (a container's memory limit)
+leaves less.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -19,6 +22,8 @@ from asp_tune.errors import ConfigError
 #: Copies of the parameters training holds at least: the weights, their gradients, one optimiser state.
 TRAINING_COPIES = 3
 GIB = 2 ** 30
+#: A cgroup limit at or above this is no limit (cgroup v1 writes a page-rounded 2**63 - 1).
+NO_LIMIT = 2 ** 60
 
 
 def network_size(build: Callable[[], nn.Module]) -> tuple[int, int] | None:
@@ -38,7 +43,8 @@ def network_size(build: Callable[[], nn.Module]) -> tuple[int, int] | None:
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Memory free for a new allocation on ``device`` (None when unknown)."""
+    """Memory free for a new allocation on ``device`` (None when unknown): the GPU's free memory; on the host the
+    lesser of what the system reports available and what this process's cgroup (a container's limit) leaves."""
     if device.type == "cuda":
         try:
             return int(torch.cuda.mem_get_info(device)[0])
@@ -46,7 +52,47 @@ def free_bytes(device: torch.device) -> int | None:
             return None
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    available = int(psutil.virtual_memory().available)
+    left = cgroup_memory_left()
+    return available if left is None else min(available, left)
+
+
+def cgroup_memory_left(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """What this process's memory cgroup still allows (its limit less its usage; cgroup v2 or v1), or None
+    where it has no limit or none can be read. ``proc`` and ``root``: where the system keeps them."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        path = path.lstrip("/")
+        if controllers == "":  # cgroup v2: one unified hierarchy
+            places = [(root / path, "memory.max", "memory.current"), (root, "memory.max", "memory.current")]
+        elif "memory" in controllers.split(","):
+            places = [(root / "memory" / path, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+                      (root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+        else:
+            continue
+        for folder, limit_file, usage_file in places:
+            left = _limit_left(folder / limit_file, folder / usage_file)
+            if left is not None:
+                return left
+    return None
+
+
+def _limit_left(limit_file: Path, usage_file: Path) -> int | None:
+    try:
+        limit_text = limit_file.read_text().strip()
+        if limit_text == "max":
+            return None
+        limit, usage = int(limit_text), int(usage_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None if limit >= NO_LIMIT else max(0, limit - usage)
 
 
 def check_fits(build: Callable[[], nn.Module], device: torch.device, field: str, value: Any) -> None:

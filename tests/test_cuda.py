@@ -160,3 +160,37 @@ def test_a_pack_s_step_never_waits_for_the_gpu(digits, monkeypatch, model, how):
             members[0].observe_stacked(members[1:], logits.detach(), y, idx, norms)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_pack_of_the_size_auto_chose_fits_in_the_gpu_memory_it_was_told_is_free(monkeypatch):
+    """auto measures a member's activations: a ResNet-8 pack of CIFAR-10-sized images (batch 128), sized for 2 GiB
+    free, takes no more than those 2 GiB for its epoch (a guess from the weights put 3x too many in it)."""
+    import dataclasses
+
+    import numpy as np
+
+    from asp_tune import pack
+    from asp_tune.build import build_trainer
+    from asp_tune.footprint import measure_footprint
+
+    rng = np.random.default_rng(0)
+    arrays = {"classes": np.asarray([str(i) for i in range(10)]),
+              "train_x": rng.integers(0, 256, (640, 3, 32, 32), dtype=np.uint8), "train_y": rng.integers(0, 10, 640),
+              "test_x": rng.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), "test_y": rng.integers(0, 10, 64)}
+    config = TrainConfig(dataset="cifar10", model="resnet8", epochs=1, batch_size=128, ratio=1.0, metric="loss",
+                         first_epoch_full=False, device="cuda", seed=0)
+    first = build_trainer(config, arrays=arrays)
+    free = 2 * 2 ** 30
+    monkeypatch.setattr(pack, "free_bytes", lambda device: free)
+    choice = pack.choose_pack_size("auto", 64, first)
+    x = next(iter(first.train_feeder.batches(torch.arange(32, device="cuda"), 32)))[0]
+    each = measure_footprint(first.model, x, 128, "sgd", first.config.amp, first.selector.memory.nbytes).total
+    size = int(pack.AUTO_MEMORY_SHARE * free // each)
+    assert 4 <= size < 64 and choice.size in (1, size), (choice.reason, choice.memory)
+    members = [first] + [build_trainer(dataclasses.replace(config, lr=0.1 / (k + 1)), data=first.data)
+                         for k in range(1, size)]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    pack.Pack(members).train_epoch()
+    assert torch.cuda.max_memory_allocated() - before <= free

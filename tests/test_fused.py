@@ -73,22 +73,6 @@ def test_tied_weights_are_not_fused_and_train_one_at_a_time_with_a_note(pack_siz
     assert result.best is not None and (result.trials["status"] != "ERROR").all()
 
 
-def test_auto_on_a_cpu_packs_no_more_than_half_the_free_memory_holds(monkeypatch):
-    from asp_tune import pack
-    from asp_tune.build import build_trainer
-
-    trainer = build_trainer(BASE)
-    per_member = sum(p.numel() * p.element_size() for p in trainer.model.parameters()) * 4
-    batch = BASE.batch_size * 64 * 4 * 16
-    monkeypatch.setattr(pack, "_free_host_memory", lambda: 2 * 5 * (per_member + batch))
-    assert pack.choose_pack_size("auto", 64, trainer).size in (1, 5)  # 1: if its measurement saw the pack lose
-    monkeypatch.setattr(pack, "_free_host_memory", lambda: per_member)
-    assert pack.choose_pack_size("auto", 64, trainer).reason == "the device's memory holds one configuration's " \
-                                                              "training at a time"
-    monkeypatch.setattr(pack, "_free_host_memory", lambda: None)
-    assert pack.choose_pack_size("auto", 64, trainer).size in (1, pack.AUTO_MAX_CPU)
-
-
 def test_auto_says_what_it_chose_and_why():
     configs = [dataclasses.replace(BASE, lr=lr) for lr in LRS[:4]]
     result = successive_halving(configs, [1], eta=2, pack_size="auto")

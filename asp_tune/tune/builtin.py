@@ -121,7 +121,8 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
 
     total = s.total_trials
     epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
-    choice = auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial)
+    choice = auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial,
+                            s.gpus_per_trial)
     smallest = s.smallest_pack_for_all_trials()
     if choice.size > 1 and smallest is not None and choice.size < smallest:  # auto's choice (K given is checked)
         return PackChoice(1, f"one trial per process: {s.algo} starts all {total} trials together in packs, and "
@@ -130,10 +131,11 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
 
 
 def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials: int, epochs_total: int,
-                   max_concurrent: int, cpus_per_trial: float):
+                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float = 0.0):
     """The pack size of a search of ``trials`` configurations like ``config`` training ``epochs_total`` epochs
     in all: ``requested``, or for ``auto`` :func:`~asp_tune.pack.choose_pack_size` (the network measured on this
-    machine with a trial's threads), kept only where :func:`worth_packing`."""
+    machine with a trial's threads, in the memory one of ``max_concurrent`` pack workers has: a GPU's share
+    ``gpus_per_trial``, or on the host a share of its memory), kept only where :func:`worth_packing`."""
     import torch
 
     from asp_tune.pack import PackChoice, choose_pack_size
@@ -147,7 +149,8 @@ def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials
     torch.set_num_threads(max(1, int(cpus_per_trial)))
     try:
         trainer = build_trainer(config, arrays=arrays)
-        choice = choose_pack_size("auto", trials, trainer)
+        share = min(1.0, gpus_per_trial) if trainer.device.type == "cuda" and gpus_per_trial > 0 else 1 / max_concurrent
+        choice = choose_pack_size("auto", trials, trainer, device_share=share)
     finally:
         torch.set_num_threads(threads)
     if choice.size == 1:
@@ -184,9 +187,10 @@ def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int
     if saved <= cost:
         return PackChoice(1, f"one trial per process: {choice.reason.split(': ', 1)[-1]}, but packs would save about "
                              f"{saved:.1f} s of this search's training against about {cost:.1f} s to start "
-                             f"{processes} more processes", choice.alone_step_s, choice.pack_step_s)
+                             f"{processes} more processes", choice.alone_step_s, choice.pack_step_s, choice.memory)
     return PackChoice(choice.size, f"{choice.reason}; about {saved:.0f} s of training saved against {cost:.0f} s "
-                                   f"to start {processes} more processes", choice.alone_step_s, choice.pack_step_s)
+                                   f"to start {processes} more processes", choice.alone_step_s, choice.pack_step_s,
+                      choice.memory)
 
 
 def _packs(s: HpoSettings, choice, run: dict[str, Any], validate: tuple[int, ...] | None,

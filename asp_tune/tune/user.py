@@ -131,6 +131,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
     from ray.tune.schedulers import FIFOScheduler
 
+    from asp_tune.pack import PackChoice
     from asp_tune.tune.algorithms import Context, compose
 
     _check_arguments(trainable, param_space, epochs, mode, {
@@ -177,8 +178,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
                "ratio_schedule": settings.ratio_schedule, "metric": resolved.metric, "space": label, "seed": seed,
                "first_epoch_full": settings.first_epoch_full, "validation_epochs": "every", "fixed": {},
                "rung_ratios": None, "decide": decide,
-               "pack": {"size": 1, "reason": "one trial per process: a trainable of your own runs its own loop, "
-                                             "which a pack cannot take over", "alone_step_s": None, "pack_step_s": None},
+               "pack": PackChoice(1, "one trial per process: a trainable of your own runs its own loop, which a "
+                                     "pack cannot take over").summary(),
                **({} if plan is not None else {"decided_by": "full data (every trial trained on all of it)"
                                                if ratio >= 1.0 else "proxy (not checked against full data)"})}
     record = {"trainable": str(shipped) if isinstance(shipped, str) else label, "ratio": ratio, "strategy": strategy,

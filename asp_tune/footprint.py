@@ -1,0 +1,85 @@
+"""What one configuration's training holds in memory, and what the device has free: how many a pack can hold.
+
+A training step holds the network's weights, their gradients and the optimiser's states, and, between the
+forward and the backward pass, every activation the backward pass needs. :func:`measure_footprint` counts
+the first from the parameters and measures the second: one forward of a copy of the network on a few
+samples, under :func:`torch.autograd.graph.saved_tensors_hooks`, adds up the tensors autograd saves (each
+storage once, the parameters' own left out), scaled to the run's batch size. Activations grow with the
+batch and the input, not the parameters: a network of few weights on large images needs far more memory
+per configuration than its weights say.
+
+What the device can still give is :func:`asp_tune.sizes.free_bytes`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from asp_tune.device import autocast
+
+#: Optimiser states per weight, by optimiser (SGD: its momentum buffer).
+OPTIMISER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes one configuration's training holds: ``state`` (weights, gradients, optimiser states, the importance
+    memory's tables) and ``activations`` (saved for the backward pass at a batch of ``batch_size``)."""
+
+    state: int
+    activations: int
+    batch_size: int
+
+    @property
+    def total(self) -> int:
+        return self.state + self.activations
+
+    def describe(self) -> str:
+        return (f"{readable_bytes(self.total)} a configuration: {readable_bytes(self.state)} of weights, gradients "
+                f"and optimiser state, {readable_bytes(self.activations)} of activations at batch {self.batch_size}")
+
+
+def readable_bytes(count: int) -> str:
+    """``count`` bytes in MB, or in GB from 1 GB on."""
+    return f"{count / 2 ** 30:.1f} GB" if count >= 2 ** 30 else f"{count / 2 ** 20:.1f} MB"
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor, amp: bool = False) -> int:
+    """Bytes autograd keeps for the backward pass of one training forward of ``model`` on ``x`` (a copy of the
+    network, in training mode, under the autocast a run with ``amp`` uses): each saved storage once (at most
+    what its saved views show of it), the network's parameters and buffers left out."""
+    single = copy.deepcopy(model).train()
+    own = {t.untyped_storage().data_ptr() for t in (*single.parameters(), *single.buffers())}
+    storages: dict[int, int] = {}
+    views: dict[int, dict[tuple, int]] = {}  # per storage, the bytes of each distinct view saved of it
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in own and storage.device.type != "meta":
+            storages[storage.data_ptr()] = storage.nbytes()
+            key = (tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+            views.setdefault(storage.data_ptr(), {})[key] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), autocast(x.device, amp):
+        single(x)
+    # a view of a larger tensor (a batch cut from the data) keeps only what it shows alive for the backward pass
+    return sum(min(storages[ptr], sum(shown.values())) for ptr, shown in views.items())
+
+
+def measure_footprint(model: nn.Module, x: torch.Tensor, batch_size: int, optimizer: str = "sgd",
+                      amp: bool = False, extra_state: int = 0) -> Footprint:
+    """The :class:`Footprint` of training ``model`` with ``optimizer`` at ``batch_size``, its activations measured
+    on the batch ``x`` (a few samples) and scaled by ``batch_size / len(x)``; ``extra_state``: bytes of other
+    per-configuration state (the importance memory)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    state = weights * (2 + OPTIMISER_STATES.get(optimizer, 2)) + frozen + buffers + extra_state
+    rows = max(1, int(x.shape[0]))
+    activations = saved_activation_bytes(model, x, amp) * batch_size // rows
+    return Footprint(state, activations, batch_size)

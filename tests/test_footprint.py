@@ -1,0 +1,131 @@
+"""A configuration's measured footprint (weights, gradients, optimiser states, saved activations), the memory
+this process can still take (cgroup limits included), and how ``auto`` sizes packs from the two."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from asp_tune import pack, sizes
+from asp_tune.build import build_trainer
+from asp_tune.config import TrainConfig
+from asp_tune.footprint import Footprint, measure_footprint, readable_bytes, saved_activation_bytes
+from asp_tune.sizes import cgroup_memory_left, free_bytes
+
+BASE = TrainConfig(dataset="digits", model="mlp", epochs=1, subset=300, batch_size=32, ratio=0.5, metric="loss",
+                   first_epoch_full=False, model_args={"hidden": 32})
+
+
+def test_saved_activations_are_what_the_backward_pass_keeps_each_storage_once():
+    # Linear keeps its input, ReLU its output (which the second Linear keeps too: counted once); weights are not
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    assert saved_activation_bytes(net, torch.randn(8, 64)) == 8 * (64 + 32) * 4
+    # batch norm keeps its input and its batch's mean and inverse deviation per channel
+    net = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    assert saved_activation_bytes(net, torch.randn(8, 64)) == 8 * (64 + 32 + 32) * 4 + 2 * 32 * 4
+    assert net.training and net[1].num_batches_tracked == 0  # measured on a copy
+
+
+def test_a_footprint_scales_activations_to_the_batch_and_counts_every_state():
+    net = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    weights = sum(p.numel() for p in net.parameters()) * 4
+    buffers = sum(b.numel() * b.element_size() for b in net.buffers())
+    x = torch.randn(8, 64)
+    sgd = measure_footprint(net, x, batch_size=128, optimizer="sgd", extra_state=1000)
+    assert sgd.activations == saved_activation_bytes(net, x) * 16
+    assert sgd.state == 3 * weights + buffers + 1000  # weights, gradients, momentum
+    adam = measure_footprint(net, x, batch_size=128, optimizer="adam")
+    assert adam.state == 4 * weights + buffers and adam.total == adam.state + adam.activations
+    assert "activations at batch 128" in adam.describe()
+
+
+def test_a_convolutional_network_s_activations_outweigh_its_weights():
+    """What the old estimate missed: ResNet-8 has 0.3 MB of weights, and at batch 128 keeps about 80 MB of
+    activations for its backward pass."""
+    from asp_tune.models import resnet8
+
+    measured = measure_footprint(resnet8((3, 32, 32), 10), torch.randn(4, 3, 32, 32), batch_size=128)
+    assert measured.activations > 50 * measured.state
+    assert 60 * 2 ** 20 < measured.activations < 100 * 2 ** 20
+
+
+def _cgroup(tmp_path, proc_line: str, files: dict[str, str]):
+    tmp_path.mkdir()
+    proc = tmp_path / "cgroup"
+    proc.write_text(proc_line + "\n")
+    for name, text in files.items():
+        path = tmp_path / "fs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return proc, tmp_path / "fs"
+
+
+def test_the_cgroup_limit_is_read_in_version_2_and_version_1(tmp_path):
+    v2 = _cgroup(tmp_path / "a", "0::/job/run", {"job/run/memory.max": "1000\n", "job/run/memory.current": "400\n"})
+    assert cgroup_memory_left(*v2) == 600
+    unlimited = _cgroup(tmp_path / "b", "0::/", {"memory.max": "max\n", "memory.current": "400\n"})
+    assert cgroup_memory_left(*unlimited) is None
+    v1 = _cgroup(tmp_path / "c", "9:cpu:/\n4:memory,hugetlb:/box",
+                 {"memory/box/memory.limit_in_bytes": "2000", "memory/box/memory.usage_in_bytes": "2500"})
+    assert cgroup_memory_left(*v1) == 0  # over its limit: nothing left
+    v1_unlimited = _cgroup(tmp_path / "d", "4:memory:/box", {"memory/box/memory.limit_in_bytes": "9223372036854771712",
+                                                            "memory/box/memory.usage_in_bytes": "5"})
+    assert cgroup_memory_left(*v1_unlimited) is None
+    assert cgroup_memory_left(tmp_path / "missing", tmp_path) is None
+
+
+def test_free_host_memory_is_the_lesser_of_the_machine_s_and_the_cgroup_s(monkeypatch):
+    import psutil
+
+    available = psutil.virtual_memory().available
+    monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: 2 ** 20)
+    assert free_bytes(torch.device("cpu")) == min(available, 2 ** 20)
+    monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: None)
+    assert abs(free_bytes(torch.device("cpu")) - available) < 2 ** 30
+
+
+def _footprint_of(trainer) -> Footprint:
+    x = next(iter(trainer.train_feeder.batches(torch.arange(32), 32)))[0]
+    return measure_footprint(trainer.model, x, trainer.config.batch_size, trainer.config.optimizer,
+                             extra_state=trainer.selector.memory.nbytes)
+
+
+def test_auto_packs_as_many_measured_footprints_as_its_share_of_the_free_memory_holds(monkeypatch):
+    trainer = build_trainer(BASE)
+    each = _footprint_of(trainer).total
+    monkeypatch.setattr(pack, "free_bytes", lambda device: int(5 * each / pack.AUTO_MEMORY_SHARE) + each // 4)
+    choice = pack.choose_pack_size("auto", 64, trainer)
+    assert choice.size in (1, 5)  # 1: if its measurement saw the pack lose
+    assert choice.memory.startswith(f"{readable_bytes(each)} a configuration")
+    assert choice.summary()["memory"] == choice.memory
+    shared = pack.choose_pack_size("auto", 64, trainer, device_share=0.4)  # 0.4 of the device: 2 of the 5
+    assert shared.size in (1, 2)
+    monkeypatch.setattr(pack, "free_bytes", lambda device: each)
+    alone = pack.choose_pack_size("auto", 64, trainer)
+    assert alone.size == 1 and alone.reason.startswith("the device's memory holds one configuration's training at "
+                                                       "a time (") and "free for packs" in alone.reason
+    monkeypatch.setattr(pack, "free_bytes", lambda device: None)
+    assert pack.choose_pack_size("auto", 64, trainer).size in (1, pack.AUTO_MAX_CPU)
+
+
+def test_auto_s_footprint_measurement_leaves_the_trainer_s_batches_and_random_state_alone():
+    measured, untouched = build_trainer(BASE), build_trainer(BASE)
+    before = torch.get_rng_state()
+    pack.choose_pack_size("auto", 4, measured)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert measured.train_epoch()["train_loss"] == pytest.approx(untouched.train_epoch()["train_loss"], abs=0)
+
+
+def test_each_pack_worker_of_a_search_sizes_its_packs_for_its_share_of_the_machine(monkeypatch):
+    from asp_tune.tune.builtin import auto_pack_size
+
+    shares = []
+
+    def choose(requested, configurations, trainer, device_share=1.0):
+        shares.append(device_share)
+        return pack.PackChoice(1, "one")
+
+    monkeypatch.setattr(pack, "choose_pack_size", choose)
+    auto_pack_size("auto", BASE, None, trials=16, epochs_total=16, max_concurrent=4, cpus_per_trial=1)
+    assert shares == [0.25]  # four workers on one host's memory
