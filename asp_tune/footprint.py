@@ -50,36 +50,39 @@ def readable_bytes(count: int) -> str:
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor, amp: bool = False) -> int:
     """Bytes autograd keeps for the backward pass of one training forward of ``model`` on ``x`` (a copy of the
-    network, in training mode, under the autocast a run with ``amp`` uses): each saved storage once (at most
-    what its saved views show of it), the network's parameters and buffers left out."""
+    network, in training mode, under the autocast a run with ``amp`` uses; ``x`` copied first, so that it is a
+    storage of its own): every saved storage once and whole (a saved view keeps all of it alive), the
+    network's parameters and buffers left out."""
     single = copy.deepcopy(model).train()
     own = {t.untyped_storage().data_ptr() for t in (*single.parameters(), *single.buffers())}
     storages: dict[int, int] = {}
-    views: dict[int, dict[tuple, int]] = {}  # per storage, the bytes of each distinct view saved of it
 
     def keep(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in own and storage.device.type != "meta":
             storages[storage.data_ptr()] = storage.nbytes()
-            key = (tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
-            views.setdefault(storage.data_ptr(), {})[key] = tensor.numel() * tensor.element_size()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), autocast(x.device, amp):
-        single(x)
-    # a view of a larger tensor (a batch cut from the data) keeps only what it shows alive for the backward pass
-    return sum(min(storages[ptr], sum(shown.values())) for ptr, shown in views.items())
+        single(x.clone())
+    return sum(storages.values())
 
 
 def measure_footprint(model: nn.Module, x: torch.Tensor, batch_size: int, optimizer: str = "sgd",
                       amp: bool = False, extra_state: int = 0) -> Footprint:
-    """The :class:`Footprint` of training ``model`` with ``optimizer`` at ``batch_size``, its activations measured
-    on the batch ``x`` (a few samples) and scaled by ``batch_size / len(x)``; ``extra_state``: bytes of other
-    per-configuration state (the importance memory)."""
+    """The :class:`Footprint` of training ``model`` with ``optimizer`` at ``batch_size``; ``extra_state``: bytes of
+    other per-configuration state (the importance memory). Its activations are measured on the batch ``x`` (a
+    few samples) and on its first half: what grows with the samples is scaled to ``batch_size``, what does not
+    (weights cast for autocast, a batch norm's statistics) is counted once."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     state = weights * (2 + OPTIMISER_STATES.get(optimizer, 2)) + frozen + buffers + extra_state
-    rows = max(1, int(x.shape[0]))
-    activations = saved_activation_bytes(model, x, amp) * batch_size // rows
-    return Footprint(state, activations, batch_size)
+    rows = int(x.shape[0])
+    full = saved_activation_bytes(model, x, amp)
+    if rows < 2:
+        return Footprint(state, full * batch_size, batch_size)
+    half = rows // 2
+    per_row = max(0.0, (full - saved_activation_bytes(model, x[:half], amp)) / (rows - half))
+    fixed = max(0.0, full - per_row * rows)
+    return Footprint(state, int(fixed + per_row * batch_size), batch_size)

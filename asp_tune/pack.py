@@ -83,7 +83,8 @@ class StackedOptimizer:
     """SGD (momentum, Nesterov, weight decay), Adam or AdamW over stacked parameters (K, ...), each member
     with its own hyper-parameters, in the arithmetic of :mod:`torch.optim`'s single-tensor implementations:
     a hyper-parameter the members share is applied as the Python number torch.optim applies (bitwise the
-    same step); one that differs is applied per member as a float32 column (one rounding apart at most)."""
+    same step); one that differs is applied per member as a float32 column (one rounding apart at most). The
+    step adds weight decay and Nesterov's term to the gradients in place (the pack's own, set by each backward)."""
 
     HYPER = ("lr", "weight_decay", "momentum", "nesterov", "beta1", "beta2", "steps")
 
@@ -120,8 +121,10 @@ class StackedOptimizer:
 
     @staticmethod
     def _add(x: torch.Tensor, scale: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``x + scale * y`` rounded as ``torch.add(x, y, alpha=scale)`` (a new tensor)."""
-        return x.add(y, alpha=scale) if isinstance(scale, float) else torch.addcmul(x, scale, y)
+        """``x += scale * y``, rounded as ``torch.add(x, y, alpha=scale)``: in place, so only on a gradient the
+        step owns (the pack's, set anew by every backward pass; a new tensor of that size each step costs more
+        than the arithmetic on a CPU)."""
+        return x.add_(y, alpha=scale) if isinstance(scale, float) else x.addcmul_(scale, y)
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor]) -> None:
@@ -170,7 +173,7 @@ class StackedOptimizer:
             v.addcmul_(one_minus_b2 * g, g)
         neg_step = self._each([-lr / (1 - b1 ** s) for lr, b1, s in zip(self.lr, self.beta1, self.steps)], p)
         root = self._each([(1 - b2 ** s) ** 0.5 for b2, s in zip(self.beta2, self.steps)], p)
-        denom = (v.sqrt() / root).add_(1e-8)
+        denom = v.sqrt().div_(root).add_(1e-8)
         if isinstance(neg_step, float):
             p.addcdiv_(m, denom, value=neg_step)
         else:
@@ -460,8 +463,9 @@ AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
 #: Of the device's free memory, the share ``auto`` lets a pack's members' footprints fill (weights, gradients,
 #: optimiser states, memories and saved activations: :func:`~asp_tune.footprint.measure_footprint`). The rest is
 #: for what a step holds for a moment (the backward pass's gradients, kernels' workspaces, the allocator's slack):
-#: one training step took 1.3-1.7x its footprint on a CPU (``bench/footprint.py``), so at most 70% of the free memory.
-AUTO_MEMORY_SHARE = 0.4
+#: a training step took 1.0-2.1x its members' footprints on a CPU (``bench/footprint.py``), at most 63% of the
+#: free memory at this share.
+AUTO_MEMORY_SHARE = 0.3
 
 
 def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2,

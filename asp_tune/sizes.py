@@ -58,8 +58,9 @@ def free_bytes(device: torch.device) -> int | None:
 
 
 def cgroup_memory_left(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """What this process's memory cgroup still allows (its limit less its usage; cgroup v2 or v1), or None
-    where it has no limit or none can be read. ``proc`` and ``root``: where the system keeps them."""
+    """The least that this process's memory cgroup or any cgroup above it still allows (cgroup v2 or v1): its
+    limit less what is charged to it and cannot be reclaimed (page cache, but for shared memory, can); None
+    where no limit is set or none can be read. ``proc`` and ``root``: where the system keeps them."""
     try:
         lines = proc.read_text().splitlines()
     except OSError:
@@ -69,30 +70,50 @@ def cgroup_memory_left(proc: Path = Path("/proc/self/cgroup"), root: Path = Path
         if len(parts) != 3:
             continue
         _, controllers, path = parts
-        path = path.lstrip("/")
         if controllers == "":  # cgroup v2: one unified hierarchy
-            places = [(root / path, "memory.max", "memory.current"), (root, "memory.max", "memory.current")]
+            base, files = root, ("memory.max", "memory.current", "file", "shmem")
         elif "memory" in controllers.split(","):
-            places = [(root / "memory" / path, "memory.limit_in_bytes", "memory.usage_in_bytes"),
-                      (root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache",
+                                            "total_shmem")
         else:
             continue
-        for folder, limit_file, usage_file in places:
-            left = _limit_left(folder / limit_file, folder / usage_file)
+        folder = base / path.lstrip("/")
+        if not folder.is_dir():  # a path from outside this process's view of the hierarchy
+            folder = base
+        lefts = []
+        while True:
+            left = _level_left(folder, *files)
             if left is not None:
-                return left
+                lefts.append(left)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+        if lefts:
+            return min(lefts)
     return None
 
 
-def _limit_left(limit_file: Path, usage_file: Path) -> int | None:
+def _level_left(folder: Path, limit_file: str, usage_file: str, cache: str, shared: str) -> int | None:
+    """What one cgroup's memory limit still allows (None: no limit, or none readable)."""
     try:
-        limit_text = limit_file.read_text().strip()
+        limit_text = (folder / limit_file).read_text().strip()
         if limit_text == "max":
             return None
-        limit, usage = int(limit_text), int(usage_file.read_text().strip())
+        limit, usage = int(limit_text), int((folder / usage_file).read_text().strip())
     except (OSError, ValueError):
         return None
-    return None if limit >= NO_LIMIT else max(0, limit - usage)
+    if limit >= NO_LIMIT:
+        return None
+    stat: dict[str, int] = {}
+    try:
+        for entry in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = entry.partition(" ")
+            if value.strip().isdigit():
+                stat[key] = int(value)
+    except OSError:
+        pass
+    reclaimable = max(0, stat.get(cache, 0) - stat.get(shared, 0))
+    return max(0, limit - max(0, usage - reclaimable))
 
 
 def check_fits(build: Callable[[], nn.Module], device: torch.device, field: str, value: Any) -> None:

@@ -33,11 +33,43 @@ def test_a_footprint_scales_activations_to_the_batch_and_counts_every_state():
     buffers = sum(b.numel() * b.element_size() for b in net.buffers())
     x = torch.randn(8, 64)
     sgd = measure_footprint(net, x, batch_size=128, optimizer="sgd", extra_state=1000)
-    assert sgd.activations == saved_activation_bytes(net, x) * 16
+    assert sgd.activations == 128 * (64 + 32 + 32) * 4 + 2 * 32 * 4  # the batch norm's statistics: once
     assert sgd.state == 3 * weights + buffers + 1000  # weights, gradients, momentum
     adam = measure_footprint(net, x, batch_size=128, optimizer="adam")
     assert adam.state == 4 * weights + buffers and adam.total == adam.state + adam.activations
     assert "activations at batch 128" in adam.describe()
+
+
+class ComputedWeight(nn.Module):
+    """A layer whose weight is computed each forward (as autocast's casts of the weights are): a tensor of a
+    fixed size that the backward pass keeps, whatever the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.weight = nn.Linear(512, 512), nn.Parameter(torch.randn(10, 512))
+
+    def forward(self, x):
+        return torch.nn.functional.linear(self.first(x), self.weight * 2)
+
+
+def test_what_does_not_grow_with_the_batch_is_counted_once():
+    x = torch.randn(8, 512)
+    measured = measure_footprint(ComputedWeight(), x, batch_size=1024)
+    assert measured.activations == 10 * 512 * 4 + 1024 * 2 * 512 * 4  # the computed weight once; two per sample
+
+
+def test_a_saved_view_keeps_its_whole_tensor():
+    wide, head = nn.Linear(16, 4096), nn.Linear(16, 10)
+
+    class Narrow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wide, self.head = wide, head
+
+        def forward(self, x):
+            return self.head(self.wide(x)[:, :16])  # the head keeps a view of all 4096 features alive
+
+    assert saved_activation_bytes(Narrow(), torch.randn(8, 16)) == 8 * 16 * 4 + 8 * 4096 * 4
 
 
 def test_a_convolutional_network_s_activations_outweigh_its_weights():
@@ -62,27 +94,40 @@ def _cgroup(tmp_path, proc_line: str, files: dict[str, str]):
 
 
 def test_the_cgroup_limit_is_read_in_version_2_and_version_1(tmp_path):
-    v2 = _cgroup(tmp_path / "a", "0::/job/run", {"job/run/memory.max": "1000\n", "job/run/memory.current": "400\n"})
-    assert cgroup_memory_left(*v2) == 600
-    unlimited = _cgroup(tmp_path / "b", "0::/", {"memory.max": "max\n", "memory.current": "400\n"})
+    # what is charged less the page cache (but for shared memory), which the kernel reclaims
+    v2 = _cgroup(tmp_path / "a", "0::/job/run", {"job/run/memory.max": "1000\n", "job/run/memory.current": "400\n",
+                                                  "job/run/memory.stat": "anon 150\nfile 300\nshmem 100\n"})
+    assert cgroup_memory_left(*v2) == 800
+    parent = _cgroup(tmp_path / "b", "0::/job/run", {"job/run/memory.max": "max\n", "job/run/memory.current": "50\n",
+                                                      "job/memory.max": "500\n", "job/memory.current": "100\n"})
+    assert cgroup_memory_left(*parent) == 400  # a limit set above the process's own cgroup
+    unlimited = _cgroup(tmp_path / "c", "0::/", {"memory.max": "max\n", "memory.current": "400\n"})
     assert cgroup_memory_left(*unlimited) is None
-    v1 = _cgroup(tmp_path / "c", "9:cpu:/\n4:memory,hugetlb:/box",
+    v1 = _cgroup(tmp_path / "d", "9:cpu:/\n4:memory,hugetlb:/box",
                  {"memory/box/memory.limit_in_bytes": "2000", "memory/box/memory.usage_in_bytes": "2500"})
     assert cgroup_memory_left(*v1) == 0  # over its limit: nothing left
-    v1_unlimited = _cgroup(tmp_path / "d", "4:memory:/box", {"memory/box/memory.limit_in_bytes": "9223372036854771712",
-                                                            "memory/box/memory.usage_in_bytes": "5"})
+    v1_cache = _cgroup(tmp_path / "e", "4:memory:/box", {
+        "memory/box/memory.limit_in_bytes": "2000", "memory/box/memory.usage_in_bytes": "1900",
+        "memory/box/memory.stat": "cache 1500\nrss 400\ntotal_cache 1500\ntotal_shmem 0\ntotal_rss 400\n"})
+    assert cgroup_memory_left(*v1_cache) == 1600
+    v1_unlimited = _cgroup(tmp_path / "f", "4:memory:/box", {
+        "memory/box/memory.limit_in_bytes": "9223372036854771712", "memory/box/memory.usage_in_bytes": "5"})
     assert cgroup_memory_left(*v1_unlimited) is None
+    elsewhere = _cgroup(tmp_path / "g", "0::/not/in/this/view", {"memory.max": "1000\n", "memory.current": "10\n"})
+    assert cgroup_memory_left(*elsewhere) == 990  # a path outside this process's view: the root it sees
     assert cgroup_memory_left(tmp_path / "missing", tmp_path) is None
 
 
 def test_free_host_memory_is_the_lesser_of_the_machine_s_and_the_cgroup_s(monkeypatch):
+    import types
+
     import psutil
 
-    available = psutil.virtual_memory().available
-    monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: 2 ** 20)
-    assert free_bytes(torch.device("cpu")) == min(available, 2 ** 20)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=8 * 2 ** 30))
+    monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: 2 ** 30)
+    assert free_bytes(torch.device("cpu")) == 2 ** 30
     monkeypatch.setattr(sizes, "cgroup_memory_left", lambda: None)
-    assert abs(free_bytes(torch.device("cpu")) - available) < 2 ** 30
+    assert free_bytes(torch.device("cpu")) == 8 * 2 ** 30
 
 
 def _footprint_of(trainer) -> Footprint:
@@ -127,5 +172,5 @@ def test_each_pack_worker_of_a_search_sizes_its_packs_for_its_share_of_the_machi
         return pack.PackChoice(1, "one")
 
     monkeypatch.setattr(pack, "choose_pack_size", choose)
-    auto_pack_size("auto", BASE, None, trials=16, epochs_total=16, max_concurrent=4, cpus_per_trial=1)
+    auto_pack_size("auto", BASE, None, trials=16, epochs_total=16, max_concurrent=4, cpus_per_trial=1, gpus_per_trial=0)
     assert shares == [0.25]  # four workers on one host's memory

@@ -131,7 +131,7 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
 
 
 def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials: int, epochs_total: int,
-                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float = 0.0):
+                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float):
     """The pack size of a search of ``trials`` configurations like ``config`` training ``epochs_total`` epochs
     in all: ``requested``, or for ``auto`` :func:`~asp_tune.pack.choose_pack_size` (the network measured on this
     machine with a trial's threads, in the memory one of ``max_concurrent`` pack workers has: a GPU's share
@@ -338,7 +338,7 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
 
     trials = len(configs) * len(names)
     choice = auto_pack_size(pack, space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0]), arrays,
-                            trials, trials * epochs, max_concurrent, cpus_per_trial)
+                            trials, trials * epochs, max_concurrent, cpus_per_trial, gpus_per_trial)
     from asp_tune.tune.pack_ray import pack_job
 
     packs = pack_job(choice, space, run, None, arrays, max_concurrent, cpus_per_trial, gpus_per_trial, added,
