@@ -32,6 +32,7 @@ CASES = [  # network, input shape, batch, members (1: one network alone; K: a pa
 ONE = r"""
 import json, resource, sys, torch, torchvision
 from asp_tune.config import TrainConfig
+from asp_tune.device import autocast
 from asp_tune.footprint import measure_footprint
 from asp_tune.models import mlp, resnet8
 from asp_tune.pack import StackedOptimizer
@@ -42,6 +43,7 @@ def build():
     if name.startswith("ResNet-8"): return resnet8(shape, 10)
     return torchvision.models.resnet18(num_classes=10)
 models = [build().to(device) for _ in range(members)]
+amp = device == "cuda"  # runs train under bf16 autocast on a GPU
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 def sync():
@@ -49,18 +51,23 @@ def sync():
 if members == 1:
     x = torch.randn(batch, *shape, device=device)
     optimizer = torch.optim.SGD(models[0].parameters(), lr=0.01, momentum=0.9)
-    def step():
-        models[0](x).logsumexp(1).mean().backward(); optimizer.step()
+    def forward(x):
+        with autocast(torch.device(device), amp):
+            return models[0](x).float().logsumexp(1).mean()
 else:
     params, buffers = stack_parameters(models)
     net = StackedNetwork(models[0]).train()
     x = torch.randn(members, batch, *shape, device=device)
     optimizer = StackedOptimizer([TrainConfig(lr=0.01, momentum=0.9)] * members, params)
-    def step():
-        net(params, buffers, x)[0].logsumexp(2).mean(1).sum().backward(); optimizer.step(params)
+    def forward(x):
+        with autocast(torch.device(device), amp):
+            return net(params, buffers, x)[0].float().logsumexp(2).mean(1).sum()
+def step():
+    forward(x).backward()
+    optimizer.step(*(() if members == 1 else (params,)))
 full = x
 x = x[:2] if members == 1 else x[:, :2]  # a first forward and backward on 2 samples: the libraries' first calls
-(models[0](x).logsumexp(1).mean() if members == 1 else net(params, buffers, x)[0].logsumexp(2).mean(1).sum()).backward()
+forward(x).backward()
 for model in models:
     model.zero_grad(set_to_none=True)
 if members > 1:
@@ -75,7 +82,7 @@ step()
 sync()
 peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 weights = sum(p.numel() * p.element_size() for p in models[0].parameters())
-footprint = measure_footprint(models[0], torch.randn(8, *shape, device=device), batch, "sgd")  # after: not in the peak
+footprint = measure_footprint(models[0], torch.randn(8, *shape, device=device), batch, "sgd", amp)  # after the step
 old = weights * 4 + batch * x[0].numel() // (batch if members > 1 else 1) * 4 * 16
 print(json.dumps({"footprint": footprint.total, "activations": footprint.activations, "old_estimate": old,
                   "measured": (peak - start) / members + weights}))

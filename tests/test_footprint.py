@@ -174,3 +174,12 @@ def test_each_pack_worker_of_a_search_sizes_its_packs_for_its_share_of_the_machi
     monkeypatch.setattr(pack, "choose_pack_size", choose)
     auto_pack_size("auto", BASE, None, trials=16, epochs_total=16, max_concurrent=4, cpus_per_trial=1, gpus_per_trial=0)
     assert shares == [0.25]  # four workers on one host's memory
+
+
+def test_auto_does_not_let_a_driver_without_a_gpu_measure_for_gpu_trials(monkeypatch):
+    from asp_tune.tune.builtin import auto_pack_size
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    choice = auto_pack_size("auto", BASE, None, trials=16, epochs_total=16, max_concurrent=2, cpus_per_trial=1,
+                            gpus_per_trial=1)
+    assert choice.size == 1 and "has none to measure a pack on (--pack K" in choice.reason

@@ -143,6 +143,9 @@ def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials
     if requested != "auto":
         size = max(1, min(int(requested), trials))
         return choose_pack_size(size, trials, None) if size > 1 else PackChoice(1, "one trial per process (as asked)")
+    if gpus_per_trial > 0 and not torch.cuda.is_available():  # measured here, the CPU would speak for the GPUs
+        return PackChoice(1, "one trial per process: the trials run on GPUs, and this machine has none to measure "
+                             "a pack on (--pack K trains K configurations per pack)")
     from asp_tune.build import build_trainer
 
     threads = torch.get_num_threads()

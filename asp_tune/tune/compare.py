@@ -42,7 +42,7 @@ def rung_trust(trust: dict | None) -> dict:
     worst = min(measured, key=lambda p: p["kendall_tau"]) if measured else None
     return {"rung_tau_min": math.nan if worst is None else worst["kendall_tau"],
             "rung_pairs": "" if worst is None else f"{worst['low']}->{worst['high']} ({worst['pairs']})",
-            "pick_trusted": None if not measured else bool((trust or {}).get("trusted"))}
+            "pick_trusted": (trust or {}).get("trusted")}
 
 
 def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain, seeds: int = 1,

@@ -98,9 +98,12 @@ class RungRecord:
         return "-" if worst is None else f"{worst.kendall_tau:+.2f}({worst.low}->{worst.high})"
 
     def summary(self) -> dict[str, Any]:
+        """The pairs, and whether the pick is trusted: False where a measured pair ranks unlike its next rung, True
+        only where every pair was measured and agrees (the pair into the top rung, which the pick comes from,
+        often has too few configurations under ASHA), else None."""
         agreements = self.agreements()
+        verdicts = [a.trusted for a in agreements]
         return {"rungs": list(self.rungs), "threshold": self.threshold, "min_pairs": self.min_pairs,
                 "pairs": [asdict(a) for a in agreements],
-                "trusted": None if not any(a.trusted is not None for a in agreements)
-                else not any(a.trusted is False for a in agreements),
-                "measured": any(a.trusted is not None for a in agreements)}
+                "trusted": False if False in verdicts else (True if verdicts and None not in verdicts else None),
+                "measured": any(v is not None for v in verdicts)}
