@@ -463,8 +463,8 @@ AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
 #: Of the device's free memory, the share ``auto`` lets a pack's members' footprints fill (weights, gradients,
 #: optimiser states, memories and saved activations: :func:`~asp_tune.footprint.measure_footprint`). The rest is
 #: for what a step holds for a moment (the backward pass's gradients, kernels' workspaces, the allocator's slack):
-#: a training step took 1.0-2.1x its members' footprints on a CPU (``bench/footprint.py``), at most 63% of the
-#: free memory at this share.
+#: a training step took up to 2.4x its members' footprints on a CPU (``bench/footprint.py``), at this share 72% of
+#: the free memory.
 AUTO_MEMORY_SHARE = 0.3
 
 
@@ -551,7 +551,10 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     size = max(1, min(held, limit))
     memory = footprint.describe() + ("" if budget is None else
                                      f"; {readable_bytes(budget)} of the {readable_bytes(free)} free for packs")
-    bound = f"; the memory holds {size} ({memory})" if held < limit else ""
+    if held < limit:
+        bound = f"; the memory holds {size} ({memory})"
+    else:
+        bound = f"; at most {AUTO_MAX_CPU} on a CPU" if size == AUTO_MAX_CPU < configurations else ""
     if size < 2:
         return PackChoice(1, f"the device's memory holds one configuration's training at a time ({memory})",
                           memory=memory)
@@ -560,7 +563,7 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
         alone_s, pack_s = _measure(trainer, measured, rows, steps=2)
     except CannotFuse as exc:
         return PackChoice(1, f"not fused: {exc}", memory=memory)
-    how = f"{measured} configurations, batches of {rows}, on {device.type}"
+    how = f"timed with {measured} configurations, batches of {rows}, on {device.type}"
     if pack_s >= alone_s:
         return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
                              f"after another ({how})", alone_s, pack_s, memory)

@@ -114,7 +114,7 @@ def markdown(rows: list[dict], device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--quick", action="store_true", help="batches a quarter the size")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args()

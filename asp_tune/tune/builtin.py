@@ -188,9 +188,10 @@ def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int
     processes = choice.size * max_concurrent + 1
     cost = processes * PROCESS_START_CPU_S / max(1, os.cpu_count() or 1)
     if saved <= cost:
-        return PackChoice(1, f"one trial per process: {choice.reason.split(': ', 1)[-1]}, but packs would save about "
-                             f"{saved:.1f} s of this search's training against about {cost:.1f} s to start "
-                             f"{processes} more processes", choice.alone_step_s, choice.pack_step_s, choice.memory)
+        return PackChoice(1, f"one trial per process: {choice.reason.split(': ', 1)[-1]}, but packs of {choice.size} "
+                             f"would save about {saved:.1f} s of this search's training against about {cost:.1f} s "
+                             f"to start {processes} more processes ({choice.size} trials at once in each of "
+                             f"{max_concurrent} pack workers)", choice.alone_step_s, choice.pack_step_s, choice.memory)
     return PackChoice(choice.size, f"{choice.reason}; about {saved:.0f} s of training saved against {cost:.0f} s "
                                    f"to start {processes} more processes", choice.alone_step_s, choice.pack_step_s,
                       choice.memory)
