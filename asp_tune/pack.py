@@ -266,14 +266,16 @@ class Pack:
     # ------------------------------------------------------------------ the vectorised network
 
     def _losses(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
-                smoothing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                smoothing: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Each member's weighted mean loss on its batch (K,), its outputs (K, B, ...) and the feature norms
-        into its output layer (K, B; None without one)."""
+        into its output layer (K, B; None without one). ``smoothing``: the members' label smoothing, one number
+        where they share it, else (K,). A task's loss is per sample, so all K batches' losses are one call."""
         out, norms = self.net(self.params, self.buffers, x)
-        return vmap(self._member_loss)(out, y, weights, smoothing), out, norms
-
-    def _member_loss(self, out, y, weights, smoothing):
-        return (self.task.loss(out, y, smoothing) * weights).mean()
+        members, batch = y.shape[:2]
+        if isinstance(smoothing, torch.Tensor):
+            smoothing = smoothing.repeat_interleave(batch)
+        losses = self.task.loss(out.flatten(0, 1), y.flatten(0, 1), smoothing).view(members, batch)
+        return (losses * weights).mean(dim=1), out, norms
 
     # ------------------------------------------------------------------ training
 
@@ -289,7 +291,9 @@ class Pack:
         if len(counts) != 1:
             raise CannotFuse(f"members' epochs select different numbers of samples ({sorted(counts)})")
         self.optimizer.lr = [t.optimizer.param_groups[0]["lr"] for t in members]
-        smoothing = torch.tensor([t.config.label_smoothing for t in members], device=self.device)
+        smoothings = [t.config.label_smoothing for t in members]
+        smoothing = (float(smoothings[0]) if len(set(smoothings)) == 1
+                     else host_values(smoothings, torch.float32, self.device))
         self.net.train()
         sums = vmap(self.task.batch_sums)
         loss_sum = torch.zeros(len(members), device=self.device)

@@ -479,3 +479,29 @@ def test_configurations_that_differ_in_their_network_or_batches_go_to_different_
     with pytest.raises(CannotFuse, match="differ"):
         data = build_trainer(members[0]).data
         Pack([build_trainer(members[0], data=data), build_trainer(members[3], data=data)])
+
+
+class _OwnCrossEntropy:
+    """A task of one's own whose loss hands its label smoothing to ``F.cross_entropy``, which takes a number only."""
+
+    name, score_name, has_classes = "own cross-entropy", "accuracy", True
+
+    def __getattr__(self, name):  # everything else as the built-in classification
+        from asp_tune.tasks import CLASSIFICATION
+
+        return getattr(CLASSIFICATION, name)
+
+    def loss(self, outputs, targets, label_smoothing=0.0):
+        return nn.functional.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing, reduction="none")
+
+
+OWN_TASK = _OwnCrossEntropy()
+
+
+def test_a_task_whose_loss_takes_a_number_packs_when_the_members_share_their_label_smoothing():
+    members = configs(dataclasses.replace(MLP, task="test_pack:OWN_TASK", label_smoothing=0.1),
+                      [{}, {"lr": 0.2, "momentum": 0.0}])
+    runs, _, pack = packed(members, 2)
+    assert pack.members and not pack.failed
+    for config, run in zip(members, runs):
+        assert_same_run(alone(config, 2)[0], run, 1e-5)
