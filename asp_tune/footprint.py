@@ -2,11 +2,13 @@
 
 A training step holds the network's weights, their gradients and the optimiser's states, and, between the
 forward and the backward pass, every activation the backward pass needs. :func:`measure_footprint` counts
-the first from the parameters and measures the second: one forward of a copy of the network on a few
-samples, under :func:`torch.autograd.graph.saved_tensors_hooks`, adds up the tensors autograd saves (each
-storage once, the parameters' own left out), scaled to the run's batch size. Activations grow with the
-batch and the input, not the parameters: a network of few weights on large images needs far more memory
-per configuration than its weights say.
+the first from the parameters and measures the second: a forward of a copy of the network on a few samples,
+and one on half as many, under :func:`torch.autograd.graph.saved_tensors_hooks`, add up the tensors autograd
+saves (each storage once and whole, the parameters' own left out); what grows with the samples is scaled to
+the run's batch size, what does not is counted once. Activations grow with the batch and the input, not the
+parameters: a network of few weights on large images needs far more memory per configuration than its
+weights say. What a step holds only for a moment (the backward pass's gradients, kernels' workspaces) is not
+counted: :data:`asp_tune.pack.AUTO_MEMORY_SHARE` leaves room for it.
 
 What the device can still give is :func:`asp_tune.sizes.free_bytes`.
 """

@@ -40,8 +40,8 @@ from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
 from asp_tune.footprint import measure_footprint, readable_bytes
-from asp_tune.sizes import free_bytes
 from asp_tune.memory import FeatureNormTap
+from asp_tune.sizes import free_bytes
 from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
 from asp_tune.vmap_autocast import DtypeRecorder, dtype_differences
