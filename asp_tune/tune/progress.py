@@ -202,8 +202,9 @@ class SignedState(Callback):
 class SearchProgress(Callback):
     """One progress bar for a whole search: trials done, running and failed, the best validation
     accuracy so far, elapsed time and ETA (Ray's own console output stays off); with ``rungs``, the
-    lowest rank agreement of a pair of rungs so far (``tau``, :mod:`asp_tune.tune.trust`); with
-    ``full_pairs``, the proxy's agreement with the full-data top rung so far (``full``)."""
+    lowest rank agreement of a pair of rungs so far (``rung_tau``, :mod:`asp_tune.tune.trust`); with
+    ``full_pairs``, the proxy's agreement with the full-data top rung so far (``full_tau``); a legend line says
+    so when the search starts."""
 
     def __init__(self, total: int, desc: str = "trials", rungs: tuple[int, ...] | None = None,
                  metric: str = "val_accuracy", full_pairs: tuple[int, int] | None = None):
@@ -226,16 +227,31 @@ class SearchProgress(Callback):
 
         # On a terminal the bar redraws in place; in a log file each redraw stays, so redraw rarely there.
         terminal = sys.stderr.isatty()
+        legend = self.legend()
+        if legend:
+            print(f"[asp-tune] {legend}", file=sys.stderr)
         self._bar = tqdm(total=self.total, desc=self.desc, unit="trial", file=sys.stderr,
                          mininterval=0.1 if terminal else 30.0)
+
+    def legend(self) -> str:
+        """What the bar's agreement fields mean (empty where it shows none)."""
+        from asp_tune.tune.fulldata import MIN_PAIRS
+
+        parts = []
+        if self.trust is not None:
+            parts.append("rung_tau: the lowest Kendall tau so far between two consecutive rungs' scores (the rungs)")
+        if getattr(self, "full_pairs", None):
+            parts.append(f"full_tau: the proxy's Kendall tau against full data's top rung so far (configurations; "
+                         f"judged from {MIN_PAIRS})")
+        return "; ".join(parts)
 
     def _show(self, advance: int = 0) -> None:
         if self._bar is None:
             self.setup()
         best = "-" if self.best != self.best else f"{self.best:.4f}"
-        extra = {} if self.trust is None else {"tau": self.trust.lowest()}
+        extra = {} if self.trust is None else {"rung_tau": self.trust.lowest()}
         if getattr(self, "full_pairs", None):
-            extra["full"] = self._full_agreement()
+            extra["full_tau"] = self._full_agreement()
         self._bar.set_postfix(running=self.running, failed=self.failed, best=best, **extra, refresh=False)
         self._bar.update(advance)  # redraws at most once per mininterval
 
