@@ -83,7 +83,7 @@ sync()
 peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 weights = sum(p.numel() * p.element_size() for p in models[0].parameters())
 footprint = measure_footprint(models[0], torch.randn(8, *shape, device=device), batch, "sgd", amp)  # after the step
-old = weights * 4 + batch * x[0].numel() // (batch if members > 1 else 1) * 4 * 16
+old = weights * 4 + batch * torch.Size(shape).numel() * 4 * 16  # the guess: 4x the weights, 16x the batch's input
 print(json.dumps({"footprint": footprint.total, "activations": footprint.activations, "old_estimate": old,
                   "measured": (peak - start) / members + weights}))
 """
