@@ -41,6 +41,7 @@ from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
 from asp_tune.footprint import measure_footprint, readable_bytes
 from asp_tune.memory import FeatureNormTap
+from asp_tune.proxy import ProxySelector
 from asp_tune.sizes import free_bytes
 from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
 from asp_tune.trainer import Trainer, TrainingDiverged
@@ -284,7 +285,7 @@ class Pack:
         returns each member's record. A member that diverged is in :attr:`failed` and out of the pack."""
         start = time.perf_counter()
         members = [m.trainer for m in self.members]
-        plans = [t.selector.plan(t.epoch) for t in members]
+        plans = ProxySelector.plan_together([t.selector for t in members], [t.epoch for t in members])
         for t, plan in zip(members, plans):
             t.sample_weights = plan.weights
         counts = {plan.count for plan in plans}

@@ -8,7 +8,7 @@ loop API (:class:`asp_tune.loop.ProxyData`) all use it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -116,7 +116,21 @@ class ProxySelector:
 
     def plan(self, epoch: int) -> EpochPlan:
         """Select and shuffle the samples of ``epoch``; consumes seeded random state."""
-        plan = self.strategy.plan(epoch)
+        return self._planned(self.strategy.plan(epoch))
+
+    @staticmethod
+    def plan_together(selectors: Sequence["ProxySelector"], epochs: Sequence[int]) -> list[EpochPlan]:
+        """:meth:`plan` of several selectors (a pack's members) for their ``epochs``, drawn together where their
+        strategies are of one class (:meth:`~asp_tune.strategies.SubsetStrategy.plan_together`): each
+        selector's plan and random state are the ones :meth:`plan` leaves."""
+        kind = type(selectors[0].strategy)
+        if all(type(s.strategy) is kind for s in selectors):
+            plans = kind.plan_together([s.strategy for s in selectors], list(epochs))
+        else:
+            plans = [s.strategy.plan(epoch) for s, epoch in zip(selectors, epochs)]
+        return [s._planned(plan) for s, plan in zip(selectors, plans)]
+
+    def _planned(self, plan: EpochPlan) -> EpochPlan:
         self.seen[plan.indices] = True
         self.times_selected.index_add_(0, plan.indices, torch.ones_like(plan.indices, dtype=torch.int32))
         return plan

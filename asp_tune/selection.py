@@ -40,19 +40,27 @@ from asp_tune.errors import ConfigError
 from asp_tune.constraints import check_value
 from asp_tune.proxy_settings import ProxySettings, default
 
+#: A probability below this has underflowed (float64 denormals keep too few digits to sum).
+UNDERFLOW = 1e-300
 
 
 def normalise(values: torch.Tensor) -> torch.Tensor:
-    """Z-score over all samples. Constant values (e.g. a fresh memory) normalise to zeros."""
+    """Z-score along the last dimension (each row of a batch alone). Constant values (e.g. a fresh memory)
+    normalise to zeros."""
     values = values.float()
-    std, mean = torch.std_mean(values, unbiased=False)
+    std, mean = torch.std_mean(values, dim=-1, correction=0, keepdim=True)
     return torch.where(std > 0, (values - mean) / std.clamp_min(1e-12), torch.zeros_like(values))
 
 
 def top_share(probs: torch.Tensor, fraction: float = 0.1) -> float:
     """Share of ``probs`` on the top ``fraction`` of samples: how greedy a selection is."""
-    k = max(1, math.ceil(fraction * probs.numel()))
-    return float(torch.topk(probs, k, sorted=False).values.sum() / probs.sum())
+    return float(_top_shares(probs.reshape(1, -1), fraction)[0])
+
+
+def _top_shares(probs: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
+    """:func:`top_share` of each row of ``probs`` (K, N)."""
+    k = max(1, math.ceil(fraction * probs.shape[-1]))
+    return torch.topk(probs, k, dim=-1, sorted=False).values.sum(-1) / probs.sum(-1)
 
 
 def calibrated_scale(z: torch.Tensor, target: float, fraction: float = 0.1, iterations: int = 30) -> float:
@@ -63,31 +71,39 @@ def calibrated_scale(z: torch.Tensor, target: float, fraction: float = 0.1, iter
     log-derivative is the gap between the mean of ``z`` over the top and over all samples, under
     the same weights), kept inside a bisection bracket: a handful of passes over ``z``.
     """
-    n = z.numel()
+    return float(calibrated_scales(z.reshape(1, -1), target, fraction, iterations)[0])
+
+
+def calibrated_scales(z: torch.Tensor, target: float, fraction: float = 0.1, iterations: int = 30) -> torch.Tensor:
+    """:func:`calibrated_scale` of each row of ``z`` (K, N) at once (float64, (K,)); each row's Newton steps are
+    the ones it takes alone, and a row stops where it would stop alone."""
+    rows, n = z.shape
     k = max(1, math.ceil(fraction * n))
-    if target <= k / n or float(z.max() - z.min()) == 0.0:
-        return 0.0
+    result = torch.zeros(rows, dtype=torch.float64, device=z.device)
+    if target <= k / n:
+        return result
     z = z.double()
-    z_top = torch.topk(z, k, sorted=False).values
+    z_top = torch.topk(z, k, dim=-1, sorted=False).values
     goal = math.log(target)
-
-    def f(beta: float) -> tuple[float, float]:
-        w_all = torch.softmax(beta * z, 0)
-        w_top = torch.softmax(beta * z_top, 0)
-        log_share = float(torch.logsumexp(beta * z_top, 0) - torch.logsumexp(beta * z, 0))
-        return log_share - goal, float((w_top * z_top).sum() - (w_all * z).sum())
-
-    lo, hi, beta = 0.0, math.inf, 1.0
+    done = (z.amax(-1) - z.amin(-1)) == 0  # constant rows: uniform
+    lo, hi = torch.zeros_like(result), torch.full_like(result, math.inf)
+    beta = torch.ones_like(result)
     for _ in range(iterations):
-        value, slope = f(beta)
-        if abs(value) < 1e-4:
-            return beta
-        lo, hi = (beta, hi) if value < 0 else (lo, beta)
-        step = beta - value / slope if slope > 0 else math.nan
-        if not (lo < step < hi) or not math.isfinite(step):
-            step = 2 * beta if hi == math.inf else 0.5 * (lo + hi)
-        beta = min(step, 1e4)
-    return beta
+        scaled, scaled_top = beta[:, None] * z, beta[:, None] * z_top
+        value = (torch.logsumexp(scaled_top, -1) - torch.logsumexp(scaled, -1)) - goal
+        slope = ((torch.softmax(scaled_top, -1) * z_top).sum(-1) - (torch.softmax(scaled, -1) * z).sum(-1))
+        hit = (value.abs() < 1e-4) & ~done
+        result = torch.where(hit, beta, result)
+        done = done | hit
+        if bool(done.all()):
+            return result
+        below = value < 0
+        lo, hi = torch.where(below, beta, lo), torch.where(below, hi, beta)
+        step = torch.where(slope > 0, beta - value / slope, math.nan)
+        bisect = torch.where(torch.isinf(hi), 2 * beta, 0.5 * (lo + hi))
+        step = torch.where((lo < step) & (step < hi) & torch.isfinite(step), step, bisect)
+        beta = torch.where(done, beta, step.clamp(max=1e4))
+    return torch.where(done, result, beta)
 
 
 @dataclass(frozen=True)
@@ -119,8 +135,9 @@ class SelectionRule:
         return self.temperature == 0
 
     def probabilities(self, values: torch.Tensor) -> torch.Tensor:
-        """First-draw probability of every sample (float64, sums to 1) under this rule and floor."""
-        n = values.numel()
+        """First-draw probability of every sample (float64, sums to 1) under this rule and floor; of each row
+        alone for a batch of values (K, N)."""
+        n = values.shape[-1]
         if self.rule == "paper":
             logits = values.double() / max(self.temperature, 1e-12)
         elif self.rule == "zscore":
@@ -130,8 +147,9 @@ class SelectionRule:
             f = self.uniform_floor
             target = self.top10_mass if f >= 1 else (self.top10_mass - 0.1 * f) / (1.0 - f)
             z = normalise(values)
-            logits = calibrated_scale(z, min(target, 0.999)) * z.double()
-        p = torch.softmax(logits.double(), dim=0)  # float64: low temperatures must not underflow
+            beta = calibrated_scales(z.reshape(-1, n), min(target, 0.999))
+            logits = beta.reshape(z.shape[:-1] + (1,)) * z.double()
+        p = torch.softmax(logits.double(), dim=-1)  # float64: low temperatures must not underflow
         if self.uniform_floor > 0:
             p = (1.0 - self.uniform_floor) * p + self.uniform_floor / n
         return p
@@ -140,84 +158,113 @@ class SelectionRule:
 def water_fill(probs: torch.Tensor, count: int) -> torch.Tensor:
     """``pi_i = min(1, c p_i)`` with ``sum(pi) = count``: the largest probabilities are capped at 1
     and the rest rescaled (exact; only the top ``count`` are sorted). Zero-probability samples fill
-    in only when fewer than ``count`` samples have a positive probability."""
-    n = probs.numel()
-    count = min(int(count), n)
+    in only when fewer than ``count`` samples have a positive probability. Each row alone for (K, N)."""
     p = probs.double()
-    pi = torch.zeros(n, dtype=torch.float64, device=p.device)
+    rows = p.reshape(-1, p.shape[-1])
+    rows = torch.where(rows < UNDERFLOW, 0.0, rows)  # denormals carry no precision: underflowed, as zeros
+    n = rows.shape[-1]
+    count = min(int(count), n)
     if count == 0:
-        return pi
-    positive = int((p > 0).sum())
-    if positive <= count:  # everything positive is taken; the remaining picks are uniform
-        pi[p > 0] = 1.0
-        if positive < n:
-            pi[p <= 0] = (count - positive) / (n - positive)
-        return pi
-    q, order = torch.topk(p, count, sorted=True)
-    tail = p.sum() - torch.cumsum(q, 0) + q  # tail[k] = mass from the k-th largest on
+        return torch.zeros_like(p)
+    positive = (rows > 0).sum(-1, keepdim=True)
+    # everything positive is taken; the remaining picks are uniform
+    few = torch.where(rows > 0, 1.0, (count - positive).double() / (n - positive).clamp_min(1).double())
+    q, order = torch.topk(rows, count, dim=-1, sorted=True)
+    # tail[k] = mass from the k-th largest on, summed from the small end: a difference of sums would lose the
+    # tail to rounding where the largest hold nearly all the mass (a greedy rule)
+    rest = rows.scatter(-1, order, 0.0).sum(-1, keepdim=True)
+    tail = rest + torch.flip(torch.cumsum(torch.flip(q, [-1]), -1), [-1])
     k = torch.arange(count, device=p.device, dtype=torch.float64)
     fits = (count - k) * q <= tail * (1 + 1e-12)
-    capped = int(torch.nonzero(fits)[0]) if bool(fits.any()) else count
-    pi = p * ((count - capped) / float(tail[capped])) if capped < count else torch.zeros_like(p)
-    pi[order[:capped]] = 1.0
-    return pi.clamp_(max=1.0)
+    capped = torch.where(fits.any(-1), torch.argmax(fits.int(), -1), count)
+    tail_at = tail.gather(-1, capped.clamp(max=count - 1)[:, None])
+    # p / tail <= 1 below the capped ones: no overflow where the tail is tiny
+    pi = torch.where(capped[:, None] < count, rows / tail_at.clamp_min(UNDERFLOW) * (count - capped)[:, None], 0.0)
+    on_top = torch.arange(count, device=p.device)[None, :] < capped[:, None]
+    pi.scatter_(-1, order, torch.where(on_top, 1.0, pi.gather(-1, order)))
+    pi = torch.where(positive <= count, few, pi.clamp_(max=1.0))
+    return pi.reshape(p.shape)
 
 
 def inclusion_probabilities(probs: torch.Tensor, count: int, groups: torch.Tensor | None = None,
                             counts: torch.Tensor | None = None, rounds: int = 4) -> torch.Tensor:
-    """Inclusion probabilities summing to ``count`` (or to ``counts[g]`` within each group ``g``).
+    """Inclusion probabilities summing to ``count`` (or to ``counts[g]`` within each group ``g``); each row
+    alone for a batch (K, N) (``groups`` (K, N), ``counts`` (K, G)).
 
     Vectorised over all groups: scale each group's probabilities to its count, cap at 1 what
     exceeds it, rescale the rest, and repeat until nothing more is capped (one or two rounds for
-    a gentle rule). A very greedy rule that needs more rounds, or a group whose probabilities
+    a gentle rule). A row whose very greedy rule needs more rounds, or with a group whose probabilities
     underflowed to zero, falls back to the exact sort-based :func:`water_fill` per group.
     """
     if groups is None:
         return water_fill(probs, count)
+    if probs.dim() == 1:
+        return inclusion_probabilities(probs[None], count, groups[None], counts[None], rounds)[0]
     p = probs.double()
     counts = counts.double().to(p.device)
-    num_groups = int(counts.numel())
     capped = torch.zeros_like(p, dtype=torch.bool)
+    result = torch.zeros_like(p)
+    done = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+    exact = torch.zeros_like(done)  # rows left to the exact fill
     for _ in range(rounds):
-        free = torch.zeros(num_groups, dtype=torch.double, device=p.device).index_add_(
-            0, groups, torch.where(capped, 0.0, p))
-        left = counts - torch.zeros(num_groups, dtype=torch.double, device=p.device).index_add_(
-            0, groups, capped.double())
-        if bool(((free <= 0) & (left > 0)).any()):
-            break  # underflow: only the exact fill knows what to do with zero probabilities
-        pi = torch.where(capped, 1.0, p * (left.clamp_min(0) / free.clamp_min(1e-300))[groups])
+        free = torch.zeros_like(counts).scatter_add_(-1, groups, torch.where(capped, 0.0, p))
+        left = counts - torch.zeros_like(counts).scatter_add_(-1, groups, capped.double())
+        exact = exact | (((free < UNDERFLOW) & (left > 0)).any(-1) & ~done)  # underflow: only the exact fill knows
+        pi = torch.where(capped, 1.0, p * (left.clamp_min(0) / free.clamp_min(UNDERFLOW)).gather(-1, groups))
         newly = (pi > 1.0) & ~capped
-        if not bool(newly.any()):
-            return pi
+        finished = ~newly.any(-1) & ~done & ~exact
+        result = torch.where(finished[:, None], pi, result)
+        done = done | finished
+        if bool((done | exact).all()):
+            break
         capped |= newly
-    return grouped_water_fill(p, groups, counts)
+    slow = ~done
+    if bool(slow.any()):
+        result[slow] = grouped_water_fill(p[slow], groups[slow], counts[slow])
+    return result
 
 
 def grouped_water_fill(probs: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """:func:`water_fill` within every group at once: one sort, then per-group ranks and tail sums."""
-    n = probs.numel()
-    p = probs.double().clamp_min(1e-300)  # underflowed samples share what is left, uniformly
-    order = torch.argsort(p, descending=True, stable=True)
-    order = order[torch.argsort(groups[order], stable=True)]
-    g, q = groups[order], p[order]
-    num_groups = int(counts.numel())
-    start = torch.searchsorted(g, torch.arange(num_groups, device=p.device))
-    rank = (torch.arange(n, device=p.device) - start[g]).double()
-    before = torch.cumsum(q, 0) - q  # mass ahead of each sample, all groups
-    total = torch.zeros(num_groups, dtype=torch.double, device=p.device).index_add_(0, g, q)
-    tail = total[g] - (before - before[start.clamp_max(n - 1)][g])
-    want = counts.double()[g]
-    fits = ((want - rank) * q <= tail * (1 + 1e-12)) & (rank < want)
-    capped = torch.full((num_groups,), float(n), dtype=torch.double, device=p.device)
-    capped = capped.scatter_reduce(0, g[fits], rank[fits], reduce="amin")
-    capped = torch.minimum(capped, counts.double())
-    k = capped[g]
+    """:func:`water_fill` within every group at once: one sort, then per-group ranks and tail sums; each row
+    alone for a batch (K, N) (``groups`` (K, N), ``counts`` (K, G))."""
+    if probs.dim() == 1:
+        return grouped_water_fill(probs[None], groups[None], counts[None])[0]
+    n = probs.shape[-1]
+    p = probs.double().clamp_min(UNDERFLOW)  # underflowed samples share what is left, uniformly
+    counts = counts.double()
+    order = torch.argsort(p, dim=-1, descending=True, stable=True)
+    order = order.gather(-1, torch.argsort(groups.gather(-1, order), dim=-1, stable=True))
+    g, q = groups.gather(-1, order), p.gather(-1, order)
+    labels = torch.arange(counts.shape[-1], device=p.device).expand(counts.shape).contiguous()
+    start = torch.searchsorted(g.contiguous(), labels)
+    rank = torch.arange(n, device=p.device) - start.gather(-1, g)
+    tail = _suffix_sums_within_groups(q, g, rank, counts.shape[-1])  # mass from each sample on, in its group
+    ranks, want = rank.double(), counts.gather(-1, g)
+    fits = ((want - ranks) * q <= tail * (1 + 1e-12)) & (ranks < want)
+    capped = torch.full_like(counts, float(n)).scatter_reduce(-1, g, torch.where(fits, ranks, float(n)), reduce="amin")
+    capped = torch.minimum(capped, counts)
     at_k = (start + capped.long()).clamp_max(n - 1)
-    scale = (counts.double() - capped) / tail[at_k].clamp_min(1e-300)
-    pi_sorted = torch.where(rank < k, 1.0, q * scale[g])
-    pi = torch.empty(n, dtype=torch.double, device=p.device)
-    pi[order] = pi_sorted.clamp(max=1.0)
-    return pi
+    tail_at = tail.gather(-1, at_k).clamp_min(UNDERFLOW).gather(-1, g)
+    pi_sorted = torch.where(ranks < capped.gather(-1, g), 1.0, q / tail_at * (counts - capped).gather(-1, g))
+    return torch.empty_like(p).scatter_(-1, order, pi_sorted.clamp(max=1.0))
+
+
+def _suffix_sums_within_groups(q: torch.Tensor, groups: torch.Tensor, rank: torch.Tensor, num_groups: int,
+                               budget: int = 1 << 25) -> torch.Tensor:
+    """Each sample's mass from it on within its group (``q`` (K, N) sorted by group, then descending; ``rank``:
+    its place in its group), summed from each group's small end, a few rows at a time within ``budget`` values."""
+    rows, n = q.shape
+    width = int(rank.max()) + 1
+    slot = groups * width + rank
+    step = max(1, budget // (num_groups * width))
+    parts = []
+    for first in range(0, rows, step):
+        part = slice(first, first + step)
+        padded = torch.zeros(q[part].shape[0], num_groups * width, dtype=q.dtype, device=q.device)
+        padded.scatter_(-1, slot[part], q[part])
+        sums = torch.flip(torch.cumsum(torch.flip(padded.view(-1, num_groups, width), [-1]), -1), [-1])
+        parts.append(sums.reshape(padded.shape).gather(-1, slot[part]))
+    return torch.cat(parts)
 
 
 def systematic_sample(pi: torch.Tensor, count: int, generator: torch.Generator | None = None,
@@ -227,37 +274,54 @@ def systematic_sample(pi: torch.Tensor, count: int, generator: torch.Generator |
     Systematic sampling over a random order (grouped by ``groups`` when given, so each group whose
     ``pi`` sums to an integer gets exactly that many): one uniform offset, one cumulative sum.
     """
-    n = pi.numel()
-    order = torch.randperm(n, generator=generator, device=pi.device)
+    return systematic_samples(pi[None], count, [generator], None if groups is None else groups[None])[0]
+
+
+def systematic_samples(pi: torch.Tensor, count: int, generators: list[torch.Generator | None],
+                       groups: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`systematic_sample` of each row of ``pi`` (K, N) with its own generator (K, ``count``): each row's
+    draws and indices are the ones it gets alone."""
+    rows, n = pi.shape
+    orders, offsets = [], []
+    for generator in generators:  # each generator draws as it does alone: its order, then its offset
+        orders.append(torch.randperm(n, generator=generator, device=pi.device))
+        offsets.append(torch.rand((), generator=generator, device=pi.device, dtype=torch.double))
+    order, u = torch.stack(orders), torch.stack(offsets)[:, None]
     if groups is not None:
-        order = order[torch.argsort(groups[order], stable=True)]
-    cum = torch.cumsum(pi[order].double(), 0)
-    u = torch.rand((), generator=generator, device=pi.device, dtype=torch.double)
-    hits = torch.floor(cum - u)
-    before = torch.cat([torch.floor(-u).reshape(1), hits[:-1]])
-    chosen = order[hits > before]
-    if chosen.numel() != count:  # float rounding at the very end of the sum: fix up deterministically
-        taken = torch.zeros(n, dtype=torch.bool, device=pi.device)
-        taken[chosen] = True
-        if chosen.numel() > count:
-            chosen = chosen[torch.argsort(pi[chosen], descending=True, stable=True)[:count]]
-        else:
-            rest = torch.where(taken, -1.0, pi.double())
-            extra = torch.topk(rest, count - chosen.numel()).indices
-            chosen = torch.cat([chosen, extra])
+        order = order.gather(-1, torch.argsort(groups.gather(-1, order), dim=-1, stable=True))
+    hits = torch.floor(torch.cumsum(pi.gather(-1, order).double(), -1) - u)
+    taken = hits > torch.cat([torch.floor(-u), hits[:, :-1]], -1)
+    if bool((taken.sum(-1) == count).all()):
+        return order[taken].view(rows, count)
+    return torch.stack([_exactly(order[r][taken[r]], pi[r], count) for r in range(rows)])
+
+
+def _exactly(chosen: torch.Tensor, pi: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` of systematic sampling's ``chosen``: float rounding at the very end of the sum can take one
+    more or one fewer; fixed up deterministically by the largest inclusion probabilities."""
+    if chosen.numel() > count:
+        return chosen[torch.argsort(pi[chosen], descending=True, stable=True)[:count]]
+    if chosen.numel() < count:
+        rest = pi.double().clone()
+        rest[chosen] = -1.0
+        return torch.cat([chosen, torch.topk(rest, count - chosen.numel()).indices])
     return chosen
 
 
 def class_quotas(labels: torch.Tensor, count: int, num_classes: int) -> torch.Tensor:
-    """Picks per class proportional to class size, summing to ``count`` (largest remainders)."""
-    sizes = torch.bincount(labels, minlength=num_classes).double()
-    quota = sizes * (count / sizes.sum())
+    """Picks per class proportional to class size, summing to ``count`` (largest remainders); each row alone
+    for labels (K, N) (quotas (K, ``num_classes``))."""
+    rows = labels.reshape(-1, labels.shape[-1])
+    sizes = torch.zeros(rows.shape[0], num_classes, dtype=torch.float64, device=labels.device)
+    sizes.scatter_add_(-1, rows, torch.ones_like(rows, dtype=torch.float64))
+    quota = sizes * (count / sizes.sum(-1, keepdim=True))
     base = torch.floor(quota)
-    short = int(count - base.sum())
-    if short > 0:
-        order = torch.argsort(quota - base, descending=True, stable=True)[:short]
-        base[order] += 1
-    return torch.minimum(base, sizes)
+    short = count - base.sum(-1, keepdim=True)
+    order = torch.argsort(quota - base, dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(num_classes, device=labels.device)
+                                            .expand_as(order).contiguous())
+    quotas = torch.minimum(base + (rank < short).double(), sizes)
+    return quotas.reshape(labels.shape[:-1] + (num_classes,))
 
 
 @dataclass(frozen=True)
@@ -278,33 +342,63 @@ def select_subset(values: torch.Tensor | None, count: int, rule: SelectionRule,
     ``values=None`` is uniform selection (the ``random`` metric; give ``num_samples``); class
     balance and reweighting still apply (reweighting uniform picks gives weight 1).
     """
-    n = values.numel() if values is not None else int(num_samples or 0)
+    return select_subsets([values], count, rule, [generator], None if labels is None else [labels],
+                          num_samples)[0]
+
+
+def select_subsets(values: list[torch.Tensor | None], count: int, rule: SelectionRule,
+                   generators: list[torch.Generator | None], labels: list[torch.Tensor] | None = None,
+                   num_samples: int | None = None) -> list[Selection]:
+    """:func:`select_subset` for several runs at once (a pack's members), each with its values (None: uniform),
+    its generator and its samples' labels, over equally many samples: one vectorised pass, and each run's
+    selection the one it makes alone (up to the summation order of reductions)."""
+    known = [v for v in values if v is not None]
+    n = known[0].shape[-1] if known else int(num_samples or 0)
     if not 1 <= count <= n:
         raise ValueError(f"count must be in [1, {n}], got {count}")
-    device = values.device if values is not None else (generator.device if generator is not None else "cpu")
-    if rule.class_balance and labels is None:
+    device = known[0].device if known else next((g.device for g in generators if g is not None),
+                                                torch.device("cpu"))
+    if rule.class_balance and (labels is None or any(lab is None for lab in labels)):
         raise ValueError("class_balance needs the labels of the samples")
-    groups = labels.to(device) if rule.class_balance else None
-    counts = None
-    if groups is not None:
+    groups = counts = None
+    if rule.class_balance:
+        groups = torch.stack([lab.to(device) for lab in labels])
         counts = class_quotas(groups, count, int(groups.max()) + 1)
-    if values is not None and rule.deterministic:
-        z = normalise(values)
-        if groups is None:
-            idx = torch.topk(z, count, sorted=False).indices
-        else:  # top within each class: rank inside the class after sorting by value
-            order = torch.argsort(z, descending=True, stable=True)
-            order = order[torch.argsort(groups[order], stable=True)]
-            g = groups[order]
-            start = torch.searchsorted(g, torch.arange(counts.numel(), device=device))
-            rank = torch.arange(n, device=device) - start[g]
-            idx = order[rank < counts.long()[g]]
-        return Selection(idx, None, None, 1.0 if count / n <= 0.1 else 0.1 / (count / n))
-    probs = torch.full((n,), 1.0 / n, device=device) if values is None else rule.probabilities(values)
+    if known and rule.deterministic:
+        return [_top_m(v, count, None if groups is None else groups[r], None if counts is None else counts[r])
+                if v is not None else select_subsets([None], count, rule, [generators[r]],
+                                                     None if labels is None else [labels[r]], n)[0]
+                for r, v in enumerate(values)]
+    uniform = torch.full((len(values), n), 1.0 / n, device=device).double()
+    if known:
+        valued = torch.tensor([v is not None for v in values], device=device)[:, None]
+        stacked = torch.stack([v if v is not None else known[0] for v in values])
+        probs = torch.where(valued, rule.probabilities(stacked), uniform)
+    else:
+        probs = uniform
     pi = inclusion_probabilities(probs, count, groups, counts)
-    idx = systematic_sample(pi, count, generator, groups)
+    chosen = systematic_samples(pi, count, generators, groups)
     weights = (count / (n * pi)).float() if rule.reweight else None
-    return Selection(idx, pi.float(), weights, top_share(probs))
+    shares = _top_shares(probs).tolist()
+    inclusion = pi.float()
+    return [Selection(chosen[r], inclusion[r], None if weights is None else weights[r], shares[r])
+            for r in range(len(values))]
+
+
+def _top_m(values: torch.Tensor, count: int, groups: torch.Tensor | None, counts: torch.Tensor | None) -> Selection:
+    """The deterministic selection (temperature 0): the top ``count`` values, within each class by its quota."""
+    n = values.numel()
+    z = normalise(values)
+    if groups is None:
+        idx = torch.topk(z, count, sorted=False).indices
+    else:  # top within each class: rank inside the class after sorting by value
+        order = torch.argsort(z, descending=True, stable=True)
+        order = order[torch.argsort(groups[order], stable=True)]
+        g = groups[order]
+        start = torch.searchsorted(g, torch.arange(counts.numel(), device=values.device))
+        rank = torch.arange(n, device=values.device) - start[g]
+        idx = order[rank < counts.long()[g]]
+    return Selection(idx, None, None, 1.0 if count / n <= 0.1 else 0.1 / (count / n))
 
 
 # --------------------------------------------------------------------------- simple API (first design)

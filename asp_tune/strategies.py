@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -26,7 +26,7 @@ from asp_tune.imports import import_object, is_import_path
 from asp_tune.proxy_settings import ProxySettings
 from asp_tune.registry import STATISTICS, STRATEGIES
 from asp_tune.schedules import MetricSchedule, RatioSchedule
-from asp_tune.selection import SelectionRule, select_subset
+from asp_tune.selection import SelectionRule, select_subsets
 
 if TYPE_CHECKING:
     from asp_tune.memory import ProxyMemory
@@ -97,6 +97,13 @@ class SubsetStrategy:
 
     def plan(self, epoch: int) -> EpochPlan:
         raise NotImplementedError
+
+    @classmethod
+    def plan_together(cls, strategies: Sequence["SubsetStrategy"], epochs: Sequence[int]) -> list[EpochPlan]:
+        """The plans of several runs' strategies of this class (a pack's members) for their ``epochs``: each
+        run's plan the one its :meth:`plan` makes. A class may draw them in one vectorised pass; by default
+        each plans alone."""
+        return [strategy.plan(epoch) for strategy, epoch in zip(strategies, epochs)]
 
     def epoch_size(self, epoch: int) -> int | None:
         """How many samples ``epoch`` trains on, known before it is planned; None when it depends on
@@ -186,40 +193,74 @@ class Importance(SubsetStrategy):
         return self.schedule.count_at(epoch, self.run.num_samples)
 
     def plan(self, epoch: int) -> EpochPlan:
-        run, n = self.run, self.run.num_samples
-        count, target = self.epoch_size(epoch), self.schedule.ratio_at(epoch)
-        if count >= n:
-            return EpochPlan(epoch, self._shuffled(n), ALL_SAMPLES, target, 0.1)
-        metric = self.metric_at(epoch)
-        values = None if metric == "random" else run.memory[metric]
-        unseen = torch.nonzero(~run.seen).squeeze(1) if self.unseen_first else None
-        if unseen is not None and 0 < unseen.numel():
-            indices, weights, top10 = self._select_unseen_first(values, count, unseen)
-            metric = f"{metric}+unseen"
-        else:
-            chosen = select_subset(values, count, self.rule, run.generator, run.labels, num_samples=n)
-            indices, weights, top10 = chosen.indices, chosen.weights, chosen.top10_mass
-        return EpochPlan(epoch, indices[self._shuffled(count)], metric, target, top10, weights)
+        return Importance.plan_together([self], [epoch])[0]
 
-    def _select_unseen_first(self, values: torch.Tensor | None, count: int, unseen: torch.Tensor):
-        """Never-trained samples first (uniformly if there are more than ``count``), the rest of the
-        picks by the rule among the samples already seen."""
-        run, n = self.run, self.run.num_samples
-        if unseen.numel() >= count:  # only fresh samples: plain uniform SGD on them, weight 1
-            return unseen[self._shuffled(unseen.numel())[:count]], None, 0.1
-        seen = torch.nonzero(run.seen).squeeze(1)
-        sub = select_subset(None if values is None else values[seen], count - unseen.numel(), self.rule,
-                            run.generator, None if run.labels is None else run.labels[seen],
-                            num_samples=seen.numel())
-        weights = None
-        if self.rule.reweight and sub.inclusion is not None:
-            pi = torch.ones(n, device=run.device)
-            pi[seen] = sub.inclusion.to(run.device)
-            weights = count / (n * pi)
-        return torch.cat([unseen, seen[sub.indices]]), weights, sub.top10_mass
+    @classmethod
+    def plan_together(cls, strategies: Sequence["SubsetStrategy"], epochs: Sequence[int]) -> list[EpochPlan]:
+        """Runs alike (the same rule, epoch and sizes) select in one vectorised pass
+        (:func:`~asp_tune.selection.select_subsets`), each with its own memory, generator and unseen samples."""
+        if cls.plan is not Importance.plan:  # a subclass that plans its own way
+            return super().plan_together(strategies, epochs)
+        alike: dict[tuple, list[int]] = {}
+        for i, (strategy, epoch) in enumerate(zip(strategies, epochs)):
+            run = strategy.run
+            key = (strategy.rule, strategy.unseen_first, epoch, strategy.epoch_size(epoch), run.num_samples,
+                   str(run.device))
+            alike.setdefault(key, []).append(i)
+        plans: list[EpochPlan | None] = [None] * len(strategies)
+        for (_, _, epoch, count, _, _), members in alike.items():
+            for i, plan in zip(members, _plan_alike([strategies[i] for i in members], epoch, count)):
+                plans[i] = plan
+        return plans
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "rule": self.rule.rule, "schedule": self.schedule_kind}
+
+
+def _plan_alike(strategies: list[Importance], epoch: int, count: int) -> list[EpochPlan]:
+    """:meth:`Importance.plan` of runs alike, their selections drawn together. Each run draws from its own
+    generator in the order it draws alone: its subset, then the subset's shuffle."""
+    first = strategies[0]
+    n, rule = first.run.num_samples, first.rule
+    targets = [s.schedule.ratio_at(epoch) for s in strategies]
+    if count >= n:
+        return [EpochPlan(epoch, s._shuffled(n), ALL_SAMPLES, t, 0.1) for s, t in zip(strategies, targets)]
+    metrics = [s.metric_at(epoch) for s in strategies]
+    values = [None if m == "random" else s.run.memory[m] for s, m in zip(strategies, metrics)]
+    unseen = [torch.nonzero(~s.run.seen).squeeze(1) if s.unseen_first else None for s in strategies]
+    chosen: list[tuple[torch.Tensor, torch.Tensor | None, float] | None] = [None] * len(strategies)
+    pools: dict[int, list[int]] = {}  # runs that still pick among some samples by the rule, by how many
+    for i, (s, fresh) in enumerate(zip(strategies, unseen)):
+        if fresh is not None and fresh.numel() >= count:  # only fresh samples: plain uniform SGD on them, weight 1
+            chosen[i] = fresh[s._shuffled(fresh.numel())[:count]], None, 0.1
+        else:
+            pools.setdefault(0 if fresh is None else int(fresh.numel()), []).append(i)
+    for fresh_count, members in pools.items():
+        # never-trained samples first (included with probability 1), the rest by the rule among the seen ones
+        seen = [torch.nonzero(strategies[i].run.seen).squeeze(1) if fresh_count else None for i in members]
+        labels = [strategies[i].run.labels for i in members]
+        pool_values = [values[i] for i in members]
+        if fresh_count:
+            pool_values = [v if v is None else v[idx] for v, idx in zip(pool_values, seen)]
+            labels = [lab if lab is None else lab[idx] for lab, idx in zip(labels, seen)]
+        picks = select_subsets(pool_values, count - fresh_count, rule, [strategies[i].run.generator for i in members],
+                               labels if rule.class_balance else None, n - fresh_count)
+        for i, idx, pick in zip(members, seen, picks):
+            if not fresh_count:
+                chosen[i] = pick.indices, pick.weights, pick.top10_mass
+                continue
+            weights = None
+            if rule.reweight and pick.inclusion is not None:
+                pi = torch.ones(n, device=idx.device)
+                pi[idx] = pick.inclusion.to(idx.device)
+                weights = count / (n * pi)
+            chosen[i] = torch.cat([unseen[i], idx[pick.indices]]), weights, pick.top10_mass
+    plans = []
+    for s, metric, fresh, target, (indices, weights, top10) in zip(strategies, metrics, unseen, targets, chosen):
+        if fresh is not None and fresh.numel() > 0:
+            metric = f"{metric}+unseen"
+        plans.append(EpochPlan(epoch, indices[s._shuffled(count)], metric, target, top10, weights))
+    return plans
 
 
 class Mixture(Importance):
