@@ -87,3 +87,18 @@ def test_selectors_planned_together_plan_what_they_plan_alone(metric, first_full
         assert torch.equal(a.seen, b.seen) and torch.equal(a.times_selected, b.times_selected)
     if metric != "random":  # the memories made their selections differ
         assert len({tuple(s.plan(7).indices[:5].tolist()) for s in alone}) > 1
+
+
+def test_a_greedy_rule_without_class_balance_trains_without_a_false_divergence():
+    """The NaN inclusion probabilities gave NaN loss weights: the run stopped at epoch 4 with "training loss
+    became nan ... lower the learning rate", a learning rate that was not the cause."""
+    from asp_tune.build import build_trainer
+    from asp_tune.config import TrainConfig
+
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=64, epochs=6, ratio=0.3, metric="loss",
+                         selection_rule="zscore", temperature=0.05, uniform_floor=0.0, class_balance=False, seed=0)
+    trainer = build_trainer(config)
+    for _ in range(6):
+        trainer.train_epoch()
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in trainer.history)
+    assert trainer.sample_weights is not None and bool(torch.isfinite(trainer.sample_weights).all())
