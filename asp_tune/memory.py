@@ -152,6 +152,12 @@ class ProxyMemory:
         self._latest = torch.zeros(self.num_samples, len(self.latest_columns), dtype=torch.float32, device=self.device)
         self._counts = torch.zeros(self.num_samples, len(self.sum_columns), dtype=torch.float32, device=self.device)
         self._partial: dict[tuple, torch.Tensor] = {}  # the columns a batch could compute, on the device
+        self._stack: tuple[MemoryStack, int] | None = None  # (the stack its tables are a row of, that row)
+        self._bind(self._latest, self._counts)
+
+    def _bind(self, latest: torch.Tensor, counts: torch.Tensor) -> None:
+        """Keep the values in ``latest`` and ``counts`` (tables of this memory's shapes) from now on."""
+        self._latest, self._counts = latest, counts
         self.values: dict[str, torch.Tensor] = {
             **{n: self._latest[:, i] for i, n in enumerate(self.latest_columns)},
             **{n: self._counts[:, i] for i, n in enumerate(self.sum_columns[:-1])},
@@ -218,6 +224,10 @@ class ProxyMemory:
             return
         rows, latest, computed, sums = self.batch_columns(torch.cat(list(indices)),
                                                           **{n: _rows(t) for n, t in given.items()})
+        stack = self._stack[0] if self._stack is not None else None
+        if stack is not None and all(m._stack is not None and m._stack[0] is stack for m in memories):
+            stack.record([m._stack[1] for m in memories], batch, rows, latest, computed, sums)  # one write for all
+            return
         for k, (memory, mine) in enumerate(zip(memories, indices)):
             part = slice(k * batch, (k + 1) * batch)
             memory.apply(rows[part], latest[part], computed, sums[part])
@@ -225,18 +235,19 @@ class ProxyMemory:
     @torch.no_grad()
     def apply(self, indices: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor, sums: torch.Tensor) -> None:
         """Record :meth:`batch_columns`' output: latest values replace, sums add up."""
-        if latest.shape[1]:
-            computed = computed.cpu()  # made on the host (_columns): deciding on it waits for no device
-            if bool(computed.all()):
-                self._latest[indices] = latest
-            elif bool(computed.any()):  # only the columns this batch could compute
-                key = tuple(computed.tolist())
-                if key not in self._partial:
-                    self._partial[key] = host_values(torch.nonzero(computed).squeeze(1).tolist(), torch.long,
-                                                     self.device)
-                cols = self._partial[key]
-                self._latest[indices[:, None], cols[None, :]] = latest[:, cols]
-        self._counts.index_add_(0, indices, sums)
+        _record(self._latest, self._counts, (indices,), latest, self._columns_of(computed), sums)
+
+    def _columns_of(self, computed: torch.Tensor) -> torch.Tensor | bool:
+        """The latest columns a batch computed: True (all), False (none) or their indices on the device."""
+        computed = computed.cpu()  # made on the host (_columns): deciding on it waits for no device
+        if not computed.numel() or bool(computed.all()):
+            return bool(computed.numel())
+        if not bool(computed.any()):
+            return False
+        key = tuple(computed.tolist())
+        if key not in self._partial:
+            self._partial[key] = host_values(torch.nonzero(computed).squeeze(1).tolist(), torch.long, self.device)
+        return self._partial[key]
 
     def state_dict(self) -> dict:
         return {"latest_columns": list(self.latest_columns), "sum_columns": list(self.sum_columns),
@@ -265,6 +276,44 @@ class ProxyMemory:
 
 
 ColumnsFn = Callable[[BatchView], tuple]
+
+
+def _record(latest_table: torch.Tensor, counts_table: torch.Tensor, where: tuple[torch.Tensor, ...],
+            latest: torch.Tensor, columns: torch.Tensor | bool, sums: torch.Tensor) -> None:
+    """Write one batch's values at ``where`` (the rows' indices into the tables): latest values replace (only
+    ``columns``: True all, False none, else their indices), sums add up."""
+    if columns is True:
+        latest_table[where] = latest
+    elif columns is not False:
+        latest_table[tuple(i[:, None] for i in where) + (columns[None, :],)] = latest[:, columns]
+    counts_table.index_put_(where, sums, accumulate=True)
+
+
+class MemoryStack:
+    """The tables of K memories (equal columns, sizes and device) kept as rows of one stacked table, so that a pack
+    records all its members' batches with one write (:meth:`ProxyMemory.update_stacked` finds the stack). Each
+    memory goes on working alone on its row, before, during and after; its values are unchanged."""
+
+    def __init__(self, memories: Sequence[ProxyMemory]):
+        first = memories[0]
+        if any(m.columns != first.columns or m.num_samples != first.num_samples or m.device != first.device
+               for m in memories):
+            raise ValueError("a memory stack needs memories with the same columns and sizes on one device")
+        self.latest = torch.stack([m._latest for m in memories])  # noqa: SLF001 - the memories' own tables
+        self.counts = torch.stack([m._counts for m in memories])  # noqa: SLF001
+        for k, memory in enumerate(memories):
+            memory._bind(self.latest[k], self.counts[k])  # noqa: SLF001
+            memory._stack = (self, k)  # noqa: SLF001
+        self._partial = first._columns_of  # noqa: SLF001 - the column indices, made once
+        self._owners: dict[tuple, torch.Tensor] = {}
+
+    def record(self, slots: list[int], batch: int, rows: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor,
+               sums: torch.Tensor) -> None:
+        """Write the batches of the memories at ``slots``, ``batch`` rows each, in their order."""
+        key = (tuple(slots), batch)
+        if key not in self._owners:
+            self._owners[key] = host_values(slots, torch.long, rows.device).repeat_interleave(batch)
+        _record(self.latest, self.counts, (self._owners[key], rows), latest, self._partial(computed), sums)
 
 
 def _rows(stacked: torch.Tensor | None) -> torch.Tensor | None:

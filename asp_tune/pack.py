@@ -40,7 +40,7 @@ from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
 from asp_tune.footprint import measure_footprint, readable_bytes
-from asp_tune.memory import FeatureNormTap
+from asp_tune.memory import FeatureNormTap, MemoryStack
 from asp_tune.proxy import ProxySelector
 from asp_tune.sizes import free_bytes
 from asp_tune.stacked import StackedNetwork, shares_tensors, stack_parameters, take_members
@@ -261,6 +261,9 @@ class Pack:
         for trainer in trainers:  # the pack steps their weights: their schedules step after an optimiser step
             trainer.optimizer._opt_called = True  # noqa: SLF001 - what torch's scheduler checks
         self.members = [Member(t, k) for k, t in enumerate(trainers)]
+        if first.selector.tracks_importance:  # the members' memories record each step with one write
+            with contextlib.suppress(ValueError):  # memories with other columns record one by one
+                MemoryStack([t.selector.memory for t in trainers])
         self.failed: dict[Trainer, BaseException] = {}
         self._stepped = False
 

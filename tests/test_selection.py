@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from asp_tune import ProxyMemory, ProxySelector, normalise, select, selection_probabilities, top_mass
+from asp_tune.memory import MemoryStack
 
 
 def gen(seed=0):
@@ -107,15 +108,28 @@ def test_memory_update_semantics():
     assert mem.times_trained.tolist() == [1, 2, 1, 0, 0, 0]
 
 
-def test_stacked_updates_record_what_one_update_per_memory_records():
+@pytest.mark.parametrize("in_one_table", [False, True])
+def test_stacked_updates_record_what_one_update_per_memory_records(in_one_table):
+    """Memories updated together, whether or not their tables are rows of one :class:`MemoryStack` (a pack's
+    members: one write for all), end as each updated alone; a stacked memory also updates alone, on its row."""
     generator = torch.Generator().manual_seed(0)
     stacked = [ProxyMemory(10) for _ in range(3)]
     alone = [ProxyMemory(10) for _ in range(3)]
-    for _ in range(2):  # twice: cumulative columns add up, latest ones are replaced
-        logits = torch.randn(3, 4, 5, generator=generator)
-        targets = torch.randint(0, 5, (3, 4), generator=generator)
-        norms = torch.rand(3, 4, generator=generator)
-        indices = [torch.randperm(10, generator=generator)[:4] for _ in range(3)]
+    if in_one_table:
+        for memory in (*stacked, *alone):  # values before stacking are kept
+            memory.update(torch.tensor([7]), torch.ones(1, 5), torch.tensor([2]))
+        stack = MemoryStack(stacked)
+        assert stack.latest.shape[0] == 3 and stacked[1]._latest.data_ptr() == stack.latest[1].data_ptr()
+    for step in range(3):  # cumulative columns add up, latest ones are replaced
+        if step == 2:  # the middle one left the pack: it goes on alone, the others together
+            stacked[1].update(torch.tensor([0, 9]), torch.ones(2, 5), torch.tensor([1, 3]))
+            alone[1].update(torch.tensor([0, 9]), torch.ones(2, 5), torch.tensor([1, 3]))
+            stacked, alone = [stacked[0], stacked[2]], [alone[0], alone[2]]
+        members = len(stacked)
+        logits = torch.randn(members, 4, 5, generator=generator)
+        targets = torch.randint(0, 5, (members, 4), generator=generator)
+        norms = torch.rand(members, 4, generator=generator)
+        indices = [torch.randperm(10, generator=generator)[:4] for _ in range(members)]
         stacked[0].update_stacked(stacked[1:], indices, logits, targets, norms)
         for k, memory in enumerate(alone):
             memory.update(indices[k], logits[k], targets[k], norms[k])
@@ -220,3 +234,21 @@ def test_unseen_samples_are_picked_first_and_all_are_seen_after_ceil_one_over_r_
     assert len(seen) == n and bool(s.seen.all())
     plan = s.plan(4)  # warm-up over: the rule picks among all samples again
     assert plan.metric == "loss"
+
+
+def test_a_memory_stack_records_only_the_columns_a_batch_computes():
+    """Given per-sample losses only (a regression task), the other latest columns keep their values."""
+    stacked, alone = [ProxyMemory(6) for _ in range(2)], [ProxyMemory(6) for _ in range(2)]
+    for memory in (*stacked, *alone):
+        memory.update(torch.arange(6), torch.randn(6, 3, generator=torch.Generator().manual_seed(1)),
+                      torch.tensor([0, 1, 2, 0, 1, 2]))
+    MemoryStack(stacked)
+    losses, indices = torch.rand(2, 3), [torch.tensor([0, 1, 2]), torch.tensor([5, 3, 1])]
+    stacked[0].update_stacked(stacked[1:], indices, losses=losses)
+    for k, memory in enumerate(alone):
+        memory.update(indices[k], losses=losses[k])
+    for ours, theirs in zip(stacked, alone):
+        for column in theirs.values:
+            assert torch.equal(ours[column], theirs[column]), column
+        assert torch.equal(ours.times_trained, theirs.times_trained)
+    assert stacked[1]["entropy"][5] > 0 and stacked[1]["loss"][5] == losses[1, 0]
