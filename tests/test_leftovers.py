@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,23 @@ def test_ray_gets_a_private_token_where_the_home_folder_cannot_hold_one(tmp_path
         os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
         if previous is not None:
             os.environ["RAY_AUTH_TOKEN_PATH"] = previous
+
+
+def test_the_private_token_s_folder_goes_when_the_process_exits(tmp_path):
+    """A token in the temporary folder outlived every run that made one (one a test run, each left behind)."""
+    import subprocess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".ray").write_text("a file where Ray's folder should be")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env["HOME"], env["TMPDIR"] = str(home), str(tmp_path)
+    code = "from asp_tune.tune.session import protect_ray_token; p = protect_ray_token(); print(p, p.is_file())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    path, existed = out.split()
+    assert existed == "True" and path.startswith(str(tmp_path))
+    assert not Path(path).parent.exists()
+    assert (home / ".ray").is_file()  # nothing else touched
 
 
 @pytest.mark.slow

@@ -114,13 +114,17 @@ def _writable(folder: Path) -> bool:
 
 def _private_token() -> Path:
     """A new token in a private temporary folder (mode 0700, the file 0600), named to Ray by
-    ``RAY_AUTH_TOKEN_PATH`` for this process and the Ray it starts."""
+    ``RAY_AUTH_TOKEN_PATH`` for this process and the Ray it starts; the folder is removed when this process
+    exits (the local Ray it started goes with it), so no token is left behind in the temporary folder."""
+    import atexit
     import secrets
+    import shutil
     import tempfile
 
     from asp_tune.atomic import create_private
 
     folder = Path(tempfile.mkdtemp(prefix="asp-tune-ray-token-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # the folder this call made, and only it
     path = folder / "auth_token"
     create_private(path, secrets.token_hex(32).encode())
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
