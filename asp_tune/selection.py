@@ -75,35 +75,43 @@ def calibrated_scale(z: torch.Tensor, target: float, fraction: float = 0.1, iter
 
 
 def calibrated_scales(z: torch.Tensor, target: float, fraction: float = 0.1, iterations: int = 30) -> torch.Tensor:
-    """:func:`calibrated_scale` of each row of ``z`` (K, N) at once (float64, (K,)); each row's Newton steps are
-    the ones it takes alone, and a row stops where it would stop alone."""
+    """:func:`calibrated_scale` of each row of ``z`` (K, N) at once (float64, (K,)): the passes over the rows are
+    one vectorised pass; each row's Newton steps, taken on the host in float64, are the ones it takes alone, and
+    a row stops where it would stop alone."""
     rows, n = z.shape
     k = max(1, math.ceil(fraction * n))
-    result = torch.zeros(rows, dtype=torch.float64, device=z.device)
+    result = [0.0] * rows
     if target <= k / n:
-        return result
+        return torch.zeros(rows, dtype=torch.float64, device=z.device)
     z = z.double()
     z_top = torch.topk(z, k, dim=-1, sorted=False).values
     goal = math.log(target)
-    done = (z.amax(-1) - z.amin(-1)) == 0  # constant rows: uniform
-    lo, hi = torch.zeros_like(result), torch.full_like(result, math.inf)
-    beta = torch.ones_like(result)
+    constant = ((z.amax(-1) - z.amin(-1)) == 0).tolist()  # constant rows: uniform
+    brackets = {r: (0.0, math.inf, 1.0) for r in range(rows) if not constant[r]}  # (lo, hi, beta) of each row
     for _ in range(iterations):
-        scaled, scaled_top = beta[:, None] * z, beta[:, None] * z_top
-        value = (torch.logsumexp(scaled_top, -1) - torch.logsumexp(scaled, -1)) - goal
-        slope = ((torch.softmax(scaled_top, -1) * z_top).sum(-1) - (torch.softmax(scaled, -1) * z).sum(-1))
-        hit = (value.abs() < 1e-4) & ~done
-        result = torch.where(hit, beta, result)
-        done = done | hit
-        if bool(done.all()):
-            return result
-        below = value < 0
-        lo, hi = torch.where(below, beta, lo), torch.where(below, hi, beta)
-        step = torch.where(slope > 0, beta - value / slope, math.nan)
-        bisect = torch.where(torch.isinf(hi), 2 * beta, 0.5 * (lo + hi))
-        step = torch.where((lo < step) & (step < hi) & torch.isfinite(step), step, bisect)
-        beta = torch.where(done, beta, step.clamp(max=1e4))
-    return torch.where(done, result, beta)
+        if not brackets:
+            break
+        live = list(brackets)
+        beta = torch.tensor([brackets[r][2] for r in live], dtype=torch.float64, device=z.device)[:, None]
+        on, on_top = (z, z_top) if len(live) == rows else (z[live], z_top[live])
+        scaled, scaled_top = beta * on, beta * on_top
+        shares = (torch.logsumexp(scaled_top, -1) - torch.logsumexp(scaled, -1)).tolist()
+        slopes = ((torch.softmax(scaled_top, -1) * on_top).sum(-1) - (torch.softmax(scaled, -1) * on).sum(-1)).tolist()
+        for r, share, slope in zip(live, shares, slopes):
+            lo, hi, b = brackets[r]
+            value = share - goal
+            if abs(value) < 1e-4:
+                result[r] = b
+                del brackets[r]
+                continue
+            lo, hi = (b, hi) if value < 0 else (lo, b)
+            step = b - value / slope if slope > 0 else math.nan
+            if not (lo < step < hi) or not math.isfinite(step):
+                step = 2 * b if hi == math.inf else 0.5 * (lo + hi)
+            brackets[r] = (lo, hi, min(step, 1e4))
+    for r, (_, _, b) in brackets.items():
+        result[r] = b
+    return torch.tensor(result, dtype=torch.float64, device=z.device)
 
 
 @dataclass(frozen=True)
@@ -369,13 +377,14 @@ def select_subsets(values: list[torch.Tensor | None], count: int, rule: Selectio
                 if v is not None else select_subsets([None], count, rule, [generators[r]],
                                                      None if labels is None else [labels[r]], n)[0]
                 for r, v in enumerate(values)]
-    uniform = torch.full((len(values), n), 1.0 / n, device=device).double()
-    if known:
-        valued = torch.tensor([v is not None for v in values], device=device)[:, None]
-        stacked = torch.stack([v if v is not None else known[0] for v in values])
-        probs = torch.where(valued, rule.probabilities(stacked), uniform)
+    if len(known) == len(values):
+        probs = rule.probabilities(torch.stack(values) if len(values) > 1 else values[0][None])
     else:
-        probs = uniform
+        probs = torch.full((len(values), n), 1.0 / n, device=device).double()
+        if known:
+            valued = torch.tensor([v is not None for v in values], device=device)[:, None]
+            stacked = torch.stack([v if v is not None else known[0] for v in values])
+            probs = torch.where(valued, rule.probabilities(stacked), probs)
     pi = inclusion_probabilities(probs, count, groups, counts)
     chosen = systematic_samples(pi, count, generators, groups)
     weights = (count / (n * pi)).float() if rule.reweight else None

@@ -1,0 +1,94 @@
+"""A pack's members choosing their subsets: one at a time against together, in one run.
+
+K digits MLP trainers (one data set, learning rates apart, the same seed and strategy, as in a pack) train a
+few epochs each so that their memories differ; then one epoch's plans are timed both ways from the same
+state: each member's ``ProxySelector.plan`` in turn (what a pack did before), and
+``ProxySelector.plan_together`` (what a pack does now: one vectorised pass). Both must give every member the
+same plan (indices and loss weights), checked here. The epoch is past the unseen-first epochs, so each member
+draws by the calibrated rule (calibration, class-balanced inclusion probabilities, systematic sampling).
+
+    python bench/pack_selection.py          # about 20 s on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import publish  # noqa: E402
+
+from asp_tune.build import build_trainer  # noqa: E402
+from asp_tune.config import TrainConfig  # noqa: E402
+from asp_tune.proxy import ProxySelector  # noqa: E402
+
+
+def measure(members: int, epochs_before: int, repeats: int) -> dict:
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=64, epochs=epochs_before + 2, ratio=0.3,
+                         metric="loss", first_epoch_full=False, seed=0)
+    first = build_trainer(config)
+    trainers = [first] + [build_trainer(dataclasses.replace(config, lr=0.01 * (k + 2)), data=first.data)
+                          for k in range(members - 1)]
+    for trainer in trainers:
+        for _ in range(epochs_before):
+            trainer.train_epoch()
+    selectors = [t.selector for t in trainers]
+    epoch = epochs_before
+    saved = [(s.generator.get_state(), s.seen.clone(), s.times_selected.clone()) for s in selectors]
+
+    def restore() -> None:
+        for s, (state, seen, times) in zip(selectors, saved):
+            s.generator.set_state(state)
+            s.seen.copy_(seen)
+            s.times_selected.copy_(times)
+
+    def one_at_a_time():
+        return [s.plan(epoch) for s in selectors]
+
+    def together():
+        return ProxySelector.plan_together(selectors, [epoch] * members)
+
+    restore()
+    alone = one_at_a_time()
+    restore()
+    joint = together()
+    same = all(torch.equal(a.indices, b.indices) and (a.weights is None) == (b.weights is None)
+               and (a.weights is None or torch.equal(a.weights, b.weights)) for a, b in zip(alone, joint))
+    times = {"one at a time": [], "together": []}
+    for _ in range(repeats):  # interleaved, so that a slow moment of the machine hits both
+        for label, plan in (("one at a time", one_at_a_time), ("together", together)):
+            restore()
+            start = time.perf_counter()
+            plan()
+            times[label].append(time.perf_counter() - start)
+    best = {k: min(v) * 1e3 for k, v in times.items()}
+    median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    return {"members": members, "samples": first.selector.num_samples, "selected": alone[0].count,
+            "one_at_a_time_ms": median["one at a time"], "together_ms": median["together"],
+            "best_one_at_a_time_ms": best["one at a time"], "best_together_ms": best["together"],
+            "ratio": median["one at a time"] / median["together"], "same_plans": same}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", default="7,32", help="pack sizes, comma-separated")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    args = parser.parse_args()
+    rows = [measure(int(k), 5, args.repeats) for k in args.members.split(",")]
+    lines = ["| members | samples (selected) | one at a time ms (median) | together ms (median) | x | same plans |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['members']} | {r['samples']} ({r['selected']}) | {r['one_at_a_time_ms']:.1f} | "
+              f"{r['together_ms']:.1f} | {r['ratio']:.1f} | {r['same_plans']} |" for r in rows]
+    publish("pack-selection-cpu", rows, "\n".join(lines) + "\n", args.out)
+    if not all(r["same_plans"] for r in rows):
+        sys.exit("the plans differ")
+
+
+if __name__ == "__main__":
+    main()
