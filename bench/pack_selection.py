@@ -6,6 +6,8 @@ state: each member's ``ProxySelector.plan`` in turn (what a pack did before), an
 ``ProxySelector.plan_together`` (what a pack does now: one vectorised pass). Both must give every member the
 same plan (indices and loss weights), checked here. The epoch is past the unseen-first epochs, so each member
 draws by the calibrated rule (calibration, class-balanced inclusion probabilities, systematic sampling).
+Then a pack of the K trains on, its epochs taking turns: with its plans drawn together, and with them drawn one
+at a time (``plan_together`` replaced by a loop over ``plan``); the median epoch of each is reported.
 
     python bench/pack_selection.py          # about 20 s on 2 CPU cores
 """
@@ -25,11 +27,12 @@ from _common import publish  # noqa: E402
 
 from asp_tune.build import build_trainer  # noqa: E402
 from asp_tune.config import TrainConfig  # noqa: E402
+from asp_tune.pack import Pack  # noqa: E402
 from asp_tune.proxy import ProxySelector  # noqa: E402
 
 
 def measure(members: int, epochs_before: int, repeats: int) -> dict:
-    config = TrainConfig(dataset="digits", model="mlp", batch_size=64, epochs=epochs_before + 2, ratio=0.3,
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=64, epochs=epochs_before + 200, ratio=0.3,
                          metric="loss", first_epoch_full=False, seed=0)
     first = build_trainer(config)
     trainers = [first] + [build_trainer(dataclasses.replace(config, lr=0.01 * (k + 2)), data=first.data)
@@ -68,10 +71,31 @@ def measure(members: int, epochs_before: int, repeats: int) -> dict:
             times[label].append(time.perf_counter() - start)
     best = {k: min(v) * 1e3 for k, v in times.items()}
     median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    restore()
+    epochs = pack_epochs(trainers, repeats=max(4, repeats // 5))
     return {"members": members, "samples": first.selector.num_samples, "selected": alone[0].count,
             "one_at_a_time_ms": median["one at a time"], "together_ms": median["together"],
             "best_one_at_a_time_ms": best["one at a time"], "best_together_ms": best["together"],
-            "ratio": median["one at a time"] / median["together"], "same_plans": same}
+            "ratio": median["one at a time"] / median["together"], "same_plans": same, **epochs}
+
+
+def pack_epochs(trainers: list, repeats: int) -> dict:
+    """Median pack epoch (ms) with the members' plans drawn together and one at a time, epochs taking turns."""
+    pack = Pack(trainers)
+    together = ProxySelector.plan_together
+    alone = staticmethod(lambda selectors, epochs: [s.plan(e) for s, e in zip(selectors, epochs)])
+    times = {"together": [], "one at a time": []}
+    try:
+        for _ in range(repeats):
+            for label, planner in (("together", staticmethod(together)), ("one at a time", alone)):
+                ProxySelector.plan_together = planner
+                start = time.perf_counter()
+                pack.train_epoch()
+                times[label].append(time.perf_counter() - start)
+    finally:
+        ProxySelector.plan_together = staticmethod(together)
+    median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    return {"epoch_plans_one_at_a_time_ms": median["one at a time"], "epoch_plans_together_ms": median["together"]}
 
 
 def main() -> None:
@@ -81,10 +105,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args()
     rows = [measure(int(k), 5, args.repeats) for k in args.members.split(",")]
-    lines = ["| members | samples (selected) | one at a time ms (median) | together ms (median) | x | same plans |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| members | samples (selected) | plans one at a time ms | plans together ms | x | same plans "
+             "| pack epoch ms, plans one at a time | pack epoch ms, plans together |",
+             "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['members']} | {r['samples']} ({r['selected']}) | {r['one_at_a_time_ms']:.1f} | "
-              f"{r['together_ms']:.1f} | {r['ratio']:.1f} | {r['same_plans']} |" for r in rows]
+              f"{r['together_ms']:.1f} | {r['ratio']:.1f} | {r['same_plans']} | "
+              f"{r['epoch_plans_one_at_a_time_ms']:.1f} | {r['epoch_plans_together_ms']:.1f} |" for r in rows]
     publish("pack-selection-cpu", rows, "\n".join(lines) + "\n", args.out)
     if not all(r["same_plans"] for r in rows):
         sys.exit("the plans differ")
