@@ -235,7 +235,7 @@ class ProxyMemory:
     @torch.no_grad()
     def apply(self, indices: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor, sums: torch.Tensor) -> None:
         """Record :meth:`batch_columns`' output: latest values replace, sums add up."""
-        _record(self._latest, self._counts, (indices,), latest, self._columns_of(computed), sums)
+        _record(self._latest, self._counts, indices, latest, self._columns_of(computed), sums)
 
     def _columns_of(self, computed: torch.Tensor) -> torch.Tensor | bool:
         """The latest columns a batch computed: True (all), False (none) or their indices on the device."""
@@ -278,15 +278,15 @@ class ProxyMemory:
 ColumnsFn = Callable[[BatchView], tuple]
 
 
-def _record(latest_table: torch.Tensor, counts_table: torch.Tensor, where: tuple[torch.Tensor, ...],
-            latest: torch.Tensor, columns: torch.Tensor | bool, sums: torch.Tensor) -> None:
-    """Write one batch's values at ``where`` (the rows' indices into the tables): latest values replace (only
-    ``columns``: True all, False none, else their indices), sums add up."""
+def _record(latest_table: torch.Tensor, counts_table: torch.Tensor, rows: torch.Tensor, latest: torch.Tensor,
+            columns: torch.Tensor | bool, sums: torch.Tensor) -> None:
+    """Write one batch's values into the tables' ``rows``: latest values replace (only ``columns``: True all,
+    False none, else their indices), sums add up (``index_add_``: no wait for a GPU)."""
     if columns is True:
-        latest_table[where] = latest
+        latest_table[rows] = latest
     elif columns is not False:
-        latest_table[tuple(i[:, None] for i in where) + (columns[None, :],)] = latest[:, columns]
-    counts_table.index_put_(where, sums, accumulate=True)
+        latest_table[rows[:, None], columns[None, :]] = latest[:, columns]
+    counts_table.index_add_(0, rows, sums)
 
 
 class MemoryStack:
@@ -311,9 +311,12 @@ class MemoryStack:
                sums: torch.Tensor) -> None:
         """Write the batches of the memories at ``slots``, ``batch`` rows each, in their order."""
         key = (tuple(slots), batch)
-        if key not in self._owners:
-            self._owners[key] = host_values(slots, torch.long, rows.device).repeat_interleave(batch)
-        _record(self.latest, self.counts, (self._owners[key], rows), latest, self._partial(computed), sums)
+        if key not in self._owners:  # where each memory's row starts in the flattened tables
+            samples = self.latest.shape[1]
+            starts = host_values([slot * samples for slot in slots], torch.long, rows.device)
+            self._owners[key] = starts.repeat_interleave(batch)
+        _record(self.latest.flatten(0, 1), self.counts.flatten(0, 1), self._owners[key] + rows, latest,
+                self._partial(computed), sums)
 
 
 def _rows(stacked: torch.Tensor | None) -> torch.Tensor | None:

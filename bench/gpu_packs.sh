@@ -5,7 +5,8 @@
 #   3. successive halving in packs against one configuration at a time: configurations per GPU-hour and how
 #      busy the GPU was in each (bench/fused.py);
 #   4. one ResNet-8 on all of CIFAR-10 at r = 1: its epoch time (bench/train_wall.py);
-#   5. what a member of a pack holds, as `--pack auto` measures it, against one training step (bench/footprint.py).
+#   5. what a member of a pack holds, as `--pack auto` measures it, against one training step (bench/footprint.py);
+#   6. a pack's members choosing their subsets one at a time against together (bench/pack_selection.py).
 # CIFAR-10's archive comes from ASP_TUNE_SHARED_DATA, by default .gpudata/ in the checkout (git-ignored; a
 # device call carries it: mkdir -p .gpudata && cp ../shared/data/cifar10-jpg.tar.gz .gpudata/).
 #
@@ -22,6 +23,7 @@ python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/tes
 python3 bench/pack_step.py --device cuda --sizes 1,4,16,64 --out "$out" || failed+=(pack_step)
 python3 bench/fused.py --device cuda --out "$out" || failed+=(fused)
 python3 bench/footprint.py --device cuda --out "$out" || failed+=(footprint)
+python3 bench/pack_selection.py --device cuda --out "$out" || failed+=(pack_selection)
 python3 bench/train_wall.py --device cuda --subset 0 --epochs 3 --ratios 1.0 --repeats 1 --out-dir "$out" \
     || failed+=(train_wall)
 if ((${#failed[@]})); then echo "failed: ${failed[*]}"; exit 1; fi

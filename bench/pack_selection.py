@@ -9,7 +9,8 @@ draws by the calibrated rule (calibration, class-balanced inclusion probabilitie
 Then a pack of the K trains on, its epochs taking turns: with its plans drawn together, and with them drawn one
 at a time (``plan_together`` replaced by a loop over ``plan``); the median epoch of each is reported.
 
-    python bench/pack_selection.py          # about 20 s on 2 CPU cores
+    python bench/pack_selection.py          # about 10 s on 2 CPU cores
+    python bench/pack_selection.py --device cuda
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from _common import publish  # noqa: E402
 
 from asp_tune.build import build_trainer  # noqa: E402
 from asp_tune.config import TrainConfig  # noqa: E402
+from asp_tune.device import synchronize  # noqa: E402
 from asp_tune.pack import Pack  # noqa: E402
 from asp_tune.proxy import ProxySelector  # noqa: E402
 
 
-def measure(members: int, epochs_before: int, repeats: int) -> dict:
+def measure(members: int, epochs_before: int, repeats: int, device: str) -> dict:
     config = TrainConfig(dataset="digits", model="mlp", batch_size=64, epochs=epochs_before + 200, ratio=0.3,
-                         metric="loss", first_epoch_full=False, seed=0)
+                         metric="loss", first_epoch_full=False, seed=0, device=device)
     first = build_trainer(config)
     trainers = [first] + [build_trainer(dataclasses.replace(config, lr=0.01 * (k + 2)), data=first.data)
                           for k in range(members - 1)]
@@ -66,8 +68,10 @@ def measure(members: int, epochs_before: int, repeats: int) -> dict:
     for _ in range(repeats):  # interleaved, so that a slow moment of the machine hits both
         for label, plan in (("one at a time", one_at_a_time), ("together", together)):
             restore()
+            synchronize(first.device)
             start = time.perf_counter()
             plan()
+            synchronize(first.device)
             times[label].append(time.perf_counter() - start)
     best = {k: min(v) * 1e3 for k, v in times.items()}
     median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
@@ -89,8 +93,10 @@ def pack_epochs(trainers: list, repeats: int) -> dict:
         for _ in range(repeats):
             for label, planner in (("together", staticmethod(together)), ("one at a time", alone)):
                 ProxySelector.plan_together = planner
+                synchronize(pack.device)
                 start = time.perf_counter()
                 pack.train_epoch()
+                synchronize(pack.device)
                 times[label].append(time.perf_counter() - start)
     finally:
         ProxySelector.plan_together = staticmethod(together)
@@ -102,16 +108,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", default="7,32", help="pack sizes, comma-separated")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args()
-    rows = [measure(int(k), 5, args.repeats) for k in args.members.split(",")]
+    rows = [measure(int(k), 5, args.repeats, args.device) for k in args.members.split(",")]
     lines = ["| members | samples (selected) | plans one at a time ms | plans together ms | x | same plans "
              "| pack epoch ms, plans one at a time | pack epoch ms, plans together |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['members']} | {r['samples']} ({r['selected']}) | {r['one_at_a_time_ms']:.1f} | "
               f"{r['together_ms']:.1f} | {r['ratio']:.1f} | {r['same_plans']} | "
               f"{r['epoch_plans_one_at_a_time_ms']:.1f} | {r['epoch_plans_together_ms']:.1f} |" for r in rows]
-    publish("pack-selection-cpu", rows, "\n".join(lines) + "\n", args.out)
+    publish(f"pack-selection-{args.device.split(':')[0]}", rows, "\n".join(lines) + "\n", args.out)
     if not all(r["same_plans"] for r in rows):
         sys.exit("the plans differ")
 
