@@ -307,6 +307,14 @@ class MemoryStack:
         self._partial = first._columns_of  # noqa: SLF001 - the column indices, made once
         self._owners: dict[tuple, torch.Tensor] = {}
 
+    def release(self, memories: Sequence[ProxyMemory]) -> None:
+        """Give ``memories`` (of this stack) tables of their own again, their values kept: a memory that left
+        the pack no longer holds the whole stacked table."""
+        for memory in memories:
+            if memory._stack is not None and memory._stack[0] is self:  # noqa: SLF001
+                memory._bind(memory._latest.clone(), memory._counts.clone())  # noqa: SLF001
+                memory._stack = None  # noqa: SLF001
+
     def record(self, slots: list[int], batch: int, rows: torch.Tensor, latest: torch.Tensor, computed: torch.Tensor,
                sums: torch.Tensor) -> None:
         """Write the batches of the memories at ``slots``, ``batch`` rows each, in their order."""

@@ -261,9 +261,10 @@ class Pack:
         for trainer in trainers:  # the pack steps their weights: their schedules step after an optimiser step
             trainer.optimizer._opt_called = True  # noqa: SLF001 - what torch's scheduler checks
         self.members = [Member(t, k) for k, t in enumerate(trainers)]
+        self.memories: MemoryStack | None = None
         if first.selector.tracks_importance:  # the members' memories record each step with one write
             with contextlib.suppress(ValueError):  # memories with other columns record one by one
-                MemoryStack([t.selector.memory for t in trainers])
+                self.memories = MemoryStack([t.selector.memory for t in trainers])
         self.failed: dict[Trainer, BaseException] = {}
         self._stepped = False
 
@@ -386,6 +387,8 @@ class Pack:
         if not leaving:
             return
         self.sync([m for m in self.members if m.trainer in leaving])
+        if self.memories is not None:
+            self.memories.release([t.selector.memory for t in leaving])
         stay = [m for m in self.members if m.trainer not in leaving]
         keep = [m.index for m in stay]
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
@@ -411,6 +414,13 @@ class Pack:
             for name, buffer in model.named_buffers():
                 if name in self.buffers:
                     buffer.copy_(self.buffers[name][k])
+
+    def close(self) -> None:
+        """The pack is done: every member's state written back (:meth:`sync`) and its memory given a table of its
+        own again, so that no member keeps the pack's tables alive."""
+        self.sync()
+        if self.memories is not None:
+            self.memories.release([m.trainer.selector.memory for m in self.members])
 
     @property
     def trainers(self) -> list[Trainer]:

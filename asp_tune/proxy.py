@@ -122,7 +122,8 @@ class ProxySelector:
     def plan_together(selectors: Sequence["ProxySelector"], epochs: Sequence[int]) -> list[EpochPlan]:
         """:meth:`plan` of several selectors (a pack's members) for their ``epochs``, drawn together where their
         strategies are of one class (:meth:`~asp_tune.strategies.SubsetStrategy.plan_together`): each
-        selector's plan and random state are the ones :meth:`plan` leaves."""
+        selector's plan and random state are the ones :meth:`plan` leaves (up to the rounding of sums:
+        :func:`~asp_tune.selection.select_subsets`)."""
         kind = type(selectors[0].strategy)
         if all(type(s.strategy) is kind for s in selectors):
             plans = kind.plan_together([s.strategy for s in selectors], list(epochs))

@@ -257,22 +257,30 @@ def grouped_water_fill(probs: torch.Tensor, groups: torch.Tensor, counts: torch.
     return torch.empty_like(p).scatter_(-1, order, pi_sorted.clamp(max=1.0))
 
 
-def _suffix_sums_within_groups(q: torch.Tensor, groups: torch.Tensor, rank: torch.Tensor, num_groups: int,
-                               budget: int = 1 << 25) -> torch.Tensor:
+def _suffix_sums_within_groups(q: torch.Tensor, groups: torch.Tensor, rank: torch.Tensor,
+                               num_groups: int) -> torch.Tensor:
     """Each sample's mass from it on within its group (``q`` (K, N) sorted by group, then descending; ``rank``:
-    its place in its group), summed from each group's small end, a few rows at a time within ``budget`` values."""
+    its place in its group), summed from each group's small end, so that no tail is a difference of two large
+    sums. Groups of similar sizes (within a factor of 2) are padded to one width and scanned together: at most
+    2N values per row, and each group's sums do not depend on the others'."""
     rows, n = q.shape
-    width = int(rank.max()) + 1
-    slot = groups * width + rank
-    step = max(1, budget // (num_groups * width))
-    parts = []
-    for first in range(0, rows, step):
-        part = slice(first, first + step)
-        padded = torch.zeros(q[part].shape[0], num_groups * width, dtype=q.dtype, device=q.device)
-        padded.scatter_(-1, slot[part], q[part])
-        sums = torch.flip(torch.cumsum(torch.flip(padded.view(-1, num_groups, width), [-1]), -1), [-1])
-        parts.append(sums.reshape(padded.shape).gather(-1, slot[part]))
-    return torch.cat(parts)
+    segment = (torch.arange(rows, device=q.device)[:, None] * num_groups + groups).flatten()
+    rank, values = rank.flatten(), q.flatten()
+    sizes = torch.bincount(segment, minlength=rows * num_groups)
+    width_class = torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
+    element_class = width_class[segment]
+    out = torch.empty_like(values)
+    for cls in torch.unique(element_class).tolist():
+        members = torch.nonzero(element_class == cls).squeeze(1)
+        segments = torch.nonzero((width_class == cls) & (sizes > 0)).squeeze(1)
+        local = torch.full_like(sizes, -1)
+        local[segments] = torch.arange(segments.numel(), device=q.device)
+        where = (local[segment[members]], rank[members])
+        padded = torch.zeros(segments.numel(), 1 << cls, dtype=q.dtype, device=q.device)
+        padded[where] = values[members]
+        sums = torch.flip(torch.cumsum(torch.flip(padded, [-1]), -1), [-1])  # zeros padded at the end add nothing
+        out[members] = sums[where]
+    return out.view(rows, n)
 
 
 def systematic_sample(pi: torch.Tensor, count: int, generator: torch.Generator | None = None,

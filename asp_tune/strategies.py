@@ -198,16 +198,20 @@ class Importance(SubsetStrategy):
     @classmethod
     def plan_together(cls, strategies: Sequence["SubsetStrategy"], epochs: Sequence[int]) -> list[EpochPlan]:
         """Runs alike (the same rule, epoch and sizes) select in one vectorised pass
-        (:func:`~asp_tune.selection.select_subsets`), each with its own memory, generator and unseen samples."""
-        if cls.plan is not Importance.plan:  # a subclass that plans its own way
-            return super().plan_together(strategies, epochs)
+        (:func:`~asp_tune.selection.select_subsets`), each with its own memory, generator and unseen samples. A run
+        of a subclass that plans its own way plans alone; runs that share a generator all plan one by one."""
+        if len({id(s.run.generator) for s in strategies}) < len(strategies):  # their draws interleave alone
+            return [strategy.plan(epoch) for strategy, epoch in zip(strategies, epochs)]
+        plans: list[EpochPlan | None] = [None] * len(strategies)
         alike: dict[tuple, list[int]] = {}
         for i, (strategy, epoch) in enumerate(zip(strategies, epochs)):
+            if type(strategy).plan is not Importance.plan:
+                plans[i] = strategy.plan(epoch)
+                continue
             run = strategy.run
             key = (strategy.rule, strategy.unseen_first, epoch, strategy.epoch_size(epoch), run.num_samples,
                    str(run.device))
             alike.setdefault(key, []).append(i)
-        plans: list[EpochPlan | None] = [None] * len(strategies)
         for (_, _, epoch, count, _, _), members in alike.items():
             for i, plan in zip(members, _plan_alike([strategies[i] for i in members], epoch, count)):
                 plans[i] = plan

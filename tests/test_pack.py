@@ -329,6 +329,31 @@ def test_removed_members_write_back_their_state_and_the_rest_go_on():
     assert_same_run(alone(members[2], 2)[0], [trainers[2].history[0], later[trainers[2]]], 1e-5)
 
 
+def test_a_member_that_leaves_and_a_closed_pack_hold_no_stacked_memory_table():
+    """The members' memories are rows of one table while they train together; one that leaves (or every member,
+    when the pack closes) gets a table of its own with the same values, so that it does not keep the pack's whole
+    table alive, and updates it alone."""
+    members = configs(MLP, VARIANTS[:3])
+    data = build_trainer(members[0]).data
+    trainers = [build_trainer(c, data=data) for c in members]
+    pack = Pack(trainers)
+    pack.train_epoch()
+    memories = [t.selector.memory for t in trainers]
+    table = pack.memories.latest
+    assert all(m._latest.untyped_storage().data_ptr() == table.untyped_storage().data_ptr() for m in memories)
+    before = memories[1]["loss"].clone()
+    pack.remove([trainers[1]])
+    assert memories[1]._latest.untyped_storage().nbytes() == memories[1]._latest.nbytes  # its own, not the stack's
+    assert torch.equal(memories[1]["loss"], before) and memories[1]._stack is None
+    trainers[1].train_epoch()  # alone, on its own table: the stack's row stays as it was
+    assert not torch.equal(memories[1]["loss"], before) and torch.equal(table[1, :, 0], before)
+    pack.train_epoch()
+    kept = [memories[0]["loss"].clone(), memories[2]["loss"].clone()]
+    pack.close()
+    assert all(m._stack is None and m._latest.untyped_storage().nbytes() == m._latest.nbytes for m in memories)
+    assert torch.equal(memories[0]["loss"], kept[0]) and torch.equal(memories[2]["loss"], kept[1])
+
+
 def test_a_member_s_checkpoint_resumes_alone_or_in_a_new_pack():
     members = configs(MLP, VARIANTS[:2])
     _, trainers, pack = packed(members, 2)

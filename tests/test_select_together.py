@@ -102,3 +102,27 @@ def test_a_greedy_rule_without_class_balance_trains_without_a_false_divergence()
         trainer.train_epoch()
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in trainer.history)
     assert trainer.sample_weights is not None and bool(torch.isfinite(trainer.sample_weights).all())
+
+
+def test_runs_planned_together_that_plan_their_own_way_or_share_a_generator_plan_as_alone():
+    """A subclass overriding ``plan`` is asked itself; two runs drawing from one generator draw one after the
+    other, as they do when each plans alone."""
+    from asp_tune.strategies import EpochPlan, Importance
+
+    class FirstSamples(Importance):
+        def plan(self, epoch):
+            return EpochPlan(epoch, torch.arange(COUNT), "first", 0.3, 0.1)
+
+    def selectors(shared: bool):
+        made = [ProxySelector(N, 8, (FirstSamples if k == 1 else Importance)("loss", first_epoch_full=False),
+                              seed=k, labels=LABELS) for k in range(3)]
+        if shared:  # the third draws from the first one's generator
+            made[2].strategy.run.generator = made[0].generator
+        return made
+
+    for shared in (False, True):
+        alone, together = selectors(shared), selectors(shared)
+        plans_alone = [s.plan(0) for s in alone]
+        plans_together = Importance.plan_together([s.strategy for s in together], [0, 0, 0])
+        assert plans_together[1].metric == "first" and plans_together[0].metric == "loss+unseen"
+        assert all(torch.equal(a.indices, b.indices) for a, b in zip(plans_alone, plans_together))

@@ -105,11 +105,11 @@ def _train_to(epoch: int, trainers: list[Trainer], ids: list[int], notes: list[s
             pack = Pack(trainers, checked=True)
             while pack.members and min(t.epoch for t in pack.trainers) < epoch:
                 pack.train_epoch()
-            pack.sync()
+            pack.close()
             return {ids[trainers.index(t)]: e for t, e in pack.failed.items()}
         except CannotFuse as exc:
             if pack is not None:
-                pack.sync()  # what the pack trained so far goes on alone
+                pack.close()  # what the pack trained so far goes on alone
                 failed.update({ids[trainers.index(t)]: e for t, e in pack.failed.items()})
             if not any(str(exc) in n for n in notes):
                 notes.append(f"not fused: {exc}; trained one configuration at a time")

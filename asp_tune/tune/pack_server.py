@@ -191,12 +191,12 @@ class PackServer:
     def _release(self, members: list[str]) -> None:
         """Write back and dissolve every kept pack holding one of ``members``."""
         for key in [k for k in self.packs if not k.isdisjoint(members)]:
-            self.packs.pop(key).sync()
+            self.packs.pop(key).close()
 
     def _no_fusion(self, reason: str) -> None:
         """Fusion failed: every kept pack written back, every later epoch trained alone, said once."""
         for key in list(self.packs):
-            self.packs.pop(key).sync()
+            self.packs.pop(key).close()
         self.fusable = False
         self.notes.append(f"not fused: {reason}; each configuration trains alone")
 
