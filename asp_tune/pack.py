@@ -15,7 +15,8 @@ others go on, untouched: no value crosses members. :meth:`Pack.remove` takes mem
 early stopping) and compacts the stacks; :meth:`Pack.sync` writes every member's weights and optimiser
 state back into its trainer, so a member's ``state_dict`` (a checkpoint), ``save_model`` and its test
 evaluation are those of a trainer that trained alone, and a pack can be rebuilt from its members'
-checkpoints.
+checkpoints; :meth:`Pack.close` ends a pack (its members' memories, rows of one table while they train
+together, get tables of their own again).
 
     pack = Pack([build_trainer(config, data=data) for config in configs])
     while pack.members:
