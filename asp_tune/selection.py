@@ -92,7 +92,8 @@ def calibrated_scales(z: torch.Tensor, target: float, fraction: float = 0.1, ite
         if not brackets:
             break
         live = list(brackets)
-        beta = torch.tensor([brackets[r][2] for r in live], dtype=torch.float64, device=z.device)[:, None]
+        betas = [brackets[r][2] for r in live]
+        beta = betas[0] if len(live) == 1 else torch.tensor(betas, dtype=torch.float64, device=z.device)[:, None]
         on, on_top = (z, z_top) if len(live) == rows else (z[live], z_top[live])
         scaled, scaled_top = beta * on, beta * on_top
         shares = (torch.logsumexp(scaled_top, -1) - torch.logsumexp(scaled, -1)).tolist()
@@ -211,21 +212,30 @@ def inclusion_probabilities(probs: torch.Tensor, count: int, groups: torch.Tenso
     p = probs.double()
     counts = counts.double().to(p.device)
     capped = torch.zeros_like(p, dtype=torch.bool)
-    result = torch.zeros_like(p)
-    done = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
-    exact = torch.zeros_like(done)  # rows left to the exact fill
+    result = done = exact = None  # kept once some rows finish before others
     for _ in range(rounds):
         free = torch.zeros_like(counts).scatter_add_(-1, groups, torch.where(capped, 0.0, p))
         left = counts - torch.zeros_like(counts).scatter_add_(-1, groups, capped.double())
-        exact = exact | (((free < UNDERFLOW) & (left > 0)).any(-1) & ~done)  # underflow: only the exact fill knows
+        underflow = ((free < UNDERFLOW) & (left > 0)).any(-1)  # only the exact fill knows what to do there
         pi = torch.where(capped, 1.0, p * (left.clamp_min(0) / free.clamp_min(UNDERFLOW)).gather(-1, groups))
         newly = (pi > 1.0) & ~capped
-        finished = ~newly.any(-1) & ~done & ~exact
+        going_on = newly.any(-1) | underflow
+        if result is None:  # no row has finished yet
+            if not bool(going_on.any()):
+                return pi  # every row finishes in this round
+            if not bool(underflow.any()) and bool(going_on.all()):
+                capped |= newly  # every row goes on
+                continue
+            result, done, exact = torch.zeros_like(p), torch.zeros_like(going_on), torch.zeros_like(going_on)
+        exact = exact | (underflow & ~done)
+        finished = ~going_on & ~done & ~exact
         result = torch.where(finished[:, None], pi, result)
         done = done | finished
         if bool((done | exact).all()):
             break
         capped |= newly
+    if result is None:  # no row finished within the rounds
+        return grouped_water_fill(p, groups, counts)
     slow = ~done
     if bool(slow.any()):
         result[slow] = grouped_water_fill(p[slow], groups[slow], counts[slow])
