@@ -149,15 +149,19 @@ def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_p
 
     from asp_tune.tune.deciding import AUDIT_FILE
 
-    epochs = 250  # enough for a window in which an audit trial runs with saved checkpoints
+    epochs = 400  # enough for a window in which an audit trial runs with saved checkpoints (250 missed it once)
     space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
     audit_flags = ("--decide", "full", "--audit", "2")
-    driver = subprocess.Popen(hpo_command(space, storage, out, *audit_flags), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    log = tmp_path / "driver.log"  # a file, not a pipe nobody reads while the test waits: the driver never blocks
+    with log.open("w") as sink:
+        driver = subprocess.Popen(hpo_command(space, storage, out, *audit_flags), stdout=sink, stderr=sink)
     experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
     audit = storage / f"{experiment.name}-full-data"
 
     def running_audit_trial():
+        if driver.poll() is not None:  # said at once, with what the search printed, instead of after the wait
+            raise AssertionError(f"the search ended (exit {driver.returncode}) before an audit trial ran with two "
+                                 f"saved checkpoints:\n{log.read_text()[-2000:]}")
         if not audit.is_dir():
             return None
         running = [t for t, e in trial_epochs(audit).items() if len(e) < epochs - 60 and saved_checkpoints(audit, t) >= 2]
