@@ -304,7 +304,7 @@ class MemoryStack:
         for k, memory in enumerate(memories):
             memory._bind(self.latest[k], self.counts[k])  # noqa: SLF001
             memory._stack = (self, k)  # noqa: SLF001
-        self._partial = first._columns_of  # noqa: SLF001 - the column indices, made once
+        self._columns_of = first._columns_of  # noqa: SLF001 - the column indices, made once
         self._owners: dict[tuple, torch.Tensor] = {}
 
     def release(self, memories: Sequence[ProxyMemory]) -> None:
@@ -324,7 +324,7 @@ class MemoryStack:
             starts = host_values([slot * samples for slot in slots], torch.long, rows.device)
             self._owners[key] = starts.repeat_interleave(batch)
         _record(self.latest.flatten(0, 1), self.counts.flatten(0, 1), self._owners[key] + rows, latest,
-                self._partial(computed), sums)
+                self._columns_of(computed), sums)
 
 
 def _rows(stacked: torch.Tensor | None) -> torch.Tensor | None:

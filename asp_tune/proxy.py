@@ -124,11 +124,9 @@ class ProxySelector:
         strategies are of one class (:meth:`~asp_tune.strategies.SubsetStrategy.plan_together`): each
         selector's plan and random state are the ones :meth:`plan` leaves (up to the rounding of sums:
         :func:`~asp_tune.selection.select_subsets`)."""
-        kind = type(selectors[0].strategy)
-        if all(type(s.strategy) is kind for s in selectors):
-            plans = kind.plan_together([s.strategy for s in selectors], list(epochs))
-        else:
-            plans = [s.strategy.plan(epoch) for s, epoch in zip(selectors, epochs)]
+        kinds = {type(s.strategy) for s in selectors}
+        kind = kinds.pop() if len(kinds) == 1 else SubsetStrategy  # of several classes: each plans alone
+        plans = kind.plan_together([s.strategy for s in selectors], list(epochs))
         return [s._planned(plan) for s, plan in zip(selectors, plans)]
 
     def _planned(self, plan: EpochPlan) -> EpochPlan:

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import torch
 
-from asp_tune.errors import ConfigError
 from asp_tune.constraints import check_value
 from asp_tune.proxy_settings import ProxySettings, default
 
