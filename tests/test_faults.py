@@ -23,9 +23,10 @@ from asp_tune.tune.trainable import CHECKPOINT_FILE, proxy_trial
 
 pytestmark = pytest.mark.slow
 
-# about 0.02 s each (a checkpoint only every second): a trial lasts about 6 s, so Ray's state, saved every
-# second here (:func:`state_saved_every_second`), finds one trial finished and another running mid-way
-EPOCHS = 300
+# about 0.015 s each (a checkpoint only every second): a trial lasts about 7 s, so Ray's state, saved every
+# second here (:func:`state_saved_every_second`), finds one trial finished and another running mid-way. At 300
+# epochs the window (two saved checkpoints, and 60 epochs still to go) was about a second, and was missed once.
+EPOCHS = 450
 
 
 @pytest.fixture()
@@ -53,14 +54,41 @@ def last_checkpoint(trial: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def wait_for(condition, timeout_s: float, what: str):
+def wait_for(condition, timeout_s: float, what: str, driver: "Driver | None" = None):
+    """``condition()``'s first true value within ``timeout_s``; fails at once, with its output, when ``driver``
+    ends before that."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if driver is not None:
+            driver.check(what)
         value = condition()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {driver.said()}" if driver is not None else ""))
+
+
+class Driver:
+    """A search's driver process whose output goes to a file: a pipe that nobody reads while a test waits
+    would block the driver once full, and the test would wait out its timeout for a stalled search."""
+
+    def __init__(self, command: list[str], log: Path, **popen: object):
+        self.log = log
+        with log.open("w") as sink:
+            self.process = subprocess.Popen(command, stdout=sink, stderr=sink, **popen)
+        self.pid = self.process.pid
+
+    def said(self, last: int = 2000) -> str:
+        return f"the driver's output:\n{self.log.read_text(errors='replace')[-last:]}"
+
+    def check(self, what: str) -> None:
+        """Fails when the driver has ended (the window the test waits for is gone)."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"the search ended (exit {self.process.returncode}) before {what}; {self.said()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.process.send_signal(sig)
+        self.process.wait()
 
 
 def hpo_command(space: Path, storage: Path, out: Path, *extra: str) -> list[str]:
@@ -102,8 +130,8 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     import psutil
 
     space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
-    driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+    driver = Driver(hpo_command(space, storage, out), tmp_path / "driver.log")
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
 
     def finished_and_running():  # as far as the state a resume reads knows
         epochs = trial_epochs(experiment)
@@ -113,10 +141,9 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
                    and saved_checkpoints(experiment, t) >= 2]
         return (done, running) if done and running else None
 
-    done, running = wait_for(finished_and_running, 180, "one finished and one running trial")
+    done, running = wait_for(finished_and_running, 180, "one finished and one running trial", driver)
     session = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    driver.kill()
     # the reaper ends what Ray leaves (its agents outlive a killed driver by a minute otherwise)
     wait_for(lambda: not [p for p in session if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
              30, "the Ray session's processes to end")
@@ -152,26 +179,20 @@ def test_a_driver_killed_during_the_full_data_audit_resumes_the_same_audit(tmp_p
     epochs = 400  # enough for a window in which an audit trial runs with saved checkpoints (250 missed it once)
     space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
     audit_flags = ("--decide", "full", "--audit", "2")
-    log = tmp_path / "driver.log"  # a file, not a pipe nobody reads while the test waits: the driver never blocks
-    with log.open("w") as sink:
-        driver = subprocess.Popen(hpo_command(space, storage, out, *audit_flags), stdout=sink, stderr=sink)
-    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+    driver = Driver(hpo_command(space, storage, out, *audit_flags), tmp_path / "driver.log")
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
     audit = storage / f"{experiment.name}-full-data"
 
     def running_audit_trial():
-        if driver.poll() is not None:  # said at once, with what the search printed, instead of after the wait
-            raise AssertionError(f"the search ended (exit {driver.returncode}) before an audit trial ran with two "
-                                 f"saved checkpoints:\n{log.read_text()[-2000:]}")
         if not audit.is_dir():
             return None
         running = [t for t, e in trial_epochs(audit).items() if len(e) < epochs - 60 and saved_checkpoints(audit, t) >= 2]
         return running or None
 
-    running = wait_for(running_audit_trial, 300, "an audit trial running with a saved checkpoint")
+    running = wait_for(running_audit_trial, 300, "an audit trial running with a saved checkpoint", driver)
     record = json.loads((experiment / AUDIT_FILE).read_text())
     session = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    driver.kill()
     wait_for(lambda: not [p for p in session if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
              30, "the Ray session's processes to end")
     assert not out.exists()
@@ -230,13 +251,12 @@ def test_a_damaged_or_missing_checkpoint_fails_only_its_trial_with_a_clear_error
 @pytest.mark.usefixtures("state_saved_every_second")
 def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_rest_finish(tmp_path):
     space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
-    driver = subprocess.Popen(hpo_command(space, storage, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+    driver = Driver(hpo_command(space, storage, out), tmp_path / "driver.log")
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
     running = wait_for(lambda: [t for t, e in trial_epochs(experiment).items()
                                 if len(e) < EPOCHS - 40 and saved_checkpoints(experiment, t) >= 2],
-                       120, "a running trial with a checkpoint in the saved state")
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+                       120, "a running trial with a checkpoint in the saved state", driver)
+    driver.kill()
     time.sleep(1)  # its workers end with it
     for checkpoint in (experiment / running[0]).glob("checkpoint_*"):  # whichever Tune restores
         (checkpoint / CHECKPOINT_FILE).write_bytes(b"damaged")

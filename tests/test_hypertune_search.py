@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from asp_tune.tune.storage import trial_reports
+from test_faults import Driver, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -149,23 +149,19 @@ def test_a_killed_hypertune_driver_resumes_with_its_brackets_and_promotions(tmp_
     # Ray saves its state every second here, not every 10 s: these trials are over in seconds, and the
     # state must show two waiting trials before the driver is killed
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 240
+    driver = Driver(command, tmp_path / "driver.log", env=env)
 
     def paused_trials(experiment: Path) -> int:  # trials with a report at the first rung, saved in the state
         states = list(experiment.glob("searcher-state-*.pkl"))
         return 0 if not states else len(json.loads(states[0].read_text())["waiting"])
 
-    experiment = None
-    while time.monotonic() < deadline:
+    def experiment_with_paused_trials() -> Path | None:
         experiment = next(iter(storage.glob("asp-*")), None)
-        if experiment is not None and paused_trials(experiment) >= 2:
-            break
-        time.sleep(0.2)
-    assert experiment is not None and paused_trials(experiment) >= 2, "no trial waited at a rung in time"
+        return experiment if experiment is not None and paused_trials(experiment) >= 2 else None
+
+    experiment = wait_for(experiment_with_paused_trials, 240, "two trials waiting at a rung", driver)
     session = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    driver.kill()
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in session):
         time.sleep(0.2)
     # the resume starts from the signed copy of the state (asp_tune.tune.signing), taken after the last step

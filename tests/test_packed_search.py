@@ -5,9 +5,7 @@ search resumed with every trial continuing from its own checkpoint."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from asp_tune.tune.builtin import run_hpo
 from asp_tune.tune.settings import HpoSettings
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.storage import trial_reports
-from test_faults import hpo_command, saved_checkpoints, trial_epochs, wait_for, write_space
+from test_faults import Driver, hpo_command, saved_checkpoints, trial_epochs, wait_for, write_space
 from test_tune_hpo import ray_session  # noqa: F401 - the shared module fixture
 
 pytestmark = pytest.mark.slow
@@ -105,17 +103,16 @@ def test_a_killed_driver_resumes_a_packed_search_with_every_trial_from_its_own_c
     epochs = 200
     space, storage, out = write_space(tmp_path, epochs), tmp_path / "ray", tmp_path / "out"
     command = hpo_command(space, storage, out, "--pack", "2")
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder")
+    driver = Driver(command, tmp_path / "driver.log")
+    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
 
     def running_with_checkpoints():
         epochs_now = trial_epochs(experiment)
         ready = [t for t, e in epochs_now.items() if 10 <= len(e) < epochs - 60 and saved_checkpoints(experiment, t) >= 2]
         return ready if len(ready) == 4 else None
 
-    running = wait_for(running_with_checkpoints, 240, "four packed trials running with checkpoints")
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    running = wait_for(running_with_checkpoints, 240, "four packed trials running with checkpoints", driver)
+    driver.kill()
     before = trial_epochs(experiment)
     resumed = subprocess.run(command + ["--resume", str(experiment)], capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
