@@ -31,6 +31,7 @@ from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.feeding import batch_slices
 from asp_tune.proxy import ProxySelector
+from asp_tune.proxy_settings import ProxySettings
 from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
 
 
@@ -92,6 +93,8 @@ class ProxyData(Dataset):
                 raise ConfigError("ratio", ratio, f"none, or the strategy object's own ({strategy.ratio})")
         else:
             settings["ratio"] = 1.0 if ratio is None else ratio
+            if "metric" not in settings:
+                check_value(ProxySettings, "metric", strategy, "strategy")
             settings.setdefault("metric", strategy)
             if label_tensor is None:
                 settings.setdefault("class_balance", False)
@@ -106,6 +109,7 @@ class ProxyData(Dataset):
         self.epochs = epochs
         self.epoch = -1  # the epoch planned last
         self._consumed = True  # the planned epoch was iterated (the next iteration plans a new one)
+        self._labels_checked = False  # targets against the logits' columns, once on a device
         self.plan: EpochPlan | None = None
         self._pending: list[torch.Tensor] = []  # data-parallel: this rank's batches not yet shared
         self.sampler = ProxySampler(self)
@@ -214,6 +218,9 @@ class ProxyData(Dataset):
         per_sample = losses if losses.dim() == 1 else losses.flatten(1).mean(dim=1)
         idx = self._checked_indices(indices, per_sample.shape[0]).to(per_sample.device)
         _check_batch(logits, targets, per_sample.shape[0])
+        if logits is not None and targets is not None and (targets.device.type == "cpu" or not self._labels_checked):
+            _check_labels_fit(logits, targets)  # on a device once (one round trip), on the CPU every batch
+            self._labels_checked = True
         if self.selector.tracks_importance:
             self._observe(idx, per_sample.detach(), logits, targets, feature_norms)
         if self.plan.weights is not None:
@@ -389,6 +396,14 @@ def _checked_device(device: Any) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError("device", device, f"a torch device: cpu, cuda, cuda:N ({str(exc)[:100]})") from None
+
+
+def _check_labels_fit(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Every target names one of the logits' columns (else a gather fails deep inside, or a GPU asserts)."""
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
+        raise ConfigError("targets", f"labels {int(targets.min())}..{int(targets.max())}",
+                          f"class labels in [0, {logits.shape[1] - 1}]: the logits have {logits.shape[1]} "
+                          "columns, one per class (does the model's last layer have one output per class?)")
 
 
 def _check_batch(logits: torch.Tensor | None, targets: torch.Tensor | None, batch: int) -> None:

@@ -299,7 +299,8 @@ class RunDirectory:
             return None
         marker = read_marker(t)
         if not self.overwrite:
-            return self._refuse("a new or empty folder (pass --overwrite to replace an asp_tune results folder)")
+            return self._refuse("a new or empty folder (pass --overwrite, or overwrite=True from Python, to replace "
+                                "an asp_tune results folder)")
         if marker is None or marker.get("kind") != "results":
             return self._refuse("a new or empty folder, or an asp_tune results folder with --overwrite "
                                 "(this one has no .asp_tune marker, so asp_tune will not touch it)")

@@ -217,9 +217,10 @@ class Trainer:
         except AspTuneError:
             raise
         except Exception as exc:  # noqa: BLE001 - a network of the user's: any error is theirs
+            self._check_outputs(self._outputs_of(batch))
             data = self.data
-            hint = (f"the data holds {data.kind} inputs of shape {tuple(data.input_shape)} and the network gets "
-                    f"{data.num_classes} outputs")
+            hint = (f"the data holds {data.kind} inputs of shape {tuple(data.input_shape)} and the network is asked "
+                    f"for {data.num_classes} outputs")
             if data.kind == "tokens":
                 hint += "; integer inputs are fed as token sequences: give float features if they are not tokens"
             name = self.model_builder.get("builder") or self.model_builder.get("class")
@@ -227,8 +228,28 @@ class Trainer:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ConfigError("model", name, f"a network for this data: {hint} ({first})") from None
             raise UserCodeError(name, "the first training batch", exc, hint) from exc
+        self._check_outputs(out.trained.logits.shape[-1] if out.trained.logits.dim() == 2 else None)
         self._stepped = True
         return out
+
+    def _outputs_of(self, batch: Any) -> int | None:
+        """The network's outputs per sample on ``batch`` (None where it cannot say)."""
+        try:
+            with torch.no_grad(), autocast(self.device, self.config.amp):
+                logits = self.forward_eval(batch[0])
+            return logits.shape[-1] if logits.dim() == 2 else None
+        except Exception:  # noqa: BLE001 - the step's own error is the one to report then
+            return None
+
+    def _check_outputs(self, outputs: int | None) -> None:
+        """A network's outputs are one per class (or per regression value): more are never trained as labels,
+        fewer cannot be."""
+        wanted = self.data.num_classes
+        if outputs is not None and outputs != wanted and self.task.name in ("classification", "regression"):
+            name = self.model_builder.get("builder") or self.model_builder.get("class")
+            unit = "class" if self.task.name == "classification" else "regression value"
+            raise ConfigError("model", name, f"a network with {wanted} outputs, one per {unit} of this data: it "
+                                             f"gives {outputs}")
 
     def observe(self, seen: Observed) -> None:
         """Let the proxy memory learn from a batch a forward pass already ran: its class logits when the

@@ -152,6 +152,23 @@ def test_strategies_that_need_class_probabilities_say_so_without_logits():
         loss_only.update(torch.arange(4), torch.tensor(1.0))
 
 
+def test_a_misspelled_strategy_is_named_as_the_strategy():
+    with pytest.raises(ConfigError, match="invalid strategy='los': allowed one of 'random', 'loss'"):
+        ProxyData(tabular(), epochs=3, ratio=0.3, strategy="los")
+
+
+def test_targets_that_name_no_column_of_the_logits_are_a_named_error():
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="loss")
+    proxy.set_epoch(0)
+    logits = torch.randn(4, 1, requires_grad=True)  # one output for a three-class problem
+    with pytest.raises(ConfigError, match=r"invalid targets='labels 0..2': allowed class labels in \[0, 0\]: the "
+                                          r"logits have 1 columns, one per class \(does the model's last layer"):
+        proxy.update(torch.arange(4), torch.rand(4), logits=logits, targets=torch.tensor([0, 1, 2, 1]))
+    with pytest.raises(ConfigError, match=r"labels -1..1"):
+        proxy.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 3), targets=torch.tensor([0, 1, -1, 1]))
+    proxy.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 3), targets=torch.tensor([0, 1, 2, 1]))
+
+
 def test_regression_and_multi_label_losses_work_with_loss_only_strategies():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(N, 4, generator=g)

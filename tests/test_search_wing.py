@@ -176,6 +176,18 @@ def _reports_another(config):
     tune.report({"acc": 0.5, "epoch": 1})
 
 
+def _reports_plainly(config):
+    from ray import tune
+
+    tune.report({"val_accuracy": 0.5})  # Ray's own report: no epoch, no data passes
+
+
+def _reports_nan(config):
+    from ray import tune
+
+    tune.report({"val_accuracy": float("nan"), "epoch": 1})
+
+
 def _reports_words(config):
     from ray import tune
 
@@ -183,21 +195,45 @@ def _reports_words(config):
 
 
 @pytest.mark.slow
-def test_a_users_trainable_and_arguments_are_checked_at_the_api_edge(tmp_path):
+def test_a_users_trainable_and_arguments_are_checked_at_the_api_edge(tmp_path, capsys):
+    from ray import tune
+
     import asp_tune.tune
     from asp_tune.tune.session import ensure_ray
 
     ensure_ray(num_cpus=2)
     for bad, says in ((dict(num_samples=0), "invalid num_samples=0"), (dict(cpus_per_trial=64), "invalid cpus_per_trial=64"),
-                      (dict(epochs=0), "invalid epochs=0"), (dict(scheduler="nope"), "invalid scheduler='nope'")):
+                      (dict(epochs=0), r"invalid epochs=0: allowed an integer >= 1$"),
+                      (dict(scheduler="nope"), "invalid scheduler='nope'")):
         with pytest.raises(ConfigError, match=says):
             asp_tune.tune.search(_reports_another, {"lr": 0.1}, **{"epochs": 2, **bad})
+    with pytest.raises(ConfigError, match="invalid strategy='entrophy': allowed one of 'random', 'loss'"):
+        asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=2, strategy="entrophy")
+    with pytest.raises(ConfigError, match=r"invalid argument='top10mass': allowed one of search\(\)'s own or a proxy "
+                                          r"setting: class_balance, .*top10_mass"):
+        asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=2, top10mass=0.2)
+    with pytest.raises(ConfigError, match=r"invalid grace_period=10: allowed an integer below the epochs \(4\)"):
+        asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=4, grace_period=10)
+    with pytest.raises(ConfigError, match=r"invalid search_alg='tpe': allowed a searcher that takes grid parameters "
+                                          r"\('random'\) for a space with grid_search \(lr\)"):
+        asp_tune.tune.search(_reports_another, {"lr": tune.grid_search([0.1, 0.2])}, epochs=4, search_alg="tpe")
     with pytest.raises(ConfigError, match="invalid trainable='no_such_module:fn'"):
         asp_tune.tune.search("no_such_module:fn", {"lr": 0.1}, epochs=2)
-    with pytest.raises(ConfigError, match="invalid metric='val_accuracy': allowed a score every report"):
+    with pytest.raises(ConfigError, match=r"invalid metric='val_accuracy': allowed a score every report of the "
+                                          r"trainable carries \(a report held only: acc, epoch, "):
         asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=2, num_samples=1, storage_path=str(tmp_path))
     with pytest.raises(ConfigError, match="invalid metric='val_accuracy': allowed a number in every report"):
         asp_tune.tune.search(_reports_words, {"lr": 0.1}, epochs=2, num_samples=1, storage_path=str(tmp_path))
+    capsys.readouterr()
+    plain = asp_tune.tune.search(_reports_plainly, {"lr": 0.1}, epochs=2, num_samples=1, scheduler="fifo",
+                                 decide="proxy", storage_path=str(tmp_path))
+    assert plain.summary["num_trials"] == 1 and "warning: no report named its epoch" in capsys.readouterr().err
+    from asp_tune.errors import RunFailed
+
+    with pytest.raises(RunFailed, match=r"no trial reported a number for val_accuracy: 2 of 2 trials reported epochs, "
+                                        r"each with val_accuracy NaN \(a diverged network"):
+        asp_tune.tune.search(_reports_nan, {"lr": tune.grid_search([0.1, 0.2])}, epochs=2, num_samples=1,
+                             scheduler="fifo", decide="proxy", storage_path=str(tmp_path))
 
 
 def test_import_paths_in_a_space_resolve_from_its_own_folder_first(tmp_path, monkeypatch):

@@ -131,3 +131,16 @@ def test_a_generator_state_from_another_device_type_reseeds_deterministically():
     expected = torch.rand(3, generator=c)
     restore_generator(c, state)  # same device type: the exact state
     assert torch.equal(torch.rand(3, generator=c), expected)
+
+
+@pytest.mark.parametrize("outputs", [2, 12])
+def test_a_network_without_one_output_per_class_is_a_named_error(digits, outputs):
+    from torch import nn
+
+    from asp_tune.build import build_trainer
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, outputs))  # fewer fails in the loss, more would train quietly
+    trainer = build_trainer(TrainConfig(dataset="digits", epochs=1, subset=200), model=model)
+    with pytest.raises(ConfigError, match=rf"invalid model='torch.nn.modules.container:Sequential': allowed a "
+                                          rf"network with 10 outputs, one per class of this data: it gives {outputs}"):
+        trainer.fit()

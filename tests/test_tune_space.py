@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from asp_tune import ConfigError
 from asp_tune.tune.space import load_space, parse_space
@@ -109,3 +110,31 @@ def test_a_huge_space_file_is_refused_before_it_is_parsed(tmp_path):
     path.write_bytes(b"# " + b"x" * 1_100_000 + b"\n")
     with pytest.raises(ConfigError, match="at most 1000 kB"):
         load_space(path)
+
+
+def test_settings_take_a_space_as_a_path_a_mapping_or_a_space_and_name_anything_else(tmp_path):
+    from asp_tune.tune.settings import HpoSettings
+
+    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2},
+            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    for given in (str(tmp_path / "s.yaml"), tmp_path / "s.yaml", data, parse_space(data)):
+        settings = HpoSettings(given, pack=4).validate()
+        assert settings.space == parse_space(data) and settings.pack == "4"
+    with pytest.raises(ConfigError, match=r"invalid space='int': allowed a SearchSpace, a mapping .* or the path"):
+        HpoSettings(3).validate()
+    with pytest.raises(ConfigError, match=r"invalid space=.*missing.yaml.*an existing YAML file"):
+        HpoSettings(str(tmp_path / "missing.yaml")).validate()
+
+
+def test_a_grace_period_that_leaves_no_rung_is_refused_under_early_stopping():
+    from asp_tune.tune.settings import HpoSettings
+
+    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
+            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+    with pytest.raises(ConfigError, match=r"invalid grace_period=4: allowed an integer below the epochs \(4\) under "
+                                          r"early stopping: at 4 or more no trial is stopped early"):
+        HpoSettings(data, algo="asha", grace_period=4).validate()
+    HpoSettings(data, algo="asha", grace_period=3).validate()
+    HpoSettings(data, algo="random", grace_period=4).validate()  # nothing stops early: the grace is not read
+    HpoSettings(data, algo="asha", grace_period=4, max_epochs=1).validate()  # one epoch: nothing to stop

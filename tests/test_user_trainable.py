@@ -82,6 +82,10 @@ def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session
     assert all(abs(p - 0.25 * min(e, top) - max(0, e - top)) < 0.01 for p, e in zip(trials["data_passes"],
                                                                                    trials["epochs"]))
     assert summary["decided_by"] == "full data" and summary["full_data"]["top_rung_trials"] >= 1
+    # timed by Ray's clock, as the trainable reports no training seconds: the full-data part's cost is not 0
+    assert (trials["seconds"] > 0).all()
+    cost = summary["full_data"]["cost"]
+    assert cost["wall_time_s"] > 0 and 0 < cost["share_of_wall"] < 1 and cost["top_rung_train_seconds"] > 0
     assert 0.0 < summary["best_val_accuracy"] <= 1.0 and set(summary["best_config"]) == {"lr"}
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     builtin_keys = {"algo", "ratio", "metric", "best_config", "best_val_accuracy", "num_trials", "num_failed",
@@ -98,9 +102,40 @@ def test_compare_a_user_trainable_against_full_data(ray_session, tmp_path):
                                    storage_path=str(tmp_path / "ray"), out=tmp_path / "cmp")
     table = report["table"].set_index("ratio")
     assert table.loc[1.0, "pairs"] == 3 and table.loc[0.5, "pairs"] == 3
+    assert table.loc[1.0, ["kendall_tau", "r2", "spearman"]].isna().all()  # full data has nothing to correlate
+    assert table.loc[0.5, ["kendall_tau", "r2", "spearman"]].notna().all()
     assert table.loc[0.5, "data_passes"] < table.loc[1.0, "data_passes"]
     assert 0.0 < table.loc[0.5, "retrained_score"] <= 1.0 and "kendall_tau" in table
     assert (tmp_path / "cmp" / "comparison.csv").is_file()
+
+
+def unseeded(config):
+    """A trainable that draws from the global generators, as a network's initialisation does."""
+    import random
+
+    import numpy as np
+
+    train, _, _ = data()
+    proxy = asp_tune.tune.proxy_data(config, train, epochs=2)
+    for epoch in range(proxy.epoch + 1, 2):
+        proxy.set_epoch(epoch)
+        for idx, (x, y) in proxy.loader(batch_size=100):
+            proxy.update(idx, torch.zeros(len(idx)))
+        score = float(torch.rand(())) + float(np.random.rand()) + random.random()
+        asp_tune.tune.report({"val_accuracy": score}, proxy)
+
+
+def test_every_trial_starts_from_the_search_s_seed_in_a_reused_worker(ray_session, tmp_path):
+    from ray import tune
+
+    result = asp_tune.tune.search(unseeded, {"lr": tune.grid_search([0.1, 0.1, 0.1])}, epochs=2, ratio=0.5,
+                                  scheduler="fifo", num_samples=1, max_concurrent=1, decide="proxy", seed=3,
+                                  storage_path=str(tmp_path / "ray"))
+    scores = result.trials["final_score"].tolist()
+    assert len(scores) == 3 and scores[0] == scores[1] == scores[2]  # one worker, three trials: the same draws
+    again = asp_tune.tune.search(unseeded, {"lr": 0.1}, epochs=2, ratio=0.5, scheduler="fifo", num_samples=1,
+                                 decide="proxy", seed=4, storage_path=str(tmp_path / "ray"))
+    assert again.trials["final_score"].iloc[0] != scores[0]  # another seed, other draws
 
 
 def test_bad_arguments_are_named_errors(ray_session):

@@ -244,6 +244,15 @@ def check_algorithm(field: str, name: Any) -> None:
 NO_EARLY_STOPPING = ("fifo", None)
 
 
+def check_grace_period(grace_period: int, epochs: int, stops_early: bool, flag: str = "grace_period") -> None:
+    """Under early stopping a grace period must leave a rung below the last epoch: at ``epochs`` or more no trial
+    is ever stopped, and the search would quietly be one without early stopping."""
+    if stops_early and grace_period >= epochs > 1:  # one epoch has nothing to stop, whatever the grace
+        raise ConfigError(flag, grace_period, f"an integer below the epochs ({epochs}) under early stopping: at "
+                                              f"{epochs} or more no trial is stopped early (a search without early "
+                                              "stopping has scheduler fifo)")
+
+
 def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algorithm]:
     """A user's choice of scheduler and searcher, each a registered name or a Ray Tune object, as one
     built algorithm and the description the search reads (its rungs, concurrency).
@@ -276,7 +285,12 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
     elif search_alg in (None, "random"):
         searcher = built.searcher if base.own_searcher else _random_searcher(ctx, limit=not base.pauses_trials)
     elif isinstance(search_alg, str) and search_alg in ALGORITHMS:
-        searcher = get_algorithm(search_alg, "search_alg").build(dataclasses.replace(ctx, space=None)).searcher
+        chosen = get_algorithm(search_alg, "search_alg")
+        grids = [k for k, v in (ctx.param_space or {}).items() if isinstance(v, dict) and "grid_search" in v]
+        if grids and not chosen.grid:
+            raise ConfigError("search_alg", search_alg, f"a searcher that takes grid parameters ('random') for a space "
+                                                        f"with grid_search ({', '.join(map(str, grids))})")
+        searcher = chosen.build(dataclasses.replace(ctx, space=None)).searcher
     else:
         raise ConfigError("search_alg", search_alg, f"'random', one of {', '.join(algorithm_names())} or a Ray "
                                                     "Tune Searcher")

@@ -233,10 +233,21 @@ def _full_data_plan(s: HpoSettings):
                         audit_trainable=lambda: None, ratio=s.ratio, seed=s.seed)
 
 
-def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False) -> SearchResult:
+def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False,
+            out: str | Path | None = None, overwrite: bool = False) -> SearchResult:
     """Run (or resume) one experiment of asp_tune's own trainable: :func:`job_from_settings`, then
-    :func:`~asp_tune.tune.run.run_search`."""
-    return run_search(job_from_settings(settings), resume=resume, resume_unsigned=resume_unsigned)
+    :func:`~asp_tune.tune.run.run_search`. ``out``: a results folder written as ``asp-tune hpo --out`` writes
+    it (``trials.csv``, ``summary.json``, ...; committed only when the search succeeds), with Ray's
+    experiment in ``.OUT.ray`` beside it unless the settings name a ``storage_path`` or an ``address``."""
+    if out is None:
+        return run_search(job_from_settings(settings), resume=resume, resume_unsigned=resume_unsigned)
+    from asp_tune.tune.results import search_into
+    from asp_tune.tune.run import experiments_folder
+
+    storage = experiments_folder(out, settings.storage_path, settings.address)
+    job = job_from_settings(dataclasses.replace(settings, storage_path=storage))
+    return search_into(job, out, overwrite=overwrite, resume=resume, resume_unsigned=resume_unsigned,
+                       title=f"{settings.algo} r={settings.ratio}")[0]
 
 
 # ----------------------------------------------------------------------------- compare and correlate

@@ -62,10 +62,14 @@ def collect_trials(grid, param_names: list[str], metric: str = "val_accuracy", m
                    epochs: int | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """One row per trial of a Ray ``ResultGrid`` (its parameters, best and last ``metric``, totals,
     status, error) and each trial's reports by trial id. ``epochs``: a trial's full length (a trial
-    that reported it is ``TERMINATED``, one stopped before ``STOPPED``)."""
+    that reported it is ``TERMINATED``, one stopped before ``STOPPED``). A trainable that does not report
+    its training seconds (a user's own) is timed by Ray's ``time_total_s``: its whole time in the trial,
+    validation included."""
     rows, histories = [], {}
     for result in grid:
         hist = reported_epochs(result.metrics_dataframe)
+        if len(hist) and "train_seconds_total" not in hist and "time_total_s" in hist:
+            hist = hist.assign(train_seconds_total=hist["time_total_s"])  # a trainable of one's own: Ray's clock
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or (Path(result.path).name if result.path else f"trial{len(rows)}")
         scores = hist[metric].dropna() if metric in hist else pd.Series(dtype=float)

@@ -136,7 +136,9 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
         for line in warnings:
             print(f"[asp-tune compare] warning: {line}", file=sys.stderr)
     table = pd.DataFrame(rows)
-    table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"].where(table["ratio"] != 1.0), table["relative_cost"])
+    itself = table["ratio"] == 1.0  # full data against its own scores: nothing to correlate
+    table.loc[itself, ["kendall_tau", "pearson", "spearman", "r2", "good_spearman"]] = math.nan
+    table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"], table["relative_cost"])
     for old, new in DEPRECATED_COLUMNS.items():
         table[old] = table[new]
     return table, scatter

@@ -334,8 +334,11 @@ def _fit(job: SearchJob, tuner, experiment: str):
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         last = lines[-1][:300] if lines else type(exc).__name__
         if "did not include the specified metric" in last:
-            raise ConfigError("metric", job.metric, "a score every report of the trainable carries (a report held "
-                                                    f"only: {last.split('Result: ')[-1][:160]})") from None
+            shown = lines[-1].split("Result: ")[-1]
+            keys = re.findall(r"'([^']+)': ", shown)  # the report's names, not its numbers cut mid-way
+            held = f"{', '.join(keys[:12])}{', ...' if len(keys) > 12 else ''}" if keys else shown[:160]
+            raise ConfigError("metric", job.metric, f"a score every report of the trainable carries (a report held "
+                                                    f"only: {held})") from None
         if last.startswith(("TypeError", "ValueError: could not convert")):  # a score that is not a number
             raise ConfigError("metric", job.metric, f"a number in every report ({last})") from None
         raise RunFailed(f"Ray Tune stopped the search: {last} (its experiment: {experiment})") from None
@@ -349,12 +352,21 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
                         f"(full tracebacks under {experiment_path})")
     best = best_trial(trials, job.mode)
     if best is None:
+        reported = int((trials["epochs"] > 0).sum()) if "epochs" in trials else 0
+        if reported and not job.sparse_reports:  # every report carried the score: as NaN
+            raise RunFailed(f"no trial reported a number for {job.metric}: {reported} of {len(trials)} trials reported "
+                            f"epochs, each with {job.metric} NaN (a diverged network, an empty validation set, a "
+                            f"division by zero?); their reports are under {experiment_path}; nothing was committed")
         budget = job.budget
-        spent = budget.get("time_budget_s") or budget.get("data_passes")
-        raise RunFailed(f"no trial reported a validation score{' within the budget' if spent else ''} "
-                        f"({job.metric}; {len(trials)} trials; time budget {budget.get('time_budget_s')} s, data passes "
-                        f"{budget.get('data_passes')}, both after x{budget.get('scale', 1):g}): give a larger "
-                        "budget; nothing was committed")
+        limits = [f"time budget {budget['time_budget_s']:g} s" if budget.get("time_budget_s") else "",
+                  f"{budget['data_passes']:g} data passes" if budget.get("data_passes") else ""]
+        limits = [x for x in limits if x]
+        if limits:
+            raise RunFailed(f"no trial reported a validation score within the budget ({job.metric}; {len(trials)} "
+                            f"trials; {', '.join(limits)}, after x{budget.get('scale', 1):g}): give a larger budget; "
+                            "nothing was committed")
+        raise RunFailed(f"no trial reported a validation score ({job.metric}; {len(trials)} trials; their reports are "
+                        f"under {experiment_path}); nothing was committed")
     trust = proxy_trust(job.rungs, histories, job.metric)
     seconds = {k: float(trials[c].fillna(0).sum()) for k, c in
                (("startup", "startup_seconds"), ("training", "seconds"), ("validation", "val_seconds"))}
@@ -381,4 +393,8 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
     proxy_picks = job.full_data is None and float(job.summary.get("ratio") or 1.0) < 1.0
     if trust is not None and trust.warning() and proxy_picks:  # else full data decides (and says so) or none is used
         print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
+    if not (trials["epochs"] > 0).any():  # scores without an epoch: ray.tune.report called directly
+        print("[asp-tune] warning: no report named its epoch, so the epochs, data passes, rungs and full-data checks "
+              "of this search count nothing; report with asp_tune.tune.report(metrics, proxy), which adds them",
+              file=sys.stderr)
     return summary

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from asp_tune.config import SELECTION_FIELDS, TrainConfig
@@ -24,7 +25,7 @@ from asp_tune.proxy_settings import (EARLY_STOPPING_PROXY, RATIO, ProxySettings,
                                      steps_schedule)
 from asp_tune.registry import extensions
 from asp_tune.tune.algorithms import (ALGORITHMS, EARLY_STOPPING, Algorithm, Context, algorithm_names,
-                                      check_algorithm, get_algorithm)
+                                      check_algorithm, check_grace_period, get_algorithm)
 from asp_tune.tune.space import SearchSpace
 
 SEARCH, RAY = "search", "Ray"
@@ -108,6 +109,20 @@ def check_journal(name: str, value: Any) -> None:
         raise ConfigError(name, value, "a journal file path (a file Optuna appends to, not a folder or a device)")
 
 
+def as_space(space: Any) -> SearchSpace:
+    """``space`` as a :class:`~asp_tune.tune.space.SearchSpace`: one as it is, a mapping parsed, a path read."""
+    from asp_tune.tune.space import load_space, parse_space
+
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, dict):
+        return parse_space(space)
+    if isinstance(space, (str, Path)):
+        return load_space(space)
+    raise ConfigError("space", type(space).__name__, "a SearchSpace, a mapping with keys name, fixed, params, or the "
+                                                     "path of a YAML file")
+
+
 @dataclass
 class HpoSettings:
     """One experiment. Budgets are given as for full data and rescaled by ``ratio``.
@@ -116,7 +131,7 @@ class HpoSettings:
     ``correlate`` and ``demo`` flags are generated from these fields (:mod:`asp_tune.flags`).
     """
 
-    space: SearchSpace = option(flag=False)
+    space: SearchSpace | dict[str, Any] | str | Path = option(flag=False)  # read by validate: as_space
     algo: str = option("asha", "search algorithm: a registered one, or an import path package.module:NAME to an "
                                "asp_tune.tune.algorithms.Algorithm", SEARCH, algorithm_names,
                        check=Check(check_algorithm, ("nope", 3)), imports=True)
@@ -197,6 +212,7 @@ class HpoSettings:
 
     def validate(self) -> "HpoSettings":
         """Every declared constraint, then the rules between fields; returns self."""
+        self.space = as_space(self.space)
         if isinstance(self.rung_ratios, (tuple, list)):  # as numbers from Python: the text a flag would hold
             self.rung_ratios = ",".join(f"{float(r):g}" for r in self.rung_ratios)
         if isinstance(self.pack, int) and not isinstance(self.pack, bool):  # from Python: the text a flag holds
@@ -216,6 +232,8 @@ class HpoSettings:
                                                  f"no limit on trials at once, so a packed search starts all "
                                                  f"{self.total_trials} trials together, and "
                                                  f"its packs must hold them")
+        check_grace_period(self.grace_period, self.epochs, algorithm.multi_fidelity or self.early_stop != "none",
+                           "grace_period")
         if self.space.has_grid and not algorithm.grid:
             raise ConfigError("algo", self.algo, "an algorithm that takes grid parameters (random, hyperband or asha) "
                                                  "for a space with grid parameters")

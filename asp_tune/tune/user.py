@@ -109,7 +109,7 @@ def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, k
         raise ConfigError("param_space", TRIAL_KEY, "a space without the key asp_tune (asp_tune fills it)")
     if mode not in ("max", "min"):
         raise ConfigError("mode", mode, ("max", "min"))
-    if epochs is None:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:  # the flag's "none" is not the API's
         raise ConfigError("epochs", epochs, "an integer >= 1")
     check_value(HpoSettings, "max_epochs", epochs, "epochs")
     for name, value in knobs.items():
@@ -132,7 +132,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     from ray.tune.schedulers import FIFOScheduler
 
     from asp_tune.pack import PackChoice
-    from asp_tune.tune.algorithms import Context, compose
+    from asp_tune.tune.algorithms import Context, check_grace_period, compose
 
     _check_arguments(trainable, param_space, epochs, mode, {
         "ratio": ratio, "num_samples": num_samples, "max_concurrent": max_concurrent, "grace_period": grace_period,
@@ -143,6 +143,13 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
                   reduction_factor=reduction_factor, seed=seed, metric=metric, mode=mode, name=name)
     _, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
     early = algorithm.multi_fidelity or not (scheduler in ("fifo", None) or isinstance(scheduler, FIFOScheduler))
+    check_grace_period(grace_period, epochs, early and isinstance(scheduler, str))  # an object keeps its own
+    proxy_fields = set(vars(ProxySettings())) - {"ratio", "metric"}  # search's own ratio and strategy
+    unknown = sorted(set(proxy_settings) - proxy_fields)
+    if unknown:
+        raise ConfigError("argument", unknown[0], f"one of search()'s own or a proxy setting: "
+                                                  f"{', '.join(sorted(proxy_fields))}")
+    check_value(ProxySettings, "metric", strategy, "strategy")
     given = {"ratio": ratio, "metric": strategy, **proxy_settings}
     if early and ratio < 1.0:
         given.setdefault("first_epoch_full", False)
@@ -242,9 +249,16 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
 def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str],
                 changes: str | None = None) -> None:
     """Run the user's trainable in a Ray worker: its module's folder on the path first (the same
-    machine; a cluster gets the module itself through ``py_modules``), then the function. A fresh
-    trial takes the search's latest ratio (``changes``, :mod:`asp_tune.tune.fulldata`)."""
+    machine; a cluster gets the module itself through ``py_modules``), then the function, with torch, NumPy and
+    ``random`` seeded from the search's ``seed`` (as asp_tune's own trials are: the same configuration trains
+    the same way in every trial and retrain, whatever ran in the reused worker before). A fresh trial takes
+    the search's latest ratio (``changes``, :mod:`asp_tune.tune.fulldata`)."""
     add_search_paths(search_paths)
+    trial = config.get(TRIAL_KEY)
+    if isinstance(trial, dict) and trial.get("seed") is not None:
+        from asp_tune.assembly import seed_everything
+
+        seed_everything(int(trial["seed"]))
     if changes and isinstance(config.get(TRIAL_KEY), dict):
         from ray import tune
 
