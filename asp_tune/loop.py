@@ -21,6 +21,7 @@ it makes the same selections as one that never stopped.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -41,9 +42,15 @@ def _find_labels(dataset: Any) -> torch.Tensor | None:
     for name in ("targets", "labels"):
         values = getattr(dataset, name, None)
         if values is not None:
-            tensor = torch.as_tensor(values)
+            try:
+                tensor = torch.as_tensor(values)
+            except (TypeError, ValueError, RuntimeError):  # names, say: not labels per sample
+                continue
             if tensor.dim() == 1 and not tensor.is_floating_point() and tensor.numel() == len(dataset):
                 return tensor.long()
+            if tensor.dim() == 1 and not tensor.is_floating_point():
+                warnings.warn(f"dataset.{name} holds {tensor.numel()} labels for {len(dataset)} samples: not used, so "
+                              "selection is not balanced by class; pass labels= (one per sample)", stacklevel=3)
     tensors = getattr(dataset, "tensors", None)
     if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
         return tensors[-1].long()

@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from asp_tune.tune.compare import compare_runs
 from asp_tune.tune.deciding import AUDIT_FILE, AUDIT_INDEX, FullDataPlan, announce, decide
@@ -277,6 +278,13 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
     small.add_trial(optuna.trial.create_trial(params={"x": 1.0}, value=0.3,
                                               distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
     assert audit_study(small, lambda p: 0.1).line().startswith("the proxy was not measured")  # count=N
+    said = audit_study(small, lambda p: 0.1, count=6).line()  # all of its one trial audited: count=N adds none
+    assert "(completing more trials of the study, then count=N, adds full-data runs)" in said
+    assert audit_study(small, lambda p: torch.tensor(0.25)).best_full_score == 0.25  # a one-value tensor is a number
+    for returned in (None, {"acc": 0.5}, "0.5", True):
+        with pytest.raises(ConfigError, match=r"invalid train_full=.* for trial 0.: allowed a function that returns "
+                                              r"the full-data score as a number"):
+            audit_study(small, lambda p, r=returned: r)
     with pytest.raises(ConfigError, match="count"):
         audit_study(study, full, count=0)
     with pytest.raises(ConfigError, match="completed trial"):

@@ -152,6 +152,24 @@ def test_strategies_that_need_class_probabilities_say_so_without_logits():
         loss_only.update(torch.arange(4), torch.tensor(1.0))
 
 
+def test_labels_a_data_set_declares_for_other_samples_are_said_to_be_unused():
+    class Rows(Dataset):
+        targets = torch.zeros(35, dtype=torch.long)  # not one per sample
+
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return torch.zeros(2), 0
+
+    with pytest.warns(UserWarning, match=r"dataset.targets holds 35 labels for 40 samples: not used, so selection "
+                                         r"is not balanced by class; pass labels="):
+        proxy = ProxyData(Rows(), epochs=3, ratio=0.3, strategy="loss")
+    assert proxy.selector.labels is None
+    Rows.targets = ["cat", "dog"]  # class names, not labels per sample: looked past
+    assert ProxyData(Rows(), epochs=3, ratio=0.3, strategy="loss").selector.labels is None
+
+
 def test_a_misspelled_strategy_is_named_as_the_strategy():
     with pytest.raises(ConfigError, match="invalid strategy='los': allowed one of 'random', 'loss'"):
         ProxyData(tabular(), epochs=3, ratio=0.3, strategy="los")

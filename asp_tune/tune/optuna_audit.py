@@ -13,6 +13,7 @@ No Ray: the full-data runs are the user's function, called one after another in 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -76,10 +77,11 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     by_number = {str(t.number): t for t in done}
     candidates = pd.DataFrame({"trial_id": list(by_number), "proxy_score": [t.value for t in done]})
     chosen = choose_audit(candidates, audit_size(count, len(done), 0.0), mode, seed, "proxy_score")
-    agreement, rows = FullDataAgreement(mode, more="count=N"), []
+    more = "count=N" if len(chosen) < len(done) else "completing more trials of the study, then count=N,"
+    agreement, rows = FullDataAgreement(mode, more=more), []
     for key in chosen:
         trial = by_number[key]
-        score = float(train_full(dict(trial.params)))
+        score = _score(train_full(dict(trial.params)), trial.number)
         agreement.add(key, trial.value, score, "audit")
         rows.append({"number": trial.number, "params": dict(trial.params), "proxy_score": trial.value,
                      "full_data_score": score})
@@ -91,3 +93,14 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     audit = StudyAudit(table, agreement, best["params"], float(best["full_data_score"]), dict(study.best_params))
     study.set_user_attr("asp_tune_full_data", audit.summary())
     return audit
+
+
+def _score(value: Any, number: int) -> float:
+    """``train_full``'s return as a float: a number (a Python or NumPy one, or a tensor of one value), else a
+    named error."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 and hasattr(value, "dtype"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError("train_full", f"{type(value).__name__} {value!r:.60} for trial {number}",
+                          "a function that returns the full-data score as a number")
+    return float(value)
