@@ -5,14 +5,11 @@ a failure inside the user's own code one line naming the code and the step above
 from __future__ import annotations
 
 import errno
-import json
 import struct
 import sys
 import textwrap
 import zlib
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -4,7 +4,6 @@ and calls only what is registered, what this user's own asp_tune signed, or what
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
