@@ -38,7 +38,9 @@ from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
 
 def _find_labels(dataset: Any) -> torch.Tensor | None:
     """Integer class labels the data set declares (``targets``, as torchvision's do, or ``labels``,
-    or a ``TensorDataset``'s last tensor when it is integer), else None."""
+    or a ``TensorDataset``'s last tensor when it is integer), else None (said when it declared integer labels
+    for some other number of samples)."""
+    unfit = []
     for name in ("targets", "labels"):
         values = getattr(dataset, name, None)
         if values is not None:
@@ -49,11 +51,13 @@ def _find_labels(dataset: Any) -> torch.Tensor | None:
             if tensor.dim() == 1 and not tensor.is_floating_point() and tensor.numel() == len(dataset):
                 return tensor.long()
             if tensor.dim() == 1 and not tensor.is_floating_point():
-                warnings.warn(f"dataset.{name} holds {tensor.numel()} labels for {len(dataset)} samples: not used, so "
-                              "selection is not balanced by class; pass labels= (one per sample)", stacklevel=3)
+                unfit.append(f"dataset.{name} holds {tensor.numel()} labels")
     tensors = getattr(dataset, "tensors", None)
     if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
         return tensors[-1].long()
+    if unfit:
+        warnings.warn(f"{' and '.join(unfit)} for {len(dataset)} samples: not used, so selection is not balanced by "
+                      "class; pass labels= (one per sample)", stacklevel=3)
     return None
 
 
@@ -226,7 +230,7 @@ class ProxyData(Dataset):
         idx = self._checked_indices(indices, per_sample.shape[0]).to(per_sample.device)
         _check_batch(logits, targets, per_sample.shape[0])
         if logits is not None and targets is not None and (targets.device.type == "cpu" or not self._labels_checked):
-            _check_labels_fit(logits, targets)  # on a device once (one round trip), on the CPU every batch
+            _check_labels_fit(logits, targets)  # on the CPU every batch; on a device the first batch only
             self._labels_checked = True
         if self.selector.tracks_importance:
             self._observe(idx, per_sample.detach(), logits, targets, feature_norms)
@@ -407,8 +411,11 @@ def _checked_device(device: Any) -> torch.device:
 
 def _check_labels_fit(logits: torch.Tensor, targets: torch.Tensor) -> None:
     """Every target names one of the logits' columns (else a gather fails deep inside, or a GPU asserts)."""
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
-        raise ConfigError("targets", f"labels {int(targets.min())}..{int(targets.max())}",
+    if not targets.numel():
+        return
+    low, high = torch.stack([targets.min(), targets.max()]).tolist()  # one round trip from a device
+    if low < 0 or high >= logits.shape[1]:
+        raise ConfigError("targets", f"labels {low}..{high}",
                           f"class labels in [0, {logits.shape[1] - 1}]: the logits have {logits.shape[1]} "
                           "columns, one per class (does the model's last layer have one output per class?)")
 

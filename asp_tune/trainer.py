@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence, Union
 
@@ -242,14 +243,20 @@ class Trainer:
             return None
 
     def _check_outputs(self, outputs: int | None) -> None:
-        """A network's outputs are one per class (or per regression value): more are never trained as labels,
-        fewer cannot be."""
+        """A network's outputs are one per class (or per regression value): fewer cannot be trained (a named
+        error); more train, with the extra ones never a label (a warning: a builder that ignores
+        ``num_classes`` leaves them, say)."""
         wanted = self.data.num_classes
-        if outputs is not None and outputs != wanted and self.task.name in ("classification", "regression"):
-            name = self.model_builder.get("builder") or self.model_builder.get("class")
-            unit = "class" if self.task.name == "classification" else "regression value"
+        if outputs is None or outputs == wanted or self.task.name not in ("classification", "regression"):
+            return
+        name = self.model_builder.get("builder") or self.model_builder.get("class")
+        unit = "class" if self.task.name == "classification" else "regression value"
+        if outputs < wanted:
             raise ConfigError("model", name, f"a network with {wanted} outputs, one per {unit} of this data: it "
-                                             f"gives {outputs}")
+                                             f"gives {outputs}") from None
+        units = "classes" if unit == "class" else "regression values"
+        warnings.warn(f"the network {name} gives {outputs} outputs for the {wanted} {units} of this data: the last "
+                      f"{outputs - wanted} are never a label", stacklevel=2)
 
     def observe(self, seen: Observed) -> None:
         """Let the proxy memory learn from a batch a forward pass already ran: its class logits when the

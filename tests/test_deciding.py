@@ -3,6 +3,7 @@ constructed searches: no Ray session, the audit's search handed in."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -280,8 +281,9 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
     assert audit_study(small, lambda p: 0.1).line().startswith("the proxy was not measured")  # count=N
     said = audit_study(small, lambda p: 0.1, count=6).line()  # all of its one trial audited: count=N adds none
     assert "(completing more trials of the study, then count=N, adds full-data runs)" in said
-    assert audit_study(small, lambda p: torch.tensor(0.25)).best_full_score == 0.25  # a one-value tensor is a number
-    for returned in (None, {"acc": 0.5}, "0.5", True):
+    for one in (torch.tensor(0.25), torch.tensor([0.25]), np.array([0.25]), np.float32(0.25)):  # one value: a number
+        assert audit_study(small, lambda p, v=one: v).best_full_score == 0.25
+    for returned in (None, {"acc": 0.5}, "0.5", True, torch.tensor([0.2, 0.3])):
         with pytest.raises(ConfigError, match=r"invalid train_full=.* for trial 0.: allowed a function that returns "
                                               r"the full-data score as a number"):
             audit_study(small, lambda p, r=returned: r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -168,6 +169,10 @@ def test_labels_a_data_set_declares_for_other_samples_are_said_to_be_unused():
     assert proxy.selector.labels is None
     Rows.targets = ["cat", "dog"]  # class names, not labels per sample: looked past
     assert ProxyData(Rows(), epochs=3, ratio=0.3, strategy="loss").selector.labels is None
+    Rows.targets, Rows.labels = torch.zeros(5, dtype=torch.long), torch.arange(40) % 2  # labels fit: used, unsaid
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ProxyData(Rows(), epochs=3, ratio=0.3, strategy="loss").selector.labels.tolist()[:4] == [0, 1, 0, 1]
 
 
 def test_a_misspelled_strategy_is_named_as_the_strategy():

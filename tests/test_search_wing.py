@@ -209,8 +209,8 @@ def test_a_users_trainable_and_arguments_are_checked_at_the_api_edge(tmp_path, c
             asp_tune.tune.search(_reports_another, {"lr": 0.1}, **{"epochs": 2, **bad})
     with pytest.raises(ConfigError, match="invalid strategy='entrophy': allowed one of 'random', 'loss'"):
         asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=2, strategy="entrophy")
-    with pytest.raises(ConfigError, match=r"invalid argument='top10mass': allowed one of search\(\)'s own or a proxy "
-                                          r"setting: class_balance, .*top10_mass"):
+    with pytest.raises(ConfigError, match=r"invalid argument='top10mass': allowed one of search\(\)'s own \(epochs, "
+                                          r"ratio, strategy, .*\) or a proxy setting \(class_balance, .*top10_mass"):
         asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=2, top10mass=0.2)
     with pytest.raises(ConfigError, match=r"invalid grace_period=10: allowed an integer below the epochs \(4\)"):
         asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=4, grace_period=10)

@@ -278,7 +278,8 @@ def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_pa
     assert proxy["corr_n"] == 3 and -1 <= proxy["corr_kendall_tau"] <= 1
     full = table.iloc[0]  # against itself: nothing to correlate, at cost 1 and no regret
     assert (full["regret"], full["relative_cost"]) == (0.0, 1.0)
-    assert all(full[c] != full[c] for c in ("r2", "corr_kendall_tau", "corr_spearman", "corr_pearson"))  # NaN
+    assert all(full[c] != full[c] for c in ("r2", "corr_kendall_tau", "corr_spearman", "corr_pearson", "tau_low",
+                                            "tau_high")) and not full["measured"]  # NaN: nothing measured
     # the one regret column: the full-data pick's retrained score less this pick's
     assert proxy["regret"] == pytest.approx(full["retrained_test_mean"] - proxy["retrained_test_mean"])
     assert proxy["relative_data_passes"] == pytest.approx(1 / proxy["speedup_data_passes"])

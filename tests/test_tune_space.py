@@ -133,8 +133,13 @@ def test_a_grace_period_that_leaves_no_rung_is_refused_under_early_stopping():
     data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
             "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
     with pytest.raises(ConfigError, match=r"invalid grace_period=4: allowed an integer below the epochs \(4\) under "
-                                          r"early stopping: at 4 or more no trial is stopped early"):
+                                          r"early stopping: at 4 or more the search has no rung before its last epoch"):
         HpoSettings(data, algo="asha", grace_period=4).validate()
     HpoSettings(data, algo="asha", grace_period=3).validate()
     HpoSettings(data, algo="random", grace_period=4).validate()  # nothing stops early: the grace is not read
+    with pytest.raises(ConfigError, match=r"invalid grace_period=4"):  # its rungs are grace x eta^k too
+        HpoSettings(data, algo="hyperband", grace_period=4).validate()
+    with pytest.raises(ConfigError, match=r"invalid grace_period=5.*\(a search without early stopping is --algo "
+                                          r"random or tpe without --early-stop\)"):
+        HpoSettings(data, algo="random", early_stop="asha", grace_period=5).validate()
     HpoSettings(data, algo="asha", grace_period=4, max_epochs=1).validate()  # one epoch: nothing to stop

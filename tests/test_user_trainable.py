@@ -133,6 +133,13 @@ def test_every_trial_starts_from_the_search_s_seed_in_a_reused_worker(ray_sessio
                                   storage_path=str(tmp_path / "ray"))
     scores = result.trials["final_score"].tolist()
     assert len(scores) == 3 and scores[0] == scores[1] == scores[2]  # one worker, three trials: the same draws
+    from pathlib import Path
+
+    from asp_tune.tune.storage import trial_reports
+
+    trials = [p for p in Path(result.summary["experiment_path"]).iterdir() if p.is_dir()]
+    workers = {r["pid"] for t in trials for r in trial_reports(t)}  # Ray's own field in every report
+    assert len(trials) == 3 and len(workers) == 1  # one reused worker: unseeded, its generators would move on
     again = asp_tune.tune.search(unseeded, {"lr": 0.1}, epochs=2, ratio=0.5, scheduler="fifo", num_samples=1,
                                  decide="proxy", seed=4, storage_path=str(tmp_path / "ray"))
     assert again.trials["final_score"].iloc[0] != scores[0]  # another seed, other draws

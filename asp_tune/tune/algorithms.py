@@ -244,13 +244,15 @@ def check_algorithm(field: str, name: Any) -> None:
 NO_EARLY_STOPPING = ("fifo", None)
 
 
-def check_grace_period(grace_period: int, epochs: int, stops_early: bool, flag: str = "grace_period") -> None:
-    """Under early stopping a grace period must leave a rung below the last epoch: at ``epochs`` or more no trial
-    is ever stopped, and the search would quietly be one without early stopping."""
-    if stops_early and grace_period >= epochs > 1:  # one epoch has nothing to stop, whatever the grace
-        raise ConfigError(flag, grace_period, f"an integer below the epochs ({epochs}) under early stopping: at "
-                                              f"{epochs} or more no trial is stopped early (a search without early "
-                                              "stopping has scheduler fifo)")
+def check_grace_period(grace_period: int, epochs: int, rungs: tuple[int, ...] | None, hint: str) -> None:
+    """A grace period that leaves an early-stopping search no rung below its last epoch is refused: no trial
+    would be stopped early, and the search would quietly be one without early stopping. ``rungs``: where the
+    search's algorithm decides (None: it stops nothing early); ``hint``: how the caller asks for no early
+    stopping, in its own words."""
+    if rungs is not None and epochs > 1 and grace_period >= epochs and not [r for r in rungs if r < epochs]:
+        raise ConfigError("grace_period", grace_period, f"an integer below the epochs ({epochs}) under early "
+                                                        f"stopping: at {epochs} or more the search has no rung before "
+                                                        f"its last epoch ({hint})")
 
 
 def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algorithm]:

@@ -137,7 +137,8 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             print(f"[asp-tune compare] warning: {line}", file=sys.stderr)
     table = pd.DataFrame(rows)
     itself = table["ratio"] == 1.0  # full data against its own scores: nothing to correlate
-    table.loc[itself, ["kendall_tau", "pearson", "spearman", "r2", "good_spearman"]] = math.nan
+    table.loc[itself, ["kendall_tau", "pearson", "spearman", "r2", "good_spearman", "tau_low", "tau_high"]] = math.nan
+    table.loc[itself, "measured"] = False
     table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"], table["relative_cost"])
     for old, new in DEPRECATED_COLUMNS.items():
         table[old] = table[new]

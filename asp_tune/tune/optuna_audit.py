@@ -98,7 +98,8 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
 def _score(value: Any, number: int) -> float:
     """``train_full``'s return as a float: a number (a Python or NumPy one, or a tensor of one value), else a
     named error."""
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 and hasattr(value, "dtype"):
+    count = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", None)
+    if callable(getattr(value, "item", None)) and count == 1:  # a tensor or array of one value
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError("train_full", f"{type(value).__name__} {value!r:.60} for trial {number}",

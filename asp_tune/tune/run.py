@@ -335,13 +335,28 @@ def _fit(job: SearchJob, tuner, experiment: str):
         last = lines[-1][:300] if lines else type(exc).__name__
         if "did not include the specified metric" in last:
             shown = lines[-1].split("Result: ")[-1]
-            keys = re.findall(r"'([^']+)': ", shown)  # the report's names, not its numbers cut mid-way
+            keys = _top_level_keys(shown)  # the report's names, not its numbers cut mid-way
             held = f"{', '.join(keys[:12])}{', ...' if len(keys) > 12 else ''}" if keys else shown[:160]
             raise ConfigError("metric", job.metric, f"a score every report of the trainable carries (a report held "
                                                     f"only: {held})") from None
         if last.startswith(("TypeError", "ValueError: could not convert")):  # a score that is not a number
             raise ConfigError("metric", job.metric, f"a number in every report ({last})") from None
         raise RunFailed(f"Ray Tune stopped the search: {last} (its experiment: {experiment})") from None
+
+
+def _top_level_keys(text: str) -> list[str]:
+    """The keys of the outermost mapping in ``text``, a dict as Python prints it (not those of the mappings in
+    it, such as a report's ``config``)."""
+    keys, depth = [], 0
+    for match in re.finditer(r"[{}\[\]]|'([^']+)': ", text):
+        token = match.group(0)
+        if token in "{[":
+            depth += 1
+        elif token in "}]":
+            depth -= 1
+        elif depth == 1:
+            keys.append(match.group(1))
+    return keys
 
 
 def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], wall: float,
@@ -353,20 +368,24 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
     best = best_trial(trials, job.mode)
     if best is None:
         reported = int((trials["epochs"] > 0).sum()) if "epochs" in trials else 0
-        if reported and not job.sparse_reports:  # every report carried the score: as NaN
-            raise RunFailed(f"no trial reported a number for {job.metric}: {reported} of {len(trials)} trials reported "
-                            f"epochs, each with {job.metric} NaN (a diverged network, an empty validation set, a "
-                            f"division by zero?); their reports are under {experiment_path}; nothing was committed")
+        failed = trials[trials["status"] == "ERROR"]
+        said = [f"{reported} of {len(trials)} trials reported epochs, each with {job.metric} NaN (a diverged "
+                "network, an empty validation set, a division by zero?)"] if reported and not job.sparse_reports else []
+        if len(failed):
+            said.append(f"{len(failed)} failed (the first: {failed['error'].iloc[0]})")
         budget = job.budget
         limits = [f"time budget {budget['time_budget_s']:g} s" if budget.get("time_budget_s") else "",
                   f"{budget['data_passes']:g} data passes" if budget.get("data_passes") else ""]
         limits = [x for x in limits if x]
+        where = f"the trials' reports are under {experiment_path}; nothing was committed"
         if limits:
             raise RunFailed(f"no trial reported a validation score within the budget ({job.metric}; {len(trials)} "
-                            f"trials; {', '.join(limits)}, after x{budget.get('scale', 1):g}): give a larger budget; "
-                            "nothing was committed")
-        raise RunFailed(f"no trial reported a validation score ({job.metric}; {len(trials)} trials; their reports are "
-                        f"under {experiment_path}); nothing was committed")
+                            f"trials; {', '.join(limits)}, after x{budget.get('scale', 1):g}): give a larger budget"
+                            f"{''.join('; ' + x for x in said)}; {where}")
+        if said and reported and not job.sparse_reports:
+            raise RunFailed(f"no trial reported a number for {job.metric}: {'; '.join(said)}; {where}")
+        raise RunFailed(f"no trial reported a validation score ({job.metric}; {len(trials)} trials"
+                        f"{''.join('; ' + x for x in said)}); {where}")
     trust = proxy_trust(job.rungs, histories, job.metric)
     seconds = {k: float(trials[c].fillna(0).sum()) for k, c in
                (("startup", "startup_seconds"), ("training", "seconds"), ("validation", "val_seconds"))}

@@ -12,6 +12,7 @@ registry entry (:mod:`asp_tune.tune.algorithms`), never from its name.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,8 @@ def as_space(space: Any) -> SearchSpace:
 
     if isinstance(space, SearchSpace):
         return space
-    if isinstance(space, dict):
-        return parse_space(space)
+    if isinstance(space, Mapping):
+        return parse_space(dict(space))
     if isinstance(space, (str, Path)):
         return load_space(space)
     raise ConfigError("space", type(space).__name__, "a SearchSpace, a mapping with keys name, fixed, params, or the "
@@ -232,8 +233,8 @@ class HpoSettings:
                                                  f"no limit on trials at once, so a packed search starts all "
                                                  f"{self.total_trials} trials together, and "
                                                  f"its packs must hold them")
-        check_grace_period(self.grace_period, self.epochs, algorithm.multi_fidelity or self.early_stop != "none",
-                           "grace_period")
+        check_grace_period(self.grace_period, self.epochs, self.rungs(), "a search without early stopping is "
+                                                                          "--algo random or tpe without --early-stop")
         if self.space.has_grid and not algorithm.grid:
             raise ConfigError("algo", self.algo, "an algorithm that takes grid parameters (random, hyperband or asha) "
                                                  "for a space with grid parameters")

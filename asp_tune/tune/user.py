@@ -143,17 +143,21 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
                   reduction_factor=reduction_factor, seed=seed, metric=metric, mode=mode, name=name)
     _, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
     early = algorithm.multi_fidelity or not (scheduler in ("fifo", None) or isinstance(scheduler, FIFOScheduler))
-    check_grace_period(grace_period, epochs, early and isinstance(scheduler, str))  # an object keeps its own
     proxy_fields = set(vars(ProxySettings())) - {"ratio", "metric"}  # search's own ratio and strategy
     unknown = sorted(set(proxy_settings) - proxy_fields)
     if unknown:
-        raise ConfigError("argument", unknown[0], f"one of search()'s own or a proxy setting: "
-                                                  f"{', '.join(sorted(proxy_fields))}")
+        import inspect
+
+        own = [n for n, p in inspect.signature(search).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        raise ConfigError("argument", unknown[0], f"one of search()'s own ({', '.join(own)}) or a proxy setting "
+                                                  f"({', '.join(sorted(proxy_fields))})")
     check_value(ProxySettings, "metric", strategy, "strategy")
     given = {"ratio": ratio, "metric": strategy, **proxy_settings}
     if early and ratio < 1.0:
         given.setdefault("first_epoch_full", False)
     rungs = algorithm.rung_epochs(ctx)
+    check_grace_period(grace_period, epochs, rungs if early else None, "a search without early stopping has "
+                                                                       "scheduler='fifo'")
     top = decide == "full" and ratio < 1.0 and bool(rungs) and len(rungs) >= 2
     if top and given.get("ratio_schedule", "constant") == "constant":
         given["ratio_schedule"] = steps_schedule([(rungs[-2], 1.0)])  # the top rung on all the data
