@@ -117,7 +117,9 @@ def build_parts(config: TrainConfig, data: DataBundle | None = None, model: Unio
     if config.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()):
         raise ConfigError("batch_size", config.batch_size, "at least 2 for a network with batch norm (it cannot "
                                                            "train on one sample at a time)")
-    channels_last = config.channels_last and is_convolutional(network) and data.kind == "image"
+    # on CUDA only, where tensor cores want it: on a CPU a DARTS cell of 4 channels crashed in backward with it
+    channels_last = (config.channels_last and device.type == "cuda" and is_convolutional(network)
+                     and data.kind == "image")
     network.to(device)
     if channels_last:
         network.to(memory_format=torch.channels_last)

@@ -126,7 +126,7 @@ class TrainConfig(ProxySettings):
     device: str = option("auto", "auto (cuda when there is one), cpu or cuda", "run", DEVICES,
                          check=OneOf(lambda: DEVICES))
     amp: bool = option(True, "bf16 autocast on CUDA", "run", check=Boolean())
-    channels_last: bool = option(True, "channels-last memory format for convolutional models", "run",
+    channels_last: bool = option(True, "channels-last memory format for convolutional models on CUDA", "run",
                                  check=Boolean())
 
     def validate(self) -> "TrainConfig":

@@ -80,7 +80,8 @@ def test_resnet8_runs_on_small_images(digits):
     t = Trainer(TrainConfig(model="resnet8", epochs=1, subset=200, batch_size=64), data=load_dataset("digits", subset=200))
     rec = t.train_epoch()
     assert rec["selected"] == len(t.data.train) and math.isfinite(rec["train_loss"])
-    assert next(t.model.parameters()).is_contiguous() or t.channels_last
+    # channels-last only on CUDA: on a CPU a 4-channel DARTS cell crashed in backward with it (the process died)
+    assert not t.channels_last and all(p.is_contiguous() for p in t.model.parameters())
 
 
 def test_lr_schedules_step_per_epoch():
