@@ -217,6 +217,8 @@ def test_a_users_trainable_and_arguments_are_checked_at_the_api_edge(tmp_path, c
     with pytest.raises(ConfigError, match=r"invalid search_alg='tpe': allowed a searcher that takes grid parameters "
                                           r"\('random'\) for a space with grid_search \(lr\)"):
         asp_tune.tune.search(_reports_another, {"lr": tune.grid_search([0.1, 0.2])}, epochs=4, search_alg="tpe")
+    with pytest.raises(ConfigError, match=r"invalid audit=2: allowed none or 0 with decide='proxy'"):
+        asp_tune.tune.search(_reports_another, {"lr": 0.1}, epochs=4, decide="proxy", audit=2)
     with pytest.raises(ConfigError, match="invalid trainable='no_such_module:fn'"):
         asp_tune.tune.search("no_such_module:fn", {"lr": 0.1}, epochs=2)
     with pytest.raises(ConfigError, match=r"invalid metric='val_accuracy': allowed a score every report of the "

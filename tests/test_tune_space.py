@@ -143,3 +143,15 @@ def test_a_grace_period_that_leaves_no_rung_is_refused_under_early_stopping():
                                           r"random or tpe without --early-stop\)"):
         HpoSettings(data, algo="random", early_stop="asha", grace_period=5).validate()
     HpoSettings(data, algo="asha", grace_period=4, max_epochs=1).validate()  # one epoch: nothing to stop
+
+
+def test_an_audit_with_the_proxy_deciding_is_refused():
+    from asp_tune.tune.settings import HpoSettings
+
+    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
+            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+    with pytest.raises(ConfigError, match=r"invalid audit=3: allowed none or 0 with --decide proxy \(the proxy "
+                                          r"picks: nothing is trained on full data\)"):
+        HpoSettings(data, decide="proxy", audit=3).validate()
+    HpoSettings(data, decide="proxy", audit=0).validate()
+    HpoSettings(data, decide="full", audit=3).validate()

@@ -248,7 +248,7 @@ def _price_of_full_data(settings, summary: dict[str, Any], out: RunDirectory) ->
 
     print(f"[asp-tune demo] the same search at r={settings.ratio} with the proxy alone picking (what `asp-tune hpo "
           "--decide proxy` does)")
-    alone = run_hpo(dataclasses.replace(settings, decide="proxy", min_first_rung_steps=0)).summary
+    alone = run_hpo(dataclasses.replace(settings, decide="proxy", audit=None, min_first_rung_steps=0)).summary
     runs = summary["runs"]
     full, checked = runs["1.0"]["wall_time_s"], runs[str(settings.ratio)]["wall_time_s"]
     line = (f"Price of full data deciding: the r={settings.ratio} search took {checked:.1f} s with full data deciding "

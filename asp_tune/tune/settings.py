@@ -110,6 +110,14 @@ def check_journal(name: str, value: Any) -> None:
         raise ConfigError(name, value, "a journal file path (a file Optuna appends to, not a folder or a device)")
 
 
+def check_audit(decide: str, audit: int | None, proxy_decides: str) -> None:
+    """An audit only where full data decides: with the proxy picking (``proxy_decides``, in the caller's words)
+    nothing is trained on full data, and an audit asked for would quietly not run."""
+    if decide == "proxy" and audit:
+        raise ConfigError("audit", audit, f"none or 0 with {proxy_decides} (the proxy picks: nothing is trained on "
+                                          "full data)")
+
+
 def as_space(space: Any) -> SearchSpace:
     """``space`` as a :class:`~asp_tune.tune.space.SearchSpace`: one as it is, a mapping parsed, a path read."""
     from asp_tune.tune.space import load_space, parse_space
@@ -233,6 +241,7 @@ class HpoSettings:
                                                  f"no limit on trials at once, so a packed search starts all "
                                                  f"{self.total_trials} trials together, and "
                                                  f"its packs must hold them")
+        check_audit(self.decide, self.audit, "--decide proxy")
         check_grace_period(self.grace_period, self.epochs, self.rungs(), "a search without early stopping is "
                                                                           "--algo random or tpe without --early-stop")
         if self.space.has_grid and not algorithm.grid:

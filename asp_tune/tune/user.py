@@ -37,7 +37,7 @@ from asp_tune.imports import add_search_paths, by_reference, import_object, sear
 from asp_tune.proxy_settings import ProxySettings, steps_schedule
 from asp_tune.tune.results import search_into
 from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
-from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, rescaled_budget
+from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, rescaled_budget
 
 #: The trial-config key under which asp_tune passes a trial its proxy settings.
 TRIAL_KEY = "asp_tune"
@@ -114,6 +114,7 @@ def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, k
     check_value(HpoSettings, "max_epochs", epochs, "epochs")
     for name, value in knobs.items():
         check_value(HpoSettings, name, value)
+    check_audit(knobs.get("decide", "full"), knobs.get("audit"), "decide='proxy'")
 
 
 def grid_size(param_space: dict[str, Any]) -> int:
