@@ -118,6 +118,16 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **model
 BUILDER_SIGNATURE = "builder(input_shape, num_classes, **model_args) -> torch.nn.Module"
 
 
+def check_model_args(name: str, model_args: dict[str, Any]) -> None:
+    """Whether the builder ``name`` takes ``model_args`` (a misspelled keyword refused by name before anything
+    trains); a builder this process cannot import is left to the run that builds it."""
+    try:
+        builder = resolve(MODELS, name, "model")
+    except ConfigError:
+        return
+    _check_signature(name, builder, model_args)
+
+
 def _ours(builder: Any) -> bool:
     return str(getattr(builder, "__module__", "")).startswith("asp_tune.")
 

@@ -155,3 +155,18 @@ def test_an_audit_with_the_proxy_deciding_is_refused():
         HpoSettings(data, decide="proxy", audit=3).validate()
     HpoSettings(data, decide="proxy", audit=0).validate()
     HpoSettings(data, decide="full", audit=3).validate()
+
+
+def test_a_misspelled_model_args_key_is_named_before_any_trial():
+    from asp_tune.tune.settings import HpoSettings
+
+    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
+            "params": {"model_args.widht": {"type": "choice", "values": [8, 16]}}}
+    with pytest.raises(ConfigError, match=r"invalid model_args=\{'widht': 8\}: allowed arguments a builder .* 'mlp' "
+                                          r"cannot be called so \(got an unexpected keyword argument 'widht'\)"):
+        HpoSettings(data).validate()
+    data["fixed"].pop("model")
+    data["params"] = {"model_args.hidden": {"type": "choice", "values": [8, 16]},
+                      "model": {"type": "choice", "values": ["mlp", "resnet8"]}}  # resnet8 takes no hidden
+    with pytest.raises(ConfigError, match=r"'resnet8' cannot be called so"):
+        HpoSettings(data).validate()

@@ -249,7 +249,12 @@ class HpoSettings:
                                                  "for a space with grid parameters")
         if self.rung_ratios is not None:
             self._apply_rung_ratios()
-        self.trial_config()  # the fixed settings plus the run's flags must make a valid TrainConfig
+        first = self.trial_config()  # the fixed settings plus the run's flags must make a valid TrainConfig
+        from asp_tune.models import check_model_args
+
+        models = next((p.values for p in self.space.params if p.name == "model"), None) or [first.model]
+        for model in models:  # a misspelled model_args key: named now, not in every trial
+            check_model_args(model, dict(first.model_args))
         if self.address is None:  # a local run: the device must exist here
             from asp_tune.device import resolve_device
 
