@@ -159,6 +159,37 @@ def test_compare_judges_a_pick_by_its_retrain_never_by_an_early_stopped_score(ca
     assert "(not measured: 1 of 6 pairs)" in proxy_row and "±" not in proxy_row  # one retrain: no spread
 
 
+def test_a_proxy_row_whose_first_rung_raised_its_ratio_says_at_what_ratio_it_ran(capsys):
+    rows = [{"config/x": i, "best_score": 0.5, "final_score": 0.5, "status": "TERMINATED", "epochs": 4}
+            for i in range(2)]
+    raised = {"ratio": 1.0, "first_rung_change": {"ratio": [0.3, 1.0], "steps": [3, 8], "minimum": 16}}
+    table, _ = compare_runs({1.0: _result(rows, {"best_score": 0.5, "ratio": 1.0}),
+                             0.3: _result(rows, {"best_score": 0.5, **raised})},
+                            {1.0: [{"seed": 0, "score": 0.9}], 0.3: [{"seed": 0, "score": 0.9}]}, ["x"])
+    row = table.set_index("ratio").loc[0.3]
+    assert row["ratio_run"] == 1.0
+    said = ("the ratio-0.3 search ran at ratio 1: its first rung took 3 optimiser steps, 16 are needed "
+            "(--min-first-rung-steps 0 keeps the ratio); it is a full-data search, not a proxy")
+    assert said in row["warning"] and said in capsys.readouterr().err
+    from asp_tune.tune.compare import comparison_markdown
+
+    assert "| 0.3 (ran at 1) |" in comparison_markdown(table, "t")
+
+
+def test_a_first_rung_that_raises_the_ratio_to_1_says_the_search_is_no_proxy(capsys):
+    from types import SimpleNamespace
+
+    change = {"grace_period": [1, 1], "ratio": [0.3, 1.0], "steps": [3, 8], "minimum": 16, "train_samples": 480,
+              "batch_size": 64}
+    job = SimpleNamespace(full_data=None, total_trials=4, num_samples=4, rungs=(1, 3),
+                          summary={"first_rung_change": change})
+    line = announce(job)[0]
+    assert "it takes 8 with ratio 1 (was 0.3); --min-first-rung-steps 0 keeps them; at ratio 1 this is a " \
+           "full-data search, not a proxy" in line
+    change["ratio"] = [0.3, 0.6]
+    assert "not a proxy" not in announce(job)[0]
+
+
 def test_compare_warns_from_its_own_tau_when_the_proxy_misranks(capsys):
     rows_full = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
                   "epochs": 4} for i in range(8)]

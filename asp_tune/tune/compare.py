@@ -112,8 +112,15 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
         low, high = agreement.interval() if agreement.measured else (math.nan, math.nan)
         warnings = [] if ratio == 1.0 else verdict_lines(agreement, regret, f"the ratio-{ratio} pick")
         scatter[ratio] = pairs
+        ran_at = float(s.get("ratio") or ratio)  # a first rung lengthened to its minimum steps may raise it
+        if ratio != 1.0 and ran_at != ratio:
+            change = s.get("first_rung_change") or {}
+            steps = change.get("steps") or ["?", "?"]
+            warnings.append(f"the ratio-{ratio} search ran at ratio {ran_at:g}: its first rung took {steps[0]} "
+                            f"optimiser steps, {change.get('minimum', '?')} are needed (--min-first-rung-steps 0 "
+                            "keeps the ratio)" + ("; it is a full-data search, not a proxy" if ran_at >= 1.0 else ""))
         rows.append({
-            "ratio": ratio, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
+            "ratio": ratio, "ratio_run": ran_at, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
             "num_failed": s["num_failed"], "wall_time_s": s["wall_time_s"],
             "speedup_wall": full.summary["wall_time_s"] / s["wall_time_s"] if s["wall_time_s"] else math.nan,
             "data_passes_total": s["data_passes_total"],
@@ -182,8 +189,10 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
                         f"{r['r2']:.3f} | {r['good_spearman']:.3f} | {r['pairs']} ")
         seeds = len(r["retrained"]) if isinstance(r.get("retrained"), list) else 2
         spread = "" if seeds < 2 else f" ± {_percent(r['retrained_std'])}"  # no spread from one retrain
+        ran = r.get("ratio_run", r["ratio"])
+        label = r["ratio"] if ran != ran or ran == r["ratio"] else f"{r['ratio']} (ran at {ran:g})"
         lines.append(
-            f"| {r['ratio']} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
+            f"| {label} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
             f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_score']:.4f} | "
             f"{_percent(r['retrained_mean'])}{spread} | {_percent(r['regret'])} |{correlations}| {rung} | {warned} |")
     lines += ["", "Metric: the strategy choosing each epoch's subset. Data passes: training samples seen over the "

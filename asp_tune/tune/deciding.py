@@ -84,7 +84,9 @@ def announce(job) -> list[str]:
                    if change["ratio"][1] != change["ratio"][0] else ""]
         lines.append(f"the first rung would take {change['steps'][0]} optimiser steps ({change['train_samples']} "
                      f"training samples, batches of {change['batch_size']}); it takes {change['steps'][1]} with "
-                     f"{' and '.join(c for c in changed if c)}; --min-first-rung-steps 0 keeps them")
+                     f"{' and '.join(c for c in changed if c)}; --min-first-rung-steps 0 keeps them"
+                     + ("; at ratio 1 this is a full-data search, not a proxy: more training data or a smaller "
+                        "batch keeps a proxy" if change["ratio"][1] >= 1.0 > change["ratio"][0] else ""))
     if plan is not None:
         pairs = plan.expected_pairs(configurations, rungs) + plan.audit_count(configurations, rungs)
         notice = measurement_notice(configurations, pairs, rungs, plan.flag)
