@@ -334,6 +334,20 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
         check_resume_settings(str(tmp_path / "nothing"), saved)
 
 
+def test_a_refused_resume_makes_no_experiments_folder(tmp_path):
+    from types import SimpleNamespace
+
+    from asp_tune.tune.builtin import RESUME_FIELDS
+    from asp_tune.tune.run import _preflight
+
+    storage = tmp_path / ".out.ray"
+    job = SimpleNamespace(storage_path=str(storage), settings={"algo": "asha"}, resume_keys=RESUME_FIELDS, verbose=0)
+    with pytest.raises(ConfigError, match="invalid resume=.*written by 'asp-tune hpo'"):
+        _preflight(job, str(tmp_path / "nonexistent"))
+    assert not storage.exists()  # refused before the storage place is made
+    assert _preflight(job, None)[0] == str(storage) and storage.is_dir()
+
+
 def test_the_names_runner_held_still_work_with_a_warning():
     import asp_tune.tune.runner as runner
     from asp_tune.tune.settings import HpoSettings

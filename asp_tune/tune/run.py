@@ -152,10 +152,10 @@ def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
     from asp_tune.tune.storage import check_location
 
     storage = storage_root(job.storage_path)
-    check_location(storage)  # a bad place is one named error, before Ray starts
-    if resume:
+    if resume:  # first: a refused resume makes no folder
         resume = storage_root(resume, "resume")  # Ray reads a relative path as a URI
         check_resume_settings(resume, job.settings, job.resume_keys)
+    check_location(storage)  # a bad place is one named error, before Ray starts (it makes the folder)
     quiet_ray_logs(job.verbose)
     unsigned = signing_problem()
     if unsigned:  # said aloud: this search runs, but its --resume would be refused as unsigned
