@@ -178,7 +178,7 @@ def build_parser(only: str | None = ALL) -> argparse.ArgumentParser:
         "Cheaper HPO and NAS by training every candidate on an ASP proxy subset re-chosen each epoch."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, spec in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=spec.help)
+        p = sub.add_parser(name, help=spec.help, allow_abbrev=False)  # --num-sample is a typo, not --num-samples
         if only == ALL or only == name:
             spec.add_arguments(p)
     return parser

@@ -149,3 +149,11 @@ def test_the_demo_runs_one_trial_at_a_time_on_at_most_two_of_the_cpus_ray_has():
 
     search = demo_search()  # Ray's CPUs, or those it would be started with
     assert search["max_concurrent"] == 1 and 1 <= search["cpus_per_trial"] <= min(2, os.cpu_count())
+
+
+def test_a_shortened_flag_is_an_unknown_flag_not_a_guess(capsys):
+    from asp_tune.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["hpo", "--space", "search_spaces/digits_mlp.yaml", "--num-sample", "4", "--out", "unused"])
+    assert exited.value.code == 2 and "unrecognized arguments: --num-sample 4" in capsys.readouterr().err
