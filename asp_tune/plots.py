@@ -96,7 +96,8 @@ def regression_line(ax, x, y, color: str = "tab:red") -> float:
     total = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float(((y - fitted) ** 2).sum()) / total if total > 0 else float("nan")
     xs = np.array([x.min(), x.max()])
-    ax.plot(xs, intercept + slope * xs, color=color, lw=1.2, label=f"fit: r² {r2:.2f}")
+    backwards = ", falling: ranks reversed" if slope < 0 else ""  # a high r² of a falling line is no agreement
+    ax.plot(xs, intercept + slope * xs, color=color, lw=1.2, label=f"fit: r² {r2:.2f}{backwards}")
     return r2
 
 

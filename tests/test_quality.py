@@ -65,3 +65,15 @@ def test_known_vectors_perfect_reversed_and_constant():
     constant = proxy_quality([0.5, 0.5, 0.5, 0.5], target)
     for key in ("kendall_tau", "pearson", "spearman", "r2", "good_spearman", "top1_regret"):
         assert math.isnan(constant[key]), key
+
+
+def test_the_fit_line_of_a_reversed_proxy_says_it_falls():
+    from asp_tune.plots import pyplot, regression_line
+
+    fig, ax = pyplot().subplots()
+    r2 = regression_line(ax, [1.0, 2.0, 3.0, 4.0], [0.9, 0.7, 0.5, 0.2])
+    rising = regression_line(ax, [1.0, 2.0, 3.0, 4.0], [0.2, 0.5, 0.7, 0.9])
+    labels = [line.get_label() for line in ax.get_lines() if line.get_label().startswith("fit")]
+    assert r2 > 0.9 and rising > 0.9
+    assert labels == [f"fit: r² {r2:.2f}, falling: ranks reversed", f"fit: r² {rising:.2f}"]
+    pyplot().close(fig)
