@@ -159,7 +159,8 @@ def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials
     if choice.size == 1:
         return choice
     steps = math.ceil(len(trainer.data.train) * min(1.0, config.ratio) / config.batch_size)
-    return worth_packing(choice, steps * epochs_total, max_concurrent, config.batch_size, len(trainer.data.train))
+    return worth_packing(choice, steps * epochs_total, max_concurrent, config.batch_size, len(trainer.data.train),
+                         trials)
 
 
 def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta: int) -> int:
@@ -174,24 +175,28 @@ def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta
     return total
 
 
-def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int, samples: int):
+def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int, samples: int,
+                  trials: int | None = None):
     """``choice`` when packs save more of a search's training (``steps_total`` optimiser steps of its
     configurations in all, ``max_concurrent`` packs at once) than starting their trials' processes costs (a
-    packed trial is a process of its own beside its pack worker), else one trial per process; both estimates
-    in the reason."""
+    packed trial is a process of its own beside its pack worker; at most ``trials`` of them), else one trial
+    per process; both estimates in the reason."""
     from asp_tune.pack import AUTO_MEASURED_BATCH, AUTO_MEASURED_MEMBERS, PackChoice
     from asp_tune.tune.pack_ray import PROCESS_START_CPU_S
 
     rows = min(batch_size, AUTO_MEASURED_BATCH, samples)
     per_step = (choice.alone_step_s - choice.pack_step_s) / min(choice.size, AUTO_MEASURED_MEMBERS) * batch_size / rows
     saved = per_step * steps_total / max_concurrent
-    processes = choice.size * max_concurrent + 1
+    at_once = min(choice.size * max_concurrent, trials or choice.size * max_concurrent)
+    workers = min(max_concurrent, math.ceil(at_once / choice.size))
+    processes = at_once + 1
     cost = processes * PROCESS_START_CPU_S / max(1, os.cpu_count() or 1)
     if saved <= cost:
         return PackChoice(1, f"one trial per process: {choice.reason.split(': ', 1)[-1]}, but packs of {choice.size} "
                              f"would save about {saved:.1f} s of this search's training against about {cost:.1f} s "
-                             f"to start {processes} more processes ({choice.size} trials at once in each of "
-                             f"{max_concurrent} pack workers)", choice.alone_step_s, choice.pack_step_s, choice.memory)
+                             f"to start {processes} more processes ({at_once} trials at once in "
+                             f"{workers} pack worker{'s' if workers > 1 else ''})", choice.alone_step_s,
+                          choice.pack_step_s, choice.memory)
     return PackChoice(choice.size, f"{choice.reason}; about {saved:.0f} s of training saved against {cost:.0f} s "
                                    f"to start {processes} more processes", choice.alone_step_s, choice.pack_step_s,
                       choice.memory)
@@ -201,7 +206,8 @@ def _packs(s: HpoSettings, choice, run: dict[str, Any], validate: tuple[int, ...
            arrays: dict[str, Any] | None, modules: list):
     from asp_tune.tune.pack_ray import pack_job
 
-    return pack_job(choice, s.space, run, validate, arrays, s.max_concurrent, s.cpus_per_trial, s.gpus_per_trial,
+    workers = min(s.max_concurrent, math.ceil(s.total_trials / max(1, choice.size)))  # none left idle
+    return pack_job(choice, s.space, run, validate, arrays, workers, s.cpus_per_trial, s.gpus_per_trial,
                     extensions(), search_paths(modules))
 
 
