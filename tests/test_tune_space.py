@@ -12,6 +12,12 @@ BASE = {"name": "t", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 3}
                    "flip_p": {"type": "grid", "values": [0.25, 0.75]}}}
 
 
+def tiny_space() -> dict:
+    """A one-parameter digits MLP space of 4 epochs, fresh for each test to change."""
+    return {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
+            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+
+
 def test_translation_to_tune():
     from ray import tune
     from ray.tune.search.sample import Categorical, Float, Integer
@@ -115,8 +121,7 @@ def test_a_huge_space_file_is_refused_before_it_is_parsed(tmp_path):
 def test_settings_take_a_space_as_a_path_a_mapping_or_a_space_and_name_anything_else(tmp_path):
     from asp_tune.tune.settings import HpoSettings
 
-    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2},
-            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+    data = tiny_space()
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     for given in (str(tmp_path / "s.yaml"), tmp_path / "s.yaml", data, parse_space(data)):
         settings = HpoSettings(given, pack=4).validate()
@@ -130,8 +135,7 @@ def test_settings_take_a_space_as_a_path_a_mapping_or_a_space_and_name_anything_
 def test_a_grace_period_that_leaves_no_rung_is_refused_under_early_stopping():
     from asp_tune.tune.settings import HpoSettings
 
-    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
-            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+    data = tiny_space()
     with pytest.raises(ConfigError, match=r"invalid grace_period=4: allowed an integer below the epochs \(4\) under "
                                           r"early stopping: at 4 or more the search has no rung before its last epoch"):
         HpoSettings(data, algo="asha", grace_period=4).validate()
@@ -148,8 +152,7 @@ def test_a_grace_period_that_leaves_no_rung_is_refused_under_early_stopping():
 def test_an_audit_with_the_proxy_deciding_is_refused():
     from asp_tune.tune.settings import HpoSettings
 
-    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
-            "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+    data = tiny_space()
     with pytest.raises(ConfigError, match=r"invalid audit=3: allowed none or 0 with --decide proxy \(the proxy "
                                           r"picks: nothing is trained on full data\)"):
         HpoSettings(data, decide="proxy", audit=3).validate()
@@ -160,8 +163,7 @@ def test_an_audit_with_the_proxy_deciding_is_refused():
 def test_a_misspelled_model_args_key_is_named_before_any_trial():
     from asp_tune.tune.settings import HpoSettings
 
-    data = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 4},
-            "params": {"model_args.widht": {"type": "choice", "values": [8, 16]}}}
+    data = {**tiny_space(), "params": {"model_args.widht": {"type": "choice", "values": [8, 16]}}}
     with pytest.raises(ConfigError, match=r"invalid model_args=\{'widht': 8\}: allowed arguments a builder .* 'mlp' "
                                           r"cannot be called so \(got an unexpected keyword argument 'widht'\)"):
         HpoSettings(data).validate()
