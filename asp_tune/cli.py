@@ -184,6 +184,23 @@ def build_parser(only: str | None = ALL) -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """Exit 2 with ``command``'s own usage, naming the ``unknown`` words and the flag each misspelled one was
+    closest to (argparse would name them under the top-level usage, without a hint)."""
+    import difflib
+
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    own = commands[command]
+    flags = [o for a in own._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for word in unknown:
+        name = word.split("=", 1)[0]
+        close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75) if name.startswith("--") else []
+        if close:
+            hints.append(f"{name}: did you mean {close[0]}?")
+    own.error("unrecognized arguments: " + " ".join(unknown) + "".join(f"; {h}" for h in hints))
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -199,7 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     named = next((w for w in words if not w.startswith("-")), None)
     parser = build_parser(named if named in SUBCOMMANDS else None)
-    args = parser.parse_args(words)
+    args, unknown = parser.parse_known_args(words)
+    if unknown:
+        refuse_unknown(parser, args.command, unknown)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM, like Ctrl-C, commits nothing
     try:

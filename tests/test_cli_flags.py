@@ -156,4 +156,16 @@ def test_a_shortened_flag_is_an_unknown_flag_not_a_guess(capsys):
 
     with pytest.raises(SystemExit) as exited:
         main(["hpo", "--space", "search_spaces/digits_mlp.yaml", "--num-sample", "4", "--out", "unused"])
-    assert exited.value.code == 2 and "unrecognized arguments: --num-sample 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "unrecognized arguments: --num-sample 4" in err
+    assert "did you mean --num-samples?" in err and "usage: asp-tune hpo" in err  # the sub-command's usage
+
+
+def test_an_unknown_flag_far_from_every_flag_gets_no_guess(capsys):
+    from asp_tune.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--zzz", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "asp-tune demo: error: unrecognized arguments: --zzz" in err
+    assert "did you mean" not in err
