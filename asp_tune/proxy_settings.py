@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
@@ -168,6 +168,25 @@ def default(name: str) -> Any:
 #: What ``auto`` becomes when trials start at the ratio (early-stopping HPO): a plain uniform pick of
 #: never-seen samples ranked best there (class-balanced random ranked worse).
 EARLY_STOPPING_PROXY = {"metric": "random", "class_balance": False}
+
+
+def trials_start_at_ratio(ratio: float, early_stopping: bool, given: Collection[str]) -> bool:
+    """Whether a search's trials skip the full first pass: under early stopping most stop after a rung or
+    two, so below ratio 1 their first epochs take never-seen samples first at the ratio, unless the first
+    epoch is set (``first_epoch_full`` among the ``given`` fields)."""
+    return early_stopping and ratio < 1.0 and "first_epoch_full" not in given
+
+
+def search_proxy_fields(ratio: float, metric: str, early_stopping: bool, given: Collection[str]) -> dict[str, Any]:
+    """The proxy fields every trial of a search takes beside its ratio: ``metric`` with ``auto`` made the best
+    measured choice (:func:`auto_strategy`), and no full first pass where trials start at the ratio. A field
+    among ``given`` (set by the user) is never overridden."""
+    starts = trials_start_at_ratio(ratio, early_stopping, given)
+    fields: dict[str, Any] = {"first_epoch_full": False} if starts else {}
+    if metric != "auto":
+        return {**fields, "metric": metric}
+    chosen = auto_strategy(ratio, starts)
+    return {**fields, **{k: v for k, v in chosen.items() if k == "metric" or k not in given}}
 
 
 def auto_strategy(ratio: float, starts_at_ratio: bool = False) -> dict[str, Any]:

@@ -6,7 +6,8 @@
 #      busy the GPU was in each (bench/fused.py);
 #   4. one ResNet-8 on all of CIFAR-10 at r = 1: its epoch time (bench/train_wall.py);
 #   5. what a member of a pack holds, as `--pack auto` measures it, against one training step (bench/footprint.py);
-#   6. a pack's members choosing their subsets one at a time against together (bench/pack_selection.py).
+#   6. a pack's members choosing their subsets one at a time against together (bench/pack_selection.py);
+#   7. an Optuna study of ResNet-8s in packs against one trial at a time (bench/packed_study.py; needs optuna).
 # CIFAR-10's archive comes from ASP_TUNE_SHARED_DATA, by default .gpudata/ in the checkout (git-ignored; a
 # device call carries it: mkdir -p .gpudata && cp ../shared/data/cifar10-jpg.tar.gz .gpudata/).
 #
@@ -26,5 +27,7 @@ python3 bench/footprint.py --device cuda --out "$out" || failed+=(footprint)
 python3 bench/pack_selection.py --device cuda --out "$out" || failed+=(pack_selection)
 python3 bench/train_wall.py --device cuda --subset 0 --epochs 3 --ratios 1.0 --repeats 1 --out-dir "$out" \
     || failed+=(train_wall)
+python3 bench/packed_study.py --device cuda --problems cifar10-resnet8 --quick --seeds 0 --out "$out" \
+    || failed+=(packed_study)
 if ((${#failed[@]})); then echo "failed: ${failed[*]}"; exit 1; fi
 echo "all measured; results in $out"

@@ -16,7 +16,8 @@ _EXPORTS = {"ALGORITHMS": "asp_tune.tune.algorithms", "Algorithm": "asp_tune.tun
             "parse_space": "asp_tune.tune.space",
             "search": "asp_tune.tune.user", "compare_trainable": "asp_tune.tune.user", "proxy_data": "asp_tune.tune.user",
             "report": "asp_tune.tune.user", "correlate_trainable": "asp_tune.tune.user",
-            "audit_study": "asp_tune.tune.optuna_audit", "StudyAudit": "asp_tune.tune.optuna_audit"}
+            "audit_study": "asp_tune.tune.optuna_audit",
+            "optimize_in_packs": "asp_tune.tune.packed_study", "PackedStudy": "asp_tune.tune.packed_study", "StudyAudit": "asp_tune.tune.optuna_audit"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

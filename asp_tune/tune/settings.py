@@ -22,8 +22,8 @@ from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option, reuse
 from asp_tune.imports import is_import_path, user_modules
-from asp_tune.proxy_settings import (EARLY_STOPPING_PROXY, RATIO, ProxySettings, auto_strategy, ratio_steps,
-                                     steps_schedule)
+from asp_tune.proxy_settings import (RATIO, ProxySettings, ratio_steps, search_proxy_fields, steps_schedule,
+                                     trials_start_at_ratio)
 from asp_tune.registry import extensions
 from asp_tune.tune.algorithms import (ALGORITHMS, EARLY_STOPPING, Algorithm, Context, algorithm_names,
                                       check_algorithm, check_grace_period, get_algorithm)
@@ -356,29 +356,24 @@ class HpoSettings:
         otherwise a proxy trial does not spend a full first pass: its first epochs take never-seen
         samples first (``unseen_first``) at the ratio.
         """
-        run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule,
-               "metric": self.resolved_metric(), "seed": self.seed, "device": self.device, "epochs": self.epochs}
-        if self.starts_at_ratio:
-            run["first_epoch_full"] = False
-        if self.metric == "auto" and run["metric"] == EARLY_STOPPING_PROXY["metric"]:
-            # the measured default there is a plain uniform pick, unless the space or a flag says otherwise
-            run.update({k: v for k, v in EARLY_STOPPING_PROXY.items()
-                        if k not in self.selection and k not in self.space.fixed})
-        return run
+        run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule, "seed": self.seed,
+               "device": self.device, "epochs": self.epochs}
+        return {**run, **search_proxy_fields(self.ratio, self.metric, self.early_stopping, self._given())}
+
+    def _given(self) -> set[str]:
+        """The selection fields the user set: as flags, or in the space's ``fixed``."""
+        return set(self.selection) | set(self.space.fixed)
 
     @property
     def starts_at_ratio(self) -> bool:
         """Whether trials skip the full first pass (early stopping, unless the first epoch is set)."""
-        return self.early_stopping and self.ratio < 1.0 and "first_epoch_full" not in self.selection \
-            and "first_epoch_full" not in self.space.fixed
+        return trials_start_at_ratio(self.ratio, self.early_stopping, self._given())
 
     def resolved_metric(self) -> str:
         """``metric``, with ``auto`` made the best measured choice (:func:`auto_strategy`): ``none`` at
         ratio 1, a uniform pick of never-seen samples when trials start at the ratio, else the
         importance metric under the calibrated rule."""
-        if self.metric != "auto":
-            return self.metric
-        return auto_strategy(self.ratio, self.starts_at_ratio)["metric"]
+        return search_proxy_fields(self.ratio, self.metric, self.early_stopping, self._given())["metric"]
 
     def user_modules(self) -> list:
         """The user's modules this search's trials import: those its import paths name (model, data set,

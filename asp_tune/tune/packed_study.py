@@ -1,0 +1,284 @@
+"""An Optuna study whose trials train together in packs, in this process: the study's sampler proposes the
+configurations, its pruner stops them, and the ones that train at once share one vectorised network
+(:class:`~asp_tune.pack.Pack`) on one copy of the data. No Ray, and no process per trial.
+
+::
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(),
+                                sampler=optuna.samplers.TPESampler(seed=0))
+    packed = asp_tune.tune.optimize_in_packs(study, "search_spaces/digits_mlp.yaml", n_trials=64)
+    print(packed.line())
+    audit = packed.audit()              # the study's best (and some drawn at random) on full data
+
+Each trial is an ordinary Optuna trial: it is asked for its parameters from the space's distributions,
+reports its validation score after every epoch (``trial.report``), leaves when its pruner says so
+(``trial.should_prune``) or at its last epoch (``study.tell``), and its place in the pack goes to the next
+trial the sampler proposes. The trainers are those of :class:`~asp_tune.tune.pack_server.PackServer`, the
+engine of the Ray search's packs too, so a trial's records are those of a run alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from asp_tune.config import TrainConfig
+from asp_tune.errors import ConfigError
+from asp_tune.pack import PackChoice, choose_pack_size
+from asp_tune.proxy_settings import search_proxy_fields
+from asp_tune.tune.pack_server import PackServer
+from asp_tune.tune.settings import SEARCH_RATIO, as_space
+from asp_tune.tune.space import SearchSpace
+
+#: What a trial may report to its study after each epoch, and the direction the study must optimise it in.
+REPORTS = {"val_score": "maximize", "val_loss": "minimize"}
+#: Values an Optuna categorical distribution holds as they are; other choices are asked for by their repr.
+PLAIN = (type(None), bool, int, float, str)
+
+
+@dataclass
+class PackedStudy:
+    """What :func:`optimize_in_packs` did: the study (its trials hold the results), how the packs were chosen,
+    the wall time with its breakdown (``startup_s``: building trainers; ``train_s``: training and validation;
+    ``study_s``: the sampler and pruner), and how many trial-epochs trained in packs and alone."""
+
+    study: Any
+    space: SearchSpace
+    run: dict[str, Any]
+    pack: PackChoice
+    wall_time_s: float
+    breakdown: dict[str, float]
+    fused_epochs: int
+    alone_epochs: int
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        counts = {}
+        for trial in self.study.trials:
+            counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        share = self.fused_epochs / max(1, self.fused_epochs + self.alone_epochs)
+        return (f"{len(self.study.trials)} trials ({states}) in {self.wall_time_s:.1f} s; {self.pack.reason}; "
+                f"{share:.0%} of their epochs trained in packs")
+
+    def config(self, params: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """The run config of a trial's ``params`` (its searched values), with ``overrides`` of the run fields."""
+        return self.space.train_config(_searched(self.space, params), **{**self.run, **overrides})
+
+    def full_data_score(self, params: dict[str, Any]) -> float:
+        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data."""
+        from asp_tune.build import build_trainer
+
+        trainer = build_trainer(self.config(params, ratio=1.0, metric="none", ratio_schedule="constant"))
+        while not trainer.done:
+            record = trainer.train_epoch()
+        return float(record[self.report])
+
+    @property
+    def report(self) -> str:
+        """The record each trial reports: ``val_score``, or ``val_loss`` in a minimising study."""
+        return _report_of(self.study)
+
+    def audit(self, count: int | None = None):
+        """:func:`asp_tune.tune.audit_study` of the study with :meth:`full_data_score`: the pick made on full
+        data, and the proxy measured against it."""
+        from asp_tune.tune.optuna_audit import audit_study
+
+        return audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)))
+
+
+def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int | str = "auto",
+                      ratio: float = SEARCH_RATIO, seed: int = 0, device: str = "auto", epochs: int | None = None,
+                      timeout: float | None = None, catch: tuple[type[Exception], ...] = (),
+                      callbacks: Iterable[Callable[[Any, Any], None]] = (), **fields: Any) -> PackedStudy:
+    """Run ``n_trials`` trials of ``study`` over ``space`` (a :class:`~asp_tune.tune.space.SearchSpace`, a
+    mapping, or a YAML path), each trained on ``ratio`` of the data per epoch, at most ``pack_size`` at once in
+    one pack (``auto``: :func:`~asp_tune.pack.choose_pack_size`; 1: one at a time).
+
+    ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``metric``,
+    ``ratio_schedule``, ``first_epoch_full``, ...); with a pruner, trials start at the ratio and ``metric``
+    ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search. ``timeout``: seconds after
+    which no trial starts (those running finish). ``catch``: exceptions that fail a trial and let the study go
+    on, as in ``study.optimize`` (an error raised in the user's code counts as its own type; a diverged trial
+    always fails alone); any other error fails the running
+    trials and is raised. ``callbacks``: called with ``(study, frozen_trial)`` as each trial ends."""
+    import optuna
+
+    started = time.perf_counter()
+    space = as_space(space)
+    report = _report_of(study)
+    if not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
+        raise ConfigError("n_trials", n_trials, "an integer >= 1")
+    if not (pack_size == "auto" or (isinstance(pack_size, int) and not isinstance(pack_size, bool)
+                                    and pack_size >= 1)):
+        raise ConfigError("pack_size", pack_size, "an integer >= 1 or 'auto'")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ConfigError("timeout", timeout, "None or seconds > 0")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in fields:
+        if name not in known:
+            raise ConfigError(name, fields[name], "a keyword of optimize_in_packs (n_trials, pack_size, ratio, "
+                                                  "seed, device, epochs, timeout, catch, callbacks) or a TrainConfig "
+                                                  "field")
+    distributions = _distributions(space)
+    pruning = not isinstance(study.pruner, optuna.pruners.NopPruner)
+    metric = fields.pop("metric", space.fixed.get("metric", "auto"))
+    given = set(fields) | set(space.fixed)
+    run = {**fields, "ratio": ratio, "seed": seed, "device": device,
+           **({"epochs": epochs} if epochs is not None else {}),
+           **search_proxy_fields(ratio, metric, pruning, given)}
+    space.train_config(_first(space), **run)  # the run fields make a valid TrainConfig: named now
+
+    server = PackServer(space, run, arrays=None, pack_size=1)
+    breakdown = {"startup_s": 0.0, "train_s": 0.0, "study_s": 0.0}
+    live: dict[str, Any] = {}  # member name -> its Optuna trial
+    asked = 0
+    choice: PackChoice | None = None
+    notes: list[str] = []
+
+    def ask() -> None:
+        nonlocal asked
+        tick = time.perf_counter()
+        trial = study.ask(distributions)
+        breakdown["study_s"] += time.perf_counter() - tick
+        asked += 1
+        name = f"{trial.number:09d}"
+        tick = time.perf_counter()
+        info = server.join(name, _decoded(space, trial.params))
+        breakdown["startup_s"] += time.perf_counter() - tick
+        trial.set_user_attr("device", info["device"])
+        live[name] = trial
+
+    def end(name: str, state: Any = None, value: float | None = None, error: BaseException | None = None,
+            call_back: bool = True) -> None:
+        trial = live.pop(name)
+        server.leave(name)
+        if error is not None:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+        tick = time.perf_counter()
+        frozen = study.tell(trial, value, state=state) if value is not None else study.tell(trial, state=state)
+        breakdown["study_s"] += time.perf_counter() - tick
+        for callback in callbacks if call_back else ():
+            callback(study, frozen)
+
+    try:
+        ask()
+        first = server.trainers[next(iter(live))]
+        tick = time.perf_counter()
+        choice = choose_pack_size(pack_size, n_trials, first)
+        breakdown["startup_s"] += time.perf_counter() - tick
+        server.pack_size = choice.size
+        waiting = _waits_for_a_finished_trial(study.pruner)
+        if waiting and choice.size > 1:
+            notes.append(f"{type(study.pruner).__name__}'s {waiting}='auto' prunes nothing until a trial finishes, "
+                         f"so the first {choice.size} trials (one pack) all train to their last epoch; give it "
+                         f"{waiting}")
+            warnings.warn(notes[-1], stacklevel=2)
+        while live:
+            while len(live) < choice.size and asked < n_trials and (
+                    timeout is None or time.perf_counter() - started < timeout):
+                ask()
+            tick = time.perf_counter()
+            results = server.train(sorted(live))
+            breakdown["train_s"] += time.perf_counter() - tick
+            reported: dict[str, float] = {}
+            for name, record in sorted(results.items()):
+                trial = live[name]
+                if isinstance(record, BaseException):
+                    from asp_tune.trainer import TrainingDiverged
+
+                    if isinstance(record, (TrainingDiverged, *catch)) or isinstance(record.__cause__, catch):
+                        end(name, optuna.trial.TrialState.FAIL, error=record)
+                        continue
+                    raise record
+                value = float(record[report])
+                for key in ("data_passes", "samples_seen", "epoch"):
+                    trial.set_user_attr(key, record[key])
+                if not math.isfinite(value):
+                    end(name, optuna.trial.TrialState.FAIL, error=ValueError(f"{report} is {value}"))
+                    continue
+                trial.report(value, int(record["epoch"]))
+                reported[name] = value
+            # every member reports before any is judged: a pruner compares each with the whole pack's epoch,
+            # as it would had they trained one after another, not with those that happened to report first
+            for name, value in reported.items():
+                if server.done(name):
+                    end(name, optuna.trial.TrialState.COMPLETE, value=value)
+                elif live[name].should_prune():
+                    end(name, optuna.trial.TrialState.PRUNED)
+            if not live and asked < n_trials and (timeout is None or time.perf_counter() - started < timeout):
+                ask()
+    except BaseException as exc:
+        for name in list(live):  # not left RUNNING in the study
+            end(name, optuna.trial.TrialState.FAIL, error=exc, call_back=False)
+        raise
+    summary = server.summary()
+    return PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
+                       summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]])
+
+
+def _waits_for_a_finished_trial(pruner: Any) -> str | None:
+    """The setting of Optuna's own ``pruner`` that, left ``auto``, is learnt from the first finished trial
+    (nothing is pruned before), or None."""
+    import optuna
+
+    if isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner) and getattr(pruner, "_min_resource", 1) is None:
+        return "min_resource"
+    if isinstance(pruner, optuna.pruners.HyperbandPruner) and getattr(pruner, "_max_resource", 1) == "auto":
+        return "max_resource"
+    return None
+
+
+def _report_of(study: Any) -> str:
+    """What ``study``'s trials report: the validation score for a maximising study, the loss for a minimising
+    one; a multi-objective study is refused."""
+    directions = [d.name.lower() for d in study.directions]
+    if len(directions) != 1:
+        raise ConfigError("study", f"{len(directions)} objectives", "a single-objective study")
+    return next(r for r, d in REPORTS.items() if d == directions[0])
+
+
+def _distributions(space: SearchSpace) -> dict[str, Any]:
+    """Optuna distributions for the space's parameters (a choice of values Optuna cannot hold is asked for by
+    their reprs); grid parameters are refused: a study's sampler draws, it does not cross values."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    found: dict[str, Any] = {}
+    for p in space.params:
+        if p.type in ("loguniform", "uniform"):
+            found[p.name] = FloatDistribution(p.low, p.high, log=p.type == "loguniform")
+        elif p.type == "int":
+            found[p.name] = IntDistribution(int(p.low), int(p.high))
+        elif p.type == "choice":
+            found[p.name] = CategoricalDistribution(_choices(p.values))
+        else:
+            raise ConfigError(f"params.{p.name}.type", p.type, "loguniform, uniform, int or choice in a study (its "
+                                                               "sampler draws values; optuna.samplers.GridSampler "
+                                                               "crosses a choice's values)")
+    return found
+
+
+def _choices(values: tuple[Any, ...]) -> list[Any]:
+    return list(values) if all(isinstance(v, PLAIN) for v in values) else [repr(v) for v in values]
+
+
+def _decoded(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's ``params`` with choices asked for by their reprs turned back into the space's values."""
+    decoded = dict(params)
+    for p in space.params:
+        if p.type == "choice" and p.name in params and _choices(p.values) != list(p.values):
+            decoded[p.name] = next(v for v in p.values if repr(v) == params[p.name])
+    return decoded
+
+
+def _searched(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    names = {p.name for p in space.params}
+    return {k: v for k, v in _decoded(space, params).items() if k in names}
+
+
+def _first(space: SearchSpace) -> dict[str, Any]:
+    return {p.name: (p.low if p.low is not None else p.values[0]) for p in space.params}

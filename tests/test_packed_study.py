@@ -1,0 +1,187 @@
+"""An Optuna study trained in packs in one process (asp_tune.tune.optimize_in_packs)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from asp_tune.errors import ConfigError, UserCodeError
+from asp_tune.tune.packed_study import optimize_in_packs
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                          optuna.trial.TrialState.FAIL)
+
+
+def space(**params) -> dict:
+    return {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 3, "model_args": {"hidden": 32}},
+            "params": params or {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}
+
+
+def study(pruner=None, direction="maximize", seed=0) -> optuna.Study:
+    return optuna.create_study(direction=direction, sampler=optuna.samplers.RandomSampler(seed=seed),
+                               pruner=pruner or optuna.pruners.NopPruner())
+
+
+class OddOnesOut(optuna.pruners.BasePruner):
+    """Prunes the odd-numbered trials after their first epoch; records how many trials had reported the step
+    of each judgement."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        self.seen.append(sum(1 for t in study.get_trials(deepcopy=False) if step in t.intermediate_values))
+        return trial.number % 2 == 1 and step >= 1
+
+
+def test_trials_in_a_pack_get_the_values_and_records_they_get_one_at_a_time():
+    alone, packed = study(), study()
+    one = optimize_in_packs(alone, space(), n_trials=4, pack_size=1)
+    four = optimize_in_packs(packed, space(), n_trials=4, pack_size=4)
+    assert (one.pack.size, one.fused_epochs, one.alone_epochs) == (1, 0, 12)
+    assert (four.pack.size, four.fused_epochs, four.alone_epochs) == (4, 12, 0)
+    for a, b in zip(alone.trials, packed.trials):
+        assert a.state == b.state == COMPLETE and a.params == b.params
+        assert b.value == pytest.approx(a.value, abs=1e-6)
+        assert list(b.intermediate_values) == [1, 2, 3]
+        assert b.user_attrs["epoch"] == 3 and b.user_attrs["data_passes"] == pytest.approx(a.user_attrs["data_passes"])
+    assert "4 trials (4 complete)" in four.line() and "100% of their epochs trained in packs" in four.line()
+    assert set(four.breakdown) == {"startup_s", "train_s", "study_s"} and four.breakdown["train_s"] > 0
+
+
+def test_a_pruned_trial_leaves_its_pack_after_every_member_reported_and_the_next_takes_its_place():
+    pruner = OddOnesOut()
+    s = study(pruner)
+    ended: list[int] = []
+    packed = optimize_in_packs(s, space(), n_trials=6, pack_size=2, callbacks=[lambda st, t: ended.append(t.number)])
+    states = [t.state for t in s.trials]
+    assert states == [COMPLETE, PRUNED] * 3 and sorted(ended) == list(range(6))
+    assert all(len(t.intermediate_values) == 1 for t in s.trials if t.state == PRUNED)
+    # 3 trials of 3 epochs and 3 of 1; never more than 2 at once: 6 rounds of at most 2 members
+    assert packed.fused_epochs + packed.alone_epochs == 12
+    first_round = pruner.seen[:2]
+    assert first_round == [2, 2]  # both members had reported epoch 1 before the first was judged
+
+
+def test_a_diverging_trial_fails_alone_and_the_others_keep_their_values():
+    def run(lrs):
+        s = study()
+        for lr in lrs:
+            s.enqueue_trial({"lr": lr})
+        optimize_in_packs(s, space(lr={"type": "loguniform", "low": 0.01, "high": 1e12}), n_trials=len(lrs),
+                          pack_size=len(lrs), ratio=1.0)
+        return s
+
+    with_it, without = run([0.05, 1e12, 0.02]), run([0.05, 0.02])
+    assert [t.state for t in with_it.trials] == [COMPLETE, FAIL, COMPLETE]
+    assert "TrainingDiverged" in with_it.trials[1].user_attrs["error"]
+    assert with_it.trials[0].value == pytest.approx(without.trials[0].value, abs=1e-6)
+    assert with_it.trials[2].value == pytest.approx(without.trials[1].value, abs=1e-6)
+
+
+def test_an_error_fails_every_running_trial_and_is_raised():
+    def boom(st, trial):
+        raise RuntimeError("a callback failed")
+
+    s = study()
+    with pytest.raises(RuntimeError, match="a callback failed"):
+        optimize_in_packs(s, space(), n_trials=4, pack_size=4, callbacks=[boom])
+    assert [t.state for t in s.trials] == [COMPLETE, FAIL, FAIL, FAIL]  # none left running
+    assert "a callback failed" in s.trials[-1].user_attrs["error"]
+
+
+FAILING_MODEL = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, features, classes, fail):
+        super().__init__()
+        self.layer, self.fail = nn.Linear(features, classes), fail
+
+    def forward(self, x):
+        if self.fail:
+            raise ValueError("this network fails")
+        return self.layer(x.flatten(1))
+
+
+def net(input_shape, num_classes, fail=False):
+    return Net(int(torch.tensor(input_shape).prod()), num_classes, fail)
+"""
+
+
+def test_catch_fails_the_trials_that_raise_it_and_the_study_goes_on(tmp_path, monkeypatch):
+    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failing = {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": 2},
+               "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+
+    def run(**kwargs):
+        s = study()
+        for fail in (False, True, False):
+            s.enqueue_trial({"model_args.fail": fail})
+        optimize_in_packs(s, failing, n_trials=3, pack_size=3, **kwargs)
+        return s
+
+    with pytest.raises(UserCodeError, match=r"failing_model:net failed \(ValueError: this network fails\)"):
+        run()
+    caught = run(catch=(ValueError,))
+    assert [t.state for t in caught.trials] == [COMPLETE, FAIL, COMPLETE]
+    assert "(ValueError: this network fails)" in caught.trials[1].user_attrs["error"]
+
+
+def test_a_minimising_study_gets_the_validation_loss_and_choices_of_lists_are_asked_by_their_repr():
+    s = study(direction="minimize")
+    packed = optimize_in_packs(s, space(milestones={"type": "choice", "values": [[0.3], [0.6]]}), n_trials=3,
+                               pack_size=3, lr_schedule="multistep")
+    assert all(t.state == COMPLETE for t in s.trials) and packed.report == "val_loss"
+    assert {t.params["milestones"] for t in s.trials} <= {"[0.3]", "[0.6]"}
+    assert packed.config(s.trials[0].params).milestones in ((0.3,), (0.6,))
+    assert all(t.value == pytest.approx(t.intermediate_values[3]) and t.value > 0 for t in s.trials)
+
+
+def test_with_a_pruner_trials_start_at_the_ratio_and_the_audit_trains_on_all_the_data():
+    s = study(optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+    packed = optimize_in_packs(s, space(), n_trials=4, pack_size=4, ratio=0.3)
+    assert packed.run["first_epoch_full"] is False and packed.run["metric"] == "random"
+    assert packed.config(s.best_params).ratio == 0.3
+    epochs = {t.number: t.user_attrs["epoch"] for t in s.trials}
+    assert all(t.user_attrs["data_passes"] == pytest.approx(0.3 * epochs[t.number], abs=0.01) for t in s.trials)
+    audit = packed.audit(count=2)
+    assert len(audit.table) == 2 and all(0 < v <= 1 for v in audit.table.full_data_score)
+    assert audit.best_params in [t.params for t in s.trials]
+
+
+@pytest.mark.parametrize("pruner, setting", [(optuna.pruners.SuccessiveHalvingPruner(), "min_resource"),
+                                             (optuna.pruners.HyperbandPruner(), "max_resource")])
+def test_a_pruner_that_learns_its_resource_from_a_finished_trial_is_named(pruner, setting):
+    with pytest.warns(UserWarning, match=f"{setting}='auto' prunes nothing until a trial finishes"):
+        packed = optimize_in_packs(study(pruner), space(), n_trials=3, pack_size=3)
+    assert any("the first 3 trials (one pack) all train to their last epoch" in n for n in packed.notes)
+    assert all(t.state == COMPLETE for t in packed.study.trials)
+
+
+def test_the_timeout_starts_no_more_trials():
+    s = study()
+    optimize_in_packs(s, space(), n_trials=50, pack_size=2, timeout=1e-9)
+    assert len(s.trials) == 1 and s.trials[0].state == COMPLETE  # the first had started; it finishes
+
+
+@pytest.mark.parametrize("call, field, allowed", [
+    (lambda: optimize_in_packs(optuna.create_study(directions=["maximize", "minimize"]), space(), 2), "study",
+     "single-objective"),
+    (lambda: optimize_in_packs(study(), space(lr={"type": "grid", "values": [0.1, 0.2]}), 2), "params.lr.type",
+     "GridSampler"),
+    (lambda: optimize_in_packs(study(), space(), 2, ratios=0.3), "ratios", "TrainConfig field"),
+    (lambda: optimize_in_packs(study(), space(), 0), "n_trials", ">= 1"),
+    (lambda: optimize_in_packs(study(), space(), 2, pack_size=0), "pack_size", "'auto'"),
+    (lambda: optimize_in_packs(study(), space(), 2, ratio=1.5), "ratio", ""),
+])
+def test_bad_input_is_named_before_any_trial_starts(call, field, allowed):
+    with pytest.raises(ConfigError) as raised:
+        call()
+    assert raised.value.field == field and allowed in raised.value.allowed
+
