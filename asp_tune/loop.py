@@ -49,15 +49,24 @@ def _find_labels(dataset: Any) -> torch.Tensor | None:
             except (TypeError, ValueError, RuntimeError):  # names, say: not labels per sample
                 continue
             if tensor.dim() == 1 and not tensor.is_floating_point() and tensor.numel() == len(dataset):
+                if _negative(tensor):
+                    unfit.append(f"dataset.{name} holds negative labels (such as {int(tensor.min())})")
+                    continue
                 return tensor.long()
             if tensor.dim() == 1 and not tensor.is_floating_point():
-                unfit.append(f"dataset.{name} holds {tensor.numel()} labels")
+                unfit.append(f"dataset.{name} holds {tensor.numel()} labels for {len(dataset)} samples")
     tensors = getattr(dataset, "tensors", None)
     if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
-        return tensors[-1].long()
+        if not _negative(tensors[-1]):
+            return tensors[-1].long()
+        unfit.append(f"the data set's last tensor holds negative integers (such as {int(tensors[-1].min())})")
     if unfit:
-        warnings.warn(f"{' and '.join(unfit)} for {len(dataset)} samples: not used, so selection is not balanced by "
-                      "class; pass labels= (one per sample)", stacklevel=3)
+        warnings.warn(f"{' and '.join(unfit)}: not used as class labels, so selection is not balanced by class; pass "
+                      "labels= (one class label >= 0 per sample) to balance it", stacklevel=3)
+
+
+def _negative(labels: torch.Tensor) -> bool:
+    return bool(labels.numel()) and int(labels.min()) < 0
     return None
 
 
@@ -94,9 +103,19 @@ class ProxyData(Dataset):
         size = len(dataset)  # type: ignore[arg-type]
         if size < 1:
             raise ConfigError("dataset", f"{size} samples", "a data set with at least 1 sample")
-        label_tensor = torch.as_tensor(labels).long() if labels is not None else _find_labels(dataset)
+        if labels is not None:
+            given = torch.as_tensor(labels)
+            if given.dim() != 1 or given.is_floating_point() or given.dtype == torch.bool:
+                raise ConfigError("labels", f"{given.dtype} of shape {tuple(given.shape)}", "integer class labels of "
+                                                                                           "shape (samples,)")
+        label_tensor = given.long() if labels is not None else _find_labels(dataset)
         if label_tensor is not None and label_tensor.numel() != size:
             raise ConfigError("labels", f"{label_tensor.numel()} labels", f"one per sample ({size})")
+        if labels is not None and _negative(label_tensor):
+            raise ConfigError("labels", f"labels down to {int(label_tensor.min())}", "class labels >= 0, one per "
+                                                                                    "sample (an ignore index such "
+                                                                                    "as -100 has no class to balance: "
+                                                                                    "leave labels out)")
         check_value(TrainConfig, "seed", seed)
         device = _checked_device(device)
         if isinstance(strategy, SubsetStrategy):
@@ -119,7 +138,10 @@ class ProxyData(Dataset):
                                       **settings)
         self.epochs = epochs
         self.epoch = -1  # the epoch planned last
-        self._consumed = True  # the planned epoch was iterated (the next iteration plans a new one)
+        self._consumed = True  # a pass over the planned epoch ended
+        self._explicit = False  # the loop calls set_epoch (else each new pass plans the next epoch)
+        self._passes = 0  # passes begun over the planned epoch
+        self._replay_said = False
         self._labels_checked = False  # targets against the logits' columns, once on a device
         self.plan: EpochPlan | None = None
         self._pending: list[torch.Tensor] = []  # data-parallel: this rank's batches not yet shared
@@ -141,7 +163,27 @@ class ProxyData(Dataset):
         return self.selector.strategy
 
     def set_epoch(self, epoch: int) -> EpochPlan:
-        """Plan ``epoch`` (the epochs must come in order, as a loop runs them); returns its plan."""
+        """Plan ``epoch`` (the epochs must come in order, as a loop runs them); returns its plan. Every pass
+        over the loader until the next ``set_epoch`` gives this epoch's subset."""
+        self._explicit = True
+        return self._plan(epoch)
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch a loop starts (or, after ``load_state_dict``, resumes) with: ``for epoch in
+        range(proxy.next_epoch, E)``. A state saved during an epoch resumes that epoch from its start, with
+        the same subset; one saved after its pass ended, the epoch after."""
+        return self.epoch if self.plan is not None and not self._consumed else self.epoch + 1
+
+    def _begin_pass(self) -> list[int]:
+        """This rank's indices for a pass that begins now: the planned epoch's (a loop without ``set_epoch``:
+        the next epoch's, planned now, once a pass over the last one ended)."""
+        if self.plan is None or (self._consumed and not self._explicit):
+            self._plan(self.epoch + 1)
+        self._passes += 1
+        return self._shard.tolist()
+
+    def _plan(self, epoch: int) -> EpochPlan:
         if epoch == self.epoch and self.plan is not None:
             return self.plan
         if epoch != self.epoch + 1:
@@ -156,7 +198,7 @@ class ProxyData(Dataset):
         self.sync()
         self.plan = self.selector.plan(epoch)
         self.epoch = epoch
-        self._consumed = False
+        self._consumed, self._passes = False, 0
         self.samples_seen += self.plan.count
         self._shard = self._rank_shard(self.plan.indices)
         return self.plan
@@ -232,6 +274,10 @@ class ProxyData(Dataset):
         if logits is not None and targets is not None and (targets.device.type == "cpu" or not self._labels_checked):
             _check_labels_fit(logits, targets)  # on the CPU every batch; on a device the first batch only
             self._labels_checked = True
+        if self._passes > 1 and not self._replay_said:
+            self._replay_said = True
+            warnings.warn(f"epoch {self.epoch}'s subset is trained again (a second pass over the loader without "
+                          f"set_epoch({self.epoch + 1}) before it); call set_epoch each epoch", stacklevel=2)
         if self.selector.tracks_importance:
             self._observe(idx, per_sample.detach(), logits, targets, feature_norms)
         if self.plan.weights is not None:
@@ -309,7 +355,7 @@ class ProxyData(Dataset):
                     "epoch": self.plan.epoch, "indices": self.plan.indices.cpu().clone(), "metric": self.plan.metric,
                     "target_ratio": self.plan.target_ratio, "top10_mass": self.plan.top10_mass,
                     "weights": None if self.plan.weights is None else self.plan.weights.cpu().clone()},
-                "consumed": self._consumed}
+                "consumed": self._consumed, "explicit": self._explicit}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state`` (from :meth:`state_dict`) left off: the next ``set_epoch``
@@ -325,6 +371,7 @@ class ProxyData(Dataset):
     def _load_state(self, state: dict) -> None:
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
+        self._explicit, self._passes = bool(state.get("explicit", False)), 0
         self._pending = [p.to(self.selector.memory.device) for p in state.get("pending", [])]
         plan = state.get("plan")
         if plan is None:
@@ -352,29 +399,33 @@ class ProxyBatchSampler(Sampler[list[int]]):
         self.proxy, self.batch_size = proxy, batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = list(ProxySampler(self.proxy))
-        return iter([order[part] for part in batch_slices(len(order), self.batch_size)])
+        order = self.proxy._begin_pass()  # on the first batch asked for, not when iter() is called
+        for part in batch_slices(len(order), self.batch_size):
+            yield order[part]
+        self.proxy._consumed = True
 
     def __len__(self) -> int:
         return len(batch_slices(len(ProxySampler(self.proxy)), self.batch_size))
 
 
 class ProxySampler(Sampler[int]):
-    """The epoch's selected indices (this rank's shard); its length is known before the epoch."""
+    """The epoch's selected indices (this rank's shard); its length is known before the epoch.
+
+    A pass over it begins when its first index is asked for (a ``DataLoader`` with workers calls ``iter`` twice
+    and uses the second) and ends when its last one was given. After :meth:`ProxyData.set_epoch`, every pass in
+    the epoch gives the epoch's subset; a loop that never calls ``set_epoch`` gets the next epoch's subset with
+    each new pass."""
 
     def __init__(self, proxy: ProxyData):
         self.proxy = proxy
 
     def __iter__(self) -> Iterator[int]:
-        proxy = self.proxy
-        if proxy.plan is None or proxy._consumed:  # no set_epoch call: plan the next epoch
-            proxy.set_epoch(proxy.epoch + 1)
-        proxy._consumed = True
-        return iter(proxy._shard.tolist())
+        yield from self.proxy._begin_pass()
+        self.proxy._consumed = True
 
     def __len__(self) -> int:
         proxy = self.proxy
-        if proxy.plan is not None and not proxy._consumed:
+        if proxy.plan is not None and not (proxy._consumed and not proxy._explicit):
             return int(proxy._shard.numel())
         size = proxy.epoch_size(proxy.epoch + 1) if proxy.epoch + 1 < proxy.epochs else 0
         return len(proxy) if size is None else size

@@ -14,6 +14,8 @@ A new strategy is one class and one ``register_strategy`` line (see ``tests/test
 
 from __future__ import annotations
 
+import copy
+
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -372,13 +374,32 @@ def register_strategy(name: str, entry: Any) -> None:
     STRATEGIES.register(name, entry)
 
 
+def _unbound(strategy: SubsetStrategy) -> SubsetStrategy:
+    """``strategy`` for its first run (a copy of it kept as it was then); for each later run, a copy of it as it
+    was before its first, so two runs never share one strategy's state."""
+    if "run" in strategy.__dict__:
+        before = strategy.__dict__.get("_before_first_run")
+        if before is None:
+            raise ConfigError("strategy", type(strategy).__name__, "a strategy object no other run uses (this one "
+                                                                   "serves one already and cannot be copied): a new "
+                                                                   "one for each ProxyData")
+        return copy.deepcopy(before)
+    try:
+        before = copy.deepcopy(strategy)
+    except Exception:  # noqa: BLE001 - holds what cannot be copied: it serves one run only
+        before = None
+    strategy.__dict__.setdefault("_before_first_run", before)
+    return strategy
+
+
 def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], SubsetStrategy]",
                   settings: ProxySettings | None = None, starts_at_ratio: bool = False) -> SubsetStrategy:
-    """A fresh strategy for one run: ``strategy`` as an object (used as given), a registered name, a
-    memory statistic's name (importance sampling on it), an import path ``package.module:name``, or
-    ``"auto"``; named ones are built from ``settings`` (default: :class:`ProxySettings`'s)."""
+    """A fresh strategy for one run: ``strategy`` as an object (used as given; once it served a run, a copy
+    of it as it was before), a registered name, a memory statistic's
+    name (importance sampling on it), an import path ``package.module:name``, or ``"auto"``; named ones are
+    built from ``settings`` (default: :class:`ProxySettings`'s)."""
     if isinstance(strategy, SubsetStrategy):
-        return strategy
+        return _unbound(strategy)
     settings = (settings or ProxySettings()).proxy_settings()
     if strategy is None:
         strategy = settings.metric

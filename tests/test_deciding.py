@@ -306,6 +306,11 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
     assert audit.warnings()[0].startswith("the proxy misranks") and "study's own pick lost" in audit.warnings()[1]
     kept = study.user_attrs["asp_tune_full_data"]
     assert kept["best_params"] == audit.best_params and kept["full_data_scores"]["0"] == 0.5
+    seven = optuna.create_study(direction="maximize")  # too few to measure: the default audit guards the pick
+    for i, value in enumerate([0.405, 0.935, 0.79, 0.89, 0.735, 0.885, 0.865]):
+        seven.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=value,
+                                                  distributions={"x": optuna.distributions.FloatDistribution(0, 9)}))
+    assert audit_study(seven, lambda p: p["x"]).table["number"].tolist() == [1, 3, 5]  # the proxy's best 3
     small = optuna.create_study()
     small.add_trial(optuna.trial.create_trial(params={"x": 1.0}, value=0.3,
                                               distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))

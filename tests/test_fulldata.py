@@ -96,6 +96,7 @@ def test_choose_audit_takes_the_best_half_first_then_draws_the_rest():
     assert set(chosen[3:]) <= {f"t{i}" for i in range(7)}
     assert choose_audit(candidates, 6, "min", seed=0, score="proxy_score")[:3] == ["t0", "t1", "t2"]
     assert choose_audit(candidates, 6, "max", seed=0, score="proxy_score") == chosen  # seeded
+    assert choose_audit(candidates, 3, "max", seed=0, score="proxy_score", top_only=True) == ["t9", "t8", "t7"]
 
 
 def test_chance_is_every_score_within_the_margin_of_the_constant_predictor():

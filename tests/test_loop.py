@@ -163,8 +163,8 @@ def test_labels_a_data_set_declares_for_other_samples_are_said_to_be_unused():
         def __getitem__(self, i):
             return torch.zeros(2), 0
 
-    with pytest.warns(UserWarning, match=r"dataset.targets holds 35 labels for 40 samples: not used, so selection "
-                                         r"is not balanced by class; pass labels="):
+    with pytest.warns(UserWarning, match=r"dataset.targets holds 35 labels for 40 samples: not used as class "
+                                         r"labels, so selection is not balanced by class; pass labels="):
         proxy = ProxyData(Rows(), epochs=3, ratio=0.3, strategy="loss")
     assert proxy.selector.labels is None
     Rows.targets = ["cat", "dog"]  # class names, not labels per sample: looked past
@@ -281,3 +281,126 @@ def test_an_object_strategy_and_the_loop_without_set_epoch():
         ProxyData([1, 2, 3][0], epochs=3)
     with pytest.raises(ConfigError, match="invalid infobatch_prune=1.5"):
         InfoBatchPruning(1.5)
+
+
+def epochs_trained(proxy: ProxyData, loader, epochs: int, second_pass: bool = False) -> list[tuple[int, int, int]]:
+    """(epoch asked, epoch planned, samples) of each epoch of a loop; ``second_pass``: the loader walked again
+    in each epoch (to measure the training accuracy, say)."""
+    seen = []
+    for epoch in range(epochs):
+        proxy.set_epoch(epoch)
+        count = sum(len(idx) for idx, _ in loader)
+        if second_pass:
+            assert sum(len(idx) for idx, _ in loader) == count
+        seen.append((epoch, proxy.epoch, count))
+    return seen
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_loader_with_workers_trains_the_epochs_it_is_asked_for(workers):
+    proxy = ProxyData(tabular(300), epochs=4, ratio=0.3, strategy="random")
+    loader = proxy.loader(batch_size=32, num_workers=workers, persistent_workers=workers > 0)
+    assert epochs_trained(proxy, loader, 4) == [(0, 0, 300), (1, 1, 90), (2, 2, 90), (3, 3, 90)]
+
+
+def test_a_second_pass_in_an_epoch_gives_the_same_subset_and_is_said_when_it_trains():
+    proxy = ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="loss")
+    loader = proxy.loader(batch_size=32)
+    assert epochs_trained(proxy, loader, 3, second_pass=True) == [(0, 0, 300), (1, 1, 90), (2, 2, 90)]
+    model = mlp()
+    proxy = ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="loss")
+    loader = proxy.loader(batch_size=32)
+    proxy.set_epoch(0)
+    for _ in range(2):  # set_epoch(1) forgotten: the second pass trains epoch 0's subset again, said once
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for idx, (x, y) in loader:
+                proxy.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+    assert [str(w.message) for w in caught] == ["epoch 0's subset is trained again (a second pass over the loader "
+                                                "without set_epoch(1) before it); call set_epoch each epoch"]
+
+
+def test_len_of_the_loader_inside_its_loop_is_this_epochs():
+    proxy = ProxyData(tabular(300), epochs=4, ratio=0.3, strategy="random")
+    loader = proxy.loader(batch_size=32)
+    inside = []
+    for epoch in range(4):
+        proxy.set_epoch(epoch)
+        batches = 0
+        for i, _ in enumerate(loader):
+            if i == 0:
+                inside.append(len(loader))
+            batches += 1
+        assert inside[-1] == batches
+    assert inside == [10, 3, 3, 3]  # 300 and 90 samples in batches of 32
+
+
+def test_a_state_saved_during_an_epoch_resumes_that_epoch_with_its_subset():
+    def fresh():
+        return ProxyData(tabular(300), epochs=6, ratio=0.3, strategy="loss", seed=3)
+
+    straight, model = fresh(), mlp()
+    loader = straight.loader(batch_size=32)
+    for epoch in range(3):
+        straight.set_epoch(epoch)
+        for idx, (x, y) in loader:
+            straight.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+    assert straight.next_epoch == 3
+    straight.set_epoch(3)
+    subset = straight.plan.indices.tolist()
+    for idx, (x, y) in loader:  # one batch of epoch 3, then a checkpoint
+        straight.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+        state = straight.state_dict()
+        break
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    assert resumed.next_epoch == 3
+    loader = resumed.loader(batch_size=32)
+    for epoch in range(resumed.next_epoch, 6):
+        resumed.set_epoch(epoch)
+        trained = [i for idx, _ in loader for i in idx.tolist()]
+        if epoch == 3:
+            assert sorted(trained) == sorted(subset)  # the interrupted epoch again, whole, with its subset
+    assert resumed.epoch == 5 and resumed.next_epoch == 6
+
+
+def test_one_strategy_object_given_to_two_proxies_serves_each_its_own_data():
+    strategy = Importance("loss", ratio=0.3)
+    big = ProxyData(tabular(300), epochs=4, strategy=strategy)
+    small = ProxyData(tabular(50), epochs=4, strategy=strategy)
+    alone = ProxyData(tabular(300), epochs=4, strategy=Importance("loss", ratio=0.3))
+    for epoch in range(3):
+        plans = big.set_epoch(epoch), small.set_epoch(epoch), alone.set_epoch(epoch)
+        assert [p.count for p in plans] == ([300, 50, 300] if epoch == 0 else [90, 15, 90])
+        assert int(plans[1].indices.max()) < 50 and torch.equal(plans[0].indices, plans[2].indices)
+    assert big.strategy is strategy and small.strategy is not strategy
+
+
+def test_a_strategy_that_cannot_be_copied_is_refused_for_a_second_proxy():
+    import threading
+
+    strategy = Importance("loss", ratio=0.3)
+    strategy.lock = threading.Lock()  # cannot be deep-copied
+    ProxyData(tabular(100), epochs=2, strategy=strategy)
+    with pytest.raises(ConfigError, match="serves one already and cannot be copied"):
+        ProxyData(tabular(100), epochs=2, strategy=strategy)
+
+
+def test_negative_labels_are_refused_when_given_and_unused_when_found():
+    x, y = tabular(300).tensors
+    y = y.clone()
+    y[:10] = -100  # an ignore index
+    with pytest.raises(ConfigError, match=r"invalid labels='labels down to -100': allowed class labels >= 0"):
+        ProxyData(TensorDataset(x), epochs=3, ratio=0.3, labels=y)
+    for bad in (torch.rand(300), torch.zeros(300, 2, dtype=torch.long)):
+        with pytest.raises(ConfigError, match="allowed integer class labels of shape"):
+            ProxyData(TensorDataset(x), epochs=3, ratio=0.3, labels=bad)
+    with pytest.warns(UserWarning, match=r"last tensor holds negative integers \(such as -100\): not used"):
+        proxy = ProxyData(TensorDataset(x, y), epochs=3, ratio=0.3, strategy="loss")
+    model = mlp()
+    loader = proxy.loader(batch_size=64)
+    for epoch in range(3):  # trains without class balance: no index error at the next epoch's selection
+        proxy.set_epoch(epoch)
+        for idx, (xb, yb) in loader:
+            proxy.update(idx, F.cross_entropy(model(xb), yb, reduction="none", ignore_index=-100))
+    assert proxy.selector.labels is None and proxy.epoch == 2

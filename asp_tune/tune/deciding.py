@@ -20,7 +20,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from asp_tune.tune.fulldata import (AUDIT_FILE, CHANGES_FILE, FullDataAgreement, ProxyWatch, at_chance, audit_size,
-                                    choose_audit, expected_top, measurement_notice, read_changes, verdict_lines)
+                                    choose_audit, expected_top, guards_only, measurement_notice, read_changes,
+                                    verdict_lines)
 from asp_tune.tune.storage import join, read_text, write_text
 
 #: The audit's experiment is the search's name with this ending, beside it.
@@ -205,7 +206,8 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     count = plan.audit_count(len(trials), job.rungs)
     candidates = pd.DataFrame({"trial_id": [t for t in proxy if t not in full],
                                "proxy_score": [proxy[t] for t in proxy if t not in full]})
-    chosen = choose_audit(candidates, count, job.mode, plan.seed, "proxy_score")
+    chosen = choose_audit(candidates, count, job.mode, plan.seed, "proxy_score",
+                          top_only=guards_only(plan.audit, len(trials)))
     audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "experiment": None}
     if chosen:
         by_id = trials.set_index("trial_id")

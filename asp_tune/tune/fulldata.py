@@ -168,14 +168,15 @@ def top_rung_pairs(histories: dict[str, pd.DataFrame], proxy_epoch: int, final_e
     return out
 
 
-def choose_audit(candidates: pd.DataFrame, count: int, mode: str, seed: int, score: str = "best_score") -> list[str]:
+def choose_audit(candidates: pd.DataFrame, count: int, mode: str, seed: int, score: str = "best_score",
+                 top_only: bool = False) -> list[str]:
     """The trials an audit trains on full data: the best half of ``count`` by proxy score (column ``score``;
     the proxy's pick first), the rest drawn at random from the others, so the pairs span good and poor
-    configurations."""
+    configurations; ``top_only``: the best ``count`` (an audit that only guards the pick)."""
     if count <= 0 or not len(candidates):
         return []
     ranked = candidates.sort_values(score, ascending=mode != "max", kind="stable")["trial_id"].tolist()
-    top = ranked[:max(1, (count + 1) // 2)]
+    top = ranked[:count if top_only else max(1, (count + 1) // 2)]
     rest = [t for t in ranked if t not in top]
     rng = np.random.default_rng(seed)
     drawn = [rest[i] for i in sorted(rng.choice(len(rest), size=min(count - len(top), len(rest)), replace=False))]
@@ -226,6 +227,12 @@ def audit_size(audit: int | None, configurations: int, top_rung_pairs: float) ->
     if configurations >= MEASURABLE_FACTOR * MIN_PAIRS:
         return min(configurations, max(0, math.ceil(MIN_PAIRS - top_rung_pairs)))
     return 0 if top_rung_pairs > 0 else min(TOP_AUDIT, configurations)
+
+
+def guards_only(audit: int | None, configurations: int) -> bool:
+    """Whether the default audit of a search of ``configurations`` is too small to measure the proxy, so it
+    trains the proxy's best (:data:`TOP_AUDIT`) rather than spanning good and poor ones."""
+    return audit is None and configurations < MEASURABLE_FACTOR * MIN_PAIRS
 
 
 def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] | None, flag: str) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from asp_tune.errors import ConfigError
-from asp_tune.tune.fulldata import FullDataAgreement, audit_size, choose_audit, verdict_lines
+from asp_tune.tune.fulldata import FullDataAgreement, audit_size, choose_audit, guards_only, verdict_lines
 
 
 @dataclass
@@ -76,7 +76,8 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     mode = "max" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "min"
     by_number = {str(t.number): t for t in done}
     candidates = pd.DataFrame({"trial_id": list(by_number), "proxy_score": [t.value for t in done]})
-    chosen = choose_audit(candidates, audit_size(count, len(done), 0.0), mode, seed, "proxy_score")
+    chosen = choose_audit(candidates, audit_size(count, len(done), 0.0), mode, seed, "proxy_score",
+                          top_only=guards_only(count, len(done)))
     more = "count=N" if len(chosen) < len(done) else "completing more trials of the study, then count=N,"
     agreement, rows = FullDataAgreement(mode, more=more), []
     for key in chosen:

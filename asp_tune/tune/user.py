@@ -8,7 +8,7 @@
         model = ...; optimizer = ...
         if proxy.restored:                                              # a paused or restarted trial
             model.load_state_dict(proxy.restored["model"])
-        for epoch in range(proxy.epoch + 1, E):
+        for epoch in range(proxy.next_epoch, E):
             proxy.set_epoch(epoch)
             for idx, (x, y) in proxy.loader(batch_size=128): ...        # the loop API
             asp_tune.tune.report({"val_accuracy": validate(model)}, proxy, model=model.state_dict())
@@ -49,7 +49,7 @@ RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed"
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
     """The trial's :class:`~asp_tune.loop.ProxyData` over ``dataset``, with the ratio, strategy and seed
     the search gave it (``settings`` override them), restored from the trial's checkpoint when Ray
-    resumes it: ``proxy.epoch`` is then the last epoch done and ``proxy.restored`` holds what
+    resumes it: ``proxy.next_epoch`` is then the epoch to go on with and ``proxy.restored`` holds what
     :func:`report` saved beside the proxy state (the model's and optimiser's, say); else ``{}``."""
     import torch
 
