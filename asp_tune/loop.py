@@ -38,8 +38,11 @@ from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
 
 def _find_labels(dataset: Any) -> torch.Tensor | None:
     """Integer class labels the data set declares (``targets``, as torchvision's do, or ``labels``,
-    or a ``TensorDataset``'s last tensor when it is integer), else None (said when it declared integer labels
+    or a ``TensorDataset``'s last tensor when it is integer; a ``Subset``'s are its parent's), else None (said when it declared integer labels
     for some other number of samples)."""
+    if isinstance(dataset, torch.utils.data.Subset):  # its parent's labels, at its indices
+        parent = _find_labels(dataset.dataset)
+        return None if parent is None else parent[torch.as_tensor(dataset.indices, dtype=torch.long)]
     unfit = []
     for name in ("targets", "labels"):
         values = getattr(dataset, name, None)
@@ -63,6 +66,12 @@ def _find_labels(dataset: Any) -> torch.Tensor | None:
     if unfit:
         warnings.warn(f"{' and '.join(unfit)}: not used as class labels, so selection is not balanced by class; pass "
                       "labels= (one class label >= 0 per sample) to balance it", stacklevel=3)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a state did not load: our own words where we gave them, else the error, shortened."""
+    text = str(exc)[:160]
+    return text if text.startswith("it was saved") else f"this one does not fit ({type(exc).__name__}: {text})"
 
 
 def _negative(labels: torch.Tensor) -> bool:
@@ -133,11 +142,21 @@ class ProxyData(Dataset):
         self.rank = me if rank is None else int(rank)
         if not 0 <= self.rank < self.num_replicas:
             raise ConfigError("rank", self.rank, f"an integer in [0, {self.num_replicas - 1}]")
-        self.selector = ProxySelector(size, epochs, strategy if isinstance(strategy, SubsetStrategy) else None,
-                                      seed=seed, device=device, labels=label_tensor, proxy_scores=proxy_scores,
-                                      **settings)
+        try:
+            self.selector = ProxySelector(size, epochs, strategy if isinstance(strategy, SubsetStrategy) else None,
+                                          seed=seed, device=device, labels=label_tensor, proxy_scores=proxy_scores,
+                                          **settings)
+        except ConfigError as exc:  # the selector's field is this signature's strategy
+            if exc.field != "metric" or "metric" in settings and settings["metric"] != strategy:
+                raise
+            allowed = exc.allowed
+            if "scores of its proxy model" in allowed:
+                allowed = ("a strategy that needs no scoring model, or proxy_scores=ProxyScores(...) "
+                           "(asp_tune.proxy_scores: a scoring model's per-sample scores; asp-tune train makes them)")
+            raise ConfigError("strategy", exc.value, allowed) from None
         self.epochs = epochs
         self.epoch = -1  # the epoch planned last
+        self._updates: int | None = 0  # update() calls since the last plan (None: unknown, after a resume)
         self._consumed = True  # a pass over the planned epoch ended
         self._explicit = False  # the loop calls set_epoch (else each new pass plans the next epoch)
         self._passes = 0  # passes begun over the planned epoch
@@ -196,6 +215,11 @@ class ProxyData(Dataset):
                               f"the {self.selector.num_samples} samples it held when the ProxyData was made "
                               "(make a new ProxyData for a data set that grew or shrank)")
         self.sync()
+        if epoch > 0 and self._updates == 0 and self.selector.tracks_importance:
+            warnings.warn(f"no proxy.update() call in epoch {epoch - 1}: the memory learnt nothing, so strategy "
+                          f"'{self.strategy.name}' chose epoch {epoch}'s subset without it; pass each batch's "
+                          "per-sample losses through update()", stacklevel=3)
+        self._updates = 0
         self.plan = self.selector.plan(epoch)
         self.epoch = epoch
         self._consumed, self._passes = False, 0
@@ -247,6 +271,11 @@ class ProxyData(Dataset):
         (``num_workers``, ``pin_memory``, ``collate_fn``...)."""
         from torch.utils.data import DataLoader
 
+        for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
+            if name in kwargs:
+                raise ConfigError(name, kwargs[name], "left out: the proxy chooses and orders each epoch's samples (for "
+                                                      "drop_last: DataLoader(proxy, batch_size=B, sampler=proxy.sampler, "
+                                                      "drop_last=True))")
         return DataLoader(self, batch_sampler=ProxyBatchSampler(self, batch_size), **kwargs)
 
     # ------------------------------------------------------------------ learning
@@ -269,6 +298,14 @@ class ProxyData(Dataset):
         if not losses.is_floating_point():
             raise ConfigError("losses", str(losses.dtype), "floating-point per-sample losses")
         per_sample = losses if losses.dim() == 1 else losses.flatten(1).mean(dim=1)
+        if self._updates is not None:
+            self._updates += 1
+        if feature_norms is not None and (not isinstance(feature_norms, torch.Tensor)
+                                          or feature_norms.shape != per_sample.shape):
+            raise ConfigError("feature_norms", tuple(feature_norms.shape) if isinstance(feature_norms, torch.Tensor)
+                              else type(feature_norms).__name__,
+                              f"one norm per sample, shape ({per_sample.shape[0]},): the norm of each sample's "
+                              "penultimate features, which the gradient statistic scales by")
         idx = self._checked_indices(indices, per_sample.shape[0]).to(per_sample.device)
         _check_batch(logits, targets, per_sample.shape[0])
         if logits is not None and targets is not None and (targets.device.type == "cpu" or not self._labels_checked):
@@ -364,14 +401,17 @@ class ProxyData(Dataset):
         try:
             self._load_state(state)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as exc:
-            raise ConfigError("state_dict", type(state).__name__, f"a ProxyData.state_dict() of a data set of "
-                                                                  f"{self.selector.num_samples} samples "
-                                                                  f"({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise ConfigError("state_dict", type(state).__name__,
+                              f"a ProxyData.state_dict() saved by one like this ({self.selector.num_samples} samples, "
+                              f"strategy '{self.strategy.name}', ratio {self.strategy.ratio:g}, {self.epochs} epochs); "
+                              f"{_reason(exc)}") from None
 
     def _load_state(self, state: dict) -> None:
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
-        self._explicit, self._passes = bool(state.get("explicit", False)), 0
+        self._explicit, self._passes, self._updates = bool(state.get("explicit", False)), 0, None
+        if self.epoch >= self.epochs:
+            raise ValueError(f"it was saved at epoch {self.epoch}, and this ProxyData has {self.epochs} epochs")
         self._pending = [p.to(self.selector.memory.device) for p in state.get("pending", [])]
         plan = state.get("plan")
         if plan is None:
@@ -455,9 +495,12 @@ def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta
 
 def _checked_device(device: Any) -> torch.device:
     try:
-        return torch.device(device)
+        found = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError("device", device, f"a torch device: cpu, cuda, cuda:N ({str(exc)[:100]})") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", device, "'cpu' (no CUDA device is available here)")
+    return found
 
 
 def _check_labels_fit(logits: torch.Tensor, targets: torch.Tensor) -> None:

@@ -70,8 +70,9 @@ class ProxySelector:
         self.device = torch.device(device)
         self.labels = None if labels is None else labels.to(self.device)
         if self.strategy.needs_labels and self.labels is None:
-            raise ConfigError("labels", None, f"the labels of the samples for strategy '{self.strategy.name}' "
-                                              "(it chooses by class; class_balance=False avoids it where it can)")
+            why = ("its subsets are balanced by class (class_balance=True; class_balance=False selects without "
+                   "labels)" if proxy.class_balance else "it chooses by class")
+            raise ConfigError("labels", None, f"the samples' class labels for strategy '{self.strategy.name}': {why}")
         if self.strategy.needs_scores and proxy_scores is None:
             raise ConfigError("metric", self.strategy.name, "a strategy given the scores of its proxy model "
                                                             "(asp_tune.build makes them from a config)")
@@ -160,6 +161,7 @@ class ProxySelector:
     def state_dict(self) -> dict:
         return {
             "strategy_name": self.strategy.name,
+            "ratio": self.strategy.ratio,
             "memory": self.memory.state_dict(),
             "strategy": self.strategy.state_dict(),
             "generator": self.generator.get_state(),
@@ -171,7 +173,9 @@ class ProxySelector:
         if "strategy" not in state:
             raise ValueError("selector state from an older asp_tune (no strategy state); start the run again")
         if state.get("strategy_name", self.strategy.name) != self.strategy.name:
-            raise ValueError(f"selector state of strategy '{state['strategy_name']}', not '{self.strategy.name}'")
+            raise ValueError(f"it was saved with strategy '{state['strategy_name']}', not '{self.strategy.name}'")
+        if abs(float(state.get("ratio", self.strategy.ratio)) - self.strategy.ratio) > 1e-12:
+            raise ValueError(f"it was saved at ratio {state['ratio']:g}, not {self.strategy.ratio:g}")
         self.memory.load_state_dict(state["memory"])
         self.seen.copy_(state["seen"])
         self.times_selected.copy_(state["times_selected"])

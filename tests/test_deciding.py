@@ -325,6 +325,10 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
             audit_study(small, lambda p, r=returned: r)
     with pytest.raises(ConfigError, match="count"):
         audit_study(study, full, count=0)
+    for seed in (-1, "a", 1.5):
+        with pytest.raises(ConfigError, match=r"invalid seed=.*: allowed an integer >= 0"):
+            audit_study(study, full, seed=seed)
+    assert len(audit_study(study, full, count=np.int64(2)).table) == 2  # NumPy's integers are integers
     with pytest.raises(ConfigError, match="completed trial"):
         audit_study(optuna.create_study(), full)
 

@@ -269,6 +269,7 @@ def test_the_batch_sampler_never_ends_an_epoch_on_a_tiny_batch():
     assert sum(batches) == 450 and batches[-1] == 34 and len(proxy.loader(32)) == 14  # 450 = 13 x 32 + 34
 
 
+@pytest.mark.filterwarnings("ignore:no proxy.update")  # counts samples, trains nothing
 def test_an_object_strategy_and_the_loop_without_set_epoch():
     proxy = ProxyData(tabular(), epochs=3, strategy=Importance("loss", ratio=0.5, first_epoch_full=False))
     sampler_epochs = [list(proxy.sampler) for _ in range(3)]  # each iteration plans the next epoch
@@ -303,6 +304,7 @@ def test_a_loader_with_workers_trains_the_epochs_it_is_asked_for(workers):
     assert epochs_trained(proxy, loader, 4) == [(0, 0, 300), (1, 1, 90), (2, 2, 90), (3, 3, 90)]
 
 
+@pytest.mark.filterwarnings("ignore:no proxy.update")  # counts samples, trains nothing
 def test_a_second_pass_in_an_epoch_gives_the_same_subset_and_is_said_when_it_trains():
     proxy = ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="loss")
     loader = proxy.loader(batch_size=32)
@@ -335,6 +337,7 @@ def test_len_of_the_loader_inside_its_loop_is_this_epochs():
     assert inside == [10, 3, 3, 3]  # 300 and 90 samples in batches of 32
 
 
+@pytest.mark.filterwarnings("ignore:no proxy.update")  # counts samples, trains nothing
 def test_a_state_saved_during_an_epoch_resumes_that_epoch_with_its_subset():
     def fresh():
         return ProxyData(tabular(300), epochs=6, ratio=0.3, strategy="loss", seed=3)
@@ -364,6 +367,7 @@ def test_a_state_saved_during_an_epoch_resumes_that_epoch_with_its_subset():
     assert resumed.epoch == 5 and resumed.next_epoch == 6
 
 
+@pytest.mark.filterwarnings("ignore:no proxy.update")  # plans only
 def test_one_strategy_object_given_to_two_proxies_serves_each_its_own_data():
     strategy = Importance("loss", ratio=0.3)
     big = ProxyData(tabular(300), epochs=4, strategy=strategy)
@@ -404,3 +408,65 @@ def test_negative_labels_are_refused_when_given_and_unused_when_found():
         for idx, (xb, yb) in loader:
             proxy.update(idx, F.cross_entropy(model(xb), yb, reduction="none", ignore_index=-100))
     assert proxy.selector.labels is None and proxy.epoch == 2
+
+
+def test_an_epoch_without_update_is_said_once_per_epoch_and_a_trained_one_is_not():
+    proxy = ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="loss")
+    loader, model = proxy.loader(batch_size=64), mlp()
+    proxy.set_epoch(0)
+    for idx, (x, y) in loader:
+        F.cross_entropy(model(x), y).backward()  # update() forgotten
+    with pytest.warns(UserWarning, match=r"no proxy.update\(\) call in epoch 0: the memory learnt nothing, so "
+                                         r"strategy 'loss' chose epoch 1's subset without it"):
+        proxy.set_epoch(1)
+    for idx, (x, y) in loader:
+        proxy.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        proxy.set_epoch(2)
+        ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="random").set_epoch(0)
+
+
+def test_misuses_of_the_loop_api_are_named():
+    data = tabular(300)
+    with pytest.raises(ConfigError, match=r"invalid strategy='hardest': allowed a strategy that needs no scoring "
+                                          r"model, or proxy_scores="):
+        ProxyData(data, epochs=3, ratio=0.3, strategy="hardest")
+    for bad in ({"shuffle": True}, {"drop_last": True}, {"sampler": None}):
+        with pytest.raises(ConfigError, match=r"allowed left out: the proxy chooses and orders"):
+            ProxyData(data, epochs=3, ratio=0.3).loader(32, **bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"invalid device='cuda': allowed 'cpu' \(no CUDA device"):
+            ProxyData(data, epochs=3, ratio=0.3, device="cuda")
+    with pytest.raises(ConfigError, match=r"invalid labels=None: allowed the samples' class labels for strategy "
+                                          r"'loss': its subsets are balanced by class \(class_balance=True"):
+        ProxyData(TensorDataset(data.tensors[0]), epochs=3, ratio=0.3, strategy="loss", class_balance=True)
+    proxy = ProxyData(data, epochs=3, ratio=0.3, strategy="gradient")
+    proxy.set_epoch(0)
+    logits = mlp()(data.tensors[0][:4])
+    with pytest.raises(ConfigError, match=r"invalid feature_norms=\(4, 16\): allowed one norm per sample, shape "
+                                          r"\(4,\)"):
+        proxy.update(torch.arange(4), F.cross_entropy(logits, data.tensors[1][:4], reduction="none"), logits=logits,
+                     targets=data.tensors[1][:4], feature_norms=torch.rand(4, 16))
+
+
+@pytest.mark.filterwarnings("ignore:no proxy.update")  # plans only
+def test_a_state_of_another_ratio_or_more_epochs_is_refused_with_the_reason():
+    saved = ProxyData(tabular(300), epochs=6, ratio=0.3, strategy="loss")
+    for epoch in range(4):
+        saved.set_epoch(epoch)
+    state = saved.state_dict()
+    with pytest.raises(ConfigError, match=r"saved by one like this \(300 samples, strategy 'loss', ratio 0.5, 6 "
+                                          r"epochs\); it was saved at ratio 0.3, not 0.5"):
+        ProxyData(tabular(300), epochs=6, ratio=0.5, strategy="loss").load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"it was saved at epoch 3, and this ProxyData has 2 epochs"):
+        ProxyData(tabular(300), epochs=2, ratio=0.3, strategy="loss").load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"it was saved with strategy 'loss', not 'entropy'"):
+        ProxyData(tabular(300), epochs=6, ratio=0.3, strategy="entropy").load_state_dict(state)
+
+
+def test_labels_of_a_subset_are_its_parents_labels_at_its_indices():
+    parent = tabular(300)
+    part = torch.utils.data.Subset(parent, list(range(100, 200)))
+    proxy = ProxyData(part, epochs=2, ratio=0.3, strategy="loss")
+    assert torch.equal(proxy.selector.labels, parent.tensors[1][100:200])

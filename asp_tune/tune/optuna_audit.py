@@ -65,8 +65,11 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
         raise ConfigError("study", type(study).__name__, "an optuna.Study")
     if not callable(train_full):
         raise ConfigError("train_full", train_full, "a function train_full(params) -> full-data score")
-    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+    if count is not None and (not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1):
         raise ConfigError("count", count, "an integer >= 1, or None")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError("seed", seed, "an integer >= 0")
+    count = None if count is None else int(count)
     if len(study.directions) != 1:
         raise ConfigError("study", f"{len(study.directions)} objectives", "a study with one objective")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
