@@ -38,8 +38,8 @@ from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
 
 def _find_labels(dataset: Any) -> torch.Tensor | None:
     """Integer class labels the data set declares (``targets``, as torchvision's do, or ``labels``,
-    or a ``TensorDataset``'s last tensor when it is integer; a ``Subset``'s are its parent's), else None (said when it declared integer labels
-    for some other number of samples)."""
+    or a ``TensorDataset``'s last tensor when it is integer; a ``Subset``'s are its parent's), else None
+    (said when it declared labels it cannot use: for other samples, or negative ones)."""
     if isinstance(dataset, torch.utils.data.Subset):  # its parent's labels, at its indices
         parent = _find_labels(dataset.dataset)
         return None if parent is None else parent[torch.as_tensor(dataset.indices, dtype=torch.long)]
@@ -273,9 +273,9 @@ class ProxyData(Dataset):
 
         for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
             if name in kwargs:
-                raise ConfigError(name, kwargs[name], "left out: the proxy chooses and orders each epoch's samples (for "
-                                                      "drop_last: DataLoader(proxy, batch_size=B, sampler=proxy.sampler, "
-                                                      "drop_last=True))")
+                raise ConfigError(name, kwargs[name], "left out: the proxy chooses and orders each epoch's samples "
+                                                      "(for drop_last: DataLoader(proxy, batch_size=B, "
+                                                      "sampler=proxy.sampler, drop_last=True))")
         return DataLoader(self, batch_sampler=ProxyBatchSampler(self, batch_size), **kwargs)
 
     # ------------------------------------------------------------------ learning

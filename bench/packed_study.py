@@ -1,13 +1,14 @@
 """An Optuna study in packs against the same study one trial at a time, in one process, paired by seed.
 
-For each problem and seed, one Optuna study (TPE sampler, seeded) of N trials over learning rate, weight decay
-and momentum, each trial on proxy data (r = 0.3), runs through ``asp_tune.tune.optimize_in_packs`` twice:
-``pack_size=1`` (what ``study.optimize`` with an objective that trains one configuration does) and
-``pack_size=--pack`` (default ``auto``). Two pruners: none (every trial trains all its epochs) and Optuna's
-``SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)`` (ASHA). Reported, mean +- std over the seeds:
-wall time with its breakdown (building trainers, training with validation, the sampler and pruner), trial-epochs
-trained, the ratio of wall times, and the pick's score when retrained on all the data (the packs' sampler asks
-for a pack's trials at once, and the pruner judges a pack's trials together, so the picks may differ).
+For each problem and seed, one Optuna study (TPE sampler, seeded, ``constant_liar``) of N trials over
+learning rate, weight decay and momentum, each trial on proxy data (r = 0.3), runs through
+``asp_tune.tune.optimize_in_packs`` twice: ``pack_size=1`` (what ``study.optimize`` with an objective that
+trains one configuration does) and ``pack_size=--pack`` (default ``auto``). Two pruners: none (every trial
+trains all its epochs) and Optuna's ``SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)`` (ASHA).
+Reported, mean +- std over the seeds: wall time with its breakdown (building trainers, training with
+validation, the sampler and pruner), trial-epochs trained, the ratio of wall times, and the pick's score when
+retrained on all the data (a pack's trials are asked for at once and judged together, so the picks may
+differ).
 
 The arms alternate which runs first from seed to seed; an untimed small study loads the data first.
 
@@ -45,8 +46,8 @@ PRUNERS = {"none": lambda: optuna.pruners.NopPruner(),
 
 
 def one_study(space: dict, trials: int, pruner: str, pack, seed: int, device: str) -> dict:
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=PRUNERS[pruner]())
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # a pack's trials are asked together
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=PRUNERS[pruner]())
     with DeviceBusy(device) as busy:
         packed = optimize_in_packs(study, space, n_trials=trials, pack_size=pack, ratio=0.3, seed=seed, device=device)
     tick = time.perf_counter()
