@@ -174,6 +174,8 @@ class ProxySelector:
             raise ValueError("selector state from an older asp_tune (no strategy state); start the run again")
         if state.get("strategy_name", self.strategy.name) != self.strategy.name:
             raise ValueError(f"it was saved with strategy '{state['strategy_name']}', not '{self.strategy.name}'")
+        if state["seen"].numel() != self.num_samples:
+            raise ValueError(f"it was saved for {state['seen'].numel()} samples, not {self.num_samples}")
         if abs(float(state.get("ratio", self.strategy.ratio)) - self.strategy.ratio) > 1e-12:
             raise ValueError(f"it was saved at ratio {state['ratio']:g}, not {self.strategy.ratio:g}")
         self.memory.load_state_dict(state["memory"])

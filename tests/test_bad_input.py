@@ -229,7 +229,8 @@ LOOP_CASES = [
     ("float targets beside logits", lambda p: p.update(torch.tensor([0, 1]), torch.ones(2), logits=torch.ones(2, 2),
                                                        targets=torch.ones(2)), "integer class labels"),
     ("a state of something else", lambda p: p.load_state_dict({"selector": 3}), "invalid state_dict='dict'"),
-    ("a state of another size", lambda p: p.load_state_dict(_proxy(80).state_dict()), "of 50 samples"),
+    ("a state of another size", lambda p: p.load_state_dict(_proxy(80).state_dict()),
+     "it was saved for 80 samples, not 50"),
     ("zero batch size", lambda p: p.steps_per_epoch(0), "invalid batch_size=0"),
 ]
 
