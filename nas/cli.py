@@ -178,7 +178,9 @@ def _nas_line(s: dict[str, Any], runs: int) -> str:
         line += ", known accuracy " + ", ".join(f"{k} {pm(k, '.2f')}" for k in truth)
     if "kendall_tau" in s:
         line += f", supernet Kendall tau {pm('kendall_tau', '.3f')}"
-        if isinstance(s["kendall_tau"], (int, float)) and s["kendall_tau"] < 0:
+        if not s.get("ground_truth_matches_dataset", True):
+            line += f" (against {s.get('ground_truth_column')}, measured on another data set)"
+        elif isinstance(s["kendall_tau"], (int, float)) and s["kendall_tau"] < 0:
             line += " (negative: the supernet ranks these architectures backwards; train it longer)"
     return line
 

@@ -9,6 +9,7 @@ holds 5**6 = 15,625 architectures, written in the standard form
 from __future__ import annotations
 
 import itertools
+import warnings
 from random import Random
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,15 +156,24 @@ class GroundTruth:
             raise ConfigError("ground_truth", str(path), "an existing CSV file (e.g. nb201_test_accuracy.csv)")
         try:
             frame = pd.read_csv(path)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-            raise DataError(f"{path}: not a readable CSV table: {exc}") from None
-        return cls(frame, str(path))
+        except (ValueError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:  # ParserError is a ValueError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"{path}: not a readable CSV table: {reason[:160]}") from None
+        table = cls(frame, str(path))
+        if len(table) < NUM_ARCHS:
+            warnings.warn(f"{path} holds {len(table)} of the {NUM_ARCHS} NAS-Bench-201 architectures: one outside "
+                          "it has no known accuracy (reported as NaN)", stacklevel=2)
+        return table
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __contains__(self, arch: Arch) -> bool:
-        return arch.ops in self._rows
+    def __contains__(self, arch: Arch | str) -> bool:
+        return (Arch.parse(arch) if isinstance(arch, str) else arch).ops in self._rows
+
+    def matches(self, dataset: str) -> bool:
+        """Whether the table holds accuracies measured on ``dataset``."""
+        return GROUND_TRUTH_COLUMNS.get(dataset) in self.columns
 
     def lookup(self, arch: Arch | str) -> dict[str, float]:
         """All accuracies of ``arch``; an unknown architecture is an error that names it."""
@@ -176,7 +186,8 @@ class GroundTruth:
         return dict(zip(self.columns, row))
 
     def column_for(self, dataset: str) -> str:
-        """The accuracy column of a search on ``dataset`` (the first column for any other data set)."""
+        """The accuracy column of a search on ``dataset`` (the first column for any other data set: see
+        :meth:`matches`)."""
         column = GROUND_TRUTH_COLUMNS.get(dataset, "cifar10_test")
         return column if column in self.columns else self.columns[0]
 

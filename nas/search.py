@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from asp_tune.errors import AspTuneError
 from asp_tune.models import count_parameters
 from asp_tune.quality import proxy_quality
 from nas.checkpoint import train_resumably
@@ -47,10 +49,14 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     space = settings.search_space
     if table is None and settings.ground_truth:
         table = space.load_ground_truth(settings.ground_truth)  # fail before any training
+    if table is not None and not _matches(table, settings.train.dataset):
+        warnings.warn(f"the ground truth has no accuracies measured on '{settings.train.dataset}' (it holds "
+                      f"{', '.join(table.columns)}): its {table.column_for(settings.train.dataset)} is reported, and "
+                      "the supernet's rank agreement is measured against another data set", stacklevel=2)
     searcher = SEARCHERS[settings.searcher]()
     trainer = supernet_trainer(settings)
     trainer.validate_each_epoch = settings.monitor
-    run = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
+    run = train_resumably(trainer, settings.training_dict(), checkpoint, on_epoch)
     train_seconds = run.seconds
     select_start = time.perf_counter()
     arch, found, candidates = searcher.select(trainer, settings, space, on_score)
@@ -87,20 +93,45 @@ def ground_truth_summary(space: NasSpace, table: GroundTruthTable, arch: str, ca
     """The found arch's known accuracies, the best possible one, and how well the supernet's scores
     rank the candidates (keys prefixed by the space's name, e.g. ``nb201_cifar10_test``)."""
     prefix = f"{space.name}_"
-    out: dict[str, Any] = {prefix + k: v for k, v in table.lookup(arch).items()}
+    out: dict[str, Any] = {prefix + k: v for k, v in _known(table, arch).items()}
     column = table.column_for(dataset)
     best_arch, best_acc = table.best(dataset)
     out.update({"ground_truth_column": prefix + column, "ground_truth_fields": [prefix + c for c in table.columns],
-                prefix + "reference_column": column,
+                prefix + "reference_column": column, "ground_truth_matches_dataset": _matches(table, dataset),
                 prefix + "best_possible": best_acc, prefix + "best_arch": space.format(best_arch)})
+    unknown = {a for a in [arch, *candidates.get("arch", [])] if not _holds(table, a)}
+    if unknown:
+        out["ground_truth_unknown"] = len(unknown)
+        warnings.warn(f"{len(unknown)} of the architectures found or scored are not in the ground-truth table: "
+                      "their accuracies are NaN and they are left out of the rank agreement", stacklevel=2)
     if len(candidates):
-        truth = [table.lookup(a)[column] for a in candidates["arch"]]
+        truth = np.array([_known(table, a)[column] for a in candidates["arch"]], dtype=float)
         candidates[prefix + column] = truth
-        quality = proxy_quality(candidates["score"].to_numpy(), truth)
+        known = np.isfinite(truth)
+        quality = proxy_quality(candidates["score"].to_numpy()[known], truth[known])
         out.update({"kendall_tau": quality["kendall_tau"], "spearman": quality["spearman"], "tau_pairs": quality["n"],
                     "r2": quality["r2"], "good_spearman": quality["good_spearman"],
                     "top1_regret": quality["top1_regret"]})  # regret among the scored candidates, in points
     return out
+
+
+def _known(table: GroundTruthTable, arch: str) -> dict[str, float]:
+    """``arch``'s accuracies in ``table``, NaN where the table does not hold it."""
+    return table.lookup(arch) if _holds(table, arch) else {c: math.nan for c in table.columns}
+
+
+def _holds(table: GroundTruthTable, arch: str) -> bool:
+    if hasattr(type(table), "__contains__"):
+        return arch in table
+    try:
+        table.lookup(arch)
+    except (KeyError, LookupError, ValueError, AspTuneError):
+        return False
+    return True
+
+
+def _matches(table: GroundTruthTable, dataset: str) -> bool:
+    return bool(table.matches(dataset)) if hasattr(table, "matches") else True
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ imports torch, so the command line's help answers at once."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from asp_tune.config import TrainConfig
@@ -61,6 +63,10 @@ def _cells_help() -> str:
                      for n in space_names())
 
 
+#: NasSettings fields used only after the supernet's training.
+AFTER_TRAINING = ("evolution", "ground_truth", "score_samples")
+
+
 @dataclass
 class NasSettings:
     """A search: the space, the searcher, the supernet's training (``train``) and selection settings.
@@ -93,6 +99,23 @@ class NasSettings:
                                        check=Interval(32, None, integer=True, optional=True))
 
     def validate(self) -> "NasSettings":
+        if isinstance(self.train, Mapping):  # from Python or YAML: the fields of a TrainConfig
+            self.train = TrainConfig.from_dict(dict(self.train))
+        if isinstance(self.evolution, Mapping):
+            known = {f.name for f in dataclasses.fields(EvolutionSettings)}
+            unknown = sorted(set(self.evolution) - known)
+            if unknown:
+                raise ConfigError(f"evolution.{unknown[0]}", self.evolution[unknown[0]], sorted(known))
+            self.evolution = EvolutionSettings(**self.evolution)
+        for name, kind, allowed in (("train", TrainConfig, "a TrainConfig or a mapping of its fields"),
+                                    ("evolution", EvolutionSettings, "an EvolutionSettings or a mapping of its "
+                                                                     "fields")):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(name, type(getattr(self, name)).__name__, allowed)
+        if self.ground_truth is not None and not isinstance(self.ground_truth, (str, Path)):
+            raise ConfigError("ground_truth", self.ground_truth, "None or the path of a CSV table")
+        if not isinstance(self.space, str):
+            raise ConfigError("space", self.space, "the name of a registered space")
         space = self.search_space  # an unknown space is an error naming the registered ones
         if self.searcher is None:
             self.searcher = space.default_searcher
@@ -124,6 +147,11 @@ class NasSettings:
         d["train"] = self.train.to_dict()
         d["cells"] = self.num_cells
         return d
+
+    def training_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without what only matters once the supernet is trained (selection, ground truth):
+        what a supernet checkpoint must match to be resumed."""
+        return {k: v for k, v in self.to_dict().items() if k not in AFTER_TRAINING}
 
     def with_seed(self, seed: int) -> "NasSettings":
         return dataclasses.replace(self, train=self.train.replace(seed=seed))

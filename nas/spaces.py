@@ -28,7 +28,10 @@ class GroundTruthTable(Protocol):
         """Every accuracy column of ``arch`` (an architecture or its text form)."""
 
     def column_for(self, dataset: str) -> str:
-        """The column that matches a search on ``dataset``."""
+        """The column that matches a search on ``dataset``.
+
+        Optional: ``matches(dataset) -> bool`` (whether the table holds accuracies measured on ``dataset``;
+        else assumed) and ``arch in table`` (else an architecture ``lookup`` refuses is unknown)."""
 
     def best(self, dataset: str) -> tuple[Any, float]:
         """The best architecture for ``dataset`` and its accuracy."""

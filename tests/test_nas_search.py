@@ -1,6 +1,8 @@
 """NAS searches end to end: SPOS + ASP on NAS-Bench-201, DARTS, resuming, the CLI."""
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +11,7 @@ import torch
 
 from asp_tune.cli import main
 from asp_tune.config import TrainConfig
-from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.errors import AspTuneError, ConfigError, DataError
 from nas.nb201 import Arch, GroundTruth
 from nas.space_nb201 import Nb201Space
 from nas.search import aggregate, run_search
@@ -46,6 +48,7 @@ def test_evolution_scores_distinct_archs_and_finds_the_optimum_of_a_known_score(
 
 
 @pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore:the ground truth has no accuracies measured on 'digits'")
 def test_tiny_spos_search_with_asp_returns_an_arch_from_the_table(shared_data):
     settings = tiny_settings(ground_truth=table_path(shared_data))
     result = run_search(settings)
@@ -106,6 +109,11 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
     assert resumed.summary["data_passes"] == fresh.summary["data_passes"]
     with pytest.raises(AspTuneError, match=r"other settings \(channels differ\)"):
         run_search(tiny_settings(channels=6), ckpt)
+    # what only matters after training (selection, ground truth) may change: the trained supernet is reused
+    seen = []
+    fewer = EvolutionSettings(**{**dataclasses.asdict(TINY_EVOLUTION), "candidates": 3})
+    again = run_search(tiny_settings(evolution=fewer), ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
+    assert seen == [] and again.summary["resumed_from_epoch"] == 3
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -135,12 +143,15 @@ CLI_TINY = ["--epochs", "2", "--channels", "4", "--cells", "1", "--subset", "300
 @pytest.mark.shared_data
 def test_nas_cli_writes_results_and_removes_checkpoints(tmp_path, shared_data, capsys):
     out = tmp_path / "search"
-    code = main(["nas", *CLI_TINY, "--ratio", "0.5", "--metric", "loss", "--ratio-schedule", "dynamic",
-                 "--nb201-table", table_path(shared_data), "--out", str(out)])
+    with pytest.warns(UserWarning, match="the ground truth has no accuracies measured on 'digits'"):
+        code = main(["nas", *CLI_TINY, "--ratio", "0.5", "--metric", "loss", "--ratio-schedule", "dynamic",
+                     "--nb201-table", table_path(shared_data), "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["space"] == "nb201" and summary["searcher"] == "spos" and summary["ratio_schedule"] == "dynamic"
-    assert "nb201_cifar10_test" in summary and "Kendall tau" in capsys.readouterr().out
+    assert "nb201_cifar10_test" in summary and summary["ground_truth_matches_dataset"] is False
+    assert "Kendall tau" in (said := capsys.readouterr().out)
+    assert "(against nb201_cifar10_test, measured on another data set)" in said
     assert len(pd.read_csv(out / "candidates.csv")) == 9
     assert list(pd.read_csv(out / "epochs.csv")["epoch"]) == [1, 2]
     assert (out / "search.png").stat().st_size > 10_000
@@ -302,3 +313,56 @@ def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
     other = Genotype(normal=KNOWN_GENOTYPES["darts_v2"].reduce, reduce=KNOWN_GENOTYPES["darts_v2"].normal)
     with pytest.raises(AspTuneError, match=r"other settings \(genotype differ\)"):
         run_retrain(RetrainSettings(other, train, channels=4, layers=3), ckpt)
+
+
+def test_a_ground_truth_table_that_is_partial_or_of_another_data_set_is_said_and_costs_no_search(tmp_path):
+    from nas.search import ground_truth_summary
+    from nas.spaces import get_space
+
+    known = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+             "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+             "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"]
+    path = tmp_path / "partial.csv"
+    pd.DataFrame({"arch": known, "cifar10_test": [94.0, 50.0, 10.0]}).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match="holds 3 of the 15625 NAS-Bench-201 architectures"):
+        table = GroundTruth.load(path)
+    unknown = "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    candidates = pd.DataFrame({"arch": [known[0], unknown, known[1], known[2]], "score": [0.9, 0.5, 0.4, 0.1]})
+    with pytest.warns(UserWarning, match="1 of the architectures found or scored are not in the ground-truth table"):
+        s = ground_truth_summary(get_space("nb201"), table, unknown, candidates, "cifar10")
+    assert math.isnan(s["nb201_cifar10_test"]) and s["ground_truth_unknown"] == 1
+    assert s["kendall_tau"] == pytest.approx(1.0) and s["tau_pairs"] == 3  # the three known ones
+    assert s["ground_truth_matches_dataset"] and not table.matches("digits") and not table.matches("cifar100")
+    with pytest.warns(UserWarning, match="1 of the architectures"):
+        assert not ground_truth_summary(get_space("nb201"), table, unknown, candidates, "digits")[
+            "ground_truth_matches_dataset"]
+
+
+def test_an_archive_given_as_the_ground_truth_is_one_short_error(tmp_path):
+    import tarfile
+
+    archive = tmp_path / "images.tar.gz"
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.txt").write_text("x")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="train")
+    with pytest.raises(DataError, match="not a readable CSV table") as raised:
+        GroundTruth.load(archive)
+    assert len(str(raised.value)) < 400
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"train": {"epochs": 2, "nope": 1}}, "nope"), ({"evolution": {"candidates": 3, "nope": 1}}, "evolution.nope"),
+    ({"train": 3}, "train"), ({"ground_truth": 5}, "ground_truth"), ({"space": 3}, "space"),
+])
+def test_nas_settings_of_the_wrong_type_are_named(changes, field):
+    with pytest.raises(ConfigError) as raised:
+        NasSettings(**changes).validate()
+    assert field in (raised.value.field, raised.value.value)  # a TrainConfig's unknown key is its value
+
+
+def test_nas_settings_take_mappings_for_train_and_evolution():
+    settings = NasSettings(train={"dataset": "digits", "epochs": 2}, evolution={"candidates": 3}).validate()
+    assert settings.train.epochs == 2 and settings.evolution.candidates == 3
