@@ -13,7 +13,7 @@ from asp_tune.commands import (COMMANDS, SUBCOMMANDS, Command, Subcommand, add_o
                                add_train_arguments, add_trust_flag, announce_proxy_model, command, config_from_args,
                                given_fields, results_folder, subcommand, trusted_code)
 from asp_tune.config import TrainConfig, check_file_config, with_params
-from asp_tune.errors import AspTuneError, UserCodeError
+from asp_tune.errors import AspTuneError, RunInterrupted, UserCodeError
 from asp_tune.run_files import MODEL_FILE, SAMPLES_FILE, TRAJECTORIES_FILE
 
 
@@ -184,13 +184,16 @@ def build_parser(only: str | None = ALL) -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
 def refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
     """Exit 2 with ``command``'s own usage, naming the ``unknown`` words and the flag each misspelled one was
     closest to (argparse would name them under the top-level usage, without a hint)."""
     import difflib
 
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    own = commands[command]
+    own = _command_parser(parser, command)
     flags = [o for a in own._actions for o in a.option_strings if o.startswith("--")]
     hints = []
     for word in unknown:
@@ -229,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)
         if exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return exc.exit_code
+    except RunInterrupted as exc:  # how to go on, if this command can
+        resumes = any("--resume" in a.option_strings for a in _command_parser(parser, args.command)._actions)
+        print(f"asp-tune {args.command}: error: {exc.resume_hint('--resume ' if resumes else None)}", file=sys.stderr)
         return exc.exit_code
     except AspTuneError as exc:
         print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)

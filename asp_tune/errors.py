@@ -38,9 +38,27 @@ class RunFailed(AspTuneError):
 
 
 class RunInterrupted(AspTuneError):
-    """SIGINT or SIGTERM stopped a run; nothing was committed and the run can be resumed."""
+    """SIGINT or SIGTERM stopped a run; nothing was committed. ``experiment_path``: Ray's experiment, which a
+    command with ``--resume`` (or ``search(resume=...)``) can finish."""
 
     exit_code = 130
+
+    def __init__(self, message: str, experiment_path: str | None = None):
+        super().__init__(message)
+        self.experiment_path = experiment_path
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.experiment_path))
+
+    def resume_hint(self, how: str | None) -> str:
+        """The message with how to resume (``how``: ``--resume`` or ``resume=``; None: the run cannot be
+        resumed, only run again)."""
+        if self.experiment_path is None:
+            return str(self)
+        if how is None:
+            return f"{self}; run the command again to start over (Ray's experiment is left in {self.experiment_path})"
+        path = repr(self.experiment_path) if how.endswith("=") else self.experiment_path
+        return f"{self}. Resume with {how}{path}"
 
 
 class UserCodeError(AspTuneError):

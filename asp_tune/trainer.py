@@ -201,7 +201,7 @@ class Trainer:
             "epoch_seconds": train_seconds,
             "samples_seen": self.samples_seen,
             "data_passes": self.samples_seen / n,
-            "coverage": float((self.selector.memory.times_trained > 0).float().mean()),
+            "coverage": float(self.selector.seen.float().mean()),  # planned at least once: trained
             "train_seconds_total": self.train_seconds,
             "val_seconds_total": self.val_seconds,
         }

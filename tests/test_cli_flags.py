@@ -169,3 +169,20 @@ def test_an_unknown_flag_far_from_every_flag_gets_no_guess(capsys):
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "asp-tune demo: error: unrecognized arguments: --zzz" in err
     assert "did you mean" not in err
+
+
+@pytest.mark.parametrize("command, resumes", [("hpo", True), ("correlate", False), ("compare", False)])
+def test_an_interrupted_search_says_resume_only_where_the_command_can(command, resumes, monkeypatch, capsys):
+    from asp_tune import cli
+    from asp_tune.errors import RunInterrupted
+
+    def interrupted(args):
+        raise RunInterrupted("interrupted by SIGINT; no results were committed", "/runs/.out.ray/asp-x")
+
+    cli.load_extensions()  # every command registered, so the stand-in is not replaced
+    monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    assert cli.main([command, "--space", "search_spaces/digits_mlp.yaml", "--out", "unused"]) == 130
+    err = capsys.readouterr().err
+    assert ("Resume with --resume /runs/.out.ray/asp-x" in err) is resumes
+    assert ("run the command again to start over (Ray's experiment is left in /runs/.out.ray/asp-x)" in err) \
+        is not resumes

@@ -149,3 +149,13 @@ def test_a_network_with_fewer_outputs_than_classes_is_a_named_error_and_more_are
     with pytest.warns(UserWarning, match="gives 12 outputs for the 10 classes of this data: the last 2 are never"):
         summary = wide.fit()
     assert summary["epochs"] == 1
+
+
+@pytest.mark.parametrize("ratio, metric, first_full, expected", [
+    (1.0, "none", True, [1.0, 1.0]), (0.3, "fixed_random", True, [0.3, 0.3]), (0.3, "random", False, [0.3, 0.6])])
+def test_coverage_is_the_share_of_samples_trained_so_far_for_every_strategy(digits, ratio, metric, first_full,
+                                                                             expected):
+    t = Trainer(TrainConfig(epochs=2, ratio=ratio, metric=metric, first_epoch_full=first_full, unseen_first=True),
+                data=digits)
+    t.fit()
+    assert [r["coverage"] for r in t.history] == pytest.approx(expected, abs=0.01)

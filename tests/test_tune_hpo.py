@@ -324,6 +324,36 @@ def test_correlate_cli_table(ray_session, tmp_path):
     assert "| loss |" in table and "r = 0.5" in table
 
 
+def test_a_correlation_with_failed_trials_says_so_and_records_each_error(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from asp_tune.tune.correlate import correlations, write_correlation
+
+    class Folder:
+        def write_table(self, name, frame):
+            frame.to_csv(tmp_path / name, index=False)
+
+        def file(self, name):
+            return tmp_path / name
+
+    rows = [{"config": c, "cell": cell, "ratio": ratio, "metric": metric, "score": 0.5 + 0.1 * c, "val_accuracy": 0.5,
+             "data_passes": ratio, "seconds": 1.0, "proxy_seconds": 0.0, "status": "TERMINATED", "error": None}
+            for cell, (ratio, metric) in enumerate([(0.5, "loss"), (1.0, "none")]) for c in range(4)]
+    rows[1].update(status="ERROR", score=float("nan"), error="ValueError: hidden must be positive")
+    scores = pd.DataFrame(rows)
+    run = {"scores": scores, "correlations": correlations(scores), "num_configs": 4, "wall_time_s": 1.0,
+           "experiment_path": "/ray/x"}
+    summary = write_correlation(Folder(), run, "t", {})
+    assert summary["num_failed"] == 1 and summary["num_trials"] == 8
+    assert summary["first_error"] == "ValueError: hidden must be positive"
+    assert "1 of 8 trials failed (the first: configuration 1 in cell 0.5/loss: ValueError: hidden must be " \
+           "positive)" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "scores.csv")["error"].dropna().tolist() == ["ValueError: hidden must be positive"]
+    json.dumps(summary)  # summary.json takes it as it is
+
+
 def _per_trial(result):
     t = result.trials.sort_values("config/lr")
     return list(zip(t["config/lr"].round(8), t["epochs"], t["final_val_accuracy"].round(6)))

@@ -9,6 +9,7 @@ The experiment is one grid search (:func:`cell_space`: configuration x cell) run
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from typing import Any
 
@@ -72,7 +73,8 @@ def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names:
                      **configs[index],
                      "val_accuracy": t["final_score"], "score": t["final_score"], "data_passes": t["data_passes"],
                      "seconds": t["seconds"], "proxy_seconds": t["proxy_seconds"], "proxy_key": t["proxy_key"],
-                     "proxy_computed": bool(t["proxy_computed"]), "status": t["status"]})
+                     "proxy_computed": bool(t["proxy_computed"]), "status": t["status"],
+                     "error": t.get("error") if t["status"] == "ERROR" else None})
     return pd.DataFrame(rows).sort_values(["cell", "config"]).reset_index(drop=True)
 
 
@@ -161,7 +163,15 @@ def write_correlation(folder, run: dict[str, Any], title: str, extra: dict[str, 
     folder.file("table.md").write_text(markdown)
     plot_correlation_scatter(run["scores"], folder.file("scatter.png"))
     print("\n" + markdown)
+    failed = run["scores"][run["scores"]["status"] == "ERROR"]
+    if len(failed):
+        print(f"[asp-tune] warning: {len(failed)} of {len(run['scores'])} trials failed (the first: configuration "
+              f"{int(failed['config'].iloc[0])} in cell {failed['ratio'].iloc[0]:g}/{failed['metric'].iloc[0]}: "
+              f"{failed['error'].iloc[0]}); each cell's correlations are over the configurations that finished in it "
+              f"and the full-data cell (NaN below 3); scores.csv has every error", file=sys.stderr)
     return {**extra, "num_configs": run["num_configs"], "wall_time_s": run["wall_time_s"],
+            "num_trials": len(run["scores"]), "num_failed": len(failed),
+            "first_error": None if not len(failed) else failed["error"].iloc[0],
             "experiment_path": run["experiment_path"],
             "correlations": json.loads(run["correlations"].to_json(orient="records"))}
 

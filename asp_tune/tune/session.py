@@ -265,6 +265,6 @@ def fit_interruptibly(tuner, experiment_path: str):
         for sig, old in previous.items():
             signal.signal(sig, old)
     if interrupted:
-        raise RunInterrupted(f"interrupted by {signal.Signals(interrupted[0]).name}; no results were committed. "
-                             f"Resume with --resume {experiment_path}")
+        raise RunInterrupted(f"interrupted by {signal.Signals(interrupted[0]).name}; no results were committed",
+                             experiment_path)
     return grid

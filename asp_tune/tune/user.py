@@ -32,7 +32,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from asp_tune.constraints import check_value
-from asp_tune.errors import ConfigError
+from asp_tune.errors import ConfigError, RunInterrupted
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
 from asp_tune.proxy_settings import ProxySettings, steps_schedule
 from asp_tune.tune.results import search_into
@@ -246,9 +246,12 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
                    proxy_settings=proxy_settings, decide=decide, audit=audit)
     check_value(HpoSettings, "keep_checkpoints", keep_checkpoints)
     job.keep_checkpoints = keep_checkpoints
-    if out is None:
-        return run_search(job, resume=resume)
-    return search_into(job, out, overwrite=overwrite, resume=resume)[0]
+    try:
+        if out is None:
+            return run_search(job, resume=resume)
+        return search_into(job, out, overwrite=overwrite, resume=resume)[0]
+    except RunInterrupted as exc:  # said in this function's words
+        raise RunInterrupted(exc.resume_hint("resume="), exc.experiment_path) from None
 
 
 def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str],
