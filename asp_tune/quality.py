@@ -90,14 +90,16 @@ def proxy_quality(proxy: Sequence[float], target: Sequence[float], proxy_cost: f
 
 def cost_adjusted_r2(r2: Sequence[float], cost: Sequence[float], degree: int = 3) -> np.ndarray:
     """Each strategy's r^2 minus a least-squares polynomial (cubic, as in the proxy-datasets paper;
-    lower when there are too few strategies to fit it) of r^2 over relative cost. NaN where r^2 or
-    the cost is missing; all NaN with fewer than two usable strategies."""
+    lower where there are too few strategies: a fit keeps at least one point more than it has terms). NaN
+    where r^2 or the cost is missing; all NaN where no line can be fitted with a point to spare (fewer
+    than three usable strategies, or one cost for all): a curve through every point leaves residuals of
+    rounding, not of quality."""
     r2, cost = np.asarray(r2, float), np.asarray(cost, float)
     keep = np.isfinite(r2) & np.isfinite(cost)
     out = np.full(r2.shape, math.nan)
-    points = int(keep.sum())
-    if points < 2:
+    deg = min(degree, int(keep.sum()) - 2, len(set(cost[keep])) - 1)
+    if deg < 1:
         return out
-    fit = np.polynomial.Polynomial.fit(cost[keep], r2[keep], deg=min(degree, points - 1, len(set(cost[keep])) - 1))
+    fit = np.polynomial.Polynomial.fit(cost[keep], r2[keep], deg=deg)
     out[keep] = r2[keep] - fit(cost[keep])
     return out

@@ -101,6 +101,11 @@ class Genotype:
                 data = data["genotype"]
             if not isinstance(data, dict):
                 raise ConfigError("genotype", text[:80], "a JSON object {\"normal\": [...], \"reduce\": [...]}")
+            if "normal" not in data and ("space" in data or "arch" in data or "correlations" in data):
+                what = (f"the summary of a search of the {data['space']} space (architecture {data.get('arch')})"
+                        if "space" in data else "a summary without a DARTS genotype")
+                raise ConfigError("genotype", what, "a DARTS-space genotype: the summary.json of a search with "
+                                                    "--space darts, a known name, Genotype(...) or its JSON")
             return cls.from_dict(data)
         if text.startswith("Genotype("):
             return cls.from_dict(_parse_repr(text))

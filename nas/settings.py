@@ -171,7 +171,8 @@ class RetrainSettings:
                          check=Interval(3, None, integer=True))
     auxiliary: bool = option(False, "auxiliary head after 2/3 of the cells", "network", check=Boolean())
     aux_weight: float = option(0.4, "weight of the auxiliary head's loss", "network", check=Interval(0, None))
-    drop_path_prob: float = option(0.0, "drop-path probability reached at the last epoch (DARTS: 0.2)", "network",
+    drop_path_prob: float = option(0.0, "drop-path probability, raised from 0 at the first epoch by this / epochs "
+                                        "each epoch, as DARTS does (DARTS: 0.2)", "network",
                                    check=Interval(0, 1, "left"))
     grad_clip: float = option(5.0, "gradient-norm clip (0: off)", "network", check=Interval(0, None))
 

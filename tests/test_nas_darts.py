@@ -54,6 +54,13 @@ def test_genotype_round_trips_through_repr_json_and_files(tmp_path):
     summary.write_text(json.dumps({"space": "darts", "genotype": g.to_dict()}))
     assert Genotype.parse(str(summary)) == g
     assert Genotype.parse("DARTS_V2") == g
+    nb201 = tmp_path / "nb201_summary.json"
+    nb201.write_text(json.dumps({"space": "nb201", "arch": "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                                 "runs": [{"x": 1}] * 500}))
+    with pytest.raises(ConfigError, match=r"invalid genotype='the summary of a search of the nb201 space .*': "
+                                          r"allowed a DARTS-space genotype") as raised:
+        Genotype.parse(str(nb201))
+    assert len(str(raised.value)) < 400
 
 
 @pytest.mark.parametrize("text, field", [

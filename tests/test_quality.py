@@ -42,6 +42,8 @@ def test_cost_adjusted_r2_is_the_residual_of_a_cubic_over_cost():
     residual = cost_adjusted_r2(lifted, cost)
     assert residual[2] == max(residual) and residual[2] > 0
     assert np.isnan(cost_adjusted_r2([0.5, math.nan], [0.1, 0.2])).all()
+    assert np.isnan(cost_adjusted_r2([0.5, 0.7, 0.9], [0.3, 0.3, 0.3])).all()  # one cost: nothing to adjust for
+    assert np.isnan(cost_adjusted_r2([0.5, 0.7], [0.30, 0.31])).all()  # a line through both: no residual to read
 
 
 def test_one_record_holds_every_measure():
