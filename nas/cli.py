@@ -153,9 +153,9 @@ def run_nas(args: argparse.Namespace) -> int:
             summary = first
         else:
             means = aggregate([r.summary for r in results])
-            summary = {"space": space.name, "searcher": settings.searcher, "seeds": seeds,
+            summary = {**{k.removesuffix("_mean"): v for k, v in means.items() if k.endswith("_mean")}, **means,
+                       "space": space.name, "searcher": settings.searcher, "seeds": seeds,
                        "arch": [r.summary["arch"] for r in results],
-                       **{k.removesuffix("_mean"): v for k, v in means.items() if k.endswith("_mean")}, **means,
                        "ground_truth_fields": first.get("ground_truth_fields", []),
                        "runs": [{k: v for k, v in r.summary.items() if k != "settings"} for r in results],
                        "settings": settings.to_dict()}

@@ -61,6 +61,9 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     select_start = time.perf_counter()
     arch, found, candidates = searcher.select(trainer, settings, space, on_score)
     select_seconds = time.perf_counter() - select_start
+    tied = all_tied(candidates)
+    if tied:
+        warnings.warn(tied, stacklevel=2)
     cfg = settings.train
     proxy = trainer.proxy_summary()  # a static proxy's scoring model and subset choice: part of the cost
     proxy_seconds = proxy.get("proxy_seconds", 0.0) + proxy.get("subset_selection_seconds", 0.0)
@@ -115,6 +118,16 @@ def ground_truth_summary(space: NasSpace, table: GroundTruthTable, arch: str, ca
     return out
 
 
+def all_tied(candidates: pd.DataFrame) -> str | None:
+    """What to say when every scored candidate has the same score (the supernet tells none apart, so the pick
+    is the first scored), else None."""
+    scores = candidates["score"] if "score" in candidates else pd.Series(dtype=float)
+    if len(scores) < 2 or scores.nunique(dropna=False) > 1:
+        return None
+    return (f"all {len(scores)} candidates scored {scores.iloc[0]:g}: the supernet tells none apart, so the pick is "
+            "the first scored and no rank agreement can be measured; train it longer (more epochs or data)")
+
+
 def _known(table: GroundTruthTable, arch: str) -> dict[str, float]:
     """``arch``'s accuracies in ``table``, NaN where the table does not hold it."""
     return table.lookup(arch) if _holds(table, arch) else {c: math.nan for c in table.columns}
@@ -135,16 +148,21 @@ def _matches(table: GroundTruthTable, dataset: str) -> bool:
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds of every numeric field that all summaries have."""
+    """Mean and sample standard deviation (``ddof=1``; 0 for one seed) over seeds of every numeric field that all
+    summaries have; every other field that all summaries hold alike (the data set, the strategy...) as it is."""
     out: dict[str, Any] = {}
     for key in summaries[0] if summaries else ():
         values = [s.get(key) for s in summaries]
-        if key == "seed" or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if key == "seed":
+            continue
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if all(key in s and s[key] == values[0] for s in summaries) and isinstance(values[0], (str, bool)):
+                out[key] = values[0]
             continue
         values = [float(v) for v in values if not math.isnan(v)]
         if values:
             out[f"{key}_mean"] = float(np.mean(values))
-            out[f"{key}_std"] = float(np.std(values))
+            out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return out
 
 

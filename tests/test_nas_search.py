@@ -132,8 +132,10 @@ def test_settings_errors_name_the_field(changes, field):
 
 
 def test_aggregate_gives_mean_and_std():
-    out = aggregate([{"search_time_s": 1.0, "data_passes": 2.0}, {"search_time_s": 3.0, "data_passes": 2.0}])
-    assert out["search_time_s_mean"] == 2.0 and out["search_time_s_std"] == 1.0 and out["data_passes_std"] == 0.0
+    out = aggregate([{"search_time_s": 1.0, "data_passes": 2.0, "dataset": "cifar10", "arch": "a"},
+                     {"search_time_s": 3.0, "data_passes": 2.0, "dataset": "cifar10", "arch": "b"}])
+    assert out["search_time_s_mean"] == 2.0 and out["search_time_s_std"] == pytest.approx(2 ** 0.5)  # ddof=1
+    assert out["data_passes_std"] == 0.0 and out["dataset"] == "cifar10" and "arch" not in out  # alike: kept
 
 
 CLI_TINY = ["--epochs", "2", "--channels", "4", "--cells", "1", "--subset", "300", "--test-subset", "40",
@@ -366,3 +368,12 @@ def test_nas_settings_of_the_wrong_type_are_named(changes, field):
 def test_nas_settings_take_mappings_for_train_and_evolution():
     settings = NasSettings(train={"dataset": "digits", "epochs": 2}, evolution={"candidates": 3}).validate()
     assert settings.train.epochs == 2 and settings.evolution.candidates == 3
+
+
+def test_candidates_all_scored_alike_are_said():
+    from nas.search import all_tied
+
+    assert all_tied(pd.DataFrame({"arch": ["a", "b", "c"], "score": [0.1, 0.1, 0.1]})).startswith(
+        "all 3 candidates scored 0.1: the supernet tells none apart")
+    assert all_tied(pd.DataFrame({"arch": ["a", "b"], "score": [0.1, 0.2]})) is None
+    assert all_tied(pd.DataFrame({"arch": ["a"], "score": [0.1]})) is None
