@@ -44,21 +44,22 @@ class RunInterrupted(AspTuneError):
     exit_code = 130
 
     def __init__(self, message: str, experiment_path: str | None = None):
-        super().__init__(message)
-        self.experiment_path = experiment_path
+        super().__init__(message if experiment_path is None else f"{message} (Ray's experiment: {experiment_path})")
+        self.message, self.experiment_path = message, experiment_path
 
     def __reduce__(self):
-        return (type(self), (str(self), self.experiment_path))
+        return (type(self), (self.message, self.experiment_path))
 
     def resume_hint(self, how: str | None) -> str:
         """The message with how to resume (``how``: ``--resume`` or ``resume=``; None: the run cannot be
         resumed, only run again)."""
         if self.experiment_path is None:
-            return str(self)
+            return self.message
         if how is None:
-            return f"{self}; run the command again to start over (Ray's experiment is left in {self.experiment_path})"
+            return (f"{self.message}; run the command again to start over (Ray's experiment is left in "
+                    f"{self.experiment_path})")
         path = repr(self.experiment_path) if how.endswith("=") else self.experiment_path
-        return f"{self}. Resume with {how}{path}"
+        return f"{self.message}. Resume with {how}{path}"
 
 
 class UserCodeError(AspTuneError):

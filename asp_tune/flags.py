@@ -17,7 +17,7 @@ _MISSING = dataclasses.MISSING
 def option(default: Any = _MISSING, help: str = "", group: str = "", choices: Any = None, *,
            default_factory: Any = _MISSING, flag: bool = True, kind: Callable[[str], Any] | None = None,
            aliases: tuple[str, ...] = (), check: Callable[[str, Any], None] | None = None,
-           name: str | None = None, imports: bool = False) -> Any:
+           name: str | None = None, imports: bool = False, pattern: str | None = None) -> Any:
     """A dataclass field with what its flag needs.
 
     ``choices`` (and ``help``): a value, or a callable returning one (a registry filled later). ``flag=False``:
@@ -25,10 +25,11 @@ def option(default: Any = _MISSING, help: str = "", group: str = "", choices: An
     not wanted. ``name``: the flag's option string (default ``--field-name``); ``aliases``: more option
     strings for the same flag. ``check``: the field's declared constraint (:mod:`asp_tune.constraints`),
     applied by :func:`asp_tune.constraints.check_fields`. ``imports``: the value may also be an import path
-    ``package.module:NAME`` (the help says so beside the choices).
+    ``package.module:NAME`` (the help says so beside the choices). ``pattern``: another form the value may take,
+    shown beside the choices (``steps:E=R,...``).
     """
     metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "kind": kind, "aliases": aliases,
-                "check": check, "name": name, "imports": imports}
+                "check": check, "name": name, "imports": imports, "pattern": pattern}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -160,7 +161,8 @@ def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping
             f.metadata.get("name") or flag_name(f.name), *f.metadata.get("aliases", ()), type=kind, **bare,
             default=None if keep_unset else default,
             metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}" + (
-                "|MODULE:NAME" if f.metadata.get("imports") else ""),
+                "|MODULE:NAME" if f.metadata.get("imports") else "") + (
+                f"|{f.metadata['pattern']}" if f.metadata.get("pattern") else ""),
             help=f"{field_help(f)} [default: {shown}]".replace("%", "%%"), dest=f.name)
 
 

@@ -66,6 +66,7 @@ def _find_labels(dataset: Any) -> torch.Tensor | None:
     if unfit:
         warnings.warn(f"{' and '.join(unfit)}: not used as class labels, so selection is not balanced by class; pass "
                       "labels= (one class label >= 0 per sample) to balance it", stacklevel=3)
+    return None
 
 
 def _reason(exc: Exception) -> str:
@@ -76,7 +77,6 @@ def _reason(exc: Exception) -> str:
 
 def _negative(labels: torch.Tensor) -> bool:
     return bool(labels.numel()) and int(labels.min()) < 0
-    return None
 
 
 def _distributed() -> tuple[int, int]:
@@ -185,6 +185,8 @@ class ProxyData(Dataset):
         """Plan ``epoch`` (the epochs must come in order, as a loop runs them); returns its plan. Every pass
         over the loader until the next ``set_epoch`` gives this epoch's subset."""
         self._explicit = True
+        if epoch == self.epoch and self.plan is not None:  # this epoch again (after a peek at the loader, say)
+            self._consumed, self._passes = False, 0
         return self._plan(epoch)
 
     @property
@@ -197,7 +199,7 @@ class ProxyData(Dataset):
     def _begin_pass(self) -> list[int]:
         """This rank's indices for a pass that begins now: the planned epoch's (a loop without ``set_epoch``:
         the next epoch's, planned now, once a pass over the last one ended)."""
-        if self.plan is None or (self._consumed and not self._explicit):
+        if self.plan is None or (not self._explicit and (self._passes > 0 or self._consumed)):
             self._plan(self.epoch + 1)
         self._passes += 1
         return self._shard.tolist()
@@ -407,11 +409,12 @@ class ProxyData(Dataset):
                               f"{_reason(exc)}") from None
 
     def _load_state(self, state: dict) -> None:
+        if int(state["epoch"]) >= self.epochs:  # checked before anything changes
+            raise ValueError(f"it was saved at epoch {int(state['epoch'])}, and this ProxyData has {self.epochs} "
+                             "epochs")
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
         self._explicit, self._passes, self._updates = bool(state.get("explicit", False)), 0, None
-        if self.epoch >= self.epochs:
-            raise ValueError(f"it was saved at epoch {self.epoch}, and this ProxyData has {self.epochs} epochs")
         self._pending = [p.to(self.selector.memory.device) for p in state.get("pending", [])]
         plan = state.get("plan")
         if plan is None:
@@ -440,9 +443,11 @@ class ProxyBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.proxy._begin_pass()  # on the first batch asked for, not when iter() is called
-        for part in batch_slices(len(order), self.batch_size):
-            yield order[part]
-        self.proxy._consumed = True
+        try:
+            for part in batch_slices(len(order), self.batch_size):
+                yield order[part]
+        finally:  # its last batch given, or the loop left it (a break): the pass ended
+            self.proxy._consumed = True
 
     def __len__(self) -> int:
         return len(batch_slices(len(ProxySampler(self.proxy)), self.batch_size))
@@ -452,16 +457,20 @@ class ProxySampler(Sampler[int]):
     """The epoch's selected indices (this rank's shard); its length is known before the epoch.
 
     A pass over it begins when its first index is asked for (a ``DataLoader`` with workers calls ``iter`` twice
-    and uses the second) and ends when its last one was given. After :meth:`ProxyData.set_epoch`, every pass in
-    the epoch gives the epoch's subset; a loop that never calls ``set_epoch`` gets the next epoch's subset with
-    each new pass."""
+    and uses the second) and ends when its last one was given or the loop left it. After
+    :meth:`ProxyData.set_epoch`, every pass in the epoch gives the epoch's subset; a loop that never calls
+    ``set_epoch`` gets the next epoch's subset with each new pass (there, ``len`` inside the loop holds only
+    without loader workers, which may end the pass early by reading ahead)."""
 
     def __init__(self, proxy: ProxyData):
         self.proxy = proxy
 
     def __iter__(self) -> Iterator[int]:
-        yield from self.proxy._begin_pass()
-        self.proxy._consumed = True
+        order = self.proxy._begin_pass()
+        try:
+            yield from order
+        finally:
+            self.proxy._consumed = True
 
     def __len__(self) -> int:
         proxy = self.proxy

@@ -96,8 +96,9 @@ class ProxySettings:
     ratio: float = option(1.0, "sampling ratio r in (0, 1]", GROUP, check=RATIO)
     ratio_schedule: str = option("constant", "constant r, dynamic (the paper's Algorithm 2), or steps:E=R,... (from "
                                              "epoch E, counted from 0, the ratio is R)", GROUP,
-                                 RATIO_SCHEDULES, check=Check(lambda name, value: ratio_steps(value),
-                                                              ("sometimes", "steps:0=0.5", "steps:2=1.5", 3)))
+                                 RATIO_SCHEDULES, pattern="steps:E=R,...",
+                                 check=Check(lambda name, value: ratio_steps(value),
+                                             ("sometimes", "steps:0=0.5", "steps:2=1.5", 3)))
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
                                  "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
                                  "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,

@@ -376,19 +376,25 @@ def register_strategy(name: str, entry: Any) -> None:
 
 def _unbound(strategy: SubsetStrategy) -> SubsetStrategy:
     """``strategy`` for its first run (a copy of it kept as it was then); for each later run, a copy of it as it
-    was before its first, so two runs never share one strategy's state."""
-    if "run" in strategy.__dict__:
-        before = strategy.__dict__.get("_before_first_run")
+    was before its first, so two runs never share one strategy's state. (An object without a ``__dict__`` is
+    used as given.)"""
+    state = getattr(strategy, "__dict__", None)
+    if state is None:
+        return strategy
+    if state.get("run") is not None:  # bound to a run already
+        before = state.get("_before_first_run")
         if before is None:
             raise ConfigError("strategy", type(strategy).__name__, "a strategy object no other run uses (this one "
                                                                    "serves one already and cannot be copied): a new "
                                                                    "one for each ProxyData")
-        return copy.deepcopy(before)
-    try:
-        before = copy.deepcopy(strategy)
-    except Exception:  # noqa: BLE001 - holds what cannot be copied: it serves one run only
-        before = None
-    strategy.__dict__.setdefault("_before_first_run", before)
+        fresh = copy.deepcopy(before)
+        fresh.__dict__["_before_first_run"] = before  # a strategy handed on from a run is copied the same way
+        return fresh
+    if "_before_first_run" not in state:
+        try:
+            state["_before_first_run"] = copy.deepcopy(strategy)
+        except Exception:  # noqa: BLE001 - holds what cannot be copied: it serves one run only
+            state["_before_first_run"] = None
     return strategy
 
 

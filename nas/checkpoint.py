@@ -16,11 +16,11 @@ def save_run(path: Path, settings: dict[str, Any], trainer: Trainer, seconds: fl
 
 def resume_run(path: Path, settings: dict[str, Any], trainer: Trainer) -> float:
     """Load ``path`` into ``trainer``; returns the wall seconds already spent. A checkpoint that is
-    unreadable or written by other settings is one clear error."""
+    unreadable or written by other ``settings`` (any of their keys differing) is one clear error."""
     state = load_state(path, "trainer", "an asp_tune NAS checkpoint", " (delete it or pass --restart)")
-    if state.get("settings") != settings:
-        old = state.get("settings") or {}
-        changed = sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k))
+    old = state.get("settings") or {}
+    if {k: old.get(k) for k in settings} != settings:  # what it stored beside these (an older version) is not asked
+        changed = sorted(k for k in settings if old.get(k) != settings.get(k))
         raise AspTuneError(f"checkpoint {path} belongs to a run with other settings ({', '.join(changed)} "
                            "differ); pass --restart to start over or use another --out")
     trainer.load_state_dict(state["trainer"])

@@ -186,3 +186,16 @@ def test_an_interrupted_search_says_resume_only_where_the_command_can(command, r
     assert ("Resume with --resume /runs/.out.ray/asp-x" in err) is resumes
     assert ("run the command again to start over (Ray's experiment is left in /runs/.out.ray/asp-x)" in err) \
         is not resumes
+
+
+def test_an_interrupted_run_names_its_experiment_from_python_too():
+    import pickle
+
+    from asp_tune.errors import RunInterrupted
+
+    exc = RunInterrupted("interrupted by SIGINT; no results were committed", "/runs/x")
+    assert str(exc) == "interrupted by SIGINT; no results were committed (Ray's experiment: /runs/x)"
+    assert exc.resume_hint("resume=") == ("interrupted by SIGINT; no results were committed. Resume with "
+                                          "resume='/runs/x'")
+    again = pickle.loads(pickle.dumps(exc))
+    assert str(again) == str(exc) and again.experiment_path == "/runs/x"

@@ -470,3 +470,57 @@ def test_labels_of_a_subset_are_its_parents_labels_at_its_indices():
     part = torch.utils.data.Subset(parent, list(range(100, 200)))
     proxy = ProxyData(part, epochs=2, ratio=0.3, strategy="loss")
     assert torch.equal(proxy.selector.labels, parent.tensors[1][100:200])
+
+
+@pytest.mark.filterwarnings("ignore:no proxy.update")  # counts samples, trains nothing
+def test_a_loop_without_set_epoch_that_leaves_each_pass_early_still_goes_on_epoch_by_epoch():
+    proxy = ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="random", first_epoch_full=False)
+    loader = proxy.loader(batch_size=32)
+    planned = []
+    for _ in range(3):
+        for i, _batch in enumerate(loader):
+            if i == 1:
+                break  # a step limit, say
+        planned.append(proxy.epoch)
+    assert planned == [0, 1, 2] and proxy.samples_seen == 270
+
+
+@pytest.mark.filterwarnings("ignore:no proxy.update")
+def test_a_peek_at_the_loader_before_set_epoch_is_no_second_pass_and_a_break_ends_the_epoch():
+    proxy = ProxyData(tabular(300), epochs=3, ratio=0.3, strategy="loss")
+    loader, model = proxy.loader(batch_size=32), mlp()
+    next(iter(loader))  # shape inference
+    for epoch in range(2):
+        proxy.set_epoch(epoch)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="epoch .* subset is trained again")
+            for i, (idx, (x, y)) in enumerate(loader):
+                proxy.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+                if epoch == 1 and i == 0:
+                    break  # the rest of the epoch skipped on purpose
+    assert proxy.next_epoch == 2  # the epoch left early is done, not resumed
+
+
+def test_a_refused_state_leaves_the_proxy_as_it_was():
+    saved = ProxyData(tabular(300), epochs=6, ratio=0.3, strategy="random")
+    for epoch in range(4):
+        saved.set_epoch(epoch)
+    fresh = ProxyData(tabular(300), epochs=2, ratio=0.3, strategy="random")
+    with pytest.raises(ConfigError, match="saved at epoch 3"):
+        fresh.load_state_dict(saved.state_dict())
+    assert fresh.epoch == -1 and fresh.samples_seen == 0 and not fresh.selector.seen.any()
+    assert fresh.set_epoch(0).count == 300
+
+
+@pytest.mark.filterwarnings("ignore:no proxy.update")
+def test_a_strategy_handed_on_from_a_proxy_or_with_run_none_in_its_init_is_taken():
+    class Own(Importance):
+        def __init__(self):
+            super().__init__("loss", ratio=0.3)
+            self.run = None  # set before any run: not bound
+
+    first = ProxyData(tabular(100), epochs=2, strategy=Own())
+    second = ProxyData(tabular(60), epochs=2, strategy=first.strategy)  # handed on: copied as it was
+    third = ProxyData(tabular(80), epochs=2, strategy=second.strategy)
+    assert [(p.set_epoch(0).count, p.set_epoch(1).count) for p in (first, second, third)] == [
+        (100, 30), (60, 18), (80, 24)]

@@ -61,7 +61,7 @@ def test_tiny_spos_search_with_asp_returns_an_arch_from_the_table(shared_data):
         assert key in s
     # first epoch on all data, then half: 1 + 0.5 + 0.5 passes
     assert s["data_passes"] == pytest.approx(2.0, abs=0.01)
-    assert list(result.epochs["metric_used"])[0] == "all"
+    assert list(result.epochs["metric_used"])[0] == "all" and s["strategy"] == "mixture"
     assert len(result.candidates) == s["candidates_scored"] == 8 + 2 * 6
     assert -1.0 <= s["kendall_tau"] <= 1.0 and s["tau_pairs"] == len(result.candidates)
     assert s["supernet_val_accuracy"] == result.candidates["score"].max()
@@ -377,3 +377,21 @@ def test_candidates_all_scored_alike_are_said():
         "all 3 candidates scored 0.1: the supernet tells none apart")
     assert all_tied(pd.DataFrame({"arch": ["a", "b"], "score": [0.1, 0.2]})) is None
     assert all_tied(pd.DataFrame({"arch": ["a"], "score": [0.1]})) is None
+
+
+def test_a_checkpoint_that_stored_more_settings_than_are_asked_resumes(tmp_path):
+    from nas.checkpoint import resume_run, save_run
+
+    settings = tiny_settings()
+    trainer = supernet_trainer_for(settings)
+    path = tmp_path / "ckpt.pt"
+    save_run(path, {**settings.training_dict(), "evolution": {"candidates": 9}}, trainer, 1.5)  # an older layout
+    assert resume_run(path, settings.training_dict(), supernet_trainer_for(settings)) == 1.5
+    with pytest.raises(AspTuneError, match=r"\(channels differ\)"):
+        resume_run(path, tiny_settings(channels=6).training_dict(), trainer)
+
+
+def supernet_trainer_for(settings):
+    from nas.search import supernet_trainer
+
+    return supernet_trainer(settings)

@@ -164,10 +164,74 @@ def test_a_pruner_that_learns_its_resource_from_a_finished_trial_is_named(pruner
     assert all(t.state == COMPLETE for t in packed.study.trials)
 
 
-def test_the_timeout_starts_no_more_trials():
+def test_the_timeout_and_study_stop_start_no_more_trials_and_let_the_running_ones_finish():
     s = study()
-    optimize_in_packs(s, space(), n_trials=50, pack_size=2, timeout=1e-9)
-    assert len(s.trials) == 1 and s.trials[0].state == COMPLETE  # the first had started; it finishes
+    packed = optimize_in_packs(s, space(), n_trials=50, pack_size=2, timeout=1e-9)
+    assert len(s.trials) == 0 and packed.line().startswith("0 trials")
+
+    def stop_after_the_first(st, trial):
+        st.stop()
+
+    s = study()
+    optimize_in_packs(s, space(), n_trials=50, pack_size=2, callbacks=[stop_after_the_first])
+    assert [t.state for t in s.trials] == [COMPLETE, COMPLETE]  # the pack's second trial was already running
+    s = study()
+    optimize_in_packs(s, space(), n_trials=50, pack_size=2, callbacks=[optuna.study.MaxTrialsCallback(3)])
+    assert [t.state for t in s.trials] == [COMPLETE] * 4  # stopped at 3 ended; the 4th was running: it finishes
+
+
+def test_optunas_grid_sampler_crosses_a_choice_and_stops_the_study():
+    s = optuna.create_study(direction="maximize", sampler=optuna.samplers.GridSampler({"lr": [0.02, 0.05, 0.1]}))
+    optimize_in_packs(s, space(lr={"type": "choice", "values": [0.02, 0.05, 0.1]}), n_trials=10, pack_size=3)
+    assert sorted(t.params["lr"] for t in s.trials) == [0.02, 0.05, 0.1]
+    assert all(t.state == COMPLETE for t in s.trials)
+
+
+def test_a_trial_whose_network_cannot_be_built_fails_alone_under_catch(tmp_path, monkeypatch):
+    (tmp_path / "picky_model.py").write_text(
+        "from torch import nn\n\n"
+        "def net(input_shape, num_classes, width=8):\n"
+        "    if width == 13:\n"
+        "        raise ValueError('13 is unlucky')\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    picky = {"name": "picky", "fixed": {"dataset": "digits", "model": "picky_model:net", "epochs": 2},
+             "params": {"model_args.width": {"type": "choice", "values": [8, 13, 16]}}}
+
+    def run(s, catch=()):
+        for width in (8, 13, 16):
+            s.enqueue_trial({"model_args.width": width})
+        optimize_in_packs(s, picky, n_trials=3, pack_size=1, catch=catch)
+        return s
+
+    with pytest.raises(Exception, match="13 is unlucky"):
+        run(failed := study())
+    assert [t.state for t in failed.trials][:2] == [COMPLETE, FAIL]  # the failed build is told, not left RUNNING
+    caught = run(study(), catch=ValueError)  # one class, as Optuna takes it
+    assert [t.state for t in caught.trials] == [COMPLETE, FAIL, COMPLETE]
+    assert "13 is unlucky" in caught.trials[1].user_attrs["error"]
+
+
+def test_a_field_the_space_searches_cannot_be_set_for_every_trial():
+    for field, value in (("lr", 0.1), ("model_args", {"dropout": 0.1})):
+        searched = space(**{"lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
+                            "model_args.hidden": {"type": "choice", "values": [16, 32]}})
+        with pytest.raises(ConfigError, match=rf"invalid {field}=.*: allowed a field the space does not search "
+                                              r"\(it searches lr, model_args.hidden\)"):
+            optimize_in_packs(study(), searched, 2, **{field: value})
+
+
+def test_an_uncaught_error_is_raised_after_the_finished_members_are_recorded(tmp_path, monkeypatch):
+    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failing = {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": 1},
+               "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+    s = study()
+    for fail in (False, True):
+        s.enqueue_trial({"model_args.fail": fail})
+    with pytest.raises(UserCodeError, match="this network fails"):
+        optimize_in_packs(s, failing, n_trials=2, pack_size=2)
+    assert [t.state for t in s.trials] == [COMPLETE, FAIL]  # trial 0 finished in the same round: kept
 
 
 @pytest.mark.parametrize("call, field, allowed", [
@@ -179,6 +243,8 @@ def test_the_timeout_starts_no_more_trials():
     (lambda: optimize_in_packs(study(), space(), 0), "n_trials", ">= 1"),
     (lambda: optimize_in_packs(study(), space(), 2, pack_size=0), "pack_size", "'auto'"),
     (lambda: optimize_in_packs(study(), space(), 2, ratio=1.5), "ratio", ""),
+    (lambda: optimize_in_packs(study(), space(), 2, ratio="0.3"), "ratio", ""),
+    (lambda: optimize_in_packs(study(), space(), 2, catch=[3]), "catch", "an exception class"),
 ])
 def test_bad_input_is_named_before_any_trial_starts(call, field, allowed):
     with pytest.raises(ConfigError) as raised:

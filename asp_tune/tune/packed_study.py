@@ -19,14 +19,18 @@ engine of the Ray search's packs too, so a trial's records are those of a run al
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import numbers
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from asp_tune.config import TrainConfig
+from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.pack import PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
@@ -93,37 +97,45 @@ class PackedStudy:
 
 def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int | str = "auto",
                       ratio: float = SEARCH_RATIO, seed: int = 0, device: str = "auto", epochs: int | None = None,
-                      timeout: float | None = None, catch: tuple[type[Exception], ...] = (),
+                      timeout: float | None = None, catch: Iterable[type[Exception]] | type[Exception] = (),
                       callbacks: Iterable[Callable[[Any, Any], None]] = (), **fields: Any) -> PackedStudy:
     """Run ``n_trials`` trials of ``study`` over ``space`` (a :class:`~asp_tune.tune.space.SearchSpace`, a
     mapping, or a YAML path), each trained on ``ratio`` of the data per epoch, at most ``pack_size`` at once in
-    one pack (``auto``: :func:`~asp_tune.pack.choose_pack_size`; 1: one at a time).
+    one pack (``auto``: :func:`~asp_tune.pack.choose_pack_size`, measured on the space's first configuration;
+    1: one at a time).
 
     ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``metric``,
-    ``ratio_schedule``, ``first_epoch_full``, ...); with a pruner, trials start at the ratio and ``metric``
-    ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search. ``timeout``: seconds after
-    which no trial starts (those running finish). ``catch``: exceptions that fail a trial and let the study go
-    on, as in ``study.optimize`` (an error raised in the user's code counts as its own type; a diverged trial
-    always fails alone); any other error fails the running
-    trials and is raised. ``callbacks``: called with ``(study, frozen_trial)`` as each trial ends."""
+    ``ratio_schedule``, ``first_epoch_full``, ...; not one the space searches); with a pruner, trials start at the
+    ratio and ``metric`` ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search.
+    ``timeout``: seconds after which no trial starts (those running finish); ``study.stop()`` (from a callback,
+    Optuna's ``GridSampler`` or ``MaxTrialsCallback``) does the same. ``catch``: exceptions that fail a trial and
+    let the study go on, as in ``study.optimize`` (an error raised in the user's code counts as its own type; a
+    diverged trial always fails alone); any other error fails the running trials and is raised once every
+    member's epoch is recorded. ``callbacks``: called with ``(study, frozen_trial)`` as each trial ends."""
     import optuna
 
     started = time.perf_counter()
     space = as_space(space)
     report = _report_of(study)
-    if not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
+    catch = _exception_types(catch)
+    if not (isinstance(n_trials, numbers.Integral) and not isinstance(n_trials, bool) and n_trials >= 1):
         raise ConfigError("n_trials", n_trials, "an integer >= 1")
-    if not (pack_size == "auto" or (isinstance(pack_size, int) and not isinstance(pack_size, bool)
+    if not (pack_size == "auto" or (isinstance(pack_size, numbers.Integral) and not isinstance(pack_size, bool)
                                     and pack_size >= 1)):
         raise ConfigError("pack_size", pack_size, "an integer >= 1 or 'auto'")
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ConfigError("timeout", timeout, "None or seconds > 0")
+    check_value(TrainConfig, "ratio", ratio)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+    searched = {p.name.split(".", 1)[0] for p in space.params}
     for name in fields:
         if name not in known:
             raise ConfigError(name, fields[name], "a keyword of optimize_in_packs (n_trials, pack_size, ratio, "
                                                   "seed, device, epochs, timeout, catch, callbacks) or a TrainConfig "
                                                   "field")
+        if name in searched:
+            raise ConfigError(name, fields[name], f"a field the space does not search (it searches "
+                                                  f"{', '.join(p.name for p in space.params)})")
     distributions = _distributions(space)
     pruning = not isinstance(study.pruner, optuna.pruners.NopPruner)
     metric = fields.pop("metric", space.fixed.get("metric", "auto"))
@@ -137,8 +149,11 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     breakdown = {"startup_s": 0.0, "train_s": 0.0, "study_s": 0.0}
     live: dict[str, Any] = {}  # member name -> its Optuna trial
     asked = 0
-    choice: PackChoice | None = None
     notes: list[str] = []
+
+    def may_start() -> bool:
+        return asked < n_trials and not getattr(study, "_stop_flag", False) and (
+            timeout is None or time.perf_counter() - started < timeout)
 
     def ask() -> None:
         nonlocal asked
@@ -146,79 +161,137 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
         trial = study.ask(distributions)
         breakdown["study_s"] += time.perf_counter() - tick
         asked += 1
-        name = f"{trial.number:09d}"
+        name = live_name(trial)
+        live[name] = trial  # before its trainer is built: a failed build fails the trial, never leaves it RUNNING
         tick = time.perf_counter()
-        info = server.join(name, _decoded(space, trial.params))
-        breakdown["startup_s"] += time.perf_counter() - tick
+        try:
+            info = server.join(name, _decoded(space, trial.params))
+        except Exception as exc:
+            if not _caught(exc, catch):
+                raise
+            end(name, optuna.trial.TrialState.FAIL, error=exc)
+            return
+        finally:
+            breakdown["startup_s"] += time.perf_counter() - tick
         trial.set_user_attr("device", info["device"])
-        live[name] = trial
 
-    def end(name: str, state: Any = None, value: float | None = None, error: BaseException | None = None,
+    def end(name: str, state: Any, value: float | None = None, error: BaseException | None = None,
             call_back: bool = True) -> None:
         trial = live.pop(name)
-        server.leave(name)
         if error is not None:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
         tick = time.perf_counter()
-        frozen = study.tell(trial, value, state=state) if value is not None else study.tell(trial, state=state)
-        breakdown["study_s"] += time.perf_counter() - tick
+        try:
+            frozen = study.tell(trial, value, state=state) if value is not None else study.tell(trial, state=state)
+        finally:
+            breakdown["study_s"] += time.perf_counter() - tick
+            server.leave(name)
         for callback in callbacks if call_back else ():
             callback(study, frozen)
 
-    try:
-        ask()
-        first = server.trainers[next(iter(live))]
-        tick = time.perf_counter()
-        choice = choose_pack_size(pack_size, n_trials, first)
-        breakdown["startup_s"] += time.perf_counter() - tick
-        server.pack_size = choice.size
-        waiting = _waits_for_a_finished_trial(study.pruner)
-        if waiting and choice.size > 1:
-            notes.append(f"{type(study.pruner).__name__}'s {waiting}='auto' prunes nothing until a trial finishes, "
-                         f"so the first {choice.size} trials (one pack) all train to their last epoch; give it "
-                         f"{waiting}")
-            warnings.warn(notes[-1], stacklevel=2)
-        while live:
-            while len(live) < choice.size and asked < n_trials and (
-                    timeout is None or time.perf_counter() - started < timeout):
-                ask()
+    with _in_optimize_loop(study):
+        try:
             tick = time.perf_counter()
-            results = server.train(sorted(live))
-            breakdown["train_s"] += time.perf_counter() - tick
-            reported: dict[str, float] = {}
-            for name, record in sorted(results.items()):
-                trial = live[name]
-                if isinstance(record, BaseException):
-                    from asp_tune.trainer import TrainingDiverged
-
-                    if isinstance(record, (TrainingDiverged, *catch)) or isinstance(record.__cause__, catch):
-                        end(name, optuna.trial.TrialState.FAIL, error=record)
+            if pack_size == "auto":  # measured on the space's first configuration: a trial's failure decides nothing
+                server.join("first", _first(space))
+                choice = choose_pack_size(pack_size, n_trials, server.trainers["first"])
+                server.leave("first")
+            else:
+                choice = choose_pack_size(int(pack_size), n_trials, None)
+            breakdown["startup_s"] += time.perf_counter() - tick
+            server.pack_size = choice.size
+            waiting = _waits_for_a_finished_trial(study.pruner)
+            if waiting and choice.size > 1:
+                notes.append(f"{type(study.pruner).__name__}'s {waiting}='auto' prunes nothing until a trial "
+                             f"finishes, so the first {choice.size} trials (one pack) all train to their last "
+                             f"epoch; give it {waiting}")
+                warnings.warn(notes[-1], stacklevel=2)
+            while True:
+                while len(live) < choice.size and may_start():
+                    ask()
+                if not live:
+                    if may_start():
+                        continue  # every trial asked for failed to build: ask again
+                    break
+                tick = time.perf_counter()
+                results = server.train(sorted(live))
+                breakdown["train_s"] += time.perf_counter() - tick
+                fatal: BaseException | None = None
+                reported: dict[str, float] = {}
+                for name, record in sorted(results.items()):
+                    trial = live[name]
+                    if isinstance(record, BaseException):
+                        if not _caught(record, catch):
+                            fatal = fatal or record
+                        end(name, optuna.trial.TrialState.FAIL, error=record, call_back=_caught(record, catch))
                         continue
-                    raise record
-                value = float(record[report])
-                for key in ("data_passes", "samples_seen", "epoch"):
-                    trial.set_user_attr(key, record[key])
-                if not math.isfinite(value):
-                    end(name, optuna.trial.TrialState.FAIL, error=ValueError(f"{report} is {value}"))
-                    continue
-                trial.report(value, int(record["epoch"]))
-                reported[name] = value
-            # every member reports before any is judged: a pruner compares each with the whole pack's epoch,
-            # as it would had they trained one after another, not with those that happened to report first
-            for name, value in reported.items():
-                if server.done(name):
-                    end(name, optuna.trial.TrialState.COMPLETE, value=value)
-                elif live[name].should_prune():
-                    end(name, optuna.trial.TrialState.PRUNED)
-            if not live and asked < n_trials and (timeout is None or time.perf_counter() - started < timeout):
-                ask()
-    except BaseException as exc:
-        for name in list(live):  # not left RUNNING in the study
-            end(name, optuna.trial.TrialState.FAIL, error=exc, call_back=False)
-        raise
+                    value = float(record[report])
+                    for key in ("data_passes", "samples_seen", "epoch"):
+                        trial.set_user_attr(key, record[key])
+                    if not math.isfinite(value):
+                        end(name, optuna.trial.TrialState.FAIL, error=ValueError(f"{report} is {value}"))
+                        continue
+                    trial.report(value, int(record["epoch"]))
+                    reported[name] = value
+                # every member reports before any is judged: a pruner compares each with the whole pack's epoch,
+                # as it would had they trained one after another, not with those that happened to report first
+                for name, value in reported.items():
+                    if server.done(name):
+                        end(name, optuna.trial.TrialState.COMPLETE, value=value)
+                    elif live[name].should_prune():
+                        end(name, optuna.trial.TrialState.PRUNED)
+                if fatal is not None:
+                    raise fatal
+        except BaseException as exc:
+            for name in list(live):  # none left RUNNING in the study, whatever fails on the way
+                try:
+                    end(name, optuna.trial.TrialState.FAIL, error=exc, call_back=False)
+                except Exception:  # noqa: BLE001 - the first error is the one to raise
+                    live.pop(name, None)
+            raise
     summary = server.summary()
     return PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
                        summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]])
+
+
+def live_name(trial: Any) -> str:
+    """A trial's name in the pack server: its number, zero-padded so names sort as numbers."""
+    return f"{trial.number:09d}"
+
+
+def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
+    """``catch`` as a tuple of exception classes (one class or any iterable of them, as Optuna takes)."""
+    types = (catch,) if isinstance(catch, type) else tuple(catch) if isinstance(catch, Iterable) else (catch,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, Exception)):
+            raise ConfigError("catch", catch, "an exception class or a tuple of them")
+    return types
+
+
+def _caught(error: BaseException, catch: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``error`` fails only its trial: a diverged one, or one of ``catch`` (itself, or raised in the
+    user's code and wrapped in a :class:`~asp_tune.errors.UserCodeError`)."""
+    from asp_tune.trainer import TrainingDiverged
+
+    return isinstance(error, (TrainingDiverged, *catch)) or isinstance(error.__cause__, catch)
+
+
+@contextlib.contextmanager
+def _in_optimize_loop(study: Any):
+    """Optuna's own state while ``study.optimize`` runs, so that ``study.stop()`` (called by ``GridSampler``,
+    ``MaxTrialsCallback``, a user's callback) asks for no more trials rather than raising."""
+    local = getattr(study, "_thread_local", None)
+    if local is None or not hasattr(study, "_stop_flag"):  # an Optuna without them: stop() stays refused
+        yield
+        return
+    if getattr(local, "in_optimize_loop", False):
+        raise ConfigError("study", "inside study.optimize", "a study not being optimised already (no nesting)")
+    study._stop_flag = False
+    local.in_optimize_loop = True
+    try:
+        yield
+    finally:
+        local.in_optimize_loop = False
 
 
 def _waits_for_a_finished_trial(pruner: Any) -> str | None:
