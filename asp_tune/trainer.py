@@ -402,6 +402,9 @@ class Trainer:
             "val_seconds": self.val_seconds,
             "wall_time_s": wall_time_s,
             "device": str(self.device),
+            # what the device applied of what was asked (bf16 autocast and channels-last act on CUDA only)
+            "applied": {"amp": bool(self.config.amp and self.device.type == "cuda"),
+                        "channels_last": bool(self.channels_last)},
             "data": self.data.describe(),
             **self.proxy_summary(),
         }

@@ -20,6 +20,8 @@ def test_full_data_baseline_learns_digits(digits):
     assert summary["data_passes"] == pytest.approx(6.0)
     assert [r["metric_used"] for r in t.history] == ["none"] * 6
     assert all(r["selected"] == len(digits.train) for r in t.history)
+    if t.device.type == "cpu":  # asked for (the defaults), applied on CUDA only
+        assert t.config.amp and summary["applied"] == {"amp": False, "channels_last": False}
 
 
 def test_dynamic_ratio_counts_follow_the_schedule(digits):
