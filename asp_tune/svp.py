@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -64,6 +65,11 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         records += [{"run": name, **rec} for rec in trainer.history]
         if name == "coreset":
             subset = subset_table(trainer)
+            missing = data.num_classes - len(set(subset["label"])) if data.has_classes else 0
+            if missing > 0:
+                warnings.warn(f"the core-set ({len(subset['index'])} samples at fraction {settings.fraction:g}) "
+                              f"holds no sample of {missing} of the {data.num_classes} classes: the target cannot "
+                              "learn them; a larger --fraction", stacklevel=2)
     core = runs["coreset"]
     out = {"strategy": settings.strategy, "fraction": settings.fraction, "target_model": settings.target_model,
            "proxy_model": core.get("proxy_model"), "data": data.describe(), "runs": runs,

@@ -352,3 +352,10 @@ def test_a_cache_folder_that_cannot_be_made_only_costs_the_cache(tmp_path, monke
     with pytest.warns(UserWarning, match="not usable.*set ASP_TUNE_CACHE to a writable folder"):
         scores = proxy_scores(cfg, data)
     assert scores.computed_here and len(scores.loss) == len(data.train)
+
+
+def test_a_core_set_without_some_classes_is_said(tmp_path):
+    with pytest.warns(UserWarning, match=r"the core-set \(4 samples at fraction 0.003\) holds no sample of [0-9] of "
+                                         r"the 10 classes"):
+        assert run_cli("coreset", "--strategy", "fixed_random", "--fraction", 0.003, "--epochs", 1,
+                       "--out", tmp_path / "tiny", "--quiet") == 0
