@@ -71,15 +71,17 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
                               f"holds no sample of {missing} of the {data.num_classes} classes: the target cannot "
                               "learn them; a larger --fraction", stacklevel=2)
     core = runs["coreset"]
+    score = core["score"]  # the task's score: accuracy, or r2 for regression
     out = {"strategy": settings.strategy, "fraction": settings.fraction, "target_model": settings.target_model,
-           "proxy_model": core.get("proxy_model"), "data": data.describe(), "runs": runs,
-           "coreset_test_accuracy": core["final_test_accuracy"],
+           "proxy_model": core.get("proxy_model"), "data": data.describe(), "runs": runs, "score": score,
+           f"coreset_test_{score}": core["final_test_score"], "coreset_test_score": core["final_test_score"],
            "coreset_end_to_end_seconds": core["end_to_end_seconds"]}
     if "full" in runs:
         full = runs["full"]
-        out.update({"full_test_accuracy": full["final_test_accuracy"],
+        change = core["final_test_score"] - full["final_test_score"]
+        out.update({f"full_test_{score}": full["final_test_score"], "full_test_score": full["final_test_score"],
                     "full_end_to_end_seconds": full["end_to_end_seconds"],
-                    "accuracy_change": core["final_test_accuracy"] - full["final_test_accuracy"],
+                    f"{score}_change": change, "score_change": change,
                     "speedup": full["end_to_end_seconds"] / max(core["end_to_end_seconds"], 1e-9)})
     return {"summary": out, "epochs": records, "subset": subset}
 
@@ -211,6 +213,9 @@ def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, d
     settings.validate()
     config = config.replace(model=settings.target_model)  # the proxy defaults to the target network
     data = data if data is not None else load_data(config)
+    if not data.has_classes and settings.strategy != "random":
+        raise ConfigError("strategy", settings.strategy, "random for a regression task (the others pick by a "
+                                                         "classifier's class probabilities or features)")
     settings.check_pool(len(data.train))
     strategies = [settings.strategy] + (["random"] if settings.baseline and settings.strategy != "random" else [])
     rounds, finals = [], []

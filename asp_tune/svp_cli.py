@@ -66,7 +66,7 @@ def run_coreset_command(args: argparse.Namespace) -> int:
 
         def progress(run: str, rec: dict[str, Any]) -> None:
             bar.update(1)
-            bar.set_postfix(run=run, val=f"{rec['val_accuracy']:.3f}")
+            bar.set_postfix(run=run, val=f"{rec['val_score']:.3f}")
 
         result = run_coreset(config, settings, on_epoch=progress)
         bar.close()
@@ -78,11 +78,11 @@ def run_coreset_command(args: argparse.Namespace) -> int:
         summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
         target = out.commit(summary)
     s = result["summary"]
-    line = (f"core-set ({s['strategy']}, {s['fraction']:g}) test {s['coreset_test_accuracy']:.4f} in "
+    line = (f"core-set ({s['strategy']}, {s['fraction']:g}) test {s['score']} {s['coreset_test_score']:.4f} in "
             f"{s['coreset_end_to_end_seconds']:.1f}s end to end")
-    if "full_test_accuracy" in s:
-        line += (f" | full data {s['full_test_accuracy']:.4f} in {s['full_end_to_end_seconds']:.1f}s | "
-                 f"{s['speedup']:.2f}x, {100 * s['accuracy_change']:+.1f} points")
+    if "full_test_score" in s:
+        line += (f" | full data {s['full_test_score']:.4f} in {s['full_end_to_end_seconds']:.1f}s | "
+                 f"{s['speedup']:.2f}x, {100 * s['score_change']:+.1f} points (one seed)")
     print(f"{line}  -> {target}")
     return 0
 
@@ -123,7 +123,7 @@ def plot_coreset(epochs, path, title: str) -> None:
     """Validation accuracy per epoch and cumulative training seconds of each run."""
     from asp_tune.plots import plot_groups
 
-    plot_groups(epochs, "run", [("epoch", "val_accuracy", "validation accuracy"),
+    plot_groups(epochs, "run", [("epoch", "val_score", "validation score (accuracy; r2 for regression)"),
                                 ("epoch", "train_seconds_total", "training seconds (cumulative)")], path, title)
 
 

@@ -137,3 +137,17 @@ def test_hpo_and_compare_search_a_regression_space_by_r2(folder):
     assert "retrained test R²" in (folder / "cmp" / "report.md").read_text()
     retrained = pd.read_csv(folder / "cmp" / "retrained.csv")
     assert "test_r2" in retrained.columns
+
+
+def test_a_regression_core_set_reports_r2_and_active_learning_takes_only_random_picks(folder):
+    run = run_cli(folder, "coreset", "--dataset", "my_reg:linear", "--strategy", "fixed_random", "--fraction", "0.5",
+                  "--epochs", "3", "--lr", "0.01", "--out", "cs", "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((folder / "cs" / "summary.json").read_text())
+    assert summary["score"] == "r2" and summary["coreset_test_r2"] == summary["coreset_test_score"]
+    assert "test r2" in run.stdout and "(one seed)" in run.stdout
+    refused = run_cli(folder, "active-learn", "--dataset", "my_reg:linear", "--epochs", "2", "--budget", "30",
+                      "--rounds", "2", "--out", "al", "--quiet")
+    assert refused.returncode == 2 and "invalid strategy='least_confidence': allowed random for a regression " \
+                                       "task" in refused.stderr
+    assert not (folder / "al").exists()
