@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 
@@ -251,3 +253,71 @@ def test_bad_input_is_named_before_any_trial_starts(call, field, allowed):
         call()
     assert raised.value.field == field and allowed in raised.value.allowed
 
+
+
+PICKY_MODEL = """
+from torch import nn
+
+
+def net(input_shape, num_classes, width=8):
+    if width < 12:
+        raise ValueError(f"width {width} too small")
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
+"""
+
+
+def test_auto_measures_on_the_first_trial_that_builds_when_the_spaces_first_configuration_cannot(tmp_path,
+                                                                                                   monkeypatch):
+    (tmp_path / "picky_net.py").write_text(PICKY_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    picky = {"name": "picky", "fixed": {"dataset": "digits", "model": "picky_net:net", "epochs": 2},
+             "params": {"model_args.width": {"type": "int", "low": 8, "high": 64}}}
+    s = study()
+    for width in (9, 20, 30, 40):
+        s.enqueue_trial({"model_args.width": width})
+    packed = optimize_in_packs(s, picky, n_trials=4, pack_size="auto", catch=ValueError)
+    assert [t.state for t in s.trials] == [FAIL, COMPLETE, COMPLETE, COMPLETE]
+    assert any("the space's first configuration could not be built (building the network with picky_net:net "
+               "failed (ValueError: width 8 too small)" in n for n in packed.notes)
+    assert "no two trials trained together" in packed.notes[-1]  # each width is its own network: its own pack
+    with pytest.raises(UserCodeError, match="width 8 too small"):  # without catch the error is the user's to see
+        optimize_in_packs(study(), picky, n_trials=2, pack_size="auto")
+
+
+def test_a_study_resumed_with_other_settings_is_said_and_the_line_counts_this_calls_trials():
+    s = study()
+    first = optimize_in_packs(s, space(), n_trials=2, pack_size=2, ratio=0.5)
+    assert s.user_attrs["asp_tune_run"]["ratio"] == 0.5 and first.line().startswith("2 trials (2 complete)")
+    with pytest.warns(UserWarning, match=r"this study's earlier trials were trained with other settings \(metric, "
+                                         r"ratio differ\)"):
+        again = optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=1.0)
+    assert again.line().startswith("1 trials (1 complete) in") and "; the study holds 3;" in again.line()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=1.0)  # the same settings: unsaid
+
+
+def test_running_trials_stopped_by_another_trials_error_say_so(tmp_path, monkeypatch):
+    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failing = {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": 3},
+               "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+    s = study()
+    for fail in (False, True):
+        s.enqueue_trial({"model_args.fail": fail})
+    with pytest.raises(UserCodeError):
+        optimize_in_packs(s, failing, n_trials=2, pack_size=2)
+    assert s.trials[0].user_attrs["error"] == "not finished: the study stopped when trial 1 failed (UserCodeError)"
+    assert s.trials[1].user_attrs["error"].startswith("UserCodeError: the first training batch with failing_model")
+    assert "traceback" not in s.trials[1].user_attrs["error"]
+
+
+@pytest.mark.parametrize("kwargs, field", [({"callbacks": lambda st, t: None}, "callbacks"),
+                                           ({"callbacks": [1]}, "callbacks"), ({"timeout": True}, "timeout")])
+def test_callbacks_and_timeout_are_checked_before_any_trial(kwargs, field):
+    s = study()
+    with pytest.raises(ConfigError) as raised:
+        optimize_in_packs(s, space(), 2, **kwargs)
+    assert raised.value.field == field and not s.trials
+    with pytest.raises(ConfigError, match="invalid study='NoneType': allowed an optuna.Study"):
+        optimize_in_packs(None, space(), 2)

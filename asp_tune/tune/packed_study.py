@@ -32,7 +32,7 @@ from typing import Any, Callable
 from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
-from asp_tune.pack import PackChoice, choose_pack_size
+from asp_tune.pack import PER_MEMBER, PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
 from asp_tune.tune.pack_server import PackServer
 from asp_tune.tune.settings import SEARCH_RATIO, as_space
@@ -59,15 +59,20 @@ class PackedStudy:
     fused_epochs: int
     alone_epochs: int
     notes: list[str] = field(default_factory=list)
+    trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
 
     def line(self) -> str:
-        counts = {}
-        for trial in self.study.trials:
+        """This call's trials by state, its wall time, how the packs were chosen (and the study's total, where
+        it held trials before)."""
+        counts: dict[str, int] = {}
+        for trial in self.trials:
             counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
         states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         share = self.fused_epochs / max(1, self.fused_epochs + self.alone_epochs)
-        return (f"{len(self.study.trials)} trials ({states}) in {self.wall_time_s:.1f} s; {self.pack.reason}; "
-                f"{share:.0%} of their epochs trained in packs")
+        held = len(self.study.trials)
+        total = f"; the study holds {held}" if held != len(self.trials) else ""
+        return (f"{len(self.trials)} trials ({states or 'none'}) in {self.wall_time_s:.1f} s{total}; "
+                f"{self.pack.reason}; {share:.0%} of their epochs trained in packs")
 
     def config(self, params: dict[str, Any], **overrides: Any) -> TrainConfig:
         """The run config of a trial's ``params`` (its searched values), with ``overrides`` of the run fields."""
@@ -115,15 +120,21 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     import optuna
 
     started = time.perf_counter()
+    if not isinstance(study, optuna.Study):
+        raise ConfigError("study", type(study).__name__, "an optuna.Study")
     space = as_space(space)
     report = _report_of(study)
     catch = _exception_types(catch)
+    callbacks = list(callbacks) if isinstance(callbacks, Iterable) and not callable(callbacks) else callbacks
+    if not isinstance(callbacks, list) or not all(callable(c) for c in callbacks):
+        raise ConfigError("callbacks", callbacks, "a list of functions callback(study, frozen_trial)")
     if not (isinstance(n_trials, numbers.Integral) and not isinstance(n_trials, bool) and n_trials >= 1):
         raise ConfigError("n_trials", n_trials, "an integer >= 1")
     if not (pack_size == "auto" or (isinstance(pack_size, numbers.Integral) and not isinstance(pack_size, bool)
                                     and pack_size >= 1)):
         raise ConfigError("pack_size", pack_size, "an integer >= 1 or 'auto'")
-    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+    if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                                    and timeout > 0):
         raise ConfigError("timeout", timeout, "None or seconds > 0")
     check_value(TrainConfig, "ratio", ratio)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -148,8 +159,12 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     server = PackServer(space, run, arrays=None, pack_size=1)
     breakdown = {"startup_s": 0.0, "train_s": 0.0, "study_s": 0.0}
     live: dict[str, Any] = {}  # member name -> its Optuna trial
+    ended: list[Any] = []  # this call's trials, as told
     asked = 0
     notes: list[str] = []
+    fatal: BaseException | None = None  # the error that stops the study, and its trial
+    fatal_trial: int | None = None
+    _check_settings(study, run, notes)
 
     def may_start() -> bool:
         return asked < n_trials and not getattr(study, "_stop_flag", False) and (
@@ -179,26 +194,42 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
             call_back: bool = True) -> None:
         trial = live.pop(name)
         if error is not None:
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            trial.set_user_attr("error", error.args[0] if isinstance(error, StudyStopped) else
+                                f"{type(error).__name__}: {_one_line(error)}")
         tick = time.perf_counter()
         try:
             frozen = study.tell(trial, value, state=state) if value is not None else study.tell(trial, state=state)
         finally:
             breakdown["study_s"] += time.perf_counter() - tick
             server.leave(name)
+        ended.append(frozen)
         for callback in callbacks if call_back else ():
             callback(study, frozen)
 
     with _in_optimize_loop(study):
         try:
             tick = time.perf_counter()
-            if pack_size == "auto":  # measured on the space's first configuration: a trial's failure decides nothing
-                server.join("first", _first(space))
-                choice = choose_pack_size(pack_size, n_trials, server.trainers["first"])
-                server.leave("first")
-            else:
+            choice = None
+            if pack_size != "auto":
                 choice = choose_pack_size(int(pack_size), n_trials, None)
+            else:  # measured on the space's first configuration: a trial's failure decides nothing
+                try:
+                    server.join("first", _first(space))
+                except Exception as exc:  # that configuration cannot be built: measured on the first trial that is
+                    if not _caught(exc, catch):
+                        raise
+                    notes.append(f"the space's first configuration could not be built ({_one_line(exc)}): the "
+                                 "packs are measured on the first trial that builds")
+                else:
+                    choice = _measured(n_trials, server.trainers["first"])
+                    server.leave("first")
             breakdown["startup_s"] += time.perf_counter() - tick
+            while choice is None and may_start():  # one trial at a time until one builds and is measured
+                ask()
+                if live:
+                    choice = _measured(n_trials, server.trainers[next(iter(live))])
+            if choice is None:
+                choice = PackChoice(1, "no configuration could be built to measure the packs on")
             server.pack_size = choice.size
             waiting = _waits_for_a_finished_trial(study.pruner)
             if waiting and choice.size > 1:
@@ -216,13 +247,12 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                 tick = time.perf_counter()
                 results = server.train(sorted(live))
                 breakdown["train_s"] += time.perf_counter() - tick
-                fatal: BaseException | None = None
                 reported: dict[str, float] = {}
                 for name, record in sorted(results.items()):
                     trial = live[name]
                     if isinstance(record, BaseException):
-                        if not _caught(record, catch):
-                            fatal = fatal or record
+                        if not _caught(record, catch) and fatal is None:
+                            fatal, fatal_trial = record, trial.number
                         end(name, optuna.trial.TrialState.FAIL, error=record, call_back=_caught(record, catch))
                         continue
                     value = float(record[report])
@@ -243,15 +273,57 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                 if fatal is not None:
                     raise fatal
         except BaseException as exc:
+            why = (f"not finished: the study stopped when trial {fatal_trial} failed ({type(exc).__name__})"
+                   if exc is fatal else f"not finished: the study stopped ({type(exc).__name__}: {_one_line(exc)})")
             for name in list(live):  # none left RUNNING in the study, whatever fails on the way
                 try:
-                    end(name, optuna.trial.TrialState.FAIL, error=exc, call_back=False)
+                    end(name, optuna.trial.TrialState.FAIL, error=StudyStopped(why), call_back=False)
                 except Exception:  # noqa: BLE001 - the first error is the one to raise
                     live.pop(name, None)
             raise
     summary = server.summary()
+    if choice.size > 1 and summary["alone_epochs"] and not summary["fused_epochs"] and not summary["notes"]:
+        notes.append("no two trials trained together: trials pack only where they differ in nothing but "
+                     f"{', '.join(PER_MEMBER)} and train the same samples in an epoch")
     return PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
-                       summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]])
+                       summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]],
+                       trials=ended)
+
+
+class StudyStopped(Exception):
+    """What a running trial is failed with when another error stops the study."""
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's first line, without the promise of a traceback the study does not keep."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.removesuffix("; the traceback of that code follows")
+
+
+def _measured(n_trials: int, trainer: Any) -> PackChoice:
+    """:func:`choose_pack_size` ``auto`` on ``trainer``; one at a time, said, where the measurement fails."""
+    try:
+        return choose_pack_size("auto", n_trials, trainer)
+    except Exception as exc:  # noqa: BLE001 - a network that cannot be measured trains alone
+        return PackChoice(1, f"one configuration at a time: the packs could not be measured ({_one_line(exc)})")
+
+
+#: The study's user attribute that keeps the run settings of its trials.
+RUN_ATTR = "asp_tune_run"
+
+
+def _check_settings(study: Any, run: dict[str, Any], notes: list[str]) -> None:
+    """Keep ``run`` in the study; warn (and note) when its earlier trials were trained with other settings."""
+    import json
+
+    text = json.loads(json.dumps(run, default=str))  # as the study's storage keeps it
+    before = study.user_attrs.get(RUN_ATTR)
+    if before is not None and before != text and study.trials:
+        changed = sorted(k for k in before.keys() | text.keys() if before.get(k) != text.get(k))
+        notes.append(f"this study's earlier trials were trained with other settings ({', '.join(changed)} differ): "
+                     "their values and this call's are not comparable")
+        warnings.warn(notes[-1], stacklevel=3)
+    study.set_user_attr(RUN_ATTR, text)
 
 
 def live_name(trial: Any) -> str:
