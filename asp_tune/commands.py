@@ -112,5 +112,6 @@ def announce_proxy_model(config: TrainConfig, command: str = "asp-tune") -> None
         from asp_tune.proxy_scores import cache_dir, proxy_train_config
 
         proxy = proxy_train_config(config)
-        print(f"[{command}] '{config.metric}' scores samples with {proxy.model} trained for {proxy.epochs} epochs "
+        epochs = f"{proxy.epochs} epoch{'s' if proxy.epochs != 1 else ''}"
+        print(f"[{command}] '{config.metric}' will score samples with {proxy.model}, trained first for {epochs} "
               f"on all data (once; cached in {cache_dir()})", file=sys.stderr)

@@ -44,8 +44,11 @@ DATA_FIELDS = ("dataset", "data_dir", "subset", "test_subset", "val_fraction", "
 
 
 def proxy_epochs(config: TrainConfig) -> int:
-    """``proxy_epochs``, or by default a quarter of the target's epochs (at least 1)."""
-    return config.proxy_epochs if config.proxy_epochs is not None else max(1, config.epochs // 4)
+    """``proxy_epochs``, or by default a quarter of the target's epochs (at least 1; at least 2 for
+    ``forgetting``, whose events need two consecutive epochs)."""
+    if config.proxy_epochs is not None:
+        return config.proxy_epochs
+    return max(2 if config.metric == "forgetting" else 1, config.epochs // 4)
 
 
 def proxy_train_config(config: TrainConfig) -> TrainConfig:
@@ -119,6 +122,10 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
     proxy_config = proxy_train_config(config)
     if forbid_bigger and target is not None:
         check_proxy_smaller(proxy_config.model, data, target, config.metric)
+    if config.metric == "forgetting" and proxy_config.epochs < 2:
+        warnings.warn("'forgetting' counts a sample's forgetting events between consecutive epochs of its scoring "
+                      f"model, which trains {proxy_config.epochs} epoch here: every sample it learnt scores alike; "
+                      "give proxy_epochs (--proxy-epochs) 2 or more", stacklevel=2)
     key = cache_key(config, data)
     file = cache_dir() / f"{key}.pt"
     with _locked(file.with_suffix(".lock")):

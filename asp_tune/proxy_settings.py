@@ -133,7 +133,7 @@ class ProxySettings:
                                      check=Check(lambda name, value: value is None or check_name(MODELS, value, name),
                                                  ("no-such-model", 3)), imports=True)
     proxy_epochs: int | None = option(None, "epochs of the proxy model, trained once and cached (none: a quarter "
-                                            "of --epochs)", STATIC_GROUP,
+                                            "of --epochs, at least 1; at least 2 for forgetting)", STATIC_GROUP,
                                       check=Interval(1, None, integer=True, optional=True))
 
     def check_proxy(self) -> None:

@@ -149,7 +149,7 @@ def test_proxy_scores_are_computed_once_and_shared_by_every_trial(monkeypatch):
         return real(config, data)
 
     monkeypatch.setattr(scores_module, "compute_proxy_scores", counted)
-    base = TrainConfig(metric="forgetting", ratio=0.3, epochs=4, subset=300)
+    base = TrainConfig(metric="forgetting", ratio=0.3, epochs=8, subset=300)
     trials = [base.replace(lr=lr, weight_decay=wd) for lr, wd in ((0.1, 5e-4), (0.05, 0.0), (0.2, 1e-3))]
     data = load_data(base)
     results: list[ProxyScores] = []
@@ -161,14 +161,14 @@ def test_proxy_scores_are_computed_once_and_shared_by_every_trial(monkeypatch):
     assert len(calls) == 1  # one proxy for the whole search, whatever each trial's learning rate
     assert sum(r.computed_here for r in results) == 1 and len({r.key for r in results}) == 1
     assert all(torch.equal(r.loss, results[0].loss) for r in results)
-    assert calls[0].lr == TrainConfig.lr and calls[0].epochs == 1  # default optimisation, a quarter of the epochs
+    assert calls[0].lr == TrainConfig.lr and calls[0].epochs == 2  # default optimisation, a quarter of the epochs
     # a trial reports the proxy it shared; a hit leaves the global random state as a miss does
     torch.manual_seed(5)
     trainer = build_trainer(trials[0], data=data)
     summary = trainer.fit()
     assert summary["proxy_computed"] is False and summary["proxy_seconds"] == pytest.approx(results[0].seconds)
     assert len(calls) == 1
-    other = TrainConfig(metric="forgetting", ratio=0.3, epochs=4, subset=300, proxy_epochs=2)
+    other = TrainConfig(metric="forgetting", ratio=0.3, epochs=4, subset=300, proxy_epochs=3)
     proxy_scores(other, data)
     assert len(calls) == 2  # another proxy model is another cache entry
 
@@ -359,3 +359,14 @@ def test_a_core_set_without_some_classes_is_said(tmp_path):
                                          r"the 10 classes"):
         assert run_cli("coreset", "--strategy", "fixed_random", "--fraction", 0.003, "--epochs", 1,
                        "--out", tmp_path / "tiny", "--quiet") == 0
+
+
+def test_forgetting_trains_its_scoring_model_two_epochs_at_least_and_says_when_told_one():
+    from asp_tune.proxy_scores import proxy_epochs
+
+    assert proxy_epochs(TrainConfig(metric="forgetting", ratio=0.5, epochs=4)) == 2  # a quarter would be 1
+    assert proxy_epochs(TrainConfig(metric="hardest", ratio=0.5, epochs=4)) == 1
+    config = TrainConfig(dataset="digits", metric="forgetting", ratio=0.5, epochs=4, proxy_epochs=1, subset=200)
+    with pytest.warns(UserWarning, match="'forgetting' counts a sample's forgetting events between consecutive "
+                                         "epochs"):
+        proxy_scores(config, load_data(config))
