@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from asp_tune.constraints import Boolean, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
-from asp_tune.flags import option
-from asp_tune.registry import MODELS, STATIC_PROXY_NAMES
+from asp_tune.config import TrainConfig
+from asp_tune.flags import option, reuse
+from asp_tune.registry import STATIC_PROXY_NAMES
 
 #: Static proxies that keep a subset (``fewer_epochs`` keeps all data).
 CORESET_STRATEGIES = tuple(name for name in STATIC_PROXY_NAMES if name != "fewer_epochs")
@@ -23,8 +24,9 @@ class CoresetSettings:
                            CORESET_STRATEGIES, check=OneOf(lambda: CORESET_STRATEGIES))
     fraction: float = option(0.5, "fraction of the training samples kept, in (0, 1]", "core-set",
                              check=Interval(0, 1, "right"))
-    target_model: str = option("mlp", "network trained on the core-set (and on all data)", "core-set",
-                               lambda: tuple(MODELS), check=OneOf(lambda: tuple(MODELS)))
+    target_model: str = reuse(TrainConfig, "model", group="core-set",
+                              help="network trained on the core-set (and on all data): a registered one, or an "
+                                   "import path package.module:builder")
     baseline: bool = option(True, "also train the target on all data, for the comparison", "core-set",
                             check=Boolean())
 
@@ -43,8 +45,9 @@ class ActiveLearningSettings:
     budget: int = option(100, "samples labelled per round", "active learning", check=Interval(1, None, integer=True))
     initial: int | None = option(None, "size of the initial random labelled pool (none: --budget)",
                                  "active learning", check=Interval(2, None, integer=True, optional=True))
-    target_model: str = option("mlp", "network trained on the final labelled pool", "active learning",
-                               lambda: tuple(MODELS), check=OneOf(lambda: tuple(MODELS)))
+    target_model: str = reuse(TrainConfig, "model", group="active learning",
+                              help="network trained on the final labelled pool: a registered one, or an import path "
+                                   "package.module:builder")
     baseline: bool = option(True, "also run random labelling from the same initial pool", "active learning",
                             check=Boolean())
 
