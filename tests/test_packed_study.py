@@ -115,11 +115,16 @@ def net(input_shape, num_classes, fail=False):
 """
 
 
-def test_catch_fails_the_trials_that_raise_it_and_the_study_goes_on(tmp_path, monkeypatch):
+def failing_space(tmp_path, monkeypatch, epochs: int) -> dict:
+    """A space over ``model_args.fail`` of :data:`FAILING_MODEL`, importable from ``tmp_path``."""
     (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))
-    failing = {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": 2},
-               "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+    return {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": epochs},
+            "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+
+
+def test_catch_fails_the_trials_that_raise_it_and_the_study_goes_on(tmp_path, monkeypatch):
+    failing = failing_space(tmp_path, monkeypatch, epochs=2)
 
     def run(**kwargs):
         s = study()
@@ -224,10 +229,7 @@ def test_a_field_the_space_searches_cannot_be_set_for_every_trial():
 
 
 def test_an_uncaught_error_is_raised_after_the_finished_members_are_recorded(tmp_path, monkeypatch):
-    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    failing = {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": 1},
-               "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+    failing = failing_space(tmp_path, monkeypatch, epochs=1)
     s = study()
     for fail in (False, True):
         s.enqueue_trial({"model_args.fail": fail})
@@ -298,10 +300,7 @@ def test_a_study_resumed_with_other_settings_is_said_and_the_line_counts_this_ca
 
 
 def test_running_trials_stopped_by_another_trials_error_say_so(tmp_path, monkeypatch):
-    (tmp_path / "failing_model.py").write_text(FAILING_MODEL)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    failing = {"name": "failing", "fixed": {"dataset": "digits", "model": "failing_model:net", "epochs": 3},
-               "params": {"model_args.fail": {"type": "choice", "values": [False, True]}}}
+    failing = failing_space(tmp_path, monkeypatch, epochs=3)
     s = study()
     for fail in (False, True):
         s.enqueue_trial({"model_args.fail": fail})

@@ -154,7 +154,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     run = {**fields, "ratio": ratio, "seed": seed, "device": device,
            **({"epochs": epochs} if epochs is not None else {}),
            **search_proxy_fields(ratio, metric, pruning, given)}
-    space.train_config(_first(space), **run)  # the run fields make a valid TrainConfig: named now
+    space.train_config(space.first_params(), **run)  # the run fields make a valid TrainConfig: named now
 
     server = PackServer(space, run, arrays=None, pack_size=1)
     breakdown = {"startup_s": 0.0, "train_s": 0.0, "study_s": 0.0}
@@ -214,7 +214,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                 choice = choose_pack_size(int(pack_size), n_trials, None)
             else:  # measured on the space's first configuration: a trial's failure decides nothing
                 try:
-                    server.join("first", _first(space))
+                    server.join("first", space.first_params())
                 except Exception as exc:  # that configuration cannot be built: measured on the first trial that is
                     if not _caught(exc, catch):
                         raise
@@ -424,6 +424,3 @@ def _searched(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
     names = {p.name for p in space.params}
     return {k: v for k, v in _decoded(space, params).items() if k in names}
 
-
-def _first(space: SearchSpace) -> dict[str, Any]:
-    return {p.name: (p.low if p.low is not None else p.values[0]) for p in space.params}

@@ -388,7 +388,7 @@ class HpoSettings:
         return self.algorithm.rung_epochs(self.context())
 
     def trial_config(self) -> TrainConfig:
-        first = {p.name: (p.low if p.low is not None else p.values[0]) for p in self.space.params}
+        first = self.space.first_params()
         return self.space.train_config(first, **self.run_fields())
 
     def validation_epochs(self) -> tuple[int, ...] | None:

@@ -103,6 +103,11 @@ class SearchSpace:
             cs.add(hp)
         return cs
 
+    def first_params(self) -> dict[str, Any]:
+        """Every parameter at its low end (a range's ``low``, a list's first value): the configuration a search
+        checks and measures before its trials."""
+        return {p.name: (p.low if p.type in RANGE_TYPES else p.values[0]) for p in self.params}
+
     def train_config(self, params: dict[str, Any], **run: Any) -> TrainConfig:
         """The TrainConfig of one trial: fixed settings, sampled params (``model_args.NAME`` ones go into
         the builder's keyword arguments), then the run's own flags."""
@@ -183,7 +188,7 @@ def _parse_param(pname: str, spec: Any, fields: dict[str, Any], fixed: dict[str,
 def _check_corners(space: SearchSpace, raw_params: dict[str, Any]) -> None:
     """Both ends of every range and every listed value must make a valid TrainConfig (one parameter varied
     at a time from the low corner), so no trial fails on a value the space allows."""
-    low = {p.name: (p.low if p.type in RANGE_TYPES else p.values[0]) for p in space.params}
+    low = space.first_params()
     samples = [low] + [{**low, p.name: value} for p in space.params
                        for value in ((p.high,) if p.type in RANGE_TYPES else p.values[1:])]
     for sample in samples:
