@@ -40,8 +40,8 @@ class OddOnesOut(optuna.pruners.BasePruner):
 
 def test_trials_in_a_pack_get_the_values_and_records_they_get_one_at_a_time():
     alone, packed = study(), study()
-    one = optimize_in_packs(alone, space(), n_trials=4, pack_size=1)
-    four = optimize_in_packs(packed, space(), n_trials=4, pack_size=4)
+    one = optimize_in_packs(alone, space(), n_trials=4, pack_size=1, decide="proxy")  # the search alone
+    four = optimize_in_packs(packed, space(), n_trials=4, pack_size=4, decide="proxy")
     assert (one.pack.size, one.fused_epochs, one.alone_epochs) == (1, 0, 12)
     assert (four.pack.size, four.fused_epochs, four.alone_epochs) == (4, 12, 0)
     for a, b in zip(alone.trials, packed.trials):
@@ -320,3 +320,16 @@ def test_callbacks_and_timeout_are_checked_before_any_trial(kwargs, field):
     assert raised.value.field == field and not s.trials
     with pytest.raises(ConfigError, match="invalid study='NoneType': allowed an optuna.Study"):
         optimize_in_packs(None, space(), 2)
+
+
+def test_full_data_decides_the_pick_unless_told_the_proxy_does():
+    s = study()
+    packed = optimize_in_packs(s, space(), n_trials=4, pack_size=4)  # ratio 0.3, decide="full"
+    assert packed.full_data is not None and len(packed.full_data.table) == 3  # a small study: its best 3
+    assert packed.best_params == packed.full_data.best_params and packed.breakdown["full_data_s"] > 0
+    assert "; picked on full data: " in packed.line() and "asp_tune_full_data" in s.user_attrs
+    unchecked = optimize_in_packs(study(), space(), n_trials=2, pack_size=2, decide="proxy")
+    assert unchecked.full_data is None and unchecked.best_params == unchecked.study.best_params
+    assert "the pick rests on proxy scores alone" in unchecked.line()
+    with pytest.raises(ConfigError, match="invalid decide='nope'"):
+        optimize_in_packs(study(), space(), 2, decide="nope")

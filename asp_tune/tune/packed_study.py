@@ -35,7 +35,7 @@ from asp_tune.errors import ConfigError
 from asp_tune.pack import PER_MEMBER, PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
 from asp_tune.tune.pack_server import PackServer
-from asp_tune.tune.settings import SEARCH_RATIO, as_space
+from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, as_space
 from asp_tune.tune.space import SearchSpace
 
 #: What a trial may report to its study after each epoch, and the direction the study must optimise it in.
@@ -60,6 +60,12 @@ class PackedStudy:
     alone_epochs: int
     notes: list[str] = field(default_factory=list)
     trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
+    full_data: Any = None  # the StudyAudit that made the pick on full data (None: the proxy's scores picked)
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """The pick: the best on full data where the study was audited, else the study's best proxy score."""
+        return self.full_data.best_params if self.full_data is not None else dict(self.study.best_params)
 
     def line(self) -> str:
         """This call's trials by state, its wall time, how the packs were chosen (and the study's total, where
@@ -71,8 +77,10 @@ class PackedStudy:
         share = self.fused_epochs / max(1, self.fused_epochs + self.alone_epochs)
         held = len(self.study.trials)
         total = f"; the study holds {held}" if held != len(self.trials) else ""
+        picked = (f"; picked on full data: {self.full_data.line()}" if self.full_data is not None else
+                  "; the pick rests on proxy scores alone (packed.audit() trains it on full data)")
         return (f"{len(self.trials)} trials ({states or 'none'}) in {self.wall_time_s:.1f} s{total}; "
-                f"{self.pack.reason}; {share:.0%} of their epochs trained in packs")
+                f"{self.pack.reason}; {share:.0%} of their epochs trained in packs{picked}")
 
     def config(self, params: dict[str, Any], **overrides: Any) -> TrainConfig:
         """The run config of a trial's ``params`` (its searched values), with ``overrides`` of the run fields."""
@@ -103,7 +111,8 @@ class PackedStudy:
 def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int | str = "auto",
                       ratio: float = SEARCH_RATIO, seed: int = 0, device: str = "auto", epochs: int | None = None,
                       timeout: float | None = None, catch: Iterable[type[Exception]] | type[Exception] = (),
-                      callbacks: Iterable[Callable[[Any, Any], None]] = (), **fields: Any) -> PackedStudy:
+                      callbacks: Iterable[Callable[[Any, Any], None]] = (), decide: str = "full",
+                      **fields: Any) -> PackedStudy:
     """Run ``n_trials`` trials of ``study`` over ``space`` (a :class:`~asp_tune.tune.space.SearchSpace`, a
     mapping, or a YAML path), each trained on ``ratio`` of the data per epoch, at most ``pack_size`` at once in
     one pack (``auto``: :func:`~asp_tune.pack.choose_pack_size`, measured on the space's first configuration;
@@ -116,7 +125,10 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     Optuna's ``GridSampler`` or ``MaxTrialsCallback``) does the same. ``catch``: exceptions that fail a trial and
     let the study go on, as in ``study.optimize`` (an error raised in the user's code counts as its own type; a
     diverged trial always fails alone); any other error fails the running trials and is raised once every
-    member's epoch is recorded. ``callbacks``: called with ``(study, frozen_trial)`` as each trial ends."""
+    member's epoch is recorded. ``callbacks``: called with ``(study, frozen_trial)`` as each trial ends.
+    ``decide``: ``full`` (below ratio 1, the study's best trials and some drawn at random are trained on all the
+    data after it, :meth:`PackedStudy.audit`, and ``best_params`` is the best there, with the proxy measured
+    against it) or ``proxy`` (the best proxy score picks, unchecked)."""
     import optuna
 
     started = time.perf_counter()
@@ -137,6 +149,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                                     and timeout > 0):
         raise ConfigError("timeout", timeout, "None or seconds > 0")
     check_value(TrainConfig, "ratio", ratio)
+    check_value(HpoSettings, "decide", decide)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     searched = {p.name.split(".", 1)[0] for p in space.params}
     for name in fields:
@@ -285,9 +298,15 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     if choice.size > 1 and summary["alone_epochs"] and not summary["fused_epochs"] and not summary["notes"]:
         notes.append("no two trials trained together: trials pack only where they differ in nothing but "
                      f"{', '.join(PER_MEMBER)} and train the same samples in an epoch")
-    return PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
-                       summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]],
-                       trials=ended)
+    packed = PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
+                         summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]],
+                         trials=ended)
+    if decide == "full" and ratio < 1.0 and any(t.state == optuna.trial.TrialState.COMPLETE for t in ended):
+        tick = time.perf_counter()
+        packed.full_data = packed.audit()
+        packed.breakdown["full_data_s"] = time.perf_counter() - tick
+        packed.wall_time_s = time.perf_counter() - started
+    return packed
 
 
 class StudyStopped(Exception):
