@@ -227,11 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserCodeError as exc:  # one line naming the code and the step, then that code's own traceback
-        import traceback
-
-        print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)
-        if exc.__cause__ is not None:
-            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(f"asp-tune {args.command}: error: {exc}; the traceback of that code follows", file=sys.stderr)
+        print(exc.cause_traceback.rstrip(), file=sys.stderr)
         return exc.exit_code
     except RunInterrupted as exc:  # how to go on, if this command can
         resumes = any("--resume" in a.option_strings for a in _command_parser(parser, args.command)._actions)

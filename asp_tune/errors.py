@@ -64,17 +64,25 @@ class RunInterrupted(AspTuneError):
 
 class UserCodeError(AspTuneError):
     """The user's own code raised (a network's builder, a data loader, the network's first batch): the
-    message names the import path and the step; the user's exception is the cause, so its traceback
-    is kept (the command line prints it under this one line)."""
+    message names the import path, the step and the user's exception; that exception is the cause, so
+    its traceback is kept (the command line prints it under this one line). A copy that crossed a
+    process (a Ray trial's error) keeps the cause's line and its traceback as text (``cause_traceback``)."""
 
     exit_code = 1
 
-    def __init__(self, path: Any, step: str, cause: BaseException | None = None, hint: str = ""):
-        self.path, self.step = path, step
-        what = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}" \
-            if cause is not None else ""
-        super().__init__(f"{step} with {path} failed ({what}){'; ' + hint if hint else ''}; the traceback of "
-                         "that code follows")
+    def __init__(self, path: Any, step: str, cause: BaseException | str | None = None, hint: str = "",
+                 cause_traceback: str = ""):
+        import traceback
+
+        self.path, self.step, self.hint = path, step, hint
+        if isinstance(cause, BaseException):
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            self.cause_line = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+            cause_traceback = cause_traceback or "".join(traceback.format_exception(cause))
+        else:
+            self.cause_line = cause or ""
+        self.cause_traceback = cause_traceback
+        super().__init__(f"{step} with {path} failed ({self.cause_line}){'; ' + hint if hint else ''}")
 
     def __reduce__(self):
-        return (type(self), (self.path, self.step, None))
+        return (type(self), (self.path, self.step, self.cause_line, self.hint, self.cause_traceback))

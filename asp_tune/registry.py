@@ -8,6 +8,7 @@ with an object or another such path.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any, Callable, Iterator, Mapping
 
@@ -82,9 +83,12 @@ class LazyRegistry(Mapping[str, Any]):
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for a package whose public names (name -> defining module)
-    are imported on first use (PEP 562), then kept in the package like ordinary names."""
+    are imported on first use (PEP 562), then kept in the package like ordinary names. A public
+    submodule is imported on first use too, so ``import asp_tune`` then ``asp_tune.tune.search`` works."""
     def getattr_(name: str) -> Any:
         if name not in exports:
+            if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                return importlib.import_module(f"{package}.{name}")  # binds itself in the package
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(exports[name]), name)
         setattr(sys.modules[package], name, value)

@@ -139,6 +139,24 @@ def test_train_refuses_bad_input_by_name(here, capsys, flags, code, says):
     assert not (here / "out").exists() and not list(here.glob(".out.*"))
 
 
+def test_a_user_code_error_that_crossed_a_process_keeps_the_user_s_exception_and_its_traceback():
+    """A Ray trial's error reaches the driver pickled: the one line still names the user's exception
+    (it read 'failed ()' before), and the command line can still print that code's traceback."""
+    import pickle
+
+    from asp_tune.errors import UserCodeError
+
+    try:
+        raise RuntimeError("boom in forward\nsecond line")
+    except RuntimeError as exc:
+        error = UserCodeError("my_models:boom", "the first training batch", exc, "a hint")
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) == ("the first training batch with my_models:boom failed "
+                                       "(RuntimeError: boom in forward); a hint")
+    assert copy.cause_traceback == error.cause_traceback
+    assert copy.cause_traceback.startswith("Traceback") and 'raise RuntimeError("boom in forward' in copy.cause_traceback
+
+
 def test_the_search_and_nas_commands_refuse_bad_input_before_anything_runs(here, capsys):
     (here / "s.yaml").write_text("name: s\nfixed: {dataset: digits, epochs: 2}\n"
                                  "params:\n  batch_size: {type: int, low: 1, high: 100000000000000000000}\n")

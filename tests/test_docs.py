@@ -25,3 +25,22 @@ def test_the_readme_is_a_front_door():
     text = (REPO / "README.md").read_text()
     assert len(text.splitlines()) <= 200
     assert text.index("asp_tune.ProxyData") < text.index("asp-tune hpo")  # the loop API first
+
+
+def test_every_asp_tune_name_the_docs_use_resolves_after_a_bare_import_asp_tune():
+    """The README's blocks begin with ``import asp_tune`` and then call ``asp_tune.tune.search`` and
+    ``asp_tune.trainer.load_model``: submodules are imported on first use, as names are."""
+    import subprocess
+    import sys
+
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    blocks = [b for page in pages for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+    used = sorted({m for block in blocks for m in re.findall(r"(?<![.\w])asp_tune(?:\.[A-Za-z_]\w*)+", block)})
+    assert "asp_tune.tune.search" in used and "asp_tune.trainer.load_model" in used
+    code = ("import sys, asp_tune\nassert 'ray' not in sys.modules and 'torch' not in sys.modules\nmissing = []\n"
+            "for path in sys.argv[1:]:\n    obj = asp_tune\n    try:\n"
+            "        for part in path.split('.')[1:]:\n            obj = getattr(obj, part)\n"
+            "    except AttributeError as e:\n        missing.append(f'{path}: {e}')\nprint(missing)")
+    out = subprocess.run([sys.executable, "-c", code, *used], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

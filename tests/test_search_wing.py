@@ -257,3 +257,28 @@ def test_import_paths_in_a_space_resolve_from_its_own_folder_first(tmp_path, mon
         assert str(project) in sys.path
     finally:
         sys.modules.pop("near_models", None)
+
+
+@pytest.mark.parametrize("decide, algo, scale", [("full", "asha", (9 * 0.3 + 3 * 1.0) / 12), ("proxy", "asha", 0.3),
+                                                  ("full", "random", 0.3)])
+def test_the_command_line_and_search_rescale_budgets_by_one_rule(decide, algo, scale):
+    """Budgets are rescaled by the data share of a trial's epoch: the ratio, or the mean of its schedule
+    where the top rung trains on all the data. The API once scaled by the ratio alone (0.3 against 0.475)."""
+    from asp_tune.tune.builtin import job_from_settings
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.user import user_job
+
+    def trainable(config):
+        pass
+
+    cli = job_from_settings(HpoSettings(REPO / "search_spaces" / "digits_mlp.yaml", algo=algo, ratio=0.3,
+                                        decide=decide, time_budget_s=100, data_passes_budget=40).validate())
+    api = user_job(trainable, {"lr": {"grid_search": [0.1]}} if algo == "random" else {"lr": 0.1}, epochs=12,
+                   ratio=0.3, strategy="auto", metric="val_accuracy", mode="max", scheduler=algo, search_alg=None,
+                   num_samples=8, max_concurrent=2, reduction_factor=3, grace_period=1, time_budget_s=100,
+                   data_passes_budget=40, seed=0, cpus_per_trial=1, gpus_per_trial=0, storage_path=None,
+                   address=None, name=None, verbose=0, proxy_settings={}, decide=decide)
+    for job in (cli, api):
+        assert job.budget["scale"] == pytest.approx(scale)
+        assert job.budget["time_budget_s"] == pytest.approx(100 * scale)
+        assert job.budget["data_passes"] == pytest.approx(40 * scale)

@@ -314,9 +314,8 @@ class StudyStopped(Exception):
 
 
 def _one_line(error: BaseException) -> str:
-    """An error's first line, without the promise of a traceback the study does not keep."""
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text.removesuffix("; the traceback of that code follows")
+    """An error's first line."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _measured(n_trials: int, trainer: Any) -> PackChoice:

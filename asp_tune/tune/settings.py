@@ -134,7 +134,7 @@ def as_space(space: Any) -> SearchSpace:
 
 @dataclass
 class HpoSettings:
-    """One experiment. Budgets are given as for full data and rescaled by ``ratio``.
+    """One experiment. Budgets are given as for full data and rescaled by :func:`data_scale`.
 
     Each field's default, help and allowed values live here; the ``hpo``, ``compare``,
     ``correlate`` and ``demo`` flags are generated from these fields (:mod:`asp_tune.flags`).
@@ -167,9 +167,9 @@ class HpoSettings:
                             "processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
-    time_budget_s: float | None = option(None, "full-data wall-time budget; x ratio", SEARCH,
+    time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of an epoch (ratio, or its schedule's mean)", SEARCH,
                                          check=Interval(0.0, None, "right", optional=True))
-    data_passes_budget: float | None = option(None, "full-data budget in data passes; x ratio", SEARCH,
+    data_passes_budget: float | None = option(None, "full-data budget in data passes; x the data share of an epoch (ratio, or its schedule's mean)", SEARCH,
                                               check=Interval(0.0, None, "right", optional=True))
     early_stop: str = option("none", "add ASHA early stopping to an algorithm that does not stop trials itself "
                                      "(tpe, random)", SEARCH, EARLY_STOPPING, check=OneOf(lambda: EARLY_STOPPING))
@@ -406,13 +406,8 @@ class HpoSettings:
         return self.algorithm.checkpoint_epochs(self.context())
 
     def data_scale(self) -> float:
-        """The share of the data one epoch costs: the ratio, or under a steps schedule (``rung_ratios``)
-        the mean ratio of a trial's epochs run to the end."""
-        if ratio_steps(self.ratio_schedule):
-            from asp_tune.schedules import RatioSchedule
-
-            return float(RatioSchedule(self.ratio, self.epochs, self.ratio_schedule, False).ratios().mean())
-        return self.ratio if self.ratio < 1.0 else 1.0
+        """:func:`data_scale` of this search's trials."""
+        return data_scale(self.ratio, self.epochs, self.ratio_schedule)
 
     @property
     def total_trials(self) -> int:
@@ -438,6 +433,17 @@ class HpoSettings:
         d["space"] = {"name": self.space.name, "fixed": self.space.fixed,
                       "params": [asdict(p) for p in self.space.params]}
         return d
+
+
+def data_scale(ratio: float, epochs: int, ratio_schedule: str) -> float:
+    """The share of the data a trial's epoch costs, by which budgets are rescaled: the ratio, or under a
+    steps schedule (a top rung on all the data, ``rung_ratios``) the mean ratio of a trial run to the end.
+    One rule for the command line and :func:`asp_tune.tune.search`."""
+    if ratio_steps(ratio_schedule):
+        from asp_tune.schedules import RatioSchedule
+
+        return float(RatioSchedule(ratio, epochs, ratio_schedule, False).ratios().mean())
+    return ratio if ratio < 1.0 else 1.0
 
 
 def rescaled_budget(scale: float, time_budget_s: float | None, data_passes: float | None, num_samples: int,

@@ -37,7 +37,7 @@ from asp_tune.imports import add_search_paths, by_reference, import_object, sear
 from asp_tune.proxy_settings import ProxySettings, steps_schedule
 from asp_tune.tune.results import search_into
 from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
-from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, rescaled_budget
+from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_scale, rescaled_budget
 
 #: The trial-config key under which asp_tune passes a trial its proxy settings.
 TRIAL_KEY = "asp_tune"
@@ -202,7 +202,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
         param_names=list(param_space), epochs=epochs, metric=metric, mode=mode, num_samples=num_samples,
         total_trials=num_samples * grid_size(param_space),
         max_concurrent=None if algorithm.owns_concurrency else max_concurrent,
-        budget=rescaled_budget(ratio if ratio < 1.0 else 1.0, time_budget_s, data_passes_budget, num_samples, epochs),
+        budget=rescaled_budget(data_scale(ratio, epochs, settings.ratio_schedule), time_budget_s, data_passes_budget, num_samples, epochs),
         rungs=rungs, storage_path=storage_path, address=address, modules=modules,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, verbose=verbose, label=f"search r={ratio}",
         settings=record, resume_keys=RESUME_KEYS, summary=summary,
