@@ -107,6 +107,34 @@ def test_a_resumed_search_finishes_the_audit_it_recorded(tmp_path):
     assert summary["best_trial_id"] == "t6"
 
 
+def test_an_interrupted_audit_says_to_resume_the_search_and_failed_audit_trials_are_said(tmp_path, capsys):
+    from asp_tune.errors import RunInterrupted
+
+    experiment = tmp_path / "search"
+    experiment.mkdir()
+    trials, histories, summary = _search({f"t{i}": 0.5 + 0.01 * i for i in range(8)}, {}, epochs=4, first=4)
+
+    def interrupted(job, resume=None):
+        raise RunInterrupted("interrupted by SIGINT; no results were committed", str(tmp_path / job.name))
+
+    with pytest.raises(RunInterrupted) as caught:  # --resume takes the search's folder, not the audit's
+        decide(_job(False, audit=3), trials, histories, summary, str(experiment), interrupted)
+    assert caught.value.experiment_path == str(experiment)
+
+    class OneFails(_AuditSearch):
+        def __call__(self, job, resume=None):
+            result = super().__call__(job, resume)
+            result.trials.loc[0, ["status", "final_score"]] = ["ERROR", float("nan")]
+            result.trials["error"] = ["ValueError: invalid optimizer", "", ""]
+            return result
+
+    trials, summary = decide(_job(False, audit=3), trials, histories, summary, str(experiment),
+                             OneFails({float(i): 0.1 * i for i in range(8)}))
+    assert summary["full_data"]["audited"] == 2 and summary["full_data"]["audit_failed"] == 1
+    assert "1 of the audit's trials failed on full data and decide nothing (the first: ValueError: invalid " \
+           "optimizer)" in capsys.readouterr().err
+
+
 def test_an_audit_record_that_names_other_configurations_is_drawn_again(tmp_path, capsys):
     experiment = tmp_path / "search"
     experiment.mkdir()

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from asp_tune.errors import RunInterrupted
 from asp_tune.tune.fulldata import (AUDIT_FILE, CHANGES_FILE, FullDataAgreement, ProxyWatch, at_chance, audit_size,
                                     choose_audit, expected_top, guards_only, measurement_notice, read_changes,
                                     verdict_lines)
@@ -191,7 +192,10 @@ def _audit(job, experiment: str, chosen: list[str], configs: list[dict[str, Any]
     resume = target if tune.Tuner.can_restore(target) else None
     say(f"full data: training {len(record['configs'])} configuration{'s' if len(record['configs']) != 1 else ''} "
         f"on all the data ({'resumed' if resume else 'the audit'})")
-    return record["trials"], run_search(audit, resume=resume)
+    try:
+        return record["trials"], run_search(audit, resume=resume)
+    except RunInterrupted as exc:  # the search's folder is what a resume takes; it finishes this audit
+        raise RunInterrupted(exc.message, experiment) from None
 
 
 def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summary: dict[str, Any],
@@ -208,7 +212,7 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
                                "proxy_score": [proxy[t] for t in proxy if t not in full]})
     chosen = choose_audit(candidates, count, job.mode, plan.seed, "proxy_score",
                           top_only=guards_only(plan.audit, len(trials)))
-    audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "experiment": None}
+    audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "experiment": None, "failed": []}
     if chosen:
         by_id = trials.set_index("trial_id")
         known = {t: {n: _plain(by_id.loc[t, f"config/{n}"]) for n in job.param_names} for t in by_id.index}
@@ -218,9 +222,11 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
             if row["status"] != "ERROR" and index == index and row["final_score"] == row["final_score"]:
                 full[chosen[int(index)]] = float(row["final_score"])
                 sources[chosen[int(index)]] = "audit"
+        failed = result.trials[result.trials["status"] == "ERROR"]
         audit_cost = {"wall_time_s": float(result.summary["wall_time_s"]),
                       "data_passes": float(result.summary["data_passes_total"]),
-                      "experiment": result.summary.get("experiment_path")}
+                      "experiment": result.summary.get("experiment_path"),
+                      "failed": [str(e) for e in failed["error"]] if "error" in failed else ["?"] * len(failed)}
     agreement = FullDataAgreement(job.mode, more=f"{plan.flag}{'' if plan.flag.endswith('=') else ' '}N")
     for trial, score in full.items():
         if trial in proxy:
@@ -246,7 +252,7 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
                "top_rung_on_full_data": plan.top_rung_full, "top_rung_trials": int((trials["full_data_from"] ==
                                                                                     "top rung").sum()),
                "audited": int((trials["full_data_from"] == "audit").sum()),
-               "audit_experiment": audit_cost["experiment"],
+               "audit_experiment": audit_cost["experiment"], "audit_failed": len(audit_cost["failed"]),
                "cost": {"wall_time_s": full_wall, "share_of_wall": full_wall / wall if wall else None,
                         "audit_wall_time_s": audit_cost["wall_time_s"],
                         "top_rung_train_seconds": top_cost["train_seconds"],
@@ -254,6 +260,9 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
                         "note": "the top rung's share is its training seconds' share of the search's"},
                "ratio_changes": changes,
                "did_not_learn": _did_not_learn(trials, histories, job.metric, plan.first_rung, job.mode)}
+    if audit_cost["failed"]:
+        say(f"warning: {len(audit_cost['failed'])} of the audit's trials failed on full data and decide nothing "
+            f"(the first: {audit_cost['failed'][0]}); see {audit_cost['experiment']}")
     summary = {**summary, "search_wall_time_s": search_wall, "wall_time_s": wall,
                "data_passes_total": float(summary["data_passes_total"]) + audit_cost["data_passes"]}
     if not len(scored):

@@ -178,8 +178,10 @@ def _restored_tuner(job: SearchJob, trainable, resume: str, resume_unsigned: boo
             warnings.warn(f"resuming from the signed copy of the experiment's state: {', '.join(changed)} "
                           "changed after it was signed (a driver killed while Ray wrote its state, or a "
                           "change by someone else); the files set aside end in .unsigned", stacklevel=3)
+    # the space again: Ray saved its functions (tune.sample_from, the audit's configurations) as placeholders,
+    # and a trial that had not started would otherwise run with a placeholder as its configuration
     return tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
-                              storage_filesystem=ray_filesystem(resume))
+                              param_space=job.built.param_space, storage_filesystem=ray_filesystem(resume))
 
 
 def _new_tuner(job: SearchJob, trainable, storage: str):
