@@ -282,3 +282,46 @@ def test_the_command_line_and_search_rescale_budgets_by_one_rule(decide, algo, s
         assert job.budget["scale"] == pytest.approx(scale)
         assert job.budget["time_budget_s"] == pytest.approx(100 * scale)
         assert job.budget["data_passes"] == pytest.approx(40 * scale)
+
+
+def test_ray_scheduler_objects_stop_early_as_their_names_do():
+    """Ray's schedulers all derive from FIFOScheduler, which once made every one of them "no early stopping":
+    a full first epoch, and for Ray's Hyperband no top rung on all the data."""
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    from asp_tune.tune.user import user_job
+
+    def trainable(config):
+        pass
+
+    def job(scheduler):
+        return user_job(trainable, {"lr": 0.1}, epochs=9, ratio=0.3, strategy="auto", metric="val_accuracy",
+                        mode="max", scheduler=scheduler, search_alg=None, num_samples=6, max_concurrent=2,
+                        reduction_factor=3, grace_period=1, time_budget_s=None, data_passes_budget=None, seed=0,
+                        cpus_per_trial=1, gpus_per_trial=0, storage_path=None, address=None, name=None, verbose=0,
+                        proxy_settings={})
+
+    named, ray_own = job("hyperband"), job(HyperBandScheduler(max_t=9, reduction_factor=3))
+    for built in (named, ray_own):
+        assert built.rungs == (1, 3, 9) and built.full_data.top_rung_full
+        assert built.summary["first_epoch_full"] is False and built.summary["ratio_schedule"] == "steps:3=1"
+    median = job(MedianStoppingRule(grace_period=2))
+    assert median.summary["first_epoch_full"] is False and not median.full_data.top_rung_full  # an audit decides
+    fifo = job(FIFOScheduler())
+    assert fifo.summary["first_epoch_full"] is True and fifo.summary["ratio_schedule"] == "constant"
+
+
+def test_a_searchers_name_as_scheduler_searches_with_it():
+    """scheduler='tpe' ran random search (TPE's FIFO scheduler beside a random searcher), without a word."""
+    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from asp_tune.tune.algorithms import Context, compose
+
+    ctx = Context(9, num_samples=4, max_concurrent=2, grace_period=1, reduction_factor=3, seed=0,
+                  metric="val_accuracy", mode="max", param_space={"lr": 0.1})
+    assert isinstance(compose("tpe", None, ctx)[0].searcher, OptunaSearch)
+    assert isinstance(compose("fifo", "tpe", ctx)[0].searcher, OptunaSearch)
+    assert isinstance(compose("asha", None, ctx)[0].searcher, BasicVariantGenerator)
+    with pytest.raises(ConfigError, match=r"search_alg='hyperband'.*with scheduler='tpe'"):
+        compose("tpe", "hyperband", ctx)

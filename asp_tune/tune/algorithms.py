@@ -267,6 +267,13 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
     from ray.tune.search import SearchAlgorithm, Searcher
 
     allowed = (f"'fifo', one of {', '.join(algorithm_names())} or a Ray Tune TrialScheduler")
+    if isinstance(scheduler, str) and scheduler not in NO_EARLY_STOPPING and scheduler in ALGORITHMS:
+        named = get_algorithm(scheduler, "scheduler")
+        if not named.multi_fidelity and named is not RANDOM:  # a searcher's name (tpe): it proposes, FIFO runs
+            if search_alg not in (None, "random", scheduler):
+                raise ConfigError("search_alg", search_alg, f"none, or {scheduler!r}, with scheduler={scheduler!r} "
+                                                            "(it names a searcher, which this would replace)")
+            scheduler, search_alg = "fifo", scheduler
     if isinstance(scheduler, TrialScheduler):
         from asp_tune.tune.hyperband import without_the_race
 
@@ -300,10 +307,16 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
 
 
 def _rungs_of(scheduler: Any) -> Callable[[Context], tuple[int, ...]] | None:
-    """Where a scheduler object decides, when it says (Ray's ASHA: its first bracket's milestones)."""
-    brackets = getattr(scheduler, "_brackets", None)
+    """Where a scheduler object decides, when it says: Ray's ASHA, its first bracket's milestones; Ray's
+    Hyperband, every bracket's first resource (``max_t / eta^s``) and those above it."""
+    from ray.tune.schedulers import HyperBandScheduler
+
     try:
-        milestones = sorted({int(m) for m, _ in brackets[0]._rungs})
+        if isinstance(scheduler, HyperBandScheduler):
+            eta, max_t = scheduler._eta, scheduler._max_t_attr
+            milestones = sorted({int(max_t * eta ** -k) for k in range(scheduler._s_max_1)} - {0})
+        else:
+            milestones = sorted({int(m) for m, _ in scheduler._brackets[0]._rungs})
     except (TypeError, IndexError, AttributeError, ValueError):
         return None
     return lambda ctx: tuple(sorted(set(m for m in milestones if m <= ctx.epochs) | {ctx.epochs}))

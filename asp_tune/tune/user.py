@@ -143,7 +143,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     ctx = Context(epochs, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
                   reduction_factor=reduction_factor, seed=seed, metric=metric, mode=mode, name=name)
     _, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
-    early = algorithm.multi_fidelity or not (scheduler in ("fifo", None) or isinstance(scheduler, FIFOScheduler))
+    # Ray's schedulers all derive from FIFOScheduler: only FIFOScheduler itself stops no trial early
+    early = algorithm.multi_fidelity or not (scheduler in ("fifo", None) or type(scheduler) is FIFOScheduler)
     proxy_fields = set(vars(ProxySettings())) - {"ratio", "metric"}  # search's own ratio and strategy
     unknown = sorted(set(proxy_settings) - proxy_fields)
     if unknown:
