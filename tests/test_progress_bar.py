@@ -22,3 +22,14 @@ def test_the_bar_says_what_its_agreement_fields_mean_and_shows_them(capsys):
     assert "rung_tau=+1.00(1->3)" in postfix and "full_tau=-1.00(3)" in postfix, postfix
     bar.on_experiment_end(trials)
     assert SearchProgress(total=1).legend() == ""
+
+
+def test_the_bar_s_best_follows_the_search_s_mode():
+    """A minimised metric's best is its lowest report (it showed the highest: 5.07 where the best was 0.22)."""
+    trials = [SimpleNamespace(trial_id="t0", status="RUNNING")]
+    for mode, best in (("min", "0.2200"), ("max", "5.0700")):
+        bar = SearchProgress(total=1, metric="val_loss", mode=mode)
+        for value in (5.07, 0.22, float("nan"), 1.5):
+            bar.on_trial_result(0, trials, trials[0], {"epoch": 1, "val_loss": value})
+        assert "best=" + best in bar._bar.postfix, bar._bar.postfix  # noqa: SLF001
+        bar.on_experiment_end(trials)

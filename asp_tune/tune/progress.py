@@ -201,16 +201,16 @@ class SignedState(Callback):
 
 class SearchProgress(Callback):
     """One progress bar for a whole search: trials done, running and failed, the best validation
-    accuracy so far, elapsed time and ETA (Ray's own console output stays off); with ``rungs``, the
+    score so far (the highest, or the lowest where ``mode`` is ``min``), elapsed time and ETA (Ray's own console output stays off); with ``rungs``, the
     lowest rank agreement of a pair of rungs so far (``rung_tau``, :mod:`asp_tune.tune.trust`); with
     ``full_pairs``, the proxy's agreement with the full-data top rung so far (``full_tau``); a legend line says
     so when the search starts."""
 
     def __init__(self, total: int, desc: str = "trials", rungs: tuple[int, ...] | None = None,
-                 metric: str = "val_accuracy", full_pairs: tuple[int, int] | None = None):
+                 metric: str = "val_accuracy", full_pairs: tuple[int, int] | None = None, mode: str = "max"):
         from asp_tune.tune.trust import RungRecord
 
-        self.total, self.desc, self.metric = total, desc, metric
+        self.total, self.desc, self.metric, self.mode = total, desc, metric, mode
         self.running, self.failed, self.best = 0, 0, float("nan")
         self.trust = None if rungs is None else RungRecord(rungs)
         self.full_pairs = full_pairs  # (proxy epoch, full-data epoch): the proxy's agreement with full data
@@ -278,7 +278,9 @@ class SearchProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(getattr(self, "metric", "val_accuracy"))
-        if isinstance(value, (int, float)) and value == value and not (value <= self.best):
+        if isinstance(value, (int, float)) and value == value and (
+                self.best != self.best or (value < self.best if getattr(self, "mode", "max") == "min"
+                                           else value > self.best)):
             self.best = float(value)
         if self.trust is not None and "epoch" in result:
             self.trust.add(trial.trial_id, result["epoch"], value)

@@ -198,7 +198,8 @@ def _new_tuner(job: SearchJob, trainable, storage: str):
     full_pairs = (plan.first_rung, job.epochs) if plan is not None and plan.top_rung_full and plan.first_rung else None
     tuner = make_tuner(trainable, job.built.param_space, name=job.name, storage=storage, num_samples=job.num_samples,
                        max_concurrent=job.max_concurrent, verbose=job.verbose, max_failures=job.max_failures,
-                       progress=(job.total_trials or job.num_samples, job.label, job.rungs, job.metric, full_pairs),
+                       progress=(job.total_trials or job.num_samples, job.label, job.rungs, job.metric, full_pairs,
+                                 job.mode),
                        search_alg=job.built.searcher, scheduler=job.built.scheduler,
                        time_budget_s=job.budget.get("time_budget_s"), stop=stop, callbacks=callbacks,
                        checkpoints_to_keep=KEEP_CHECKPOINTS, tune_config_extra=target)
