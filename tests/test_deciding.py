@@ -135,6 +135,20 @@ def test_an_interrupted_audit_says_to_resume_the_search_and_failed_audit_trials_
            "optimizer)" in capsys.readouterr().err
 
 
+def test_trials_started_on_all_the_data_are_no_proxy_in_the_agreement(tmp_path):
+    """After the ratio is raised to 1, the trials started then report full-data scores at the first rung:
+    counted as the proxy's, they made 'measured' from pairs that measured nothing."""
+    proxy = {f"t{i}": 0.375 for i in range(4)} | {f"t{i}": 0.5 + 0.05 * i for i in range(4, 8)}
+    full = {f"t{i}": 0.5 + 0.05 * i for i in range(8)}
+    trials, histories, summary = _search(proxy, full, epochs=4, first=1)
+    for i, trial in enumerate(proxy):
+        histories[trial]["start_ratio"] = 0.3 if i < 4 else 1.0
+    trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    section = summary["full_data"]
+    assert section["pairs"] == 4 and not section["measured"]
+    assert trials.set_index("trial_id")["proxy_score"].notna().sum() == 4
+
+
 def test_an_audit_record_that_names_other_configurations_is_drawn_again(tmp_path, capsys):
     experiment = tmp_path / "search"
     experiment.mkdir()

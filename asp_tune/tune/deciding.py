@@ -101,10 +101,15 @@ def announce(job) -> list[str]:
 
 def proxy_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metric: str,
                  first_rung: int | None) -> dict[str, float]:
-    """Each trial's proxy score: at ``first_rung``, or its best reported score."""
+    """Each trial's proxy score: at ``first_rung``, or its best reported score. A trial started on all the data
+    (the ratio raised to 1 while the search ran) has none: its scores are full data's."""
     out = {}
     for _, row in trials[trials["status"] != "ERROR"].iterrows():
         trial = row["trial_id"]
+        started = histories.get(trial)
+        if started is not None and "start_ratio" in started and started["start_ratio"].notna().any() \
+                and float(started["start_ratio"].dropna().iloc[0]) >= 1.0:
+            continue
         if first_rung is None:
             if row["best_score"] == row["best_score"]:
                 out[trial] = float(row["best_score"])
