@@ -101,6 +101,15 @@ def build_network(config: TrainConfig, data: DataBundle, device: torch.device,
     return model, {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
 
 
+def check_strategy_for_task(strategy: Any, given: Any, task: Any) -> None:
+    """A strategy that reads classes (labels, a scoring model's scores, logits' statistics) is refused by
+    name on a task without them (regression). ``given``: the ``metric`` as the user wrote it."""
+    reads = {need for name in strategy.statistics() for need in STATISTICS[name].needs}
+    if (strategy.needs_labels or strategy.needs_scores or reads - {"loss"}) and not task.has_classes:
+        raise ConfigError("metric", given, f"a strategy that needs no classes for the {task.name} task "
+                                           "(random, fixed_random, loss, infobatch, none, auto)")
+
+
 def build_parts(config: TrainConfig, data: DataBundle | None = None, model: Union[nn.Module, ModelFactory, None] = None,
                 arrays: dict | None = None, size_field: tuple[str, Any] = ("model", "the network given")) -> Parts:
     """The parts of ``config``'s run (validated here): seeded, with its data (``data``, or loaded once from
@@ -127,10 +136,7 @@ def build_parts(config: TrainConfig, data: DataBundle | None = None, model: Unio
     if not task.has_classes:  # nothing to balance by
         proxy = dataclasses.replace(proxy, class_balance=False)
     strategy = make_strategy(proxy.metric, proxy)
-    reads = {need for name in strategy.statistics() for need in STATISTICS[name].needs}
-    if (strategy.needs_labels or strategy.needs_scores or reads - {"loss"}) and not task.has_classes:
-        raise ConfigError("metric", config.metric, f"a strategy that needs no classes for the {task.name} task "
-                                                   "(random, fixed_random, loss, infobatch, none, auto)")
+    check_strategy_for_task(strategy, config.metric, task)
     return Parts(data, task, device, network, builder, strategy, proxy,
                  make_feeder(data.train, data, config, device, True, channels_last, config.seed + 1),
                  {split: make_feeder(getattr(data, split), data, config, device, False, channels_last, 0)

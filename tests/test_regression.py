@@ -117,6 +117,22 @@ def test_a_task_of_your_own_by_import_path_and_strategies_that_need_classes_are_
     assert "regression task" in refused.stderr and not (folder / "refused").exists()
 
 
+def test_hpo_refuses_a_strategy_that_needs_classes_on_regression_data_before_ray_starts(folder, monkeypatch):
+    """It started Ray, failed every trial and exited 1; ``train`` refused the same input at once."""
+    from asp_tune.tune.builtin import job_from_settings
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "my_reg", raising=False)
+    space = {"name": "reg", "fixed": {"dataset": "my_reg:linear", "model": "mlp", "epochs": 3},
+             "params": {"lr": {"type": "loguniform", "low": 0.001, "high": 0.1}}}
+    with pytest.raises(ConfigError, match=r"invalid metric='entropy': allowed a strategy that needs no classes for "
+                                          r"the regression task"):
+        job_from_settings(HpoSettings(space=parse_space(space), metric="entropy"))
+    job_from_settings(HpoSettings(space=parse_space(space)))  # auto: a loss-only strategy on regression
+
+
 @pytest.mark.slow
 def test_hpo_and_compare_search_a_regression_space_by_r2(folder):
     (folder / "reg.yaml").write_text("name: reg\nfixed: {dataset: 'my_reg:linear', model: mlp, epochs: 9, "

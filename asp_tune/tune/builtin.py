@@ -56,6 +56,7 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     s.space = absolute_data_dir(s.space)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     metric = s.score_metric(arrays is not None and np.asarray(arrays["train_y"]).dtype.kind == "f")
+    check_strategy(s, arrays)
     n = train_samples(s, arrays)
     first_rung_change = s.fit_first_rung(n) if n is not None else None
     plan = _full_data_plan(s)
@@ -213,6 +214,24 @@ def _packs(s: HpoSettings, choice, run: dict[str, Any], validate: tuple[int, ...
 
 def _unchecked(ratio: float) -> str:
     return "full data (every trial trained on all of it)" if ratio >= 1.0 else "proxy (not checked against full data)"
+
+
+def check_strategy(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
+    """The search's strategy (one for all its trials: a space cannot search it), checked against the data's
+    task before Ray starts (one that needs classes on regression targets failed every trial); nothing when
+    the space searches which data to read."""
+    if arrays is None:
+        return
+    import torch
+
+    from asp_tune.assembly import check_strategy_for_task
+    from asp_tune.strategies import make_strategy
+    from asp_tune.tasks import task_for
+
+    cfg = s.trial_config()
+    task = task_for(cfg.task, torch.as_tensor(np.asarray(arrays["train_y"])))
+    proxy = cfg.proxy_settings()
+    check_strategy_for_task(make_strategy(proxy.metric, proxy), cfg.metric, task)
 
 
 def train_samples(s: HpoSettings, arrays: dict[str, Any] | None) -> int | None:
