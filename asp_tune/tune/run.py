@@ -140,9 +140,11 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
     given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in keys})))
     differ = [k for k in keys if saved_jsonable.get(k) != given.get(k)]
     if differ:
-        detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (given {given.get(k)!r})"
+        detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (this command's: {given.get(k)!r})"
                            for k in differ if k != "space") + ("; the same search space" if "space" in differ else "")
-        raise ConfigError("resume", experiment, f"the flags of the run being resumed: {detail}")
+        raise ConfigError("resume", experiment, f"the settings the run was started with (give the flags it was "
+                                                f"started with; a setting the search adjusted, such as a ratio raised "
+                                                f"for the first rung, follows from them): {detail}")
 
 
 def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:

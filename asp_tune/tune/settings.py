@@ -199,7 +199,8 @@ class HpoSettings:
                                             "(none: .OUT.ray beside --out for a local run, else Ray's ~/ray_results)",
                                       RAY)
     name: str | None = option(None, flag=False)
-    verbose: int = option(1, "0: silent; 1: one progress bar per search; 2: Ray Tune's own tables and logs", RAY,
+    verbose: int = option(1, "0: no progress bar (notices and warnings stay); 1: one progress bar per search; "
+                             "2: Ray Tune's own tables and logs", RAY,
                           check=OneOf(lambda: (0, 1, 2)))
     selection: dict[str, Any] = option(flag=False, default_factory=dict,  # SELECTION_FIELDS given as flags
                                        check=Check(check_selection, ({"nope": 1}, 3)))
