@@ -123,6 +123,14 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
 
     if not summary_signed(file):
         check_file_config(values, trust, f"results file {file} (not signed by you)")
+    else:  # a search of yours imported its modules from these folders (its space's, first): so does this run
+        from asp_tune.imports import add_search_paths
+
+        runs = summary.get("runs") if isinstance(summary.get("runs"), dict) else {}
+        for where in [summary, *runs.values()]:
+            paths = where.get("search_paths") if isinstance(where, dict) else None
+            if isinstance(paths, list):
+                add_search_paths([p for p in paths if isinstance(p, str)])
     return TrainConfig.from_dict(values)
 
 

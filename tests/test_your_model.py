@@ -120,7 +120,10 @@ def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_tempora
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((user_folder / "hpo" / "summary.json").read_text())
     assert summary["num_trials"] == 4 and summary["num_failed"] == 0  # every trial imported the user's module
-    run = run_cli(user_folder, "train", "--config", "hpo", "--out", "best", "--quiet")
+    elsewhere = tmp_path / "elsewhere"  # the search's own folders are where its model is found
+    elsewhere.mkdir()
+    run = run_cli(elsewhere, "train", "--config", str(user_folder / "hpo"), "--out", str(user_folder / "best"),
+                  "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
     trained = json.loads((user_folder / "best" / "summary.json").read_text())
     best = summary["best_config"]

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.errors import ConfigError, RunFailed
+from asp_tune.imports import search_paths
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
 from asp_tune.tune.job import SearchJob, SearchResult  # noqa: F401 - part of this module's API
@@ -411,6 +412,8 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
         "budget": job.budget,
         "experiment_path": experiment_path,
         "proxy_trust": None if trust is None else trust.summary(),
+        # where the search imported the user's modules from: `train --config` of this folder looks there too
+        "search_paths": search_paths(job.modules),
     }
     for key, read in job.summarizers.items():
         summary[key] = read(experiment_path)
