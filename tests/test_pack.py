@@ -530,3 +530,16 @@ def test_a_task_whose_loss_takes_a_number_packs_when_the_members_share_their_lab
     assert pack.members and not pack.failed
     for config, run in zip(members, runs):
         assert_same_run(alone(config, 2)[0], run, 1e-5)
+
+
+def test_a_search_whose_packs_fused_nothing_says_why_once():
+    """The Ray search said 'packs of 2 (as asked)' and then trained every trial alone without a word."""
+    from asp_tune.tune.pack_server import say_if_nothing_fused
+
+    alone = say_if_nothing_fused({"fused_epochs": 0, "alone_epochs": 6, "notes": []}, 2)
+    assert len(alone["notes"]) == 1 and alone["notes"][0].startswith("no two trials trained together: trials pack "
+                                                                      "only where they differ in nothing but lr,")
+    for summary, size in (({"fused_epochs": 0, "alone_epochs": 6, "notes": []}, 1),  # no packs asked for
+                          ({"fused_epochs": 4, "alone_epochs": 6, "notes": []}, 2),  # some fused
+                          ({"fused_epochs": 0, "alone_epochs": 6, "notes": ["not fused: lazy modules"]}, 2)):
+        assert say_if_nothing_fused(dict(summary), size)["notes"] == summary["notes"]

@@ -205,5 +205,17 @@ class PackServer:
         return {"fused_epochs": self.fused_epochs, "alone_epochs": self.alone_epochs, "notes": list(self.notes)}
 
 
+def say_if_nothing_fused(summary: dict[str, Any], size: int) -> dict[str, Any]:
+    """``summary`` (a :meth:`PackServer.summary`, or the sum of several) with a note where packs of ``size``
+    were asked for and no two configurations trained together, without a reason said already."""
+    from asp_tune.pack import PER_MEMBER
+
+    if size > 1 and summary.get("alone_epochs") and not summary.get("fused_epochs") and not summary.get("notes"):
+        summary["notes"] = [*summary.get("notes", []), "no two trials trained together: trials pack only where "
+                            f"they differ in nothing but {', '.join(PER_MEMBER)} and train the same samples in an "
+                            "epoch"]
+    return summary
+
+
 def set_threads(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))

@@ -32,9 +32,9 @@ from typing import Any, Callable
 from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
-from asp_tune.pack import PER_MEMBER, PackChoice, choose_pack_size
+from asp_tune.pack import PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
-from asp_tune.tune.pack_server import PackServer
+from asp_tune.tune.pack_server import PackServer, say_if_nothing_fused
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, as_space
 from asp_tune.tune.space import SearchSpace
 
@@ -294,10 +294,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                 except Exception:  # noqa: BLE001 - the first error is the one to raise
                     live.pop(name, None)
             raise
-    summary = server.summary()
-    if choice.size > 1 and summary["alone_epochs"] and not summary["fused_epochs"] and not summary["notes"]:
-        notes.append("no two trials trained together: trials pack only where they differ in nothing but "
-                     f"{', '.join(PER_MEMBER)} and train the same samples in an epoch")
+    summary = say_if_nothing_fused(server.summary(), choice.size)
     packed = PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
                          summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]],
                          trials=ended)

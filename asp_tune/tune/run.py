@@ -308,7 +308,11 @@ def _pack_pool(job: SearchJob, experiment: str):
     try:
         yield packed
     finally:
-        packed.update(stop_pool(pool))
+        from asp_tune.tune.pack_server import say_if_nothing_fused
+
+        packed.update(say_if_nothing_fused(stop_pool(pool), plan.size))
+        for note in packed["notes"] if job.verbose else ():
+            print(f"[asp-tune] packs: {note}", file=sys.stderr)
 
 
 @contextlib.contextmanager
