@@ -177,6 +177,18 @@ def _result(trials: list[dict], summary: dict) -> SearchResult:
     return SearchResult(pd.DataFrame(trials), {**base, **summary})
 
 
+def test_an_audit_that_costs_more_than_full_data_is_said_up_front(capsys):
+    """--audit 6 of 6 configurations cost 51 data passes against 36 for the same search on full data, unsaid."""
+    job = _job(False, audit=6, rungs=(6,), num_samples=6)
+    job.budget, job.summary = {"scale": 0.3}, {"first_epoch_full": True}
+    lines = announce(job)
+    assert any(line.startswith("--audit 6 of 6 configurations trains them again on all the data: about 51 data "
+                               "passes in all, against 36 for the same search on full data") for line in lines)
+    job.full_data.audit = 2
+    assert not any("saves nothing" in line for line in announce(job))  # 6 x 2.5 + 2 x 6 = 27 < 36
+    capsys.readouterr()
+
+
 def test_compare_judges_a_pick_by_its_retrain_never_by_an_early_stopped_score(capsys):
     # the full-data search: ASHA cut x=1 after one epoch (0.30), x=0 ran to the end (0.80)
     full = _result([{"config/x": 0, "best_score": 0.80, "final_score": 0.80, "status": "TERMINATED", "epochs": 4},

@@ -94,9 +94,31 @@ def announce(job) -> list[str]:
         notice = measurement_notice(configurations, pairs, rungs, plan.flag)
         if notice:
             lines.append(notice)
+        costly = _audit_outweighs_the_proxy(job, configurations)
+        if costly:
+            lines.append(costly)
     for line in lines:
         say(line)
     return lines
+
+
+def _audit_outweighs_the_proxy(job, configurations: int) -> str:
+    """One line where a search without rungs, with its audit, would train more data passes than the same search
+    on full data ("" else): its trials' passes at the data share of an epoch, plus the audit's full passes."""
+    plan: FullDataPlan = job.full_data
+    scale = job.budget.get("scale")
+    if plan.top_rung_full or job.rungs or not scale or scale >= 1.0:
+        return ""
+    audit, epochs = plan.audit_count(configurations, job.rungs), job.epochs
+    per_trial = 1 + (epochs - 1) * scale if job.summary.get("first_epoch_full") else epochs * scale
+    proxy, full = configurations * per_trial + audit * epochs, configurations * epochs
+    if not audit or proxy < full:
+        return ""
+    sep = "" if plan.flag.endswith("=") else " "
+    return (f"{plan.flag}{sep}{audit} of {configurations} configurations trains them again on all the data: about "
+            f"{proxy:.0f} data passes in all, against {full:.0f} for the same search on full data, so the proxy "
+            f"saves nothing here (a smaller {plan.flag}{sep}N, more configurations, or an early-stopping search "
+            "whose top rung trains on all the data)")
 
 
 def proxy_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metric: str,
