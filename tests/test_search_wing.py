@@ -323,5 +323,57 @@ def test_a_searchers_name_as_scheduler_searches_with_it():
     assert isinstance(compose("tpe", None, ctx)[0].searcher, OptunaSearch)
     assert isinstance(compose("fifo", "tpe", ctx)[0].searcher, OptunaSearch)
     assert isinstance(compose("asha", None, ctx)[0].searcher, BasicVariantGenerator)
-    with pytest.raises(ConfigError, match=r"search_alg='hyperband'.*with scheduler='tpe'"):
-        compose("tpe", "hyperband", ctx)
+    assert isinstance(compose("tpe", "random", ctx)[0].searcher, BasicVariantGenerator)  # random, as asked
+
+
+def test_a_registered_algorithm_keeps_its_own_scheduler_and_only_fifo_runs_every_trial_to_the_end():
+    from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule
+
+    from asp_tune.tune.algorithms import ALGORITHMS, Algorithm, Built, Context, compose
+    from asp_tune.tune.user import user_job
+
+    def median(ctx):
+        return Built(MedianStoppingRule(grace_period=1), None, dict(ctx.param_space or {}))
+
+    class MyFifo(FIFOScheduler):  # a scheduler of one's own may stop trials: counted as one that does
+        pass
+
+    ctx = Context(9, num_samples=4, max_concurrent=2, grace_period=1, reduction_factor=3, seed=0,
+                  metric="val_accuracy", mode="max", param_space={"lr": 0.1})
+    ALGORITHMS.register("my_median", Algorithm(median, "median stopping"))
+    try:
+        assert isinstance(compose("my_median", None, ctx)[0].scheduler, MedianStoppingRule)
+
+        def first_epoch_full(scheduler, search_alg=None):
+            return user_job(lambda config: None, {"lr": 0.1}, epochs=9, ratio=0.3, strategy="auto",
+                            metric="val_accuracy", mode="max", scheduler=scheduler, search_alg=search_alg,
+                            num_samples=4, max_concurrent=2, reduction_factor=3, grace_period=1,
+                            time_budget_s=None, data_passes_budget=None, seed=0, cpus_per_trial=1, gpus_per_trial=0,
+                            storage_path=None, address=None, name=None, verbose=0,
+                            proxy_settings={}).summary["first_epoch_full"]
+
+        assert first_epoch_full("tpe") is first_epoch_full("fifo", "tpe") is first_epoch_full("fifo") is True
+        assert first_epoch_full("my_median") is first_epoch_full(MyFifo()) is first_epoch_full("asha") is False
+    finally:
+        ALGORITHMS.unregister("my_median")
+
+
+def test_rungs_read_from_ray_s_scheduler_objects_are_its_own_in_epochs_or_none():
+    """Ray's Hyperband's milestones as its successive halving raises them; none where its resource is not the
+    epoch or it stops trials before the search's last epoch (its top rung would never train on full data)."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    from asp_tune.tune.algorithms import Context, _rungs_of
+
+    def rungs(scheduler, epochs):
+        ctx = Context(epochs, num_samples=4, max_concurrent=2, grace_period=1, reduction_factor=3, seed=0,
+                      metric="m", mode="max")
+        found = _rungs_of(scheduler, ctx)
+        return None if found is None else found(ctx)
+
+    assert rungs(HyperBandScheduler(max_t=12, reduction_factor=3), 12) == (1, 3, 4, 9, 12)  # brackets 1-3-9, 4-12
+    assert rungs(HyperBandScheduler(max_t=9, reduction_factor=2), 9) == (1, 2, 4, 8, 9)
+    assert rungs(ASHAScheduler(max_t=12, grace_period=1, reduction_factor=3), 12) == (1, 3, 9, 12)
+    assert rungs(HyperBandScheduler(max_t=9), 12) is None  # stops every trial at 9 of 12 epochs
+    assert rungs(HyperBandScheduler(time_attr="time_total_s", max_t=12), 12) is None  # seconds, not epochs
+    assert rungs(ASHAScheduler(time_attr="time_total_s", max_t=12), 12) is None

@@ -267,18 +267,11 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
     from ray.tune.search import SearchAlgorithm, Searcher
 
     allowed = (f"'fifo', one of {', '.join(algorithm_names())} or a Ray Tune TrialScheduler")
-    if isinstance(scheduler, str) and scheduler not in NO_EARLY_STOPPING and scheduler in ALGORITHMS:
-        named = get_algorithm(scheduler, "scheduler")
-        if not named.multi_fidelity and named is not RANDOM:  # a searcher's name (tpe): it proposes, FIFO runs
-            if search_alg not in (None, "random", scheduler):
-                raise ConfigError("search_alg", search_alg, f"none, or {scheduler!r}, with scheduler={scheduler!r} "
-                                                            "(it names a searcher, which this would replace)")
-            scheduler, search_alg = "fifo", scheduler
     if isinstance(scheduler, TrialScheduler):
         from asp_tune.tune.hyperband import without_the_race
 
         scheduler = without_the_race(scheduler)
-        base = dataclasses.replace(RANDOM, rungs=_rungs_of(scheduler), pauses_trials=True)
+        base = dataclasses.replace(RANDOM, rungs=_rungs_of(scheduler, ctx), pauses_trials=True)
         built = Built(scheduler, None, dict(ctx.param_space or {}))
     elif scheduler in NO_EARLY_STOPPING or (isinstance(scheduler, str) and scheduler in ALGORITHMS):
         base = RANDOM if scheduler in NO_EARLY_STOPPING else get_algorithm(scheduler, "scheduler")
@@ -292,7 +285,9 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
     if isinstance(search_alg, (Searcher, SearchAlgorithm)):
         searcher = search_alg
     elif search_alg in (None, "random"):
-        searcher = built.searcher if base.own_searcher else _random_searcher(ctx, limit=not base.pauses_trials)
+        # an algorithm that runs every trial to the end with a searcher of its own (tpe) searches with it
+        proposes = search_alg is None and base is not RANDOM and plain_fifo(built.scheduler) and built.searcher
+        searcher = built.searcher if base.own_searcher or proposes else _random_searcher(ctx, limit=not base.pauses_trials)
     elif isinstance(search_alg, str) and search_alg in ALGORITHMS:
         chosen = get_algorithm(search_alg, "search_alg")
         grids = [k for k, v in (ctx.param_space or {}).items() if isinstance(v, dict) and "grid_search" in v]
@@ -306,17 +301,40 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
     return Built(built.scheduler, searcher, dict(ctx.param_space or {})), base
 
 
-def _rungs_of(scheduler: Any) -> Callable[[Context], tuple[int, ...]] | None:
-    """Where a scheduler object decides, when it says: Ray's ASHA, its first bracket's milestones; Ray's
-    Hyperband, every bracket's first resource (``max_t / eta^s``) and those above it."""
-    from ray.tune.schedulers import HyperBandScheduler
+def plain_fifo(scheduler: Any) -> bool:
+    """Whether ``scheduler`` stops no trial early: Ray's ``FIFOScheduler`` itself (every other Ray scheduler,
+    and any of a user's, derives from it and may)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    return type(scheduler) is FIFOScheduler
+
+
+def _rungs_of(scheduler: Any, ctx: Context) -> Callable[[Context], tuple[int, ...]] | None:
+    """Where a scheduler object decides, in epochs, when it says so and runs trials to the search's last epoch
+    (its resource ``training_iteration``, its ``max_t`` the search's epochs): Ray's ASHA, its first bracket's
+    milestones; Ray's Hyperband, every bracket's resources as its successive halving raises them. None for
+    any other (an audit then decides on full data)."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler
 
     try:
+        if getattr(scheduler, "_time_attr", None) != "training_iteration":
+            return None
         if isinstance(scheduler, HyperBandScheduler):
-            eta, max_t = scheduler._eta, scheduler._max_t_attr
-            milestones = sorted({int(max_t * eta ** -k) for k in range(scheduler._s_max_1)} - {0})
+            eta, max_t = scheduler._eta, int(scheduler._max_t_attr)
+            milestones = set()
+            for s in range(scheduler._s_max_1):
+                r = scheduler._get_r0(s)
+                for _ in range(s + 1):
+                    milestones.add(r)
+                    r = int(min(r * eta, max_t))
+        elif isinstance(scheduler, AsyncHyperBandScheduler):
+            max_t = int(scheduler._max_t)
+            milestones = {int(m) for m, _ in scheduler._brackets[0]._rungs}
         else:
-            milestones = sorted({int(m) for m, _ in scheduler._brackets[0]._rungs})
+            return None
     except (TypeError, IndexError, AttributeError, ValueError):
         return None
-    return lambda ctx: tuple(sorted(set(m for m in milestones if m <= ctx.epochs) | {ctx.epochs}))
+    if max_t != ctx.epochs:  # it stops every trial at max_t, or never at the search's last epoch
+        return None
+    rungs = tuple(sorted({m for m in milestones if 0 < m < ctx.epochs} | {ctx.epochs}))
+    return lambda ctx: rungs

@@ -130,10 +130,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
              storage_path: str | None, address: str | None, name: str | None, verbose: int,
              proxy_settings: dict[str, Any], decide: str = "full", audit: int | None = None) -> SearchJob:
     """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
-    from ray.tune.schedulers import FIFOScheduler
-
     from asp_tune.pack import PackChoice
-    from asp_tune.tune.algorithms import Context, check_grace_period, compose
+    from asp_tune.tune.algorithms import Context, check_grace_period, compose, plain_fifo
 
     _check_arguments(trainable, param_space, epochs, mode, {
         "ratio": ratio, "num_samples": num_samples, "max_concurrent": max_concurrent, "grace_period": grace_period,
@@ -142,9 +140,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
         "gpus_per_trial": gpus_per_trial, "address": address, "verbose": verbose, "decide": decide, "audit": audit})
     ctx = Context(epochs, num_samples=num_samples, max_concurrent=max_concurrent, grace_period=grace_period,
                   reduction_factor=reduction_factor, seed=seed, metric=metric, mode=mode, name=name)
-    _, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
-    # Ray's schedulers all derive from FIFOScheduler: only FIFOScheduler itself stops no trial early
-    early = algorithm.multi_fidelity or not (scheduler in ("fifo", None) or type(scheduler) is FIFOScheduler)
+    composed, algorithm = compose(scheduler, search_alg, ctx)  # names checked before anything is built
+    early = algorithm.multi_fidelity or not plain_fifo(composed.scheduler)  # any scheduler but FIFO's may stop trials
     proxy_fields = set(vars(ProxySettings())) - {"ratio", "metric"}  # search's own ratio and strategy
     unknown = sorted(set(proxy_settings) - proxy_fields)
     if unknown:
@@ -226,7 +223,7 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     unless ``first_epoch_full=True``. ``scheduler``: ``fifo``, the name of a registered algorithm
     (``asha``, ``hyperband``, ``hypertune`` with its own searcher, ...) or any Ray Tune
     ``TrialScheduler``; ``search_alg``: ``random``, an algorithm's name (``tpe``) or any ``Searcher``.
-    Budgets are given as for full data and become ``ratio`` x that. ``out``: a results folder for
+    Budgets are given as for full data and rescaled by the data share of an epoch (:func:`~asp_tune.tune.settings.data_scale`). ``out``: a results folder for
     ``trials.csv``, ``trial_epochs.csv`` and ``summary.json`` (checked before anything runs, written
     only when the search succeeds; Ray's experiment is kept in ``.OUT.ray`` beside it unless
     ``storage_path`` says otherwise). ``resume``: an experiment folder of an interrupted search to
