@@ -223,7 +223,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     unless ``first_epoch_full=True``. ``scheduler``: ``fifo``, the name of a registered algorithm
     (``asha``, ``hyperband``, ``hypertune`` with its own searcher, ...) or any Ray Tune
     ``TrialScheduler``; ``search_alg``: ``random``, an algorithm's name (``tpe``) or any ``Searcher``.
-    Budgets are given as for full data and rescaled by the data share of an epoch (:func:`~asp_tune.tune.settings.data_scale`). ``out``: a results folder for
+    Budgets are given as for full data and rescaled by the data share of an epoch
+    (:func:`~asp_tune.tune.settings.data_scale`). ``out``: a results folder for
     ``trials.csv``, ``trial_epochs.csv`` and ``summary.json`` (checked before anything runs, written
     only when the search succeeds; Ray's experiment is kept in ``.OUT.ray`` beside it unless
     ``storage_path`` says otherwise). ``resume``: an experiment folder of an interrupted search to
