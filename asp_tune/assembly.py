@@ -101,13 +101,19 @@ def build_network(config: TrainConfig, data: DataBundle, device: torch.device,
     return model, {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
 
 
-def check_strategy_for_task(strategy: Any, given: Any, task: Any) -> None:
-    """A strategy that reads classes (labels, a scoring model's scores, logits' statistics) is refused by
-    name on a task without them (regression). ``given``: the ``metric`` as the user wrote it."""
+def strategy_for_task(config: TrainConfig, task: Task) -> tuple[ProxySettings, SubsetStrategy]:
+    """``config``'s proxy settings for ``task`` (no class balance without classes) and its strategy; one that
+    reads classes (labels, a scoring model's scores, logits' statistics) is refused by name on a task without
+    them (regression)."""
+    proxy = config.proxy_settings()
+    if not task.has_classes:  # nothing to balance by
+        proxy = dataclasses.replace(proxy, class_balance=False)
+    strategy = make_strategy(proxy.metric, proxy)
     reads = {need for name in strategy.statistics() for need in STATISTICS[name].needs}
     if (strategy.needs_labels or strategy.needs_scores or reads - {"loss"}) and not task.has_classes:
-        raise ConfigError("metric", given, f"a strategy that needs no classes for the {task.name} task "
-                                           "(random, fixed_random, loss, infobatch, none, auto)")
+        raise ConfigError("metric", config.metric, f"a strategy that needs no classes for the {task.name} task "
+                                                   "(random, fixed_random, loss, infobatch, none, auto)")
+    return proxy, strategy
 
 
 def build_parts(config: TrainConfig, data: DataBundle | None = None, model: Union[nn.Module, ModelFactory, None] = None,
@@ -132,11 +138,7 @@ def build_parts(config: TrainConfig, data: DataBundle | None = None, model: Unio
     network.to(device)
     if channels_last:
         network.to(memory_format=torch.channels_last)
-    proxy = config.proxy_settings()
-    if not task.has_classes:  # nothing to balance by
-        proxy = dataclasses.replace(proxy, class_balance=False)
-    strategy = make_strategy(proxy.metric, proxy)
-    check_strategy_for_task(strategy, config.metric, task)
+    proxy, strategy = strategy_for_task(config, task)
     return Parts(data, task, device, network, builder, strategy, proxy,
                  make_feeder(data.train, data, config, device, True, channels_last, config.seed + 1),
                  {split: make_feeder(getattr(data, split), data, config, device, False, channels_last, 0)

@@ -130,7 +130,8 @@ def test_hpo_refuses_a_strategy_that_needs_classes_on_regression_data_before_ray
     with pytest.raises(ConfigError, match=r"invalid metric='entropy': allowed a strategy that needs no classes for "
                                           r"the regression task"):
         job_from_settings(HpoSettings(space=parse_space(space), metric="entropy"))
-    job_from_settings(HpoSettings(space=parse_space(space)))  # auto: a loss-only strategy on regression
+    for strategy in ("auto", "random", "fixed_random", "loss"):  # those that need no classes (no class balance)
+        job_from_settings(HpoSettings(space=parse_space(space), metric=strategy))
 
 
 @pytest.mark.slow

@@ -224,14 +224,11 @@ def check_strategy(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
         return
     import torch
 
-    from asp_tune.assembly import check_strategy_for_task
-    from asp_tune.strategies import make_strategy
+    from asp_tune.assembly import strategy_for_task
     from asp_tune.tasks import task_for
 
     cfg = s.trial_config()
-    task = task_for(cfg.task, torch.as_tensor(np.asarray(arrays["train_y"])))
-    proxy = cfg.proxy_settings()
-    check_strategy_for_task(make_strategy(proxy.metric, proxy), cfg.metric, task)
+    strategy_for_task(cfg, task_for(cfg.task, torch.as_tensor(np.asarray(arrays["train_y"]))))
 
 
 def train_samples(s: HpoSettings, arrays: dict[str, Any] | None) -> int | None:
