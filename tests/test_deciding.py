@@ -149,6 +149,25 @@ def test_trials_started_on_all_the_data_are_no_proxy_in_the_agreement(tmp_path):
     assert trials.set_index("trial_id")["proxy_score"].notna().sum() == 4
 
 
+@pytest.mark.parametrize("audit", [0, 2])
+def test_trials_trained_on_all_the_data_to_the_end_are_full_data_scores_in_a_search_without_rungs(tmp_path, audit):
+    """A search without rungs raises its ratio too: the trials started then trained on all the data to their
+    end, so their scores are full data's (they were dropped, and a worse configuration was picked)."""
+    proxy = {f"t{i}": 0.10 for i in range(4)} | {f"t{i}": 0.80 + 0.02 * i for i in range(4, 8)}
+    trials, histories, summary = _search(proxy, {}, epochs=4, first=4)
+    for i, trial in enumerate(proxy):
+        histories[trial]["start_ratio"] = 0.3 if i < 4 else 1.0
+    search = _no_audit if audit == 0 else _AuditSearch({float(i): 0.2 for i in range(8)})
+    trials, summary = decide(_job(False, audit=audit), trials, histories, summary, str(tmp_path), search)
+    assert summary["decided_by"] == "full data" and summary["best_trial_id"] == "t7"
+    assert summary["full_data"]["trained_on_all_data"] == 4 and summary["full_data"]["audited"] == audit
+    by_id = trials.set_index("trial_id")
+    assert by_id.loc["t7", "full_data_from"] == "all the data" and by_id.loc["t7", "proxy_score"] != \
+        by_id.loc["t7", "proxy_score"]  # no proxy score: not paired
+    if audit:  # the audit draws from the trials with proxy scores only
+        assert set(search.jobs[0].settings["configs"][i]["x"] for i in range(2)) <= {0.0, 1.0, 2.0, 3.0}
+
+
 def test_an_audit_record_that_names_other_configurations_is_drawn_again(tmp_path, capsys):
     experiment = tmp_path / "search"
     experiment.mkdir()

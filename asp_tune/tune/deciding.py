@@ -126,11 +126,10 @@ def proxy_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metri
     """Each trial's proxy score: at ``first_rung``, or its best reported score. A trial started on all the data
     (the ratio raised to 1 while the search ran) has none: its scores are full data's."""
     out = {}
+    on_all = started_on_all_data(histories)
     for _, row in trials[trials["status"] != "ERROR"].iterrows():
         trial = row["trial_id"]
-        started = histories.get(trial)
-        if started is not None and "start_ratio" in started and started["start_ratio"].notna().any() \
-                and float(started["start_ratio"].dropna().iloc[0]) >= 1.0:
+        if trial in on_all:
             continue
         if first_rung is None:
             if row["best_score"] == row["best_score"]:
@@ -141,6 +140,17 @@ def proxy_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metri
             at = hist[hist["epoch"] == first_rung][metric].dropna()
             if len(at):
                 out[trial] = float(at.iloc[-1])
+    return out
+
+
+def started_on_all_data(histories: dict[str, pd.DataFrame]) -> set[str]:
+    """The trials that started at ratio 1 (the search raised its ratio while it ran): all their epochs are
+    full data's."""
+    out = set()
+    for trial, hist in histories.items():
+        started = hist["start_ratio"].dropna() if "start_ratio" in hist else ()
+        if len(started) and float(started.iloc[0]) >= 1.0:
+            out.add(trial)
     return out
 
 
@@ -234,6 +244,10 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     proxy = proxy_scores(trials, histories, job.metric, plan.first_rung)
     full = top_rung_scores(trials, histories, job.metric, job.epochs) if plan.top_rung_full else {}
     sources = {t: "top rung" for t in full}
+    on_all = {t: s for t, s in top_rung_scores(trials, histories, job.metric, job.epochs).items()
+              if t in started_on_all_data(histories) and t not in full and _finished(trials, t)}
+    full.update(on_all)  # trained on all the data to the end: scored without an audit
+    sources.update({t: "all the data" for t in on_all})
     count = plan.audit_count(len(trials), job.rungs)
     candidates = pd.DataFrame({"trial_id": [t for t in proxy if t not in full],
                                "proxy_score": [proxy[t] for t in proxy if t not in full]})
@@ -279,6 +293,7 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
                "top_rung_on_full_data": plan.top_rung_full, "top_rung_trials": int((trials["full_data_from"] ==
                                                                                     "top rung").sum()),
                "audited": int((trials["full_data_from"] == "audit").sum()),
+               "trained_on_all_data": int((trials["full_data_from"] == "all the data").sum()),
                "audit_experiment": audit_cost["experiment"], "audit_failed": len(audit_cost["failed"]),
                "cost": {"wall_time_s": full_wall, "share_of_wall": full_wall / wall if wall else None,
                         "audit_wall_time_s": audit_cost["wall_time_s"],
@@ -306,13 +321,19 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
                    decided_by="full data", full_data=section)
     if job.metric == "val_accuracy":
         summary["best_val_accuracy"] = float(best["full_data_score"])
-    say(f"full data decided the pick ({section['top_rung_trials']} on the top rung, {section['audited']} audited; "
+    on_all = f", {section['trained_on_all_data']} trained on all of it" if section["trained_on_all_data"] else ""
+    say(f"full data decided the pick ({section['top_rung_trials']} on the top rung, {section['audited']} audited{on_all}; "
         f"{full_wall:.0f} s, {100 * section['cost']['share_of_wall']:.0f}% of the wall time): {agreement.line()}")
     for line in verdict_lines(agreement, None):
         say(f"warning: {line}")
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
     return summary
+
+
+def _finished(trials: pd.DataFrame, trial: str) -> bool:
+    row = trials[trials["trial_id"] == trial]
+    return bool(len(row)) and row["status"].iloc[0] != "ERROR"
 
 
 def _known(trials: pd.DataFrame, trial: str) -> float | None:
