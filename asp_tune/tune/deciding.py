@@ -322,8 +322,9 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     if job.metric == "val_accuracy":
         summary["best_val_accuracy"] = float(best["full_data_score"])
     on_all = f", {section['trained_on_all_data']} trained on all of it" if section["trained_on_all_data"] else ""
-    say(f"full data decided the pick ({section['top_rung_trials']} on the top rung, {section['audited']} audited{on_all}; "
-        f"{full_wall:.0f} s, {100 * section['cost']['share_of_wall']:.0f}% of the wall time): {agreement.line()}")
+    say(f"full data decided the pick ({section['top_rung_trials']} on the top rung, {section['audited']} "
+        f"audited{on_all}; {full_wall:.0f} s, {100 * section['cost']['share_of_wall']:.0f}% of the wall time): "
+        f"{agreement.line()}")
     for line in verdict_lines(agreement, None):
         say(f"warning: {line}")
     if section["did_not_learn"]:
