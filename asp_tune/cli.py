@@ -96,9 +96,10 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     if file.is_dir():
         file = file / "summary.json"
     try:
-        if file.stat().st_size > MAX_SUMMARY_BYTES:
-            raise ValueError(f"larger than {MAX_SUMMARY_BYTES // 1_000_000} MB")
-        summary = json.loads(file.read_text())
+        if not file.is_file() or file.stat().st_size > MAX_SUMMARY_BYTES:  # a pipe could answer each read anew
+            raise ValueError(f"a regular file of at most {MAX_SUMMARY_BYTES // 1_000_000} MB")
+        content = file.read_bytes()  # read once: what is parsed is what the signature is checked on
+        summary = json.loads(content)
     except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError("config", path, f"a results folder or summary.json of asp-tune train, hpo or compare "
                                           f"({type(exc).__name__})") from None
@@ -121,16 +122,16 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     values = {k: v for k, v in values.items() if k in known}
     from asp_tune.run_dir import summary_signed
 
-    if not summary_signed(file):
+    if not summary_signed(file, content):
         check_file_config(values, trust, f"results file {file} (not signed by you)")
     else:  # a search of yours imported its modules from these folders (its space's, first): so does this run
-        from asp_tune.imports import add_search_paths
+        from asp_tune.imports import add_search_paths, own_folder
 
         runs = summary.get("runs") if isinstance(summary.get("runs"), dict) else {}
         for where in [summary, *runs.values()]:
             paths = where.get("search_paths") if isinstance(where, dict) else None
-            if isinstance(paths, list):
-                add_search_paths([p for p in paths if isinstance(p, str)])
+            if isinstance(paths, list):  # only folders that are still yours alone (one deleted and made again
+                add_search_paths([p for p in paths if isinstance(p, str) and own_folder(p)])  # by another: not)
     return TrainConfig.from_dict(values)
 
 
@@ -235,8 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserCodeError as exc:  # one line naming the code and the step, then that code's own traceback
-        print(f"asp-tune {args.command}: error: {exc}; the traceback of that code follows", file=sys.stderr)
-        print(exc.cause_traceback.rstrip(), file=sys.stderr)
+        follows = "; the traceback of that code follows" if exc.cause_traceback else ""
+        print(f"asp-tune {args.command}: error: {exc}{follows}", file=sys.stderr)
+        if exc.cause_traceback:
+            print(exc.cause_traceback.rstrip(), file=sys.stderr)
         return exc.exit_code
     except RunInterrupted as exc:  # how to go on, if this command can
         resumes = any("--resume" in a.option_strings for a in _command_parser(parser, args.command)._actions)

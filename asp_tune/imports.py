@@ -128,6 +128,18 @@ def add_code_folder(folder: str | Path) -> None:
     sys.path.insert(here[0], folder) if here else sys.path.append(folder)
 
 
+def own_folder(path: str) -> bool:
+    """Whether ``path`` is a folder this user owns that no one else may write to (a place to import from)."""
+    import os
+    import stat
+
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def add_search_paths(paths: Iterable[str]) -> None:
     """Append the folders that exist here to ``sys.path`` (a worker on the driver's machine)."""
     for path in paths:

@@ -8,7 +8,6 @@ with an object or another such path.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from typing import Any, Callable, Iterator, Mapping
 
@@ -87,7 +86,7 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
     submodule is imported on first use too, so ``import asp_tune`` then ``asp_tune.tune.search`` works."""
     def getattr_(name: str) -> Any:
         if name not in exports:
-            if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+            if name in _submodules(package):
                 return importlib.import_module(f"{package}.{name}")  # binds itself in the package
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(exports[name]), name)
@@ -95,9 +94,16 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
         return value
 
     def dir_() -> list[str]:
-        return sorted(set(vars(sys.modules[package])) | set(exports))
+        return sorted(set(vars(sys.modules[package])) | set(exports) | _submodules(package))
 
     return getattr_, dir_
+
+
+def _submodules(package: str) -> set[str]:
+    """The public modules and packages directly in ``package`` (found on disk, none imported)."""
+    import pkgutil
+
+    return {m.name for m in pkgutil.iter_modules(sys.modules[package].__path__) if not m.name.startswith("_")}
 
 
 #: Networks: ``builder(input_shape, num_classes, **model_args) -> nn.Module`` (``input_shape``: one

@@ -124,20 +124,23 @@ def process_alive(pid: Any, host: str | None = None) -> bool:
 RESULTS_SIGNATURE = "results summary v1"
 
 
-def summary_identity(path: Path) -> dict[str, Any]:
+def summary_identity(path: Path, content: bytes | None = None) -> dict[str, Any]:
+    """What a results folder's signature covers: the summary's name and the hash of ``content`` (read from
+    ``path`` when not given)."""
     import hashlib
 
-    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes() if content is None else content).hexdigest()}
 
 
-def summary_signed(path: Path) -> bool:
+def summary_signed(path: Path, content: bytes | None = None) -> bool:
     """Whether this user's asp_tune committed the ``summary.json`` at ``path`` as it is now (signed in its
-    folder's marker with this user's key): the code it names is then this user's own."""
+    folder's marker with this user's key): the code it names is then this user's own. ``content``: the bytes
+    the caller read and will use (so that what is checked is what is used)."""
     from asp_tune.signatures import signed_by_me
 
     marker = read_marker(path.parent) or {}
     try:
-        return signed_by_me(RESULTS_SIGNATURE, summary_identity(path), marker.get("summary_signature"))
+        return signed_by_me(RESULTS_SIGNATURE, summary_identity(path, content), marker.get("summary_signature"))
     except OSError:
         return False
 

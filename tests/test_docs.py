@@ -44,3 +44,11 @@ def test_every_asp_tune_name_the_docs_use_resolves_after_a_bare_import_asp_tune(
     out = subprocess.run([sys.executable, "-c", code, *used], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_submodule_is_an_attribute_on_first_use_and_a_name_that_is_none_stays_an_attribute_error():
+    import asp_tune
+
+    assert "tune" in dir(asp_tune) and "trainer" in dir(asp_tune)  # listed before they are imported
+    for name in ("nope", "nope.x", "py.typed", "_private", "tune.nope"):  # getattr with a default keeps its contract
+        assert getattr(asp_tune, name, None) is None

@@ -328,7 +328,8 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
              "space": {"name": "s", "fixed": {}, "params": []}}
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(saved))
     check_resume_settings(str(tmp_path), dict(saved))  # the same flags: fine
-    with pytest.raises(ConfigError, match=r"give the flags it was started with.*: --ratio 0.3 \(this command's: "
+    with pytest.raises(ConfigError, match=r"give the flags, or search\(\)'s arguments, it was started with.*: "
+                                          r"--ratio 0.3 \(this command's: "
                                           r"0.5\); --metric 'mixture' \(this command's: 'loss'\)"):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):

@@ -138,3 +138,38 @@ def test_your_own_results_folder_is_signed_and_an_edited_summary_is_not(tmp_path
     (out / "summary.json").write_text(json.dumps(summary))
     assert not summary_signed(out / "summary.json")
     assert main(["train", "--config", str(out), "--quiet", "--out", str(tmp_path / "again")]) == 2
+
+
+def test_a_signed_search_s_module_folders_are_searched_only_while_yours_alone_and_a_pipe_is_refused(tmp_path,
+                                                                                                 monkeypatch):
+    """`train --config` of a search you ran imports from where the search did (summary.json's search_paths),
+    read from the bytes whose signature was checked: a pipe could answer the check and the parse differently."""
+    import os
+
+    from asp_tune.cli import config_from_file
+    from asp_tune.run_dir import RESULTS_SIGNATURE, SUMMARY, summary_identity, write_marker
+    from asp_tune.signatures import sign_payload
+
+    mine, shared, gone = tmp_path / "mine", tmp_path / "shared", tmp_path / "gone"
+    mine.mkdir()
+    shared.mkdir()
+    shared.chmod(0o777)  # another user could put a module there
+    folder = tmp_path / "hpo"
+    folder.mkdir()
+    summary = {"best_config": {"lr": 0.01}, "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2},
+               "search_paths": [str(mine), str(shared), str(gone)]}
+    (folder / SUMMARY).write_text(json.dumps(summary))
+    write_marker(folder, "results", [SUMMARY],
+                 summary_signature=sign_payload(RESULTS_SIGNATURE, summary_identity(folder / SUMMARY)))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert config_from_file(str(folder)).lr == 0.01
+    assert str(mine) in sys.path and str(shared) not in sys.path and str(gone) not in sys.path
+    sys.path.remove(str(mine))
+    (folder / SUMMARY).write_text(json.dumps({**summary, "search_paths": [str(mine)]}))  # edited: no longer signed
+    config_from_file(str(folder))
+    assert str(mine) not in sys.path
+    piped = tmp_path / "piped"
+    piped.mkdir()
+    os.mkfifo(piped / SUMMARY)
+    with pytest.raises(ConfigError, match="allowed a results folder or summary.json"):
+        config_from_file(str(piped))

@@ -143,9 +143,10 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
     if differ:
         detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (this command's: {given.get(k)!r})"
                            for k in differ if k != "space") + ("; the same search space" if "space" in differ else "")
-        raise ConfigError("resume", experiment, f"the settings the run was started with (give the flags it was "
-                                                f"started with; a setting the search adjusted, such as a ratio raised "
-                                                f"for the first rung, follows from them): {detail}")
+        raise ConfigError("resume", experiment, f"the settings the run was started with (give the flags, or "
+                                                f"search()'s arguments, it was started with; a setting the search "
+                                                f"adjusted, such as a ratio raised for the first rung, follows from "
+                                                f"them): {detail}")
 
 
 def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
