@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import asp_tune.tune
+from asp_tune.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -73,9 +74,13 @@ def test_a_misranking_proxy_is_measured_and_full_data_picks(ray_session, tmp_pat
     trials = (tmp_path / "out" / "trials.csv").read_text()
     assert "full_data_score" in trials.splitlines()[0]
 
-    # resumed after it finished: the same audit (its record and experiment), not a new one
+    # resumed after it finished: the same audit (its record and experiment), not a new one; with the settings
+    # it was started with (a proxy setting left out is named)
+    with pytest.raises(ConfigError, match=r"--proxy-settings \{'first_epoch_full': False\} \(this command's: \{\}\)"):
+        asp_tune.tune.search(misranking, {"x": tune.grid_search(xs)}, epochs=EPOCHS, ratio=0.3, strategy="random",
+                             scheduler="fifo", num_samples=1, audit=6, seed=0, resume=summary["experiment_path"])
     again = asp_tune.tune.search(misranking, {"x": tune.grid_search(xs)}, epochs=EPOCHS, ratio=0.3, strategy="random",
-                                 scheduler="fifo", num_samples=1, audit=6, seed=0,
+                                 scheduler="fifo", num_samples=1, audit=6, seed=0, first_epoch_full=False,
                                  resume=summary["experiment_path"])
     assert again.summary["full_data"]["audit_experiment"] == section["audit_experiment"]
     assert again.summary["best_config"] == summary["best_config"]

@@ -74,7 +74,10 @@ def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session
         out=tmp_path / "out")
     summary, trials = result.summary, result.trials
     assert summary["num_trials"] == 6 and summary["num_failed"] == 0
-    assert summary["budget"]["time_budget_s"] == 100 and summary["budget"]["data_passes"] == 20  # x ratio
+    # x the data share of an epoch of a trial run to its end: 0.25 before the top rung (epoch 1), 1 from it
+    assert summary["budget"]["scale"] == pytest.approx((0.25 + 3 * 1.0) / 4)
+    assert summary["budget"]["time_budget_s"] == pytest.approx(325)
+    assert summary["budget"]["data_passes"] == pytest.approx(65)
     # early stopping: never a full first pass; every epoch below the top rung used a quarter of the data, and the
     # top rung (full data decides the pick) all of it
     assert summary["first_epoch_full"] is False and summary["metric"] == "random"

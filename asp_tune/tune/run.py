@@ -184,8 +184,16 @@ def _restored_tuner(job: SearchJob, trainable, resume: str, resume_unsigned: boo
                           "change by someone else); the files set aside end in .unsigned", stacklevel=3)
     # the space again: Ray saved its functions (tune.sample_from, the audit's configurations) as placeholders,
     # and a trial that had not started would otherwise run with a placeholder as its configuration
-    return tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
-                              param_space=job.built.param_space, storage_filesystem=ray_filesystem(resume))
+    try:
+        return tune.Tuner.restore(resume, trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False, param_space=job.built.param_space,
+                                  storage_filesystem=ray_filesystem(resume))
+    except ValueError as exc:  # Ray compares the space's keys with those it saved
+        if "param_space" not in str(exc):
+            raise
+        raise ConfigError("resume", resume, "the search space and settings the run was started with (its parameters "
+                                            "and proxy settings differ: "
+                                            f"{str(exc).splitlines()[-2:] if str(exc) else ''})") from None
 
 
 def _new_tuner(job: SearchJob, trainable, storage: str):

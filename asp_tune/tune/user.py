@@ -43,7 +43,8 @@ from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_
 TRIAL_KEY = "asp_tune"
 CHECKPOINT_FILE = "proxy_trial.pt"
 #: What a resumed search must share with the one it resumes.
-RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode", "decide", "audit")
+RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode", "decide", "audit",
+               "proxy_settings")
 
 
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
