@@ -234,13 +234,65 @@ def quiet_ray_logs(verbose: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def _own_gcs_address() -> tuple[str, int] | None:
+    """Where the Ray session this process started serves its GCS (None when it joined a running cluster)."""
+    try:
+        import ray
+
+        node = ray._private.worker._global_node  # noqa: SLF001 - Ray keeps its session there
+        if not (node.all_processes or {}).get("gcs_server"):
+            return None
+        host, port = node.gcs_address.rsplit(":", 1)
+        return host, int(port)
+    except Exception:  # noqa: BLE001 - no session, or Ray's internals moved: nothing to watch
+        return None
+
+
+def _refused(address: tuple[str, int]) -> bool:
+    """Whether nothing listens at ``address`` any more (a busy server that is slow to answer is not that)."""
+    import socket
+
+    try:
+        socket.create_connection(address, timeout=1.0).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _exit_when_ray_is_gone(sig: int, experiment_path: str, wait_s: float = 3.0, poll_s: float = 0.2) -> None:
+    """After ``sig``: if this process's own Ray session stopped serving within ``wait_s`` (the signal reached its
+    processes too; they stop listening at once and linger), say how to resume and exit 130, where Ray's graceful
+    stop would wait a minute for its GCS and then exit 1."""
+    import signal
+    import time
+
+    address = _own_gcs_address()
+    if address is None:
+        return
+    deadline, refusals = time.monotonic() + wait_s, 0
+    while time.monotonic() < deadline:
+        refusals = refusals + 1 if _refused(address) else 0
+        if refusals >= 3:
+            print(f"[asp-tune] error: interrupted by {signal.Signals(sig).name}, which ended Ray's own processes too "
+                  f"(a signal to the whole process group); no results were committed. Ray's experiment is left in "
+                  f"{experiment_path}: run the same command with --resume {experiment_path} (or search(resume=...)) "
+                  "to finish it", file=sys.stderr, flush=True)
+            os._exit(130)
+        time.sleep(poll_s)
+
+
 def fit_interruptibly(tuner, experiment_path: str):
     """``tuner.fit()`` where SIGINT/SIGTERM stop the experiment gracefully and then raise.
 
     Ray Tune's own SIGINT handler ends the run and returns results that look finished. Here both
     signals ask Tune to stop the same way (through its SIGUSR1 handler, which saves the
     experiment state), and :class:`~asp_tune.errors.RunInterrupted` is raised afterwards, so nothing is committed.
-    A second signal interrupts at once.
+    A second signal interrupts at once. A signal that also ended the Ray session this process started (sent to
+    the whole process group: coreutils ``timeout``, ``kill -- -PGID``) leaves nothing to stop gracefully, and Ray
+    would wait a minute for its own processes and exit 1: the process then says so and exits 130 at once
+    (:func:`_exit_when_ray_is_gone`).
     """
     import signal
     import threading
@@ -254,6 +306,7 @@ def fit_interruptibly(tuner, experiment_path: str):
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(sig)
+        threading.Thread(target=_exit_when_ray_is_gone, args=(sig, experiment_path), daemon=True).start()
         os.kill(os.getpid(), signal.SIGUSR1)
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
