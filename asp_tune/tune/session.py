@@ -261,20 +261,19 @@ def _refused(address: tuple[str, int]) -> bool:
         return False
 
 
-def _exit_when_ray_is_gone(sig: int, experiment_path: str, wait_s: float = 3.0, poll_s: float = 0.2) -> None:
-    """After ``sig``: if this process's own Ray session stopped serving within ``wait_s`` (the signal reached its
-    processes too; they stop listening at once and linger), say how to resume and exit 130, where Ray's graceful
-    stop would wait a minute for its GCS and then exit 1."""
+def _exit_when_ray_is_gone(sig: int, experiment_path: str, address: tuple[str, int], fitted: Any,
+                           wait_s: float = 3.0, poll_s: float = 0.2) -> None:
+    """After ``sig``: if this process's own Ray session stopped serving within ``wait_s`` while the search was
+    still stopping (``fitted``: an event set once it stopped; the signal reached Ray's processes too, which stop
+    listening at once and linger), say how to resume and exit 130, where Ray's graceful stop would wait a
+    minute for its GCS and then exit 1."""
     import signal
     import time
 
-    address = _own_gcs_address()
-    if address is None:
-        return
     deadline, refusals = time.monotonic() + wait_s, 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not fitted.is_set():
         refusals = refusals + 1 if _refused(address) else 0
-        if refusals >= 3:
+        if refusals >= 3 and not fitted.is_set():
             print(f"[asp-tune] error: interrupted by {signal.Signals(sig).name}, which ended Ray's own processes too "
                   f"(a signal to the whole process group); no results were committed. Ray's experiment is left in "
                   f"{experiment_path}: run the same command with --resume {experiment_path} (or search(resume=...)) "
@@ -301,12 +300,17 @@ def fit_interruptibly(tuner, experiment_path: str):
         return tuner.fit()
     interrupted: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    gcs = _own_gcs_address()
+    watched = gcs if gcs is not None and not _refused(gcs) else None  # only one seen listening is watched
+    fitted = threading.Event()
 
     def handler(sig: int, frame) -> None:
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(sig)
-        threading.Thread(target=_exit_when_ray_is_gone, args=(sig, experiment_path), daemon=True).start()
+        if watched is not None:
+            threading.Thread(target=_exit_when_ray_is_gone, args=(sig, experiment_path, watched, fitted),
+                             daemon=True).start()
         os.kill(os.getpid(), signal.SIGUSR1)
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -315,6 +319,7 @@ def fit_interruptibly(tuner, experiment_path: str):
     try:
         grid = tuner.fit()
     finally:
+        fitted.set()  # stopped: from here on Ray may shut down as it should
         for sig, old in previous.items():
             signal.signal(sig, old)
     if interrupted:
