@@ -468,6 +468,10 @@ def test_trials_checkpoint_where_their_scheduler_decides_at_the_end_and_on_the_i
     assert settings("hypertune").checkpoint_epochs() == (1, 3, 9)
     assert settings("random", early_stop="asha").checkpoint_epochs() == (1, 3, 9)
     assert settings("random").checkpoint_epochs() == () and settings("tpe").checkpoint_epochs() == ()
+    # ASHA decides at its rungs, but Ray's OptunaSearch reads the score of every report: TPE's trials under it
+    # validate every epoch (they reported none between rungs, and the search failed with KeyError)
+    assert settings("random", early_stop="asha").validation_epochs() == (1, 3, 9)
+    assert settings("tpe", early_stop="asha").validation_epochs() is None
     assert settings("hyperband").checkpoint_epochs() is None and settings("bohb").checkpoint_epochs() is None
     assert settings("asha", checkpoint_every_s=0).checkpoint_epochs() is None  # asked: every epoch
     for bad in (-1, float("inf"), "often"):

@@ -119,10 +119,12 @@ class Algorithm:
             mine, theirs = self.build(ctx), stopping.build(ctx)
             return Built(theirs.scheduler, mine.searcher, mine.param_space)
 
+        # a searcher other than random reads every report (Ray's OptunaSearch its metric): every epoch validates
         return dataclasses.replace(stopping, build=build, description=f"{self.description} + "
                                                                       f"{stopping.description}",
                                    own_searcher=False, grid=self.grid and stopping.grid,
-                                   keeps_study=self.keeps_study)
+                                   keeps_study=self.keeps_study,
+                                   validates_at_rungs=stopping.validates_at_rungs and self is RANDOM)
 
 
 # ----------------------------------------------------------------------------- builders
