@@ -108,6 +108,9 @@ def check_journal(name: str, value: Any) -> None:
     path = Path(str(value)).expanduser()
     if not isinstance(value, str) or not value or path.is_dir() or (path.exists() and not path.is_file()):
         raise ConfigError(name, value, "a journal file path (a file Optuna appends to, not a folder or a device)")
+    if "://" in value:  # sqlite:///x.db was made a folder 'sqlite:' holding a journal named x.db
+        raise ConfigError(name, value, "a journal file path, not a database URL (Optuna's JournalStorage file; "
+                                       "optuna-dashboard opens it)")
 
 
 def check_audit(decide: str, audit: int | None, proxy_decides: str) -> None:
@@ -167,15 +170,19 @@ class HpoSettings:
                             "processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
-    time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of an epoch (ratio, or its schedule's mean)", SEARCH,
+    time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of an epoch (ratio, "
+                                               "or its schedule's mean)", SEARCH,
                                          check=Interval(0.0, None, "right", optional=True))
-    data_passes_budget: float | None = option(None, "full-data budget in data passes; x the data share of an epoch (ratio, or its schedule's mean)", SEARCH,
+    data_passes_budget: float | None = option(None, "full-data budget in data passes; x the data share of an epoch "
+                                                    "(ratio, or its schedule's mean)", SEARCH,
                                               check=Interval(0.0, None, "right", optional=True))
     early_stop: str = option("none", "add ASHA early stopping to an algorithm that does not stop trials itself "
                                      "(tpe, random)", SEARCH, EARLY_STOPPING, check=OneOf(lambda: EARLY_STOPPING))
     optuna_storage: str | None = option(None, "tpe: keep the Optuna study in this journal file (optuna-dashboard "
-                                              "opens it; the study is named after the experiment)", SEARCH,
-                                        check=Check(check_journal, ("/", "")))
+                                              "opens it; the study is named after the search: --name, or "
+                                              "asp-SPACE-rRATIO, which a later search of that space and ratio adds "
+                                              "to)", SEARCH,
+                                        check=Check(check_journal, ("/", "", "sqlite:///opt.db")))
     grace_period: int = option(1, "ASHA/Hyperband: epochs before a trial may be stopped", SEARCH,
                                check=Interval(1, None, integer=True))
     reduction_factor: int = option(3, "ASHA/Hyperband: 1/this of the trials go on at each rung", SEARCH,
