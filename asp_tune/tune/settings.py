@@ -162,7 +162,8 @@ class HpoSettings:
                               check=Interval(1, None, integer=True))
     max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH,
                                     check=Interval(1, None, integer=True, optional=True))
-    max_concurrent: int = option(2, "trials at once (the paper runs 8); with --pack: packs at once", SEARCH, check=Interval(1, None, integer=True))
+    max_concurrent: int = option(2, "trials at once (the paper runs 8); with --pack: packs at once", SEARCH,
+                                 check=Interval(1, None, integer=True))
     pack: str = option("1", "configurations of one network trained at once in one process, each still its own trial "
                             "(a pack; its worker holds one trial's CPUs and GPUs, and counts as one trial at once): "
                             "K, or auto (measured on this machine: as many as the device's memory holds, and 1 "
