@@ -83,3 +83,24 @@ def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(tmp_path):
 
 
 
+
+
+def test_an_audit_says_when_the_study_s_own_pick_does_not_train_on_full_data():
+    """Its NaN was left out of the pairs without a word: regret 0.0, no warning, the study's size blamed."""
+    import math
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from asp_tune.tune import audit_study
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(20):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    audit = audit_study(study, lambda p: math.nan if p["x"] == 0 else 0.85 - 0.01 * p["x"])
+    assert audit.own_pick_failed and audit.best_params == {"x": 1.0}
+    assert audit.warnings()[0].startswith("the study's own pick has no finite score on full data")
+    assert audit.summary()["regret_of_proxy_pick"] is None
+    healthy = audit_study(study, lambda p: 0.85 - 0.01 * p["x"])
+    assert not healthy.own_pick_failed and healthy.summary()["regret_of_proxy_pick"] == 0.0

@@ -331,5 +331,13 @@ def test_full_data_decides_the_pick_unless_told_the_proxy_does():
     unchecked = optimize_in_packs(study(), space(), n_trials=2, pack_size=2, decide="proxy")
     assert unchecked.full_data is None and unchecked.best_params == unchecked.study.best_params
     assert "the pick rests on proxy scores alone" in unchecked.line()
+    audit = unchecked.audit(count=1)  # asked for afterwards: kept, and the pick is its own (it was not)
+    assert unchecked.full_data is audit and unchecked.best_params == audit.best_params
+    assert "picked on full data: " in unchecked.line() and "count=N" not in unchecked.line().replace(
+        "packed.audit(count=N)", "")  # the hint names this object's keyword
+    best = unchecked.study.best_params  # a pick that loses on full data is warned, as the command line says it
+    unchecked.full_data_score = lambda params: 0.1 if params == best else 0.9
+    with pytest.warns(UserWarning, match="the study's own pick lost 0.8000 of full-data score"):
+        unchecked.audit(count=2)
     with pytest.raises(ConfigError, match="invalid decide='nope'"):
         optimize_in_packs(study(), space(), 2, decide="nope")

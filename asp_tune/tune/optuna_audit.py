@@ -42,11 +42,23 @@ class StudyAudit:
         return self.agreement.line()
 
     def warnings(self) -> list[str]:
-        """The search's warnings, in its words: a misranking proxy, a proxy pick that lost over a point."""
+        """The search's warnings, in its words: a misranking proxy, a proxy pick that lost over a point, or one
+        that did not train on full data (its score there not finite: no regret can be said)."""
+        if self.own_pick_failed:
+            return ["the study's own pick has no finite score on full data (it diverged there, or train_full "
+                    "failed on it): the pick is the best of the others",
+                    *verdict_lines(self.agreement, None, "the study's own pick")]
         return verdict_lines(self.agreement, self.agreement.regret(), "the study's own pick")
 
+    @property
+    def own_pick_failed(self) -> bool:
+        """Whether the study's own pick was audited and scored no finite value on full data."""
+        own = self.table[self.table["params"].map(lambda p: p == self.proxy_best_params)]
+        return bool(len(own)) and not math.isfinite(float(own["full_data_score"].iloc[0]))
+
     def summary(self) -> dict[str, Any]:
-        return {**self.agreement.summary(), "line": self.line(), "best_params": self.best_params,
+        regret = {"regret_of_proxy_pick": None, "own_pick_failed": True} if self.own_pick_failed else {}
+        return {**self.agreement.summary(), **regret, "line": self.line(), "best_params": self.best_params,
                 "best_full_data_score": self.best_full_score, "proxy_best_params": self.proxy_best_params,
                 "pick_changed": self.pick_changed, "audited": len(self.table),
                 "full_data_scores": {str(r.number): r.full_data_score for r in self.table.itertuples()}}

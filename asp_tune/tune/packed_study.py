@@ -77,7 +77,8 @@ class PackedStudy:
         share = self.fused_epochs / max(1, self.fused_epochs + self.alone_epochs)
         held = len(self.study.trials)
         total = f"; the study holds {held}" if held != len(self.trials) else ""
-        picked = (f"; picked on full data: {self.full_data.line()}" if self.full_data is not None else
+        picked = (f"; picked on full data: {self.full_data.line().replace('count=N', 'packed.audit(count=N)')}"
+                  if self.full_data is not None else
                   "; the pick rests on proxy scores alone (packed.audit() trains it on full data)")
         return (f"{len(self.trials)} trials ({states or 'none'}) in {self.wall_time_s:.1f} s{total}; "
                 f"{self.pack.reason}; {share:.0%} of their epochs trained in packs{picked}")
@@ -102,10 +103,14 @@ class PackedStudy:
 
     def audit(self, count: int | None = None):
         """:func:`asp_tune.tune.audit_study` of the study with :meth:`full_data_score`: the pick made on full
-        data, and the proxy measured against it."""
+        data, and the proxy measured against it; kept as :attr:`full_data` (so :attr:`best_params` is its pick)
+        and returned. Its warnings (a misranking proxy, a pick that lost on full data) are warned."""
         from asp_tune.tune.optuna_audit import audit_study
 
-        return audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)))
+        self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)))
+        for line in self.full_data.warnings():
+            warnings.warn(line.replace("count=N", "packed.audit(count=N)"), stacklevel=2)
+        return self.full_data
 
 
 def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int | str = "auto",
@@ -300,7 +305,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                          trials=ended)
     if decide == "full" and ratio < 1.0 and any(t.state == optuna.trial.TrialState.COMPLETE for t in ended):
         tick = time.perf_counter()
-        packed.full_data = packed.audit()
+        packed.audit()
         packed.breakdown["full_data_s"] = time.perf_counter() - tick
         packed.wall_time_s = time.perf_counter() - started
     return packed
