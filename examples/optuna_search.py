@@ -58,7 +58,9 @@ def objective(trial: optuna.Trial) -> float:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0),
+    # a fixed name: HyperbandPruner puts trials in brackets by a hash of the study name, so the run repeats
+    study = optuna.create_study(study_name="asp_tune_example", direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0),
                                 pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS))
     study.optimize(objective, n_trials=16)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
