@@ -137,7 +137,8 @@ def own_folder(path: str) -> bool:
         info = os.stat(path)
     except (OSError, ValueError):
         return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return stat.S_ISDIR(info.st_mode) and mine and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def add_search_paths(paths: Iterable[str]) -> None:

@@ -242,10 +242,11 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     ``full_data_score`` and ``full_data_from``, and ``summary`` the pick and its ``full_data`` section."""
     plan: FullDataPlan = job.full_data
     proxy = proxy_scores(trials, histories, job.metric, plan.first_rung)
-    full = top_rung_scores(trials, histories, job.metric, job.epochs) if plan.top_rung_full else {}
+    at_end = top_rung_scores(trials, histories, job.metric, job.epochs)
+    full = dict(at_end) if plan.top_rung_full else {}
     sources = {t: "top rung" for t in full}
-    on_all = {t: s for t, s in top_rung_scores(trials, histories, job.metric, job.epochs).items()
-              if t in started_on_all_data(histories) and t not in full and _finished(trials, t)}
+    failed = set(trials.loc[trials["status"] == "ERROR", "trial_id"])
+    on_all = {t: at_end[t] for t in started_on_all_data(histories) if t in at_end and t not in full and t not in failed}
     full.update(on_all)  # trained on all the data to the end: scored without an audit
     sources.update({t: "all the data" for t in on_all})
     count = plan.audit_count(len(trials), job.rungs)
@@ -330,11 +331,6 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
     return summary
-
-
-def _finished(trials: pd.DataFrame, trial: str) -> bool:
-    row = trials[trials["trial_id"] == trial]
-    return bool(len(row)) and row["status"].iloc[0] != "ERROR"
 
 
 def _known(trials: pd.DataFrame, trial: str) -> float | None:

@@ -65,12 +65,13 @@ class StudyAudit:
 
 
 def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int | None = None,
-                seed: int = 0) -> StudyAudit:
+                seed: int = 0, *, count_hint: str = "count=N") -> StudyAudit:
     """Train ``count`` of ``study``'s completed trials on full data with ``train_full(params)`` (its score,
     in the study's direction): the best half by the study's value, the rest drawn at random. ``count``
     None: enough to measure the proxy (6) in a study of 18 or more completed trials, else its best 3.
     The pick is the best full-data score; the study keeps the audit as its user attribute
-    ``asp_tune_full_data`` (the agreement, the pick, each audited trial's full-data score)."""
+    ``asp_tune_full_data`` (the agreement, the pick, each audited trial's full-data score). ``count_hint``: how
+    the caller asks for a larger audit, in its lines."""
     import optuna
 
     if not isinstance(study, optuna.Study):
@@ -93,7 +94,7 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     candidates = pd.DataFrame({"trial_id": list(by_number), "proxy_score": [t.value for t in done]})
     chosen = choose_audit(candidates, audit_size(count, len(done), 0.0), mode, seed, "proxy_score",
                           top_only=guards_only(count, len(done)))
-    more = "count=N" if len(chosen) < len(done) else "completing more trials of the study, then count=N,"
+    more = count_hint if len(chosen) < len(done) else f"completing more trials of the study, then {count_hint},"
     agreement, rows = FullDataAgreement(mode, more=more), []
     for key in chosen:
         trial = by_number[key]

@@ -77,8 +77,7 @@ class PackedStudy:
         share = self.fused_epochs / max(1, self.fused_epochs + self.alone_epochs)
         held = len(self.study.trials)
         total = f"; the study holds {held}" if held != len(self.trials) else ""
-        picked = (f"; picked on full data: {self.full_data.line().replace('count=N', 'packed.audit(count=N)')}"
-                  if self.full_data is not None else
+        picked = (f"; picked on full data: {self.full_data.line()}" if self.full_data is not None else
                   "; the pick rests on proxy scores alone (packed.audit() trains it on full data)")
         return (f"{len(self.trials)} trials ({states or 'none'}) in {self.wall_time_s:.1f} s{total}; "
                 f"{self.pack.reason}; {share:.0%} of their epochs trained in packs{picked}")
@@ -107,9 +106,10 @@ class PackedStudy:
         and returned. Its warnings (a misranking proxy, a pick that lost on full data) are warned."""
         from asp_tune.tune.optuna_audit import audit_study
 
-        self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)))
+        self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)),
+                                     count_hint="packed.audit(count=N)")
         for line in self.full_data.warnings():
-            warnings.warn(line.replace("count=N", "packed.audit(count=N)"), stacklevel=2)
+            warnings.warn(line, stacklevel=2)
         return self.full_data
 
 

@@ -191,9 +191,9 @@ def _restored_tuner(job: SearchJob, trainable, resume: str, resume_unsigned: boo
     except ValueError as exc:  # Ray compares the space's keys with those it saved
         if "param_space" not in str(exc):
             raise
-        raise ConfigError("resume", resume, "the search space and settings the run was started with (its parameters "
-                                            "and proxy settings differ: "
-                                            f"{str(exc).splitlines()[-2:] if str(exc) else ''})") from None
+        said = "; ".join(line.strip() for line in str(exc).splitlines()[-2:] if line.strip())
+        raise ConfigError("resume", resume, f"the search space and settings the run was started with (its "
+                                            f"parameters and proxy settings differ: {said})") from None
 
 
 def _new_tuner(job: SearchJob, trainable, storage: str):
