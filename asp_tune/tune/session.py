@@ -8,8 +8,10 @@ this user. Resources no node has, and several nodes without shared storage, are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
         protect_ray_token()
         try:
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+            with _in_a_process_group_of_their_own():
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
         except Exception as exc:  # noqa: BLE001 - Ray's own types; its processes could not start here
             ray.shutdown()
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -67,6 +70,48 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         from asp_tune.tune.reaper import watch
 
         watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
+
+
+@contextlib.contextmanager
+def _in_a_process_group_of_their_own() -> Iterator[None]:
+    """The processes a local ``ray.init`` starts (its GCS and raylet, and through them the workers) are put in
+    a process group of their own, as Ray does on Windows.
+
+    A signal to this process's group (coreutils ``timeout``, ``kill -- -PGID``, a batch system's stop) then
+    reaches the driver only, which stops the search gracefully, saves Ray's experiment and shuts Ray down.
+    Otherwise it killed Ray's raylet beside the driver, and the driver's next call to it ended the process
+    with exit status 1 (Ray's own exit) before the experiment was saved. Only where the kernel ties these
+    processes to the driver (Linux: Ray's fate-sharing, checked here), so they never outlive it; elsewhere,
+    or if Ray's internals moved, Ray starts them as it always does.
+    """
+    try:
+        from ray._private import services, utils
+
+        original = services.ConsolePopen
+        tied = sys.platform.startswith("linux") and bool(utils.detect_fate_sharing_support())
+    except (ImportError, AttributeError):
+        tied = False
+    if not tied:
+        yield
+        return
+
+    class OwnGroupPopen(original):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            rays = kwargs.get("preexec_fn")
+
+            def preexec() -> None:  # in the child, before it runs Ray's program (Popen's process_group is 3.11+)
+                os.setpgid(0, 0)
+                if rays is not None:
+                    rays()
+
+            kwargs["preexec_fn"] = preexec
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnGroupPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 def protect_ray_token(path: Path | None = None) -> Path:
@@ -234,64 +279,15 @@ def quiet_ray_logs(verbose: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _own_gcs_address() -> tuple[str, int] | None:
-    """Where the Ray session this process started serves its GCS (None when it joined a running cluster)."""
-    try:
-        import ray
-
-        node = ray._private.worker._global_node  # noqa: SLF001 - Ray keeps its session there
-        if not (node.all_processes or {}).get("gcs_server"):
-            return None
-        host, port = node.gcs_address.rsplit(":", 1)
-        return host, int(port)
-    except Exception:  # noqa: BLE001 - no session, or Ray's internals moved: nothing to watch
-        return None
-
-
-def _refused(address: tuple[str, int]) -> bool:
-    """Whether nothing listens at ``address`` any more (a busy server that is slow to answer is not that)."""
-    import socket
-
-    try:
-        socket.create_connection(address, timeout=1.0).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
-def _exit_when_ray_is_gone(sig: int, experiment_path: str, address: tuple[str, int], fitted: Any,
-                           wait_s: float = 3.0, poll_s: float = 0.2) -> None:
-    """After ``sig``: if this process's own Ray session stopped serving within ``wait_s`` while the search was
-    still stopping (``fitted``: an event set once it stopped; the signal reached Ray's processes too, which stop
-    listening at once and linger), say how to resume and exit 130, where Ray's graceful stop would wait a
-    minute for its GCS and then exit 1."""
-    import signal
-    import time
-
-    deadline, refusals = time.monotonic() + wait_s, 0
-    while time.monotonic() < deadline and not fitted.is_set():
-        refusals = refusals + 1 if _refused(address) else 0
-        if refusals >= 3 and not fitted.is_set():
-            print(f"[asp-tune] error: interrupted by {signal.Signals(sig).name}, which ended Ray's own processes too "
-                  f"(a signal to the whole process group); no results were committed. Ray's experiment is left in "
-                  f"{experiment_path}: run the same command with --resume {experiment_path} (or search(resume=...)) "
-                  "to finish it", file=sys.stderr, flush=True)
-            os._exit(130)
-        time.sleep(poll_s)
-
-
 def fit_interruptibly(tuner, experiment_path: str):
     """``tuner.fit()`` where SIGINT/SIGTERM stop the experiment gracefully and then raise.
 
     Ray Tune's own SIGINT handler ends the run and returns results that look finished. Here both
     signals ask Tune to stop the same way (through its SIGUSR1 handler, which saves the
     experiment state), and :class:`~asp_tune.errors.RunInterrupted` is raised afterwards, so nothing is committed.
-    A second signal interrupts at once. A signal that also ended the Ray session this process started (sent to
-    the whole process group: coreutils ``timeout``, ``kill -- -PGID``) leaves nothing to stop gracefully, and Ray
-    would wait a minute for its own processes and exit 1: the process then says so and exits 130 at once
-    (:func:`_exit_when_ray_is_gone`).
+    A second signal interrupts at once. A signal to the whole process group (coreutils ``timeout``,
+    ``kill -- -PGID``) stops it the same way: a local Ray's processes are in a group of their own
+    (:func:`_in_a_process_group_of_their_own`), so it never reaches them.
     """
     import signal
     import threading
@@ -300,17 +296,11 @@ def fit_interruptibly(tuner, experiment_path: str):
         return tuner.fit()
     interrupted: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    gcs = _own_gcs_address()
-    watched = gcs if gcs is not None and not _refused(gcs) else None  # only one seen listening is watched
-    fitted = threading.Event()
 
     def handler(sig: int, frame) -> None:
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(sig)
-        if watched is not None:
-            threading.Thread(target=_exit_when_ray_is_gone, args=(sig, experiment_path, watched, fitted),
-                             daemon=True).start()
         os.kill(os.getpid(), signal.SIGUSR1)
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -319,7 +309,6 @@ def fit_interruptibly(tuner, experiment_path: str):
     try:
         grid = tuner.fit()
     finally:
-        fitted.set()  # stopped: from here on Ray may shut down as it should
         for sig, old in previous.items():
             signal.signal(sig, old)
     if interrupted:
