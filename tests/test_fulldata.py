@@ -12,7 +12,7 @@ from scipy import stats
 from asp_tune.tune import fulldata
 from asp_tune.tune.fulldata import (CHANGES_FILE, MIN_PAIRS, FullDataAgreement, ProxyWatch, at_chance, audit_size,
                                     bootstrap_interval, choose_audit, expected_top, first_rung_steps, fit_first_rung,
-                                    measurement_notice, started_ratio, tau_b, verdict_lines)
+                                    measurement_notice, regret_allowed, started_ratio, tau_b, verdict_lines)
 
 
 def test_tau_b_is_scipys_kendall_tau_b_with_ties():
@@ -55,6 +55,20 @@ def test_a_reversed_proxy_misranks_and_its_pick_regret_is_the_full_data_gap():
     assert agreement.line().startswith("the proxy misranks: Kendall tau -1.00")
     lines = verdict_lines(agreement, agreement.regret())
     assert len(lines) == 2 and "lost 0.7000 of full-data score" in lines[1]
+
+
+def test_the_regret_a_pick_may_lose_unwarned_follows_the_scale_of_the_score():
+    """A point of accuracy or R²; of a loss of 50 (an MSE), 1% of it, where 0.01 warned at every search."""
+    assert regret_allowed(0.93) == regret_allowed(-0.4) == regret_allowed(None) == 0.01
+    assert regret_allowed(50.0) == regret_allowed(-50.0) == pytest.approx(0.5)
+    losses = FullDataAgreement(mode="min")  # lower is better: the best full-data loss is 50
+    for i, (proxy, full) in enumerate([(1.0, 50.3), (2.0, 50.0), (3.0, 51.0)]):
+        losses.add(f"t{i}", proxy, full, "audit")
+    assert losses.regret() == pytest.approx(0.3)
+    assert verdict_lines(losses, losses.regret()) == []
+    assert verdict_lines(losses, 0.6) == ["the pick lost 0.6000 of full-data score against the best configuration "
+                                          "on full data (more than 0.5)"]
+    assert verdict_lines(FullDataAgreement(), 0.02, best=0.9)[0].endswith("(more than 0.01)")
 
 
 def test_mode_min_agreement_reads_lower_as_better():

@@ -110,7 +110,7 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
                                 full.summary["wall_time_s"])
         regret = (means[1.0] - means[ratio]) * (1 if mode == "max" else -1)
         low, high = agreement.interval() if agreement.measured else (math.nan, math.nan)
-        warnings = [] if ratio == 1.0 else verdict_lines(agreement, regret, f"the ratio-{ratio} pick")
+        warnings = [] if ratio == 1.0 else verdict_lines(agreement, regret, f"the ratio-{ratio} pick", best=means[1.0])
         scatter[ratio] = pairs
         ran_at = float(s.get("ratio") or ratio)  # a first rung lengthened to its minimum steps may raise it
         if ratio != 1.0 and ran_at != ratio:

@@ -26,7 +26,8 @@ MIN_PAIRS = 6
 THRESHOLD = 0.3
 #: The confidence level of the interval (two-sided), and the bootstrap resamples behind it.
 LEVEL, RESAMPLES = 0.9, 2000
-#: Full-data score a pick may lose before a search or a comparison warns (a point of accuracy or R²).
+#: Full-data score a pick may lose before a search or a comparison warns: a point of accuracy or R², and
+#: for scores larger than 1 in size (a loss, an MSE) this share of the best one (:func:`regret_allowed`).
 REGRET_WARN = 0.01
 #: Configurations an audit trains on full data when the search is too small to measure its proxy: the
 #: proxy's best few, so full data still decides among them.
@@ -260,15 +261,26 @@ def at_chance(scores: Sequence[float], constants: Sequence[float], mode: str = "
     return all(sign * (s - c) <= margin + 1e-9 for s, c in pairs)
 
 
-def verdict_lines(agreement: "FullDataAgreement", regret: float | None, what: str = "the pick") -> list[str]:
+def regret_allowed(best: float | None) -> float:
+    """The full-data score a pick may lose unwarned, where ``best`` is the best full-data score:
+    :data:`REGRET_WARN` of ``max(1, |best|)``, so a point of accuracy or R², and 1% of a loss of 50."""
+    return REGRET_WARN * max(1.0, abs(best)) if best is not None and _finite(best) else REGRET_WARN
+
+
+def verdict_lines(agreement: "FullDataAgreement", regret: float | None, what: str = "the pick",
+                  best: float | None = None) -> list[str]:
     """The warnings a search and a comparison give, in the same words: a proxy that misranks against full
-    data, and a pick that lost more than :data:`REGRET_WARN` of full-data score."""
+    data, and a pick that lost more than :func:`regret_allowed` of full-data score (``best``: the best full-data
+    score, by default the best among the agreement's configurations)."""
     lines = []
     if agreement.misranks():
         lines.append(agreement.line())
-    if regret is not None and _finite(regret) and regret > REGRET_WARN:
+    if best is None and agreement.pairs:
+        best = float(agreement.arrays()[1].max())
+    allowed = regret_allowed(best)
+    if regret is not None and _finite(regret) and regret > allowed:
         lines.append(f"{what} lost {regret:.4f} of full-data score against the best configuration on full data "
-                     f"(more than {REGRET_WARN})")
+                     f"(more than {allowed:.4g})")
     return lines
 
 
