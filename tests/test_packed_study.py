@@ -150,16 +150,24 @@ def test_a_minimising_study_gets_the_validation_loss_and_choices_of_lists_are_as
     assert all(t.value == pytest.approx(t.intermediate_values[3]) and t.value > 0 for t in s.trials)
 
 
-def test_with_a_pruner_trials_start_at_the_ratio_and_the_audit_trains_on_all_the_data():
+def test_with_a_pruner_trials_start_at_the_ratio_and_the_audit_trains_on_all_the_data(monkeypatch):
+    import asp_tune.build
+
+    built = []
+    monkeypatch.setattr(asp_tune.build, "build_trainer", lambda cfg, _b=asp_tune.build.build_trainer: built.append(
+        cfg.ratio) or _b(cfg))
     s = study(optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
     packed = optimize_in_packs(s, space(), n_trials=4, pack_size=4, ratio=0.3)
     assert packed.run["first_epoch_full"] is False and packed.run["metric"] == "random"
     assert packed.config(s.best_params).ratio == 0.3
     epochs = {t.number: t.user_attrs["epoch"] for t in s.trials}
     assert all(t.user_attrs["data_passes"] == pytest.approx(0.3 * epochs[t.number], abs=0.01) for t in s.trials)
-    audit = packed.audit(count=2)
-    assert len(audit.table) == 2 and all(0 < v <= 1 for v in audit.table.full_data_score)
+    assert built.count(1.0) == 3 and len(packed.full_data.table) == 3  # its own audit: a small study's best 3
+    built.clear()
+    audit = packed.audit(count=4)
+    assert len(audit.table) == 4 and all(0 < v <= 1 for v in audit.table.full_data_score)
     assert audit.best_params in [t.params for t in s.trials]
+    assert built == [1.0]  # only the configuration the first audit left out trained: the others' scores are kept
 
 
 @pytest.mark.parametrize("pruner, setting", [(optuna.pruners.SuccessiveHalvingPruner(), "min_resource"),

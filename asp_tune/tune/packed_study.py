@@ -61,6 +61,7 @@ class PackedStudy:
     notes: list[str] = field(default_factory=list)
     trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
     full_data: Any = None  # the StudyAudit that made the pick on full data (None: the proxy's scores picked)
+    full_data_scores: dict[str, float] = field(default_factory=dict, repr=False)  # params' repr -> its score
 
     @property
     def best_params(self) -> dict[str, Any]:
@@ -87,13 +88,18 @@ class PackedStudy:
         return self.space.train_config(_searched(self.space, params), **{**self.run, **overrides})
 
     def full_data_score(self, params: dict[str, Any]) -> float:
-        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data."""
+        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data; each
+        configuration trains once (kept in :attr:`full_data_scores`), so a larger audit later trains only the
+        configurations it adds."""
         from asp_tune.build import build_trainer
 
-        trainer = build_trainer(self.config(params, ratio=1.0, metric="none", ratio_schedule="constant"))
-        while not trainer.done:
-            record = trainer.train_epoch()
-        return float(record[self.report])
+        key = repr(sorted(params.items()))
+        if key not in self.full_data_scores:
+            trainer = build_trainer(self.config(params, ratio=1.0, metric="none", ratio_schedule="constant"))
+            while not trainer.done:
+                record = trainer.train_epoch()
+            self.full_data_scores[key] = float(record[self.report])
+        return self.full_data_scores[key]
 
     @property
     def report(self) -> str:
