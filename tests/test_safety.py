@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -364,11 +365,13 @@ def test_the_names_runner_held_still_work_with_a_warning():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("to_the_group", [False, True], ids=["SIGINT to the driver", "SIGTERM to its group"])
-def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path, to_the_group):
+@pytest.mark.parametrize("how", ["SIGINT to the driver", "SIGTERM to its group", "SIGTERM to every process"])
+def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path, how):
     """A signal to the whole process group (coreutils timeout, kill -- -PGID) reached Ray's raylet too, and the
     driver's next call to it ended the process with status 1 (Ray's own exit): a local Ray's processes now
-    have a group of their own, so the driver stops the search gracefully, as for SIGINT, and leaves none behind."""
+    have a group of their own, so the driver stops the search gracefully, as for SIGINT, and leaves none behind.
+    A SIGTERM to every process (systemd's or SLURM's stop of a control group) still ends the raylet: the driver
+    then says so with the --resume path and exits 130."""
     import psutil
 
     space = tmp_path / "s.yaml"
@@ -378,23 +381,29 @@ def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path, to_the_g
     proc = subprocess.Popen([sys.executable, "-m", "asp_tune.cli", "hpo", "--space", str(space), "--algo", "random",
                              "--num-samples", "2", "--ratio", "1.0", "--metric", "none", "--verbose", "0",
                              "--storage-path", str(storage), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=to_the_group)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(storage.glob("*/*/result.json")):
         time.sleep(0.5)  # wait until a trial has reported
     assert list(storage.glob("*/*/result.json")), "no trial started"
-    rays = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() in ("raylet", "gcs_server")]
-    assert len(rays) == 2
-    if to_the_group:
-        assert all(os.getpgid(p.pid) != proc.pid for p in rays)  # out of the group the signal goes to
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    rays = [p for p in descendants if p.name() in ("raylet", "gcs_server")]
+    assert len(rays) == 2 and all(os.getpgid(p.pid) != proc.pid for p in rays)  # out of the driver's group
+    if how == "SIGINT to the driver":
+        proc.send_signal(signal.SIGINT)
+    elif how == "SIGTERM to its group":
         os.killpg(proc.pid, signal.SIGTERM)
     else:
-        proc.send_signal(signal.SIGINT)
+        for p in [psutil.Process(proc.pid), *descendants]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=45)  # Ray's own wait for its stopped processes was 60 s
     assert proc.returncode == 130, err
-    assert f"interrupted by {'SIGTERM' if to_the_group else 'SIGINT'}" in err and "--resume" in err
-    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
-    assert list(storage.glob("*/experiment_state-*.json"))  # Ray's experiment saved for --resume
+    assert f"interrupted by {how.split()[0]}" in err and "--resume" in err
+    assert ("ended Ray's own processes too" in err) == (how == "SIGTERM to every process")
+    assert not out.exists() and list(storage.glob("*/experiment_state-*.json"))  # Ray's experiment for --resume
+    if how != "SIGTERM to every process":  # stopped gracefully: its staging folder cleared too
+        assert not list(tmp_path.glob(".out.partial-*"))
     _, alive = psutil.wait_procs(rays, timeout=10)
     assert not alive
 

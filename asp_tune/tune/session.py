@@ -279,6 +279,53 @@ def quiet_ray_logs(verbose: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def _local_ray() -> tuple[list[Any], tuple[str, int] | None]:
+    """The raylet and GCS server of the local Ray this process started (their ``Popen``) and the GCS's address;
+    none where it joined a cluster."""
+    try:
+        import ray
+
+        node = ray._private.worker._global_node  # noqa: SLF001 - Ray keeps its session there
+        processes = [info.process for kind in ("raylet", "gcs_server")
+                     for info in (node.all_processes or {}).get(kind, [])]
+        host, port = node.gcs_address.rsplit(":", 1)
+        return processes, ((host, int(port)) if processes else None)
+    except Exception:  # noqa: BLE001 - no session, a joined cluster, or Ray's internals moved: nothing to watch
+        return [], None
+
+
+def _refused(address: tuple[str, int]) -> bool:
+    """Whether nothing listens at ``address`` any more (a busy server that is slow to answer is not that)."""
+    import socket
+
+    try:
+        socket.create_connection(address, timeout=0.5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _ended_too(processes: list[Any], gcs: tuple[str, int] | None, wait_s: float = 1.5, poll_s: float = 0.02) -> bool:
+    """Whether the signal this process got reached its local Ray too: within ``wait_s`` one of ``processes`` (its
+    children) exits, or the GCS stops listening (twice in a row; it lingers a while after that, waiting on
+    the raylet). Where it did not, a graceful stop begins ``wait_s`` later."""
+    import time
+
+    deadline, refusals = time.monotonic() + wait_s, 0
+    while processes:
+        if any(process.poll() is not None for process in processes):
+            return True
+        refusals = refusals + 1 if gcs is not None and _refused(gcs) else 0
+        if refusals >= 2:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return False
+
+
 def fit_interruptibly(tuner, experiment_path: str):
     """``tuner.fit()`` where SIGINT/SIGTERM stop the experiment gracefully and then raise.
 
@@ -287,7 +334,10 @@ def fit_interruptibly(tuner, experiment_path: str):
     experiment state), and :class:`~asp_tune.errors.RunInterrupted` is raised afterwards, so nothing is committed.
     A second signal interrupts at once. A signal to the whole process group (coreutils ``timeout``,
     ``kill -- -PGID``) stops it the same way: a local Ray's processes are in a group of their own
-    (:func:`_in_a_process_group_of_their_own`), so it never reaches them.
+    (:func:`_in_a_process_group_of_their_own`), so it never reaches them. A SIGTERM sent to every process
+    (a service manager's stop of its control group: systemd, SLURM's ``scancel``) ends Ray's raylet too,
+    and Ray ends the driver (status 1) at its next call to it: the handler, which holds the thread Tune
+    calls Ray from, then says how to resume and exits 130 (:func:`_ended_too`).
     """
     import signal
     import threading
@@ -296,11 +346,17 @@ def fit_interruptibly(tuner, experiment_path: str):
         return tuner.fit()
     interrupted: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    rays, gcs = _local_ray()
 
     def handler(sig: int, frame) -> None:
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(sig)
+        if sig == signal.SIGTERM and _ended_too(rays, gcs):
+            hint = RunInterrupted("interrupted by SIGTERM, which ended Ray's own processes too; no results were "
+                                  "committed", experiment_path).resume_hint("--resume ")
+            print(f"[asp-tune] error: {hint} (or search(resume=...))", file=sys.stderr, flush=True)
+            os._exit(RunInterrupted.exit_code)
         os.kill(os.getpid(), signal.SIGUSR1)
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
