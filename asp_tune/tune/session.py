@@ -347,16 +347,23 @@ def fit_interruptibly(tuner, experiment_path: str):
     interrupted: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     rays, gcs = _local_ray()
+    fitted = threading.Event()
+
+    def exit_if_ray_ended(wait_s: float) -> None:
+        if _ended_too(rays, gcs, wait_s) and not fitted.is_set():
+            hint = RunInterrupted("interrupted by SIGTERM, which ended Ray's own processes too; no results were "
+                                  "committed", experiment_path).resume_hint("--resume ")
+            print(f"[asp-tune] error: {hint} (or search(resume=...))", file=sys.stderr, flush=True)
+            os._exit(RunInterrupted.exit_code)
 
     def handler(sig: int, frame) -> None:
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(sig)
-        if sig == signal.SIGTERM and _ended_too(rays, gcs):
-            hint = RunInterrupted("interrupted by SIGTERM, which ended Ray's own processes too; no results were "
-                                  "committed", experiment_path).resume_hint("--resume ")
-            print(f"[asp-tune] error: {hint} (or search(resume=...))", file=sys.stderr, flush=True)
-            os._exit(RunInterrupted.exit_code)
+        if sig == signal.SIGTERM and rays:
+            exit_if_ray_ended(1.5)  # holding the thread Tune calls Ray from, so Ray cannot end this process first
+            # a machine slower than that: watched while Tune stops (a graceful stop's own shutdown never counts)
+            threading.Thread(target=exit_if_ray_ended, args=(10.0,), daemon=True).start()
         os.kill(os.getpid(), signal.SIGUSR1)
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -365,6 +372,7 @@ def fit_interruptibly(tuner, experiment_path: str):
     try:
         grid = tuner.fit()
     finally:
+        fitted.set()
         for sig, old in previous.items():
             signal.signal(sig, old)
     if interrupted:
