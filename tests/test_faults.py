@@ -3,6 +3,7 @@ checkpoint. Each is asserted from the records the trials leave (``result.json`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -123,6 +124,56 @@ def signed_statuses(experiment: Path) -> dict[str, str]:
     except (OSError, ValueError, StopIteration):
         return {}
     return {t["relative_logdir"]: t["status"] for t in (json.loads(d[0]) for d in state["trial_data"])}
+
+
+@pytest.mark.slow
+def test_a_group_killed_while_ray_starts_leaves_none_of_its_processes(tmp_path):
+    """SIGKILL to the driver's group the moment Ray's agents appear, before ray.init returns: the raylet's agents,
+    in its process group and no longer in the driver's, outlived it by a minute when the reaper started after
+    ray.init; it now starts first and ends the groups Ray's processes lead."""
+    import os
+
+    import psutil
+
+    script = tmp_path / "driver.py"
+    script.write_text("import time\nfrom asp_tune.tune.session import ensure_ray\nensure_ray(num_cpus=1)\n"
+                      "time.sleep(300)\n")
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    seen: dict[int, psutil.Process] = {}
+
+    def agents_up():
+        for child in psutil.Process(driver.pid).children(recursive=True):
+            seen.setdefault(child.pid, child)
+        return any("Agent" in " ".join(_cmdline(p)) for p in seen.values())
+
+    try:
+        wait_for(agents_up, 120, "Ray's agents")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    def left() -> list[psutil.Process]:
+        alive = []
+        for p in seen.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        return alive
+
+    try:
+        wait_for(lambda: not left(), 15, "none of Ray's processes left")
+    finally:
+        for p in left():
+            p.kill()  # a failed test leaves none either
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
 
 
 @pytest.mark.usefixtures("state_saved_every_second")

@@ -58,9 +58,12 @@ def test_a_reversed_proxy_misranks_and_its_pick_regret_is_the_full_data_gap():
 
 
 def test_the_regret_a_pick_may_lose_unwarned_follows_the_scale_of_the_score():
-    """A point of accuracy or R²; of a loss of 50 (an MSE), 1% of it, where 0.01 warned at every search."""
+    """A point of accuracy or R²; 1% of a loss, small or large (an MSE of 50 warned at 0.01 on every search, a
+    cross-entropy of 0.010 went unwarned at 0.019)."""
     assert regret_allowed(0.93) == regret_allowed(-0.4) == regret_allowed(None) == 0.01
-    assert regret_allowed(50.0) == regret_allowed(-50.0) == pytest.approx(0.5)
+    assert regret_allowed(35.0) == pytest.approx(0.35)  # a larger maximised score: 1% of it
+    assert regret_allowed(50.0, "min") == regret_allowed(-50.0, "min") == pytest.approx(0.5)
+    assert regret_allowed(0.010, "min") == pytest.approx(0.0001)
     losses = FullDataAgreement(mode="min")  # lower is better: the best full-data loss is 50
     for i, (proxy, full) in enumerate([(1.0, 50.3), (2.0, 50.0), (3.0, 51.0)]):
         losses.add(f"t{i}", proxy, full, "audit")
@@ -68,6 +71,10 @@ def test_the_regret_a_pick_may_lose_unwarned_follows_the_scale_of_the_score():
     assert verdict_lines(losses, losses.regret()) == []
     assert verdict_lines(losses, 0.6) == ["the pick lost 0.6000 of full-data score against the best configuration "
                                           "on full data (more than 0.5)"]
+    small = FullDataAgreement(mode="min")
+    for i, (proxy, full) in enumerate([(1.0, 0.019), (2.0, 0.012), (3.0, 0.010)]):
+        small.add(f"t{i}", proxy, full, "audit")
+    assert small.regret() == pytest.approx(0.009) and "(more than 0.0001)" in verdict_lines(small, small.regret())[0]
     assert verdict_lines(FullDataAgreement(), 0.02, best=0.9)[0].endswith("(more than 0.01)")
 
 

@@ -168,6 +168,9 @@ def test_with_a_pruner_trials_start_at_the_ratio_and_the_audit_trains_on_all_the
     assert len(audit.table) == 4 and all(0 < v <= 1 for v in audit.table.full_data_score)
     assert audit.best_params in [t.params for t in s.trials]
     assert built == [1.0]  # only the configuration the first audit left out trained: the others' scores are kept
+    packed.run["seed"] = 1  # another run of the same configurations: trained again
+    packed.audit(count=1)
+    assert built == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("pruner, setting", [(optuna.pruners.SuccessiveHalvingPruner(), "min_resource"),

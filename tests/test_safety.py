@@ -371,7 +371,7 @@ def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path, how):
     driver's next call to it ended the process with status 1 (Ray's own exit): a local Ray's processes now
     have a group of their own, so the driver stops the search gracefully, as for SIGINT, and leaves none behind.
     A SIGTERM to every process (systemd's or SLURM's stop of a control group) still ends the raylet: the driver
-    then says so with the --resume path and exits 130."""
+    says so with the --resume path and exits 130, unless Ray's own exit came first; it commits nothing either way."""
     import psutil
 
     space = tmp_path / "s.yaml"
@@ -398,9 +398,12 @@ def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path, how):
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=45)  # Ray's own wait for its stopped processes was 60 s
-    assert proc.returncode == 130, err
-    assert f"interrupted by {how.split()[0]}" in err and "--resume" in err
-    assert ("ended Ray's own processes too" in err) == (how == "SIGTERM to every process")
+    if how == "SIGTERM to every process":  # where the raylet went before the handler ran, Ray's exit (status 1)
+        assert proc.returncode in (130, 1), err
+        assert proc.returncode == 1 or ("ended Ray's own processes too" in err and "--resume" in err), err
+    else:
+        assert proc.returncode == 130, err
+        assert f"interrupted by {how.split()[0]}" in err and "--resume" in err and "Ray's own" not in err
     assert not out.exists() and list(storage.glob("*/experiment_state-*.json"))  # Ray's experiment for --resume
     if how != "SIGTERM to every process":  # stopped gracefully: its staging folder cleared too
         assert not list(tmp_path.glob(".out.partial-*"))

@@ -26,8 +26,8 @@ MIN_PAIRS = 6
 THRESHOLD = 0.3
 #: The confidence level of the interval (two-sided), and the bootstrap resamples behind it.
 LEVEL, RESAMPLES = 0.9, 2000
-#: Full-data score a pick may lose before a search or a comparison warns: a point of accuracy or R², and
-#: for scores larger than 1 in size (a loss, an MSE) this share of the best one (:func:`regret_allowed`).
+#: Full-data score a pick may lose before a search or a comparison warns: a point of accuracy or R² (of a
+#: larger maximised score, this share of the best one), and this share of the best loss (:func:`regret_allowed`).
 REGRET_WARN = 0.01
 #: Configurations an audit trains on full data when the search is too small to measure its proxy: the
 #: proxy's best few, so full data still decides among them.
@@ -261,10 +261,13 @@ def at_chance(scores: Sequence[float], constants: Sequence[float], mode: str = "
     return all(sign * (s - c) <= margin + 1e-9 for s, c in pairs)
 
 
-def regret_allowed(best: float | None) -> float:
-    """The full-data score a pick may lose unwarned, where ``best`` is the best full-data score:
-    :data:`REGRET_WARN` of ``max(1, |best|)``, so a point of accuracy or R², and 1% of a loss of 50."""
-    return REGRET_WARN * max(1.0, abs(best)) if best is not None and _finite(best) else REGRET_WARN
+def regret_allowed(best: float | None, mode: str = "max") -> float:
+    """The full-data score a pick may lose unwarned, where ``best`` is the best full-data score: of a maximised
+    score, :data:`REGRET_WARN` of ``max(1, |best|)`` (a point of accuracy or R²); of a minimised one (a loss),
+    :data:`REGRET_WARN` of ``|best|`` (1%, whatever the loss's scale)."""
+    if best is None or not _finite(best):
+        return REGRET_WARN
+    return REGRET_WARN * (max(1.0, abs(best)) if mode == "max" else abs(best))
 
 
 def verdict_lines(agreement: "FullDataAgreement", regret: float | None, what: str = "the pick",
@@ -276,8 +279,8 @@ def verdict_lines(agreement: "FullDataAgreement", regret: float | None, what: st
     if agreement.misranks():
         lines.append(agreement.line())
     if best is None and agreement.pairs:
-        best = float(agreement.arrays()[1].max())
-    allowed = regret_allowed(best)
+        best = float(agreement.arrays()[1].max())  # signed as the agreement keeps it: |best| is the same
+    allowed = regret_allowed(best, agreement.mode)
     if regret is not None and _finite(regret) and regret > allowed:
         lines.append(f"{what} lost {regret:.4f} of full-data score against the best configuration on full data "
                      f"(more than {allowed:.4g})")

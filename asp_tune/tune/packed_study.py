@@ -61,7 +61,7 @@ class PackedStudy:
     notes: list[str] = field(default_factory=list)
     trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
     full_data: Any = None  # the StudyAudit that made the pick on full data (None: the proxy's scores picked)
-    full_data_scores: dict[str, float] = field(default_factory=dict, repr=False)  # params' repr -> its score
+    full_data_scores: dict[str, float] = field(default_factory=dict, repr=False)  # config's repr -> its score
 
     @property
     def best_params(self) -> dict[str, Any]:
@@ -93,9 +93,10 @@ class PackedStudy:
         configurations it adds."""
         from asp_tune.build import build_trainer
 
-        key = repr(sorted(params.items()))
+        config = self.config(params, ratio=1.0, metric="none", ratio_schedule="constant")
+        key = repr(config)  # the run as it trains: run settings changed since (packed.run) train again
         if key not in self.full_data_scores:
-            trainer = build_trainer(self.config(params, ratio=1.0, metric="none", ratio_schedule="constant"))
+            trainer = build_trainer(config)
             while not trainer.done:
                 record = trainer.train_epoch()
             self.full_data_scores[key] = float(record[self.report])

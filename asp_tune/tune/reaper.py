@@ -4,7 +4,8 @@ Ray ties its GCS server and raylet to the driver (the kernel kills them with it)
 the raylet starts (dashboard and runtime-env agents) outlive a driver killed with SIGKILL by a
 minute or more. :func:`watch` starts this module as a detached process that follows the driver's
 descendants once a second and, when the driver is gone, kills those still running (checking each
-one's start time, so a reused process id is never hit). A driver that exits normally has shut Ray
+one's start time, so a reused process id is never hit) and the process groups they led, which hold
+any the polls missed (the raylet's agents are in its group). A driver that exits normally has shut Ray
 down already; the reaper then finds nothing left and exits.
 
     python -m asp_tune.tune.reaper DRIVER_PID
@@ -13,6 +14,7 @@ down already; the reaper then finds nothing left and exits.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,13 +38,16 @@ def watch(driver_pid: int) -> subprocess.Popen:
 
 
 def reap(driver_pid: int, poll_s: float = POLL_S) -> int:
-    """Follow ``driver_pid``'s descendants until it dies, then kill those left; returns how many."""
+    """Follow ``driver_pid``'s descendants until it dies, then kill those left, and the process groups they led
+    (a local Ray's processes each lead one, :func:`asp_tune.tune.session.ensure_ray`, and the raylet's agents
+    are in its group: started between two polls, they go with it); returns how many it killed one by one."""
     import psutil
 
     try:
         driver = psutil.Process(driver_pid)
     except psutil.NoSuchProcess:
         return 0
+    own_group = os.getpgid(0)
     known: dict[int, float] = {}  # pid -> create_time
     while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:
         try:
@@ -60,6 +65,18 @@ def reap(driver_pid: int, poll_s: float = POLL_S) -> int:
                 proc.kill()
                 killed += 1
         except psutil.NoSuchProcess:
+            continue
+    for leader, created in known.items():  # no new process takes a group's id while the group has members,
+        if leader in (driver_pid, own_group):  # and a live process of that id must be the one seen here
+            continue
+        try:
+            if abs(psutil.Process(leader).create_time() - created) >= 1e-3:
+                continue  # the id was reused
+        except psutil.NoSuchProcess:
+            pass
+        try:
+            os.killpg(leader, signal.SIGKILL)  # its members the polls missed (none: no such group)
+        except (ProcessLookupError, PermissionError):
             continue
     return killed
 

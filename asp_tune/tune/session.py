@@ -58,6 +58,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
         # address="local": a session of our own even when the machine runs a cluster already (a bare
         # init() would join the one that Ray's address file or RAY_ADDRESS names, a stranger's included)
         protect_ray_token()
+        from asp_tune.tune.reaper import watch
+
+        watch(os.getpid())  # first: a driver killed outright, even while Ray starts, leaves none of its processes
         try:
             with _in_a_process_group_of_their_own():
                 ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
@@ -67,21 +70,20 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, modules:
             raise AspTuneError(f"Ray could not start on this machine ({type(exc).__name__}: {first}); a full disk, a "
                                "file-size limit (ulimit -f) or a read-only temporary folder stops its processes "
                                "(RAY_TMPDIR names another one)") from None
-        from asp_tune.tune.reaper import watch
-
-        watch(os.getpid())  # a driver killed outright leaves none of this session's processes behind
 
 
 @contextlib.contextmanager
 def _in_a_process_group_of_their_own() -> Iterator[None]:
-    """The processes a local ``ray.init`` starts (its GCS and raylet, and through them the workers) are put in
-    a process group of their own, as Ray does on Windows.
+    """The processes a local ``ray.init`` starts (its GCS, raylet and monitors) each lead a process group of
+    their own, as Ray does on Windows, out of the driver's (the raylet's agents join its group; its workers
+    have groups of their own already).
 
     A signal to this process's group (coreutils ``timeout``, ``kill -- -PGID``, a batch system's stop) then
     reaches the driver only, which stops the search gracefully, saves Ray's experiment and shuts Ray down.
     Otherwise it killed Ray's raylet beside the driver, and the driver's next call to it ended the process
     with exit status 1 (Ray's own exit) before the experiment was saved. Only where the kernel ties these
-    processes to the driver (Linux: Ray's fate-sharing, checked here), so they never outlive it; elsewhere,
+    processes to the driver (Linux: Ray's fate-sharing, checked here; the reaper, :mod:`asp_tune.tune.reaper`,
+    ends the raylet's agents and the groups they are in), so they never outlive it; elsewhere,
     or if Ray's internals moved, Ray starts them as it always does.
     """
     try:
@@ -307,7 +309,7 @@ def _refused(address: tuple[str, int]) -> bool:
         return False
 
 
-def _ended_too(processes: list[Any], gcs: tuple[str, int] | None, wait_s: float = 1.5, poll_s: float = 0.02) -> bool:
+def _ended_too(processes: list[Any], gcs: tuple[str, int] | None, wait_s: float, poll_s: float = 0.05) -> bool:
     """Whether the signal this process got reached its local Ray too: within ``wait_s`` one of ``processes`` (its
     children) exits, or the GCS stops listening (twice in a row; it lingers a while after that, waiting on
     the raylet). Where it did not, a graceful stop begins ``wait_s`` later."""
@@ -335,9 +337,11 @@ def fit_interruptibly(tuner, experiment_path: str):
     A second signal interrupts at once. A signal to the whole process group (coreutils ``timeout``,
     ``kill -- -PGID``) stops it the same way: a local Ray's processes are in a group of their own
     (:func:`_in_a_process_group_of_their_own`), so it never reaches them. A SIGTERM sent to every process
-    (a service manager's stop of its control group: systemd, SLURM's ``scancel``) ends Ray's raylet too,
-    and Ray ends the driver (status 1) at its next call to it: the handler, which holds the thread Tune
-    calls Ray from, then says how to resume and exits 130 (:func:`_ended_too`).
+    (a service manager's stop of its control group: systemd, SLURM's ``scancel``) ends Ray's raylet and GCS
+    too, and Ray ends the driver (status 1, no message) at its next call to the raylet. Where the handler
+    runs first (it holds the thread Tune calls Ray from) and sees them go within half a second, or a watcher
+    sees it later while Tune stops, it says how to resume and exits 130 (:func:`_ended_too`); where Ray's
+    exit comes first, status 1 it is. Ray's experiment resumes from its last saved state either way.
     """
     import signal
     import threading
@@ -361,7 +365,7 @@ def fit_interruptibly(tuner, experiment_path: str):
             raise KeyboardInterrupt
         interrupted.append(sig)
         if sig == signal.SIGTERM and rays:
-            exit_if_ray_ended(1.5)  # holding the thread Tune calls Ray from, so Ray cannot end this process first
+            exit_if_ray_ended(0.5)  # holding the thread Tune calls Ray from, which then makes no call to the raylet
             # a machine slower than that: watched while Tune stops (a graceful stop's own shutdown never counts)
             threading.Thread(target=exit_if_ray_ended, args=(10.0,), daemon=True).start()
         os.kill(os.getpid(), signal.SIGUSR1)
