@@ -300,14 +300,24 @@ def test_auto_measures_on_the_first_trial_that_builds_when_the_spaces_first_conf
 def test_a_study_resumed_with_other_settings_is_said_and_the_line_counts_this_calls_trials():
     s = study()
     first = optimize_in_packs(s, space(), n_trials=2, pack_size=2, ratio=0.5)
-    assert s.user_attrs["asp_tune_run"]["ratio"] == 0.5 and first.line().startswith("2 trials (2 complete)")
-    with pytest.warns(UserWarning, match=r"this study's earlier trials were trained with other settings \(metric, "
-                                         r"ratio differ\)"):
-        again = optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=1.0)
-    assert again.line().startswith("1 trials (1 complete) in") and "; the study holds 3;" in again.line()
+    tag = s.trials[0].user_attrs["asp_tune_run"]
+    assert s.user_attrs["asp_tune_run"][tag]["ratio"] == 0.5 and first.line().startswith("2 trials (2 complete)")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=1.0)  # the same settings: unsaid
+        optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=0.5)  # the same settings: unsaid
+    with pytest.warns(UserWarning, match=r"3 of this study's trials were trained with other settings \(metric, "
+                                         r"ratio differ\)"):
+        again = optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=1.0)
+    assert again.line().startswith("1 trials (1 complete) in") and "; the study holds 4;" in again.line()
+    with pytest.warns(UserWarning, match="3 of this study's trials were trained with other settings"):
+        optimize_in_packs(s, space(), n_trials=1, pack_size=1, ratio=1.0)  # still mixed: said again, where the
+    assert len({t.user_attrs["asp_tune_run"] for t in s.trials}) == 2  # last call's settings alone kept it silent
+    old = study()  # a study an older asp_tune kept its last settings in, untagged
+    old.set_user_attr("asp_tune_run", {"ratio": 0.5})
+    old.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions={
+        "lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}, value=0.5))
+    with pytest.warns(UserWarning, match="1 of this study's trials were trained with other settings"):
+        optimize_in_packs(old, space(), n_trials=1, pack_size=1, ratio=1.0)
 
 
 def test_running_trials_stopped_by_another_trials_error_say_so(tmp_path, monkeypatch):

@@ -189,7 +189,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     notes: list[str] = []
     fatal: BaseException | None = None  # the error that stops the study, and its trial
     fatal_trial: int | None = None
-    _check_settings(study, run, notes)
+    tag = _check_settings(study, run, notes)
 
     def may_start() -> bool:
         return asked < n_trials and not getattr(study, "_stop_flag", False) and (
@@ -199,6 +199,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
         nonlocal asked
         tick = time.perf_counter()
         trial = study.ask(distributions)
+        trial.set_user_attr(RUN_ATTR, tag)  # the settings it trains with
         breakdown["study_s"] += time.perf_counter() - tick
         asked += 1
         name = live_name(trial)
@@ -335,22 +336,34 @@ def _measured(n_trials: int, trainer: Any) -> PackChoice:
         return PackChoice(1, f"one configuration at a time: the packs could not be measured ({_one_line(exc)})")
 
 
-#: The study's user attribute that keeps the run settings of its trials.
+#: The study's user attribute that keeps the run settings of its trials, by tag; each trial keeps its tag in
+#: its own user attribute of the same name.
 RUN_ATTR = "asp_tune_run"
 
 
-def _check_settings(study: Any, run: dict[str, Any], notes: list[str]) -> None:
-    """Keep ``run`` in the study; warn (and note) when its earlier trials were trained with other settings."""
+def _check_settings(study: Any, run: dict[str, Any], notes: list[str]) -> str:
+    """Keep ``run`` in the study under its tag (returned, for this call's trials); warn (and note) while the
+    study holds trials trained with other settings, as every later call into it does."""
+    import hashlib
     import json
 
     text = json.loads(json.dumps(run, default=str))  # as the study's storage keeps it
-    before = study.user_attrs.get(RUN_ATTR)
-    if before is not None and before != text and study.trials:
-        changed = sorted(k for k in before.keys() | text.keys() if before.get(k) != text.get(k))
-        notes.append(f"this study's earlier trials were trained with other settings ({', '.join(changed)} differ): "
-                     "their values and this call's are not comparable")
+    tag = hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest()[:12]
+    kept = study.user_attrs.get(RUN_ATTR)
+    by_tag = isinstance(kept, dict) and all(isinstance(v, dict) for v in kept.values())
+    legacy = kept if isinstance(kept, dict) and not by_tag and kept != text else None  # an older asp_tune's
+    kept = dict(kept) if by_tag else {}
+    others = {t.user_attrs.get(RUN_ATTR) for t in study.trials} - {tag, None}
+    if others or (legacy is not None and study.trials):
+        earlier = [kept.get(o, {}) for o in sorted(others)] if others else [legacy]
+        changed = sorted(k for before in earlier for k in before.keys() | text.keys() if before.get(k) != text.get(k))
+        held = sum(1 for t in study.trials if t.user_attrs.get(RUN_ATTR) in others) or len(study.trials)
+        notes.append(f"{held} of this study's trials were trained with other settings "
+                     f"({', '.join(dict.fromkeys(changed)) or 'not kept'} differ): their values and this call's are "
+                     "not comparable")
         warnings.warn(notes[-1], stacklevel=3)
-    study.set_user_attr(RUN_ATTR, text)
+    study.set_user_attr(RUN_ATTR, {**kept, tag: text})
+    return tag
 
 
 def live_name(trial: Any) -> str:
