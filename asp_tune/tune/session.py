@@ -351,6 +351,7 @@ def fit_interruptibly(tuner, experiment_path: str):
     interrupted: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     rays, gcs = _local_ray()
+    gcs = gcs if gcs is not None and not _refused(gcs) else None  # only a GCS seen listening is watched
     fitted = threading.Event()
 
     def exit_if_ray_ended(wait_s: float) -> None:
