@@ -411,6 +411,53 @@ def test_sigint_during_hpo_exits_non_zero_and_commits_nothing(tmp_path, how):
     assert not alive
 
 
+@pytest.mark.parametrize("ray_goes", [False, True], ids=["Ray stays", "Ray goes too"])
+def test_a_sigterm_stops_gracefully_unless_the_local_ray_went_with_it(tmp_path, ray_goes):
+    """No Ray needed: a raylet that stays and a GCS address refused from the start (never seen listening) is
+    a SIGTERM to the driver alone, stopped gracefully; a raylet that exits with it ends the driver with 130."""
+    script = tmp_path / "driver.py"
+    script.write_text(f"""
+import os, signal, socket, time
+from asp_tune.errors import RunInterrupted
+from asp_tune.tune import session
+
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+port = probe.getsockname()[1]
+probe.close()  # nothing listens there: every connection is refused
+signalled = []
+
+class Raylet:
+    def poll(self):
+        return 0 if {ray_goes} and signalled else None
+
+session._local_ray = lambda: ([Raylet()], ("127.0.0.1", port))
+stopping = []
+signal.signal(signal.SIGUSR1, lambda *_: stopping.append(1))  # Tune's graceful stop
+
+class Tuner:
+    def fit(self):
+        signalled.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.time() + 5
+        while not stopping and time.time() < deadline:
+            time.sleep(0.05)
+        return "grid"
+
+try:
+    session.fit_interruptibly(Tuner(), "/the/experiment")
+except RunInterrupted as exc:
+    print("graceful:", exc.message)
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    if ray_goes:
+        assert done.returncode == 130 and "ended Ray's own processes too" in done.stderr
+        assert "--resume /the/experiment" in done.stderr and not done.stdout
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "graceful: interrupted by SIGTERM; no results were committed"
+
+
 def test_a_lock_file_asp_tune_did_not_write_is_never_removed(tmp_path, capsys):
     lock = tmp_path / ".run.lock"
     lock.write_text("someone else's notes")
