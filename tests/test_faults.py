@@ -162,9 +162,89 @@ def test_a_group_killed_while_ray_starts_leaves_none_of_its_processes(tmp_path):
 
     try:
         wait_for(lambda: not left(), 15, "none of Ray's processes left")
+    except AssertionError:
+        described = [f"{p.pid} (group {os.getpgid(p.pid)}): {' '.join(_cmdline(p))[:120]}" for p in left()]
+        raise AssertionError("left running: " + "; ".join(described)) from None
     finally:
         for p in left():
             p.kill()  # a failed test leaves none either
+
+
+def test_the_reaper_ends_the_group_of_a_process_registered_but_never_seen_in_a_poll(tmp_path):
+    """A driver killed between the reaper's polls, or before its first: the raylet it had just started (killed with
+    it by the kernel) was never seen, so its agents, in the raylet's process group, were left. The driver registers
+    each process it starts for Ray (:func:`asp_tune.tune.reaper.register`), and the reaper ends its group."""
+    import os
+
+    import psutil
+
+    from asp_tune.tune.reaper import start_mark
+
+    driver = subprocess.Popen(["sleep", "300"])
+    reaper = subprocess.Popen([sys.executable, "-c", f"from asp_tune.tune.reaper import reap; reap({driver.pid}, "
+                               "poll_s=300)"], stdin=subprocess.PIPE)  # polls once, at its start
+    raylet = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; a = subprocess.Popen(['sleep', '300']);"
+                               " print(a.pid, flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    agent = psutil.Process(int(raylet.stdout.readline()))  # in the raylet's group, as Ray's agents are
+    unrelated = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        assert os.getpgid(agent.pid) == raylet.pid != os.getpgid(0)
+        reaper.stdin.write(f"{raylet.pid} {start_mark(raylet.pid)!r}\n".encode()[:7])  # half a line, then the rest:
+        reaper.stdin.flush()  # nothing waits on it
+        reaper.stdin.write(f"{raylet.pid} {start_mark(raylet.pid)!r}\n".encode()[7:])
+        reaper.stdin.flush()
+        raylet.stdin.close()
+        raylet.wait(10)  # the kernel ends the raylet with its driver
+        driver.kill()
+        driver.wait()
+        reaper.stdin.close()  # as the killed driver's end closes: the reaper looks at once, not in 300 s
+        assert reaper.wait(10) == 0
+        wait_for(lambda: not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE, 5, "the agent ended")
+        assert unrelated.poll() is None  # a group it was never told of is left alone
+    finally:
+        for process in (driver, reaper, unrelated):
+            process.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            agent.kill()
+
+
+def test_a_driver_killed_right_after_it_started_a_process_group_leaves_none_of_it(tmp_path):
+    """The driver's side: :func:`~asp_tune.tune.reaper.watch`, then a group leader it is not the parent of (so no
+    poll can see it) told to the reaper with :func:`~asp_tune.tune.reaper.register`, then SIGKILL, while a child it
+    forked lives on (such a child once kept the reaper's pipe open, and the reaper aborted as it exited)."""
+    import psutil
+
+    script, pids = tmp_path / "driver.py", tmp_path / "pids"
+    middle = ("import subprocess; l = subprocess.Popen(['sh', '-c', 'sleep 300 & echo $!; exec sleep 300'], "
+              "stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True); "
+              "print(l.pid, l.stdout.readline().decode().strip(), flush=True)")
+    script.write_text(
+        "import os, signal, subprocess, sys, time\n"
+        "from asp_tune.tune.reaper import register, watch\n"
+        "watch(os.getpid())\n"
+        "forked = os.fork()\n"
+        "if forked == 0:\n"  # a child it forks (a DataLoader worker, multiprocessing) that outlives it
+        "    time.sleep(300)\n"
+        "    os._exit(0)\n"
+        f"leader, member = subprocess.run([sys.executable, '-c', {middle!r}], stdin=subprocess.DEVNULL,\n"
+        "                                capture_output=True, text=True).stdout.split()\n"
+        "register(int(leader))\n"
+        f"open({str(pids)!r}, 'w').write(f'{{leader}} {{member}} {{forked}}')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    with open(tmp_path / "driver.log", "w") as log:  # a file: the forked child keeps no pipe of the test's open
+        driver = subprocess.run([sys.executable, str(script)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                timeout=60)
+    assert driver.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()
+    leader, member, forked = (psutil.Process(int(pid)) for pid in pids.read_text().split())
+    try:
+        gone = lambda p: not p.is_running() or p.status() == psutil.STATUS_ZOMBIE  # noqa: E731
+        wait_for(lambda: gone(leader) and gone(member), 5, "the leader and its group's member ended")
+        assert not gone(forked)  # the reaper looked once the driver went, though this child lives on
+    finally:
+        for p in (leader, member, forked):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
 
 
 def _cmdline(process) -> list[str]:

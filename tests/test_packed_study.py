@@ -320,6 +320,18 @@ def test_a_study_resumed_with_other_settings_is_said_and_the_line_counts_this_ca
         optimize_in_packs(old, space(), n_trials=1, pack_size=1, ratio=1.0)
 
 
+def test_the_audit_of_a_study_resumed_with_other_settings_takes_this_runs_trials_only():
+    s = study()
+    optimize_in_packs(s, space(), n_trials=3, pack_size=3, ratio=0.5, decide="proxy")
+    with pytest.warns(UserWarning, match="3 of this study's trials were trained with other settings"):
+        packed = optimize_in_packs(s, space(), n_trials=2, pack_size=2, ratio=0.3, decide="proxy")
+    audit = packed.audit(count=5)  # no more than this run's two: the first run's proxy values are not comparable
+    ours = {t.number: t for t in packed.trials}
+    assert sorted(audit.table["number"]) == sorted(ours) == [3, 4]
+    assert audit.proxy_best_params == max(ours.values(), key=lambda t: t.value).params  # its best, not the study's
+    assert s.user_attrs["asp_tune_full_data"]["audited"] == 2
+
+
 def test_running_trials_stopped_by_another_trials_error_say_so(tmp_path, monkeypatch):
     failing = failing_space(tmp_path, monkeypatch, epochs=3)
     s = study()

@@ -144,6 +144,8 @@ def test_hpo_and_compare_search_a_regression_space_by_r2(folder):
     summary = json.loads((folder / "hpo" / "summary.json").read_text())
     assert summary["score_metric"] == "val_r2" and summary["best_score"] > 0.5
     assert summary["best_val_accuracy"] is None and summary["proxy_trust"] is not None
+    header = (folder / "hpo" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert "best_score" in header and not any("accuracy" in c for c in header)  # no columns it could never fill
     run = run_cli(folder, "compare", "--space", "reg.yaml", "--ratios", "1.0,0.3", "--num-samples", "3",
                   "--algo", "random", "--verbose", "0", "--out", "cmp", timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

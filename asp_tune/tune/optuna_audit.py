@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -65,13 +65,14 @@ class StudyAudit:
 
 
 def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int | None = None,
-                seed: int = 0, *, count_hint: str = "count=N") -> StudyAudit:
+                seed: int = 0, *, count_hint: str = "count=N", trials: Iterable[Any] | None = None) -> StudyAudit:
     """Train ``count`` of ``study``'s completed trials on full data with ``train_full(params)`` (its score,
     in the study's direction): the best half by the study's value, the rest drawn at random. ``count``
     None: enough to measure the proxy (6) in a study of 18 or more completed trials, else its best 3.
     The pick is the best full-data score; the study keeps the audit as its user attribute
     ``asp_tune_full_data`` (the agreement, the pick, each audited trial's full-data score). ``count_hint``: how
-    the caller asks for a larger audit, in its lines."""
+    the caller asks for a larger audit, in its lines. ``trials``: those of the study's trials to audit among
+    (default: all; the proxy's own pick is then the best of these)."""
     import optuna
 
     if not isinstance(study, optuna.Study):
@@ -85,11 +86,13 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     count = None if count is None else int(count)
     if len(study.directions) != 1:
         raise ConfigError("study", f"{len(study.directions)} objectives", "a study with one objective")
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
-            and math.isfinite(t.value)]
+    done = [t for t in (study.trials if trials is None else trials) if t.state == optuna.trial.TrialState.COMPLETE
+            and t.value is not None and math.isfinite(t.value)]
     if not done:
-        raise ConfigError("study", "no completed trial", "a study with at least one completed trial")
+        raise ConfigError("study", "no completed trial", "a study with at least one completed trial"
+                          + ("" if trials is None else " among the trials audited"))
     mode = "max" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "min"
+    own_pick = (max if mode == "max" else min)(done, key=lambda t: t.value)  # the study's best_trial, when all
     by_number = {str(t.number): t for t in done}
     candidates = pd.DataFrame({"trial_id": list(by_number), "proxy_score": [t.value for t in done]})
     chosen = choose_audit(candidates, audit_size(count, len(done), 0.0), mode, seed, "proxy_score",
@@ -107,7 +110,7 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     if not len(finite):
         raise ConfigError("train_full", "no finite score", "a function that returns the full-data score")
     best = finite.loc[finite["full_data_score"].idxmax() if mode == "max" else finite["full_data_score"].idxmin()]
-    audit = StudyAudit(table, agreement, best["params"], float(best["full_data_score"]), dict(study.best_params))
+    audit = StudyAudit(table, agreement, best["params"], float(best["full_data_score"]), dict(own_pick.params))
     study.set_user_attr("asp_tune_full_data", audit.summary())
     return audit
 

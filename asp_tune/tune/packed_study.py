@@ -62,6 +62,7 @@ class PackedStudy:
     trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
     full_data: Any = None  # the StudyAudit that made the pick on full data (None: the proxy's scores picked)
     full_data_scores: dict[str, float] = field(default_factory=dict, repr=False)  # config's repr -> its score
+    run_tag: str | None = None  # the tag of this call's run settings in the study (RUN_ATTR); None: not kept
 
     @property
     def best_params(self) -> dict[str, Any]:
@@ -110,11 +111,15 @@ class PackedStudy:
     def audit(self, count: int | None = None):
         """:func:`asp_tune.tune.audit_study` of the study with :meth:`full_data_score`: the pick made on full
         data, and the proxy measured against it; kept as :attr:`full_data` (so :attr:`best_params` is its pick)
-        and returned. Its warnings (a misranking proxy, a pick that lost on full data) are warned."""
+        and returned. Its warnings (a misranking proxy, a pick that lost on full data) are warned. Only the
+        study's trials trained with this run's settings take part: another setting's proxy values do not compare
+        with theirs (a study resumed with other settings is warned as it starts)."""
         from asp_tune.tune.optuna_audit import audit_study
 
+        trials = (None if self.run_tag is None else
+                  [t for t in self.study.trials if t.user_attrs.get(RUN_ATTR) == self.run_tag])
         self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)),
-                                     count_hint="packed.audit(count=N)")
+                                     count_hint="packed.audit(count=N)", trials=trials)
         for line in self.full_data.warnings():
             warnings.warn(line, stacklevel=2)
         return self.full_data
@@ -310,7 +315,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     summary = say_if_nothing_fused(server.summary(), choice.size)
     packed = PackedStudy(study, space, run, choice, time.perf_counter() - started, breakdown,
                          summary["fused_epochs"], summary["alone_epochs"], [choice.reason, *notes, *summary["notes"]],
-                         trials=ended)
+                         trials=ended, run_tag=tag)
     if decide == "full" and ratio < 1.0 and any(t.state == optuna.trial.TrialState.COMPLETE for t in ended):
         tick = time.perf_counter()
         packed.audit()

@@ -11,12 +11,18 @@ import pandas as pd
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.run import SearchJob, SearchResult, run_search
 
+#: trials.csv's accuracy columns, left out where no trial reported an accuracy and the search scored another metric.
+ACCURACY_COLUMNS = ("best_val_accuracy", "final_val_accuracy")
+
 
 def write_search(folder, result: SearchResult, settings: dict[str, Any], title: str) -> None:
     """A search's files in an open results folder (:class:`~asp_tune.run_dir.RunDirectory`): ``trials.csv``,
     ``trial_epochs.csv``, the settings in the summary, ``trust.png`` when the rungs' agreement was measured, and
     ``full_data.png`` (each configuration's proxy score against its full-data score) when full data decided."""
-    folder.write_table("trials.csv", result.trials)
+    table = result.trials
+    if result.summary.get("score_metric") != "val_accuracy":  # a task without accuracy (regression, a loss): the
+        table = table.drop(columns=[c for c in ACCURACY_COLUMNS if c in table and table[c].isna().all()])  # empty
+    folder.write_table("trials.csv", table)
     if result.histories:
         frames = [h.assign(trial_id=t) for t, h in result.histories.items()]
         folder.write_table("trial_epochs.csv", pd.concat(frames, ignore_index=True))

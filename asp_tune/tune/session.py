@@ -83,9 +83,11 @@ def _in_a_process_group_of_their_own() -> Iterator[None]:
     Otherwise it killed Ray's raylet beside the driver, and the driver's next call to it ended the process
     with exit status 1 (Ray's own exit) before the experiment was saved. Only where the kernel ties these
     processes to the driver (Linux: Ray's fate-sharing, checked here; the reaper, :mod:`asp_tune.tune.reaper`,
-    ends the raylet's agents and the groups they are in), so they never outlive it; elsewhere,
-    or if Ray's internals moved, Ray starts them as it always does.
+    told of each one as it starts, ends the raylet's agents and the groups they are in), so they never outlive
+    it; elsewhere, or if Ray's internals moved, Ray starts them as it always does.
     """
+    from asp_tune.tune.reaper import register
+
     try:
         from ray._private import services, utils
 
@@ -99,15 +101,18 @@ def _in_a_process_group_of_their_own() -> Iterator[None]:
 
     class OwnGroupPopen(original):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            rays = kwargs.get("preexec_fn")
+            rays, driver = kwargs.get("preexec_fn"), os.getpid()
 
             def preexec() -> None:  # in the child, before it runs Ray's program (Popen's process_group is 3.11+)
                 os.setpgid(0, 0)
                 if rays is not None:
-                    rays()
+                    rays()  # Ray's fate-sharing: the kernel kills this child when the driver dies
+                if os.getppid() != driver:  # the driver died before that was set: not tied, nor registered
+                    os._exit(1)
 
             kwargs["preexec_fn"] = preexec
             super().__init__(*args, **kwargs)
+            register(self.pid)  # the reaper ends its group even if this process dies before its next poll
 
     services.ConsolePopen = OwnGroupPopen
     try:
