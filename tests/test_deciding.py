@@ -404,6 +404,13 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
     assert len(audit_study(study, full, count=np.int64(2)).table) == 2  # NumPy's integers are integers
     with pytest.raises(ConfigError, match="completed trial"):
         audit_study(optuna.create_study(), full)
+    later = audit_study(study, full, count=2, trials=study.trials[10:])  # among some trials: their own best first
+    assert later.table["number"].tolist()[0] == 10 and later.proxy_best_params == {"x": 10.0}
+    for bad in ("x", [1, 2], study):
+        with pytest.raises(ConfigError, match=r"invalid trials=.*: allowed some of the study's trials"):
+            audit_study(study, full, trials=bad)
+    with pytest.raises(ConfigError, match="completed trial among the trials audited"):
+        audit_study(study, full, trials=[])
 
 
 def test_the_picture_of_the_proxy_against_full_data(tmp_path):

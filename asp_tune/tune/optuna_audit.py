@@ -84,6 +84,10 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ConfigError("seed", seed, "an integer >= 0")
     count = None if count is None else int(count)
+    if trials is not None:
+        trials = list(trials) if isinstance(trials, Iterable) and not isinstance(trials, (str, bytes)) else [trials]
+        if not all(isinstance(t, optuna.trial.FrozenTrial) for t in trials):
+            raise ConfigError("trials", trials, "some of the study's trials (optuna FrozenTrial), or None for all")
     if len(study.directions) != 1:
         raise ConfigError("study", f"{len(study.directions)} objectives", "a study with one objective")
     done = [t for t in (study.trials if trials is None else trials) if t.state == optuna.trial.TrialState.COMPLETE
