@@ -94,8 +94,8 @@ class ProxySettings:
     (``asp_tune.registry.STRATEGIES``), a memory statistic (importance sampling on it), or ``auto``."""
 
     ratio: float = option(1.0, "sampling ratio r in (0, 1]", GROUP, check=RATIO)
-    ratio_schedule: str = option("constant", "constant r, dynamic (the paper's Algorithm 2), or steps:E=R,... (from "
-                                             "epoch E, counted from 0, the ratio is R)", GROUP,
+    ratio_schedule: str = option("constant", "constant r, dynamic (the paper's Algorithm 2), or steps:E=R,... (after "
+                                             "E epochs the ratio is R: steps:2=0.3 from the third)", GROUP,
                                  RATIO_SCHEDULES, pattern="steps:E=R,...",
                                  check=Check(lambda name, value: ratio_steps(value),
                                              ("sometimes", "steps:0=0.5", "steps:2=1.5", 3)))

@@ -20,11 +20,25 @@ def resume_run(path: Path, settings: dict[str, Any], trainer: Trainer) -> float:
     state = load_state(path, "trainer", "an asp_tune NAS checkpoint", " (delete it or pass --restart)")
     old = state.get("settings") or {}
     if {k: old.get(k) for k in settings} != settings:  # what it stored beside these (an older version) is not asked
-        changed = sorted(k for k in settings if old.get(k) != settings.get(k))
+        changed = _differing(old, settings)
         raise AspTuneError(f"checkpoint {path} belongs to a run with other settings ({', '.join(changed)} "
                            "differ); pass --restart to start over or use another --out")
     trainer.load_state_dict(state["trainer"])
     return float(state["seconds"])
+
+
+def _differing(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys of ``new`` whose values ``old`` holds otherwise, by their dotted names (``train.lr``)."""
+    changed: list[str] = []
+    for key in sorted(new):
+        before, now = old.get(key), new[key]
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            changed += _differing(before, now, f"{prefix}{key}.") or [f"{prefix}{key}"]
+        else:
+            changed.append(f"{prefix}{key}")
+    return changed
 
 
 class TrainedRun(NamedTuple):

@@ -10,7 +10,6 @@ from typing import Any
 
 from asp_tune.commands import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
 from asp_tune.flags import add_arguments, values_from_args
-from asp_tune.errors import ConfigError
 
 
 
@@ -44,7 +43,8 @@ def add_retrain_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Build the evaluation network of a genotype and train it from scratch; reports test "
                      "accuracy. Writes summary.json, epochs.csv and training.png.")
     p.add_argument("--genotype", required=True,
-                   help="darts_v2, a Genotype(...) string, JSON, or a file (a DARTS search's summary.json)")
+                   help="darts_v2, a Genotype(...) string, JSON, or a file (a DARTS-space search's summary.json, or "
+                        "its folder; RUN#seed=S: seed S of a search of several)")
     from nas.settings import RetrainSettings, retrain_train_config
 
     add_arguments(p, RetrainSettings)

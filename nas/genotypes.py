@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
@@ -75,13 +76,20 @@ class Genotype:
     @classmethod
     def parse(cls, text: str) -> "Genotype":
         """A genotype from a known name, its ``Genotype(...)`` repr, JSON, or a file holding either
-        (a ``summary.json`` of a DARTS search works: its ``genotype`` entry is used)."""
+        (a ``summary.json`` of a DARTS search works: its ``genotype`` entry is used; its run folder too).
+        A search of several seeds holds one genotype per seed: ``RUN/summary.json#seed=S`` takes seed S's."""
         text = text.strip()
         if text.lower() in KNOWN_GENOTYPES:
             return KNOWN_GENOTYPES[text.lower()]
+        seed, source = None, text
         if not text.startswith(("{", "Genotype(")):
+            match = re.fullmatch(r"(.*)#seed=(-?\d+)", text)
+            if match:
+                text, seed = match.group(1), int(match.group(2))
             path = Path(text).expanduser()
             try:
+                if path.is_dir() and (path / "summary.json").is_file():  # a search's results folder
+                    path = path / "summary.json"
                 is_file = path.is_file() and path.stat().st_size <= 10_000_000  # a summary is a few kB
             except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a file
                 is_file = False
@@ -97,6 +105,8 @@ class Genotype:
                 raise ConfigError("genotype", text[:80], f"valid JSON ({exc})") from None
             except RecursionError:
                 raise ConfigError("genotype", text[:80], "JSON nested a few levels deep, not thousands") from None
+            if isinstance(data, dict):
+                data = _one_seeds(data, seed, source)
             if isinstance(data, dict) and isinstance(data.get("genotype"), dict):
                 data = data["genotype"]
             if not isinstance(data, dict):
@@ -111,6 +121,23 @@ class Genotype:
             return cls.from_dict(_parse_repr(text))
         raise ConfigError("genotype", text[:80], f"one of {sorted(KNOWN_GENOTYPES)}, 'Genotype(...)', JSON, "
                                                  "or a file holding one (e.g. a search's summary.json)")
+
+
+def _one_seeds(summary: dict, seed: int | None, source: str) -> dict:
+    """``summary`` as one seed's: a search of several seeds keeps each seed's genotype in ``runs``, and ``seed``
+    (``#seed=S`` after the file's name) picks one; a summary of one seed is itself, ``seed`` checked against it."""
+    runs = summary.get("runs") if "genotype" not in summary else None
+    by_seed = {r.get("seed"): r for r in runs or () if isinstance(r, dict) and isinstance(r.get("genotype"), dict)}
+    where = source.split("#seed=")[0]
+    if by_seed:
+        if seed in by_seed:
+            return by_seed[seed]
+        given = f"{where}#seed={seed}" if seed is not None else f"{where} (a search of {len(by_seed)} seeds)"
+        raise ConfigError("genotype", given, "one seed's genotype: " + ", ".join(f"{where}#seed={s}" for s in by_seed))
+    if seed is not None and summary.get("seed", seed) != seed:
+        raise ConfigError("genotype", f"{where}#seed={seed}", f"the seed that search ran: {where}#seed="
+                                                               f"{summary.get('seed')}, or {where}")
+    return summary
 
 
 def _index(value) -> int:

@@ -61,6 +61,25 @@ def test_genotype_round_trips_through_repr_json_and_files(tmp_path):
                                           r"allowed a DARTS-space genotype") as raised:
         Genotype.parse(str(nb201))
     assert len(str(raised.value)) < 400
+    assert Genotype.parse(str(tmp_path)) == g  # the run folder names its summary
+    assert Genotype.parse(f"{summary}#seed=3") == g  # a summary of one seed: no seed in it, any is its own
+    other = Genotype.from_dict({**g.to_dict(), "normal": g.to_dict()["reduce"], "reduce": g.to_dict()["normal"]})
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "summary.json").write_text(json.dumps({"space": "darts", "seeds": [1, 2], "arch": [str(g), str(other)],
+                                                    "runs": [{"seed": 1, "genotype": g.to_dict()},
+                                                             {"seed": 2, "genotype": other.to_dict()}]}))
+    assert Genotype.parse(f"{seeds}#seed=2") == other and Genotype.parse(f"{seeds}/summary.json#seed=1") == g
+    with pytest.raises(ConfigError, match=r"invalid genotype='.*seeds \(a search of 2 seeds\)': allowed one seed's "
+                                          r"genotype: .*seeds#seed=1, .*seeds#seed=2"):
+        Genotype.parse(str(seeds))
+    with pytest.raises(ConfigError, match=r"invalid genotype='.*seeds#seed=7': allowed one seed's genotype"):
+        Genotype.parse(f"{seeds}#seed=7")
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"space": "darts", "seed": 4, "genotype": g.to_dict()}))
+    assert Genotype.parse(f"{one}#seed=4") == g
+    with pytest.raises(ConfigError, match=r"allowed the seed that search ran: .*one.json#seed=4"):
+        Genotype.parse(f"{one}#seed=5")
 
 
 @pytest.mark.parametrize("text, field", [

@@ -109,6 +109,9 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
     assert resumed.summary["data_passes"] == fresh.summary["data_passes"]
     with pytest.raises(AspTuneError, match=r"other settings \(channels differ\)"):
         run_search(tiny_settings(channels=6), ckpt)
+    faster = dataclasses.replace(tiny_settings().train, lr=0.1)
+    with pytest.raises(AspTuneError, match=r"other settings \(train.lr differ\)"):  # the field, not only "train"
+        run_search(tiny_settings(train=faster), ckpt)
     # what only matters after training (selection, ground truth) may change: the trained supernet is reused
     seen = []
     fewer = EvolutionSettings(**{**dataclasses.asdict(TINY_EVOLUTION), "candidates": 3})
@@ -313,7 +316,7 @@ def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
     summary, epochs = run_retrain(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
     assert seen == [2] and list(epochs["epoch"]) == [1, 2] and summary["epochs"] == 2
     other = Genotype(normal=KNOWN_GENOTYPES["darts_v2"].reduce, reduce=KNOWN_GENOTYPES["darts_v2"].normal)
-    with pytest.raises(AspTuneError, match=r"other settings \(genotype differ\)"):
+    with pytest.raises(AspTuneError, match=r"other settings \(genotype.normal, genotype.reduce differ\)"):
         run_retrain(RetrainSettings(other, train, channels=4, layers=3), ckpt)
 
 
@@ -395,3 +398,19 @@ def supernet_trainer_for(settings):
     from nas.search import supernet_trainer
 
     return supernet_trainer(settings)
+
+
+def test_the_picture_of_a_search_of_several_seeds_ranks_each_seeds_candidates_alone(tmp_path):
+    """Scores of two supernets do not rank together: the picture gives each seed's tau over its own candidates
+    (one perfect, one backwards here) and their mean, as the summary does, and marks each seed's pick."""
+    from nas.plots import plot_search, truth_title
+
+    candidates = pd.DataFrame({"score": [1, 2, 3, 11, 12, 13], "acc": [1, 2, 3, 3, 2, 1], "seed": [1, 1, 1, 2, 2, 2],
+                               "phase": ["sampled"] * 6})
+    assert truth_title(candidates, "acc") == ("candidates against ground truth: mean Kendall tau 0.00\n"
+                                              "(seed 1: 1.00, seed 2: -1.00)")
+    one = candidates[candidates["seed"] == 2].drop(columns="seed")
+    assert truth_title(one, "acc") == "candidates against ground truth: Kendall tau -1.00 (negative: ranks backwards)"
+    epochs = pd.DataFrame({"epoch": [1, 2, 1, 2], "val_accuracy": [0.1, 0.2, 0.1, 0.3], "ratio": [0.5] * 4,
+                           "seed": [1, 1, 2, 2]})
+    assert plot_search(epochs, candidates, tmp_path / "search.png", "t", truth_column="acc").stat().st_size > 0
