@@ -12,7 +12,6 @@ from asp_tune.commands import add_output_flags, add_train_arguments, command, co
 from asp_tune.flags import add_arguments, values_from_args
 
 
-
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
     add_output_flags(p)
     p.add_argument("--checkpoint-dir", default=None,
