@@ -63,8 +63,9 @@ def _cells_help() -> str:
                      for n in space_names())
 
 
-#: NasSettings fields used only after the supernet's training.
-AFTER_TRAINING = ("evolution", "ground_truth", "score_samples")
+#: NasSettings fields that do not change the trained supernet: used only after its training, or only
+#: watching it (``monitor`` validates with generators of its own; a test checks the losses stay equal).
+NOT_CHANGING_TRAINING = ("evolution", "ground_truth", "score_samples", "monitor")
 
 
 @dataclass
@@ -149,9 +150,9 @@ class NasSettings:
         return d
 
     def training_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without what only matters once the supernet is trained (selection, ground truth):
-        what a supernet checkpoint must match to be resumed."""
-        return {k: v for k, v in self.to_dict().items() if k not in AFTER_TRAINING}
+        """:meth:`to_dict` without what does not change the trained supernet (selection, ground truth,
+        monitoring): what a supernet checkpoint must match to be resumed."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_CHANGING_TRAINING}
 
     def with_seed(self, seed: int) -> "NasSettings":
         return dataclasses.replace(self, train=self.train.replace(seed=seed))

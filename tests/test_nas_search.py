@@ -119,6 +119,26 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
     assert seen == [] and again.summary["resumed_from_epoch"] == 3
 
 
+@pytest.mark.parametrize("searcher", ["spos", "darts"])
+def test_monitoring_never_changes_training_so_a_resume_may_switch_it(tmp_path, searcher):
+    settings = tiny_settings(searcher=searcher, train=tiny_settings().train.replace(epochs=2, subset=200))
+    ckpt = tmp_path / "search.pt"
+
+    def stop_after_one(record):
+        if record["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_search(settings, ckpt, on_epoch=stop_after_one)
+    resumed = run_search(dataclasses.replace(settings, monitor=False), ckpt)
+    assert resumed.summary["resumed_from_epoch"] == 1
+    watched, unwatched = run_search(settings), run_search(dataclasses.replace(settings, monitor=False))
+    assert list(watched.epochs["train_loss"]) == list(unwatched.epochs["train_loss"]) \
+        == list(resumed.epochs["train_loss"])
+    assert watched.summary["arch"] == unwatched.summary["arch"] == resumed.summary["arch"]
+    assert unwatched.epochs["val_accuracy"].isna().all() and watched.epochs["val_accuracy"].notna().all()
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"space": "nasbench101"}, "space"),
     ({"searcher": "enas"}, "searcher"),
