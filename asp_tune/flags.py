@@ -110,6 +110,12 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def both_spellings(field: str, value: Any = True) -> str:
+    """How a message names a setting for readers of the Python API and of the command line alike:
+    ``min_first_rung_steps=0 or --min-first-rung-steps 0`` (``value=True``: a switch, ``--resume-unsigned``)."""
+    return f"{field}={value!r} or {flag_name(field)}{'' if value is True else f' {value}'}"
+
+
 def field_choices(f: dataclasses.Field) -> tuple | None:
     choices = f.metadata.get("choices")
     return tuple(choices()) if callable(choices) else choices

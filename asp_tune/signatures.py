@@ -21,6 +21,7 @@ from typing import Any
 
 from asp_tune.atomic import create_private
 from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.flags import both_spellings
 
 
 def key_path() -> Path:
@@ -40,7 +41,7 @@ def key(create: bool = True) -> bytes:
             raise ConfigError("resume key", str(path), "your signing key, which is missing (deleted, or never made "
                                                        "on this machine): no signed experiment can be checked "
                                                        "without the key that signed it (restore the file, or "
-                                                       "--resume-unsigned at your own risk)")
+                                                       f"{both_spellings('resume_unsigned')} at your own risk)")
         try:
             create_private(path, secrets.token_bytes(32))  # False: made by a search started at the same moment
         except OSError as exc:

@@ -242,7 +242,7 @@ def test_a_proxy_row_whose_first_rung_raised_its_ratio_says_at_what_ratio_it_ran
     row = table.set_index("ratio").loc[0.3]
     assert row["ratio_run"] == 1.0
     said = ("the ratio-0.3 search ran at ratio 1: its first rung took 3 optimiser steps, 16 are needed "
-            "(--min-first-rung-steps 0 keeps the ratio); it is a full-data search, not a proxy")
+            "(min_first_rung_steps=0 or --min-first-rung-steps 0 keeps the ratio); it is a full-data search, not a proxy")
     assert said in row["warning"] and said in capsys.readouterr().err
     from asp_tune.tune.compare import comparison_markdown
 
@@ -257,7 +257,7 @@ def test_a_first_rung_that_raises_the_ratio_to_1_says_the_search_is_no_proxy(cap
     job = SimpleNamespace(full_data=None, total_trials=4, num_samples=4, rungs=(1, 3),
                           summary={"first_rung_change": change})
     line = announce(job)[0]
-    assert "it takes 8 with ratio 1 (was 0.3); --min-first-rung-steps 0 keeps them; at ratio 1 this is a " \
+    assert "it takes 8 with ratio 1 (was 0.3); min_first_rung_steps=0 or --min-first-rung-steps 0 keeps them; at ratio 1 this is a " \
            "full-data search, not a proxy" in line
     change["ratio"] = [0.3, 0.6]
     assert "not a proxy" not in announce(job)[0]

@@ -60,7 +60,7 @@ def test_a_state_cut_off_by_a_killed_driver_resumes_from_the_signed_copy(experim
 
 
 def test_an_unsigned_or_forged_experiment_is_refused_by_name(experiment, tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="no signed copy.*--resume-unsigned") as err:
+    with pytest.raises(ConfigError, match="no signed copy.*resume_unsigned=True or --resume-unsigned") as err:
         restore_signed(str(experiment))
     assert err.value.field == "resume"
     assert sign(str(experiment))

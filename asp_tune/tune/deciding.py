@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from asp_tune.errors import RunInterrupted
+from asp_tune.flags import both_spellings
 from asp_tune.tune.fulldata import (AUDIT_FILE, CHANGES_FILE, FullDataAgreement, ProxyWatch, at_chance, audit_size,
                                     choose_audit, expected_top, guards_only, measurement_notice, read_changes,
                                     verdict_lines)
@@ -86,7 +87,7 @@ def announce(job) -> list[str]:
                    if change["ratio"][1] != change["ratio"][0] else ""]
         lines.append(f"the first rung would take {change['steps'][0]} optimiser steps ({change['train_samples']} "
                      f"training samples, batches of {change['batch_size']}); it takes {change['steps'][1]} with "
-                     f"{' and '.join(c for c in changed if c)}; --min-first-rung-steps 0 keeps them"
+                     f"{' and '.join(c for c in changed if c)}; {both_spellings('min_first_rung_steps', 0)} keeps them"
                      + ("; at ratio 1 this is a full-data search, not a proxy: more training data or a smaller "
                         "batch keeps a proxy" if change["ratio"][1] >= 1.0 > change["ratio"][0] else ""))
     if plan is not None:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.errors import ConfigError, RunFailed
+from asp_tune.flags import both_spellings
 from asp_tune.imports import search_paths
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
@@ -164,7 +165,7 @@ def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
     unsigned = signing_problem()
     if unsigned:  # said aloud: this search runs, but its --resume would be refused as unsigned
         print(f"[asp-tune] warning: this search cannot be signed for --resume ({unsigned}); resuming it will "
-              "need --resume-unsigned", file=sys.stderr)
+              f"need {both_spellings('resume_unsigned')}", file=sys.stderr)
     return storage, resume
 
 
@@ -251,7 +252,7 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     resumable) and :class:`~asp_tune.errors.RunFailed` when no trial scored.
     """
     from asp_tune.tune.progress import recorded_wall_time
-    from asp_tune.tune.session import check_resources, check_shared_storage, ensure_ray, fit_interruptibly
+    from asp_tune.tune.session import check_resources, check_shared_storage, ensure_ray
 
     from asp_tune.tune.fulldata import CHANGES_FILE
 

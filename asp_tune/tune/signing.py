@@ -34,6 +34,7 @@ from typing import Any
 
 from asp_tune.atomic import atomic_write_text
 from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.flags import both_spellings
 from asp_tune.signatures import key, key_path, mac
 from asp_tune.tune.fulldata import AUDIT_FILE, CHANGES_FILE
 from asp_tune.tune.storage import join, list_dirs, list_names, move, read_bytes, write_bytes
@@ -50,6 +51,7 @@ SIGNED_COPY = ".asp_tune_signed.json"
 OWN_FILES = (SIGNED_COPY, "asp_tune_settings.json", "asp_tune_progress.json", CHANGES_FILE, AUDIT_FILE)
 SET_ASIDE = ".unsigned"
 VERSION = 2
+UNSIGNED = both_spellings("resume_unsigned")
 
 
 def ledger_dir() -> Path:
@@ -182,20 +184,20 @@ def check_signed(experiment: str) -> dict[str, bytes]:
         copy = _read_copy(experiment)
     except OSError:
         _refuse(experiment, "an experiment this user's asp-tune wrote: it has no signed copy of the state Ray would "
-                            "unpickle (an experiment from elsewhere, or from asp_tune before 0.2; --resume-unsigned "
+                            f"unpickle (an experiment from elsewhere, or from asp_tune before 0.2; {UNSIGNED} "
                             "resumes it at your own risk)")
     except ValueError:
-        _refuse(experiment, "an experiment whose signed state copy is readable (it is not: --resume-unsigned "
+        _refuse(experiment, f"an experiment whose signed state copy is readable (it is not: {UNSIGNED} "
                             "resumes from Ray's files at your own risk)")
     if copy.get("version") != VERSION:
         _refuse(experiment, f"an experiment signed by this version of asp_tune (its copy is version "
-                            f"{copy.get('version')!r}, which binds no experiment id or order; --resume-unsigned "
+                            f"{copy.get('version')!r}, which binds no experiment id or order; {UNSIGNED} "
                             "resumes it at your own risk)")
     try:
         files = {str(n): base64.b64decode(d) for n, d in copy["files"].items()}
         identity, serial, mac = str(copy["experiment"]), int(copy["serial"]), str(copy["mac"])
     except (ValueError, KeyError, TypeError, AttributeError):
-        _refuse(experiment, "an experiment whose signed state copy is readable (it is not: --resume-unsigned "
+        _refuse(experiment, f"an experiment whose signed state copy is readable (it is not: {UNSIGNED} "
                             "resumes from Ray's files at your own risk)")
     if not hmac.compare_digest(_mac(files, key(create=False), identity, serial), mac):
         _refuse(experiment, f"an experiment signed with your key ({key_path()}): its state copy does not match its "
