@@ -36,11 +36,12 @@ import torch
 from torch import nn
 from torch.func import vmap
 
+from asp_tune.assembly import build_network
 from asp_tune.config import TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
-from asp_tune.footprint import measure_footprint, readable_bytes
+from asp_tune.footprint import Footprint, measure_footprint, readable_bytes
 from asp_tune.memory import FeatureNormTap, MemoryStack
 from asp_tune.proxy import ProxySelector
 from asp_tune.sizes import free_bytes
@@ -539,12 +540,14 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
 
 
 def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer,
-                     device_share: float = 1.0) -> PackChoice:
+                     device_share: float = 1.0, others: Sequence[TrainConfig] = ()) -> PackChoice:
     """The pack size for ``configurations`` like ``trainer``'s: ``requested`` as given, or for ``auto`` the most
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
     training steps shows the pack no faster than its members one after another. ``device_share``: the part of
-    the device this pack may use (several packs sharing one)."""
+    the device this pack may use (several packs sharing one). ``others``: configurations of the same search on
+    the same data whose packs are of other kinds (a searched width or batch size): the largest footprint of
+    them all sizes every pack."""
     if requested != "auto":
         size = max(1, min(int(requested), configurations))
         return PackChoice(size, f"packs of {size} (as asked)" if size > 1 else "one configuration at a time (as asked)")
@@ -563,13 +566,17 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
                                           config.amp, extra_state=trainer.selector.memory.nbytes)
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         return PackChoice(1, f"not fused: its memory could not be measured ({_first_line(exc)})")
+    kinds = [footprint] + [f for f in (_footprint_of(trainer, other) for other in others
+                                       if pack_key(other) != pack_key(config)) if f is not None]
+    footprint = max(kinds, key=lambda f: f.total)
     free = free_bytes(device)
     budget = None if free is None else int(AUTO_MEMORY_SHARE * device_share * free)
     held = configurations if budget is None else budget // max(footprint.total, 1)
     limit = min(configurations, AUTO_MAX_CPU if device.type != "cuda" else configurations)
     size = max(1, min(held, limit))
-    memory = footprint.describe() + ("" if budget is None else
-                                     f"; {readable_bytes(budget)} of the {readable_bytes(free)} free for packs")
+    memory = (footprint.describe() + (f" (the largest of {len(kinds)} kinds of configuration measured)"
+                                      if len(kinds) > 1 else "")
+              + ("" if budget is None else f"; {readable_bytes(budget)} of the {readable_bytes(free)} free for packs"))
     if held < limit:
         bound = f"; the memory holds {size} ({memory})"
     else:
@@ -589,6 +596,19 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     return PackChoice(size, f"packs of {size}: a pack's step {alone_s / pack_s:.2f}x faster than one after another "
                             f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how}){bound}", alone_s, pack_s,
                       memory)
+
+
+def _footprint_of(trainer: Trainer, config: TrainConfig) -> Footprint | None:
+    """The footprint of training ``config``'s network on ``trainer``'s data and device (None where it cannot be
+    built or measured: its trials fail on their own, and say why)."""
+    rows = min(config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
+    try:
+        with _untouched(trainer):
+            network = build_network(config.validate(), trainer.data, trainer.device)[0].to(trainer.device)
+            return measure_footprint(network, _first_rows(trainer, rows), config.batch_size, config.optimizer,
+                                     config.amp, extra_state=trainer.selector.memory.nbytes)
+    except (AspTuneError, RuntimeError, NotImplementedError, ValueError, TypeError):
+        return None
 
 
 @contextlib.contextmanager

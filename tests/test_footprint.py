@@ -154,6 +154,39 @@ def test_auto_packs_as_many_measured_footprints_as_its_share_of_the_free_memory_
     assert pack.choose_pack_size("auto", 64, trainer).size in (1, pack.AUTO_MAX_CPU)
 
 
+def test_auto_sizes_packs_by_the_largest_kind_of_configuration_a_search_trains(monkeypatch):
+    trainer = build_trainer(BASE)
+    wide = BASE.replace(model_args={"hidden": 512}, batch_size=64)
+    small, large = _footprint_of(trainer).total, pack._footprint_of(trainer, wide).total
+    assert large > 4 * small
+    free = int(3 * large / pack.AUTO_MEMORY_SHARE) + large // 4
+    monkeypatch.setattr(pack, "free_bytes", lambda device: free)
+    choice = pack.choose_pack_size("auto", 64, trainer, others=[wide, BASE.replace(lr=0.5)])
+    assert choice.memory.startswith(f"{readable_bytes(large)} a configuration") \
+        and "(the largest of 2 kinds of configuration measured)" in choice.memory  # lr=0.5 packs with BASE
+    assert choice.size in (1, 3)  # 1: if its measurement saw the pack lose
+    alone = pack.choose_pack_size("auto", 64, trainer)  # without them it packs by the small network's footprint
+    assert alone.memory.startswith(f"{readable_bytes(small)} a configuration")
+    assert alone.size in (1, min(pack.AUTO_MAX_CPU, int(pack.AUTO_MEMORY_SHARE * free) // small)) and alone.size != 3
+    broken = BASE.replace(model_args={"no_such_argument": 1})  # fails as a trial, and says why there
+    assert pack.choose_pack_size("auto", 64, trainer, others=[broken]).memory == alone.memory
+
+
+def test_the_configurations_that_size_a_search_s_packs_are_its_pack_kinds_at_their_ends():
+    from asp_tune.tune.space import Param, SearchSpace
+
+    space = SearchSpace("s", {"dataset": "digits", "model": "mlp"}, (
+        Param("lr", "loguniform", 0.01, 0.5), Param("model_args.hidden", "choice", values=(16, 64, 256)),
+        Param("batch_size", "int", 32, 128), Param("momentum", "uniform", 0.5, 0.9)))
+    configs = space.sizing_configs(ratio=0.5, seed=0)
+    assert [(c.model_args["hidden"], c.batch_size) for c in configs] == [
+        (16, 32), (16, 128), (64, 32), (64, 128), (256, 32), (256, 128)]  # the first configuration first
+    assert {(c.lr, c.momentum) for c in configs} == {(0.01, 0.5)}  # per member: never another kind
+    many = space.extreme_params(["model_args.hidden", "batch_size"], limit=4)  # 6 combinations: each end alone
+    assert [(p["model_args.hidden"], p["batch_size"]) for p in many] == [
+        (16, 32), (64, 32), (256, 32), (16, 32), (16, 128), (256, 128)]
+
+
 def test_auto_s_footprint_measurement_leaves_the_trainer_s_batches_and_random_state_alone():
     measured, untouched = build_trainer(BASE), build_trainer(BASE)
     before = torch.get_rng_state()
@@ -167,13 +200,32 @@ def test_each_pack_worker_of_a_search_sizes_its_packs_for_its_share_of_the_machi
 
     shares = []
 
-    def choose(requested, configurations, trainer, device_share=1.0):
+    def choose(requested, configurations, trainer, device_share=1.0, others=()):
         shares.append(device_share)
         return pack.PackChoice(1, "one")
 
     monkeypatch.setattr(pack, "choose_pack_size", choose)
     auto_pack_size("auto", BASE, None, trials=16, epochs_total=16, max_concurrent=4, cpus_per_trial=1, gpus_per_trial=0)
     assert shares == [0.25]  # four workers on one host's memory
+
+
+def test_a_search_s_auto_pack_size_weighs_every_kind_of_pack_its_space_makes(monkeypatch):
+    from asp_tune.tune.builtin import pack_choice
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+
+    told = []
+
+    def choose(requested, configurations, trainer, device_share=1.0, others=()):
+        told.append(sorted(c.model_args["hidden"] for c in others if c.lr == trainer.config.lr))
+        return pack.PackChoice(1, "one")
+
+    monkeypatch.setattr(pack, "choose_pack_size", choose)
+    space = parse_space({"name": "w", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2, "subset": 300},
+                         "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.5},
+                                    "model_args.hidden": {"type": "choice", "values": [8, 128, 32]}}})
+    pack_choice(HpoSettings(space=space, pack="auto", num_samples=8, verbose=0).validate(), None)
+    assert told == [[8, 32, 128]]
 
 
 def test_auto_does_not_let_a_driver_without_a_gpu_measure_for_gpu_trials(monkeypatch):

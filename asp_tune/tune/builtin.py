@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
     total = s.total_trials
     epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
     choice = auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial,
-                            s.gpus_per_trial)
+                            s.gpus_per_trial, others=s.space.sizing_configs(**s.run_fields()))
     smallest = s.smallest_pack_for_all_trials()
     if choice.size > 1 and smallest is not None and choice.size < smallest:  # auto's choice (K given is checked)
         return PackChoice(1, f"one trial per process: {s.algo} starts all {total} trials together in packs, and "
@@ -132,11 +132,12 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
 
 
 def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials: int, epochs_total: int,
-                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float):
+                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, others: Sequence = ()):
     """The pack size of a search of ``trials`` configurations like ``config`` training ``epochs_total`` epochs
     in all: ``requested``, or for ``auto`` :func:`~asp_tune.pack.choose_pack_size` (the network measured on this
     machine with a trial's threads, in the memory one of ``max_concurrent`` pack workers has: a GPU's share
-    ``gpus_per_trial``, or on the host a share of its memory), kept only where :func:`worth_packing`."""
+    ``gpus_per_trial``, or on the host a share of its memory; the largest footprint of ``config`` and ``others``,
+    the search's other kinds of pack), kept only where :func:`worth_packing`."""
     import torch
 
     from asp_tune.pack import PackChoice, choose_pack_size
@@ -154,7 +155,7 @@ def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials
     try:
         trainer = build_trainer(config, arrays=arrays)
         share = min(1.0, gpus_per_trial) if trainer.device.type == "cuda" and gpus_per_trial > 0 else 1 / max_concurrent
-        choice = choose_pack_size("auto", trials, trainer, device_share=share)
+        choice = choose_pack_size("auto", trials, trainer, device_share=share, others=others)
     finally:
         torch.set_num_threads(threads)
     if choice.size == 1:

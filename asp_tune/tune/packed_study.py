@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
@@ -132,8 +132,9 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                       **fields: Any) -> PackedStudy:
     """Run ``n_trials`` trials of ``study`` over ``space`` (a :class:`~asp_tune.tune.space.SearchSpace`, a
     mapping, or a YAML path), each trained on ``ratio`` of the data per epoch, at most ``pack_size`` at once in
-    one pack (``auto``: :func:`~asp_tune.pack.choose_pack_size`, measured on the space's first configuration;
-    1: one at a time).
+    one pack (``auto``: :func:`~asp_tune.pack.choose_pack_size`, timed on the space's first configuration, its
+    memory bounded by the largest kind of pack the space makes,
+    :meth:`~asp_tune.tune.space.SearchSpace.sizing_configs`; 1: one at a time).
 
     ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``metric``,
     ``ratio_schedule``, ``first_epoch_full``, ...; not one the space searches); with a pruner, trials start at the
@@ -252,13 +253,13 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                     notes.append(f"the space's first configuration could not be built ({_one_line(exc)}): the "
                                  "packs are measured on the first trial that builds")
                 else:
-                    choice = _measured(n_trials, server.trainers["first"])
+                    choice = _measured(n_trials, server.trainers["first"], space.sizing_configs(**run))
                     server.leave("first")
             breakdown["startup_s"] += time.perf_counter() - tick
             while choice is None and may_start():  # one trial at a time until one builds and is measured
                 ask()
                 if live:
-                    choice = _measured(n_trials, server.trainers[next(iter(live))])
+                    choice = _measured(n_trials, server.trainers[next(iter(live))], space.sizing_configs(**run))
             if choice is None:
                 choice = PackChoice(1, "no configuration could be built to measure the packs on")
             server.pack_size = choice.size
@@ -333,10 +334,11 @@ def _one_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _measured(n_trials: int, trainer: Any) -> PackChoice:
-    """:func:`choose_pack_size` ``auto`` on ``trainer``; one at a time, said, where the measurement fails."""
+def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] = ()) -> PackChoice:
+    """:func:`choose_pack_size` ``auto`` on ``trainer`` (and the footprints of ``others``, the space's other kinds
+    of pack); one at a time, said, where the measurement fails."""
     try:
-        return choose_pack_size("auto", n_trials, trainer)
+        return choose_pack_size("auto", n_trials, trainer, others=others)
     except Exception as exc:  # noqa: BLE001 - a network that cannot be measured trains alone
         return PackChoice(1, f"one configuration at a time: the packs could not be measured ({_one_line(exc)})")
 

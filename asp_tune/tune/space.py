@@ -108,6 +108,33 @@ class SearchSpace:
         checks and measures before its trials."""
         return {p.name: (p.low if p.type in RANGE_TYPES else p.values[0]) for p in self.params}
 
+    def extreme_params(self, names: Any, limit: int = 16) -> list[dict[str, Any]]:
+        """Configurations that take the parameters ``names`` to their ends (a range's low and high, each listed
+        value), the rest at :meth:`first_params`: every combination where there are at most ``limit``, else each
+        parameter's ends alone and all of them at their last end."""
+        first = self.first_params()
+        ends = {p.name: _ends(p) for p in self.params if p.name in names}
+        if math.prod(len(v) for v in ends.values()) <= limit:
+            return [{**first, **dict(zip(ends, combo))} for combo in itertools.product(*ends.values())]
+        return ([{**first, name: value} for name, values in ends.items() for value in values]
+                + [{**first, **{name: values[-1] for name, values in ends.items()}}])
+
+    def sizing_configs(self, **run: Any) -> list[TrainConfig]:
+        """The trial configurations that bound a pack's memory: the space's parameters that change what a pack
+        holds (all but the per-member ones: network arguments, batch size, optimiser, ...) at their ends
+        (:meth:`extreme_params`), one configuration per pack kind, the first configuration's first."""
+        from asp_tune.pack import PER_MEMBER, pack_key
+
+        sizing = [p.name for p in self.params if p.name.split(".", 1)[0] not in PER_MEMBER]
+        configs: dict[tuple, TrainConfig] = {}
+        for params in [self.first_params(), *self.extreme_params(sizing)]:
+            try:
+                config = self.train_config(params, **run)
+            except ConfigError:  # a combination its trials refuse by name when drawn
+                continue
+            configs.setdefault(pack_key(config), config)
+        return list(configs.values())
+
     def train_config(self, params: dict[str, Any], **run: Any) -> TrainConfig:
         """The TrainConfig of one trial: fixed settings, sampled params (``model_args.NAME`` ones go into
         the builder's keyword arguments), then the run's own flags."""
@@ -116,6 +143,12 @@ class SearchSpace:
             values["milestones"] = tuple(values["milestones"])
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         return TrainConfig(**{k: v for k, v in values.items() if k in known}).validate()
+
+
+def _ends(p: Param) -> tuple[Any, ...]:
+    if p.type in RANGE_TYPES:
+        return (int(p.low), int(p.high)) if p.type == "int" else (p.low, p.high)
+    return tuple(p.values)
 
 
 #: Integer bounds a Ray sampler (NumPy's int64 generator) can draw between.
