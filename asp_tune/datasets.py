@@ -368,7 +368,7 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
     cache = (cache_dir or default_cache_dir()) / f"{source.name}-{key}.npz"
     if cache.exists():
         try:
-            with np.load(cache, allow_pickle=False) as z:
+            with open(cache, "rb") as handle, np.load(handle, allow_pickle=False) as z:  # closed if unreadable too
                 arrays = {k: z[k] for k in z.files}
             problem = decoded_mismatch(arrays)
             if problem is None:

@@ -472,6 +472,13 @@ class CheckpointFolder:
         if not any(own_file(self.path, name) is not None for name in self.files):
             self.remove()
 
+    def release(self) -> None:
+        """Let go of the folder's lock (its checkpoints stay for a resume): another run may take it now."""
+        if self._lock is not None:
+            _HELD.pop(str(self.path.resolve()), None)
+            self._lock.close()
+            self._lock = None
+
     def remove(self) -> None:
         """Delete the listed checkpoints and the marker; the folder itself goes only if asp_tune
         created it and nothing else is in it."""
@@ -479,8 +486,7 @@ class CheckpointFolder:
         (self.path / MARKER).unlink(missing_ok=True)
         if self._lock is not None:
             (self.path / self.LOCK).unlink(missing_ok=True)  # the file this run made and holds open
-            self._lock.close()
-            self._lock = None
+            self.release()
         if self.created:
             try:
                 self.path.rmdir()

@@ -69,7 +69,8 @@ def settings_from_args(args: argparse.Namespace):
 @contextlib.contextmanager
 def _checkpoint_folder(args: argparse.Namespace):
     """The run's checkpoint folder; ``--restart`` deletes the checkpoints asp_tune wrote there. A run that
-    fails before its first checkpoint (a network too large, bad data) leaves no folder behind."""
+    fails before its first checkpoint (a network too large, bad data) leaves no folder behind; one that
+    succeeds removes it (``remove``) once its results are written."""
     from asp_tune.run_dir import CheckpointFolder
 
     out = Path(args.out).expanduser().absolute()
@@ -80,6 +81,7 @@ def _checkpoint_folder(args: argparse.Namespace):
         yield folder
     except BaseException:
         folder.remove_if_unused()
+        folder.release()  # what is left is for a resume, by the next run
         raise
 
 

@@ -551,6 +551,9 @@ def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
     other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert f"invalid checkpoint_dir='{folder}'" in other.stdout
     assert f"held by pid {os.getpid()}" in other.stdout
+    again.release()  # the run is over, its checkpoints stay: the next run may take the folder
+    after = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0 and after.stdout == ""
 
 
 @pytest.mark.parametrize("address, message", [
@@ -614,12 +617,9 @@ def test_an_output_path_with_a_name_too_long_for_the_file_system_is_refused(tmp_
 def test_a_link_planted_as_the_checkpoint_lock_is_never_followed(tmp_path):
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
-    from asp_tune import run_dir
 
     folder = tmp_path / "ck-link"
-    first = CheckpointFolder(folder)  # a folder asp_tune marked as its own
-    first._lock.close()  # as if its run had ended
-    run_dir._HELD.pop(str(folder.resolve()))
+    CheckpointFolder(folder).release()  # a folder asp_tune marked as its own, its run ended
     (folder / CheckpointFolder.LOCK).unlink()
     (folder / CheckpointFolder.LOCK).symlink_to(victim)
     with pytest.raises(ConfigError, match="lock file .asp_tune.lock asp_tune can make"):
