@@ -640,6 +640,12 @@ def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
                         f"or (N, k) (regression), got {y.dtype} {y.shape}")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    for part, values in (("inputs", x), ("labels", y)):
+        if values.dtype.kind in "fc":
+            bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+            if bad.any():  # else the first epoch's loss is NaN, and the learning rate would be blamed
+                raise DataError(f"{what}: {int(bad.sum()):,} of {values.shape[0]:,} samples have NaN or infinite "
+                                f"{part} (the first: sample {int(np.argmax(bad))}); drop or fill them")
     return x, (y.astype(np.int64) if y.dtype.kind in "iu" else y.astype(np.float32))
 
 
@@ -694,6 +700,12 @@ def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> 
         raise DataError(f"{name}: class labels must be 0..K-1 with at most {MAX_CLASSES_PER_SAMPLE} classes per "
                         f"training sample; got labels from {int(train_y.min())} to {num_classes - 1} for "
                         f"{train_y.shape[0]:,} samples (float labels are regression targets)")
+    if classes is None:
+        empty = num_classes - len(np.unique(train_y))
+        if empty:
+            warnings.warn(f"{name}: the labels run from 0 to {num_classes - 1}, so the network gets {num_classes} "
+                          f"outputs, and {empty} of those classes have no training sample (labels are class "
+                          "indices 0..K-1: map other ids to them)", stacklevel=2)
     classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(num_classes)]
     return {"classes": np.asarray(classes), "train_x": train_x, "train_y": train_y, "test_x": test[0],
             "test_y": test[1]}

@@ -65,6 +65,16 @@ MODULE = textwrap.dedent('''
         return rng.normal(size=(100, 4)).astype(np.float32), np.arange(100) * 10_000_000
 
 
+    def nan_inputs(seed=0):
+        x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
+        x[5, 3] = x[40, 0] = np.nan
+        return x, np.arange(200) % 2
+
+
+    def infinite_targets(seed=0):
+        return np.ones((200, 6), np.float32), np.where(np.arange(200) == 7, np.inf, 1.0)
+
+
     def integer_features(seed=0):
         rng = np.random.default_rng(0)
         return rng.integers(0, 100, (200, 6)), rng.integers(0, 2, 200)
@@ -107,6 +117,10 @@ CASES = [  # (flags, exit code, what stderr says)
     (["--dataset", "bad_models:empty"], 2, "no samples"),
     (["--dataset", "bad_models:huge_labels"], 2, "class labels must be 0..K-1"),
     (["--dataset", "bad_models:integer_features"], 2, "integer inputs are fed as token sequences"),
+    (["--dataset", "bad_models:nan_inputs"], 2, "bad_models:nan_inputs: 2 of 200 samples have NaN or infinite inputs "
+                                                "(the first: sample 5); drop or fill them"),
+    (["--dataset", "bad_models:infinite_targets"], 2, "1 of 200 samples have NaN or infinite labels (the first: "
+                                                      "sample 7)"),
     (["--model-args", '{"hidden": 0}'], 2, "every layer has at least one unit"),
     (["--model-args", '{"hidden": -3}'], 2, "invalid model_args={'hidden': -3}"),
     (["--lr", "1e308"], 2, "invalid lr=1e+308"),

@@ -104,6 +104,24 @@ def test_labels_out_of_range_are_rejected():
         DataBundle("toy", ["a", "b"], ImageArrays(imgs.float(), good.labels), good, good)
 
 
+def test_class_ids_that_leave_classes_without_a_training_sample_are_said():
+    import warnings
+
+    from asp_tune.datasets import user_arrays
+
+    x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    stray = np.arange(200) % 3
+    stray[10] = 1000  # one stray id: 1001 outputs, 997 of them for no class the data has
+    with pytest.warns(UserWarning, match=r"mine: the labels run from 0 to 1000, so the network gets 1001 outputs, "
+                                         r"and 99[78] of those classes have no training sample"):
+        assert len(user_arrays(lambda: (x, stray), "mine", None)["classes"]) == 1001
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        user_arrays(lambda: (x, np.arange(200) % 3), "mine", None)  # every class has samples: nothing said
+        named = {"train": (x, stray), "classes": [f"c{i}" for i in range(1001)]}
+        user_arrays(lambda: named, "mine", None)  # the classes named by the loader: as it says
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_shared_cifar10_archive(shared_data):
