@@ -43,12 +43,17 @@ class RunInterrupted(AspTuneError):
 
     exit_code = 130
 
-    def __init__(self, message: str, experiment_path: str | None = None):
-        super().__init__(message if experiment_path is None else f"{message} (Ray's experiment: {experiment_path})")
-        self.message, self.experiment_path = message, experiment_path
+    def __init__(self, message: str, experiment_path: str | None = None, text: str | None = None):
+        super().__init__(text or (message if experiment_path is None
+                                  else f"{message} (Ray's experiment: {experiment_path})"))
+        self.message, self.experiment_path, self.text = message, experiment_path, text
 
     def __reduce__(self):
-        return (type(self), (self.message, self.experiment_path))
+        return (type(self), (self.message, self.experiment_path, self.text))
+
+    def hinted(self, how: str | None) -> "RunInterrupted":
+        """The same interruption (its ``experiment_path`` kept), said with :meth:`resume_hint`."""
+        return RunInterrupted(self.message, self.experiment_path, self.resume_hint(how))
 
     def resume_hint(self, how: str | None) -> str:
         """The message with how to resume (``how``: ``--resume`` or ``resume=``; None: the run cannot be

@@ -199,3 +199,28 @@ def test_an_interrupted_run_names_its_experiment_from_python_too():
                                           "resume='/runs/x'")
     again = pickle.loads(pickle.dumps(exc))
     assert str(again) == str(exc) and again.experiment_path == "/runs/x"
+
+
+def test_search_and_run_hpo_say_how_to_resume_and_keep_the_experiment_for_the_caller(monkeypatch):
+    import pickle
+
+    from asp_tune.errors import RunInterrupted
+    from asp_tune.tune import builtin, user
+    from asp_tune.tune.settings import HpoSettings
+
+    def interrupted(job, **kwargs):
+        raise RunInterrupted("interrupted by SIGINT; no results were committed", "/runs/x")
+
+    monkeypatch.setattr(builtin, "run_search", interrupted)
+    monkeypatch.setattr(user, "run_search", interrupted)
+    said = "interrupted by SIGINT; no results were committed. Resume with resume='/runs/x'"
+    with pytest.raises(RunInterrupted) as by_settings:
+        builtin.run_hpo(HpoSettings("search_spaces/digits_mlp.yaml", num_samples=2, verbose=0))
+    with pytest.raises(RunInterrupted) as by_trainable:
+        user.search(lambda config: None, {"lr": 0.1}, epochs=2, num_samples=2, verbose=0)
+    for caught in (by_settings.value, by_trainable.value):
+        assert str(caught) == said and caught.experiment_path == "/runs/x"  # a program can resume from it
+        again = pickle.loads(pickle.dumps(caught))
+        assert str(again) == said and again.experiment_path == "/runs/x"
+        assert caught.resume_hint("--resume ") == ("interrupted by SIGINT; no results were committed. Resume with "
+                                                   "--resume /runs/x")  # said once, in the command line's words

@@ -262,15 +262,20 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
     :func:`~asp_tune.tune.run.run_search`. ``out``: a results folder written as ``asp-tune hpo --out`` writes
     it (``trials.csv``, ``summary.json``, ...; committed only when the search succeeds), with Ray's
     experiment in ``.OUT.ray`` beside it unless the settings name a ``storage_path`` or an ``address``."""
-    if out is None:
-        return run_search(job_from_settings(settings), resume=resume, resume_unsigned=resume_unsigned)
-    from asp_tune.tune.results import search_into
-    from asp_tune.tune.run import experiments_folder
+    from asp_tune.errors import RunInterrupted
 
-    storage = experiments_folder(out, settings.storage_path, settings.address)
-    job = job_from_settings(dataclasses.replace(settings, storage_path=storage))
-    return search_into(job, out, overwrite=overwrite, resume=resume, resume_unsigned=resume_unsigned,
-                       title=f"{settings.algo} r={settings.ratio}")[0]
+    try:
+        if out is None:
+            return run_search(job_from_settings(settings), resume=resume, resume_unsigned=resume_unsigned)
+        from asp_tune.tune.results import search_into
+        from asp_tune.tune.run import experiments_folder
+
+        storage = experiments_folder(out, settings.storage_path, settings.address)
+        job = job_from_settings(dataclasses.replace(settings, storage_path=storage))
+        return search_into(job, out, overwrite=overwrite, resume=resume, resume_unsigned=resume_unsigned,
+                           title=f"{settings.algo} r={settings.ratio}")[0]
+    except RunInterrupted as exc:  # said in this function's words
+        raise exc.hinted("resume=") from None
 
 
 # ----------------------------------------------------------------------------- compare and correlate

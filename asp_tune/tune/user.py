@@ -251,7 +251,7 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
             return run_search(job, resume=resume)
         return search_into(job, out, overwrite=overwrite, resume=resume)[0]
     except RunInterrupted as exc:  # said in this function's words
-        raise RunInterrupted(exc.resume_hint("resume=")) from None
+        raise exc.hinted("resume=") from None
 
 
 def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: list[str],
