@@ -76,7 +76,7 @@ def test_a_misranking_proxy_is_measured_and_full_data_picks(ray_session, tmp_pat
 
     # resumed after it finished: the same audit (its record and experiment), not a new one; with the settings
     # it was started with (a proxy setting left out is named)
-    with pytest.raises(ConfigError, match=r"--proxy-settings \{'first_epoch_full': False\} \(this command's: \{\}\)"):
+    with pytest.raises(ConfigError, match=r"proxy_settings=\{'first_epoch_full': False\} \(this call's: \{\}\)"):
         asp_tune.tune.search(misranking, {"x": tune.grid_search(xs)}, epochs=EPOCHS, ratio=0.3, strategy="random",
                              scheduler="fifo", num_samples=1, audit=6, seed=0, resume=summary["experiment_path"])
     again = asp_tune.tune.search(misranking, {"x": tune.grid_search(xs)}, epochs=EPOCHS, ratio=0.3, strategy="random",

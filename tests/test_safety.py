@@ -329,12 +329,38 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
              "space": {"name": "s", "fixed": {}, "params": []}}
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(saved))
     check_resume_settings(str(tmp_path), dict(saved))  # the same flags: fine
-    with pytest.raises(ConfigError, match=r"give the flags, or search\(\)'s arguments, it was started with.*: "
-                                          r"--ratio 0.3 \(this command's: "
-                                          r"0.5\); --metric 'mixture' \(this command's: 'loss'\)"):
+    with pytest.raises(ConfigError, match=r"give the flags or settings it was started with.*: "
+                                          r"ratio=0.3 or --ratio 0.3 \(this one's: 0.5\); "
+                                          r"metric='mixture' or --metric 'mixture' \(this one's: 'loss'\)"):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
+    check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded (an older folder): not asked
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):
         check_resume_settings(str(tmp_path / "nothing"), saved)
+
+
+def test_a_resume_of_a_search_with_another_param_space_is_refused_in_search_s_words(tmp_path):
+    from ray import tune
+
+    from asp_tune.tune.run import SETTINGS_FILE, check_resume_settings
+    from asp_tune.tune.user import RESUME_KEYS, user_job
+
+    def job(space, **changes):
+        arguments = dict(epochs=4, ratio=0.3, strategy="auto", metric="val_accuracy", mode="max", scheduler="asha",
+                         search_alg=None, num_samples=4, max_concurrent=2, reduction_factor=2, grace_period=1,
+                         time_budget_s=None, data_passes_budget=None, seed=0, cpus_per_trial=1, gpus_per_trial=0,
+                         storage_path=None, address=None, name=None, verbose=0, proxy_settings={})
+        return user_job(lambda config: None, space, **{**arguments, **changes})
+
+    started = job({"lr": tune.loguniform(1e-3, 0.1), "width": tune.choice([16, 32])})
+    assert started.settings["param_space"] == {"lr": "float[0.001, 0.1] LogUniform", "width": {"choice": [16, 32]}}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(started.settings))
+    same = job({"lr": tune.loguniform(1e-3, 0.1), "width": tune.choice([16, 32])})
+    check_resume_settings(str(tmp_path), same.settings, RESUME_KEYS, arguments=True)
+    other = job({"lr": tune.loguniform(0.05, 0.1), "width": tune.choice([16, 32])}, num_samples=6)
+    assert other.settings_are_arguments
+    with pytest.raises(ConfigError, match=r"give the arguments it was started with.*: num_samples=4 \(this call's: "
+                                          r"6\); the same param_space$"):
+        check_resume_settings(str(tmp_path), other.settings, RESUME_KEYS, arguments=True)
 
 
 def test_a_refused_resume_makes_no_experiments_folder(tmp_path):
@@ -344,7 +370,8 @@ def test_a_refused_resume_makes_no_experiments_folder(tmp_path):
     from asp_tune.tune.run import _preflight
 
     storage = tmp_path / ".out.ray"
-    job = SimpleNamespace(storage_path=str(storage), settings={"algo": "asha"}, resume_keys=RESUME_FIELDS, verbose=0)
+    job = SimpleNamespace(storage_path=str(storage), settings={"algo": "asha"}, resume_keys=RESUME_FIELDS, verbose=0,
+                          settings_are_arguments=False)
     with pytest.raises(ConfigError, match="invalid resume=.*written by 'asp-tune hpo'"):
         _preflight(job, str(tmp_path / "nonexistent"))
     assert not storage.exists()  # refused before the storage place is made

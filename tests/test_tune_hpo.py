@@ -73,7 +73,7 @@ def test_resume_restores_an_experiment(ray_session, tmp_path):
         run_hpo(s, resume=str(tmp_path / "nothing-here"))
     import dataclasses
 
-    with pytest.raises(ConfigError, match=r"--ratio 0.5 \(this command's: 0.3\)"):
+    with pytest.raises(ConfigError, match=r"ratio=0.5 or --ratio 0.5 \(this one's: 0.3\)"):
         run_hpo(dataclasses.replace(s, ratio=0.3), resume=first.summary["experiment_path"])
 
 

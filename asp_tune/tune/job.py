@@ -50,6 +50,7 @@ class SearchJob:
     label: str = "search"
     settings: dict[str, Any] = field(default_factory=dict)
     resume_keys: tuple[str, ...] = ()
+    settings_are_arguments: bool = False  # the settings are search()'s arguments (a refused resume names them so)
     summary: dict[str, Any] = field(default_factory=dict)
     summarizers: dict[str, Callable[[str], Any]] = field(default_factory=dict)
     sparse_reports: bool = False  # some reports carry no score (trials validate only where the algorithm reads)

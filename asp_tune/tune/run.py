@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.errors import ConfigError, RunFailed
-from asp_tune.flags import both_spellings
+from asp_tune.flags import both_spellings, flag_name
 from asp_tune.imports import search_paths
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
@@ -125,9 +125,11 @@ def tracking_callbacks(tracking: str, uri: str | None, name: str) -> list:
     return []
 
 
-def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple[str, ...]) -> None:
-    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``),
-    naming them as flags."""
+def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple[str, ...],
+                          arguments: bool = False) -> None:
+    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``; one its
+    folder does not record, from an older asp_tune, is not asked), naming them as flags and settings, or with
+    ``arguments`` as a function's arguments."""
     try:
         saved = json.loads(read_text(join(experiment, SETTINGS_FILE)))
     except (OSError, ValueError):
@@ -140,14 +142,19 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
                                                 f"{saved['audit_of']!r}, which resumes with it (give that folder)")
     saved_jsonable = {k: saved.get(k) for k in keys}
     given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in keys})))
-    differ = [k for k in keys if saved_jsonable.get(k) != given.get(k)]
+    differ = [k for k in keys if k in saved and saved_jsonable.get(k) != given.get(k)]
     if differ:
-        detail = "; ".join(f"--{k.replace('_', '-')} {saved_jsonable.get(k)!r} (this command's: {given.get(k)!r})"
-                           for k in differ if k != "space") + ("; the same search space" if "space" in differ else "")
-        raise ConfigError("resume", experiment, f"the settings the run was started with (give the flags, or "
-                                                f"search()'s arguments, it was started with; a setting the search "
-                                                f"adjusted, such as a ratio raised for the first rung, follows from "
-                                                f"them): {detail}")
+        def said(key: str) -> str:
+            value = saved_jsonable.get(key)
+            started = f"{key}={value!r}" + ("" if arguments else f" or {flag_name(key)} {value!r}")
+            return f"{started} (this {'call' if arguments else 'one'}'s: {given.get(key)!r})"
+
+        spaces = {"space": "the same search space", "param_space": "the same param_space"}
+        detail = "; ".join([said(k) for k in differ if k not in spaces] + [spaces[k] for k in differ if k in spaces])
+        raise ConfigError("resume", experiment, f"the settings the run was started with (give the "
+                                                f"{'arguments' if arguments else 'flags or settings'} it was started "
+                                                f"with; a setting the search adjusted, such as a ratio raised for the "
+                                                f"first rung, follows from them): {detail}")
 
 
 def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
@@ -159,7 +166,7 @@ def _preflight(job: SearchJob, resume: str | None) -> tuple[str, str | None]:
     storage = storage_root(job.storage_path)
     if resume:  # first: a refused resume makes no folder
         resume = storage_root(resume, "resume")  # Ray reads a relative path as a URI
-        check_resume_settings(resume, job.settings, job.resume_keys)
+        check_resume_settings(resume, job.settings, job.resume_keys, job.settings_are_arguments)
     check_location(storage)  # a bad place is one named error, before Ray starts (it makes the folder)
     quiet_ray_logs(job.verbose)
     unsigned = signing_problem()

@@ -43,8 +43,8 @@ from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_
 TRIAL_KEY = "asp_tune"
 CHECKPOINT_FILE = "proxy_trial.pt"
 #: What a resumed search must share with the one it resumes.
-RESUME_KEYS = ("trainable", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode", "decide", "audit",
-               "proxy_settings")
+RESUME_KEYS = ("trainable", "param_space", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode",
+               "decide", "audit", "proxy_settings")
 
 
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
@@ -124,6 +124,34 @@ def grid_size(param_space: dict[str, Any]) -> int:
                      if isinstance(v, dict) and isinstance(v.get("grid_search"), (list, tuple)))
 
 
+def described_space(value: Any) -> Any:
+    """``param_space`` as plain data that two equal spaces share: Ray Tune's sampling domains by their bounds and
+    sampler (``float[0.001, 0.1] LogUniform``), choices by their values, the rest as given."""
+    from ray.tune.search.sample import Categorical, Domain, Function
+
+    if isinstance(value, dict):
+        return {str(k): described_space(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [described_space(v) for v in value]
+    if isinstance(value, Categorical):
+        return {"choice": described_space(list(value.categories))}
+    if isinstance(value, Function):
+        return f"sample_from({getattr(value.func, '__qualname__', type(value.func).__name__)})"
+    if isinstance(value, Domain):
+        return f"{type(value).__name__.lower()}[{value.lower}, {value.upper}] {_sampler_text(value.sampler)}"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    text = repr(value)
+    return type(value).__qualname__ if " at 0x" in text else text
+
+
+def _sampler_text(sampler: Any) -> str:
+    inner = getattr(sampler, "sampler", None)
+    own = ", ".join(f"{k}={v}" for k, v in sorted(vars(sampler).items()) if k != "sampler")
+    return (type(sampler).__name__.lstrip("_") + (f"({own})" if own else "")
+            + (f" of {_sampler_text(inner)}" if inner is not None else ""))
+
+
 def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float,
              strategy: str, metric: str, mode: str, scheduler: Any, search_alg: Any, num_samples: int,
              max_concurrent: int, reduction_factor: int, grace_period: int, time_budget_s: float | None,
@@ -193,7 +221,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
                                      "pack cannot take over").summary(),
                **({} if plan is not None else {"decided_by": "full data (every trial trained on all of it)"
                                                if ratio >= 1.0 else "proxy (not checked against full data)"})}
-    record = {"trainable": str(shipped) if isinstance(shipped, str) else label, "ratio": ratio, "strategy": strategy,
+    record = {"trainable": str(shipped) if isinstance(shipped, str) else label,
+              "param_space": described_space(param_space), "ratio": ratio, "strategy": strategy,
               "epochs": epochs, "num_samples": num_samples, "seed": seed, "metric": metric, "mode": mode,
               "proxy_settings": proxy_settings, "decide": decide, "audit": audit}
     return SearchJob(
@@ -204,7 +233,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
         budget=rescaled_budget(data_scale(ratio, epochs, settings.ratio_schedule), time_budget_s, data_passes_budget, num_samples, epochs),
         rungs=rungs, storage_path=storage_path, address=address, modules=modules,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, verbose=verbose, label=f"search r={ratio}",
-        settings=record, resume_keys=RESUME_KEYS, summary=summary,
+        settings=record, resume_keys=RESUME_KEYS, settings_are_arguments=True, summary=summary,
         summarizers={} if algorithm.summary is None or not isinstance(scheduler, str) else
         {scheduler: lambda path: algorithm.summary(path, ctx)}, full_data=plan)
 
