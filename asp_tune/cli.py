@@ -213,6 +213,21 @@ def refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[
     own.error("unrecognized arguments: " + " ".join(unknown) + "".join(f"; {h}" for h in hints))
 
 
+def resume_command(words: Sequence[str], experiment: str) -> str:
+    """The command line ``words`` again, its ``--resume`` (if any) replaced by ``--resume experiment``."""
+    import shlex
+
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--resume":
+            skip = True
+        elif not word.startswith("--resume="):
+            kept.append(word)
+    return "asp-tune " + shlex.join([*kept, "--resume", experiment])
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -243,7 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except RunInterrupted as exc:  # how to go on, if this command can
         resumes = any("--resume" in a.option_strings for a in _command_parser(parser, args.command)._actions)
-        print(f"asp-tune {args.command}: error: {exc.resume_hint('--resume ' if resumes else None)}", file=sys.stderr)
+        hint = exc.resume_hint("--resume " if resumes else None)
+        if resumes and exc.experiment_path is not None:
+            hint += f", the same flags beside it: {resume_command(words, exc.experiment_path)}"
+        print(f"asp-tune {args.command}: error: {hint}", file=sys.stderr)
         return exc.exit_code
     except AspTuneError as exc:
         print(f"asp-tune {args.command}: error: {exc}", file=sys.stderr)

@@ -183,9 +183,19 @@ def test_an_interrupted_search_says_resume_only_where_the_command_can(command, r
     monkeypatch.setitem(cli.COMMANDS, command, interrupted)
     assert cli.main([command, "--space", "search_spaces/digits_mlp.yaml", "--out", "unused"]) == 130
     err = capsys.readouterr().err
-    assert ("Resume with --resume /runs/.out.ray/asp-x" in err) is resumes
+    assert ("Resume with --resume /runs/.out.ray/asp-x, the same flags beside it: asp-tune " + command +
+            " --space search_spaces/digits_mlp.yaml --out unused --resume /runs/.out.ray/asp-x" in err) is resumes
     assert ("run the command again to start over (Ray's experiment is left in /runs/.out.ray/asp-x)" in err) \
         is not resumes
+
+
+def test_the_resume_command_is_the_command_again_with_one_resume():
+    from asp_tune.cli import resume_command
+
+    assert resume_command(["hpo", "--space", "my space.yaml", "--resume", "/old", "--ratio", "0.3",
+                           "--resume=/older"], "/runs/x") == \
+        "asp-tune hpo --space 'my space.yaml' --ratio 0.3 --resume /runs/x"
+    assert resume_command(["hpo", "--resume-unsigned"], "/x") == "asp-tune hpo --resume-unsigned --resume /x"
 
 
 def test_an_interrupted_run_names_its_experiment_from_python_too():
