@@ -189,6 +189,20 @@ def test_an_interrupted_search_says_resume_only_where_the_command_can(command, r
         is not resumes
 
 
+def test_run_hpo_asks_for_more_full_data_runs_in_python_s_words(monkeypatch):
+    from asp_tune.tune import builtin
+    from asp_tune.tune.deciding import announce
+    from asp_tune.tune.settings import HpoSettings
+
+    jobs = []
+    monkeypatch.setattr(builtin, "run_search", lambda job, **kwargs: jobs.append(job))
+    settings = HpoSettings("search_spaces/digits_mlp.yaml", algo="asha", num_samples=4, verbose=0)
+    builtin.run_hpo(settings)
+    said = " ".join(announce(jobs[0]))
+    assert "give audit=6 to train" in said and "--audit" not in said
+    assert "give --audit 6 to train" in " ".join(announce(builtin.job_from_settings(settings)))  # the command line's
+
+
 def test_the_resume_command_is_the_command_again_with_one_resume():
     from asp_tune.cli import resume_command
 

@@ -256,6 +256,13 @@ def _full_data_plan(s: HpoSettings):
                         audit_trainable=lambda: None, ratio=s.ratio, seed=s.seed)
 
 
+def _in_python_words(job: SearchJob) -> SearchJob:
+    """``job`` whose messages ask for full-data runs as a Python caller does (``audit=``, not ``--audit``)."""
+    if job.full_data is not None:
+        job.full_data.flag = "audit="
+    return job
+
+
 def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: bool = False,
             out: str | Path | None = None, overwrite: bool = False) -> SearchResult:
     """Run (or resume) one experiment of asp_tune's own trainable: :func:`job_from_settings`, then
@@ -266,12 +273,13 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
 
     try:
         if out is None:
-            return run_search(job_from_settings(settings), resume=resume, resume_unsigned=resume_unsigned)
+            return run_search(_in_python_words(job_from_settings(settings)), resume=resume,
+                              resume_unsigned=resume_unsigned)
         from asp_tune.tune.results import search_into
         from asp_tune.tune.run import experiments_folder
 
         storage = experiments_folder(out, settings.storage_path, settings.address)
-        job = job_from_settings(dataclasses.replace(settings, storage_path=storage))
+        job = _in_python_words(job_from_settings(dataclasses.replace(settings, storage_path=storage)))
         return search_into(job, out, overwrite=overwrite, resume=resume, resume_unsigned=resume_unsigned,
                            title=f"{settings.algo} r={settings.ratio}")[0]
     except RunInterrupted as exc:  # said in this function's words
