@@ -85,8 +85,10 @@ def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session
     assert all(abs(p - 0.25 * min(e, top) - max(0, e - top)) < 0.01 for p, e in zip(trials["data_passes"],
                                                                                    trials["epochs"]))
     assert summary["decided_by"] == "full data" and summary["full_data"]["top_rung_trials"] >= 1
-    # timed by Ray's clock, as the trainable reports no training seconds: the full-data part's cost is not 0
-    assert (trials["seconds"] > 0).all()
+    # timed by the trainable's own clock (its reports apart), Ray's time before it is start-up: the full-data
+    # part's cost is not 0
+    assert (trials["seconds"] > 0).all() and (trials["startup_seconds"] >= 0).all()
+    assert summary["trial_seconds"]["startup"] > 0  # the workers' imports before the trainable ran
     cost = summary["full_data"]["cost"]
     assert cost["wall_time_s"] > 0 and 0 < cost["share_of_wall"] < 1 and cost["top_rung_train_seconds"] > 0
     assert 0.0 < summary["best_val_accuracy"] <= 1.0 and set(summary["best_config"]) == {"lr"}

@@ -63,13 +63,18 @@ def collect_trials(grid, param_names: list[str], metric: str = "val_accuracy", m
     """One row per trial of a Ray ``ResultGrid`` (its parameters, best and last ``metric``, totals,
     status, error) and each trial's reports by trial id. ``epochs``: a trial's full length (a trial
     that reported it is ``TERMINATED``, one stopped before ``STOPPED``). A trainable that does not report
-    its training seconds (a user's own) is timed by Ray's ``time_total_s``: its whole time in the trial,
-    validation included."""
+    its training seconds is timed by Ray's ``time_total_s``: its whole time in the trial, validation
+    included; one that reports them but not its start-up (:func:`asp_tune.tune.report` in :func:`search`)
+    started up for the rest of Ray's ``time_total_s`` (the worker's imports before the trainable ran)."""
     rows, histories = [], {}
     for result in grid:
         hist = reported_epochs(result.metrics_dataframe)
         if len(hist) and "train_seconds_total" not in hist and "time_total_s" in hist:
             hist = hist.assign(train_seconds_total=hist["time_total_s"])  # a trainable of one's own: Ray's clock
+        elif len(hist) and "startup_seconds" not in hist and "time_total_s" in hist:  # search()'s: Ray's clock
+            spent = hist["train_seconds_total"] + (hist["report_seconds_total"] if "report_seconds_total" in hist
+                                                   else 0.0)
+            hist = hist.assign(startup_seconds=(hist["time_total_s"] - spent).clip(lower=0))
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or (Path(result.path).name if result.path else f"trial{len(rows)}")
         scores = hist[metric].dropna() if metric in hist else pd.Series(dtype=float)

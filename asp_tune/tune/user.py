@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +43,10 @@ from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_
 #: The trial-config key under which asp_tune passes a trial its proxy settings.
 TRIAL_KEY = "asp_tune"
 CHECKPOINT_FILE = "proxy_trial.pt"
+#: The checkpoint's entry for the seconds the user's trainable ran before it (its parts before a restart).
+SECONDS_KEY = "asp_tune_seconds"
+#: When this worker's running trial called the user's trainable (None: no trial of search() runs here).
+_CALLED_AT: float | None = None
 #: What a resumed search must share with the one it resumes.
 RESUME_KEYS = ("trainable", "param_space", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode",
                "decide", "audit", "proxy_settings")
@@ -70,10 +75,12 @@ def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
     given = dict(trial)
     seed = given.pop("seed", 0)
     proxy = ProxyData(dataset, epochs, seed=seed, **{**given, **settings})
-    proxy.trial_settings, proxy.restored = trial, {}
+    proxy.trial_settings, proxy.restored, proxy.seconds = trial, {}, {"train": 0.0, "reports": 0.0}
     if state is not None:
         proxy.load_state_dict(state.pop("proxy"))
+        proxy.seconds = {k: float(v) for k, v in dict(state.pop(SECONDS_KEY, None) or proxy.seconds).items()}
         proxy.restored = state
+    proxy.seconds["since"] = _CALLED_AT  # this part of the trial's training started then (None: no search())
     return proxy
 
 
@@ -82,9 +89,14 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
     ``data_passes``, ``proxy_ratio``, ``metric_used``), with a checkpoint of the proxy state and of
     ``state`` (tensors and plain values: ``model=model.state_dict()``, ...), so a paused, stopped or
     restarted trial continues exactly (:func:`proxy_data` restores it). Reporting the constant predictor's
-    score as ``val_constant`` (chance accuracy) lets the search tell proxy trials that learnt nothing."""
+    score as ``val_constant`` (chance accuracy) lets the search tell proxy trials that learnt nothing.
+    In a trial of :func:`search`, ``train_seconds_total`` is the seconds the trainable has run but for its
+    reports (its parts before a restart included; ``report_seconds_total``: the reports' own seconds, the
+    checkpoints'): the rest of Ray's time in the trial is its start-up (imports, Ray's worker)."""
     import torch
     from ray import tune
+
+    entered = time.perf_counter()
 
     described = proxy.describe()
     plan = proxy.plan
@@ -92,9 +104,18 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
     extra = {"epoch": proxy.epoch + 1, "data_passes": described["data_passes"],
              "proxy_ratio": plan.count / described["num_samples"] if plan is not None else 1.0,
              "metric_used": plan.metric if plan is not None else "", "start_ratio": trial.get("ratio", 1.0)}
+    seconds = getattr(proxy, "seconds", {})
+    timed = {}
+    if seconds.get("since") is not None:
+        train = entered - seconds["since"] - seconds.get("reports_here", 0.0)
+        extra.update(train_seconds_total=seconds["train"] + train, report_seconds_total=seconds["reports"]
+                     + seconds.get("reports_here", 0.0))
+        timed[SECONDS_KEY] = {"train": extra["train_seconds_total"], "reports": extra["report_seconds_total"]}
     with tempfile.TemporaryDirectory() as folder:
-        torch.save({"proxy": proxy.state_dict(), TRIAL_KEY: trial, **state}, Path(folder) / CHECKPOINT_FILE)
+        torch.save({"proxy": proxy.state_dict(), TRIAL_KEY: trial, **state, **timed}, Path(folder) / CHECKPOINT_FILE)
         tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
+    if seconds.get("since") is not None:
+        seconds["reports_here"] = seconds.get("reports_here", 0.0) + time.perf_counter() - entered
 
 
 def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, knobs: dict[str, Any]) -> None:
@@ -305,7 +326,12 @@ def _user_trial(config: dict[str, Any], *, user_trainable: Any, search_paths: li
             trial = config[TRIAL_KEY]
             config = {**config, TRIAL_KEY: {**trial, "ratio": started_ratio(changes, trial.get("ratio", 1.0))}}
     fn = import_object(user_trainable, "trainable") if isinstance(user_trainable, str) else user_trainable
-    fn(config)
+    global _CALLED_AT
+    _CALLED_AT = time.perf_counter()
+    try:
+        fn(config)
+    finally:
+        _CALLED_AT = None
 
 
 def _retrain(trainable: Callable[[dict], None], kwargs: dict[str, Any], epochs: int, metric: str):
