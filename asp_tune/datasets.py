@@ -594,6 +594,11 @@ def _as_array(values: Any, what: str) -> np.ndarray:
     if array.dtype == object or array.ndim == 0:
         raise DataError(f"{what}: an array of numbers, got {type(values).__name__} of dtype {array.dtype}")
     if array.dtype.kind == "f":
+        if array.dtype.itemsize > 4 and array.size:  # NaN ignored here, refused by name in _pair
+            low, high, top = np.fmin.reduce(array, axis=None), np.fmax.reduce(array, axis=None), np.finfo(np.float32).max
+            if (np.isfinite(high) and high > top) or (np.isfinite(low) and low < -top):
+                raise DataError(f"{what}: values from {low:.3g} to {high:.3g}, beyond float32's range (+-{top:.3g}) "
+                                "that training computes in: scale them")
         return array.astype(np.float32, copy=False)
     if array.dtype.kind in "iu" and array.dtype != np.uint8:
         return array.astype(np.int64, copy=False)
@@ -622,6 +627,13 @@ def _from_dataset(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return inputs, labels
 
 
+def _non_finite_rows(values: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Which samples (first axis) of ``values`` hold a NaN or an infinity, read ``rows`` samples at a time (no
+    copy of the whole array, whatever its strides)."""
+    return np.concatenate([~np.isfinite(values[i:i + rows]).reshape(len(values[i:i + rows]), -1).all(axis=1)
+                           for i in range(0, len(values), rows)]) if len(values) else np.zeros(0, bool)
+
+
 def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         x, y = _as_array(value[0], f"{what} inputs"), _as_array(value[1], f"{what} labels")
@@ -642,7 +654,7 @@ def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
     for part, values in (("inputs", x), ("labels", y)):
         if values.dtype.kind in "fc":
-            bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+            bad = _non_finite_rows(values)
             if bad.any():  # else the first epoch's loss is NaN, and the learning rate would be blamed
                 raise DataError(f"{what}: {int(bad.sum()):,} of {values.shape[0]:,} samples have NaN or infinite "
                                 f"{part} (the first: sample {int(np.argmax(bad))}); drop or fill them")

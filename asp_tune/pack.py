@@ -30,7 +30,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -540,13 +540,15 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
 
 
 def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer,
-                     device_share: float = 1.0, others: Sequence[TrainConfig] = ()) -> PackChoice:
+                     device_share: float = 1.0, others: Sequence[TrainConfig] | Callable[..., Sequence[TrainConfig]]
+                     = ()) -> PackChoice:
     """The pack size for ``configurations`` like ``trainer``'s: ``requested`` as given, or for ``auto`` the most
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
     training steps shows the pack no faster than its members one after another. ``device_share``: the part of
     the device this pack may use (several packs sharing one). ``others``: configurations of the same search on
-    the same data whose packs are of other kinds (a searched width or batch size): the largest footprint of
+    the same data whose packs are of other kinds (a searched width or batch size), or a function that makes
+    them given a measure (a configuration's footprint in bytes, None where unknown): the largest footprint of
     them all sizes every pack."""
     if requested != "auto":
         size = max(1, min(int(requested), configurations))
@@ -566,9 +568,21 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
                                           config.amp, extra_state=trainer.selector.memory.nbytes)
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         return PackChoice(1, f"not fused: its memory could not be measured ({_first_line(exc)})")
-    kinds = [footprint] + [f for f in (_footprint_of(trainer, other) for other in others
-                                       if pack_key(other) != pack_key(config)) if f is not None]
+    measured: dict[tuple, Footprint | str] = {pack_key(config): footprint}
+
+    def measure(other: TrainConfig) -> Footprint | str:
+        key = pack_key(other)
+        if key not in measured:
+            measured[key] = _footprint_of(trainer, other)
+        return measured[key]
+
+    for other in (others(lambda c: getattr(measure(c), "total", None)) if callable(others) else others):
+        measure(other)
+    kinds = [f for f in measured.values() if isinstance(f, Footprint)]
+    unmeasured = [f for f in measured.values() if isinstance(f, str)]
     footprint = max(kinds, key=lambda f: f.total)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # what the measurements left in the allocator's cache is free for packs
     free = free_bytes(device)
     budget = None if free is None else int(AUTO_MEMORY_SHARE * device_share * free)
     held = configurations if budget is None else budget // max(footprint.total, 1)
@@ -576,6 +590,8 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     size = max(1, min(held, limit))
     memory = (footprint.describe() + (f" (the largest of {len(kinds)} kinds of configuration measured)"
                                       if len(kinds) > 1 else "")
+              + (f"; {len(unmeasured)} kind{'s' if len(unmeasured) > 1 else ''} could not be measured, their "
+                 f"trials will say why if they fail ({unmeasured[0]})" if unmeasured else "")
               + ("" if budget is None else f"; {readable_bytes(budget)} of the {readable_bytes(free)} free for packs"))
     if held < limit:
         bound = f"; the memory holds {size} ({memory})"
@@ -598,17 +614,17 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
                       memory)
 
 
-def _footprint_of(trainer: Trainer, config: TrainConfig) -> Footprint | None:
-    """The footprint of training ``config``'s network on ``trainer``'s data and device (None where it cannot be
-    built or measured: its trials fail on their own, and say why)."""
+def _footprint_of(trainer: Trainer, config: TrainConfig) -> Footprint | str:
+    """The footprint of training ``config``'s network on ``trainer``'s data and device, or why it could not be
+    built or measured (its trials then fail on their own and say why, or train alone)."""
     rows = min(config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
     try:
         with _untouched(trainer):
             network = build_network(config.validate(), trainer.data, trainer.device)[0].to(trainer.device)
             return measure_footprint(network, _first_rows(trainer, rows), config.batch_size, config.optimizer,
                                      config.amp, extra_state=trainer.selector.memory.nbytes)
-    except (AspTuneError, RuntimeError, NotImplementedError, ValueError, TypeError):
-        return None
+    except Exception as exc:  # noqa: BLE001 - the user's network, whatever it raises: its trials say it
+        return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 @contextlib.contextmanager

@@ -75,6 +75,12 @@ MODULE = textwrap.dedent('''
         return np.ones((200, 6), np.float32), np.where(np.arange(200) == 7, np.inf, 1.0)
 
 
+    def beyond_float32(seed=0):
+        x = np.random.default_rng(0).normal(size=(200, 6))
+        x[9, 2] = 1e39
+        return x, np.arange(200) % 2
+
+
     def integer_features(seed=0):
         rng = np.random.default_rng(0)
         return rng.integers(0, 100, (200, 6)), rng.integers(0, 2, 200)
@@ -119,6 +125,7 @@ CASES = [  # (flags, exit code, what stderr says)
     (["--dataset", "bad_models:integer_features"], 2, "integer inputs are fed as token sequences"),
     (["--dataset", "bad_models:nan_inputs"], 2, "bad_models:nan_inputs: 2 of 200 samples have NaN or infinite inputs "
                                                 "(the first: sample 5); drop or fill them"),
+    (["--dataset", "bad_models:beyond_float32"], 2, "beyond float32's range (+-3.4e+38) that training computes in"),
     (["--dataset", "bad_models:infinite_targets"], 2, "1 of 200 samples have NaN or infinite labels (the first: "
                                                       "sample 7)"),
     (["--model-args", '{"hidden": 0}'], 2, "every layer has at least one unit"),

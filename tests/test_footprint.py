@@ -169,7 +169,9 @@ def test_auto_sizes_packs_by_the_largest_kind_of_configuration_a_search_trains(m
     assert alone.memory.startswith(f"{readable_bytes(small)} a configuration")
     assert alone.size in (1, min(pack.AUTO_MAX_CPU, int(pack.AUTO_MEMORY_SHARE * free) // small)) and alone.size != 3
     broken = BASE.replace(model_args={"no_such_argument": 1})  # fails as a trial, and says why there
-    assert pack.choose_pack_size("auto", 64, trainer, others=[broken]).memory == alone.memory
+    said = pack.choose_pack_size("auto", 64, trainer, others=[broken]).memory
+    assert said.startswith(alone.memory.split(";")[0]) and "; 1 kind could not be measured, their trials will " \
+        "say why if they fail (ConfigError: invalid model_args={'no_such_argument': 1}" in said
 
 
 def test_the_configurations_that_size_a_search_s_packs_are_its_pack_kinds_at_their_ends():
@@ -178,13 +180,24 @@ def test_the_configurations_that_size_a_search_s_packs_are_its_pack_kinds_at_the
     space = SearchSpace("s", {"dataset": "digits", "model": "mlp"}, (
         Param("lr", "loguniform", 0.01, 0.5), Param("model_args.hidden", "choice", values=(16, 64, 256)),
         Param("batch_size", "int", 32, 128), Param("momentum", "uniform", 0.5, 0.9)))
-    configs = space.sizing_configs(ratio=0.5, seed=0)
+    configs = space.sizing_configs({"ratio": 0.5, "seed": 0})
     assert [(c.model_args["hidden"], c.batch_size) for c in configs] == [
         (16, 32), (16, 128), (64, 32), (64, 128), (256, 32), (256, 128)]  # the first configuration first
     assert {(c.lr, c.momentum) for c in configs} == {(0.01, 0.5)}  # per member: never another kind
     many = space.extreme_params(["model_args.hidden", "batch_size"], limit=4)  # 6 combinations: each end alone
     assert [(p["model_args.hidden"], p["batch_size"]) for p in many] == [
-        (16, 32), (64, 32), (256, 32), (16, 32), (16, 128), (256, 128)]
+        (16, 32), (64, 32), (256, 32), (16, 32), (16, 128), (256, 128)]  # and all at their last end
+    widths = SearchSpace("w", space.fixed, (Param("model_args.hidden", "choice", values=(16, 512, 64, 32, 8)),
+                                            Param("batch_size", "int", 32, 128),
+                                            Param("optimizer", "choice", values=("sgd", "adam", "adamw"))))
+    weight = {512: 8, 16: 1, 64: 2, 32: 1, 8: 1}  # 30 combinations, too many: each end alone, then the heaviest
+    heavy = {"sgd": 2, "adam": 3, "adamw": 2.5}  # of each parameter, measured alone, combined
+    sized = widths.sizing_configs({"ratio": 0.5}, measure=lambda c: weight[c.model_args["hidden"]] * c.batch_size
+                                  * heavy[c.optimizer])
+    assert len(sized) == 1 + 4 + 1 + 2 + 1  # the first; each other end alone; the heaviest of all
+    assert (sized[-1].model_args["hidden"], sized[-1].batch_size, sized[-1].optimizer) == (512, 128, "adam")
+    unmeasured = widths.sizing_configs({"ratio": 0.5})[-1]  # without a measure: each at its last end
+    assert (unmeasured.model_args["hidden"], unmeasured.batch_size, unmeasured.optimizer) == (8, 128, "adamw")
 
 
 def test_auto_s_footprint_measurement_leaves_the_trainer_s_batches_and_random_state_alone():
@@ -217,7 +230,7 @@ def test_a_search_s_auto_pack_size_weighs_every_kind_of_pack_its_space_makes(mon
     told = []
 
     def choose(requested, configurations, trainer, device_share=1.0, others=()):
-        told.append(sorted(c.model_args["hidden"] for c in others if c.lr == trainer.config.lr))
+        told.append(sorted(c.model_args["hidden"] for c in others(lambda c: None) if c.lr == trainer.config.lr))
         return pack.PackChoice(1, "one")
 
     monkeypatch.setattr(pack, "choose_pack_size", choose)

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
     total = s.total_trials
     epochs = expected_epochs(total, s.epochs, s.rungs(), s.reduction_factor)
     choice = auto_pack_size(s.pack, s.trial_config(), arrays, total, epochs, s.max_concurrent, s.cpus_per_trial,
-                            s.gpus_per_trial, others=s.space.sizing_configs(**s.run_fields()))
+                            s.gpus_per_trial, others=lambda measure: s.space.sizing_configs(s.run_fields(), measure))
     smallest = s.smallest_pack_for_all_trials()
     if choice.size > 1 and smallest is not None and choice.size < smallest:  # auto's choice (K given is checked)
         return PackChoice(1, f"one trial per process: {s.algo} starts all {total} trials together in packs, and "
@@ -132,7 +132,7 @@ def pack_choice(s: HpoSettings, arrays: dict[str, Any] | None):
 
 
 def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials: int, epochs_total: int,
-                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, others: Sequence = ()):
+                   max_concurrent: int, cpus_per_trial: float, gpus_per_trial: float, others: Sequence | Callable = ()):
     """The pack size of a search of ``trials`` configurations like ``config`` training ``epochs_total`` epochs
     in all: ``requested``, or for ``auto`` :func:`~asp_tune.pack.choose_pack_size` (the network measured on this
     machine with a trial's threads, in the memory one of ``max_concurrent`` pack workers has: a GPU's share

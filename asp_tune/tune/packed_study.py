@@ -253,13 +253,13 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
                     notes.append(f"the space's first configuration could not be built ({_one_line(exc)}): the "
                                  "packs are measured on the first trial that builds")
                 else:
-                    choice = _measured(n_trials, server.trainers["first"], space.sizing_configs(**run))
+                    choice = _measured(n_trials, server.trainers["first"], lambda measure: space.sizing_configs(run, measure))
                     server.leave("first")
             breakdown["startup_s"] += time.perf_counter() - tick
             while choice is None and may_start():  # one trial at a time until one builds and is measured
                 ask()
                 if live:
-                    choice = _measured(n_trials, server.trainers[next(iter(live))], space.sizing_configs(**run))
+                    choice = _measured(n_trials, server.trainers[next(iter(live))], lambda measure: space.sizing_configs(run, measure))
             if choice is None:
                 choice = PackChoice(1, "no configuration could be built to measure the packs on")
             server.pack_size = choice.size
@@ -334,7 +334,7 @@ def _one_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] = ()) -> PackChoice:
+def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] | Callable[..., Any] = ()) -> PackChoice:
     """:func:`choose_pack_size` ``auto`` on ``trainer`` (and the footprints of ``others``, the space's other kinds
     of pack); one at a time, said, where the measurement fails."""
     try:

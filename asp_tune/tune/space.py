@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -108,31 +108,46 @@ class SearchSpace:
         checks and measures before its trials."""
         return {p.name: (p.low if p.type in RANGE_TYPES else p.values[0]) for p in self.params}
 
-    def extreme_params(self, names: Any, limit: int = 16) -> list[dict[str, Any]]:
+    def extreme_params(self, names: Any, limit: int = 16,
+                       largest: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Configurations that take the parameters ``names`` to their ends (a range's low and high, each listed
         value), the rest at :meth:`first_params`: every combination where there are at most ``limit``, else each
-        parameter's ends alone and all of them at their last end."""
+        parameter's ends alone and one combination of them all: each at its end that ``largest`` (given the
+        configurations of one parameter's ends, the one that weighs most) picks, or at its last end."""
         first = self.first_params()
         ends = {p.name: _ends(p) for p in self.params if p.name in names}
         if math.prod(len(v) for v in ends.values()) <= limit:
             return [{**first, **dict(zip(ends, combo))} for combo in itertools.product(*ends.values())]
-        return ([{**first, name: value} for name, values in ends.items() for value in values]
-                + [{**first, **{name: values[-1] for name, values in ends.items()}}])
+        alone = {name: [{**first, name: value} for value in values] for name, values in ends.items()}
+        heaviest = {name: (largest(configs) if largest else configs[-1])[name] for name, configs in alone.items()}
+        return [c for configs in alone.values() for c in configs] + [{**first, **heaviest}]
 
-    def sizing_configs(self, **run: Any) -> list[TrainConfig]:
+    def sizing_configs(self, run: dict[str, Any],
+                       measure: Callable[[TrainConfig], float | None] | None = None) -> list[TrainConfig]:
         """The trial configurations that bound a pack's memory: the space's parameters that change what a pack
         holds (all but the per-member ones: network arguments, batch size, optimiser, ...) at their ends
-        (:meth:`extreme_params`), one configuration per pack kind, the first configuration's first."""
+        (:meth:`extreme_params`, ``measure``: a configuration's footprint in bytes, None where unknown, which
+        picks each parameter's heaviest end when there are too many combinations to take them all), one
+        configuration per pack kind, the first configuration's first; ``run``: the run's own fields."""
         from asp_tune.pack import PER_MEMBER, pack_key
+
+        def config(params: dict[str, Any]) -> TrainConfig | None:
+            try:
+                return self.train_config(params, **run)
+            except ConfigError:  # a combination its trials refuse by name when drawn
+                return None
+
+        def largest(options: list[dict[str, Any]]) -> dict[str, Any]:
+            weights = [(measure(c) if c is not None and measure else None) for c in map(config, options)]
+            known = [(w, i) for i, w in enumerate(weights) if w is not None]
+            return options[max(known)[1]] if known else options[-1]
 
         sizing = [p.name for p in self.params if p.name.split(".", 1)[0] not in PER_MEMBER]
         configs: dict[tuple, TrainConfig] = {}
-        for params in [self.first_params(), *self.extreme_params(sizing)]:
-            try:
-                config = self.train_config(params, **run)
-            except ConfigError:  # a combination its trials refuse by name when drawn
-                continue
-            configs.setdefault(pack_key(config), config)
+        for params in [self.first_params(), *self.extreme_params(sizing, largest=largest)]:
+            made = config(params)
+            if made is not None:
+                configs.setdefault(pack_key(made), made)
         return list(configs.values())
 
     def train_config(self, params: dict[str, Any], **run: Any) -> TrainConfig:
@@ -210,7 +225,7 @@ def _parse_param(pname: str, spec: Any, fields: dict[str, Any], fixed: dict[str,
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ConfigError(f"{where}.{bound}", v, "a finite number")
         if ptype == "int" and not (isinstance(v, int) and abs(v) < MAX_INT_BOUND):
-            raise ConfigError(f"{where}.{bound}", v, f"an integer of magnitude below 2**62 (what Ray's sampler draws)")
+            raise ConfigError(f"{where}.{bound}", v, "an integer of magnitude below 2**62 (what Ray's sampler draws)")
     if not low < high:
         raise ConfigError(f"{where}.high", high, f"a number > low ({low})")
     if ptype == "loguniform" and low <= 0:
