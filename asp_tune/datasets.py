@@ -373,8 +373,8 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
             problem = decoded_mismatch(arrays)
             if problem is None:
                 return arrays
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+            problem = f"{type(exc).__name__}: {exc}"  # TypeError: a plain .npy there, no archive
         warnings.warn(f"decoded-data cache {cache} is damaged ({problem}); rebuilding it from {source}",
                       stacklevel=2)  # the rebuilt cache replaces it atomically below
     reader = read_image_folder if source.is_dir() else read_image_archive
@@ -595,7 +595,8 @@ def _as_array(values: Any, what: str) -> np.ndarray:
         raise DataError(f"{what}: an array of numbers, got {type(values).__name__} of dtype {array.dtype}")
     if array.dtype.kind == "f":
         if array.dtype.itemsize > 4 and array.size:  # NaN ignored here, refused by name in _pair
-            low, high, top = np.fmin.reduce(array, axis=None), np.fmax.reduce(array, axis=None), np.finfo(np.float32).max
+            low, high = np.fmin.reduce(array, axis=None), np.fmax.reduce(array, axis=None)
+            top = np.finfo(np.float32).max
             if (np.isfinite(high) and high > top) or (np.isfinite(low) and low < -top):
                 raise DataError(f"{what}: values from {low:.3g} to {high:.3g}, beyond float32's range (+-{top:.3g}) "
                                 "that training computes in: scale them")

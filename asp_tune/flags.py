@@ -113,7 +113,9 @@ def flag_name(field: str) -> str:
 def both_spellings(field: str, value: Any = True) -> str:
     """How a message names a setting for readers of the Python API and of the command line alike:
     ``min_first_rung_steps=0 or --min-first-rung-steps 0`` (``value=True``: a switch, ``--resume-unsigned``)."""
-    return f"{field}={value!r} or {flag_name(field)}{'' if value is True else f' {value}'}"
+    if isinstance(value, bool):
+        return f"{field}={value!r}" + (f" or {flag_name(field)}" if value else "")
+    return f"{field}={value!r} or {flag_name(field)} {value}"
 
 
 def field_choices(f: dataclasses.Field) -> tuple | None:

@@ -386,8 +386,8 @@ class RunDirectory:
 # ------------------------------------------------------------------------------------ checkpoints
 
 
-#: Checkpoint-folder locks this process holds, by folder.
-_HELD: dict[str, Any] = {}
+#: Checkpoint-folder locks this process holds, by folder: the open lock file and how many objects hold it.
+_HELD: dict[str, list] = {}
 
 
 class CheckpointFolder:
@@ -425,8 +425,9 @@ class CheckpointFolder:
         except ImportError:  # not POSIX: no lock
             return None
         held = _HELD.get(str(self.path.resolve()))
-        if held is not None and not held.closed:
-            return held  # this process holds it already (a second object for the same folder)
+        if held is not None and not held[0].closed:
+            held[1] += 1
+            return held[0]  # this process holds it already (a second object for the same folder)
         try:  # never through a link someone planted there: truncating it would empty the file it names
             fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         except OSError as exc:
@@ -445,7 +446,7 @@ class CheckpointFolder:
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
-        _HELD[str(self.path.resolve())] = handle
+        _HELD[str(self.path.resolve())] = [handle, 1]
         return handle
 
     def _mark(self) -> None:
@@ -473,11 +474,19 @@ class CheckpointFolder:
             self.remove()
 
     def release(self) -> None:
-        """Let go of the folder's lock (its checkpoints stay for a resume): another run may take it now."""
-        if self._lock is not None:
-            _HELD.pop(str(self.path.resolve()), None)
+        """Let go of the folder's lock (its checkpoints stay for a resume): another run may take it once no
+        other object of this process for the same folder holds it."""
+        if self._lock is None:
+            return
+        held = _HELD.get(str(self.path.resolve()))
+        if held is not None and held[0] is self._lock:
+            held[1] -= 1
+            if held[1] <= 0:
+                del _HELD[str(self.path.resolve())]
+                self._lock.close()
+        else:
             self._lock.close()
-            self._lock = None
+        self._lock = None
 
     def remove(self) -> None:
         """Delete the listed checkpoints and the marker; the folder itself goes only if asp_tune

@@ -189,6 +189,20 @@ def test_an_interrupted_search_says_resume_only_where_the_command_can(command, r
         is not resumes
 
 
+def test_search_resumes_an_unsigned_experiment_when_told_to_as_its_message_says(monkeypatch):
+    from asp_tune import ConfigError
+    from asp_tune.tune import user
+    from asp_tune.tune.signing import UNSIGNED
+
+    told = []
+    monkeypatch.setattr(user, "run_search", lambda job, **kwargs: told.append(kwargs))
+    assert UNSIGNED.startswith("resume_unsigned=True or")  # what the refusal says a search() caller may give
+    user.search(lambda config: None, {"lr": 0.1}, epochs=2, verbose=0, resume="/runs/x", resume_unsigned=True)
+    assert told == [{"resume": "/runs/x", "resume_unsigned": True}]
+    with pytest.raises(ConfigError, match="invalid resume_unsigned='yes': allowed True or False"):
+        user.search(lambda config: None, {"lr": 0.1}, epochs=2, resume_unsigned="yes")
+
+
 def test_run_hpo_asks_for_more_full_data_runs_in_python_s_words(monkeypatch):
     from asp_tune.tune import builtin
     from asp_tune.tune.deciding import announce

@@ -333,7 +333,8 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
                                           r"ratio=0.3 or --ratio 0.3 \(this one's: 0.5\); "
                                           r"metric='mixture' or --metric 'mixture' \(this one's: 'loss'\)"):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
-    check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded (an older folder): not asked
+    with pytest.raises(ConfigError, match=r": decide=None \(this one's: 'proxy'\)"):
+        check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded: still asked
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):
         check_resume_settings(str(tmp_path / "nothing"), saved)
 
@@ -351,6 +352,14 @@ def test_a_resume_of_a_search_with_another_param_space_is_refused_in_search_s_wo
                          storage_path=None, address=None, name=None, verbose=0, proxy_settings={})
         return user_job(lambda config: None, space, **{**arguments, **changes})
 
+    import numpy as np
+
+    from asp_tune.tune.user import described_space
+
+    # what differs between processes for the same space (a set's order, an object's address or id) never does
+    assert described_space({"tags": {"b", "a", 3}, "n": np.int64(3), "data": object(), "q": tune.qrandint(1, 9, 2)}) \
+        == {"tags": ["a", "b", 3], "n": 3, "data": "builtins.object",
+            "q": "integer[1, 9] Quantized(q=2) of Uniform"}
     started = job({"lr": tune.loguniform(1e-3, 0.1), "width": tune.choice([16, 32])})
     assert started.settings["param_space"] == {"lr": "float[0.001, 0.1] LogUniform", "width": {"choice": [16, 32]}}
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(started.settings))
@@ -361,6 +370,9 @@ def test_a_resume_of_a_search_with_another_param_space_is_refused_in_search_s_wo
     with pytest.raises(ConfigError, match=r"give the arguments it was started with.*: num_samples=4 \(this call's: "
                                           r"6\); the same param_space$"):
         check_resume_settings(str(tmp_path), other.settings, RESUME_KEYS, arguments=True)
+    older = {k: v for k, v in started.settings.items() if k != "param_space"}  # a folder from before it was kept
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(older))
+    check_resume_settings(str(tmp_path), other.settings | {"num_samples": 4}, RESUME_KEYS, arguments=True)
 
 
 def test_a_refused_resume_makes_no_experiments_folder(tmp_path):
@@ -570,7 +582,7 @@ def test_ray_s_token_is_made_and_kept_readable_by_this_user_only(tmp_path):
 
 def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
     folder = tmp_path / "ck"
-    CheckpointFolder(folder)
+    first = CheckpointFolder(folder)
     again = CheckpointFolder(folder)  # the same process: its own lock
     assert again.path == folder
     probe = ("import sys\nfrom asp_tune.run_dir import CheckpointFolder\nfrom asp_tune.errors import ConfigError\n"
@@ -578,7 +590,10 @@ def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
     other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert f"invalid checkpoint_dir='{folder}'" in other.stdout
     assert f"held by pid {os.getpid()}" in other.stdout
-    again.release()  # the run is over, its checkpoints stay: the next run may take the folder
+    again.release()  # one of the two lets go: the other still holds the folder
+    held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert f"held by pid {os.getpid()}" in held.stdout
+    first.release()  # the run is over, its checkpoints stay: the next run may take the folder
     after = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert after.returncode == 0 and after.stdout == ""
 

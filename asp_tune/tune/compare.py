@@ -119,7 +119,8 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             steps = change.get("steps") or ["?", "?"]
             warnings.append(f"the ratio-{ratio} search ran at ratio {ran_at:g}: its first rung took {steps[0]} "
                             f"optimiser steps, {change.get('minimum', '?')} are needed "
-                            f"({both_spellings('min_first_rung_steps', 0)} keeps the ratio)" + ("; it is a full-data search, not a proxy" if ran_at >= 1.0 else ""))
+                            f"({both_spellings('min_first_rung_steps', 0)} keeps the ratio)"
+                            + ("; it is a full-data search, not a proxy" if ran_at >= 1.0 else ""))
         rows.append({
             "ratio": ratio, "ratio_run": ran_at, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
             "num_failed": s["num_failed"], "wall_time_s": s["wall_time_s"],

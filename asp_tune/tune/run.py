@@ -125,10 +125,14 @@ def tracking_callbacks(tracking: str, uri: str | None, name: str) -> list:
     return []
 
 
+#: Settings an experiment records since a later version: one an older folder lacks is not asked.
+RECORDED_LATER = ("param_space",)
+
+
 def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple[str, ...],
                           arguments: bool = False) -> None:
-    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``; one its
-    folder does not record, from an older asp_tune, is not asked), naming them as flags and settings, or with
+    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``; one of
+    :data:`RECORDED_LATER` that an older folder lacks is not asked), naming them as flags and settings, or with
     ``arguments`` as a function's arguments."""
     try:
         saved = json.loads(read_text(join(experiment, SETTINGS_FILE)))
@@ -142,11 +146,12 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
                                                 f"{saved['audit_of']!r}, which resumes with it (give that folder)")
     saved_jsonable = {k: saved.get(k) for k in keys}
     given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in keys})))
-    differ = [k for k in keys if k in saved and saved_jsonable.get(k) != given.get(k)]
+    differ = [k for k in keys if (k in saved or k not in RECORDED_LATER) and saved_jsonable.get(k) != given.get(k)]
     if differ:
         def said(key: str) -> str:
             value = saved_jsonable.get(key)
-            started = f"{key}={value!r}" + ("" if arguments else f" or {flag_name(key)} {value!r}")
+            typed = isinstance(value, (int, float, str)) and not isinstance(value, bool)  # what a flag can take
+            started = f"{key}={value!r}" + (f" or {flag_name(key)} {value!r}" if typed and not arguments else "")
             return f"{started} (this {'call' if arguments else 'one'}'s: {given.get(key)!r})"
 
         spaces = {"space": "the same search space", "param_space": "the same param_space"}

@@ -146,14 +146,19 @@ def grid_size(param_space: dict[str, Any]) -> int:
 
 
 def described_space(value: Any) -> Any:
-    """``param_space`` as plain data that two equal spaces share: Ray Tune's sampling domains by their bounds and
-    sampler (``float[0.001, 0.1] LogUniform``), choices by their values, the rest as given."""
+    """``param_space`` as plain data that two equal spaces share in any process: Ray Tune's sampling domains by
+    their bounds and sampler (``float[0.001, 0.1] LogUniform``), choices by their values, numbers, strings and
+    containers as given (sets sorted), any other object (an ``ObjectRef`` put again for a resume) by its type."""
     from ray.tune.search.sample import Categorical, Domain, Function
 
     if isinstance(value, dict):
         return {str(k): described_space(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [described_space(v) for v in value]
+    if isinstance(value, (set, frozenset)):  # in no order a process keeps
+        return sorted((described_space(v) for v in value), key=repr)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy or torch scalar
+        return described_space(value.item())
     if isinstance(value, Categorical):
         return {"choice": described_space(list(value.categories))}
     if isinstance(value, Function):
@@ -162,8 +167,7 @@ def described_space(value: Any) -> Any:
         return f"{type(value).__name__.lower()}[{value.lower}, {value.upper}] {_sampler_text(value.sampler)}"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    text = repr(value)
-    return type(value).__qualname__ if " at 0x" in text else text
+    return f"{type(value).__module__}.{type(value).__qualname__}"  # an object (an ObjectRef, a dataset): its kind
 
 
 def _sampler_text(sampler: Any) -> str:
@@ -265,8 +269,9 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
            grace_period: int = 1, time_budget_s: float | None = None, data_passes_budget: float | None = None,
            seed: int = 0, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, storage_path: str | None = None,
            address: str | None = None, name: str | None = None, out: str | Path | None = None,
-           overwrite: bool = False, resume: str | None = None, verbose: int = 0, keep_checkpoints: bool = False,
-           decide: str = "full", audit: int | None = None, **proxy_settings: Any) -> SearchResult:
+           overwrite: bool = False, resume: str | None = None, resume_unsigned: bool = False, verbose: int = 0,
+           keep_checkpoints: bool = False, decide: str = "full", audit: int | None = None,
+           **proxy_settings: Any) -> SearchResult:
     """Run the user's function ``trainable`` over ``param_space`` (Ray Tune domains) on proxy data.
 
     Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
@@ -279,8 +284,9 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     ``trials.csv``, ``trial_epochs.csv`` and ``summary.json`` (checked before anything runs, written
     only when the search succeeds; Ray's experiment is kept in ``.OUT.ray`` beside it unless
     ``storage_path`` says otherwise). ``resume``: an experiment folder of an interrupted search to
-    finish (from its signed state, as ``asp-tune hpo --resume``). A finished search drops its trials'
-    checkpoints unless ``keep_checkpoints``.
+    finish (from its signed state, as ``asp-tune hpo --resume``; ``resume_unsigned``: from Ray's own files,
+    which it unpickles, at your own risk). A finished search drops its trials' checkpoints unless
+    ``keep_checkpoints``.
 
     ``decide``: ``full`` (default) ends the search on full data: under an early-stopping scheduler the top
     rung trains on all the data (``ratio_schedule`` steps to 1 there), and ``audit`` configurations (None:
@@ -295,11 +301,13 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
                    gpus_per_trial=gpus_per_trial, storage_path=storage, address=address, name=name, verbose=verbose,
                    proxy_settings=proxy_settings, decide=decide, audit=audit)
     check_value(HpoSettings, "keep_checkpoints", keep_checkpoints)
+    if not isinstance(resume_unsigned, bool):
+        raise ConfigError("resume_unsigned", resume_unsigned, "True or False")
     job.keep_checkpoints = keep_checkpoints
     try:
         if out is None:
-            return run_search(job, resume=resume)
-        return search_into(job, out, overwrite=overwrite, resume=resume)[0]
+            return run_search(job, resume=resume, resume_unsigned=resume_unsigned)
+        return search_into(job, out, overwrite=overwrite, resume=resume, resume_unsigned=resume_unsigned)[0]
     except RunInterrupted as exc:  # said in this function's words
         raise exc.hinted("resume=") from None
 
@@ -338,7 +346,8 @@ def _retrain(trainable: Callable[[dict], None], kwargs: dict[str, Any], epochs: 
     """``retrain(pick, seeds)`` of a user's trainable: the trainable run at ratio 1 (strategy none) once per
     seed with the pick's parameters; each one's score is its last ``metric``."""
     kept = {k: v for k, v in kwargs.items() if k not in ("scheduler", "search_alg", "num_samples", "strategy",
-                                                         "metric", "seed", "out", "resume", "name")}
+                                                         "metric", "seed", "out", "resume", "resume_unsigned",
+                                                         "name")}
 
     def retrain(pick: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
         out = []
