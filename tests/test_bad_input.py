@@ -190,6 +190,10 @@ def test_the_search_and_nas_commands_refuse_bad_input_before_anything_runs(here,
     assert "a folder path without a loop of links" in capsys.readouterr().err
     assert main(["hpo", "--space", "ok.yaml", "--algo", "tpe", "--optuna-storage", "/dev/null", "--out", "out"]) == 2
     assert "invalid optuna_storage='/dev/null'" in capsys.readouterr().err
+    (here / "own.yaml").write_text("name: own\nfixed: {dataset: 'bad_models:features', model: 'bad_models:"
+                                   "not_a_module', epochs: 2}\nparams:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n")
+    assert main(["hpo", "--space", "own.yaml", "--out", "out"]) == 2  # the user's builder: checked before Ray
+    assert "a builder that returns a torch.nn.Module (it returned int)" in capsys.readouterr().err
     assert main(["nas", "--dataset", "bad_models:features", "--epochs", "1", "--channels", "2", "--cells", "1",
                  "--candidates", "2", "--generations", "0", "--quiet", "--out", "out"]) == 2
     assert "images with class labels for a NAS search" in capsys.readouterr().err

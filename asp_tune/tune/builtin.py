@@ -57,6 +57,7 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     metric = s.score_metric(arrays is not None and np.asarray(arrays["train_y"]).dtype.kind == "f")
     check_strategy(s, arrays)
+    check_own_network(s, arrays)
     n = train_samples(s, arrays)
     first_rung_change = s.fit_first_rung(n) if n is not None else None
     plan = _full_data_plan(s)
@@ -230,6 +231,26 @@ def check_strategy(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
 
     cfg = s.trial_config()
     strategy_for_task(cfg, task_for(cfg.task, torch.as_tensor(np.asarray(arrays["train_y"]))))
+
+
+def check_own_network(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
+    """A network of the user's own (an import path, or one registered in this process) built once for the
+    space's first configuration before Ray starts, on the host: a builder that fails or returns no network is
+    one named error, not every trial's. Nothing for asp_tune's own networks, or when the space searches which
+    data to read."""
+    from asp_tune.imports import is_import_path
+    from asp_tune.registry import MODELS
+
+    cfg = s.trial_config()
+    if arrays is None or not (is_import_path(cfg.model) or cfg.model in MODELS.added()):
+        return
+    import torch
+
+    from asp_tune.assembly import build_network
+    from asp_tune.datasets import load_dataset_for
+
+    with torch.random.fork_rng(devices=[]):
+        build_network(cfg, load_dataset_for(cfg, arrays=arrays), torch.device("cpu"))
 
 
 def train_samples(s: HpoSettings, arrays: dict[str, Any] | None) -> int | None:
