@@ -76,6 +76,9 @@ def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(tmp_path):
 
     study = optuna.load_study(study_name="journal", storage=JournalStorage(JournalFileBackend(str(journal))))
     assert len(study.trials) == 3  # what optuna-dashboard shows
+    told = sorted((t.params["lr"], t.value) for t in study.trials)  # each trial's best epoch, as trials.csv has it
+    shown = sorted(zip(result.trials["config/lr"], result.trials["best_score"]))
+    assert [v for pair in told for v in pair] == pytest.approx([v for pair in shown for v in pair])
     from asp_tune import ConfigError
 
     with pytest.raises(ConfigError, match="invalid optuna_storage"):
@@ -83,6 +86,31 @@ def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(tmp_path):
 
 
 
+
+
+def test_the_tpe_searcher_tells_optuna_each_trial_s_best_epoch_and_keeps_it_across_a_resume(tmp_path):
+    import pickle
+
+    from ray import tune
+
+    from asp_tune.tune.algorithms import BestEpochOptunaSearch, best_epoch_optuna_search
+
+    assert best_epoch_optuna_search() is BestEpochOptunaSearch  # the name its pickles are found by
+    searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max",
+                                     sampler=optuna.samplers.TPESampler(seed=0))
+    for trial, scores in (("a", [0.9, 0.5, None]), ("b", [0.2, 0.4, 0.7])):
+        searcher.suggest(trial)
+        for step, score in enumerate(scores, 1):  # an epoch that did not validate reports no score
+            searcher.on_trial_result(trial, {"training_iteration": step, **({} if score is None else
+                                                                              {"val_accuracy": score})})
+        if trial == "a":
+            searcher.save(str(tmp_path / "searcher.pkl"))  # the driver killed here: the search resumed
+            searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max",
+                                             sampler=optuna.samplers.TPESampler(seed=0))
+            searcher.restore(str(tmp_path / "searcher.pkl"))
+        searcher.on_trial_complete(trial, {"training_iteration": 3, "val_accuracy": scores[-1] or 0.5})
+    assert [t.value for t in searcher._ot_study.trials] == [0.9, 0.7]  # Ray's own would say 0.5 and 0.7
+    assert type(pickle.loads(pickle.dumps(searcher))) is BestEpochOptunaSearch
 
 
 def test_an_audit_says_when_the_study_s_own_pick_does_not_train_on_full_data():
