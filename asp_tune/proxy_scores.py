@@ -86,10 +86,12 @@ def preserved_rng() -> Iterator[None]:
     import numpy as np
 
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
-        yield
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+            yield
+    finally:  # an error inside leaves them as they were too
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 @contextlib.contextmanager

@@ -490,8 +490,13 @@ class CheckpointFolder:
 
     def remove(self) -> None:
         """Delete the listed checkpoints and the marker; the folder itself goes only if asp_tune
-        created it and nothing else is in it."""
+        created it and nothing else is in it. While another object of this process holds the folder, only
+        the checkpoints go (the marker, the lock and the folder stay for it)."""
         self.clear()
+        held = _HELD.get(str(self.path.resolve()))
+        if self._lock is not None and held is not None and held[0] is self._lock and held[1] > 1:
+            self.release()
+            return
         (self.path / MARKER).unlink(missing_ok=True)
         if self._lock is not None:
             (self.path / self.LOCK).unlink(missing_ok=True)  # the file this run made and holds open

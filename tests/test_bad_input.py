@@ -10,6 +10,7 @@ import sys
 import textwrap
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,13 @@ MODULE = textwrap.dedent('''
 
     def wrong_size(input_shape, num_classes):
         return nn.Sequential(nn.Flatten(), nn.Linear(7, num_classes))
+
+
+    def consumes_random(input_shape, num_classes):
+        import random
+
+        random.random(), np.random.rand(), nn.Linear(2, 2)
+        return 7
 
 
     def old_signature(num_classes):
@@ -194,6 +202,24 @@ def test_the_search_and_nas_commands_refuse_bad_input_before_anything_runs(here,
                                    "not_a_module', epochs: 2}\nparams:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n")
     assert main(["hpo", "--space", "own.yaml", "--out", "out"]) == 2  # the user's builder: checked before Ray
     assert "a builder that returns a torch.nn.Module (it returned int)" in capsys.readouterr().err
+    import random
+
+    from asp_tune.tune.builtin import check_own_network
+    from asp_tune.tune.settings import HpoSettings
+
+    sys.modules.pop("bad_models", None)
+    (here / "gpu.yaml").write_text("name: gpu\nfixed: {dataset: 'bad_models:features', model: 'bad_models:"
+                                   "consumes_random', epochs: 2}\nparams:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n")
+    from asp_tune.tune.builtin import shared_arrays
+
+    on_gpus = HpoSettings("gpu.yaml", gpus_per_trial=1).validate()  # a builder that may need what GPU trials have
+    check_own_network(on_gpus, shared_arrays(on_gpus))  # is left to them: not built here
+    before = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    with pytest.raises(ConfigError, match="a builder that returns a torch.nn.Module \\(it returned int\\)"):
+        on_host = HpoSettings("gpu.yaml").validate()
+        check_own_network(on_host, shared_arrays(on_host))
+    assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all() \
+        and torch.equal(torch.get_rng_state(), before[2])  # the driver's random states as they were
     assert main(["nas", "--dataset", "bad_models:features", "--epochs", "1", "--channels", "2", "--cells", "1",
                  "--candidates", "2", "--generations", "0", "--quiet", "--out", "out"]) == 2
     assert "images with class labels for a NAS search" in capsys.readouterr().err

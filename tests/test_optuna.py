@@ -93,9 +93,8 @@ def test_the_tpe_searcher_tells_optuna_each_trial_s_best_epoch_and_keeps_it_acro
 
     from ray import tune
 
-    from asp_tune.tune.algorithms import BestEpochOptunaSearch, best_epoch_optuna_search
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
 
-    assert best_epoch_optuna_search() is BestEpochOptunaSearch  # the name its pickles are found by
     searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max",
                                      sampler=optuna.samplers.TPESampler(seed=0))
     for trial, scores in (("a", [0.9, 0.5, None]), ("b", [0.2, 0.4, 0.7])):
@@ -111,6 +110,16 @@ def test_the_tpe_searcher_tells_optuna_each_trial_s_best_epoch_and_keeps_it_acro
         searcher.on_trial_complete(trial, {"training_iteration": 3, "val_accuracy": scores[-1] or 0.5})
     assert [t.value for t in searcher._ot_study.trials] == [0.9, 0.7]  # Ray's own would say 0.5 and 0.7
     assert type(pickle.loads(pickle.dumps(searcher))) is BestEpochOptunaSearch
+    searcher.suggest("c")  # never a finite score: failed, not left running in the study
+    searcher.on_trial_result("c", {"training_iteration": 1, "val_accuracy": float("nan")})
+    searcher.on_trial_complete("c", {"training_iteration": 1, "val_accuracy": float("nan")})
+    assert searcher._ot_study.trials[-1].state == optuna.trial.TrialState.FAIL
+    lowest = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="loss", mode="min")
+    lowest.suggest("d")
+    for step, loss in enumerate([0.8, 0.3, 0.6], 1):
+        lowest.on_trial_result("d", {"training_iteration": step, "loss": loss})
+    lowest.on_trial_complete("d", {"training_iteration": 3, "loss": 0.6})
+    assert lowest._ot_study.trials[0].value == 0.3 and lowest._best_scores == {}
 
 
 def test_an_audit_says_when_the_study_s_own_pick_does_not_train_on_full_data():

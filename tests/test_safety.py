@@ -333,10 +333,14 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
                                           r"ratio=0.3 or --ratio 0.3 \(this one's: 0.5\); "
                                           r"metric='mixture' or --metric 'mixture' \(this one's: 'loss'\)"):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
-    with pytest.raises(ConfigError, match=r": decide=None \(this one's: 'proxy'\)"):
-        check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded: still asked
+    check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded (an older folder): not asked
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):
         check_resume_settings(str(tmp_path / "nothing"), saved)
+    from asp_tune.tune.user import RESUME_KEYS
+
+    with pytest.raises(ConfigError, match=r"an experiment of this kind of search \(its asp_tune_settings.json has no "
+                                          r"'trainable': it was written by asp-tune hpo\)"):
+        check_resume_settings(str(tmp_path), {**saved, "trainable": "mine"}, keys=RESUME_KEYS)  # hpo's, to search()
 
 
 def test_a_resume_of_a_search_with_another_param_space_is_refused_in_search_s_words(tmp_path):
@@ -596,6 +600,14 @@ def test_two_runs_cannot_share_a_checkpoint_folder(tmp_path):
     first.release()  # the run is over, its checkpoints stay: the next run may take the folder
     after = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert after.returncode == 0 and after.stdout == ""
+    one, two = CheckpointFolder(tmp_path / "shared"), CheckpointFolder(tmp_path / "shared")
+    one.remove()  # while the other holds it: the folder, its marker and its lock stay
+    assert (tmp_path / "shared" / CheckpointFolder.LOCK).is_file()
+    assert f"held by pid {os.getpid()}" in subprocess.run(
+        [sys.executable, "-c", probe.replace(str(folder), str(tmp_path / "shared"))], capture_output=True,
+        text=True, timeout=60).stdout
+    two.remove()
+    assert not (tmp_path / "shared").exists()
 
 
 @pytest.mark.parametrize("address, message", [

@@ -26,7 +26,7 @@ def reports(monkeypatch):
     def report(metrics, checkpoint=None):
         state = torch.load(Path(checkpoint.path) / user.CHECKPOINT_FILE, weights_only=True)
         said.append((metrics, state))
-        time.sleep(0.05)  # a report's own time (Ray persisting the checkpoint)
+        time.sleep(0.05)  # a report waiting for Ray's controller: not training, not in Ray's time either
 
     monkeypatch.setattr(tune, "report", report)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
@@ -46,7 +46,7 @@ def test_a_trial_reports_the_trainable_s_seconds_without_its_reports_and_keeps_t
     user.report({"val_accuracy": 0.6}, proxy)
     (first, _), (second, state) = reports
     assert 5.0 <= first["train_seconds_total"] < 5.5 and first["report_seconds_total"] == 0.0
-    assert second["report_seconds_total"] >= 0.05  # the first report's time: not training
+    assert 0 < second["report_seconds_total"] < 0.04  # the first report's saving, not its wait
     assert second["train_seconds_total"] - first["train_seconds_total"] == pytest.approx(0.02, abs=0.015)
     assert state[user.SECONDS_KEY] == {"train": second["train_seconds_total"],
                                        "reports": second["report_seconds_total"]}

@@ -176,50 +176,10 @@ def _bohb(ctx: Context) -> Built:
     return Built(scheduler, searcher, {} if owned else dict(ctx.param_space or {}))
 
 
-def best_epoch_optuna_search() -> type:
-    """Ray Tune's ``OptunaSearch`` telling Optuna each finished trial's best reported score, the one the
-    search's pick and ``trials.csv`` use (``best_score``), where Ray's tells its last: TPE learns what is
-    picked by, and a study kept in ``--optuna-storage`` holds the values the results show."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    global _BEST_EPOCH_SEARCH
-    if _BEST_EPOCH_SEARCH is None:
-        class BestEpochOptunaSearch(OptunaSearch):
-            def on_trial_result(self, trial_id: str, result: dict) -> None:
-                value, best = result.get(self.metric), self.__dict__.setdefault("_best", {})
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-                    kept = best.get(trial_id, value)
-                    best[trial_id] = max(kept, value) if self.mode == "max" else min(kept, value)
-                if value is not None or not isinstance(self.metric, str):  # an epoch that did not validate: no step
-                    super().on_trial_result(trial_id, result)
-
-            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-                best = self.__dict__.setdefault("_best", {}).get(trial_id)
-                if result and best is not None and isinstance(self.metric, str):
-                    last = result.get(self.metric)
-                    if isinstance(last, (int, float)) and last == last:
-                        best = max(best, last) if self.mode == "max" else min(best, last)
-                    result = {**result, self.metric: best}
-                super().on_trial_complete(trial_id, result, error)
-
-        BestEpochOptunaSearch.__module__, BestEpochOptunaSearch.__qualname__ = __name__, "BestEpochOptunaSearch"
-        _BEST_EPOCH_SEARCH = BestEpochOptunaSearch
-    return _BEST_EPOCH_SEARCH
-
-
-_BEST_EPOCH_SEARCH: type | None = None
-
-
-def __getattr__(name: str) -> Any:  # the class, made once Ray is imported, by the name its pickles use
-    if name == "BestEpochOptunaSearch":
-        return best_epoch_optuna_search()
-    raise AttributeError(name)
-
-
 def _tpe(ctx: Context) -> Built:
     import optuna
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
 
     kept: dict[str, Any] = {}
     if ctx.optuna_storage:
@@ -232,8 +192,8 @@ def _tpe(ctx: Context) -> Built:
         journal.parent.mkdir(parents=True, exist_ok=True)
         kept = {"storage": JournalStorage(JournalFileBackend(str(journal))), "study_name": ctx.name or "asp_tune"}
     owned = ctx.space is not None
-    searcher = best_epoch_optuna_search()(space=ctx.param_space if owned else None,
-                                          sampler=optuna.samplers.TPESampler(seed=ctx.seed), **_target(ctx), **kept)
+    searcher = BestEpochOptunaSearch(space=ctx.param_space if owned else None,
+                                     sampler=optuna.samplers.TPESampler(seed=ctx.seed), **_target(ctx), **kept)
     return Built(FIFOScheduler(), searcher, {} if owned else dict(ctx.param_space or {}))
 
 

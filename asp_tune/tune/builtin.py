@@ -236,20 +236,23 @@ def check_strategy(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
 def check_own_network(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
     """A network of the user's own (an import path, or one registered in this process) built once for the
     space's first configuration before Ray starts, on the host: a builder that fails or returns no network is
-    one named error, not every trial's. Nothing for asp_tune's own networks, or when the space searches which
-    data to read."""
+    one error, not every trial's. Nothing for asp_tune's own networks, when the space searches which data to
+    read, or where the trials run elsewhere than this host's CPU (GPU trials, a cluster: a builder may need
+    what only they have); the random states are left as they were."""
     from asp_tune.imports import is_import_path
     from asp_tune.registry import MODELS
 
     cfg = s.trial_config()
-    if arrays is None or not (is_import_path(cfg.model) or cfg.model in MODELS.added()):
+    if (arrays is None or s.gpus_per_trial > 0 or s.address is not None or str(cfg.device) not in ("auto", "cpu")
+            or not (is_import_path(cfg.model) or cfg.model in MODELS.added())):
         return
     import torch
 
     from asp_tune.assembly import build_network
     from asp_tune.datasets import load_dataset_for
+    from asp_tune.proxy_scores import preserved_rng
 
-    with torch.random.fork_rng(devices=[]):
+    with preserved_rng():
         build_network(cfg, load_dataset_for(cfg, arrays=arrays), torch.device("cpu"))
 
 

@@ -125,15 +125,11 @@ def tracking_callbacks(tracking: str, uri: str | None, name: str) -> list:
     return []
 
 
-#: Settings an experiment records since a later version: one an older folder lacks is not asked.
-RECORDED_LATER = ("param_space",)
-
-
 def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple[str, ...],
                           arguments: bool = False) -> None:
-    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``; one of
-    :data:`RECORDED_LATER` that an older folder lacks is not asked), naming them as flags and settings, or with
-    ``arguments`` as a function's arguments."""
+    """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``, whose
+    first names the kind of search every folder of that kind records; one an older folder did not record yet is
+    not asked), naming them as flags and settings, or with ``arguments`` as a function's arguments."""
     try:
         saved = json.loads(read_text(join(experiment, SETTINGS_FILE)))
     except (OSError, ValueError):
@@ -146,7 +142,11 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
                                                 f"{saved['audit_of']!r}, which resumes with it (give that folder)")
     saved_jsonable = {k: saved.get(k) for k in keys}
     given = json.loads(json.dumps(jsonable({k: settings.get(k) for k in keys})))
-    differ = [k for k in keys if (k in saved or k not in RECORDED_LATER) and saved_jsonable.get(k) != given.get(k)]
+    if keys and keys[0] not in saved:  # the kind of search (algo, trainable): another kind's folder
+        raise ConfigError("resume", experiment, f"an experiment of this kind of search (its {SETTINGS_FILE} has no "
+                                                f"{keys[0]!r}: it was written by "
+                                                f"{'asp_tune.tune.search' if 'trainable' in saved else 'asp-tune hpo'})")
+    differ = [k for k in keys if k in saved and saved_jsonable.get(k) != given.get(k)]
     if differ:
         def said(key: str) -> str:
             value = saved_jsonable.get(key)

@@ -91,8 +91,9 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
     restarted trial continues exactly (:func:`proxy_data` restores it). Reporting the constant predictor's
     score as ``val_constant`` (chance accuracy) lets the search tell proxy trials that learnt nothing.
     In a trial of :func:`search`, ``train_seconds_total`` is the seconds the trainable has run but for its
-    reports (its parts before a restart included; ``report_seconds_total``: the reports' own seconds, the
-    checkpoints'): the rest of Ray's time in the trial is its start-up (imports, Ray's worker)."""
+    reports (its parts before a restart included; ``report_seconds_total``: the reports' saving of their
+    checkpoints; their waiting for Ray's controller is neither, as in Ray's ``time_total_s``): the rest of
+    Ray's time in the trial is its start-up (imports, Ray's worker)."""
     import torch
     from ray import tune
 
@@ -106,16 +107,18 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
              "metric_used": plan.metric if plan is not None else "", "start_ratio": trial.get("ratio", 1.0)}
     seconds = getattr(proxy, "seconds", {})
     timed = {}
-    if seconds.get("since") is not None:
-        train = entered - seconds["since"] - seconds.get("reports_here", 0.0)
+    if seconds.get("since") is not None:  # reports so far: all their time is not training, their saving is theirs
+        train = entered - seconds["since"] - seconds.get("inside_here", 0.0)
         extra.update(train_seconds_total=seconds["train"] + train, report_seconds_total=seconds["reports"]
-                     + seconds.get("reports_here", 0.0))
+                     + seconds.get("saving_here", 0.0))
         timed[SECONDS_KEY] = {"train": extra["train_seconds_total"], "reports": extra["report_seconds_total"]}
     with tempfile.TemporaryDirectory() as folder:
         torch.save({"proxy": proxy.state_dict(), TRIAL_KEY: trial, **state, **timed}, Path(folder) / CHECKPOINT_FILE)
-        tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))
+        saved = time.perf_counter()
+        tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(folder))  # and waits for Ray
     if seconds.get("since") is not None:
-        seconds["reports_here"] = seconds.get("reports_here", 0.0) + time.perf_counter() - entered
+        seconds["saving_here"] = seconds.get("saving_here", 0.0) + saved - entered
+        seconds["inside_here"] = seconds.get("inside_here", 0.0) + time.perf_counter() - entered
 
 
 def _check_arguments(trainable: Any, param_space: Any, epochs: Any, mode: str, knobs: dict[str, Any]) -> None:
