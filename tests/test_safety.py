@@ -182,6 +182,7 @@ def test_a_marker_listing_paths_outside_its_folder_deletes_nothing_there(tmp_pat
     (ckpt / "seed1.pt").write_text("x")
     folder = CheckpointFolder(ckpt)
     folder.clear()
+    folder.release()
     assert victim.read_text() == "keep" and not (ckpt / "seed1.pt").exists()
 
 
