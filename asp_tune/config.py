@@ -10,7 +10,7 @@ from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.imports import check_name
-from asp_tune.proxy_settings import ProxySettings, proxy_field_names
+from asp_tune.proxy_settings import ProxySettings, check_steps_within, proxy_field_names
 from asp_tune.registry import DATASETS, MODELS, TASKS
 
 LR_SCHEDULES = ("cosine", "multistep", "constant")
@@ -139,6 +139,7 @@ class TrainConfig(ProxySettings):
             raise ConfigError("num_workers", self.num_workers, f"0 with storage {self.storage!r} (DataLoader "
                                                                "workers serve --storage stream only)")
         self.check_proxy()
+        check_steps_within(self.ratio_schedule, self.epochs)
         return self
 
     def to_dict(self) -> dict[str, Any]:

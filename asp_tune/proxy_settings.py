@@ -49,6 +49,16 @@ def ratio_steps(kind: str) -> tuple[tuple[int, float], ...]:
     return _parse_steps(kind)
 
 
+def check_steps_within(kind: str, epochs: int) -> None:
+    """Refuse a ``steps:`` schedule with a step a run of ``epochs`` epochs never reaches (naming
+    ``ratio_schedule``): after E epochs the ratio is R, so E must be below ``epochs``."""
+    late = [epoch for epoch, _ in ratio_steps(kind) if epoch >= epochs]
+    if late:
+        raise ConfigError("ratio_schedule", kind, f"steps after fewer epochs than the run's {epochs} (a run of "
+                                                  f"{epochs} epochs has ended after {late[0]}: that step never "
+                                                  "applies)")
+
+
 _STEPS_ALLOWED = (f"one of {', '.join(repr(k) for k in RATIO_SCHEDULES)}, or steps:EPOCH=RATIO,... (epochs "
                   f"increasing from 1, ratios in (0, 1])")
 

@@ -110,3 +110,16 @@ def test_single_metric_and_bad_names():
         make_strategy("gradnorm")
     with pytest.raises(ConfigError, match="mixture_order='g013'.*'g012'"):
         MetricSchedule("mixture", 5, order="g013")
+
+
+def test_a_step_a_run_never_reaches_is_refused_where_the_run_is_configured(tmp_path, capsys):
+    from asp_tune.cli import main
+    from asp_tune.config import TrainConfig
+
+    assert TrainConfig(epochs=3, ratio_schedule="steps:2=1").validate().ratio_schedule == "steps:2=1"
+    with pytest.raises(ConfigError, match=r"invalid ratio_schedule='steps:1=0.5,3=1': allowed steps after fewer epochs "
+                                          r"than the run's 3 \(a run of 3 epochs has ended after 3: that step never "
+                                          r"applies\)"):
+        TrainConfig(epochs=3, ratio_schedule="steps:1=0.5,3=1").validate()
+    assert main(["train", "--epochs", "2", "--ratio-schedule", "steps:5=1", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert "invalid ratio_schedule='steps:5=1'" in capsys.readouterr().err and not (tmp_path / "x").exists()
