@@ -88,17 +88,22 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.slow  # several trainings
-def test_search_resumes_from_its_checkpoint(tmp_path):
-    settings = tiny_settings()
-    ckpt = tmp_path / "search.pt"
-
-    def stop_after_two(record):
+def interrupted_in_epoch_two(settings, checkpoint: Path, run=run_search) -> None:
+    """``run`` (a search or a retrain) stopped as its second epoch ends, before that epoch's checkpoint: only
+    epoch 1's is saved."""
+    def stop(record):
         if record["epoch"] == 2:
             raise Stop
 
     with pytest.raises(Stop):
-        run_search(settings, ckpt, on_epoch=stop_after_two)
+        run(settings, checkpoint, on_epoch=stop)
+
+
+@pytest.mark.slow  # several trainings
+def test_search_resumes_from_its_checkpoint(tmp_path):
+    settings = tiny_settings()
+    ckpt = tmp_path / "search.pt"
+    interrupted_in_epoch_two(settings, ckpt)
     assert torch.load(ckpt, weights_only=True)["trainer"]["epoch"] == 1  # saved after epoch 1 only
     seen = []
     resumed = run_search(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
@@ -123,13 +128,7 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
 def test_monitoring_never_changes_training_so_a_resume_may_switch_it(tmp_path, searcher):
     settings = tiny_settings(searcher=searcher, train=tiny_settings().train.replace(epochs=2, subset=200))
     ckpt = tmp_path / "search.pt"
-
-    def stop_after_one(record):
-        if record["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_search(settings, ckpt, on_epoch=stop_after_one)
+    interrupted_in_epoch_two(settings, ckpt)
     resumed = run_search(dataclasses.replace(settings, monitor=False), ckpt)
     assert resumed.summary["resumed_from_epoch"] == 1
     watched, unwatched = run_search(settings), run_search(dataclasses.replace(settings, monitor=False))
@@ -325,13 +324,7 @@ def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
     train = TrainConfig(dataset="digits", epochs=2, batch_size=64, subset=200, test_subset=40)
     settings = RetrainSettings(KNOWN_GENOTYPES["darts_v2"], train, channels=4, layers=3)
     ckpt = tmp_path / "retrain.pt"
-
-    def stop_at_two(record):
-        if record["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_retrain(settings, ckpt, on_epoch=stop_at_two)  # the checkpoint holds epoch 1
+    interrupted_in_epoch_two(settings, ckpt, run_retrain)  # the checkpoint holds epoch 1
     seen = []
     summary, epochs = run_retrain(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
     assert seen == [2] and list(epochs["epoch"]) == [1, 2] and summary["epochs"] == 2
