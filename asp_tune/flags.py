@@ -112,9 +112,12 @@ def flag_name(field: str) -> str:
 
 def both_spellings(field: str, value: Any = True) -> str:
     """How a message names a setting for readers of the Python API and of the command line alike:
-    ``min_first_rung_steps=0 or --min-first-rung-steps 0`` (``value=True``: a switch, ``--resume-unsigned``)."""
+    ``min_first_rung_steps=0 or --min-first-rung-steps 0`` (``value=True``: a switch, ``--resume-unsigned``); a
+    value no flag takes (None, a list, ``False``) only as the API's."""
     if isinstance(value, bool):
         return f"{field}={value!r}" + (f" or {flag_name(field)}" if value else "")
+    if not isinstance(value, (int, float, str)):
+        return f"{field}={value!r}"
     return f"{field}={value!r} or {flag_name(field)} {value}"
 
 

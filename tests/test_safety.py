@@ -332,7 +332,7 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
     check_resume_settings(str(tmp_path), dict(saved))  # the same flags: fine
     with pytest.raises(ConfigError, match=r"give the flags or settings it was started with.*: "
                                           r"ratio=0.3 or --ratio 0.3 \(this one's: 0.5\); "
-                                          r"metric='mixture' or --metric 'mixture' \(this one's: 'loss'\)"):
+                                          r"metric='mixture' or --metric mixture \(this one's: 'loss'\)"):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
     check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded (an older folder): not asked
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):

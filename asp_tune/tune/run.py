@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from asp_tune.errors import ConfigError, RunFailed
-from asp_tune.flags import both_spellings, flag_name
+from asp_tune.flags import both_spellings
 from asp_tune.imports import search_paths
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
@@ -150,8 +150,7 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
     if differ:
         def said(key: str) -> str:
             value = saved_jsonable.get(key)
-            typed = isinstance(value, (int, float, str)) and not isinstance(value, bool)  # what a flag can take
-            started = f"{key}={value!r}" + (f" or {flag_name(key)} {value!r}" if typed and not arguments else "")
+            started = f"{key}={value!r}" if arguments else both_spellings(key, value)
             return f"{started} (this {'call' if arguments else 'one'}'s: {given.get(key)!r})"
 
         spaces = {"space": "the same search space", "param_space": "the same param_space"}
