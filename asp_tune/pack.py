@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ class StackedOptimizer:
 
     HYPER = ("lr", "weight_decay", "momentum", "nesterov", "beta1", "beta2", "steps")
 
-    def __init__(self, configs: Sequence[TrainConfig], params: dict[str, torch.Tensor]):
+    def __init__(self, configs: Sequence[TrainConfig], params: dict[str, torch.Tensor],
+                 trained: Sequence[str] | None = None):
         kinds = {c.optimizer for c in configs}
         if len(kinds) != 1:
             raise CannotFuse(f"members use different optimisers ({sorted(kinds)})")
@@ -104,6 +106,8 @@ class StackedOptimizer:
         self.beta1 = [c.betas[0] for c in configs]
         self.beta2 = [c.betas[1] for c in configs]
         self.steps = [0] * len(configs)
+        #: the parameters it steps (default: all; a network's ``weight_parameters()`` alone, as its trainer's)
+        self.trained = list(params) if trained is None else list(trained)
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self._columns: dict[tuple, torch.Tensor] = {}  # per-member values already on the device
 
@@ -134,7 +138,8 @@ class StackedOptimizer:
         self.steps = [s + 1 for s in self.steps]
         if len(self._columns) > COLUMNS_KEPT:  # Adam's bias corrections change every step
             self._columns.clear()
-        for name, p in params.items():
+        for name in self.trained:
+            p = params[name]
             if p.grad is not None:
                 self._step(p, p.grad, self.state.setdefault(name, {}))
 
@@ -256,7 +261,9 @@ class Pack:
         except (RuntimeError, ValueError) as exc:  # e.g. a network that cannot be copied
             raise CannotFuse(f"the network cannot be stacked ({_first_line(exc)})") from exc
         self.grad_clip = [t.grad_clip for t in trainers]
-        self.optimizer = StackedOptimizer([t.config for t in trainers], self.params)
+        weights = {id(p) for p in first.weights}  # what the optimiser steps (a network's weight_parameters())
+        self.optimizer = StackedOptimizer([t.config for t in trainers], self.params,
+                                          [n for n, p in first.model.named_parameters() if id(p) in weights])
         for k, trainer in enumerate(trainers):
             for name, param in trainer.model.named_parameters():
                 self.optimizer.load_member(k, name, trainer.optimizer.state.get(param, {}), self.params[name])
@@ -273,46 +280,53 @@ class Pack:
     # ------------------------------------------------------------------ the vectorised network
 
     def _losses(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
-                smoothing: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                smoothing: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Each member's weighted mean loss on its batch (K,), its outputs (K, B, ...) and the feature norms
-        into its output layer (K, B; None without one). ``smoothing``: the members' label smoothing, one number
-        where they share it, else (K,). A task's loss is per sample, so all K batches' losses are one call."""
+        into its output layer (K, B; None without one). ``smoothing``: the members' label smoothing as
+        :meth:`_smoothing` gives it. A task's loss is per sample, so all K batches' losses are one call (one per
+        smoothing value for a task whose loss takes one number)."""
         out, norms = self.net(self.params, self.buffers, x)
         members, batch = y.shape[:2]
-        if isinstance(smoothing, torch.Tensor):
-            smoothing = smoothing.repeat_interleave(batch)
-        losses = self.task.loss(out.flatten(0, 1), y.flatten(0, 1), smoothing).view(members, batch)
+        if isinstance(smoothing, list):
+            parts = [self.task.loss(out[rows].flatten(0, 1), y[rows].flatten(0, 1), value).view(len(rows), batch)
+                     for value, rows in smoothing]
+            order = torch.cat([rows for _, rows in smoothing])
+            losses = torch.cat(parts)[torch.argsort(order)]
+        else:
+            if isinstance(smoothing, torch.Tensor):
+                smoothing = smoothing.repeat_interleave(batch)
+            losses = self.task.loss(out.flatten(0, 1), y.flatten(0, 1), smoothing).view(members, batch)
         return (losses * weights).mean(dim=1), out, norms
 
     # ------------------------------------------------------------------ training
 
     def train_epoch(self) -> dict[Trainer, dict[str, Any]]:
         """One epoch of every member: each selects its subset and trains on its own batches, in lockstep;
-        returns each member's record. A member that diverged is in :attr:`failed` and out of the pack."""
+        returns each member's record. A member that diverged is in :attr:`failed` and out of the pack. A pack
+        refused (:class:`CannotFuse`) before its epoch's first step leaves its members as they were before the
+        epoch, so that they train it alone as they would have."""
         start = time.perf_counter()
         members = [m.trainer for m in self.members]
-        plans = ProxySelector.plan_together([t.selector for t in members], [t.epoch for t in members])
-        for t, plan in zip(members, plans):
-            t.sample_weights = plan.weights
-        counts = {plan.count for plan in plans}
-        if len(counts) != 1:
-            raise CannotFuse(f"members' epochs select different numbers of samples ({sorted(counts)})")
         self.optimizer.lr = [t.optimizer.param_groups[0]["lr"] for t in members]
-        smoothings = [t.config.label_smoothing for t in members]
-        smoothing = (float(smoothings[0]) if len(set(smoothings)) == 1
-                     else host_values(smoothings, torch.float32, self.device))
+        smoothing = self._smoothing()
         self.net.train()
+        with _undone_if_refused(members):
+            plans = ProxySelector.plan_together([t.selector for t in members], [t.epoch for t in members])
+            for t, plan in zip(members, plans):
+                t.sample_weights = plan.weights
+            counts = {plan.count for plan in plans}
+            if len(counts) != 1:
+                raise CannotFuse(f"members' epochs select different numbers of samples ({sorted(counts)})")
+            batches = _stacked_batches(members, plans)
+            first = next(batches, None)
+            outputs = None if first is None else self._first_step(*first, smoothing)
         sums = vmap(self.task.batch_sums)
         loss_sum = torch.zeros(len(members), device=self.device)
         total: torch.Tensor | int = 0
         trained = 0
-        for x, y, idx in _stacked_batches(members, plans):
-            weights = (torch.ones(y.shape[:2], device=self.device) if all(t.sample_weights is None for t in members)
-                       else torch.stack([t.sample_weights[i] if t.sample_weights is not None
-                                         else torch.ones(i.shape[0], device=self.device)
-                                         for t, i in zip(members, idx)]))
-            with autocast(self.device, self.config.amp):
-                losses, logits, norms = self._first_step(x, y, weights, smoothing)
+        for x, y, idx in itertools.chain([first] if first is not None else [], batches):
+            losses, logits, norms = outputs if outputs is not None else self._forward(x, y, idx, smoothing)
+            outputs = None
             for p in self.params.values():
                 p.grad = None
             losses.sum().backward()
@@ -339,11 +353,34 @@ class Pack:
             self.remove([t for t in members if t in self.failed])
         return records
 
+    def _smoothing(self) -> float | torch.Tensor | list[tuple[float, torch.Tensor]]:
+        """The members' label smoothing as :meth:`_losses` takes it: one number where they share it; else per
+        member (K,) for a task whose loss takes a tensor (:attr:`~asp_tune.tasks.Classification.smoothing_per_sample`),
+        or (value, the members with it) for any other (its loss is called once per value)."""
+        values = [m.trainer.config.label_smoothing for m in self.members]
+        if len(set(values)) == 1:
+            return float(values[0])
+        if getattr(type(self.task), "smoothing_per_sample", False):  # declared by its class, not delegated
+            return host_values(values, torch.float32, self.device)
+        return [(float(v), torch.tensor([k for k, w in enumerate(values) if w == v], device=self.device))
+                for v in sorted(set(values))]
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor, idx: list[torch.Tensor],
+                 smoothing: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One step's :meth:`_losses`, each sample weighted by its member's epoch plan."""
+        members = [m.trainer for m in self.members]
+        weights = (torch.ones(y.shape[:2], device=self.device) if all(t.sample_weights is None for t in members)
+                   else torch.stack([t.sample_weights[i] if t.sample_weights is not None
+                                     else torch.ones(i.shape[0], device=self.device) for t, i in zip(members, idx)]))
+        with autocast(self.device, self.config.amp):
+            return self._losses(x, y, weights, smoothing)
+
+
     @torch.no_grad()
     def _clip_gradients(self) -> None:
         """Each member's gradients clipped to its trainer's ``grad_clip`` (0: not clipped) as
         :func:`torch.nn.utils.clip_grad_norm_` clips them: by the norm of all its parameters' gradients."""
-        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        grads = [g for g in (self.params[n].grad for n in self.optimizer.trained) if g is not None]
         norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]),
                                          dim=0)
         limits = _column(self.optimizer._columns, [c or math.inf for c in self.grad_clip], norms)  # noqa: SLF001
@@ -351,14 +388,21 @@ class Pack:
         for g in grads:
             g.mul_(_expand(scale, g).to(g.dtype))
 
-    def _first_step(self, *inputs):
-        """The vectorised step (:meth:`_losses`); the first one names a network that cannot be vectorised."""
+    def _first_step(self, x: torch.Tensor, y: torch.Tensor, idx: list[torch.Tensor],
+                    smoothing: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The epoch's first :meth:`_forward`; the pack's first one also runs the task's sums vectorised, and
+        any error of either (the network or the task's functions cannot run vectorised over configurations)
+        is a :class:`CannotFuse`, raised before anything changed."""
         if self._stepped:
-            return self._losses(*inputs)
+            return self._forward(x, y, idx, smoothing)
+        buffers = {name: b.clone() for name, b in self.buffers.items()}  # a forward updates running statistics
         try:
-            out = self._losses(*inputs)
-        except (RuntimeError, NotImplementedError, ValueError) as exc:
-            raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
+            out = self._forward(x, y, idx, smoothing)
+            vmap(self.task.batch_sums)(out[1].detach(), y)
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+            self.buffers = buffers  # what close() writes back into the members
+            raise CannotFuse("the network or the task cannot run vectorised over configurations "
+                             f"({_first_line(exc)})") from exc
         self._stepped = True
         return out
 
@@ -427,6 +471,28 @@ class Pack:
     @property
     def trainers(self) -> list[Trainer]:
         return [m.trainer for m in self.members]
+
+
+@contextlib.contextmanager
+def _undone_if_refused(members: Sequence[Trainer]) -> Iterator[None]:
+    """Planning an epoch and drawing its first batches change the members' selectors, batch weights, feeders and
+    the random state: a :class:`CannotFuse` inside puts them back, so that each member then trains the epoch
+    alone as it would have without the pack."""
+    saved = [(t.selector.planning_state(), t.train_feeder.state_dict(), t.sample_weights) for t in members]
+    rng = torch.random.get_rng_state()
+    cuda = [d for d in {t.device for t in members} if d.type == "cuda"]
+    cuda_rng = [torch.cuda.get_rng_state(d) for d in cuda]
+    try:
+        yield
+    except CannotFuse:
+        for t, (planning, feeder, weights) in zip(members, saved):
+            t.selector.restore_planning(planning)
+            t.train_feeder.load_state_dict(feeder)
+            t.sample_weights = weights
+        torch.random.set_rng_state(rng)
+        for d, state in zip(cuda, cuda_rng):
+            torch.cuda.set_rng_state(state, d)
+        raise
 
 
 def _stacked_batches(members: Sequence[Trainer], plans: Sequence[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor,

@@ -8,6 +8,7 @@ loop API (:class:`asp_tune.loop.ProxyData`) all use it.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -129,6 +130,20 @@ class ProxySelector:
         kind = kinds.pop() if len(kinds) == 1 else SubsetStrategy  # of several classes: each plans alone
         plans = kind.plan_together([s.strategy for s in selectors], list(epochs))
         return [s._planned(plan) for s, plan in zip(selectors, plans)]
+
+    def planning_state(self) -> dict:
+        """A copy of all that planning an epoch changes (the random state, which samples were seen and how often,
+        the strategy's own state; not the memory, which only training batches change):
+        :meth:`restore_planning` undoes a plan that was not trained."""
+        return copy.deepcopy({"strategy": self.strategy.state_dict(), "generator": self.generator.get_state(),
+                              "seen": self.seen, "times_selected": self.times_selected})
+
+    def restore_planning(self, state: dict) -> None:
+        """Put back a :meth:`planning_state`."""
+        self.seen.copy_(state["seen"])
+        self.times_selected.copy_(state["times_selected"])
+        restore_generator(self.generator, state["generator"])
+        self.strategy.load_state_dict(state["strategy"])
 
     def _planned(self, plan: EpochPlan) -> EpochPlan:
         self.seen[plan.indices] = True

@@ -37,7 +37,9 @@ class Task(Protocol):
     def check_targets(self, targets: torch.Tensor, where: str) -> None: ...
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Per-sample loss, shape ``(B,)``."""
+        """Per-sample loss, shape ``(B,)``. A task whose loss also takes ``label_smoothing`` as a tensor ``(B,)``
+        (one value per sample) says so with a class attribute ``smoothing_per_sample = True``: a pack whose
+        members smooth differently then calls it once, not once per value."""
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sums of a batch that :meth:`finish` turns into (score, mean loss); added up over batches."""
@@ -55,6 +57,7 @@ class Classification:
     name = "classification"
     score_name = "accuracy"
     has_classes = True
+    smoothing_per_sample = True
 
     def check_targets(self, targets: torch.Tensor, where: str) -> None:
         if targets.is_floating_point() or targets.dim() != 1:
@@ -63,7 +66,7 @@ class Classification:
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
              label_smoothing: float | torch.Tensor = 0.0) -> torch.Tensor:
-        if isinstance(label_smoothing, torch.Tensor):  # a pack's members each with their own (under vmap)
+        if isinstance(label_smoothing, torch.Tensor):  # a pack's members each with their own
             log_p = F.log_softmax(outputs.float(), dim=1)
             nll = -log_p.gather(1, targets.unsqueeze(1)).squeeze(1)
             return (1.0 - label_smoothing) * nll + label_smoothing * -log_p.mean(dim=1)

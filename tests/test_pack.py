@@ -532,6 +532,93 @@ def test_a_task_whose_loss_takes_a_number_packs_when_the_members_share_their_lab
         assert_same_run(alone(config, 2)[0], run, 1e-5)
 
 
+def test_a_task_whose_loss_takes_a_number_packs_members_that_smooth_differently():
+    """Its loss is called once per smoothing value (it raised a TypeError that failed a whole Optuna study)."""
+    members = configs(dataclasses.replace(MLP, task="test_pack:OWN_TASK"),
+                      [{"label_smoothing": 0.1}, {"lr": 0.2, "momentum": 0.0}, {"lr": 0.1, "label_smoothing": 0.2},
+                       {"lr": 0.01, "label_smoothing": 0.1}])
+    runs, _, pack = packed(members, 2)
+    assert len(pack.members) == 4 and not pack.failed
+    for config, run in zip(members, runs):
+        assert_same_run(alone(config, 2)[0], run, 1e-5)
+
+
+class _SumsOneByOne(_OwnCrossEntropy):
+    """A task whose sums read a value out of the batch: they cannot run vectorised over configurations."""
+
+    def batch_sums(self, outputs, targets):
+        from asp_tune.tasks import CLASSIFICATION
+
+        int(targets.max())
+        return CLASSIFICATION.batch_sums(outputs, targets)
+
+
+SUMS_ONE_BY_ONE = _SumsOneByOne()
+
+
+def refused_then_alone(members: list[TrainConfig], epochs: int) -> tuple[list[list[dict]], list[Trainer], str]:
+    """Members trained in a pack until it is refused, then each alone (as a search falls back)."""
+    data = build_trainer(members[0]).data
+    trainers = [build_trainer(c, data=data) for c in members]
+    pack, refusal = Pack(trainers), ""
+    try:
+        for _ in range(epochs):
+            pack.train_epoch()
+    except CannotFuse as exc:
+        refusal = str(exc)
+    pack.close()
+    for trainer in trainers:
+        while trainer.epoch < epochs:
+            trainer.train_epoch()
+    return [t.history for t in trainers], trainers, refusal
+
+
+@pytest.mark.parametrize("base,refusal", [
+    # InfoBatch prunes a number of samples known only once planned: the second epoch's differ
+    (dataclasses.replace(MLP, metric="infobatch", ratio=1.0, epochs=3), "select different numbers of samples"),
+    # refused at the pack's first step, after its forward had updated BatchNorm's running statistics
+    (dataclasses.replace(MLP, task="test_pack:SUMS_ONE_BY_ONE"), "the task cannot run vectorised"),
+])
+def test_members_of_a_refused_pack_train_on_alone_exactly_as_alone(base, refusal):
+    """Planning the refused epoch had drawn each member's subset (and the first step updated running
+    statistics): the members trained it alone from that changed state, off their trajectories alone."""
+    members = configs(base, [{}, {"lr": 0.5, "weight_decay": 0.0}])
+    histories, trainers, refused = refused_then_alone(members, 3)
+    assert refusal in refused
+    for config, history, trainer in zip(members, histories, trainers):
+        expected, reference = alone(config, 3)
+        assert [r["selected"] for r in history] == [r["selected"] for r in expected]
+        assert_same_run(expected, history, 1e-5)
+        assert torch.equal(trainer.selector.times_selected, reference.selector.times_selected)
+
+
+class _OwnWeights(nn.Module):
+    """An MLP scaled by a temperature its optimiser leaves alone: ``weight_parameters()`` names the rest."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.temperature = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return self.body(x) * self.temperature
+
+    def weight_parameters(self):
+        return list(self.body.parameters())
+
+
+def test_a_pack_steps_only_the_weight_parameters_its_trainers_step():
+    members = configs(dataclasses.replace(MLP, model_args={}, epochs=2), VARIANTS[:3])
+    runs, trainers, pack = packed(members, 2, model=lambda data: _OwnWeights())
+    pack.close()
+    for config, run, trainer in zip(members, runs, trainers):
+        expected, reference = alone(config, 2, model=lambda data: _OwnWeights())
+        assert_same_run(expected, run, 1e-5)
+        assert trainer.model.temperature.item() == 1.0
+        for mine, theirs in zip(trainer.model.parameters(), reference.model.parameters()):
+            assert torch.allclose(mine, theirs, atol=1e-5)
+
+
 def test_a_search_whose_packs_fused_nothing_says_why_once():
     """The Ray search said 'packs of 2 (as asked)' and then trained every trial alone without a word."""
     from asp_tune.tune.pack_server import say_if_nothing_fused
