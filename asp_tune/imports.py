@@ -142,10 +142,12 @@ def own_folder(path: str) -> bool:
 
 
 def add_search_paths(paths: Iterable[str]) -> None:
-    """Append the folders that exist here to ``sys.path`` (a worker on the driver's machine)."""
+    """Put the folders that exist here on ``sys.path`` as the driver has them (:func:`add_code_folder`: before
+    the current folder, a Ray worker's first entry), so that a worker on the driver's machine imports the
+    user's modules the driver imported, not a file of the same name in the folder the command runs in."""
     for path in paths:
-        if path not in sys.path and Path(path).is_dir():
-            sys.path.append(path)
+        if Path(path).is_dir():
+            add_code_folder(path)
 
 
 def by_reference(entry: Any) -> Any:

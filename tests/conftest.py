@@ -69,6 +69,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ASP_TUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """A test that runs a trial in this process (which sets torch's threads as a Ray worker's) leaves the threads
+    as they were: a later test's kernels, and so its rounding, would change (a pack's ResNet-8 drifted 5e-4 from
+    its run alone on one thread, 2e-7 on two)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _interrupted_and_straight(make_trainer, checkpoint: Path, before: int = 3, after: int = 3):
     """Train ``before`` epochs, checkpoint, train ``after`` more (straight); then a fresh trainer loads the
     checkpoint and trains the same ``after`` epochs (resumed). Returns (straight, resumed, their records)."""

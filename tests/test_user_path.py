@@ -62,6 +62,9 @@ def test_train_config_from_a_train_run_and_from_an_hpo_summary(tmp_path, capsys)
     (["correlate", "--space", "SPACE", "--max-concurrent", "0"], "invalid max_concurrent=0"),
     (["correlate", "--space", "SPACE", "--metrics", ","], "invalid metrics=','"),
     (["compare", "--space", "SPACE", "--ratios", ""], "invalid ratios=()"),
+    # refused after the whole full-data search had run: each ratio's settings are checked before any search
+    (["compare", "--space", "SPACE", "--strategy", "none", "--ratios", "1.0,0.3"],
+     "invalid metric='none': allowed 'none' only with ratio 1.0"),
     (["hpo", "--space", "SPACE", "--device", "cuda"], "invalid device='cuda'"),
     (["nas-retrain", "--genotype", "GARBAGE", *TINY], "invalid genotype="),
 ])

@@ -147,6 +147,26 @@ def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_tempora
     assert accuracy == pytest.approx(trained["final_test_accuracy"])  # predicts as it did after training
 
 
+def test_a_worker_imports_the_driver_s_module_not_a_namesake_in_the_folder_it_runs_in(tmp_path, monkeypatch):
+    """A Ray worker's first ``sys.path`` entry is the folder the command runs in: a ``my_models.py`` there was
+    imported by every trial in place of the one beside the space, which the driver had checked."""
+    from asp_tune.imports import add_search_paths, import_object
+
+    beside_space, here = tmp_path / "project", tmp_path / "here"
+    for folder in (beside_space, here):
+        folder.mkdir()
+        (folder / "my_models.py").write_text(f"WHERE = {folder.name!r}\n")
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", [str(here), *(p for p in sys.path if p not in ("", os.getcwd()))])
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    try:
+        add_search_paths([str(beside_space)])  # what a trial does with the driver's folders
+        assert import_object("my_models:WHERE") == "project"
+        assert sys.path.index(str(beside_space)) < sys.path.index(str(here))
+    finally:
+        sys.modules.pop("my_models", None)
+
+
 def test_a_model_file_whose_class_cannot_be_imported_is_a_named_error(user_folder, tmp_path):
     from asp_tune.build import build_trainer
     from asp_tune.trainer import load_model

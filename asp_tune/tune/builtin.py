@@ -9,6 +9,7 @@ store, the trial function with its fixed settings, the algorithm built from its 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -352,22 +353,23 @@ def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: i
 def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) -> dict[str, Any]:
     """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, each
     pick retrained on full data (:func:`asp_tune.tune.compare.run_comparison`)."""
-    import dataclasses
-
     from asp_tune.tune.compare import run_comparison
 
-    def job(ratio: float):
-        return lambda: job_from_settings(dataclasses.replace(
-            base, ratio=ratio, metric="none" if ratio == 1.0 else base.metric,
-            ratio_schedule="constant" if ratio == 1.0 else base.ratio_schedule,
-            name=None if base.name is None else f"{base.name}-r{ratio}"))
+    def at(ratio: float) -> HpoSettings:
+        return dataclasses.replace(base, ratio=ratio, metric="none" if ratio == 1.0 else base.metric,
+                                   ratio_schedule="constant" if ratio == 1.0 else base.ratio_schedule,
+                                   name=None if base.name is None else f"{base.name}-r{ratio}")
 
     def retrain(pick: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
         return retrain_full_data(base.space, pick, base.epochs, seeds, base.device, base.cpus_per_trial,
                                  base.gpus_per_trial)
 
     base.validate()
-    return run_comparison({r: job(r) for r in sorted(set(ratios) | {1.0})}, retrain, retrain_seeds)
+    settings = {r: at(r) for r in sorted(set(ratios) | {1.0})}
+    for each in settings.values():  # every search's settings refused by name before the first one runs
+        each.validate()
+    return run_comparison({r: functools.partial(job_from_settings, s) for r, s in settings.items()}, retrain,
+                          retrain_seeds)
 
 
 def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,

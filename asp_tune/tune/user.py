@@ -24,6 +24,7 @@ full data and reports the rank agreement.
 
 from __future__ import annotations
 
+import inspect
 import math
 import tempfile
 import time
@@ -202,8 +203,6 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     proxy_fields = set(vars(ProxySettings())) - {"ratio", "metric"}  # search's own ratio and strategy
     unknown = sorted(set(proxy_settings) - proxy_fields)
     if unknown:
-        import inspect
-
         own = [n for n, p in inspect.signature(search).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
         raise ConfigError("argument", unknown[0], f"one of search()'s own ({', '.join(own)}) or a proxy setting "
                                                   f"({', '.join(sorted(proxy_fields))})")
@@ -379,14 +378,19 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
     metric = search_kwargs.get("metric", "val_accuracy")
     storage = experiments_folder(out, search_kwargs.pop("storage_path", None), search_kwargs.get("address"))
 
+    strategy = search_kwargs.get("strategy", inspect.signature(search).parameters["strategy"].default)
+
     def job(ratio: float):
-        strategy = "none" if ratio == 1.0 else search_kwargs.get("strategy", "auto")
         given = {k: v for k, v in search_kwargs.items() if k not in ("strategy", "out", "resume")}
-        return lambda: _job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy,
-                            storage_path=storage, **given)
+        return lambda: _job(trainable, param_space, epochs=epochs, ratio=ratio,
+                            strategy="none" if ratio == 1.0 else strategy, storage_path=storage, **given)
 
     retrain = _retrain(trainable, {**search_kwargs, "storage_path": storage}, epochs, retrain_metric or metric)
     jobs = {r: job(r) for r in sorted(set(ratios) | {1.0})}
+    proxy = {k: v for k, v in search_kwargs.items() if k in vars(ProxySettings()) and k not in ("ratio", "metric")}
+    check_value(ProxySettings, "metric", strategy, "strategy")
+    for ratio in (r for r in jobs if r < 1.0):  # each search's strategy at its ratio refused before the first runs
+        ProxySettings(**proxy, ratio=ratio, metric=strategy).check_proxy()
     if out is None:
         return run_comparison(jobs, retrain, retrain_seeds)
     with RunDirectory(str(out), overwrite=overwrite) as folder:
@@ -400,8 +404,6 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
 def _job(trainable: Callable[[dict], None], param_space: dict[str, Any], **kwargs: Any) -> SearchJob:
     """:func:`user_job` with :func:`search`'s defaults for what ``kwargs`` leaves out (what is not one of
     :func:`search`'s own arguments is a proxy setting)."""
-    import inspect
-
     own = {k: p.default for k, p in inspect.signature(search).parameters.items()
            if p.kind is inspect.Parameter.KEYWORD_ONLY}
     given = {**own, **kwargs}
