@@ -467,10 +467,14 @@ class CheckpointFolder:
             if path is not None:
                 path.unlink(missing_ok=True)
 
+    def holds_checkpoints(self) -> bool:
+        """Whether a checkpoint this folder's marker lists is there (something to resume from)."""
+        return any(own_file(self.path, name) is not None for name in self.files)
+
     def remove_if_unused(self) -> None:
         """:meth:`remove` when no checkpoint was written yet (a run refused or failed before its first):
         nothing is left to resume from, so nothing is left behind."""
-        if not any(own_file(self.path, name) is not None for name in self.files):
+        if not self.holds_checkpoints():
             self.remove()
 
     def release(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from asp_tune.errors import AspTuneError
+from asp_tune.flags import both_spellings
 from asp_tune.trainer import Trainer, load_state, save_state
 
 
@@ -20,24 +21,27 @@ def resume_run(path: Path, settings: dict[str, Any], trainer: Trainer) -> float:
     state = load_state(path, "trainer", "an asp_tune NAS checkpoint", " (delete it or pass --restart)")
     old = state.get("settings") or {}
     if {k: old.get(k) for k in settings} != settings:  # what it stored beside these (an older version) is not asked
-        changed = _differing(old, settings)
-        raise AspTuneError(f"checkpoint {path} belongs to a run with other settings ({', '.join(changed)} "
-                           "differ); pass --restart to start over or use another --out")
+        changed = "; ".join(f"{both_spellings(name.rpartition('.')[2], before)} (this one's: {now!r})"
+                            if isinstance(now, (int, float, str)) else f"{name} differs"
+                            for name, before, now in _differing(old, settings))
+        raise AspTuneError(f"checkpoint {path} belongs to a run with other settings (give the ones it was started "
+                           f"with: {changed}); pass --restart to start over or use another --out")
     trainer.load_state_dict(state["trainer"])
     return float(state["seconds"])
 
 
-def _differing(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """The keys of ``new`` whose values ``old`` holds otherwise, by their dotted names (``train.lr``)."""
-    changed: list[str] = []
+def _differing(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """The keys of ``new`` whose values ``old`` holds otherwise, by their dotted names (``train.lr``), with
+    the old value and the new."""
+    changed: list[tuple[str, Any, Any]] = []
     for key in sorted(new):
         before, now = old.get(key), new[key]
         if before == now:
             continue
         if isinstance(before, dict) and isinstance(now, dict):
-            changed += _differing(before, now, f"{prefix}{key}.") or [f"{prefix}{key}"]
+            changed += _differing(before, now, f"{prefix}{key}.") or [(f"{prefix}{key}", before, now)]
         else:
-            changed.append(f"{prefix}{key}")
+            changed.append((f"{prefix}{key}", before, now))
     return changed
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from asp_tune.commands import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
+from asp_tune.errors import RunInterrupted
 from asp_tune.flags import add_arguments, values_from_args
 
 
@@ -79,10 +80,22 @@ def _checkpoint_folder(args: argparse.Namespace):
         folder.clear()
     try:
         yield folder
-    except BaseException:
+    except BaseException as exc:
         folder.remove_if_unused()
         folder.release()  # what is left is for a resume, by the next run
+        if isinstance(exc, KeyboardInterrupt) and folder.holds_checkpoints():
+            raise RunInterrupted(f"interrupted; no results were committed. The epochs trained are kept in "
+                                 f"{folder.path}: the same command again resumes from them (--restart starts "
+                                 "over)") from None
         raise
+
+
+def _say_resuming(checkpoints: list[Path]) -> None:
+    """Say which checkpoints a run goes on from (the same command after an interruption)."""
+    found = [p for p in checkpoints if p.exists()]
+    if found:
+        print(f"[asp-tune nas] resuming from {', '.join(p.name for p in found)} in {found[0].parent} "
+              "(--restart starts over)", file=sys.stderr)
 
 
 def _progress(total: int, desc: str, quiet: bool, unit: str):
@@ -121,11 +134,12 @@ def run_nas(args: argparse.Namespace) -> int:
             bar = _progress(cfg.epochs, "supernet", args.quiet, "epoch")
 
             def on_epoch(rec: dict[str, Any]) -> None:
-                bar.update(1)
+                bar.update(rec["epoch"] - bar.n)  # a resumed run's first epoch is not its first
                 bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}",
                                 metric=rec["metric_used"], passes=f"{rec['data_passes']:.2f}")
 
             scoring = _progress(None, "selection", args.quiet or settings.searcher != "spos", "arch")
+            _say_resuming([ckpt.file(f"seed{seeds[0]}.pt")])
             results = [run_search(settings, ckpt.file(f"seed{seeds[0]}.pt"), on_epoch,
                                   lambda rec: scoring.update(1), table)]
             bar.close()
@@ -134,6 +148,7 @@ def run_nas(args: argparse.Namespace) -> int:
             from nas.parallel import run_seeds
 
             bar = _progress(len(seeds), "searches", args.quiet, "seed")
+            _say_resuming([ckpt.file(f"seed{s}.pt") for s in seeds])
             results = run_seeds(settings, seeds, {s: ckpt.file(f"seed{s}.pt") for s in seeds},
                                 parallel.cpus_per_search, parallel.gpus_per_search, parallel.address,
                                 on_done=lambda r: bar.update(1), max_failures=parallel.max_failures)
@@ -200,9 +215,10 @@ def run_nas_retrain(args: argparse.Namespace) -> int:
         bar = _progress(train.epochs, "retrain", args.quiet, "epoch")
 
         def on_epoch(rec: dict[str, Any]) -> None:
-            bar.update(1)
+            bar.update(rec["epoch"] - bar.n)
             bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}")
 
+        _say_resuming([ckpt.file("retrain.pt")])
         summary, epochs = run_retrain(settings, ckpt.file("retrain.pt"), on_epoch)
         bar.close()
         out.write_table("epochs.csv", epochs)

@@ -112,10 +112,11 @@ def test_search_resumes_from_its_checkpoint(tmp_path):
     assert resumed.summary["arch"] == fresh.summary["arch"]
     pd.testing.assert_series_equal(resumed.epochs["train_loss"], fresh.epochs["train_loss"], rtol=1e-5)
     assert resumed.summary["data_passes"] == fresh.summary["data_passes"]
-    with pytest.raises(AspTuneError, match=r"other settings \(channels differ\)"):
+    with pytest.raises(AspTuneError, match=r"other settings \(give the ones it was started with: channels=(\d+) or "
+                                           r"--channels \1 \(this one's: 6\)\)"):
         run_search(tiny_settings(channels=6), ckpt)
     faster = dataclasses.replace(tiny_settings().train, lr=0.1)
-    with pytest.raises(AspTuneError, match=r"other settings \(train.lr differ\)"):  # the field, not only "train"
+    with pytest.raises(AspTuneError, match=r": lr=([\d.]+) or --lr \1 \(this one's: 0.1\)\)"):  # the field, not "train"
         run_search(tiny_settings(train=faster), ckpt)
     # what only matters after training (selection, ground truth) may change: the trained supernet is reused
     seen = []
@@ -180,6 +181,33 @@ def test_nas_cli_writes_results_and_removes_checkpoints(tmp_path, shared_data, c
     assert list(pd.read_csv(out / "epochs.csv")["epoch"]) == [1, 2]
     assert (out / "search.png").stat().st_size > 10_000
     assert not (tmp_path / ".search.checkpoints").exists()
+
+
+def test_an_interrupted_nas_command_says_how_to_go_on_and_the_same_command_says_it_resumes(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """Ctrl-C said only "interrupted; no results were committed", and the resumed run said nothing."""
+    from asp_tune.trainer import Trainer
+
+    out, train_epoch = tmp_path / "search", Trainer.train_epoch
+
+    def interrupted_in_epoch_two(self):
+        record = train_epoch(self)
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+        return record
+
+    argv = ["nas", *CLI_TINY, "--epochs", "3", "--out", str(out)]
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_two)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    kept = tmp_path / ".search.checkpoints"
+    assert f"interrupted; no results were committed. The epochs trained are kept in {kept}: the same command " \
+           "again resumes from them (--restart starts over)" in err
+    assert (kept / "seed0.pt").is_file() and not out.exists()
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    assert main(argv) == 0
+    assert f"resuming from seed0.pt in {kept} (--restart starts over)" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["resumed_from_epoch"] == 1 and not kept.exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -270,7 +298,8 @@ def test_sigterm_to_a_seeds_search_exits_130_and_commits_nothing(tmp_path, share
     driver.send_signal(signal.SIGTERM)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err[-2000:]
-    assert "interrupted; no results were committed" in err and "Traceback" not in err and "SIGTERM" not in err
+    assert "interrupted; no results were committed. The epochs trained are kept in" in err
+    assert "Traceback" not in err and "SIGTERM" not in err
     assert not out.exists()
 
 
@@ -329,7 +358,7 @@ def test_retrain_resumes_only_its_own_checkpoint(tmp_path):
     summary, epochs = run_retrain(settings, ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
     assert seen == [2] and list(epochs["epoch"]) == [1, 2] and summary["epochs"] == 2
     other = Genotype(normal=KNOWN_GENOTYPES["darts_v2"].reduce, reduce=KNOWN_GENOTYPES["darts_v2"].normal)
-    with pytest.raises(AspTuneError, match=r"other settings \(genotype.normal, genotype.reduce differ\)"):
+    with pytest.raises(AspTuneError, match=r": genotype.normal differs; genotype.reduce differs\)"):
         run_retrain(RetrainSettings(other, train, channels=4, layers=3), ckpt)
 
 
