@@ -229,7 +229,30 @@ def test_compare_judges_a_pick_by_its_retrain_never_by_an_early_stopped_score(ca
     lines = comparison_markdown(table, "t").splitlines()
     full_row, proxy_row = (next(line for line in lines if line.startswith(f"| {r} |")) for r in (1.0, 0.3))
     assert "| - | - | - | - | - | - |" in full_row  # full data against itself: nothing to correlate
-    assert "(not measured: 1 of 6 pairs)" in proxy_row and "±" not in proxy_row  # one retrain: no spread
+    assert "±" not in proxy_row  # one retrain: no spread
+    # one pair is no measurement: no correlation is reported (it read "0.000 (not measured: ...)", csv 0.0)
+    assert "| - (not measured: 1 of 6 pairs) | - | - | - | - | 1 |" in proxy_row
+    assert row[["kendall_tau", "pearson", "spearman", "r2", "good_spearman"]].isna().all() and not row["measured"]
+
+
+def test_the_compare_report_shows_the_wall_time_s_parts_and_a_score_that_is_no_accuracy_as_it_is():
+    from asp_tune.tune.compare import comparison_markdown
+
+    rows = [{"config/x": i, "best_score": 0.5, "final_score": 0.5, "status": "TERMINATED", "epochs": 4}
+            for i in range(2)]
+    parts = {"trial_seconds": {"startup": 6.2, "training": 1.1, "validation": 0.3}}
+    audited = {"full_data": {"cost": {"wall_time_s": 2.5}}}
+    table, _ = compare_runs({1.0: _result(rows, {"best_score": 0.5, **parts}),
+                             0.3: _result(rows, {"best_score": 0.5, **parts, **audited})},
+                            {1.0: [{"seed": 0, "score": 0.9784}], 0.3: [{"seed": 0, "score": 0.95}]}, ["x"])
+    assert table.set_index("ratio").loc[0.3, ["startup_s", "training_s", "validation_s", "full_data_wall_s"]].tolist() \
+        == [6.2, 1.1, 0.3, 2.5]
+    r2 = comparison_markdown(table, "t", "retrained test R²")
+    proxy_row = next(line for line in r2.splitlines() if line.startswith("| 0.3 |"))
+    assert "| 10.0 | 2.5 | 6.2 / 1.1 / 0.3 |" in proxy_row and "| 0.9500 | 0.0284 |" in proxy_row
+    assert "x 100" not in r2 and "shown as it is" in r2
+    accuracy = comparison_markdown(table, "t", "retrained test accuracy")
+    assert "| 95.00 | 2.84 |" in accuracy and "shown x 100 (accuracy in percent)" in accuracy
 
 
 def test_a_proxy_row_whose_first_rung_raised_its_ratio_says_at_what_ratio_it_ran(capsys):

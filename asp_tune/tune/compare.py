@@ -124,6 +124,9 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
         rows.append({
             "ratio": ratio, "ratio_run": ran_at, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
             "num_failed": s["num_failed"], "wall_time_s": s["wall_time_s"],
+            **{f"{part}_s": float((s.get("trial_seconds") or {}).get(part, math.nan))
+               for part in ("startup", "training", "validation")},
+            "full_data_wall_s": float(((s.get("full_data") or {}).get("cost") or {}).get("wall_time_s", 0.0)),
             "speedup_wall": full.summary["wall_time_s"] / s["wall_time_s"] if s["wall_time_s"] else math.nan,
             "data_passes_total": s["data_passes_total"],
             "speedup_data_passes": (full.summary["data_passes_total"] / s["data_passes_total"]
@@ -146,8 +149,10 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             print(f"[asp-tune compare] warning: {line}", file=sys.stderr)
     table = pd.DataFrame(rows)
     itself = table["ratio"] == 1.0  # full data against its own scores: nothing to correlate
-    table.loc[itself, ["kendall_tau", "pearson", "spearman", "r2", "good_spearman", "tau_low", "tau_high"]] = math.nan
     table.loc[itself, "measured"] = False
+    # too few configurations with both scores (and full data against itself): no correlation is reported
+    table.loc[~table["measured"].astype(bool), ["kendall_tau", "pearson", "spearman", "r2", "good_spearman",
+                                                 "tau_low", "tau_high"]] = math.nan
     table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"], table["relative_cost"])
     for old, new in DEPRECATED_COLUMNS.items():
         table[old] = table[new]
@@ -175,48 +180,73 @@ def write_comparison(folder, comparison: dict[str, Any], title: str, score_name:
 def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy") -> str:
     from asp_tune.tune.fulldata import MIN_PAIRS
 
+    shown = _scale(score_name)
+    percent = shown is _percent
     lines = [f"# {title}", "",
-             "| ratio | metric | trials | wall s | speed-up (wall) | data passes | speed-up (passes) | best score | "
+             "| ratio | metric | trials | wall s | of it full data s | trials' s: start-up / training / validation | "
+             "speed-up (wall) | data passes | speed-up (passes) | best score | "
              f"{score_name} | regret | Kendall tau (90% interval) | Pearson | Spearman | r² | good Spearman | n | "
              "rung tau (min) | warning |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         rung = "-" if r.get("rung_tau_min") != r.get("rung_tau_min") else f"{r['rung_tau_min']:.2f} ({r['rung_pairs']})"
-        interval = (f" ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f})" if r["tau_low"] == r["tau_low"]
-                    else f" (not measured: {r['pairs']} of {MIN_PAIRS} pairs)")
         warned = "-" if r["ratio"] == 1.0 else ("**yes**" if r["warning"] else
                                                  ("no" if r["measured"] else "no (not measured)"))
-        correlations = (" - | - | - | - | - | - " if r["ratio"] == 1.0 else  # full data against itself: nothing
-                        f" {r['kendall_tau']:.3f}{interval} | {r['pearson']:.3f} | {r['spearman']:.3f} | "
-                        f"{r['r2']:.3f} | {r['good_spearman']:.3f} | {r['pairs']} ")
+        if r["ratio"] == 1.0:  # full data against itself: nothing
+            correlations = " - | - | - | - | - | - "
+        elif not r["measured"]:
+            correlations = f" - (not measured: {r['pairs']} of {MIN_PAIRS} pairs) | - | - | - | - | {r['pairs']} "
+        else:
+            correlations = (f" {r['kendall_tau']:.3f} ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f}) | "
+                            f"{r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | {r['good_spearman']:.3f} | "
+                            f"{r['pairs']} ")
         seeds = len(r["retrained"]) if isinstance(r.get("retrained"), list) else 2
-        spread = "" if seeds < 2 else f" ± {_percent(r['retrained_std'])}"  # no spread from one retrain
-        ran = r.get("ratio_run", r["ratio"])
-        label = r["ratio"] if ran != ran or ran == r["ratio"] else f"{r['ratio']} (ran at {ran:g})"
+        spread = "" if seeds < 2 else f" ± {shown(r['retrained_std'])}"  # no spread from one retrain
+        parts = " / ".join("-" if r.get(f"{p}_s") != r.get(f"{p}_s") else f"{r[f'{p}_s']:.1f}"
+                           for p in ("startup", "training", "validation"))
+        full_data = r.get("full_data_wall_s", 0.0)
         lines.append(
-            f"| {label} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | {r['speedup_wall']:.2f}x | "
-            f"{r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | {r['best_score']:.4f} | "
-            f"{_percent(r['retrained_mean'])}{spread} | {_percent(r['regret'])} |{correlations}| {rung} | {warned} |")
-    lines += ["", "Metric: the strategy choosing each epoch's subset. Data passes: training samples seen over the "
+            f"| {ratio_label(r)} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | "
+            f"{'-' if not full_data or full_data != full_data else f'{full_data:.1f}'} | {parts} | "
+            f"{r['speedup_wall']:.2f}x | {r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | "
+            f"{r['best_score']:.4f} | {shown(r['retrained_mean'])}{spread} | {shown(r['regret'])} |{correlations}| "
+            f"{rung} | {warned} |")
+    scale = ("shown x 100 (accuracy in percent)" if percent else "shown as it is")
+    lines += ["", "Metric: the strategy choosing each epoch's subset. Wall s: the search as one waits for it, its "
+              "full-data part (top rung and audit) included; trials' seconds are summed over the trials (they run "
+              "side by side): start-up (a worker's imports, the data, the network), training and validation. Data "
+              "passes: training samples seen over the "
               "training set's size, summed over the trials. Best score: the pick's validation score as the search "
               "decided it (on full data where full data decided). Speed-ups are against the full-data run (ratio "
               "1.0, metric none) of the same search and seed. "
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
-              "all training data (mean ± std over seeds), shown x 100 (accuracy in percent); best score is shown "
+              f"all training data (mean ± std over seeds), {scale}; best score is shown "
               "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
-              "pick's retrained score less this pick's, x 100 (points). Correlations: each configuration's proxy "
-              "score against its full-data final score "
+              f"pick's retrained score less this pick's{', x 100 (points)' if percent else ''}. Correlations: each "
+              "configuration's proxy score against its full-data final score "
               "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
               "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
               "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
-              f"bootstrap over configurations, measured once {MIN_PAIRS} of them have both scores "
+              f"bootstrap over configurations; all are measured once {MIN_PAIRS} configurations have both scores "
               "(asp_tune/tune/fulldata.py); the full-data row has nothing to correlate; n: the configurations with "
               "both scores. Rung tau: the lowest Kendall tau between consecutive rungs of the search's own early "
               "stopping, with those rungs and its pairs (asp_tune/tune/trust.py). Warning: the proxy misranks "
               "against full data (its whole interval below 0.3; an interval across 0.3 is uncertain, not a "
-              "warning) or the pick lost more than 1 point; the lines are in comparison.csv and were printed. The "
-              "search's own line pairs only its own configurations, so its tau can differ from this table's."]
+              f"warning), the pick lost more than {'1 point' if percent else '0.01'}, or the search ran at another "
+              "ratio than asked (its first rung was too short); the lines are in comparison.csv and were printed. "
+              "The search's own line pairs only its own configurations, so its tau can differ from this table's."]
     return "\n".join(lines) + "\n"
+
+
+def ratio_label(row: pd.Series | dict[str, Any]) -> str:
+    """A row's ratio, and the ratio its search ran at where that differs (a first rung made long enough)."""
+    ran = row.get("ratio_run", row["ratio"])
+    return f"{row['ratio']}" if ran != ran or ran == row["ratio"] else f"{row['ratio']} (ran at {ran:g})"
+
+
+def _scale(score_name: str) -> Callable[[float], str]:
+    """How the report shows a retrained score: an accuracy in percent, any other score as it is."""
+    return _percent if "accuracy" in score_name else (lambda v: "-" if v != v else f"{v:.4f}")
 
 
 def _percent(value: float) -> str:
@@ -226,25 +256,35 @@ def _percent(value: float) -> str:
 def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, float]]], path,
                     score_name: str = "retrained test accuracy") -> None:
     from asp_tune.plots import agreement_scatter, pyplot, save_figure
+    from asp_tune.tune.fulldata import MIN_PAIRS
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-    labels = [f"r={r}" for r in table["ratio"]]
+    labels = [f"r={ratio_label(row)}" for _, row in table.iterrows()]
     axes[0].bar(labels, table["wall_time_s"], color="tab:blue")
     axes[0].set_title("search wall time (s)")
-    axes[1].bar(labels, 100 * table["retrained_mean"], yerr=100 * table["retrained_std"].fillna(0), color="tab:green")
-    axes[1].set_ylim(0, 100)  # an honest axis: small gaps look small
-    axes[1].set_title(f"{score_name} (%)")
+    percent = _scale(score_name) is _percent
+    scale = 100 if percent else 1
+    axes[1].bar(labels, scale * table["retrained_mean"], yerr=scale * table["retrained_std"].fillna(0),
+                color="tab:green")
+    if percent:
+        axes[1].set_ylim(0, 100)  # an honest axis: small gaps look small
+    axes[1].set_title(f"{score_name}{' (%)' if percent else ''}")
     axes[2].bar(labels, table["data_passes_total"], color="tab:orange")
     axes[2].set_title("data passes (all trials)")
     taus = []
-    for r, pairs in scatter.items():
-        if r != 1.0 and pairs:
-            tau = agreement_scatter(axes[3], [a for a, _ in pairs], [b for _, b in pairs], label=f"r={r}")
+    measured = dict(zip(table["ratio"], table["measured"]))
+    for i, (r, pairs) in enumerate((r, p) for r, p in scatter.items() if r != 1.0 and p):
+        style = {"color": f"C{i + 1}"}
+        if measured.get(r):
+            tau = agreement_scatter(axes[3], [a for a, _ in pairs], [b for _, b in pairs], label=f"r={r}", **style)
             taus.append(f"r={r}: tau {tau:.2f}")
+        else:  # too few configurations: their points, no fit and no tau
+            axes[3].scatter([a for a, _ in pairs], [b for _, b in pairs], s=14, label=f"r={r}", **style)
+            taus.append(f"r={r}: not measured ({len(pairs)} of {MIN_PAIRS} pairs)")
     axes[3].set_xlabel("full-data best score")
     axes[3].set_ylabel("proxy best score")
-    axes[3].set_title("same configurations; " + ", ".join(taus), fontsize=9)
+    axes[3].set_title("same configurations\n" + "; ".join(taus), fontsize=9)
     if taus:
         axes[3].legend()
     save_figure(fig, path)
