@@ -392,7 +392,7 @@ def test_a_refused_resume_makes_no_experiments_folder(tmp_path):
     with pytest.raises(ConfigError, match="invalid resume=.*written by 'asp-tune hpo'"):
         _preflight(job, str(tmp_path / "nonexistent"))
     assert not storage.exists()  # refused before the storage place is made
-    assert _preflight(job, None)[0] == str(storage) and storage.is_dir()
+    assert _preflight(job, None)[0] == str(storage) and not storage.exists()  # probed; Ray makes it when it runs
 
 
 def test_the_names_runner_held_still_work_with_a_warning():
@@ -633,6 +633,17 @@ def test_a_storage_path_ray_could_not_use_is_refused_before_ray_starts(location,
     with pytest.raises(ConfigError, match=message) as err:
         check_location(location)
     assert err.value.field == "storage_path"
+
+
+def test_the_storage_probe_leaves_no_folder_it_made(tmp_path):
+    """A search refused after the probe (no node with the GPU a trial asks for) left an empty ``.OUT.ray``."""
+    from asp_tune.tune.storage import check_location
+
+    check_location(str(tmp_path / "new" / ".out.ray"))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    check_location(str(tmp_path / "kept"))
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
 
 
 @pytest.mark.parametrize("scheme, message", [

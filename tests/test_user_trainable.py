@@ -102,11 +102,13 @@ def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session
 def test_compare_a_user_trainable_against_full_data(ray_session, tmp_path):
     from ray import tune
 
-    report = asp_tune.tune.compare_trainable(trainable, {"lr": tune.grid_search([0.01, 0.1, 1.0])}, epochs=EPOCHS,
+    # six configurations: correlations are measured from six pairs on (fewer report none)
+    lrs = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+    report = asp_tune.tune.compare_trainable(trainable, {"lr": tune.grid_search(lrs)}, epochs=EPOCHS,
                                    ratios=(1.0, 0.5), scheduler="fifo", num_samples=1, decide="proxy",
                                    storage_path=str(tmp_path / "ray"), out=tmp_path / "cmp")
     table = report["table"].set_index("ratio")
-    assert table.loc[1.0, "pairs"] == 3 and table.loc[0.5, "pairs"] == 3
+    assert table.loc[1.0, "pairs"] == 6 and table.loc[0.5, "pairs"] == 6 and table.loc[0.5, "measured"]
     assert table.loc[1.0, ["kendall_tau", "r2", "spearman"]].isna().all()  # full data has nothing to correlate
     assert table.loc[0.5, ["kendall_tau", "r2", "spearman"]].notna().all()
     assert table.loc[0.5, "data_passes"] < table.loc[1.0, "data_passes"]

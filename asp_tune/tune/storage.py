@@ -7,6 +7,7 @@ URI); URIs go through pyarrow's file systems, the layer Ray itself uses.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -64,12 +65,17 @@ def check_location(location: str, field: str = "storage_path") -> None:
     if any(len(os.fsencode(part)) > NAME_MAX - 64 for part in path.parts):
         raise ConfigError(field, location, f"a path whose every name is at most {NAME_MAX - 64} bytes (Ray names "
                                            "experiments and trials inside it)")
-    try:
+    made = [p for p in (path, *path.parents) if not p.exists()]  # what the probe makes, it takes away again:
+    try:                                                            # a search refused later leaves no folder
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".asp_tune_probe."):
             pass
     except OSError as exc:
         raise ConfigError(field, location, f"a folder this user can write ({exc.strerror or exc})") from None
+    finally:
+        for folder in made:  # deepest first; one another process filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 #: Seconds a storage URI has to answer before a search is refused (pyarrow's GCS client retries for
