@@ -100,3 +100,42 @@ def test_the_demo_keeps_only_what_a_resume_needs_and_says_where(tmp_path, capsys
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     settled = summary["runs"]["1.0"]["experiment"]
     assert settled["checkpoints_kept"] is False and Path(settled["path"]).parent == experiments
+
+
+def test_a_new_search_names_the_searches_in_its_storage_that_stopped_before_they_finished(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A driver killed hard left its experiment in .OUT.ray; the same command again started a new search and
+    never said the old one could be finished."""
+    from types import SimpleNamespace
+
+    import asp_tune.tune.run as run
+    from asp_tune.tune.storage import SETTINGS_FILE, settle_experiment, unfinished_experiments
+
+    storage = tmp_path / ".out.ray"
+
+    def experiment(name: str, settings: dict, checkpoint: bool = True) -> Path:
+        folder = storage / name
+        (folder / "trial_1" / ("checkpoint_000001" if checkpoint else "other")).mkdir(parents=True)
+        (folder / SETTINGS_FILE).write_text(json.dumps(settings))
+        return folder
+
+    killed = experiment("asp-killed", {"algo": "asha"})
+    settle_experiment(str(experiment("asp-finished", {"algo": "asha"})), keep_checkpoints=True, verbose=0)
+    experiment("asp-killed-full-data", {"algo": "random", "audit_of": "asp-killed"})  # resumes with its search
+    experiment("asp-before-its-first-checkpoint", {"algo": "asha"}, checkpoint=False)
+    (storage / "not-ours" / "trial" / "checkpoint_000001").mkdir(parents=True)
+    assert unfinished_experiments(str(storage)) == [killed]
+    assert unfinished_experiments(str(tmp_path / "nowhere")) == unfinished_experiments(None) == []
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(run, "_preflight", lambda job, resume: (str(storage), resume))
+    monkeypatch.setattr("asp_tune.tune.session.ensure_ray", lambda *a, **k: (_ for _ in ()).throw(Stop()))
+    job = SimpleNamespace(address=None, modules=[])
+    for say, resume in ((True, None), (False, None), (True, str(killed))):
+        with pytest.raises(Stop):
+            run.run_search(job, resume=resume, say_unfinished=say)
+        said = capsys.readouterr().err
+        assert (f"[asp-tune] note: {killed} holds a search that stopped before it finished; resume='{killed}' or "
+                f"--resume {killed} finishes it (this search is a new one)" in said) == (say and resume is None)

@@ -299,7 +299,7 @@ def run_hpo(settings: HpoSettings, resume: str | None = None, resume_unsigned: b
     try:
         if out is None:
             return run_search(_in_python_words(job_from_settings(settings)), resume=resume,
-                              resume_unsigned=resume_unsigned)
+                              resume_unsigned=resume_unsigned, say_unfinished=True)
         from asp_tune.tune.results import search_into
         from asp_tune.tune.run import experiments_folder
 

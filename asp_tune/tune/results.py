@@ -47,7 +47,7 @@ def search_into(job: SearchJob, out: str | Path, overwrite: bool = False, resume
     from asp_tune.run_dir import RunDirectory
 
     with RunDirectory(str(out), overwrite=overwrite) as folder:
-        result = run_search(job, resume=resume, resume_unsigned=resume_unsigned)
+        result = run_search(job, resume=resume, resume_unsigned=resume_unsigned, say_unfinished=True)
         write_search(folder, result, jsonable(job.settings), title or job.label)
         target = folder.commit(result.summary)
     return result, target

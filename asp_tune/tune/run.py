@@ -33,7 +33,7 @@ from asp_tune.tune.algorithms import Built
 from asp_tune.tune.job import SearchJob, SearchResult  # noqa: F401 - part of this module's API
 from asp_tune.tune.collect import best_trial, collect_trials, plain, proxy_model_seconds, proxy_trust
 from asp_tune.tune.storage import (SETTINGS_FILE, join, make_dirs, ray_filesystem, read_text,  # noqa: F401
-                                   settle_experiment, storage_root, write_text)
+                                   settle_experiment, storage_root, unfinished_experiments, write_text)
 
 #: Checkpoints a trial keeps (its latest ones); Ray saves the experiment's state at the latest when a
 #: trial has made this many since the last save, so the one a saved state names is on disk.
@@ -254,12 +254,14 @@ def _has_own_target(built: Built) -> bool:
                for o in (built.scheduler, built.searcher))
 
 
-def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool = False) -> SearchResult:
+def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool = False,
+               say_unfinished: bool = False) -> SearchResult:
     """Run (or resume) ``job``; one row per trial, the pick and its summary.
 
     ``resume``: an experiment folder to finish; only from the copy of its state this user's key signed
     (:mod:`asp_tune.tune.signing`) unless ``resume_unsigned``, which lets Ray unpickle whatever the folder
-    holds. Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays
+    holds. ``say_unfinished`` (a search its caller can resume): a new search says which searches in its storage
+    folder stopped before they finished, and how to finish them. Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays
     resumable) and :class:`~asp_tune.errors.RunFailed` when no trial scored.
     """
     from asp_tune.tune.progress import recorded_wall_time
@@ -268,6 +270,9 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     from asp_tune.tune.fulldata import CHANGES_FILE
 
     storage, resume = _preflight(job, resume)
+    for experiment in unfinished_experiments(storage) if say_unfinished and not resume else ():
+        print(f"[asp-tune] note: {experiment} holds a search that stopped before it finished; "
+              f"{both_spellings('resume', str(experiment))} finishes it (this search is a new one)", file=sys.stderr)
     ensure_ray(job.address, modules=job.modules)
     check_resources(job.cpus_per_trial, job.gpus_per_trial)
     check_shared_storage(job.storage_path)

@@ -8,6 +8,7 @@ URI); URIs go through pyarrow's file systems, the layer Ray itself uses.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -197,7 +198,6 @@ def list_dirs(location: str) -> list[str]:
 def trial_reports(trial: str | Path) -> list[dict]:
     """A trial's reports so far, from its ``result.json``; a line still being written, or one cut off
     by a killed driver (merged with the next on resume), is left out."""
-    import json
 
     file = Path(trial) / "result.json"
     rows = []
@@ -211,7 +211,29 @@ def trial_reports(trial: str | Path) -> list[dict]:
 
 #: asp_tune's record of how an experiment was started, beside Ray's files.
 SETTINGS_FILE = "asp_tune_settings.json"
+#: written into an experiment whose search finished (:func:`settle_experiment`)
+FINISHED_FILE = "asp_tune_finished"
 CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
+
+
+def unfinished_experiments(storage: str | None) -> list[Path]:
+    """The experiments asp_tune started in the local folder ``storage`` whose search stopped before it finished
+    (killed, or its driver lost): never settled, their trials' checkpoints still there to resume from. A search's
+    full-data audit resumes with the search and is not listed."""
+    if storage is None or is_uri(storage) or not Path(storage).is_dir():
+        return []
+    found = []
+    for experiment in sorted(p for p in Path(storage).iterdir() if p.is_dir() and not p.is_symlink()):
+        if not (experiment / SETTINGS_FILE).is_file() or (experiment / FINISHED_FILE).exists():
+            continue
+        try:
+            if json.loads((experiment / SETTINGS_FILE).read_text()).get("audit_of"):
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        if any(CHECKPOINT_FOLDER.fullmatch(c.name) for t in experiment.iterdir() if t.is_dir() for c in t.iterdir()):
+            found.append(experiment)
+    return found
 
 
 def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> dict[str, Any]:
@@ -230,6 +252,8 @@ def settle_experiment(experiment: str, keep_checkpoints: bool, verbose: int) -> 
                 if folder.is_dir() and not folder.is_symlink():
                     shutil.rmtree(folder)  # Ray's own checkpoint folder, in a trial folder of our experiment
                     dropped += 1
+    if (root / SETTINGS_FILE).is_file() and not root.is_symlink():
+        (root / FINISHED_FILE).touch()
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
     if verbose:
         kept = "its trials' checkpoints kept" if keep_checkpoints else \

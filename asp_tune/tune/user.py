@@ -308,7 +308,7 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     job.keep_checkpoints = keep_checkpoints
     try:
         if out is None:
-            return run_search(job, resume=resume, resume_unsigned=resume_unsigned)
+            return run_search(job, resume=resume, resume_unsigned=resume_unsigned, say_unfinished=True)
         return search_into(job, out, overwrite=overwrite, resume=resume, resume_unsigned=resume_unsigned)[0]
     except RunInterrupted as exc:  # said in this function's words
         raise exc.hinted("resume=") from None
