@@ -28,6 +28,7 @@ _EXPORTS = {
     "STRATEGIES": "asp_tune.registry", "STATISTICS": "asp_tune.registry",
     "DataBundle": "asp_tune.datasets", "ImageArrays": "asp_tune.datasets", "load_dataset": "asp_tune.datasets",
     "AspTuneError": "asp_tune.errors", "ConfigError": "asp_tune.errors", "DataError": "asp_tune.errors",
+    "RunInterrupted": "asp_tune.errors",
     "DeviceFeeder": "asp_tune.feeding", "SelectedIndexSampler": "asp_tune.feeding", "StreamFeeder": "asp_tune.feeding",
     "ProxyMemory": "asp_tune.memory", "Statistic": "asp_tune.memory", "register_statistic": "asp_tune.memory",
     "build_model": "asp_tune.models",

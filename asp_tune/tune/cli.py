@@ -90,8 +90,8 @@ def add_hpo_parser(p: argparse.ArgumentParser) -> None:
 @subcommand("compare", "full-data baseline and proxy ratios side by side, picks retrained")
 def add_compare_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Same search and seed at ratio 1.0 (metric none) and each proxy ratio; every run's best "
-                     "configuration is retrained on full data. Writes report.md, comparison.csv, comparison.png "
-                     "and per-run trials CSVs.")
+                     "configuration is retrained on full data. Writes report.md, comparison.csv, retrained.csv, "
+                     "comparison.png, summary.json and per-run trials CSVs.")
     from asp_tune.tune.compare_settings import CompareSettings
 
     _add_search_flags(p)
@@ -101,7 +101,7 @@ def add_compare_parser(p: argparse.ArgumentParser) -> None:
 @subcommand("correlate", "the ASP paper's Table 5: rank correlation per (ratio, metric)")
 def add_correlate_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Every configuration of a grid space on full data and at every (ratio, metric), in parallel "
-                     "on Ray; writes correlation.csv, table.md, scores.csv, scatter.png.")
+                     "on Ray; writes correlation.csv, table.md, scores.csv, scatter.png and summary.json.")
     _add_space_flags(p)
     from asp_tune.tune.compare_settings import CorrelateSettings
 
