@@ -196,6 +196,9 @@ def test_paused_trial_resumes_with_the_same_memory_and_selections(tmp_path):
     (["--algo", "random", "--rung-ratios", "0.1,0.3,1"], "invalid rung_ratios='0.1,0.3,1': allowed none unless --algo"),
     (["--algo", "hypertune", "--max-epochs", "9", "--rung-ratios", "0.1,0.3,1", "--ratio-schedule", "dynamic"],
      "invalid ratio_schedule='dynamic': allowed constant with --rung-ratios"),
+    (["--algo", "hypertune", "--max-epochs", "9", "--ratio", "1.0", "--strategy", "none", "--rung-ratios", "0.1,0.3,1"],
+     "invalid metric='none': allowed a strategy that selects subsets: rung_ratios='0.1,0.3,1' or --rung-ratios "
+     "0.1,0.3,1 trains the first rung at ratio 0.1"),  # it said "'none' only with ratio 1.0" to --ratio 1.0
     (["--algo", "hypertune", "--reduction-factor", "1"], "invalid reduction_factor=1"),
     (["--algo", "hypertune", "--early-stop", "asha"], "invalid early_stop='asha': allowed none with --algo hypertune"),
     (["--ratio-schedule", "steps:3=0.5,2=1"], "invalid ratio_schedule='steps:3=0.5,2=1'"),

@@ -20,7 +20,7 @@ from typing import Any
 from asp_tune.config import SELECTION_FIELDS, TrainConfig
 from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
-from asp_tune.flags import option, reuse
+from asp_tune.flags import both_spellings, option, reuse
 from asp_tune.imports import is_import_path, user_modules
 from asp_tune.proxy_settings import (RATIO, ProxySettings, ratio_steps, search_proxy_fields, steps_schedule,
                                      trials_start_at_ratio)
@@ -319,6 +319,11 @@ class HpoSettings:
         if len(ratios) != len(rungs):
             raise ConfigError("rung_ratios", self.rung_ratios, f"{len(rungs)} ratios, one per rung at epochs "
                                                                f"{', '.join(map(str, rungs))}")
+        if self.metric in ("none", "infobatch") and ratios[0] < 1.0:  # not its ratio, which the rungs replace
+            raise ConfigError("metric", self.metric, f"a strategy that selects subsets: "
+                                                     f"{both_spellings('rung_ratios', self.rung_ratios)} trains the "
+                                                     f"first rung at ratio {ratios[0]:g}, and '{self.metric}' runs at "
+                                                     "ratio 1.0 only")
         steps = steps_schedule(list(zip(rungs[:-1], ratios[1:])))
         if self.ratio_schedule not in ("constant", steps):
             raise ConfigError("ratio_schedule", self.ratio_schedule, "constant with --rung-ratios")
