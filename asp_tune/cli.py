@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import os
 import sys
 import threading
@@ -22,6 +24,7 @@ def run_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from asp_tune.build import build_trainer
+    from asp_tune.imports import search_paths, user_modules
     from asp_tune.plots import plot_training_run
 
     config = train_config(args)
@@ -47,6 +50,9 @@ def run_train(args: argparse.Namespace) -> int:
                           f"{config.model} on {config.dataset}: r={config.ratio} {config.ratio_schedule}, "
                           f"metric={config.metric}")
         summary["config"] = config.to_dict()
+        # where your modules were imported from: `inspect` and `train --config` of this folder look there too
+        summary["search_paths"] = search_paths(user_modules([config.model, config.dataset, config.task,
+                                                             config.metric]))
         trainer.save_model(out.file(MODEL_FILE))
         out.write_table(SAMPLES_FILE, pd.DataFrame(trainer.sample_table()))
         if trainer.trajectories:  # only runs whose importance memory was tracked
@@ -87,7 +93,6 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     ``compare`` run (the pick with the best retrained test accuracy), to be trained on full data.
     Its import paths are refused before anything is imported unless they are registered names or
     lie in a module of ``trust`` (:func:`asp_tune.config.check_file_config`)."""
-    import json
     from pathlib import Path
 
     from asp_tune.errors import ConfigError
@@ -124,15 +129,22 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
 
     if not summary_signed(file, content):
         check_file_config(values, trust, f"results file {file} (not signed by you)")
-    else:  # a search of yours imported its modules from these folders (its space's, first): so does this run
-        from asp_tune.imports import add_search_paths, own_folder
-
-        runs = summary.get("runs") if isinstance(summary.get("runs"), dict) else {}
-        for where in [summary, *runs.values()]:
-            paths = where.get("search_paths") if isinstance(where, dict) else None
-            if isinstance(paths, list):  # only folders that are still yours alone (one deleted and made again
-                add_search_paths([p for p in paths if isinstance(p, str) and own_folder(p)])  # by another: not)
+    else:
+        add_signed_search_paths(summary)
     return TrainConfig.from_dict(values)
+
+
+def add_signed_search_paths(summary: dict[str, Any]) -> None:
+    """A run of yours (its ``summary.json`` signed by you: the caller checked) imported your modules from the
+    folders it recorded (a search: its space's first): so does this command, from those still yours alone (one
+    deleted and made again by another user is not)."""
+    from asp_tune.imports import add_search_paths, own_folder
+
+    runs = summary.get("runs") if isinstance(summary.get("runs"), dict) else {}
+    for where in [summary, *runs.values()]:
+        paths = where.get("search_paths") if isinstance(where, dict) else None
+        if isinstance(paths, list):
+            add_search_paths([p for p in paths if isinstance(p, str) and own_folder(p)])
 
 
 @subcommand("train", "train one model on proxy data (or the full-data baseline)")
@@ -169,6 +181,12 @@ def run_inspect(args: argparse.Namespace) -> int:
     folder = Path(args.run_dir).expanduser()
     if not (folder / "summary.json").is_file():
         raise ConfigError("run_dir", args.run_dir, "a results folder of asp-tune train or correlate (with summary.json)")
+    from asp_tune.run_dir import summary_signed
+
+    content = (folder / "summary.json").read_bytes()
+    if summary_signed(folder / "summary.json", content):  # your run: your modules from where it imported them
+        with contextlib.suppress(ValueError):
+            add_signed_search_paths(json.loads(content))
     args.out = args.out or str(folder.resolve().with_name(folder.resolve().name + "-inspect"))
     with results_folder(args) as out:
         written = inspect_folder(folder, out.file, trusted_code(args))

@@ -568,7 +568,8 @@ def load_model(path: str | Path, model: nn.Module | None = None, trust: tuple[st
                 model = build_model(builder, info["input_shape"], int(info["outputs"]), **state.get("model_args", {}))
             except ConfigError as exc:
                 raise AspTuneError(f"model file {path} was written by builder '{builder}', which cannot be used "
-                                   f"here: {exc.allowed}") from None
+                                   f"here: {exc.allowed} (a module of your own: run from its folder or put that "
+                                   "folder on PYTHONPATH)") from None
         else:
             try:
                 model = import_object(state["class"], "model class")()

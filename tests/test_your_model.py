@@ -126,6 +126,9 @@ def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_tempora
                   "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
     trained = json.loads((user_folder / "best" / "summary.json").read_text())
+    assert trained["search_paths"] == [str(user_folder.resolve())]  # where its model was imported from
+    run = run_cli(elsewhere, "inspect", str(user_folder / "best"), "--out", str(elsewhere / "pictures"))
+    assert run.returncode == 0, run.stderr[-3000:]  # "No module named 'my_models'" from another folder
     best = summary["best_config"]
     assert trained["config"]["model_args"] == {"width": best["model_args.width"]}
     assert trained["config"]["optimizer"] == best["optimizer"]
