@@ -198,7 +198,7 @@ def test_search_resumes_an_unsigned_experiment_when_told_to_as_its_message_says(
     monkeypatch.setattr(user, "run_search", lambda job, **kwargs: told.append(kwargs))
     assert UNSIGNED.startswith("resume_unsigned=True or")  # what the refusal says a search() caller may give
     user.search(lambda config: None, {"lr": 0.1}, epochs=2, verbose=0, resume="/runs/x", resume_unsigned=True)
-    assert told == [{"resume": "/runs/x", "resume_unsigned": True}]
+    assert told == [{"resume": "/runs/x", "resume_unsigned": True, "say_unfinished": True}]
     with pytest.raises(ConfigError, match="invalid resume_unsigned='yes': allowed True or False"):
         user.search(lambda config: None, {"lr": 0.1}, epochs=2, resume_unsigned="yes")
 

@@ -17,6 +17,8 @@ from asp_tune.tune.settings import SEARCH, SEARCH_RATIO
 def check_compare_ratios(name: str, value: Any) -> None:
     if not (isinstance(value, (tuple, list)) and value and all(RATIO.contains(r) for r in value)):
         raise ConfigError(name, value, "a comma-separated list of numbers in (0, 1]")
+    if len(set(value)) != len(value):
+        raise ConfigError(name, value, "distinct ratios (each is one search)")
     if all(r == 1.0 for r in value):
         raise ConfigError(name, value, "at least one proxy ratio below 1.0 (the full-data search at 1.0 runs beside "
                                        "them anyway)")
@@ -28,7 +30,7 @@ class CompareSettings:
     how often each pick is retrained."""
 
     ratios: tuple[float, ...] = option((1.0, SEARCH_RATIO, 0.1), "the full-data run and the proxy ratios", SEARCH,
-                                       check=Check(check_compare_ratios, ((), (1.0,), (0.0, 1.0), "x")))
+                                       check=Check(check_compare_ratios, ((), (1.0,), (0.0, 1.0), (1.0, 0.3, 0.3), "x")))
     retrain_seeds: int = option(1, "full-data retrains of each run's pick, one per seed", SEARCH,
                                 check=Interval(1, None, integer=True))
 
