@@ -432,7 +432,7 @@ def test_a_checkpoint_that_stored_more_settings_than_are_asked_resumes(tmp_path)
     path = tmp_path / "ckpt.pt"
     save_run(path, {**settings.training_dict(), "evolution": {"candidates": 9}}, trainer, 1.5)  # an older layout
     assert resume_run(path, settings.training_dict(), supernet_trainer_for(settings)) == 1.5
-    with pytest.raises(AspTuneError, match=r"\(channels differ\)"):
+    with pytest.raises(AspTuneError, match=r"started with: channels=4 or --channels 4 \(this one's: 6\)\)"):
         resume_run(path, tiny_settings(channels=6).training_dict(), trainer)
 
 
