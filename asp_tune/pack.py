@@ -355,8 +355,8 @@ class Pack:
 
     def _smoothing(self) -> float | torch.Tensor | list[tuple[float, torch.Tensor]]:
         """The members' label smoothing as :meth:`_losses` takes it: one number where they share it; else per
-        member (K,) for a task whose loss takes a tensor (:attr:`~asp_tune.tasks.Classification.smoothing_per_sample`),
-        or (value, the members with it) for any other (its loss is called once per value)."""
+        member (K,) for a task whose class declares ``smoothing_per_sample`` (its loss takes a tensor), or
+        (value, the members with it) for any other (its loss is called once per value)."""
         values = [m.trainer.config.label_smoothing for m in self.members]
         if len(set(values)) == 1:
             return float(values[0])
@@ -374,7 +374,6 @@ class Pack:
                                      else torch.ones(i.shape[0], device=self.device) for t, i in zip(members, idx)]))
         with autocast(self.device, self.config.amp):
             return self._losses(x, y, weights, smoothing)
-
 
     @torch.no_grad()
     def _clip_gradients(self) -> None:

@@ -30,7 +30,8 @@ class CompareSettings:
     how often each pick is retrained."""
 
     ratios: tuple[float, ...] = option((1.0, SEARCH_RATIO, 0.1), "the full-data run and the proxy ratios", SEARCH,
-                                       check=Check(check_compare_ratios, ((), (1.0,), (0.0, 1.0), (1.0, 0.3, 0.3), "x")))
+                                       check=Check(check_compare_ratios,
+                                                   ((), (1.0,), (0.0, 1.0), (1.0, 0.3, 0.3), "x")))
     retrain_seeds: int = option(1, "full-data retrains of each run's pick, one per seed", SEARCH,
                                 check=Interval(1, None, integer=True))
 

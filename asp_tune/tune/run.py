@@ -261,8 +261,9 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     ``resume``: an experiment folder to finish; only from the copy of its state this user's key signed
     (:mod:`asp_tune.tune.signing`) unless ``resume_unsigned``, which lets Ray unpickle whatever the folder
     holds. ``say_unfinished`` (a search its caller can resume): a new search says which searches in its storage
-    folder stopped before they finished, and how to finish them. Raises :class:`~asp_tune.errors.RunInterrupted` on SIGINT/SIGTERM (the experiment stays
-    resumable) and :class:`~asp_tune.errors.RunFailed` when no trial scored.
+    folder stopped before they finished, and how to finish them. Raises :class:`~asp_tune.errors.RunInterrupted`
+    on SIGINT/SIGTERM (the experiment stays resumable) and :class:`~asp_tune.errors.RunFailed` when no trial
+    scored.
     """
     from asp_tune.tune.progress import recorded_wall_time
     from asp_tune.tune.session import check_resources, check_shared_storage, ensure_ray
