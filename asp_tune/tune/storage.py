@@ -198,7 +198,6 @@ def list_dirs(location: str) -> list[str]:
 def trial_reports(trial: str | Path) -> list[dict]:
     """A trial's reports so far, from its ``result.json``; a line still being written, or one cut off
     by a killed driver (merged with the next on resume), is left out."""
-
     file = Path(trial) / "result.json"
     rows = []
     for line in file.read_text().splitlines() if file.exists() else []:
@@ -229,10 +228,11 @@ def unfinished_experiments(storage: str | None) -> list[Path]:
         try:
             if json.loads((experiment / SETTINGS_FILE).read_text()).get("audit_of"):
                 continue
-        except (OSError, ValueError, AttributeError):
+            if any(CHECKPOINT_FOLDER.fullmatch(c.name) for t in experiment.iterdir() if t.is_dir()
+                   for c in t.iterdir()):
+                found.append(experiment)
+        except (OSError, ValueError, AttributeError):  # one it cannot read is not named
             continue
-        if any(CHECKPOINT_FOLDER.fullmatch(c.name) for t in experiment.iterdir() if t.is_dir() for c in t.iterdir()):
-            found.append(experiment)
     return found
 
 
