@@ -262,3 +262,27 @@ def test_search_and_run_hpo_say_how_to_resume_and_keep_the_experiment_for_the_ca
         assert str(again) == said and again.experiment_path == "/runs/x"
         assert caught.resume_hint("--resume ") == ("interrupted by SIGINT; no results were committed. Resume with "
                                                    "--resume /runs/x")  # said once, in the command line's words
+
+
+def test_each_search_of_a_comparison_gets_its_own_scheduler_and_searcher(monkeypatch):
+    """compare_trainable handed one ASHAScheduler and one OptunaSearch to every ratio's search: the proxy
+    search started from the rungs and the study the full-data search left in them."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    import asp_tune.tune.compare as compare
+    from asp_tune.tune import user
+
+    built = {}
+    monkeypatch.setattr(user, "_job", lambda trainable, space, **kw: built.setdefault(kw["ratio"], kw))
+    monkeypatch.setattr(compare, "run_comparison", lambda jobs, retrain, seeds: [job() for job in jobs.values()])
+    scheduler, searcher = ASHAScheduler(max_t=4, grace_period=1), OptunaSearch(seed=0)
+    user.compare_trainable(lambda config: None, {"lr": 0.1}, epochs=4, ratios=(1.0, 0.3), scheduler=scheduler,
+                           search_alg=searcher)
+    objects = [(kw["scheduler"], kw["search_alg"]) for kw in built.values()]
+    assert sorted(built) == [0.3, 1.0] and len({id(o) for pair in objects for o in pair}) == 4
+    assert all(type(a) is type(scheduler) and type(b) is OptunaSearch and a is not scheduler and b is not searcher
+               for a, b in objects)
+    built.clear()
+    user.compare_trainable(lambda config: None, {"lr": 0.1}, epochs=4, ratios=(1.0, 0.3), scheduler="asha")
+    assert built[0.3]["scheduler"] == "asha"  # a name stays a name

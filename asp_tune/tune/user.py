@@ -379,14 +379,17 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
     storage = experiments_folder(out, search_kwargs.pop("storage_path", None), search_kwargs.get("address"))
 
     strategy = search_kwargs.get("strategy", inspect.signature(search).parameters["strategy"].default)
+    ordered = sorted(set(ratios) | {1.0})
+    own_objects = {r: _fresh_objects(search_kwargs) for r in ordered}  # each search its own, none carried over
 
     def job(ratio: float):
         given = {k: v for k, v in search_kwargs.items() if k not in ("strategy", "out", "resume")}
         return lambda: _job(trainable, param_space, epochs=epochs, ratio=ratio,
-                            strategy="none" if ratio == 1.0 else strategy, storage_path=storage, **given)
+                            strategy="none" if ratio == 1.0 else strategy, storage_path=storage,
+                            **{**given, **own_objects[ratio]})
 
     retrain = _retrain(trainable, {**search_kwargs, "storage_path": storage}, epochs, retrain_metric or metric)
-    jobs = {r: job(r) for r in sorted(set(ratios) | {1.0})}
+    jobs = {r: job(r) for r in ordered}
     proxy = {k: v for k, v in search_kwargs.items() if k in vars(ProxySettings()) and k not in ("ratio", "metric")}
     check_value(ProxySettings, "metric", strategy, "strategy")
     for ratio in (r for r in jobs if r < 1.0):  # each search's strategy at its ratio refused before the first runs
@@ -399,6 +402,24 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
                                                        "against the proxy", f"retrained {retrain_metric or metric}")
         folder.commit(summary)
     return comparison
+
+
+def _fresh_objects(search_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Copies of the Ray Tune scheduler and searcher objects in ``search_kwargs`` (names stay names): one
+    search of a comparison must not start from the rungs or the study another search left in them."""
+    import copy
+
+    fresh = {}
+    for name in ("scheduler", "search_alg"):
+        value = search_kwargs.get(name)
+        if value is None or isinstance(value, str):
+            continue
+        try:
+            fresh[name] = copy.deepcopy(value)
+        except Exception as exc:  # noqa: BLE001 - whatever the object's state refuses
+            raise ConfigError(name, type(value).__name__, "a name, or a Ray Tune object that can be copied (each "
+                                                          f"ratio's search starts from its own copy): {exc}") from None
+    return fresh
 
 
 def _job(trainable: Callable[[dict], None], param_space: dict[str, Any], **kwargs: Any) -> SearchJob:
