@@ -139,7 +139,7 @@ class ProxySelector:
                               "seen": self.seen, "times_selected": self.times_selected})
 
     def restore_planning(self, state: dict) -> None:
-        """Put back a :meth:`planning_state`."""
+        """Put back a :meth:`planning_state` (or those parts of a :meth:`state_dict`)."""
         self.seen.copy_(state["seen"])
         self.times_selected.copy_(state["times_selected"])
         restore_generator(self.generator, state["generator"])
@@ -194,7 +194,4 @@ class ProxySelector:
         if abs(float(state.get("ratio", self.strategy.ratio)) - self.strategy.ratio) > 1e-12:
             raise ValueError(f"it was saved at ratio {state['ratio']:g}, not {self.strategy.ratio:g}")
         self.memory.load_state_dict(state["memory"])
-        self.seen.copy_(state["seen"])
-        self.times_selected.copy_(state["times_selected"])
-        restore_generator(self.generator, state["generator"])
-        self.strategy.load_state_dict(state["strategy"])
+        self.restore_planning(state)
