@@ -102,6 +102,46 @@ def interrupted_run():
     return _interrupted_and_straight
 
 
+def ray_with(num_cpus: int) -> None:
+    """A local Ray session of ``num_cpus`` CPUs in this process, left running for the modules after this one
+    (one start and stop costs about 7 s on 2 cores); a session of another size is ended first. Ray started by a
+    command run here (``command_here``) is joined as it is; :func:`pytest_sessionfinish` ends the last one."""
+    import ray
+
+    from asp_tune.tune.session import ensure_ray
+
+    if ray.is_initialized() and ray.cluster_resources().get("CPU") != num_cpus:
+        ray.shutdown()
+    ensure_ray(num_cpus=num_cpus)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A module's tests share a local 2-CPU Ray session (with every later module that asks for one)."""
+    ray_with(2)
+
+
+@pytest.fixture()
+def command_here(capsys):
+    """``command_here(*args)``: ``asp-tune ARGS`` run in this process, not in one of its own (no Python, torch
+    and Ray start per run; a Ray session this process has is joined). Returns its exit code, stdout and stderr,
+    the warnings it raised (which the command prints) appended to stderr."""
+    import warnings
+    from types import SimpleNamespace
+
+    from asp_tune.cli import main
+
+    def run(*args: object) -> SimpleNamespace:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            code = main([str(a) for a in args])
+        said = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=said.out,
+                               stderr=said.err + "".join(f"{w.message}\n" for w in warned))
+
+    return run
+
+
 @pytest.fixture()
 def local_cluster():
     """Starts a Ray cluster of several nodes on this machine: ``local_cluster(head_args, workers=N)``

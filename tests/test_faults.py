@@ -255,12 +255,17 @@ def _cmdline(process) -> list[str]:
         return []
 
 
-@pytest.mark.usefixtures("state_saved_every_second")
-def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experiment(tmp_path):
+@pytest.fixture(scope="module")
+def killed_search(tmp_path_factory):
+    """One search whose driver was killed outright with a trial finished and another running mid-way (as far as
+    the signed state a resume reads knows): the tests below each resume a copy of what it left, so the search
+    runs, and is killed, once for them all."""
     import psutil
 
-    space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
-    driver = Driver(hpo_command(space, storage, out), tmp_path / "driver.log")
+    folder = tmp_path_factory.mktemp("killed")
+    space, storage, out = write_space(folder), folder / "ray", folder / "out"
+    saved_every_second = {**__import__("os").environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # as the fixture above
+    driver = Driver(hpo_command(space, storage, out), folder / "driver.log", env=saved_every_second)
     experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
 
     def finished_and_running():  # as far as the state a resume reads knows
@@ -277,16 +282,44 @@ def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experim
     # the reaper ends what Ray leaves (its agents outlive a killed driver by a minute otherwise)
     wait_for(lambda: not [p for p in session if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"],
              30, "the Ray session's processes to end")
-    assert not out.exists()  # nothing committed
-    before, known = trial_epochs(experiment), signed_statuses(experiment)
+    from types import SimpleNamespace
 
-    resumed = subprocess.run(hpo_command(space, storage, out, "--resume", str(experiment)), capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from asp_tune.tune.signing import ledger_dir
+
+    # what this machine knows of the experiment's signed states when it was killed: a resume of one copy
+    # records a newer state, and another copy resumed after it would be refused as a rollback
+    ledger = {f: f.read_bytes() for f in ledger_dir().glob("*.json")}
+    return SimpleNamespace(space=space, experiment=experiment, out=out, done=done, running=running,
+                           before=trial_epochs(experiment), known=signed_statuses(experiment), ledger=ledger)
+
+
+def resume_a_copy(killed, tmp_path: Path, damaged: str | None = None):
+    """Resumes a copy of ``killed``'s experiment (a copied folder resumes into itself) in a driver of its own,
+    every checkpoint of trial ``damaged`` overwritten first; returns (the copy, the finished driver, its out)."""
+    import shutil
+
+    storage, out = tmp_path / "ray", tmp_path / "out"
+    experiment = storage / killed.experiment.name
+    shutil.copytree(killed.experiment, experiment, symlinks=True)
+    for entry, known in killed.ledger.items():  # as if no other copy had been resumed
+        entry.write_bytes(known)
+    if damaged:
+        for checkpoint in (experiment / damaged).glob("checkpoint_*"):  # whichever Tune restores
+            (checkpoint / CHECKPOINT_FILE).write_bytes(b"damaged")
+    resumed = subprocess.run(hpo_command(killed.space, storage, out, "--resume", str(experiment)),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # failed trials are counted, not fatal
+    return experiment, resumed, out
+
+
+def test_a_killed_driver_leaves_no_ray_processes_and_resume_finishes_the_experiment(killed_search, tmp_path):
+    assert not killed_search.out.exists()  # nothing committed (and the fixture saw every Ray process end)
+    experiment, resumed, out = resume_a_copy(killed_search, tmp_path)
+    before, known = killed_search.before, killed_search.known
     after = trial_epochs(experiment)
-    for t in done:  # finished trials are not run again
+    for t in killed_search.done:  # finished trials are not run again
         assert after[t] == before[t]
-    for t in running:  # unfinished ones continue from a checkpoint, not from the start
+    for t in killed_search.running:  # unfinished ones continue from a checkpoint, not from the start
         new = trial_reports(experiment / t)[len(before[t]):]
         restored = {r.get("restored_epoch") for r in new}
         seen = (f"{t}: {len(before[t])} reports before the kill, {len(after[t])} after; the signed state's "
@@ -380,21 +413,8 @@ def test_a_damaged_or_missing_checkpoint_fails_only_its_trial_with_a_clear_error
     assert reports == []
 
 
-@pytest.mark.usefixtures("state_saved_every_second")
-def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_rest_finish(tmp_path):
-    space, storage, out = write_space(tmp_path), tmp_path / "ray", tmp_path / "out"
-    driver = Driver(hpo_command(space, storage, out), tmp_path / "driver.log")
-    experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
-    running = wait_for(lambda: [t for t, e in trial_epochs(experiment).items()
-                                if len(e) < EPOCHS - 40 and saved_checkpoints(experiment, t) >= 2],
-                       120, "a running trial with a checkpoint in the saved state", driver)
-    driver.kill()
-    time.sleep(1)  # its workers end with it
-    for checkpoint in (experiment / running[0]).glob("checkpoint_*"):  # whichever Tune restores
-        (checkpoint / CHECKPOINT_FILE).write_bytes(b"damaged")
-    resumed = subprocess.run(hpo_command(space, storage, out, "--resume", str(experiment)), capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]  # some trials failed: counted, not fatal
+def test_a_damaged_checkpoint_in_a_resumed_experiment_fails_that_trial_and_the_rest_finish(killed_search, tmp_path):
+    _, _, out = resume_a_copy(killed_search, tmp_path, damaged=killed_search.running[0])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_trials"] == 4 and summary["num_failed"] == 1
     import pandas as pd
@@ -420,7 +440,8 @@ def test_a_lost_node_s_trial_restarts_from_its_checkpoint_on_another_node(two_wo
             "params": {"lr": {"type": "choice", "values": [0.05]}}}
     settings = HpoSettings(space=parse_space(spec), algo="random", ratio=0.5, metric="loss", num_samples=1,
                            max_concurrent=1, address=cluster.address, storage_path=str(tmp_path), verbose=0,
-                           max_failures=3, name="lost-node", checkpoint_every_s=0)  # a checkpoint every epoch
+                           max_failures=3, name="lost-node", checkpoint_every_s=0,  # a checkpoint every epoch
+                           decide="proxy")
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(run=run_hpo(settings)), daemon=True)
     worker.start()

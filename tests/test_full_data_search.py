@@ -39,17 +39,6 @@ def chance_below_half(config):
     _epochs(config, lambda ratio: 0.5 if ratio < 0.5 else 0.5 + 0.4 * config["x"])
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from asp_tune.tune.session import ensure_ray
-
-    ensure_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_a_misranking_proxy_is_measured_and_full_data_picks(ray_session, tmp_path, capsys):
     from ray import tune
 

@@ -47,13 +47,13 @@ def scripted(config):
 def ray_session():
     import ray
 
-    from asp_tune.tune.session import ensure_ray
+    from conftest import ray_with
 
-    ensure_ray(num_cpus=4)
+    ray_with(4)  # 2 trials at most at once, where Ray would start 4
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the scripted trainable, for Ray's workers
     yield
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    ray.shutdown()
+    ray.shutdown()  # the modules after this one share a session of 2
 
 
 def test_a_hypertune_search_pauses_at_rungs_resumes_from_checkpoints_and_keeps_its_concurrency(ray_session, tmp_path):
@@ -92,14 +92,13 @@ def test_a_hypertune_search_pauses_at_rungs_resumes_from_checkpoints_and_keeps_i
     assert not state.waiting and not state.active
 
 
-def test_hpo_hypertune_with_ratio_rungs_counts_the_passes_it_spent(ray_session, tmp_path):
+def test_hpo_hypertune_with_ratio_rungs_counts_the_passes_it_spent(ray_session, tmp_path, command_here):
     space = tmp_path / "space.yaml"
     space.write_text("name: ht\nfixed: {dataset: digits, model: mlp, epochs: 9, subset: 500, batch_size: 64}\n"
                      "params:\n  lr: {type: loguniform, low: 0.01, high: 0.5}\n")
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "hypertune",
-                           "--rung-ratios", "0.25,0.5,1", "--num-samples", "8", "--verbose", "0", "--out", str(out)],
-                          capture_output=True, text=True, timeout=400)
+    done = command_here("hpo", "--space", space, "--algo", "hypertune", "--rung-ratios", "0.25,0.5,1", "--num-samples",
+                        "8", "--verbose", "0", "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "hypertune" and summary["rung_ratios"] == [0.25, 0.5, 1.0]

@@ -71,7 +71,7 @@ def test_a_full_disk_under_hpo_is_one_named_error_and_the_next_search_works(tmp_
 
     monkeypatch.setattr(RunDirectory, "write_table", full)
     args = ["hpo", "--space", str(tmp_path / "s.yaml"), "--algo", "random", "--num-samples", "2", "--verbose", "0",
-            "--out", str(tmp_path / "out")]
+            "--decide", "proxy", "--out", str(tmp_path / "out")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no space left on the device; nothing was committed" in err and "Traceback" not in err

@@ -23,7 +23,7 @@ def three_node_cluster(local_cluster):
 def test_trials_spread_over_the_nodes_and_record_them(three_node_cluster, tmp_path):
     settings = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=6,
                            max_concurrent=3, cpus_per_trial=1, address=three_node_cluster.address,
-                           storage_path=str(tmp_path), verbose=0)
+                           storage_path=str(tmp_path), verbose=0, decide="proxy")
     result = run_hpo(settings)
     trials = result.trials
     assert result.summary["num_failed"] == 0 and len(trials) == 6
@@ -58,7 +58,7 @@ def test_half_a_gpu_per_trial_packs_four_trials_on_two_logical_gpus(local_cluste
     space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 60}})
     settings = HpoSettings(space=space, algo="random", num_samples=4, max_concurrent=4, cpus_per_trial=1,
                            gpus_per_trial=0.5, address=cluster.address, storage_path=str(tmp_path), verbose=0,
-                           name="gpus")
+                           name="gpus", decide="proxy")
     trials = run_hpo(settings).trials
     assert (trials["status"] == "TERMINATED").all()
     assert sorted(trials["assigned_gpus"].astype(str)) == ["0", "0", "1", "1"]

@@ -52,24 +52,16 @@ def test_pruned_trials_of_a_hyperband_study_never_paid_a_full_pass():
 
 
 @pytest.mark.slow
-def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(tmp_path):
+def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(ray_session, tmp_path):
     from asp_tune.tune.builtin import run_hpo
-    from asp_tune.tune.session import ensure_ray
     from asp_tune.tune.settings import HpoSettings
     from asp_tune.tune.space import parse_space
 
-    import ray
-
-    ensure_ray(num_cpus=2)
-    request_shutdown = ray.shutdown
     space = parse_space({"name": "j", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2, "subset": 300},
                          "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}})
     journal = tmp_path / "study.log"
-    try:
-        result = run_hpo(HpoSettings(space=space, algo="tpe", ratio=0.5, num_samples=3, optuna_storage=str(journal),
-                                     name="journal", storage_path=str(tmp_path / "ray"), verbose=0))
-    finally:
-        request_shutdown()
+    result = run_hpo(HpoSettings(space=space, algo="tpe", ratio=0.5, num_samples=3, optuna_storage=str(journal),
+                                 name="journal", storage_path=str(tmp_path / "ray"), verbose=0, decide="proxy"))
     assert result.summary["num_failed"] == 0
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend

@@ -16,7 +16,6 @@ from asp_tune.tune.settings import HpoSettings
 from asp_tune.tune.space import parse_space
 from asp_tune.tune.storage import trial_reports
 from test_faults import Driver, hpo_command, saved_checkpoints, trial_epochs, wait_for, write_space
-from test_tune_hpo import ray_session  # noqa: F401 - the shared module fixture
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ reports R², and its model file predicts values; a task of the user's own plugs 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -56,14 +55,15 @@ MODULE = textwrap.dedent('''
 
 
 @pytest.fixture()
-def folder(tmp_path):
+def folder(tmp_path, monkeypatch):
+    """The user's folder, holding their module, as the folder the commands run in (in this process, by
+    ``command_here``: tests/test_your_model.py runs them in processes of their own)."""
     (tmp_path / "my_reg.py").write_text(MODULE)
-    return tmp_path
-
-
-def run_cli(folder, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "asp_tune", *args], cwd=folder, capture_output=True, text=True,
-                          timeout=timeout)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_reg", raising=False)
+    yield tmp_path
+    sys.modules.pop("my_reg", None)
 
 
 def test_the_task_decides_loss_score_and_the_constant_predictor():
@@ -83,9 +83,9 @@ def test_the_task_decides_loss_score_and_the_constant_predictor():
         task_for("regression", torch.tensor([1.0, float("nan")]))
 
 
-def test_train_a_regression_loader_reports_r2_and_its_model_file_predicts_values(folder):
-    run = run_cli(folder, "train", "--dataset", "my_reg:linear", "--epochs", "30", "--lr", "0.01", "--batch-size",
-                  "32", "--ratio", "0.5", "--quiet", "--out", "out")
+def test_train_a_regression_loader_reports_r2_and_its_model_file_predicts_values(folder, command_here):
+    run = command_here("train", "--dataset", "my_reg:linear", "--epochs", "30", "--lr", "0.01", "--batch-size",
+                       "32", "--ratio", "0.5", "--quiet", "--out", "out")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "test R²" in run.stdout and "1 regression target" in run.stderr
     summary = json.loads((folder / "out" / "summary.json").read_text())
@@ -105,14 +105,14 @@ def test_train_a_regression_loader_reports_r2_and_its_model_file_predicts_values
     assert 1 - ((values - y) ** 2).sum() / ((y - y.mean()) ** 2).sum() > 0.9
 
 
-def test_a_task_of_your_own_by_import_path_and_strategies_that_need_classes_are_refused(folder):
-    run = run_cli(folder, "train", "--dataset", "my_reg:linear", "--task", "my_reg:ABSOLUTE", "--epochs", "20",
-                  "--lr", "0.01", "--batch-size", "32", "--quiet", "--out", "own")
+def test_a_task_of_your_own_by_import_path_and_strategies_that_need_classes_are_refused(folder, command_here):
+    run = command_here("train", "--dataset", "my_reg:linear", "--task", "my_reg:ABSOLUTE", "--epochs", "20",
+                       "--lr", "0.01", "--batch-size", "32", "--quiet", "--out", "own")
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((folder / "own" / "summary.json").read_text())
     assert summary["task"] == "absolute" and summary["final_test_neg_mae"] > summary["constant_test_score"]
-    refused = run_cli(folder, "train", "--dataset", "my_reg:linear", "--ratio", "0.5", "--metric", "entropy",
-                      "--quiet", "--out", "refused")
+    refused = command_here("train", "--dataset", "my_reg:linear", "--ratio", "0.5", "--metric", "entropy",
+                           "--quiet", "--out", "refused")
     assert refused.returncode == 2 and "invalid metric='entropy'" in refused.stderr
     assert "regression task" in refused.stderr and not (folder / "refused").exists()
 
@@ -135,19 +135,18 @@ def test_hpo_refuses_a_strategy_that_needs_classes_on_regression_data_before_ray
 
 
 @pytest.mark.slow
-def test_hpo_and_compare_search_a_regression_space_by_r2(folder):
+def test_hpo_and_compare_search_a_regression_space_by_r2(folder, command_here):
     (folder / "reg.yaml").write_text("name: reg\nfixed: {dataset: 'my_reg:linear', model: mlp, epochs: 9, "
                                      "batch_size: 32}\nparams:\n  lr: {type: loguniform, low: 0.001, high: 0.1}\n")
-    run = run_cli(folder, "hpo", "--space", "reg.yaml", "--num-samples", "4", "--verbose", "0", "--out", "hpo",
-                  timeout=600)
+    run = command_here("hpo", "--space", "reg.yaml", "--num-samples", "4", "--verbose", "0", "--out", "hpo")
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((folder / "hpo" / "summary.json").read_text())
     assert summary["score_metric"] == "val_r2" and summary["best_score"] > 0.5
     assert summary["best_val_accuracy"] is None and summary["proxy_trust"] is not None
     header = (folder / "hpo" / "trials.csv").read_text().splitlines()[0].split(",")
     assert "best_score" in header and not any("accuracy" in c for c in header)  # no columns it could never fill
-    run = run_cli(folder, "compare", "--space", "reg.yaml", "--ratios", "1.0,0.3", "--num-samples", "3",
-                  "--algo", "random", "--verbose", "0", "--out", "cmp", timeout=600)
+    run = command_here("compare", "--space", "reg.yaml", "--ratios", "1.0,0.3", "--num-samples", "3",
+                       "--algo", "random", "--verbose", "0", "--out", "cmp")
     assert run.returncode == 0, run.stderr[-2000:]
     import pandas as pd
 
@@ -158,15 +157,15 @@ def test_hpo_and_compare_search_a_regression_space_by_r2(folder):
     assert "test_r2" in retrained.columns
 
 
-def test_a_regression_core_set_reports_r2_and_active_learning_takes_only_random_picks(folder):
-    run = run_cli(folder, "coreset", "--dataset", "my_reg:linear", "--strategy", "fixed_random", "--fraction", "0.5",
-                  "--epochs", "3", "--lr", "0.01", "--out", "cs", "--quiet")
+def test_a_regression_core_set_reports_r2_and_active_learning_takes_only_random_picks(folder, command_here):
+    run = command_here("coreset", "--dataset", "my_reg:linear", "--strategy", "fixed_random", "--fraction", "0.5",
+                       "--epochs", "3", "--lr", "0.01", "--out", "cs", "--quiet")
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((folder / "cs" / "summary.json").read_text())
     assert summary["score"] == "r2" and summary["coreset_test_r2"] == summary["coreset_test_score"]
     assert "test r2" in run.stdout and "(one seed)" in run.stdout
-    refused = run_cli(folder, "active-learn", "--dataset", "my_reg:linear", "--epochs", "2", "--budget", "30",
-                      "--rounds", "2", "--out", "al", "--quiet")
+    refused = command_here("active-learn", "--dataset", "my_reg:linear", "--epochs", "2", "--budget", "30",
+                           "--rounds", "2", "--out", "al", "--quiet")
     assert refused.returncode == 2 and "invalid strategy='least_confidence': allowed random for a regression " \
                                        "task" in refused.stderr
     assert not (folder / "al").exists()

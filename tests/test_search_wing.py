@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -105,14 +104,18 @@ TOY = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_an_algorithm_of_your_own_runs_through_hpo_by_import_path(tmp_path):
+def test_an_algorithm_of_your_own_runs_through_hpo_by_import_path(tmp_path, monkeypatch, command_here):
     (tmp_path / "toy_algos.py").write_text(TOY)
     space = tmp_path / "s.yaml"
     space.write_text("name: toy\nfixed: {dataset: digits, model: mlp, epochs: 2, subset: 300}\n"
                      "params:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
-    run = subprocess.run([sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "toy_algos:IN_ORDER",
-                          "--num-samples", "2", "--strategy", "loss", "--verbose", "0", "--out", "out"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(tmp_path)  # the folder the command runs in, where the module is
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        run = command_here("hpo", "--space", space, "--algo", "toy_algos:IN_ORDER", "--num-samples", "2",
+                           "--strategy", "loss", "--verbose", "0", "--out", "out")
+    finally:
+        sys.modules.pop("toy_algos", None)
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["algo"] == "toy_algos:IN_ORDER" and summary["num_trials"] == 2 and summary["metric"] == "loss"

@@ -84,19 +84,16 @@ def test_an_unsigned_or_forged_experiment_is_refused_by_name(experiment, tmp_pat
 
 
 @pytest.mark.slow
-def test_hpo_resume_takes_the_signed_state_and_refuses_an_unsigned_one(tmp_path):
-    import subprocess
-    import sys
-
+def test_hpo_resume_takes_the_signed_state_and_refuses_an_unsigned_one(tmp_path, command_here):
+    """In this process: a planted pickle loaded would run here as well."""
     space = tmp_path / "space.yaml"
     space.write_text("name: signed\nfixed: {dataset: digits, model: mlp, epochs: 2, subset: 300}\n"
                      "params:\n  lr: {type: loguniform, low: 0.02, high: 0.3}\n")
     storage = tmp_path / "ray"
 
     def hpo(*extra, out="out"):
-        return subprocess.run([sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "random",
-                               "--num-samples", "2", "--storage-path", str(storage), "--verbose", "0",
-                               "--out", str(tmp_path / out), *extra], capture_output=True, text=True, timeout=300)
+        return command_here("hpo", "--space", space, "--algo", "random", "--num-samples", "2", "--storage-path",
+                            storage, "--verbose", "0", "--out", tmp_path / out, *extra)
 
     first = hpo()
     assert first.returncode == 0, first.stderr[-2000:]
@@ -354,21 +351,18 @@ def test_a_folder_where_the_key_cannot_be_made_is_said_before_a_search(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_resume_of_a_folder_with_planted_pickles_runs_nothing(tmp_path):
+def test_a_resume_of_a_folder_with_planted_pickles_runs_nothing(tmp_path, command_here):
     import pickle
-    import subprocess
-    import sys
 
     space = tmp_path / "space.yaml"
     space.write_text("name: planted\nfixed: {dataset: digits, model: mlp, epochs: 3, subset: 600, batch_size: 64, momentum: 0.0,"
                      " weight_decay: 0.0}\nparams:\n  lr: {type: grid, values: [0.05, 10000000.0]}\n")
     storage = tmp_path / "ray"
 
-    def hpo(*extra, out="out"):
-        return subprocess.run([sys.executable, "-m", "asp_tune", "hpo", "--space", str(space), "--algo", "random",
-                               "--num-samples", "1", "--ratio", "1.0", "--metric", "none", "--storage-path",
-                               str(storage), "--verbose", "0", "--out", str(tmp_path / out), *extra],
-                              capture_output=True, text=True, timeout=300)
+    def hpo(*extra, out="out"):  # in this process: a pickle loaded would make its marker here as well
+        return command_here("hpo", "--space", space, "--algo", "random", "--num-samples", "1", "--ratio", "1.0",
+                            "--metric", "none", "--storage-path", storage, "--verbose", "0", "--out", tmp_path / out,
+                            *extra)
 
     first = hpo()
     assert first.returncode == 0, first.stderr[-2000:]

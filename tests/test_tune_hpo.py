@@ -19,17 +19,6 @@ SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs"
                     "momentum": {"type": "uniform", "low": 0.5, "high": 0.9}}}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from asp_tune.tune.session import ensure_ray
-
-    ensure_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("algo", ["hyperband", "bohb", "asha", "hypertune", "tpe", "random"])
 def test_each_algorithm_runs_with_a_rescaled_budget(algo, ray_session, tmp_path):
     s = HpoSettings(space=parse_space(SPACE), algo=algo, ratio=0.5, ratio_schedule="dynamic", metric="mixture",
@@ -64,7 +53,7 @@ def test_failing_trial_is_recorded_and_the_experiment_goes_on(ray_session, tmp_p
 
 def test_resume_restores_an_experiment(ray_session, tmp_path):
     s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=2,
-                    storage_path=str(tmp_path), name="resumable", verbose=0)
+                    storage_path=str(tmp_path), name="resumable", verbose=0, decide="proxy")
     first = run_hpo(s)
     again = run_hpo(s, resume=first.summary["experiment_path"])
     assert sorted(again.trials["trial_id"]) == sorted(first.trials["trial_id"])
@@ -84,7 +73,7 @@ def test_a_copied_experiment_folder_resumes_into_itself(ray_session, tmp_path):
     from asp_tune.tune.signing import SIGNED_COPY
 
     s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=2,
-                    storage_path=str(tmp_path / "a"), name="original", verbose=0)
+                    storage_path=str(tmp_path / "a"), name="original", verbose=0, decide="proxy")
     original = Path(run_hpo(s).summary["experiment_path"])
     copy = tmp_path / "b" / "copied"
     shutil.copytree(original, copy)
@@ -444,7 +433,8 @@ def test_an_mlflow_tracking_callback_with_a_file_store_gets_the_run(ray_session,
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind a switch
     uri = (tmp_path / "mlruns").as_uri()
     s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, metric="loss", num_samples=2,
-                    storage_path=str(tmp_path / "ray"), name="tracked", tracking="mlflow", tracking_uri=uri, verbose=0)
+                    storage_path=str(tmp_path / "ray"), name="tracked", tracking="mlflow", tracking_uri=uri, verbose=0,
+                    decide="proxy")
     run_hpo(s)
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["tracked"])

@@ -46,17 +46,6 @@ def trainable(config):
                              model=model.state_dict())
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from asp_tune.tune.session import ensure_ray
-
-    ensure_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_a_user_trainable_with_an_asha_object_and_an_optuna_searcher(ray_session, tmp_path):
     import optuna
     from ray import tune

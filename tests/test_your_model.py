@@ -116,7 +116,7 @@ def test_a_space_searches_model_args_and_the_optimiser(user_folder):
 def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_temporary_folder(user_folder, tmp_path):
     (user_folder / "s.yaml").write_text(yaml.safe_dump(SPACE))
     run = run_cli(user_folder, "hpo", "--space", "s.yaml", "--algo", "random", "--num-samples", "1",
-                  "--ratio", "0.5", "--out", "hpo", "--storage-path", "ray", "--verbose", "0")
+                  "--ratio", "0.5", "--out", "hpo", "--storage-path", "ray", "--verbose", "0", "--decide", "proxy")
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((user_folder / "hpo" / "summary.json").read_text())
     assert summary["num_trials"] == 4 and summary["num_failed"] == 0  # every trial imported the user's module
@@ -218,7 +218,8 @@ SCRIPT = textwrap.dedent('''
     DATASETS.register("stripes", stripes)
     space = parse_space({"name": "reg", "fixed": {"model": "flat_net", "dataset": "stripes", "epochs": 2},
                          "params": {"lr": {"type": "grid", "values": [0.05, 0.1]}}})
-    result = run_hpo(HpoSettings(space=space, algo="random", num_samples=1, storage_path=sys.argv[1], verbose=0))
+    result = run_hpo(HpoSettings(space=space, algo="random", num_samples=1, storage_path=sys.argv[1], verbose=0,
+                                 decide="proxy"))
     print(json.dumps({"failed": result.summary["num_failed"], "trials": result.summary["num_trials"]}))
 ''')
 
@@ -241,7 +242,8 @@ def test_import_paths_reach_the_workers_of_a_local_multi_node_cluster(user_folde
     cluster = local_cluster({"num_cpus": 0}, workers=2)
     space = parse_space({**SPACE, "params": {"model_args": {"width": {"type": "grid", "values": [4, 8]}}}})
     result = run_hpo(HpoSettings(space=space, algo="random", num_samples=2, max_concurrent=2,
-                                 address=cluster.address, storage_path=str(tmp_path / "ray"), verbose=0))
+                                 address=cluster.address, storage_path=str(tmp_path / "ray"), verbose=0,
+                                 decide="proxy"))
     assert result.summary["num_failed"] == 0 and result.summary["num_trials"] == 4
     assert len(set(result.trials["node_id"])) == 2  # both worker nodes imported the module sent to them
 
