@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -142,10 +143,10 @@ def command_here(capsys):
     return run
 
 
-@pytest.fixture()
-def local_cluster():
-    """Starts a Ray cluster of several nodes on this machine: ``local_cluster(head_args, workers=N)``
-    adds N one-CPU worker nodes; everything is shut down after the test."""
+@contextlib.contextmanager
+def _clusters():
+    """``start(head_args, workers=N)``: a Ray cluster of a head and N one-CPU worker nodes on this machine
+    (this process's Ray session is ended first); every one started is shut down at the end."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -153,17 +154,35 @@ def local_cluster():
 
     def start(head: dict, workers: int = 0):
         ray.shutdown()
-        cluster = Cluster(initialize_head=True, head_node_args=head)
+        # a node removed outright is found dead in about 1.5 s, not 15 (Ray checks a node every 3 s, 5 times)
+        checks = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
+        cluster = Cluster(initialize_head=True, head_node_args={"_system_config": checks, **head})
         for _ in range(workers):
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         started.append(cluster)
         return cluster
 
-    yield start
-    ray.shutdown()
-    for cluster in started:
-        cluster.shutdown()
+    try:
+        yield start
+    finally:
+        ray.shutdown()
+        for cluster in started:
+            cluster.shutdown()
+
+
+@pytest.fixture()
+def local_cluster():
+    """Starts a Ray cluster of several nodes on this machine for one test (see :func:`_clusters`)."""
+    with _clusters() as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_cluster():
+    """:func:`local_cluster` for clusters a module's tests share (none of which removes a node)."""
+    with _clusters() as start:
+        yield start
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,9 +15,34 @@ SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs"
          "params": {"lr": {"type": "loguniform", "low": 0.02, "high": 0.3}}}
 
 
-@pytest.fixture()
-def three_node_cluster(local_cluster):
-    return local_cluster({"num_cpus": 1}, workers=2)
+def test_half_a_gpu_per_trial_packs_four_trials_on_two_logical_gpus(local_cluster, tmp_path):
+    """Two logical GPUs (no CUDA here): at 0.5 GPU per trial four trials run at once, two per GPU id,
+    each recording the id Ray assigned it; without CUDA each says so and trains on the CPU."""
+    cluster = local_cluster({"num_cpus": 4, "num_gpus": 2})
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 60}})
+    settings = HpoSettings(space=space, algo="random", num_samples=4, max_concurrent=4, cpus_per_trial=1,
+                           gpus_per_trial=0.5, address=cluster.address, storage_path=str(tmp_path), verbose=0,
+                           name="gpus", decide="proxy")
+    trials = run_hpo(settings).trials
+    assert (trials["status"] == "TERMINATED").all()
+    assert sorted(trials["assigned_gpus"].astype(str)) == ["0", "0", "1", "1"]
+    import torch
+
+    if not torch.cuda.is_available():
+        assert set(trials["device"]) == {"cpu"}
+    spans = []
+    for folder in (tmp_path / "gpus").glob("proxy_trial_*"):
+        rows = trial_reports(folder)
+        start = rows[0]["trial_started_at"]
+        spans.append((start, start + rows[-1]["time_total_s"]))
+    latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)
+    assert latest_start < earliest_end  # all four were running at once
+
+
+@pytest.fixture(scope="module")
+def three_node_cluster(module_cluster):
+    """Shared by the tests after the first (which starts a cluster of its own, before this one starts)."""
+    return module_cluster({"num_cpus": 1}, workers=2)
 
 
 def test_trials_spread_over_the_nodes_and_record_them(three_node_cluster, tmp_path):
@@ -49,27 +74,3 @@ def test_storage_may_be_a_uri(three_node_cluster, tmp_path):
     assert result.summary["num_failed"] == 0 and result.summary["wall_time_s"] > 0
     assert (tmp_path / "uri" / "asp_tune_settings.json").is_file()
     assert (tmp_path / "uri" / "asp_tune_progress.json").is_file()
-
-
-def test_half_a_gpu_per_trial_packs_four_trials_on_two_logical_gpus(local_cluster, tmp_path):
-    """Two logical GPUs (no CUDA here): at 0.5 GPU per trial four trials run at once, two per GPU id,
-    each recording the id Ray assigned it; without CUDA each says so and trains on the CPU."""
-    cluster = local_cluster({"num_cpus": 4, "num_gpus": 2})
-    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 60}})
-    settings = HpoSettings(space=space, algo="random", num_samples=4, max_concurrent=4, cpus_per_trial=1,
-                           gpus_per_trial=0.5, address=cluster.address, storage_path=str(tmp_path), verbose=0,
-                           name="gpus", decide="proxy")
-    trials = run_hpo(settings).trials
-    assert (trials["status"] == "TERMINATED").all()
-    assert sorted(trials["assigned_gpus"].astype(str)) == ["0", "0", "1", "1"]
-    import torch
-
-    if not torch.cuda.is_available():
-        assert set(trials["device"]) == {"cpu"}
-    spans = []
-    for folder in (tmp_path / "gpus").glob("proxy_trial_*"):
-        rows = trial_reports(folder)
-        start = rows[0]["trial_started_at"]
-        spans.append((start, start + rows[-1]["time_total_s"]))
-    latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)
-    assert latest_start < earliest_end  # all four were running at once

@@ -113,7 +113,8 @@ def test_a_space_searches_model_args_and_the_optimiser(user_folder):
 
 
 @pytest.mark.slow
-def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_temporary_folder(user_folder, tmp_path):
+def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_temporary_folder(user_folder, tmp_path,
+                                                                                            monkeypatch, command_here):
     (user_folder / "s.yaml").write_text(yaml.safe_dump(SPACE))
     run = run_cli(user_folder, "hpo", "--space", "s.yaml", "--algo", "random", "--num-samples", "1",
                   "--ratio", "0.5", "--out", "hpo", "--storage-path", "ray", "--verbose", "0", "--decide", "proxy")
@@ -132,8 +133,9 @@ def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_tempora
     best = summary["best_config"]
     assert trained["config"]["model_args"] == {"width": best["model_args.width"]}
     assert trained["config"]["optimizer"] == best["optimizer"]
-    run = run_cli(user_folder, "compare", "--space", "s.yaml", "--algo", "random", "--ratios", "1.0,0.5",
-                  "--num-samples", "1", "--out", "cmp", "--storage-path", "ray", "--verbose", "0")
+    monkeypatch.chdir(user_folder)  # compare in this process (hpo's processes imported the module already)
+    run = command_here("compare", "--space", "s.yaml", "--algo", "random", "--ratios", "1.0,0.5", "--num-samples",
+                       "1", "--out", "cmp", "--storage-path", "ray", "--verbose", "0")
     assert run.returncode == 0, run.stderr[-3000:]
     assert (user_folder / "cmp" / "report.md").is_file()
 
