@@ -34,6 +34,14 @@ def _pairs(proxy: Sequence[float], target: Sequence[float]) -> tuple[np.ndarray,
     return x[keep], y[keep]
 
 
+def seed_spread(values: Sequence[float]) -> float:
+    """The standard deviation reported beside a mean over seeds (the sample's, ``ddof=1``): 0.0 for one value,
+    NaN for none."""
+    if len(values) == 0:
+        return math.nan
+    return float(np.std(np.asarray(values, float), ddof=1)) if len(values) > 1 else 0.0
+
+
 def normalised(values: np.ndarray) -> np.ndarray:
     """Mean 0, standard deviation 1 (all zeros when the values do not vary)."""
     std = values.std()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from asp_tune.errors import AspTuneError
 from asp_tune.models import count_parameters
-from asp_tune.quality import proxy_quality
+from asp_tune.quality import proxy_quality, seed_spread
 from nas.checkpoint import train_resumably
 from nas.settings import SEARCHERS, NasSettings
 from nas.spaces import GroundTruthTable, NasSpace
@@ -163,7 +163,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         values = [float(v) for v in values if not math.isnan(v)]
         if values:
             out[f"{key}_mean"] = float(np.mean(values))
-            out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out[f"{key}_std"] = seed_spread(values)
     return out
 
 

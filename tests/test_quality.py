@@ -79,3 +79,10 @@ def test_the_fit_line_of_a_reversed_proxy_says_it_falls():
     assert r2 > 0.9 and rising > 0.9
     assert labels == [f"fit: r² {r2:.2f}, falling: ranks reversed", f"fit: r² {rising:.2f}"]
     pyplot().close(fig)
+
+
+def test_the_spread_beside_a_mean_over_seeds_is_the_sample_standard_deviation():
+    from asp_tune.quality import seed_spread
+
+    assert seed_spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)  # population std: 0.816
+    assert seed_spread([0.9]) == 0.0 and math.isnan(seed_spread([]))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from asp_tune.flags import both_spellings
-from asp_tune.quality import cost_adjusted_r2, proxy_quality, relative_cost
+from asp_tune.quality import cost_adjusted_r2, proxy_quality, relative_cost, seed_spread
 from asp_tune.tune.run import SearchJob, SearchResult, run_search
 
 #: Earlier names of comparison columns, kept beside the current ones (deprecated; read the new ones).
@@ -134,7 +134,7 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             "best_score": s["best_score"], "best_val_accuracy": s.get("best_val_accuracy"),
             "decided_by": s.get("decided_by", ""),
             "retrained_mean": means[ratio],
-            "retrained_std": float(np.std(scores)) if len(scores) > 1 else 0.0 if scores else math.nan,
+            "retrained_std": seed_spread(scores),
             "retrained": retrained.get(ratio, []),  # every seed's retrain
             "regret": regret,
             "pairs": quality["n"], **{k: quality[k] for k in ("kendall_tau", "pearson", "spearman", "r2",
@@ -220,7 +220,7 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
               "decided it (on full data where full data decided). Speed-ups are against the full-data run (ratio "
               "1.0, metric none) of the same search and seed. "
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
-              f"all training data (mean ± std over seeds), {scale}; best score is shown "
+              f"all training data (mean ± sample std over seeds), {scale}; best score is shown "
               "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
               f"pick's retrained score less this pick's{', x 100 (points)' if percent else ''}. Correlations: each "
               "configuration's proxy score against its full-data final score "
