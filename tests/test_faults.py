@@ -260,11 +260,13 @@ def killed_search(tmp_path_factory):
     """One search whose driver was killed outright with a trial finished and another running mid-way (as far as
     the signed state a resume reads knows): the tests below each resume a copy of what it left, so the search
     runs, and is killed, once for them all."""
+    import os
+
     import psutil
 
     folder = tmp_path_factory.mktemp("killed")
     space, storage, out = write_space(folder), folder / "ray", folder / "out"
-    saved_every_second = {**__import__("os").environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # as the fixture above
+    saved_every_second = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # as the fixture above
     driver = Driver(hpo_command(space, storage, out), folder / "driver.log", env=saved_every_second)
     experiment = wait_for(lambda: next(iter(storage.glob("asp-*")), None), 60, "the experiment folder", driver)
 
