@@ -55,8 +55,9 @@ def run_train(args: argparse.Namespace) -> int:
                                                              config.metric]))
         trainer.save_model(out.file(MODEL_FILE))
         out.write_table(SAMPLES_FILE, pd.DataFrame(trainer.sample_table()))
-        if trainer.trajectories:  # only runs whose importance memory was tracked
-            out.write_table(TRAJECTORIES_FILE, pd.DataFrame(trainer.trajectories))
+        trajectories = trainer.trajectories
+        if trajectories:  # only runs whose importance memory was tracked
+            out.write_table(TRAJECTORIES_FILE, pd.DataFrame(trajectories))
         if args.inspect:
             from asp_tune.pictures import score_samples_for_pictures, training_pictures
 

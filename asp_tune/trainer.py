@@ -27,6 +27,7 @@ from asp_tune.models import build_model
 from asp_tune.proxy import ProxySelector
 from asp_tune.registry import MODELS
 from asp_tune.strategies import EpochPlan
+from asp_tune.trajectories import Trajectories
 
 
 #: Samples whose importance values are recorded every epoch (``Trainer.trajectories``).
@@ -124,7 +125,7 @@ class Trainer:
         # a few samples whose importance is recorded every epoch (ASP appendix D's trajectories)
         picker = torch.Generator().manual_seed(self.config.seed + 7)
         self.tracked = torch.randperm(len(self.data.train), generator=picker)[:TRACKED_SAMPLES].to(self.device)
-        self.trajectories: list[dict[str, Any]] = []
+        self.tracked_importance = Trajectories(self.tracked, self.data.train.labels[self.tracked.cpu()])
         self.epoch = 0
         self.samples_seen = 0
         self.train_seconds = 0.0
@@ -289,11 +290,13 @@ class Trainer:
         memory = self.selector.memory
         selected = torch.zeros(memory.num_samples, dtype=torch.bool, device=self.device)
         selected[plan.indices] = True
-        columns = {name: memory[name][self.tracked].tolist() for name in memory.columns}
-        labels = self.data.train.labels[self.tracked.cpu()].tolist()
-        for i, (sample, chosen) in enumerate(zip(self.tracked.tolist(), selected[self.tracked].tolist())):
-            self.trajectories.append({"epoch": self.epoch, "sample": sample, "label": labels[i], "selected": chosen,
-                                      "metric_used": plan.metric, **{k: v[i] for k, v in columns.items()}})
+        self.tracked_importance.record(self.epoch, plan.metric, selected, memory)
+
+    @property
+    def trajectories(self) -> list[dict[str, Any]]:
+        """One row per tracked sample and epoch: its memory values and whether the epoch selected it
+        (empty where the importance memory was not tracked)."""
+        return self.tracked_importance.rows()
 
     def sample_table(self) -> dict[str, list]:
         """One row per training sample: label, times selected and, when importance was tracked, the
@@ -434,7 +437,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "val_seconds": self.val_seconds,
             "history": list(self.history),
-            "trajectories": list(self.trajectories),
+            "trajectories": self.tracked_importance.state_dict(),
             "config": self.config.to_dict(),
         }
 
@@ -452,7 +455,7 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.val_seconds = state.get("val_seconds", 0.0)
         self.history = list(state["history"])
-        self.trajectories = list(state.get("trajectories", []))
+        self.tracked_importance.load_state_dict(state.get("trajectories", []))
 
     def save_model(self, path: str | Path) -> None:
         """The final weights with what rebuilds them (see :func:`load_model`): the builder (a registered

@@ -56,6 +56,41 @@ def test_checkpoint_mid_run_continues_exactly(digits, tmp_path, interrupted_run)
         torch.testing.assert_close(straight.selector.memory[k], resumed.selector.memory[k])
 
 
+def test_importance_trajectories_survive_a_checkpoint_and_its_pickle_does_not_grow_with_the_epochs(digits, tmp_path):
+    """A checkpoint held a dict per tracked sample and epoch (140,000 objects to pickle at 400 epochs);
+    it holds one tensor per column, and restores the same rows, from its own or the old list of rows."""
+    import io
+    import pickle
+
+    cfg = TrainConfig(epochs=6, ratio=0.4, metric="mixture", seed=3)
+    straight = Trainer(cfg, data=digits)
+    straight.fit()
+    rows = straight.trajectories
+    assert len(rows) == 6 * 32 and [r["epoch"] for r in rows[::32]] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "entropy", "selected", "metric_used", "label"} <= set(rows[0])
+    assert [r["selected"] for r in rows[:32]] == [True] * 32  # the first epoch trains on all data
+    assert [r["metric_used"] for r in rows[::32]] == [h["metric_used"] for h in straight.history]
+
+    objects = {}
+    for epochs in (3, 6):
+        t = Trainer(cfg, data=digits)
+        for _ in range(epochs):
+            t.train_epoch()
+        counted = []
+        pickler = pickle.Pickler(io.BytesIO())
+        pickler.persistent_id = lambda o: counted.append(o)  # torch.save asks it of every object it pickles
+        pickler.dump(t.state_dict()["trajectories"])
+        objects[epochs] = len(counted)
+    assert objects[6] - objects[3] <= 2 * 3  # each epoch adds its number and metric, not 32 rows of values
+
+    for saved in (straight.state_dict(), {**straight.state_dict(), "trajectories": rows}):  # ours, the old rows
+        path = tmp_path / "ckpt.pt"
+        torch.save(saved, path)
+        resumed = Trainer(cfg, data=digits)
+        resumed.load_checkpoint(path)
+        assert resumed.trajectories == rows
+
+
 def test_corrupt_checkpoint_is_a_clear_error(digits, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")

@@ -85,8 +85,11 @@ def pack_job(choice: Any, space: Any, run: dict[str, Any], validate_epochs: tupl
                     "search_paths": search_paths})
 
 
-#: What a trial reserves: no CPU (its pack worker holds the trial's resources), a token of memory.
-TRIAL_RESOURCES = {"cpu": 0, "memory": 2 ** 20}
+#: What a trial reserves: no CPU (its pack worker holds the trial's resources), a token of memory, and a
+#: ten-thousandth of the head node's own resource: a trial's actor lives on the head, as its pool does, so a lost
+#: worker node costs only the trials of the pack workers it held (placed anywhere, the actors of a surviving
+#: worker's trials were lost with the node that happened to hold them). 10,000 trials at once at most.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 2 ** 20, "node:__internal_head__": 1e-4}
 
 
 def pool_name(experiment: str) -> str:
