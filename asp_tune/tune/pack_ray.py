@@ -4,9 +4,9 @@ workers, Ray actors that each hold a :class:`~asp_tune.tune.pack_server.PackServ
 - The pool (a named actor without resources, on the head node) starts the workers with the resources of one trial each
   (``--cpus-per-trial``, ``--gpus-per-trial``; Ray places them on nodes and GPUs), hands each trial a worker,
   and starts a new worker in place of one that died.
-- A trial (:func:`packed_trial`) reserves no CPU of its own: it joins its worker with its configuration and
-  its checkpoint, asks for one epoch at a time, reports each epoch to Tune as :func:`proxy_trial` does, and
-  checkpoints where the search can pause or stop it. So every scheduler and searcher decides per
+- A trial (:func:`packed_trial`) reserves no CPU of its own and lives on the head node: it joins its worker
+  with its configuration and its checkpoint, asks for one epoch at a time, reports each epoch to Tune as
+  :func:`proxy_trial` does, and checkpoints where the search can pause or stop it. So every scheduler and searcher decides per
   configuration, ``trials.csv`` has one row per configuration, and a trial restored by Ray (a paused trial, a
   killed driver, a lost node) continues from its own checkpoint.
 - A worker trains the epochs asked for together once every trial it holds has asked, or ``GATHER_S`` after the
