@@ -21,7 +21,8 @@ SPACE = {"name": "tiny", "fixed": {"dataset": "digits", "model": "mlp", "epochs"
 
 @pytest.mark.parametrize("algo", ["hyperband", "bohb", "asha", "hypertune", "tpe", "random"])
 def test_each_algorithm_runs_with_a_rescaled_budget(algo, ray_session, tmp_path):
-    s = HpoSettings(space=parse_space(SPACE), algo=algo, ratio=0.5, ratio_schedule="dynamic", metric="mixture",
+    space = {**SPACE, "params": {**SPACE["params"], "label_smoothing": {"type": "choice", "values": [0.0, 0.1]}}}
+    s = HpoSettings(space=parse_space(space), algo=algo, ratio=0.5, ratio_schedule="dynamic", metric="mixture",
                     num_samples=3, max_concurrent=2, time_budget_s=600, data_passes_budget=40,
                     storage_path=str(tmp_path), verbose=0, min_first_rung_steps=0, decide="proxy")
     res = run_hpo(s)
@@ -31,13 +32,51 @@ def test_each_algorithm_runs_with_a_rescaled_budget(algo, ray_session, tmp_path)
     assert summary["budget"]["time_budget_s"] == 300 and summary["budget"]["nominal_time_budget_s"] == 600
     assert summary["budget"]["data_passes"] == 20
     assert summary["best_val_accuracy"] == pytest.approx(t["best_val_accuracy"].max())
-    assert set(summary["best_config"]) == {"lr", "momentum"}
-    assert 0.02 <= summary["best_config"]["lr"] <= 0.3
+    assert set(summary["best_config"]) == {"lr", "momentum", "label_smoothing"}
+    assert 0.02 <= summary["best_config"]["lr"] <= 0.3 and summary["best_config"]["label_smoothing"] in (0.0, 0.1)
     # one report per epoch: a trial that ran all 3 epochs at r=0.5 dynamic used 1 + ratios[1:] passes
     done = t[t["epochs"] == 3]
     assert len(done) >= 1
     assert done["data_passes"].iloc[0] == pytest.approx(1 + 0.505 + 0.01, abs=0.01)
     assert summary["data_passes_total"] == pytest.approx(t["data_passes"].sum())
+
+
+def test_a_bohb_trial_resumes_from_its_checkpoint_whatever_searcher_drew_its_choices(tmp_path):
+    """ConfigSpace draws a choice as a NumPy scalar; the checkpoint kept it, and a paused or restarted BOHB
+    trial failed to load it (``weights_only`` refuses NumPy scalars). Ours hands out Python values, and a
+    trial makes any searcher's plain (a TuneBOHB object of your own)."""
+    import contextlib
+    import shutil
+
+    from ray.tune.search.bohb import TuneBOHB
+
+    from asp_tune.tune.bohb_search import PlainBOHB
+
+    space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 2, "subset": 300},
+                         "params": {"lr": {"type": "choice", "values": [0.05, 0.1]},
+                                    "nesterov": {"type": "choice", "values": [True, False]},
+                                    "label_smoothing": {"type": "choice", "values": [0.0, 0.1]}}})
+    drawn = [searcher(space=space.to_configspace(0), seed=0, metric="val_score", mode="max").suggest("t")
+             for searcher in (PlainBOHB, TuneBOHB)]
+    assert {type(v) for v in drawn[0].values()} <= {float, bool}  # ours: Python values
+    assert {type(v).__module__ for v in drawn[1].values()} == {"numpy"}  # Ray's: what a trial must handle
+
+    class Saved:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def as_directory(self):
+            return contextlib.nullcontext(str(self.folder))
+
+    run = {"ratio": 0.5, "metric": "loss", "seed": 0, "device": "cpu"}
+    for i, config in enumerate(drawn):
+        kept, reports = tmp_path / f"kept{i}", []
+        proxy_trial(config, space=space, run=run, report=lambda m, checkpoint=None: reports.append(m),
+                    get_checkpoint=lambda: None, checkpoint_epochs=(1,),
+                    make_checkpoint=lambda folder: kept.exists() or shutil.copytree(folder, kept))
+        proxy_trial(config, space=space, run=run, report=lambda m, checkpoint=None: reports.append(m),
+                    get_checkpoint=lambda: Saved(kept), make_checkpoint=lambda folder: None)
+        assert [r["epoch"] for r in reports] == [1, 2, 2] and reports[-1].get("restored_epoch") == 1
 
 
 def test_failing_trial_is_recorded_and_the_experiment_goes_on(ray_session, tmp_path):

@@ -152,12 +152,24 @@ class SearchSpace:
 
     def train_config(self, params: dict[str, Any], **run: Any) -> TrainConfig:
         """The TrainConfig of one trial: fixed settings, sampled params (``model_args.NAME`` ones go into
-        the builder's keyword arguments), then the run's own flags."""
-        values = {**with_params(self.fixed, params), **run}
+        the builder's keyword arguments; NumPy scalars a searcher handed out as Python values), then the
+        run's own flags."""
+        values = {**with_params(self.fixed, plain_values(params)), **run}
         if "milestones" in values:
             values["milestones"] = tuple(values["milestones"])
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         return TrainConfig(**{k: v for k, v in values.items() if k in known}).validate()
+
+
+def plain_values(value: Any) -> Any:
+    """``value`` (a configuration, or anything in one) with every NumPy scalar as its Python number or bool:
+    ConfigSpace's (BOHB's) choices are NumPy scalars, which a checkpoint loaded with ``weights_only`` refuses
+    and a JSON record writes as a string."""
+    if isinstance(value, dict):
+        return {k: plain_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_values(v) for v in value)
+    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
 
 
 def _ends(p: Param) -> tuple[Any, ...]:
