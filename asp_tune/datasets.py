@@ -451,14 +451,17 @@ def _load_cifar(num_classes: int) -> Callable[..., dict[str, np.ndarray]]:
 
         cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
         root = data_dir or str(default_cache_dir() / "torchvision")
+        local = ("--data-dir (a space's data_dir) with an image-folder tree or .tar.gz archive "
+                 "(train/<class>/*.jpg)")
         try:
             train = cls(root, train=True, download=download)
             test = cls(root, train=False, download=download)
         except RuntimeError as exc:
-            raise DataError(
-                f"{name} not found under {root!r}: pass --download true to fetch it, or --data-dir with "
-                f"an image-folder tree or .tar.gz archive (train/<class>/*.jpg)"
-            ) from exc
+            raise DataError(f"{name} not found under {root!r}: set download to true to fetch it (train's "
+                            f"--download true; a space's fixed download: true), or give {local}") from exc
+        except OSError as exc:  # a download that failed: no network, a refused or broken connection
+            raise DataError(f"{name} could not be downloaded into {root!r} ({getattr(exc, 'reason', exc)}); "
+                            f"without the internet, give {local}") from None
         return {
             "classes": np.asarray(train.classes),
             "train_x": np.asarray(train.data).transpose(0, 3, 1, 2).copy(),

@@ -45,6 +45,29 @@ def test_existing_results_are_not_overwritten(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 
 
+def test_a_download_without_the_internet_is_one_named_error_and_no_results(tmp_path, capsys, monkeypatch):
+    """It was a 77-line traceback ending in urllib's URLError, exit status 1."""
+    import urllib.error
+
+    import torchvision
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
+    out = tmp_path / "run"
+    args = ("train", "--dataset", "cifar10", "--download", "true", "--data-dir", tmp_path / "cifar", "--epochs", 1)
+    assert run_cli(*args, "--out", out, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "cifar10 could not be downloaded into" in err and "Name or service not known" in err
+    assert "without the internet, give --data-dir (a space's data_dir) with an image-folder tree" in err
+    assert not out.exists()
+    assert run_cli("train", "--dataset", "cifar10", "--data-dir", tmp_path, "--epochs", 1, "--out", out) == 2
+    assert "set download to true to fetch it (train's --download true; a space's fixed download: true)" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--ratio", "0"], "invalid ratio=0.0: allowed a number in (0.0, 1.0]"),
     (["--ratio", "1.2"], "invalid ratio=1.2"),
