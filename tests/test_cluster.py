@@ -79,3 +79,21 @@ def test_the_image_builds_on_the_same_ray_version():
     base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
     assert base == f"rayproject/ray:{ray_version()}-py311-gpu"
     assert "pip install --no-cache-dir -e /home/ray/asp_tune" in dockerfile
+
+
+def test_the_nodes_and_the_image_get_the_code_without_the_venv_or_results_and_the_tag_names_this_version():
+    """``file_mounts: .`` and ``COPY .`` shipped the README's .venv (6.5 GB) and runs/ to every node and image."""
+    import tomllib
+
+    repo = CLUSTER.parent
+    ignored = {line.strip().strip("/") for line in (repo / ".gitignore").read_text().splitlines()}
+    assert {".venv", "runs"} <= ignored
+    for name in ("aws.yaml", "gcp.yaml"):
+        config = yaml.safe_load((CLUSTER / name).read_text())
+        assert config["rsync_filter"] == [".gitignore"] and "**/.git/**" in config["rsync_exclude"]
+    docker_ignored = {line.strip() for line in (repo / ".dockerignore").read_text().splitlines()}
+    assert {".git", ".venv", "runs"} <= docker_ignored
+    version = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"]
+    files = [CLUSTER / "Dockerfile", CLUSTER / "README.md", *(CLUSTER / "kuberay").glob("*.yaml")]
+    tags = {tag for f in files for tag in re.findall(r"asp-tune:([\w.]+)-ray([\w.]+)", f.read_text())}
+    assert tags == {(version, ray_version())}
