@@ -134,8 +134,9 @@ class ProxySettings:
                                     check=Interval(0.0, 1.0, "left"))
     infobatch_anneal: float = option(0.125, "infobatch: final fraction of the epochs on all data", GROUP,
                                      check=Interval(0.0, 1.0))
-    first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1)", GROUP,
-                                    check=Boolean())
+    first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1; a search "
+                                          "that stops trials early, below ratio 1, starts them at the ratio "
+                                          "unless this is given)", GROUP, check=Boolean())
     unseen_first: bool = option(True, "pick never-trained samples before all others until each was seen once "
                                       "(matters without a full first epoch)", GROUP, check=Boolean())
     proxy_model: str | None = option(None, "network that scores samples for the static proxies that need one "

@@ -171,6 +171,10 @@ def test_a_users_trainable_writes_the_same_results_as_the_command_line_and_nothi
     assert set(written) == set(cli) and "proxy_trust" in written
     assert written["proxy_trust"] is not None and written["proxy_trust"]["rungs"] == [1, 3, 4]
     assert {p.name for p in (tmp_path / "api").iterdir()} >= {"trials.csv", "trial_epochs.csv", "summary.json"}
+    import pandas as pd
+
+    nodes = [pd.read_csv(tmp_path / name / "trials.csv", keep_default_na=False)["node_id"] for name in ("api", "cli")]
+    assert all(len(n) and (n.str.len() == 56).all() for n in nodes)  # each trial's Ray node, yours as ours
 
 
 def _reports_another(config):

@@ -180,9 +180,9 @@ class HpoSettings:
     early_stop: str = option("none", "add ASHA early stopping to an algorithm that does not stop trials itself "
                                      "(tpe, random)", SEARCH, EARLY_STOPPING, check=OneOf(lambda: EARLY_STOPPING))
     optuna_storage: str | None = option(None, "tpe: keep the Optuna study in this journal file (optuna-dashboard "
-                                              "opens it; the study is named after the search: --name, or "
-                                              "asp-SPACE-rRATIO, which a later search of that space and ratio adds "
-                                              "to)", SEARCH,
+                                              "opens it; the study is named after the search, asp-SPACE-rRATIO "
+                                              "or the API's name=, so a later search of that space and ratio adds "
+                                              "to it)", SEARCH,
                                         check=Check(check_journal, ("/", "", "sqlite:///opt.db")))
     grace_period: int = option(1, "ASHA/Hyperband: epochs before a trial may be stopped", SEARCH,
                                check=Interval(1, None, integer=True))

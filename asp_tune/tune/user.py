@@ -98,6 +98,8 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
     import torch
     from ray import tune
 
+    from asp_tune.tune.trainable import _assigned_gpus, _node_id
+
     entered = time.perf_counter()
 
     described = proxy.describe()
@@ -105,7 +107,8 @@ def report(metrics: dict[str, Any], proxy, **state: Any) -> None:
     trial = getattr(proxy, "trial_settings", {})
     extra = {"epoch": proxy.epoch + 1, "data_passes": described["data_passes"],
              "proxy_ratio": plan.count / described["num_samples"] if plan is not None else 1.0,
-             "metric_used": plan.metric if plan is not None else "", "start_ratio": trial.get("ratio", 1.0)}
+             "metric_used": plan.metric if plan is not None else "", "start_ratio": trial.get("ratio", 1.0),
+             "node_id": _node_id(), "assigned_gpus": ",".join(_assigned_gpus())}  # as a built-in trial records
     seconds = getattr(proxy, "seconds", {})
     timed = {}
     if seconds.get("since") is not None:  # reports so far: all their time is not training, their saving is theirs
