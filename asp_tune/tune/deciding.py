@@ -24,6 +24,7 @@ from asp_tune.flags import both_spellings
 from asp_tune.tune.fulldata import (AUDIT_FILE, CHANGES_FILE, FullDataAgreement, ProxyWatch, at_chance, audit_size,
                                     choose_audit, expected_top, guards_only, measurement_notice, read_changes,
                                     verdict_lines)
+from asp_tune.tune.space import plain_values
 from asp_tune.tune.storage import join, read_text, write_text
 
 #: The audit's experiment is the search's name with this ending, beside it.
@@ -221,7 +222,7 @@ def _audit(job, experiment: str, chosen: list[str], configs: list[dict[str, Any]
             "someone else?): the audit is drawn again")
         record = None
     if record is None:
-        record = {"name": search + AUDIT_SUFFIX, "trials": chosen, "configs": configs}
+        record = {"name": search + AUDIT_SUFFIX, "trials": chosen, "configs": plain_values(configs)}  # True: true
         write_text(record_path, json.dumps(record, default=str))
     parent = experiment.rstrip("/").rsplit("/", 1)[0]
     audit = audit_job(job, record["configs"], search)
