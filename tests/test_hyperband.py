@@ -80,3 +80,46 @@ def test_a_hyperband_scheduler_handed_in_runs_as_ours_with_its_settings_and_a_su
 
     own = Own(**settings())
     assert compose(own, None, ctx)[0].scheduler is own
+
+
+def resumed_bracket(scheduler) -> list[str | None]:
+    """A resumed BOHB search: Tune adds the restored trials to the new scheduler, one finished before the kill,
+    three to continue; these report past the bracket's milestone and pause. Which trial Tune is told to run,
+    each time it asks (Tune asks again and again while nothing runs)."""
+    from types import SimpleNamespace
+
+    controller = Controller(scheduler)
+    searcher = SimpleNamespace(on_pause=lambda trial_id: None, on_unpause=lambda trial_id: None)
+    controller.search_alg = SimpleNamespace(searcher=searcher)
+    controller.pause_trial = lambda trial, should_checkpoint=True: trial.set_status(Trial.PAUSED)
+    finished = Trial("__fake", config={}, stub=True, trial_id="finished")
+    finished.set_status(Trial.TERMINATED)  # as Tune restores it
+    controller.trials.append(finished)
+    scheduler.on_trial_add(controller, finished)
+    for i in range(3):
+        trial = Trial("__fake", config={"i": i}, stub=True, trial_id=f"t{i}")
+        controller.trials.append(trial)
+        scheduler.on_trial_add(controller, trial)
+        trial.set_status(Trial.RUNNING)
+    for i, trial in enumerate(controller.trials[1:]):
+        if scheduler.on_trial_result(controller, trial, {"training_iteration": 9, "loss": 0.3 - i / 10}) == "PAUSE":
+            trial.set_status(Trial.PAUSED)
+    return [(chosen.trial_id if chosen else None) for chosen in
+            (scheduler.choose_trial_to_run(controller) for _ in range(6))]
+
+
+def test_a_resumed_bohb_search_goes_on_where_ray_s_scheduler_waits_forever():
+    """Ray's ``HyperBandForBOHB`` put the finished trial in the new bracket, where it never reported: the bracket
+    never reached its milestone, every other trial stayed PAUSED, and the resumed search never ended."""
+    from ray.tune.schedulers import HyperBandForBOHB
+
+    from asp_tune.tune.hyperband import BohbHyperband
+
+    bohb = {**settings(), "max_t": 40}
+    assert resumed_bracket(HyperBandForBOHB(**bohb)) == [None] * 6
+    assert "t2" in resumed_bracket(BohbHyperband(**bohb))  # the best goes on; the others are stopped
+    ctx = Context(metric="loss", mode="min", epochs=40, seed=0)
+    assert type(get_algorithm("bohb").build(ctx).scheduler) is BohbHyperband
+    from asp_tune.tune.algorithms import compose
+
+    assert type(compose(HyperBandForBOHB(**bohb), None, ctx)[0].scheduler) is BohbHyperband  # one handed in

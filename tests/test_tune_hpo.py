@@ -79,6 +79,27 @@ def test_a_bohb_trial_resumes_from_its_checkpoint_whatever_searcher_drew_its_cho
         assert [r["epoch"] for r in reports] == [1, 2, 2] and reports[-1].get("restored_epoch") == 1
 
 
+def test_a_resumed_bohb_searcher_takes_events_of_trials_its_saved_state_never_knew():
+    """Ray's TuneBOHB raised KeyError (which stopped a resumed search) for a trial whose configuration its
+    restored state did not hold; ours leaves such a trial's results out of BOHB's model."""
+    from ray.tune.search.bohb import TuneBOHB
+
+    from asp_tune.tune.bohb_search import PlainBOHB
+
+    space = parse_space(SPACE)
+    result = {"val_score": 0.5, "hyperband_info": {"budget": 3}}
+    with pytest.raises(KeyError):
+        TuneBOHB(space=space.to_configspace(0), seed=0, metric="val_score", mode="max").on_trial_complete("x")
+    ours = PlainBOHB(space=space.to_configspace(0), seed=0, metric="val_score", mode="max")
+    ours.suggest("known")
+    ours.on_trial_result("unknown", result)
+    ours.on_trial_result("known", result)
+    assert ours.running == {"known", "unknown"}
+    ours.on_trial_complete("unknown", result)
+    ours.on_trial_complete("known", result)
+    assert ours.running == set() and ours.trial_to_params == {}
+
+
 def test_failing_trial_is_recorded_and_the_experiment_goes_on(ray_session, tmp_path):
     space = {**SPACE, "fixed": {**SPACE["fixed"], "momentum": 0.0, "weight_decay": 0.0},
              "params": {"lr": {"type": "grid", "values": [0.1, 1.0e7]}}}

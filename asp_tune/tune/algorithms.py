@@ -166,13 +166,12 @@ def _hyperband(ctx: Context) -> Built:
 
 
 def _bohb(ctx: Context) -> Built:
-    from ray.tune.schedulers import HyperBandForBOHB
-
     from asp_tune.tune.bohb_search import PlainBOHB
+    from asp_tune.tune.hyperband import BohbHyperband
 
     owned = ctx.space is not None
     searcher = PlainBOHB(space=ctx.space.to_configspace(ctx.seed) if owned else None, seed=ctx.seed, **_target(ctx))
-    scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=ctx.epochs,
+    scheduler = BohbHyperband(time_attr="training_iteration", max_t=ctx.epochs,
                                  reduction_factor=ctx.reduction_factor, **_target(ctx))
     return Built(scheduler, searcher, {} if owned else dict(ctx.param_space or {}))
 

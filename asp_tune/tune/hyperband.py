@@ -9,8 +9,10 @@ have stopped it had its save been quicker. (BOHB's scheduler needs no such help:
 once every other trial of it is PAUSED, so a trial still saving leaves the reporting one paused too, and when no
 trial runs it processes every bracket holding a paused trial again.)
 
-A ``HyperBandScheduler`` handed to :func:`asp_tune.tune.search` is run as a :class:`Hyperband` with its
-settings (:func:`without_the_race`); a subclass of one's own is run as given.
+Both Hyperband schedulers also leave a finished trial out of their brackets when a search is resumed
+(:class:`FinishedTrialsStayOut`). A ``HyperBandScheduler`` or ``HyperBandForBOHB`` handed to
+:func:`asp_tune.tune.search` is run as ours with its settings (:func:`without_the_race`); a subclass of one's
+own is run as given.
 """
 
 from __future__ import annotations
@@ -19,10 +21,25 @@ import copy
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import HyperBandScheduler
+from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 
 
-class Hyperband(HyperBandScheduler):
+class FinishedTrialsStayOut:
+    """For Ray's Hyperband schedulers: a trial that a resumed search restores finished (TERMINATED, or ERROR and
+    not retried) gets no place in a bracket. Ray adds every restored trial to the new scheduler's brackets; a
+    finished one never reports again, so its bracket never saw every trial reach its milestone: a resumed BOHB
+    search waited forever with its other trials PAUSED (and Hyperband's ran them on without halving)."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+            super().on_trial_add(tune_controller, trial)
+
+
+class BohbHyperband(FinishedTrialsStayOut, HyperBandForBOHB):
+    """:class:`ray.tune.schedulers.HyperBandForBOHB` that resumes (:class:`FinishedTrialsStayOut`)."""
+
+
+class Hyperband(FinishedTrialsStayOut, HyperBandScheduler):
     """:class:`ray.tune.schedulers.HyperBandScheduler`, never left waiting for a trial paused in a finished
     bracket: before choosing a trial to run, it stops every PAUSED trial left in one."""
 
@@ -38,10 +55,12 @@ class Hyperband(HyperBandScheduler):
 
 
 def without_the_race(scheduler: Any) -> Any:
-    """``scheduler`` itself, or, when it is exactly Ray's ``HyperBandScheduler``, a :class:`Hyperband`
-    with its settings and state (a copy: the object handed in keeps its class)."""
-    if type(scheduler) is not HyperBandScheduler:
+    """``scheduler`` itself, or, when it is exactly Ray's ``HyperBandScheduler`` (``HyperBandForBOHB``), a
+    :class:`Hyperband` (:class:`BohbHyperband`) with its settings and state (a copy: the object handed in keeps
+    its class)."""
+    ours = {HyperBandScheduler: Hyperband, HyperBandForBOHB: BohbHyperband}.get(type(scheduler))
+    if ours is None:
         return scheduler
-    ours = copy.copy(scheduler)
-    ours.__class__ = Hyperband
-    return ours
+    copied = copy.copy(scheduler)
+    copied.__class__ = ours
+    return copied
