@@ -459,7 +459,9 @@ def _load_cifar(num_classes: int) -> Callable[..., dict[str, np.ndarray]]:
         except RuntimeError as exc:
             raise DataError(f"{name} not found under {root!r}: set download to true to fetch it (train's "
                             f"--download true; a space's fixed download: true), or give {local}") from exc
-        except OSError as exc:  # a download that failed: no network, a refused or broken connection
+        except OSError as exc:  # a download that failed (no network, a refused or broken connection), or a file
+            if not download:
+                raise DataError(f"cannot read {name} under {root!r}: {exc}") from None
             raise DataError(f"{name} could not be downloaded into {root!r} ({getattr(exc, 'reason', exc)}); "
                             f"without the internet, give {local}") from None
         return {

@@ -60,6 +60,17 @@ def test_a_bohb_trial_resumes_from_its_checkpoint_whatever_searcher_drew_its_cho
              for searcher in (PlainBOHB, TuneBOHB)]
     assert {type(v) for v in drawn[0].values()} <= {float, bool}  # ours: Python values
     assert {type(v).__module__ for v in drawn[1].values()} == {"numpy"}  # Ray's: what a trial must handle
+    import collections
+
+    import numpy as np
+
+    from asp_tune.tune.space import plain_values
+
+    pair = collections.namedtuple("pair", "low high")
+    plain = plain_values({"betas": np.array([0.9, 0.99]), "model_args": {"width": np.int64(8)},
+                          "ends": pair(np.float32(0.5), np.bool_(True)), "name": np.str_("a")})
+    assert plain == {"betas": [0.9, 0.99], "model_args": {"width": 8}, "ends": pair(0.5, True), "name": "a"}
+    assert [type(v) for v in (plain["model_args"]["width"], *plain["ends"], plain["name"])] == [int, float, bool, str]
 
     class Saved:
         def __init__(self, folder):

@@ -162,14 +162,16 @@ class SearchSpace:
 
 
 def plain_values(value: Any) -> Any:
-    """``value`` (a configuration, or anything in one) with every NumPy scalar as its Python number or bool:
-    ConfigSpace's (BOHB's) choices are NumPy scalars, which a checkpoint loaded with ``weights_only`` refuses
-    and a JSON record writes as a string."""
+    """``value`` (a configuration, or anything in one) with every NumPy scalar (array) as its Python number or
+    bool (list): ConfigSpace's (BOHB's) choices are NumPy scalars, which a checkpoint loaded with
+    ``weights_only`` refuses and a JSON record writes as a string."""
     if isinstance(value, dict):
         return {k: plain_values(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(plain_values(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(plain_values(v) for v in value)
-    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
+    return value.tolist() if type(value).__module__ == "numpy" and hasattr(value, "tolist") else value  # arrays too
 
 
 def _ends(p: Param) -> tuple[Any, ...]:
