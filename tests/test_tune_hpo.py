@@ -109,6 +109,14 @@ def test_a_resumed_bohb_searcher_takes_events_of_trials_its_saved_state_never_kn
     ours.on_trial_complete("unknown", result)
     ours.on_trial_complete("known", result)
     assert ours.running == set() and ours.trial_to_params == {}
+    from ray.tune.schedulers import HyperBandForBOHB
+
+    from asp_tune.tune.algorithms import Context, compose
+
+    theirs = TuneBOHB(space=space.to_configspace(0), seed=0, metric="val_score", mode="max")
+    built, _ = compose(HyperBandForBOHB(metric="val_score", mode="max"), theirs,
+                       Context(metric="val_score", mode="max", epochs=3, seed=0))
+    assert type(built.searcher) is PlainBOHB and type(theirs) is TuneBOHB  # one handed in runs as ours
 
 
 def test_failing_trial_is_recorded_and_the_experiment_goes_on(ray_session, tmp_path):

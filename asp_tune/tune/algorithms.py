@@ -172,7 +172,7 @@ def _bohb(ctx: Context) -> Built:
     owned = ctx.space is not None
     searcher = PlainBOHB(space=ctx.space.to_configspace(ctx.seed) if owned else None, seed=ctx.seed, **_target(ctx))
     scheduler = BohbHyperband(time_attr="training_iteration", max_t=ctx.epochs,
-                                 reduction_factor=ctx.reduction_factor, **_target(ctx))
+                              reduction_factor=ctx.reduction_factor, **_target(ctx))
     return Built(scheduler, searcher, {} if owned else dict(ctx.param_space or {}))
 
 
@@ -285,7 +285,9 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
         raise ConfigError("search_alg", search_alg, f"none with scheduler {scheduler!r} (it proposes its own "
                                                     "configurations)")
     if isinstance(search_alg, (Searcher, SearchAlgorithm)):
-        searcher = search_alg
+        from asp_tune.tune.bohb_search import as_plain_bohb
+
+        searcher = as_plain_bohb(search_alg)
     elif search_alg in (None, "random"):
         # an algorithm that runs every trial to the end with a searcher of its own (tpe) searches with it
         proposes = search_alg is None and base is not RANDOM and plain_fifo(built.scheduler) and built.searcher
