@@ -28,10 +28,6 @@ class Trajectories:
         self.selected: list[torch.Tensor] = []
         self.values: dict[str, list[torch.Tensor]] = {}
 
-    def __len__(self) -> int:
-        """The rows recorded: one per tracked sample and epoch."""
-        return len(self.epochs) * len(self.samples)
-
     def record(self, epoch: int, metric_used: str, selected: torch.Tensor, memory: Any) -> None:
         """After ``epoch``: ``selected`` (a mask over every sample) and the ``memory``'s columns, gathered
         for the tracked samples on the device."""
@@ -64,8 +60,8 @@ class Trajectories:
             state = _from_rows(state, self.samples.tolist())
         device = self.samples.device
         self.epochs, self.metrics_used = list(state["epochs"]), list(state["metrics_used"])
-        self.selected = [row.to(device) for row in state["selected"]][:len(self.epochs)]
-        self.values = {name: [row.to(device) for row in v][:len(self.epochs)] for name, v in state["values"].items()}
+        self.selected = [row.to(device) for row in state["selected"]]
+        self.values = {name: [row.to(device) for row in v] for name, v in state["values"].items()}
 
 
 def _from_rows(rows: list[dict[str, Any]], samples: list[int]) -> dict[str, Any]:

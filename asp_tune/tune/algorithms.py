@@ -12,6 +12,7 @@ Nothing here imports Ray until an algorithm is built, so the command line's help
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -257,6 +258,24 @@ def check_grace_period(grace_period: int, epochs: int, rungs: tuple[int, ...] | 
                                                         f"its last epoch ({hint})")
 
 
+def as_ours(given: Any) -> Any:
+    """``given`` itself, or, when it is exactly one of Ray's classes asp_tune mends (``HyperBandScheduler``,
+    ``HyperBandForBOHB``, ``TuneBOHB``), a copy of it as ours with its settings and state
+    (:mod:`asp_tune.tune.hyperband`, :mod:`asp_tune.tune.bohb_search`); the object handed in keeps its class."""
+    from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
+    from ray.tune.search.bohb import TuneBOHB
+
+    from asp_tune.tune.bohb_search import PlainBOHB
+    from asp_tune.tune.hyperband import BohbHyperband, Hyperband
+
+    ours = {HyperBandScheduler: Hyperband, HyperBandForBOHB: BohbHyperband, TuneBOHB: PlainBOHB}.get(type(given))
+    if ours is None:
+        return given
+    copied = copy.copy(given)
+    copied.__class__ = ours
+    return copied
+
+
 def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algorithm]:
     """A user's choice of scheduler and searcher, each a registered name or a Ray Tune object, as one
     built algorithm and the description the search reads (its rungs, concurrency).
@@ -270,9 +289,7 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
 
     allowed = (f"'fifo', one of {', '.join(algorithm_names())} or a Ray Tune TrialScheduler")
     if isinstance(scheduler, TrialScheduler):
-        from asp_tune.tune.hyperband import without_the_race
-
-        scheduler = without_the_race(scheduler)
+        scheduler = as_ours(scheduler)
         base = dataclasses.replace(RANDOM, rungs=_rungs_of(scheduler, ctx), pauses_trials=True)
         built = Built(scheduler, None, dict(ctx.param_space or {}))
     elif scheduler in NO_EARLY_STOPPING or (isinstance(scheduler, str) and scheduler in ALGORITHMS):
@@ -285,9 +302,7 @@ def compose(scheduler: Any, search_alg: Any, ctx: Context) -> tuple[Built, Algor
         raise ConfigError("search_alg", search_alg, f"none with scheduler {scheduler!r} (it proposes its own "
                                                     "configurations)")
     if isinstance(search_alg, (Searcher, SearchAlgorithm)):
-        from asp_tune.tune.bohb_search import as_plain_bohb
-
-        searcher = as_plain_bohb(search_alg)
+        searcher = as_ours(search_alg)
     elif search_alg in (None, "random"):
         # an algorithm that runs every trial to the end with a searcher of its own (tpe) searches with it
         proposes = search_alg is None and base is not RANDOM and plain_fifo(built.scheduler) and built.searcher

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ray.tune.search.bohb import TuneBOHB
@@ -33,13 +32,3 @@ class PlainBOHB(TuneBOHB):
         self.trial_to_params.pop(trial_id, None)
         self.paused.discard(trial_id)
         self.running.discard(trial_id)
-
-
-def as_plain_bohb(searcher: Any) -> Any:
-    """``searcher`` itself, or, when it is exactly Ray's ``TuneBOHB``, a :class:`PlainBOHB` with its settings and
-    state (a copy: the object handed in keeps its class)."""
-    if type(searcher) is not TuneBOHB:
-        return searcher
-    copied = copy.copy(searcher)
-    copied.__class__ = PlainBOHB
-    return copied

@@ -11,13 +11,12 @@ trial runs it processes every bracket holding a paused trial again.)
 
 Both Hyperband schedulers also leave a finished trial out of their brackets when a search is resumed
 (:class:`FinishedTrialsStayOut`). A ``HyperBandScheduler`` or ``HyperBandForBOHB`` handed to
-:func:`asp_tune.tune.search` is run as ours with its settings (:func:`without_the_race`); a subclass of one's
+:func:`asp_tune.tune.search` is run as ours with its settings (``algorithms.as_ours``); a subclass of one's
 own is run as given.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -52,15 +51,3 @@ class Hyperband(FinishedTrialsStayOut, HyperBandScheduler):
                     if trial.status == Trial.PAUSED:
                         tune_controller.stop_trial(trial)
         return super().choose_trial_to_run(tune_controller)
-
-
-def without_the_race(scheduler: Any) -> Any:
-    """``scheduler`` itself, or, when it is exactly Ray's ``HyperBandScheduler`` (``HyperBandForBOHB``), a
-    :class:`Hyperband` (:class:`BohbHyperband`) with its settings and state (a copy: the object handed in keeps
-    its class)."""
-    ours = {HyperBandScheduler: Hyperband, HyperBandForBOHB: BohbHyperband}.get(type(scheduler))
-    if ours is None:
-        return scheduler
-    copied = copy.copy(scheduler)
-    copied.__class__ = ours
-    return copied
