@@ -149,6 +149,37 @@ def test_trials_started_on_all_the_data_are_no_proxy_in_the_agreement(tmp_path):
     assert trials.set_index("trial_id")["proxy_score"].notna().sum() == 4
 
 
+def test_a_top_rung_trained_on_a_subset_is_no_full_data_score(tmp_path, capsys):
+    """A strategy that keeps its own subset (a static proxy) ignores the ratio schedule's step to 1: its top
+    rung's scores, reported at ratio 0.1, were called full data's and decided the pick."""
+    proxy = {"t0": 0.50, "t1": 0.60, "t2": 0.70, "t3": 0.40}
+    trials, histories, summary = _search(proxy, {"t1": 0.90, "t2": 0.80})
+    histories["t1"]["proxy_ratio"] = [0.1, 1.0]
+    histories["t2"]["proxy_ratio"] = [0.1, 0.1]  # its last epoch on a tenth of the data
+    trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    assert trials.set_index("trial_id")["full_data_from"].to_dict() == {"t0": "", "t1": "top rung", "t2": "",
+                                                                       "t3": ""}
+    assert summary["full_data"]["top_rung_trials"] == 1 and summary["best_trial_id"] == "t1"
+    assert ("warning: 1 trials ended the top rung on a subset of the data (ratio 0.1 at their last epoch"
+            in capsys.readouterr().err)
+
+
+def test_a_pick_whose_full_data_score_is_at_chance_is_said_to_be_no_better_than_chance(tmp_path, capsys):
+    proxy = {"t0": 0.11, "t1": 0.12, "t2": 0.10, "t3": 0.09}
+    trials, histories, summary = _search(proxy, {"t0": 0.11, "t1": 0.105, "t2": 0.115})
+    for hist in histories.values():
+        hist["val_constant"] = 0.1
+    trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    assert summary["full_data"]["nothing_learnt"] is True and summary["best_trial_id"] == "t2"
+    assert ("no configuration learnt, on full data either: all 3 full-data scores are within 0.02 of the constant "
+            "predictor's 0.1000" in capsys.readouterr().err)
+    trials, histories, summary = _search(proxy, {"t0": 0.12, "t1": 0.11, "t2": 0.35})
+    for hist in histories.values():
+        hist["val_constant"] = 0.1
+    _, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    assert summary["full_data"]["nothing_learnt"] is False  # one learnt: the pick is worth something
+
+
 @pytest.mark.parametrize("audit", [0, 2])
 def test_trials_trained_on_all_the_data_to_the_end_are_full_data_scores_in_a_search_without_rungs(tmp_path, audit):
     """A search without rungs raises its ratio too: the trials started then trained on all the data to their
@@ -379,7 +410,7 @@ def test_a_fresh_trial_starts_on_the_searchs_latest_ratio_and_a_restarted_one_ke
     assert reports[-1]["start_ratio"] == 0.6 and reports[-1]["restored_epoch"] == 1
 
 
-def test_the_optuna_recipe_finishes_a_study_on_full_data():
+def test_the_optuna_recipe_finishes_a_study_on_full_data(capsys):
     import optuna
 
     from asp_tune.errors import ConfigError
@@ -400,6 +431,8 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data():
     assert audit.best_params == {"x": max(trained)} and audit.pick_changed
     assert audit.agreement.misranks() and audit.agreement.kendall_tau() == pytest.approx(-1.0)
     assert audit.warnings()[0].startswith("the proxy misranks") and "study's own pick lost" in audit.warnings()[1]
+    said = capsys.readouterr().err  # said, as a search says them, not only kept for whoever asks
+    assert all(f"[asp-tune] warning: {line}" in said for line in audit.warnings())
     kept = study.user_attrs["asp_tune_full_data"]
     assert kept["best_params"] == audit.best_params and kept["full_data_scores"]["0"] == 0.5
     seven = optuna.create_study(direction="maximize")  # too few to measure: the default audit guards the pick

@@ -90,6 +90,40 @@ def test_a_small_search_says_it_cannot_measure_and_is_never_trusted(ray_session,
     assert (result.summary["proxy_trust"] or {}).get("trusted") in (None, False)  # unmeasured is never "trusted"
 
 
+def passes_told(config):
+    """Scores x plus a hundredth of the data passes trained: a score that tells how a trial was trained."""
+    proxy = asp_tune.tune.proxy_data(config, DATA, epochs=EPOCHS)
+    for epoch in range(proxy.epoch + 1, EPOCHS):
+        proxy.set_epoch(epoch)
+        for idx, _ in proxy.loader(batch_size=64):
+            proxy.update(idx, torch.zeros(len(idx)))
+        asp_tune.tune.report({"val_accuracy": config["x"] + 0.01 * proxy.describe()["data_passes"]}, proxy)
+
+
+def test_a_trainable_s_top_rung_and_audit_train_alike_on_all_the_data_at_any_ratio(ray_session, tmp_path, capsys):
+    """Below ratio 0.2 a trial's own ProxyData made strategy "auto" a fixed random subset, which ignored the
+    step to ratio 1: the top rung trained on a tenth of the data and was called full data's. And an audited
+    configuration trained on all the data from the start, the top rung's only after the last proxy rung: its
+    score came from more full-data training, so audits won the pick by protocol, not by configuration."""
+    from ray import tune
+
+    result = asp_tune.tune.search(passes_told, {"x": tune.uniform(0, 0.5)}, epochs=EPOCHS, ratio=0.1,
+                                  scheduler="asha", num_samples=8, audit=3, seed=1, out=tmp_path / "out")
+    err = capsys.readouterr().err
+    summary, trials = result.summary, result.trials.set_index("trial_id")
+    assert summary["metric"] == "random" and summary["ratio_schedule"] == "steps:3=1"
+    top = trials[trials["full_data_from"] == "top rung"]
+    audited = trials[trials["full_data_from"] == "audit"]
+    assert len(top) >= 1 and len(audited) == 3 and "ended the top rung on a subset" not in err
+    for trial in top.index:  # the epochs after the last proxy rung on all the data
+        assert list(result.histories[trial]["proxy_ratio"].round(2)) == [0.1, 0.1, 0.1, 1.0]
+    trained = (trials["full_data_score"] - trials["config/x"]).dropna()
+    assert trained.round(4).nunique() == 1  # every full-data score from the same data passes (3 x 0.1 + 1)
+    assert trained.iloc[0] == pytest.approx(0.01 * (3 * round(0.1 * len(DATA)) / len(DATA) + 1), abs=1e-6)
+    assert "training 3 configurations to the end as a promoted trial" in err
+    assert "reports no val_constant" in err  # the search cannot tell proxy trials at chance: it says so
+
+
 def test_proxy_trials_at_chance_raise_the_ratio_of_the_configurations_started_later(ray_session, tmp_path, capsys):
     from ray import tune
 
@@ -117,7 +151,7 @@ def test_asp_tunes_own_search_ends_its_top_rung_on_full_data(ray_session, tmp_pa
                                                   "batch_size": 32},
                          "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}})
     settings = HpoSettings(space=space, algo="asha", ratio=0.3, num_samples=6, device="cpu", verbose=0,
-                           min_first_rung_steps=0, storage_path=str(tmp_path / "ray"))
+                           min_first_rung_steps=0, storage_path=str(tmp_path / "ray"), audit=2)
     result = run_hpo(settings)
     s = result.summary
     assert s["ratio_schedule"] == "steps:3=1" and s["decided_by"] == "full data"
@@ -126,5 +160,8 @@ def test_asp_tunes_own_search_ends_its_top_rung_on_full_data(ray_session, tmp_pa
     for trial in top["trial_id"]:  # the last epoch trained on all the data
         hist = result.histories[trial]
         assert float(hist["data_passes"].iloc[-1] - hist["data_passes"].iloc[-2]) == pytest.approx(1.0, abs=0.01)
-    assert s["best_trial_id"] in set(top["trial_id"]) and s["full_data"]["cost"]["data_passes"] > 0
+    audited = result.trials[result.trials["full_data_from"] == "audit"]
+    assert len(audited) == 2 and s["best_trial_id"] in set(top["trial_id"]) | set(audited["trial_id"])
+    # an audited configuration trains as a promoted one: 3 epochs at 0.3, then 1 on all the data
+    assert s["full_data"]["cost"]["data_passes"] == pytest.approx(len(top) * 1.0 + 2 * 1.9, abs=0.05)
     assert "full data decided the pick" in capsys.readouterr().err

@@ -93,8 +93,9 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     def make_trainable(changes: str | None = None):
         return with_run(s.run_fields(), validate_epochs, s.checkpoint_epochs(), changes, packs is not None)
 
-    if plan is not None:
-        full = dataclasses.replace(s, ratio=1.0, metric="none", ratio_schedule="constant", rung_ratios=None)
+    if plan is not None:  # an audited configuration trains as the top rung's did: one protocol for every score
+        full = s if plan.top_rung_full else dataclasses.replace(s, ratio=1.0, metric="none",
+                                                                ratio_schedule="constant", rung_ratios=None)
         plan.audit_trainable = lambda: with_run(full.run_fields(), (s.epochs,), (), packed=packs is not None)
         plan.audit_packs = _packs(s, choice, full.run_fields(), (s.epochs,), arrays, modules)
     summary = {"algo": s.algo, "ratio": s.ratio, "ratio_schedule": s.ratio_schedule, "metric": s.resolved_metric(),

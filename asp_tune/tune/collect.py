@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 
 #: A trial's own report columns kept in its history (``trial_epochs.csv``), besides the score.
-HISTORY_COLUMNS = ("epoch", "val_accuracy", "data_passes", "train_loss", "reported_at", "train_seconds_total",
-                   "val_constant", "start_ratio")
+HISTORY_COLUMNS = ("epoch", "val_accuracy", "data_passes", "proxy_ratio", "train_loss", "reported_at",
+                   "train_seconds_total", "val_constant", "start_ratio")
 #: Totals read from a trial's last report, with their value when it did not report them.
 TOTALS = {"data_passes": ("data_passes", 0.0), "seconds": ("train_seconds_total", 0.0),
           "startup_seconds": ("startup_seconds", 0.0), "val_seconds": ("val_seconds_total", 0.0),

@@ -13,6 +13,7 @@ it), picks the best on full data, and measures the proxy against full data
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,9 +22,9 @@ import pandas as pd
 
 from asp_tune.errors import RunInterrupted
 from asp_tune.flags import both_spellings
-from asp_tune.tune.fulldata import (AUDIT_FILE, CHANGES_FILE, FullDataAgreement, ProxyWatch, at_chance, audit_size,
-                                    choose_audit, expected_top, guards_only, measurement_notice, read_changes,
-                                    verdict_lines)
+from asp_tune.tune.fulldata import (AUDIT_FILE, CHANCE_MARGIN, CHANGES_FILE, FullDataAgreement, ProxyWatch,
+                                    at_chance, audit_size, choose_audit, expected_top, guards_only,
+                                    measurement_notice, read_changes, verdict_lines)
 from asp_tune.tune.space import plain_values
 from asp_tune.tune.storage import join, read_text, write_text
 
@@ -39,8 +40,10 @@ class FullDataPlan:
 
     ``top_rung_full``: its last rung trains on all the data (multi-fidelity); ``first_rung``: the epoch
     whose proxy score is paired with the full-data score (None: a trial's best proxy score);
-    ``audit``: configurations trained on full data after the search (None: :func:`audit_size` decides);
-    ``audit_trainable()``: the trainable that trains a configuration on full data, and ``audit_fixed``
+    ``audit``: configurations trained on full data after the search (None: :func:`audit_size` decides), as a
+    promoted trial is where the top rung is on full data (the proxy until the last proxy rung, then all the
+    data: every full-data score of the search from one protocol), else on all the data from the start;
+    ``audit_trainable()``: the trainable that trains a configuration so, and ``audit_fixed``
     the values its trials get besides the configuration; ``ratio``: the search's ratio;
     ``corrects``: raise the ratio of configurations not yet started when the proxy fails; ``seed``: of
     the audit's random draw;
@@ -93,7 +96,7 @@ def announce(job) -> list[str]:
                         "batch keeps a proxy" if change["ratio"][1] >= 1.0 > change["ratio"][0] else ""))
     if plan is not None:
         pairs = plan.expected_pairs(configurations, rungs) + plan.audit_count(configurations, rungs)
-        notice = measurement_notice(configurations, pairs, rungs, plan.flag)
+        notice = measurement_notice(configurations, pairs, rungs, plan.flag, plan.top_rung_full)
         if notice:
             lines.append(notice)
         costly = _audit_outweighs_the_proxy(job, configurations)
@@ -153,6 +156,18 @@ def started_on_all_data(histories: dict[str, pd.DataFrame]) -> set[str]:
         started = hist["start_ratio"].dropna() if "start_ratio" in hist else ()
         if len(started) and float(started.iloc[0]) >= 1.0:
             out.add(trial)
+    return out
+
+
+def ended_on_a_subset(histories: dict[str, pd.DataFrame], epochs: int) -> dict[str, float]:
+    """The trials whose last epoch (``epochs``) trained on part of the data, by their reported ``proxy_ratio``
+    there: a strategy that keeps its own subset (a static proxy) does not follow a ratio schedule to 1."""
+    out = {}
+    for trial, hist in histories.items():
+        if "epoch" in hist and "proxy_ratio" in hist:
+            last = hist[hist["epoch"] == epochs]["proxy_ratio"].dropna()
+            if len(last) and float(last.iloc[-1]) < 1.0 - 1e-9:
+                out[trial] = float(last.iloc[-1])
     return out
 
 
@@ -229,8 +244,10 @@ def _audit(job, experiment: str, chosen: list[str], configs: list[dict[str, Any]
     audit.storage_path = parent
     target = join(parent, record["name"])
     resume = target if tune.Tuner.can_restore(target) else None
+    how = "to the end as a promoted trial (the top rung on all the data)" if job.full_data.top_rung_full \
+        else "on all the data"
     say(f"full data: training {len(record['configs'])} configuration{'s' if len(record['configs']) != 1 else ''} "
-        f"on all the data ({'resumed' if resume else 'the audit'})")
+        f"{how} ({'resumed' if resume else 'the audit'})")
     try:
         return record["trials"], run_search(audit, resume=resume)
     except RunInterrupted as exc:  # the search's folder is what a resume takes; it finishes this audit
@@ -245,7 +262,13 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     plan: FullDataPlan = job.full_data
     proxy = proxy_scores(trials, histories, job.metric, plan.first_rung)
     at_end = top_rung_scores(trials, histories, job.metric, job.epochs)
-    full = dict(at_end) if plan.top_rung_full else {}
+    full = {t: v for t, v in at_end.items() if t not in ended_on_a_subset(histories, job.epochs)} \
+        if plan.top_rung_full else {}
+    if len(full) < len(at_end) and plan.top_rung_full:
+        ratios = sorted({round(r, 4) for r in ended_on_a_subset(histories, job.epochs).values()})
+        say(f"warning: {len(at_end) - len(full)} trials ended the top rung on a subset of the data (ratio "
+            f"{', '.join(f'{r:g}' for r in ratios)} at their last epoch: a strategy that keeps its own subset "
+            f"ignores the ratio schedule), so their scores are the proxy's, not full data's")
     sources = {t: "top rung" for t in full}
     failed = set(trials.loc[trials["status"] == "ERROR", "trial_id"])
     on_all = {t: at_end[t] for t in started_on_all_data(histories) if t in at_end and t not in full and t not in failed}
@@ -332,7 +355,21 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
         say(f"warning: {line}")
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
+    constant = _constant_score(histories)
+    section["nothing_learnt"] = at_chance(scored["full_data_score"].tolist(), [constant] * len(scored), job.mode)
+    if section["nothing_learnt"]:
+        say(f"warning: no configuration learnt, on full data either: all {len(scored)} full-data scores are within "
+            f"{CHANCE_MARGIN} of the constant predictor's {constant:.4f}, so the pick is no better than chance; "
+            "more epochs or other ranges of the space would")
     return summary
+
+
+def _constant_score(histories: dict[str, pd.DataFrame]) -> float:
+    """The constant predictor's score the trials reported (``val_constant``; NaN when none did)."""
+    for hist in histories.values():
+        if "val_constant" in hist and hist["val_constant"].notna().any():
+            return float(hist["val_constant"].dropna().iloc[-1])
+    return math.nan
 
 
 def _known(trials: pd.DataFrame, trial: str) -> float | None:

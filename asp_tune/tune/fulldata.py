@@ -236,18 +236,21 @@ def guards_only(audit: int | None, configurations: int) -> bool:
     return audit is None and configurations < MEASURABLE_FACTOR * MIN_PAIRS
 
 
-def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] | None, flag: str) -> str | None:
-    """The line a search says before it starts when it cannot measure its proxy (None when it can)."""
+def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] | None, flag: str,
+                       top_rung_full: bool = False) -> str | None:
+    """The line a search says before it starts when it cannot measure its proxy (None when it can);
+    ``top_rung_full``: its top rung trains on all the data (an audit then trains as a promoted trial)."""
     if pairs >= MIN_PAIRS:
         return None
     more = ""
     if rungs and len(rungs) > 1:
         needed = math.ceil(MIN_PAIRS * configurations / max(pairs, 1e-9)) if pairs > 0 else None
         more = f"search about {needed} configurations, or " if needed else ""
+    how = ("to the end as promoted trials (the top rung on all the data)" if top_rung_full
+           else "on all the data for all their epochs")
     return (f"this search cannot measure its proxy against full data: about {pairs:.0f} of its {configurations} "
             f"configurations will have full-data scores and {MIN_PAIRS} are needed; {more}give "
-            f"{flag}{'' if flag.endswith('=') else ' '}{MIN_PAIRS} to train up to that many on all the data for all "
-            "their epochs after it (the "
+            f"{flag}{'' if flag.endswith('=') else ' '}{MIN_PAIRS} to train up to that many {how} after it (the "
             "pick is still made on full data)")
 
 

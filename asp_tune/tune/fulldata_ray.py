@@ -12,6 +12,7 @@ import json
 
 from ray.tune import Callback
 
+from asp_tune.tune.deciding import say
 from asp_tune.tune.fulldata import CHANGES_FILE, ProxyWatch, read_changes
 from asp_tune.tune.storage import join, write_text
 
@@ -20,18 +21,23 @@ class FullDataWatch(Callback):
     def __init__(self, experiment_path: str, watch: ProxyWatch, metric: str):
         self.experiment_path, self.watch, self.metric = experiment_path, watch, metric
         self._placed = False
+        self._said_no_constant = False
 
     def setup(self, **info) -> None:
         self.watch.restore(read_changes(join(self.experiment_path, CHANGES_FILE)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        from asp_tune.tune.deciding import say
         from asp_tune.tune.progress import current_experiment
 
         if not self._placed:  # a copied experiment resumed elsewhere writes its own folder
             self.experiment_path, self._placed = current_experiment(self.experiment_path, trials), True
         if "epoch" not in result:
             return
+        if not self._said_no_constant and self.metric in result and "val_constant" not in result:
+            self._said_no_constant = True
+            say("note: the trainable reports no val_constant (the constant predictor's score: the largest class's "
+                "share of the validation labels for accuracy, 0 for R²), so the search cannot tell proxy trials "
+                "that stay at chance; report it beside the score (docs/hpo.md)")
         change = self.watch.observe(trial.trial_id, int(result["epoch"]), result.get(self.metric),
                                     result.get("val_constant"), result.get("start_ratio"))
         if change is None:

@@ -192,9 +192,10 @@ class HpoSettings:
                                  "other searches end with an audit on full data; the best on full data wins, and the "
                                  "proxy is measured against it) or proxy (the best proxy score wins, unchecked)",
                          SEARCH, DECISIONS, check=OneOf(lambda: DECISIONS))
-    audit: int | None = option(None, "configurations trained on full data after the search, beside a full-data top "
-                                     "rung (none: enough to measure the proxy in a search of 18 or more, else the "
-                                     "proxy's best 3 where no top rung decides)", SEARCH,
+    audit: int | None = option(None, "configurations trained on full data after the search (beside a full-data top "
+                                     "rung, as a promoted trial: the proxy, then the top rung on all the data; none: "
+                                     "enough to measure the proxy in a search of 18 or more, else the proxy's best 3 "
+                                     "where no top rung decides)", SEARCH,
                                check=Interval(0, None, integer=True, optional=True))
     min_first_rung_steps: int = option(16, "optimiser steps a trial takes before its first rung decides: a longer "
                                            "grace period, then a larger ratio, where it would take fewer (0: as "

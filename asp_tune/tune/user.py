@@ -36,7 +36,7 @@ import pandas as pd
 from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError, RunInterrupted
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
-from asp_tune.proxy_settings import ProxySettings, steps_schedule
+from asp_tune.proxy_settings import ProxySettings, search_proxy_fields, steps_schedule
 from asp_tune.tune.results import search_into
 from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_scale, rescaled_budget
@@ -210,9 +210,9 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
         raise ConfigError("argument", unknown[0], f"one of search()'s own ({', '.join(own)}) or a proxy setting "
                                                   f"({', '.join(sorted(proxy_fields))})")
     check_value(ProxySettings, "metric", strategy, "strategy")
-    given = {"ratio": ratio, "metric": strategy, **proxy_settings}
-    if early and ratio < 1.0:
-        given.setdefault("first_epoch_full", False)
+    # the strategy made concrete as the command line's (auto: a uniform pick of never-seen samples when trials
+    # start at the ratio), in every trial's config: a trial's ProxyData resolving "auto" alone would not know
+    given = {"ratio": ratio, **proxy_settings, **search_proxy_fields(ratio, strategy, early, set(proxy_settings))}
     rungs = algorithm.rung_epochs(ctx)
     check_grace_period(grace_period, epochs, rungs if early else None, "a search without early stopping has "
                                                                        "scheduler='fifo'")
@@ -241,10 +241,10 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
 
         plan = FullDataPlan(top_rung_full=top, first_rung=rungs[0] if top else None, audit=audit,
                             audit_trainable=make_trainable, ratio=ratio, seed=seed, flag="audit=",
-                            audit_fixed={TRIAL_KEY: {"ratio": 1.0, "metric": "none", "seed": seed}})
-    resolved = settings.resolved(early and ratio < 1.0 and not settings.first_epoch_full)
+                            audit_fixed={TRIAL_KEY: space[TRIAL_KEY] if top else {"ratio": 1.0, "metric": "none",
+                                                                                   "seed": seed}})
     summary = {"algo": f"{type(built.scheduler).__name__} + {type(built.searcher).__name__}", "ratio": ratio,
-               "ratio_schedule": settings.ratio_schedule, "metric": resolved.metric, "space": label, "seed": seed,
+               "ratio_schedule": settings.ratio_schedule, "metric": settings.metric, "space": label, "seed": seed,
                "first_epoch_full": settings.first_epoch_full, "validation_epochs": "every", "fixed": {},
                "rung_ratios": None, "decide": decide,
                "pack": PackChoice(1, "one trial per process: a trainable of your own runs its own loop, which a "
@@ -296,7 +296,7 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     ``decide``: ``full`` (default) ends the search on full data: under an early-stopping scheduler the top
     rung trains on all the data (``ratio_schedule`` steps to 1 there), and ``audit`` configurations (None:
     enough to measure in a search of 18 or more, else the proxy's best 3 without such a top rung) are
-    trained on full data after it; the best on full data is the pick, and ``summary["full_data"]`` holds
+    trained on full data after it (beside such a top rung, as a promoted trial is); the best on full data is the pick, and ``summary["full_data"]`` holds
     the proxy's Kendall tau against full data with its interval. ``proxy``: the best proxy score picks."""
     storage = experiments_folder(out, storage_path, address)
     job = user_job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, metric=metric, mode=mode,
