@@ -121,9 +121,12 @@ def plot_rung_agreement(trust: dict, path: str | Path, title: str = "") -> Path:
     taus = [p["kendall_tau"] if p["kendall_tau"] == p["kendall_tau"] else 0.0 for p in pairs]
     colours = ["tab:grey" if p["trusted"] is None else ("tab:green" if p["trusted"] else "tab:red") for p in pairs]
     bars = ax.bar(labels, taus, color=colours)
-    for bar, p in zip(bars, pairs):
-        ax.annotate(f"{p['pairs']} configs", (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
-                    ha="center", va="center", fontsize=8, color="white")
+    for bar, p in zip(bars, pairs):  # inside a tall bar, else beside it (a tau near 0 has no bar to hold it)
+        height, inside = bar.get_height(), abs(bar.get_height()) >= 0.3
+        ax.annotate(f"{p['pairs']} configs", (bar.get_x() + bar.get_width() / 2, height / 2 if inside else height),
+                    xytext=(0, 0 if inside else (3 if height >= 0 else -3)), textcoords="offset points",
+                    ha="center", va="center" if inside else ("bottom" if height >= 0 else "top"), fontsize=8,
+                    color="white" if inside else "black")
     ax.axhline(trust["threshold"], color="black", ls="--", lw=0.8, label=f"threshold {trust['threshold']}")
     ax.axhline(0.0, color="black", lw=0.5)
     ax.set_ylim(-1.05, 1.05)
@@ -136,7 +139,7 @@ def plot_rung_agreement(trust: dict, path: str | Path, title: str = "") -> Path:
 
 def plot_full_data_agreement(trials: pd.DataFrame, section: dict, path: str | Path, title: str = "",
                              mode: str = "max") -> Path:
-    """Each configuration's proxy score against its full-data score (from a decided search's ``trials``:
+    """Each configuration's proxy score (y) against its full-data score (x) (from a decided search's ``trials``:
     ``proxy_score``, ``full_data_score``, ``full_data_from``), the pick ringed, Kendall tau and its interval
     (the ``full_data`` section of its summary) in the title."""
     plt = pyplot()
@@ -145,17 +148,21 @@ def plot_full_data_agreement(trials: pd.DataFrame, section: dict, path: str | Pa
     for source, colour in (("top rung", "tab:blue"), ("audit", "tab:orange")):
         part = both[both["full_data_from"] == source]
         if len(part):
-            ax.scatter(part["proxy_score"], part["full_data_score"], s=22, color=colour, label=source)
+            ax.scatter(part["full_data_score"], part["proxy_score"], s=22, color=colour, label=source)
     if len(both):
         best = both.loc[both["full_data_score"].idxmax() if mode == "max" else both["full_data_score"].idxmin()]
-        ax.scatter([best["proxy_score"]], [best["full_data_score"]], s=140, facecolors="none", edgecolors="black",
+        ax.scatter([best["full_data_score"]], [best["proxy_score"]], s=140, facecolors="none", edgecolors="black",
                    label="the pick")
+    constant = section.get("constant_score")
+    if constant is not None and constant == constant:  # chance: scores near it learnt nothing
+        ax.axhline(constant, color="grey", ls=":", lw=1, label=f"chance ({constant:.3g})")
+        ax.axvline(constant, color="grey", ls=":", lw=1)
     tau, (low, high) = section.get("kendall_tau"), section.get("interval") or (None, None)
     detail = (f"Kendall tau {tau:+.2f} ({int(100 * section.get('level', 0.9))}% interval {low:+.2f} .. {high:+.2f}), "
               f"{len(both)} configurations" if section.get("measured")
               else f"not measured: {len(both)} configurations have both scores, {section.get('min_pairs')} needed")
-    ax.set_xlabel("proxy score")
-    ax.set_ylabel("full-data score")
+    ax.set_xlabel("full-data score")
+    ax.set_ylabel("proxy score")  # as the comparison's picture: the proxy against its reference
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"{title}\n{detail}" if title else detail, fontsize=9)
     return save_figure(fig, path)

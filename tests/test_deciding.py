@@ -479,3 +479,22 @@ def test_the_picture_of_the_proxy_against_full_data(tmp_path):
     assert path.stat().st_size > 1000
     unmeasured = plot_full_data_agreement(trials, {"measured": False, "min_pairs": 6}, tmp_path / "u.png")
     assert unmeasured.is_file()
+
+
+def test_the_pictures_draw_chance_and_label_every_rung_pair(tmp_path, monkeypatch):
+    """Scores at chance looked spread out on a zoomed axis with no chance line; a rung pair's label was
+    drawn white inside a bar of height 0, on nothing."""
+    import asp_tune.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "proxy_score": [0.11, 0.09], "full_data_score": [0.12, 0.1],
+                           "full_data_from": ["top rung", "top rung"]})
+    plots.plot_full_data_agreement(trials, {"measured": False, "min_pairs": 6, "constant_score": 0.1}, "f.png")
+    legend = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert "chance (0.1)" in legend
+    trust = {"threshold": 0.3, "pairs": [{"low": 1, "high": 3, "kendall_tau": 0.0, "pairs": 5, "trusted": False},
+                                         {"low": 3, "high": 9, "kendall_tau": 0.8, "pairs": 6, "trusted": True}]}
+    plots.plot_rung_agreement(trust, "t.png")
+    labels = {t.get_text(): t.get_color() for t in figures[-1].axes[0].texts}
+    assert labels == {"5 configs": "black", "6 configs": "white"}  # beside the flat bar, inside the tall one

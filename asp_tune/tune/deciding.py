@@ -356,6 +356,7 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
     constant = _constant_score(histories)
+    section["constant_score"] = constant if constant == constant else None
     section["nothing_learnt"] = at_chance(scored["full_data_score"].tolist(), [constant] * len(scored), job.mode)
     if section["nothing_learnt"]:
         say(f"warning: no configuration learnt, on full data either: all {len(scored)} full-data scores are within "
