@@ -398,6 +398,12 @@ def _unbound(strategy: SubsetStrategy) -> SubsetStrategy:
     return strategy
 
 
+def follows_ratio_schedule(settings: ProxySettings) -> bool:
+    """Whether the strategy ``settings`` name trains each epoch on the ratio its schedule gives (a static proxy
+    keeps the subset it chose once: a step to ratio 1 never reaches all the data)."""
+    return make_strategy(settings.metric, settings).kind != "static"
+
+
 def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], SubsetStrategy]",
                   settings: ProxySettings | None = None, starts_at_ratio: bool = False) -> SubsetStrategy:
     """A fresh strategy for one run: ``strategy`` as an object (used as given; once it served a run, a copy
@@ -434,4 +440,4 @@ def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], Su
 
 
 __all__ = ["ALL_SAMPLES", "EpochPlan", "FullData", "Importance", "InfoBatchPruning", "Mixture", "Run",
-           "SubsetStrategy", "make_strategy", "register_strategy"]
+           "SubsetStrategy", "follows_ratio_schedule", "make_strategy", "register_strategy"]

@@ -70,5 +70,3 @@ if __name__ == "__main__":
     audit = asp_tune.tune.audit_study(study, lambda params: train(params, 1.0, seed=0))
     print(f"full data: best {audit.best_full_score:.4f} with {audit.best_params} ({len(audit.table)} trials trained "
           f"on full data, {len(audit.table) * EPOCHS} data passes; pick changed: {audit.pick_changed}); {audit.line()}")
-    for line in audit.warnings():
-        print(f"warning: {line}")

@@ -63,17 +63,22 @@ def test_the_top_rung_on_full_data_picks_the_best_there_and_pairs_it_with_the_fi
 class _AuditSearch:
     """The audit's search: full-data scores by configuration ``x``, and the jobs it was handed."""
 
-    def __init__(self, full_by_x: dict[float, float]):
+    def __init__(self, full_by_x: dict[float, float], last_ratio_by_x: dict[float, float] | None = None):
         self.full_by_x, self.jobs, self.resumes = full_by_x, [], []
+        self.last_ratio_by_x = last_ratio_by_x or {}  # the ratio an audited configuration's last epoch reported
 
     def __call__(self, job, resume=None):
         self.jobs.append(job)
         self.resumes.append(resume)
         configs = job.settings["configs"]
-        trials = pd.DataFrame([{f"config/{AUDIT_INDEX}": i, "config/x": c["x"], "final_score": self.full_by_x[c["x"]],
-                                "status": "TERMINATED"} for i, c in enumerate(configs)])
+        trials = pd.DataFrame([{"trial_id": f"a{i}", f"config/{AUDIT_INDEX}": i, "config/x": c["x"],
+                                "final_score": self.full_by_x[c["x"]], "status": "TERMINATED"}
+                               for i, c in enumerate(configs)])
+        histories = {f"a{i}": pd.DataFrame({"epoch": [job.epochs],
+                                            "proxy_ratio": [self.last_ratio_by_x.get(c["x"], 1.0)]})
+                     for i, c in enumerate(configs)}
         return SearchResult(trials, {"wall_time_s": 3.0, "data_passes_total": 4.0 * len(configs),
-                                     "experiment_path": "audit"})
+                                     "experiment_path": "audit"}, histories=histories)
 
 
 def test_an_audit_measures_a_misranking_proxy_and_full_data_picks(tmp_path):
@@ -147,6 +152,9 @@ def test_trials_started_on_all_the_data_are_no_proxy_in_the_agreement(tmp_path):
     section = summary["full_data"]
     assert section["pairs"] == 4 and not section["measured"]
     assert trials.set_index("trial_id")["proxy_score"].notna().sum() == 4
+    # trained on all the data from their start, not as the top rung's promoted trials: said so
+    assert (trials.set_index("trial_id")["full_data_from"] == "all the data").sum() == 4
+    assert (section["top_rung_trials"], section["trained_on_all_data"]) == (4, 4)
 
 
 def test_a_top_rung_trained_on_a_subset_is_no_full_data_score(tmp_path, capsys):
@@ -160,8 +168,27 @@ def test_a_top_rung_trained_on_a_subset_is_no_full_data_score(tmp_path, capsys):
     assert trials.set_index("trial_id")["full_data_from"].to_dict() == {"t0": "", "t1": "top rung", "t2": "",
                                                                        "t3": ""}
     assert summary["full_data"]["top_rung_trials"] == 1 and summary["best_trial_id"] == "t1"
-    assert ("warning: 1 trials ended the top rung on a subset of the data (ratio 0.1 at their last epoch"
+    assert ("warning: 1 trial ended the top rung on a subset of the data (ratio 0.1 at the last epoch"
             in capsys.readouterr().err)
+
+
+def test_an_audited_configuration_that_ended_on_a_subset_is_no_full_data_score(tmp_path, capsys):
+    proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(4)}
+    trials, histories, summary = _search(proxy, {}, epochs=4, first=4)
+    search = _AuditSearch({float(i): 0.5 + 0.05 * i for i in range(4)}, last_ratio_by_x={3.0: 0.1})
+    trials, summary = decide(_job(False, audit=4), trials, histories, summary, str(tmp_path), search)
+    assert trials.set_index("trial_id")["full_data_from"].to_dict() == {"t0": "audit", "t1": "audit", "t2": "audit",
+                                                                       "t3": ""}
+    assert summary["best_trial_id"] == "t2"  # t3's better score came from a tenth of the data
+    assert "1 trial ended the audit on a subset of the data (ratio 0.1" in capsys.readouterr().err
+
+
+def test_a_static_strategy_gets_no_top_rung_on_full_data_it_would_never_reach():
+    """A static proxy keeps the subset it chose once: the step to ratio 1 never reached all the data, so its
+    search ends with an audit on all of it instead."""
+    static = _settings(algo="asha", ratio=0.3, metric="fixed_random")
+    assert static.rungs() == (1, 3, 9) and not static.end_on_full_data() and static.ratio_schedule == "constant"
+    assert _settings(algo="asha", ratio=0.3, metric="random").end_on_full_data()
 
 
 def test_a_pick_whose_full_data_score_is_at_chance_is_said_to_be_no_better_than_chance(tmp_path, capsys):
@@ -172,7 +199,7 @@ def test_a_pick_whose_full_data_score_is_at_chance_is_said_to_be_no_better_than_
     trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
     assert summary["full_data"]["nothing_learnt"] is True and summary["best_trial_id"] == "t2"
     assert ("no configuration learnt, on full data either: all 3 full-data scores are within 0.02 of the constant "
-            "predictor's 0.1000" in capsys.readouterr().err)
+            "predictor's (0.1000)" in capsys.readouterr().err)
     trials, histories, summary = _search(proxy, {"t0": 0.12, "t1": 0.11, "t2": 0.35})
     for hist in histories.values():
         hist["val_constant"] = 0.1
@@ -410,7 +437,7 @@ def test_a_fresh_trial_starts_on_the_searchs_latest_ratio_and_a_restarted_one_ke
     assert reports[-1]["start_ratio"] == 0.6 and reports[-1]["restored_epoch"] == 1
 
 
-def test_the_optuna_recipe_finishes_a_study_on_full_data(capsys):
+def test_the_optuna_recipe_finishes_a_study_on_full_data():
     import optuna
 
     from asp_tune.errors import ConfigError
@@ -426,13 +453,13 @@ def test_the_optuna_recipe_finishes_a_study_on_full_data(capsys):
         trained.append(params["x"])
         return 0.5 + 0.02 * params["x"]
 
-    audit = audit_study(study, full, seed=0)
+    with pytest.warns(UserWarning) as warned:  # warned, not only kept for whoever asks
+        audit = audit_study(study, full, seed=0)
     assert len(trained) == 6 and trained[:3] == [0.0, 1.0, 2.0]  # the study's best three first, then drawn
     assert audit.best_params == {"x": max(trained)} and audit.pick_changed
     assert audit.agreement.misranks() and audit.agreement.kendall_tau() == pytest.approx(-1.0)
     assert audit.warnings()[0].startswith("the proxy misranks") and "study's own pick lost" in audit.warnings()[1]
-    said = capsys.readouterr().err  # said, as a search says them, not only kept for whoever asks
-    assert all(f"[asp-tune] warning: {line}" in said for line in audit.warnings())
+    assert [str(w.message) for w in warned] == audit.warnings()
     kept = study.user_attrs["asp_tune_full_data"]
     assert kept["best_params"] == audit.best_params and kept["full_data_scores"]["0"] == 0.5
     seven = optuna.create_study(direction="maximize")  # too few to measure: the default audit guards the pick

@@ -42,7 +42,7 @@ class FullDataPlan:
     whose proxy score is paired with the full-data score (None: a trial's best proxy score);
     ``audit``: configurations trained on full data after the search (None: :func:`audit_size` decides), as a
     promoted trial is where the top rung is on full data (the proxy until the last proxy rung, then all the
-    data: every full-data score of the search from one protocol), else on all the data from the start;
+    data: the top rung's and the audit's scores from one protocol), else on all the data from the start;
     ``audit_trainable()``: the trainable that trains a configuration so, and ``audit_fixed``
     the values its trials get besides the configuration; ``ratio``: the search's ratio;
     ``corrects``: raise the ratio of configurations not yet started when the proxy fails; ``seed``: of
@@ -171,6 +171,15 @@ def ended_on_a_subset(histories: dict[str, pd.DataFrame], epochs: int) -> dict[s
     return out
 
 
+def _say_subset(subset: dict[str, float], where: str) -> None:
+    """Warn that the trials of ``subset`` (trial: ratio) ended ``where`` on part of the data."""
+    if subset:
+        ratios = ", ".join(f"{r:g}" for r in sorted({round(r, 4) for r in subset.values()}))
+        say(f"warning: {len(subset)} trial{'s' if len(subset) != 1 else ''} ended {where} on a subset of the data "
+            f"(ratio {ratios} at the last epoch: a strategy that keeps its own subset ignores the ratio schedule), "
+            "so their scores are the proxy's, not full data's")
+
+
 def top_rung_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metric: str,
                     epochs: int) -> dict[str, float]:
     """The final (full-data) score of every trial that finished the top rung."""
@@ -262,16 +271,15 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     plan: FullDataPlan = job.full_data
     proxy = proxy_scores(trials, histories, job.metric, plan.first_rung)
     at_end = top_rung_scores(trials, histories, job.metric, job.epochs)
-    full = {t: v for t, v in at_end.items() if t not in ended_on_a_subset(histories, job.epochs)} \
-        if plan.top_rung_full else {}
-    if len(full) < len(at_end) and plan.top_rung_full:
-        ratios = sorted({round(r, 4) for r in ended_on_a_subset(histories, job.epochs).values()})
-        say(f"warning: {len(at_end) - len(full)} trials ended the top rung on a subset of the data (ratio "
-            f"{', '.join(f'{r:g}' for r in ratios)} at their last epoch: a strategy that keeps its own subset "
-            f"ignores the ratio schedule), so their scores are the proxy's, not full data's")
+    on_all_data = started_on_all_data(histories)  # the ratio raised to 1 before they started: another protocol
+    full = {}
+    if plan.top_rung_full:
+        subset = ended_on_a_subset(histories, job.epochs)
+        full = {t: v for t, v in at_end.items() if t not in subset and t not in on_all_data}
+        _say_subset({t: r for t, r in subset.items() if t in at_end}, "the top rung")
     sources = {t: "top rung" for t in full}
     failed = set(trials.loc[trials["status"] == "ERROR", "trial_id"])
-    on_all = {t: at_end[t] for t in started_on_all_data(histories) if t in at_end and t not in full and t not in failed}
+    on_all = {t: at_end[t] for t in on_all_data if t in at_end and t not in failed}
     full.update(on_all)  # trained on all the data to the end: scored without an audit
     sources.update({t: "all the data" for t in on_all})
     count = plan.audit_count(len(trials), job.rungs)
@@ -284,9 +292,12 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
         by_id = trials.set_index("trial_id")
         known = {t: {n: _plain(by_id.loc[t, f"config/{n}"]) for n in job.param_names} for t in by_id.index}
         chosen, result = _audit(job, experiment, chosen, [known[t] for t in chosen], run_search, known)
+        subset = ended_on_a_subset(result.histories, job.epochs)
+        _say_subset(subset, "the audit")
         for _, row in result.trials.iterrows():
             index = row.get(f"config/{AUDIT_INDEX}")
-            if row["status"] != "ERROR" and index == index and row["final_score"] == row["final_score"]:
+            if row["status"] != "ERROR" and index == index and row["final_score"] == row["final_score"] \
+                    and row["trial_id"] not in subset:
                 full[chosen[int(index)]] = float(row["final_score"])
                 sources[chosen[int(index)]] = "audit"
         failed = result.trials[result.trials["status"] == "ERROR"]
@@ -308,8 +319,9 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     plan: FullDataPlan = job.full_data
     scored = trials[trials["full_data_score"].notna()]
     before = {"trial_id": summary["best_trial_id"], "config": summary["best_config"], "score": summary["best_score"]}
-    top_cost = _top_rung_cost(histories, job.rungs) if plan.top_rung_full else {"train_seconds": 0.0,
-                                                                                   "data_passes": 0.0}
+    subset = ended_on_a_subset(histories, job.epochs)  # their top rung trained on no more data than before
+    top_cost = _top_rung_cost({t: h for t, h in histories.items() if t not in subset}, job.rungs) \
+        if plan.top_rung_full else {"train_seconds": 0.0, "data_passes": 0.0}
     search_wall = float(summary["wall_time_s"])
     trained = float(trials["seconds"].fillna(0).sum()) or 1.0
     full_wall = audit_cost["wall_time_s"] + top_cost["train_seconds"] * search_wall / trained
@@ -328,6 +340,10 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
                         "note": "the top rung's share is its training seconds' share of the search's"},
                "ratio_changes": changes,
                "did_not_learn": _did_not_learn(trials, histories, job.metric, plan.first_rung, job.mode)}
+    constants = _constant_scores(histories)
+    section["constant_score"] = next(iter(constants.values()), None)
+    section["nothing_learnt"] = at_chance(scored["full_data_score"].tolist(),
+                                          [constants.get(t, math.nan) for t in scored["trial_id"]], job.mode)
     if audit_cost["failed"]:
         say(f"warning: {len(audit_cost['failed'])} of the audit's trials failed on full data and decide nothing "
             f"(the first: {audit_cost['failed'][0]}); see {audit_cost['experiment']}")
@@ -355,22 +371,17 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
         say(f"warning: {line}")
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
-    constant = _constant_score(histories)
-    section["constant_score"] = constant if constant == constant else None
-    section["nothing_learnt"] = at_chance(scored["full_data_score"].tolist(), [constant] * len(scored), job.mode)
     if section["nothing_learnt"]:
         say(f"warning: no configuration learnt, on full data either: all {len(scored)} full-data scores are within "
-            f"{CHANCE_MARGIN} of the constant predictor's {constant:.4f}, so the pick is no better than chance; "
-            "more epochs or other ranges of the space would")
+            f"{CHANCE_MARGIN} of the constant predictor's ({section['constant_score']:.4f}), so the pick is no "
+            "better than chance; more epochs or other ranges of the space would")
     return summary
 
 
-def _constant_score(histories: dict[str, pd.DataFrame]) -> float:
-    """The constant predictor's score the trials reported (``val_constant``; NaN when none did)."""
-    for hist in histories.values():
-        if "val_constant" in hist and hist["val_constant"].notna().any():
-            return float(hist["val_constant"].dropna().iloc[-1])
-    return math.nan
+def _constant_scores(histories: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Each trial's constant predictor's score, as it reported it (``val_constant``; trials without one left out)."""
+    return {t: float(h["val_constant"].dropna().iloc[-1]) for t, h in histories.items()
+            if "val_constant" in h and h["val_constant"].notna().any()}
 
 
 def _known(trials: pd.DataFrame, trial: str) -> float | None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import pandas as pd
 
 from asp_tune.errors import ConfigError
-from asp_tune.tune.deciding import say
 from asp_tune.tune.fulldata import FullDataAgreement, audit_size, choose_audit, guards_only, verdict_lines
 
 
@@ -117,8 +117,8 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     best = finite.loc[finite["full_data_score"].idxmax() if mode == "max" else finite["full_data_score"].idxmin()]
     audit = StudyAudit(table, agreement, best["params"], float(best["full_data_score"]), dict(own_pick.params))
     study.set_user_attr("asp_tune_full_data", audit.summary())
-    for line in audit.warnings():  # said as a search says them, not only kept for whoever asks
-        say(f"warning: {line}")
+    for line in audit.warnings():  # warned, not only kept for whoever asks
+        warnings.warn(line, stacklevel=2)
     return audit
 
 

@@ -119,9 +119,7 @@ class PackedStudy:
         trials = (None if self.run_tag is None else
                   [t for t in self.study.trials if t.user_attrs.get(RUN_ATTR) == self.run_tag])
         self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)),
-                                     count_hint="packed.audit(count=N)", trials=trials)
-        for line in self.full_data.warnings():
-            warnings.warn(line, stacklevel=2)
+                                     count_hint="packed.audit(count=N)", trials=trials)  # warns its warnings
         return self.full_data
 
 

@@ -354,9 +354,11 @@ class HpoSettings:
         """With ``decide`` full, an early-stopping search trains its top rung on all the data (a promoted trial
         continues from its checkpoint at ratio 1, as ``rung_ratios`` ending in 1 does); returns whether its
         top rung is on full data."""
+        from asp_tune.strategies import follows_ratio_schedule  # torch: not for --help
+
         rungs = self.rungs()
-        if not rungs or len(rungs) < 2:
-            return False
+        if not rungs or len(rungs) < 2 or not follows_ratio_schedule(self.trial_config()):
+            return False  # a static proxy keeps its subset: an audit on all the data decides instead
         steps = ratio_steps(self.ratio_schedule)
         if self.decide == "full" and self.ratio < 1.0 and self.ratio_schedule == "constant":
             self.ratio_schedule = steps_schedule([(rungs[-2], 1.0)])

@@ -192,6 +192,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
              proxy_settings: dict[str, Any], decide: str = "full", audit: int | None = None) -> SearchJob:
     """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
     from asp_tune.pack import PackChoice
+    from asp_tune.strategies import follows_ratio_schedule
     from asp_tune.tune.algorithms import Context, check_grace_period, compose, plain_fifo
 
     _check_arguments(trainable, param_space, epochs, mode, {
@@ -216,7 +217,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     rungs = algorithm.rung_epochs(ctx)
     check_grace_period(grace_period, epochs, rungs if early else None, "a search without early stopping has "
                                                                        "scheduler='fifo'")
-    top = decide == "full" and ratio < 1.0 and bool(rungs) and len(rungs) >= 2
+    top = decide == "full" and ratio < 1.0 and bool(rungs) and len(rungs) >= 2 \
+        and follows_ratio_schedule(ProxySettings(**given))  # a static proxy keeps its subset: an audit decides
     if top and given.get("ratio_schedule", "constant") == "constant":
         given["ratio_schedule"] = steps_schedule([(rungs[-2], 1.0)])  # the top rung on all the data
     top = top and given.get("ratio_schedule") == steps_schedule([(rungs[-2], 1.0)])
@@ -296,8 +298,9 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     ``decide``: ``full`` (default) ends the search on full data: under an early-stopping scheduler the top
     rung trains on all the data (``ratio_schedule`` steps to 1 there), and ``audit`` configurations (None:
     enough to measure in a search of 18 or more, else the proxy's best 3 without such a top rung) are
-    trained on full data after it (beside such a top rung, as a promoted trial is); the best on full data is the pick, and ``summary["full_data"]`` holds
-    the proxy's Kendall tau against full data with its interval. ``proxy``: the best proxy score picks."""
+    trained on full data after it (beside such a top rung, as a promoted trial is); the best on full data is
+    the pick, and ``summary["full_data"]`` holds the proxy's Kendall tau against full data with its interval.
+    ``proxy``: the best proxy score picks."""
     storage = experiments_folder(out, storage_path, address)
     job = user_job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, metric=metric, mode=mode,
                    scheduler=scheduler, search_alg=search_alg, num_samples=num_samples, max_concurrent=max_concurrent,
