@@ -320,8 +320,9 @@ def test_hpo_cli_writes_trials_and_summary(ray_session, tmp_path, capsys):
     assert "trial" in captured.err and "View detailed results" not in captured.err + captured.out
     summary = json.loads((out / "summary.json").read_text())
     for key in ("algo", "ratio", "metric", "best_config", "best_val_accuracy", "num_trials", "wall_time_s",
-                "data_passes_total", "budget", "proxy_trust"):
+                "data_passes_total", "budget", "proxy_trust", "ray_start_s"):
         assert key in summary
+    assert summary["ray_start_s"] == pytest.approx(0.0, abs=0.5)  # the session's Ray, joined: nothing started
     assert summary["proxy_trust"]["rungs"] == [1, 3] and (out / "trust.png").is_file()  # ASHA's rungs, drawn
     import pandas as pd
 

@@ -274,7 +274,9 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     for experiment in unfinished_experiments(storage) if say_unfinished and not resume else ():
         print(f"[asp-tune] note: {experiment} holds a search that stopped before it finished; "
               f"{both_spellings('resume', str(experiment))} finishes it (this search is a new one)", file=sys.stderr)
+    ray_start = time.perf_counter()
     ensure_ray(job.address, modules=job.modules)
+    ray_start = time.perf_counter() - ray_start  # the user waits for it too; not the search's (once a process)
     check_resources(job.cpus_per_trial, job.gpus_per_trial)
     check_shared_storage(job.storage_path)
     if not resume:
@@ -299,7 +301,7 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
                                                     f"({type(exc).__name__}: {str(exc)[:160]})") from None
     wall = recorded_wall_time(experiment) or time.perf_counter() - start
     trials, histories = collect_trials(grid, job.param_names, job.metric, job.mode, job.epochs)
-    summary = _summary(job, trials, histories, wall, grid.experiment_path)
+    summary = {**_summary(job, trials, histories, wall, grid.experiment_path), "ray_start_s": ray_start}
     if packed:
         summary["packs"] = packed
     if job.full_data is not None:
