@@ -8,8 +8,9 @@ features (for k-centers). The result is cached under :func:`cache_dir`, keyed by
 changes it, and a file lock makes concurrent trials wait for one computation instead of
 repeating it: every trial of a search shares one proxy, whose seconds count once in its cost.
 
-The proxy trains with the default optimisation settings (:class:`TrainConfig`'s lr, momentum,
-weight decay, batch size, schedule), not a trial's, so trials that differ in those share it.
+The proxy trains with the default optimisation settings (:class:`TrainConfig`'s optimiser, lr, momentum,
+weight decay, batch size, schedule), not a trial's, so trials that differ in those share it; it takes the
+target's ``model_args`` only when it is the target network.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from asp_tune.static_proxies import ForgettingEvents
 from asp_tune.trainer import StepOutput, Trainer, load_state, make_feeder, save_state
 
 #: Settings of the proxy's own training that a trial's do not change (see the module docstring).
-OPTIMISATION_FIELDS = ("batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing", "lr_schedule",
-                       "lr_min", "milestones", "lr_gamma")
+OPTIMISATION_FIELDS = ("optimizer", "betas", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+                       "label_smoothing", "lr_schedule", "lr_min", "milestones", "lr_gamma")
+#: Settings of the proxy's run kept from the caller's: part of the cache key too.
+RUN_FIELDS = ("model", "model_args", "epochs", "task", "amp")
 #: Settings that change which samples exist or how they look: part of the cache key.
 DATA_FIELDS = ("dataset", "data_dir", "subset", "test_subset", "val_fraction", "seed", "crop_padding", "flip_p",
                "cutout")
@@ -52,11 +55,13 @@ def proxy_epochs(config: TrainConfig) -> int:
 
 
 def proxy_train_config(config: TrainConfig) -> TrainConfig:
-    """The proxy model's own run: ``proxy_model`` (default: the target network) on all data for
-    :func:`proxy_epochs`, with the default optimisation settings."""
+    """The proxy model's own run: ``proxy_model`` (default: the target network, with its ``model_args``) on all
+    data for :func:`proxy_epochs`, with the default optimisation settings."""
     defaults = TrainConfig()
-    return config.replace(model=config.proxy_model or config.model, epochs=proxy_epochs(config), ratio=1.0,
-                          metric="none", ratio_schedule="constant",
+    own = config.proxy_model in (None, config.model)
+    return config.replace(model=config.model if own else config.proxy_model,
+                          model_args=config.model_args if own else defaults.model_args,
+                          epochs=proxy_epochs(config), ratio=1.0, metric="none", ratio_schedule="constant",
                           **{name: getattr(defaults, name) for name in OPTIMISATION_FIELDS})
 
 
@@ -71,10 +76,10 @@ def cache_key(config: TrainConfig, data: DataBundle) -> str:
     """Everything the scores depend on: the proxy's settings and the exact training split."""
     proxy = proxy_train_config(config)
     labels = data.train.labels.cpu().numpy().tobytes()
-    identity = {"train": {name: getattr(proxy, name) for name in DATA_FIELDS + OPTIMISATION_FIELDS + ("model",
-                                                                                                      "epochs")},
-                "data": data.describe(), "labels": hashlib.sha256(labels).hexdigest(), "version": 1}
-    identity["train"]["milestones"] = list(identity["train"]["milestones"])
+    identity = {"train": {name: getattr(proxy, name) for name in DATA_FIELDS + OPTIMISATION_FIELDS + RUN_FIELDS},
+                "data": data.describe(), "labels": hashlib.sha256(labels).hexdigest(), "version": 2}
+    for name in ("milestones", "betas"):
+        identity["train"][name] = list(identity["train"][name])
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -122,7 +127,7 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
 
     ``forbid_bigger``: refuse a proxy network with more parameters than ``target`` (SVP's premise)."""
     proxy_config = proxy_train_config(config)
-    if forbid_bigger and target is not None:
+    if forbid_bigger and target is not None and proxy_config.model != config.model:  # the target is no bigger
         check_proxy_smaller(proxy_config.model, data, target, config.metric)
     if config.metric == "forgetting" and proxy_config.epochs < 2:
         warnings.warn("'forgetting' counts a sample's forgetting events between consecutive epochs of its scoring "

@@ -116,7 +116,8 @@ class TopScores(StaticProxy):
 
     def choose(self, count, labels, scores, generator, class_balance=True):
         values = scores.score(self.score).to(generator.device)
-        return top_indices(values if self.largest else -values, count, labels.to(generator.device), class_balance)
+        return top_indices(values if self.largest else -values, count, labels.to(generator.device), class_balance,
+                           generator)
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,15 @@ def entropy_histogram_sample(entropy: torch.Tensor, count: int, bins: int, gener
     return systematic_sample(pi, count, generator)
 
 
-def top_indices(values: torch.Tensor, count: int, labels: torch.Tensor, class_balance: bool) -> torch.Tensor:
-    """The ``count`` largest ``values`` (per class in proportion to class size when ``class_balance``)."""
+def top_indices(values: torch.Tensor, count: int, labels: torch.Tensor, class_balance: bool,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """The ``count`` largest ``values`` (per class in proportion to class size when ``class_balance``), ties
+    broken at random with ``generator`` (by position they took whole classes of a set stored class by class:
+    forgetting counts and never-learnt samples tie by the hundreds)."""
     rule = SelectionRule("zscore", temperature=0.0, class_balance=class_balance)
-    return select_subset(values.float(), count, rule, labels=labels).indices
+    shuffled = torch.randperm(values.numel(), generator=generator, device=values.device)
+    chosen = select_subset(values[shuffled].float(), count, rule, labels=labels[shuffled]).indices
+    return shuffled[chosen]
 
 
 def half_of_classes(num_classes: int, generator: torch.Generator) -> torch.Tensor:

@@ -173,6 +173,45 @@ def test_proxy_scores_are_computed_once_and_shared_by_every_trial(monkeypatch):
     assert len(calls) == 2  # another proxy model is another cache entry
 
 
+def test_the_proxy_trains_with_default_optimisation_and_its_cache_knows_everything_its_run_takes():
+    """The proxy trained with a trial's optimiser (Adam at SGD's learning rate) and the target's model_args
+    (given to another network too), while its cache key held neither: an SGD run reused Adam's scores."""
+    from asp_tune.proxy_scores import cache_key, proxy_train_config
+
+    base = TrainConfig(metric="forgetting", ratio=0.3, epochs=8, subset=300, model_args={"hidden": 32})
+    adam = proxy_train_config(base.replace(optimizer="adam", betas=(0.8, 0.9)))
+    assert (adam.optimizer, adam.betas) == (TrainConfig.optimizer, TrainConfig.betas)
+    assert adam.model_args == {"hidden": 32}  # the target network itself: its own arguments
+    other = proxy_train_config(base.replace(proxy_model="resnet8"))
+    assert (other.model, other.model_args) == ("resnet8", {})  # another network: not the target's arguments
+    data = load_data(base)
+    keys = {cache_key(c, data) for c in (base, base.replace(optimizer="adam"), base.replace(lr=0.01))}
+    assert len(keys) == 1  # trials differing in optimisation share one proxy
+    assert cache_key(base.replace(model_args={"hidden": 64}), data) != cache_key(base, data)
+    assert cache_key(base.replace(amp=False), data) != cache_key(base, data)
+
+
+def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():
+    """950 tied values (never-learnt samples, forgetting counts) in a set stored class by class: by position
+    the top 300 were the first three classes' samples alone."""
+    from asp_tune.static_proxies import top_indices
+
+    values = torch.cat([torch.full((950,), 3.0), torch.linspace(0, 1, 50)])
+    labels = torch.arange(1000) // 100
+    for balanced in (False, True):
+        chosen = top_indices(values, 300, labels, balanced, torch.Generator().manual_seed(0))
+        counts = torch.bincount(labels[chosen], minlength=10)
+        assert len(chosen.unique()) == 300 and bool((chosen < 950).all())  # only tied top values
+        assert int((counts > 0).sum()) == 10 and int(counts.max()) <= 45  # spread over every class
+    again = top_indices(values, 300, labels, False, torch.Generator().manual_seed(0))
+    assert torch.equal(again, top_indices(values, 300, labels, False, torch.Generator().manual_seed(0)))
+
+
+def test_the_target_network_as_its_own_proxy_is_never_bigger_than_itself(tmp_path):
+    cfg = TrainConfig(dataset="digits", model="mlp", metric="kcenters", ratio=0.5, epochs=1, model_args={"hidden": 8})
+    build_trainer(cfg)  # was refused: the proxy was built without its model_args (86,026 parameters against 714)
+
+
 def test_a_proxy_bigger_than_the_target_is_refused_where_svp_forbids_it():
     cfg = TrainConfig(dataset="digits", model="mlp", metric="kcenters", ratio=0.5, proxy_model="resnet20", epochs=1)
     with pytest.raises(ConfigError, match="proxy_model.*no bigger than the target"):
