@@ -69,4 +69,5 @@ class ProxyScores:
     def describe(self) -> dict[str, Any]:
         """What a summary reports about the proxy."""
         return {"proxy_model": self.model, "proxy_epochs": self.epochs, "proxy_seconds": self.seconds,
+                "proxy_data_passes": self.epochs + 1,  # its training, then one pass scoring every sample
                 "proxy_val_accuracy": self.val_accuracy, "proxy_key": self.key, "proxy_computed": self.computed_here}

@@ -61,6 +61,7 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         summary.update(proxy)
         summary["setup_seconds"] = max(0.0, setup - (proxy_seconds if proxy.get("proxy_computed") else 0.0) - selection)
         summary["end_to_end_seconds"] = proxy_seconds + selection + summary["wall_time_s"]
+        summary["end_to_end_data_passes"] = summary["data_passes"] + proxy.get("proxy_data_passes", 0)
         runs[name] = summary
         records += [{"run": name, **rec} for rec in trainer.history]
         if name == "coreset":

@@ -93,6 +93,7 @@ def ranking_task(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec["key"], "val_accuracy": acc, "seconds": time.perf_counter() - start,
             "data_passes": trainer.samples_seen / trainer.selector.num_samples,
             "proxy_seconds": proxy.get("proxy_seconds", 0.0), "proxy_key": proxy.get("proxy_key", ""),
+            "proxy_data_passes": proxy.get("proxy_data_passes", 0),
             "subset_selection_seconds": proxy.get("subset_selection_seconds", 0.0)}
 
 
@@ -111,6 +112,7 @@ def coreset_task(spec: dict[str, Any]) -> dict[str, Any]:
         rows.append({"seed": config.seed, "strategy": "full data" if run == "full" else spec["strategy"],
                      "test_accuracy": summary["final_test_accuracy"], "end_to_end_seconds": summary["end_to_end_seconds"],
                      "proxy_seconds": summary.get("proxy_seconds", 0.0),
+                     "proxy_data_passes": summary.get("proxy_data_passes", 0),
                      "selection_seconds": summary.get("subset_selection_seconds", 0.0),
                      "train_seconds": summary["train_seconds"], "data_passes": summary["data_passes"]})
     return {"rows": rows}
@@ -162,17 +164,39 @@ def kcenters_cost(sizes: list[int], device: str, dim: int = 64) -> list[dict[str
 
 
 def mean_std(values: list[float]) -> str:
+    from asp_tune.quality import seed_spread  # the spread every asp_tune command reports (ddof 1)
+
     values = [v for v in values if v == v]
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-"
+    return f"{np.mean(values):.3f} ± {seed_spread(values):.3f}" if values else "-"
 
 
-def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int) -> list[dict[str, Any]]:
-    from asp_tune.quality import proxy_quality
+def proxy_passes(row: dict[str, Any], epochs: int) -> float:
+    """The data passes of the scoring model a run's strategy trained first (its epochs and one scoring pass): as
+    recorded, or for a run recorded before they were, by the library's rule for its epochs."""
+    if not row.get("proxy_key") and not row.get("proxy_seconds"):
+        return 0.0
+    if row.get("proxy_data_passes"):
+        return float(row["proxy_data_passes"])
+    from asp_tune.config import TrainConfig
+    from asp_tune.proxy_scores import proxy_epochs
+
+    metric = STRATEGIES.get(row["strategy"], {}).get("metric", row["strategy"])
+    return float(proxy_epochs(TrainConfig(epochs=epochs, metric=metric, ratio=0.5)) + 1)
+
+
+def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int, epochs: int) -> list[dict[str, Any]]:
+    from asp_tune.quality import proxy_quality, seed_spread
 
     def scores(strategy: str, ratio: float, seed: int, key: str = "val_accuracy") -> np.ndarray:
         found = {r["config"]: r[key] for r in rows
                  if r["strategy"] == strategy and r["ratio"] == ratio and r["seed"] == seed}
         return np.asarray([found.get(c, np.nan) for c in range(num_configs)])
+
+    def cell_passes(strategy: str, ratio: float, seed: int) -> float:
+        """Data passes per run, the cell's scoring model (trained once for all its runs) shared among them."""
+        part = [r for r in rows if r["strategy"] == strategy and r["ratio"] == ratio and r["seed"] == seed]
+        proxies = {r["proxy_key"]: proxy_passes(r, epochs) for r in part if r["proxy_key"]}
+        return (sum(r["data_passes"] for r in part) + sum(proxies.values())) / len(part) if part else float("nan")
 
     def cell_seconds(strategy: str, ratio: float, seed: int) -> float:
         part = [r for r in rows if r["strategy"] == strategy and r["ratio"] == ratio and r["seed"] == seed]
@@ -197,7 +221,7 @@ def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int
             measures["r2"].append(q["r2"])
             measures["top1_regret"].append(100 * q["top1_regret"])
             measures["relative_cost"].append(q["relative_cost"])
-            measures["data_passes"].append(float(np.nanmean(scores(strategy, ratio, seed, "data_passes"))))
+            measures["data_passes"].append(cell_passes(strategy, ratio, seed))
             measures["seconds_per_run"].append(float(np.nanmean(scores(strategy, ratio, seed, "seconds"))))
         per_cell[(strategy, ratio)] = measures
     out = []
@@ -207,7 +231,7 @@ def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int
             REFERENCE, "full data") else []
         out.append({"strategy": strategy, "ratio": ratio, **{f"{k}_per_seed": v for k, v in m.items()},
                     **{f"{k}_mean": float(np.nanmean(v)) for k, v in m.items()},
-                    **{f"{k}_std": float(np.nanstd(v)) for k, v in m.items()},
+                    **{f"{k}_std": seed_spread([x for x in v if x == x]) for k, v in m.items()},
                     "tau_minus_fixed_random": delta})
     return out
 
@@ -217,7 +241,8 @@ def ranking_markdown(table: list[dict[str, Any]], setup: dict[str, Any]) -> list
              f"{setup['epochs']} epochs, seeds {setup['seeds']})", "",
              "Mean ± std over seeds against the mean full-data score; Δ tau is paired by seed against a fixed "
              "random subset of the same r. Relative cost: the cell's seconds (training and validation, subset "
-             "choice, and a proxy model once per seed) over full data's.", "",
+             "choice, and a proxy model once per seed) over full data's; data passes / run include that proxy "
+             "model's (its epochs and one scoring pass, shared by the cell's runs).", "",
              "| strategy | r | Kendall tau | Δ tau vs fixed_random | r² | top-1 regret (points) | relative cost | "
              "data passes / run |", "|---|---|---|---|---|---|---|---|"]
     for r in table:
@@ -243,8 +268,8 @@ def coreset_markdown(rows: list[dict[str, Any]], setup: dict[str, Any]) -> list[
                      f"{np.mean([r['end_to_end_seconds'] for r in part]):.1f} | {mean_std(speed)} | "
                      f"{np.mean([r['proxy_seconds'] for r in part]):.1f} | "
                      f"{np.mean([r['selection_seconds'] for r in part]):.2f} | "
-                     f"{np.mean([r['data_passes'] for r in part]):.2f} |")
-    return lines + [""]
+                     f"{np.mean([r['data_passes'] + proxy_passes(r, setup['epochs']) for r in part]):.2f} |")
+    return lines + ["", "Data passes include the scoring model's (its epochs and one scoring pass).", ""]
 
 
 def active_markdown(rounds: list[dict[str, Any]], finals: list[dict[str, Any]], setup: dict[str, Any]) -> list[str]:
@@ -301,9 +326,14 @@ def main() -> int:
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="keep the ranking runs of an earlier results file of the same setup (full data and every "
                         "strategy it has) and run only the missing cells")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="write a results file's tables again from its runs as measured (today's statistics), "
+                        "running nothing")
     p.add_argument("--name", default=None)
     p.add_argument("--out-dir", default=None)
     args = p.parse_args()
+    if args.render:
+        return render(Path(args.render))
     quick, parts = args.quick, set(args.part.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -351,12 +381,15 @@ def main() -> int:
         setup = {"model": "ResNet-8", "data": f"CIFAR-10 subset of {base['subset']} ({1 - base['val_fraction']:.0%} "
                                              "train)", "epochs": epochs, "seeds": seeds, "num_configs": len(configs),
                  "grid": {k: list(v) for k, v in GRID.items()}, "ratios": ratios, "strategies": STRATEGIES}
-        table = ranking_table(rows, seeds, len(configs))
+        table = ranking_table(rows, seeds, len(configs), epochs)
         results["ranking"] = {"setup": setup, "table": table, "runs": rows}
         print("\n".join(ranking_markdown(table, setup)))
     if "coreset" in parts:
+        from asp_tune.config import TrainConfig
+        from asp_tune.proxy_scores import proxy_epochs
+
         base = {**data, "subset": 5000 if quick else None, "model": "resnet8", "epochs": epochs,
-                "proxy_epochs": max(1, epochs // 4)}
+                "proxy_epochs": proxy_epochs(TrainConfig(epochs=epochs, metric="forgetting", ratio=0.5))}
         tasks = [(coreset_task, {"config": {**base, "seed": seed}, "strategy": strategy, "fraction": 0.5,
                                  "baseline": strategy == "forgetting"})
                  for seed in seeds for strategy in ("forgetting", "fixed_random")]
@@ -390,7 +423,17 @@ def main() -> int:
         results["kcenters_device"] = args.device
         print("\n".join(kcenters_markdown(rows, args.device)))
     results["setup"]["wall_seconds"] = time.perf_counter() - start
-    md = [f"# ASP against static and SVP baselines ({'quick' if quick else 'full'} mode)", ""]
+    name = args.name or ("baselines_quick" if quick else "baselines")
+    path = write_results(name, results, args.out_dir)
+    kept = f" (parts and cells kept from {args.reuse} are not in it)" if args.reuse else ""
+    write_markdown(results, path, kept)
+    print(f"-> {path}")
+    return 0
+
+
+def write_markdown(results: dict[str, Any], path: Path, note: str = "") -> None:
+    """``path`` with the suffix .md: every part's table of ``results``."""
+    md = [f"# ASP against static and SVP baselines ({'quick' if results['setup']['quick'] else 'full'} mode)", ""]
     if "ranking" in results:
         md += ranking_markdown(results["ranking"]["table"], results["ranking"]["setup"])
     if "coreset" in results:
@@ -398,12 +441,22 @@ def main() -> int:
     if "active" in results:
         md += active_markdown(results["active"]["rounds"], results["active"]["finals"], results["active"]["setup"])
     if "kcenters" in results:
-        md += kcenters_markdown(results["kcenters"], results.get("kcenters_device", args.device))
-    name = args.name or ("baselines_quick" if quick else "baselines")
-    path = write_results(name, results, args.out_dir)
-    kept = f" (parts and cells kept from {args.reuse} are not in it)" if args.reuse else ""
+        md += kcenters_markdown(results["kcenters"], results.get("kcenters_device", "cpu"))
     path.with_suffix(".md").write_text("\n".join(md) + f"\nWall time of this invocation: "
-                                       f"{results['setup']['wall_seconds']:.0f} s{kept}, on {results['machine']}.\n")
+                                       f"{results['setup']['wall_seconds']:.0f} s{note}, on {results['machine']}.\n")
+
+
+def render(path: Path) -> int:
+    """``--render``: the ranking table computed again from the file's runs, and every table written again."""
+    import json
+
+    results = json.loads(path.read_text())
+    if "ranking" in results:
+        ranking = results["ranking"]
+        setup = ranking["setup"]
+        ranking["table"] = ranking_table(ranking["runs"], setup["seeds"], setup["num_configs"], setup["epochs"])
+    write_results(path.stem, results, path.parent)
+    write_markdown(results, path, "; its tables written again from its runs by --render")
     print(f"-> {path}")
     return 0
 

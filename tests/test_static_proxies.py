@@ -279,6 +279,9 @@ def test_coreset_end_to_end_against_full_data(tmp_path):
     assert core["end_to_end_seconds"] == pytest.approx(core["proxy_seconds"] + core["subset_selection_seconds"]
                                                        + core["wall_time_s"])
     assert s["speedup"] == pytest.approx(full["end_to_end_seconds"] / core["end_to_end_seconds"])
+    # and its data passes: the proxy's training epochs and one scoring pass
+    assert core["end_to_end_data_passes"] == pytest.approx(core["data_passes"] + core["proxy_epochs"] + 1)
+    assert full["end_to_end_data_passes"] == full["data_passes"]
     subset = pd.read_csv(out / "subset.csv")
     assert len(subset) == round(0.5 * int(s["data"].split(":")[1].split()[0])) and subset["index"].is_unique
     assert set(pd.read_csv(out / "epochs.csv")["run"]) == {"coreset", "full"}
