@@ -51,7 +51,12 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         plans.append(("full", target.replace(metric="none", ratio=1.0, ratio_schedule="constant")))
     for name, cfg in plans:
         start = time.perf_counter()
-        trainer = build_trainer(cfg, data=data)
+        try:
+            trainer = build_trainer(cfg, data=data)
+        except ConfigError as exc:  # the core-set's strategy is this command's strategy, not a metric
+            if name == "coreset" and exc.field == "metric":
+                raise ConfigError("strategy", exc.value, exc.allowed) from None
+            raise
         setup = time.perf_counter() - start
         summary = trainer.fit(None if on_epoch is None else (lambda rec, n=name: on_epoch(n, rec)))
         proxy = trainer.proxy_summary()

@@ -43,7 +43,7 @@ class ActiveLearningSettings:
                            ACTIVE_STRATEGIES, check=OneOf(lambda: ACTIVE_STRATEGIES))
     rounds: int = option(4, "labelling rounds", "active learning", check=Interval(1, None, integer=True))
     budget: int = option(100, "samples labelled per round", "active learning", check=Interval(1, None, integer=True))
-    initial: int | None = option(None, "size of the initial random labelled pool (none: --budget)",
+    initial: int | None = option(None, "size of the initial random labelled pool (none: --budget, at least 2)",
                                  "active learning", check=Interval(2, None, integer=True, optional=True))
     target_model: str = reuse(TrainConfig, "model", group="active learning",
                               help="network trained on the final labelled pool: a registered one, or an import path "
@@ -62,8 +62,14 @@ class ActiveLearningSettings:
     def check_pool(self, pool: int) -> None:
         """A named error when the rounds would label more samples than the pool holds."""
         needed = self.initial_size + self.rounds * self.budget
-        if needed > pool:
-            most = (pool - self.initial_size) // self.rounds
-            raise ConfigError("budget", self.budget,
-                              f"at most {max(most, 0)}: the initial pool ({self.initial_size}) plus {self.rounds} "
-                              f"rounds x budget must fit in the {pool} training samples")
+        if needed <= pool:
+            return
+        if self.initial is not None and self.initial + self.rounds > pool:  # no budget of 1 or more fits
+            raise ConfigError("initial", self.initial, f"at most {pool - self.rounds}: the initial pool plus "
+                                                       f"{self.rounds} rounds of at least 1 label must fit in the "
+                                                       f"{pool} training samples")
+        # with no initial given, the initial pool is the budget too: rounds + 1 budgets must fit
+        most = (pool - self.initial) // self.rounds if self.initial is not None else pool // (self.rounds + 1)
+        raise ConfigError("budget", self.budget,
+                          f"at most {most}: the initial pool ({'the budget' if self.initial is None else self.initial})"
+                          f" plus {self.rounds} rounds x budget must fit in the {pool} training samples")

@@ -169,3 +169,8 @@ def test_a_regression_core_set_reports_r2_and_active_learning_takes_only_random_
     assert refused.returncode == 2 and "invalid strategy='least_confidence': allowed random for a regression " \
                                        "task" in refused.stderr
     assert not (folder / "al").exists()
+    refused = command_here("coreset", "--dataset", "my_reg:linear", "--strategy", "forgetting", "--epochs", "2",
+                           "--out", "cf", "--quiet")  # the flag given is named, not the trainer's metric
+    assert refused.returncode == 2 and "invalid strategy='forgetting': allowed a strategy that needs no classes" \
+                                       in refused.stderr
+    assert not (folder / "cf").exists()

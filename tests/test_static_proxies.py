@@ -241,8 +241,13 @@ def test_bad_settings_give_named_errors():
         CoresetSettings(fraction=1.5).validate()
     with pytest.raises(ConfigError, match="strategy='fewer_epochs'"):
         CoresetSettings(strategy="fewer_epochs").validate()
-    with pytest.raises(ConfigError, match="budget=500: allowed at most"):
+    with pytest.raises(ConfigError, match="budget=500: allowed at most 250:"):  # the initial pool is a budget too
         ActiveLearningSettings(budget=500, rounds=3).check_pool(1000)
+    ActiveLearningSettings(budget=250, rounds=3).check_pool(1000)  # the bound said fits
+    with pytest.raises(ConfigError, match="budget=500: allowed at most 300:"):
+        ActiveLearningSettings(budget=500, rounds=3, initial=100).check_pool(1000)
+    with pytest.raises(ConfigError, match=r"invalid initial=5000: allowed at most 997: the initial pool"):
+        ActiveLearningSettings(budget=100, rounds=3, initial=5000).check_pool(1000)  # was "budget=100 ... at most 0"
 
 
 @pytest.mark.parametrize("command,args,message", [
