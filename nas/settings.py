@@ -95,7 +95,8 @@ class NasSettings:
     monitor: bool = option(True, "validate the supernet after each epoch (SPOS: a fresh random path per batch; "
                                  "costs one pass over the val split)", SEARCH, check=Boolean())
     score_samples: int | None = option(None, "SPOS: held-out images each candidate is scored on (the same seeded "
-                                             "subset for all); auto: sized so scoring takes about 10% of the search",
+                                             "subset for all); auto: sized so scoring takes about 10% of a full-data "
+                                             "search, the same for every ratio and metric",
                                        SEARCH, kind=optional(int, ("auto", "none", "")),
                                        check=Interval(32, None, integer=True, optional=True))
 
