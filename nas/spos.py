@@ -71,8 +71,8 @@ def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], set
 class SposTrainer(Trainer):
     """Trains ``space``'s single-path supernet with one uniformly drawn path per batch; scores paths on ``val``."""
 
-    def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace, channels: int = 16,
-                 cells: int | None = None, **kwargs):
+    def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace,
+                 channels: int = NasSettings.channels, cells: int | None = None, **kwargs):
         cells = cells or space.default_cells
 
         def supernet(loaded: DataBundle):
@@ -104,7 +104,8 @@ class SposTrainer(Trainer):
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         # Per-epoch validation draws a fresh path per batch (a supernet health signal);
         # scoring fixes the candidate.
-        self.model.set_arch(self.scored_arch or self.space.random(self.monitor_rng))
+        arch = self.scored_arch if self.scored_arch is not None else self.space.random(self.monitor_rng)
+        self.model.set_arch(arch)
         return self.model(x)
 
     def score(self, arch: Hashable) -> float:
