@@ -226,6 +226,17 @@ class SeedsSettings:
                                           "from its checkpoint (-1: forever; none: 3 on a cluster (--address), 0 "
                                           "locally)")
 
+    #: retries of a search whose worker or node was lost: the search commands' rule, reused
+    failures_allowed = HpoSettings.failures_allowed
+
     def validate(self) -> "SeedsSettings":
+        """Check the fields; the Ray settings act only on two or more seeds, so with one they must keep
+        their defaults (they were ignored silently)."""
         check_fields(self)
+        if self.seeds is None or len(self.seeds) < 2:
+            for name in ("address", "cpus_per_search", "gpus_per_search", "max_failures"):
+                value, default = getattr(self, name), getattr(type(self), name)
+                if value != default:
+                    raise ConfigError(name, value, f"its default {default!r}: --{name.replace('_', '-')} acts "
+                                                   "only on two or more --seeds (one search per seed as Ray tasks)")
         return self
