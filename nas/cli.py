@@ -108,7 +108,6 @@ def _progress(total: int, desc: str, quiet: bool, unit: str):
 def run_nas(args: argparse.Namespace) -> int:
     from nas.plots import plot_search
     from nas.search import aggregate, run_search
-
     from nas.settings import SeedsSettings
 
     settings = settings_from_args(args)
