@@ -1,12 +1,14 @@
-"""SPOS on NAS-Bench-201: full-data supernet training against SPOS + ASP, side by side, several seeds.
+"""SPOS on NAS-Bench-201: full-data supernet training against a uniformly random subset and SPOS + ASP
+at the same ratio, side by side, several seeds.
 
     python bench/nas_nb201.py --quick     # CIFAR-10 subset, reduced supernet, 2 CPU cores (~10 min)
     python bench/nas_nb201.py --device cuda --subset 0 --channels 16 --cells 5 --epochs 50
 
-For each seed both variants run one after the other in this process (same data, same selection
-budget). Prints the search-time ratio (ASP / full), the data-pass ratio, the found architecture's
-NAS-Bench-201 CIFAR-10 test accuracy (mean +- std) and the supernet's Kendall tau over the
-scored candidates, and writes bench/results/nas_nb201[_quick].json and .txt.
+For each seed the three variants run one after the other in this process (same seed, same data,
+same selection budget, the same held-out scoring images). Prints each proxy variant's search-time and
+data-pass ratios to full data, the found architecture's NAS-Bench-201 test accuracies (mean +- the
+sample standard deviation over seeds, ``asp_tune.quality.seed_spread``) and the supernet's Kendall
+tau over the scored candidates, and writes bench/results/nas_nb201[_quick].json and .txt.
 Paper (ASP, GPU, full supernet): SPOS 92.47, SPOS + mixture 93.79 at half the search time.
 """
 
@@ -22,14 +24,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, default_cifar10, machine, shared_data_dir, write_results  # noqa: E402
 
-from asp_tune.config import TrainConfig  # noqa: E402
+from asp_tune.quality import seed_spread  # noqa: E402
 from nas.nb201 import GroundTruth  # noqa: E402
 from nas.search import run_search  # noqa: E402
-from nas.settings import EvolutionSettings, NasSettings  # noqa: E402
+from nas.settings import EvolutionSettings, NasSettings, supernet_train_config  # noqa: E402
 
 
 def _pm(values: list[float], fmt: str = ".2f") -> str:
-    return f"{np.mean(values):{fmt}} +- {np.std(values):{fmt}}"
+    return f"{np.mean(values):{fmt}} +- {seed_spread(values):{fmt}}"
 
 
 def main() -> int:
@@ -57,21 +59,23 @@ def main() -> int:
     quick = args.quick
     pick = lambda value, fast, full: value if value is not None else (fast if quick else full)  # noqa: E731
     subset = pick(args.subset, 5000, 0) or None
-    train = TrainConfig(dataset="cifar10", data_dir=args.data_dir, subset=subset, test_subset=100,
-                        val_fraction=0.2 if quick else 0.1, epochs=pick(args.epochs, 20, 50),
-                        batch_size=pick(args.batch_size, 64, 64), lr=0.025, lr_min=0.001, weight_decay=3e-4,
-                        device=args.device)
+    supernet = supernet_train_config()  # lr, weight decay and batch size as NAS-Bench-201 and DARTS set them
+    train = supernet.replace(dataset="cifar10", data_dir=args.data_dir, subset=subset, test_subset=100,
+                             val_fraction=0.2 if quick else 0.1, epochs=pick(args.epochs, 20, 50),
+                             batch_size=args.batch_size or supernet.batch_size, device=args.device)
     generations = pick(args.generations, 5, 10)
     evolution = EvolutionSettings(candidates=pick(args.candidates, 30, 50), population=10 if quick else 20,
                                   generations=generations, parents=5 if quick else 10,
                                   mutations=5 if quick else 10, crossovers=5 if quick else 10)
     base = NasSettings(space="nb201", searcher="spos", train=train, channels=pick(args.channels, 8, 16),
                        cells=pick(args.cells, 1, 5), evolution=evolution, monitor=False)
-    variants = {
-        "full": base,
-        "asp": NasSettings(**{**base.__dict__, "train": train.replace(
-            ratio=args.ratio, metric=args.metric, ratio_schedule=args.ratio_schedule)}),
-    }
+
+    def proxy(metric: str) -> NasSettings:
+        return NasSettings(**{**base.__dict__, "train": train.replace(
+            ratio=args.ratio, metric=metric, ratio_schedule=args.ratio_schedule)})
+
+    variants = {"full": base, "random": proxy("random"), "asp": proxy(args.metric)}
+    labels = {"full": "full data", "random": f"random r={args.ratio}", "asp": f"ASP {args.metric} r={args.ratio}"}
     table = GroundTruth.load(args.table)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs: dict[str, list[dict]] = {name: [] for name in variants}
@@ -80,7 +84,7 @@ def main() -> int:
             s = run_search(settings.with_seed(seed), table=table).summary
             s.pop("settings")
             runs[name].append(s)
-            print(f"seed {seed} {name:4s}: {s['search_time_s']:7.1f} s (supernet {s['supernet_train_s']:.1f} s), "
+            print(f"seed {seed} {name:6s}: {s['search_time_s']:7.1f} s (supernet {s['supernet_train_s']:.1f} s), "
                   f"{s['data_passes']:.2f} passes, C10 {s['nb201_cifar10_test']:.2f}, "
                   f"tau {s['kendall_tau']:.3f}  {s['arch']}", flush=True)
 
@@ -93,9 +97,6 @@ def main() -> int:
                   "metric": args.metric, "ratio_schedule": args.ratio_schedule,
                   "data": runs["full"][0]["data"], "device": runs["full"][0]["device"]},
         "machine": machine(),
-        "search_time_ratio": mean("asp", "search_time_s") / mean("full", "search_time_s"),
-        "supernet_time_ratio": mean("asp", "supernet_train_s") / mean("full", "supernet_train_s"),
-        "data_pass_ratio": mean("asp", "data_passes") / mean("full", "data_passes"),
         "best_possible_cifar10": runs["full"][0]["nb201_best_possible"],
         "runs": runs,
     }
@@ -103,22 +104,34 @@ def main() -> int:
         for key in ("search_time_s", "supernet_train_s", "data_passes", "nb201_cifar10_test", "nb201_cifar100_test",
                     "nb201_imagenet16_120_test", "kendall_tau", "supernet_val_accuracy"):
             values = [r[key] for r in runs[name]]
-            result[f"{name}_{key}_mean"], result[f"{name}_{key}_std"] = float(np.mean(values)), float(np.std(values))
+            result[f"{name}_{key}_mean"], result[f"{name}_{key}_std"] = float(np.mean(values)), seed_spread(values)
+    ratios = {}
+    for name in ("random", "asp"):  # each proxy variant's cost relative to full data
+        ratios[name] = {key: mean(name, key) / mean("full", key)
+                        for key in ("search_time_s", "supernet_train_s", "data_passes")}
+        prefix = "" if name == "asp" else "random_"  # the ASP keys keep the names earlier results used
+        result[f"{prefix}search_time_ratio"] = ratios[name]["search_time_s"]
+        result[f"{prefix}supernet_time_ratio"] = ratios[name]["supernet_train_s"]
+        result[f"{prefix}data_pass_ratio"] = ratios[name]["data_passes"]
     lines = [
         f"SPOS on NAS-Bench-201, {result['setup']['data']}, C={base.channels} N={base.num_cells}, "
-        f"{train.epochs} epochs, seeds {seeds}, device {result['setup']['device']}",
-        f"{'':22s}{'full data':>22s}{f'ASP {args.metric} r={args.ratio}':>26s}",
+        f"{train.epochs} epochs, seeds {seeds}, device {result['setup']['device']}, "
+        f"held-out scoring images {runs['full'][0]['score_samples']}; mean +- sample std over seeds",
+        f"{'':22s}" + "".join(f"{labels[name]:>24s}" for name in variants),
     ]
     for key, label, fmt in (("search_time_s", "search time (s)", ".1f"), ("supernet_train_s", "supernet training (s)", ".1f"),
                             ("data_passes", "data passes", ".2f"), ("nb201_cifar10_test", "NB201 CIFAR-10 test %", ".2f"),
                             ("nb201_cifar100_test", "NB201 CIFAR-100 test %", ".2f"),
                             ("nb201_imagenet16_120_test", "NB201 IN16-120 test %", ".2f"),
                             ("kendall_tau", "supernet Kendall tau", ".3f")):
-        lines.append(f"{label:22s}{_pm([r[key] for r in runs['full']], fmt):>22s}"
-                     f"{_pm([r[key] for r in runs['asp']], fmt):>26s}")
-    lines.append(f"ratios ASP/full: search time {result['search_time_ratio']:.3f}, supernet training "
-                 f"{result['supernet_time_ratio']:.3f}, data passes {result['data_pass_ratio']:.3f}; "
-                 f"best possible C10 {result['best_possible_cifar10']:.2f}")
+        lines.append(f"{label:22s}" + "".join(f"{_pm([r[key] for r in runs[name]], fmt):>24s}" for name in variants))
+    for name in ("random", "asp"):
+        lines.append(f"ratios {name}/full: search time {ratios[name]['search_time_s']:.3f}, supernet training "
+                     f"{ratios[name]['supernet_train_s']:.3f}, data passes {ratios[name]['data_passes']:.3f}")
+    lines.append("per seed, CIFAR-10 test % full / random / ASP: " + "; ".join(
+        f"{seed}: " + " / ".join(f"{runs[name][i]['nb201_cifar10_test']:.2f}" for name in variants)
+        for i, seed in enumerate(seeds)))
+    lines.append(f"best possible C10 {result['best_possible_cifar10']:.2f}")
     text = "\n".join(lines)
     print(text)
     name = "nas_nb201_quick" if quick else "nas_nb201"

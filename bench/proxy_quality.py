@@ -104,13 +104,13 @@ def nas_task(spec: dict[str, Any]) -> dict[str, Any]:
     _threads()
     from asp_tune import TrainConfig
     from nas.nb201 import Arch, GroundTruth
-    from nas.search import build_trainer
+    from nas.search import supernet_trainer
     from nas.settings import NasSettings
 
     start = time.perf_counter()
     settings = NasSettings(space="nb201", searcher="spos", train=TrainConfig.from_dict(spec["config"]),
                            channels=spec["channels"], cells=spec["cells"], monitor=False).validate()
-    trainer = build_trainer(settings)
+    trainer = supernet_trainer(settings)
     trainer.validate_each_epoch = False
     while not trainer.done:
         trainer.train_epoch()

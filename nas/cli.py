@@ -108,16 +108,15 @@ def _progress(total: int, desc: str, quiet: bool, unit: str):
 def run_nas(args: argparse.Namespace) -> int:
     from nas.plots import plot_search
     from nas.search import aggregate, run_search
+    from nas.settings import SeedsSettings
 
     settings = settings_from_args(args)
+    parallel = SeedsSettings(**values_from_args(args, SeedsSettings)).validate()
     space = settings.search_space
     table = space.load_ground_truth(settings.ground_truth) if settings.ground_truth else None
     if space.has_ground_truth and table is None:
         print("[asp-tune nas] no --ground-truth: the found architecture's known accuracy and the "
               "supernet's Kendall tau are not reported", file=sys.stderr)
-    from nas.settings import SeedsSettings
-
-    parallel = SeedsSettings(**values_from_args(args, SeedsSettings)).validate()
     seeds = parallel.seeds or [settings.train.seed]
     if len(seeds) > 1:  # resources no node has are refused before any folder is made
         from asp_tune.tune.session import check_resources, ensure_ray

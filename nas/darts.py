@@ -1,9 +1,16 @@
 """DARTS search on ASP proxy data: weights and architecture weights on two halves of each epoch's subset.
 
-Each epoch the :class:`~asp_tune.proxy.ProxySelector` picks the proxy subset; its (shuffled)
-indices are split in two halves. Every step first updates the architecture weights on a batch of
-the second half, then the network weights on a batch of the first half. The proxy memory learns
-from the logits of both halves, so no extra forward pass is spent on importance.
+Every step first updates the architecture weights on a batch of the architecture half, then the
+network weights on a batch of the weight half. A full-data search (strategy ``none``) splits the
+training set once, seeded, into a weight part and an architecture part and keeps that partition
+for every epoch, as DARTS does with its fixed train/validation halves, so no sample serves both
+kinds of step. A proxy search follows the ASP paper ("we adopt the ASP to select the proxy subset
+and then split it into training and valid sets"): the :class:`~asp_tune.proxy.ProxySelector`
+picks each epoch's subset from the whole training set and its (shuffled) indices are split in two
+halves, so a sample may serve weight steps in one epoch and architecture steps in another. A fixed
+partition there would bias the selection: architecture-part samples, never trained on, would look
+harder and crowd the subset. The proxy memory learns from the logits of both halves, so no extra
+forward pass is spent on importance.
 
 First order (default) uses the architecture gradient at the current weights. Second order uses
 the unrolled objective ``L_val(w - xi * dL_train/dw, alpha)`` whose gradient needs a
@@ -82,21 +89,40 @@ class DartsTrainer(Trainer):
 
     ``model`` must expose ``weight_parameters()`` and ``arch_parameters()``. Architecture weights
     use Adam (``arch_lr``, betas 0.5/0.999, ``arch_weight_decay``); network weights the trainer's
-    SGD with gradient clipping at ``grad_clip``.
+    SGD with gradient clipping at ``grad_clip``; the defaults are :class:`~nas.settings.NasSettings`'.
     """
 
     def __init__(self, config: TrainConfig, data: DataBundle | None, model: nn.Module | ModelFactory,
-                 order: int = 1, arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
+                 order: int = NasSettings.order, arch_lr: float = NasSettings.arch_lr,
+                 arch_weight_decay: float = NasSettings.arch_weight_decay, grad_clip: float = NasSettings.grad_clip,
                  **kwargs):
         super().__init__(config, data, model, grad_clip=grad_clip, **kwargs)
         self.order = order
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
                                                weight_decay=arch_weight_decay)
+        self._arch_part: torch.Tensor | None = None  # the full-data partition, drawn on first use
+
+    def arch_part(self) -> torch.Tensor:
+        """The full-data search's fixed partition: True for the architecture part, a seeded half of
+        the training samples (the weight part keeps the odd one); the same for every epoch and after
+        a resume, since it depends only on the seed and the number of samples."""
+        if self._arch_part is None:
+            n = self.selector.num_samples
+            g = torch.Generator().manual_seed(self.config.seed * 15485863 + 11)
+            part = torch.zeros(n, dtype=torch.bool)
+            part[torch.randperm(n, generator=g)[(n + 1) // 2:]] = True
+            self._arch_part = part.to(self.selector.device)
+        return self._arch_part
 
     def epoch_batches(self, plan: EpochPlan) -> Iterator[Any]:
-        """Pairs (weight batch from the first half, architecture batch from the second half)."""
-        half = (plan.count + 1) // 2
-        weight_half, arch_half = plan.indices[:half], plan.indices[half:]
+        """Pairs (weight batch, architecture batch): the full-data search's fixed parts, a proxy
+        search's shuffled subset cut in two halves (the module's docstring says why)."""
+        if self.selector.metric == "none":
+            in_arch = self.arch_part()[plan.indices]
+            weight_half, arch_half = plan.indices[~in_arch], plan.indices[in_arch]
+        else:
+            half = (plan.count + 1) // 2
+            weight_half, arch_half = plan.indices[:half], plan.indices[half:]
         size = self.config.batch_size
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))

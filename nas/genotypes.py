@@ -10,6 +10,7 @@ these (operation, input) pairs for the normal and the reduction cell. The networ
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -160,11 +161,14 @@ def _parse_repr(text: str) -> dict:
         for kw in call.keywords:
             node = kw.value
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "range":
-                out[kw.arg] = list(range(*[ast.literal_eval(a) for a in node.args]))
+                nodes = list(itertools.islice(range(*[ast.literal_eval(a) for a in node.args]), 3 + STEPS))
+                if len(nodes) > 2 + STEPS:  # checked before the list is built: range(0, 10**9) would fill memory
+                    raise ValueError(f"{kw.arg}: a cell has {2 + STEPS} nodes, the range holds more")
+                out[kw.arg] = nodes
             else:
                 out[kw.arg] = ast.literal_eval(node)
         return out
-    except (SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError, TypeError) as exc:
         raise ConfigError("genotype", text[:80], f"a Genotype(normal=[...], reduce=[...]) expression ({exc})") from None
 
 

@@ -2,7 +2,9 @@
 
 The ordinary :class:`~asp_tune.trainer.Trainer` loop with DARTS's evaluation extras: drop-path
 whose probability rises linearly over the epochs, an auxiliary head whose loss is added with
-weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping.
+weight ``aux_weight``, cutout (``TrainConfig.cutout``) and gradient clipping. An epoch's
+``train_loss`` is the main head's loss; with the auxiliary head, ``train_aux_loss`` is that
+head's loss, unweighted (the weights are trained on ``train_loss + aux_weight * train_aux_loss``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import torch
 import torch.nn.functional as F
 
 from asp_tune.datasets import DataBundle
@@ -37,11 +40,16 @@ class RetrainTrainer(Trainer):
                          scores=scores_factory(settings.train),
                          size_field=("channels", settings.channels))
         self.settings = settings
+        self.aux_loss_sum = torch.zeros((), device=self.device)  # this epoch's auxiliary loss, summed over samples
+        self.aux_samples = 0
 
     def train_epoch(self) -> dict[str, Any]:
         self.model.drop_path_prob = self.settings.drop_path_prob * self.epoch / self.config.epochs
+        self.aux_loss_sum, self.aux_samples = torch.zeros((), device=self.device), 0
         record = super().train_epoch()
         record["drop_path_prob"] = self.model.drop_path_prob
+        if self.settings.auxiliary:
+            record["train_aux_loss"] = float(self.aux_loss_sum) / max(self.aux_samples, 1)
         return record
 
     def train_step(self, batch: Any) -> StepOutput:
@@ -50,9 +58,14 @@ class RetrainTrainer(Trainer):
             out = self.model(x)
         logits, aux = out if isinstance(out, tuple) else (out, None)
         loss = self.training_loss(logits, y, idx)
-        if aux is not None:
-            loss = loss + self.settings.aux_weight * F.cross_entropy(aux.float(), y)
-        self.optimizer_step(loss)
+        if aux is None:
+            self.optimizer_step(loss)
+        else:
+            aux_loss = F.cross_entropy(aux.float(), y)
+            self.optimizer_step(loss + self.settings.aux_weight * aux_loss)
+            self.aux_loss_sum += aux_loss.detach() * y.shape[0]
+            self.aux_samples += y.shape[0]
+        # the loss reported as train_loss is the main head's
         return StepOutput(Observed(logits, y, idx, self.feature_tap.take(y.shape[0])), loss)
 
 

@@ -95,7 +95,8 @@ class NasSettings:
     monitor: bool = option(True, "validate the supernet after each epoch (SPOS: a fresh random path per batch; "
                                  "costs one pass over the val split)", SEARCH, check=Boolean())
     score_samples: int | None = option(None, "SPOS: held-out images each candidate is scored on (the same seeded "
-                                             "subset for all); auto: sized so scoring takes about 10% of the search",
+                                             "subset for all); auto: sized so scoring takes about 10% of a full-data "
+                                             "search, the same for every ratio and metric",
                                        SEARCH, kind=optional(int, ("auto", "none", "")),
                                        check=Interval(32, None, integer=True, optional=True))
 
@@ -225,6 +226,17 @@ class SeedsSettings:
                                           "from its checkpoint (-1: forever; none: 3 on a cluster (--address), 0 "
                                           "locally)")
 
+    #: retries of a search whose worker or node was lost: the search commands' rule, reused
+    failures_allowed = HpoSettings.failures_allowed
+
     def validate(self) -> "SeedsSettings":
+        """Check the fields; the Ray settings act only on two or more seeds, so with one they must keep
+        their defaults (they were ignored silently)."""
         check_fields(self)
+        if self.seeds is None or len(self.seeds) < 2:
+            for name in ("address", "cpus_per_search", "gpus_per_search", "max_failures"):
+                value, default = getattr(self, name), getattr(type(self), name)
+                if value != default:
+                    raise ConfigError(name, value, f"its default {default!r}: --{name.replace('_', '-')} acts "
+                                                   "only on two or more --seeds (one search per seed as Ray tasks)")
         return self

@@ -18,7 +18,6 @@ import torch
 
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
-from asp_tune.schedules import RatioSchedule
 from asp_tune.build import scores_factory
 from asp_tune.trainer import StepOutput, Trainer
 from nas.settings import EvolutionSettings, NasSettings
@@ -72,8 +71,8 @@ def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], set
 class SposTrainer(Trainer):
     """Trains ``space``'s single-path supernet with one uniformly drawn path per batch; scores paths on ``val``."""
 
-    def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace, channels: int = 16,
-                 cells: int | None = None, **kwargs):
+    def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace,
+                 channels: int = NasSettings.channels, cells: int | None = None, **kwargs):
         cells = cells or space.default_cells
 
         def supernet(loaded: DataBundle):
@@ -105,7 +104,8 @@ class SposTrainer(Trainer):
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         # Per-epoch validation draws a fresh path per batch (a supernet health signal);
         # scoring fixes the candidate.
-        self.model.set_arch(self.scored_arch or self.space.random(self.monitor_rng))
+        arch = self.scored_arch if self.scored_arch is not None else self.space.random(self.monitor_rng)
+        self.model.set_arch(arch)
         return self.model(x)
 
     def score(self, arch: Hashable) -> float:
@@ -129,16 +129,17 @@ class SposTrainer(Trainer):
 
 
 def auto_score_samples(train: TrainConfig, evolution: EvolutionSettings, num_train: int) -> int:
-    """Held-out images per candidate so that scoring costs about 10% of the search.
+    """Held-out images per candidate so that scoring costs about 10% of a full-data search.
 
     A training sample costs about three forward passes (forward and backward), a scored one one:
-    scoring ``K`` candidates on ``S`` images costs ``K S``, training ``3 P N`` for ``P`` data passes
-    over ``N`` images, so ``K S <= (0.1 / 0.9) 3 P N`` gives ``S = P N / (3 K)`` (at least 256).
+    scoring ``K`` candidates on ``S`` images costs ``K S``, training ``3 E N`` for ``E`` epochs over
+    ``N`` images, so ``K S <= (0.1 / 0.9) 3 E N`` gives ``S = E N / (3 K)`` (at least 256). The size
+    depends on the full-data budget only, not on ``ratio`` or the strategy, so every variant of one
+    comparison ranks its candidates on the same held-out images; scoring is then a larger share of
+    a proxy run's time (about 18% at half the data passes).
     """
-    schedule = RatioSchedule(train.ratio, train.epochs, train.ratio_schedule, train.first_epoch_full)
-    passes = sum(schedule.count_at(e, num_train) for e in range(train.epochs)) / num_train
     candidates = evolution.candidates + evolution.generations * (evolution.mutations + evolution.crossovers)
-    return max(256, int(passes * num_train / (3 * max(1, candidates))))
+    return max(256, int(train.epochs * num_train / (3 * max(1, candidates))))
 
 
 class SposSearch:

@@ -1,6 +1,7 @@
 """DARTS: genotypes, search/eval networks, first- and second-order architecture steps, retraining."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -134,6 +135,27 @@ def test_architecture_step_changes_alphas_and_only_weight_step_moves_weights(ord
     assert not all(torch.equal(w, v) for w, v in zip(weights, trainer.model.weight_parameters()))
 
 
+def test_full_data_darts_keeps_one_weight_and_architecture_partition_for_every_epoch():
+    class Recording(DartsTrainer):
+        def train_step(self, batch):
+            weight_batch, arch_batch = batch
+            seen["weight"].append(weight_batch[2].cpu())
+            if arch_batch is not None:
+                seen["arch"].append(arch_batch[2].cpu())
+            return super().train_step(batch)
+
+    seen = {"weight": [], "arch": []}
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=32, ratio=1.0, metric="none", lr=0.05, seed=1)
+    trainer = Recording(cfg, _tiny_data(), DartsSearchNetwork(channels=4, layers=3, in_channels=1))
+    trainer.train_epoch()
+    trainer.train_epoch()
+    weight, arch = torch.cat(seen["weight"]), torch.cat(seen["arch"])
+    n = trainer.selector.num_samples
+    assert (weight.numel(), arch.numel()) == (2 * ((n + 1) // 2), 2 * (n // 2))  # every sample each epoch
+    assert set(weight.tolist()).isdisjoint(arch.tolist())  # none served both kinds of step
+    assert len(set(weight.tolist())) == (n + 1) // 2 and len(set(arch.tolist())) == n // 2
+
+
 class TinyMixedNet(nn.Module):
     """A smooth (tanh) two-layer network with one DARTS-style mixed op: finite differences are exact
     up to O(h^2) here, unlike ReLU networks whose kinks make them noisy."""
@@ -214,6 +236,23 @@ def test_retrain_schedules_drop_path_and_adds_the_auxiliary_loss():
     second = trainer.train_epoch()
     assert first["drop_path_prob"] == 0.0 and second["drop_path_prob"] == pytest.approx(0.1)
     assert trainer.model.auxiliary_head is not None
+    assert second["train_aux_loss"] > 0 and "train_aux_loss" not in RetrainTrainer(
+        RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3).validate()).train_epoch()
+
+
+def test_retrain_reports_the_main_head_s_loss_as_train_loss_and_the_auxiliary_one_apart():
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=64, subset=200, test_subset=60)
+    trainer = RetrainTrainer(RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3, auxiliary=True,
+                                             aux_weight=0.4).validate())
+    batch = next(iter(trainer.epoch_batches(trainer.selector.plan(0))))
+    x, y, _ = batch
+    trainer.model.train()
+    with torch.no_grad():
+        logits, aux = trainer.model(x)  # batch statistics: the step's forward gives the same outputs
+    out = trainer.train_step(batch)
+    assert float(out.loss.detach()) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    assert float(trainer.aux_loss_sum) / trainer.aux_samples == pytest.approx(float(F.cross_entropy(aux, y)), rel=1e-5)
+    assert trainer.aux_samples == y.shape[0]
     with pytest.raises(ConfigError, match="layers"):
         RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, layers=2).validate()
 
@@ -229,6 +268,19 @@ def test_a_bad_genotype_is_one_named_error(text, pattern):
 
     with pytest.raises(ConfigError, match=pattern) as err:
         Genotype.parse(text)
+    assert err.value.field == "genotype"
+
+
+@pytest.mark.parametrize("concat, message", [
+    ("range(0, 1000000)", "normal_concat: a cell has 6 nodes, the range holds more"),
+    (f"range(0, {10**30})", "normal_concat: a cell has 6 nodes, the range holds more"),
+    ("range(1.5)", "'float' object cannot be interpreted as an integer"),
+])
+def test_a_genotype_s_concat_range_is_checked_before_it_is_built(concat, message):
+    text = str(KNOWN_GENOTYPES["darts_v2"]).replace("normal_concat=range(2, 6)", f"normal_concat={concat}")
+    assert concat in text
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        Genotype.parse(text)  # before building it: range(0, 10**9) as a list took gigabytes
     assert err.value.field == "genotype"
 
 

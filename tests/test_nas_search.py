@@ -154,6 +154,28 @@ def test_settings_errors_name_the_field(changes, field):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("arch", [0, (), ""])
+def test_a_falsy_architecture_is_scored_as_itself_not_replaced_by_a_random_one(arch):
+    from types import SimpleNamespace
+
+    from nas.spos import SposTrainer
+
+    class Model:
+        def set_arch(self, value):
+            self.arch = value
+
+        def __call__(self, x):
+            return x
+
+    trainer = SimpleNamespace(scored_arch=arch, model=Model(), monitor_rng=None,
+                              space=SimpleNamespace(random=lambda rng: "a random path"))
+    SposTrainer.forward_eval(trainer, torch.zeros(1))
+    assert trainer.model.arch == arch
+    trainer.scored_arch = None  # monitoring: a random path
+    SposTrainer.forward_eval(trainer, torch.zeros(1))
+    assert trainer.model.arch == "a random path"
+
+
 def test_aggregate_gives_mean_and_std():
     out = aggregate([{"search_time_s": 1.0, "data_passes": 2.0, "dataset": "cifar10", "arch": "a"},
                      {"search_time_s": 3.0, "data_passes": 2.0, "dataset": "cifar10", "arch": "b"}])
@@ -217,6 +239,12 @@ def test_an_interrupted_nas_command_says_how_to_go_on_and_the_same_command_says_
     (["--ratio", "0.5", "--metric", "none"], "invalid metric='none'"),
     (["--nb201-table", "/nonexistent.csv"], "invalid ground_truth="),
     (["--metric", "loss", "--ratio", "0.3", "--mutation-prob", "2"], "invalid mutation_prob=2.0"),
+    (["--cpus-per-search", "2"], "invalid cpus_per_search=2.0: allowed its default 1.0: --cpus-per-search acts "
+                                 "only on two or more --seeds"),
+    (["--seeds", "4", "--gpus-per-search", "0.5"], "invalid gpus_per_search=0.5: allowed its default 0.0: "
+                                                    "--gpus-per-search acts only on two or more --seeds"),
+    (["--address", "auto"], "invalid address='auto': allowed its default None: --address acts only on two or more"),
+    (["--max-failures", "2"], "invalid max_failures=2: allowed its default None: --max-failures acts only"),
 ])
 def test_nas_cli_bad_input_is_one_error_and_no_results(tmp_path, capsys, args, message):
     out = tmp_path / "search"
@@ -276,6 +304,31 @@ def test_seeds_with_resources_no_node_has_are_refused_up_front(tmp_path, shared_
     assert time.monotonic() - started < 60  # refused, not waiting for a node that never comes
     assert message in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / ".seeds.checkpoints").exists()
+
+
+def test_a_seed_s_named_error_comes_back_as_itself_with_the_seed():
+    from ray.exceptions import RayTaskError
+
+    from nas.parallel import seed_failure
+
+    cause = ConfigError("proxy_model", None, "a network")
+    wrapped = RayTaskError("_search_task", "\x1b[36mTraceback (most recent call last) ...", cause).as_instanceof_cause()
+    error = seed_failure(wrapped, 3)
+    assert type(error) is ConfigError and error.field == "proxy_model"
+    assert str(error) == "seed 3: invalid proxy_model=None: allowed a network"
+    bug = RayTaskError("_search_task", "Traceback ...", KeyError("x")).as_instanceof_cause()
+    assert seed_failure(bug, 3) is bug  # not asp_tune's: Ray's traceback is the help
+
+
+def test_a_failing_seed_of_several_raises_its_own_error_not_ray_s(ray_session, tmp_path):
+    from nas.parallel import run_seeds
+
+    train = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "missing"), epochs=1, subset=100, test_subset=20)
+    settings = tiny_settings(train=train).validate()
+    with pytest.raises(DataError) as error:
+        run_seeds(settings, [1, 2], None)
+    assert type(error.value) is DataError and "\x1b[" not in str(error.value)
+    assert str(error.value).startswith(("seed 1: cifar10 not found under", "seed 2: cifar10 not found under"))
 
 
 @pytest.mark.slow

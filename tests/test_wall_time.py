@@ -87,8 +87,18 @@ def test_nas_scoring_subset_is_the_same_for_every_candidate_and_run_with_a_seed(
     other.set_score_subset(100)
     assert not torch.equal(a.score_indices, other.score_indices)
     assert a.set_score_subset(None) == len(a.data.val) and a.score_indices is None
-    # auto: scoring K candidates on S images costs at most ~10% of training's 3 x passes x N
+    # auto: scoring K candidates on S images costs at most ~10% of full-data training's 3 x epochs x N
     n = a.selector.num_samples
-    s = auto_score_samples(settings.train, settings.evolution, n)
-    passes = 1 + 0.5 * 3
-    assert s == max(256, int(passes * n / (3 * 30)))
+    assert auto_score_samples(settings.train, settings.evolution, n) == max(256, int(4 * n / (3 * 30)))
+
+
+def test_nas_automatic_scoring_subset_is_the_full_data_budgets_whatever_the_ratio_and_metric():
+    from nas.settings import EvolutionSettings
+    from nas.spos import auto_score_samples
+
+    evolution = EvolutionSettings(candidates=30, generations=5, mutations=5, crossovers=5)  # 80 candidates
+    full = TrainConfig(epochs=20, ratio=1.0, metric="none")
+    sizes = {auto_score_samples(full.replace(ratio=ratio, metric=metric, ratio_schedule=schedule), evolution, 4000)
+             for ratio, metric, schedule in ((1.0, "none", "constant"), (0.5, "random", "constant"),
+                                             (0.5, "mixture", "constant"), (0.3, "loss", "dynamic"))}
+    assert sizes == {333}  # 20 epochs x 4000 images / (3 x 80); a proxy run used to get fewer (256 at r = 0.5)
