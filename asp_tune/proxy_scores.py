@@ -10,7 +10,7 @@ repeating it: every trial of a search shares one proxy, whose seconds count once
 
 The proxy trains with the default optimisation settings (:class:`TrainConfig`'s optimiser, lr, momentum,
 weight decay, batch size, schedule), not a trial's, so trials that differ in those share it; it takes the
-target's ``model_args`` only when it is the target network.
+target's ``model_args`` only when it is the target network (trials that differ in them then train one each).
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
 
     ``forbid_bigger``: refuse a proxy network with more parameters than ``target`` (SVP's premise)."""
     proxy_config = proxy_train_config(config)
-    if forbid_bigger and target is not None and proxy_config.model != config.model:  # the target is no bigger
-        check_proxy_smaller(proxy_config.model, data, target, config.metric)
+    if forbid_bigger and target is not None:
+        check_proxy_smaller(proxy_config.model, data, target, config.metric, proxy_config.model_args)
     if config.metric == "forgetting" and proxy_config.epochs < 2:
         warnings.warn("'forgetting' counts a sample's forgetting events between consecutive epochs of its scoring "
                       f"model, which trains {proxy_config.epochs} epoch here: every sample it learnt scores alike; "
@@ -158,10 +158,13 @@ def proxy_scores(config: TrainConfig, data: DataBundle, target: torch.nn.Module 
     return scores
 
 
-def check_proxy_smaller(proxy_model: str, data: DataBundle, target: torch.nn.Module, strategy: str) -> None:
+def check_proxy_smaller(proxy_model: str, data: DataBundle, target: torch.nn.Module, strategy: str,
+                        model_args: dict[str, Any] | None = None) -> None:
+    """Refuse a scoring network (built with the ``model_args`` it trains with) bigger than ``target``."""
     from asp_tune.models import build_model
 
-    proxy_size = sum(p.numel() for p in build_model(proxy_model, data.input_shape, data.num_classes).parameters())
+    built = build_model(proxy_model, data.input_shape, data.num_classes, **(model_args or {}))
+    proxy_size = sum(p.numel() for p in built.parameters())
     target_size = sum(p.numel() for p in getattr(target, "weight_parameters", target.parameters)())
     if proxy_size > target_size:
         raise ConfigError("proxy_model", proxy_model,

@@ -149,7 +149,8 @@ class ActiveLearner:
             from asp_tune.proxy_scores import check_proxy_smaller, proxy_train_config
 
             target = build_model(settings.target_model, data.input_shape, data.num_classes)
-            check_proxy_smaller(proxy_train_config(config).model, data, target, self.strategy)
+            proxy = proxy_train_config(config)
+            check_proxy_smaller(proxy.model, data, target, self.strategy, proxy.model_args)
         self.generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
         self.labelled = torch.randperm(pool, generator=self.generator)[: settings.initial_size]
         self.rounds: list[RoundResult] = []

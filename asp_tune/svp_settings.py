@@ -60,16 +60,25 @@ class ActiveLearningSettings:
         return self.initial if self.initial is not None else max(2, self.budget)
 
     def check_pool(self, pool: int) -> None:
-        """A named error when the rounds would label more samples than the pool holds."""
-        needed = self.initial_size + self.rounds * self.budget
-        if needed <= pool:
+        """A named error when the rounds would label more samples than the pool holds, naming the field to
+        change and the largest value that fits (``rounds`` when no budget or initial pool would)."""
+        if self.initial_size + self.rounds * self.budget <= pool:
             return
-        if self.initial is not None and self.initial + self.rounds > pool:  # no budget of 1 or more fits
+        smallest_initial = 2  # the initial pool's own minimum (its declared constraint)
+        if pool < smallest_initial + self.rounds:  # not even 1 label a round fits
+            raise ConfigError("rounds", self.rounds, f"at most {max(pool - smallest_initial, 0)}: an initial pool "
+                                                     f"of {smallest_initial} plus a label a round must fit in the "
+                                                     f"{pool} training samples")
+        if self.initial is not None and self.initial + self.rounds > pool:
             raise ConfigError("initial", self.initial, f"at most {pool - self.rounds}: the initial pool plus "
                                                        f"{self.rounds} rounds of at least 1 label must fit in the "
                                                        f"{pool} training samples")
-        # with no initial given, the initial pool is the budget too: rounds + 1 budgets must fit
-        most = (pool - self.initial) // self.rounds if self.initial is not None else pool // (self.rounds + 1)
-        raise ConfigError("budget", self.budget,
-                          f"at most {most}: the initial pool ({'the budget' if self.initial is None else self.initial})"
-                          f" plus {self.rounds} rounds x budget must fit in the {pool} training samples")
+        guess = (pool - (self.initial or 0)) // (self.rounds + (self.initial is None))  # exact but near 2
+        most = next(b for b in range(max(guess, 1), 0, -1) if self._size(b) + self.rounds * b <= pool)
+        initial = "the budget, at least 2" if self.initial is None else self.initial
+        raise ConfigError("budget", self.budget, f"at most {most}: the initial pool ({initial}) plus {self.rounds} "
+                                                 f"rounds x budget must fit in the {pool} training samples")
+
+    def _size(self, budget: int) -> int:
+        """The initial pool's size with ``budget``."""
+        return self.initial if self.initial is not None else max(2, budget)

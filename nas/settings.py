@@ -206,7 +206,7 @@ def _check_seeds(name: str, value: Any) -> None:
         raise ConfigError(name, value, "distinct integers >= 0, comma-separated (e.g. 1,2,3)")
 
 
-SEEDS = "several seeds (Ray tasks)"
+SEEDS = "several seeds (Ray tasks; the flags below but --seeds act only on two or more seeds)"
 
 
 @dataclass

@@ -203,8 +203,19 @@ def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():
         counts = torch.bincount(labels[chosen], minlength=10)
         assert len(chosen.unique()) == 300 and bool((chosen < 950).all())  # only tied top values
         assert int((counts > 0).sum()) == 10 and int(counts.max()) <= 45  # spread over every class
+        in_class = chosen % 100  # by position, a class's first samples: within every class, ties drawn at random
+        assert float(in_class.float().mean()) > 35
     again = top_indices(values, 300, labels, False, torch.Generator().manual_seed(0))
     assert torch.equal(again, top_indices(values, 300, labels, False, torch.Generator().manual_seed(0)))
+
+
+def test_a_scoring_network_is_measured_with_the_arguments_it_trains_with():
+    """NAS's TrainConfig.model is a placeholder ('mlp'): a proxy_model 'mlp' counted as the target itself was
+    never measured, and trained with the user's model_args (a hidden layer of 2,048)."""
+    cfg = TrainConfig(dataset="digits", model="mlp", metric="kcenters", ratio=0.5, epochs=1, subset=200,
+                      proxy_model="mlp", model_args={"hidden": 2048})
+    with pytest.raises(ConfigError, match="proxy_model.*no bigger than the target"):
+        proxy_scores(cfg, load_data(cfg), target=torch.nn.Linear(64, 10), forbid_bigger=True)
 
 
 def test_the_target_network_as_its_own_proxy_is_never_bigger_than_itself(tmp_path):
@@ -248,6 +259,11 @@ def test_bad_settings_give_named_errors():
         ActiveLearningSettings(budget=500, rounds=3, initial=100).check_pool(1000)
     with pytest.raises(ConfigError, match=r"invalid initial=5000: allowed at most 997: the initial pool"):
         ActiveLearningSettings(budget=100, rounds=3, initial=5000).check_pool(1000)  # was "budget=100 ... at most 0"
+    with pytest.raises(ConfigError, match="budget=2: allowed at most 1:"):  # an initial pool of 2 and 4 of 1 fit
+        ActiveLearningSettings(budget=2, rounds=4).check_pool(6)
+    ActiveLearningSettings(budget=1, rounds=4).check_pool(6)
+    with pytest.raises(ConfigError, match="invalid rounds=4: allowed at most 2:"):  # no budget fits: the rounds
+        ActiveLearningSettings(budget=3, rounds=4).check_pool(4)
 
 
 @pytest.mark.parametrize("command,args,message", [
