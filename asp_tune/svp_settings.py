@@ -57,7 +57,7 @@ class ActiveLearningSettings:
 
     @property
     def initial_size(self) -> int:
-        return self.initial if self.initial is not None else max(2, self.budget)
+        return self._size(self.budget)
 
     def check_pool(self, pool: int) -> None:
         """A named error when the rounds would label more samples than the pool holds, naming the field to

@@ -272,11 +272,11 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     proxy = proxy_scores(trials, histories, job.metric, plan.first_rung)
     at_end = top_rung_scores(trials, histories, job.metric, job.epochs)
     on_all_data = started_on_all_data(histories)  # the ratio raised to 1 before they started: another protocol
-    full = {}
+    full, partial = {}, {}  # partial: the trials whose last epoch trained on a subset (no full-data score)
     if plan.top_rung_full:
-        subset = ended_on_a_subset(histories, job.epochs)
-        full = {t: v for t, v in at_end.items() if t not in subset and t not in on_all_data}
-        _say_subset({t: r for t, r in subset.items() if t in at_end}, "the top rung")
+        partial = ended_on_a_subset(histories, job.epochs)
+        full = {t: v for t, v in at_end.items() if t not in partial and t not in on_all_data}
+        _say_subset({t: r for t, r in partial.items() if t in at_end}, "the top rung")
     sources = {t: "top rung" for t in full}
     failed = set(trials.loc[trials["status"] == "ERROR", "trial_id"])
     on_all = {t: at_end[t] for t in on_all_data if t in at_end and t not in failed}
@@ -311,16 +311,16 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
             agreement.add(trial, proxy[trial], score, sources[trial])
     trials = trials.assign(proxy_score=trials["trial_id"].map(proxy), full_data_score=trials["trial_id"].map(full),
                            full_data_from=trials["trial_id"].map(sources).fillna(""))
-    return trials, _decided(job, trials, histories, summary, agreement, audit_cost, experiment)
+    return trials, _decided(job, trials, histories, summary, agreement, audit_cost, experiment, partial)
 
 
 def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summary: dict[str, Any],
-             agreement: FullDataAgreement, audit_cost: dict[str, Any], experiment: str) -> dict[str, Any]:
+             agreement: FullDataAgreement, audit_cost: dict[str, Any], experiment: str,
+             partial: dict[str, float]) -> dict[str, Any]:
     plan: FullDataPlan = job.full_data
     scored = trials[trials["full_data_score"].notna()]
     before = {"trial_id": summary["best_trial_id"], "config": summary["best_config"], "score": summary["best_score"]}
-    subset = ended_on_a_subset(histories, job.epochs)  # their top rung trained on no more data than before
-    top_cost = _top_rung_cost({t: h for t, h in histories.items() if t not in subset}, job.rungs) \
+    top_cost = _top_rung_cost({t: h for t, h in histories.items() if t not in partial}, job.rungs) \
         if plan.top_rung_full else {"train_seconds": 0.0, "data_passes": 0.0}
     search_wall = float(summary["wall_time_s"])
     trained = float(trials["seconds"].fillna(0).sum()) or 1.0

@@ -236,6 +236,24 @@ def guards_only(audit: int | None, configurations: int) -> bool:
     return audit is None and configurations < MEASURABLE_FACTOR * MIN_PAIRS
 
 
+def full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: str) -> str | None:
+    """The ratio schedule under which an early-stopping search whose ``decide`` is full trains its top rung on all
+    the data (a promoted trial goes on from its checkpoint at ratio 1): ``settings``' own (proxy settings) where it
+    steps to 1 by the last proxy rung, a step to 1 there where it is constant; None where no top rung is on full
+    data (ratio 1, fewer than two rungs, another schedule, or a strategy that keeps its own subset and never
+    reaches all the data: an audit decides then)."""
+    from asp_tune.proxy_settings import ratio_steps, steps_schedule
+    from asp_tune.strategies import follows_ratio_schedule  # torch: imported only here, not for --help
+
+    if decide != "full" or settings.ratio >= 1.0 or not rungs or len(rungs) < 2 \
+            or not follows_ratio_schedule(settings):
+        return None
+    constant = settings.ratio_schedule == "constant"
+    schedule = steps_schedule([(rungs[-2], 1.0)]) if constant else settings.ratio_schedule
+    steps = ratio_steps(schedule)
+    return schedule if steps and steps[-1][1] >= 1.0 and steps[-1][0] <= rungs[-2] else None
+
+
 def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] | None, flag: str,
                        top_rung_full: bool = False) -> str | None:
     """The line a search says before it starts when it cannot measure its proxy (None when it can);

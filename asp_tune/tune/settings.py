@@ -354,16 +354,12 @@ class HpoSettings:
         """With ``decide`` full, an early-stopping search trains its top rung on all the data (a promoted trial
         continues from its checkpoint at ratio 1, as ``rung_ratios`` ending in 1 does); returns whether its
         top rung is on full data."""
-        from asp_tune.strategies import follows_ratio_schedule  # torch: not for --help
+        from asp_tune.tune.fulldata import full_data_top_rung
 
-        rungs = self.rungs()
-        if not rungs or len(rungs) < 2 or not follows_ratio_schedule(self.trial_config()):
-            return False  # a static proxy keeps its subset: an audit on all the data decides instead
-        steps = ratio_steps(self.ratio_schedule)
-        if self.decide == "full" and self.ratio < 1.0 and self.ratio_schedule == "constant":
-            self.ratio_schedule = steps_schedule([(rungs[-2], 1.0)])
-            steps = ratio_steps(self.ratio_schedule)
-        return self.ratio >= 1.0 or bool(steps and steps[-1][1] >= 1.0 and steps[-1][0] <= rungs[-2])
+        schedule = full_data_top_rung(self.trial_config(), self.rungs(), self.decide)
+        if schedule is not None:
+            self.ratio_schedule = schedule
+        return schedule is not None
 
     def run_fields(self) -> dict[str, Any]:
         """The fields every trial takes from the command rather than the space (selection settings

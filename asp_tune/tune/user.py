@@ -36,7 +36,7 @@ import pandas as pd
 from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError, RunInterrupted
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
-from asp_tune.proxy_settings import ProxySettings, search_proxy_fields, steps_schedule
+from asp_tune.proxy_settings import ProxySettings, search_proxy_fields
 from asp_tune.tune.results import search_into
 from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_scale, rescaled_budget
@@ -192,7 +192,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
              proxy_settings: dict[str, Any], decide: str = "full", audit: int | None = None) -> SearchJob:
     """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
     from asp_tune.pack import PackChoice
-    from asp_tune.strategies import follows_ratio_schedule
+    from asp_tune.tune.fulldata import full_data_top_rung
     from asp_tune.tune.algorithms import Context, check_grace_period, compose, plain_fifo
 
     _check_arguments(trainable, param_space, epochs, mode, {
@@ -217,13 +217,13 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     rungs = algorithm.rung_epochs(ctx)
     check_grace_period(grace_period, epochs, rungs if early else None, "a search without early stopping has "
                                                                        "scheduler='fifo'")
-    top = decide == "full" and ratio < 1.0 and bool(rungs) and len(rungs) >= 2 \
-        and follows_ratio_schedule(ProxySettings(**given))  # a static proxy keeps its subset: an audit decides
-    if top and given.get("ratio_schedule", "constant") == "constant":
-        given["ratio_schedule"] = steps_schedule([(rungs[-2], 1.0)])  # the top rung on all the data
-    top = top and given.get("ratio_schedule") == steps_schedule([(rungs[-2], 1.0)])
     settings = ProxySettings(**given)
     settings.check_proxy()  # named errors before anything starts
+    schedule = full_data_top_rung(settings, rungs, decide)  # the top rung on all the data, as the command line's
+    top = schedule is not None
+    if top:
+        given["ratio_schedule"] = schedule
+        settings = ProxySettings(**given)
     space = {**param_space, TRIAL_KEY: {**{k: v for k, v in vars(settings).items() if k in given}, "seed": seed}}
     built, algorithm = compose(scheduler, search_alg, Context(**{**vars(ctx), "param_space": space}))
     shipped = by_reference(trainable)  # imported in the worker after its folder is on the path
