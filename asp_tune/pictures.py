@@ -102,10 +102,11 @@ def plot_examples(images: np.ndarray, labels: np.ndarray, losses: np.ndarray, cl
 
 
 def plot_proxy_vs_target(scores: pd.DataFrame, path: Path) -> Path:
-    """Each (ratio, metric) cell of a ``correlate`` run: proxy against full-data validation accuracy,
-    with the y = x diagonal and the least-squares regression line."""
+    """Each (ratio, metric) cell of a ``correlate`` run: proxy against full-data score (``scores.csv``'s
+    ``score``; ``val_accuracy`` in files written before it), with the least-squares regression line."""
     plt = pyplot()
-    full = scores[scores["metric"] == "none"].set_index("config")["val_accuracy"]
+    column = "score" if "score" in scores else "val_accuracy"
+    full = scores[scores["metric"] == "none"].set_index("config")[column]
     proxy = scores[scores["metric"] != "none"]
     cells = list(proxy.groupby(["metric", "ratio"], sort=False))
     columns = min(4, max(1, len(cells)))
@@ -114,11 +115,11 @@ def plot_proxy_vs_target(scores: pd.DataFrame, path: Path) -> Path:
     for ax, ((metric, ratio), part) in zip(axes.flat, cells):
         part = part.set_index("config")
         common = part.index.intersection(full.index)
-        x, y = part.loc[common, "val_accuracy"].to_numpy(), full.loc[common].to_numpy()
+        x, y = part.loc[common, column].to_numpy(), full.loc[common].to_numpy()
         ax.scatter(x, y, s=14)
         r2 = regression_line(ax, x, y)
         ax.set_title(f"{metric}, r={ratio}: r² {r2:.2f}", fontsize=9)
-        ax.set(xlabel="proxy val acc", ylabel="full-data val acc")
+        ax.set(xlabel="proxy score", ylabel="full-data score")
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
     return save_figure(fig, path)

@@ -12,7 +12,12 @@ proxy, accuracy with full data):
 - ``relative_cost``: proxy cost over target cost (seconds, or data passes).
 Known cases: a perfect proxy gives 1 everywhere and regret 0; a reversed one gives -1 for the
 rank measures, r^2 = 1 (r^2 does not see the sign: read it beside tau) and the largest regret; a
-constant proxy ranks nothing, so every measure is NaN (never an arbitrary number).
+constant proxy ranks nothing, so every measure is NaN (never an arbitrary number), as is every measure
+of fewer than 3 pairs. ``mode="min"`` reads both as losses (lower is better; the regret is still >= 0).
+A configuration with a target score whose proxy run failed or diverged (its proxy score NaN or
+infinite) is one the proxy ranked last: the rank measures and the regret count it there (``failed``
+says how many), Pearson and r^2 leave it out (a failed run has no value to correlate). Dropping it
+would make a proxy that failed on the best configuration look perfect.
 Across strategies, :func:`cost_adjusted_r2` is each strategy's r^2 minus a cubic fit of r^2 over
 relative cost: what a proxy explains beyond what its cost buys.
 """
@@ -28,18 +33,40 @@ from scipy import stats
 from asp_tune.ranking import rank_correlation
 
 
-def _pairs(proxy: Sequence[float], target: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(proxy, float), np.asarray(target, float)
-    keep = np.isfinite(x) & np.isfinite(y)
+def _oriented(proxy: Sequence[float], target: Sequence[float], mode: str = "max") -> tuple[np.ndarray, np.ndarray]:
+    """The pairs with a target score, signed so that higher is better; a failed proxy score stays non-finite."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+    sign = 1.0 if mode == "max" else -1.0
+    x, y = sign * np.asarray(proxy, float), sign * np.asarray(target, float)
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def ranked_last(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Higher-is-better proxy scores with every failed one (NaN, infinite) below every finite one (tied among
+    themselves), and how many failed."""
+    failed = ~np.isfinite(x)
+    if not failed.any():
+        return x, 0
+    finite = x[~failed]
+    floor = float(finite.min() - 1.0 - np.ptp(finite)) if finite.size else 0.0
+    return np.where(failed, floor, x), int(failed.sum())
+
+
+def _pairs(proxy: Sequence[float], target: Sequence[float], mode: str = "max") -> tuple[np.ndarray, np.ndarray]:
+    """The pairs where both scores are finite (higher is better)."""
+    x, y = _oriented(proxy, target, mode)
+    keep = np.isfinite(x)
     return x[keep], y[keep]
 
 
 def seed_spread(values: Sequence[float]) -> float:
-    """The standard deviation reported beside a mean over seeds (the sample's, ``ddof=1``): 0.0 for one value,
-    NaN for none."""
-    if len(values) == 0:
+    """The standard deviation reported beside a mean over seeds (the sample's, ``ddof=1``); NaN for fewer than
+    two values (one seed measures no spread: never a spread of 0)."""
+    if len(values) < 2:
         return math.nan
-    return float(np.std(np.asarray(values, float), ddof=1)) if len(values) > 1 else 0.0
+    return float(np.std(np.asarray(values, float), ddof=1))
 
 
 def normalised(values: np.ndarray) -> np.ndarray:
@@ -48,9 +75,9 @@ def normalised(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
 
 
-def r_squared(proxy: Sequence[float], target: Sequence[float]) -> float:
-    """r^2 of ``target = beta * proxy`` on normalised accuracies (NaN with fewer than 3 pairs)."""
-    x, y = _pairs(proxy, target)
+def r_squared(proxy: Sequence[float], target: Sequence[float], mode: str = "max") -> float:
+    """r^2 of ``target = beta * proxy`` on normalised accuracies (NaN with fewer than 3 finite pairs)."""
+    x, y = _pairs(proxy, target, mode)
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     x, y = normalised(x), normalised(y)
@@ -59,24 +86,28 @@ def r_squared(proxy: Sequence[float], target: Sequence[float]) -> float:
     return float(1.0 - residual @ residual / (y @ y))
 
 
-def good_spearman(proxy: Sequence[float], target: Sequence[float], min_accuracy: float | None = None) -> float:
-    """Spearman rho over the configurations whose proxy accuracy is at least ``min_accuracy``
-    (default: the median proxy accuracy); NaN with fewer than 2 such pairs or no variation."""
-    x, y = _pairs(proxy, target)
+def good_spearman(proxy: Sequence[float], target: Sequence[float], min_accuracy: float | None = None,
+                  mode: str = "max") -> float:
+    """Spearman rho over the configurations whose proxy score is at least ``min_accuracy`` (at most, for
+    ``mode="min"``; default: the median proxy score); NaN with fewer than 2 such pairs or no variation."""
+    x, y = _oriented(proxy, target, mode)
+    x, _ = ranked_last(x)
     if x.size == 0:
         return math.nan
-    threshold = float(np.median(x)) if min_accuracy is None else min_accuracy
+    threshold = float(np.median(x)) if min_accuracy is None else (min_accuracy if mode == "max" else -min_accuracy)
     good = x >= threshold
     if good.sum() < 2 or np.ptp(x[good]) == 0 or np.ptp(y[good]) == 0:
         return math.nan
     return float(stats.spearmanr(x[good], y[good]).statistic)
 
 
-def top1_regret(proxy: Sequence[float], target: Sequence[float]) -> float:
-    """Best target accuracy minus the target accuracy of the proxy's best configuration (>= 0);
-    NaN when the proxy scores are all equal (it picks nothing)."""
-    x, y = _pairs(proxy, target)
-    if x.size == 0 or np.ptp(x) == 0:
+def top1_regret(proxy: Sequence[float], target: Sequence[float], mode: str = "max") -> float:
+    """Best target score minus the target score of the proxy's best configuration (>= 0; for ``mode="min"`` the
+    proxy pick's loss less the best loss), the best counted among every configuration with a target score, those
+    whose proxy failed too; NaN with fewer than 3 pairs or when the proxy scores are all equal (it picks nothing)."""
+    x, y = _oriented(proxy, target, mode)
+    x, _ = ranked_last(x)
+    if x.size < 3 or np.ptp(x) == 0:
         return math.nan
     return float(y.max() - y[int(np.argmax(x))])
 
@@ -86,11 +117,17 @@ def relative_cost(proxy_cost: float, target_cost: float) -> float:
 
 
 def proxy_quality(proxy: Sequence[float], target: Sequence[float], proxy_cost: float | None = None,
-                  target_cost: float | None = None, min_accuracy: float | None = None) -> dict[str, float]:
-    """Every per-strategy measure of one proxy against the target, as one record."""
-    record: dict[str, float] = dict(rank_correlation(proxy, target))
-    record.update({"r2": r_squared(proxy, target), "good_spearman": good_spearman(proxy, target, min_accuracy),
-                   "top1_regret": top1_regret(proxy, target)})
+                  target_cost: float | None = None, min_accuracy: float | None = None,
+                  mode: str = "max") -> dict[str, float]:
+    """Every per-strategy measure of one proxy against the target, as one record: ``n`` pairs with a target score,
+    ``failed`` of them without a proxy score (ranked last, see the module's text)."""
+    x, y = _oriented(proxy, target, mode)
+    ranked, failed = ranked_last(x)
+    record: dict[str, float] = dict(rank_correlation(ranked, y))
+    finite = np.isfinite(x)
+    record["pearson"] = rank_correlation(x[finite], y[finite])["pearson"]
+    record.update({"failed": failed, "r2": r_squared(x, y), "good_spearman": good_spearman(proxy, target, min_accuracy, mode),
+                   "top1_regret": top1_regret(x, y)})
     if proxy_cost is not None and target_cost is not None:
         record["relative_cost"] = relative_cost(proxy_cost, target_cost)
     return record

@@ -404,6 +404,19 @@ def follows_ratio_schedule(settings: ProxySettings) -> bool:
     return make_strategy(settings.metric, settings).kind != "static"
 
 
+#: The strategies that pick uniformly at random: the control a proxy must beat at the same cost (drawn anew each
+#: epoch, and drawn once for a static proxy).
+UNIFORM_CONTROLS = ("random", "fixed_random")
+
+
+def uniform_control(metric: str, settings: ProxySettings | None = None) -> str | None:
+    """The uniformly random strategy of the same cost as ``metric``: ``fixed_random`` beside a static proxy,
+    ``random`` beside one that follows the ratio schedule; None when ``metric`` is one already (or full data)."""
+    if metric in UNIFORM_CONTROLS or metric in ("none", ALL_SAMPLES):
+        return None
+    return "fixed_random" if make_strategy(metric, settings or ProxySettings(ratio=0.5)).kind == "static" else "random"
+
+
 def make_strategy(strategy: "str | SubsetStrategy | Callable[[ProxySettings], SubsetStrategy]",
                   settings: ProxySettings | None = None, starts_at_ratio: bool = False) -> SubsetStrategy:
     """A fresh strategy for one run: ``strategy`` as an object (used as given; once it served a run, a copy

@@ -149,7 +149,7 @@ def _matches(table: GroundTruthTable, dataset: str) -> bool:
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (``ddof=1``; 0 for one seed) over seeds of every numeric field that all
+    """Mean and sample standard deviation (``ddof=1``; NaN for one seed) over seeds of every numeric field that all
     summaries have; every other field that all summaries hold alike (the data set, the strategy...) as it is."""
     out: dict[str, Any] = {}
     for key in summaries[0] if summaries else ():

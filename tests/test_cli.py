@@ -109,6 +109,7 @@ def test_console_script_help_lists_train():
 @pytest.mark.parametrize("args,message", [
     (["--ratios", "0.5,0.5"], "invalid ratios=(0.5, 0.5): allowed distinct ratios"),
     (["--ratios", "0.5", "--metrics", "random,random"], "invalid metrics='random,random': allowed distinct metrics"),
+    (["--max-configs", "2"], "invalid max_configs=2: allowed an integer >= 3"),  # 2 ran to all-NaN correlations
 ])
 def test_correlate_refuses_repeated_cells_by_name(tmp_path, capsys, args, message):
     from pathlib import Path
@@ -138,3 +139,15 @@ def test_an_output_where_nothing_can_be_created_is_one_named_error(capsys, comma
     assert run_cli(*command, "--out", "/proc/asp-tune-x/run") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid out='/proc/asp-tune-x/run'" in err[0] and "Traceback" not in err[0]
+
+
+def test_correlate_refuses_a_grid_too_small_to_rank_before_the_folder_opens(tmp_path, capsys):
+    import yaml
+
+    space = tmp_path / "two.yaml"
+    space.write_text(yaml.safe_dump({"name": "two", "fixed": {"dataset": "digits", "model": "mlp", "epochs": 2},
+                                     "params": {"lr": {"type": "grid", "values": [0.01, 0.1]}}}))
+    assert run_cli("correlate", "--space", space, "--out", tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert "invalid space='2 configurations': allowed a grid of at least 3 configurations" in err
+    assert not (tmp_path / "c").exists()

@@ -358,6 +358,58 @@ def test_compare_warns_from_its_own_tau_when_the_proxy_misranks(capsys):
     assert table.set_index("ratio").loc[1.0, "warning"] == ""
 
 
+def test_compare_ranks_a_failed_proxy_last_pairs_regret_by_seed_and_says_a_tied_full_data_pick(capsys):
+    """The proxy run of the best configuration (x=7) diverged: dropped, the proxy read tau 1 over the rest."""
+    from asp_tune.tune.compare import comparison_markdown, config_key
+
+    rows_full = [{"config/x": 1e-7 * (i + 1), "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i,
+                  "status": "TERMINATED", "epochs": 4} for i in range(8)]
+    rows_full[6]["final_score"] = rows_full[6]["best_score"] = 0.85  # tied with x=7 at the best score
+    rows_proxy = [{**row, "best_score": 0.1 + 0.05 * i, "final_score": 0.1 + 0.05 * i} for i, row in enumerate(rows_full)]
+    rows_proxy[7].update(best_score=float("nan"), final_score=float("nan"))
+    full, proxy = _result(rows_full, {"best_score": 0.85}), _result(rows_proxy, {"best_score": 0.4})
+    retrained = {1.0: [{"seed": s, "score": v} for s, v in enumerate([0.90, 0.92, 0.94])],
+                 0.3: [{"seed": s, "score": v} for s, v in enumerate([0.80, 0.90, float("nan")])]}
+    table, _ = compare_runs({1.0: full, 0.3: proxy}, retrained, ["x"])
+    row = table.set_index("ratio").loc[0.3]
+    assert row["pairs"] == 8 and row["failed_proxy"] == 1  # 8 distinct keys: 1e-7 .. 8e-7 are no longer one
+    assert row["kendall_tau"] < 0.8  # the failed best configuration ranked last, not left out (it read 1.0)
+    assert row["regret"] == pytest.approx(0.06) and row["regret_std"] == pytest.approx(0.0565685, abs=1e-6)
+    assert row["retrained_mean"] == pytest.approx(0.85)  # the lost retrain left out, and said
+    assert "retrain gave no score with seed 2" in row["warning"]
+    err = capsys.readouterr().err
+    assert "2 configurations tied at the full-data search's best score 0.85" in err
+    assert table.set_index("ratio").loc[1.0, "pairs"] == 0
+    proxy_row = next(line for line in comparison_markdown(table, "t").splitlines() if line.startswith("| 0.3 |"))
+    assert "| 6.00 ± 5.66 |" in proxy_row and "| 8 (1 failed) |" in proxy_row
+    assert config_key({"config/x": 3.2e-7}, ["x"]) != config_key({"config/x": 4.1e-7}, ["x"])
+
+
+def test_compare_sets_a_proxy_beside_its_uniform_control_of_the_same_cost_paired_by_seed(capsys):
+    from asp_tune.tune.compare import comparison_markdown
+
+    rows = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
+             "epochs": 4} for i in range(8)]
+    full = _result(rows, {"best_score": 0.85})
+    proxy = _result(rows, {"best_score": 0.85, "metric": "loss"})
+    control = _result([{**r, "best_score": 1 - r["best_score"]} for r in rows], {"best_score": 0.5, "metric": "random"})
+    seeds = {1.0: [0.90, 0.92, 0.94], 0.3: [0.80, 0.86, 0.86], "control": [0.85, 0.90, 0.88]}
+    retrained = {r: [{"seed": i, "score": v} for i, v in enumerate(seeds[r])] for r in (1.0, 0.3)}
+    table, scatter = compare_runs({1.0: full, 0.3: proxy}, retrained, ["x"], {0.3: control},
+                                  {0.3: [{"seed": i, "score": v} for i, v in enumerate(seeds["control"])]})
+    assert list(zip(table["ratio"], table["arm"])) == [(1.0, "full data"), (0.3, "proxy"), (0.3, "control")]
+    row = table.iloc[1]
+    assert row["gain_over_control"] == pytest.approx(-0.0366667, abs=1e-6)  # -0.05, -0.04, -0.02
+    assert row["gain_over_control_std"] == pytest.approx(0.0152753, abs=1e-6)
+    assert row["kendall_tau"] == pytest.approx(1.0) and row["control_kendall_tau"] == pytest.approx(-1.0)
+    assert "retrained 0.0367 below the pick of a uniformly random subset of the same cost (random)" in row["warning"]
+    assert list(scatter) == [0.3]  # the figure's pairs are the proxies'
+    report = comparison_markdown(table, "t")
+    assert "| 0.3 control | random |" in report
+    assert "- r = 0.3: loss against random: -3.67 ± 1.53 points; tau 1.00 against -1.00" in report
+    capsys.readouterr()
+
+
 # ----------------------------------------------------------------------------- settings and trials
 
 

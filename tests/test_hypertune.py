@@ -33,6 +33,14 @@ def test_d_asha_promotes_only_after_eta_times_as_many_results():
     assert stream(state, [("d", 9, 0.9)]) == [("d", "stop")]  # a trial at the top rung is done
 
 
+def test_a_trial_that_diverges_stops_where_it_reports_nan_at_a_rung_or_between():
+    """A NaN went on as 'continue' at every epoch: never judged, trained to the top rung on promotion budget."""
+    state = HyperTune(9, num_samples=10, eta=3)
+    assert stream(state, [("a", 1, float("nan"))]) == [("a", "stop")]
+    assert stream(state, [("b", 1, 0.5), ("c", 1, 0.6), ("d", 1, 0.7)])[-1] == ("d", "promoted from rung 0 at once")
+    assert stream(state, [("d", 2, float("inf"))]) == [("d", "stop")]
+    assert "a" not in state.active and "d" not in state.active and "a" not in state.record.scores[1]
+
 def test_a_result_that_is_due_for_promotion_continues_without_a_pause():
     state = HyperTune(9, num_samples=10, eta=3)
     log = stream(state, [("x", 1, 0.1), ("y", 1, 0.2), ("z", 1, 0.9)])
@@ -197,3 +205,16 @@ def test_a_ratio_rung_resumes_from_its_checkpoint_on_a_larger_subset_with_the_sa
     assert selected[0] == round(0.2 * n) and selected[1:3] == [round(0.5 * n)] * 2 and selected[3:] == [n] * 6
     passes = [by_epoch[e]["data_passes"] for e in range(1, 10)]
     assert passes[-1] == pytest.approx(0.2 + 2 * 0.5 + 6 * 1.0, abs=0.01)
+
+
+def test_hypertune_s_state_runs_without_ray():
+    """Plain state, thin Ray adapters: the surrogate's Ray import made the whole module need Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None\n"  # any 'import ray...' now fails
+            "from asp_tune.tune.hypertune import HyperTune, stream\n"
+            "print(stream(HyperTune(9, num_samples=4, eta=3), [('a', 1, 0.5)]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[('a', 'pause')]"

@@ -85,4 +85,31 @@ def test_the_spread_beside_a_mean_over_seeds_is_the_sample_standard_deviation():
     from asp_tune.quality import seed_spread
 
     assert seed_spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)  # population std: 0.816
-    assert seed_spread([0.9]) == 0.0 and math.isnan(seed_spread([]))
+    assert math.isnan(seed_spread([0.9])) and math.isnan(seed_spread([]))  # one seed measures no spread
+
+
+def test_a_proxy_that_failed_on_the_best_configuration_ranks_it_last_and_pays_its_regret():
+    """Dropping the failed pair made this proxy perfect: tau 1 and regret 0 over the three it finished."""
+    full, proxy = [0.5, 0.6, 0.7, 0.95], [0.4, 0.5, 0.6, math.nan]
+    q = proxy_quality(proxy, full)
+    assert q["n"] == 4 and q["failed"] == 1
+    assert q["top1_regret"] == pytest.approx(0.25)  # it picked 0.7 where 0.95 was there
+    assert q["kendall_tau"] == pytest.approx(0.0)  # 3 concordant pairs, 3 discordant (the failed one last)
+    assert q["pearson"] == pytest.approx(1.0)  # over the finite pairs only
+    # a failure on the worst configuration costs nothing: the proxy would have ranked it last anyway
+    q = proxy_quality([math.nan, 0.5, 0.6, 0.7], [0.3, 0.6, 0.7, 0.95])
+    assert q["kendall_tau"] == pytest.approx(1.0) and q["top1_regret"] == 0.0 and q["failed"] == 1
+    # a pair without a target score is no pair; two pairs measure nothing
+    q = proxy_quality([0.4, 0.5, 0.9], [0.5, 0.6, math.nan])
+    assert q["n"] == 2 and math.isnan(q["top1_regret"]) and math.isnan(q["kendall_tau"])
+
+
+def test_losses_are_ranked_lower_is_better_with_mode_min():
+    proxy, full = [0.1, 0.5, 0.9], [0.2, 1.0, 0.6]  # the proxy's pick (0.1) has the best full-data loss
+    assert top1_regret(proxy, full, mode="min") == 0.0
+    assert top1_regret(proxy, full) == pytest.approx(0.4)  # read as accuracies it picked 0.6 of 1.0
+    assert top1_regret([0.9, 0.5, 0.1], full, mode="min") == pytest.approx(0.4)  # picks 0.6 where 0.2 was best
+    q = proxy_quality([0.1, 0.5, math.inf, 0.9], [0.2, 1.0, 0.1, 0.6], mode="min")  # a diverged loss: failed
+    assert q["failed"] == 1 and q["top1_regret"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="mode"):
+        top1_regret(proxy, full, mode="maximise")

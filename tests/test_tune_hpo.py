@@ -344,8 +344,14 @@ def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_pa
                  "--metric", "loss", "--decide", "proxy", "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
     assert code == 0
     table = pd.read_csv(out / "comparison.csv")
-    assert list(table["ratio"]) == [1.0, 0.3]
-    proxy = table.iloc[1]
+    # loss at 0.3 is no uniform subset: the same search on a uniformly random one of the same cost runs beside it
+    assert list(table["ratio"]) == [1.0, 0.3, 0.3] and list(table["arm"]) == ["full data", "proxy", "control"]
+    proxy, control = table.iloc[1], table.iloc[2]
+    assert (proxy["metric"], control["metric"], proxy["control_metric"]) == ("loss", "random", "random")
+    assert control["data_passes_total"] == pytest.approx(proxy["data_passes_total"])  # the same cost
+    assert proxy["gain_over_control"] == pytest.approx(proxy["retrained_test_mean"] - control["retrained_test_mean"])
+    assert (out / "trials_r0.3_control.csv").is_file()
+    assert "- r = 0.3: loss against random: " in (out / "report.md").read_text()
     # same seed and random search: the same three configurations, so all three pair up; 3 of 6 pairs measure
     # nothing, so no correlation is reported (it was a tau from three points)
     assert proxy["corr_n"] == 3 and not proxy["measured"]
@@ -361,7 +367,8 @@ def test_compare_cli_reports_speedups_and_retrained_accuracy(ray_session, tmp_pa
     assert proxy["speedup_data_passes"] == pytest.approx(table.iloc[0]["data_passes_total"] / proxy["data_passes_total"])
     assert (table["retrained_test_mean"] > 0.5).all()
     retrained = pd.read_csv(out / "retrained.csv")  # every seed's retrain is kept
-    assert sorted(retrained["ratio"]) == [0.3, 1.0] and {"seed", "test_accuracy", "seconds"} <= set(retrained.columns)
+    assert sorted(retrained["arm"]) == ["control", "full data", "proxy"]
+    assert {"seed", "test_accuracy", "seconds"} <= set(retrained.columns)
     assert (out / "report.md").read_text().count("|") > 20 and (out / "comparison.png").exists()
 
 

@@ -96,8 +96,12 @@ def test_compare_a_user_trainable_against_full_data(ray_session, tmp_path):
     report = asp_tune.tune.compare_trainable(trainable, {"lr": tune.grid_search(lrs)}, epochs=EPOCHS,
                                    ratios=(1.0, 0.5), scheduler="fifo", num_samples=1, decide="proxy",
                                    storage_path=str(tmp_path / "ray"), out=tmp_path / "cmp")
-    table = report["table"].set_index("ratio")
-    assert table.loc[1.0, "pairs"] == 6 and table.loc[0.5, "pairs"] == 6 and table.loc[0.5, "measured"]
+    arms = report["table"]
+    assert list(zip(arms["ratio"], arms["arm"], arms["metric"])) == [(1.0, "full data", "none"), (0.5, "proxy", "loss"),
+                                                                    (0.5, "control", "random")]
+    assert arms["data_passes_total"].iloc[2] == pytest.approx(arms["data_passes_total"].iloc[1])  # of the same cost
+    table = arms[arms["arm"] != "control"].set_index("ratio")
+    assert table.loc[1.0, "pairs"] == 0 and table.loc[0.5, "pairs"] == 6 and table.loc[0.5, "measured"]
     assert table.loc[1.0, ["kendall_tau", "r2", "spearman"]].isna().all()  # full data has nothing to correlate
     assert table.loc[0.5, ["kendall_tau", "r2", "spearman"]].notna().all()
     assert table.loc[0.5, "data_passes"] < table.loc[1.0, "data_passes"]

@@ -135,7 +135,7 @@ def test_hpo_compare_train_config_and_load_model_with_a_module_only_in_a_tempora
     assert trained["config"]["optimizer"] == best["optimizer"]
     monkeypatch.chdir(user_folder)  # compare in this process (hpo's processes imported the module already)
     run = command_here("compare", "--space", "s.yaml", "--algo", "random", "--ratios", "1.0,0.5", "--num-samples",
-                       "1", "--out", "cmp", "--storage-path", "ray", "--verbose", "0")
+                       "1", "--out", "cmp", "--storage-path", "ray", "--verbose", "0", "--control", "false")
     assert run.returncode == 0, run.stderr[-3000:]
     assert (user_folder / "cmp" / "report.md").is_file()
 

@@ -351,9 +351,11 @@ def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: i
     return ray.get([remote.remote(c, max(1, int(cpus)), added, paths) for c in configs])
 
 
-def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1) -> dict[str, Any]:
-    """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, each
-    pick retrained on full data (:func:`asp_tune.tune.compare.run_comparison`)."""
+def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1,
+                     control: bool = True) -> dict[str, Any]:
+    """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, with its
+    uniformly random control of the same cost where ``control``, each pick retrained on full data
+    (:func:`asp_tune.tune.compare.run_comparison`)."""
     from asp_tune.tune.compare import run_comparison
 
     def at(ratio: float) -> HpoSettings:
@@ -369,8 +371,12 @@ def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int 
     settings = {r: at(r) for r in sorted(set(ratios) | {1.0})}
     for each in settings.values():  # every search's settings refused by name before the first one runs
         each.validate()
+    def uniform(ratio: float, strategy: str) -> Any:
+        return job_from_settings(dataclasses.replace(
+            settings[ratio], metric=strategy, name=None if base.name is None else f"{base.name}-r{ratio}-control"))
+
     return run_comparison({r: functools.partial(job_from_settings, s) for r, s in settings.items()}, retrain,
-                          retrain_seeds)
+                          retrain_seeds, control=uniform if control else None)
 
 
 def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
@@ -403,7 +409,10 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
 
     check_value(HpoSettings, "pack", pack)
     pack = str(pack)
+    from asp_tune.tune.compare_settings import check_grid_size
+
     configs = space.grid_configs()[:max_configs]
+    check_grid_size(configs)
     names = cells(ratios, metrics)
     epochs = int(space.fixed.get("epochs", TrainConfig.epochs))
     run = {**(selection or {}), "ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}

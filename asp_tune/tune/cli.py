@@ -168,11 +168,12 @@ def pick_verdict(summary: dict[str, Any]) -> str:
     return f"; the proxy {word}: tau {full['kendall_tau']:+.2f} ({low:+.2f} .. {high:+.2f})"
 
 
-def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str) -> dict[str, Any]:
+def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str,
+             control: bool = True) -> dict[str, Any]:
     from asp_tune.tune.builtin import compare_settings
     from asp_tune.tune.compare import write_comparison
 
-    comparison = compare_settings(settings, ratios, seeds)
+    comparison = compare_settings(settings, ratios, seeds, control)
     score = comparison["runs"][1.0].summary["score_metric"].removeprefix("val_")
     return write_comparison(out, comparison, title, f"retrained test {'R²' if score == 'r2' else score}")
 
@@ -185,7 +186,7 @@ def run_compare_command(args: argparse.Namespace) -> int:
     compare = CompareSettings(**values_from_args(args, CompareSettings)).validate()
     with results_folder(args) as out:
         summary = _compare(settings, list(compare.ratios), compare.retrain_seeds, out,
-                           f"{settings.space.name}: {settings.algo}, metric {settings.metric}")
+                           f"{settings.space.name}: {settings.algo}, metric {settings.metric}", compare.control)
         target = out.commit(summary)
     print(f"-> {target}")
     return 0
@@ -203,6 +204,9 @@ def run_correlate_command(args: argparse.Namespace) -> int:
     for name in ("max_concurrent", "pack"):
         check_value(_hpo_settings_class(), name, getattr(args, name))
     space = load_space_args(args)
+    from asp_tune.tune.compare_settings import check_grid_size
+
+    check_grid_size(space.grid_configs()[:cells.max_configs])  # before the results folder opens
     with results_folder(args) as out:
         run = correlate_space(space, list(cells.ratios), metrics, ratio_schedule=args.ratio_schedule,
                               max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,

@@ -32,8 +32,10 @@ Retrain = Callable[[dict[str, Any], list[int]], list[dict[str, Any]]]
 
 
 def config_key(row: pd.Series | dict[str, Any], names: list[str]) -> tuple:
+    """A configuration's identity across the runs: its values, floats to 12 significant digits (a CSV round trip
+    keeps them; decimal places would make every learning rate below 5e-7 one configuration)."""
     def norm(v: Any) -> Any:
-        return round(float(v), 6) if isinstance(v, (float, np.floating)) else v
+        return float(f"{float(v):.12g}") if isinstance(v, (float, np.floating)) else v
     return tuple(norm(row[f"config/{n}"]) for n in names)
 
 
@@ -47,99 +49,157 @@ def rung_trust(trust: dict | None) -> dict:
 
 
 def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain, seeds: int = 1,
-                   say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Each ratio's search (ratio 1.0 is the full-data baseline), each pick retrained on full data
-    ``seeds`` times, and the comparison table (:func:`compare_runs`)."""
+                   say: Callable[[str], None] = print,
+                   control: Callable[[float, str], SearchJob] | None = None) -> dict[str, Any]:
+    """Each ratio's search (ratio 1.0 is the full-data baseline), each pick retrained on full data ``seeds`` times,
+    and the comparison table (:func:`compare_runs`). ``control(ratio, strategy)``: the same search as the ratio's
+    on a uniformly random subset of the same cost (``strategy``, :func:`asp_tune.strategies.uniform_control` of the
+    strategy the ratio's search resolved to; none where that is uniform already): a proxy is worth its cost only
+    against it."""
+    from asp_tune.strategies import uniform_control
+
     runs: dict[float, SearchResult] = {}
+    controls: dict[float, SearchResult] = {}
     for ratio in sorted(jobs, reverse=True):
         job = jobs[ratio]()
-        say(f"[asp-tune compare] search at ratio {ratio} ({job.summary.get('metric')})")
+        metric = job.summary.get("metric")
+        say(f"[asp-tune compare] search at ratio {ratio} ({metric})")
         runs[ratio] = run_search(job)
+        uniform = None if ratio == 1.0 or control is None else uniform_control(str(metric))
+        if uniform is not None:
+            say(f"[asp-tune compare] control at ratio {ratio} ({uniform}: a uniformly random subset of the same cost)")
+            controls[ratio] = run_search(control(ratio, uniform))
     retrained: dict[float, list[dict[str, Any]]] = {}
-    for ratio, result in runs.items():
-        say(f"[asp-tune compare] retraining ratio-{ratio} pick on full data x{seeds}")
-        retrained[ratio] = retrain(result.summary["best_config"], list(range(seeds)))
+    retrained_controls: dict[float, list[dict[str, Any]]] = {}
+    for arm, done, into in (("", runs, retrained), (" control", controls, retrained_controls)):
+        for ratio, result in done.items():
+            say(f"[asp-tune compare] retraining ratio-{ratio}{arm} pick on full data x{seeds}")
+            into[ratio] = retrain(result.summary["best_config"], list(range(seeds)))
     param_names = list(next(iter(runs.values())).summary["best_config"])
-    table, scatter = compare_runs(runs, retrained, param_names)
-    return {"table": table, "runs": runs, "scatter": scatter}
+    table, scatter = compare_runs(runs, retrained, param_names, controls, retrained_controls)
+    return {"table": table, "runs": runs, "controls": controls, "scatter": scatter}
 
 
-def full_data_finals(runs: dict[float, SearchResult], param_names: list[str], epochs: int | None) -> dict[tuple, float]:
+def full_data_finals(runs: dict[float, SearchResult], param_names: list[str], epochs: int | None,
+                     more: list[SearchResult] = ()) -> dict[tuple, float]:
     """Every configuration's full-data *final* score the comparison has: the full-data search's trials that
     ran to the end (never one early stopping cut), and each proxy search's own full-data scores (its top
-    rung, its audit)."""
+    rung, its audit; those of ``more`` searches, the controls, too)."""
     finals: dict[tuple, float] = {}
     for _, row in runs[1.0].trials.iterrows():
         if row["status"] == "TERMINATED" and (epochs is None or row["epochs"] >= epochs) \
                 and row["final_score"] == row["final_score"]:
             finals[config_key(row, param_names)] = float(row["final_score"])
-    for ratio, result in runs.items():
-        if ratio != 1.0 and "full_data_score" in result.trials:
+    for result in [r for ratio, r in runs.items() if ratio != 1.0] + list(more):
+        if "full_data_score" in result.trials:
             for _, row in result.trials[result.trials["full_data_score"].notna()].iterrows():
                 finals.setdefault(config_key(row, param_names), float(row["full_data_score"]))
     return finals
 
 
 def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[dict[str, Any]]],
-                 param_names: list[str]) -> tuple[pd.DataFrame, dict[float, list[tuple[float, float]]]]:
-    """One row per ratio: its cost and speed-ups against the full-data run (ratio 1.0), its pick's retrained
-    score and its regret (the full-data pick's retrained score less its own), and how its proxy scores rank
-    the configurations against their full-data final scores (:func:`full_data_finals`): Kendall tau with
-    its interval and the other correlations (:func:`asp_tune.quality.proxy_quality`); its ``warning`` in
-    the search's own words (:func:`asp_tune.tune.fulldata.verdict_lines`); and the (full, proxy) score
-    pairs of each ratio."""
-    from asp_tune.tune.fulldata import FullDataAgreement, verdict_lines
+                 param_names: list[str], controls: dict[float, SearchResult] | None = None,
+                 retrained_controls: dict[float, list[dict[str, Any]]] | None = None,
+                 ) -> tuple[pd.DataFrame, dict[float, list[tuple[float, float]]]]:
+    """One row per search (``arm``: ``full data`` at ratio 1.0, ``proxy``, and ``control``, a ratio's uniformly
+    random subset of the same cost): its cost and speed-ups against the full-data run, its pick's retrained
+    score and its regret (per seed, the full-data pick's retrained score less its own: mean and sample std), and
+    how its proxy scores rank the configurations against their full-data final scores (:func:`full_data_finals`;
+    a configuration whose proxy run failed is ranked last): Kendall tau with its interval and the other
+    correlations (:func:`asp_tune.quality.proxy_quality`); its ``warning`` in the search's own words
+    (:func:`asp_tune.tune.fulldata.verdict_lines`); a proxy row beside a control also its gain over it (paired by
+    seed) and the control's tau; and the (full, proxy) score pairs of each proxy ratio."""
+    from asp_tune.tune.fulldata import FullDataAgreement, regret_allowed, verdict_lines
 
+    controls, retrained_controls = controls or {}, retrained_controls or {}
     full = runs[1.0]
     mode = full.summary.get("mode", "max")
-    finals = full_data_finals(runs, param_names, full.summary.get("budget", {}).get("max_epochs_per_trial"))
-    means = {r: float(np.mean([x["score"] for x in retrained.get(r, [])])) if retrained.get(r) else math.nan
-             for r in runs}
+    sign = 1.0 if mode == "max" else -1.0
+    finals = full_data_finals(runs, param_names, full.summary.get("budget", {}).get("max_epochs_per_trial"),
+                              list(controls.values()))
+
+    def seeded(given: list[dict[str, Any]] | None) -> dict[int, float]:
+        return {x["seed"]: float(x["score"]) for x in given or []}
+
+    def paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
+        """Per seed, a's retrained score less b's (signed so that more is better)."""
+        return [sign * (a[seed] - b[seed]) for seed in a if seed in b and math.isfinite(a[seed]) and math.isfinite(b[seed])]
+
+    full_seeds = seeded(retrained.get(1.0))
+    best = _finite_mean(list(full_seeds.values()))
     rows, scatter = [], {}
-    for ratio, result in runs.items():
+    searches = [(r, result, "full data" if r == 1.0 else "proxy", seeded(retrained.get(r))) for r, result in runs.items()]
+    searches += [(r, result, "control", seeded(retrained_controls.get(r))) for r, result in controls.items()]
+    for ratio, result, arm, by_seed in searches:
         s = result.summary
-        scores = [x["score"] for x in retrained.get(ratio, [])]
+        what = f"the ratio-{ratio}{' control' if arm == 'control' else ''}"
         agreement = FullDataAgreement(mode)
         column = "proxy_score" if "proxy_score" in result.trials else "best_score"
+        pairs = []  # (full-data final, proxy) of every configuration with a full-data final: a failed proxy is NaN
         for _, row in result.trials.iterrows():
             key = config_key(row, param_names)
-            if row["status"] != "ERROR" and key in finals:
-                agreement.add(str(key), row[column] if ratio != 1.0 else row["final_score"], finals[key], "")
-        pairs = [(finals[k], row[column] if ratio != 1.0 else row["final_score"]) for _, row in result.trials.iterrows()
-                 if row["status"] != "ERROR" and (k := config_key(row, param_names)) in finals]
+            if key not in finals:
+                continue
+            proxy = math.nan if row["status"] == "ERROR" else float(row[column] if ratio != 1.0 else row["final_score"])
+            if math.isfinite(proxy):
+                agreement.add(str(key), proxy, finals[key], "")
+            else:  # it failed or diverged: ranked last, never left out
+                agreement.add_failed(str(key), finals[key], "")
+            pairs.append((finals[key], proxy))
         quality = proxy_quality([b for _, b in pairs], [a for a, _ in pairs], s["wall_time_s"],
-                                full.summary["wall_time_s"])
-        regret = (means[1.0] - means[ratio]) * (1 if mode == "max" else -1)
+                                full.summary["wall_time_s"], mode=mode)
+        differences = paired(full_seeds, by_seed)  # paired by seed: the full-data pick's retrain less this pick's
+        regret = _finite_mean(differences)
         low, high = agreement.interval() if agreement.measured else (math.nan, math.nan)
-        warnings = [] if ratio == 1.0 else verdict_lines(agreement, regret, f"the ratio-{ratio} pick", best=means[1.0])
-        scatter[ratio] = pairs
+        warnings = [] if ratio == 1.0 else verdict_lines(agreement, regret, f"{what} pick", best=best)
+        lost = [seed for seed, score in by_seed.items() if not math.isfinite(score)]
+        if lost:
+            warnings.append(f"{what} pick's retrain gave no score with seed{'s' if len(lost) > 1 else ''} "
+                            f"{', '.join(map(str, lost))} (it diverged or failed): its mean and regret leave "
+                            f"{'them' if len(lost) > 1 else 'it'} out")
+        if ratio == 1.0:
+            warnings += _tied_pick(result, param_names)
+        if arm == "proxy":
+            scatter[ratio] = [(a, b) for a, b in pairs if math.isfinite(b)]
         ran_at = float(s.get("ratio") or ratio)  # a first rung lengthened to its minimum steps may raise it
         if ratio != 1.0 and ran_at != ratio:
             change = s.get("first_rung_change") or {}
             steps = change.get("steps") or ["?", "?"]
-            warnings.append(f"the ratio-{ratio} search ran at ratio {ran_at:g}: its first rung took {steps[0]} "
+            warnings.append(f"{what} search ran at ratio {ran_at:g}: its first rung took {steps[0]} "
                             f"optimiser steps, {change.get('minimum', '?')} are needed "
                             f"({both_spellings('min_first_rung_steps', 0)} keeps the ratio)"
                             + ("; it is a full-data search, not a proxy" if ran_at >= 1.0 else ""))
+        beside: dict[str, Any] = {}
+        if arm == "proxy" and ratio in controls:
+            gains = paired(by_seed, seeded(retrained_controls.get(ratio)))
+            beside = {"control_metric": controls[ratio].summary["metric"], "gain_over_control": _finite_mean(gains),
+                      "gain_over_control_std": seed_spread(gains)}
+            allowed = regret_allowed(best, mode)
+            if beside["gain_over_control"] < -allowed:
+                warnings.append(f"{what} pick ({s['metric']}) retrained {-beside['gain_over_control']:.4f} below "
+                                f"the pick of a uniformly random subset of the same cost ({beside['control_metric']}): "
+                                "at this ratio the proxy costs quality a random subset keeps")
         rows.append({
-            "ratio": ratio, "ratio_run": ran_at, "metric": s["metric"], "algo": s["algo"], "num_trials": s["num_trials"],
-            "num_failed": s["num_failed"], "wall_time_s": s["wall_time_s"],
+            "ratio": ratio, "arm": arm, "ratio_run": ran_at, "metric": s["metric"], "algo": s["algo"],
+            "num_trials": s["num_trials"], "num_failed": s["num_failed"], "wall_time_s": s["wall_time_s"],
             **{f"{part}_s": float((s.get("trial_seconds") or {}).get(part, math.nan))
                for part in ("startup", "training", "validation")},
-            "full_data_wall_s": float(((s.get("full_data") or {}).get("cost") or {}).get("wall_time_s", 0.0)),
+            "full_data_wall_s": (math.nan if ratio == 1.0 else  # the full-data search is all full data
+                                 float(((s.get("full_data") or {}).get("cost") or {}).get("wall_time_s", 0.0))),
             "speedup_wall": full.summary["wall_time_s"] / s["wall_time_s"] if s["wall_time_s"] else math.nan,
             "data_passes_total": s["data_passes_total"],
             "speedup_data_passes": (full.summary["data_passes_total"] / s["data_passes_total"]
                                     if s["data_passes_total"] else math.nan),
             "best_score": s["best_score"], "best_val_accuracy": s.get("best_val_accuracy"),
             "decided_by": s.get("decided_by", ""),
-            "retrained_mean": means[ratio],
-            "retrained_std": seed_spread(scores),
-            "retrained": retrained.get(ratio, []),  # every seed's retrain
-            "regret": regret,
-            "pairs": quality["n"], **{k: quality[k] for k in ("kendall_tau", "pearson", "spearman", "r2",
-                                                              "good_spearman", "relative_cost")},
+            "retrained_mean": _finite_mean(list(by_seed.values())),
+            "retrained_std": seed_spread([v for v in by_seed.values() if math.isfinite(v)]),
+            "retrained": (retrained if arm != "control" else retrained_controls).get(ratio, []),  # every seed's
+            "regret": regret, "regret_std": seed_spread(differences) if ratio != 1.0 else math.nan,
+            "pairs": 0 if ratio == 1.0 else quality["n"], "failed_proxy": 0 if ratio == 1.0 else quality["failed"],
+            **{k: quality[k] for k in ("kendall_tau", "pearson", "spearman", "r2", "good_spearman", "relative_cost")},
             "tau_low": low, "tau_high": high, "measured": agreement.measured,
+            "control_metric": "", "gain_over_control": math.nan, "gain_over_control_std": math.nan, **beside,
             "warning": " | ".join(warnings),
             "relative_data_passes": relative_cost(s["data_passes_total"], full.summary["data_passes_total"]),
             "best_config": s["best_config"], "experiment_path": s["experiment_path"],
@@ -153,10 +213,34 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
     # too few configurations with both scores (and full data against itself): no correlation is reported
     table.loc[~table["measured"].astype(bool), ["kendall_tau", "pearson", "spearman", "r2", "good_spearman",
                                                  "tau_low", "tau_high"]] = math.nan
+    proxies = table.set_index(["ratio", "arm"])
+    table["control_kendall_tau"] = [proxies["kendall_tau"].get((r, "control"), math.nan) if a == "proxy" else math.nan
+                                    for r, a in zip(table["ratio"], table["arm"])]
     table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"], table["relative_cost"])
     for old, new in DEPRECATED_COLUMNS.items():
         table[old] = table[new]
     return table, scatter
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _tied_pick(full: SearchResult, param_names: list[str]) -> list[str]:
+    """A warning when the full-data search's best score was shared: its pick among them is the first by trial order,
+    so every regret against it depends on that order (within the tied configurations' retrained spread)."""
+    best = full.summary.get("best_score")
+    trials = full.trials
+    if best is None or best != best or "final_score" not in trials:
+        return []
+    tied = trials[(trials["status"] == "TERMINATED") & np.isclose(trials["final_score"].astype(float), float(best),
+                                                                  rtol=0.0, atol=1e-9)]
+    configurations = {config_key(row, param_names) for _, row in tied.iterrows()}
+    if len(configurations) < 2:
+        return []
+    return [f"{len(configurations)} configurations tied at the full-data search's best score {float(best):.4g}; its pick is "
+            "the first of them by trial order, so each regret here is against one of equals"]
 
 
 def write_comparison(folder, comparison: dict[str, Any], title: str, score_name: str) -> dict[str, Any]:
@@ -164,17 +248,21 @@ def write_comparison(folder, comparison: dict[str, Any], title: str, score_name:
     table, runs = comparison["table"], comparison["runs"]
     folder.write_table("comparison.csv", table.drop(columns=["best_config", "retrained"]).assign(
         best_config=[json.dumps(c) for c in table["best_config"]]))
-    folder.write_table("retrained.csv", pd.DataFrame([{"ratio": row["ratio"], **x} for _, row in table.iterrows()
-                                                      for x in row["retrained"]]))
+    folder.write_table("retrained.csv", pd.DataFrame([{"ratio": row["ratio"], "arm": row["arm"], **x}
+                                                      for _, row in table.iterrows() for x in row["retrained"]]))
+    controls = comparison.get("controls") or {}
     for ratio, run in runs.items():
         folder.write_table(f"trials_r{ratio}.csv", run.trials)
+    for ratio, run in controls.items():
+        folder.write_table(f"trials_r{ratio}_control.csv", run.trials)
     markdown = comparison_markdown(table, title, score_name)
     folder.file("report.md").write_text(markdown)
     plot_comparison(table, comparison["scatter"], folder.file("comparison.png"), score_name)
     print("\n" + markdown)
     return {"title": title, "ratios": sorted(runs, reverse=True), "score": score_name,
             "rows": json.loads(table.drop(columns=list(DEPRECATED_COLUMNS)).to_json(orient="records")),
-            "runs": {str(r): run.summary for r, run in runs.items()}}
+            "runs": {str(r): run.summary for r, run in runs.items()},
+            "controls": {str(r): run.summary for r, run in controls.items()}}
 
 
 def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy") -> str:
@@ -197,11 +285,14 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
         elif not r["measured"]:
             correlations = f" - (not measured: {r['pairs']} of {MIN_PAIRS} pairs) | - | - | - | - | {r['pairs']} "
         else:
+            failed = int(r.get("failed_proxy", 0) or 0)
             correlations = (f" {r['kendall_tau']:.3f} ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f}) | "
                             f"{r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | {r['good_spearman']:.3f} | "
-                            f"{r['pairs']} ")
+                            f"{r['pairs']}{f' ({failed} failed)' if failed else ''} ")
         seeds = len(r["retrained"]) if isinstance(r.get("retrained"), list) else 2
         spread = "" if seeds < 2 else f" ± {shown(r['retrained_std'])}"  # no spread from one retrain
+        regret_spread = "" if r["ratio"] == 1.0 or r.get("regret_std") != r.get("regret_std") else \
+            f" ± {shown(r['regret_std'])}"
         parts = " / ".join("-" if r.get(f"{p}_s") != r.get(f"{p}_s") else f"{r[f'{p}_s']:.1f}"
                            for p in ("startup", "training", "validation"))
         full_data = r.get("full_data_wall_s", 0.0)
@@ -209,7 +300,7 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
             f"| {ratio_label(r)} | {r['metric']} | {r['num_trials']} | {r['wall_time_s']:.1f} | "
             f"{'-' if not full_data or full_data != full_data else f'{full_data:.1f}'} | {parts} | "
             f"{r['speedup_wall']:.2f}x | {r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | "
-            f"{r['best_score']:.4f} | {shown(r['retrained_mean'])}{spread} | {shown(r['regret'])} |{correlations}| "
+            f"{r['best_score']:.4f} | {shown(r['retrained_mean'])}{spread} | {shown(r['regret'])}{regret_spread} |{correlations}| "
             f"{rung} | {warned} |")
     scale = ("shown x 100 (accuracy in percent)" if percent else "shown as it is")
     lines += ["", "Metric: the strategy choosing each epoch's subset. Wall s: the search as one waits for it, its "
@@ -222,26 +313,49 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
               f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
               f"all training data (mean ± sample std over seeds), {scale}; best score is shown "
               "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
-              f"pick's retrained score less this pick's{', x 100 (points)' if percent else ''}. Correlations: each "
+              f"pick's retrained score less this pick's with the same seed{', x 100 (points)' if percent else ''}, "
+              "mean ± sample std over the seeds (paired; a retrain that gave no score is left out, with a warning). "
+              "One search seed: the spreads are the retrains', not the search's. A control row: the same search "
+              "on a uniformly random subset of the same cost (random; fixed_random beside a static proxy), run "
+              "beside every proxy ratio whose strategy is not uniform already; a proxy is worth its cost only "
+              "against it. Correlations: each "
               "configuration's proxy score against its full-data final score "
               "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
               "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
               "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
               f"bootstrap over configurations; all are measured once {MIN_PAIRS} configurations have both scores "
               "(asp_tune/tune/fulldata.py); the full-data row has nothing to correlate; n: the configurations with "
-              "both scores. Rung tau: the lowest Kendall tau between consecutive rungs of the search's own early "
+              "both scores (a configuration whose proxy run failed or diverged is ranked last and counted as "
+              "failed). Rung tau: the lowest Kendall tau between consecutive rungs of the search's own early "
               "stopping, with those rungs and its pairs (asp_tune/tune/trust.py). Warning: the proxy misranks "
               "against full data (its whole interval below 0.3; an interval across 0.3 is uncertain, not a "
               f"warning), the pick lost more than {'1 point' if percent else '0.01'}, or the search ran at another "
-              "ratio than asked (its first rung was too short); the lines are in comparison.csv and were printed. "
+              "ratio than asked (its first rung was too short), or the pick retrained below its control's; the "
+              "lines are in comparison.csv and were printed. "
               "The search's own line pairs only its own configurations, so its tau can differ from this table's."]
+    beside = table[table["arm"] == "proxy"] if "arm" in table else table.iloc[0:0]
+    beside = beside[beside["control_metric"].astype(str) != ""] if "control_metric" in beside else beside.iloc[0:0]
+    if len(beside):
+        lines += ["", "Beside the control (the same search on a uniformly random subset of the same cost; the proxy "
+                      "pick's retrained score less the control pick's, paired by seed, mean ± sample std; Kendall tau "
+                      "of each against full data):", ""]
+        for _, r in beside.iterrows():
+            gain = r["gain_over_control"]
+            spread = "" if r["gain_over_control_std"] != r["gain_over_control_std"] else \
+                f" ± {shown(r['gain_over_control_std'])}"
+            taus = " against ".join("-" if t != t else f"{t:.2f}" for t in (r["kendall_tau"], r["control_kendall_tau"]))
+            lines.append(f"- r = {r['ratio']}: {r['metric']} against {r['control_metric']}: "
+                         f"{'+' if gain >= 0 else ''}{shown(gain)}{spread}{' points' if percent else ''}; "
+                         f"tau {taus}")
     return "\n".join(lines) + "\n"
 
 
 def ratio_label(row: pd.Series | dict[str, Any]) -> str:
-    """A row's ratio, and the ratio its search ran at where that differs (a first rung made long enough)."""
+    """A row's ratio (``control`` after it for a ratio's uniformly random control), and the ratio its search ran at
+    where that differs (a first rung made long enough)."""
     ran = row.get("ratio_run", row["ratio"])
-    return f"{row['ratio']}" if ran != ran or ran == row["ratio"] else f"{row['ratio']} (ran at {ran:g})"
+    label = f"{row['ratio']}{' control' if row.get('arm') == 'control' else ''}"
+    return label if ran != ran or ran == row["ratio"] else f"{label} (ran at {ran:g})"
 
 
 def _scale(score_name: str) -> Callable[[float], str]:
@@ -274,16 +388,18 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
     axes[2].set_title("data passes (all trials)")
     taus = []
     measured = dict(zip(table["ratio"], table["measured"]))
+    rows = {row["ratio"]: row for _, row in table.iterrows() if row.get("arm") != "control"}
     for i, (r, pairs) in enumerate((r, p) for r, p in scatter.items() if r != 1.0 and p):
         style = {"color": f"C{i + 1}"}
+        label = f"r={ratio_label(rows[r])}" if r in rows else f"r={r}"
         if measured.get(r):
-            tau = agreement_scatter(axes[3], [a for a, _ in pairs], [b for _, b in pairs], label=f"r={r}", **style)
+            tau = agreement_scatter(axes[3], [a for a, _ in pairs], [b for _, b in pairs], label=label, **style)
             taus.append(f"r={r}: tau {tau:.2f}")
         else:  # too few configurations: their points, no fit and no tau
-            axes[3].scatter([a for a, _ in pairs], [b for _, b in pairs], s=14, label=f"r={r}", **style)
+            axes[3].scatter([a for a, _ in pairs], [b for _, b in pairs], s=14, label=label, **style)
             taus.append(f"r={r}: not measured ({len(pairs)} of {MIN_PAIRS} pairs)")
-    axes[3].set_xlabel("full-data best score")
-    axes[3].set_ylabel("proxy best score")
+    axes[3].set_xlabel("full-data final score")
+    axes[3].set_ylabel("proxy score (the search's)")
     axes[3].set_title("same configurations\n" + "; ".join(taus), fontsize=9)
     if taus:
         axes[3].legend()

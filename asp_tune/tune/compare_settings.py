@@ -34,6 +34,9 @@ class CompareSettings:
                                                    ((), (1.0,), (0.0, 1.0), (1.0, 0.3, 0.3), "x")))
     retrain_seeds: int = option(1, "full-data retrains of each run's pick, one per seed", SEARCH,
                                 check=Interval(1, None, integer=True))
+    control: bool = option(True, "beside each proxy ratio whose strategy is not uniformly random, the same search on "
+                                 "a uniformly random subset of the same cost (random; fixed_random beside a static "
+                                 "proxy), its pick retrained too: what the proxy gains over it", SEARCH)
 
     def validate(self) -> "CompareSettings":
         check_fields(self)
@@ -66,6 +69,18 @@ def check_cell_strategies(name: str, value: Any) -> None:
         raise ConfigError(name, value, "distinct metrics (each is one row of the table)")
 
 
+#: Configurations a correlation needs: fewer rank nothing (every measure NaN, :mod:`asp_tune.quality`).
+MIN_CONFIGS = 3
+
+
+def check_grid_size(configs: list, field: str = "space") -> None:
+    """Refuse a grid too small to correlate, before anything runs."""
+    if len(configs) < MIN_CONFIGS:
+        raise ConfigError(field, f"{len(configs)} configuration{'s' if len(configs) != 1 else ''}",
+                          f"a grid of at least {MIN_CONFIGS} configurations (grid_search values crossed): a rank "
+                          "correlation needs 3")
+
+
 @dataclass
 class CorrelateSettings:
     """``asp-tune correlate`` (the ASP paper's Table 5): the cells beside full data."""
@@ -77,8 +92,9 @@ class CorrelateSettings:
                                   f"({', '.join(correlate_strategies())})", SEARCH,
                           check=Check(check_cell_strategies, ("", "loss,loss", "nope", 3)),
                           aliases=("--strategies",))
-    max_configs: int | None = option(None, "only the first N grid configurations", SEARCH,
-                                     check=Interval(1, None, integer=True, optional=True))
+    max_configs: int | None = option(None, "only the first N grid configurations (at least 3: a rank correlation "
+                                           "needs 3)", SEARCH,
+                                     check=Interval(MIN_CONFIGS, None, integer=True, optional=True))
 
     def validate(self) -> "CorrelateSettings":
         check_fields(self)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from asp_tune.config import TrainConfig
 from asp_tune.quality import cost_adjusted_r2, proxy_quality
+from asp_tune.strategies import UNIFORM_CONTROLS
 from asp_tune.tune.collect import proxy_model_seconds
 from asp_tune.tune.run import SearchJob, run_search
 
@@ -56,13 +57,15 @@ def run_correlation(job: SearchJob, configs: list[dict[str, Any]]) -> dict[str, 
     ``correlations`` (one row per cell, against the full-data cell)."""
     start = time.perf_counter()
     result = run_search(job)
-    scores = cell_scores(result.trials, configs, list(job.built.param_space["cell"]["grid_search"]))
-    return {"scores": scores, "correlations": correlations(scores), "wall_time_s": time.perf_counter() - start,
+    scores = cell_scores(result.trials, configs, list(job.built.param_space["cell"]["grid_search"]), job.metric)
+    return {"scores": scores, "correlations": correlations(scores, job.mode), "wall_time_s": time.perf_counter() - start,
             "num_configs": len(configs), "experiment_path": result.summary["experiment_path"], "result": result}
 
 
-def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names: list[str]) -> pd.DataFrame:
-    """One row per trial: its configuration and cell (in the order the cells were given), score and cost."""
+def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names: list[str],
+                metric: str = "val_accuracy") -> pd.DataFrame:
+    """One row per trial: its configuration and cell (in the order the cells were given), score (as ``score`` and
+    under the ``metric`` it is) and cost."""
     rows = []
     for _, t in trials.iterrows():
         if t.get("config/cell") is None or t.get("config/cfg") is None:  # its worker never started
@@ -71,17 +74,19 @@ def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names:
         index = int(t["config/cfg"])
         rows.append({"config": index, "cell": cell_names.index(t["config/cell"]), "ratio": ratio, "metric": strategy,
                      **configs[index],
-                     "val_accuracy": t["final_score"], "score": t["final_score"], "data_passes": t["data_passes"],
+                     metric: t["final_score"], "score": t["final_score"], "data_passes": t["data_passes"],
                      "seconds": t["seconds"], "proxy_seconds": t["proxy_seconds"], "proxy_key": t["proxy_key"],
                      "proxy_computed": bool(t["proxy_computed"]), "status": t["status"],
                      "error": t.get("error") if t["status"] == "ERROR" else None})
     return pd.DataFrame(rows).sort_values(["cell", "config"]).reset_index(drop=True)
 
 
-def correlations(scores: pd.DataFrame) -> pd.DataFrame:
+def correlations(scores: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """One row per proxy cell: the rank correlations of its scores with the full-data cell's over the
-    configurations both finished, its cost (training seconds, plus a static proxy's scoring model once)
-    against full data's, and its data passes."""
+    configurations full data finished (one that failed in the cell is ranked last, ``failed`` counts them:
+    :mod:`asp_tune.quality`), its cost (training seconds, plus a static proxy's scoring model once) against
+    full data's, and its data passes (per trial, ``data_passes_mean``: cells of one ratio can differ, a full
+    first epoch or a static subset)."""
     full = scores[scores["metric"] == "none"].set_index("config")
     rows = []
     for (ratio, strategy), part in scores[scores["metric"] != "none"].groupby(["ratio", "metric"], sort=False):
@@ -90,7 +95,7 @@ def correlations(scores: pd.DataFrame) -> pd.DataFrame:
         proxy_seconds = proxy_model_seconds(part.loc[common])  # a static proxy's scoring model, once per cell
         quality = proxy_quality(part.loc[common, "score"].values, full.loc[common, "score"].values,
                                 float(part.loc[common, "seconds"].sum()) + proxy_seconds,
-                                float(full.loc[common, "seconds"].sum()))
+                                float(full.loc[common, "seconds"].sum()), mode=mode)
         rows.append({"ratio": ratio, "metric": strategy, "strategy": strategy, "asked": strategy,
                      "kind": metric_kind(strategy),
                      **quality, "pairs": quality["n"], "proxy_model_seconds": proxy_seconds,
@@ -102,30 +107,45 @@ def correlations(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_kind(metric: str) -> str:
-    """``static`` for a baseline chosen once, ``ASP`` for a strategy chosen anew each epoch."""
+    """``static`` for a baseline chosen once, ``ASP`` for a strategy chosen anew each epoch, with ``control``
+    for a uniform random one."""
     from asp_tune.strategies import make_strategy
 
-    return "static" if make_strategy(metric, TrainConfig(ratio=0.5)).kind == "static" else "ASP"
+    kind = "static" if make_strategy(metric, TrainConfig(ratio=0.5)).kind == "static" else "ASP"
+    return f"{kind} control" if metric in UNIFORM_CONTROLS else kind
 
 
 def correlation_markdown(corr: pd.DataFrame, title: str) -> str:
-    """Rows: metrics; columns: ratios; cells 'tau / rho / s' as in the ASP paper's Table 5."""
+    """Rows: metrics; columns: ratios; cells 'tau / rho / s' as in the ASP paper's Table 5, then what the cell
+    cost and over how many configurations it was measured."""
     ratios = sorted(corr["ratio"].unique())
     lines = [f"# {title}", "", "Each cell: Kendall tau / Pearson / Spearman between full-data and proxy "
-             "scores over the grid's configurations, then r² / top-1 regret (points) / relative "
+             "scores over the grid's configurations, then r² / top-1 regret (x 100) / relative "
              "cost (training seconds, plus a static proxy's scoring model once, against full data), as in "
-             "asp_tune/quality.py. ASP metrics re-choose the subset every epoch; static baselines fix it once.", "",
+             "asp_tune/quality.py; then each trial's data passes and n, the configurations with both scores (a "
+             "configuration that failed in the cell is ranked last: '1 failed'). ASP metrics re-choose the subset "
+             "every epoch; static baselines fix it once; a control picks uniformly at random. Cells of one ratio "
+             "can differ in data passes (a full first epoch, a static subset): compare a strategy with the control "
+             "of its own cost.", "",
              "| metric | kind | " + " | ".join(f"r = {r}" for r in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
     for m, part in corr.groupby("metric", sort=False):
         row = []
         for r in ratios:
             cell = part[part["ratio"] == r]
-            row.append("-" if cell.empty else
-                       f"{cell['kendall_tau'].iloc[0]:.3f} / {cell['pearson'].iloc[0]:.3f} / "
-                       f"{cell['spearman'].iloc[0]:.3f}; {cell['r2'].iloc[0]:.2f} / "
-                       f"{100 * cell['top1_regret'].iloc[0]:.1f} / {cell['relative_cost'].iloc[0]:.2f}")
+            if cell.empty:
+                row.append("-")
+                continue
+            c = cell.iloc[0]
+            failed = int(c.get("failed", 0) or 0)
+            row.append(f"{c['kendall_tau']:.3f} / {c['pearson']:.3f} / {c['spearman']:.3f}; {c['r2']:.2f} / "
+                       f"{100 * c['top1_regret']:.1f} / {c['relative_cost']:.2f}; "
+                       f"{c['data_passes_mean']:.2f} passes, n {int(c['pairs'])}"
+                       + (f" ({failed} failed)" if failed else ""))
         lines.append(f"| {m} | {metric_kind(m)} | " + " | ".join(row) + " |")
+    if not set(UNIFORM_CONTROLS) & set(corr["metric"]):
+        lines += ["", "No uniform random control ran (`random` or `fixed_random` in the metrics): nothing here says "
+                      "whether these strategies beat a random subset of the same cost."]
     return "\n".join(lines) + "\n"
 
 
@@ -167,8 +187,8 @@ def write_correlation(folder, run: dict[str, Any], title: str, extra: dict[str, 
     if len(failed):
         print(f"[asp-tune] warning: {len(failed)} of {len(run['scores'])} trials failed (the first: configuration "
               f"{int(failed['config'].iloc[0])} in cell {failed['ratio'].iloc[0]:g}/{failed['metric'].iloc[0]}: "
-              f"{failed['error'].iloc[0]}); each cell's correlations are over the configurations that finished in it "
-              f"and the full-data cell (NaN below 3); scores.csv has every error", file=sys.stderr)
+              f"{failed['error'].iloc[0]}); a configuration that failed in a cell is ranked last there, one that "
+              f"failed on full data is left out (NaN below 3 pairs); scores.csv has every error", file=sys.stderr)
     return {**extra, "num_configs": run["num_configs"], "wall_time_s": run["wall_time_s"],
             "num_trials": len(run["scores"]), "num_failed": len(failed),
             "first_error": None if not len(failed) else failed["error"].iloc[0],

@@ -97,13 +97,23 @@ class FullDataAgreement:
             self.pairs[str(key)] = (sign * float(proxy), sign * float(full))
             self.sources[str(key)] = source
 
+    def add_failed(self, key: str, full: Any, source: str) -> None:
+        """A configuration with a full-data score whose proxy run failed or diverged: the proxy ranked it last
+        (left out, a proxy that failed on the best configuration would look perfect)."""
+        if _finite(full):
+            self.pairs[str(key)] = (-math.inf, (1.0 if self.mode == "max" else -1.0) * float(full))
+            self.sources[str(key)] = source
+
     @property
     def measured(self) -> bool:
         return len(self.pairs) >= self.min_pairs
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(proxy, full), higher is better; a failed proxy score below every other (:func:`asp_tune.quality.ranked_last`)."""
+        from asp_tune.quality import ranked_last
+
         values = np.asarray(list(self.pairs.values()), float).reshape(-1, 2)
-        return values[:, 0], values[:, 1]
+        return ranked_last(values[:, 0])[0], values[:, 1]
 
     def kendall_tau(self) -> float:
         x, y = self.arrays()

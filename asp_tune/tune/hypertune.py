@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -217,7 +217,11 @@ class HyperTune:
         return bracket
 
     def result(self, trial: str, epoch: int, result: dict[str, Any]) -> Decision:
-        """File one report; what the trial does next."""
+        """File one report; what the trial does next (a score that is NaN or infinite: the trial diverged and
+        stops, never judged at a rung nor trained on to the top)."""
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return Decision("stop")
         score = self.score(result)
         if score is not None:
             self.record.add(trial, epoch, score)

@@ -7,7 +7,6 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from asp_tune.errors import ConfigError
 
@@ -54,6 +53,8 @@ class UnitSpace:
     under a log sampler), categories by index. Constants pass through; grid searches are refused."""
 
     def __init__(self, param_space: dict[str, Any]):
+        from ray.tune.search.sample import Categorical, Domain, Float, Integer  # a space of Ray's domains: Ray is there
+
         self.dims: list[tuple[tuple[str, ...], Any]] = []
         self.constants: list[tuple[tuple[str, ...], Any]] = []
 
@@ -75,7 +76,10 @@ class UnitSpace:
 
         walk(param_space, ())
 
-    def _log(self, domain) -> bool:
+    @staticmethod
+    def _log(domain) -> bool:
+        from ray.tune.search.sample import LogUniform
+
         sampler = domain.get_sampler()
         return isinstance(getattr(sampler, "sampler", sampler), LogUniform)
 
@@ -85,11 +89,11 @@ class UnitSpace:
             _put(out, path, value)
         for (path, domain), u in zip(self.dims, unit):
             u = float(min(max(u, 0.0), 1.0))
-            if isinstance(domain, Categorical):
+            if _categorical(domain):
                 value = domain.categories[min(int(u * len(domain.categories)), len(domain.categories) - 1)]
             else:
                 low, high = float(domain.lower), float(domain.upper)
-                if isinstance(domain, Integer):  # Ray's randint excludes the upper bound
+                if _integer(domain):  # Ray's randint excludes the upper bound
                     value = int(min(math.floor(low + u * (high - low)), high - 1))
                 elif self._log(domain):
                     value = float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
@@ -102,11 +106,11 @@ class UnitSpace:
         unit = []
         for path, domain in self.dims:
             value = _get(config, path)
-            if isinstance(domain, Categorical):
+            if _categorical(domain):
                 unit.append((list(domain.categories).index(value) + 0.5) / len(domain.categories))
             else:
                 low, high = float(domain.lower), float(domain.upper)
-                if isinstance(domain, Integer):
+                if _integer(domain):
                     unit.append((value - low + 0.5) / (high - low))
                 elif self._log(domain):
                     unit.append((math.log(value) - math.log(low)) / (math.log(high) - math.log(low)))
@@ -197,3 +201,15 @@ class MultiFidelityEnsemble:
 
 
 # ------------------------------------------------------------------------------------- shared state
+
+
+def _categorical(domain: Any) -> bool:
+    from ray.tune.search.sample import Categorical
+
+    return isinstance(domain, Categorical)
+
+
+def _integer(domain: Any) -> bool:
+    from ray.tune.search.sample import Integer
+
+    return isinstance(domain, Integer)

@@ -371,15 +371,18 @@ def _retrain(trainable: Callable[[dict], None], kwargs: dict[str, Any], epochs: 
 
 def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
                       ratios: tuple[float, ...] = (1.0, SEARCH_RATIO), retrain_metric: str | None = None,
-                      retrain_seeds: int = 1, out: str | Path | None = None, overwrite: bool = False,
-                      **search_kwargs: Any) -> dict[str, Any]:
+                      retrain_seeds: int = 1, control: bool = True, out: str | Path | None = None,
+                      overwrite: bool = False, **search_kwargs: Any) -> dict[str, Any]:
     """The same search at ratio 1.0 (full data) and each proxy ratio, each pick retrained on full data
     (the trainable run at ratio 1 with the pick's config; its last ``retrain_metric``, default the search
     metric, is the pick's score), and the rank agreement between each proxy search and the full-data one
-    on the configurations both evaluated (:mod:`asp_tune.tune.compare`). ``out``: ``comparison.csv``,
+    on the configurations both evaluated (:mod:`asp_tune.tune.compare`); ``control``: beside each proxy ratio whose
+    strategy is not uniformly random, the same search on a uniformly random subset of the same cost, its pick
+    retrained too (:class:`~asp_tune.tune.compare_settings.CompareSettings`). ``out``: ``comparison.csv``,
     ``retrained.csv``, each ratio's trials, ``report.md`` and ``comparison.png``, as ``asp-tune compare``."""
     from asp_tune.run_dir import RunDirectory
     from asp_tune.tune.compare import run_comparison, write_comparison
+    from asp_tune.tune.compare_settings import CompareSettings
 
     metric = search_kwargs.get("metric", "val_accuracy")
     storage = experiments_folder(out, search_kwargs.pop("storage_path", None), search_kwargs.get("address"))
@@ -394,16 +397,24 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
                             strategy="none" if ratio == 1.0 else strategy, storage_path=storage,
                             **{**given, **own_objects[ratio]})
 
+    def uniform(ratio: float, control_strategy: str) -> SearchJob:
+        given = {k: v for k, v in search_kwargs.items() if k not in ("strategy", "out", "resume")}
+        return _job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=control_strategy,
+                    storage_path=storage, **{**given, **_fresh_objects(search_kwargs)})
+
+    check_value(CompareSettings, "retrain_seeds", retrain_seeds)
+    check_value(CompareSettings, "control", control)
     retrain = _retrain(trainable, {**search_kwargs, "storage_path": storage}, epochs, retrain_metric or metric)
     jobs = {r: job(r) for r in ordered}
     proxy = {k: v for k, v in search_kwargs.items() if k in vars(ProxySettings()) and k not in ("ratio", "metric")}
     check_value(ProxySettings, "metric", strategy, "strategy")
     for ratio in (r for r in jobs if r < 1.0):  # each search's strategy at its ratio refused before the first runs
         ProxySettings(**proxy, ratio=ratio, metric=strategy).check_proxy()
+    controls = uniform if control else None
     if out is None:
-        return run_comparison(jobs, retrain, retrain_seeds)
+        return run_comparison(jobs, retrain, retrain_seeds, control=controls)
     with RunDirectory(str(out), overwrite=overwrite) as folder:
-        comparison = run_comparison(jobs, retrain, retrain_seeds)
+        comparison = run_comparison(jobs, retrain, retrain_seeds, control=controls)
         summary = write_comparison(folder, comparison, f"{getattr(trainable, '__name__', 'trainable')}: full data "
                                                        "against the proxy", f"retrained {retrain_metric or metric}")
         folder.commit(summary)
@@ -455,23 +466,26 @@ def correlate_trainable(trainable: Callable[[dict], None], param_space: dict[str
                         ratios: tuple[float, ...] = (0.1, SEARCH_RATIO), strategies: tuple[str, ...] = ("random", "loss"),
                         num_samples: int = 1, seed: int = 0, max_concurrent: int = 2, cpus_per_trial: float = 1.0,
                         gpus_per_trial: float = 0.0, storage_path: str | None = None, address: str | None = None,
-                        metric: str = "val_accuracy", out: str | Path | None = None, overwrite: bool = False,
-                        verbose: int = 0, **proxy_settings: Any) -> pd.DataFrame:
+                        metric: str = "val_accuracy", mode: str = "max", out: str | Path | None = None,
+                        overwrite: bool = False, verbose: int = 0, **proxy_settings: Any) -> pd.DataFrame:
     """Every configuration of ``param_space`` (its ``tune.grid_search`` values crossed, other domains
     sampled ``num_samples`` times) trained to the end on full data and in each (ratio, strategy) cell,
     without early stopping, in one Ray experiment; one row per cell with the rank correlations against
     full data (Kendall tau, Pearson, Spearman, r², top-1 regret) and its cost, as ``asp-tune correlate``
     gives for the built-in trainable (:mod:`asp_tune.tune.correlate`). Each trial's last ``metric`` is
-    its score."""
+    its score, higher is better unless ``mode="min"`` (a loss)."""
     from asp_tune.tune.algorithms import RANDOM, Context
     from asp_tune.tune.correlate import cell_space, cells, grid_configs, run_correlation
 
-    _check_arguments(trainable, param_space, epochs, "max", {
+    from asp_tune.tune.compare_settings import check_grid_size
+
+    _check_arguments(trainable, param_space, epochs, mode, {
         "num_samples": num_samples, "seed": seed, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
         "gpus_per_trial": gpus_per_trial, "address": address, "verbose": verbose})
     for strategy in strategies:
         ProxySettings(ratio=min(ratios), metric=strategy, **proxy_settings).check_proxy()
     configs = grid_configs(param_space, num_samples, seed)
+    check_grid_size(configs, "param_space")
     storage = experiments_folder(out, storage_path, address)
     shipped = by_reference(trainable)
     modules = user_modules([shipped])
@@ -488,7 +502,8 @@ def correlate_trainable(trainable: Callable[[dict], None], param_space: dict[str
     job = SearchJob(make_trainable=make_trainable, built=RANDOM.build(Context(epochs, seed=seed, max_concurrent=max_concurrent,
                                                                               param_space=cell_space(configs, names))),
                     name=experiment_name("asp-correlate", label), param_names=["cfg", "cell"], epochs=epochs,
-                    metric=metric, num_samples=1, max_concurrent=max_concurrent, total_trials=len(configs) * len(names),
+                    metric=metric, mode=mode, num_samples=1, max_concurrent=max_concurrent,
+                    total_trials=len(configs) * len(names),
                     storage_path=storage, address=address, modules=modules, cpus_per_trial=cpus_per_trial,
                     gpus_per_trial=gpus_per_trial, verbose=verbose, label="correlate", summary={"space": label})
     if out is None:
