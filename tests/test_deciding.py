@@ -410,6 +410,28 @@ def test_compare_sets_a_proxy_beside_its_uniform_control_of_the_same_cost_paired
     capsys.readouterr()
 
 
+def test_a_comparison_retrains_from_its_own_seed_and_runs_a_control_only_beside_a_strategy_that_is_not_uniform(
+        monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import asp_tune.tune.compare as compare
+
+    rows = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
+             "epochs": 4} for i in range(3)]
+    monkeypatch.setattr(compare, "run_search", lambda job: _result(rows, {**job.summary, "best_score": 0.6}))
+    jobs = {r: (lambda m=m: SimpleNamespace(summary={"metric": m, "seed": 5})) for r, m in
+            [(1.0, "none"), (0.3, "loss"), (0.1, "random"), (0.05, "easiest")]}
+    asked, seeds = [], []
+    comparison = compare.run_comparison(
+        jobs, lambda pick, given: seeds.append(given) or [{"seed": s, "score": 0.9} for s in given], seeds=2,
+        say=lambda line: None,
+        control=lambda ratio, strategy: asked.append((ratio, strategy)) or SimpleNamespace(summary={"metric": strategy}))
+    assert asked == [(0.3, "random"), (0.05, "fixed_random")]  # none beside random: it is its own control
+    assert seeds == [[5, 6]] * 6  # every pick, controls too, with the search's seed and the next (it was 0, 1)
+    assert list(comparison["table"]["arm"]) == ["full data", "proxy", "proxy", "proxy", "control", "control"]
+    capsys.readouterr()
+
+
 # ----------------------------------------------------------------------------- settings and trials
 
 

@@ -397,6 +397,13 @@ def test_correlate_cli_table(ray_session, tmp_path):
     proxy_seconds = static["proxy_seconds"].iloc[0]
     assert corr.loc["easiest", "proxy_model_seconds"] == pytest.approx(proxy_seconds)
     assert corr.loc["loss", "proxy_model_seconds"] == 0
+    # and its data passes: 3 proxy epochs and one scoring pass, once per cell (they were left out)
+    assert corr.loc["easiest", "proxy_model_data_passes"] == 4 and corr.loc["loss", "proxy_model_data_passes"] == 0
+    easiest = scores[scores["metric"] == "easiest"]
+    assert corr.loc["easiest", "data_passes_mean"] == pytest.approx((easiest["data_passes"].sum() + 4) / 3)
+    assert corr.loc["random", "kind"] == "ASP control"
+    table = (out / "table.md").read_text()
+    assert "| random | ASP control |" in table and "passes, n 3" in table and "No uniform random" not in table
     corr = corr.reset_index()
     assert (corr["n"] == 3).all()
     assert {"r2", "good_spearman", "top1_regret", "relative_cost", "cost_adjusted_r2"} <= set(corr.columns)

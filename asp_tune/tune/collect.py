@@ -16,7 +16,8 @@ HISTORY_COLUMNS = ("epoch", "val_accuracy", "data_passes", "proxy_ratio", "train
 TOTALS = {"data_passes": ("data_passes", 0.0), "seconds": ("train_seconds_total", 0.0),
           "startup_seconds": ("startup_seconds", 0.0), "val_seconds": ("val_seconds_total", 0.0),
           "node_id": ("node_id", ""), "assigned_gpus": ("assigned_gpus", ""), "device": ("device", ""),
-          "proxy_seconds": ("proxy_seconds", 0.0), "proxy_key": ("proxy_key", "")}
+          "proxy_seconds": ("proxy_seconds", 0.0), "proxy_data_passes": ("proxy_data_passes", 0.0),
+          "proxy_key": ("proxy_key", "")}
 
 
 def plain(value: Any) -> Any:
@@ -109,13 +110,13 @@ def best_trial(trials: pd.DataFrame, mode: str = "max") -> pd.Series | None:
     return ok.loc[ok["best_score"].idxmax() if mode == "max" else ok["best_score"].idxmin()]
 
 
-def proxy_model_seconds(trials: pd.DataFrame) -> float:
-    """Seconds spent training static proxies' scoring models: each distinct proxy counted once,
-    however many trials shared it (0 without a static proxy that needs one)."""
-    if "proxy_key" not in trials or not len(trials):
+def proxy_model_seconds(trials: pd.DataFrame, column: str = "proxy_seconds") -> float:
+    """Seconds (or another ``column``: ``proxy_data_passes``) spent on static proxies' scoring models: each
+    distinct proxy counted once, however many trials shared it (0 without a static proxy that needs one)."""
+    if "proxy_key" not in trials or column not in trials or not len(trials):
         return 0.0
     used = trials[trials["proxy_key"].fillna("").astype(str) != ""]
-    return float(used.groupby("proxy_key")["proxy_seconds"].max().sum())
+    return float(used.groupby("proxy_key")[column].max().sum()) if len(used) else 0.0
 
 
 def proxy_trust(rungs: tuple[int, ...] | None, histories: dict[str, pd.DataFrame], metric: str = "val_accuracy"):

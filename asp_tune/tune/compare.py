@@ -51,8 +51,8 @@ def rung_trust(trust: dict | None) -> dict:
 def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain, seeds: int = 1,
                    say: Callable[[str], None] = print,
                    control: Callable[[float, str], SearchJob] | None = None) -> dict[str, Any]:
-    """Each ratio's search (ratio 1.0 is the full-data baseline), each pick retrained on full data ``seeds`` times,
-    and the comparison table (:func:`compare_runs`). ``control(ratio, strategy)``: the same search as the ratio's
+    """Each ratio's search (ratio 1.0 is the full-data baseline), each pick retrained on full data ``seeds`` times
+    (seeds from the search's own, the same for every pick: paired), and the comparison table (:func:`compare_runs`). ``control(ratio, strategy)``: the same search as the ratio's
     on a uniformly random subset of the same cost (``strategy``, :func:`asp_tune.strategies.uniform_control` of the
     strategy the ratio's search resolved to; none where that is uniform already): a proxy is worth its cost only
     against it."""
@@ -71,10 +71,11 @@ def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain,
             controls[ratio] = run_search(control(ratio, uniform))
     retrained: dict[float, list[dict[str, Any]]] = {}
     retrained_controls: dict[float, list[dict[str, Any]]] = {}
+    first = int(runs[1.0].summary.get("seed") or 0)  # the search's seed and the next ones: another --seed, other retrains
     for arm, done, into in (("", runs, retrained), (" control", controls, retrained_controls)):
         for ratio, result in done.items():
             say(f"[asp-tune compare] retraining ratio-{ratio}{arm} pick on full data x{seeds}")
-            into[ratio] = retrain(result.summary["best_config"], list(range(seeds)))
+            into[ratio] = retrain(result.summary["best_config"], [first + i for i in range(seeds)])
     param_names = list(next(iter(runs.values())).summary["best_config"])
     table, scatter = compare_runs(runs, retrained, param_names, controls, retrained_controls)
     return {"table": table, "runs": runs, "controls": controls, "scatter": scatter}

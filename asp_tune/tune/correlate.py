@@ -75,7 +75,8 @@ def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names:
         rows.append({"config": index, "cell": cell_names.index(t["config/cell"]), "ratio": ratio, "metric": strategy,
                      **configs[index],
                      metric: t["final_score"], "score": t["final_score"], "data_passes": t["data_passes"],
-                     "seconds": t["seconds"], "proxy_seconds": t["proxy_seconds"], "proxy_key": t["proxy_key"],
+                     "seconds": t["seconds"], "proxy_seconds": t["proxy_seconds"],
+                     "proxy_data_passes": t.get("proxy_data_passes", 0.0), "proxy_key": t["proxy_key"],
                      "proxy_computed": bool(t["proxy_computed"]), "status": t["status"],
                      "error": t.get("error") if t["status"] == "ERROR" else None})
     return pd.DataFrame(rows).sort_values(["cell", "config"]).reset_index(drop=True)
@@ -85,8 +86,8 @@ def correlations(scores: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """One row per proxy cell: the rank correlations of its scores with the full-data cell's over the
     configurations full data finished (one that failed in the cell is ranked last, ``failed`` counts them:
     :mod:`asp_tune.quality`), its cost (training seconds, plus a static proxy's scoring model once) against
-    full data's, and its data passes (per trial, ``data_passes_mean``: cells of one ratio can differ, a full
-    first epoch or a static subset)."""
+    full data's, and its data passes (with a static proxy's scoring model, once; per trial, ``data_passes_mean``:
+    cells of one ratio can differ, a full first epoch or a static subset)."""
     full = scores[scores["metric"] == "none"].set_index("config")
     rows = []
     for (ratio, strategy), part in scores[scores["metric"] != "none"].groupby(["ratio", "metric"], sort=False):
@@ -96,10 +97,13 @@ def correlations(scores: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
         quality = proxy_quality(part.loc[common, "score"].values, full.loc[common, "score"].values,
                                 float(part.loc[common, "seconds"].sum()) + proxy_seconds,
                                 float(full.loc[common, "seconds"].sum()), mode=mode)
+        proxy_passes = proxy_model_seconds(part, "proxy_data_passes")  # its training and scoring pass, once
+        passes = float(part["data_passes"].sum()) + proxy_passes
         rows.append({"ratio": ratio, "metric": strategy, "strategy": strategy, "asked": strategy,
                      "kind": metric_kind(strategy),
                      **quality, "pairs": quality["n"], "proxy_model_seconds": proxy_seconds,
-                     "data_passes": float(part["data_passes"].sum()), "data_passes_mean": float(part["data_passes"].mean())})
+                     "proxy_model_data_passes": proxy_passes, "data_passes": passes,
+                     "data_passes_mean": passes / len(part)})
     table = pd.DataFrame(rows)
     if len(table):
         table["cost_adjusted_r2"] = cost_adjusted_r2(table["r2"], table["relative_cost"])
