@@ -20,7 +20,9 @@ it makes the same selections as one that never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import warnings
 from typing import Any, Iterator, Sequence
 
@@ -32,8 +34,8 @@ from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.feeding import batch_slices
 from asp_tune.proxy import ProxySelector
-from asp_tune.proxy_settings import ProxySettings
-from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy
+from asp_tune.proxy_settings import ProxySettings, auto_strategy
+from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy, make_strategy
 
 
 def _find_labels(dataset: Any) -> torch.Tensor | None:
@@ -113,7 +115,12 @@ class ProxyData(Dataset):
         if size < 1:
             raise ConfigError("dataset", f"{size} samples", "a data set with at least 1 sample")
         if labels is not None:
-            given = torch.as_tensor(labels)
+            try:
+                given = torch.as_tensor(labels)
+            except (TypeError, ValueError, RuntimeError):
+                first = labels[0] if len(labels) else labels
+                raise ConfigError("labels", f"{type(first).__name__} values such as {first!r}"[:80],
+                                  "integer class labels of shape (samples,)") from None
             if given.dim() != 1 or given.is_floating_point() or given.dtype == torch.bool:
                 raise ConfigError("labels", f"{given.dtype} of shape {tuple(given.shape)}", "integer class labels of "
                                                                                            "shape (samples,)")
@@ -127,18 +134,33 @@ class ProxyData(Dataset):
                                                                                     "leave labels out)")
         check_value(TrainConfig, "seed", seed)
         device = _checked_device(device)
+        balance_given = "class_balance" in settings
         if isinstance(strategy, SubsetStrategy):
             if ratio is not None and abs(ratio - strategy.ratio) > 1e-12:
                 raise ConfigError("ratio", ratio, f"none, or the strategy object's own ({strategy.ratio})")
+            for name, value in settings.items():  # the object was built with its own settings
+                raise ConfigError(name, value, f"left out beside a strategy object, which does not read it (set it "
+                                               f"on the {type(strategy).__name__} object, or name the strategy: "
+                                               f"strategy={strategy.name!r}, {name}=...)")
         else:
             settings["ratio"] = 1.0 if ratio is None else ratio
+            if "metric" in settings and strategy != "auto" and settings["metric"] != strategy:
+                raise ConfigError("metric", settings["metric"], f"left out beside strategy={strategy!r} (metric is "
+                                                                f"the strategy's other name), or equal to it")
             if "metric" not in settings:
                 check_value(ProxySettings, "metric", strategy, "strategy")
             settings.setdefault("metric", strategy)
+            if settings["metric"] == "auto" and settings.get("first_epoch_full") is False:
+                # no full first pass: trials that start at the ratio (early stopping), where auto is its own
+                check_value(ProxySettings, "ratio", settings["ratio"])
+                chosen = auto_strategy(settings["ratio"], starts_at_ratio=True)
+                settings.update({k: v for k, v in chosen.items() if k == "metric" or k not in settings})
             if label_tensor is None:
                 settings.setdefault("class_balance", False)
         world, me = _distributed()
-        self.num_replicas = world if num_replicas is None else int(num_replicas)
+        self.num_replicas = world if num_replicas is None else _whole("num_replicas", num_replicas, 1)
+        if rank is not None:
+            _whole("rank", rank, 0)
         self.rank = me if rank is None else int(rank)
         if not 0 <= self.rank < self.num_replicas:
             raise ConfigError("rank", self.rank, f"an integer in [0, {self.num_replicas - 1}]")
@@ -154,6 +176,18 @@ class ProxyData(Dataset):
                 allowed = ("a strategy that needs no scoring model, or proxy_scores=ProxyScores(...) "
                            "(asp_tune.proxy_scores: a scoring model's per-sample scores; asp-tune train makes them)")
             raise ConfigError("strategy", exc.value, allowed) from None
+        if ratio is not None and not isinstance(strategy, SubsetStrategy) and \
+                abs(self.strategy.ratio - settings["ratio"]) > 1e-9:
+            raise ConfigError("ratio", ratio, f"left out for strategy '{self.strategy.name}', which ignores it (its "
+                                              f"own ratio is {self.strategy.ratio:g})")
+        self._check_replicas(world, me)
+        self.selector.memory.compute_only(self.strategy.statistics())  # the other columns cost nothing per batch
+        # integer targets without labels for a strategy that would balance by class: said at the first such batch
+        self._unlabelled = label_tensor is None and not balance_given and not isinstance(strategy, SubsetStrategy) \
+            and make_strategy(self.selector.settings.metric,
+                              dataclasses.replace(self.selector.settings, class_balance=True)).needs_labels
+        self.seed = seed
+        self._agreed = False  # the ranks' settings compared (data-parallel, at the first plan)
         self.epochs = epochs
         self.epoch = -1  # the epoch planned last
         self._updates: int | None = 0  # update() calls since the last plan (None: unknown, after a resume)
@@ -171,6 +205,21 @@ class ProxyData(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def _check_replicas(self, world: int, me: int) -> None:
+        """``num_replicas``/``rank`` that the process group (or its absence) can serve."""
+        if world > 1 and self.num_replicas > 1 and (self.num_replicas, self.rank) != (world, me):
+            field, value, group = (("num_replicas", self.num_replicas, f"world size ({world})")
+                                   if self.num_replicas != world else ("rank", self.rank, f"rank for this process ({me})"))
+            raise ConfigError(field, value, f"the process group's {group}, or left out (num_replicas=1: each rank a "
+                                            "run of its own)")
+        if world == 1 and self.num_replicas > 1 and self.selector.tracks_importance:
+            raise ConfigError("num_replicas", self.num_replicas,
+                              f"1 without an initialised torch.distributed process group: strategy "
+                              f"'{self.strategy.name}' reads the memory, which learns every rank's batches through "
+                              "the group (without it the ranks learn apart and draw different subsets); call "
+                              "init_process_group first, or use a strategy that reads no memory (random, "
+                              "fixed_random)")
 
     def __getitem__(self, index: int) -> tuple[int, Any]:
         return index, self.dataset[index]
@@ -216,6 +265,8 @@ class ProxyData(Dataset):
             raise ConfigError("dataset", f"{len(self.dataset)} samples",  # type: ignore[arg-type]
                               f"the {self.selector.num_samples} samples it held when the ProxyData was made "
                               "(make a new ProxyData for a data set that grew or shrank)")
+        if self._shared and not self._agreed:
+            self._agree()
         self.sync()
         if epoch > 0 and self._updates == 0 and self.selector.tracks_importance:
             warnings.warn(f"no proxy.update() call in epoch {epoch - 1}: the memory learnt nothing, so strategy "
@@ -228,6 +279,21 @@ class ProxyData(Dataset):
         self.samples_seen += self.plan.count
         self._shard = self._rank_shard(self.plan.indices)
         return self.plan
+
+    def _agree(self) -> None:
+        """Refuse ranks that would draw different subsets (another seed, ratio, strategy, data set or epochs):
+        one collective, at the first plan."""
+        mine = {"seed": self.seed, "ratio": self.strategy.ratio, "strategy": self.strategy.name,
+                "dataset": f"{len(self)} samples", "epochs": self.epochs}
+        every: list[Any] = [None] * self.num_replicas
+        torch.distributed.all_gather_object(every, mine)
+        self._agreed = True
+        for other, theirs in enumerate(every):
+            for name, value in mine.items():
+                if theirs[name] != value:
+                    raise ConfigError(name, value, f"the same on every rank (rank {other} has {theirs[name]!r}): "
+                                                   "the ranks draw one subset and each takes its shard of it (seed "
+                                                   "each rank's model, not its ProxyData)")
 
     def _rank_shard(self, indices: torch.Tensor) -> torch.Tensor:
         """This rank's share of the epoch's subset: every ``num_replicas``-th index from ``rank``,
@@ -257,15 +323,18 @@ class ProxyData(Dataset):
         """:meth:`epoch_size` of every epoch of the run."""
         return [self.epoch_size(e) for e in range(self.epochs)]
 
-    def steps_per_epoch(self, batch_size: int, drop_last: bool = False) -> list[int]:
-        """Optimiser steps of each epoch of :meth:`loader` (or, with ``drop_last``, of a
-        ``DataLoader(..., sampler=proxy.sampler, drop_last=True)``), for step-based LR schedules such as
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = False, merge_last: bool = True) -> list[int]:
+        """Optimiser steps of each epoch of :meth:`loader`, whose small last batch joins the one before (with
+        ``merge_last=False``: of a ``DataLoader(proxy, batch_size=B, sampler=proxy.sampler)``, which keeps it;
+        with ``drop_last``: of one with ``drop_last=True``), for step-based LR schedules such as
         ``OneCycleLR``: ``total_steps=sum(...)``. Where an epoch's size is unknown in advance (InfoBatch),
         the full data set's steps are an upper bound, so a schedule never runs out."""
         check_value(TrainConfig, "batch_size", batch_size)
         full = math.ceil(len(self) / self.num_replicas)
         sizes = [full if s is None else s for s in self.epoch_sizes()]
-        return [s // batch_size if drop_last else len(batch_slices(s, batch_size)) for s in sizes]
+        if drop_last:
+            return [s // batch_size for s in sizes]
+        return [len(batch_slices(s, batch_size)) if merge_last else math.ceil(s / batch_size) for s in sizes]
 
     def loader(self, batch_size: int, **kwargs: Any) -> "torch.utils.data.DataLoader":
         """A ``DataLoader`` over this epoch's subset in batches of ``batch_size`` (a small last batch
@@ -290,8 +359,8 @@ class ProxyData(Dataset):
 
         ``logits``/``targets`` feed the statistics that need class probabilities (entropy, gradient,
         prediction) and class balance; a strategy that reads them says so when they are missing.
-        Under ``torch.distributed`` the batch is gathered from every rank first, so each rank's
-        memory learns the same values."""
+        Under ``torch.distributed`` each rank computes its batch's statistics now; the ranks exchange
+        them at the next ``set_epoch`` (or :meth:`sync`), so every rank's memory learns the same values."""
         if self.plan is None:
             raise ConfigError("update", "before set_epoch", "a call after set_epoch(epoch) planned the epoch")
         if not isinstance(losses, torch.Tensor) or losses.dim() == 0:
@@ -308,19 +377,25 @@ class ProxyData(Dataset):
                               else type(feature_norms).__name__,
                               f"one norm per sample, shape ({per_sample.shape[0]},): the norm of each sample's "
                               "penultimate features, which the gradient statistic scales by")
-        idx = self._checked_indices(indices, per_sample.shape[0]).to(per_sample.device)
+        given = self._checked_indices(indices, per_sample.shape[0])  # where the loader left them (the CPU)
         _check_batch(logits, targets, per_sample.shape[0])
         if logits is not None and targets is not None and (targets.device.type == "cpu" or not self._labels_checked):
             _check_labels_fit(logits, targets)  # on the CPU every batch; on a device the first batch only
             self._labels_checked = True
+        if self._unlabelled and logits is not None and targets is not None:
+            self._unlabelled = False
+            warnings.warn("update() is given integer class targets, but ProxyData found no class labels in the data "
+                          "set (its targets or labels, or a TensorDataset's integer last tensor), so selection is not "
+                          "balanced by class; pass labels= (one class label per sample) to balance it", stacklevel=2)
         if self._passes > 1 and not self._replay_said:
             self._replay_said = True
             warnings.warn(f"epoch {self.epoch}'s subset is trained again (a second pass over the loader without "
                           f"set_epoch({self.epoch + 1}) before it); call set_epoch each epoch", stacklevel=2)
         if self.selector.tracks_importance:
-            self._observe(idx, per_sample.detach(), logits, targets, feature_norms)
-        if self.plan.weights is not None:
-            per_sample = per_sample * self.plan.weights.to(per_sample.device)[idx].to(per_sample.dtype)
+            self._observe(given, per_sample.detach(), logits, targets, feature_norms)
+        if self.plan.weights is not None:  # the batch's B weights move, not the N of the plan
+            weights = self.plan.weights[given.to(self.plan.weights.device)]
+            per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
         return per_sample.mean()
 
     def _checked_indices(self, indices: Any, batch: int) -> torch.Tensor:
@@ -365,7 +440,7 @@ class ProxyData(Dataset):
         local = torch.cat(self._pending) if self._pending else torch.zeros(0, width, dtype=torch.float64,
                                                                            device=memory.device)
         self._pending = []
-        gathered = _gather(local.to(self._collective_device()))
+        gathered = _gather(local.to(self._collective_device()), self.num_replicas)
         if not gathered.shape[0]:
             return
         gathered = gathered.to(memory.device)
@@ -387,9 +462,11 @@ class ProxyData(Dataset):
 
     def state_dict(self) -> dict:
         """Everything a resumed loop needs. Under ``torch.distributed`` it holds this rank's batches
-        not yet shared (each rank saving its own state resumes exactly; else :meth:`sync` first)."""
+        not yet shared, and its rank (each rank saving its own state resumes exactly; else :meth:`sync`
+        first: loading another rank's unshared batches is warned)."""
         return {"selector": self.selector.state_dict(), "epoch": self.epoch, "samples_seen": self.samples_seen,
-                "pending": [p.cpu().clone() for p in self._pending],
+                "pending": [p.cpu().clone() for p in self._pending], "rank": self.rank,
+                "num_replicas": self.num_replicas,
                 "plan": None if self.plan is None else {
                     "epoch": self.plan.epoch, "indices": self.plan.indices.cpu().clone(), "metric": self.plan.metric,
                     "target_ratio": self.plan.target_ratio, "top10_mass": self.plan.top10_mass,
@@ -415,7 +492,16 @@ class ProxyData(Dataset):
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
         self._explicit, self._passes, self._updates = bool(state.get("explicit", False)), 0, None
-        self._pending = [p.to(self.selector.memory.device) for p in state.get("pending", [])]
+        pending = list(state.get("pending", []))
+        saved = (int(state.get("rank", self.rank)), int(state.get("num_replicas", self.num_replicas)))
+        if pending and saved != (self.rank, self.num_replicas):  # another rank's batches: that rank shares them
+            warnings.warn(f"this state holds {sum(int(p.shape[0]) for p in pending)} samples' statistics that rank "
+                          f"{saved[0]} of {saved[1]} had not yet shared with the other ranks; loaded on rank "
+                          f"{self.rank} of {self.num_replicas}, the batches of the other ranks since the last sync "
+                          "are missing, so the selections differ from a run that never stopped: call proxy.sync() "
+                          "on every rank before one rank saves state_dict", stacklevel=3)
+            pending = []
+        self._pending = [p.to(self.selector.memory.device) for p in pending]
         plan = state.get("plan")
         if plan is None:
             self.plan = None
@@ -480,9 +566,13 @@ class ProxySampler(Sampler[int]):
         return len(proxy) if size is None else size
 
 
-def _gather(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``tensor`` (first dimension may differ), concatenated in rank order."""
+def _gather(tensor: torch.Tensor, replicas: int) -> torch.Tensor:
+    """Every rank's ``tensor`` (first dimension may differ), concatenated in rank order, from a process group of
+    ``replicas`` ranks."""
     dist = torch.distributed
+    if dist.get_world_size() != replicas:
+        raise ConfigError("num_replicas", replicas, f"the process group's world size ({dist.get_world_size()}): the "
+                                                    "group changed since the ProxyData was made")
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
@@ -499,7 +589,18 @@ def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta
     """InfoBatch's own signature (Qin et al. 2024): ``prune_ratio`` of the below-mean-loss samples
     dropped each epoch, rescaled, with the last ``1 - delta`` of the epochs on all data. A
     :class:`ProxyData`: use its ``sampler``, and ``update(indices, losses)`` for the loss."""
+    for name, own in (("infobatch_prune", "prune_ratio="), ("infobatch_anneal", "delta= (1 - delta of the epochs on "
+                                                                                "all data)")):
+        if name in kwargs:
+            raise ConfigError(name, kwargs[name], f"left out: asp_tune.InfoBatch's {own} sets it")
     return ProxyData(dataset, num_epochs, strategy=InfoBatchPruning(prune_ratio, 1.0 - delta), **kwargs)
+
+
+def _whole(field: str, value: Any, low: int) -> int:
+    """``value`` as an integer >= ``low`` (not a float, text or bool: those were truncated)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(field, value, f"an integer >= {low}")
+    return int(value)
 
 
 def _checked_device(device: Any) -> torch.device:

@@ -153,6 +153,7 @@ class ProxyMemory:
         self._counts = torch.zeros(self.num_samples, len(self.sum_columns), dtype=torch.float32, device=self.device)
         self._partial: dict[tuple, torch.Tensor] = {}  # the columns a batch could compute, on the device
         self._stack: tuple[MemoryStack, int] | None = None  # (the stack its tables are a row of, that row)
+        self._computed: tuple[Statistic, ...] | None = None  # the statistics a batch computes (None: all)
         self._bind(self._latest, self._counts)
 
     def _bind(self, latest: torch.Tensor, counts: torch.Tensor) -> None:
@@ -166,6 +167,12 @@ class ProxyMemory:
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.statistics)
+
+    def compute_only(self, names: Iterable[str]) -> None:
+        """Compute only the statistics ``names`` from each batch (a strategy's own); the other columns are
+        kept, unchanged, so states and checkpoints are those of a memory computing them all."""
+        wanted = set(names)
+        self._computed = tuple(s for s in self.statistics if s.name in wanted)
 
     @property
     def nbytes(self) -> int:
@@ -192,10 +199,10 @@ class ProxyMemory:
                       losses: torch.Tensor | None = None) -> tuple:
         """``(indices, latest (B, L), computed (L,) bool, sums (B, S + 1))`` of one batch, not yet recorded
         (:meth:`apply` records them; data-parallel loops exchange them between ranks first)."""
-        indices = indices.to(self.device, non_blocking=True)
-        move = lambda t: None if t is None else t.detach().to(self.device, non_blocking=True)  # noqa: E731
+        indices = to_memory(indices, self.device)
+        move = lambda t: None if t is None else to_memory(t, self.device)  # noqa: E731
         view = BatchView(move(losses), move(logits), move(targets), move(feature_norms))
-        latest, sums = _columns_fn(self.device, self.statistics)(view)
+        latest, sums = _columns_fn(self.device, self.statistics, self._computed)(view)
         if latest is None:
             latest = (torch.zeros(indices.numel(), 0, device=self.device), torch.zeros(0, dtype=torch.bool))
         return indices, latest[0], latest[1], sums
@@ -332,14 +339,28 @@ def _rows(stacked: torch.Tensor | None) -> torch.Tensor | None:
     return None if stacked is None else stacked.flatten(0, 1)
 
 
-def _columns(statistics: tuple[Statistic, ...], view: BatchView) -> tuple:
-    """``((latest (B, L), computed mask (L,)) or None, sums (B, S + 1))`` for one batch."""
+def to_memory(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor``, detached, on the memory's ``device``: a copy from the host to a device overlaps
+    (``non_blocking``); one to the host blocks, as the host reads it at once (a non-blocking copy
+    from a GPU to the host may still be under way then: PyTorch's non_blocking guide)."""
+    return tensor.detach().to(device, non_blocking=_non_blocking(tensor.device, device))
+
+
+def _non_blocking(source: torch.device, destination: torch.device) -> bool:
+    """Whether a copy from ``source`` to ``destination`` may run without waiting: host to device only."""
+    return source.type == "cpu" and destination.type != "cpu"
+
+
+def _columns(statistics: tuple[Statistic, ...], view: BatchView,
+             only: tuple[Statistic, ...] | None = None) -> tuple:
+    """``((latest (B, L), computed mask (L,)) or None, sums (B, S + 1))`` for one batch; statistics not
+    among ``only`` (default: all) are left out as if their inputs were missing."""
     batch = next(t for t in (view.losses, view.logits, view.targets) if t is not None).shape[0]
     device = next(t for t in (view.losses, view.logits, view.targets) if t is not None).device
     zeros = torch.zeros(batch, device=device)
     latest, computed, sums = [], [], []
     for s in statistics:
-        ok = s.available(view)
+        ok = (only is None or s in only) and s.available(view)
         value = s.compute(view).float() if ok else zeros
         if s.cumulative:
             sums.append(value)
@@ -354,16 +375,18 @@ def _columns(statistics: tuple[Statistic, ...], view: BatchView) -> tuple:
 _COMPILED: dict[tuple, ColumnsFn] = {}
 
 
-def _columns_fn(device: torch.device, statistics: tuple[Statistic, ...]) -> ColumnsFn:
-    """:func:`_columns` for these statistics, fused by ``torch.compile`` on CUDA.
+def _columns_fn(device: torch.device, statistics: tuple[Statistic, ...],
+                only: tuple[Statistic, ...] | None = None) -> ColumnsFn:
+    """:func:`_columns` for these statistics (computing those of ``only``), fused by ``torch.compile``
+    on CUDA.
 
     Eager mode launches ~20 small kernels per batch, which shows on a fast GPU; set
     ``ASP_TUNE_COMPILE=0`` to stay eager. On the CPU eager is already cheap.
     """
-    eager = lambda view: _columns(statistics, view)  # noqa: E731
+    eager = lambda view: _columns(statistics, view, only)  # noqa: E731
     if device.type != "cuda" or os.environ.get("ASP_TUNE_COMPILE", "1") == "0":
         return eager
-    key = tuple(id(s) for s in statistics)
+    key = (tuple(id(s) for s in statistics), None if only is None else tuple(id(s) for s in only))
     if key not in _COMPILED:
         try:
             _COMPILED[key] = torch.compile(eager, dynamic=True)

@@ -42,3 +42,26 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     # leave without the interpreter's teardown, where gloo's threads can abort a process in C++; once in a full
     # suite's run a rank aborted so ("terminate called without an active exception"), when is not known
     os._exit(0)
+
+
+def disagreeing_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank seeds its ProxyData with its rank; also a num_replicas the group does not have."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    import asp_tune
+    from asp_tune.loop import _gather
+
+    said = {}
+    for case, call in (("seed", lambda: asp_tune.ProxyData(data(), 3, ratio=0.3, strategy="random", seed=rank,
+                                                           first_epoch_full=False).set_epoch(0)),
+                       ("replicas", lambda: asp_tune.ProxyData(data(), 3, ratio=0.3, num_replicas=3, rank=0)),
+                       ("rank", lambda: asp_tune.ProxyData(data(), 3, ratio=0.3, num_replicas=2, rank=1 - rank)),
+                       ("gather", lambda: _gather(torch.zeros(1, 2), 3))):
+        try:
+            call()
+            said[case] = ""
+        except asp_tune.ConfigError as exc:
+            said[case] = str(exc)
+    torch.save(said, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+    os._exit(0)

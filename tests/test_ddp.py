@@ -37,3 +37,16 @@ def test_two_ranks_share_the_subset_shard_it_and_keep_equal_memories(tmp_path):
     assert int(trained.sum()) == 204 and int((trained > 0).sum()) == 203
     # epoch 0 is full; the later ones at r = 0.3 of 203 samples: 61, split 31 + 31 (one repeated)
     assert len(ranks[0]["epochs"][1]["subset"]) == 61 and len(ranks[0]["epochs"][1]["shard"]) == 31
+
+
+def test_ranks_that_would_draw_different_subsets_or_replicas_the_group_lacks_are_refused(tmp_path):
+    mp.spawn(ddp_worker.disagreeing_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["seed"].startswith("invalid seed=0: allowed the same on every rank (rank 1 has 1)")
+    assert ranks[1]["seed"].startswith("invalid seed=1: allowed the same on every rank (rank 0 has 0)")
+    assert "seed each rank's model, not its ProxyData" in ranks[1]["seed"]
+    for rank, said in enumerate(ranks):
+        assert said["replicas"].startswith("invalid num_replicas=3: allowed the process group's world size (2)")
+        assert said["rank"].startswith(f"invalid rank={1 - rank}: allowed the process group's rank for this "
+                                       f"process ({rank})")
+        assert said["gather"].startswith("invalid num_replicas=3: allowed the process group's world size (2)")

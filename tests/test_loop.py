@@ -524,3 +524,176 @@ def test_a_strategy_handed_on_from_a_proxy_or_with_run_none_in_its_init_is_taken
     third = ProxyData(tabular(80), epochs=2, strategy=second.strategy)
     assert [(p.set_epoch(0).count, p.set_epoch(1).count) for p in (first, second, third)] == [
         (100, 30), (60, 18), (80, 24)]
+
+
+# ---------------------------------------------------------------- reviewed defects of the loop API
+
+
+def test_copies_to_the_host_block_and_update_moves_the_batchs_weights_not_the_plans(monkeypatch):
+    """A non-blocking copy from a GPU to the host may still run when the host reads it (garbage in the memory);
+    and update() moved the plan's N weights to the loss's device every batch to read B of them."""
+    from asp_tune.memory import _non_blocking
+
+    assert _non_blocking(torch.device("cuda", 0), torch.device("cpu")) is False
+    assert _non_blocking(torch.device("cpu"), torch.device("cuda", 0)) is True
+    assert _non_blocking(torch.device("cpu"), torch.device("cpu")) is False
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.25, strategy="loss", first_epoch_full=False, unseen_first=False)
+    assert proxy.set_epoch(0).weights is not None  # reweighted: update() reads B weights
+    moves: list[tuple[int, bool]] = []
+    real = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: moves.append(
+        (self.numel(), bool(k.get("non_blocking", False)))) or real(self, *a, **k))
+    idx = torch.arange(16)
+    logits = torch.randn(16, CLASSES)
+    proxy.update(idx, torch.rand(16), logits=logits, targets=torch.zeros(16, dtype=torch.long))
+    assert moves and not any(blocking for _, blocking in moves)  # to a CPU memory: every copy blocks
+    assert max(numel for numel, _ in moves) < N  # the batch's values, never the N-long weight vector
+
+
+def test_settings_a_strategy_object_or_infobatch_would_ignore_are_refused_by_name():
+    data = tabular()
+    with pytest.raises(ConfigError, match="invalid selection_rule='zscore': allowed left out beside a strategy "
+                                          "object") as err:
+        ProxyData(data, 4, strategy=Importance("loss", ratio=0.3), selection_rule="zscore", first_epoch_full=False)
+    assert err.value.field == "selection_rule"
+    with pytest.raises(ConfigError, match="invalid infobatch_prune=0.9: allowed left out: asp_tune.InfoBatch's "
+                                          "prune_ratio= sets it"):
+        asp_tune.InfoBatch(data, 8, infobatch_prune=0.9)
+    with pytest.raises(ConfigError, match="invalid metric='entropy': allowed left out beside a strategy object"):
+        asp_tune.InfoBatch(data, 8, metric="entropy")
+    assert asp_tune.InfoBatch(data, 8, prune_ratio=0.9).strategy.prune == 0.9
+
+
+def test_metric_naming_another_strategy_than_strategy_is_refused():
+    data = tabular()
+    with pytest.raises(ConfigError, match="invalid metric='entropy': allowed left out beside strategy='loss'"):
+        ProxyData(data, 5, ratio=0.3, strategy="loss", metric="entropy")
+    assert ProxyData(data, 5, ratio=0.3, strategy="loss", metric="loss").strategy.name == "loss"
+    assert ProxyData(data, 5, ratio=0.3, metric="entropy").strategy.name == "entropy"  # beside the default auto
+
+
+def test_a_ratio_a_registered_strategy_ignores_is_refused():
+    from asp_tune.registry import STRATEGIES
+    from asp_tune.strategies import EpochPlan, SubsetStrategy
+
+    class EveryThird(SubsetStrategy):
+        name = "every_third_loop"
+
+        def plan(self, epoch):
+            idx = torch.arange(epoch % 3, self.run.num_samples, 3)
+            return EpochPlan(epoch, idx[self._shuffled(idx.numel())], self.name, 1 / 3, 0.1)
+
+    asp_tune.register_strategy("every_third_loop", EveryThird)
+    try:
+        with pytest.raises(ConfigError, match="invalid ratio=0.3: allowed left out for strategy 'every_third_loop', "
+                                              r"which ignores it \(its own ratio is 1\)"):
+            ProxyData(tabular(), 3, ratio=0.3, strategy="every_third_loop")
+        assert ProxyData(tabular(), 3, strategy="every_third_loop").strategy.ratio == 1.0  # ratio left out
+    finally:
+        STRATEGIES.unregister("every_third_loop")
+
+
+def test_steps_per_epoch_counts_a_plain_dataloaders_batches_with_merge_last_false():
+    n, batch = 110, 8
+    data = TensorDataset(torch.randn(n, 4), torch.arange(n) % 2)
+    proxy = ProxyData(data, epochs=4, ratio=0.3, strategy="random", first_epoch_full=False)
+    assert proxy.epoch_sizes() == [33] * 4
+    assert proxy.steps_per_epoch(batch) == [4] * 4  # proxy.loader: the last sample joins the batch before
+    assert proxy.steps_per_epoch(batch, merge_last=False) == [5] * 4
+    loader = DataLoader(proxy, batch_size=batch, sampler=proxy.sampler)
+    counted = []
+    for epoch in range(4):
+        proxy.set_epoch(epoch)
+        counted.append(sum(1 for _ in loader))
+    assert counted == proxy.steps_per_epoch(batch, merge_last=False)
+
+
+def test_replicas_by_hand_without_a_process_group_are_refused_for_a_strategy_that_reads_the_memory():
+    data = tabular()
+    with pytest.raises(ConfigError, match="invalid num_replicas=2: allowed 1 without an initialised "
+                                          "torch.distributed process group: strategy 'loss' reads the memory"):
+        ProxyData(data, 4, ratio=0.3, strategy="loss", num_replicas=2, rank=0)
+    ranks = [ProxyData(data, 4, ratio=0.3, strategy="random", num_replicas=2, rank=r) for r in range(2)]
+    plans = [p.set_epoch(0).indices.tolist() for p in ranks]
+    shards = [list(p.sampler) for p in ranks]
+    assert plans[0] == plans[1] and set(shards[0]) | set(shards[1]) == set(plans[0])
+    assert len(set(shards[0]) & set(shards[1])) == 0  # 72 of 240: an even split, no padding
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("num_replicas", 0, "invalid num_replicas=0: allowed an integer >= 1"),
+    ("num_replicas", 2.7, "invalid num_replicas=2.7: allowed an integer >= 1"),
+    ("num_replicas", "2", "invalid num_replicas='2': allowed an integer >= 1"),
+    ("rank", 0.0, "invalid rank=0.0: allowed an integer >= 0"),
+    ("labels", ["a"] * N, "invalid labels=\"str values such as 'a'\": allowed integer class labels"),
+])
+def test_replicas_ranks_and_labels_of_the_wrong_kind_are_named(field, value, says):
+    with pytest.raises(ConfigError) as err:
+        ProxyData(tabular(), 5, ratio=0.3, strategy="random", **{field: value})
+    assert err.value.field == field and str(err.value).startswith(says)
+
+
+def test_integer_targets_without_labels_are_said_once_naming_labels():
+    x, y = tabular().tensors
+    unlabelled = TensorDataset(x, y, torch.rand(N))  # the last tensor is a weight, not the label
+
+    def first_updates(proxy):
+        proxy.set_epoch(0)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                proxy.update(torch.arange(8), torch.rand(8), logits=torch.randn(8, CLASSES), targets=y[:8])
+        return [str(w.message) for w in said]
+
+    said = first_updates(ProxyData(unlabelled, 3, ratio=0.3, strategy="loss"))
+    assert len(said) == 1 and "not balanced by class; pass labels=" in said[0]
+    assert first_updates(ProxyData(unlabelled, 3, ratio=0.3, strategy="loss", labels=y)) == []
+    assert first_updates(ProxyData(unlabelled, 3, ratio=0.3, strategy="loss", class_balance=False)) == []
+    assert first_updates(ProxyData(unlabelled, 3, strategy="none")) == []  # full data: nothing to balance
+
+
+def test_update_computes_only_the_statistics_the_strategy_reads_and_keeps_every_column():
+    proxy = ProxyData(tabular(), 3, ratio=0.3, strategy="loss")
+    proxy.set_epoch(0)
+    losses = torch.rand(8) + 0.5
+    proxy.update(torch.arange(8), losses, logits=torch.randn(8, CLASSES), targets=torch.zeros(8, dtype=torch.long))
+    memory = proxy.selector.memory
+    assert torch.equal(memory["loss"][:8], losses) and float(memory["entropy"].abs().sum()) == 0.0
+    assert int(memory.times_trained.sum()) == 8
+    assert memory.state_dict()["latest_columns"] == list(memory.latest_columns)  # checkpoints keep every column
+    entropy = ProxyData(tabular(), 3, ratio=0.3, strategy="entropy")
+    entropy.set_epoch(0)
+    entropy.update(torch.arange(8), losses, logits=torch.randn(8, CLASSES), targets=torch.zeros(8, dtype=torch.long))
+    assert float(entropy.selector.memory["entropy"][:8].min()) > 0 and float(entropy.selector.memory["loss"].sum()) == 0
+
+
+def test_auto_without_a_full_first_epoch_is_the_early_stopping_choice():
+    data = TensorDataset(torch.randn(300, 4), torch.arange(300) % 3)
+    proxy = ProxyData(data, 6, ratio=0.3, first_epoch_full=False)
+    assert proxy.strategy.name == "random" and proxy.selector.settings.class_balance is False
+    seen: set[int] = set()
+    for epoch in range(4):  # never-seen samples first: 90 new ones each epoch until all 300 were seen
+        seen |= set(proxy.set_epoch(epoch).indices.tolist())
+        proxy.update(torch.arange(4), torch.rand(4))
+        assert len(seen) == min(90 * (epoch + 1), 300)
+    assert ProxyData(data, 6, ratio=0.3, first_epoch_full=False, class_balance=True).selector.settings.class_balance
+    assert ProxyData(data, 6, ratio=0.3).strategy.name == "loss"  # with a full first epoch: loss, as measured
+
+
+def test_another_ranks_unshared_batches_in_a_loaded_state_are_warned_naming_sync():
+    proxy = ProxyData(tabular(), 4, ratio=0.3, strategy="loss")
+    proxy.set_epoch(0)
+    state = proxy.state_dict()
+    assert (state["rank"], state["num_replicas"]) == (0, 1)
+    width = 1 + len(proxy.selector.memory.latest_columns) * 2 + len(proxy.selector.memory.sum_columns)
+    state["pending"], state["rank"], state["num_replicas"] = [torch.zeros(5, width, dtype=torch.float64)], 1, 2
+    fresh = ProxyData(tabular(), 4, ratio=0.3, strategy="loss")
+    with pytest.warns(UserWarning, match=r"5 samples' statistics that rank 1 of 2 had not yet shared .* loaded on "
+                                         r"rank 0 of 1, .* call proxy.sync\(\) on every rank"):
+        fresh.load_state_dict(state)
+    assert fresh._pending == []  # left to the rank that owns them
+    state["rank"], state["num_replicas"] = 0, 1  # its own rank's: kept, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.load_state_dict(state)
+    assert len(fresh._pending) == 1
