@@ -95,3 +95,15 @@ def _folder_with(state: dict):
             yield path
 
     return folder()
+
+
+def test_a_trainable_s_own_strategy_name_overrides_the_search_s_and_an_object_is_refused_by_name(reports):
+    from asp_tune.errors import ConfigError
+    from asp_tune.strategies import make_strategy
+
+    config = {user.TRIAL_KEY: {"ratio": 0.5, "metric": "random", "first_epoch_full": False, "seed": 3}}
+    assert user.proxy_data(config, _data(), epochs=3).strategy.name == "random"
+    mine = user.proxy_data(config, _data(), epochs=3, strategy="loss")  # it raised: metric beside strategy
+    assert mine.strategy.name == "loss" and mine.strategy.ratio == 0.5
+    with pytest.raises(ConfigError, match="invalid strategy='Importance': allowed a strategy's name in a search"):
+        user.proxy_data(config, _data(), epochs=3, strategy=make_strategy("loss"))

@@ -72,9 +72,18 @@ def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    from asp_tune.strategies import SubsetStrategy
+
+    if isinstance(settings.get("strategy"), SubsetStrategy):
+        raise ConfigError("strategy", type(settings["strategy"]).__name__,
+                          "a strategy's name in a search (register yours with asp_tune.register_strategy and give "
+                          "search(strategy=NAME)): the search sets each trial's ratio, its schedule to full data and "
+                          "its first epoch, which an object keeps as it was built")
     trial = dict((state or {}).pop(TRIAL_KEY, None) or config.get(TRIAL_KEY) or {})  # a restart keeps its ratio
     given = dict(trial)
     seed = given.pop("seed", 0)
+    if "strategy" in settings or "metric" in settings:  # the trainable's own strategy overrides the search's
+        given.pop("metric", None)
     proxy = ProxyData(dataset, epochs, seed=seed, **{**given, **settings})
     proxy.trial_settings, proxy.restored, proxy.seconds = trial, {}, {"train": 0.0, "reports": 0.0}
     if state is not None:
