@@ -151,3 +151,17 @@ def test_correlate_refuses_a_grid_too_small_to_rank_before_the_folder_opens(tmp_
     err = capsys.readouterr().err
     assert "invalid space='2 configurations': allowed a grid of at least 3 configurations" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_the_demo_with_packs_says_it_is_no_longer_the_same_every_time(tmp_path, capsys, monkeypatch):
+    import asp_tune.tune.cli as tune_cli
+
+    def stop(args):
+        raise SystemExit(7)  # before any search: what was said up to here is what is tested
+
+    monkeypatch.setattr(tune_cli, "results_folder", stop)
+    for pack, said in (("4", True), ("1", False)):
+        with pytest.raises(SystemExit):
+            run_cli("demo", "--pack", pack, "--out", tmp_path / "d")
+        err = capsys.readouterr().err
+        assert ("--pack 4: a pack's trials run at once" in err) is said

@@ -135,6 +135,18 @@ def test_correlate_in_packs_scores_every_cell_as_one_trial_per_process_does(ray_
     given = {"ratios": [0.5], "metrics": ["loss"], "seed": 1, "device": "cpu", "storage_path": str(tmp_path),
              "verbose": 0}
     alone = correlate_space(space, pack="1", **given)["scores"]
-    packed = correlate_space(space, pack=3, **given)["scores"]
+    run = correlate_space(space, pack=3, max_concurrent=3, **given)  # 3 workers for 2 packs were refused on 2 cores
+    packed = run["scores"]
     assert len(alone) == len(packed) == 6 and (packed["status"] == "TERMINATED").all()
     assert packed["score"].tolist() == pytest.approx(alone["score"].tolist(), abs=1e-9)
+    from asp_tune.tune.correlate import write_correlation
+
+    class Folder:
+        def write_table(self, name, frame):
+            frame.to_csv(tmp_path / name, index=False)
+
+        def file(self, name):
+            return tmp_path / name
+
+    summary = write_correlation(Folder(), run, "t", {})  # summary.json says what --pack chose (it said nothing)
+    assert summary["pack"]["size"] == 3 and summary["packs"]["workers"] == 2

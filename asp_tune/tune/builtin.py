@@ -145,9 +145,9 @@ def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials
 
     from asp_tune.pack import PackChoice, choose_pack_size
 
-    if requested != "auto":
-        size = max(1, min(int(requested), trials))
-        return choose_pack_size(size, trials, None) if size > 1 else PackChoice(1, "one trial per process (as asked)")
+    if requested != "auto":  # choose_pack_size holds it to the trials there are, and says so
+        return choose_pack_size(int(requested), trials, None) if int(requested) > 1 and trials > 1 else \
+            PackChoice(1, "one trial per process" + (" (as asked)" if int(requested) == 1 else " (one trial)"))
     if gpus_per_trial > 0 and not torch.cuda.is_available():  # measured here, the CPU would speak for the GPUs
         return PackChoice(1, "one trial per process: the trials run on GPUs, and this machine has none to measure "
                              "a pack on (--pack K trains K configurations per pack)")
@@ -424,11 +424,16 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
                                                                     for e in entries.values())])
 
     trials = len(configs) * len(names)
-    choice = auto_pack_size(pack, space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0]), arrays,
-                            trials, trials * epochs, max_concurrent, cpus_per_trial, gpus_per_trial)
+    sizing = {**run, "ratio": min(ratios), "metric": metrics[0]}
+    choice = auto_pack_size(pack, space.train_config(configs[0], **sizing), arrays, trials, trials * epochs,
+                            max_concurrent, cpus_per_trial, gpus_per_trial,
+                            others=lambda measure: space.sizing_configs(sizing, measure))  # a searched width too
+    if pack == "auto" and choice.size == 1 and verbose:  # a pack size is said where the packs start
+        print(f"[asp-tune] --pack auto: {choice.reason}", file=sys.stderr)
     from asp_tune.tune.pack_ray import pack_job
 
-    packs = pack_job(choice, space, run, None, arrays, max_concurrent, cpus_per_trial, gpus_per_trial, added,
+    workers = min(max_concurrent, math.ceil(trials / max(1, choice.size)))  # none left idle (nor refused)
+    packs = pack_job(choice, space, run, None, arrays, workers, cpus_per_trial, gpus_per_trial, added,
                      search_paths(modules))
 
     def make_trainable():

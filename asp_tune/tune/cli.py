@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,8 @@ def demo_search() -> dict[str, Any]:
 
 @subcommand("demo", "offline demo: ASHA on digits at ratio 0.3 beside the full-data baseline")
 def add_demo_parser(p: argparse.ArgumentParser) -> None:
-    p.description = ("Offline, in about a minute on 2 CPU cores, the same every time (one trial at a time): an ASHA "
+    p.description = ("Offline, in about a minute on 2 CPU cores, the same every time (one trial at a time; with "
+                     "--pack K, K trials at a time, whose promotions follow their timing): an ASHA "
                      "search of wide-MLP trials on scikit-learn's "
                      "digits on full data, beside the same search on proxy data (a subset re-chosen every epoch by the "
                      "default strategy, with full data deciding the pick); each pick retrained on full data. "
@@ -235,6 +237,10 @@ def run_demo_command(args: argparse.Namespace) -> int:
     print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs proxy data (r={settings.ratio}, "
           f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}: the default's choice for a search whose "
           "trials start at the ratio); each pick retrained on full data")
+    if str(settings.pack) != "1":
+        print(f"[asp-tune demo] --pack {settings.pack}: a pack's trials run at once, so asynchronous ASHA sees their "
+              "reports in the order of their timing and this demo's promotions and data passes can differ from run "
+              "to run (one trial at a time, the default, gives the same every time)", file=sys.stderr)
     with results_folder(args) as out:
         summary = _compare(settings, [1.0, settings.ratio], 1, out, "demo: digits MLP, ASHA")
         summary["proxy_only"] = _price_of_full_data(settings, summary, out)

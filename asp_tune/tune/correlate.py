@@ -193,7 +193,9 @@ def write_correlation(folder, run: dict[str, Any], title: str, extra: dict[str, 
               f"{int(failed['config'].iloc[0])} in cell {failed['ratio'].iloc[0]:g}/{failed['metric'].iloc[0]}: "
               f"{failed['error'].iloc[0]}); a configuration that failed in a cell is ranked last there, one that "
               f"failed on full data is left out (NaN below 3 pairs); scores.csv has every error", file=sys.stderr)
-    return {**extra, "num_configs": run["num_configs"], "wall_time_s": run["wall_time_s"],
+    searched = getattr(run.get("result"), "summary", None) or {}
+    packing = {k: searched[k] for k in ("pack", "packs") if searched.get(k) is not None}  # what --pack chose, and why
+    return {**extra, **packing, "num_configs": run["num_configs"], "wall_time_s": run["wall_time_s"],
             "num_trials": len(run["scores"]), "num_failed": len(failed),
             "first_error": None if not len(failed) else failed["error"].iloc[0],
             "experiment_path": run["experiment_path"],
