@@ -113,6 +113,15 @@ class Check:
         self.check(name, value)
 
 
+def check_seeds(name: str, value: Any) -> None:
+    """A list of seeds (None: not given): distinct integers >= 0."""
+    if value is None:
+        return
+    if not (isinstance(value, list) and value and len(set(value)) == len(value)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise ConfigError(name, value, "distinct integers >= 0, comma-separated (e.g. 1,2,3)")
+
+
 def check_value(cls: type, field: str, value: Any, name: str | None = None) -> None:
     """Apply the constraint ``cls`` declares on its field ``field`` to ``value`` (the one place a range
     is checked, for code that takes the value outside the dataclass); the error names ``name`` (by

@@ -57,6 +57,15 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Comma-separated integers, e.g. ``1,2,3`` (an argparse type; :func:`asp_tune.constraints.check_seeds` checks
+    them)."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def optional(kind: type, none_words: tuple[str, ...] = ("none", "all", "")) -> Callable[[str], Any]:
     """An argparse type reading ``kind``, or None for any of ``none_words``."""
     def parse(text: str) -> Any:

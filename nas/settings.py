@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from asp_tune.config import TrainConfig
-from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
+from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields, check_seeds
 from asp_tune.errors import ConfigError
-from asp_tune.flags import option, optional, reuse
+from asp_tune.flags import option, optional, parse_seeds, reuse
 from asp_tune.registry import MODELS, LazyRegistry
 from asp_tune.tune.settings import HpoSettings
 from nas.genotypes import Genotype
@@ -187,25 +187,6 @@ class RetrainSettings:
         return {**dataclasses.asdict(self), "genotype": self.genotype.to_dict(), "train": self.train.to_dict()}
 
 
-def _seeds(text: str) -> list[int]:
-    """Comma-separated distinct integers >= 0 (an argparse type)."""
-    import argparse
-
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return seeds
-
-
-def _check_seeds(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if not (isinstance(value, list) and value and len(set(value)) == len(value)
-            and all(isinstance(s, int) and s >= 0 for s in value)):
-        raise ConfigError(name, value, "distinct integers >= 0, comma-separated (e.g. 1,2,3)")
-
-
 SEEDS = "several seeds (Ray tasks; the flags below but --seeds act only on two or more seeds)"
 
 
@@ -215,8 +196,8 @@ class SeedsSettings:
     search commands' own declarations (:class:`~asp_tune.tune.settings.HpoSettings`), per search."""
 
     seeds: list[int] | None = option(None, "e.g. 1,2,3: one search per seed as parallel Ray tasks, summarised as "
-                                           "mean +- std", SEEDS, kind=_seeds,
-                                     check=Check(_check_seeds, ([1, 1], [-1], "x")))
+                                           "mean +- std", SEEDS, kind=parse_seeds,
+                                     check=Check(check_seeds, ([1, 1], [-1], "x")))
     address: str | None = reuse(HpoSettings, "address", group=SEEDS)
     cpus_per_search: float = reuse(HpoSettings, "cpus_per_trial", help="CPUs per search", group=SEEDS)
     gpus_per_search: float = reuse(HpoSettings, "gpus_per_trial", help="GPUs per search; fractions allowed, e.g. 0.5",

@@ -419,16 +419,66 @@ def test_a_comparison_retrains_from_its_own_seed_and_runs_a_control_only_beside_
     rows = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
              "epochs": 4} for i in range(3)]
     monkeypatch.setattr(compare, "run_search", lambda job: _result(rows, {**job.summary, "best_score": 0.6}))
-    jobs = {r: (lambda m=m: SimpleNamespace(summary={"metric": m, "seed": 5})) for r, m in
-            [(1.0, "none"), (0.3, "loss"), (0.1, "random"), (0.05, "easiest")]}
+    jobs = {r: (lambda seed, m=m: SimpleNamespace(summary={"metric": m, "seed": 5 if seed is None else seed}))
+            for r, m in [(1.0, "none"), (0.3, "loss"), (0.1, "random"), (0.05, "easiest")]}
     asked, seeds = [], []
+
+    def control(ratio, strategy, seed):
+        asked.append((ratio, strategy, seed))
+        return SimpleNamespace(summary={"metric": strategy, "seed": seed})
+
     comparison = compare.run_comparison(
         jobs, lambda pick, given: seeds.append(given) or [{"seed": s, "score": 0.9} for s in given], seeds=2,
-        say=lambda line: None,
-        control=lambda ratio, strategy: asked.append((ratio, strategy)) or SimpleNamespace(summary={"metric": strategy}))
-    assert asked == [(0.3, "random"), (0.05, "fixed_random")]  # none beside random: it is its own control
+        say=lambda line: None, control=control)
+    assert asked == [(0.3, "random", None), (0.05, "fixed_random", None)]  # none beside random: its own control
     assert seeds == [[5, 6]] * 6  # every pick, controls too, with the search's seed and the next (it was 0, 1)
     assert list(comparison["table"]["arm"]) == ["full data", "proxy", "proxy", "proxy", "control", "control"]
+    assert set(comparison["table"]["search_seed"]) == {5}
+    capsys.readouterr()
+
+
+def test_a_comparison_over_seeds_pairs_each_seed_s_own_figures_and_writes_them_with_every_seed_s_table(
+        monkeypatch, capsys, tmp_path):
+    from types import SimpleNamespace
+
+    import asp_tune.tune.compare as compare
+
+    scores = {(1.0, 0): 0.90, (0.3, 0): 0.85, (1.0, 1): 0.92, (0.3, 1): 0.86, (1.0, 2): 0.91, (0.3, 2): 0.81}
+
+    def run_search(job):
+        ratio, seed = job.summary["ratio"], job.summary["seed"]
+        rows = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
+                 "epochs": 4} for i in range(3)]
+        wall = {1.0: 10.0, 0.3: 4.0 + seed}[ratio]
+        return _result(rows, {**job.summary, "best_score": 0.6, "best_config": {"x": ratio}, "wall_time_s": wall})
+
+    monkeypatch.setattr(compare, "run_search", run_search)
+    jobs = {r: (lambda seed, r=r: SimpleNamespace(summary={"metric": "random" if r < 1 else "none", "ratio": r,
+                                                           "seed": seed})) for r in (1.0, 0.3)}
+    comparison = compare.run_comparison(
+        jobs, lambda pick, given: [{"seed": s, "score": scores[(pick["x"], s)]} for s in given],
+        say=lambda line: None, search_seeds=(0, 1, 2))
+    assert list(comparison["table"]["search_seed"]) == [0, 0, 1, 1, 2, 2]
+    over = comparison["over_seeds"].set_index("ratio")
+    assert over.loc[0.3, "seeds"] == 3
+    assert over.loc[0.3, "regret_mean"] == pytest.approx(0.07)  # 0.05, 0.06, 0.10: each seed's own pair
+    assert over.loc[0.3, "regret_std"] == pytest.approx(0.0264575, abs=1e-6)
+    assert over.loc[0.3, "speedup_wall_mean"] == pytest.approx((10 / 4 + 10 / 5 + 10 / 6) / 3)
+    assert over.loc[0.3, "kendall_tau_n"] == 0  # 3 pairs measure nothing in any seed
+
+    class Folder:
+        def write_table(self, name, frame):
+            frame.to_csv(tmp_path / name, index=False)
+
+        def file(self, name):
+            return tmp_path / name
+
+    summary = compare.write_comparison(Folder(), comparison, "t", "retrained test accuracy")
+    assert summary["search_seeds"] == [0, 1, 2] and len(summary["over_seeds"]) == 2 and len(summary["rows"]) == 6
+    assert (tmp_path / "trials_r0.3_s2.csv").is_file() and (tmp_path / "comparison_over_seeds.csv").is_file()
+    report = (tmp_path / "report.md").read_text()
+    assert "Over 3 seeds (0, 1, 2)" in report and "| 0.3 | random | 3 |" in report and "| 7.00 ± 2.65 |" in report
+    assert report.count("## seed ") == 3
     capsys.readouterr()
 
 

@@ -351,32 +351,35 @@ def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: i
     return ray.get([remote.remote(c, max(1, int(cpus)), added, paths) for c in configs])
 
 
-def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1,
-                     control: bool = True) -> dict[str, Any]:
+def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1, control: bool = True,
+                     seeds: list[int] | None = None) -> dict[str, Any]:
     """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, with its
-    uniformly random control of the same cost where ``control``, each pick retrained on full data
-    (:func:`asp_tune.tune.compare.run_comparison`)."""
+    uniformly random control of the same cost where ``control``, each pick retrained on full data, once per seed
+    of ``seeds`` (None: ``base.seed``) (:func:`asp_tune.tune.compare.run_comparison`)."""
     from asp_tune.tune.compare import run_comparison
 
-    def at(ratio: float) -> HpoSettings:
-        return dataclasses.replace(base, ratio=ratio, metric="none" if ratio == 1.0 else base.metric,
+    def at(ratio: float, seed: int | None = None, strategy: str | None = None) -> HpoSettings:
+        parts = [base.name, f"r{ratio}", None if strategy is None else "control", None if seed is None else f"s{seed}"]
+        return dataclasses.replace(base, ratio=ratio, metric="none" if ratio == 1.0 else (strategy or base.metric),
                                    ratio_schedule="constant" if ratio == 1.0 else base.ratio_schedule,
-                                   name=None if base.name is None else f"{base.name}-r{ratio}")
+                                   seed=base.seed if seed is None else seed,
+                                   name=None if base.name is None else "-".join(p for p in parts if p))
 
     def retrain(pick: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
         return retrain_full_data(base.space, pick, base.epochs, seeds, base.device, base.cpus_per_trial,
                                  base.gpus_per_trial)
 
     base.validate()
-    settings = {r: at(r) for r in sorted(set(ratios) | {1.0})}
-    for each in settings.values():  # every search's settings refused by name before the first one runs
-        each.validate()
-    def uniform(ratio: float, strategy: str) -> Any:
-        return job_from_settings(dataclasses.replace(
-            settings[ratio], metric=strategy, name=None if base.name is None else f"{base.name}-r{ratio}-control"))
+    ordered = sorted(set(ratios) | {1.0})
+    for ratio in ordered:  # every search's settings refused by name before the first one runs
+        at(ratio).validate()
 
-    return run_comparison({r: functools.partial(job_from_settings, s) for r, s in settings.items()}, retrain,
-                          retrain_seeds, control=uniform if control else None)
+    def uniform(ratio: float, strategy: str, seed: int | None) -> Any:
+        return job_from_settings(at(ratio, seed, strategy))
+
+    return run_comparison({r: functools.partial(lambda r, seed: job_from_settings(at(r, seed)), r) for r in ordered},
+                          retrain, retrain_seeds, control=uniform if control else None,
+                          search_seeds=tuple(seeds) if seeds else (None,))
 
 
 def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,

@@ -171,11 +171,11 @@ def pick_verdict(summary: dict[str, Any]) -> str:
 
 
 def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title: str,
-             control: bool = True) -> dict[str, Any]:
+             control: bool = True, search_seeds: list[int] | None = None) -> dict[str, Any]:
     from asp_tune.tune.builtin import compare_settings
     from asp_tune.tune.compare import write_comparison
 
-    comparison = compare_settings(settings, ratios, seeds, control)
+    comparison = compare_settings(settings, ratios, seeds, control, search_seeds)
     score = comparison["runs"][1.0].summary["score_metric"].removeprefix("val_")
     return write_comparison(out, comparison, title, f"retrained test {'R²' if score == 'r2' else score}")
 
@@ -186,9 +186,13 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
     settings = hpo_settings_from_args(args, 1.0)
     compare = CompareSettings(**values_from_args(args, CompareSettings)).validate()
+    if compare.seeds and settings.seed != type(settings).seed:
+        raise ConfigError("seed", settings.seed, f"left out beside --seeds {','.join(map(str, compare.seeds))} "
+                                                 "(which names every seed)")
     with results_folder(args) as out:
         summary = _compare(settings, list(compare.ratios), compare.retrain_seeds, out,
-                           f"{settings.space.name}: {settings.algo}, metric {settings.metric}", compare.control)
+                           f"{settings.space.name}: {settings.algo}, metric {settings.metric}", compare.control,
+                           compare.seeds)
         target = out.commit(summary)
     print(f"-> {target}")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,27 +48,52 @@ def rung_trust(trust: dict | None) -> dict:
             "pick_trusted": (trust or {}).get("trusted")}
 
 
-def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain, seeds: int = 1,
+#: The figures a comparison over several seeds gives as mean and sample std (paired: each seed's own row).
+OVER_SEEDS = ("wall_time_s", "speedup_wall", "data_passes_total", "speedup_data_passes", "retrained_mean", "regret",
+              "kendall_tau", "gain_over_control", "control_kendall_tau")
+
+
+def run_comparison(jobs: dict[float, Callable[[int | None], SearchJob]], retrain: Retrain, seeds: int = 1,
                    say: Callable[[str], None] = print,
-                   control: Callable[[float, str], SearchJob] | None = None) -> dict[str, Any]:
-    """Each ratio's search (ratio 1.0 is the full-data baseline), each pick retrained on full data ``seeds`` times
-    (seeds from the search's own, the same for every pick: paired), and the comparison table (:func:`compare_runs`). ``control(ratio, strategy)``: the same search as the ratio's
-    on a uniformly random subset of the same cost (``strategy``, :func:`asp_tune.strategies.uniform_control` of the
-    strategy the ratio's search resolved to; none where that is uniform already): a proxy is worth its cost only
-    against it."""
+                   control: Callable[[float, str, int | None], SearchJob] | None = None,
+                   search_seeds: Sequence[int | None] = (None,)) -> dict[str, Any]:
+    """Each ratio's search (ratio 1.0 is the full-data baseline; ``jobs[ratio](seed)``, None: the job's own seed),
+    each pick retrained on full data ``seeds`` times (seeds from the search's own, the same for every pick: paired),
+    and the comparison table (:func:`compare_runs`). ``control(ratio, strategy, seed)``: the same search as the
+    ratio's on a uniformly random subset of the same cost (``strategy``, :func:`asp_tune.strategies.uniform_control`
+    of the strategy the ratio's search resolved to; none where that is uniform already): a proxy is worth its cost
+    only against it. ``search_seeds``: the whole comparison once per seed; ``table`` holds every seed's rows
+    (``search_seed``), ``over_seeds`` each figure's mean and sample std over them (:func:`over_seeds`)."""
+    parts = []
+    for seed in search_seeds:
+        if len(search_seeds) > 1:
+            say(f"[asp-tune compare] seed {seed} ({len(parts) + 1} of {len(search_seeds)})")
+        parts.append(_compare_once(jobs, retrain, seeds, say, control, seed))
+    table = pd.concat([part["table"] for part in parts], ignore_index=True)
+    scatter: dict[float, list[tuple[float, float]]] = {}
+    for part in parts:  # every seed's pairs, pooled
+        for ratio, pairs in part["scatter"].items():
+            scatter.setdefault(ratio, []).extend(pairs)
+    return {"table": table, "over_seeds": over_seeds(table), "runs": parts[0]["runs"],
+            "controls": parts[0]["controls"], "scatter": scatter, "by_seed": parts}
+
+
+def _compare_once(jobs: dict[float, Callable[[int | None], SearchJob]], retrain: Retrain, seeds: int,
+                  say: Callable[[str], None], control: Callable[[float, str, int | None], SearchJob] | None,
+                  seed: int | None) -> dict[str, Any]:
     from asp_tune.strategies import uniform_control
 
     runs: dict[float, SearchResult] = {}
     controls: dict[float, SearchResult] = {}
     for ratio in sorted(jobs, reverse=True):
-        job = jobs[ratio]()
+        job = jobs[ratio](seed)
         metric = job.summary.get("metric")
         say(f"[asp-tune compare] search at ratio {ratio} ({metric})")
         runs[ratio] = run_search(job)
         uniform = None if ratio == 1.0 or control is None else uniform_control(str(metric))
         if uniform is not None:
             say(f"[asp-tune compare] control at ratio {ratio} ({uniform}: a uniformly random subset of the same cost)")
-            controls[ratio] = run_search(control(ratio, uniform))
+            controls[ratio] = run_search(control(ratio, uniform, seed))
     retrained: dict[float, list[dict[str, Any]]] = {}
     retrained_controls: dict[float, list[dict[str, Any]]] = {}
     first = int(runs[1.0].summary.get("seed") or 0)  # the search's seed and the next ones: another --seed, other retrains
@@ -78,7 +103,24 @@ def run_comparison(jobs: dict[float, Callable[[], SearchJob]], retrain: Retrain,
             into[ratio] = retrain(result.summary["best_config"], [first + i for i in range(seeds)])
     param_names = list(next(iter(runs.values())).summary["best_config"])
     table, scatter = compare_runs(runs, retrained, param_names, controls, retrained_controls)
-    return {"table": table, "runs": runs, "controls": controls, "scatter": scatter}
+    table.insert(0, "search_seed", first)
+    return {"table": table, "runs": runs, "controls": controls, "scatter": scatter, "seed": first}
+
+
+def over_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (ratio, arm): how many seeds, and each :data:`OVER_SEEDS` figure's mean and sample std over the
+    seeds' rows (each already paired within its seed: a regret is a seed's full-data pick against its own pick)."""
+    rows = []
+    for (ratio, arm), part in table.groupby(["ratio", "arm"], sort=False):
+        row: dict[str, Any] = {"ratio": ratio, "arm": arm, "metric": part["metric"].iloc[0], "seeds": len(part),
+                               "ratio_run": part["ratio_run"].iloc[0]}
+        for name in OVER_SEEDS:
+            values = [float(v) for v in part[name] if v == v] if name in part else []
+            row[f"{name}_mean"] = float(np.mean(values)) if values else math.nan
+            row[f"{name}_std"] = seed_spread(values)
+            row[f"{name}_n"] = len(values)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def full_data_finals(runs: dict[float, SearchResult], param_names: list[str], epochs: int | None,
@@ -245,25 +287,83 @@ def _tied_pick(full: SearchResult, param_names: list[str]) -> list[str]:
 
 
 def write_comparison(folder, comparison: dict[str, Any], title: str, score_name: str) -> dict[str, Any]:
-    """The comparison's files in an open results folder; returns its summary (``summary.json``)."""
+    """The comparison's files in an open results folder; returns its summary (``summary.json``). Over several seeds
+    also ``comparison_over_seeds.csv``, each seed's trials files (``_s<seed>``), and ``report.md`` opens with the
+    figures over the seeds."""
     table, runs = comparison["table"], comparison["runs"]
+    parts = comparison.get("by_seed") or [{"table": table, "runs": runs, "controls": comparison.get("controls") or {},
+                                           "seed": None}]
+    several = len(parts) > 1
     folder.write_table("comparison.csv", table.drop(columns=["best_config", "retrained"]).assign(
         best_config=[json.dumps(c) for c in table["best_config"]]))
-    folder.write_table("retrained.csv", pd.DataFrame([{"ratio": row["ratio"], "arm": row["arm"], **x}
+    folder.write_table("retrained.csv", pd.DataFrame([{"search_seed": row.get("search_seed"), "ratio": row["ratio"],
+                                                       "arm": row["arm"], **x}
                                                       for _, row in table.iterrows() for x in row["retrained"]]))
-    controls = comparison.get("controls") or {}
-    for ratio, run in runs.items():
-        folder.write_table(f"trials_r{ratio}.csv", run.trials)
-    for ratio, run in controls.items():
-        folder.write_table(f"trials_r{ratio}_control.csv", run.trials)
-    markdown = comparison_markdown(table, title, score_name)
+    for part in parts:
+        tail = f"_s{part['seed']}" if several else ""
+        for ratio, run in part["runs"].items():
+            folder.write_table(f"trials_r{ratio}{tail}.csv", run.trials)
+        for ratio, run in (part.get("controls") or {}).items():
+            folder.write_table(f"trials_r{ratio}_control{tail}.csv", run.trials)
+    extra: dict[str, Any] = {}
+    if several:
+        over = comparison["over_seeds"]
+        folder.write_table("comparison_over_seeds.csv", over)
+        seeds = [part["seed"] for part in parts]
+        markdown = "\n".join([over_seeds_markdown(over, title, score_name, seeds)] + [
+            "#" + comparison_markdown(part["table"], f"seed {part['seed']}", score_name) for part in parts])
+        plot_comparison(_plotted(over), comparison["scatter"], folder.file("comparison.png"), score_name,
+                        pooled=len(parts))
+        extra = {"search_seeds": seeds, "over_seeds": json.loads(over.to_json(orient="records"))}
+    else:
+        markdown = comparison_markdown(table, title, score_name)
+        plot_comparison(table, comparison["scatter"], folder.file("comparison.png"), score_name)
     folder.file("report.md").write_text(markdown)
-    plot_comparison(table, comparison["scatter"], folder.file("comparison.png"), score_name)
     print("\n" + markdown)
+    controls = comparison.get("controls") or {}
     return {"title": title, "ratios": sorted(runs, reverse=True), "score": score_name,
             "rows": json.loads(table.drop(columns=list(DEPRECATED_COLUMNS)).to_json(orient="records")),
             "runs": {str(r): run.summary for r, run in runs.items()},
-            "controls": {str(r): run.summary for r, run in controls.items()}}
+            "controls": {str(r): run.summary for r, run in controls.items()}, **extra}
+
+
+def over_seeds_markdown(over: pd.DataFrame, title: str, score_name: str, seeds: list) -> str:
+    """The figures over the seeds (:func:`over_seeds`), mean ± sample std, one row per search."""
+    shown = _scale(score_name)
+    percent = shown is _percent
+
+    def cell(row: pd.Series, name: str, fmt: Callable[[float], str]) -> str:
+        mean, std, n = row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"]
+        if mean != mean:
+            return "-"
+        return f"{fmt(mean)}{'' if std != std else f' ± {fmt(std)}'}" + ("" if n == row["seeds"] else
+                                                                         f" ({n} of {row['seeds']})")
+
+    number = {1: lambda v: f"{v:.1f}", 2: lambda v: f"{v:.2f}", 3: lambda v: f"{v:.3f}"}
+    lines = [f"# {title}", "", f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), each the whole comparison "
+             "(its searches, controls and retrains share the seed): every figure is the mean ± sample std of the "
+             "seeds' own (a regret and a gain over the control are paired within their seed); '(n of N)': measured "
+             "in n seeds. Each seed's table follows.", "",
+             f"| ratio | metric | seeds | wall s | speed-up (wall) | data passes | speed-up (passes) | {score_name} | "
+             "regret | Kendall tau | gain over control | control's tau |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in over.iterrows():
+        lines.append(f"| {ratio_label(r)} | {r['metric']} | {r['seeds']} | {cell(r, 'wall_time_s', number[1])} | "
+                     f"{cell(r, 'speedup_wall', number[2])}x | {cell(r, 'data_passes_total', number[1])} | "
+                     f"{cell(r, 'speedup_data_passes', number[2])}x | {cell(r, 'retrained_mean', shown)} | "
+                     f"{cell(r, 'regret', shown) if r['ratio'] != 1.0 else '-'} | {cell(r, 'kendall_tau', number[3])} | "
+                     f"{cell(r, 'gain_over_control', shown)} | {cell(r, 'control_kendall_tau', number[3])} |")
+    lines += ["", f"{score_name[0].upper() + score_name[1:]}, regret and gain over the control: "
+              f"{'x 100 (points)' if percent else 'as they are'}; the columns are those of the tables below."]
+    return "\n".join(lines) + "\n"
+
+
+def _plotted(over: pd.DataFrame) -> pd.DataFrame:
+    """The figure's view of the figures over the seeds: their means, the retrained scores' spread over the seeds."""
+    return pd.DataFrame({"ratio": over["ratio"], "arm": over["arm"], "ratio_run": over["ratio_run"],
+                         "wall_time_s": over["wall_time_s_mean"], "retrained_mean": over["retrained_mean_mean"],
+                         "retrained_std": over["retrained_mean_std"], "data_passes_total": over["data_passes_total_mean"],
+                         "measured": over["kendall_tau_n"] > 0})
 
 
 def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy") -> str:
@@ -369,7 +469,9 @@ def _percent(value: float) -> str:
 
 
 def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, float]]], path,
-                    score_name: str = "retrained test accuracy") -> None:
+                    score_name: str = "retrained test accuracy", pooled: int = 1) -> None:
+    """Wall time, retrained score and data passes per search, and each proxy's scores against full data's
+    (``pooled``: over that many seeds, their pairs pooled; the bars are means over them)."""
     from asp_tune.plots import agreement_scatter, pyplot, save_figure
     from asp_tune.tune.fulldata import MIN_PAIRS
 
@@ -388,8 +490,8 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
     axes[2].bar(labels, table["data_passes_total"], color="tab:orange")
     axes[2].set_title("data passes (all trials)")
     taus = []
-    measured = dict(zip(table["ratio"], table["measured"]))
-    rows = {row["ratio"]: row for _, row in table.iterrows() if row.get("arm") != "control"}
+    rows = {row["ratio"]: row for _, row in table.iterrows() if row.get("arm") != "control"}  # the proxies'
+    measured = {r: bool(row["measured"]) for r, row in rows.items()}
     for i, (r, pairs) in enumerate((r, p) for r, p in scatter.items() if r != 1.0 and p):
         style = {"color": f"C{i + 1}"}
         label = f"r={ratio_label(rows[r])}" if r in rows else f"r={r}"
@@ -401,7 +503,10 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
             taus.append(f"r={r}: not measured ({len(pairs)} of {MIN_PAIRS} pairs)")
     axes[3].set_xlabel("full-data final score")
     axes[3].set_ylabel("proxy score (the search's)")
-    axes[3].set_title("same configurations\n" + "; ".join(taus), fontsize=9)
+    axes[3].set_title(("same configurations" if pooled == 1 else f"same configurations, {pooled} seeds pooled")
+                      + "\n" + "; ".join(taus), fontsize=9)
+    if pooled > 1:
+        axes[0].set_title(f"search wall time (s), mean of {pooled} seeds")
     if taus:
         axes[3].legend()
     save_figure(fig, path)

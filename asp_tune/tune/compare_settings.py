@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from asp_tune.constraints import Check, Interval, check_fields
+from asp_tune.constraints import Check, Interval, check_fields, check_seeds
 from asp_tune.errors import ConfigError
-from asp_tune.flags import option
+from asp_tune.flags import option, parse_seeds
 from asp_tune.proxy_settings import RATIO
 from asp_tune.tune.settings import SEARCH, SEARCH_RATIO
 
@@ -34,6 +34,11 @@ class CompareSettings:
                                                    ((), (1.0,), (0.0, 1.0), (1.0, 0.3, 0.3), "x")))
     retrain_seeds: int = option(1, "full-data retrains of each run's pick, one per seed", SEARCH,
                                 check=Interval(1, None, integer=True))
+    seeds: list[int] | None = option(None, "e.g. 0,1,2: the whole comparison once per seed (its searches, controls "
+                                           "and retrains share the seed; --seed names one), every figure as mean ± "
+                                           "sample std over the seeds, paired within each: what a claim needs (3 or "
+                                           "more)", SEARCH, kind=parse_seeds,
+                                     check=Check(check_seeds, ([1, 1], [-1], "x")))
     control: bool = option(True, "beside each proxy ratio whose strategy is not uniformly random, the same search on "
                                  "a uniformly random subset of the same cost (random; fixed_random beside a static "
                                  "proxy), its pick retrained too: what the proxy gains over it", SEARCH)

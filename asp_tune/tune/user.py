@@ -380,14 +380,15 @@ def _retrain(trainable: Callable[[dict], None], kwargs: dict[str, Any], epochs: 
 
 def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int,
                       ratios: tuple[float, ...] = (1.0, SEARCH_RATIO), retrain_metric: str | None = None,
-                      retrain_seeds: int = 1, control: bool = True, out: str | Path | None = None,
-                      overwrite: bool = False, **search_kwargs: Any) -> dict[str, Any]:
+                      retrain_seeds: int = 1, control: bool = True, seeds: list[int] | None = None,
+                      out: str | Path | None = None, overwrite: bool = False, **search_kwargs: Any) -> dict[str, Any]:
     """The same search at ratio 1.0 (full data) and each proxy ratio, each pick retrained on full data
     (the trainable run at ratio 1 with the pick's config; its last ``retrain_metric``, default the search
     metric, is the pick's score), and the rank agreement between each proxy search and the full-data one
     on the configurations both evaluated (:mod:`asp_tune.tune.compare`); ``control``: beside each proxy ratio whose
     strategy is not uniformly random, the same search on a uniformly random subset of the same cost, its pick
-    retrained too (:class:`~asp_tune.tune.compare_settings.CompareSettings`). ``out``: ``comparison.csv``,
+    retrained too; ``seeds``: the whole comparison once per seed, every figure as mean ± sample std over them
+    (:class:`~asp_tune.tune.compare_settings.CompareSettings`; ``seed`` then left out). ``out``: ``comparison.csv``,
     ``retrained.csv``, each ratio's trials, ``report.md`` and ``comparison.png``, as ``asp-tune compare``."""
     from asp_tune.run_dir import RunDirectory
     from asp_tune.tune.compare import run_comparison, write_comparison
@@ -398,21 +399,29 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
 
     strategy = search_kwargs.get("strategy", inspect.signature(search).parameters["strategy"].default)
     ordered = sorted(set(ratios) | {1.0})
-    own_objects = {r: _fresh_objects(search_kwargs) for r in ordered}  # each search its own, none carried over
+    _fresh_objects(search_kwargs)  # objects that cannot be copied refused before anything runs
 
-    def job(ratio: float):
+    def searched(ratio: float, chosen: str, seed: int | None) -> SearchJob:
+        """One search of the comparison, with its own copies of the scheduler and searcher objects (none carried
+        over from another search)."""
         given = {k: v for k, v in search_kwargs.items() if k not in ("strategy", "out", "resume")}
-        return lambda: _job(trainable, param_space, epochs=epochs, ratio=ratio,
-                            strategy="none" if ratio == 1.0 else strategy, storage_path=storage,
-                            **{**given, **own_objects[ratio]})
+        if seed is not None:
+            given["seed"] = seed
+        return _job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=chosen, storage_path=storage,
+                    **{**given, **_fresh_objects(search_kwargs)})
 
-    def uniform(ratio: float, control_strategy: str) -> SearchJob:
-        given = {k: v for k, v in search_kwargs.items() if k not in ("strategy", "out", "resume")}
-        return _job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=control_strategy,
-                    storage_path=storage, **{**given, **_fresh_objects(search_kwargs)})
+    def job(ratio: float) -> Callable[[int | None], SearchJob]:
+        return lambda seed: searched(ratio, "none" if ratio == 1.0 else strategy, seed)
+
+    def uniform(ratio: float, control_strategy: str, seed: int | None) -> SearchJob:
+        return searched(ratio, control_strategy, seed)
 
     check_value(CompareSettings, "retrain_seeds", retrain_seeds)
     check_value(CompareSettings, "control", control)
+    check_value(CompareSettings, "seeds", seeds)
+    if seeds and "seed" in search_kwargs:
+        raise ConfigError("seed", search_kwargs["seed"], "left out beside seeds= (which names every seed)")
+    search_seeds = tuple(seeds) if seeds else (None,)
     retrain = _retrain(trainable, {**search_kwargs, "storage_path": storage}, epochs, retrain_metric or metric)
     jobs = {r: job(r) for r in ordered}
     proxy = {k: v for k, v in search_kwargs.items() if k in vars(ProxySettings()) and k not in ("ratio", "metric")}
@@ -421,9 +430,9 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
         ProxySettings(**proxy, ratio=ratio, metric=strategy).check_proxy()
     controls = uniform if control else None
     if out is None:
-        return run_comparison(jobs, retrain, retrain_seeds, control=controls)
+        return run_comparison(jobs, retrain, retrain_seeds, control=controls, search_seeds=search_seeds)
     with RunDirectory(str(out), overwrite=overwrite) as folder:
-        comparison = run_comparison(jobs, retrain, retrain_seeds, control=controls)
+        comparison = run_comparison(jobs, retrain, retrain_seeds, control=controls, search_seeds=search_seeds)
         summary = write_comparison(folder, comparison, f"{getattr(trainable, '__name__', 'trainable')}: full data "
                                                        "against the proxy", f"retrained {retrain_metric or metric}")
         folder.commit(summary)
