@@ -7,16 +7,17 @@ as one vectorised forward and backward (:class:`~asp_tune.stacked.StackedNetwork
 chain of known layers, :func:`torch.func.vmap` over :func:`torch.func.functional_call` for any other),
 with each member's own learning rate and schedule, weight decay, momentum or betas and label smoothing
 (:class:`StackedOptimizer`). A member therefore follows the trajectory it follows alone, up to the
-summation order of batched kernels. BatchNorm keeps running statistics per member; dropout draws its
-own mask per member (not the masks of the member alone).
+summation order of batched kernels. BatchNorm keeps running statistics per member; dropout draws a mask
+per member, all K in one draw from the global generator, so a member's masks depend on which members share
+its pack (and are not its masks alone).
 
 A member whose loss stops being finite leaves the pack at the end of its epoch (its error recorded); the
-others go on, untouched: no value crosses members. :meth:`Pack.remove` takes members out (a search's
-early stopping) and compacts the stacks; :meth:`Pack.sync` writes every member's weights and optimiser
-state back into its trainer, so a member's ``state_dict`` (a checkpoint), ``save_model`` and its test
-evaluation are those of a trainer that trained alone, and a pack can be rebuilt from its members'
-checkpoints; :meth:`Pack.close` ends a pack (its members' memories, rows of one table while they train
-together, get tables of their own again).
+others go on, untouched: no value crosses members (dropout's draws aside). :meth:`Pack.remove` takes
+members out (a search's early stopping) and compacts the stacks; :meth:`Pack.sync` writes every member's
+weights and optimiser state back into its trainer, so a member's ``state_dict`` (a checkpoint),
+``save_model`` and its test evaluation are those of a trainer that trained alone, and a pack can be rebuilt
+from its members' checkpoints; :meth:`Pack.close` ends a pack (its members' memories, rows of one table
+while they train together, get tables of their own again).
 
     pack = Pack([build_trainer(config, data=data) for config in configs])
     while pack.members:
@@ -58,6 +59,12 @@ PER_MEMBER = ("lr", "momentum", "nesterov", "weight_decay", "betas", "label_smoo
 
 class CannotFuse(AspTuneError):
     """These configurations or this network cannot train in one pack (the reason says why)."""
+
+
+#: The :class:`Trainer` methods a pack never calls on its members (it steps, computes the losses, feeds the
+#: memories and validates for them all): a trainer class that overrides one is refused, its override would be
+#: ignored. The pack calls ``epoch_batches``, ``observe_stacked`` (and ``_memory_inputs``) and ``close_epoch``.
+BYPASSED = ("train_epoch", "train_step", "optimizer_step", "training_loss", "forward_eval", "evaluate", "observe")
 
 
 def pack_key(config: TrainConfig) -> tuple:
@@ -244,10 +251,12 @@ class Pack:
         keys = {pack_key(t.config) for t in trainers}
         if len(keys) != 1:
             raise CannotFuse("members differ in more than " + ", ".join(PER_MEMBER))
-        own = [type(t).__name__ for t in trainers if type(t).train_step is not Trainer.train_step
-               or type(t).optimizer_step is not Trainer.optimizer_step]
+        classes = list(dict.fromkeys(type(t) for t in trainers))
+        if len(classes) > 1:
+            raise CannotFuse(f"members are trainers of different classes ({', '.join(c.__name__ for c in classes)})")
+        own = [name for name in BYPASSED if getattr(classes[0], name) is not getattr(Trainer, name)]
         if own:
-            raise CannotFuse(f"{own[0]} takes its training steps its own way")
+            raise CannotFuse(f"{classes[0].__name__} overrides Trainer.{own[0]}, which a pack does not call")
         first = trainers[0]
         self.task, self.device, self.config = first.task, first.device, first.config
         models = [t.model.train() for t in trainers]  # a trainer that validated last left its network in eval mode
@@ -304,13 +313,14 @@ class Pack:
         """One epoch of every member: each selects its subset and trains on its own batches, in lockstep;
         returns each member's record. A member that diverged is in :attr:`failed` and out of the pack. A pack
         refused (:class:`CannotFuse`) before its epoch's first step leaves its members as they were before the
-        epoch, so that they train it alone as they would have."""
+        epoch (their weights and optimiser states written back from the pack, :meth:`sync`), so that they train it
+        alone as they would have."""
         start = time.perf_counter()
         members = [m.trainer for m in self.members]
         self.optimizer.lr = [t.optimizer.param_groups[0]["lr"] for t in members]
         smoothing = self._smoothing()
         self.net.train()
-        with _undone_if_refused(members):
+        with _undone_if_refused(members, self.sync):
             plans = ProxySelector.plan_together([t.selector for t in members], [t.epoch for t in members])
             for t, plan in zip(members, plans):
                 t.sample_weights = plan.weights
@@ -400,8 +410,8 @@ class Pack:
             vmap(self.task.batch_sums)(out[1].detach(), y)
         except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
             self.buffers = buffers  # what close() writes back into the members
-            raise CannotFuse("the network or the task cannot run vectorised over configurations "
-                             f"({_first_line(exc)})") from exc
+            raise CannotFuse("the network or the task cannot run vectorised over configurations: "
+                             f"{_first_line(exc)}") from exc
         self._stepped = True
         return out
 
@@ -473,10 +483,11 @@ class Pack:
 
 
 @contextlib.contextmanager
-def _undone_if_refused(members: Sequence[Trainer]) -> Iterator[None]:
+def _undone_if_refused(members: Sequence[Trainer], write_back: Callable[[], None]) -> Iterator[None]:
     """Planning an epoch and drawing its first batches change the members' selectors, batch weights, feeders and
-    the random state: a :class:`CannotFuse` inside puts them back, so that each member then trains the epoch
-    alone as it would have without the pack."""
+    the random state: a :class:`CannotFuse` inside puts them back and writes the pack's weights and optimiser
+    states into the members (``write_back``), so that each member then trains the epoch alone as it would have
+    without the pack."""
     saved = [(t.selector.planning_state(), t.train_feeder.state_dict(), t.sample_weights) for t in members]
     rng = torch.random.get_rng_state()
     cuda = [d for d in {t.device for t in members} if d.type == "cuda"]
@@ -491,6 +502,7 @@ def _undone_if_refused(members: Sequence[Trainer]) -> Iterator[None]:
         torch.random.set_rng_state(rng)
         for d, state in zip(cuda, cuda_rng):
             torch.cuda.set_rng_state(state, d)
+        write_back()
         raise
 
 
@@ -607,7 +619,8 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
 def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer,
                      device_share: float = 1.0, others: Sequence[TrainConfig] | Callable[..., Sequence[TrainConfig]]
                      = ()) -> PackChoice:
-    """The pack size for ``configurations`` like ``trainer``'s: ``requested`` as given, or for ``auto`` the most
+    """The pack size for ``configurations`` like ``trainer``'s: ``requested`` as given (at most ``configurations``,
+    said in the reason where that cut it), or for ``auto`` the most
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
     training steps shows the pack no faster than its members one after another. ``device_share``: the part of
@@ -616,8 +629,12 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     them given a measure (a configuration's footprint in bytes, None where unknown): the largest footprint of
     them all sizes every pack."""
     if requested != "auto":
-        size = max(1, min(int(requested), configurations))
-        return PackChoice(size, f"packs of {size} (as asked)" if size > 1 else "one configuration at a time (as asked)")
+        asked = int(requested)
+        size = max(1, min(asked, configurations))
+        how = f"packs of {size}" if size > 1 else "one configuration at a time"
+        return PackChoice(size, f"{how} (as asked)" if size >= asked else
+                          f"{how} (asked {asked}; the search has {configurations} configuration"
+                          f"{'s' if configurations != 1 else ''})")
     if configurations < 2:
         return PackChoice(1, "one configuration")
     model = trainer.model
@@ -731,7 +748,7 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
                                      + (f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""))
             return timings
     except (RuntimeError, NotImplementedError, ValueError) as exc:
-        raise CannotFuse(f"the network cannot run vectorised over configurations ({_first_line(exc)})") from exc
+        raise CannotFuse(f"the network cannot run vectorised over configurations: {_first_line(exc)}") from exc
 
 
 def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[str]:
@@ -765,8 +782,19 @@ def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[
     return found
 
 
+#: What vmap's errors mean to a user, by a phrase of their message (vmap's own asks to file an issue with PyTorch).
+VMAP_REASONS = {"data-dependent control flow": "it branches on its data (data-dependent control flow)",
+                ".item()": "it reads a number out of a tensor (.item(), float() or int() of one)"}
+
+
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """``exc`` in one line: its first, or for a known vmap error what it means (:data:`VMAP_REASONS`)."""
+    text = str(exc).strip()
+    if text.startswith("vmap"):
+        for phrase, reason in VMAP_REASONS.items():
+            if phrase in text:
+                return reason
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_vectorizable(trainer: Trainer) -> None:

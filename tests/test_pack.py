@@ -13,7 +13,7 @@ from torch import nn
 from asp_tune.build import build_trainer
 from asp_tune.config import TrainConfig
 from asp_tune.trainer import Trainer
-from asp_tune.pack import CannotFuse, Pack, StackedOptimizer, group_into_packs, pack_key
+from asp_tune.pack import BYPASSED, CannotFuse, Pack, StackedOptimizer, choose_pack_size, group_into_packs, pack_key
 
 MLP = TrainConfig(dataset="digits", model="mlp", epochs=3, subset=300, batch_size=32, ratio=0.5, metric="loss",
                   lr=0.05, model_args={"hidden": 32})
@@ -429,8 +429,12 @@ def test_a_network_that_cannot_be_vectorised_is_refused_by_name():
     members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
     data = build_trainer(members[0]).data
     trainers = [build_trainer(c, data=data, model=lambda d: DataDependent()) for c in members]
-    with pytest.raises(CannotFuse, match="cannot run vectorised"):
+    with pytest.raises(CannotFuse) as refused:
         Pack(trainers)  # found on copies, before any member drew its epoch
+    # said as what it means, not as vmap's request to file an issue with PyTorch
+    assert str(refused.value) == ("the network cannot run vectorised over configurations: it branches on its data "
+                                  "(data-dependent control flow)")
+    assert choose_pack_size("auto", 4, trainers[0]).reason == f"not fused: {refused.value}"
     assert all(t.epoch == 0 and int(t.selector.times_selected.sum()) == 0 for t in trainers)
     pack = Pack(trainers, checked=True)  # said to be checked: its first step names what failed
     with pytest.raises(CannotFuse, match="cannot run vectorised"):
@@ -454,7 +458,7 @@ def test_what_a_pack_would_not_run_as_its_members_do_is_refused():
         def optimizer_step(self, loss):
             super().optimizer_step(loss * 2)
 
-    with pytest.raises(CannotFuse, match="OwnSteps takes its training steps its own way"):
+    with pytest.raises(CannotFuse, match="OwnSteps overrides Trainer.optimizer_step, which a pack does not call"):
         Pack([OwnSteps(c, data=data) for c in members])
 
     def weight_normed(d):
@@ -463,6 +467,50 @@ def test_what_a_pack_would_not_run_as_its_members_do_is_refused():
 
     with pytest.raises(CannotFuse):
         Pack([build_trainer(c, data=data, model=weight_normed) for c in members])
+
+
+class Frozen(Trainer):
+    """A loss of its own (here: learn nothing), which a pack would not compute."""
+
+    def training_loss(self, logits, y, idx):
+        return super().training_loss(logits, y, idx) * 0.0
+
+
+def _calls_trainer_s(name: str):
+    def method(self, *args, **kwargs):
+        return getattr(Trainer, name)(self, *args, **kwargs)
+    return method
+
+
+def test_a_trainer_class_whose_overrides_a_pack_would_not_call_is_refused_by_the_method():
+    """A pack computed Frozen's members' losses itself: they trained (train_loss 2.17, val 0.40) where alone they
+    learn nothing (loss 0.0, val 0.075)."""
+    members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
+    data = build_trainer(members[0]).data
+    with pytest.raises(CannotFuse) as refused:
+        Pack([Frozen(c, data=data) for c in members])
+    assert str(refused.value) == "Frozen overrides Trainer.training_loss, which a pack does not call"
+    for name in BYPASSED:
+        own = type(f"Own_{name}", (Trainer,), {name: _calls_trainer_s(name)})
+        with pytest.raises(CannotFuse, match=f"Own_{name} overrides Trainer.{name}, which a pack does not call"):
+            Pack([own(c, data=data) for c in members])
+    with pytest.raises(CannotFuse, match=r"members are trainers of different classes \(Trainer, Frozen\)"):
+        Pack([Trainer(members[0], data=data), Frozen(members[1], data=data)])
+
+
+class Noted(Trainer):
+    """Ends its epochs its own way: a pack ends its members' epochs through ``close_epoch``."""
+
+    def close_epoch(self, *args, **kwargs):
+        return {**super().close_epoch(*args, **kwargs), "noted": True}
+
+
+def test_a_trainer_class_that_overrides_what_a_pack_calls_packs():
+    members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
+    data = build_trainer(members[0]).data
+    trainers = [Noted(c, data=data) for c in members]
+    records = Pack(trainers).train_epoch()
+    assert all(records[t]["noted"] for t in trainers)
 
 
 class EvalOnlyData(DataDependent):
@@ -590,6 +638,33 @@ def test_members_of_a_refused_pack_train_on_alone_exactly_as_alone(base, refusal
         assert [r["selected"] for r in history] == [r["selected"] for r in expected]
         assert_same_run(expected, history, 1e-5)
         assert torch.equal(trainer.selector.times_selected, reference.selector.times_selected)
+
+
+def test_members_of_a_refused_pack_train_on_alone_as_alone_without_closing_it():
+    """A pack refused in its second epoch had its first epoch's weights and momentum only in its stacks: a member
+    trained on alone (not closed) from its weights before the pack (epoch 2's train_loss 3.083, not 2.650)."""
+    members = configs(dataclasses.replace(MLP, metric="infobatch", ratio=1.0, epochs=3), [{}, {"lr": 0.5}])
+    data = build_trainer(members[0]).data
+    trainers = [build_trainer(c, data=data) for c in members]
+    pack = Pack(trainers)
+    pack.train_epoch()
+    with pytest.raises(CannotFuse, match="select different numbers of samples"):
+        pack.train_epoch()
+    for config, trainer in zip(members, trainers):
+        while trainer.epoch < 3:
+            trainer.train_epoch()
+        expected, reference = alone(config, 3)
+        assert_same_run(expected, trainer.history, 1e-5)
+        for ours, theirs in zip(trainer.model.parameters(), reference.model.parameters()):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_packs_cut_to_the_configurations_there_are_say_so():
+    assert choose_pack_size(20, 8, None).reason == "packs of 8 (asked 20; the search has 8 configurations)"
+    assert choose_pack_size(4, 1, None).reason == ("one configuration at a time (asked 4; the search has 1 "
+                                                   "configuration)")
+    assert choose_pack_size(8, 8, None).reason == "packs of 8 (as asked)"
+    assert choose_pack_size(1, 8, None).reason == "one configuration at a time (as asked)"
 
 
 class _OwnWeights(nn.Module):

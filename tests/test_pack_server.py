@@ -235,6 +235,35 @@ def test_the_worker_answers_after_the_gathering_time_and_answers_every_trial_whe
     run_async(scenario())
 
 
+def test_a_packed_trial_fails_with_its_training_s_own_error_as_a_trial_alone_does():
+    """trials.csv read 'RunFailed: TrainingDiverged: training loss became nan ...' for a packed trial."""
+    import asyncio
+
+    from asp_tune.tune.collect import error_line
+    from asp_tune.tune.pack_ray import error_answer, member_error
+
+    bad = {"lr": 1e6, "momentum": 0.9}
+
+    async def scenario():
+        w = worker()
+        await w.join("a", PARAMS[0], None, None, "ta")
+        await w.join("b", bad, None, None, "tb")
+        return await asyncio.gather(w.epoch("a"), w.epoch("b"))
+
+    good, failed = run_async(scenario())
+    assert "record" in good
+    with pytest.raises(TrainingDiverged) as unpacked:
+        build_trainer(server().config_of(bad)).train_epoch()
+    assert error_line(member_error(failed)) == error_line(unpacked.value)
+    assert error_line(unpacked.value).startswith("TrainingDiverged: training loss became nan at epoch 1")
+
+    class Local(Exception):  # not rebuilt where the trial runs: named in a RunFailed
+        pass
+
+    assert error_line(member_error({"error": "Local: gone"})) == "RunFailed: Local: gone"
+    assert error_line(member_error(error_answer(Local("gone")))) == "RunFailed: Local: gone"
+
+
 def test_a_trial_joins_once_a_slot_is_free_and_a_stale_leave_spares_its_next_start():
     import asyncio
 

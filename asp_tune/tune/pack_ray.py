@@ -22,7 +22,9 @@ one); the other workers' trials go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import pickle
 import tempfile
 import time
 import uuid
@@ -208,10 +210,10 @@ class _Worker:
         for member, future in asked.items():
             out = results.get(member, RuntimeError("no result"))
             try:
-                answer = ({"error": f"{type(out).__name__}: {out}"} if isinstance(out, BaseException)
+                answer = (error_answer(out) if isinstance(out, BaseException)
                           else {"record": out, "done": self.server.done(member)})
             except Exception as exc:  # noqa: BLE001
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
+                answer = error_answer(exc)
             if "error" in answer:
                 self.server.leave(member)
                 self.active.discard(member)
@@ -220,6 +222,27 @@ class _Worker:
         for member in [m for m in self.leaving if m in asked]:
             self._forget(member, *self.leaving.pop(member))
         asyncio.ensure_future(self._free_slots())
+
+
+def error_answer(error: BaseException) -> dict[str, Any]:
+    """A worker's answer for a trial whose training raised ``error``: ``Type: message``, and the error itself
+    pickled where it pickles (its trial raises it again: ``trials.csv`` then reads as for a trial alone)."""
+    answer: dict[str, Any] = {"error": f"{type(error).__name__}: {error}"}
+    with contextlib.suppress(Exception):
+        answer["exception"] = pickle.dumps(error)
+    return answer
+
+
+def member_error(answer: dict[str, Any]) -> BaseException:
+    """The error a trial raises for a worker's ``answer`` (:func:`error_answer`): the one its training raised, or
+    where that cannot be rebuilt here a :class:`~asp_tune.errors.RunFailed` that names it."""
+    from asp_tune.errors import RunFailed
+
+    with contextlib.suppress(Exception):
+        error = pickle.loads(answer["exception"])
+        if isinstance(error, BaseException):
+            return error
+    return RunFailed(answer["error"])
 
 
 class _Pool:
@@ -369,7 +392,6 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
     import ray
     from ray import tune
 
-    from asp_tune.errors import RunFailed
     from asp_tune.tune.fulldata import started_ratio
     from asp_tune.tune.reports import CHECKPOINT_FILE, START_FILE, checkpoint_due, trial_metrics
 
@@ -403,7 +425,7 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
         while True:
             out = ray.get(worker.epoch.remote(member))
             if "error" in out:
-                raise RunFailed(out["error"])  # as the trainer raised it in the pack worker
+                raise member_error(out)
             record = out["record"]
             metrics = {**trial_metrics(record), "startup_seconds": startup, "reported_at": time.time(), **where}
             if not checkpoint_due(record["epoch"], out["done"], checkpoint_epochs, time.perf_counter() - saved_at,
