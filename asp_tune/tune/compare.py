@@ -311,7 +311,8 @@ def write_comparison(folder, comparison: dict[str, Any], title: str, score_name:
         folder.write_table("comparison_over_seeds.csv", over)
         seeds = [part["seed"] for part in parts]
         markdown = "\n".join([over_seeds_markdown(over, title, score_name, seeds)] + [
-            "#" + comparison_markdown(part["table"], f"seed {part['seed']}", score_name) for part in parts])
+            "#" + comparison_markdown(part["table"], f"seed {part['seed']}", score_name, notes=False) for part in parts]
+            + [comparison_notes(score_name, len(parts)) + "\n"])
         plot_comparison(_plotted(over), comparison["scatter"], folder.file("comparison.png"), score_name,
                         pooled=len(parts))
         extra = {"search_seeds": seeds, "over_seeds": json.loads(over.to_json(orient="records"))}
@@ -332,12 +333,12 @@ def over_seeds_markdown(over: pd.DataFrame, title: str, score_name: str, seeds: 
     shown = _scale(score_name)
     percent = shown is _percent
 
-    def cell(row: pd.Series, name: str, fmt: Callable[[float], str]) -> str:
+    def cell(row: pd.Series, name: str, fmt: Callable[[float], str], unit: str = "") -> str:
         mean, std, n = row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"]
         if mean != mean:
             return "-"
-        return f"{fmt(mean)}{'' if std != std else f' ± {fmt(std)}'}" + ("" if n == row["seeds"] else
-                                                                         f" ({n} of {row['seeds']})")
+        return f"{fmt(mean)}{unit}{'' if std != std else f' ± {fmt(std)}'}" + ("" if n == row["seeds"] else
+                                                                               f" ({n} of {row['seeds']})")
 
     number = {1: lambda v: f"{v:.1f}", 2: lambda v: f"{v:.2f}", 3: lambda v: f"{v:.3f}"}
     lines = [f"# {title}", "", f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), each the whole comparison "
@@ -349,12 +350,13 @@ def over_seeds_markdown(over: pd.DataFrame, title: str, score_name: str, seeds: 
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in over.iterrows():
         lines.append(f"| {ratio_label(r)} | {r['metric']} | {r['seeds']} | {cell(r, 'wall_time_s', number[1])} | "
-                     f"{cell(r, 'speedup_wall', number[2])}x | {cell(r, 'data_passes_total', number[1])} | "
-                     f"{cell(r, 'speedup_data_passes', number[2])}x | {cell(r, 'retrained_mean', shown)} | "
+                     f"{cell(r, 'speedup_wall', number[2], 'x')} | {cell(r, 'data_passes_total', number[1])} | "
+                     f"{cell(r, 'speedup_data_passes', number[2], 'x')} | {cell(r, 'retrained_mean', shown)} | "
                      f"{cell(r, 'regret', shown) if r['ratio'] != 1.0 else '-'} | {cell(r, 'kendall_tau', number[3])} | "
                      f"{cell(r, 'gain_over_control', shown)} | {cell(r, 'control_kendall_tau', number[3])} |")
     lines += ["", f"{score_name[0].upper() + score_name[1:]}, regret and gain over the control: "
-              f"{'x 100 (points)' if percent else 'as they are'}; the columns are those of the tables below."]
+              f"{'x 100 (points)' if percent else 'as they are'}; the columns are those of the tables below (their "
+              "notes follow them)."]
     return "\n".join(lines) + "\n"
 
 
@@ -366,7 +368,9 @@ def _plotted(over: pd.DataFrame) -> pd.DataFrame:
                          "measured": over["kendall_tau_n"] > 0})
 
 
-def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy") -> str:
+def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retrained test accuracy",
+                        notes: bool = True) -> str:
+    """The table of one comparison (one seed), then with ``notes`` what its columns mean and its controls."""
     from asp_tune.tune.fulldata import MIN_PAIRS
 
     shown = _scale(score_name)
@@ -388,7 +392,8 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
         else:
             failed = int(r.get("failed_proxy", 0) or 0)
             correlations = (f" {r['kendall_tau']:.3f} ({r['tau_low']:+.2f} .. {r['tau_high']:+.2f}) | "
-                            f"{r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | {r['good_spearman']:.3f} | "
+                            f"{r['pearson']:.3f} | {r['spearman']:.3f} | {r['r2']:.3f} | "
+                            f"{'-' if r['good_spearman'] != r['good_spearman'] else format(r['good_spearman'], '.3f')} | "
                             f"{r['pairs']}{f' ({failed} failed)' if failed else ''} ")
         seeds = len(r["retrained"]) if isinstance(r.get("retrained"), list) else 2
         spread = "" if seeds < 2 else f" ± {shown(r['retrained_std'])}"  # no spread from one retrain
@@ -403,37 +408,8 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
             f"{r['speedup_wall']:.2f}x | {r['data_passes_total']:.1f} | {r['speedup_data_passes']:.2f}x | "
             f"{r['best_score']:.4f} | {shown(r['retrained_mean'])}{spread} | {shown(r['regret'])}{regret_spread} |{correlations}| "
             f"{rung} | {warned} |")
-    scale = ("shown x 100 (accuracy in percent)" if percent else "shown as it is")
-    lines += ["", "Metric: the strategy choosing each epoch's subset. Wall s: the search as one waits for it, its "
-              "full-data part (top rung and audit) included; trials' seconds are summed over the trials (they run "
-              "side by side): start-up (a worker's imports, the data, the network), training and validation. Data "
-              "passes: training samples seen over the "
-              "training set's size, summed over the trials. Best score: the pick's validation score as the search "
-              "decided it (on full data where full data decided). Speed-ups are against the full-data run (ratio "
-              "1.0, metric none) of the same search and seed. "
-              f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
-              f"all training data (mean ± sample std over seeds), {scale}; best score is shown "
-              "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
-              f"pick's retrained score less this pick's with the same seed{', x 100 (points)' if percent else ''}, "
-              "mean ± sample std over the seeds (paired; a retrain that gave no score is left out, with a warning). "
-              "One search seed: the spreads are the retrains', not the search's. A control row: the same search "
-              "on a uniformly random subset of the same cost (random; fixed_random beside a static proxy), run "
-              "beside every proxy ratio whose strategy is not uniform already; a proxy is worth its cost only "
-              "against it. Correlations: each "
-              "configuration's proxy score against its full-data final score "
-              "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
-              "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
-              "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
-              f"bootstrap over configurations; all are measured once {MIN_PAIRS} configurations have both scores "
-              "(asp_tune/tune/fulldata.py); the full-data row has nothing to correlate; n: the configurations with "
-              "both scores (a configuration whose proxy run failed or diverged is ranked last and counted as "
-              "failed). Rung tau: the lowest Kendall tau between consecutive rungs of the search's own early "
-              "stopping, with those rungs and its pairs (asp_tune/tune/trust.py). Warning: the proxy misranks "
-              "against full data (its whole interval below 0.3; an interval across 0.3 is uncertain, not a "
-              f"warning), the pick lost more than {'1 point' if percent else '0.01'}, or the search ran at another "
-              "ratio than asked (its first rung was too short), or the pick retrained below its control's; the "
-              "lines are in comparison.csv and were printed. "
-              "The search's own line pairs only its own configurations, so its tau can differ from this table's."]
+    if notes:
+        lines += ["", comparison_notes(score_name)]
     beside = table[table["arm"] == "proxy"] if "arm" in table else table.iloc[0:0]
     beside = beside[beside["control_metric"].astype(str) != ""] if "control_metric" in beside else beside.iloc[0:0]
     if len(beside):
@@ -449,6 +425,46 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
                          f"{'+' if gain >= 0 else ''}{shown(gain)}{spread}{' points' if percent else ''}; "
                          f"tau {taus}")
     return "\n".join(lines) + "\n"
+
+
+def comparison_notes(score_name: str, seeds: int = 1) -> str:
+    """What every column of a comparison's table means (said once in a report, whatever its seeds)."""
+    from asp_tune.tune.fulldata import MIN_PAIRS
+
+    percent = _scale(score_name) is _percent
+    scale = ("shown x 100 (accuracy in percent)" if percent else "shown as it is")
+    one_seed = ("One search seed: the spreads are the retrains', not the search's (--seeds 0,1,2 repeats the whole "
+                "comparison). " if seeds == 1 else "")
+    return ("Metric: the strategy choosing each epoch's subset. Wall s: the search as one waits for it, its "
+            "full-data part (top rung and audit) included; trials' seconds are summed over the trials (they run "
+            "side by side): start-up (a worker's imports, the data, the network), training and validation. Data "
+            "passes: training samples seen over the "
+            "training set's size, summed over the trials. Best score: the pick's validation score as the search "
+            "decided it (on full data where full data decided). Speed-ups are against the full-data run (ratio "
+            "1.0, metric none) of the same search and seed. "
+            f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "
+            f"all training data (mean ± sample std over the retrain seeds), {scale}; best score is shown "
+            "as it is, and comparison.csv and summary.json keep every score as it is. Regret: the full-data "
+            f"pick's retrained score less this pick's with the same seed{', x 100 (points)' if percent else ''}, "
+            "mean ± sample std over the seeds (paired; a retrain that gave no score is left out, with a warning). "
+            f"{one_seed}A control row: the same search "
+            "on a uniformly random subset of the same cost (random; fixed_random beside a static proxy), run "
+            "beside every proxy ratio whose strategy is not uniform already; a proxy is worth its cost only "
+            "against it. Correlations: each "
+            "configuration's proxy score against its full-data final score "
+            "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
+            "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
+            "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
+            f"bootstrap over configurations; all are measured once {MIN_PAIRS} configurations have both scores "
+            "(asp_tune/tune/fulldata.py); the full-data row has nothing to correlate; n: the configurations with "
+            "both scores (a configuration whose proxy run failed or diverged is ranked last and counted as "
+            "failed). Rung tau: the lowest Kendall tau between consecutive rungs of the search's own early "
+            "stopping, with those rungs and its pairs (asp_tune/tune/trust.py). Warning: the proxy misranks "
+            "against full data (its whole interval below 0.3; an interval across 0.3 is uncertain, not a "
+            f"warning), the pick lost more than {'1 point' if percent else '0.01'}, or the search ran at another "
+            "ratio than asked (its first rung was too short), or the pick retrained below its control's; the "
+            "lines are in comparison.csv and were printed. "
+            "The search's own line pairs only its own configurations, so its tau can differ from this table's.")
 
 
 def ratio_label(row: pd.Series | dict[str, Any]) -> str:
