@@ -30,7 +30,7 @@ from asp_tune.registry import DATASETS
 #: PIL modes decoded as one grey channel (colour and palette images become RGB).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 #: Part of the decoded-data cache key: a cache written by an older decoder is not reused.
-DECODE_VERSION = 2
+DECODE_VERSION = 3  # 3: images below a class folder are read
 #: An image above this many pixels is no training image (a decompression bomb, a scan): refused undecoded.
 MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -262,13 +262,20 @@ def decoding_progress(items, desc: str, total: int | None = None):
                 mininterval=0.5)
 
 
+#: The folders of an image tree: ``train`` and ``test`` are read; ``val`` is said and left (validation is carved
+#: from train by ``val_fraction``).
+IMAGE_SPLITS = ("train", "test", "val")
+
+
 def _split_member(name: str) -> tuple[str, str] | None:
-    """``.../train/cat/0001.jpg`` -> ("train", "cat"); None for anything else."""
+    """``.../train/cat/0001.jpg`` -> ("train", "cat"), also for an image in a folder below its class
+    (``train/cat/indoor/0001.jpg``, as torchvision's ImageFolder reads it); ``val`` too; None for anything else.
+    The split is the last ``train``/``test``/``val`` above the class folder."""
     parts = Path(name).parts
     if len(parts) < 3 or not name.lower().endswith(IMAGE_SUFFIXES):
         return None
-    split, cls = parts[-3], parts[-2]
-    return (split, cls) if split in ("train", "test") else None
+    above = [i for i, part in enumerate(parts[:-2]) if part in IMAGE_SPLITS]
+    return (parts[above[-1]], parts[above[-1] + 1]) if above else None
 
 
 def _stack(images: list[np.ndarray], where: str, channels: int) -> np.ndarray:
@@ -292,6 +299,16 @@ def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where:
     if not classes:
         raise DataError(f"{where}: no 'train/<class>/' folders found")
     index = {c: i for i, c in enumerate(classes)}
+    left = [split for split, cls, _, _ in items if split == "val"]
+    if left:
+        warnings.warn(f"{where}: {len(left)} images under val/ are not read: validation is carved from train/ "
+                      "(val_fraction); move them into train/<class>/ to train or validate on them", stacklevel=3)
+    unknown = sorted({cls for split, cls, _, _ in items if split == "test" and cls not in index})
+    if unknown:
+        count = sum(1 for split, cls, _, _ in items if split == "test" and cls not in index)
+        warnings.warn(f"{where}: {count} test images of class{'es' if len(unknown) > 1 else ''} "
+                      f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} that train/ lacks are left out "
+                      "(a network cannot learn a class it never trains on)", stacklevel=3)
     out: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
     decoded: dict[str, list[np.ndarray]] = {}
     for split in ("train", "test"):

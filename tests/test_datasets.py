@@ -72,6 +72,34 @@ def test_image_folder_and_archive_give_the_same_arrays(tmp_path):
     assert torch.equal(d3.train.images, d2.train.images)
 
 
+def test_images_below_a_class_folder_are_read_and_what_is_left_out_is_said(tmp_path):
+    """Nested images were skipped, a val/ folder and test-only classes dropped, all without a word."""
+    from asp_tune.datasets import read_image_archive, read_image_folder
+
+    root = tmp_path / "tree"
+    _write_tree(root)
+    (root / "train" / "cat" / "indoor").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "cat" / "indoor" / f"n{i}.png")
+    for split, cls, n in (("val", "dog", 4), ("test", "fox", 5)):
+        (root / split / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / cls / f"{i}.png")
+    with pytest.warns(UserWarning) as said:
+        arrays = read_image_folder(root)
+    assert list(arrays["classes"]) == ["cat", "dog", "emu"]
+    assert np.bincount(arrays["train_y"]).tolist() == [9, 6, 6] and len(arrays["test_y"]) == 6
+    lines = [str(w.message) for w in said]
+    assert any("4 images under val/ are not read" in line for line in lines)
+    assert any("5 test images of class fox that train/ lacks are left out" in line for line in lines)
+    archive = tmp_path / "tree.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="data")
+    with pytest.warns(UserWarning):
+        packed = read_image_archive(archive)
+    assert np.bincount(packed["train_y"]).tolist() == [9, 6, 6]
+
+
 def test_missing_and_unreadable_data(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("image_folder", str(tmp_path / "nope"))
