@@ -593,6 +593,9 @@ def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta
                                                                                 "all data)")):
         if name in kwargs:
             raise ConfigError(name, kwargs[name], f"left out: asp_tune.InfoBatch's {own} sets it")
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta <= 1.0:
+        raise ConfigError("delta", delta, "a number in [0, 1]: the share of the epochs that prune (the rest train on "
+                                          "all data)")
     return ProxyData(dataset, num_epochs, strategy=InfoBatchPruning(prune_ratio, 1.0 - delta), **kwargs)
 
 

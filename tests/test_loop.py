@@ -697,3 +697,13 @@ def test_another_ranks_unshared_batches_in_a_loaded_state_are_warned_naming_sync
         warnings.simplefilter("error")
         fresh.load_state_dict(state)
     assert len(fresh._pending) == 1
+
+
+@pytest.mark.parametrize("delta", [2, -0.5, "0.9", True])
+def test_infobatch_s_delta_is_refused_in_its_own_name(delta):
+    """It read "invalid infobatch_anneal=-1.0", a setting the caller never gave."""
+    from asp_tune.errors import ConfigError
+    from asp_tune.loop import InfoBatch
+
+    with pytest.raises(ConfigError, match=r"invalid delta=.*allowed a number in \[0, 1\]"):
+        InfoBatch(torch.utils.data.TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), 5, delta=delta)
