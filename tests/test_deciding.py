@@ -313,6 +313,18 @@ def test_the_compare_report_shows_the_wall_time_s_parts_and_a_score_that_is_no_a
     assert "| 95.00 | 2.84 |" in accuracy and "shown x 100 (accuracy in percent)" in accuracy
 
 
+def test_a_static_proxy_s_passes_count_its_scoring_model_once():
+    rows = [{"config/x": i, "best_score": 0.5, "final_score": 0.5, "status": "TERMINATED", "epochs": 4}
+            for i in range(2)]
+    table, _ = compare_runs({1.0: _result(rows, {"best_score": 0.5, "data_passes_total": 8.0}),
+                             0.3: _result(rows, {"best_score": 0.5, "data_passes_total": 2.4,
+                                                 "proxy_model_data_passes": 3.0})},
+                            {1.0: [{"seed": 0, "score": 0.9}], 0.3: [{"seed": 0, "score": 0.9}]}, ["x"])
+    row = table.set_index("ratio").loc[0.3]
+    assert row["data_passes_total"] == pytest.approx(5.4) and row["speedup_data_passes"] == pytest.approx(8 / 5.4)
+    assert row["relative_data_passes"] == pytest.approx(5.4 / 8)  # it read 3.33x, the scoring model left out
+
+
 def test_a_proxy_row_whose_first_rung_raised_its_ratio_says_at_what_ratio_it_ran(capsys):
     rows = [{"config/x": i, "best_score": 0.5, "final_score": 0.5, "status": "TERMINATED", "epochs": 4}
             for i in range(2)]

@@ -168,6 +168,10 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
         """Per seed, a's retrained score less b's (signed so that more is better)."""
         return [sign * (a[seed] - b[seed]) for seed in a if seed in b and math.isfinite(a[seed]) and math.isfinite(b[seed])]
 
+    def passes(summary: dict[str, Any]) -> float:
+        """The search's data passes, a static proxy's scoring model's (its training and scoring pass) included."""
+        return float(summary["data_passes_total"]) + float(summary.get("proxy_model_data_passes") or 0.0)
+
     full_seeds = seeded(retrained.get(1.0))
     best = _finite_mean(list(full_seeds.values()))
     rows, scatter = [], {}
@@ -230,9 +234,8 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             "full_data_wall_s": (math.nan if ratio == 1.0 else  # the full-data search is all full data
                                  float(((s.get("full_data") or {}).get("cost") or {}).get("wall_time_s", 0.0))),
             "speedup_wall": full.summary["wall_time_s"] / s["wall_time_s"] if s["wall_time_s"] else math.nan,
-            "data_passes_total": s["data_passes_total"],
-            "speedup_data_passes": (full.summary["data_passes_total"] / s["data_passes_total"]
-                                    if s["data_passes_total"] else math.nan),
+            "data_passes_total": passes(s), "proxy_model_data_passes": float(s.get("proxy_model_data_passes") or 0.0),
+            "speedup_data_passes": passes(full.summary) / passes(s) if passes(s) else math.nan,
             "best_score": s["best_score"], "best_val_accuracy": s.get("best_val_accuracy"),
             "decided_by": s.get("decided_by", ""),
             "retrained_mean": _finite_mean(list(by_seed.values())),
@@ -244,7 +247,7 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             "tau_low": low, "tau_high": high, "measured": agreement.measured,
             "control_metric": "", "gain_over_control": math.nan, "gain_over_control_std": math.nan, **beside,
             "warning": " | ".join(warnings),
-            "relative_data_passes": relative_cost(s["data_passes_total"], full.summary["data_passes_total"]),
+            "relative_data_passes": relative_cost(passes(s), passes(full.summary)),
             "best_config": s["best_config"], "experiment_path": s["experiment_path"],
             **rung_trust(s.get("proxy_trust")),
         })
@@ -439,7 +442,8 @@ def comparison_notes(score_name: str, seeds: int = 1) -> str:
             "full-data part (top rung and audit) included; trials' seconds are summed over the trials (they run "
             "side by side): start-up (a worker's imports, the data, the network), training and validation. Data "
             "passes: training samples seen over the "
-            "training set's size, summed over the trials. Best score: the pick's validation score as the search "
+            "training set's size, summed over the trials, a static proxy's scoring model (its training and one "
+            "scoring pass) once. Best score: the pick's validation score as the search "
             "decided it (on full data where full data decided). Speed-ups are against the full-data run (ratio "
             "1.0, metric none) of the same search and seed. "
             f"{score_name[0].upper() + score_name[1:]}: each run's best configuration trained from scratch on "

@@ -442,6 +442,7 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
         "data_passes_total": float(trials["data_passes"].fillna(0).sum()),
         "epochs_total": int(trials["epochs"].fillna(0).sum()),
         "trial_seconds": seconds | {"proxy_model": proxy_model_seconds(trials)},
+        "proxy_model_data_passes": proxy_model_seconds(trials, "proxy_data_passes"),  # a static proxy's, once
         "budget": job.budget,
         "experiment_path": experiment_path,
         "proxy_trust": None if trust is None else trust.summary(),
