@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import threading
@@ -117,8 +118,7 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     elif isinstance(summary.get("best_config"), dict):
         values = {**with_params(summary.get("fixed", {}), summary["best_config"]), **full}
     elif isinstance(summary.get("rows"), list) and any(r.get("best_config") for r in summary["rows"]):
-        row = max((r for r in summary["rows"] if r.get("best_config")),
-                  key=lambda r: r.get("retrained_test_mean") or 0.0)
+        row = best_retrained(summary)
         values = {**with_params(summary["runs"][str(row["ratio"])].get("fixed", {}), row["best_config"]), **full}
     else:
         raise ConfigError("config", path, "a summary.json with a config (train) or a best_config (hpo, compare)")
@@ -133,6 +133,20 @@ def config_from_file(path: str, trust: tuple[str, ...] = ()) -> TrainConfig:
     else:
         add_signed_search_paths(summary)
     return TrainConfig.from_dict(values)
+
+
+def best_retrained(summary: dict[str, Any]) -> dict[str, Any]:
+    """The row of a comparison's ``summary.json`` whose pick retrained best on full data (by its ``mode``: the
+    lowest loss), the first of equals; rows without a retrained score last."""
+    runs = summary.get("runs") if isinstance(summary.get("runs"), dict) else {}
+    sign = -1.0 if (runs.get("1.0") or {}).get("mode") == "min" else 1.0
+    rows = [r for r in summary["rows"] if r.get("best_config")]
+
+    def score(row: dict[str, Any]) -> float:
+        value = row.get("retrained_mean", row.get("retrained_test_mean"))  # the deprecated name in older folders
+        return sign * float(value) if isinstance(value, (int, float)) and value == value else -math.inf
+
+    return max(rows, key=score)
 
 
 def add_signed_search_paths(summary: dict[str, Any]) -> None:

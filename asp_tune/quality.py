@@ -15,8 +15,9 @@ rank measures, r^2 = 1 (r^2 does not see the sign: read it beside tau) and the l
 constant proxy ranks nothing, so every measure is NaN (never an arbitrary number), as is every measure
 of fewer than 3 pairs. ``mode="min"`` reads both as losses (lower is better; the regret is still >= 0).
 A configuration with a target score whose proxy run failed or diverged (its proxy score NaN or
-infinite) is one the proxy ranked last: the rank measures and the regret count it there (``failed``
-says how many), Pearson and r^2 leave it out (a failed run has no value to correlate). Dropping it
+infinite) is one the proxy ranked last: Kendall tau, Spearman rho and the regret count it there (``failed``
+says how many), good Spearman never counts it among the good ones, Pearson and r^2 leave it out (a failed run
+has no value to correlate). Dropping it
 would make a proxy that failed on the best configuration look perfect.
 Across strategies, :func:`cost_adjusted_r2` is each strategy's r^2 minus a cubic fit of r^2 over
 relative cost: what a proxy explains beyond what its cost buys.
@@ -89,13 +90,15 @@ def r_squared(proxy: Sequence[float], target: Sequence[float], mode: str = "max"
 def good_spearman(proxy: Sequence[float], target: Sequence[float], min_accuracy: float | None = None,
                   mode: str = "max") -> float:
     """Spearman rho over the configurations whose proxy score is at least ``min_accuracy`` (at most, for
-    ``mode="min"``; default: the median proxy score); NaN with fewer than 2 such pairs or no variation."""
+    ``mode="min"``; default: the median of the proxy scores that did not fail); NaN with fewer than 2 such pairs or
+    no variation."""
     x, y = _oriented(proxy, target, mode)
-    x, _ = ranked_last(x)
-    if x.size == 0:
+    finite = np.isfinite(x)
+    if not finite.any():
         return math.nan
-    threshold = float(np.median(x)) if min_accuracy is None else (min_accuracy if mode == "max" else -min_accuracy)
-    good = x >= threshold
+    threshold = float(np.median(x[finite])) if min_accuracy is None else \
+        (min_accuracy if mode == "max" else -min_accuracy)
+    good = finite & (x >= threshold)  # a failed configuration is never a good one
     if good.sum() < 2 or np.ptp(x[good]) == 0 or np.ptp(y[good]) == 0:
         return math.nan
     return float(stats.spearmanr(x[good], y[good]).statistic)

@@ -165,3 +165,17 @@ def test_the_demo_with_packs_says_it_is_no_longer_the_same_every_time(tmp_path, 
             run_cli("demo", "--pack", pack, "--out", tmp_path / "d")
         err = capsys.readouterr().err
         assert ("--pack 4: a pack's trials run at once" in err) is said
+
+
+def test_train_config_from_a_comparison_takes_the_pick_that_retrained_best_by_the_score_s_mode():
+    """It read retrained_test_mean, a column summary.json no longer keeps: the first row (full data's) always won."""
+    from asp_tune.cli import best_retrained
+
+    rows = [{"ratio": 1.0, "best_config": {"lr": 0.01}, "retrained_mean": 0.90},
+            {"ratio": 0.3, "best_config": {"lr": 0.03}, "retrained_mean": 0.95},
+            {"ratio": 0.3, "arm": "control", "best_config": {"lr": 0.1}, "retrained_mean": float("nan")}]
+    assert best_retrained({"rows": rows, "runs": {"1.0": {"mode": "max"}}})["best_config"] == {"lr": 0.03}
+    assert best_retrained({"rows": rows, "runs": {"1.0": {"mode": "min"}}})["best_config"] == {"lr": 0.01}  # a loss
+    old = [{"ratio": 1.0, "best_config": {"lr": 0.01}, "retrained_test_mean": 0.9},
+           {"ratio": 0.3, "best_config": {"lr": 0.03}, "retrained_test_mean": 0.95}]
+    assert best_retrained({"rows": old})["best_config"] == {"lr": 0.03}  # a folder written before

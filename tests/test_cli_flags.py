@@ -275,7 +275,7 @@ def test_each_search_of_a_comparison_gets_its_own_scheduler_and_searcher(monkeyp
 
     built = {}
     monkeypatch.setattr(user, "_job", lambda trainable, space, **kw: built.setdefault(kw["ratio"], kw))
-    monkeypatch.setattr(compare, "run_comparison", lambda jobs, retrain, seeds: [job() for job in jobs.values()])
+    monkeypatch.setattr(compare, "run_comparison", lambda jobs, retrain, seeds, **kw: [job(None) for job in jobs.values()])
     scheduler, searcher = ASHAScheduler(max_t=4, grace_period=1), OptunaSearch(seed=0)
     user.compare_trainable(lambda config: None, {"lr": 0.1}, epochs=4, ratios=(1.0, 0.3), scheduler=scheduler,
                            search_alg=searcher)
@@ -286,3 +286,6 @@ def test_each_search_of_a_comparison_gets_its_own_scheduler_and_searcher(monkeyp
     built.clear()
     user.compare_trainable(lambda config: None, {"lr": 0.1}, epochs=4, ratios=(1.0, 0.3), scheduler="asha")
     assert built[0.3]["scheduler"] == "asha"  # a name stays a name
+    with pytest.warns(UserWarning, match="search_alg given as an object keeps the seed it was built with"):
+        user.compare_trainable(lambda config: None, {"lr": 0.1}, epochs=4, ratios=(1.0, 0.3), search_alg=searcher,
+                               seeds=[0, 1])

@@ -313,6 +313,29 @@ def test_the_compare_report_shows_the_wall_time_s_parts_and_a_score_that_is_no_a
     assert "| 95.00 | 2.84 |" in accuracy and "shown x 100 (accuracy in percent)" in accuracy
 
 
+def test_trials_a_search_started_on_all_the_data_are_no_failed_proxies():
+    """A search that raised its ratio to 1 gives the trials started after it no proxy score, on purpose: they were
+    ranked last as failures (tau -0.19 where the proxy ranked its own trials perfectly)."""
+    full = _result([{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i,
+                     "status": "TERMINATED", "epochs": 4} for i in range(9)], {"best_score": 0.9})
+    rows = [{"config/x": i, "best_score": 0.5 + 0.05 * i, "final_score": 0.5 + 0.05 * i, "status": "TERMINATED",
+             "epochs": 4, "proxy_score": 0.1 * i, "full_data_from": ""} for i in range(9)]
+    for i in (6, 7, 8):  # started on all the data
+        rows[i].update(proxy_score=float("nan"), full_data_from="all the data")
+    rows[5].update(proxy_score=float("nan"), best_score=float("nan"))  # diverged at its first rung: failed
+    table, _ = compare_runs({1.0: full, 0.3: _result(rows, {"best_score": 0.9})},
+                            {1.0: [{"seed": 0, "score": 0.9}], 0.3: [{"seed": 0, "score": 0.9}]}, ["x"])
+    row = table.set_index("ratio").loc[0.3]
+    assert row["pairs"] == 6 and row["failed_proxy"] == 1 and row["measured"]
+    assert row["spearman"] == pytest.approx(stats_spearman([0, 1, 2, 3, 4, -1], [0, 1, 2, 3, 4, 5]))
+
+
+def stats_spearman(x, y):
+    from scipy import stats
+
+    return stats.spearmanr(x, y).statistic
+
+
 def test_a_static_proxy_s_passes_count_its_scoring_model_once():
     rows = [{"config/x": i, "best_score": 0.5, "final_score": 0.5, "status": "TERMINATED", "epochs": 4}
             for i in range(2)]
@@ -443,7 +466,7 @@ def test_a_comparison_retrains_from_its_own_seed_and_runs_a_control_only_beside_
         jobs, lambda pick, given: seeds.append(given) or [{"seed": s, "score": 0.9} for s in given], seeds=2,
         say=lambda line: None, control=control)
     assert asked == [(0.3, "random", None), (0.05, "fixed_random", None)]  # none beside random: its own control
-    assert seeds == [[5, 6]] * 6  # every pick, controls too, with the search's seed and the next (it was 0, 1)
+    assert seeds == [[10, 11]] * 6  # every pick, controls too: search seed 5's block of 2 (it was 0, 1 for any seed)
     assert list(comparison["table"]["arm"]) == ["full data", "proxy", "proxy", "proxy", "control", "control"]
     assert set(comparison["table"]["search_seed"]) == {5}
     capsys.readouterr()

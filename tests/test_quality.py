@@ -113,3 +113,12 @@ def test_losses_are_ranked_lower_is_better_with_mode_min():
     assert q["failed"] == 1 and q["top1_regret"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="mode"):
         top1_regret(proxy, full, mode="maximise")
+
+
+def test_good_spearman_never_counts_a_failed_configuration_among_the_good_ones():
+    """With half or more failed the median was the failures' floor, and every configuration counted as good."""
+    proxy, full = [0.9, math.nan, math.nan, math.nan, 0.5], [0.8, 0.9, 0.95, 0.99, 0.6]
+    assert math.isnan(good_spearman(proxy, full))  # one good configuration (0.9 of 0.9, 0.5): it read -0.894
+    proxy, full = [0.9, math.nan, math.nan, math.nan, 0.5, 0.7], [0.8, 0.9, 0.95, 0.99, 0.6, 0.7]
+    assert good_spearman(proxy, full) == pytest.approx(1.0)  # 0.9 and 0.7, at or above the finite median 0.7
+    assert math.isnan(good_spearman([math.nan] * 3, [0.1, 0.2, 0.3]))

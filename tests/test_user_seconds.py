@@ -97,13 +97,22 @@ def _folder_with(state: dict):
     return folder()
 
 
-def test_a_trainable_s_own_strategy_name_overrides_the_search_s_and_an_object_is_refused_by_name(reports):
+def test_a_trainable_agrees_with_what_its_search_set_and_an_object_is_refused_by_name(reports):
     from asp_tune.errors import ConfigError
     from asp_tune.strategies import make_strategy
 
     config = {user.TRIAL_KEY: {"ratio": 0.5, "metric": "random", "first_epoch_full": False, "seed": 3}}
     assert user.proxy_data(config, _data(), epochs=3).strategy.name == "random"
-    mine = user.proxy_data(config, _data(), epochs=3, strategy="loss")  # it raised: metric beside strategy
-    assert mine.strategy.name == "loss" and mine.strategy.ratio == 0.5
+    # the search's setting wins where the trainable agrees or says auto; a compare's control (random) or full-data
+    # baseline (none) must not train the trainable's own loss under their names
+    for agreeing in ({"strategy": "random"}, {"strategy": "auto"}, {"ratio": 0.5}, {"seed": 3}):
+        assert user.proxy_data(config, _data(), epochs=3, **agreeing).strategy.name == "random"
+    with pytest.raises(ConfigError, match="invalid strategy='loss': allowed left out, or 'random': the search set it"):
+        user.proxy_data(config, _data(), epochs=3, strategy="loss")
+    with pytest.raises(ConfigError, match="invalid ratio=0.3: allowed left out, or 0.5"):
+        user.proxy_data(config, _data(), epochs=3, ratio=0.3)
+    alone = user.proxy_data({}, _data(), epochs=3, strategy="loss", ratio=0.3)  # outside a search: its own
+    assert (alone.strategy.name, alone.strategy.ratio) == ("loss", 0.3)
+    assert user.proxy_data(config, _data(), epochs=3, selection_rule="zscore").selector.settings.selection_rule == "zscore"
     with pytest.raises(ConfigError, match="invalid strategy='Importance': allowed a strategy's name in a search"):
         user.proxy_data(config, _data(), epochs=3, strategy=make_strategy("loss"))

@@ -58,7 +58,8 @@ def run_comparison(jobs: dict[float, Callable[[int | None], SearchJob]], retrain
                    control: Callable[[float, str, int | None], SearchJob] | None = None,
                    search_seeds: Sequence[int | None] = (None,)) -> dict[str, Any]:
     """Each ratio's search (ratio 1.0 is the full-data baseline; ``jobs[ratio](seed)``, None: the job's own seed),
-    each pick retrained on full data ``seeds`` times (seeds from the search's own, the same for every pick: paired),
+    each pick retrained on full data ``seeds`` times (seeds ``s * seeds`` on for search seed ``s``, the same for every
+    pick: paired; another search seed, other retrains),
     and the comparison table (:func:`compare_runs`). ``control(ratio, strategy, seed)``: the same search as the
     ratio's on a uniformly random subset of the same cost (``strategy``, :func:`asp_tune.strategies.uniform_control`
     of the strategy the ratio's search resolved to; none where that is uniform already): a proxy is worth its cost
@@ -70,11 +71,12 @@ def run_comparison(jobs: dict[float, Callable[[int | None], SearchJob]], retrain
             say(f"[asp-tune compare] seed {seed} ({len(parts) + 1} of {len(search_seeds)})")
         parts.append(_compare_once(jobs, retrain, seeds, say, control, seed))
     table = pd.concat([part["table"] for part in parts], ignore_index=True)
+    expected = len(parts)
     scatter: dict[float, list[tuple[float, float]]] = {}
     for part in parts:  # every seed's pairs, pooled
         for ratio, pairs in part["scatter"].items():
             scatter.setdefault(ratio, []).extend(pairs)
-    return {"table": table, "over_seeds": over_seeds(table), "runs": parts[0]["runs"],
+    return {"table": table, "over_seeds": over_seeds(table, expected), "runs": parts[0]["runs"],
             "controls": parts[0]["controls"], "scatter": scatter, "by_seed": parts}
 
 
@@ -96,23 +98,25 @@ def _compare_once(jobs: dict[float, Callable[[int | None], SearchJob]], retrain:
             controls[ratio] = run_search(control(ratio, uniform, seed))
     retrained: dict[float, list[dict[str, Any]]] = {}
     retrained_controls: dict[float, list[dict[str, Any]]] = {}
-    first = int(runs[1.0].summary.get("seed") or 0)  # the search's seed and the next ones: another --seed, other retrains
+    first = int(runs[1.0].summary.get("seed") or 0)  # a block of retrain seeds per search seed: none shared
     for arm, done, into in (("", runs, retrained), (" control", controls, retrained_controls)):
         for ratio, result in done.items():
             say(f"[asp-tune compare] retraining ratio-{ratio}{arm} pick on full data x{seeds}")
-            into[ratio] = retrain(result.summary["best_config"], [first + i for i in range(seeds)])
+            into[ratio] = retrain(result.summary["best_config"], [first * seeds + i for i in range(seeds)])
     param_names = list(next(iter(runs.values())).summary["best_config"])
     table, scatter = compare_runs(runs, retrained, param_names, controls, retrained_controls)
     table.insert(0, "search_seed", first)
     return {"table": table, "runs": runs, "controls": controls, "scatter": scatter, "seed": first}
 
 
-def over_seeds(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (ratio, arm): how many seeds, and each :data:`OVER_SEEDS` figure's mean and sample std over the
-    seeds' rows (each already paired within its seed: a regret is a seed's full-data pick against its own pick)."""
+def over_seeds(table: pd.DataFrame, seeds: int | None = None) -> pd.DataFrame:
+    """One row per (ratio, arm): how many seeds (``seeds``: the comparison's; a search a seed lacks is then counted
+    in each figure's ``_n``), and each :data:`OVER_SEEDS` figure's mean and sample std over the seeds' rows (each
+    already paired within its seed: a regret is a seed's full-data pick against its own pick)."""
     rows = []
     for (ratio, arm), part in table.groupby(["ratio", "arm"], sort=False):
-        row: dict[str, Any] = {"ratio": ratio, "arm": arm, "metric": part["metric"].iloc[0], "seeds": len(part),
+        row: dict[str, Any] = {"ratio": ratio, "arm": arm, "metric": part["metric"].iloc[0],
+                               "seeds": len(part) if seeds is None else seeds,
                                "ratio_run": part["ratio_run"].iloc[0]}
         for name in OVER_SEEDS:
             values = [float(v) for v in part[name] if v == v] if name in part else []
@@ -185,13 +189,15 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
         pairs = []  # (full-data final, proxy) of every configuration with a full-data final: a failed proxy is NaN
         for _, row in result.trials.iterrows():
             key = config_key(row, param_names)
-            if key not in finals:
+            if key not in finals or row.get("full_data_from") == "all the data":  # started on all the data: no proxy
                 continue
             proxy = math.nan if row["status"] == "ERROR" else float(row[column] if ratio != 1.0 else row["final_score"])
             if math.isfinite(proxy):
                 agreement.add(str(key), proxy, finals[key], "")
-            else:  # it failed or diverged: ranked last, never left out
-                agreement.add_failed(str(key), finals[key], "")
+            elif row["status"] == "ERROR" or not math.isfinite(float(row["best_score"])):
+                agreement.add_failed(str(key), finals[key], "")  # it failed or diverged: ranked last, never left out
+            else:  # a score, but none at the rung the proxy is read at: nothing to pair
+                continue
             pairs.append((finals[key], proxy))
         quality = proxy_quality([b for _, b in pairs], [a for a, _ in pairs], s["wall_time_s"],
                                 full.summary["wall_time_s"], mode=mode)

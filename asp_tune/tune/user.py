@@ -55,7 +55,8 @@ RESUME_KEYS = ("trainable", "param_space", "ratio", "strategy", "epochs", "num_s
 
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
     """The trial's :class:`~asp_tune.loop.ProxyData` over ``dataset``, with the ratio, strategy and seed
-    the search gave it (``settings`` override them), restored from the trial's checkpoint when Ray
+    the search gave it (``settings`` add others; one the search set too must agree with it: a full-data baseline or
+    a control of ``compare_trainable`` trains as its search says), restored from the trial's checkpoint when Ray
     resumes it: ``proxy.next_epoch`` is then the epoch to go on with and ``proxy.restored`` holds what
     :func:`report` saved beside the proxy state (the model's and optimiser's, say); else ``{}``."""
     import torch
@@ -81,10 +82,17 @@ def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
                           "its first epoch, which an object keeps as it was built")
     trial = dict((state or {}).pop(TRIAL_KEY, None) or config.get(TRIAL_KEY) or {})  # a restart keeps its ratio
     given = dict(trial)
+    own = {}  # the settings the search left to the trainable
+    for name, value in settings.items():
+        key = "metric" if name == "strategy" else name
+        if key not in given:
+            own[key] = value
+        elif value != given[key] and not (key == "metric" and value == "auto"):  # auto: the search's choice
+            # compare's full-data baseline, controls and retrains train as their search says
+            raise ConfigError(name, value, f"left out, or {given[key]!r}: the search set it for this trial, and its "
+                                           "full-data runs and controls train as it says (set it in search(...))")
     seed = given.pop("seed", 0)
-    if "strategy" in settings or "metric" in settings:  # the trainable's own strategy overrides the search's
-        given.pop("metric", None)
-    proxy = ProxyData(dataset, epochs, seed=seed, **{**given, **settings})
+    proxy = ProxyData(dataset, epochs, seed=seed, **{**given, **own})
     proxy.trial_settings, proxy.restored, proxy.seconds = trial, {}, {"train": 0.0, "reports": 0.0}
     if state is not None:
         proxy.load_state_dict(state.pop("proxy"))
@@ -422,6 +430,13 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
     if seeds and "seed" in search_kwargs:
         raise ConfigError("seed", search_kwargs["seed"], "left out beside seeds= (which names every seed)")
     search_seeds = tuple(seeds) if seeds else (None,)
+    fixed = [n for n in ("search_alg", "scheduler") if not isinstance(search_kwargs.get(n), (str, type(None)))]
+    if seeds and len(seeds) > 1 and fixed:
+        import warnings
+
+        warnings.warn(f"{' and '.join(fixed)} given as an object keep{'s' if len(fixed) == 1 else ''} the seed it was "
+                      f"built with: every seed of seeds= starts from a copy of it, so the spread over seeds leaves "
+                      f"out its own randomness (give it by name to draw with each seed)", stacklevel=2)
     retrain = _retrain(trainable, {**search_kwargs, "storage_path": storage}, epochs, retrain_metric or metric)
     jobs = {r: job(r) for r in ordered}
     proxy = {k: v for k, v in search_kwargs.items() if k in vars(ProxySettings()) and k not in ("ratio", "metric")}
