@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 from asp_tune.commands import (COMMANDS, SUBCOMMANDS, Command, Subcommand, add_output_flags,  # noqa: F401 - shared
@@ -68,7 +69,8 @@ def run_train(args: argparse.Namespace) -> int:
     fraction = summary["data_fraction"]
     if trainer.selector.metric != "infobatch" and abs(fraction - config.ratio) > 0.2 * config.ratio:
         print(f"[asp-tune] note: this run trained on {fraction:.3f} of the data per epoch on average, not the "
-              f"ratio {config.ratio} (first epoch on all data: {config.first_epoch_full}; short runs and the "
+              f"ratio {config.ratio} (first epoch on all data: {'yes' if trainer.history[0]['ratio'] >= 1 - 1e-9 else 'no'}; "
+              "a static subset keeps its size; short runs and the "
               "dynamic schedule's rounding shift it)", file=sys.stderr)
     score = "R²" if summary["score"] == "r2" else summary["score"]
     print(f"val {score} {summary['final_val_score']:.4f}  test {score} {summary['final_test_score']:.4f}  "
@@ -80,9 +82,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """``train``'s config: the class defaults, or ``--config``'s, with the flags given on top."""
-    base = config_from_file(args.config, trusted_code(args)) if args.config else TrainConfig()
+    trust = trusted_code(args)  # checked whether or not --config needs it
+    base = config_from_file(args.config, trust) if args.config else TrainConfig()
     names = [f.name for f in dataclasses.fields(TrainConfig)]
-    return TrainConfig.from_dict({**base.to_dict(), **given_fields(args, names)})
+    given = given_fields(args, names)
+    if given.get("data_dir") and "://" not in str(given["data_dir"]):  # recorded as it is found from anywhere
+        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
+    return TrainConfig.from_dict({**base.to_dict(), **given})
 
 
 #: A results folder's summary.json is a few kB; far larger is not one.

@@ -125,7 +125,8 @@ class Normalizer:
         if self.kind == "features":
             x = inputs.float()
             return x if self.mean is None else ((x.flatten(1) - self.mean) * self.inv_std).view_as(x)
-        x = inputs.float().div_(255.0).sub_(self.mean).mul_(self.inv_std)
+        x = inputs.float()
+        x = (x.clone() if x is inputs else x).div_(255.0).sub_(self.mean).mul_(self.inv_std)  # never the caller's
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 

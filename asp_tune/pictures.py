@@ -69,7 +69,7 @@ def plot_selection_frequency(samples: pd.DataFrame, epochs: int, path: Path, cla
 
 
 def _show(ax, image: np.ndarray, caption: str) -> None:
-    ax.imshow(image.transpose(1, 2, 0).squeeze(), cmap="gray" if image.shape[0] == 1 else None)
+    ax.imshow(image.transpose(1, 2, 0).squeeze(), cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=255)
     ax.set_title(caption, fontsize=7)
     ax.axis("off")
 
@@ -144,10 +144,13 @@ def training_pictures(folder: Path, file: Callable[[str], Path], images: np.ndar
     return written
 
 
-def score_samples_for_pictures(trainer) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(training images, each one's loss under the trainer's model, class names)."""
+def score_samples_for_pictures(trainer) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """(training images, each one's loss under the trainer's model, class names); no losses for a task without
+    classes (regression: the example grids are by class, and scoring reads class logits)."""
     from asp_tune.proxy_scores import score_samples
 
+    if not trainer.task.has_classes:
+        return trainer.data.train.images.numpy(), None, list(trainer.data.classes)
     loss = score_samples(trainer)[0].numpy()
     return trainer.data.train.images.numpy(), loss, list(trainer.data.classes)
 

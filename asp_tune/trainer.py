@@ -541,6 +541,7 @@ def load_model(path: str | Path, model: nn.Module | None = None, trust: tuple[st
     ``trust=["my_models"]``); anything else is refused by name before it is imported. ``check_config``:
     the same for the import paths of the file's config (for a caller that rebuilds its run from it)."""
     from asp_tune.imports import check_trusted, import_object
+    from asp_tune.tasks import TASKS
 
     state = load_state(path, "model", "an asp_tune model file (model.pt)")
     source = f"model file {path} (not signed by you)"
@@ -564,6 +565,10 @@ def load_model(path: str | Path, model: nn.Module | None = None, trust: tuple[st
     info.setdefault("input_shape", info["image_shape"])
     info.setdefault("kind", "image")
     info.setdefault("task", "classification")  # model files from before regression
+    if config.task != "auto":  # the task as the run named it (an import path of yours): what predict needs
+        info["task"] = config.task
+    if not signed and info["task"] not in TASKS:
+        check_trusted(TASKS, info["task"], "task", trust, source)
     info.setdefault("outputs", len(state.get("classes") or ()))
     if model is None:
         if builder is not None:
@@ -598,15 +603,19 @@ def predict(model_file: str | Path | tuple[nn.Module, TrainConfig, dict[str, Any
     applied first: class probabilities ``(N, classes)`` for classification, the predicted values
     ``(N, k)`` for regression. ``trust``: as for :func:`load_model`."""
     from asp_tune.feeding import Normalizer
+    from asp_tune.imports import resolve
     from asp_tune.tasks import TASKS
 
     model, _, info = load_model(model_file, trust=trust) if isinstance(model_file, (str, Path)) else model_file
     x = torch.as_tensor(inputs)
     if tuple(x.shape[1:]) != tuple(info["input_shape"]):
         raise ConfigError("inputs", f"shape {tuple(x.shape)}", f"(N, {', '.join(map(str, info['input_shape']))})")
+    if info["kind"] == "image" and x.dtype != torch.uint8:  # a float image in [0, 1] was divided by 255 again
+        raise ConfigError("inputs", f"{x.dtype} images", "uint8 images (values 0..255), as the data set holds them: "
+                                                          "predict normalises them as training did")
     device = next(model.parameters()).device
     normalize = Normalizer(info["mean"], info["std"], device, kind=info["kind"])
-    task = TASKS[info["task"]] if info["task"] in TASKS else TASKS["classification"]
+    task = resolve(TASKS, info["task"], "task")  # never another task's predictions: a softmax of a regression
     parts = [task.predict(model(normalize(x[i:i + batch_size].to(device)))).cpu()
              for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts)

@@ -179,3 +179,23 @@ def test_train_config_from_a_comparison_takes_the_pick_that_retrained_best_by_th
     old = [{"ratio": 1.0, "best_config": {"lr": 0.01}, "retrained_test_mean": 0.9},
            {"ratio": 0.3, "best_config": {"lr": 0.03}, "retrained_test_mean": 0.95}]
     assert best_retrained({"rows": old})["best_config"] == {"lr": 0.03}  # a folder written before
+
+
+def test_train_records_its_data_folder_as_found_from_anywhere_and_checks_trust_code_always(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", 8), ("test", 2)):
+        for c in ("a", "b"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), 100 * (c == "b"), np.uint8)).save(tmp_path / "tree" / split / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASP_TUNE_CACHE", str(tmp_path / "cache"))
+    assert run_cli("train", "--dataset", "image_folder", "--data-dir", "tree", "--epochs", "1", "--quiet",
+                   "--out", "run") == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["data_dir"] == str(tmp_path / "tree")  # it was 'tree': --config from elsewhere failed
+    assert run_cli("train", "--trust-code", "1bad", "--epochs", "1", "--quiet", "--out", "other") == 2
+    assert "invalid trust_code='1bad'" in capsys.readouterr().err and not (tmp_path / "other").exists()

@@ -111,6 +111,20 @@ def test_a_task_of_your_own_by_import_path_and_strategies_that_need_classes_are_
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((folder / "own" / "summary.json").read_text())
     assert summary["task"] == "absolute" and summary["final_test_neg_mae"] > summary["constant_test_score"]
+    sys.path.insert(0, str(folder))  # predict resolves the run's own task (it fell back to a softmax: all 1.0)
+    try:
+        from asp_tune.trainer import predict
+        from my_reg import linear
+
+        x, y = linear()
+        values = predict(folder / "own" / "model.pt", x).squeeze(1).numpy()
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("my_reg", None)
+    assert 1 - ((values - y) ** 2).sum() / ((y - y.mean()) ** 2).sum() > 0.5
+    pictures = command_here("inspect", "own", "--out", "pictures")  # it scored samples by class logits: a traceback
+    assert pictures.returncode == 0, pictures.stderr[-2000:]
+    assert (folder / "pictures" / "selection_frequency.png").is_file()
     refused = command_here("train", "--dataset", "my_reg:linear", "--ratio", "0.5", "--metric", "entropy",
                            "--quiet", "--out", "refused")
     assert refused.returncode == 2 and "invalid metric='entropy'" in refused.stderr

@@ -76,6 +76,37 @@ def test_a_signed_model_file_of_your_own_loads_and_an_edited_one_is_refused(tmp_
     assert not (tmp_path / "ran").exists()
 
 
+
+def test_a_model_file_s_task_is_its_own_checked_like_its_builder_and_predict_leaves_the_inputs_alone(tmp_path):
+    """predict used classification for any task it did not know by name (a regression's softmax: all 1.0)."""
+    from asp_tune.build import build_trainer
+    from asp_tune.trainer import load_model, predict
+
+    trainer = build_trainer(TrainConfig(dataset="digits", epochs=1, subset=100))
+    trainer.fit()
+    trainer.save_model(tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    state["config"]["task"], state["task"] = "os:system", "system"  # another's file naming code as its task
+    del state["signature"]
+    torch.save(state, tmp_path / "task.pt")
+    with pytest.raises(ConfigError, match=r"invalid task='os:system'.*not signed by you"):
+        load_model(tmp_path / "task.pt")
+    state["config"]["task"] = "auto"  # a name nothing registers: refused by name, never read as classification
+    torch.save(state, tmp_path / "unknown.pt")
+    with pytest.raises(ConfigError, match="invalid task='system'"):
+        load_model(tmp_path / "unknown.pt")
+    images = trainer.data.test.images[:4]
+    floats = images.float()
+    before = floats.clone()
+    with pytest.raises(ConfigError, match=r"invalid inputs='torch.float32 images': allowed uint8 images"):
+        predict(tmp_path / "model.pt", floats / 255)
+    from asp_tune.feeding import Normalizer
+
+    Normalizer([0.5], [0.25], torch.device("cpu"))(floats)
+    assert torch.equal(floats, before)  # it divided the caller's tensor in place
+    assert predict(tmp_path / "model.pt", images).shape == (4, 10)
+
+
 MODULE = '''
 import pathlib
 pathlib.Path(__file__).with_name("imported").write_text("the module ran")
