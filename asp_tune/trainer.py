@@ -171,8 +171,10 @@ class Trainer:
         trained = max(trained, 1)
         train_loss = loss_sum / trained
         if not math.isfinite(train_loss):
+            scale = "" if self.task.has_classes else \
+                "; regression targets are fed as they are: scale them to about unit spread (inputs are standardised)"
             raise TrainingDiverged(f"training loss became {train_loss} at epoch {self.epoch + 1} "
-                                   f"(lr={self.config.lr}); lower the learning rate")
+                                   f"(lr={self.config.lr}); lower the learning rate{scale}")
         self.train_seconds += train_seconds
         self.samples_seen += plan.count
         self.epoch += 1
