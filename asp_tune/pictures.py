@@ -162,10 +162,20 @@ def final_losses(folder: Path, trust: tuple[str, ...] = ()) -> tuple[np.ndarray,
 
     from asp_tune.trainer import Trainer, load_model
 
+    import json
+
     model, config, _ = load_model(folder / "model.pt", trust=trust, check_config=True)
     device = config.device if torch.cuda.is_available() else "cpu"
-    return score_samples_for_pictures(Trainer(config.replace(device=device, metric="none", ratio=1.0,
-                                                             ratio_schedule="constant"), model=model))
+    trainer = Trainer(config.replace(device=device, metric="none", ratio=1.0, ratio_schedule="constant"), model=model)
+    recorded = json.loads((folder / "summary.json").read_text()).get("train_split")
+    if recorded and recorded != trainer.split_fingerprint():  # data changed since: pictures would mislabel it
+        now = trainer.split_fingerprint()
+        differs = "" if now["samples"] != recorded["samples"] else " with other labels"
+        raise ConfigError("run_dir", str(folder), f"a run whose data is still what it trained on: "
+                                                  f"{config.data_dir or config.dataset} now gives a training split of "
+                                                  f"{now['samples']} samples (the run had {recorded['samples']})"
+                                                  f"{differs}")
+    return score_samples_for_pictures(trainer)
 
 
 def inspect_folder(folder: Path, file: Callable[[str], Path], trust: tuple[str, ...] = ()) -> list[Path]:

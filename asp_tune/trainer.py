@@ -411,8 +411,16 @@ class Trainer:
             "applied": {"amp": bool(self.config.amp and self.device.type == "cuda"),
                         "channels_last": bool(self.channels_last)},
             "data": self.data.describe(),
+            "train_split": self.split_fingerprint(),
             **self.proxy_summary(),
         }
+
+    def split_fingerprint(self) -> dict[str, Any]:
+        """The training split's size and a digest of its labels: ``inspect`` checks it reads the same data again."""
+        import hashlib
+
+        labels = self.data.train.labels.detach().cpu().contiguous()
+        return {"samples": int(labels.shape[0]), "labels_sha1": hashlib.sha1(labels.numpy().tobytes()).hexdigest()[:16]}
 
     def proxy_summary(self) -> dict[str, Any]:
         """A static proxy's selection seconds, and its scoring model with that model's seconds (counted

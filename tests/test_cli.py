@@ -197,5 +197,9 @@ def test_train_records_its_data_folder_as_found_from_anywhere_and_checks_trust_c
                    "--out", "run") == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["data_dir"] == str(tmp_path / "tree")  # it was 'tree': --config from elsewhere failed
+    for i in range(4):  # the data changed since: inspect's pictures would mislabel it (or an IndexError)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "tree" / "train" / "a" / f"new{i}.png")
+    assert run_cli("inspect", "run", "--out", "pictures") == 2
+    assert "a run whose data is still what it trained on" in capsys.readouterr().err
     assert run_cli("train", "--trust-code", "1bad", "--epochs", "1", "--quiet", "--out", "other") == 2
     assert "invalid trust_code='1bad'" in capsys.readouterr().err and not (tmp_path / "other").exists()
