@@ -69,8 +69,12 @@ class TrainConfig(ProxySettings):
                         imports=True)
     data_dir: str | None = option(None, "image folder (train/<class>/*.jpg [test/...]), .tar.gz archive "
                                         "or torchvision root", "data")
+    image_size: int | None = option(None, "resize every image of an image folder to this square size (its images "
+                                          "differ in size; none: keep their size)", "data",
+                                    check=Interval(4, 4096, integer=True, optional=True))
     download: bool = option(False, "let torchvision download CIFAR", "data", check=Boolean())
-    subset: int | None = option(None, "use this many training samples (stratified; none: all)", "data",
+    subset: int | None = option(None, "use this many samples of the training data, the validation samples "
+                                      "(val_fraction of them) included (stratified; none: all)", "data",
                                 check=Interval(20, None, integer=True, optional=True))
     test_subset: int | None = option(None, "use this many test samples (none: all)", "data",
                                      check=Interval(20, None, integer=True, optional=True))

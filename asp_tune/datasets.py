@@ -27,10 +27,11 @@ from asp_tune.errors import AspTuneError, ConfigError, DataError, UserCodeError
 from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
 
-#: PIL modes decoded as one grey channel (colour and palette images become RGB).
+#: PIL modes decoded as one grey channel (colour and palette images become RGB); integer modes ``I;16*`` and
+#: ``I`` and float ``F`` are rescaled to 8 bits first (:func:`_grey_8bit`).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 #: Part of the decoded-data cache key: a cache written by an older decoder is not reused.
-DECODE_VERSION = 3  # 3: images below a class folder are read
+DECODE_VERSION = 4  # 3: images below a class folder are read; 4: 16-bit grey rescaled, dot-files skipped
 #: An image above this many pixels is no training image (a decompression bomb, a scan): refused undecoded.
 MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -233,7 +234,32 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- decoding
 
+def _grey_8bit(im: Any, name: str) -> Any:
+    """A high-depth grey image (``I;16*``, ``I``, ``F``) as 8-bit ``L``, scaled by its type's range, never by the
+    image's own values (an image set keeps one scale): 16-bit integers (``I;16*``, and ``I`` within 0..65535)
+    keep their top 8 bits (65535 -> 255); floats in [0, 1] are multiplied by 255, other floats within [0, 255]
+    rounded; anything else is refused."""
+    from PIL import Image
+
+    values = np.asarray(im)
+    if im.mode == "F":
+        finite = np.isfinite(values).all()
+        low, high = (float(values.min()), float(values.max())) if values.size and finite else (0.0, 0.0)
+        if not finite or low < 0 or high > 255:
+            found = f"from {low:.4g} to {high:.4g}" if finite else "not all finite"
+            raise DataError(f"{name}: float pixels {found}; allowed values in [0, 1] or [0, 255]: save it as an 8- "
+                            "or 16-bit image")
+        return Image.fromarray(np.rint(values * (255 if high <= 1 else 1)).astype(np.uint8), "L")
+    values = values.astype(np.int64)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise DataError(f"{name}: {im.mode} pixels from {low} to {high}; allowed 0..65535 (16 bits): save it as an "
+                        "8- or 16-bit image")
+    return Image.fromarray((values >> 8).astype(np.uint8), "L")
+
+
 def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") -> np.ndarray:
+    """One image as uint8 ``(H, W, C)``: ``C`` 1 for grey modes, 3 otherwise, resized to ``image_size`` square."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -242,6 +268,8 @@ def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") ->
                 raise DataError(f"{name or data}: an image of {im.size[0]} x {im.size[1]} pixels, above the "
                                 f"{MAX_IMAGE_PIXELS // 10**6} million a training image may have; remove it or "
                                 "shrink it")
+            if im.mode == "F" or im.mode.startswith("I"):  # convert("L") would clip every value above 255
+                im = _grey_8bit(im, str(name or data))
             im = im.convert("L" if im.mode in GREY_MODES else "RGB")  # grey images keep their one channel
             if image_size is not None and im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)
@@ -267,34 +295,54 @@ def decoding_progress(items, desc: str, total: int | None = None):
 IMAGE_SPLITS = ("train", "test", "val")
 
 
+def _split_class(folders: tuple[str, ...]) -> tuple[str, str] | None:
+    """The (split, class) a folder (its path's parts) lies in: ``train/cat`` and ``train/cat/indoor`` ->
+    ("train", "cat"); None above a class folder, outside a split, or at or below a hidden (dot) folder. The
+    split is the last ``train``/``test``/``val`` above the class folder."""
+    above = [i for i, part in enumerate(folders[:-1]) if part in IMAGE_SPLITS]
+    if not above or any(part.startswith(".") for part in folders[above[-1]:]):
+        return None
+    return folders[above[-1]], folders[above[-1] + 1]
+
+
 def _split_member(name: str) -> tuple[str, str] | None:
     """``.../train/cat/0001.jpg`` -> ("train", "cat"), also for an image in a folder below its class
-    (``train/cat/indoor/0001.jpg``, as torchvision's ImageFolder reads it); ``val`` too; None for anything else.
-    The split is the last ``train``/``test``/``val`` above the class folder."""
+    (``train/cat/indoor/0001.jpg``, as torchvision's ImageFolder reads it); ``val`` too; None for anything else,
+    dot-files (macOS ``._0001.jpg``, ``.DS_Store``) and hidden folders included."""
     parts = Path(name).parts
-    if len(parts) < 3 or not name.lower().endswith(IMAGE_SUFFIXES):
+    if len(parts) < 3 or not name.lower().endswith(IMAGE_SUFFIXES) or parts[-1].startswith("."):
         return None
-    above = [i for i, part in enumerate(parts[:-2]) if part in IMAGE_SPLITS]
-    return (parts[above[-1]], parts[above[-1] + 1]) if above else None
+    return _split_class(parts[:-1])
 
 
-def _stack(images: list[np.ndarray], where: str, channels: int) -> np.ndarray:
-    """``(N, C, H, W)``: one channel when every image of the data set is grey, three when any is colour
-    (the grey ones are then repeated over the three channels)."""
-    if channels == 3:
-        images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise DataError(f"{where}: images have different sizes {sorted(shapes)[:3]}...; "
-                        "pass image_size to resize them")
-    return np.stack(images).transpose(0, 3, 1, 2).copy()
+def _stack(decoded: dict[str, list[np.ndarray]], where: str) -> dict[str, np.ndarray]:
+    """Each split's images as ``(N, C, H, W)``: one channel when every image of the data set is grey, three
+    when any is colour (the grey ones are then repeated over the three channels); all splits one size."""
+    colour = any(im.shape[2] == 3 for images in decoded.values() for im in images)
+    if colour:
+        decoded = {split: [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
+                   for split, images in decoded.items()}
+    sizes = sorted({im.shape[:2] for images in decoded.values() for im in images})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
+        raise DataError(f"{where}: its images (train and test) come in {len(sizes)} sizes ({shown}); pass "
+                        "--image-size N (image_size=N) to resize them all to N x N")
+    return {f"{split}_x": np.stack(images).transpose(0, 3, 1, 2).copy() for split, images in decoded.items()}
 
 
-def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where: str) -> dict[str, np.ndarray]:
-    """items: (split, class, name, decode) -> arrays for train/test (sorted by class, name)."""
+def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where: str,
+             folders: set[tuple[str, str]] = frozenset()) -> dict[str, np.ndarray]:
+    """items: (split, class, name, decode) -> arrays for train/test (sorted by class, name). ``folders``: the
+    (split, class) folders seen; a train or test one without images is an error (its class would vanish)."""
     if not items:
         raise DataError(f"{where}: no images found in the layout train/<class>/<image> "
                         f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
+    empty = sorted({f"{split}/{cls}" for split, cls in folders if split != "val"}
+                   - {f"{split}/{cls}" for split, cls, _, _ in items})
+    if empty:
+        raise DataError(f"{where}: class folder{'s' if len(empty) > 1 else ''} without images: "
+                        f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''} (image suffixes "
+                        f"{', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
     classes = sorted({cls for split, cls, _, _ in items if split == "train"})
     if not classes:
         raise DataError(f"{where}: no 'train/<class>/' folders found")
@@ -318,28 +366,33 @@ def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where:
             continue
         decoded[split] = [dec() for _, _, dec in decoding_progress(chosen, f"decoding {split}", len(chosen))]
         out[f"{split}_y"] = np.asarray([index[cls] for cls, _, _ in chosen], dtype=np.int64)
-    colour = any(im.shape[2] == 3 for images in decoded.values() for im in images)
-    for split, images in decoded.items():
-        out[f"{split}_x"] = _stack(images, where, channels=3 if colour else 1)
+    out.update(_stack(decoded, where))
     return out
 
 
 def read_image_folder(root: Path, image_size: int | None = None) -> dict[str, np.ndarray]:
     """Decode ``root/train/<class>/*`` (and ``root/test/<class>/*`` if present)."""
-    items = []
+    items, folders = [], set()
     for path in sorted(root.rglob("*")):
-        key = _split_member(str(path.relative_to(root)))
+        relative = path.relative_to(root)
+        if path.is_dir():
+            folders.add(_split_class(relative.parts))
+            continue
+        key = _split_member(str(relative))
         if key is not None:
             items.append((key[0], key[1], path.name, lambda p=path: _decode(p, image_size)))
-    return _collect(items, str(root))
+    return _collect(items, str(root), folders - {None})
 
 
 def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, np.ndarray]:
-    """Decode an image-folder tree stored in a (gzipped) tar archive, in one pass."""
-    items = []
+    """Decode an image-folder tree stored in a (gzipped) tar archive, in one pass. Its class folders are those
+    its entries show (an archive may hold no entry for an empty folder)."""
+    items, folders = [], set()
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in decoding_progress(tar, f"decoding {path.name} (once; cached)"):
+                parts = Path(member.name).parts
+                folders.add(_split_class(parts if member.isdir() else parts[:-1]))
                 if not member.isfile():
                     continue
                 key = _split_member(member.name)
@@ -350,7 +403,7 @@ def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, n
                 items.append((key[0], key[1], Path(member.name).name, lambda a=img: a))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from exc
-    return _collect(items, str(path))
+    return _collect(items, str(path), folders - {None})
 
 
 def default_cache_dir() -> Path:
@@ -378,9 +431,10 @@ def cached_decode(source: Path, image_size: int | None, cache_dir: Path | None) 
     """Decode an image folder or archive once; later calls read a ``.npz`` cache."""
     st = source.stat()
     identity = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{image_size}|{DECODE_VERSION}"
-    if source.is_dir():  # a folder's own time does not change when a file deep inside it does
+    if source.is_dir():  # a folder's own time does not change when a file deep inside it does (nor its folders)
         identity += "|" + "|".join(f"{p.relative_to(source)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                                   for p in sorted(source.rglob("*")) if p.is_file())
+                                   if p.is_file() else f"{p.relative_to(source)}/"
+                                   for p in sorted(source.rglob("*")))
     key = hashlib.sha1(identity.encode()).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"{source.name}-{key}.npz"
     if cache.exists():
@@ -518,8 +572,12 @@ READS = {"count": 0}
 def read_dataset(name: str, data_dir: str | None = None, *, download: bool = False, image_size: int | None = None,
                  cache_dir: str | Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """The decoded arrays of a registered data set (``classes``, ``train_x/y``, ``test_x/y``), before
-    any split: what a search loads once and shares with all its trials."""
+    any split: what a search loads once and shares with all its trials. ``image_size``: the square size every
+    image of an image folder is resized to (none: they keep theirs)."""
     entry = resolve(DATASETS, name, "dataset")
+    if image_size is not None and (not isinstance(entry, DatasetSpec) or entry in (DIGITS, CIFAR10, CIFAR100)):
+        raise ConfigError("image_size", image_size, f"none: '{name}' is no image folder (image_size resizes "
+                                                    "the images of image_folder)")
     READS["count"] += 1
     if not isinstance(entry, DatasetSpec):
         return user_arrays(entry, name, data_dir, seed)
@@ -581,9 +639,17 @@ def load_dataset(
     tx, ty = _stratified_part(arrays["test_x"], arrays["test_y"], test_subset, TEST_SPLIT_SEED, "test_subset",
                               f"test samples of '{name}'")
     train_idx, val_idx = stratified_split(y, val_fraction, seed)
+    if len(y) < 3:
+        raise DataError(f"data set '{name}' has {len(y)} training sample{'s' if len(y) != 1 else ''}"
+                        f"{' in its subset' if subset is not None else ''}; at least 3 are needed (2 to train on, "
+                        "1 to validate)")
     if len(val_idx) == 0:
         raise ConfigError("val_fraction", val_fraction, f"a fraction that holds out at least one of the {y.shape[0]} "
                                                         f"training samples for validation (at least {1 / len(y):.2g})")
+    if len(train_idx) < 2:  # one sample cannot train (batch norm needs two)
+        raise ConfigError("val_fraction", val_fraction, f"a fraction that leaves at least 2 of the {y.shape[0]} "
+                                                        f"training samples{' (subset)' if subset is not None else ''} "
+                                                        f"to train on (at most {len(y) - 2}/{len(y)})")
     def as_arrays(xs: np.ndarray, ys: np.ndarray) -> ImageArrays:
         xs, ys = np.ascontiguousarray(xs), np.asarray(ys, dtype=np.float32 if ys.dtype.kind == "f" else np.int64)
         # shared arrays (Ray's object store) are read-only: the few that are not already copies get one
@@ -601,9 +667,10 @@ def load_dataset(
 
 def load_dataset_for(config, arrays: dict[str, np.ndarray] | None = None) -> DataBundle:
     """:func:`load_dataset` with the data fields of a run's config (``TrainConfig``: dataset,
-    data_dir, val_fraction, subset, test_subset, seed, download)."""
+    data_dir, val_fraction, subset, test_subset, seed, download, image_size)."""
     return load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction, subset=config.subset,
-                        test_subset=config.test_subset, seed=config.seed, download=config.download, arrays=arrays)
+                        test_subset=config.test_subset, seed=config.seed, download=config.download,
+                        image_size=config.image_size, arrays=arrays)
 
 
 # ----------------------------------------------------------------------------- users' own data
@@ -691,7 +758,8 @@ def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> 
     them if it takes ``**kwargs``) and returns ``(X, y)`` arrays of any dtype and shape, a mapping
     with ``train`` and optionally ``test`` (and ``classes``) of that form, a ``Dataset`` of
     ``(input, label)`` items, or a :class:`DataBundle` (used as it is). Without a test split a
-    fixed, stratified 20% of the samples is held out, as for the built-in data sets.
+    fixed, stratified 20% of the samples is held out as test (as ``digits`` holds out; an image folder
+    without ``test/`` holds out 10%).
     """
     import inspect
 

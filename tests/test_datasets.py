@@ -1,3 +1,4 @@
+import re
 import tarfile
 
 import numpy as np
@@ -242,3 +243,157 @@ def test_arrays_go_to_a_device_once_and_travel_without_their_copies():
     again = pickle.loads(pickle.dumps(arrays))  # Ray's object store: the arrays, not their device copies
     assert "_copies" not in again.__dict__ and torch.equal(again.labels, arrays.labels)
     assert again.on("meta") is not placed
+
+
+# ----------------------------------------------------------------------------- reviewed defects of the image reader
+
+
+def test_16_bit_grey_images_keep_their_values_scaled_to_8_bits(tmp_path):
+    """A 16-bit PNG (mode I;16) was clipped by convert('L') to 255 everywhere: a blank white data set."""
+    root = tmp_path / "tree"
+    for split, n in (("train", 4), ("test", 1)):
+        for ci, cls in enumerate(("a", "b")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                levels = np.array([[0, 257 * 10], [257 * (100 + ci), 65535]], np.uint16)  # 8-bit 0, 10, 100, 255
+                Image.fromarray(levels).save(root / split / cls / f"{i}.png")
+    assert Image.open(root / "train" / "a" / "0.png").mode == "I;16"
+    d = load_dataset("image_folder", str(root), val_fraction=0.25)
+    assert d.image_shape == (1, 2, 2)
+    assert d.train.images[d.train.labels == 0][0, 0].tolist() == [[0, 10], [100, 255]]
+    assert d.test.images[d.test.labels == 1][0, 0].tolist() == [[0, 10], [101, 255]]
+
+
+def test_32_bit_and_float_grey_images_are_scaled_by_their_type_or_refused_by_name(tmp_path):
+    from asp_tune.datasets import _decode
+
+    def tiff(name, values):
+        path = tmp_path / name
+        Image.fromarray(values).save(path, "TIFF")
+        return path
+
+    assert _decode(tiff("i.tif", np.array([[0, 25700]], np.int32)), None)[..., 0].tolist() == [[0, 100]]
+    assert _decode(tiff("unit.tif", np.array([[0.0, 0.5, 1.0]], np.float32)), None)[..., 0].tolist() == [[0, 128, 255]]
+    assert _decode(tiff("bytes.tif", np.array([[0.0, 7.4, 200.0]], np.float32)), None)[..., 0].tolist() == [[0, 7, 200]]
+    for name, values, said in (("big.tif", np.array([[0, 70000]], np.int32), "from 0 to 70000; allowed 0..65535"),
+                               ("neg.tif", np.array([[-1.0, 0.5]], np.float32), "allowed values in [0, 1] or [0, 255]"),
+                               ("nan.tif", np.array([[np.nan, 0.5]], np.float32), "not all finite")):
+        with pytest.raises(DataError, match=f"{name}.*{re.escape(said)}"):
+            _decode(tiff(name, values), None)
+
+
+def test_an_empty_class_folder_is_named_not_dropped(tmp_path):
+    """train/zebra/ or test/cat/ without images vanished: a class fewer, or a test set missing a class."""
+    for split, cls in (("train", "zebra"), ("test", "cat")):
+        root = tmp_path / f"{split}-{cls}"
+        _write_tree(root)
+        folder = root / split / cls
+        folder.mkdir(exist_ok=True)
+        for image in folder.iterdir():
+            image.unlink()
+        (folder / "notes.txt").write_text("not an image")
+        with pytest.raises(DataError, match=f"class folder without images: {split}/{cls} "):
+            load_dataset("image_folder", str(root))
+        archive = tmp_path / f"{split}-{cls}.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(root, arcname="tree")
+        with pytest.raises(DataError, match=f"{archive}: class folder without images: {split}/{cls} "):
+            load_dataset("image_folder", str(archive))
+        (folder / "notes.txt").unlink()  # an archive's empty folder is an entry of its own
+        with tarfile.open(archive, "w") as tar:
+            tar.add(root, arcname="tree")
+        assert f"tree/{split}/{cls}" in tarfile.open(archive).getnames()
+        with pytest.raises(DataError, match=f"class folder without images: {split}/{cls} "):
+            load_dataset("image_folder", str(archive))
+
+
+def test_an_empty_folder_added_after_decoding_is_not_hidden_by_the_cache(tmp_path):
+    root = tmp_path / "tree"
+    _write_tree(root)
+    assert load_dataset("image_folder", str(root), cache_dir=tmp_path / "cache").num_classes == 3
+    (root / "train" / "zebra").mkdir()
+    with pytest.raises(DataError, match="train/zebra"):
+        load_dataset("image_folder", str(root), cache_dir=tmp_path / "cache")
+
+
+def test_dot_files_such_as_macos_resource_forks_are_skipped(tmp_path):
+    """A tar from macOS holds ._0001.png AppleDouble files: the whole data set failed to decode."""
+    import io
+
+    root = tmp_path / "tree"
+    _write_tree(root)
+    (root / "train" / "cat" / "._0001.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # a hidden folder is no class
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / ".ipynb_checkpoints" / "x.png")
+    archive = tmp_path / "mac.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="tree")
+        junk = b"\x00\x05\x16\x07" + b"\x00" * 60
+        info = tarfile.TarInfo("tree/train/dog/._0001.png")
+        info.size = len(junk)
+        tar.addfile(info, io.BytesIO(junk))
+    for source in (root, archive):
+        d = load_dataset("image_folder", str(source), val_fraction=0.34)
+        assert d.classes == ["cat", "dog", "emu"] and len(d.train) + len(d.val) == 18
+
+
+def test_images_of_different_sizes_name_the_image_size_flag_and_it_resizes_them(tmp_path):
+    """The error said 'pass image_size', which nothing on the command line could; test images of another size
+    than train's were refused by a different message."""
+    from asp_tune.config import TrainConfig
+    from asp_tune.datasets import load_dataset_for
+
+    mixed, test_differs = tmp_path / "mixed", tmp_path / "test_differs"
+    _write_tree(mixed)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(mixed / "train" / "cat" / "big.png")
+    _write_tree(test_differs)
+    for image in (test_differs / "test").rglob("*.png"):
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(image)
+    for root in (mixed, test_differs):
+        with pytest.raises(DataError, match=r"come in 2 sizes .*--image-size N \(image_size=N\)"):
+            load_dataset("image_folder", str(root))
+        config = TrainConfig(dataset="image_folder", data_dir=str(root), image_size=16).validate()
+        d = load_dataset_for(config)
+        assert d.image_shape == (3, 16, 16) and d.test.images.shape[1:] == (3, 16, 16)
+    with pytest.raises(ConfigError, match="image_size"):
+        TrainConfig(image_size=2).validate()
+    with pytest.raises(ConfigError, match="image_size=16.*'digits' is no image folder"):
+        load_dataset("digits", image_size=16)
+
+
+def test_image_size_is_part_of_the_decoded_cache_key_and_an_old_config_takes_its_default(tmp_path):
+    from asp_tune.config import TrainConfig
+
+    root = tmp_path / "tree"
+    _write_tree(root)
+    cache = tmp_path / "cache"
+    assert load_dataset("image_folder", str(root), image_size=8, cache_dir=cache).image_shape == (3, 8, 8)
+    assert load_dataset("image_folder", str(root), image_size=12, cache_dir=cache).image_shape == (3, 12, 12)
+    assert len(list(cache.glob("*.npz"))) == 2
+    old = TrainConfig().to_dict()
+    del old["image_size"]  # a summary.json written before the field existed
+    assert TrainConfig.from_dict(old).image_size is None
+
+
+def test_a_validation_fraction_that_leaves_fewer_than_2_training_samples_is_refused_by_name(tmp_path):
+    """--val-fraction 0.999 left one training sample: batch norm's 'Expected more than 1 value per channel'."""
+    with pytest.raises(ConfigError, match=r"val_fraction=0.999.*at least 2 of the 40 training samples \(subset\) "
+                                          r"to train on \(at most 38/40\)"):
+        load_dataset("digits", subset=40, val_fraction=0.999)
+    d = load_dataset("digits", subset=40, val_fraction=38 / 40)
+    assert len(d.train) == 2 and len(d.val) == 38
+
+
+def test_a_loader_without_test_split_holds_out_20_percent_and_an_image_folder_10(tmp_path):
+    from asp_tune.datasets import user_arrays
+
+    x, y = np.zeros((100, 3), np.float32), np.repeat(np.arange(2), 50)
+    arrays = user_arrays(lambda: (x, y), "mine", None)
+    assert len(arrays["test_y"]) == 20 and len(arrays["train_y"]) == 80
+    root = tmp_path / "tree"
+    _write_tree(root, per_class=10, test_per_class=0)
+    for cls in ("cat", "dog", "emu"):
+        (root / "test" / cls).rmdir()
+    (root / "test").rmdir()
+    d = load_dataset("image_folder", str(root))
+    assert len(d.test) == 3 and len(d.train) + len(d.val) == 27

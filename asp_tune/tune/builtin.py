@@ -39,7 +39,7 @@ def shared_arrays(s: HpoSettings) -> dict[str, Any] | None:
     if any(p.name in DATA_SOURCE_FIELDS for p in s.space.params):
         return None
     cfg = s.trial_config()
-    return read_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    return read_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, image_size=cfg.image_size)
 
 
 def absolute_data_dir(space: SearchSpace) -> SearchSpace:
@@ -421,7 +421,8 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
     run = {**(selection or {}), "ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}
     space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0])  # validate early
     probe = space.train_config(configs[0], **run, ratio=1.0, metric="none")
-    arrays = read_dataset(probe.dataset, probe.data_dir, download=probe.download)  # once, shared by all cells
+    arrays = read_dataset(probe.dataset, probe.data_dir, download=probe.download,  # once, shared by all cells
+                          image_size=probe.image_size)
     added = extensions()
     modules = user_modules([probe.model, probe.dataset, *metrics, *(e for entries in added.values()
                                                                     for e in entries.values())])

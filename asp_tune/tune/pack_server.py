@@ -31,7 +31,8 @@ from asp_tune.trainer import Trainer, TrainingDiverged
 from asp_tune.tune.space import SearchSpace
 
 #: The fields that decide which data a run reads and how it is split: members equal in them share one copy.
-DATA_FIELDS = ("dataset", "data_dir", "val_fraction", "subset", "test_subset", "seed", "download")
+DATA_FIELDS = ("dataset", "data_dir", "val_fraction", "subset", "test_subset", "seed", "download",
+               "image_size")
 
 
 def trial_config(space: SearchSpace, run: dict[str, Any], params: dict[str, Any],

@@ -28,7 +28,7 @@ from asp_tune.tune.reports import (CHECKPOINT_FILE, REPORTED, START_FILE, checkp
                                    trial_metrics)
 
 #: Fields that change which data is read; a space that searches one of them cannot share the data.
-DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download")
+DATA_SOURCE_FIELDS = ("dataset", "data_dir", "download", "image_size")
 
 
 def proxy_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
