@@ -175,7 +175,8 @@ def import_fields() -> dict[str, Any]:
     """The fields whose value may be an import path, each with the registry of its names."""
     from asp_tune.proxy_settings import metric_choices
 
-    return {"dataset": DATASETS, "model": MODELS, "proxy_model": MODELS, "metric": metric_choices()}
+    return {"dataset": DATASETS, "model": MODELS, "proxy_model": MODELS, "metric": metric_choices(),
+            "task": _task_names()}
 
 
 def check_file_config(values: dict[str, Any], trust: tuple[str, ...], source: str) -> None:

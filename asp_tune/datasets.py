@@ -28,10 +28,10 @@ from asp_tune.imports import resolve
 from asp_tune.registry import DATASETS
 
 #: PIL modes decoded as one grey channel (colour and palette images become RGB); integer modes ``I;16*`` and
-#: ``I`` and float ``F`` are rescaled to 8 bits first (:func:`_grey_8bit`).
+#: ``I`` and float ``F`` are rescaled to 8 bits with their data set (:func:`_deep_to_8bit`).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 #: Part of the decoded-data cache key: a cache written by an older decoder is not reused.
-DECODE_VERSION = 4  # 3: images below a class folder are read; 4: 16-bit grey rescaled, dot-files skipped
+DECODE_VERSION = 5  # 3: images below a class folder; 4: dot-files skipped; 5: deep grey scaled per data set
 #: An image above this many pixels is no training image (a decompression bomb, a scan): refused undecoded.
 MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -234,32 +234,58 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- decoding
 
-def _grey_8bit(im: Any, name: str) -> Any:
-    """A high-depth grey image (``I;16*``, ``I``, ``F``) as 8-bit ``L``, scaled by its type's range, never by the
-    image's own values (an image set keeps one scale): 16-bit integers (``I;16*``, and ``I`` within 0..65535)
-    keep their top 8 bits (65535 -> 255); floats in [0, 1] are multiplied by 255, other floats within [0, 255]
-    rounded; anything else is refused."""
+def _deep_grey(im: Any, name: str, image_size: int | None) -> np.ndarray:
+    """A high-depth grey image (``I;16*``, ``I``, ``F``) as its own values, ``(H, W, 1)``: uint16 for integers
+    (0..65535), float32 for floats (finite, >= 0); :func:`_deep_to_8bit` scales a data set's together."""
     from PIL import Image
 
     values = np.asarray(im)
     if im.mode == "F":
-        finite = np.isfinite(values).all()
-        low, high = (float(values.min()), float(values.max())) if values.size and finite else (0.0, 0.0)
-        if not finite or low < 0 or high > 255:
-            found = f"from {low:.4g} to {high:.4g}" if finite else "not all finite"
+        if not np.isfinite(values).all() or (values.size and float(values.min()) < 0):
+            found = "not all finite" if not np.isfinite(values).all() else f"from {float(values.min()):.4g}"
             raise DataError(f"{name}: float pixels {found}; allowed values in [0, 1] or [0, 255]: save it as an 8- "
                             "or 16-bit image")
-        return Image.fromarray(np.rint(values * (255 if high <= 1 else 1)).astype(np.uint8), "L")
-    values = values.astype(np.int64)
-    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
-    if low < 0 or high > 65535:
-        raise DataError(f"{name}: {im.mode} pixels from {low} to {high}; allowed 0..65535 (16 bits): save it as an "
-                        "8- or 16-bit image")
-    return Image.fromarray((values >> 8).astype(np.uint8), "L")
+        deep = values.astype(np.float32)
+    else:
+        values = values.astype(np.int64)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise DataError(f"{name}: {im.mode} pixels from {low} to {high}; allowed 0..65535 (16 bits): save it as "
+                            "an 8- or 16-bit image")
+        deep = values.astype(np.uint16)
+    if image_size is not None and deep.shape != (image_size, image_size):
+        resized = np.asarray(Image.fromarray(deep.astype(np.float32), "F").resize((image_size, image_size),
+                                                                                   Image.BILINEAR))
+        deep = resized.astype(np.float32) if deep.dtype == np.float32 else np.rint(resized).astype(np.uint16)
+    return deep[:, :, None]
+
+
+def _deep_to_8bit(images: list[np.ndarray], where: str) -> list[np.ndarray]:
+    """A data set's images as uint8, its high-depth grey ones (:func:`_deep_grey`) on one scale for them all, never
+    one per image: integers shifted by the bits the data set's largest value needs beyond 8 (8-bit values stored in
+    16 bits kept, 12-bit data shifted by 4, 16-bit by 8), floats x 255 when none exceeds 1, else kept when none
+    exceeds 255 (else refused)."""
+    ints = [im for im in images if im.dtype == np.uint16]
+    floats = [im for im in images if im.dtype == np.float32]
+    shift = max(0, int(max(int(im.max()) for im in ints if im.size)).bit_length() - 8) if ints else 0
+    high = max((float(im.max()) for im in floats if im.size), default=0.0)
+    if high > 255:
+        raise DataError(f"{where}: float pixels up to {high:.4g}; allowed values in [0, 1] or [0, 255]: save them as "
+                        "8- or 16-bit images")
+    factor = 255.0 if high <= 1 else 1.0
+    out = []
+    for im in images:
+        if im.dtype == np.uint16:
+            im = (im >> shift).astype(np.uint8)
+        elif im.dtype == np.float32:
+            im = np.rint(im * factor).astype(np.uint8)
+        out.append(im)
+    return out
 
 
 def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") -> np.ndarray:
-    """One image as uint8 ``(H, W, C)``: ``C`` 1 for grey modes, 3 otherwise, resized to ``image_size`` square."""
+    """One image as uint8 ``(H, W, C)``: ``C`` 1 for grey modes, 3 otherwise, resized to ``image_size`` square; a
+    high-depth grey one as its own values (:func:`_deep_grey`), for :func:`_deep_to_8bit`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -269,7 +295,7 @@ def _decode(data: bytes | str | Path, image_size: int | None, name: str = "") ->
                                 f"{MAX_IMAGE_PIXELS // 10**6} million a training image may have; remove it or "
                                 "shrink it")
             if im.mode == "F" or im.mode.startswith("I"):  # convert("L") would clip every value above 255
-                im = _grey_8bit(im, str(name or data))
+                return _deep_grey(im, str(name or data), image_size)  # scaled with the data set's others
             im = im.convert("L" if im.mode in GREY_MODES else "RGB")  # grey images keep their one channel
             if image_size is not None and im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)
@@ -325,19 +351,22 @@ def _stack(decoded: dict[str, list[np.ndarray]], where: str) -> dict[str, np.nda
     sizes = sorted({im.shape[:2] for images in decoded.values() for im in images})
     if len(sizes) > 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
-        raise DataError(f"{where}: its images (train and test) come in {len(sizes)} sizes ({shown}); pass "
-                        "--image-size N (image_size=N) to resize them all to N x N")
+        raise DataError(f"{where}: its images (train and test) come in {len(sizes)} sizes ({shown}); set image_size "
+                        "to resize them all to N x N (train's --image-size N, a space's fixed image_size, or "
+                        "TrainConfig(image_size=N))")
     return {f"{split}_x": np.stack(images).transpose(0, 3, 1, 2).copy() for split, images in decoded.items()}
 
 
 def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where: str,
              folders: set[tuple[str, str]] = frozenset()) -> dict[str, np.ndarray]:
     """items: (split, class, name, decode) -> arrays for train/test (sorted by class, name). ``folders``: the
-    (split, class) folders seen; a train or test one without images is an error (its class would vanish)."""
+    (split, class) folders seen; a train one without images is an error (its class would vanish), and a test one
+    of a class train has (the test set would lack it)."""
     if not items:
         raise DataError(f"{where}: no images found in the layout train/<class>/<image> "
                         f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
-    empty = sorted({f"{split}/{cls}" for split, cls in folders if split != "val"}
+    trained = {cls for split, cls, _, _ in items if split == "train"}  # a test class train lacks is said below
+    empty = sorted({f"{split}/{cls}" for split, cls in folders if split == "train" or (split == "test" and cls in trained)}
                    - {f"{split}/{cls}" for split, cls, _, _ in items})
     if empty:
         raise DataError(f"{where}: class folder{'s' if len(empty) > 1 else ''} without images: "
@@ -366,6 +395,10 @@ def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where:
             continue
         decoded[split] = [dec() for _, _, dec in decoding_progress(chosen, f"decoding {split}", len(chosen))]
         out[f"{split}_y"] = np.asarray([index[cls] for cls, _, _ in chosen], dtype=np.int64)
+    splits = list(decoded)  # train and test on one scale (high-depth grey images)
+    scaled = _deep_to_8bit([im for split in splits for im in decoded[split]], where)
+    for split in splits:
+        decoded[split], scaled = scaled[:len(decoded[split])], scaled[len(decoded[split]):]
     out.update(_stack(decoded, where))
     return out
 
@@ -576,8 +609,9 @@ def read_dataset(name: str, data_dir: str | None = None, *, download: bool = Fal
     image of an image folder is resized to (none: they keep theirs)."""
     entry = resolve(DATASETS, name, "dataset")
     if image_size is not None and (not isinstance(entry, DatasetSpec) or entry in (DIGITS, CIFAR10, CIFAR100)):
-        raise ConfigError("image_size", image_size, f"none: '{name}' is no image folder (image_size resizes "
-                                                    "the images of image_folder)")
+        raise ConfigError("image_size", image_size, f"none: '{name}' has images of one size already (image_size "
+                                                    "resizes the images of image_folder: dataset image_folder with "
+                                                    "the same data_dir reads this archive or folder too)")
     READS["count"] += 1
     if not isinstance(entry, DatasetSpec):
         return user_arrays(entry, name, data_dir, seed)

@@ -522,11 +522,15 @@ def model_file_code(state: dict[str, Any]) -> dict[str, Any]:
     arguments and input shape, and the config's import paths (what its signature covers)."""
     from asp_tune.config import import_fields
 
+    from asp_tune.config import TASKS
+
     config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    # a task by a registered name imports nothing: left out, so files signed before the task was covered verify
+    covered = [n for n in import_fields() if n != "task" or config.get("task") not in ("auto", *TASKS)]
     return {"builder": state.get("builder"), "class": state.get("class"), "model_args": state.get("model_args"),
             "input_shape": state.get("input_shape"), "classes": len(state.get("classes") or ()),
             "outputs": state.get("outputs"),
-            "config": {name: config.get(name) for name in import_fields()}}
+            "config": {name: config.get(name) for name in covered}}
 
 
 def model_file_signed(state: dict[str, Any]) -> bool:

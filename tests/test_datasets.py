@@ -264,22 +264,32 @@ def test_16_bit_grey_images_keep_their_values_scaled_to_8_bits(tmp_path):
     assert d.test.images[d.test.labels == 1][0, 0].tolist() == [[0, 10], [101, 255]]
 
 
-def test_32_bit_and_float_grey_images_are_scaled_by_their_type_or_refused_by_name(tmp_path):
-    from asp_tune.datasets import _decode
+def test_high_depth_grey_images_share_one_scale_per_data_set_or_are_refused_by_name(tmp_path):
+    """Each image's top 8 bits made 8-bit values stored in 16 bits (a mask, a careless save) all 0, and 12-bit
+    microscopy 16 grey levels; a float image was scaled by its own maximum."""
+    from asp_tune.datasets import _decode, _deep_to_8bit
 
     def tiff(name, values):
         path = tmp_path / name
         Image.fromarray(values).save(path, "TIFF")
         return path
 
-    assert _decode(tiff("i.tif", np.array([[0, 25700]], np.int32)), None)[..., 0].tolist() == [[0, 100]]
-    assert _decode(tiff("unit.tif", np.array([[0.0, 0.5, 1.0]], np.float32)), None)[..., 0].tolist() == [[0, 128, 255]]
-    assert _decode(tiff("bytes.tif", np.array([[0.0, 7.4, 200.0]], np.float32)), None)[..., 0].tolist() == [[0, 7, 200]]
+    def scaled(*arrays):
+        return [im[..., 0].tolist() for im in _deep_to_8bit([_decode(tiff(f"{i}.tif", a), None)
+                                                             for i, a in enumerate(arrays)], "set")]
+
+    assert scaled(np.array([[0, 50, 255]], np.int32)) == [[[0, 50, 255]]]  # 8-bit values in a 32-bit image: kept
+    assert scaled(np.array([[0, 1000, 4095]], np.int32)) == [[[0, 62, 255]]]  # 12-bit: shifted by 4
+    assert scaled(np.array([[0, 25700]], np.int32), np.array([[255, 65535]], np.int32)) == [[[0, 100]], [[0, 255]]]
+    assert scaled(np.array([[0.0, 0.5]], np.float32), np.array([[1.0, 0.25]], np.float32)) == [[[0, 128]], [[255, 64]]]
+    assert scaled(np.array([[0.0, 0.5]], np.float32), np.array([[7.4, 200.0]], np.float32)) == [[[0, 0]], [[7, 200]]]
     for name, values, said in (("big.tif", np.array([[0, 70000]], np.int32), "from 0 to 70000; allowed 0..65535"),
                                ("neg.tif", np.array([[-1.0, 0.5]], np.float32), "allowed values in [0, 1] or [0, 255]"),
                                ("nan.tif", np.array([[np.nan, 0.5]], np.float32), "not all finite")):
         with pytest.raises(DataError, match=f"{name}.*{re.escape(said)}"):
             _decode(tiff(name, values), None)
+    with pytest.raises(DataError, match=r"set: float pixels up to 300; allowed values in \[0, 1\] or \[0, 255\]"):
+        scaled(np.array([[0.0, 300.0]], np.float32))
 
 
 def test_an_empty_class_folder_is_named_not_dropped(tmp_path):
@@ -350,14 +360,14 @@ def test_images_of_different_sizes_name_the_image_size_flag_and_it_resizes_them(
     for image in (test_differs / "test").rglob("*.png"):
         Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(image)
     for root in (mixed, test_differs):
-        with pytest.raises(DataError, match=r"come in 2 sizes .*--image-size N \(image_size=N\)"):
+        with pytest.raises(DataError, match=r"come in 2 sizes .*set image_size .*train.s --image-size N, a space.s fixed image_size"):
             load_dataset("image_folder", str(root))
         config = TrainConfig(dataset="image_folder", data_dir=str(root), image_size=16).validate()
         d = load_dataset_for(config)
         assert d.image_shape == (3, 16, 16) and d.test.images.shape[1:] == (3, 16, 16)
     with pytest.raises(ConfigError, match="image_size"):
         TrainConfig(image_size=2).validate()
-    with pytest.raises(ConfigError, match="image_size=16.*'digits' is no image folder"):
+    with pytest.raises(ConfigError, match="image_size=16.*'digits' has images of one size already"):
         load_dataset("digits", image_size=16)
 
 
