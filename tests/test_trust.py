@@ -86,15 +86,14 @@ def test_a_model_file_s_task_is_its_own_checked_like_its_builder_and_predict_lea
     trainer.fit()
     trainer.save_model(tmp_path / "model.pt")
     state = torch.load(tmp_path / "model.pt", weights_only=True)
-    state["config"]["task"], state["task"] = "os:system", "system"  # another's file naming code as its task
-    del state["signature"]
-    torch.save(state, tmp_path / "task.pt")
+    state["config"]["task"], state["task"] = "os:system", "system"  # your signed file, edited to name code
+    torch.save(state, tmp_path / "task.pt")  # the signature covers the task: it no longer fits
     with pytest.raises(ConfigError, match=r"invalid task='os:system'.*not signed by you"):
         load_model(tmp_path / "task.pt")
     state["config"]["task"] = "auto"  # a name nothing registers: refused by name, never read as classification
     torch.save(state, tmp_path / "unknown.pt")
     with pytest.raises(ConfigError, match="invalid task='system'"):
-        load_model(tmp_path / "unknown.pt")
+        predict(tmp_path / "unknown.pt", trainer.data.test.images[:1])
     images = trainer.data.test.images[:4]
     floats = images.float()
     before = floats.clone()
@@ -204,3 +203,16 @@ def test_a_signed_search_s_module_folders_are_searched_only_while_yours_alone_an
     os.mkfifo(piped / SUMMARY)
     with pytest.raises(ConfigError, match="allowed a results folder or summary.json"):
         config_from_file(str(piped))
+
+
+def test_every_setting_that_may_name_code_is_checked_in_a_file_s_config():
+    """task was declared as an import path but left out of import_fields: train --config of another's folder
+    imported the task it named, and an edited signed model file kept its signature."""
+    import dataclasses
+
+    from asp_tune.config import check_file_config, import_fields
+
+    naming_code = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("imports")}
+    assert naming_code <= set(import_fields())
+    with pytest.raises(ConfigError, match=r"invalid task='os:system'.*not signed by you"):
+        check_file_config({"task": "os:system"}, (), "results file x (not signed by you)")
