@@ -12,7 +12,11 @@ strategy (``auto``) against a uniformly random subset of the same cost (``random
 ratio schedule and full first epoch: equal data passes) and full data, seeds 0, 1, 2: final test
 accuracy and wall time, mean +- std, differences paired by seed.
 
-    python bench/loop_api.py --quick          # both parts, about 5 minutes on 2 CPU cores
+Part ``update``: ``proxy.update``'s per-batch cost for ``loss`` with logits and targets passed (as the docs show),
+with the loss alone, and the batch's cross-entropy beside them, at 10, 100 and 1,000 classes.
+
+    python bench/loop_api.py --quick          # every part, about 5 minutes on 2 CPU cores
+    python bench/loop_api.py --part update --quick   # proxy.update's per-batch cost, seconds
     python bench/loop_api.py --part overhead --subset 0 --repeats 5
 """
 
@@ -150,10 +154,42 @@ def quality(args) -> dict:
     return out
 
 
+def update_cost(args) -> dict:
+    """Part ``update``: the per-batch cost of ``proxy.update`` for ``loss`` (it reads the loss alone) given logits
+    and targets as the docs show, against the loss alone and against the batch's cross-entropy itself, at 10, 100
+    and 1,000 classes (batch 256, one thread, medians of round-robin repeats): what the memory costs a step."""
+    from asp_tune import ProxyData
+
+    torch.set_num_threads(1)
+    rows = {}
+    for classes in (10, 100, 1000):
+        data = TensorDataset(torch.randn(20000, 2), torch.randint(0, classes, (20000,)))
+        proxy = ProxyData(data, 3, ratio=0.3, strategy="loss")
+        proxy.set_epoch(0)
+        idx, logits = torch.arange(256), torch.randn(256, classes)
+        targets = torch.randint(0, classes, (256,))
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        calls = {"update_with_logits": lambda: proxy.update(idx, losses, logits=logits, targets=targets),
+                 "update_loss_only": lambda: proxy.update(idx, losses),
+                 "cross_entropy": lambda: F.cross_entropy(logits, targets, reduction="none")}
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for _ in range(args.repeats * 4):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                for _ in range(50):
+                    call()
+                times[name].append((time.perf_counter() - start) / 50 * 1e6)
+        rows[classes] = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{classes:5d} classes: update with logits {rows[classes]['update_with_logits']:7.0f} us, loss only "
+              f"{rows[classes]['update_loss_only']:6.0f} us, the batch's cross-entropy "
+              f"{rows[classes]['cross_entropy']:6.0f} us per batch of 256")
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="3,000 images, 3 repeats")
-    p.add_argument("--part", choices=("overhead", "quality", "all"), default="all")
+    p.add_argument("--part", choices=("overhead", "quality", "update", "all"), default="all")
     p.add_argument("--data-dir", default=default_cifar10())
     p.add_argument("--subset", type=int, default=10000, help="training images (0: all)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -170,6 +206,8 @@ def main(argv=None) -> int:
         result["overhead"] = overhead(args)
     if args.part in ("quality", "all"):
         result["quality"] = quality(args)
+    if args.part in ("update", "all"):
+        result["update"] = update_cost(args)
     name = args.name or f"loop_api-{'quick' if args.quick else 'full'}"
     print(f"\nwrote {write_results(name, result)}")
     return 0
