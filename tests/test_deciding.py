@@ -437,7 +437,7 @@ def test_compare_sets_a_proxy_beside_its_uniform_control_of_the_same_cost_paired
     assert row["gain_over_control"] == pytest.approx(-0.0366667, abs=1e-6)  # -0.05, -0.04, -0.02
     assert row["gain_over_control_std"] == pytest.approx(0.0152753, abs=1e-6)
     assert row["kendall_tau"] == pytest.approx(1.0) and row["control_kendall_tau"] == pytest.approx(-1.0)
-    assert "retrained 0.0367 below the pick of a uniformly random subset of the same cost (random)" in row["warning"]
+    assert "retrained 0.0367 below the pick of a uniformly random subset of the same size (random)" in row["warning"]
     assert list(scatter) == [0.3]  # the figure's pairs are the proxies'
     report = comparison_markdown(table, "t")
     assert "| 0.3 control | random |" in report

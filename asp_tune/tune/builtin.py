@@ -354,7 +354,7 @@ def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: i
 def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1, control: bool = True,
                      seeds: list[int] | None = None) -> dict[str, Any]:
     """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, with its
-    uniformly random control of the same cost where ``control``, each pick retrained on full data, once per seed
+    uniformly random control of the same size where ``control``, each pick retrained on full data, once per seed
     of ``seeds`` (None: ``base.seed``) (:func:`asp_tune.tune.compare.run_comparison`)."""
     from asp_tune.tune.compare import run_comparison
 

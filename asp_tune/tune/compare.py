@@ -61,7 +61,7 @@ def run_comparison(jobs: dict[float, Callable[[int | None], SearchJob]], retrain
     each pick retrained on full data ``seeds`` times (seeds ``s * seeds`` on for search seed ``s``, the same for every
     pick: paired; another search seed, other retrains),
     and the comparison table (:func:`compare_runs`). ``control(ratio, strategy, seed)``: the same search as the
-    ratio's on a uniformly random subset of the same cost (``strategy``, :func:`asp_tune.strategies.uniform_control`
+    ratio's on a uniformly random subset of the same size (``strategy``, :func:`asp_tune.strategies.uniform_control`
     of the strategy the ratio's search resolved to; none where that is uniform already): a proxy is worth its cost
     only against it. ``search_seeds``: the whole comparison once per seed; ``table`` holds every seed's rows
     (``search_seed``), ``over_seeds`` each figure's mean and sample std over them (:func:`over_seeds`)."""
@@ -94,7 +94,7 @@ def _compare_once(jobs: dict[float, Callable[[int | None], SearchJob]], retrain:
         runs[ratio] = run_search(job)
         uniform = None if ratio == 1.0 or control is None else uniform_control(str(metric))
         if uniform is not None:
-            say(f"[asp-tune compare] control at ratio {ratio} ({uniform}: a uniformly random subset of the same cost)")
+            say(f"[asp-tune compare] control at ratio {ratio} ({uniform}: a uniformly random subset of the same size)")
             controls[ratio] = run_search(control(ratio, uniform, seed))
     retrained: dict[float, list[dict[str, Any]]] = {}
     retrained_controls: dict[float, list[dict[str, Any]]] = {}
@@ -149,7 +149,7 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
                  retrained_controls: dict[float, list[dict[str, Any]]] | None = None,
                  ) -> tuple[pd.DataFrame, dict[float, list[tuple[float, float]]]]:
     """One row per search (``arm``: ``full data`` at ratio 1.0, ``proxy``, and ``control``, a ratio's uniformly
-    random subset of the same cost): its cost and speed-ups against the full-data run, its pick's retrained
+    random subset of the same size): its cost and speed-ups against the full-data run, its pick's retrained
     score and its regret (per seed, the full-data pick's retrained score less its own: mean and sample std), and
     how its proxy scores rank the configurations against their full-data final scores (:func:`full_data_finals`;
     a configuration whose proxy run failed is ranked last): Kendall tau with its interval and the other
@@ -230,7 +230,7 @@ def compare_runs(runs: dict[float, SearchResult], retrained: dict[float, list[di
             allowed = regret_allowed(best, mode)
             if beside["gain_over_control"] < -allowed:
                 warnings.append(f"{what} pick ({s['metric']}) retrained {-beside['gain_over_control']:.4f} below "
-                                f"the pick of a uniformly random subset of the same cost ({beside['control_metric']}): "
+                                f"the pick of a uniformly random subset of the same size ({beside['control_metric']}): "
                                 "at this ratio the proxy costs quality a random subset keeps")
         rows.append({
             "ratio": ratio, "arm": arm, "ratio_run": ran_at, "metric": s["metric"], "algo": s["algo"],
@@ -422,7 +422,7 @@ def comparison_markdown(table: pd.DataFrame, title: str, score_name: str = "retr
     beside = table[table["arm"] == "proxy"] if "arm" in table else table.iloc[0:0]
     beside = beside[beside["control_metric"].astype(str) != ""] if "control_metric" in beside else beside.iloc[0:0]
     if len(beside):
-        lines += ["", "Beside the control (the same search on a uniformly random subset of the same cost; the proxy "
+        lines += ["", "Beside the control (the same search on a uniformly random subset of the same size; the proxy "
                       "pick's retrained score less the control pick's, paired by seed, mean ± sample std; Kendall tau "
                       "of each against full data):", ""]
         for _, r in beside.iterrows():
@@ -458,7 +458,8 @@ def comparison_notes(score_name: str, seeds: int = 1) -> str:
             f"pick's retrained score less this pick's with the same seed{', x 100 (points)' if percent else ''}, "
             "mean ± sample std over the seeds (paired; a retrain that gave no score is left out, with a warning). "
             f"{one_seed}A control row: the same search "
-            "on a uniformly random subset of the same cost (random; fixed_random beside a static proxy), run "
+            "on a uniformly random subset of the same size (random; fixed_random beside a static proxy: the same ratio, "
+            "schedule and first epoch; early stopping may promote other trials, so its data passes are its own), run "
             "beside every proxy ratio whose strategy is not uniform already; a proxy is worth its cost only "
             "against it. Correlations: each "
             "configuration's proxy score against its full-data final score "

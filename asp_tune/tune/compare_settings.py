@@ -40,7 +40,7 @@ class CompareSettings:
                                            "more)", SEARCH, kind=parse_seeds,
                                      check=Check(check_seeds, ([1, 1], [-1], "x")))
     control: bool = option(True, "beside each proxy ratio whose strategy is not uniformly random, the same search on "
-                                 "a uniformly random subset of the same cost (random; fixed_random beside a static "
+                                 "a uniformly random subset of the same size (random; fixed_random beside a static "
                                  "proxy), its pick retrained too: what the proxy gains over it", SEARCH)
 
     def validate(self) -> "CompareSettings":

@@ -394,7 +394,7 @@ def compare_trainable(trainable: Callable[[dict], None], param_space: dict[str, 
     (the trainable run at ratio 1 with the pick's config; its last ``retrain_metric``, default the search
     metric, is the pick's score), and the rank agreement between each proxy search and the full-data one
     on the configurations both evaluated (:mod:`asp_tune.tune.compare`); ``control``: beside each proxy ratio whose
-    strategy is not uniformly random, the same search on a uniformly random subset of the same cost, its pick
+    strategy is not uniformly random, the same search on a uniformly random subset of the same size, its pick
     retrained too; ``seeds``: the whole comparison once per seed, every figure as mean ± sample std over them
     (:class:`~asp_tune.tune.compare_settings.CompareSettings`; ``seed`` then left out). ``out``: ``comparison.csv``,
     ``retrained.csv``, each ratio's trials, ``report.md`` and ``comparison.png``, as ``asp-tune compare``."""
