@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import pickle
 import tempfile
 import time
 import uuid
@@ -225,23 +224,30 @@ class _Worker:
 
 
 def error_answer(error: BaseException) -> dict[str, Any]:
-    """A worker's answer for a trial whose training raised ``error``: ``Type: message``, and the error itself
-    pickled where it pickles (its trial raises it again: ``trials.csv`` then reads as for a trial alone)."""
-    answer: dict[str, Any] = {"error": f"{type(error).__name__}: {error}"}
-    with contextlib.suppress(Exception):
-        answer["exception"] = pickle.dumps(error)
-    return answer
+    """A worker's answer for a trial whose training raised ``error``: ``Type: message``, and where its class lives
+    (its trial raises one like it again: ``trials.csv`` then reads as for a trial alone)."""
+    kind = type(error)
+    return {"error": f"{kind.__name__}: {error}", "type": f"{kind.__module__}:{kind.__qualname__}",
+            "message": str(error)}
 
 
 def member_error(answer: dict[str, Any]) -> BaseException:
-    """The error a trial raises for a worker's ``answer`` (:func:`error_answer`): the one its training raised, or
-    where that cannot be rebuilt here a :class:`~asp_tune.errors.RunFailed` that names it."""
+    """The error a trial raises for a worker's ``answer`` (:func:`error_answer`): one of the same class with the same
+    message where the class is Python's or asp_tune's own (nothing is unpickled, nothing else imported), else a
+    :class:`~asp_tune.errors.RunFailed` that names it."""
+    import importlib
+
     from asp_tune.errors import RunFailed
 
-    with contextlib.suppress(Exception):
-        error = pickle.loads(answer["exception"])
-        if isinstance(error, BaseException):
-            return error
+    module, _, name = str(answer.get("type") or "").partition(":")
+    if module == "builtins" or module == "asp_tune" or module.startswith("asp_tune."):
+        with contextlib.suppress(Exception):
+            kind = getattr(importlib.import_module(module), name)
+            if isinstance(kind, type) and issubclass(kind, BaseException):
+                error = kind.__new__(kind)
+                BaseException.__init__(error, answer["message"])
+                if str(error) == answer["message"]:  # a class whose own __str__ needs more than its message: named
+                    return error
     return RunFailed(answer["error"])
 
 
