@@ -81,9 +81,10 @@ def _threads(n: int = 1) -> None:
 def ranking_task(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration, one strategy, one seed: validation accuracy, seconds after set-up, proxy cost."""
     _threads()
-    from asp_tune import TrainConfig, Trainer
+    from asp_tune import TrainConfig
+    from asp_tune.build import build_trainer
 
-    trainer = Trainer(TrainConfig.from_dict(spec["config"]))  # a static proxy's model is trained (or read) here
+    trainer = build_trainer(TrainConfig.from_dict(spec["config"]))  # a static proxy's model is trained (or read) here
     start = time.perf_counter()
     trainer.validate_each_epoch = False
     while not trainer.done:
