@@ -83,6 +83,21 @@ def test_the_task_decides_loss_score_and_the_constant_predictor():
         task_for("regression", torch.tensor([1.0, float("nan")]))
 
 
+def _predicted_r2(folder, run: str) -> float:
+    """R² of the predictions of ``folder/run/model.pt`` on the loader's data, its module importable meanwhile."""
+    sys.path.insert(0, str(folder))
+    try:
+        from asp_tune.trainer import predict
+        from my_reg import linear
+
+        x, y = linear()
+        values = predict(folder / run / "model.pt", x).squeeze(1).numpy()
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("my_reg", None)
+    return float(1 - ((values - y) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
 def test_train_a_regression_loader_reports_r2_and_its_model_file_predicts_values(folder, command_here):
     run = command_here("train", "--dataset", "my_reg:linear", "--epochs", "30", "--lr", "0.01", "--batch-size",
                        "32", "--ratio", "0.5", "--quiet", "--out", "out")
@@ -92,17 +107,7 @@ def test_train_a_regression_loader_reports_r2_and_its_model_file_predicts_values
     assert summary["task"] == "regression" and summary["final_test_r2"] > 0.9
     assert abs(summary["constant_test_score"]) < 0.1  # the mean predicts nothing
     assert summary["config"]["metric"] == "auto" and summary["data_fraction"] < 0.6  # a proxy: loss-only strategy
-    sys.path.insert(0, str(folder))
-    try:
-        from asp_tune.trainer import predict
-        from my_reg import linear
-
-        x, y = linear()
-        values = predict(folder / "out" / "model.pt", x).squeeze(1).numpy()
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("my_reg", None)
-    assert 1 - ((values - y) ** 2).sum() / ((y - y.mean()) ** 2).sum() > 0.9
+    assert _predicted_r2(folder, "out") > 0.9
 
 
 def test_a_task_of_your_own_by_import_path_and_strategies_that_need_classes_are_refused(folder, command_here):
@@ -111,17 +116,7 @@ def test_a_task_of_your_own_by_import_path_and_strategies_that_need_classes_are_
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((folder / "own" / "summary.json").read_text())
     assert summary["task"] == "absolute" and summary["final_test_neg_mae"] > summary["constant_test_score"]
-    sys.path.insert(0, str(folder))  # predict resolves the run's own task (it fell back to a softmax: all 1.0)
-    try:
-        from asp_tune.trainer import predict
-        from my_reg import linear
-
-        x, y = linear()
-        values = predict(folder / "own" / "model.pt", x).squeeze(1).numpy()
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("my_reg", None)
-    assert 1 - ((values - y) ** 2).sum() / ((y - y.mean()) ** 2).sum() > 0.5
+    assert _predicted_r2(folder, "own") > 0.5  # predict resolves the run's own task (it gave a softmax: all 1.0)
     pictures = command_here("inspect", "own", "--out", "pictures")  # it scored samples by class logits: a traceback
     assert pictures.returncode == 0, pictures.stderr[-2000:]
     assert (folder / "pictures" / "selection_frequency.png").is_file()

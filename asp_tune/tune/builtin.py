@@ -193,7 +193,7 @@ def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int
     per_step = (choice.alone_step_s - choice.pack_step_s) / min(choice.size, AUTO_MEASURED_MEMBERS) * batch_size / rows
     saved = per_step * steps_total / max_concurrent
     at_once = min(choice.size * max_concurrent, trials or choice.size * max_concurrent)
-    workers = min(max_concurrent, math.ceil(at_once / choice.size))
+    workers = pack_workers(max_concurrent, at_once, choice.size)
     processes = at_once + 1
     cost = processes * PROCESS_START_CPU_S / max(1, os.cpu_count() or 1)
     if saved <= cost:
@@ -211,9 +211,14 @@ def _packs(s: HpoSettings, choice, run: dict[str, Any], validate: tuple[int, ...
            arrays: dict[str, Any] | None, modules: list):
     from asp_tune.tune.pack_ray import pack_job
 
-    workers = min(s.max_concurrent, math.ceil(s.total_trials / max(1, choice.size)))  # none left idle
-    return pack_job(choice, s.space, run, validate, arrays, workers, s.cpus_per_trial, s.gpus_per_trial,
+    return pack_job(choice, s.space, run, validate, arrays, pack_workers(s.max_concurrent, s.total_trials, choice.size),
+                    s.cpus_per_trial, s.gpus_per_trial,
                     extensions(), search_paths(modules))
+
+
+def pack_workers(max_concurrent: int, trials: int, size: int) -> int:
+    """Pack workers a search starts: ``max_concurrent``, but none left idle (nor refused for want of room)."""
+    return min(max_concurrent, math.ceil(trials / max(1, size)))
 
 
 def _unchecked(ratio: float) -> str:
@@ -436,9 +441,8 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
         print(f"[asp-tune] --pack auto: {choice.reason}", file=sys.stderr)
     from asp_tune.tune.pack_ray import pack_job
 
-    workers = min(max_concurrent, math.ceil(trials / max(1, choice.size)))  # none left idle (nor refused)
-    packs = pack_job(choice, space, run, None, arrays, workers, cpus_per_trial, gpus_per_trial, added,
-                     search_paths(modules))
+    packs = pack_job(choice, space, run, None, arrays, pack_workers(max_concurrent, trials, choice.size),
+                     cpus_per_trial, gpus_per_trial, added, search_paths(modules))
 
     def make_trainable():
         from ray import tune

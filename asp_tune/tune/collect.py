@@ -110,9 +110,14 @@ def best_trial(trials: pd.DataFrame, mode: str = "max") -> pd.Series | None:
     return ok.loc[ok["best_score"].idxmax() if mode == "max" else ok["best_score"].idxmin()]
 
 
-def proxy_model_seconds(trials: pd.DataFrame, column: str = "proxy_seconds") -> float:
-    """Seconds (or another ``column``: ``proxy_data_passes``) spent on static proxies' scoring models: each
-    distinct proxy counted once, however many trials shared it (0 without a static proxy that needs one)."""
+def proxy_model_seconds(trials: pd.DataFrame) -> float:
+    """Seconds spent training static proxies' scoring models (:func:`proxy_model_total`)."""
+    return proxy_model_total(trials, "proxy_seconds")
+
+
+def proxy_model_total(trials: pd.DataFrame, column: str) -> float:
+    """A static proxy's scoring-model ``column`` (``proxy_seconds``, ``proxy_data_passes``) summed over the
+    distinct proxies: each counted once, however many trials shared it (0 without a static proxy that needs one)."""
     if "proxy_key" not in trials or column not in trials or not len(trials):
         return 0.0
     used = trials[trials["proxy_key"].fillna("").astype(str) != ""]

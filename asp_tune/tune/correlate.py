@@ -19,7 +19,7 @@ import pandas as pd
 from asp_tune.config import TrainConfig
 from asp_tune.quality import cost_adjusted_r2, proxy_quality
 from asp_tune.strategies import UNIFORM_CONTROLS
-from asp_tune.tune.collect import proxy_model_seconds
+from asp_tune.tune.collect import proxy_model_seconds, proxy_model_total
 from asp_tune.tune.run import SearchJob, run_search
 
 from asp_tune.tune.cells import FULL_CELL, cell_of, cells  # noqa: F401 - part of this module's API
@@ -97,7 +97,7 @@ def correlations(scores: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
         quality = proxy_quality(part.loc[common, "score"].values, full.loc[common, "score"].values,
                                 float(part.loc[common, "seconds"].sum()) + proxy_seconds,
                                 float(full.loc[common, "seconds"].sum()), mode=mode)
-        proxy_passes = proxy_model_seconds(part, "proxy_data_passes")  # its training and scoring pass, once
+        proxy_passes = proxy_model_total(part, "proxy_data_passes")  # its training and scoring pass, once
         passes = float(part["data_passes"].sum()) + proxy_passes
         rows.append({"ratio": ratio, "metric": strategy, "strategy": strategy, "asked": strategy,
                      "kind": metric_kind(strategy),

@@ -31,7 +31,8 @@ from asp_tune.imports import search_paths
 from asp_tune.run_dir import jsonable
 from asp_tune.tune.algorithms import Built
 from asp_tune.tune.job import SearchJob, SearchResult  # noqa: F401 - part of this module's API
-from asp_tune.tune.collect import best_trial, collect_trials, plain, proxy_model_seconds, proxy_trust
+from asp_tune.tune.collect import (best_trial, collect_trials, plain, proxy_model_seconds, proxy_model_total,
+                                   proxy_trust)
 from asp_tune.tune.storage import (SETTINGS_FILE, join, make_dirs, ray_filesystem, read_text,  # noqa: F401
                                    settle_experiment, storage_root, unfinished_experiments, write_text)
 
@@ -442,7 +443,7 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
         "data_passes_total": float(trials["data_passes"].fillna(0).sum()),
         "epochs_total": int(trials["epochs"].fillna(0).sum()),
         "trial_seconds": seconds | {"proxy_model": proxy_model_seconds(trials)},
-        "proxy_model_data_passes": proxy_model_seconds(trials, "proxy_data_passes"),  # a static proxy's, once
+        "proxy_model_data_passes": proxy_model_total(trials, "proxy_data_passes"),  # a static proxy's, once
         "budget": job.budget,
         "experiment_path": experiment_path,
         "proxy_trust": None if trust is None else trust.summary(),
