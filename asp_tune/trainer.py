@@ -452,6 +452,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the run that saved ``state`` (:meth:`state_dict`). A state saved under other settings
+        than this trainer's is refused, naming them: the optimiser's and schedule's saved states would
+        silently override a changed learning rate, schedule or epoch count. Only where the run is placed
+        (:data:`SETTINGS_FREE_ON_RESUME`) may differ."""
+        self._check_same_run(state.get("config"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -466,6 +471,16 @@ class Trainer:
         self.val_seconds = state.get("val_seconds", 0.0)
         self.history = list(state["history"])
         self.tracked_importance.load_state_dict(state.get("trajectories", []))
+
+    def _check_same_run(self, saved: dict[str, Any] | None) -> None:
+        if not isinstance(saved, dict):  # a state of an older version carries no settings
+            return
+        mine = self.config.to_dict()
+        changed = [f"{name} {saved[name]!r} -> {mine[name]!r}" for name in sorted(mine)
+                   if name in saved and name not in SETTINGS_FREE_ON_RESUME and saved[name] != mine[name]]
+        if changed:
+            raise AspTuneError(f"this checkpoint continues a run of other settings ({'; '.join(changed)}): resume "
+                               "with the settings it was saved under, or start a new run for these")
 
     def save_model(self, path: str | Path) -> None:
         """The final weights with what rebuilds them (see :func:`load_model`): the builder (a registered
@@ -485,6 +500,10 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_state_dict(load_state(path, "selector", "an asp_tune trainer checkpoint"))
+
+
+#: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
+SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size"})
 
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:

@@ -91,6 +91,25 @@ def test_importance_trajectories_survive_a_checkpoint_and_its_pickle_does_not_gr
         assert resumed.trajectories == rows
 
 
+def test_a_checkpoint_resumes_only_the_run_it_was_saved_by_where_it_is_placed_may_differ(digits, tmp_path):
+    """The optimiser's and schedule's states carry the old learning rate and epoch count: loaded into a trainer
+    of other settings, they overrode its lr silently (it trained on at 0.1 where 0.01 was asked)."""
+    from asp_tune.errors import AspTuneError
+
+    cfg = TrainConfig(epochs=3, ratio=0.5, metric="loss", lr=0.1)
+    t = Trainer(cfg, data=digits)
+    t.train_epoch()
+    path = tmp_path / "ckpt.pt"
+    t.save_checkpoint(path)
+    other = Trainer(cfg.replace(lr=0.01, epochs=6), data=digits)
+    with pytest.raises(AspTuneError, match=r"other settings \(epochs 3 -> 6; lr 0.1 -> 0.01\)"):
+        other.load_checkpoint(path)
+    assert other.epoch == 0 and other.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    placed = Trainer(cfg.replace(eval_batch_size=64, amp=False, device="cpu"), data=digits)
+    placed.load_checkpoint(path)
+    assert placed.epoch == 1 and placed.config.eval_batch_size == 64
+
+
 def test_corrupt_checkpoint_is_a_clear_error(digits, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
