@@ -210,7 +210,7 @@ class ActiveLearner:
         trainer = self.train_on_pool(cfg)
         accuracy = trainer.evaluate("test")[0]
         return {"strategy": self.strategy, "labelled": int(self.labelled.numel()), "target_test_error": 1.0 - accuracy,
-                "target_seconds": time.perf_counter() - start}
+                "error_is": f"1 - {trainer.task.score_name}", "target_seconds": time.perf_counter() - start}
 
 
 def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, data: DataBundle | None = None,
@@ -237,7 +237,7 @@ def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, d
     summary = {"strategy": settings.strategy, "rounds": settings.rounds, "budget": settings.budget,
                "initial": settings.initial_size, "target_model": settings.target_model,
                "proxy_model": config.proxy_model or config.model, "data": data.describe(),
-               "final": {f["strategy"]: f for f in finals}}
+               "error_is": finals[0]["error_is"], "final": {f["strategy"]: f for f in finals}}
     if len(finals) == 2:
         summary["error_change_vs_random"] = finals[0]["target_test_error"] - finals[1]["target_test_error"]
     return {"rounds": rounds, "finals": finals, "summary": summary}

@@ -113,7 +113,8 @@ def run_active_learn_command(args: argparse.Namespace) -> int:
         plot_rounds(rounds, out.file("rounds.png"), f"active learning: {settings.strategy} vs random")
         summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
         target = out.commit(summary)
-    finals = "  ".join(f"{f['strategy']}: target error {f['target_test_error']:.4f} on {f['labelled']} labels"
+    finals = "  ".join(f"{f['strategy']}: target error ({f['error_is']}) {f['target_test_error']:.4f} on "
+                       f"{f['labelled']} labels"
                        for f in result["finals"])
     print(f"{finals}  -> {target}")
     return 0

@@ -178,6 +178,11 @@ def test_a_regression_core_set_reports_r2_and_active_learning_takes_only_random_
     assert refused.returncode == 2 and "invalid strategy='least_confidence': allowed random for a regression " \
                                        "task" in refused.stderr
     assert not (folder / "al").exists()
+    run = command_here("active-learn", "--dataset", "my_reg:linear", "--strategy", "random", "--epochs", "2",
+                       "--lr", "0.01", "--budget", "30", "--rounds", "2", "--out", "al", "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]  # its error is the share of variance left, and says so
+    summary = json.loads((folder / "al" / "summary.json").read_text())
+    assert summary["error_is"] == "1 - r2" and "target error (1 - r2)" in run.stdout
     refused = command_here("coreset", "--dataset", "my_reg:linear", "--strategy", "forgetting", "--epochs", "2",
                            "--out", "cf", "--quiet")  # the flag given is named, not the trainer's metric
     assert refused.returncode == 2 and "invalid strategy='forgetting': allowed a strategy that needs no classes" \

@@ -317,7 +317,7 @@ def test_active_learn_command_writes_rounds_beside_random(tmp_path):
     assert list(rounds["strategy"]) == ["least_confidence"] * 2 + ["random"] * 2
     assert list(rounds["labelled"]) == [40, 80, 40, 80]
     s = json.loads((out / "summary.json").read_text())
-    assert set(s["final"]) == {"least_confidence", "random"}
+    assert set(s["final"]) == {"least_confidence", "random"} and s["error_is"] == "1 - accuracy"
     assert all(f["labelled"] == 120 for f in s["final"].values())
     assert (out / "rounds.png").is_file()
 
