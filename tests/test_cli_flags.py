@@ -217,6 +217,30 @@ def test_run_hpo_asks_for_more_full_data_runs_in_python_s_words(monkeypatch):
     assert "give --audit 6 to train" in " ".join(announce(builtin.job_from_settings(settings)))  # the command line's
 
 
+def test_a_search_without_a_top_rung_on_full_data_says_why_before_it_starts(monkeypatch):
+    """hpo.md's first example (BOHB, a dynamic ratio) never trained its top rung on full data, and said nothing:
+    the audit decided, unannounced. Every reason is now said, by the command line and search() alike."""
+    from asp_tune.tune import builtin, user
+    from asp_tune.tune.deciding import announce
+    from asp_tune.tune.settings import HpoSettings
+
+    def said(**changes):
+        settings = HpoSettings("search_spaces/digits_mlp.yaml", **{"algo": "asha", "num_samples": 18, "max_epochs": 9,
+                                                                   "ratio": 0.3, "verbose": 0, **changes})
+        return " ".join(announce(builtin.job_from_settings(settings)))
+
+    assert "no top rung" not in said()
+    assert "no top rung on all the data (ratio schedule 'dynamic' does not reach 1 by the last proxy rung (epoch 3)" \
+           "; constant or steps:3=1 does): after the search, an audit trains" in said(ratio_schedule="dynamic")
+    assert "(strategy 'fixed_random' keeps its own subset)" in said(metric="fixed_random")
+    assert "no top rung" not in said(decide="proxy") and "no top rung" not in said(algo="random")
+    jobs = []
+    monkeypatch.setattr(user, "run_search", lambda job, **kwargs: jobs.append(job))
+    user.search(lambda config: None, {"lr": 0.1}, epochs=9, num_samples=18, ratio=0.3, ratio_schedule="dynamic",
+                verbose=0)
+    assert "no top rung on all the data (ratio schedule 'dynamic'" in " ".join(announce(jobs[0]))
+
+
 def test_the_resume_command_is_the_command_again_with_one_resume():
     from asp_tune.cli import resume_command
 

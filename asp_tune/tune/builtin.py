@@ -279,12 +279,15 @@ def _full_data_plan(s: HpoSettings):
     top rung of an early-stopping search on all the data."""
     from asp_tune.tune.deciding import FullDataPlan
 
+    from asp_tune.tune.fulldata import no_full_data_top_rung
+
     if s.decide != "full" or s.ratio >= 1.0:
         return None
+    why = no_full_data_top_rung(s.trial_config(), s.rungs(), s.decide)
     top = s.end_on_full_data()
     rungs = s.rungs()
     return FullDataPlan(top_rung_full=top, first_rung=rungs[0] if top else None, audit=s.audit,
-                        audit_trainable=lambda: None, ratio=s.ratio, seed=s.seed)
+                        audit_trainable=lambda: None, ratio=s.ratio, seed=s.seed, no_top_rung=why)
 
 
 def _in_python_words(job: SearchJob) -> SearchJob:

@@ -60,6 +60,7 @@ class FullDataPlan:
     seed: int = 0
     flag: str = "--audit"
     audit_packs: Any = None  # a PackJob: the audit's trials train in packs (asp_tune.tune.pack_ray)
+    no_top_rung: str = ""  # why an early-stopping search has no top rung on all the data (fulldata.no_full_data_top_rung)
 
     def expected_pairs(self, configurations: int, rungs: tuple[int, ...] | None) -> float:
         return expected_top(configurations, rungs or ()) if self.top_rung_full else 0.0
@@ -95,6 +96,9 @@ def announce(job) -> list[str]:
                      + ("; at ratio 1 this is a full-data search, not a proxy: more training data or a smaller "
                         "batch keeps a proxy" if change["ratio"][1] >= 1.0 > change["ratio"][0] else ""))
     if plan is not None:
+        if plan.no_top_rung:
+            lines.append(f"no top rung on all the data ({plan.no_top_rung}): after the search, an audit trains "
+                         "configurations on all the data from the start, and the best of them is the pick")
         pairs = plan.expected_pairs(configurations, rungs) + plan.audit_count(configurations, rungs)
         notice = measurement_notice(configurations, pairs, rungs, plan.flag, plan.top_rung_full)
         if notice:

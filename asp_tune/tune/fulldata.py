@@ -264,6 +264,21 @@ def full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: str) 
     return schedule if steps and steps[-1][1] >= 1.0 and steps[-1][0] <= rungs[-2] else None
 
 
+def no_full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: str) -> str:
+    """Why an early-stopping search that decides on full data gets no top rung on all the data ("" where it
+    gets one, or where it has no rungs or no proxy): the pick is then an audit's, after the search."""
+    from asp_tune.strategies import follows_ratio_schedule
+
+    if decide != "full" or settings.ratio >= 1.0 or not rungs or full_data_top_rung(settings, rungs, decide):
+        return ""
+    if len(rungs) < 2:
+        return f"its only rung is its last (epoch {rungs[0]})"
+    if not follows_ratio_schedule(settings):
+        return f"strategy {settings.metric!r} keeps its own subset"
+    return (f"ratio schedule {settings.ratio_schedule!r} does not reach 1 by the last proxy rung (epoch {rungs[-2]}); "
+            f"constant or steps:{rungs[-2]}=1 does")
+
+
 def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] | None, flag: str,
                        top_rung_full: bool = False) -> str | None:
     """The line a search says before it starts when it cannot measure its proxy (None when it can);

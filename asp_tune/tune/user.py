@@ -209,7 +209,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
              proxy_settings: dict[str, Any], decide: str = "full", audit: int | None = None) -> SearchJob:
     """The :class:`~asp_tune.tune.run.SearchJob` of a user's trainable (what :func:`search` runs)."""
     from asp_tune.pack import PackChoice
-    from asp_tune.tune.fulldata import full_data_top_rung
+    from asp_tune.tune.fulldata import full_data_top_rung, no_full_data_top_rung
     from asp_tune.tune.algorithms import Context, check_grace_period, compose, plain_fifo
 
     _check_arguments(trainable, param_space, epochs, mode, {
@@ -236,6 +236,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
                                                                        "scheduler='fifo'")
     settings = ProxySettings(**given)
     settings.check_proxy()  # named errors before anything starts
+    why = no_full_data_top_rung(settings, rungs if early else None, decide)
     schedule = full_data_top_rung(settings, rungs, decide)  # the top rung on all the data, as the command line's
     top = schedule is not None
     if top:
@@ -259,7 +260,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
         from asp_tune.tune.deciding import FullDataPlan
 
         plan = FullDataPlan(top_rung_full=top, first_rung=rungs[0] if top else None, audit=audit,
-                            audit_trainable=make_trainable, ratio=ratio, seed=seed, flag="audit=",
+                            audit_trainable=make_trainable, ratio=ratio, seed=seed, flag="audit=", no_top_rung=why,
                             audit_fixed={TRIAL_KEY: space[TRIAL_KEY] if top else {"ratio": 1.0, "metric": "none",
                                                                                    "seed": seed}})
     summary = {"algo": f"{type(built.scheduler).__name__} + {type(built.searcher).__name__}", "ratio": ratio,
