@@ -52,3 +52,11 @@ def test_a_submodule_is_an_attribute_on_first_use_and_a_name_that_is_none_stays_
     assert "tune" in dir(asp_tune) and "trainer" in dir(asp_tune)  # listed before they are imported
     for name in ("nope", "nope.x", "py.typed", "_private", "tune.nope"):  # getattr with a default keeps its contract
         assert getattr(asp_tune, name, None) is None
+
+
+def test_the_reference_s_help_writes_no_file_named_after_it(tmp_path, monkeypatch, capsys):
+    from asp_tune.reference import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--help"]) == 0 and main(["a.md", "b.md"]) == 2
+    assert list(tmp_path.iterdir()) == [] and "usage: python -m asp_tune.reference [FILE]" in capsys.readouterr().out
