@@ -195,6 +195,31 @@ def test_resources_no_node_has_fail_before_any_trial(ray_session, capsys, tmp_pa
     assert "cpus_per_trial=64" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_a_gpu_node_the_autoscaler_may_start_counts_and_so_do_its_nodes_for_shared_storage(ray_session, monkeypatch):
+    """cluster/aws.yaml starts no GPU node before a trial asks for one: a search with --gpus-per-trial 1 was
+    refused on its head node alone. The node types the cluster reports to Ray count (as Ray Train reads them)."""
+    from ray._private.state import state
+    from ray.core.generated import autoscaler_pb2
+
+    from asp_tune.tune.session import check_resources, check_shared_storage
+
+    with pytest.raises(ConfigError, match="no node of this Ray cluster has a GPU; an autoscaling cluster whose "
+                                          r"launcher does not report its node types to Ray counts only the nodes up now"):
+        check_resources(1, 1)
+    check_shared_storage(None)  # one local node, no autoscaler
+    config = autoscaler_pb2.ClusterConfig()
+    for name, resources, count in (("head", {"CPU": 8}, 1), ("gpu_worker", {"CPU": 8, "GPU": 1}, 8)):
+        group = config.node_group_configs.add(name=name, max_count=count)
+        group.resources.update(resources)
+    monkeypatch.setattr(state, "get_cluster_config", lambda: config)
+    check_resources(8, 1)  # a gpu_worker the autoscaler adds takes it
+    with pytest.raises(ConfigError, match="invalid gpus_per_trial=2.0: allowed at most 1"):
+        check_resources(1, 2.0)
+    with pytest.raises(ConfigError, match="a folder every one of the nodes its autoscaler may start sees"):
+        check_shared_storage(None)
+    check_shared_storage("/shared/nfs")
+
+
 class _Checkpoint:
     def __init__(self, folder):
         self.folder = folder

@@ -248,31 +248,53 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def check_resources(cpus_per_trial: float, gpus_per_trial: float, field: str = "per_trial") -> None:
-    """Refuse a per-trial request that no node of the cluster can ever satisfy (it would wait forever)."""
+    """Refuse a per-trial request that no node of the cluster can ever satisfy (it would wait forever): neither
+    a node alive now nor one its autoscaler may add (the node types it reports to Ray, as Ray Train reads them;
+    a launcher that reports none counts its live nodes only)."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")] + [r for r, _ in _node_types()]
     if not nodes:
         return
     most_cpus = max(n.get("CPU", 0.0) for n in nodes)
     most_gpus = max(n.get("GPU", 0.0) for n in nodes)
+    later = ("; an autoscaling cluster whose launcher does not report its node types to Ray counts only the "
+             "nodes up now: keep one such node up (min_workers: 1)")
     if cpus_per_trial > most_cpus:
-        raise ConfigError(f"cpus_{field}", cpus_per_trial, f"at most {most_cpus:g} (the most CPUs of any node)")
+        raise ConfigError(f"cpus_{field}", cpus_per_trial, f"at most {most_cpus:g} (the most CPUs of any node{later})")
     if gpus_per_trial > most_gpus:
         raise ConfigError(f"gpus_{field}", gpus_per_trial,
-                          f"at most {most_gpus:g} (the most GPUs of any node)" if most_gpus else
-                          "0 (no node of this Ray cluster has a GPU)")
+                          f"at most {most_gpus:g} (the most GPUs of any node{later})" if most_gpus else
+                          f"0 (no node of this Ray cluster has a GPU{later})")
+
+
+def _node_types() -> list[tuple[dict[str, float], int]]:
+    """The node types the cluster's autoscaler may start, each with its resources and how many (-1: no limit);
+    empty where the cluster reports none (a fixed cluster, or a launcher that does not report them)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - Ray's private accessor; without it only the live nodes count
+        return []
+    if config is None:
+        return []
+    return [(dict(group.resources), int(group.max_count)) for group in config.node_group_configs
+            if group.max_count != 0]
 
 
 def check_shared_storage(storage_path: str | None) -> None:
-    """On a cluster of several nodes, trials and their checkpoints must live where every node sees
-    them; without ``--storage-path`` each node would keep its own, and a trial moved to another node
-    could not resume. Refused before any trial starts."""
+    """On a cluster of several nodes (alive now, or that its autoscaler may start), trials and their
+    checkpoints must live where every node sees them; without ``--storage-path`` each node would keep its own,
+    and a trial moved to another node could not resume. Refused before any trial starts."""
     import ray
 
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    if nodes > 1 and storage_path is None:
-        raise ConfigError("storage_path", None, f"a folder every one of the {nodes} nodes sees (NFS) or a bucket "
+    alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+    types = _node_types()
+    more = any(count == -1 for _, count in types) or sum(count for _, count in types) > 1
+    if (alive > 1 or more) and storage_path is None:
+        nodes = f"the {alive} nodes" if alive > 1 else "the nodes its autoscaler may start"
+        raise ConfigError("storage_path", None, f"a folder every one of {nodes} sees (NFS) or a bucket "
                                                 "URI (s3://, gs://): a search on several nodes needs shared storage")
 
 
