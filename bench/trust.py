@@ -26,7 +26,7 @@ hash of what trains a curve: the sources of the asp_tune package and of this scr
 values and the run's settings. A cache written by other code or settings is not read; the results file
 records the code hash and how many curves came from the cache (``--no-cache`` trains every curve).
 
-    python bench/trust.py --quick         # about 15 minutes on 2 CPU cores
+    python bench/trust.py --quick         # about 16 minutes on 2 (busy) CPU cores without a cache
     python bench/trust.py --render bench/results/trust-quick.json   # its tables again from its rows
 """
 
