@@ -8,7 +8,7 @@ import platform
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -22,6 +22,31 @@ def shared_data_dir() -> Path:
 
 def default_cifar10() -> str:
     return str(shared_data_dir() / "cifar10-jpg.tar.gz")
+
+
+def mean_std(values: Iterable[float], digits: int = 3, scale: float = 1.0, signed: bool = False) -> str:
+    """The one way every benchmark writes a mean over seeds (or repeats) and its spread: ``mean ± std`` with the
+    sample standard deviation (ddof 1, :func:`asp_tune.quality.seed_spread`, as every asp_tune command reports it).
+    NaNs are left out; one value is written ``x (n=1)`` (one value measures no spread, never ``± 0``), none ``-``.
+    ``scale`` multiplies the values first (100 for points), ``signed`` writes the mean with its sign."""
+    from asp_tune.quality import seed_spread
+
+    kept = [float(v) * scale for v in values if v is not None and v == v]
+    if not kept:
+        return "-"
+    mean = sum(kept) / len(kept)
+    head = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if len(kept) == 1:
+        return f"{head} (n=1)"
+    return f"{head} ± {seed_spread(kept):.{digits}f}"
+
+
+def spread(values: Iterable[float]) -> float:
+    """The sample standard deviation of the finite ``values`` (ddof 1; NaN for fewer than two): what
+    :func:`mean_std` prints, for results files."""
+    from asp_tune.quality import seed_spread
+
+    return seed_spread([float(v) for v in values if v is not None and v == v])
 
 
 def machine() -> dict[str, Any]:

@@ -45,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_cifar10, machine, write_results  # noqa: E402
+from _common import default_cifar10, machine, mean_std, write_results  # noqa: E402
 
 GRID = {"lr": (0.01, 0.04, 0.15, 0.5), "weight_decay": (5e-5, 5e-4, 5e-3)}
 #: Strategy -> TrainConfig settings. ``asp`` is the product's default (metric loss, calibrated rule).
@@ -164,13 +164,6 @@ def kcenters_cost(sizes: list[int], device: str, dim: int = 64) -> list[dict[str
 # ----------------------------------------------------------------------------------- analysis
 
 
-def mean_std(values: list[float]) -> str:
-    from asp_tune.quality import seed_spread  # the spread every asp_tune command reports (ddof 1)
-
-    values = [v for v in values if v == v]
-    return f"{np.mean(values):.3f} ± {seed_spread(values):.3f}" if values else "-"
-
-
 def proxy_passes(row: dict[str, Any], epochs: int) -> float:
     """The data passes of the scoring model a run's strategy trained first (its epochs and one scoring pass): as
     recorded, or for a run recorded before they were, by the library's rule for its epochs."""
@@ -204,14 +197,21 @@ def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int
         proxies = {r["proxy_key"]: r["proxy_seconds"] for r in part if r["proxy_key"]}
         return sum(r["seconds"] + r["subset_selection_seconds"] for r in part) + sum(proxies.values())
 
+    def invocations(strategy: str, ratio: float, seed: int) -> set:
+        """Which invocations of this script timed the cell's runs (None: not recorded)."""
+        return {r.get("invocation") for r in rows if r["strategy"] == strategy and r["ratio"] == ratio
+                and r["seed"] == seed}
+
     full = np.stack([scores("full data", 1.0, s) for s in seeds])
     reference = full.mean(axis=0)
     cells = sorted({(r["strategy"], r["ratio"]) for r in rows}, key=lambda c: (-c[1], list(STRATEGIES).index(c[0])
                                                                                 if c[0] in STRATEGIES else -1))
     per_cell: dict[tuple[str, float], dict[str, list[float]]] = {}
+    crossed: dict[tuple[str, float], list[bool]] = {}
     for strategy, ratio in cells:
         measures: dict[str, list[float]] = {k: [] for k in ("kendall_tau", "r2", "top1_regret", "relative_cost",
                                                              "data_passes", "seconds_per_run")}
+        across: list[bool] = []  # per seed: the cell's seconds and full data's were timed in different invocations
         for i, seed in enumerate(seeds):
             if strategy == "full data":  # the noise ceiling: this seed against the mean of the others
                 got, ref = full[i], np.delete(full, i, axis=0).mean(axis=0)
@@ -222,9 +222,11 @@ def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int
             measures["r2"].append(q["r2"])
             measures["top1_regret"].append(100 * q["top1_regret"])
             measures["relative_cost"].append(q["relative_cost"])
+            across.append(invocations(strategy, ratio, seed) != invocations("full data", 1.0, seed))
             measures["data_passes"].append(cell_passes(strategy, ratio, seed))
             measures["seconds_per_run"].append(float(np.nanmean(scores(strategy, ratio, seed, "seconds"))))
         per_cell[(strategy, ratio)] = measures
+        crossed[(strategy, ratio)] = across
     out = []
     for (strategy, ratio), m in per_cell.items():
         base = per_cell.get((REFERENCE, ratio))
@@ -233,7 +235,8 @@ def ranking_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int
         out.append({"strategy": strategy, "ratio": ratio, **{f"{k}_per_seed": v for k, v in m.items()},
                     **{f"{k}_mean": float(np.nanmean(v)) for k, v in m.items()},
                     **{f"{k}_std": seed_spread([x for x in v if x == x]) for k, v in m.items()},
-                    "tau_minus_fixed_random": delta})
+                    "tau_minus_fixed_random": delta,
+                    "relative_cost_across_invocations": crossed[(strategy, ratio)]})
     return out
 
 
@@ -246,13 +249,21 @@ def ranking_markdown(table: list[dict[str, Any]], setup: dict[str, Any]) -> list
              "model's (its epochs and one scoring pass, shared by the cell's runs).", "",
              "| strategy | r | Kendall tau | Δ tau vs fixed_random | r² | top-1 regret (points) | relative cost | "
              "data passes / run |", "|---|---|---|---|---|---|---|---|"]
+    marked = False
     for r in table:
-        d = mean_std(r["tau_minus_fixed_random"]) if r["tau_minus_fixed_random"] else ""
+        d = mean_std(r["tau_minus_fixed_random"], signed=True) if r["tau_minus_fixed_random"] else ""
+        mark = "†" if any(r.get("relative_cost_across_invocations", [])) else ""
+        marked = marked or bool(mark)
         lines.append(f"| {r['strategy']} | {r['ratio']} | {mean_std(r['kendall_tau_per_seed'])} | {d} | "
-                     f"{mean_std(r['r2_per_seed'])} | {r['top1_regret_mean']:.2f} ± {r['top1_regret_std']:.2f} | "
-                     f"{r['relative_cost_mean']:.2f} | {r['data_passes_mean']:.2f} |")
-    return lines + ["", "`full data` row: each seed's full-data ranking against the mean of the other seeds "
-                        "(the noise ceiling of this reference).", ""]
+                     f"{mean_std(r['r2_per_seed'])} | {mean_std(r['top1_regret_per_seed'], 2)} | "
+                     f"{r['relative_cost_mean']:.2f}{mark} | {r['data_passes_mean']:.2f} |")
+    lines += ["", "`full data` row: each seed's full-data ranking and top-1 regret against the mean of the other seeds "
+                  "(the noise ceiling of this reference)."]
+    if marked:
+        lines += ["", "† relative cost across invocations: this cell's seconds and full data's were timed by different "
+                      "invocations of the script (`--reuse`; possibly another machine or day, see the invocations "
+                      "below), so the ratio mixes their speeds and is not a side-by-side measurement."]
+    return lines + [""]
 
 
 def coreset_markdown(rows: list[dict[str, Any]], setup: dict[str, Any]) -> list[str]:
@@ -352,8 +363,16 @@ def main() -> int:
     import json
 
     earlier = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
+    # every invocation's machine is kept: rows and parts say which invocation measured them
+    runs_by = list(earlier.get("invocations", []))
+    if earlier and not runs_by:  # a file written before invocations were recorded: its one machine is all we know
+        runs_by = [{"id": 0, "machine": earlier.get("machine"), "command": None,
+                    "note": "rows written before invocations were recorded"}]
+    this = {"id": len(runs_by), "machine": machine(), "command": " ".join(sys.argv),
+            "date": time.strftime("%Y-%m-%d")}
     # the parts not run this time are kept from the earlier file
-    results: dict[str, Any] = {**earlier, "machine": machine(), "setup": {"quick": quick, "seeds": seeds}}
+    results: dict[str, Any] = {**earlier, "machine": this["machine"], "invocations": runs_by + [this],
+                               "setup": {"quick": quick, "seeds": seeds}}
     start = time.perf_counter()
     if "ranking" in parts:
         base = {**data, "subset": 2500 if quick else 20000, "val_fraction": 0.2 if quick else 0.1, "model": "resnet8",
@@ -366,7 +385,7 @@ def main() -> int:
             if earlier_ranking["setup"]["grid"] != {k: list(v) for k, v in GRID.items()} or \
                     earlier_ranking["setup"]["epochs"] != epochs:
                 p.error(f"{args.reuse} holds runs of another setup")
-            reused = [r for r in earlier_ranking["runs"] if r["seed"] in seeds]
+            reused = [{"invocation": 0, **r} for r in earlier_ranking["runs"] if r["seed"] in seeds]
         have = {(r["strategy"], r["ratio"], r["config"], r["seed"]) for r in reused}
         for seed, (c, cfg) in itertools.product(seeds, enumerate(configs)):
             if ("full data", 1.0, c, seed) not in have:
@@ -378,7 +397,7 @@ def main() -> int:
                                                  "config": {**base, **cfg, "seed": seed, "ratio": ratio,
                                                             **STRATEGIES[name]}}))
         tasks.sort(key=lambda t: -t[1]["config"].get("ratio", 1.0))  # the longest first
-        rows = reused + run_pool(tasks, args.workers, "ranking runs")
+        rows = reused + [{**r, "invocation": this["id"]} for r in run_pool(tasks, args.workers, "ranking runs")]
         setup = {"model": "ResNet-8", "data": f"CIFAR-10 subset of {base['subset']} ({1 - base['val_fraction']:.0%} "
                                              "train)", "epochs": epochs, "seeds": seeds, "num_configs": len(configs),
                  "grid": {k: list(v) for k, v in GRID.items()}, "ratios": ratios, "strategies": STRATEGIES}
@@ -398,7 +417,7 @@ def main() -> int:
         setup = {"model": "ResNet-8", "data": f"CIFAR-10 subset of {base['subset'] or 'all'}", "epochs": epochs,
                  "proxy_epochs": base["proxy_epochs"], "fraction": 0.5, "seeds": seeds}
         rows.sort(key=lambda r: ["full data", "forgetting", "fixed_random"].index(r["strategy"]))
-        results["coreset"] = {"setup": setup, "runs": rows}
+        results["coreset"] = {"setup": setup, "runs": rows, "invocation": this["id"]}
         print("\n".join(coreset_markdown(rows, setup)))
     if "active" in parts:
         base = {**data, "subset": 5000 if quick else None, "model": "resnet8", "epochs": epochs,
@@ -411,7 +430,7 @@ def main() -> int:
         finals = [d["final"] for d in done]
         setup = {"model": "ResNet-8", "data": f"CIFAR-10 subset of {base['subset'] or 'all'}", "epochs": epochs,
                  "proxy_epochs": base["proxy_epochs"], "seeds": seeds, **sizes}
-        results["active"] = {"setup": setup, "rounds": rounds, "finals": finals}
+        results["active"] = {"setup": setup, "rounds": rounds, "finals": finals, "invocation": this["id"]}
         print("\n".join(active_markdown(rounds, finals, setup)))
     if "kcenters" in parts:
         sizes = [1000, 2000, 5000, 10000, 20000] if quick else [5000, 10000, 20000, 45000]
@@ -422,6 +441,7 @@ def main() -> int:
             rows = pool.submit(kcenters_cost, sizes, args.device).result()
         results["kcenters"] = rows
         results["kcenters_device"] = args.device
+        results["kcenters_invocation"] = this["id"]
         print("\n".join(kcenters_markdown(rows, args.device)))
     results["setup"]["wall_seconds"] = time.perf_counter() - start
     name = args.name or ("baselines_quick" if quick else "baselines")
@@ -443,8 +463,12 @@ def write_markdown(results: dict[str, Any], path: Path, note: str = "") -> None:
         md += active_markdown(results["active"]["rounds"], results["active"]["finals"], results["active"]["setup"])
     if "kcenters" in results:
         md += kcenters_markdown(results["kcenters"], results.get("kcenters_device", "cpu"))
-    path.with_suffix(".md").write_text("\n".join(md) + f"\nWall time of this invocation: "
-                                       f"{results['setup']['wall_seconds']:.0f} s{note}, on {results['machine']}.\n")
+    runs_by = results.get("invocations") or [{"id": 0, "machine": results["machine"]}]
+    md += [f"Wall time of the last invocation: {results['setup']['wall_seconds']:.0f} s{note}.", "",
+           "Invocations that measured these rows (a row or part names its `invocation` in the JSON):", ""]
+    md += [f"- {i['id']}: {i.get('date') or 'date not recorded'}, {i.get('command') or 'command not recorded'}, "
+           f"on {i['machine']}" + (f" ({i['note']})" if i.get("note") else "") for i in runs_by]
+    path.with_suffix(".md").write_text("\n".join(md) + "\n")
 
 
 def render(path: Path) -> int:

@@ -13,7 +13,13 @@ pack also saves; ``bench/hpo_speedup.py`` measures it). With ``--device cuda`` i
 per GPU-hour and how busy the GPU was in each arm (NVML, sampled every 50 ms); ``bench/gpu_packs.sh`` runs it
 there with the other GPU measurements of packs in one call.
 
+The two arms take turns at going first: with ``--repeats R`` each repeat runs both, one at a time first where
+seed + repeat is even and packs first where it is odd (so the default seed 0 and one repeat runs one at a time
+first, seed 1 packs first), each repeat a row of its own. A problem asked for by name (``--problems``) that
+cannot run (CIFAR-10's archive missing) is an error; the default list leaves it out with a message.
+
     python bench/fused.py --quick          # about 4 minutes on 2 CPU cores
+    python bench/fused.py --problems digits-mlp,tabular-mlp --repeats 4   # arms alternating first
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def draw(base: TrainConfig, count: int, seed: int) -> list[TrainConfig]:
                                 momentum=rng.uniform(0.5, 0.95)) for _ in range(count)]
 
 
-def run_problem(name: str, quick: bool, pack: str, device: str, seed: int) -> dict:
+def run_problem(name: str, quick: bool, pack: str, device: str, seed: int, repeat: int = 0) -> dict:
     fixed, count, quick_count = PROBLEMS[name]
     fixed = dict(fixed)
     if name == "cifar10-resnet8":
@@ -59,7 +65,10 @@ def run_problem(name: str, quick: bool, pack: str, device: str, seed: int) -> di
     configs = draw(base, quick_count if quick else count, seed)
     successive_halving(configs[:2], [1], 3, 2)  # untimed: the data set's loading and the first calls' set-up
     arms = {}
-    for label, size in (("one at a time", 1), (f"packs ({pack})", pack)):
+    order = [("one at a time", 1), (f"packs ({pack})", pack)]
+    if (seed + repeat) % 2:  # the arms take turns at going first
+        order.reverse()
+    for label, size in order:
         with DeviceBusy(device) as busy:
             result = successive_halving(configs, [1, 3, 9], 3, size)
         arms[label] = {"wall_s": result.wall_time_s, **result.breakdown, "pack": result.pack.size,
@@ -70,7 +79,8 @@ def run_problem(name: str, quick: bool, pack: str, device: str, seed: int) -> di
                        "best_val_score": float(result.trials.set_index("config").loc[result.best, "final_val_score"])
                        if result.best is not None else None}
     one, packed = arms["one at a time"], arms[f"packs ({pack})"]
-    return {"problem": name, "configurations": len(configs), "arms": arms,
+    return {"problem": name, "configurations": len(configs), "arms": arms, "repeat": repeat,
+            "first": order[0][0],
             "train_ratio": one["train_s"] / packed["train_s"] if packed["train_s"] else None,
             "wall_ratio": one["wall_s"] / packed["wall_s"] if packed["wall_s"] else None,
             "same_pick": one["best"] == packed["best"], "same_stopped": one["stopped"] == packed["stopped"]}
@@ -97,26 +107,40 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer configurations and a smaller CIFAR-10 subset")
     parser.add_argument("--pack", default="auto", help="configurations per pack, or auto")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--problems", default=None, help=f"default: {','.join(PROBLEMS)} (CIFAR-10's left out, with "
+                        "a message, where its archive is missing)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of both arms per problem, alternating first")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    have_cifar = Path(default_cifar10()).exists()
+    if args.problems is None:
+        problems = [n for n in PROBLEMS if n != "cifar10-resnet8" or have_cifar]
+        if not have_cifar:
+            print(f"cifar10-resnet8: left out ({default_cifar10()} not found)", file=sys.stderr)
+    else:
+        problems = [n for n in args.problems.split(",") if n]
+        for name in problems:
+            if name not in PROBLEMS:
+                parser.error(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
+            if name == "cifar10-resnet8" and not have_cifar:
+                parser.error(f"{name} was asked for but {default_cifar10()} was not found (set ASP_TUNE_SHARED_DATA)")
     rows = []
-    for name in args.problems.split(","):
-        if name == "cifar10-resnet8" and not Path(default_cifar10()).exists():
-            print(f"{name}: skipped ({default_cifar10()} not found)")
-            continue
-        start = time.perf_counter()
-        rows.append(run_problem(name, args.quick, args.pack, args.device, args.seed))
-        print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    for name in problems:
+        for repeat in range(args.repeats):
+            start = time.perf_counter()
+            rows.append(run_problem(name, args.quick, args.pack, args.device, args.seed, repeat))
+            print(f"{name} (repeat {repeat}, {rows[-1]['first']} first): done in {time.perf_counter() - start:.0f} s",
+                  flush=True)
     table = markdown(rows)
     publish(f"fused-{'quick' if args.quick else 'full'}-{args.device}", rows, table, args.out)
+    return 0
 
 
 if __name__ == "__main__":

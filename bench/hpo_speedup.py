@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, default_cifar10, machine, write_results  # noqa: E402
+from _common import REPO, default_cifar10, machine, mean_std, spread, write_results  # noqa: E402
 
 from asp_tune.tune.builtin import retrain_full_data  # noqa: E402
 from asp_tune.tune.builtin import run_hpo  # noqa: E402
@@ -82,7 +82,11 @@ def main() -> int:
     p.add_argument("--first-epoch-full", choices=["auto", "true", "false"], default="auto",
                    help="auto: the HPO default (no full first pass under early stopping)")
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="write a results file's .txt table again from its JSON rows, running nothing")
     args = p.parse_args()
+    if args.render:
+        return render(Path(args.render), args.retrain_seeds)
     args.repeats = args.repeats or (5 if args.quick else 2)
     targets = TARGETS if args.quick else FULL_TARGETS
     space = load_space(args.space)
@@ -150,44 +154,90 @@ def main() -> int:
                      "startup_s": mean("startup_s"), "training_s": mean("training_s"),
                      "validation_s": mean("validation_s"), "other_s": mean("other_s"),
                      "retrained_test_mean": float(np.mean(retrained[name])),
-                     "retrained_test_std": float(np.std(retrained[name])),
+                     "retrained_test_std": spread(retrained[name]),
+                     "retrained_test_per_seed": retrained[name],
                      "accuracy_gap_points": float(gap), "best_config": runs[name][-1]["best_config"],
                      "wall_target": targets.get(r) if decide == "proxy" else None,
                      "first_epoch_full": runs[name][-1]["first_epoch_full"],
                      "first_rung_change": runs[name][-1]["first_rung_change"]})
-    lines = [f"HPO speed-up: {space.name}, ASHA, {base.num_samples} trials x {fixed['epochs']} epochs, proxies "
-             f"{args.ratio_schedule} / {runs[label(SEARCHES[-1])][-1]['metric']}, "
-             f"{args.max_concurrent} at a time, subset {fixed.get('subset')}, {args.repeats} repeats in alternating "
-             "order (Ray started and warmed up first)", "",
-             "| search | wall s (mean) | median wall ratio [min, max] (target) | data-pass ratio | full-data share | "
-             "trial start-up s | training s | validation s | other s | retrained test % (gap) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for x in rows:
-        target = f" (<= {x['wall_target']}: {'met' if x['wall_ratio'] <= x['wall_target'] else 'not met'})" \
-            if x["wall_target"] else ""
-        share = "" if x["full_data_share"] is None else f"{100 * x['full_data_share']:.0f}%"
-        lines.append(f"| {x['search']} | {x['wall_s']:.1f} | {x['wall_ratio']:.3f} [{x['wall_ratio_min']:.3f}, "
-                     f"{x['wall_ratio_max']:.3f}]{target} | {x['data_pass_ratio']:.3f} | {share} | "
-                     f"{x['startup_s']:.1f} | {x['training_s']:.1f} | {x['validation_s']:.1f} | {x['other_s']:.1f} | "
-                     f"{100 * x['retrained_test_mean']:.2f} ± {100 * x['retrained_test_std']:.2f} "
-                     f"({x['accuracy_gap_points']:+.2f}) |")
-    lines.append("\nStart-up, training and validation are summed over trials; other = the search's wall - their sum / "
-                 "concurrency (Ray scheduling, checkpoints, reports). Full-data share: the part of the wall time the "
-                 "full-data top rung and any audit took (summary.json, full_data.cost).")
-    changes = {x["search"]: x["first_rung_change"] for x in rows if x["first_rung_change"]}
-    for name, change in changes.items():
-        lines.append(f"{name}: the first rung was lengthened from {change['steps'][0]} to {change['steps'][1]} optimiser "
-                     f"steps (grace period {change['grace_period'][1]}, ratio {change['ratio'][1]:g}).")
-    text = "\n".join(lines)
+    head = (f"HPO speed-up: {space.name}, ASHA, {base.num_samples} trials x {fixed['epochs']} epochs, proxies "
+            f"{args.ratio_schedule} / {runs[label(SEARCHES[-1])][-1]['metric']}, "
+            f"{args.max_concurrent} at a time, subset {fixed.get('subset')}, {args.repeats} repeats in alternating "
+            "order (Ray started and warmed up first)")
+    text = "\n".join([head, ""] + table_lines(rows))
     print(text)
     name = "hpo_speedup" + ("-quick" if args.quick else "") + (
         "" if args.ratio_schedule == HpoSettings.ratio_schedule else f"-{args.ratio_schedule}") + (
         "" if args.first_epoch_full == "auto" else f"-first-epoch-full-{args.first_epoch_full}")
-    path = write_results(name, {"machine": machine(), "space": space.name, "fixed": fixed,
+    path = write_results(name, {"machine": machine(), "command": " ".join(sys.argv), "space": space.name, "fixed": fixed,
                                 "num_samples": base.num_samples, "rows": rows,
                                 "runs": runs}, args.out_dir)
     path.with_suffix(".txt").write_text(text + "\n")
     print(f"wrote {path}")
+    return 0
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """The results table: one row per search; the retrained pick's test accuracy as mean ± sample std over the
+    retrain seeds (``x (n=1)`` for one). Rows of files written before full data could decide (no ``search``) keep
+    that table's columns."""
+    decides = any("search" in x for x in rows)
+    lines = ["| search | wall s (mean) | median wall ratio [min, max] (target) | data-pass ratio | full-data share | "
+             "trial start-up s | training s | validation s | other s | retrained test % (gap) |",
+             "|---|---|---|---|---|---|---|---|---|---|"] if decides else [
+             "| r | wall s (mean) | median wall ratio [min, max] (target) | data-pass ratio | "
+             "trial start-up s | training s | validation s | other s | retrained test % (gap) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        target = f" (<= {x['wall_target']}: {'met' if x['wall_ratio'] <= x['wall_target'] else 'not met'})" \
+            if x.get("wall_target") else ""
+        share = "" if x.get("full_data_share") is None else f"{100 * x['full_data_share']:.0f}%"
+        lines.append(f"| {x.get('search', x['ratio'])} | {x['wall_s']:.1f} | {x['wall_ratio']:.3f} "
+                     f"[{x['wall_ratio_min']:.3f}, {x['wall_ratio_max']:.3f}]{target} | {x['data_pass_ratio']:.3f} | "
+                     + (f"{share} | " if decides else "") +
+                     f"{x['startup_s']:.1f} | {x['training_s']:.1f} | {x['validation_s']:.1f} | {x['other_s']:.1f} | "
+                     f"{mean_std(x['retrained_test_per_seed'], 2, scale=100)} ({x['accuracy_gap_points']:+.2f}) |")
+    lines.append("\nStart-up, training and validation are summed over trials; other = the search's wall - their sum / "
+                 "concurrency (Ray scheduling, checkpoints, reports)." + (
+                     " Full-data share: the part of the wall time the full-data top rung and any audit took "
+                     "(summary.json, full_data.cost)." if decides else "") +
+                 " Retrained test %: the last repeat's pick retrained on full data, mean ± sample std over the "
+                 "retrain seeds; gap: full data's mean minus this one's.")
+    for x in rows:
+        change = x.get("first_rung_change")
+        if change:
+            lines.append(f"{x['search']}: the first rung was lengthened from {change['steps'][0]} to "
+                         f"{change['steps'][1]} optimiser steps (grace period {change['grace_period'][1]}, ratio "
+                         f"{change['ratio'][1]:g}).")
+    return lines
+
+
+def render(path: Path, retrain_seeds: int | None) -> int:
+    """``--render``: the .txt table written again from the JSON's rows (its first line kept). A file written before
+    rows kept their retrained values per seed holds only their mean and ddof-0 std: with ``--retrain-seeds`` 1 the
+    value is the mean, with 2 the two values are mean - std and mean + std (exact for two values)."""
+    data = json.loads(path.read_text())
+    rebuilt = False
+    for x in data["rows"]:
+        if "retrained_test_per_seed" not in x:
+            m, s = x["retrained_test_mean"], x["retrained_test_std"]
+            if retrain_seeds == 1 and s == 0:
+                x["retrained_test_per_seed"] = [m]
+            elif retrain_seeds == 2:
+                x["retrained_test_per_seed"] = [m - s, m + s]
+            else:
+                raise SystemExit(f"{path} keeps no retrained values per seed: give --retrain-seeds 1 or 2 (as run)")
+            x["retrained_test_std"] = spread(x["retrained_test_per_seed"])
+            rebuilt = True
+    txt = path.with_suffix(".txt")
+    head = txt.read_text().splitlines()[0] if txt.exists() else f"HPO speed-up ({path.name})"
+    note = (f"\nWritten again from {path.name} by --render; the retrained values per seed were rebuilt from the mean "
+            f"and ddof-0 std the file kept ({retrain_seeds} retrain seed(s), as run).") if rebuilt else \
+        f"\nWritten again from {path.name} by --render."
+    text = "\n".join([head, ""] + table_lines(data["rows"])) + note
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    txt.write_text(text + "\n")
+    print(text)
     return 0
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, machine, write_results  # noqa: E402
+from _common import REPO, machine, mean_std, spread, write_results  # noqa: E402
 
 from asp_tune.build import build_trainer  # noqa: E402
 from asp_tune.tune.builtin import run_hpo  # noqa: E402
@@ -138,7 +138,7 @@ def table(runs: pd.DataFrame, best: dict[str, float]) -> pd.DataFrame:
         taus = [p["kendall_tau"] for t in group["trust"] if t for p in t["pairs"]
                 if p["pairs"] >= 2 and p["kendall_tau"] == p["kendall_tau"]]
         rows.append({"space": space, "variant": variant,
-                     **{f"test_acc@{lbl}": f"{np.nanmean(v) * 100:.1f} +- {np.nanstd(v) * 100:.1f}"
+                     **{f"test_acc@{lbl}": mean_std(v, 1, scale=100)
                         for lbl, v in zip(("1/3", "2/3", "end"), thirds)},
                      "regret@end": f"{(best[space] - np.nanmean(thirds[-1])) * 100:.1f}",
                      "trials": f"{group['num_trials'].mean():.0f}", "full_runs": f"{group['full_runs'].mean():.1f}",
@@ -155,8 +155,38 @@ def paired(runs: pd.DataFrame, a: str, b: str) -> dict[str, dict[str, float]]:
         x = group[group["variant"] == a].set_index("seed")["pick_test_accuracy"]
         y = group[group["variant"] == b].set_index("seed")["pick_test_accuracy"]
         d = (x - y).dropna() * 100
-        out[space] = {"mean": float(d.mean()), "std": float(d.std(ddof=0)), "seeds": int(len(d))}
+        out[space] = {"mean": float(d.mean()), "std": spread(list(d)), "seeds": int(len(d)), "per_seed": list(d)}
     return out
+
+
+COMPARISONS = (("hypertune", "asha"), ("hypertune", "bohb"), ("hypertune r=0.3", "asha r=0.3"),
+               ("hypertune r=0.3", "bohb r=0.3"), ("hypertune rungs 0.3,0.6,1", "asha r=0.3"),
+               ("hypertune r=0.3", "hypertune"), ("asha r=0.3", "asha"))
+
+
+def print_paired(comparisons: dict) -> None:
+    print("\npaired differences of the final pick's test accuracy (points, mean ± sample std over seeds):")
+    for label, by_space in comparisons.items():
+        print(f"  {label:<40} " + "  ".join(f"{s}: {mean_std(v['per_seed'], 1, signed=True)}"
+                                            for s, v in by_space.items()))
+
+
+def render(path: Path) -> int:
+    """``--render``: the table (.csv and the JSON's) and the paired differences computed again from the file's
+    runs (the plot is left as it is), running nothing."""
+    import json
+
+    data = json.loads(path.read_text())
+    runs = pd.DataFrame(data["runs"])
+    summary = table(runs, data["best_test_accuracy"])
+    print(summary.to_string(index=False))
+    data["table"] = summary.to_dict(orient="records")
+    data["paired"] = {f"{a} - {b}": paired(runs, a, b) for a, b in COMPARISONS}
+    print_paired(data["paired"])
+    data["rendered_by"] = " ".join(sys.argv)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    summary.to_csv(path.with_suffix(".csv"), index=False)
+    return 0
 
 
 def plot(runs: pd.DataFrame, times: np.ndarray, path: Path) -> None:
@@ -190,7 +220,11 @@ def main() -> int:
     p.add_argument("--spaces", default="digits,misrank")
     p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--name", default=None, help="results file name [hypertune-quick or hypertune]")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="write a results file's table and paired differences again from its runs, running nothing")
     args = p.parse_args()
+    if args.render:
+        return render(Path(args.render))
     budget = args.budget_s or (30.0 if args.quick else 120.0)
     seeds = args.seeds or 3
     truth_seeds = args.truth_seeds or (2 if args.quick else 3)
@@ -224,13 +258,8 @@ def main() -> int:
     summary = table(runs, best)
     print()
     print(summary.to_string(index=False))
-    comparisons = {f"{a} - {b}": paired(runs, a, b) for a, b in
-                   (("hypertune", "asha"), ("hypertune", "bohb"), ("hypertune r=0.3", "asha r=0.3"),
-                    ("hypertune r=0.3", "bohb r=0.3"), ("hypertune rungs 0.3,0.6,1", "asha r=0.3"),
-                    ("hypertune r=0.3", "hypertune"), ("asha r=0.3", "asha"))}
-    print("\npaired differences of the final pick's test accuracy (points, mean +- std over seeds):")
-    for label, by_space in comparisons.items():
-        print(f"  {label:<40} " + "  ".join(f"{s}: {v['mean']:+.1f} +- {v['std']:.1f}" for s, v in by_space.items()))
+    comparisons = {f"{a} - {b}": paired(runs, a, b) for a, b in COMPARISONS}
+    print_paired(comparisons)
     trust_ms = runs["trust_seconds"].max() * 1000
     print(f"\nthe trust measurement took at most {trust_ms:.1f} ms per search (of {budget:.0f} s)")
     out = REPO / "bench" / "results"

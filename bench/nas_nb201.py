@@ -5,7 +5,8 @@ at the same ratio, side by side, several seeds.
     python bench/nas_nb201.py --device cuda --subset 0 --channels 16 --cells 5 --epochs 50
 
 For each seed the three variants run one after the other in this process (same seed, same data,
-same selection budget, the same held-out scoring images). Prints each proxy variant's search-time and
+same selection budget, the same held-out scoring images); the order rotates with the seed (seed i starts
+at variant i mod 3 of full, random, ASP), so no variant always runs first, on a cold process. Prints each proxy variant's search-time and
 data-pass ratios to full data, the found architecture's NAS-Bench-201 test accuracies (mean +- the
 sample standard deviation over seeds, ``asp_tune.quality.seed_spread``) and the supernet's Kendall
 tau over the scored candidates, and writes bench/results/nas_nb201[_quick].json and .txt.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, default_cifar10, machine, shared_data_dir, write_results  # noqa: E402
+from _common import REPO, default_cifar10, machine, mean_std, shared_data_dir, write_results  # noqa: E402
 
 from asp_tune.quality import seed_spread  # noqa: E402
 from nas.nb201 import GroundTruth  # noqa: E402
@@ -31,7 +32,7 @@ from nas.settings import EvolutionSettings, NasSettings, supernet_train_config  
 
 
 def _pm(values: list[float], fmt: str = ".2f") -> str:
-    return f"{np.mean(values):{fmt}} +- {seed_spread(values):{fmt}}"
+    return mean_std(values, int(fmt.strip(".f")))  # the shared formatter: sample std, "x (n=1)" for one seed
 
 
 def main() -> int:
@@ -79,8 +80,10 @@ def main() -> int:
     table = GroundTruth.load(args.table)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs: dict[str, list[dict]] = {name: [] for name in variants}
-    for seed in seeds:
-        for name, settings in variants.items():
+    names = list(variants)
+    for i, seed in enumerate(seeds):
+        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate the order with the seed
+            settings = variants[name]
             s = run_search(settings.with_seed(seed), table=table).summary
             s.pop("settings")
             runs[name].append(s)

@@ -7,7 +7,8 @@ state: each member's ``ProxySelector.plan`` in turn (what a pack did before), an
 same plan (indices and loss weights), checked here. The epoch is past the unseen-first epochs, so each member
 draws by the calibrated rule (calibration, class-balanced inclusion probabilities, systematic sampling).
 Then a pack of the K trains on, its epochs taking turns: with its plans drawn together, and with them drawn one
-at a time (``plan_together`` replaced by a loop over ``plan``); the median epoch of each is reported.
+at a time (``plan_together`` replaced by a loop over ``plan``); the median epoch of each is reported
+(``statistics.median``). In both parts the two arms alternate which goes first from repeat to repeat.
 
     python bench/pack_selection.py          # about 10 s on 2 CPU cores
     python bench/pack_selection.py --device cuda
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -65,8 +67,9 @@ def measure(members: int, epochs_before: int, repeats: int, device: str) -> dict
     same = all(torch.equal(a.indices, b.indices) and (a.weights is None) == (b.weights is None)
                and (a.weights is None or torch.equal(a.weights, b.weights)) for a, b in zip(alone, joint))
     times = {"one at a time": [], "together": []}
-    for _ in range(repeats):  # interleaved, so that a slow moment of the machine hits both
-        for label, plan in (("one at a time", one_at_a_time), ("together", together)):
+    arms = [("one at a time", one_at_a_time), ("together", together)]
+    for i in range(repeats):  # interleaved, so that a slow moment of the machine hits both; who goes first alternates
+        for label, plan in (arms if i % 2 == 0 else arms[::-1]):
             restore()
             synchronize(first.device)
             start = time.perf_counter()
@@ -74,7 +77,7 @@ def measure(members: int, epochs_before: int, repeats: int, device: str) -> dict
             synchronize(first.device)
             times[label].append(time.perf_counter() - start)
     best = {k: min(v) * 1e3 for k, v in times.items()}
-    median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    median = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     restore()
     epochs = pack_epochs(trainers, repeats=max(4, repeats // 5))
     return {"members": members, "samples": first.selector.num_samples, "selected": alone[0].count,
@@ -90,8 +93,9 @@ def pack_epochs(trainers: list, repeats: int) -> dict:
     alone = staticmethod(lambda selectors, epochs: [s.plan(e) for s, e in zip(selectors, epochs)])
     times = {"together": [], "one at a time": []}
     try:
-        for _ in range(repeats):
-            for label, planner in (("together", staticmethod(together)), ("one at a time", alone)):
+        planners = [("together", staticmethod(together)), ("one at a time", alone)]
+        for i in range(repeats):  # taking turns, and who goes first alternates
+            for label, planner in (planners if i % 2 == 0 else planners[::-1]):
                 ProxySelector.plan_together = planner
                 synchronize(pack.device)
                 start = time.perf_counter()
@@ -100,7 +104,7 @@ def pack_epochs(trainers: list, repeats: int) -> dict:
                 times[label].append(time.perf_counter() - start)
     finally:
         ProxySelector.plan_together = staticmethod(together)
-    median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    median = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     return {"epoch_plans_one_at_a_time_ms": median["one at a time"], "epoch_plans_together_ms": median["together"]}
 
 

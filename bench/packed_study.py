@@ -11,13 +11,18 @@ retrained on all the data (a pack's trials are asked for at once and judged toge
 differ).
 
 The arms alternate which runs first from seed to seed; an untimed small study loads the data first.
+Beside the means, the table lists each seed's wall and training ratios and how many seeds met the issue's
+targets (wall >= 1.5x, training >= 2.5x): a mean whose spread covers 1.0 is not a met target.
+A problem asked for that cannot run (CIFAR-10's archive missing) stops the run with an error.
 
     python bench/packed_study.py --quick      # about 2 minutes on 2 CPU cores
+    python bench/packed_study.py --render bench/results/packed-study-full-cpu.json   # its table again
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -27,7 +32,7 @@ import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DeviceBusy, default_cifar10, publish  # noqa: E402
+from _common import DeviceBusy, default_cifar10, mean_std, publish  # noqa: E402
 
 from asp_tune.tune.packed_study import optimize_in_packs  # noqa: E402
 
@@ -87,12 +92,15 @@ def run_problem(name: str, quick: bool, pack, device: str, seeds: list[int]) -> 
 
 
 def _ms(values: list[float], digits: int = 1) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+    return mean_std(values, digits)  # the shared formatter: sample std, "x (n=1)" for one seed
+
+
+TARGETS = {"wall_ratio": 1.5, "train_ratio": 2.5}  # the issue's, for 64 MLP configurations under ASHA
 
 
 def markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "No problem ran.\n"
     lines = ["| problem | pruner | trials | pack | one at a time: wall s (build / train / study) | packs: wall s "
              "(build / train / study) | trial-epochs one / packs | wall x | training x | pick on full data: one / "
              "packs |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -114,8 +122,27 @@ def markdown(rows: list[dict]) -> str:
             f"{statistics.fmean(a['trial_epochs'] for a in packs):.0f} | {_ms([r['wall_ratio'] for r in group], 2)} | "
             f"{_ms([r['train_ratio'] for r in group], 2)} | {_ms([a['pick_full_data_score'] for a in one], 3)} / "
             f"{_ms([a['pick_full_data_score'] for a in packs], 3)} |")
-    lines.append(f"\n{len(next(iter(groups.values())))} seeds each, paired; mean +- std.")
+    lines.append(f"\n{len(next(iter(groups.values())))} seeds each, paired; mean ± sample std (ddof 1).")
+    lines += ["", "Per seed, and how many seeds met the targets (wall >= 1.5x, training >= 2.5x):", "",
+              "| problem | pruner | seeds | wall x per seed | wall >= 1.5x | training x per seed | training >= 2.5x |",
+              "|---|---|---|---|---|---|---|"]
+    for (problem, pruner), group in groups.items():
+        walls, trains = [r["wall_ratio"] for r in group], [r["train_ratio"] for r in group]
+        lines.append(f"| {problem} | {pruner} | {', '.join(str(r['seed']) for r in group)} | "
+                     f"{' / '.join(f'{w:.2f}' for w in walls)} | "
+                     f"{sum(w >= TARGETS['wall_ratio'] for w in walls)} of {len(walls)} | "
+                     f"{' / '.join(f'{t:.2f}' for t in trains)} | "
+                     f"{sum(t >= TARGETS['train_ratio'] for t in trains)} of {len(trains)} |")
     return "\n".join(lines) + "\n"
+
+
+def render(path: Path) -> int:
+    """``--render``: the .md table written again from the JSON's rows, running nothing."""
+    rows = json.loads(path.read_text())["rows"]
+    text = markdown(rows)
+    path.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
 
 
 def main() -> None:
@@ -126,18 +153,25 @@ def main() -> None:
     parser.add_argument("--problems", default="digits-mlp,tabular-mlp")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--render", default=None, metavar="JSON", help="write a results file's table again")
     args = parser.parse_args()
+    if args.render:
+        return render(Path(args.render))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pack = args.pack if args.pack == "auto" else int(args.pack)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows = []
-    for name in args.problems.split(","):
+    problems = [n for n in args.problems.split(",") if n]
+    for name in problems:  # every problem is asked for by name: one that cannot run is an error, before any runs
+        if name not in PROBLEMS:
+            parser.error(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
         if name == "cifar10-resnet8" and not Path(default_cifar10()).exists():
-            print(f"{name}: skipped ({default_cifar10()} not found)")
-            continue
+            parser.error(f"{name} was asked for but {default_cifar10()} was not found (set ASP_TUNE_SHARED_DATA)")
+    rows = []
+    for name in problems:
         rows += run_problem(name, args.quick, pack, args.device, seeds)
     publish(f"packed-study-{'quick' if args.quick else 'full'}-{args.device}", rows, markdown(rows), args.out)
+    return 0
 
 
 if __name__ == "__main__":

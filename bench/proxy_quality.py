@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, default_cifar10, machine, shared_data_dir, write_results  # noqa: E402
+from _common import REPO, default_cifar10, machine, mean_std, shared_data_dir, spread, write_results  # noqa: E402
 
 #: Strategy name -> TrainConfig settings (the metric and how values become a subset).
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -148,21 +148,20 @@ def hpo_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int) ->
 
     full = np.stack([scores("full data", 1.0, s) for s in seeds])
     reference = full.mean(axis=0)
-    best_possible = float(np.nanmax(reference))
     cells = sorted({(r["strategy"], r["ratio"]) for r in rows}, key=lambda c: (-c[1], c[0]))
     per_cell: dict[tuple[str, float], dict[str, list[float]]] = {}
     for strategy, ratio in cells:
         taus, rhos, regrets, passes, secs = [], [], [], [], []
         for i, seed in enumerate(seeds):
-            if strategy == "full data":  # noise ceiling: this seed against the mean of the others
-                ref = np.delete(full, i, axis=0).mean(axis=0)
+            if strategy == "full data":  # noise ceiling: this seed against the mean of the others, for tau
+                ref = np.delete(full, i, axis=0).mean(axis=0)  # and for regret (leave-one-out, as baselines.py)
                 got = full[i]
             else:
                 ref, got = reference, scores(strategy, ratio, seed)
             corr = rank_correlation(got, ref)
             taus.append(corr["kendall_tau"])
             rhos.append(corr["spearman"])
-            regrets.append(100 * (best_possible - reference[int(np.nanargmax(got))]))
+            regrets.append(100 * (float(np.nanmax(ref)) - ref[int(np.nanargmax(got))]))
             cell_rows = [r for r in rows if r["strategy"] == strategy and r["ratio"] == ratio and r["seed"] == seed]
             passes.append(float(np.mean([r["data_passes"] for r in cell_rows])))
             secs.append(float(np.mean([r["seconds"] for r in cell_rows])))
@@ -174,10 +173,11 @@ def hpo_table(rows: list[dict[str, Any]], seeds: list[int], num_configs: int) ->
         d_regret = [a - b for a, b in zip(v["regret"], base["regret"])] if base and strategy != "random" else []
         out.append({"strategy": strategy, "ratio": ratio,
                     **{f"{k}_mean": float(np.mean(x)) for k, x in v.items()},
-                    **{f"{k}_std": float(np.std(x)) for k, x in v.items()},
-                    "tau_per_seed": v["tau"], "regret_per_seed": v["regret"],
+                    **{f"{k}_std": spread(x) for k, x in v.items()},
+                    **{f"{k}_per_seed": x for k, x in v.items()},
+                    "tau_minus_random_per_seed": d_tau, "regret_minus_random_per_seed": d_regret,
                     "tau_minus_random_mean": float(np.mean(d_tau)) if d_tau else None,
-                    "tau_minus_random_std": float(np.std(d_tau)) if d_tau else None,
+                    "tau_minus_random_std": spread(d_tau) if d_tau else None,
                     "regret_minus_random_mean": float(np.mean(d_regret)) if d_regret else None})
     return out
 
@@ -193,8 +193,10 @@ def nas_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"variant": variant, "n": len(part),
                     **{f"{k}_mean": float(np.mean([r[k] for r in part])) for k in
                        ("kendall_tau", "found_accuracy", "data_passes", "seconds")},
-                    **{f"{k}_std": float(np.std([r[k] for r in part])) for k in
+                    **{f"{k}_std": spread([r[k] for r in part]) for k in
                        ("kendall_tau", "found_accuracy", "data_passes", "seconds")},
+                    **{f"{k}_per_seed": [r[k] for r in part] for k in ("kendall_tau", "found_accuracy")},
+                    "tau_minus_random_per_seed": d if variant != "random half" else [],
                     "tau_minus_random_mean": float(np.mean(d)) if variant != "random half" else None})
     return out
 
@@ -210,13 +212,13 @@ def markdown(hpo: list[dict[str, Any]], nas: list[dict[str, Any]], setup: dict[s
                   "| strategy | r | Kendall tau | Δ tau vs random | Spearman | top-1 regret (points) | "
                   "data passes / run | seconds / run |", "|---|---|---|---|---|---|---|---|"]
         for r in hpo:
-            d = "" if r["tau_minus_random_mean"] is None else \
-                f"{r['tau_minus_random_mean']:+.3f} ± {r['tau_minus_random_std']:.3f}"
-            lines.append(f"| {r['strategy']} | {r['ratio']} | {r['tau_mean']:.3f} ± {r['tau_std']:.3f} | {d} | "
-                         f"{r['rho_mean']:.3f} ± {r['rho_std']:.3f} | {r['regret_mean']:.2f} ± {r['regret_std']:.2f} | "
+            d = "" if r["tau_minus_random_mean"] is None else mean_std(r["tau_minus_random_per_seed"], signed=True)
+            lines.append(f"| {r['strategy']} | {r['ratio']} | {mean_std(r['tau_per_seed'])} | {d} | "
+                         f"{mean_std(r['rho_per_seed'])} | {mean_std(r['regret_per_seed'], 2)} | "
                          f"{r['passes_mean']:.2f} | {r['secs_mean']:.1f} |")
-        lines += ["", "`full data` row: each seed's full-data ranking against the mean of the other seeds "
-                  "(the noise ceiling of this reference).", ""]
+        lines += ["", "`full data` row: each seed's full-data ranking and top-1 regret against the mean of the other "
+                  "seeds (leave-one-out: the noise ceiling of this reference). ± is the sample std over seeds "
+                  "(ddof 1).", ""]
     if nas:
         lines += [f"NAS: SPOS on NAS-Bench-201, {setup['nas']['data']}, C={setup['nas']['channels']} "
                   f"N={setup['nas']['cells']}, {setup['nas']['num_candidates']} fixed candidates, full data "
@@ -225,9 +227,9 @@ def markdown(hpo: list[dict[str, Any]], nas: list[dict[str, Any]], setup: dict[s
                   "| variant | Kendall tau | Δ tau vs random half | found arch (CIFAR-10 test %) | data passes | "
                   "seconds |", "|---|---|---|---|---|---|"]
         for r in nas:
-            d = "" if r["tau_minus_random_mean"] is None else f"{r['tau_minus_random_mean']:+.3f}"
-            lines.append(f"| {r['variant']} | {r['kendall_tau_mean']:.3f} ± {r['kendall_tau_std']:.3f} | {d} | "
-                         f"{r['found_accuracy_mean']:.2f} ± {r['found_accuracy_std']:.2f} | "
+            d = "" if r["tau_minus_random_mean"] is None else mean_std(r["tau_minus_random_per_seed"], signed=True)
+            lines.append(f"| {r['variant']} | {mean_std(r['kendall_tau_per_seed'])} | {d} | "
+                         f"{mean_std(r['found_accuracy_per_seed'], 2)} | "
                          f"{r['data_passes_mean']:.2f} | {r['seconds_mean']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -254,7 +256,12 @@ def main() -> int:
                         "early stopping)")
     p.add_argument("--name", default=None, help="results file name (default from the mode and part)")
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="write a results file's tables (its .json summaries and .md) again from the runs it holds, "
+                        "with today's statistics, running nothing")
     args = p.parse_args()
+    if args.render:
+        return render(Path(args.render))
     quick = args.quick
     seeds = [int(s) for s in args.seeds.split(",")]
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -345,6 +352,22 @@ def main() -> int:
                                 "hpo_runs": hpo_rows, "nas_runs": nas_rows}, args.out_dir)
     path.with_suffix(".md").write_text(text)
     print(f"-> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}  ({wall / 60:.1f} min)")
+    return 0
+
+
+def render(path: Path) -> int:
+    """``--render``: the HPO and NAS tables computed again from the file's per-run rows and written back."""
+    results = json.loads(path.read_text())
+    setup = results["setup"]
+    hpo_rows, nas_rows = results.get("hpo_runs", []), results.get("nas_runs", [])
+    results["hpo"] = hpo_table(hpo_rows, setup["seeds"], setup["hpo"]["num_configs"]) if hpo_rows else []
+    results["nas"] = nas_table(nas_rows) if nas_rows else []
+    results["rendered_by"] = " ".join(sys.argv)
+    text = markdown(results["hpo"], results["nas"], setup)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"-> {path} (tables written again from its runs)")
     return 0
 
 

@@ -78,16 +78,23 @@ def main() -> int:
     full = med[1.0] if 1.0 in med else med[max(ratios)]
     print(f"\n{args.epochs} epochs, {args.model}, N={len(data.train)}, {device}; median of {args.repeats} "
           f"(data set decoded once: {load_s:.1f}s)")
-    print(f"{'r':>5} {'start-up':>9} {'train':>8} {'val':>7} {'test':>7} {'wall s':>8} {'wall ratio':>11} "
-          f"{'passes':>7} {'test acc':>9}")
+    # the spread beside the median: each repeat's wall s, and its wall ratio against the same repeat's r = 1
+    ref = 1.0 if 1.0 in runs else max(ratios)
+    walls = {r: [x["wall_s"] for x in rs] for r, rs in runs.items()}
+    paired = {r: [w / f for w, f in zip(walls[r], walls[ref])] for r in runs}
+    print(f"{'r':>5} {'start-up':>9} {'train':>8} {'val':>7} {'test':>7} {'wall s':>8} {'[min, max]':>16} "
+          f"{'wall ratio':>11} {'[min, max]':>16} {'passes':>7} {'test acc':>9}")
     for r, m in med.items():
         print(f"{r:>5} {m['startup_s']:>9.2f} {m['train_s']:>8.2f} {m['val_s']:>7.2f} {m['test_s']:>7.2f} "
-              f"{m['wall_s']:>8.2f} {m['wall_s'] / full['wall_s']:>11.3f} {m['data_passes']:>7.2f} "
-              f"{m['test_accuracy']:>9.4f}")
+              f"{m['wall_s']:>8.2f} {f'[{min(walls[r]):.2f}, {max(walls[r]):.2f}]':>16} "
+              f"{m['wall_s'] / full['wall_s']:>11.3f} {f'[{min(paired[r]):.3f}, {max(paired[r]):.3f}]':>16} "
+              f"{m['data_passes']:>7.2f} {m['test_accuracy']:>9.4f}")
     name = args.name or f"train_wall-{args.model}-{device.type}{'-quick' if args.quick else ''}"
     path = write_results(name, {"model": args.model, "num_samples": len(data.train), "device": str(device),
                                 "epochs": args.epochs, "decode_s": load_s, "machine": machine(),
                                 "median": {str(r): m for r, m in med.items()},
+                                "wall_s_min_max": {str(r): [min(w), max(w)] for r, w in walls.items()},
+                                "wall_ratio_per_repeat": {str(r): v for r, v in paired.items()},
                                 "runs": {str(r): rs for r, rs in runs.items()}}, args.out_dir)
     print(f"results: {path}")
     return 0

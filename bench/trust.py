@@ -21,13 +21,20 @@ search; Ray's start-up per trial is not in it) and the data passes; ``bench/hpo_
 the same two defaults as real Ray searches. The live correction (raising the ratio of trials not yet
 started) depends on the order trials arrive and is not replayed.
 
-    python bench/trust.py --quick         # about 15 minutes on 2 CPU cores
+The curves are cached under a key that holds the problem, seed, ratio, configuration index and arm, and a
+hash of what trains a curve: the sources of the asp_tune package and of this script, the configuration's
+values and the run's settings. A cache written by other code or settings is not read; the results file
+records the code hash and how many curves came from the cache (``--no-cache`` trains every curve).
+
+    python bench/trust.py --quick         # about 16 minutes on 2 (busy) CPU cores without a cache
+    python bench/trust.py --render bench/results/trust-quick.json   # its tables again from its rows
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -41,7 +48,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, default_cifar10, machine, write_results  # noqa: E402
+from _common import REPO, default_cifar10, machine, mean_std, spread, write_results  # noqa: E402
 
 from asp_tune.tune.fulldata import (FullDataAgreement, audit_size, choose_audit, expected_top,  # noqa: E402
                                     verdict_lines)
@@ -50,6 +57,20 @@ from asp_tune.tune.space import parse_space  # noqa: E402
 from asp_tune.tune.trust import RungRecord  # noqa: E402
 
 CACHE = REPO / "bench" / "results" / "trust-cache"
+
+
+def code_hash() -> str:
+    """A hash of the code that trains a curve: every source file of the asp_tune package, and this script."""
+    h = hashlib.sha256()
+    files = sorted((REPO / "asp_tune").rglob("*.py")) + [Path(__file__).resolve()]
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def settings_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 TOP_K = 3
 
 
@@ -132,10 +153,10 @@ def settings_pair(space, ratio: float, train_samples: int) -> tuple[HpoSettings,
 def train_curve(task: tuple) -> dict[str, Any]:
     """One configuration trained for all its epochs under ``run``: per epoch its validation score, training
     loss, seconds (training, validation) and data passes; its final test score."""
-    problem, quick, params, run, key = task
-    path = CACHE / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    problem, quick, params, run, key, cache_dir, read_cache = task
+    path = Path(cache_dir) / f"{key}.json"
+    if read_cache and path.is_file():
+        return {**json.loads(path.read_text()), "cached": True}
     from asp_tune.build import build_trainer
     from asp_tune.imports import add_search_paths
 
@@ -154,10 +175,10 @@ def train_curve(task: tuple) -> dict[str, Any]:
     out = {"epochs": rows, "test": trainer.evaluate("test")[0], "constant": trainer.constant_score("val")}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
-    return out
+    return {**out, "cached": False}
 
 
-def curves(problem: str, seed: int, k: int, ratio: float, quick: bool, pool) -> dict[str, Any]:
+def curves(problem: str, seed: int, k: int, ratio: float, quick: bool, pool, cache: dict[str, Any]) -> dict[str, Any]:
     """The K configurations of one problem and seed, and their four curves each."""
     from asp_tune.build import build_trainer
     from asp_tune.imports import add_search_paths
@@ -175,9 +196,14 @@ def curves(problem: str, seed: int, k: int, ratio: float, quick: bool, pool) -> 
             "random subset": {**today.run_fields(), "metric": "fixed_random", "seed": seed,
                               "first_epoch_full": False}}
     tag = f"{problem}{'-quick' if quick else ''}-s{seed}-r{ratio}"
-    tasks = [(problem, quick, c, run, f"{tag}-c{i}-{name.replace(' ', '_')}")
+    fixed = space_of(problem, quick).fixed
+    tasks = [(problem, quick, c, run, f"{tag}-c{i}-{name.replace(' ', '_')}-{cache['code_hash']}-"
+              f"{settings_hash(fixed, c, run)}", cache["dir"], cache["read"])
              for name, run in runs.items() for i, c in enumerate(configs)]
     done = list(pool.map(train_curve, tasks))
+    hits = sum(d.pop("cached") for d in done)
+    cache["hits"] += hits
+    cache["misses"] += len(done) - hits
     by_kind = {name: done[j * k:(j + 1) * k] for j, name in enumerate(runs)}
     return {"configs": configs, "curves": by_kind, "today": today, "new": new, "change": change,
             "train_samples": n}
@@ -335,9 +361,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     frame = pd.DataFrame(rows)
     out = []
     for (problem, method), part in frame.groupby(["problem", "method"], sort=False):
-        regret = 100 * part["regret"]
+        regret = list(100 * part["regret"])
         out.append({"problem": problem, "method": method, "seeds": len(part),
-                    "regret_mean": regret.mean(), "regret_std": regret.std(ddof=0),
+                    "regret_mean": float(np.mean(regret)), "regret_std": spread(regret), "regret_per_seed": regret,
+                    "seed_list": list(part["seed"]),
                     "tau_mean": part["tau"].mean(), "warned": int(part["warned"].sum()),
                     "silent_misses": int(((part["regret"] > 0.01) & ~part["warned"]).sum()),
                     "cost_vs_full_mean": part["cost_vs_full"].mean(),
@@ -345,14 +372,43 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(summary: list[dict[str, Any]], cost_rows: list[dict[str, Any]]) -> str:
+def paired(rows: list[dict[str, Any]]) -> list[str]:
+    """The random subset against the proxy search and against full decides, regret paired by seed."""
+    lines = ["", "A fixed uniform subset of the same ratio against the two proxy searches, top-1 regret (points) per "
+             "seed and the difference paired by seed (negative: the random subset's pick is better):", "",
+             "| problem | seeds | random subset | proxy | full decides | random − proxy | random − full decides | "
+             "cost vs full-data search: random / proxy / full decides |", "|---|---|---|---|---|---|---|---|"]
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    for problem in problems:
+        by = {m: {r["seed"]: r for r in rows if r["problem"] == problem and r["method"] == m}
+              for m in ("random subset", "proxy", "full decides")}
+        seeds = sorted(set(by["random subset"]) & set(by["proxy"]) & set(by["full decides"]))
+        if not seeds:
+            continue
+        per = {m: [100 * by[m][s]["regret"] for s in seeds] for m in by}
+        cost = {m: float(np.mean([by[m][s]["cost_vs_full"] for s in seeds])) for m in by}
+        show = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
+        d1 = [a - b for a, b in zip(per["random subset"], per["proxy"])]
+        d2 = [a - b for a, b in zip(per["random subset"], per["full decides"])]
+        lines.append(f"| {problem} | {', '.join(map(str, seeds))} | {show(per['random subset'])} | {show(per['proxy'])} "
+                     f"| {show(per['full decides'])} | {mean_std(d1, 2, signed=True)} | {mean_std(d2, 2, signed=True)} "
+                     f"| {cost['random subset']:.2f} / {cost['proxy']:.2f} / {cost['full decides']:.2f} |")
+    return lines
+
+
+def markdown(summary: list[dict[str, Any]], cost_rows: list[dict[str, Any]], rows: list[dict[str, Any]] = ()) -> str:
     lines = ["| problem | method | regret (points, mean ± std) | Kendall tau | warned | regret > 1 point, no warning |"
              " cost vs full-data search | full-data share of the cost |", "|---|---|---|---|---|---|---|---|"]
     for s in summary:
         share = "" if s["full_share_mean"] != s["full_share_mean"] else f"{100 * s['full_share_mean']:.0f}%"
-        lines.append(f"| {s['problem']} | {s['method']} | {s['regret_mean']:.2f} ± {s['regret_std']:.2f} | "
+        lines.append(f"| {s['problem']} | {s['method']} | {mean_std(s['regret_per_seed'], 2)} | "
                      f"{s['tau_mean']:+.2f} | {s['warned']}/{s['seeds']} | {s['silent_misses']}/{s['seeds']} | "
                      f"{s['cost_vs_full_mean']:.2f} | {share} |")
+    if rows:
+        lines += paired(list(rows))
+    lines += ["", "Regret: mean ± sample std over seeds (ddof 1; `x (n=1)` for one seed). Costs are replayed "
+              "training and validation seconds summed over a sequential search's trials (not a Ray search's wall "
+              "time) over the full-data search's."]
     if cost_rows:
         lines += ["", "27 configurations at r = 0.1 (digits): the new default's full-data share of its cost, per seed: "
                   + ", ".join(f"{100 * r['full_share']:.0f}% (ratio used {r['ratio_used']:g}, grace {r['grace_used']})"
@@ -364,36 +420,76 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="12 configurations per problem, a smaller CIFAR-10 part")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--problems", nargs="+", default=None, choices=list(PROBLEMS),
+                        help="default: all (CIFAR-10's is left out, with a message, where its archive is missing)")
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--configs", type=int, default=None, help="configurations per problem (12 quick, 27 else)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default=None)
+    parser.add_argument("--cache-dir", default=str(CACHE))
+    parser.add_argument("--no-cache", action="store_true", help="train every curve (the cache is still written)")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="write a results file's tables again from its rows, running nothing")
     args = parser.parse_args()
+    if args.render:
+        return render(Path(args.render))
     k = args.configs or (12 if args.quick else 27)
     start = time.perf_counter()
     rows, cost_rows = [], []
-    problems = [p for p in args.problems if p != "cifar10-resnet8" or Path(default_cifar10()).is_file()]
+    have_cifar = Path(default_cifar10()).is_file()
+    if args.problems is None:
+        problems = [p for p in PROBLEMS if p != "cifar10-resnet8" or have_cifar]
+        if not have_cifar:
+            print(f"[trust] cifar10-resnet8 left out: no CIFAR-10 archive at {default_cifar10()}", file=sys.stderr)
+    else:
+        problems = args.problems
+        if "cifar10-resnet8" in problems and not have_cifar:
+            parser.error(f"cifar10-resnet8 was asked for but there is no CIFAR-10 archive at {default_cifar10()} "
+                         "(set ASP_TUNE_SHARED_DATA)")
+    cache = {"dir": args.cache_dir, "read": not args.no_cache, "code_hash": code_hash(), "hits": 0, "misses": 0}
     with ProcessPoolExecutor(args.workers) as pool:
         for problem in problems:
             for seed in args.seeds:
-                data = curves(problem, seed, k, args.ratio, args.quick, pool)
+                data = curves(problem, seed, k, args.ratio, args.quick, pool, cache)
                 for row in replay(data):
                     rows.append({"problem": problem, "seed": seed, **row})
                 print(f"[trust] {problem} seed {seed}: "
                       + "; ".join(f"{r['method']} {100 * r['regret']:.1f}" for r in rows if r["problem"] == problem
                                   and r["seed"] == seed), flush=True)
         for seed in args.seeds:  # the cost target: 27 configurations at r = 0.1
-            data = curves("digits", seed, 27, 0.1, args.quick, pool)
+            data = curves("digits", seed, 27, 0.1, args.quick, pool, cache)
             cost_rows += [r for r in replay(data) if r["method"] == "full decides"]
     summary = summarise(rows)
-    text = markdown(summary, cost_rows)
+    wall = time.perf_counter() - start
+    cache_note = {"code_hash": cache["code_hash"], "curves_from_cache": cache["hits"],
+                  "curves_trained": cache["misses"], "read_cache": cache["read"]}
+    text = markdown(summary, cost_rows, rows) + (
+        f"\nWall {wall:.0f} s; curves trained {cache['misses']}, read from the cache {cache['hits']} "
+        f"(code hash {cache['code_hash']}).\n")
     print(text)
     name = args.name or f"trust{'-quick' if args.quick else ''}"
-    write_results(name, {"machine": machine(), "args": vars(args), "configs": k, "wall_s": time.perf_counter() - start,
-                         "summary": summary, "rows": rows, "cost_27_r0.1": cost_rows})
+    write_results(name, {"machine": machine(), "args": vars(args), "command": " ".join(sys.argv), "configs": k,
+                         "wall_s": wall, "cache": cache_note, "summary": summary, "rows": rows,
+                         "cost_27_r0.1": cost_rows})
     (REPO / "bench" / "results" / f"{name}.md").write_text(text)
+    return 0
+
+
+def render(path: Path) -> int:
+    """``--render``: the summary and tables computed again from the file's rows and written back."""
+    data = json.loads(path.read_text())
+    data["summary"] = summarise(data["rows"])
+    note = data.get("cache")
+    tail = (f"\nWall {data['wall_s']:.0f} s; curves trained {note['curves_trained']}, read from the cache "
+            f"{note['curves_from_cache']} (code hash {note['code_hash']}).\n") if note else (
+        f"\nWall {data['wall_s']:.0f} s, with curves read from a cache of unrecorded code version (this file predates "
+        "the cache's code hash).\n")
+    text = markdown(data["summary"], data.get("cost_27_r0.1", []), data["rows"]) + tail
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
