@@ -228,11 +228,13 @@ def render(path: Path, retrain_seeds: int | None) -> int:
             else:
                 raise SystemExit(f"{path} keeps no retrained values per seed: give --retrain-seeds 1 or 2 (as run)")
             x["retrained_test_std"] = spread(x["retrained_test_per_seed"])
-            rebuilt = True
+            x["retrained_per_seed_rebuilt"] = retrain_seeds
+        rebuilt = rebuilt or "retrained_per_seed_rebuilt" in x  # said again by every later render
     txt = path.with_suffix(".txt")
     head = txt.read_text().splitlines()[0] if txt.exists() else f"HPO speed-up ({path.name})"
     note = (f"\nWritten again from {path.name} by --render; the retrained values per seed were rebuilt from the mean "
-            f"and ddof-0 std the file kept ({retrain_seeds} retrain seed(s), as run).") if rebuilt else \
+            f"and ddof-0 std the file kept ({data['rows'][0].get('retrained_per_seed_rebuilt')} retrain seed(s), as run)."
+            ) if rebuilt else \
         f"\nWritten again from {path.name} by --render."
     text = "\n".join([head, ""] + table_lines(data["rows"])) + note
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -5,8 +5,9 @@ at the same ratio, side by side, several seeds.
     python bench/nas_nb201.py --device cuda --subset 0 --channels 16 --cells 5 --epochs 50
 
 For each seed the three variants run one after the other in this process (same seed, same data,
-same selection budget, the same held-out scoring images); the order rotates with the seed (seed i starts
-at variant i mod 3 of full, random, ASP), so no variant always runs first, on a cold process. Prints each proxy variant's search-time and
+same selection budget, the same held-out scoring images); the order rotates with the seed's place in
+--seeds (the i-th seed listed starts at variant i mod 3 of full, random, ASP), so no variant always runs
+first, on a cold process. Prints each proxy variant's search-time and
 data-pass ratios to full data, the found architecture's NAS-Bench-201 test accuracies (mean +- the
 sample standard deviation over seeds, ``asp_tune.quality.seed_spread``) and the supernet's Kendall
 tau over the scored candidates, and writes bench/results/nas_nb201[_quick].json and .txt.

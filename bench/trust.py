@@ -60,9 +60,11 @@ CACHE = REPO / "bench" / "results" / "trust-cache"
 
 
 def code_hash() -> str:
-    """A hash of the code that trains a curve: every source file of the asp_tune package, and this script."""
+    """A hash of the code that trains a curve: every source file of the asp_tune package, this script and
+    bench/_common.py."""
     h = hashlib.sha256()
-    files = sorted((REPO / "asp_tune").rglob("*.py")) + [Path(__file__).resolve()]
+    here = Path(__file__).resolve()
+    files = sorted((REPO / "asp_tune").rglob("*.py")) + [here, here.parent / "_common.py"]
     for f in files:
         h.update(str(f.relative_to(REPO)).encode())
         h.update(f.read_bytes())
@@ -71,6 +73,11 @@ def code_hash() -> str:
 
 def settings_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def curve_key(tag: str, index: int, arm: str, code: str, fixed: Any, config: Any, run: Any) -> str:
+    """The cache file name of one curve: where it belongs, the code that trains it and its settings."""
+    return f"{tag}-c{index}-{arm.replace(' ', '_')}-{code}-{settings_hash(fixed, config, run)}"
 TOP_K = 3
 
 
@@ -197,8 +204,8 @@ def curves(problem: str, seed: int, k: int, ratio: float, quick: bool, pool, cac
                               "first_epoch_full": False}}
     tag = f"{problem}{'-quick' if quick else ''}-s{seed}-r{ratio}"
     fixed = space_of(problem, quick).fixed
-    tasks = [(problem, quick, c, run, f"{tag}-c{i}-{name.replace(' ', '_')}-{cache['code_hash']}-"
-              f"{settings_hash(fixed, c, run)}", cache["dir"], cache["read"])
+    tasks = [(problem, quick, c, run, curve_key(tag, i, name, cache["code_hash"], fixed, c, run), cache["dir"],
+              cache["read"])
              for name, run in runs.items() for i, c in enumerate(configs)]
     done = list(pool.map(train_curve, tasks))
     hits = sum(d.pop("cached") for d in done)

@@ -104,7 +104,11 @@ def test_trust_cache_is_keyed_by_code_and_settings(bench_path, tmp_path):
     import trust
 
     assert len(trust.code_hash()) == 16 and trust.code_hash() == trust.code_hash()
-    assert trust.settings_hash({"a": 1}, {"lr": 0.1}) != trust.settings_hash({"a": 1}, {"lr": 0.2})
+    key = trust.curve_key("digits-s0-r0.3", 1, "random subset", "c0de", {"a": 1}, {"lr": 0.1}, {"ratio": 0.3})
+    assert key.startswith("digits-s0-r0.3-c1-random_subset-c0de-")
+    assert key != trust.curve_key("digits-s0-r0.3", 1, "random subset", "c0df", {"a": 1}, {"lr": 0.1}, {"ratio": 0.3})
+    assert key != trust.curve_key("digits-s0-r0.3", 1, "random subset", "c0de", {"a": 1}, {"lr": 0.2}, {"ratio": 0.3})
+    assert key != trust.curve_key("digits-s0-r0.3", 1, "random subset", "c0de", {"a": 1}, {"lr": 0.1}, {"ratio": 0.1})
     (tmp_path / "k.json").write_text('{"epochs": [], "test": 0.5, "constant": 0.1}')
     hit = trust.train_curve(("digits", True, {}, {}, "k", str(tmp_path), True))
     assert hit["cached"] is True and hit["test"] == 0.5
