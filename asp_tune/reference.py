@@ -34,8 +34,10 @@ def cli_reference() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and (argv[0].startswith("-") or len(argv) > 1):
-        print("usage: python -m asp_tune.reference [FILE]   (the reference of every command, to FILE or stdout)")
-        return 0 if argv[0] in ("-h", "--help") else 2
+        asked = argv[0] in ("-h", "--help")
+        print("usage: python -m asp_tune.reference [FILE]   (the reference of every command, to FILE or stdout)",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     text = cli_reference()
     if argv:
         Path(argv[0]).write_text(text)

@@ -110,7 +110,8 @@ def run_active_learn_command(args: argparse.Namespace) -> int:
         rounds = pd.DataFrame(result["rounds"])
         out.write_table("rounds.csv", rounds)
         out.write_table("final.csv", pd.DataFrame(result["finals"]))
-        plot_rounds(rounds, out.file("rounds.png"), f"active learning: {settings.strategy} vs random")
+        plot_rounds(rounds, out.file("rounds.png"), f"active learning: {settings.strategy} vs random",
+                    result["summary"]["error_is"])
         summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
         target = out.commit(summary)
     finals = "  ".join(f"{f['strategy']}: target error ({f['error_is']}) {f['target_test_error']:.4f} on "
@@ -128,10 +129,10 @@ def plot_coreset(epochs, path, title: str) -> None:
                                 ("epoch", "train_seconds_total", "training seconds (cumulative)")], path, title)
 
 
-def plot_rounds(rounds, path, title: str) -> None:
-    """Test error and selection seconds per round, one line per strategy."""
+def plot_rounds(rounds, path, title: str, error_is: str = "1 - accuracy") -> None:
+    """Test error (``error_is``) and selection seconds per round, one line per strategy."""
     from asp_tune.plots import plot_groups
 
-    plot_groups(rounds, "strategy", [("labelled", "model_test_error", "test error of the round's model"),
+    plot_groups(rounds, "strategy", [("labelled", "model_test_error", f"test error ({error_is}) of the round's model"),
                                      ("round", "selection_seconds", "selection seconds (train + score + pick)")],
                 path, title)

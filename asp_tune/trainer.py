@@ -503,7 +503,8 @@ class Trainer:
 
 
 #: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
-SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size"})
+SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size",
+                                     "download"})
 
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:

@@ -33,7 +33,6 @@ records the code hash and how many curves came from the cache (``--no-cache`` tr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -337,7 +336,7 @@ def replay(data: dict[str, Any]) -> list[dict[str, Any]]:
     if fewer is not None:
         e, r, ran_e = fewer
         scores = [max(x["val"] for x in cur["epochs"][:n]) for cur, n in zip(c["full"], ran_e)]
-        add(f"full data, fewer epochs", int(np.argmax(scores)), *cost(c["full"], ran_e), False,
+        add("full data, fewer epochs", int(np.argmax(scores)), *cost(c["full"], ran_e), False,
             tau_interval(scores, truth), epochs_used=e)
 
     # one epoch of each on full data, the best three to the end

@@ -234,11 +234,21 @@ def test_a_search_without_a_top_rung_on_full_data_says_why_before_it_starts(monk
            "; constant or steps:3=1 does): after the search, an audit trains" in said(ratio_schedule="dynamic")
     assert "(strategy 'fixed_random' keeps its own subset)" in said(metric="fixed_random")
     assert "no top rung" not in said(decide="proxy") and "no top rung" not in said(algo="random")
+    assert "(--rung-ratios end at 0.5; ending them in 1 (e.g. 0.1,0.3,1) does)" in \
+        said(algo="hypertune", rung_ratios="0.1,0.3,0.5")  # steps:3=1 is refused beside them
+    assert "constant or steps:3=1 does): with no audit either, the proxy's best is the pick, unchecked" in \
+        said(ratio_schedule="dynamic", audit=0)
     jobs = []
     monkeypatch.setattr(user, "run_search", lambda job, **kwargs: jobs.append(job))
     user.search(lambda config: None, {"lr": 0.1}, epochs=9, num_samples=18, ratio=0.3, ratio_schedule="dynamic",
                 verbose=0)
     assert "no top rung on all the data (ratio schedule 'dynamic'" in " ".join(announce(jobs[0]))
+    from ray.tune.schedulers import MedianStoppingRule
+
+    user.search(lambda config: None, {"lr": 0.1}, epochs=9, num_samples=18, ratio=0.3, verbose=0,
+                scheduler=MedianStoppingRule())
+    assert "no top rung on all the data (MedianStoppingRule stops trials at epochs asp_tune cannot know in " \
+           "advance): after the search, an audit trains" in " ".join(announce(jobs[1]))
 
 
 def test_the_resume_command_is_the_command_again_with_one_resume():

@@ -105,7 +105,7 @@ def test_a_checkpoint_resumes_only_the_run_it_was_saved_by_where_it_is_placed_ma
     with pytest.raises(AspTuneError, match=r"other settings \(epochs 3 -> 6; lr 0.1 -> 0.01\)"):
         other.load_checkpoint(path)
     assert other.epoch == 0 and other.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
-    placed = Trainer(cfg.replace(eval_batch_size=64, amp=False, device="cpu"), data=digits)
+    placed = Trainer(cfg.replace(eval_batch_size=64, amp=False, device="cpu", download=True), data=digits)
     placed.load_checkpoint(path)
     assert placed.epoch == 1 and placed.config.eval_batch_size == 64
 

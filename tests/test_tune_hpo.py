@@ -203,9 +203,11 @@ def test_a_gpu_node_the_autoscaler_may_start_counts_and_so_do_its_nodes_for_shar
 
     from asp_tune.tune.session import check_resources, check_shared_storage
 
+    with pytest.raises(ConfigError, match=r"no node of this Ray cluster has a GPU\)$"):
+        check_resources(1, 1)  # a local search: no word of autoscalers
     with pytest.raises(ConfigError, match="no node of this Ray cluster has a GPU; an autoscaling cluster whose "
                                           r"launcher does not report its node types to Ray counts only the nodes up now"):
-        check_resources(1, 1)
+        check_resources(1, 1, cluster=True)
     check_shared_storage(None)  # one local node, no autoscaler
     config = autoscaler_pb2.ClusterConfig()
     for name, resources, count in (("head", {"CPU": 8}, 1), ("gpu_worker", {"CPU": 8, "GPU": 1}, 8)):

@@ -278,12 +278,12 @@ def _full_data_plan(s: HpoSettings):
     """How the search ends on full data (None: ``decide`` proxy, or a search on full data already); puts the
     top rung of an early-stopping search on all the data."""
     from asp_tune.tune.deciding import FullDataPlan
-
     from asp_tune.tune.fulldata import no_full_data_top_rung
 
     if s.decide != "full" or s.ratio >= 1.0:
         return None
-    why = no_full_data_top_rung(s.trial_config(), s.rungs(), s.decide)
+    why = no_full_data_top_rung(s.trial_config(), s.rungs(), s.decide,
+                                rung_ratios=rung_ratio_values(s.rung_ratios) if s.rung_ratios else None)
     top = s.end_on_full_data()
     rungs = s.rungs()
     return FullDataPlan(top_rung_full=top, first_rung=rungs[0] if top else None, audit=s.audit,

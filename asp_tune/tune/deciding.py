@@ -97,8 +97,11 @@ def announce(job) -> list[str]:
                         "batch keeps a proxy" if change["ratio"][1] >= 1.0 > change["ratio"][0] else ""))
     if plan is not None:
         if plan.no_top_rung:
-            lines.append(f"no top rung on all the data ({plan.no_top_rung}): after the search, an audit trains "
-                         "configurations on all the data from the start, and the best of them is the pick")
+            audited = plan.audit_count(configurations, rungs)
+            lines.append(f"no top rung on all the data ({plan.no_top_rung}): " + (
+                f"after the search, an audit trains {audited} configurations on all the data from the start, and "
+                "the best of them is the pick" if audited else "with no audit either, the proxy's best is the "
+                "pick, unchecked"))
         pairs = plan.expected_pairs(configurations, rungs) + plan.audit_count(configurations, rungs)
         notice = measurement_notice(configurations, pairs, rungs, plan.flag, plan.top_rung_full)
         if notice:

@@ -264,17 +264,26 @@ def full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: str) 
     return schedule if steps and steps[-1][1] >= 1.0 and steps[-1][0] <= rungs[-2] else None
 
 
-def no_full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: str) -> str:
+def no_full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: str,
+                          rung_ratios: Sequence[float] | None = None, scheduler: str | None = None) -> str:
     """Why an early-stopping search that decides on full data gets no top rung on all the data ("" where it
-    gets one, or where it has no rungs or no proxy): the pick is then an audit's, after the search."""
+    gets one, or where it stops no trial early or has no proxy): the pick is then an audit's, after the search.
+    ``rung_ratios``: the search's ratio per rung, where it gives them; ``scheduler``: the name of a scheduler
+    whose rungs are unknown (``rungs`` None)."""
     from asp_tune.strategies import follows_ratio_schedule
 
-    if decide != "full" or settings.ratio >= 1.0 or not rungs or full_data_top_rung(settings, rungs, decide):
+    if decide != "full" or settings.ratio >= 1.0:
+        return ""
+    if not rungs:
+        return f"{scheduler} stops trials at epochs asp_tune cannot know in advance" if scheduler else ""
+    if full_data_top_rung(settings, rungs, decide):
         return ""
     if len(rungs) < 2:
         return f"its only rung is its last (epoch {rungs[0]})"
     if not follows_ratio_schedule(settings):
         return f"strategy {settings.metric!r} keeps its own subset"
+    if rung_ratios:
+        return f"--rung-ratios end at {rung_ratios[-1]:g}; ending them in 1 (e.g. 0.1,0.3,1) does"
     return (f"ratio schedule {settings.ratio_schedule!r} does not reach 1 by the last proxy rung (epoch {rungs[-2]}); "
             f"constant or steps:{rungs[-2]}=1 does")
 

@@ -278,7 +278,7 @@ def run_search(job: SearchJob, resume: str | None = None, resume_unsigned: bool 
     ray_start = time.perf_counter()
     ensure_ray(job.address, modules=job.modules)
     ray_start = time.perf_counter() - ray_start  # the user waits for it too; not the search's (once a process)
-    check_resources(job.cpus_per_trial, job.gpus_per_trial)
+    check_resources(job.cpus_per_trial, job.gpus_per_trial, cluster=job.address is not None)
     check_shared_storage(job.storage_path)
     if not resume:
         from asp_tune.tune.deciding import announce

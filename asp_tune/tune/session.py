@@ -247,19 +247,22 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                                                f"{exc.strerror or exc})") from None
 
 
-def check_resources(cpus_per_trial: float, gpus_per_trial: float, field: str = "per_trial") -> None:
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, field: str = "per_trial",
+                    cluster: bool = False) -> None:
     """Refuse a per-trial request that no node of the cluster can ever satisfy (it would wait forever): neither
     a node alive now nor one its autoscaler may add (the node types it reports to Ray, as Ray Train reads them;
-    a launcher that reports none counts its live nodes only)."""
+    a launcher that reports none counts its live nodes only, which the refusal of a search joining a
+    ``cluster`` then says)."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")] + [r for r, _ in _node_types()]
+    types = _node_types()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")] + [r for r, _ in types]
     if not nodes:
         return
     most_cpus = max(n.get("CPU", 0.0) for n in nodes)
     most_gpus = max(n.get("GPU", 0.0) for n in nodes)
     later = ("; an autoscaling cluster whose launcher does not report its node types to Ray counts only the "
-             "nodes up now: keep one such node up (min_workers: 1)")
+             "nodes up now: keep one such node up (min_workers: 1)") if cluster and not types else ""
     if cpus_per_trial > most_cpus:
         raise ConfigError(f"cpus_{field}", cpus_per_trial, f"at most {most_cpus:g} (the most CPUs of any node{later})")
     if gpus_per_trial > most_gpus:

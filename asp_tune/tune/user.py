@@ -236,7 +236,8 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
                                                                        "scheduler='fifo'")
     settings = ProxySettings(**given)
     settings.check_proxy()  # named errors before anything starts
-    why = no_full_data_top_rung(settings, rungs if early else None, decide)
+    why = no_full_data_top_rung(settings, rungs if early else None, decide,
+                                scheduler=type(composed.scheduler).__name__ if early and not rungs else None)
     schedule = full_data_top_rung(settings, rungs, decide)  # the top rung on all the data, as the command line's
     top = schedule is not None
     if top:
