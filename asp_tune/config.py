@@ -78,8 +78,9 @@ class TrainConfig(ProxySettings):
                                 check=Interval(20, None, integer=True, optional=True))
     test_subset: int | None = option(None, "use this many test samples (none: all)", "data",
                                      check=Interval(20, None, integer=True, optional=True))
-    val_fraction: float = option(0.1, "fraction of the training samples held out for validation", "data",
-                                 check=Interval(0.0, 1.0, "neither"))
+    val_fraction: float = option(0.1, "fraction of the training samples held out for validation (0: none, only "
+                                      "where nothing validates: nas-retrain)", "data",
+                                 check=Interval(0.0, 1.0, "left"))
     storage: str = option("device", "device: tensors on the training device; stream: a DataLoader with a "
                                     "selected-index sampler", "data", STORAGES, check=OneOf(lambda: STORAGES))
     num_workers: int = option(0, "DataLoader workers (stream storage)", "data", check=Interval(0, None, integer=True))

@@ -677,7 +677,7 @@ def load_dataset(
         raise DataError(f"data set '{name}' has {len(y)} training sample{'s' if len(y) != 1 else ''}"
                         f"{' in its subset' if subset is not None else ''}; at least 3 are needed (2 to train on, "
                         "1 to validate)")
-    if len(val_idx) == 0:
+    if len(val_idx) == 0 and val_fraction > 0:  # 0: no validation split, asked for
         raise ConfigError("val_fraction", val_fraction, f"a fraction that holds out at least one of the {y.shape[0]} "
                                                         f"training samples for validation (at least {1 / len(y):.2g})")
     if len(train_idx) < 2:  # one sample cannot train (batch norm needs two)

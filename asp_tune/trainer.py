@@ -82,6 +82,11 @@ def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch
     return kind(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
 
 
+#: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
+SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size",
+                                     "download"})
+
+
 class Trainer:
     """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``.
 
@@ -99,6 +104,9 @@ class Trainer:
                  scores: ScoresFactory | None = None, size_field: tuple[str, Any] = ("model", "the network given"),
                  parts: Parts | None = None):
         self.config = config.validate()
+        if self.validates and self.config.val_fraction == 0:
+            raise ConfigError("val_fraction", 0.0, f"a fraction in (0, 1): {type(self).__name__} validates on a held-out "
+                                                   "split (0, no split, is for nas-retrain)")
         parts = parts or build_parts(self.config, data, model, size_field=size_field)
         self.data, self.task, self.device, self.model = parts.data, parts.task, parts.device, parts.model
         #: how ``model.pt`` rebuilds the network: the config's builder and arguments, or the class of a
@@ -114,9 +122,7 @@ class Trainer:
                 raise ConfigError("metric", parts.strategy.name, "a trainer built by asp_tune.build.build_trainer, "
                                                                  "which trains the proxy model that scores the samples")
             self.proxy_scores = scores(self, parts.strategy)
-        self.selector = ProxySelector(len(self.data.train), self.config.epochs, parts.strategy, seed=self.config.seed,
-                                      device=self.device, labels=self.data.train.labels if self.task.has_classes
-                                      else None, proxy_scores=self.proxy_scores, **vars(parts.proxy))
+        self.selector = self.make_selector(parts)
         self.feature_tap = FeatureNormTap(self.model)  # ||h|| into the last layer, for `gradient`
         self.sample_weights: torch.Tensor | None = None  # this epoch's loss weights by sample index
         self.train_feeder, self.eval_feeders = parts.train_feeder, parts.eval_feeders
@@ -131,6 +137,17 @@ class Trainer:
         self.train_seconds = 0.0
         self.val_seconds = 0.0
         self.history: list[dict[str, Any]] = []
+
+    #: settings a checkpoint may have been saved under otherwise (:meth:`load_state_dict`)
+    free_on_resume: frozenset[str] = SETTINGS_FREE_ON_RESUME
+    #: whether the run validates on a held-out split (``val_fraction`` 0, no split, is refused by name)
+    validates = True
+
+    def make_selector(self, parts: Parts) -> ProxySelector:
+        """The proxy selector over the training split (a searcher may select from parts of it apart)."""
+        return ProxySelector(len(self.data.train), self.config.epochs, parts.strategy, seed=self.config.seed,
+                             device=self.device, labels=self.data.train.labels if self.task.has_classes else None,
+                             proxy_scores=self.proxy_scores, **vars(parts.proxy))
 
     # ------------------------------------------------------------------ training
 
@@ -477,7 +494,7 @@ class Trainer:
             return
         mine = self.config.to_dict()
         changed = [f"{name} {saved[name]!r} -> {mine[name]!r}" for name in sorted(mine)
-                   if name in saved and name not in SETTINGS_FREE_ON_RESUME and saved[name] != mine[name]]
+                   if name in saved and name not in self.free_on_resume and saved[name] != mine[name]]
         if changed:
             raise AspTuneError(f"this checkpoint continues a run of other settings ({'; '.join(changed)}): resume "
                                "with the settings it was saved under, or start a new run for these")
@@ -500,11 +517,6 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_state_dict(load_state(path, "selector", "an asp_tune trainer checkpoint"))
-
-
-#: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
-SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size",
-                                     "download"})
 
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:

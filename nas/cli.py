@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from asp_tune.commands import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
-from asp_tune.errors import RunInterrupted
+from asp_tune.config import TrainConfig
+from asp_tune.errors import ConfigError, RunInterrupted
 from asp_tune.flags import add_arguments, values_from_args
 
 
@@ -108,10 +109,13 @@ def _progress(total: int, desc: str, quiet: bool, unit: str):
 def run_nas(args: argparse.Namespace) -> int:
     from nas.plots import plot_search
     from nas.search import aggregate, run_search
-    from nas.settings import SeedsSettings
+    from nas.settings import SEARCHERS, SeedsSettings
 
     settings = settings_from_args(args)
     parallel = SeedsSettings(**values_from_args(args, SeedsSettings)).validate()
+    if parallel.seeds and settings.train.seed != TrainConfig.seed:
+        raise ConfigError("seed", settings.train.seed, f"its default {TrainConfig.seed}: --seeds sets each search's "
+                                                       "seed, so --seed would be ignored")
     space = settings.search_space
     table = space.load_ground_truth(settings.ground_truth) if settings.ground_truth else None
     if space.has_ground_truth and table is None:
@@ -137,7 +141,8 @@ def run_nas(args: argparse.Namespace) -> int:
                 bar.set_postfix(val=f"{rec['val_accuracy']:.3f}", used=f"{rec['ratio']:.2f}",
                                 metric=rec["metric_used"], passes=f"{rec['data_passes']:.2f}")
 
-            scoring = _progress(None, "selection", args.quiet or settings.searcher != "spos", "arch")
+            scoring = _progress(None, "selection", args.quiet or not SEARCHERS[settings.searcher].scores_candidates,
+                                "arch")
             _say_resuming([ckpt.file(f"seed{seeds[0]}.pt")])
             results = [run_search(settings, ckpt.file(f"seed{seeds[0]}.pt"), on_epoch,
                                   lambda rec: scoring.update(1), table)]
@@ -159,6 +164,9 @@ def run_nas(args: argparse.Namespace) -> int:
         out.write_table("epochs.csv", epochs)
         if len(candidates):
             out.write_table("candidates.csv", candidates)
+        samples = [r.rank_sample.assign(seed=r.summary["seed"]) for r in results if r.rank_sample is not None]
+        if samples:
+            out.write_table("rank_sample.csv", pd.concat(samples, ignore_index=True))
         first = results[0].summary
         plot_search(epochs, candidates, out.file("search.png"),
                     f"{settings.searcher} on {space.name}: r={cfg.ratio} {cfg.ratio_schedule}, {cfg.metric}",
@@ -173,7 +181,8 @@ def run_nas(args: argparse.Namespace) -> int:
                        "arch": [r.summary["arch"] for r in results],
                        "ground_truth_fields": first.get("ground_truth_fields", []),
                        "runs": [{k: v for k, v in r.summary.items() if k != "settings"} for r in results],
-                       "settings": settings.to_dict()}
+                       "settings": {**settings.to_dict(), "seeds": seeds}}
+            summary["settings"]["train"]["seed"] = None  # each search's is in "seeds"
         target = out.commit(summary)
     ckpt.remove()
     print(_nas_line(summary, len(results)) + f"  -> {target}")
@@ -192,7 +201,7 @@ def _nas_line(s: dict[str, Any], runs: int) -> str:
     if truth:
         line += ", known accuracy " + ", ".join(f"{k} {pm(k, '.2f')}" for k in truth)
     if "kendall_tau" in s:
-        line += f", supernet Kendall tau {pm('kendall_tau', '.3f')}"
+        line += f", supernet Kendall tau {pm('kendall_tau', '.3f')} over {pm('rank_sample_size', '.0f')} uniform archs"
         if not s.get("ground_truth_matches_dataset", True):
             line += f" (against {s.get('ground_truth_column')}, measured on another data set)"
         elif isinstance(s["kendall_tau"], (int, float)) and s["kendall_tau"] < 0:

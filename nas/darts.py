@@ -1,16 +1,15 @@
-"""DARTS search on ASP proxy data: weights and architecture weights on two halves of each epoch's subset.
+"""DARTS search on ASP proxy data: network weights and architecture weights trained on two fixed parts.
 
-Every step first updates the architecture weights on a batch of the architecture half, then the
-network weights on a batch of the weight half. A full-data search (strategy ``none``) splits the
-training set once, seeded, into a weight part and an architecture part and keeps that partition
-for every epoch, as DARTS does with its fixed train/validation halves, so no sample serves both
-kinds of step. A proxy search follows the ASP paper ("we adopt the ASP to select the proxy subset
-and then split it into training and valid sets"): the :class:`~asp_tune.proxy.ProxySelector`
-picks each epoch's subset from the whole training set and its (shuffled) indices are split in two
-halves, so a sample may serve weight steps in one epoch and architecture steps in another. A fixed
-partition there would bias the selection: architecture-part samples, never trained on, would look
-harder and crowd the subset. The proxy memory learns from the logits of both halves, so no extra
-forward pass is spent on importance.
+Every step first updates the architecture weights on a batch of the architecture part, then the
+network weights on a batch of the weight part. Every search, full data or proxy, splits the training
+set once, seeded, into a weight part and an architecture part (DARTS's fixed train/validation halves),
+so no sample ever serves both kinds of step. Each part has its own
+:class:`~asp_tune.proxy.ProxySelector` (:class:`PartitionedSelector`): the proxy picks ``ratio`` of
+each part every epoch, ranking a part's samples only against each other (architecture-part samples,
+never trained on, look harder than weight-part ones and would crowd a subset chosen over both). This
+is the ASP paper's "select the proxy subset and then split it into training and valid sets" with the
+split fixed. The proxy memory learns from the logits of both parts' batches, so no extra forward pass
+is spent on importance.
 
 First order (default) uses the architecture gradient at the current weights. Second order uses
 the unrolled objective ``L_val(w - xi * dL_train/dw, alpha)`` whose gradient needs a
@@ -19,6 +18,8 @@ Hessian-vector product, approximated by finite differences as in the DARTS paper
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
@@ -30,7 +31,9 @@ from torch import nn
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
-from asp_tune.proxy import EpochPlan
+from asp_tune.assembly import Parts
+from asp_tune.proxy import ProxySelector
+from asp_tune.strategies import EpochPlan
 from asp_tune.build import scores_factory
 from asp_tune.trainer import ModelFactory, Observed, StepOutput, Trainer
 from nas.settings import NasSettings
@@ -84,6 +87,104 @@ def unrolled_hypergradient(weights: Sequence[nn.Parameter], arch: Sequence[nn.Pa
         _set(weights, original)
 
 
+#: what the summary says of the data protocol every DARTS search follows
+PROTOCOL = ("fixed seeded partition into a weight part and an architecture part; each epoch the proxy selects "
+            "ratio of each part apart (all of both at ratio 1)")
+
+
+class PartitionedSelector:
+    """One :class:`~asp_tune.proxy.ProxySelector` per part of the training samples (``parts``: each part's
+    sample indices), seen by the trainer as one selector over all of them: a plan is the parts' plans
+    together, a batch's statistics go to the selectors of the parts its samples belong to."""
+
+    def __init__(self, selectors: list[ProxySelector], parts: list[torch.Tensor], num_samples: int):
+        self.selectors, self.parts, self.num_samples = selectors, parts, num_samples
+        self.device = selectors[0].device
+        self.part_of = torch.empty(num_samples, dtype=torch.long, device=self.device)
+        self.local = torch.empty(num_samples, dtype=torch.long, device=self.device)
+        for k, ids in enumerate(parts):
+            self.part_of[ids] = k
+            self.local[ids] = torch.arange(ids.numel(), device=self.device)
+
+    first = property(lambda self: self.selectors[0])
+    metric = property(lambda self: self.first.metric)
+    strategy = property(lambda self: self.first.strategy)
+    settings = property(lambda self: self.first.settings)
+    tracks_importance = property(lambda self: self.first.tracks_importance)
+    required_inputs = property(lambda self: self.first.required_inputs)
+
+    @property
+    def selection_seconds(self) -> float:
+        return sum(s.selection_seconds for s in self.selectors)
+
+    def epoch_size(self, epoch: int) -> int | None:
+        sizes = [s.epoch_size(epoch) for s in self.selectors]
+        return None if None in sizes else sum(sizes)
+
+    def _joined(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """Per-part tensors (by local index) as one over every sample."""
+        out = torch.empty((self.num_samples, *values[0].shape[1:]), dtype=values[0].dtype, device=self.device)
+        for ids, v in zip(self.parts, values):
+            out[ids] = v.to(self.device)
+        return out
+
+    def plan(self, epoch: int) -> EpochPlan:
+        plans = [s.plan(epoch) for s in self.selectors]
+        weights = None
+        if any(p.weights is not None for p in plans):
+            weights = self._joined([p.weights if p.weights is not None else torch.ones(ids.numel(), device=self.device)
+                                    for p, ids in zip(plans, self.parts)])
+        first = plans[0]
+        return dataclasses.replace(first, indices=torch.cat([ids[p.indices] for ids, p in zip(self.parts, plans)]),
+                                   weights=weights)
+
+    def observe(self, indices: torch.Tensor, **inputs: torch.Tensor | None) -> None:
+        part = self.part_of[indices]
+        for k, selector in enumerate(self.selectors):
+            mine = part == k
+            if bool(mine.any()):
+                selector.observe(self.local[indices[mine]], **{n: None if v is None else v[mine]
+                                                                for n, v in inputs.items()})
+
+    def check_inputs(self, *args: Any) -> None:
+        self.first.check_inputs(*args)
+
+    @property
+    def seen(self) -> torch.Tensor:
+        return self._joined([s.seen for s in self.selectors])
+
+    @property
+    def times_selected(self) -> torch.Tensor:
+        return self._joined([s.times_selected for s in self.selectors])
+
+    @property
+    def memory(self) -> "_JoinedMemory":
+        return _JoinedMemory(self)
+
+    def describe(self) -> dict[str, Any]:
+        return self.first.describe()
+
+    def state_dict(self) -> dict:
+        return {"parts": [s.state_dict() for s in self.selectors]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state.get("parts", ())) != len(self.selectors):
+            raise ValueError("it holds no partitioned DARTS selector (a search of an older asp_tune): start again")
+        for s, part in zip(self.selectors, state["parts"]):
+            s.load_state_dict(part)
+
+
+class _JoinedMemory:
+    """The parts' proxy memories read as one (``columns``, ``memory[name]``), for trajectories and tables."""
+
+    def __init__(self, selector: PartitionedSelector):
+        self.selector, self.num_samples = selector, selector.num_samples
+        self.columns = selector.first.memory.columns
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.selector._joined([s.memory[name] for s in self.selector.selectors])
+
+
 class DartsTrainer(Trainer):
     """A :class:`Trainer` whose steps alternate architecture and weight updates (DARTS).
 
@@ -91,6 +192,8 @@ class DartsTrainer(Trainer):
     use Adam (``arch_lr``, betas 0.5/0.999, ``arch_weight_decay``); network weights the trainer's
     SGD with gradient clipping at ``grad_clip``; the defaults are :class:`~nas.settings.NasSettings`'.
     """
+
+    free_on_resume = Trainer.free_on_resume | {"test_subset"}  # a search never reads the test split
 
     def __init__(self, config: TrainConfig, data: DataBundle | None, model: nn.Module | ModelFactory,
                  order: int = NasSettings.order, arch_lr: float = NasSettings.arch_lr,
@@ -100,29 +203,36 @@ class DartsTrainer(Trainer):
         self.order = order
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
                                                weight_decay=arch_weight_decay)
-        self._arch_part: torch.Tensor | None = None  # the full-data partition, drawn on first use
 
-    def arch_part(self) -> torch.Tensor:
-        """The full-data search's fixed partition: True for the architecture part, a seeded half of
-        the training samples (the weight part keeps the odd one); the same for every epoch and after
-        a resume, since it depends only on the seed and the number of samples."""
-        if self._arch_part is None:
-            n = self.selector.num_samples
-            g = torch.Generator().manual_seed(self.config.seed * 15485863 + 11)
-            part = torch.zeros(n, dtype=torch.bool)
-            part[torch.randperm(n, generator=g)[(n + 1) // 2:]] = True
-            self._arch_part = part.to(self.selector.device)
-        return self._arch_part
+    def make_selector(self, parts: Parts) -> PartitionedSelector:
+        """A selector per part of the fixed partition (:meth:`partition`), each bound to its own copy of the
+        strategy with the same seed (a mixture draws the same statistic for both parts each epoch)."""
+        n = len(self.data.train)
+        labels = self.data.train.labels if self.task.has_classes else None
+        ids = self.partition(n, self.config.seed, self.device)
+        selectors = [ProxySelector(int(i.numel()), self.config.epochs, copy.deepcopy(parts.strategy),
+                                   seed=self.config.seed, device=self.device,
+                                   labels=None if labels is None else labels[i.cpu()],
+                                   proxy_scores=_scores_of(self.proxy_scores, i.cpu()), **vars(parts.proxy))
+                     for i in ids]
+        return PartitionedSelector(selectors, ids, n)
+
+    @staticmethod
+    def partition(n: int, seed: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """The fixed, seeded partition of ``n`` training samples: (weight part, architecture part), sorted
+        indices; the weight part keeps the odd one. It depends only on the seed and ``n``, so it is the same
+        for every ratio and strategy, every epoch and after a resume."""
+        g = torch.Generator().manual_seed(seed * 15485863 + 11)
+        order = torch.randperm(n, generator=g)
+        return [order[:(n + 1) // 2].sort().values.to(device), order[(n + 1) // 2:].sort().values.to(device)]
 
     def epoch_batches(self, plan: EpochPlan) -> Iterator[Any]:
-        """Pairs (weight batch, architecture batch): the full-data search's fixed parts, a proxy
-        search's shuffled subset cut in two halves (the module's docstring says why)."""
-        if self.selector.metric == "none":
-            in_arch = self.arch_part()[plan.indices]
-            weight_half, arch_half = plan.indices[~in_arch], plan.indices[in_arch]
-        else:
-            half = (plan.count + 1) // 2
-            weight_half, arch_half = plan.indices[:half], plan.indices[half:]
+        """Pairs (weight batch, architecture batch) from the epoch's picks of each part. The weight part is the
+        larger, so with a ratio's picks its batches are never fewer; a strategy whose picks follow the memory
+        (infobatch) may pick more of the architecture part: its surplus waits for another epoch."""
+        in_arch = self.selector.part_of[plan.indices] == 1
+        weight_half, arch_half = plan.indices[~in_arch], plan.indices[in_arch]
+        arch_half = arch_half[:weight_half.numel()]
         size = self.config.batch_size
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))
@@ -163,7 +273,7 @@ class DartsTrainer(Trainer):
         return logits, norms
 
     def train_step(self, batch: Any) -> StepOutput:
-        weight_batch, arch_batch = batch  # the weight half is never the shorter one
+        weight_batch, arch_batch = batch
         also_seen: tuple[Observed, ...] = ()
         if arch_batch is not None:
             logits, norms = self.arch_step(weight_batch, arch_batch)
@@ -185,9 +295,23 @@ class DartsTrainer(Trainer):
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
 
 
+def _scores_of(scores: Any, ids: torch.Tensor) -> Any:
+    """A static proxy's per-sample scores (:class:`~asp_tune.scores.ProxyScores`) of the samples ``ids``."""
+    if scores is None:
+        return None
+    per_sample = {f.name: getattr(scores, f.name)[ids] for f in dataclasses.fields(scores)
+                  if isinstance(getattr(scores, f.name), torch.Tensor)}
+    return dataclasses.replace(scores, **per_sample)
+
+
 class DartsSearch:
     """The DARTS searcher: the space's continuous network, architecture and weight steps alternating,
     then the architecture its weights point to."""
+
+    #: NasSettings fields only this searcher reads (another searcher refuses them)
+    own_settings = ("order", "arch_lr", "arch_weight_decay", "grad_clip")
+    #: it scores no single architectures: no candidates, no rank agreement with a ground truth
+    scores_candidates = False
 
     def trainer(self, settings: NasSettings, space: NasSpace) -> DartsTrainer:
         def network(data: DataBundle) -> nn.Module:
@@ -195,14 +319,17 @@ class DartsSearch:
             return space.continuous_network(settings.channels, settings.num_cells, data.num_classes,
                                             data.image_shape[0])
 
-        return DartsTrainer(settings.train, None, network, order=settings.order, arch_lr=settings.arch_lr,
+        train = settings.train_config()
+        return DartsTrainer(train, None, network, order=settings.order, arch_lr=settings.arch_lr,
                             arch_weight_decay=settings.arch_weight_decay, grad_clip=settings.grad_clip,
-                            scores=scores_factory(settings.train),
+                            scores=scores_factory(train),
                             size_field=("channels", settings.channels))
 
     def select(self, trainer: DartsTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None
                ) -> tuple[Hashable, dict[str, Any], pd.DataFrame]:
         weights = [a.detach().cpu().tolist() for a in trainer.model.arch_parameters()]
-        return trainer.model.derive(), {"arch_weights": weights}, pd.DataFrame(columns=["arch", "score", "phase",
+        found = {"arch_weights": weights, "darts_protocol": PROTOCOL,
+                 "darts_parts": [int(p.numel()) for p in trainer.selector.parts]}
+        return trainer.model.derive(), found, pd.DataFrame(columns=["arch", "score", "phase",
                                                                                        "generation"])

@@ -28,7 +28,10 @@ from nas.spaces import require_images
 
 
 class RetrainTrainer(Trainer):
-    """Trainer for :class:`DartsEvalNetwork`: drop-path schedule, auxiliary loss, clipping."""
+    """Trainer for :class:`DartsEvalNetwork`: drop-path schedule, auxiliary loss, clipping. With
+    ``val_fraction`` 0 it trains on the whole training split and validates nothing (DARTS's evaluation)."""
+
+    validates = False
 
     def __init__(self, settings: RetrainSettings, data: DataBundle | None = None):
         def network(loaded: DataBundle) -> DartsEvalNetwork:
@@ -74,9 +77,12 @@ def run_retrain(settings: RetrainSettings, checkpoint: str | Path | None = None,
     """Train to the end (resuming from ``checkpoint`` if it exists); returns (summary, epochs)."""
     settings.validate()
     trainer = RetrainTrainer(settings)
+    trainer.validate_each_epoch = settings.train.val_fraction > 0
     run = train_resumably(trainer, settings.to_dict(), checkpoint, on_epoch)
     summary = trainer.summary(wall_time_s=run.seconds)
     summary["resumed_from_epoch"] = run.resumed_from_epoch
+    summary["validation"] = "held-out split" if trainer.validate_each_epoch else "none (val_fraction 0: trained on " \
+                                                                                 "the whole training split)"
     summary.update({"genotype": settings.genotype.to_dict(), "genotype_str": str(settings.genotype),
                     "channels": settings.channels, "layers": settings.layers, "auxiliary": settings.auxiliary,
                     "drop_path_prob": settings.drop_path_prob, "parameters": count_parameters(trainer.model, exclude=("auxiliary_head",)),

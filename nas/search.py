@@ -10,11 +10,12 @@ already spent is carried over).
 from __future__ import annotations
 
 import math
+import random
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from asp_tune.errors import AspTuneError
 from asp_tune.models import count_parameters
 from asp_tune.quality import proxy_quality, seed_spread
 from nas.checkpoint import train_resumably
-from nas.settings import SEARCHERS, NasSettings
+from nas.settings import NAS_AUTO_METRIC, SEARCHERS, NasSettings
 from nas.spaces import GroundTruthTable, NasSpace
 
 
@@ -32,6 +33,7 @@ class NasResult:
     summary: dict[str, Any]
     epochs: pd.DataFrame
     candidates: pd.DataFrame  # SPOS: every scored architecture; empty for DARTS
+    rank_sample: pd.DataFrame | None = None  # the uniform sample kendall_tau ranks (arch, score, ground truth)
 
 
 def supernet_trainer(settings: NasSettings):
@@ -57,24 +59,32 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
     trainer = supernet_trainer(settings)
     trainer.validate_each_epoch = settings.monitor
     run = train_resumably(trainer, settings.training_dict(), checkpoint, on_epoch)
-    train_seconds = run.seconds
     select_start = time.perf_counter()
     arch, found, candidates = searcher.select(trainer, settings, space, on_score)
     select_seconds = time.perf_counter() - select_start
     tied = all_tied(candidates)
     if tied:
         warnings.warn(tied, stacklevel=2)
+    rank_start = time.perf_counter()
+    sample = rank_sample(searcher, trainer, settings, candidates) if table is not None else None
+    rank_seconds = time.perf_counter() - rank_start
     cfg = settings.train
     proxy = trainer.proxy_summary()  # a static proxy's scoring model and subset choice: part of the cost
     proxy_seconds = proxy.get("proxy_seconds", 0.0) + proxy.get("subset_selection_seconds", 0.0)
     summary: dict[str, Any] = {"space": space.name, "searcher": settings.searcher, "arch": space.format(arch),
                                **space.summarise(arch), **found}
     summary.update({
-        "search_time_s": train_seconds + select_seconds + proxy_seconds,
-        "supernet_train_s": train_seconds,
+        # what shrinks with the data: training steps, selection and a static proxy's cost; the per-epoch
+        # validation (monitor_s), checkpoint writes (checkpoint_s) and the rank sample's scoring apart
+        "search_time_s": trainer.train_seconds + select_seconds + proxy_seconds,
+        "supernet_train_s": trainer.train_seconds,
         "static_proxy_s": proxy_seconds,
         "selection_s": select_seconds,
-        "selection_share": select_seconds / max(train_seconds + select_seconds, 1e-9),
+        "selection_share": select_seconds / max(trainer.train_seconds + select_seconds, 1e-9),
+        "monitor_s": trainer.val_seconds,
+        "checkpoint_s": run.checkpoint_seconds,
+        "rank_sample_s": rank_seconds,
+        "wall_time_s": run.seconds + select_seconds + rank_seconds + proxy_seconds,
         "data_passes": trainer.samples_seen / trainer.selector.num_samples,
         "samples_seen": trainer.samples_seen,
         "epochs": trainer.epoch,
@@ -86,16 +96,49 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         "resumed_from_epoch": run.resumed_from_epoch,
         **proxy,
     })
+    if cfg.metric == "auto":
+        summary["auto_resolution"] = (f"{trainer.selector.metric}: a search's auto is none at ratio 1, else "
+                                      f"{NAS_AUTO_METRIC}, which ranked architectures best in this project's "
+                                      "measurements (nas.settings.NAS_AUTO_METRIC)")
     if table is not None:
-        summary.update(ground_truth_summary(space, table, summary["arch"], candidates, cfg.dataset))
+        summary.update(ground_truth_summary(space, table, summary["arch"], candidates, cfg.dataset, sample))
     summary["settings"] = settings.to_dict()
-    return NasResult(summary, pd.DataFrame(trainer.history), candidates)
+    return NasResult(summary, pd.DataFrame(trainer.history), candidates, sample)
+
+
+def uniform_sample(space: NasSpace, size: int, seed: int) -> list[Hashable]:
+    """``size`` distinct architectures drawn uniformly from ``space`` (all of them if it holds fewer), seeded by
+    ``seed`` alone: the same for every ratio, metric and schedule of that seed."""
+    rng = random.Random(seed * 2654435761 + 97)
+    wanted = size if space.size is None else min(size, space.size)
+    drawn: dict[Hashable, None] = {}
+    while len(drawn) < wanted:
+        drawn[space.random(rng)] = None
+    return list(drawn)
+
+
+def rank_sample(searcher: Any, trainer: Any, settings: NasSettings, candidates: pd.DataFrame) -> pd.DataFrame | None:
+    """The supernet's scores of :func:`uniform_sample`'s ``rank_sample`` architectures (columns ``arch``,
+    ``score``), those already scored as candidates taken from ``candidates``; None where the searcher scores
+    no single architectures or the size is 0."""
+    if not settings.rank_sample or not getattr(searcher, "scores_candidates", False):
+        return None
+    space = settings.search_space
+    archs = uniform_sample(space, settings.rank_sample, settings.train.seed)
+    known = dict(zip(candidates.get("arch", []), candidates.get("score", [])))
+    names = [space.format(a) for a in archs]
+    todo = [a for a, n in zip(archs, names) if n not in known]
+    known.update(zip((space.format(a) for a in todo), searcher.score(trainer, settings, todo)))
+    return pd.DataFrame({"arch": names, "score": [float(known[n]) for n in names]})
 
 
 def ground_truth_summary(space: NasSpace, table: GroundTruthTable, arch: str, candidates: pd.DataFrame,
-                         dataset: str) -> dict[str, Any]:
-    """The found arch's known accuracies, the best possible one, and how well the supernet's scores
-    rank the candidates (keys prefixed by the space's name, e.g. ``nb201_cifar10_test``)."""
+                         dataset: str, sample: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The found arch's known accuracies, the best possible one, and how well the supernet's scores rank
+    architectures (keys prefixed by the space's name, e.g. ``nb201_cifar10_test``): ``kendall_tau`` and the
+    other measures of :func:`~asp_tune.quality.proxy_quality` over the uniform ``sample`` (the same for
+    every run of a seed), the same with ``_candidates`` over the candidates evolution chose (biased to
+    high scores, and different for each run)."""
     prefix = f"{space.name}_"
     out: dict[str, Any] = {prefix + k: v for k, v in _known(table, arch).items()}
     column = table.column_for(dataset)
@@ -103,20 +146,28 @@ def ground_truth_summary(space: NasSpace, table: GroundTruthTable, arch: str, ca
     out.update({"ground_truth_column": prefix + column, "ground_truth_fields": [prefix + c for c in table.columns],
                 prefix + "reference_column": column, "ground_truth_matches_dataset": _matches(table, dataset),
                 prefix + "best_possible": best_acc, prefix + "best_arch": space.format(best_arch)})
-    unknown = {a for a in [arch, *candidates.get("arch", [])] if not _holds(table, a)}
+    ranked = [(sample, ""), (candidates, "_candidates")] if sample is not None else [(candidates, "_candidates")]
+    unknown = {a for a in [arch, *(a for part, _ in ranked for a in part.get("arch", []))] if not _holds(table, a)}
     if unknown:
         out["ground_truth_unknown"] = len(unknown)
         warnings.warn(f"{len(unknown)} of the architectures found or scored are not in the ground-truth table: "
                       "their accuracies are NaN and they are left out of the rank agreement", stacklevel=2)
-    if len(candidates):
-        truth = np.array([_known(table, a)[column] for a in candidates["arch"]], dtype=float)
-        candidates[prefix + column] = truth
+    for part, suffix in ranked:
+        if not len(part):
+            continue
+        truth = np.array([_known(table, a)[column] for a in part["arch"]], dtype=float)
+        part[prefix + column] = truth
         known = np.isfinite(truth)
-        quality = proxy_quality(candidates["score"].to_numpy()[known], truth[known])
-        out.update({"kendall_tau": quality["kendall_tau"], "spearman": quality["spearman"], "tau_pairs": quality["n"],
-                    "r2": quality["r2"], "good_spearman": quality["good_spearman"],
-                    "top1_regret": quality["top1_regret"]})  # regret among the scored candidates, in points
+        quality = proxy_quality(part["score"].to_numpy()[known], truth[known])
+        out.update({f"{name}{suffix}": quality[key] for name, key in QUALITY_FIELDS})
+    if sample is not None:
+        out["rank_sample_size"] = len(sample)
     return out
+
+
+#: (summary name, :func:`~asp_tune.quality.proxy_quality` key) of each rank-agreement measure
+QUALITY_FIELDS = (("kendall_tau", "kendall_tau"), ("spearman", "spearman"), ("tau_pairs", "n"), ("r2", "r2"),
+                  ("good_spearman", "good_spearman"), ("top1_regret", "top1_regret"))
 
 
 def all_tied(candidates: pd.DataFrame) -> str | None:

@@ -65,7 +65,13 @@ def _cells_help() -> str:
 
 #: NasSettings fields that do not change the trained supernet: used only after its training, or only
 #: watching it (``monitor`` validates with generators of its own; a test checks the losses stay equal).
-NOT_CHANGING_TRAINING = ("evolution", "ground_truth", "score_samples", "monitor")
+NOT_CHANGING_TRAINING = ("evolution", "ground_truth", "score_samples", "monitor", "rank_sample")
+
+#: What ``metric="auto"`` stands for in a search below ratio 1 (at 1: ``none``, full data). Uniform ``random``,
+#: not the HPO choice (``loss``/``fixed_random``): on NAS-Bench-201 it ranked architectures better than ``loss``
+#: (bench/results/proxy_quality_quick_nas_loss.md: tau -0.106 vs -0.130, found 87.60 vs 82.14) and than
+#: ``mixture`` (bench/results/nas_nb201_controls.json).
+NAS_AUTO_METRIC = "random"
 
 
 @dataclass
@@ -99,6 +105,10 @@ class NasSettings:
                                              "search, the same for every ratio and metric",
                                        SEARCH, kind=optional(int, ("auto", "none", "")),
                                        check=Interval(32, None, integer=True, optional=True))
+    rank_sample: int = option(50, "architectures drawn uniformly (seeded by the seed alone: the same for every "
+                                  "ratio, metric and schedule) whose supernet scores are ranked against the ground "
+                                  "truth for kendall_tau (0: none; searchers that score candidates, with "
+                                  "--ground-truth)", SEARCH, check=Interval(0, None, integer=True))
 
     def validate(self) -> "NasSettings":
         if isinstance(self.train, Mapping):  # from Python or YAML: the fields of a TrainConfig
@@ -128,13 +138,44 @@ class NasSettings:
         if self.ground_truth is not None and not space.has_ground_truth:
             raise ConfigError("ground_truth", self.ground_truth, f"no table: the {space.name} space has none")
         self.train.validate()
+        if self.train.val_fraction == 0:
+            raise ConfigError("val_fraction", 0.0, "a fraction in (0, 1): a search scores or watches its supernet on "
+                                                   "the validation split (0, no split, is for nas-retrain)")
         from asp_tune.strategies import make_strategy
 
-        if make_strategy(self.train.metric, self.train).needs_scores and self.train.proxy_model is None:  # the supernet cannot score samples on its own
-            raise ConfigError("proxy_model", None, f"a network that scores samples for '{self.train.metric}' in a "
+        if make_strategy(self.train_config().metric, self.train).needs_scores and self.train.proxy_model is None:  # the supernet cannot score samples on its own
+            raise ConfigError("proxy_model", None, f"a network that scores samples for '{self.train_config().metric}' in a "
                                                    f"NAS search: one of {', '.join(MODELS)}")
         self.evolution.validate(space.size)
+        self._check_searcher_fields()
         return self
+
+    def _check_searcher_fields(self) -> None:
+        """Refuse, by name, a setting only another searcher reads (it would be ignored), and for a searcher
+        that scores candidates on a batch-statistics supernet an evaluation batch too small to score on."""
+        searcher = SEARCHERS[self.searcher]
+        default = NasSettings(space=self.space, searcher=self.searcher)
+        for name, other in _others_fields(self.searcher):
+            if name == "evolution":
+                changed = [(f.name, getattr(self.evolution, f.name), f.default)
+                           for f in dataclasses.fields(EvolutionSettings)
+                           if getattr(self.evolution, f.name) != f.default]
+            else:
+                changed = [(name, getattr(self, name), getattr(default, name))] \
+                    if getattr(self, name) != getattr(default, name) else []
+            for field, value, was in changed:
+                raise ConfigError(field, value, f"its default {was!r}: --{field.replace('_', '-')} acts only on "
+                                                f"--searcher {other}, not {self.searcher}")
+        least = getattr(searcher, "min_eval_batch", 0)
+        if self.train.eval_batch_size < least:
+            raise ConfigError("eval_batch_size", self.train.eval_batch_size,
+                              f"at least {least}: the {self.searcher} supernet normalises with the batch's "
+                              "statistics, so candidates scored in smaller batches rank otherwise")
+
+    def train_config(self) -> TrainConfig:
+        """``train`` with ``metric="auto"`` made concrete for a search (:data:`NAS_AUTO_METRIC`)."""
+        return self.train.replace(metric=nas_auto_metric(self.train.ratio)) if self.train.metric == "auto" \
+            else self.train
 
     @property
     def search_space(self) -> NasSpace:
@@ -152,11 +193,28 @@ class NasSettings:
 
     def training_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` without what does not change the trained supernet (selection, ground truth,
-        monitoring): what a supernet checkpoint must match to be resumed."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_CHANGING_TRAINING}
+        monitoring, the settings of other searchers, the test split no search reads): what a supernet
+        checkpoint must match to be resumed."""
+        unused = {name for name, _ in _others_fields(self.searcher)}
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_CHANGING_TRAINING and k not in unused}
+        d["train"] = {k: v for k, v in d["train"].items() if k != "test_subset"}
+        return d
 
     def with_seed(self, seed: int) -> "NasSettings":
         return dataclasses.replace(self, train=self.train.replace(seed=seed))
+
+
+def nas_auto_metric(ratio: float) -> str:
+    """What ``metric="auto"`` resolves to in a search at ``ratio``: ``none`` at 1, else :data:`NAS_AUTO_METRIC`."""
+    return "none" if ratio >= 1.0 else NAS_AUTO_METRIC
+
+
+def _others_fields(searcher: str) -> list[tuple[str, str]]:
+    """(field, searcher) for each NasSettings field that only another searcher than ``searcher`` reads (each
+    searcher class declares the fields it alone reads in ``own_settings``)."""
+    return [(name, other) for other in SEARCHERS if other != searcher
+            for name in getattr(SEARCHERS[other], "own_settings", ())
+            if name not in getattr(SEARCHERS[searcher], "own_settings", ())]
 
 
 def retrain_train_config() -> TrainConfig:

@@ -71,6 +71,8 @@ def evolutionary_search(space: NasSpace, score: Callable[[Hashable], float], set
 class SposTrainer(Trainer):
     """Trains ``space``'s single-path supernet with one uniformly drawn path per batch; scores paths on ``val``."""
 
+    free_on_resume = Trainer.free_on_resume | {"test_subset"}  # a search never reads the test split
+
     def __init__(self, config: TrainConfig, data: DataBundle | None, space: NasSpace,
                  channels: int = NasSettings.channels, cells: int | None = None, **kwargs):
         cells = cells or space.default_cells
@@ -145,9 +147,21 @@ def auto_score_samples(train: TrainConfig, evolution: EvolutionSettings, num_tra
 class SposSearch:
     """The SPOS searcher: single-path supernet training, then evolution scored on held-out data."""
 
+    #: NasSettings fields only this searcher reads (another searcher refuses them)
+    own_settings = ("evolution", "score_samples", "rank_sample")
+    #: it scores single architectures (:meth:`score`): candidates, and the uniform sample of ``rank_sample``
+    scores_candidates = True
+    #: the supernet normalises with batch statistics, so a score depends on the evaluation batch: smaller
+    #: ones are refused (``eval_batch_size``)
+    min_eval_batch = 32
+
     def trainer(self, settings: NasSettings, space: NasSpace) -> SposTrainer:
-        return SposTrainer(settings.train, None, space, settings.channels, settings.num_cells,
-                           scores=scores_factory(settings.train))
+        train = settings.train_config()
+        return SposTrainer(train, None, space, settings.channels, settings.num_cells, scores=scores_factory(train))
+
+    def score(self, trainer: SposTrainer, settings: NasSettings, archs: list[Hashable]) -> list[float]:
+        """Supernet scores of ``archs`` on the images the candidates were scored on (after :meth:`select`)."""
+        return [trainer.score(a) for a in archs]
 
     def select(self, trainer: SposTrainer, settings: NasSettings, space: NasSpace,
                on_score: Callable[[dict[str, Any]], None] | None = None

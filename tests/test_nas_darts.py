@@ -135,25 +135,36 @@ def test_architecture_step_changes_alphas_and_only_weight_step_moves_weights(ord
     assert not all(torch.equal(w, v) for w, v in zip(weights, trainer.model.weight_parameters()))
 
 
-def test_full_data_darts_keeps_one_weight_and_architecture_partition_for_every_epoch():
+@pytest.mark.parametrize("ratio, metric", [(1.0, "none"), (0.5, "random"), (0.5, "loss"), (0.5, "mixture")])
+def test_every_darts_search_keeps_one_weight_and_architecture_partition_and_picks_ratio_of_each(ratio, metric):
     class Recording(DartsTrainer):
         def train_step(self, batch):
             weight_batch, arch_batch = batch
-            seen["weight"].append(weight_batch[2].cpu())
+            seen["weight"][-1].append(weight_batch[2].cpu())
             if arch_batch is not None:
-                seen["arch"].append(arch_batch[2].cpu())
+                seen["arch"][-1].append(arch_batch[2].cpu())
             return super().train_step(batch)
 
     seen = {"weight": [], "arch": []}
-    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=32, ratio=1.0, metric="none", lr=0.05, seed=1)
+    cfg = TrainConfig(dataset="digits", epochs=3, batch_size=32, ratio=ratio, metric=metric, lr=0.05, seed=1,
+                      first_epoch_full=False)
     trainer = Recording(cfg, _tiny_data(), DartsSearchNetwork(channels=4, layers=3, in_channels=1))
-    trainer.train_epoch()
-    trainer.train_epoch()
-    weight, arch = torch.cat(seen["weight"]), torch.cat(seen["arch"])
     n = trainer.selector.num_samples
-    assert (weight.numel(), arch.numel()) == (2 * ((n + 1) // 2), 2 * (n // 2))  # every sample each epoch
-    assert set(weight.tolist()).isdisjoint(arch.tolist())  # none served both kinds of step
-    assert len(set(weight.tolist())) == (n + 1) // 2 and len(set(arch.tolist())) == n // 2
+    weight_part, arch_part = (set(p.tolist()) for p in DartsTrainer.partition(n, seed=1))
+    assert (len(weight_part), len(arch_part)) == ((n + 1) // 2, n // 2) and weight_part.isdisjoint(arch_part)
+    for _ in range(3):
+        seen["weight"].append([]), seen["arch"].append([])
+        trainer.train_epoch()
+        weight, arch = set(torch.cat(seen["weight"][-1]).tolist()), set(torch.cat(seen["arch"][-1]).tolist())
+        assert weight <= weight_part and arch <= arch_part  # the same partition every epoch, whatever the ratio
+        # ratio of each part, so a strategy never crowds one part's samples into the other's share
+        assert (len(weight), len(arch)) == (round(ratio * len(weight_part)), round(ratio * len(arch_part)))
+    assert trainer.history[-1]["selected"] == len(weight) + len(arch)
+    assert trainer.summary(0.0)["data_passes"] == pytest.approx(3 * ratio, abs=0.01)
+    table = trainer.sample_table()  # the parts' selectors read as one over every sample
+    assert sum(table["times_selected"]) == trainer.samples_seen and len(table["label"]) == n
+    if metric == "loss":  # each part's memory learnt from its own steps' logits
+        assert all(table["loss"][i] > 0 for i in weight | arch)
 
 
 class TinyMixedNet(nn.Module):
@@ -296,3 +307,34 @@ def test_a_ground_truth_table_without_rows_or_with_infinite_accuracy_is_refused(
     inf.write_text("arch,cifar10_test\n|nor_conv_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|none~2|,inf\n")
     with pytest.raises(DataError, match="line 2: accuracy missing or not a finite number"):
         GroundTruth.load(inf)
+
+
+def test_retrain_with_val_fraction_0_trains_on_the_whole_training_split_and_reports_test_accuracy(tmp_path):
+    from asp_tune.trainer import Trainer
+    from nas.retrain import run_retrain
+    from nas.settings import NasSettings
+
+    cfg = TrainConfig(dataset="digits", epochs=1, batch_size=64, subset=200, test_subset=60, val_fraction=0.0)
+    summary, epochs = run_retrain(RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3))
+    assert summary["train_split"]["samples"] == 200 and summary["samples_seen"] == 200  # none held out
+    assert 0 <= summary["final_test_accuracy"] <= 1 and epochs["val_accuracy"].isna().all()
+    assert summary["validation"].startswith("none")
+    # where a validation split is needed, 0 is refused by name
+    with pytest.raises(ConfigError, match=r"val_fraction=0.0: allowed a fraction in \(0, 1\): a search"):
+        NasSettings(train=cfg.replace(model="mlp")).validate()
+    with pytest.raises(ConfigError, match=r"val_fraction=0.0: allowed a fraction in \(0, 1\): Trainer validates"):
+        Trainer(cfg.replace(model="mlp"))
+    with pytest.raises(ConfigError, match="val_fraction"):
+        TrainConfig(val_fraction=-0.1).validate()
+
+
+def test_the_auxiliary_head_leaves_the_main_logits_alone_when_it_follows_the_last_cell():
+    torch.manual_seed(0)
+    net = DartsEvalNetwork(KNOWN_GENOTYPES["darts_v2"], channels=4, layers=3, auxiliary=True).train()
+    assert net.aux_after == len(net.cells) - 1  # the auxiliary head reads the last cell's output
+    x = torch.randn(8, 3, 32, 32)
+    logits, aux = net(x)
+    head, net.auxiliary_head = net.auxiliary_head, None  # the same weights, no auxiliary head
+    plain = net(x)
+    net.auxiliary_head = head
+    assert torch.equal(logits, plain)  # an in-place ReLU there changed them by up to 0.008

@@ -16,7 +16,7 @@ from nas.nb201 import Arch, GroundTruth
 from nas.space_nb201 import Nb201Space
 from nas.search import aggregate, run_search
 from nas.settings import EvolutionSettings, NasSettings
-from nas.spos import evolutionary_search
+from nas.spos import SposTrainer, evolutionary_search
 
 TINY_EVOLUTION = EvolutionSettings(candidates=8, population=6, generations=2, parents=4, mutations=3, crossovers=3)
 
@@ -24,7 +24,8 @@ TINY_EVOLUTION = EvolutionSettings(candidates=8, population=6, generations=2, pa
 def tiny_settings(**changes) -> NasSettings:
     train = TrainConfig(dataset="digits", epochs=3, batch_size=64, ratio=0.5, metric="mixture", lr=0.05,
                         subset=600, test_subset=40, val_fraction=0.25, seed=3)
-    base = dict(space="nb201", searcher="spos", train=train, channels=4, cells=1, evolution=TINY_EVOLUTION)
+    base = dict(space="nb201", searcher="spos", train=train, channels=4, cells=1,
+                evolution=TINY_EVOLUTION if changes.get("searcher", "spos") == "spos" else EvolutionSettings())
     base.update(changes)
     return NasSettings(**base)
 
@@ -63,8 +64,36 @@ def test_tiny_spos_search_with_asp_returns_an_arch_from_the_table(shared_data):
     assert s["data_passes"] == pytest.approx(2.0, abs=0.01)
     assert list(result.epochs["metric_used"])[0] == "all" and s["strategy"] == "mixture"
     assert len(result.candidates) == s["candidates_scored"] == 8 + 2 * 6
-    assert -1.0 <= s["kendall_tau"] <= 1.0 and s["tau_pairs"] == len(result.candidates)
+    assert -1.0 <= s["kendall_tau"] <= 1.0 and s["tau_pairs"] == 50  # the uniform rank sample
+    assert s["tau_pairs_candidates"] == len(result.candidates)
     assert s["supernet_val_accuracy"] == result.candidates["score"].max()
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore:the ground truth has no accuracies measured on 'digits'")
+def test_kendall_tau_ranks_one_uniform_sample_per_seed_whatever_the_ratio_and_the_candidates_apart(shared_data):
+    from asp_tune.quality import proxy_quality
+
+    table = GroundTruth.load(table_path(shared_data))
+    base = tiny_settings(ground_truth=table_path(shared_data), rank_sample=30)
+    proxy = run_search(base)
+    full = run_search(dataclasses.replace(base, train=base.train.replace(ratio=1.0, metric="none")))
+    assert list(proxy.rank_sample["arch"]) == list(full.rank_sample["arch"])  # the same archs for every variant
+    assert len(set(proxy.rank_sample["arch"])) == 30
+    for result in (proxy, full):
+        s, sample, cands = result.summary, result.rank_sample, result.candidates
+        truth = [table.lookup(a)["cifar10_test"] for a in sample["arch"]]
+        assert s["kendall_tau"] == pytest.approx(proxy_quality(sample["score"].to_numpy(), truth)["kendall_tau"])
+        own = proxy_quality(cands["score"].to_numpy(), cands["nb201_cifar10_test"].to_numpy())
+        assert s["kendall_tau_candidates"] == pytest.approx(own["kendall_tau"])
+        assert (s["tau_pairs"], s["tau_pairs_candidates"], s["rank_sample_size"]) == (30, len(cands), 30)
+        assert s["rank_sample_s"] > 0 and s["search_time_s"] == pytest.approx(
+            s["supernet_train_s"] + s["selection_s"] + s["static_proxy_s"])  # scoring the sample counted apart
+    # an arch scored as a candidate keeps its candidate's score
+    both = proxy.rank_sample.merge(proxy.candidates, on="arch", suffixes=("", "_cand"))
+    assert (both["score"] == both["score_cand"]).all()
+    skipped = run_search(dataclasses.replace(base, rank_sample=0)).summary
+    assert "kendall_tau" not in skipped and "kendall_tau_candidates" in skipped and "rank_sample_s" in skipped
 
 
 def test_full_data_baseline_uses_every_sample_every_epoch():
@@ -431,7 +460,7 @@ def test_a_ground_truth_table_that_is_partial_or_of_another_data_set_is_said_and
     with pytest.warns(UserWarning, match="1 of the architectures found or scored are not in the ground-truth table"):
         s = ground_truth_summary(get_space("nb201"), table, unknown, candidates, "cifar10")
     assert math.isnan(s["nb201_cifar10_test"]) and s["ground_truth_unknown"] == 1
-    assert s["kendall_tau"] == pytest.approx(1.0) and s["tau_pairs"] == 3  # the three known ones
+    assert s["kendall_tau_candidates"] == pytest.approx(1.0) and s["tau_pairs_candidates"] == 3  # the known ones
     assert s["ground_truth_matches_dataset"] and not table.matches("digits") and not table.matches("cifar100")
     with pytest.warns(UserWarning, match="1 of the architectures"):
         assert not ground_truth_summary(get_space("nb201"), table, unknown, candidates, "digits")[
@@ -484,7 +513,7 @@ def test_a_checkpoint_that_stored_more_settings_than_are_asked_resumes(tmp_path)
     trainer = supernet_trainer_for(settings)
     path = tmp_path / "ckpt.pt"
     save_run(path, {**settings.training_dict(), "evolution": {"candidates": 9}}, trainer, 1.5)  # an older layout
-    assert resume_run(path, settings.training_dict(), supernet_trainer_for(settings)) == 1.5
+    assert resume_run(path, settings.training_dict(), supernet_trainer_for(settings)) == (1.5, 0.0)
     with pytest.raises(AspTuneError, match=r"started with: channels=4 or --channels 4 \(this one's: 6\)\)"):
         resume_run(path, tiny_settings(channels=6).training_dict(), trainer)
 
@@ -509,3 +538,121 @@ def test_the_picture_of_a_search_of_several_seeds_ranks_each_seeds_candidates_al
     epochs = pd.DataFrame({"epoch": [1, 2, 1, 2], "val_accuracy": [0.1, 0.2, 0.1, 0.3], "ratio": [0.5] * 4,
                            "seed": [1, 1, 2, 2]})
     assert plot_search(epochs, candidates, tmp_path / "search.png", "t", truth_column="acc").stat().st_size > 0
+
+
+@pytest.mark.parametrize("ratio, strategy", [(0.5, "random"), (0.1, "random"), (1.0, "none")])
+def test_auto_in_a_search_is_uniform_random_below_ratio_1_and_the_summary_says_so(ratio, strategy):
+    from nas.search import supernet_trainer
+
+    settings = tiny_settings(train=tiny_settings().train.replace(metric="auto", ratio=ratio))
+    assert supernet_trainer(settings).selector.metric == strategy  # HPO's auto: loss at 0.5, fixed_random at 0.1
+
+
+def test_a_search_s_summary_says_what_auto_became():
+    s = run_search(tiny_settings(train=tiny_settings().train.replace(metric="auto", epochs=1, subset=200))).summary
+    assert (s["metric"], s["strategy"]) == ("auto", "random") and s["auto_resolution"].startswith("random: a search")
+
+
+def test_reported_training_seconds_leave_out_validation_and_checkpoints(tmp_path, monkeypatch):
+    import time
+
+    from asp_tune.trainer import Trainer
+    from nas import checkpoint
+
+    evaluate, save_run = Trainer.evaluate, checkpoint.save_run
+
+    def slow_evaluate(self, *args, **kwargs):
+        time.sleep(0.5)
+        return evaluate(self, *args, **kwargs)
+
+    def slow_save(*args, **kwargs):
+        time.sleep(0.5)
+        return save_run(*args, **kwargs)
+
+    settings = tiny_settings(train=tiny_settings().train.replace(epochs=2, subset=200),
+                             evolution=EvolutionSettings(candidates=2, generations=0, population=2, parents=1))
+    monkeypatch.setattr(checkpoint, "save_run", slow_save)
+    monkeypatch.setattr(SposTrainer, "evaluate", slow_evaluate)
+    scores = iter(range(100))
+    monkeypatch.setattr(SposTrainer, "score", lambda self, arch: next(scores))  # selection without evaluating
+    s = run_search(settings, tmp_path / "search.pt").summary
+    assert s["monitor_s"] >= 2 * 0.5 and s["checkpoint_s"] >= 2 * 0.5  # two epochs' validation and checkpoints
+    assert s["supernet_train_s"] < 0.9 and s["search_time_s"] < 1.0  # neither counted as training or search
+    assert s["wall_time_s"] >= s["search_time_s"] + s["monitor_s"] + s["checkpoint_s"]
+
+
+@pytest.mark.parametrize("searcher, changes, field", [
+    ("spos", {"order": 2}, "order"),
+    ("spos", {"arch_lr": 5.0}, "arch_lr"),
+    ("spos", {"grad_clip": 0.001}, "grad_clip"),
+    ("darts", {"score_samples": 64}, "score_samples"),
+    ("darts", {"rank_sample": 10}, "rank_sample"),
+    ("darts", {"evolution": EvolutionSettings(mutation_prob=0.9)}, "mutation_prob"),
+    ("darts", {"evolution": EvolutionSettings(candidates=3)}, "candidates"),
+])
+def test_a_setting_the_chosen_searcher_does_not_read_is_refused_by_name(searcher, changes, field):
+    with pytest.raises(ConfigError, match=f"acts only on --searcher (spos|darts), not {searcher}") as err:
+        tiny_settings(searcher=searcher, **changes).validate()
+    assert err.value.field == field
+
+
+def test_the_resume_key_leaves_out_other_searchers_settings_and_the_test_split():
+    spos, darts = tiny_settings().training_dict(), tiny_settings(searcher="darts").training_dict()
+    assert not {"order", "arch_lr", "arch_weight_decay", "grad_clip"} & set(spos)
+    assert not {"evolution", "score_samples", "rank_sample"} & set(darts) and darts["order"] == 1
+    assert "test_subset" not in spos["train"]
+
+
+def test_a_search_resumes_with_another_test_subset(tmp_path):
+    settings = tiny_settings(train=tiny_settings().train.replace(epochs=2, subset=200))
+    ckpt = tmp_path / "search.pt"
+    interrupted_in_epoch_two(settings, ckpt)
+    resumed = run_search(dataclasses.replace(settings, train=settings.train.replace(test_subset=80)), ckpt)
+    assert resumed.summary["resumed_from_epoch"] == 1
+
+
+def test_scoring_in_batches_smaller_than_the_declared_minimum_is_refused_for_batch_statistics_supernets():
+    from nas.spos import SposSearch
+
+    small = tiny_settings().train.replace(eval_batch_size=SposSearch.min_eval_batch - 1)
+    with pytest.raises(ConfigError, match=r"eval_batch_size=31: allowed at least 32: the spos supernet normalises"):
+        tiny_settings(train=small).validate()
+    tiny_settings(train=small.replace(eval_batch_size=32)).validate()
+    tiny_settings(searcher="darts", train=small).validate()  # scores no candidates
+
+
+def test_seed_beside_seeds_is_refused_by_name(tmp_path, capsys):
+    code = main(["nas", *CLI_TINY, "--seeds", "1,2", "--seed", "5", "--out", str(tmp_path / "s")])
+    assert code != 0 and "invalid seed=5: allowed its default 0: --seeds sets each search's seed" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_search_of_several_seeds_records_the_seeds_it_ran(tmp_path, monkeypatch):
+    import asp_tune.tune.session as session
+    import nas.parallel
+
+    monkeypatch.setattr(session, "ensure_ray", lambda *a, **k: None)
+    monkeypatch.setattr(session, "check_resources", lambda *a, **k: None)
+    monkeypatch.setattr(nas.parallel, "run_seeds", lambda settings, seeds, *a, **k:
+                        [run_search(settings.with_seed(s)) for s in seeds])
+    out = tmp_path / "s"
+    assert main(["nas", *CLI_TINY, "--epochs", "1", "--seeds", "1,2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["seeds"] == [1, 2] and summary["settings"]["train"]["seed"] is None
+    assert [r["seed"] for r in summary["runs"]] == [1, 2]
+
+
+def test_only_searchers_that_score_candidates_get_a_selection_bar_and_a_rank_sample():
+    from nas.settings import SEARCHERS
+
+    assert SEARCHERS["spos"].scores_candidates and not SEARCHERS["darts"].scores_candidates
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore:the ground truth has no accuracies measured on 'digits'")
+def test_darts_on_nb201_reports_known_accuracy_but_no_rank_agreement(shared_data):
+    s = run_search(tiny_settings(searcher="darts", ground_truth=table_path(shared_data),
+                                 train=tiny_settings().train.replace(epochs=1, subset=200))).summary
+    assert "nb201_cifar10_test" in s and "kendall_tau" not in s and "kendall_tau_candidates" not in s
+    assert s["candidates_scored"] == 0 and s["darts_protocol"].startswith("fixed seeded partition")

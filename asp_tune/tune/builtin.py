@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from asp_tune.errors import ConfigError
 from asp_tune.imports import search_paths
 from asp_tune.registry import extensions
 from asp_tune.tune.run import KEEP_CHECKPOINTS, SearchJob, SearchResult, experiment_name, run_search  # noqa: F401
@@ -54,6 +55,9 @@ def job_from_settings(settings: HpoSettings) -> SearchJob:
     """The search job of ``settings`` (validated here): asp_tune's proxy-data trial for every
     configuration of the space, under the settings' algorithm and budget."""
     s = settings.validate()
+    if s.trial_config().val_fraction == 0:
+        raise ConfigError("val_fraction", 0.0, "a fraction in (0, 1): every trial is scored on its validation split "
+                                               "(0, no split, is for nas-retrain)")
     s.space = absolute_data_dir(s.space)
     arrays = shared_arrays(s)  # read (and checked) before Ray starts
     metric = s.score_metric(arrays is not None and np.asarray(arrays["train_y"]).dtype.kind == "f")
