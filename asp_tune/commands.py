@@ -42,18 +42,19 @@ def subcommand(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentPar
 
 def add_train_arguments(p: argparse.ArgumentParser, defaults: TrainConfig | None = None,
                         skip: Container[str] = (), only: Container[str] | None = None,
-                        keep_unset: bool = False) -> None:
+                        keep_unset: bool = False, helps: dict[str, str] | None = None) -> None:
     """One flag per :class:`TrainConfig` field (see :func:`asp_tune.flags.add_arguments`);
-    ``defaults`` replaces the class defaults, e.g. a command's own NAS defaults."""
+    ``defaults`` replaces the class defaults, e.g. a command's own NAS defaults, and ``helps`` their helps."""
     values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)} if defaults else None
-    add_arguments(p, TrainConfig, values, skip, only, keep_unset)
+    add_arguments(p, TrainConfig, values, skip, only, keep_unset, helps=helps)
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """The TrainConfig of parsed flags; fields that have no flag keep ``base``'s values."""
+    """The TrainConfig of parsed flags; fields that have no flag, or whose flag was not given (parsed to None
+    where ``base`` holds a value), keep ``base``'s values."""
     base = base or TrainConfig()
     values = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in values})
+    values.update({k: v for k, v in vars(args).items() if k in values and (v is not None or values[k] is None)})
     return TrainConfig.from_dict(values)
 
 

@@ -155,10 +155,11 @@ def field_default(f: dataclasses.Field) -> Any:
 
 def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping[str, Any] | None = None,
                   skip: Container[str] = (), only: Container[str] | None = None, keep_unset: bool = False,
-                  group: str | None = None) -> None:
+                  group: str | None = None, helps: Mapping[str, str] | None = None) -> None:
     """One flag per flagged field of ``cls``: its type, help, choices and default.
 
-    ``defaults`` overrides field defaults (a command's own defaults, given once); ``skip`` / ``only``
+    ``defaults`` overrides field defaults (a command's own defaults, given once), ``helps`` field helps (a
+    command where a setting means more, declared once there); ``skip`` / ``only``
     choose fields. With ``keep_unset`` a flag not given parses to None, so the caller can tell "not
     given" from "given the default". Fields go into argument groups named by their ``group``
     (or all into ``group`` when given).
@@ -183,7 +184,7 @@ def add_arguments(p: argparse.ArgumentParser | Any, cls: type, defaults: Mapping
             metavar=f.name.upper() if not choices else "{" + ",".join(map(str, choices)) + "}" + (
                 "|MODULE:NAME" if f.metadata.get("imports") else "") + (
                 f"|{f.metadata['pattern']}" if f.metadata.get("pattern") else ""),
-            help=f"{field_help(f)} [default: {shown}]".replace("%", "%%"), dest=f.name)
+            help=f"{(helps or {}).get(f.name) or field_help(f)} [default: {shown}]".replace("%", "%%"), dest=f.name)
 
 
 def values_from_args(args: argparse.Namespace, cls: type, skip: Container[str] = ()) -> dict[str, Any]:

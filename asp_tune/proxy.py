@@ -9,6 +9,7 @@ loop API (:class:`asp_tune.loop.ProxyData`) all use it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Sequence
 
 import torch
@@ -116,9 +117,13 @@ class ProxySelector:
         """How many samples ``epoch`` trains on, before it is planned (None when it cannot be known)."""
         return self.strategy.epoch_size(epoch)
 
-    def plan(self, epoch: int) -> EpochPlan:
-        """Select and shuffle the samples of ``epoch``; consumes seeded random state."""
-        return self._planned(self.strategy.plan(epoch))
+    def plan(self, epoch: int, most: int | None = None) -> EpochPlan:
+        """Select and shuffle the samples of ``epoch``; consumes seeded random state. ``most``: at most this many
+        of them (the first of the shuffled picks), the others neither marked seen nor counted selected."""
+        plan = self.strategy.plan(epoch)
+        if most is not None and plan.count > most:
+            plan = dataclasses.replace(plan, indices=plan.indices[:most])
+        return self._planned(plan)
 
     @staticmethod
     def plan_together(selectors: Sequence["ProxySelector"], epochs: Sequence[int]) -> list[EpochPlan]:

@@ -49,6 +49,12 @@ def ratio_steps(kind: str) -> tuple[tuple[int, float], ...]:
     return _parse_steps(kind)
 
 
+def lowest_ratio(ratio: float, schedule: str) -> float:
+    """The lowest ratio a run at ``ratio`` under ``schedule`` reaches (a ``steps:`` schedule may go below it):
+    what ``metric="auto"`` is resolved for, so a schedule that leaves full data never runs strategy ``none``."""
+    return min([ratio] + [r for _, r in ratio_steps(schedule)])
+
+
 def check_steps_within(kind: str, epochs: int) -> None:
     """Refuse a ``steps:`` schedule with a step a run of ``epochs`` epochs never reaches (naming
     ``ratio_schedule``): after E epochs the ratio is R, so E must be below ``epochs``."""
@@ -165,7 +171,8 @@ class ProxySettings:
         settings = self.proxy_settings()
         if settings.metric != "auto":
             return settings
-        return dataclasses.replace(settings, **auto_strategy(settings.ratio, starts_at_ratio))
+        return dataclasses.replace(settings, **auto_strategy(lowest_ratio(settings.ratio, settings.ratio_schedule),
+                                                             starts_at_ratio))
 
 
 def proxy_field_names() -> tuple[str, ...]:

@@ -10,7 +10,8 @@ same selection budget, the same held-out scoring images); the order rotates with
 first, on a cold process. Prints each proxy variant's search-time and
 data-pass ratios to full data, the found architecture's NAS-Bench-201 test accuracies (mean +- the
 sample standard deviation over seeds, ``asp_tune.quality.seed_spread``) and the supernet's Kendall
-tau over the scored candidates, and writes bench/results/nas_nb201[_quick].json and .txt.
+tau over the seed's shared uniform rank sample (``kendall_tau``; the committed tables predate it and are
+over each run's own candidates), and writes bench/results/nas_nb201[_quick].json and .txt.
 Paper (ASP, GPU, full supernet): SPOS 92.47, SPOS + mixture 93.79 at half the search time.
 """
 

@@ -23,10 +23,11 @@ def resume_run(path: Path, settings: dict[str, Any], trainer: Trainer) -> tuple[
     unreadable or written by other ``settings`` (any of their keys differing) is one clear error."""
     state = load_state(path, "trainer", "an asp_tune NAS checkpoint", " (delete it or pass --restart)")
     old = state.get("settings") or {}
-    if {k: old.get(k) for k in settings} != settings:  # what it stored beside these (an older version) is not asked
+    differing = _differing(old, settings)  # what it stored beside these (an older version's keys) is not asked
+    if differing:
         changed = "; ".join(f"{both_spellings(name.rpartition('.')[2], before)} (this one's: {now!r})"
                             if isinstance(now, (int, float, str)) else f"{name} differs"
-                            for name, before, now in _differing(old, settings))
+                            for name, before, now in differing)
         raise AspTuneError(f"checkpoint {path} belongs to a run with other settings (give the ones it was started "
                            f"with: {changed}); pass --restart to start over or use another --out")
     trainer.load_state_dict(state["trainer"])
@@ -42,7 +43,7 @@ def _differing(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> li
         if before == now:
             continue
         if isinstance(before, dict) and isinstance(now, dict):
-            changed += _differing(before, now, f"{prefix}{key}.") or [(f"{prefix}{key}", before, now)]
+            changed += _differing(before, now, f"{prefix}{key}.")
         else:
             changed.append((f"{prefix}{key}", before, now))
     return changed

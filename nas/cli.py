@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from asp_tune.commands import add_output_flags, add_train_arguments, command, config_from_args, results_folder, subcommand
-from asp_tune.config import TrainConfig
 from asp_tune.errors import ConfigError, RunInterrupted
 from asp_tune.flags import add_arguments, values_from_args
 
@@ -28,11 +27,12 @@ def add_nas_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Train a supernet on ASP proxy data, then pick an architecture: SPOS or DARTS, on any "
                      "registered space. --ratio 1.0 --metric none is the full-data baseline. Writes summary.json, "
                      "epochs.csv, candidates.csv (SPOS) and search.png.")
-    from nas.settings import EvolutionSettings, NasSettings, supernet_train_config
+    from nas.settings import NAS_METRIC_HELP, EvolutionSettings, NasSettings, supernet_train_config
 
     add_arguments(p, NasSettings)
     add_arguments(p, EvolutionSettings, group="SPOS selection (held-out split, inherited weights)")
-    add_train_arguments(p, supernet_train_config(), skip=("model",))
+    add_train_arguments(p, supernet_train_config(), skip=("model",), helps={"metric": NAS_METRIC_HELP})
+    p.set_defaults(seed=None)  # None: --seed not given (refused beside --seeds); the help keeps its default
     from nas.settings import SeedsSettings
 
     add_arguments(p, SeedsSettings)
@@ -113,9 +113,9 @@ def run_nas(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     parallel = SeedsSettings(**values_from_args(args, SeedsSettings)).validate()
-    if parallel.seeds and settings.train.seed != TrainConfig.seed:
-        raise ConfigError("seed", settings.train.seed, f"its default {TrainConfig.seed}: --seeds sets each search's "
-                                                       "seed, so --seed would be ignored")
+    if parallel.seeds and args.seed is not None:
+        raise ConfigError("seed", settings.train.seed, "not given beside --seeds: --seeds sets each search's seed, "
+                                                       "so --seed would be ignored")
     space = settings.search_space
     table = space.load_ground_truth(settings.ground_truth) if settings.ground_truth else None
     if space.has_ground_truth and table is None:
@@ -128,7 +128,7 @@ def run_nas(args: argparse.Namespace) -> int:
         ensure_ray(parallel.address)
         check_resources(parallel.cpus_per_search, parallel.gpus_per_search, field="per_search")
     with results_folder(args) as out, _checkpoint_folder(args) as ckpt:
-        cfg = settings.train
+        cfg = settings.train_config()  # auto made concrete, as the search runs it
         print(f"[asp-tune nas] {settings.searcher} on {settings.space} (C={settings.channels}, "
               f"cells={settings.num_cells}) | {cfg.dataset} | ratio {cfg.ratio} ({cfg.ratio_schedule}), "
               f"metric {cfg.metric} | seeds {seeds}", file=sys.stderr)

@@ -31,6 +31,7 @@ from torch import nn
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast
+from asp_tune.errors import AspTuneError
 from asp_tune.assembly import Parts
 from asp_tune.proxy import ProxySelector
 from asp_tune.strategies import EpochPlan
@@ -129,7 +130,11 @@ class PartitionedSelector:
         return out
 
     def plan(self, epoch: int) -> EpochPlan:
-        plans = [s.plan(epoch) for s in self.selectors]
+        """The parts' plans together; the architecture part's holds no more samples than the weight part's (one
+        architecture batch beside each weight batch: a memory-driven strategy such as infobatch may pick more
+        of it, and those are left unpicked, neither trained nor counted)."""
+        weights_plan = self.selectors[0].plan(epoch)
+        plans = [weights_plan] + [s.plan(epoch, most=weights_plan.count) for s in self.selectors[1:]]
         weights = None
         if any(p.weights is not None for p in plans):
             weights = self._joined([p.weights if p.weights is not None else torch.ones(ids.numel(), device=self.device)
@@ -169,7 +174,8 @@ class PartitionedSelector:
 
     def load_state_dict(self, state: dict) -> None:
         if len(state.get("parts", ())) != len(self.selectors):
-            raise ValueError("it holds no partitioned DARTS selector (a search of an older asp_tune): start again")
+            raise AspTuneError("this checkpoint holds no partitioned DARTS selector (a search of an older asp_tune): "
+                               "pass --restart to start over")
         for s, part in zip(self.selectors, state["parts"]):
             s.load_state_dict(part)
 
@@ -215,6 +221,8 @@ class DartsTrainer(Trainer):
                                    labels=None if labels is None else labels[i.cpu()],
                                    proxy_scores=_scores_of(self.proxy_scores, i.cpu()), **vars(parts.proxy))
                      for i in ids]
+        for k, selector in enumerate(selectors[1:], 1):  # its own draws (picking the same places as the weight
+            selector.generator.manual_seed(self.config.seed * 1_000_003 + k)  # part's otherwise); one seed schedules
         return PartitionedSelector(selectors, ids, n)
 
     @staticmethod
@@ -227,12 +235,10 @@ class DartsTrainer(Trainer):
         return [order[:(n + 1) // 2].sort().values.to(device), order[(n + 1) // 2:].sort().values.to(device)]
 
     def epoch_batches(self, plan: EpochPlan) -> Iterator[Any]:
-        """Pairs (weight batch, architecture batch) from the epoch's picks of each part. The weight part is the
-        larger, so with a ratio's picks its batches are never fewer; a strategy whose picks follow the memory
-        (infobatch) may pick more of the architecture part: its surplus waits for another epoch."""
+        """Pairs (weight batch, architecture batch) from the epoch's picks of each part; the architecture part's
+        picks are never more than the weight part's (:meth:`PartitionedSelector.plan`)."""
         in_arch = self.selector.part_of[plan.indices] == 1
         weight_half, arch_half = plan.indices[~in_arch], plan.indices[in_arch]
-        arch_half = arch_half[:weight_half.numel()]
         size = self.config.batch_size
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))

@@ -97,9 +97,9 @@ def run_search(settings: NasSettings, checkpoint: str | Path | None = None,
         **proxy,
     })
     if cfg.metric == "auto":
-        summary["auto_resolution"] = (f"{trainer.selector.metric}: a search's auto is none at ratio 1, else "
-                                      f"{NAS_AUTO_METRIC}, which ranked architectures best in this project's "
-                                      "measurements (nas.settings.NAS_AUTO_METRIC)")
+        summary["auto_resolution"] = (f"{trainer.selector.metric}: a search's auto is none where it never leaves "
+                                      f"ratio 1, else {NAS_AUTO_METRIC}, which ranked architectures no worse than "
+                                      "loss or mixture in this project's measurements (nas.settings.NAS_AUTO_METRIC)")
     if table is not None:
         summary.update(ground_truth_summary(space, table, summary["arch"], candidates, cfg.dataset, sample))
     summary["settings"] = settings.to_dict()

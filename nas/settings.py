@@ -174,7 +174,8 @@ class NasSettings:
 
     def train_config(self) -> TrainConfig:
         """``train`` with ``metric="auto"`` made concrete for a search (:data:`NAS_AUTO_METRIC`)."""
-        return self.train.replace(metric=nas_auto_metric(self.train.ratio)) if self.train.metric == "auto" \
+        return self.train.replace(metric=nas_auto_metric(self.train.ratio, self.train.ratio_schedule)) \
+            if self.train.metric == "auto" \
             else self.train
 
     @property
@@ -204,9 +205,18 @@ class NasSettings:
         return dataclasses.replace(self, train=self.train.replace(seed=seed))
 
 
-def nas_auto_metric(ratio: float) -> str:
-    """What ``metric="auto"`` resolves to in a search at ``ratio``: ``none`` at 1, else :data:`NAS_AUTO_METRIC`."""
-    return "none" if ratio >= 1.0 else NAS_AUTO_METRIC
+def nas_auto_metric(ratio: float, schedule: str = "constant") -> str:
+    """What ``metric="auto"`` resolves to in a search at ``ratio`` under ``schedule``: ``none`` where the run never
+    leaves ratio 1, else :data:`NAS_AUTO_METRIC`."""
+    from asp_tune.proxy_settings import lowest_ratio
+
+    return "none" if lowest_ratio(ratio, schedule) >= 1.0 else NAS_AUTO_METRIC
+
+
+#: ``--metric``'s help in ``nas``: what auto means there (the rest as for every command)
+NAS_METRIC_HELP = ("subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, a static proxy, "
+                   f"none (full data), or auto ({NAS_AUTO_METRIC} below ratio 1, none at 1: in this project's "
+                   "measurements it ranked architectures no worse than loss or mixture)")
 
 
 def _others_fields(searcher: str) -> list[tuple[str, str]]:
@@ -239,6 +249,13 @@ class RetrainSettings:
     def validate(self) -> "RetrainSettings":
         check_fields(self)
         self.train.validate()
+        if self.train.val_fraction == 0:
+            from asp_tune.strategies import make_strategy
+
+            metric = self.train.resolved().metric
+            if make_strategy(metric, self.train).needs_scores:
+                raise ConfigError("val_fraction", 0.0, f"a fraction in (0, 1) with strategy '{metric}': its scoring "
+                                                       "model validates on a held-out split")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -338,3 +338,37 @@ def test_the_auxiliary_head_leaves_the_main_logits_alone_when_it_follows_the_las
     plain = net(x)
     net.auxiliary_head = head
     assert torch.equal(logits, plain)  # an in-place ReLU there changed them by up to 0.008
+
+
+def test_darts_parts_draw_apart_and_an_infobatch_epoch_counts_only_what_it_trained():
+    """The two parts' selectors shared one seed, so they picked the same places of their parts (188 of 188);
+    infobatch could pick more of the architecture part than beside the weight part's batches, and the surplus
+    was dropped from training but counted seen and selected."""
+    from nas.search import supernet_trainer
+    from nas.settings import NasSettings
+
+    def trainer(metric, ratio, seed):
+        train = TrainConfig(dataset="digits", epochs=3, batch_size=32, ratio=ratio, metric=metric, lr=0.05,
+                            subset=600, test_subset=40, val_fraction=0.25, seed=seed, first_epoch_full=False)
+        t = supernet_trainer(NasSettings(space="nb201", searcher="darts", train=train, channels=4, cells=1).validate())
+        t.validate_each_epoch = False
+        return t
+
+    sel = trainer("random", 0.5, 3).selector
+    a, b = (set(s.plan(0).indices.tolist()) for s in sel.selectors)
+    assert len(a) == len(b) > 100 and len(a & b) < 0.75 * len(a)  # about half by chance; all of them before
+    for seed in range(4):
+        t = trainer("infobatch", 1.0, seed)
+        trained = []
+        original = t.epoch_batches
+
+        def spy(plan):
+            in_arch = t.selector.part_of[plan.indices] == 1
+            assert int(in_arch.sum()) <= int((~in_arch).sum())  # never more architecture picks than weight ones
+            trained.append(plan.count)
+            return original(plan)
+
+        t.epoch_batches = spy
+        while not t.done:
+            t.train_epoch()
+        assert t.samples_seen == sum(trained) == int(t.selector.times_selected.sum())

@@ -540,12 +540,45 @@ def test_the_picture_of_a_search_of_several_seeds_ranks_each_seeds_candidates_al
     assert plot_search(epochs, candidates, tmp_path / "search.png", "t", truth_column="acc").stat().st_size > 0
 
 
-@pytest.mark.parametrize("ratio, strategy", [(0.5, "random"), (0.1, "random"), (1.0, "none")])
-def test_auto_in_a_search_is_uniform_random_below_ratio_1_and_the_summary_says_so(ratio, strategy):
+@pytest.mark.parametrize("ratio, schedule, strategy", [(0.5, "constant", "random"), (0.1, "constant", "random"),
+                                                       (1.0, "constant", "none"), (1.0, "steps:1=0.3", "random")])
+def test_auto_in_a_search_is_uniform_random_below_ratio_1_and_the_summary_says_so(ratio, schedule, strategy):
+    """At ratio 1 under a schedule that leaves it, auto was none: the schedule's subsets were never drawn."""
     from nas.search import supernet_trainer
 
-    settings = tiny_settings(train=tiny_settings().train.replace(metric="auto", ratio=ratio))
+    settings = tiny_settings(train=tiny_settings().train.replace(metric="auto", ratio=ratio, ratio_schedule=schedule))
     assert supernet_trainer(settings).selector.metric == strategy  # HPO's auto: loss at 0.5, fixed_random at 0.1
+    assert TrainConfig(ratio=ratio, ratio_schedule=schedule).resolved().metric != "none" or schedule == "constant"
+
+
+def test_nas_help_says_what_auto_means_there_and_a_retrain_without_validation_refuses_a_scoring_model(capsys):
+    from nas.genotypes import KNOWN_GENOTYPES
+    from nas.settings import NAS_AUTO_METRIC, RetrainSettings
+
+    with pytest.raises(SystemExit):
+        main(["nas", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"auto ({NAS_AUTO_METRIC} below ratio 1, none at 1" in shown and "loss at >= 0.2" not in shown
+    with pytest.raises(ConfigError, match="invalid val_fraction=0.0: allowed a fraction in \\(0, 1\\) with strategy "
+                                          "'forgetting': its scoring model validates on a held-out split"):
+        RetrainSettings(KNOWN_GENOTYPES["darts_v2"], TrainConfig(val_fraction=0.0, ratio=0.5, metric="forgetting",
+                                                                 proxy_model="mlp")).validate()
+
+
+def test_a_checkpoint_of_settings_since_grown_or_shrunk_resumes_and_names_only_what_differs(tmp_path):
+    """A checkpoint written before the resume key dropped a setting (test_subset) was refused as 'train differs'."""
+    from nas.checkpoint import resume_run, save_run
+    from nas.search import supernet_trainer
+
+    settings = tiny_settings()
+    trainer = supernet_trainer(settings)
+    key = settings.training_dict()
+    older = {**key, "train": {**key["train"], "test_subset": 40}}
+    save_run(tmp_path / "c.pt", older, trainer, 1.5)
+    assert resume_run(tmp_path / "c.pt", key, supernet_trainer(settings))[0] == 1.5
+    changed = {**key, "train": {**key["train"], "lr": 0.5}}
+    with pytest.raises(AspTuneError, match=r"lr=.*\(this one's: 0.5\)"):
+        resume_run(tmp_path / "c.pt", changed, supernet_trainer(settings))
 
 
 def test_a_search_s_summary_says_what_auto_became():
@@ -622,10 +655,11 @@ def test_scoring_in_batches_smaller_than_the_declared_minimum_is_refused_for_bat
 
 
 def test_seed_beside_seeds_is_refused_by_name(tmp_path, capsys):
-    code = main(["nas", *CLI_TINY, "--seeds", "1,2", "--seed", "5", "--out", str(tmp_path / "s")])
-    assert code != 0 and "invalid seed=5: allowed its default 0: --seeds sets each search's seed" in \
-        capsys.readouterr().err
-    assert not (tmp_path / "s").exists()
+    for seed in ("5", "0"):  # its default given too: refused for being given
+        code = main(["nas", *CLI_TINY, "--seeds", "1,2", "--seed", seed, "--out", str(tmp_path / "s")])
+        assert code != 0 and f"invalid seed={seed}: allowed not given beside --seeds: --seeds sets each search's " \
+                             "seed" in capsys.readouterr().err
+        assert not (tmp_path / "s").exists()
 
 
 def test_a_search_of_several_seeds_records_the_seeds_it_ran(tmp_path, monkeypatch):

@@ -77,6 +77,8 @@ def test_shipped_spaces_validate():
     (lambda d: d["params"].update(momentum={"type": "uniform", "low": 0.5, "high": 1.5}),
      r"params.momentum=1.5: allowed a number in \[0.0, 1.0\)"),
     (lambda d: d.update(extra=1), r"t: key='extra'"),
+    (lambda d: d["params"].update(val_fraction={"type": "choice", "values": [0.2, 0.0]}),  # nas-retrain's alone
+     r"params.val_fraction=0.0: allowed a fraction in \(0, 1\): a search scores every trial on a held-out split"),
 ])
 def test_bad_spaces_name_the_field(mutate, pattern):
     import copy

@@ -255,7 +255,9 @@ def _check_corners(space: SearchSpace, raw_params: dict[str, Any]) -> None:
                        for value in ((p.high,) if p.type in RANGE_TYPES else p.values[1:])]
     for sample in samples:
         try:
-            space.train_config(sample)
+            if space.train_config(sample).val_fraction == 0:  # allowed for nas-retrain alone
+                raise ConfigError("val_fraction", 0.0, "a fraction in (0, 1): a search scores every trial on a "
+                                                       "held-out split")
         except ConfigError as exc:
             where = f"params.{exc.field}" if exc.field in raw_params else f"fixed.{exc.field}"
             raise ConfigError(where, exc.value, exc.allowed) from None
