@@ -24,6 +24,26 @@ def default_cifar10() -> str:
     return str(shared_data_dir() / "cifar10-jpg.tar.gz")
 
 
+def chosen_problems(parser: Any, asked: str | list[str] | None, known: Iterable[str], cifar: str = "cifar10-resnet8"
+                    ) -> list[str]:
+    """The problems a benchmark runs: ``asked`` (comma-separated or a list; each must be ``known``, and CIFAR-10's
+    archive must exist for ``cifar``: else ``parser.error``), or by default every known one, CIFAR-10's left out
+    with a message where its archive is missing."""
+    known = list(known)
+    have_cifar = Path(default_cifar10()).is_file()
+    if asked is None:
+        if not have_cifar:
+            print(f"{cifar}: left out ({default_cifar10()} not found)", file=sys.stderr)
+        return [n for n in known if n != cifar or have_cifar]
+    problems = [n for n in (asked.split(",") if isinstance(asked, str) else asked) if n]
+    for name in problems:
+        if name not in known:
+            parser.error(f"unknown problem {name!r}; known: {', '.join(known)}")
+        if name == cifar and not have_cifar:
+            parser.error(f"{name} was asked for but {default_cifar10()} was not found (set ASP_TUNE_SHARED_DATA)")
+    return problems
+
+
 def mean_std(values: Iterable[float], digits: int = 3, scale: float = 1.0, signed: bool = False) -> str:
     """The one way every benchmark writes a mean over seeds (or repeats) and its spread: ``mean ± std`` with the
     sample standard deviation (ddof 1, :func:`asp_tune.quality.seed_spread`, as every asp_tune command reports it).

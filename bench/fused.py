@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DeviceBusy, default_cifar10, publish  # noqa: E402
+from _common import DeviceBusy, chosen_problems, default_cifar10, publish  # noqa: E402
 
 from asp_tune.config import TrainConfig  # noqa: E402
 from asp_tune.tune.fused import successive_halving  # noqa: E402
@@ -119,18 +119,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    have_cifar = Path(default_cifar10()).exists()
-    if args.problems is None:
-        problems = [n for n in PROBLEMS if n != "cifar10-resnet8" or have_cifar]
-        if not have_cifar:
-            print(f"cifar10-resnet8: left out ({default_cifar10()} not found)", file=sys.stderr)
-    else:
-        problems = [n for n in args.problems.split(",") if n]
-        for name in problems:
-            if name not in PROBLEMS:
-                parser.error(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
-            if name == "cifar10-resnet8" and not have_cifar:
-                parser.error(f"{name} was asked for but {default_cifar10()} was not found (set ASP_TUNE_SHARED_DATA)")
+    problems = chosen_problems(parser, args.problems, PROBLEMS)
     rows = []
     for name in problems:
         for repeat in range(args.repeats):

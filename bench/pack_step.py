@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import default_cifar10, publish  # noqa: E402
+from _common import chosen_problems, default_cifar10, publish  # noqa: E402
 from fused import PROBLEMS  # noqa: E402
 
 from asp_tune.build import build_trainer  # noqa: E402
@@ -67,18 +67,7 @@ def main() -> int:
     args = parser.parse_args()
     steps = 3 if args.quick else 10
     threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [torch.get_num_threads()]
-    have_cifar = Path(default_cifar10()).exists()
-    if args.problems is None:
-        problems = [n for n in PROBLEMS if n != "cifar10-resnet8" or have_cifar]
-        if not have_cifar:
-            print(f"cifar10-resnet8: left out ({default_cifar10()} not found)", file=sys.stderr)
-    else:
-        problems = [n for n in args.problems.split(",") if n]
-        for name in problems:
-            if name not in PROBLEMS:
-                parser.error(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
-            if name == "cifar10-resnet8" and not have_cifar:
-                parser.error(f"{name} was asked for but {default_cifar10()} was not found (set ASP_TUNE_SHARED_DATA)")
+    problems = chosen_problems(parser, args.problems, PROBLEMS)
     rows = []
     for name in problems:
         model, x = network(name, args.device)

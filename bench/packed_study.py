@@ -32,7 +32,7 @@ import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DeviceBusy, default_cifar10, mean_std, publish  # noqa: E402
+from _common import DeviceBusy, chosen_problems, default_cifar10, mean_std, publish  # noqa: E402
 
 from asp_tune.tune.packed_study import optimize_in_packs  # noqa: E402
 
@@ -161,12 +161,7 @@ def main() -> None:
     pack = args.pack if args.pack == "auto" else int(args.pack)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    problems = [n for n in args.problems.split(",") if n]
-    for name in problems:  # every problem is asked for by name: one that cannot run is an error, before any runs
-        if name not in PROBLEMS:
-            parser.error(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
-        if name == "cifar10-resnet8" and not Path(default_cifar10()).exists():
-            parser.error(f"{name} was asked for but {default_cifar10()} was not found (set ASP_TUNE_SHARED_DATA)")
+    problems = chosen_problems(parser, args.problems, PROBLEMS)  # asked by name: one that cannot run is an error
     rows = []
     for name in problems:
         rows += run_problem(name, args.quick, pack, args.device, seeds)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, default_cifar10, machine, mean_std, spread, write_results  # noqa: E402
+from _common import REPO, chosen_problems, default_cifar10, machine, mean_std, spread, write_results  # noqa: E402
 
 from asp_tune.tune.fulldata import (FullDataAgreement, audit_size, choose_audit, expected_top,  # noqa: E402
                                     verdict_lines)
@@ -442,16 +442,7 @@ def main() -> None:
     k = args.configs or (12 if args.quick else 27)
     start = time.perf_counter()
     rows, cost_rows = [], []
-    have_cifar = Path(default_cifar10()).is_file()
-    if args.problems is None:
-        problems = [p for p in PROBLEMS if p != "cifar10-resnet8" or have_cifar]
-        if not have_cifar:
-            print(f"[trust] cifar10-resnet8 left out: no CIFAR-10 archive at {default_cifar10()}", file=sys.stderr)
-    else:
-        problems = args.problems
-        if "cifar10-resnet8" in problems and not have_cifar:
-            parser.error(f"cifar10-resnet8 was asked for but there is no CIFAR-10 archive at {default_cifar10()} "
-                         "(set ASP_TUNE_SHARED_DATA)")
+    problems = chosen_problems(parser, args.problems, PROBLEMS)
     cache = {"dir": args.cache_dir, "read": not args.no_cache, "code_hash": code_hash(), "hits": 0, "misses": 0}
     with ProcessPoolExecutor(args.workers) as pool:
         for problem in problems:
