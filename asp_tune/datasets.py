@@ -31,7 +31,8 @@ from asp_tune.registry import DATASETS
 #: ``I`` and float ``F`` are rescaled to 8 bits with their data set (:func:`_deep_to_8bit`).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 #: Part of the decoded-data cache key: a cache written by an older decoder is not reused.
-DECODE_VERSION = 5  # 3: images below a class folder; 4: dot-files skipped; 5: deep grey scaled per data set
+DECODE_VERSION = 6  # 3: images below a class folder; 4: dot-files skipped; 5: deep grey scaled per data set;
+#                      6: a class's images in the order of their paths below it (nested folders: folder = archive)
 #: An image above this many pixels is no training image (a decompression bomb, a scan): refused undecoded.
 MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -359,7 +360,7 @@ def _stack(decoded: dict[str, list[np.ndarray]], where: str) -> dict[str, np.nda
 
 def _collect(items: list[tuple[str, str, str, Callable[[], np.ndarray]]], where: str,
              folders: set[tuple[str, str]] = frozenset()) -> dict[str, np.ndarray]:
-    """items: (split, class, name, decode) -> arrays for train/test (sorted by class, name). ``folders``: the
+    """items: (split, class, path, decode) -> arrays for train/test (sorted by class, then path). ``folders``: the
     (split, class) folders seen; a train one without images is an error (its class would vanish), and a test one
     of a class train has (the test set would lack it)."""
     if not items:
@@ -413,7 +414,7 @@ def read_image_folder(root: Path, image_size: int | None = None) -> dict[str, np
             continue
         key = _split_member(str(relative))
         if key is not None:
-            items.append((key[0], key[1], path.name, lambda p=path: _decode(p, image_size)))
+            items.append((key[0], key[1], relative.as_posix(), lambda p=path: _decode(p, image_size)))
     return _collect(items, str(root), folders - {None})
 
 
@@ -433,7 +434,7 @@ def read_image_archive(path: Path, image_size: int | None = None) -> dict[str, n
                     continue
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 img = _decode(data, image_size, f"{path}:{member.name}")
-                items.append((key[0], key[1], Path(member.name).name, lambda a=img: a))
+                items.append((key[0], key[1], Path(member.name).as_posix(), lambda a=img: a))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from exc
     return _collect(items, str(path), folders - {None})
@@ -731,6 +732,20 @@ def _as_array(values: Any, what: str) -> np.ndarray:
     return array
 
 
+def _plain(value: Any) -> Any:
+    """A label as NumPy reads it: a tensor (a 0-dim one too) as its array, anything else as it is."""
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _item_input(value: Any, what: str) -> np.ndarray:
+    """One item's input as an array; a PIL image (height, width[, channels]) as uint8 ``(C, H, W)``, as a
+    torchvision data set without a transform gives it."""
+    if hasattr(value, "mode") and hasattr(value, "getbands"):  # a PIL image, without importing PIL
+        array = np.asarray(value.convert("RGB") if value.mode not in ("L", "RGB") else value, dtype=np.uint8)
+        return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
+    return _as_array(value, what)
+
+
 def _from_dataset(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(X, y)`` of a map-style ``Dataset`` whose items are ``(input, label)`` (its size estimated from
     the first item before the rest are read)."""
@@ -740,12 +755,12 @@ def _from_dataset(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         size = len(dataset)
         if size < 1:
             raise DataError(f"{what}: the Dataset holds no samples")
-        first = _as_array(dataset[0][0], what)
+        first = _item_input(dataset[0][0], what)
         check_memory(2 * size * max(first.nbytes, 1), f"{what} ({size:,} samples of {first.nbytes:,} bytes)",
                      "dataset", what)
         items = [dataset[i] for i in range(size)]
-        inputs = np.stack([_as_array(x, what) for x, _ in items])
-        labels = np.stack([_as_array(np.asarray(y), what) for _, y in items])
+        inputs = np.stack([_item_input(x, what) for x, _ in items])
+        labels = _as_array(np.asarray([_plain(y) for _, y in items]), f"{what} labels")
     except (TypeError, ValueError) as exc:
         raise DataError(f"{what}: a Dataset of (input, label) items ({exc})") from None
     return inputs, labels
@@ -776,6 +791,9 @@ def _pair(value: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
                         f"or (N, k) (regression), got {y.dtype} {y.shape}")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if x.dtype == np.uint8 and x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        raise DataError(f"{what}: uint8 images of shape {x.shape} look channels-last (N, H, W, C); images are "
+                        "read as (N, C, H, W): give x.transpose(0, 3, 1, 2)")
     for part, values in (("inputs", x), ("labels", y)):
         if values.dtype.kind in "fc":
             bad = _non_finite_rows(values)

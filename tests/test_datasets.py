@@ -407,3 +407,61 @@ def test_a_loader_without_test_split_holds_out_20_percent_and_an_image_folder_10
     (root / "test").rmdir()
     d = load_dataset("image_folder", str(root))
     assert len(d.test) == 3 and len(d.train) + len(d.val) == 27
+
+
+def test_nested_class_folders_and_their_archive_give_the_same_splits(tmp_path):
+    # the same names in two folders below a class: the order (and so the held-out test images) must not depend
+    # on whether a folder was listed or an archive read, whose members come in the order they were added
+    root = tmp_path / "nest"
+    for cls in ("c0", "c1"):
+        for sub, base in (("a", 10), ("b", 200)):
+            folder = root / "train" / cls / sub
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((4, 4), base + i + (50 if cls == "c1" else 0), np.uint8)).save(folder / f"{i}.png")
+    archive = tmp_path / "nest.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for cls in ("c0", "c1"):
+            for sub in ("b", "a"):  # b before a
+                for i in range(3):
+                    path = root / "train" / cls / sub / f"{i}.png"
+                    tar.add(path, arcname=f"train/{cls}/{sub}/{i}.png")
+    from_folder = load_dataset("image_folder", str(root), val_fraction=0.25)
+    from_archive = load_dataset("image_folder", str(archive), val_fraction=0.25)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(from_folder, split).images, getattr(from_archive, split).images), split
+
+
+def test_a_loader_may_return_a_dataset_of_tensors_or_of_pil_images_with_plain_labels():
+    from torch.utils.data import TensorDataset
+
+    from asp_tune.datasets import user_arrays
+
+    tensors = TensorDataset(torch.randn(60, 5), torch.arange(60) % 3)  # 0-dim tensor labels
+    arrays = user_arrays(lambda: tensors, "tensors", None)
+    assert arrays["train_x"].shape[1:] == (5,) and arrays["train_y"].dtype == np.int64
+    assert len(arrays["train_x"]) + len(arrays["test_x"]) == 60
+
+    class Pictures:  # what torchvision's data sets give without a transform: (PIL image, int)
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            pixels = np.zeros((8, 6, 3), np.uint8)
+            pixels[..., 1] = i  # the green channel holds the index
+            return Image.fromarray(pixels), i % 2
+
+    arrays = user_arrays(lambda: Pictures(), "pictures", None)
+    images = np.concatenate([arrays["train_x"], arrays["test_x"]])
+    assert images.shape[1:] == (3, 8, 6) and images.dtype == np.uint8  # (C, H, W)
+    assert images[:, 0].max() == 0 and images[:, 2].max() == 0 and sorted(images[:, 1, 0, 0]) == list(range(40))
+
+
+def test_channels_last_uint8_images_are_refused_naming_the_transpose():
+    from asp_tune.datasets import user_arrays
+
+    pixels = np.zeros((20, 32, 32, 3), np.uint8)
+    with pytest.raises(DataError, match=r"look channels-last \(N, H, W, C\).*transpose\(0, 3, 1, 2\)"):
+        user_arrays(lambda: (pixels, np.arange(20) % 2), "nhwc", None)
+    arrays = user_arrays(lambda: (pixels.transpose(0, 3, 1, 2), np.arange(20) % 2), "nchw", None)
+    assert arrays["train_x"].shape[1:] == (3, 32, 32)
