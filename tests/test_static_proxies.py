@@ -191,6 +191,21 @@ def test_the_proxy_trains_with_default_optimisation_and_its_cache_knows_everythi
     assert cache_key(base.replace(amp=False), data) != cache_key(base, data)
 
 
+def test_the_proxy_cache_knows_the_training_inputs_so_edited_data_with_the_same_labels_is_scored_again():
+    import dataclasses
+
+    cfg = TrainConfig(metric="easiest", ratio=0.3, epochs=4, subset=300, proxy_epochs=1)
+    data = load_data(cfg)
+    first = proxy_scores(cfg, data)
+    edited = data.train.images.clone()
+    edited[:50] = edited[:50].flip(0)  # other inputs under the same labels, sizes and names
+    changed = dataclasses.replace(data, train=dataclasses.replace(data.train, images=edited))
+    assert changed.describe() == data.describe() and torch.equal(changed.train.labels, data.train.labels)
+    again = proxy_scores(cfg, changed)
+    assert again.computed_here and again.key != first.key
+    assert not proxy_scores(cfg, data).computed_here  # the first data's scores are still its own
+
+
 def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():
     """950 tied values (never-learnt samples, forgetting counts) in a set stored class by class: by position
     the top 300 were the first three classes' samples alone."""
