@@ -101,6 +101,22 @@ def build_network(config: TrainConfig, data: DataBundle, device: torch.device,
     return model, {"builder": None, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
 
 
+def needs_classes(strategy: SubsetStrategy) -> bool:
+    """Whether a strategy reads classes: labels, a scoring model's scores or statistics of the logits."""
+    reads = {need for name in strategy.statistics() for need in STATISTICS[name].needs}
+    return bool(strategy.needs_labels or strategy.needs_scores or reads - {"loss"})
+
+
+def classless_strategies(proxy: ProxySettings, among: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The strategies (of ``among``, default every ``metric`` choice) that need no classes: what a regression task
+    may take (``auto`` always resolves to one of them)."""
+    from asp_tune.proxy_settings import metric_choices
+
+    proxy = dataclasses.replace(proxy, class_balance=False, ratio=1.0)  # a ratio every strategy takes
+    names = metric_choices() if among is None else among
+    return tuple(n for n in names if n == "auto" or not needs_classes(make_strategy(n, dataclasses.replace(proxy, metric=n))))
+
+
 def strategy_for_task(config: TrainConfig, task: Task) -> tuple[ProxySettings, SubsetStrategy]:
     """``config``'s proxy settings for ``task`` (no class balance without classes) and its strategy; one that
     reads classes (labels, a scoring model's scores, logits' statistics) is refused by name on a task without
@@ -109,10 +125,9 @@ def strategy_for_task(config: TrainConfig, task: Task) -> tuple[ProxySettings, S
     if not task.has_classes:  # nothing to balance by
         proxy = dataclasses.replace(proxy, class_balance=False)
     strategy = make_strategy(proxy.metric, proxy)
-    reads = {need for name in strategy.statistics() for need in STATISTICS[name].needs}
-    if (strategy.needs_labels or strategy.needs_scores or reads - {"loss"}) and not task.has_classes:
+    if not task.has_classes and needs_classes(strategy):
         raise ConfigError("metric", config.metric, f"a strategy that needs no classes for the {task.name} task "
-                                                   "(random, fixed_random, loss, infobatch, none, auto)")
+                                                   f"({', '.join(classless_strategies(proxy))})")
     return proxy, strategy
 
 

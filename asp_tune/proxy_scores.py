@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle, ImageArrays
 from asp_tune.device import autocast
-from asp_tune.errors import AspTuneError, ConfigError
+from asp_tune.errors import AspTuneError, ConfigError, RunFailed
 from asp_tune.memory import output_layer
 from asp_tune.scores import ProxyScores
 from asp_tune.static_proxies import ForgettingEvents
@@ -54,15 +54,17 @@ def proxy_epochs(config: TrainConfig) -> int:
     return max(2 if config.metric == "forgetting" else 1, config.epochs // 4)
 
 
-def proxy_train_config(config: TrainConfig) -> TrainConfig:
+def proxy_train_config(config: TrainConfig, own_optimisation: bool = False) -> TrainConfig:
     """The proxy model's own run: ``proxy_model`` (default: the target network, with its ``model_args``) on all
-    data for :func:`proxy_epochs`, with the default optimisation settings."""
+    data for :func:`proxy_epochs`, with the default optimisation settings (so every trial of a search shares one),
+    or with ``config``'s where ``own_optimisation`` (active learning's round models: one configuration)."""
     defaults = TrainConfig()
     own = config.proxy_model in (None, config.model)
+    optimisation = config if own_optimisation else defaults
     return config.replace(model=config.model if own else config.proxy_model,
                           model_args=config.model_args if own else defaults.model_args,
                           epochs=proxy_epochs(config), ratio=1.0, metric="none", ratio_schedule="constant",
-                          **{name: getattr(defaults, name) for name in OPTIMISATION_FIELDS})
+                          **{name: getattr(optimisation, name) for name in OPTIMISATION_FIELDS})
 
 
 def cache_dir() -> Path:
@@ -189,6 +191,13 @@ def compute_proxy_scores(proxy_config: TrainConfig, data: DataBundle) -> ProxySc
         trainer.train_epoch()
     val_accuracy, _ = trainer.evaluate("val")
     loss, entropy, confidence, features = score_samples(trainer)
+    for name, values in (("loss", loss), ("entropy", entropy), ("confidence", confidence), ("features", features)):
+        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+        if bool(bad.any()):  # one NaN makes a top-m pick a uniform draw and k-centers pick a centre twice
+            raise RunFailed(f"the scoring model ({proxy_config.model}, {proxy_config.epochs} epochs) gave {int(bad.sum())}"
+                            f" of {len(values)} samples a NaN or infinite {name}: it diverged under the default "
+                            "optimisation settings it trains with; no scores were kept (another --proxy-model, or "
+                            "fewer --proxy-epochs)")
     return ProxyScores(loss=loss, entropy=entropy, least_confidence=1.0 - confidence,
                        forgetting=forgetting.scores().cpu(), features=features,
                        seconds=time.perf_counter() - start, model=proxy_config.model, epochs=proxy_config.epochs,
@@ -231,7 +240,7 @@ def score_samples(trainer: Trainer, arrays: ImageArrays | None = None) -> tuple[
             p = log_p.exp()
             feats = captured.pop() if captured else logits
             parts.append((F.nll_loss(log_p, y, reduction="none"), -(p * log_p).sum(dim=1), p.max(dim=1).values,
-                          feats.half()))
+                          feats))  # float32: half precision turns an activation above 65,504 into infinity
     finally:
         if hook is not None:
             hook.remove()

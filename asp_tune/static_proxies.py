@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from asp_tune.device import synchronize
-from asp_tune.errors import ConfigError
+from asp_tune.errors import ConfigError, DataError
 from asp_tune.schedules import RatioSchedule
 from asp_tune.selection import SelectionRule, inclusion_probabilities, select_subset, systematic_sample
 from asp_tune.strategies import EpochPlan, Run, SubsetStrategy
@@ -201,6 +201,10 @@ def greedy_k_centers(features: torch.Tensor, count: int, initial: torch.Tensor |
     """
     x = features.float()
     n = x.shape[0]
+    bad = ~torch.isfinite(x).reshape(n, -1).all(dim=1)
+    if bool(bad.any()):  # NaN wins argmax and spreads through minimum: centres would be picked twice
+        raise DataError(f"k-centers: {int(bad.sum())} of {n} feature rows hold NaN or infinity (the scoring model "
+                        "diverged or its features overflowed)")
     available = n - (0 if initial is None else int(initial.numel()))
     if not 1 <= count <= available:
         raise ConfigError("count", count, f"an integer in [1, {available}] (points not yet centres)")

@@ -24,6 +24,7 @@ from asp_tune.device import synchronize
 from asp_tune.errors import ConfigError
 from asp_tune.static_proxies import greedy_k_centers
 from asp_tune.svp_settings import ACTIVE_STRATEGIES, ActiveLearningSettings, CoresetSettings
+from asp_tune.trainer import Trainer
 
 load_data = load_dataset_for
 
@@ -32,16 +33,27 @@ load_data = load_dataset_for
 
 
 def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle | None = None,
-                on_epoch: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``settings.target_model`` on the core-set and (``baseline``) on all data.
+                on_epoch: Callable[[str, dict[str, Any]], None] | None = None,
+                before_training: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train ``settings.target_model`` on the core-set and (``baseline``) on all data; ``before_training`` is
+    called once the settings fit the data, before the proxy model trains.
 
     Returns ``{"summary", "epochs"}``: the summary holds each run's accuracy and the breakdown of
-    its end-to-end seconds (proxy model, selection, training, validation and test), ``epochs``
-    the per-epoch records of both runs (``run`` column)."""
+    its end-to-end seconds (proxy model, selection, training and validation; the test evaluation, the same
+    in both runs, is in neither), ``epochs`` the per-epoch records of both runs (``run`` column)."""
+    from asp_tune.assembly import classless_strategies
     from asp_tune.build import build_trainer
+    from asp_tune.svp_settings import CORESET_STRATEGIES
 
     settings.validate()
     data = data if data is not None else load_data(config)
+    if not data.has_classes:
+        allowed = classless_strategies(config.proxy_settings(), CORESET_STRATEGIES)
+        if settings.strategy not in allowed:
+            raise ConfigError("strategy", settings.strategy, f"a strategy that needs no classes, for data without "
+                                                             f"them ({', '.join(allowed)})")
+    if before_training is not None:
+        before_training()
     target = config.replace(model=settings.target_model)
     runs: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
@@ -128,6 +140,13 @@ class RoundResult:
         return self.train_seconds + self.scoring_seconds + self.pick_seconds
 
 
+class PoolTrainer(Trainer):
+    """The trainer of active learning's models: judged on the test split, so no validation split is carved out
+    of the pool (``val_fraction`` 0 is allowed)."""
+
+    validates = False
+
+
 class ActiveLearner:
     """Pool-based active learning on ``data``'s training split (its labels revealed when picked).
 
@@ -138,7 +157,11 @@ class ActiveLearner:
 
     def __init__(self, config: TrainConfig, settings: ActiveLearningSettings, data: DataBundle,
                  strategy: str | None = None, seed: int | None = None):
+        from asp_tune.proxy_scores import proxy_train_config
+
         self.config, self.settings, self.data = config, settings.validate(), data
+        #: what each round's model trains with: the proxy network and epochs, the user's optimisation settings
+        self.round_config = proxy_train_config(config, own_optimisation=True)
         self.strategy = strategy or settings.strategy
         if self.strategy not in ACTIVE_STRATEGIES:
             raise ConfigError("strategy", self.strategy, ACTIVE_STRATEGIES)
@@ -146,10 +169,10 @@ class ActiveLearner:
         settings.check_pool(pool)
         if self.strategy != "random":  # SVP: a proxy bigger than the target defeats the purpose
             from asp_tune.models import build_model
-            from asp_tune.proxy_scores import check_proxy_smaller, proxy_train_config
+            from asp_tune.proxy_scores import check_proxy_smaller
 
-            target = build_model(settings.target_model, data.input_shape, data.num_classes)
-            proxy = proxy_train_config(config)
+            target = build_model(settings.target_model, data.input_shape, data.num_classes, **config.model_args)
+            proxy = self.round_config
             check_proxy_smaller(proxy.model, data, target, self.strategy, proxy.model_args)
         self.generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
         self.labelled = torch.randperm(pool, generator=self.generator)[: settings.initial_size]
@@ -162,11 +185,9 @@ class ActiveLearner:
         return torch.nonzero(mask).squeeze(1)
 
     def train_on_pool(self, config: TrainConfig):
-        """A trainer fitted on the labelled pool only (validation and test splits unchanged)."""
-        from asp_tune.trainer import Trainer
-
+        """A trainer fitted on the labelled pool only (test split unchanged; nothing validates)."""
         pool = dataclasses.replace(self.data, train=self.data.train.take(self.labelled))
-        trainer = Trainer(config, data=pool)
+        trainer = PoolTrainer(config, data=pool)
         trainer.validate_each_epoch = False
         while not trainer.done:
             trainer.train_epoch()
@@ -174,10 +195,10 @@ class ActiveLearner:
 
     def step(self) -> RoundResult:
         """One round: train the proxy on the labelled pool, then label ``budget`` more samples."""
-        from asp_tune.proxy_scores import proxy_train_config, score_samples
+        from asp_tune.proxy_scores import score_samples
 
         start = time.perf_counter()
-        trainer = self.train_on_pool(proxy_train_config(self.config))
+        trainer = self.train_on_pool(self.round_config)
         trained = time.perf_counter() - start
         error = 1.0 - trainer.evaluate("test")[0]
         budget, candidates = self.settings.budget, self.unlabelled
@@ -216,9 +237,11 @@ class ActiveLearner:
 def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, data: DataBundle | None = None,
                         on_round: Callable[[RoundResult], None] | None = None) -> dict[str, Any]:
     """Every round of ``settings.strategy`` and (``baseline``) of random labelling from the same
-    initial pool. Returns ``{"rounds": [...], "finals": [...], "summary": {...}}``."""
+    initial pool. The pool is the whole training split (``val_fraction`` 0: no model of it validates).
+    Returns ``{"rounds": [...], "finals": [...], "summary": {...}}``."""
     settings.validate()
-    config = config.replace(model=settings.target_model)  # the proxy defaults to the target network
+    # the proxy defaults to the target network; no validation split is carved out of the pool
+    config = config.replace(model=settings.target_model, val_fraction=0.0)
     data = data if data is not None else load_data(config)
     if not data.has_classes and settings.strategy != "random":
         raise ConfigError("strategy", settings.strategy, "random for a regression task (the others pick by a "
@@ -226,6 +249,10 @@ def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, d
     settings.check_pool(len(data.train))
     strategies = [settings.strategy] + (["random"] if settings.baseline and settings.strategy != "random" else [])
     rounds, finals = [], []
+    # one untimed epoch first: the process's one-off start-up (first model and feeder built, allocator warmed)
+    # would land in the first strategy's first round and make its selection look dearer than random's
+    warm = ActiveLearner(config, settings, data, strategy="random", seed=config.seed)
+    warm.train_on_pool(warm.round_config.replace(epochs=1))
     for strategy in strategies:
         learner = ActiveLearner(config, settings, data, strategy=strategy, seed=config.seed)
         for _ in range(settings.rounds):
@@ -237,7 +264,8 @@ def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, d
     summary = {"strategy": settings.strategy, "rounds": settings.rounds, "budget": settings.budget,
                "initial": settings.initial_size, "target_model": settings.target_model,
                "proxy_model": config.proxy_model or config.model, "data": data.describe(),
-               "error_is": finals[0]["error_is"], "final": {f["strategy"]: f for f in finals}}
+               "error_is": finals[0]["error_is"], "final": {f["strategy"]: f for f in finals},
+               "config": config.to_dict()}
     if len(finals) == 2:
         summary["error_change_vs_random"] = finals[0]["target_test_error"] - finals[1]["target_test_error"]
     return {"rounds": rounds, "finals": finals, "summary": summary}

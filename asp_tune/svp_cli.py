@@ -16,9 +16,21 @@ ASP_ONLY_FIELDS = ("model", "metric", "ratio", "ratio_schedule", "mixture_order"
                    "first_epoch_full", "unseen_first")
 
 
-def _add_common(p: argparse.ArgumentParser, settings_class: type) -> None:
+#: Training flags active learning has no use for: its picks are not class-stratified, and its pool is the whole
+#: training split (no model of it validates).
+UNUSED_BY_ACTIVE_LEARNING = ("class_balance", "val_fraction")
+#: Proxy-model helps as active learning uses them (a model per round, not one cached).
+ACTIVE_LEARNING_HELPS = {
+    "proxy_model": "network trained on the labelled pool each round to pick the next labels (none: the target "
+                   "network)",
+    "proxy_epochs": "epochs of each round's model, retrained every round with the optimisation flags (none: a quarter "
+                    "of --epochs, at least 1)"}
+
+
+def _add_common(p: argparse.ArgumentParser, settings_class: type, skip: tuple[str, ...] = (),
+                helps: dict[str, str] | None = None) -> None:
     add_arguments(p, settings_class)
-    add_train_arguments(p, skip=ASP_ONLY_FIELDS)
+    add_train_arguments(p, skip=ASP_ONLY_FIELDS + skip, helps=helps)
     add_output_flags(p)
 
 
@@ -27,7 +39,9 @@ def add_coreset_parser(p: argparse.ArgumentParser) -> None:
     from asp_tune.svp_settings import CoresetSettings
 
     p.description = ("Selection via proxy: train a proxy model (--proxy-model, --proxy-epochs; trained once and "
-                     "cached), keep --fraction of the training data by --strategy, train --target-model on it; "
+                     "cached), keep --fraction of the training data by --strategy (the top scores within each "
+                     "class in proportion to its size; --class-balance false ranks over all classes, as SVP did), "
+                     "train --target-model on it; "
                      "beside the target on all data. Writes summary.json (accuracy and end-to-end seconds of "
                      "each, with their breakdown), epochs.csv, subset.csv and coreset.png.")
     _add_common(p, CoresetSettings)
@@ -37,11 +51,11 @@ def add_coreset_parser(p: argparse.ArgumentParser) -> None:
 def add_active_learn_parser(p: argparse.ArgumentParser) -> None:
     from asp_tune.svp_settings import ActiveLearningSettings
 
-    p.description = ("Pool-based active learning: from a random initial pool, each round retrains the proxy model "
-                     "on the labelled samples and labels --budget more by --strategy; a --target-model is trained "
-                     "on the final pool. Random labelling runs from the same initial pool beside it. Writes "
+    p.description = ("Pool-based active learning: from a random initial pool of the training split, each round "
+                     "retrains the proxy model on the labelled samples (with the optimisation flags) and labels "
+                     "--budget more by --strategy; a --target-model is trained on the final pool. Random labelling runs from the same initial pool beside it. Writes "
                      "summary.json, rounds.csv and rounds.png.")
-    _add_common(p, ActiveLearningSettings)
+    _add_common(p, ActiveLearningSettings, UNUSED_BY_ACTIVE_LEARNING, ACTIVE_LEARNING_HELPS)
 
 
 def _bar(total: int, desc: str, unit: str, quiet: bool):
@@ -61,14 +75,18 @@ def run_coreset_command(args: argparse.Namespace) -> int:
     config = config_from_args(args).replace(model=settings.target_model)
     runs = 2 if settings.baseline else 1
     with results_folder(args) as out:
-        announce_proxy_model(config.replace(metric=settings.strategy, ratio=settings.fraction), "asp-tune coreset")
-        bar = _bar(runs * config.epochs, "coreset", "epoch", args.quiet)
+        bar = None
+
+        def announce() -> None:
+            nonlocal bar
+            announce_proxy_model(config.replace(metric=settings.strategy, ratio=settings.fraction), "asp-tune coreset")
+            bar = _bar(runs * config.epochs, "coreset", "epoch", args.quiet)
 
         def progress(run: str, rec: dict[str, Any]) -> None:
             bar.update(1)
             bar.set_postfix(run=run, val=f"{rec['val_score']:.3f}")
 
-        result = run_coreset(config, settings, on_epoch=progress)
+        result = run_coreset(config, settings, on_epoch=progress, before_training=announce)
         bar.close()
         epochs = pd.DataFrame(result["epochs"])
         out.write_table("epochs.csv", epochs)
@@ -112,7 +130,7 @@ def run_active_learn_command(args: argparse.Namespace) -> int:
         out.write_table("final.csv", pd.DataFrame(result["finals"]))
         plot_rounds(rounds, out.file("rounds.png"), f"active learning: {settings.strategy} vs random",
                     result["summary"]["error_is"])
-        summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
+        summary = {**result["summary"], "settings": vars(settings)}  # with the config it ran (no validation split)
         target = out.commit(summary)
     finals = "  ".join(f"{f['strategy']}: target error ({f['error_is']}) {f['target_test_error']:.4f} on "
                        f"{f['labelled']} labels"

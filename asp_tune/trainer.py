@@ -106,7 +106,7 @@ class Trainer:
         self.config = config.validate()
         if self.validates and self.config.val_fraction == 0:
             raise ConfigError("val_fraction", 0.0, f"a fraction in (0, 1): {type(self).__name__} validates on a held-out "
-                                                   "split (0, no split, is for nas-retrain)")
+                                                   "split (0, no split, is for nas-retrain and active-learn)")
         parts = parts or build_parts(self.config, data, model, size_field=size_field)
         self.data, self.task, self.device, self.model = parts.data, parts.task, parts.device, parts.model
         #: how ``model.pt`` rebuilds the network: the config's builder and arguments, or the class of a

@@ -185,6 +185,12 @@ def test_a_regression_core_set_reports_r2_and_active_learning_takes_only_random_
     assert summary["error_is"] == "1 - r2" and "target error (1 - r2)" in run.stdout
     refused = command_here("coreset", "--dataset", "my_reg:linear", "--strategy", "forgetting", "--epochs", "2",
                            "--out", "cf", "--quiet")  # the flag given is named, not the trainer's metric
-    assert refused.returncode == 2 and "invalid strategy='forgetting': allowed a strategy that needs no classes" \
-                                       in refused.stderr
+    assert refused.returncode == 2 and "invalid strategy='forgetting': allowed a strategy that needs no classes, " \
+                                       "for data without them (fixed_random)" in refused.stderr
+    assert "will score samples" not in refused.stderr  # refused before its scoring model was announced
     assert not (folder / "cf").exists()
+    # the round models take the flags given: at --lr 0.01 they learn (at the default 0.1 they diverge)
+    import pandas as pd
+
+    rounds = pd.read_csv(folder / "al" / "rounds.csv")
+    assert (rounds["model_test_error"] < 1.0).all(), rounds

@@ -260,6 +260,86 @@ def test_active_learning_grows_the_pool_by_the_budget_and_never_relabels():
         assert [r.labelled for r in learner.rounds] == [30, 55, 80]
 
 
+def test_active_learning_labels_the_least_confident_and_highest_entropy_samples_it_is_shown(monkeypatch):
+    """A constructed case: the scores a round's model gives are known, so the picks are too (a sign flip, the
+    most confident, would pick the other end)."""
+    import asp_tune.proxy_scores as module
+
+    cfg = TrainConfig(epochs=1, subset=300)
+    data = load_data(cfg)
+    n = len(data.train)
+    confidence = torch.linspace(0.05, 0.95, n)[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+    entropy = 1.0 - confidence  # the least confident are the most uncertain here too
+
+    def known(trainer, arrays=None):
+        chosen = torch.as_tensor([int(torch.nonzero(torch.all(data.train.images.flatten(1) == row, dim=1))[0])
+                                  for row in arrays.images.flatten(1)])
+        return torch.zeros(len(chosen)), entropy[chosen], confidence[chosen], torch.zeros(len(chosen), 4)
+
+    monkeypatch.setattr(module, "score_samples", known)
+    for strategy in ("least_confidence", "max_entropy"):
+        learner = ActiveLearner(cfg, ActiveLearningSettings(strategy=strategy, rounds=1, budget=20, initial=30), data)
+        unlabelled = learner.unlabelled
+        learner.step()
+        picked = learner.labelled[30:]
+        expected = unlabelled[torch.argsort(confidence[unlabelled])[:20]]
+        assert sorted(picked.tolist()) == sorted(expected.tolist()), strategy
+
+
+def test_k_centers_from_a_labelled_pool_picks_the_farthest_cluster_first_and_refuses_non_finite_features():
+    from asp_tune.errors import DataError
+
+    features = torch.cat([torch.zeros(10, 2), torch.full((5, 2), 10.0), torch.full((5, 2), -3.0)])
+    features += 0.01 * torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    picks = greedy_k_centers(features, 2, initial=torch.arange(10))  # the pool sits in the first cluster
+    assert 10 <= int(picks[0]) < 15 and 15 <= int(picks[1]) < 20
+    bad = features.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(DataError, match="1 of 20 feature rows hold NaN or infinity"):
+        greedy_k_centers(bad, 5)
+
+
+def test_a_scoring_model_that_diverges_keeps_no_scores_and_says_so(monkeypatch):
+    import asp_tune.proxy_scores as module
+    from asp_tune.errors import RunFailed
+
+    real = module.score_samples
+
+    def diverged(trainer, arrays=None):
+        loss, entropy, confidence, features = real(trainer, arrays)
+        assert features.dtype == torch.float32  # not half: an activation above 65,504 would become infinite
+        loss = loss.clone()
+        loss[7] = float("nan")
+        return loss, entropy, confidence, features
+
+    monkeypatch.setattr(module, "score_samples", diverged)
+    cfg = TrainConfig(metric="easiest", ratio=0.3, epochs=4, subset=300, proxy_epochs=1, seed=11)
+    with pytest.raises(RunFailed, match=r"gave 1 of \d+ samples a NaN or infinite loss: it diverged"):
+        proxy_scores(cfg, load_data(cfg))
+    assert not list(module.cache_dir().glob(f"{module.cache_key(cfg, load_data(cfg))}*.pt"))
+
+
+def test_active_learning_trains_each_round_with_the_users_settings_on_the_whole_training_split(tmp_path, capsys):
+    cfg = TrainConfig(epochs=4, subset=300, lr=0.013, optimizer="adamw", batch_size=32, model_args={"hidden": 512})
+    data = load_data(cfg.replace(val_fraction=0.0))
+    settings = ActiveLearningSettings(strategy="kcenters", rounds=1, budget=20, initial=30)
+    learner = ActiveLearner(cfg, settings, data)  # the target as its own proxy: was refused as bigger than itself
+    assert (learner.round_config.lr, learner.round_config.optimizer, learner.round_config.batch_size) == (
+        0.013, "adamw", 32)
+    assert learner.round_config.epochs == 1 and learner.round_config.model_args == {"hidden": 512}
+    trainer = learner.train_on_pool(learner.round_config)
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.013) and len(data.val) == 0
+    # the command has no flags that would do nothing there, and its pool is the whole training split
+    with pytest.raises(SystemExit):
+        run_cli("active-learn", "--class-balance", "false", "--out", tmp_path / "x")
+    assert "unrecognized arguments: --class-balance" in capsys.readouterr().err
+    out = tmp_path / "al"
+    assert run_cli("active-learn", "--strategy", "random", "--subset", 300, "--rounds", 1, "--budget", 20,
+                   "--epochs", 1, "--out", out, "--quiet") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["val_fraction"] == 0.0 and "/ 0 val /" in summary["data"]
+
+
 def test_bad_settings_give_named_errors():
     with pytest.raises(ConfigError, match="fraction"):
         CoresetSettings(fraction=0.0).validate()
