@@ -22,7 +22,7 @@ from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import option
 from asp_tune.imports import check_name, import_object, is_import_path
-from asp_tune.registry import MODELS, SELECTION_RULES, strategy_names
+from asp_tune.registry import MODELS, SELECTION_RULES, STATIC_PROXY_NAMES, strategy_names
 
 RATIO_SCHEDULES: tuple[str, ...] = ("constant", "dynamic")
 MIXTURE_ORDERS: tuple[str, ...] = ("g012", "g021", "g102", "g120", "g201", "g210")
@@ -116,8 +116,9 @@ class ProxySettings:
                                  check=Check(lambda name, value: ratio_steps(value),
                                              ("sometimes", "steps:0=0.5", "steps:2=1.5", 3)))
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
-                                 "a static proxy, none (full data), or auto (the best measured for the ratio: none at "
-                                 "1, loss at >= 0.2, fixed_random below)", GROUP, metric_choices,
+                                 "a static proxy, none (full data), or auto (the best measured for the lowest ratio "
+                                 f"its schedule reaches: none at 1, loss at >= {AUTO_STATIC_BELOW:g}, fixed_random "
+                                 "below, random below under a changing schedule)", GROUP, metric_choices,
                          check=Check(check_strategy, ("no-such-strategy", 3)), name="--strategy", aliases=("--metric",),
                          imports=True)
     mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
@@ -161,6 +162,13 @@ class ProxySettings:
                                                      "use 'random' for a uniform proxy subset")
         if self.metric == "infobatch" and self.ratio != 1.0:
             raise ConfigError("ratio", self.ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
+        if self.metric == "none" and lowest_ratio(self.ratio, self.ratio_schedule) < 1.0:
+            raise ConfigError("ratio_schedule", self.ratio_schedule, "one that stays at 1.0 with metric 'none' (full "
+                                                                     "data; 'random' or 'auto' follow a schedule)")
+        if self.metric in STATIC_PROXY_NAMES and self.ratio_schedule != "constant":
+            raise ConfigError("ratio_schedule", self.ratio_schedule, f"constant with the static proxy '{self.metric}' "
+                                                                     "(it keeps one subset of the ratio: a schedule "
+                                                                     "would be ignored)")
 
     def proxy_settings(self) -> "ProxySettings":
         """These settings alone (from a subclass such as ``TrainConfig`` too)."""
@@ -171,8 +179,7 @@ class ProxySettings:
         settings = self.proxy_settings()
         if settings.metric != "auto":
             return settings
-        return dataclasses.replace(settings, **auto_strategy(lowest_ratio(settings.ratio, settings.ratio_schedule),
-                                                             starts_at_ratio))
+        return dataclasses.replace(settings, **auto_strategy(settings.ratio, starts_at_ratio, settings.ratio_schedule))
 
 
 def proxy_field_names() -> tuple[str, ...]:
@@ -196,27 +203,31 @@ def trials_start_at_ratio(ratio: float, early_stopping: bool, given: Collection[
     return early_stopping and ratio < 1.0 and "first_epoch_full" not in given
 
 
-def search_proxy_fields(ratio: float, metric: str, early_stopping: bool, given: Collection[str]) -> dict[str, Any]:
+def search_proxy_fields(ratio: float, metric: str, early_stopping: bool, given: Collection[str],
+                        schedule: str = "constant") -> dict[str, Any]:
     """The proxy fields every trial of a search takes beside its ratio: ``metric`` with ``auto`` made the best
-    measured choice (:func:`auto_strategy`), and no full first pass where trials start at the ratio. A field
-    among ``given`` (set by the user) is never overridden."""
+    measured choice for the ratio and ``schedule`` (:func:`auto_strategy`), and no full first pass where trials
+    start at the ratio. A field among ``given`` (set by the user) is never overridden."""
     starts = trials_start_at_ratio(ratio, early_stopping, given)
     fields: dict[str, Any] = {"first_epoch_full": False} if starts else {}
     if metric != "auto":
         return {**fields, "metric": metric}
-    chosen = auto_strategy(ratio, starts)
+    chosen = auto_strategy(ratio, starts, schedule)
     return {**fields, **{k: v for k, v in chosen.items() if k == "metric" or k not in given}}
 
 
-def auto_strategy(ratio: float, starts_at_ratio: bool = False) -> dict[str, Any]:
-    """The settings ``metric="auto"`` stands for, the best measured for this case (bench/README.md):
-    full data at ratio 1; a uniform pick of never-seen samples when trials start at the ratio
-    (early-stopping searches); below :data:`AUTO_STATIC_BELOW` a fixed random subset; else ``loss``
-    under the default (calibrated, gentle) rule with a full first epoch."""
-    if ratio >= 1.0:
+def auto_strategy(ratio: float, starts_at_ratio: bool = False, schedule: str = "constant") -> dict[str, Any]:
+    """The settings ``metric="auto"`` stands for, the best measured for this case (bench/README.md), judged on
+    the lowest ratio ``schedule`` reaches (:func:`lowest_ratio`): full data where that is 1; a uniform pick
+    of never-seen samples when trials start at the ratio (early-stopping searches); below
+    :data:`AUTO_STATIC_BELOW` a fixed random subset at a constant ratio (a uniform pick each epoch under a
+    schedule, which a fixed subset would ignore); else ``loss`` under the default (calibrated, gentle) rule
+    with a full first epoch."""
+    lowest = lowest_ratio(ratio, schedule)
+    if lowest >= 1.0:
         return {"metric": "none"}
     if starts_at_ratio:
         return dict(EARLY_STOPPING_PROXY)
-    if ratio < AUTO_STATIC_BELOW:
-        return {"metric": "fixed_random"}
+    if lowest < AUTO_STATIC_BELOW:
+        return {"metric": "fixed_random" if schedule == "constant" else "random"}
     return {"metric": "loss"}

@@ -123,3 +123,41 @@ def test_a_step_a_run_never_reaches_is_refused_where_the_run_is_configured(tmp_p
         TrainConfig(epochs=3, ratio_schedule="steps:1=0.5,3=1").validate()
     assert main(["train", "--epochs", "2", "--ratio-schedule", "steps:5=1", "--quiet", "--out", str(tmp_path / "x")]) == 2
     assert "invalid ratio_schedule='steps:5=1'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("ratio, schedule, expected", [
+    (1.0, "constant", "none"), (0.3, "constant", "loss"), (0.1, "constant", "fixed_random"),
+    (0.1, "dynamic", "random"), (1.0, "steps:2=0.1", "random"), (0.1, "steps:2=0.5", "random"),
+    (1.0, "steps:2=0.3", "loss")])
+def test_auto_follows_the_ratio_schedule_and_never_takes_a_fixed_subset_that_would_ignore_it(ratio, schedule, expected):
+    """auto took fixed_random (one subset of the base ratio) under any schedule: at ratio 1 with steps:2=0.1 it
+    trained on all the data every epoch, at 0.1 dynamic on the same 10% every epoch."""
+    from asp_tune.build import build_trainer
+    from asp_tune.config import TrainConfig
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+
+    config = TrainConfig(ratio=ratio, ratio_schedule=schedule, epochs=4, subset=400, seed=1)
+    assert config.resolved().metric == expected
+    trainer = build_trainer(config)
+    fractions = []
+    while not trainer.done:
+        fractions.append(trainer.train_epoch()["selected"] / trainer.selector.num_samples)
+    planned = RatioSchedule(ratio, 4, schedule, first_epoch_full=expected not in ("none", "fixed_random")).ratios()
+    np.testing.assert_allclose(fractions, planned, atol=0.01)  # what the schedule says, epoch by epoch
+    space = parse_space({"name": "s", "fixed": {"dataset": "digits", "epochs": 4},
+                         "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}})
+    search = HpoSettings(space=space, algo="random", ratio=ratio, ratio_schedule=schedule).validate()
+    assert search.resolved_metric() == expected and search.run_fields()["metric"] == expected
+
+
+def test_a_schedule_a_strategy_would_ignore_is_refused_by_name():
+    from asp_tune.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="invalid ratio_schedule='dynamic': allowed constant with the static proxy "
+                                          "'fixed_random'"):
+        TrainConfig(metric="fixed_random", ratio=0.3, ratio_schedule="dynamic").validate()
+    with pytest.raises(ConfigError, match="invalid ratio_schedule='steps:2=0.3': allowed one that stays at 1.0 with "
+                                          "metric 'none'"):
+        TrainConfig(metric="none", ratio=1.0, ratio_schedule="steps:2=0.3").validate()
+    TrainConfig(metric="none", ratio=1.0, ratio_schedule="dynamic").validate()  # dynamic at 1 stays at 1

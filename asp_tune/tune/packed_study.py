@@ -182,7 +182,8 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     given = set(fields) | set(space.fixed)
     run = {**fields, "ratio": ratio, "seed": seed, "device": device,
            **({"epochs": epochs} if epochs is not None else {}),
-           **search_proxy_fields(ratio, metric, pruning, given)}
+           **search_proxy_fields(ratio, metric, pruning, given, fields.get("ratio_schedule", space.fixed.get(
+               "ratio_schedule", "constant")))}
     space.train_config(space.first_params(), **run)  # the run fields make a valid TrainConfig: named now
 
     server = PackServer(space, run, arrays=None, pack_size=1)

@@ -22,8 +22,8 @@ from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import both_spellings, option, reuse
 from asp_tune.imports import is_import_path, user_modules
-from asp_tune.proxy_settings import (RATIO, ProxySettings, ratio_steps, search_proxy_fields, steps_schedule,
-                                     trials_start_at_ratio)
+from asp_tune.proxy_settings import (AUTO_STATIC_BELOW, RATIO, ProxySettings, ratio_steps, search_proxy_fields,
+                                     steps_schedule, trials_start_at_ratio)
 from asp_tune.registry import extensions
 from asp_tune.tune.algorithms import (ALGORITHMS, EARLY_STOPPING, Algorithm, Context, algorithm_names,
                                       check_algorithm, check_grace_period, get_algorithm)
@@ -156,8 +156,9 @@ class HpoSettings:
               "--ratio-schedule", SEARCH, check=Check(check_rung_ratios, ("0.5,0.3", "0,1", "1.5", "x", 3)))
     metric: str = reuse(ProxySettings, "metric", group=SEARCH,
                         help="subset strategy of proxy runs; auto: the best measured (random, never-seen samples "
-                             "first, when trials start at the ratio under early stopping; else loss at r >= 0.2 "
-                             "and fixed_random below)")
+                             "first, when trials start at the ratio under early stopping; else, on the lowest ratio "
+                             f"the schedule reaches, loss at r >= {AUTO_STATIC_BELOW:g} and fixed_random below, "
+                             "random under a changing schedule)")
     num_samples: int = option(8, "trials (for a grid space: repeats of the grid)", SEARCH,
                               check=Interval(1, None, integer=True))
     max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH,
@@ -371,7 +372,8 @@ class HpoSettings:
         """
         run = {**self.selection, "ratio": self.ratio, "ratio_schedule": self.ratio_schedule, "seed": self.seed,
                "device": self.device, "epochs": self.epochs}
-        return {**run, **search_proxy_fields(self.ratio, self.metric, self.early_stopping, self._given())}
+        return {**run, **search_proxy_fields(self.ratio, self.metric, self.early_stopping, self._given(),
+                                             self.ratio_schedule)}
 
     def _given(self) -> set[str]:
         """The selection fields the user set: as flags, or in the space's ``fixed``."""
@@ -386,7 +388,8 @@ class HpoSettings:
         """``metric``, with ``auto`` made the best measured choice (:func:`auto_strategy`): ``none`` at
         ratio 1, a uniform pick of never-seen samples when trials start at the ratio, else the
         importance metric under the calibrated rule."""
-        return search_proxy_fields(self.ratio, self.metric, self.early_stopping, self._given())["metric"]
+        return search_proxy_fields(self.ratio, self.metric, self.early_stopping, self._given(),
+                                   self.ratio_schedule)["metric"]
 
     def user_modules(self) -> list:
         """The user's modules this search's trials import: those its import paths name (model, data set,

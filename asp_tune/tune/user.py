@@ -230,7 +230,9 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     check_value(ProxySettings, "metric", strategy, "strategy")
     # the strategy made concrete as the command line's (auto: a uniform pick of never-seen samples when trials
     # start at the ratio), in every trial's config: a trial's ProxyData resolving "auto" alone would not know
-    given = {"ratio": ratio, **proxy_settings, **search_proxy_fields(ratio, strategy, early, set(proxy_settings))}
+    given = {"ratio": ratio, **proxy_settings,
+             **search_proxy_fields(ratio, strategy, early, set(proxy_settings),
+                                   proxy_settings.get("ratio_schedule", "constant"))}
     rungs = algorithm.rung_epochs(ctx)
     check_grace_period(grace_period, epochs, rungs if early else None, "a search without early stopping has "
                                                                        "scheduler='fifo'")
