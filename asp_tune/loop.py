@@ -224,6 +224,13 @@ class ProxyData(Dataset):
     def __getitem__(self, index: int) -> tuple[int, Any]:
         return index, self.dataset[index]
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, Any]]:
+        """A batch's ``(index, sample)`` pairs, fetched at once where the wrapped data set can
+        (its own ``__getitems__``, as Hugging Face ``datasets`` have), else sample by sample."""
+        fetch = getattr(self.dataset, "__getitems__", None)
+        samples = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        return list(zip(indices, samples))
+
     # ------------------------------------------------------------------ epochs
 
     @property
@@ -233,6 +240,7 @@ class ProxyData(Dataset):
     def set_epoch(self, epoch: int) -> EpochPlan:
         """Plan ``epoch`` (the epochs must come in order, as a loop runs them); returns its plan. Every pass
         over the loader until the next ``set_epoch`` gives this epoch's subset."""
+        epoch = _whole("epoch", epoch, 0)
         self._explicit = True
         if epoch == self.epoch and self.plan is not None:  # this epoch again (after a peek at the loader, say)
             self._consumed, self._passes = False, 0
@@ -563,7 +571,7 @@ class ProxySampler(Sampler[int]):
         if proxy.plan is not None and not (proxy._consumed and not proxy._explicit):
             return int(proxy._shard.numel())
         size = proxy.epoch_size(proxy.epoch + 1) if proxy.epoch + 1 < proxy.epochs else 0
-        return len(proxy) if size is None else size
+        return math.ceil(len(proxy) / proxy.num_replicas) if size is None else size  # unknown: an upper bound
 
 
 def _gather(tensor: torch.Tensor, replicas: int) -> torch.Tensor:
@@ -587,7 +595,8 @@ def _gather(tensor: torch.Tensor, replicas: int) -> torch.Tensor:
 def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta: float = 0.875,
               **kwargs: Any) -> ProxyData:
     """InfoBatch's own signature (Qin et al. 2024): ``prune_ratio`` of the below-mean-loss samples
-    dropped each epoch, rescaled, with the last ``1 - delta`` of the epochs on all data. A
+    dropped each epoch, rescaled, in epochs ``1 .. floor(num_epochs * delta)``; epoch 0 and the later ones
+    train on all data, as in the reference implementation. A
     :class:`ProxyData`: use its ``sampler``, and ``update(indices, losses)`` for the loss."""
     for name, own in (("infobatch_prune", "prune_ratio="), ("infobatch_anneal", "delta= (1 - delta of the epochs on "
                                                                                 "all data)")):

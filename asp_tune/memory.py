@@ -69,9 +69,16 @@ class Statistic:
     per_row: bool = False
 
     def available(self, view: BatchView) -> bool:
-        given = {"loss": view.losses is not None or (view.logits is not None and view.targets is not None),
-                 "logits": view.logits is not None, "targets": view.targets is not None}
+        given = available_inputs(view.losses, view.logits, view.targets)
         return all(given[n] for n in self.needs)
+
+
+def available_inputs(losses: torch.Tensor | None, logits: torch.Tensor | None,
+                     targets: torch.Tensor | None) -> dict[str, bool]:
+    """Which of :data:`INPUTS` a batch gives: the loss is given by ``losses``, or by logits and targets (their
+    cross-entropy)."""
+    return {"loss": losses is not None or (logits is not None and targets is not None),
+            "logits": logits is not None, "targets": targets is not None}
 
 
 def _entropy(v: BatchView) -> torch.Tensor:

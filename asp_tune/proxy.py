@@ -18,7 +18,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
 from asp_tune.device import restore_generator
 from asp_tune.errors import ConfigError
-from asp_tune.memory import ProxyMemory
+from asp_tune.memory import ProxyMemory, available_inputs
 from asp_tune.proxy_settings import ProxySettings
 from asp_tune.strategies import ALL_SAMPLES, EpochPlan, InfoBatchPruning, Run, SubsetStrategy, make_strategy
 
@@ -167,8 +167,7 @@ class ProxySelector:
     def check_inputs(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
                      losses: torch.Tensor | None) -> None:
         """Refuse, naming what is missing, a batch without what the strategy's statistics read."""
-        given = {"loss": losses is not None or (logits is not None and targets is not None),
-                 "logits": logits is not None, "targets": targets is not None}
+        given = available_inputs(losses, logits, targets)
         missing = sorted(n for n in self.required_inputs if not given[n])
         if missing:
             raise ConfigError("update", f"without {' and '.join(missing)}",

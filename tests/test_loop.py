@@ -15,7 +15,7 @@ import asp_tune
 from asp_tune import ConfigError, ProxyData
 from asp_tune.proxy_scores import ProxyScores
 from asp_tune.registry import STATIC_PROXY_NAMES
-from asp_tune.strategies import Importance, InfoBatchPruning
+from asp_tune.strategies import EpochPlan, Importance, InfoBatchPruning, SubsetStrategy
 
 N, CLASSES = 240, 3
 
@@ -707,3 +707,75 @@ def test_infobatch_s_delta_is_refused_in_its_own_name(delta):
 
     with pytest.raises(ConfigError, match=r"invalid delta=.*allowed a number in \[0, 1\]"):
         InfoBatch(torch.utils.data.TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), 5, delta=delta)
+
+
+def test_infobatch_prunes_the_epochs_the_reference_implementation_prunes():
+    """It put the last ceil((1 - delta) E) epochs on all data: one pruned epoch fewer than InfoBatch's own
+    ``iteration <= E * delta`` (10 epochs at delta 0.875: epochs 1..7 instead of 1..8)."""
+    def pruned(epochs, delta):
+        ib = asp_tune.InfoBatch(tabular(), epochs, delta=delta)
+        return [e for e in range(epochs) if not ib.strategy.full_epoch(e)]
+
+    assert pruned(10, 0.875) == list(range(1, 9)) and pruned(10, 0.7) == list(range(1, 8))
+    assert pruned(8, 0.75) == list(range(1, 7)) and pruned(4, 1.0) == [1, 2, 3] and pruned(4, 0.0) == []
+    ib = asp_tune.InfoBatch(tabular(), 10)
+    assert ib.epoch_sizes() == [N] + [None] * 8 + [N]
+
+
+@pytest.mark.parametrize("epoch", [1.0, True, "1", -1])
+def test_set_epoch_takes_whole_numbers_only(epoch):
+    """set_epoch(1.0) and set_epoch(True) were taken: the epoch became a float or a bool in warnings and states."""
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="random")
+    proxy.set_epoch(0)
+    with pytest.raises(ConfigError, match=f"invalid epoch={epoch!r}: allowed an integer >= 0"):
+        proxy.set_epoch(epoch)
+    assert proxy.epoch == 0 and type(proxy.set_epoch(1).epoch) is int
+
+
+def test_a_data_set_that_fetches_batches_is_read_a_batch_at_a_time():
+    """ProxyData had no __getitems__: a data set's batched fetching became one __getitem__ call per sample."""
+    class Batched(Dataset):
+        def __init__(self):
+            self.data, self.single, self.batched = tabular(), 0, 0
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            self.single += 1
+            return self.data[i]
+
+        def __getitems__(self, indices):
+            self.batched += 1
+            return [self.data[i] for i in indices]
+
+    data = Batched()
+    proxy = ProxyData(data, epochs=2, ratio=0.5, strategy="random")
+    proxy.set_epoch(0)
+    batches = [(idx, x, y) for idx, (x, y) in proxy.loader(batch_size=64)]
+    assert data.single == 0 and data.batched == len(batches) == 4
+    idx, x, y = batches[0]
+    assert torch.equal(x, tabular().tensors[0][idx]) and torch.equal(y, tabular().tensors[1][idx])
+    assert [i for i, _ in proxy.__getitems__([5, 2])] == [5, 2]
+
+
+def test_the_loaders_length_before_an_epoch_of_unknown_size_is_this_ranks_upper_bound():
+    """Before an epoch whose size is known only once planned (InfoBatch's pruned ones), len gave the whole
+    data set's size, not this rank's ceil(N / num_replicas) that steps_per_epoch gives."""
+    class Unknown(SubsetStrategy):
+        name, kind = "unknown", "ASP"
+
+        def plan(self, epoch):
+            return EpochPlan(epoch, self._shuffled(self.run.num_samples), self.name, 1.0, 0.1)
+
+    proxy = ProxyData(tabular(), 4, strategy=Unknown(), num_replicas=2, rank=1)
+    assert len(proxy.sampler) == math.ceil(N / 2) == proxy.steps_per_epoch(1, merge_last=False)[0] == 120
+
+
+def test_the_inputs_a_batch_gives_are_decided_in_one_place():
+    from asp_tune.memory import available_inputs
+
+    logits, targets = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+    assert available_inputs(None, logits, targets) == {"loss": True, "logits": True, "targets": True}
+    assert available_inputs(None, logits, None) == {"loss": False, "logits": True, "targets": False}
+    assert available_inputs(torch.zeros(2), None, None) == {"loss": True, "logits": False, "targets": False}
