@@ -46,10 +46,20 @@ from asp_tune.proxy_settings import ProxySettings, default
 UNDERFLOW = 1e-300
 
 
+def finite(values: torch.Tensor) -> torch.Tensor:
+    """``values`` with NaN and +inf as the largest finite value of their row and -inf as the smallest (0 in a
+    row with none), on their device: a non-finite value makes the z-scores NaN, which selected uniformly."""
+    ok = torch.isfinite(values)
+    high = torch.where(ok, values, -math.inf).amax(-1, keepdim=True)
+    low = torch.where(ok, values, math.inf).amin(-1, keepdim=True)
+    high, low = (torch.where(torch.isfinite(v), v, 0.0) for v in (high, low))
+    return torch.where(ok, values, torch.where(values == -math.inf, low, high))
+
+
 def normalise(values: torch.Tensor) -> torch.Tensor:
     """Z-score along the last dimension (each row of a batch alone). Constant values (e.g. a fresh memory)
-    normalise to zeros."""
-    values = values.float()
+    normalise to zeros; non-finite ones count as the row's extremes (:func:`finite`)."""
+    values = finite(values.float())
     std, mean = torch.std_mean(values, dim=-1, correction=0, keepdim=True)
     return torch.where(std > 0, (values - mean) / std.clamp_min(1e-12), torch.zeros_like(values))
 
@@ -150,7 +160,7 @@ class SelectionRule:
         alone for a batch of values (K, N)."""
         n = values.shape[-1]
         if self.rule == "paper":
-            logits = values.double() / max(self.temperature, 1e-12)
+            logits = finite(values.double()) / max(self.temperature, 1e-12)
         elif self.rule == "zscore":
             logits = normalise(values).double() / max(self.temperature, 1e-12)
         else:
