@@ -63,7 +63,7 @@ class Run:
     device: torch.device
     generator: torch.Generator  # the selector's: every draw of a run comes from it, in order
     memory: "ProxyMemory"
-    seen: torch.Tensor  # (N,) bool: planned at least once
+    seen: torch.Tensor  # (N,) bool: trained at least once (ProxySelector.seen)
     seed: int = 0
     labels: torch.Tensor | None = None
     scores: "ProxyScores | None" = None
