@@ -965,7 +965,7 @@ def test_update_with_a_cuda_memory_never_waits_for_the_gpu(monkeypatch, compiled
     reweighted batch. Everything after the first batch (whose targets are checked once) runs without a sync."""
     monkeypatch.setenv("ASP_TUNE_COMPILE", compiled)
     proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy=strategy, device="cuda", reweight=True,
-                      first_epoch_full=False)
+                      first_epoch_full=False, unseen_first=False)
     plan = proxy.set_epoch(0)
     assert plan.weights is not None
     model = mlp().cuda()
