@@ -23,15 +23,23 @@ from asp_tune.device import restore_generator
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def batch_slices(count: int, batch_size: int) -> list[slice]:
-    """Consecutive slices of ``batch_size``; a trailing batch of less than a quarter of that (at
-    least one sample) joins the one before. Batch norm cannot train on one sample, and a tiny last
-    batch every epoch corrupts its running statistics: a proxy epoch of 450 samples in batches of 32
-    ended in 2 samples, and a ResNet-18 evaluated at 0.11 accuracy instead of 0.86."""
+def batch_slices(count: int, batch_size: int, smallest: int = 1) -> list[slice]:
+    """Consecutive slices of ``batch_size``; a trailing batch below a quarter of that joins the one
+    before (never for a ``batch_size`` below 4, whose quarter is below one sample), as does one of
+    fewer than ``smallest`` samples. A tiny last batch every epoch corrupts batch norm's running
+    statistics: a proxy epoch of 450 samples in batches of 32 ended in 2 samples, and a ResNet-18
+    evaluated at 0.11 accuracy instead of 0.86. The built-in trainer's feeders pass ``smallest=2``
+    (batch norm cannot train on one sample: :data:`TRAINING_SMALLEST`); the loop API gives the batch
+    size asked for, and its batches and ``steps_per_epoch`` both come from here."""
     bounds = list(range(0, count, batch_size)) + [count]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] < max(2, batch_size // 4):
+    last = bounds[-1] - bounds[-2] if len(bounds) > 2 else batch_size
+    if 4 * last < batch_size or last < smallest:
         del bounds[-2]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+#: The smallest trailing batch the built-in trainer's feeders train on (batch norm cannot train on one sample).
+TRAINING_SMALLEST = 2
 
 
 def crop_offsets(count: int, padding: int, generator: torch.Generator | None,
@@ -167,7 +175,7 @@ class DeviceFeeder:
         if indices is None:
             indices = torch.arange(self.num_samples, device=self.device)
         indices = indices.to(self.device)
-        for part in batch_slices(indices.numel(), batch_size):
+        for part in batch_slices(indices.numel(), batch_size, TRAINING_SMALLEST):
             idx = indices[part]
             x = self._augment(self.images.index_select(0, idx), self._draws(idx.numel()))
             yield x, self.labels.index_select(0, idx), idx
@@ -189,7 +197,7 @@ class DeviceFeeder:
 
     def _stacked(self, feeders: list["DeviceFeeder"], indices: list[torch.Tensor],
                  batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
-        for part in batch_slices(indices[0].numel(), batch_size):
+        for part in batch_slices(indices[0].numel(), batch_size, TRAINING_SMALLEST):
             idx = [i[part] for i in indices]
             rows = torch.cat(idx)
             draws = [f._draws(i.numel()) for f, i in zip(feeders, idx)]
@@ -296,7 +304,7 @@ class StreamFeeder:
 
     def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
         order = (torch.arange(self.num_samples) if indices is None else indices.cpu()).tolist()
-        self.sampler.set_indices([order[part] for part in batch_slices(len(order), batch_size)])
+        self.sampler.set_indices([order[part] for part in batch_slices(len(order), batch_size, TRAINING_SMALLEST)])
         loader = DataLoader(self.dataset, batch_sampler=self.sampler,
                             num_workers=self.num_workers, generator=self.generator,
                             pin_memory=self.device.type == "cuda",

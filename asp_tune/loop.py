@@ -31,8 +31,10 @@ from torch.utils.data import Dataset, Sampler
 
 from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
+from asp_tune.device import host_values
 from asp_tune.errors import ConfigError
 from asp_tune.feeding import batch_slices
+from asp_tune.memory import to_memory
 from asp_tune.proxy import ProxySelector
 from asp_tune.proxy_settings import ProxySettings, auto_strategy
 from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy, make_strategy
@@ -40,8 +42,9 @@ from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy, mak
 
 def _find_labels(dataset: Any) -> torch.Tensor | None:
     """Integer class labels the data set declares (``targets``, as torchvision's do, or ``labels``,
-    or a ``TensorDataset``'s last tensor when it is integer; a ``Subset``'s are its parent's), else None
-    (said when it declared labels it cannot use: for other samples, or negative ones)."""
+    or the integer second tensor of a ``TensorDataset(x, y)``; a ``Subset``'s are its parent's), else None
+    (said when it declared labels it cannot use: for other samples, or negative ones). A ``TensorDataset`` of
+    three tensors or more is not read: its last integer tensor is as likely a sample, group or domain id."""
     if isinstance(dataset, torch.utils.data.Subset):  # its parent's labels, at its indices
         parent = _find_labels(dataset.dataset)
         return None if parent is None else parent[torch.as_tensor(dataset.indices, dtype=torch.long)]
@@ -61,7 +64,7 @@ def _find_labels(dataset: Any) -> torch.Tensor | None:
             if tensor.dim() == 1 and not tensor.is_floating_point():
                 unfit.append(f"dataset.{name} holds {tensor.numel()} labels for {len(dataset)} samples")
     tensors = getattr(dataset, "tensors", None)
-    if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
+    if tensors and len(tensors) == 2 and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
         if not _negative(tensors[-1]):
             return tensors[-1].long()
         unfit.append(f"the data set's last tensor holds negative integers (such as {int(tensors[-1].min())})")
@@ -165,9 +168,11 @@ class ProxyData(Dataset):
         if not 0 <= self.rank < self.num_replicas:
             raise ConfigError("rank", self.rank, f"an integer in [0, {self.num_replicas - 1}]")
         try:
+            # "seen" means trained: marked by update() (under a process group, every rank's at sync); ranks
+            # without a group cannot share what they trained, so there every planned sample counts as seen
             self.selector = ProxySelector(size, epochs, strategy if isinstance(strategy, SubsetStrategy) else None,
                                           seed=seed, device=device, labels=label_tensor, proxy_scores=proxy_scores,
-                                          **settings)
+                                          seen_when_planned=self.num_replicas > 1 and world == 1, **settings)
         except ConfigError as exc:  # the selector's field is this signature's strategy
             if exc.field != "metric" or "metric" in settings and settings["metric"] != strategy:
                 raise
@@ -196,10 +201,18 @@ class ProxyData(Dataset):
         self._passes = 0  # passes begun over the planned epoch
         self._replay_said = False
         self._labels_checked = False  # targets against the logits' columns, once on a device
+        self._labels_found = labels is None and label_tensor is not None  # compared with the first integer targets
+        self._nonfinite: torch.Tensor | None = None  # whether update() was given NaN/inf losses (on their device)
+        self._nonfinite_said = False
+        self._trained = 0  # samples this rank gave update() since the epoch was planned
+        self._largest = 0  # its largest batch
+        self._left_early = False  # the last pass over the loader was left before its end (a break)
+        self._exact_pass = False  # the last pass was proxy.loader's (its batches cover the shard exactly)
+        self._in_shard = torch.zeros(size, dtype=torch.bool)  # this rank's samples of the planned epoch (CPU)
         self.plan: EpochPlan | None = None
         self._pending: list[torch.Tensor] = []  # data-parallel: this rank's batches not yet shared
         self.sampler = ProxySampler(self)
-        self.samples_seen = 0  # over all ranks
+        self.samples_seen = 0  # trained (given to update()), over all ranks (data-parallel: as of the last sync)
 
     # ------------------------------------------------------------------ Dataset
 
@@ -224,6 +237,13 @@ class ProxyData(Dataset):
     def __getitem__(self, index: int) -> tuple[int, Any]:
         return index, self.dataset[index]
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, Any]]:
+        """A batch's ``(index, sample)`` pairs, fetched at once where the wrapped data set can
+        (its own ``__getitems__``, as Hugging Face ``datasets`` have), else sample by sample."""
+        fetch = getattr(self.dataset, "__getitems__", None)
+        samples = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        return list(zip(indices, samples))
+
     # ------------------------------------------------------------------ epochs
 
     @property
@@ -233,9 +253,11 @@ class ProxyData(Dataset):
     def set_epoch(self, epoch: int) -> EpochPlan:
         """Plan ``epoch`` (the epochs must come in order, as a loop runs them); returns its plan. Every pass
         over the loader until the next ``set_epoch`` gives this epoch's subset."""
+        epoch = _whole("epoch", epoch, 0)
         self._explicit = True
         if epoch == self.epoch and self.plan is not None:  # this epoch again (after a peek at the loader, say)
             self._consumed, self._passes = False, 0
+            self._start_counting()
         return self._plan(epoch)
 
     @property
@@ -243,7 +265,29 @@ class ProxyData(Dataset):
         """The epoch a loop starts (or, after ``load_state_dict``, resumes) with: ``for epoch in
         range(proxy.next_epoch, E)``. A state saved during an epoch resumes that epoch from its start, with
         the same subset; one saved after its pass ended, the epoch after."""
-        return self.epoch if self.plan is not None and not self._consumed else self.epoch + 1
+        return self.epoch if self.plan is not None and not self._epoch_done() else self.epoch + 1
+
+    def _epoch_done(self) -> bool:
+        """Whether the planned epoch was trained, decided on the training side: its pass over the loader ended
+        and ``update()`` was given the pass's batches (all of ``proxy.loader``'s; all but less than a batch of a
+        plain ``DataLoader``'s, which ``drop_last`` may drop), or the loop left the pass early (a ``break``), or
+        no ``update()`` came at all (a pass that trains nothing). Loader workers read ahead: the sampler's
+        pass may end while batches still wait to be trained, and those are not done."""
+        if self.plan is None or not self._consumed:
+            return False
+        if self._left_early or self._trained == 0:
+            return True
+        missing = int(self._shard.numel()) - self._trained
+        return missing <= 0 if self._exact_pass else missing < self._largest
+
+    def _start_counting(self) -> None:
+        """Forget what was trained of the planned epoch (it is planned, or begins again)."""
+        self._trained, self._largest, self._left_early = 0, 0, False
+
+    def _end_pass(self, ended: bool, exact: bool) -> None:
+        """A pass over the sampler ended (``ended``: at its last index; else the loop left it); ``exact``: it
+        gave proxy.loader's batches."""
+        self._consumed, self._left_early, self._exact_pass = True, not ended, exact
 
     def _begin_pass(self) -> list[int]:
         """This rank's indices for a pass that begins now: the planned epoch's (a loop without ``set_epoch``:
@@ -272,13 +316,24 @@ class ProxyData(Dataset):
             warnings.warn(f"no proxy.update() call in epoch {epoch - 1}: the memory learnt nothing, so strategy "
                           f"'{self.strategy.name}' chose epoch {epoch}'s subset without it; pass each batch's "
                           "per-sample losses through update()", stacklevel=3)
+        if self._nonfinite is not None and not self._nonfinite_said and bool(self._nonfinite):  # one read an epoch
+            self._nonfinite_said = True
+            warnings.warn(f"update() was given NaN or infinite losses (by epoch {epoch - 1}): the memory kept those "
+                          "samples' previous values, so selection goes on from the finite ones (under AMP, "
+                          "overflowing half-precision logits give them: compute the loss in float32)", stacklevel=3)
         self._updates = 0
         self.plan = self.selector.plan(epoch)
         self.epoch = epoch
         self._consumed, self._passes = False, 0
-        self.samples_seen += self.plan.count
-        self._shard = self._rank_shard(self.plan.indices)
+        self._start_counting()
+        self._set_shard(self._rank_shard(self.plan.indices))
         return self.plan
+
+    def _set_shard(self, shard: torch.Tensor) -> None:
+        """This rank's indices of the planned epoch, and their mask (on the CPU, where a loader's indices are)."""
+        self._shard = shard
+        self._in_shard = torch.zeros(self.selector.num_samples, dtype=torch.bool)
+        self._in_shard[shard] = True
 
     def _agree(self) -> None:
         """Refuse ranks that would draw different subsets (another seed, ratio, strategy, data set or epochs):
@@ -338,8 +393,9 @@ class ProxyData(Dataset):
 
     def loader(self, batch_size: int, **kwargs: Any) -> "torch.utils.data.DataLoader":
         """A ``DataLoader`` over this epoch's subset in batches of ``batch_size`` (a small last batch
-        merged into the one before, see :class:`ProxyBatchSampler`); ``kwargs`` go to the loader
-        (``num_workers``, ``pin_memory``, ``collate_fn``...)."""
+        merged into the one before, see :class:`ProxyBatchSampler`), yielding ``(indices, batch)``;
+        ``kwargs`` go to the loader (``num_workers``, ``pin_memory``...; a ``collate_fn`` collates the
+        plain samples, as it would without the proxy)."""
         from torch.utils.data import DataLoader
 
         for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
@@ -347,17 +403,22 @@ class ProxyData(Dataset):
                 raise ConfigError(name, kwargs[name], "left out: the proxy chooses and orders each epoch's samples "
                                                       "(for drop_last: DataLoader(proxy, batch_size=B, "
                                                       "sampler=proxy.sampler, drop_last=True))")
+        if kwargs.get("collate_fn") is not None:  # the user's collate sees plain samples, as without the proxy
+            kwargs["collate_fn"] = _IndexedCollate(kwargs["collate_fn"])
         return DataLoader(self, batch_sampler=ProxyBatchSampler(self, batch_size), **kwargs)
 
     # ------------------------------------------------------------------ learning
 
     def update(self, indices: torch.Tensor | Sequence[int], losses: torch.Tensor, logits: torch.Tensor | None = None,
-               targets: torch.Tensor | None = None, feature_norms: torch.Tensor | None = None) -> torch.Tensor:
+               targets: torch.Tensor | None = None, feature_norms: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
         """Learn from one trained batch and return the loss to backpropagate: the mean of the
-        per-sample ``losses`` (``reduction="none"``; extra dimensions are averaged per sample), each
-        weighted by the strategy's weight for this epoch (unbiased reweighting, InfoBatch rescaling).
+        per-sample ``losses`` (``reduction="none"``; extra dimensions are averaged per sample, over the
+        positions where ``mask``, of the losses' shape, is nonzero: padding left out), each weighted by the
+        strategy's weight for this epoch (unbiased reweighting, InfoBatch rescaling).
 
-        ``logits``/``targets`` feed the statistics that need class probabilities (entropy, gradient,
+        ``indices`` are the loader's (this epoch's samples; on the CPU they are checked against the epoch's
+        subset). ``logits``/``targets`` feed the statistics that need class probabilities (entropy, gradient,
         prediction) and class balance; a strategy that reads them says so when they are missing.
         Under ``torch.distributed`` each rank computes its batch's statistics now; the ranks exchange
         them at the next ``set_epoch`` (or :meth:`sync`), so every rank's memory learns the same values."""
@@ -368,39 +429,69 @@ class ProxyData(Dataset):
                               "per-sample losses, shape (batch, ...): compute the loss with reduction='none'")
         if not losses.is_floating_point():
             raise ConfigError("losses", str(losses.dtype), "floating-point per-sample losses")
-        per_sample = losses if losses.dim() == 1 else losses.flatten(1).mean(dim=1)
+        per_sample = _per_sample(losses, mask)
+        batch = per_sample.shape[0]
         if self._updates is not None:
             self._updates += 1
         if feature_norms is not None and (not isinstance(feature_norms, torch.Tensor)
                                           or feature_norms.shape != per_sample.shape):
             raise ConfigError("feature_norms", tuple(feature_norms.shape) if isinstance(feature_norms, torch.Tensor)
                               else type(feature_norms).__name__,
-                              f"one norm per sample, shape ({per_sample.shape[0]},): the norm of each sample's "
+                              f"one norm per sample, shape ({batch},): the norm of each sample's "
                               "penultimate features, which the gradient statistic scales by")
-        given = self._checked_indices(indices, per_sample.shape[0])  # where the loader left them (the CPU)
-        _check_batch(logits, targets, per_sample.shape[0])
+        given = self._checked_indices(indices, batch)  # where the loader left them (the CPU)
+        _check_batch(logits, targets, batch)
         if logits is not None and targets is not None and (targets.device.type == "cpu" or not self._labels_checked):
             _check_labels_fit(logits, targets)  # on the CPU every batch; on a device the first batch only
             self._labels_checked = True
         if self._unlabelled and logits is not None and targets is not None:
             self._unlabelled = False
             warnings.warn("update() is given integer class targets, but ProxyData found no class labels in the data "
-                          "set (its targets or labels, or a TensorDataset's integer last tensor), so selection is not "
-                          "balanced by class; pass labels= (one class label per sample) to balance it", stacklevel=2)
+                          "set (its targets or labels, or the second tensor of a TensorDataset(x, y)), so selection "
+                          "is not balanced by class; pass labels= (one class label per sample) to balance it",
+                          stacklevel=2)
         if self._passes > 1 and not self._replay_said:
             self._replay_said = True
             warnings.warn(f"epoch {self.epoch}'s subset is trained again (a second pass over the loader without "
                           f"set_epoch({self.epoch + 1}) before it); call set_epoch each epoch", stacklevel=2)
+        # the indices go to the selector's device once (without waiting: from pinned memory, a loader's
+        # pin_memory=True, the copy overlaps), for the memory, the seen mask and the weights alike
+        idx = to_memory(given, self.selector.device)
+        if self._labels_found and targets is not None and targets.dim() == 1 and not targets.is_floating_point():
+            self._labels_found = False
+            self._check_found_labels(idx, targets)  # once: one read from a device
+        self._trained += batch
+        self._largest = max(self._largest, batch)
+        detached = per_sample.detach()
         if self.selector.tracks_importance:
-            self._observe(given, per_sample.detach(), logits, targets, feature_norms)
-        if self.plan.weights is not None:  # the batch's B weights move, not the N of the plan
-            weights = self.plan.weights[given.to(self.plan.weights.device)]
-            per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
+            finite = torch.isfinite(detached).all()  # told at the next plan: no wait here
+            self._nonfinite = ~finite if self._nonfinite is None else self._nonfinite | ~finite
+        if self._shared:  # shared with the other ranks at the next sync: the memory, seen samples and counts
+            self._share(idx, detached, logits, targets, feature_norms)
+        else:
+            self.samples_seen += batch
+            self.selector.mark_trained(idx)
+            if self.selector.tracks_importance:
+                self.selector.observe(idx, logits, targets, feature_norms, detached)
+        if self.plan.weights is not None:  # the batch's B weights, gathered on their device
+            weights = self.plan.weights.index_select(0, idx)
+            per_sample = per_sample * to_memory(weights, per_sample.device).to(per_sample.dtype)
         return per_sample.mean()
 
+    def _check_found_labels(self, idx: torch.Tensor, targets: torch.Tensor) -> None:
+        """The labels found in the data set are the targets ``update()`` is given (else they are not labels:
+        an id column, say, or a target transform)."""
+        found = self.selector.labels.index_select(0, idx).to(targets.device)
+        if not torch.equal(found, targets.long()):
+            wrong = int(torch.nonzero(found != targets.long())[0, 0])
+            raise ConfigError("labels", f"the class labels found in the data set (sample {int(idx[wrong])}: "
+                                        f"{int(found[wrong])}, but update() got target {int(targets[wrong])})",
+                              "labels= (one class label >= 0 per sample: the targets update() is given), or "
+                              "class_balance=False with a strategy that needs no labels")
+
     def _checked_indices(self, indices: Any, batch: int) -> torch.Tensor:
-        """The batch's sample indices, one per loss and in range (checked where they are: on the CPU, as a
-        loader yields them, without a device round trip)."""
+        """The batch's sample indices, one per loss, in range and of this epoch's subset (checked where they
+        are: on the CPU, as a loader yields them, without a device round trip)."""
         idx = torch.as_tensor(indices)
         if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool:
             raise ConfigError("indices", f"{idx.dtype} of shape {tuple(idx.shape)}", "integer sample indices of "
@@ -408,26 +499,41 @@ class ProxyData(Dataset):
         if idx.shape[0] != batch:
             raise ConfigError("indices", f"{idx.shape[0]} indices", f"one per loss ({batch})")
         n = self.selector.num_samples
-        if idx.device.type == "cpu" and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise ConfigError("indices", f"{int(idx.min())}..{int(idx.max())}", f"indices in [0, {n - 1}] (the ones "
-                                                                                   "the loader yields)")
+        if idx.device.type == "cpu" and idx.numel():
+            if int(idx.min()) < 0 or int(idx.max()) >= n:
+                raise ConfigError("indices", f"{int(idx.min())}..{int(idx.max())}", f"indices in [0, {n - 1}] (the "
+                                                                                       "ones the loader yields)")
+            outside = ~self._in_shard[idx]
+            if bool(outside.any()):
+                raise ConfigError("indices", f"{int(outside.sum())} of {batch} outside epoch {self.epoch}'s subset "
+                                             f"(such as {int(idx[outside][0])})",
+                                  "this epoch's samples, as DataLoader(proxy, batch_size=B, sampler=proxy.sampler) "
+                                  "or proxy.loader(B) yields them (a DataLoader with shuffle=True instead of "
+                                  "sampler=proxy.sampler trains on all the data)")
         return idx.long()
 
     @property
     def _shared(self) -> bool:
         return self.num_replicas > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
-    def _observe(self, idx: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
-                 targets: torch.Tensor | None, feature_norms: torch.Tensor | None) -> None:
-        if not self._shared:
-            self.selector.observe(idx, logits, targets, feature_norms, losses)
+    def _share(self, idx: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor | None,
+               targets: torch.Tensor | None, feature_norms: torch.Tensor | None) -> None:
+        """Data-parallel: this rank's batch as one row per sample (index, latest values, sums, computed
+        columns), recorded by every rank at the next :meth:`sync` (a strategy without statistics: the index)."""
+        memory = self.selector.memory
+        if not self.selector.tracks_importance:
+            self._pending.append(torch.cat([idx[:, None].double(), torch.zeros(
+                idx.numel(), self._row_width() - 1, dtype=torch.float64, device=idx.device)], dim=1))
             return
-        # data-parallel: each rank computes its own batches' statistics now and the ranks exchange
-        # them once, at the next epoch's planning (sync): no collective per training step
         self.selector.check_inputs(logits, targets, losses)
-        idx, latest, computed, sums = self.selector.memory.batch_columns(idx, logits, targets, feature_norms, losses)
+        idx, latest, computed, sums = memory.batch_columns(idx, logits, targets, feature_norms, losses)
+        columns = host_values(computed.tolist(), torch.float64, idx.device)  # made on the host: no wait
         self._pending.append(torch.cat([idx[:, None].double(), latest.double(), sums.double(),
-                                        computed.double().to(idx.device).expand(idx.numel(), -1)], dim=1))
+                                        columns.expand(idx.numel(), -1)], dim=1))
+
+    def _row_width(self) -> int:
+        memory = self.selector.memory
+        return 1 + len(memory.latest_columns) + len(memory.sum_columns) + len(memory.latest_columns)
 
     def sync(self) -> None:
         """Under ``torch.distributed``: record every rank's not yet shared batches in every rank's
@@ -436,8 +542,7 @@ class ProxyData(Dataset):
         if not self._shared:
             return
         memory = self.selector.memory
-        width = 1 + len(memory.latest_columns) + len(memory.sum_columns) + len(memory.latest_columns)
-        local = torch.cat(self._pending) if self._pending else torch.zeros(0, width, dtype=torch.float64,
+        local = torch.cat(self._pending) if self._pending else torch.zeros(0, self._row_width(), dtype=torch.float64,
                                                                            device=memory.device)
         self._pending = []
         gathered = _gather(local.to(self._collective_device()), self.num_replicas)
@@ -446,6 +551,10 @@ class ProxyData(Dataset):
         gathered = gathered.to(memory.device)
         latest_width = len(memory.latest_columns)
         idx = gathered[:, 0].long()
+        self.samples_seen += int(gathered.shape[0])  # every rank's trained samples
+        self.selector.mark_trained(idx)
+        if not self.selector.tracks_importance:
+            return
         latest = gathered[:, 1:1 + latest_width].float()
         sums = gathered[:, 1 + latest_width:1 + latest_width + len(memory.sum_columns)].float()
         computed = gathered[:, 1 + latest_width + len(memory.sum_columns):] > 0.5
@@ -471,7 +580,7 @@ class ProxyData(Dataset):
                     "epoch": self.plan.epoch, "indices": self.plan.indices.cpu().clone(), "metric": self.plan.metric,
                     "target_ratio": self.plan.target_ratio, "top10_mass": self.plan.top10_mass,
                     "weights": None if self.plan.weights is None else self.plan.weights.cpu().clone()},
-                "consumed": self._consumed, "explicit": self._explicit}
+                "consumed": self._epoch_done(), "explicit": self._explicit}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state`` (from :meth:`state_dict`) left off: the next ``set_epoch``
@@ -492,6 +601,7 @@ class ProxyData(Dataset):
         self.selector.load_state_dict(state["selector"])
         self.epoch, self.samples_seen, self._consumed = int(state["epoch"]), int(state["samples_seen"]), state["consumed"]
         self._explicit, self._passes, self._updates = bool(state.get("explicit", False)), 0, None
+        self._start_counting()
         pending = list(state.get("pending", []))
         saved = (int(state.get("rank", self.rank)), int(state.get("num_replicas", self.num_replicas)))
         if pending and saved != (self.rank, self.num_replicas):  # another rank's batches: that rank shares them
@@ -509,13 +619,25 @@ class ProxyData(Dataset):
         device = self.selector.device
         self.plan = EpochPlan(plan["epoch"], plan["indices"].to(device), plan["metric"], plan["target_ratio"],
                               plan["top10_mass"], None if plan["weights"] is None else plan["weights"].to(device))
-        self._shard = self._rank_shard(self.plan.indices)
+        self._set_shard(self._rank_shard(self.plan.indices))
 
     def describe(self) -> dict[str, Any]:
-        """The strategy, and the data used so far (samples seen and data passes over all ranks)."""
+        """The strategy, and the data used so far: samples trained (given to ``update()``, over all ranks; under
+        ``torch.distributed`` as of the last sync) and the data passes they make."""
         n = len(self)
         return {**self.selector.describe(), "num_samples": n, "epochs": self.epochs,
                 "samples_seen": self.samples_seen, "data_passes": self.samples_seen / n}
+
+
+class _IndexedCollate:
+    """A user's ``collate_fn`` over a batch of ``(index, sample)`` pairs: ``(indices, collate_fn(samples))``
+    (a class, not a closure: loader workers started by spawn pickle it)."""
+
+    def __init__(self, collate_fn: Any):
+        self.collate_fn = collate_fn
+
+    def __call__(self, pairs: list[tuple[int, Any]]) -> tuple[torch.Tensor, Any]:
+        return torch.as_tensor([i for i, _ in pairs], dtype=torch.long), self.collate_fn([s for _, s in pairs])
 
 
 class ProxyBatchSampler(Sampler[list[int]]):
@@ -529,11 +651,13 @@ class ProxyBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.proxy._begin_pass()  # on the first batch asked for, not when iter() is called
+        ended = False
         try:
             for part in batch_slices(len(order), self.batch_size):
                 yield order[part]
+            ended = True
         finally:  # its last batch given, or the loop left it (a break): the pass ended
-            self.proxy._consumed = True
+            self.proxy._end_pass(ended, exact=True)
 
     def __len__(self) -> int:
         return len(batch_slices(len(ProxySampler(self.proxy)), self.batch_size))
@@ -553,17 +677,19 @@ class ProxySampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = self.proxy._begin_pass()
+        ended = False
         try:
             yield from order
+            ended = True
         finally:
-            self.proxy._consumed = True
+            self.proxy._end_pass(ended, exact=False)
 
     def __len__(self) -> int:
         proxy = self.proxy
         if proxy.plan is not None and not (proxy._consumed and not proxy._explicit):
             return int(proxy._shard.numel())
         size = proxy.epoch_size(proxy.epoch + 1) if proxy.epoch + 1 < proxy.epochs else 0
-        return len(proxy) if size is None else size
+        return math.ceil(len(proxy) / proxy.num_replicas) if size is None else size  # unknown: an upper bound
 
 
 def _gather(tensor: torch.Tensor, replicas: int) -> torch.Tensor:
@@ -587,7 +713,8 @@ def _gather(tensor: torch.Tensor, replicas: int) -> torch.Tensor:
 def InfoBatch(dataset: Dataset, num_epochs: int, prune_ratio: float = 0.5, delta: float = 0.875,
               **kwargs: Any) -> ProxyData:
     """InfoBatch's own signature (Qin et al. 2024): ``prune_ratio`` of the below-mean-loss samples
-    dropped each epoch, rescaled, with the last ``1 - delta`` of the epochs on all data. A
+    dropped each epoch, rescaled, in epochs ``1 .. floor(num_epochs * delta)``; epoch 0 and the later ones
+    train on all data, as in the reference implementation. A
     :class:`ProxyData`: use its ``sampler``, and ``update(indices, losses)`` for the loss."""
     for name, own in (("infobatch_prune", "prune_ratio="), ("infobatch_anneal", "delta= (1 - delta of the epochs on "
                                                                                 "all data)")):
@@ -614,6 +741,20 @@ def _checked_device(device: Any) -> torch.device:
     if found.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", device, "'cpu' (no CUDA device is available here)")
     return found
+
+
+def _per_sample(losses: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One loss per sample: ``losses`` (batch,) as given; of more dimensions, the mean over each sample's
+    positions, only those where ``mask`` is nonzero when given (weighted by it; a sample with none: 0)."""
+    if mask is None:
+        return losses if losses.dim() == 1 else losses.flatten(1).mean(dim=1)
+    if not isinstance(mask, torch.Tensor) or mask.shape != losses.shape:
+        raise ConfigError("mask", f"shape {tuple(getattr(mask, 'shape', ()))}" if isinstance(mask, torch.Tensor)
+                          else type(mask).__name__, f"a tensor of the losses' shape {tuple(losses.shape)}: nonzero "
+                                                    "(True) where a position counts, 0 at padding")
+    weights = mask.to(losses.device, losses.dtype).reshape(losses.shape[0], -1)
+    kept = torch.where(weights != 0, losses.reshape(losses.shape[0], -1) * weights, 0.0)  # NaN at padding: left out
+    return kept.sum(dim=1) / weights.sum(dim=1).clamp_min(torch.finfo(losses.dtype).tiny)
 
 
 def _check_labels_fit(logits: torch.Tensor, targets: torch.Tensor) -> None:

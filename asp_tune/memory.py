@@ -69,9 +69,16 @@ class Statistic:
     per_row: bool = False
 
     def available(self, view: BatchView) -> bool:
-        given = {"loss": view.losses is not None or (view.logits is not None and view.targets is not None),
-                 "logits": view.logits is not None, "targets": view.targets is not None}
+        given = available_inputs(view.losses, view.logits, view.targets)
         return all(given[n] for n in self.needs)
+
+
+def available_inputs(losses: torch.Tensor | None, logits: torch.Tensor | None,
+                     targets: torch.Tensor | None) -> dict[str, bool]:
+    """Which of :data:`INPUTS` a batch gives: the loss is given by ``losses``, or by logits and targets (their
+    cross-entropy)."""
+    return {"loss": losses is not None or (logits is not None and targets is not None),
+            "logits": logits is not None, "targets": targets is not None}
 
 
 def _entropy(v: BatchView) -> torch.Tensor:
@@ -288,12 +295,16 @@ ColumnsFn = Callable[[BatchView], tuple]
 def _record(latest_table: torch.Tensor, counts_table: torch.Tensor, rows: torch.Tensor, latest: torch.Tensor,
             columns: torch.Tensor | bool, sums: torch.Tensor) -> None:
     """Write one batch's values into the tables' ``rows``: latest values replace (only ``columns``: True all,
-    False none, else their indices), sums add up (``index_add_``: no wait for a GPU)."""
+    False none, else their indices), sums add up (``index_add_``: no wait for a GPU). A NaN or infinite value
+    (an overflowed loss) is not recorded: a latest value keeps the one before, a sum adds 0, so one bad
+    batch cannot turn every later selection uniform."""
     if columns is True:
-        latest_table[rows] = latest
+        latest_table[rows] = torch.where(torch.isfinite(latest), latest, latest_table[rows])
     elif columns is not False:
-        latest_table[rows[:, None], columns[None, :]] = latest[:, columns]
-    counts_table.index_add_(0, rows, sums)
+        where = (rows[:, None], columns[None, :])
+        chosen = latest[:, columns]
+        latest_table[where] = torch.where(torch.isfinite(chosen), chosen, latest_table[where])
+    counts_table.index_add_(0, rows, torch.where(torch.isfinite(sums), sums, 0.0))
 
 
 class MemoryStack:

@@ -18,7 +18,7 @@ from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
 from asp_tune.device import restore_generator
 from asp_tune.errors import ConfigError
-from asp_tune.memory import ProxyMemory
+from asp_tune.memory import ProxyMemory, available_inputs
 from asp_tune.proxy_settings import ProxySettings
 from asp_tune.strategies import ALL_SAMPLES, EpochPlan, InfoBatchPruning, Run, SubsetStrategy, make_strategy
 
@@ -51,11 +51,17 @@ class ProxySelector:
     ``metric``, ``selection_rule``, ...) name. The defaults are :class:`ProxySettings`'s, the same as
     ``TrainConfig``'s and ``ProxyData``'s. ``labels`` are needed for class balance and for
     strategies that choose by class; ``proxy_scores`` for strategies that need a scoring model.
+
+    ``seen`` marks the samples trained at least once (unseen-first strategies pick the others first). With
+    ``seen_when_planned`` (the built-in trainer, which trains every sample it plans) planning marks them;
+    else the caller marks what it trained with :meth:`mark_trained` (the loop API, whose loop may drop a
+    last batch or leave an epoch early).
     """
 
     def __init__(self, num_samples: int, epochs: int, strategy: SubsetStrategy | str | None = None, *,
                  seed: int = 0, device: torch.device | str = "cpu", labels: torch.Tensor | None = None,
-                 proxy_scores: Any = None, starts_at_ratio: bool = False, **settings: Any):
+                 proxy_scores: Any = None, starts_at_ratio: bool = False, seen_when_planned: bool = True,
+                 **settings: Any):
         if not (isinstance(num_samples, int) and num_samples >= 1):
             raise ConfigError("num_samples", num_samples, "an integer >= 1")
         check_value(TrainConfig, "epochs", epochs)
@@ -82,7 +88,8 @@ class ProxySelector:
         missing = [s for s in self.strategy.statistics() if s not in self.memory.columns]
         if missing:
             raise ConfigError("metric", self.strategy.name, f"statistics the memory keeps (missing {missing})")
-        self.seen = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # planned at least once
+        self.seen = torch.zeros(num_samples, dtype=torch.bool, device=self.device)  # trained at least once
+        self.seen_when_planned = bool(seen_when_planned)
         self.times_selected = torch.zeros(num_samples, dtype=torch.int32, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
@@ -151,9 +158,14 @@ class ProxySelector:
         self.strategy.load_state_dict(state["strategy"])
 
     def _planned(self, plan: EpochPlan) -> EpochPlan:
-        self.seen[plan.indices] = True
+        if self.seen_when_planned:
+            self.mark_trained(plan.indices)
         self.times_selected.index_add_(0, plan.indices, torch.ones_like(plan.indices, dtype=torch.int32))
         return plan
+
+    def mark_trained(self, indices: torch.Tensor) -> None:
+        """Mark ``indices`` (on the selector's device) trained: seen (no wait for a device)."""
+        self.seen.index_fill_(0, indices, True)
 
     def observe(self, indices: torch.Tensor, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None,
                 feature_norms: torch.Tensor | None = None, losses: torch.Tensor | None = None) -> None:
@@ -167,8 +179,7 @@ class ProxySelector:
     def check_inputs(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
                      losses: torch.Tensor | None) -> None:
         """Refuse, naming what is missing, a batch without what the strategy's statistics read."""
-        given = {"loss": losses is not None or (logits is not None and targets is not None),
-                 "logits": logits is not None, "targets": targets is not None}
+        given = available_inputs(losses, logits, targets)
         missing = sorted(n for n in self.required_inputs if not given[n])
         if missing:
             raise ConfigError("update", f"without {' and '.join(missing)}",

@@ -24,7 +24,9 @@ A selection has two steps:
    selected sample's loss is weighted by ``m / (N pi_i)`` (mean weight 1 in expectation), so
    the expected weighted subset loss equals the full-data mean loss (Horvitz-Thompson).
    With ``class_balance`` every class gets a share of the ``m`` picks proportional to its size
-   (largest remainders), and the same sampling runs within each class.
+   (its floor, plus one pick drawn with probability the fractional part, so a class's expected
+   picks are exactly its share: :func:`class_quotas`), and the same sampling runs within each
+   class; ``pi`` is the inclusion probability over both draws, so the reweighting stays exact.
 
 ``T = 0`` (any rule) is deterministic top-m, the core-set special case.
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -43,10 +46,20 @@ from asp_tune.proxy_settings import ProxySettings, default
 UNDERFLOW = 1e-300
 
 
+def finite(values: torch.Tensor) -> torch.Tensor:
+    """``values`` with NaN and +inf as the largest finite value of their row and -inf as the smallest (0 in a
+    row with none), on their device: a non-finite value makes the z-scores NaN, which selected uniformly."""
+    ok = torch.isfinite(values)
+    high = torch.where(ok, values, -math.inf).amax(-1, keepdim=True)
+    low = torch.where(ok, values, math.inf).amin(-1, keepdim=True)
+    high, low = (torch.where(torch.isfinite(v), v, 0.0) for v in (high, low))
+    return torch.where(ok, values, torch.where(values == -math.inf, low, high))
+
+
 def normalise(values: torch.Tensor) -> torch.Tensor:
     """Z-score along the last dimension (each row of a batch alone). Constant values (e.g. a fresh memory)
-    normalise to zeros."""
-    values = values.float()
+    normalise to zeros; non-finite ones count as the row's extremes (:func:`finite`)."""
+    values = finite(values.float())
     std, mean = torch.std_mean(values, dim=-1, correction=0, keepdim=True)
     return torch.where(std > 0, (values - mean) / std.clamp_min(1e-12), torch.zeros_like(values))
 
@@ -147,7 +160,7 @@ class SelectionRule:
         alone for a batch of values (K, N)."""
         n = values.shape[-1]
         if self.rule == "paper":
-            logits = values.double() / max(self.temperature, 1e-12)
+            logits = finite(values.double()) / max(self.temperature, 1e-12)
         elif self.rule == "zscore":
             logits = normalise(values).double() / max(self.temperature, 1e-12)
         else:
@@ -333,19 +346,38 @@ def _exactly(chosen: torch.Tensor, pi: torch.Tensor, count: int) -> torch.Tensor
     return chosen
 
 
-def class_quotas(labels: torch.Tensor, count: int, num_classes: int) -> torch.Tensor:
-    """Picks per class proportional to class size, summing to ``count`` (largest remainders); each row alone
-    for labels (K, N) (quotas (K, ``num_classes``))."""
+def class_shares(labels: torch.Tensor, count: int, num_classes: int) -> torch.Tensor:
+    """Each class's exact share of ``count`` picks, ``size_c * count / N`` (float64, not rounded); each row alone
+    for labels (K, N) (shares (K, ``num_classes``))."""
     rows = labels.reshape(-1, labels.shape[-1])
     sizes = torch.zeros(rows.shape[0], num_classes, dtype=torch.float64, device=labels.device)
     sizes.scatter_add_(-1, rows, torch.ones_like(rows, dtype=torch.float64))
-    quota = sizes * (count / sizes.sum(-1, keepdim=True))
-    base = torch.floor(quota)
-    short = count - base.sum(-1, keepdim=True)
-    order = torch.argsort(quota - base, dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(num_classes, device=labels.device)
-                                            .expand_as(order).contiguous())
-    quotas = torch.minimum(base + (rank < short).double(), sizes)
+    return (sizes * (count / sizes.sum(-1, keepdim=True))).reshape(labels.shape[:-1] + (num_classes,))
+
+
+def class_quotas(labels: torch.Tensor, count: int, num_classes: int,
+                 generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+    """Whole picks per class summing to ``count``, each class's expected quota exactly its share
+    :func:`class_shares`: the floor of the share, plus one with probability its fractional part, drawn by
+    systematic sampling over the classes in a random order (one permutation and one offset from each row's
+    generator). A class whose share is below 1 is thus picked in that fraction of the epochs, never starved.
+    Each row alone for labels (K, N) (quotas (K, ``num_classes``)); ``generators``: one per row (None: the
+    global generator)."""
+    share = class_shares(labels, count, num_classes).reshape(-1, num_classes)
+    base = torch.floor(share)
+    fraction = share - base
+    short = count - base.sum(-1, keepdim=True)  # whole: the fractions' sum
+    device = labels.device
+    draws = generators if generators is not None else [None] * share.shape[0]
+    present = (labels.reshape(-1, labels.shape[-1]).amax(-1) + 1).tolist()  # a row draws over its own classes
+    order = torch.stack([torch.cat([torch.randperm(c, generator=g, device=device),
+                                    torch.arange(c, num_classes, device=device)]) for g, c in zip(draws, present)])
+    offset = torch.stack([torch.rand((), generator=g, device=device, dtype=torch.float64) for g in draws])[:, None]
+    cum = torch.minimum(torch.cumsum(fraction.gather(-1, order), -1), short)
+    cum[:, -1] = short[:, 0]  # exactly ``short`` extra picks, whatever the rounding of the sum
+    hits = torch.floor(cum - offset)
+    taken = hits > torch.cat([torch.floor(-offset), hits[:, :-1]], -1)
+    quotas = base + torch.zeros_like(base).scatter_(-1, order, taken.double())
     return quotas.reshape(labels.shape[:-1] + (num_classes,))
 
 
@@ -385,15 +417,21 @@ def select_subsets(values: list[torch.Tensor | None], count: int, rule: Selectio
                                                 torch.device("cpu"))
     if rule.class_balance and (labels is None or any(lab is None for lab in labels)):
         raise ValueError("class_balance needs the labels of the samples")
-    groups = counts = None
+    groups = counts = share = None
     if rule.class_balance:
         groups = torch.stack([lab.to(device) for lab in labels])
-        counts = class_quotas(groups, count, int(groups.max()) + 1)
-    if known and rule.deterministic:
+        classes = int(groups.max()) + 1
+        share = class_shares(groups, count, classes)
+    if known and rule.deterministic:  # top-m where values are known; a uniform row draws as it does alone
+        valued = [r for r, v in enumerate(values) if v is not None]
+        if groups is not None:
+            counts = dict(zip(valued, class_quotas(groups[valued], count, classes, [generators[r] for r in valued])))
         return [_top_m(v, count, None if groups is None else groups[r], None if counts is None else counts[r])
                 if v is not None else select_subsets([None], count, rule, [generators[r]],
                                                      None if labels is None else [labels[r]], n)[0]
                 for r, v in enumerate(values)]
+    if groups is not None:
+        counts = class_quotas(groups, count, classes, generators)
     if len(known) == len(values):
         probs = rule.probabilities(torch.stack(values) if len(values) > 1 else values[0][None])
     else:
@@ -402,8 +440,15 @@ def select_subsets(values: list[torch.Tensor | None], count: int, rule: Selectio
             valued = torch.tensor([v is not None for v in values], device=device)[:, None]
             stacked = torch.stack([v if v is not None else known[0] for v in values])
             probs = torch.where(valued, rule.probabilities(stacked), probs)
-    pi = inclusion_probabilities(probs, count, groups, counts)
-    chosen = systematic_samples(pi, count, generators, groups)
+    if groups is None:
+        pi = drawn = inclusion_probabilities(probs, count)
+    else:  # a class drawn one more pick than the floor of its share draws by those probabilities
+        floor = torch.floor(share)
+        low = inclusion_probabilities(probs, count, groups, floor)
+        high = inclusion_probabilities(probs, count, groups, floor + (share > floor).double())
+        drawn = torch.where((counts > floor).gather(-1, groups), high, low)
+        pi = low + (share - floor).gather(-1, groups) * (high - low)  # over the draw of the quotas: exact
+    chosen = systematic_samples(drawn, count, generators, groups)
     weights = (count / (n * pi)).float() if rule.reweight else None
     shares = _top_shares(probs).tolist()
     inclusion = pi.float()

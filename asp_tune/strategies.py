@@ -63,7 +63,7 @@ class Run:
     device: torch.device
     generator: torch.Generator  # the selector's: every draw of a run comes from it, in order
     memory: "ProxyMemory"
-    seen: torch.Tensor  # (N,) bool: planned at least once
+    seen: torch.Tensor  # (N,) bool: trained at least once (ProxySelector.seen)
     seed: int = 0
     labels: torch.Tensor | None = None
     scores: "ProxyScores | None" = None
@@ -302,8 +302,9 @@ class InfoBatchPruning(SubsetStrategy):
     Each epoch every sample whose remembered loss is below the mean is dropped with probability
     ``prune``; all others are kept. Kept low-loss samples have their loss scaled by
     ``1 / (1 - prune)``, so the expected epoch loss equals the full-data loss. The first epoch and
-    the last ``anneal`` fraction of the epochs use all data. Its cost is set by ``prune`` (about
-    40% saved on CIFAR in the paper), not by a ratio.
+    the epochs after ``floor(E (1 - anneal))`` use all data, as the reference implementation's
+    ``delta = 1 - anneal`` does (epochs ``1 .. floor(E delta)`` prune). Its cost is set by ``prune``
+    (about 40% saved on CIFAR in the paper), not by a ratio.
     """
 
     name = "infobatch"
@@ -319,7 +320,9 @@ class InfoBatchPruning(SubsetStrategy):
         return ("loss",)
 
     def full_epoch(self, epoch: int) -> bool:
-        return epoch == 0 or epoch >= self.run.epochs - math.ceil(self.anneal * self.run.epochs)
+        """Epoch 0 and those after ``floor(E delta)``, ``delta = 1 - anneal`` (1e-9: ``1 - (1 - delta)`` may
+        round below ``delta``)."""
+        return epoch == 0 or epoch > math.floor(self.run.epochs * (1.0 - self.anneal) + 1e-9)
 
     def epoch_size(self, epoch: int) -> int | None:
         return self.run.num_samples if self.full_epoch(epoch) else None

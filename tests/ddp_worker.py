@@ -36,7 +36,17 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
             shard += idx.tolist()
         proxy.sync()  # what the next set_epoch does: both ranks record both ranks' batches
         record.append({"subset": proxy.plan.indices.tolist(), "shard": shard,
-                       "memory": proxy.selector.memory.state_dict(), "len": len(proxy.sampler)})
+                       "memory": proxy.selector.memory.state_dict(), "len": len(proxy.sampler),
+                       "seen": proxy.selector.seen.clone(), "samples_seen": proxy.samples_seen})
+    # a strategy without statistics, never-seen samples first: the ranks share what they trained all the same
+    uniform = asp_tune.ProxyData(data(), epochs=3, ratio=0.3, strategy="random", first_epoch_full=False, seed=11)
+    for epoch in range(3):
+        uniform.set_epoch(epoch)
+        for idx, (x, y) in DataLoader(uniform, batch_size=16, sampler=uniform.sampler, drop_last=True):
+            uniform.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+    uniform.sync()
+    record.append({"uniform_seen": uniform.selector.seen.clone(), "uniform_samples_seen": uniform.samples_seen,
+                   "uniform_subset": uniform.plan.indices.tolist()})
     torch.save({"rank": rank, "world": proxy.num_replicas, "epochs": record}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
     # leave without the interpreter's teardown, where gloo's threads can abort a process in C++; once in a full

@@ -37,6 +37,15 @@ def test_two_ranks_share_the_subset_shard_it_and_keep_equal_memories(tmp_path):
     assert int(trained.sum()) == 204 and int((trained > 0).sum()) == 203
     # epoch 0 is full; the later ones at r = 0.3 of 203 samples: 61, split 31 + 31 (one repeated)
     assert len(ranks[0]["epochs"][1]["subset"]) == 61 and len(ranks[0]["epochs"][1]["shard"]) == 31
+    # seen = trained by some rank, and samples_seen counts every rank's trained samples (after sync)
+    for epoch in range(3):
+        a, b = (r["epochs"][epoch] for r in ranks)
+        counts = a["memory"]["counts"][:, -1]
+        assert torch.equal(a["seen"], b["seen"]) and torch.equal(a["seen"], counts > 0)
+        assert a["samples_seen"] == b["samples_seen"] == int(counts.sum())
+    a, b = (r["epochs"][3] for r in ranks)  # random, never-seen first, drop_last: 31-sample shards, 16 trained
+    assert a["uniform_subset"] == b["uniform_subset"] and torch.equal(a["uniform_seen"], b["uniform_seen"])
+    assert a["uniform_samples_seen"] == 3 * 2 * 16 == int(a["uniform_seen"].sum())  # 96 distinct samples
 
 
 def test_ranks_that_would_draw_different_subsets_or_replicas_the_group_lacks_are_refused(tmp_path):

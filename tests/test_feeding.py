@@ -107,6 +107,15 @@ def test_batch_slices_merge_a_small_trailing_batch():
     assert batch_slices(0, 64) == []
 
 
+def test_batch_slices_merge_only_a_trailing_batch_below_a_quarter_of_the_size():
+    """A last batch of 1 was always merged: batch_size=1 ended on a batch of 2, batch_size=4 on one of 5."""
+    def sizes(count, batch_size):
+        return [p.stop - p.start for p in batch_slices(count, batch_size)]
+
+    assert sizes(9, 1) == [1] * 9 and sizes(9, 2) == [2, 2, 2, 2, 1] and sizes(9, 4) == [4, 4, 1]
+    assert sizes(9, 8) == [9] and sizes(70, 32) == [32, 38] and sizes(72, 32) == [32, 32, 8]  # 6 < 8; 8 is not
+
+
 @pytest.mark.parametrize("storage", ["device", "stream"])
 def test_an_epoch_leaving_one_sample_over_trains_a_batch_norm_model(storage):
     """The default MLP has batch norm: 129 samples at batch 64 used to end on a one-sample batch

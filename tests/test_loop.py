@@ -15,7 +15,7 @@ import asp_tune
 from asp_tune import ConfigError, ProxyData
 from asp_tune.proxy_scores import ProxyScores
 from asp_tune.registry import STATIC_PROXY_NAMES
-from asp_tune.strategies import Importance, InfoBatchPruning
+from asp_tune.strategies import EpochPlan, Importance, InfoBatchPruning, SubsetStrategy
 
 N, CLASSES = 240, 3
 
@@ -189,7 +189,7 @@ def test_targets_that_name_no_column_of_the_logits_are_a_named_error():
         proxy.update(torch.arange(4), torch.rand(4), logits=logits, targets=torch.tensor([0, 1, 2, 1]))
     with pytest.raises(ConfigError, match=r"labels -1..1"):
         proxy.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 3), targets=torch.tensor([0, 1, -1, 1]))
-    proxy.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 3), targets=torch.tensor([0, 1, 2, 1]))
+    proxy.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 3), targets=tabular().tensors[1][:4])
 
 
 def test_regression_and_multi_label_losses_work_with_loss_only_strategies():
@@ -478,11 +478,12 @@ def test_a_loop_without_set_epoch_that_leaves_each_pass_early_still_goes_on_epoc
     loader = proxy.loader(batch_size=32)
     planned = []
     for _ in range(3):
-        for i, _batch in enumerate(loader):
+        for i, (idx, _batch) in enumerate(loader):
+            proxy.update(idx, torch.rand(len(idx)))
             if i == 1:
                 break  # a step limit, say
         planned.append(proxy.epoch)
-    assert planned == [0, 1, 2] and proxy.samples_seen == 270
+    assert planned == [0, 1, 2] and proxy.samples_seen == 3 * 2 * 32  # the samples trained, not the 270 planned
 
 
 @pytest.mark.filterwarnings("ignore:no proxy.update")
@@ -538,14 +539,15 @@ def test_copies_to_the_host_block_and_update_moves_the_batchs_weights_not_the_pl
     assert _non_blocking(torch.device("cpu"), torch.device("cuda", 0)) is True
     assert _non_blocking(torch.device("cpu"), torch.device("cpu")) is False
     proxy = ProxyData(tabular(), epochs=3, ratio=0.25, strategy="loss", first_epoch_full=False, unseen_first=False)
-    assert proxy.set_epoch(0).weights is not None  # reweighted: update() reads B weights
+    plan = proxy.set_epoch(0)
+    assert plan.weights is not None  # reweighted: update() reads B weights
     moves: list[tuple[int, bool]] = []
     real = torch.Tensor.to
     monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: moves.append(
         (self.numel(), bool(k.get("non_blocking", False)))) or real(self, *a, **k))
-    idx = torch.arange(16)
+    idx = plan.indices[:16]
     logits = torch.randn(16, CLASSES)
-    proxy.update(idx, torch.rand(16), logits=logits, targets=torch.zeros(16, dtype=torch.long))
+    proxy.update(idx, torch.rand(16), logits=logits, targets=tabular().tensors[1][idx])
     assert moves and not any(blocking for _, blocking in moves)  # to a CPU memory: every copy blocks
     assert max(numel for numel, _ in moves) < N  # the batch's values, never the N-long weight vector
 
@@ -655,15 +657,15 @@ def test_integer_targets_without_labels_are_said_once_naming_labels():
 def test_update_computes_only_the_statistics_the_strategy_reads_and_keeps_every_column():
     proxy = ProxyData(tabular(), 3, ratio=0.3, strategy="loss")
     proxy.set_epoch(0)
-    losses = torch.rand(8) + 0.5
-    proxy.update(torch.arange(8), losses, logits=torch.randn(8, CLASSES), targets=torch.zeros(8, dtype=torch.long))
+    losses, targets = torch.rand(8) + 0.5, tabular().tensors[1][:8]
+    proxy.update(torch.arange(8), losses, logits=torch.randn(8, CLASSES), targets=targets)
     memory = proxy.selector.memory
     assert torch.equal(memory["loss"][:8], losses) and float(memory["entropy"].abs().sum()) == 0.0
     assert int(memory.times_trained.sum()) == 8
     assert memory.state_dict()["latest_columns"] == list(memory.latest_columns)  # checkpoints keep every column
     entropy = ProxyData(tabular(), 3, ratio=0.3, strategy="entropy")
     entropy.set_epoch(0)
-    entropy.update(torch.arange(8), losses, logits=torch.randn(8, CLASSES), targets=torch.zeros(8, dtype=torch.long))
+    entropy.update(torch.arange(8), losses, logits=torch.randn(8, CLASSES), targets=targets)
     assert float(entropy.selector.memory["entropy"][:8].min()) > 0 and float(entropy.selector.memory["loss"].sum()) == 0
 
 
@@ -672,9 +674,10 @@ def test_auto_without_a_full_first_epoch_is_the_early_stopping_choice():
     proxy = ProxyData(data, 6, ratio=0.3, first_epoch_full=False)
     assert proxy.strategy.name == "random" and proxy.selector.settings.class_balance is False
     seen: set[int] = set()
-    for epoch in range(4):  # never-seen samples first: 90 new ones each epoch until all 300 were seen
-        seen |= set(proxy.set_epoch(epoch).indices.tolist())
-        proxy.update(torch.arange(4), torch.rand(4))
+    for epoch in range(4):  # never-seen samples first: 90 new ones each epoch until all 300 were trained
+        plan = proxy.set_epoch(epoch)
+        seen |= set(plan.indices.tolist())
+        proxy.update(plan.indices, torch.rand(plan.count))
         assert len(seen) == min(90 * (epoch + 1), 300)
     assert ProxyData(data, 6, ratio=0.3, first_epoch_full=False, class_balance=True).selector.settings.class_balance
     assert ProxyData(data, 6, ratio=0.3).strategy.name == "loss"  # with a full first epoch: loss, as measured
@@ -707,3 +710,278 @@ def test_infobatch_s_delta_is_refused_in_its_own_name(delta):
 
     with pytest.raises(ConfigError, match=r"invalid delta=.*allowed a number in \[0, 1\]"):
         InfoBatch(torch.utils.data.TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), 5, delta=delta)
+
+
+def test_infobatch_prunes_the_epochs_the_reference_implementation_prunes():
+    """It put the last ceil((1 - delta) E) epochs on all data: one pruned epoch fewer than InfoBatch's own
+    ``iteration <= E * delta`` (10 epochs at delta 0.875: epochs 1..7 instead of 1..8)."""
+    def pruned(epochs, delta):
+        ib = asp_tune.InfoBatch(tabular(), epochs, delta=delta)
+        return [e for e in range(epochs) if not ib.strategy.full_epoch(e)]
+
+    assert pruned(10, 0.875) == list(range(1, 9)) and pruned(10, 0.7) == list(range(1, 8))
+    assert pruned(8, 0.75) == list(range(1, 7)) and pruned(4, 1.0) == [1, 2, 3] and pruned(4, 0.0) == []
+    ib = asp_tune.InfoBatch(tabular(), 10)
+    assert ib.epoch_sizes() == [N] + [None] * 8 + [N]
+
+
+@pytest.mark.parametrize("epoch", [1.0, True, "1", -1])
+def test_set_epoch_takes_whole_numbers_only(epoch):
+    """set_epoch(1.0) and set_epoch(True) were taken: the epoch became a float or a bool in warnings and states."""
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="random")
+    proxy.set_epoch(0)
+    with pytest.raises(ConfigError, match=f"invalid epoch={epoch!r}: allowed an integer >= 0"):
+        proxy.set_epoch(epoch)
+    assert proxy.epoch == 0 and type(proxy.set_epoch(1).epoch) is int
+
+
+def test_a_data_set_that_fetches_batches_is_read_a_batch_at_a_time():
+    """ProxyData had no __getitems__: a data set's batched fetching became one __getitem__ call per sample."""
+    class Batched(Dataset):
+        def __init__(self):
+            self.data, self.single, self.batched = tabular(), 0, 0
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            self.single += 1
+            return self.data[i]
+
+        def __getitems__(self, indices):
+            self.batched += 1
+            return [self.data[i] for i in indices]
+
+    data = Batched()
+    proxy = ProxyData(data, epochs=2, ratio=0.5, strategy="random")
+    proxy.set_epoch(0)
+    batches = [(idx, x, y) for idx, (x, y) in proxy.loader(batch_size=64)]
+    assert data.single == 0 and data.batched == len(batches) == 4
+    idx, x, y = batches[0]
+    assert torch.equal(x, tabular().tensors[0][idx]) and torch.equal(y, tabular().tensors[1][idx])
+    assert [i for i, _ in proxy.__getitems__([5, 2])] == [5, 2]
+
+
+def test_the_loaders_length_before_an_epoch_of_unknown_size_is_this_ranks_upper_bound():
+    """Before an epoch whose size is known only once planned (InfoBatch's pruned ones), len gave the whole
+    data set's size, not this rank's ceil(N / num_replicas) that steps_per_epoch gives."""
+    class Unknown(SubsetStrategy):
+        name, kind = "unknown", "ASP"
+
+        def plan(self, epoch):
+            return EpochPlan(epoch, self._shuffled(self.run.num_samples), self.name, 1.0, 0.1)
+
+    proxy = ProxyData(tabular(), 4, strategy=Unknown(), num_replicas=2, rank=1)
+    assert len(proxy.sampler) == math.ceil(N / 2) == proxy.steps_per_epoch(1, merge_last=False)[0] == 120
+
+
+def test_the_inputs_a_batch_gives_are_decided_in_one_place():
+    from asp_tune.memory import available_inputs
+
+    logits, targets = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+    assert available_inputs(None, logits, targets) == {"loss": True, "logits": True, "targets": True}
+    assert available_inputs(None, logits, None) == {"loss": False, "logits": True, "targets": False}
+    assert available_inputs(torch.zeros(2), None, None) == {"loss": True, "logits": False, "targets": False}
+
+
+def test_labels_are_found_only_in_a_two_tensor_data_set_and_checked_against_the_first_targets():
+    """TensorDataset(x, y, ids): the id column was taken as 1000 singleton classes, and class balance then
+    trained samples 0..m-1 in every epoch. Found labels that are not the targets update() gets are an error."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    with_ids = ProxyData(TensorDataset(x, y, torch.arange(300)), epochs=3, ratio=0.3)
+    assert with_ids.selector.labels is None and with_ids.selector.settings.class_balance is False
+    proxy = ProxyData(TensorDataset(x, y), epochs=3, ratio=0.3, strategy="loss")
+    assert torch.equal(proxy.selector.labels, y)
+    proxy.set_epoch(0)
+    proxy.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 2), targets=y[:4])  # they agree: taken
+    shifted = ProxyData(TensorDataset(x, y), epochs=3, ratio=0.3, strategy="loss")
+    shifted.set_epoch(0)
+    with pytest.raises(ConfigError, match=r"invalid labels='the class labels found in the data set \(sample \d+: "
+                                          r"\d, but update\(\) got target \d\)': allowed labels= \(one class label"):
+        shifted.update(torch.arange(4), torch.rand(4), targets=1 - y[:4])  # a target transform, say
+
+
+def _trained_loop(proxy: ProxyData, loader, epochs: int, stop_after: int | None = None) -> torch.Tensor:
+    """Train ``epochs`` epochs, leaving each after ``stop_after`` batches; how often each sample reached update()."""
+    trained, model = torch.zeros(len(proxy), dtype=torch.long), mlp()
+    for epoch in range(epochs):
+        proxy.set_epoch(epoch)
+        for i, (idx, (x, y)) in enumerate(loader):
+            proxy.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+            trained[idx] += 1
+            if stop_after is not None and i + 1 == stop_after:
+                break
+    return trained
+
+
+@pytest.mark.parametrize("strategy", ["loss", "random"])
+def test_seen_means_trained_with_drop_last_and_break(strategy):
+    """Planned samples counted as seen: with drop_last=True (or a break) the dropped ones never trained, kept a
+    memory of 0 and were not picked first; samples_seen counted 432 where 384 were trained."""
+    proxy = ProxyData(tabular(), epochs=6, ratio=0.3, strategy=strategy, first_epoch_full=False)
+    trained = _trained_loop(proxy, DataLoader(proxy, batch_size=32, sampler=proxy.sampler, drop_last=True), 6)
+    assert int(trained.sum()) == 6 * 64 == proxy.samples_seen and proxy.describe()["data_passes"] == 384 / N
+    assert torch.equal(proxy.selector.seen, trained > 0)
+    if strategy == "loss":
+        assert torch.equal(proxy.selector.memory.times_trained, trained.int())
+    broken = ProxyData(tabular(), epochs=4, ratio=0.3, strategy=strategy, first_epoch_full=False)
+    trained = _trained_loop(broken, broken.loader(batch_size=32), 4, stop_after=1)
+    assert torch.equal(broken.selector.seen, trained > 0) and broken.samples_seen == int(trained.sum()) == 4 * 32
+    assert int((trained > 0).sum()) == 128  # never-seen samples first: 4 x 32 distinct samples trained
+
+
+def test_a_checkpoint_with_loader_workers_reading_ahead_resumes_its_epoch():
+    """With workers the sampler is exhausted while batches still wait: the epoch was saved as done and resumed at
+    the next one, so its last batches were never trained."""
+    def fresh():
+        return ProxyData(tabular(600), epochs=4, ratio=0.5, strategy="loss", seed=0)
+
+    proxy, model = fresh(), mlp()
+    loader = proxy.loader(batch_size=32, num_workers=2)
+    for epoch in range(2):
+        proxy.set_epoch(epoch)
+        for i, (idx, (x, y)) in enumerate(loader):
+            proxy.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+            if epoch == 1 and i == len(loader) - 3:  # 2 batches left, already asked of the workers
+                assert proxy._consumed  # the sampler's pass has ended
+                state = proxy.state_dict()
+        if epoch == 0:
+            assert proxy.next_epoch == 1
+    assert proxy.next_epoch == 2  # trained to its end
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    assert resumed.next_epoch == 1
+    plain = fresh()  # a plain DataLoader that drops its last batch: the epoch is done all the same
+    _trained_loop(plain, DataLoader(plain, batch_size=32, sampler=plain.sampler, drop_last=True, num_workers=2), 2)
+    assert plain.next_epoch == 2
+
+
+def test_indices_outside_the_epochs_subset_are_refused_naming_the_sampler():
+    """DataLoader(proxy, shuffle=True) without sampler=proxy.sampler trained on all the data, with the plan's
+    weights on samples it never selected, and said nothing."""
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy="loss", first_epoch_full=False)
+    proxy.set_epoch(0)
+    loader = DataLoader(proxy, batch_size=32, shuffle=True)
+    idx, (x, y) = next(iter(loader))
+    with pytest.raises(ConfigError, match=r"invalid indices=.* outside epoch 0's subset .*allowed this epoch's "
+                                          r"samples, .*sampler=proxy.sampler"):
+        proxy.update(idx, torch.rand(32))
+    assert proxy.samples_seen == 0 and not bool(proxy.selector.seen.any())
+
+
+def test_a_nan_loss_keeps_the_samples_previous_value_and_is_said_once():
+    """One NaN (or inf) loss made every z-score NaN-poisoned: selection went uniform (mean index 510 of 1000)."""
+    n = 1000
+    data = TensorDataset(torch.randn(n, 3), torch.zeros(n, dtype=torch.long))
+    for bad in (float("nan"), float("inf")):
+        proxy = ProxyData(data, epochs=4, ratio=0.1, strategy="loss", class_balance=False, seed=0)
+        proxy.set_epoch(0)
+        losses = torch.arange(n, dtype=torch.float32) / n  # sample i's loss grows with i
+        proxy.update(torch.arange(n), losses)
+        losses[7] = bad
+        proxy.update(torch.arange(n), losses)  # a second pass with one overflowed loss
+        with pytest.warns(UserWarning, match="update\\(\\) was given NaN or infinite losses"):
+            plan = proxy.set_epoch(1)
+        memory = proxy.selector.memory["loss"]
+        assert bool(torch.isfinite(memory).all()) and float(memory[7]) == pytest.approx(7 / n)
+        assert float(plan.indices.double().mean()) > 600 and plan.top10_mass > 0.15  # importance, not uniform
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            proxy.update(plan.indices[:2], torch.tensor([bad, 1.0]))
+            proxy.set_epoch(2)  # said once
+    from asp_tune.selection import normalise
+
+    z = normalise(torch.tensor([0.0, 1.0, 2.0, float("nan"), float("inf"), -float("inf")]))
+    assert bool(torch.isfinite(z).all()) and float(z[3]) == float(z[4]) == float(z[2]) and float(z[5]) == float(z[0])
+
+
+def _pad(batch):
+    """An ordinary padding collate of variable-length token sequences (it knows nothing of ProxyData)."""
+    tokens, labels = zip(*batch)
+    lengths = torch.tensor([len(t) for t in tokens])
+    return torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True), lengths, torch.stack(labels)
+
+
+class VariableTokens(Dataset):
+    """Token sequences of 2 to 20 tokens; the label is whether token 1 occurs."""
+
+    def __init__(self, n: int = 60):
+        g = torch.Generator().manual_seed(3)
+        lengths = torch.randint(2, 21, (n,), generator=g)
+        self.seqs = [torch.randint(1, 6, (int(k),), generator=g) for k in lengths]
+        self.targets = torch.tensor([int((s == 1).any()) for s in self.seqs])
+
+    def __len__(self):
+        return len(self.seqs)
+
+    def __getitem__(self, i):
+        return self.seqs[i], self.targets[i]
+
+
+def test_a_users_padding_collate_gets_plain_samples_from_proxy_loader():
+    """The collate received (index, sample) pairs: pad_sequence failed with 'expected Tensor ... got int'."""
+    data = VariableTokens()
+    proxy = ProxyData(data, epochs=2, ratio=0.5, strategy="random")
+    proxy.set_epoch(0)
+    seen = []
+    for idx, (tokens, lengths, y) in proxy.loader(batch_size=8, collate_fn=_pad):
+        assert idx.dtype == torch.long and tokens.shape == (len(idx), int(lengths.max()))
+        for row, i in enumerate(idx.tolist()):
+            assert torch.equal(tokens[row, :lengths[row]], data.seqs[i]) and int(y[row]) == int(data.targets[i])
+        proxy.update(idx, torch.rand(len(idx)))
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(60))
+
+
+def test_a_mask_averages_per_token_losses_over_each_samples_own_tokens():
+    """Padding counted as zeros: sample 0 (3 tokens of loss 2) was remembered at 2.0 beside a 3-token companion
+    and at 0.2 beside a 30-token one; with mask= it is 2.0 beside either."""
+    data = TensorDataset(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
+    for companion in (3, 30):
+        proxy = ProxyData(data, epochs=2, strategy="loss", ratio=1.0, class_balance=False)
+        proxy.set_epoch(0)
+        losses = torch.zeros(2, 30)
+        losses[0, :3], losses[1, :companion] = 2.0, 1.0
+        mask = torch.zeros(2, 30, dtype=torch.bool)
+        mask[0, :3], mask[1, :companion] = True, True
+        loss = proxy.update(torch.arange(2), losses, mask=mask)
+        assert float(proxy.selector.memory["loss"][0]) == 2.0 and float(proxy.selector.memory["loss"][1]) == 1.0
+        assert float(loss) == 1.5  # the mean of the samples' own means
+    unmasked = ProxyData(data, epochs=2, strategy="loss", ratio=1.0, class_balance=False)
+    unmasked.set_epoch(0)
+    assert float(unmasked.update(torch.arange(2), losses)) == pytest.approx((0.2 + 1.0) / 2)  # zeros count
+    with pytest.raises(ConfigError, match=r"invalid mask='shape \(2, 29\)': allowed a tensor of the losses' shape "
+                                          r"\(2, 30\)"):
+        unmasked.update(torch.arange(2), losses, mask=mask[:, 1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiled", ["0", "1"])
+@pytest.mark.parametrize("strategy", ["loss", "random"])
+def test_update_with_a_cuda_memory_never_waits_for_the_gpu(monkeypatch, compiled, strategy):
+    """update() copied the loader's indices to the device with a blocking copy (a stream synchronisation) on every
+    reweighted batch. Everything after the first batch (whose targets are checked once) runs without a sync."""
+    monkeypatch.setenv("ASP_TUNE_COMPILE", compiled)
+    proxy = ProxyData(tabular(), epochs=3, ratio=0.3, strategy=strategy, device="cuda", reweight=True,
+                      first_epoch_full=False, unseen_first=False)
+    plan = proxy.set_epoch(0)
+    assert plan.weights is not None
+    model = mlp().cuda()
+    x, y = tabular().tensors
+    batches = [plan.indices[k:k + 16].cpu().pin_memory() for k in range(0, 64, 16)]
+    for step, idx in enumerate(batches):
+        xb = x[idx].cuda(non_blocking=True)
+        yb = y[idx].cuda(non_blocking=True)
+        if step == 1:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            logits = model(xb)
+            loss = proxy.update(idx, F.cross_entropy(logits, yb, reduction="none"), logits=logits, targets=yb)
+            loss.backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert int(proxy.selector.seen.sum()) == 64 and proxy.samples_seen == 64
+    if strategy == "loss":
+        assert int(proxy.selector.memory.times_trained.sum()) == 64

@@ -148,6 +148,30 @@ def test_reweighted_subset_gradient_is_unbiased_for_the_full_data_gradient():
     assert float((plain - full).norm()) / scale > 0.3  # importance sampling alone is biased
 
 
+def test_class_balance_trains_classes_whose_share_is_below_one_pick_and_stays_unbiased():
+    """A long tail: 10 classes of 30 samples and 100 classes of 1-3 samples (shares of 0.3-0.9 picks). The
+    rounding of the quotas was deterministic: the same 40 small classes lost it in every epoch (inclusion
+    probability 0), and the reweighted subset loss missed their part of the full-data loss."""
+    sizes = torch.tensor([30] * 10 + [1 + k % 3 for k in range(100)])
+    labels = torch.repeat_interleave(torch.arange(110), sizes)
+    n, count = labels.numel(), labels.numel() * 3 // 10
+    values, loss = torch.randn(n, generator=gen(1)), torch.rand(n, generator=gen(2)) + (labels >= 10).double()
+    rule = plain_rule("calibrated", top10_mass=0.3, uniform_floor=0.3, class_balance=True, reweight=True)
+    g, draws = gen(3), 600
+    picked, weighted = torch.zeros(110), 0.0
+    for _ in range(draws):
+        sel = select_subset(values, count, rule, g, labels=labels)
+        assert sel.indices.unique().numel() == count and bool((sel.inclusion > 0).all())
+        picked += torch.bincount(labels[sel.indices], minlength=110)
+        weighted += float((sel.weights[sel.indices] * loss[sel.indices]).sum()) / count
+    share = sizes.double() * count / n
+    assert bool((picked > 0).all())  # every class trained
+    torch.testing.assert_close(picked.double() / draws, share, atol=0.1, rtol=0.0)  # expected quota = share
+    assert weighted / draws == pytest.approx(float(loss.mean()), rel=0.01)  # Horvitz-Thompson: unbiased
+    quotas = class_quotas(labels, count, 110, [gen(4)])
+    assert int(quotas.sum()) == count and bool((quotas == quotas.round()).all())
+
+
 def test_reweighting_uniform_picks_gives_weight_one():
     sel = select_subset(None, 10, plain_rule(reweight=True), gen(), num_samples=40)
     torch.testing.assert_close(sel.weights, torch.ones(40))
@@ -203,9 +227,10 @@ def test_infobatch_run_prunes_then_anneals_to_full_data():
     t = Trainer(cfg, data=load_dataset("digits"))
     t.fit()
     used = [r["metric_used"] for r in t.history]
-    assert used[0] == "all" and used[-2:] == ["all", "all"] and set(used[1:6]) == {"infobatch"}
+    # InfoBatch's own rule (delta = 1 - anneal = 0.75): epochs 1 .. floor(8 * 0.75) = 6 prune, epoch 7 is full
+    assert used[0] == "all" and used[-1:] == ["all"] and set(used[1:7]) == {"infobatch"}
     n = len(t.data.train)
-    assert all(r["selected"] < n for r in t.history[1:6]) and t.history[-1]["selected"] == n
+    assert all(r["selected"] < n for r in t.history[1:7]) and t.history[-1]["selected"] == n
     assert t.history[-1]["val_accuracy"] > 0.8
 
 
