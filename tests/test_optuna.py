@@ -77,9 +77,6 @@ def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(ray_session, tmp
         HpoSettings(space=space, algo="asha", optuna_storage=str(journal)).validate()
 
 
-
-
-
 def test_the_tpe_searcher_tells_optuna_each_trial_s_best_epoch_and_keeps_it_across_a_resume(tmp_path):
     import pickle
 

@@ -267,7 +267,6 @@ def test_bad_input_is_named_before_any_trial_starts(call, field, allowed):
     assert raised.value.field == field and allowed in raised.value.allowed
 
 
-
 PICKY_MODEL = """
 from torch import nn
 
