@@ -130,3 +130,23 @@ def test_an_audit_says_when_the_study_s_own_pick_does_not_train_on_full_data():
     assert audit.summary()["regret_of_proxy_pick"] is None
     healthy = audit_study(study, lambda p: 0.85 - 0.01 * p["x"])
     assert not healthy.own_pick_failed and healthy.summary()["regret_of_proxy_pick"] == 0.0
+
+
+def test_numpy_scores_are_finite_to_the_tpe_searcher_and_told_as_floats():
+    """np.float32 was neither int nor float: the trial had no best score and was told FAIL."""
+    import numpy as np
+    from ray import tune
+
+    from asp_tune.tune.fulldata import finite
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
+
+    assert finite(np.float32(0.5)) and finite(np.int64(2)) and finite(0.5)
+    assert not finite(np.float32("nan")) and not finite(float("inf")) and not finite(True) and not finite("0.5")
+    searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max")
+    for trial, kind in (("a", np.float32), ("b", np.float64)):
+        searcher.suggest(trial)
+        for step, score in enumerate([0.75, 0.5], 1):
+            searcher.on_trial_result(trial, {"training_iteration": step, "val_accuracy": kind(score)})
+        searcher.on_trial_complete(trial, {"training_iteration": 2, "val_accuracy": kind(0.5)})
+    for told in searcher._ot_study.trials:
+        assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 0.75 and type(told.value) is float

@@ -6,6 +6,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from asp_tune.tune.fulldata import finite
+
 
 class BestEpochOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells Optuna each finished trial's best reported score, the one the search's pick
@@ -17,17 +19,19 @@ class BestEpochOptunaSearch(OptunaSearch):
         if not isinstance(self.metric, str):  # several objectives: Optuna takes no intermediate values
             return super().on_trial_result(trial_id, result)
         value = result.get(self.metric)
-        if _finite(value):
+        if finite(value):  # a NumPy score (np.float32 too) as the float Optuna keeps
+            value = float(value)
             kept = self._best_scores.get(trial_id, value)
             self._best_scores[trial_id] = max(kept, value) if self.mode == "max" else min(kept, value)
         if value is not None:  # an epoch that did not validate reports nothing to Optuna
-            super().on_trial_result(trial_id, result)
+            super().on_trial_result(trial_id, {**result, self.metric: value})
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         best = self._best_scores.pop(trial_id, None)
         if result and isinstance(self.metric, str):
             last = result.get(self.metric)
-            if _finite(last):
+            if finite(last):
+                last = float(last)
                 best = last if best is None else (max(best, last) if self.mode == "max" else min(best, last))
             if best is None:  # told as failed: without a value, Ray tells Optuna FAIL
                 error, result = True, {k: v for k, v in result.items() if k != self.metric}
@@ -38,8 +42,3 @@ class BestEpochOptunaSearch(OptunaSearch):
     @property
     def _best_scores(self) -> dict[str, float]:
         return self.__dict__.setdefault("_best", {})  # a searcher restored from an older save has none yet
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and abs(value) != float("inf")
