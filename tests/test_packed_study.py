@@ -373,3 +373,25 @@ def test_full_data_decides_the_pick_unless_told_the_proxy_does():
         unchecked.audit(count=2)
     with pytest.raises(ConfigError, match="invalid decide='nope'"):
         optimize_in_packs(study(), space(), 2, decide="nope")
+
+
+def test_a_study_resumed_with_other_fixed_settings_is_warned_and_its_audit_keeps_to_this_calls_trials(monkeypatch):
+    """The tag hashed the keyword settings alone: a space training other epochs joined the earlier trials
+    unsaid, and the audit retrained their params with this space, pairing proxy and full data of unlike runs."""
+    import asp_tune.build
+
+    built = []
+    monkeypatch.setattr(asp_tune.build, "build_trainer", lambda cfg, _b=asp_tune.build.build_trainer: built.append(
+        (cfg.ratio, cfg.epochs)) or _b(cfg))
+    s = study()
+    optimize_in_packs(s, space(), n_trials=2, pack_size=2, decide="proxy")  # 3 epochs
+    shorter = space()
+    shorter["fixed"]["epochs"] = 1
+    built.clear()
+    with pytest.warns(UserWarning, match=r"2 of this study's trials were trained with other settings \(epochs "
+                                         r"differ\)"):
+        packed = optimize_in_packs(s, shorter, n_trials=2, pack_size=2)
+    assert sorted(packed.full_data.table["number"]) == [2, 3]  # the 3-epoch trials are not this run's
+    assert [b for b in built if b[0] == 1.0] == [(1.0, 1), (1.0, 1)]
+    kept = s.user_attrs["asp_tune_run"][packed.run_tag]
+    assert kept["epochs"] == 1 and kept["model_args"] == {"hidden": 32} and "lr" not in kept  # less the searched

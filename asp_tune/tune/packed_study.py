@@ -37,6 +37,7 @@ from asp_tune.proxy_settings import search_proxy_fields
 from asp_tune.tune.pack_server import PackServer, say_if_nothing_fused
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, as_space
 from asp_tune.tune.space import SearchSpace
+from asp_tune.tune.study_settings import RUN_ATTR, check_settings, trained_settings
 
 #: What a trial may report to its study after each epoch, and the direction the study must optimise it in.
 REPORTS = {"val_score": "maximize", "val_loss": "minimize"}
@@ -183,7 +184,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     run = {**fields, "ratio": ratio, "seed": seed, "device": device,
            **({"epochs": epochs} if epochs is not None else {}),
            **search_proxy_fields(ratio, metric, pruning, given)}
-    space.train_config(space.first_params(), **run)  # the run fields make a valid TrainConfig: named now
+    first = space.train_config(space.first_params(), **run)  # the run fields make a valid TrainConfig: named now
 
     server = PackServer(space, run, arrays=None, pack_size=1)
     breakdown = {"startup_s": 0.0, "train_s": 0.0, "study_s": 0.0}
@@ -193,7 +194,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     notes: list[str] = []
     fatal: BaseException | None = None  # the error that stops the study, and its trial
     fatal_trial: int | None = None
-    tag = _check_settings(study, run, notes)
+    tag = check_settings(study, trained_settings(space, first), notes)  # what a trial trains with, less its params
 
     def may_start() -> bool:
         return asked < n_trials and not getattr(study, "_stop_flag", False) and (
@@ -339,36 +340,6 @@ def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] | Calla
         return choose_pack_size("auto", n_trials, trainer, others=others)
     except Exception as exc:  # noqa: BLE001 - a network that cannot be measured trains alone
         return PackChoice(1, f"one configuration at a time: the packs could not be measured ({_one_line(exc)})")
-
-
-#: The study's user attribute that keeps the run settings of its trials, by tag; each trial keeps its tag in
-#: its own user attribute of the same name.
-RUN_ATTR = "asp_tune_run"
-
-
-def _check_settings(study: Any, run: dict[str, Any], notes: list[str]) -> str:
-    """Keep ``run`` in the study under its tag (returned, for this call's trials); warn (and note) while the
-    study holds trials trained with other settings, as every later call into it does."""
-    import hashlib
-    import json
-
-    text = json.loads(json.dumps(run, default=str))  # as the study's storage keeps it
-    tag = hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest()[:12]
-    kept = study.user_attrs.get(RUN_ATTR)
-    by_tag = isinstance(kept, dict) and all(isinstance(v, dict) for v in kept.values())
-    legacy = kept if isinstance(kept, dict) and not by_tag and kept != text else None  # an older asp_tune's
-    kept = dict(kept) if by_tag else {}
-    others = {t.user_attrs.get(RUN_ATTR) for t in study.trials} - {tag, None}
-    if others or (legacy is not None and study.trials):
-        earlier = [kept.get(o, {}) for o in sorted(others)] if others else [legacy]
-        changed = sorted(k for before in earlier for k in before.keys() | text.keys() if before.get(k) != text.get(k))
-        held = sum(1 for t in study.trials if t.user_attrs.get(RUN_ATTR) in others) or len(study.trials)
-        notes.append(f"{held} of this study's trials were trained with other settings "
-                     f"({', '.join(dict.fromkeys(changed)) or 'not kept'} differ): their values and this call's are "
-                     "not comparable")
-        warnings.warn(notes[-1], stacklevel=3)
-    study.set_user_attr(RUN_ATTR, {**kept, tag: text})
-    return tag
 
 
 def live_name(trial: Any) -> str:
