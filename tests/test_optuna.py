@@ -150,3 +150,42 @@ def test_numpy_scores_are_finite_to_the_tpe_searcher_and_told_as_floats():
         searcher.on_trial_complete(trial, {"training_iteration": 2, "val_accuracy": kind(0.5)})
     for told in searcher._ot_study.trials:
         assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 0.75 and type(told.value) is float
+
+
+def test_an_audit_keeps_each_full_data_score_as_it_arrives_and_catch_scores_a_failed_run_nan():
+    """A train_full that raised on the k-th trial lost the k-1 full-data runs already paid for."""
+    import math
+
+    from optuna.distributions import FloatDistribution
+
+    from asp_tune import ConfigError
+    from asp_tune.tune import audit_study
+    from asp_tune.tune.optuna_audit import SCORES_ATTR
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(20):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    calls = []
+
+    def full(params, fail_at=None):
+        calls.append(params["x"])
+        if params["x"] == fail_at:
+            raise ValueError("out of memory")
+        return 0.85 - 0.01 * params["x"]
+
+    with pytest.raises(ValueError, match="out of memory"):
+        audit_study(study, lambda p: full(p, fail_at=17.0), count=3, keep_as="full")
+    assert calls == [0.0, 1.0, 17.0] and len(study.user_attrs[SCORES_ATTR]["full"]) == 2  # the best 2, 1 drawn
+    calls.clear()
+    rerun = audit_study(study, full, count=3, keep_as="full")  # the two paid for are reused
+    assert calls == [17.0] and rerun.table["full_data_score"].tolist() == pytest.approx([0.85, 0.84, 0.68])
+    calls.clear()
+    caught = audit_study(study, lambda p: full(p, fail_at=1.0), count=3, catch=ValueError, keep_as="other")
+    assert calls == [0.0, 1.0, 17.0] and math.isnan(caught.table["full_data_score"][1])
+    assert caught.table["error"][1] == "ValueError: out of memory" and caught.table["error"].notna().sum() == 1
+    assert caught.best_params == {"x": 0.0} and not caught.own_pick_failed
+    assert sorted(study.user_attrs[SCORES_ATTR]["other"]) == ['{"x": 0.0}', '{"x": 17.0}']  # a failure trains again
+    for bad in ({"catch": [3]}, {"keep_as": 3}):
+        with pytest.raises(ConfigError, match=f"invalid {next(iter(bad))}="):
+            audit_study(study, full, **bad)

@@ -369,6 +369,7 @@ def test_full_data_decides_the_pick_unless_told_the_proxy_does():
         "packed.audit(count=N)", "")  # the hint names this object's keyword
     best = unchecked.study.best_params  # a pick that loses on full data is warned, as the command line says it
     unchecked.full_data_score = lambda params: 0.1 if params == best else 0.9
+    unchecked.run["seed"] = 1  # other settings: the scores kept of the real full-data runs are not theirs
     with pytest.warns(UserWarning, match="the study's own pick lost 0.8000 of full-data score"):
         unchecked.audit(count=2)
     with pytest.raises(ConfigError, match="invalid decide='nope'"):
@@ -395,3 +396,24 @@ def test_a_study_resumed_with_other_fixed_settings_is_warned_and_its_audit_keeps
     assert [b for b in built if b[0] == 1.0] == [(1.0, 1), (1.0, 1)]
     kept = s.user_attrs["asp_tune_run"][packed.run_tag]
     assert kept["epochs"] == 1 and kept["model_args"] == {"hidden": 32} and "lr" not in kept  # less the searched
+
+
+def test_a_later_call_on_the_same_study_reuses_the_full_data_scores_its_audits_kept(monkeypatch):
+    """Each call audited with an empty cache: the configurations an earlier call trained on full data, the
+    dearest runs of all, trained again."""
+    import asp_tune.build
+
+    built = []
+    monkeypatch.setattr(asp_tune.build, "build_trainer", lambda cfg, _b=asp_tune.build.build_trainer: built.append(
+        (cfg.ratio, cfg.lr)) or _b(cfg))
+    s = study()
+    first = optimize_in_packs(s, space(), n_trials=3, pack_size=3)
+    scores = dict(zip(first.full_data.table["number"], first.full_data.table["full_data_score"]))
+    assert sorted(scores) == [0, 1, 2] and sum(1 for b in built if b[0] == 1.0) == 3
+    built.clear()
+    later = optimize_in_packs(s, space(), n_trials=1, pack_size=1)  # the study resumed: one more trial
+    table = later.full_data.table
+    again = [n for n in table["number"] if n in scores]
+    assert len(table) == 3 and again  # its best 3 of 4 hold earlier ones: not trained again, the same scores
+    assert sum(1 for b in built if b[0] == 1.0) == 3 - len(again)
+    assert all(table.set_index("number").loc[n, "full_data_score"] == scores[n] for n in again)

@@ -34,15 +34,18 @@ from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.pack import PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
+from asp_tune.tune.optuna_audit import exception_types
 from asp_tune.tune.pack_server import PackServer, say_if_nothing_fused
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, as_space
 from asp_tune.tune.space import SearchSpace
-from asp_tune.tune.study_settings import RUN_ATTR, check_settings, trained_settings
+from asp_tune.tune.study_settings import RUN_ATTR, check_settings, settings_tag, trained_settings
 
 #: What a trial may report to its study after each epoch, and the direction the study must optimise it in.
 REPORTS = {"val_score": "maximize", "val_loss": "minimize"}
 #: Values an Optuna categorical distribution holds as they are; other choices are asked for by their repr.
 PLAIN = (type(None), bool, int, float, str)
+#: The run fields of a full-data run (the audit's): all the data every epoch, no selection.
+FULL_DATA = {"ratio": 1.0, "metric": "none", "ratio_schedule": "constant"}
 
 
 @dataclass
@@ -62,7 +65,6 @@ class PackedStudy:
     notes: list[str] = field(default_factory=list)
     trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
     full_data: Any = None  # the StudyAudit that made the pick on full data (None: the proxy's scores picked)
-    full_data_scores: dict[str, float] = field(default_factory=dict, repr=False)  # config's repr -> its score
     run_tag: str | None = None  # the tag of this call's run settings in the study (RUN_ATTR); None: not kept
 
     @property
@@ -90,37 +92,44 @@ class PackedStudy:
         return self.space.train_config(_searched(self.space, params), **{**self.run, **overrides})
 
     def full_data_score(self, params: dict[str, Any]) -> float:
-        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data; each
-        configuration trains once (kept in :attr:`full_data_scores`), so a larger audit later trains only the
-        configurations it adds."""
+        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data, with
+        this run's settings (:attr:`run` as it is now)."""
         from asp_tune.build import build_trainer
 
-        config = self.config(params, ratio=1.0, metric="none", ratio_schedule="constant")
-        key = repr(config)  # the run as it trains: run settings changed since (packed.run) train again
-        if key not in self.full_data_scores:
-            trainer = build_trainer(config)
-            while not trainer.done:
-                record = trainer.train_epoch()
-            self.full_data_scores[key] = float(record[self.report])
-        return self.full_data_scores[key]
+        trainer = build_trainer(self.config(params, **FULL_DATA))
+        while not trainer.done:
+            record = trainer.train_epoch()
+        return float(record[self.report])
+
+    @property
+    def full_data_tag(self) -> str:
+        """The tag of the full-data runs' settings (:attr:`run` as it is now, on all the data): the study keeps
+        their scores under it, so an audit of this study by any later call with these settings reuses them."""
+        first = self.space.first_params()
+        return "full-" + settings_tag(trained_settings(self.space, self.space.train_config(
+            first, **{**self.run, **FULL_DATA})))
 
     @property
     def report(self) -> str:
         """The record each trial reports: ``val_score``, or ``val_loss`` in a minimising study."""
         return _report_of(self.study)
 
-    def audit(self, count: int | None = None):
+    def audit(self, count: int | None = None, catch: Iterable[type[Exception]] | type[Exception] = ()):
         """:func:`asp_tune.tune.audit_study` of the study with :meth:`full_data_score`: the pick made on full
         data, and the proxy measured against it; kept as :attr:`full_data` (so :attr:`best_params` is its pick)
         and returned. Its warnings (a misranking proxy, a pick that lost on full data) are warned. Only the
         study's trials trained with this run's settings take part: another setting's proxy values do not compare
-        with theirs (a study resumed with other settings is warned as it starts)."""
+        with theirs (a study resumed with other settings is warned as it starts). Each full-data score is kept
+        in the study as it arrives (under :attr:`full_data_tag`): a configuration any audit with these settings
+        trained (this call's, a larger one, a later call's on the same study) trains once. ``catch``: errors
+        that score a configuration NaN and let the audit go on."""
         from asp_tune.tune.optuna_audit import audit_study
 
         trials = (None if self.run_tag is None else
                   [t for t in self.study.trials if t.user_attrs.get(RUN_ATTR) == self.run_tag])
         self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)),
-                                     count_hint="packed.audit(count=N)", trials=trials)  # warns its warnings
+                                     count_hint="packed.audit(count=N)", trials=trials, catch=catch,
+                                     keep_as=self.full_data_tag)  # warns its warnings
         return self.full_data
 
 
@@ -153,7 +162,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
         raise ConfigError("study", type(study).__name__, "an optuna.Study")
     space = as_space(space)
     report = _report_of(study)
-    catch = _exception_types(catch)
+    catch = exception_types(catch)
     callbacks = list(callbacks) if isinstance(callbacks, Iterable) and not callable(callbacks) else callbacks
     if not isinstance(callbacks, list) or not all(callable(c) for c in callbacks):
         raise ConfigError("callbacks", callbacks, "a list of functions callback(study, frozen_trial)")
@@ -345,15 +354,6 @@ def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] | Calla
 def live_name(trial: Any) -> str:
     """A trial's name in the pack server: its number, zero-padded so names sort as numbers."""
     return f"{trial.number:09d}"
-
-
-def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
-    """``catch`` as a tuple of exception classes (one class or any iterable of them, as Optuna takes)."""
-    types = (catch,) if isinstance(catch, type) else tuple(catch) if isinstance(catch, Iterable) else (catch,)
-    for kind in types:
-        if not (isinstance(kind, type) and issubclass(kind, Exception)):
-            raise ConfigError("catch", catch, "an exception class or a tuple of them")
-    return types
 
 
 def _caught(error: BaseException, catch: tuple[type[BaseException], ...]) -> bool:
