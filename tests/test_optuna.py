@@ -189,3 +189,63 @@ def test_an_audit_keeps_each_full_data_score_as_it_arrives_and_catch_scores_a_fa
     for bad in ({"catch": [3]}, {"keep_as": 3}):
         with pytest.raises(ConfigError, match=f"invalid {next(iter(bad))}="):
             audit_study(study, full, **bad)
+
+
+def test_a_trial_its_scheduler_stopped_is_told_pruned_and_one_that_ran_its_epochs_complete():
+    """Ray tells the searcher of a trial ASHA stopped as of one that finished: Optuna was told COMPLETE."""
+    from ray import tune
+
+    from asp_tune.tune.algorithms import ASHA, TPE, Context
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
+
+    ctx = Context(3, param_space={"x": tune.uniform(0, 1)}, space=object())
+    assert TPE.build(ctx).searcher._epochs == TPE.stopped_by(ASHA).build(ctx).searcher._epochs == 3
+    searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max", epochs=3)
+    for trial, scores in (("stopped", [0.4]), ("finished", [0.5, 0.7, 0.6])):
+        searcher.suggest(trial)
+        for step, score in enumerate(scores, 1):
+            searcher.on_trial_result(trial, {"training_iteration": step, "val_accuracy": score})
+        searcher.on_trial_complete(trial, {"training_iteration": len(scores), "val_accuracy": scores[-1]})
+    stopped, finished = searcher._ot_study.trials
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.4}
+    assert finished.state == optuna.trial.TrialState.COMPLETE and finished.value == 0.7
+
+
+def test_a_later_search_joining_a_kept_study_is_warned_of_other_settings_and_refused_in_the_other_direction(
+        tmp_path):
+    """A second search of the same name joined the study silently: other epochs, even another direction."""
+    import warnings
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from asp_tune import ConfigError
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
+
+    journal = tmp_path / "study.log"
+
+    def search(epochs: int):
+        space = parse_space({"name": "j", "fixed": {"dataset": "digits", "model": "mlp", "epochs": epochs},
+                             "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}})
+        settings = HpoSettings(space=space, algo="tpe", ratio=0.5, optuna_storage=str(journal))
+        searcher = settings.algorithm.build(settings.context("val_accuracy")).searcher
+        searcher.suggest(f"trial-{epochs}")
+        return searcher
+
+    first = search(2)
+    kept = first._ot_study.user_attrs["asp_tune_run"][first._tag]
+    assert first._study_name == "asp-j-r0.5" and first._ot_study.trials[0].user_attrs["asp_tune_run"] == first._tag
+    assert kept["epochs"] == 2 and kept["algo"] == "tpe" and kept["objective"] == "val_accuracy" and "lr" not in kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search(2)  # the same settings: unsaid
+    with pytest.warns(UserWarning, match=r"2 of this study's trials were trained with other settings \(epochs "
+                                         r"differ\)"):
+        search(3)
+    with pytest.raises(ConfigError, match=r"invalid optuna_storage=\"study 'asp-j-r0.5'\": allowed a storage whose "
+                                          r"study 'asp-j-r0.5' is to minimize loss \(mode min\); the one it holds is "
+                                          r"to maximize: give another --optuna-storage"):
+        BestEpochOptunaSearch(space=first._space, metric="loss", mode="min", study_name="asp-j-r0.5",
+                              storage=JournalStorage(JournalFileBackend(str(journal))))
