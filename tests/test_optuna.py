@@ -249,3 +249,19 @@ def test_a_later_search_joining_a_kept_study_is_warned_of_other_settings_and_ref
                                           r"to maximize: give another --optuna-storage"):
         BestEpochOptunaSearch(space=first._space, metric="loss", mode="min", study_name="asp-j-r0.5",
                               storage=JournalStorage(JournalFileBackend(str(journal))))
+
+
+def test_an_audit_of_a_minimising_study_picks_the_lowest_full_data_loss_and_says_its_pick_lost():
+    from optuna.distributions import FloatDistribution
+
+    from asp_tune.tune import audit_study
+
+    study = optuna.create_study(direction="minimize")  # the proxy's loss is x; full data's is lowest at x = 1
+    for i in range(10):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=float(i),
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    with pytest.warns(UserWarning, match=r"the study's own pick lost 1.0000 of full-data score"):
+        audit = audit_study(study, lambda p: (p["x"] - 1) ** 2 + 0.5, count=10)
+    assert audit.proxy_best_params == {"x": 0.0} and audit.best_params == {"x": 1.0} and audit.pick_changed
+    assert audit.best_full_score == 0.5 and audit.agreement.regret() == pytest.approx(1.0)
+    assert audit.agreement.kendall_tau() > 0.8  # the proxy ranks the rest as full data does: no misranking said
