@@ -417,3 +417,34 @@ def test_a_later_call_on_the_same_study_reuses_the_full_data_scores_its_audits_k
     assert len(table) == 3 and again  # its best 3 of 4 hold earlier ones: not trained again, the same scores
     assert sum(1 for b in built if b[0] == 1.0) == 3 - len(again)
     assert all(table.set_index("number").loc[n, "full_data_score"] == scores[n] for n in again)
+
+
+def test_each_trial_that_ends_is_logged_as_study_optimize_logs_it_under_optunas_verbosity():
+    """study.tell logs nothing: an Optuna user saw a silent study."""
+    import logging
+
+    lines: list[tuple[int, str]] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append((record.levelno, record.getMessage()))
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        for verbosity in (optuna.logging.INFO, optuna.logging.WARNING):
+            optuna.logging.set_verbosity(verbosity)
+            s = study(OddOnesOut())
+            for lr in (0.05, 0.02, 1e12):
+                s.enqueue_trial({"lr": lr})
+            optimize_in_packs(s, space(lr={"type": "loguniform", "low": 0.01, "high": 1e12}), n_trials=3,
+                              pack_size=3, ratio=1.0, decide="proxy")
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lines = [(level, text) for level, text in lines if text.startswith("Trial ")]  # not "A new study created"
+    said = [text for _, text in lines]
+    assert (f"Trial 0 finished with value: {s.trials[0].value} and parameters: {{'lr': 0.05}}. "
+                              f"Best is trial 0 with value: {s.trials[0].value}.") in said
+    assert "Trial 1 pruned at epoch 1." in said
+    failed = [(level, text) for level, text in lines if text.startswith("Trial 2 failed with parameters: "
+                                                                         "{'lr': 1000000000000.0} because of the "
+                                                                         "following error: TrainingDiverged(")]
+    assert len(failed) == 2 and all(level == logging.WARNING for level, _ in failed)  # once at each verbosity
+    assert len(lines) == 4  # at WARNING only the failure

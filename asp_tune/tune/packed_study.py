@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import numbers
 import time
@@ -243,6 +244,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
             breakdown["study_s"] += time.perf_counter() - tick
             server.leave(name)
         ended.append(frozen)
+        _log_ended(study, frozen, error)
         for callback in callbacks if call_back else ():
             callback(study, frozen)
 
@@ -340,6 +342,27 @@ class StudyStopped(Exception):
 def _one_line(error: BaseException) -> str:
     """An error's first line."""
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _log_ended(study: Any, trial: Any, error: BaseException | None) -> None:
+    """The line ``study.optimize`` logs as a trial ends (``study.tell`` logs none), through Optuna's logger, so
+    ``optuna.logging.set_verbosity`` governs it: finished with its value and parameters (and the best so far),
+    pruned, or failed (a warning)."""
+    import optuna
+
+    logger = optuna.logging.get_logger(f"optuna.{__name__}")
+    if trial.state == optuna.trial.TrialState.FAIL:
+        logger.warning(f"Trial {trial.number} failed with parameters: {trial.params} because of the following "
+                       f"error: {error!r}.")
+    elif trial.state == optuna.trial.TrialState.PRUNED:
+        logger.info(f"Trial {trial.number} pruned at epoch {trial.last_step}.")
+    elif logger.isEnabledFor(logging.INFO):
+        try:
+            best = study.best_trial
+            said = f" Best is trial {best.number} with value: {best.value}."
+        except ValueError:  # no best trial (Optuna says none either)
+            said = ""
+        logger.info(f"Trial {trial.number} finished with value: {trial.value} and parameters: {trial.params}.{said}")
 
 
 def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] | Callable[..., Any] = ()) -> PackChoice:
