@@ -448,3 +448,15 @@ def test_each_trial_that_ends_is_logged_as_study_optimize_logs_it_under_optunas_
                                                                          "following error: TrainingDiverged(")]
     assert len(failed) == 2 and all(level == logging.WARNING for level, _ in failed)  # once at each verbosity
     assert len(lines) == 4  # at WARNING only the failure
+
+
+def test_optunas_default_pruner_counts_as_pruning_and_the_notes_say_which_strategy_it_chose():
+    """optuna.create_study() gets MedianPruner: the strategy changed without a word."""
+    tiny = {**space(), "fixed": {**space()["fixed"], "epochs": 1}}
+    median = optimize_in_packs(optuna.create_study(direction="maximize"), tiny, n_trials=1, pack_size=1,
+                               decide="proxy")
+    said = [n for n in median.notes if "MedianPruner prunes" in n]
+    assert median.run["metric"] == "random" and median.run["first_epoch_full"] is False
+    assert len(said) == 1 and "metric='random', first_epoch_full=False" in said[0] and "NopPruner()" in said[0]
+    plain = optimize_in_packs(study(), tiny, n_trials=1, pack_size=1, decide="proxy")  # NopPruner
+    assert plain.run["metric"] != "random" and not [n for n in plain.notes if "prunes, so" in n]

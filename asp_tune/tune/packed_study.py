@@ -147,7 +147,10 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
 
     ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``metric``,
     ``ratio_schedule``, ``first_epoch_full``, ...; not one the space searches); with a pruner, trials start at the
-    ratio and ``metric`` ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search.
+    ratio and ``metric`` ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search (said
+    in :attr:`PackedStudy.notes`). Any pruner but ``NopPruner`` counts, Optuna's default ``MedianPruner`` (a
+    study created without one) too: create the study with ``pruner=optuna.pruners.NopPruner()`` for the
+    strategy of trials that all run to their last epoch.
     ``timeout``: seconds after which no trial starts (those running finish); ``study.stop()`` (from a callback,
     Optuna's ``GridSampler`` or ``MaxTrialsCallback``) does the same. ``catch``: exceptions that fail a trial and
     let the study go on, as in ``study.optimize`` (an error raised in the user's code counts as its own type; a
@@ -205,6 +208,11 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     fatal: BaseException | None = None  # the error that stops the study, and its trial
     fatal_trial: int | None = None
     tag = check_settings(study, trained_settings(space, first), notes)  # what a trial trains with, less its params
+    if pruning and ratio < 1.0:  # optuna.create_study() without a pruner gets MedianPruner: said, not silent
+        notes.append(f"the study's {type(study.pruner).__name__} prunes, so its trials take the early-stopping "
+                     f"search's data strategy: metric={first.metric!r}, first_epoch_full={first.first_epoch_full} "
+                     "(a study created with pruner=optuna.pruners.NopPruner() prunes nothing and takes the strategy "
+                     "of trials that all run to their last epoch)")
 
     def may_start() -> bool:
         return asked < n_trials and not getattr(study, "_stop_flag", False) and (
