@@ -77,9 +77,6 @@ def test_a_tpe_search_keeps_its_study_in_an_optuna_journal_file(ray_session, tmp
         HpoSettings(space=space, algo="asha", optuna_storage=str(journal)).validate()
 
 
-
-
-
 def test_the_tpe_searcher_tells_optuna_each_trial_s_best_epoch_and_keeps_it_across_a_resume(tmp_path):
     import pickle
 
@@ -133,3 +130,138 @@ def test_an_audit_says_when_the_study_s_own_pick_does_not_train_on_full_data():
     assert audit.summary()["regret_of_proxy_pick"] is None
     healthy = audit_study(study, lambda p: 0.85 - 0.01 * p["x"])
     assert not healthy.own_pick_failed and healthy.summary()["regret_of_proxy_pick"] == 0.0
+
+
+def test_numpy_scores_are_finite_to_the_tpe_searcher_and_told_as_floats():
+    """np.float32 was neither int nor float: the trial had no best score and was told FAIL."""
+    import numpy as np
+    from ray import tune
+
+    from asp_tune.tune.fulldata import finite
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
+
+    assert finite(np.float32(0.5)) and finite(np.int64(2)) and finite(0.5)
+    assert not finite(np.float32("nan")) and not finite(float("inf")) and not finite(True) and not finite("0.5")
+    searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max")
+    for trial, kind in (("a", np.float32), ("b", np.float64)):
+        searcher.suggest(trial)
+        for step, score in enumerate([0.75, 0.5], 1):
+            searcher.on_trial_result(trial, {"training_iteration": step, "val_accuracy": kind(score)})
+        searcher.on_trial_complete(trial, {"training_iteration": 2, "val_accuracy": kind(0.5)})
+    for told in searcher._ot_study.trials:
+        assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 0.75 and type(told.value) is float
+
+
+def test_an_audit_keeps_each_full_data_score_as_it_arrives_and_catch_scores_a_failed_run_nan():
+    """A train_full that raised on the k-th trial lost the k-1 full-data runs already paid for."""
+    import math
+
+    from optuna.distributions import FloatDistribution
+
+    from asp_tune import ConfigError
+    from asp_tune.tune import audit_study
+    from asp_tune.tune.optuna_audit import SCORES_ATTR
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(20):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    calls = []
+
+    def full(params, fail_at=None):
+        calls.append(params["x"])
+        if params["x"] == fail_at:
+            raise ValueError("out of memory")
+        return 0.85 - 0.01 * params["x"]
+
+    with pytest.raises(ValueError, match="out of memory"):
+        audit_study(study, lambda p: full(p, fail_at=17.0), count=3, keep_as="full")
+    assert calls == [0.0, 1.0, 17.0] and len(study.user_attrs[SCORES_ATTR]["full"]) == 2  # the best 2, 1 drawn
+    calls.clear()
+    rerun = audit_study(study, full, count=3, keep_as="full")  # the two paid for are reused
+    assert calls == [17.0] and rerun.table["full_data_score"].tolist() == pytest.approx([0.85, 0.84, 0.68])
+    calls.clear()
+    caught = audit_study(study, lambda p: full(p, fail_at=1.0), count=3, catch=ValueError, keep_as="other")
+    assert calls == [0.0, 1.0, 17.0] and math.isnan(caught.table["full_data_score"][1])
+    assert caught.table["error"][1] == "ValueError: out of memory" and caught.table["error"].notna().sum() == 1
+    assert caught.best_params == {"x": 0.0} and not caught.own_pick_failed
+    assert sorted(study.user_attrs[SCORES_ATTR]["other"]) == ['{"x": 0.0}', '{"x": 17.0}']  # a failure trains again
+    for bad in ({"catch": [3]}, {"keep_as": 3}):
+        with pytest.raises(ConfigError, match=f"invalid {next(iter(bad))}="):
+            audit_study(study, full, **bad)
+
+
+def test_a_trial_its_scheduler_stopped_is_told_pruned_and_one_that_ran_its_epochs_complete():
+    """Ray tells the searcher of a trial ASHA stopped as of one that finished: Optuna was told COMPLETE."""
+    from ray import tune
+
+    from asp_tune.tune.algorithms import ASHA, TPE, Context
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
+
+    ctx = Context(3, param_space={"x": tune.uniform(0, 1)}, space=object())
+    assert TPE.build(ctx).searcher._epochs == TPE.stopped_by(ASHA).build(ctx).searcher._epochs == 3
+    searcher = BestEpochOptunaSearch(space={"x": tune.uniform(0, 1)}, metric="val_accuracy", mode="max", epochs=3)
+    for trial, scores in (("stopped", [0.4]), ("finished", [0.5, 0.7, 0.6])):
+        searcher.suggest(trial)
+        for step, score in enumerate(scores, 1):
+            searcher.on_trial_result(trial, {"training_iteration": step, "val_accuracy": score})
+        searcher.on_trial_complete(trial, {"training_iteration": len(scores), "val_accuracy": scores[-1]})
+    stopped, finished = searcher._ot_study.trials
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.4}
+    assert finished.state == optuna.trial.TrialState.COMPLETE and finished.value == 0.7
+
+
+def test_a_later_search_joining_a_kept_study_is_warned_of_other_settings_and_refused_in_the_other_direction(
+        tmp_path):
+    """A second search of the same name joined the study silently: other epochs, even another direction."""
+    import warnings
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from asp_tune import ConfigError
+    from asp_tune.tune.settings import HpoSettings
+    from asp_tune.tune.space import parse_space
+    from asp_tune.tune.tpe_search import BestEpochOptunaSearch
+
+    journal = tmp_path / "study.log"
+
+    def search(epochs: int):
+        space = parse_space({"name": "j", "fixed": {"dataset": "digits", "model": "mlp", "epochs": epochs},
+                             "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}})
+        settings = HpoSettings(space=space, algo="tpe", ratio=0.5, optuna_storage=str(journal))
+        searcher = settings.algorithm.build(settings.context("val_accuracy")).searcher
+        searcher.suggest(f"trial-{epochs}")
+        return searcher
+
+    first = search(2)
+    kept = first._ot_study.user_attrs["asp_tune_run"][first._tag]
+    assert first._study_name == "asp-j-r0.5" and first._ot_study.trials[0].user_attrs["asp_tune_run"] == first._tag
+    assert kept["epochs"] == 2 and kept["algo"] == "tpe" and kept["objective"] == "val_accuracy" and "lr" not in kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search(2)  # the same settings: unsaid
+    with pytest.warns(UserWarning, match=r"2 of this study's trials were trained with other settings \(epochs "
+                                         r"differ\)"):
+        search(3)
+    with pytest.raises(ConfigError, match=r"invalid optuna_storage=\"study 'asp-j-r0.5'\": allowed a storage whose "
+                                          r"study 'asp-j-r0.5' is to minimize loss \(mode min\); the one it holds is "
+                                          r"to maximize: give another --optuna-storage"):
+        BestEpochOptunaSearch(space=first._space, metric="loss", mode="min", study_name="asp-j-r0.5",
+                              storage=JournalStorage(JournalFileBackend(str(journal))))
+
+
+def test_an_audit_of_a_minimising_study_picks_the_lowest_full_data_loss_and_says_its_pick_lost():
+    from optuna.distributions import FloatDistribution
+
+    from asp_tune.tune import audit_study
+
+    study = optuna.create_study(direction="minimize")  # the proxy's loss is x; full data's is lowest at x = 1
+    for i in range(10):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=float(i),
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    with pytest.warns(UserWarning, match=r"the study's own pick lost 1.0000 of full-data score"):
+        audit = audit_study(study, lambda p: (p["x"] - 1) ** 2 + 0.5, count=10)
+    assert audit.proxy_best_params == {"x": 0.0} and audit.best_params == {"x": 1.0} and audit.pick_changed
+    assert audit.best_full_score == 0.5 and audit.agreement.regret() == pytest.approx(1.0)
+    assert audit.agreement.kendall_tau() > 0.8  # the proxy ranks the rest as full data does: no misranking said

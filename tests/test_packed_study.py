@@ -267,7 +267,6 @@ def test_bad_input_is_named_before_any_trial_starts(call, field, allowed):
     assert raised.value.field == field and allowed in raised.value.allowed
 
 
-
 PICKY_MODEL = """
 from torch import nn
 
@@ -370,7 +369,94 @@ def test_full_data_decides_the_pick_unless_told_the_proxy_does():
         "packed.audit(count=N)", "")  # the hint names this object's keyword
     best = unchecked.study.best_params  # a pick that loses on full data is warned, as the command line says it
     unchecked.full_data_score = lambda params: 0.1 if params == best else 0.9
+    unchecked.run["seed"] = 1  # other settings: the scores kept of the real full-data runs are not theirs
     with pytest.warns(UserWarning, match="the study's own pick lost 0.8000 of full-data score"):
         unchecked.audit(count=2)
     with pytest.raises(ConfigError, match="invalid decide='nope'"):
         optimize_in_packs(study(), space(), 2, decide="nope")
+
+
+def test_a_study_resumed_with_other_fixed_settings_is_warned_and_its_audit_keeps_to_this_calls_trials(monkeypatch):
+    """The tag hashed the keyword settings alone: a space training other epochs joined the earlier trials
+    unsaid, and the audit retrained their params with this space, pairing proxy and full data of unlike runs."""
+    import asp_tune.build
+
+    built = []
+    monkeypatch.setattr(asp_tune.build, "build_trainer", lambda cfg, _b=asp_tune.build.build_trainer: built.append(
+        (cfg.ratio, cfg.epochs)) or _b(cfg))
+    s = study()
+    optimize_in_packs(s, space(), n_trials=2, pack_size=2, decide="proxy")  # 3 epochs
+    shorter = space()
+    shorter["fixed"]["epochs"] = 1
+    built.clear()
+    with pytest.warns(UserWarning, match=r"2 of this study's trials were trained with other settings \(epochs "
+                                         r"differ\)"):
+        packed = optimize_in_packs(s, shorter, n_trials=2, pack_size=2)
+    assert sorted(packed.full_data.table["number"]) == [2, 3]  # the 3-epoch trials are not this run's
+    assert [b for b in built if b[0] == 1.0] == [(1.0, 1), (1.0, 1)]
+    kept = s.user_attrs["asp_tune_run"][packed.run_tag]
+    assert kept["epochs"] == 1 and kept["model_args"] == {"hidden": 32} and "lr" not in kept  # less the searched
+
+
+def test_a_later_call_on_the_same_study_reuses_the_full_data_scores_its_audits_kept(monkeypatch):
+    """Each call audited with an empty cache: the configurations an earlier call trained on full data, the
+    dearest runs of all, trained again."""
+    import asp_tune.build
+
+    built = []
+    monkeypatch.setattr(asp_tune.build, "build_trainer", lambda cfg, _b=asp_tune.build.build_trainer: built.append(
+        (cfg.ratio, cfg.lr)) or _b(cfg))
+    s = study()
+    first = optimize_in_packs(s, space(), n_trials=3, pack_size=3)
+    scores = dict(zip(first.full_data.table["number"], first.full_data.table["full_data_score"]))
+    assert sorted(scores) == [0, 1, 2] and sum(1 for b in built if b[0] == 1.0) == 3
+    built.clear()
+    later = optimize_in_packs(s, space(), n_trials=1, pack_size=1)  # the study resumed: one more trial
+    table = later.full_data.table
+    again = [n for n in table["number"] if n in scores]
+    assert len(table) == 3 and again  # its best 3 of 4 hold earlier ones: not trained again, the same scores
+    assert sum(1 for b in built if b[0] == 1.0) == 3 - len(again)
+    assert all(table.set_index("number").loc[n, "full_data_score"] == scores[n] for n in again)
+
+
+def test_each_trial_that_ends_is_logged_as_study_optimize_logs_it_under_optunas_verbosity():
+    """study.tell logs nothing: an Optuna user saw a silent study."""
+    import logging
+
+    lines: list[tuple[int, str]] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append((record.levelno, record.getMessage()))
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        for verbosity in (optuna.logging.INFO, optuna.logging.WARNING):
+            optuna.logging.set_verbosity(verbosity)
+            s = study(OddOnesOut())
+            for lr in (0.05, 0.02, 1e12):
+                s.enqueue_trial({"lr": lr})
+            optimize_in_packs(s, space(lr={"type": "loguniform", "low": 0.01, "high": 1e12}), n_trials=3,
+                              pack_size=3, ratio=1.0, decide="proxy")
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lines = [(level, text) for level, text in lines if text.startswith("Trial ")]  # not "A new study created"
+    said = [text for _, text in lines]
+    assert (f"Trial 0 finished with value: {s.trials[0].value} and parameters: {{'lr': 0.05}}. "
+                              f"Best is trial 0 with value: {s.trials[0].value}.") in said
+    assert "Trial 1 pruned at epoch 1." in said
+    failed = [(level, text) for level, text in lines if text.startswith("Trial 2 failed with parameters: "
+                                                                         "{'lr': 1000000000000.0} because of the "
+                                                                         "following error: TrainingDiverged(")]
+    assert len(failed) == 2 and all(level == logging.WARNING for level, _ in failed)  # once at each verbosity
+    assert len(lines) == 4  # at WARNING only the failure
+
+
+def test_optunas_default_pruner_counts_as_pruning_and_the_notes_say_which_strategy_it_chose():
+    """optuna.create_study() gets MedianPruner: the strategy changed without a word."""
+    tiny = {**space(), "fixed": {**space()["fixed"], "epochs": 1}}
+    median = optimize_in_packs(optuna.create_study(direction="maximize"), tiny, n_trials=1, pack_size=1,
+                               decide="proxy")
+    said = [n for n in median.notes if "MedianPruner prunes" in n]
+    assert median.run["metric"] == "random" and median.run["first_epoch_full"] is False
+    assert len(said) == 1 and "metric='random', first_epoch_full=False" in said[0] and "NopPruner()" in said[0]
+    plain = optimize_in_packs(study(), tiny, n_trials=1, pack_size=1, decide="proxy")  # NopPruner
+    assert plain.run["metric"] != "random" and not [n for n in plain.notes if "prunes, so" in n]

@@ -37,8 +37,9 @@ class Context:
     mode: str = "max"
     param_space: dict[str, Any] | None = None
     space: Any = None
-    name: str | None = None
+    name: str | None = None  # the search's name: its Optuna study's, with optuna_storage
     optuna_storage: str | None = None
+    study_settings: dict[str, Any] | None = None  # what the trials train with, kept in that study
 
     @property
     def grace(self) -> int:
@@ -191,10 +192,13 @@ def _tpe(ctx: Context) -> Built:
 
         journal = Path(ctx.optuna_storage).expanduser().resolve()
         journal.parent.mkdir(parents=True, exist_ok=True)
-        kept = {"storage": JournalStorage(JournalFileBackend(str(journal))), "study_name": ctx.name or "asp_tune"}
+        if not ctx.name:
+            raise ConfigError("name", ctx.name, "the study's name beside optuna_storage")
+        kept = {"storage": JournalStorage(JournalFileBackend(str(journal))), "study_name": ctx.name}
     owned = ctx.space is not None
-    searcher = BestEpochOptunaSearch(space=ctx.param_space if owned else None,
-                                     sampler=optuna.samplers.TPESampler(seed=ctx.seed), **_target(ctx), **kept)
+    searcher = BestEpochOptunaSearch(space=ctx.param_space if owned else None, epochs=ctx.epochs,
+                                     settings=ctx.study_settings, sampler=optuna.samplers.TPESampler(seed=ctx.seed),
+                                     **_target(ctx), **kept)
     return Built(FIFOScheduler(), searcher, {} if owned else dict(ctx.param_space or {}))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
@@ -92,7 +93,7 @@ class FullDataAgreement:
     more: str = "--audit N"  # how the caller asks for more full-data runs, in its own words
 
     def add(self, key: str, proxy: Any, full: Any, source: str) -> None:
-        if _finite(proxy) and _finite(full):
+        if finite(proxy) and finite(full):
             sign = 1.0 if self.mode == "max" else -1.0
             self.pairs[str(key)] = (sign * float(proxy), sign * float(full))
             self.sources[str(key)] = source
@@ -100,7 +101,7 @@ class FullDataAgreement:
     def add_failed(self, key: str, full: Any, source: str) -> None:
         """A configuration with a full-data score whose proxy run failed or diverged: the proxy ranked it last
         (left out, a proxy that failed on the best configuration would look perfect)."""
-        if _finite(full):
+        if finite(full):
             self.pairs[str(key)] = (-math.inf, (1.0 if self.mode == "max" else -1.0) * float(full))
             self.sources[str(key)] = source
 
@@ -157,8 +158,9 @@ class FullDataAgreement:
                 f"{self.regret():.4f} of full-data score")
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating)) and math.isfinite(float(value))
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a finite real number: a Python or NumPy one (``np.float32`` too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def _plain(value: float) -> float | None:
@@ -309,7 +311,7 @@ def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] |
 def at_chance(scores: Sequence[float], constants: Sequence[float], mode: str = "max",
               margin: float = CHANCE_MARGIN) -> bool:
     """Whether every score is within ``margin`` of its constant predictor's (at least :data:`CHANCE_TRIALS`)."""
-    pairs = [(s, c) for s, c in zip(scores, constants) if _finite(s) and _finite(c)]
+    pairs = [(s, c) for s, c in zip(scores, constants) if finite(s) and finite(c)]
     if len(pairs) < CHANCE_TRIALS:
         return False
     sign = 1.0 if mode == "max" else -1.0
@@ -320,7 +322,7 @@ def regret_allowed(best: float | None, mode: str = "max") -> float:
     """The full-data score a pick may lose unwarned, where ``best`` is the best full-data score: of a maximised
     score, :data:`REGRET_WARN` of ``max(1, |best|)`` (a point of accuracy or R²); of a minimised one (a loss),
     :data:`REGRET_WARN` of ``|best|`` (1%, whatever the loss's scale)."""
-    if best is None or not _finite(best):
+    if best is None or not finite(best):
         return REGRET_WARN
     return REGRET_WARN * (max(1.0, abs(best)) if mode == "max" else abs(best))
 
@@ -336,7 +338,7 @@ def verdict_lines(agreement: "FullDataAgreement", regret: float | None, what: st
     if best is None and agreement.pairs:
         best = float(agreement.arrays()[1].max())  # signed as the agreement keeps it: |best| is the same
     allowed = regret_allowed(best, agreement.mode)
-    if regret is not None and _finite(regret) and regret > allowed:
+    if regret is not None and finite(regret) and regret > allowed:
         lines.append(f"{what} lost {regret:.4f} of full-data score against the best configuration on full data "
                      f"(more than {allowed:.4g})")
     return lines
@@ -382,10 +384,10 @@ class ProxyWatch:
     def observe(self, trial: str, epoch: int, score: Any, constant: Any, start_ratio: Any) -> RatioChange | None:
         """File one report; the change it calls for, if any (already applied to ``ratio``)."""
         self.started.add(trial)
-        ratio = float(start_ratio) if _finite(start_ratio) else self.ratio
-        if epoch == self.first_rung and _finite(score):
-            self.first[trial] = (float(score), float(constant) if _finite(constant) else math.nan, ratio)
-        if epoch == self.final_epoch and self.top_rung_full and _finite(score):
+        ratio = float(start_ratio) if finite(start_ratio) else self.ratio
+        if epoch == self.first_rung and finite(score):
+            self.first[trial] = (float(score), float(constant) if finite(constant) else math.nan, ratio)
+        if epoch == self.final_epoch and self.top_rung_full and finite(score):
             self.final[trial] = float(score)
         if self.ratio >= 1.0:
             return None
@@ -431,7 +433,7 @@ class ProxyWatch:
     def restore(self, record: dict[str, Any]) -> None:
         """Continue from a recorded file (a resumed search keeps its changes)."""
         ratio = record.get("ratio")
-        if _finite(ratio) and 0.0 < float(ratio) <= 1.0:
+        if finite(ratio) and 0.0 < float(ratio) <= 1.0:
             self.ratio = float(ratio)
         self.changes = [RatioChange(**c) for c in record.get("changes", []) if isinstance(c, dict)]
 
@@ -452,4 +454,4 @@ def read_changes(path: str | None) -> dict[str, Any]:
 def started_ratio(path: str | None, ratio: float) -> float:
     """The ratio a trial starting now trains on: the latest correction's, else ``ratio``."""
     value = read_changes(path).get("ratio")
-    return float(value) if _finite(value) and 0.0 < float(value) <= 1.0 else ratio
+    return float(value) if finite(value) and 0.0 < float(value) <= 1.0 else ratio

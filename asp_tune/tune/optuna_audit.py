@@ -12,6 +12,7 @@ No Ray: the full-data runs are the user's function, called one after another in 
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import warnings
@@ -65,15 +66,25 @@ class StudyAudit:
                 "full_data_scores": {str(r.number): r.full_data_score for r in self.table.itertuples()}}
 
 
+#: The study's user attribute that keeps each full-data score as it arrives: ``{keep_as: {params: score}}``.
+SCORES_ATTR = "asp_tune_full_data_scores"
+
+
 def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int | None = None,
-                seed: int = 0, *, count_hint: str = "count=N", trials: Iterable[Any] | None = None) -> StudyAudit:
+                seed: int = 0, *, count_hint: str = "count=N", trials: Iterable[Any] | None = None,
+                catch: Iterable[type[Exception]] | type[Exception] = (), keep_as: str | None = None) -> StudyAudit:
     """Train ``count`` of ``study``'s completed trials on full data with ``train_full(params)`` (its score,
     in the study's direction): the best half by the study's value, the rest drawn at random. ``count``
     None: enough to measure the proxy (6) in a study of 18 or more completed trials, else its best 3.
     The pick is the best full-data score; the study keeps the audit as its user attribute
     ``asp_tune_full_data`` (the agreement, the pick, each audited trial's full-data score). ``count_hint``: how
     the caller asks for a larger audit, in its lines. ``trials``: those of the study's trials to audit among
-    (default: all; the proxy's own pick is then the best of these)."""
+    (default: all; the proxy's own pick is then the best of these). ``catch``: exceptions of ``train_full``
+    that score its configuration NaN (as a failed run; its error in the table's ``error``) and let the audit go
+    on, as in ``study.optimize``; any other is raised. ``keep_as``: a name for this full-data training: each
+    finite score is kept in the study (user attribute :data:`SCORES_ATTR`) as it arrives, and an audit under
+    the same name (a rerun after a failure, a larger ``count``) reuses it rather than training again; give
+    another name when ``train_full`` changes (None: nothing kept)."""
     import optuna
 
     if not isinstance(study, optuna.Study):
@@ -84,6 +95,9 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
         raise ConfigError("count", count, "an integer >= 1, or None")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ConfigError("seed", seed, "an integer >= 0")
+    if keep_as is not None and not isinstance(keep_as, str):
+        raise ConfigError("keep_as", keep_as, "a name for the full-data training (str), or None")
+    catch = exception_types(catch)
     count = None if count is None else int(count)
     if trials is not None:
         trials = list(trials) if isinstance(trials, Iterable) and not isinstance(trials, (str, bytes)) else [trials]
@@ -104,12 +118,20 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
                           top_only=guards_only(count, len(done)))
     more = count_hint if len(chosen) < len(done) else f"completing more trials of the study, then {count_hint},"
     agreement, rows = FullDataAgreement(mode, more=more), []
+    kept = kept_scores(study, keep_as)
     for key in chosen:
         trial = by_number[key]
-        score = _score(train_full(dict(trial.params)), trial.number)
+        params, error = dict(trial.params), None
+        score = kept.get(params_key(params))
+        if score is None:
+            try:
+                score = _score(train_full(params), trial.number)
+            except catch as exc:
+                score, error = math.nan, f"{type(exc).__name__}: {exc}"
+            keep_score(study, keep_as, params, score)  # as it arrives: a later failure loses none
         agreement.add(key, trial.value, score, "audit")
-        rows.append({"number": trial.number, "params": dict(trial.params), "proxy_score": trial.value,
-                     "full_data_score": score})
+        rows.append({"number": trial.number, "params": params, "proxy_score": trial.value,
+                     "full_data_score": score, "error": error})
     table = pd.DataFrame(rows)
     finite = table[table["full_data_score"].map(math.isfinite)]
     if not len(finite):
@@ -132,3 +154,36 @@ def _score(value: Any, number: int) -> float:
         raise ConfigError("train_full", f"{type(value).__name__} {value!r:.60} for trial {number}",
                           "a function that returns the full-data score as a number")
     return float(value)
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """A configuration's key among the kept full-data scores: its parameters as sorted JSON."""
+    return json.dumps(params, sort_keys=True, default=repr)
+
+
+def kept_scores(study: Any, keep_as: str | None) -> dict[str, float]:
+    """The full-data scores ``study`` keeps under ``keep_as`` (:func:`audit_study`), by :func:`params_key`."""
+    if keep_as is None:
+        return {}
+    kept = study.user_attrs.get(SCORES_ATTR)
+    return dict(kept.get(keep_as) or {}) if isinstance(kept, dict) else {}
+
+
+def keep_score(study: Any, keep_as: str | None, params: dict[str, Any], score: float) -> None:
+    """Keep a finite full-data ``score`` of ``params`` in ``study`` under ``keep_as`` (a NaN one, a failed or
+    diverged run, trains again in a later audit)."""
+    if keep_as is None or not math.isfinite(score):
+        return
+    kept = study.user_attrs.get(SCORES_ATTR)
+    kept = dict(kept) if isinstance(kept, dict) else {}
+    kept[keep_as] = {**kept_scores(study, keep_as), params_key(params): float(score)}
+    study.set_user_attr(SCORES_ATTR, kept)
+
+
+def exception_types(catch: Any) -> tuple[type[Exception], ...]:
+    """``catch`` as a tuple of exception classes (one class or any iterable of them, as Optuna takes)."""
+    types = (catch,) if isinstance(catch, type) else tuple(catch) if isinstance(catch, Iterable) else (catch,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, Exception)):
+            raise ConfigError("catch", catch, "an exception class or a tuple of them")
+    return types

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import numbers
 import time
@@ -34,14 +35,18 @@ from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
 from asp_tune.pack import PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
+from asp_tune.tune.optuna_audit import exception_types
 from asp_tune.tune.pack_server import PackServer, say_if_nothing_fused
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, as_space
 from asp_tune.tune.space import SearchSpace
+from asp_tune.tune.study_settings import RUN_ATTR, check_settings, settings_tag, trained_settings
 
 #: What a trial may report to its study after each epoch, and the direction the study must optimise it in.
 REPORTS = {"val_score": "maximize", "val_loss": "minimize"}
 #: Values an Optuna categorical distribution holds as they are; other choices are asked for by their repr.
 PLAIN = (type(None), bool, int, float, str)
+#: The run fields of a full-data run (the audit's): all the data every epoch, no selection.
+FULL_DATA = {"ratio": 1.0, "metric": "none", "ratio_schedule": "constant"}
 
 
 @dataclass
@@ -61,7 +66,6 @@ class PackedStudy:
     notes: list[str] = field(default_factory=list)
     trials: list[Any] = field(default_factory=list)  # this call's trials (frozen), as they ended
     full_data: Any = None  # the StudyAudit that made the pick on full data (None: the proxy's scores picked)
-    full_data_scores: dict[str, float] = field(default_factory=dict, repr=False)  # config's repr -> its score
     run_tag: str | None = None  # the tag of this call's run settings in the study (RUN_ATTR); None: not kept
 
     @property
@@ -89,37 +93,44 @@ class PackedStudy:
         return self.space.train_config(_searched(self.space, params), **{**self.run, **overrides})
 
     def full_data_score(self, params: dict[str, Any]) -> float:
-        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data; each
-        configuration trains once (kept in :attr:`full_data_scores`), so a larger audit later trains only the
-        configurations it adds."""
+        """The last validation score (or loss, as the study reports) of ``params`` trained on all the data, with
+        this run's settings (:attr:`run` as it is now)."""
         from asp_tune.build import build_trainer
 
-        config = self.config(params, ratio=1.0, metric="none", ratio_schedule="constant")
-        key = repr(config)  # the run as it trains: run settings changed since (packed.run) train again
-        if key not in self.full_data_scores:
-            trainer = build_trainer(config)
-            while not trainer.done:
-                record = trainer.train_epoch()
-            self.full_data_scores[key] = float(record[self.report])
-        return self.full_data_scores[key]
+        trainer = build_trainer(self.config(params, **FULL_DATA))
+        while not trainer.done:
+            record = trainer.train_epoch()
+        return float(record[self.report])
+
+    @property
+    def full_data_tag(self) -> str:
+        """The tag of the full-data runs' settings (:attr:`run` as it is now, on all the data): the study keeps
+        their scores under it, so an audit of this study by any later call with these settings reuses them."""
+        first = self.space.first_params()
+        return "full-" + settings_tag(trained_settings(self.space, self.space.train_config(
+            first, **{**self.run, **FULL_DATA})))
 
     @property
     def report(self) -> str:
         """The record each trial reports: ``val_score``, or ``val_loss`` in a minimising study."""
         return _report_of(self.study)
 
-    def audit(self, count: int | None = None):
+    def audit(self, count: int | None = None, catch: Iterable[type[Exception]] | type[Exception] = ()):
         """:func:`asp_tune.tune.audit_study` of the study with :meth:`full_data_score`: the pick made on full
         data, and the proxy measured against it; kept as :attr:`full_data` (so :attr:`best_params` is its pick)
         and returned. Its warnings (a misranking proxy, a pick that lost on full data) are warned. Only the
         study's trials trained with this run's settings take part: another setting's proxy values do not compare
-        with theirs (a study resumed with other settings is warned as it starts)."""
+        with theirs (a study resumed with other settings is warned as it starts). Each full-data score is kept
+        in the study as it arrives (under :attr:`full_data_tag`): a configuration any audit with these settings
+        trained (this call's, a larger one, a later call's on the same study) trains once. ``catch``: errors
+        that score a configuration NaN and let the audit go on."""
         from asp_tune.tune.optuna_audit import audit_study
 
         trials = (None if self.run_tag is None else
                   [t for t in self.study.trials if t.user_attrs.get(RUN_ATTR) == self.run_tag])
         self.full_data = audit_study(self.study, self.full_data_score, count=count, seed=int(self.run.get("seed", 0)),
-                                     count_hint="packed.audit(count=N)", trials=trials)  # warns its warnings
+                                     count_hint="packed.audit(count=N)", trials=trials, catch=catch,
+                                     keep_as=self.full_data_tag)  # warns its warnings
         return self.full_data
 
 
@@ -136,7 +147,10 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
 
     ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``metric``,
     ``ratio_schedule``, ``first_epoch_full``, ...; not one the space searches); with a pruner, trials start at the
-    ratio and ``metric`` ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search.
+    ratio and ``metric`` ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search (said
+    in :attr:`PackedStudy.notes`). Any pruner but ``NopPruner`` counts, Optuna's default ``MedianPruner`` (a
+    study created without one) too: create the study with ``pruner=optuna.pruners.NopPruner()`` for the
+    strategy of trials that all run to their last epoch.
     ``timeout``: seconds after which no trial starts (those running finish); ``study.stop()`` (from a callback,
     Optuna's ``GridSampler`` or ``MaxTrialsCallback``) does the same. ``catch``: exceptions that fail a trial and
     let the study go on, as in ``study.optimize`` (an error raised in the user's code counts as its own type; a
@@ -152,7 +166,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
         raise ConfigError("study", type(study).__name__, "an optuna.Study")
     space = as_space(space)
     report = _report_of(study)
-    catch = _exception_types(catch)
+    catch = exception_types(catch)
     callbacks = list(callbacks) if isinstance(callbacks, Iterable) and not callable(callbacks) else callbacks
     if not isinstance(callbacks, list) or not all(callable(c) for c in callbacks):
         raise ConfigError("callbacks", callbacks, "a list of functions callback(study, frozen_trial)")
@@ -184,7 +198,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
            **({"epochs": epochs} if epochs is not None else {}),
            **search_proxy_fields(ratio, metric, pruning, given, fields.get("ratio_schedule", space.fixed.get(
                "ratio_schedule", "constant")))}
-    space.train_config(space.first_params(), **run)  # the run fields make a valid TrainConfig: named now
+    first = space.train_config(space.first_params(), **run)  # the run fields make a valid TrainConfig: named now
 
     server = PackServer(space, run, arrays=None, pack_size=1)
     breakdown = {"startup_s": 0.0, "train_s": 0.0, "study_s": 0.0}
@@ -194,7 +208,12 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     notes: list[str] = []
     fatal: BaseException | None = None  # the error that stops the study, and its trial
     fatal_trial: int | None = None
-    tag = _check_settings(study, run, notes)
+    tag = check_settings(study, trained_settings(space, first), notes)  # what a trial trains with, less its params
+    if pruning and ratio < 1.0:  # optuna.create_study() without a pruner gets MedianPruner: said, not silent
+        notes.append(f"the study's {type(study.pruner).__name__} prunes, so its trials take the early-stopping "
+                     f"search's data strategy: metric={first.metric!r}, first_epoch_full={first.first_epoch_full} "
+                     "(a study created with pruner=optuna.pruners.NopPruner() prunes nothing and takes the strategy "
+                     "of trials that all run to their last epoch)")
 
     def may_start() -> bool:
         return asked < n_trials and not getattr(study, "_stop_flag", False) and (
@@ -234,6 +253,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
             breakdown["study_s"] += time.perf_counter() - tick
             server.leave(name)
         ended.append(frozen)
+        _log_ended(study, frozen, error)
         for callback in callbacks if call_back else ():
             callback(study, frozen)
 
@@ -333,6 +353,27 @@ def _one_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+def _log_ended(study: Any, trial: Any, error: BaseException | None) -> None:
+    """The line ``study.optimize`` logs as a trial ends (``study.tell`` logs none), through Optuna's logger, so
+    ``optuna.logging.set_verbosity`` governs it: finished with its value and parameters (and the best so far),
+    pruned, or failed (a warning)."""
+    import optuna
+
+    logger = optuna.logging.get_logger(f"optuna.{__name__}")
+    if trial.state == optuna.trial.TrialState.FAIL:
+        logger.warning(f"Trial {trial.number} failed with parameters: {trial.params} because of the following "
+                       f"error: {error!r}.")
+    elif trial.state == optuna.trial.TrialState.PRUNED:
+        logger.info(f"Trial {trial.number} pruned at epoch {trial.last_step}.")
+    elif logger.isEnabledFor(logging.INFO):
+        try:
+            best = study.best_trial
+            said = f" Best is trial {best.number} with value: {best.value}."
+        except ValueError:  # no best trial (Optuna says none either)
+            said = ""
+        logger.info(f"Trial {trial.number} finished with value: {trial.value} and parameters: {trial.params}.{said}")
+
+
 def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] | Callable[..., Any] = ()) -> PackChoice:
     """:func:`choose_pack_size` ``auto`` on ``trainer`` (and the footprints of ``others``, the space's other kinds
     of pack); one at a time, said, where the measurement fails."""
@@ -342,48 +383,9 @@ def _measured(n_trials: int, trainer: Any, others: Sequence[TrainConfig] | Calla
         return PackChoice(1, f"one configuration at a time: the packs could not be measured ({_one_line(exc)})")
 
 
-#: The study's user attribute that keeps the run settings of its trials, by tag; each trial keeps its tag in
-#: its own user attribute of the same name.
-RUN_ATTR = "asp_tune_run"
-
-
-def _check_settings(study: Any, run: dict[str, Any], notes: list[str]) -> str:
-    """Keep ``run`` in the study under its tag (returned, for this call's trials); warn (and note) while the
-    study holds trials trained with other settings, as every later call into it does."""
-    import hashlib
-    import json
-
-    text = json.loads(json.dumps(run, default=str))  # as the study's storage keeps it
-    tag = hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest()[:12]
-    kept = study.user_attrs.get(RUN_ATTR)
-    by_tag = isinstance(kept, dict) and all(isinstance(v, dict) for v in kept.values())
-    legacy = kept if isinstance(kept, dict) and not by_tag and kept != text else None  # an older asp_tune's
-    kept = dict(kept) if by_tag else {}
-    others = {t.user_attrs.get(RUN_ATTR) for t in study.trials} - {tag, None}
-    if others or (legacy is not None and study.trials):
-        earlier = [kept.get(o, {}) for o in sorted(others)] if others else [legacy]
-        changed = sorted(k for before in earlier for k in before.keys() | text.keys() if before.get(k) != text.get(k))
-        held = sum(1 for t in study.trials if t.user_attrs.get(RUN_ATTR) in others) or len(study.trials)
-        notes.append(f"{held} of this study's trials were trained with other settings "
-                     f"({', '.join(dict.fromkeys(changed)) or 'not kept'} differ): their values and this call's are "
-                     "not comparable")
-        warnings.warn(notes[-1], stacklevel=3)
-    study.set_user_attr(RUN_ATTR, {**kept, tag: text})
-    return tag
-
-
 def live_name(trial: Any) -> str:
     """A trial's name in the pack server: its number, zero-padded so names sort as numbers."""
     return f"{trial.number:09d}"
-
-
-def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
-    """``catch`` as a tuple of exception classes (one class or any iterable of them, as Optuna takes)."""
-    types = (catch,) if isinstance(catch, type) else tuple(catch) if isinstance(catch, Iterable) else (catch,)
-    for kind in types:
-        if not (isinstance(kind, type) and issubclass(kind, Exception)):
-            raise ConfigError("catch", catch, "an exception class or a tuple of them")
-    return types
 
 
 def _caught(error: BaseException, catch: tuple[type[BaseException], ...]) -> bool:

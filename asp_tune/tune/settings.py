@@ -183,7 +183,7 @@ class HpoSettings:
     optuna_storage: str | None = option(None, "tpe: keep the Optuna study in this journal file (optuna-dashboard "
                                               "opens it; the study is named after the search, asp-SPACE-rRATIO "
                                               "or the API's name=, so a later search of that space and ratio adds "
-                                              "to it)", SEARCH,
+                                              "to it, warned where its settings differ)", SEARCH,
                                         check=Check(check_journal, ("/", "", "sqlite:///opt.db")))
     grace_period: int = option(1, "ASHA/Hyperband: epochs before a trial may be stopped", SEARCH,
                                check=Interval(1, None, integer=True))
@@ -284,7 +284,22 @@ class HpoSettings:
         return Context(self.epochs, num_samples=self.num_samples, max_concurrent=self.max_concurrent * pack_size,
                        grace_period=self.grace_period, reduction_factor=self.reduction_factor, seed=self.seed,
                        metric=metric, mode="max", param_space=self.space.to_tune(), space=self.space,
-                       name=self.name or f"asp-{self.space.name}-r{self.ratio}", optuna_storage=self.optuna_storage)
+                       name=self.study_name, optuna_storage=self.optuna_storage,
+                       study_settings=self.study_settings(metric) if self.optuna_storage else None)
+
+    @property
+    def study_name(self) -> str:
+        """The name of the search's Optuna study (``--optuna-storage``): ``name``, else ``asp-SPACE-rRATIO``."""
+        return self.name or f"asp-{self.space.name}-r{self.ratio}"
+
+    def study_settings(self, metric: str) -> dict[str, Any]:
+        """What the search's trials train with (less the searched values) and how it searches, as its Optuna
+        study keeps them: a later search of the same study name with other settings is warned."""
+        from asp_tune.tune.study_settings import trained_settings
+
+        return trained_settings(self.space, self.trial_config(), algo=self.algo, early_stop=self.early_stop,
+                                grace_period=self.grace_period, reduction_factor=self.reduction_factor,
+                                rung_ratios=self.rung_ratios, objective=metric)
 
     def score_metric(self, float_targets: bool = False) -> str:
         """What the search optimises: the validation score of the trials' task (``val_accuracy`` for

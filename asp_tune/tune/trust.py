@@ -16,8 +16,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
-#: Below this tau over at least MIN_PAIRS configurations, a rung pair ranks too unlike the next rung.
-THRESHOLD, MIN_PAIRS = 0.3, 6
+# a rung pair ranks too unlike the next rung below the full-data audit's threshold over as many configurations
+from asp_tune.tune.fulldata import MIN_PAIRS, THRESHOLD
 
 
 def rung_epochs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
