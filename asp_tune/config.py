@@ -51,6 +51,14 @@ def _check_milestones(name: str, value: Any) -> None:
         raise ConfigError(name, value, "fractions of the run in (0, 1)")
 
 
+#: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
+SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size",
+                                     "download"})
+#: ... and where the data is read from and how much of the test split scores: trials that differ in these alone
+#: are comparable (an Optuna study resumed on another machine or from another folder).
+SETTINGS_FREE_IN_A_STUDY = SETTINGS_FREE_ON_RESUME | {"data_dir", "test_subset"}
+
+
 @dataclass
 class TrainConfig(ProxySettings):
     """Everything one proxy-data training run needs: the data, the model and its optimisation, the

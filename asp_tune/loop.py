@@ -201,7 +201,9 @@ class ProxyData(Dataset):
         self._passes = 0  # passes begun over the planned epoch
         self._replay_said = False
         self._labels_checked = False  # targets against the logits' columns, once on a device
-        self._labels_found = labels is None and label_tensor is not None  # compared with the first integer targets
+        # labels found in the data set and used (class balance, a strategy by class): compared with the first
+        # integer targets once; unused ones (a target transform may have made them other classes) are not checked
+        self._labels_found = labels is None and label_tensor is not None and self.strategy.needs_labels
         self._nonfinite: torch.Tensor | None = None  # whether update() was given NaN/inf losses (on their device)
         self._nonfinite_said = False
         self._trained = 0  # samples this rank gave update() since the epoch was planned

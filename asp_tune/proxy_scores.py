@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,10 +75,18 @@ def cache_dir() -> Path:
     return default_cache_dir() / "proxy_scores"
 
 
+_DIGESTS: dict[int, str] = {}  # by the tensor's id while it lives (a tensor's == is elementwise: no dict key)
+
+
 def _digest(values: torch.Tensor) -> str:
-    """A SHA-256 of a tensor's bytes (about 0.1 s for CIFAR-10's training images)."""
-    array = values.detach().cpu().contiguous().numpy()
-    return hashlib.sha256(memoryview(array).cast("B")).hexdigest()
+    """A SHA-256 of a tensor's bytes (about 0.1 s for CIFAR-10's training images), once per tensor: every
+    static-proxy trial of a process asks for its data's key."""
+    known = _DIGESTS.get(id(values))
+    if known is None:
+        raw = values.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()  # any dtype, bfloat16 too
+        known = _DIGESTS[id(values)] = hashlib.sha256(memoryview(raw)).hexdigest()
+        weakref.finalize(values, _DIGESTS.pop, id(values), None)
+    return known
 
 
 def cache_key(config: TrainConfig, data: DataBundle) -> str:
@@ -191,17 +200,24 @@ def compute_proxy_scores(proxy_config: TrainConfig, data: DataBundle) -> ProxySc
         trainer.train_epoch()
     val_accuracy, _ = trainer.evaluate("val")
     loss, entropy, confidence, features = score_samples(trainer)
-    for name, values in (("loss", loss), ("entropy", entropy), ("confidence", confidence), ("features", features)):
-        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
-        if bool(bad.any()):  # one NaN makes a top-m pick a uniform draw and k-centers pick a centre twice
-            raise RunFailed(f"the scoring model ({proxy_config.model}, {proxy_config.epochs} epochs) gave {int(bad.sum())}"
-                            f" of {len(values)} samples a NaN or infinite {name}: it diverged under the default "
-                            "optimisation settings it trains with; no scores were kept (another --proxy-model, or "
-                            "fewer --proxy-epochs)")
+    check_finite({"loss": loss, "entropy": entropy, "confidence": confidence, "features": features},
+                 f"the scoring model ({proxy_config.model}, {proxy_config.epochs} epochs)",
+                 "it diverged under the default optimisation settings it trains with; no scores were kept (another "
+                 "--proxy-model, or fewer --proxy-epochs)")
     return ProxyScores(loss=loss, entropy=entropy, least_confidence=1.0 - confidence,
                        forgetting=forgetting.scores().cpu(), features=features,
                        seconds=time.perf_counter() - start, model=proxy_config.model, epochs=proxy_config.epochs,
                        val_accuracy=val_accuracy)
+
+
+def check_finite(scores: dict[str, torch.Tensor], model: str, advice: str) -> None:
+    """Raise :class:`RunFailed` naming ``model`` and the score when any sample's is NaN or infinite (one NaN makes
+    a top-m pick a uniform draw and k-centers pick a centre twice), with ``advice``."""
+    for name, values in scores.items():
+        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+        if bool(bad.any()):
+            raise RunFailed(f"{model} gave {int(bad.sum())} of {len(values)} samples a NaN or infinite {name}: "
+                            f"{advice}")
 
 
 class ProxyModelTrainer(Trainer):

@@ -50,9 +50,16 @@ def ratio_steps(kind: str) -> tuple[tuple[int, float], ...]:
 
 
 def lowest_ratio(ratio: float, schedule: str) -> float:
-    """The lowest ratio a run at ``ratio`` under ``schedule`` reaches (a ``steps:`` schedule may go below it):
-    what ``metric="auto"`` is resolved for, so a schedule that leaves full data never runs strategy ``none``."""
+    """The ratio ``metric="auto"`` is resolved for: ``ratio``, or the lowest step of a ``steps:`` schedule below
+    it (so one that leaves full data never runs strategy ``none``). ``dynamic`` counts as its ratio, its mean over
+    the run, as it was measured (bench/README.md: at r = 0.3 ``loss`` beat a random subset under it)."""
     return min([ratio] + [r for _, r in ratio_steps(schedule)])
+
+
+def ignores_schedule(metric: str) -> bool:
+    """Whether a strategy trains on one fixed subset (a static proxy) or on all data (``none``) whatever a ratio
+    schedule says: a run of it takes the ``constant`` schedule."""
+    return metric == "none" or metric in STATIC_PROXY_NAMES
 
 
 def check_steps_within(kind: str, epochs: int) -> None:
@@ -116,9 +123,9 @@ class ProxySettings:
                                  check=Check(lambda name, value: ratio_steps(value),
                                              ("sometimes", "steps:0=0.5", "steps:2=1.5", 3)))
     metric: str = option("auto", "subset strategy: an importance metric, mixture (one drawn per epoch), infobatch, "
-                                 "a static proxy, none (full data), or auto (the best measured for the lowest ratio "
-                                 f"its schedule reaches: none at 1, loss at >= {AUTO_STATIC_BELOW:g}, fixed_random "
-                                 "below, random below under a changing schedule)", GROUP, metric_choices,
+                                 "a static proxy, none (full data), or auto (the best measured for the ratio, or the "
+                                 f"lowest step of a steps: schedule: none at 1, loss at >= {AUTO_STATIC_BELOW:g}, "
+                                 "fixed_random below, random below under a schedule)", GROUP, metric_choices,
                          check=Check(check_strategy, ("no-such-strategy", 3)), name="--strategy", aliases=("--metric",),
                          imports=True)
     mixture_order: str = option("g012", "order of the mixture's metric groups over the run", GROUP, MIXTURE_ORDERS,
@@ -139,7 +146,8 @@ class ProxySettings:
                             check=Boolean())
     infobatch_prune: float = option(0.5, "infobatch: chance of dropping a below-mean-loss sample", GROUP,
                                     check=Interval(0.0, 1.0, "left"))
-    infobatch_anneal: float = option(0.125, "infobatch: final fraction of the epochs on all data", GROUP,
+    infobatch_anneal: float = option(0.125, "infobatch: 1 - InfoBatch's delta; epochs after floor(E (1 - anneal)) "
+                                            "train on all data, as InfoBatch's own code (epoch 0 prunes nothing)", GROUP,
                                      check=Interval(0.0, 1.0))
     first_epoch_full: bool = option(True, "train the first epoch on all data (the paper's Algorithm 1; a search "
                                           "that stops trials early, below ratio 1, starts them at the ratio "
@@ -218,7 +226,7 @@ def search_proxy_fields(ratio: float, metric: str, early_stopping: bool, given: 
 
 def auto_strategy(ratio: float, starts_at_ratio: bool = False, schedule: str = "constant") -> dict[str, Any]:
     """The settings ``metric="auto"`` stands for, the best measured for this case (bench/README.md), judged on
-    the lowest ratio ``schedule`` reaches (:func:`lowest_ratio`): full data where that is 1; a uniform pick
+    the ratio or a ``steps:`` schedule's lowest step (:func:`lowest_ratio`): full data where that is 1; a uniform pick
     of never-seen samples when trials start at the ratio (early-stopping searches); below
     :data:`AUTO_STATIC_BELOW` a fixed random subset at a constant ratio (a uniform pick each epoch under a
     schedule, which a fixed subset would ignore); else ``loss`` under the default (calibrated, gentle) rule

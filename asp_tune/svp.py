@@ -208,11 +208,13 @@ class ActiveLearner:
             picks = candidates[torch.randperm(candidates.numel(), generator=self.generator)[:budget]]
         elif self.strategy == "kcenters":
             features = score_samples(trainer, self.data.train)[3].to(trainer.device)
+            self._check(features=features)
             synchronize(trainer.device)
             scored = time.perf_counter()
             picks = greedy_k_centers(features, budget, initial=self.labelled.to(trainer.device)).cpu()
         else:
             _, entropy, confidence, _ = score_samples(trainer, self.data.train.take(candidates))
+            self._check(entropy=entropy, confidence=confidence)
             scored = time.perf_counter()
             values = entropy if self.strategy == "max_entropy" else 1.0 - confidence
             picks = candidates[torch.topk(values, budget).indices]
@@ -222,6 +224,13 @@ class ActiveLearner:
         self.labelled = torch.cat([self.labelled, picks.long()])
         self.rounds.append(result)
         return result
+
+    def _check(self, **scores: torch.Tensor) -> None:
+        from asp_tune.proxy_scores import check_finite
+
+        check_finite(scores, f"round {len(self.rounds) + 1}'s model ({self.round_config.model}, "
+                             f"{self.round_config.epochs} epochs)",
+                     "it diverged under the optimisation flags given (a smaller --lr, or fewer --proxy-epochs)")
 
     def final_target(self) -> dict[str, Any]:
         """The target trained on the final labelled pool: its test error and seconds."""

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import vmap
 
 from asp_tune.assembly import ModelFactory, Parts, build_parts, make_feeder  # noqa: F401 - make_feeder: its old home
-from asp_tune.config import TrainConfig
+from asp_tune.config import SETTINGS_FREE_ON_RESUME, TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.device import autocast, synchronize
 from asp_tune.errors import AspTuneError, ConfigError, UserCodeError
@@ -82,9 +82,6 @@ def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch
     return kind(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
 
 
-#: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
-SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size",
-                                     "download"})
 
 
 class Trainer:

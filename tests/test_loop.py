@@ -801,6 +801,9 @@ def test_labels_are_found_only_in_a_two_tensor_data_set_and_checked_against_the_
     with pytest.raises(ConfigError, match=r"invalid labels='the class labels found in the data set \(sample \d+: "
                                           r"\d, but update\(\) got target \d\)': allowed labels= \(one class label"):
         shifted.update(torch.arange(4), torch.rand(4), targets=1 - y[:4])  # a target transform, say
+    unused = ProxyData(TensorDataset(x, y), epochs=3, ratio=0.3, strategy="loss", class_balance=False)
+    unused.set_epoch(0)  # labels nothing reads are not checked: a target transform is the loop's own business
+    unused.update(torch.arange(4), torch.rand(4), logits=torch.randn(4, 2), targets=1 - y[:4])
 
 
 def _trained_loop(proxy: ProxyData, loader, epochs: int, stop_after: int | None = None) -> torch.Tensor:

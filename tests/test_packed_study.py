@@ -398,6 +398,18 @@ def test_a_study_resumed_with_other_fixed_settings_is_warned_and_its_audit_keeps
     assert kept["epochs"] == 1 and kept["model_args"] == {"hidden": 32} and "lr" not in kept  # less the searched
 
 
+def test_a_study_resumed_elsewhere_or_with_another_evaluation_batch_is_the_same_run(recwarn):
+    """The tag held every setting: another data folder, evaluation batch or test subset made the earlier trials
+    "not comparable" and left them out of the audit."""
+    s = study()
+    first = optimize_in_packs(s, space(), n_trials=2, pack_size=2, decide="proxy")
+    moved = space()
+    moved["fixed"].update(eval_batch_size=64, test_subset=100)
+    again = optimize_in_packs(s, moved, n_trials=2, pack_size=2, decide="proxy")
+    assert again.run_tag == first.run_tag
+    assert not [w for w in recwarn if "other settings" in str(w.message)]
+
+
 def test_a_later_call_on_the_same_study_reuses_the_full_data_scores_its_audits_kept(monkeypatch):
     """Each call audited with an empty cache: the configurations an earlier call trained on full data, the
     dearest runs of all, trained again."""

@@ -127,7 +127,8 @@ def test_a_step_a_run_never_reaches_is_refused_where_the_run_is_configured(tmp_p
 
 @pytest.mark.parametrize("ratio, schedule, expected", [
     (1.0, "constant", "none"), (0.3, "constant", "loss"), (0.1, "constant", "fixed_random"),
-    (0.1, "dynamic", "random"), (1.0, "steps:2=0.1", "random"), (0.1, "steps:2=0.5", "random"),
+    (0.1, "dynamic", "random"), (0.3, "dynamic", "loss"), (1.0, "steps:2=0.1", "random"),
+    (0.1, "steps:2=0.5", "random"),
     (1.0, "steps:2=0.3", "loss")])
 def test_auto_follows_the_ratio_schedule_and_never_takes_a_fixed_subset_that_would_ignore_it(ratio, schedule, expected):
     """auto took fixed_random (one subset of the base ratio) under any schedule: at ratio 1 with steps:2=0.1 it
@@ -161,3 +162,17 @@ def test_a_schedule_a_strategy_would_ignore_is_refused_by_name():
                                           "metric 'none'"):
         TrainConfig(metric="none", ratio=1.0, ratio_schedule="steps:2=0.3").validate()
     TrainConfig(metric="none", ratio=1.0, ratio_schedule="dynamic").validate()  # dynamic at 1 stays at 1
+
+
+def test_correlate_cells_of_full_data_and_static_proxies_keep_one_subset_under_the_search_s_schedule():
+    from asp_tune.tune.cells import cell_fields, cells
+    from asp_tune.tune.space import parse_space
+
+    space = parse_space({"name": "s", "fixed": {"dataset": "digits", "epochs": 4},
+                         "params": {"lr": {"type": "grid", "values": [0.01, 0.1]}}})
+    for schedule in ("dynamic", "steps:2=0.05"):
+        for name in cells([0.1], ["loss", "fixed_random", "easiest"]):
+            fields = cell_fields({"cell": name})
+            config = space.train_config({"lr": 0.01}, **{"ratio_schedule": schedule, **fields})  # none refused
+            static = fields["metric"] in ("none", "fixed_random", "easiest")
+            assert config.ratio_schedule == ("constant" if static else schedule), name

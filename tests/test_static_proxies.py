@@ -204,6 +204,10 @@ def test_the_proxy_cache_knows_the_training_inputs_so_edited_data_with_the_same_
     again = proxy_scores(cfg, changed)
     assert again.computed_here and again.key != first.key
     assert not proxy_scores(cfg, data).computed_here  # the first data's scores are still its own
+    from asp_tune.proxy_scores import _digest
+
+    halves = torch.arange(6.0).to(torch.bfloat16)  # any dtype's bytes (numpy has no bfloat16)
+    assert _digest(halves) == _digest(halves.clone()) != _digest(halves.flip(0))
 
 
 def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():

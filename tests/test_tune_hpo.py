@@ -408,8 +408,10 @@ def test_correlate_cli_table(ray_session, tmp_path):
     space = tmp_path / "g.yaml"
     space.write_text(yaml.safe_dump(grid))
     out = tmp_path / "corr"
+    # the paper's dynamic schedule: its proxy cells follow it, full data and the static cells keep their one subset
     code = main(["correlate", "--space", str(space), "--ratios", "0.5", "--metrics", "loss,random,easiest,hardest",
-                 "--proxy-epochs", "3", "--out", str(out), "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
+                 "--proxy-epochs", "3", "--ratio-schedule", "dynamic", "--out", str(out),
+                 "--storage-path", str(tmp_path / "ray"), "--verbose", "0"])
     assert code == 0
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 3 * 5 and set(scores["metric"]) == {"none", "loss", "random", "easiest", "hardest"}

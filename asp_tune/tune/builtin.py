@@ -396,12 +396,10 @@ def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int 
 
 def _cell_trial(config: dict[str, Any], *, space: SearchSpace, run: dict[str, Any], threads: int = 1,
                 arrays: dict[str, Any] | None = None, **shipped: Any) -> None:
-    from asp_tune.tune.correlate import cell_of
+    from asp_tune.tune.cells import cell_fields
     from asp_tune.tune.trainable import proxy_trial
 
-    ratio, metric = cell_of(config)
-    proxy_trial(config, space=space, run={**run, "ratio": ratio, "metric": metric}, threads=threads, arrays=arrays,
-                **shipped)
+    proxy_trial(config, space=space, run={**run, **cell_fields(config)}, threads=threads, arrays=arrays, **shipped)
 
 
 def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str], *, ratio_schedule: str = "constant",
@@ -418,6 +416,7 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
     from asp_tune.datasets import read_dataset
     from asp_tune.imports import user_modules
     from asp_tune.tune.algorithms import RANDOM, Context
+    from asp_tune.tune.cells import FULL_CELL, cell_fields
     from asp_tune.tune.correlate import cell_space, cells, run_correlation
 
     from asp_tune.constraints import check_value
@@ -431,8 +430,9 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
     names = cells(ratios, metrics)
     epochs = int(space.fixed.get("epochs", TrainConfig.epochs))
     run = {**(selection or {}), "ratio_schedule": ratio_schedule, "seed": seed, "device": device, "epochs": epochs}
-    space.train_config(configs[0], **run, ratio=min(ratios), metric=metrics[0])  # validate early
-    probe = space.train_config(configs[0], **run, ratio=1.0, metric="none")
+    for name in names:  # every cell's settings refused by name before anything is written or started
+        space.train_config(configs[0], **{**run, **cell_fields({"cell": name})})
+    probe = space.train_config(configs[0], **{**run, **cell_fields({"cell": FULL_CELL})})
     arrays = read_dataset(probe.dataset, probe.data_dir, download=probe.download,  # once, shared by all cells
                           image_size=probe.image_size)
     added = extensions()
@@ -440,7 +440,7 @@ def correlate_space(space: SearchSpace, ratios: list[float], metrics: list[str],
                                                                     for e in entries.values())])
 
     trials = len(configs) * len(names)
-    sizing = {**run, "ratio": min(ratios), "metric": metrics[0]}
+    sizing = {**run, **cell_fields({"cell": f"{min(ratios)}:{metrics[0]}"})}
     choice = auto_pack_size(pack, space.train_config(configs[0], **sizing), arrays, trials, trials * epochs,
                             max_concurrent, cpus_per_trial, gpus_per_trial,
                             others=lambda measure: space.sizing_configs(sizing, measure))  # a searched width too

@@ -404,9 +404,10 @@ def packed_trial(config: dict[str, Any], *, checkpoint_epochs: tuple[int, ...] |
     started, started_at = time.perf_counter(), time.time()
     overrides: dict[str, Any] = {}
     if per_cell:
-        from asp_tune.tune.cells import cell_of
+        from asp_tune.tune.cells import cell_fields
 
-        run_ratio, overrides["metric"] = cell_of(config)
+        overrides = cell_fields(config)
+        run_ratio = overrides.pop("ratio")
     member, token = tune.get_context().get_trial_id(), uuid.uuid4().hex[:12]
     checkpoint = tune.get_checkpoint()
     state, ratio = None, started_ratio(changes, run_ratio)

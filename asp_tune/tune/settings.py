@@ -156,9 +156,9 @@ class HpoSettings:
               "--ratio-schedule", SEARCH, check=Check(check_rung_ratios, ("0.5,0.3", "0,1", "1.5", "x", 3)))
     metric: str = reuse(ProxySettings, "metric", group=SEARCH,
                         help="subset strategy of proxy runs; auto: the best measured (random, never-seen samples "
-                             "first, when trials start at the ratio under early stopping; else, on the lowest ratio "
-                             f"the schedule reaches, loss at r >= {AUTO_STATIC_BELOW:g} and fixed_random below, "
-                             "random under a changing schedule)")
+                             "first, when trials start at the ratio under early stopping; else, on the ratio or a "
+                             f"steps: schedule's lowest step, loss at r >= {AUTO_STATIC_BELOW:g} and fixed_random "
+                             "below, random below under a schedule)")
     num_samples: int = option(8, "trials (for a grid space: repeats of the grid)", SEARCH,
                               check=Interval(1, None, integer=True))
     max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH,

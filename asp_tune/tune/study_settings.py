@@ -22,9 +22,13 @@ RUN_ATTR = "asp_tune_run"
 
 def trained_settings(space: Any, config: Any, **more: Any) -> dict[str, Any]:
     """``config`` (the TrainConfig of one trial of ``space``) as the JSON its study keeps, without the fields
-    the space searches (``model_args.NAME``: that key alone): what every trial of the run trains with; with
-    ``more`` (the search's own settings) beside."""
-    text = json.loads(json.dumps({**dataclasses.asdict(config), **more}, default=str))
+    the space searches (``model_args.NAME``: that key alone) and those that do not change what a trial learns
+    (:data:`~asp_tune.config.SETTINGS_FREE_IN_A_STUDY`: device, data folder, evaluation batch, ...): what every
+    trial of the run trains with; with ``more`` (the search's own settings) beside."""
+    from asp_tune.config import SETTINGS_FREE_IN_A_STUDY
+
+    learnt = {k: v for k, v in dataclasses.asdict(config).items() if k not in SETTINGS_FREE_IN_A_STUDY}
+    text = json.loads(json.dumps({**learnt, **more}, default=str))
     for p in space.params:
         *parents, last = p.name.split(".")
         holder = text
