@@ -177,8 +177,10 @@ class StackedOptimizer:
                 p.mul_(self._each([1 - lr * wd for lr, wd in zip(self.lr, self.weight_decay)], p))
             else:
                 g = self._add(g, self._each(self.weight_decay, p), p)
-        m = state.setdefault("exp_avg", torch.zeros_like(p))
-        v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+        for key in ("exp_avg", "exp_avg_sq"):  # made once (setdefault's default would be made at every step)
+            if key not in state:
+                state[key] = torch.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(g, self._each([1 - b for b in self.beta1], p))
         one_minus_b2 = self._each([1 - b for b in self.beta2], p)
         v.mul_(self._each(self.beta2, p))
@@ -394,6 +396,9 @@ class Pack:
                                          dim=0)
         limits = _column(self.optimizer._columns, [c or math.inf for c in self.grad_clip], norms)  # noqa: SLF001
         scale = (limits / (norms + 1e-6)).clamp(max=1.0)
+        if not all(self.grad_clip):  # a member that does not clip stays as alone (inf / an overflowed norm: NaN)
+            scale = _pick([not c for c in self.grad_clip], torch.ones_like(scale), scale,
+                          self.optimizer._columns)  # noqa: SLF001
         for g in grads:
             g.mul_(_expand(scale, g).to(g.dtype))
 

@@ -545,6 +545,33 @@ def test_each_member_clips_its_gradients_as_its_trainer_alone_does():
     assert abs(unclipped.train_epoch()["train_loss"] - runs[trainers[0]][0]["train_loss"]) > 1e-3  # it did clip
 
 
+def test_a_member_that_does_not_clip_keeps_its_gradients_when_a_clipping_member_shares_its_pack():
+    """Its norm overflowing to inf made inf / inf = NaN of its gradients; alone it is not clipped at all."""
+    members = configs(dataclasses.replace(MLP, epochs=1), [{}, {"lr": 0.2}])
+    data = build_trainer(members[0]).data
+    pack = Pack([Trainer(c, data=data, grad_clip=g) for c, g in zip(members, (0.0, 1.0))])
+    for p in pack.params.values():
+        p.grad = torch.stack([torch.full_like(p[0], 1e20), torch.full_like(p[1], 1e-3)])  # member 0's norm: inf
+    before = {n: p.grad.clone() for n, p in pack.params.items()}
+    pack._clip_gradients()  # noqa: SLF001
+    for name, p in pack.params.items():
+        assert torch.equal(p.grad[0], before[name][0]), name  # exactly as it was: its scale is 1
+        assert torch.equal(p.grad[1], before[name][1])  # the clipping member's norm is below its limit
+
+
+def test_adam_s_state_is_allocated_once_not_at_every_step(monkeypatch):
+    members = [TrainConfig(optimizer="adam", lr=1e-3), TrainConfig(optimizer="adam", lr=3e-3)]
+    params = {"w": torch.zeros(2, 4, 3, requires_grad=True)}
+    optimizer = StackedOptimizer(members, params)
+    params["w"].grad = torch.ones_like(params["w"])
+    optimizer.step(params)
+    made, zeros_like = [], torch.zeros_like
+    monkeypatch.setattr(torch, "zeros_like", lambda *a, **k: made.append(1) or zeros_like(*a, **k))
+    for _ in range(3):
+        optimizer.step(params)
+    assert made == [] and optimizer.steps == [4, 4]
+
+
 def test_configurations_that_differ_in_their_network_or_batches_go_to_different_packs():
     members = configs(MLP, [{}, {"lr": 0.2}, {"model_args": {"hidden": 64}}, {"batch_size": 16}, {"lr": 0.3}])
     assert group_into_packs(members, 2) == [[0, 1], [4], [2], [3]]
