@@ -560,7 +560,8 @@ class PackChoice:
 #: The most members ``auto`` puts in one pack on a CPU: ``bench/fused.py``'s MLPs trained 2.2x and 2.6x faster
 #: than one configuration at a time in packs of 16, 2.3x and 2.9x in packs of 32, and no faster in packs of 64.
 AUTO_MAX_CPU = 32
-#: ``auto`` times this many members (at most) on batches of at most this many samples: a short measurement.
+#: ``auto`` times this many members (at most), on the run's batches: a short measurement. A footprint and the
+#: vectorisation check (:func:`check_vectorizable`) run on batches of at most ``AUTO_MEASURED_BATCH`` samples.
 AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
 #: Of the device's free memory, the share ``auto`` lets a pack's members' footprints fill (weights, gradients,
 #: optimiser states, memories and saved activations: :func:`~asp_tune.footprint.measure_footprint`). The rest is
@@ -628,8 +629,8 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     said in the reason where that cut it), or for ``auto`` the most
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
-    training steps shows the pack no faster than its members one after another. ``device_share``: the part of
-    the device this pack may use (several packs sharing one). ``others``: configurations of the same search on
+    training steps at the run's batch size shows the pack no faster than its members one after another.
+    ``device_share``: the part of the device this pack may use (several packs sharing one). ``others``: configurations of the same search on
     the same data whose packs are of other kinds (a searched width or batch size), or a function that makes
     them given a measure (a configuration's footprint in bytes, None where unknown): the largest footprint of
     them all sizes every pack."""
@@ -688,11 +689,12 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
         return PackChoice(1, f"the device's memory holds one configuration's training at a time ({memory})",
                           memory=memory)
     measured = min(size, AUTO_MEASURED_MEMBERS)
-    try:
-        alone_s, pack_s = _measure(trainer, measured, rows, steps=2)
+    batch = min(config.batch_size, len(trainer.data.train))  # the run's: a pack that saves calls on small batches
+    try:  # can lose to its members one after another on large ones; the memory holds `size` members at this batch
+        alone_s, pack_s = _measure(trainer, measured, batch, steps=2)
     except CannotFuse as exc:
         return PackChoice(1, f"not fused: {exc}", memory=memory)
-    how = f"timed with {measured} configurations, batches of {rows}, on {device.type}"
+    how = f"timed with {measured} configurations on the run's batches of {batch}, on {device.type}"
     if pack_s >= alone_s:
         return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
                              f"after another ({how})", alone_s, pack_s, memory)

@@ -78,7 +78,7 @@ def test_auto_says_what_it_chose_and_why():
     result = successive_halving(configs, [1], eta=2, pack_size="auto")
     assert result.pack.size in (1, 4)
     assert result.notes[0].startswith("packs of 4" if result.pack.size == 4 else "not fused")
-    assert "configurations, batches of" in result.notes[0]
+    assert "configurations on the run's batches of 32" in result.notes[0]
     assert result.pack.alone_step_s > 0 and result.pack.pack_step_s > 0
 
 

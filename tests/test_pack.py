@@ -572,6 +572,26 @@ def test_adam_s_state_is_allocated_once_not_at_every_step(monkeypatch):
     assert made == [] and optimizer.steps == [4, 4]
 
 
+def test_auto_times_the_pack_at_the_run_s_batch_size_and_packs_only_where_it_wins_there(monkeypatch):
+    """At 32 rows a pack saves per-call overhead; at a large batch its batched products may lose to K plain ones."""
+    import asp_tune.pack as pack_module
+
+    timed = []
+
+    def measured(model, inputs, members, *args, **kwargs):  # faster on small batches, slower on the run's
+        timed.append(inputs.shape[0])
+        return (1.0, 0.5) if inputs.shape[0] <= 32 else (1.0, 1.3)
+
+    monkeypatch.setattr(pack_module, "measure_fusion", measured)
+    trainer = build_trainer(dataclasses.replace(MLP, batch_size=128))
+    choice = choose_pack_size("auto", 8, trainer)
+    assert timed == [128] and choice.size == 1
+    assert choice.reason.startswith("not fused: a pack's step took 1300.0 ms against 1000.0 ms one after another "
+                                    "(timed with 4 configurations on the run's batches of 128, on cpu)")
+    small = build_trainer(MLP)  # batches of 32: there the pack wins
+    assert choose_pack_size("auto", 8, small).size == 8
+
+
 def test_configurations_that_differ_in_their_network_or_batches_go_to_different_packs():
     members = configs(MLP, [{}, {"lr": 0.2}, {"model_args": {"hidden": 64}}, {"batch_size": 16}, {"lr": 0.3}])
     assert group_into_packs(members, 2) == [[0, 1], [4], [2], [3]]

@@ -163,13 +163,13 @@ def test_auto_packs_only_where_the_saving_beats_starting_the_trials_processes():
     assert expected_epochs(27, 9, (1, 3), 3) == 27 * 1 + 9 * 2 + 3 * 6
     assert expected_epochs(8, 5, None, 3) == 40
     fast = PackChoice(16, "packs of 16: measured", alone_step_s=4e-3, pack_step_s=1e-3)
-    small = worth_packing(fast, 3 * 45, 2, 64, 600)  # milliseconds saved against seconds of start-up
+    small = worth_packing(fast, 3 * 45, 2)  # milliseconds saved against seconds of start-up
     assert small.size == 1 and "would save about" in small.reason and "33 more processes" in small.reason
     assert "(32 trials at once in 2 pack workers)" in small.reason
-    few = worth_packing(PackChoice(4, "packs of 4: measured", alone_step_s=4e-3, pack_step_s=1e-3), 3 * 45, 2, 64,
-                        600, trials=4)  # a search of 4 trials never starts more than 4
+    few = worth_packing(PackChoice(4, "packs of 4: measured", alone_step_s=4e-3, pack_step_s=1e-3), 3 * 45, 2,
+                        trials=4)  # a search of 4 trials never starts more than 4
     assert "to start 5 more processes (4 trials at once in 1 pack worker)" in few.reason
-    big = worth_packing(fast, 10_000 * 45, 2, 64, 600_000)
+    big = worth_packing(fast, 10_000 * 45, 2)
     assert big.size == 16 and "saved against" in big.reason
 
 
