@@ -61,6 +61,10 @@ class CannotFuse(AspTuneError):
     """These configurations or this network cannot train in one pack (the reason says why)."""
 
 
+class PackTooLarge(CannotFuse):
+    """The pack ran out of the device's memory: fewer members may fit (the network itself may fuse)."""
+
+
 #: The :class:`Trainer` methods a pack never calls on its members (it steps, computes the losses, feeds the
 #: memories and validates for them all): a trainer class that overrides one is refused, its override would be
 #: ignored. The pack calls ``epoch_batches``, ``observe_stacked`` (and ``_memory_inputs``) and ``close_epoch``.
@@ -269,6 +273,9 @@ class Pack:
         try:
             self.params, self.buffers = stack_parameters(models)
             self.net = StackedNetwork(first.model)
+        except torch.OutOfMemoryError as exc:
+            raise PackTooLarge(f"a pack of {len(trainers)} ran out of memory stacking its weights "
+                               f"({_first_line(exc)})") from exc
         except (RuntimeError, ValueError) as exc:  # e.g. a network that cannot be copied
             raise CannotFuse(f"the network cannot be stacked ({_first_line(exc)})") from exc
         self.grad_clip = [t.grad_clip for t in trainers]
@@ -413,8 +420,12 @@ class Pack:
         try:
             out = self._forward(x, y, idx, smoothing)
             vmap(self.task.batch_sums)(out[1].detach(), y)
-        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+        except torch.OutOfMemoryError as exc:
             self.buffers = buffers  # what close() writes back into the members
+            raise PackTooLarge(f"a pack of {len(self.members)} ran out of memory at its first step "
+                               f"({_first_line(exc)})") from exc
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+            self.buffers = buffers
             raise CannotFuse("the network or the task cannot run vectorised over configurations: "
                              f"{_first_line(exc)}") from exc
         self._stepped = True
@@ -754,6 +765,8 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
                     raise CannotFuse(f"under autocast a pack would compute {differences[0]}"
                                      + (f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""))
             return timings
+    except torch.OutOfMemoryError as exc:
+        raise PackTooLarge(f"a pack of {members} ran out of memory ({_first_line(exc)})") from exc
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         raise CannotFuse(f"the network cannot run vectorised over configurations: {_first_line(exc)}") from exc
 
@@ -811,3 +824,53 @@ def check_vectorizable(trainer: Trainer) -> None:
     _check_fusable(trainer.model)
     _measure(trainer, 2, min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train)), steps=1,
              rounds=1, evaluate=True)
+
+
+def kind_name(trainer: Trainer) -> str:
+    """``trainer``'s kind of pack (:func:`pack_key`) as a note names it: its network's class, arguments and batch
+    size."""
+    config = trainer.config
+    args = f" {config.model_args}" if config.model_args else ""
+    return f"{type(trainer.model).__name__}{args} at batch size {config.batch_size}"
+
+
+class PackKinds:
+    """Whether each kind of pack (:func:`pack_key`) trains fused, and in packs of how many, decided per kind: a
+    kind is checked (:func:`check_vectorizable`: a training step, an evaluation forward and autocast's dtypes) on
+    its first trainer before any pack of it trains. A refusal holds for its kind only; a pack that ran out of
+    memory (:class:`PackTooLarge`) halves its kind's packs, down to one configuration at a time. ``notes``: why a
+    kind trains otherwise than asked, once per kind and reason."""
+
+    def __init__(self) -> None:
+        self.checked: set[tuple] = set()
+        self.refused: dict[tuple, str] = {}
+        self.limits: dict[tuple, int] = {}  # the most members a kind's pack may hold (after running out of memory)
+        self.notes: list[str] = []
+
+    def size(self, trainer: Trainer, asked: int) -> int:
+        """How many members a pack of ``trainer``'s kind holds: ``asked`` (at most its limit), or 1 where the kind
+        is refused; a kind met for the first time is checked first (on copies: ``trainer`` stays as it was)."""
+        key = pack_key(trainer.config)
+        if asked > 1 and key not in self.checked:
+            self.checked.add(key)
+            try:
+                check_vectorizable(trainer)
+            except CannotFuse as exc:
+                self.refuse(trainer, exc, 2)
+        return 1 if key in self.refused else min(asked, self.limits.get(key, asked))
+
+    def refuse(self, trainer: Trainer, exc: CannotFuse, members: int) -> None:
+        """A pack of ``members`` configurations of ``trainer``'s kind was refused with ``exc``: out of memory, its
+        kind's packs hold half as many (alone below two); for any other reason its kind trains alone. Said in
+        :attr:`notes`."""
+        key = pack_key(trainer.config)
+        if isinstance(exc, PackTooLarge) and members // 2 >= 2:
+            self.limits[key] = members // 2
+            note = (f"packs of {kind_name(trainer)} hold at most {members // 2}: {exc} (memory, not a network "
+                    "that cannot be fused)")
+        else:
+            self.refused[key] = str(exc)
+            why = " (memory, not a network that cannot be fused)" if isinstance(exc, PackTooLarge) else ""
+            note = f"not fused: {exc}{why}; each configuration of {kind_name(trainer)} trains alone"
+        if note not in self.notes:
+            self.notes.append(note)

@@ -9,7 +9,7 @@ import torch
 
 from asp_tune.config import TrainConfig
 from asp_tune.tune.fused import keep_best, successive_halving
-from test_pack import DataDependent  # a network whose forward branches on its values
+from test_pack import DataDependent, cpu_autocast  # noqa: F401 - a network whose forward branches on its values
 
 BASE = TrainConfig(dataset="digits", model="mlp", epochs=3, subset=300, batch_size=32, ratio=0.5, metric="loss",
                    first_epoch_full=False, model_args={"hidden": 32})
@@ -88,3 +88,46 @@ def test_auto_s_measurement_leaves_the_first_configuration_s_batches_alone():
     alone = successive_halving(configs, [2], eta=2, pack_size=1)
     merged = alone.history.merge(measured.history, on=["config", "epoch"], suffixes=("_alone", "_auto"))
     assert len(merged) == 8 and (merged["train_loss_alone"] - merged["train_loss_auto"]).abs().max() < 1e-6
+
+
+class ThreeKinds(torch.nn.Module):
+    """A convolution and a head; ``normed``: a layer norm between (under CPU autocast a pack would compute it in
+    float32, alone in bf16); ``evaluation``: a branch on the data in evaluation only (a pack cannot validate it)."""
+
+    def __init__(self, kind: str = "plain"):
+        super().__init__()
+        self.kind = kind
+        self.conv, self.norm, self.head = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.LayerNorm(8), torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = self.conv(x.view(-1, 1, 8, 8))
+        if self.kind == "normed":
+            x = self.norm(x)
+        if self.kind == "evaluation" and not self.training and x.sum() > 0:
+            x = x * 1.0
+        return self.head(x.flatten(1))
+
+
+def test_every_kind_is_checked_before_it_trains_its_precision_and_its_evaluation_included(cpu_autocast):
+    """Only the first kind was checked: a later one that computes in another precision in a pack was packed
+    without a word, one that cannot evaluate vectorised crashed the search."""
+    from asp_tune.registry import MODELS
+
+    MODELS.register("three_kinds_test", lambda input_shape, num_classes, kind="plain": ThreeKinds(kind))
+    try:
+        base = dataclasses.replace(BASE, model="three_kinds_test", model_args={}, amp=True)
+        configs = [dataclasses.replace(base, lr=lr, model_args={"kind": kind})
+                   for kind in ("plain", "normed", "evaluation") for lr in (0.05, 0.1)]
+        packed = successive_halving(configs, [1, 2], eta=1, pack_size=2)
+        alone = successive_halving(configs, [1, 2], eta=1, pack_size=1)
+    finally:
+        MODELS.unregister("three_kinds_test")
+    assert (packed.trials["status"] == "TERMINATED").all(), packed.trials
+    refused = packed.notes[1:]
+    assert len(refused) == 2 and refused[0].startswith("not fused: under autocast a pack would compute layer_norm in "
+                                                       "float32, alone in bfloat16")
+    assert "{'kind': 'normed'}" in refused[0] and "{'kind': 'evaluation'}" in refused[1]
+    assert "data-dependent control flow" in refused[1]
+    history = alone.history.merge(packed.history, on=["config", "epoch"], suffixes=("_alone", "_packed"))
+    trained_alone = history[history["config"] >= 2]  # the refused kinds: exactly as one at a time
+    assert len(trained_alone) == 8 and (trained_alone["val_score_alone"] == trained_alone["val_score_packed"]).all()
