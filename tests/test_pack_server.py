@@ -223,6 +223,27 @@ def test_a_pack_out_of_memory_at_its_first_step_is_split_not_refused_as_unfusabl
                                  "{'hidden': 32} at batch size 64 trains alone")
 
 
+def test_a_member_that_leaves_is_taken_out_and_its_pack_goes_on_as_a_rebuilt_one_would():
+    """The pack was closed and rebuilt whenever one member left (a copy, traces and restacking each time)."""
+    kept, rebuilt = server(), server()
+    for srv in (kept, rebuilt):
+        for i, p in enumerate(PARAMS[:3]):
+            srv.join(f"t{i}", p)
+        srv.train(["t0", "t1", "t2"])
+        srv.leave("t1")
+    pack = kept.packs[frozenset({"t0", "t2"})]
+    for p in rebuilt.packs.values():
+        p.close()
+    rebuilt.packs.clear()  # built again from its trainers
+    for _ in range(2):
+        a, b = kept.train(["t0", "t2"]), rebuilt.train(["t0", "t2"])
+        assert kept.packs[frozenset({"t0", "t2"})] is pack
+        for m in ("t0", "t2"):
+            assert (a[m]["train_loss"], a[m]["val_loss"]) == (b[m]["train_loss"], b[m]["val_loss"])
+    kept.train(["t0"])  # alone this epoch: taken out, t2 stays in the pack
+    assert set(kept.packs) == {frozenset({"t2"})} and kept.packs[frozenset({"t2"})] is pack
+
+
 def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
     srv = server()
     for i, p in enumerate(PARAMS[:3]):
@@ -230,7 +251,7 @@ def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
     srv.train(["t0", "t1", "t2"])
     kept = srv.trainers["t0"]
     srv.leave("t1")
-    assert "t1" not in srv.trainers and srv.packs == {}
+    assert "t1" not in srv.trainers and set(srv.packs) == {frozenset({"t0", "t2"})}  # the others stay packed
     srv.train(["t0", "t2"])
     assert kept.epoch == 2
     data = kept.data

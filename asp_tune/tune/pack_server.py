@@ -8,9 +8,9 @@ train as one :class:`~asp_tune.pack.Pack` of at most ``pack_size``, the rest alo
 and checkpoint are those of its trainer alone, so a scheduler's decisions, ``trials.csv`` and every report
 stay per configuration.
 
-A pack is kept from one epoch to the next while its members stay the same; it is written back into its
-trainers (:meth:`~asp_tune.pack.Pack.sync`) when they change, and a member's checkpoint is written from its
-trainer after its own write-back. Whether a kind of pack fuses, and in
+A pack is kept from one epoch to the next; a member that leaves it (its trial stopped or paused, or training
+alone this epoch) is written back and taken out (:meth:`~asp_tune.pack.Pack.remove`), the others go on in it, and
+a member's checkpoint is written from its trainer after its own write-back. Whether a kind of pack fuses, and in
 packs of how many, is decided per kind (:class:`~asp_tune.pack.PackKinds`).
 """
 
@@ -56,7 +56,7 @@ class PackServer:
         self.validate_epochs = validate_epochs
         self.trainers: dict[str, Trainer] = {}
         self.tokens: dict[str, str | None] = {}  # which start of a trial each trainer belongs to
-        self.packs: dict[frozenset, Pack] = {}  # kept while their members stay the same
+        self.packs: dict[frozenset, Pack] = {}  # kept from one epoch to the next, under their members' names
         self.data: dict[tuple, DataBundle] = {}
         self.kinds = PackKinds()  # which kinds fuse, in packs of how many, and the notes saying why not
         self.fused_epochs = 0  # member-epochs trained in packs
@@ -94,12 +94,12 @@ class PackServer:
         return {"startup_seconds": startup, "device": str(trainer.device), "done": trainer.done, **proxy, **restored}
 
     def leave(self, member: str, token: str | None = None, any_start: bool = True) -> bool:
-        """Forget ``member`` (its pack, if any, written back and dissolved first): whichever start of the trial
+        """Forget ``member`` (written back and taken out of its pack first, if any): whichever start of the trial
         it holds when ``any_start``, else only the start named ``token`` (a message about an earlier start of a
         trial that joined again since is ignored). Returns whether it was forgotten."""
         if member not in self.trainers or not (any_start or (token is not None and self.tokens.get(member) == token)):
             return False
-        self._release([member])
+        self._take_out([member])
         data = self.trainers.pop(member).data
         self.tokens.pop(member, None)
         if not any(t.data is data for t in self.trainers.values()):  # its copies on the device go with the last
@@ -151,7 +151,7 @@ class PackServer:
             try:
                 return self._train_pack(group)
             except CannotFuse as exc:
-                self._release(group)
+                self._take_out(group)
                 self.kinds.refuse(first, exc, len(group))
                 size = self.kinds.size(first, len(group))
         if size > 1:
@@ -182,8 +182,13 @@ class PackServer:
     def _train_pack(self, group: list[str]) -> dict[str, dict[str, Any] | BaseException]:
         members = frozenset(group)
         pack = self.packs.get(members)
+        if pack is None:  # a kept pack holding them all and others: the others taken out, it goes on
+            holding = next((k for k in self.packs if members < k), None)
+            if holding is not None:
+                self._take_out(sorted(holding - members))
+                pack = self.packs.get(members)
         if pack is None:
-            self._release(group)
+            self._take_out(group)
             pack = self.packs[members] = Pack([self.trainers[m] for m in group], checked=True)  # kind checked
         names = {id(self.trainers[m]): m for m in group}
         records = pack.train_epoch()
@@ -199,17 +204,24 @@ class PackServer:
         return results
 
     def _train_alone(self, member: str) -> dict[str, Any] | BaseException:
-        self._release([member])
+        self._take_out([member])
         self.alone_epochs += 1
         try:
             return self.trainers[member].train_epoch()
         except TrainingDiverged as exc:
             return exc
 
-    def _release(self, members: list[str]) -> None:
-        """Write back and dissolve every kept pack holding one of ``members``."""
+    def _take_out(self, members: list[str]) -> None:
+        """Take ``members`` out of the kept packs (each written back, :meth:`Pack.remove`); the others stay in
+        their packs, which go on; a pack left empty is closed."""
         for key in [k for k in self.packs if not k.isdisjoint(members)]:
-            self.packs.pop(key).close()
+            pack = self.packs.pop(key)
+            stay = key.difference(members)
+            if stay:
+                pack.remove([self.trainers[m] for m in key.intersection(members)])
+                self.packs[frozenset(stay)] = pack
+            else:
+                pack.close()
 
     def summary(self) -> dict[str, Any]:
         """What this server trained how: member-epochs in packs and alone, and why a kind did not fuse if one
