@@ -641,10 +641,10 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
     training steps at the run's batch size shows the pack no faster than its members one after another.
-    ``device_share``: the part of the device this pack may use (several packs sharing one). ``others``: configurations of the same search on
-    the same data whose packs are of other kinds (a searched width or batch size), or a function that makes
-    them given a measure (a configuration's footprint in bytes, None where unknown): the largest footprint of
-    them all sizes every pack."""
+    ``device_share``: the part of the device this pack may use (several packs sharing one). ``others``:
+    configurations of the same search on the same data whose packs are of other kinds (a searched width or batch
+    size), or a function that makes them given a measure (a configuration's footprint in bytes, None where
+    unknown): the largest footprint of them all sizes every pack."""
     if requested != "auto":
         asked = int(requested)
         size = max(1, min(asked, configurations))

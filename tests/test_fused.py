@@ -9,7 +9,7 @@ import torch
 
 from asp_tune.config import TrainConfig
 from asp_tune.tune.fused import keep_best, successive_halving
-from test_pack import DataDependent, cpu_autocast  # noqa: F401 - a network whose forward branches on its values
+from test_pack import DataDependent  # a network whose forward branches on its values
 
 BASE = TrainConfig(dataset="digits", model="mlp", epochs=3, subset=300, batch_size=32, ratio=0.5, metric="loss",
                    first_epoch_full=False, model_args={"hidden": 32})
@@ -97,7 +97,8 @@ class ThreeKinds(torch.nn.Module):
     def __init__(self, kind: str = "plain"):
         super().__init__()
         self.kind = kind
-        self.conv, self.norm, self.head = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.LayerNorm(8), torch.nn.Linear(256, 10)
+        self.conv, self.norm = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.LayerNorm(8)
+        self.head = torch.nn.Linear(256, 10)
 
     def forward(self, x):
         x = self.conv(x.view(-1, 1, 8, 8))

@@ -164,18 +164,6 @@ def test_a_cnn_with_batch_norm_keeps_each_member_s_running_statistics():
     assert not torch.allclose(first, second)  # not one shared set of statistics
 
 
-@pytest.fixture()
-def cpu_autocast(monkeypatch):
-    """Runs and packs with ``amp`` under CPU bf16 autocast, as they run under CUDA's on a GPU."""
-    import contextlib
-
-    def autocast(device, enabled=True):
-        return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-    for module in ("asp_tune.pack", "asp_tune.trainer"):
-        monkeypatch.setattr(f"{module}.autocast", autocast)
-
-
 class PReLUCNN(SmallCNN):
     def __init__(self):
         super().__init__()
