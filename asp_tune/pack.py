@@ -61,6 +61,10 @@ class CannotFuse(AspTuneError):
     """These configurations or this network cannot train in one pack (the reason says why)."""
 
 
+class PackTooLarge(CannotFuse):
+    """The pack ran out of the device's memory: fewer members may fit (the network itself may fuse)."""
+
+
 #: The :class:`Trainer` methods a pack never calls on its members (it steps, computes the losses, feeds the
 #: memories and validates for them all): a trainer class that overrides one is refused, its override would be
 #: ignored. The pack calls ``epoch_batches``, ``observe_stacked`` (and ``_memory_inputs``) and ``close_epoch``.
@@ -177,8 +181,10 @@ class StackedOptimizer:
                 p.mul_(self._each([1 - lr * wd for lr, wd in zip(self.lr, self.weight_decay)], p))
             else:
                 g = self._add(g, self._each(self.weight_decay, p), p)
-        m = state.setdefault("exp_avg", torch.zeros_like(p))
-        v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+        for key in ("exp_avg", "exp_avg_sq"):  # made once (setdefault's default would be made at every step)
+            if key not in state:
+                state[key] = torch.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(g, self._each([1 - b for b in self.beta1], p))
         one_minus_b2 = self._each([1 - b for b in self.beta2], p)
         v.mul_(self._each(self.beta2, p))
@@ -267,6 +273,9 @@ class Pack:
         try:
             self.params, self.buffers = stack_parameters(models)
             self.net = StackedNetwork(first.model)
+        except torch.OutOfMemoryError as exc:
+            raise PackTooLarge(f"a pack of {len(trainers)} ran out of memory stacking its weights "
+                               f"({_first_line(exc)})") from exc
         except (RuntimeError, ValueError) as exc:  # e.g. a network that cannot be copied
             raise CannotFuse(f"the network cannot be stacked ({_first_line(exc)})") from exc
         self.grad_clip = [t.grad_clip for t in trainers]
@@ -394,6 +403,9 @@ class Pack:
                                          dim=0)
         limits = _column(self.optimizer._columns, [c or math.inf for c in self.grad_clip], norms)  # noqa: SLF001
         scale = (limits / (norms + 1e-6)).clamp(max=1.0)
+        if not all(self.grad_clip):  # a member that does not clip stays as alone (inf / an overflowed norm: NaN)
+            scale = _pick([not c for c in self.grad_clip], torch.ones_like(scale), scale,
+                          self.optimizer._columns)  # noqa: SLF001
         for g in grads:
             g.mul_(_expand(scale, g).to(g.dtype))
 
@@ -408,8 +420,12 @@ class Pack:
         try:
             out = self._forward(x, y, idx, smoothing)
             vmap(self.task.batch_sums)(out[1].detach(), y)
-        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+        except torch.OutOfMemoryError as exc:
             self.buffers = buffers  # what close() writes back into the members
+            raise PackTooLarge(f"a pack of {len(self.members)} ran out of memory at its first step "
+                               f"({_first_line(exc)})") from exc
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+            self.buffers = buffers
             raise CannotFuse("the network or the task cannot run vectorised over configurations: "
                              f"{_first_line(exc)}") from exc
         self._stepped = True
@@ -555,7 +571,8 @@ class PackChoice:
 #: The most members ``auto`` puts in one pack on a CPU: ``bench/fused.py``'s MLPs trained 2.2x and 2.6x faster
 #: than one configuration at a time in packs of 16, 2.3x and 2.9x in packs of 32, and no faster in packs of 64.
 AUTO_MAX_CPU = 32
-#: ``auto`` times this many members (at most) on batches of at most this many samples: a short measurement.
+#: ``auto`` times this many members (at most), on the run's batches: a short measurement. A footprint and the
+#: vectorisation check (:func:`check_vectorizable`) run on batches of at most ``AUTO_MEASURED_BATCH`` samples.
 AUTO_MEASURED_MEMBERS, AUTO_MEASURED_BATCH = 4, 32
 #: Of the device's free memory, the share ``auto`` lets a pack's members' footprints fill (weights, gradients,
 #: optimiser states, memories and saved activations: :func:`~asp_tune.footprint.measure_footprint`). The rest is
@@ -623,11 +640,11 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     said in the reason where that cut it), or for ``auto`` the most
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
-    training steps shows the pack no faster than its members one after another. ``device_share``: the part of
-    the device this pack may use (several packs sharing one). ``others``: configurations of the same search on
-    the same data whose packs are of other kinds (a searched width or batch size), or a function that makes
-    them given a measure (a configuration's footprint in bytes, None where unknown): the largest footprint of
-    them all sizes every pack."""
+    training steps at the run's batch size shows the pack no faster than its members one after another.
+    ``device_share``: the part of the device this pack may use (several packs sharing one). ``others``:
+    configurations of the same search on the same data whose packs are of other kinds (a searched width or batch
+    size), or a function that makes them given a measure (a configuration's footprint in bytes, None where
+    unknown): the largest footprint of them all sizes every pack."""
     if requested != "auto":
         asked = int(requested)
         size = max(1, min(asked, configurations))
@@ -683,11 +700,12 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
         return PackChoice(1, f"the device's memory holds one configuration's training at a time ({memory})",
                           memory=memory)
     measured = min(size, AUTO_MEASURED_MEMBERS)
-    try:
-        alone_s, pack_s = _measure(trainer, measured, rows, steps=2)
+    batch = min(config.batch_size, len(trainer.data.train))  # the run's: a pack that saves calls on small batches
+    try:  # can lose to its members one after another on large ones; the memory holds `size` members at this batch
+        alone_s, pack_s = _measure(trainer, measured, batch, steps=2)
     except CannotFuse as exc:
         return PackChoice(1, f"not fused: {exc}", memory=memory)
-    how = f"timed with {measured} configurations, batches of {rows}, on {device.type}"
+    how = f"timed with {measured} configurations on the run's batches of {batch}, on {device.type}"
     if pack_s >= alone_s:
         return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
                              f"after another ({how})", alone_s, pack_s, memory)
@@ -747,6 +765,8 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
                     raise CannotFuse(f"under autocast a pack would compute {differences[0]}"
                                      + (f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""))
             return timings
+    except torch.OutOfMemoryError as exc:
+        raise PackTooLarge(f"a pack of {members} ran out of memory ({_first_line(exc)})") from exc
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         raise CannotFuse(f"the network cannot run vectorised over configurations: {_first_line(exc)}") from exc
 
@@ -804,3 +824,53 @@ def check_vectorizable(trainer: Trainer) -> None:
     _check_fusable(trainer.model)
     _measure(trainer, 2, min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train)), steps=1,
              rounds=1, evaluate=True)
+
+
+def kind_name(trainer: Trainer) -> str:
+    """``trainer``'s kind of pack (:func:`pack_key`) as a note names it: its network's class, arguments and batch
+    size."""
+    config = trainer.config
+    args = f" {config.model_args}" if config.model_args else ""
+    return f"{type(trainer.model).__name__}{args} at batch size {config.batch_size}"
+
+
+class PackKinds:
+    """Whether each kind of pack (:func:`pack_key`) trains fused, and in packs of how many, decided per kind: a
+    kind is checked (:func:`check_vectorizable`: a training step, an evaluation forward and autocast's dtypes) on
+    its first trainer before any pack of it trains. A refusal holds for its kind only; a pack that ran out of
+    memory (:class:`PackTooLarge`) halves its kind's packs, down to one configuration at a time. ``notes``: why a
+    kind trains otherwise than asked, once per kind and reason."""
+
+    def __init__(self) -> None:
+        self.checked: set[tuple] = set()
+        self.refused: dict[tuple, str] = {}
+        self.limits: dict[tuple, int] = {}  # the most members a kind's pack may hold (after running out of memory)
+        self.notes: list[str] = []
+
+    def size(self, trainer: Trainer, asked: int) -> int:
+        """How many members a pack of ``trainer``'s kind holds: ``asked`` (at most its limit), or 1 where the kind
+        is refused; a kind met for the first time is checked first (on copies: ``trainer`` stays as it was)."""
+        key = pack_key(trainer.config)
+        if asked > 1 and key not in self.checked:
+            self.checked.add(key)
+            try:
+                check_vectorizable(trainer)
+            except CannotFuse as exc:
+                self.refuse(trainer, exc, 2)
+        return 1 if key in self.refused else min(asked, self.limits.get(key, asked))
+
+    def refuse(self, trainer: Trainer, exc: CannotFuse, members: int) -> None:
+        """A pack of ``members`` configurations of ``trainer``'s kind was refused with ``exc``: out of memory, its
+        kind's packs hold half as many (alone below two); for any other reason its kind trains alone. Said in
+        :attr:`notes`."""
+        key = pack_key(trainer.config)
+        if isinstance(exc, PackTooLarge) and members // 2 >= 2:
+            self.limits[key] = members // 2
+            note = (f"packs of {kind_name(trainer)} hold at most {members // 2}: {exc} (memory, not a network "
+                    "that cannot be fused)")
+        else:
+            self.refused[key] = str(exc)
+            why = " (memory, not a network that cannot be fused)" if isinstance(exc, PackTooLarge) else ""
+            note = f"not fused: {exc}{why}; each configuration of {kind_name(trainer)} trains alone"
+        if note not in self.notes:
+            self.notes.append(note)

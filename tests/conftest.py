@@ -98,6 +98,18 @@ def _interrupted_and_straight(make_trainer, checkpoint: Path, before: int = 3, a
 
 
 @pytest.fixture()
+def cpu_autocast(monkeypatch):
+    """Runs and packs with ``amp`` under CPU bf16 autocast, as they run under CUDA's on a GPU."""
+    import torch
+
+    def autocast(device, enabled=True):
+        return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    for module in ("asp_tune.pack", "asp_tune.trainer"):
+        monkeypatch.setattr(f"{module}.autocast", autocast)
+
+
+@pytest.fixture()
 def interrupted_run():
     """The checkpoint-and-resume comparison shared by the CPU and CUDA trainer tests."""
     return _interrupted_and_straight

@@ -78,7 +78,7 @@ def test_auto_says_what_it_chose_and_why():
     result = successive_halving(configs, [1], eta=2, pack_size="auto")
     assert result.pack.size in (1, 4)
     assert result.notes[0].startswith("packs of 4" if result.pack.size == 4 else "not fused")
-    assert "configurations, batches of" in result.notes[0]
+    assert "configurations on the run's batches of 32" in result.notes[0]
     assert result.pack.alone_step_s > 0 and result.pack.pack_step_s > 0
 
 
@@ -88,3 +88,47 @@ def test_auto_s_measurement_leaves_the_first_configuration_s_batches_alone():
     alone = successive_halving(configs, [2], eta=2, pack_size=1)
     merged = alone.history.merge(measured.history, on=["config", "epoch"], suffixes=("_alone", "_auto"))
     assert len(merged) == 8 and (merged["train_loss_alone"] - merged["train_loss_auto"]).abs().max() < 1e-6
+
+
+class ThreeKinds(torch.nn.Module):
+    """A convolution and a head; ``normed``: a layer norm between (under CPU autocast a pack would compute it in
+    float32, alone in bf16); ``evaluation``: a branch on the data in evaluation only (a pack cannot validate it)."""
+
+    def __init__(self, kind: str = "plain"):
+        super().__init__()
+        self.kind = kind
+        self.conv, self.norm = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.LayerNorm(8)
+        self.head = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = self.conv(x.view(-1, 1, 8, 8))
+        if self.kind == "normed":
+            x = self.norm(x)
+        if self.kind == "evaluation" and not self.training and x.sum() > 0:
+            x = x * 1.0
+        return self.head(x.flatten(1))
+
+
+def test_every_kind_is_checked_before_it_trains_its_precision_and_its_evaluation_included(cpu_autocast):
+    """Only the first kind was checked: a later one that computes in another precision in a pack was packed
+    without a word, one that cannot evaluate vectorised crashed the search."""
+    from asp_tune.registry import MODELS
+
+    MODELS.register("three_kinds_test", lambda input_shape, num_classes, kind="plain": ThreeKinds(kind))
+    try:
+        base = dataclasses.replace(BASE, model="three_kinds_test", model_args={}, amp=True)
+        configs = [dataclasses.replace(base, lr=lr, model_args={"kind": kind})
+                   for kind in ("plain", "normed", "evaluation") for lr in (0.05, 0.1)]
+        packed = successive_halving(configs, [1, 2], eta=1, pack_size=2)
+        alone = successive_halving(configs, [1, 2], eta=1, pack_size=1)
+    finally:
+        MODELS.unregister("three_kinds_test")
+    assert (packed.trials["status"] == "TERMINATED").all(), packed.trials
+    refused = packed.notes[1:]
+    assert len(refused) == 2 and refused[0].startswith("not fused: under autocast a pack would compute layer_norm in "
+                                                       "float32, alone in bfloat16")
+    assert "{'kind': 'normed'}" in refused[0] and "{'kind': 'evaluation'}" in refused[1]
+    assert "data-dependent control flow" in refused[1]
+    history = alone.history.merge(packed.history, on=["config", "epoch"], suffixes=("_alone", "_packed"))
+    trained_alone = history[history["config"] >= 2]  # the refused kinds: exactly as one at a time
+    assert len(trained_alone) == 8 and (trained_alone["val_score_alone"] == trained_alone["val_score_packed"]).all()

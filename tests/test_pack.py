@@ -164,18 +164,6 @@ def test_a_cnn_with_batch_norm_keeps_each_member_s_running_statistics():
     assert not torch.allclose(first, second)  # not one shared set of statistics
 
 
-@pytest.fixture()
-def cpu_autocast(monkeypatch):
-    """Runs and packs with ``amp`` under CPU bf16 autocast, as they run under CUDA's on a GPU."""
-    import contextlib
-
-    def autocast(device, enabled=True):
-        return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-    for module in ("asp_tune.pack", "asp_tune.trainer"):
-        monkeypatch.setattr(f"{module}.autocast", autocast)
-
-
 class PReLUCNN(SmallCNN):
     def __init__(self):
         super().__init__()
@@ -543,6 +531,53 @@ def test_each_member_clips_its_gradients_as_its_trainer_alone_does():
         assert_same_run([reference.train_epoch() for _ in range(2)], runs[trainer], 1e-5)
     unclipped = Trainer(members[0], data=data)
     assert abs(unclipped.train_epoch()["train_loss"] - runs[trainers[0]][0]["train_loss"]) > 1e-3  # it did clip
+
+
+def test_a_member_that_does_not_clip_keeps_its_gradients_when_a_clipping_member_shares_its_pack():
+    """Its norm overflowing to inf made inf / inf = NaN of its gradients; alone it is not clipped at all."""
+    members = configs(dataclasses.replace(MLP, epochs=1), [{}, {"lr": 0.2}])
+    data = build_trainer(members[0]).data
+    pack = Pack([Trainer(c, data=data, grad_clip=g) for c, g in zip(members, (0.0, 1.0))])
+    for p in pack.params.values():
+        p.grad = torch.stack([torch.full_like(p[0], 1e20), torch.full_like(p[1], 1e-3)])  # member 0's norm: inf
+    before = {n: p.grad.clone() for n, p in pack.params.items()}
+    pack._clip_gradients()  # noqa: SLF001
+    for name, p in pack.params.items():
+        assert torch.equal(p.grad[0], before[name][0]), name  # exactly as it was: its scale is 1
+        assert torch.equal(p.grad[1], before[name][1])  # the clipping member's norm is below its limit
+
+
+def test_adam_s_state_is_allocated_once_not_at_every_step(monkeypatch):
+    members = [TrainConfig(optimizer="adam", lr=1e-3), TrainConfig(optimizer="adam", lr=3e-3)]
+    params = {"w": torch.zeros(2, 4, 3, requires_grad=True)}
+    optimizer = StackedOptimizer(members, params)
+    params["w"].grad = torch.ones_like(params["w"])
+    optimizer.step(params)
+    made, zeros_like = [], torch.zeros_like
+    monkeypatch.setattr(torch, "zeros_like", lambda *a, **k: made.append(1) or zeros_like(*a, **k))
+    for _ in range(3):
+        optimizer.step(params)
+    assert made == [] and optimizer.steps == [4, 4]
+
+
+def test_auto_times_the_pack_at_the_run_s_batch_size_and_packs_only_where_it_wins_there(monkeypatch):
+    """At 32 rows a pack saves per-call overhead; at a large batch its batched products may lose to K plain ones."""
+    import asp_tune.pack as pack_module
+
+    timed = []
+
+    def measured(model, inputs, members, *args, **kwargs):  # faster on small batches, slower on the run's
+        timed.append(inputs.shape[0])
+        return (1.0, 0.5) if inputs.shape[0] <= 32 else (1.0, 1.3)
+
+    monkeypatch.setattr(pack_module, "measure_fusion", measured)
+    trainer = build_trainer(dataclasses.replace(MLP, batch_size=128))
+    choice = choose_pack_size("auto", 8, trainer)
+    assert timed == [128] and choice.size == 1
+    assert choice.reason.startswith("not fused: a pack's step took 1300.0 ms against 1000.0 ms one after another "
+                                    "(timed with 4 configurations on the run's batches of 128, on cpu)")
+    small = build_trainer(MLP)  # batches of 32: there the pack wins
+    assert choose_pack_size("auto", 8, small).size == 8
 
 
 def test_configurations_that_differ_in_their_network_or_batches_go_to_different_packs():

@@ -129,13 +129,119 @@ def test_a_network_that_cannot_be_fused_trains_each_member_alone_with_one_note()
             srv.join(f"t{i}", p)
         for _ in range(2):
             out = srv.train(["t0", "t1", "t2"])
-        assert srv.fusable is False and srv.fused_epochs == 0 and srv.alone_epochs == 6
+        assert srv.kinds.refused and srv.fused_epochs == 0 and srv.alone_epochs == 6
         assert len(srv.notes) == 1 and "cannot run vectorised" in srv.notes[0]
         for a, b in zip(alone(srv, PARAMS[0], 2), [None, out["t0"]]):
             if b is not None:
                 same(a, b)
     finally:
         MODELS.unregister("branchy_pack_test")
+
+
+class Branching(nn.Module):
+    """A small MLP that branches on its data in training and evaluation (``"always"``), in evaluation only (a
+    pack trains it, then cannot validate it), or never."""
+
+    def __init__(self, input_shape, num_classes, branch: str = "never"):
+        super().__init__()
+        self.branch = branch
+        self.body, self.head = nn.Linear(int(torch.tensor(input_shape).prod()), 16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x.flatten(1)))
+        if (self.branch == "always" or (self.branch == "evaluation" and not self.training)) and h.sum() > 0:
+            h = h * 1.0
+        return self.head(h)
+
+
+def kinds_server(kinds: dict[str, str]) -> PackServer:
+    """A server whose members ``name: branch`` (two of each kind, in the order of their names) joined."""
+    space = {**SPACE, "fixed": {**SPACE["fixed"], "model": "branching_pack_test", "model_args": {}},
+             "params": {**SPACE["params"], "model_args": {"branch": {"type": "grid",
+                                                                     "values": ["never", "always", "evaluation"]}}}}
+    srv = server(space)
+    for i, (name, branch) in enumerate(kinds.items()):
+        srv.join(name, {**PARAMS[i % 2], "model_args.branch": branch})
+    return srv
+
+
+def test_each_kind_is_checked_before_it_trains_and_one_refused_refuses_only_itself():
+    """Only the first kind met was checked: a later kind that cannot evaluate vectorised failed all its trials
+    after an epoch in a pack, and a first kind refused turned fusion off for every kind."""
+    MODELS.register("branching_pack_test", lambda input_shape, num_classes, branch="never":
+                    Branching(input_shape, num_classes, branch))
+    try:
+        later = kinds_server({"a0": "never", "a1": "never", "b0": "evaluation", "b1": "evaluation"})
+        out = later.train(["a0", "a1", "b0", "b1"])
+        assert all(isinstance(r, dict) for r in out.values()), out
+        assert later.fused_epochs == 2 and later.alone_epochs == 2
+        assert len(later.notes) == 1 and "data-dependent control flow" in later.notes[0]
+        assert "of Branching {'branch': 'evaluation'} at batch size 64 trains alone" in later.notes[0]
+        same(alone(later, {**PARAMS[0], "model_args.branch": "evaluation"}, 1)[0], out["b0"])
+        first = kinds_server({"a0": "always", "a1": "always", "b0": "never", "b1": "never"})
+        for _ in range(2):
+            out = first.train(["a0", "a1", "b0", "b1"])
+        assert first.fused_epochs == 4 and first.alone_epochs == 4  # the plain kind still fuses
+        assert len(first.notes) == 1 and "{'branch': 'always'}" in first.notes[0]
+        assert set(first.packs) == {frozenset({"b0", "b1"})}
+    finally:
+        MODELS.unregister("branching_pack_test")
+
+
+def test_a_pack_out_of_memory_at_its_first_step_is_split_not_refused_as_unfusable(monkeypatch):
+    from asp_tune.pack import Pack
+
+    forward = Pack._forward
+
+    def short_of_memory(most):
+        def limited(self, *args, **kwargs):
+            if len(self.members) > most:
+                raise torch.OutOfMemoryError(f"out of memory: {len(self.members)} members")
+            return forward(self, *args, **kwargs)
+        return limited
+
+    monkeypatch.setattr(Pack, "_forward", short_of_memory(2))
+    srv = server()
+    for i, p in enumerate(PARAMS):
+        srv.join(f"t{i}", p)
+    got = [srv.train(["t0", "t1", "t2", "t3"]) for _ in range(2)]
+    assert srv.fused_epochs == 8 and srv.alone_epochs == 0 and srv.kinds.refused == {}
+    assert len(srv.notes) == 1 and srv.notes[0].startswith("packs of MLP {'hidden': 32} at batch size 64 hold at "
+                                                           "most 2: a pack of 4 ran out of memory at its first step")
+    assert "(memory, not a network that cannot be fused)" in srv.notes[0]
+    assert sorted(map(sorted, srv.packs)) == [["t0", "t1"], ["t2", "t3"]]
+    for i in (0, 3):
+        for a, b in zip(alone(srv, PARAMS[i], 2), [g[f"t{i}"] for g in got]):
+            same(a, b)
+    monkeypatch.setattr(Pack, "_forward", short_of_memory(1))  # not even two: alone, said to be memory
+    srv = server()
+    for i, p in enumerate(PARAMS[:2]):
+        srv.join(f"t{i}", p)
+    assert all(isinstance(r, dict) for r in srv.train(["t0", "t1"]).values())
+    assert srv.alone_epochs == 2 and "ran out of memory" in srv.notes[0]
+    assert srv.notes[0].endswith("(memory, not a network that cannot be fused); each configuration of MLP "
+                                 "{'hidden': 32} at batch size 64 trains alone")
+
+
+def test_a_member_that_leaves_is_taken_out_and_its_pack_goes_on_as_a_rebuilt_one_would():
+    """The pack was closed and rebuilt whenever one member left (a copy, traces and restacking each time)."""
+    kept, rebuilt = server(), server()
+    for srv in (kept, rebuilt):
+        for i, p in enumerate(PARAMS[:3]):
+            srv.join(f"t{i}", p)
+        srv.train(["t0", "t1", "t2"])
+        srv.leave("t1")
+    pack = kept.packs[frozenset({"t0", "t2"})]
+    for p in rebuilt.packs.values():
+        p.close()
+    rebuilt.packs.clear()  # built again from its trainers
+    for _ in range(2):
+        a, b = kept.train(["t0", "t2"]), rebuilt.train(["t0", "t2"])
+        assert kept.packs[frozenset({"t0", "t2"})] is pack
+        for m in ("t0", "t2"):
+            assert (a[m]["train_loss"], a[m]["val_loss"]) == (b[m]["train_loss"], b[m]["val_loss"])
+    kept.train(["t0"])  # alone this epoch: taken out, t2 stays in the pack
+    assert set(kept.packs) == {frozenset({"t2"})} and kept.packs[frozenset({"t2"})] is pack
 
 
 def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
@@ -145,7 +251,7 @@ def test_a_member_that_leaves_takes_its_trainer_and_its_pack_is_written_back():
     srv.train(["t0", "t1", "t2"])
     kept = srv.trainers["t0"]
     srv.leave("t1")
-    assert "t1" not in srv.trainers and srv.packs == {}
+    assert "t1" not in srv.trainers and set(srv.packs) == {frozenset({"t0", "t2"})}  # the others stay packed
     srv.train(["t0", "t2"])
     assert kept.epoch == 2
     data = kept.data
@@ -163,13 +269,13 @@ def test_auto_packs_only_where_the_saving_beats_starting_the_trials_processes():
     assert expected_epochs(27, 9, (1, 3), 3) == 27 * 1 + 9 * 2 + 3 * 6
     assert expected_epochs(8, 5, None, 3) == 40
     fast = PackChoice(16, "packs of 16: measured", alone_step_s=4e-3, pack_step_s=1e-3)
-    small = worth_packing(fast, 3 * 45, 2, 64, 600)  # milliseconds saved against seconds of start-up
+    small = worth_packing(fast, 3 * 45, 2)  # milliseconds saved against seconds of start-up
     assert small.size == 1 and "would save about" in small.reason and "33 more processes" in small.reason
     assert "(32 trials at once in 2 pack workers)" in small.reason
-    few = worth_packing(PackChoice(4, "packs of 4: measured", alone_step_s=4e-3, pack_step_s=1e-3), 3 * 45, 2, 64,
-                        600, trials=4)  # a search of 4 trials never starts more than 4
+    few = worth_packing(PackChoice(4, "packs of 4: measured", alone_step_s=4e-3, pack_step_s=1e-3), 3 * 45, 2,
+                        trials=4)  # a search of 4 trials never starts more than 4
     assert "to start 5 more processes (4 trials at once in 1 pack worker)" in few.reason
-    big = worth_packing(fast, 10_000 * 45, 2, 64, 600_000)
+    big = worth_packing(fast, 10_000 * 45, 2)
     assert big.size == 16 and "saved against" in big.reason
 
 

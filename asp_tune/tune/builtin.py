@@ -168,8 +168,7 @@ def auto_pack_size(requested: str, config, arrays: dict[str, Any] | None, trials
     if choice.size == 1:
         return choice
     steps = math.ceil(len(trainer.data.train) * min(1.0, config.ratio) / config.batch_size)
-    return worth_packing(choice, steps * epochs_total, max_concurrent, config.batch_size, len(trainer.data.train),
-                         trials)
+    return worth_packing(choice, steps * epochs_total, max_concurrent, trials)
 
 
 def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta: int) -> int:
@@ -184,17 +183,16 @@ def expected_epochs(trials: int, epochs: int, rungs: tuple[int, ...] | None, eta
     return total
 
 
-def worth_packing(choice, steps_total: int, max_concurrent: int, batch_size: int, samples: int,
-                  trials: int | None = None):
+def worth_packing(choice, steps_total: int, max_concurrent: int, trials: int | None = None):
     """``choice`` when packs save more of a search's training (``steps_total`` optimiser steps of its
     configurations in all, ``max_concurrent`` packs at once) than starting their trials' processes costs (a
     packed trial is a process of its own beside its pack worker; at most ``trials`` of them), else one trial
-    per process; both estimates in the reason."""
-    from asp_tune.pack import AUTO_MEASURED_BATCH, AUTO_MEASURED_MEMBERS, PackChoice
+    per process; both estimates in the reason. The saving per step is the one measured, at the run's batch
+    size (:func:`~asp_tune.pack.choose_pack_size`), per configuration timed."""
+    from asp_tune.pack import AUTO_MEASURED_MEMBERS, PackChoice
     from asp_tune.tune.pack_ray import PROCESS_START_CPU_S
 
-    rows = min(batch_size, AUTO_MEASURED_BATCH, samples)
-    per_step = (choice.alone_step_s - choice.pack_step_s) / min(choice.size, AUTO_MEASURED_MEMBERS) * batch_size / rows
+    per_step = (choice.alone_step_s - choice.pack_step_s) / min(choice.size, AUTO_MEASURED_MEMBERS)
     saved = per_step * steps_total / max_concurrent
     at_once = min(choice.size * max_concurrent, trials or choice.size * max_concurrent)
     workers = pack_workers(max_concurrent, at_once, choice.size)

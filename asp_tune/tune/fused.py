@@ -18,7 +18,7 @@ import pandas as pd
 
 from asp_tune.build import build_trainer
 from asp_tune.config import TrainConfig
-from asp_tune.pack import CannotFuse, Pack, PackChoice, check_vectorizable, choose_pack_size, group_into_packs
+from asp_tune.pack import CannotFuse, Pack, PackChoice, PackKinds, choose_pack_size, group_into_packs
 from asp_tune.trainer import Trainer, TrainingDiverged
 
 
@@ -54,13 +54,7 @@ def successive_halving(configs: Sequence[TrainConfig], rungs: Sequence[int], eta
     data = first.data
     trainers: dict[int, Trainer] = {0: first}
     choice = choose_pack_size(pack_size, len(configs), first)
-    notes = [choice.reason]
-    if choice.size > 1:  # once, on copies: a network refused by a pack's first step would leave its members changed
-        try:
-            check_vectorizable(first)
-        except CannotFuse as exc:
-            choice = PackChoice(1, f"not fused: {exc}")
-            notes.append(f"not fused: {exc}; trained one configuration at a time")
+    kinds = PackKinds()  # each kind checked before its first pack trains; refused or halved per kind
     breakdown["startup_s"] += time.perf_counter() - tick
     alive, done, failed = list(range(len(configs))), 0, {}
     for rung in rungs:
@@ -71,7 +65,7 @@ def successive_halving(configs: Sequence[TrainConfig], rungs: Sequence[int], eta
                 if i not in trainers:
                     trainers[i] = build_trainer(configs[i], data=data, model=model)
             breakdown["startup_s"] += time.perf_counter() - tick
-            failed.update(_train_to(rung, [trainers[i] for i in members], members, notes))
+            failed.update(_train_to(rung, [trainers[i] for i in members], members, kinds))
         scores = {i: trainers[i].history[-1]["val_score"] for i in alive if i not in failed}
         scores = {i: s for i, s in scores.items() if s == s}
         alive = sorted(keep_best(scores, eta, mode)) if rung != rungs[-1] else sorted(scores)
@@ -92,17 +86,20 @@ def successive_halving(configs: Sequence[TrainConfig], rungs: Sequence[int], eta
     if len(finished):
         column = finished["final_val_score"]
         best = int(finished.loc[column.idxmax() if mode == "max" else column.idxmin(), "config"])
-    return HalvingResult(trials, history, best, time.perf_counter() - start, breakdown, choice, notes)
+    return HalvingResult(trials, history, best, time.perf_counter() - start, breakdown, choice,
+                         [choice.reason, *kinds.notes])
 
 
-def _train_to(epoch: int, trainers: list[Trainer], ids: list[int], notes: list[str]) -> dict[int, BaseException]:
-    """Train ``trainers`` to ``epoch``: as one pack when there are several, each alone otherwise (or when they
-    cannot be fused: said once in ``notes``). Returns the configurations that failed, with their errors."""
+def _train_to(epoch: int, trainers: list[Trainer], ids: list[int], kinds: PackKinds) -> dict[int, BaseException]:
+    """Train ``trainers`` (one kind) to ``epoch``: as one pack when there are several and their kind fuses in
+    packs that large (:class:`~asp_tune.pack.PackKinds`), else in smaller packs or each alone (a refusal said
+    once in ``kinds.notes``). Returns the configurations that failed, with their errors."""
     failed: dict[int, BaseException] = {}
-    if len(trainers) > 1:
+    size = kinds.size(trainers[0], len(trainers))
+    if size == len(trainers) > 1:
         pack = None
         try:
-            pack = Pack(trainers, checked=True)
+            pack = Pack(trainers, checked=True)  # its kind checked by kinds.size
             while pack.members and min(t.epoch for t in pack.trainers) < epoch:
                 pack.train_epoch()
             pack.close()
@@ -111,8 +108,14 @@ def _train_to(epoch: int, trainers: list[Trainer], ids: list[int], notes: list[s
             if pack is not None:
                 pack.close()  # what the pack trained so far goes on alone
                 failed.update({ids[trainers.index(t)]: e for t, e in pack.failed.items()})
-            if not any(str(exc) in n for n in notes):
-                notes.append(f"not fused: {exc}; trained one configuration at a time")
+            kinds.refuse(trainers[0], exc, len(trainers))
+            size = kinds.size(trainers[0], len(trainers))
+    if size > 1:
+        rest = [(i, t) for i, t in zip(ids, trainers) if i not in failed]
+        for start in range(0, len(rest), size):
+            part = rest[start:start + size]
+            failed.update(_train_to(epoch, [t for _, t in part], [i for i, _ in part], kinds))
+        return failed
     for i, trainer in zip(ids, trainers):
         if i in failed:
             continue

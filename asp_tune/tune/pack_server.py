@@ -8,9 +8,10 @@ train as one :class:`~asp_tune.pack.Pack` of at most ``pack_size``, the rest alo
 and checkpoint are those of its trainer alone, so a scheduler's decisions, ``trials.csv`` and every report
 stay per configuration.
 
-A pack is kept from one epoch to the next while its members stay the same; it is written back into its
-trainers (:meth:`~asp_tune.pack.Pack.sync`) when they change, and a member's checkpoint is written from its
-trainer after its own write-back.
+A pack is kept from one epoch to the next; a member that leaves it (its trial stopped or paused, or training
+alone this epoch) is written back and taken out (:meth:`~asp_tune.pack.Pack.remove`), the others go on in it, and
+a member's checkpoint is written from its trainer after its own write-back. Whether a kind of pack fuses, and in
+packs of how many, is decided per kind (:class:`~asp_tune.pack.PackKinds`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from asp_tune.build import build_trainer
 from asp_tune.config import TrainConfig
 from asp_tune.datasets import DataBundle
 from asp_tune.memory import ProxyMemory
-from asp_tune.pack import CannotFuse, Pack, check_vectorizable, pack_key
+from asp_tune.pack import CannotFuse, Pack, PackKinds, pack_key
 from asp_tune.trainer import Trainer, TrainingDiverged
 from asp_tune.tune.space import SearchSpace
 
@@ -55,10 +56,9 @@ class PackServer:
         self.validate_epochs = validate_epochs
         self.trainers: dict[str, Trainer] = {}
         self.tokens: dict[str, str | None] = {}  # which start of a trial each trainer belongs to
-        self.packs: dict[frozenset, Pack] = {}  # kept while their members stay the same
+        self.packs: dict[frozenset, Pack] = {}  # kept from one epoch to the next, under their members' names
         self.data: dict[tuple, DataBundle] = {}
-        self.fusable: bool | None = None  # None: not yet tried
-        self.notes: list[str] = []
+        self.kinds = PackKinds()  # which kinds fuse, in packs of how many, and the notes saying why not
         self.fused_epochs = 0  # member-epochs trained in packs
         self.alone_epochs = 0
 
@@ -94,12 +94,12 @@ class PackServer:
         return {"startup_seconds": startup, "device": str(trainer.device), "done": trainer.done, **proxy, **restored}
 
     def leave(self, member: str, token: str | None = None, any_start: bool = True) -> bool:
-        """Forget ``member`` (its pack, if any, written back and dissolved first): whichever start of the trial
+        """Forget ``member`` (written back and taken out of its pack first, if any): whichever start of the trial
         it holds when ``any_start``, else only the start named ``token`` (a message about an earlier start of a
         trial that joined again since is ignored). Returns whether it was forgotten."""
         if member not in self.trainers or not (any_start or (token is not None and self.tokens.get(member) == token)):
             return False
-        self._release([member])
+        self._take_out([member])
         data = self.trainers.pop(member).data
         self.tokens.pop(member, None)
         if not any(t.data is data for t in self.trainers.values()):  # its copies on the device go with the last
@@ -136,12 +136,29 @@ class PackServer:
                 results.update({m: exc for m in group})
         return results
 
+    @property
+    def notes(self) -> list[str]:
+        """Why a kind of pack trains otherwise than asked (:attr:`PackKinds.notes`)."""
+        return self.kinds.notes
+
     def _train_group(self, group: list[str]) -> dict[str, dict[str, Any] | BaseException]:
-        if len(group) > 1 and self.fusable is not False:
+        """One epoch of ``group`` (one kind): as one pack where its kind fuses in packs that large, else in smaller
+        packs or alone; a pack refused before its first step changed anything is refused for its kind
+        (:meth:`PackKinds.refuse`) and its members train as the kind now allows."""
+        first = self.trainers[group[0]]
+        size = self.kinds.size(first, len(group))
+        if size == len(group) > 1:
             try:
                 return self._train_pack(group)
             except CannotFuse as exc:
-                self._no_fusion(str(exc))
+                self._take_out(group)
+                self.kinds.refuse(first, exc, len(group))
+                size = self.kinds.size(first, len(group))
+        if size > 1:
+            results: dict[str, dict[str, Any] | BaseException] = {}
+            for start in range(0, len(group), size):
+                results.update(self._train_group(group[start:start + size]))
+            return results
         return {member: self._train_alone(member) for member in group}
 
     def groups(self, members: list[str]) -> list[list[str]]:
@@ -156,18 +173,23 @@ class PackServer:
             size = trainer.selector.epoch_size(trainer.epoch)  # None (InfoBatch's pruning): known once planned
             key = (pack_key(trainer.config), size if size is not None else member, trainer.validate_each_epoch)
             by_key.setdefault(key, []).append(member)
-        return [group[i:i + self.pack_size] for group in by_key.values() for i in range(0, len(group), self.pack_size)]
+        groups = []
+        for group in by_key.values():
+            most = max(1, self.kinds.limits.get(pack_key(self.trainers[group[0]].config), self.pack_size))
+            groups += [group[i:i + most] for i in range(0, len(group), most)]
+        return groups
 
     def _train_pack(self, group: list[str]) -> dict[str, dict[str, Any] | BaseException]:
         members = frozenset(group)
         pack = self.packs.get(members)
+        if pack is None:  # a kept pack holding them all and others: the others taken out, it goes on
+            holding = next((k for k in self.packs if members < k), None)
+            if holding is not None:
+                self._take_out(sorted(holding - members))
+                pack = self.packs.get(members)
         if pack is None:
-            self._release(group)
-            trainers = [self.trainers[m] for m in group]
-            if self.fusable is None:
-                check_vectorizable(trainers[0])
-                self.fusable = True
-            pack = self.packs[members] = Pack(trainers, checked=True)
+            self._take_out(group)
+            pack = self.packs[members] = Pack([self.trainers[m] for m in group], checked=True)  # kind checked
         names = {id(self.trainers[m]): m for m in group}
         records = pack.train_epoch()
         self.fused_epochs += len(group)
@@ -182,27 +204,28 @@ class PackServer:
         return results
 
     def _train_alone(self, member: str) -> dict[str, Any] | BaseException:
-        self._release([member])
+        self._take_out([member])
         self.alone_epochs += 1
         try:
             return self.trainers[member].train_epoch()
         except TrainingDiverged as exc:
             return exc
 
-    def _release(self, members: list[str]) -> None:
-        """Write back and dissolve every kept pack holding one of ``members``."""
+    def _take_out(self, members: list[str]) -> None:
+        """Take ``members`` out of the kept packs (each written back, :meth:`Pack.remove`); the others stay in
+        their packs, which go on; a pack left empty is closed."""
         for key in [k for k in self.packs if not k.isdisjoint(members)]:
-            self.packs.pop(key).close()
-
-    def _no_fusion(self, reason: str) -> None:
-        """Fusion failed: every kept pack written back, every later epoch trained alone, said once."""
-        for key in list(self.packs):
-            self.packs.pop(key).close()
-        self.fusable = False
-        self.notes.append(f"not fused: {reason}; each configuration trains alone")
+            pack = self.packs.pop(key)
+            stay = key.difference(members)
+            if stay:
+                pack.remove([self.trainers[m] for m in key.intersection(members)])
+                self.packs[frozenset(stay)] = pack
+            else:
+                pack.close()
 
     def summary(self) -> dict[str, Any]:
-        """What this server trained how: member-epochs in packs and alone, and why fusion stopped if it did."""
+        """What this server trained how: member-epochs in packs and alone, and why a kind did not fuse if one
+        did not."""
         return {"fused_epochs": self.fused_epochs, "alone_epochs": self.alone_epochs, "notes": list(self.notes)}
 
 

@@ -168,8 +168,8 @@ class HpoSettings:
     pack: str = option("1", "configurations of one network trained at once in one process, each still its own trial "
                             "(a pack; its worker holds one trial's CPUs and GPUs, and counts as one trial at once): "
                             "K, or auto (measured on this machine: as many as the device's memory holds, and 1 "
-                            "where a pack's step is no faster or would save less training than starting its trials' "
-                            "processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
+                            "where a pack's step at the run's batch size is no faster or would save less training "
+                            "than starting its trials' processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
     time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of an epoch (ratio, "
