@@ -627,6 +627,10 @@ class ProxyData(Dataset):
         """The strategy, and the data used so far: samples trained (given to ``update()``, over all ranks; under
         ``torch.distributed`` as of the last sync) and the data passes they make."""
         n = len(self)
+        if self._shared and self._pending:
+            warnings.warn(f"describe() counts every rank's samples as of the last sync; this rank holds "
+                          f"{len(self._pending)} batches not yet shared: call proxy.sync() on every rank first "
+                          "(after the last epoch, say)", stacklevel=2)
         return {**self.selector.describe(), "num_samples": n, "epochs": self.epochs,
                 "samples_seen": self.samples_seen, "data_passes": self.samples_seen / n}
 

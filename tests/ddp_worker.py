@@ -44,7 +44,13 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
         uniform.set_epoch(epoch)
         for idx, (x, y) in DataLoader(uniform, batch_size=16, sampler=uniform.sampler, drop_last=True):
             uniform.update(idx, F.cross_entropy(model(x), y, reduction="none"))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:  # the last epoch not shared yet: describe() says so
+        warnings.simplefilter("always")
+        unsynced = uniform.describe()["samples_seen"]
     uniform.sync()
+    record.append({"unsynced": unsynced, "said": [str(w.message) for w in said]})
     record.append({"uniform_seen": uniform.selector.seen.clone(), "uniform_samples_seen": uniform.samples_seen,
                    "uniform_subset": uniform.plan.indices.tolist()})
     torch.save({"rank": rank, "world": proxy.num_replicas, "epochs": record}, f"{out}/rank{rank}.pt")

@@ -43,9 +43,11 @@ def test_two_ranks_share_the_subset_shard_it_and_keep_equal_memories(tmp_path):
         counts = a["memory"]["counts"][:, -1]
         assert torch.equal(a["seen"], b["seen"]) and torch.equal(a["seen"], counts > 0)
         assert a["samples_seen"] == b["samples_seen"] == int(counts.sum())
-    a, b = (r["epochs"][3] for r in ranks)  # random, never-seen first, drop_last: 31-sample shards, 16 trained
+    a, b = (r["epochs"][-1] for r in ranks)  # random, never-seen first, drop_last: 31-sample shards, 16 trained
     assert a["uniform_subset"] == b["uniform_subset"] and torch.equal(a["uniform_seen"], b["uniform_seen"])
     assert a["uniform_samples_seen"] == 3 * 2 * 16 == int(a["uniform_seen"].sum())  # 96 distinct samples
+    before = ranks[0]["epochs"][-2]  # describe() before the last sync: two epochs counted, and it says why
+    assert before["unsynced"] == 2 * 2 * 16 and any("call proxy.sync() on every rank" in s for s in before["said"])
 
 
 def test_ranks_that_would_draw_different_subsets_or_replicas_the_group_lacks_are_refused(tmp_path):
