@@ -123,3 +123,31 @@ def test_a_resumed_bohb_search_goes_on_where_ray_s_scheduler_waits_forever():
     from asp_tune.tune.algorithms import compose
 
     assert type(compose(HyperBandForBOHB(**bohb), None, ctx)[0].scheduler) is BohbHyperband  # one handed in
+
+
+def test_a_resumed_asha_records_the_reports_its_trials_made_before_the_interrupt(tmp_path):
+    """Ray restores ASHA as it was built (its rungs empty): a resumed 30-trial search trained 8 trials to the end
+    where the uninterrupted one trained 5. Each trial added with reports has them replayed into its bracket."""
+    import json
+    from types import SimpleNamespace
+
+    from asp_tune.tune.asha import ResumableASHA
+
+    def trial(name: str, scores: list[float]) -> SimpleNamespace:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "result.json").write_text("".join(json.dumps({"training_iteration": i + 1, "val_accuracy": s}) + "\n"
+                                                    for i, s in enumerate(scores)))
+        return SimpleNamespace(trial_id=name, local_path=str(folder), path=None, status=Trial.TERMINATED)
+
+    asha = get_algorithm("asha").build(Context(9, grace_period=1, reduction_factor=3, metric="val_accuracy",
+                                               mode="max")).scheduler
+    assert isinstance(asha, ResumableASHA)
+    for name, scores in (("a", [0.9, 0.92, 0.95]), ("b", [0.8]), ("c", [0.85]), ("d", [0.7])):
+        asha.on_trial_add(None, trial(name, scores))
+    rungs = dict(asha._brackets[0]._rungs)
+    assert rungs[1] == {"a": 0.9, "b": 0.8, "c": 0.85, "d": 0.7} and rungs[3] == {"a": 0.95}
+    late = SimpleNamespace(trial_id="e", local_path=str(tmp_path / "none"), path=None, status=Trial.PENDING)
+    asha.on_trial_add(None, late)  # a trial without reports: nothing replayed
+    # its first rung's score below the records' cut (the top third) stops it, as it would have uninterrupted
+    assert asha.on_trial_result(None, late, {"training_iteration": 1, "val_accuracy": 0.8}) == TrialScheduler.STOP

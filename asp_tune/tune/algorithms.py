@@ -152,9 +152,9 @@ def _fifo(ctx: Context) -> Built:
 
 
 def _asha(ctx: Context) -> Built:
-    from ray.tune.schedulers import ASHAScheduler
+    from asp_tune.tune.asha import ResumableASHA
 
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=ctx.epochs, grace_period=ctx.grace,
+    scheduler = ResumableASHA(time_attr="training_iteration", max_t=ctx.epochs, grace_period=ctx.grace,
                               reduction_factor=ctx.reduction_factor, **_target(ctx))
     return Built(scheduler, _random_searcher(ctx), dict(ctx.param_space or {}))
 
