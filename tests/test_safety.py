@@ -335,6 +335,10 @@ def test_resume_with_other_flags_is_refused_naming_them(tmp_path):
                                           r"metric='mixture' or --metric mixture \(this one's: 'loss'\)"):
         check_resume_settings(str(tmp_path), {**saved, "ratio": 0.5, "metric": "loss"})
     check_resume_settings(str(tmp_path), {**saved, "decide": "proxy"})  # not recorded (an older folder): not asked
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({**saved, "max_concurrent": 1}))  # Ray restores concurrency
+    with pytest.raises(ConfigError, match=r"max_concurrent=1 or --max-concurrent 1 \(this one's: 3\)"):
+        check_resume_settings(str(tmp_path), {**saved, "max_concurrent": 3})
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(saved))
     with pytest.raises(ConfigError, match="written by 'asp-tune hpo'"):
         check_resume_settings(str(tmp_path / "nothing"), saved)
     from asp_tune.tune.user import RESUME_KEYS

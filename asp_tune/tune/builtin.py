@@ -25,10 +25,11 @@ from asp_tune.tune.run import KEEP_CHECKPOINTS, SearchJob, SearchResult, experim
 from asp_tune.tune.settings import HpoSettings, rung_ratio_values
 from asp_tune.tune.space import SearchSpace
 
-#: Settings a resumed experiment must share with the run that started it.
+#: Settings a resumed experiment must share with the run that started it (max_concurrent too: Ray restores the
+#: search's concurrency with it, and a new value would change nothing but what summary.json says).
 RESUME_FIELDS = ("algo", "ratio", "ratio_schedule", "rung_ratios", "metric", "num_samples", "max_epochs", "early_stop",
                  "grace_period", "reduction_factor", "seed", "time_budget_s", "data_passes_budget", "selection",
-                 "space", "decide", "audit", "min_first_rung_steps")
+                 "space", "decide", "audit", "min_first_rung_steps", "max_concurrent")
 
 
 def shared_arrays(s: HpoSettings) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ SECONDS_KEY = "asp_tune_seconds"
 _CALLED_AT: float | None = None
 #: What a resumed search must share with the one it resumes.
 RESUME_KEYS = ("trainable", "param_space", "ratio", "strategy", "epochs", "num_samples", "seed", "metric", "mode",
-               "decide", "audit", "proxy_settings")
+               "decide", "audit", "proxy_settings", "max_concurrent")
 
 
 def proxy_data(config: dict[str, Any], dataset, epochs: int, **settings: Any):
@@ -277,7 +277,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
     record = {"trainable": str(shipped) if isinstance(shipped, str) else label,
               "param_space": described_space(param_space), "ratio": ratio, "strategy": strategy,
               "epochs": epochs, "num_samples": num_samples, "seed": seed, "metric": metric, "mode": mode,
-              "proxy_settings": proxy_settings, "decide": decide, "audit": audit}
+              "proxy_settings": proxy_settings, "decide": decide, "audit": audit, "max_concurrent": max_concurrent}
     return SearchJob(
         make_trainable=make_trainable, built=built, name=name or experiment_name("asp-user", label, f"r{ratio}"),
         param_names=list(param_space), epochs=epochs, metric=metric, mode=mode, num_samples=num_samples,
