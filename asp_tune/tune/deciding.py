@@ -262,8 +262,11 @@ def _audit(job, experiment: str, chosen: list[str], configs: list[dict[str, Any]
     resume = target if tune.Tuner.can_restore(target) else None
     how = "to the end as a promoted trial (the top rung on all the data)" if job.full_data.top_rung_full \
         else "on all the data"
+    bounded = [flag for key, flag in (("time_budget_s", "--time-budget-s"), ("data_passes", "--data-passes-budget"))
+               if (job.budget or {}).get(key)]
+    beyond = f"; beyond {' and '.join(bounded)}, which bound the search alone" if bounded else ""
     say(f"full data: training {len(record['configs'])} configuration{'s' if len(record['configs']) != 1 else ''} "
-        f"{how} ({'resumed' if resume else 'the audit'})")
+        f"{how} ({'resumed' if resume else 'the audit'}{beyond})")
     try:
         return record["trials"], run_search(audit, resume=resume)
     except RunInterrupted as exc:  # the search's folder is what a resume takes; it finishes this audit
@@ -344,7 +347,8 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
                         "audit_wall_time_s": audit_cost["wall_time_s"],
                         "top_rung_train_seconds": top_cost["train_seconds"],
                         "data_passes": audit_cost["data_passes"] + top_cost["data_passes"],
-                        "note": "the top rung's share is its training seconds' share of the search's"},
+                        "note": "the top rung's share is its training seconds' share of the search's; the audit "
+                                "is outside --time-budget-s and --data-passes-budget, which bound the search"},
                "ratio_changes": changes,
                "did_not_learn": _did_not_learn(trials, histories, job.metric, plan.first_rung, job.mode)}
     constants = _constant_scores(histories)
