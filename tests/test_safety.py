@@ -695,3 +695,24 @@ def test_a_link_planted_as_the_checkpoint_lock_is_never_followed(tmp_path):
     with pytest.raises(ConfigError, match="lock file .asp_tune.lock asp_tune can make"):
         CheckpointFolder(folder)
     assert victim.read_text() == "keep me"
+
+
+def test_ray_s_own_ctrl_c_handling_is_back_after_a_search(monkeypatch):
+    """The search turned Ray's SIGINT handler off for itself and left it off for the rest of the process."""
+    import os
+
+    from asp_tune.tune import session
+
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    seen = []
+
+    class Tuner:
+        def fit(self):
+            seen.append(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"))
+            return "grid"
+
+    assert session.fit_interruptibly(Tuner(), "/the/experiment") == "grid"
+    assert seen == ["1"] and "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")  # a value of the user's is put back
+    session.fit_interruptibly(Tuner(), "/the/experiment")
+    assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "0"

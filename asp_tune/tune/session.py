@@ -401,6 +401,7 @@ def fit_interruptibly(tuner, experiment_path: str):
             threading.Thread(target=exit_if_ray_ended, args=(10.0,), daemon=True).start()
         os.kill(os.getpid(), signal.SIGUSR1)
 
+    ray_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     for sig in previous:
         signal.signal(sig, handler)
@@ -410,6 +411,10 @@ def fit_interruptibly(tuner, experiment_path: str):
         fitted.set()
         for sig, old in previous.items():
             signal.signal(sig, old)
+        if ray_handler is None:  # Ray's own Ctrl-C handling back for the rest of the process
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = ray_handler
     if interrupted:
         raise RunInterrupted(f"interrupted by {signal.Signals(interrupted[0]).name}; no results were committed",
                              experiment_path)
