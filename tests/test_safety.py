@@ -716,3 +716,17 @@ def test_ray_s_own_ctrl_c_handling_is_back_after_a_search(monkeypatch):
     monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")  # a value of the user's is put back
     session.fit_interruptibly(Tuner(), "/the/experiment")
     assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "0"
+
+
+def test_a_resume_given_the_storage_or_the_results_folder_names_the_experiment_folders_within(tmp_path):
+    from asp_tune.tune.builtin import RESUME_FIELDS
+    from asp_tune.tune.run import SETTINGS_FILE, check_resume_settings
+
+    experiment = tmp_path / ".out.ray" / "asp-s-asha-r0.3-20261207-1"
+    experiment.mkdir(parents=True)
+    (experiment / SETTINGS_FILE).write_text("{}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text("{}")
+    for given in (tmp_path / ".out.ray", tmp_path / "out"):
+        with pytest.raises(ConfigError, match=rf"the experiment folders are within .*\.out\.ray: .*{experiment.name}"):
+            check_resume_settings(str(given), {}, keys=RESUME_FIELDS)

@@ -126,6 +126,18 @@ def tracking_callbacks(tracking: str, uri: str | None, name: str) -> list:
     return []
 
 
+def _experiments_within(folder: str) -> str:
+    """Where the experiment folders are when ``folder`` is a storage folder (``.OUT.ray``) or a results folder
+    beside one, for the refusal of a resume given either."""
+    from asp_tune.tune.storage import unfinished_experiments
+
+    local = Path(folder)
+    storage = local.with_name(f".{local.name}.ray") if (local / "summary.json").is_file() else local
+    found = unfinished_experiments(str(storage)) or (sorted(p for p in storage.iterdir() if (p / SETTINGS_FILE)
+                                                            .is_file()) if storage.is_dir() else [])
+    return f"; the experiment folders are within {storage}: {', '.join(str(p) for p in found[:3])}" if found else ""
+
+
 def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple[str, ...],
                           arguments: bool = False) -> None:
     """Refuse to resume ``experiment`` with settings other than those it was started with (in ``keys``, whose
@@ -135,7 +147,8 @@ def check_resume_settings(experiment: str, settings: dict[str, Any], keys: tuple
         saved = json.loads(read_text(join(experiment, SETTINGS_FILE)))
     except (OSError, ValueError):
         raise ConfigError("resume", experiment, "an experiment folder written by 'asp-tune hpo' or "
-                                                f"asp_tune.tune.search (no readable {SETTINGS_FILE})") from None
+                                                f"asp_tune.tune.search (no readable {SETTINGS_FILE}"
+                                                f"{_experiments_within(experiment)})") from None
     if not isinstance(saved, dict):
         raise ConfigError("resume", experiment, f"an experiment folder whose {SETTINGS_FILE} holds a mapping")
     if saved.get("audit_of") and "audit_of" not in settings:
