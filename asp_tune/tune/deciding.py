@@ -22,6 +22,7 @@ import pandas as pd
 
 from asp_tune.errors import RunInterrupted
 from asp_tune.flags import both_spellings
+from asp_tune.tune.collect import plain
 from asp_tune.tune.fulldata import (AUDIT_FILE, CHANCE_MARGIN, CHANGES_FILE, FullDataAgreement, ProxyWatch,
                                     at_chance, audit_size, choose_audit, expected_top, guards_only,
                                     measurement_notice, read_changes, verdict_lines)
@@ -300,7 +301,7 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
     audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "experiment": None, "failed": []}
     if chosen:
         by_id = trials.set_index("trial_id")
-        known = {t: {n: _plain(by_id.loc[t, f"config/{n}"]) for n in job.param_names} for t in by_id.index}
+        known = {t: {n: plain(by_id.loc[t, f"config/{n}"]) for n in job.param_names} for t in by_id.index}
         chosen, result = _audit(job, experiment, chosen, [known[t] for t in chosen], run_search, known)
         subset = ended_on_a_subset(result.histories, job.epochs)
         _say_subset(subset, "the audit")
@@ -370,7 +371,7 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     section["pick_changed"] = best["trial_id"] != before["trial_id"]
     section["search_pick"] = {**before, "full_data_score": _known(trials, before["trial_id"])}
     summary.update(best_trial_id=best["trial_id"], best_score=float(best["full_data_score"]),
-                   best_config={n: _plain(best[f"config/{n}"]) for n in job.param_names},
+                   best_config={n: plain(best[f"config/{n}"]) for n in job.param_names},
                    decided_by="full data", full_data=section)
     if job.metric == "val_accuracy":
         summary["best_val_accuracy"] = float(best["full_data_score"])
@@ -445,5 +446,3 @@ def _top_rung_cost(histories: dict[str, pd.DataFrame], rungs: tuple[int, ...] | 
     return {"train_seconds": seconds, "data_passes": passes}
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
