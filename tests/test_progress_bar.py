@@ -33,3 +33,28 @@ def test_the_bar_s_best_follows_the_search_s_mode():
             bar.on_trial_result(0, trials, trials[0], {"epoch": 1, "val_loss": value})
         assert "best=" + best in bar._bar.postfix, bar._bar.postfix  # noqa: SLF001
         bar.on_experiment_end(trials)
+
+
+def test_a_resumed_search_s_bar_counts_what_its_trials_did_before_the_interrupt(tmp_path):
+    """Ray restores the bar as the search built it: a resumed search that finished closed at 9/30, its best and
+    agreements over the resumed part only. And a trial a budget ended was never counted (4/12 with 5 ended)."""
+    import json
+
+    def trial(name: str, status: str, scores: list[float]) -> SimpleNamespace:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "result.json").write_text("".join(json.dumps({"epoch": e + 1, "training_iteration": e + 1,
+                                                                "val_accuracy": s}) + "\n"
+                                                    for e, s in enumerate(scores)))
+        return SimpleNamespace(trial_id=name, status=status, local_path=str(folder), path=None)
+
+    trials = [trial("a", "TERMINATED", [0.5, 0.7, 0.9]), trial("b", "ERROR", [0.2]),
+              trial("c", "PENDING", [0.4, 0.6]), trial("d", "PENDING", [])]
+    bar = SearchProgress(total=4, rungs=(1, 3))
+    bar.on_step_begin(0, trials)
+    bar.on_step_begin(1, trials)  # once
+    assert bar._bar.n == 2 and bar.failed == 1 and bar.best == 0.9  # noqa: SLF001
+    assert "rung_tau" in bar._bar.postfix  # noqa: SLF001
+    trials[2].status = "TERMINATED"  # ended by a budget's stop_all: no on_trial_complete
+    bar.on_experiment_end(trials)
+    assert bar._bar.n == 3  # noqa: SLF001

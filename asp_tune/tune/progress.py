@@ -272,6 +272,32 @@ class SearchProgress(Callback):
         """Trials training now (a paused one, waiting at a rung, is not)."""
         self.running = sum(1 for t in trials if t.status == "RUNNING")
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        """At a resumed search's first step, what its trials did before the interrupt (Ray restores this
+        callback as the search built it): trials ended, failed, and every report made, from the trials' own
+        ``result.json``."""
+        if getattr(self, "_seeded", False):
+            return
+        self._seeded = True
+        from asp_tune.tune.asha import trial_folder
+        from asp_tune.tune.storage import trial_reports
+
+        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        self.failed += sum(1 for t in ended if t.status == "ERROR")
+        for trial in trials:
+            folder = trial_folder(trial)
+            for report in trial_reports(folder) if folder is not None else []:
+                self.on_trial_result(iteration, trials, trial, report)
+        if ended:
+            self._show(len(ended))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._bar is not None:  # every trial ended counted (one stop_all ended is never completed to us)
+            self._bar.n = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+            self.running = 0
+            self._show()
+            self._bar.close()
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._count_running(trials)
         self._show()
@@ -297,7 +323,3 @@ class SearchProgress(Callback):
         self._count_running([t for t in trials if t is not trial])
         self.failed += 1
         self._show(1)
-
-    def on_experiment_end(self, trials, **info) -> None:
-        if self._bar is not None:
-            self._bar.close()
