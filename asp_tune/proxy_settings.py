@@ -62,6 +62,14 @@ def ignores_schedule(metric: str) -> bool:
     return metric == "none" or metric in STATIC_PROXY_NAMES
 
 
+def schedule_moves(ratio: float, schedule: str) -> bool:
+    """Whether a run at ``ratio`` under ``schedule`` ever trains at another ratio (a ``steps:`` step elsewhere;
+    ``dynamic`` below ratio 1, where Algorithm 2 stays at 1)."""
+    if schedule == "dynamic":
+        return ratio < 1.0
+    return any(r != ratio for _, r in ratio_steps(schedule))
+
+
 def check_steps_within(kind: str, epochs: int) -> None:
     """Refuse a ``steps:`` schedule with a step a run of ``epochs`` epochs never reaches (naming
     ``ratio_schedule``): after E epochs the ratio is R, so E must be below ``epochs``."""
@@ -170,13 +178,11 @@ class ProxySettings:
                                                      "use 'random' for a uniform proxy subset")
         if self.metric == "infobatch" and self.ratio != 1.0:
             raise ConfigError("ratio", self.ratio, "1.0 with metric 'infobatch' (its cost is set by infobatch_prune)")
-        if self.metric == "none" and lowest_ratio(self.ratio, self.ratio_schedule) < 1.0:
-            raise ConfigError("ratio_schedule", self.ratio_schedule, "one that stays at 1.0 with metric 'none' (full "
-                                                                     "data; 'random' or 'auto' follow a schedule)")
-        if self.metric in STATIC_PROXY_NAMES and self.ratio_schedule != "constant":
-            raise ConfigError("ratio_schedule", self.ratio_schedule, f"constant with the static proxy '{self.metric}' "
-                                                                     "(it keeps one subset of the ratio: a schedule "
-                                                                     "would be ignored)")
+        if ignores_schedule(self.metric) and schedule_moves(self.ratio, self.ratio_schedule):
+            kept = ("one that stays at 1.0 with metric 'none' (full data; 'random' or 'auto' follow a schedule)"
+                    if self.metric == "none" else f"constant with the static proxy '{self.metric}' (it keeps one "
+                                                  "subset of the ratio: a schedule would be ignored)")
+            raise ConfigError("ratio_schedule", self.ratio_schedule, kept)
 
     def proxy_settings(self) -> "ProxySettings":
         """These settings alone (from a subclass such as ``TrainConfig`` too)."""
@@ -237,5 +243,5 @@ def auto_strategy(ratio: float, starts_at_ratio: bool = False, schedule: str = "
     if starts_at_ratio:
         return dict(EARLY_STOPPING_PROXY)
     if lowest < AUTO_STATIC_BELOW:
-        return {"metric": "fixed_random" if schedule == "constant" else "random"}
+        return {"metric": "random" if schedule_moves(ratio, schedule) else "fixed_random"}
     return {"metric": "loss"}
