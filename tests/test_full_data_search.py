@@ -108,7 +108,8 @@ def test_a_trainable_s_top_rung_and_audit_train_alike_on_all_the_data_at_any_rat
     from ray import tune
 
     result = asp_tune.tune.search(passes_told, {"x": tune.uniform(0, 0.5)}, epochs=EPOCHS, ratio=0.1,
-                                  scheduler="asha", num_samples=8, audit=3, seed=1, out=tmp_path / "out")
+                                  scheduler="asha", num_samples=8, audit=3, seed=1, out=tmp_path / "out",
+                                  time_budget_s=3600)
     err = capsys.readouterr().err
     summary, trials = result.summary, result.trials.set_index("trial_id")
     assert summary["metric"] == "random" and summary["ratio_schedule"] == "steps:3=1"
@@ -121,6 +122,8 @@ def test_a_trainable_s_top_rung_and_audit_train_alike_on_all_the_data_at_any_rat
     assert trained.round(4).nunique() == 1  # every full-data score from the same data passes (3 x 0.1 + 1)
     assert trained.iloc[0] == pytest.approx(0.01 * (3 * round(0.1 * len(DATA)) / len(DATA) + 1), abs=1e-6)
     assert "training 3 configurations to the end as a promoted trial" in err
+    assert "beyond --time-budget-s, which bound the search alone" in err  # the audit comes on top of a budget
+    assert "outside --time-budget-s" in summary["full_data"]["cost"]["note"]
     assert "reports no val_constant" in err  # the search cannot tell proxy trials at chance: it says so
 
 
