@@ -3,6 +3,7 @@ not left PAUSED with the search waiting for it (Ray's own scheduler passes it ov
 
 from __future__ import annotations
 
+import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
@@ -82,47 +83,139 @@ def test_a_hyperband_scheduler_handed_in_runs_as_ours_with_its_settings_and_a_su
     assert compose(own, None, ctx)[0].scheduler is own
 
 
-def resumed_bracket(scheduler) -> list[str | None]:
-    """A resumed BOHB search: Tune adds the restored trials to the new scheduler, one finished before the kill,
-    three to continue; these report past the bracket's milestone and pause. Which trial Tune is told to run,
-    each time it asks (Tune asks again and again while nothing runs)."""
-    from types import SimpleNamespace
-
-    controller = Controller(scheduler)
-    searcher = SimpleNamespace(on_pause=lambda trial_id: None, on_unpause=lambda trial_id: None)
-    controller.search_alg = SimpleNamespace(searcher=searcher)
-    controller.pause_trial = lambda trial, should_checkpoint=True: trial.set_status(Trial.PAUSED)
-    finished = Trial("__fake", config={}, stub=True, trial_id="finished")
-    finished.set_status(Trial.TERMINATED)  # as Tune restores it
-    controller.trials.append(finished)
-    scheduler.on_trial_add(controller, finished)
-    for i in range(3):
-        trial = Trial("__fake", config={"i": i}, stub=True, trial_id=f"t{i}")
-        controller.trials.append(trial)
-        scheduler.on_trial_add(controller, trial)
-        trial.set_status(Trial.RUNNING)
-    for i, trial in enumerate(controller.trials[1:]):
-        if scheduler.on_trial_result(controller, trial, {"training_iteration": 9, "loss": 0.3 - i / 10}) == "PAUSE":
-            trial.set_status(Trial.PAUSED)
-    return [(chosen.trial_id if chosen else None) for chosen in
-            (scheduler.choose_trial_to_run(controller) for _ in range(6))]
+class Interrupted(Exception):
+    pass
 
 
-def test_a_resumed_bohb_search_goes_on_where_ray_s_scheduler_waits_forever():
-    """Ray's ``HyperBandForBOHB`` put the finished trial in the new bracket, where it never reported: the bracket
-    never reached its milestone, every other trial stayed PAUSED, and the resumed search never ended."""
-    from ray.tune.schedulers import HyperBandForBOHB
+class Tune(Controller):
+    """Tune's loop, one trial at a time, each report written to the trial's ``result.json``: it runs what the
+    scheduler chooses until told to pause or stop, and can be interrupted after a given number of reports."""
 
+    def __init__(self, scheduler, folder, scores, max_t):
+        super().__init__(scheduler)
+        from types import SimpleNamespace
+
+        self.folder, self.scores, self.max_t, self.clock = folder, scores, max_t, 0
+        self.search_alg = SimpleNamespace(searcher=SimpleNamespace(on_pause=lambda trial_id: None,
+                                                                   on_unpause=lambda trial_id: None))
+
+    def _set_trial_status(self, trial, status):
+        trial.set_status(status)
+
+    def stop_trial(self, trial):
+        if trial.status == Trial.RUNNING:
+            self.scheduler.on_trial_complete(self, trial, {})
+            trial.set_status(Trial.TERMINATED)
+        else:
+            super().stop_trial(trial)
+
+    def reports(self, trial) -> list[dict]:
+        import json
+
+        file = self.folder / trial.trial_id / "result.json"
+        return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+
+    def run(self, interrupt_after: int | None = None) -> None:
+        import json
+
+        while (trial := self.scheduler.choose_trial_to_run(self)) is not None:
+            trial.set_status(Trial.RUNNING)
+            epoch = max((r["training_iteration"] for r in self.reports(trial)), default=0)
+            while True:
+                epoch += 1
+                self.clock += 1
+                result = {"training_iteration": epoch, "loss": self.scores[trial.trial_id] / epoch, "time": self.clock}
+                (self.folder / trial.trial_id).mkdir(exist_ok=True)
+                with open(self.folder / trial.trial_id / "result.json", "a") as f:
+                    f.write(json.dumps(result) + "\n")
+                if interrupt_after is not None and self.clock >= interrupt_after:
+                    raise Interrupted
+                decision = self.scheduler.on_trial_result(self, trial, result)
+                if decision == TrialScheduler.PAUSE:
+                    trial.set_status(Trial.PAUSED)
+                elif decision == TrialScheduler.STOP or epoch == self.max_t:
+                    self.stop_trial(trial)
+                else:
+                    continue
+                break
+
+    def outcome(self) -> dict[str, tuple[str, int]]:
+        return {t.trial_id: (t.status, len(self.reports(t))) for t in self.trials}
+
+
+def search(scheduler, folder, interrupt_after=None, n=17, max_t=9):
+    """A 17-trial search (one Hyperband band at max_t 9, eta 3); interrupted, it is resumed as Ray resumes one:
+    a new scheduler unpickled from the one the search was built with, the trials added in the order of their
+    last report, those unfinished as PENDING."""
+    import random
+
+    import cloudpickle
+
+    built = cloudpickle.dumps(scheduler)  # Ray's tuner.pkl: the scheduler before any trial
+    rng = random.Random(0)
+    scores = {f"t{i:02d}": rng.uniform(1, 2) for i in range(n)}
+    tune = Tune(scheduler, folder, scores, max_t)
+    for i in range(n):
+        trial = Trial("__fake", config={"i": i}, stub=True, trial_id=f"t{i:02d}", experiment_tag=f"{i + 1}_i={i}")
+        tune.trials.append(trial)
+        scheduler.on_trial_add(tune, trial)
+    try:
+        tune.run(interrupt_after)
+        return tune.outcome()
+    except Interrupted:
+        pass
+    resumed = Tune(cloudpickle.loads(built), folder, scores, max_t)
+    for trial in sorted(tune.trials, key=lambda t: max([r["time"] for r in tune.reports(t)], default=0), reverse=True):
+        if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+            trial.set_status(Trial.PENDING)
+        resumed.trials.append(trial)
+        resumed.scheduler.on_trial_add(resumed, trial)
+    resumed.run()
+    return resumed.outcome()
+
+
+@pytest.mark.parametrize("interrupt_after", [4, 16, 30, 45])
+@pytest.mark.parametrize("kind", ["hyperband", "bohb"])
+def test_a_resumed_hyperband_search_stops_and_trains_the_trials_the_uninterrupted_one_does(kind, interrupt_after,
+                                                                                         tmp_path, monkeypatch):
+    """Ray restores a Hyperband scheduler as built, its brackets empty, and adds the restored trials in the order
+    of their last report: its own put them in other brackets, halved other trials and (BOHB) waited forever
+    behind a finished one. Ours places them as they were made and replays their reports: the resumed search
+    stops the same trials after the same epochs as the uninterrupted one."""
+    from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
+
+    from asp_tune.tune import hyperband
     from asp_tune.tune.hyperband import BohbHyperband
 
-    bohb = {**settings(), "max_t": 40}
-    assert resumed_bracket(HyperBandForBOHB(**bohb)) == [None] * 6
-    assert "t2" in resumed_bracket(BohbHyperband(**bohb))  # the best goes on; the others are stopped
+    monkeypatch.setattr(hyperband, "trial_folder", lambda trial: tmp_path / "cut" / trial.trial_id)
+    ours, theirs = {"hyperband": (Hyperband, HyperBandScheduler), "bohb": (BohbHyperband, HyperBandForBOHB)}[kind]
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "cut").mkdir()
+    whole = search(ours(**settings()), tmp_path / "whole")
+    assert sum(1 for status, epochs in whole.values() if epochs == 9) >= 3 and {s for s, _ in whole.values()} == {
+        Trial.TERMINATED}
+    assert search(ours(**settings()), tmp_path / "cut", interrupt_after) == whole
+
+
+def test_ray_s_own_hyperband_schedulers_resume_otherwise(tmp_path, monkeypatch):
+    """What the test above guards against: Ray's schedulers, resumed the same way, end elsewhere."""
+    from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
+
+    for i, theirs in enumerate((HyperBandScheduler, HyperBandForBOHB)):
+        (tmp_path / f"w{i}").mkdir()
+        (tmp_path / f"c{i}").mkdir()
+        assert search(theirs(**settings()), tmp_path / f"c{i}", 16) != search(theirs(**settings()), tmp_path / f"w{i}")
+
+
+def test_the_bohb_algorithm_and_one_handed_in_use_our_scheduler():
+    from ray.tune.schedulers import HyperBandForBOHB
+
+    from asp_tune.tune.algorithms import compose
+    from asp_tune.tune.hyperband import BohbHyperband
+
     ctx = Context(metric="loss", mode="min", epochs=40, seed=0)
     assert type(get_algorithm("bohb").build(ctx).scheduler) is BohbHyperband
-    from asp_tune.tune.algorithms import compose
-
-    assert type(compose(HyperBandForBOHB(**bohb), None, ctx)[0].scheduler) is BohbHyperband  # one handed in
+    assert type(compose(HyperBandForBOHB(**{**settings(), "max_t": 40}), None, ctx)[0].scheduler) is BohbHyperband
 
 
 def test_a_resumed_asha_records_the_reports_its_trials_made_before_the_interrupt(tmp_path):

@@ -9,24 +9,11 @@ so the cutoffs are those of the run before the interrupt.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
-from asp_tune.tune.storage import trial_reports
-
-
-def trial_folder(trial: Any) -> Path | None:
-    """Where a trial's ``result.json`` is: the driver's staging folder, or the experiment's trial folder."""
-    for name in ("local_path", "path"):
-        try:
-            value = getattr(trial, name)
-        except Exception:  # noqa: BLE001 - a trial without storage yet
-            continue
-        if value and (Path(value) / "result.json").is_file():
-            return Path(value)
-    return None
+from asp_tune.tune.storage import trial_folder, trial_reports
 
 
 class ResumableASHA(AsyncHyperBandScheduler):

@@ -9,8 +9,10 @@ have stopped it had its save been quicker. (BOHB's scheduler needs no such help:
 once every other trial of it is PAUSED, so a trial still saving leaves the reporting one paused too, and when no
 trial runs it processes every bracket holding a paused trial again.)
 
-Both Hyperband schedulers also leave a finished trial out of their brackets when a search is resumed
-(:class:`FinishedTrialsStayOut`). A ``HyperBandScheduler`` or ``HyperBandForBOHB`` handed to
+Both Hyperband schedulers also resume where the interrupted search stood (:class:`ReplayedBrackets`): Ray
+restores a scheduler as the search built it, its brackets empty, and adds the restored trials to it in the order
+of their last report. Each trial goes back to the bracket it was made for and each bracket halves again on the
+reports its trials made before the interrupt. A ``HyperBandScheduler`` or ``HyperBandForBOHB`` handed to
 :func:`asp_tune.tune.search` is run as ours with its settings (``algorithms.as_ours``); a subclass of one's
 own is run as given.
 """
@@ -22,27 +24,138 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 
+from asp_tune.tune.storage import trial_folder, trial_reports
 
-class FinishedTrialsStayOut:
-    """For Ray's Hyperband schedulers: a trial that a resumed search restores finished (TERMINATED, or ERROR and
-    not retried) gets no place in a bracket. Ray adds every restored trial to the new scheduler's brackets; a
-    finished one never reports again, so its bracket never saw every trial reach its milestone: a resumed BOHB
-    search waited forever with its other trials PAUSED (and Hyperband's ran them on without halving)."""
+
+FINISHED = (Trial.TERMINATED, Trial.ERROR)
+
+
+def creation_number(trial: Any) -> int | None:
+    """The count its searcher gave a trial when it made it (the number opening its experiment tag)."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def replay_bracket(bracket: Any, reports: dict[Any, list[dict]], metric: str, metric_op: float,
+                   may_halve: bool = True) -> None:
+    """Bring a new bracket holding its restored trials (Ray's ``_Bracket``) to where the interrupted search left
+    it: each milestone that every trial still in it had reached is halved again on the reports made there (Ray's
+    own ``successive_halving``, when ``may_halve``); a trial that ended short of a milestone, or waiting at one
+    without being halved, leaves the bracket as it did when it ended. ``reports``: each trial's, in order."""
+    time_attr = bracket._time_attr
+
+    def at(trial: Any, milestone: float) -> dict | None:
+        return next((r for r in reports.get(trial, []) if r.get(time_attr, 0) >= milestone), None)
+
+    def drop(leaving: list[Any]) -> None:
+        for trial in leaving:
+            bracket.cleanup_trial(trial)
+
+    while bracket._live_trials:
+        milestone = bracket._cumul_r
+        drop([t for t in bracket._live_trials if t.status in FINISHED and at(t, milestone) is None])
+        reached = {t: at(t, milestone) for t in bracket._live_trials}
+        if may_halve and reached and all(r is not None for r in reached.values()):
+            bracket._live_trials.update(reached)
+            if bracket._halves == 0:
+                break  # finished
+            bracket.is_being_processed = True  # as Ray leaves a bracket it halved once
+            _, bad = bracket.successive_halving(metric, metric_op)
+            drop(bad)
+            continue
+        ended = [t for t in bracket._live_trials if t.status in FINISHED]  # ended otherwise (a budget, a failure)
+        if not ended:
+            break
+        drop(ended)
+    if not bracket.finished():
+        for trial in bracket._live_trials:
+            made = reports.get(trial) or [None]
+            bracket._live_trials[trial] = at(trial, bracket._cumul_r) or made[-1]
+    bracket._completed_progress = sum(r[-1].get(time_attr, 0) for t in bracket._all_trials
+                                      if (r := reports.get(t)))
+
+
+class ReplayedBrackets:
+    """For Ray's Hyperband schedulers: a resumed search goes on as the interrupted one would have. Ray restores
+    the scheduler as built (its brackets empty) and adds every restored trial, in the order of their last
+    reports: Ray's own put them in other brackets than they were made for, and a finished one waited for
+    forever. Here the restored trials are held until Tune first asks what to run (or reports), then placed
+    in the order they were made, their brackets replayed (:func:`replay_bracket`): a trial halved out or in a
+    finished bracket is stopped, one waiting at its milestone is paused again, the rest go on."""
+
+    _restored: list[Trial] | None = None  # trials added since the scheduler was unpickled, not yet placed
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._hyperbands, self._trial_info = [[]], {}
+        self._state, self._num_stopped = {"bracket": None, "band_idx": 0}, 0
+        self._restored = []
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+        if self._restored is not None:
+            self._restored.append(trial)
+        elif trial.status not in FINISHED:  # only a restored trial is added finished: it has no place left
             super().on_trial_add(tune_controller, trial)
 
+    def _may_halve(self, bracket: Any) -> bool:
+        return True
 
-class BohbHyperband(FinishedTrialsStayOut, HyperBandForBOHB):
-    """:class:`ray.tune.schedulers.HyperBandForBOHB` that resumes (:class:`FinishedTrialsStayOut`)."""
+    def _paused_again(self, tune_controller: Any, trial: Trial) -> None:
+        tune_controller._set_trial_status(trial, Trial.PAUSED)
+
+    def _place_restored(self, tune_controller: Any) -> None:
+        restored, self._restored = self._restored, None
+        if not restored:
+            return
+        order = sorted(range(len(restored)), key=lambda i: (creation_number(restored[i]) is None,
+                                                            creation_number(restored[i]) or 0, i))
+        for i in order:
+            super().on_trial_add(tune_controller, restored[i])
+        reports = {t: trial_reports(folder) for t in restored if (folder := trial_folder(t)) is not None}
+        brackets = list({id(self._trial_info[t][0]): self._trial_info[t][0] for t in restored}.values())
+        for bracket in brackets:
+            replay_bracket(bracket, reports, self._metric, self._metric_op, self._may_halve(bracket))
+        for bracket in brackets:
+            done = bracket.finished()
+            for trial in bracket._all_trials:
+                if trial.status in FINISHED or trial not in restored:
+                    continue
+                if done or trial not in bracket._live_trials:
+                    tune_controller.stop_trial(trial)
+                elif not bracket.continue_trial(trial) and trial.status != Trial.PAUSED:
+                    self._paused_again(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        self._place_restored(tune_controller)
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._place_restored(tune_controller)
+        super().on_trial_remove(tune_controller, trial)
 
 
-class Hyperband(FinishedTrialsStayOut, HyperBandScheduler):
-    """:class:`ray.tune.schedulers.HyperBandScheduler`, never left waiting for a trial paused in a finished
-    bracket: before choosing a trial to run, it stops every PAUSED trial left in one."""
+class BohbHyperband(ReplayedBrackets, HyperBandForBOHB):
+    """:class:`ray.tune.schedulers.HyperBandForBOHB` that resumes (:class:`ReplayedBrackets`)."""
+
+    def _may_halve(self, bracket: Any) -> bool:  # BOHB halves a bracket once it holds all its trials
+        return len(bracket._all_trials) >= bracket._n0
+
+    def _paused_again(self, tune_controller: Any, trial: Trial) -> None:
+        super()._paused_again(tune_controller, trial)
+        tune_controller.search_alg.searcher.on_pause(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: Any, allow_recurse: bool = True) -> Trial | None:
+        self._place_restored(tune_controller)
+        return super().choose_trial_to_run(tune_controller, allow_recurse)
+
+
+class Hyperband(ReplayedBrackets, HyperBandScheduler):
+    """:class:`ray.tune.schedulers.HyperBandScheduler` that resumes (:class:`ReplayedBrackets`), never left
+    waiting for a trial paused in a finished bracket: before choosing a trial to run, it stops every PAUSED trial
+    left in one."""
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        self._place_restored(tune_controller)
         for band in self._hyperbands:
             for bracket in band:
                 if bracket is None or not bracket.finished():

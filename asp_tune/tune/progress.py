@@ -279,8 +279,7 @@ class SearchProgress(Callback):
         if getattr(self, "_seeded", False):
             return
         self._seeded = True
-        from asp_tune.tune.asha import trial_folder
-        from asp_tune.tune.storage import trial_reports
+        from asp_tune.tune.storage import trial_folder, trial_reports
 
         ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
         self.failed += sum(1 for t in ended if t.status == "ERROR")

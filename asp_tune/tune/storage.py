@@ -195,6 +195,18 @@ def list_dirs(location: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
 
 
+def trial_folder(trial: Any) -> Path | None:
+    """Where a trial's ``result.json`` is: the driver's staging folder, or the experiment's trial folder."""
+    for name in ("local_path", "path"):
+        try:
+            value = getattr(trial, name)
+        except Exception:  # noqa: BLE001 - a trial without storage yet
+            continue
+        if value and (Path(value) / "result.json").is_file():
+            return Path(value)
+    return None
+
+
 def trial_reports(trial: str | Path) -> list[dict]:
     """A trial's reports so far, from its ``result.json``; a line still being written, or one cut off
     by a killed driver (merged with the next on resume), is left out."""
