@@ -56,6 +56,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
                                  "uniform_floor": 0.3, "class_balance": True, "reweight": True},
     "loss/gentle+reweight": {"metric": "loss", "selection_rule": "calibrated", "top10_mass": 0.2,
                              "uniform_floor": 0.3, "class_balance": True, "reweight": True},
+    "loss/gentle": {"metric": "loss", "selection_rule": "calibrated", "top10_mass": 0.2, "uniform_floor": 0.3,
+                    "class_balance": True, "reweight": False},  # the default without reweighting
     "mixture/gentle+reweight": {"metric": "mixture", "selection_rule": "calibrated", "top10_mass": 0.2,
                                 "uniform_floor": 0.3, "class_balance": True, "reweight": True},
 }

@@ -27,11 +27,11 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     return padded[:, :, i:i + 16, j:j + 16]
 
 
-def train(ratio: float) -> tuple[float, float]:
-    torch.manual_seed(0)
+def train(ratio: float, strategy: str = "auto", seed: int = 0) -> tuple[float, float]:
+    torch.manual_seed(seed)
     model = resnet18(weights=None, num_classes=10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
-    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio)
+    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio, strategy=strategy, seed=seed)
     loader = proxy.loader(batch_size=32)
     for epoch in range(EPOCHS):
         proxy.set_epoch(epoch)

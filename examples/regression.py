@@ -19,11 +19,11 @@ train_set, test_x, test_y = TensorDataset(x[:350], y[:350]), x[350:], y[350:]
 EPOCHS = 60
 
 
-def train(ratio: float) -> tuple[float, float]:
-    torch.manual_seed(0)
+def train(ratio: float, strategy: str = "loss", seed: int = 0) -> tuple[float, float]:
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio, strategy="loss")  # float targets: no labels
+    proxy = asp_tune.ProxyData(train_set, epochs=EPOCHS, ratio=ratio, strategy=strategy, seed=seed)  # float targets: no labels
     loader = proxy.loader(batch_size=32)
     for epoch in range(EPOCHS):
         proxy.set_epoch(epoch)
