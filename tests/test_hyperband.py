@@ -121,7 +121,7 @@ class Tune(Controller):
         while (trial := self.scheduler.choose_trial_to_run(self)) is not None:
             trial.set_status(Trial.RUNNING)
             epoch = max((r["training_iteration"] for r in self.reports(trial)), default=0)
-            while True:
+            while epoch < self.max_t:  # a trial restored at its end completes at once, as the trainable returns
                 epoch += 1
                 self.clock += 1
                 result = {"training_iteration": epoch, "loss": self.scores[trial.trial_id] / epoch, "time": self.clock}
@@ -138,6 +138,8 @@ class Tune(Controller):
                 else:
                     continue
                 break
+            else:
+                self.stop_trial(trial)
 
     def outcome(self) -> dict[str, tuple[str, int]]:
         return {t.trial_id: (t.status, len(self.reports(t))) for t in self.trials}
@@ -244,3 +246,73 @@ def test_a_resumed_asha_records_the_reports_its_trials_made_before_the_interrupt
     asha.on_trial_add(None, late)  # a trial without reports: nothing replayed
     # its first rung's score below the records' cut (the top third) stops it, as it would have uninterrupted
     assert asha.on_trial_result(None, late, {"training_iteration": 1, "val_accuracy": 0.8}) == TrialScheduler.STOP
+
+
+def test_a_resumed_bohb_search_replays_the_halving_of_a_bracket_that_never_filled(tmp_path, monkeypatch):
+    """20 trials: the second band's first bracket holds 2 of its 9, and BOHB halves it once nothing else runs.
+    The replay halved only full brackets: resumed after 80 or 82 reports, a kept trial trained past its milestone
+    again and another went to the end."""
+    from asp_tune.tune import hyperband
+    from asp_tune.tune.hyperband import BohbHyperband
+
+    def run(tag, cut):
+        (tmp_path / tag).mkdir()
+        monkeypatch.setattr(hyperband, "trial_folder", lambda trial: tmp_path / tag / trial.trial_id)
+        return search(BohbHyperband(**settings()), tmp_path / tag, cut, n=20)
+
+    whole = run("whole", None)
+    assert run("c80", 80) == whole and run("c82", 82) == whole
+
+
+def restored(scheduler_class, tmp_path, monkeypatch, reports: dict[str, list[float]], finished=(), **kwargs):
+    """A scheduler as Ray resumes it (unpickled from its state before any trial), given restored trials with
+    these losses per epoch (their ``result.json``), the ``finished`` ones TERMINATED, the rest PENDING; its
+    placement done (Tune asked what to run). Returns (scheduler, Tune, the searcher's calls)."""
+    import json
+
+    import cloudpickle
+
+    from asp_tune.tune import hyperband
+
+    monkeypatch.setattr(hyperband, "trial_folder", lambda trial: tmp_path / trial.trial_id)
+    scheduler = cloudpickle.loads(cloudpickle.dumps(scheduler_class(**settings(), **kwargs)))
+    tune = Tune(scheduler, tmp_path, {}, 9)
+    calls: list[tuple[str, str]] = []
+    tune.search_alg.searcher.on_pause = lambda trial_id: calls.append(("pause", trial_id))
+    tune.search_alg.searcher.on_unpause = lambda trial_id: calls.append(("unpause", trial_id))
+    for i, (name, losses) in enumerate(reports.items()):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text("".join(
+            json.dumps({"training_iteration": e + 1, "loss": v}) + "\n" for e, v in enumerate(losses)))
+        trial = Trial("__fake", config={}, stub=True, trial_id=name, experiment_tag=f"{i + 1}_x")
+        trial.set_status(Trial.TERMINATED if name in finished else Trial.PENDING)
+        tune.trials.append(trial)
+        scheduler.on_trial_add(tune, trial)
+    scheduler.choose_trial_to_run(tune)
+    return scheduler, tune, calls
+
+
+def test_bohb_s_searcher_learns_which_restored_trials_wait_and_which_run(tmp_path, monkeypatch):
+    """BOHB's searcher state is saved with Tune's, which can predate a halving the replay makes: a kept trial
+    it still counted paused let it hand out configurations beyond max_concurrent."""
+    from asp_tune.tune.hyperband import BohbHyperband
+
+    # BOHB's first bracket: 9 trials to milestone 1, the best 3 kept to milestone 3; two reached it
+    losses = {f"t{i}": [1 + i / 10] for i in range(9)}
+    losses |= {"t0": [1.0, 0.9, 0.8], "t1": [1.1, 1.0, 0.9], "t2": [1.2, 1.1]}
+    _, tune, calls = restored(BohbHyperband, tmp_path, monkeypatch, losses, finished={f"t{i}" for i in range(3, 9)})
+    status = {t.trial_id: t.status for t in tune.trials}
+    assert (status["t0"], status["t1"], status["t2"]) == (Trial.PAUSED, Trial.PAUSED, Trial.PENDING)
+    assert sorted(calls) == [("pause", "t0"), ("pause", "t1"), ("unpause", "t2")]
+
+
+def test_a_resumed_bracket_whose_last_trials_go_on_leaves_out_the_trials_that_ended(tmp_path, monkeypatch):
+    """``stop_last_trials=False`` (a user's HyperBandScheduler, run as ours): at the last milestone the bracket
+    is never finished; the replay kept a trial that had ended in it, and Ray's next halving raised on it."""
+    from asp_tune.tune.hyperband import FINISHED
+
+    losses = {"t0": [1.0] * 9, "t1": [1.1] * 9, "t2": [1.2] * 9}  # the first bracket: three trials to 9 epochs
+    scheduler, tune, _ = restored(Hyperband, tmp_path, monkeypatch, losses, finished={"t0"}, stop_last_trials=False)
+    bracket = scheduler._trial_info[tune.trials[0]][0]
+    assert [t.trial_id for t in bracket._live_trials] == ["t1", "t2"]
+    assert not any(t.status in FINISHED for t in bracket._live_trials)

@@ -37,11 +37,13 @@ def creation_number(trial: Any) -> int | None:
 
 
 def replay_bracket(bracket: Any, reports: dict[Any, list[dict]], metric: str, metric_op: float,
-                   may_halve: bool = True) -> None:
+                   only_when_full: bool = False) -> None:
     """Bring a new bracket holding its restored trials (Ray's ``_Bracket``) to where the interrupted search left
     it: each milestone that every trial still in it had reached is halved again on the reports made there (Ray's
-    own ``successive_halving``, when ``may_halve``); a trial that ended short of a milestone, or waiting at one
-    without being halved, leaves the bracket as it did when it ended. ``reports``: each trial's, in order."""
+    own ``successive_halving``); a trial that ended short of a milestone, or waiting at one without being halved,
+    leaves the bracket as it did when it ended. ``only_when_full`` (BOHB's rule): a milestone is halved once the
+    bracket holds all its trials, or where a trial reported past it (which only a halving lets it do).
+    ``reports``: each trial's, in order."""
     time_attr = bracket._time_attr
 
     def at(trial: Any, milestone: float) -> dict | None:
@@ -55,10 +57,14 @@ def replay_bracket(bracket: Any, reports: dict[Any, list[dict]], metric: str, me
         milestone = bracket._cumul_r
         drop([t for t in bracket._live_trials if t.status in FINISHED and at(t, milestone) is None])
         reached = {t: at(t, milestone) for t in bracket._live_trials}
-        if may_halve and reached and all(r is not None for r in reached.values()):
+        halved = not only_when_full or len(bracket._all_trials) >= bracket._n0 or any(
+            r.get(time_attr, 0) > milestone for t in bracket._live_trials for r in reports.get(t, []))
+        if halved and reached and all(r is not None for r in reached.values()):
             bracket._live_trials.update(reached)
             if bracket._halves == 0:
-                break  # finished
+                if not bracket.finished():  # stop_last_trials=False: the last trials go on to max_t
+                    drop([t for t in bracket._live_trials if t.status in FINISHED])
+                break
             bracket.is_being_processed = True  # as Ray leaves a bracket it halved once
             _, bad = bracket.successive_halving(metric, metric_op)
             drop(bad)
@@ -97,11 +103,13 @@ class ReplayedBrackets:
         elif trial.status not in FINISHED:  # only a restored trial is added finished: it has no place left
             super().on_trial_add(tune_controller, trial)
 
-    def _may_halve(self, bracket: Any) -> bool:
-        return True
+    _only_when_full = False  # which milestones a replay halves (replay_bracket)
 
-    def _paused_again(self, tune_controller: Any, trial: Trial) -> None:
-        tune_controller._set_trial_status(trial, Trial.PAUSED)
+    def _settled(self, tune_controller: Any, trial: Trial, paused: bool) -> None:
+        """A restored trial left in its bracket after the replay: waiting at its milestone (``paused``; PENDING
+        as Tune restores it, so paused again here) or to run."""
+        if paused and trial.status != Trial.PAUSED:
+            tune_controller._set_trial_status(trial, Trial.PAUSED)
 
     def _place_restored(self, tune_controller: Any) -> None:
         restored, self._restored = self._restored, None
@@ -111,10 +119,10 @@ class ReplayedBrackets:
                                                             creation_number(restored[i]) or 0, i))
         for i in order:
             super().on_trial_add(tune_controller, restored[i])
-        reports = {t: trial_reports(folder) for t in restored if (folder := trial_folder(t)) is not None}
+        reports = {t: self._reports(t) for t in restored}
         brackets = list({id(self._trial_info[t][0]): self._trial_info[t][0] for t in restored}.values())
         for bracket in brackets:
-            replay_bracket(bracket, reports, self._metric, self._metric_op, self._may_halve(bracket))
+            replay_bracket(bracket, reports, self._metric, self._metric_op, self._only_when_full)
         for bracket in brackets:
             done = bracket.finished()
             for trial in bracket._all_trials:
@@ -122,8 +130,20 @@ class ReplayedBrackets:
                     continue
                 if done or trial not in bracket._live_trials:
                     tune_controller.stop_trial(trial)
-                elif not bracket.continue_trial(trial) and trial.status != Trial.PAUSED:
-                    self._paused_again(tune_controller, trial)
+                else:
+                    self._settled(tune_controller, trial, paused=not bracket.continue_trial(trial))
+
+    def _reports(self, trial: Trial) -> list[dict]:
+        """A restored trial's reports: its ``result.json``, and the last result Tune's saved state holds where
+        that is later (a file written behind the state)."""
+        folder = trial_folder(trial)
+        made = trial_reports(folder) if folder is not None else []
+        last = getattr(trial, "last_result", None)
+        when = self._time_attr
+        if isinstance(last, dict) and isinstance(last.get(when), (int, float)) and self._metric in last and (
+                not made or last[when] > made[-1].get(when, 0)):
+            made.append(last)
+        return made
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         self._place_restored(tune_controller)
@@ -137,12 +157,15 @@ class ReplayedBrackets:
 class BohbHyperband(ReplayedBrackets, HyperBandForBOHB):
     """:class:`ray.tune.schedulers.HyperBandForBOHB` that resumes (:class:`ReplayedBrackets`)."""
 
-    def _may_halve(self, bracket: Any) -> bool:  # BOHB halves a bracket once it holds all its trials
-        return len(bracket._all_trials) >= bracket._n0
+    _only_when_full = True  # BOHB halves a bracket once it holds all its trials (or when none runs)
 
-    def _paused_again(self, tune_controller: Any, trial: Trial) -> None:
-        super()._paused_again(tune_controller, trial)
-        tune_controller.search_alg.searcher.on_pause(trial.trial_id)
+    def _settled(self, tune_controller: Any, trial: Trial, paused: bool) -> None:
+        """As the scheduler, BOHB's searcher learns which restored trials wait and which run: its saved state
+        can predate a halving the replay made, and a kept trial it still counted paused let it hand out
+        configurations beyond ``max_concurrent``."""
+        super()._settled(tune_controller, trial, paused)
+        searcher = tune_controller.search_alg.searcher
+        (searcher.on_pause if paused else searcher.on_unpause)(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: Any, allow_recurse: bool = True) -> Trial | None:
         self._place_restored(tune_controller)
