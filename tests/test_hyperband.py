@@ -316,3 +316,17 @@ def test_a_resumed_bracket_whose_last_trials_go_on_leaves_out_the_trials_that_en
     bracket = scheduler._trial_info[tune.trials[0]][0]
     assert [t.trial_id for t in bracket._live_trials] == ["t1", "t2"]
     assert not any(t.status in FINISHED for t in bracket._live_trials)
+
+
+@pytest.mark.parametrize("kind", ["hyperband", "bohb"])
+def test_a_trial_paused_below_its_milestone_runs_again_where_nothing_else_can(kind, tmp_path, monkeypatch):
+    """Resumed from Ctrl-C, a restored trial was paused as it started, before any report: below its milestone,
+    never in the bracket's list to unpause, it was never chosen again and Tune spun at full CPU forever."""
+    from asp_tune.tune.hyperband import BohbHyperband
+
+    scheduler_class = {"hyperband": Hyperband, "bohb": BohbHyperband}[kind]
+    losses = {"t0": [1.0, 0.9], "t1": [1.1] * 9, "t2": [1.2] * 9}  # the first bracket: to 9 epochs, two done
+    scheduler, tune, _ = restored(scheduler_class, tmp_path, monkeypatch, losses, finished={"t1", "t2"})
+    paused = tune.trials[0]
+    paused.set_status(Trial.PAUSED)
+    assert scheduler.choose_trial_to_run(tune) is paused

@@ -145,6 +145,19 @@ class ReplayedBrackets:
             made.append(last)
         return made
 
+    def _paused_short_of_its_milestone(self) -> Trial | None:
+        """A PAUSED trial its bracket lets go on (below its milestone), where Tune is told nothing else to run.
+        Hyperband pauses a trial only at a milestone; one paused below it (seen after a resume from Ctrl-C: the
+        restored trial paused on starting, before any report) was never chosen again, and Tune spun forever."""
+        for band in self._hyperbands:
+            for bracket in band:
+                if bracket is None or bracket.finished():
+                    continue
+                for trial in bracket.current_trials():
+                    if trial.status == Trial.PAUSED and bracket.continue_trial(trial):
+                        return trial
+        return None
+
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         self._place_restored(tune_controller)
         return super().on_trial_result(tune_controller, trial, result)
@@ -169,7 +182,7 @@ class BohbHyperband(ReplayedBrackets, HyperBandForBOHB):
 
     def choose_trial_to_run(self, tune_controller: Any, allow_recurse: bool = True) -> Trial | None:
         self._place_restored(tune_controller)
-        return super().choose_trial_to_run(tune_controller, allow_recurse)
+        return super().choose_trial_to_run(tune_controller, allow_recurse) or self._paused_short_of_its_milestone()
 
 
 class Hyperband(ReplayedBrackets, HyperBandScheduler):
@@ -186,4 +199,4 @@ class Hyperband(ReplayedBrackets, HyperBandScheduler):
                 for trial in bracket.current_trials():
                     if trial.status == Trial.PAUSED:
                         tune_controller.stop_trial(trial)
-        return super().choose_trial_to_run(tune_controller)
+        return super().choose_trial_to_run(tune_controller) or self._paused_short_of_its_milestone()
