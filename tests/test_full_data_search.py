@@ -81,7 +81,7 @@ def test_a_small_search_says_it_cannot_measure_and_is_never_trusted(ray_session,
     result = asp_tune.tune.search(misranking, {"x": tune.uniform(0, 1)}, epochs=EPOCHS, ratio=0.3, strategy="random",
                                   scheduler="asha", num_samples=8, seed=1)
     err = capsys.readouterr().err
-    assert "this search cannot measure its proxy against full data" in err and "give audit=6 to train" in err
+    assert "the pick is made on full data, but how well the proxy ranks cannot be measured" in err and "give audit=6 to train" in err
     section = result.summary["full_data"]
     assert section["measured"] is False and section["trusted"] is None and section["top_rung_on_full_data"]
     top = result.trials[result.trials["full_data_from"] == "top rung"]

@@ -104,12 +104,15 @@ def test_the_audit_measures_a_large_search_and_checks_the_best_few_of_a_small_on
 
 def test_a_search_too_small_to_measure_says_so_with_what_it_would_need():
     line = measurement_notice(8, expected_top(8, (1, 3, 9)), (1, 3, 9), "--audit")
-    assert "about 1 of its 8 configurations" in line and "6 are needed" in line
+    assert line.startswith("the pick is made on full data, but how well the proxy ranks cannot be measured")
+    assert "about 1 of this search's 8 configurations" in line and "6 are needed" in line
     assert "about 54 configurations" in line and "--audit 6" in line and "on all the data for all" in line
     line = measurement_notice(8, expected_top(8, (1, 3, 9)), (1, 3, 9), "--audit", top_rung_full=True)
     assert "--audit 6 to train up to that many to the end as promoted trials (the top rung on all the data)" in line
     assert measurement_notice(27, 6.0, (1, 3, 9), "--audit") is None
     assert "search give" not in measurement_notice(8, 3, None, "--audit")  # no rungs: only the audit helps
+    unchecked = measurement_notice(8, 0.0, (1, 3, 9), "--audit")  # nothing on full data: the pick is the proxy's
+    assert unchecked.startswith("how well the proxy ranks cannot be measured: about 0 of")
 
 
 def test_choose_audit_takes_the_best_half_first_then_draws_the_rest():

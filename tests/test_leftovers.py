@@ -86,7 +86,7 @@ def test_the_demo_keeps_only_what_a_resume_needs_and_says_where(tmp_path, capsys
     assert main(["demo", "--num-samples", "3", "--out", str(tmp_path / "demo")]) == 0
     err = capsys.readouterr().err
     assert "Ray's experiment:" in err and "trial checkpoints dropped" in err
-    notices = [line for line in err.splitlines() if "first rung would take" in line or "cannot measure" in line]
+    notices = [line for line in err.splitlines() if "first rung would take" in line or "cannot be measured" in line]
     said = set(re.findall(r"(--[a-z][a-z-]+)", "\n".join(notices)))
     assert {"--audit", "--min-first-rung-steps"} <= said  # the demo's notices: the first rung, the measurement
     demo = argparse.ArgumentParser()

@@ -292,7 +292,8 @@ def no_full_data_top_rung(settings: Any, rungs: Sequence[int] | None, decide: st
 
 def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] | None, flag: str,
                        top_rung_full: bool = False) -> str | None:
-    """The line a search says before it starts when it cannot measure its proxy (None when it can);
+    """The line a search says before it starts when it cannot measure its proxy (None when it can), first
+    saying that the pick is still made on full data where any configuration will have a full-data score;
     ``top_rung_full``: its top rung trains on all the data (an audit then trains as a promoted trial)."""
     if pairs >= MIN_PAIRS:
         return None
@@ -302,10 +303,10 @@ def measurement_notice(configurations: int, pairs: float, rungs: Sequence[int] |
         more = f"search about {needed} configurations, or " if needed else ""
     how = ("to the end as promoted trials (the top rung on all the data)" if top_rung_full
            else "on all the data for all their epochs")
-    return (f"this search cannot measure its proxy against full data: about {pairs:.0f} of its {configurations} "
-            f"configurations will have full-data scores and {MIN_PAIRS} are needed; {more}give "
-            f"{flag}{'' if flag.endswith('=') else ' '}{MIN_PAIRS} to train up to that many {how} after it (the "
-            "pick is still made on full data)")
+    lead = "the pick is made on full data, but " if pairs > 0 else ""
+    return (f"{lead}how well the proxy ranks cannot be measured: about {pairs:.0f} of this search's "
+            f"{configurations} configurations will have full-data scores and {MIN_PAIRS} are needed; {more}give "
+            f"{flag}{'' if flag.endswith('=') else ' '}{MIN_PAIRS} to train up to that many {how} after it")
 
 
 def at_chance(scores: Sequence[float], constants: Sequence[float], mode: str = "max",
