@@ -44,6 +44,26 @@ def test_an_agreement_below_six_pairs_is_never_trusted_and_says_how_to_measure()
     assert "5 configurations have both scores, 6 are needed (audit=N adds" in agreement.line()
 
 
+def test_scores_that_all_tie_are_said_in_words_never_as_nan():
+    alike = FullDataAgreement()  # every configuration reaches 100% on full data: nothing to rank
+    for i in range(8):
+        alike.add(f"t{i}", 0.1 * i, 1.0, "audit")
+    summary = alike.summary()
+    assert not alike.measured and summary["trusted"] is None and not summary["misranks"]
+    assert summary["kendall_tau"] is None and summary["regret_of_proxy_pick"] == 0.0
+    assert "all 8 configurations with both scores score 1 on full data" in alike.line() and "nan" not in alike.line()
+    chance = FullDataAgreement()  # the proxy never left chance: it scores them all alike where full data does not
+    for i in range(8):
+        chance.add(f"t{i}", 0.1, 0.5 + 0.05 * i, "audit")
+    assert chance.measured and chance.kendall_tau() == 0.0 and chance.interval() == (0.0, 0.0)
+    assert chance.misranks() and chance.summary()["trusted"] is False
+    assert "misranks (it scores every one of them the same" in chance.line() and "nan" not in chance.line()
+    few = FullDataAgreement()  # a tau over too few pairs is not reported as if measured
+    for i in range(3):
+        few.add(f"t{i}", 0.1 * i, 0.5 - 0.1 * i, "audit")
+    assert few.summary()["kendall_tau"] is None and few.summary()["measured"] is False
+
+
 def test_a_reversed_proxy_misranks_and_its_pick_regret_is_the_full_data_gap():
     agreement = FullDataAgreement()
     full = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]

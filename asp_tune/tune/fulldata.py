@@ -107,7 +107,16 @@ class FullDataAgreement:
 
     @property
     def measured(self) -> bool:
-        return len(self.pairs) >= self.min_pairs
+        """Enough configurations with both scores, and full data tells them apart (where every one scores the
+        same on full data there is no ranking to match: nothing to measure, and no pick among them loses)."""
+        return len(self.pairs) >= self.min_pairs and not self.full_scores_alike()
+
+    def full_scores_alike(self) -> bool:
+        return bool(self.pairs) and bool(np.ptp(self.arrays()[1]) == 0)
+
+    def proxy_scores_alike(self) -> bool:
+        """The proxy scores every configuration the same (at chance, say): it ranks them no better than chance."""
+        return bool(self.pairs) and bool(np.ptp(self.arrays()[0]) == 0)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(proxy, full), higher is better; a failed proxy score below every other (:func:`asp_tune.quality.ranked_last`)."""
@@ -117,10 +126,15 @@ class FullDataAgreement:
         return ranked_last(values[:, 0])[0], values[:, 1]
 
     def kendall_tau(self) -> float:
-        x, y = self.arrays()
-        return tau_b(x, y)
+        """Tau-b of proxy against full scores; 0 where the proxy scores them all alike and full data does not
+        (no information: the rank of chance), NaN where full data scores them all alike."""
+        if len(self.pairs) >= 2 and self.proxy_scores_alike() and not self.full_scores_alike():
+            return 0.0
+        return tau_b(*self.arrays())
 
     def interval(self, seed: int = 0) -> tuple[float, float]:
+        if len(self.pairs) >= 3 and self.proxy_scores_alike() and not self.full_scores_alike():
+            return 0.0, 0.0
         return bootstrap_interval(*self.arrays(), seed=seed)
 
     def regret(self) -> float:
@@ -136,7 +150,7 @@ class FullDataAgreement:
 
     def summary(self) -> dict[str, Any]:
         low, high = self.interval() if self.measured else (math.nan, math.nan)
-        tau = self.kendall_tau() if len(self.pairs) >= 2 else math.nan
+        tau = self.kendall_tau() if self.measured else math.nan  # a tau over too few pairs is not a measurement
         return {"pairs": len(self.pairs), "min_pairs": self.min_pairs, "kendall_tau": _plain(tau),
                 "interval": [_plain(low), _plain(high)], "level": LEVEL, "threshold": self.threshold,
                 "regret_of_proxy_pick": _plain(self.regret()), "measured": self.measured,
@@ -147,14 +161,19 @@ class FullDataAgreement:
     def line(self) -> str:
         """One line for a person: the agreement and what it means."""
         n = len(self.pairs)
+        if len(self.pairs) >= self.min_pairs and self.full_scores_alike():
+            full = (1.0 if self.mode == "max" else -1.0) * float(self.arrays()[1][0])
+            return (f"the proxy was not measured against full data: all {n} configurations with both scores score "
+                    f"{full:.4g} on full data, so there is no ranking to match, and no pick among them loses")
         if not self.measured:
             return (f"the proxy was not measured against full data: {n} configuration{'s have' if n != 1 else ' has'} "
                     f"both scores, {self.min_pairs} are needed ({self.more} adds full-data runs)")
         low, high = self.interval()
         what = "misranks" if high < self.threshold else ("ranks like full data" if low >= self.threshold
                                                           else "cannot be told apart from a misranking proxy")
-        return (f"the proxy {what}: Kendall tau {self.kendall_tau():+.2f} against full data over {n} configurations "
-                f"({int(LEVEL * 100)}% interval {low:+.2f} .. {high:+.2f}); its own pick would have lost "
+        alike = " (it scores every one of them the same: no ranking at all)" if self.proxy_scores_alike() else ""
+        return (f"the proxy {what}{alike}: Kendall tau {self.kendall_tau():+.2f} against full data over {n} "
+                f"configurations ({int(LEVEL * 100)}% interval {low:+.2f} .. {high:+.2f}); its own pick would have lost "
                 f"{self.regret():.4f} of full-data score")
 
 
