@@ -174,21 +174,55 @@ def test_an_audit_keeps_each_full_data_score_as_it_arrives_and_catch_scores_a_fa
             raise ValueError("out of memory")
         return 0.85 - 0.01 * params["x"]
 
+    audit_study(study, full, count=3)  # nothing kept: which configuration the seed draws beside the best 2
+    drawn = calls[2]
+    assert calls[:2] == [0.0, 1.0] and drawn not in (0.0, 1.0) and SCORES_ATTR not in study.user_attrs
+    calls.clear()
     with pytest.raises(ValueError, match="out of memory"):
-        audit_study(study, lambda p: full(p, fail_at=17.0), count=3, keep_as="full")
-    assert calls == [0.0, 1.0, 17.0] and len(study.user_attrs[SCORES_ATTR]["full"]) == 2  # the best 2, 1 drawn
+        audit_study(study, lambda p: full(p, fail_at=drawn), count=3, keep_as="full")
+    assert calls == [0.0, 1.0, drawn] and len(study.user_attrs[SCORES_ATTR]["full"]) == 2  # the best 2, 1 drawn
     calls.clear()
     rerun = audit_study(study, full, count=3, keep_as="full")  # the two paid for are reused
-    assert calls == [17.0] and rerun.table["full_data_score"].tolist() == pytest.approx([0.85, 0.84, 0.68])
+    assert calls == [drawn] and rerun.table["full_data_score"].tolist() == pytest.approx([0.85, 0.84, 0.85 - 0.01 * drawn])
+    assert rerun.table["reused"].tolist() == [True, True, False]
     calls.clear()
     caught = audit_study(study, lambda p: full(p, fail_at=1.0), count=3, catch=ValueError, keep_as="other")
-    assert calls == [0.0, 1.0, 17.0] and math.isnan(caught.table["full_data_score"][1])
+    assert calls == [0.0, 1.0, drawn] and math.isnan(caught.table["full_data_score"][1])
     assert caught.table["error"][1] == "ValueError: out of memory" and caught.table["error"].notna().sum() == 1
     assert caught.best_params == {"x": 0.0} and not caught.own_pick_failed
-    assert sorted(study.user_attrs[SCORES_ATTR]["other"]) == ['{"x": 0.0}', '{"x": 17.0}']  # a failure trains again
+    assert sorted(study.user_attrs[SCORES_ATTR]["other"]) == sorted(['{"x": 0.0}', f'{{"x": {drawn}}}'])  # a failure trains again
     for bad in ({"catch": [3]}, {"keep_as": 3}):
         with pytest.raises(ConfigError, match=f"invalid {next(iter(bad))}="):
             audit_study(study, full, **bad)
+
+
+def test_a_larger_audit_trains_only_what_the_smaller_did_not_and_keeps_every_score_paid_for():
+    """A larger count drew its random half again: of 6 configurations paid for, 2 were dropped and 6 trained anew."""
+    from optuna.distributions import FloatDistribution
+
+    from asp_tune.tune import audit_study
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(30):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    calls = []
+
+    def full(params):
+        calls.append(params["x"])
+        return 0.85 - 0.01 * params["x"]
+
+    small = audit_study(study, full, count=6, keep_as="full")
+    first = set(calls)
+    assert len(first) == 6 and set(small.table["number"]) == {int(x) for x in first}
+    calls.clear()
+    large = audit_study(study, full, count=10, keep_as="full")
+    assert len(calls) == 4 and not set(calls) & first  # the 6 paid for are reused, 4 more trained
+    assert set(large.table["number"]) >= set(small.table["number"]) and len(large.table) == 10
+    calls.clear()
+    guard = audit_study(study, full, count=2, keep_as="full")  # a smaller one trains nothing: all 10 join it
+    assert calls == [] and len(guard.table) == 10 and guard.table["reused"].all()
+    assert guard.agreement.summary()["pairs"] == 10
 
 
 def test_a_trial_its_scheduler_stopped_is_told_pruned_and_one_that_ran_its_epochs_complete():

@@ -15,6 +15,7 @@ import json
 import math
 import numbers
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -204,15 +205,17 @@ def choose_audit(candidates: pd.DataFrame, count: int, mode: str, seed: int, sco
                  top_only: bool = False) -> list[str]:
     """The trials an audit trains on full data: the best half of ``count`` by proxy score (column ``score``;
     the proxy's pick first), the rest drawn at random from the others, so the pairs span good and poor
-    configurations; ``top_only``: the best ``count`` (an audit that only guards the pick)."""
+    configurations; ``top_only``: the best ``count`` (an audit that only guards the pick). The draw gives each
+    trial a random key from ``seed`` and its id and takes the lowest keys, so a larger ``count`` of the same
+    candidates holds every trial a smaller one chose (what a smaller audit trained is not drawn away)."""
     if count <= 0 or not len(candidates):
         return []
     ranked = candidates.sort_values(score, ascending=mode != "max", kind="stable")["trial_id"].tolist()
     top = ranked[:count if top_only else max(1, (count + 1) // 2)]
     rest = [t for t in ranked if t not in top]
-    rng = np.random.default_rng(seed)
-    drawn = [rest[i] for i in sorted(rng.choice(len(rest), size=min(count - len(top), len(rest)), replace=False))]
-    return top + drawn
+    keys = {t: np.random.default_rng([seed, zlib.crc32(str(t).encode())]).random() for t in rest}
+    drawn = set(sorted(rest, key=keys.__getitem__)[:max(0, count - len(top))])
+    return top + [t for t in rest if t in drawn]
 
 
 def first_rung_steps(ratio: float, grace: int, train_samples: int, batch_size: int) -> int:

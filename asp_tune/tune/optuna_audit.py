@@ -28,7 +28,8 @@ from asp_tune.tune.fulldata import FullDataAgreement, audit_size, choose_audit, 
 @dataclass
 class StudyAudit:
     """The audit of a finished study: one row per audited trial (``number``, ``params``, ``proxy_score``: the
-    study's value, ``full_data_score``), the pick on full data and the proxy's agreement with full data."""
+    study's value, ``full_data_score``, ``error``, ``reused``: the score kept by an earlier audit, not trained
+    again), the pick on full data and the proxy's agreement with full data."""
 
     table: pd.DataFrame
     agreement: FullDataAgreement
@@ -83,8 +84,9 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
     that score its configuration NaN (as a failed run; its error in the table's ``error``) and let the audit go
     on, as in ``study.optimize``; any other is raised. ``keep_as``: a name for this full-data training: each
     finite score is kept in the study (user attribute :data:`SCORES_ATTR`) as it arrives, and an audit under
-    the same name (a rerun after a failure, a larger ``count``) reuses it rather than training again; give
-    another name when ``train_full`` changes (None: nothing kept)."""
+    the same name (a rerun after a failure, a larger ``count``) reuses it rather than training again, the
+    kept scores of completed trials it did not choose joining its pairs at no cost; give another name when
+    ``train_full`` changes (None: nothing kept)."""
     import optuna
 
     if not isinstance(study, optuna.Study):
@@ -123,7 +125,8 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
         trial = by_number[key]
         params, error = dict(trial.params), None
         score = kept.get(params_key(params))
-        if score is None:
+        reused = score is not None
+        if not reused:
             try:
                 score = _score(train_full(params), trial.number)
             except catch as exc:
@@ -131,7 +134,13 @@ def audit_study(study, train_full: Callable[[dict[str, Any]], float], count: int
             keep_score(study, keep_as, params, score)  # as it arrives: a later failure loses none
         agreement.add(key, trial.value, score, "audit")
         rows.append({"number": trial.number, "params": params, "proxy_score": trial.value,
-                     "full_data_score": score, "error": error})
+                     "full_data_score": score, "error": error, "reused": reused})
+    for key, trial in by_number.items():  # full-data scores kept by an earlier audit join at no cost
+        score = kept.get(params_key(dict(trial.params)))
+        if key not in chosen and score is not None:
+            agreement.add(key, trial.value, score, "audit")
+            rows.append({"number": trial.number, "params": dict(trial.params), "proxy_score": trial.value,
+                         "full_data_score": score, "error": None, "reused": True})
     table = pd.DataFrame(rows)
     finite = table[table["full_data_score"].map(math.isfinite)]
     if not len(finite):
