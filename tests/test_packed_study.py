@@ -180,6 +180,11 @@ def test_a_pruner_that_learns_its_resource_from_a_finished_trial_is_named(pruner
         packed = optimize_in_packs(study(pruner), space(), n_trials=3, pack_size=3)
     assert any("the first 3 trials (one pack) all train to their last epoch" in n for n in packed.notes)
     assert all(t.state == COMPLETE for t in packed.study.trials)
+    with warnings.catch_warnings(record=True) as caught:  # the study now holds finished trials: learnt at once
+        warnings.simplefilter("always")
+        again = optimize_in_packs(packed.study, space(), n_trials=3, pack_size=3)
+    assert not [w for w in caught if "prunes nothing until" in str(w.message)]
+    assert not any("prunes nothing until" in n for n in again.notes)
 
 
 def test_the_timeout_and_study_stop_start_no_more_trials_and_let_the_running_ones_finish():

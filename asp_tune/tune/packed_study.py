@@ -282,7 +282,7 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
             if choice is None:
                 choice = PackChoice(1, "no configuration could be built to measure the packs on")
             server.pack_size = choice.size
-            waiting = _waits_for_a_finished_trial(study.pruner)
+            waiting = _waits_for_a_finished_trial(study.pruner, study)
             if waiting and choice.size > 1:
                 notes.append(f"{type(study.pruner).__name__}'s {waiting}='auto' prunes nothing until a trial "
                              f"finishes, so the first {choice.size} trials (one pack) all train to their last "
@@ -414,11 +414,15 @@ def _in_optimize_loop(study: Any):
         local.in_optimize_loop = False
 
 
-def _waits_for_a_finished_trial(pruner: Any) -> str | None:
+def _waits_for_a_finished_trial(pruner: Any, study: Any = None) -> str | None:
     """The setting of Optuna's own ``pruner`` that, left ``auto``, is learnt from the first finished trial
-    (nothing is pruned before), or None."""
+    (nothing is pruned before), or None; None too where ``study`` holds a finished trial with steps (the
+    pruner learns it at its first call, as on a second ``optimize_in_packs`` of one study)."""
     import optuna
 
+    if study is not None and any(t.last_step is not None for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+        return None
     if isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner) and getattr(pruner, "_min_resource", 1) is None:
         return "min_resource"
     if isinstance(pruner, optuna.pruners.HyperbandPruner) and getattr(pruner, "_max_resource", 1) == "auto":
