@@ -499,7 +499,9 @@ class ProxyData(Dataset):
             raise ConfigError("indices", f"{idx.dtype} of shape {tuple(idx.shape)}", "integer sample indices of "
                                                                                      "shape (batch,)")
         if idx.shape[0] != batch:
-            raise ConfigError("indices", f"{idx.shape[0]} indices", f"one per loss ({batch})")
+            raise ConfigError("indices", f"{idx.shape[0]} indices for {batch} losses",
+                              f"one per loss ({batch}): the batch's indices with its per-sample losses (unreduced, "
+                              "reduction='none'), both of every sample of the batch")
         n = self.selector.num_samples
         if idx.device.type == "cpu" and idx.numel():
             if int(idx.min()) < 0 or int(idx.max()) >= n:

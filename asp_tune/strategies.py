@@ -220,7 +220,8 @@ class Importance(SubsetStrategy):
         return plans
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "rule": self.rule.rule, "schedule": self.schedule_kind}
+        rule = self.rule.rule if self.statistics() else "uniform"  # no statistic to weigh: the rule plays no part
+        return {**super().describe(), "rule": rule, "schedule": self.schedule_kind}
 
 
 def _plan_alike(strategies: list[Importance], epoch: int, count: int) -> list[EpochPlan]:

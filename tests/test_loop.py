@@ -117,6 +117,10 @@ def test_every_strategy_runs_in_a_users_loop(strategy, data):
     else:
         assert int(memory.times_trained.sum()) == 0  # nothing to learn: no work per batch
     assert proxy.describe()["samples_seen"] == sum(map(len, picked))
+    if strategy == "random":  # no statistic to weigh: the selection rule plays no part and is not named
+        assert proxy.describe()["rule"] == "uniform"
+    elif strategy in ("loss", "mixture"):
+        assert proxy.describe()["rule"] == "calibrated"
 
 
 def test_the_returned_loss_carries_the_strategys_weights():

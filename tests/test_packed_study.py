@@ -254,6 +254,11 @@ def test_an_uncaught_error_is_raised_after_the_finished_members_are_recorded(tmp
     assert [t.state for t in s.trials] == [COMPLETE, FAIL]  # trial 0 finished in the same round: kept
 
 
+def test_strategy_is_taken_as_proxy_data_and_search_take_it():
+    packed = optimize_in_packs(study(optuna.pruners.NopPruner()), space(), n_trials=2, pack_size=2, strategy="loss")
+    assert packed.run["metric"] == "loss" and "strategy" not in packed.run
+
+
 @pytest.mark.parametrize("call, field, allowed", [
     (lambda: optimize_in_packs(optuna.create_study(directions=["maximize", "minimize"]), space(), 2), "study",
      "single-objective"),
@@ -265,6 +270,8 @@ def test_an_uncaught_error_is_raised_after_the_finished_members_are_recorded(tmp
     (lambda: optimize_in_packs(study(), space(), 2, ratio=1.5), "ratio", ""),
     (lambda: optimize_in_packs(study(), space(), 2, ratio="0.3"), "ratio", ""),
     (lambda: optimize_in_packs(study(), space(), 2, catch=[3]), "catch", "an exception class"),
+    (lambda: optimize_in_packs(study(), space(), 2, strategy="los"), "strategy", "'loss'"),
+    (lambda: optimize_in_packs(study(), space(), 2, strategy="loss", metric="loss"), "strategy", "not both"),
 ])
 def test_bad_input_is_named_before_any_trial_starts(call, field, allowed):
     with pytest.raises(ConfigError) as raised:

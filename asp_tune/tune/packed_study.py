@@ -145,7 +145,8 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
     memory bounded by the largest kind of pack the space makes,
     :meth:`~asp_tune.tune.space.SearchSpace.sizing_configs`; 1: one at a time).
 
-    ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``metric``,
+    ``fields``: any other :class:`~asp_tune.config.TrainConfig` field for every trial (``strategy``, or its
+    alias ``metric``,
     ``ratio_schedule``, ``first_epoch_full``, ...; not one the space searches); with a pruner, trials start at the
     ratio and ``metric`` ``auto`` is a uniform pick of never-seen samples, as in an early-stopping search (said
     in :attr:`PackedStudy.notes`). Any pruner but ``NopPruner`` counts, Optuna's default ``MedianPruner`` (a
@@ -180,13 +181,18 @@ def optimize_in_packs(study: Any, space: Any, n_trials: int, *, pack_size: int |
         raise ConfigError("timeout", timeout, "None or seconds > 0")
     check_value(TrainConfig, "ratio", ratio)
     check_value(HpoSettings, "decide", decide)
+    if "strategy" in fields:  # the strategy's main name, as ProxyData and search() take it; metric its alias
+        if "metric" in fields:
+            raise ConfigError("strategy", fields["strategy"], "strategy= or its alias metric=, not both")
+        check_value(TrainConfig, "metric", fields["strategy"], "strategy")
+        fields["metric"] = fields.pop("strategy")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     searched = {p.name.split(".", 1)[0] for p in space.params}
     for name in fields:
         if name not in known:
             raise ConfigError(name, fields[name], "a keyword of optimize_in_packs (n_trials, pack_size, ratio, "
-                                                  "seed, device, epochs, timeout, catch, callbacks) or a TrainConfig "
-                                                  "field")
+                                                  "seed, device, epochs, timeout, catch, callbacks, decide, "
+                                                  "strategy) or a TrainConfig field")
         if name in searched:
             raise ConfigError(name, fields[name], f"a field the space does not search (it searches "
                                                   f"{', '.join(p.name for p in space.params)})")
