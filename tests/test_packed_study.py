@@ -235,6 +235,17 @@ def test_a_trial_whose_network_cannot_be_built_fails_alone_under_catch(tmp_path,
     assert "13 is unlucky" in caught.trials[1].user_attrs["error"]
 
 
+def test_the_line_says_why_part_of_the_epochs_trained_alone():
+    widths = space(**{"lr": {"type": "loguniform", "low": 0.01, "high": 0.1},
+                      "model_args.hidden": {"type": "choice", "values": [16, 32]}})
+    s = study()
+    for hidden in (16, 16, 32):  # two of one network pack together, the third has no partner
+        s.enqueue_trial({"lr": 0.05, "model_args.hidden": hidden})
+    packed = optimize_in_packs(s, widths, n_trials=3, pack_size=3, decide="proxy")
+    assert "67% of their epochs trained in packs (the rest alone: a pack takes trials at the same epoch that " \
+           "differ in nothing but lr," in packed.line()
+
+
 def test_a_field_the_space_searches_cannot_be_set_for_every_trial():
     for field, value in (("lr", 0.1), ("model_args", {"dropout": 0.1})):
         searched = space(**{"lr": {"type": "loguniform", "low": 0.01, "high": 0.1},

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 from asp_tune.config import TrainConfig
 from asp_tune.constraints import check_value
 from asp_tune.errors import ConfigError
-from asp_tune.pack import PackChoice, choose_pack_size
+from asp_tune.pack import PER_MEMBER, PackChoice, choose_pack_size
 from asp_tune.proxy_settings import search_proxy_fields
 from asp_tune.tune.optuna_audit import exception_types
 from asp_tune.tune.pack_server import PackServer, say_if_nothing_fused
@@ -85,8 +85,11 @@ class PackedStudy:
         total = f"; the study holds {held}" if held != len(self.trials) else ""
         picked = (f"; picked on full data: {self.full_data.line()}" if self.full_data is not None else
                   "; the pick rests on proxy scores alone (packed.audit() trains it on full data)")
+        why = ("" if share >= 1 or self.fused_epochs + self.alone_epochs == 0 else
+               f" (the rest alone: a pack takes trials at the same epoch that differ in nothing but "
+               f"{', '.join(PER_MEMBER)}; other model_args, or a trial left without such a partner, train alone)")
         return (f"{len(self.trials)} trials ({states or 'none'}) in {self.wall_time_s:.1f} s{total}; "
-                f"{self.pack.reason}; {share:.0%} of their epochs trained in packs{picked}")
+                f"{self.pack.reason}; {share:.0%} of their epochs trained in packs{why}{picked}")
 
     def config(self, params: dict[str, Any], **overrides: Any) -> TrainConfig:
         """The run config of a trial's ``params`` (its searched values), with ``overrides`` of the run fields."""
