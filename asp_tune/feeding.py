@@ -11,7 +11,7 @@ on the training device:
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -288,7 +288,13 @@ class ArrayImageDataset(Dataset):
 
 
 class StreamFeeder:
-    """A ``DataLoader`` over any map-style data set, driven by :class:`SelectedIndexSampler`."""
+    """A ``DataLoader`` over any map-style data set, driven by :class:`SelectedIndexSampler`.
+
+    The data set's own random draws (a crop, a flip, a torchvision transform drawing from torch's global
+    generator) come from this feeder's ``sample_generator``: in the process (``num_workers=0``) each batch is
+    loaded with the global generator set to it and put back after, and loader workers are seeded from
+    ``generator``. So a run's augmentation is its own wherever it trains: beside other runs in one process (a
+    pack, a pack worker), whatever they draw. (Python's ``random`` and NumPy's generators are not covered.)"""
 
     def __init__(self, dataset: Dataset, device: torch.device | str, num_workers: int = 0,
                  channels_last: bool = False, seed: int = 0, cutout: int = 0):
@@ -301,6 +307,13 @@ class StreamFeeder:
         self.sampler = SelectedIndexSampler()
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+        self.sample_generator = torch.Generator()
+        self.sample_generator.manual_seed(int(torch.randint(2 ** 62, (), generator=torch.Generator().manual_seed(seed))))
+        #: the cutout's centres, drawn where the batch is (a GPU's own generator, not the global one other runs share)
+        self.cutout_generator = self.generator
+        if self.device.type != "cpu":
+            self.cutout_generator = torch.Generator(device=self.device)
+            self.cutout_generator.manual_seed(seed)
 
     def batches(self, indices: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
         order = (torch.arange(self.num_samples) if indices is None else indices.cpu()).tolist()
@@ -309,16 +322,37 @@ class StreamFeeder:
                             num_workers=self.num_workers, generator=self.generator,
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
-        for x, y, idx in loader:
+        for x, y, idx in self._own_draws(loader):
             x = x.to(self.device, non_blocking=True)
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.cutout:
-                x = random_cutout(x, self.cutout, self.generator if self.device.type == "cpu" else None)
+                x = random_cutout(x, self.cutout, self.cutout_generator)
             yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
 
+    def _own_draws(self, loader: DataLoader) -> Iterator[Any]:
+        """``loader``'s batches, those loaded in this process with torch's global generator set to
+        :attr:`sample_generator` (its state carried on, the global one put back)."""
+        if self.num_workers:
+            yield from loader  # each worker is seeded from self.generator
+            return
+        batches = iter(loader)
+        while True:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.set_rng_state(self.sample_generator.get_state())
+                batch = next(batches, None)
+                self.sample_generator.set_state(torch.random.get_rng_state())
+            if batch is None:
+                return
+            yield batch
+
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "sample_generator": self.sample_generator.get_state(),
+                "cutout_generator": self.cutout_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         restore_generator(self.generator, state["generator"])
+        if "sample_generator" in state:  # a checkpoint of an older version drew from the global generator
+            restore_generator(self.sample_generator, state["sample_generator"])
+        if "cutout_generator" in state and self.cutout_generator is not self.generator:
+            restore_generator(self.cutout_generator, state["cutout_generator"])

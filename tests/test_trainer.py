@@ -132,6 +132,28 @@ def test_stream_storage_trains_like_device_storage(digits):
     assert t.history[-1]["val_accuracy"] > 0.7
 
 
+def test_stream_augmentation_draws_from_its_own_generator_and_resumes_exactly(digits, tmp_path, interrupted_run):
+    """Crops and flips drawn in the data set took torch's global generator: any other draw in the process (a
+    pack's other members, another trial in a pack worker) changed a run's augmentation."""
+    cfg = TrainConfig(epochs=4, ratio=0.5, metric="loss", storage="stream", crop_padding=1, flip_p=0.5, seed=2)
+
+    def disturbed():
+        trainer = Trainer(cfg, data=digits)
+        real = trainer.train_epoch
+
+        def train_epoch():
+            torch.rand(97)  # someone else's draw between epochs
+            return real()
+        trainer.train_epoch = train_epoch
+        return trainer
+
+    quiet = Trainer(cfg, data=digits)
+    quiet.fit()
+    straight, resumed, rest, again = interrupted_run(disturbed, tmp_path / "ckpt.pt", 2, 2)
+    assert [r["train_loss"] for r in quiet.history[2:]] == [r["train_loss"] for r in rest] == \
+        [r["train_loss"] for r in again]
+
+
 def test_resnet8_runs_on_small_images(digits):
     t = Trainer(TrainConfig(model="resnet8", epochs=1, subset=200, batch_size=64), data=load_dataset("digits", subset=200))
     rec = t.train_epoch()
