@@ -767,8 +767,22 @@ def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int 
             return timings
     except torch.OutOfMemoryError as exc:
         raise PackTooLarge(f"a pack of {members} ran out of memory ({_first_line(exc)})") from exc
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
+    except CannotFuse:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's network under vmap, whatever it raises (a TypeError too)
         raise CannotFuse(f"the network cannot run vectorised over configurations: {_first_line(exc)}") from exc
+
+
+def replaced_in_forward(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The parameters and buffers a training forward of a copy of ``model`` on ``x`` replaces (``self.running =
+    0.9 * self.running + ...``) rather than updates in place: a pack keeps them stacked and would lose the new
+    value (vmap's forward sets it on a module it then puts back)."""
+    single = copy.deepcopy(model).train(True)
+    before = {**dict(single.named_parameters()), **dict(single.named_buffers())}
+    with torch.no_grad():
+        single(x)
+    after = {**dict(single.named_parameters()), **dict(single.named_buffers())}
+    return sorted(name for name, tensor in before.items() if after.get(name) is not tensor)
 
 
 def precision_differences(model: nn.Module, x: torch.Tensor, amp: bool) -> list[str]:
@@ -822,8 +836,17 @@ def check_vectorizable(trainer: Trainer) -> None:
     (lazy modules, tied weights, or control flow that reads the data, refuse): one short training step and one
     evaluation forward on copies of it, on its own data."""
     _check_fusable(trainer.model)
-    _measure(trainer, 2, min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train)), steps=1,
-             rounds=1, evaluate=True)
+    rows = min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
+    try:
+        with _untouched(trainer):
+            replaced = replaced_in_forward(trainer.model, _first_rows(trainer, rows))
+    except Exception as exc:  # noqa: BLE001 - the user's network, whatever it raises
+        raise CannotFuse(f"the network cannot run vectorised over configurations: {_first_line(exc)}") from exc
+    if replaced:
+        short = replaced[0].rsplit(".", 1)[-1]
+        raise CannotFuse(f"its forward replaces {', '.join(replaced)} (self.{short} = ...) where a pack needs an "
+                         f"in-place update (self.{short}.mul_(...).add_(...)): a pack would lose the new value")
+    _measure(trainer, 2, rows, steps=1, rounds=1, evaluate=True)
 
 
 def kind_name(trainer: Trainer) -> str:

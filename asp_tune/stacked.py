@@ -160,9 +160,9 @@ def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
 
 def _traced_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     tracer, modes = _ModeTracer(), _modes()
-    try:
-        graph = tracer.trace(model)
-    except Exception:  # noqa: BLE001 - data-dependent control flow and the like: not a plain chain
+    try:  # on a copy: a forward that assigns to its module (self.running = ...) would keep tracing's proxy there
+        graph = tracer.trace(copy.deepcopy(model))
+    except Exception:  # noqa: BLE001 - data-dependent control flow, a network that cannot be copied: not a plain chain
         return None
     if tracer.modes - {modes}:
         return None

@@ -436,6 +436,42 @@ def test_a_network_that_cannot_be_vectorised_is_refused_by_name():
         Pack(lazy)
 
 
+class RunningCentre(nn.Module):
+    """Centres its input on a running mean kept as a buffer, replaced (``in_place=False``) or updated in place."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.layer, self.out, self.in_place = nn.Linear(64, 16), nn.Linear(16, 10), in_place
+        self.register_buffer("running", torch.zeros(16))
+
+    def forward(self, x):
+        h = self.layer(x.flatten(1))
+        if self.training and self.in_place:
+            self.running.mul_(0.9).add_(0.1 * h.detach().mean(0))
+        elif self.training:
+            self.running = 0.9 * self.running + 0.1 * h.detach().mean(0)
+        return self.out(torch.relu(h - self.running))
+
+
+def test_a_forward_that_replaces_its_buffer_is_refused_by_name_and_one_that_updates_it_in_place_packs():
+    """Replaced, the buffer's new value was lost in a vmap pack (its norm stayed 0), and tracing the chain left
+    torch.fx's proxy in it: the pack's trials failed with a TypeError."""
+    members = configs(dataclasses.replace(MLP, epochs=2), VARIANTS[:2])
+    data = build_trainer(members[0]).data
+    replacing = [build_trainer(c, data=data, model=lambda d: RunningCentre(False)) for c in members]
+    with pytest.raises(CannotFuse, match=r"its forward replaces running \(self.running = \.\.\.\) where a pack "
+                                         r"needs an in-place update \(self.running.mul_"):
+        Pack(replacing)
+    assert all(type(t.model.running) is torch.Tensor for t in replacing)  # nothing left behind by the checks
+    runs, trainers, pack = packed(members, 2, model=lambda d: RunningCentre(True))
+    pack.sync()  # the members' weights and buffers written back into their trainers
+    for config, run, trainer in zip(members, runs, trainers):
+        reference, single = alone(config, 2, model=lambda d: RunningCentre(True))
+        assert_same_run(reference, run, 1e-5)
+        torch.testing.assert_close(trainer.model.running, single.model.running, atol=1e-5, rtol=1e-5)
+        assert trainer.model.running.norm() > 0
+
+
 def test_what_a_pack_would_not_run_as_its_members_do_is_refused():
     members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
     data = build_trainer(members[0]).data
