@@ -52,6 +52,10 @@ def _check_milestones(name: str, value: Any) -> None:
 
 
 #: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
+#: How much faster than its members one after another a pack's timed step must be for ``--pack auto`` to
+#: pack (:func:`asp_tune.pack.choose_pack_size`): a smaller lead is within the short timing's noise (a pack
+#: timed 1.07x faster ran its epochs 0.83x).
+AUTO_MIN_SPEEDUP = 1.15
 SETTINGS_FREE_ON_RESUME = frozenset({"device", "amp", "channels_last", "storage", "num_workers", "eval_batch_size",
                                      "download"})
 #: ... and where the data is read from and how much of the test split scores: trials that differ in these alone

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import itertools
 import math
 import time
@@ -39,7 +40,7 @@ from torch import nn
 from torch.func import vmap
 
 from asp_tune.assembly import build_network
-from asp_tune.config import TrainConfig
+from asp_tune.config import AUTO_MIN_SPEEDUP, TrainConfig
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
@@ -583,21 +584,32 @@ AUTO_MEMORY_SHARE = 0.3
 
 
 def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: int = 2,
-                   batched_layers: bool = True, rounds: int = 3, amp: bool = False) -> tuple[float, float]:
-    """Seconds per training step (forward, backward, SGD step) of ``members`` copies of ``model`` on batches like
-    ``inputs``: one after another, and as one pack (run as a pack runs it, :class:`StackedNetwork`; vmap only,
+                   batched_layers: bool = True, rounds: int = 3, amp: bool = False,
+                   config: TrainConfig | None = None) -> tuple[float, float]:
+    """Seconds per training step (forward, backward, optimiser step) of ``members`` copies of ``model`` on batches
+    like ``inputs``: one after another, and as one pack (run as a pack runs it, :class:`StackedNetwork`; vmap only,
     when ``batched_layers`` is False); the fastest of ``rounds`` rounds of ``steps`` steps, timed in turn; with
-    ``amp``, forwards under the autocast a run with ``amp`` uses (bf16 on CUDA). Random data: the weights handed
-    in are not touched."""
+    ``amp``, forwards under the autocast a run with ``amp`` uses (bf16 on CUDA). The step: ``config``'s optimiser,
+    alone as its trainer makes it (:func:`~asp_tune.trainer.make_optimizer`) and in the pack a
+    :class:`StackedOptimizer` whose members' learning rates differ, as a search's do (None: a plain SGD update on
+    both sides). Random data: the weights handed in are not touched."""
+    from asp_tune.trainer import make_optimizer
+
     models = [copy.deepcopy(model).train() for _ in range(members)]
     device = inputs.device
+    configs = None if config is None else [dataclasses.replace(config, lr=config.lr * (1 + k / members))
+                                           for k in range(members)]
+    optimizers = None if configs is None else [make_optimizer(c, list(m.parameters())) for c, m in zip(configs, models)]
 
     def alone() -> None:
-        for m in models:
+        for k, m in enumerate(models):
             m.zero_grad(set_to_none=True)
             with autocast(device, amp):
                 out = m(inputs)
-            out.float().square().mean().backward()
+            out.float().square().mean().mul(1e-6).backward()
+            if optimizers is not None:
+                optimizers[k].step()
+                continue
             with torch.no_grad():
                 for p in m.parameters():
                     if p.grad is not None:
@@ -606,6 +618,7 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
     params, buffers = stack_parameters(models)
     net = StackedNetwork(model, batched_layers).train()
     batch = inputs.unsqueeze(0).expand(members, *inputs.shape).contiguous()
+    stacked = None if configs is None else StackedOptimizer(configs, params)
 
     def fused() -> None:
         for p in params.values():
@@ -613,7 +626,10 @@ def measure_fusion(model: nn.Module, inputs: torch.Tensor, members: int, steps: 
         with autocast(device, amp):
             out = net(params, buffers, batch)[0]
         out = out.float()
-        out.square().mean(dim=tuple(range(1, out.dim()))).sum().backward()
+        out.square().mean(dim=tuple(range(1, out.dim()))).sum().mul(1e-6).backward()
+        if stacked is not None:
+            stacked.step(params)
+            return
         with torch.no_grad():
             for p in params.values():
                 if p.grad is not None:
@@ -640,7 +656,8 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     said in the reason where that cut it), or for ``auto`` the most
     that :data:`AUTO_MEMORY_SHARE` of ``device_share`` of the device's free memory holds (each member's footprint
     measured, activations included; at most :data:`AUTO_MAX_CPU` on a CPU), and 1 when a short measurement of
-    training steps at the run's batch size shows the pack no faster than its members one after another.
+    training steps at the run's batch size shows the pack less than :data:`AUTO_MIN_SPEEDUP` faster than its members
+    one after another, there and, where ``others`` hold a kind with a larger footprint, on that kind too.
     ``device_share``: the part of the device this pack may use (several packs sharing one). ``others``:
     configurations of the same search on the same data whose packs are of other kinds (a searched width or batch
     size), or a function that makes them given a measure (a configuration's footprint in bytes, None where
@@ -668,16 +685,19 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         return PackChoice(1, f"not fused: its memory could not be measured ({_first_line(exc)})")
     measured: dict[tuple, Footprint | str] = {pack_key(config): footprint}
+    kind_configs: dict[tuple, TrainConfig] = {pack_key(config): config}
 
     def measure(other: TrainConfig) -> Footprint | str:
         key = pack_key(other)
         if key not in measured:
             measured[key] = _footprint_of(trainer, other)
+            kind_configs[key] = other
         return measured[key]
 
     for other in (others(lambda c: getattr(measure(c), "total", None)) if callable(others) else others):
         measure(other)
-    kinds = [f for f in measured.values() if isinstance(f, Footprint)]
+    footprints = {k: f for k, f in measured.items() if isinstance(f, Footprint)}
+    kinds = list(footprints.values())
     unmeasured = [f for f in measured.values() if isinstance(f, str)]
     footprint = max(kinds, key=lambda f: f.total)
     if device.type == "cuda":
@@ -706,9 +726,25 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     except CannotFuse as exc:
         return PackChoice(1, f"not fused: {exc}", memory=memory)
     how = f"timed with {measured} configurations on the run's batches of {batch}, on {device.type}"
-    if pack_s >= alone_s:
+    if pack_s * AUTO_MIN_SPEEDUP > alone_s:
         return PackChoice(1, f"not fused: a pack's step took {pack_s * 1e3:.1f} ms against {alone_s * 1e3:.1f} ms one "
-                             f"after another ({how})", alone_s, pack_s, memory)
+                             f"after another ({how}; packs need {AUTO_MIN_SPEEDUP:g}x)", alone_s, pack_s, memory)
+    widest = max(footprints, key=lambda k: footprints[k].total)
+    if widest != pack_key(config):  # a searched width: the kind that costs most is timed too, and must win as well
+        other = kind_configs[widest]
+        rows = min(other.batch_size, len(trainer.data.train))
+        try:
+            other_alone_s, other_pack_s = _measure(trainer, measured, rows, steps=2, config=other)
+        except CannotFuse as exc:
+            return PackChoice(1, f"not fused: the largest kind of configuration ({_kind_of(other)}): {exc}",
+                              memory=memory)
+        if other_pack_s * AUTO_MIN_SPEEDUP > other_alone_s:
+            return PackChoice(1, f"not fused: for the largest kind of configuration ({_kind_of(other)}) a pack's step "
+                                 f"took {other_pack_s * 1e3:.1f} ms against {other_alone_s * 1e3:.1f} ms one after "
+                                 f"another (the first kind's {pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how})",
+                              alone_s, pack_s, memory)
+        how += (f"; the largest kind ({_kind_of(other)}) {other_alone_s / other_pack_s:.2f}x "
+                f"({other_pack_s * 1e3:.1f} against {other_alone_s * 1e3:.1f} ms)")
     return PackChoice(size, f"packs of {size}: a pack's step {alone_s / pack_s:.2f}x faster than one after another "
                             f"({pack_s * 1e3:.1f} against {alone_s * 1e3:.1f} ms; {how}){bound}", alone_s, pack_s,
                       memory)
@@ -746,15 +782,19 @@ def _first_rows(trainer: Trainer, rows: int) -> torch.Tensor:
 
 
 def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int = 3,
-             evaluate: bool = False) -> tuple[float, float]:
-    """:func:`measure_fusion` of ``trainer``'s network on its first ``rows`` training samples (and with
-    ``evaluate`` one forward in evaluation mode, as a pack validates); the trainer's batches and random state stay
-    as they were. :class:`CannotFuse` when the network cannot run vectorised."""
+             evaluate: bool = False, config: TrainConfig | None = None) -> tuple[float, float]:
+    """:func:`measure_fusion` of ``trainer``'s network (or of ``config``'s, built on the trainer's data) with its
+    optimiser on its first ``rows`` training samples (and with ``evaluate`` one forward in evaluation mode, as a
+    pack validates); the trainer's batches and random state stay as they were. :class:`CannotFuse` when the
+    network cannot run vectorised."""
     device = trainer.device
     try:
         with _untouched(trainer):
             x = _first_rows(trainer, rows)
-            timings = measure_fusion(trainer.model, x, members, steps, rounds=rounds, amp=trainer.config.amp)
+            model = trainer.model if config is None else \
+                build_network(config.validate(), trainer.data, device)[0].to(device)
+            config = trainer.config if config is None else config
+            timings = measure_fusion(model, x, members, steps, rounds=rounds, amp=config.amp, config=config)
             if evaluate:
                 net = StackedNetwork(trainer.model).train(False)
                 params, buffers = stack_parameters([copy.deepcopy(trainer.model) for _ in range(members)])
@@ -852,9 +892,12 @@ def check_vectorizable(trainer: Trainer) -> None:
 def kind_name(trainer: Trainer) -> str:
     """``trainer``'s kind of pack (:func:`pack_key`) as a note names it: its network's class, arguments and batch
     size."""
-    config = trainer.config
+    return _kind_of(trainer.config, type(trainer.model).__name__)
+
+
+def _kind_of(config: TrainConfig, network: str | None = None) -> str:
     args = f" {config.model_args}" if config.model_args else ""
-    return f"{type(trainer.model).__name__}{args} at batch size {config.batch_size}"
+    return f"{network or config.model}{args} at batch size {config.batch_size}"
 
 
 class PackKinds:

@@ -614,9 +614,49 @@ def test_auto_times_the_pack_at_the_run_s_batch_size_and_packs_only_where_it_win
     choice = choose_pack_size("auto", 8, trainer)
     assert timed == [128] and choice.size == 1
     assert choice.reason.startswith("not fused: a pack's step took 1300.0 ms against 1000.0 ms one after another "
-                                    "(timed with 4 configurations on the run's batches of 128, on cpu)")
+                                    "(timed with 4 configurations on the run's batches of 128, on cpu; packs need 1.15x)")
     small = build_trainer(MLP)  # batches of 32: there the pack wins
     assert choose_pack_size("auto", 8, small).size == 8
+    monkeypatch.setattr(pack_module, "measure_fusion", lambda *a, **k: (1.0, 0.93))  # 1.08x: within the noise
+    assert choose_pack_size("auto", 8, small).size == 1
+
+
+def test_auto_times_the_largest_kind_of_a_searched_width_too_and_packs_only_where_both_win(monkeypatch):
+    """Timed on the first kind alone (hidden 16), auto chose packs that then trained a width search 0.76x."""
+    import asp_tune.pack as pack_module
+
+    timed = []
+
+    def measured(model, inputs, members, *args, **kwargs):  # a narrow network wins fused, a wide one loses
+        width = next(m for m in model.modules() if isinstance(m, nn.Linear)).out_features
+        timed.append((width, kwargs["config"].optimizer))
+        return (1.0, 0.5) if width <= 32 else (1.0, 1.2)
+
+    monkeypatch.setattr(pack_module, "measure_fusion", measured)
+    narrow = dataclasses.replace(MLP, model_args={"hidden": 16}, optimizer="adam", lr=1e-3)
+    wide = dataclasses.replace(narrow, model_args={"hidden": 256})
+    trainer = build_trainer(narrow)
+    choice = choose_pack_size("auto", 8, trainer, others=[wide])
+    assert timed == [(16, "adam"), (256, "adam")] and choice.size == 1  # with the runs' own optimiser
+    assert choice.reason.startswith("not fused: for the largest kind of configuration (mlp {'hidden': 256} at batch "
+                                    "size 32) a pack's step took 1200.0 ms against 1000.0 ms one after another")
+    timed.clear()
+    assert choose_pack_size("auto", 8, trainer, others=[narrow]).size == 8 and timed == [(16, "adam")]
+
+
+def test_the_timing_steps_with_the_runs_optimiser_alone_and_stacked(monkeypatch):
+    from asp_tune.pack import measure_fusion
+
+    steps = []
+    real = StackedOptimizer.step
+    monkeypatch.setattr(StackedOptimizer, "step", lambda self, params: steps.append(len(self.lr)) or real(self, params))
+    model = build_trainer(MLP).model
+    x = torch.randn(8, 64)
+    measure_fusion(model, x, 3, steps=1, rounds=1, config=dataclasses.replace(MLP, optimizer="adamw", lr=1e-3))
+    assert steps == [3, 3]  # the warm-up and the timed step, all 3 members stepped by the stacked optimiser
+    steps.clear()
+    measure_fusion(model, x, 3, steps=1, rounds=1)  # no config: a plain update, as bench/pack_step.py times
+    assert steps == []
 
 
 def test_configurations_that_differ_in_their_network_or_batches_go_to_different_packs():

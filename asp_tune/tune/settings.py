@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from asp_tune.config import SELECTION_FIELDS, TrainConfig
+from asp_tune.config import AUTO_MIN_SPEEDUP, SELECTION_FIELDS, TrainConfig
 from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import both_spellings, option, reuse
@@ -168,8 +168,8 @@ class HpoSettings:
     pack: str = option("1", "configurations of one network trained at once in one process, each still its own trial "
                             "(a pack; its worker holds one trial's CPUs and GPUs, and counts as one trial at once): "
                             "K, or auto (measured on this machine: as many as the device's memory holds, and 1 "
-                            "where a pack's step at the run's batch size is no faster or would save less training "
-                            "than starting its trials' processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
+                            f"where a pack's step at the run's batch size is not {AUTO_MIN_SPEEDUP:g}x faster or would "
+                            "save less training than starting its trials' processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
     time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of an epoch (ratio, "
