@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,20 @@ def _check_milestones(name: str, value: Any) -> None:
 
 
 #: Settings that say where and how fast a run trains, not what it learns: a checkpoint resumes under others.
+def check_pack(name: str, value: Any) -> None:
+    """A pack size: a whole number of configurations at least 1 (an integer, or its plain decimal digits as a
+    command line gives it), or ``auto``."""
+    if value == "auto":
+        return
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value_ok = int(value) >= 1
+    else:
+        value_ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    if not value_ok:
+        raise ConfigError(name, value, "a whole number of configurations per pack, at least 1 (1: one trial per "
+                                       "process), or auto")
+
+
 #: How much faster than its members one after another a pack's timed step must be for ``--pack auto`` to
 #: pack (:func:`asp_tune.pack.choose_pack_size`): a smaller lead is within the short timing's noise (a pack
 #: timed 1.07x faster ran its epochs 0.83x).

@@ -40,7 +40,7 @@ from torch import nn
 from torch.func import vmap
 
 from asp_tune.assembly import build_network
-from asp_tune.config import AUTO_MIN_SPEEDUP, TrainConfig
+from asp_tune.config import AUTO_MIN_SPEEDUP, TrainConfig, check_pack
 from asp_tune.device import autocast, host_values, synchronize
 from asp_tune.errors import AspTuneError
 from asp_tune.feeding import DeviceFeeder
@@ -662,6 +662,7 @@ def choose_pack_size(requested: int | str, configurations: int, trainer: Trainer
     configurations of the same search on the same data whose packs are of other kinds (a searched width or batch
     size), or a function that makes them given a measure (a configuration's footprint in bytes, None where
     unknown): the largest footprint of them all sizes every pack."""
+    check_pack("pack_size", requested)
     if requested != "auto":
         asked = int(requested)
         size = max(1, min(asked, configurations))

@@ -659,6 +659,18 @@ def test_the_timing_steps_with_the_runs_optimiser_alone_and_stacked(monkeypatch)
     assert steps == []
 
 
+@pytest.mark.parametrize("size", [0, -3, 2.7, True, "abc", " 4", "+3", "1_0", "\u0663"])
+def test_a_pack_size_that_is_not_a_whole_number_of_at_least_one_is_refused_by_name(size):
+    """0, -3 and True were one configuration at a time, 2.7 packs of 2, '1_0' packs of 10, 'abc' a ValueError."""
+    from asp_tune import ConfigError
+    from asp_tune.tune.fused import successive_halving
+
+    with pytest.raises(ConfigError, match="invalid pack_size=.*allowed a whole number of configurations per pack"):
+        choose_pack_size(size, 4, None)
+    with pytest.raises(ConfigError, match="invalid pack_size="):
+        successive_halving([MLP], [1], pack_size=size)
+
+
 def test_configurations_that_differ_in_their_network_or_batches_go_to_different_packs():
     members = configs(MLP, [{}, {"lr": 0.2}, {"model_args": {"hidden": 64}}, {"batch_size": 16}, {"lr": 0.3}])
     assert group_into_packs(members, 2) == [[0, 1], [4], [2], [3]]

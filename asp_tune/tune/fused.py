@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from asp_tune.build import build_trainer
-from asp_tune.config import TrainConfig
+from asp_tune.config import TrainConfig, check_pack
 from asp_tune.pack import CannotFuse, Pack, PackChoice, PackKinds, choose_pack_size, group_into_packs
 from asp_tune.trainer import Trainer, TrainingDiverged
 
@@ -47,6 +47,7 @@ def successive_halving(configs: Sequence[TrainConfig], rungs: Sequence[int], eta
     """Train ``configs`` to the first of ``rungs`` (epochs), keep the best ``1/eta`` by validation score, train
     those to the next rung, and so on; the last rung's best is the pick. ``pack_size``: configurations per
     pack (1: one at a time; ``auto``: :func:`~asp_tune.pack.choose_pack_size`)."""
+    check_pack("pack_size", pack_size)  # before anything is built
     start = time.perf_counter()
     breakdown = {"startup_s": 0.0, "train_s": 0.0, "validation_s": 0.0}
     tick = time.perf_counter()

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from asp_tune.config import AUTO_MIN_SPEEDUP, SELECTION_FIELDS, TrainConfig
+from asp_tune.config import AUTO_MIN_SPEEDUP, SELECTION_FIELDS, TrainConfig, check_pack
 from asp_tune.constraints import Boolean, Check, Interval, OneOf, check_fields
 from asp_tune.errors import ConfigError
 from asp_tune.flags import both_spellings, option, reuse
@@ -84,19 +84,6 @@ def check_selection(name: str, value: Any) -> None:
     for key in value:
         if key not in SELECTION_FIELDS:
             raise ConfigError(name, key, SELECTION_FIELDS)
-
-
-def check_pack(name: str, value: Any) -> None:
-    """A pack size: a whole number of configurations at least 1, or ``auto``."""
-    if value == "auto":
-        return
-    try:
-        ok = not isinstance(value, (bool, float)) and int(str(value)) >= 1
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ConfigError(name, value, "a whole number of configurations per pack, at least 1 (1: one trial per "
-                                       "process), or auto")
 
 
 def check_journal(name: str, value: Any) -> None:
