@@ -107,11 +107,36 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **model
         raise ConfigError("model_args", model_args, f"arguments '{name}' can build a network with ({first})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError("model", name, f"a builder that returns a torch.nn.Module (it returned {type(model).__name__})")
+    _materialise_lazy(model, name, tuple(input_shape))
     if not any(p.numel() for p in model.parameters()) or any(p.numel() == 0 for p in model.parameters()):
         raise ConfigError("model_args" if model_args else "model", model_args or name,
                           "a network whose every layer has at least one unit to train (it has a layer of size 0, or "
                           "no parameters at all)")
     return model
+
+
+def _materialise_lazy(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> None:
+    """Give a network with lazy modules (``nn.LazyLinear``...) its parameters' shapes: one forward of two zero
+    samples of ``input_shape`` (float, or token ids where a float input fails), in evaluation mode and without
+    gradients, so nothing it keeps (running statistics) changes."""
+    from torch.nn.parameter import UninitializedParameter
+
+    if not any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        return
+    training = model.training
+    model.eval()
+    failure: Exception | None = None
+    try:
+        for dtype in (torch.float32, torch.long):
+            try:
+                with torch.no_grad():
+                    model(torch.zeros(2, *input_shape, dtype=dtype))
+                return
+            except Exception as exc:  # noqa: BLE001 - the user's network: tried with the other input, then named
+                failure = exc
+        raise UserCodeError(name, "giving its lazy modules their shapes (a forward of two zero samples)", failure)
+    finally:
+        model.train(training)
 
 
 #: What every network builder is called with.

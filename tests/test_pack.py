@@ -472,6 +472,19 @@ def test_a_forward_that_replaces_its_buffer_is_refused_by_name_and_one_that_upda
         assert trainer.model.running.norm() > 0
 
 
+def test_a_builder_whose_network_has_lazy_modules_builds_trains_and_packs(tmp_path, monkeypatch):
+    """Its parameters' sizes were read before any forward: building failed with torch's ValueError."""
+    (tmp_path / "lazy_net.py").write_text("from torch import nn\n\n\ndef net(input_shape, num_classes):\n"
+                                          "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), "
+                                          "nn.Linear(16, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    members = configs(dataclasses.replace(MLP, model="lazy_net:net", model_args={}, epochs=2), VARIANTS[:2])
+    runs, trainers, _ = packed(members, 2)
+    for config, run in zip(members, runs):
+        assert_same_run(alone(config, 2)[0], run, 1e-5)
+    assert trainers[0].model[1].weight.shape == (16, 64)
+
+
 def test_what_a_pack_would_not_run_as_its_members_do_is_refused():
     members = configs(dataclasses.replace(MLP, epochs=1), VARIANTS[:2])
     data = build_trainer(members[0]).data
