@@ -160,6 +160,8 @@ def plot_full_data_agreement(trials: pd.DataFrame, section: dict, path: str | Pa
     tau, (low, high) = section.get("kendall_tau"), section.get("interval") or (None, None)
     detail = (f"Kendall tau {tau:+.2f} ({int(100 * section.get('level', 0.9))}% interval {low:+.2f} .. {high:+.2f}), "
               f"{len(both)} configurations" if section.get("measured")
+              else f"not measured: full data scores all {len(both)} configurations alike"
+              if len(both) >= (section.get("min_pairs") or 0) and both["full_data_score"].nunique() == 1
               else f"not measured: {len(both)} configurations have both scores, {section.get('min_pairs')} needed")
     ax.set_xlabel("full-data score")
     ax.set_ylabel("proxy score")  # as the comparison's picture: the proxy against its reference
