@@ -81,6 +81,38 @@ class _AuditSearch:
                                      "experiment_path": "audit"}, histories=histories)
 
 
+def test_a_pick_tied_for_best_on_full_data_stays_and_a_repeated_configuration_is_one_pair(tmp_path):
+    """A tie moved the pick to the first tied trial (pick_changed with regret 0); a grid repeated twice counted
+    16 pairs of 8 configurations, narrowing the interval and calling the proxy trusted."""
+    proxy = {"t0": 0.5, "t1": 0.7, "t2": 0.6, "t3": 0.4}
+    trials, histories, summary = _search(proxy, {"t0": 0.9, "t1": 0.9, "t2": 0.8})
+    summary.update(best_trial_id="t1", best_config={"x": 1.0})  # the search's own pick, after t0 in order
+    trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    assert summary["best_trial_id"] == "t1" and not summary["full_data"]["pick_changed"]
+    assert summary["full_data"]["regret_of_proxy_pick"] == 0.0
+    proxy = {f"t{i}": 0.5 + 0.01 * (i % 4) for i in range(8)}  # t4..t7 repeat t0..t3
+    trials, histories, summary = _search(proxy, {f"t{i}": 0.6 + 0.05 * (i % 4) for i in range(8)})
+    trials["config/x"] = [float(i % 4) for i in range(8)]
+    trials, summary = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    assert summary["full_data"]["pairs"] == 4
+
+
+def test_the_audit_s_trial_seconds_join_the_search_s_breakdown(tmp_path):
+    proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(8)}
+    trials, histories, summary = _search(proxy, {}, epochs=4, first=4)
+    summary["trial_seconds"] = {"startup": 1.0, "training": 2.0, "validation": 0.5, "proxy_model": 0.0}
+
+    class Timed(_AuditSearch):
+        def __call__(self, job, resume=None):
+            result = super().__call__(job, resume)
+            result.summary["trial_seconds"] = {"startup": 3.0, "training": 4.0, "validation": 1.0, "proxy_model": 0.0}
+            return result
+
+    _, decided = decide(_job(False, audit=8), trials, histories, summary, str(tmp_path),
+                        Timed({float(i): 0.5 for i in range(8)}))
+    assert decided["trial_seconds"] == {"startup": 4.0, "training": 6.0, "validation": 1.5, "proxy_model": 0.0}
+
+
 def test_an_audit_measures_a_misranking_proxy_and_full_data_picks(tmp_path):
     proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(8)}  # the proxy prefers t0
     full_by_x = {float(i): 0.5 + 0.05 * i for i in range(8)}  # full data prefers t7

@@ -314,12 +314,17 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
         failed = result.trials[result.trials["status"] == "ERROR"]
         audit_cost = {"wall_time_s": float(result.summary["wall_time_s"]),
                       "data_passes": float(result.summary["data_passes_total"]),
+                      "trial_seconds": dict(result.summary.get("trial_seconds") or {}),
                       "experiment": result.summary.get("experiment_path"),
                       "failed": [str(e) for e in failed["error"]] if "error" in failed else ["?"] * len(failed)}
     agreement = FullDataAgreement(job.mode, more=f"{plan.flag}{'' if plan.flag.endswith('=') else ' '}N")
-    for trial, score in full.items():
-        if trial in proxy:
+    configurations = {t: tuple(repr(v) for v in row) for t, row in zip(
+        trials["trial_id"], trials[[f"config/{n}" for n in job.param_names]].itertuples(index=False))}
+    paired: set[tuple] = set()
+    for trial, score in full.items():  # a configuration trained twice (a grid repeated) is one pair, not two
+        if trial in proxy and configurations.get(trial, (trial,)) not in paired:
             agreement.add(trial, proxy[trial], score, sources[trial])
+            paired.add(configurations.get(trial, (trial,)))
     trials = trials.assign(proxy_score=trials["trial_id"].map(proxy), full_data_score=trials["trial_id"].map(full),
                            full_data_from=trials["trial_id"].map(sources).fillna(""))
     return trials, _decided(job, trials, histories, summary, agreement, audit_cost, experiment, partial)
@@ -359,15 +364,21 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     if audit_cost["failed"]:
         say(f"warning: {len(audit_cost['failed'])} of the audit's trials failed on full data and decide nothing "
             f"(the first: {audit_cost['failed'][0]}); see {audit_cost['experiment']}")
+    seconds = dict(summary.get("trial_seconds") or {})
+    for part, value in (audit_cost.get("trial_seconds") or {}).items():  # the audit's trials are the search's cost
+        seconds[part] = float(seconds.get(part) or 0.0) + float(value or 0.0)
     summary = {**summary, "search_wall_time_s": search_wall, "wall_time_s": wall,
-               "data_passes_total": float(summary["data_passes_total"]) + audit_cost["data_passes"]}
+               "data_passes_total": float(summary["data_passes_total"]) + audit_cost["data_passes"],
+               **({"trial_seconds": seconds} if seconds else {})}
     if not len(scored):
         section["pick_changed"] = False
         summary.update(decided_by="proxy (no configuration has a full-data score)", full_data=section)
         say("no configuration has a full-data score (the top rung and the audit trained none to the end): "
             "the pick is the proxy's, not checked against full data")
         return summary
-    best = scored.loc[scored["full_data_score"].idxmax() if job.mode == "max" else scored["full_data_score"].idxmin()]
+    top = scored["full_data_score"].max() if job.mode == "max" else scored["full_data_score"].min()
+    tied = scored[scored["full_data_score"] == top]  # the search's own pick where it ties for the best
+    best = next((row for _, row in tied.iterrows() if row["trial_id"] == before["trial_id"]), tied.iloc[0])
     section["pick_changed"] = best["trial_id"] != before["trial_id"]
     section["search_pick"] = {**before, "full_data_score": _known(trials, before["trial_id"])}
     summary.update(best_trial_id=best["trial_id"], best_score=float(best["full_data_score"]),

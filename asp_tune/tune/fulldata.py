@@ -67,11 +67,15 @@ def _taus(idx: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
 
 def bootstrap_interval(x: Sequence[float], y: Sequence[float], level: float = LEVEL, resamples: int = RESAMPLES,
                        seed: int = 0) -> tuple[float, float]:
-    """The percentile bootstrap interval of Kendall's tau-b over resampled pairs (NaN, NaN when too few)."""
+    """The percentile bootstrap interval of Kendall's tau-b over resampled pairs (NaN, NaN when too few); the
+    pairs are put in one order first (by their values), so the same pairs give the same interval however they
+    were listed."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
     if n < 3:
         return math.nan, math.nan
+    order = np.lexsort((y, x))
+    x, y = x[order], y[order]
     rng = np.random.default_rng(seed)
     taus = _taus(rng.integers(0, n, (resamples, n)), np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :]))
     taus = taus[np.isfinite(taus)]
