@@ -25,7 +25,6 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from asp_tune.config import TrainConfig
@@ -243,17 +242,26 @@ class DartsTrainer(Trainer):
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))
 
+    def _arch_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The architecture's loss on its part of the data: the task's loss without label smoothing (DARTS's
+        validation loss), each sample weighted by its selection weight as the weight step weighs its own (an
+        unbiased estimate of the loss over the whole part, not one tilted to the samples the proxy picked)."""
+        losses = self.task.loss(logits, y, 0.0)
+        if self.sample_weights is not None:
+            losses = losses * self.sample_weights[idx]
+        return losses.mean()
+
     def arch_step(self, weight_batch: Any, arch_batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One architecture update on ``arch_batch``; returns the logits of that batch's forward pass
         (at the unrolled weights for second order) and its last-layer feature norms, which the proxy
         memory learns from."""
         arch = self.model.arch_parameters()
-        x, y, _ = arch_batch
+        x, y, idx = arch_batch
         if self.order == 1:
             with autocast(self.device, self.config.amp):
                 logits = self.model(x)
             norms = self.feature_tap.take(y.shape[0])
-            grads = torch.autograd.grad(F.cross_entropy(logits.float(), y), arch)
+            grads = torch.autograd.grad(self._arch_loss(logits.float(), y, idx), arch)
         else:  # fp32: finite differences need the precision
             seen: list[torch.Tensor] = []
             seen_norms: list[torch.Tensor | None] = []
@@ -261,14 +269,14 @@ class DartsTrainer(Trainer):
             def arch_loss() -> torch.Tensor:
                 seen.append(self.model(x))
                 seen_norms.append(self.feature_tap.take(y.shape[0]))
-                return F.cross_entropy(seen[-1], y)
+                return self._arch_loss(seen[-1], y, idx)
 
-            wx, wy, _ = weight_batch
+            wx, wy, widx = weight_batch
             weights = self.model.weight_parameters()
             group = self.optimizer.param_groups[0]
             buffers = [self.optimizer.state.get(w, {}).get("momentum_buffer") for w in weights]
             grads = unrolled_hypergradient(
-                weights, arch, lambda: F.cross_entropy(self.model(wx), wy), arch_loss,
+                weights, arch, lambda: self.training_loss(self.model(wx), wy, widx), arch_loss,
                 xi=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 momentum_buffers=buffers)
             logits, norms = seen[0].detach(), seen_norms[0]

@@ -166,6 +166,10 @@ class NasSettings:
             for field, value, was in changed:
                 raise ConfigError(field, value, f"its default {was!r}: --{field.replace('_', '-')} acts only on "
                                                 f"--searcher {other}, not {self.searcher}")
+        if self.searcher == "darts" and self.order == 2 and (self.train.optimizer != "sgd" or self.train.nesterov):
+            field, value = ("optimizer", self.train.optimizer) if self.train.optimizer != "sgd" else ("nesterov", True)
+            raise ConfigError(field, value, "sgd without Nesterov for --order 2: the second-order step unrolls the "
+                                            "weights' next step as plain SGD with momentum (--order 1 takes any)")
         least = getattr(searcher, "min_eval_batch", 0)
         if self.train.eval_batch_size < least:
             raise ConfigError("eval_batch_size", self.train.eval_batch_size,

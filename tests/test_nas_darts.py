@@ -135,6 +135,31 @@ def test_architecture_step_changes_alphas_and_only_weight_step_moves_weights(ord
     assert not all(torch.equal(w, v) for w, v in zip(weights, trainer.model.weight_parameters()))
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_the_architecture_step_weighs_its_samples_as_the_weight_step_does(order):
+    """The architecture's loss was a plain mean over the samples the proxy picked (up to 1.37x weights left
+    out): a gradient tilted towards the hard ones the unbiased weight step corrects for."""
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=32, ratio=0.5, metric="loss", lr=0.05,
+                      label_smoothing=0.1)
+    data = _tiny_data()
+
+    def alphas_after_one_step(weights):
+        torch.manual_seed(0)
+        trainer = DartsTrainer(cfg, data, DartsSearchNetwork(channels=4, layers=3, in_channels=1), order=order,
+                               arch_lr=0.01)
+        plan = trainer.selector.plan(0)
+        weight_batch, arch_batch = next(iter(trainer.epoch_batches(plan)))
+        trainer.sample_weights = weights(len(data.train))
+        trainer.model.train()
+        trainer.arch_step(weight_batch, arch_batch)
+        return [a.detach().clone() for a in trainer.model.arch_parameters()]
+
+    ones = alphas_after_one_step(lambda n: torch.ones(n))
+    assert all(torch.allclose(a, b) for a, b in zip(ones, alphas_after_one_step(lambda n: None)))
+    tilted = alphas_after_one_step(lambda n: torch.linspace(0.2, 2.0, n))
+    assert not all(torch.allclose(a, b) for a, b in zip(ones, tilted))
+
+
 @pytest.mark.parametrize("ratio, metric", [(1.0, "none"), (0.5, "random"), (0.5, "loss"), (0.5, "mixture")])
 def test_every_darts_search_keeps_one_weight_and_architecture_partition_and_picks_ratio_of_each(ratio, metric):
     class Recording(DartsTrainer):

@@ -485,6 +485,9 @@ def test_an_archive_given_as_the_ground_truth_is_one_short_error(tmp_path):
 @pytest.mark.parametrize("changes, field", [
     ({"train": {"epochs": 2, "nope": 1}}, "nope"), ({"evolution": {"candidates": 3, "nope": 1}}, "evolution.nope"),
     ({"train": 3}, "train"), ({"ground_truth": 5}, "ground_truth"), ({"space": 3}, "space"),
+    # the second-order step unrolls plain SGD: Adam crashed in the first batch (KeyError 'momentum'), Nesterov was off
+    ({"searcher": "darts", "order": 2, "train": {"optimizer": "adam", "lr": 1e-3}}, "optimizer"),
+    ({"searcher": "darts", "order": 2, "train": {"nesterov": True}}, "nesterov"),
 ])
 def test_nas_settings_of_the_wrong_type_are_named(changes, field):
     with pytest.raises(ConfigError) as raised:
