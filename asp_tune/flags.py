@@ -58,12 +58,13 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """Comma-separated integers, e.g. ``1,2,3`` (an argparse type; :func:`asp_tune.constraints.check_seeds` checks
-    them)."""
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    """Comma-separated integers in plain decimal digits, e.g. ``1,2,3`` (an argparse type;
+    :func:`asp_tune.constraints.check_seeds` checks them); ``1_0``, an empty item or other digits than 0-9 are
+    refused."""
+    parts = [s.strip() for s in text.split(",")]
+    if not all(p.lstrip("-").isascii() and p.lstrip("-").isdigit() and p.count("-") <= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return [int(p) for p in parts]
 
 
 def optional(kind: type, none_words: tuple[str, ...] = ("none", "all", "")) -> Callable[[str], Any]:

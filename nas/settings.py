@@ -252,6 +252,10 @@ class RetrainSettings:
 
     def validate(self) -> "RetrainSettings":
         check_fields(self)
+        default = RetrainSettings.__dataclass_fields__["aux_weight"].default
+        if self.aux_weight != default and not self.auxiliary:
+            raise ConfigError("aux_weight", self.aux_weight, f"its default {default!r} without --auxiliary: only the "
+                                                             "auxiliary head's loss is weighed by it")
         self.train.validate()
         if self.train.val_fraction == 0:
             from asp_tune.strategies import make_strategy

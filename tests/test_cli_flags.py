@@ -323,3 +323,15 @@ def test_each_search_of_a_comparison_gets_its_own_scheduler_and_searcher(monkeyp
     with pytest.warns(UserWarning, match="search_alg given as an object keeps the seed it was built with"):
         user.compare_trainable(lambda config: None, {"lr": 0.1}, epochs=4, ratios=(1.0, 0.3), search_alg=searcher,
                                seeds=[0, 1])
+
+
+@pytest.mark.parametrize("text", ["1_0", "1,,2", "1,", "\u0663", "a", "--1", "1.5"])
+def test_seeds_are_plain_decimal_integers(text):
+    """'1_0' ran seed 10, '1,,2' and a trailing comma were taken, and Arabic-Indic digits read as 3."""
+    import argparse
+
+    from asp_tune.flags import parse_seeds
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected comma-separated integers"):
+        parse_seeds(text)
+    assert parse_seeds("1, 2,3") == [1, 2, 3] and parse_seeds("-1") == [-1]  # a negative one is checked by name later

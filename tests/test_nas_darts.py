@@ -276,6 +276,14 @@ def test_retrain_schedules_drop_path_and_adds_the_auxiliary_loss():
         RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3).validate()).train_epoch()
 
 
+def test_an_auxiliary_weight_without_the_auxiliary_head_is_refused_by_name():
+    from asp_tune import ConfigError
+
+    cfg = TrainConfig(dataset="digits", epochs=1, batch_size=64, subset=200, test_subset=60)
+    with pytest.raises(ConfigError, match="invalid aux_weight=0.8: allowed its default 0.4 without --auxiliary"):
+        RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3, aux_weight=0.8).validate()
+
+
 def test_retrain_reports_the_main_head_s_loss_as_train_loss_and_the_auxiliary_one_apart():
     cfg = TrainConfig(dataset="digits", epochs=2, batch_size=64, subset=200, test_subset=60)
     trainer = RetrainTrainer(RetrainSettings(KNOWN_GENOTYPES["darts_v2"], cfg, channels=4, layers=3, auxiliary=True,
