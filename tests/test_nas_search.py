@@ -611,12 +611,22 @@ def test_reported_training_seconds_leave_out_validation_and_checkpoints(tmp_path
                              evolution=EvolutionSettings(candidates=2, generations=0, population=2, parents=1))
     monkeypatch.setattr(checkpoint, "save_run", slow_save)
     monkeypatch.setattr(SposTrainer, "evaluate", slow_evaluate)
+    import nas.search as search_module
+
+    build = search_module.supernet_trainer
+
+    def slow_build(*args, **kwargs):  # loading the data and building the supernet: left out of the wall time before
+        slept[0] += 1000.0
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "supernet_trainer", slow_build)
     scores = iter(range(100))
     monkeypatch.setattr(SposTrainer, "score", lambda self, arch: next(scores))  # selection without evaluating
     s = run_search(settings, tmp_path / "search.pt").summary
     assert s["monitor_s"] >= 2 * 100 and s["checkpoint_s"] >= 2 * 100  # two epochs' validation and checkpoints
     assert s["supernet_train_s"] < 100 and s["search_time_s"] < 100  # neither counted as training or search
     assert s["wall_time_s"] >= s["search_time_s"] + s["monitor_s"] + s["checkpoint_s"]
+    assert 1000 <= s["setup_s"] < 1100 and s["wall_time_s"] >= s["setup_s"] + s["monitor_s"] + s["checkpoint_s"]
 
 
 @pytest.mark.parametrize("searcher, changes, field", [
