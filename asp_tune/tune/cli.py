@@ -254,15 +254,16 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def _price_of_full_data(settings, summary: dict[str, Any], out: RunDirectory) -> dict[str, Any]:
-    """The same proxy search with the proxy alone picking (``--decide proxy --min-first-rung-steps 0``),
-    timed beside the default's: what checking the pick on full data cost. Appended to ``report.md``."""
+    """The same proxy search with the proxy alone picking (``--decide proxy``; its first rung as long as the
+    default's), timed beside the default's: what checking the pick on full data cost, and nothing else. Appended
+    to ``report.md``."""
     import dataclasses
 
     from asp_tune.tune.builtin import run_hpo
 
     print(f"[asp-tune demo] the same search at r={settings.ratio} with the proxy alone picking (what `asp-tune hpo "
           "--decide proxy` does)")
-    alone = run_hpo(dataclasses.replace(settings, decide="proxy", audit=None, min_first_rung_steps=0)).summary
+    alone = run_hpo(dataclasses.replace(settings, decide="proxy", audit=None)).summary
     runs = summary["runs"]
     full, checked = runs["1.0"]["wall_time_s"], runs[str(settings.ratio)]["wall_time_s"]
     line = (f"Price of full data deciding: the r={settings.ratio} search took {checked:.1f} s with full data deciding "

@@ -129,9 +129,11 @@ def over_seeds(table: pd.DataFrame, seeds: int | None = None) -> pd.DataFrame:
 
 def full_data_finals(runs: dict[float, SearchResult], param_names: list[str], epochs: int | None,
                      more: list[SearchResult] = ()) -> dict[tuple, float]:
-    """Every configuration's full-data *final* score the comparison has: the full-data search's trials that
-    ran to the end (never one early stopping cut), and each proxy search's own full-data scores (its top
-    rung, its audit; those of ``more`` searches, the controls, too)."""
+    """Every configuration's full-data *final* score the comparison has, one per configuration and shared by
+    every row: the full-data search's where its trial ran to the end (never one early stopping cut: all its
+    epochs on all the data), else the first proxy search's (then a control's, ``more``) full-data top rung or
+    audit (its proxy epochs, then all the data). Shared, so a proxy and its control are judged against the same
+    scores; pooled, so each row pairs every configuration any search trained on full data."""
     finals: dict[tuple, float] = {}
     for _, row in runs[1.0].trials.iterrows():
         if row["status"] == "TERMINATED" and (epochs is None or row["epochs"] >= epochs) \
@@ -463,8 +465,9 @@ def comparison_notes(score_name: str, seeds: int = 1) -> str:
             "beside every proxy ratio whose strategy is not uniform already; a proxy is worth its cost only "
             "against it. Correlations: each "
             "configuration's proxy score against its full-data final score "
-            "(the full-data search's trials that ran to the end, and the proxy search's own full-data top rung "
-            "and audit); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
+            "(one per configuration, the same for every row: the full-data search's where its trial ran to the "
+            "end, else a proxy or control search's full-data top rung or audit, so a proxy and its control are "
+            "judged against the same scores); never a score early stopping cut. r² of full = beta x proxy on normalised scores; good "
             "Spearman: over the configurations whose proxy score is at least the median; the interval is a "
             f"bootstrap over configurations; all are measured once {MIN_PAIRS} configurations have both scores "
             "(asp_tune/tune/fulldata.py); the full-data row has nothing to correlate; n: the configurations with "
