@@ -11,6 +11,7 @@ rounds of mutation and crossover over the best ``population``.
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any, Callable, Hashable
 
 import pandas as pd
@@ -156,8 +157,18 @@ class SposSearch:
     min_eval_batch = 32
 
     def trainer(self, settings: NasSettings, space: NasSpace) -> SposTrainer:
+        """The supernet's trainer; a validation split smaller than :attr:`min_eval_batch` is warned of here, with
+        the data loaded and nothing trained (its candidates' scores are one small batch's statistics)."""
         train = settings.train_config()
-        return SposTrainer(train, None, space, settings.channels, settings.num_cells, scores=scores_factory(train))
+        trainer = SposTrainer(train, None, space, settings.channels, settings.num_cells, scores=scores_factory(train))
+        held = trainer.eval_feeders["val"].num_samples
+        if held < self.min_eval_batch:
+            warnings.warn(f"the validation split holds {held} samples (val_fraction {train.val_fraction:g} of "
+                          f"{held + trainer.selector.num_samples}), fewer than the {self.min_eval_batch} an evaluation "
+                          "batch must hold: the supernet normalises with the batch's statistics, so every candidate "
+                          "is scored on one small batch and ranks otherwise than on a full one (a larger "
+                          "--val-fraction or --subset holds more)", stacklevel=2)
+        return trainer
 
     def score(self, trainer: SposTrainer, settings: NasSettings, archs: list[Hashable]) -> list[float]:
         """Supernet scores of ``archs`` on the images the candidates were scored on (after :meth:`select`)."""

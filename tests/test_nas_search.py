@@ -495,6 +495,18 @@ def test_nas_settings_of_the_wrong_type_are_named(changes, field):
     assert field in (raised.value.field, raised.value.value)  # a TrainConfig's unknown key is its value
 
 
+def test_a_validation_split_too_small_to_score_on_is_warned_of_before_training():
+    """--eval-batch-size 16 was refused, but --val-fraction 0.05 of 300 scored every candidate on one batch of 15,
+    without a word."""
+    from nas.search import supernet_trainer
+
+    settings = tiny_settings(train=tiny_settings().train.replace(subset=300, val_fraction=0.05))
+    with pytest.warns(UserWarning, match=r"the validation split holds 15 samples \(val_fraction 0.05 of 300\), "
+                                         r"fewer than the 32"):
+        trainer = supernet_trainer(settings)
+    assert trainer.epoch == 0
+
+
 def test_nas_settings_take_mappings_for_train_and_evolution():
     settings = NasSettings(train={"dataset": "digits", "epochs": 2}, evolution={"candidates": 3}).validate()
     assert settings.train.epochs == 2 and settings.evolution.candidates == 3
