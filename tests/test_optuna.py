@@ -152,20 +152,26 @@ def test_numpy_scores_are_finite_to_the_tpe_searcher_and_told_as_floats():
         assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 0.75 and type(told.value) is float
 
 
+def _finished_study(trials: int) -> "optuna.Study":
+    """A study of ``trials`` completed trials: x = 0, 1, ..., their values falling with x (the best first)."""
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(trials):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
+                                                  distributions={"x": FloatDistribution(0, 100)}))
+    return study
+
+
 def test_an_audit_keeps_each_full_data_score_as_it_arrives_and_catch_scores_a_failed_run_nan():
     """A train_full that raised on the k-th trial lost the k-1 full-data runs already paid for."""
     import math
-
-    from optuna.distributions import FloatDistribution
 
     from asp_tune import ConfigError
     from asp_tune.tune import audit_study
     from asp_tune.tune.optuna_audit import SCORES_ATTR
 
-    study = optuna.create_study(direction="maximize")
-    for i in range(20):
-        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
-                                                  distributions={"x": FloatDistribution(0, 100)}))
+    study = _finished_study(20)
     calls = []
 
     def full(params, fail_at=None):
@@ -198,14 +204,9 @@ def test_an_audit_keeps_each_full_data_score_as_it_arrives_and_catch_scores_a_fa
 
 def test_a_larger_audit_trains_only_what_the_smaller_did_not_and_keeps_every_score_paid_for():
     """A larger count drew its random half again: of 6 configurations paid for, 2 were dropped and 6 trained anew."""
-    from optuna.distributions import FloatDistribution
-
     from asp_tune.tune import audit_study
 
-    study = optuna.create_study(direction="maximize")
-    for i in range(30):
-        study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, value=0.9 - 0.01 * i,
-                                                  distributions={"x": FloatDistribution(0, 100)}))
+    study = _finished_study(30)
     calls = []
 
     def full(params):
