@@ -542,6 +542,8 @@ def test_a_comparison_over_seeds_pairs_each_seed_s_own_figures_and_writes_them_w
 
     summary = compare.write_comparison(Folder(), comparison, "t", "retrained test accuracy")
     assert summary["search_seeds"] == [0, 1, 2] and len(summary["over_seeds"]) == 2 and len(summary["rows"]) == 6
+    # every seed's searches, not the first seed's alone
+    assert {s: b["runs"]["0.3"]["wall_time_s"] for s, b in summary["by_seed"].items()} == {"0": 4.0, "1": 5.0, "2": 6.0}
     assert (tmp_path / "trials_r0.3_s2.csv").is_file() and (tmp_path / "comparison_over_seeds.csv").is_file()
     report = (tmp_path / "report.md").read_text()
     assert "Over 3 seeds (0, 1, 2)" in report and "| 0.3 | random | 3 |" in report and "| 7.00 ± 2.65 |" in report

@@ -333,6 +333,11 @@ def write_comparison(folder, comparison: dict[str, Any], title: str, score_name:
     folder.file("report.md").write_text(markdown)
     print("\n" + markdown)
     controls = comparison.get("controls") or {}
+    if several:  # "runs" and "controls" are the first seed's; every seed's searches are here
+        extra["by_seed"] = {str(part["seed"]): {"runs": {str(r): run.summary for r, run in part["runs"].items()},
+                                                "controls": {str(r): run.summary for r, run in
+                                                             (part.get("controls") or {}).items()}}
+                            for part in parts}
     return {"title": title, "ratios": sorted(runs, reverse=True), "score": score_name,
             "rows": json.loads(table.drop(columns=list(DEPRECATED_COLUMNS)).to_json(orient="records")),
             "runs": {str(r): run.summary for r, run in runs.items()},
@@ -530,7 +535,8 @@ def plot_comparison(table: pd.DataFrame, scatter: dict[float, list[tuple[float, 
             taus.append(f"r={r}: tau {tau:.2f}")
         else:  # too few configurations: their points, no fit and no tau
             axes[3].scatter([a for a, _ in pairs], [b for _, b in pairs], s=14, label=label, **style)
-            taus.append(f"r={r}: not measured ({len(pairs)} of {MIN_PAIRS} pairs)")
+            taus.append(f"r={r}: not measured ({len(pairs)} of {MIN_PAIRS} pairs)" if pooled == 1 else
+                        f"r={r}: measured in no single seed ({len(pairs)} pairs over {pooled} seeds)")
     axes[3].set_xlabel("full-data final score")
     axes[3].set_ylabel("proxy score (the search's)")
     axes[3].set_title(("same configurations" if pooled == 1 else f"same configurations, {pooled} seeds pooled")
