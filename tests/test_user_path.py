@@ -65,6 +65,8 @@ def test_train_config_from_a_train_run_and_from_an_hpo_summary(tmp_path, capsys)
     (["compare", "--space", "SPACE", "--seeds", "1,1"], "invalid seeds=[1, 1]: allowed distinct integers >= 0"),
     (["compare", "--space", "SPACE", "--seeds", "0,1", "--seed", "3"],
      "invalid seed=3: allowed left out beside --seeds 0,1 (which names every seed)"),
+    (["compare", "--space", "SPACE", "--seeds", "1,2", "--seed", "0"],  # the default's value, given: was ignored
+     "invalid seed=0: allowed left out beside --seeds 1,2 (which names every seed)"),
     # refused after the whole full-data search had run: each ratio's settings are checked before any search
     (["compare", "--space", "SPACE", "--strategy", "none", "--ratios", "1.0,0.3"],
      "invalid metric='none': allowed 'none' only with ratio 1.0"),

@@ -97,6 +97,7 @@ def add_compare_parser(p: argparse.ArgumentParser) -> None:
 
     _add_search_flags(p)
     add_arguments(p, CompareSettings)
+    p.set_defaults(seed=None)  # None: --seed not given (refused beside --seeds); the help keeps its default
 
 
 @subcommand("correlate", "the ASP paper's Table 5: rank correlation per (ratio, metric)")
@@ -184,9 +185,14 @@ def _compare(settings, ratios: list[float], seeds: int, out: RunDirectory, title
 def run_compare_command(args: argparse.Namespace) -> int:
     from asp_tune.tune.compare_settings import CompareSettings
 
+    from asp_tune.tune.settings import HpoSettings
+
+    given = args.seed
+    if given is None:
+        args.seed = HpoSettings.seed  # the declared default
     settings = hpo_settings_from_args(args, 1.0)
     compare = CompareSettings(**values_from_args(args, CompareSettings)).validate()
-    if compare.seeds and settings.seed != type(settings).seed:
+    if compare.seeds and given is not None:  # even the default's value: one of the two would be ignored
         raise ConfigError("seed", settings.seed, f"left out beside --seeds {','.join(map(str, compare.seeds))} "
                                                  "(which names every seed)")
     with results_folder(args) as out:
