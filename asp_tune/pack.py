@@ -785,13 +785,20 @@ def _first_rows(trainer: Trainer, rows: int) -> torch.Tensor:
 def _measure(trainer: Trainer, members: int, rows: int, steps: int, rounds: int = 3,
              evaluate: bool = False, config: TrainConfig | None = None) -> tuple[float, float]:
     """:func:`measure_fusion` of ``trainer``'s network (or of ``config``'s, built on the trainer's data) with its
-    optimiser on its first ``rows`` training samples (and with ``evaluate`` one forward in evaluation mode, as a
+    optimiser on its first ``rows`` training samples (and with ``evaluate`` first a check that its training forward
+    replaces no parameter or buffer, :func:`replaced_in_forward`, and after one forward in evaluation mode, as a
     pack validates); the trainer's batches and random state stay as they were. :class:`CannotFuse` when the
     network cannot run vectorised."""
     device = trainer.device
     try:
         with _untouched(trainer):
             x = _first_rows(trainer, rows)
+            replaced = replaced_in_forward(trainer.model, x) if evaluate else []
+            if replaced:  # before any vectorised step, which such a forward may fail in another way
+                short = replaced[0].rsplit(".", 1)[-1]
+                raise CannotFuse(f"its forward replaces {', '.join(replaced)} (self.{short} = ...) where a pack "
+                                 f"needs an in-place update (self.{short}.mul_(...).add_(...)): a pack would lose "
+                                 "the new value")
             model = trainer.model if config is None else \
                 build_network(config.validate(), trainer.data, device)[0].to(device)
             config = trainer.config if config is None else config
@@ -877,17 +884,8 @@ def check_vectorizable(trainer: Trainer) -> None:
     (lazy modules, tied weights, or control flow that reads the data, refuse): one short training step and one
     evaluation forward on copies of it, on its own data."""
     _check_fusable(trainer.model)
-    rows = min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train))
-    try:
-        with _untouched(trainer):
-            replaced = replaced_in_forward(trainer.model, _first_rows(trainer, rows))
-    except Exception as exc:  # noqa: BLE001 - the user's network, whatever it raises
-        raise CannotFuse(f"the network cannot run vectorised over configurations: {_first_line(exc)}") from exc
-    if replaced:
-        short = replaced[0].rsplit(".", 1)[-1]
-        raise CannotFuse(f"its forward replaces {', '.join(replaced)} (self.{short} = ...) where a pack needs an "
-                         f"in-place update (self.{short}.mul_(...).add_(...)): a pack would lose the new value")
-    _measure(trainer, 2, rows, steps=1, rounds=1, evaluate=True)
+    _measure(trainer, 2, min(trainer.config.batch_size, AUTO_MEASURED_BATCH, len(trainer.data.train)), steps=1,
+             rounds=1, evaluate=True)
 
 
 def kind_name(trainer: Trainer) -> str:

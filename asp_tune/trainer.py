@@ -345,11 +345,13 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
         self.optimizer.step()
 
-    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Mean loss of a batch (the task's: cross-entropy with label smoothing, or squared error), each
-        sample weighted by this epoch's selection weight when the plan has weights (unbiased reweighting,
-        InfoBatch rescaling)."""
-        losses = self.task.loss(logits, y, self.config.label_smoothing)
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                      label_smoothing: float | None = None) -> torch.Tensor:
+        """Mean loss of a batch (the task's: cross-entropy with label smoothing, the run's unless
+        ``label_smoothing`` is given, or squared error), each sample weighted by this epoch's selection weight
+        when the plan has weights (unbiased reweighting, InfoBatch rescaling)."""
+        smoothing = self.config.label_smoothing if label_smoothing is None else label_smoothing
+        losses = self.task.loss(logits, y, smoothing)
         if self.sample_weights is not None:
             losses = losses * self.sample_weights[idx]
         return losses.mean()

@@ -242,26 +242,19 @@ class DartsTrainer(Trainer):
         return itertools.zip_longest(self.train_feeder.batches(weight_half, size),
                                      self.train_feeder.batches(arch_half, size))
 
-    def _arch_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The architecture's loss on its part of the data: the task's loss without label smoothing (DARTS's
-        validation loss), each sample weighted by its selection weight as the weight step weighs its own (an
-        unbiased estimate of the loss over the whole part, not one tilted to the samples the proxy picked)."""
-        losses = self.task.loss(logits, y, 0.0)
-        if self.sample_weights is not None:
-            losses = losses * self.sample_weights[idx]
-        return losses.mean()
-
     def arch_step(self, weight_batch: Any, arch_batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One architecture update on ``arch_batch``; returns the logits of that batch's forward pass
         (at the unrolled weights for second order) and its last-layer feature norms, which the proxy
-        memory learns from."""
+        memory learns from. The architecture's loss is the weight step's (each sample weighted by its selection
+        weight: an estimate of its whole part's loss, not one tilted to the samples the proxy picked) without label
+        smoothing, DARTS's validation loss."""
         arch = self.model.arch_parameters()
         x, y, idx = arch_batch
         if self.order == 1:
             with autocast(self.device, self.config.amp):
                 logits = self.model(x)
             norms = self.feature_tap.take(y.shape[0])
-            grads = torch.autograd.grad(self._arch_loss(logits.float(), y, idx), arch)
+            grads = torch.autograd.grad(self.training_loss(logits.float(), y, idx, label_smoothing=0.0), arch)
         else:  # fp32: finite differences need the precision
             seen: list[torch.Tensor] = []
             seen_norms: list[torch.Tensor | None] = []
@@ -269,7 +262,7 @@ class DartsTrainer(Trainer):
             def arch_loss() -> torch.Tensor:
                 seen.append(self.model(x))
                 seen_norms.append(self.feature_tap.take(y.shape[0]))
-                return self._arch_loss(seen[-1], y, idx)
+                return self.training_loss(seen[-1], y, idx, label_smoothing=0.0)
 
             wx, wy, widx = weight_batch
             weights = self.model.weight_parameters()

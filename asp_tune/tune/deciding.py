@@ -322,9 +322,10 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
         trials["trial_id"], trials[[f"config/{n}" for n in job.param_names]].itertuples(index=False))}
     paired: set[tuple] = set()
     for trial, score in full.items():  # a configuration trained twice (a grid repeated) is one pair, not two
-        if trial in proxy and configurations.get(trial, (trial,)) not in paired:
+        configuration = configurations.get(trial, (trial,))
+        if trial in proxy and configuration not in paired:
             agreement.add(trial, proxy[trial], score, sources[trial])
-            paired.add(configurations.get(trial, (trial,)))
+            paired.add(configuration)
     trials = trials.assign(proxy_score=trials["trial_id"].map(proxy), full_data_score=trials["trial_id"].map(full),
                            full_data_from=trials["trial_id"].map(sources).fillna(""))
     return trials, _decided(job, trials, histories, summary, agreement, audit_cost, experiment, partial)
