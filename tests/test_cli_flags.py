@@ -91,7 +91,7 @@ def test_hpo_flags_come_from_hpo_settings_with_the_commands_defaults_given_once(
     for name in _flagged(HpoSettings):
         assert hasattr(args, name), f"hpo has no flag for HpoSettings.{name}"
     settings = hpo_settings_from_args(args, args.ratio)
-    api = HpoSettings(space=settings.space)
+    api = HpoSettings(space=settings.space).validate()
     for f in dataclasses.fields(HpoSettings):
         if f.name not in ("space", "selection", "storage_path"):
             assert getattr(settings, f.name) == getattr(api, f.name), f.name  # one set of defaults

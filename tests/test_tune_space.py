@@ -162,6 +162,24 @@ def test_an_audit_with_the_proxy_deciding_is_refused():
     HpoSettings(data, decide="full", audit=3).validate()
 
 
+def test_a_space_of_grid_parameters_only_runs_each_configuration_once_and_refuses_repeats():
+    """Its trials train with the search's one seed: the default 8 repeats of a 2-point grid trained 16 trials that
+    scored as 2 did."""
+    from asp_tune.tune.settings import HpoSettings
+
+    grid = {**tiny_space(), "params": {"lr": {"type": "grid", "values": [0.01, 0.1]}}}
+    settings = HpoSettings(grid, algo="random").validate()
+    assert (settings.num_samples, settings.total_trials) == (1, 2)
+    assert HpoSettings(grid, algo="random", num_samples=1).validate().total_trials == 2
+    with pytest.raises(ConfigError, match=r"invalid num_samples=3: allowed 1 or none for space 'tiny', whose "
+                                          r"parameters are all grid: its trials train with the search's one --seed"):
+        HpoSettings(grid, algo="asha", num_samples=3).validate()
+    mixed = {**tiny_space(), "params": {**grid["params"], "momentum": {"type": "uniform", "low": 0.5, "high": 0.9}}}
+    assert HpoSettings(mixed, algo="random").validate().total_trials == 16  # 8 draws of the grid
+    assert HpoSettings(mixed, algo="random", num_samples=3).validate().total_trials == 6
+    assert HpoSettings(tiny_space()).validate().num_samples == 8
+
+
 def test_a_misspelled_model_args_key_is_named_before_any_trial():
     from asp_tune.tune.settings import HpoSettings
 

@@ -242,8 +242,8 @@ def test_import_paths_reach_the_workers_of_a_local_multi_node_cluster(user_folde
     from asp_tune.tune.space import parse_space
 
     cluster = local_cluster({"num_cpus": 0}, workers=2)
-    space = parse_space({**SPACE, "params": {"model_args": {"width": {"type": "grid", "values": [4, 8]}}}})
-    result = run_hpo(HpoSettings(space=space, algo="random", num_samples=2, max_concurrent=2,
+    space = parse_space({**SPACE, "params": {"model_args": {"width": {"type": "grid", "values": [4, 6, 8, 10]}}}})
+    result = run_hpo(HpoSettings(space=space, algo="random", max_concurrent=2,
                                  address=cluster.address, storage_path=str(tmp_path / "ray"), verbose=0,
                                  decide="proxy"))
     assert result.summary["num_failed"] == 0 and result.summary["num_trials"] == 4

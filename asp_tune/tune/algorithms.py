@@ -22,13 +22,17 @@ from asp_tune.imports import is_import_path, resolve
 from asp_tune.registry import LazyRegistry
 
 
+#: trials of a search whose space draws parameters at random, where none is said (``--num-samples``)
+SAMPLED_TRIALS = 8
+
+
 @dataclass(frozen=True)
 class Context:
     """What an algorithm is built for: the trials' epochs and the search's knobs, the score to
     optimise, and the parameters (Ray Tune domains; ``space``: the YAML space when there is one)."""
 
     epochs: int
-    num_samples: int = 8
+    num_samples: int = SAMPLED_TRIALS
     max_concurrent: int = 2
     grace_period: int = 1
     reduction_factor: int = 3

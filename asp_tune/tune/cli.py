@@ -244,7 +244,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
                           "(install with pip install -e . from a checkout)")
     settings = HpoSettings(space=load_space(space_file), storage_path=experiments_folder(args), **demo_search(),
                            **{name: getattr(args, name) for name in DEMO_FIELDS}).validate()
-    print(f"[asp-tune demo] ASHA, {args.num_samples} trials on digits: full data vs proxy data (r={settings.ratio}, "
+    print(f"[asp-tune demo] ASHA, {settings.num_samples} trials on digits: full data vs proxy data (r={settings.ratio}, "
           f"{settings.ratio_schedule}, strategy {settings.resolved_metric()}: the default's choice for a search whose "
           "trials start at the ratio); each pick retrained on full data")
     if str(settings.pack) != "1":

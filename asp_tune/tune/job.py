@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from asp_tune.tune.algorithms import Built
+from asp_tune.tune.algorithms import SAMPLED_TRIALS, Built
+from asp_tune.tune.settings import HpoSettings
 
 
 @dataclass
@@ -35,8 +36,8 @@ class SearchJob:
     epochs: int
     metric: str = "val_accuracy"
     mode: str = "max"
-    num_samples: int = 8
-    max_concurrent: int | None = 2
+    num_samples: int = SAMPLED_TRIALS
+    max_concurrent: int | None = HpoSettings.max_concurrent
     total_trials: int | None = None
     budget: dict[str, Any] = field(default_factory=dict)
     rungs: tuple[int, ...] | None = None

@@ -25,7 +25,7 @@ from asp_tune.imports import is_import_path, user_modules
 from asp_tune.proxy_settings import (AUTO_STATIC_BELOW, RATIO, ProxySettings, ratio_steps, search_proxy_fields,
                                      steps_schedule, trials_start_at_ratio)
 from asp_tune.registry import extensions
-from asp_tune.tune.algorithms import (ALGORITHMS, EARLY_STOPPING, Algorithm, Context, algorithm_names,
+from asp_tune.tune.algorithms import (ALGORITHMS, EARLY_STOPPING, SAMPLED_TRIALS, Algorithm, Context, algorithm_names,
                                       check_algorithm, check_grace_period, get_algorithm)
 from asp_tune.tune.space import SearchSpace
 
@@ -108,6 +108,21 @@ def check_audit(decide: str, audit: int | None, proxy_decides: str) -> None:
                                           "full data)")
 
 
+def trials_of(space: SearchSpace, num_samples: int | None) -> int:
+    """``num_samples`` resolved for ``space`` (None: :data:`SAMPLED_TRIALS`, or one of each configuration of a
+    space whose parameters are all grid); repeats of such a space's grid are refused: the built-in trials train
+    with the search's one seed, so every repeat would train and score the same as the first."""
+    if not space.grid_only:
+        return SAMPLED_TRIALS if num_samples is None else num_samples
+    if num_samples not in (None, 1):
+        raise ConfigError("num_samples", num_samples, f"1 or none for space {space.name!r}, whose parameters are all "
+                                                      "grid: its trials train with the search's one --seed, so each "
+                                                      "repeat of the grid would train the same configurations again "
+                                                      "and score the same (add a sampled parameter, or run another "
+                                                      "--seed)")
+    return 1
+
+
 def as_space(space: Any) -> SearchSpace:
     """``space`` as a :class:`~asp_tune.tune.space.SearchSpace`: one as it is, a mapping parsed, a path read."""
     from asp_tune.tune.space import load_space, parse_space
@@ -146,8 +161,11 @@ class HpoSettings:
                              "first, when trials start at the ratio under early stopping; else, on the ratio or a "
                              f"steps: schedule's lowest step, loss at r >= {AUTO_STATIC_BELOW:g} and fixed_random "
                              "below, random below under a schedule)")
-    num_samples: int = option(8, "trials (for a grid space: repeats of the grid)", SEARCH,
-                              check=Interval(1, None, integer=True))
+    num_samples: int | None = option(None, f"trials (a space with grid parameters: repeats of its grid); none: "
+                                           f"{SAMPLED_TRIALS}, and 1 for a space whose parameters are all grid (its "
+                                           "trials train with one --seed, so a repeat would train a configuration "
+                                           "again and score the same)", SEARCH,
+                                     check=Interval(1, None, integer=True, optional=True))
     max_epochs: int | None = option(None, "epochs per trial (none: the space's)", SEARCH,
                                     check=Interval(1, None, integer=True, optional=True))
     max_concurrent: int = option(2, "trials at once (the paper runs 8); with --pack: packs at once", SEARCH,
@@ -225,6 +243,7 @@ class HpoSettings:
         if isinstance(self.pack, int) and not isinstance(self.pack, bool):  # from Python: the text a flag holds
             self.pack = str(self.pack)
         check_fields(self)
+        self.num_samples = trials_of(self.space, self.num_samples)
         algorithm = self.algorithm
         if self.optuna_storage is not None and not algorithm.keeps_study:
             raise ConfigError("optuna_storage", self.optuna_storage, "none unless the algorithm keeps an Optuna "

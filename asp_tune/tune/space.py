@@ -55,6 +55,12 @@ class SearchSpace:
     def has_grid(self) -> bool:
         return any(p.type == "grid" for p in self.params)
 
+    @property
+    def grid_only(self) -> bool:
+        """Every searched parameter is a grid (or none is searched): the space is its configurations, each
+        one trial, with nothing drawn at random that a repeat would draw otherwise."""
+        return all(p.type == "grid" for p in self.params)
+
     def grid_size(self) -> int:
         size = 1
         for p in self.params:

@@ -38,6 +38,7 @@ from asp_tune.errors import ConfigError, RunInterrupted
 from asp_tune.imports import add_search_paths, by_reference, import_object, search_paths, user_modules
 from asp_tune.proxy_settings import ProxySettings, search_proxy_fields
 from asp_tune.tune.results import search_into
+from asp_tune.tune.algorithms import SAMPLED_TRIALS
 from asp_tune.tune.run import SearchJob, SearchResult, experiment_name, experiments_folder, run_search
 from asp_tune.tune.settings import SEARCH_RATIO, HpoSettings, check_audit, data_scale, rescaled_budget
 
@@ -292,13 +293,16 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
 
 
 def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float = SEARCH_RATIO,
-           strategy: str = "auto", metric: str = "val_accuracy", mode: str = "max", scheduler: Any = "asha",
-           search_alg: Any = None, num_samples: int = 8, max_concurrent: int = 2, reduction_factor: int = 3,
-           grace_period: int = 1, time_budget_s: float | None = None, data_passes_budget: float | None = None,
-           seed: int = 0, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, storage_path: str | None = None,
-           address: str | None = None, name: str | None = None, out: str | Path | None = None,
-           overwrite: bool = False, resume: str | None = None, resume_unsigned: bool = False, verbose: int = 0,
-           keep_checkpoints: bool = False, decide: str = "full", audit: int | None = None,
+           strategy: str = HpoSettings.metric, metric: str = "val_accuracy", mode: str = "max",
+           scheduler: Any = HpoSettings.algo, search_alg: Any = None, num_samples: int = SAMPLED_TRIALS,
+           max_concurrent: int = HpoSettings.max_concurrent, reduction_factor: int = HpoSettings.reduction_factor,
+           grace_period: int = HpoSettings.grace_period, time_budget_s: float | None = HpoSettings.time_budget_s,
+           data_passes_budget: float | None = HpoSettings.data_passes_budget, seed: int = HpoSettings.seed,
+           cpus_per_trial: float = HpoSettings.cpus_per_trial, gpus_per_trial: float = HpoSettings.gpus_per_trial,
+           storage_path: str | None = None, address: str | None = None, name: str | None = None,
+           out: str | Path | None = None, overwrite: bool = False, resume: str | None = None,
+           resume_unsigned: bool = False, verbose: int = 0, keep_checkpoints: bool = HpoSettings.keep_checkpoints,
+           decide: str = HpoSettings.decide, audit: int | None = HpoSettings.audit,
            **proxy_settings: Any) -> SearchResult:
     """Run the user's function ``trainable`` over ``param_space`` (Ray Tune domains) on proxy data.
 
