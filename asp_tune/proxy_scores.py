@@ -75,27 +75,50 @@ def cache_dir() -> Path:
     return default_cache_dir() / "proxy_scores"
 
 
-_DIGESTS: dict[int, str] = {}  # by the tensor's id while it lives (a tensor's == is elementwise: no dict key)
+#: by the tensor's id while it lives (a tensor's == is elementwise: no dict key): (its version, its digest)
+_DIGESTS: dict[int, tuple[int, str]] = {}
 
 
 def _digest(values: torch.Tensor) -> str:
-    """A SHA-256 of a tensor's bytes (about 0.1 s for CIFAR-10's training images), once per tensor: every
-    static-proxy trial of a process asks for its data's key."""
+    """A SHA-256 of a tensor's bytes (about 0.1 s for CIFAR-10's training images), once per tensor and
+    version: every static-proxy trial of a process asks for its data's key, and an in-place edit (which
+    bumps the tensor's version counter) is digested again."""
+    version = values._version
     known = _DIGESTS.get(id(values))
-    if known is None:
+    if known is None or known[0] != version:
         raw = values.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()  # any dtype, bfloat16 too
-        known = _DIGESTS[id(values)] = hashlib.sha256(memoryview(raw)).hexdigest()
-        weakref.finalize(values, _DIGESTS.pop, id(values), None)
-    return known
+        if known is None:
+            weakref.finalize(values, _DIGESTS.pop, id(values), None)
+        known = _DIGESTS[id(values)] = (version, hashlib.sha256(memoryview(raw)).hexdigest())
+    return known[1]
+
+
+def _builder_code(name: str) -> str:
+    """A digest of the source file of the network ``name``'s builder where it is the user's (registered or by
+    import path): an edited builder trains another network under the same name. Empty for asp_tune's own
+    (the key's version covers them) or where the source cannot be read."""
+    import inspect
+
+    from asp_tune.imports import resolve
+    from asp_tune.models import MODELS, _ours
+
+    builder = resolve(MODELS, name, "model")
+    if _ours(builder):
+        return ""
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(builder) or "").read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return ""
 
 
 def cache_key(config: TrainConfig, data: DataBundle) -> str:
-    """Everything the scores depend on: the proxy's settings and the exact training split (its inputs' and
-    labels' bytes: an edited image or a changed loader's output is scored again)."""
+    """Everything the scores depend on: the proxy's settings, its builder's source file where the network is
+    yours, and the exact training split (its inputs' and labels' bytes: an edited image or a changed loader's
+    output is scored again)."""
     proxy = proxy_train_config(config)
     identity = {"train": {name: getattr(proxy, name) for name in DATA_FIELDS + OPTIMISATION_FIELDS + RUN_FIELDS},
                 "data": data.describe(), "labels": _digest(data.train.labels), "inputs": _digest(data.train.images),
-                "version": 3}
+                "model_code": _builder_code(proxy.model), "version": 3}
     for name in ("milestones", "betas"):
         identity["train"][name] = list(identity["train"][name])
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]

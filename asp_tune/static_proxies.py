@@ -177,9 +177,15 @@ def top_indices(values: torch.Tensor, count: int, labels: torch.Tensor, class_ba
     """The ``count`` largest ``values`` (per class in proportion to class size when ``class_balance``), ties
     broken at random with ``generator`` (by position they took whole classes of a set stored class by class:
     forgetting counts and never-learnt samples tie by the hundreds)."""
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:  # NaN ranked as the largest: it was both the hardest and the easiest sample
+        raise ValueError(f"{bad} of the {values.numel()} proxy scores are NaN or infinite: a static proxy ranks "
+                         "finite scores (a diverged proxy model, or scores of your own to mend)")
     rule = SelectionRule("zscore", temperature=0.0, class_balance=class_balance)
     shuffled = torch.randperm(values.numel(), generator=generator, device=values.device)
-    chosen = select_subset(values[shuffled].float(), count, rule, labels=labels[shuffled]).indices
+    # the generator draws each class's rounding too: the global one made a seed's subset depend on what
+    # else the process had drawn (a target network's initialisation)
+    chosen = select_subset(values[shuffled].float(), count, rule, generator, labels=labels[shuffled]).indices
     return shuffled[chosen]
 
 

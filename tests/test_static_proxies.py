@@ -210,6 +210,24 @@ def test_the_proxy_cache_knows_the_training_inputs_so_edited_data_with_the_same_
     assert _digest(halves) == _digest(halves.clone()) != _digest(halves.flip(0))
 
 
+def test_the_scores_key_follows_data_edited_in_place_and_an_edited_builder_of_your_own(tmp_path, monkeypatch):
+    """The data's digest was kept by the tensor's id, so data zeroed in place reused the old scores; a builder of
+    your own was named by its import path alone, so an edited network reused the old network's scores."""
+    from asp_tune.proxy_scores import _builder_code, _digest
+
+    values = torch.arange(10.0)
+    before = _digest(values)
+    values[:5] = 0  # in place: same tensor, same id
+    assert _digest(values) != before and _digest(values) == _digest(values.clone())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "edited_builder.py"
+    module.write_text("import torch\ndef build(shape, classes):\n    return torch.nn.Linear(8, classes)\n")
+    first = _builder_code("edited_builder:build")
+    module.write_text("import torch\ndef build(shape, classes):\n    return torch.nn.Linear(32, classes)\n")
+    assert first and _builder_code("edited_builder:build") not in ("", first)
+    assert _builder_code("mlp") == ""  # asp_tune's own: the key's version covers it
+
+
 def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():
     """950 tied values (never-learnt samples, forgetting counts) in a set stored class by class: by position
     the top 300 were the first three classes' samples alone."""
@@ -226,6 +244,24 @@ def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():
         assert float(in_class.float().mean()) > 35
     again = top_indices(values, 300, labels, False, torch.Generator().manual_seed(0))
     assert torch.equal(again, top_indices(values, 300, labels, False, torch.Generator().manual_seed(0)))
+
+
+def test_a_top_score_subset_follows_its_seed_alone_and_refuses_scores_that_are_not_finite():
+    """Each class's rounding drew from torch's global generator: the same seed chose other subsets after other
+    draws (a target network's initialisation), and moved the user's global stream; NaN scores ranked as the
+    largest, so NaN samples were both the hardest and the easiest."""
+    from asp_tune.static_proxies import top_indices
+
+    values, labels = torch.rand(700, generator=torch.Generator().manual_seed(1)), torch.arange(700) % 7
+    chosen = []
+    for global_seed in (0, 1, 2, 3):
+        torch.manual_seed(global_seed)
+        chosen.append(top_indices(values, 333, labels, True, torch.Generator().manual_seed(5)))
+        assert torch.equal(torch.rand(3), torch.manual_seed(global_seed) and torch.rand(3))  # not advanced
+    assert all(torch.equal(chosen[0], c) for c in chosen[1:])
+    values[[3, 7]] = float("nan")
+    with pytest.raises(ValueError, match=r"2 of the 700 proxy scores are NaN or infinite"):
+        top_indices(values, 100, labels, True, torch.Generator().manual_seed(5))
 
 
 def test_a_scoring_network_is_measured_with_the_arguments_it_trains_with():
