@@ -17,7 +17,7 @@ TOTALS = {"data_passes": ("data_passes", 0.0), "seconds": ("train_seconds_total"
           "startup_seconds": ("startup_seconds", 0.0), "val_seconds": ("val_seconds_total", 0.0),
           "node_id": ("node_id", ""), "assigned_gpus": ("assigned_gpus", ""), "device": ("device", ""),
           "proxy_seconds": ("proxy_seconds", 0.0), "proxy_data_passes": ("proxy_data_passes", 0.0),
-          "proxy_key": ("proxy_key", "")}
+          "proxy_key": ("proxy_key", ""), "selection_seconds": ("subset_selection_seconds", 0.0)}
 
 
 def plain(value: Any) -> Any:

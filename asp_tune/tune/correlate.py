@@ -75,7 +75,8 @@ def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names:
         rows.append({"config": index, "cell": cell_names.index(t["config/cell"]), "ratio": ratio, "metric": strategy,
                      **configs[index],
                      metric: t["final_score"], "score": t["final_score"], "data_passes": t["data_passes"],
-                     "seconds": t["seconds"], "proxy_seconds": t["proxy_seconds"],
+                     "seconds": t["seconds"], "selection_seconds": t.get("selection_seconds", 0.0),
+                     "proxy_seconds": t["proxy_seconds"],
                      "proxy_data_passes": t.get("proxy_data_passes", 0.0), "proxy_key": t["proxy_key"],
                      "proxy_computed": bool(t["proxy_computed"]), "status": t["status"],
                      "error": t.get("error") if t["status"] == "ERROR" else None})
@@ -85,7 +86,8 @@ def cell_scores(trials: pd.DataFrame, configs: list[dict[str, Any]], cell_names:
 def correlations(scores: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """One row per proxy cell: the rank correlations of its scores with the full-data cell's over the
     configurations full data finished (one that failed in the cell is ranked last, ``failed`` counts them:
-    :mod:`asp_tune.quality`), its cost (training seconds, plus a static proxy's scoring model once) against
+    :mod:`asp_tune.quality`), its cost (training seconds, plus a static proxy's scoring model once and each
+    trial's choosing of its subset, k-centers' seconds) against
     full data's, and its data passes (with a static proxy's scoring model, once; per trial, ``data_passes_mean``:
     cells of one ratio can differ, a full first epoch or a static subset)."""
     full = scores[scores["metric"] == "none"].set_index("config")
@@ -94,14 +96,16 @@ def correlations(scores: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
         part = part.set_index("config")
         common = part.index.intersection(full.index)
         proxy_seconds = proxy_model_seconds(part.loc[common])  # a static proxy's scoring model, once per cell
+        selection = float(part.loc[common, "selection_seconds"].sum()) if "selection_seconds" in part else 0.0
         quality = proxy_quality(part.loc[common, "score"].values, full.loc[common, "score"].values,
-                                float(part.loc[common, "seconds"].sum()) + proxy_seconds,
+                                float(part.loc[common, "seconds"].sum()) + proxy_seconds + selection,
                                 float(full.loc[common, "seconds"].sum()), mode=mode)
         proxy_passes = proxy_model_total(part, "proxy_data_passes")  # its training and scoring pass, once
         passes = float(part["data_passes"].sum()) + proxy_passes
         rows.append({"ratio": ratio, "metric": strategy, "strategy": strategy, "asked": strategy,
                      "kind": metric_kind(strategy),
                      **quality, "pairs": quality["n"], "proxy_model_seconds": proxy_seconds,
+                     "selection_seconds": selection,
                      "proxy_model_data_passes": proxy_passes, "data_passes": passes,
                      "data_passes_mean": passes / len(part)})
     table = pd.DataFrame(rows)
