@@ -289,7 +289,7 @@ def _result(trials: list[dict], summary: dict) -> SearchResult:
 def test_an_audit_that_costs_more_than_full_data_is_said_up_front(capsys):
     """--audit 6 of 6 configurations cost 51 data passes against 36 for the same search on full data, unsaid."""
     job = _job(False, audit=6, rungs=(6,), num_samples=6)
-    job.budget, job.summary = {"scale": 0.3}, {"first_epoch_full": True}
+    job.budget = {"scale": (1 + 5 * 0.3) / 6}  # a full first epoch, then 0.3 (data_scale)
     lines = announce(job)
     assert any(line.startswith("--audit 6 of 6 configurations trains them again on all the data: about 51 data "
                                "passes in all, against 36 for the same search on full data") for line in lines)

@@ -123,8 +123,8 @@ def _audit_outweighs_the_proxy(job, configurations: int) -> str:
     if plan.top_rung_full or job.rungs or not scale or scale >= 1.0:
         return ""
     audit, epochs = plan.audit_count(configurations, job.rungs), job.epochs
-    per_trial = 1 + (epochs - 1) * scale if job.summary.get("first_epoch_full") else epochs * scale
-    proxy, full = configurations * per_trial + audit * epochs, configurations * epochs
+    proxy, full = configurations * epochs * scale + audit * epochs, configurations * epochs  # scale: a full first
+    # epoch included (data_scale)
     if not audit or proxy < full:
         return ""
     sep = "" if plan.flag.endswith("=") else " "

@@ -177,11 +177,11 @@ class HpoSettings:
                             "save less training than starting its trials' processes costs)", RAY, check=Check(check_pack, ("0", "x", 2.5)))
     cpus_per_trial: float = option(1.0, "CPUs per trial", RAY, check=Interval(0.0, None, "right"))
     gpus_per_trial: float = option(0.0, "GPUs per trial; fractions allowed, e.g. 0.25", RAY, check=Interval(0.0, None))
-    time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of an epoch (ratio, "
-                                               "or its schedule's mean)", SEARCH,
+    time_budget_s: float | None = option(None, "full-data wall-time budget; x the data share of a trial's epoch "
+                                               "(its ratios' mean, a full first epoch included)", SEARCH,
                                          check=Interval(0.0, None, "right", optional=True))
-    data_passes_budget: float | None = option(None, "full-data budget in data passes; x the data share of an epoch "
-                                                    "(ratio, or its schedule's mean)", SEARCH,
+    data_passes_budget: float | None = option(None, "full-data budget in data passes; x the data share of a trial's "
+                                                    "epoch (its ratios' mean, a full first epoch included)", SEARCH,
                                               check=Interval(0.0, None, "right", optional=True))
     early_stop: str = option("none", "add ASHA early stopping to an algorithm that does not stop trials itself "
                                      "(tpe, random)", SEARCH, EARLY_STOPPING, check=OneOf(lambda: EARLY_STOPPING))
@@ -444,7 +444,7 @@ class HpoSettings:
 
     def data_scale(self) -> float:
         """:func:`data_scale` of this search's trials."""
-        return data_scale(self.ratio, self.epochs, self.ratio_schedule)
+        return data_scale(self.ratio, self.epochs, self.ratio_schedule, self.trial_config().first_epoch_full)
 
     @property
     def total_trials(self) -> int:
@@ -472,15 +472,17 @@ class HpoSettings:
         return d
 
 
-def data_scale(ratio: float, epochs: int, ratio_schedule: str) -> float:
-    """The share of the data a trial's epoch costs, by which budgets are rescaled: the ratio, or under a
-    steps schedule (a top rung on all the data, ``rung_ratios``) the mean ratio of a trial run to the end.
-    One rule for the command line and :func:`asp_tune.tune.search`."""
-    if ratio_steps(ratio_schedule):
-        from asp_tune.schedules import RatioSchedule
+def data_scale(ratio: float, epochs: int, ratio_schedule: str, first_epoch_full: bool) -> float:
+    """The share of the data a trial's epoch costs, by which budgets are rescaled: the mean ratio of a trial
+    run to the end (the ratio; its schedule's, Algorithm 2's or a steps schedule's for a top rung on all the
+    data or ``rung_ratios``; with a full first epoch, that epoch at 1: 0.19 for 10 epochs at r = 0.1, where
+    scaling by the ratio bought about half the trials the full-data budget does). One rule for the command
+    line and :func:`asp_tune.tune.search`."""
+    if ratio >= 1.0:
+        return 1.0
+    from asp_tune.schedules import RatioSchedule
 
-        return float(RatioSchedule(ratio, epochs, ratio_schedule, False).ratios().mean())
-    return ratio if ratio < 1.0 else 1.0
+    return float(RatioSchedule(ratio, epochs, ratio_schedule, first_epoch_full).ratios().mean())
 
 
 def rescaled_budget(scale: float, time_budget_s: float | None, data_passes: float | None, num_samples: int,
