@@ -278,14 +278,16 @@ class Mixture(Importance):
         super().__init__("random", ratio, **kwargs)
         self.name = "mixture"
         self.order, self.width = order, width
-        MetricSchedule("mixture", 1, order, width)  # validates order and width now
+        centres = MetricSchedule("mixture", 1, order, width).centres()  # validates order and width now
+        # asked several times a step: kept, not a schedule and a generator built per call
+        self._statistics = tuple(m for m in centres if m != "random")
 
     def bind(self, run: Run) -> None:
         super().bind(run)
         self.metric_schedule = MetricSchedule("mixture", run.epochs, self.order, self.width, run.seed)
 
     def statistics(self) -> tuple[str, ...]:
-        return tuple(m for m in MetricSchedule("mixture", 1, self.order, self.width).centres() if m != "random")
+        return self._statistics
 
     def metric_at(self, epoch: int) -> str:
         return self.metric_schedule.draw(epoch)

@@ -180,6 +180,25 @@ def test_reweighting_uniform_picks_gives_weight_one():
 # ---------------------------------------------------------------------------------- last-layer gradient
 
 
+def test_confident_samples_keep_their_gradient_norm_and_masked_classes_their_entropy():
+    """sum(p^2) - 2 p_y + 1 cancelled to exactly 0 in float32 from a logit margin of 12 (late in training most
+    samples tied at 0); a class masked with a logit of -inf made the entropy NaN, so the sample kept 0."""
+    margins = torch.tensor([8.0, 12.0, 16.0, 24.0])
+    logits = torch.zeros(4, 5)
+    logits[:, 0] = margins
+    memory = ProxyMemory(4)
+    memory.update(torch.arange(4), logits, torch.zeros(4, dtype=torch.long))
+    p = logits.double().softmax(1)
+    others = p[:, 1:]
+    exact = ((others ** 2).sum(1) + others.sum(1) ** 2).sqrt()  # the same norm without the cancellation
+    assert torch.allclose(memory["logit_gradient"].double(), exact, rtol=1e-4) and bool((exact > 0).all())
+    masked = torch.tensor([[1.0, 2.0, float("-inf")], [0.0, 0.0, float("-inf")]])
+    memory = ProxyMemory(2)
+    memory.update(torch.arange(2), masked, torch.tensor([0, 1]))
+    expected = [float(torch.special.entr(row[:2].softmax(0)).sum()) for row in masked]
+    assert memory["entropy"].tolist() == pytest.approx(expected)  # 0.582 and log 2
+
+
 def test_last_layer_gradient_norm_equals_autograd_per_sample_norm():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
