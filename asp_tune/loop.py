@@ -36,8 +36,8 @@ from asp_tune.errors import ConfigError
 from asp_tune.feeding import batch_slices
 from asp_tune.memory import to_memory
 from asp_tune.proxy import ProxySelector
-from asp_tune.proxy_settings import ProxySettings, auto_strategy
-from asp_tune.strategies import EpochPlan, InfoBatchPruning, SubsetStrategy, make_strategy
+from asp_tune.proxy_settings import ProxySettings, auto_strategy, check_steps_within
+from asp_tune.strategies import EpochPlan, Importance, InfoBatchPruning, SubsetStrategy, make_strategy
 
 
 def _find_labels(dataset: Any) -> torch.Tensor | None:
@@ -147,6 +147,7 @@ class ProxyData(Dataset):
                                                f"strategy={strategy.name!r}, {name}=...)")
         else:
             settings["ratio"] = 1.0 if ratio is None else ratio
+            check_steps_within(settings.get("ratio_schedule", "constant"), epochs)
             if "metric" in settings and strategy != "auto" and settings["metric"] != strategy:
                 raise ConfigError("metric", settings["metric"], f"left out beside strategy={strategy!r} (metric is "
                                                                 f"the strategy's other name), or equal to it")
@@ -181,6 +182,11 @@ class ProxyData(Dataset):
                 allowed = ("a strategy that needs no scoring model, or proxy_scores=ProxyScores(...) "
                            "(asp_tune.proxy_scores: a scoring model's per-sample scores; asp-tune train makes them)")
             raise ConfigError("strategy", exc.value, allowed) from None
+        if ratio is None and not isinstance(strategy, SubsetStrategy) and strategy not in ("auto", "none") and \
+                (isinstance(self.strategy, Importance) or self.strategy.kind == "static"):
+            raise ConfigError("ratio", None, f"the share of the data an epoch takes, for strategy {strategy!r} "
+                                             "(left out, every epoch took all of it and nothing was chosen; "
+                                             "ratio=1.0 says so)")
         if ratio is not None and not isinstance(strategy, SubsetStrategy) and \
                 abs(self.strategy.ratio - settings["ratio"]) > 1e-9:
             raise ConfigError("ratio", ratio, f"left out for strategy '{self.strategy.name}', which ignores it (its "

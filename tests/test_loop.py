@@ -578,6 +578,19 @@ def test_metric_naming_another_strategy_than_strategy_is_refused():
     assert ProxyData(data, 5, ratio=0.3, metric="entropy").strategy.name == "entropy"  # beside the default auto
 
 
+def test_a_strategy_without_a_ratio_and_a_step_past_the_last_epoch_are_refused():
+    """ProxyData(ds, epochs=5, strategy="mixture") trained every epoch on all the data, the memory learning for
+    nothing; steps:8=1.0 over 5 epochs never stepped (TrainConfig refused both)."""
+    for strategy in ("mixture", "loss", "random", "fixed_random"):
+        with pytest.raises(ConfigError, match=rf"invalid ratio=None: allowed the share of the data an epoch takes, "
+                                              rf"for strategy '{strategy}'"):
+            ProxyData(tabular(), 5, strategy=strategy)
+    assert ProxyData(tabular(), 5, ratio=1.0, strategy="loss").epoch_size(2) == len(tabular())
+    assert ProxyData(tabular(), 5).epoch_size(2) == len(tabular())  # auto at ratio 1: full data, as documented
+    with pytest.raises(ConfigError, match=r"ratio_schedule"):
+        ProxyData(tabular(), 5, ratio=0.3, strategy="loss", ratio_schedule="steps:8=1.0")
+
+
 def test_a_ratio_a_registered_strategy_ignores_is_refused():
     from asp_tune.registry import STRATEGIES
     from asp_tune.strategies import EpochPlan, SubsetStrategy
