@@ -24,6 +24,30 @@ def test_the_bar_says_what_its_agreement_fields_mean_and_shows_them(capsys):
     assert SearchProgress(total=1).legend() == ""
 
 
+def test_trials_started_on_all_the_data_are_not_counted_as_the_proxy_s():
+    """After the ratio was raised to 1, trials started on all the data paired their own full-data scores as the
+    proxy's: the bar said full_tau=-1.00(3) where the summary had one configuration with both scores."""
+    import pandas as pd
+
+    from asp_tune.tune.collect import proxy_trust
+
+    bar = SearchProgress(total=4, rungs=(1, 3), metric="val_accuracy", full_pairs=(3, 4))
+    trials = [SimpleNamespace(trial_id=f"t{i}", status="RUNNING") for i in range(4)]
+    histories = {}
+    for i, trial in enumerate(trials):
+        start = 0.3 if i < 2 else 1.0  # t2 and t3 started once the ratio was 1
+        rows = [{"epoch": e, "val_accuracy": s, "start_ratio": start if e == 1 else None}
+                for e, s in ((1, 0.1 * i), (3, 0.2 * i), (4, 0.9 - 0.2 * i))]
+        for row in rows:
+            bar.on_trial_result(0, trials, trial, {k: v for k, v in row.items() if v is not None})
+        histories[trial.trial_id] = pd.DataFrame(rows)
+    postfix = bar._bar.postfix  # noqa: SLF001
+    assert "full_tau=-1.00(2)" in postfix, postfix  # t0 and t1 only
+    record = proxy_trust((1, 3), histories)
+    assert set(record.scores[1]) == set(record.scores[3]) == set(bar.trust.scores[1]) == {"t0", "t1"}
+    bar.on_experiment_end(trials)
+
+
 def test_the_bar_s_best_follows_the_search_s_mode():
     """A minimised metric's best is its lowest report (it showed the highest: 5.07 where the best was 0.22)."""
     trials = [SimpleNamespace(trial_id="t0", status="RUNNING")]

@@ -124,15 +124,28 @@ def proxy_model_total(trials: pd.DataFrame, column: str) -> float:
     return float(used.groupby("proxy_key")[column].max().sum()) if len(used) else 0.0
 
 
+def started_on_all_data(histories: dict[str, pd.DataFrame]) -> set[str]:
+    """The trials that started at ratio 1 (the search raised its ratio while it ran): all their epochs are
+    full data's."""
+    out = set()
+    for trial, hist in histories.items():
+        started = hist["start_ratio"].dropna() if "start_ratio" in hist else ()
+        if len(started) and float(started.iloc[0]) >= 1.0:
+            out.add(trial)
+    return out
+
+
 def proxy_trust(rungs: tuple[int, ...] | None, histories: dict[str, pd.DataFrame], metric: str = "val_accuracy"):
     """The :class:`~asp_tune.tune.trust.RungRecord` of a finished early-stopping search, from the trials'
-    own reports (so a resumed search counts every part); None without early stopping."""
+    own reports (so a resumed search counts every part), without trials started on all the data; None
+    without early stopping."""
     if rungs is None:
         return None
     from asp_tune.tune.trust import RungRecord
 
     record = RungRecord(rungs)
+    on_all = started_on_all_data(histories)  # their rungs are full data's: nothing of the proxy's to trust
     for trial, hist in histories.items():
-        if "epoch" in hist and metric in hist:
+        if "epoch" in hist and metric in hist and trial not in on_all:
             record.add_history(trial, hist["epoch"], hist[metric])
     return record

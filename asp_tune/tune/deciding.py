@@ -22,7 +22,7 @@ import pandas as pd
 
 from asp_tune.errors import RunInterrupted
 from asp_tune.flags import both_spellings
-from asp_tune.tune.collect import plain
+from asp_tune.tune.collect import plain, started_on_all_data
 from asp_tune.tune.fulldata import (AUDIT_FILE, CHANCE_MARGIN, CHANGES_FILE, FullDataAgreement, ProxyWatch,
                                     at_chance, audit_size, choose_audit, expected_top, guards_only,
                                     measurement_notice, read_changes, verdict_lines)
@@ -153,17 +153,6 @@ def proxy_scores(trials: pd.DataFrame, histories: dict[str, pd.DataFrame], metri
             at = hist[hist["epoch"] == first_rung][metric].dropna()
             if len(at):
                 out[trial] = float(at.iloc[-1])
-    return out
-
-
-def started_on_all_data(histories: dict[str, pd.DataFrame]) -> set[str]:
-    """The trials that started at ratio 1 (the search raised its ratio while it ran): all their epochs are
-    full data's."""
-    out = set()
-    for trial, hist in histories.items():
-        started = hist["start_ratio"].dropna() if "start_ratio" in hist else ()
-        if len(started) and float(started.iloc[0]) >= 1.0:
-            out.add(trial)
     return out
 
 

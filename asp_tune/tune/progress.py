@@ -215,6 +215,7 @@ class SearchProgress(Callback):
         self.trust = None if rungs is None else RungRecord(rungs)
         self.full_pairs = full_pairs  # (proxy epoch, full-data epoch): the proxy's agreement with full data
         self.paired: dict[int, dict[str, float]] = {}
+        self.on_all_data: set[str] = set()  # trials started on all the data (the ratio raised to 1)
         self._bar = None
 
     def __getstate__(self) -> dict:  # restored with the experiment; the bar is made anew
@@ -307,9 +308,15 @@ class SearchProgress(Callback):
                 self.best != self.best or (value < self.best if getattr(self, "mode", "max") == "min"
                                            else value > self.best)):
             self.best = float(value)
-        if self.trust is not None and "epoch" in result:
+        on_all_data = self.__dict__.setdefault("on_all_data", set())  # setdefault: a search saved before it
+        started = result.get("start_ratio")
+        if isinstance(started, (int, float)) and started >= 1.0:  # the ratio raised to 1 before it started
+            on_all_data.add(trial.trial_id)
+        proxy_trained = trial.trial_id not in on_all_data  # else its scores are full data's
+        if self.trust is not None and "epoch" in result and proxy_trained:
             self.trust.add(trial.trial_id, result["epoch"], value)
-        if getattr(self, "full_pairs", None) and result.get("epoch") in self.full_pairs and value == value:
+        pairs = getattr(self, "full_pairs", None)
+        if pairs and result.get("epoch") in pairs and value == value and (proxy_trained or result["epoch"] != pairs[0]):
             self.paired.setdefault(int(result["epoch"]), {})[trial.trial_id] = value
         self._count_running(trials)
         self._show()
