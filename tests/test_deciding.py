@@ -579,12 +579,13 @@ def test_a_first_rung_too_short_to_learn_gets_a_longer_grace_period(tmp_path):
     settings = _settings(algo="asha", ratio=0.3)  # 540 training samples: 3 steps of 64 per epoch at r = 0.3
     change = settings.fit_first_rung(540)
     # a grace period of 3 (9 // 3, the longest that still stops trials) gives 9 steps; the ratio rises for the rest
-    assert change["steps"] == [3, 18] and change["grace_period"] == [1, 3] and change["ratio"] == [0.3, 0.6]
-    assert (settings.grace_period, settings.ratio, settings.rungs()) == (3, 0.6, (3, 9))
+    assert change["steps"] == [3, 18] and change["grace_period"] == [1, 3] and change["ratio"] == [0.3, 0.63]
+    assert (settings.grace_period, settings.ratio, settings.rungs()) == (3, 0.63, (3, 9))  # 0.6: 324 samples, 5
+    # batches of 64 and 4 that join the fifth
     kept = _settings(algo="asha", ratio=0.3, min_first_rung_steps=0)
     assert kept.fit_first_rung(540) is None and kept.grace_period == 1
     longer = _settings(algo="asha", ratio=0.3, min_first_rung_steps=12)
-    assert longer.fit_first_rung(540)["ratio"] == [0.3, 0.36]
+    assert longer.fit_first_rung(540)["ratio"] == [0.3, 0.39]
     job = _job(True, rungs=(3, 9), num_samples=54)
     job.summary = {"first_rung_change": {**change, "ratio": [0.3, 0.3]}}  # a longer grace period sufficed
     line = announce(job)[0]

@@ -157,7 +157,9 @@ def test_chance_is_every_score_within_the_margin_of_the_constant_predictor():
 def test_the_first_rung_gets_a_longer_grace_period_then_a_larger_ratio():
     assert first_rung_steps(0.3, 1, 960, 128) == 3
     assert fit_first_rung(0.3, 1, 3, 12, 960, 128, 8) == (3, 0.3)  # grace 3 (12 // 3 = 4 at most) suffices
-    assert fit_first_rung(0.3, 1, 3, 4, 960, 128, 8) == (1, 0.94)  # grace at most 1: the ratio rises
+    assert fit_first_rung(0.3, 1, 3, 4, 960, 128, 8) == (1, 0.97)  # grace at most 1: the ratio rises (0.94: 902
+    # samples are 7 batches of 128 and 6, which join the seventh)
+    assert first_rung_steps(0.94, 1, 960, 128) == 7 and first_rung_steps(0.97, 1, 960, 128) == 8
     assert fit_first_rung(0.3, 1, 3, 4, 960, 128, 100) == (1, 1.0)  # as far as it goes
     assert fit_first_rung(0.3, 1, 3, 4, 960, 128, 0) == (1, 0.3)  # 0: as given
     assert fit_first_rung(0.3, 2, 3, 4, 60000, 128, 16) == (2, 0.3)  # long enough already

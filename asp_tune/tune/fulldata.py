@@ -224,9 +224,12 @@ def choose_audit(candidates: pd.DataFrame, count: int, mode: str, seed: int, sco
 
 def first_rung_steps(ratio: float, grace: int, train_samples: int, batch_size: int) -> int:
     """Optimiser steps a trial takes before its first rung decides: ``grace`` epochs of ``ratio`` of the
-    training samples in batches of ``batch_size``."""
-    per_epoch = max(1, math.ceil(max(2, round(ratio * train_samples)) / batch_size))
-    return grace * per_epoch
+    training samples in batches of ``batch_size``, counted as the feeders make them (a small last batch joins
+    the one before: 449 samples in batches of 64 are 7 steps, not 8)."""
+    from asp_tune.feeding import TRAINING_SMALLEST, batch_slices
+
+    selected = min(train_samples, max(2, round(ratio * train_samples)))
+    return grace * max(1, len(batch_slices(selected, batch_size, TRAINING_SMALLEST)))
 
 
 def fit_first_rung(ratio: float, grace: int, eta: int, epochs: int, train_samples: int, batch_size: int,
