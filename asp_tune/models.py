@@ -123,6 +123,16 @@ def _materialise_lazy(model: nn.Module, name: str, input_shape: tuple[int, ...])
 
     if not any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         return
+    try:
+        zero_forward(model, input_shape)
+    except Exception as exc:  # noqa: BLE001 - the user's network, named
+        raise UserCodeError(name, "giving its lazy modules their shapes (a forward of two zero samples)", exc)
+
+
+def zero_forward(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The output of one forward of two zero samples of ``input_shape`` (float, or token ids where a float
+    input fails), in evaluation mode and without gradients, so nothing the network keeps (running statistics)
+    changes; raises the last input's error where both fail."""
     training = model.training
     model.eval()
     failure: Exception | None = None
@@ -130,11 +140,10 @@ def _materialise_lazy(model: nn.Module, name: str, input_shape: tuple[int, ...])
         for dtype in (torch.float32, torch.long):
             try:
                 with torch.no_grad():
-                    model(torch.zeros(2, *input_shape, dtype=dtype))
-                return
-            except Exception as exc:  # noqa: BLE001 - the user's network: tried with the other input, then named
+                    return model(torch.zeros(2, *input_shape, dtype=dtype))
+            except Exception as exc:  # noqa: BLE001 - the user's network: tried with the other input
                 failure = exc
-        raise UserCodeError(name, "giving its lazy modules their shapes (a forward of two zero samples)", failure)
+        raise failure
     finally:
         model.train(training)
 

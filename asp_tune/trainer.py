@@ -84,6 +84,22 @@ def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch
 
 
 
+
+def check_outputs(outputs: int | None, wanted: int, task: str, name: str) -> None:
+    """A network's outputs are one per class (or per regression value): fewer cannot be trained (a named
+    error); more train, with the extra ones never a label (a warning: a builder that ignores
+    ``num_classes`` leaves them, say). Nothing where ``outputs`` is unknown (None) or the task has neither."""
+    if outputs is None or outputs == wanted or task not in ("classification", "regression"):
+        return
+    unit = "class" if task == "classification" else "regression value"
+    if outputs < wanted:
+        raise ConfigError("model", name, f"a network with {wanted} outputs, one per {unit} of this data: it "
+                                         f"gives {outputs}") from None
+    units = "classes" if unit == "class" else "regression values"
+    warnings.warn(f"the network {name} gives {outputs} outputs for the {wanted} {units} of this data: the last "
+                  f"{outputs - wanted} are never a label", stacklevel=3)
+
+
 class Trainer:
     """Trains one model on ASP proxy data; every piece of state round-trips via ``state_dict``.
 
@@ -260,20 +276,8 @@ class Trainer:
             return None
 
     def _check_outputs(self, outputs: int | None) -> None:
-        """A network's outputs are one per class (or per regression value): fewer cannot be trained (a named
-        error); more train, with the extra ones never a label (a warning: a builder that ignores
-        ``num_classes`` leaves them, say)."""
-        wanted = self.data.num_classes
-        if outputs is None or outputs == wanted or self.task.name not in ("classification", "regression"):
-            return
-        name = self.model_builder.get("builder") or self.model_builder.get("class")
-        unit = "class" if self.task.name == "classification" else "regression value"
-        if outputs < wanted:
-            raise ConfigError("model", name, f"a network with {wanted} outputs, one per {unit} of this data: it "
-                                             f"gives {outputs}") from None
-        units = "classes" if unit == "class" else "regression values"
-        warnings.warn(f"the network {name} gives {outputs} outputs for the {wanted} {units} of this data: the last "
-                      f"{outputs - wanted} are never a label", stacklevel=2)
+        check_outputs(outputs, self.data.num_classes, self.task.name,
+                      self.model_builder.get("builder") or self.model_builder.get("class"))
 
     def observe(self, seen: Observed) -> None:
         """Let the proxy memory learn from a batch a forward pass already ran: its class logits when the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import struct
 import sys
+import re
 import textwrap
 import zlib
 
@@ -38,6 +39,10 @@ MODULE = textwrap.dedent('''
 
     def wrong_size(input_shape, num_classes):
         return nn.Sequential(nn.Flatten(), nn.Linear(7, num_classes))
+
+
+    def too_few_outputs(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 1))
 
 
     def consumes_random(input_shape, num_classes):
@@ -202,6 +207,11 @@ def test_the_search_and_nas_commands_refuse_bad_input_before_anything_runs(here,
                                    "not_a_module', epochs: 2}\nparams:\n  lr: {type: loguniform, low: 0.01, high: 0.1}\n")
     assert main(["hpo", "--space", "own.yaml", "--out", "out"]) == 2  # the user's builder: checked before Ray
     assert "a builder that returns a torch.nn.Module (it returned int)" in capsys.readouterr().err
+    (here / "few.yaml").write_text("name: few\nfixed: {dataset: 'bad_models:features', model: 'bad_models:"
+                                   "too_few_outputs', epochs: 2}\nparams:\n  lr: {type: loguniform, low: 0.01, high: "
+                                   "0.1}\n")
+    assert main(["hpo", "--space", "few.yaml", "--out", "out"]) == 2  # too few outputs: before Ray, not every trial
+    assert re.search(r"a network with \d+ outputs, one per class of this data: it gives 1", capsys.readouterr().err)
     import random
 
     from asp_tune.tune.builtin import check_own_network

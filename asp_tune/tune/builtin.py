@@ -245,8 +245,8 @@ def check_strategy(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
 
 def check_own_network(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
     """A network of the user's own (an import path, or one registered in this process) built once for the
-    space's first configuration before Ray starts, on the host: a builder that fails or returns no network is
-    one error, not every trial's. Nothing for asp_tune's own networks, when the space searches which data to
+    space's first configuration before Ray starts, on the host, with a forward of two zero samples: a builder
+    that fails or returns no network, or a network with too few outputs, is one error, not every trial's. Nothing for asp_tune's own networks, when the space searches which data to
     read, or where the trials run elsewhere than this host's CPU (GPU trials, a cluster: a builder may need
     what only they have); the random states are left as they were."""
     from asp_tune.imports import is_import_path
@@ -262,8 +262,20 @@ def check_own_network(s: HpoSettings, arrays: dict[str, Any] | None) -> None:
     from asp_tune.datasets import load_dataset_for
     from asp_tune.proxy_scores import preserved_rng
 
+    from asp_tune.models import zero_forward
+    from asp_tune.tasks import task_for
+    from asp_tune.trainer import check_outputs
+
     with preserved_rng():
-        build_network(cfg, load_dataset_for(cfg, arrays=arrays), torch.device("cpu"))
+        data = load_dataset_for(cfg, arrays=arrays)
+        network, _ = build_network(cfg, data, torch.device("cpu"))
+        try:  # too few outputs: one error now, not every trial's after Ray started
+            logits = zero_forward(network, tuple(data.input_shape))
+        except Exception:  # noqa: BLE001 - a forward that needs real samples: the trials' first batch says
+            return
+    if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+        task = task_for(cfg.task, torch.as_tensor(np.asarray(arrays["train_y"]))).name
+        check_outputs(logits.shape[-1], data.num_classes, task, cfg.model)
 
 
 def train_samples(s: HpoSettings, arrays: dict[str, Any] | None) -> int | None:
