@@ -355,10 +355,12 @@ class HpoSettings:
     def fit_first_rung(self, train_samples: int) -> dict[str, Any] | None:
         """Lengthen the first rung to ``min_first_rung_steps`` optimiser steps over ``train_samples``
         (:func:`asp_tune.tune.fulldata.fit_first_rung`): a longer grace period, then a larger ratio. Returns
-        what changed, with the steps before and after (None: nothing)."""
+        what changed, with the steps before and after (None: nothing). A search on full data gets the longer grace
+        period too (its ratio has nowhere to rise): in ``compare`` it kept rungs 1, 3, 6 where its proxies ran
+        2, 6, so the two were different searches."""
         from asp_tune.tune.fulldata import first_rung_steps, fit_first_rung
 
-        if not (self.min_first_rung_steps and self.early_stopping and self.ratio < 1.0 and self.rung_ratios is None):
+        if not (self.min_first_rung_steps and self.early_stopping and self.rung_ratios is None):
             return None
         batch = self.trial_config().batch_size
         grace, ratio = fit_first_rung(self.ratio, self.grace_period, self.reduction_factor, self.epochs,
