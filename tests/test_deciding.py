@@ -97,6 +97,23 @@ def test_a_pick_tied_for_best_on_full_data_stays_and_a_repeated_configuration_is
     assert summary["full_data"]["pairs"] == 4
 
 
+def test_a_tie_on_full_data_is_broken_by_the_proxy_score_never_by_the_trials_order(tmp_path, capsys):
+    """Two configurations tied on full data and the pick was the first in the trials' order: a resumed search
+    (which lists them otherwise) reported the other one, with identical scores."""
+    proxy, full = {"t0": 0.5, "t1": 0.7, "t2": 0.6, "t3": 0.8}, {"t0": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.8}
+    picks = []
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        trials, histories, summary = _search(proxy, full)
+        trials = trials.iloc[order].reset_index(drop=True)
+        summary.update(best_trial_id="t3", best_config={"x": 3.0})  # the search's pick lost on full data
+        _, decided = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+        picks.append(decided["best_trial_id"])
+        assert decided["full_data"]["tied_for_best"] == 3
+    assert picks == ["t1", "t1"]  # the best proxy score among the tied
+    assert "3 configurations tie for the best full-data score (0.9000): the pick is the best proxy score's" \
+        in capsys.readouterr().err
+
+
 def test_the_audit_s_trial_seconds_join_the_search_s_breakdown(tmp_path):
     proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(8)}
     trials, histories, summary = _search(proxy, {}, epochs=4, first=4)

@@ -372,7 +372,18 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
         return summary
     top = scored["full_data_score"].max() if job.mode == "max" else scored["full_data_score"].min()
     tied = scored[scored["full_data_score"] == top]  # the search's own pick where it ties for the best
-    best = next((row for _, row in tied.iterrows() if row["trial_id"] == before["trial_id"]), tied.iloc[0])
+    best = next((row for _, row in tied.iterrows() if row["trial_id"] == before["trial_id"]), None)
+    if best is None:  # else the best proxy score, then the configuration: never the trials' order (a resumed
+        # search listed them otherwise and picked another of two tied configurations)
+        proxy = tied["proxy_score"].fillna(-math.inf if job.mode == "max" else math.inf)
+        keys = pd.DataFrame({"proxy": -proxy if job.mode == "max" else proxy,
+                             "config": [repr([plain(row[f"config/{n}"]) for n in job.param_names])
+                                        for _, row in tied.iterrows()]}, index=tied.index)
+        best = tied.loc[keys.sort_values(["proxy", "config"], kind="stable").index[0]]
+    if len(tied) > 1:
+        section["tied_for_best"] = len(tied)
+        say(f"{len(tied)} configurations tie for the best full-data score ({float(top):.4f}): the pick is "
+            + ("the search's own" if best["trial_id"] == before["trial_id"] else "the best proxy score's among them"))
     section["pick_changed"] = best["trial_id"] != before["trial_id"]
     section["search_pick"] = {**before, "full_data_score": _known(trials, before["trial_id"])}
     summary.update(best_trial_id=best["trial_id"], best_score=float(best["full_data_score"]),
