@@ -386,3 +386,19 @@ def test_rungs_read_from_ray_s_scheduler_objects_are_its_own_in_epochs_or_none()
     assert rungs(HyperBandScheduler(max_t=9), 12) is None  # stops every trial at 9 of 12 epochs
     assert rungs(HyperBandScheduler(time_attr="time_total_s", max_t=12), 12) is None  # seconds, not epochs
     assert rungs(ASHAScheduler(time_attr="time_total_s", max_t=12), 12) is None
+
+
+def test_tpe_gets_optuna_s_own_space_and_names_its_study_in_memory(caplog):
+    """Every TPE search printed Ray's warning that the searcher was handed unresolved search space definitions
+    (read as the user's mistake), and Optuna named the study in memory 'optuna'."""
+    import logging
+
+    from asp_tune.tune.settings import HpoSettings
+
+    settings = HpoSettings(REPO / "search_spaces" / "digits_mlp.yaml", algo="tpe", name="asp-digits-r0.3").validate()
+    with caplog.at_level(logging.WARNING):
+        built = settings.algorithm.build(settings.context())
+        built.searcher.set_search_properties("val_accuracy", "max", {})  # as Tune does when the search starts
+    assert not [r for r in caplog.records if "unresolved search space" in r.getMessage()]
+    assert built.searcher._ot_study.study_name == "asp-digits-r0.3"  # noqa: SLF001
+    assert built.searcher.suggest("t1").keys() == {"lr", "momentum", "weight_decay", "label_smoothing"}

@@ -199,8 +199,12 @@ def _tpe(ctx: Context) -> Built:
         if not ctx.name:
             raise ConfigError("name", ctx.name, "the study's name beside optuna_storage")
         kept = {"storage": JournalStorage(JournalFileBackend(str(journal))), "study_name": ctx.name}
+    elif ctx.name:  # in memory: the study still carries the search's name (Optuna's log said "optuna")
+        kept = {"study_name": ctx.name}
     owned = ctx.space is not None
-    searcher = BestEpochOptunaSearch(space=ctx.param_space if owned else None, epochs=ctx.epochs,
+    # Tune's domains converted here: handed over as they are, Ray warned each search as of a user's mistake
+    space = BestEpochOptunaSearch.convert_search_space(ctx.param_space) if owned and ctx.param_space else None
+    searcher = BestEpochOptunaSearch(space=space, epochs=ctx.epochs,
                                      settings=ctx.study_settings, sampler=optuna.samplers.TPESampler(seed=ctx.seed),
                                      **_target(ctx), **kept)
     return Built(FIFOScheduler(), searcher, {} if owned else dict(ctx.param_space or {}))
