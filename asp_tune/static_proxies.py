@@ -43,6 +43,7 @@ class StaticProxy:
     needs_proxy_model: bool = False
     proxy_no_bigger: bool = False  # SVP's premise: the proxy model must cost less than the target
     needs_labels: bool = False  # chooses by class whatever class_balance says
+    balances_classes: bool = True  # reads class_balance (False: chooses its own way, which the summary says)
 
     def choose(self, count: int, labels: torch.Tensor, scores: "ProxyScores | None", generator: torch.Generator,
                class_balance: bool = True) -> torch.Tensor | None:
@@ -61,7 +62,9 @@ class StaticStrategy(SubsetStrategy):
 
     def __init__(self, proxy: StaticProxy, ratio: float, class_balance: bool = True):
         RatioSchedule(ratio, 1)  # validates the ratio
-        self.proxy, self._ratio, self.class_balance = proxy, float(ratio), bool(class_balance)
+        # what it does: kcenters, entropy_histogram and half_classes choose without it (summaries said True)
+        self.proxy, self._ratio = proxy, float(ratio)
+        self.class_balance = bool(class_balance) and proxy.balances_classes
         self.name = proxy.name
         self.needs_scores = proxy.needs_proxy_model
         self.needs_labels = proxy.needs_labels or self.class_balance
@@ -122,6 +125,8 @@ class TopScores(StaticProxy):
 
 @dataclass(frozen=True)
 class HalfClasses(StaticProxy):
+    balances_classes: bool = False
+
     def choose(self, count, labels, scores, generator, class_balance=True):
         labels = labels.to(generator.device)
         kept = half_of_classes(int(labels.max()) + 1, generator)
@@ -132,12 +137,16 @@ class HalfClasses(StaticProxy):
 
 @dataclass(frozen=True)
 class FewerEpochs(StaticProxy):
+    balances_classes: bool = False
+
     def choose(self, count, labels, scores, generator, class_balance=True):
         return None
 
 
 @dataclass(frozen=True)
 class KCenters(StaticProxy):
+    balances_classes: bool = False
+
     def choose(self, count, labels, scores, generator, class_balance=True):
         return greedy_k_centers(scores.features.to(generator.device), count, generator=generator)
 
@@ -150,6 +159,7 @@ class EntropyHistogram(StaticProxy):
     distinct samples are drawn with these exact inclusion probabilities (systematic sampling)."""
 
     bins: int = 10
+    balances_classes: bool = False
 
     def choose(self, count, labels, scores, generator, class_balance=True):
         entropy = scores.score("entropy").to(generator.device).float()

@@ -38,9 +38,11 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
     """Train ``settings.target_model`` on the core-set and (``baseline``) on all data; ``before_training`` is
     called once the settings fit the data, before the proxy model trains.
 
-    Returns ``{"summary", "epochs"}``: the summary holds each run's accuracy and the breakdown of
+    Returns ``{"summary", "epochs", "subset"}``: the summary holds each run's accuracy and the breakdown of
     its end-to-end seconds (proxy model, selection, training and validation; the test evaluation, the same
-    in both runs, is in neither), ``epochs`` the per-epoch records of both runs (``run`` column)."""
+    in both runs, is in neither), the fraction asked for and the one kept (``data_fraction``: half_classes
+    keeps at most its classes, a tiny fraction at least 2 samples), whether the strategy balanced classes
+    and the core-set run's ``config``; ``epochs`` the per-epoch records of both runs (``run`` column)."""
     from asp_tune.assembly import classless_strategies
     from asp_tune.build import build_trainer
     from asp_tune.svp_settings import CORESET_STRATEGIES
@@ -83,14 +85,24 @@ def run_coreset(config: TrainConfig, settings: CoresetSettings, data: DataBundle
         records += [{"run": name, **rec} for rec in trainer.history]
         if name == "coreset":
             subset = subset_table(trainer)
+            kept_fraction = len(subset["index"]) / max(1, trainer.selector.num_samples)
+            balanced = trainer.selector.strategy.class_balance  # False where the strategy chooses without it
+            ran = cfg.replace(class_balance=balanced).to_dict()
             missing = data.num_classes - len(set(subset["label"])) if data.has_classes else 0
-            if missing > 0:
+            if missing > 0 and settings.strategy == "half_classes":
+                warnings.warn(f"half_classes trains on {data.num_classes - missing} of the {data.num_classes} "
+                              f"classes ({kept_fraction:.3g} of the data, however large --fraction), as paper 002 "
+                              "does; its validation and test scores keep every class, so they are about half those "
+                              "on the classes it trained (the paper scores those only)", stacklevel=2)
+            elif missing > 0:
                 warnings.warn(f"the core-set ({len(subset['index'])} samples at fraction {settings.fraction:g}) "
                               f"holds no sample of {missing} of the {data.num_classes} classes: the target cannot "
                               "learn them; a larger --fraction", stacklevel=2)
     core = runs["coreset"]
     score = core["score"]  # the task's score: accuracy, or r2 for regression
-    out = {"strategy": settings.strategy, "fraction": settings.fraction, "target_model": settings.target_model,
+    out = {"strategy": settings.strategy, "fraction": settings.fraction, "data_fraction": kept_fraction,
+           "samples": len(subset["index"]), "class_balance": balanced, "config": ran,
+           "target_model": settings.target_model,
            "proxy_model": core.get("proxy_model"), "data": data.describe(), "runs": runs, "score": score,
            f"coreset_test_{score}": core["final_test_score"], "coreset_test_score": core["final_test_score"],
            "coreset_end_to_end_seconds": core["end_to_end_seconds"]}

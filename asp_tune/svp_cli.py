@@ -93,10 +93,11 @@ def run_coreset_command(args: argparse.Namespace) -> int:
         out.write_table("subset.csv", pd.DataFrame(result["subset"]))
         plot_coreset(epochs, out.file("coreset.png"), f"{settings.strategy} core-set ({settings.fraction:g} of the "
                                                       f"data) vs full data: {settings.target_model}")
-        summary = {**result["summary"], "settings": vars(settings), "config": config.to_dict()}
+        summary = {**result["summary"], "settings": vars(settings)}  # its config: what the core-set ran
         target = out.commit(summary)
     s = result["summary"]
-    line = (f"core-set ({s['strategy']}, {s['fraction']:g}) test {s['score']} {s['coreset_test_score']:.4f} in "
+    kept = "" if abs(s["data_fraction"] - s["fraction"]) < 0.01 else f", {s['data_fraction']:.3g} kept"
+    line = (f"core-set ({s['strategy']}, {s['fraction']:g}{kept}) test {s['score']} {s['coreset_test_score']:.4f} in "
             f"{s['coreset_end_to_end_seconds']:.1f}s end to end")
     if "full_test_score" in s:
         line += (f" | full data {s['full_test_score']:.4f} in {s['full_end_to_end_seconds']:.1f}s | "

@@ -444,6 +444,26 @@ def test_coreset_end_to_end_against_full_data(tmp_path):
     assert (out / "coreset.png").stat().st_size > 5_000
 
 
+def test_a_core_set_says_what_it_kept_and_ran(tmp_path, capsys):
+    """half_classes at --fraction 0.9 trained on half the data while summary and line said 0.9 and the warning
+    advised a larger --fraction; kcenters ignores class balance and the summary said true; the summary's
+    config was the command's defaults (metric auto, ratio 1), not the core-set's run."""
+    out = tmp_path / "half"
+    with pytest.warns(UserWarning, match=r"half_classes trains on 5 of the 10 classes \(0.5\d* of the data, however "
+                                         r"large --fraction\)") as caught:
+        assert run_cli("coreset", "--strategy", "half_classes", "--fraction", 0.9, "--epochs", 1, "--subset", 400,
+                       "--baseline", "false", "--out", out, "--quiet") == 0
+    assert not [w for w in caught if "a larger --fraction" in str(w.message)]
+    captured = capsys.readouterr()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["fraction"] == 0.9 and 0.4 < s["data_fraction"] < 0.6 and s["samples"] == len(pd.read_csv(out / "subset.csv"))
+    assert f"(half_classes, 0.9, {s['data_fraction']:.3g} kept)" in captured.out
+    assert (s["config"]["metric"], s["config"]["ratio"]) == ("half_classes", 0.9) and s["class_balance"] is False
+    from asp_tune.static_proxies import KCENTERS, StaticStrategy
+
+    assert StaticStrategy(KCENTERS, 0.5, class_balance=True).class_balance is False  # it chooses without it
+
+
 def test_active_learn_command_writes_rounds_beside_random(tmp_path):
     out = tmp_path / "al"
     assert run_cli("active-learn", "--strategy", "least_confidence", "--rounds", 2, "--budget", 40, "--epochs", 2,
