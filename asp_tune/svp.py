@@ -255,14 +255,19 @@ class ActiveLearner:
                 "error_is": f"1 - {trainer.task.score_name}", "target_seconds": time.perf_counter() - start}
 
 
+def active_learning_config(config: TrainConfig, settings: ActiveLearningSettings) -> TrainConfig:
+    """The run an active learner trains with: the target network, and no validation split carved out of the
+    pool (no model of it validates)."""
+    return config.replace(model=settings.target_model, val_fraction=0.0)
+
+
 def run_active_learning(config: TrainConfig, settings: ActiveLearningSettings, data: DataBundle | None = None,
                         on_round: Callable[[RoundResult], None] | None = None) -> dict[str, Any]:
     """Every round of ``settings.strategy`` and (``baseline``) of random labelling from the same
     initial pool. The pool is the whole training split (``val_fraction`` 0: no model of it validates).
     Returns ``{"rounds": [...], "finals": [...], "summary": {...}}``."""
     settings.validate()
-    # the proxy defaults to the target network; no validation split is carved out of the pool
-    config = config.replace(model=settings.target_model, val_fraction=0.0)
+    config = active_learning_config(config, settings)
     data = data if data is not None else load_data(config)
     if not data.has_classes and settings.strategy != "random":
         raise ConfigError("strategy", settings.strategy, "random for a regression task (the others pick by a "

@@ -124,12 +124,13 @@ def active_task(spec: dict[str, Any]) -> dict[str, Any]:
     import dataclasses
 
     from asp_tune import TrainConfig
-    from asp_tune.svp import ActiveLearner, load_data
+    from asp_tune.svp import ActiveLearner, active_learning_config, load_data
     from asp_tune.svp_settings import ActiveLearningSettings
 
     config = TrainConfig.from_dict(spec["config"])
     settings = ActiveLearningSettings(strategy=spec["strategy"], rounds=spec["rounds"], budget=spec["budget"],
                                       initial=spec["initial"], target_model=config.model, baseline=False)
+    config = active_learning_config(config, settings)  # the pool asp-tune active-learn has: the whole split
     learner = ActiveLearner(config, settings, load_data(config), seed=config.seed)
     results = [learner.step() for _ in range(settings.rounds)]
     rounds = [dataclasses.asdict(r) | {"seed": config.seed, "selection_seconds": r.selection_seconds} for r in results]
