@@ -114,6 +114,18 @@ def test_a_tie_on_full_data_is_broken_by_the_proxy_score_never_by_the_trials_ord
         in capsys.readouterr().err
 
 
+def test_a_proxy_that_ranks_well_but_whose_pick_loses_is_warned(tmp_path, capsys):
+    """'the proxy ranks like full data' stood alone where its own pick lost 9 points on full data."""
+    full = {f"t{i}": 0.5 + 0.05 * i for i in range(10)}
+    proxy = {**{f"t{i}": 0.3 + 0.02 * i for i in range(10)}, "t8": 0.9}  # t8 first: tau high, t9 lost
+    trials, histories, summary = _search(proxy, full)
+    summary.update(best_trial_id="t8", best_config={"x": 8.0})
+    _, decided = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
+    err = capsys.readouterr().err
+    assert decided["full_data"]["trusted"] and decided["best_trial_id"] == "t9"
+    assert "warning: the proxy's own pick (which full data replaced) lost 0.0500 of full-data score" in err
+
+
 def test_the_audit_s_trial_seconds_join_the_search_s_breakdown(tmp_path):
     proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(8)}
     trials, histories, summary = _search(proxy, {}, epochs=4, first=4)

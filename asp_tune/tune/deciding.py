@@ -395,7 +395,8 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
     say(f"full data decided the pick ({section['top_rung_trials']} on the top rung, {section['audited']} "
         f"audited{on_all}; {full_wall:.0f} s, {100 * section['cost']['share_of_wall']:.0f}% of the wall time): "
         f"{agreement.line()}")
-    for line in verdict_lines(agreement, None):
+    for line in verdict_lines(agreement, agreement.regret() if agreement.measured else None,
+                              "the proxy's own pick (which full data replaced)"):
         say(f"warning: {line}")
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
