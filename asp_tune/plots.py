@@ -130,7 +130,8 @@ def plot_rung_agreement(trust: dict, path: str | Path, title: str = "") -> Path:
     ax.axhline(trust["threshold"], color="black", ls="--", lw=0.8, label=f"threshold {trust['threshold']}")
     ax.axhline(0.0, color="black", lw=0.5)
     ax.set_ylim(-1.05, 1.05)
-    ax.set_xlabel("rungs (epochs); red: below the threshold, grey: too few configurations")
+    ax.set_xlabel("rungs (epochs)\nred: below the threshold; grey: too few configurations to judge (tau as measured)",
+                  fontsize=8)
     ax.set_ylabel("Kendall tau")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or "rank agreement of consecutive rungs", fontsize=10)

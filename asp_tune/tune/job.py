@@ -64,7 +64,13 @@ class SearchJob:
 
 @dataclass
 class SearchResult:
-    """A finished search: one row per trial, the summary (``summary.json``) and each trial's reports."""
+    """A finished search: ``trials``, one row per trial (``trials.csv``); ``summary``, what ``summary.json``
+    holds (``best_config``, ``best_score``, ``decided_by``, ``full_data``...); ``histories``, each trial's
+    reports by trial id (``trial_epochs.csv``)."""
+
+    def __repr__(self) -> str:  # not every trial's table
+        return (f"SearchResult({len(self.trials)} trials, best_config={self.summary.get('best_config')}, "
+                f"best_score={self.summary.get('best_score')})")
 
     trials: pd.DataFrame
     summary: dict[str, Any]
