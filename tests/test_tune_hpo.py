@@ -593,6 +593,15 @@ def test_a_budget_too_small_for_any_result_fails_by_name_and_commits_nothing(ray
         run_hpo(s)
 
 
+def test_a_search_a_budget_ended_says_so(ray_session, tmp_path, capsys):
+    """A data-passes budget stopped a 40-trial search at 9 trials and nothing said why."""
+    s = HpoSettings(space=parse_space(SPACE), algo="random", ratio=0.5, num_samples=6, max_concurrent=1,
+                    data_passes_budget=6, storage_path=str(tmp_path / "ray"), verbose=0, decide="proxy")
+    summary = run_hpo(s).summary
+    assert summary["num_trials"] < 6 and summary["ended_by_budget"]
+    assert f"ended the search after {summary['num_trials']} of 6 trials" in capsys.readouterr().err
+
+
 def test_trials_checkpoint_where_their_scheduler_decides_at_the_end_and_on_the_interval():
     space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9}})
 

@@ -465,6 +465,15 @@ def _summary(job: SearchJob, trials: pd.DataFrame, histories: dict[str, pd.DataF
     }
     for key, read in job.summarizers.items():
         summary[key] = read(experiment_path)
+    planned = job.total_trials or job.num_samples
+    budget = job.budget
+    if len(trials) < planned and (budget.get("data_passes") or budget.get("time_budget_s")):
+        spent = [f"{budget['data_passes']:g} data passes" if budget.get("data_passes") else "",
+                 f"{budget['time_budget_s']:g} s" if budget.get("time_budget_s") else ""]
+        summary["ended_by_budget"] = True
+        print(f"[asp-tune] the budget ({' or '.join(x for x in spent if x)}, the full-data budget "
+              f"x{budget.get('scale', 1):.3g}) ended the search after {len(trials)} of {planned} trials",
+              file=sys.stderr)
     proxy_picks = job.full_data is None and float(job.summary.get("ratio") or 1.0) < 1.0
     if trust is not None and trust.warning() and proxy_picks:  # else full data decides (and says so) or none is used
         print(f"[asp-tune] warning: {trust.warning()}", file=sys.stderr)
