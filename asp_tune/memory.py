@@ -424,10 +424,30 @@ class FeatureNormTap:
     def _hook(self, module: torch.nn.Module, inputs: tuple) -> None:
         self.norms = inputs[0].detach().float().flatten(1).norm(dim=1)
 
-    def take(self, batch: int) -> torch.Tensor | None:
-        """The norms of the last forward when it had ``batch`` samples (else None)."""
+    def take(self, batch: int, outputs: int | None = None) -> torch.Tensor | None:
+        """The norms of the last forward when it had ``batch`` samples (else None); None too where the tapped
+        layer does not give the network's ``outputs`` logits (:meth:`feeds`)."""
         norms, self.norms = self.norms, None
+        if outputs is not None and not self.feeds(outputs):
+            return None
         return norms if norms is not None and norms.shape[0] == batch else None
+
+    def feeds(self, outputs: int) -> bool:
+        """Whether the tapped layer can be the one that gives the network's ``outputs`` logits. The last Linear
+        registered need not be the last applied (a network that registers its head before a projection): its
+        input's norms then made the ``gradient`` metric wrong, by up to 100%. Where it cannot be, ``gradient``
+        is ``logit_gradient`` (said once: an ``output_layer()`` method names the layer)."""
+        if self.layer is None or self.layer.out_features == outputs:
+            return True
+        if not getattr(self, "_said", False):
+            self._said = True
+            import warnings
+
+            warnings.warn(f"the layer taken as the network's last ({self.layer}) gives {self.layer.out_features} "
+                          f"outputs where the network gives {outputs}: the gradient metric leaves out the features' "
+                          "norm (it is logit_gradient); a model.output_layer() method returning the layer that "
+                          "gives the logits mends it", stacklevel=3)
+        return False
 
     def remove(self) -> None:
         if self.handle is not None:

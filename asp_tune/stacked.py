@@ -252,7 +252,8 @@ class StackedNetwork:
                 norms = x.detach().float().flatten(2).norm(dim=2)
             x = STACKED_LAYERS[type(module)](module, {n: params[prefix + n] for n in param_names},
                                              {n: buffers[prefix + n] for n in buffer_names}, x)
-        return x, norms
+        fed = self.output is None or self.output.out_features == x.shape[-1]  # as FeatureNormTap.feeds decides
+        return x, norms if fed else None
 
     def _vmapped(self, params: Tensors, buffers: Tensors, x: torch.Tensor,
                  shared_input: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -269,4 +270,4 @@ class StackedNetwork:
               self.recorder if self.recorder is not None else contextlib.nullcontext()):
             out, norms = vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
                 params, buffers, x)
-        return out, (norms if self.tap.layer is not None else None)
+        return out, (norms if self.tap.layer is not None and self.tap.feeds(out.shape[-1]) else None)

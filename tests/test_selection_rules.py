@@ -215,6 +215,27 @@ def test_confident_samples_keep_their_gradient_norm_and_masked_classes_their_ent
     assert memory["entropy"].tolist() == pytest.approx(expected)  # 0.582 and log 2
 
 
+def test_a_head_registered_before_its_projection_is_not_taken_for_the_last_layer():
+    """The last Linear registered was taken as the one giving the logits: a network registering its head first
+    had its projection's input tapped, and the gradient metric was off by up to 100%."""
+    class HeadFirst(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = torch.nn.Linear(8, 3)
+            self.proj = torch.nn.Linear(6, 8)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.proj(x)))
+
+    model = HeadFirst()
+    tap = FeatureNormTap(model)
+    logits = model(torch.randn(5, 6))
+    with pytest.warns(UserWarning, match=r"gives 8 outputs where the network gives 3: the gradient metric leaves"):
+        assert tap.take(5, logits.shape[-1]) is None  # logit_gradient then, not a wrong norm
+    model(torch.randn(5, 6))
+    assert tap.take(5) is not None  # without the logits' size: as before
+
+
 def test_last_layer_gradient_norm_equals_autograd_per_sample_norm():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
