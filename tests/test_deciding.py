@@ -78,7 +78,8 @@ class _AuditSearch:
                                             "proxy_ratio": [self.last_ratio_by_x.get(c["x"], 1.0)]})
                      for i, c in enumerate(configs)}
         return SearchResult(trials, {"wall_time_s": 3.0, "data_passes_total": 4.0 * len(configs),
-                                     "experiment_path": "audit"}, histories=histories)
+                                     "epochs_total": 4 * len(configs), "experiment_path": "audit"},
+                            histories=histories)
 
 
 def test_a_pick_tied_for_best_on_full_data_stays_and_a_repeated_configuration_is_one_pair(tmp_path):
@@ -130,6 +131,7 @@ def test_the_audit_s_trial_seconds_join_the_search_s_breakdown(tmp_path):
     proxy = {f"t{i}": 0.9 - 0.05 * i for i in range(8)}
     trials, histories, summary = _search(proxy, {}, epochs=4, first=4)
     summary["trial_seconds"] = {"startup": 1.0, "training": 2.0, "validation": 0.5, "proxy_model": 0.0}
+    summary["epochs_total"] = 10  # the audit's 8 x 4 epochs join them, as its data passes do
 
     class Timed(_AuditSearch):
         def __call__(self, job, resume=None):
@@ -140,6 +142,7 @@ def test_the_audit_s_trial_seconds_join_the_search_s_breakdown(tmp_path):
     _, decided = decide(_job(False, audit=8), trials, histories, summary, str(tmp_path),
                         Timed({float(i): 0.5 for i in range(8)}))
     assert decided["trial_seconds"] == {"startup": 4.0, "training": 6.0, "validation": 1.5, "proxy_model": 0.0}
+    assert decided["epochs_total"] == 10 + 8 * 4
 
 
 def test_an_audit_measures_a_misranking_proxy_and_full_data_picks(tmp_path):

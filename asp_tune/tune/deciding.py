@@ -287,7 +287,7 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
                                "proxy_score": [proxy[t] for t in proxy if t not in full]})
     chosen = choose_audit(candidates, count, job.mode, plan.seed, "proxy_score",
                           top_only=guards_only(plan.audit, len(trials)))
-    audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "experiment": None, "failed": []}
+    audit_cost = {"wall_time_s": 0.0, "data_passes": 0.0, "epochs": 0, "experiment": None, "failed": []}
     if chosen:
         by_id = trials.set_index("trial_id")
         known = {t: {n: plain(by_id.loc[t, f"config/{n}"]) for n in job.param_names} for t in by_id.index}
@@ -303,6 +303,7 @@ def decide(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summar
         failed = result.trials[result.trials["status"] == "ERROR"]
         audit_cost = {"wall_time_s": float(result.summary["wall_time_s"]),
                       "data_passes": float(result.summary["data_passes_total"]),
+                      "epochs": int(result.summary.get("epochs_total") or 0),
                       "trial_seconds": dict(result.summary.get("trial_seconds") or {}),
                       "experiment": result.summary.get("experiment_path"),
                       "failed": [str(e) for e in failed["error"]] if "error" in failed else ["?"] * len(failed)}
@@ -363,6 +364,8 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
         seconds[part] = float(seconds.get(part) or 0.0) + float(value or 0.0)
     summary = {**summary, "search_wall_time_s": search_wall, "wall_time_s": wall,
                "data_passes_total": float(summary["data_passes_total"]) + audit_cost["data_passes"],
+               **({"epochs_total": int(summary["epochs_total"]) + audit_cost.get("epochs", 0)}
+                  if "epochs_total" in summary else {}),
                **({"trial_seconds": seconds} if seconds else {})}
     if not len(scored):
         section["pick_changed"] = False
