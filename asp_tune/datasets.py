@@ -852,9 +852,12 @@ def user_arrays(loader: Any, name: str, data_dir: str | None, seed: int = 0) -> 
     num_classes = int(max(train_y.max(), test[1].max() if len(test[1]) else 0)) + 1
     if int(min(train_y.min(), test[1].min() if len(test[1]) else 0)) < 0 or \
             num_classes > max(MAX_CLASSES_PER_SAMPLE * train_y.shape[0], 2):
-        raise DataError(f"{name}: class labels must be 0..K-1 with at most {MAX_CLASSES_PER_SAMPLE} classes per "
-                        f"training sample; got labels from {int(train_y.min())} to {num_classes - 1} for "
-                        f"{train_y.shape[0]:,} samples (float labels are regression targets)")
+        low = int(min(train_y.min(), test[1].min() if len(test[1]) else 0))
+        why = (f"a label of {low} is below 0" if low < 0 else
+               f"{num_classes:,} classes are more than {MAX_CLASSES_PER_SAMPLE} per training sample: label ids, "
+               "not classes")
+        raise DataError(f"{name}: class labels must be 0..K-1 ({why}); got labels from {low} to {num_classes - 1} "
+                        f"for {train_y.shape[0]:,} samples (float labels are regression targets)")
     if classes is None:
         empty = num_classes - len(np.unique(train_y))
         if empty:

@@ -24,7 +24,7 @@ class ProxyScores:
     entropy: torch.Tensor
     least_confidence: torch.Tensor  # 1 - max softmax probability
     forgetting: torch.Tensor  # forgetting events while training; never learned: max + 1
-    features: torch.Tensor  # (N, d) penultimate features, float16
+    features: torch.Tensor  # (N, d) penultimate features, float32
     seconds: float  # proxy training + scoring, wall time
     model: str
     epochs: int

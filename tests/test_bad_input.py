@@ -134,7 +134,8 @@ CASES = [  # (flags, exit code, what stderr says)
     (["--model", "bad_models:Net"], 2, "not the network's class"),
     (["--dataset", "bad_models:broken_loader"], 1, "loading the data with bad_models:broken_loader failed"),
     (["--dataset", "bad_models:empty"], 2, "no samples"),
-    (["--dataset", "bad_models:huge_labels"], 2, "class labels must be 0..K-1"),
+    (["--dataset", "bad_models:huge_labels"], 2, "class labels must be 0..K-1 (990,000,001 classes are more than 10 per "
+                                                  "training sample: label ids, not classes)"),
     (["--dataset", "bad_models:integer_features"], 2, "integer inputs are fed as token sequences"),
     (["--dataset", "bad_models:nan_inputs"], 2, "bad_models:nan_inputs: 2 of 200 samples have NaN or infinite inputs "
                                                 "(the first: sample 5); drop or fill them"),
