@@ -624,21 +624,13 @@ def test_a_first_rung_too_short_to_learn_gets_a_longer_grace_period(tmp_path):
     assert "it takes 18 with grace period 3 (was 1);" in line and "ratio" not in line.split("it takes")[1]
 
 
-def test_a_full_data_search_gets_the_same_longer_first_rung_as_its_proxies():
-    """compare's full-data arm kept grace 1 (rungs 1, 3, 9) where its proxy arm ran grace 3: two different
-    searches compared."""
-    from asp_tune.tune.builtin import common_grace_period
-
-    full, proxy = _settings(algo="asha", ratio=1.0), _settings(algo="asha", ratio=0.3)
+def test_a_full_data_search_gets_a_longer_first_rung_where_it_is_too_short_too():
+    """A full-data search's first rung of 9 steps was kept (the rule skipped ratio 1), where a proxy's gets 16:
+    in compare the two then stopped trials on unlike evidence."""
+    full = _settings(algo="asha", ratio=1.0)
     change = full.fit_first_rung(540)
     assert change["grace_period"] == [1, 2] and change["ratio"] == [1.0, 1.0] and change["steps"] == [9, 18]
-    assert full.ratio == 1.0
-    # compare gives every search the longest grace period any needs: the same rungs
-    grace = common_grace_period([_settings(algo="asha", ratio=1.0), _settings(algo="asha", ratio=0.3)])
-    arms = [_settings(algo="asha", ratio=r, grace_period=grace) for r in (1.0, 0.3)]
-    for arm in arms:
-        arm.fit_first_rung(540)
-    assert grace == 3 and arms[0].rungs() == arms[1].rungs() == (3, 9)
+    assert full.ratio == 1.0 and full.rungs() == (2, 6, 9)
     job = _job(True, rungs=full.rungs(), num_samples=54)
     job.summary = {"first_rung_change": change}
     line = announce(job)[0]

@@ -374,19 +374,6 @@ def retrain_full_data(space: SearchSpace, best_config: dict[str, Any], epochs: i
     return ray.get([remote.remote(c, max(1, int(cpus)), added, paths) for c in configs])
 
 
-def common_grace_period(searches: list[HpoSettings]) -> int:
-    """The grace period every search of a comparison runs with: the longest any of them needs for its first
-    rung's ``min_first_rung_steps`` (a smaller ratio needs more epochs), so that they stop trials at the same
-    rungs (the full-data search kept rungs 1, 3, 6 where its proxy ran 2, 6)."""
-    graces = [searches[0].grace_period]
-    samples = train_samples(searches[0], shared_arrays(searches[0]))  # one data set for all of them
-    for search in searches if samples is not None else ():
-        fitted = dataclasses.replace(search).validate()
-        fitted.fit_first_rung(samples)
-        graces.append(fitted.grace_period)
-    return max(graces)
-
-
 def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int = 1, control: bool = True,
                      seeds: list[int] | None = None) -> dict[str, Any]:
     """The full-data search (ratio 1.0, strategy none) and each proxy ratio's, same seed and search, with its
@@ -409,7 +396,6 @@ def compare_settings(base: HpoSettings, ratios: list[float], retrain_seeds: int 
     ordered = sorted(set(ratios) | {1.0})
     for ratio in ordered:  # every search's settings refused by name before the first one runs
         at(ratio).validate()
-    base = dataclasses.replace(base, grace_period=common_grace_period([at(r) for r in ordered]))
 
     def uniform(ratio: float, strategy: str, seed: int | None) -> Any:
         return job_from_settings(at(ratio, seed, strategy))
