@@ -170,34 +170,10 @@ class SelectionRule:
             z = normalise(values)
             beta = calibrated_scales(z.reshape(-1, n), min(target, 0.999))
             logits = beta.reshape(z.shape[:-1] + (1,)) * z.double()
-        p = torch.softmax(ordered_tail(logits.double()), dim=-1)  # float64: low temperatures must not underflow
+        p = torch.softmax(logits.double(), dim=-1)  # float64: low temperatures must not underflow
         if self.uniform_floor > 0:
             p = (1.0 - self.uniform_floor) * p + self.uniform_floor / n
         return p
-
-
-#: logits this far below their row's largest are ranked into a band :data:`TAIL_WIDTH` wide below it
-#: (:func:`ordered_tail`): their probabilities are below e^-100 and stay negligible beside any above
-TAIL_START, TAIL_WIDTH = 100.0, 580.0
-
-
-def ordered_tail(logits: torch.Tensor) -> torch.Tensor:
-    """``logits`` (float64) less their row's largest, with those more than :data:`TAIL_START` below it spread by
-    rank over a band :data:`TAIL_WIDTH` wide under that. A softmax of the raw logits underflowed to zero there,
-    and the picks left after every positive one were then drawn uniformly among them: a rule near top-m at a
-    low temperature picked 10% of its top-m, as a uniform draw does. Ranked, the next-largest are taken first.
-    Nothing above the band moves (a sort only where a row has such a tail)."""
-    shifted = logits - logits.max(dim=-1, keepdim=True).values
-    below = shifted < -TAIL_START
-    if not bool(below.any()):
-        return shifted
-    order = torch.argsort(shifted, dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
-                                            .expand_as(order).contiguous())
-    head = (~below).sum(-1, keepdim=True)
-    tail = below.sum(-1, keepdim=True).clamp_min(1)
-    squeezed = -TAIL_START - TAIL_WIDTH * (rank - head).double() / tail.double()
-    return torch.where(below, squeezed, shifted)
 
 
 def water_fill(probs: torch.Tensor, count: int) -> torch.Tensor:
