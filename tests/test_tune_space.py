@@ -180,16 +180,6 @@ def test_a_space_of_grid_parameters_only_runs_each_configuration_once_and_refuse
     assert HpoSettings(tiny_space()).validate().num_samples == 8
 
 
-def test_a_model_argument_both_fixed_and_searched_is_refused_as_a_field_is():
-    data = {**tiny_space(), "fixed": {**tiny_space()["fixed"], "model_args": {"hidden": 8}},
-            "params": {"model_args": {"hidden": {"type": "grid", "values": [2, 32]}}}}
-    with pytest.raises(ConfigError, match=r"invalid params.model_args.hidden='model_args.hidden': allowed a model "
-                                          r"argument not fixed \(fixed.model_args holds hidden"):
-        parse_space(data)
-    data["fixed"]["model_args"] = {"depth": 2}  # another argument fixed beside it: fine
-    assert parse_space(data).train_config({"model_args.hidden": 2}).model_args == {"depth": 2, "hidden": 2}
-
-
 def test_a_misspelled_model_args_key_is_named_before_any_trial():
     from asp_tune.tune.settings import HpoSettings
 

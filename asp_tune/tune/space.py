@@ -222,9 +222,6 @@ def _parse_param(pname: str, spec: Any, fields: dict[str, Any], fixed: dict[str,
     if pname.startswith(MODEL_ARGS):
         if not pname[len(MODEL_ARGS):].isidentifier():
             raise ConfigError(where, pname, "model_args.NAME with NAME a keyword argument of the builder")
-        if pname[len(MODEL_ARGS):] in (fixed.get("model_args") or {}):  # the searched value silently won
-            raise ConfigError(where, pname, f"a model argument not fixed (fixed.model_args holds "
-                                            f"{pname[len(MODEL_ARGS):]}: keep it in one place)")
     elif pname not in fields:
         raise ConfigError(where, pname, "a TrainConfig field: " + ", ".join(sorted(fields)))
     if pname in RUN_FIELDS or pname in fixed:
