@@ -117,6 +117,11 @@ class SubsetStrategy:
         """The data fraction per epoch it aims at (reported; 1.0 for full data)."""
         return 1.0
 
+    def data_share(self, epochs: int) -> float:
+        """The mean share of the data an epoch takes over a run of ``epochs`` (budgets are rescaled by it): its
+        ratio, for a strategy whose every epoch takes it (a static subset: no full first epoch, no schedule)."""
+        return min(1.0, float(self.ratio))
+
     def describe(self) -> dict[str, Any]:
         """What a summary reports about the strategy."""
         return {"strategy": self.name, "kind": self.kind, "ratio": self.ratio}
@@ -179,6 +184,10 @@ class Importance(SubsetStrategy):
     @property
     def ratio(self) -> float:
         return float(self._ratio)
+
+    def data_share(self, epochs: int) -> float:
+        """The mean of its schedule's ratios: a full first epoch, Algorithm 2's or a steps schedule included."""
+        return float(RatioSchedule(self._ratio, epochs, self.schedule_kind, self.first_epoch_full).ratios().mean())
 
     def bind(self, run: Run) -> None:
         super().bind(run)

@@ -45,6 +45,14 @@ def test_trials_started_on_all_the_data_are_not_counted_as_the_proxy_s():
     assert "full_tau=-1.00(2)" in postfix, postfix  # t0 and t1 only
     record = proxy_trust((1, 3), histories)
     assert set(record.scores[1]) == set(record.scores[3]) == set(bar.trust.scores[1]) == {"t0", "t1"}
+    # a search on full data (every trial started at 1) keeps them all: its rungs are its own to agree
+    full = SearchProgress(total=2, rungs=(1, 3), metric="val_accuracy")
+    for trial in trials[2:]:
+        for row in histories[trial.trial_id].to_dict("records"):
+            full.on_trial_result(0, trials, trial, {k: v for k, v in row.items() if v == v and v is not None})
+    kept = proxy_trust((1, 3), {t: histories[t] for t in ("t2", "t3")})
+    assert set(full.trust.scores[1]) == set(kept.scores[1]) == {"t2", "t3"}
+    full.on_experiment_end(trials)
     bar.on_experiment_end(trials)
 
 

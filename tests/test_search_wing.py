@@ -402,3 +402,15 @@ def test_tpe_gets_optuna_s_own_space_and_names_its_study_in_memory(caplog):
     assert not [r for r in caplog.records if "unresolved search space" in r.getMessage()]
     assert built.searcher._ot_study.study_name == "asp-digits-r0.3"  # noqa: SLF001
     assert built.searcher.suggest("t1").keys() == {"lr", "momentum", "weight_decay", "label_smoothing"}
+
+
+def test_a_static_subset_s_budget_is_scaled_by_its_ratio_alone():
+    """A static subset takes no full first epoch: scaling its budget as a strategy's that does gave 0.175 where
+    its epochs take 0.1 (auto at r = 0.1 is fixed_random)."""
+    from asp_tune.tune.settings import HpoSettings
+
+    space = REPO / "search_spaces" / "digits_mlp.yaml"
+    static = HpoSettings(space, algo="random", ratio=0.1).validate()
+    assert static.trial_config().metric == "fixed_random" and static.data_scale() == pytest.approx(0.1)
+    loss = HpoSettings(space, algo="random", ratio=0.1, metric="loss").validate()
+    assert loss.data_scale() == pytest.approx((1 + 11 * 0.1) / 12)  # a full first epoch, then 0.1

@@ -125,14 +125,16 @@ def proxy_model_total(trials: pd.DataFrame, column: str) -> float:
 
 
 def started_on_all_data(histories: dict[str, pd.DataFrame]) -> set[str]:
-    """The trials that started at ratio 1 (the search raised its ratio while it ran): all their epochs are
-    full data's."""
-    out = set()
+    """The trials that started at ratio 1 where others started below it (the search raised its ratio while it
+    ran): all their epochs are full data's. None in a search on full data (every trial started at 1)."""
+    starts = {}
     for trial, hist in histories.items():
         started = hist["start_ratio"].dropna() if "start_ratio" in hist else ()
-        if len(started) and float(started.iloc[0]) >= 1.0:
-            out.add(trial)
-    return out
+        if len(started):
+            starts[trial] = float(started.iloc[0])
+    if not any(r < 1.0 for r in starts.values()):
+        return set()
+    return {trial for trial, ratio in starts.items() if ratio >= 1.0}
 
 
 def proxy_trust(rungs: tuple[int, ...] | None, histories: dict[str, pd.DataFrame], metric: str = "val_accuracy"):

@@ -310,8 +310,10 @@ class SearchProgress(Callback):
             self.best = float(value)
         on_all_data = self.__dict__.setdefault("on_all_data", set())  # setdefault: a search saved before it
         started = result.get("start_ratio")
-        if isinstance(started, (int, float)) and started >= 1.0:  # the ratio raised to 1 before it started
-            on_all_data.add(trial.trial_id)
+        if isinstance(started, (int, float)) and started < 1.0:
+            self.below_one = True  # a proxy search: a trial starting at 1 later is one the raised ratio made
+        elif isinstance(started, (int, float)) and getattr(self, "below_one", False):
+            on_all_data.add(trial.trial_id)  # the ratio raised to 1 before it started (not a full-data search)
         proxy_trained = trial.trial_id not in on_all_data  # else its scores are full data's
         if self.trust is not None and "epoch" in result and proxy_trained:
             self.trust.add(trial.trial_id, result["epoch"], value)

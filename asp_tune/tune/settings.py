@@ -446,7 +446,7 @@ class HpoSettings:
 
     def data_scale(self) -> float:
         """:func:`data_scale` of this search's trials."""
-        return data_scale(self.ratio, self.epochs, self.ratio_schedule, self.trial_config().first_epoch_full)
+        return data_scale(self.trial_config().proxy_settings(), self.epochs)
 
     @property
     def total_trials(self) -> int:
@@ -474,17 +474,17 @@ class HpoSettings:
         return d
 
 
-def data_scale(ratio: float, epochs: int, ratio_schedule: str, first_epoch_full: bool) -> float:
-    """The share of the data a trial's epoch costs, by which budgets are rescaled: the mean ratio of a trial
-    run to the end (the ratio; its schedule's, Algorithm 2's or a steps schedule's for a top rung on all the
-    data or ``rung_ratios``; with a full first epoch, that epoch at 1: 0.19 for 10 epochs at r = 0.1, where
-    scaling by the ratio bought about half the trials the full-data budget does). One rule for the command
-    line and :func:`asp_tune.tune.search`."""
-    if ratio >= 1.0:
+def data_scale(proxy: ProxySettings, epochs: int) -> float:
+    """The share of the data a trial's epoch costs, by which budgets are rescaled: the mean over a run of
+    ``epochs`` of the share each epoch of the strategy ``proxy`` names takes (its ratio, with a schedule's
+    changes, a top rung on all the data and a full first epoch where it takes them; a static subset's ratio:
+    0.19 for 10 epochs at r = 0.1 after a full first one, where scaling by the ratio bought about half the
+    trials the full-data budget does). One rule for the command line and :func:`asp_tune.tune.search`."""
+    if proxy.ratio >= 1.0:
         return 1.0
-    from asp_tune.schedules import RatioSchedule
+    from asp_tune.strategies import make_strategy
 
-    return float(RatioSchedule(ratio, epochs, ratio_schedule, first_epoch_full).ratios().mean())
+    return make_strategy(proxy.metric, proxy).data_share(epochs)
 
 
 def rescaled_budget(scale: float, time_budget_s: float | None, data_passes: float | None, num_samples: int,
