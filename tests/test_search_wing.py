@@ -414,3 +414,15 @@ def test_a_static_subset_s_budget_is_scaled_by_its_ratio_alone():
     assert static.trial_config().metric == "fixed_random" and static.data_scale() == pytest.approx(0.1)
     loss = HpoSettings(space, algo="random", ratio=0.1, metric="loss").validate()
     assert loss.data_scale() == pytest.approx((1 + 11 * 0.1) / 12)  # a full first epoch, then 0.1
+
+
+def test_search_runs_each_configuration_of_a_space_that_draws_nothing_once():
+    """search() ran a grid-only param_space 8 times over, every trial seeded alike (the command line ran it once)."""
+    from ray import tune
+
+    from asp_tune.tune.user import trials_of_space
+
+    assert trials_of_space({"lr": tune.grid_search([0.1, 0.2]), "wd": 0.0}, None) == 1
+    assert trials_of_space({"lr": tune.grid_search([0.1, 0.2]), "m": tune.uniform(0, 1)}, None) == 8
+    assert trials_of_space({"opt": {"lr": tune.loguniform(1e-3, 1)}}, None) == 8  # nested: still drawn
+    assert trials_of_space({"lr": tune.grid_search([0.1, 0.2])}, 3) == 3  # given: as Ray Tune's

@@ -170,6 +170,25 @@ def grid_size(param_space: dict[str, Any]) -> int:
                      if isinstance(v, dict) and isinstance(v.get("grid_search"), (list, tuple)))
 
 
+def trials_of_space(param_space: dict[str, Any], num_samples: int | None) -> int:
+    """``num_samples`` where given; else :data:`SAMPLED_TRIALS`, or 1 where ``param_space`` draws nothing (only
+    grid searches and constants): every trial is seeded with the search's one seed, so a repeat of the grid
+    trains each configuration again alike."""
+    from ray.tune.search.sample import Domain
+
+    if num_samples is not None:
+        return num_samples
+
+    def draws(value: Any) -> bool:
+        if isinstance(value, Domain):
+            return True
+        if isinstance(value, dict) and "grid_search" not in value:
+            return any(draws(v) for v in value.values())
+        return False
+
+    return SAMPLED_TRIALS if draws(param_space) else 1
+
+
 def described_space(value: Any) -> Any:
     """``param_space`` as plain data that two equal spaces share in any process: Ray Tune's sampling domains by
     their bounds and sampler (``float[0.001, 0.1] LogUniform``), choices by their values, numbers, strings and
@@ -294,7 +313,7 @@ def user_job(trainable: Callable[[dict], None], param_space: dict[str, Any], *, 
 
 def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, epochs: int, ratio: float = SEARCH_RATIO,
            strategy: str = HpoSettings.metric, metric: str = "val_accuracy", mode: str = "max",
-           scheduler: Any = HpoSettings.algo, search_alg: Any = None, num_samples: int = SAMPLED_TRIALS,
+           scheduler: Any = HpoSettings.algo, search_alg: Any = None, num_samples: int | None = None,
            max_concurrent: int = HpoSettings.max_concurrent, reduction_factor: int = HpoSettings.reduction_factor,
            grace_period: int = HpoSettings.grace_period, time_budget_s: float | None = HpoSettings.time_budget_s,
            data_passes_budget: float | None = HpoSettings.data_passes_budget, seed: int = HpoSettings.seed,
@@ -308,7 +327,8 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
 
     Each trial's config gets ``config["asp_tune"]`` (``ratio``, ``metric`` = ``strategy``, ``seed`` and
     any ``proxy_settings``); under an early-stopping scheduler the first epoch is not a full pass
-    unless ``first_epoch_full=True``. ``scheduler``: ``fifo``, the name of a registered algorithm
+    unless ``first_epoch_full=True``. ``num_samples``: as Ray Tune's (None: 8, or one of each configuration
+    where ``param_space`` draws nothing, its trials all seeded alike). ``scheduler``: ``fifo``, the name of a registered algorithm
     (``asha``, ``hyperband``, ``hypertune`` with its own searcher, ...) or any Ray Tune
     ``TrialScheduler``; ``search_alg``: ``random``, an algorithm's name (``tpe``) or any ``Searcher``.
     Budgets are given as for full data and rescaled by the data share of an epoch
@@ -327,6 +347,7 @@ def search(trainable: Callable[[dict], None], param_space: dict[str, Any], *, ep
     the pick, and ``summary["full_data"]`` holds the proxy's Kendall tau against full data with its interval.
     ``proxy``: the best proxy score picks."""
     storage = experiments_folder(out, storage_path, address)
+    num_samples = trials_of_space(param_space if isinstance(param_space, dict) else {}, num_samples)
     job = user_job(trainable, param_space, epochs=epochs, ratio=ratio, strategy=strategy, metric=metric, mode=mode,
                    scheduler=scheduler, search_alg=search_alg, num_samples=num_samples, max_concurrent=max_concurrent,
                    reduction_factor=reduction_factor, grace_period=grace_period, time_budget_s=time_budget_s,
