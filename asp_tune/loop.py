@@ -182,9 +182,10 @@ class ProxyData(Dataset):
                 allowed = ("a strategy that needs no scoring model, or proxy_scores=ProxyScores(...) "
                            "(asp_tune.proxy_scores: a scoring model's per-sample scores; asp-tune train makes them)")
             raise ConfigError("strategy", exc.value, allowed) from None
-        if ratio is None and not isinstance(strategy, SubsetStrategy) and strategy not in ("auto", "none") and \
+        named = None if isinstance(strategy, SubsetStrategy) else settings.get("metric", strategy)  # or metric=
+        if ratio is None and named not in (None, "auto", "none") and \
                 (isinstance(self.strategy, Importance) or self.strategy.kind == "static"):
-            raise ConfigError("ratio", None, f"the share of the data an epoch takes, for strategy {strategy!r} "
+            raise ConfigError("ratio", None, f"the share of the data an epoch takes, for strategy {named!r} "
                                              "(left out, every epoch took all of it and nothing was chosen; "
                                              "ratio=1.0 says so)")
         if ratio is not None and not isinstance(strategy, SubsetStrategy) and \

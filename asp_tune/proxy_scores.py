@@ -83,7 +83,10 @@ def _digest(values: torch.Tensor) -> str:
     """A SHA-256 of a tensor's bytes (about 0.1 s for CIFAR-10's training images), once per tensor and
     version: every static-proxy trial of a process asks for its data's key, and an in-place edit (which
     bumps the tensor's version counter) is digested again."""
-    version = values._version
+    try:
+        version = values._version
+    except RuntimeError:  # an inference tensor keeps no version counter (and cannot be edited in place later)
+        version = -1
     known = _DIGESTS.get(id(values))
     if known is None or known[0] != version:
         raw = values.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()  # any dtype, bfloat16 too

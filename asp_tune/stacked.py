@@ -252,7 +252,7 @@ class StackedNetwork:
                 norms = x.detach().float().flatten(2).norm(dim=2)
             x = STACKED_LAYERS[type(module)](module, {n: params[prefix + n] for n in param_names},
                                              {n: buffers[prefix + n] for n in buffer_names}, x)
-        fed = self.output is None or self.output.out_features == x.shape[-1]  # as FeatureNormTap.feeds decides
+        fed = self.output is None or x.dim() != 3 or self.output.out_features == x.shape[-1]  # as FeatureNormTap.feeds
         return x, norms if fed else None
 
     def _vmapped(self, params: Tensors, buffers: Tensors, x: torch.Tensor,
@@ -270,4 +270,5 @@ class StackedNetwork:
               self.recorder if self.recorder is not None else contextlib.nullcontext()):
             out, norms = vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
                 params, buffers, x)
-        return out, (norms if self.tap.layer is not None and self.tap.feeds(out.shape[-1]) else None)
+        outputs = out.shape[-1] if out.dim() == 3 else None  # (K, B) regression values: nothing to compare
+        return out, (norms if self.tap.layer is not None and (outputs is None or self.tap.feeds(outputs)) else None)

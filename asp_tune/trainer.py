@@ -339,7 +339,7 @@ class Trainer:
             logits = self.model(x)
         loss = self.training_loss(logits, y, idx)
         self.optimizer_step(loss)
-        return StepOutput(Observed(logits, y, idx, self.feature_tap.take(y.shape[0], logits.shape[-1])), loss)
+        return StepOutput(Observed(logits, y, idx, self.feature_tap.take(y.shape[0], logits.shape[-1] if logits.dim() == 2 else None)), loss)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` and take one SGD step on the network weights (clipped by ``grad_clip``)."""

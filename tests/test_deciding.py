@@ -124,7 +124,7 @@ def test_a_proxy_that_ranks_well_but_whose_pick_loses_is_warned(tmp_path, capsys
     _, decided = decide(_job(True, audit=0), trials, histories, summary, str(tmp_path), _no_audit)
     err = capsys.readouterr().err
     assert decided["full_data"]["trusted"] and decided["best_trial_id"] == "t9"
-    assert "warning: the proxy's own pick (which full data replaced) lost 0.0500 of full-data score" in err
+    assert "warning: the proxy's best among the configurations with both scores lost 0.0500 of full-data score" in err
 
 
 def test_the_audit_s_trial_seconds_join_the_search_s_breakdown(tmp_path):
@@ -764,3 +764,13 @@ def test_the_pictures_draw_chance_and_label_every_rung_pair(tmp_path, monkeypatc
     plots.plot_rung_agreement(trust, "t.png")
     labels = {t.get_text(): t.get_color() for t in figures[-1].axes[0].texts}
     assert labels == {"5 configs": "black", "6 configs": "white"}  # beside the flat bar, inside the tall one
+
+
+def test_a_tie_among_the_searchs_own_scores_is_broken_by_the_configuration():
+    """Tied on the proxy's scores, the search's pick was the first in the trials' order (other after a resume)."""
+    from asp_tune.tune.collect import best_trial
+
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "config/x": [0.3, 0.1, 0.2], "best_score": [0.9, 0.9, 0.5],
+                           "status": ["TERMINATED"] * 3})
+    assert best_trial(trials)["trial_id"] == "b" == best_trial(trials.iloc[::-1])["trial_id"]
+    assert best_trial(trials, "min")["trial_id"] == "c"

@@ -585,6 +585,9 @@ def test_a_strategy_without_a_ratio_and_a_step_past_the_last_epoch_are_refused()
         with pytest.raises(ConfigError, match=rf"invalid ratio=None: allowed the share of the data an epoch takes, "
                                               rf"for strategy '{strategy}'"):
             ProxyData(tabular(), 5, strategy=strategy)
+    with pytest.raises(ConfigError, match=r"invalid ratio=None: allowed the share of the data an epoch takes, for "
+                                          r"strategy 'loss'"):
+        ProxyData(tabular(), 5, metric="loss")  # its other name
     assert ProxyData(tabular(), 5, ratio=1.0, strategy="loss").epoch_size(2) == len(tabular())
     assert ProxyData(tabular(), 5).epoch_size(2) == len(tabular())  # auto at ratio 1: full data, as documented
     with pytest.raises(ConfigError, match=r"ratio_schedule"):

@@ -218,6 +218,10 @@ def test_a_head_registered_before_its_projection_is_not_taken_for_the_last_layer
         assert tap.take(5, logits.shape[-1]) is None  # logit_gradient then, not a wrong norm
     model(torch.randn(5, 6))
     assert tap.take(5) is not None  # without the logits' size: as before
+    regression = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    tap = FeatureNormTap(regression)
+    values = regression(torch.randn(16, 6)).squeeze(-1)  # (N,) regression values: no logits' size to compare
+    assert values.dim() == 1 and tap.take(16, values.shape[-1] if values.dim() == 2 else None) is not None
 
 
 def test_last_layer_gradient_norm_equals_autograd_per_sample_norm():

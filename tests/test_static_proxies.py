@@ -226,6 +226,9 @@ def test_the_scores_key_follows_data_edited_in_place_and_an_edited_builder_of_yo
     module.write_text("import torch\ndef build(shape, classes):\n    return torch.nn.Linear(32, classes)\n")
     assert first and _builder_code("edited_builder:build") not in ("", first)
     assert _builder_code("mlp") == ""  # asp_tune's own: the key's version covers it
+    with torch.inference_mode():  # features a loader made under inference mode: no version counter
+        made = torch.arange(6.0)
+    assert _digest(made) == _digest(made.clone())
 
 
 def test_ties_among_the_top_scores_are_broken_at_random_not_by_position():

@@ -103,11 +103,18 @@ def collect_trials(grid, param_names: list[str], metric: str = "val_accuracy", m
 
 
 def best_trial(trials: pd.DataFrame, mode: str = "max") -> pd.Series | None:
-    """The trial with the best score among those that did not fail (None: no trial scored)."""
+    """The trial with the best score among those that did not fail (None: no trial scored); of tied ones, the
+    configuration first by its values' repr, never by the trials' order (a resumed search lists them otherwise)."""
     ok = trials[(trials["status"] != "ERROR") & trials["best_score"].notna()] if len(trials) else trials
     if not len(ok):
         return None
-    return ok.loc[ok["best_score"].idxmax() if mode == "max" else ok["best_score"].idxmin()]
+    top = ok["best_score"].max() if mode == "max" else ok["best_score"].min()
+    tied = ok[ok["best_score"] == top]
+    if len(tied) == 1:
+        return tied.iloc[0]
+    columns = sorted(c for c in tied.columns if str(c).startswith("config/"))
+    keys = [repr([plain(v) for v in row]) for row in tied[columns].itertuples(index=False)]
+    return tied.iloc[min(range(len(keys)), key=keys.__getitem__)]
 
 
 def proxy_model_seconds(trials: pd.DataFrame) -> float:

@@ -399,7 +399,7 @@ def _decided(job, trials: pd.DataFrame, histories: dict[str, pd.DataFrame], summ
         f"audited{on_all}; {full_wall:.0f} s, {100 * section['cost']['share_of_wall']:.0f}% of the wall time): "
         f"{agreement.line()}")
     for line in verdict_lines(agreement, agreement.regret() if agreement.measured else None,
-                              "the proxy's own pick (which full data replaced)"):
+                              "the proxy's best among the configurations with both scores"):
         say(f"warning: {line}")
     if section["did_not_learn"]:
         say(f"warning: {section['did_not_learn']}")
