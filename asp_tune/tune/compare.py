@@ -282,8 +282,9 @@ def _finite_mean(values: list[float]) -> float:
 
 
 def _tied_pick(full: SearchResult, param_names: list[str]) -> list[str]:
-    """A warning when the full-data search's best score was shared: its pick among them is the first by trial order,
-    so every regret against it depends on that order (within the tied configurations' retrained spread)."""
+    """A warning when the full-data search's best score was shared: its pick among them is the first by its
+    values (:func:`~asp_tune.tune.collect.best_trial`), so every regret against it is against one of equals
+    (within the tied configurations' retrained spread)."""
     best = full.summary.get("best_score")
     trials = full.trials
     if best is None or best != best or "final_score" not in trials:
@@ -294,7 +295,7 @@ def _tied_pick(full: SearchResult, param_names: list[str]) -> list[str]:
     if len(configurations) < 2:
         return []
     return [f"{len(configurations)} configurations tied at the full-data search's best score {float(best):.4g}; its pick is "
-            "the first of them by trial order, so each regret here is against one of equals"]
+            "the first of them by its values, so each regret here is against one of equals"]
 
 
 def write_comparison(folder, comparison: dict[str, Any], title: str, score_name: str) -> dict[str, Any]:
