@@ -545,7 +545,8 @@ def test_reports_between_rungs_carry_no_validation_metrics():
 def test_rung_only_validation_runs_under_ray(ray_session, tmp_path):
     space = parse_space({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 9, "subset": 300}})
     s = HpoSettings(space=space, algo="asha", ratio=1.0, metric="none", num_samples=4, max_concurrent=2,
-                    reduction_factor=3, storage_path=str(tmp_path), verbose=0)
+                    reduction_factor=3, storage_path=str(tmp_path), verbose=0,
+                    min_first_rung_steps=0)  # 5 steps an epoch: a first rung of 16 steps would start at epoch 3
     result = run_hpo(s)
     assert list(result.summary["validation_epochs"]) == [1, 3, 9] and result.summary["num_failed"] == 0
     for history in result.histories.values():  # validated exactly at the rungs it reached
